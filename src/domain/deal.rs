@@ -1,0 +1,572 @@
+//! Deals: exact money, a pipeline stage, and the moves between stages.
+
+use std::{fmt, str::FromStr};
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    ContactId, Pipeline, PipelineKey, StageKey, StageKind, TenantId, Timestamp, Version,
+    contact::{double_option, required},
+    id_type,
+    text::text_type,
+};
+use crate::error::{Error, FieldError, ValidationErrors};
+
+id_type!(
+    /// The id of a [`Deal`] (UUID v7).
+    DealId
+);
+
+text_type!(
+    /// A deal's title: 1–255 characters after trimming.
+    DealTitle, field = "title", min = 1, max = 255, multiline = false
+);
+
+text_type!(
+    /// Why a deal was lost: 1–500 characters after trimming.
+    LostReason, field = "lost_reason", min = 1, max = 500, multiline = true
+);
+
+/// An ISO 4217 currency code (`EUR`, `USD`, …).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency(iso_currency::Currency);
+
+impl Currency {
+    /// Parses an ISO 4217 code (trimmed, any casing).
+    pub fn parse(code: &str) -> Result<Self, FieldError> {
+        Self::parse_field("currency", code)
+    }
+
+    /// Like [`parse`](Self::parse), reporting the error under `field`.
+    pub fn parse_field(field: &str, code: &str) -> Result<Self, FieldError> {
+        let c = code.trim().to_ascii_uppercase();
+        iso_currency::Currency::from_code(&c)
+            .map(Currency)
+            .ok_or_else(|| {
+                FieldError::new(
+                    field,
+                    "unknown_value",
+                    format!("{:?} is not an ISO 4217 currency code", code.trim()),
+                )
+            })
+    }
+
+    /// The three-letter code.
+    pub fn code(&self) -> &'static str {
+        self.0.code()
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl FromStr for Currency {
+    type Err = FieldError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Currency::parse(s)
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = FieldError;
+    fn try_from(v: String) -> Result<Self, Self::Error> {
+        Currency::parse(&v)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(c: Currency) -> String {
+        c.code().to_string()
+    }
+}
+
+/// An exact amount of money: a non-negative decimal with at most
+/// [`MAX_SCALE`](Self::MAX_SCALE) decimal places, below 10^15, in one currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "MoneyRepr", into = "MoneyRepr")]
+pub struct Money {
+    amount: Decimal,
+    currency: Currency,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MoneyRepr {
+    amount: Decimal,
+    currency: Currency,
+}
+
+impl Money {
+    /// The most decimal places an amount may have.
+    pub const MAX_SCALE: u32 = 4;
+
+    /// Validates an amount in a currency.
+    pub fn new(amount: Decimal, currency: Currency) -> Result<Self, FieldError> {
+        Self::new_field("amount", amount, currency)
+    }
+
+    /// Like [`new`](Self::new), reporting the error under `field`.
+    pub fn new_field(field: &str, amount: Decimal, currency: Currency) -> Result<Self, FieldError> {
+        if amount.is_sign_negative() && !amount.is_zero() {
+            return Err(FieldError::new(
+                field,
+                "out_of_range",
+                format!("must not be negative, got {amount}"),
+            ));
+        }
+        let amount = amount.normalize();
+        if amount.scale() > Self::MAX_SCALE {
+            return Err(FieldError::new(
+                field,
+                "out_of_range",
+                format!(
+                    "must have at most {} decimal places, got {amount}",
+                    Self::MAX_SCALE
+                ),
+            ));
+        }
+        if amount >= Decimal::from(1_000_000_000_000_000_i64) {
+            return Err(FieldError::new(
+                field,
+                "out_of_range",
+                "must be below 10^15",
+            ));
+        }
+        // Normalized, so that 100, 100.0 and 100.00 are stored alike.
+        let amount = if amount.is_zero() {
+            Decimal::ZERO
+        } else {
+            amount
+        };
+        Ok(Money { amount, currency })
+    }
+
+    /// Parses an amount written as a decimal string (`"1250.50"`).
+    pub fn parse(amount: &str, currency: Currency) -> Result<Self, FieldError> {
+        let d = Decimal::from_str_exact(amount.trim())
+            .or_else(|_| Decimal::from_scientific(amount.trim()))
+            .map_err(|e| {
+                FieldError::new(
+                    "amount",
+                    "invalid_format",
+                    format!("is not a decimal number ({e})"),
+                )
+            })?;
+        Money::new(d, currency)
+    }
+
+    /// The amount.
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+
+    /// The currency.
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount, self.currency)
+    }
+}
+
+impl TryFrom<MoneyRepr> for Money {
+    type Error = FieldError;
+    fn try_from(r: MoneyRepr) -> Result<Self, Self::Error> {
+        Money::new(r.amount, r.currency)
+    }
+}
+
+impl From<Money> for MoneyRepr {
+    fn from(m: Money) -> Self {
+        MoneyRepr {
+            amount: m.amount,
+            currency: m.currency,
+        }
+    }
+}
+
+/// A deal as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deal {
+    /// Its id.
+    pub id: DealId,
+    /// The tenant it belongs to.
+    pub tenant_id: TenantId,
+    /// The contact it is with.
+    pub contact_id: ContactId,
+    /// Its title.
+    pub title: DealTitle,
+    /// Its value.
+    pub amount: Money,
+    /// The pipeline it moves through.
+    pub pipeline: PipelineKey,
+    /// The stage it is in.
+    pub stage: StageKey,
+    /// When it is expected to close.
+    pub expected_close_date: Option<NaiveDate>,
+    /// When it was won (set while in a won stage).
+    pub won_at: Option<Timestamp>,
+    /// When it was lost (set while in a lost stage).
+    pub lost_at: Option<Timestamp>,
+    /// Why it was lost (set while in a lost stage).
+    pub lost_reason: Option<LostReason>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// Its version, for optimistic concurrency.
+    pub version: Version,
+}
+
+impl Deal {
+    /// A new deal from validated input. The stage must be an open stage of
+    /// `pipeline` (the first open stage when the input names none).
+    pub fn create(
+        tenant_id: TenantId,
+        new: NewDeal,
+        pipeline: &Pipeline,
+        now: Timestamp,
+    ) -> Result<Deal, Error> {
+        let stage = match new.stage {
+            Some(s) => s,
+            None => pipeline.first_open_stage().key.clone(),
+        };
+        let def = pipeline
+            .require_stage("stage", &stage)
+            .map_err(ValidationErrors::single)?;
+        if def.kind != StageKind::Open {
+            return Err(ValidationErrors::single(FieldError::new(
+                "stage",
+                "invalid_value",
+                "a new deal starts in an open stage",
+            ))
+            .into());
+        }
+        Ok(Deal {
+            id: DealId::new(),
+            tenant_id,
+            contact_id: new.contact_id,
+            title: new.title,
+            amount: new.amount,
+            pipeline: pipeline.key().clone(),
+            stage,
+            expected_close_date: new.expected_close_date,
+            won_at: None,
+            lost_at: None,
+            lost_reason: None,
+            created_at: now,
+            updated_at: now,
+            version: Version::FIRST,
+        })
+    }
+
+    /// The deal moved to stage `to`, following the stage machine of `pipeline`.
+    pub fn moved(
+        &self,
+        pipeline: &Pipeline,
+        to: &StageKey,
+        lost_reason: Option<LostReason>,
+        now: Timestamp,
+    ) -> Result<Deal, Error> {
+        let kind = pipeline.check_move(&self.stage, to, lost_reason.is_some())?;
+        let mut next = self.clone();
+        next.stage = to.clone();
+        match kind {
+            StageKind::Won => next.won_at = Some(now),
+            StageKind::Lost => {
+                next.lost_at = Some(now);
+                next.lost_reason = lost_reason;
+            }
+            StageKind::Open => {}
+        }
+        next.updated_at = now;
+        next.version = self.version.next();
+        Ok(next)
+    }
+
+    /// The closed deal reopened into open stage `to`; clears the close stamps
+    /// and the lost reason.
+    pub fn reopened(
+        &self,
+        pipeline: &Pipeline,
+        to: &StageKey,
+        now: Timestamp,
+    ) -> Result<Deal, Error> {
+        pipeline.check_reopen(&self.stage, to)?;
+        let mut next = self.clone();
+        next.stage = to.clone();
+        next.won_at = None;
+        next.lost_at = None;
+        next.lost_reason = None;
+        next.updated_at = now;
+        next.version = self.version.next();
+        Ok(next)
+    }
+
+    /// The deal with `patch` applied, or `None` when it changes nothing.
+    pub fn patched(&self, patch: &DealPatch, now: Timestamp) -> Option<Deal> {
+        let mut next = self.clone();
+        if let Some(t) = &patch.title {
+            next.title = t.clone();
+        }
+        if let Some(a) = patch.amount {
+            next.amount = a;
+        }
+        if let Some(d) = patch.expected_close_date {
+            next.expected_close_date = d;
+        }
+        if next == *self {
+            return None;
+        }
+        next.updated_at = now;
+        next.version = self.version.next();
+        Some(next)
+    }
+}
+
+/// Inbound JSON for a new deal. `amount` may be a JSON string or number.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDealDto {
+    /// Required: the contact's id.
+    #[serde(default)]
+    pub contact_id: Option<String>,
+    /// Required.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Required: a decimal ≥ 0, as a string (`"1250.50"`) or a number.
+    #[serde(default)]
+    pub amount: Option<Value>,
+    /// Required: an ISO 4217 code.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// The pipeline's key; `default` when absent.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// The starting stage; the pipeline's first open stage when absent.
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// `YYYY-MM-DD`.
+    #[serde(default)]
+    pub expected_close_date: Option<String>,
+}
+
+/// A validated new deal. Whether the stage belongs to the pipeline is
+/// checked by the store, which knows the pipelines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeal {
+    /// The contact the deal is with.
+    pub contact_id: ContactId,
+    /// Title.
+    pub title: DealTitle,
+    /// Value.
+    pub amount: Money,
+    /// Pipeline.
+    pub pipeline: PipelineKey,
+    /// Starting stage (`None`: the pipeline's first open stage).
+    pub stage: Option<StageKey>,
+    /// Expected close date.
+    pub expected_close_date: Option<NaiveDate>,
+}
+
+impl NewDeal {
+    /// A new deal in the default pipeline's first stage.
+    pub fn new(contact_id: ContactId, title: DealTitle, amount: Money) -> Self {
+        NewDeal {
+            contact_id,
+            title,
+            amount,
+            pipeline: PipelineKey::default_pipeline(),
+            stage: None,
+            expected_close_date: None,
+        }
+    }
+}
+
+fn parse_amount(v: &Value) -> Result<Decimal, FieldError> {
+    let text = match v {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(FieldError::new(
+                "amount",
+                "invalid_format",
+                "must be a decimal string or number",
+            ));
+        }
+    };
+    Decimal::from_str_exact(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|e| {
+            FieldError::new(
+                "amount",
+                "invalid_format",
+                format!("is not a decimal number ({e})"),
+            )
+        })
+}
+
+fn parse_date(field: &str, v: &str) -> Result<NaiveDate, FieldError> {
+    NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").map_err(|e| {
+        FieldError::new(
+            field,
+            "invalid_format",
+            format!("must be a date YYYY-MM-DD ({e})"),
+        )
+    })
+}
+
+impl TryFrom<NewDealDto> for NewDeal {
+    type Error = ValidationErrors;
+
+    fn try_from(dto: NewDealDto) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let contact_id = errors.check(required("contact_id", &dto.contact_id).and_then(|v| {
+            ContactId::from_str(v.trim()).map_err(|e| {
+                FieldError::new(
+                    "contact_id",
+                    "invalid_format",
+                    format!("is not a UUID ({e})"),
+                )
+            })
+        }));
+        let title = errors.check(required("title", &dto.title).and_then(DealTitle::parse));
+        let amount = errors.check(
+            dto.amount
+                .as_ref()
+                .ok_or_else(|| FieldError::new("amount", "required", "is required"))
+                .and_then(parse_amount),
+        );
+        let currency = errors.check(required("currency", &dto.currency).and_then(Currency::parse));
+        let money = match (amount, currency) {
+            (Some(a), Some(c)) => errors.check(Money::new(a, c)),
+            _ => None,
+        };
+        let pipeline = errors.check(match dto.pipeline.as_deref() {
+            None => Ok(PipelineKey::default_pipeline()),
+            Some(p) => PipelineKey::parse(p),
+        });
+        let stage = errors.check(dto.stage.as_deref().map(StageKey::parse).transpose());
+        let expected_close_date = errors.check(
+            dto.expected_close_date
+                .as_deref()
+                .map(|d| parse_date("expected_close_date", d))
+                .transpose(),
+        );
+        match (
+            contact_id,
+            title,
+            money,
+            pipeline,
+            stage,
+            expected_close_date,
+        ) {
+            (
+                Some(contact_id),
+                Some(title),
+                Some(amount),
+                Some(pipeline),
+                Some(stage),
+                Some(expected_close_date),
+            ) if errors.is_empty() => Ok(NewDeal {
+                contact_id,
+                title,
+                amount,
+                pipeline,
+                stage,
+                expected_close_date,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Inbound JSON for a partial update of a deal's details (stage changes go
+/// through a move or a reopen).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DealPatchDto {
+    /// New title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// New amount (with `currency`, or in the deal's currency when absent is
+    /// not allowed: amount and currency go together).
+    #[serde(default)]
+    pub amount: Option<Value>,
+    /// New currency; required with `amount`.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// New expected close date; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expected_close_date: Option<Option<String>>,
+}
+
+/// A validated partial update of a deal: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DealPatch {
+    /// New title.
+    pub title: Option<DealTitle>,
+    /// New amount and currency.
+    pub amount: Option<Money>,
+    /// New expected close date (`Some(None)` clears it).
+    pub expected_close_date: Option<Option<NaiveDate>>,
+}
+
+impl TryFrom<DealPatchDto> for DealPatch {
+    type Error = ValidationErrors;
+
+    fn try_from(dto: DealPatchDto) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let mut patch = DealPatch::default();
+        if let Some(t) = &dto.title {
+            patch.title = errors.check(DealTitle::parse(t));
+        }
+        match (&dto.amount, &dto.currency) {
+            (Some(a), Some(c)) => {
+                let a = errors.check(parse_amount(a));
+                let c = errors.check(Currency::parse(c));
+                if let (Some(a), Some(c)) = (a, c) {
+                    patch.amount = errors.check(Money::new(a, c));
+                }
+            }
+            (Some(_), None) => errors.push(FieldError::new(
+                "currency",
+                "required",
+                "is required with amount",
+            )),
+            (None, Some(_)) => errors.push(FieldError::new(
+                "amount",
+                "required",
+                "is required with currency",
+            )),
+            (None, None) => {}
+        }
+        if let Some(d) = &dto.expected_close_date {
+            patch.expected_close_date = errors.check(
+                d.as_deref()
+                    .map(|d| parse_date("expected_close_date", d))
+                    .transpose(),
+            );
+        }
+        errors.finish(|| patch)
+    }
+}

@@ -1,0 +1,187 @@
+//! Custom fields: a JSON object with limits on size, depth and key length.
+
+use serde_json::{Map, Value};
+
+use crate::error::FieldError;
+
+/// Custom fields of a contact: a JSON object of at most
+/// [`MAX_BYTES`](Self::MAX_BYTES) bytes (serialized), nested at most
+/// [`MAX_DEPTH`](Self::MAX_DEPTH) levels, with keys of 1–64 characters.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "Value", into = "Value")]
+pub struct Metadata(Map<String, Value>);
+
+impl Metadata {
+    /// The most bytes the serialized object may take.
+    pub const MAX_BYTES: usize = 16 * 1024;
+    /// The deepest nesting allowed; the top-level object is depth 1.
+    pub const MAX_DEPTH: usize = 5;
+    /// The most characters a key may hold.
+    pub const MAX_KEY_CHARS: usize = 64;
+
+    /// No custom fields.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Validates a JSON value as metadata, reporting the error under `field`.
+    pub fn parse_field(field: &str, value: Value) -> Result<Self, FieldError> {
+        let Value::Object(map) = value else {
+            return Err(FieldError::new(
+                field,
+                "invalid_format",
+                "must be a JSON object",
+            ));
+        };
+        let size = serde_json::to_vec(&map)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > Self::MAX_BYTES {
+            return Err(FieldError::new(
+                field,
+                "too_large",
+                format!(
+                    "must serialize to at most {} bytes, got {size}",
+                    Self::MAX_BYTES
+                ),
+            ));
+        }
+        check_object(field, &map, 1)?;
+        Ok(Metadata(map))
+    }
+
+    /// Validates a JSON value as metadata.
+    pub fn parse(value: Value) -> Result<Self, FieldError> {
+        Self::parse_field("metadata", value)
+    }
+
+    /// The fields.
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    /// One field.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    /// True when there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when `self` contains `other` with PostgreSQL's `jsonb @>`
+    /// semantics: every key of `other` is present with a contained value;
+    /// arrays contain every element of the other array; numbers compare by value.
+    pub fn contains(&self, other: &Metadata) -> bool {
+        json_contains(
+            &Value::Object(self.0.clone()),
+            &Value::Object(other.0.clone()),
+        )
+    }
+}
+
+fn check_object(field: &str, map: &Map<String, Value>, depth: usize) -> Result<(), FieldError> {
+    if depth > Metadata::MAX_DEPTH {
+        return Err(FieldError::new(
+            field,
+            "too_deep",
+            format!("must be nested at most {} levels deep", Metadata::MAX_DEPTH),
+        ));
+    }
+    for (key, value) in map {
+        let chars = key.chars().count();
+        if chars == 0 || chars > Metadata::MAX_KEY_CHARS {
+            return Err(FieldError::new(
+                field,
+                "invalid_format",
+                format!("keys must have 1 to {} characters", Metadata::MAX_KEY_CHARS),
+            ));
+        }
+        if key.contains('\0') {
+            return Err(FieldError::new(
+                field,
+                "invalid_format",
+                "keys must not contain NUL",
+            ));
+        }
+        check_value(field, value, depth)?;
+    }
+    Ok(())
+}
+
+fn check_value(field: &str, value: &Value, depth: usize) -> Result<(), FieldError> {
+    match value {
+        Value::Object(m) => check_object(field, m, depth + 1),
+        Value::Array(items) => {
+            if depth + 1 > Metadata::MAX_DEPTH {
+                return Err(FieldError::new(
+                    field,
+                    "too_deep",
+                    format!("must be nested at most {} levels deep", Metadata::MAX_DEPTH),
+                ));
+            }
+            items
+                .iter()
+                .try_for_each(|v| check_value(field, v, depth + 1))
+        }
+        Value::String(s) if s.contains('\0') => Err(FieldError::new(
+            field,
+            "invalid_format",
+            "strings must not contain NUL",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `a @> b` as PostgreSQL's jsonb defines it.
+fn json_contains(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => b
+            .iter()
+            .all(|(k, bv)| a.get(k).is_some_and(|av| json_contains(av, bv))),
+        (Value::Array(a), Value::Array(b)) => b
+            .iter()
+            .all(|bv| a.iter().any(|av| json_contains_element(av, bv))),
+        // A top-level array contains a scalar it has as an element.
+        (Value::Array(a), b) if !b.is_object() && !b.is_array() => {
+            a.iter().any(|av| scalar_eq(av, b))
+        }
+        (a, b) => scalar_eq(a, b),
+    }
+}
+
+/// Containment of one array element: nested containers use containment,
+/// scalars equality (a scalar never matches a nested array).
+fn json_contains_element(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(_), Value::Object(_)) | (Value::Array(_), Value::Array(_)) => {
+            json_contains(a, b)
+        }
+        (a, b) => scalar_eq(a, b),
+    }
+}
+
+fn scalar_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x == y,
+        },
+        (Value::Array(_), _) | (Value::Object(_), _) => false,
+        (a, b) => a == b,
+    }
+}
+
+impl TryFrom<Value> for Metadata {
+    type Error = FieldError;
+    fn try_from(value: Value) -> Result<Self, Self::Error> {
+        Metadata::parse(value)
+    }
+}
+
+impl From<Metadata> for Value {
+    fn from(m: Metadata) -> Value {
+        Value::Object(m.0)
+    }
+}

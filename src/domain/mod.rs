@@ -1,0 +1,94 @@
+//! The CRM's own vocabulary as validated types: no I/O, no async, no SQL.
+//!
+//! Every value here is built through a constructor that validates it
+//! (`Email::parse`, `NewContact::try_from(dto)`), so a value of one of these
+//! types is valid by construction. Rows read back from a database go through
+//! the same constructors.
+
+mod activity;
+mod contact;
+mod deal;
+mod metadata;
+mod pipeline;
+mod tenant;
+mod text;
+
+pub use activity::{
+    Activity, ActivityId, ActivityKind, Direction, MAX_BODY_CHARS, NewActivity, NewActivityDto,
+    NewSignal, NewSignalDto, Signal, SignalId, SignalKind, Subject,
+};
+pub use contact::{
+    Company, Contact, ContactId, ContactPatch, ContactPatchDto, Email, JobTitle, LeadSource,
+    NewContact, NewContactDto, PersonName, Phone, Score,
+};
+pub use deal::{
+    Currency, Deal, DealId, DealPatch, DealPatchDto, DealTitle, LostReason, Money, NewDeal,
+    NewDealDto,
+};
+pub use metadata::Metadata;
+pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKind};
+pub use tenant::{Actor, Context, TenantId, Version};
+
+use chrono::{DateTime, Timelike, Utc};
+
+/// A point in time, UTC, at microsecond precision (what PostgreSQL stores).
+pub type Timestamp = DateTime<Utc>;
+
+/// Truncates a timestamp to whole microseconds, the precision every backend keeps.
+pub fn truncate_to_micros(t: Timestamp) -> Timestamp {
+    let nanos = t.nanosecond();
+    t.with_nanosecond(nanos - nanos % 1_000).unwrap_or(t)
+}
+
+/// Generates a UUID-backed id newtype.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(uuid::Uuid);
+
+        impl $name {
+            /// A new, time-ordered id (UUID v7).
+            pub fn new() -> Self {
+                Self(uuid::Uuid::now_v7())
+            }
+
+            /// Wraps an existing UUID (for ids read from storage or from the host).
+            pub const fn from_uuid(id: uuid::Uuid) -> Self {
+                Self(id)
+            }
+
+            /// The underlying UUID.
+            pub const fn as_uuid(&self) -> uuid::Uuid {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl From<uuid::Uuid> for $name {
+            fn from(id: uuid::Uuid) -> Self {
+                Self(id)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                uuid::Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+pub(crate) use id_type;

@@ -1,0 +1,296 @@
+//! The one error type of the crate. Its variants are *kinds* that callers
+//! branch on; backend failures keep their source error.
+
+use std::fmt;
+
+use crate::domain::{ContactId, Email, StageKey};
+
+/// `Result` with the crate's [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error from a backend, kept as the source of [`Error::Backend`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in crm-core.
+///
+/// Match on the variant (or on [`Error::kind`]) to decide what to do: a
+/// [`Validation`](Error::Validation) error goes back to whoever sent the input,
+/// a [`Conflict`](Error::Conflict) means "reload and retry", a
+/// [`Backend`](Error::Backend) error with [`Error::is_retryable`] may succeed
+/// when the whole transaction is tried again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Input failed validation. Holds *every* field error, not just the first.
+    #[error("invalid input: {0}")]
+    Validation(ValidationErrors),
+
+    /// Another contact of the tenant already has this email (compared
+    /// case-insensitively).
+    #[error("a contact with email {email} already exists (id {existing_id})")]
+    DuplicateEmail {
+        /// The email as it was submitted.
+        email: Email,
+        /// The contact that already holds the email.
+        existing_id: ContactId,
+    },
+
+    /// The record does not exist in this tenant (or was deleted).
+    #[error("{entity} {id} not found")]
+    NotFound {
+        /// What kind of record was looked for.
+        entity: Entity,
+        /// Its id.
+        id: String,
+    },
+
+    /// The record changed since it was read: its version is not the expected one.
+    #[error("{entity} {id} was changed concurrently: expected version {expected}, found {actual}")]
+    Conflict {
+        /// What kind of record.
+        entity: Entity,
+        /// Its id.
+        id: String,
+        /// The version the caller based its change on.
+        expected: i64,
+        /// The version the record has now.
+        actual: i64,
+    },
+
+    /// The deal's stage machine refused the move.
+    #[error("a deal cannot move from {from} to {to}: {why}")]
+    InvalidTransition {
+        /// The stage the deal is in.
+        from: StageKey,
+        /// The stage that was asked for.
+        to: StageKey,
+        /// Why the move is refused.
+        why: String,
+    },
+
+    /// The storage backend failed. `retryable` is true for failures that a
+    /// retry of the whole transaction may cure (serialization failures,
+    /// deadlocks, lost connections).
+    #[error("storage backend failed{}: {source}", if *retryable { " (retryable)" } else { "" })]
+    Backend {
+        /// Whether retrying the whole transaction may succeed.
+        retryable: bool,
+        /// The backend's own error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// The kind of this error, for matching without destructuring.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Validation(_) => ErrorKind::Validation,
+            Error::DuplicateEmail { .. } => ErrorKind::DuplicateEmail,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::InvalidTransition { .. } => ErrorKind::InvalidTransition,
+            Error::Backend { .. } => ErrorKind::Backend,
+        }
+    }
+
+    /// True when trying the whole transaction again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Backend {
+                retryable: true,
+                ..
+            }
+        )
+    }
+
+    /// A backend error that is not retryable.
+    pub fn backend(source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            retryable: false,
+            source: source.into(),
+        }
+    }
+
+    /// A backend error that a retry of the transaction may cure.
+    pub fn retryable(source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            retryable: true,
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn not_found(entity: Entity, id: impl fmt::Display) -> Self {
+        Error::NotFound {
+            entity,
+            id: id.to_string(),
+        }
+    }
+
+    /// The field errors, when this is a validation error.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            Error::Validation(errors) => errors.as_slice(),
+            _ => &[],
+        }
+    }
+}
+
+impl From<ValidationErrors> for Error {
+    fn from(errors: ValidationErrors) -> Self {
+        Error::Validation(errors)
+    }
+}
+
+/// The kinds of [`Error`], without their data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// See [`Error::Validation`].
+    Validation,
+    /// See [`Error::DuplicateEmail`].
+    DuplicateEmail,
+    /// See [`Error::NotFound`].
+    NotFound,
+    /// See [`Error::Conflict`].
+    Conflict,
+    /// See [`Error::InvalidTransition`].
+    InvalidTransition,
+    /// See [`Error::Backend`].
+    Backend,
+}
+
+/// The kinds of record the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Entity {
+    /// A contact.
+    Contact,
+    /// A deal.
+    Deal,
+    /// An activity.
+    Activity,
+    /// A pipeline definition.
+    Pipeline,
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Entity::Contact => "contact",
+            Entity::Deal => "deal",
+            Entity::Activity => "activity",
+            Entity::Pipeline => "pipeline",
+        })
+    }
+}
+
+/// One field that failed validation: which field, a stable machine-readable
+/// code and a human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// The field's name as it appears in the input (`"email"`, `"metadata.plan"`).
+    pub field: String,
+    /// A stable code: `required`, `too_long`, `too_short`, `invalid_format`,
+    /// `out_of_range`, `unknown_value`, `too_deep`, `too_large`.
+    pub code: &'static str,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, code: &'static str, reason: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Every field error of one input, in the order the fields were checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct ValidationErrors(Vec<FieldError>);
+
+impl ValidationErrors {
+    /// No errors yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A single field error.
+    pub fn single(error: FieldError) -> Self {
+        ValidationErrors(vec![error])
+    }
+
+    /// Adds one error.
+    pub fn push(&mut self, error: FieldError) {
+        self.0.push(error);
+    }
+
+    /// True when nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The errors.
+    pub fn as_slice(&self) -> &[FieldError] {
+        &self.0
+    }
+
+    /// The errors of one field.
+    pub fn for_field<'a>(&'a self, field: &'a str) -> impl Iterator<Item = &'a FieldError> + 'a {
+        self.0.iter().filter(move |e| e.field == field)
+    }
+
+    /// Records the error of `result` (if any) and returns its value.
+    pub fn check<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(e);
+                None
+            }
+        }
+    }
+
+    /// `Ok(value)` when no error was recorded, the errors otherwise.
+    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, ValidationErrors> {
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+impl IntoIterator for ValidationErrors {
+    type Item = FieldError;
+    type IntoIter = std::vec::IntoIter<FieldError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}

@@ -1,0 +1,65 @@
+//! # crm-core
+//!
+//! An embeddable CRM core for Rust applications: contacts whose emails are
+//! validated and unique per tenant, deals that move through a stage machine,
+//! an activity timeline and behavioural signals — on PostgreSQL in
+//! production (feature `postgres`) and in memory for tests and small tools.
+//!
+//! - [`domain`] holds the validated types. A value of one of them is valid
+//!   by construction; inbound JSON goes through a DTO and `TryFrom`, which
+//!   reports every field error at once.
+//! - [`Store`] opens a [`Transaction`] for one tenant and one acting
+//!   [`Context`]; its documentation states the contract every backend
+//!   honours. [`StoreExt`] adds one-call conveniences.
+//! - [`InMemoryStore`] is always available; `PostgresStore` comes with the
+//!   `postgres` feature.
+//!
+//! ```
+//! use crm_core::{InMemoryStore, Store, StoreExt, TenantId, Context, Actor};
+//! use crm_core::domain::{NewContact, NewContactDto};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = InMemoryStore::new();
+//! let tenant = TenantId::new();
+//! let ctx = Context::new(Actor::parse("user:ada").unwrap());
+//!
+//! let dto: NewContactDto = serde_json::from_str(
+//!     r#"{"email": "Grace@Example.com", "first_name": "Grace", "last_name": "Hopper"}"#,
+//! ).unwrap();
+//! let contact = store.create_contact(tenant, &ctx, NewContact::try_from(dto)?).await?;
+//!
+//! // Emails are unique per tenant, in any casing.
+//! let again = NewContact::try_from(NewContactDto {
+//!     email: Some("grace@example.COM".into()),
+//!     first_name: Some("G".into()),
+//!     last_name: Some("H".into()),
+//!     ..Default::default()
+//! })?;
+//! let err = store.create_contact(tenant, &ctx, again).await.unwrap_err();
+//! assert!(matches!(err, crm_core::Error::DuplicateEmail { existing_id, .. } if existing_id == contact.id));
+//! # Ok::<_, crm_core::Error>(())
+//! # }).unwrap();
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(
+    unreachable_pub,
+    missing_debug_implementations,
+    rustdoc::broken_intra_doc_links
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod domain;
+mod error;
+pub mod store;
+
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
+
+pub use domain::{Actor, Context, TenantId, Version};
+pub use error::{BoxError, Entity, Error, ErrorKind, FieldError, Result, ValidationErrors};
+pub use store::{
+    ContactQuery, ContactSort, Cursor, DynStore, Page, PageRequest, PipelineSummary, Store,
+    StoreExt, Transaction, memory::InMemoryStore,
+};

@@ -1,0 +1,802 @@
+//! `InMemoryStore`: the whole contract in process memory, for tests, examples
+//! and small tools.
+//!
+//! Transactions are serialized: a transaction holds the store's lock from
+//! `begin` until it commits, rolls back or is dropped, and keeps an undo log
+//! so that a rollback (or a drop) restores exactly what it changed. This
+//! gives every transaction a serializable view with no partial writes.
+//! Because of that, a task must not open a second transaction on the same
+//! store while it holds one: the second `begin` waits for the first to end.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    ops::Bound,
+    sync::Arc,
+};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rust_decimal::Decimal;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
+
+use super::{
+    ContactQuery, ContactSort, ContactSortKey, Page, PageRequest, PipelineSummary, Store,
+    TimeIdKey, Transaction,
+};
+use crate::{
+    domain::{
+        Activity, ActivityId, Contact, ContactId, ContactPatch, Context, Deal, DealId, DealPatch,
+        Email, LostReason, NewActivity, NewContact, NewDeal, NewSignal, PipelineKey, Pipelines,
+        Score, Signal, SignalId, StageKey, TenantId, Timestamp, Version, truncate_to_micros,
+    },
+    error::{Entity, Error, FieldError, Result, ValidationErrors},
+};
+
+/// A [`Store`] in process memory, with the same semantics as the PostgreSQL
+/// backend. Cheap to clone: clones share the same data.
+#[derive(Clone)]
+pub struct InMemoryStore {
+    state: Arc<Mutex<State>>,
+    pipelines: Arc<Pipelines>,
+}
+
+impl fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryStore")
+            .field("pipelines", &self.pipelines)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryStore {
+    /// An empty store that knows the default pipeline.
+    pub fn new() -> Self {
+        Self::with_pipelines(Pipelines::default())
+    }
+
+    /// An empty store that knows `pipelines`.
+    pub fn with_pipelines(pipelines: Pipelines) -> Self {
+        InMemoryStore {
+            state: Arc::new(Mutex::new(State::default())),
+            pipelines: Arc::new(pipelines),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for InMemoryStore {
+    async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        let guard = Arc::clone(&self.state).lock_owned().await;
+        Ok(Box::new(MemoryTransaction {
+            guard: Some(guard),
+            tenant,
+            context,
+            undo: Vec::new(),
+            pipelines: Arc::clone(&self.pipelines),
+        }))
+    }
+
+    fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
+    }
+}
+
+#[derive(Default)]
+struct State {
+    tenants: HashMap<TenantId, TenantData>,
+}
+
+type SignalKey = (ContactId, i64, SignalId);
+
+/// One tenant's records and the indexes the queries walk.
+#[derive(Default)]
+struct TenantData {
+    contacts: HashMap<ContactId, Contact>,
+    by_email: HashMap<String, ContactId>,
+    by_score: BTreeSet<(Score, ContactId)>,
+    deals: HashMap<DealId, Deal>,
+    deals_by_contact: BTreeSet<(ContactId, i64, DealId)>,
+    deals_by_stage: BTreeSet<(PipelineKey, StageKey, i64, DealId)>,
+    activities: HashMap<ActivityId, Activity>,
+    timeline: BTreeSet<(ContactId, i64, ActivityId)>,
+    signals: BTreeMap<SignalKey, Signal>,
+}
+
+impl TenantData {
+    /// Replaces (or removes, with `None`) a contact, keeping the indexes; returns the previous value.
+    fn put_contact(&mut self, id: ContactId, value: Option<Contact>) -> Option<Contact> {
+        let old = self.contacts.remove(&id);
+        if let Some(o) = &old {
+            self.by_email.remove(o.email.normalized());
+            self.by_score.remove(&(o.score, id));
+        }
+        if let Some(n) = value {
+            self.by_email.insert(n.email.normalized().to_string(), id);
+            self.by_score.insert((n.score, id));
+            self.contacts.insert(id, n);
+        }
+        old
+    }
+
+    fn put_deal(&mut self, id: DealId, value: Option<Deal>) -> Option<Deal> {
+        let old = self.deals.remove(&id);
+        if let Some(o) = &old {
+            let t = o.created_at.timestamp_micros();
+            self.deals_by_contact.remove(&(o.contact_id, t, id));
+            self.deals_by_stage
+                .remove(&(o.pipeline.clone(), o.stage.clone(), t, id));
+        }
+        if let Some(n) = value {
+            let t = n.created_at.timestamp_micros();
+            self.deals_by_contact.insert((n.contact_id, t, id));
+            self.deals_by_stage
+                .insert((n.pipeline.clone(), n.stage.clone(), t, id));
+            self.deals.insert(id, n);
+        }
+        old
+    }
+
+    fn put_activity(&mut self, id: ActivityId, value: Option<Activity>) -> Option<Activity> {
+        let old = self.activities.remove(&id);
+        if let Some(o) = &old {
+            self.timeline
+                .remove(&(o.contact_id, o.occurred_at.timestamp_micros(), id));
+        }
+        if let Some(n) = value {
+            self.timeline
+                .insert((n.contact_id, n.occurred_at.timestamp_micros(), id));
+            self.activities.insert(id, n);
+        }
+        old
+    }
+
+    fn put_signal(&mut self, key: SignalKey, value: Option<Signal>) -> Option<Signal> {
+        match value {
+            Some(s) => self.signals.insert(key, s),
+            None => self.signals.remove(&key),
+        }
+    }
+}
+
+/// What to restore on rollback: the previous value of one record.
+enum Undo {
+    Contact(TenantId, ContactId, Option<Contact>),
+    Deal(TenantId, DealId, Option<Deal>),
+    Activity(TenantId, ActivityId, Option<Activity>),
+    Signal(TenantId, SignalKey, Option<Signal>),
+}
+
+struct MemoryTransaction {
+    guard: Option<OwnedMutexGuard<State>>,
+    tenant: TenantId,
+    context: Context,
+    undo: Vec<Undo>,
+    pipelines: Arc<Pipelines>,
+}
+
+impl fmt::Debug for MemoryTransaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryTransaction")
+            .field("tenant", &self.tenant)
+            .field("context", &self.context)
+            .field("pending_changes", &self.undo.len())
+            .finish()
+    }
+}
+
+impl Drop for MemoryTransaction {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            roll_back(&mut guard, std::mem::take(&mut self.undo));
+        }
+    }
+}
+
+fn roll_back(state: &mut State, undo: Vec<Undo>) {
+    for u in undo.into_iter().rev() {
+        match u {
+            Undo::Contact(t, id, v) => {
+                state.tenants.entry(t).or_default().put_contact(id, v);
+            }
+            Undo::Deal(t, id, v) => {
+                state.tenants.entry(t).or_default().put_deal(id, v);
+            }
+            Undo::Activity(t, id, v) => {
+                state.tenants.entry(t).or_default().put_activity(id, v);
+            }
+            Undo::Signal(t, key, v) => {
+                state.tenants.entry(t).or_default().put_signal(key, v);
+            }
+        }
+    }
+}
+
+fn now() -> Timestamp {
+    truncate_to_micros(Utc::now())
+}
+
+fn finished() -> Error {
+    Error::backend("the transaction has already ended")
+}
+
+static EMPTY: std::sync::LazyLock<TenantData> = std::sync::LazyLock::new(TenantData::default);
+
+impl MemoryTransaction {
+    fn data(&self) -> Result<&TenantData> {
+        let guard = self.guard.as_ref().ok_or_else(finished)?;
+        Ok(guard.tenants.get(&self.tenant).unwrap_or(&EMPTY))
+    }
+
+    fn data_mut(&mut self) -> Result<&mut TenantData> {
+        let tenant = self.tenant;
+        let guard = self.guard.as_mut().ok_or_else(finished)?;
+        Ok(guard.tenants.entry(tenant).or_default())
+    }
+
+    fn set_contact(&mut self, id: ContactId, value: Option<Contact>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_contact(id, value);
+        self.undo.push(Undo::Contact(tenant, id, old));
+        Ok(())
+    }
+
+    fn set_deal(&mut self, id: DealId, value: Option<Deal>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_deal(id, value);
+        self.undo.push(Undo::Deal(tenant, id, old));
+        Ok(())
+    }
+
+    fn set_activity(&mut self, id: ActivityId, value: Option<Activity>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_activity(id, value);
+        self.undo.push(Undo::Activity(tenant, id, old));
+        Ok(())
+    }
+
+    fn set_signal(&mut self, key: SignalKey, value: Option<Signal>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_signal(key, value);
+        self.undo.push(Undo::Signal(tenant, key, old));
+        Ok(())
+    }
+
+    fn contact(&self, id: ContactId) -> Result<&Contact> {
+        self.data()?
+            .contacts
+            .get(&id)
+            .ok_or_else(|| Error::not_found(Entity::Contact, id))
+    }
+
+    fn deal(&self, id: DealId) -> Result<&Deal> {
+        self.data()?
+            .deals
+            .get(&id)
+            .ok_or_else(|| Error::not_found(Entity::Deal, id))
+    }
+
+    /// Fails with `DuplicateEmail` when another contact than `except` holds `email`.
+    fn check_email_free(&self, email: &Email, except: Option<ContactId>) -> Result<()> {
+        match self.data()?.by_email.get(email.normalized()) {
+            Some(existing) if Some(*existing) != except => Err(Error::DuplicateEmail {
+                email: email.clone(),
+                existing_id: *existing,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn pipeline(&self, key: &PipelineKey) -> Result<crate::domain::Pipeline> {
+        self.pipelines
+            .require("pipeline", key)
+            .cloned()
+            .map_err(|e| ValidationErrors::single(e).into())
+    }
+
+    fn check_version(
+        entity: Entity,
+        id: impl fmt::Display,
+        expected: Version,
+        actual: Version,
+    ) -> Result<()> {
+        if expected == actual {
+            Ok(())
+        } else {
+            Err(Error::Conflict {
+                entity,
+                id: id.to_string(),
+                expected: expected.get(),
+                actual: actual.get(),
+            })
+        }
+    }
+
+    fn replace_deal(&mut self, next: Deal) -> Result<Deal> {
+        self.set_deal(next.id, Some(next.clone()))?;
+        Ok(next)
+    }
+}
+
+/// Pages through `set` (ordered ascending) backwards, i.e. newest first,
+/// within `lo..=hi`, starting strictly before `cursor`.
+fn page_desc<K: Ord + Clone, T>(
+    set: &BTreeSet<K>,
+    lo: K,
+    hi: K,
+    cursor: Option<K>,
+    limit: usize,
+    fetch: impl Fn(&K) -> Option<T>,
+) -> Vec<T> {
+    let upper = match cursor {
+        Some(c) if c <= hi => Bound::Excluded(c),
+        _ => Bound::Included(hi),
+    };
+    set.range((Bound::Included(lo), upper))
+        .rev()
+        .take(limit + 1)
+        .filter_map(fetch)
+        .collect()
+}
+
+fn matches(q: &ContactQuery, c: &Contact) -> bool {
+    fn prefix(value: &str, p: &Option<String>) -> bool {
+        p.as_ref()
+            .is_none_or(|p| value.to_lowercase().starts_with(&p.to_lowercase()))
+    }
+    prefix(c.email.as_str(), &q.email_prefix)
+        && q.name_prefix.as_ref().is_none_or(|p| {
+            let p = p.to_lowercase();
+            c.first_name.as_str().to_lowercase().starts_with(&p)
+                || c.last_name.as_str().to_lowercase().starts_with(&p)
+        })
+        && q.company_prefix.as_ref().is_none_or(|p| {
+            c.company
+                .as_ref()
+                .is_some_and(|co| co.as_str().to_lowercase().starts_with(&p.to_lowercase()))
+        })
+        && (q.lead_sources.is_empty() || q.lead_sources.contains(&c.lead_source))
+        && q.min_score.is_none_or(|m| c.score >= m)
+        && q.max_score.is_none_or(|m| c.score <= m)
+        && q.active.is_none_or(|a| c.active == a)
+        && q.created_from.is_none_or(|t| c.created_at >= t)
+        && q.created_until.is_none_or(|t| c.created_at < t)
+        && q.updated_from.is_none_or(|t| c.updated_at >= t)
+        && q.updated_until.is_none_or(|t| c.updated_at < t)
+        && q.metadata_contains
+            .as_ref()
+            .is_none_or(|m| c.metadata.contains(m))
+}
+
+/// Checks that a decoded cursor key belongs to the query's sort.
+pub(crate) fn check_cursor_kind(sort: ContactSort, key: &ContactSortKey) -> Result<()> {
+    let ok = match key {
+        ContactSortKey::Score(..) => matches!(sort, ContactSort::ScoreAsc | ContactSort::ScoreDesc),
+        ContactSortKey::Time(..) => matches!(
+            sort,
+            ContactSort::CreatedAsc
+                | ContactSort::CreatedDesc
+                | ContactSort::UpdatedAsc
+                | ContactSort::UpdatedDesc
+        ),
+        ContactSortKey::Name(..) => matches!(sort, ContactSort::NameAsc | ContactSort::NameDesc),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationErrors::single(FieldError::new(
+            "cursor",
+            "invalid_format",
+            "is not a cursor of this list",
+        ))
+        .into())
+    }
+}
+
+#[async_trait]
+impl Transaction for MemoryTransaction {
+    fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    fn context(&self) -> &Context {
+        &self.context
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.undo.clear();
+        self.guard.take().ok_or_else(finished)?;
+        Ok(())
+    }
+
+    async fn rollback(mut self: Box<Self>) -> Result<()> {
+        let mut guard = self.guard.take().ok_or_else(finished)?;
+        roll_back(&mut guard, std::mem::take(&mut self.undo));
+        Ok(())
+    }
+
+    async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
+        self.check_email_free(&new.email, None)?;
+        let contact = Contact::create(self.tenant, new, now());
+        self.set_contact(contact.id, Some(contact.clone()))?;
+        Ok(contact)
+    }
+
+    async fn get_contact(&mut self, id: ContactId) -> Result<Option<Contact>> {
+        Ok(self.data()?.contacts.get(&id).cloned())
+    }
+
+    async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>> {
+        let data = self.data()?;
+        Ok(data
+            .by_email
+            .get(email.normalized())
+            .and_then(|id| data.contacts.get(id))
+            .cloned())
+    }
+
+    async fn update_contact(
+        &mut self,
+        id: ContactId,
+        expected: Version,
+        patch: ContactPatch,
+    ) -> Result<Contact> {
+        let current = self.contact(id)?.clone();
+        Self::check_version(Entity::Contact, id, expected, current.version)?;
+        if let Some(email) = &patch.email {
+            self.check_email_free(email, Some(id))?;
+        }
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => {
+                self.set_contact(id, Some(next.clone()))?;
+                Ok(next)
+            }
+        }
+    }
+
+    async fn deactivate_contact(&mut self, id: ContactId) -> Result<Contact> {
+        let current = self.contact(id)?.clone();
+        let patch = ContactPatch {
+            active: Some(false),
+            ..ContactPatch::default()
+        };
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => {
+                self.set_contact(id, Some(next.clone()))?;
+                Ok(next)
+            }
+        }
+    }
+
+    async fn delete_contact(&mut self, id: ContactId) -> Result<bool> {
+        let data = self.data()?;
+        if !data.contacts.contains_key(&id) {
+            return Ok(false);
+        }
+        let deals: Vec<DealId> = data
+            .deals_by_contact
+            .range(
+                (id, i64::MIN, DealId::from_uuid(Uuid::nil()))
+                    ..=(id, i64::MAX, DealId::from_uuid(Uuid::max())),
+            )
+            .map(|k| k.2)
+            .collect();
+        let activities: Vec<ActivityId> = data
+            .timeline
+            .range(
+                (id, i64::MIN, ActivityId::from_uuid(Uuid::nil()))
+                    ..=(id, i64::MAX, ActivityId::from_uuid(Uuid::max())),
+            )
+            .map(|k| k.2)
+            .collect();
+        let signals: Vec<SignalKey> = data
+            .signals
+            .range(
+                (id, i64::MIN, SignalId::from_uuid(Uuid::nil()))
+                    ..=(id, i64::MAX, SignalId::from_uuid(Uuid::max())),
+            )
+            .map(|(k, _)| *k)
+            .collect();
+        for a in activities {
+            self.set_activity(a, None)?;
+        }
+        for s in signals {
+            self.set_signal(s, None)?;
+        }
+        for d in deals {
+            self.set_deal(d, None)?;
+        }
+        self.set_contact(id, None)?;
+        Ok(true)
+    }
+
+    async fn search_contacts(&mut self, q: &ContactQuery) -> Result<Page<Contact>> {
+        let limit = q.page.checked_limit()?;
+        let after: Option<ContactSortKey> = q.page.position()?;
+        if let Some(k) = &after {
+            check_cursor_kind(q.sort, k)?;
+        }
+        let data = self.data()?;
+        let desc = q.sort.is_descending();
+        let past_cursor = |key: &ContactSortKey| match &after {
+            None => true,
+            Some(a) if desc => key < a,
+            Some(a) => key > a,
+        };
+        let items: Vec<Contact> =
+            if matches!(q.sort, ContactSort::ScoreAsc | ContactSort::ScoreDesc) {
+                // Walk the score index in order; stop once the page is full.
+                let iter: Box<dyn Iterator<Item = &(Score, ContactId)>> = if desc {
+                    Box::new(data.by_score.iter().rev())
+                } else {
+                    Box::new(data.by_score.iter())
+                };
+                iter.filter_map(|(_, id)| data.contacts.get(id))
+                    .filter(|c| past_cursor(&ContactSortKey::of(q.sort, c)) && matches(q, c))
+                    .take(limit + 1)
+                    .cloned()
+                    .collect()
+            } else {
+                let mut keyed: Vec<(ContactSortKey, &Contact)> = data
+                    .contacts
+                    .values()
+                    .filter(|c| matches(q, c))
+                    .map(|c| (ContactSortKey::of(q.sort, c), c))
+                    .filter(|(k, _)| past_cursor(k))
+                    .collect();
+                keyed.sort_by(|a, b| if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+                keyed
+                    .into_iter()
+                    .take(limit + 1)
+                    .map(|(_, c)| c.clone())
+                    .collect()
+            };
+        Ok(Page::from_overfetch(items, limit, |c| {
+            ContactSortKey::of(q.sort, c)
+        }))
+    }
+
+    async fn create_deal(&mut self, new: NewDeal) -> Result<Deal> {
+        let pipeline = self.pipeline(&new.pipeline)?;
+        self.contact(new.contact_id)?;
+        let deal = Deal::create(self.tenant, new, &pipeline, now())?;
+        self.replace_deal(deal)
+    }
+
+    async fn get_deal(&mut self, id: DealId) -> Result<Option<Deal>> {
+        Ok(self.data()?.deals.get(&id).cloned())
+    }
+
+    async fn update_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        patch: DealPatch,
+    ) -> Result<Deal> {
+        let current = self.deal(id)?.clone();
+        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => self.replace_deal(next),
+        }
+    }
+
+    async fn move_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        to: &StageKey,
+        lost_reason: Option<LostReason>,
+    ) -> Result<Deal> {
+        let current = self.deal(id)?.clone();
+        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        let pipeline = self.pipeline(&current.pipeline)?;
+        let next = current.moved(&pipeline, to, lost_reason, now())?;
+        self.replace_deal(next)
+    }
+
+    async fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Result<Deal> {
+        let current = self.deal(id)?.clone();
+        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        let pipeline = self.pipeline(&current.pipeline)?;
+        let next = current.reopened(&pipeline, to, now())?;
+        self.replace_deal(next)
+    }
+
+    async fn delete_deal(&mut self, id: DealId) -> Result<bool> {
+        let Some(deal) = self.data()?.deals.get(&id).cloned() else {
+            return Ok(false);
+        };
+        let c = deal.contact_id;
+        let linked: Vec<Activity> = self
+            .data()?
+            .timeline
+            .range(
+                (c, i64::MIN, ActivityId::from_uuid(Uuid::nil()))
+                    ..=(c, i64::MAX, ActivityId::from_uuid(Uuid::max())),
+            )
+            .filter_map(|k| self.data().ok()?.activities.get(&k.2))
+            .filter(|a| a.deal_id == Some(id))
+            .cloned()
+            .collect();
+        for mut a in linked {
+            a.deal_id = None;
+            self.set_activity(a.id, Some(a))?;
+        }
+        self.set_deal(id, None)?;
+        Ok(true)
+    }
+
+    async fn list_deals_for_contact(
+        &mut self,
+        contact: ContactId,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>> {
+        let limit = page.checked_limit()?;
+        let after: Option<TimeIdKey> = page.position()?;
+        let data = self.data()?;
+        let items = page_desc(
+            &data.deals_by_contact,
+            (contact, i64::MIN, DealId::from_uuid(Uuid::nil())),
+            (contact, i64::MAX, DealId::from_uuid(Uuid::max())),
+            after.map(|(t, id)| (contact, t, DealId::from_uuid(id))),
+            limit,
+            |k| data.deals.get(&k.2).cloned(),
+        );
+        Ok(Page::from_overfetch(items, limit, |d: &Deal| {
+            (d.created_at.timestamp_micros(), d.id.as_uuid())
+        }))
+    }
+
+    async fn list_deals_in_stage(
+        &mut self,
+        pipeline: &PipelineKey,
+        stage: &StageKey,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>> {
+        let limit = page.checked_limit()?;
+        let after: Option<TimeIdKey> = page.position()?;
+        let data = self.data()?;
+        let key = |t: i64, id: Uuid| (pipeline.clone(), stage.clone(), t, DealId::from_uuid(id));
+        let items = page_desc(
+            &data.deals_by_stage,
+            key(i64::MIN, Uuid::nil()),
+            key(i64::MAX, Uuid::max()),
+            after.map(|(t, id)| key(t, id)),
+            limit,
+            |k| data.deals.get(&k.3).cloned(),
+        );
+        Ok(Page::from_overfetch(items, limit, |d: &Deal| {
+            (d.created_at.timestamp_micros(), d.id.as_uuid())
+        }))
+    }
+
+    async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary> {
+        let def = self.pipeline(pipeline)?;
+        let mut totals: BTreeMap<(StageKey, crate::domain::Currency), (u64, Decimal)> =
+            BTreeMap::new();
+        for d in self
+            .data()?
+            .deals
+            .values()
+            .filter(|d| &d.pipeline == pipeline)
+        {
+            let e = totals
+                .entry((d.stage.clone(), d.amount.currency()))
+                .or_insert((0, Decimal::ZERO));
+            e.0 += 1;
+            e.1 += d.amount.amount();
+        }
+        Ok(PipelineSummary::from_totals(
+            &def,
+            totals.into_iter().map(|((s, c), (n, sum))| (s, c, n, sum)),
+        ))
+    }
+
+    async fn log_activity(&mut self, new: NewActivity) -> Result<Activity> {
+        self.contact(new.contact_id)?;
+        if let Some(deal_id) = new.deal_id {
+            let deal = self.deal(deal_id)?;
+            if deal.contact_id != new.contact_id {
+                return Err(ValidationErrors::single(FieldError::new(
+                    "deal_id",
+                    "invalid_value",
+                    "the deal belongs to another contact",
+                ))
+                .into());
+            }
+        }
+        let created_at = now();
+        let activity = Activity {
+            id: ActivityId::new(),
+            tenant_id: self.tenant,
+            contact_id: new.contact_id,
+            deal_id: new.deal_id,
+            kind: new.kind,
+            direction: new.direction,
+            subject: new.subject,
+            body: new.body,
+            occurred_at: new
+                .occurred_at
+                .map(truncate_to_micros)
+                .unwrap_or(created_at),
+            created_at,
+        };
+        self.set_activity(activity.id, Some(activity.clone()))?;
+        Ok(activity)
+    }
+
+    async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>> {
+        let limit = page.checked_limit()?;
+        let after: Option<TimeIdKey> = page.position()?;
+        let data = self.data()?;
+        let items = page_desc(
+            &data.timeline,
+            (contact, i64::MIN, ActivityId::from_uuid(Uuid::nil())),
+            (contact, i64::MAX, ActivityId::from_uuid(Uuid::max())),
+            after.map(|(t, id)| (contact, t, ActivityId::from_uuid(id))),
+            limit,
+            |k| data.activities.get(&k.2).cloned(),
+        );
+        Ok(Page::from_overfetch(items, limit, |a: &Activity| {
+            (a.occurred_at.timestamp_micros(), a.id.as_uuid())
+        }))
+    }
+
+    async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
+        self.contact(new.contact_id)?;
+        let signal = Signal {
+            id: SignalId::new(),
+            tenant_id: self.tenant,
+            contact_id: new.contact_id,
+            kind: new.kind,
+            occurred_at: new.occurred_at.map(truncate_to_micros).unwrap_or_else(now),
+        };
+        self.set_signal(
+            (
+                signal.contact_id,
+                signal.occurred_at.timestamp_micros(),
+                signal.id,
+            ),
+            Some(signal.clone()),
+        )?;
+        Ok(signal)
+    }
+
+    async fn list_signals(&mut self, contact: ContactId) -> Result<Vec<Signal>> {
+        let lo = (contact, i64::MIN, SignalId::from_uuid(Uuid::nil()));
+        let hi = (contact, i64::MAX, SignalId::from_uuid(Uuid::max()));
+        Ok(self
+            .data()?
+            .signals
+            .range(lo..=hi)
+            .map(|(_, s)| s.clone())
+            .collect())
+    }
+
+    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
+        let mut changed = 0;
+        for (id, score) in scores {
+            let Some(c) = self.data()?.contacts.get(id) else {
+                continue;
+            };
+            if c.score == *score {
+                continue;
+            }
+            let mut next = c.clone();
+            next.score = *score;
+            self.set_contact(*id, Some(next))?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,760 @@
+//! The storage contract: [`Store`] opens [`Transaction`]s, and every backend
+//! (in memory, PostgreSQL, your own) implements the same semantics, checked
+//! by the conformance suite.
+
+use std::{collections::BTreeMap, fmt};
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    domain::{
+        Activity, Contact, ContactId, ContactPatch, Context, Currency, Deal, DealId, DealPatch,
+        Email, LeadSource, LostReason, Metadata, NewActivity, NewContact, NewDeal, NewSignal,
+        Pipeline, PipelineKey, Pipelines, Score, Signal, StageKey, StageKind, TenantId, Timestamp,
+        Version,
+    },
+    error::{Error, FieldError, Result, ValidationErrors},
+};
+
+pub mod memory;
+
+/// A storage backend for the CRM: opens transactions scoped to one tenant.
+///
+/// Use it as `Arc<dyn Store>` ([`DynStore`]); single-operation conveniences
+/// are in [`StoreExt`], implemented for every store.
+///
+/// # Contract
+///
+/// Every backend honours all of the following; the conformance suite
+/// (feature `conformance`) checks each point.
+///
+/// - **Tenancy.** A transaction is opened for one tenant and one acting
+///   [`Context`]. It never sees another tenant's records: reading, updating
+///   or deleting another tenant's id behaves exactly like an id that does
+///   not exist, and changes nothing.
+/// - **Atomicity.** Nothing a transaction wrote is visible to others before
+///   [`Transaction::commit`] returns `Ok`. [`Transaction::rollback`], an error
+///   from `commit`, and dropping the transaction without committing all leave
+///   no trace of it. An operation that returns an error writes nothing, and
+///   the transaction stays usable.
+/// - **Missing records.** `get_*` return `Ok(None)`; operations on a missing
+///   record (update, move, log an activity for it) return
+///   [`Error::NotFound`] naming the missing record; `delete_*` return
+///   `Ok(false)`.
+/// - **Emails** are unique per tenant compared case-insensitively; a
+///   create or update that would break this returns
+///   [`Error::DuplicateEmail`] with the id of the contact holding the email,
+///   also when two transactions race for it.
+/// - **Versions.** Contacts and deals start at version 1 and gain one per
+///   change. An update with a stale expected version returns
+///   [`Error::Conflict`] and changes nothing. An update that changes nothing
+///   returns the record as it is, with its version unchanged.
+/// - **Deals** follow their pipeline's stage machine
+///   ([`Pipeline::check_move`]); a refused move is
+///   [`Error::InvalidTransition`].
+/// - **Timestamps** are UTC at microsecond precision. `created_at` and
+///   `updated_at` are set by the store; a score write-back changes neither
+///   the version nor `updated_at`.
+/// - **Lists** are keyset-paginated: a page holds at most `limit` items
+///   (1–1000) and a `next_cursor` when more follow; following cursors visits
+///   every matching record exactly once. Orders are total: ties are broken
+///   by id in the direction of the sort.
+/// - **Deleting a contact** deletes its deals, activities and signals.
+#[async_trait]
+pub trait Store: fmt::Debug + Send + Sync + 'static {
+    /// Opens a transaction for `tenant`, acting as `context`.
+    async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>>;
+
+    /// The pipelines deals may use.
+    fn pipelines(&self) -> &Pipelines;
+}
+
+/// A [`Store`] as a trait object.
+pub type DynStore = dyn Store;
+
+/// A unit of work for one tenant: everything in it commits together or not
+/// at all. Dropping it without [`commit`](Transaction::commit) rolls it back.
+///
+/// See the contract on [`Store`].
+#[async_trait]
+pub trait Transaction: fmt::Debug + Send {
+    /// The tenant this transaction works in.
+    fn tenant(&self) -> TenantId;
+
+    /// Who is acting.
+    fn context(&self) -> &Context;
+
+    /// Makes every write of this transaction durable and visible.
+    async fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Discards every write of this transaction.
+    async fn rollback(self: Box<Self>) -> Result<()>;
+
+    // ---- contacts ----
+
+    /// Creates a contact (version 1, score 0, active).
+    ///
+    /// Errors: [`Error::DuplicateEmail`] when the tenant has the email in any casing.
+    async fn create_contact(&mut self, new: NewContact) -> Result<Contact>;
+
+    /// A contact by id.
+    async fn get_contact(&mut self, id: ContactId) -> Result<Option<Contact>>;
+
+    /// A contact by email, in any casing.
+    async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>>;
+
+    /// Applies `patch` if the contact is at `expected`.
+    ///
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`], [`Error::DuplicateEmail`].
+    async fn update_contact(
+        &mut self,
+        id: ContactId,
+        expected: Version,
+        patch: ContactPatch,
+    ) -> Result<Contact>;
+
+    /// Marks the contact inactive, whatever its version (a no-op when it
+    /// already is). Errors: [`Error::NotFound`].
+    async fn deactivate_contact(&mut self, id: ContactId) -> Result<Contact>;
+
+    /// Deletes the contact with its deals, activities and signals.
+    /// `Ok(false)` when there was no such contact.
+    async fn delete_contact(&mut self, id: ContactId) -> Result<bool>;
+
+    /// Contacts matching `query`, in its order, one page at a time.
+    async fn search_contacts(&mut self, query: &ContactQuery) -> Result<Page<Contact>>;
+
+    // ---- deals ----
+
+    /// Creates a deal for an existing contact, in the pipeline's first open
+    /// stage unless the input names an open stage.
+    ///
+    /// Errors: [`Error::NotFound`] for the contact; [`Error::Validation`]
+    /// for an unknown pipeline or stage, or a closed starting stage.
+    async fn create_deal(&mut self, new: NewDeal) -> Result<Deal>;
+
+    /// A deal by id.
+    async fn get_deal(&mut self, id: DealId) -> Result<Option<Deal>>;
+
+    /// Applies `patch` if the deal is at `expected`.
+    ///
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`].
+    async fn update_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        patch: DealPatch,
+    ) -> Result<Deal>;
+
+    /// Moves the deal to stage `to` along the stage machine
+    /// ([`Pipeline::check_move`]). A lost stage needs `lost_reason`.
+    ///
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`],
+    /// [`Error::InvalidTransition`].
+    async fn move_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        to: &StageKey,
+        lost_reason: Option<LostReason>,
+    ) -> Result<Deal>;
+
+    /// Reopens a closed deal into open stage `to`, clearing `won_at`,
+    /// `lost_at` and the lost reason.
+    ///
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`],
+    /// [`Error::InvalidTransition`] when the deal is not closed or `to` is not open.
+    async fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Result<Deal>;
+
+    /// Deletes a deal and unlinks its activities. `Ok(false)` when there was none.
+    async fn delete_deal(&mut self, id: DealId) -> Result<bool>;
+
+    /// A contact's deals, newest first (`created_at`, then id, descending).
+    async fn list_deals_for_contact(
+        &mut self,
+        contact: ContactId,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>>;
+
+    /// The deals in one stage of a pipeline, newest first.
+    async fn list_deals_in_stage(
+        &mut self,
+        pipeline: &PipelineKey,
+        stage: &StageKey,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>>;
+
+    /// Per stage of `pipeline` (in pipeline order, empty stages included)
+    /// and per currency: the number of deals, their sum and their sum
+    /// weighted by the stage's win probability. Currencies are never added together.
+    ///
+    /// Errors: [`Error::Validation`] for an unknown pipeline.
+    async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary>;
+
+    // ---- activities and signals ----
+
+    /// Logs an activity on a contact's timeline (and, optionally, one of
+    /// its deals).
+    ///
+    /// Errors: [`Error::NotFound`] for the contact or the deal;
+    /// [`Error::Validation`] when the deal belongs to another contact.
+    async fn log_activity(&mut self, new: NewActivity) -> Result<Activity>;
+
+    /// A contact's activities, newest first (`occurred_at`, then id,
+    /// descending). Empty for a contact that does not exist.
+    async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>>;
+
+    /// Records a behavioural signal for a contact.
+    ///
+    /// Errors: [`Error::NotFound`] for the contact.
+    async fn record_signal(&mut self, new: NewSignal) -> Result<Signal>;
+
+    /// A contact's signals, oldest first (`occurred_at`, then id).
+    async fn list_signals(&mut self, contact: ContactId) -> Result<Vec<Signal>>;
+
+    /// Writes lead scores in bulk. Ids that are not contacts of the tenant
+    /// are ignored; neither versions nor `updated_at` change. Returns how
+    /// many contacts' scores actually changed.
+    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64>;
+}
+
+/// The largest page a list returns.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The page size when none is given.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// Which page of a list: how many items, and where to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// How many items at most (1–1000).
+    pub limit: u32,
+    /// Where to continue; `None` for the first page.
+    pub cursor: Option<Cursor>,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        PageRequest {
+            limit: DEFAULT_PAGE_SIZE,
+            cursor: None,
+        }
+    }
+}
+
+impl PageRequest {
+    /// The first page of `limit` items.
+    pub fn first(limit: u32) -> Self {
+        PageRequest {
+            limit,
+            cursor: None,
+        }
+    }
+
+    /// The page after `cursor`.
+    pub fn after(limit: u32, cursor: Cursor) -> Self {
+        PageRequest {
+            limit,
+            cursor: Some(cursor),
+        }
+    }
+
+    /// The limit, checked to be 1–1000.
+    pub fn checked_limit(&self) -> Result<usize> {
+        if (1..=MAX_PAGE_SIZE).contains(&self.limit) {
+            Ok(self.limit as usize)
+        } else {
+            Err(ValidationErrors::single(FieldError::new(
+                "limit",
+                "out_of_range",
+                format!("must be 1 to {MAX_PAGE_SIZE}, got {}", self.limit),
+            ))
+            .into())
+        }
+    }
+
+    /// The decoded cursor position, if any.
+    pub fn position<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.cursor.as_ref().map(Cursor::decode).transpose()
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items, in the list's order.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<Cursor>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` items fetched in order: the extra
+    /// item, if present, only says that more follow.
+    pub fn from_overfetch<K: Serialize>(
+        mut items: Vec<T>,
+        limit: usize,
+        key: impl Fn(&T) -> K,
+    ) -> Self {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = if more {
+            items.last().map(|last| Cursor::encode(&key(last)))
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
+/// An opaque position in a list. Pass it back unchanged to get the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(String);
+
+impl Cursor {
+    /// Encodes a list position.
+    pub fn encode<T: Serialize>(position: &T) -> Cursor {
+        let json = serde_json::to_vec(position).unwrap_or_default();
+        let mut s = String::with_capacity(json.len() * 2);
+        for b in json {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        Cursor(s)
+    }
+
+    /// Decodes a list position; a cursor that was not made for this list is
+    /// a validation error on `cursor`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        let invalid = || {
+            Error::from(ValidationErrors::single(FieldError::new(
+                "cursor",
+                "invalid_format",
+                "is not a cursor of this list",
+            )))
+        };
+        let bytes = self.0.as_bytes();
+        if !bytes.len().is_multiple_of(2) {
+            return Err(invalid());
+        }
+        let nibble = |c: u8| HEX.iter().position(|h| *h == c).map(|p| p as u8);
+        let mut json = Vec::with_capacity(bytes.len() / 2);
+        for pair in bytes.chunks(2) {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(hi), Some(lo)) => json.push(hi << 4 | lo),
+                _ => return Err(invalid()),
+            }
+        }
+        serde_json::from_slice(&json).map_err(|_| invalid())
+    }
+
+    /// The cursor as text (to put in a URL or a response).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A cursor from text received back from a client.
+    pub fn from_string(s: String) -> Cursor {
+        Cursor(s)
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The order of a contact search. Ties are broken by id, in the same direction.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactSort {
+    /// Highest score first.
+    ScoreDesc,
+    /// Lowest score first.
+    ScoreAsc,
+    /// Newest first (the default).
+    #[default]
+    CreatedDesc,
+    /// Oldest first.
+    CreatedAsc,
+    /// Most recently changed first.
+    UpdatedDesc,
+    /// Least recently changed first.
+    UpdatedAsc,
+    /// By last name, then first name, case-insensitively (code-point order).
+    NameAsc,
+    /// By last name, then first name, reversed.
+    NameDesc,
+}
+
+/// Filters, order and page of a contact search. Every filter is optional and
+/// they combine with AND. Text prefixes match case-insensitively; time ranges
+/// include their start and exclude their end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactQuery {
+    /// Email starts with this.
+    pub email_prefix: Option<String>,
+    /// First name or last name starts with this.
+    pub name_prefix: Option<String>,
+    /// Company starts with this.
+    pub company_prefix: Option<String>,
+    /// Lead source is one of these (empty: any).
+    pub lead_sources: Vec<LeadSource>,
+    /// Score at least this.
+    pub min_score: Option<Score>,
+    /// Score at most this.
+    pub max_score: Option<Score>,
+    /// Active or not.
+    pub active: Option<bool>,
+    /// Created at or after.
+    pub created_from: Option<Timestamp>,
+    /// Created before.
+    pub created_until: Option<Timestamp>,
+    /// Last changed at or after.
+    pub updated_from: Option<Timestamp>,
+    /// Last changed before.
+    pub updated_until: Option<Timestamp>,
+    /// Metadata contains this object (PostgreSQL `jsonb @>` semantics).
+    pub metadata_contains: Option<Metadata>,
+    /// Order.
+    pub sort: ContactSort,
+    /// Page.
+    pub page: PageRequest,
+}
+
+impl ContactQuery {
+    /// Every contact, newest first, 50 a page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The top `limit` active contacts by score: the "top leads" query.
+    pub fn top_leads(limit: u32) -> Self {
+        ContactQuery {
+            active: Some(true),
+            sort: ContactSort::ScoreDesc,
+            page: PageRequest::first(limit),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the order.
+    pub fn sort(mut self, sort: ContactSort) -> Self {
+        self.sort = sort;
+        self
+    }
+
+    /// Sets the page.
+    pub fn page(mut self, page: PageRequest) -> Self {
+        self.page = page;
+        self
+    }
+
+    /// The same query, continuing after `cursor`.
+    pub fn after(&self, cursor: Cursor) -> Self {
+        let mut q = self.clone();
+        q.page.cursor = Some(cursor);
+        q
+    }
+}
+
+/// One currency's totals in one stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CurrencyTotal {
+    /// The currency.
+    pub currency: Currency,
+    /// How many deals.
+    pub count: u64,
+    /// The sum of their amounts.
+    pub sum: Decimal,
+    /// The sum weighted by the stage's win probability.
+    pub weighted: Decimal,
+}
+
+/// One stage's totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageSummary {
+    /// The stage.
+    pub stage: StageKey,
+    /// Its label.
+    pub label: String,
+    /// Open, won or lost.
+    pub kind: StageKind,
+    /// Its win probability in percent.
+    pub win_probability: u8,
+    /// Per currency, ordered by currency code; empty when the stage has no deals.
+    pub totals: Vec<CurrencyTotal>,
+}
+
+/// A pipeline's deals summed per stage and currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineSummary {
+    /// The pipeline.
+    pub pipeline: PipelineKey,
+    /// Its stages in order.
+    pub stages: Vec<StageSummary>,
+}
+
+impl PipelineSummary {
+    /// Builds the summary from per-(stage, currency) counts and sums, as a
+    /// backend computes them. Rows of stages not in the pipeline are ignored.
+    pub fn from_totals(
+        pipeline: &Pipeline,
+        totals: impl IntoIterator<Item = (StageKey, Currency, u64, Decimal)>,
+    ) -> Self {
+        let mut by_stage: BTreeMap<StageKey, BTreeMap<&'static str, (Currency, u64, Decimal)>> =
+            BTreeMap::new();
+        for (stage, currency, count, sum) in totals {
+            let e = by_stage
+                .entry(stage)
+                .or_default()
+                .entry(currency.code())
+                .or_insert((currency, 0, Decimal::ZERO));
+            e.1 += count;
+            e.2 += sum;
+        }
+        let stages = pipeline
+            .stages()
+            .iter()
+            .map(|def| StageSummary {
+                stage: def.key.clone(),
+                label: def.label.clone(),
+                kind: def.kind,
+                win_probability: def.win_probability,
+                totals: by_stage
+                    .remove(&def.key)
+                    .unwrap_or_default()
+                    .into_values()
+                    .map(|(currency, count, sum)| CurrencyTotal {
+                        currency,
+                        count,
+                        sum,
+                        weighted: (sum * Decimal::from(def.win_probability) / Decimal::ONE_HUNDRED)
+                            .normalize(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        PipelineSummary {
+            pipeline: pipeline.key().clone(),
+            stages,
+        }
+    }
+
+    /// Totals per currency over the open stages: the open pipeline value and
+    /// its weighted forecast.
+    pub fn open_totals(&self) -> Vec<CurrencyTotal> {
+        let mut acc: BTreeMap<&'static str, CurrencyTotal> = BTreeMap::new();
+        for s in self.stages.iter().filter(|s| s.kind == StageKind::Open) {
+            for t in &s.totals {
+                let e = acc.entry(t.currency.code()).or_insert(CurrencyTotal {
+                    currency: t.currency,
+                    count: 0,
+                    sum: Decimal::ZERO,
+                    weighted: Decimal::ZERO,
+                });
+                e.count += t.count;
+                e.sum += t.sum;
+                e.weighted += t.weighted;
+            }
+        }
+        acc.into_values().collect()
+    }
+}
+
+/// Single-operation conveniences for every [`Store`]: each opens a
+/// transaction, does one thing and commits.
+#[async_trait]
+pub trait StoreExt: Store {
+    /// See [`Transaction::create_contact`].
+    async fn create_contact(
+        &self,
+        tenant: TenantId,
+        ctx: &Context,
+        new: NewContact,
+    ) -> Result<Contact> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.create_contact(new).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`Transaction::get_contact`].
+    async fn get_contact(
+        &self,
+        tenant: TenantId,
+        ctx: &Context,
+        id: ContactId,
+    ) -> Result<Option<Contact>> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.get_contact(id).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`Transaction::get_contact_by_email`].
+    async fn get_contact_by_email(
+        &self,
+        tenant: TenantId,
+        ctx: &Context,
+        email: &Email,
+    ) -> Result<Option<Contact>> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.get_contact_by_email(email).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`Transaction::update_contact`].
+    async fn update_contact(
+        &self,
+        tenant: TenantId,
+        ctx: &Context,
+        id: ContactId,
+        expected: Version,
+        patch: ContactPatch,
+    ) -> Result<Contact> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.update_contact(id, expected, patch).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`Transaction::search_contacts`].
+    async fn search_contacts(
+        &self,
+        tenant: TenantId,
+        ctx: &Context,
+        query: &ContactQuery,
+    ) -> Result<Page<Contact>> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.search_contacts(query).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`Transaction::create_deal`].
+    async fn create_deal(&self, tenant: TenantId, ctx: &Context, new: NewDeal) -> Result<Deal> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.create_deal(new).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`Transaction::move_deal`].
+    async fn move_deal(
+        &self,
+        tenant: TenantId,
+        ctx: &Context,
+        id: DealId,
+        expected: Version,
+        to: &StageKey,
+        lost_reason: Option<LostReason>,
+    ) -> Result<Deal> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.move_deal(id, expected, to, lost_reason).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`Transaction::log_activity`].
+    async fn log_activity(
+        &self,
+        tenant: TenantId,
+        ctx: &Context,
+        new: NewActivity,
+    ) -> Result<Activity> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.log_activity(new).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`Transaction::timeline`].
+    async fn timeline(
+        &self,
+        tenant: TenantId,
+        ctx: &Context,
+        contact: ContactId,
+        page: &PageRequest,
+    ) -> Result<Page<Activity>> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.timeline(contact, page).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`Transaction::pipeline_summary`].
+    async fn pipeline_summary(
+        &self,
+        tenant: TenantId,
+        ctx: &Context,
+        pipeline: &PipelineKey,
+    ) -> Result<PipelineSummary> {
+        let mut tx = self.begin(tenant, ctx.clone()).await?;
+        let out = tx.pipeline_summary(pipeline).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+impl<T: Store + ?Sized> StoreExt for T {}
+
+/// The sort key of a contact in a search, as stored in cursors. Backends use
+/// it to compare positions; PostgreSQL builds the same tuple in SQL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum ContactSortKey {
+    /// Score, then id.
+    Score(i64, uuid::Uuid),
+    /// Timestamp in microseconds since the epoch, then id.
+    Time(i64, uuid::Uuid),
+    /// Lower-cased last name, lower-cased first name, then id.
+    Name(String, String, uuid::Uuid),
+}
+
+impl ContactSortKey {
+    /// The key of `c` under `sort`.
+    pub fn of(sort: ContactSort, c: &Contact) -> Self {
+        let id = c.id.as_uuid();
+        match sort {
+            ContactSort::ScoreAsc | ContactSort::ScoreDesc => {
+                ContactSortKey::Score(i64::from(c.score.get()), id)
+            }
+            ContactSort::CreatedAsc | ContactSort::CreatedDesc => {
+                ContactSortKey::Time(c.created_at.timestamp_micros(), id)
+            }
+            ContactSort::UpdatedAsc | ContactSort::UpdatedDesc => {
+                ContactSortKey::Time(c.updated_at.timestamp_micros(), id)
+            }
+            ContactSort::NameAsc | ContactSort::NameDesc => ContactSortKey::Name(
+                c.last_name.as_str().to_lowercase(),
+                c.first_name.as_str().to_lowercase(),
+                id,
+            ),
+        }
+    }
+}
+
+impl ContactSort {
+    /// True for the descending orders.
+    pub fn is_descending(self) -> bool {
+        matches!(
+            self,
+            ContactSort::ScoreDesc
+                | ContactSort::CreatedDesc
+                | ContactSort::UpdatedDesc
+                | ContactSort::NameDesc
+        )
+    }
+}
+
+/// The position of an item in a list ordered by a timestamp then an id, as
+/// stored in cursors (timeline, deal lists).
+pub type TimeIdKey = (i64, uuid::Uuid);
