@@ -611,6 +611,15 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Deserializes a JSON value that is present, `null` included, as `Some`
+/// (serde maps `null` to `None` for a plain `Option<Value>`).
+fn present<'de, D>(d: D) -> Result<Option<Value>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Value::deserialize(d).map(Some)
+}
+
 /// Inbound JSON for a partial update of a contact. An absent field is left
 /// as it is; `null` (or a blank string) clears an optional field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -649,8 +658,12 @@ pub struct ContactPatchDto {
     /// New lead source.
     #[serde(default)]
     pub lead_source: Option<String>,
-    /// New custom fields (replaces them all).
-    #[serde(default)]
+    /// New custom fields (replaces them all); `null` clears them.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metadata: Option<Value>,
     /// Active or not.
     #[serde(default)]
