@@ -1,1 +1,316 @@
-fn main() {}
+//! A guided tour of crm-core on the in-memory store.
+//!
+//! Run it with `cargo run --example quickstart`. Every step prints a heading
+//! and what happened; the same code runs unchanged on `PostgresStore`.
+
+use chrono::{Duration, Utc};
+use crm_core::{
+    Actor, ContactQuery, ContactSort, Context, Error, InMemoryStore, PageRequest, Store, StoreExt,
+    TenantId,
+    domain::{
+        ActivityKind, Contact, Direction, LostReason, NewActivity, NewContact, NewContactDto,
+        NewDeal, NewDealDto, PipelineKey, StageKey, Subject,
+    },
+};
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+fn heading(title: &str) {
+    println!(
+        "\n== {title} {}",
+        "=".repeat(70usize.saturating_sub(title.len()))
+    );
+}
+
+fn name(c: &Contact) -> String {
+    format!("{} {}", c.first_name, c.last_name)
+}
+
+#[tokio::main]
+async fn main() -> Res {
+    // A store, the tenant whose data we work on, and who is acting (every
+    // change is attributed to an actor, with an optional reason).
+    let store = InMemoryStore::new();
+    let tenant = TenantId::new();
+    let ctx = Context::new(Actor::parse("user:ada")?).with_reason("quickstart tour")?;
+
+    heading("1. Contacts from JSON");
+    // Inbound JSON goes through a DTO (unknown fields are refused) and
+    // `NewContact::try_from`, which validates every field.
+    let inputs = [
+        r#"{"email": "Grace.Hopper@Example.com", "first_name": "Grace", "last_name": "Hopper",
+            "company": "Acme Computing", "title": "Rear Admiral", "lead_source": "referral",
+            "metadata": {"plan": "enterprise", "seats": 250}}"#,
+        r#"{"email": "alan@acme-labs.io", "first_name": "Alan", "last_name": "Turing",
+            "company": "Acme Labs", "phone": "+44 20 7946 0958"}"#,
+        r#"{"email": "katherine@nasa.example.org", "first_name": "Katherine", "last_name": "Johnson",
+            "company": "Langley", "lead_source": "partner"}"#,
+    ];
+    let mut contacts = Vec::new();
+    for json in inputs {
+        let dto: NewContactDto = serde_json::from_str(json)?;
+        let contact = store
+            .create_contact(tenant, &ctx, NewContact::try_from(dto)?)
+            .await?;
+        println!(
+            "created {:<18} {:<30} company={:<15} source={:<8} version={}",
+            name(&contact),
+            format!("<{}>", contact.email),
+            contact.company.as_ref().map_or("-", |c| c.as_str()),
+            contact.lead_source.as_str(),
+            contact.version,
+        );
+        contacts.push(contact);
+    }
+    let grace = contacts[0].clone();
+
+    heading("2. Activities and the timeline");
+    let now = Utc::now();
+    let activities = [
+        (
+            ActivityKind::Email,
+            Direction::Inbound,
+            "Asked for pricing",
+            9,
+        ),
+        (ActivityKind::Call, Direction::Outbound, "Discovery call", 6),
+        (
+            ActivityKind::Meeting,
+            Direction::Outbound,
+            "Demo with the team",
+            2,
+        ),
+    ];
+    for (kind, direction, subject, days_ago) in activities {
+        store
+            .log_activity(
+                tenant,
+                &ctx,
+                NewActivity::new(grace.id, kind)
+                    .direction(direction)
+                    .subject(Subject::parse(subject)?)
+                    .occurred_at(now - Duration::days(days_ago)),
+            )
+            .await?;
+    }
+    let timeline = store
+        .timeline(tenant, &ctx, grace.id, &PageRequest::first(10))
+        .await?;
+    println!("timeline of {}, newest first:", name(&grace));
+    for a in &timeline.items {
+        println!(
+            "  {}  {:<8} {:<9} {}",
+            a.occurred_at.format("%Y-%m-%d"),
+            a.kind.as_str(),
+            a.direction.map_or("-", |d| d.as_str()),
+            a.subject.as_ref().map_or("", |s| s.as_str()),
+        );
+    }
+
+    heading("3. A deal through the pipeline");
+    let dto: NewDealDto = serde_json::from_value(serde_json::json!({
+        "contact_id": grace.id.to_string(),
+        "title": "Acme Computing: 250 seats",
+        "amount": "48000.00",
+        "currency": "EUR",
+        "expected_close_date": "2026-03-31",
+    }))?;
+    let mut deal = store
+        .create_deal(tenant, &ctx, NewDeal::try_from(dto)?)
+        .await?;
+    println!(
+        "created   stage={:<12} version={} amount={}",
+        deal.stage.as_str(),
+        deal.version,
+        deal.amount
+    );
+    for stage in ["proposal", "negotiation", "closed_won"] {
+        // Each move names the version it is based on (optimistic concurrency).
+        deal = store
+            .move_deal(
+                tenant,
+                &ctx,
+                deal.id,
+                deal.version,
+                &StageKey::parse(stage)?,
+                None,
+            )
+            .await?;
+        println!(
+            "moved  -> stage={:<12} version={} won_at={}",
+            deal.stage.as_str(),
+            deal.version,
+            deal.won_at
+                .map_or_else(|| "-".to_string(), |t| t.to_rfc3339()),
+        );
+    }
+
+    heading("4. An illegal move is refused");
+    let proposal = StageKey::parse("proposal")?;
+    match store
+        .move_deal(tenant, &ctx, deal.id, deal.version, &proposal, None)
+        .await
+    {
+        Err(Error::InvalidTransition { from, to, why }) => {
+            println!("refused {from} -> {to}: {why}");
+        }
+        other => return Err(format!("expected InvalidTransition, got {other:?}").into()),
+    }
+
+    heading("5. Validation reports every bad field at once");
+    let bad: NewContactDto = serde_json::from_str(
+        r#"{"email": "grace(at)example", "first_name": "  ", "phone": "call me maybe",
+            "lead_source": "carrier pigeon", "metadata": ["not", "an", "object"]}"#,
+    )?;
+    match NewContact::try_from(bad) {
+        Err(errors) => {
+            for e in errors.as_slice() {
+                println!("  {:<12} {:<15} {}", e.field, e.code, e.reason);
+            }
+        }
+        Ok(_) => return Err("expected validation errors".into()),
+    }
+    let unknown = serde_json::from_str::<NewContactDto>(r#"{"email": "a@b.co", "nick": "x"}"#);
+    if let Err(e) = unknown {
+        println!("  unknown fields are refused too: {e}");
+    }
+
+    heading("6. Emails are unique per tenant, in any casing");
+    let twin = NewContact::try_from(NewContactDto {
+        email: Some("GRACE.HOPPER@example.COM".into()),
+        first_name: Some("Grace".into()),
+        last_name: Some("Duplicate".into()),
+        ..Default::default()
+    })?;
+    match store.create_contact(tenant, &ctx, twin).await {
+        Err(Error::DuplicateEmail { email, existing_id }) => {
+            let existing = store
+                .get_contact(tenant, &ctx, existing_id)
+                .await?
+                .ok_or("the existing contact should be there")?;
+            println!(
+                "refused {email}: already held by {} <{}> (id {existing_id})",
+                name(&existing),
+                existing.email
+            );
+        }
+        other => return Err(format!("expected DuplicateEmail, got {other:?}").into()),
+    }
+
+    heading("7. Search");
+    let query = ContactQuery {
+        company_prefix: Some("acme".into()),
+        ..ContactQuery::new().sort(ContactSort::NameAsc)
+    };
+    let found = store.search_contacts(tenant, &ctx, &query).await?;
+    println!("company starts with \"acme\" (case-insensitive), by name:");
+    for c in &found.items {
+        println!(
+            "  {:<18} {}",
+            name(c),
+            c.company.as_ref().map_or("-", |c| c.as_str())
+        );
+    }
+
+    heading("8. Transactions: all or nothing");
+    let mut tx = store.begin(tenant, ctx.clone()).await?;
+    let temp = tx
+        .create_contact(NewContact::try_from(NewContactDto {
+            email: Some("temp@example.com".into()),
+            first_name: Some("Temporary".into()),
+            last_name: Some("Contact".into()),
+            ..Default::default()
+        })?)
+        .await?;
+    tx.rollback().await?;
+    let after = store.get_contact(tenant, &ctx, temp.id).await?;
+    println!(
+        "created {} inside a transaction, rolled back: found afterwards = {}",
+        temp.email,
+        after.is_some()
+    );
+
+    heading("9. Pipeline summary per stage and currency");
+    // A few more deals in two currencies; sums are never added across currencies.
+    let more = [
+        (1, "Acme Labs: pilot", "12000", "USD", None),
+        (1, "Acme Labs: support", "3000.50", "USD", Some("proposal")),
+        (
+            2,
+            "Langley: trajectory suite",
+            "20000",
+            "EUR",
+            Some("negotiation"),
+        ),
+        (2, "Langley: training", "5000", "EUR", None),
+    ];
+    for (who, title, amount, currency, stage) in more {
+        let dto: NewDealDto = serde_json::from_value(serde_json::json!({
+            "contact_id": contacts[who].id.to_string(),
+            "title": title, "amount": amount, "currency": currency, "stage": stage,
+        }))?;
+        store
+            .create_deal(tenant, &ctx, NewDeal::try_from(dto)?)
+            .await?;
+    }
+    // Lose one, with a reason.
+    let mut tx = store.begin(tenant, ctx.clone()).await?;
+    let training = tx
+        .list_deals_in_stage(
+            &PipelineKey::default_pipeline(),
+            &StageKey::parse("qualified")?,
+            &PageRequest::first(10),
+        )
+        .await?
+        .items
+        .into_iter()
+        .find(|d| d.title.as_str() == "Langley: training")
+        .ok_or("the training deal should be qualified")?;
+    tx.move_deal(
+        training.id,
+        training.version,
+        &StageKey::parse("closed_lost")?,
+        Some(LostReason::parse("No budget this year")?),
+    )
+    .await?;
+    tx.commit().await?;
+
+    let summary = store
+        .pipeline_summary(tenant, &ctx, &PipelineKey::default_pipeline())
+        .await?;
+    println!(
+        "  {:<12} {:>5}  {:<8} {:>5} {:>12} {:>12}",
+        "stage", "win%", "currency", "deals", "sum", "weighted"
+    );
+    for stage in &summary.stages {
+        if stage.totals.is_empty() {
+            println!(
+                "  {:<12} {:>4}%  {:<8} {:>5}",
+                stage.stage.as_str(),
+                stage.win_probability,
+                "-",
+                0
+            );
+        }
+        for t in &stage.totals {
+            println!(
+                "  {:<12} {:>4}%  {:<8} {:>5} {:>12} {:>12}",
+                stage.stage.as_str(),
+                stage.win_probability,
+                t.currency.code(),
+                t.count,
+                t.sum,
+                t.weighted
+            );
+        }
+    }
+    for t in summary.open_totals() {
+        println!(
+            "open pipeline in {}: {} deal(s) worth {}, weighted forecast {}",
+            t.currency, t.count, t.sum, t.weighted
+        );
+    }
+
+    println!("\nDone.");
+    Ok(())
+}

@@ -216,6 +216,14 @@ impl fmt::Display for FieldError {
     }
 }
 
+impl std::error::Error for FieldError {}
+
+impl From<FieldError> for Error {
+    fn from(error: FieldError) -> Self {
+        Error::Validation(ValidationErrors::single(error))
+    }
+}
+
 /// Every field error of one input, in the order the fields were checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
