@@ -51,6 +51,7 @@
 
 pub mod domain;
 mod error;
+pub mod scoring;
 pub mod store;
 
 #[cfg(feature = "conformance")]
