@@ -786,6 +786,28 @@ proptest! {
     }
 
     #[test]
+    fn removing_a_term_with_log_sub_leaves_the_sum_of_the_others(
+        model in any_model(),
+        (now, inputs) in arb_case(),
+        which in any::<prop::sample::Index>(),
+    ) {
+        prop_assume!(!inputs.is_empty());
+        let removed = &inputs[which.index(inputs.len())];
+        let rest: Vec<_> = inputs.iter().filter(|i| !std::ptr::eq(*i, removed)).cloned().collect();
+        let all = log_sum(&model, &inputs);
+        let expected = model.decayed_from_log(log_sum(&model, &rest), now);
+        let left = match model.log_term(&removed.kind, removed.occurred_at) {
+            Some(term) => ScoringModel::log_sub(all, term),
+            None => all,
+        };
+        let got = model.decayed_from_log(left, now);
+        // Cancellation: the error is relative to the sum before removal.
+        let before = model.decayed_from_log(all, now);
+        prop_assert!((got - expected).abs() <= 1e-9 * before.max(f64::MIN_POSITIVE),
+            "{} vs {} (of {})", got, expected, before);
+    }
+
+    #[test]
     fn ranking_by_log_sum_is_ranking_by_decayed_sum_at_any_time(
         model in any_model(),
         (now, a) in arb_case(),

@@ -119,7 +119,30 @@
 //! every contact, ordering contacts by `log_sum` orders them by decayed sum
 //! at every `now`: "top leads" is an index scan that never waits for a
 //! batch. Everything stays in log space, so nothing overflows however far
-//! the signals are from the epoch.
+//! the signals are from the epoch. [`ScoringModel::log_sub`] takes a term
+//! back out (a deal that closed).
+//!
+//! ```
+//! use chrono::{Duration, TimeZone, Utc};
+//! use crm_core::domain::SignalKind;
+//! use crm_core::scoring::ScoringModel;
+//!
+//! let model = ScoringModel::default();
+//! let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+//! // Kept with the contact and updated as signals arrive:
+//! let mut log_sum = None;
+//! for (kind, at) in [
+//!     (SignalKind::DEMO_REQUEST, t0),
+//!     (SignalKind::EMAIL_OPEN, t0 - Duration::days(30)),
+//! ] {
+//!     if let Some(term) = model.log_term(&kind, at) {
+//!         log_sum = Some(ScoringModel::log_add(log_sum, term));
+//!     }
+//! }
+//! assert_eq!(model.score_from_log(log_sum, t0).get(), 14);
+//! // A month later, with no new signal: (30 + 2.5) / 2 = 16.25 → 7.
+//! assert_eq!(model.score_from_log(log_sum, t0 + Duration::days(30)).get(), 7);
+//! ```
 //!
 //! The log form has no age cutoff and does not hold future signals at age
 //! 0; see [`ScoringModel::score_from_log`] for exactly how it differs from

@@ -494,22 +494,29 @@ impl ScoringModel {
     /// most [`lookback_days`](Self::lookback_days) before `now` (a creation
     /// time after `now` counts as age 0).
     pub fn is_eligible(&self, now: Timestamp, created_at: Timestamp, active: bool) -> bool {
-        active && days_between(created_at, now) <= self.config.lookback_days
+        active
+            && days_between(UnixTime::of(created_at), UnixTime::of(now))
+                <= self.config.lookback_days
     }
 
     /// `0.5^(age_days / half_life_days)` for a signal at `occurred_at`, with
     /// a signal in the future at age 0 (factor 1). Ignores the age cutoff.
     pub fn decay_factor(&self, now: Timestamp, occurred_at: Timestamp) -> f64 {
-        let half_lives = days_between(occurred_at, now).max(0.0) / self.config.half_life_days;
-        (-half_lives).exp2()
+        let age_days = days_between(UnixTime::of(occurred_at), UnixTime::of(now));
+        (-(age_days.max(0.0) / self.config.half_life_days)).exp2()
     }
 
     /// What one input adds to a score at `now`, or `None` when it is not
     /// counted: its kind has no positive weight, or it is older than the age
     /// cutoff (a signal exactly at the cutoff still counts).
     pub fn contribution(&self, now: Timestamp, input: ScoringInput) -> Option<Contribution> {
+        self.contribution_at(UnixTime::of(now), input)
+    }
+
+    fn contribution_at(&self, now: UnixTime, input: ScoringInput) -> Option<Contribution> {
         let base_weight = self.positive_weight(&input.kind)?;
-        let half_lives = days_between(input.occurred_at, now).max(0.0) / self.config.half_life_days;
+        let age_days = days_between(UnixTime::of(input.occurred_at), now);
+        let half_lives = age_days.max(0.0) / self.config.half_life_days;
         if let Some(n) = self.config.ignore_after_half_lives
             && half_lives > n
         {
@@ -533,9 +540,10 @@ impl ScoringModel {
     /// Eligibility ([`is_eligible`](Self::is_eligible)) is the caller's to
     /// check.
     pub fn score(&self, now: Timestamp, signals: impl IntoIterator<Item = ScoringInput>) -> Scored {
+        let now = UnixTime::of(now);
         let mut counted: Vec<Contribution> = signals
             .into_iter()
-            .filter_map(|input| self.contribution(now, input))
+            .filter_map(|input| self.contribution_at(now, input))
             .collect();
         counted.sort_unstable_by(Contribution::explanation_order);
         let (mut raw_sum, mut decayed_sum) = (0.0, 0.0);
@@ -592,6 +600,27 @@ impl ScoringModel {
         hi + (lo - hi).exp().ln_1p()
     }
 
+    /// `ln(e^a − e^b)`: removes a term `b` that was added to `a` (a closed
+    /// deal's `deal_exists`, a deleted signal). `None` when nothing is left
+    /// (`b ≥ a`, which rounding may also produce when `b` was the only term).
+    ///
+    /// Subtraction loses precision when what is left is much smaller than
+    /// what is removed (relative error about `2^-52 × e^b / (e^a − e^b)`);
+    /// recompute the sum from the remaining signals when that matters.
+    pub fn log_sub(a: Option<f64>, b: f64) -> Option<f64> {
+        let a = a?;
+        if a.is_nan() || b.is_nan() {
+            return Some(f64::NAN);
+        }
+        if b >= a {
+            return None;
+        }
+        if b == f64::NEG_INFINITY || a == f64::INFINITY {
+            return Some(a);
+        }
+        Some(a + (-(b - a).exp_m1()).ln())
+    }
+
     /// The decayed sum at `now` of the signals whose [`log_term`](Self::log_term)s
     /// were accumulated with [`log_add`](Self::log_add) into `log_sum`:
     /// `exp(log_sum − (now_days / half_life_days) · ln 2)`; 0 for `None`.
@@ -609,9 +638,10 @@ impl ScoringModel {
     /// log-scaled sum cannot know `now` when a term is added:
     /// - there is no age cutoff: a signal older than
     ///   [`ignore_after_half_lives`](Self::ignore_after_half_lives) keeps
-    ///   adding its (small) decayed weight, so the score is never lower and at
-    ///   most `weight × 0.5^n × 100 / cap` higher per such signal (with the
-    ///   reference model, under 3 points for a demo request);
+    ///   adding its decayed weight, less than `weight × 0.5^n` for a cutoff of
+    ///   `n` half-lives, so the score is never lower and each such signal
+    ///   raises it by less than `weight × 0.5^n × 100 / cap` points (with the
+    ///   reference model, 7.5 × 100 / 230 ≈ 3.3 for a demo request);
     /// - a signal in the future is not held at age 0: its factor
     ///   `0.5^(age/h)` exceeds 1 until it happens. Add terms with
     ///   `min(occurred_at, recorded_at)` to avoid that.
@@ -628,20 +658,36 @@ impl ScoringModel {
     }
 
     fn half_lives_since_log_epoch(&self, t: Timestamp) -> f64 {
-        let seconds = t.timestamp() - LOG_EPOCH_UNIX_SECONDS;
-        seconds_to_days(seconds, i64::from(t.timestamp_subsec_nanos())) / self.config.half_life_days
+        let epoch = UnixTime {
+            seconds: LOG_EPOCH_UNIX_SECONDS,
+            nanos: 0,
+        };
+        days_between(epoch, UnixTime::of(t)) / self.config.half_life_days
     }
 }
 
-/// Days from `from` to `to` (negative when `to` is earlier), computed from
-/// whole seconds and nanoseconds so that no intermediate overflows.
-fn days_between(from: Timestamp, to: Timestamp) -> f64 {
-    let seconds = to.timestamp() - from.timestamp();
-    let nanos = i64::from(to.timestamp_subsec_nanos()) - i64::from(from.timestamp_subsec_nanos());
-    seconds_to_days(seconds, nanos)
+/// A point in time as whole seconds and nanoseconds since the Unix epoch:
+/// differences of these are exact integers (chrono's range spans less than
+/// 2^43 seconds), converted to days only at the end.
+#[derive(Debug, Clone, Copy)]
+struct UnixTime {
+    seconds: i64,
+    nanos: i64,
 }
 
-fn seconds_to_days(seconds: i64, nanos: i64) -> f64 {
+impl UnixTime {
+    fn of(t: Timestamp) -> Self {
+        UnixTime {
+            seconds: t.timestamp(),
+            nanos: i64::from(t.timestamp_subsec_nanos()),
+        }
+    }
+}
+
+/// Days from `from` to `to` (negative when `to` is earlier).
+fn days_between(from: UnixTime, to: UnixTime) -> f64 {
+    let seconds = to.seconds - from.seconds;
+    let nanos = to.nanos - from.nanos;
     (seconds as f64 + nanos as f64 * 1e-9) / SECONDS_PER_DAY
 }
 
@@ -677,5 +723,17 @@ mod tests {
         assert!((sum - (1000.0 + LN_2)).abs() < 1e-12);
         assert_eq!(ScoringModel::log_add(None, -3.0), -3.0);
         assert_eq!(ScoringModel::log_add(Some(f64::NEG_INFINITY), 2.0), 2.0);
+    }
+
+    #[test]
+    fn log_sub_removes_what_log_add_added() {
+        let (x, y) = (40.0f64.ln() + 700.0, 2.0f64.ln() + 700.0);
+        let sum = ScoringModel::log_add(Some(x), y);
+        let back = ScoringModel::log_sub(Some(sum), y).unwrap();
+        assert!((back - x).abs() < 1e-12, "{back} vs {x}");
+        assert_eq!(ScoringModel::log_sub(Some(y), y), None);
+        assert_eq!(ScoringModel::log_sub(Some(y), x), None);
+        assert_eq!(ScoringModel::log_sub(None, y), None);
+        assert_eq!(ScoringModel::log_sub(Some(x), f64::NEG_INFINITY), Some(x));
     }
 }
