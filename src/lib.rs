@@ -60,6 +60,9 @@ pub mod conformance;
 
 pub use domain::{Actor, Context, TenantId, Version};
 pub use error::{BoxError, Entity, Error, ErrorKind, FieldError, Result, ValidationErrors};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::postgres::PostgresStore;
 pub use store::{
     ContactQuery, ContactSort, Cursor, DynStore, Page, PageRequest, PipelineSummary, Store,
     StoreExt, Transaction, memory::InMemoryStore,

@@ -19,6 +19,9 @@ use crate::{
 };
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 
 /// A storage backend for the CRM: opens transactions scoped to one tenant.
 ///

@@ -1,0 +1,122 @@
+//! Driver and pool errors mapped into the crate's error kinds, keeping the
+//! source error.
+
+use std::fmt;
+
+use deadpool_postgres::PoolError;
+use tokio_postgres::error::SqlState;
+
+use crate::error::{Error, FieldError};
+
+/// The unique index that keeps emails unique per tenant.
+pub(super) const EMAIL_INDEX: &str = "contacts_email_key";
+
+/// A driver error: serialization failures, deadlocks and lost connections
+/// are retryable; everything else is a plain backend error.
+pub(super) fn db(e: tokio_postgres::Error) -> Error {
+    if is_retryable(&e) {
+        Error::retryable(e)
+    } else {
+        Error::backend(e)
+    }
+}
+
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || code.code().starts_with("08")
+        }
+        // No SQLSTATE: retryable when the connection failed with an I/O error.
+        None => std::error::Error::source(e)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+    }
+}
+
+/// True when `e` is a unique violation of the email index.
+pub(super) fn is_email_conflict(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(EMAIL_INDEX)
+    })
+}
+
+/// A pool error: timeouts and failures to connect are retryable; a closed
+/// or misconfigured pool is not.
+pub(super) fn pool(e: PoolError) -> Error {
+    match e {
+        PoolError::Backend(e) => db(e),
+        e @ PoolError::Timeout(_) => Error::retryable(e),
+        e => Error::backend(e),
+    }
+}
+
+/// A row that does not pass the domain's validation: the database holds
+/// something the domain rules forbid (edited out of band, or a schema drift).
+#[derive(Debug)]
+pub(super) struct InvalidRow {
+    pub(super) table: &'static str,
+    pub(super) id: String,
+    pub(super) errors: Vec<FieldError>,
+}
+
+impl fmt::Display for InvalidRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "row {} of {} is invalid: ", self.id, self.table)?;
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InvalidRow {}
+
+/// The transaction was already aborted by an earlier failed statement and
+/// has been rolled back instead of committed.
+#[derive(Debug)]
+pub(super) struct Aborted;
+
+impl fmt::Display for Aborted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the transaction was aborted by an earlier error and has been rolled back instead",
+        )
+    }
+}
+
+impl std::error::Error for Aborted {}
+
+/// The transaction has already been committed or rolled back.
+#[derive(Debug)]
+pub(super) struct Finished;
+
+impl fmt::Display for Finished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the transaction has already ended")
+    }
+}
+
+impl std::error::Error for Finished {}
+
+/// The contact holding an email kept vanishing between a create's conflict
+/// and the lookup of its id (concurrent creates and deletes of that email).
+#[derive(Debug)]
+pub(super) struct EmailRace;
+
+impl fmt::Display for EmailRace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the email was taken and released concurrently; try again")
+    }
+}
+
+impl std::error::Error for EmailRace {}

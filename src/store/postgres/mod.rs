@@ -1,0 +1,226 @@
+//! `PostgresStore`: the [`Store`] contract on PostgreSQL, through
+//! tokio-postgres and a deadpool connection pool.
+//!
+//! - **Schema.** Versioned SQL migrations are embedded in the crate and
+//!   applied by [`PostgresStore::migrate`] in one transaction under an
+//!   advisory lock, so two processes may migrate at once. Every primary,
+//!   unique and foreign key begins with `tenant_id` (the schema can be
+//!   distributed by tenant), CHECK constraints mirror the domain rules, and
+//!   row-level security restricts every table to the tenant set in the
+//!   transaction-local setting `crm.tenant_id`.
+//! - **Transactions.** A [`Transaction`] holds one pooled connection from
+//!   `begin` to `commit`/`rollback`. `begin` sends `BEGIN` and the
+//!   transaction-local settings `crm.tenant_id`, `crm.actor`, `crm.reason`
+//!   and `crm.request_id` in one round trip. Dropping a transaction without
+//!   committing rolls it back before the connection returns to the pool.
+//! - **Queries.** Every query filters by `tenant_id` explicitly; row-level
+//!   security is the second wall. Statements are prepared once per
+//!   connection and cached. Timestamps are made in Rust at microsecond
+//!   precision, like [`InMemoryStore`](crate::InMemoryStore) does, so both
+//!   backends behave alike.
+//!
+//! ```no_run
+//! use crm_core::{PostgresStore, Store, StoreExt, TenantId, Context, Actor};
+//!
+//! # async fn run() -> crm_core::Result<()> {
+//! let store = PostgresStore::connect("postgres://crm@localhost/crm").await?;
+//! store.migrate().await?;
+//! let tenant = TenantId::new();
+//! let ctx = Context::new(Actor::parse("user:ada")?);
+//! let mut tx = store.begin(tenant, ctx).await?;
+//! // ... work in the transaction ...
+//! tx.commit().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod rows;
+mod schema;
+mod search;
+mod transaction;
+
+use std::{fmt, str::FromStr, sync::Arc};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{Store, Transaction};
+use crate::{
+    domain::{Context, Pipelines, TenantId},
+    error::{Error, Result},
+};
+
+pub use schema::MIGRATIONS;
+
+/// One embedded schema migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    /// Its version; migrations apply in ascending order.
+    pub version: i64,
+    /// A short name.
+    pub name: &'static str,
+    /// The SQL it runs.
+    pub sql: &'static str,
+}
+
+/// The key of the advisory lock that serializes migrations
+/// (`pg_advisory_xact_lock`), the same for every process.
+const MIGRATION_LOCK_KEY: i64 = 0x0063_726d_636f_7265; // "crmcore"
+
+/// The default number of pooled connections.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// A [`Store`] on PostgreSQL. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    pipelines: Arc<Pipelines>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .field("pipelines", &self.pipelines)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a `postgres://` URL or a
+    /// `key=value` connection string) with a pool of
+    /// [`DEFAULT_POOL_SIZE`] connections and the default pipeline, and
+    /// checks that the server answers.
+    ///
+    /// Connections are made without TLS; to use TLS, build a
+    /// [`deadpool_postgres::Pool`] with a TLS connector and use
+    /// [`from_pool`](Self::from_pool).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url).build().await
+    }
+
+    /// A builder for a store at `url`, to set the pool size and pipelines.
+    pub fn builder(url: &str) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.to_string(),
+            pool_size: DEFAULT_POOL_SIZE,
+            pipelines: Pipelines::default(),
+        }
+    }
+
+    /// A store over an existing pool, knowing `pipelines`.
+    pub fn from_pool(pool: Pool, pipelines: Pipelines) -> Self {
+        PostgresStore {
+            pool,
+            pipelines: Arc::new(pipelines),
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations that the database does not have yet,
+    /// in one transaction under an advisory lock, recording each applied
+    /// version in `crm_schema_migrations`. Safe to run again and from
+    /// several processes at once: the others wait, then find nothing to do.
+    ///
+    /// Returns the versions it applied.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let mut conn = self.pool.get().await.map_err(error::pool)?;
+        let tx = conn.transaction().await.map_err(error::db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .map_err(error::db)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS crm_schema_migrations (
+                 version    bigint      PRIMARY KEY,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(error::db)?;
+        let applied: Vec<i64> = tx
+            .query("SELECT version FROM crm_schema_migrations", &[])
+            .await
+            .map_err(error::db)?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(error::db)?;
+        let mut done = Vec::new();
+        for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            tx.batch_execute(m.sql).await.map_err(error::db)?;
+            tx.execute(
+                "INSERT INTO crm_schema_migrations (version, name) VALUES ($1, $2)",
+                &[&m.version, &m.name],
+            )
+            .await
+            .map_err(error::db)?;
+            done.push(m.version);
+        }
+        tx.commit().await.map_err(error::db)?;
+        Ok(done)
+    }
+}
+
+/// Builds a [`PostgresStore`]: pool size and pipelines.
+#[derive(Debug, Clone)]
+pub struct PostgresStoreBuilder {
+    url: String,
+    pool_size: usize,
+    pipelines: Pipelines,
+}
+
+impl PostgresStoreBuilder {
+    /// The most connections the pool opens (at least 1; default
+    /// [`DEFAULT_POOL_SIZE`]). Each open transaction holds one.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// The pipelines deals may use (default: the default pipeline).
+    pub fn pipelines(mut self, pipelines: Pipelines) -> Self {
+        self.pipelines = pipelines;
+        self
+    }
+
+    /// Builds the pool and checks that the server answers.
+    pub async fn build(self) -> Result<PostgresStore> {
+        let config = tokio_postgres::Config::from_str(&self.url).map_err(Error::backend)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.pool_size)
+            .build()
+            .map_err(Error::backend)?;
+        // Fail now, with the cause, rather than on the first transaction.
+        drop(pool.get().await.map_err(error::pool)?);
+        Ok(PostgresStore::from_pool(pool, self.pipelines))
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        let conn = self.pool.get().await.map_err(error::pool)?;
+        let tx =
+            transaction::PgTransaction::begin(conn, tenant, context, Arc::clone(&self.pipelines))
+                .await?;
+        Ok(Box::new(tx))
+    }
+
+    fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
+    }
+}

@@ -1,0 +1,283 @@
+//! Rows read back from PostgreSQL, rebuilt through the domain's
+//! constructors. A row that fails validation is a backend error naming the
+//! row and every invalid field, never a panic.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::error::{self, InvalidRow};
+use crate::{
+    domain::{
+        Activity, ActivityId, ActivityKind, Company, Contact, ContactId, Currency, Deal, DealId,
+        DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata, Money, PersonName,
+        Phone, PipelineKey, Score, Signal, SignalId, SignalKind, StageKey, Subject, TenantId,
+        Timestamp, Version,
+    },
+    error::{Error, FieldError, Result},
+};
+
+/// Collects field errors while a row is rebuilt.
+struct Check {
+    table: &'static str,
+    id: Uuid,
+    errors: Vec<FieldError>,
+}
+
+impl Check {
+    fn new(table: &'static str, row: &Row) -> Result<Self> {
+        Ok(Check {
+            table,
+            id: row.try_get(1).map_err(error::db)?,
+            errors: Vec::new(),
+        })
+    }
+
+    fn ok<T>(&mut self, r: Result<T, FieldError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
+    }
+
+    fn opt<T>(
+        &mut self,
+        v: Option<String>,
+        parse: impl FnOnce(&str) -> Result<T, FieldError>,
+    ) -> Option<Option<T>> {
+        match v {
+            None => Some(None),
+            Some(s) => self.ok(parse(&s)).map(Some),
+        }
+    }
+
+    fn fail(self) -> Error {
+        Error::backend(InvalidRow {
+            table: self.table,
+            id: self.id.to_string(),
+            errors: self.errors,
+        })
+    }
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
+    row.try_get(idx).map_err(error::db)
+}
+
+/// A contact from a row of `contact_select!()`.
+pub(super) fn contact(row: &Row) -> Result<Contact> {
+    let mut c = Check::new("contacts", row)?;
+    let tenant_id: Uuid = get(row, 0)?;
+    let email: String = get(row, 2)?;
+    let first_name: String = get(row, 3)?;
+    let last_name: String = get(row, 4)?;
+    let company: Option<String> = get(row, 5)?;
+    let title: Option<String> = get(row, 6)?;
+    let phone: Option<String> = get(row, 7)?;
+    let lead_source: String = get(row, 8)?;
+    let metadata: serde_json::Value = get(row, 9)?;
+    let score: i16 = get(row, 10)?;
+    let active: bool = get(row, 11)?;
+    let created_at: Timestamp = get(row, 12)?;
+    let updated_at: Timestamp = get(row, 13)?;
+    let version: i64 = get(row, 14)?;
+
+    let email = c.ok(Email::parse(&email));
+    let first_name = c.ok(PersonName::parse_field("first_name", &first_name));
+    let last_name = c.ok(PersonName::parse_field("last_name", &last_name));
+    let company = c.opt(company, Company::parse);
+    let title = c.opt(title, JobTitle::parse);
+    let phone = c.opt(phone, Phone::parse);
+    let lead_source = c.ok(LeadSource::parse_field("lead_source", &lead_source));
+    let metadata = c.ok(Metadata::parse(metadata));
+    let score = c.ok(Score::new(i64::from(score)));
+    let version = c.ok(check_version(version));
+    match (
+        email,
+        first_name,
+        last_name,
+        company,
+        title,
+        phone,
+        lead_source,
+        metadata,
+        score,
+        version,
+    ) {
+        (
+            Some(email),
+            Some(first_name),
+            Some(last_name),
+            Some(company),
+            Some(title),
+            Some(phone),
+            Some(lead_source),
+            Some(metadata),
+            Some(score),
+            Some(version),
+        ) => Ok(Contact {
+            id: ContactId::from_uuid(c.id),
+            tenant_id: TenantId::from_uuid(tenant_id),
+            email,
+            first_name,
+            last_name,
+            company,
+            title,
+            phone,
+            lead_source,
+            metadata,
+            score,
+            active,
+            created_at,
+            updated_at,
+            version,
+        }),
+        _ => Err(c.fail()),
+    }
+}
+
+fn check_version(v: i64) -> Result<Version, FieldError> {
+    if v >= 1 {
+        Ok(Version::new(v))
+    } else {
+        Err(FieldError::new(
+            "version",
+            "out_of_range",
+            format!("must be at least 1, got {v}"),
+        ))
+    }
+}
+
+/// A deal from a row of `deal_select!()`.
+pub(super) fn deal(row: &Row) -> Result<Deal> {
+    let mut c = Check::new("deals", row)?;
+    let tenant_id: Uuid = get(row, 0)?;
+    let contact_id: Uuid = get(row, 2)?;
+    let title: String = get(row, 3)?;
+    let amount: Decimal = get(row, 4)?;
+    let currency: String = get(row, 5)?;
+    let pipeline: String = get(row, 6)?;
+    let stage: String = get(row, 7)?;
+    let expected_close_date: Option<NaiveDate> = get(row, 8)?;
+    let won_at: Option<Timestamp> = get(row, 9)?;
+    let lost_at: Option<Timestamp> = get(row, 10)?;
+    let lost_reason: Option<String> = get(row, 11)?;
+    let created_at: Timestamp = get(row, 12)?;
+    let updated_at: Timestamp = get(row, 13)?;
+    let version: i64 = get(row, 14)?;
+
+    let title = c.ok(DealTitle::parse(&title));
+    let currency = c.ok(Currency::parse(&currency));
+    let amount = currency.and_then(|cur| c.ok(Money::new(amount, cur)));
+    let pipeline = c.ok(PipelineKey::parse(&pipeline));
+    let stage = c.ok(StageKey::parse(&stage));
+    let lost_reason = c.opt(lost_reason, LostReason::parse);
+    let version = c.ok(check_version(version));
+    if lost_at.is_some() != matches!(lost_reason, Some(Some(_))) {
+        c.errors.push(FieldError::new(
+            "lost_reason",
+            "invalid_value",
+            "is set exactly when lost_at is set",
+        ));
+    }
+    match (title, amount, pipeline, stage, lost_reason, version) {
+        (
+            Some(title),
+            Some(amount),
+            Some(pipeline),
+            Some(stage),
+            Some(lost_reason),
+            Some(version),
+        ) if c.errors.is_empty() => Ok(Deal {
+            id: DealId::from_uuid(c.id),
+            tenant_id: TenantId::from_uuid(tenant_id),
+            contact_id: ContactId::from_uuid(contact_id),
+            title,
+            amount,
+            pipeline,
+            stage,
+            expected_close_date,
+            won_at,
+            lost_at,
+            lost_reason,
+            created_at,
+            updated_at,
+            version,
+        }),
+        _ => Err(c.fail()),
+    }
+}
+
+/// An activity from a row of `activity_select!()`.
+pub(super) fn activity(row: &Row) -> Result<Activity> {
+    let mut c = Check::new("activities", row)?;
+    let tenant_id: Uuid = get(row, 0)?;
+    let contact_id: Uuid = get(row, 2)?;
+    let deal_id: Option<Uuid> = get(row, 3)?;
+    let kind: String = get(row, 4)?;
+    let direction: Option<String> = get(row, 5)?;
+    let subject: Option<String> = get(row, 6)?;
+    let body: Option<String> = get(row, 7)?;
+    let occurred_at: Timestamp = get(row, 8)?;
+    let created_at: Timestamp = get(row, 9)?;
+
+    let kind = c.ok(ActivityKind::parse_field("kind", &kind));
+    let direction = c.opt(direction, |d| Direction::parse_field("direction", d));
+    let subject = c.opt(subject, Subject::parse);
+    if let Some(b) = &body {
+        let chars = b.chars().count();
+        if chars == 0 || chars > crate::domain::MAX_BODY_CHARS {
+            c.errors.push(FieldError::new(
+                "body",
+                "out_of_range",
+                format!(
+                    "must have 1 to {} characters",
+                    crate::domain::MAX_BODY_CHARS
+                ),
+            ));
+        }
+    }
+    match (kind, direction, subject) {
+        (Some(kind), Some(direction), Some(subject)) if c.errors.is_empty() => Ok(Activity {
+            id: ActivityId::from_uuid(c.id),
+            tenant_id: TenantId::from_uuid(tenant_id),
+            contact_id: ContactId::from_uuid(contact_id),
+            deal_id: deal_id.map(DealId::from_uuid),
+            kind,
+            direction,
+            subject,
+            body,
+            occurred_at,
+            created_at,
+        }),
+        _ => Err(c.fail()),
+    }
+}
+
+/// A signal from a row of `signal_select!()`.
+pub(super) fn signal(row: &Row) -> Result<Signal> {
+    let mut c = Check::new("signals", row)?;
+    let tenant_id: Uuid = get(row, 0)?;
+    let contact_id: Uuid = get(row, 2)?;
+    let kind: String = get(row, 3)?;
+    let occurred_at: Timestamp = get(row, 4)?;
+    match c.ok(SignalKind::parse(&kind)) {
+        Some(kind) => Ok(Signal {
+            id: SignalId::from_uuid(c.id),
+            tenant_id: TenantId::from_uuid(tenant_id),
+            contact_id: ContactId::from_uuid(contact_id),
+            kind,
+            occurred_at,
+        }),
+        None => Err(c.fail()),
+    }
+}
+
+/// Rebuilds every row with `f`.
+pub(super) fn all<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(f).collect()
+}

@@ -1,0 +1,1058 @@
+//! `PgTransaction`: one pooled connection inside `BEGIN … COMMIT`, doing
+//! the contract's operations with explicit tenant filters.
+//!
+//! Every operation that can fail on the caller's input (not found, stale
+//! version, duplicate email, refused stage move, validation) checks before
+//! it writes, so such an error leaves the PostgreSQL transaction usable.
+//! The one write that can still collide with a concurrent writer — an email
+//! change racing a create — runs under a savepoint.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Object;
+use rust_decimal::Decimal;
+use sea_query::{Expr, ExprTrait, Func, OnConflict, PostgresQueryBuilder, Query, Value};
+use sea_query_postgres::{PostgresBinder, PostgresValues};
+use tokio_postgres::{Row, types::ToSql};
+use uuid::Uuid;
+
+use super::{
+    error::{self, Aborted, Finished},
+    rows,
+    schema::{
+        ACTIVITY_COLUMNS, Activities, CONTACT_COLUMNS, Contacts, DEAL_COLUMNS, Deals,
+        SIGNAL_COLUMNS, Signals, activity_select, contact_select, deal_select, signal_select,
+    },
+    search,
+};
+use crate::{
+    domain::{
+        Activity, ActivityId, Contact, ContactId, ContactPatch, Context, Currency, Deal, DealId,
+        DealPatch, Email, LostReason, NewActivity, NewContact, NewDeal, NewSignal, Pipeline,
+        PipelineKey, Pipelines, Score, Signal, SignalId, StageKey, TenantId, Timestamp, Version,
+        truncate_to_micros,
+    },
+    error::{Entity, Error, FieldError, Result, ValidationErrors},
+    store::{
+        ContactQuery, ContactSortKey, Page, PageRequest, PipelineSummary, TimeIdKey, Transaction,
+        memory::check_cursor_kind,
+    },
+};
+
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+const GET_CONTACT: &str = concat!(
+    "SELECT ",
+    contact_select!(),
+    " FROM contacts WHERE tenant_id = $1 AND id = $2"
+);
+const LOCK_CONTACT: &str = concat!(
+    "SELECT ",
+    contact_select!(),
+    " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+);
+const GET_CONTACT_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    contact_select!(),
+    " FROM contacts WHERE tenant_id = $1 AND lower(email) = lower($2)"
+);
+const CONTACT_ID_BY_EMAIL: &str =
+    "SELECT id FROM contacts WHERE tenant_id = $1 AND lower(email) = lower($2)";
+const SHARE_CONTACT: &str = "SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
+const DELETE_CONTACT: &str = "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2";
+
+const GET_DEAL: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND id = $2"
+);
+const LOCK_DEAL: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+);
+const SHARE_DEAL: &str =
+    "SELECT contact_id FROM deals WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
+const DELETE_DEAL: &str = "DELETE FROM deals WHERE tenant_id = $1 AND id = $2";
+const DEALS_FOR_CONTACT: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND contact_id = $2",
+    " ORDER BY created_at DESC, id DESC LIMIT $3"
+);
+const DEALS_FOR_CONTACT_AFTER: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND contact_id = $2 AND (created_at, id) < ($3, $4)",
+    " ORDER BY created_at DESC, id DESC LIMIT $5"
+);
+const DEALS_IN_STAGE: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND pipeline = $2 AND stage = $3",
+    " ORDER BY created_at DESC, id DESC LIMIT $4"
+);
+const DEALS_IN_STAGE_AFTER: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND pipeline = $2 AND stage = $3",
+    " AND (created_at, id) < ($4, $5) ORDER BY created_at DESC, id DESC LIMIT $6"
+);
+const PIPELINE_TOTALS: &str = "SELECT stage, currency, count(*), sum(amount) FROM deals \
+     WHERE tenant_id = $1 AND pipeline = $2 GROUP BY stage, currency";
+
+const TIMELINE: &str = concat!(
+    "SELECT ",
+    activity_select!(),
+    " FROM activities WHERE tenant_id = $1 AND contact_id = $2",
+    " ORDER BY occurred_at DESC, id DESC LIMIT $3"
+);
+const TIMELINE_AFTER: &str = concat!(
+    "SELECT ",
+    activity_select!(),
+    " FROM activities WHERE tenant_id = $1 AND contact_id = $2",
+    " AND (occurred_at, id) < ($3, $4) ORDER BY occurred_at DESC, id DESC LIMIT $5"
+);
+const SIGNALS: &str = concat!(
+    "SELECT ",
+    signal_select!(),
+    " FROM signals WHERE tenant_id = $1 AND contact_id = $2 ORDER BY occurred_at, id"
+);
+const WRITE_SCORES: &str = "UPDATE contacts AS c SET score = u.score \
+     FROM unnest($2::uuid[], $3::smallint[]) AS u(id, score) \
+     WHERE c.tenant_id = $1 AND c.id = u.id AND c.score <> u.score";
+
+const EMAIL_SAVEPOINT: &str = "SAVEPOINT crm_email_change";
+const EMAIL_RELEASE: &str = "RELEASE SAVEPOINT crm_email_change";
+const EMAIL_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_email_change";
+
+/// How often a create retries when the contact holding its email vanishes
+/// between the conflict and the lookup.
+const EMAIL_RACE_RETRIES: usize = 3;
+
+fn now() -> Timestamp {
+    truncate_to_micros(Utc::now())
+}
+
+/// A string literal for a simple-query batch: `E'…'` with `\` and `'`
+/// escaped, which reads the same whatever `standard_conforming_strings` is.
+fn quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 3);
+    q.push_str("E'");
+    for ch in s.chars() {
+        match ch {
+            '\\' => q.push_str("\\\\"),
+            '\'' => q.push_str("''"),
+            c => q.push(c),
+        }
+    }
+    q.push('\'');
+    q
+}
+
+/// A pooled connection that must not go back to the pool as it is: unless
+/// [`release`](Self::release)d, dropping it detaches the connection from
+/// the pool so that it closes (and the server rolls back what it had open).
+struct Detach(Option<Object>);
+
+impl Detach {
+    fn conn(&self) -> Option<&Object> {
+        self.0.as_ref()
+    }
+
+    /// Returns the connection to the pool.
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
+/// A [`Transaction`] on one pooled PostgreSQL connection.
+pub(super) struct PgTransaction {
+    conn: Option<Object>,
+    tenant: TenantId,
+    context: Context,
+    pipelines: Arc<Pipelines>,
+    /// A statement failed: PostgreSQL has aborted the transaction, and
+    /// `commit` must not report success.
+    aborted: bool,
+}
+
+impl fmt::Debug for PgTransaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgTransaction")
+            .field("tenant", &self.tenant)
+            .field("context", &self.context)
+            .field("open", &self.conn.is_some())
+            .field("aborted", &self.aborted)
+            .finish()
+    }
+}
+
+impl Drop for PgTransaction {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let guard = Detach(Some(conn));
+        match tokio::runtime::Handle::try_current() {
+            // Roll back before the connection returns to the pool. If the
+            // task never runs to the end (the runtime shuts down), the guard
+            // detaches the connection instead.
+            Ok(handle) => {
+                handle.spawn(async move {
+                    let rolled_back = match guard.conn() {
+                        Some(c) => c.batch_execute("ROLLBACK").await.is_ok(),
+                        None => false,
+                    };
+                    if rolled_back {
+                        guard.release();
+                    }
+                });
+            }
+            // No runtime to talk to the server: close the connection.
+            Err(_) => drop(guard),
+        }
+    }
+}
+
+impl PgTransaction {
+    /// Opens the transaction on `conn`: `BEGIN` and the transaction-local
+    /// settings in one round trip.
+    pub(super) async fn begin(
+        conn: Object,
+        tenant: TenantId,
+        context: Context,
+        pipelines: Arc<Pipelines>,
+    ) -> Result<Self> {
+        // The tenant id is a UUID we format ourselves; the other values are
+        // quoted. One simple-query batch, one round trip.
+        let sql = format!(
+            "BEGIN; SELECT set_config('crm.tenant_id', '{}', true), \
+             set_config('crm.actor', {}, true), set_config('crm.reason', {}, true), \
+             set_config('crm.request_id', {}, true)",
+            tenant.as_uuid().hyphenated(),
+            quote(context.actor().as_str()),
+            quote(context.reason().unwrap_or("")),
+            quote(context.request_id().unwrap_or("")),
+        );
+        let guard = Detach(Some(conn));
+        let result = match guard.conn() {
+            Some(c) => c.batch_execute(&sql).await,
+            None => return Err(Error::backend(Finished)),
+        };
+        match result {
+            Ok(()) => {
+                let mut guard = guard;
+                Ok(PgTransaction {
+                    conn: guard.0.take(),
+                    tenant,
+                    context,
+                    pipelines,
+                    aborted: false,
+                })
+            }
+            // The connection's state is unknown: the guard closes it.
+            Err(e) => Err(error::db(e)),
+        }
+    }
+
+    fn tenant_uuid(&self) -> Uuid {
+        self.tenant.as_uuid()
+    }
+
+    /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`).
+    async fn finish(&mut self, sql: &str) -> Result<()> {
+        let guard = Detach(Some(
+            self.conn.take().ok_or_else(|| Error::backend(Finished))?,
+        ));
+        let result = match guard.conn() {
+            Some(c) => c.batch_execute(sql).await,
+            None => return Err(Error::backend(Finished)),
+        };
+        match result {
+            Ok(()) => {
+                guard.release();
+                Ok(())
+            }
+            Err(e) => {
+                // The server answered, so the transaction is over and the
+                // connection is idle; otherwise the guard closes it.
+                if e.as_db_error().is_some() {
+                    guard.release();
+                }
+                Err(error::db(e))
+            }
+        }
+    }
+
+    async fn raw_query(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let statement = conn.prepare_cached(sql).await?;
+        conn.query(&statement, params).await
+    }
+
+    async fn raw_execute(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> std::result::Result<u64, tokio_postgres::Error> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Ok(0);
+        };
+        let statement = conn.prepare_cached(sql).await?;
+        conn.execute(&statement, params).await
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.conn.is_some() {
+            Ok(())
+        } else {
+            Err(Error::backend(Finished))
+        }
+    }
+
+    /// Records that PostgreSQL aborted the transaction, and maps the error.
+    fn failed(&mut self, e: tokio_postgres::Error) -> Error {
+        self.aborted = true;
+        error::db(e)
+    }
+
+    async fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        self.check_open()?;
+        let r = self.raw_query(sql, params).await;
+        r.map_err(|e| self.failed(e))
+    }
+
+    async fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    async fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        self.check_open()?;
+        let r = self.raw_execute(sql, params).await;
+        r.map_err(|e| self.failed(e))
+    }
+
+    async fn execute_built(&mut self, (sql, values): (String, PostgresValues)) -> Result<u64> {
+        self.execute(&sql, &values.as_params()).await
+    }
+
+    async fn simple(&mut self, sql: &str) -> Result<()> {
+        let r = match self.conn.as_ref() {
+            Some(c) => c.batch_execute(sql).await,
+            None => return Err(Error::backend(Finished)),
+        };
+        r.map_err(|e| self.failed(e))
+    }
+
+    fn pipeline(&self, key: &PipelineKey) -> Result<Pipeline> {
+        self.pipelines
+            .require("pipeline", key)
+            .cloned()
+            .map_err(|e| ValidationErrors::single(e).into())
+    }
+
+    async fn contact_id_by_email(&mut self, email: &Email) -> Result<Option<ContactId>> {
+        let tenant = self.tenant_uuid();
+        let row = self
+            .query_opt(CONTACT_ID_BY_EMAIL, &[&tenant, &email.as_str()])
+            .await?;
+        row.map(|r| r.try_get::<_, Uuid>(0).map(ContactId::from_uuid))
+            .transpose()
+            .map_err(error::db)
+    }
+
+    async fn lock_contact(&mut self, id: ContactId) -> Result<Contact> {
+        let tenant = self.tenant_uuid();
+        match self
+            .query_opt(LOCK_CONTACT, &[&tenant, &id.as_uuid()])
+            .await?
+        {
+            Some(row) => rows::contact(&row),
+            None => Err(Error::not_found(Entity::Contact, id)),
+        }
+    }
+
+    /// Fails with `NotFound` unless the contact exists; holds a key-share
+    /// lock on it so that it cannot be deleted before this transaction ends.
+    async fn share_contact(&mut self, id: ContactId) -> Result<()> {
+        let tenant = self.tenant_uuid();
+        match self
+            .query_opt(SHARE_CONTACT, &[&tenant, &id.as_uuid()])
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(Entity::Contact, id)),
+        }
+    }
+
+    async fn lock_deal(&mut self, id: DealId) -> Result<Deal> {
+        let tenant = self.tenant_uuid();
+        match self.query_opt(LOCK_DEAL, &[&tenant, &id.as_uuid()]).await? {
+            Some(row) => rows::deal(&row),
+            None => Err(Error::not_found(Entity::Deal, id)),
+        }
+    }
+
+    fn check_version(
+        entity: Entity,
+        id: impl fmt::Display,
+        expected: Version,
+        actual: Version,
+    ) -> Result<()> {
+        if expected == actual {
+            Ok(())
+        } else {
+            Err(Error::Conflict {
+                entity,
+                id: id.to_string(),
+                expected: expected.get(),
+                actual: actual.get(),
+            })
+        }
+    }
+
+    /// Writes the changed columns of a contact (everything but the score).
+    fn contact_update(&self, c: &Contact) -> (String, PostgresValues) {
+        Query::update()
+            .table(Contacts::Table)
+            .values([
+                (Contacts::Email, Expr::val(c.email.as_str())),
+                (Contacts::FirstName, Expr::val(c.first_name.as_str())),
+                (Contacts::LastName, Expr::val(c.last_name.as_str())),
+                (
+                    Contacts::Company,
+                    Expr::val(c.company.as_ref().map(|v| v.as_str().to_string())),
+                ),
+                (
+                    Contacts::Title,
+                    Expr::val(c.title.as_ref().map(|v| v.as_str().to_string())),
+                ),
+                (
+                    Contacts::Phone,
+                    Expr::val(c.phone.as_ref().map(|v| v.as_str().to_string())),
+                ),
+                (Contacts::LeadSource, Expr::val(c.lead_source.as_str())),
+                (
+                    Contacts::Metadata,
+                    Expr::val(serde_json::Value::from(c.metadata.clone())),
+                ),
+                (Contacts::Active, Expr::val(c.active)),
+                (Contacts::UpdatedAt, Expr::val(c.updated_at)),
+                (Contacts::Version, Expr::val(c.version.get())),
+            ])
+            .and_where(Expr::col(Contacts::TenantId).eq(self.tenant_uuid()))
+            .and_where(Expr::col(Contacts::Id).eq(c.id.as_uuid()))
+            .build_postgres(PostgresQueryBuilder)
+    }
+
+    /// Writes an updated contact, mapping a lost race for its new email to
+    /// `DuplicateEmail` without aborting the transaction.
+    async fn write_contact(&mut self, current: &Contact, next: Contact) -> Result<Contact> {
+        let update = self.contact_update(&next);
+        if next.email.normalized() == current.email.normalized() {
+            self.execute_built(update).await?;
+            return Ok(next);
+        }
+        // Another transaction may hold the email uncommitted: our UPDATE
+        // waits for it and fails with a unique violation if it commits.
+        self.simple(EMAIL_SAVEPOINT).await?;
+        let r = self.raw_execute(&update.0, &update.1.as_params()).await;
+        match r {
+            Ok(_) => {
+                self.simple(EMAIL_RELEASE).await?;
+                Ok(next)
+            }
+            Err(e) if error::is_email_conflict(&e) => {
+                self.simple(EMAIL_ROLLBACK_TO).await?;
+                match self.contact_id_by_email(&next.email).await? {
+                    Some(existing_id) => Err(Error::DuplicateEmail {
+                        email: next.email,
+                        existing_id,
+                    }),
+                    None => Err(Error::retryable(e)),
+                }
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    fn deal_update(&self, d: &Deal) -> (String, PostgresValues) {
+        Query::update()
+            .table(Deals::Table)
+            .values([
+                (Deals::Title, Expr::val(d.title.as_str())),
+                (Deals::Amount, Expr::val(d.amount.amount())),
+                (Deals::Currency, Expr::val(d.amount.currency().code())),
+                (Deals::Stage, Expr::val(d.stage.as_str())),
+                (Deals::ExpectedCloseDate, Expr::val(d.expected_close_date)),
+                (Deals::WonAt, Expr::val(d.won_at)),
+                (Deals::LostAt, Expr::val(d.lost_at)),
+                (
+                    Deals::LostReason,
+                    Expr::val(d.lost_reason.as_ref().map(|r| r.as_str().to_string())),
+                ),
+                (Deals::UpdatedAt, Expr::val(d.updated_at)),
+                (Deals::Version, Expr::val(d.version.get())),
+            ])
+            .and_where(Expr::col(Deals::TenantId).eq(self.tenant_uuid()))
+            .and_where(Expr::col(Deals::Id).eq(d.id.as_uuid()))
+            .build_postgres(PostgresQueryBuilder)
+    }
+
+    async fn write_deal(&mut self, next: Deal) -> Result<Deal> {
+        let update = self.deal_update(&next);
+        self.execute_built(update).await?;
+        Ok(next)
+    }
+
+    async fn deal_page(
+        &mut self,
+        first: &str,
+        after: &str,
+        keys: &Params<'_>,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>> {
+        let limit = page.checked_limit()?;
+        let cursor: Option<TimeIdKey> = page.position()?;
+        let fetch = limit as i64 + 1;
+        let rows = match cursor {
+            None => {
+                let mut params = keys.to_vec();
+                params.push(&fetch);
+                self.query(first, &params).await?
+            }
+            Some((micros, id)) => {
+                let at = cursor_time(micros)?;
+                let mut params = keys.to_vec();
+                params.extend_from_slice(&[&at as &(dyn ToSql + Sync), &id, &fetch]);
+                self.query(after, &params).await?
+            }
+        };
+        let items = rows::all(&rows, rows::deal)?;
+        Ok(Page::from_overfetch(items, limit, |d: &Deal| {
+            (d.created_at.timestamp_micros(), d.id.as_uuid())
+        }))
+    }
+}
+
+fn cursor_time(micros: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+        ValidationErrors::single(FieldError::new(
+            "cursor",
+            "invalid_format",
+            "is not a cursor of this list",
+        ))
+        .into()
+    })
+}
+
+fn opt_text<T: AsRef<str>>(v: &Option<T>) -> Value {
+    Value::from(v.as_ref().map(|t| t.as_ref().to_string()))
+}
+
+fn contact_values(c: &Contact) -> [Expr; 15] {
+    [
+        Expr::val(c.tenant_id.as_uuid()),
+        Expr::val(c.id.as_uuid()),
+        Expr::val(c.email.as_str()),
+        Expr::val(c.first_name.as_str()),
+        Expr::val(c.last_name.as_str()),
+        Expr::val(opt_text(&c.company)),
+        Expr::val(opt_text(&c.title)),
+        Expr::val(Value::from(
+            c.phone.as_ref().map(|p| p.as_str().to_string()),
+        )),
+        Expr::val(c.lead_source.as_str()),
+        Expr::val(serde_json::Value::from(c.metadata.clone())),
+        Expr::val(i16::from(c.score.get())),
+        Expr::val(c.active),
+        Expr::val(c.created_at),
+        Expr::val(c.updated_at),
+        Expr::val(c.version.get()),
+    ]
+}
+
+fn deal_values(d: &Deal) -> [Expr; 15] {
+    [
+        Expr::val(d.tenant_id.as_uuid()),
+        Expr::val(d.id.as_uuid()),
+        Expr::val(d.contact_id.as_uuid()),
+        Expr::val(d.title.as_str()),
+        Expr::val(d.amount.amount()),
+        Expr::val(d.amount.currency().code()),
+        Expr::val(d.pipeline.as_str()),
+        Expr::val(d.stage.as_str()),
+        Expr::val(Value::from(d.expected_close_date)),
+        Expr::val(Value::from(d.won_at)),
+        Expr::val(Value::from(d.lost_at)),
+        Expr::val(opt_text(&d.lost_reason)),
+        Expr::val(d.created_at),
+        Expr::val(d.updated_at),
+        Expr::val(d.version.get()),
+    ]
+}
+
+fn activity_values(a: &Activity) -> [Expr; 10] {
+    [
+        Expr::val(a.tenant_id.as_uuid()),
+        Expr::val(a.id.as_uuid()),
+        Expr::val(a.contact_id.as_uuid()),
+        Expr::val(Value::from(a.deal_id.map(|d| d.as_uuid()))),
+        Expr::val(a.kind.as_str()),
+        Expr::val(Value::from(a.direction.map(|d| d.as_str().to_string()))),
+        Expr::val(opt_text(&a.subject)),
+        Expr::val(Value::from(a.body.clone())),
+        Expr::val(a.occurred_at),
+        Expr::val(a.created_at),
+    ]
+}
+
+fn signal_values(s: &Signal) -> [Expr; 5] {
+    [
+        Expr::val(s.tenant_id.as_uuid()),
+        Expr::val(s.id.as_uuid()),
+        Expr::val(s.contact_id.as_uuid()),
+        Expr::val(s.kind.as_str()),
+        Expr::val(s.occurred_at),
+    ]
+}
+
+#[async_trait]
+impl Transaction for PgTransaction {
+    fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    fn context(&self) -> &Context {
+        &self.context
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        if self.aborted {
+            self.finish("ROLLBACK").await?;
+            return Err(Error::backend(Aborted));
+        }
+        self.finish("COMMIT").await
+    }
+
+    async fn rollback(mut self: Box<Self>) -> Result<()> {
+        self.finish("ROLLBACK").await
+    }
+
+    async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
+        let contact = Contact::create(self.tenant, new, now());
+        let mut insert = Query::insert();
+        insert
+            .into_table(Contacts::Table)
+            .columns(CONTACT_COLUMNS)
+            .values(contact_values(&contact))
+            .map_err(Error::backend)?
+            .on_conflict(
+                OnConflict::new()
+                    .expr(Expr::col(Contacts::TenantId))
+                    .expr(Func::lower(Expr::col(Contacts::Email)))
+                    .do_nothing()
+                    .to_owned(),
+            );
+        let built = insert.build_postgres(PostgresQueryBuilder);
+        for _ in 0..EMAIL_RACE_RETRIES {
+            // In READ COMMITTED, a conflicting insert that is not committed
+            // yet makes this wait; once it commits, nothing is inserted and
+            // the lookup below sees the winner.
+            if self.execute(&built.0, &built.1.as_params()).await? == 1 {
+                return Ok(contact);
+            }
+            if let Some(existing_id) = self.contact_id_by_email(&contact.email).await? {
+                return Err(Error::DuplicateEmail {
+                    email: contact.email,
+                    existing_id,
+                });
+            }
+        }
+        Err(Error::retryable(error::EmailRace))
+    }
+
+    async fn get_contact(&mut self, id: ContactId) -> Result<Option<Contact>> {
+        let tenant = self.tenant_uuid();
+        self.query_opt(GET_CONTACT, &[&tenant, &id.as_uuid()])
+            .await?
+            .map(|r| rows::contact(&r))
+            .transpose()
+    }
+
+    async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>> {
+        let tenant = self.tenant_uuid();
+        self.query_opt(GET_CONTACT_BY_EMAIL, &[&tenant, &email.as_str()])
+            .await?
+            .map(|r| rows::contact(&r))
+            .transpose()
+    }
+
+    async fn update_contact(
+        &mut self,
+        id: ContactId,
+        expected: Version,
+        patch: ContactPatch,
+    ) -> Result<Contact> {
+        let current = self.lock_contact(id).await?;
+        Self::check_version(Entity::Contact, id, expected, current.version)?;
+        if let Some(email) = &patch.email {
+            match self.contact_id_by_email(email).await? {
+                Some(existing_id) if existing_id != id => {
+                    return Err(Error::DuplicateEmail {
+                        email: email.clone(),
+                        existing_id,
+                    });
+                }
+                _ => {}
+            }
+        }
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => self.write_contact(&current, next).await,
+        }
+    }
+
+    async fn deactivate_contact(&mut self, id: ContactId) -> Result<Contact> {
+        let current = self.lock_contact(id).await?;
+        let patch = ContactPatch {
+            active: Some(false),
+            ..ContactPatch::default()
+        };
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => self.write_contact(&current, next).await,
+        }
+    }
+
+    async fn delete_contact(&mut self, id: ContactId) -> Result<bool> {
+        let tenant = self.tenant_uuid();
+        Ok(self
+            .execute(DELETE_CONTACT, &[&tenant, &id.as_uuid()])
+            .await?
+            > 0)
+    }
+
+    async fn search_contacts(&mut self, q: &ContactQuery) -> Result<Page<Contact>> {
+        let limit = q.page.checked_limit()?;
+        let after: Option<ContactSortKey> = q.page.position()?;
+        if let Some(k) = &after {
+            check_cursor_kind(q.sort, k)?;
+        }
+        let (sql, values) = search::build(self.tenant, q, limit, after.as_ref())?;
+        let rows = self.query(&sql, &values.as_params()).await?;
+        let items = rows::all(&rows, rows::contact)?;
+        Ok(Page::from_overfetch(items, limit, |c| {
+            ContactSortKey::of(q.sort, c)
+        }))
+    }
+
+    async fn create_deal(&mut self, new: NewDeal) -> Result<Deal> {
+        let pipeline = self.pipeline(&new.pipeline)?;
+        self.share_contact(new.contact_id).await?;
+        let deal = Deal::create(self.tenant, new, &pipeline, now())?;
+        let mut insert = Query::insert();
+        insert
+            .into_table(Deals::Table)
+            .columns(DEAL_COLUMNS)
+            .values(deal_values(&deal))
+            .map_err(Error::backend)?;
+        self.execute_built(insert.build_postgres(PostgresQueryBuilder))
+            .await?;
+        Ok(deal)
+    }
+
+    async fn get_deal(&mut self, id: DealId) -> Result<Option<Deal>> {
+        let tenant = self.tenant_uuid();
+        self.query_opt(GET_DEAL, &[&tenant, &id.as_uuid()])
+            .await?
+            .map(|r| rows::deal(&r))
+            .transpose()
+    }
+
+    async fn update_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        patch: DealPatch,
+    ) -> Result<Deal> {
+        let current = self.lock_deal(id).await?;
+        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => self.write_deal(next).await,
+        }
+    }
+
+    async fn move_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        to: &StageKey,
+        lost_reason: Option<LostReason>,
+    ) -> Result<Deal> {
+        let current = self.lock_deal(id).await?;
+        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        let pipeline = self.pipeline(&current.pipeline)?;
+        let next = current.moved(&pipeline, to, lost_reason, now())?;
+        self.write_deal(next).await
+    }
+
+    async fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Result<Deal> {
+        let current = self.lock_deal(id).await?;
+        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        let pipeline = self.pipeline(&current.pipeline)?;
+        let next = current.reopened(&pipeline, to, now())?;
+        self.write_deal(next).await
+    }
+
+    async fn delete_deal(&mut self, id: DealId) -> Result<bool> {
+        let tenant = self.tenant_uuid();
+        Ok(self.execute(DELETE_DEAL, &[&tenant, &id.as_uuid()]).await? > 0)
+    }
+
+    async fn list_deals_for_contact(
+        &mut self,
+        contact: ContactId,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>> {
+        let tenant = self.tenant_uuid();
+        let contact = contact.as_uuid();
+        self.deal_page(
+            DEALS_FOR_CONTACT,
+            DEALS_FOR_CONTACT_AFTER,
+            &[&tenant, &contact],
+            page,
+        )
+        .await
+    }
+
+    async fn list_deals_in_stage(
+        &mut self,
+        pipeline: &PipelineKey,
+        stage: &StageKey,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>> {
+        let tenant = self.tenant_uuid();
+        self.deal_page(
+            DEALS_IN_STAGE,
+            DEALS_IN_STAGE_AFTER,
+            &[&tenant, &pipeline.as_str(), &stage.as_str()],
+            page,
+        )
+        .await
+    }
+
+    async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary> {
+        let def = self.pipeline(pipeline)?;
+        let tenant = self.tenant_uuid();
+        let rows = self
+            .query(PIPELINE_TOTALS, &[&tenant, &pipeline.as_str()])
+            .await?;
+        let mut totals = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let stage: String = row.try_get(0).map_err(error::db)?;
+            let currency: String = row.try_get(1).map_err(error::db)?;
+            let count: i64 = row.try_get(2).map_err(error::db)?;
+            let sum: Decimal = row.try_get(3).map_err(error::db)?;
+            let invalid = |e: FieldError| {
+                Error::backend(error::InvalidRow {
+                    table: "deals",
+                    id: format!("(stage {stage}, currency {currency})"),
+                    errors: vec![e],
+                })
+            };
+            let stage_key = StageKey::parse(&stage).map_err(invalid)?;
+            let currency = Currency::parse(&currency).map_err(invalid)?;
+            totals.push((stage_key, currency, count.unsigned_abs(), sum));
+        }
+        Ok(PipelineSummary::from_totals(&def, totals))
+    }
+
+    async fn log_activity(&mut self, new: NewActivity) -> Result<Activity> {
+        self.share_contact(new.contact_id).await?;
+        if let Some(deal_id) = new.deal_id {
+            let tenant = self.tenant_uuid();
+            let row = self
+                .query_opt(SHARE_DEAL, &[&tenant, &deal_id.as_uuid()])
+                .await?
+                .ok_or_else(|| Error::not_found(Entity::Deal, deal_id))?;
+            let owner: Uuid = row.try_get(0).map_err(error::db)?;
+            if owner != new.contact_id.as_uuid() {
+                return Err(ValidationErrors::single(FieldError::new(
+                    "deal_id",
+                    "invalid_value",
+                    "the deal belongs to another contact",
+                ))
+                .into());
+            }
+        }
+        let created_at = now();
+        let activity = Activity {
+            id: ActivityId::new(),
+            tenant_id: self.tenant,
+            contact_id: new.contact_id,
+            deal_id: new.deal_id,
+            kind: new.kind,
+            direction: new.direction,
+            subject: new.subject,
+            body: new.body,
+            occurred_at: new
+                .occurred_at
+                .map(truncate_to_micros)
+                .unwrap_or(created_at),
+            created_at,
+        };
+        let mut insert = Query::insert();
+        insert
+            .into_table(Activities::Table)
+            .columns(ACTIVITY_COLUMNS)
+            .values(activity_values(&activity))
+            .map_err(Error::backend)?;
+        self.execute_built(insert.build_postgres(PostgresQueryBuilder))
+            .await?;
+        Ok(activity)
+    }
+
+    async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>> {
+        let limit = page.checked_limit()?;
+        let cursor: Option<TimeIdKey> = page.position()?;
+        let tenant = self.tenant_uuid();
+        let contact = contact.as_uuid();
+        let fetch = limit as i64 + 1;
+        let rows = match cursor {
+            None => self.query(TIMELINE, &[&tenant, &contact, &fetch]).await?,
+            Some((micros, id)) => {
+                let at = cursor_time(micros)?;
+                self.query(TIMELINE_AFTER, &[&tenant, &contact, &at, &id, &fetch])
+                    .await?
+            }
+        };
+        let items = rows::all(&rows, rows::activity)?;
+        Ok(Page::from_overfetch(items, limit, |a: &Activity| {
+            (a.occurred_at.timestamp_micros(), a.id.as_uuid())
+        }))
+    }
+
+    async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
+        self.share_contact(new.contact_id).await?;
+        let signal = Signal {
+            id: SignalId::new(),
+            tenant_id: self.tenant,
+            contact_id: new.contact_id,
+            kind: new.kind,
+            occurred_at: new.occurred_at.map(truncate_to_micros).unwrap_or_else(now),
+        };
+        let mut insert = Query::insert();
+        insert
+            .into_table(Signals::Table)
+            .columns(SIGNAL_COLUMNS)
+            .values(signal_values(&signal))
+            .map_err(Error::backend)?;
+        self.execute_built(insert.build_postgres(PostgresQueryBuilder))
+            .await?;
+        Ok(signal)
+    }
+
+    async fn list_signals(&mut self, contact: ContactId) -> Result<Vec<Signal>> {
+        let tenant = self.tenant_uuid();
+        let rows = self.query(SIGNALS, &[&tenant, &contact.as_uuid()]).await?;
+        rows::all(&rows, rows::signal)
+    }
+
+    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
+        if scores.is_empty() {
+            return Ok(0);
+        }
+        // One row per contact, the last score given for it winning (an
+        // UPDATE … FROM applies only one of several matching rows).
+        let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(scores.len());
+        let mut ids: Vec<Uuid> = Vec::with_capacity(scores.len());
+        let mut values: Vec<i16> = Vec::with_capacity(scores.len());
+        for (id, score) in scores {
+            let id = id.as_uuid();
+            let score = i16::from(score.get());
+            match position.get(&id) {
+                Some(&i) => values[i] = score,
+                None => {
+                    position.insert(id, ids.len());
+                    ids.push(id);
+                    values.push(score);
+                }
+            }
+        }
+        let tenant = self.tenant_uuid();
+        self.execute(WRITE_SCORES, &[&tenant, &ids, &values]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Company, LeadSource, PersonName};
+
+    fn insert_sql(c: &Contact) -> (String, usize) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(Contacts::Table)
+            .columns(CONTACT_COLUMNS)
+            .values(contact_values(c))
+            .unwrap()
+            .on_conflict(
+                OnConflict::new()
+                    .expr(Expr::col(Contacts::TenantId))
+                    .expr(Func::lower(Expr::col(Contacts::Email)))
+                    .do_nothing()
+                    .to_owned(),
+            );
+        let (sql, values) = insert.build_postgres(PostgresQueryBuilder);
+        (sql, values.0.len())
+    }
+
+    #[test]
+    fn a_contact_insert_is_the_same_statement_whichever_optional_fields_are_set() {
+        let bare = Contact::create(
+            TenantId::new(),
+            NewContact::new(
+                Email::parse("a@example.com").unwrap(),
+                PersonName::parse("A").unwrap(),
+                PersonName::parse("B").unwrap(),
+            ),
+            now(),
+        );
+        let mut full = bare.clone();
+        full.company = Some(Company::parse("Acme").unwrap());
+        full.lead_source = LeadSource::Paid;
+        let (a, n) = insert_sql(&bare);
+        let (b, m) = insert_sql(&full);
+        assert_eq!(a, b, "one prepared statement serves every contact");
+        assert_eq!((n, m), (15, 15));
+        assert!(
+            a.ends_with(r#"ON CONFLICT ("tenant_id", LOWER("email")) DO NOTHING"#),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn quoted_strings_escape_quotes_and_backslashes() {
+        assert_eq!(quote("o'brien\\x"), r"E'o''brien\\x'");
+        assert_eq!(quote(""), "E''");
+    }
+}
