@@ -1,0 +1,431 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! The conformance suite against `PostgresStore` (a fresh database per
+//! test), and what only the PostgreSQL backend can get wrong: migrations,
+//! row-level security, connections returned to the pool, rows that the
+//! domain rules reject.
+
+mod support;
+
+use std::sync::Arc;
+
+use crm_core::{
+    Actor, Context, Error, PostgresStore, Store, StoreExt, TenantId,
+    domain::{
+        ContactId, Currency, DealTitle, Email, Money, NewContact, NewDeal, PersonName, Pipelines,
+        Score,
+    },
+    store::postgres::MIGRATIONS,
+};
+use support::{TestDb, TestStore};
+
+crm_core::conformance_tests!(async { TestStore::new().await });
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:test").unwrap())
+}
+
+fn new_contact(email: &str) -> NewContact {
+    NewContact::new(
+        Email::parse(email).unwrap(),
+        PersonName::parse("Ada").unwrap(),
+        PersonName::parse("Lovelace").unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_migrating_one_database_at_once_apply_each_migration_once() {
+    let db = TestDb::create().await;
+    let (a, b) = (db.store(), db.store());
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let all: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert!(
+        (ra == all && rb.is_empty()) || (rb == all && ra.is_empty()),
+        "exactly one of the two applies the migrations: {ra:?} / {rb:?}"
+    );
+    assert!(
+        a.migrate().await.unwrap().is_empty(),
+        "a third run has nothing to do"
+    );
+    let client = db.client().await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM crm_schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, all.len() as i64);
+    drop((a, b, client));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_hides_other_tenants_from_a_query_without_a_tenant_filter() {
+    let store = TestStore::new().await;
+    let (t1, t2) = (TenantId::new(), TenantId::new());
+    store
+        .create_contact(t1, &ctx(), new_contact("one@example.com"))
+        .await
+        .unwrap();
+    store
+        .create_contact(t2, &ctx(), new_contact("two@example.com"))
+        .await
+        .unwrap();
+
+    // Superusers bypass row-level security: query as an ordinary role.
+    let role = format!("crm_test_role_{}", uuid::Uuid::now_v7().simple());
+    let admin = store.db().client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON contacts, deals, activities, signals TO {role};"
+        ))
+        .await
+        .unwrap();
+    let mut config = store.db().config();
+    config.user(&role);
+    let app = support::client(&config).await;
+
+    let unfiltered = async |tenant: Option<TenantId>| -> Vec<String> {
+        app.batch_execute("BEGIN").await.unwrap();
+        if let Some(t) = tenant {
+            app.execute(
+                "SELECT set_config('crm.tenant_id', $1, true)",
+                &[&t.to_string()],
+            )
+            .await
+            .unwrap();
+        }
+        let emails = app
+            .query("SELECT email FROM contacts ORDER BY email", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        app.batch_execute("COMMIT").await.unwrap();
+        emails
+    };
+    assert_eq!(unfiltered(Some(t1)).await, ["one@example.com"]);
+    assert_eq!(unfiltered(Some(t2)).await, ["two@example.com"]);
+    assert!(unfiltered(None).await.is_empty(), "no tenant set: no rows");
+
+    // Writing a row of another tenant is refused too.
+    app.batch_execute("BEGIN").await.unwrap();
+    app.execute(
+        "SELECT set_config('crm.tenant_id', $1, true)",
+        &[&t1.to_string()],
+    )
+    .await
+    .unwrap();
+    let foreign = app
+        .execute(
+            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, created_at, updated_at)
+             VALUES ($1, $2, 'x@example.com', 'X', 'Y', now(), now())",
+            &[&t2.as_uuid(), &uuid::Uuid::now_v7()],
+        )
+        .await;
+    assert!(
+        foreign.is_err(),
+        "a row of another tenant is refused by the policy"
+    );
+    app.batch_execute("ROLLBACK").await.unwrap();
+    drop(app);
+
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_transaction_is_rolled_back_before_its_connection_is_reused() {
+    let db = TestDb::create().await;
+    // One connection: the next transaction must get the same one, clean.
+    let store = PostgresStore::from_pool(db.pool(1), Pipelines::default());
+    store.migrate().await.unwrap();
+    let tenant = TenantId::new();
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    tx.create_contact(new_contact("dropped@example.com"))
+        .await
+        .unwrap();
+    drop(tx);
+
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let email = Email::parse("dropped@example.com").unwrap();
+    assert!(tx.get_contact_by_email(&email).await.unwrap().is_none());
+    tx.create_contact(new_contact("kept@example.com"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let email = Email::parse("kept@example.com").unwrap();
+    assert!(
+        store
+            .get_contact_by_email(tenant, &ctx(), &email)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let email = Email::parse("dropped@example.com").unwrap();
+    assert!(
+        store
+            .get_contact_by_email(tenant, &ctx(), &email)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_dropped_outside_a_runtime_closes_its_connection_instead() {
+    let db = TestDb::create().await;
+    let store = PostgresStore::from_pool(db.pool(1), Pipelines::default());
+    store.migrate().await.unwrap();
+    let tenant = TenantId::new();
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    tx.create_contact(new_contact("outside@example.com"))
+        .await
+        .unwrap();
+    // Dropped on a thread without a runtime: the connection is detached.
+    std::thread::spawn(move || drop(tx)).join().unwrap();
+
+    let email = Email::parse("outside@example.com").unwrap();
+    let found = store
+        .get_contact_by_email(tenant, &ctx(), &email)
+        .await
+        .unwrap();
+    assert!(found.is_none(), "the dropped transaction left no trace");
+    drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_error_keeps_the_postgres_transaction_usable() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    let first = store
+        .create_contact(tenant, &ctx(), new_contact("a@example.com"))
+        .await
+        .unwrap();
+    let second = store
+        .create_contact(tenant, &ctx(), new_contact("b@example.com"))
+        .await
+        .unwrap();
+
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let dup = tx
+        .create_contact(new_contact("A@EXAMPLE.COM"))
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, Error::DuplicateEmail { existing_id, .. } if existing_id == first.id));
+    let patch = crm_core::domain::ContactPatch {
+        email: Some(Email::parse("a@example.com").unwrap()),
+        ..Default::default()
+    };
+    let dup = tx
+        .update_contact(second.id, second.version, patch)
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, Error::DuplicateEmail { existing_id, .. } if existing_id == first.id));
+    let missing = tx
+        .create_deal(NewDeal::new(
+            ContactId::new(),
+            DealTitle::parse("x").unwrap(),
+            Money::new(1.into(), Currency::parse("EUR").unwrap()).unwrap(),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, Error::NotFound { .. }));
+    tx.create_contact(new_contact("c@example.com"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let email = Email::parse("c@example.com").unwrap();
+    assert!(
+        store
+            .get_contact_by_email(tenant, &ctx(), &email)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_change_that_loses_a_race_is_a_duplicate_email_and_the_transaction_goes_on() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    let c = store
+        .create_contact(tenant, &ctx(), new_contact("racer@example.com"))
+        .await
+        .unwrap();
+
+    // Another transaction takes the email but has not committed yet.
+    let mut winner = store.begin(tenant, ctx()).await.unwrap();
+    let taken = winner
+        .create_contact(new_contact("prize@example.com"))
+        .await
+        .unwrap();
+
+    let store2: Arc<PostgresStore> = Arc::new((*store).clone());
+    let loser = tokio::spawn(async move {
+        let mut tx = store2.begin(tenant, ctx()).await.unwrap();
+        let patch = crm_core::domain::ContactPatch {
+            email: Some(Email::parse("PRIZE@example.com").unwrap()),
+            ..Default::default()
+        };
+        let err = tx.update_contact(c.id, c.version, patch).await.unwrap_err();
+        // The transaction is still usable after the lost race.
+        let again = tx.get_contact(c.id).await.unwrap().unwrap();
+        tx.commit().await.unwrap();
+        (err, again)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    winner.commit().await.unwrap();
+    let (err, again) = loser.await.unwrap();
+    assert!(
+        matches!(&err, Error::DuplicateEmail { existing_id, .. } if *existing_id == taken.id),
+        "{err:?}"
+    );
+    assert_eq!(again.email.as_str(), "racer@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_after_a_failed_statement_reports_the_failure_instead_of_success() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    let admin = store.db().client().await;
+    // A row the domain forbids, written out of band, fails the read...
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    tx.create_contact(new_contact("before@example.com"))
+        .await
+        .unwrap();
+    // ... and a statement the server rejects aborts the transaction.
+    admin
+        .batch_execute("ALTER TABLE signals RENAME TO signals_moved")
+        .await
+        .unwrap();
+    let err = tx.list_signals(ContactId::new()).await.unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }));
+    let err = tx.commit().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    admin
+        .batch_execute("ALTER TABLE signals_moved RENAME TO signals")
+        .await
+        .unwrap();
+    let email = Email::parse("before@example.com").unwrap();
+    assert!(
+        store
+            .get_contact_by_email(tenant, &ctx(), &email)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_breaks_the_domain_rules_is_a_backend_error_not_a_panic() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    let c = store
+        .create_contact(tenant, &ctx(), new_contact("odd@example.com"))
+        .await
+        .unwrap();
+    let admin = store.db().client().await;
+    // The CHECK constraints refuse what the domain refuses...
+    let refused = admin
+        .execute(
+            "UPDATE contacts SET score = 101 WHERE id = $1",
+            &[&c.id.as_uuid()],
+        )
+        .await;
+    assert!(
+        refused.is_err(),
+        "score above 100 violates contacts_score_check"
+    );
+    // ... but not every rule: an address without a dot in its domain passes them.
+    admin
+        .execute(
+            "UPDATE contacts SET email = 'odd@localhost' WHERE id = $1",
+            &[&c.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let err = store.get_contact(tenant, &ctx(), c.id).await.unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    assert!(err.to_string().contains("email"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_hands_the_acting_context_to_the_database_quoted_safely() {
+    let store = TestStore::new().await;
+    let admin = store.db().client().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE seen (actor text, reason text, request_id text, tenant text);
+             CREATE FUNCTION remember() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO seen VALUES (current_setting('crm.actor'), current_setting('crm.reason'),
+                     current_setting('crm.request_id'), current_setting('crm.tenant_id'));
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER remember AFTER INSERT ON contacts FOR EACH ROW EXECUTE FUNCTION remember();",
+        )
+        .await
+        .unwrap();
+    let tenant = TenantId::new();
+    let tricky = Context::parse(
+        "user:o'brien\\",
+        Some("fix'); DROP TABLE contacts; --\nline two"),
+        Some("req-$$-1"),
+    )
+    .unwrap();
+    store
+        .create_contact(tenant, &tricky, new_contact("ctx@example.com"))
+        .await
+        .unwrap();
+    let row = admin.query_one("SELECT * FROM seen", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "user:o'brien\\");
+    assert_eq!(
+        row.get::<_, String>(1),
+        "fix'); DROP TABLE contacts; --\nline two"
+    );
+    assert_eq!(row.get::<_, String>(2), "req-$$-1");
+    assert_eq!(row.get::<_, String>(3), tenant.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_scores_with_a_contact_given_twice_keeps_the_last_score() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    let c = store
+        .create_contact(tenant, &ctx(), new_contact("twice@example.com"))
+        .await
+        .unwrap();
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let n = tx
+        .write_scores(&[
+            (c.id, Score::new(10).unwrap()),
+            (c.id, Score::new(40).unwrap()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(tx.get_contact(c.id).await.unwrap().unwrap().score.get(), 40);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_to_an_unreachable_server_is_a_retryable_backend_error() {
+    let err = PostgresStore::connect("postgres://postgres@127.0.0.1:1/postgres?connect_timeout=2")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}

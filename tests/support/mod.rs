@@ -1,0 +1,187 @@
+//! Test harness for the PostgreSQL backend: a fresh database per test,
+//! migrated, dropped afterwards — and kept, with its name printed, when the
+//! test failed, so that it can be inspected.
+//!
+//! The server comes from `CRM_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); its user must be allowed
+//! to create databases (and roles, for the row-level security test). When
+//! the server cannot be reached the tests fail and say how to provide one.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{ops::Deref, str::FromStr};
+
+use crm_core::{PostgresStore, conformance, domain::Pipelines};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{Client, Config, NoTls};
+
+/// The default server: the local PostgreSQL, as user `postgres`.
+pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The URL of the server the tests create their databases on.
+pub fn server_url() -> String {
+    std::env::var("CRM_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER_URL.to_string())
+}
+
+fn server_config() -> Config {
+    let url = server_url();
+    Config::from_str(&url).unwrap_or_else(|e| {
+        panic!("CRM_TEST_DATABASE_URL={url:?} is not a PostgreSQL connection string: {e}")
+    })
+}
+
+/// Connects to `config` with a plain client (its connection task spawned).
+pub async fn client(config: &Config) -> Client {
+    let (client, connection) = config.connect(NoTls).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot reach the PostgreSQL test server at {}: {e}\n\
+             The PostgreSQL tests need a server where they may create databases. \
+             Set CRM_TEST_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres), \
+             or start the local server (e.g. `pg_ctlcluster 15 main start`).",
+            server_url()
+        )
+    });
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A database created for one test, dropped when this value is dropped —
+/// unless the test is failing, then it is kept and its name printed.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    config: Config,
+}
+
+impl TestDb {
+    /// Creates an empty database `crm_test_<random>` (not migrated).
+    pub async fn create() -> TestDb {
+        let server = server_config();
+        let name = format!("crm_test_{}", uuid::Uuid::now_v7().simple());
+        let admin = client(&server).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+        let mut config = server;
+        config.dbname(&name);
+        TestDb { name, config }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection configuration for it.
+    pub fn config(&self) -> Config {
+        self.config.clone()
+    }
+
+    /// A pool of up to `size` connections to it.
+    pub fn pool(&self, size: usize) -> Pool {
+        pool_for(self.config(), size)
+    }
+
+    /// A store over it that knows the conformance suite's pipelines (not
+    /// migrated).
+    pub fn store(&self) -> PostgresStore {
+        PostgresStore::from_pool(self.pool(8), conformance::test_pipelines())
+    }
+
+    /// A plain client connected to it.
+    pub async fn client(&self) -> Client {
+        client(&self.config).await
+    }
+}
+
+/// A pool over `config`.
+pub fn pool_for(config: Config, size: usize) -> Pool {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .expect("a pool without a runtime-bound timeout builds")
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "the test failed: its database {} is kept for inspection (drop it with \
+                 `DROP DATABASE {}`)",
+                self.name, self.name
+            );
+            return;
+        }
+        let name = self.name.clone();
+        // Drop may run inside an async runtime, which must not block:
+        // talk to the server from a thread of our own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            rt.block_on(async {
+                let admin = client(&server_config()).await;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop the test database {}: {e}", self.name),
+            Err(_) => eprintln!("could not drop the test database {}", self.name),
+        }
+    }
+}
+
+/// A migrated [`PostgresStore`] over a database of its own, which is
+/// dropped with it. Dereferences to the store.
+#[derive(Debug)]
+pub struct TestStore {
+    // Fields drop in order: the pool closes before the database is dropped.
+    store: PostgresStore,
+    db: TestDb,
+}
+
+impl TestStore {
+    /// A fresh database, migrated, with a store that knows the conformance
+    /// suite's pipelines.
+    pub async fn new() -> TestStore {
+        Self::with_pipelines(conformance::test_pipelines()).await
+    }
+
+    /// Like [`new`](Self::new), with the given pipelines.
+    pub async fn with_pipelines(pipelines: Pipelines) -> TestStore {
+        let db = TestDb::create().await;
+        let store = PostgresStore::from_pool(db.pool(8), pipelines);
+        store
+            .migrate()
+            .await
+            .unwrap_or_else(|e| panic!("migrating {} failed: {e}", db.name()));
+        TestStore { store, db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &TestDb {
+        &self.db
+    }
+}
+
+impl Deref for TestStore {
+    type Target = PostgresStore;
+    fn deref(&self) -> &PostgresStore {
+        &self.store
+    }
+}
