@@ -9,14 +9,14 @@ mod support;
 use std::sync::Arc;
 
 use crm_core::{
-    Actor, Context, Error, PostgresStore, Store, StoreExt, TenantId,
+    Actor, Context, Error, PostgresStore, Store, StoreExt, TenantId, conformance,
     domain::{
         ContactId, Currency, DealTitle, Email, Money, NewContact, NewDeal, PersonName, Pipelines,
         Score,
     },
     store::postgres::MIGRATIONS,
 };
-use support::{TestDb, TestStore};
+use support::{TestDb, TestRole, TestStore};
 
 crm_core::conformance_tests!(async { TestStore::new().await });
 
@@ -71,18 +71,8 @@ async fn row_level_security_hides_other_tenants_from_a_query_without_a_tenant_fi
         .unwrap();
 
     // Superusers bypass row-level security: query as an ordinary role.
-    let role = format!("crm_test_role_{}", uuid::Uuid::now_v7().simple());
-    let admin = store.db().client().await;
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS;
-             GRANT SELECT, INSERT, UPDATE, DELETE ON contacts, deals, activities, signals TO {role};"
-        ))
-        .await
-        .unwrap();
-    let mut config = store.db().config();
-    config.user(&role);
-    let app = support::client(&config).await;
+    let role = TestRole::create(store.db()).await;
+    let app = support::client(&role.config()).await;
 
     let unfiltered = async |tenant: Option<TenantId>| -> Vec<String> {
         app.batch_execute("BEGIN").await.unwrap();
@@ -128,12 +118,24 @@ async fn row_level_security_hides_other_tenants_from_a_query_without_a_tenant_fi
         "a row of another tenant is refused by the policy"
     );
     app.batch_execute("ROLLBACK").await.unwrap();
-    drop(app);
+}
 
-    admin
-        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
-        .await
-        .unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_suite_passes_at_once_as_an_ordinary_role_under_row_level_security() {
+    let owner = TestStore::new().await;
+    let role = TestRole::create(owner.db()).await;
+    // Enough connections for every suite function to hold two at once.
+    let store = PostgresStore::from_pool(
+        support::pool_for(role.config(), 60),
+        conformance::test_pipelines(),
+    );
+    assert!(
+        conformance::SUITE.len() >= 50,
+        "the suite lists its functions"
+    );
+    conformance::run_all(&store).await;
+    drop(store);
+    drop(role);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

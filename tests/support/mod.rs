@@ -12,7 +12,7 @@
 use std::{ops::Deref, str::FromStr};
 
 use crm_core::{PostgresStore, conformance, domain::Pipelines};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Client, Config, NoTls};
 
 /// The default server: the local PostgreSQL, as user `postgres`.
@@ -106,10 +106,13 @@ pub fn pool_for(config: Config, size: usize) -> Pool {
             recycling_method: RecyclingMethod::Fast,
         },
     );
+    // A test waiting for a connection fails after a while instead of hanging.
     Pool::builder(manager)
         .max_size(size)
+        .wait_timeout(Some(std::time::Duration::from_secs(60)))
+        .runtime(Runtime::Tokio1)
         .build()
-        .expect("a pool without a runtime-bound timeout builds")
+        .expect("a pool with the tokio runtime builds")
 }
 
 impl Drop for TestDb {
@@ -183,5 +186,78 @@ impl Deref for TestStore {
     type Target = PostgresStore;
     fn deref(&self) -> &PostgresStore {
         &self.store
+    }
+}
+
+/// An ordinary role (no superuser, no BYPASSRLS) allowed to read and write
+/// the CRM tables of one test database, so that row-level security applies
+/// to it. Dropped with its grants when this value is dropped; declare it
+/// after the database so that it goes first.
+#[derive(Debug)]
+pub struct TestRole {
+    name: String,
+    db_config: Config,
+}
+
+impl TestRole {
+    /// Creates the role and grants it the CRM tables of `db`.
+    pub async fn create(db: &TestDb) -> TestRole {
+        let name = format!("crm_test_role_{}", uuid::Uuid::now_v7().simple());
+        db.client()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {name} LOGIN NOSUPERUSER NOBYPASSRLS;
+                 GRANT SELECT, INSERT, UPDATE, DELETE
+                     ON contacts, deals, activities, signals TO {name};"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create the test role {name}: {e}"));
+        TestRole {
+            name,
+            db_config: db.config(),
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection configuration for the database, as this role.
+    pub fn config(&self) -> Config {
+        let mut c = self.db_config.clone();
+        c.user(&self.name);
+        c
+    }
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "the test failed: its role {} is kept (drop it with `DROP OWNED BY {0}; \
+                 DROP ROLE {0}` in its database)",
+                self.name
+            );
+            return;
+        }
+        let (name, config) = (self.name.clone(), self.db_config.clone());
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            rt.block_on(async {
+                let db = client(&config).await;
+                db.batch_execute(&format!("DROP OWNED BY {name}; DROP ROLE {name};"))
+                    .await
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop the test role {}: {e}", self.name),
+            Err(_) => eprintln!("could not drop the test role {}", self.name),
+        }
     }
 }
