@@ -407,6 +407,17 @@ fn an_email_is_trimmed_and_compared_case_insensitively() {
 }
 
 #[test]
+fn an_email_is_lower_cased_character_by_character_as_postgresql_lower_does() {
+    // PostgreSQL (UTF-8): lower('ΣΑΣ') = 'σασ', lower('İ') = 'i'.
+    let greek = Email::parse("ΣΑΣ@example.gr").unwrap();
+    assert_eq!(greek.normalized(), "σασ@example.gr");
+    assert_eq!(greek, Email::parse("σασ@example.gr").unwrap());
+    let dotted = Email::parse("İpek@example.com").unwrap();
+    assert_eq!(dotted.normalized(), "ipek@example.com");
+    assert_eq!(dotted.as_str(), "İpek@example.com");
+}
+
+#[test]
 fn an_email_without_a_domain_dot_or_with_a_display_name_is_rejected() {
     for bad in [
         "ada",

@@ -62,7 +62,7 @@ impl Email {
         match EmailAddress::parse_with_options(trimmed, options) {
             Ok(_) => Ok(Email {
                 value: trimmed.to_string(),
-                normalized: trimmed.to_lowercase(),
+                normalized: normalize_email(trimmed),
             }),
             Err(e) => Err(FieldError::new(
                 field,
@@ -81,6 +81,22 @@ impl Email {
     pub fn normalized(&self) -> &str {
         &self.normalized
     }
+}
+
+/// Lower-cases an email the way PostgreSQL's `lower()` does in a UTF-8
+/// database: each character on its own, with its simple lower-case mapping.
+/// (`str::to_lowercase` differs in two places: a final `Σ` becomes `ς`, and
+/// `İ` becomes `i` plus a combining dot.) The unique index on
+/// `lower(email)` and the in-memory store then agree on which emails clash.
+fn normalize_email(email: &str) -> String {
+    let mut out = String::with_capacity(email.len());
+    for c in email.chars() {
+        match c {
+            '\u{130}' => out.push('i'),
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out
 }
 
 impl PartialEq for Email {
