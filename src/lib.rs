@@ -13,6 +13,22 @@
 //!   honours. [`StoreExt`] adds one-call conveniences.
 //! - [`InMemoryStore`] is always available; `PostgresStore` comes with the
 //!   `postgres` feature.
+//! - [`scoring`] is the pure lead-scoring model: weights per signal kind,
+//!   half-life decay, a score from 0 to 100 with the signals that explain it.
+//! - Every failure is an [`Error`] whose variant is a kind to branch on:
+//!   [`Error::Validation`] lists every bad field, [`Error::DuplicateEmail`]
+//!   names the contact holding the email, [`Error::Conflict`] means "reload
+//!   and retry", [`Error::InvalidTransition`] says why a deal cannot move.
+//!
+//! # Feature flags
+//!
+//! - `postgres`: `PostgresStore`, on tokio-postgres with a connection pool
+//!   and embedded migrations.
+//! - `conformance`: the shared test suite every [`Store`] backend must pass,
+//!   for your own backend too.
+//!
+//! `examples/quickstart.rs` (`cargo run --example quickstart`) is a guided
+//! tour; the shortest use looks like this:
 //!
 //! ```
 //! use crm_core::{InMemoryStore, Store, StoreExt, TenantId, Context, Actor};
@@ -63,6 +79,11 @@ pub use error::{BoxError, Entity, Error, ErrorKind, FieldError, Result, Validati
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::postgres::PostgresStore;
+/// The README's code, run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use store::{
     ContactQuery, ContactSort, Cursor, DynStore, Page, PageRequest, PipelineSummary, Store,
     StoreExt, Transaction, memory::InMemoryStore,

@@ -388,7 +388,10 @@ proptest! {
     #[test]
     fn any_input_is_an_email_or_an_error_on_the_email_field(s in any_text()) {
         match Email::parse(&s) {
-            Ok(e) => prop_assert_eq!(e.as_str(), s.trim()),
+            Ok(e) => {
+                prop_assert_eq!(e.as_str(), s.trim());
+                prop_assert!(!e.as_str().chars().any(char::is_control));
+            }
             Err(err) => prop_assert_eq!(err.field.as_str(), "email"),
         }
     }
