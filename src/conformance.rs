@@ -182,6 +182,7 @@ macro_rules! __conformance_suite {
             recording_a_signal_for_a_missing_contact_is_not_found,
             write_scores_counts_real_changes_and_ignores_unknown_and_foreign_ids,
             write_scores_keeps_version_and_updated_at_and_feeds_the_score_sort,
+            write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once,
         }
     };
 }
@@ -238,8 +239,9 @@ async fn cursor_of(store: &DynStore, t: TenantId, sort: ContactSort) -> Cursor {
 }
 
 /// Pipelines worth giving a store under test besides the default one: an
-/// `enterprise` pipeline whose lost stage comes before its won stage and
-/// whose stage keys differ from the default pipeline's.
+/// `enterprise` pipeline whose lost stage comes before its won stage, with
+/// stage keys of its own and one (`proposal`) it shares with the default
+/// pipeline, so that a backend mixing pipelines up is caught.
 pub fn test_pipelines() -> Pipelines {
     let stage = |key: &str, label: &str, p: u8, kind: StageKind| {
         StageDef::new(
@@ -254,7 +256,7 @@ pub fn test_pipelines() -> Pipelines {
         "Enterprise",
         vec![
             stage("discovery", "Discovery", 10, StageKind::Open),
-            stage("security_review", "Security review", 35, StageKind::Open),
+            stage("proposal", "Proposal", 35, StageKind::Open),
             stage("procurement", "Procurement", 85, StageKind::Open),
             stage("lost", "Lost", 0, StageKind::Lost),
             stage("signed", "Signed", 100, StageKind::Won),
@@ -2390,6 +2392,38 @@ pub async fn search_filters_by_email_name_and_company_prefix_case_insensitively(
             vec![&c.charles],
         ),
         (
+            "email prefix with a % (not a wildcard)",
+            ContactQuery {
+                email_prefix: Some("a%".into()),
+                ..q()
+            },
+            vec![],
+        ),
+        (
+            "email prefix with a _ (not a wildcard)",
+            ContactQuery {
+                email_prefix: Some("a_a".into()),
+                ..q()
+            },
+            vec![],
+        ),
+        (
+            "name prefix %",
+            ContactQuery {
+                name_prefix: Some("%".into()),
+                ..q()
+            },
+            vec![],
+        ),
+        (
+            "company prefix with a _ (not a wildcard)",
+            ContactQuery {
+                company_prefix: Some("us_navy".into()),
+                ..q()
+            },
+            vec![],
+        ),
+        (
             "company prefix x",
             ContactQuery {
                 company_prefix: Some("x".into()),
@@ -3633,6 +3667,7 @@ pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
         new_contact("pipelines@example.com", "Pipe", "Lines"),
     )
     .await;
+    let mut parked_deals = Vec::new();
     for p in &pipelines {
         let s = stages_of(p);
         let d = deal(
@@ -3661,6 +3696,24 @@ pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
             );
         }
         assert!(cur.won_at.is_some());
+        // A second deal stays in the second open stage (whose key another
+        // pipeline may share).
+        let parked = deal(
+            store,
+            t,
+            NewDeal {
+                pipeline: p.key().clone(),
+                ..new_deal(c.id, "Parked", "5", "USD")
+            },
+        )
+        .await;
+        let parked = ok(
+            store
+                .move_deal(t, &ctx(), parked.id, parked.version, &s.open[1], None)
+                .await,
+            "park",
+        );
+        parked_deals.push((p.key().clone(), s.open[1].clone(), parked.id));
         for other in &pipelines {
             if let Some(foreign) = other.stages().iter().find(|x| p.stage(&x.key).is_none()) {
                 let fresh = deal(
@@ -3714,6 +3767,19 @@ pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
             }
         }
     }
+    for (pipeline, stage_key, parked) in &parked_deals {
+        let listed = with_tx!(store, t, async |tx| ok(
+            tx.list_deals_in_stage(pipeline, stage_key, &PageRequest::first(10))
+                .await,
+            "deals in stage"
+        ))
+        .await;
+        assert_eq!(
+            listed.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+            vec![*parked],
+            "stage {stage_key} of {pipeline} lists only that pipeline's deal"
+        );
+    }
     for p in &pipelines {
         let summary = ok(store.pipeline_summary(t, &ctx(), p.key()).await, "summary");
         assert_eq!(&summary.pipeline, p.key());
@@ -3741,8 +3807,8 @@ pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
             .sum();
         assert_eq!(
             counted,
-            1,
-            "the summary of {} counts only its own deal",
+            2,
+            "the summary of {} counts only its own two deals",
             p.key()
         );
     }
@@ -4496,4 +4562,38 @@ pub async fn write_scores_keeps_version_and_updated_at_and_feeds_the_score_sort(
         "update after a score write",
     );
     assert_eq!(upd.score, score(30), "an update keeps the written score");
+}
+
+/// An id listed more than once in one `write_scores` call gets the last
+/// score given for it and counts once; not at all when that score is the
+/// one it had.
+pub async fn write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once(store: &DynStore) {
+    let t = TenantId::new();
+    let a = create(store, t, new_contact("twice@example.com", "Twi", "Ce")).await;
+    let b = create(store, t, new_contact("back@example.com", "Ba", "Ck")).await;
+    let writes = [
+        (a.id, score(10)),
+        (b.id, score(30)),
+        (a.id, score(20)),
+        (b.id, score(0)),
+    ];
+    let changed = with_tx!(store, t, async |tx| ok(
+        tx.write_scores(&writes).await,
+        "write"
+    ))
+    .await;
+    assert_eq!(
+        changed, 1,
+        "a changed once (to its last score), b ends where it began"
+    );
+    assert_eq!(
+        get(store, t, a.id).await.expect("a").score,
+        score(20),
+        "the last score given wins"
+    );
+    assert_eq!(
+        get(store, t, b.id).await.expect("b").score,
+        score(0),
+        "the last score given wins"
+    );
 }

@@ -784,17 +784,29 @@ impl Transaction for MemoryTransaction {
     }
 
     async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
-        let mut changed = 0;
+        // One score per contact, the last one given for it: a contact
+        // listed twice is written (and counted) once.
+        let mut last: HashMap<ContactId, Score> = HashMap::with_capacity(scores.len());
+        let mut order: Vec<ContactId> = Vec::with_capacity(scores.len());
         for (id, score) in scores {
-            let Some(c) = self.data()?.contacts.get(id) else {
+            if last.insert(*id, *score).is_none() {
+                order.push(*id);
+            }
+        }
+        let mut changed = 0;
+        for id in order {
+            let Some(score) = last.get(&id).copied() else {
                 continue;
             };
-            if c.score == *score {
+            let Some(c) = self.data()?.contacts.get(&id) else {
+                continue;
+            };
+            if c.score == score {
                 continue;
             }
             let mut next = c.clone();
-            next.score = *score;
-            self.set_contact(*id, Some(next))?;
+            next.score = score;
+            self.set_contact(id, Some(next))?;
             changed += 1;
         }
         Ok(changed)

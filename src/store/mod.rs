@@ -61,9 +61,13 @@ pub mod postgres;
 ///   `updated_at` are set by the store; a score write-back changes neither
 ///   the version nor `updated_at`.
 /// - **Lists** are keyset-paginated: a page holds at most `limit` items
-///   (1–1000) and a `next_cursor` when more follow; following cursors visits
-///   every matching record exactly once. Orders are total: ties are broken
-///   by id in the direction of the sort.
+///   (1–1000) and a `next_cursor` exactly when more follow (so only a full
+///   page has one); following cursors visits every matching record exactly
+///   once. Orders are total: ties are broken by id in the direction of the
+///   sort. A limit outside 1–1000 is [`Error::Validation`] on `limit`; a
+///   cursor that is not one this list made (garbage, another list's, or a
+///   search cursor of a sort on another key: score, time or name) is
+///   [`Error::Validation`] on `cursor`.
 /// - **Deleting a contact** deletes its deals, activities and signals.
 #[async_trait]
 pub trait Store: fmt::Debug + Send + Sync + 'static {
@@ -135,7 +139,8 @@ pub trait Transaction: fmt::Debug + Send {
     /// stage unless the input names an open stage.
     ///
     /// Errors: [`Error::NotFound`] for the contact; [`Error::Validation`]
-    /// for an unknown pipeline or stage, or a closed starting stage.
+    /// on `pipeline` for an unknown pipeline, on `stage` for a stage not in
+    /// the pipeline or a closed starting stage.
     async fn create_deal(&mut self, new: NewDeal) -> Result<Deal>;
 
     /// A deal by id.
@@ -152,10 +157,12 @@ pub trait Transaction: fmt::Debug + Send {
     ) -> Result<Deal>;
 
     /// Moves the deal to stage `to` along the stage machine
-    /// ([`Pipeline::check_move`]). A lost stage needs `lost_reason`.
+    /// ([`Pipeline::check_move`]). A lost stage needs `lost_reason`, and
+    /// only a lost stage takes one.
     ///
     /// Errors: [`Error::NotFound`], [`Error::Conflict`],
-    /// [`Error::InvalidTransition`].
+    /// [`Error::InvalidTransition`]; [`Error::Validation`] on `stage` when
+    /// `to` is not a stage of the deal's pipeline.
     async fn move_deal(
         &mut self,
         id: DealId,
@@ -193,16 +200,18 @@ pub trait Transaction: fmt::Debug + Send {
     /// and per currency: the number of deals, their sum and their sum
     /// weighted by the stage's win probability. Currencies are never added together.
     ///
-    /// Errors: [`Error::Validation`] for an unknown pipeline.
+    /// Errors: [`Error::Validation`] on `pipeline` for an unknown pipeline.
     async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary>;
 
     // ---- activities and signals ----
 
     /// Logs an activity on a contact's timeline (and, optionally, one of
-    /// its deals).
+    /// its deals). Without `occurred_at`, it happened when it was logged:
+    /// `occurred_at == created_at`.
     ///
     /// Errors: [`Error::NotFound`] for the contact or the deal;
-    /// [`Error::Validation`] when the deal belongs to another contact.
+    /// [`Error::Validation`] on `deal_id` when the deal belongs to another
+    /// contact.
     async fn log_activity(&mut self, new: NewActivity) -> Result<Activity>;
 
     /// A contact's activities, newest first (`occurred_at`, then id,
@@ -214,12 +223,15 @@ pub trait Transaction: fmt::Debug + Send {
     /// Errors: [`Error::NotFound`] for the contact.
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal>;
 
-    /// A contact's signals, oldest first (`occurred_at`, then id).
+    /// A contact's signals, oldest first (`occurred_at`, then id). Empty
+    /// for a contact that does not exist.
     async fn list_signals(&mut self, contact: ContactId) -> Result<Vec<Signal>>;
 
     /// Writes lead scores in bulk. Ids that are not contacts of the tenant
-    /// are ignored; neither versions nor `updated_at` change. Returns how
-    /// many contacts' scores actually changed.
+    /// are ignored; neither versions nor `updated_at` change. An id listed
+    /// more than once gets the last score given for it. Returns how many
+    /// contacts' scores actually changed (a contact counts once, and not at
+    /// all when its final score is the one it had).
     async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64>;
 }
 
@@ -398,8 +410,9 @@ pub enum ContactSort {
 }
 
 /// Filters, order and page of a contact search. Every filter is optional and
-/// they combine with AND. Text prefixes match case-insensitively; time ranges
-/// include their start and exclude their end.
+/// they combine with AND. Text prefixes match case-insensitively and
+/// literally (`%` and `_` are not wildcards); time ranges include their
+/// start and exclude their end.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContactQuery {
     /// Email starts with this.
