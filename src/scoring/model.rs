@@ -388,7 +388,7 @@ impl ScoringModel {
             errors.push(FieldError::new(
                 "ignore_after_half_lives",
                 "out_of_range",
-                format!("must be a finite number > 0 (or absent for no cutoff), got {n}"),
+                format!("must be a finite number > 0 (or none, for no cutoff), got {n}"),
             ));
         }
         let w = config.lookback_days;
