@@ -431,3 +431,45 @@ async fn connect_to_an_unreachable_server_is_a_retryable_backend_error() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_refuses_a_database_whose_applied_migration_was_edited() {
+    let store = TestStore::new().await;
+    let client = store.db().client().await;
+    client
+        .execute(
+            "UPDATE crm_schema_migrations SET checksum = checksum + 1 WHERE version = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = store.migrate().await.unwrap_err();
+    assert!(err.to_string().contains("migration 1"), "{err}");
+    client
+        .execute(
+            "UPDATE crm_schema_migrations SET checksum = checksum - 1 WHERE version = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(store.migrate().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_on_an_exhausted_pool_times_out_with_a_retryable_error() {
+    let db = TestDb::create().await;
+    let store = PostgresStore::builder(&db.url())
+        .pool_size(1)
+        .acquire_timeout(std::time::Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let held = store.begin(TenantId::new(), ctx()).await.unwrap();
+    let err = store.begin(TenantId::new(), ctx()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    held.rollback().await.unwrap();
+    let again = store.begin(TenantId::new(), ctx()).await.unwrap();
+    again.commit().await.unwrap();
+    drop(store);
+}

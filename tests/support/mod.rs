@@ -80,6 +80,24 @@ impl TestDb {
         self.config.clone()
     }
 
+    /// A `key=value` connection string for it (TCP hosts only).
+    pub fn url(&self) -> String {
+        let c = &self.config;
+        let host = match c.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_string(),
+        };
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        let mut url = format!("host={host} port={port} dbname={}", self.name);
+        if let Some(user) = c.get_user() {
+            url.push_str(&format!(" user={user}"));
+        }
+        if let Some(pw) = c.get_password() {
+            url.push_str(&format!(" password='{}'", String::from_utf8_lossy(pw)));
+        }
+        url
+    }
+
     /// A pool of up to `size` connections to it.
     pub fn pool(&self, size: usize) -> Pool {
         pool_for(self.config(), size)

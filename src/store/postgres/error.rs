@@ -120,3 +120,22 @@ impl fmt::Display for EmailRace {
 }
 
 impl std::error::Error for EmailRace {}
+
+/// An applied migration's SQL differs from the one embedded in this build.
+#[derive(Debug)]
+pub(super) struct MigrationChanged {
+    pub(super) version: i64,
+    pub(super) name: &'static str,
+}
+
+impl fmt::Display for MigrationChanged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "migration {} ({}) was applied with different SQL than this build embeds",
+            self.version, self.name
+        )
+    }
+}
+
+impl std::error::Error for MigrationChanged {}

@@ -40,10 +40,10 @@ mod schema;
 mod search;
 mod transaction;
 
-use std::{fmt, str::FromStr, sync::Arc};
+use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use super::{Store, Transaction};
@@ -106,6 +106,7 @@ impl PostgresStore {
         PostgresStoreBuilder {
             url: url.to_string(),
             pool_size: DEFAULT_POOL_SIZE,
+            acquire_timeout: None,
             pipelines: Pipelines::default(),
         }
     }
@@ -125,10 +126,14 @@ impl PostgresStore {
 
     /// Applies the embedded migrations that the database does not have yet,
     /// in one transaction under an advisory lock, recording each applied
-    /// version in `crm_schema_migrations`. Safe to run again and from
-    /// several processes at once: the others wait, then find nothing to do.
+    /// version with a checksum of its SQL in `crm_schema_migrations`. Safe
+    /// to run again and from several processes at once: the others wait,
+    /// then find nothing to do.
     ///
-    /// Returns the versions it applied.
+    /// Returns the versions it applied. Fails, applying nothing, when an
+    /// applied migration's SQL differs from the embedded one (it was edited
+    /// after release). Versions the database has but this build does not
+    /// know (applied by a newer build) are left alone.
     pub async fn migrate(&self) -> Result<Vec<i64>> {
         let mut conn = self.pool.get().await.map_err(error::pool)?;
         let tx = conn.transaction().await.map_err(error::db)?;
@@ -139,32 +144,60 @@ impl PostgresStore {
             "CREATE TABLE IF NOT EXISTS crm_schema_migrations (
                  version    bigint      PRIMARY KEY,
                  name       text        NOT NULL,
+                 checksum   bigint      NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now()
              )",
         )
         .await
         .map_err(error::db)?;
-        let applied: Vec<i64> = tx
-            .query("SELECT version FROM crm_schema_migrations", &[])
+        let mut applied = std::collections::HashMap::new();
+        for row in tx
+            .query("SELECT version, checksum FROM crm_schema_migrations", &[])
             .await
             .map_err(error::db)?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()
-            .map_err(error::db)?;
+        {
+            let version: i64 = row.try_get(0).map_err(error::db)?;
+            let checksum: i64 = row.try_get(1).map_err(error::db)?;
+            applied.insert(version, checksum);
+        }
         let mut done = Vec::new();
-        for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-            tx.batch_execute(m.sql).await.map_err(error::db)?;
-            tx.execute(
-                "INSERT INTO crm_schema_migrations (version, name) VALUES ($1, $2)",
-                &[&m.version, &m.name],
-            )
-            .await
-            .map_err(error::db)?;
-            done.push(m.version);
+        for m in MIGRATIONS {
+            match applied.get(&m.version) {
+                Some(&checksum) if checksum == m.checksum() => {}
+                Some(_) => {
+                    return Err(Error::backend(error::MigrationChanged {
+                        version: m.version,
+                        name: m.name,
+                    }));
+                }
+                None => {
+                    tx.batch_execute(m.sql).await.map_err(error::db)?;
+                    tx.execute(
+                        "INSERT INTO crm_schema_migrations (version, name, checksum) \
+                         VALUES ($1, $2, $3)",
+                        &[&m.version, &m.name, &m.checksum()],
+                    )
+                    .await
+                    .map_err(error::db)?;
+                    done.push(m.version);
+                }
+            }
         }
         tx.commit().await.map_err(error::db)?;
         Ok(done)
+    }
+}
+
+impl Migration {
+    /// A checksum of the SQL (64-bit FNV-1a, ignoring carriage returns so
+    /// that a checkout with CRLF line ends gives the same value).
+    pub fn checksum(&self) -> i64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.sql.bytes().filter(|b| *b != b'\r') {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        i64::from_ne_bytes(hash.to_ne_bytes())
     }
 }
 
@@ -173,6 +206,7 @@ impl PostgresStore {
 pub struct PostgresStoreBuilder {
     url: String,
     pool_size: usize,
+    acquire_timeout: Option<Duration>,
     pipelines: Pipelines,
 }
 
@@ -181,6 +215,13 @@ impl PostgresStoreBuilder {
     /// [`DEFAULT_POOL_SIZE`]). Each open transaction holds one.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
+        self
+    }
+
+    /// How long `begin` waits for a free connection (or for a new one to
+    /// connect) before failing with a retryable error. Default: no limit.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = Some(timeout);
         self
     }
 
@@ -202,6 +243,9 @@ impl PostgresStoreBuilder {
         );
         let pool = Pool::builder(manager)
             .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(self.acquire_timeout)
+            .create_timeout(self.acquire_timeout)
             .build()
             .map_err(Error::backend)?;
         // Fail now, with the cause, rather than on the first transaction.
