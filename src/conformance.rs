@@ -36,8 +36,16 @@
 //! exercised too: [`test_pipelines`] is a set worth configuring, as it
 //! orders its stages differently from the default one.
 //!
-//! You may also call the functions one by one, for instance to run a single
-//! point while debugging:
+//! Concurrent transactions are opened only from independent futures, none
+//! of which waits for another while it holds a transaction, so a backend
+//! that serializes transactions (as the in-memory one does) passes too.
+//! Timestamps are compared only between separate transactions, a few
+//! milliseconds apart: a backend may stamp every write of a transaction
+//! with the transaction's start time (as PostgreSQL's `now()` does).
+//!
+//! [`SUITE`] lists every function by name and [`run_all`] runs them all at
+//! once on one store. You may also call the functions one by one, for
+//! instance to run a single point while debugging:
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
