@@ -165,6 +165,7 @@ macro_rules! __conformance_suite {
             search_combines_filters_with_and,
             every_sort_is_a_total_order_with_id_tie_break_in_the_sort_direction,
             paging_visits_every_match_exactly_once_in_order,
+            paging_is_stable_when_records_are_inserted_between_pages,
             lists_reject_a_limit_outside_1_to_1000,
             search_rejects_a_garbage_cursor_and_a_cursor_of_another_list,
             create_deal_starts_in_the_first_open_stage_of_the_default_pipeline,
@@ -677,7 +678,7 @@ fn full_contact(address: &str) -> NewContact {
         email: email(address),
         first_name: person("Grace"),
         last_name: person("Hopper"),
-        company: Some(Company::parse("US Navy").expect("a valid company")),
+        company: Some(Company::parse("US Navy — Bureau of Ships ⚓").expect("a valid company")),
         title: Some(JobTitle::parse("Rear Admiral").expect("a valid title")),
         phone: Some(Phone::parse("+1 (555) 010-2030 x42").expect("a valid phone")),
         lead_source: LeadSource::Referral,
@@ -686,7 +687,9 @@ fn full_contact(address: &str) -> NewContact {
             "seats": 42,
             "beta": true,
             "tags": ["cobol", "compilers"],
-            "address": {"city": "Arlington", "zip": "22201"}
+            "address": {"city": "Arlington", "zip": "22201"},
+            "note": "Zoë ☕ 日本",
+            "deep": {"a": {"b": {"c": [1, null, 2.5, "x"]}}}
         })),
     }
 }
@@ -2007,6 +2010,8 @@ pub async fn a_transaction_sees_its_own_writes_before_commit(store: &DynStore) {
     let t = TenantId::new();
     let stages = default_stages(store);
     let mut tx = begin(store, t).await;
+    assert_eq!(tx.tenant(), t, "a transaction reports its tenant");
+    assert_eq!(tx.context(), &ctx(), "a transaction reports its context");
     let c = ok(
         tx.create_contact(new_contact("mine@example.com", "Mi", "Ne"))
             .await,
@@ -3008,6 +3013,105 @@ pub async fn paging_visits_every_match_exactly_once_in_order(store: &DynStore) {
             "paging {sort:?} with a score filter"
         );
     }
+}
+
+/// Records inserted between two pages, whether they sort before or after
+/// the cursor, do not make the next page repeat or skip a record that was
+/// there all along (the position is a key, not an offset).
+pub async fn paging_is_stable_when_records_are_inserted_between_pages(store: &DynStore) {
+    let t = TenantId::new();
+    let mut made = Vec::new();
+    for i in 1..=6 {
+        made.push(
+            create(
+                store,
+                t,
+                new_contact(&format!("b{i}@example.com"), "B", &format!("Baker{i}")),
+            )
+            .await,
+        );
+    }
+    let q = ContactQuery::new()
+        .sort(ContactSort::NameAsc)
+        .page(PageRequest::first(3));
+    let first = search(store, t, &q).await;
+    assert_eq!(
+        first.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        made[..3].iter().map(|c| c.id).collect::<Vec<_>>(),
+        "the first page holds Baker1 to Baker3"
+    );
+    let cursor = first.next_cursor.expect("more follow");
+    let aaron = create(store, t, new_contact("aaron@example.com", "A", "Aaron")).await;
+    let baker2b = create(store, t, new_contact("b2b@example.com", "B", "Baker2b")).await;
+    let zed = create(store, t, new_contact("zed@example.com", "Z", "Zed")).await;
+    let rest = collect_pages!(3, async |page| {
+        let cursor = page.cursor.clone().unwrap_or_else(|| cursor.clone());
+        search(store, t, &q.after(cursor)).await
+    })
+    .await;
+    let mut want: Vec<ContactId> = made[3..].iter().map(|c| c.id).collect();
+    want.push(zed.id);
+    assert_eq!(
+        rest.iter().map(|c| c.id).collect::<Vec<_>>(),
+        want,
+        "after the cursor come Baker4 to Baker6 and the new Zed; Aaron and Baker2b, \
+         inserted before the cursor, shift nothing"
+    );
+    assert!(!rest.iter().any(|c| c.id == aaron.id || c.id == baker2b.id));
+
+    let c = &made[0];
+    let base = truncate_to_micros(Utc::now() - Duration::days(1));
+    let logged = with_tx!(store, t, async |tx| {
+        let mut v = Vec::new();
+        for i in 1..=6 {
+            v.push(ok(
+                tx.log_activity(
+                    NewActivity::new(c.id, ActivityKind::Note)
+                        .occurred_at(base + Duration::minutes(i)),
+                )
+                .await,
+                "activity",
+            ));
+        }
+        v
+    })
+    .await;
+    let context = ctx();
+    let first = ok(
+        store
+            .timeline(t, &context, c.id, &PageRequest::first(3))
+            .await,
+        "timeline",
+    );
+    assert_eq!(
+        first.items.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![logged[5].id, logged[4].id, logged[3].id],
+        "the first timeline page holds the three newest"
+    );
+    let newest = with_tx!(store, t, async |tx| ok(
+        tx.log_activity(NewActivity::new(c.id, ActivityKind::Call))
+            .await,
+        "newest"
+    ))
+    .await;
+    let second = ok(
+        store
+            .timeline(
+                t,
+                &context,
+                c.id,
+                &PageRequest::after(3, first.next_cursor.expect("more")),
+            )
+            .await,
+        "timeline",
+    );
+    assert_eq!(
+        second.items.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![logged[2].id, logged[1].id, logged[0].id],
+        "an activity logged since the first page shifts nothing"
+    );
+    assert!(second.next_cursor.is_none(), "nothing follows the oldest");
+    assert!(!second.items.iter().any(|a| a.id == newest.id));
 }
 
 /// A page limit of 0 or above 1000 is a validation error on `limit`, in
@@ -4173,7 +4277,7 @@ pub async fn log_activity_keeps_occurred_at_or_uses_the_time_of_logging(store: &
                     .deal(d.id)
                     .direction(Direction::Inbound)
                     .subject(Subject::parse("Re: pricing").expect("subject"))
-                    .body("Line one\nLine two")
+                    .body("Line one\nLine two — ünïcödé ✓")
                     .expect("body")
                     .occurred_at(past),
             )
@@ -4184,6 +4288,22 @@ pub async fn log_activity_keeps_occurred_at_or_uses_the_time_of_logging(store: &
             tx.log_activity(NewActivity::new(c.id, ActivityKind::Task))
                 .await,
             "log now",
+        );
+        let long_body = "é".repeat(crate::domain::MAX_BODY_CHARS);
+        let long = ok(
+            tx.log_activity(
+                NewActivity::new(c.id, ActivityKind::Note)
+                    .body(&long_body)
+                    .expect("a body of the largest size")
+                    .occurred_at(past - Duration::days(1)),
+            )
+            .await,
+            "log the largest body",
+        );
+        assert_eq!(
+            long.body.as_deref(),
+            Some(long_body.as_str()),
+            "the largest body is kept whole"
         );
         (given, now)
     })
@@ -4198,7 +4318,10 @@ pub async fn log_activity_keeps_occurred_at_or_uses_the_time_of_logging(store: &
         given.subject.as_ref().map(Subject::as_str),
         Some("Re: pricing")
     );
-    assert_eq!(given.body.as_deref(), Some("Line one\nLine two"));
+    assert_eq!(
+        given.body.as_deref(),
+        Some("Line one\nLine two — ünïcödé ✓")
+    );
     assert!(
         given.created_at >= before,
         "created_at is the time of logging"
@@ -4217,7 +4340,12 @@ pub async fn log_activity_keeps_occurred_at_or_uses_the_time_of_logging(store: &
             && now.body.is_none()
     );
     let timeline = timeline_all(store, t, c.id).await;
-    assert_eq!(timeline.len(), 2);
+    assert_eq!(timeline.len(), 3);
+    assert_eq!(
+        timeline[2].body.as_ref().map(|b| b.chars().count()),
+        Some(crate::domain::MAX_BODY_CHARS),
+        "the largest body reads back whole"
+    );
     assert_same(&timeline[0], &now, "the newest activity reads back first");
     assert_same(&timeline[1], &given, "the older activity reads back second");
 }
