@@ -19,6 +19,35 @@
 //!   precision, like [`InMemoryStore`](crate::InMemoryStore) does, so both
 //!   backends behave alike.
 //!
+//! # Schema
+//!
+//! | table | primary key | holds |
+//! |---|---|---|
+//! | `contacts` | `(tenant_id, id)` | `email`, `first_name`, `last_name`, `company`, `title`, `phone`, `lead_source`, `metadata` (jsonb object), `score` (smallint 0–100), `active`, `created_at`, `updated_at`, `version` |
+//! | `deals` | `(tenant_id, id)` | `contact_id`, `title`, `amount` (numeric, scale ≤ 4), `currency`, `pipeline`, `stage`, `expected_close_date`, `won_at`, `lost_at`, `lost_reason`, `created_at`, `updated_at`, `version` |
+//! | `activities` | `(tenant_id, id)` | `contact_id`, `deal_id`, `kind`, `direction`, `subject`, `body`, `occurred_at`, `created_at` |
+//! | `signals` | `(tenant_id, id)` | `contact_id`, `kind`, `occurred_at` |
+//! | `crm_schema_migrations` | `version` | `name`, `checksum`, `applied_at` |
+//!
+//! Deals, activities and signals reference `contacts (tenant_id, id)` with
+//! `ON DELETE CASCADE`; activities reference `deals (tenant_id, id)` with
+//! `ON DELETE SET NULL (deal_id)`. Emails are unique per tenant through the
+//! index `contacts_email_key` on `(tenant_id, lower(email))`.
+//!
+//! Rows written around the store (bulk loads, SQL by hand) must be valid
+//! for the domain, not only for the CHECK constraints: every row read back
+//! goes through the domain's constructors, and one that fails them (an
+//! email without a dot in its domain, metadata over 16 KiB, …) makes the
+//! read fail with a backend error. Timestamps are kept at microseconds.
+//!
+//! The row-level security policies compare `tenant_id` with the
+//! transaction-local setting `crm.tenant_id` and are forced on the tables'
+//! owner too; superusers and roles with `BYPASSRLS` are not subject to
+//! them. PostgreSQL refuses `COPY … FROM` into a table under row-level
+//! security, so bulk loads run as such a role. Besides `crm.tenant_id`,
+//! every transaction sets `crm.actor`, `crm.reason` and `crm.request_id`
+//! (empty when the context has none) for triggers to read.
+//!
 //! ```no_run
 //! use crm_core::{PostgresStore, Store, StoreExt, TenantId, Context, Actor};
 //!
