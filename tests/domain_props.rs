@@ -1108,6 +1108,91 @@ fn a_contact_patch_with_bad_fields_reports_each_of_them() {
     );
 }
 
+fn valid_contact_patch_dto() -> impl Strategy<Value = ContactPatchDto> {
+    (
+        prop::option::of(valid_email()),
+        prop::option::of(valid_text(PersonName::MAX_CHARS, false)),
+        prop::option::of(prop::option::of(valid_text(Company::MAX_CHARS, false))),
+        prop::option::of(prop::option::of(valid_phone())),
+        prop::option::of(lead_source_name()),
+        prop::option::of(prop_oneof![Just(Value::Null), valid_metadata_value()]),
+        prop::option::of(any::<bool>()),
+    )
+        .prop_map(
+            |(email, last_name, company, phone, lead_source, metadata, active)| ContactPatchDto {
+                email,
+                last_name,
+                company,
+                phone,
+                lead_source,
+                metadata,
+                active,
+                ..Default::default()
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn a_valid_contact_patch_dto_is_accepted_and_round_trips(dto in valid_contact_patch_dto()) {
+        prop_assert_eq!(json_round_trip(&dto), dto.clone());
+        let patch = ContactPatch::try_from(dto.clone()).unwrap();
+        prop_assert_eq!(patch.email.as_ref().map(Email::as_str), dto.email.as_deref());
+        prop_assert_eq!(patch.last_name.as_ref().map(PersonName::as_str), dto.last_name.as_deref());
+        prop_assert_eq!(
+            patch.company.as_ref().map(|c| c.as_ref().map(Company::as_str)),
+            dto.company.as_ref().map(|c| c.as_deref())
+        );
+        prop_assert_eq!(
+            patch.phone.as_ref().map(|p| p.as_ref().map(Phone::as_str)),
+            dto.phone.as_ref().map(|p| p.as_deref())
+        );
+        prop_assert_eq!(patch.lead_source.is_some(), dto.lead_source.is_some());
+        prop_assert_eq!(
+            patch.metadata.map(Value::from),
+            dto.metadata.map(|m| if m.is_null() { json!({}) } else { m })
+        );
+        prop_assert_eq!(patch.active, dto.active);
+    }
+}
+
+fn valid_deal_patch_dto() -> impl Strategy<Value = DealPatchDto> {
+    (
+        prop::option::of(valid_text(DealTitle::MAX_CHARS, false)),
+        prop::option::of((valid_amount(), valid_currency())),
+        prop::option::of(prop::option::of(date_text())),
+    )
+        .prop_map(|(title, money, expected_close_date)| {
+            let (amount, currency) = match money {
+                Some((a, c)) => (Some(Value::String(a.to_string())), Some(c)),
+                None => (None, None),
+            };
+            DealPatchDto {
+                title,
+                amount,
+                currency,
+                expected_close_date,
+            }
+        })
+}
+
+proptest! {
+    #[test]
+    fn a_valid_deal_patch_dto_is_accepted_and_round_trips(dto in valid_deal_patch_dto()) {
+        prop_assert_eq!(json_round_trip(&dto), dto.clone());
+        let patch = DealPatch::try_from(dto.clone()).unwrap();
+        prop_assert_eq!(patch.title.as_ref().map(DealTitle::as_str), dto.title.as_deref());
+        prop_assert_eq!(
+            patch.amount.map(|m| m.currency().code().to_string()),
+            dto.currency.map(|c| c.to_uppercase())
+        );
+        prop_assert_eq!(
+            patch.expected_close_date.map(|d| d.map(|d| d.format("%Y-%m-%d").to_string())),
+            dto.expected_close_date
+        );
+    }
+}
+
 // ------------------------------------------------- contact no-op detection
 
 fn sample_contact() -> Contact {
