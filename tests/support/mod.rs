@@ -34,17 +34,30 @@ fn server_config() -> Config {
 pub async fn client(config: &Config) -> Client {
     let (client, connection) = config.connect(NoTls).await.unwrap_or_else(|e| {
         panic!(
-            "cannot reach the PostgreSQL test server at {}: {e}\n\
+            "cannot reach the PostgreSQL test server at {}: {}\n\
              The PostgreSQL tests need a server where they may create databases. \
              Set CRM_TEST_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres), \
              or start the local server (e.g. `pg_ctlcluster 15 main start`).",
-            server_url()
+            server_url(),
+            chain(&e)
         )
     });
     tokio::spawn(async move {
         let _ = connection.await;
     });
     client
+}
+
+/// An error with its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
 
 /// A database created for one test, dropped when this value is dropped —
