@@ -473,3 +473,36 @@ async fn begin_on_an_exhausted_pool_times_out_with_a_retryable_error() {
     again.commit().await.unwrap();
     drop(store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_contact_update_does_not_hold_up_logging_an_activity_for_it() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    let c = store
+        .create_contact(tenant, &ctx(), new_contact("busy@example.com"))
+        .await
+        .unwrap();
+    let mut editing = store.begin(tenant, ctx()).await.unwrap();
+    let patch = crm_core::domain::ContactPatch {
+        company: Some(Some(crm_core::domain::Company::parse("Acme").unwrap())),
+        ..Default::default()
+    };
+    editing
+        .update_contact(c.id, c.version, patch)
+        .await
+        .unwrap();
+
+    let logged = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.log_activity(
+            tenant,
+            &ctx(),
+            crm_core::domain::NewActivity::new(c.id, crm_core::domain::ActivityKind::Note),
+        ),
+    )
+    .await
+    .expect("logging does not wait for the open update")
+    .unwrap();
+    assert_eq!(logged.contact_id, c.id);
+    editing.commit().await.unwrap();
+}

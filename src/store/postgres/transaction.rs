@@ -48,10 +48,13 @@ const GET_CONTACT: &str = concat!(
     contact_select!(),
     " FROM contacts WHERE tenant_id = $1 AND id = $2"
 );
+// Updates lock with FOR NO KEY UPDATE: they never change a key, so they
+// need not wait for (nor block) the FOR KEY SHARE lock that logging an
+// activity or creating a deal takes on its contact.
 const LOCK_CONTACT: &str = concat!(
     "SELECT ",
     contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
 );
 const GET_CONTACT_BY_EMAIL: &str = concat!(
     "SELECT ",
@@ -71,7 +74,7 @@ const GET_DEAL: &str = concat!(
 const LOCK_DEAL: &str = concat!(
     "SELECT ",
     deal_select!(),
-    " FROM deals WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    " FROM deals WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
 );
 const SHARE_DEAL: &str =
     "SELECT contact_id FROM deals WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
