@@ -89,14 +89,7 @@ impl Email {
 /// `İ` becomes `i` plus a combining dot.) The unique index on
 /// `lower(email)` and the in-memory store then agree on which emails clash.
 fn normalize_email(email: &str) -> String {
-    let mut out = String::with_capacity(email.len());
-    for c in email.chars() {
-        match c {
-            '\u{130}' => out.push('i'),
-            c => out.extend(c.to_lowercase()),
-        }
-    }
-    out
+    super::lower_case(email)
 }
 
 impl PartialEq for Email {

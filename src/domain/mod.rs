@@ -40,6 +40,22 @@ pub fn truncate_to_micros(t: Timestamp) -> Timestamp {
     t.with_nanosecond(nanos - nanos % 1_000).unwrap_or(t)
 }
 
+/// Lower-cases text the way PostgreSQL's `lower()` does in a UTF-8
+/// database: each character on its own, with its simple lower-case mapping
+/// (`str::to_lowercase` differs for a final `Σ` and for `İ`). Everything
+/// the backends compare case-insensitively (emails, name order, search
+/// prefixes) goes through it, so that they agree.
+pub(crate) fn lower_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\u{130}' => out.push('i'),
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out
+}
+
 /// Generates a UUID-backed id newtype.
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {

@@ -347,20 +347,21 @@ fn page_desc<K: Ord + Clone, T>(
 }
 
 fn matches(q: &ContactQuery, c: &Contact) -> bool {
+    use crate::domain::lower_case;
     fn prefix(value: &str, p: &Option<String>) -> bool {
         p.as_ref()
-            .is_none_or(|p| value.to_lowercase().starts_with(&p.to_lowercase()))
+            .is_none_or(|p| lower_case(value).starts_with(&lower_case(p)))
     }
     prefix(c.email.as_str(), &q.email_prefix)
         && q.name_prefix.as_ref().is_none_or(|p| {
-            let p = p.to_lowercase();
-            c.first_name.as_str().to_lowercase().starts_with(&p)
-                || c.last_name.as_str().to_lowercase().starts_with(&p)
+            let p = lower_case(p);
+            lower_case(c.first_name.as_str()).starts_with(&p)
+                || lower_case(c.last_name.as_str()).starts_with(&p)
         })
         && q.company_prefix.as_ref().is_none_or(|p| {
             c.company
                 .as_ref()
-                .is_some_and(|co| co.as_str().to_lowercase().starts_with(&p.to_lowercase()))
+                .is_some_and(|co| lower_case(co.as_str()).starts_with(&lower_case(p)))
         })
         && (q.lead_sources.is_empty() || q.lead_sources.contains(&c.lead_source))
         && q.min_score.is_none_or(|m| c.score >= m)

@@ -750,8 +750,8 @@ impl ContactSortKey {
                 ContactSortKey::Time(c.updated_at.timestamp_micros(), id)
             }
             ContactSort::NameAsc | ContactSort::NameDesc => ContactSortKey::Name(
-                c.last_name.as_str().to_lowercase(),
-                c.first_name.as_str().to_lowercase(),
+                crate::domain::lower_case(c.last_name.as_str()),
+                crate::domain::lower_case(c.first_name.as_str()),
                 id,
             ),
         }

@@ -16,7 +16,7 @@ use crate::{
 /// pattern (whose escape character is `\`), lower-cases it and appends `%`.
 pub(super) fn like_prefix(prefix: &str) -> String {
     let mut p = String::with_capacity(prefix.len() + 1);
-    for ch in prefix.to_lowercase().chars() {
+    for ch in crate::domain::lower_case(prefix).chars() {
         if matches!(ch, '%' | '_' | '\\') {
             p.push('\\');
         }
