@@ -58,6 +58,7 @@ pub struct Context {
     actor: Actor,
     reason: Option<String>,
     request_id: Option<String>,
+    idempotency_key: Option<String>,
 }
 
 impl Context {
@@ -65,6 +66,8 @@ impl Context {
     pub const MAX_REASON_CHARS: usize = 500;
     /// The most characters a request id may hold.
     pub const MAX_REQUEST_ID_CHARS: usize = 255;
+    /// The most characters an idempotency key (with its source) may hold.
+    pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 320;
 
     /// A context for `actor`, with no reason and no request id.
     pub fn new(actor: Actor) -> Self {
@@ -72,6 +75,7 @@ impl Context {
             actor,
             reason: None,
             request_id: None,
+            idempotency_key: None,
         }
     }
 
@@ -101,6 +105,7 @@ impl Context {
                 actor,
                 reason,
                 request_id,
+                idempotency_key: None,
             }),
             _ => Err(errors),
         }
@@ -144,5 +149,23 @@ impl Context {
     /// The request or event id, if given.
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
+    }
+
+    /// Sets the idempotency key (`source:key`) of the inbound event whose
+    /// handling makes the change; the idempotency guard sets it, and the
+    /// history records it.
+    pub fn with_idempotency_key(mut self, key: &str) -> Result<Self, FieldError> {
+        self.idempotency_key = super::text::optional(
+            "idempotency_key",
+            Some(key),
+            Self::MAX_IDEMPOTENCY_KEY_CHARS,
+            false,
+        )?;
+        Ok(self)
+    }
+
+    /// The idempotency key of the event being handled, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
     }
 }

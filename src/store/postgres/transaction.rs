@@ -242,11 +242,13 @@ impl PgTransaction {
         let sql = format!(
             "BEGIN; SELECT set_config('crm.tenant_id', '{}', true), \
              set_config('crm.actor', {}, true), set_config('crm.reason', {}, true), \
-             set_config('crm.request_id', {}, true)",
+             set_config('crm.request_id', {}, true), \
+             set_config('crm.idempotency_key', {}, true)",
             tenant.as_uuid().hyphenated(),
             quote(context.actor().as_str()),
             quote(context.reason().unwrap_or("")),
             quote(context.request_id().unwrap_or("")),
+            quote(context.idempotency_key().unwrap_or("")),
         );
         let guard = Detach(Some(conn));
         let result = match guard.conn() {
