@@ -371,11 +371,12 @@ async fn begin_hands_the_acting_context_to_the_database_quoted_safely() {
     let admin = store.db().client().await;
     admin
         .batch_execute(
-            "CREATE TABLE seen (actor text, reason text, request_id text, tenant text);
+            "CREATE TABLE seen (actor text, reason text, request_id text, tenant text, key text);
              CREATE FUNCTION remember() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
                  INSERT INTO seen VALUES (current_setting('crm.actor'), current_setting('crm.reason'),
-                     current_setting('crm.request_id'), current_setting('crm.tenant_id'));
+                     current_setting('crm.request_id'), current_setting('crm.tenant_id'),
+                     current_setting('crm.idempotency_key'));
                  RETURN NEW;
              END $$;
              CREATE TRIGGER remember AFTER INSERT ON contacts FOR EACH ROW EXECUTE FUNCTION remember();",
@@ -388,6 +389,8 @@ async fn begin_hands_the_acting_context_to_the_database_quoted_safely() {
         Some("fix'); DROP TABLE contacts; --\nline two"),
         Some("req-$$-1"),
     )
+    .unwrap()
+    .with_idempotency_key("stripe:evt_'1")
     .unwrap();
     store
         .create_contact(tenant, &tricky, new_contact("ctx@example.com"))
@@ -401,6 +404,23 @@ async fn begin_hands_the_acting_context_to_the_database_quoted_safely() {
     );
     assert_eq!(row.get::<_, String>(2), "req-$$-1");
     assert_eq!(row.get::<_, String>(3), tenant.to_string());
+    assert_eq!(row.get::<_, String>(4), "stripe:evt_'1");
+
+    // Without the optional values, the settings are empty.
+    store
+        .create_contact(tenant, &ctx(), new_contact("plain@example.com"))
+        .await
+        .unwrap();
+    let row = admin
+        .query_one(
+            "SELECT reason, request_id, key FROM seen WHERE actor = 'user:test'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(row.get::<_, String>(i), "");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,8 @@
 //!   transaction-local setting `crm.tenant_id`.
 //! - **Transactions.** A [`Transaction`] holds one pooled connection from
 //!   `begin` to `commit`/`rollback`. `begin` sends `BEGIN` and the
-//!   transaction-local settings `crm.tenant_id`, `crm.actor`, `crm.reason`
-//!   and `crm.request_id` in one round trip. Dropping a transaction without
+//!   transaction-local settings `crm.tenant_id`, `crm.actor`, `crm.reason`,
+//!   `crm.request_id` and `crm.idempotency_key` in one round trip. Dropping a transaction without
 //!   committing rolls it back before the connection returns to the pool.
 //! - **Queries.** Every query filters by `tenant_id` explicitly; row-level
 //!   security is the second wall. Statements are prepared once per
@@ -45,8 +45,9 @@
 //! owner too; superusers and roles with `BYPASSRLS` are not subject to
 //! them. PostgreSQL refuses `COPY … FROM` into a table under row-level
 //! security, so bulk loads run as such a role. Besides `crm.tenant_id`,
-//! every transaction sets `crm.actor`, `crm.reason` and `crm.request_id`
-//! (empty when the context has none) for triggers to read.
+//! every transaction sets `crm.actor`, `crm.reason`, `crm.request_id` and
+//! `crm.idempotency_key` (empty when the context has none) for triggers to
+//! read.
 //!
 //! ```no_run
 //! use crm_core::{PostgresStore, Store, StoreExt, TenantId, Context, Actor};
