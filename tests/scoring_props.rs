@@ -735,6 +735,23 @@ proptest! {
     }
 
     #[test]
+    fn the_explanation_is_the_head_of_every_contribution_in_explanation_order(
+        (now, inputs) in arb_case(),
+        n in 0usize..60,
+    ) {
+        let model = ScoringModel::builder().top_signals(n).build().unwrap();
+        let scored = model.score(now, inputs.clone());
+        let mut all: Vec<_> = inputs
+            .into_iter()
+            .filter_map(|i| model.contribution(now, i))
+            .collect();
+        prop_assert_eq!(scored.signal_count, all.len());
+        all.sort_by(|a, b| a.explanation_order(b));
+        all.truncate(n);
+        prop_assert_eq!(scored.top_signals, all);
+    }
+
+    #[test]
     fn signal_order_does_not_matter(
         model in any_model(),
         (now, inputs, shuffled) in arb_case().prop_flat_map(|(now, inputs)| {

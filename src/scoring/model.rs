@@ -535,30 +535,36 @@ impl ScoringModel {
     /// Scores one contact's signals at `now`.
     ///
     /// The result depends only on `now` and the multiset of inputs, never on
-    /// their order: contributions are sorted into
-    /// [`Contribution::explanation_order`] and summed smallest first.
-    /// Eligibility ([`is_eligible`](Self::is_eligible)) is the caller's to
-    /// check.
+    /// their order: the sums are taken over the contributions sorted by
+    /// value, smallest first, and the explanation keeps the first
+    /// [`top_signals`](Self::top_signals) in [`Contribution::explanation_order`]
+    /// (a total order). Eligibility ([`is_eligible`](Self::is_eligible)) is
+    /// the caller's to check.
     pub fn score(&self, now: Timestamp, signals: impl IntoIterator<Item = ScoringInput>) -> Scored {
         let now = UnixTime::of(now);
-        let mut counted: Vec<Contribution> = signals
-            .into_iter()
-            .filter_map(|input| self.contribution_at(now, input))
-            .collect();
-        counted.sort_unstable_by(Contribution::explanation_order);
-        let (mut raw_sum, mut decayed_sum) = (0.0, 0.0);
-        for c in counted.iter().rev() {
-            raw_sum += c.base_weight;
-            decayed_sum += c.contribution;
+        let top_n = self.config.top_signals;
+        let mut top = TopContributions::new(top_n);
+        // (contribution, weight) as bits: both are finite and ≥ +0, so their
+        // bit patterns sort in numeric order, and sorting integers is cheap.
+        let mut terms: Vec<(u64, u64)> = Vec::new();
+        for input in signals {
+            if let Some(c) = self.contribution_at(now, input) {
+                terms.push((c.contribution.to_bits(), c.base_weight.to_bits()));
+                top.offer(c);
+            }
         }
-        let signal_count = counted.len();
-        counted.truncate(self.config.top_signals);
+        terms.sort_unstable();
+        let (mut raw_sum, mut decayed_sum) = (0.0, 0.0);
+        for &(contribution, weight) in &terms {
+            decayed_sum += f64::from_bits(contribution);
+            raw_sum += f64::from_bits(weight);
+        }
         Scored {
             score: self.normalise(decayed_sum),
             raw_sum,
             decayed_sum,
-            signal_count,
-            top_signals: counted,
+            signal_count: terms.len(),
+            top_signals: top.into_sorted(),
         }
     }
 
@@ -663,6 +669,58 @@ impl ScoringModel {
             nanos: 0,
         };
         days_between(epoch, UnixTime::of(t)) / self.config.half_life_days
+    }
+}
+
+/// The first `n` contributions in [`Contribution::explanation_order`].
+///
+/// For a small `n` (the usual case) it keeps a sorted buffer of at most `n`
+/// and rejects most candidates with one comparison; for a large `n` it keeps
+/// everything and sorts once at the end.
+struct TopContributions {
+    n: usize,
+    kept: Vec<Contribution>,
+}
+
+impl TopContributions {
+    /// Above this, inserting into a sorted buffer costs more than one sort.
+    const MAX_BUFFERED: usize = 32;
+
+    fn new(n: usize) -> Self {
+        TopContributions {
+            n,
+            kept: Vec::with_capacity(n.min(Self::MAX_BUFFERED) + 1),
+        }
+    }
+
+    fn offer(&mut self, c: Contribution) {
+        if self.n == 0 {
+            return;
+        }
+        if self.n > Self::MAX_BUFFERED {
+            self.kept.push(c);
+            return;
+        }
+        if self.kept.len() == self.n
+            && let Some(last) = self.kept.last()
+            && c.explanation_order(last) != Ordering::Less
+        {
+            // Equal means identical: keeping either gives the same list.
+            return;
+        }
+        let at = self
+            .kept
+            .partition_point(|k| k.explanation_order(&c) == Ordering::Less);
+        self.kept.insert(at, c);
+        self.kept.truncate(self.n);
+    }
+
+    fn into_sorted(mut self) -> Vec<Contribution> {
+        if self.n > Self::MAX_BUFFERED {
+            self.kept.sort_unstable_by(Contribution::explanation_order);
+            self.kept.truncate(self.n);
+        }
+        self.kept
     }
 }
 
