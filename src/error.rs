@@ -79,6 +79,33 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+
+    /// Another delivery of the same inbound event (same tenant, source and
+    /// key) is being handled right now and did not finish within the
+    /// guard's wait (or the guard does not wait). Retryable: the retry
+    /// replays that delivery's result, or runs the handler if it failed.
+    #[error(
+        "the idempotency key {event_source}:{key} is held by a delivery still being handled; try again"
+    )]
+    KeyInUse {
+        /// Where the event came from.
+        event_source: crate::idempotency::IdempotencySource,
+        /// The event's key.
+        key: crate::idempotency::IdempotencyKey,
+    },
+
+    /// The idempotency key was already used for an event with another
+    /// payload: a provider bug or a key collision, never a retry.
+    #[error(
+        "the idempotency key {}:{} was used at {} for another payload ({}), not {fingerprint}",
+        original.source, original.key, original.created_at, original.fingerprint
+    )]
+    FingerprintMismatch {
+        /// The record of the first use: when, its fingerprint, its stored result.
+        original: Box<crate::idempotency::IdempotencyRecord>,
+        /// The fingerprint of the payload just received.
+        fingerprint: crate::idempotency::Fingerprint,
+    },
 }
 
 impl Error {
@@ -91,6 +118,8 @@ impl Error {
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::InvalidTransition { .. } => ErrorKind::InvalidTransition,
             Error::Backend { .. } => ErrorKind::Backend,
+            Error::KeyInUse { .. } => ErrorKind::KeyInUse,
+            Error::FingerprintMismatch { .. } => ErrorKind::FingerprintMismatch,
         }
     }
 
@@ -101,7 +130,7 @@ impl Error {
             Error::Backend {
                 retryable: true,
                 ..
-            }
+            } | Error::KeyInUse { .. }
         )
     }
 
@@ -159,6 +188,10 @@ pub enum ErrorKind {
     InvalidTransition,
     /// See [`Error::Backend`].
     Backend,
+    /// See [`Error::KeyInUse`].
+    KeyInUse,
+    /// See [`Error::FingerprintMismatch`].
+    FingerprintMismatch,
 }
 
 /// The kinds of record the store keeps.

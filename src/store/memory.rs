@@ -34,6 +34,9 @@ use crate::{
     error::{Entity, Error, FieldError, Result, ValidationErrors},
 };
 
+#[path = "memory_idempotency.rs"]
+mod idempotency;
+
 /// A [`Store`] in process memory, with the same semantics as the PostgreSQL
 /// backend. Cheap to clone: clones share the same data.
 #[derive(Clone)]
@@ -108,6 +111,7 @@ struct TenantData {
     activities: HashMap<ActivityId, Activity>,
     timeline: BTreeSet<(ContactId, i64, ActivityId)>,
     signals: BTreeMap<SignalKey, Signal>,
+    idempotency: idempotency::Records,
 }
 
 impl TenantData {
@@ -172,6 +176,11 @@ enum Undo {
     Deal(TenantId, DealId, Option<Deal>),
     Activity(TenantId, ActivityId, Option<Activity>),
     Signal(TenantId, SignalKey, Option<Signal>),
+    Idempotency(
+        TenantId,
+        idempotency::RecordKey,
+        Option<Box<crate::idempotency::IdempotencyRecord>>,
+    ),
 }
 
 struct MemoryTransaction {
@@ -214,6 +223,14 @@ fn roll_back(state: &mut State, undo: Vec<Undo>) {
             }
             Undo::Signal(t, key, v) => {
                 state.tenants.entry(t).or_default().put_signal(key, v);
+            }
+            Undo::Idempotency(t, key, v) => {
+                state
+                    .tenants
+                    .entry(t)
+                    .or_default()
+                    .idempotency
+                    .put(key, v.map(|r| *r));
             }
         }
     }
@@ -811,5 +828,44 @@ impl Transaction for MemoryTransaction {
             changed += 1;
         }
         Ok(changed)
+    }
+
+    // ---- idempotency ----
+
+    async fn claim_idempotency_key(
+        &mut self,
+        claim: &crate::idempotency::IdempotencyClaim,
+    ) -> Result<crate::idempotency::Claim> {
+        self.claim_idempotency(claim)
+    }
+
+    async fn complete_idempotency_key(
+        &mut self,
+        source: &crate::idempotency::IdempotencySource,
+        key: &crate::idempotency::IdempotencyKey,
+        result: &crate::idempotency::StoredResult,
+        completed_at: Timestamp,
+    ) -> Result<crate::idempotency::IdempotencyRecord> {
+        self.complete_idempotency(source, key, result, completed_at)
+    }
+
+    async fn get_idempotency_record(
+        &mut self,
+        source: &crate::idempotency::IdempotencySource,
+        key: &crate::idempotency::IdempotencyKey,
+    ) -> Result<Option<crate::idempotency::IdempotencyRecord>> {
+        self.get_idempotency(source, key)
+    }
+
+    async fn list_idempotency_records(
+        &mut self,
+        source: &crate::idempotency::IdempotencySource,
+        page: &PageRequest,
+    ) -> Result<Page<crate::idempotency::IdempotencyRecord>> {
+        self.list_idempotency(source, page)
+    }
+
+    async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
+        self.purge_idempotency(now, limit)
     }
 }

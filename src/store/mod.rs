@@ -233,6 +233,63 @@ pub trait Transaction: fmt::Debug + Send {
     /// contacts' scores actually changed (a contact counts once, and not at
     /// all when its final score is the one it had).
     async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64>;
+
+    // ---- idempotency ----
+
+    /// Claims an inbound event's key (tenant, source, key) for this
+    /// transaction: the storage step of
+    /// [`IdempotencyGuard`](crate::idempotency::IdempotencyGuard), which is
+    /// what host code uses.
+    ///
+    /// [`Claim::Claimed`](crate::idempotency::Claim::Claimed) when no
+    /// record holds the key, or only an expired one (`expires_at <=
+    /// claim.now`, taken over): the key then holds a pending record with
+    /// `created_at = claim.now` until [`complete_idempotency_key`](Self::complete_idempotency_key)
+    /// stores the outcome; a rollback removes it. [`Claim::Existing`](crate::idempotency::Claim::Existing)
+    /// with the record when a record that has not expired holds it. Never a
+    /// check-then-insert race: while another transaction holds the key, the
+    /// claim waits for it to end as `claim.wait` allows.
+    ///
+    /// Errors: [`Error::KeyInUse`] when the wait runs out (the transaction
+    /// may then be unusable: roll it back).
+    async fn claim_idempotency_key(
+        &mut self,
+        claim: &crate::idempotency::IdempotencyClaim,
+    ) -> Result<crate::idempotency::Claim>;
+
+    /// Stores the outcome of a key this transaction claimed, stamping
+    /// `completed_at`; returns the record.
+    ///
+    /// Errors: [`Error::Backend`] when this transaction holds no pending
+    /// claim on the key.
+    async fn complete_idempotency_key(
+        &mut self,
+        source: &crate::idempotency::IdempotencySource,
+        key: &crate::idempotency::IdempotencyKey,
+        result: &crate::idempotency::StoredResult,
+        completed_at: Timestamp,
+    ) -> Result<crate::idempotency::IdempotencyRecord>;
+
+    /// The record of a key, expired or not, until it is purged.
+    async fn get_idempotency_record(
+        &mut self,
+        source: &crate::idempotency::IdempotencySource,
+        key: &crate::idempotency::IdempotencyKey,
+    ) -> Result<Option<crate::idempotency::IdempotencyRecord>>;
+
+    /// The records of one source, newest first (`created_at`, then key in
+    /// code-point order, descending), expired ones included until purged.
+    ///
+    /// Errors: [`Error::Validation`] on `limit` or `cursor`.
+    async fn list_idempotency_records(
+        &mut self,
+        source: &crate::idempotency::IdempotencySource,
+        page: &PageRequest,
+    ) -> Result<Page<crate::idempotency::IdempotencyRecord>>;
+
+    /// Deletes up to `limit` of the tenant's records that expired at `now`
+    /// (`expires_at <= now`), the longest expired first; returns how many.
+    async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64>;
 }
 
 /// The largest page a list returns.

@@ -6,11 +6,18 @@ use sea_query::Iden;
 use super::Migration;
 
 /// The embedded migrations, in version order.
-pub static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "idempotency_keys",
+        sql: include_str!("migrations/0002_idempotency_keys.sql"),
+    },
+];
 
 /// The `contacts` table.
 #[derive(Debug, Clone, Copy, Iden)]

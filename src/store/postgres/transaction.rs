@@ -43,6 +43,9 @@ use crate::{
 
 type Params<'a> = [&'a (dyn ToSql + Sync)];
 
+#[path = "idempotency.rs"]
+mod idempotency;
+
 const GET_CONTACT: &str = concat!(
     "SELECT ",
     contact_select!(),
@@ -1005,6 +1008,46 @@ impl Transaction for PgTransaction {
         }
         let tenant = self.tenant_uuid();
         self.execute(WRITE_SCORES, &[&tenant, &ids, &values]).await
+    }
+
+    // ---- idempotency ----
+
+    async fn claim_idempotency_key(
+        &mut self,
+        claim: &crate::idempotency::IdempotencyClaim,
+    ) -> Result<crate::idempotency::Claim> {
+        self.idempotency_claim(claim).await
+    }
+
+    async fn complete_idempotency_key(
+        &mut self,
+        source: &crate::idempotency::IdempotencySource,
+        key: &crate::idempotency::IdempotencyKey,
+        result: &crate::idempotency::StoredResult,
+        completed_at: Timestamp,
+    ) -> Result<crate::idempotency::IdempotencyRecord> {
+        self.idempotency_complete(source, key, result, completed_at)
+            .await
+    }
+
+    async fn get_idempotency_record(
+        &mut self,
+        source: &crate::idempotency::IdempotencySource,
+        key: &crate::idempotency::IdempotencyKey,
+    ) -> Result<Option<crate::idempotency::IdempotencyRecord>> {
+        self.idempotency_get(source, key).await
+    }
+
+    async fn list_idempotency_records(
+        &mut self,
+        source: &crate::idempotency::IdempotencySource,
+        page: &PageRequest,
+    ) -> Result<Page<crate::idempotency::IdempotencyRecord>> {
+        self.idempotency_list(source, page).await
+    }
+
+    async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
+        self.idempotency_purge(now, limit).await
     }
 }
 

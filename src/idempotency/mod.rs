@@ -1,0 +1,551 @@
+//! Exactly-once effects for inbound webhooks and events: an
+//! [`IdempotencyGuard`] runs a host's handler at most once per event, however
+//! often, in whatever order and however concurrently the provider delivers it.
+//!
+//! A delivery is an [`InboundEvent`]: a source (`"stripe"`, `"hubspot"`), the
+//! provider's key for the event, and a [`Fingerprint`] of its payload.
+//! [`IdempotencyGuard::run`] opens one transaction and in it
+//!
+//! 1. **claims** the key (tenant, source, key) — on PostgreSQL an
+//!    `INSERT … ON CONFLICT DO NOTHING` on the primary key, so there is no
+//!    check-then-insert race;
+//! 2. runs the **handler** with that transaction: its CRM writes are part of it;
+//! 3. **stores the result** (the handler's output as JSON) and commits.
+//!
+//! All three commit together or not at all: a handler that fails
+//! transiently, panics, or loses its connection leaves no key and no
+//! writes, and the provider's next retry runs it again. A later delivery
+//! of the same event gets the stored result back, marked
+//! [`Execution::Replayed`], without running the handler.
+//!
+//! - **Same key, other payload.** When the stored fingerprint differs from
+//!   the delivery's, the guard returns [`Error::FingerprintMismatch`] with
+//!   the original record (when, which fingerprint, what result).
+//! - **Concurrent duplicates.** A delivery whose key is held by one still
+//!   running waits for it (up to [`GuardConfig::wait`], 10 s by default)
+//!   and then replays its result — or, when that one failed, runs the
+//!   handler itself. With [`WaitPolicy::NoWait`], or when the wait runs
+//!   out, it gets [`Error::KeyInUse`], which is retryable.
+//! - **What is stored.** Successes, and failures the handler declares
+//!   permanent ([`HandlerError::Permanent`]): a replay returns the same
+//!   failure. A [`HandlerError::Transient`] failure stores nothing and is
+//!   returned to the caller, so that the provider retries.
+//! - **Retention.** A record expires [`GuardConfig::retention`] after its
+//!   claim (72 hours by default, longer than common providers retry); an
+//!   expired record counts as absent, so the event runs again.
+//!   [`IdempotencyGuard::purge_expired`] deletes expired records in batches.
+//! - **Inspection.** [`IdempotencyGuard::lookup`] and
+//!   [`IdempotencyGuard::list`] (newest first, keyset-paginated).
+//! - **History.** The handler's transaction carries `source:key` as its
+//!   context's [idempotency key](crate::Context::idempotency_key), which
+//!   the audit history records with every change.
+//!
+//! # Waiting, per backend
+//!
+//! The guard keeps an in-process registry of the deliveries it is
+//! handling, shared by its clones: a duplicate that arrives while the first
+//! delivery runs waits on the registry (or fails at once with `NoWait`)
+//! without opening a transaction. Use **one guard per store** (clone it
+//! into every task) so that every delivery goes through the same registry.
+//!
+//! - On **PostgreSQL**, deliveries from other processes (or other guards)
+//!   meet at the claim: the conflicting `INSERT` waits for the row lock of
+//!   the transaction holding the key, bounded by a transaction-local
+//!   `lock_timeout` equal to what is left of the wait (1 ms with `NoWait`);
+//!   a timeout (SQLSTATE 55P03) becomes [`Error::KeyInUse`].
+//! - The **in-memory store** runs one transaction at a time, so a claim
+//!   never meets a running holder; the guard bounds its wait for `begin`
+//!   by what is left of the wait instead, and a delivery that times out
+//!   there gets [`Error::KeyInUse`] too. With one shared guard, `NoWait`
+//!   is exact; through separate guards a `NoWait` delivery waits for the
+//!   store like any transaction does.
+//!
+//! Timeouts need a tokio runtime with its time driver enabled.
+//!
+//! # Example
+//!
+//! ```
+//! use crm_core::{Actor, Context, InMemoryStore, Store, TenantId};
+//! use crm_core::domain::{Email, NewContact, PersonName};
+//! use crm_core::idempotency::{Execution, HandlerError, IdempotencyGuard, InboundEvent};
+//! use serde_json::json;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = InMemoryStore::new();
+//! let guard = IdempotencyGuard::new(); // one per store; clones share it
+//! let tenant = TenantId::new();
+//! let ctx = Context::new(Actor::parse("webhook:stripe")?);
+//!
+//! let payload = json!({"id": "evt_1", "email": "ada@example.com", "name": "Ada Lovelace"});
+//! let event = InboundEvent::new("stripe", "evt_1", &payload)?;
+//!
+//! // The handler gets the guard's transaction; its output is stored as JSON.
+//! let handle = |payload: serde_json::Value| {
+//!     move |tx: &mut dyn crm_core::Transaction| -> crm_core::idempotency::HandlerFuture<'_, String> {
+//!         Box::pin(async move {
+//!             let Some(email) = payload["email"].as_str() else {
+//!                 // Malformed forever: store the failure, do not retry.
+//!                 return Err(HandlerError::permanent(json!({"error": "no email"})));
+//!             };
+//!             let contact = tx
+//!                 .create_contact(NewContact::new(
+//!                     Email::parse(email)?,
+//!                     PersonName::parse("Ada")?,
+//!                     PersonName::parse("Lovelace")?,
+//!                 ))
+//!                 .await?; // a crm-core error is transient: nothing is stored
+//!             Ok(contact.id.to_string())
+//!         })
+//!     }
+//! };
+//!
+//! let first = guard.run(&store, tenant, &ctx, &event, handle(payload.clone())).await?;
+//! assert_eq!(first.execution, Execution::Executed);
+//!
+//! // The provider delivers the same event again: the handler does not run,
+//! // the stored result comes back.
+//! let again = guard.run(&store, tenant, &ctx, &event, handle(payload.clone())).await?;
+//! assert_eq!(again.execution, Execution::Replayed);
+//! assert_eq!(again.result, first.result);
+//!
+//! // The same key with another payload is refused, with the original record.
+//! let forged = InboundEvent::new("stripe", "evt_1", &json!({"id": "evt_1", "email": "eve@example.com"}))?;
+//! let err = guard.run(&store, tenant, &ctx, &forged, handle(json!({}))).await.unwrap_err();
+//! assert!(matches!(err, crm_core::Error::FingerprintMismatch { original, .. }
+//!     if original.fingerprint == *event.fingerprint()));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! A handler is any `FnOnce(&mut dyn Transaction) -> HandlerFuture<'_, T>`
+//! that is `Send`; writing its return type on the closure (as above) lets
+//! the compiler see that the future borrows the transaction. A plain
+//! `async fn handler(tx: &mut dyn Transaction, …) -> Result<T, HandlerError>`
+//! fits as `|tx| Box::pin(handler(tx, …))`.
+
+mod in_flight;
+mod record;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use tokio::time::Instant;
+
+pub use record::{
+    Claim, Fingerprint, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotencySource,
+    InboundEvent, StoredResult, WaitPolicy,
+};
+
+use crate::{
+    domain::{Context, TenantId, Timestamp, truncate_to_micros},
+    error::{BoxError, Error, Result},
+    store::{DynStore, Page, PageRequest, Transaction},
+};
+use in_flight::{Entry, InFlight, Slot};
+
+pub(crate) use record::key_in_use;
+
+/// The future a handler returns: it may borrow the transaction, and is
+/// `Send` so that the guard can run in spawned tasks.
+pub type HandlerFuture<'t, T> = BoxFuture<'t, Result<T, HandlerError>>;
+
+/// How a handler fails.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// The event can never succeed (malformed, refers to something that
+    /// does not exist, …): the failure is stored with the key and every
+    /// later delivery replays it. Its CRM writes are still rolled back
+    /// (they are not part of the stored outcome); the record is kept.
+    Permanent(Value),
+    /// Trying again may succeed: nothing is stored, the error is returned
+    /// to the caller (and the provider's retry runs the handler again).
+    Transient(Error),
+}
+
+impl HandlerError {
+    /// A permanent failure described by `detail` (stored as JSON). A value
+    /// that does not serialize to JSON makes a transient error instead.
+    pub fn permanent(detail: impl Serialize) -> Self {
+        match serde_json::to_value(detail) {
+            Ok(v) => HandlerError::Permanent(v),
+            Err(e) => HandlerError::Transient(Error::backend(e)),
+        }
+    }
+
+    /// A transient failure from any error (a retryable backend error).
+    pub fn transient(error: impl Into<BoxError>) -> Self {
+        HandlerError::Transient(Error::retryable(error))
+    }
+}
+
+impl From<Error> for HandlerError {
+    /// A crm-core error from the handler's transaction is transient: the
+    /// transaction is rolled back, nothing is stored. Map the ones your
+    /// handler considers final (e.g. [`Error::Validation`]) to
+    /// [`HandlerError::Permanent`] yourself.
+    fn from(e: Error) -> Self {
+        HandlerError::Transient(e)
+    }
+}
+
+impl From<crate::error::ValidationErrors> for HandlerError {
+    fn from(e: crate::error::ValidationErrors) -> Self {
+        HandlerError::Transient(e.into())
+    }
+}
+
+impl From<crate::error::FieldError> for HandlerError {
+    fn from(e: crate::error::FieldError) -> Self {
+        HandlerError::Transient(e.into())
+    }
+}
+
+/// Whether the handler ran for this delivery or its result was replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Execution {
+    /// The handler ran, and its result was stored.
+    Executed,
+    /// An earlier delivery's stored result was returned; the handler did not run.
+    Replayed,
+}
+
+/// What a guarded delivery gives back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome<T> {
+    /// Executed now or replayed.
+    pub execution: Execution,
+    /// The handler's output, or the permanent failure it declared.
+    pub result: std::result::Result<T, Value>,
+    /// When the result was stored.
+    pub completed_at: Timestamp,
+}
+
+impl<T> Outcome<T> {
+    /// True when the result was replayed.
+    pub fn is_replay(&self) -> bool {
+        self.execution == Execution::Replayed
+    }
+}
+
+/// The guard's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// How long a record is kept (and a duplicate replayed): default 72 hours.
+    pub retention: Duration,
+    /// How long a duplicate waits for the delivery holding its key.
+    pub wait: WaitPolicy,
+    /// How many records [`IdempotencyGuard::purge_expired`] deletes per
+    /// transaction (at least 1): default 1000.
+    pub purge_batch: u32,
+}
+
+impl GuardConfig {
+    /// The default retention: 72 hours.
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 3600);
+    /// The shortest retention: 1 ms.
+    pub const MIN_RETENTION: Duration = Duration::from_millis(1);
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            retention: Self::DEFAULT_RETENTION,
+            wait: WaitPolicy::DEFAULT,
+            purge_batch: 1000,
+        }
+    }
+}
+
+/// Runs handlers of inbound events exactly once per (tenant, source, key):
+/// see the [module docs](self). Cheap to clone; clones share the registry
+/// of deliveries in flight, so use one guard (and its clones) per store.
+#[derive(Debug, Clone, Default)]
+pub struct IdempotencyGuard {
+    config: GuardConfig,
+    in_flight: Arc<InFlight>,
+}
+
+impl IdempotencyGuard {
+    /// A guard with the default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A guard with `config` (a retention below
+    /// [`GuardConfig::MIN_RETENTION`] is raised to it).
+    pub fn with_config(mut config: GuardConfig) -> Self {
+        config.retention = config.retention.max(GuardConfig::MIN_RETENTION);
+        config.purge_batch = config.purge_batch.max(1);
+        IdempotencyGuard {
+            config,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    /// The same guard (sharing the registry of deliveries in flight) with
+    /// another wait policy: e.g. `guard.with_wait(WaitPolicy::NoWait)` for
+    /// a caller that would rather answer "busy, retry" than wait.
+    pub fn with_wait(&self, wait: WaitPolicy) -> Self {
+        let mut g = self.clone();
+        g.config.wait = wait;
+        g
+    }
+
+    /// Handles one delivery of `event` for `tenant`: runs `handler` in a
+    /// transaction that also claims the key and stores its result, or
+    /// replays the result stored by an earlier delivery. See the
+    /// [module docs](self).
+    ///
+    /// The transaction's context is `context` with the idempotency key set
+    /// to `source:key`.
+    ///
+    /// Errors: [`Error::FingerprintMismatch`] when the key was used with
+    /// another payload; [`Error::KeyInUse`] when a delivery holding the key
+    /// did not end in time; the handler's transient error; the store's
+    /// errors (claim, store the result, commit); [`Error::Backend`] when a
+    /// stored result does not deserialize into `T`.
+    pub async fn run<T, F>(
+        &self,
+        store: &DynStore,
+        tenant: TenantId,
+        context: &Context,
+        event: &InboundEvent,
+        handler: F,
+    ) -> Result<Outcome<T>>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: for<'t> FnOnce(&'t mut dyn Transaction) -> HandlerFuture<'t, T> + Send,
+    {
+        let deadline = match self.config.wait {
+            WaitPolicy::Wait(d) => Instant::now().checked_add(d),
+            WaitPolicy::NoWait => Some(Instant::now()),
+        };
+        let context = context.clone().with_idempotency_key(&event.scoped_key())?;
+        let reclaim_context = context.clone();
+        let busy = || record::key_in_use(event.source(), event.key());
+
+        // Wait out a delivery of the same event in flight in this process.
+        let slot: Option<Slot> = loop {
+            let key = (tenant, event.source().clone(), event.key().clone());
+            match self.in_flight.enter(key) {
+                Entry::Entered(slot) => break Some(slot),
+                Entry::Busy(rx) => {
+                    if self.config.wait == WaitPolicy::NoWait {
+                        return Err(busy());
+                    }
+                    let stored = match deadline {
+                        Some(d) => tokio::time::timeout_at(d, in_flight::settled(rx))
+                            .await
+                            .map_err(|_| busy())?,
+                        None => in_flight::settled(rx).await,
+                    };
+                    if stored {
+                        // Its result is committed: go and replay it.
+                        break None;
+                    }
+                    // It failed and stored nothing: try to become the one.
+                }
+            }
+        };
+
+        let begin = store.begin(tenant, context);
+        let mut tx = match deadline {
+            // A store that runs one transaction at a time makes `begin`
+            // wait for the transaction holding the key: bound that wait.
+            Some(d) if self.config.wait != WaitPolicy::NoWait => tokio::time::timeout_at(d, begin)
+                .await
+                .map_err(|_| busy())??,
+            _ => begin.await?,
+        };
+
+        let now = now();
+        let claim = IdempotencyClaim {
+            source: event.source().clone(),
+            key: event.key().clone(),
+            fingerprint: event.fingerprint().clone(),
+            now,
+            expires_at: expiry(now, self.config.retention),
+            wait: match (self.config.wait, deadline) {
+                (WaitPolicy::NoWait, _) => WaitPolicy::NoWait,
+                (WaitPolicy::Wait(_), Some(d)) => {
+                    WaitPolicy::Wait(d.saturating_duration_since(Instant::now()))
+                }
+                (w, None) => w,
+            },
+        };
+        match tx.claim_idempotency_key(&claim).await? {
+            Claim::Existing(record) => {
+                // Nothing was written: end the transaction either way.
+                let _ = tx.rollback().await;
+                replay(record, event)
+            }
+            Claim::Claimed => {
+                let outcome = handler(&mut *tx).await;
+                let (stored, result) = match outcome {
+                    Ok(value) => {
+                        let json = serde_json::to_value(&value).map_err(Error::backend)?;
+                        (StoredResult::Succeeded(json), Ok(value))
+                    }
+                    Err(HandlerError::Permanent(detail)) => {
+                        // The handler's writes are not part of a stored
+                        // failure: start over with only the claim.
+                        let _ = tx.rollback().await;
+                        tx = reclaim(store, tenant, reclaim_context, event, &claim).await?;
+                        (StoredResult::Failed(detail.clone()), Err(detail))
+                    }
+                    Err(HandlerError::Transient(e)) => {
+                        let _ = tx.rollback().await;
+                        return Err(e);
+                    }
+                };
+                let record = tx
+                    .complete_idempotency_key(event.source(), event.key(), &stored, self::now())
+                    .await?;
+                tx.commit().await?;
+                if let Some(slot) = &slot {
+                    slot.settle();
+                }
+                Ok(Outcome {
+                    execution: Execution::Executed,
+                    result,
+                    completed_at: record.completed_at.unwrap_or(record.created_at),
+                })
+            }
+        }
+    }
+
+    /// The record of `source`/`key`, expired or not, until purged.
+    pub async fn lookup(
+        &self,
+        store: &DynStore,
+        tenant: TenantId,
+        context: &Context,
+        source: &IdempotencySource,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let mut tx = store.begin(tenant, context.clone()).await?;
+        let out = tx.get_idempotency_record(source, key).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The records of `source`, newest first, one page at a time.
+    pub async fn list(
+        &self,
+        store: &DynStore,
+        tenant: TenantId,
+        context: &Context,
+        source: &IdempotencySource,
+        page: &PageRequest,
+    ) -> Result<Page<IdempotencyRecord>> {
+        let mut tx = store.begin(tenant, context.clone()).await?;
+        let out = tx.list_idempotency_records(source, page).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Deletes the tenant's expired records, [`GuardConfig::purge_batch`]
+    /// per transaction, until none is left; returns how many it deleted.
+    pub async fn purge_expired(
+        &self,
+        store: &DynStore,
+        tenant: TenantId,
+        context: &Context,
+    ) -> Result<u64> {
+        let now = now();
+        let mut total = 0;
+        loop {
+            let mut tx = store.begin(tenant, context.clone()).await?;
+            let n = tx
+                .purge_idempotency_records(now, self.config.purge_batch)
+                .await?;
+            tx.commit().await?;
+            total += n;
+            if n < u64::from(self.config.purge_batch) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Claims the key again in a new transaction, after a permanent failure
+/// rolled the handler's writes back. The slot in the registry is still
+/// held, so only a delivery from elsewhere can have come between: then the
+/// caller gets [`Error::KeyInUse`] and its retry replays that one.
+async fn reclaim(
+    store: &DynStore,
+    tenant: TenantId,
+    context: Context,
+    event: &InboundEvent,
+    claim: &IdempotencyClaim,
+) -> Result<Box<dyn Transaction>> {
+    let mut tx = store.begin(tenant, context).await?;
+    match tx.claim_idempotency_key(claim).await? {
+        Claim::Claimed => Ok(tx),
+        Claim::Existing(_) => {
+            let _ = tx.rollback().await;
+            Err(record::key_in_use(event.source(), event.key()))
+        }
+    }
+}
+
+/// Turns an existing record into a replay, or the errors it stands for.
+fn replay<T: DeserializeOwned>(
+    record: IdempotencyRecord,
+    event: &InboundEvent,
+) -> Result<Outcome<T>> {
+    if record.fingerprint != *event.fingerprint() {
+        return Err(Error::FingerprintMismatch {
+            original: Box::new(record),
+            fingerprint: event.fingerprint().clone(),
+        });
+    }
+    let completed_at = record.completed_at.unwrap_or(record.created_at);
+    let result = match record.result {
+        Some(StoredResult::Succeeded(v)) => Ok(serde_json::from_value(v).map_err(|e| {
+            Error::backend(StoredResultMismatch {
+                key: event.scoped_key(),
+                source: e,
+            })
+        })?),
+        Some(StoredResult::Failed(v)) => Err(v),
+        // Committed without a result: only a caller of the storage methods
+        // that bypassed the guard can leave that.
+        None => return Err(record::key_in_use(event.source(), event.key())),
+    };
+    Ok(Outcome {
+        execution: Execution::Replayed,
+        result,
+        completed_at,
+    })
+}
+
+/// A stored result does not deserialize into the handler's output type.
+#[derive(Debug, thiserror::Error)]
+#[error("the stored result of {key} does not fit the handler's output type")]
+struct StoredResultMismatch {
+    key: String,
+    #[source]
+    source: serde_json::Error,
+}
+
+fn now() -> Timestamp {
+    truncate_to_micros(Utc::now())
+}
+
+fn expiry(now: Timestamp, retention: Duration) -> Timestamp {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    truncate_to_micros(
+        now.checked_add_signed(retention)
+            .unwrap_or(Timestamp::MAX_UTC),
+    )
+}
