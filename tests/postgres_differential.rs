@@ -112,11 +112,19 @@ const PIPELINES: &[&str] = &["default", "enterprise", "nonexistent"];
 const SIGNAL_KINDS: &[&str] = &["email_open", "pricing_page_view", "demo_request"];
 
 fn metadata(i: usize) -> Metadata {
-    let v = match i % 4 {
+    let v = match i % 5 {
         0 => serde_json::json!({}),
         1 => serde_json::json!({"plan": "pro"}),
         2 => serde_json::json!({"plan": "free", "seats": 3}),
-        _ => serde_json::json!({"plan": "pro", "tags": ["a", "b"]}),
+        3 => serde_json::json!({"plan": "pro", "tags": ["a", "b"]}),
+        // Numbers beyond f64's integers, a float that needs all its
+        // digits, arrays in arrays.
+        _ => serde_json::json!({
+            "tags": ["a", "b"],
+            "n": 9_007_199_254_740_993_u64,
+            "ratio": 0.300_000_000_000_000_04,
+            "nested": {"k": [1, [2]]},
+        }),
     };
     Metadata::parse(v).unwrap()
 }
@@ -377,7 +385,7 @@ fn contact_patch() -> impl Strategy<Value = ContactPatchSpec> {
         proptest::option::weighted(0.2, proptest::option::of(0..TITLES.len())),
         proptest::option::weighted(0.2, proptest::option::of(0..PHONES.len())),
         proptest::option::weighted(0.2, 0..LeadSource::ALL.len()),
-        proptest::option::weighted(0.2, 0usize..4),
+        proptest::option::weighted(0.2, 0usize..5),
         proptest::option::weighted(0.2, any::<bool>()),
     )
         .prop_map(
@@ -403,7 +411,7 @@ fn create_contact() -> impl Strategy<Value = Action> {
         0..LAST_NAMES.len(),
         proptest::option::of(0..COMPANIES.len()),
         0..LeadSource::ALL.len(),
-        0usize..4,
+        0usize..5,
     )
         .prop_map(|(email, first, last, company, lead_source, metadata)| {
             Action::CreateContact {
@@ -1840,6 +1848,23 @@ impl<'a> Case<'a> {
     }
 }
 
+/// Metadata to search for with `jsonb @>` semantics: plain fields, a
+/// number written as a float, a scalar against an array (which jsonb
+/// matches only at the top level), numbers that differ beyond f64's
+/// precision, arrays in arrays.
+fn contained(i: usize) -> Metadata {
+    let v = match i % 7 {
+        0 => serde_json::json!({"plan": "pro"}),
+        1 => serde_json::json!({"plan": "free", "seats": 3.0}),
+        2 => serde_json::json!({"tags": "a"}),
+        3 => serde_json::json!({"tags": ["b"]}),
+        4 => serde_json::json!({"n": 9_007_199_254_740_992_u64}),
+        5 => serde_json::json!({"nested": {"k": [[2]]}}),
+        _ => serde_json::json!({"ratio": 0.300_000_000_000_000_04}),
+    };
+    Metadata::parse(v).unwrap()
+}
+
 fn pick_owned(pool: &[&str], i: usize) -> String {
     pick(pool, i).to_string()
 }
@@ -1881,7 +1906,7 @@ fn search_query(which: usize, text: usize, casing: u32, limit: u32) -> ContactQu
             ..q.sort(ContactSort::UpdatedAsc)
         },
         6 => ContactQuery {
-            metadata_contains: Some(metadata(1 + text % 2)),
+            metadata_contains: Some(contained(text)),
             ..q.sort(ContactSort::CreatedAsc)
         },
         _ => ContactQuery {

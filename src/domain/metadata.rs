@@ -134,7 +134,9 @@ fn check_value(field: &str, value: &Value, depth: usize) -> Result<(), FieldErro
     }
 }
 
-/// `a @> b` as PostgreSQL's jsonb defines it.
+/// `a @> b` as PostgreSQL's jsonb defines it. (jsonb lets an array contain
+/// a scalar only at the top level, which metadata, always an object, never
+/// is: `{"tags": ["a"]}` does not contain `{"tags": "a"}`.)
 fn json_contains(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Object(a), Value::Object(b)) => b
@@ -143,10 +145,6 @@ fn json_contains(a: &Value, b: &Value) -> bool {
         (Value::Array(a), Value::Array(b)) => b
             .iter()
             .all(|bv| a.iter().any(|av| json_contains_element(av, bv))),
-        // A top-level array contains a scalar it has as an element.
-        (Value::Array(a), b) if !b.is_object() && !b.is_array() => {
-            a.iter().any(|av| scalar_eq(av, b))
-        }
         (a, b) => scalar_eq(a, b),
     }
 }
@@ -164,12 +162,25 @@ fn json_contains_element(a: &Value, b: &Value) -> bool {
 
 fn scalar_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => x == y,
-        },
+        (Value::Number(x), Value::Number(y)) => number_eq(x, y),
         (Value::Array(_), _) | (Value::Object(_), _) => false,
         (a, b) => a == b,
+    }
+}
+
+/// Numbers compare by exact value, as jsonb's `numeric` does: `3` equals
+/// `3.0`, but 2^53 + 1 does not equal 2^53 (which it does as `f64`).
+fn number_eq(x: &serde_json::Number, y: &serde_json::Number) -> bool {
+    let exact = |n: &serde_json::Number| {
+        let s = n.to_string();
+        rust_decimal::Decimal::from_str_exact(&s)
+            .or_else(|_| rust_decimal::Decimal::from_scientific(&s))
+            .ok()
+    };
+    match (exact(x), exact(y)) {
+        (Some(a), Some(b)) => a == b,
+        // Beyond `Decimal`'s range: both are floats of serde_json.
+        _ => x.as_f64() == y.as_f64(),
     }
 }
 
