@@ -192,6 +192,14 @@ macro_rules! __conformance_suite {
             write_scores_counts_real_changes_and_ignores_unknown_and_foreign_ids,
             write_scores_keeps_version_and_updated_at_and_feeds_the_score_sort,
             write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once,
+            fifty_concurrent_deliveries_of_one_event_run_the_handler_once,
+            a_panicking_handler_leaves_no_key_and_no_rows_and_the_retry_runs,
+            the_same_key_with_another_payload_is_a_fingerprint_mismatch,
+            a_permanent_failure_is_stored_and_replayed_and_a_transient_one_is_not,
+            a_duplicate_that_may_not_wait_gets_key_in_use_while_the_first_runs,
+            an_expired_key_runs_again_and_purge_deletes_only_expired_keys,
+            the_same_key_in_two_tenants_or_two_sources_is_independent,
+            lookup_and_list_show_the_stored_records_newest_first,
         }
     };
 }
@@ -4733,3 +4741,7 @@ pub async fn write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once(
         "the last score given wins"
     );
 }
+
+// Declared last: the suite's helper macros must be defined before it.
+mod idempotency;
+pub use idempotency::*;

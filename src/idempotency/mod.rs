@@ -67,7 +67,7 @@
 //! ```
 //! use crm_core::{Actor, Context, InMemoryStore, Store, TenantId};
 //! use crm_core::domain::{Email, NewContact, PersonName};
-//! use crm_core::idempotency::{Execution, HandlerError, IdempotencyGuard, InboundEvent};
+//! use crm_core::idempotency::{Execution, HandlerError, IdempotencyGuard, InboundEvent, handler};
 //! use serde_json::json;
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -81,7 +81,7 @@
 //!
 //! // The handler gets the guard's transaction; its output is stored as JSON.
 //! let handle = |payload: serde_json::Value| {
-//!     move |tx: &mut dyn crm_core::Transaction| -> crm_core::idempotency::HandlerFuture<'_, String> {
+//!     handler(move |tx| {
 //!         Box::pin(async move {
 //!             let Some(email) = payload["email"].as_str() else {
 //!                 // Malformed forever: store the failure, do not retry.
@@ -96,7 +96,7 @@
 //!                 .await?; // a crm-core error is transient: nothing is stored
 //!             Ok(contact.id.to_string())
 //!         })
-//!     }
+//!     })
 //! };
 //!
 //! let first = guard.run(&store, tenant, &ctx, &event, handle(payload.clone())).await?;
@@ -117,11 +117,13 @@
 //! # }).unwrap();
 //! ```
 //!
-//! A handler is any `FnOnce(&mut dyn Transaction) -> HandlerFuture<'_, T>`
-//! that is `Send`; writing its return type on the closure (as above) lets
-//! the compiler see that the future borrows the transaction. A plain
-//! `async fn handler(tx: &mut dyn Transaction, …) -> Result<T, HandlerError>`
-//! fits as `|tx| Box::pin(handler(tx, …))`.
+//! A handler is any `Send` closure `FnOnce(&mut dyn Transaction) ->
+//! HandlerFuture<'_, T>`: `|tx| Box::pin(async move { … })`. Written
+//! directly in the call to [`IdempotencyGuard::run`] it needs nothing more;
+//! made elsewhere (as `handle` above), wrap it in [`handler`] so that the
+//! compiler sees that its future borrows the transaction. An
+//! `async fn on_event(tx: &mut dyn Transaction, …) -> Result<T, HandlerError>`
+//! fits as `|tx| Box::pin(on_event(tx, …))`.
 
 mod in_flight;
 mod record;
@@ -151,6 +153,27 @@ pub(crate) use record::key_in_use;
 /// The future a handler returns: it may borrow the transaction, and is
 /// `Send` so that the guard can run in spawned tasks.
 pub type HandlerFuture<'t, T> = BoxFuture<'t, Result<T, HandlerError>>;
+
+/// Gives a closure the signature of a handler, so that the compiler sees
+/// that its future borrows the transaction: needed where the closure is
+/// not written directly in the call to [`IdempotencyGuard::run`] (returned
+/// from a function or another closure, stored in a variable).
+///
+/// ```
+/// use crm_core::idempotency::{HandlerError, handler};
+///
+/// let make = |n: u32| handler(move |tx| Box::pin(async move {
+///     let _ = tx.tenant();
+///     Ok::<_, HandlerError>(n)
+/// }));
+/// # let _ = make(1);
+/// ```
+pub fn handler<'a, T, F>(f: F) -> F
+where
+    F: for<'t> FnOnce(&'t mut (dyn Transaction + 'a)) -> HandlerFuture<'t, T> + Send + 'a,
+{
+    f
+}
 
 /// How a handler fails.
 #[derive(Debug)]
@@ -313,7 +336,7 @@ impl IdempotencyGuard {
     /// did not end in time; the handler's transient error; the store's
     /// errors (claim, store the result, commit); [`Error::Backend`] when a
     /// stored result does not deserialize into `T`.
-    pub async fn run<T, F>(
+    pub async fn run<'a, T, F>(
         &self,
         store: &DynStore,
         tenant: TenantId,
@@ -323,7 +346,7 @@ impl IdempotencyGuard {
     ) -> Result<Outcome<T>>
     where
         T: Serialize + DeserializeOwned + Send,
-        F: for<'t> FnOnce(&'t mut dyn Transaction) -> HandlerFuture<'t, T> + Send,
+        F: for<'t> FnOnce(&'t mut (dyn Transaction + 'a)) -> HandlerFuture<'t, T> + Send + 'a,
     {
         let deadline = match self.config.wait {
             WaitPolicy::Wait(d) => Instant::now().checked_add(d),
