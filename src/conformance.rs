@@ -192,6 +192,17 @@ macro_rules! __conformance_suite {
             write_scores_counts_real_changes_and_ignores_unknown_and_foreign_ids,
             write_scores_keeps_version_and_updated_at_and_feeds_the_score_sort,
             write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once,
+            a_deal_amount_change_is_found_by_the_field_query_with_actor_key_and_time,
+            as_of_gives_the_values_in_force_and_none_outside_the_life_of_the_record,
+            deleting_a_contact_records_its_tombstone_and_its_deals_tombstones,
+            a_no_op_update_and_a_score_write_record_nothing,
+            several_updates_in_one_transaction_give_ordered_contiguous_versions,
+            a_rolled_back_or_dropped_transaction_leaves_no_history,
+            twenty_concurrent_updates_leave_twenty_contiguous_versions,
+            purge_deletes_ended_versions_and_keeps_the_current_ones,
+            erasure_removes_personal_data_everywhere_and_is_recorded,
+            history_is_invisible_to_another_tenant,
+            tenant_changes_are_listed_oldest_first_within_the_range,
             fifty_concurrent_deliveries_of_one_event_run_the_handler_once,
             a_panicking_handler_leaves_no_key_and_no_rows_and_the_retry_runs,
             the_same_key_with_another_payload_is_a_fingerprint_mismatch,
@@ -4745,3 +4756,7 @@ pub async fn write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once(
 // Declared last: the suite's helper macros must be defined before it.
 mod idempotency;
 pub use idempotency::*;
+
+// Declared last: the suite's helper macros must be defined before it.
+mod history;
+pub use history::*;

@@ -67,6 +67,7 @@
 
 pub mod domain;
 mod error;
+pub mod history;
 pub mod idempotency;
 pub mod scoring;
 pub mod store;

@@ -37,6 +37,9 @@ use crate::{
 #[path = "memory_idempotency.rs"]
 mod idempotency;
 
+#[path = "memory_history.rs"]
+mod history;
+
 /// A [`Store`] in process memory, with the same semantics as the PostgreSQL
 /// backend. Cheap to clone: clones share the same data.
 #[derive(Clone)]
@@ -111,6 +114,7 @@ struct TenantData {
     activities: HashMap<ActivityId, Activity>,
     timeline: BTreeSet<(ContactId, i64, ActivityId)>,
     signals: BTreeMap<SignalKey, Signal>,
+    history: history::MemoryHistory,
     idempotency: idempotency::Records,
 }
 
@@ -176,6 +180,11 @@ enum Undo {
     Deal(TenantId, DealId, Option<Deal>),
     Activity(TenantId, ActivityId, Option<Activity>),
     Signal(TenantId, SignalKey, Option<Signal>),
+    History(
+        TenantId,
+        history::EntryKey,
+        Option<Box<crate::history::HistoryEntry>>,
+    ),
     Idempotency(
         TenantId,
         idempotency::RecordKey,
@@ -224,6 +233,14 @@ fn roll_back(state: &mut State, undo: Vec<Undo>) {
             Undo::Signal(t, key, v) => {
                 state.tenants.entry(t).or_default().put_signal(key, v);
             }
+            Undo::History(t, key, v) => {
+                state
+                    .tenants
+                    .entry(t)
+                    .or_default()
+                    .history
+                    .put(key, v.map(|e| *e));
+            }
             Undo::Idempotency(t, key, v) => {
                 state
                     .tenants
@@ -261,6 +278,7 @@ impl MemoryTransaction {
     fn set_contact(&mut self, id: ContactId, value: Option<Contact>) -> Result<()> {
         let tenant = self.tenant;
         let old = self.data_mut()?.put_contact(id, value);
+        self.record_contact(id, old.as_ref(), None)?;
         self.undo.push(Undo::Contact(tenant, id, old));
         Ok(())
     }
@@ -268,6 +286,7 @@ impl MemoryTransaction {
     fn set_deal(&mut self, id: DealId, value: Option<Deal>) -> Result<()> {
         let tenant = self.tenant;
         let old = self.data_mut()?.put_deal(id, value);
+        self.record_deal(id, old.as_ref())?;
         self.undo.push(Undo::Deal(tenant, id, old));
         Ok(())
     }
@@ -828,6 +847,48 @@ impl Transaction for MemoryTransaction {
             changed += 1;
         }
         Ok(changed)
+    }
+
+    // ---- history ----
+
+    async fn entity_history(
+        &mut self,
+        entity: crate::history::HistoryEntity,
+        page: &PageRequest,
+    ) -> Result<Page<crate::history::HistoryEntry>> {
+        self.history_page(entity, page)
+    }
+
+    async fn entity_as_of(
+        &mut self,
+        entity: crate::history::HistoryEntity,
+        at: Timestamp,
+    ) -> Result<Option<crate::history::HistoryEntry>> {
+        self.history_as_of(entity, at)
+    }
+
+    async fn field_changes(
+        &mut self,
+        query: &crate::history::FieldQuery,
+    ) -> Result<Page<crate::history::HistoryEntry>> {
+        self.history_field_changes(query)
+    }
+
+    async fn changes_between(
+        &mut self,
+        from: Timestamp,
+        until: Timestamp,
+        page: &PageRequest,
+    ) -> Result<Page<crate::history::HistoryEntry>> {
+        self.history_between(from, until, page)
+    }
+
+    async fn purge_history(&mut self, before: Timestamp) -> Result<u64> {
+        self.history_purge(before)
+    }
+
+    async fn erase_contact(&mut self, id: ContactId) -> Result<Contact> {
+        self.history_erase_contact(id)
     }
 
     // ---- idempotency ----

@@ -239,7 +239,7 @@ impl TestRole {
             .batch_execute(&format!(
                 "CREATE ROLE {name} LOGIN NOSUPERUSER NOBYPASSRLS;
                  GRANT SELECT, INSERT, UPDATE, DELETE
-                     ON contacts, deals, activities, signals TO {name};"
+                     ON ALL TABLES IN SCHEMA public TO {name};"
             ))
             .await
             .unwrap_or_else(|e| panic!("cannot create the test role {name}: {e}"));

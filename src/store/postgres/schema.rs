@@ -17,6 +17,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "idempotency_keys",
         sql: include_str!("migrations/0002_idempotency_keys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "history",
+        sql: include_str!("migrations/0003_history.sql"),
+    },
 ];
 
 /// The `contacts` table.

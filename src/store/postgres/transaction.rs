@@ -43,6 +43,9 @@ use crate::{
 
 type Params<'a> = [&'a (dyn ToSql + Sync)];
 
+#[path = "history.rs"]
+mod history;
+
 #[path = "idempotency.rs"]
 mod idempotency;
 
@@ -1008,6 +1011,48 @@ impl Transaction for PgTransaction {
         }
         let tenant = self.tenant_uuid();
         self.execute(WRITE_SCORES, &[&tenant, &ids, &values]).await
+    }
+
+    // ---- history ----
+
+    async fn entity_history(
+        &mut self,
+        entity: crate::history::HistoryEntity,
+        page: &PageRequest,
+    ) -> Result<Page<crate::history::HistoryEntry>> {
+        self.history_page(entity, page).await
+    }
+
+    async fn entity_as_of(
+        &mut self,
+        entity: crate::history::HistoryEntity,
+        at: Timestamp,
+    ) -> Result<Option<crate::history::HistoryEntry>> {
+        self.history_as_of(entity, at).await
+    }
+
+    async fn field_changes(
+        &mut self,
+        query: &crate::history::FieldQuery,
+    ) -> Result<Page<crate::history::HistoryEntry>> {
+        self.history_field_changes(query).await
+    }
+
+    async fn changes_between(
+        &mut self,
+        from: Timestamp,
+        until: Timestamp,
+        page: &PageRequest,
+    ) -> Result<Page<crate::history::HistoryEntry>> {
+        self.history_between(from, until, page).await
+    }
+
+    async fn purge_history(&mut self, before: Timestamp) -> Result<u64> {
+        self.history_purge(before).await
+    }
+
+    async fn erase_contact(&mut self, id: ContactId) -> Result<Contact> {
+        self.history_erase_contact(id).await
     }
 
     // ---- idempotency ----

@@ -1,0 +1,538 @@
+//! Audit history: every committed change to a contact or a deal, kept as a
+//! version with its validity, its full values, what changed field by field,
+//! and who made it, why and on behalf of which request.
+//!
+//! # The model
+//!
+//! Each contact and deal has a sequence of [`HistoryEntry`] versions. A
+//! version is valid over `[valid_from, valid_to)`: from the moment the
+//! change was written until the next change of the same record (`valid_to`
+//! is `None` for the version in force now). The versions of one record
+//! follow each other without gaps or overlaps — each `valid_to` is the
+//! next version's `valid_from` — and `valid_from` increases strictly, even
+//! for several changes in one transaction: a version's `valid_from` is the
+//! clock at the moment of the write (PostgreSQL's `clock_timestamp()`, not
+//! the transaction's start) or one microsecond after the previous
+//! version's, whichever is later.
+//!
+//! - A **creation** records an entry with [`Operation::Created`].
+//! - An **update** records an entry with [`Operation::Updated`] when, and
+//!   only when, a recorded field other than the bookkeeping fields
+//!   `version` and `updated_at` changed. An update that changes nothing
+//!   records nothing.
+//! - A **deletion** (also a deal deleted because its contact was) records a
+//!   tombstone with [`Operation::Deleted`]: from its `valid_from` on, the
+//!   record does not exist. Its `values` are the last values the record had.
+//! - An **erasure** ([`Transaction::erase_contact`](crate::Transaction::erase_contact))
+//!   records an entry with [`Operation::Erased`] (see *Privacy* below).
+//!
+//! [`HistoryEntry::values`] holds the record's recorded fields as a JSON
+//! object; [`HistoryEntry::diff`] holds, for every field whose value
+//! differs from the previous version's, the old and the new value (for a
+//! creation every non-null field with `old: null`; for a deletion every
+//! non-null field with `new: null`). Replaying the diffs from the first
+//! version gives the values of every later version.
+//!
+//! ## What is recorded
+//!
+//! Contacts: `id`, `email`, `first_name`, `last_name`, `company`, `title`,
+//! `phone`, `lead_source`, `metadata`, `active`, `created_at`,
+//! `updated_at`, `version`. Deals: `id`, `contact_id`, `title`, `amount`
+//! (a decimal string, exactly as stored), `currency`, `pipeline`, `stage`,
+//! `expected_close_date` (`YYYY-MM-DD`), `won_at`, `lost_at`,
+//! `lost_reason`, `created_at`, `updated_at`, `version`. Timestamps are
+//! UTC strings with six fractional digits (`2025-01-31T12:00:00.000000Z`);
+//! absent values are `null`.
+//!
+//! **Not recorded:** the lead `score` and any other column that only
+//! scoring writes. The score is derived data, rewritten in bulk by the
+//! rescoring pipeline and on every logged activity; a change to it alone
+//! records nothing, and it appears in no version's values. On PostgreSQL
+//! the update trigger compares only the recorded columns, so columns added
+//! to `contacts` later are ignored until the trigger lists them.
+//!
+//! ## Who, why, for what
+//!
+//! Every entry carries the acting [`Context`](crate::Context) of its
+//! transaction: `actor`, `reason`, `request_id` and `idempotency_key`. On
+//! PostgreSQL the entries are written by triggers on `contacts` and
+//! `deals`, which read the context from the transaction-local settings
+//! `crm.actor`, `crm.reason`, `crm.request_id` and `crm.idempotency_key`;
+//! a change made by SQL outside the library is therefore recorded too,
+//! with the actor `db:<database role>` when no actor is set.
+//!
+//! # The three questions
+//!
+//! - *What happened to this record?* —
+//!   [`Transaction::entity_history`](crate::Transaction::entity_history),
+//!   newest first.
+//! - *What did it look like at time T?* —
+//!   [`Transaction::entity_as_of`](crate::Transaction::entity_as_of): the
+//!   version in force at T, or `None` when the record did not exist then.
+//! - *Who changed this field?* —
+//!   [`Transaction::field_changes`](crate::Transaction::field_changes),
+//!   newest first, for one record or a whole tenant.
+//!
+//! [`Transaction::changes_between`](crate::Transaction::changes_between)
+//! lists every change of a tenant in a time range, oldest first, for sync
+//! and export.
+//!
+//! # Retention and privacy
+//!
+//! [`Transaction::purge_history`](crate::Transaction::purge_history)
+//! deletes the versions that ended before a time (`valid_to < T`) and the
+//! tombstones of records deleted before it, keeping every current version:
+//! reading a purged past then answers as if nothing had been recorded.
+//!
+//! [`Transaction::erase_contact`](crate::Transaction::erase_contact)
+//! removes a contact's personal data — `email`, `first_name`, `last_name`,
+//! `company`, `title`, `phone`, `metadata` — from its current row and from
+//! every one of its versions, keeping the fact that it was erased, by whom
+//! and when (an [`Operation::Erased`] entry). The erased contact keeps its
+//! id, deals, activities and score, and becomes:
+//! `email = erased-<id without hyphens>@erased.invalid` (unique, valid, and
+//! in the reserved `.invalid` domain), `first_name = last_name = "Erased"`,
+//! `company`, `title`, `phone` absent, `metadata = {}`, `active = false`.
+//! In every version, each of these fields holds the same placeholder, in
+//! the values and on both sides of the diff (so replaying still works).
+//! Activities' subjects and bodies are not touched.
+//!
+//! # Example
+//!
+//! ```
+//! use crm_core::{InMemoryStore, Store, StoreExt, TenantId, Context, Actor, PageRequest};
+//! use crm_core::domain::{Currency, Email, Money, NewContact, NewDeal, PersonName, DealTitle, DealPatch};
+//! use crm_core::history::{FieldQuery, HistoryEntity};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = InMemoryStore::new();
+//! let tenant = TenantId::new();
+//! let sales = Context::new(Actor::parse("user:ada")?);
+//! let eur = Currency::parse("EUR")?;
+//! let contact = store.create_contact(tenant, &sales, NewContact::new(
+//!     Email::parse("grace@example.com")?, PersonName::parse("Grace")?, PersonName::parse("Hopper")?,
+//! )).await?;
+//! let deal = store.create_deal(tenant, &sales, NewDeal::new(
+//!     contact.id, DealTitle::parse("Licences")?, Money::parse("50000", eur)?,
+//! )).await?;
+//!
+//! // A webhook lowers the amount.
+//! let webhook = Context::new(Actor::parse("integration:billing")?)
+//!     .with_reason("invoice corrected")?
+//!     .with_idempotency_key("billing:evt_42")?;
+//! let mut tx = store.begin(tenant, webhook).await?;
+//! let patch = DealPatch { amount: Some(Money::parse("30000", eur)?), ..DealPatch::default() };
+//! tx.update_deal(deal.id, deal.version, patch).await?;
+//! tx.commit().await?;
+//!
+//! // Who changed the amount, when and why?
+//! let mut tx = store.begin(tenant, sales).await?;
+//! let changes = tx.field_changes(&FieldQuery::deals("amount")).await?;
+//! let last = &changes.items[0];
+//! assert_eq!(last.actor, "integration:billing");
+//! assert_eq!(last.idempotency_key.as_deref(), Some("billing:evt_42"));
+//! assert_eq!(last.diff["amount"].old, "50000");
+//! assert_eq!(last.diff["amount"].new, "30000");
+//!
+//! // What did the deal look like just before?
+//! let before = last.valid_from - chrono::Duration::microseconds(1);
+//! let then = tx.entity_as_of(HistoryEntity::Deal(deal.id), before).await?.unwrap();
+//! assert_eq!(then.values["amount"], "50000");
+//! # tx.commit().await?;
+//! # Ok::<_, crm_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::{
+    domain::{Contact, ContactId, Deal, DealId, Timestamp},
+    store::{Cursor, PageRequest},
+};
+
+/// The kinds of record the history keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityKind {
+    /// A contact.
+    Contact,
+    /// A deal.
+    Deal,
+}
+
+impl EntityKind {
+    /// Its name as stored: `contact` or `deal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Contact => "contact",
+            EntityKind::Deal => "deal",
+        }
+    }
+
+    /// The kind named `s` (`contact` or `deal`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "contact" => Some(EntityKind::Contact),
+            "deal" => Some(EntityKind::Deal),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EntityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One record whose history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum HistoryEntity {
+    /// A contact.
+    Contact(ContactId),
+    /// A deal.
+    Deal(DealId),
+}
+
+impl HistoryEntity {
+    /// Which kind of record.
+    pub fn kind(self) -> EntityKind {
+        match self {
+            HistoryEntity::Contact(_) => EntityKind::Contact,
+            HistoryEntity::Deal(_) => EntityKind::Deal,
+        }
+    }
+
+    /// Its id.
+    pub fn id(self) -> Uuid {
+        match self {
+            HistoryEntity::Contact(id) => id.as_uuid(),
+            HistoryEntity::Deal(id) => id.as_uuid(),
+        }
+    }
+
+    /// The record of kind `kind` with id `id`.
+    pub fn new(kind: EntityKind, id: Uuid) -> Self {
+        match kind {
+            EntityKind::Contact => HistoryEntity::Contact(ContactId::from_uuid(id)),
+            EntityKind::Deal => HistoryEntity::Deal(DealId::from_uuid(id)),
+        }
+    }
+}
+
+impl From<ContactId> for HistoryEntity {
+    fn from(id: ContactId) -> Self {
+        HistoryEntity::Contact(id)
+    }
+}
+
+impl From<DealId> for HistoryEntity {
+    fn from(id: DealId) -> Self {
+        HistoryEntity::Deal(id)
+    }
+}
+
+/// What a version records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// The record was created.
+    Created,
+    /// The record was changed.
+    Updated,
+    /// The record was deleted: a tombstone, after which it does not exist.
+    Deleted,
+    /// The contact's personal data was erased.
+    Erased,
+}
+
+impl Operation {
+    /// Its name as stored: `created`, `updated`, `deleted` or `erased`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Created => "created",
+            Operation::Updated => "updated",
+            Operation::Deleted => "deleted",
+            Operation::Erased => "erased",
+        }
+    }
+
+    /// The operation named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "created" => Some(Operation::Created),
+            "updated" => Some(Operation::Updated),
+            "deleted" => Some(Operation::Deleted),
+            "erased" => Some(Operation::Erased),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One field's change: its value before and after (JSON `null` for absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// The value before.
+    pub old: Value,
+    /// The value after.
+    pub new: Value,
+}
+
+/// One version of a contact or deal. See the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The record.
+    pub entity: HistoryEntity,
+    /// What happened.
+    pub operation: Operation,
+    /// When this version came into force (inclusive).
+    pub valid_from: Timestamp,
+    /// When the next version replaced it (exclusive); `None` while it is in force.
+    pub valid_to: Option<Timestamp>,
+    /// The record's recorded fields in this version (for a tombstone, the last values).
+    pub values: Value,
+    /// Per changed field, the old and the new value.
+    pub diff: BTreeMap<String, FieldChange>,
+    /// Who made the change (`db:<role>` for SQL outside the library).
+    pub actor: String,
+    /// Why, if the context said.
+    pub reason: Option<String>,
+    /// The request or event id, if the context had one.
+    pub request_id: Option<String>,
+    /// The idempotency key of the event being handled, if any.
+    pub idempotency_key: Option<String>,
+}
+
+impl HistoryEntry {
+    /// True when the record did not exist in this version (a tombstone).
+    pub fn is_tombstone(&self) -> bool {
+        self.operation == Operation::Deleted
+    }
+
+    /// True when this version was in force at `at`.
+    pub fn is_valid_at(&self, at: Timestamp) -> bool {
+        self.valid_from <= at && self.valid_to.is_none_or(|to| at < to)
+    }
+}
+
+/// Which field changes to list: the changes of one field of one kind of
+/// record, across a tenant or for one record, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldQuery {
+    /// Contacts or deals.
+    pub kind: EntityKind,
+    /// The field's name as recorded (`"amount"`, `"email"`, …).
+    pub field: String,
+    /// Only this record, if given (its id; the kind is `kind`).
+    pub entity: Option<Uuid>,
+    /// The page.
+    pub page: PageRequest,
+}
+
+impl FieldQuery {
+    /// The changes of a deal field across the tenant, 50 a page.
+    pub fn deals(field: &str) -> Self {
+        Self::new(EntityKind::Deal, field)
+    }
+
+    /// The changes of a contact field across the tenant, 50 a page.
+    pub fn contacts(field: &str) -> Self {
+        Self::new(EntityKind::Contact, field)
+    }
+
+    /// The changes of `field` of records of `kind`.
+    pub fn new(kind: EntityKind, field: &str) -> Self {
+        FieldQuery {
+            kind,
+            field: field.to_string(),
+            entity: None,
+            page: PageRequest::default(),
+        }
+    }
+
+    /// The changes of `field` of one record only.
+    pub fn of(entity: HistoryEntity, field: &str) -> Self {
+        FieldQuery {
+            entity: Some(entity.id()),
+            ..Self::new(entity.kind(), field)
+        }
+    }
+
+    /// Sets the page.
+    pub fn page(mut self, page: PageRequest) -> Self {
+        self.page = page;
+        self
+    }
+
+    /// The same query, continuing after `cursor`.
+    pub fn after(&self, cursor: Cursor) -> Self {
+        let mut q = self.clone();
+        q.page.cursor = Some(cursor);
+        q
+    }
+}
+
+/// The position of an entry in a list ordered by `valid_from` then entity
+/// id, as stored in cursors (field changes, tenant changes).
+pub type HistoryKey = (i64, Uuid);
+
+/// The fields that change with every write and alone do not make a change.
+pub const BOOKKEEPING_FIELDS: [&str; 2] = ["version", "updated_at"];
+
+/// The personal fields of a contact that an erasure replaces.
+pub const PERSONAL_FIELDS: [&str; 7] = [
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "title",
+    "phone",
+    "metadata",
+];
+
+/// The placeholder email of an erased contact.
+pub fn erased_email(id: ContactId) -> String {
+    format!("erased-{}@erased.invalid", id.as_uuid().simple())
+}
+
+/// The placeholder name of an erased contact.
+pub const ERASED_NAME: &str = "Erased";
+
+/// The values the personal fields of an erased contact hold, in its row
+/// and in every version.
+pub fn erased_values(id: ContactId) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("email".into(), Value::String(erased_email(id)));
+    m.insert("first_name".into(), Value::String(ERASED_NAME.into()));
+    m.insert("last_name".into(), Value::String(ERASED_NAME.into()));
+    m.insert("company".into(), Value::Null);
+    m.insert("title".into(), Value::Null);
+    m.insert("phone".into(), Value::Null);
+    m.insert("metadata".into(), Value::Object(Map::new()));
+    m
+}
+
+/// Replaces the personal fields in one version's values and diff by the
+/// erasure placeholders.
+pub fn scrub(entry: &mut HistoryEntry, placeholders: &Map<String, Value>) {
+    if let Value::Object(values) = &mut entry.values {
+        for (k, v) in placeholders {
+            values.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, change) in entry.diff.iter_mut() {
+        if let Some(v) = placeholders.get(k) {
+            change.old = v.clone();
+            change.new = v.clone();
+        }
+    }
+}
+
+/// A timestamp as the history records it: UTC, six fractional digits.
+pub fn format_timestamp(t: Timestamp) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn opt_ts(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(format_timestamp(t)))
+}
+
+fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, |s| Value::String(s.to_string()))
+}
+
+/// The recorded values of a contact (everything but the score).
+pub fn contact_values(c: &Contact) -> Value {
+    json!({
+        "id": c.id.as_uuid().to_string(),
+        "email": c.email.as_str(),
+        "first_name": c.first_name.as_str(),
+        "last_name": c.last_name.as_str(),
+        "company": opt_str(c.company.as_ref().map(|v| v.as_str())),
+        "title": opt_str(c.title.as_ref().map(|v| v.as_str())),
+        "phone": opt_str(c.phone.as_ref().map(|v| v.as_str())),
+        "lead_source": c.lead_source.as_str(),
+        "metadata": Value::from(c.metadata.clone()),
+        "active": c.active,
+        "created_at": format_timestamp(c.created_at),
+        "updated_at": format_timestamp(c.updated_at),
+        "version": c.version.get(),
+    })
+}
+
+/// The recorded values of a deal.
+pub fn deal_values(d: &Deal) -> Value {
+    json!({
+        "id": d.id.as_uuid().to_string(),
+        "contact_id": d.contact_id.as_uuid().to_string(),
+        "title": d.title.as_str(),
+        "amount": d.amount.amount().to_string(),
+        "currency": d.amount.currency().code(),
+        "pipeline": d.pipeline.as_str(),
+        "stage": d.stage.as_str(),
+        "expected_close_date": d
+            .expected_close_date
+            .map_or(Value::Null, |v| Value::String(v.format("%Y-%m-%d").to_string())),
+        "won_at": opt_ts(d.won_at),
+        "lost_at": opt_ts(d.lost_at),
+        "lost_reason": opt_str(d.lost_reason.as_ref().map(|v| v.as_str())),
+        "created_at": format_timestamp(d.created_at),
+        "updated_at": format_timestamp(d.updated_at),
+        "version": d.version.get(),
+    })
+}
+
+/// The field-level diff between two versions' values (`None`: the record
+/// did not exist). Fields absent on one side count as `null`; fields equal
+/// on both sides are left out.
+pub fn diff(old: Option<&Value>, new: Option<&Value>) -> BTreeMap<String, FieldChange> {
+    let empty = Map::new();
+    let as_map = |v: Option<&Value>| match v {
+        Some(Value::Object(m)) => m.clone(),
+        _ => empty.clone(),
+    };
+    let (o, n) = (as_map(old), as_map(new));
+    let mut out = BTreeMap::new();
+    for key in o.keys().chain(n.keys()) {
+        if out.contains_key(key) {
+            continue;
+        }
+        let ov = o.get(key).cloned().unwrap_or(Value::Null);
+        let nv = n.get(key).cloned().unwrap_or(Value::Null);
+        if ov != nv {
+            out.insert(key.clone(), FieldChange { old: ov, new: nv });
+        }
+    }
+    out
+}
+
+/// True when a diff changes something beyond the bookkeeping fields, i.e.
+/// when it makes a version.
+pub fn is_change(diff: &BTreeMap<String, FieldChange>) -> bool {
+    diff.keys()
+        .any(|k| !BOOKKEEPING_FIELDS.contains(&k.as_str()))
+}
+
+/// Applies a version's diff to the previous version's values, giving its
+/// values (the inverse of [`diff`]; `null` fields are kept as `null`).
+pub fn apply(values: &Value, diff: &BTreeMap<String, FieldChange>) -> Value {
+    let mut m = match values {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    for (k, change) in diff {
+        m.insert(k.clone(), change.new.clone());
+    }
+    Value::Object(m)
+}

@@ -1,0 +1,213 @@
+-- crm-core schema, version 3: audit history of contacts and deals.
+--
+-- One table holds every version of every contact and deal. Triggers on
+-- contacts and deals write it in the same transaction as the change, from
+-- the acting context in the transaction-local settings crm.actor,
+-- crm.reason, crm.request_id and crm.idempotency_key, so that changes made
+-- by SQL outside the library are recorded too (actor 'db:<role>'). No
+-- trigger is defined on history itself: closing the previous version is an
+-- UPDATE of history from the contacts/deals triggers, which cannot recurse.
+--
+-- Versions of one record never overlap: the row lock of the contact or
+-- deal serializes its writers, the previous (open) version is locked
+-- before it is closed, and at most one version per record is open
+-- (history_open_key). valid_from increases strictly per record, also for
+-- several changes in one transaction (clock_timestamp(), at least one
+-- microsecond after the previous version).
+
+CREATE TABLE history (
+    tenant_id       uuid        NOT NULL,
+    entity_id       uuid        NOT NULL,
+    valid_from      timestamptz NOT NULL,
+    valid_to        timestamptz,
+    entity_kind     text        NOT NULL,
+    operation       text        NOT NULL,
+    data            jsonb       NOT NULL,
+    diff            jsonb       NOT NULL,
+    actor           text        NOT NULL,
+    reason          text,
+    request_id      text,
+    idempotency_key text,
+    CONSTRAINT history_pkey PRIMARY KEY (tenant_id, entity_id, valid_from),
+    CONSTRAINT history_entity_kind_check CHECK (entity_kind IN ('contact', 'deal')),
+    CONSTRAINT history_operation_check
+        CHECK (operation IN ('created', 'updated', 'deleted', 'erased')),
+    CONSTRAINT history_validity_check CHECK (valid_to IS NULL OR valid_to > valid_from),
+    CONSTRAINT history_data_check CHECK (jsonb_typeof(data) = 'object'),
+    CONSTRAINT history_diff_check CHECK (jsonb_typeof(diff) = 'object')
+);
+
+-- At most one open version (the current one, or a tombstone) per record.
+CREATE UNIQUE INDEX history_open_key ON history (tenant_id, entity_id) WHERE valid_to IS NULL;
+-- A tenant's changes in a time range (sync, export, field changes).
+CREATE INDEX history_time_idx ON history (tenant_id, valid_from, entity_id);
+
+ALTER TABLE history ENABLE ROW LEVEL SECURITY;
+ALTER TABLE history FORCE ROW LEVEL SECURITY;
+CREATE POLICY history_tenant_isolation ON history
+    USING (tenant_id = NULLIF(current_setting('crm.tenant_id', true), '')::uuid)
+    WITH CHECK (tenant_id = NULLIF(current_setting('crm.tenant_id', true), '')::uuid);
+
+-- A timestamp as the history records it: UTC, six fractional digits.
+CREATE FUNCTION crm_history_ts(t timestamptz) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+
+-- The recorded values of a contact: every column but the score (and any
+-- other column not listed here).
+CREATE FUNCTION crm_contact_data(c contacts) RETURNS jsonb
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN jsonb_build_object(
+        'id', c.id::text,
+        'email', c.email,
+        'first_name', c.first_name,
+        'last_name', c.last_name,
+        'company', c.company,
+        'title', c.title,
+        'phone', c.phone,
+        'lead_source', c.lead_source,
+        'metadata', c.metadata,
+        'active', c.active,
+        'created_at', crm_history_ts(c.created_at),
+        'updated_at', crm_history_ts(c.updated_at),
+        'version', c.version);
+
+-- The recorded values of a deal. The amount is kept as text, exactly.
+CREATE FUNCTION crm_deal_data(d deals) RETURNS jsonb
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN jsonb_build_object(
+        'id', d.id::text,
+        'contact_id', d.contact_id::text,
+        'title', d.title,
+        'amount', d.amount::text,
+        'currency', d.currency,
+        'pipeline', d.pipeline,
+        'stage', d.stage,
+        'expected_close_date', to_char(d.expected_close_date, 'YYYY-MM-DD'),
+        'won_at', crm_history_ts(d.won_at),
+        'lost_at', crm_history_ts(d.lost_at),
+        'lost_reason', d.lost_reason,
+        'created_at', crm_history_ts(d.created_at),
+        'updated_at', crm_history_ts(d.updated_at),
+        'version', d.version);
+
+-- The fields whose values differ between two versions, each as
+-- {"old": …, "new": …}; a missing side counts as null.
+CREATE FUNCTION crm_history_diff(old_data jsonb, new_data jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN (
+        SELECT coalesce(jsonb_object_agg(k, jsonb_build_object('old', o, 'new', n)), '{}'::jsonb)
+        FROM (
+            SELECT k,
+                   coalesce(old_data -> k, 'null'::jsonb) AS o,
+                   coalesce(new_data -> k, 'null'::jsonb) AS n
+            FROM jsonb_object_keys(coalesce(old_data, '{}'::jsonb) || coalesce(new_data, '{}'::jsonb)) AS k
+        ) AS fields
+        WHERE o IS DISTINCT FROM n
+    );
+
+-- Writes one version of a record and closes the previous one.
+CREATE FUNCTION crm_write_history(
+    p_kind text, p_tenant uuid, p_entity uuid, p_operation text, p_old jsonb, p_new jsonb
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    changes jsonb := crm_history_diff(p_old, p_new);
+    previous timestamptz;
+    at timestamptz;
+BEGIN
+    -- Only the bookkeeping fields changed: not a change.
+    IF NOT EXISTS (SELECT 1 FROM jsonb_object_keys(changes) AS k
+                   WHERE k NOT IN ('version', 'updated_at')) THEN
+        RETURN;
+    END IF;
+    SELECT valid_from INTO previous FROM history
+     WHERE tenant_id = p_tenant AND entity_id = p_entity AND valid_to IS NULL
+       FOR UPDATE;
+    at := clock_timestamp();
+    IF previous IS NOT NULL THEN
+        at := greatest(at, previous + interval '1 microsecond');
+        UPDATE history SET valid_to = at
+         WHERE tenant_id = p_tenant AND entity_id = p_entity AND valid_from = previous;
+    END IF;
+    INSERT INTO history (tenant_id, entity_id, valid_from, valid_to, entity_kind, operation,
+                         data, diff, actor, reason, request_id, idempotency_key)
+    VALUES (p_tenant, p_entity, at, NULL, p_kind, p_operation,
+            coalesce(p_new, p_old), changes,
+            coalesce(NULLIF(current_setting('crm.actor', true), ''), 'db:' || current_user),
+            NULLIF(current_setting('crm.reason', true), ''),
+            NULLIF(current_setting('crm.request_id', true), ''),
+            NULLIF(current_setting('crm.idempotency_key', true), ''));
+END
+$$;
+
+-- The operation of an update: 'updated', unless the library marks the
+-- statement as an erasure through crm.history_operation.
+CREATE FUNCTION crm_history_operation(tg_op text) RETURNS text
+    LANGUAGE sql STABLE
+    RETURN CASE tg_op
+        WHEN 'INSERT' THEN 'created'
+        WHEN 'DELETE' THEN 'deleted'
+        ELSE coalesce(NULLIF(current_setting('crm.history_operation', true), ''), 'updated')
+    END;
+
+CREATE FUNCTION crm_contacts_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM crm_write_history('contact', OLD.tenant_id, OLD.id, 'deleted',
+                                  crm_contact_data(OLD), NULL);
+    ELSIF TG_OP = 'INSERT' THEN
+        PERFORM crm_write_history('contact', NEW.tenant_id, NEW.id, 'created',
+                                  NULL, crm_contact_data(NEW));
+    ELSE
+        PERFORM crm_write_history('contact', NEW.tenant_id, NEW.id, crm_history_operation(TG_OP),
+                                  crm_contact_data(OLD), crm_contact_data(NEW));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION crm_deals_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM crm_write_history('deal', OLD.tenant_id, OLD.id, 'deleted',
+                                  crm_deal_data(OLD), NULL);
+    ELSIF TG_OP = 'INSERT' THEN
+        PERFORM crm_write_history('deal', NEW.tenant_id, NEW.id, 'created',
+                                  NULL, crm_deal_data(NEW));
+    ELSE
+        PERFORM crm_write_history('deal', NEW.tenant_id, NEW.id, crm_history_operation(TG_OP),
+                                  crm_deal_data(OLD), crm_deal_data(NEW));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER contacts_history_insert AFTER INSERT ON contacts
+    FOR EACH ROW EXECUTE FUNCTION crm_contacts_history();
+CREATE TRIGGER contacts_history_delete AFTER DELETE ON contacts
+    FOR EACH ROW EXECUTE FUNCTION crm_contacts_history();
+-- Only the recorded columns, bookkeeping aside, are compared: a change of
+-- the score (or of any column added for scoring) does not fire it.
+CREATE TRIGGER contacts_history_update AFTER UPDATE ON contacts
+    FOR EACH ROW
+    WHEN ((OLD.id, OLD.email, OLD.first_name, OLD.last_name, OLD.company, OLD.title, OLD.phone,
+           OLD.lead_source, OLD.metadata, OLD.active, OLD.created_at)
+          IS DISTINCT FROM
+          (NEW.id, NEW.email, NEW.first_name, NEW.last_name, NEW.company, NEW.title, NEW.phone,
+           NEW.lead_source, NEW.metadata, NEW.active, NEW.created_at))
+    EXECUTE FUNCTION crm_contacts_history();
+
+CREATE TRIGGER deals_history_insert AFTER INSERT ON deals
+    FOR EACH ROW EXECUTE FUNCTION crm_deals_history();
+CREATE TRIGGER deals_history_delete AFTER DELETE ON deals
+    FOR EACH ROW EXECUTE FUNCTION crm_deals_history();
+CREATE TRIGGER deals_history_update AFTER UPDATE ON deals
+    FOR EACH ROW
+    WHEN ((OLD.id, OLD.contact_id, OLD.title, OLD.amount::text, OLD.currency, OLD.pipeline,
+           OLD.stage, OLD.expected_close_date, OLD.won_at, OLD.lost_at, OLD.lost_reason,
+           OLD.created_at)
+          IS DISTINCT FROM
+          (NEW.id, NEW.contact_id, NEW.title, NEW.amount::text, NEW.currency, NEW.pipeline,
+           NEW.stage, NEW.expected_close_date, NEW.won_at, NEW.lost_at, NEW.lost_reason,
+           NEW.created_at))
+    EXECUTE FUNCTION crm_deals_history();
