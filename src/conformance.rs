@@ -211,6 +211,13 @@ macro_rules! __conformance_suite {
             an_expired_key_runs_again_and_purge_deletes_only_expired_keys,
             the_same_key_in_two_tenants_or_two_sources_is_independent,
             lookup_and_list_show_the_stored_records_newest_first,
+            upsert_inserts_new_emails_and_updates_known_ones_in_any_casing,
+            upserting_the_same_rows_again_reports_them_unchanged,
+            each_conflict_policy_picks_its_values,
+            a_batch_holding_one_email_twice_inserts_then_updates,
+            concurrent_upserts_of_overlapping_batches_leave_one_contact_per_email,
+            a_rolled_back_upsert_leaves_nothing,
+            upserts_are_recorded_in_history_and_unchanged_rows_are_not,
         }
     };
 }
@@ -4756,6 +4763,8 @@ pub async fn write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once(
 // Declared last: the suite's helper macros must be defined before it.
 mod idempotency;
 pub use idempotency::*;
+mod bulk;
+pub use bulk::*;
 
 // Declared last: the suite's helper macros must be defined before it.
 mod history;

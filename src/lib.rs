@@ -65,6 +65,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod bulk;
 pub mod domain;
 mod error;
 pub mod history;

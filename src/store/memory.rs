@@ -39,6 +39,8 @@ mod idempotency;
 
 #[path = "memory_history.rs"]
 mod history;
+#[path = "memory_bulk.rs"]
+mod bulk;
 
 /// A [`Store`] in process memory, with the same semantics as the PostgreSQL
 /// backend. Cheap to clone: clones share the same data.
@@ -928,5 +930,14 @@ impl Transaction for MemoryTransaction {
 
     async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
         self.purge_idempotency(now, limit)
+    }
+    // ---- bulk ----
+
+    async fn upsert_contacts(
+        &mut self,
+        rows: &[NewContact],
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
+        self.bulk_upsert_contacts(rows, policy)
     }
 }

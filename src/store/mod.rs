@@ -348,6 +348,22 @@ pub trait Transaction: fmt::Debug + Send {
     /// Deletes up to `limit` of the tenant's records that expired at `now`
     /// (`expires_at <= now`), the longest expired first; returns how many.
     async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64>;
+    // ---- bulk ----
+
+    /// Upserts contacts by email, in any casing: a row whose email no
+    /// contact of the tenant holds is created (version 1, score 0, active);
+    /// otherwise the contact holding it gets the values `policy` picks
+    /// ([`crate::bulk::conflict_patch`]; the stored email is kept) and its
+    /// version goes up by one, unless nothing changes. Returns one outcome
+    /// per row, in row order. Rows are applied in order, so a later row
+    /// with the email of an earlier one updates the contact the earlier
+    /// one wrote. Concurrent upserts of the same emails never fail with
+    /// [`Error::DuplicateEmail`]: one inserts, the others update.
+    async fn upsert_contacts(
+        &mut self,
+        rows: &[NewContact],
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Vec<crate::bulk::UpsertOutcome>>;
 }
 
 /// The largest page a list returns.

@@ -48,6 +48,8 @@ mod history;
 
 #[path = "idempotency.rs"]
 mod idempotency;
+#[path = "bulk.rs"]
+mod bulk;
 
 const GET_CONTACT: &str = concat!(
     "SELECT ",
@@ -1093,6 +1095,15 @@ impl Transaction for PgTransaction {
 
     async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
         self.idempotency_purge(now, limit).await
+    }
+    // ---- bulk ----
+
+    async fn upsert_contacts(
+        &mut self,
+        rows: &[NewContact],
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
+        self.bulk_upsert_contacts(rows, policy).await
     }
 }
 

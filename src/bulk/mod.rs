@@ -1,0 +1,156 @@
+//! Moving contacts in and out in bulk: upsert by email, CSV and JSON Lines
+//! import and export, and merging two contacts.
+//!
+//! The storage step is [`Transaction::upsert_contacts`](crate::Transaction::upsert_contacts):
+//! a batch of validated [`NewContact`]s is matched by email (in any
+//! casing) against the tenant's contacts; new emails are inserted, known
+//! ones updated as a [`ConflictPolicy`] says, and every row's
+//! [`UpsertOutcome`] is reported. On PostgreSQL a batch is one binary
+//! `COPY` into a staging table and one `INSERT … ON CONFLICT … DO UPDATE`.
+//!
+//! Above it, [`import_contacts_csv`] and [`import_contacts_jsonl`] stream a
+//! file in batches (bounded memory), validate every row through the domain
+//! constructors, and report each rejected row with its number and every
+//! field error; [`export_contacts_csv`] and [`export_contacts_jsonl`] page
+//! through the store and write as they go.
+//!
+//! # Round trip
+//!
+//! An export imported into an empty tenant gives the same email, names,
+//! company, title, phone, lead source and custom fields. Ids, timestamps,
+//! versions, scores and the active flag are exported for information but
+//! not imported: the importing store assigns them (a new contact has
+//! version 1, score 0 and is active).
+//!
+//! # Example
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use crm_core::{Context, InMemoryStore, TenantId, bulk::{self, ImportOptions}};
+//!
+//! let store = InMemoryStore::new();
+//! let tenant = TenantId::new();
+//! let ctx = Context::system("import");
+//! let csv = "E-mail,First Name,Last Name,Shoe size\n\
+//!            ada@example.com,Ada,Lovelace,38\n\
+//!            not-an-email,,Nobody,\n";
+//! let report = bulk::import_contacts_csv(&store, tenant, &ctx, csv.as_bytes(), ImportOptions::default())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(report.inserted, 1);
+//! assert_eq!(report.rejected.len(), 1);
+//! assert_eq!(report.rejected[0].row, 2);
+//!
+//! let mut out = Vec::new();
+//! bulk::export_contacts_csv(&store, tenant, &ctx, &mut out).await.unwrap();
+//! assert!(String::from_utf8(out).unwrap().contains("ada@example.com"));
+//! # });
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Contact, ContactId, ContactPatch, NewContact};
+
+mod export;
+mod import;
+mod row;
+
+pub use export::{CONTACT_CSV_HEADER, export_contacts_csv, export_contacts_jsonl};
+pub use import::{
+    ImportMode, ImportOptions, ImportReport, RejectedRow, import_contacts_csv,
+    import_contacts_jsonl,
+};
+
+/// Which values win when an imported row meets a contact that already holds
+/// its email. The email itself (the key) keeps its stored casing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// Every field takes the incoming value, an empty one clearing it.
+    Incoming,
+    /// Every field the row fills takes its value; a field the row leaves
+    /// empty (company, title, phone, no custom fields) keeps what is stored.
+    /// The default.
+    #[default]
+    NonEmptyIncoming,
+    /// What is stored wins; only fields the contact has empty are filled
+    /// from the row.
+    Existing,
+}
+
+/// What an upsert did with one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome", content = "id")]
+pub enum UpsertOutcome {
+    /// A new contact was created.
+    Inserted(ContactId),
+    /// The contact holding the email was changed (its version went up by one).
+    Updated(ContactId),
+    /// The contact holding the email already had the resulting values.
+    Unchanged(ContactId),
+}
+
+impl UpsertOutcome {
+    /// The contact the row went to.
+    pub fn id(self) -> ContactId {
+        match self {
+            UpsertOutcome::Inserted(id)
+            | UpsertOutcome::Updated(id)
+            | UpsertOutcome::Unchanged(id) => id,
+        }
+    }
+}
+
+/// The patch that applies `incoming` to `existing` under `policy` (email
+/// excluded). Backends that compute the merge themselves (PostgreSQL does,
+/// in SQL) must give the same result.
+pub fn conflict_patch(
+    existing: &Contact,
+    incoming: &NewContact,
+    policy: ConflictPolicy,
+) -> ContactPatch {
+    fn pick<T: Clone>(
+        existing: &Option<T>,
+        incoming: &Option<T>,
+        policy: ConflictPolicy,
+    ) -> Option<T> {
+        match policy {
+            ConflictPolicy::Incoming => incoming.clone(),
+            ConflictPolicy::NonEmptyIncoming => incoming.clone().or_else(|| existing.clone()),
+            ConflictPolicy::Existing => existing.clone().or_else(|| incoming.clone()),
+        }
+    }
+    let existing_wins = policy == ConflictPolicy::Existing;
+    let metadata = match policy {
+        ConflictPolicy::Incoming => incoming.metadata.clone(),
+        ConflictPolicy::NonEmptyIncoming if incoming.metadata.is_empty() => {
+            existing.metadata.clone()
+        }
+        ConflictPolicy::NonEmptyIncoming => incoming.metadata.clone(),
+        ConflictPolicy::Existing if existing.metadata.is_empty() => incoming.metadata.clone(),
+        ConflictPolicy::Existing => existing.metadata.clone(),
+    };
+    ContactPatch {
+        email: None,
+        first_name: Some(if existing_wins {
+            existing.first_name.clone()
+        } else {
+            incoming.first_name.clone()
+        }),
+        last_name: Some(if existing_wins {
+            existing.last_name.clone()
+        } else {
+            incoming.last_name.clone()
+        }),
+        company: Some(pick(&existing.company, &incoming.company, policy)),
+        title: Some(pick(&existing.title, &incoming.title, policy)),
+        phone: Some(pick(&existing.phone, &incoming.phone, policy)),
+        lead_source: Some(if existing_wins {
+            existing.lead_source
+        } else {
+            incoming.lead_source
+        }),
+        metadata: Some(metadata),
+        active: None,
+    }
+}

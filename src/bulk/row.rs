@@ -1,0 +1,205 @@
+//! One imported row, from CSV cells or a JSON object to a validated
+//! [`NewContact`]: column names and their aliases, custom fields, and every
+//! field error at once.
+
+use serde_json::{Map, Value};
+
+use crate::{
+    domain::{NewContact, NewContactDto},
+    error::FieldError,
+};
+
+/// What a column of an imported file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Column {
+    Email,
+    FirstName,
+    LastName,
+    Company,
+    Title,
+    Phone,
+    LeadSource,
+    /// A JSON object of custom fields.
+    Metadata,
+    /// Exported for information, assigned by the store on import.
+    Ignored,
+    /// An unknown column: a custom field under this (trimmed) name.
+    Custom(String),
+}
+
+impl Column {
+    /// The column a header names: case, spaces, `-` and `_` do not matter
+    /// (`E-mail`, `First Name`, `first_name`), and common aliases are known.
+    pub(crate) fn from_header(header: &str) -> Column {
+        let header = header.trim_start_matches('\u{feff}').trim();
+        let key: String = header
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect();
+        match key.as_str() {
+            "email" | "emailaddress" | "mail" => Column::Email,
+            "firstname" | "givenname" | "first" | "forename" => Column::FirstName,
+            "lastname" | "surname" | "familyname" | "last" => Column::LastName,
+            "company" | "companyname" | "organization" | "organisation" | "account" => {
+                Column::Company
+            }
+            "title" | "jobtitle" | "position" => Column::Title,
+            "phone" | "phonenumber" | "telephone" | "tel" | "mobile" => Column::Phone,
+            "leadsource" | "source" => Column::LeadSource,
+            "metadata" | "customfields" => Column::Metadata,
+            "id" | "tenantid" | "score" | "active" | "createdat" | "updatedat" | "version" => {
+                Column::Ignored
+            }
+            _ => Column::Custom(header.to_string()),
+        }
+    }
+
+    /// The field name errors are reported under.
+    pub(crate) fn field(&self) -> &str {
+        match self {
+            Column::Email => "email",
+            Column::FirstName => "first_name",
+            Column::LastName => "last_name",
+            Column::Company => "company",
+            Column::Title => "title",
+            Column::Phone => "phone",
+            Column::LeadSource => "lead_source",
+            Column::Metadata | Column::Ignored => "metadata",
+            Column::Custom(name) => name,
+        }
+    }
+}
+
+/// The cells of one row, gathered before validation.
+#[derive(Debug, Default)]
+pub(crate) struct RawContact {
+    dto: NewContactDto,
+    metadata: Option<Map<String, Value>>,
+    custom: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl RawContact {
+    /// Records an error found before validation (bad UTF-8, wrong types);
+    /// validation errors on the same field are then not repeated.
+    pub(crate) fn error(&mut self, error: FieldError) {
+        self.errors.push(error);
+    }
+
+    /// Sets a text cell; blank cells are absent.
+    pub(crate) fn text(&mut self, column: &Column, value: &str) {
+        if value.trim().is_empty() {
+            return;
+        }
+        let slot = match column {
+            Column::Email => &mut self.dto.email,
+            Column::FirstName => &mut self.dto.first_name,
+            Column::LastName => &mut self.dto.last_name,
+            Column::Company => &mut self.dto.company,
+            Column::Title => &mut self.dto.title,
+            Column::Phone => &mut self.dto.phone,
+            Column::LeadSource => &mut self.dto.lead_source,
+            Column::Metadata => {
+                match serde_json::from_str::<Value>(value) {
+                    Ok(v) => self.json(column, v),
+                    Err(e) => self.error(FieldError::new(
+                        "metadata",
+                        "invalid_format",
+                        format!("is not JSON ({e})"),
+                    )),
+                }
+                return;
+            }
+            Column::Ignored => return,
+            Column::Custom(name) => {
+                self.custom
+                    .insert(name.clone(), Value::String(value.to_string()));
+                return;
+            }
+        };
+        *slot = Some(value.to_string());
+    }
+
+    /// Sets a field from a JSON value: text fields take strings (null is
+    /// absent), `metadata` takes an object, custom fields take anything.
+    pub(crate) fn json(&mut self, column: &Column, value: Value) {
+        match (column, value) {
+            (Column::Ignored, _) | (_, Value::Null) => {}
+            (Column::Custom(name), v) => {
+                self.custom.insert(name.clone(), v);
+            }
+            (Column::Metadata, Value::Object(map)) => self.metadata = Some(map),
+            (Column::Metadata, _) => self.error(FieldError::new(
+                "metadata",
+                "invalid_format",
+                "must be a JSON object",
+            )),
+            (c, Value::String(s)) => self.text(c, &s),
+            (c, _) => {
+                let field = c.field().to_string();
+                self.error(FieldError::new(field, "invalid_format", "must be a string"));
+            }
+        }
+    }
+
+    /// Validates the row through the domain constructors, reporting every
+    /// field error. Without a lead source, the contact's is `import`.
+    pub(crate) fn finish(mut self) -> Result<NewContact, Vec<FieldError>> {
+        let mut metadata = self.metadata.take().unwrap_or_default();
+        // Custom columns add to (and override) the `metadata` column.
+        metadata.extend(std::mem::take(&mut self.custom));
+        self.dto.metadata = Some(Value::Object(metadata));
+        if self.dto.lead_source.is_none() {
+            self.dto.lead_source = Some("import".to_string());
+        }
+        let errors = self.errors;
+        match NewContact::try_from(self.dto) {
+            Ok(c) if errors.is_empty() => Ok(c),
+            Ok(_) => Err(errors),
+            Err(validation) => {
+                let mut all = errors;
+                let reported: Vec<String> = all.iter().map(|e| e.field.clone()).collect();
+                all.extend(
+                    validation
+                        .as_slice()
+                        .iter()
+                        .filter(|e| !reported.contains(&e.field))
+                        .cloned(),
+                );
+                Err(all)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_match_whatever_their_casing_spacing_and_punctuation() {
+        assert_eq!(Column::from_header("E-mail"), Column::Email);
+        assert_eq!(Column::from_header("\u{feff}Email Address"), Column::Email);
+        assert_eq!(Column::from_header("First Name"), Column::FirstName);
+        assert_eq!(Column::from_header("last_name"), Column::LastName);
+        assert_eq!(Column::from_header("Job Title"), Column::Title);
+        assert_eq!(
+            Column::from_header(" Shoe size "),
+            Column::Custom("Shoe size".into())
+        );
+    }
+
+    #[test]
+    fn a_row_with_several_bad_fields_reports_each_of_them() {
+        let mut raw = RawContact::default();
+        raw.text(&Column::Email, "nope");
+        raw.text(&Column::Phone, "abc");
+        let errors = raw.finish().unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"email"), "{fields:?}");
+        assert!(fields.contains(&"first_name"), "{fields:?}");
+        assert!(fields.contains(&"last_name"), "{fields:?}");
+        assert!(fields.contains(&"phone"), "{fields:?}");
+    }
+}

@@ -1,0 +1,295 @@
+//! Bulk upsert by email: inserts, updates in any casing, unchanged rows,
+//! conflict policies, repeated emails in a batch, overlapping concurrent
+//! batches, rollback and history.
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use super::{begin, create, ctx, get, metadata, new_contact, ok, search};
+use crate::{
+    ContactQuery, DynStore, PageRequest, TenantId,
+    bulk::{ConflictPolicy, UpsertOutcome},
+    domain::{Company, ContactId, JobTitle, LeadSource, NewContact, Phone},
+    history::HistoryEntity,
+};
+
+async fn upsert(
+    store: &DynStore,
+    tenant: TenantId,
+    rows: &[NewContact],
+    policy: ConflictPolicy,
+) -> Vec<UpsertOutcome> {
+    let mut tx = begin(store, tenant).await;
+    let out = ok(tx.upsert_contacts(rows, policy).await, "upsert contacts");
+    ok(tx.commit().await, "commit");
+    out
+}
+
+async fn all_contacts(store: &DynStore, tenant: TenantId) -> Vec<crate::domain::Contact> {
+    search(
+        store,
+        tenant,
+        &ContactQuery::new().page(PageRequest::first(1000)),
+    )
+    .await
+    .items
+}
+
+/// Contract: new emails are inserted, a known email in another casing
+/// updates the contact holding it (keeping its stored email), one outcome
+/// per row in row order.
+pub async fn upsert_inserts_new_emails_and_updates_known_ones_in_any_casing(store: &DynStore) {
+    let t = TenantId::new();
+    let ada = create(store, t, new_contact("ada@example.com", "Ada", "Lovelace")).await;
+    let rows = [
+        new_contact("bob@example.com", "Bob", "Babbage"),
+        new_contact("ADA@Example.COM", "Augusta", "Lovelace"),
+    ];
+    let out = upsert(store, t, &rows, ConflictPolicy::NonEmptyIncoming).await;
+    assert_eq!(out.len(), 2, "one outcome per row");
+    assert!(
+        matches!(out[0], UpsertOutcome::Inserted(_)),
+        "a new email is inserted: {out:?}"
+    );
+    assert_eq!(
+        out[1],
+        UpsertOutcome::Updated(ada.id),
+        "a known email in another casing updates its contact"
+    );
+    let ada2 = get(store, t, ada.id).await.expect("ada is still there");
+    assert_eq!(ada2.first_name.as_str(), "Augusta");
+    assert_eq!(ada2.email.as_str(), "ada@example.com", "stored email kept");
+    assert_eq!(ada2.version.get(), 2, "an update bumps the version once");
+    let bob = get(store, t, out[0].id()).await.expect("bob was created");
+    assert_eq!(bob.version.get(), 1);
+    assert_eq!(bob.score.get(), 0);
+    assert!(bob.active);
+    assert_eq!(all_contacts(store, t).await.len(), 2, "no duplicate");
+}
+
+/// Contract: a row whose values the contact already has is unchanged, and
+/// its version and `updated_at` stay.
+pub async fn upserting_the_same_rows_again_reports_them_unchanged(store: &DynStore) {
+    let t = TenantId::new();
+    let mut row = new_contact("cy@example.com", "Cy", "Young");
+    row.company = Some(Company::parse("Acme").unwrap());
+    row.metadata = metadata(json!({"tier": "gold", "n": 1}));
+    let first = upsert(store, t, &[row.clone()], ConflictPolicy::Incoming).await;
+    let before = get(store, t, first[0].id()).await.unwrap();
+    for policy in [
+        ConflictPolicy::Incoming,
+        ConflictPolicy::NonEmptyIncoming,
+        ConflictPolicy::Existing,
+    ] {
+        let again = upsert(store, t, &[row.clone()], policy).await;
+        assert_eq!(
+            again,
+            vec![UpsertOutcome::Unchanged(first[0].id())],
+            "{policy:?}: the same values again change nothing"
+        );
+    }
+    let after = get(store, t, first[0].id()).await.unwrap();
+    assert_eq!(
+        after, before,
+        "an unchanged row leaves the contact as it was"
+    );
+}
+
+/// Contract: each policy picks its values (see `bulk::conflict_patch`).
+pub async fn each_conflict_policy_picks_its_values(store: &DynStore) {
+    let t = TenantId::new();
+    for (i, policy) in [
+        ConflictPolicy::Incoming,
+        ConflictPolicy::NonEmptyIncoming,
+        ConflictPolicy::Existing,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let address = format!("p{i}@example.com");
+        let mut stored = new_contact(&address, "Old", "Name");
+        stored.company = Some(Company::parse("Old Co").unwrap());
+        stored.phone = Some(Phone::parse("+1 555 0100").unwrap());
+        stored.lead_source = LeadSource::Paid;
+        stored.metadata = metadata(json!({"kept": true}));
+        let existing = create(store, t, stored).await;
+        let mut incoming = new_contact(&address.to_uppercase(), "New", "Name");
+        incoming.company = Some(Company::parse("New Co").unwrap());
+        incoming.title = Some(JobTitle::parse("CTO").unwrap());
+        incoming.lead_source = LeadSource::Import;
+        let out = upsert(store, t, &[incoming], policy).await;
+        assert_eq!(out, vec![UpsertOutcome::Updated(existing.id)], "{policy:?}");
+        let c = get(store, t, existing.id).await.unwrap();
+        let s = |v: Option<&str>| v.map(str::to_string);
+        let got = (
+            c.first_name.as_str().to_string(),
+            s(c.company.as_ref().map(|v| v.as_str())),
+            s(c.title.as_ref().map(|v| v.as_str())),
+            s(c.phone.as_ref().map(|v| v.as_str())),
+            c.lead_source,
+            c.metadata.is_empty(),
+        );
+        let expected = match policy {
+            ConflictPolicy::Incoming => (
+                "New".to_string(),
+                s(Some("New Co")),
+                s(Some("CTO")),
+                None,
+                LeadSource::Import,
+                true,
+            ),
+            ConflictPolicy::NonEmptyIncoming => (
+                "New".to_string(),
+                s(Some("New Co")),
+                s(Some("CTO")),
+                s(Some("+1 555 0100")),
+                LeadSource::Import,
+                false,
+            ),
+            ConflictPolicy::Existing => (
+                "Old".to_string(),
+                s(Some("Old Co")),
+                s(Some("CTO")),
+                s(Some("+1 555 0100")),
+                LeadSource::Paid,
+                false,
+            ),
+        };
+        assert_eq!(got, expected, "{policy:?} picks its values");
+        assert_eq!(
+            c.email.as_str(),
+            address,
+            "{policy:?} keeps the stored email"
+        );
+    }
+}
+
+/// Contract: rows are applied in order, so a batch holding one email twice
+/// inserts it once and then updates it.
+pub async fn a_batch_holding_one_email_twice_inserts_then_updates(store: &DynStore) {
+    let t = TenantId::new();
+    let rows = [
+        new_contact("twice@example.com", "First", "Row"),
+        new_contact("other@example.com", "Other", "Row"),
+        new_contact("TWICE@example.com", "Second", "Row"),
+    ];
+    let out = upsert(store, t, &rows, ConflictPolicy::Incoming).await;
+    let id = out[0].id();
+    assert!(matches!(out[0], UpsertOutcome::Inserted(_)), "{out:?}");
+    assert!(matches!(out[1], UpsertOutcome::Inserted(_)), "{out:?}");
+    assert_eq!(out[2], UpsertOutcome::Updated(id), "{out:?}");
+    let c = get(store, t, id).await.unwrap();
+    assert_eq!(c.first_name.as_str(), "Second", "the later row wins");
+    assert_eq!(c.version.get(), 2);
+    assert_eq!(all_contacts(store, t).await.len(), 2);
+}
+
+/// Contract: overlapping batches upserted at once by separate
+/// transactions all succeed and leave one contact per email.
+pub async fn concurrent_upserts_of_overlapping_batches_leave_one_contact_per_email(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let batches: Vec<Vec<NewContact>> = (0..4)
+        .map(|k| {
+            let mut rows: Vec<NewContact> = (0..60)
+                .map(|i| {
+                    let n = k * 20 + i; // batches overlap by 40 emails
+                    let address = if k % 2 == 0 {
+                        format!("lead{n}@example.com")
+                    } else {
+                        format!("LEAD{n}@EXAMPLE.com")
+                    };
+                    new_contact(&address, &format!("Batch{k}"), "Lead")
+                })
+                .collect();
+            if k % 2 == 1 {
+                rows.reverse();
+            }
+            rows
+        })
+        .collect();
+    let results = join_all(batches.iter().map(|rows| async move {
+        let mut attempt = 0;
+        loop {
+            let r = async {
+                let mut tx = store.begin(t, ctx()).await?;
+                let out = tx.upsert_contacts(rows, ConflictPolicy::Incoming).await?;
+                tx.commit().await?;
+                Ok::<_, crate::Error>(out)
+            }
+            .await;
+            match r {
+                Err(e) if e.is_retryable() && attempt < 5 => attempt += 1,
+                other => break other,
+            }
+        }
+    }))
+    .await;
+    let mut inserted = 0;
+    for r in results {
+        let out = ok(r, "a concurrent upsert");
+        assert_eq!(out.len(), 60);
+        inserted += out
+            .iter()
+            .filter(|o| matches!(o, UpsertOutcome::Inserted(_)))
+            .count();
+    }
+    let contacts = all_contacts(store, t).await;
+    assert_eq!(contacts.len(), 120, "one contact per distinct email");
+    assert_eq!(inserted, 120, "each email inserted exactly once");
+    let mut emails: Vec<String> = contacts
+        .iter()
+        .map(|c| c.email.normalized().to_string())
+        .collect();
+    emails.sort();
+    emails.dedup();
+    assert_eq!(emails.len(), 120);
+}
+
+/// Contract: a rolled-back upsert leaves no contact and no change.
+pub async fn a_rolled_back_upsert_leaves_nothing(store: &DynStore) {
+    let t = TenantId::new();
+    let kept = create(store, t, new_contact("kept@example.com", "Kept", "As Is")).await;
+    let mut tx = begin(store, t).await;
+    ok(
+        tx.upsert_contacts(
+            &[
+                new_contact("KEPT@example.com", "Changed", "Name"),
+                new_contact("new@example.com", "New", "Row"),
+            ],
+            ConflictPolicy::Incoming,
+        )
+        .await,
+        "upsert",
+    );
+    ok(tx.rollback().await, "rollback");
+    assert_eq!(get(store, t, kept.id).await, Some(kept));
+    assert_eq!(all_contacts(store, t).await.len(), 1);
+}
+
+/// Contract: upserted inserts and updates are in the history with the
+/// transaction's context; unchanged rows add no version.
+pub async fn upserts_are_recorded_in_history_and_unchanged_rows_are_not(store: &DynStore) {
+    let t = TenantId::new();
+    let rows = [new_contact("h@example.com", "Hist", "Ory")];
+    let id: ContactId = upsert(store, t, &rows, ConflictPolicy::Incoming).await[0].id();
+    upsert(store, t, &rows, ConflictPolicy::Incoming).await;
+    upsert(
+        store,
+        t,
+        &[new_contact("h@example.com", "Hester", "Ory")],
+        ConflictPolicy::Incoming,
+    )
+    .await;
+    let mut tx = begin(store, t).await;
+    let page = ok(
+        tx.entity_history(HistoryEntity::Contact(id), &PageRequest::first(10))
+            .await,
+        "history",
+    );
+    ok(tx.commit().await, "commit");
+    assert_eq!(page.items.len(), 2, "an insert and one update: {page:?}");
+    assert!(page.items[0].diff.contains_key("first_name"));
+    assert_eq!(page.items[0].actor, page.items[1].actor);
+}
