@@ -1,0 +1,154 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! What only the PostgreSQL history can get wrong: changes made by SQL
+//! outside the library are recorded by the triggers, with the database
+//! role as the actor; the score columns stay out of the history; the
+//! history table is under row-level security.
+
+mod support;
+
+use crm_core::{
+    Actor, Context, PageRequest, Store, StoreExt, TenantId,
+    domain::{Currency, DealTitle, Email, Money, NewContact, NewDeal, PersonName},
+    history::{FieldQuery, HistoryEntity, Operation},
+};
+use serde_json::json;
+use support::{TestRole, TestStore};
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:test").unwrap())
+}
+
+fn new_contact(email: &str) -> NewContact {
+    NewContact::new(
+        Email::parse(email).unwrap(),
+        PersonName::parse("Ada").unwrap(),
+        PersonName::parse("Lovelace").unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_band_sql_update_is_recorded_with_the_database_role_as_actor() {
+    let store = TestStore::new().await;
+    let t = TenantId::new();
+    let c = store
+        .create_contact(t, &ctx(), new_contact("oob@example.com"))
+        .await
+        .unwrap();
+    let eur = Currency::parse("EUR").unwrap();
+    let d = store
+        .create_deal(
+            t,
+            &ctx(),
+            NewDeal::new(
+                c.id,
+                DealTitle::parse("Deal").unwrap(),
+                Money::parse("50000", eur).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+
+    // A plain UPDATE on a raw connection, as someone in psql would type it.
+    let raw = store.db().client().await;
+    let n = raw
+        .execute(
+            "UPDATE deals SET amount = 30000 WHERE id = $1",
+            &[&d.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let role: String = raw
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let changes = tx
+        .field_changes(&FieldQuery::of(HistoryEntity::Deal(d.id), "amount"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(changes.items.len(), 2, "the creation and the SQL update");
+    let change = &changes.items[0];
+    assert_eq!(change.operation, Operation::Updated);
+    assert_eq!(
+        change.actor,
+        format!("db:{role}"),
+        "the database role acted"
+    );
+    assert_eq!(change.reason, None);
+    assert_eq!(change.idempotency_key, None);
+    assert_eq!(change.diff["amount"].old, json!("50000"));
+    assert_eq!(change.diff["amount"].new, json!("30000"));
+    assert_eq!(changes.items[1].actor, "user:test");
+
+    // A score-only SQL update, and one that sets a column to its own value,
+    // record nothing.
+    raw.batch_execute(&format!(
+        "UPDATE contacts SET score = 42 WHERE id = '{0}';
+         UPDATE deals SET title = title WHERE id = '{1}';",
+        c.id, d.id
+    ))
+    .await
+    .unwrap();
+    let n: i64 = raw
+        .query_one("SELECT count(*) FROM history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3, "contact created, deal created, deal amount changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_table_is_under_row_level_security_for_an_ordinary_role() {
+    let store = TestStore::new().await;
+    let (t1, t2) = (TenantId::new(), TenantId::new());
+    for (t, email) in [(t1, "one@example.com"), (t2, "two@example.com")] {
+        store
+            .create_contact(t, &ctx(), new_contact(email))
+            .await
+            .unwrap();
+    }
+    let role = TestRole::create(store.db()).await;
+    let app = support::client(&role.config()).await;
+    app.batch_execute(&format!(
+        "SELECT set_config('crm.tenant_id', '{t1}', false)"
+    ))
+    .await
+    .unwrap();
+    let n: i64 = app
+        .query_one("SELECT count(*) FROM history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, 1,
+        "a query without a tenant filter sees only the set tenant's history"
+    );
+    let none = app
+        .execute(
+            "INSERT INTO history (tenant_id, entity_id, valid_from, entity_kind, operation, data, \
+             diff, actor) VALUES ($1, gen_random_uuid(), now(), 'contact', 'created', '{}', '{}', 'x')",
+            &[&t2.as_uuid()],
+        )
+        .await;
+    assert!(none.is_err(), "a row of another tenant cannot be written");
+    drop(app);
+    drop(role);
+    let page = {
+        let mut tx = store.begin(t1, ctx()).await.unwrap();
+        let p = tx
+            .changes_between(
+                chrono::Utc::now() - chrono::Duration::days(1),
+                chrono::Utc::now() + chrono::Duration::days(1),
+                &PageRequest::first(10),
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        p
+    };
+    assert_eq!(page.items.len(), 1);
+}
