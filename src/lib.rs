@@ -15,6 +15,8 @@
 //!   `postgres` feature.
 //! - [`scoring`] is the pure lead-scoring model: weights per signal kind,
 //!   half-life decay, a score from 0 to 100 with the signals that explain it.
+//! - [`history`] keeps every change of a contact or deal — who, when, why,
+//!   field by field — and answers what a record looked like at any time.
 //! - Every failure is an [`Error`] whose variant is a kind to branch on:
 //!   [`Error::Validation`] lists every bad field, [`Error::DuplicateEmail`]
 //!   names the contact holding the email, [`Error::Conflict`] means "reload

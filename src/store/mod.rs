@@ -69,6 +69,11 @@ pub mod postgres;
 ///   search cursor of a sort on another key: score, time or name) is
 ///   [`Error::Validation`] on `cursor`.
 /// - **Deleting a contact** deletes its deals, activities and signals.
+/// - **History.** Every committed create, update and delete of a contact
+///   or deal (a deal deleted with its contact too) is a version in the
+///   history, written in the same transaction, with the transaction's
+///   context; an update that changes nothing and a score write-back record
+///   nothing. See [`crate::history`].
 #[async_trait]
 pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Opens a transaction for `tenant`, acting as `context`.

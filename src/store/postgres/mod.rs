@@ -27,6 +27,7 @@
 //! | `deals` | `(tenant_id, id)` | `contact_id`, `title`, `amount` (numeric, scale ≤ 4), `currency`, `pipeline`, `stage`, `expected_close_date`, `won_at`, `lost_at`, `lost_reason`, `created_at`, `updated_at`, `version` |
 //! | `activities` | `(tenant_id, id)` | `contact_id`, `deal_id`, `kind`, `direction`, `subject`, `body`, `occurred_at`, `created_at` |
 //! | `signals` | `(tenant_id, id)` | `contact_id`, `kind`, `occurred_at` |
+//! | `history` | `(tenant_id, entity_id, valid_from)` | `valid_to`, `entity_kind`, `operation`, `data` (jsonb: the recorded values), `diff` (jsonb), `actor`, `reason`, `request_id`, `idempotency_key`; written by triggers on `contacts` and `deals` (see [`crate::history`]) |
 //! | `crm_schema_migrations` | `version` | `name`, `checksum`, `applied_at` |
 //!
 //! Deals, activities and signals reference `contacts (tenant_id, id)` with
