@@ -1,0 +1,408 @@
+//! CSV and JSON Lines import and export of contacts, on the in-memory store
+//! and on PostgreSQL: header aliases, byte-order marks, quoted fields,
+//! custom fields, malformed rows rejected one by one, all-or-nothing and
+//! best-effort modes, progress, round trips, and overlapping imports.
+
+#[cfg(feature = "postgres")]
+mod support;
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+use crm_core::{
+    ContactQuery, Context, DynStore, InMemoryStore, PageRequest, Store, StoreExt, TenantId,
+    bulk::{self, ConflictPolicy, ImportMode, ImportOptions, ImportReport},
+    domain::Contact,
+};
+use serde_json::json;
+
+fn ctx() -> Context {
+    Context::system("import")
+        .with_request_id("import-1")
+        .unwrap()
+}
+
+async fn contacts(store: &DynStore, t: TenantId) -> Vec<Contact> {
+    let mut all = Vec::new();
+    let mut q = ContactQuery::new().page(PageRequest::first(1000));
+    loop {
+        let page = store.search_contacts(t, &ctx(), &q).await.unwrap();
+        all.extend(page.items);
+        match page.next_cursor {
+            Some(c) => q = q.after(c),
+            None => break,
+        }
+    }
+    all.sort_by(|a, b| a.email.normalized().cmp(b.email.normalized()));
+    all
+}
+
+async fn import_csv(
+    store: &DynStore,
+    t: TenantId,
+    csv: &[u8],
+    options: ImportOptions,
+) -> ImportReport {
+    bulk::import_contacts_csv(store, t, &ctx(), csv, options)
+        .await
+        .unwrap()
+}
+
+fn options(batch_size: usize) -> ImportOptions {
+    ImportOptions {
+        batch_size,
+        ..ImportOptions::default()
+    }
+}
+
+async fn csv_with_aliases_a_bom_quotes_and_custom_columns_imports_every_field(store: &DynStore) {
+    let t = TenantId::new();
+    let csv = "\u{feff}E-mail,First Name,Last Name,Company,Job Title,Phone Number,Lead Source,Shoe Size\r\n\
+               ada@example.com,Ada,Lovelace,\"Analytical Engines, Ltd\",Countess,+44 20 7946 0000,referral,38\r\n\
+               \"bob@example.com\",Bob,\"Multi\nLine\",,,,,\r\n";
+    let report = import_csv(store, t, csv.as_bytes(), options(1000)).await;
+    assert_eq!(report.rows, 2);
+    assert_eq!(report.inserted, 1, "{report:?}");
+    // "Multi\nLine" is not a valid name (no line breaks): rejected, with its row.
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert_eq!(report.rejected[0].row, 2);
+    assert_eq!(report.rejected[0].errors[0].field, "last_name");
+    let all = contacts(store, t).await;
+    assert_eq!(all.len(), 1);
+    let ada = &all[0];
+    assert_eq!(ada.email.as_str(), "ada@example.com");
+    assert_eq!(ada.first_name.as_str(), "Ada");
+    assert_eq!(
+        ada.company.as_ref().unwrap().as_str(),
+        "Analytical Engines, Ltd"
+    );
+    assert_eq!(ada.title.as_ref().unwrap().as_str(), "Countess");
+    assert_eq!(ada.phone.as_ref().unwrap().as_str(), "+44 20 7946 0000");
+    assert_eq!(ada.lead_source.as_str(), "referral");
+    assert_eq!(ada.metadata.get("Shoe Size"), Some(&json!("38")));
+}
+
+async fn malformed_rows_are_rejected_one_by_one_and_the_good_rows_are_kept(store: &DynStore) {
+    let t = TenantId::new();
+    let mut csv: Vec<u8> = b"email,first_name,last_name,notes\n".to_vec();
+    csv.extend_from_slice(b"good1@example.com,Good,One,\n"); // row 1
+    csv.extend_from_slice(b"short@example.com,Short\n"); // row 2: too few fields
+    csv.extend_from_slice(b"long@example.com,Long,Row,x,extra\n"); // row 3: too many
+    csv.extend_from_slice(b"utf8@example.com,Bad\xff\xfeName,Row,\n"); // row 4: bad UTF-8
+    csv.extend_from_slice(b"huge@example.com,Huge,");
+    csv.extend(std::iter::repeat_n(b'a', 10 * 1024 * 1024)); // row 5: a 10 MB field
+    csv.extend_from_slice(b",\n");
+    csv.extend_from_slice(b"not-an-email,,Nobody,\n"); // row 6: two bad fields
+    csv.extend_from_slice(b"good2@example.com,Good,Two,note\n"); // row 7
+    let report = import_csv(store, t, &csv, options(2)).await;
+    assert_eq!(report.rows, 7);
+    assert_eq!(report.inserted, 2, "{:?}", report.rejected);
+    let rejected: Vec<u64> = report.rejected.iter().map(|r| r.row).collect();
+    assert_eq!(rejected, vec![2, 3, 4, 5, 6]);
+    let reason = |row: u64| {
+        let r = report.rejected.iter().find(|r| r.row == row).unwrap();
+        r.errors
+            .iter()
+            .map(|e| format!("{}:{}:{}", e.field, e.code, e.reason))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    assert!(
+        reason(2).contains("has 2 fields, the header has 4"),
+        "{}",
+        reason(2)
+    );
+    assert!(
+        reason(3).contains("has 5 fields, the header has 4"),
+        "{}",
+        reason(3)
+    );
+    assert!(
+        reason(4).starts_with("first_name:invalid_format:is not valid UTF-8"),
+        "{}",
+        reason(4)
+    );
+    assert!(
+        reason(5).starts_with("last_name:too_long"),
+        "{}",
+        reason(5).len()
+    );
+    assert!(reason(6).contains("email:invalid_format"), "{}", reason(6));
+    assert!(reason(6).contains("first_name:required"), "{}", reason(6));
+    assert_eq!(
+        report.rejected[3].line, 6,
+        "line numbers count the header as line 1"
+    );
+    let all = contacts(store, t).await;
+    let emails: Vec<&str> = all.iter().map(|c| c.email.as_str()).collect();
+    assert_eq!(emails, vec!["good1@example.com", "good2@example.com"]);
+    assert_eq!(all[1].metadata.get("notes"), Some(&json!("note")));
+    assert!(
+        all[0].metadata.is_empty(),
+        "blank custom cells are not stored"
+    );
+}
+
+async fn all_or_nothing_writes_nothing_when_one_row_is_rejected(store: &DynStore) {
+    let t = TenantId::new();
+    let csv = "email,first_name,last_name\na@example.com,A,One\nbad,B,Two\nc@example.com,C,Three\n";
+    let report = import_csv(
+        store,
+        t,
+        csv.as_bytes(),
+        ImportOptions {
+            mode: ImportMode::AllOrNothing,
+            batch_size: 1,
+            ..ImportOptions::default()
+        },
+    )
+    .await;
+    assert!(!report.committed);
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0].row, 2);
+    assert!(contacts(store, t).await.is_empty(), "nothing written");
+
+    let good = "email,first_name,last_name\na@example.com,A,One\nc@example.com,C,Three\n";
+    let report = import_csv(
+        store,
+        t,
+        good.as_bytes(),
+        ImportOptions {
+            mode: ImportMode::AllOrNothing,
+            batch_size: 1,
+            ..ImportOptions::default()
+        },
+    )
+    .await;
+    assert!(report.committed);
+    assert_eq!(report.inserted, 2);
+    assert_eq!(contacts(store, t).await.len(), 2);
+}
+
+async fn reimporting_updates_by_email_in_any_casing_and_reports_each_row(store: &DynStore) {
+    let t = TenantId::new();
+    let first = "email,first_name,last_name,company\nada@example.com,Ada,Lovelace,Acme\nbob@example.com,Bob,B,\n";
+    import_csv(store, t, first.as_bytes(), options(10)).await;
+    let second = "email,first_name,last_name,company\nADA@EXAMPLE.COM,Ada,Lovelace,\nBob@example.com,Robert,B,\nnew@example.com,New,N,\n";
+    let report = import_csv(
+        store,
+        t,
+        second.as_bytes(),
+        ImportOptions {
+            policy: ConflictPolicy::NonEmptyIncoming,
+            keep_outcomes: true,
+            ..ImportOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (report.inserted, report.updated, report.unchanged),
+        (1, 1, 1)
+    );
+    let kinds: Vec<String> = report
+        .outcomes
+        .iter()
+        .map(|(row, o)| format!("{row}:{}", serde_json::to_value(o).unwrap()["outcome"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["1:\"unchanged\"", "2:\"updated\"", "3:\"inserted\""]
+    );
+    let all = contacts(store, t).await;
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        all[0].company.as_ref().unwrap().as_str(),
+        "Acme",
+        "kept by non-empty-incoming"
+    );
+    assert_eq!(all[1].first_name.as_str(), "Robert");
+}
+
+async fn export_then_import_into_an_empty_tenant_gives_the_same_contacts(store: &DynStore) {
+    let source = TenantId::new();
+    let csv = "email,first_name,last_name,company,title,phone,lead_source,metadata,tier\n\
+               ada@example.com,Ada,Lovelace,\"Engines, \"\"Analytical\"\"\",Countess,+44 1,referral,\"{\"\"n\"\":1.5,\"\"tags\"\":[\"\"a\"\",\"\"b\"\"],\"\"nested\"\":{\"\"x\"\":null}}\",gold\n\
+               bob@example.com,Bob,Babbage,,,,paid,,\n\
+               zoë@exämple.com,Zoë,Ünïcode,Ça va,,,organic,,silver\n";
+    let report = import_csv(store, source, csv.as_bytes(), options(2)).await;
+    assert_eq!(report.inserted, 3, "{report:?}");
+    let original = contacts(store, source).await;
+
+    let fields = |c: &Contact| {
+        let mut v = serde_json::to_value(c).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in [
+            "id",
+            "tenant_id",
+            "created_at",
+            "updated_at",
+            "version",
+            "score",
+            "active",
+        ] {
+            o.remove(k);
+        }
+        v
+    };
+    // CSV
+    let mut out = Vec::new();
+    let n = bulk::export_contacts_csv(store, source, &ctx(), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    let copy = TenantId::new();
+    let progress = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&progress);
+    let report = import_csv(
+        store,
+        copy,
+        &out,
+        ImportOptions {
+            batch_size: 2,
+            progress: Some(Box::new(move |done| seen.store(done, Ordering::SeqCst))),
+            ..ImportOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(report.inserted, 3, "{report:?}");
+    assert_eq!(
+        progress.load(Ordering::SeqCst),
+        3,
+        "progress reaches every row"
+    );
+    let copied = contacts(store, copy).await;
+    assert_eq!(
+        copied.iter().map(fields).collect::<Vec<_>>(),
+        original.iter().map(fields).collect::<Vec<_>>(),
+        "CSV round trip"
+    );
+    // JSON Lines
+    let mut out = Vec::new();
+    bulk::export_contacts_jsonl(store, source, &ctx(), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 3);
+    let copy = TenantId::new();
+    let report = bulk::import_contacts_jsonl(store, copy, &ctx(), &out[..], options(2))
+        .await
+        .unwrap();
+    assert_eq!(report.inserted, 3, "{report:?}");
+    let copied = contacts(store, copy).await;
+    assert_eq!(
+        copied.iter().map(fields).collect::<Vec<_>>(),
+        original.iter().map(fields).collect::<Vec<_>>(),
+        "JSON Lines round trip"
+    );
+}
+
+async fn jsonl_rejects_bad_lines_and_skips_blank_ones(store: &DynStore) {
+    let t = TenantId::new();
+    let jsonl = "{\"email\":\"a@example.com\",\"first_name\":\"A\",\"last_name\":\"One\",\"plan\":\"pro\"}\n\
+                 \n\
+                 {\"email\":\"b@example.com\",\"first_name\":\"B\"\n\
+                 [1,2]\n\
+                 {\"email\":\"c@example.com\",\"first_name\":7,\"last_name\":\"Three\"}\n\
+                 {\"email\":\"d@example.com\",\"first_name\":\"D\",\"last_name\":\"Four\"}\n";
+    let report = bulk::import_contacts_jsonl(store, t, &ctx(), jsonl.as_bytes(), options(1000))
+        .await
+        .unwrap();
+    assert_eq!(report.rows, 5);
+    assert_eq!(report.inserted, 2);
+    let rows: Vec<(u64, u64, String)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.row, r.line, r.errors[0].field.clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (2, 3, "row".to_string()),
+            (3, 4, "row".to_string()),
+            (4, 5, "first_name".to_string())
+        ]
+    );
+    let all = contacts(store, t).await;
+    assert_eq!(all[0].metadata.get("plan"), Some(&json!("pro")));
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+                    super::$name(&*store).await;
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let store = support::TestStore::new().await;
+                    super::$name(&*store).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    csv_with_aliases_a_bom_quotes_and_custom_columns_imports_every_field,
+    malformed_rows_are_rejected_one_by_one_and_the_good_rows_are_kept,
+    all_or_nothing_writes_nothing_when_one_row_is_rejected,
+    reimporting_updates_by_email_in_any_casing_and_reports_each_row,
+    export_then_import_into_an_empty_tenant_gives_the_same_contacts,
+    jsonl_rejects_bad_lines_and_skips_blank_ones,
+);
+
+/// Two imports of overlapping files at once, on PostgreSQL: no duplicate,
+/// no failure, every email once.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_imports_running_at_once_create_no_duplicates_on_postgres() {
+    let store = support::TestStore::new().await;
+    let t = TenantId::new();
+    let file = |from: usize, to: usize, upper: bool| {
+        let mut s = String::from("email,first_name,last_name\n");
+        for i in from..to {
+            let e = format!("lead{i}@example.com");
+            let e = if upper { e.to_uppercase() } else { e };
+            s.push_str(&format!("{e},Lead,N{i}\n"));
+        }
+        s
+    };
+    let a = file(0, 3000, false);
+    let b = file(1500, 4500, true);
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let run = |csv: String| {
+        let store = &store;
+        let errors = Arc::clone(&errors);
+        async move {
+            match bulk::import_contacts_csv(&**store, t, &ctx(), csv.as_bytes(), options(250)).await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.lock().unwrap().push(e.to_string());
+                    ImportReport::default()
+                }
+            }
+        }
+    };
+    let (ra, rb) = tokio::join!(run(a), run(b));
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "{:?}",
+        errors.lock().unwrap()
+    );
+    assert!(ra.rejected.is_empty() && rb.rejected.is_empty());
+    assert_eq!(ra.inserted + rb.inserted, 4500, "each email inserted once");
+    assert_eq!(ra.rows + rb.rows, 6000);
+    assert_eq!(contacts(&*store, t).await.len(), 4500);
+}
