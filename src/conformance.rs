@@ -218,6 +218,9 @@ macro_rules! __conformance_suite {
             concurrent_upserts_of_overlapping_batches_leave_one_contact_per_email,
             a_rolled_back_upsert_leaves_nothing,
             upserts_are_recorded_in_history_and_unchanged_rows_are_not,
+            merging_moves_deals_activities_and_signals_and_deletes_the_loser,
+            a_merge_is_recorded_in_history_under_one_request_id,
+            merging_into_itself_or_with_a_missing_contact_fails_and_changes_nothing,
         }
     };
 }

@@ -940,4 +940,12 @@ impl Transaction for MemoryTransaction {
     ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
         self.bulk_upsert_contacts(rows, policy)
     }
+    async fn merge_contacts(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Contact> {
+        self.bulk_merge_contacts(survivor, loser, policy)
+    }
 }
