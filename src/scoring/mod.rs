@@ -149,7 +149,17 @@
 //! [`ScoringModel::score`]. A stored `log_sum` is tied to the weights and
 //! half-life that produced it: recompute it when they change.
 
+mod inputs;
+pub mod live;
 mod model;
+mod rescore;
+
+pub use inputs::{ContactInputs, InputsRequest, live_log_sum};
+pub use live::{Explanation, LIVE_TOLERANCE, LiveLead, explain, live_score, live_top_leads};
+pub use rescore::{
+    DEFAULT_CHUNK_SIZE, DEFAULT_TOP, RescoreOptions, RescoreReport, TopLead, rescore,
+    rescore_store,
+};
 
 pub use model::{
     Contribution, LOG_EPOCH_UNIX_SECONDS, REFERENCE_ACTIVITY_SIGNALS,

@@ -41,6 +41,8 @@ mod idempotency;
 mod history;
 #[path = "memory_bulk.rs"]
 mod bulk;
+#[path = "memory_scoring.rs"]
+mod scoring;
 
 /// A [`Store`] in process memory, with the same semantics as the PostgreSQL
 /// backend. Cheap to clone: clones share the same data.
@@ -48,6 +50,7 @@ mod bulk;
 pub struct InMemoryStore {
     state: Arc<Mutex<State>>,
     pipelines: Arc<Pipelines>,
+    live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
 }
 
 impl fmt::Debug for InMemoryStore {
@@ -75,7 +78,15 @@ impl InMemoryStore {
         InMemoryStore {
             state: Arc::new(Mutex::new(State::default())),
             pipelines: Arc::new(pipelines),
+            live_scoring: Some(Arc::new(crate::scoring::ScoringModel::default())),
         }
+    }
+
+    /// The same store keeping live scores with `model` (the reference model
+    /// by default), or keeping none with `None`. See [`crate::scoring::live`].
+    pub fn with_live_scoring(mut self, model: Option<crate::scoring::ScoringModel>) -> Self {
+        self.live_scoring = model.map(Arc::new);
+        self
     }
 }
 
@@ -89,6 +100,7 @@ impl Store for InMemoryStore {
             context,
             undo: Vec::new(),
             pipelines: Arc::clone(&self.pipelines),
+            live_scoring: self.live_scoring.clone(),
         }))
     }
 
@@ -118,6 +130,7 @@ struct TenantData {
     signals: BTreeMap<SignalKey, Signal>,
     history: history::MemoryHistory,
     idempotency: idempotency::Records,
+    live_scores: HashMap<ContactId, f64>,
 }
 
 impl TenantData {
@@ -182,6 +195,7 @@ enum Undo {
     Deal(TenantId, DealId, Option<Deal>),
     Activity(TenantId, ActivityId, Option<Activity>),
     Signal(TenantId, SignalKey, Option<Signal>),
+    LiveScore(TenantId, ContactId, Option<f64>),
     History(
         TenantId,
         history::EntryKey,
@@ -200,6 +214,7 @@ struct MemoryTransaction {
     context: Context,
     undo: Vec<Undo>,
     pipelines: Arc<Pipelines>,
+    live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
 }
 
 impl fmt::Debug for MemoryTransaction {
@@ -234,6 +249,9 @@ fn roll_back(state: &mut State, undo: Vec<Undo>) {
             }
             Undo::Signal(t, key, v) => {
                 state.tenants.entry(t).or_default().put_signal(key, v);
+            }
+            Undo::LiveScore(t, id, v) => {
+                scoring::put_live(state.tenants.entry(t).or_default(), id, v);
             }
             Undo::History(t, key, v) => {
                 state
@@ -771,6 +789,7 @@ impl Transaction for MemoryTransaction {
             created_at,
         };
         self.set_activity(activity.id, Some(activity.clone()))?;
+        self.live_add_activity(&activity)?;
         Ok(activity)
     }
 
@@ -808,6 +827,7 @@ impl Transaction for MemoryTransaction {
             ),
             Some(signal.clone()),
         )?;
+        self.live_add_signal(&signal)?;
         Ok(signal)
     }
 
@@ -940,12 +960,25 @@ impl Transaction for MemoryTransaction {
     ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
         self.bulk_upsert_contacts(rows, policy)
     }
-    async fn merge_contacts(
+
+    // ---- scoring ----
+
+    async fn scoring_inputs(
         &mut self,
-        survivor: ContactId,
-        loser: ContactId,
-        policy: crate::bulk::ConflictPolicy,
-    ) -> Result<Contact> {
-        self.bulk_merge_contacts(survivor, loser, policy)
+        request: &crate::scoring::InputsRequest,
+    ) -> Result<Vec<crate::scoring::ContactInputs>> {
+        self.scoring_chunk(request)
+    }
+
+    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
+        self.live_log_of(id)
+    }
+
+    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>> {
+        self.live_top(limit)
+    }
+
+    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
+        self.live_write(logs)
     }
 }

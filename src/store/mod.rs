@@ -369,24 +369,40 @@ pub trait Transaction: fmt::Debug + Send {
         rows: &[NewContact],
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>>;
-    /// Merges contact `loser` into `survivor`: the loser's deals (each
-    /// gaining a version), activities and signals move to the survivor, the
-    /// survivor takes the loser's values as `policy` says
-    /// ([`crate::bulk::merged_survivor`]; custom fields merged key by key),
-    /// and the loser is deleted. Every version the merge writes records the
-    /// reason `merged <loser> into <survivor>` (after the context's own
-    /// reason, if any) with the transaction's request id. Returns the
-    /// survivor.
+
+    // ---- scoring ----
+
+    /// The scoring inputs of one chunk of contacts, for the rescoring
+    /// pipeline ([`crate::scoring::rescore`]): the active contacts created
+    /// at or after `request.created_from` with an id greater than
+    /// `request.after`, in ascending id order, at most `request.limit`, each
+    /// with its activities, signals and open deals (those before
+    /// `request.inputs_from` may be left out). A few statements per chunk,
+    /// never one per contact.
     ///
-    /// Errors: [`Error::NotFound`] for either contact; [`Error::Validation`]
-    /// on `loser` when it is the survivor, on `metadata` when the merged
-    /// custom fields are too large.
-    async fn merge_contacts(
+    /// Errors: [`Error::Validation`] on `limit` when it is 0.
+    async fn scoring_inputs(
         &mut self,
-        survivor: ContactId,
-        loser: ContactId,
-        policy: crate::bulk::ConflictPolicy,
-    ) -> Result<Contact>;
+        request: &crate::scoring::InputsRequest,
+    ) -> Result<Vec<crate::scoring::ContactInputs>>;
+
+    /// A contact's live score state: `ln Σ weight·2^(t/half_life)` over its
+    /// activities and signals (see [`crate::scoring::live`]). `Ok(None)`
+    /// when there is no such contact, `Ok(Some(None))` when it has nothing
+    /// counted (or the store keeps no live scores).
+    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>>;
+
+    /// The live top leads: active contacts with a live state, highest
+    /// state first (ties by id, descending), at most `limit` (1–1000),
+    /// each with its state.
+    ///
+    /// Errors: [`Error::Validation`] on `limit`.
+    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>>;
+
+    /// Replaces live states in bulk (a rebuild by the batch). Ids that are
+    /// not contacts of the tenant are ignored; versions, `updated_at` and
+    /// history are untouched. Returns how many contacts it set.
+    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64>;
 }
 
 /// The largest page a list returns.

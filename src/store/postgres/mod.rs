@@ -108,6 +108,7 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 pub struct PostgresStore {
     pool: Pool,
     pipelines: Arc<Pipelines>,
+    live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -147,7 +148,15 @@ impl PostgresStore {
         PostgresStore {
             pool,
             pipelines: Arc::new(pipelines),
+            live_scoring: Some(Arc::new(crate::scoring::ScoringModel::default())),
         }
+    }
+
+    /// The same store keeping live scores with `model` (the reference model
+    /// by default), or keeping none with `None`. See [`crate::scoring::live`].
+    pub fn with_live_scoring(mut self, model: Option<crate::scoring::ScoringModel>) -> Self {
+        self.live_scoring = model.map(Arc::new);
+        self
     }
 
     /// The connection pool.
@@ -289,9 +298,10 @@ impl PostgresStoreBuilder {
 impl Store for PostgresStore {
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
         let conn = self.pool.get().await.map_err(error::pool)?;
-        let tx =
+        let mut tx =
             transaction::PgTransaction::begin(conn, tenant, context, Arc::clone(&self.pipelines))
                 .await?;
+        tx.set_live_scoring(self.live_scoring.clone());
         Ok(Box::new(tx))
     }
 

@@ -22,6 +22,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "history",
         sql: include_str!("migrations/0003_history.sql"),
     },
+    Migration {
+        version: 4,
+        name: "scoring",
+        sql: include_str!("migrations/0004_scoring.sql"),
+    },
 ];
 
 /// The `contacts` table.

@@ -48,6 +48,8 @@ mod history;
 
 #[path = "idempotency.rs"]
 mod idempotency;
+#[path = "scoring.rs"]
+mod scoring;
 #[path = "bulk.rs"]
 mod bulk;
 
@@ -196,6 +198,8 @@ pub(super) struct PgTransaction {
     /// A statement failed: PostgreSQL has aborted the transaction, and
     /// `commit` must not report success.
     aborted: bool,
+    /// The model of the live scores, if kept.
+    live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
 }
 
 impl fmt::Debug for PgTransaction {
@@ -272,6 +276,7 @@ impl PgTransaction {
                     context,
                     pipelines,
                     aborted: false,
+                    live_scoring: None,
                 })
             }
             // The connection's state is unknown: the guard closes it.
@@ -900,7 +905,7 @@ impl Transaction for PgTransaction {
     }
 
     async fn log_activity(&mut self, new: NewActivity) -> Result<Activity> {
-        self.share_contact(new.contact_id).await?;
+        let live = self.live_lock(new.contact_id).await?;
         if let Some(deal_id) = new.deal_id {
             let tenant = self.tenant_uuid();
             let row = self
@@ -941,6 +946,7 @@ impl Transaction for PgTransaction {
             .map_err(Error::backend)?;
         self.execute_built(insert.build_postgres(PostgresQueryBuilder))
             .await?;
+        self.live_add_activity(live, &activity).await?;
         Ok(activity)
     }
 
@@ -965,7 +971,7 @@ impl Transaction for PgTransaction {
     }
 
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
-        self.share_contact(new.contact_id).await?;
+        let live = self.live_lock(new.contact_id).await?;
         let signal = Signal {
             id: SignalId::new(),
             tenant_id: self.tenant,
@@ -981,6 +987,7 @@ impl Transaction for PgTransaction {
             .map_err(Error::backend)?;
         self.execute_built(insert.build_postgres(PostgresQueryBuilder))
             .await?;
+        self.live_add_signal(live, &signal).await?;
         Ok(signal)
     }
 
@@ -1104,14 +1111,27 @@ impl Transaction for PgTransaction {
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
         self.bulk_upsert_contacts(rows, policy).await
-    async fn merge_contacts(
-        &mut self,
-        survivor: ContactId,
-        loser: ContactId,
-        policy: crate::bulk::ConflictPolicy,
-    ) -> Result<Contact> {
-        self.bulk_merge_contacts(survivor, loser, policy).await
     }
+
+    // ---- scoring ----
+
+    async fn scoring_inputs(
+        &mut self,
+        request: &crate::scoring::InputsRequest,
+    ) -> Result<Vec<crate::scoring::ContactInputs>> {
+        self.scoring_chunk(request).await
+    }
+
+    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
+        self.live_log_of(id).await
+    }
+
+    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>> {
+        self.live_top(limit).await
+    }
+
+    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
+        self.live_write(logs).await
     }
 }
 

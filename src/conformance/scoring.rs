@@ -1,0 +1,342 @@
+//! The conformance suite's scoring points: batch rescoring (dry run, only
+//! changed scores written, report counts, lookback, determinism) and live
+//! scores (kept by the writes that add a signal, in their transaction).
+
+use chrono::{Duration, Utc};
+
+use super::{begin, create, ctx, new_contact, ok};
+use crate::{
+    DynStore, TenantId,
+    domain::{
+        ActivityKind, ContactId, NewActivity, NewSignal, Score, SignalKind, Timestamp,
+        truncate_to_micros,
+    },
+    scoring::{
+        RescoreOptions, RescoreReport, ScoringModel, explain, live_score, live_top_leads, rescore,
+        rescore_store,
+    },
+};
+
+async fn signal(store: &DynStore, t: TenantId, id: ContactId, kind: SignalKind, at: Timestamp) {
+    let mut tx = begin(store, t).await;
+    ok(
+        tx.record_signal(NewSignal::new(id, kind).occurred_at(at))
+            .await,
+        "record a signal",
+    );
+    ok(tx.commit().await, "commit");
+}
+
+async fn activity(store: &DynStore, t: TenantId, id: ContactId, kind: ActivityKind, at: Timestamp) {
+    let mut tx = begin(store, t).await;
+    ok(
+        tx.log_activity(NewActivity::new(id, kind).occurred_at(at))
+            .await,
+        "log an activity",
+    );
+    ok(tx.commit().await, "commit");
+}
+
+async fn stored_score(store: &DynStore, t: TenantId, id: ContactId) -> Score {
+    let mut tx = begin(store, t).await;
+    let c = ok(tx.get_contact(id).await, "get").expect("the contact exists");
+    ok(tx.commit().await, "commit");
+    c.score
+}
+
+async fn run(store: &DynStore, t: TenantId, options: &RescoreOptions) -> RescoreReport {
+    ok(
+        rescore_store(store, t, ctx(), &ScoringModel::default(), options).await,
+        "rescore",
+    )
+}
+
+/// Three contacts: `hot` with a demo request and a meeting, `warm` with an
+/// email, `cold` with nothing; returns them and a `now` a day later.
+async fn three(store: &DynStore, t: TenantId) -> ([ContactId; 3], Timestamp) {
+    let hot = create(store, t, new_contact("hot@example.com", "Hot", "Lead")).await;
+    let warm = create(store, t, new_contact("warm@example.com", "Warm", "Lead")).await;
+    let cold = create(store, t, new_contact("cold@example.com", "Cold", "Lead")).await;
+    let base = truncate_to_micros(Utc::now());
+    signal(store, t, hot.id, SignalKind::DEMO_REQUEST, base).await;
+    activity(store, t, hot.id, ActivityKind::Meeting, base).await;
+    activity(store, t, warm.id, ActivityKind::Email, base).await;
+    ([hot.id, warm.id, cold.id], base + Duration::days(1))
+}
+
+/// Rescoring writes only the scores that change, and says so: a second
+/// run at the same time changes nothing.
+pub async fn rescoring_writes_only_changed_scores_and_reports_counts(store: &DynStore) {
+    let t = TenantId::new();
+    let ([hot, warm, cold], now) = three(store, t).await;
+    let model = ScoringModel::default();
+    let report = run(store, t, &RescoreOptions::new().at(now)).await;
+    assert_eq!(report.scanned, 3, "every eligible contact is scanned");
+    assert_eq!(report.changed, 2, "the two contacts with signals change");
+    assert_eq!(report.unchanged, 1, "the cold contact stays at 0");
+    assert_eq!(report.written, 2, "only changed scores are written");
+    assert_eq!(report.distribution.iter().sum::<u64>(), 3);
+    assert_eq!(
+        report.distribution[0], 2,
+        "the warm and cold contacts score below 10"
+    );
+    let expected_hot = model.score(
+        now,
+        [
+            crate::scoring::ScoringInput::new(SignalKind::DEMO_REQUEST, now - Duration::days(1)),
+            crate::scoring::ScoringInput::new(SignalKind::MEETING_BOOKED, now - Duration::days(1)),
+        ],
+    );
+    assert_eq!(stored_score(store, t, hot).await, expected_hot.score);
+    assert!(expected_hot.score.get() > 0);
+    assert!(stored_score(store, t, warm).await.get() > 0);
+    assert_eq!(stored_score(store, t, cold).await.get(), 0);
+    assert_eq!(
+        report.top.first().map(|l| l.contact),
+        Some(hot),
+        "the best first"
+    );
+    assert_eq!(
+        report.top[0].scored.top_signals[0].kind,
+        SignalKind::DEMO_REQUEST
+    );
+    let again = run(store, t, &RescoreOptions::new().at(now)).await;
+    assert_eq!((again.scanned, again.changed, again.written), (3, 0, 0));
+    assert_eq!(again.unchanged, 3);
+}
+
+/// A dry run scores and previews, and writes nothing.
+pub async fn a_dry_run_writes_nothing_and_previews_the_top(store: &DynStore) {
+    let t = TenantId::new();
+    let ([hot, warm, cold], now) = three(store, t).await;
+    let report = run(store, t, &RescoreOptions::dry_run().at(now)).await;
+    assert!(report.dry_run);
+    assert_eq!((report.scanned, report.changed, report.written), (3, 2, 0));
+    let order: Vec<ContactId> = report.top.iter().map(|l| l.contact).collect();
+    assert_eq!(order[..2], [hot, warm], "the preview lists the best first");
+    assert!(report.top.len() <= 10);
+    for id in [hot, warm, cold] {
+        assert_eq!(
+            stored_score(store, t, id).await.get(),
+            0,
+            "nothing was written"
+        );
+    }
+}
+
+/// Only contacts created within the lookback window (and active) are
+/// scanned; an override of the window applies.
+pub async fn rescoring_scans_only_active_contacts_within_the_lookback(store: &DynStore) {
+    let t = TenantId::new();
+    let ([hot, _, _], now) = three(store, t).await;
+    let gone = create(store, t, new_contact("gone@example.com", "Gone", "Lead")).await;
+    let mut tx = begin(store, t).await;
+    ok(tx.deactivate_contact(gone.id).await, "deactivate");
+    ok(tx.commit().await, "commit");
+    let later = now + Duration::days(10);
+    let narrow = run(
+        store,
+        t,
+        &RescoreOptions::new().at(later).lookback_days(5.0),
+    )
+    .await;
+    assert_eq!(
+        narrow.scanned, 0,
+        "created 11 days earlier: outside a 5-day window"
+    );
+    assert_eq!(stored_score(store, t, hot).await.get(), 0);
+    let wide = run(
+        store,
+        t,
+        &RescoreOptions::new().at(later).lookback_days(20.0),
+    )
+    .await;
+    assert_eq!(wide.scanned, 3, "the inactive contact is not scanned");
+    assert!(stored_score(store, t, hot).await.get() > 0);
+    assert_eq!(stored_score(store, t, gone.id).await.get(), 0);
+}
+
+/// With `now` fixed the report is the same whatever the chunk size.
+pub async fn rescoring_at_a_fixed_now_is_deterministic_across_chunk_sizes(store: &DynStore) {
+    let t = TenantId::new();
+    let (_, now) = three(store, t).await;
+    for i in 0..4 {
+        let c = create(
+            store,
+            t,
+            new_contact(&format!("more{i}@example.com"), "More", "Lead"),
+        )
+        .await;
+        signal(
+            store,
+            t,
+            c.id,
+            SignalKind::PRICING_PAGE_VIEW,
+            now - Duration::days(i),
+        )
+        .await;
+    }
+    let one = run(store, t, &RescoreOptions::dry_run().at(now).chunk_size(1)).await;
+    let many = run(
+        store,
+        t,
+        &RescoreOptions::dry_run().at(now).chunk_size(1000),
+    )
+    .await;
+    assert_eq!(one.chunks, 7, "one chunk per contact");
+    assert_eq!(many.chunks, 1);
+    assert_eq!(
+        (one.scanned, one.changed, one.distribution, &one.top),
+        (many.scanned, many.changed, many.distribution, &many.top)
+    );
+    assert_eq!(one.scanned, 7);
+}
+
+/// Logging a meeting raises a contact above another in the live top leads
+/// at once, inside the transaction and after it commits; a rollback undoes
+/// the change.
+pub async fn logging_a_meeting_raises_the_live_rank_at_once_and_a_rollback_undoes_it(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let model = ScoringModel::default();
+    let a = create(store, t, new_contact("a@example.com", "A", "Lead")).await;
+    let b = create(store, t, new_contact("b@example.com", "B", "Lead")).await;
+    let now = truncate_to_micros(Utc::now());
+    signal(store, t, a.id, SignalKind::PRICING_PAGE_VIEW, now).await;
+    signal(store, t, b.id, SignalKind::PAGE_VIEW, now).await;
+    let ranked = |leads: Vec<crate::scoring::LiveLead>| -> Vec<ContactId> {
+        leads.iter().map(|l| l.contact.id).collect()
+    };
+    let mut tx = begin(store, t).await;
+    let before = ok(live_top_leads(&mut *tx, &model, 10, now).await, "live top");
+    assert_eq!(ranked(before), [a.id, b.id]);
+    let b_before = ok(tx.live_score_log(b.id).await, "live state").flatten();
+    ok(
+        tx.log_activity(NewActivity::new(b.id, ActivityKind::Meeting).occurred_at(now))
+            .await,
+        "log a meeting",
+    );
+    let inside = ok(live_top_leads(&mut *tx, &model, 10, now).await, "live top");
+    assert_eq!(
+        ranked(inside),
+        [b.id, a.id],
+        "at once, in the same transaction"
+    );
+    ok(tx.rollback().await, "rollback");
+    let mut tx = begin(store, t).await;
+    let after_rollback = ok(tx.live_score_log(b.id).await, "live state").flatten();
+    assert_eq!(
+        after_rollback.map(f64::to_bits),
+        b_before.map(f64::to_bits),
+        "the rollback restored the exact state"
+    );
+    ok(
+        tx.log_activity(NewActivity::new(b.id, ActivityKind::Meeting).occurred_at(now))
+            .await,
+        "log a meeting",
+    );
+    ok(tx.commit().await, "commit");
+    let mut tx = begin(store, t).await;
+    let committed = ok(live_top_leads(&mut *tx, &model, 10, now).await, "live top");
+    assert_eq!(ranked(committed.clone()), [b.id, a.id]);
+    // 25 + 2 = 27 → floor(2700 / 230) = 11; 15 → 6.
+    assert_eq!(committed[0].live_score.get(), 11);
+    assert_eq!(committed[1].live_score.get(), 6);
+    ok(tx.commit().await, "commit");
+}
+
+/// The displayed live score is what `explain` says, the stored state equals
+/// its recomputation, and for recent signals without deals the live and
+/// batch scores agree.
+pub async fn the_displayed_live_score_is_what_explain_says(store: &DynStore) {
+    let t = TenantId::new();
+    let model = ScoringModel::default();
+    let c = create(store, t, new_contact("x@example.com", "X", "Lead")).await;
+    let base = truncate_to_micros(Utc::now());
+    signal(
+        store,
+        t,
+        c.id,
+        SignalKind::DEMO_REQUEST,
+        base - Duration::days(3),
+    )
+    .await;
+    activity(
+        store,
+        t,
+        c.id,
+        ActivityKind::Call,
+        base - Duration::days(10),
+    )
+    .await;
+    signal(
+        store,
+        t,
+        c.id,
+        SignalKind::parse("unweighted").unwrap(),
+        base,
+    )
+    .await;
+    let now = base + Duration::hours(1);
+    let mut tx = begin(store, t).await;
+    let shown = ok(live_score(&mut *tx, &model, c.id, now).await, "live score")
+        .expect("the contact exists");
+    let e = ok(explain(&mut *tx, &model, c.id, Some(now)).await, "explain").expect("exists");
+    ok(tx.commit().await, "commit");
+    assert_eq!(
+        e.live_score, shown,
+        "the displayed score is the explained one"
+    );
+    assert_eq!(e.live_terms, 2, "the unweighted signal adds no term");
+    assert!(
+        e.live_consistent(),
+        "{:?} vs {:?}",
+        e.live_log,
+        e.live_log_recomputed
+    );
+    assert_eq!(
+        e.batch.score, e.live_score,
+        "recent signals, no deal: the two agree"
+    );
+    assert!(shown.get() > 0);
+    assert_eq!(e.batch.top_signals[0].kind, SignalKind::DEMO_REQUEST);
+    let report = run(store, t, &RescoreOptions::new().at(now)).await;
+    assert_eq!(report.written, 1);
+    assert_eq!(
+        stored_score(store, t, c.id).await,
+        e.batch.score,
+        "explain predicts the batch"
+    );
+}
+
+/// A rebuild by the batch stores the recomputed live state, and a store
+/// rejects a chunk size of 0.
+pub async fn a_rebuild_stores_the_recomputed_live_state(store: &DynStore) {
+    let t = TenantId::new();
+    let model = ScoringModel::default();
+    let ([hot, warm, cold], now) = three(store, t).await;
+    let mut tx = begin(store, t).await;
+    ok(
+        tx.write_live_score_logs(&[(hot, None), (warm, Some(1.0))])
+            .await,
+        "clear",
+    );
+    ok(tx.commit().await, "commit");
+    let report = run(store, t, &RescoreOptions::new().at(now).rebuild_live(true)).await;
+    assert_eq!(report.live_rebuilt, 3);
+    let mut tx = begin(store, t).await;
+    for id in [hot, warm, cold] {
+        let e = ok(explain(&mut *tx, &model, id, Some(now)).await, "explain").expect("exists");
+        assert!(
+            e.live_consistent(),
+            "rebuilt: {:?} vs {:?}",
+            e.live_log,
+            e.live_log_recomputed
+        );
+    }
+    assert_eq!(ok(tx.live_score_log(cold).await, "state"), Some(None));
+    let zero = rescore(&mut *tx, &model, &RescoreOptions::new().chunk_size(0)).await;
+    assert!(matches!(zero, Err(crate::Error::Validation(_))), "{zero:?}");
+    ok(tx.commit().await, "commit");
+}

@@ -1,0 +1,347 @@
+//! Batch rescoring over any [`Store`]: streams the scoring inputs of the
+//! eligible contacts chunk by chunk, scores them with a [`ScoringModel`],
+//! writes back only the scores that changed, and reports what it did.
+//!
+//! # Bounded memory
+//!
+//! Inputs are read with [`Transaction::scoring_inputs`] one chunk of
+//! `chunk_size` contacts at a time in id order (keyset pagination), and a
+//! chunk's changed scores are written with one [`Transaction::write_scores`]
+//! before the next chunk is read. Memory is bounded by `chunk_size` ×
+//! (inputs per contact) plus the `top` best contacts kept for the report,
+//! whatever the size of the tenant. Inputs past the model's age cutoff are
+//! not even read (unless the live state is rebuilt, which needs them all).
+//!
+//! # All or nothing
+//!
+//! The whole run is one transaction: [`rescore_store`] commits only when
+//! every chunk was scored and written, and a failure (or a dry run) leaves
+//! every score as it was. Chunks bound memory, not the transaction: the
+//! run holds row locks on the contacts whose score changed until it
+//! commits, which a nightly job can afford, and readers never see a half
+//! rescored tenant. A caller that prefers shorter transactions can call
+//! [`rescore`] on transactions of its own, but must then accept a tenant
+//! that is partly rescored while it runs.
+
+use std::{cmp::Ordering, collections::BinaryHeap};
+
+use chrono::{Duration, TimeZone, Utc};
+use serde::Serialize;
+
+use crate::{
+    domain::{ContactId, Context, Score, TenantId, Timestamp, truncate_to_micros},
+    error::{FieldError, Result, ValidationErrors},
+    store::{DynStore, Transaction},
+};
+
+use super::{InputsRequest, Scored, ScoringModel};
+
+/// The default number of contacts read per chunk.
+pub const DEFAULT_CHUNK_SIZE: u32 = 2_000;
+/// The default number of top contacts in a report.
+pub const DEFAULT_TOP: usize = 10;
+
+/// How to run a rescoring.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RescoreOptions {
+    /// Score and report, but write nothing (and roll back).
+    pub dry_run: bool,
+    /// Replaces the model's lookback window, in days (finite, ≥ 0).
+    pub lookback_days: Option<f64>,
+    /// Scores at this time instead of the clock's (for reproducible runs).
+    pub now: Option<Timestamp>,
+    /// Contacts read per chunk (≥ 1).
+    pub chunk_size: u32,
+    /// How many of the best-scored contacts the report lists, with their
+    /// explanations.
+    pub top: usize,
+    /// Also recompute every scanned contact's live state from all of its
+    /// activities and signals and store it (see [`crate::scoring::live`]):
+    /// for data loaded around the stores, or after a model change. Reads
+    /// every input, not only those within the age cutoff.
+    pub rebuild_live: bool,
+}
+
+impl Default for RescoreOptions {
+    fn default() -> Self {
+        RescoreOptions {
+            dry_run: false,
+            lookback_days: None,
+            now: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            top: DEFAULT_TOP,
+            rebuild_live: false,
+        }
+    }
+}
+
+impl RescoreOptions {
+    /// The defaults: write, the model's lookback, the clock's time, chunks
+    /// of [`DEFAULT_CHUNK_SIZE`], the top [`DEFAULT_TOP`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A dry run: score and report the top 10, write nothing.
+    pub fn dry_run() -> Self {
+        RescoreOptions {
+            dry_run: true,
+            ..Self::default()
+        }
+    }
+
+    /// Scores at `now`.
+    pub fn at(mut self, now: Timestamp) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    /// Replaces the model's lookback window.
+    pub fn lookback_days(mut self, days: f64) -> Self {
+        self.lookback_days = Some(days);
+        self
+    }
+
+    /// Reads `n` contacts per chunk.
+    pub fn chunk_size(mut self, n: u32) -> Self {
+        self.chunk_size = n;
+        self
+    }
+
+    /// Lists the best `n` contacts in the report.
+    pub fn top(mut self, n: usize) -> Self {
+        self.top = n;
+        self
+    }
+
+    /// Also rebuilds the live state of every scanned contact.
+    pub fn rebuild_live(mut self, yes: bool) -> Self {
+        self.rebuild_live = yes;
+        self
+    }
+}
+
+/// One of the best-scored contacts of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopLead {
+    /// The contact.
+    pub contact: ContactId,
+    /// Its score before the run.
+    pub previous: Score,
+    /// Its new score with the explanation.
+    pub scored: Scored,
+}
+
+/// What a rescoring did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RescoreReport {
+    /// The time scored at.
+    pub now: Timestamp,
+    /// Whether it was a dry run (nothing written).
+    pub dry_run: bool,
+    /// Eligible contacts scored.
+    pub scanned: u64,
+    /// Of those, how many got a different score (written unless a dry run).
+    pub changed: u64,
+    /// Of those, how many kept their score.
+    pub unchanged: u64,
+    /// Scores actually written (0 on a dry run).
+    pub written: u64,
+    /// Live states rebuilt (0 unless asked for, and on a dry run).
+    pub live_rebuilt: u64,
+    /// How many chunks were read.
+    pub chunks: u64,
+    /// New scores per bucket: `[0]` is 0–9, `[1]` 10–19, …, `[9]` 90–99
+    /// and `[10]` exactly 100.
+    pub distribution: [u64; 11],
+    /// The best-scored contacts, best first (score, then decayed sum, then
+    /// id, descending), with their explanations.
+    pub top: Vec<TopLead>,
+}
+
+/// Ranks a [`TopLead`] so that the heap's top is the worst kept.
+struct Ranked(TopLead);
+
+impl Ranked {
+    fn cmp_key(&self, other: &Self) -> Ordering {
+        let (a, b) = (&self.0, &other.0);
+        a.scored
+            .score
+            .cmp(&b.scored.score)
+            .then(a.scored.decayed_sum.total_cmp(&b.scored.decayed_sum))
+            .then(a.contact.cmp(&b.contact))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp_key(other) == Ordering::Equal
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    // Reversed: BinaryHeap is a max-heap, and the top must be the worst.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.cmp_key(self)
+    }
+}
+
+/// `t − days`, floored at year 1 (a window reaching further back covers
+/// everything a store can hold).
+fn days_before(t: Timestamp, days: f64) -> Timestamp {
+    let floor = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).single().unwrap_or(t);
+    let micros = days * 86_400e6;
+    if !micros.is_finite() || micros >= 1e17 {
+        return floor;
+    }
+    t.checked_sub_signed(Duration::microseconds(micros.ceil() as i64))
+        .map_or(floor, |x| x.max(floor))
+}
+
+/// Rescores the eligible contacts of `tx`'s tenant with `model`, inside
+/// `tx` (committing is the caller's: see [`rescore_store`]). On a dry run
+/// nothing is written.
+///
+/// Errors: [`Error::Validation`](crate::Error::Validation) on
+/// `lookback_days` or `chunk_size`; whatever the store returns.
+pub async fn rescore(
+    tx: &mut dyn Transaction,
+    model: &ScoringModel,
+    options: &RescoreOptions,
+) -> Result<RescoreReport> {
+    if options.chunk_size == 0 {
+        return Err(ValidationErrors::single(FieldError::new(
+            "chunk_size",
+            "out_of_range",
+            "must be at least 1",
+        ))
+        .into());
+    }
+    let owned;
+    let model = match options.lookback_days {
+        Some(days) => {
+            owned = model.to_builder().lookback_days(days).build()?;
+            &owned
+        }
+        None => model,
+    };
+    let now = truncate_to_micros(options.now.unwrap_or_else(Utc::now));
+    // The store's filters are a superset (a second of slack); the model
+    // decides exactly.
+    let created_from = days_before(now, model.lookback_days() + 1.0 / 86_400.0);
+    let inputs_from = match (options.rebuild_live, model.ignore_after_half_lives()) {
+        (false, Some(n)) => Some(days_before(
+            now,
+            n * model.half_life_days() + 1.0 / 86_400.0,
+        )),
+        _ => None,
+    };
+    let mut report = RescoreReport {
+        now,
+        dry_run: options.dry_run,
+        scanned: 0,
+        changed: 0,
+        unchanged: 0,
+        written: 0,
+        live_rebuilt: 0,
+        chunks: 0,
+        distribution: [0; 11],
+        top: Vec::new(),
+    };
+    let mut top: BinaryHeap<Ranked> = BinaryHeap::with_capacity(options.top + 1);
+    let mut after = None;
+    loop {
+        let chunk = tx
+            .scoring_inputs(&InputsRequest {
+                created_from,
+                after,
+                limit: options.chunk_size,
+                inputs_from,
+            })
+            .await?;
+        let Some(last) = chunk.last() else { break };
+        after = Some(last.id);
+        report.chunks += 1;
+        let full = chunk.len() == options.chunk_size as usize;
+        let mut writes: Vec<(ContactId, Score)> = Vec::new();
+        let mut live: Vec<(ContactId, Option<f64>)> = Vec::new();
+        for c in &chunk {
+            if !model.is_eligible(now, c.created_at, true) {
+                continue;
+            }
+            let scored = model.score(now, c.scoring_inputs(model));
+            report.scanned += 1;
+            let bucket = usize::from(scored.score.get() / 10).min(10);
+            report.distribution[bucket] += 1;
+            if scored.score == c.score {
+                report.unchanged += 1;
+            } else {
+                report.changed += 1;
+                writes.push((c.id, scored.score));
+            }
+            if options.rebuild_live {
+                live.push((c.id, c.live_log_sum(model)));
+            }
+            if options.top > 0 {
+                let lead = Ranked(TopLead {
+                    contact: c.id,
+                    previous: c.score,
+                    scored,
+                });
+                if top.len() < options.top {
+                    top.push(lead);
+                } else if top.peek().is_some_and(|worst| lead < *worst) {
+                    top.pop();
+                    top.push(lead);
+                }
+            }
+        }
+        drop(chunk);
+        if !options.dry_run {
+            if !writes.is_empty() {
+                report.written += tx.write_scores(&writes).await?;
+            }
+            if !live.is_empty() {
+                report.live_rebuilt += tx.write_live_score_logs(&live).await?;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    report.top = top.into_sorted_vec().into_iter().map(|r| r.0).collect();
+    Ok(report)
+}
+
+/// Rescores a tenant in one transaction: commits when everything was
+/// written, rolls back on a dry run or an error (leaving every score as it
+/// was).
+pub async fn rescore_store(
+    store: &DynStore,
+    tenant: TenantId,
+    context: Context,
+    model: &ScoringModel,
+    options: &RescoreOptions,
+) -> Result<RescoreReport> {
+    let mut tx = store.begin(tenant, context).await?;
+    match rescore(tx.as_mut(), model, options).await {
+        Ok(report) => {
+            if options.dry_run {
+                tx.rollback().await?;
+            } else {
+                tx.commit().await?;
+            }
+            Ok(report)
+        }
+        Err(e) => {
+            // The error that stopped the run is the one to report.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}

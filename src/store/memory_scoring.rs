@@ -1,0 +1,166 @@
+//! Scoring for `InMemoryStore`: the rescoring pipeline's input chunks and
+//! the live score state kept per contact (see [`crate::scoring::live`]).
+
+use uuid::Uuid;
+
+use super::{MemoryTransaction, TenantData, Undo};
+use crate::{
+    domain::{Activity, ActivityId, Contact, ContactId, DealId, Signal, SignalId, SignalKind},
+    error::{FieldError, Result, ValidationErrors},
+    scoring::{ContactInputs, InputsRequest},
+    store::PageRequest,
+};
+
+/// Sets (or clears) a contact's live state; returns the previous one.
+pub(super) fn put_live(data: &mut TenantData, id: ContactId, value: Option<f64>) -> Option<f64> {
+    match value {
+        Some(v) => data.live_scores.insert(id, v),
+        None => data.live_scores.remove(&id),
+    }
+}
+
+impl MemoryTransaction {
+    fn set_live(&mut self, id: ContactId, value: Option<f64>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = put_live(self.data_mut()?, id, value);
+        self.undo.push(Undo::LiveScore(tenant, id, old));
+        Ok(())
+    }
+
+    /// Adds one term to a contact's live state, computed in Rust from the
+    /// state read under the store's lock (the same computation as on
+    /// PostgreSQL, so both keep identical bits).
+    fn live_add(
+        &mut self,
+        id: ContactId,
+        kind: &SignalKind,
+        at: crate::domain::Timestamp,
+    ) -> Result<()> {
+        let Some(model) = self.live_scoring.clone() else {
+            return Ok(());
+        };
+        let Some(term) = model.log_term(kind, at) else {
+            return Ok(());
+        };
+        let current = self.data()?.live_scores.get(&id).copied();
+        self.set_live(
+            id,
+            Some(crate::scoring::ScoringModel::log_add(current, term)),
+        )
+    }
+
+    pub(super) fn live_add_activity(&mut self, a: &Activity) -> Result<()> {
+        let Some(model) = self.live_scoring.clone() else {
+            return Ok(());
+        };
+        self.live_add(a.contact_id, model.activity_signal(a.kind), a.occurred_at)
+    }
+
+    pub(super) fn live_add_signal(&mut self, s: &Signal) -> Result<()> {
+        self.live_add(s.contact_id, &s.kind, s.occurred_at)
+    }
+
+    pub(super) fn live_log_of(&self, id: ContactId) -> Result<Option<Option<f64>>> {
+        let data = self.data()?;
+        if !data.contacts.contains_key(&id) {
+            return Ok(None);
+        }
+        Ok(Some(data.live_scores.get(&id).copied()))
+    }
+
+    pub(super) fn live_top(&self, limit: u32) -> Result<Vec<(Contact, f64)>> {
+        let limit = PageRequest::first(limit).checked_limit()?;
+        let data = self.data()?;
+        let mut all: Vec<(f64, ContactId)> = data
+            .live_scores
+            .iter()
+            .filter(|(id, _)| data.contacts.get(id).is_some_and(|c| c.active))
+            .map(|(id, l)| (*l, *id))
+            .collect();
+        // Highest first, ties by id descending (PostgreSQL: score_log DESC, id DESC).
+        all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+        Ok(all
+            .into_iter()
+            .take(limit)
+            .filter_map(|(l, id)| data.contacts.get(&id).map(|c| (c.clone(), l)))
+            .collect())
+    }
+
+    pub(super) fn live_write(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
+        let mut set = 0;
+        for (id, log) in logs {
+            if !self.data()?.contacts.contains_key(id) {
+                continue;
+            }
+            self.set_live(*id, *log)?;
+            set += 1;
+        }
+        Ok(set)
+    }
+
+    pub(super) fn scoring_chunk(&self, request: &InputsRequest) -> Result<Vec<ContactInputs>> {
+        if request.limit == 0 {
+            return Err(ValidationErrors::single(FieldError::new(
+                "limit",
+                "out_of_range",
+                "must be at least 1",
+            ))
+            .into());
+        }
+        let data = self.data()?;
+        let mut ids: Vec<&Contact> = data
+            .contacts
+            .values()
+            .filter(|c| {
+                c.active
+                    && c.created_at >= request.created_from
+                    && request.after.is_none_or(|a| c.id > a)
+            })
+            .collect();
+        ids.sort_unstable_by_key(|c| c.id);
+        ids.truncate(request.limit as usize);
+        let from = request
+            .inputs_from
+            .map_or(i64::MIN, |t| t.timestamp_micros());
+        let mut out = Vec::with_capacity(ids.len());
+        for c in ids {
+            let id = c.id;
+            let activities = data
+                .timeline
+                .range(
+                    (id, from, ActivityId::from_uuid(Uuid::nil()))
+                        ..=(id, i64::MAX, ActivityId::from_uuid(Uuid::max())),
+                )
+                .filter_map(|k| data.activities.get(&k.2))
+                .map(|a| (a.kind, a.occurred_at))
+                .collect();
+            let signals = data
+                .signals
+                .range(
+                    (id, from, SignalId::from_uuid(Uuid::nil()))
+                        ..=(id, i64::MAX, SignalId::from_uuid(Uuid::max())),
+                )
+                .map(|(_, s)| (s.kind.clone(), s.occurred_at))
+                .collect();
+            let open_deals = data
+                .deals_by_contact
+                .range(
+                    (id, from, DealId::from_uuid(Uuid::nil()))
+                        ..=(id, i64::MAX, DealId::from_uuid(Uuid::max())),
+                )
+                .filter_map(|k| data.deals.get(&k.2))
+                .filter(|d| d.won_at.is_none() && d.lost_at.is_none())
+                .map(|d| d.created_at)
+                .collect();
+            out.push(ContactInputs {
+                id,
+                created_at: c.created_at,
+                score: c.score,
+                activities,
+                signals,
+                open_deals,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,264 @@
+//! Scoring on PostgreSQL: the rescoring pipeline's input chunks (a handful
+//! of statements per chunk, never one per contact) and the live score
+//! state in `contacts.score_log` (table `contact_scores`, migration 4).
+//!
+//! The state is in `contact_scores` (one row per contact, created on
+//! first use), not in `contacts`, so that keeping it never waits for an
+//! open update of the contact. It is computed in Rust, never with SQL
+//! `ln`/`exp`: a logged activity or recorded signal takes the key-share
+//! lock on the contact as before, then reads the current `score_log` under
+//! the state row's lock (an `INSERT … ON CONFLICT DO UPDATE … RETURNING`),
+//! adds its term with [`ScoringModel::log_add`] and writes it back. The
+//! in-memory store runs the same computation, so both keep identical bits.
+
+use std::collections::HashMap;
+
+use futures_util::try_join;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{PgTransaction, error, rows};
+use crate::{
+    domain::{Activity, ActivityKind, Contact, ContactId, Score, Signal, SignalKind, Timestamp},
+    error::{Entity, Error, FieldError, Result, ValidationErrors},
+    scoring::{ContactInputs, InputsRequest, ScoringModel},
+    store::PageRequest,
+};
+
+/// Creates the contact's state row if missing and locks it, returning the
+/// current state: `ON CONFLICT DO UPDATE` waits for a transaction holding
+/// the row and then sees its committed value.
+const LIVE_LOCK: &str = "INSERT INTO contact_scores (tenant_id, contact_id) VALUES ($1, $2) \
+     ON CONFLICT (tenant_id, contact_id) DO UPDATE SET score_log = contact_scores.score_log \
+     RETURNING score_log";
+const LIVE_SET: &str =
+    "UPDATE contact_scores SET score_log = $3 WHERE tenant_id = $1 AND contact_id = $2";
+const LIVE_OF: &str = "SELECT s.score_log FROM contacts c LEFT JOIN contact_scores s \
+     ON s.tenant_id = c.tenant_id AND s.contact_id = c.id WHERE c.tenant_id = $1 AND c.id = $2";
+const LIVE_TOP: &str = "SELECT c.tenant_id, c.id, c.email, c.first_name, c.last_name, \
+     c.company, c.title, c.phone, c.lead_source, c.metadata, c.score, c.active, c.created_at, \
+     c.updated_at, c.version, s.score_log FROM contact_scores s JOIN contacts c \
+     ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
+     WHERE s.tenant_id = $1 AND s.score_log IS NOT NULL AND c.active \
+     ORDER BY s.score_log DESC NULLS LAST, s.contact_id DESC LIMIT $2";
+const LIVE_WRITE: &str = "INSERT INTO contact_scores (tenant_id, contact_id, score_log) \
+     SELECT $1, u.id, u.l FROM unnest($2::uuid[], $3::float8[]) AS u(id, l) \
+     JOIN contacts c ON c.tenant_id = $1 AND c.id = u.id \
+     ON CONFLICT (tenant_id, contact_id) DO UPDATE SET score_log = EXCLUDED.score_log";
+
+const CHUNK_FIRST: &str = "SELECT id, created_at, score FROM contacts \
+     WHERE tenant_id = $1 AND active AND created_at >= $2 ORDER BY id LIMIT $3";
+const CHUNK_AFTER: &str = "SELECT id, created_at, score FROM contacts \
+     WHERE tenant_id = $1 AND active AND created_at >= $2 AND id > $4 ORDER BY id LIMIT $3";
+const CHUNK_ACTIVITIES: &str = "SELECT contact_id, kind, occurred_at FROM activities \
+     WHERE tenant_id = $1 AND contact_id = ANY($2) \
+     AND occurred_at >= COALESCE($3, '-infinity'::timestamptz)";
+const CHUNK_SIGNALS: &str = "SELECT contact_id, kind, occurred_at FROM signals \
+     WHERE tenant_id = $1 AND contact_id = ANY($2) \
+     AND occurred_at >= COALESCE($3, '-infinity'::timestamptz)";
+const CHUNK_DEALS: &str = "SELECT contact_id, created_at FROM deals \
+     WHERE tenant_id = $1 AND contact_id = ANY($2) AND won_at IS NULL AND lost_at IS NULL \
+     AND created_at >= COALESCE($3, '-infinity'::timestamptz)";
+
+/// What a write that may add a live term learned under the row lock.
+pub(super) enum LiveLock {
+    /// The store keeps no live scores.
+    Off,
+    /// The contact's current state.
+    On(Option<f64>),
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
+    row.try_get(idx).map_err(error::db)
+}
+
+impl PgTransaction {
+    pub(in crate::store::postgres) fn set_live_scoring(
+        &mut self,
+        model: Option<std::sync::Arc<ScoringModel>>,
+    ) {
+        self.live_scoring = model;
+    }
+
+    /// Fails with `NotFound` unless the contact exists, holding a key-share
+    /// lock on it; when live scores are kept, also locks its state row and
+    /// reads the state.
+    pub(super) async fn live_lock(&mut self, id: ContactId) -> Result<LiveLock> {
+        self.share_contact(id).await?;
+        if self.live_scoring.is_none() {
+            return Ok(LiveLock::Off);
+        }
+        let tenant = self.tenant_uuid();
+        match self.query_opt(LIVE_LOCK, &[&tenant, &id.as_uuid()]).await? {
+            Some(row) => Ok(LiveLock::On(get(&row, 0)?)),
+            None => Err(Error::not_found(Entity::Contact, id)),
+        }
+    }
+
+    async fn live_add(
+        &mut self,
+        lock: LiveLock,
+        id: ContactId,
+        kind: &SignalKind,
+        at: Timestamp,
+    ) -> Result<()> {
+        let (LiveLock::On(current), Some(model)) = (lock, self.live_scoring.clone()) else {
+            return Ok(());
+        };
+        let Some(term) = model.log_term(kind, at) else {
+            return Ok(());
+        };
+        let next = ScoringModel::log_add(current, term);
+        let tenant = self.tenant_uuid();
+        self.execute(LIVE_SET, &[&tenant, &id.as_uuid(), &next])
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn live_add_activity(&mut self, lock: LiveLock, a: &Activity) -> Result<()> {
+        let Some(model) = self.live_scoring.clone() else {
+            return Ok(());
+        };
+        self.live_add(
+            lock,
+            a.contact_id,
+            model.activity_signal(a.kind),
+            a.occurred_at,
+        )
+        .await
+    }
+
+    pub(super) async fn live_add_signal(&mut self, lock: LiveLock, s: &Signal) -> Result<()> {
+        self.live_add(lock, s.contact_id, &s.kind, s.occurred_at)
+            .await
+    }
+
+    pub(super) async fn live_log_of(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
+        let tenant = self.tenant_uuid();
+        match self.query_opt(LIVE_OF, &[&tenant, &id.as_uuid()]).await? {
+            Some(row) => Ok(Some(get(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn live_top(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>> {
+        let limit = PageRequest::first(limit).checked_limit()? as i64;
+        let tenant = self.tenant_uuid();
+        let rows = self.query(LIVE_TOP, &[&tenant, &limit]).await?;
+        rows.iter()
+            .map(|r| Ok((rows::contact(r)?, get::<f64>(r, 15)?)))
+            .collect()
+    }
+
+    pub(super) async fn live_write(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
+        if logs.is_empty() {
+            return Ok(0);
+        }
+        // One row per contact, the last value given for it winning.
+        let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(logs.len());
+        let mut ids: Vec<Uuid> = Vec::with_capacity(logs.len());
+        let mut values: Vec<Option<f64>> = Vec::with_capacity(logs.len());
+        for (id, log) in logs {
+            let id = id.as_uuid();
+            match position.get(&id) {
+                Some(&i) => values[i] = *log,
+                None => {
+                    position.insert(id, ids.len());
+                    ids.push(id);
+                    values.push(*log);
+                }
+            }
+        }
+        let tenant = self.tenant_uuid();
+        self.execute(LIVE_WRITE, &[&tenant, &ids, &values]).await
+    }
+
+    pub(super) async fn scoring_chunk(
+        &mut self,
+        request: &InputsRequest,
+    ) -> Result<Vec<ContactInputs>> {
+        if request.limit == 0 {
+            return Err(ValidationErrors::single(FieldError::new(
+                "limit",
+                "out_of_range",
+                "must be at least 1",
+            ))
+            .into());
+        }
+        let tenant = self.tenant_uuid();
+        let limit = i64::from(request.limit);
+        let contacts = match request.after {
+            None => {
+                self.query(CHUNK_FIRST, &[&tenant, &request.created_from, &limit])
+                    .await?
+            }
+            Some(after) => {
+                self.query(
+                    CHUNK_AFTER,
+                    &[&tenant, &request.created_from, &limit, &after.as_uuid()],
+                )
+                .await?
+            }
+        };
+        let mut out: Vec<ContactInputs> = Vec::with_capacity(contacts.len());
+        let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(contacts.len());
+        let mut ids: Vec<Uuid> = Vec::with_capacity(contacts.len());
+        for row in &contacts {
+            let id: Uuid = get(row, 0)?;
+            let score: i16 = get(row, 2)?;
+            let score = Score::new(i64::from(score))
+                .map_err(|e| Error::backend(format!("stored score out of range: {}", e.reason)))?;
+            index.insert(id, out.len());
+            ids.push(id);
+            out.push(ContactInputs {
+                id: ContactId::from_uuid(id),
+                created_at: get(row, 1)?,
+                score,
+                activities: Vec::new(),
+                signals: Vec::new(),
+                open_deals: Vec::new(),
+            });
+        }
+        drop(contacts);
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        // The three reads are independent: send them together (the driver
+        // pipelines them on the connection), one round trip in all.
+        self.check_open()?;
+        let from = request.inputs_from;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &ids, &from];
+        let result = try_join!(
+            self.raw_query(CHUNK_ACTIVITIES, &params),
+            self.raw_query(CHUNK_SIGNALS, &params),
+            self.raw_query(CHUNK_DEALS, &params),
+        );
+        let (activities, signals, deals) = result.map_err(|e| self.failed(e))?;
+        for row in &activities {
+            let i = slot(&index, get(row, 0)?)?;
+            let kind = ActivityKind::parse_field("kind", get(row, 1)?).map_err(bad_value)?;
+            out[i].activities.push((kind, get(row, 2)?));
+        }
+        for row in &signals {
+            let i = slot(&index, get(row, 0)?)?;
+            let kind = SignalKind::parse(get(row, 1)?).map_err(bad_value)?;
+            out[i].signals.push((kind, get(row, 2)?));
+        }
+        for row in &deals {
+            let i = slot(&index, get(row, 0)?)?;
+            out[i].open_deals.push(get(row, 1)?);
+        }
+        Ok(out)
+    }
+}
+
+fn slot(index: &HashMap<Uuid, usize>, id: Uuid) -> Result<usize> {
+    index
+        .get(&id)
+        .copied()
+        .ok_or_else(|| Error::backend(format!("a row for contact {id}, which was not asked for")))
+}
+
+fn bad_value(e: FieldError) -> Error {
+    Error::backend(format!("a stored value does not parse: {}", e.reason))
+}
