@@ -225,6 +225,9 @@ macro_rules! __conformance_suite {
             logging_a_meeting_raises_the_live_rank_at_once_and_a_rollback_undoes_it,
             the_displayed_live_score_is_what_explain_says,
             a_rebuild_stores_the_recomputed_live_state,
+            merging_moves_deals_activities_and_signals_and_deletes_the_loser,
+            a_merge_is_recorded_in_history_under_one_request_id,
+            merging_into_itself_or_with_a_missing_contact_fails_and_changes_nothing,
         }
     };
 }

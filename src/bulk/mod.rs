@@ -49,7 +49,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Contact, ContactId, ContactPatch, NewContact};
+use crate::domain::{Contact, ContactId, ContactPatch, Metadata, NewContact};
 
 mod export;
 mod import;
@@ -153,4 +153,73 @@ pub fn conflict_patch(
         metadata: Some(metadata),
         active: None,
     }
+}
+
+/// The survivor of a merge with `loser`'s values folded in under `policy`
+/// (the loser plays the incoming row: [`ConflictPolicy::Existing`] keeps
+/// the survivor's values and fills its blanks from the loser). Custom
+/// fields are merged key by key, the same side winning a shared key. The
+/// survivor keeps its email, score and active flag. `None` when the
+/// survivor's values stay as they are.
+///
+/// Errors: the merged custom fields break the [`Metadata`] limits.
+pub fn merged_survivor(
+    survivor: &Contact,
+    loser: &Contact,
+    policy: ConflictPolicy,
+    now: crate::domain::Timestamp,
+) -> Result<Option<Contact>, crate::error::FieldError> {
+    let incoming = NewContact {
+        email: loser.email.clone(),
+        first_name: loser.first_name.clone(),
+        last_name: loser.last_name.clone(),
+        company: loser.company.clone(),
+        title: loser.title.clone(),
+        phone: loser.phone.clone(),
+        lead_source: loser.lead_source,
+        metadata: loser.metadata.clone(),
+    };
+    let mut patch = conflict_patch(survivor, &incoming, policy);
+    let (base, over) = match policy {
+        ConflictPolicy::Existing => (&loser.metadata, &survivor.metadata),
+        ConflictPolicy::Incoming | ConflictPolicy::NonEmptyIncoming => {
+            (&survivor.metadata, &loser.metadata)
+        }
+    };
+    let mut map = base.as_map().clone();
+    map.extend(over.as_map().clone());
+    patch.metadata = Some(Metadata::parse(serde_json::Value::Object(map))?);
+    Ok(survivor.patched(&patch, now))
+}
+
+/// The reason a merge records in the history of every record it changes.
+pub fn merge_reason(survivor: ContactId, loser: ContactId) -> String {
+    format!("merged {loser} into {survivor}")
+}
+
+/// The acting context with the merge's reason (after the caller's own).
+pub(crate) fn merge_context(
+    context: &crate::Context,
+    survivor: ContactId,
+    loser: ContactId,
+) -> crate::Context {
+    let reason = merge_reason(survivor, loser);
+    let full = match context.reason() {
+        Some(r) => format!("{r} ({reason})"),
+        None => reason.clone(),
+    };
+    context
+        .clone()
+        .with_reason(&full)
+        .or_else(|_| context.clone().with_reason(&reason))
+        .unwrap_or_else(|_| context.clone())
+}
+
+pub(crate) fn same_contact() -> crate::Error {
+    crate::error::ValidationErrors::single(crate::error::FieldError::new(
+        "loser",
+        "invalid_value",
+        "a contact cannot be merged into itself",
+    ))
+    .into()
 }

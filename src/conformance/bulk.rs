@@ -5,11 +5,14 @@
 use futures_util::future::join_all;
 use serde_json::json;
 
-use super::{begin, create, ctx, get, metadata, new_contact, ok, search};
+use super::{begin, create, ctx, deal, get, metadata, new_contact, new_deal, ok, search};
 use crate::{
     ContactQuery, DynStore, PageRequest, TenantId,
     bulk::{ConflictPolicy, UpsertOutcome},
-    domain::{Company, ContactId, JobTitle, LeadSource, NewContact, Phone},
+    domain::{
+        ActivityKind, Company, ContactId, JobTitle, LeadSource, NewActivity, NewContact, NewSignal,
+        Phone, SignalKind,
+    },
     history::HistoryEntity,
 };
 
@@ -292,4 +295,194 @@ pub async fn upserts_are_recorded_in_history_and_unchanged_rows_are_not(store: &
     assert_eq!(page.items.len(), 2, "an insert and one update: {page:?}");
     assert!(page.items[0].diff.contains_key("first_name"));
     assert_eq!(page.items[0].actor, page.items[1].actor);
+}
+
+async fn history_of(
+    store: &DynStore,
+    t: TenantId,
+    entity: HistoryEntity,
+) -> Vec<crate::history::HistoryEntry> {
+    let mut tx = begin(store, t).await;
+    let page = ok(
+        tx.entity_history(entity, &PageRequest::first(100)).await,
+        "history",
+    );
+    ok(tx.commit().await, "commit");
+    page.items
+}
+
+/// Contract: a merge moves the loser's deals, activities and signals to
+/// the survivor, fills the survivor's blanks (policy `Existing`), merges
+/// custom fields key by key and deletes the loser.
+pub async fn merging_moves_deals_activities_and_signals_and_deletes_the_loser(store: &DynStore) {
+    let t = TenantId::new();
+    let mut s = new_contact("survivor@example.com", "Sam", "Survivor");
+    s.metadata = metadata(json!({"a": 1, "shared": "survivor"}));
+    let survivor = create(store, t, s).await;
+    let mut l = new_contact("loser@example.com", "Lou", "Loser");
+    l.company = Some(Company::parse("Loser Co").unwrap());
+    l.phone = Some(Phone::parse("+1 555 0199").unwrap());
+    l.metadata = metadata(json!({"b": 2, "shared": "loser"}));
+    let loser = create(store, t, l).await;
+    let d = deal(store, t, new_deal(loser.id, "Big one", "100.00", "EUR")).await;
+    let mut tx = begin(store, t).await;
+    let a = ok(
+        tx.log_activity(NewActivity::new(loser.id, ActivityKind::Call).deal(d.id))
+            .await,
+        "log",
+    );
+    let sig = ok(
+        tx.record_signal(NewSignal::new(
+            loser.id,
+            SignalKind::parse("page_view").unwrap(),
+        ))
+        .await,
+        "signal",
+    );
+    ok(tx.commit().await, "commit");
+
+    let mut tx = begin(store, t).await;
+    let merged = ok(
+        tx.merge_contacts(survivor.id, loser.id, ConflictPolicy::Existing)
+            .await,
+        "merge",
+    );
+    ok(tx.commit().await, "commit");
+
+    assert_eq!(merged.id, survivor.id);
+    assert_eq!(merged.email.as_str(), "survivor@example.com");
+    assert_eq!(
+        merged.first_name.as_str(),
+        "Sam",
+        "the survivor's value wins"
+    );
+    assert_eq!(
+        merged.company.as_ref().unwrap().as_str(),
+        "Loser Co",
+        "a blank is filled"
+    );
+    assert_eq!(merged.phone.as_ref().unwrap().as_str(), "+1 555 0199");
+    assert_eq!(
+        crate::domain::Metadata::parse(json!({"a": 1, "b": 2, "shared": "survivor"})).unwrap(),
+        merged.metadata,
+        "custom fields merged key by key"
+    );
+    assert_eq!(merged.version.get(), 2);
+    assert_eq!(get(store, t, survivor.id).await, Some(merged.clone()));
+    assert_eq!(get(store, t, loser.id).await, None, "the loser is deleted");
+
+    let mut tx = begin(store, t).await;
+    let deals = ok(
+        tx.list_deals_for_contact(survivor.id, &PageRequest::first(10))
+            .await,
+        "deals",
+    );
+    let timeline = ok(
+        tx.timeline(survivor.id, &PageRequest::first(10)).await,
+        "timeline",
+    );
+    let signals = ok(tx.list_signals(survivor.id).await, "signals");
+    let by_email = ok(
+        tx.get_contact_by_email(&loser.email).await,
+        "the loser's email",
+    );
+    ok(tx.commit().await, "commit");
+    assert_eq!(deals.items.len(), 1);
+    assert_eq!(deals.items[0].id, d.id);
+    assert_eq!(deals.items[0].contact_id, survivor.id);
+    assert_eq!(
+        deals.items[0].version.get(),
+        d.version.get() + 1,
+        "a moved deal gains a version"
+    );
+    assert_eq!(timeline.items.len(), 1);
+    assert_eq!(timeline.items[0].id, a.id);
+    assert_eq!(
+        timeline.items[0].deal_id,
+        Some(d.id),
+        "the activity keeps its deal"
+    );
+    assert_eq!(signals.len(), 1);
+    assert_eq!(signals[0].id, sig.id);
+    assert_eq!(signals[0].contact_id, survivor.id);
+    assert!(by_email.is_none(), "the loser's email is free again");
+}
+
+/// Contract: the whole merge is in the history under the transaction's
+/// request id, each version with the reason `merged <loser> into <survivor>`.
+pub async fn a_merge_is_recorded_in_history_under_one_request_id(store: &DynStore) {
+    let t = TenantId::new();
+    let survivor = create(store, t, new_contact("keep@example.com", "Keep", "Me")).await;
+    let mut l = new_contact("drop@example.com", "Drop", "Me");
+    l.title = Some(JobTitle::parse("CFO").unwrap());
+    let loser = create(store, t, l).await;
+    let d = deal(store, t, new_deal(loser.id, "Deal", "5", "USD")).await;
+    let context = ctx()
+        .with_request_id("merge-request-7")
+        .unwrap()
+        .with_reason("duplicate cleanup")
+        .unwrap();
+    let mut tx = ok(store.begin(t, context).await, "begin");
+    ok(
+        tx.merge_contacts(survivor.id, loser.id, ConflictPolicy::Incoming)
+            .await,
+        "merge",
+    );
+    ok(tx.commit().await, "commit");
+    let reason = format!(
+        "duplicate cleanup (merged {} into {})",
+        loser.id, survivor.id
+    );
+    let s = history_of(store, t, HistoryEntity::Contact(survivor.id)).await;
+    let l = history_of(store, t, HistoryEntity::Contact(loser.id)).await;
+    let dh = history_of(store, t, HistoryEntity::Deal(d.id)).await;
+    for (what, entry) in [("survivor", &s[0]), ("loser", &l[0]), ("deal", &dh[0])] {
+        assert_eq!(entry.reason.as_deref(), Some(reason.as_str()), "{what}");
+        assert_eq!(
+            entry.request_id.as_deref(),
+            Some("merge-request-7"),
+            "{what}"
+        );
+    }
+    assert!(
+        l[0].is_tombstone(),
+        "the loser's last version is its tombstone"
+    );
+    assert!(s[0].diff.contains_key("first_name"), "{:?}", s[0].diff);
+    assert!(s[0].diff.contains_key("title"), "{:?}", s[0].diff);
+    assert!(dh[0].diff.contains_key("contact_id"), "{:?}", dh[0].diff);
+}
+
+/// Contract: merging a contact into itself, or with a missing contact,
+/// fails and changes nothing.
+pub async fn merging_into_itself_or_with_a_missing_contact_fails_and_changes_nothing(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("one@example.com", "One", "Only")).await;
+    let missing = ContactId::new();
+    let mut tx = begin(store, t).await;
+    let same = tx
+        .merge_contacts(c.id, c.id, ConflictPolicy::Existing)
+        .await;
+    assert!(
+        matches!(&same, Err(crate::Error::Validation(v)) if v.for_field("loser").count() == 1),
+        "{same:?}"
+    );
+    let gone = tx
+        .merge_contacts(c.id, missing, ConflictPolicy::Existing)
+        .await;
+    assert!(
+        matches!(gone, Err(crate::Error::NotFound { .. })),
+        "{gone:?}"
+    );
+    let gone = tx
+        .merge_contacts(missing, c.id, ConflictPolicy::Existing)
+        .await;
+    assert!(
+        matches!(gone, Err(crate::Error::NotFound { .. })),
+        "{gone:?}"
+    );
+    ok(tx.commit().await, "commit");
+    assert_eq!(get(store, t, c.id).await, Some(c));
 }

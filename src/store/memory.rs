@@ -981,4 +981,12 @@ impl Transaction for MemoryTransaction {
     async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
         self.live_write(logs)
     }
+    async fn merge_contacts(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Contact> {
+        self.bulk_merge_contacts(survivor, loser, policy)
+    }
 }

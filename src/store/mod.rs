@@ -369,6 +369,24 @@ pub trait Transaction: fmt::Debug + Send {
         rows: &[NewContact],
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>>;
+    /// Merges contact `loser` into `survivor`: the loser's deals (each
+    /// gaining a version), activities and signals move to the survivor, the
+    /// survivor takes the loser's values as `policy` says
+    /// ([`crate::bulk::merged_survivor`]; custom fields merged key by key),
+    /// and the loser is deleted. Every version the merge writes records the
+    /// reason `merged <loser> into <survivor>` (after the context's own
+    /// reason, if any) with the transaction's request id. Returns the
+    /// survivor.
+    ///
+    /// Errors: [`Error::NotFound`] for either contact; [`Error::Validation`]
+    /// on `loser` when it is the survivor, on `metadata` when the merged
+    /// custom fields are too large.
+    async fn merge_contacts(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Contact>;
 
     // ---- scoring ----
 

@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use super::{PgTransaction, now};
 use crate::{
-    bulk::{ConflictPolicy, UpsertOutcome},
-    domain::{ContactId, NewContact},
-    error::{Error, Result},
+    bulk::{ConflictPolicy, UpsertOutcome, merge_context, merged_survivor, same_contact},
+    domain::{Contact, ContactId, NewContact},
+    error::{Error, Result, ValidationErrors},
 };
 
 const STAGE: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS crm_bulk_contacts (\
@@ -226,5 +226,64 @@ impl PgTransaction {
         }
         writer.finish().await?;
         Ok(())
+    }
+}
+
+const MOVE_DEALS: &str = "UPDATE deals SET contact_id = $3, version = version + 1, updated_at = $4 \
+     WHERE tenant_id = $1 AND contact_id = $2";
+const MOVE_ACTIVITIES: &str =
+    "UPDATE activities SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
+const MOVE_SIGNALS: &str =
+    "UPDATE signals SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
+const SET_REASON: &str = "SELECT set_config('crm.reason', $1, true)";
+
+impl PgTransaction {
+    /// See [`Transaction::merge_contacts`](crate::Transaction::merge_contacts).
+    pub(super) async fn bulk_merge_contacts(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: ConflictPolicy,
+    ) -> Result<Contact> {
+        if survivor == loser {
+            return Err(same_contact());
+        }
+        // Lock both in id order, so that two merges of the same pair (or
+        // crossing pairs) cannot deadlock.
+        let (first, second) = if survivor.as_uuid() < loser.as_uuid() {
+            (survivor, loser)
+        } else {
+            (loser, survivor)
+        };
+        let a = self.lock_contact(first).await?;
+        let b = self.lock_contact(second).await?;
+        let (kept, gone) = if a.id == survivor { (a, b) } else { (b, a) };
+        let at = now();
+        let merged = merged_survivor(&kept, &gone, policy, at)
+            .map_err(|e| Error::from(ValidationErrors::single(e)))?;
+        // Every version this merge writes carries its reason; the caller's
+        // reason comes back afterwards.
+        let reason = merge_context(&self.context, survivor, loser)
+            .reason()
+            .unwrap_or_default()
+            .to_string();
+        let own = self.context.reason().unwrap_or_default().to_string();
+        self.query(SET_REASON, &[&reason]).await?;
+        let tenant = self.tenant_uuid();
+        let (s, l) = (survivor.as_uuid(), loser.as_uuid());
+        self.execute(MOVE_DEALS, &[&tenant, &l, &s, &at]).await?;
+        self.execute(MOVE_ACTIVITIES, &[&tenant, &l, &s]).await?;
+        self.execute(MOVE_SIGNALS, &[&tenant, &l, &s]).await?;
+        self.execute(
+            "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2",
+            &[&tenant, &l],
+        )
+        .await?;
+        let out = match merged {
+            Some(next) => self.write_contact(&kept, next).await?,
+            None => kept,
+        };
+        self.query(SET_REASON, &[&own]).await?;
+        Ok(out)
     }
 }

@@ -1111,6 +1111,14 @@ impl Transaction for PgTransaction {
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
         self.bulk_upsert_contacts(rows, policy).await
+    async fn merge_contacts(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Contact> {
+        self.bulk_merge_contacts(survivor, loser, policy).await
+    }
     }
 
     // ---- scoring ----
