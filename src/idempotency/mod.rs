@@ -148,6 +148,7 @@ use crate::{
 };
 use in_flight::{Entry, InFlight, Slot};
 
+#[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
 pub(crate) use record::key_in_use;
 
 /// The future a handler returns: it may borrow the transaction, and is

@@ -428,3 +428,80 @@ pub(crate) fn key_in_use(source: &IdempotencySource, key: &IdempotencyKey) -> Er
         key: key.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn key_order_and_whitespace_do_not_change_the_fingerprint() {
+        let a: Value = serde_json::from_str(r#"{"b":[1,{"y":2,"x":"é"}],"a":null}"#).unwrap();
+        let b: Value = serde_json::from_str(
+            "{ \"a\" : null ,\n \"b\" : [ 1 , { \"x\" : \"é\", \"y\" : 2 } ] }",
+        )
+        .unwrap();
+        assert_eq!(Fingerprint::of_json(&a), Fingerprint::of_json(&b));
+        assert_ne!(
+            Fingerprint::of_json(&a),
+            Fingerprint::of_json(&json!({"a": null, "b": [{"x": "é", "y": 2}, 1]})),
+            "array order counts"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_is_v1_and_the_sha256_of_the_canonical_json() {
+        let f = Fingerprint::of_json(&json!({"b": "c", "a": 1}));
+        let digest = Sha256::digest(br#"{"a":1,"b":"c"}"#);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(f.as_str(), format!("v1:{hex}"));
+        assert_eq!(Fingerprint::parse(f.as_str()), Ok(f));
+    }
+
+    #[test]
+    fn an_event_with_a_bad_source_and_a_bad_key_reports_both_fields() {
+        let errors = InboundEvent::new("Stripe!", "", &json!({})).unwrap_err();
+        let fields: Vec<(&str, &str)> = errors
+            .as_slice()
+            .iter()
+            .map(|e| (e.field.as_str(), e.code))
+            .collect();
+        assert_eq!(fields, [("source", "invalid_format"), ("key", "required")]);
+    }
+
+    #[test]
+    fn sources_and_keys_are_bounded_and_printable() {
+        assert!(IdempotencySource::parse("billing.v2_eu-1").is_ok());
+        assert_eq!(
+            IdempotencySource::parse(&"a".repeat(65)).unwrap_err().code,
+            "too_long"
+        );
+        assert!(IdempotencySource::parse(&"a".repeat(64)).is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
+        assert_eq!(
+            IdempotencyKey::parse(&"k".repeat(256)).unwrap_err().code,
+            "too_long"
+        );
+        assert_eq!(
+            IdempotencyKey::parse("evt\n1").unwrap_err().code,
+            "invalid_format"
+        );
+        assert_eq!(
+            IdempotencyKey::parse(" evt").unwrap_err().code,
+            "invalid_format"
+        );
+        assert_eq!(IdempotencyKey::parse("   ").unwrap_err().code, "required");
+        assert!(IdempotencyKey::parse("évt 1/ü").is_ok());
+    }
+
+    #[test]
+    fn the_scoped_key_fits_the_context() {
+        let ev = InboundEvent::new(&"s".repeat(64), &"k".repeat(255), &json!(1)).unwrap();
+        let ctx = crate::Context::system("t").with_idempotency_key(&ev.scoped_key());
+        assert_eq!(
+            ctx.unwrap().idempotency_key(),
+            Some(ev.scoped_key().as_str())
+        );
+    }
+}
