@@ -9,7 +9,8 @@
 //! PostgreSQL: a fresh database `crm_bench_idem_<pid>` on the server at
 //! `CRM_BENCH_SERVER_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
 //! migrated, and dropped at the end. `IDEM_BENCH_EVENTS` sets the number of
-//! events per variant (default 5000).
+//! events per variant (default 5000); with `IDEM_BENCH_ASYNC_COMMIT` set,
+//! that database runs with `synchronous_commit = off`.
 
 use std::{
     str::FromStr,
@@ -147,6 +148,16 @@ async fn main() {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap();
+    if std::env::var_os("IDEM_BENCH_ASYNC_COMMIT").is_some() {
+        // Leave out the wait for the WAL flush, which dominates a commit
+        // on a slow disk and hides what the statements cost.
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} SET synchronous_commit = off"
+            ))
+            .await
+            .unwrap();
+    }
     let mut db = config.clone();
     db.dbname(&name);
     let url = format!(
