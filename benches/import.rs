@@ -1,0 +1,241 @@
+//! Import benchmark: 1,000,000 contacts from a generated CSV file into
+//! PostgreSQL through `bulk::import_contacts_csv` (validated row by row,
+//! deduplicated by email through the upsert), against a raw `COPY` of the
+//! same file into the same table and a naive loop of one `INSERT` per row
+//! (timed on a sample and extrapolated); then a re-import of the same file
+//! (every row unchanged), the peak RSS, and export rows/s.
+//!
+//! Uses a database of its own, `crm_bench_import`, dropped and recreated
+//! at the start (set `CRM_BENCH_SERVER_URL` for another server; the user
+//! must be able to create databases). `CRM_IMPORT_ROWS` sets the row count.
+//!
+//! ```text
+//! cargo bench --features postgres --bench import
+//! ```
+
+use std::{
+    fs::File,
+    io::{BufReader, BufWriter, Read, Write},
+    time::Instant,
+};
+
+use crm_core::{
+    Context, PostgresStore, TenantId,
+    bulk::{self, ImportOptions},
+};
+use futures_util::SinkExt;
+use tokio_postgres::{CopyInSink, NoTls};
+
+const DB: &str = "crm_bench_import";
+const NAIVE_SAMPLE: usize = 20_000;
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn generate(path: &str, rows: usize) -> std::io::Result<u64> {
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    writeln!(
+        w,
+        "email,first_name,last_name,company,title,phone,lead_source"
+    )?;
+    for i in 0..rows {
+        let title = if i % 3 == 0 { "Head of Sales" } else { "" };
+        writeln!(
+            w,
+            "lead{i}@bench{}.example,First{},Last{i},\"Company {}, Inc\",{title},+1 555 {:04},import",
+            i % 97,
+            i % 1000,
+            i % 5000,
+            i % 10_000
+        )?;
+    }
+    w.flush()?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let rows: usize = std::env::var("CRM_IMPORT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let server = std::env::var("CRM_BENCH_SERVER_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string());
+    let (admin, conn) = tokio_postgres::connect(&format!("{server}/postgres"), NoTls).await?;
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {DB}"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {DB}"))
+        .await?;
+    let url = format!("{server}/{DB}");
+    let store = PostgresStore::builder(&url).pool_size(4).build().await?;
+    store.migrate().await?;
+    let (client, conn) = tokio_postgres::connect(&url, NoTls).await?;
+    tokio::spawn(conn);
+
+    let path = std::env::temp_dir().join("crm_import_bench.csv");
+    let path = path.to_string_lossy().to_string();
+    let t = Instant::now();
+    let bytes = generate(&path, rows)?;
+    println!(
+        "generated {rows} rows ({:.1} MiB) in {:.1?}",
+        bytes as f64 / 1048576.0,
+        t.elapsed()
+    );
+
+    // 1. Raw COPY of the file into contacts (no validation, no dedup).
+    let raw_tenant = TenantId::new();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE contacts ALTER COLUMN tenant_id SET DEFAULT '{}', \
+             ALTER COLUMN id SET DEFAULT gen_random_uuid(), \
+             ALTER COLUMN created_at SET DEFAULT now(), ALTER COLUMN updated_at SET DEFAULT now()",
+            raw_tenant.as_uuid()
+        ))
+        .await?;
+    let t = Instant::now();
+    let sink: CopyInSink<std::io::Cursor<Vec<u8>>> = client
+        .copy_in(
+            "COPY contacts (email, first_name, last_name, company, title, phone, lead_source) \
+             FROM STDIN (FORMAT csv, HEADER true)",
+        )
+        .await?;
+    futures_util::pin_mut!(sink);
+    let mut file = File::open(&path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sink.send(std::io::Cursor::new(buf[..n].to_vec())).await?;
+    }
+    let copied = sink.as_mut().finish().await?;
+    let copy_secs = t.elapsed().as_secs_f64();
+    assert_eq!(copied as usize, rows);
+    client
+        .batch_execute(
+            "ALTER TABLE contacts ALTER COLUMN tenant_id DROP DEFAULT, \
+             ALTER COLUMN id DROP DEFAULT, ALTER COLUMN created_at DROP DEFAULT, \
+             ALTER COLUMN updated_at DROP DEFAULT; \
+             TRUNCATE contacts CASCADE; TRUNCATE history",
+        )
+        .await?;
+    client.batch_execute("VACUUM ANALYZE contacts").await?;
+
+    // 2. The library's import.
+    let tenant = TenantId::new();
+    let ctx = Context::system("bench-import");
+    let t = Instant::now();
+    let report = bulk::import_contacts_csv(
+        &store,
+        tenant,
+        &ctx,
+        BufReader::with_capacity(1 << 20, File::open(&path)?),
+        ImportOptions::default(),
+    )
+    .await?;
+    let import_secs = t.elapsed().as_secs_f64();
+    assert_eq!(
+        report.inserted as usize,
+        rows,
+        "{:?}",
+        report.rejected.first()
+    );
+    let rss = peak_rss_mib();
+
+    // 3. The same file again: every row found and unchanged.
+    let t = Instant::now();
+    let again = bulk::import_contacts_csv(
+        &store,
+        tenant,
+        &ctx,
+        BufReader::with_capacity(1 << 20, File::open(&path)?),
+        ImportOptions::default(),
+    )
+    .await?;
+    let reimport_secs = t.elapsed().as_secs_f64();
+    assert_eq!(again.unchanged as usize, rows);
+
+    // 4. Naive: one INSERT statement (and commit) per row, on a sample.
+    let naive_tenant = TenantId::new().as_uuid();
+    let insert = client
+        .prepare(
+            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, company, title, \
+             phone, lead_source, metadata, score, active, created_at, updated_at, version) \
+             VALUES ($1, gen_random_uuid(), $2, $3, $4, $5, NULLIF($6, ''), $7, $8, '{}', 0, true, \
+             now(), now(), 1) ON CONFLICT (tenant_id, lower(email)) DO NOTHING",
+        )
+        .await?;
+    let mut reader = csv::Reader::from_path(&path)?;
+    let t = Instant::now();
+    for record in reader.records().take(NAIVE_SAMPLE) {
+        let r = record?;
+        client
+            .execute(
+                &insert,
+                &[
+                    &naive_tenant,
+                    &&r[0],
+                    &&r[1],
+                    &&r[2],
+                    &&r[3],
+                    &&r[4],
+                    &&r[5],
+                    &&r[6],
+                ],
+            )
+            .await?;
+    }
+    let naive_secs = t.elapsed().as_secs_f64();
+    let naive_rate = NAIVE_SAMPLE as f64 / naive_secs;
+
+    // 5. Export.
+    let t = Instant::now();
+    let exported = bulk::export_contacts_csv(&store, tenant, &ctx, std::io::sink()).await?;
+    let export_secs = t.elapsed().as_secs_f64();
+    assert_eq!(exported as usize, rows);
+
+    let copy_rate = rows as f64 / copy_secs;
+    let import_rate = rows as f64 / import_secs;
+    println!();
+    println!("| path | rows | seconds | rows/s | vs COPY |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| raw COPY (csv, no validation, no dedup) | {rows} | {copy_secs:.1} | {copy_rate:.0} | 1.00× |"
+    );
+    println!(
+        "| bulk::import_contacts_csv (validated, upsert by email) | {rows} | {import_secs:.1} | {import_rate:.0} | {:.2}× |",
+        import_rate / copy_rate
+    );
+    println!(
+        "| same file again (all unchanged) | {rows} | {reimport_secs:.1} | {:.0} | {:.2}× |",
+        rows as f64 / reimport_secs,
+        rows as f64 / reimport_secs / copy_rate
+    );
+    println!(
+        "| naive INSERT per row (sample of {NAIVE_SAMPLE}, extrapolated) | {rows} | {:.1} | {naive_rate:.0} | {:.2}× |",
+        rows as f64 / naive_rate,
+        naive_rate / copy_rate
+    );
+    println!(
+        "| bulk::export_contacts_csv | {rows} | {export_secs:.1} | {:.0} | |",
+        rows as f64 / export_secs
+    );
+    println!();
+    println!("peak RSS after the import: {rss:.0} MiB");
+    std::fs::remove_file(&path).ok();
+    drop(store);
+    Ok(())
+}
