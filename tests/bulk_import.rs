@@ -327,6 +327,152 @@ async fn jsonl_rejects_bad_lines_and_skips_blank_ones(store: &DynStore) {
     assert_eq!(all[0].metadata.get("plan"), Some(&json!("pro")));
 }
 
+async fn deals_and_activities_round_trip_linked_to_contacts_by_email(store: &DynStore) {
+    use crm_core::domain::{
+        ActivityKind, Currency, DealTitle, Direction, LostReason, Money, NewActivity, NewDeal,
+        StageKey, Subject,
+    };
+    let source = TenantId::new();
+    let csv =
+        "email,first_name,last_name\nada@example.com,Ada,Lovelace\nbob@example.com,Bob,Babbage\n";
+    import_csv(store, source, csv.as_bytes(), options(10)).await;
+    let all = contacts(store, source).await;
+    let (ada, bob) = (&all[0], &all[1]);
+    let money = |a: &str, c: &str| Money::parse(a, Currency::parse(c).unwrap()).unwrap();
+    let mut open = NewDeal::new(
+        ada.id,
+        DealTitle::parse("Engine").unwrap(),
+        money("1250.50", "EUR"),
+    );
+    open.stage = Some(StageKey::parse("proposal").unwrap());
+    let open = store.create_deal(source, &ctx(), open).await.unwrap();
+    let lost = store
+        .create_deal(
+            source,
+            &ctx(),
+            NewDeal::new(
+                bob.id,
+                DealTitle::parse("Mill").unwrap(),
+                money("10", "USD"),
+            ),
+        )
+        .await
+        .unwrap();
+    store
+        .move_deal(
+            source,
+            &ctx(),
+            lost.id,
+            lost.version,
+            &StageKey::parse("closed_lost").unwrap(),
+            Some(LostReason::parse("no budget").unwrap()),
+        )
+        .await
+        .unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2025-03-01T10:00:00.123456Z")
+        .unwrap()
+        .to_utc();
+    store
+        .log_activity(
+            source,
+            &ctx(),
+            NewActivity::new(ada.id, ActivityKind::Meeting)
+                .deal(open.id)
+                .subject(Subject::parse("Kick-off").unwrap())
+                .direction(Direction::Outbound)
+                .occurred_at(at),
+        )
+        .await
+        .unwrap();
+    store
+        .log_activity(
+            source,
+            &ctx(),
+            NewActivity::new(bob.id, ActivityKind::Note)
+                .body("line one\nline two")
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let mut c = Vec::new();
+    let mut d = Vec::new();
+    let mut a = Vec::new();
+    bulk::export_contacts_csv(store, source, &ctx(), &mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        bulk::export_deals_jsonl(store, source, &ctx(), &mut d)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        bulk::export_activities_jsonl(store, source, &ctx(), &mut a)
+            .await
+            .unwrap(),
+        2
+    );
+    // A row for a contact the tenant does not have is rejected, not fatal.
+    d.extend_from_slice(b"{\"contact_email\":\"nobody@example.com\",\"title\":\"X\",\"amount\":\"1\",\"currency\":\"EUR\"}\n");
+
+    let copy = TenantId::new();
+    import_csv(store, copy, &c, options(10)).await;
+    let deals = bulk::import_deals_jsonl(store, copy, &ctx(), &d[..], 1)
+        .await
+        .unwrap();
+    assert_eq!(deals.created, 2, "{deals:?}");
+    assert_eq!(deals.rejected.len(), 1);
+    assert_eq!(deals.rejected[0].row, 3);
+    assert_eq!(deals.rejected[0].errors[0].field, "contact_email");
+    let acts = bulk::import_activities_jsonl(store, copy, &ctx(), &a[..], &deals.ids, 10)
+        .await
+        .unwrap();
+    assert_eq!(acts.created, 2, "{acts:?}");
+
+    // Compare everything but ids and store-assigned times.
+    let view = |bytes: &[u8]| {
+        let mut lines: Vec<serde_json::Value> = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_slice(l).unwrap();
+                let o = v.as_object_mut().unwrap();
+                for k in ["id", "created_at", "updated_at", "version"] {
+                    o.remove(k);
+                }
+                for k in ["won_at", "lost_at", "deal_id"] {
+                    if let Some(x) = o.get_mut(k) {
+                        *x = json!(!x.is_null());
+                    }
+                }
+                v
+            })
+            .collect();
+        lines.sort_by_key(|v| v.to_string());
+        lines
+    };
+    let mut d2 = Vec::new();
+    let mut a2 = Vec::new();
+    bulk::export_deals_jsonl(store, copy, &ctx(), &mut d2)
+        .await
+        .unwrap();
+    bulk::export_activities_jsonl(store, copy, &ctx(), &mut a2)
+        .await
+        .unwrap();
+    let d_orig: Vec<u8> = d
+        .split(|b| *b == b'\n')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(&b'\n');
+    assert_eq!(view(&d2), view(&d_orig), "deals round trip");
+    assert_eq!(
+        view(&a2),
+        view(&a),
+        "activities round trip, deal links kept"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -360,6 +506,7 @@ on_both_backends!(
     reimporting_updates_by_email_in_any_casing_and_reports_each_row,
     export_then_import_into_an_empty_tenant_gives_the_same_contacts,
     jsonl_rejects_bad_lines_and_skips_blank_ones,
+    deals_and_activities_round_trip_linked_to_contacts_by_email,
 );
 
 /// Two imports of overlapping files at once, on PostgreSQL: no duplicate,

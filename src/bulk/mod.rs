@@ -53,12 +53,17 @@ use crate::domain::{Contact, ContactId, ContactPatch, Metadata, NewContact};
 
 mod export;
 mod import;
+mod related;
 mod row;
 
 pub use export::{CONTACT_CSV_HEADER, export_contacts_csv, export_contacts_jsonl};
 pub use import::{
     ImportMode, ImportOptions, ImportReport, RejectedRow, import_contacts_csv,
     import_contacts_jsonl,
+};
+pub use related::{
+    RelatedReport, export_activities_jsonl, export_deals_jsonl, import_activities_jsonl,
+    import_deals_jsonl,
 };
 
 /// Which values win when an imported row meets a contact that already holds
