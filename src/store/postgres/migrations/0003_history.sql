@@ -97,7 +97,6 @@ CREATE FUNCTION crm_write_history(
 DECLARE
     changes jsonb;
     real boolean;
-    previous timestamptz;
     at timestamptz;
 BEGIN
     -- The fields whose values differ, each as {"old": …, "new": …}; a
@@ -113,15 +112,14 @@ BEGIN
     IF NOT real THEN
         RETURN;
     END IF;
-    SELECT valid_from INTO previous FROM history
+    -- Close the previous version (the latest by valid_from), if any.
+    UPDATE history SET valid_to = greatest(clock_timestamp(), valid_from + interval '1 microsecond')
      WHERE tenant_id = p_tenant AND entity_id = p_entity
-     ORDER BY valid_from DESC LIMIT 1
-       FOR UPDATE;
-    at := clock_timestamp();
-    IF previous IS NOT NULL THEN
-        at := greatest(at, previous + interval '1 microsecond');
-        UPDATE history SET valid_to = at
-         WHERE tenant_id = p_tenant AND entity_id = p_entity AND valid_from = previous;
+       AND valid_from = (SELECT max(valid_from) FROM history
+                          WHERE tenant_id = p_tenant AND entity_id = p_entity)
+    RETURNING valid_to INTO at;
+    IF at IS NULL THEN
+        at := clock_timestamp();
     END IF;
     INSERT INTO history (tenant_id, entity_id, valid_from, valid_to, entity_kind, operation,
                          data, diff, actor, reason, request_id, idempotency_key)
