@@ -12,7 +12,28 @@
 //! file in batches (bounded memory), validate every row through the domain
 //! constructors, and report each rejected row with its number and every
 //! field error; [`export_contacts_csv`] and [`export_contacts_jsonl`] page
-//! through the store and write as they go.
+//! through the store and write as they go. Deals and activities go out and
+//! in as JSON Lines linked to their contacts by email
+//! ([`export_deals_jsonl`], [`import_deals_jsonl`],
+//! [`export_activities_jsonl`], [`import_activities_jsonl`]).
+//!
+//! [`Transaction::merge_contacts`](crate::Transaction::merge_contacts)
+//! folds a duplicate contact into another: its deals, activities and
+//! signals move over, fields are resolved by a [`ConflictPolicy`]
+//! ([`merged_survivor`]), and every version written carries the reason
+//! `merged <loser> into <survivor>` and the transaction's request id.
+//!
+//! # CSV columns
+//!
+//! Headers are matched ignoring case, spaces, `-` and `_`, with aliases:
+//! `email` (`E-mail`, `Email Address`), `first_name` (`First Name`,
+//! `Given Name`), `last_name` (`Surname`), `company` (`Organization`),
+//! `title` (`Job Title`), `phone` (`Phone Number`, `Mobile`),
+//! `lead_source` (`Source`; `import` when absent), `metadata` (a JSON
+//! object). The columns an export adds (`id`, `score`, `active`,
+//! `created_at`, `updated_at`, `version`) are ignored; any other column
+//! becomes a custom field named by its header, holding the cell's text
+//! (blank cells are left out).
 //!
 //! # Round trip
 //!
