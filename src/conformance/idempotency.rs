@@ -624,3 +624,36 @@ pub async fn lookup_and_list_show_the_stored_records_newest_first(store: &DynSto
         .expect_err("a limit of 0");
     assert_eq!(err.field_errors()[0].field, "limit");
 }
+
+/// Storing an outcome for a key the transaction did not claim fails, and
+/// the transaction's writes are not committed.
+pub async fn completing_an_unclaimed_key_fails_and_commits_nothing(store: &DynStore) {
+    let t = TenantId::new();
+    let mut tx = ok(store.begin(t, ctx()).await, "begin");
+    ok(
+        tx.create_contact(new_contact("unclaimed@example.com", "Un", "Claimed"))
+            .await,
+        "create",
+    );
+    let result = tx
+        .complete_idempotency_key_and_commit(
+            &source("stripe"),
+            &key("never-claimed"),
+            &StoredResult::Succeeded(json!(1)),
+            chrono::Utc::now(),
+        )
+        .await;
+    assert!(result.is_err(), "an unclaimed key: {result:?}");
+    assert_eq!(
+        contacts_with(store, t, "unclaimed@example.com").await,
+        0,
+        "nothing was committed"
+    );
+    let record = ok(
+        IdempotencyGuard::new()
+            .lookup(store, t, &ctx(), &source("stripe"), &key("never-claimed"))
+            .await,
+        "lookup",
+    );
+    assert!(record.is_none());
+}

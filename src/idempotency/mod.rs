@@ -432,9 +432,13 @@ impl IdempotencyGuard {
                     }
                 };
                 let record = tx
-                    .complete_idempotency_key(event.source(), event.key(), &stored, self::now())
+                    .complete_idempotency_key_and_commit(
+                        event.source(),
+                        event.key(),
+                        &stored,
+                        self::now(),
+                    )
                     .await?;
-                tx.commit().await?;
                 if let Some(slot) = &slot {
                     slot.settle();
                 }

@@ -333,6 +333,24 @@ pub trait Transaction: fmt::Debug + Send {
         completed_at: Timestamp,
     ) -> Result<crate::idempotency::IdempotencyRecord>;
 
+    /// [`complete_idempotency_key`](Self::complete_idempotency_key), then
+    /// [`commit`](Self::commit): what the default does. A backend may send
+    /// both at once; either way the outcome is stored if and only if the
+    /// commit succeeds.
+    async fn complete_idempotency_key_and_commit(
+        mut self: Box<Self>,
+        source: &crate::idempotency::IdempotencySource,
+        key: &crate::idempotency::IdempotencyKey,
+        result: &crate::idempotency::StoredResult,
+        completed_at: Timestamp,
+    ) -> Result<crate::idempotency::IdempotencyRecord> {
+        let record = self
+            .complete_idempotency_key(source, key, result, completed_at)
+            .await?;
+        self.commit().await?;
+        Ok(record)
+    }
+
     /// The record of a key, expired or not, until it is purged.
     async fn get_idempotency_record(
         &mut self,

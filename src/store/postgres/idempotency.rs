@@ -19,8 +19,8 @@ use crate::{
     domain::{TenantId, Timestamp},
     error::{Error, FieldError, Result},
     idempotency::{
-        Claim, Fingerprint, IdempotencyClaim, IdempotencyKey, IdempotencyRecord,
-        IdempotencySource, StoredResult, WaitPolicy, key_in_use,
+        Claim, Fingerprint, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotencySource,
+        StoredResult, WaitPolicy, key_in_use,
     },
     store::{Page, PageRequest},
 };
@@ -47,6 +47,19 @@ const COMPLETE: &str = "UPDATE idempotency_keys SET status = $4, result = $5, co
      WHERE tenant_id = $1 AND source = $2 AND key = $3 AND status = 'pending' \
      RETURNING tenant_id, source, key, fingerprint, status, result, created_at, \
      completed_at, expires_at";
+/// [`COMPLETE`] that fails (division by zero) when the key holds no pending
+/// claim of this transaction, so that a `COMMIT` pipelined after it rolls
+/// back rather than commit a claim without its result. (The `WHERE` makes
+/// PostgreSQL compute the division, which it skips for an unused column.)
+const COMPLETE_OR_FAIL: &str = "WITH done AS (UPDATE idempotency_keys \
+     SET status = $4, result = $5, completed_at = $6 \
+     WHERE tenant_id = $1 AND source = $2 AND key = $3 AND status = 'pending' \
+     RETURNING tenant_id, source, key, fingerprint, status, result, created_at, \
+     completed_at, expires_at), \
+     exactly_one AS (SELECT 1 / count(*)::int AS one FROM done) \
+     SELECT done.tenant_id, done.source, done.key, done.fingerprint, done.status, done.result, \
+     done.created_at, done.completed_at, done.expires_at \
+     FROM exactly_one LEFT JOIN done ON true WHERE exactly_one.one = 1";
 const LIST: &str = "SELECT tenant_id, source, key, fingerprint, status, result, created_at, \
      completed_at, expires_at FROM idempotency_keys WHERE tenant_id = $1 AND source = $2 \
      ORDER BY created_at DESC, key DESC LIMIT $3";
@@ -100,7 +113,9 @@ fn record(row: &Row) -> Result<IdempotencyRecord> {
     let completed_at: Option<Timestamp> = row.try_get(7).map_err(error::db)?;
     let expires_at: Timestamp = row.try_get(8).map_err(error::db)?;
     let mut errors = Vec::new();
-    let parsed_source = IdempotencySource::parse(&source).map_err(|e| errors.push(e)).ok();
+    let parsed_source = IdempotencySource::parse(&source)
+        .map_err(|e| errors.push(e))
+        .ok();
     let parsed_key = IdempotencyKey::parse(&key).map_err(|e| errors.push(e)).ok();
     let parsed_fingerprint = Fingerprint::parse(&fingerprint)
         .map_err(|e| errors.push(e))
@@ -118,24 +133,17 @@ fn record(row: &Row) -> Result<IdempotencyRecord> {
             None
         }
     };
-    match (
-        parsed_source,
-        parsed_key,
-        parsed_fingerprint,
-        parsed_result,
-    ) {
-        (Some(source), Some(key), Some(fingerprint), Some(result)) => {
-            Ok(IdempotencyRecord {
-                tenant_id: TenantId::from_uuid(tenant),
-                source,
-                key,
-                fingerprint,
-                result,
-                created_at,
-                completed_at,
-                expires_at,
-            })
-        }
+    match (parsed_source, parsed_key, parsed_fingerprint, parsed_result) {
+        (Some(source), Some(key), Some(fingerprint), Some(result)) => Ok(IdempotencyRecord {
+            tenant_id: TenantId::from_uuid(tenant),
+            source,
+            key,
+            fingerprint,
+            result,
+            created_at,
+            completed_at,
+            expires_at,
+        }),
         _ => Err(Error::backend(error::InvalidRow {
             table: "idempotency_keys",
             id: format!("{source}:{key}"),
@@ -211,7 +219,11 @@ impl PgTransaction {
                     return Ok(Claim::Existing(existing));
                 }
                 Some(_) => {
-                    if self.under_lock_timeout(claim.wait, TAKE_OVER, claim).await? == 1 {
+                    if self
+                        .under_lock_timeout(claim.wait, TAKE_OVER, claim)
+                        .await?
+                        == 1
+                    {
                         return Ok(Claim::Claimed);
                     }
                     // Taken over (or purged) by another transaction: look again.
@@ -246,6 +258,77 @@ impl PgTransaction {
         match row {
             Some(row) => record(&row),
             None => Err(Error::backend(NotClaimed(format!("{source}:{key}")))),
+        }
+    }
+
+    /// Stores the outcome and commits in one round trip: the `UPDATE` and
+    /// the `COMMIT` are pipelined. When the update fails, PostgreSQL turns
+    /// the `COMMIT` into a rollback, and the update's error is returned.
+    pub(super) async fn idempotency_complete_and_commit(
+        mut self: Box<Self>,
+        source: &IdempotencySource,
+        key: &IdempotencyKey,
+        result: &StoredResult,
+        completed_at: Timestamp,
+    ) -> Result<IdempotencyRecord> {
+        if self.aborted {
+            self.finish("ROLLBACK").await?;
+            return Err(Error::backend(super::Aborted));
+        }
+        let tenant = self.tenant_uuid();
+        let completed_at = crate::domain::truncate_to_micros(completed_at);
+        let guard = super::Detach(Some(
+            self.conn
+                .take()
+                .ok_or_else(|| Error::backend(super::Finished))?,
+        ));
+        let Some(conn) = guard.conn() else {
+            return Err(Error::backend(super::Finished));
+        };
+        let statement = match conn.prepare_cached(COMPLETE_OR_FAIL).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing was sent but the prepare: end the transaction.
+                let rolled_back = conn.batch_execute("ROLLBACK").await.is_ok();
+                if rolled_back {
+                    guard.release();
+                }
+                return Err(error::db(e));
+            }
+        };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &tenant,
+            &source.as_str(),
+            &key.as_str(),
+            &result.status(),
+            result.value(),
+            &completed_at,
+        ];
+        let (updated, committed) = futures_util::future::join(
+            conn.query(&statement, &params),
+            conn.batch_execute("COMMIT"),
+        )
+        .await;
+        match committed {
+            Ok(()) => guard.release(),
+            Err(e) => {
+                // The server answered: the connection is idle again.
+                if e.as_db_error().is_some() {
+                    guard.release();
+                }
+                return Err(updated.err().map_or_else(|| error::db(e), error::db));
+            }
+        }
+        match updated {
+            Ok(rows) => match rows.first() {
+                Some(row) => record(row),
+                None => Err(Error::backend(NotClaimed(format!("{source}:{key}")))),
+            },
+            Err(e) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
+                Err(Error::backend(NotClaimed(format!("{source}:{key}"))))
+            }
+            // The COMMIT rolled the transaction back.
+            Err(e) => Err(error::db(e)),
         }
     }
 

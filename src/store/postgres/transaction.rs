@@ -1084,6 +1084,17 @@ impl Transaction for PgTransaction {
             .await
     }
 
+    async fn complete_idempotency_key_and_commit(
+        self: Box<Self>,
+        source: &crate::idempotency::IdempotencySource,
+        key: &crate::idempotency::IdempotencyKey,
+        result: &crate::idempotency::StoredResult,
+        completed_at: Timestamp,
+    ) -> Result<crate::idempotency::IdempotencyRecord> {
+        self.idempotency_complete_and_commit(source, key, result, completed_at)
+            .await
+    }
+
     async fn get_idempotency_record(
         &mut self,
         source: &crate::idempotency::IdempotencySource,
