@@ -28,7 +28,12 @@ use crate::{
 /// Creates the contact's state row if missing and locks it, returning the
 /// current state: `ON CONFLICT DO UPDATE` waits for a transaction holding
 /// the row and then sees its committed value.
-const LIVE_LOCK: &str = "INSERT INTO contact_scores (tenant_id, contact_id) VALUES ($1, $2) \
+///
+/// It creates nothing for a missing contact (so that it cannot fail on the
+/// foreign key and abort the transaction); it runs after the key-share
+/// lock on the contact, in the same round trip.
+const LIVE_LOCK: &str = "INSERT INTO contact_scores (tenant_id, contact_id) \
+     SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2) \
      ON CONFLICT (tenant_id, contact_id) DO UPDATE SET score_log = contact_scores.score_log \
      RETURNING score_log";
 const LIVE_SET: &str =
@@ -84,52 +89,79 @@ impl PgTransaction {
     /// lock on it; when live scores are kept, also locks its state row and
     /// reads the state.
     pub(super) async fn live_lock(&mut self, id: ContactId) -> Result<LiveLock> {
-        self.share_contact(id).await?;
         if self.live_scoring.is_none() {
+            self.share_contact(id).await?;
             return Ok(LiveLock::Off);
         }
-        let tenant = self.tenant_uuid();
-        match self.query_opt(LIVE_LOCK, &[&tenant, &id.as_uuid()]).await? {
-            Some(row) => Ok(LiveLock::On(get(&row, 0)?)),
-            None => Err(Error::not_found(Entity::Contact, id)),
+        // The lock on the contact, then the state row's: pipelined, one
+        // round trip, as many as the key-share lock alone.
+        self.check_open()?;
+        let (tenant, contact) = (self.tenant_uuid(), id.as_uuid());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &contact];
+        let result = try_join!(
+            self.raw_query(super::SHARE_CONTACT, &params),
+            self.raw_query(LIVE_LOCK, &params),
+        );
+        let (shared, state) = result.map_err(|e| self.failed(e))?;
+        match (shared.first(), state.first()) {
+            (Some(_), Some(row)) => Ok(LiveLock::On(get(row, 0)?)),
+            _ => Err(Error::not_found(Entity::Contact, id)),
         }
     }
 
-    async fn live_add(
+    /// Runs `insert` (the activity or signal) and writes the contact's new
+    /// live state, pipelined in one round trip.
+    async fn insert_and_add(
         &mut self,
+        (sql, values): (String, sea_query_postgres::PostgresValues),
         lock: LiveLock,
         id: ContactId,
         kind: &SignalKind,
         at: Timestamp,
     ) -> Result<()> {
-        let (LiveLock::On(current), Some(model)) = (lock, self.live_scoring.clone()) else {
+        let next = match (lock, self.live_scoring.clone()) {
+            (LiveLock::On(current), Some(model)) => model
+                .log_term(kind, at)
+                .map(|term| ScoringModel::log_add(current, term)),
+            _ => None,
+        };
+        let Some(next) = next else {
+            self.execute(&sql, &values.as_params()).await?;
             return Ok(());
         };
-        let Some(term) = model.log_term(kind, at) else {
-            return Ok(());
-        };
-        let next = ScoringModel::log_add(current, term);
-        let tenant = self.tenant_uuid();
-        self.execute(LIVE_SET, &[&tenant, &id.as_uuid(), &next])
-            .await?;
+        self.check_open()?;
+        let (tenant, contact) = (self.tenant_uuid(), id.as_uuid());
+        let params = values.as_params();
+        let set: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &contact, &next];
+        let result = try_join!(
+            self.raw_execute(&sql, &params),
+            self.raw_execute(LIVE_SET, &set),
+        );
+        result.map_err(|e| self.failed(e))?;
         Ok(())
     }
 
-    pub(super) async fn live_add_activity(&mut self, lock: LiveLock, a: &Activity) -> Result<()> {
-        let Some(model) = self.live_scoring.clone() else {
-            return Ok(());
+    pub(super) async fn insert_activity_live(
+        &mut self,
+        insert: (String, sea_query_postgres::PostgresValues),
+        lock: LiveLock,
+        a: &Activity,
+    ) -> Result<()> {
+        let kind = match &self.live_scoring {
+            Some(model) => model.activity_signal(a.kind).clone(),
+            None => SignalKind::PAGE_VIEW,
         };
-        self.live_add(
-            lock,
-            a.contact_id,
-            model.activity_signal(a.kind),
-            a.occurred_at,
-        )
-        .await
+        self.insert_and_add(insert, lock, a.contact_id, &kind, a.occurred_at)
+            .await
     }
 
-    pub(super) async fn live_add_signal(&mut self, lock: LiveLock, s: &Signal) -> Result<()> {
-        self.live_add(lock, s.contact_id, &s.kind, s.occurred_at)
+    pub(super) async fn insert_signal_live(
+        &mut self,
+        insert: (String, sea_query_postgres::PostgresValues),
+        lock: LiveLock,
+        s: &Signal,
+    ) -> Result<()> {
+        self.insert_and_add(insert, lock, s.contact_id, &s.kind, s.occurred_at)
             .await
     }
 

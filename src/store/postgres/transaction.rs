@@ -944,9 +944,8 @@ impl Transaction for PgTransaction {
             .columns(ACTIVITY_COLUMNS)
             .values(activity_values(&activity))
             .map_err(Error::backend)?;
-        self.execute_built(insert.build_postgres(PostgresQueryBuilder))
+        self.insert_activity_live(insert.build_postgres(PostgresQueryBuilder), live, &activity)
             .await?;
-        self.live_add_activity(live, &activity).await?;
         Ok(activity)
     }
 
@@ -985,9 +984,8 @@ impl Transaction for PgTransaction {
             .columns(SIGNAL_COLUMNS)
             .values(signal_values(&signal))
             .map_err(Error::backend)?;
-        self.execute_built(insert.build_postgres(PostgresQueryBuilder))
+        self.insert_signal_live(insert.build_postgres(PostgresQueryBuilder), live, &signal)
             .await?;
-        self.live_add_signal(live, &signal).await?;
         Ok(signal)
     }
 

@@ -1,0 +1,200 @@
+//! Rescoring and live-score benchmarks on PostgreSQL.
+//!
+//! ```text
+//! CRM_BENCH_URL=postgres://postgres@127.0.0.1:5432/crm_bench \
+//! CRM_BENCH_LOOKBACK_DAYS=800 \
+//!     cargo bench --features postgres --bench rescore -- rescore
+//!
+//! CRM_BENCH_URL=postgres://postgres@127.0.0.1:5432/crm_live_10k \
+//!     cargo bench --features postgres --bench rescore -- incremental
+//! ```
+//!
+//! `rescore` (the default) rescores the tenant with the most contacts (or
+//! `CRM_BENCH_TENANT`) twice in one transaction each: a first run that
+//! writes the scores that changed, then a second that finds them all
+//! unchanged. `CRM_BENCH_LOOKBACK_DAYS` replaces the model's 90-day window
+//! (the generated tenants' contacts were created over two years: 800 days
+//! covers them all); `CRM_BENCH_CHUNK` sets the chunk size;
+//! `CRM_BENCH_DRY_RUN=1` writes nothing. It does not migrate the database.
+//!
+//! `incremental` logs `CRM_BENCH_OPS` (default 2,000) activities on random
+//! contacts of the tenant, alternating a store that keeps live scores and
+//! one that does not, and prints the latency percentiles of
+//! `log_activity` (the call alone, inside its transaction) for both. It
+//! needs a database migrated to version 4 (as `generate_tenant` leaves
+//! it) and writes activities: use a database of your own.
+//!
+//! Both end with the process's peak resident set size (VmHWM).
+
+use std::time::{Duration, Instant};
+
+use crm_core::{
+    Context, PostgresStore, Store, TenantId,
+    domain::{ActivityKind, ContactId, NewActivity},
+    scoring::{RescoreOptions, ScoringModel, rescore_store},
+};
+use tokio_postgres::NoTls;
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn biggest_tenant(url: &str) -> TenantId {
+    if let Some(t) = env("CRM_BENCH_TENANT") {
+        return TenantId::from_uuid(t.parse().expect("CRM_BENCH_TENANT is a UUID"));
+    }
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT tenant_id FROM contacts GROUP BY tenant_id ORDER BY count(*) DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("a tenant");
+    TenantId::from_uuid(row.get(0))
+}
+
+async fn run_rescore(url: &str) {
+    let store = PostgresStore::connect(url).await.expect("connect");
+    let tenant = biggest_tenant(url).await;
+    let mut options = RescoreOptions::new();
+    if let Some(days) = env("CRM_BENCH_LOOKBACK_DAYS") {
+        options = options.lookback_days(days.parse().expect("a number of days"));
+    }
+    if let Some(n) = env("CRM_BENCH_CHUNK") {
+        options = options.chunk_size(n.parse().expect("a chunk size"));
+    }
+    options.dry_run = env("CRM_BENCH_DRY_RUN").is_some_and(|v| v == "1");
+    let model = ScoringModel::default();
+    println!("tenant {tenant}, chunk size {}", options.chunk_size);
+    // The same `now` for both runs, so that the second finds nothing to change.
+    let options = options.at(chrono::Utc::now());
+    for run in ["first", "second"] {
+        let started = Instant::now();
+        let report = rescore_store(&store, tenant, Context::system("bench"), &model, &options)
+            .await
+            .expect("rescore");
+        let took = started.elapsed();
+        println!(
+            "{run} run: {:.3} s — scanned {}, changed {}, unchanged {}, written {}, {} chunks",
+            took.as_secs_f64(),
+            report.scanned,
+            report.changed,
+            report.unchanged,
+            report.written,
+            report.chunks
+        );
+        println!("  distribution {:?}", report.distribution);
+        if let Some(best) = report.top.first() {
+            println!(
+                "  best: {} score {} from {} signals",
+                best.contact,
+                best.scored.score.get(),
+                best.scored.signal_count
+            );
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+async fn run_incremental(url: &str) {
+    let live = PostgresStore::connect(url).await.expect("connect");
+    let plain = live.clone().with_live_scoring(None);
+    let tenant = biggest_tenant(url).await;
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    let ids: Vec<ContactId> = client
+        .query(
+            "SELECT id FROM contacts WHERE tenant_id = $1 LIMIT 5000",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .expect("contacts")
+        .iter()
+        .map(|r| ContactId::from_uuid(r.get(0)))
+        .collect();
+    let ops: usize = env("CRM_BENCH_OPS").map_or(2_000, |v| v.parse().expect("a count"));
+    let mut with_live = Vec::with_capacity(ops);
+    let mut without = Vec::with_capacity(ops);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..ops * 2 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let contact = ids[(x % ids.len() as u64) as usize];
+        let (store, out): (&PostgresStore, &mut Vec<Duration>) = if i % 2 == 0 {
+            (&live, &mut with_live)
+        } else {
+            (&plain, &mut without)
+        };
+        let mut tx = store
+            .begin(tenant, Context::system("bench"))
+            .await
+            .expect("begin");
+        let started = Instant::now();
+        tx.log_activity(NewActivity::new(contact, ActivityKind::Meeting))
+            .await
+            .expect("log");
+        let took = started.elapsed();
+        tx.commit().await.expect("commit");
+        // The first few warm the statement caches of the pool's connections.
+        if i >= 64 {
+            out.push(took);
+        }
+    }
+    with_live.sort();
+    without.sort();
+    for (name, v) in [
+        ("live scoring on ", &with_live),
+        ("live scoring off", &without),
+    ] {
+        println!(
+            "log_activity, {name}: n {}, p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
+            v.len(),
+            percentile(v, 0.5),
+            percentile(v, 0.9),
+            percentile(v, 0.99)
+        );
+    }
+    println!(
+        "difference: p50 {:+.3} ms, p99 {:+.3} ms",
+        percentile(&with_live, 0.5) - percentile(&without, 0.5),
+        percentile(&with_live, 0.99) - percentile(&without, 0.99)
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let Some(url) = env("CRM_BENCH_URL") else {
+        eprintln!("set CRM_BENCH_URL to a database holding a generated tenant; skipping");
+        return;
+    };
+    let mode = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "rescore".into());
+    match mode.as_str() {
+        "incremental" => run_incremental(&url).await,
+        _ => run_rescore(&url).await,
+    }
+    println!("peak RSS (VmHWM): {}", peak_rss());
+}
