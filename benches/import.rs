@@ -7,7 +7,9 @@
 //!
 //! Uses a database of its own, `crm_bench_import`, dropped and recreated
 //! at the start (set `CRM_BENCH_SERVER_URL` for another server; the user
-//! must be able to create databases). `CRM_IMPORT_ROWS` sets the row count.
+//! must be able to create databases). `CRM_IMPORT_ROWS` sets the row count;
+//! `CRM_IMPORT_NO_HISTORY=1` disables the audit-history trigger on
+//! contacts in that database, to measure the load paths alone.
 //!
 //! ```text
 //! cargo bench --features postgres --bench import
@@ -83,6 +85,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.migrate().await?;
     let (client, conn) = tokio_postgres::connect(&url, NoTls).await?;
     tokio::spawn(conn);
+    // `CRM_IMPORT_NO_HISTORY=1` measures the load paths alone, without the
+    // audit-history trigger that every inserted contact otherwise fires
+    // (in this benchmark's own database only).
+    let no_history = std::env::var("CRM_IMPORT_NO_HISTORY").is_ok_and(|v| v == "1");
+    if no_history {
+        client
+            .batch_execute("ALTER TABLE contacts DISABLE TRIGGER USER")
+            .await?;
+    }
+    println!(
+        "history trigger on contacts: {}",
+        if no_history { "disabled" } else { "enabled" }
+    );
 
     let path = std::env::temp_dir().join("crm_import_bench.csv");
     let path = path.to_string_lossy().to_string();
