@@ -56,6 +56,14 @@
 //! For a contact whose activities and signals are all in the past and
 //! within the cutoff, and with no open deal, the two agree up to rounding.
 //!
+//! The live ranking is [`live_top_leads`]; the contact search's sorts,
+//! [`ContactQuery::top_leads`](crate::store::ContactQuery::top_leads) and
+//! their cursors stay on the stored `score`, so existing lists and pages
+//! keep their meaning. The live update does not rewrite the stored `score`
+//! either: that would make every logged activity a write of the contact
+//! row (waiting for, and holding up, an open update of the contact), and
+//! a 0–100 value needs a `now` to be floored at, which the log form avoids.
+//!
 //! # What "agrees" means for [`explain`]
 //!
 //! [`explain`] reads the contact's inputs and reports both the batch
