@@ -1112,6 +1112,7 @@ impl Transaction for PgTransaction {
     async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
         self.idempotency_purge(now, limit).await
     }
+
     // ---- bulk ----
 
     async fn upsert_contacts(
@@ -1120,6 +1121,8 @@ impl Transaction for PgTransaction {
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
         self.bulk_upsert_contacts(rows, policy).await
+    }
+
     async fn merge_contacts(
         &mut self,
         survivor: ContactId,
@@ -1127,7 +1130,6 @@ impl Transaction for PgTransaction {
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Contact> {
         self.bulk_merge_contacts(survivor, loser, policy).await
-    }
     }
 
     // ---- scoring ----
