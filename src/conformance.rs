@@ -219,6 +219,9 @@ macro_rules! __conformance_suite {
             concurrent_upserts_of_overlapping_batches_leave_one_contact_per_email,
             a_rolled_back_upsert_leaves_nothing,
             upserts_are_recorded_in_history_and_unchanged_rows_are_not,
+            merging_moves_deals_activities_and_signals_and_deletes_the_loser,
+            a_merge_is_recorded_in_history_under_one_request_id,
+            merging_into_itself_or_with_a_missing_contact_fails_and_changes_nothing,
             rescoring_writes_only_changed_scores_and_reports_counts,
             a_dry_run_writes_nothing_and_previews_the_top,
             rescoring_scans_only_active_contacts_within_the_lookback,
@@ -226,9 +229,6 @@ macro_rules! __conformance_suite {
             logging_a_meeting_raises_the_live_rank_at_once_and_a_rollback_undoes_it,
             the_displayed_live_score_is_what_explain_says,
             a_rebuild_stores_the_recomputed_live_state,
-            merging_moves_deals_activities_and_signals_and_deletes_the_loser,
-            a_merge_is_recorded_in_history_under_one_request_id,
-            merging_into_itself_or_with_a_missing_contact_fails_and_changes_nothing,
         }
     };
 }
@@ -4772,13 +4772,11 @@ pub async fn write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once(
 }
 
 // Declared last: the suite's helper macros must be defined before it.
-mod idempotency;
-pub use idempotency::*;
-mod bulk;
-pub use bulk::*;
-mod scoring;
-pub use scoring::*;
-
-// Declared last: the suite's helper macros must be defined before it.
 mod history;
 pub use history::*;
+mod idempotency;
+pub use idempotency::*;
+mod scoring;
+pub use scoring::*;
+mod bulk;
+pub use bulk::*;

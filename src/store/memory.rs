@@ -34,11 +34,10 @@ use crate::{
     error::{Entity, Error, FieldError, Result, ValidationErrors},
 };
 
-#[path = "memory_idempotency.rs"]
-mod idempotency;
-
 #[path = "memory_history.rs"]
 mod history;
+#[path = "memory_idempotency.rs"]
+mod idempotency;
 #[path = "memory_bulk.rs"]
 mod bulk;
 #[path = "memory_scoring.rs"]
@@ -951,6 +950,7 @@ impl Transaction for MemoryTransaction {
     async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
         self.purge_idempotency(now, limit)
     }
+
     // ---- bulk ----
 
     async fn upsert_contacts(
@@ -959,6 +959,15 @@ impl Transaction for MemoryTransaction {
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
         self.bulk_upsert_contacts(rows, policy)
+    }
+
+    async fn merge_contacts(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Contact> {
+        self.bulk_merge_contacts(survivor, loser, policy)
     }
 
     // ---- scoring ----
@@ -980,13 +989,5 @@ impl Transaction for MemoryTransaction {
 
     async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
         self.live_write(logs)
-    }
-    async fn merge_contacts(
-        &mut self,
-        survivor: ContactId,
-        loser: ContactId,
-        policy: crate::bulk::ConflictPolicy,
-    ) -> Result<Contact> {
-        self.bulk_merge_contacts(survivor, loser, policy)
     }
 }

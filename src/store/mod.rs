@@ -371,6 +371,7 @@ pub trait Transaction: fmt::Debug + Send {
     /// Deletes up to `limit` of the tenant's records that expired at `now`
     /// (`expires_at <= now`), the longest expired first; returns how many.
     async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64>;
+
     // ---- bulk ----
 
     /// Upserts contacts by email, in any casing: a row whose email no
@@ -387,6 +388,7 @@ pub trait Transaction: fmt::Debug + Send {
         rows: &[NewContact],
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>>;
+
     /// Merges contact `loser` into `survivor`: the loser's deals (each
     /// gaining a version), activities and signals move to the survivor, the
     /// survivor takes the loser's values as `policy` says

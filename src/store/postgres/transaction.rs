@@ -45,7 +45,6 @@ type Params<'a> = [&'a (dyn ToSql + Sync)];
 
 #[path = "history.rs"]
 mod history;
-
 #[path = "idempotency.rs"]
 mod idempotency;
 #[path = "scoring.rs"]
