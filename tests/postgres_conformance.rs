@@ -179,7 +179,7 @@ async fn a_dropped_transaction_is_rolled_back_before_its_connection_is_reused() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_dropped_outside_a_runtime_closes_its_connection_instead() {
+async fn a_transaction_dropped_outside_a_runtime_leaves_no_trace() {
     let db = TestDb::create().await;
     let store = PostgresStore::from_pool(db.pool(1), Pipelines::default());
     store.migrate().await.unwrap();
@@ -188,7 +188,8 @@ async fn a_transaction_dropped_outside_a_runtime_closes_its_connection_instead()
     tx.create_contact(new_contact("outside@example.com"))
         .await
         .unwrap();
-    // Dropped on a thread without a runtime: the connection is detached.
+    // Dropped on a thread without a runtime: the ROLLBACK is still queued on
+    // the connection, ahead of anything its next user sends.
     std::thread::spawn(move || drop(tx)).join().unwrap();
 
     let email = Email::parse("outside@example.com").unwrap();

@@ -46,6 +46,9 @@ pub fn truncate_to_micros(t: Timestamp) -> Timestamp {
 /// the backends compare case-insensitively (emails, name order, search
 /// prefixes) goes through it, so that they agree.
 pub(crate) fn lower_case(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

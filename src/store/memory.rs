@@ -34,12 +34,12 @@ use crate::{
     error::{Entity, Error, FieldError, Result, ValidationErrors},
 };
 
+#[path = "memory_bulk.rs"]
+mod bulk;
 #[path = "memory_history.rs"]
 mod history;
 #[path = "memory_idempotency.rs"]
 mod idempotency;
-#[path = "memory_bulk.rs"]
-mod bulk;
 #[path = "memory_scoring.rs"]
 mod scoring;
 

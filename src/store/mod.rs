@@ -819,7 +819,7 @@ pub trait StoreExt: Store {
     ) -> Result<Option<Contact>> {
         let mut tx = self.begin(tenant, ctx.clone()).await?;
         let out = tx.get_contact(id).await?;
-        tx.commit().await?;
+        end_read(tx);
         Ok(out)
     }
 
@@ -832,7 +832,7 @@ pub trait StoreExt: Store {
     ) -> Result<Option<Contact>> {
         let mut tx = self.begin(tenant, ctx.clone()).await?;
         let out = tx.get_contact_by_email(email).await?;
-        tx.commit().await?;
+        end_read(tx);
         Ok(out)
     }
 
@@ -860,7 +860,7 @@ pub trait StoreExt: Store {
     ) -> Result<Page<Contact>> {
         let mut tx = self.begin(tenant, ctx.clone()).await?;
         let out = tx.search_contacts(query).await?;
-        tx.commit().await?;
+        end_read(tx);
         Ok(out)
     }
 
@@ -911,7 +911,7 @@ pub trait StoreExt: Store {
     ) -> Result<Page<Activity>> {
         let mut tx = self.begin(tenant, ctx.clone()).await?;
         let out = tx.timeline(contact, page).await?;
-        tx.commit().await?;
+        end_read(tx);
         Ok(out)
     }
 
@@ -924,12 +924,19 @@ pub trait StoreExt: Store {
     ) -> Result<PipelineSummary> {
         let mut tx = self.begin(tenant, ctx.clone()).await?;
         let out = tx.pipeline_summary(pipeline).await?;
-        tx.commit().await?;
+        end_read(tx);
         Ok(out)
     }
 }
 
 impl<T: Store + ?Sized> StoreExt for T {}
+
+/// Ends a transaction that only read. A read has nothing to commit, so the
+/// transaction is dropped, which rolls it back: on PostgreSQL the rollback
+/// goes out without the caller waiting for its answer, saving a round trip.
+fn end_read(tx: Box<dyn Transaction>) {
+    drop(tx);
+}
 
 /// The sort key of a contact in a search, as stored in cursors. Backends use
 /// it to compare positions; PostgreSQL builds the same tuple in SQL.

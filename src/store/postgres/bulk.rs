@@ -149,6 +149,7 @@ impl PgTransaction {
             return Ok(Vec::new());
         }
         self.simple(STAGE).await?;
+        self.ensure_begun().await?;
         let copied = self.copy_round(rows, round).await;
         copied.map_err(|e| self.failed(e))?;
         let at = now();

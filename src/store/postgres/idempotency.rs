@@ -173,6 +173,7 @@ impl PgTransaction {
             &claim.now,
             &claim.expires_at,
         ];
+        let begin = self.pending_begin.take();
         let result = match self.conn.as_ref() {
             Some(conn) => {
                 let prepared = try_join!(
@@ -184,13 +185,21 @@ impl PgTransaction {
                     Ok((set, write, restore)) => {
                         let set_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] =
                             [&timeout];
+                        // A pending BEGIN goes first, in the same round trip.
+                        let begun = async {
+                            match begin.as_deref() {
+                                Some(b) => conn.batch_execute(b).await,
+                                None => Ok(()),
+                            }
+                        };
                         try_join!(
+                            begun,
                             conn.query(&set, &set_params),
                             conn.execute(&write, &params),
                             conn.query(&restore, &[]),
                         )
                     }
-                    .map(|(_, n, _)| n),
+                    .map(|(_, _, n, _)| n),
                     Err(e) => Err(e),
                 }
             }
@@ -275,6 +284,7 @@ impl PgTransaction {
             self.finish("ROLLBACK").await?;
             return Err(Error::backend(super::Aborted));
         }
+        self.ensure_begun().await?;
         let tenant = self.tenant_uuid();
         let completed_at = crate::domain::truncate_to_micros(completed_at);
         let guard = super::Detach(Some(

@@ -9,10 +9,16 @@
 //!   row-level security restricts every table to the tenant set in the
 //!   transaction-local setting `crm.tenant_id`.
 //! - **Transactions.** A [`Transaction`] holds one pooled connection from
-//!   `begin` to `commit`/`rollback`. `begin` sends `BEGIN` and the
-//!   transaction-local settings `crm.tenant_id`, `crm.actor`, `crm.reason`,
-//!   `crm.request_id` and `crm.idempotency_key` in one round trip. Dropping a transaction without
-//!   committing rolls it back before the connection returns to the pool.
+//!   `begin` to `commit`/`rollback`. `BEGIN` and the transaction-local
+//!   settings `crm.tenant_id`, `crm.actor`, `crm.reason`, `crm.request_id`
+//!   and `crm.idempotency_key` go out with the transaction's first
+//!   statement, pipelined in the same round trip, so opening a transaction
+//!   costs no round trip of its own (and one that sends nothing costs none
+//!   at all). Dropping a transaction without committing queues a `ROLLBACK`
+//!   on its connection before the connection returns to the pool; whoever
+//!   uses the connection next is served after it. The read conveniences of
+//!   [`StoreExt`](crate::StoreExt) end their transaction that way: a read
+//!   has nothing to commit.
 //! - **Queries.** Every query filters by `tenant_id` explicitly; row-level
 //!   security is the second wall. Statements are prepared once per
 //!   connection and cached. Timestamps are made in Rust at microsecond

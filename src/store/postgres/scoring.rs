@@ -98,9 +98,10 @@ impl PgTransaction {
         self.check_open()?;
         let (tenant, contact) = (self.tenant_uuid(), id.as_uuid());
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &contact];
+        let begin = self.pending_begin.take();
         let result = try_join!(
-            self.raw_query(super::SHARE_CONTACT, &params),
-            self.raw_query(LIVE_LOCK, &params),
+            self.raw_query(super::SHARE_CONTACT, &params, begin.as_deref()),
+            self.raw_query(LIVE_LOCK, &params, None),
         );
         let (shared, state) = result.map_err(|e| self.failed(e))?;
         match (shared.first(), state.first()) {
@@ -133,9 +134,10 @@ impl PgTransaction {
         let (tenant, contact) = (self.tenant_uuid(), id.as_uuid());
         let params = values.as_params();
         let set: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &contact, &next];
+        let begin = self.pending_begin.take();
         let result = try_join!(
-            self.raw_execute(&sql, &params),
-            self.raw_execute(LIVE_SET, &set),
+            self.raw_execute(&sql, &params, begin.as_deref()),
+            self.raw_execute(LIVE_SET, &set, None),
         );
         result.map_err(|e| self.failed(e))?;
         Ok(())
@@ -260,10 +262,11 @@ impl PgTransaction {
         self.check_open()?;
         let from = request.inputs_from;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &ids, &from];
+        let begin = self.pending_begin.take();
         let result = try_join!(
-            self.raw_query(CHUNK_ACTIVITIES, &params),
-            self.raw_query(CHUNK_SIGNALS, &params),
-            self.raw_query(CHUNK_DEALS, &params),
+            self.raw_query(CHUNK_ACTIVITIES, &params, begin.as_deref()),
+            self.raw_query(CHUNK_SIGNALS, &params, None),
+            self.raw_query(CHUNK_DEALS, &params, None),
         );
         let (activities, signals, deals) = result.map_err(|e| self.failed(e))?;
         for row in &activities {

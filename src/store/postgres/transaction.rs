@@ -43,14 +43,14 @@ use crate::{
 
 type Params<'a> = [&'a (dyn ToSql + Sync)];
 
+#[path = "bulk.rs"]
+mod bulk;
 #[path = "history.rs"]
 mod history;
 #[path = "idempotency.rs"]
 mod idempotency;
 #[path = "scoring.rs"]
 mod scoring;
-#[path = "bulk.rs"]
-mod bulk;
 
 const GET_CONTACT: &str = concat!(
     "SELECT ",
@@ -140,6 +140,26 @@ const EMAIL_SAVEPOINT: &str = "SAVEPOINT crm_email_change";
 const EMAIL_RELEASE: &str = "RELEASE SAVEPOINT crm_email_change";
 const EMAIL_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_email_change";
 
+/// `BEGIN` as a prepared statement, so that it can be pipelined with the
+/// transaction's first statement.
+const BEGIN: &str = "BEGIN";
+/// The transaction-local settings, prepared: the same as the simple-query
+/// form in [`PgTransaction::begin`], without parsing and planning it anew
+/// for every transaction.
+const SETTINGS: &str = "SELECT set_config('crm.tenant_id', $1, true), \
+     set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
+     set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true)";
+
+/// Values of the [`SETTINGS`] parameters.
+struct Settings([String; 5]);
+
+impl Settings {
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        let [a, b, c, d, e] = &self.0;
+        [a, b, c, d, e]
+    }
+}
+
 /// How often a create retries when the contact holding its email vanishes
 /// between the conflict and the lookup.
 const EMAIL_RACE_RETRIES: usize = 3;
@@ -194,6 +214,9 @@ pub(super) struct PgTransaction {
     tenant: TenantId,
     context: Context,
     pipelines: Arc<Pipelines>,
+    /// `BEGIN` and the transaction-local settings, not sent yet: they go
+    /// out with the first statement, pipelined in the same round trip.
+    pending_begin: Option<String>,
     /// A statement failed: PostgreSQL has aborted the transaction, and
     /// `commit` must not report success.
     aborted: bool,
@@ -217,31 +240,37 @@ impl Drop for PgTransaction {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let guard = Detach(Some(conn));
-        match tokio::runtime::Handle::try_current() {
-            // Roll back before the connection returns to the pool. If the
-            // task never runs to the end (the runtime shuts down), the guard
-            // detaches the connection instead.
-            Ok(handle) => {
-                handle.spawn(async move {
-                    let rolled_back = match guard.conn() {
-                        Some(c) => c.batch_execute("ROLLBACK").await.is_ok(),
-                        None => false,
-                    };
-                    if rolled_back {
-                        guard.release();
-                    }
-                });
+        if self.pending_begin.is_some() {
+            // Nothing was sent: the connection is idle, outside any transaction.
+            drop(conn);
+            return;
+        }
+        // Queue ROLLBACK on the connection without waiting for its answer,
+        // then hand the connection back: the next user's statements follow
+        // the ROLLBACK on the same connection, so they run after it. The
+        // first poll of the request puts it on the connection's queue; the
+        // answer is read and discarded by the connection task.
+        let mut rollback = Box::pin(conn.batch_execute("ROLLBACK"));
+        match futures_util::FutureExt::now_or_never(rollback.as_mut()) {
+            // Queued (the answer is pending) or, improbably, done.
+            None | Some(Ok(())) => {
+                drop(rollback);
+                drop(conn);
             }
-            // No runtime to talk to the server: close the connection.
-            Err(_) => drop(guard),
+            // The connection is closed: it must not go back to the pool.
+            Some(Err(_)) => {
+                drop(rollback);
+                drop(Detach(Some(conn)));
+            }
         }
     }
 }
 
 impl PgTransaction {
-    /// Opens the transaction on `conn`: `BEGIN` and the transaction-local
-    /// settings in one round trip.
+    /// Opens the transaction on `conn`. `BEGIN` and the transaction-local
+    /// settings are not sent on their own: they go out with the
+    /// transaction's first statement, pipelined, so that opening a
+    /// transaction costs no round trip of its own.
     pub(super) async fn begin(
         conn: Object,
         tenant: TenantId,
@@ -249,7 +278,7 @@ impl PgTransaction {
         pipelines: Arc<Pipelines>,
     ) -> Result<Self> {
         // The tenant id is a UUID we format ourselves; the other values are
-        // quoted. One simple-query batch, one round trip.
+        // quoted. One simple-query batch, sent with the first statement.
         let sql = format!(
             "BEGIN; SELECT set_config('crm.tenant_id', '{}', true), \
              set_config('crm.actor', {}, true), set_config('crm.reason', {}, true), \
@@ -261,26 +290,28 @@ impl PgTransaction {
             quote(context.request_id().unwrap_or("")),
             quote(context.idempotency_key().unwrap_or("")),
         );
-        let guard = Detach(Some(conn));
-        let result = match guard.conn() {
+        Ok(PgTransaction {
+            conn: Some(conn),
+            tenant,
+            context,
+            pipelines,
+            pending_begin: Some(sql),
+            aborted: false,
+            live_scoring: None,
+        })
+    }
+
+    /// Sends `BEGIN` and the settings now, if the first statement has not
+    /// taken them along yet. For code that talks to the connection directly.
+    pub(super) async fn ensure_begun(&mut self) -> Result<()> {
+        let Some(sql) = self.pending_begin.take() else {
+            return Ok(());
+        };
+        let r = match self.conn.as_ref() {
             Some(c) => c.batch_execute(&sql).await,
             None => return Err(Error::backend(Finished)),
         };
-        match result {
-            Ok(()) => {
-                let mut guard = guard;
-                Ok(PgTransaction {
-                    conn: guard.0.take(),
-                    tenant,
-                    context,
-                    pipelines,
-                    aborted: false,
-                    live_scoring: None,
-                })
-            }
-            // The connection's state is unknown: the guard closes it.
-            Err(e) => Err(error::db(e)),
-        }
+        r.map_err(|e| self.failed(e))
     }
 
     fn tenant_uuid(&self) -> Uuid {
@@ -289,9 +320,13 @@ impl PgTransaction {
 
     /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`).
     async fn finish(&mut self, sql: &str) -> Result<()> {
-        let guard = Detach(Some(
-            self.conn.take().ok_or_else(|| Error::backend(Finished))?,
-        ));
+        let conn = self.conn.take().ok_or_else(|| Error::backend(Finished))?;
+        if self.pending_begin.take().is_some() {
+            // Nothing was sent, so there is nothing to commit or roll back.
+            drop(conn);
+            return Ok(());
+        }
+        let guard = Detach(Some(conn));
         let result = match guard.conn() {
             Some(c) => c.batch_execute(sql).await,
             None => return Err(Error::backend(Finished)),
@@ -312,35 +347,86 @@ impl PgTransaction {
         }
     }
 
+    /// Runs a prepared (and cached) statement; a pending `BEGIN` goes out
+    /// in the same round trip, ahead of it.
     async fn raw_query(
         &self,
         sql: &str,
         params: &Params<'_>,
+        begin: Option<&str>,
     ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(Vec::new());
         };
-        let statement = conn.prepare_cached(sql).await?;
-        conn.query(&statement, params).await
+        if begin.is_none() {
+            let statement = conn.prepare_cached(sql).await?;
+            return conn.query(&statement, params).await;
+        }
+        let (begin, settings, statement) = futures_util::try_join!(
+            conn.prepare_cached(BEGIN),
+            conn.prepare_cached(SETTINGS),
+            conn.prepare_cached(sql),
+        )?;
+        let values = self.settings();
+        let values = values.params();
+        let (_, _, rows) = futures_util::try_join!(
+            conn.execute(&begin, &[]),
+            conn.execute(&settings, &values),
+            conn.query(&statement, params),
+        )?;
+        Ok(rows)
     }
 
     async fn raw_execute(
         &self,
         sql: &str,
         params: &Params<'_>,
+        begin: Option<&str>,
     ) -> std::result::Result<u64, tokio_postgres::Error> {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(0);
         };
-        let statement = conn.prepare_cached(sql).await?;
-        conn.execute(&statement, params).await
+        if begin.is_none() {
+            let statement = conn.prepare_cached(sql).await?;
+            return conn.execute(&statement, params).await;
+        }
+        let (begin, settings, statement) = futures_util::try_join!(
+            conn.prepare_cached(BEGIN),
+            conn.prepare_cached(SETTINGS),
+            conn.prepare_cached(sql),
+        )?;
+        let values = self.settings();
+        let values = values.params();
+        let (_, _, n) = futures_util::try_join!(
+            conn.execute(&begin, &[]),
+            conn.execute(&settings, &values),
+            conn.execute(&statement, params),
+        )?;
+        Ok(n)
     }
 
+    /// The transaction-local settings, as parameters of [`SETTINGS`].
+    fn settings(&self) -> Settings {
+        Settings([
+            self.tenant.as_uuid().hyphenated().to_string(),
+            self.context.actor().as_str().to_string(),
+            self.context.reason().unwrap_or("").to_string(),
+            self.context.request_id().unwrap_or("").to_string(),
+            self.context.idempotency_key().unwrap_or("").to_string(),
+        ])
+    }
+
+    /// Fails unless the transaction can take another statement: it is not
+    /// finished, and no statement failed (after a failure PostgreSQL refuses
+    /// everything but a rollback; refusing here too keeps that true when the
+    /// failure came before the pipelined `BEGIN` reached the server).
     fn check_open(&self) -> Result<()> {
-        if self.conn.is_some() {
-            Ok(())
-        } else {
+        if self.conn.is_none() {
             Err(Error::backend(Finished))
+        } else if self.aborted {
+            Err(Error::backend(Aborted))
+        } else {
+            Ok(())
         }
     }
 
@@ -352,7 +438,8 @@ impl PgTransaction {
 
     async fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
         self.check_open()?;
-        let r = self.raw_query(sql, params).await;
+        let begin = self.pending_begin.take();
+        let r = self.raw_query(sql, params, begin.as_deref()).await;
         r.map_err(|e| self.failed(e))
     }
 
@@ -362,7 +449,8 @@ impl PgTransaction {
 
     async fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
         self.check_open()?;
-        let r = self.raw_execute(sql, params).await;
+        let begin = self.pending_begin.take();
+        let r = self.raw_execute(sql, params, begin.as_deref()).await;
         r.map_err(|e| self.failed(e))
     }
 
@@ -371,8 +459,12 @@ impl PgTransaction {
     }
 
     async fn simple(&mut self, sql: &str) -> Result<()> {
+        let batch = match self.pending_begin.take() {
+            Some(begin) => format!("{begin}; {sql}"),
+            None => sql.to_string(),
+        };
         let r = match self.conn.as_ref() {
-            Some(c) => c.batch_execute(sql).await,
+            Some(c) => c.batch_execute(&batch).await,
             None => return Err(Error::backend(Finished)),
         };
         r.map_err(|e| self.failed(e))
@@ -490,7 +582,9 @@ impl PgTransaction {
         // Another transaction may hold the email uncommitted: our UPDATE
         // waits for it and fails with a unique violation if it commits.
         self.simple(EMAIL_SAVEPOINT).await?;
-        let r = self.raw_execute(&update.0, &update.1.as_params()).await;
+        let r = self
+            .raw_execute(&update.0, &update.1.as_params(), None)
+            .await;
         match r {
             Ok(_) => {
                 self.simple(EMAIL_RELEASE).await?;
