@@ -148,6 +148,35 @@ pub struct Activity {
     pub created_at: Timestamp,
 }
 
+impl Activity {
+    /// A new activity from validated input, logged at `now`; it happened at
+    /// `new.occurred_at` (truncated to microseconds), or at `now` if that is
+    /// not given.
+    pub fn create(tenant_id: TenantId, new: NewActivity, now: Timestamp) -> Activity {
+        Activity {
+            id: ActivityId::new(),
+            tenant_id,
+            contact_id: new.contact_id,
+            deal_id: new.deal_id,
+            kind: new.kind,
+            direction: new.direction,
+            subject: new.subject,
+            body: new.body,
+            occurred_at: new.occurred_at.map(truncate_to_micros).unwrap_or(now),
+            created_at: now,
+        }
+    }
+}
+
+/// The validation error of an activity linked to a deal of another contact.
+pub(crate) fn deal_of_another_contact() -> ValidationErrors {
+    ValidationErrors::single(FieldError::new(
+        "deal_id",
+        "invalid_value",
+        "the deal belongs to another contact",
+    ))
+}
+
 /// The most characters an activity body may hold.
 pub const MAX_BODY_CHARS: usize = 100_000;
 
@@ -418,6 +447,20 @@ pub struct Signal {
     pub kind: SignalKind,
     /// When it happened.
     pub occurred_at: Timestamp,
+}
+
+impl Signal {
+    /// A new signal from validated input, recorded at `now`; it happened at
+    /// `new.occurred_at` (truncated to microseconds), or at `now`.
+    pub fn create(tenant_id: TenantId, new: NewSignal, now: Timestamp) -> Signal {
+        Signal {
+            id: SignalId::new(),
+            tenant_id,
+            contact_id: new.contact_id,
+            kind: new.kind,
+            occurred_at: new.occurred_at.map(truncate_to_micros).unwrap_or(now),
+        }
+    }
 }
 
 /// Inbound JSON for a signal.

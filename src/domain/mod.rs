@@ -13,6 +13,7 @@ mod pipeline;
 mod tenant;
 mod text;
 
+pub(crate) use activity::deal_of_another_contact;
 pub use activity::{
     Activity, ActivityId, ActivityKind, Direction, MAX_BODY_CHARS, NewActivity, NewActivityDto,
     NewSignal, NewSignalDto, Signal, SignalId, SignalKind, Subject,

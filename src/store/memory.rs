@@ -763,30 +763,10 @@ impl Transaction for MemoryTransaction {
         if let Some(deal_id) = new.deal_id {
             let deal = self.deal(deal_id)?;
             if deal.contact_id != new.contact_id {
-                return Err(ValidationErrors::single(FieldError::new(
-                    "deal_id",
-                    "invalid_value",
-                    "the deal belongs to another contact",
-                ))
-                .into());
+                return Err(crate::domain::deal_of_another_contact().into());
             }
         }
-        let created_at = now();
-        let activity = Activity {
-            id: ActivityId::new(),
-            tenant_id: self.tenant,
-            contact_id: new.contact_id,
-            deal_id: new.deal_id,
-            kind: new.kind,
-            direction: new.direction,
-            subject: new.subject,
-            body: new.body,
-            occurred_at: new
-                .occurred_at
-                .map(truncate_to_micros)
-                .unwrap_or(created_at),
-            created_at,
-        };
+        let activity = Activity::create(self.tenant, new, now());
         self.set_activity(activity.id, Some(activity.clone()))?;
         self.live_add_activity(&activity)?;
         Ok(activity)
@@ -811,13 +791,7 @@ impl Transaction for MemoryTransaction {
 
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
         self.contact(new.contact_id)?;
-        let signal = Signal {
-            id: SignalId::new(),
-            tenant_id: self.tenant,
-            contact_id: new.contact_id,
-            kind: new.kind,
-            occurred_at: new.occurred_at.map(truncate_to_micros).unwrap_or_else(now),
-        };
+        let signal = Signal::create(self.tenant, new, now());
         self.set_signal(
             (
                 signal.contact_id,

@@ -29,10 +29,9 @@ use super::{
 };
 use crate::{
     domain::{
-        Activity, ActivityId, Contact, ContactId, ContactPatch, Context, Currency, Deal, DealId,
-        DealPatch, Email, LostReason, NewActivity, NewContact, NewDeal, NewSignal, Pipeline,
-        PipelineKey, Pipelines, Score, Signal, SignalId, StageKey, TenantId, Timestamp, Version,
-        truncate_to_micros,
+        Activity, Contact, ContactId, ContactPatch, Context, Currency, Deal, DealId, DealPatch,
+        Email, LostReason, NewActivity, NewContact, NewDeal, NewSignal, Pipeline, PipelineKey,
+        Pipelines, Score, Signal, StageKey, TenantId, Timestamp, Version, truncate_to_micros,
     },
     error::{Entity, Error, FieldError, Result, ValidationErrors},
     store::{
@@ -1007,30 +1006,10 @@ impl Transaction for PgTransaction {
                 .ok_or_else(|| Error::not_found(Entity::Deal, deal_id))?;
             let owner: Uuid = row.try_get(0).map_err(error::db)?;
             if owner != new.contact_id.as_uuid() {
-                return Err(ValidationErrors::single(FieldError::new(
-                    "deal_id",
-                    "invalid_value",
-                    "the deal belongs to another contact",
-                ))
-                .into());
+                return Err(crate::domain::deal_of_another_contact().into());
             }
         }
-        let created_at = now();
-        let activity = Activity {
-            id: ActivityId::new(),
-            tenant_id: self.tenant,
-            contact_id: new.contact_id,
-            deal_id: new.deal_id,
-            kind: new.kind,
-            direction: new.direction,
-            subject: new.subject,
-            body: new.body,
-            occurred_at: new
-                .occurred_at
-                .map(truncate_to_micros)
-                .unwrap_or(created_at),
-            created_at,
-        };
+        let activity = Activity::create(self.tenant, new, now());
         let mut insert = Query::insert();
         insert
             .into_table(Activities::Table)
@@ -1064,13 +1043,7 @@ impl Transaction for PgTransaction {
 
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
         let live = self.live_lock(new.contact_id).await?;
-        let signal = Signal {
-            id: SignalId::new(),
-            tenant_id: self.tenant,
-            contact_id: new.contact_id,
-            kind: new.kind,
-            occurred_at: new.occurred_at.map(truncate_to_micros).unwrap_or_else(now),
-        };
+        let signal = Signal::create(self.tenant, new, now());
         let mut insert = Query::insert();
         insert
             .into_table(Signals::Table)
