@@ -327,7 +327,9 @@ async fn jsonl_rejects_bad_lines_and_skips_blank_ones(store: &DynStore) {
     assert_eq!(all[0].metadata.get("plan"), Some(&json!("pro")));
 }
 
-async fn deals_and_activities_round_trip_linked_to_contacts_by_email(store: &DynStore) {
+/// A tenant with two contacts, an open deal and a lost one, and two
+/// activities (one linked to the open deal).
+async fn tenant_with_deals_and_activities(store: &DynStore) -> TenantId {
     use crm_core::domain::{
         ActivityKind, Currency, DealTitle, Direction, LostReason, Money, NewActivity, NewDeal,
         StageKey, Subject,
@@ -395,6 +397,35 @@ async fn deals_and_activities_round_trip_linked_to_contacts_by_email(store: &Dyn
         .await
         .unwrap();
 
+    source
+}
+
+/// Exported JSON lines without ids and store-assigned times (links and
+/// closing times reduced to whether they are set), sorted.
+fn related_view(bytes: &[u8]) -> Vec<serde_json::Value> {
+    let mut lines: Vec<serde_json::Value> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            for k in ["id", "created_at", "updated_at", "version"] {
+                o.remove(k);
+            }
+            for k in ["won_at", "lost_at", "deal_id"] {
+                if let Some(x) = o.get_mut(k) {
+                    *x = json!(!x.is_null());
+                }
+            }
+            v
+        })
+        .collect();
+    lines.sort_by_key(|v| v.to_string());
+    lines
+}
+
+async fn deals_and_activities_round_trip_linked_to_contacts_by_email(store: &DynStore) {
+    let source = tenant_with_deals_and_activities(store).await;
     let mut c = Vec::new();
     let mut d = Vec::new();
     let mut a = Vec::new();
@@ -430,28 +461,6 @@ async fn deals_and_activities_round_trip_linked_to_contacts_by_email(store: &Dyn
         .unwrap();
     assert_eq!(acts.created, 2, "{acts:?}");
 
-    // Compare everything but ids and store-assigned times.
-    let view = |bytes: &[u8]| {
-        let mut lines: Vec<serde_json::Value> = bytes
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_slice(l).unwrap();
-                let o = v.as_object_mut().unwrap();
-                for k in ["id", "created_at", "updated_at", "version"] {
-                    o.remove(k);
-                }
-                for k in ["won_at", "lost_at", "deal_id"] {
-                    if let Some(x) = o.get_mut(k) {
-                        *x = json!(!x.is_null());
-                    }
-                }
-                v
-            })
-            .collect();
-        lines.sort_by_key(|v| v.to_string());
-        lines
-    };
     let mut d2 = Vec::new();
     let mut a2 = Vec::new();
     bulk::export_deals_jsonl(store, copy, &ctx(), &mut d2)
@@ -465,11 +474,138 @@ async fn deals_and_activities_round_trip_linked_to_contacts_by_email(store: &Dyn
         .take(2)
         .collect::<Vec<_>>()
         .join(&b'\n');
-    assert_eq!(view(&d2), view(&d_orig), "deals round trip");
+    assert_eq!(related_view(&d2), related_view(&d_orig), "deals round trip");
     assert_eq!(
-        view(&a2),
-        view(&a),
+        related_view(&a2),
+        related_view(&a),
         "activities round trip, deal links kept"
+    );
+}
+
+async fn deals_and_activities_round_trip_through_csv_linked_to_contacts_by_email(store: &DynStore) {
+    let source = tenant_with_deals_and_activities(store).await;
+    let (mut c, mut dc, mut ac) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut d, mut a) = (Vec::new(), Vec::new());
+    bulk::export_contacts_csv(store, source, &ctx(), &mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        bulk::export_deals_csv(store, source, &ctx(), &mut dc)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        bulk::export_activities_csv(store, source, &ctx(), &mut ac)
+            .await
+            .unwrap(),
+        2
+    );
+    bulk::export_deals_jsonl(store, source, &ctx(), &mut d)
+        .await
+        .unwrap();
+    bulk::export_activities_jsonl(store, source, &ctx(), &mut a)
+        .await
+        .unwrap();
+    // The CSV columns are the fields of the JSON lines.
+    for (csv, jsonl) in [(&dc, &d), (&ac, &a)] {
+        let header =
+            String::from_utf8(csv.split(|b| *b == b'\n').next().unwrap().to_vec()).unwrap();
+        let mut columns: Vec<&str> = header.trim_end().split(',').collect();
+        columns.sort_unstable();
+        let first: serde_json::Value =
+            serde_json::from_slice(jsonl.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        let mut fields: Vec<&str> = first
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(columns, fields);
+    }
+
+    let copy = TenantId::new();
+    import_csv(store, copy, &c, options(10)).await;
+    let deals = bulk::import_deals_csv(store, copy, &ctx(), &dc[..], 1)
+        .await
+        .unwrap();
+    assert_eq!((deals.rows, deals.created), (2, 2), "{deals:?}");
+    assert!(deals.rejected.is_empty(), "{deals:?}");
+    assert_eq!(deals.ids.len(), 2);
+    let acts = bulk::import_activities_csv(store, copy, &ctx(), &ac[..], &deals.ids, 10)
+        .await
+        .unwrap();
+    assert_eq!((acts.rows, acts.created), (2, 2), "{acts:?}");
+
+    let (mut d2, mut a2) = (Vec::new(), Vec::new());
+    bulk::export_deals_jsonl(store, copy, &ctx(), &mut d2)
+        .await
+        .unwrap();
+    bulk::export_activities_jsonl(store, copy, &ctx(), &mut a2)
+        .await
+        .unwrap();
+    assert_eq!(related_view(&d2), related_view(&d), "deals round trip");
+    assert_eq!(
+        related_view(&a2),
+        related_view(&a),
+        "activities round trip, deal links kept"
+    );
+}
+
+async fn malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good_rows_are_kept(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    import_csv(
+        store,
+        t,
+        b"email,first_name,last_name\nada@example.com,Ada,Lovelace\n",
+        options(10),
+    )
+    .await;
+    let csv = "Contact_Email,title,amount,currency\n\
+               ada@example.com,Engine,100,EUR\n\
+               ada@example.com,Boiler,lots,EUR\n\
+               nobody@example.com,Ghost,5,EUR\n\
+               ADA@example.com,\"Mill, two\",7.50,USD\n";
+    let report = bulk::import_deals_csv(store, t, &ctx(), csv.as_bytes(), 2)
+        .await
+        .unwrap();
+    assert_eq!((report.rows, report.created), (4, 2), "{report:?}");
+    let rejected: Vec<(u64, u64, &str)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.row, r.line, r.errors[0].field.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [(2, 3, "amount"), (3, 4, "contact_email")],
+        "{report:?}"
+    );
+
+    let mut out = Vec::new();
+    bulk::export_deals_jsonl(store, t, &ctx(), &mut out)
+        .await
+        .unwrap();
+    let mut kept: Vec<(String, String)> = out
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            (
+                v["title"].as_str().unwrap().to_string(),
+                v["amount"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            ("Engine".to_string(), "100".to_string()),
+            ("Mill, two".to_string(), "7.5".to_string())
+        ]
     );
 }
 
@@ -507,6 +643,8 @@ on_both_backends!(
     export_then_import_into_an_empty_tenant_gives_the_same_contacts,
     jsonl_rejects_bad_lines_and_skips_blank_ones,
     deals_and_activities_round_trip_linked_to_contacts_by_email,
+    deals_and_activities_round_trip_through_csv_linked_to_contacts_by_email,
+    malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good_rows_are_kept,
 );
 
 /// Two imports of overlapping files at once, on PostgreSQL: no duplicate,

@@ -13,9 +13,15 @@
 //! constructors, and report each rejected row with its number and every
 //! field error; [`export_contacts_csv`] and [`export_contacts_jsonl`] page
 //! through the store and write as they go. Deals and activities go out and
-//! in as JSON Lines linked to their contacts by email
-//! ([`export_deals_jsonl`], [`import_deals_jsonl`],
-//! [`export_activities_jsonl`], [`import_activities_jsonl`]).
+//! in as JSON Lines or CSV linked to their contacts by email:
+//!
+//! - [`export_deals_jsonl`], [`import_deals_jsonl`]: deals as JSON Lines.
+//! - [`export_deals_csv`], [`import_deals_csv`]: deals as CSV, one column
+//!   per JSON field, each row imported as its JSON line would be.
+//! - [`export_activities_jsonl`], [`import_activities_jsonl`]: activities
+//!   as JSON Lines, linked to the deals of a deal import.
+//! - [`export_activities_csv`], [`import_activities_csv`]: activities as
+//!   CSV, one column per JSON field, linked to deals the same way.
 //!
 //! [`Transaction::merge_contacts`](crate::Transaction::merge_contacts)
 //! folds a duplicate contact into another: its deals, activities and
@@ -83,7 +89,8 @@ pub use import::{
     import_contacts_jsonl,
 };
 pub use related::{
-    RelatedReport, export_activities_jsonl, export_deals_jsonl, import_activities_jsonl,
+    RelatedReport, export_activities_csv, export_activities_jsonl, export_deals_csv,
+    export_deals_jsonl, import_activities_csv, import_activities_jsonl, import_deals_csv,
     import_deals_jsonl,
 };
 
