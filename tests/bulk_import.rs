@@ -7,7 +7,7 @@
 mod support;
 
 use std::sync::{
-    Arc, Mutex,
+    Arc,
     atomic::{AtomicU64, Ordering},
 };
 
@@ -665,7 +665,7 @@ async fn overlapping_imports_running_at_once_create_no_duplicates_on_postgres() 
     };
     let a = file(0, 3000, false);
     let b = file(1500, 4500, true);
-    let errors = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
     let run = |csv: String| {
         let store = &store;
         let errors = Arc::clone(&errors);
