@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 
-use futures_util::try_join;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -98,13 +97,18 @@ impl PgTransaction {
         self.check_open()?;
         let (tenant, contact) = (self.tenant_uuid(), id.as_uuid());
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &contact];
-        let begin = self.pending_begin.take();
-        let result = try_join!(
-            self.raw_query(super::SHARE_CONTACT, &params, begin.as_deref()),
-            self.raw_query(LIVE_LOCK, &params, None),
-        );
-        let (shared, state) = result.map_err(|e| self.failed(e))?;
-        match (shared.first(), state.first()) {
+        let begin = self.pending_begin.take().is_some();
+        let result = self
+            .raw_query_all(
+                &[(super::SHARE_CONTACT, &params), (LIVE_LOCK, &params)],
+                begin,
+            )
+            .await;
+        let rows = result.map_err(|e| self.failed(e))?;
+        match (
+            rows.first().and_then(|r| r.first()),
+            rows.get(1).and_then(|r| r.first()),
+        ) {
             (Some(_), Some(row)) => Ok(LiveLock::On(get(row, 0)?)),
             _ => Err(Error::not_found(Entity::Contact, id)),
         }
@@ -134,11 +138,10 @@ impl PgTransaction {
         let (tenant, contact) = (self.tenant_uuid(), id.as_uuid());
         let params = values.as_params();
         let set: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &contact, &next];
-        let begin = self.pending_begin.take();
-        let result = try_join!(
-            self.raw_execute(&sql, &params, begin.as_deref()),
-            self.raw_execute(LIVE_SET, &set, None),
-        );
+        let begin = self.pending_begin.take().is_some();
+        let result = self
+            .raw_query_all(&[(sql.as_str(), &params), (LIVE_SET, &set)], begin)
+            .await;
         result.map_err(|e| self.failed(e))?;
         Ok(())
     }
@@ -262,13 +265,23 @@ impl PgTransaction {
         self.check_open()?;
         let from = request.inputs_from;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &ids, &from];
-        let begin = self.pending_begin.take();
-        let result = try_join!(
-            self.raw_query(CHUNK_ACTIVITIES, &params, begin.as_deref()),
-            self.raw_query(CHUNK_SIGNALS, &params, None),
-            self.raw_query(CHUNK_DEALS, &params, None),
+        let begin = self.pending_begin.take().is_some();
+        let result = self
+            .raw_query_all(
+                &[
+                    (CHUNK_ACTIVITIES, &params),
+                    (CHUNK_SIGNALS, &params),
+                    (CHUNK_DEALS, &params),
+                ],
+                begin,
+            )
+            .await;
+        let mut rows = result.map_err(|e| self.failed(e))?.into_iter();
+        let (activities, signals, deals) = (
+            rows.next().unwrap_or_default(),
+            rows.next().unwrap_or_default(),
+            rows.next().unwrap_or_default(),
         );
-        let (activities, signals, deals) = result.map_err(|e| self.failed(e))?;
         for row in &activities {
             let i = slot(&index, get(row, 0)?)?;
             let kind = ActivityKind::parse_field("kind", get(row, 1)?).map_err(bad_value)?;

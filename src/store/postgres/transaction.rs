@@ -346,62 +346,91 @@ impl PgTransaction {
         }
     }
 
-    /// Runs a prepared (and cached) statement; a pending `BEGIN` goes out
-    /// in the same round trip, ahead of it.
+    /// Runs a prepared (and cached) statement; with `begin`, the pending
+    /// `BEGIN` and settings go out ahead of it in the same round trip.
     async fn raw_query(
         &self,
         sql: &str,
         params: &Params<'_>,
-        begin: Option<&str>,
+        begin: bool,
     ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(Vec::new());
         };
-        if begin.is_none() {
-            let statement = conn.prepare_cached(sql).await?;
-            return conn.query(&statement, params).await;
+        let statement = conn.prepare_cached(sql).await?;
+        let run = conn.query(&statement, params);
+        if begin {
+            self.after_begin(conn, run).await
+        } else {
+            run.await
         }
-        let (begin, settings, statement) = futures_util::try_join!(
-            conn.prepare_cached(BEGIN),
-            conn.prepare_cached(SETTINGS),
-            conn.prepare_cached(sql),
-        )?;
-        let values = self.settings();
-        let values = values.params();
-        let (_, _, rows) = futures_util::try_join!(
-            conn.execute(&begin, &[]),
-            conn.execute(&settings, &values),
-            conn.query(&statement, params),
-        )?;
-        Ok(rows)
     }
 
+    /// Like [`raw_query`](Self::raw_query), returning the rows affected.
     async fn raw_execute(
         &self,
         sql: &str,
         params: &Params<'_>,
-        begin: Option<&str>,
+        begin: bool,
     ) -> std::result::Result<u64, tokio_postgres::Error> {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(0);
         };
-        if begin.is_none() {
-            let statement = conn.prepare_cached(sql).await?;
-            return conn.execute(&statement, params).await;
+        let statement = conn.prepare_cached(sql).await?;
+        let run = conn.execute(&statement, params);
+        if begin {
+            self.after_begin(conn, run).await
+        } else {
+            run.await
         }
-        let (begin, settings, statement) = futures_util::try_join!(
-            conn.prepare_cached(BEGIN),
-            conn.prepare_cached(SETTINGS),
-            conn.prepare_cached(sql),
-        )?;
+    }
+
+    /// Runs several statements pipelined in one round trip, in order, and
+    /// returns their rows; with `begin`, the pending `BEGIN` and settings go
+    /// first. Every statement is prepared before anything is sent, so none
+    /// can reach the server ahead of the `BEGIN`.
+    pub(super) async fn raw_query_all(
+        &self,
+        statements: &[(&str, &Params<'_>)],
+        begin: bool,
+    ) -> std::result::Result<Vec<Vec<Row>>, tokio_postgres::Error> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let prepared = futures_util::future::try_join_all(
+            statements.iter().map(|(sql, _)| conn.prepare_cached(sql)),
+        )
+        .await?;
+        let run = futures_util::future::try_join_all(
+            prepared
+                .iter()
+                .zip(statements)
+                .map(|(statement, (_, params))| conn.query(statement, params)),
+        );
+        if begin {
+            self.after_begin(conn, run).await
+        } else {
+            run.await
+        }
+    }
+
+    /// Sends `BEGIN` and the settings, then `run` (a request not sent yet:
+    /// futures are lazy), all pipelined in one round trip, in that order.
+    async fn after_begin<T>(
+        &self,
+        conn: &Object,
+        run: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> std::result::Result<T, tokio_postgres::Error> {
+        let (begin, settings) =
+            futures_util::try_join!(conn.prepare_cached(BEGIN), conn.prepare_cached(SETTINGS),)?;
         let values = self.settings();
         let values = values.params();
-        let (_, _, n) = futures_util::try_join!(
+        let (_, _, out) = futures_util::try_join!(
             conn.execute(&begin, &[]),
             conn.execute(&settings, &values),
-            conn.execute(&statement, params),
+            run,
         )?;
-        Ok(n)
+        Ok(out)
     }
 
     /// The transaction-local settings, as parameters of [`SETTINGS`].
@@ -437,8 +466,8 @@ impl PgTransaction {
 
     async fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
         self.check_open()?;
-        let begin = self.pending_begin.take();
-        let r = self.raw_query(sql, params, begin.as_deref()).await;
+        let begin = self.pending_begin.take().is_some();
+        let r = self.raw_query(sql, params, begin).await;
         r.map_err(|e| self.failed(e))
     }
 
@@ -448,8 +477,8 @@ impl PgTransaction {
 
     async fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
         self.check_open()?;
-        let begin = self.pending_begin.take();
-        let r = self.raw_execute(sql, params, begin.as_deref()).await;
+        let begin = self.pending_begin.take().is_some();
+        let r = self.raw_execute(sql, params, begin).await;
         r.map_err(|e| self.failed(e))
     }
 
@@ -582,7 +611,7 @@ impl PgTransaction {
         // waits for it and fails with a unique violation if it commits.
         self.simple(EMAIL_SAVEPOINT).await?;
         let r = self
-            .raw_execute(&update.0, &update.1.as_params(), None)
+            .raw_execute(&update.0, &update.1.as_params(), false)
             .await;
         match r {
             Ok(_) => {
