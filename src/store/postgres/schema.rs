@@ -27,6 +27,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "scoring",
         sql: include_str!("migrations/0004_scoring.sql"),
     },
+    Migration {
+        version: 5,
+        name: "idempotency_recent_index",
+        sql: include_str!("migrations/0005_idempotency_recent_index.sql"),
+    },
 ];
 
 /// The `contacts` table.
