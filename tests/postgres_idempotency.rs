@@ -8,10 +8,11 @@ mod support;
 use std::time::Duration;
 
 use crm_core::{
-    Actor, Context, Error, StoreExt, TenantId,
-    domain::{Email, NewContact, PersonName},
+    Actor, Context, Error, Store, StoreExt, TenantId,
+    domain::{ContactPatch, Email, NewContact, PersonName},
     idempotency::{
-        Execution, HandlerError, HandlerFuture, IdempotencyGuard, InboundEvent, WaitPolicy, handler,
+        ClaimTiming, Execution, GuardConfig, HandlerError, HandlerFuture, IdempotencyGuard,
+        InboundEvent, Outcome, WaitPolicy, handler,
     },
 };
 use serde_json::json;
@@ -184,4 +185,142 @@ async fn a_duplicate_from_another_process_waits_on_the_row_lock_or_gets_key_in_u
     assert_eq!(first.execution, Execution::Executed);
     assert_eq!(patient.execution, Execution::Replayed);
     assert_eq!(patient.result, Ok(42));
+}
+
+/// Fifty processes (fifty guards, sharing no registry) receive the same
+/// event at once: under either claim timing the handler's contact is
+/// created once, and every delivery gets the same result. With the claim
+/// sent along with the handler's first statement, the duplicates meet the
+/// first delivery at its row lock, and those whose wait ends with its
+/// commit find a record newer than their statement: they look again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_processes_receiving_one_event_create_one_contact_under_either_claim_timing() {
+    let db = TestStore::new().await;
+    let store = (*db).clone();
+    for timing in [ClaimTiming::WithFirstStatement, ClaimTiming::BeforeHandler] {
+        let t = TenantId::new();
+        let ev = InboundEvent::new("stripe", "evt_fifty", &json!({"id": 50})).unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (store, ev) = (store.clone(), ev.clone());
+                let guard = IdempotencyGuard::with_config(GuardConfig {
+                    claim: timing,
+                    ..GuardConfig::default()
+                });
+                tokio::spawn(async move {
+                    guard
+                        .run(&store, t, &ctx(), &ev, move |tx| {
+                            Box::pin(async move {
+                                let c = tx.create_contact(contact("fifty@example.com")).await?;
+                                // Hold the key while the others arrive.
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                Ok::<_, HandlerError>(c.id.to_string())
+                            }) as HandlerFuture<'_, String>
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut outcomes: Vec<Outcome<String>> = Vec::new();
+        for task in tasks {
+            outcomes.push(
+                task.await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{timing:?}: {e:?}")),
+            );
+        }
+        let executed = outcomes.iter().filter(|o| !o.is_replay()).count();
+        assert_eq!(executed, 1, "{timing:?}: one delivery executed");
+        let first = &outcomes[0].result;
+        assert!(
+            outcomes.iter().all(|o| &o.result == first),
+            "{timing:?}: every delivery got the same result"
+        );
+        let found = store
+            .get_contact_by_email(t, &ctx(), &Email::parse("fifty@example.com").unwrap())
+            .await
+            .unwrap()
+            .expect("the contact");
+        assert_eq!(Ok(found.id.to_string()), *first, "{timing:?}");
+    }
+}
+
+/// The claim bounds its own wait for the key's holder with a
+/// transaction-local `lock_timeout`, and restores the setting before the
+/// handler's statements run: a handler statement that waits for a row lock
+/// longer than the guard's wait still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
+    let db = TestStore::new().await;
+    let store = (*db).clone();
+    let t = TenantId::new();
+    let created = store
+        .create_contact(t, &ctx(), contact("locked@example.com"))
+        .await
+        .unwrap();
+    for (timing, name) in [
+        (ClaimTiming::WithFirstStatement, "Held"),
+        (ClaimTiming::BeforeHandler, "Kept"),
+    ] {
+        // Another transaction holds the contact's row lock for 600 ms.
+        let mut holder = store.begin(t, ctx()).await.unwrap();
+        let current = holder.get_contact(created.id).await.unwrap().unwrap();
+        holder
+            .update_contact(
+                created.id,
+                current.version,
+                ContactPatch {
+                    first_name: Some(PersonName::parse(name).unwrap()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            holder.commit().await.unwrap();
+        });
+
+        let guard = IdempotencyGuard::with_config(GuardConfig {
+            claim: timing,
+            wait: WaitPolicy::Wait(Duration::from_millis(150)),
+            ..GuardConfig::default()
+        });
+        let ev = InboundEvent::new("crm", &format!("evt_lock_{timing:?}"), &json!({})).unwrap();
+        let id = created.id;
+        let outcome = guard
+            .run(&store, t, &ctx(), &ev, move |tx| {
+                Box::pin(async move {
+                    // Waits for the holder, longer than the guard's wait.
+                    let c = tx.get_contact(id).await?.expect("the contact");
+                    let started = std::time::Instant::now();
+                    let updated = tx
+                        .update_contact(
+                            id,
+                            c.version,
+                            ContactPatch {
+                                last_name: Some(PersonName::parse("Waited").unwrap()),
+                                ..Default::default()
+                            },
+                        )
+                        .await;
+                    // The version read before the holder committed is stale
+                    // once the lock is granted: a conflict means the update
+                    // waited for the lock rather than time out.
+                    let waited = started.elapsed();
+                    match updated {
+                        Err(Error::Conflict { .. }) => Ok::<_, HandlerError>(waited.as_millis()),
+                        other => Err(HandlerError::permanent(format!("{other:?}"))),
+                    }
+                }) as HandlerFuture<'_, u128>
+            })
+            .await
+            .unwrap();
+        release.await.unwrap();
+        assert_eq!(outcome.execution, Execution::Executed);
+        match outcome.result {
+            Ok(waited) => assert!(waited >= 300, "{timing:?}: waited only {waited} ms"),
+            Err(e) => panic!("{timing:?}: the handler's update did not wait: {e}"),
+        }
+    }
 }

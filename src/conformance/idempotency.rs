@@ -19,9 +19,11 @@ use tokio::sync::oneshot;
 use super::{ctx, new_contact, ok};
 use crate::{
     ContactQuery, DynStore, Error, PageRequest, StoreExt, TenantId, Transaction,
+    domain::ContactId,
     idempotency::{
-        Execution, GuardConfig, HandlerError, HandlerFuture, IdempotencyGuard, IdempotencyKey,
-        IdempotencySource, InboundEvent, Outcome, StoredResult, WaitPolicy, handler,
+        ClaimTiming, Execution, GuardConfig, HandlerError, HandlerFuture, IdempotencyGuard,
+        IdempotencyKey, IdempotencySource, InboundEvent, Outcome, StoredResult, WaitPolicy,
+        handler,
     },
 };
 
@@ -29,18 +31,20 @@ fn event(source: &str, key: &str, payload: &Value) -> InboundEvent {
     InboundEvent::new(source, key, payload).expect("a valid event")
 }
 
-/// A handler that counts its runs and creates a contact with `address`,
-/// returning its id.
+/// A handler that creates a contact with `address` and returns its id,
+/// counting in `runs` the runs that got past that first store call: with
+/// [`ClaimTiming::WithFirstStatement`] a duplicate may start a handler, but
+/// its first store call fails.
 fn create_contact<'a>(
     address: &'a str,
     runs: &'a AtomicUsize,
 ) -> impl for<'t> FnOnce(&'t mut (dyn Transaction + 'a)) -> HandlerFuture<'t, String> + Send + 'a {
     move |tx| {
         Box::pin(async move {
-            runs.fetch_add(1, Ordering::SeqCst);
             let c = tx
                 .create_contact(new_contact(address, "Web", "Hook"))
                 .await?;
+            runs.fetch_add(1, Ordering::SeqCst);
             // Give concurrent duplicates time to arrive while this runs.
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(c.id.to_string())
@@ -69,8 +73,24 @@ fn key(s: &str) -> IdempotencyKey {
 /// Fifty concurrent deliveries of one event: the handler runs once, one
 /// caller sees it executed, forty-nine see the same result replayed.
 pub async fn fifty_concurrent_deliveries_of_one_event_run_the_handler_once(store: &DynStore) {
+    for timing in TIMINGS {
+        fifty_concurrent_deliveries(store, timing).await;
+    }
+}
+
+/// Both claim timings.
+const TIMINGS: [ClaimTiming; 2] = [ClaimTiming::WithFirstStatement, ClaimTiming::BeforeHandler];
+
+fn guard_with(timing: ClaimTiming) -> IdempotencyGuard {
+    IdempotencyGuard::with_config(GuardConfig {
+        claim: timing,
+        ..GuardConfig::default()
+    })
+}
+
+async fn fifty_concurrent_deliveries(store: &DynStore, timing: ClaimTiming) {
     let t = TenantId::new();
-    let guard = IdempotencyGuard::new();
+    let guard = guard_with(timing);
     let runs = AtomicUsize::new(0);
     let payload = json!({"type": "contact.created", "email": "once@example.com"});
     let ev = event("hubspot", "evt-50", &payload);
@@ -240,9 +260,9 @@ pub async fn a_permanent_failure_is_stored_and_replayed_and_a_transient_one_is_n
         let runs = runs_ref;
         handler(move |tx| {
             Box::pin(async move {
-                runs.fetch_add(1, Ordering::SeqCst);
                 tx.create_contact(new_contact("fail@example.com", "Fa", "Il"))
                     .await?;
+                runs.fetch_add(1, Ordering::SeqCst);
                 Err::<String, _>(if permanent {
                     HandlerError::permanent(json!({"error": "unknown plan"}))
                 } else {
@@ -387,8 +407,10 @@ pub async fn an_expired_key_runs_again_and_purge_deletes_only_expired_keys(store
     let runs_ref = &runs;
     let counting = move |n: u32| {
         let runs = runs_ref;
-        handler(move |_tx| {
+        handler(move |tx| {
             Box::pin(async move {
+                // A store call first: past it, only the key's holder runs.
+                tx.get_contact(ContactId::new()).await?;
                 runs.fetch_add(1, Ordering::SeqCst);
                 Ok(n)
             })
@@ -656,4 +678,87 @@ pub async fn completing_an_unclaimed_key_fails_and_commits_nothing(store: &DynSt
         "lookup",
     );
     assert!(record.is_none());
+}
+
+/// A duplicate's handler never commits a write, under either claim timing.
+/// With the claim sent along with the handler's first statement, a
+/// duplicate may start the handler, but that store call fails, and whatever
+/// the handler does then (return the error, swallow it and succeed, fail
+/// transiently, or make no store call at all) the stored result is
+/// replayed. With the claim made before the handler, a duplicate never
+/// starts it.
+pub async fn a_duplicates_handler_never_commits_a_write_under_either_claim_timing(
+    store: &DynStore,
+) {
+    for timing in TIMINGS {
+        let t = TenantId::new();
+        let guard = guard_with(timing);
+        let ev = event("stripe", "evt_dup", &json!({"n": 1}));
+        let starts = AtomicUsize::new(0);
+        let starts_ref = &starts;
+        // Creates a contact of an address of its own; with `swallow`, a
+        // failing store call is ignored and the handler succeeds anyway.
+        let writer = move |n: usize, swallow: bool| {
+            let starts = starts_ref;
+            handler(move |tx| {
+                Box::pin(async move {
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    let address = format!("dup{n}@example.com");
+                    match tx.create_contact(new_contact(&address, "Du", "Pe")).await {
+                        Ok(c) => Ok(c.id.to_string()),
+                        Err(e) if swallow => Ok(format!("ignored: {e}")),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+            })
+        };
+        let first = ok(
+            guard.run(store, t, &ctx(), &ev, writer(0, false)).await,
+            "first",
+        );
+        assert_eq!(first.execution, Execution::Executed, "{timing:?}");
+
+        for (n, swallow) in [(1, false), (2, true)] {
+            let again = ok(
+                guard.run(store, t, &ctx(), &ev, writer(n, swallow)).await,
+                "a duplicate",
+            );
+            assert_eq!(again.execution, Execution::Replayed, "{timing:?} {n}");
+            assert_eq!(again.result, first.result, "{timing:?} {n}");
+        }
+        let transient = handler(move |_tx| {
+            Box::pin(async move {
+                starts_ref.fetch_add(1, Ordering::SeqCst);
+                Err::<String, _>(HandlerError::transient(std::io::Error::other("down")))
+            })
+        });
+        let again = ok(
+            guard.run(store, t, &ctx(), &ev, transient).await,
+            "a duplicate failing before any store call",
+        );
+        assert_eq!(again.execution, Execution::Replayed, "{timing:?}");
+        assert_eq!(again.result, first.result, "{timing:?}");
+        let storeless = handler(move |_tx| {
+            Box::pin(async move {
+                starts_ref.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, HandlerError>("made up".to_string())
+            })
+        });
+        let again = ok(
+            guard.run(store, t, &ctx(), &ev, storeless).await,
+            "a duplicate making no store call",
+        );
+        assert_eq!(again.execution, Execution::Replayed, "{timing:?}");
+        assert_eq!(again.result, first.result, "{timing:?}");
+
+        assert_eq!(
+            contacts_with(store, t, "dup").await,
+            1,
+            "{timing:?}: only the first delivery's contact exists"
+        );
+        assert_eq!(contacts_with(store, t, "dup0@").await, 1, "{timing:?}");
+        if timing == ClaimTiming::BeforeHandler {
+            assert_eq!(starts.load(Ordering::SeqCst), 1, "duplicates never start");
+        }
+    }
 }

@@ -265,6 +265,32 @@ pub struct GuardConfig {
     /// How many records [`IdempotencyGuard::purge_expired`] deletes per
     /// transaction (at least 1): default 1000.
     pub purge_batch: u32,
+    /// When the claim is made: with the handler's first statement (the
+    /// default) or before the handler starts.
+    pub claim: ClaimTiming,
+}
+
+/// When the guard claims an event's key, relative to its handler.
+///
+/// Either way the handler's CRM writes commit exactly once per event: a
+/// duplicate's writes never commit. The two differ in whether a duplicate
+/// can *start* the handler, and in cost on a backend with round trips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaimTiming {
+    /// The claim goes out with the handler's first statement, in the same
+    /// round trip (on PostgreSQL, right after `BEGIN`), so the guard costs
+    /// no round trip of its own. A duplicate delivery may start the
+    /// handler: its first store call then fails, the guard rolls the
+    /// transaction back and replays the stored result. Code the handler
+    /// runs before that call runs for duplicates too, so a handler should
+    /// make no effect outside the transaction before its first store call
+    /// (and effects outside the transaction are never covered by the guard
+    /// anyway: a transient failure or a crash repeats them).
+    #[default]
+    WithFirstStatement,
+    /// The claim is answered before the handler starts, so a duplicate
+    /// never runs any of it: one round trip more on PostgreSQL.
+    BeforeHandler,
 }
 
 impl GuardConfig {
@@ -280,6 +306,7 @@ impl Default for GuardConfig {
             retention: Self::DEFAULT_RETENTION,
             wait: WaitPolicy::DEFAULT,
             purge_batch: 1000,
+            claim: ClaimTiming::WithFirstStatement,
         }
     }
 }
@@ -406,49 +433,84 @@ impl IdempotencyGuard {
                 (w, None) => w,
             },
         };
-        match tx.claim_idempotency_key(&claim).await? {
-            Claim::Existing(record) => {
-                // Nothing was written: end the transaction either way.
-                let _ = tx.rollback().await;
-                replay(record, event)
-            }
-            Claim::Claimed => {
-                let outcome = handler(&mut *tx).await;
-                let (stored, result) = match outcome {
-                    Ok(value) => {
-                        let json = serde_json::to_value(&value).map_err(Error::backend)?;
-                        (StoredResult::Succeeded(json), Ok(value))
-                    }
-                    Err(HandlerError::Permanent(detail)) => {
-                        // The handler's writes are not part of a stored
-                        // failure: start over with only the claim.
-                        let _ = tx.rollback().await;
-                        tx = reclaim(store, tenant, reclaim_context, event, &claim).await?;
-                        (StoredResult::Failed(detail.clone()), Err(detail))
-                    }
-                    Err(HandlerError::Transient(e)) => {
-                        let _ = tx.rollback().await;
-                        return Err(e);
-                    }
-                };
-                let record = tx
-                    .complete_idempotency_key_and_commit(
-                        event.source(),
-                        event.key(),
-                        &stored,
-                        self::now(),
-                    )
-                    .await?;
-                if let Some(slot) = &slot {
-                    slot.settle();
+        let claimed = match self.config.claim {
+            ClaimTiming::BeforeHandler => Some(tx.claim_idempotency_key(&claim).await?),
+            ClaimTiming::WithFirstStatement => tx.defer_idempotency_claim(&claim).await?,
+        };
+        if let Some(Claim::Existing(record)) = claimed {
+            // Nothing was written: dropping the transaction ends it
+            // without waiting for the rollback's answer.
+            drop(tx);
+            return replay(record, event);
+        }
+        let outcome = handler(&mut *tx).await;
+        if claimed.is_none() {
+            // The claim went out with the handler's first statement (or
+            // goes now, if it made none): the handler's outcome counts
+            // only if the key is this delivery's.
+            match tx.resolve_idempotency_claim().await {
+                Ok(Some(Claim::Claimed)) => {}
+                Ok(Some(Claim::Existing(record))) => {
+                    drop(tx);
+                    return replay(record, event);
                 }
-                Ok(Outcome {
-                    execution: Execution::Executed,
-                    result,
-                    completed_at: record.completed_at.unwrap_or(record.created_at),
-                })
+                Ok(None) => {
+                    // The key changed hands while the claim waited, after
+                    // the handler's first statement went with it: look
+                    // again in a new transaction, to replay what the
+                    // holder stored.
+                    drop(tx);
+                    return match reclaim(store, tenant, reclaim_context, &claim).await? {
+                        Reclaim::Existing(record) => replay(record, event),
+                        // Purged in between: this delivery did not run
+                        // the handler to the end, so it cannot store a
+                        // result; its retry will.
+                        Reclaim::Claimed(tx) => {
+                            drop(tx);
+                            Err(busy())
+                        }
+                    };
+                }
+                Err(e) => {
+                    drop(tx);
+                    return Err(e);
+                }
             }
         }
+        let (stored, result) = match outcome {
+            Ok(value) => {
+                let json = serde_json::to_value(&value).map_err(Error::backend)?;
+                (StoredResult::Succeeded(json), Ok(value))
+            }
+            Err(HandlerError::Permanent(detail)) => {
+                // The handler's writes are not part of a stored
+                // failure: start over with only the claim.
+                let _ = tx.rollback().await;
+                tx = match reclaim(store, tenant, reclaim_context, &claim).await? {
+                    Reclaim::Claimed(tx) => tx,
+                    // The slot in the registry is still held, so only a
+                    // delivery from elsewhere can have come between: its
+                    // caller's retry replays that one.
+                    Reclaim::Existing(_) => return Err(busy()),
+                };
+                (StoredResult::Failed(detail.clone()), Err(detail))
+            }
+            Err(HandlerError::Transient(e)) => {
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        };
+        let record = tx
+            .complete_idempotency_key_and_commit(event.source(), event.key(), &stored, self::now())
+            .await?;
+        if let Some(slot) = &slot {
+            slot.settle();
+        }
+        Ok(Outcome {
+            execution: Execution::Executed,
+            result,
+            completed_at: record.completed_at.unwrap_or(record.created_at),
+        })
     }
 
     /// The record of `source`/`key`, expired or not, until purged.
@@ -505,23 +567,29 @@ impl IdempotencyGuard {
     }
 }
 
-/// Claims the key again in a new transaction, after a permanent failure
-/// rolled the handler's writes back. The slot in the registry is still
-/// held, so only a delivery from elsewhere can have come between: then the
-/// caller gets [`Error::KeyInUse`] and its retry replays that one.
+/// What claiming a key again in a new transaction found.
+enum Reclaim {
+    /// The key is the new transaction's.
+    Claimed(Box<dyn Transaction>),
+    /// A record holds it (the new transaction is rolled back).
+    Existing(IdempotencyRecord),
+}
+
+/// Claims the key again in a new transaction, at once: after a permanent
+/// failure rolled the handler's writes back, or when a deferred claim met
+/// a holder that committed while it waited.
 async fn reclaim(
     store: &DynStore,
     tenant: TenantId,
     context: Context,
-    event: &InboundEvent,
     claim: &IdempotencyClaim,
-) -> Result<Box<dyn Transaction>> {
+) -> Result<Reclaim> {
     let mut tx = store.begin(tenant, context).await?;
     match tx.claim_idempotency_key(claim).await? {
-        Claim::Claimed => Ok(tx),
-        Claim::Existing(_) => {
-            let _ = tx.rollback().await;
-            Err(record::key_in_use(event.source(), event.key()))
+        Claim::Claimed => Ok(Reclaim::Claimed(tx)),
+        Claim::Existing(record) => {
+            drop(tx);
+            Ok(Reclaim::Existing(record))
         }
     }
 }

@@ -320,6 +320,43 @@ pub trait Transaction: fmt::Debug + Send {
         claim: &crate::idempotency::IdempotencyClaim,
     ) -> Result<crate::idempotency::Claim>;
 
+    /// Claims a key like [`claim_idempotency_key`](Self::claim_idempotency_key),
+    /// but lets the backend send the claim with this transaction's first
+    /// statement, in the same round trip. A backend that does answers
+    /// `Ok(None)`, and [`resolve_idempotency_claim`](Self::resolve_idempotency_claim)
+    /// tells later what the claim found; one that does not (the default)
+    /// claims at once and answers `Ok(Some(claim))`.
+    ///
+    /// While the claim is deferred, the first statement runs before the
+    /// caller knows whether the key is free. When the claim finds it taken
+    /// (or fails), the operation that carried it returns an error, the
+    /// transaction refuses everything but a rollback, and nothing it did
+    /// can commit.
+    ///
+    /// Errors: those of `claim_idempotency_key`, when claiming at once.
+    async fn defer_idempotency_claim(
+        &mut self,
+        claim: &crate::idempotency::IdempotencyClaim,
+    ) -> Result<Option<crate::idempotency::Claim>> {
+        self.claim_idempotency_key(claim).await.map(Some)
+    }
+
+    /// What the claim deferred by [`defer_idempotency_claim`](Self::defer_idempotency_claim)
+    /// found, sending it now if no statement took it along.
+    ///
+    /// `Ok(None)` when the key changed hands while the claim waited for its
+    /// holder, after statements went out with it: roll back, and claim
+    /// again in a new transaction.
+    ///
+    /// Errors: those of [`claim_idempotency_key`](Self::claim_idempotency_key);
+    /// [`Error::Backend`] when no claim is deferred (the default, for
+    /// backends that never defer).
+    async fn resolve_idempotency_claim(&mut self) -> Result<Option<crate::idempotency::Claim>> {
+        Err(Error::backend(
+            "this transaction has no deferred idempotency claim",
+        ))
+    }
+
     /// Stores the outcome of a key this transaction claimed, stamping
     /// `completed_at`; returns the record.
     ///

@@ -1,15 +1,23 @@
 //! Idempotency keys on PostgreSQL: the table `idempotency_keys` (migration
 //! 2), primary key `(tenant_id, source, key)`.
 //!
-//! A claim is `INSERT … ON CONFLICT DO NOTHING`: when another transaction
-//! holds the key, the insert waits for its row lock and then does nothing
-//! (it committed) or inserts (it rolled back). The wait is bounded by a
-//! transaction-local `lock_timeout` set just for the claim and restored
-//! after it, in the same round trip (the statements are pipelined); a
-//! timeout (55P03) is [`Error::KeyInUse`]. An expired record is taken over
-//! by an `UPDATE … WHERE expires_at <= now`, under the same bound.
+//! A claim is one statement, [`CLAIM`]: `INSERT … ON CONFLICT DO NOTHING`
+//! on the primary key (when another transaction holds the key, the insert
+//! waits for its row lock and then does nothing, if it committed, or
+//! inserts, if it rolled back), an `UPDATE` that takes over an expired
+//! record, and a read of the record holding the key, so that a replay
+//! needs no second statement. The wait is bounded by a transaction-local
+//! `lock_timeout` that the same statement sets before the insert and
+//! restores after it; a timeout (55P03) is [`Error::KeyInUse`].
+//!
+//! The guard defers its claim ([`PgTransaction::idempotency_defer`]): the
+//! claim goes out with the transaction's first statement, after `BEGIN`
+//! and the settings, in the same round trip, and its answer is read before
+//! that statement's. When it finds the key taken, the statement's effects
+//! are rolled back with the rest and the statement reports [`KeyTaken`].
+//! The stored result goes out with `COMMIT`. So a guarded transaction makes
+//! as many round trips as the same work unguarded.
 
-use futures_util::try_join;
 use serde_json::Value;
 use tokio_postgres::{Row, error::SqlState};
 use uuid::Uuid;
@@ -29,17 +37,39 @@ use crate::{
 const COLUMNS: &str = "tenant_id, source, key, fingerprint, status, result, created_at, \
                        completed_at, expires_at";
 
-const SET_LOCK_TIMEOUT: &str = "SELECT set_config('crm.saved_lock_timeout', \
-     current_setting('lock_timeout'), true), set_config('lock_timeout', $1, true)";
-const RESTORE_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', \
-     current_setting('crm.saved_lock_timeout'), true)";
-const CLAIM: &str = "INSERT INTO idempotency_keys \
-     (tenant_id, source, key, fingerprint, status, created_at, expires_at) \
-     VALUES ($1, $2, $3, $4, 'pending', $5, $6) \
-     ON CONFLICT (tenant_id, source, key) DO NOTHING";
-const TAKE_OVER: &str = "UPDATE idempotency_keys SET fingerprint = $4, status = 'pending', \
-     result = NULL, created_at = $5, completed_at = NULL, expires_at = $6 \
-     WHERE tenant_id = $1 AND source = $2 AND key = $3 AND expires_at <= $5";
+/// The claim, in one statement: bound the lock wait (`lock_timeout`, set
+/// transaction-locally and restored at the end of the statement), insert a
+/// pending record unless the key is held, or else take over an expired
+/// record, and read the record that holds the key. The result's first
+/// column counts the claims made (0 or 1); the record columns follow the
+/// restored setting, from [`CLAIM_RECORD`] on, and are null unless a record
+/// that has not expired was visible when the statement began.
+///
+/// `lt` runs first (the insert reads from it) and the restore last (the
+/// projection reads the inserts' counts first). When the insert waited for
+/// a transaction that then committed, the record it met is newer than the
+/// statement's snapshot: no claim and no record, and the caller claims
+/// again with a statement of its own.
+pub(super) const CLAIM: &str = "WITH lt AS MATERIALIZED ( \
+         SELECT current_setting('lock_timeout') AS saved, \
+         set_config('lock_timeout', $7::text, true) AS bound), \
+     ins AS (INSERT INTO idempotency_keys \
+         (tenant_id, source, key, fingerprint, status, created_at, expires_at) \
+         SELECT $1::uuid, $2::text, $3::text, $4::text, 'pending', $5::timestamptz, \
+         $6::timestamptz FROM lt \
+         ON CONFLICT (tenant_id, source, key) DO NOTHING RETURNING 1), \
+     took AS (UPDATE idempotency_keys SET fingerprint = $4, status = 'pending', \
+         result = NULL, created_at = $5, completed_at = NULL, expires_at = $6 \
+         WHERE tenant_id = $1 AND source = $2 AND key = $3 AND expires_at <= $5 \
+         AND NOT EXISTS (SELECT 1 FROM ins) RETURNING 1) \
+     SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM took) AS claimed, \
+         set_config('lock_timeout', (SELECT saved FROM lt), true) AS restored, \
+         k.tenant_id, k.source, k.key, k.fingerprint, k.status, k.result, k.created_at, \
+         k.completed_at, k.expires_at \
+     FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k \
+         ON k.tenant_id = $1 AND k.source = $2 AND k.key = $3 AND k.expires_at > $5";
+/// Where the record columns of [`CLAIM`]'s row begin.
+const CLAIM_RECORD: usize = 2;
 const GET: &str = "SELECT tenant_id, source, key, fingerprint, status, result, created_at, \
      completed_at, expires_at FROM idempotency_keys \
      WHERE tenant_id = $1 AND source = $2 AND key = $3";
@@ -103,15 +133,20 @@ fn lock_timeout(wait: WaitPolicy) -> String {
 }
 
 fn record(row: &Row) -> Result<IdempotencyRecord> {
-    let tenant: Uuid = row.try_get(0).map_err(error::db)?;
-    let source: String = row.try_get(1).map_err(error::db)?;
-    let key: String = row.try_get(2).map_err(error::db)?;
-    let fingerprint: String = row.try_get(3).map_err(error::db)?;
-    let status: String = row.try_get(4).map_err(error::db)?;
-    let result: Option<Value> = row.try_get(5).map_err(error::db)?;
-    let created_at: Timestamp = row.try_get(6).map_err(error::db)?;
-    let completed_at: Option<Timestamp> = row.try_get(7).map_err(error::db)?;
-    let expires_at: Timestamp = row.try_get(8).map_err(error::db)?;
+    record_at(row, 0)
+}
+
+/// The record in the nine columns of `row` from `at` on.
+fn record_at(row: &Row, at: usize) -> Result<IdempotencyRecord> {
+    let tenant: Uuid = row.try_get(at).map_err(error::db)?;
+    let source: String = row.try_get(at + 1).map_err(error::db)?;
+    let key: String = row.try_get(at + 2).map_err(error::db)?;
+    let fingerprint: String = row.try_get(at + 3).map_err(error::db)?;
+    let status: String = row.try_get(at + 4).map_err(error::db)?;
+    let result: Option<Value> = row.try_get(at + 5).map_err(error::db)?;
+    let created_at: Timestamp = row.try_get(at + 6).map_err(error::db)?;
+    let completed_at: Option<Timestamp> = row.try_get(at + 7).map_err(error::db)?;
+    let expires_at: Timestamp = row.try_get(at + 8).map_err(error::db)?;
     let mut errors = Vec::new();
     let parsed_source = IdempotencySource::parse(&source)
         .map_err(|e| errors.push(e))
@@ -152,94 +187,300 @@ fn record(row: &Row) -> Result<IdempotencyRecord> {
     }
 }
 
+/// What one claim statement found.
+#[derive(Debug)]
+pub(super) enum ClaimAnswer {
+    /// The key is this transaction's now.
+    Claimed,
+    /// A record that has not expired holds it.
+    Existing(IdempotencyRecord),
+    /// The key changed hands while the claim waited (the record it met is
+    /// newer than the statement's snapshot): claim again with a new
+    /// statement.
+    Again,
+}
+
+/// A claim waiting for the transaction's first statement, which it goes
+/// out ahead of: see [`PgTransaction::idempotency_defer`].
+#[derive(Debug, Default)]
+pub(super) enum ClaimState {
+    /// No deferred claim.
+    #[default]
+    None,
+    /// Deferred, not sent yet.
+    Deferred(Box<IdempotencyClaim>),
+    /// Sent with a statement; its answer, not read yet.
+    Answered(
+        Box<IdempotencyClaim>,
+        std::result::Result<Vec<Row>, tokio_postgres::Error>,
+    ),
+    /// Could not be sent (preparing a statement failed).
+    NotSent(Box<IdempotencyClaim>),
+    /// Read: what the claim found, until the guard asks for it.
+    Settled(Result<ClaimAnswer>),
+}
+
+/// A deferred claim found the key taken (or failed): the transaction's
+/// statements went out with it, and it can only be rolled back.
+#[derive(Debug)]
+pub(super) struct KeyTaken(pub(super) String);
+
+impl std::fmt::Display for KeyTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the idempotency key {} was not claimed by this transaction (an earlier delivery \
+             holds it, or the claim failed); the transaction can only be rolled back",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for KeyTaken {}
+
+/// Asked for the outcome of a deferred claim when none was made.
+#[derive(Debug)]
+struct NoDeferredClaim;
+
+impl std::fmt::Display for NoDeferredClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("this transaction has no deferred idempotency claim")
+    }
+}
+
+impl std::error::Error for NoDeferredClaim {}
+
+/// The parameters of [`CLAIM`] for a claim by a tenant.
+pub(super) struct ClaimValues<'a> {
+    tenant: Uuid,
+    source: &'a str,
+    key: &'a str,
+    fingerprint: &'a str,
+    now: Timestamp,
+    expires_at: Timestamp,
+    timeout: String,
+}
+
+impl<'a> ClaimValues<'a> {
+    pub(super) fn new(tenant: Uuid, claim: &'a IdempotencyClaim) -> Self {
+        ClaimValues {
+            tenant,
+            source: claim.source.as_str(),
+            key: claim.key.as_str(),
+            fingerprint: claim.fingerprint.as_str(),
+            now: claim.now,
+            expires_at: claim.expires_at,
+            timeout: lock_timeout(claim.wait),
+        }
+    }
+
+    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+        [
+            &self.tenant,
+            &self.source,
+            &self.key,
+            &self.fingerprint,
+            &self.now,
+            &self.expires_at,
+            &self.timeout,
+        ]
+    }
+}
+
+/// `source:key`, as errors name a claimed key.
+fn scoped(claim: &IdempotencyClaim) -> String {
+    format!("{}:{}", claim.source, claim.key)
+}
+
+/// Reads the answer of [`CLAIM`].
+pub(super) fn claim_answer(rows: &[Row]) -> Result<ClaimAnswer> {
+    let Some(row) = rows.first() else {
+        return Err(Error::backend(error::InvalidRow {
+            table: "idempotency_keys",
+            id: "claim".to_string(),
+            errors: vec![FieldError::new(
+                "claimed",
+                "missing",
+                "the claim returned no row",
+            )],
+        }));
+    };
+    let claimed: i64 = row.try_get(0).map_err(error::db)?;
+    if claimed > 0 {
+        return Ok(ClaimAnswer::Claimed);
+    }
+    let holder: Option<Uuid> = row.try_get(CLAIM_RECORD).map_err(error::db)?;
+    match holder {
+        Some(_) => record_at(row, CLAIM_RECORD).map(ClaimAnswer::Existing),
+        None => Ok(ClaimAnswer::Again),
+    }
+}
+
+/// What a failed claim statement means: a lock wait that ran out is
+/// [`Error::KeyInUse`].
+pub(super) fn claim_error(e: tokio_postgres::Error, claim: &IdempotencyClaim) -> Error {
+    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+        key_in_use(&claim.source, &claim.key)
+    } else {
+        error::db(e)
+    }
+}
+
 impl PgTransaction {
-    /// Runs `sql` (an insert or update of one key) under a transaction-local
-    /// `lock_timeout`, restoring the previous one after it: three pipelined
-    /// statements, one round trip. Returns the rows it changed.
-    async fn under_lock_timeout(
-        &mut self,
-        wait: WaitPolicy,
-        sql: &str,
-        claim: &IdempotencyClaim,
-    ) -> Result<u64> {
+    /// Sends one claim statement (after a pending `BEGIN`) and reads what
+    /// it found.
+    async fn claim_once(&mut self, claim: &IdempotencyClaim) -> Result<ClaimAnswer> {
         self.check_open()?;
-        let timeout = lock_timeout(wait);
-        let tenant = self.tenant_uuid();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-            &tenant,
-            &claim.source.as_str(),
-            &claim.key.as_str(),
-            &claim.fingerprint.as_str(),
-            &claim.now,
-            &claim.expires_at,
-        ];
-        let begin = self.pending_begin.take();
-        let result = match self.conn.as_ref() {
-            Some(conn) => {
-                let prepared = try_join!(
-                    conn.prepare_cached(SET_LOCK_TIMEOUT),
-                    conn.prepare_cached(sql),
-                    conn.prepare_cached(RESTORE_LOCK_TIMEOUT),
-                );
-                match prepared {
-                    Ok((set, write, restore)) => {
-                        let set_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] =
-                            [&timeout];
-                        // A pending BEGIN goes first, in the same round trip.
-                        let begun = async {
-                            match begin.as_deref() {
-                                Some(b) => conn.batch_execute(b).await,
-                                None => Ok(()),
-                            }
-                        };
-                        try_join!(
-                            begun,
-                            conn.query(&set, &set_params),
-                            conn.execute(&write, &params),
-                            conn.query(&restore, &[]),
-                        )
-                    }
-                    .map(|(_, _, n, _)| n),
-                    Err(e) => Err(e),
-                }
+        let values = ClaimValues::new(self.tenant_uuid(), claim);
+        let params = values.params();
+        let begin = self.pending_begin.take().is_some();
+        let r = self.raw_query(CLAIM, &params, begin).await;
+        if let Some(e) = self.settle_claim() {
+            return Err(e);
+        }
+        match r {
+            Ok(rows) => claim_answer(&rows),
+            Err(e) => {
+                self.aborted = true;
+                Err(claim_error(e, claim))
             }
-            None => return Ok(0),
-        };
-        result.map_err(|e| {
-            let lock_timed_out = e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE);
-            let mapped = self.failed(e);
-            if lock_timed_out {
-                key_in_use(&claim.source, &claim.key)
-            } else {
-                mapped
-            }
-        })
+        }
     }
 
     pub(super) async fn idempotency_claim(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
         for _ in 0..CLAIM_ATTEMPTS {
-            if self.under_lock_timeout(claim.wait, CLAIM, claim).await? == 1 {
-                return Ok(Claim::Claimed);
-            }
-            match self.idempotency_get(&claim.source, &claim.key).await? {
-                // Purged in between: insert again.
-                None => continue,
-                Some(existing) if !existing.is_expired(claim.now) => {
-                    return Ok(Claim::Existing(existing));
-                }
-                Some(_) => {
-                    if self
-                        .under_lock_timeout(claim.wait, TAKE_OVER, claim)
-                        .await?
-                        == 1
-                    {
-                        return Ok(Claim::Claimed);
-                    }
-                    // Taken over (or purged) by another transaction: look again.
-                }
+            match self.claim_once(claim).await? {
+                ClaimAnswer::Claimed => return Ok(Claim::Claimed),
+                ClaimAnswer::Existing(record) => return Ok(Claim::Existing(record)),
+                // Nothing else went out with it: look again.
+                ClaimAnswer::Again => continue,
             }
         }
         Err(key_in_use(&claim.source, &claim.key))
+    }
+
+    /// Defers `claim` to the transaction's first statement, which it goes
+    /// out ahead of (after `BEGIN` and the settings) in the same round
+    /// trip; `false` when a statement was sent already (or a claim is
+    /// deferred), and the caller must claim now.
+    pub(super) fn idempotency_defer(&mut self, claim: &IdempotencyClaim) -> bool {
+        if self.pending_begin.is_none() || !matches!(self.claim_state(), ClaimState::None) {
+            return false;
+        }
+        *self.claim_state() = ClaimState::Deferred(Box::new(claim.clone()));
+        true
+    }
+
+    /// The deferred claim's state, for code holding the transaction mutably.
+    pub(super) fn claim_state(&mut self) -> &mut ClaimState {
+        self.claim
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the deferred claim to send it, for [`PgTransaction::after_begin`].
+    pub(super) fn take_deferred_claim(&self) -> Option<Box<IdempotencyClaim>> {
+        let mut state = self
+            .claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match std::mem::take(&mut *state) {
+            ClaimState::Deferred(claim) => Some(claim),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
+    /// Keeps the answer to a claim sent by [`PgTransaction::after_begin`].
+    pub(super) fn claim_sent(
+        &self,
+        claim: Box<IdempotencyClaim>,
+        answer: Option<std::result::Result<Vec<Row>, tokio_postgres::Error>>,
+    ) {
+        let mut state = self
+            .claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *state = match answer {
+            Some(answer) => ClaimState::Answered(claim, answer),
+            None => ClaimState::NotSent(claim),
+        };
+    }
+
+    /// Reads the answer to a deferred claim that went out with the last
+    /// round trip, if one did. `None` when there was none, or when the key
+    /// is now this transaction's; otherwise the error for the statement
+    /// that went with it, and the transaction refuses everything but a
+    /// rollback from then on (its statements ran without the key).
+    pub(super) fn settle_claim(&mut self) -> Option<Error> {
+        let state = self.claim_state();
+        let (claim, outcome) = match std::mem::take(state) {
+            ClaimState::Answered(claim, Ok(rows)) => {
+                let outcome = claim_answer(&rows);
+                (claim, outcome)
+            }
+            ClaimState::Answered(claim, Err(e)) => {
+                let outcome = Err(claim_error(e, &claim));
+                (claim, outcome)
+            }
+            ClaimState::NotSent(claim) => {
+                let outcome = Err(Error::backend(KeyTaken(scoped(&claim))));
+                (claim, outcome)
+            }
+            other => {
+                *state = other;
+                return None;
+            }
+        };
+        let claimed = matches!(outcome, Ok(ClaimAnswer::Claimed));
+        let failed = outcome.is_err();
+        *state = ClaimState::Settled(outcome);
+        if claimed {
+            return None;
+        }
+        if failed {
+            // The server aborted the transaction at the claim.
+            self.aborted = true;
+        }
+        self.claim_lost = Some(scoped(&claim));
+        Some(Error::backend(KeyTaken(scoped(&claim))))
+    }
+
+    /// What the deferred claim found, sending it now if no statement took
+    /// it along. `None`: the key changed hands while the claim waited, and
+    /// the transaction must be rolled back and the claim made again in a
+    /// new one.
+    pub(super) async fn idempotency_resolve(&mut self) -> Result<Option<Claim>> {
+        let mut sent_alone = None;
+        if matches!(self.claim_state(), ClaimState::Deferred(_)) {
+            if self.pending_begin.take().is_some() {
+                // No statement took it along: it goes now, with BEGIN.
+                sent_alone = self.raw_query_all(&[], true).await.err();
+            } else if let ClaimState::Deferred(claim) = std::mem::take(self.claim_state()) {
+                // Cannot happen (a claim is deferred only before BEGIN is
+                // sent, and BEGIN takes it along); claim now if it does.
+                return self.idempotency_claim(&claim).await.map(Some);
+            }
+        }
+        let _ = self.settle_claim();
+        let outcome = std::mem::take(self.claim_state());
+        if let Some(e) = sent_alone {
+            self.aborted = true;
+            if !matches!(outcome, ClaimState::Settled(Err(_))) {
+                return Err(error::db(e));
+            }
+        }
+        match outcome {
+            ClaimState::Settled(Ok(ClaimAnswer::Claimed)) => Ok(Some(Claim::Claimed)),
+            ClaimState::Settled(Ok(ClaimAnswer::Existing(record))) => {
+                Ok(Some(Claim::Existing(record)))
+            }
+            ClaimState::Settled(Ok(ClaimAnswer::Again)) => Ok(None),
+            ClaimState::Settled(Err(e)) => Err(e),
+            _ => Err(Error::backend(NoDeferredClaim)),
+        }
     }
 
     pub(super) async fn idempotency_complete(
@@ -280,9 +521,12 @@ impl PgTransaction {
         result: &StoredResult,
         completed_at: Timestamp,
     ) -> Result<IdempotencyRecord> {
-        if self.aborted {
+        if self.aborted || self.claim_lost.is_some() {
             self.finish("ROLLBACK").await?;
-            return Err(Error::backend(super::Aborted));
+            return Err(match self.claim_lost.take() {
+                Some(key) => Error::backend(KeyTaken(key)),
+                None => Error::backend(super::Aborted),
+            });
         }
         self.ensure_begun().await?;
         let tenant = self.tenant_uuid();

@@ -104,7 +104,7 @@ impl PgTransaction {
                 begin,
             )
             .await;
-        let rows = result.map_err(|e| self.failed(e))?;
+        let rows = self.settle(result)?;
         match (
             rows.first().and_then(|r| r.first()),
             rows.get(1).and_then(|r| r.first()),
@@ -142,7 +142,7 @@ impl PgTransaction {
         let result = self
             .raw_query_all(&[(sql.as_str(), &params), (LIVE_SET, &set)], begin)
             .await;
-        result.map_err(|e| self.failed(e))?;
+        self.settle(result)?;
         Ok(())
     }
 
@@ -276,7 +276,7 @@ impl PgTransaction {
                 begin,
             )
             .await;
-        let mut rows = result.map_err(|e| self.failed(e))?.into_iter();
+        let mut rows = self.settle(result)?.into_iter();
         let (activities, signals, deals) = (
             rows.next().unwrap_or_default(),
             rows.next().unwrap_or_default(),

@@ -221,6 +221,13 @@ pub(super) struct PgTransaction {
     aborted: bool,
     /// The model of the live scores, if kept.
     live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
+    /// An idempotency claim deferred to the first statement, and its
+    /// answer (behind a lock only because statements are sent through
+    /// `&self`; it is never contended).
+    claim: std::sync::Mutex<idempotency::ClaimState>,
+    /// The deferred claim found its key taken (`source:key`): everything
+    /// but a rollback is refused.
+    claim_lost: Option<String>,
 }
 
 impl fmt::Debug for PgTransaction {
@@ -230,6 +237,7 @@ impl fmt::Debug for PgTransaction {
             .field("context", &self.context)
             .field("open", &self.conn.is_some())
             .field("aborted", &self.aborted)
+            .field("claim_lost", &self.claim_lost)
             .finish()
     }
 }
@@ -297,12 +305,21 @@ impl PgTransaction {
             pending_begin: Some(sql),
             aborted: false,
             live_scoring: None,
+            claim: std::sync::Mutex::default(),
+            claim_lost: None,
         })
     }
 
     /// Sends `BEGIN` and the settings now, if the first statement has not
     /// taken them along yet. For code that talks to the connection directly.
     pub(super) async fn ensure_begun(&mut self) -> Result<()> {
+        if matches!(self.claim_state(), idempotency::ClaimState::Deferred(_))
+            && self.pending_begin.take().is_some()
+        {
+            // A deferred claim goes with BEGIN, prepared.
+            let r = self.raw_query_all(&[], true).await;
+            return self.settle(r).map(drop);
+        }
         let Some(sql) = self.pending_begin.take() else {
             return Ok(());
         };
@@ -416,21 +433,54 @@ impl PgTransaction {
 
     /// Sends `BEGIN` and the settings, then `run` (a request not sent yet:
     /// futures are lazy), all pipelined in one round trip, in that order.
+    ///
+    /// A deferred idempotency claim goes between the settings and `run`;
+    /// its answer is kept for [`settle`](Self::settle).
     async fn after_begin<T>(
         &self,
         conn: &Object,
         run: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> std::result::Result<T, tokio_postgres::Error> {
-        let (begin, settings) =
-            futures_util::try_join!(conn.prepare_cached(BEGIN), conn.prepare_cached(SETTINGS),)?;
         let values = self.settings();
         let values = values.params();
-        let (_, _, out) = futures_util::try_join!(
+        let Some(claim) = self.take_deferred_claim() else {
+            let (begin, settings) = futures_util::try_join!(
+                conn.prepare_cached(BEGIN),
+                conn.prepare_cached(SETTINGS),
+            )?;
+            let (_, _, out) = futures_util::try_join!(
+                conn.execute(&begin, &[]),
+                conn.execute(&settings, &values),
+                run,
+            )?;
+            return Ok(out);
+        };
+        let prepared = futures_util::try_join!(
+            conn.prepare_cached(BEGIN),
+            conn.prepare_cached(SETTINGS),
+            conn.prepare_cached(idempotency::CLAIM),
+        );
+        let (begin, settings, claim_statement) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.claim_sent(claim, None);
+                return Err(e);
+            }
+        };
+        let claim_values = idempotency::ClaimValues::new(self.tenant_uuid(), &claim);
+        let params = claim_values.params();
+        // Joined, not tried: the claim's answer is wanted whatever the
+        // others give. Each request is queued at its first poll, in order.
+        let (begun, set, claimed, out) = futures_util::join!(
             conn.execute(&begin, &[]),
             conn.execute(&settings, &values),
+            conn.query(&claim_statement, &params),
             run,
-        )?;
-        Ok(out)
+        );
+        self.claim_sent(claim, Some(claimed));
+        begun?;
+        set?;
+        out
     }
 
     /// The transaction-local settings, as parameters of [`SETTINGS`].
@@ -451,11 +501,25 @@ impl PgTransaction {
     fn check_open(&self) -> Result<()> {
         if self.conn.is_none() {
             Err(Error::backend(Finished))
+        } else if let Some(key) = &self.claim_lost {
+            Err(Error::backend(idempotency::KeyTaken(key.clone())))
         } else if self.aborted {
             Err(Error::backend(Aborted))
         } else {
             Ok(())
         }
+    }
+
+    /// After a round trip: reads the answer to a deferred claim that went
+    /// with it (whose failure is the error then), and maps the result.
+    fn settle<T>(&mut self, r: std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
+        if let Some(e) = self.settle_claim() {
+            if r.is_err() {
+                self.aborted = true;
+            }
+            return Err(e);
+        }
+        r.map_err(|e| self.failed(e))
     }
 
     /// Records that PostgreSQL aborted the transaction, and maps the error.
@@ -468,7 +532,7 @@ impl PgTransaction {
         self.check_open()?;
         let begin = self.pending_begin.take().is_some();
         let r = self.raw_query(sql, params, begin).await;
-        r.map_err(|e| self.failed(e))
+        self.settle(r)
     }
 
     async fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
@@ -479,7 +543,7 @@ impl PgTransaction {
         self.check_open()?;
         let begin = self.pending_begin.take().is_some();
         let r = self.raw_execute(sql, params, begin).await;
-        r.map_err(|e| self.failed(e))
+        self.settle(r)
     }
 
     async fn execute_built(&mut self, (sql, values): (String, PostgresValues)) -> Result<u64> {
@@ -487,6 +551,10 @@ impl PgTransaction {
     }
 
     async fn simple(&mut self, sql: &str) -> Result<()> {
+        self.check_open()?;
+        if matches!(self.claim_state(), idempotency::ClaimState::Deferred(_)) {
+            self.ensure_begun().await?;
+        }
         let batch = match self.pending_begin.take() {
             Some(begin) => format!("{begin}; {sql}"),
             None => sql.to_string(),
@@ -784,6 +852,10 @@ impl Transaction for PgTransaction {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
+        if let Some(key) = self.claim_lost.take() {
+            self.finish("ROLLBACK").await?;
+            return Err(Error::backend(idempotency::KeyTaken(key)));
+        }
         if self.aborted {
             self.finish("ROLLBACK").await?;
             return Err(Error::backend(Aborted));
@@ -1164,6 +1236,21 @@ impl Transaction for PgTransaction {
         claim: &crate::idempotency::IdempotencyClaim,
     ) -> Result<crate::idempotency::Claim> {
         self.idempotency_claim(claim).await
+    }
+
+    async fn defer_idempotency_claim(
+        &mut self,
+        claim: &crate::idempotency::IdempotencyClaim,
+    ) -> Result<Option<crate::idempotency::Claim>> {
+        if self.idempotency_defer(claim) {
+            Ok(None)
+        } else {
+            self.idempotency_claim(claim).await.map(Some)
+        }
+    }
+
+    async fn resolve_idempotency_claim(&mut self) -> Result<Option<crate::idempotency::Claim>> {
+        self.idempotency_resolve().await
     }
 
     async fn complete_idempotency_key(
