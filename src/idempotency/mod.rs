@@ -449,27 +449,10 @@ impl IdempotencyGuard {
             // goes now, if it made none): the handler's outcome counts
             // only if the key is this delivery's.
             match tx.resolve_idempotency_claim().await {
-                Ok(Some(Claim::Claimed)) => {}
-                Ok(Some(Claim::Existing(record))) => {
+                Ok(Claim::Claimed) => {}
+                Ok(Claim::Existing(record)) => {
                     drop(tx);
                     return replay(record, event);
-                }
-                Ok(None) => {
-                    // The key changed hands while the claim waited, after
-                    // the handler's first statement went with it: look
-                    // again in a new transaction, to replay what the
-                    // holder stored.
-                    drop(tx);
-                    return match reclaim(store, tenant, reclaim_context, &claim).await? {
-                        Reclaim::Existing(record) => replay(record, event),
-                        // Purged in between: this delivery did not run
-                        // the handler to the end, so it cannot store a
-                        // result; its retry will.
-                        Reclaim::Claimed(tx) => {
-                            drop(tx);
-                            Err(busy())
-                        }
-                    };
                 }
                 Err(e) => {
                     drop(tx);
@@ -487,11 +470,11 @@ impl IdempotencyGuard {
                 // failure: start over with only the claim.
                 let _ = tx.rollback().await;
                 tx = match reclaim(store, tenant, reclaim_context, &claim).await? {
-                    Reclaim::Claimed(tx) => tx,
+                    Some(tx) => tx,
                     // The slot in the registry is still held, so only a
                     // delivery from elsewhere can have come between: its
                     // caller's retry replays that one.
-                    Reclaim::Existing(_) => return Err(busy()),
+                    None => return Err(busy()),
                 };
                 (StoredResult::Failed(detail.clone()), Err(detail))
             }
@@ -567,30 +550,19 @@ impl IdempotencyGuard {
     }
 }
 
-/// What claiming a key again in a new transaction found.
-enum Reclaim {
-    /// The key is the new transaction's.
-    Claimed(Box<dyn Transaction>),
-    /// A record holds it (the new transaction is rolled back).
-    Existing(IdempotencyRecord),
-}
-
-/// Claims the key again in a new transaction, at once: after a permanent
-/// failure rolled the handler's writes back, or when a deferred claim met
-/// a holder that committed while it waited.
+/// Claims the key again in a new transaction, at once, after a permanent
+/// failure rolled the handler's writes back; `None` when a record holds
+/// it (the new transaction is rolled back).
 async fn reclaim(
     store: &DynStore,
     tenant: TenantId,
     context: Context,
     claim: &IdempotencyClaim,
-) -> Result<Reclaim> {
+) -> Result<Option<Box<dyn Transaction>>> {
     let mut tx = store.begin(tenant, context).await?;
     match tx.claim_idempotency_key(claim).await? {
-        Claim::Claimed => Ok(Reclaim::Claimed(tx)),
-        Claim::Existing(record) => {
-            drop(tx);
-            Ok(Reclaim::Existing(record))
-        }
+        Claim::Claimed => Ok(Some(tx)),
+        Claim::Existing(_) => Ok(None),
     }
 }
 

@@ -306,10 +306,14 @@ pub trait Transaction: fmt::Debug + Send {
     ///
     /// [`Claim::Claimed`](crate::idempotency::Claim::Claimed) when no
     /// record holds the key, or only an expired one (`expires_at <=
-    /// claim.now`, taken over): the key then holds a pending record with
-    /// `created_at = claim.now` until [`complete_idempotency_key`](Self::complete_idempotency_key)
-    /// stores the outcome; a rollback removes it. [`Claim::Existing`](crate::idempotency::Claim::Existing)
-    /// with the record when a record that has not expired holds it. Never a
+    /// claim.now`, to be replaced): this transaction then holds the key
+    /// until it ends, and [`complete_idempotency_key`](Self::complete_idempotency_key)
+    /// stores its record (`created_at = claim.now`) with the outcome; a
+    /// rollback leaves the key as it was. Whether a claimed key shows a
+    /// pending record to [`get_idempotency_record`](Self::get_idempotency_record)
+    /// in the claiming transaction is the backend's affair.
+    /// [`Claim::Existing`](crate::idempotency::Claim::Existing) with the
+    /// record when a record that has not expired holds it. Never a
     /// check-then-insert race: while another transaction holds the key, the
     /// claim waits for it to end as `claim.wait` allows.
     ///
@@ -344,14 +348,10 @@ pub trait Transaction: fmt::Debug + Send {
     /// What the claim deferred by [`defer_idempotency_claim`](Self::defer_idempotency_claim)
     /// found, sending it now if no statement took it along.
     ///
-    /// `Ok(None)` when the key changed hands while the claim waited for its
-    /// holder, after statements went out with it: roll back, and claim
-    /// again in a new transaction.
-    ///
     /// Errors: those of [`claim_idempotency_key`](Self::claim_idempotency_key);
     /// [`Error::Backend`] when no claim is deferred (the default, for
     /// backends that never defer).
-    async fn resolve_idempotency_claim(&mut self) -> Result<Option<crate::idempotency::Claim>> {
+    async fn resolve_idempotency_claim(&mut self) -> Result<crate::idempotency::Claim> {
         Err(Error::backend(
             "this transaction has no deferred idempotency claim",
         ))

@@ -1,25 +1,37 @@
 //! Idempotency keys on PostgreSQL: the table `idempotency_keys` (migration
 //! 2), primary key `(tenant_id, source, key)`.
 //!
-//! A claim is one statement, [`CLAIM`]: `INSERT … ON CONFLICT DO NOTHING`
-//! on the primary key (when another transaction holds the key, the insert
-//! waits for its row lock and then does nothing, if it committed, or
-//! inserts, if it rolled back), an `UPDATE` that takes over an expired
-//! record, and a read of the record holding the key, so that a replay
-//! needs no second statement. The wait is bounded by a transaction-local
-//! `lock_timeout` that the same statement sets before the insert and
-//! restores after it; a timeout (55P03) is [`Error::KeyInUse`].
+//! **Claiming** a key takes a transaction-level advisory lock derived from
+//! (tenant, source, key) — [`CLAIM_LOCK`], waiting for a transaction that
+//! holds it at most as long as the claim may wait (`lock_timeout`, set
+//! transaction-locally for that statement; a timeout, 55P03, is
+//! [`Error::KeyInUse`]) — and then reads the key's record, [`CLAIM_READ`],
+//! which restores `lock_timeout`. The read is a statement of its own, so
+//! its snapshot is taken after the lock is granted: it sees the record of a
+//! holder that committed while the claim waited. No record, or an expired
+//! one, and the key is this transaction's; a record that has not expired is
+//! replayed. Nothing is written by a claim.
 //!
-//! The guard defers its claim ([`PgTransaction::idempotency_defer`]): the
-//! claim goes out with the transaction's first statement, after `BEGIN`
-//! and the settings, in the same round trip, and its answer is read before
-//! that statement's. When it finds the key taken, the statement's effects
-//! are rolled back with the rest and the statement reports [`KeyTaken`].
-//! The stored result goes out with `COMMIT`. So a guarded transaction makes
-//! as many round trips as the same work unguarded.
+//! **Completing** the key writes its record once, with the result: a plain
+//! `INSERT` (or, over an expired record, an upsert that replaces it),
+//! pipelined with `COMMIT`. The primary key still refuses a second record,
+//! should anything write one without the lock.
+//!
+//! The guard **defers** its claim ([`PgTransaction::idempotency_defer`]):
+//! the two claim statements go out with the transaction's first statement,
+//! after `BEGIN` and the settings, in the same round trip, and their answer
+//! is read before that statement's. When the key is taken, the statement's
+//! effects are rolled back with the rest and the statement reports
+//! [`KeyTaken`]. So a guarded transaction makes as many round trips as the
+//! same work unguarded, and adds two reads and one insert of server work.
+//!
+//! The advisory lock is a pair of 32-bit keys (PostgreSQL's two-key form),
+//! the first 64 bits of a SHA-256 of the tenant, source and key: two keys
+//! that collide only wait for each other; the record's primary key decides.
 
 use serde_json::Value;
-use tokio_postgres::{Row, error::SqlState};
+use sha2::{Digest, Sha256};
+use tokio_postgres::{Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
 use super::{PgTransaction, error};
@@ -37,59 +49,48 @@ use crate::{
 const COLUMNS: &str = "tenant_id, source, key, fingerprint, status, result, created_at, \
                        completed_at, expires_at";
 
-/// The claim, in one statement: bound the lock wait (`lock_timeout`, set
-/// transaction-locally and restored at the end of the statement), insert a
-/// pending record unless the key is held, or else take over an expired
-/// record, and read the record that holds the key. The result's first
-/// column counts the claims made (0 or 1); the record columns follow the
-/// restored setting, from [`CLAIM_RECORD`] on, and are null unless a record
-/// that has not expired was visible when the statement began.
-///
-/// `lt` runs first (the insert reads from it) and the restore last (the
-/// projection reads the inserts' counts first). When the insert waited for
-/// a transaction that then committed, the record it met is newer than the
-/// statement's snapshot: no claim and no record, and the caller claims
-/// again with a statement of its own.
-pub(super) const CLAIM: &str = "WITH lt AS MATERIALIZED ( \
-         SELECT current_setting('lock_timeout') AS saved, \
-         set_config('lock_timeout', $7::text, true) AS bound), \
-     ins AS (INSERT INTO idempotency_keys \
-         (tenant_id, source, key, fingerprint, status, created_at, expires_at) \
-         SELECT $1::uuid, $2::text, $3::text, $4::text, 'pending', $5::timestamptz, \
-         $6::timestamptz FROM lt \
-         ON CONFLICT (tenant_id, source, key) DO NOTHING RETURNING 1), \
-     took AS (UPDATE idempotency_keys SET fingerprint = $4, status = 'pending', \
-         result = NULL, created_at = $5, completed_at = NULL, expires_at = $6 \
-         WHERE tenant_id = $1 AND source = $2 AND key = $3 AND expires_at <= $5 \
-         AND NOT EXISTS (SELECT 1 FROM ins) RETURNING 1) \
-     SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM took) AS claimed, \
-         set_config('lock_timeout', (SELECT saved FROM lt), true) AS restored, \
-         k.tenant_id, k.source, k.key, k.fingerprint, k.status, k.result, k.created_at, \
-         k.completed_at, k.expires_at \
+/// Takes the key's advisory lock, waiting at most `$1` (the previous
+/// `lock_timeout` is kept in `crm.saved_lock_timeout` for [`CLAIM_READ`]).
+/// The target list is evaluated in order: the bound is set before the wait.
+/// A deferred claim sends the same with the settings, as one statement:
+/// see `SETTINGS_AND_CLAIM_LOCK`.
+const CLAIM_LOCK: &str = "SELECT \
+     set_config('crm.saved_lock_timeout', current_setting('lock_timeout'), true), \
+     set_config('lock_timeout', $1::text, true), \
+     pg_advisory_xact_lock($2::int4, $3::int4)::text";
+/// Restores `lock_timeout` and reads the key's record (one row, whose
+/// record columns, from [`READ_RECORD`] on, are null when there is none).
+/// A statement of its own, after the lock's: its snapshot sees a holder
+/// that committed while the lock waited.
+pub(super) const CLAIM_READ: &str = "SELECT \
+     set_config('lock_timeout', current_setting('crm.saved_lock_timeout'), true), \
+     k.tenant_id, k.source, k.key, k.fingerprint, k.status, k.result, k.created_at, \
+     k.completed_at, k.expires_at \
      FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k \
-         ON k.tenant_id = $1 AND k.source = $2 AND k.key = $3 AND k.expires_at > $5";
-/// Where the record columns of [`CLAIM`]'s row begin.
-const CLAIM_RECORD: usize = 2;
+     ON k.tenant_id = $1 AND k.source = $2 AND k.key = $3";
+/// Where the record columns of [`CLAIM_READ`]'s row begin.
+const READ_RECORD: usize = 1;
 const GET: &str = "SELECT tenant_id, source, key, fingerprint, status, result, created_at, \
      completed_at, expires_at FROM idempotency_keys \
      WHERE tenant_id = $1 AND source = $2 AND key = $3";
-const COMPLETE: &str = "UPDATE idempotency_keys SET status = $4, result = $5, completed_at = $6 \
-     WHERE tenant_id = $1 AND source = $2 AND key = $3 AND status = 'pending' \
-     RETURNING tenant_id, source, key, fingerprint, status, result, created_at, \
-     completed_at, expires_at";
-/// [`COMPLETE`] that fails (division by zero) when the key holds no pending
-/// claim of this transaction, so that a `COMMIT` pipelined after it rolls
-/// back rather than commit a claim without its result. (The `WHERE` makes
-/// PostgreSQL compute the division, which it skips for an unused column.)
-const COMPLETE_OR_FAIL: &str = "WITH done AS (UPDATE idempotency_keys \
-     SET status = $4, result = $5, completed_at = $6 \
-     WHERE tenant_id = $1 AND source = $2 AND key = $3 AND status = 'pending' \
-     RETURNING tenant_id, source, key, fingerprint, status, result, created_at, \
-     completed_at, expires_at), \
-     exactly_one AS (SELECT 1 / count(*)::int AS one FROM done) \
-     SELECT done.tenant_id, done.source, done.key, done.fingerprint, done.status, done.result, \
-     done.created_at, done.completed_at, done.expires_at \
-     FROM exactly_one LEFT JOIN done ON true WHERE exactly_one.one = 1";
+/// The record of a completed claim (its values are the caller's: nothing
+/// is returned).
+const STORE: &str = "INSERT INTO idempotency_keys \
+     (tenant_id, source, key, fingerprint, status, result, created_at, completed_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// [`STORE`] over an expired record, which it replaces (or a purge deleted
+/// meanwhile). It fails (division by zero) when a record that has not
+/// expired holds the key after all, so that a `COMMIT` pipelined after it
+/// rolls back. (The `WHERE` makes PostgreSQL compute the division, which it
+/// skips for an unused column.)
+const STORE_OVER_EXPIRED: &str = "WITH done AS (INSERT INTO idempotency_keys \
+     (tenant_id, source, key, fingerprint, status, result, created_at, completed_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (tenant_id, source, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+     status = EXCLUDED.status, result = EXCLUDED.result, created_at = EXCLUDED.created_at, \
+     completed_at = EXCLUDED.completed_at, expires_at = EXCLUDED.expires_at \
+     WHERE idempotency_keys.expires_at <= EXCLUDED.created_at RETURNING 1) \
+     SELECT 1 / count(*)::int FROM done";
 const LIST: &str = "SELECT tenant_id, source, key, fingerprint, status, result, created_at, \
      completed_at, expires_at FROM idempotency_keys WHERE tenant_id = $1 AND source = $2 \
      ORDER BY created_at DESC, key DESC LIMIT $3";
@@ -100,10 +101,6 @@ const LIST_AFTER: &str = "SELECT tenant_id, source, key, fingerprint, status, re
 const PURGE: &str = "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND (source, key) IN \
      (SELECT source, key FROM idempotency_keys WHERE tenant_id = $1 AND expires_at <= $2 \
       ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED)";
-
-/// How often a claim starts over when the record it met vanished (purged)
-/// or was taken over in between.
-const CLAIM_ATTEMPTS: usize = 4;
 
 /// The position of a record in a source's list: `created_at`, then key.
 type ListKey = (i64, String);
@@ -187,17 +184,45 @@ fn record_at(row: &Row, at: usize) -> Result<IdempotencyRecord> {
     }
 }
 
-/// What one claim statement found.
+/// What a claim found.
 #[derive(Debug)]
 pub(super) enum ClaimAnswer {
-    /// The key is this transaction's now.
-    Claimed,
+    /// The key is this transaction's; `over_expired` when an expired
+    /// record holds it, which completing replaces.
+    Claimed {
+        /// An expired record holds the key.
+        over_expired: bool,
+    },
     /// A record that has not expired holds it.
     Existing(IdempotencyRecord),
-    /// The key changed hands while the claim waited (the record it met is
-    /// newer than the statement's snapshot): claim again with a new
-    /// statement.
-    Again,
+}
+
+/// A key this transaction claimed: what its record is stored with.
+#[derive(Debug)]
+pub(super) struct Held {
+    claim: IdempotencyClaim,
+    over_expired: bool,
+}
+
+impl Held {
+    /// The record that completing the claim with `result` stores.
+    fn record(
+        self,
+        tenant: TenantId,
+        result: &StoredResult,
+        completed_at: Timestamp,
+    ) -> IdempotencyRecord {
+        IdempotencyRecord {
+            tenant_id: tenant,
+            source: self.claim.source,
+            key: self.claim.key,
+            fingerprint: self.claim.fingerprint,
+            result: Some(result.clone()),
+            created_at: crate::domain::truncate_to_micros(self.claim.now),
+            completed_at: Some(completed_at),
+            expires_at: crate::domain::truncate_to_micros(self.claim.expires_at),
+        }
+    }
 }
 
 /// A claim waiting for the transaction's first statement, which it goes
@@ -209,14 +234,14 @@ pub(super) enum ClaimState {
     None,
     /// Deferred, not sent yet.
     Deferred(Box<IdempotencyClaim>),
-    /// Sent with a statement; its answer, not read yet.
+    /// Sent with a statement; the answer of its read, not looked at yet.
     Answered(
         Box<IdempotencyClaim>,
         std::result::Result<Vec<Row>, tokio_postgres::Error>,
     ),
     /// Could not be sent (preparing a statement failed).
     NotSent(Box<IdempotencyClaim>),
-    /// Read: what the claim found, until the guard asks for it.
+    /// Looked at: what the claim found, until the guard asks for it.
     Settled(Result<ClaimAnswer>),
 }
 
@@ -250,75 +275,88 @@ impl std::fmt::Display for NoDeferredClaim {
 
 impl std::error::Error for NoDeferredClaim {}
 
-/// The parameters of [`CLAIM`] for a claim by a tenant.
+/// The advisory lock of a key: the first 64 bits of a SHA-256 of the
+/// tenant, source and key, as PostgreSQL's two 32-bit lock keys.
+fn lock_key(tenant: Uuid, claim: &IdempotencyClaim) -> (i32, i32) {
+    let mut hash = Sha256::new();
+    hash.update(b"crm-core idempotency\0");
+    hash.update(tenant.as_bytes());
+    hash.update(claim.source.as_str().as_bytes());
+    hash.update([0]);
+    hash.update(claim.key.as_str().as_bytes());
+    let digest = hash.finalize();
+    let word =
+        |i: usize| i32::from_be_bytes([digest[i], digest[i + 1], digest[i + 2], digest[i + 3]]);
+    (word(0), word(4))
+}
+
+/// The parameters of [`CLAIM_LOCK`] and [`CLAIM_READ`] for a claim.
 pub(super) struct ClaimValues<'a> {
+    timeout: String,
+    lock: (i32, i32),
     tenant: Uuid,
     source: &'a str,
     key: &'a str,
-    fingerprint: &'a str,
-    now: Timestamp,
-    expires_at: Timestamp,
-    timeout: String,
 }
 
 impl<'a> ClaimValues<'a> {
     pub(super) fn new(tenant: Uuid, claim: &'a IdempotencyClaim) -> Self {
         ClaimValues {
+            timeout: lock_timeout(claim.wait),
+            lock: lock_key(tenant, claim),
             tenant,
             source: claim.source.as_str(),
             key: claim.key.as_str(),
-            fingerprint: claim.fingerprint.as_str(),
-            now: claim.now,
-            expires_at: claim.expires_at,
-            timeout: lock_timeout(claim.wait),
         }
     }
 
-    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
-        [
-            &self.tenant,
-            &self.source,
-            &self.key,
-            &self.fingerprint,
-            &self.now,
-            &self.expires_at,
-            &self.timeout,
-        ]
+    /// The parameters of [`CLAIM_LOCK`] (and the last three of
+    /// `SETTINGS_AND_CLAIM_LOCK`).
+    pub(super) fn lock_params(&self) -> [&(dyn ToSql + Sync); 3] {
+        [&self.timeout, &self.lock.0, &self.lock.1]
+    }
+
+    /// The parameters of [`CLAIM_READ`].
+    pub(super) fn read_params(&self) -> [&(dyn ToSql + Sync); 3] {
+        [&self.tenant, &self.source, &self.key]
     }
 }
 
 /// `source:key`, as errors name a claimed key.
-fn scoped(claim: &IdempotencyClaim) -> String {
-    format!("{}:{}", claim.source, claim.key)
+fn scoped(source: &IdempotencySource, key: &IdempotencyKey) -> String {
+    format!("{source}:{key}")
 }
 
-/// Reads the answer of [`CLAIM`].
-pub(super) fn claim_answer(rows: &[Row]) -> Result<ClaimAnswer> {
+/// Reads what [`CLAIM_READ`] found for `claim`.
+fn claim_answer(rows: &[Row], claim: &IdempotencyClaim) -> Result<ClaimAnswer> {
     let Some(row) = rows.first() else {
         return Err(Error::backend(error::InvalidRow {
             table: "idempotency_keys",
-            id: "claim".to_string(),
+            id: scoped(&claim.source, &claim.key),
             errors: vec![FieldError::new(
-                "claimed",
+                "claim",
                 "missing",
-                "the claim returned no row",
+                "the claim's read returned no row",
             )],
         }));
     };
-    let claimed: i64 = row.try_get(0).map_err(error::db)?;
-    if claimed > 0 {
-        return Ok(ClaimAnswer::Claimed);
+    let holder: Option<Uuid> = row.try_get(READ_RECORD).map_err(error::db)?;
+    if holder.is_none() {
+        return Ok(ClaimAnswer::Claimed {
+            over_expired: false,
+        });
     }
-    let holder: Option<Uuid> = row.try_get(CLAIM_RECORD).map_err(error::db)?;
-    match holder {
-        Some(_) => record_at(row, CLAIM_RECORD).map(ClaimAnswer::Existing),
-        None => Ok(ClaimAnswer::Again),
+    let record = record_at(row, READ_RECORD)?;
+    if record.is_expired(claim.now) {
+        Ok(ClaimAnswer::Claimed { over_expired: true })
+    } else {
+        Ok(ClaimAnswer::Existing(record))
     }
 }
 
 /// What a failed claim statement means: a lock wait that ran out is
 /// [`Error::KeyInUse`].
-pub(super) fn claim_error(e: tokio_postgres::Error, claim: &IdempotencyClaim) -> Error {
+fn claim_error(e: tokio_postgres::Error, claim: &IdempotencyClaim) -> Error {
     if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
         key_in_use(&claim.source, &claim.key)
     } else {
@@ -327,36 +365,44 @@ pub(super) fn claim_error(e: tokio_postgres::Error, claim: &IdempotencyClaim) ->
 }
 
 impl PgTransaction {
-    /// Sends one claim statement (after a pending `BEGIN`) and reads what
-    /// it found.
-    async fn claim_once(&mut self, claim: &IdempotencyClaim) -> Result<ClaimAnswer> {
-        self.check_open()?;
-        let values = ClaimValues::new(self.tenant_uuid(), claim);
-        let params = values.params();
-        let begin = self.pending_begin.take().is_some();
-        let r = self.raw_query(CLAIM, &params, begin).await;
-        if let Some(e) = self.settle_claim() {
-            return Err(e);
-        }
-        match r {
-            Ok(rows) => claim_answer(&rows),
-            Err(e) => {
-                self.aborted = true;
-                Err(claim_error(e, claim))
-            }
+    /// Keeps a claim this transaction made, for completing it.
+    fn hold(&mut self, claim: &IdempotencyClaim, answer: &ClaimAnswer) {
+        if let ClaimAnswer::Claimed { over_expired } = answer {
+            self.held_claims.push(Held {
+                claim: claim.clone(),
+                over_expired: *over_expired,
+            });
         }
     }
 
     pub(super) async fn idempotency_claim(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
-        for _ in 0..CLAIM_ATTEMPTS {
-            match self.claim_once(claim).await? {
-                ClaimAnswer::Claimed => return Ok(Claim::Claimed),
-                ClaimAnswer::Existing(record) => return Ok(Claim::Existing(record)),
-                // Nothing else went out with it: look again.
-                ClaimAnswer::Again => continue,
-            }
+        self.check_open()?;
+        if self.idempotency_defer(claim) {
+            // Nothing sent yet: the claim goes with BEGIN, now.
+            return self.idempotency_resolve().await;
         }
-        Err(key_in_use(&claim.source, &claim.key))
+        self.claim_now(claim).await
+    }
+
+    /// Claims in a transaction that has sent statements already.
+    async fn claim_now(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
+        let values = ClaimValues::new(self.tenant_uuid(), claim);
+        let (lock, read) = (values.lock_params(), values.read_params());
+        let r = self
+            .raw_query_all(&[(CLAIM_LOCK, &lock), (CLAIM_READ, &read)], false)
+            .await;
+        let answer = match r {
+            Ok(rows) => claim_answer(rows.get(1).map_or(&[], Vec::as_slice), claim)?,
+            Err(e) => {
+                self.aborted = true;
+                return Err(claim_error(e, claim));
+            }
+        };
+        self.hold(claim, &answer);
+        Ok(match answer {
+            ClaimAnswer::Claimed { .. } => Claim::Claimed,
+            ClaimAnswer::Existing(record) => Claim::Existing(record),
+        })
     }
 
     /// Defers `claim` to the transaction's first statement, which it goes
@@ -393,7 +439,8 @@ impl PgTransaction {
         }
     }
 
-    /// Keeps the answer to a claim sent by [`PgTransaction::after_begin`].
+    /// Keeps the answer to a claim sent by [`PgTransaction::after_begin`]:
+    /// the rows of its read, or the first error of its two statements.
     pub(super) fn claim_sent(
         &self,
         claim: Box<IdempotencyClaim>,
@@ -409,7 +456,7 @@ impl PgTransaction {
         };
     }
 
-    /// Reads the answer to a deferred claim that went out with the last
+    /// Looks at the answer to a deferred claim that went out with the last
     /// round trip, if one did. `None` when there was none, or when the key
     /// is now this transaction's; otherwise the error for the statement
     /// that went with it, and the transaction refuses everything but a
@@ -418,7 +465,7 @@ impl PgTransaction {
         let state = self.claim_state();
         let (claim, outcome) = match std::mem::take(state) {
             ClaimState::Answered(claim, Ok(rows)) => {
-                let outcome = claim_answer(&rows);
+                let outcome = claim_answer(&rows, &claim);
                 (claim, outcome)
             }
             ClaimState::Answered(claim, Err(e)) => {
@@ -426,7 +473,7 @@ impl PgTransaction {
                 (claim, outcome)
             }
             ClaimState::NotSent(claim) => {
-                let outcome = Err(Error::backend(KeyTaken(scoped(&claim))));
+                let outcome = Err(Error::backend(KeyTaken(scoped(&claim.source, &claim.key))));
                 (claim, outcome)
             }
             other => {
@@ -434,9 +481,12 @@ impl PgTransaction {
                 return None;
             }
         };
-        let claimed = matches!(outcome, Ok(ClaimAnswer::Claimed));
+        if let Ok(answer) = &outcome {
+            self.hold(&claim, answer);
+        }
+        let claimed = matches!(outcome, Ok(ClaimAnswer::Claimed { .. }));
         let failed = outcome.is_err();
-        *state = ClaimState::Settled(outcome);
+        *self.claim_state() = ClaimState::Settled(outcome);
         if claimed {
             return None;
         }
@@ -444,15 +494,14 @@ impl PgTransaction {
             // The server aborted the transaction at the claim.
             self.aborted = true;
         }
-        self.claim_lost = Some(scoped(&claim));
-        Some(Error::backend(KeyTaken(scoped(&claim))))
+        let key = scoped(&claim.source, &claim.key);
+        self.claim_lost = Some(key.clone());
+        Some(Error::backend(KeyTaken(key)))
     }
 
     /// What the deferred claim found, sending it now if no statement took
-    /// it along. `None`: the key changed hands while the claim waited, and
-    /// the transaction must be rolled back and the claim made again in a
-    /// new one.
-    pub(super) async fn idempotency_resolve(&mut self) -> Result<Option<Claim>> {
+    /// it along.
+    pub(super) async fn idempotency_resolve(&mut self) -> Result<Claim> {
         let mut sent_alone = None;
         if matches!(self.claim_state(), ClaimState::Deferred(_)) {
             if self.pending_begin.take().is_some() {
@@ -461,7 +510,7 @@ impl PgTransaction {
             } else if let ClaimState::Deferred(claim) = std::mem::take(self.claim_state()) {
                 // Cannot happen (a claim is deferred only before BEGIN is
                 // sent, and BEGIN takes it along); claim now if it does.
-                return self.idempotency_claim(&claim).await.map(Some);
+                return self.claim_now(&claim).await;
             }
         }
         let _ = self.settle_claim();
@@ -473,14 +522,20 @@ impl PgTransaction {
             }
         }
         match outcome {
-            ClaimState::Settled(Ok(ClaimAnswer::Claimed)) => Ok(Some(Claim::Claimed)),
-            ClaimState::Settled(Ok(ClaimAnswer::Existing(record))) => {
-                Ok(Some(Claim::Existing(record)))
-            }
-            ClaimState::Settled(Ok(ClaimAnswer::Again)) => Ok(None),
+            ClaimState::Settled(Ok(ClaimAnswer::Claimed { .. })) => Ok(Claim::Claimed),
+            ClaimState::Settled(Ok(ClaimAnswer::Existing(record))) => Ok(Claim::Existing(record)),
             ClaimState::Settled(Err(e)) => Err(e),
             _ => Err(Error::backend(NoDeferredClaim)),
         }
+    }
+
+    /// Takes the claim this transaction holds on `source`/`key`.
+    fn take_held(&mut self, source: &IdempotencySource, key: &IdempotencyKey) -> Option<Held> {
+        let at = self
+            .held_claims
+            .iter()
+            .position(|h| h.claim.source == *source && h.claim.key == *key)?;
+        Some(self.held_claims.swap_remove(at))
     }
 
     pub(super) async fn idempotency_complete(
@@ -490,30 +545,35 @@ impl PgTransaction {
         result: &StoredResult,
         completed_at: Timestamp,
     ) -> Result<IdempotencyRecord> {
+        self.check_open()?;
+        let Some(held) = self.take_held(source, key) else {
+            return Err(Error::backend(NotClaimed(scoped(source, key))));
+        };
         let tenant = self.tenant_uuid();
         let completed_at = crate::domain::truncate_to_micros(completed_at);
-        let row = self
-            .query_opt(
-                COMPLETE,
-                &[
-                    &tenant,
-                    &source.as_str(),
-                    &key.as_str(),
-                    &result.status(),
-                    result.value(),
-                    &completed_at,
-                ],
-            )
-            .await?;
-        match row {
-            Some(row) => record(&row),
-            None => Err(Error::backend(NotClaimed(format!("{source}:{key}")))),
+        let c = &held.claim;
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &tenant,
+            &c.source.as_str(),
+            &c.key.as_str(),
+            &c.fingerprint.as_str(),
+            &result.status(),
+            result.value(),
+            &c.now,
+            &completed_at,
+            &c.expires_at,
+        ];
+        if held.over_expired {
+            self.query(STORE_OVER_EXPIRED, &params).await?;
+        } else {
+            self.execute(STORE, &params).await?;
         }
+        Ok(held.record(self.tenant, result, completed_at))
     }
 
-    /// Stores the outcome and commits in one round trip: the `UPDATE` and
-    /// the `COMMIT` are pipelined. When the update fails, PostgreSQL turns
-    /// the `COMMIT` into a rollback, and the update's error is returned.
+    /// Stores the outcome and commits in one round trip: the `INSERT` and
+    /// the `COMMIT` are pipelined. When the insert fails, PostgreSQL turns
+    /// the `COMMIT` into a rollback, and the insert's error is returned.
     pub(super) async fn idempotency_complete_and_commit(
         mut self: Box<Self>,
         source: &IdempotencySource,
@@ -529,6 +589,10 @@ impl PgTransaction {
             });
         }
         self.ensure_begun().await?;
+        let Some(held) = self.take_held(source, key) else {
+            self.finish("ROLLBACK").await?;
+            return Err(Error::backend(NotClaimed(scoped(source, key))));
+        };
         let tenant = self.tenant_uuid();
         let completed_at = crate::domain::truncate_to_micros(completed_at);
         let guard = super::Detach(Some(
@@ -539,7 +603,12 @@ impl PgTransaction {
         let Some(conn) = guard.conn() else {
             return Err(Error::backend(super::Finished));
         };
-        let statement = match conn.prepare_cached(COMPLETE_OR_FAIL).await {
+        let sql = if held.over_expired {
+            STORE_OVER_EXPIRED
+        } else {
+            STORE
+        };
+        let statement = match conn.prepare_cached(sql).await {
             Ok(s) => s,
             Err(e) => {
                 // Nothing was sent but the prepare: end the transaction.
@@ -550,15 +619,19 @@ impl PgTransaction {
                 return Err(error::db(e));
             }
         };
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        let c = &held.claim;
+        let params: [&(dyn ToSql + Sync); 9] = [
             &tenant,
-            &source.as_str(),
-            &key.as_str(),
+            &c.source.as_str(),
+            &c.key.as_str(),
+            &c.fingerprint.as_str(),
             &result.status(),
             result.value(),
+            &c.now,
             &completed_at,
+            &c.expires_at,
         ];
-        let (updated, committed) = futures_util::future::join(
+        let (stored, committed) = futures_util::future::join(
             conn.query(&statement, &params),
             conn.batch_execute("COMMIT"),
         )
@@ -570,16 +643,13 @@ impl PgTransaction {
                 if e.as_db_error().is_some() {
                     guard.release();
                 }
-                return Err(updated.err().map_or_else(|| error::db(e), error::db));
+                return Err(stored.err().map_or_else(|| error::db(e), error::db));
             }
         }
-        match updated {
-            Ok(rows) => match rows.first() {
-                Some(row) => record(row),
-                None => Err(Error::backend(NotClaimed(format!("{source}:{key}")))),
-            },
+        match stored {
+            Ok(_) => Ok(held.record(self.tenant, result, completed_at)),
             Err(e) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
-                Err(Error::backend(NotClaimed(format!("{source}:{key}"))))
+                Err(Error::backend(NotClaimed(scoped(source, key))))
             }
             // The COMMIT rolled the transaction back.
             Err(e) => Err(error::db(e)),
@@ -644,9 +714,11 @@ mod tests {
 
     #[test]
     fn the_select_lists_name_the_same_columns() {
-        for sql in [GET, COMPLETE, LIST, LIST_AFTER] {
+        for sql in [GET, LIST, LIST_AFTER] {
             assert!(sql.contains(COLUMNS), "{sql}");
         }
+        let qualified = format!("k.{}", COLUMNS.replace(", ", ", k."));
+        assert!(CLAIM_READ.contains(&qualified), "{CLAIM_READ}");
     }
 
     #[test]
@@ -659,6 +731,29 @@ mod tests {
         assert_eq!(
             lock_timeout(WaitPolicy::Wait(std::time::Duration::from_secs(10))),
             "10000ms"
+        );
+    }
+
+    #[test]
+    fn the_lock_key_depends_on_tenant_source_and_key_and_nothing_else() {
+        let claim = |source: &str, key: &str| IdempotencyClaim {
+            source: IdempotencySource::parse(source).unwrap(),
+            key: IdempotencyKey::parse(key).unwrap(),
+            fingerprint: Fingerprint::of_json(&serde_json::json!({})),
+            now: chrono::Utc::now(),
+            expires_at: chrono::Utc::now(),
+            wait: WaitPolicy::NoWait,
+        };
+        let (t1, t2) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let a = lock_key(t1, &claim("stripe", "evt_1"));
+        assert_eq!(a, lock_key(t1, &claim("stripe", "evt_1")));
+        assert_ne!(a, lock_key(t2, &claim("stripe", "evt_1")));
+        assert_ne!(a, lock_key(t1, &claim("hubspot", "evt_1")));
+        assert_ne!(a, lock_key(t1, &claim("stripe", "evt_2")));
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(
+            lock_key(t1, &claim("ab", "c")),
+            lock_key(t1, &claim("a", "bc"))
         );
     }
 }

@@ -149,6 +149,17 @@ const SETTINGS: &str = "SELECT set_config('crm.tenant_id', $1, true), \
      set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
      set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true)";
 
+/// [`SETTINGS`] and a deferred idempotency claim's advisory lock in one
+/// statement: the first five parameters are the settings', the last three
+/// the lock's (see `idempotency::CLAIM_LOCK`). The target list is evaluated
+/// in order: the settings and the bound are set before the lock waits.
+const SETTINGS_AND_CLAIM_LOCK: &str = "SELECT set_config('crm.tenant_id', $1, true), \
+     set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
+     set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true), \
+     set_config('crm.saved_lock_timeout', current_setting('lock_timeout'), true), \
+     set_config('lock_timeout', $6::text, true), \
+     pg_advisory_xact_lock($7::int4, $8::int4)::text";
+
 /// Values of the [`SETTINGS`] parameters.
 struct Settings([String; 5]);
 
@@ -228,6 +239,8 @@ pub(super) struct PgTransaction {
     /// The deferred claim found its key taken (`source:key`): everything
     /// but a rollback is refused.
     claim_lost: Option<String>,
+    /// The keys this transaction claimed and has not completed.
+    held_claims: Vec<idempotency::Held>,
 }
 
 impl fmt::Debug for PgTransaction {
@@ -307,6 +320,7 @@ impl PgTransaction {
             live_scoring: None,
             claim: std::sync::Mutex::default(),
             claim_lost: None,
+            held_claims: Vec::new(),
         })
     }
 
@@ -457,10 +471,10 @@ impl PgTransaction {
         };
         let prepared = futures_util::try_join!(
             conn.prepare_cached(BEGIN),
-            conn.prepare_cached(SETTINGS),
-            conn.prepare_cached(idempotency::CLAIM),
+            conn.prepare_cached(SETTINGS_AND_CLAIM_LOCK),
+            conn.prepare_cached(idempotency::CLAIM_READ),
         );
-        let (begin, settings, claim_statement) = match prepared {
+        let (begin, settings_and_lock, read_statement) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 self.claim_sent(claim, None);
@@ -468,18 +482,22 @@ impl PgTransaction {
             }
         };
         let claim_values = idempotency::ClaimValues::new(self.tenant_uuid(), &claim);
-        let params = claim_values.params();
+        let [a, b, c, d, e] = values;
+        let [f, g, h] = claim_values.lock_params();
+        let with_lock: [&(dyn ToSql + Sync); 8] = [a, b, c, d, e, f, g, h];
+        let read = claim_values.read_params();
         // Joined, not tried: the claim's answer is wanted whatever the
         // others give. Each request is queued at its first poll, in order.
-        let (begun, set, claimed, out) = futures_util::join!(
+        let (begun, locked, found, out) = futures_util::join!(
             conn.execute(&begin, &[]),
-            conn.execute(&settings, &values),
-            conn.query(&claim_statement, &params),
+            conn.execute(&settings_and_lock, &with_lock),
+            conn.query(&read_statement, &read),
             run,
         );
-        self.claim_sent(claim, Some(claimed));
+        // A failed lock (or settings) fails the claim, which `settle`
+        // reports ahead of the statement's own error.
+        self.claim_sent(claim, Some(locked.and(found)));
         begun?;
-        set?;
         out
     }
 
@@ -1249,7 +1267,7 @@ impl Transaction for PgTransaction {
         }
     }
 
-    async fn resolve_idempotency_claim(&mut self) -> Result<Option<crate::idempotency::Claim>> {
+    async fn resolve_idempotency_claim(&mut self) -> Result<crate::idempotency::Claim> {
         self.idempotency_resolve().await
     }
 
