@@ -32,6 +32,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "idempotency_recent_index",
         sql: include_str!("migrations/0005_idempotency_recent_index.sql"),
     },
+    Migration {
+        version: 6,
+        name: "history_create_fast_path",
+        sql: include_str!("migrations/0006_history_create_fast_path.sql"),
+    },
 ];
 
 /// The `contacts` table.
