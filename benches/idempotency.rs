@@ -161,24 +161,44 @@ fn report(name: &str, mut f: Figures) {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     let events: usize = std::env::var("IDEM_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
+    // The same program on both tokio schedulers: one thread (client and
+    // connection tasks never wake another thread) and two worker threads
+    // (as a typical server runs, where a response may wake the other one).
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    current.block_on(async {
+        let memory = InMemoryStore::new();
+        report("in memory", measure(&memory, events).await);
+        postgres(events, "PostgreSQL over loopback, current-thread runtime").await;
+    });
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    multi.block_on(postgres(
+        events,
+        "PostgreSQL over loopback, multi-thread runtime (2 workers)",
+    ));
+}
 
-    let memory = InMemoryStore::new();
-    report("in memory", measure(&memory, events).await);
-
+/// Measures on PostgreSQL, in a database of its own, and reports as `name`.
+async fn postgres(events: usize, name: &str) {
     let server = std::env::var("CRM_BENCH_SERVER_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
     let config = Config::from_str(&server).expect("a PostgreSQL URL");
-    let name = format!("crm_bench_idem_{}", std::process::id());
+    let db_name = format!("crm_bench_idem_{}", std::process::id());
     let (admin, conn) = config.connect(NoTls).await.expect("the bench server");
     tokio::spawn(conn);
     admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .batch_execute(&format!("CREATE DATABASE {db_name}"))
         .await
         .unwrap();
     if std::env::var_os("IDEM_BENCH_ASYNC_COMMIT").is_some() {
@@ -186,15 +206,15 @@ async fn main() {
         // on a slow disk and hides what the statements cost.
         admin
             .batch_execute(&format!(
-                "ALTER DATABASE {name} SET synchronous_commit = off"
+                "ALTER DATABASE {db_name} SET synchronous_commit = off"
             ))
             .await
             .unwrap();
     }
     let mut db = config.clone();
-    db.dbname(&name);
+    db.dbname(&db_name);
     let url = format!(
-        "host=127.0.0.1 port={} user={} dbname={name}",
+        "host=127.0.0.1 port={} user={} dbname={db_name}",
         db.get_ports().first().copied().unwrap_or(5432),
         db.get_user().unwrap_or("postgres")
     );
@@ -207,10 +227,10 @@ async fn main() {
     }
     .await;
     admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
         .await
         .unwrap();
-    report("PostgreSQL over loopback", result.unwrap());
+    report(name, result.unwrap());
 
     // For scale: one round trip to the server.
     let ping = admin.prepare("SELECT 1").await.unwrap();

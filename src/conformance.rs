@@ -213,6 +213,7 @@ macro_rules! __conformance_suite {
             lookup_and_list_show_the_stored_records_newest_first,
             completing_an_unclaimed_key_fails_and_commits_nothing,
             a_duplicates_handler_never_commits_a_write_under_either_claim_timing,
+            a_null_result_is_stored_and_replayed,
             upsert_inserts_new_emails_and_updates_known_ones_in_any_casing,
             upserting_the_same_rows_again_reports_them_unchanged,
             each_conflict_policy_picks_its_values,

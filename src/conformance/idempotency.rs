@@ -762,3 +762,34 @@ pub async fn a_duplicates_handler_never_commits_a_write_under_either_claim_timin
         }
     }
 }
+
+/// A handler whose output serializes to JSON `null` (here `None`) stores
+/// that result, and a replay returns it: a stored `null` is not mistaken
+/// for a missing result.
+pub async fn a_null_result_is_stored_and_replayed(store: &DynStore) {
+    for timing in TIMINGS {
+        let t = TenantId::new();
+        let guard = guard_with(timing);
+        let ev = event("stripe", "evt_null", &json!({"n": 0}));
+        let nothing = || {
+            handler(|tx| {
+                Box::pin(async move {
+                    tx.get_contact(ContactId::new()).await?;
+                    Ok::<Option<u32>, HandlerError>(None)
+                })
+            })
+        };
+        let first = ok(guard.run(store, t, &ctx(), &ev, nothing()).await, "first");
+        assert_eq!(first.execution, Execution::Executed, "{timing:?}");
+        assert_eq!(first.result, Ok(None));
+        let again = ok(guard.run(store, t, &ctx(), &ev, nothing()).await, "replay");
+        assert_eq!(again.execution, Execution::Replayed, "{timing:?}");
+        assert_eq!(again.result, Ok(None), "{timing:?}");
+        let record = ok(
+            guard.lookup(store, t, &ctx(), ev.source(), ev.key()).await,
+            "lookup",
+        )
+        .expect("the record");
+        assert_eq!(record.result, Some(StoredResult::Succeeded(Value::Null)));
+    }
+}

@@ -2,15 +2,16 @@
 //! 2), primary key `(tenant_id, source, key)`.
 //!
 //! **Claiming** a key takes a transaction-level advisory lock derived from
-//! (tenant, source, key) — [`CLAIM_LOCK`], waiting for a transaction that
-//! holds it at most as long as the claim may wait (`lock_timeout`, set
-//! transaction-locally for that statement; a timeout, 55P03, is
-//! [`Error::KeyInUse`]) — and then reads the key's record, [`CLAIM_READ`],
-//! which restores `lock_timeout`. The read is a statement of its own, so
-//! its snapshot is taken after the lock is granted: it sees the record of a
-//! holder that committed while the claim waited. No record, or an expired
-//! one, and the key is this transaction's; a record that has not expired is
-//! replayed. Nothing is written by a claim.
+//! (tenant, source, key), waiting for a transaction that holds it at most
+//! as long as the claim may wait (`lock_timeout`, set transaction-locally
+//! for the wait; a timeout, 55P03, is [`Error::KeyInUse`]), and then reads
+//! the key's record through `crm_idempotency_record` (migration 7), whose
+//! query takes its snapshot after the lock is granted: it sees the record
+//! of a holder that committed while the claim waited. No record, or an
+//! expired one, and the key is this transaction's; a record that has not
+//! expired is replayed. Nothing is written by a claim. All of it is one
+//! statement, [`CLAIM`], or with the transaction's settings
+//! [`CLAIM_AFTER_SETTINGS`].
 //!
 //! **Completing** the key writes its record once, with the result: a plain
 //! `INSERT` (or, over an expired record, an upsert that replaces it),
@@ -18,12 +19,13 @@
 //! should anything write one without the lock.
 //!
 //! The guard **defers** its claim ([`PgTransaction::idempotency_defer`]):
-//! the two claim statements go out with the transaction's first statement,
-//! after `BEGIN` and the settings, in the same round trip, and their answer
-//! is read before that statement's. When the key is taken, the statement's
+//! the claim goes out with the transaction's first statement, in place of
+//! the settings statement that follows `BEGIN`, in the same round trip, and
+//! its answer is read before that statement's. When the key is taken, the statement's
 //! effects are rolled back with the rest and the statement reports
 //! [`KeyTaken`]. So a guarded transaction makes as many round trips as the
-//! same work unguarded, and adds two reads and one insert of server work.
+//! same work unguarded, and the same number of statements but one: the
+//! record's insert, sent with `COMMIT` in one message.
 //!
 //! The advisory lock is a pair of 32-bit keys (PostgreSQL's two-key form),
 //! the first 64 bits of a SHA-256 of the tenant, source and key: two keys
@@ -49,27 +51,35 @@ use crate::{
 const COLUMNS: &str = "tenant_id, source, key, fingerprint, status, result, created_at, \
                        completed_at, expires_at";
 
-/// Takes the key's advisory lock, waiting at most `$1` (the previous
-/// `lock_timeout` is kept in `crm.saved_lock_timeout` for [`CLAIM_READ`]).
-/// The target list is evaluated in order: the bound is set before the wait.
-/// A deferred claim sends the same with the settings, as one statement:
-/// see `SETTINGS_AND_CLAIM_LOCK`.
-const CLAIM_LOCK: &str = "SELECT \
+/// The claim, mid-transaction: take the key's advisory lock, waiting at
+/// most `$1` for a transaction holding it (`lock_timeout`, set
+/// transaction-locally and restored right after), then read the key's
+/// record with `crm_idempotency_record` (migration 7), whose query takes a
+/// snapshot after the lock is granted and so sees a holder that committed
+/// while the claim waited. The target list is evaluated in order. The
+/// record, as JSON or null, is column [`CLAIM_RECORD`]. A transaction's
+/// first claim goes with the settings instead (see [`CLAIM_AFTER_SETTINGS`]).
+const CLAIM: &str = "SELECT \
      set_config('crm.saved_lock_timeout', current_setting('lock_timeout'), true), \
      set_config('lock_timeout', $1::text, true), \
-     pg_advisory_xact_lock($2::int4, $3::int4)::text";
-/// Restores `lock_timeout` and reads the key's record (one row, whose
-/// record columns, from [`READ_RECORD`] on, are null when there is none).
-/// A statement of its own, after the lock's: its snapshot sees a holder
-/// that committed while the lock waited.
-pub(super) const CLAIM_READ: &str = "SELECT \
+     pg_advisory_xact_lock($2::int4, $3::int4)::text, \
      set_config('lock_timeout', current_setting('crm.saved_lock_timeout'), true), \
-     k.tenant_id, k.source, k.key, k.fingerprint, k.status, k.result, k.created_at, \
-     k.completed_at, k.expires_at \
-     FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k \
-     ON k.tenant_id = $1 AND k.source = $2 AND k.key = $3";
-/// Where the record columns of [`CLAIM_READ`]'s row begin.
-const READ_RECORD: usize = 1;
+     crm_idempotency_record($4::uuid, $5::text, $6::text)";
+/// The column of [`CLAIM`] that holds the record.
+const CLAIM_RECORD: usize = 4;
+/// [`CLAIM`] after the five settings of `SETTINGS` (its parameters are
+/// the settings' five, then [`CLAIM`]'s six): the one statement a guarded
+/// transaction sends after `BEGIN`.
+pub(super) const CLAIM_AFTER_SETTINGS: &str = "SELECT set_config('crm.tenant_id', $1, true), \
+     set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
+     set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true), \
+     set_config('crm.saved_lock_timeout', current_setting('lock_timeout'), true), \
+     set_config('lock_timeout', $6::text, true), \
+     pg_advisory_xact_lock($7::int4, $8::int4)::text, \
+     set_config('lock_timeout', current_setting('crm.saved_lock_timeout'), true), \
+     crm_idempotency_record($9::uuid, $10::text, $11::text)";
+/// The column of [`CLAIM_AFTER_SETTINGS`] that holds the record.
+const CLAIM_AFTER_SETTINGS_RECORD: usize = 9;
 const GET: &str = "SELECT tenant_id, source, key, fingerprint, status, result, created_at, \
      completed_at, expires_at FROM idempotency_keys \
      WHERE tenant_id = $1 AND source = $2 AND key = $3";
@@ -135,15 +145,57 @@ fn record(row: &Row) -> Result<IdempotencyRecord> {
 
 /// The record in the nine columns of `row` from `at` on.
 fn record_at(row: &Row, at: usize) -> Result<IdempotencyRecord> {
-    let tenant: Uuid = row.try_get(at).map_err(error::db)?;
-    let source: String = row.try_get(at + 1).map_err(error::db)?;
-    let key: String = row.try_get(at + 2).map_err(error::db)?;
-    let fingerprint: String = row.try_get(at + 3).map_err(error::db)?;
-    let status: String = row.try_get(at + 4).map_err(error::db)?;
-    let result: Option<Value> = row.try_get(at + 5).map_err(error::db)?;
-    let created_at: Timestamp = row.try_get(at + 6).map_err(error::db)?;
-    let completed_at: Option<Timestamp> = row.try_get(at + 7).map_err(error::db)?;
-    let expires_at: Timestamp = row.try_get(at + 8).map_err(error::db)?;
+    record_from(RecordColumns {
+        tenant_id: row.try_get(at).map_err(error::db)?,
+        source: row.try_get(at + 1).map_err(error::db)?,
+        key: row.try_get(at + 2).map_err(error::db)?,
+        fingerprint: row.try_get(at + 3).map_err(error::db)?,
+        status: row.try_get(at + 4).map_err(error::db)?,
+        result: row.try_get(at + 5).map_err(error::db)?,
+        created_at: row.try_get(at + 6).map_err(error::db)?,
+        completed_at: row.try_get(at + 7).map_err(error::db)?,
+        expires_at: row.try_get(at + 8).map_err(error::db)?,
+    })
+}
+
+/// A record's columns as stored, read from a row or from the JSON of
+/// `crm_idempotency_record` (migration 7).
+#[derive(Debug, serde::Deserialize)]
+struct RecordColumns {
+    tenant_id: Uuid,
+    source: String,
+    key: String,
+    fingerprint: String,
+    status: String,
+    result: Option<Value>,
+    created_at: Timestamp,
+    completed_at: Option<Timestamp>,
+    expires_at: Timestamp,
+}
+
+/// The record of `crm_idempotency_record`'s JSON. In JSON a stored `null`
+/// result and no result look alike; the status tells them apart.
+fn record_from_json(json: &str) -> Result<IdempotencyRecord> {
+    let mut columns: RecordColumns = serde_json::from_str(json).map_err(Error::backend)?;
+    if columns.status != "pending" && columns.result.is_none() {
+        columns.result = Some(Value::Null);
+    }
+    record_from(columns)
+}
+
+/// Checks a record's columns.
+fn record_from(columns: RecordColumns) -> Result<IdempotencyRecord> {
+    let RecordColumns {
+        tenant_id: tenant,
+        source,
+        key,
+        fingerprint,
+        status,
+        result,
+        created_at,
+        completed_at,
+        expires_at,
+    } = columns;
     let mut errors = Vec::new();
     let parsed_source = IdempotencySource::parse(&source)
         .map_err(|e| errors.push(e))
@@ -290,7 +342,7 @@ fn lock_key(tenant: Uuid, claim: &IdempotencyClaim) -> (i32, i32) {
     (word(0), word(4))
 }
 
-/// The parameters of [`CLAIM_LOCK`] and [`CLAIM_READ`] for a claim.
+/// The parameters of [`CLAIM`] for a claim.
 pub(super) struct ClaimValues<'a> {
     timeout: String,
     lock: (i32, i32),
@@ -310,15 +362,17 @@ impl<'a> ClaimValues<'a> {
         }
     }
 
-    /// The parameters of [`CLAIM_LOCK`] (and the last three of
-    /// `SETTINGS_AND_CLAIM_LOCK`).
-    pub(super) fn lock_params(&self) -> [&(dyn ToSql + Sync); 3] {
-        [&self.timeout, &self.lock.0, &self.lock.1]
-    }
-
-    /// The parameters of [`CLAIM_READ`].
-    pub(super) fn read_params(&self) -> [&(dyn ToSql + Sync); 3] {
-        [&self.tenant, &self.source, &self.key]
+    /// The parameters of [`CLAIM`] (and the last six of
+    /// [`CLAIM_AFTER_SETTINGS`]).
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [
+            &self.timeout,
+            &self.lock.0,
+            &self.lock.1,
+            &self.tenant,
+            &self.source,
+            &self.key,
+        ]
     }
 }
 
@@ -327,8 +381,9 @@ fn scoped(source: &IdempotencySource, key: &IdempotencyKey) -> String {
     format!("{source}:{key}")
 }
 
-/// Reads what [`CLAIM_READ`] found for `claim`.
-fn claim_answer(rows: &[Row], claim: &IdempotencyClaim) -> Result<ClaimAnswer> {
+/// Reads what a claim found for `claim`: the record's JSON in column
+/// `at` of its one row.
+fn claim_answer(rows: &[Row], at: usize, claim: &IdempotencyClaim) -> Result<ClaimAnswer> {
     let Some(row) = rows.first() else {
         return Err(Error::backend(error::InvalidRow {
             table: "idempotency_keys",
@@ -336,22 +391,60 @@ fn claim_answer(rows: &[Row], claim: &IdempotencyClaim) -> Result<ClaimAnswer> {
             errors: vec![FieldError::new(
                 "claim",
                 "missing",
-                "the claim's read returned no row",
+                "the claim returned no row",
             )],
         }));
     };
-    let holder: Option<Uuid> = row.try_get(READ_RECORD).map_err(error::db)?;
-    if holder.is_none() {
+    let json: Option<String> = row.try_get(at).map_err(error::db)?;
+    let Some(json) = json else {
         return Ok(ClaimAnswer::Claimed {
             over_expired: false,
         });
-    }
-    let record = record_at(row, READ_RECORD)?;
+    };
+    let record = record_from_json(&json)?;
     if record.is_expired(claim.now) {
         Ok(ClaimAnswer::Claimed { over_expired: true })
     } else {
         Ok(ClaimAnswer::Existing(record))
     }
+}
+
+/// [`STORE`] (or, `over_expired`, [`STORE_OVER_EXPIRED`]) with its values
+/// as literals, for a simple-query message.
+fn store_sql(
+    tenant: Uuid,
+    held: &Held,
+    result: &StoredResult,
+    completed_at: Timestamp,
+    over_expired: bool,
+) -> String {
+    let at = |t: Timestamp| {
+        format!(
+            "'{}'::timestamptz",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        )
+    };
+    let c = &held.claim;
+    let values = format!(
+        "'{}'::uuid, {}, {}, {}, '{}', {}::json, {}, {}, {}",
+        tenant.hyphenated(),
+        super::quote(c.source.as_str()),
+        super::quote(c.key.as_str()),
+        super::quote(c.fingerprint.as_str()),
+        result.status(),
+        super::quote(&result.value().to_string()),
+        at(crate::domain::truncate_to_micros(c.now)),
+        at(completed_at),
+        at(crate::domain::truncate_to_micros(c.expires_at)),
+    );
+    let sql = if over_expired {
+        STORE_OVER_EXPIRED
+    } else {
+        STORE
+    };
+    let placeholders = "$1, $2, $3, $4, $5, $6, $7, $8, $9";
+    debug_assert!(sql.contains(placeholders));
+    sql.replacen(placeholders, &values, 1)
 }
 
 /// What a failed claim statement means: a lock wait that ran out is
@@ -387,12 +480,10 @@ impl PgTransaction {
     /// Claims in a transaction that has sent statements already.
     async fn claim_now(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
         let values = ClaimValues::new(self.tenant_uuid(), claim);
-        let (lock, read) = (values.lock_params(), values.read_params());
-        let r = self
-            .raw_query_all(&[(CLAIM_LOCK, &lock), (CLAIM_READ, &read)], false)
-            .await;
+        let params = values.params();
+        let r = self.raw_query(CLAIM, &params, false).await;
         let answer = match r {
-            Ok(rows) => claim_answer(rows.get(1).map_or(&[], Vec::as_slice), claim)?,
+            Ok(rows) => claim_answer(&rows, CLAIM_RECORD, claim)?,
             Err(e) => {
                 self.aborted = true;
                 return Err(claim_error(e, claim));
@@ -465,7 +556,7 @@ impl PgTransaction {
         let state = self.claim_state();
         let (claim, outcome) = match std::mem::take(state) {
             ClaimState::Answered(claim, Ok(rows)) => {
-                let outcome = claim_answer(&rows, &claim);
+                let outcome = claim_answer(&rows, CLAIM_AFTER_SETTINGS_RECORD, &claim);
                 (claim, outcome)
             }
             ClaimState::Answered(claim, Err(e)) => {
@@ -603,56 +694,32 @@ impl PgTransaction {
         let Some(conn) = guard.conn() else {
             return Err(Error::backend(super::Finished));
         };
-        let sql = if held.over_expired {
-            STORE_OVER_EXPIRED
-        } else {
-            STORE
-        };
-        let statement = match conn.prepare_cached(sql).await {
-            Ok(s) => s,
-            Err(e) => {
-                // Nothing was sent but the prepare: end the transaction.
-                let rolled_back = conn.batch_execute("ROLLBACK").await.is_ok();
-                if rolled_back {
-                    guard.release();
-                }
-                return Err(error::db(e));
+        // The INSERT and the COMMIT in one simple-query message: one
+        // answer for both. Its values are literals (quoted, or formatted
+        // by us), as a simple query takes no parameters.
+        let sql = format!(
+            "{}; COMMIT",
+            store_sql(tenant, &held, result, completed_at, held.over_expired)
+        );
+        match conn.batch_execute(&sql).await {
+            Ok(()) => {
+                guard.release();
+                Ok(held.record(self.tenant, result, completed_at))
             }
-        };
-        let c = &held.claim;
-        let params: [&(dyn ToSql + Sync); 9] = [
-            &tenant,
-            &c.source.as_str(),
-            &c.key.as_str(),
-            &c.fingerprint.as_str(),
-            &result.status(),
-            result.value(),
-            &c.now,
-            &completed_at,
-            &c.expires_at,
-        ];
-        let (stored, committed) = futures_util::future::join(
-            conn.query(&statement, &params),
-            conn.batch_execute("COMMIT"),
-        )
-        .await;
-        match committed {
-            Ok(()) => guard.release(),
             Err(e) => {
-                // The server answered: the connection is idle again.
                 if e.as_db_error().is_some() {
-                    guard.release();
+                    // The INSERT failed, so the COMMIT did not run: the
+                    // transaction is aborted and must be rolled back.
+                    if conn.batch_execute("ROLLBACK").await.is_ok() {
+                        guard.release();
+                    }
                 }
-                return Err(stored.err().map_or_else(|| error::db(e), error::db));
+                if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
+                    Err(Error::backend(NotClaimed(scoped(source, key))))
+                } else {
+                    Err(error::db(e))
+                }
             }
-        }
-        match stored {
-            Ok(_) => Ok(held.record(self.tenant, result, completed_at)),
-            Err(e) if e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
-                Err(Error::backend(NotClaimed(scoped(source, key))))
-            }
-            // The COMMIT rolled the transaction back.
-            Err(e) => Err(error::db(e)),
         }
     }
 
@@ -717,8 +784,6 @@ mod tests {
         for sql in [GET, LIST, LIST_AFTER] {
             assert!(sql.contains(COLUMNS), "{sql}");
         }
-        let qualified = format!("k.{}", COLUMNS.replace(", ", ", k."));
-        assert!(CLAIM_READ.contains(&qualified), "{CLAIM_READ}");
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "history_create_fast_path",
         sql: include_str!("migrations/0006_history_create_fast_path.sql"),
     },
+    Migration {
+        version: 7,
+        name: "idempotency_record_function",
+        sql: include_str!("migrations/0007_idempotency_record_function.sql"),
+    },
 ];
 
 /// The `contacts` table.

@@ -149,17 +149,6 @@ const SETTINGS: &str = "SELECT set_config('crm.tenant_id', $1, true), \
      set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
      set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true)";
 
-/// [`SETTINGS`] and a deferred idempotency claim's advisory lock in one
-/// statement: the first five parameters are the settings', the last three
-/// the lock's (see `idempotency::CLAIM_LOCK`). The target list is evaluated
-/// in order: the settings and the bound are set before the lock waits.
-const SETTINGS_AND_CLAIM_LOCK: &str = "SELECT set_config('crm.tenant_id', $1, true), \
-     set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
-     set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true), \
-     set_config('crm.saved_lock_timeout', current_setting('lock_timeout'), true), \
-     set_config('lock_timeout', $6::text, true), \
-     pg_advisory_xact_lock($7::int4, $8::int4)::text";
-
 /// Values of the [`SETTINGS`] parameters.
 struct Settings([String; 5]);
 
@@ -471,10 +460,9 @@ impl PgTransaction {
         };
         let prepared = futures_util::try_join!(
             conn.prepare_cached(BEGIN),
-            conn.prepare_cached(SETTINGS_AND_CLAIM_LOCK),
-            conn.prepare_cached(idempotency::CLAIM_READ),
+            conn.prepare_cached(idempotency::CLAIM_AFTER_SETTINGS),
         );
-        let (begin, settings_and_lock, read_statement) = match prepared {
+        let (begin, settings_and_claim) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 self.claim_sent(claim, None);
@@ -483,20 +471,18 @@ impl PgTransaction {
         };
         let claim_values = idempotency::ClaimValues::new(self.tenant_uuid(), &claim);
         let [a, b, c, d, e] = values;
-        let [f, g, h] = claim_values.lock_params();
-        let with_lock: [&(dyn ToSql + Sync); 8] = [a, b, c, d, e, f, g, h];
-        let read = claim_values.read_params();
+        let [f, g, h, i, j, k] = claim_values.params();
+        let params: [&(dyn ToSql + Sync); 11] = [a, b, c, d, e, f, g, h, i, j, k];
         // Joined, not tried: the claim's answer is wanted whatever the
         // others give. Each request is queued at its first poll, in order.
-        let (begun, locked, found, out) = futures_util::join!(
+        let (begun, found, out) = futures_util::join!(
             conn.execute(&begin, &[]),
-            conn.execute(&settings_and_lock, &with_lock),
-            conn.query(&read_statement, &read),
+            conn.query(&settings_and_claim, &params),
             run,
         );
-        // A failed lock (or settings) fails the claim, which `settle`
-        // reports ahead of the statement's own error.
-        self.claim_sent(claim, Some(locked.and(found)));
+        // A failed claim (or settings) is reported by `settle`, ahead of
+        // the statement's own error.
+        self.claim_sent(claim, Some(found));
         begun?;
         out
     }
