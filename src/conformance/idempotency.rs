@@ -726,6 +726,24 @@ pub async fn a_duplicates_handler_never_commits_a_write_under_either_claim_timin
             assert_eq!(again.execution, Execution::Replayed, "{timing:?} {n}");
             assert_eq!(again.result, first.result, "{timing:?} {n}");
         }
+        // A first store call that is a bulk upsert (on PostgreSQL a COPY,
+        // which cannot carry the claim: it is sent ahead of it).
+        let bulk = handler(move |tx| {
+            Box::pin(async move {
+                starts_ref.fetch_add(1, Ordering::SeqCst);
+                let rows = [new_contact("dup-bulk@example.com", "Bu", "Lk")];
+                let out = tx
+                    .upsert_contacts(&rows, crate::bulk::ConflictPolicy::Incoming)
+                    .await?;
+                Ok::<_, HandlerError>(format!("{} rows", out.len()))
+            })
+        });
+        let again = ok(
+            guard.run(store, t, &ctx(), &ev, bulk).await,
+            "a duplicate whose first call is a bulk upsert",
+        );
+        assert_eq!(again.execution, Execution::Replayed, "{timing:?}");
+        assert_eq!(again.result, first.result, "{timing:?}");
         let transient = handler(move |_tx| {
             Box::pin(async move {
                 starts_ref.fetch_add(1, Ordering::SeqCst);

@@ -6,11 +6,14 @@
 //! provider's key for the event, and a [`Fingerprint`] of its payload.
 //! [`IdempotencyGuard::run`] opens one transaction and in it
 //!
-//! 1. **claims** the key (tenant, source, key) — on PostgreSQL an
-//!    `INSERT … ON CONFLICT DO NOTHING` on the primary key, so there is no
-//!    check-then-insert race;
+//! 1. **claims** the key (tenant, source, key): holds it for this
+//!    transaction, waiting for a transaction that holds it already, and
+//!    looks up its record — on PostgreSQL a transaction-level advisory
+//!    lock on the key, then a read that sees everything committed before
+//!    the lock was granted, so there is no check-then-insert race;
 //! 2. runs the **handler** with that transaction: its CRM writes are part of it;
-//! 3. **stores the result** (the handler's output as JSON) and commits.
+//! 3. **stores the result** (the handler's output as JSON) and commits; the
+//!    record's primary key `(tenant, source, key)` refuses a second one.
 //!
 //! All three commit together or not at all: a handler that fails
 //! transiently, panics, or loses its connection leaves no key and no
@@ -40,6 +43,26 @@
 //!   context's [idempotency key](crate::Context::idempotency_key), which
 //!   the audit history records with every change.
 //!
+//! # When the claim is made
+//!
+//! By default ([`ClaimTiming::WithFirstStatement`]) the claim goes out
+//! with the handler's first store call, in the same round trip, so on
+//! PostgreSQL a guarded event costs no round trip more than the handler
+//! alone (the stored result goes with `COMMIT`). The price: a duplicate
+//! delivery may *start* the handler. Its first store call then fails
+//! (nothing it wrote can commit), and the guard replays the stored result
+//! whatever the handler returns. So a handler must not act outside the
+//! transaction before its first store call — which it should not do
+//! anyway: an effect outside the transaction (an email, an HTTP call) is
+//! repeated by a transient failure or a crash whatever the guard does; put
+//! it after [`IdempotencyGuard::run`] returns [`Execution::Executed`], or
+//! in an outbox row the handler writes. A handler that makes no store call
+//! at all runs to its end for a duplicate, and its output is discarded.
+//!
+//! [`ClaimTiming::BeforeHandler`] answers the claim before the handler
+//! starts, so a duplicate never runs any of it, for one round trip more on
+//! PostgreSQL. On the in-memory store both are the same.
+//!
 //! # Waiting, per backend
 //!
 //! The guard keeps an in-process registry of the deliveries it is
@@ -49,10 +72,12 @@
 //! into every task) so that every delivery goes through the same registry.
 //!
 //! - On **PostgreSQL**, deliveries from other processes (or other guards)
-//!   meet at the claim: the conflicting `INSERT` waits for the row lock of
-//!   the transaction holding the key, bounded by a transaction-local
-//!   `lock_timeout` equal to what is left of the wait (1 ms with `NoWait`);
-//!   a timeout (SQLSTATE 55P03) becomes [`Error::KeyInUse`].
+//!   meet at the claim: it waits for the advisory lock of the transaction
+//!   holding the key, bounded by a transaction-local `lock_timeout` equal
+//!   to what is left of the wait (1 ms with `NoWait`) and restored for the
+//!   handler's own statements; a timeout (SQLSTATE 55P03) becomes
+//!   [`Error::KeyInUse`]. When the holder commits, the claim finds its
+//!   record and replays it.
 //! - The **in-memory store** runs one transaction at a time, so a claim
 //!   never meets a running holder; the guard bounds its wait for `begin`
 //!   by what is left of the wait instead, and a delivery that times out
