@@ -214,6 +214,7 @@ macro_rules! __conformance_suite {
             completing_an_unclaimed_key_fails_and_commits_nothing,
             a_duplicates_handler_never_commits_a_write_under_either_claim_timing,
             a_null_result_is_stored_and_replayed,
+            a_retention_beyond_the_calendar_keeps_the_record_until_the_year_9999,
             upsert_inserts_new_emails_and_updates_known_ones_in_any_casing,
             upserting_the_same_rows_again_reports_them_unchanged,
             each_conflict_policy_picks_its_values,

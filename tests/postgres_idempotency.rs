@@ -1,7 +1,7 @@
 #![cfg(all(feature = "postgres", feature = "conformance"))]
 //! What only PostgreSQL can do to the idempotency guard: lose the
 //! connection in the middle of a handler, and meet duplicates from other
-//! processes (other guards) at the row lock of the claim.
+//! processes (other guards) at the claim's lock.
 
 mod support;
 
@@ -11,8 +11,9 @@ use crm_core::{
     Actor, Context, Error, Store, StoreExt, TenantId,
     domain::{ContactPatch, Email, NewContact, PersonName},
     idempotency::{
-        ClaimTiming, Execution, GuardConfig, HandlerError, HandlerFuture, IdempotencyGuard,
-        InboundEvent, Outcome, WaitPolicy, handler,
+        Claim, ClaimTiming, Execution, Fingerprint, GuardConfig, HandlerError, HandlerFuture,
+        IdempotencyClaim, IdempotencyGuard, IdempotencyKey, IdempotencySource, InboundEvent,
+        Outcome, StoredResult, WaitPolicy, handler,
     },
 };
 use serde_json::json;
@@ -120,9 +121,9 @@ async fn a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry
 }
 
 /// Two guards share nothing, as two processes would: the duplicate meets
-/// the first delivery at the row lock of its claim.
+/// the first delivery at the advisory lock of its claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_from_another_process_waits_on_the_row_lock_or_gets_key_in_use() {
+async fn a_duplicate_from_another_process_waits_on_the_claim_or_gets_key_in_use() {
     let db = TestStore::new().await;
     let store = (*db).clone();
     let t = TenantId::new();
@@ -166,7 +167,7 @@ async fn a_duplicate_from_another_process_waits_on_the_row_lock_or_gets_key_in_u
         "a wait that runs out: {short:?}"
     );
 
-    // A patient duplicate blocks on the row lock and replays once the
+    // A patient duplicate blocks on the claim's lock and replays once the
     // first commits.
     let patient = {
         let (store, ev, guard) = (store.clone(), ev.clone(), other_guard.clone());
@@ -191,8 +192,8 @@ async fn a_duplicate_from_another_process_waits_on_the_row_lock_or_gets_key_in_u
 /// event at once: under either claim timing the handler's contact is
 /// created once, and every delivery gets the same result. With the claim
 /// sent along with the handler's first statement, the duplicates meet the
-/// first delivery at its row lock, and those whose wait ends with its
-/// commit find a record newer than their statement: they look again.
+/// first delivery at the advisory lock of its claim, and read its record
+/// once it commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_processes_receiving_one_event_create_one_contact_under_either_claim_timing() {
     let db = TestStore::new().await;
@@ -323,4 +324,188 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
             Err(e) => panic!("{timing:?}: the handler's update did not wait: {e}"),
         }
     }
+}
+
+fn claim_of(key: &str, wait: WaitPolicy) -> IdempotencyClaim {
+    let now = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros())
+        .expect("now");
+    IdempotencyClaim {
+        source: IdempotencySource::parse("stripe").unwrap(),
+        key: IdempotencyKey::parse(key).unwrap(),
+        fingerprint: Fingerprint::of_json(&json!({"key": key})),
+        now,
+        expires_at: now + chrono::Duration::hours(1),
+        wait,
+    }
+}
+
+/// A claim made while another is deferred is made inside the transaction
+/// (the deferred one goes out first, with BEGIN): both keys are held until
+/// the transaction ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_claim_while_one_is_deferred_holds_its_key_inside_the_transaction() {
+    let db = TestStore::new().await;
+    let store = (*db).clone();
+    let t = TenantId::new();
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let first = tx
+        .defer_idempotency_claim(&claim_of("k1", WaitPolicy::NoWait))
+        .await
+        .unwrap();
+    assert_eq!(first, None, "PostgreSQL defers the first claim");
+    let second = tx
+        .defer_idempotency_claim(&claim_of("k2", WaitPolicy::NoWait))
+        .await
+        .unwrap();
+    assert_eq!(second, Some(Claim::Claimed), "the second is made at once");
+    for key in ["k1", "k2"] {
+        let mut other = store.begin(t, ctx()).await.unwrap();
+        let r = other
+            .claim_idempotency_key(&claim_of(key, WaitPolicy::NoWait))
+            .await;
+        assert!(
+            matches!(r, Err(Error::KeyInUse { .. })),
+            "{key} is held by the first transaction: {r:?}"
+        );
+    }
+    assert_eq!(
+        tx.resolve_idempotency_claim().await.unwrap(),
+        Claim::Claimed
+    );
+    tx.rollback().await.unwrap();
+    let mut other = store.begin(t, ctx()).await.unwrap();
+    let r = other
+        .claim_idempotency_key(&claim_of("k2", WaitPolicy::NoWait))
+        .await
+        .unwrap();
+    assert_eq!(r, Claim::Claimed, "released by the rollback");
+}
+
+/// When a deferred claim finds its key taken, the statement that carried it
+/// fails at once, and nothing of the transaction can commit: not by
+/// `commit`, not by completing the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_deferred_claim_finds_its_key_taken_nothing_of_the_transaction_commits() {
+    let db = TestStore::new().await;
+    let store = (*db).clone();
+    let t = TenantId::new();
+    let ev = InboundEvent::new("stripe", "evt_taken", &json!({"key": "evt_taken"})).unwrap();
+    let first = IdempotencyGuard::new()
+        .run(&store, t, &ctx(), &ev, |tx| {
+            Box::pin(async move {
+                tx.create_contact(contact("first@example.com")).await?;
+                Ok::<_, HandlerError>(1_u32)
+            }) as HandlerFuture<'_, u32>
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.execution, Execution::Executed);
+    let taken = claim_of("evt_taken", WaitPolicy::NoWait);
+
+    // The statement carrying the claim fails, later ones are refused, and
+    // commit fails.
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(tx.defer_idempotency_claim(&taken).await.unwrap(), None);
+    let carried = tx.create_contact(contact("sneaky@example.com")).await;
+    let err = carried.expect_err("the call that carried the claim fails");
+    match &err {
+        Error::Backend { source, .. } => {
+            assert!(source.to_string().contains("not claimed"), "{source}")
+        }
+        other => panic!("expected a backend error naming the key, got {other:?}"),
+    }
+    assert!(
+        tx.get_contact(crm_core::domain::ContactId::new())
+            .await
+            .is_err()
+    );
+    assert!(tx.commit().await.is_err(), "commit refuses");
+
+    // Completing the key refuses too.
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(tx.defer_idempotency_claim(&taken).await.unwrap(), None);
+    assert!(
+        tx.create_contact(contact("sneaky@example.com"))
+            .await
+            .is_err()
+    );
+    let completed = tx
+        .complete_idempotency_key_and_commit(
+            &taken.source,
+            &taken.key,
+            &StoredResult::Succeeded(json!(2)),
+            chrono::Utc::now(),
+        )
+        .await;
+    assert!(completed.is_err(), "{completed:?}");
+
+    // And the claim's outcome is the record that holds the key.
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(tx.defer_idempotency_claim(&taken).await.unwrap(), None);
+    assert!(
+        tx.create_contact(contact("sneaky@example.com"))
+            .await
+            .is_err()
+    );
+    match tx.resolve_idempotency_claim().await.unwrap() {
+        Claim::Existing(record) => {
+            assert_eq!(record.result, Some(StoredResult::Succeeded(json!(1))))
+        }
+        other => panic!("expected the existing record, got {other:?}"),
+    }
+    drop(tx);
+
+    let sneaky = store
+        .get_contact_by_email(t, &ctx(), &Email::parse("sneaky@example.com").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        sneaky.is_none(),
+        "nothing of the refused transactions was kept"
+    );
+}
+
+/// The server's default isolation level does not matter: the store opens
+/// its transactions READ COMMITTED, which the claim's read after its lock
+/// relies on. Under a REPEATABLE READ default, duplicates from other
+/// processes still replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicates_replay_under_a_repeatable_read_default() {
+    let db = support::TestDb::create().await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+            db.name()
+        ))
+        .await
+        .unwrap();
+    let store = db.store();
+    store.migrate().await.unwrap();
+    let t = TenantId::new();
+    let ev = InboundEvent::new("stripe", "evt_rr", &json!({"id": "rr"})).unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (store, ev) = (store.clone(), ev.clone());
+            tokio::spawn(async move {
+                IdempotencyGuard::new()
+                    .run(&store, t, &ctx(), &ev, move |tx| {
+                        Box::pin(async move {
+                            let c = tx.create_contact(contact("rr@example.com")).await?;
+                            tokio::time::sleep(Duration::from_millis(30)).await;
+                            Ok::<_, HandlerError>(c.id.to_string())
+                        }) as HandlerFuture<'_, String>
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut executed = 0;
+    for task in tasks {
+        let outcome = task.await.unwrap().expect("every delivery succeeds");
+        if !outcome.is_replay() {
+            executed += 1;
+        }
+    }
+    assert_eq!(executed, 1);
 }

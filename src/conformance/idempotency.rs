@@ -811,3 +811,51 @@ pub async fn a_null_result_is_stored_and_replayed(store: &DynStore) {
         assert_eq!(record.result, Some(StoredResult::Succeeded(Value::Null)));
     }
 }
+
+/// A retention longer than the calendar works: the record expires at the
+/// end of the year 9999 and replays like any other.
+pub async fn a_retention_beyond_the_calendar_keeps_the_record_until_the_year_9999(
+    store: &DynStore,
+) {
+    use chrono::Datelike;
+    let t = TenantId::new();
+    let guard = IdempotencyGuard::with_config(GuardConfig {
+        retention: Duration::MAX,
+        ..GuardConfig::default()
+    });
+    let ev = event("stripe", "evt_forever", &json!({"n": 1}));
+    let runs = AtomicUsize::new(0);
+    let first = ok(
+        guard
+            .run(
+                store,
+                t,
+                &ctx(),
+                &ev,
+                create_contact("forever@example.com", &runs),
+            )
+            .await,
+        "first",
+    );
+    assert_eq!(first.execution, Execution::Executed);
+    let again = ok(
+        guard
+            .run(
+                store,
+                t,
+                &ctx(),
+                &ev,
+                create_contact("forever@example.com", &runs),
+            )
+            .await,
+        "replay",
+    );
+    assert_eq!(again.execution, Execution::Replayed);
+    assert_eq!(again.result, first.result);
+    let record = ok(
+        guard.lookup(store, t, &ctx(), ev.source(), ev.key()).await,
+        "lookup",
+    )
+    .expect("the record");
+    assert_eq!(record.expires_at.year(), 9999);
+}

@@ -635,10 +635,17 @@ fn now() -> Timestamp {
     truncate_to_micros(Utc::now())
 }
 
+/// When a record claimed at `now` expires: `retention` later, but never
+/// after the last microsecond of the year 9999 (the latest instant every
+/// backend and text format takes), so that any retention works.
 fn expiry(now: Timestamp, retention: Duration) -> Timestamp {
+    let last = latest_expiry();
     let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    truncate_to_micros(
-        now.checked_add_signed(retention)
-            .unwrap_or(Timestamp::MAX_UTC),
-    )
+    let at = now.checked_add_signed(retention).unwrap_or(last).min(last);
+    truncate_to_micros(at)
+}
+
+/// 9999-12-31T23:59:59.999999Z.
+fn latest_expiry() -> Timestamp {
+    chrono::DateTime::from_timestamp_micros(253_402_300_799_999_999).unwrap_or(Timestamp::MAX_UTC)
 }

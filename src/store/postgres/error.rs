@@ -21,6 +21,17 @@ pub(super) fn db(e: tokio_postgres::Error) -> Error {
     }
 }
 
+/// [`db`] of a borrowed error: its message, retryable as `db` would make
+/// it (the source's type is not kept).
+pub(super) fn db_ref(e: &tokio_postgres::Error) -> Error {
+    let message = e.to_string();
+    if is_retryable(e) {
+        Error::retryable(message)
+    } else {
+        Error::backend(message)
+    }
+}
+
 fn is_retryable(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;

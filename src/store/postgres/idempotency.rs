@@ -158,9 +158,8 @@ fn record_at(row: &Row, at: usize) -> Result<IdempotencyRecord> {
     })
 }
 
-/// A record's columns as stored, read from a row or from the JSON of
-/// `crm_idempotency_record` (migration 7).
-#[derive(Debug, serde::Deserialize)]
+/// A record's columns as stored.
+#[derive(Debug)]
 struct RecordColumns {
     tenant_id: Uuid,
     source: String,
@@ -173,14 +172,53 @@ struct RecordColumns {
     expires_at: Timestamp,
 }
 
+/// A record as `crm_idempotency_record` (migration 7) writes it: the
+/// columns, timestamps in microseconds since the Unix epoch.
+#[derive(Debug, serde::Deserialize)]
+struct RecordJson {
+    tenant_id: Uuid,
+    source: String,
+    key: String,
+    fingerprint: String,
+    status: String,
+    result: Option<Value>,
+    created_at: i64,
+    completed_at: Option<i64>,
+    expires_at: i64,
+}
+
 /// The record of `crm_idempotency_record`'s JSON. In JSON a stored `null`
 /// result and no result look alike; the status tells them apart.
 fn record_from_json(json: &str) -> Result<IdempotencyRecord> {
-    let mut columns: RecordColumns = serde_json::from_str(json).map_err(Error::backend)?;
-    if columns.status != "pending" && columns.result.is_none() {
-        columns.result = Some(Value::Null);
-    }
-    record_from(columns)
+    let r: RecordJson = serde_json::from_str(json).map_err(Error::backend)?;
+    let at = |field: &'static str, micros: i64| {
+        chrono::DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+            Error::backend(error::InvalidRow {
+                table: "idempotency_keys",
+                id: format!("{}:{}", r.source, r.key),
+                errors: vec![FieldError::new(
+                    field,
+                    "out_of_range",
+                    format!("{micros} µs since the epoch is not a time"),
+                )],
+            })
+        })
+    };
+    let result = match (r.status.as_str(), r.result.clone()) {
+        ("pending", result) => result,
+        (_, result) => Some(result.unwrap_or(Value::Null)),
+    };
+    record_from(RecordColumns {
+        tenant_id: r.tenant_id,
+        source: r.source.clone(),
+        key: r.key.clone(),
+        fingerprint: r.fingerprint.clone(),
+        status: r.status.clone(),
+        result,
+        created_at: at("created_at", r.created_at)?,
+        completed_at: r.completed_at.map(|m| at("completed_at", m)).transpose()?,
+        expires_at: at("expires_at", r.expires_at)?,
+    })
 }
 
 /// Checks a record's columns.
@@ -291,8 +329,8 @@ pub(super) enum ClaimState {
         Box<IdempotencyClaim>,
         std::result::Result<Vec<Row>, tokio_postgres::Error>,
     ),
-    /// Could not be sent (preparing a statement failed).
-    NotSent(Box<IdempotencyClaim>),
+    /// Could not be sent (preparing a statement failed): why.
+    NotSent(Box<IdempotencyClaim>, Error),
     /// Looked at: what the claim found, until the guard asks for it.
     Settled(Result<ClaimAnswer>),
 }
@@ -314,6 +352,24 @@ impl std::fmt::Display for KeyTaken {
 }
 
 impl std::error::Error for KeyTaken {}
+
+/// A deferred claim never reached the server: the statement it was to go
+/// with failed before anything was sent.
+#[derive(Debug)]
+struct NotSent(String);
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the claim of the idempotency key {} was not sent: the statement it was to go \
+             with failed first",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotSent {}
 
 /// Asked for the outcome of a deferred claim when none was made.
 #[derive(Debug)]
@@ -409,6 +465,9 @@ fn claim_answer(rows: &[Row], at: usize, claim: &IdempotencyClaim) -> Result<Cla
     }
 }
 
+/// Microseconds in a day.
+const DAY_MICROS: i64 = 86_400_000_000;
+
 /// [`STORE`] (or, `over_expired`, [`STORE_OVER_EXPIRED`]) with its values
 /// as literals, for a simple-query message.
 fn store_sql(
@@ -418,10 +477,16 @@ fn store_sql(
     completed_at: Timestamp,
     over_expired: bool,
 ) -> String {
+    // Whole days and the microseconds left since the epoch, added to a
+    // timestamp without time zone (plain arithmetic, exact: an interval
+    // times a number is computed in floating point, and a day of a
+    // timestamptz follows the session's time zone), read as UTC.
     let at = |t: Timestamp| {
+        let micros = t.timestamp_micros();
+        let (days, rest) = (micros.div_euclid(DAY_MICROS), micros.rem_euclid(DAY_MICROS));
         format!(
-            "'{}'::timestamptz",
-            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            "(('epoch'::timestamp + {days} * interval '1 day' \
+             + {rest} * interval '1 microsecond') AT TIME ZONE 'UTC')"
         )
     };
     let c = &held.claim;
@@ -473,6 +538,11 @@ impl PgTransaction {
         if self.idempotency_defer(claim) {
             // Nothing sent yet: the claim goes with BEGIN, now.
             return self.idempotency_resolve().await;
+        }
+        if self.pending_begin.is_some() {
+            // Another claim is deferred: BEGIN goes first, with it, so that
+            // this claim's lock is taken inside the transaction.
+            self.ensure_begun().await?;
         }
         self.claim_now(claim).await
     }
@@ -530,20 +600,20 @@ impl PgTransaction {
         }
     }
 
-    /// Keeps the answer to a claim sent by [`PgTransaction::after_begin`]:
-    /// the rows of its read, or the first error of its two statements.
+    /// Keeps the answer to a claim sent by [`PgTransaction::after_begin`]
+    /// (`Ok`), or why it could not be sent (`Err`).
     pub(super) fn claim_sent(
         &self,
         claim: Box<IdempotencyClaim>,
-        answer: Option<std::result::Result<Vec<Row>, tokio_postgres::Error>>,
+        answer: std::result::Result<std::result::Result<Vec<Row>, tokio_postgres::Error>, Error>,
     ) {
         let mut state = self
             .claim
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *state = match answer {
-            Some(answer) => ClaimState::Answered(claim, answer),
-            None => ClaimState::NotSent(claim),
+            Ok(answer) => ClaimState::Answered(claim, answer),
+            Err(why) => ClaimState::NotSent(claim, why),
         };
     }
 
@@ -563,10 +633,7 @@ impl PgTransaction {
                 let outcome = Err(claim_error(e, &claim));
                 (claim, outcome)
             }
-            ClaimState::NotSent(claim) => {
-                let outcome = Err(Error::backend(KeyTaken(scoped(&claim.source, &claim.key))));
-                (claim, outcome)
-            }
+            ClaimState::NotSent(claim, why) => (claim, Err(why)),
             other => {
                 *state = other;
                 return None;
@@ -599,9 +666,10 @@ impl PgTransaction {
                 // No statement took it along: it goes now, with BEGIN.
                 sent_alone = self.raw_query_all(&[], true).await.err();
             } else if let ClaimState::Deferred(claim) = std::mem::take(self.claim_state()) {
-                // Cannot happen (a claim is deferred only before BEGIN is
-                // sent, and BEGIN takes it along); claim now if it does.
-                return self.claim_now(&claim).await;
+                // The statement that took BEGIN failed before anything was
+                // sent (preparing it failed), and the transaction refuses
+                // everything since: the claim was never made.
+                return Err(Error::retryable(NotSent(scoped(&claim.source, &claim.key))));
             }
         }
         let _ = self.settle_claim();

@@ -140,8 +140,11 @@ const EMAIL_RELEASE: &str = "RELEASE SAVEPOINT crm_email_change";
 const EMAIL_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_email_change";
 
 /// `BEGIN` as a prepared statement, so that it can be pipelined with the
-/// transaction's first statement.
-const BEGIN: &str = "BEGIN";
+/// transaction's first statement. The isolation level is explicit: the
+/// store's operations (and the idempotency claim's read after its lock)
+/// are written for READ COMMITTED, whatever the server's
+/// `default_transaction_isolation`.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 /// The transaction-local settings, prepared: the same as the simple-query
 /// form in [`PgTransaction::begin`], without parsing and planning it anew
 /// for every transaction.
@@ -289,7 +292,8 @@ impl PgTransaction {
         // The tenant id is a UUID we format ourselves; the other values are
         // quoted. One simple-query batch, sent with the first statement.
         let sql = format!(
-            "BEGIN; SELECT set_config('crm.tenant_id', '{}', true), \
+            "BEGIN ISOLATION LEVEL READ COMMITTED; \
+             SELECT set_config('crm.tenant_id', '{}', true), \
              set_config('crm.actor', {}, true), set_config('crm.reason', {}, true), \
              set_config('crm.request_id', {}, true), \
              set_config('crm.idempotency_key', {}, true)",
@@ -465,7 +469,7 @@ impl PgTransaction {
         let (begin, settings_and_claim) = match prepared {
             Ok(p) => p,
             Err(e) => {
-                self.claim_sent(claim, None);
+                self.claim_sent(claim, Err(error::db_ref(&e)));
                 return Err(e);
             }
         };
@@ -482,7 +486,7 @@ impl PgTransaction {
         );
         // A failed claim (or settings) is reported by `settle`, ahead of
         // the statement's own error.
-        self.claim_sent(claim, Some(found));
+        self.claim_sent(claim, Ok(found));
         begun?;
         out
     }

@@ -10,13 +10,25 @@
 -- a separate statement after the lock would, and the claim stays one
 -- statement (fewer answers for the client to wait for).
 --
--- Returns the record as JSON (row_to_json), or NULL when there is none.
+-- Returns the record as a JSON object, or NULL when there is none; its
+-- timestamps are microseconds since the Unix epoch (exact, and readable
+-- whatever the year or the session's DateStyle and TimeZone).
 
 CREATE FUNCTION crm_idempotency_record(p_tenant uuid, p_source text, p_key text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    RETURN (SELECT row_to_json(k)::text FROM idempotency_keys AS k
+    RETURN (SELECT json_build_object(
+                'tenant_id', k.tenant_id,
+                'source', k.source,
+                'key', k.key,
+                'fingerprint', k.fingerprint,
+                'status', k.status,
+                'result', k.result,
+                'created_at', (extract(epoch FROM k.created_at) * 1000000)::bigint,
+                'completed_at', (extract(epoch FROM k.completed_at) * 1000000)::bigint,
+                'expires_at', (extract(epoch FROM k.expires_at) * 1000000)::bigint)::text
+              FROM idempotency_keys AS k
              WHERE k.tenant_id = p_tenant AND k.source = p_source AND k.key = p_key);
 END
 $$;
