@@ -509,3 +509,45 @@ async fn duplicates_replay_under_a_repeatable_read_default() {
     }
     assert_eq!(executed, 1);
 }
+
+/// A record whose times lie outside four-digit years (possible through the
+/// storage methods, though the guard keeps expiry within the year 9999) is
+/// written and read back to the microsecond, by the claim's read too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_beyond_the_year_9999_is_written_and_read_back_exactly() {
+    let db = TestStore::new().await;
+    let store = (*db).clone();
+    let t = TenantId::new();
+    let mut claim = claim_of("far", WaitPolicy::NoWait);
+    claim.expires_at = chrono::DateTime::from_timestamp_micros(
+        chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_micros(),
+    )
+    .unwrap();
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(
+        tx.claim_idempotency_key(&claim).await.unwrap(),
+        Claim::Claimed
+    );
+    let stored = tx
+        .complete_idempotency_key_and_commit(
+            &claim.source,
+            &claim.key,
+            &StoredResult::Succeeded(json!({"far": true})),
+            claim.now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.expires_at, claim.expires_at);
+
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let read = tx
+        .get_idempotency_record(&claim.source, &claim.key)
+        .await
+        .unwrap();
+    assert_eq!(read.as_ref(), Some(&stored), "read by the primary key");
+    let again = claim_of("far", WaitPolicy::NoWait);
+    match tx.claim_idempotency_key(&again).await.unwrap() {
+        Claim::Existing(record) => assert_eq!(record, stored, "read by the claim"),
+        other => panic!("expected the stored record, got {other:?}"),
+    }
+}

@@ -477,17 +477,27 @@ fn store_sql(
     completed_at: Timestamp,
     over_expired: bool,
 ) -> String {
-    // Whole days and the microseconds left since the epoch, added to a
-    // timestamp without time zone (plain arithmetic, exact: an interval
-    // times a number is computed in floating point, and a day of a
-    // timestamptz follows the session's time zone), read as UTC.
     let at = |t: Timestamp| {
-        let micros = t.timestamp_micros();
-        let (days, rest) = (micros.div_euclid(DAY_MICROS), micros.rem_euclid(DAY_MICROS));
-        format!(
-            "(('epoch'::timestamp + {days} * interval '1 day' \
-             + {rest} * interval '1 microsecond') AT TIME ZONE 'UTC')"
-        )
+        use chrono::Datelike;
+        if (1..=9999).contains(&t.year()) {
+            // RFC 3339, which PostgreSQL reads fastest.
+            format!(
+                "'{}'::timestamptz",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            )
+        } else {
+            // Outside four-digit years: whole days and the microseconds
+            // left since the epoch, added to a timestamp without time zone
+            // (exact: an interval times a number is computed in floating
+            // point, and a day of a timestamptz follows the session's time
+            // zone), read as UTC.
+            let micros = t.timestamp_micros();
+            let (days, rest) = (micros.div_euclid(DAY_MICROS), micros.rem_euclid(DAY_MICROS));
+            format!(
+                "(('epoch'::timestamp + {days} * interval '1 day' \
+                 + {rest} * interval '1 microsecond') AT TIME ZONE 'UTC')"
+            )
+        }
     };
     let c = &held.claim;
     let values = format!(
