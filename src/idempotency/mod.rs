@@ -433,14 +433,21 @@ impl IdempotencyGuard {
             }
         };
 
-        let begin = store.begin(tenant, context);
-        let mut tx = match deadline {
-            // A store that runs one transaction at a time makes `begin`
-            // wait for the transaction holding the key: bound that wait.
-            Some(d) if self.config.wait != WaitPolicy::NoWait => tokio::time::timeout_at(d, begin)
-                .await
-                .map_err(|_| busy())??,
-            _ => begin.await?,
+        let mut begin = store.begin(tenant, context);
+        let mut tx = match futures_util::poll!(&mut begin) {
+            // Ready at once (a pooled connection was idle): no timer needed,
+            // and none is armed (arming one can wake the runtime's driver).
+            std::task::Poll::Ready(tx) => tx?,
+            std::task::Poll::Pending => match deadline {
+                // A store that runs one transaction at a time makes `begin`
+                // wait for the transaction holding the key: bound that wait.
+                Some(d) if self.config.wait != WaitPolicy::NoWait => {
+                    tokio::time::timeout_at(d, begin)
+                        .await
+                        .map_err(|_| busy())??
+                }
+                _ => begin.await?,
+            },
         };
 
         let now = now();
