@@ -139,22 +139,18 @@ fn lock_timeout(wait: WaitPolicy) -> String {
     }
 }
 
+/// The record in the nine columns of a row, in [`GET`]'s order.
 fn record(row: &Row) -> Result<IdempotencyRecord> {
-    record_at(row, 0)
-}
-
-/// The record in the nine columns of `row` from `at` on.
-fn record_at(row: &Row, at: usize) -> Result<IdempotencyRecord> {
     record_from(RecordColumns {
-        tenant_id: row.try_get(at).map_err(error::db)?,
-        source: row.try_get(at + 1).map_err(error::db)?,
-        key: row.try_get(at + 2).map_err(error::db)?,
-        fingerprint: row.try_get(at + 3).map_err(error::db)?,
-        status: row.try_get(at + 4).map_err(error::db)?,
-        result: row.try_get(at + 5).map_err(error::db)?,
-        created_at: row.try_get(at + 6).map_err(error::db)?,
-        completed_at: row.try_get(at + 7).map_err(error::db)?,
-        expires_at: row.try_get(at + 8).map_err(error::db)?,
+        tenant_id: row.try_get(0).map_err(error::db)?,
+        source: row.try_get(1).map_err(error::db)?,
+        key: row.try_get(2).map_err(error::db)?,
+        fingerprint: row.try_get(3).map_err(error::db)?,
+        status: row.try_get(4).map_err(error::db)?,
+        result: row.try_get(5).map_err(error::db)?,
+        created_at: row.try_get(6).map_err(error::db)?,
+        completed_at: row.try_get(7).map_err(error::db)?,
+        expires_at: row.try_get(8).map_err(error::db)?,
     })
 }
 
