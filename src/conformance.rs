@@ -212,6 +212,7 @@ macro_rules! __conformance_suite {
             the_same_key_in_two_tenants_or_two_sources_is_independent,
             lookup_and_list_show_the_stored_records_newest_first,
             completing_an_unclaimed_key_fails_and_commits_nothing,
+            claim_complete_and_commit_store_the_returned_record,
             a_duplicates_handler_never_commits_a_write_under_either_claim_timing,
             a_null_result_is_stored_and_replayed,
             a_retention_beyond_the_calendar_keeps_the_record_until_the_year_9999,

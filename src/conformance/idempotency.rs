@@ -859,3 +859,115 @@ pub async fn a_retention_beyond_the_calendar_keeps_the_record_until_the_year_999
     .expect("the record");
     assert_eq!(record.expires_at.year(), 9999);
 }
+
+/// The storage steps one by one: claim, complete (without the commit),
+/// commit. The record returned by completing is the one stored; a second
+/// completion of the key fails, as does completing a key never claimed;
+/// and a claim over an expired record replaces it.
+pub async fn claim_complete_and_commit_store_the_returned_record(store: &DynStore) {
+    let t = TenantId::new();
+    let claim_of = |k: &str, retention: chrono::Duration| {
+        let now = crate::domain::truncate_to_micros(chrono::Utc::now());
+        crate::idempotency::IdempotencyClaim {
+            source: source("crm"),
+            key: key(k),
+            fingerprint: crate::idempotency::Fingerprint::of_json(&json!({"k": k})),
+            now,
+            expires_at: now + retention,
+            wait: WaitPolicy::NoWait,
+        }
+    };
+    for (k, retention) in [
+        ("steps", chrono::Duration::hours(1)),
+        // Expires at once: the second round replaces it.
+        ("brief", chrono::Duration::milliseconds(1)),
+        ("brief", chrono::Duration::hours(1)),
+    ] {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let claim = claim_of(k, retention);
+        let mut tx = ok(store.begin(t, ctx()).await, "begin");
+        assert_eq!(
+            ok(tx.claim_idempotency_key(&claim).await, "claim"),
+            crate::idempotency::Claim::Claimed,
+            "{k}"
+        );
+        let stored = ok(
+            tx.complete_idempotency_key(
+                &claim.source,
+                &claim.key,
+                &StoredResult::Succeeded(json!(k)),
+                claim.now,
+            )
+            .await,
+            "complete",
+        );
+        let again = tx
+            .complete_idempotency_key(
+                &claim.source,
+                &claim.key,
+                &StoredResult::Succeeded(json!("twice")),
+                claim.now,
+            )
+            .await;
+        assert!(again.is_err(), "a second completion: {again:?}");
+        drop(tx);
+
+        // The failed second completion may have spoilt that transaction
+        // (PostgreSQL refuses it after an error): do it again, cleanly.
+        let mut tx = ok(store.begin(t, ctx()).await, "begin");
+        assert_eq!(
+            ok(tx.claim_idempotency_key(&claim).await, "claim"),
+            crate::idempotency::Claim::Claimed,
+            "{k}: nothing was kept from the dropped transaction"
+        );
+        let stored_now = ok(
+            tx.complete_idempotency_key(
+                &claim.source,
+                &claim.key,
+                &StoredResult::Succeeded(json!(k)),
+                claim.now,
+            )
+            .await,
+            "complete",
+        );
+        assert_eq!(stored_now, stored);
+        let unclaimed = tx
+            .complete_idempotency_key(
+                &claim.source,
+                &key("not-this-one"),
+                &StoredResult::Succeeded(json!(0)),
+                claim.now,
+            )
+            .await;
+        assert!(unclaimed.is_err(), "a key never claimed: {unclaimed:?}");
+        drop(tx);
+
+        let mut tx = ok(store.begin(t, ctx()).await, "begin");
+        assert_eq!(
+            ok(tx.claim_idempotency_key(&claim).await, "claim"),
+            crate::idempotency::Claim::Claimed
+        );
+        let stored = ok(
+            tx.complete_idempotency_key(
+                &claim.source,
+                &claim.key,
+                &StoredResult::Succeeded(json!(k)),
+                claim.now,
+            )
+            .await,
+            "complete",
+        );
+        ok(tx.commit().await, "commit");
+        let record = ok(
+            IdempotencyGuard::new()
+                .lookup(store, t, &ctx(), &claim.source, &claim.key)
+                .await,
+            "lookup",
+        );
+        assert_eq!(
+            record,
+            Some(stored),
+            "{k}: the stored record is the returned one"
+        );
+    }
+}

@@ -10,8 +10,7 @@
 //! of a holder that committed while the claim waited. No record, or an
 //! expired one, and the key is this transaction's; a record that has not
 //! expired is replayed. Nothing is written by a claim. All of it is one
-//! statement, [`CLAIM`], or with the transaction's settings
-//! [`CLAIM_AFTER_SETTINGS`].
+//! statement, [`CLAIM`], which also sets the transaction's settings.
 //!
 //! **Completing** the key writes its record once, with the result: a plain
 //! `INSERT` (or, over an expired record, an upsert that replaces it),
@@ -51,26 +50,18 @@ use crate::{
 const COLUMNS: &str = "tenant_id, source, key, fingerprint, status, result, created_at, \
                        completed_at, expires_at";
 
-/// The claim, mid-transaction: take the key's advisory lock, waiting at
-/// most `$1` for a transaction holding it (`lock_timeout`, set
-/// transaction-locally and restored right after), then read the key's
-/// record with `crm_idempotency_record` (migration 7), whose query takes a
-/// snapshot after the lock is granted and so sees a holder that committed
-/// while the claim waited. The target list is evaluated in order. The
-/// record, as JSON or null, is column [`CLAIM_RECORD`]. A transaction's
-/// first claim goes with the settings instead (see [`CLAIM_AFTER_SETTINGS`]).
-const CLAIM: &str = "SELECT \
-     set_config('crm.saved_lock_timeout', current_setting('lock_timeout'), true), \
-     set_config('lock_timeout', $1::text, true), \
-     pg_advisory_xact_lock($2::int4, $3::int4)::text, \
-     set_config('lock_timeout', current_setting('crm.saved_lock_timeout'), true), \
-     crm_idempotency_record($4::uuid, $5::text, $6::text)";
-/// The column of [`CLAIM`] that holds the record.
-const CLAIM_RECORD: usize = 4;
-/// [`CLAIM`] after the five settings of `SETTINGS` (its parameters are
-/// the settings' five, then [`CLAIM`]'s six): the one statement a guarded
-/// transaction sends after `BEGIN`.
-pub(super) const CLAIM_AFTER_SETTINGS: &str = "SELECT set_config('crm.tenant_id', $1, true), \
+/// The claim, with the transaction's settings (its parameters are the
+/// five of `SETTINGS`, then six of its own): set the settings, take the
+/// key's advisory lock, waiting at most `$6` for a transaction holding it
+/// (`lock_timeout`, set transaction-locally and restored right after), then
+/// read the key's record with `crm_idempotency_record` (migration 7), whose
+/// query takes a snapshot after the lock is granted and so sees a holder
+/// that committed while the claim waited. The target list is evaluated in
+/// order. The record, as JSON or null, is column [`CLAIM_RECORD`].
+///
+/// A deferred claim goes right after `BEGIN` in place of the settings
+/// statement; a claim made later sets the same settings again, harmlessly.
+pub(super) const CLAIM: &str = "SELECT set_config('crm.tenant_id', $1, true), \
      set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
      set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true), \
      set_config('crm.saved_lock_timeout', current_setting('lock_timeout'), true), \
@@ -78,8 +69,8 @@ pub(super) const CLAIM_AFTER_SETTINGS: &str = "SELECT set_config('crm.tenant_id'
      pg_advisory_xact_lock($7::int4, $8::int4)::text, \
      set_config('lock_timeout', current_setting('crm.saved_lock_timeout'), true), \
      crm_idempotency_record($9::uuid, $10::text, $11::text)";
-/// The column of [`CLAIM_AFTER_SETTINGS`] that holds the record.
-const CLAIM_AFTER_SETTINGS_RECORD: usize = 9;
+/// The column of [`CLAIM`] that holds the record.
+const CLAIM_RECORD: usize = 9;
 const GET: &str = "SELECT tenant_id, source, key, fingerprint, status, result, created_at, \
      completed_at, expires_at FROM idempotency_keys \
      WHERE tenant_id = $1 AND source = $2 AND key = $3";
@@ -187,11 +178,12 @@ struct RecordJson {
 /// result and no result look alike; the status tells them apart.
 fn record_from_json(json: &str) -> Result<IdempotencyRecord> {
     let r: RecordJson = serde_json::from_str(json).map_err(Error::backend)?;
+    let id = format!("{}:{}", r.source, r.key);
     let at = |field: &'static str, micros: i64| {
         chrono::DateTime::from_timestamp_micros(micros).ok_or_else(|| {
             Error::backend(error::InvalidRow {
                 table: "idempotency_keys",
-                id: format!("{}:{}", r.source, r.key),
+                id: id.clone(),
                 errors: vec![FieldError::new(
                     field,
                     "out_of_range",
@@ -200,20 +192,23 @@ fn record_from_json(json: &str) -> Result<IdempotencyRecord> {
             })
         })
     };
-    let result = match (r.status.as_str(), r.result.clone()) {
-        ("pending", result) => result,
-        (_, result) => Some(result.unwrap_or(Value::Null)),
+    let created_at = at("created_at", r.created_at)?;
+    let completed_at = r.completed_at.map(|m| at("completed_at", m)).transpose()?;
+    let expires_at = at("expires_at", r.expires_at)?;
+    let result = match r.status.as_str() {
+        "pending" => r.result,
+        _ => Some(r.result.unwrap_or(Value::Null)),
     };
     record_from(RecordColumns {
         tenant_id: r.tenant_id,
-        source: r.source.clone(),
-        key: r.key.clone(),
-        fingerprint: r.fingerprint.clone(),
-        status: r.status.clone(),
+        source: r.source,
+        key: r.key,
+        fingerprint: r.fingerprint,
+        status: r.status,
         result,
-        created_at: at("created_at", r.created_at)?,
-        completed_at: r.completed_at.map(|m| at("completed_at", m)).transpose()?,
-        expires_at: at("expires_at", r.expires_at)?,
+        created_at,
+        completed_at,
+        expires_at,
     })
 }
 
@@ -394,8 +389,9 @@ fn lock_key(tenant: Uuid, claim: &IdempotencyClaim) -> (i32, i32) {
     (word(0), word(4))
 }
 
-/// The parameters of [`CLAIM`] for a claim.
+/// The parameters of [`CLAIM`] for a claim by a transaction.
 pub(super) struct ClaimValues<'a> {
+    settings: super::Settings,
     timeout: String,
     lock: (i32, i32),
     tenant: Uuid,
@@ -404,8 +400,10 @@ pub(super) struct ClaimValues<'a> {
 }
 
 impl<'a> ClaimValues<'a> {
-    pub(super) fn new(tenant: Uuid, claim: &'a IdempotencyClaim) -> Self {
+    pub(super) fn new(tx: &PgTransaction, claim: &'a IdempotencyClaim) -> Self {
+        let tenant = tx.tenant_uuid();
         ClaimValues {
+            settings: tx.settings(),
             timeout: lock_timeout(claim.wait),
             lock: lock_key(tenant, claim),
             tenant,
@@ -414,10 +412,14 @@ impl<'a> ClaimValues<'a> {
         }
     }
 
-    /// The parameters of [`CLAIM`] (and the last six of
-    /// [`CLAIM_AFTER_SETTINGS`]).
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+        let [a, b, c, d, e] = self.settings.params();
         [
+            a,
+            b,
+            c,
+            d,
+            e,
             &self.timeout,
             &self.lock.0,
             &self.lock.1,
@@ -555,7 +557,7 @@ impl PgTransaction {
 
     /// Claims in a transaction that has sent statements already.
     async fn claim_now(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
-        let values = ClaimValues::new(self.tenant_uuid(), claim);
+        let values = ClaimValues::new(self, claim);
         let params = values.params();
         let r = self.raw_query(CLAIM, &params, false).await;
         let answer = match r {
@@ -632,7 +634,7 @@ impl PgTransaction {
         let state = self.claim_state();
         let (claim, outcome) = match std::mem::take(state) {
             ClaimState::Answered(claim, Ok(rows)) => {
-                let outcome = claim_answer(&rows, CLAIM_AFTER_SETTINGS_RECORD, &claim);
+                let outcome = claim_answer(&rows, CLAIM_RECORD, &claim);
                 (claim, outcome)
             }
             ClaimState::Answered(claim, Err(e)) => {

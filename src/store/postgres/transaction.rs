@@ -448,9 +448,9 @@ impl PgTransaction {
         conn: &Object,
         run: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> std::result::Result<T, tokio_postgres::Error> {
-        let values = self.settings();
-        let values = values.params();
         let Some(claim) = self.take_deferred_claim() else {
+            let values = self.settings();
+            let values = values.params();
             let (begin, settings) = futures_util::try_join!(
                 conn.prepare_cached(BEGIN),
                 conn.prepare_cached(SETTINGS),
@@ -464,7 +464,7 @@ impl PgTransaction {
         };
         let prepared = futures_util::try_join!(
             conn.prepare_cached(BEGIN),
-            conn.prepare_cached(idempotency::CLAIM_AFTER_SETTINGS),
+            conn.prepare_cached(idempotency::CLAIM),
         );
         let (begin, settings_and_claim) = match prepared {
             Ok(p) => p,
@@ -473,10 +473,9 @@ impl PgTransaction {
                 return Err(e);
             }
         };
-        let claim_values = idempotency::ClaimValues::new(self.tenant_uuid(), &claim);
-        let [a, b, c, d, e] = values;
-        let [f, g, h, i, j, k] = claim_values.params();
-        let params: [&(dyn ToSql + Sync); 11] = [a, b, c, d, e, f, g, h, i, j, k];
+        // The claim sets the settings itself.
+        let claim_values = idempotency::ClaimValues::new(self, &claim);
+        let params = claim_values.params();
         // Joined, not tried: the claim's answer is wanted whatever the
         // others give. Each request is queued at its first poll, in order.
         let (begun, found, out) = futures_util::join!(
