@@ -24,6 +24,7 @@ use std::{
 use crm_core::{
     Context, PostgresStore, TenantId,
     bulk::{self, ImportOptions},
+    domain::caseless_key,
 };
 use futures_util::SinkExt;
 use tokio_postgres::{CopyInSink, NoTls};
@@ -115,7 +116,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .batch_execute(&format!(
             "ALTER TABLE contacts ALTER COLUMN tenant_id SET DEFAULT '{}', \
              ALTER COLUMN id SET DEFAULT gen_random_uuid(), \
-             ALTER COLUMN created_at SET DEFAULT now(), ALTER COLUMN updated_at SET DEFAULT now()",
+             ALTER COLUMN created_at SET DEFAULT now(), ALTER COLUMN updated_at SET DEFAULT now(), \
+             ALTER COLUMN email_key SET DEFAULT gen_random_uuid()::text, \
+             ALTER COLUMN first_name_key SET DEFAULT '', \
+             ALTER COLUMN last_name_key SET DEFAULT '', \
+             DROP CONSTRAINT contacts_company_key_check",
             raw_tenant.as_uuid()
         ))
         .await?;
@@ -143,8 +148,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .batch_execute(
             "ALTER TABLE contacts ALTER COLUMN tenant_id DROP DEFAULT, \
              ALTER COLUMN id DROP DEFAULT, ALTER COLUMN created_at DROP DEFAULT, \
-             ALTER COLUMN updated_at DROP DEFAULT; \
-             TRUNCATE contacts CASCADE; TRUNCATE history",
+             ALTER COLUMN updated_at DROP DEFAULT, ALTER COLUMN email_key DROP DEFAULT, \
+             ALTER COLUMN first_name_key DROP DEFAULT, ALTER COLUMN last_name_key DROP DEFAULT; \
+             TRUNCATE contacts CASCADE; TRUNCATE history; \
+             ALTER TABLE contacts ADD CONSTRAINT contacts_company_key_check \
+             CHECK ((company IS NULL) = (company_key IS NULL))",
         )
         .await?;
     client.batch_execute("VACUUM ANALYZE contacts").await?;
@@ -188,15 +196,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let insert = client
         .prepare(
             "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, company, title, \
-             phone, lead_source, metadata, score, active, created_at, updated_at, version) \
+             phone, lead_source, metadata, score, active, created_at, updated_at, version, \
+             email_key, first_name_key, last_name_key, company_key) \
              VALUES ($1, gen_random_uuid(), $2, $3, $4, $5, NULLIF($6, ''), $7, $8, '{}', 0, true, \
-             now(), now(), 1) ON CONFLICT (tenant_id, lower(email)) DO NOTHING",
+             now(), now(), 1, $9, $10, $11, $12) ON CONFLICT (tenant_id, email_key) DO NOTHING",
         )
         .await?;
     let mut reader = csv::Reader::from_path(&path)?;
     let t = Instant::now();
     for record in reader.records().take(NAIVE_SAMPLE) {
         let r = record?;
+        let keys = [&r[0], &r[1], &r[2], &r[3]].map(caseless_key);
         client
             .execute(
                 &insert,
@@ -209,6 +219,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     &&r[4],
                     &&r[5],
                     &&r[6],
+                    &keys[0],
+                    &keys[1],
+                    &keys[2],
+                    &keys[3],
                 ],
             )
             .await?;

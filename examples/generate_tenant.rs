@@ -18,7 +18,10 @@
 use std::time::Instant;
 
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
-use crm_core::{PostgresStore, TenantId, domain::truncate_to_micros};
+use crm_core::{
+    PostgresStore, TenantId,
+    domain::{caseless_key, truncate_to_micros},
+};
 use futures_util::pin_mut;
 use rust_decimal::Decimal;
 use tokio_postgres::{
@@ -233,7 +236,8 @@ async fn copy_contacts(
     let sink = client
         .copy_in(
             "COPY contacts (tenant_id, id, email, first_name, last_name, company, title, \
-             lead_source, metadata, score, active, created_at, updated_at, version) \
+             lead_source, metadata, score, active, created_at, updated_at, version, \
+             email_key, first_name_key, last_name_key, company_key) \
              FROM STDIN BINARY",
         )
         .await?;
@@ -252,6 +256,10 @@ async fn copy_contacts(
         Type::TIMESTAMPTZ,
         Type::TIMESTAMPTZ,
         Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
@@ -279,9 +287,11 @@ async fn copy_contacts(
         // Skewed scores: most leads are cold, a few are hot.
         let score = (rng.below(101) * rng.below(101) / 100) as i16;
         let active = rng.below(10) != 0;
-        let row: [&(dyn ToSql + Sync); 14] = [
+        // Rows written around the store carry the caseless keys it would.
+        let keys = [email.as_str(), first, last, company].map(caseless_key);
+        let row: [&(dyn ToSql + Sync); 18] = [
             &tenant, id, &email, &first, &last, &company, &title, &source, &metadata, &score,
-            &active, at, at, &version,
+            &active, at, at, &version, &keys[0], &keys[1], &keys[2], &keys[3],
         ];
         writer.as_mut().write(&row).await?;
     }
@@ -381,6 +391,10 @@ async fn copy_deals(
         Type::TIMESTAMPTZ,
         Type::TIMESTAMPTZ,
         Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);

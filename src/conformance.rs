@@ -226,6 +226,9 @@ macro_rules! __conformance_suite {
             merging_moves_deals_activities_and_signals_and_deletes_the_loser,
             a_merge_is_recorded_in_history_under_one_request_id,
             merging_into_itself_or_with_a_missing_contact_fails_and_changes_nothing,
+            every_cased_character_and_its_other_casings_are_one_email,
+            name_sorted_paging_visits_every_contact_once_whatever_the_casing,
+            only_an_erased_contact_holds_its_placeholder_email,
             rescoring_writes_only_changed_scores_and_reports_counts,
             a_dry_run_writes_nothing_and_previews_the_top,
             rescoring_scans_only_active_contacts_within_the_lookback,
@@ -4784,3 +4787,5 @@ mod scoring;
 pub use scoring::*;
 mod bulk;
 pub use bulk::*;
+mod keys;
+pub use keys::*;

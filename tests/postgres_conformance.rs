@@ -9,7 +9,9 @@ mod support;
 use std::sync::Arc;
 
 use crm_core::{
-    Actor, Context, Error, PostgresStore, Store, StoreExt, TenantId, conformance,
+    Actor, Context, Error, PostgresStore, Store, StoreExt, TenantId,
+    bulk::ConflictPolicy,
+    conformance,
     domain::{
         ContactId, Currency, DealTitle, Email, Money, NewContact, NewDeal, PersonName, Pipelines,
         Score,
@@ -108,13 +110,16 @@ async fn row_level_security_hides_other_tenants_from_a_query_without_a_tenant_fi
     .unwrap();
     let foreign = app
         .execute(
-            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, created_at, updated_at)
-             VALUES ($1, $2, 'x@example.com', 'X', 'Y', now(), now())",
+            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, created_at,
+                 updated_at, email_key, first_name_key, last_name_key)
+             VALUES ($1, $2, 'x@example.com', 'X', 'Y', now(), now(), 'x@example.com', 'x', 'y')",
             &[&t2.as_uuid(), &uuid::Uuid::now_v7()],
         )
         .await;
-    assert!(
-        foreign.is_err(),
+    let code = foreign.err().and_then(|e| e.code().cloned());
+    assert_eq!(
+        code,
+        Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
         "a row of another tenant is refused by the policy"
     );
     app.batch_execute("ROLLBACK").await.unwrap();
@@ -526,4 +531,188 @@ async fn an_open_contact_update_does_not_hold_up_logging_an_activity_for_it() {
     .unwrap();
     assert_eq!(logged.contact_id, c.id);
     editing.commit().await.unwrap();
+}
+
+// ---- caseless keys: one definition, whatever the database's locale ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_c_locale_database_every_cased_character_and_its_other_casings_are_one_email() {
+    let store = TestStore::c_locale().await;
+    conformance::every_cased_character_and_its_other_casings_are_one_email(&*store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_c_locale_database_name_sorted_paging_visits_every_contact_once() {
+    let store = TestStore::c_locale().await;
+    conformance::name_sorted_paging_visits_every_contact_once_whatever_the_casing(&*store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserting_an_email_whose_case_the_database_maps_otherwise_reports_its_contact() {
+    // U+1C89/U+1C8A (Unicode 16) are a case pair the database's lower()
+    // does not know; 'É' is one lower() leaves alone in the C locale.
+    for store in [TestStore::new().await, TestStore::c_locale().await] {
+        let tenant = TenantId::new();
+        let rows = [
+            new_contact("\u{1C89}mile@example.com"),
+            new_contact("Émile@example.com"),
+        ];
+        let mut tx = store.begin(tenant, ctx()).await.unwrap();
+        let first = tx
+            .upsert_contacts(&rows, ConflictPolicy::Incoming)
+            .await
+            .expect("an upsert of new emails reports each contact it inserted");
+        assert!(
+            first
+                .iter()
+                .all(|o| matches!(o, crm_core::bulk::UpsertOutcome::Inserted(_))),
+            "{first:?}"
+        );
+        let again = [
+            new_contact("\u{1C8A}mile@example.com"),
+            new_contact("émile@example.com"),
+        ];
+        let second = tx
+            .upsert_contacts(&again, ConflictPolicy::Incoming)
+            .await
+            .expect("the other casings update the same contacts");
+        let ids =
+            |o: &[crm_core::bulk::UpsertOutcome]| o.iter().map(|o| o.id()).collect::<Vec<_>>();
+        assert_eq!(ids(&second), ids(&first));
+        tx.commit().await.unwrap();
+        let stored: i64 = store
+            .db()
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM contacts WHERE tenant_id = $1",
+                &[&tenant.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, 2, "one contact per email, in {}", store.db().name());
+    }
+}
+
+/// Applies the migrations before the caseless keys (1–7), as a build of
+/// that time did.
+async fn migrate_to_version_7(db: &TestDb) -> tokio_postgres::Client {
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE crm_schema_migrations (
+                 version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    for m in MIGRATIONS.iter().filter(|m| m.version <= 7) {
+        client.batch_execute(m.sql).await.unwrap();
+        client
+            .execute(
+                "INSERT INTO crm_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &m.checksum()],
+            )
+            .await
+            .unwrap();
+    }
+    client
+}
+
+async fn insert_version_7_contact(
+    client: &tokio_postgres::Client,
+    tenant: TenantId,
+    email: &str,
+    last: &str,
+) {
+    client
+        .execute(
+            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, company, \
+             created_at, updated_at) VALUES ($1, $2, $3, 'Émile', $4, 'Ünited', now(), now())",
+            &[&tenant.as_uuid(), &uuid::Uuid::now_v7(), &email, &last],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_a_version_7_database_fills_in_the_caseless_keys_of_its_contacts() {
+    let db = TestDb::create().await;
+    let client = migrate_to_version_7(&db).await;
+    let tenant = TenantId::new();
+    // 12,000 rows: more than one chunk of the backfill.
+    client
+        .execute(
+            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, company, \
+             created_at, updated_at) SELECT $1, gen_random_uuid(), 'Person' || i || '@Example.com', \
+             'Émile', 'Ösel', 'Ünited', now(), now() FROM generate_series(0, 11999) AS i",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let store = db.store();
+    let applied = store.migrate().await.unwrap();
+    assert!(applied.contains(&8) && applied.contains(&9), "{applied:?}");
+    let missing: i64 = client
+        .query_one(
+            "SELECT count(*) FROM contacts WHERE email_key IS NULL OR first_name_key <> 'émile' \
+             OR last_name_key <> 'ösel' OR company_key <> 'ünited'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(missing, 0, "every stored contact got its keys");
+    let email = Email::parse("PERSON11999@example.COM").unwrap();
+    let found = store
+        .get_contact_by_email(tenant, &ctx(), &email)
+        .await
+        .unwrap()
+        .expect("a contact stored before the keys is found by its email in another casing");
+    assert_eq!(found.email.as_str(), "Person11999@Example.com");
+    let err = store
+        .create_contact(tenant, &ctx(), new_contact("person7@EXAMPLE.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DuplicateEmail { .. }), "{err:?}");
+    let versions: i64 = client
+        .query_one(
+            "SELECT count(*) FROM history WHERE tenant_id = $1 AND operation = 'updated'",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 0, "filling in keys records no version");
+    drop((store, client));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_a_database_holding_one_email_in_two_casings_names_them_and_applies_nothing() {
+    let db = TestDb::create_c_locale().await;
+    let client = migrate_to_version_7(&db).await;
+    let tenant = TenantId::new();
+    // lower() in the C locale let both in.
+    insert_version_7_contact(&client, tenant, "Émile@example.com", "A").await;
+    insert_version_7_contact(&client, tenant, "émile@example.com", "B").await;
+    let store = db.store();
+    let err = store.migrate().await.unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("several casings") && message.contains(&tenant.to_string()),
+        "{message}"
+    );
+    assert!(
+        !message.contains("mile@"),
+        "emails stay out of the message: {message}"
+    );
+    let latest: i64 = client
+        .query_one("SELECT max(version) FROM crm_schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(latest, 7, "nothing was applied");
+    drop((store, client));
 }

@@ -155,7 +155,7 @@ async fn fifty_racing_creates_of_one_email_in_fifty_casings_make_one_contact_and
     assert_eq!(count(&sql, "contacts", tenant).await, 1);
     let stored: uuid::Uuid = sql
         .query_one(
-            "SELECT id FROM contacts WHERE tenant_id = $1 AND lower(email) = $2",
+            "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2",
             &[&tenant.as_uuid(), &"race.condition@example.com"],
         )
         .await

@@ -20,7 +20,13 @@ id_type!(
 /// A valid email address, trimmed, kept as written and compared
 /// case-insensitively: `Ada@Example.com == ada@example.com`.
 ///
-/// Uniqueness in a tenant uses the lower-cased form ([`Email::normalized`]).
+/// Uniqueness in a tenant uses its caseless key ([`Email::normalized`],
+/// see [`caseless_key`](super::caseless_key)), the same on every backend
+/// and in every database locale.
+///
+/// The domain `erased.invalid` is reserved: it holds the placeholder
+/// emails of erased contacts ([`Email::erased`]), and no other address
+/// may use it.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Email {
@@ -38,8 +44,47 @@ impl Email {
         Self::parse_field("email", value)
     }
 
+    /// The domain of erased contacts' placeholder emails.
+    pub const ERASED_DOMAIN: &'static str = "erased.invalid";
+
     /// Like [`parse`](Self::parse), reporting the error under `field`.
     pub fn parse_field(field: &str, value: &str) -> Result<Self, FieldError> {
+        let email = Self::parse_stored(field, value)?;
+        if email.is_erased_domain() {
+            return Err(FieldError::new(
+                field,
+                "invalid_value",
+                format!(
+                    "uses the domain {}, which is reserved for erased contacts",
+                    Self::ERASED_DOMAIN
+                ),
+            ));
+        }
+        Ok(email)
+    }
+
+    /// The placeholder email of the erased contact `id`:
+    /// `erased-<id without hyphens>@erased.invalid`. Only that contact can
+    /// hold it, since [`parse`](Self::parse) refuses the domain.
+    pub(crate) fn erased(id: super::ContactId) -> Email {
+        let value = format!("erased-{}@{}", id.as_uuid().simple(), Self::ERASED_DOMAIN);
+        Email {
+            normalized: value.clone(),
+            value,
+        }
+    }
+
+    /// True for an address at the reserved domain of erased contacts.
+    pub fn is_erased_domain(&self) -> bool {
+        self.normalized
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| domain == Self::ERASED_DOMAIN)
+    }
+
+    /// Validates an email read back from storage: like
+    /// [`parse_field`](Self::parse_field), but an address at the reserved
+    /// domain is accepted, since erased contacts hold one.
+    pub(crate) fn parse_stored(field: &str, value: &str) -> Result<Self, FieldError> {
         let trimmed = value.trim();
         if trimmed.is_empty() {
             return Err(FieldError::new(field, "required", "must not be empty"));
@@ -62,7 +107,7 @@ impl Email {
         match EmailAddress::parse_with_options(trimmed, options) {
             Ok(_) => Ok(Email {
                 value: trimmed.to_string(),
-                normalized: normalize_email(trimmed),
+                normalized: super::caseless_key(trimmed),
             }),
             Err(e) => Err(FieldError::new(
                 field,
@@ -77,19 +122,11 @@ impl Email {
         &self.value
     }
 
-    /// The lower-cased form used for comparison and uniqueness.
+    /// The caseless key used for comparison and uniqueness
+    /// ([`caseless_key`](super::caseless_key) of the address).
     pub fn normalized(&self) -> &str {
         &self.normalized
     }
-}
-
-/// Lower-cases an email the way PostgreSQL's `lower()` does in a UTF-8
-/// database: each character on its own, with its simple lower-case mapping.
-/// (`str::to_lowercase` differs in two places: a final `Σ` becomes `ς`, and
-/// `İ` becomes `i` plus a combining dot.) The unique index on
-/// `lower(email)` and the in-memory store then agree on which emails clash.
-fn normalize_email(email: &str) -> String {
-    super::lower_case(email)
 }
 
 impl PartialEq for Email {

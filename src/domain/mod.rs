@@ -8,6 +8,7 @@
 mod activity;
 mod contact;
 mod deal;
+mod key;
 mod metadata;
 mod pipeline;
 mod tenant;
@@ -26,6 +27,7 @@ pub use deal::{
     Currency, Deal, DealId, DealPatch, DealPatchDto, DealTitle, LostReason, Money, NewDeal,
     NewDealDto,
 };
+pub use key::caseless_key;
 pub use metadata::Metadata;
 pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKind};
 pub use tenant::{Actor, Context, TenantId, Version};
@@ -39,25 +41,6 @@ pub type Timestamp = DateTime<Utc>;
 pub fn truncate_to_micros(t: Timestamp) -> Timestamp {
     let nanos = t.nanosecond();
     t.with_nanosecond(nanos - nanos % 1_000).unwrap_or(t)
-}
-
-/// Lower-cases text the way PostgreSQL's `lower()` does in a UTF-8
-/// database: each character on its own, with its simple lower-case mapping
-/// (`str::to_lowercase` differs for a final `Σ` and for `İ`). Everything
-/// the backends compare case-insensitively (emails, name order, search
-/// prefixes) goes through it, so that they agree.
-pub(crate) fn lower_case(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_ascii_lowercase();
-    }
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\u{130}' => out.push('i'),
-            c => out.extend(c.to_lowercase()),
-        }
-    }
-    out
 }
 
 /// Generates a UUID-backed id newtype.

@@ -90,8 +90,9 @@
 //! every one of its versions, keeping the fact that it was erased, by whom
 //! and when (an [`Operation::Erased`] entry). The erased contact keeps its
 //! id, deals, activities and score, and becomes:
-//! `email = erased-<id without hyphens>@erased.invalid` (unique, valid, and
-//! in the reserved `.invalid` domain), `first_name = last_name = "Erased"`,
+//! `email = erased-<id without hyphens>@erased.invalid` ([`Email::erased`](crate::domain::Email::erased):
+//! no other contact can hold it, since the domain `erased.invalid` is
+//! refused for every other address), `first_name = last_name = "Erased"`,
 //! `company`, `title`, `phone` absent, `metadata = {}`, `active = false`.
 //! In every version, each of these fields holds the same placeholder, in
 //! the values and on both sides of the diff (so replaying still works).
@@ -403,7 +404,7 @@ pub const PERSONAL_FIELDS: [&str; 7] = [
 
 /// The placeholder email of an erased contact.
 pub fn erased_email(id: ContactId) -> String {
-    format!("erased-{}@erased.invalid", id.as_uuid().simple())
+    crate::domain::Email::erased(id).as_str().to_string()
 }
 
 /// The placeholder name of an erased contact.

@@ -29,7 +29,8 @@ use crate::{
     domain::{
         Activity, ActivityId, Contact, ContactId, ContactPatch, Context, Deal, DealId, DealPatch,
         Email, LostReason, NewActivity, NewContact, NewDeal, NewSignal, PipelineKey, Pipelines,
-        Score, Signal, SignalId, StageKey, TenantId, Timestamp, Version, truncate_to_micros,
+        Score, Signal, SignalId, StageKey, TenantId, Timestamp, Version, caseless_key,
+        truncate_to_micros,
     },
     error::{Entity, Error, FieldError, Result, ValidationErrors},
 };
@@ -121,6 +122,10 @@ struct TenantData {
     contacts: HashMap<ContactId, Contact>,
     by_email: HashMap<String, ContactId>,
     by_score: BTreeSet<(Score, ContactId)>,
+    /// The name sort's index: caseless keys of last and first name, id.
+    by_name: BTreeSet<(String, String, ContactId)>,
+    /// The caseless keys of each contact's names and company.
+    keys: HashMap<ContactId, NameKeys>,
     deals: HashMap<DealId, Deal>,
     deals_by_contact: BTreeSet<(ContactId, i64, DealId)>,
     deals_by_stage: BTreeSet<(PipelineKey, StageKey, i64, DealId)>,
@@ -132,6 +137,24 @@ struct TenantData {
     live_scores: HashMap<ContactId, f64>,
 }
 
+/// The caseless keys of a contact's names and company, kept beside it so
+/// that searches do not compute them again.
+struct NameKeys {
+    first: String,
+    last: String,
+    company: Option<String>,
+}
+
+impl NameKeys {
+    fn of(c: &Contact) -> Self {
+        NameKeys {
+            first: caseless_key(c.first_name.as_str()),
+            last: caseless_key(c.last_name.as_str()),
+            company: c.company.as_ref().map(|co| caseless_key(co.as_str())),
+        }
+    }
+}
+
 impl TenantData {
     /// Replaces (or removes, with `None`) a contact, keeping the indexes; returns the previous value.
     fn put_contact(&mut self, id: ContactId, value: Option<Contact>) -> Option<Contact> {
@@ -139,10 +162,17 @@ impl TenantData {
         if let Some(o) = &old {
             self.by_email.remove(o.email.normalized());
             self.by_score.remove(&(o.score, id));
+            if let Some(k) = self.keys.remove(&id) {
+                self.by_name.remove(&(k.last, k.first, id));
+            }
         }
         if let Some(n) = value {
             self.by_email.insert(n.email.normalized().to_string(), id);
             self.by_score.insert((n.score, id));
+            let keys = NameKeys::of(&n);
+            self.by_name
+                .insert((keys.last.clone(), keys.first.clone(), id));
+            self.keys.insert(id, keys);
             self.contacts.insert(id, n);
         }
         old
@@ -401,23 +431,16 @@ fn page_desc<K: Ord + Clone, T>(
         .collect()
 }
 
-fn matches(q: &ContactQuery, c: &Contact) -> bool {
-    use crate::domain::lower_case;
-    fn prefix(value: &str, p: &Option<String>) -> bool {
-        p.as_ref()
-            .is_none_or(|p| lower_case(value).starts_with(&lower_case(p)))
-    }
-    prefix(c.email.as_str(), &q.email_prefix)
-        && q.name_prefix.as_ref().is_none_or(|p| {
-            let p = lower_case(p);
-            lower_case(c.first_name.as_str()).starts_with(&p)
-                || lower_case(c.last_name.as_str()).starts_with(&p)
-        })
-        && q.company_prefix.as_ref().is_none_or(|p| {
-            c.company
-                .as_ref()
-                .is_some_and(|co| lower_case(co.as_str()).starts_with(&lower_case(p)))
-        })
+fn matches(q: &ContactQuery, c: &Contact, keys: Option<&NameKeys>) -> bool {
+    let starts = |key: Option<&str>, prefix: &Option<String>| {
+        prefix
+            .as_ref()
+            .is_none_or(|p| key.is_some_and(|k| k.starts_with(&caseless_key(p))))
+    };
+    starts(Some(c.email.normalized()), &q.email_prefix)
+        && (starts(keys.map(|k| k.first.as_str()), &q.name_prefix)
+            || starts(keys.map(|k| k.last.as_str()), &q.name_prefix))
+        && starts(keys.and_then(|k| k.company.as_deref()), &q.company_prefix)
         && (q.lead_sources.is_empty() || q.lead_sources.contains(&c.lead_source))
         && q.min_score.is_none_or(|m| c.score >= m)
         && q.max_score.is_none_or(|m| c.score <= m)
@@ -588,8 +611,9 @@ impl Transaction for MemoryTransaction {
             Some(a) if desc => key < a,
             Some(a) => key > a,
         };
-        let items: Vec<Contact> =
-            if matches!(q.sort, ContactSort::ScoreAsc | ContactSort::ScoreDesc) {
+        let matching = |c: &&Contact| matches(q, c, data.keys.get(&c.id));
+        let items: Vec<Contact> = match q.sort {
+            ContactSort::ScoreAsc | ContactSort::ScoreDesc => {
                 // Walk the score index in order; stop once the page is full.
                 let iter: Box<dyn Iterator<Item = &(Score, ContactId)>> = if desc {
                     Box::new(data.by_score.iter().rev())
@@ -597,15 +621,36 @@ impl Transaction for MemoryTransaction {
                     Box::new(data.by_score.iter())
                 };
                 iter.filter_map(|(_, id)| data.contacts.get(id))
-                    .filter(|c| past_cursor(&ContactSortKey::of(q.sort, c)) && matches(q, c))
+                    .filter(|c| past_cursor(&ContactSortKey::of(q.sort, c)))
+                    .filter(matching)
                     .take(limit + 1)
                     .cloned()
                     .collect()
-            } else {
+            }
+            ContactSort::NameAsc | ContactSort::NameDesc => {
+                // Walk the name index from the cursor on.
+                let from = match &after {
+                    Some(ContactSortKey::Name(last, first, id)) => {
+                        Bound::Excluded((last.clone(), first.clone(), ContactId::from_uuid(*id)))
+                    }
+                    _ => Bound::Unbounded,
+                };
+                let iter: Box<dyn Iterator<Item = &(String, String, ContactId)>> = if desc {
+                    Box::new(data.by_name.range((Bound::Unbounded, from)).rev())
+                } else {
+                    Box::new(data.by_name.range((from, Bound::Unbounded)))
+                };
+                iter.filter_map(|(_, _, id)| data.contacts.get(id))
+                    .filter(matching)
+                    .take(limit + 1)
+                    .cloned()
+                    .collect()
+            }
+            _ => {
                 let mut keyed: Vec<(ContactSortKey, &Contact)> = data
                     .contacts
                     .values()
-                    .filter(|c| matches(q, c))
+                    .filter(matching)
                     .map(|c| (ContactSortKey::of(q.sort, c), c))
                     .filter(|(k, _)| past_cursor(k))
                     .collect();
@@ -615,9 +660,14 @@ impl Transaction for MemoryTransaction {
                     .take(limit + 1)
                     .map(|(_, c)| c.clone())
                     .collect()
-            };
-        Ok(Page::from_overfetch(items, limit, |c| {
-            ContactSortKey::of(q.sort, c)
+            }
+        };
+        Ok(Page::from_overfetch(items, limit, |c| match q.sort {
+            ContactSort::NameAsc | ContactSort::NameDesc => match data.keys.get(&c.id) {
+                Some(k) => ContactSortKey::Name(k.last.clone(), k.first.clone(), c.id.as_uuid()),
+                None => ContactSortKey::of(q.sort, c),
+            },
+            _ => ContactSortKey::of(q.sort, c),
         }))
     }
 

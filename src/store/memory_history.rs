@@ -17,7 +17,7 @@ use crate::{
     error::Result,
     history::{
         self, ERASED_NAME, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation,
-        contact_values, deal_values, erased_email, erased_values,
+        contact_values, deal_values, erased_values,
     },
     store::{Page, PageRequest},
 };
@@ -267,7 +267,7 @@ impl MemoryTransaction {
     pub(super) fn history_erase_contact(&mut self, id: ContactId) -> Result<Contact> {
         let current = self.contact(id)?.clone();
         let mut next = current.clone();
-        next.email = Email::parse(&erased_email(id))?;
+        next.email = Email::erased(id);
         next.first_name = PersonName::parse(ERASED_NAME)?;
         next.last_name = PersonName::parse(ERASED_NAME)?;
         next.company = None;

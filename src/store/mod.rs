@@ -46,10 +46,11 @@ pub mod postgres;
 ///   record (update, move, log an activity for it) return
 ///   [`Error::NotFound`] naming the missing record; `delete_*` return
 ///   `Ok(false)`.
-/// - **Emails** are unique per tenant compared case-insensitively; a
-///   create or update that would break this returns
-///   [`Error::DuplicateEmail`] with the id of the contact holding the email,
-///   also when two transactions race for it.
+/// - **Emails** are unique per tenant compared case-insensitively (by
+///   their [`caseless_key`](crate::domain::caseless_key), whatever the
+///   database's locale); a create or update that would break this returns
+///   [`Error::DuplicateEmail`] with the id of the contact holding the
+///   email, also when two transactions race for it.
 /// - **Versions.** Contacts and deals start at version 1 and gain one per
 ///   change. An update with a stale expected version returns
 ///   [`Error::Conflict`] and changes nothing. An update that changes nothing
@@ -648,16 +649,19 @@ pub enum ContactSort {
     UpdatedDesc,
     /// Least recently changed first.
     UpdatedAsc,
-    /// By last name, then first name, case-insensitively (code-point order).
+    /// By last name, then first name, case-insensitively: by their
+    /// [`caseless_key`](crate::domain::caseless_key)s in code-point order,
+    /// the same on every backend and in every database locale.
     NameAsc,
     /// By last name, then first name, reversed.
     NameDesc,
 }
 
 /// Filters, order and page of a contact search. Every filter is optional and
-/// they combine with AND. Text prefixes match case-insensitively and
-/// literally (`%` and `_` are not wildcards); time ranges include their
-/// start and exclude their end.
+/// they combine with AND. Text prefixes match case-insensitively (the
+/// value's [`caseless_key`](crate::domain::caseless_key) starts with the
+/// prefix's) and literally (`%` and `_` are not wildcards); time ranges
+/// include their start and exclude their end.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContactQuery {
     /// Email starts with this.
@@ -983,7 +987,8 @@ pub enum ContactSortKey {
     Score(i64, uuid::Uuid),
     /// Timestamp in microseconds since the epoch, then id.
     Time(i64, uuid::Uuid),
-    /// Lower-cased last name, lower-cased first name, then id.
+    /// The caseless keys ([`caseless_key`](crate::domain::caseless_key))
+    /// of the last name and the first name, then id.
     Name(String, String, uuid::Uuid),
 }
 
@@ -1002,8 +1007,8 @@ impl ContactSortKey {
                 ContactSortKey::Time(c.updated_at.timestamp_micros(), id)
             }
             ContactSort::NameAsc | ContactSort::NameDesc => ContactSortKey::Name(
-                crate::domain::lower_case(c.last_name.as_str()),
-                crate::domain::lower_case(c.first_name.as_str()),
+                crate::domain::caseless_key(c.last_name.as_str()),
+                crate::domain::caseless_key(c.first_name.as_str()),
                 id,
             ),
         }

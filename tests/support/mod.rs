@@ -71,11 +71,22 @@ pub struct TestDb {
 impl TestDb {
     /// Creates an empty database `crm_test_<random>` (not migrated).
     pub async fn create() -> TestDb {
+        Self::create_with("").await
+    }
+
+    /// Creates an empty database whose character classification and
+    /// collation are the `C` locale (`TEMPLATE template0 LC_CTYPE 'C'
+    /// LC_COLLATE 'C'`): `lower()` there changes ASCII letters only.
+    pub async fn create_c_locale() -> TestDb {
+        Self::create_with(" TEMPLATE template0 ENCODING 'UTF8' LC_CTYPE 'C' LC_COLLATE 'C'").await
+    }
+
+    async fn create_with(options: &str) -> TestDb {
         let server = server_config();
         let name = format!("crm_test_{}", uuid::Uuid::now_v7().simple());
         let admin = client(&server).await;
         admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name}{options}"))
             .await
             .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
         let mut config = server;
@@ -196,9 +207,22 @@ impl TestStore {
         Self::with_pipelines(conformance::test_pipelines()).await
     }
 
+    /// Like [`new`](Self::new), over a database in the `C` locale
+    /// ([`TestDb::create_c_locale`]).
+    pub async fn c_locale() -> TestStore {
+        Self::over(
+            TestDb::create_c_locale().await,
+            conformance::test_pipelines(),
+        )
+        .await
+    }
+
     /// Like [`new`](Self::new), with the given pipelines.
     pub async fn with_pipelines(pipelines: Pipelines) -> TestStore {
-        let db = TestDb::create().await;
+        Self::over(TestDb::create().await, pipelines).await
+    }
+
+    async fn over(db: TestDb, pipelines: Pipelines) -> TestStore {
         let store = PostgresStore::from_pool(db.pool(8), pipelines);
         store
             .migrate()

@@ -1,12 +1,12 @@
 //! Bulk upsert on PostgreSQL: a batch is copied (binary `COPY`) into a
-//! transaction-local staging table, then merged with one
-//! `INSERT … SELECT … ON CONFLICT (tenant_id, lower(email)) DO UPDATE …
-//! RETURNING` statement. `xmax = 0` on a returned row tells an insert from
+//! transaction-local staging table, with the caseless keys computed in
+//! Rust, then merged with one `INSERT … SELECT … ON CONFLICT (tenant_id,
+//! email_key) DO UPDATE … RETURNING` statement. `xmax = 0` on a returned row tells an insert from
 //! an update; the `WHERE` of `DO UPDATE` skips rows whose values would not
 //! change, so those come back from a second lookup as unchanged. No
 //! per-row round trips.
 //!
-//! Rows are merged in `lower(email)` order, so that two batches upserting
+//! Rows are merged in `email_key` order, so that two batches upserting
 //! overlapping emails at once take their row locks in the same order
 //! rather than deadlocking. A batch holding one email twice is merged in
 //! rounds (one row per email each), since one statement may not touch a
@@ -19,6 +19,7 @@ use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
 use uuid::Uuid;
 
 use super::{PgTransaction, now};
+use crate::store::postgres::keys::ContactKeys;
 use crate::{
     bulk::{ConflictPolicy, UpsertOutcome, merge_context, merged_survivor, same_contact},
     domain::{Contact, ContactId, NewContact},
@@ -27,13 +28,16 @@ use crate::{
 
 const STAGE: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS crm_bulk_contacts (\
      id uuid NOT NULL, email text NOT NULL, first_name text NOT NULL, last_name text NOT NULL, \
-     company text, title text, phone text, lead_source text NOT NULL, metadata jsonb NOT NULL\
+     company text, title text, phone text, lead_source text NOT NULL, metadata jsonb NOT NULL, \
+     email_key text COLLATE \"C\" NOT NULL, first_name_key text COLLATE \"C\" NOT NULL, \
+     last_name_key text COLLATE \"C\" NOT NULL, company_key text COLLATE \"C\"\
      ) ON COMMIT DROP; TRUNCATE crm_bulk_contacts";
 
 const COPY: &str = "COPY crm_bulk_contacts (id, email, first_name, last_name, company, title, \
-     phone, lead_source, metadata) FROM STDIN (FORMAT binary)";
+     phone, lead_source, metadata, email_key, first_name_key, last_name_key, company_key) \
+     FROM STDIN (FORMAT binary)";
 
-const STAGE_TYPES: [Type; 9] = [
+const STAGE_TYPES: [Type; 13] = [
     Type::UUID,
     Type::TEXT,
     Type::TEXT,
@@ -43,6 +47,10 @@ const STAGE_TYPES: [Type; 9] = [
     Type::TEXT,
     Type::TEXT,
     Type::JSONB,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
 ];
 
 /// The values the `DO UPDATE` sets, per policy, as SQL over `c` (stored)
@@ -85,30 +93,40 @@ fn merged_columns(policy: ConflictPolicy) -> [(&'static str, &'static str); 7] {
     }
 }
 
+/// The columns whose caseless key is stored beside them.
+const KEYED: [&str; 3] = ["first_name", "last_name", "company"];
+
 /// The merge statement for `policy`: `$1` tenant, `$2` now.
 fn upsert_sql(policy: ConflictPolicy) -> String {
     let cols = merged_columns(policy);
-    let set: Vec<String> = cols.iter().map(|(c, e)| format!("{c} = {e}")).collect();
+    let mut set: Vec<String> = cols.iter().map(|(c, e)| format!("{c} = {e}")).collect();
+    // A key follows its column: the same choice, made on the keys (a key
+    // is NULL exactly when its column is).
+    for (c, e) in cols.iter().filter(|(c, _)| KEYED.contains(c)) {
+        set.push(format!("{c}_key = {}", e.replace(c, &format!("{c}_key"))));
+    }
     let stored: Vec<String> = cols.iter().map(|(c, _)| format!("c.{c}")).collect();
     let merged: Vec<&str> = cols.iter().map(|(_, e)| *e).collect();
     format!(
         "INSERT INTO contacts AS c (tenant_id, id, email, first_name, last_name, company, title, \
-         phone, lead_source, metadata, score, active, created_at, updated_at, version) \
+         phone, lead_source, metadata, score, active, created_at, updated_at, version, \
+         email_key, first_name_key, last_name_key, company_key) \
          SELECT $1, s.id, s.email, s.first_name, s.last_name, s.company, s.title, s.phone, \
-         s.lead_source, s.metadata, 0, true, $2, $2, 1 FROM crm_bulk_contacts s \
-         ORDER BY lower(s.email) \
-         ON CONFLICT (tenant_id, lower(email)) DO UPDATE SET {}, updated_at = $2, \
+         s.lead_source, s.metadata, 0, true, $2, $2, 1, \
+         s.email_key, s.first_name_key, s.last_name_key, s.company_key \
+         FROM crm_bulk_contacts s ORDER BY s.email_key \
+         ON CONFLICT (tenant_id, email_key) DO UPDATE SET {}, updated_at = $2, \
          version = c.version + 1 \
          WHERE ({}) IS DISTINCT FROM ({}) \
-         RETURNING c.id, lower(c.email), (c.xmax = 0) AS inserted",
+         RETURNING c.id, c.email_key, (c.xmax = 0) AS inserted",
         set.join(", "),
         stored.join(", "),
         merged.join(", "),
     )
 }
 
-const IDS_BY_EMAIL: &str = "SELECT id, lower(email) FROM contacts \
-     WHERE tenant_id = $1 AND lower(email) = ANY($2)";
+const IDS_BY_EMAIL: &str = "SELECT id, email_key FROM contacts \
+     WHERE tenant_id = $1 AND email_key = ANY($2)";
 
 impl PgTransaction {
     /// See [`Transaction::upsert_contacts`](crate::Transaction::upsert_contacts).
@@ -210,6 +228,7 @@ impl PgTransaction {
             let r = &rows[*i];
             let id = ContactId::new().as_uuid();
             let metadata = serde_json::Value::Object(r.metadata.as_map().clone());
+            let keys = ContactKeys::of_new(r);
             writer
                 .as_mut()
                 .write(&[
@@ -222,6 +241,10 @@ impl PgTransaction {
                     &r.phone.as_ref().map(|v| v.as_str()),
                     &r.lead_source.as_str(),
                     &metadata,
+                    &keys.email,
+                    &keys.first_name,
+                    &keys.last_name,
+                    &keys.company,
                 ])
                 .await?;
         }

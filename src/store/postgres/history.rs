@@ -14,7 +14,7 @@ use crate::{
     error::{Entity, Error, Result},
     history::{
         self, ERASED_NAME, FieldChange, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey,
-        Operation, contact_values, erased_email, erased_values,
+        Operation, contact_values, erased_values,
     },
     store::{Page, PageRequest, postgres::error},
 };
@@ -207,7 +207,7 @@ impl PgTransaction {
     pub(super) async fn history_erase_contact(&mut self, id: ContactId) -> Result<Contact> {
         let current = self.lock_contact(id).await?;
         let mut next = current.clone();
-        next.email = Email::parse(&erased_email(id))?;
+        next.email = Email::erased(id);
         next.first_name = PersonName::parse(ERASED_NAME)?;
         next.last_name = PersonName::parse(ERASED_NAME)?;
         next.company = None;

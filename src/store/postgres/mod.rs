@@ -29,7 +29,7 @@
 //!
 //! | table | primary key | holds |
 //! |---|---|---|
-//! | `contacts` | `(tenant_id, id)` | `email`, `first_name`, `last_name`, `company`, `title`, `phone`, `lead_source`, `metadata` (jsonb object), `score` (smallint 0–100), `active`, `created_at`, `updated_at`, `version` |
+//! | `contacts` | `(tenant_id, id)` | `email`, `first_name`, `last_name`, `company`, `title`, `phone`, `lead_source`, `metadata` (jsonb object), `score` (smallint 0–100), `active`, `created_at`, `updated_at`, `version`, and the caseless keys `email_key`, `first_name_key`, `last_name_key`, `company_key` (`COLLATE "C"`) |
 //! | `deals` | `(tenant_id, id)` | `contact_id`, `title`, `amount` (numeric, scale ≤ 4), `currency`, `pipeline`, `stage`, `expected_close_date`, `won_at`, `lost_at`, `lost_reason`, `created_at`, `updated_at`, `version` |
 //! | `activities` | `(tenant_id, id)` | `contact_id`, `deal_id`, `kind`, `direction`, `subject`, `body`, `occurred_at`, `created_at` |
 //! | `signals` | `(tenant_id, id)` | `contact_id`, `kind`, `occurred_at` |
@@ -39,7 +39,14 @@
 //! Deals, activities and signals reference `contacts (tenant_id, id)` with
 //! `ON DELETE CASCADE`; activities reference `deals (tenant_id, id)` with
 //! `ON DELETE SET NULL (deal_id)`. Emails are unique per tenant through the
-//! index `contacts_email_key` on `(tenant_id, lower(email))`.
+//! index `contacts_email_key` on `(tenant_id, email_key)`.
+//!
+//! The caseless keys are [`caseless_key`](crate::domain::caseless_key) of
+//! the email, the names and the company, computed in Rust and stored:
+//! uniqueness, email lookups, search prefixes and the name sort compare
+//! them byte by byte, never through the database's `lower()`, whose result
+//! depends on the database's `LC_CTYPE`. A row written by hand must carry
+//! them (`company_key` is NULL exactly when `company` is).
 //!
 //! Rows written around the store (bulk loads, SQL by hand) must be valid
 //! for the domain, not only for the CHECK constraints: every row read back
@@ -72,6 +79,7 @@
 //! ```
 
 mod error;
+mod keys;
 mod rows;
 mod schema;
 mod search;
@@ -217,6 +225,9 @@ impl PostgresStore {
                     }));
                 }
                 None => {
+                    if m.version == schema::KEYS_REQUIRED {
+                        keys::backfill(&tx).await?;
+                    }
                     tx.batch_execute(m.sql).await.map_err(error::db)?;
                     tx.execute(
                         "INSERT INTO crm_schema_migrations (version, name, checksum) \

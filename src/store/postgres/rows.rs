@@ -86,7 +86,7 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
     let updated_at: Timestamp = get(row, 13)?;
     let version: i64 = get(row, 14)?;
 
-    let email = c.ok(Email::parse(&email));
+    let email = c.ok(Email::parse_stored("email", &email));
     let first_name = c.ok(PersonName::parse_field("first_name", &first_name));
     let last_name = c.ok(PersonName::parse_field("last_name", &last_name));
     let company = c.opt(company, Company::parse);

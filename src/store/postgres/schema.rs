@@ -42,7 +42,21 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "idempotency_record_function",
         sql: include_str!("migrations/0007_idempotency_record_function.sql"),
     },
+    Migration {
+        version: 8,
+        name: "caseless_keys",
+        sql: include_str!("migrations/0008_caseless_keys.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "caseless_key_constraints",
+        sql: include_str!("migrations/0009_caseless_key_constraints.sql"),
+    },
 ];
+
+/// The migration before which the caseless keys of the rows already
+/// stored are filled in (by [`super::keys::backfill`]).
+pub(super) const KEYS_REQUIRED: i64 = 9;
 
 /// The `contacts` table.
 #[derive(Debug, Clone, Copy, Iden)]
@@ -63,6 +77,10 @@ pub(super) enum Contacts {
     CreatedAt,
     UpdatedAt,
     Version,
+    EmailKey,
+    FirstNameKey,
+    LastNameKey,
+    CompanyKey,
 }
 
 /// The `deals` table.
@@ -130,6 +148,30 @@ pub(super) const CONTACT_COLUMNS: [Contacts; 15] = [
     Contacts::CreatedAt,
     Contacts::UpdatedAt,
     Contacts::Version,
+];
+
+/// The columns a contact is inserted with: [`CONTACT_COLUMNS`], then its
+/// caseless keys (see [`super::keys::ContactKeys`]).
+pub(super) const CONTACT_INSERT_COLUMNS: [Contacts; 19] = [
+    Contacts::TenantId,
+    Contacts::Id,
+    Contacts::Email,
+    Contacts::FirstName,
+    Contacts::LastName,
+    Contacts::Company,
+    Contacts::Title,
+    Contacts::Phone,
+    Contacts::LeadSource,
+    Contacts::Metadata,
+    Contacts::Score,
+    Contacts::Active,
+    Contacts::CreatedAt,
+    Contacts::UpdatedAt,
+    Contacts::Version,
+    Contacts::EmailKey,
+    Contacts::FirstNameKey,
+    Contacts::LastNameKey,
+    Contacts::CompanyKey,
 ];
 
 /// [`CONTACT_COLUMNS`] as SQL, for `concat!`.

@@ -7,16 +7,18 @@ use sea_query_postgres::{PostgresBinder, PostgresValues};
 
 use super::schema::{CONTACT_COLUMNS, Contacts};
 use crate::{
-    domain::TenantId,
+    domain::{TenantId, caseless_key},
     error::{Error, FieldError, Result, ValidationErrors},
     store::{ContactQuery, ContactSort, ContactSortKey},
 };
 
-/// Escapes `%`, `_` and `\` so that `prefix` matches literally in a LIKE
-/// pattern (whose escape character is `\`), lower-cases it and appends `%`.
+/// The LIKE pattern matching the caseless keys that start with `prefix`'s
+/// ([`caseless_key`]): `%`, `_` and `\` escaped so that they match
+/// literally (the pattern's escape character is `\`), then `%`.
 pub(super) fn like_prefix(prefix: &str) -> String {
-    let mut p = String::with_capacity(prefix.len() + 1);
-    for ch in crate::domain::lower_case(prefix).chars() {
+    let key = caseless_key(prefix);
+    let mut p = String::with_capacity(key.len() + 1);
+    for ch in key.chars() {
         if matches!(ch, '%' | '_' | '\\') {
             p.push('\\');
         }
@@ -26,12 +28,14 @@ pub(super) fn like_prefix(prefix: &str) -> String {
     p
 }
 
-/// The name sort's key columns, compared in code-point order like the
-/// in-memory store compares them.
-const NAME_KEY: &str = r#"lower(last_name) COLLATE "C", lower(first_name) COLLATE "C", id"#;
+/// The name sort's key columns: the stored caseless keys (`COLLATE "C"`,
+/// so compared in code-point order like the in-memory store compares them).
+const NAME_KEY: &str = "last_name_key, first_name_key, id";
 
 /// The SQL and parameters of `query` for `tenant`, fetching `limit + 1`
-/// rows (the extra one says whether another page follows).
+/// rows (the extra one says whether another page follows). Each row holds
+/// the columns of `contact_select!()`; under a name sort, then the stored
+/// `last_name_key` and `first_name_key` the next cursor is made of.
 pub(super) fn build(
     tenant: TenantId,
     q: &ContactQuery,
@@ -39,8 +43,11 @@ pub(super) fn build(
     after: Option<&ContactSortKey>,
 ) -> Result<(String, PostgresValues)> {
     let mut s = Query::select();
-    s.columns(CONTACT_COLUMNS)
-        .from(Contacts::Table)
+    s.columns(CONTACT_COLUMNS);
+    if matches!(q.sort, ContactSort::NameAsc | ContactSort::NameDesc) {
+        s.columns([Contacts::LastNameKey, Contacts::FirstNameKey]);
+    }
+    s.from(Contacts::Table)
         .and_where(Expr::col(Contacts::TenantId).eq(tenant.as_uuid()));
     filters(&mut s, q);
     let desc = q.sort.is_descending();
@@ -59,11 +66,8 @@ pub(super) fn build(
             s.order_by(Contacts::UpdatedAt, order.clone());
         }
         ContactSort::NameAsc | ContactSort::NameDesc => {
-            s.order_by_expr(Expr::cust(r#"lower(last_name) COLLATE "C""#), order.clone())
-                .order_by_expr(
-                    Expr::cust(r#"lower(first_name) COLLATE "C""#),
-                    order.clone(),
-                );
+            s.order_by(Contacts::LastNameKey, order.clone())
+                .order_by(Contacts::FirstNameKey, order.clone());
         }
     }
     s.order_by(Contacts::Id, order).limit(limit as u64 + 1);
@@ -73,20 +77,20 @@ pub(super) fn build(
 fn filters(s: &mut SelectStatement, q: &ContactQuery) {
     if let Some(p) = &q.email_prefix {
         s.and_where(Expr::cust_with_values(
-            "lower(email) LIKE $1",
+            "email_key LIKE $1",
             [like_prefix(p)],
         ));
     }
     if let Some(p) = &q.name_prefix {
         let pattern = like_prefix(p);
         s.and_where(Expr::cust_with_values(
-            "(lower(first_name) LIKE $1 OR lower(last_name) LIKE $2)",
+            "(first_name_key LIKE $1 OR last_name_key LIKE $2)",
             [pattern.clone(), pattern],
         ));
     }
     if let Some(p) = &q.company_prefix {
         s.and_where(Expr::cust_with_values(
-            "lower(company) LIKE $1",
+            "company_key LIKE $1",
             [like_prefix(p)],
         ));
     }
@@ -189,6 +193,7 @@ mod tests {
     #[test]
     fn like_prefixes_escape_wildcards_and_match_case_insensitively() {
         assert_eq!(like_prefix("Ab"), "ab%");
+        assert_eq!(like_prefix("Straße"), "strasse%");
         assert_eq!(like_prefix("50%_off\\"), "50\\%\\_off\\\\%");
     }
 
@@ -208,12 +213,12 @@ mod tests {
     }
 
     #[test]
-    fn a_name_cursor_compares_the_whole_sort_key_in_code_point_order() {
+    fn a_name_cursor_compares_the_whole_stored_sort_key() {
         let q = ContactQuery::new().sort(ContactSort::NameAsc);
         let key = ContactSortKey::Name("b".into(), "a".into(), uuid::Uuid::nil());
         let (sql, values) = build(TenantId::new(), &q, 5, Some(&key)).unwrap();
         assert!(
-            sql.contains(r#"(lower(last_name) COLLATE "C", lower(first_name) COLLATE "C", id) > ($2, $3, $4)"#),
+            sql.contains(r#"(last_name_key, first_name_key, id) > ($2, $3, $4)"#),
             "{sql}"
         );
         assert_eq!(values.0.len(), 5);

@@ -13,17 +13,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
 use rust_decimal::Decimal;
-use sea_query::{Expr, ExprTrait, Func, OnConflict, PostgresQueryBuilder, Query, Value};
+use sea_query::{Expr, ExprTrait, OnConflict, PostgresQueryBuilder, Query, Value};
 use sea_query_postgres::{PostgresBinder, PostgresValues};
 use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
 use super::{
     error::{self, Aborted, Finished},
+    keys::ContactKeys,
     rows,
     schema::{
-        ACTIVITY_COLUMNS, Activities, CONTACT_COLUMNS, Contacts, DEAL_COLUMNS, Deals,
-        SIGNAL_COLUMNS, Signals, activity_select, contact_select, deal_select, signal_select,
+        ACTIVITY_COLUMNS, Activities, CONTACT_COLUMNS, CONTACT_INSERT_COLUMNS, Contacts,
+        DEAL_COLUMNS, Deals, SIGNAL_COLUMNS, Signals, activity_select, contact_select, deal_select,
+        signal_select,
     },
     search,
 };
@@ -35,8 +37,8 @@ use crate::{
     },
     error::{Entity, Error, FieldError, Result, ValidationErrors},
     store::{
-        ContactQuery, ContactSortKey, Page, PageRequest, PipelineSummary, TimeIdKey, Transaction,
-        memory::check_cursor_kind,
+        ContactQuery, ContactSort, ContactSortKey, Page, PageRequest, PipelineSummary, TimeIdKey,
+        Transaction, memory::check_cursor_kind,
     },
 };
 
@@ -64,13 +66,14 @@ const LOCK_CONTACT: &str = concat!(
     contact_select!(),
     " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
 );
+// Emails are looked up by their caseless key, computed in Rust
+// (`Email::normalized`), never through the database's `lower()`.
 const GET_CONTACT_BY_EMAIL: &str = concat!(
     "SELECT ",
     contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND lower(email) = lower($2)"
+    " FROM contacts WHERE tenant_id = $1 AND email_key = $2"
 );
-const CONTACT_ID_BY_EMAIL: &str =
-    "SELECT id FROM contacts WHERE tenant_id = $1 AND lower(email) = lower($2)";
+const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";
 const SHARE_CONTACT: &str = "SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
 const DELETE_CONTACT: &str = "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2";
 
@@ -583,7 +586,7 @@ impl PgTransaction {
     async fn contact_id_by_email(&mut self, email: &Email) -> Result<Option<ContactId>> {
         let tenant = self.tenant_uuid();
         let row = self
-            .query_opt(CONTACT_ID_BY_EMAIL, &[&tenant, &email.as_str()])
+            .query_opt(CONTACT_ID_BY_EMAIL, &[&tenant, &email.normalized()])
             .await?;
         row.map(|r| r.try_get::<_, Uuid>(0).map(ContactId::from_uuid))
             .transpose()
@@ -640,8 +643,10 @@ impl PgTransaction {
         }
     }
 
-    /// Writes the changed columns of a contact (everything but the score).
+    /// Writes the changed columns of a contact (everything but the score),
+    /// with its caseless keys.
     fn contact_update(&self, c: &Contact) -> (String, PostgresValues) {
+        let keys = ContactKeys::of(c);
         Query::update()
             .table(Contacts::Table)
             .values([
@@ -668,6 +673,10 @@ impl PgTransaction {
                 (Contacts::Active, Expr::val(c.active)),
                 (Contacts::UpdatedAt, Expr::val(c.updated_at)),
                 (Contacts::Version, Expr::val(c.version.get())),
+                (Contacts::EmailKey, Expr::val(keys.email)),
+                (Contacts::FirstNameKey, Expr::val(keys.first_name)),
+                (Contacts::LastNameKey, Expr::val(keys.last_name)),
+                (Contacts::CompanyKey, Expr::val(keys.company)),
             ])
             .and_where(Expr::col(Contacts::TenantId).eq(self.tenant_uuid()))
             .and_where(Expr::col(Contacts::Id).eq(c.id.as_uuid()))
@@ -781,7 +790,9 @@ fn opt_text<T: AsRef<str>>(v: &Option<T>) -> Value {
     Value::from(v.as_ref().map(|t| t.as_ref().to_string()))
 }
 
-fn contact_values(c: &Contact) -> [Expr; 15] {
+/// The values of [`CONTACT_INSERT_COLUMNS`].
+fn contact_values(c: &Contact) -> [Expr; 19] {
+    let keys = ContactKeys::of(c);
     [
         Expr::val(c.tenant_id.as_uuid()),
         Expr::val(c.id.as_uuid()),
@@ -800,6 +811,10 @@ fn contact_values(c: &Contact) -> [Expr; 15] {
         Expr::val(c.created_at),
         Expr::val(c.updated_at),
         Expr::val(c.version.get()),
+        Expr::val(keys.email),
+        Expr::val(keys.first_name),
+        Expr::val(keys.last_name),
+        Expr::val(keys.company),
     ]
 }
 
@@ -879,13 +894,11 @@ impl Transaction for PgTransaction {
         let mut insert = Query::insert();
         insert
             .into_table(Contacts::Table)
-            .columns(CONTACT_COLUMNS)
+            .columns(CONTACT_INSERT_COLUMNS)
             .values(contact_values(&contact))
             .map_err(Error::backend)?
             .on_conflict(
-                OnConflict::new()
-                    .expr(Expr::col(Contacts::TenantId))
-                    .expr(Func::lower(Expr::col(Contacts::Email)))
+                OnConflict::columns([Contacts::TenantId, Contacts::EmailKey])
                     .do_nothing()
                     .to_owned(),
             );
@@ -917,7 +930,7 @@ impl Transaction for PgTransaction {
 
     async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>> {
         let tenant = self.tenant_uuid();
-        self.query_opt(GET_CONTACT_BY_EMAIL, &[&tenant, &email.as_str()])
+        self.query_opt(GET_CONTACT_BY_EMAIL, &[&tenant, &email.normalized()])
             .await?
             .map(|r| rows::contact(&r))
             .transpose()
@@ -976,10 +989,27 @@ impl Transaction for PgTransaction {
         }
         let (sql, values) = search::build(self.tenant, q, limit, after.as_ref())?;
         let rows = self.query(&sql, &values.as_params()).await?;
-        let items = rows::all(&rows, rows::contact)?;
-        Ok(Page::from_overfetch(items, limit, |c| {
-            ContactSortKey::of(q.sort, c)
-        }))
+        if !matches!(q.sort, ContactSort::NameAsc | ContactSort::NameDesc) {
+            let items = rows::all(&rows, rows::contact)?;
+            return Ok(Page::from_overfetch(items, limit, |c| {
+                ContactSortKey::of(q.sort, c)
+            }));
+        }
+        // The cursor holds the keys the rows were ordered by, as stored
+        // (not recomputed), so that paging follows the index exactly.
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let contact = rows::contact(row)?;
+            let last: String = row.try_get(CONTACT_COLUMNS.len()).map_err(error::db)?;
+            let first: String = row.try_get(CONTACT_COLUMNS.len() + 1).map_err(error::db)?;
+            let key = ContactSortKey::Name(last, first, contact.id.as_uuid());
+            items.push((contact, key));
+        }
+        let page = Page::from_overfetch(items, limit, |(_, key)| key.clone());
+        Ok(Page {
+            items: page.items.into_iter().map(|(c, _)| c).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
     async fn create_deal(&mut self, new: NewDeal) -> Result<Deal> {
@@ -1352,13 +1382,11 @@ mod tests {
         let mut insert = Query::insert();
         insert
             .into_table(Contacts::Table)
-            .columns(CONTACT_COLUMNS)
+            .columns(CONTACT_INSERT_COLUMNS)
             .values(contact_values(c))
             .unwrap()
             .on_conflict(
-                OnConflict::new()
-                    .expr(Expr::col(Contacts::TenantId))
-                    .expr(Func::lower(Expr::col(Contacts::Email)))
+                OnConflict::columns([Contacts::TenantId, Contacts::EmailKey])
                     .do_nothing()
                     .to_owned(),
             );
@@ -1383,9 +1411,9 @@ mod tests {
         let (a, n) = insert_sql(&bare);
         let (b, m) = insert_sql(&full);
         assert_eq!(a, b, "one prepared statement serves every contact");
-        assert_eq!((n, m), (15, 15));
+        assert_eq!((n, m), (19, 19));
         assert!(
-            a.ends_with(r#"ON CONFLICT ("tenant_id", LOWER("email")) DO NOTHING"#),
+            a.ends_with(r#"ON CONFLICT ("tenant_id", "email_key") DO NOTHING"#),
             "{a}"
         );
     }
