@@ -273,15 +273,20 @@ impl PgTransaction {
             return Err(same_contact());
         }
         // Lock both in id order, so that two merges of the same pair (or
-        // crossing pairs) cannot deadlock.
-        let (first, second) = if survivor.as_uuid() < loser.as_uuid() {
-            (survivor, loser)
+        // crossing pairs) cannot deadlock. The loser is locked FOR UPDATE:
+        // a transaction attaching a deal, activity or signal to it holds a
+        // key-share lock, so the merge waits for it to commit (and then
+        // moves what it wrote: each statement below sees every commit made
+        // before it starts), and one that comes later waits for the merge
+        // and finds the loser gone. Nothing is left behind for the delete
+        // to cascade to.
+        let (kept, gone) = if survivor.as_uuid() < loser.as_uuid() {
+            let kept = self.lock_contact(survivor).await?;
+            (kept, self.lock_contact_for_delete(loser).await?)
         } else {
-            (loser, survivor)
+            let gone = self.lock_contact_for_delete(loser).await?;
+            (self.lock_contact(survivor).await?, gone)
         };
-        let a = self.lock_contact(first).await?;
-        let b = self.lock_contact(second).await?;
-        let (kept, gone) = if a.id == survivor { (a, b) } else { (b, a) };
         let at = now();
         let merged = merged_survivor(&kept, &gone, policy, at)
             .map_err(|e| Error::from(ValidationErrors::single(e)))?;

@@ -68,6 +68,17 @@ const LOCK_CONTACT: &str = concat!(
 );
 // Emails are looked up by their caseless key, computed in Rust
 // (`Email::normalized`), never through the database's `lower()`.
+// What deletes or merges a contact locks it with FOR UPDATE, which (unlike
+// FOR NO KEY UPDATE) conflicts with the FOR KEY SHARE that logging an
+// activity, recording a signal or creating a deal takes on the contact:
+// such a write either commits before the merge reads what to move, or
+// waits and finds the contact gone (NotFound). Never a cascade of
+// acknowledged work.
+const LOCK_CONTACT_FOR_DELETE: &str = concat!(
+    "SELECT ",
+    contact_select!(),
+    " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+);
 const GET_CONTACT_BY_EMAIL: &str = concat!(
     "SELECT ",
     contact_select!(),
@@ -594,11 +605,19 @@ impl PgTransaction {
     }
 
     async fn lock_contact(&mut self, id: ContactId) -> Result<Contact> {
+        self.lock_contact_with(LOCK_CONTACT, id).await
+    }
+
+    /// Locks a contact that this transaction will delete (or merge away):
+    /// waits for every transaction attaching a record to it to end, and
+    /// keeps new ones waiting until this one ends.
+    pub(super) async fn lock_contact_for_delete(&mut self, id: ContactId) -> Result<Contact> {
+        self.lock_contact_with(LOCK_CONTACT_FOR_DELETE, id).await
+    }
+
+    async fn lock_contact_with(&mut self, sql: &str, id: ContactId) -> Result<Contact> {
         let tenant = self.tenant_uuid();
-        match self
-            .query_opt(LOCK_CONTACT, &[&tenant, &id.as_uuid()])
-            .await?
-        {
+        match self.query_opt(sql, &[&tenant, &id.as_uuid()]).await? {
             Some(row) => rows::contact(&row),
             None => Err(Error::not_found(Entity::Contact, id)),
         }

@@ -1,0 +1,399 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! Merges racing writers on PostgreSQL, with several `PostgresStore`s over
+//! one database standing for several processes: a deal, activity or signal
+//! attached to a contact while it is merged away is either moved to the
+//! survivor or refused with `NotFound` — never acknowledged and then
+//! deleted with the loser.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use crm_core::{
+    Actor, Context, Entity, Error, PostgresStore, Store, StoreExt, TenantId,
+    bulk::ConflictPolicy,
+    domain::{
+        ActivityKind, ContactId, Currency, DealTitle, Email, Money, NewActivity, NewContact,
+        NewDeal, NewSignal, PersonName, SignalKind,
+    },
+};
+use support::{TestDb, TestStore};
+use uuid::Uuid;
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:merge-test").unwrap())
+}
+
+fn new_contact(email: &str) -> NewContact {
+    NewContact::new(
+        Email::parse(email).unwrap(),
+        PersonName::parse("Ada").unwrap(),
+        PersonName::parse("Lovelace").unwrap(),
+    )
+}
+
+fn new_deal(contact: ContactId) -> NewDeal {
+    NewDeal::new(
+        contact,
+        DealTitle::parse("Renewal").unwrap(),
+        Money::parse("100", Currency::parse("EUR").unwrap()).unwrap(),
+    )
+}
+
+fn new_activity(contact: ContactId) -> NewActivity {
+    NewActivity::new(contact, ActivityKind::Note)
+}
+
+fn new_signal(contact: ContactId) -> NewSignal {
+    NewSignal::new(contact, SignalKind::parse("page_view").unwrap())
+}
+
+/// Waits until a backend of `db` waits for a lock (the merge, or a writer
+/// queued behind it), so that the test interleaves as it says.
+async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
+    let client = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no backend ever waited for a lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn count(db: &TestDb, table: &str, tenant: TenantId, ids: &[Uuid]) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE tenant_id = $1 AND id = ANY($2)"),
+            &[&tenant.as_uuid(), &ids],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_deleted() {
+    let owner = TestStore::new().await;
+    let (writer, merger) = (owner.db().store(), owner.db().store());
+    let tenant = TenantId::new();
+    let survivor = owner
+        .create_contact(tenant, &ctx(), new_contact("keep@example.com"))
+        .await
+        .unwrap();
+    let loser = owner
+        .create_contact(tenant, &ctx(), new_contact("gone@example.com"))
+        .await
+        .unwrap();
+
+    // T1 attaches a deal, an activity and a signal to the loser, and waits.
+    let mut t1 = writer.begin(tenant, ctx()).await.unwrap();
+    let deal = t1.create_deal(new_deal(loser.id)).await.unwrap();
+    let activity = t1.log_activity(new_activity(loser.id)).await.unwrap();
+    let signal = t1.record_signal(new_signal(loser.id)).await.unwrap();
+
+    // T2 merges the loser away: it must wait for T1.
+    let merge = tokio::spawn({
+        let merger = merger.clone();
+        async move {
+            let mut t2 = merger.begin(tenant, ctx()).await?;
+            let out = t2
+                .merge_contacts(survivor.id, loser.id, ConflictPolicy::NonEmptyIncoming)
+                .await?;
+            t2.commit().await?;
+            Ok::<_, Error>(out)
+        }
+    });
+    until_a_backend_waits_for_a_lock(owner.db()).await;
+    t1.commit().await.expect("T1's writes are acknowledged");
+    merge.await.unwrap().expect("the merge succeeds");
+
+    let moved = owner
+        .get_deal_in(tenant, deal.id)
+        .await
+        .expect("the acknowledged deal still exists");
+    assert_eq!(moved.contact_id, survivor.id, "and belongs to the survivor");
+    let timeline = owner
+        .timeline(tenant, &ctx(), survivor.id, &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        timeline.items.iter().any(|a| a.id == activity.id),
+        "the acknowledged activity is on the survivor's timeline"
+    );
+    let mut tx = owner.begin(tenant, ctx()).await.unwrap();
+    let signals = tx.list_signals(survivor.id).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(
+        signals.iter().any(|s| s.id == signal.id),
+        "the acknowledged signal is the survivor's"
+    );
+    let deal_deleted: i64 = owner
+        .db()
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM history WHERE tenant_id = $1 AND entity_id = $2 \
+             AND operation = 'deleted'",
+            &[&tenant.as_uuid(), &deal.id.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(deal_deleted, 0, "the history shows no deletion of the deal");
+    drop((writer, merger));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_attached_after_a_merge_took_the_loser_are_refused_as_not_found() {
+    let owner = TestStore::new().await;
+    let (writer, merger) = (owner.db().store(), owner.db().store());
+    let tenant = TenantId::new();
+    let survivor = owner
+        .create_contact(tenant, &ctx(), new_contact("keep@example.com"))
+        .await
+        .unwrap();
+    let loser = owner
+        .create_contact(tenant, &ctx(), new_contact("gone@example.com"))
+        .await
+        .unwrap();
+
+    let mut t2 = merger.begin(tenant, ctx()).await.unwrap();
+    t2.merge_contacts(survivor.id, loser.id, ConflictPolicy::NonEmptyIncoming)
+        .await
+        .unwrap();
+    // Writers come while the merge is open: each waits for it.
+    let deal = tokio::spawn({
+        let w = writer.clone();
+        async move { w.create_deal(tenant, &ctx(), new_deal(loser.id)).await }
+    });
+    let activity = tokio::spawn({
+        let w = writer.clone();
+        async move { w.log_activity(tenant, &ctx(), new_activity(loser.id)).await }
+    });
+    let signal = tokio::spawn({
+        let w = writer.clone();
+        async move {
+            let mut tx = w.begin(tenant, ctx()).await?;
+            let s = tx.record_signal(new_signal(loser.id)).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(s)
+        }
+    });
+    until_a_backend_waits_for_a_lock(owner.db()).await;
+    t2.commit().await.unwrap();
+
+    let not_found = |r: &str, e: Error| match e {
+        Error::NotFound {
+            entity: Entity::Contact,
+            id,
+        } if id == loser.id.to_string() => {}
+        other => panic!("{r}: expected NotFound for the merged contact, got {other:?}"),
+    };
+    not_found("create_deal", deal.await.unwrap().unwrap_err());
+    not_found("log_activity", activity.await.unwrap().unwrap_err());
+    not_found("record_signal", signal.await.unwrap().unwrap_err());
+    drop((writer, merger));
+}
+
+/// A small deterministic generator, one per writer.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[derive(Default)]
+struct Acknowledged {
+    deals: Vec<Uuid>,
+    activities: Vec<Uuid>,
+    signals: Vec<Uuid>,
+    refused: usize,
+}
+
+/// Attaches deals, activities and signals to random contacts until told
+/// to stop; returns what was acknowledged.
+async fn write_until(
+    store: PostgresStore,
+    tenant: TenantId,
+    contacts: Arc<Vec<ContactId>>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> Acknowledged {
+    let mut rng = Rng(seed);
+    let mut ack = Acknowledged::default();
+    while !stop.load(Ordering::Relaxed) {
+        let contact = contacts[rng.below(contacts.len())];
+        let result = match rng.below(3) {
+            0 => store
+                .create_deal(tenant, &ctx(), new_deal(contact))
+                .await
+                .map(|d| ack.deals.push(d.id.as_uuid())),
+            1 => store
+                .log_activity(tenant, &ctx(), new_activity(contact))
+                .await
+                .map(|a| ack.activities.push(a.id.as_uuid())),
+            _ => async {
+                let mut tx = store.begin(tenant, ctx()).await?;
+                let s = tx.record_signal(new_signal(contact)).await?;
+                tx.commit().await?;
+                Ok(s)
+            }
+            .await
+            .map(|s| ack.signals.push(s.id.as_uuid())),
+        };
+        match result {
+            Ok(()) => {}
+            Err(Error::NotFound {
+                entity: Entity::Contact,
+                ..
+            }) => ack.refused += 1,
+            Err(e) => panic!("a write racing merges failed with {e:?}"),
+        }
+    }
+    ack
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_racing_twenty_four_merges_lose_no_acknowledged_deal_activity_or_signal() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let mut contacts = Vec::new();
+    for i in 0..48 {
+        let c = owner
+            .create_contact(tenant, &ctx(), new_contact(&format!("c{i}@example.com")))
+            .await
+            .unwrap();
+        contacts.push(c.id);
+    }
+    let contacts = Arc::new(contacts);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Three writer processes, one merging process.
+    let writers: Vec<_> = (0..3)
+        .map(|i| {
+            tokio::spawn(write_until(
+                owner.db().store(),
+                tenant,
+                Arc::clone(&contacts),
+                Arc::clone(&stop),
+                0x9E37_79B9_7F4A_7C15 ^ (i + 1),
+            ))
+        })
+        .collect();
+    let merger = owner.db().store();
+    // Let the writers get going, then merge 24 pairs one after another.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for pair in contacts.chunks(2) {
+        merger
+            .begin(tenant, ctx())
+            .await
+            .unwrap()
+            .merge_and_commit(pair[0], pair[1])
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Acknowledged::default();
+    for w in writers {
+        let a = w.await.unwrap();
+        all.deals.extend(a.deals);
+        all.activities.extend(a.activities);
+        all.signals.extend(a.signals);
+        all.refused += a.refused;
+    }
+    assert!(
+        all.refused > 0,
+        "some writes met a merged contact (the race happened)"
+    );
+    let db = owner.db();
+    assert_eq!(
+        count(db, "deals", tenant, &all.deals).await,
+        all.deals.len() as i64,
+        "every acknowledged deal exists"
+    );
+    assert_eq!(
+        count(db, "activities", tenant, &all.activities).await,
+        all.activities.len() as i64,
+        "every acknowledged activity exists"
+    );
+    assert_eq!(
+        count(db, "signals", tenant, &all.signals).await,
+        all.signals.len() as i64,
+        "every acknowledged signal exists"
+    );
+    let orphans: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM activities a WHERE a.tenant_id = $1 AND NOT EXISTS \
+             (SELECT 1 FROM contacts c WHERE c.tenant_id = a.tenant_id AND c.id = a.contact_id)",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 0);
+    drop(merger);
+}
+
+/// Test conveniences over a store.
+trait TestExt {
+    async fn get_deal_in(
+        &self,
+        tenant: TenantId,
+        id: crm_core::domain::DealId,
+    ) -> Option<crm_core::domain::Deal>;
+}
+
+impl TestExt for PostgresStore {
+    async fn get_deal_in(
+        &self,
+        tenant: TenantId,
+        id: crm_core::domain::DealId,
+    ) -> Option<crm_core::domain::Deal> {
+        let mut tx = self.begin(tenant, ctx()).await.unwrap();
+        let d = tx.get_deal(id).await.unwrap();
+        tx.rollback().await.unwrap();
+        d
+    }
+}
+
+/// Merging in a transaction of its own.
+trait MergeExt {
+    async fn merge_and_commit(self, survivor: ContactId, loser: ContactId);
+}
+
+impl MergeExt for Box<dyn crm_core::Transaction> {
+    async fn merge_and_commit(mut self, survivor: ContactId, loser: ContactId) {
+        self.merge_contacts(survivor, loser, ConflictPolicy::NonEmptyIncoming)
+            .await
+            .expect("a merge succeeds");
+        self.commit().await.expect("a merge commits");
+    }
+}
