@@ -595,6 +595,80 @@ async fn upserting_an_email_whose_case_the_database_maps_otherwise_reports_its_c
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upsert_undoes_its_writes_and_the_transaction_goes_on() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    // A trigger fails the second round of the batch (the repeated email),
+    // after the first round wrote both contacts.
+    store
+        .db()
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.first_name = 'Boom' THEN RAISE EXCEPTION 'boom'; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_boom BEFORE UPDATE ON contacts
+                 FOR EACH ROW EXECUTE FUNCTION refuse_boom();",
+        )
+        .await
+        .unwrap();
+    let mut boom = new_contact("ada@example.com");
+    boom.first_name = PersonName::parse("Boom").unwrap();
+    let rows = [
+        new_contact("ada@example.com"),
+        new_contact("bob@example.com"),
+        boom,
+    ];
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let kept = tx
+        .create_contact(new_contact("kept@example.com"))
+        .await
+        .unwrap();
+    let err = tx
+        .upsert_contacts(&rows, ConflictPolicy::Incoming)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    // Nothing of the upsert is left, and the transaction goes on.
+    for address in ["ada@example.com", "bob@example.com"] {
+        let email = Email::parse(address).unwrap();
+        assert!(
+            tx.get_contact_by_email(&email).await.unwrap().is_none(),
+            "{address} is not left behind by the failed upsert"
+        );
+    }
+    tx.create_contact(new_contact("after@example.com"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let client = store.db().client().await;
+    let emails: Vec<String> = client
+        .query(
+            "SELECT email FROM contacts WHERE tenant_id = $1 ORDER BY email",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(emails, ["after@example.com", "kept@example.com"]);
+    let history: i64 = client
+        .query_one(
+            "SELECT count(*) FROM history WHERE tenant_id = $1",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(history, 2, "the failed upsert left no version either");
+    drop(kept);
+}
+
 /// Applies the migrations before the caseless keys (1–7), as a build of
 /// that time did.
 async fn migrate_to_version_7(db: &TestDb) -> tokio_postgres::Client {

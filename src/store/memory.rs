@@ -313,6 +313,20 @@ fn finished() -> Error {
 static EMPTY: std::sync::LazyLock<TenantData> = std::sync::LazyLock::new(TenantData::default);
 
 impl MemoryTransaction {
+    /// Runs an operation of several writes so that, if it fails, none of
+    /// its writes stays: they are undone from the undo log.
+    fn atomic<T>(&mut self, operation: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let mark = self.undo.len();
+        let result = operation(self);
+        if result.is_err() {
+            let undo = self.undo.split_off(mark);
+            if let Some(guard) = self.guard.as_mut() {
+                roll_back(guard, undo);
+            }
+        }
+        result
+    }
+
     fn data(&self) -> Result<&TenantData> {
         let guard = self.guard.as_ref().ok_or_else(finished)?;
         Ok(guard.tenants.get(&self.tenant).unwrap_or(&EMPTY))
@@ -585,16 +599,18 @@ impl Transaction for MemoryTransaction {
             )
             .map(|(k, _)| *k)
             .collect();
-        for a in activities {
-            self.set_activity(a, None)?;
-        }
-        for s in signals {
-            self.set_signal(s, None)?;
-        }
-        for d in deals {
-            self.set_deal(d, None)?;
-        }
-        self.set_contact(id, None)?;
+        self.atomic(|tx| {
+            for a in activities {
+                tx.set_activity(a, None)?;
+            }
+            for s in signals {
+                tx.set_signal(s, None)?;
+            }
+            for d in deals {
+                tx.set_deal(d, None)?;
+            }
+            tx.set_contact(id, None)
+        })?;
         Ok(true)
     }
 
@@ -817,8 +833,10 @@ impl Transaction for MemoryTransaction {
             }
         }
         let activity = Activity::create(self.tenant, new, now());
-        self.set_activity(activity.id, Some(activity.clone()))?;
-        self.live_add_activity(&activity)?;
+        self.atomic(|tx| {
+            tx.set_activity(activity.id, Some(activity.clone()))?;
+            tx.live_add_activity(&activity)
+        })?;
         Ok(activity)
     }
 
@@ -842,15 +860,17 @@ impl Transaction for MemoryTransaction {
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
         self.contact(new.contact_id)?;
         let signal = Signal::create(self.tenant, new, now());
-        self.set_signal(
-            (
-                signal.contact_id,
-                signal.occurred_at.timestamp_micros(),
-                signal.id,
-            ),
-            Some(signal.clone()),
-        )?;
-        self.live_add_signal(&signal)?;
+        self.atomic(|tx| {
+            tx.set_signal(
+                (
+                    signal.contact_id,
+                    signal.occurred_at.timestamp_micros(),
+                    signal.id,
+                ),
+                Some(signal.clone()),
+            )?;
+            tx.live_add_signal(&signal)
+        })?;
         Ok(signal)
     }
 
@@ -933,7 +953,7 @@ impl Transaction for MemoryTransaction {
     }
 
     async fn erase_contact(&mut self, id: ContactId) -> Result<Contact> {
-        self.history_erase_contact(id)
+        self.atomic(|tx| tx.history_erase_contact(id))
     }
 
     // ---- idempotency ----
@@ -982,7 +1002,7 @@ impl Transaction for MemoryTransaction {
         rows: &[NewContact],
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
-        self.bulk_upsert_contacts(rows, policy)
+        self.atomic(|tx| tx.bulk_upsert_contacts(rows, policy))
     }
 
     async fn merge_contacts(
@@ -991,7 +1011,7 @@ impl Transaction for MemoryTransaction {
         loser: ContactId,
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Contact> {
-        self.bulk_merge_contacts(survivor, loser, policy)
+        self.atomic(|tx| tx.bulk_merge_contacts(survivor, loser, policy))
     }
 
     // ---- scoring ----

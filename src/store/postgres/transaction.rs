@@ -5,7 +5,10 @@
 //! version, duplicate email, refused stage move, validation) checks before
 //! it writes, so such an error leaves the PostgreSQL transaction usable.
 //! The one write that can still collide with a concurrent writer — an email
-//! change racing a create — runs under a savepoint.
+//! change racing a create — runs under a savepoint, and so does every
+//! operation of several writing statements (upsert, merge, erasure): if it
+//! fails after a write, the savepoint undoes what it wrote, so an error
+//! never leaves part of an operation behind and the transaction goes on.
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
@@ -152,6 +155,13 @@ const WRITE_SCORES: &str = "UPDATE contacts AS c SET score = u.score \
 const EMAIL_SAVEPOINT: &str = "SAVEPOINT crm_email_change";
 const EMAIL_RELEASE: &str = "RELEASE SAVEPOINT crm_email_change";
 const EMAIL_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_email_change";
+
+/// The savepoint of an operation of several statements
+/// ([`PgTransaction::begin_atomic`]).
+const OPERATION_SAVEPOINT: &str = "SAVEPOINT crm_operation";
+const OPERATION_RELEASE: &str = "RELEASE SAVEPOINT crm_operation";
+const OPERATION_ROLLBACK_TO: &str =
+    "ROLLBACK TO SAVEPOINT crm_operation; RELEASE SAVEPOINT crm_operation";
 
 /// `BEGIN` as a prepared statement, so that it can be pipelined with the
 /// transaction's first statement. The isolation level is explicit: the
@@ -585,6 +595,43 @@ impl PgTransaction {
             None => return Err(Error::backend(Finished)),
         };
         r.map_err(|e| self.failed(e))
+    }
+
+    /// Starts an operation of several statements that must leave nothing
+    /// when it fails: a savepoint, ended by [`end_atomic`](Self::end_atomic).
+    pub(super) async fn begin_atomic(&mut self) -> Result<()> {
+        self.simple(OPERATION_SAVEPOINT).await
+    }
+
+    /// Ends what [`begin_atomic`](Self::begin_atomic) started: on success
+    /// the savepoint is released; on failure everything the operation wrote
+    /// is rolled back to it — also after a statement failed, which
+    /// PostgreSQL lets a savepoint undo — so that the error leaves no trace
+    /// and the transaction stays usable. Returns `result`, or the failure
+    /// to release.
+    pub(super) async fn end_atomic<T>(&mut self, result: Result<T>) -> Result<T> {
+        if result.is_ok() {
+            return match self.simple(OPERATION_RELEASE).await {
+                Ok(()) => result,
+                Err(e) => Err(e),
+            };
+        }
+        if self.claim_lost.is_some() {
+            return result;
+        }
+        let undone = match self.conn.as_ref() {
+            Some(c) => c.batch_execute(OPERATION_ROLLBACK_TO).await,
+            None => return result,
+        };
+        match undone {
+            // Whatever failed inside is undone: the transaction is as it
+            // was before the operation.
+            Ok(()) => self.aborted = false,
+            Err(e) => {
+                self.failed(e);
+            }
+        }
+        result
     }
 
     fn pipeline(&self, key: &PipelineKey) -> Result<Pipeline> {
@@ -1282,7 +1329,9 @@ impl Transaction for PgTransaction {
     }
 
     async fn erase_contact(&mut self, id: ContactId) -> Result<Contact> {
-        self.history_erase_contact(id).await
+        self.begin_atomic().await?;
+        let erased = self.history_erase_contact(id).await;
+        self.end_atomic(erased).await
     }
 
     // ---- idempotency ----
@@ -1358,7 +1407,12 @@ impl Transaction for PgTransaction {
         rows: &[NewContact],
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
-        self.bulk_upsert_contacts(rows, policy).await
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.begin_atomic().await?;
+        let outcomes = self.bulk_upsert_contacts(rows, policy).await;
+        self.end_atomic(outcomes).await
     }
 
     async fn merge_contacts(
@@ -1367,7 +1421,9 @@ impl Transaction for PgTransaction {
         loser: ContactId,
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Contact> {
-        self.bulk_merge_contacts(survivor, loser, policy).await
+        self.begin_atomic().await?;
+        let merged = self.bulk_merge_contacts(survivor, loser, policy).await;
+        self.end_atomic(merged).await
     }
 
     // ---- scoring ----
