@@ -2894,8 +2894,8 @@ fn expected_order(sort: ContactSort, contacts: &[Contact]) -> Vec<ContactId> {
             ),
             ContactSort::NameAsc | ContactSort::NameDesc => (
                 0,
-                c.last_name.as_str().to_lowercase(),
-                c.first_name.as_str().to_lowercase(),
+                crate::domain::caseless_key(c.last_name.as_str()),
+                crate::domain::caseless_key(c.first_name.as_str()),
                 id,
             ),
         }

@@ -8,7 +8,7 @@ use crm_core::domain::{
     Currency, Deal, DealPatch, DealPatchDto, DealTitle, Direction, Email, JobTitle, LeadSource,
     LostReason, Metadata, Money, NewActivity, NewActivityDto, NewContact, NewContactDto, NewDeal,
     NewDealDto, NewSignal, NewSignalDto, PersonName, Phone, Pipeline, PipelineKey, Score, Signal,
-    SignalId, SignalKind, StageKey, Subject,
+    SignalId, SignalKind, StageKey, Subject, caseless_key,
 };
 use crm_core::{Actor, Context, FieldError, TenantId, ValidationErrors};
 use proptest::prelude::*;
@@ -374,7 +374,7 @@ proptest! {
     fn a_valid_email_is_accepted_and_round_trips(s in valid_email()) {
         let e = Email::parse(&s).unwrap();
         prop_assert_eq!(e.as_str(), s.as_str());
-        prop_assert_eq!(e.normalized(), s.to_lowercase());
+        prop_assert_eq!(e.normalized(), caseless_key(&s));
         let back = json_round_trip(&e);
         prop_assert_eq!(back.as_str(), e.as_str());
         prop_assert_eq!(back, e);
@@ -410,14 +410,84 @@ fn an_email_is_trimmed_and_compared_case_insensitively() {
 }
 
 #[test]
-fn an_email_is_lower_cased_character_by_character_as_postgresql_lower_does() {
-    // PostgreSQL (UTF-8): lower('ΣΑΣ') = 'σασ', lower('İ') = 'i'.
+fn an_email_is_compared_by_its_caseless_key_not_by_a_database_lower() {
+    // Per character, without the final-sigma rule: 'ΣΑΣ' and 'σασ' meet.
     let greek = Email::parse("ΣΑΣ@example.gr").unwrap();
     assert_eq!(greek.normalized(), "σασ@example.gr");
     assert_eq!(greek, Email::parse("σασ@example.gr").unwrap());
+    // 'İ' lower-cases to 'i' with a combining dot above, and keeps it.
     let dotted = Email::parse("İpek@example.com").unwrap();
-    assert_eq!(dotted.normalized(), "ipek@example.com");
+    assert_eq!(dotted.normalized(), "i\u{307}pek@example.com");
     assert_eq!(dotted.as_str(), "İpek@example.com");
+    assert_ne!(dotted, Email::parse("ipek@example.com").unwrap());
+    // Case pairs a database's tables may not know yet, the sharp s, and
+    // composed against decomposed accents.
+    assert_eq!(
+        Email::parse("\u{1C89}mile@example.com").unwrap(),
+        Email::parse("\u{1C8A}mile@example.com").unwrap()
+    );
+    assert_eq!(
+        Email::parse("STRASSE@example.de").unwrap(),
+        Email::parse("straße@example.de").unwrap()
+    );
+    assert_eq!(
+        Email::parse("E\u{301}mile@example.com").unwrap(),
+        Email::parse("émile@example.com").unwrap()
+    );
+}
+
+#[test]
+fn an_email_at_the_domain_reserved_for_erased_contacts_is_rejected() {
+    for bad in [
+        "erased-0190a1b2c3d4e5f6a7b8c9d0e1f2a3b4@erased.invalid",
+        "someone@ERASED.invalid",
+        "x@Erased.Invalid",
+    ] {
+        assert_rejected(Email::parse(bad), "email", "invalid_value");
+    }
+    assert!(Email::parse("someone@not-erased.invalid").is_ok());
+    assert!(Email::parse("someone@erased.invalid.example.com").is_ok());
+}
+
+/// Text rich in characters with case mappings, combining marks and
+/// precomposed letters.
+fn cased_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[a-zA-ZßẞſKÅİıΣσςǅǄǆﬀﬁᲉᲊ\u{1C89}\u{1C8A}\u{0300}-\u{0345}À-ɏͰ-ϿЀ-ӿ]{0,24}",
+    ]
+}
+
+proptest! {
+    #[test]
+    fn the_caseless_key_of_a_key_is_the_key(s in cased_text()) {
+        let key = caseless_key(&s);
+        prop_assert_eq!(caseless_key(&key), key);
+    }
+
+    #[test]
+    fn text_in_upper_lower_or_another_normal_form_has_one_caseless_key(s in cased_text()) {
+        use unicode_normalization::UnicodeNormalization;
+        let key = caseless_key(&s);
+        prop_assert_eq!(caseless_key(&s.to_uppercase()), key.clone());
+        prop_assert_eq!(caseless_key(&s.to_lowercase()), key.clone());
+        prop_assert_eq!(caseless_key(&s.nfd().collect::<String>()), key.clone());
+        prop_assert_eq!(caseless_key(&s.nfc().collect::<String>()), key);
+    }
+
+    #[test]
+    fn ascii_text_keys_to_its_lower_case(s in "[ -~]{0,64}") {
+        prop_assert_eq!(caseless_key(&s), s.to_ascii_lowercase());
+    }
+
+    #[test]
+    fn an_email_in_another_casing_is_the_same_email(s in valid_email(), upper in any::<bool>()) {
+        let other = if upper { s.to_uppercase() } else { s.to_lowercase() };
+        if let (Ok(a), Ok(b)) = (Email::parse(&s), Email::parse(&other)) {
+            prop_assert_eq!(a.normalized(), b.normalized());
+            prop_assert_eq!(a, b);
+        }
+    }
 }
 
 #[test]
