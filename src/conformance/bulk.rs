@@ -486,3 +486,46 @@ pub async fn merging_into_itself_or_with_a_missing_contact_fails_and_changes_not
     ok(tx.commit().await, "commit");
     assert_eq!(get(store, t, c.id).await, Some(c));
 }
+
+/// Contract: the survivor of a merge takes the loser's activities and
+/// signals, and with them their weight in its live score: its live state
+/// is the two states added (`ln(e^s + e^l)`, bit for bit the same on every
+/// backend), so it ranks at once as a rebuild would rank it.
+pub async fn a_merge_adds_the_losers_live_score_to_the_survivors(store: &DynStore) {
+    let t = TenantId::new();
+    let survivor = create(store, t, new_contact("s@example.com", "Sam", "Survivor")).await;
+    let loser = create(store, t, new_contact("l@example.com", "Lou", "Loser")).await;
+    let mut tx = begin(store, t).await;
+    ok(
+        tx.record_signal(NewSignal::new(survivor.id, SignalKind::PAGE_VIEW))
+            .await,
+        "record a signal",
+    );
+    ok(
+        tx.log_activity(NewActivity::new(loser.id, ActivityKind::Meeting))
+            .await,
+        "log a meeting",
+    );
+    let s_before = ok(tx.live_score_log(survivor.id).await, "live state").flatten();
+    let l_before = ok(tx.live_score_log(loser.id).await, "live state").flatten();
+    ok(tx.commit().await, "commit");
+    let (Some(s_before), Some(l_before)) = (s_before, l_before) else {
+        // A store that keeps no live scores has nothing to merge.
+        return;
+    };
+    let mut tx = begin(store, t).await;
+    ok(
+        tx.merge_contacts(survivor.id, loser.id, ConflictPolicy::NonEmptyIncoming)
+            .await,
+        "merge",
+    );
+    ok(tx.commit().await, "commit");
+    let mut tx = begin(store, t).await;
+    let after = ok(tx.live_score_log(survivor.id).await, "live state").flatten();
+    ok(tx.rollback().await, "rollback");
+    assert_eq!(
+        after.map(f64::to_bits),
+        Some(crate::scoring::ScoringModel::log_add(Some(s_before), l_before).to_bits()),
+        "the survivor's live state adds the loser's"
+    );
+}

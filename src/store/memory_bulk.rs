@@ -123,6 +123,7 @@ impl MemoryTransaction {
             s.contact_id = survivor;
             self.set_signal((survivor, key.1, key.2), Some(s))?;
         }
+        self.live_merge(survivor, loser)?;
         // The loser goes first: the survivor may take nothing of its email,
         // but a store checks uniqueness at each write.
         self.set_contact(loser, None)?;

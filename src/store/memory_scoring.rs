@@ -49,6 +49,23 @@ impl MemoryTransaction {
         )
     }
 
+    /// Adds the live state of `loser` (being merged away) to the
+    /// survivor's, as PostgreSQL does.
+    pub(super) fn live_merge(&mut self, survivor: ContactId, loser: ContactId) -> Result<()> {
+        if self.live_scoring.is_none() {
+            return Ok(());
+        }
+        let data = self.data()?;
+        let Some(gone) = data.live_scores.get(&loser).copied() else {
+            return Ok(());
+        };
+        let current = data.live_scores.get(&survivor).copied();
+        self.set_live(
+            survivor,
+            Some(crate::scoring::ScoringModel::log_add(current, gone)),
+        )
+    }
+
     pub(super) fn live_add_activity(&mut self, a: &Activity) -> Result<()> {
         let Some(model) = self.live_scoring.clone() else {
             return Ok(());

@@ -303,6 +303,7 @@ impl PgTransaction {
         self.execute(MOVE_DEALS, &[&tenant, &l, &s, &at]).await?;
         self.execute(MOVE_ACTIVITIES, &[&tenant, &l, &s]).await?;
         self.execute(MOVE_SIGNALS, &[&tenant, &l, &s]).await?;
+        self.live_merge(survivor, loser).await?;
         self.execute(
             "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2",
             &[&tenant, &l],

@@ -170,6 +170,27 @@ impl PgTransaction {
             .await
     }
 
+    /// Adds the live state of `loser` (being merged away, and locked for
+    /// that) to the survivor's: the survivor now holds the loser's
+    /// activities and signals, and a live state is a log-scaled sum of
+    /// their terms.
+    pub(super) async fn live_merge(&mut self, survivor: ContactId, loser: ContactId) -> Result<()> {
+        if self.live_scoring.is_none() {
+            return Ok(());
+        }
+        let Some(Some(gone)) = self.live_log_of(loser).await? else {
+            return Ok(());
+        };
+        let LiveLock::On(current) = self.live_lock(survivor).await? else {
+            return Ok(());
+        };
+        let next = ScoringModel::log_add(current, gone);
+        let tenant = self.tenant_uuid();
+        self.execute(LIVE_SET, &[&tenant, &survivor.as_uuid(), &next])
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn live_log_of(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
         let tenant = self.tenant_uuid();
         match self.query_opt(LIVE_OF, &[&tenant, &id.as_uuid()]).await? {
