@@ -700,7 +700,7 @@ impl PgTransaction {
                         email: next.email,
                         existing_id,
                     }),
-                    None => Err(Error::retryable(e)),
+                    None => Err(error::db_retryable(e)),
                 }
             }
             Err(e) => Err(self.failed(e)),
