@@ -8,6 +8,7 @@
 mod activity;
 mod contact;
 mod deal;
+mod json;
 mod metadata;
 mod pipeline;
 mod tenant;
@@ -26,6 +27,8 @@ pub use deal::{
     Currency, Deal, DealId, DealPatch, DealPatchDto, DealTitle, LostReason, Money, NewDeal,
     NewDealDto,
 };
+pub(crate) use json::read_value;
+pub use json::{FromJson, ROOT_FIELD};
 pub use metadata::Metadata;
 pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKind};
 pub use tenant::{Actor, Context, TenantId, Version};
