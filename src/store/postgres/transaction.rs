@@ -48,6 +48,8 @@ mod bulk;
 mod history;
 #[path = "idempotency.rs"]
 mod idempotency;
+#[path = "import_lock.rs"]
+mod import_lock;
 #[path = "scoring.rs"]
 mod scoring;
 
@@ -1310,6 +1312,10 @@ impl Transaction for PgTransaction {
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
         self.bulk_upsert_contacts(rows, policy).await
+    }
+
+    async fn lock_for_import(&mut self, lock: crate::bulk::ImportLock) -> Result<()> {
+        self.take_import_lock(lock).await
     }
 
     async fn merge_contacts(
