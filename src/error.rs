@@ -226,7 +226,7 @@ pub struct FieldError {
     /// The field's name as it appears in the input (`"email"`, `"metadata.plan"`).
     pub field: String,
     /// A stable code: `required`, `too_long`, `too_short`, `invalid_format`,
-    /// `out_of_range`, `unknown_value`, `too_deep`, `too_large`.
+    /// `out_of_range`, `unknown_value`, `unknown_field`, `too_deep`, `too_large`.
     pub code: &'static str,
     /// What is wrong, in words.
     pub reason: String,

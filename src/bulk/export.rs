@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use super::CsvFormulas;
 use crate::{
     Context, Store, TenantId,
     domain::Contact,
@@ -31,6 +32,19 @@ pub const CONTACT_CSV_HEADER: [&str; 14] = [
 
 fn io(e: impl std::fmt::Display) -> Error {
     Error::backend(format!("cannot write the export: {e}"))
+}
+
+/// Writes one CSV record, each cell as `formulas` says.
+pub(super) fn write_csv_record<'a, W: Write>(
+    csv: &mut csv::Writer<W>,
+    formulas: CsvFormulas,
+    cells: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    for cell in cells {
+        csv.write_field(formulas.write(cell).as_bytes())
+            .map_err(io)?;
+    }
+    csv.write_record(None::<&[u8]>).map_err(io)
 }
 
 /// Pages through the tenant's contacts, oldest first, calling `each`.
@@ -63,6 +77,11 @@ async fn for_each_contact<S: Store + ?Sized>(
 /// Writes the tenant's contacts as CSV ([`CONTACT_CSV_HEADER`]), oldest
 /// first; returns how many. What [`import_contacts_csv`](super::import_contacts_csv)
 /// reads back.
+///
+/// A cell a spreadsheet would run as a formula (one starting with `=`, `+`,
+/// `-`, `@`, tab or carriage return) is written with a `'` in front, as is
+/// one starting with `'`; the importers remove it again (see
+/// [`CsvFormulas`]). [`export_contacts_csv_with`] can write cells verbatim.
 pub async fn export_contacts_csv<S, W>(
     store: &S,
     tenant: TenantId,
@@ -73,12 +92,30 @@ where
     S: Store + ?Sized,
     W: Write + Send,
 {
+    export_contacts_csv_with(store, tenant, ctx, writer, CsvFormulas::Neutralise).await
+}
+
+/// [`export_contacts_csv`] with formula-like cells written as `formulas`
+/// says: [`CsvFormulas::Verbatim`] writes every value exactly as stored
+/// (read it back with [`ImportOptions::csv_formulas`](super::ImportOptions::csv_formulas)
+/// set to `Verbatim` too), for programs, never for a spreadsheet.
+pub async fn export_contacts_csv_with<S, W>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    writer: W,
+    formulas: CsvFormulas,
+) -> Result<u64>
+where
+    S: Store + ?Sized,
+    W: Write + Send,
+{
     let mut csv = csv::Writer::from_writer(writer);
     csv.write_record(CONTACT_CSV_HEADER).map_err(io)?;
     let count = for_each_contact(store, tenant, ctx, |c| {
         let metadata = serde_json::to_string(c.metadata.as_map()).map_err(io)?;
         let opt = |v: Option<&str>| v.unwrap_or("").to_string();
-        csv.write_record([
+        let record = [
             c.id.to_string(),
             c.email.as_str().to_string(),
             c.first_name.as_str().to_string(),
@@ -95,8 +132,8 @@ where
             c.updated_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             c.version.get().to_string(),
-        ])
-        .map_err(io)
+        ];
+        write_csv_record(&mut csv, formulas, record.iter().map(String::as_str))
     })
     .await?;
     csv.flush().map_err(io)?;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    ConflictPolicy, UpsertOutcome,
+    ConflictPolicy, CsvFormulas, ImportLock, UpsertOutcome, check_batch_size,
     row::{Column, RawContact},
 };
 use crate::{
@@ -26,9 +26,19 @@ pub enum ImportMode {
     /// One transaction for the whole file: a single rejected row (or any
     /// error) writes nothing at all. The whole file is still read, so that
     /// the report lists every rejected row.
+    ///
+    /// The transaction holds the tenant's import lock
+    /// ([`ImportLock::Exclusive`]) from its start, so the tenant's other
+    /// imports wait for it (and it for them) instead of deadlocking. A
+    /// transaction of the host's own that writes the same contacts can
+    /// still deadlock with it; the import then fails with a retryable
+    /// error, having written nothing, and can be run again with the same
+    /// input.
     AllOrNothing,
     /// Each batch commits on its own; rejected rows are reported and
-    /// skipped, good rows are kept. The default.
+    /// skipped, good rows are kept. Each batch holds the tenant's import
+    /// lock shared ([`ImportLock::Shared`]) and is retried after a
+    /// retryable failure (see [`ImportOptions::retries`]). The default.
     #[default]
     BestEffort,
 }
@@ -39,8 +49,10 @@ pub struct ImportOptions {
     pub mode: ImportMode,
     /// Which values win over an existing contact with the same email.
     pub policy: ConflictPolicy,
-    /// Rows read and upserted at a time (at least 1; default 1,000): what
-    /// bounds the memory an import takes.
+    /// Rows read and upserted at a time: 1 to
+    /// [`MAX_BATCH_SIZE`](super::MAX_BATCH_SIZE) (default 1,000), what
+    /// bounds the memory an import takes. Another value is an
+    /// [`Error::Validation`] on `batch_size`, before anything is read.
     pub batch_size: usize,
     /// Keep every row's outcome in [`ImportReport::outcomes`] (default
     /// false: a long import keeps only counts and rejected rows).
@@ -48,8 +60,15 @@ pub struct ImportOptions {
     /// Called after each batch with the number of rows done so far.
     pub progress: Option<Box<dyn FnMut(u64) + Send>>,
     /// How often a best-effort batch is retried after a retryable failure
-    /// (a deadlock or serialization failure, a lost connection). Default 3.
+    /// (a deadlock or serialization failure, a lost connection), waiting a
+    /// random time before each retry, up to twice as long as before (from
+    /// up to 20 ms, never more than 2 s). Default 3.
     pub retries: u32,
+    /// How a CSV import reads cells that an export neutralised (default
+    /// [`CsvFormulas::Neutralise`]: read back what
+    /// [`export_contacts_csv`](super::export_contacts_csv) wrote). JSON
+    /// Lines ignore it.
+    pub csv_formulas: CsvFormulas,
 }
 
 impl Default for ImportOptions {
@@ -61,6 +80,7 @@ impl Default for ImportOptions {
             keep_outcomes: false,
             progress: None,
             retries: 3,
+            csv_formulas: CsvFormulas::default(),
         }
     }
 }
@@ -74,6 +94,7 @@ impl fmt::Debug for ImportOptions {
             .field("keep_outcomes", &self.keep_outcomes)
             .field("progress", &self.progress.is_some())
             .field("retries", &self.retries)
+            .field("csv_formulas", &self.csv_formulas)
             .finish()
     }
 }
@@ -135,8 +156,13 @@ trait RowSource {
 /// reader is read synchronously: hand a file or an in-memory buffer (or
 /// run the import where blocking is fine).
 ///
-/// Errors: an I/O error reading the source, or a storage error (in best
-/// effort, after the batches before it were committed).
+/// Cells are read as [`ImportOptions::csv_formulas`] says: by default a
+/// cell an export neutralised (`'=…`) reads as its value (`=…`).
+///
+/// Errors: [`Error::Validation`] on `batch_size` (see
+/// [`ImportOptions::batch_size`]); an I/O error reading the source, or a
+/// storage error (in best effort, after the batches before it were
+/// committed).
 pub async fn import_contacts_csv<S, R>(
     store: &S,
     tenant: TenantId,
@@ -148,7 +174,8 @@ where
     S: Store + ?Sized,
     R: Read + Send,
 {
-    let source = CsvSource::new(reader)?;
+    check_batch_size(options.batch_size)?;
+    let source = CsvSource::new(reader, options.csv_formulas)?;
     run(store, tenant, ctx, source, options).await
 }
 
@@ -184,20 +211,36 @@ async fn run<S, Src>(
     tenant: TenantId,
     ctx: &Context,
     mut source: Src,
-    mut options: ImportOptions,
+    options: ImportOptions,
 ) -> Result<ImportReport>
 where
     S: Store + ?Sized,
     Src: RowSource + Send,
 {
-    let batch_size = options.batch_size.max(1);
+    // Taken apart so that no borrow of the options (whose progress
+    // callback need not be `Sync`) is held across an await.
+    let ImportOptions {
+        mode,
+        policy,
+        batch_size,
+        keep_outcomes,
+        mut progress,
+        retries,
+        csv_formulas: _,
+    } = options;
+    let batch_size = check_batch_size(batch_size)?;
     let mut report = ImportReport::default();
-    let mut whole = match options.mode {
-        ImportMode::AllOrNothing => Some(store.begin(tenant, ctx.clone()).await?),
+    let mut whole = match mode {
+        ImportMode::AllOrNothing => {
+            let mut tx = store.begin(tenant, ctx.clone()).await?;
+            tx.lock_for_import(ImportLock::Exclusive).await?;
+            Some(tx)
+        }
         ImportMode::BestEffort => None,
     };
-    let mut numbers: Vec<u64> = Vec::with_capacity(batch_size);
-    let mut batch: Vec<NewContact> = Vec::with_capacity(batch_size);
+    // Grown as rows come, never sized from the caller's number up front.
+    let mut numbers: Vec<u64> = Vec::new();
+    let mut batch: Vec<NewContact> = Vec::new();
     let mut done = false;
     while !done {
         numbers.clear();
@@ -222,8 +265,8 @@ where
         }
         if !batch.is_empty() {
             let outcomes = match whole.as_mut() {
-                Some(tx) => tx.upsert_contacts(&batch, options.policy).await?,
-                None => upsert_batch(store, tenant, ctx, &batch, &options).await?,
+                Some(tx) => tx.upsert_contacts(&batch, policy).await?,
+                None => upsert_batch(store, tenant, ctx, &batch, policy, retries).await?,
             };
             for (n, o) in numbers.iter().zip(outcomes) {
                 match o {
@@ -231,12 +274,12 @@ where
                     UpsertOutcome::Updated(_) => report.updated += 1,
                     UpsertOutcome::Unchanged(_) => report.unchanged += 1,
                 }
-                if options.keep_outcomes {
+                if keep_outcomes {
                     report.outcomes.push((*n, o));
                 }
             }
         }
-        if let Some(progress) = options.progress.as_mut() {
+        if let Some(progress) = progress.as_mut() {
             progress(report.rows);
         }
     }
@@ -254,32 +297,52 @@ where
     Ok(report)
 }
 
-/// Upserts one batch in its own transaction, retrying retryable failures.
+/// Upserts one batch in its own transaction (holding the tenant's import
+/// lock shared), retrying a retryable failure up to `retries` times after
+/// a jittered, exponentially growing pause.
 async fn upsert_batch<S: Store + ?Sized>(
     store: &S,
     tenant: TenantId,
     ctx: &Context,
     batch: &[NewContact],
-    options: &ImportOptions,
+    policy: ConflictPolicy,
+    retries: u32,
 ) -> Result<Vec<UpsertOutcome>> {
     let mut attempt = 0;
     loop {
         let result = async {
             let mut tx = store.begin(tenant, ctx.clone()).await?;
-            let out = tx.upsert_contacts(batch, options.policy).await?;
+            tx.lock_for_import(ImportLock::Shared).await?;
+            let out = tx.upsert_contacts(batch, policy).await?;
             tx.commit().await?;
             Ok::<_, Error>(out)
         }
         .await;
         match result {
-            Err(e) if e.is_retryable() && attempt < options.retries => attempt += 1,
+            Err(e) if e.is_retryable() && attempt < retries => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
             other => return other,
         }
     }
 }
 
+/// The pause before retry number `attempt` (from 0): "full jitter", a
+/// random time up to 20 ms × 2^attempt, capped at 2 s, so that imports that
+/// failed together do not retry in step.
+fn backoff(attempt: u32) -> std::time::Duration {
+    const FIRST_MS: u64 = 20;
+    const MAX_MS: u64 = 2_000;
+    let ceiling = FIRST_MS
+        .saturating_mul(1u64.checked_shl(attempt).unwrap_or(u64::MAX))
+        .min(MAX_MS);
+    std::time::Duration::from_millis(fastrand::u64(0..=ceiling))
+}
+
 struct CsvSource<R: Read> {
     reader: csv::Reader<R>,
+    formulas: CsvFormulas,
     columns: Vec<Column>,
     record: csv::ByteRecord,
     row: u64,
@@ -287,7 +350,7 @@ struct CsvSource<R: Read> {
 }
 
 impl<R: Read> CsvSource<R> {
-    fn new(reader: R) -> Result<Self> {
+    fn new(reader: R, formulas: CsvFormulas) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -304,6 +367,7 @@ impl<R: Read> CsvSource<R> {
         };
         Ok(CsvSource {
             reader,
+            formulas,
             columns,
             record: csv::ByteRecord::new(),
             row: 0,
@@ -363,7 +427,7 @@ impl<R: Read> RowSource for CsvSource<R> {
         let mut raw = RawContact::default();
         for (column, cell) in self.columns.iter().zip(self.record.iter()) {
             match std::str::from_utf8(cell) {
-                Ok(text) => raw.text(column, text),
+                Ok(text) => raw.text(column, self.formulas.read(text)),
                 Err(e) => raw.error(FieldError::new(
                     column.field(),
                     "invalid_format",

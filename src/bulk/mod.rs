@@ -41,6 +41,13 @@
 //! becomes a custom field named by its header, holding the cell's text
 //! (blank cells are left out).
 //!
+//! # Spreadsheets
+//!
+//! CSV exports neutralise every cell a spreadsheet would run as a formula
+//! (one starting with `=`, `+`, `-`, `@`, tab or carriage return) with a
+//! `'` in front, and CSV imports read such cells back exactly; see
+//! [`CsvFormulas`] for the scheme and for writing cells verbatim.
+//!
 //! # Round trip
 //!
 //! An export imported into an empty tenant gives the same email, names,
@@ -79,20 +86,66 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Contact, ContactId, ContactPatch, Metadata, NewContact};
 
 mod export;
+mod formulas;
 mod import;
 mod related;
 mod row;
 
-pub use export::{CONTACT_CSV_HEADER, export_contacts_csv, export_contacts_jsonl};
+pub use export::{
+    CONTACT_CSV_HEADER, export_contacts_csv, export_contacts_csv_with, export_contacts_jsonl,
+};
+pub use formulas::CsvFormulas;
 pub use import::{
     ImportMode, ImportOptions, ImportReport, RejectedRow, import_contacts_csv,
     import_contacts_jsonl,
 };
 pub use related::{
-    RelatedReport, export_activities_csv, export_activities_jsonl, export_deals_csv,
-    export_deals_jsonl, import_activities_csv, import_activities_jsonl, import_deals_csv,
+    RelatedReport, export_activities_csv, export_activities_csv_with, export_activities_jsonl,
+    export_deals_csv, export_deals_csv_with, export_deals_jsonl, import_activities_csv,
+    import_activities_csv_with, import_activities_jsonl, import_deals_csv, import_deals_csv_with,
     import_deals_jsonl,
 };
+
+/// The largest batch an import takes ([`ImportOptions::batch_size`] and the
+/// `batch_size` of the deal and activity imports): 10,000 rows. A batch is
+/// what an import holds in memory and writes in one go.
+pub const MAX_BATCH_SIZE: usize = 10_000;
+
+/// Checks a batch size a caller gave: 1 to [`MAX_BATCH_SIZE`], else a
+/// validation error on `batch_size`.
+pub(crate) fn check_batch_size(batch_size: usize) -> crate::Result<usize> {
+    if (1..=MAX_BATCH_SIZE).contains(&batch_size) {
+        Ok(batch_size)
+    } else {
+        Err(
+            crate::error::ValidationErrors::single(crate::error::FieldError::new(
+                "batch_size",
+                "out_of_range",
+                format!("must be 1 to {MAX_BATCH_SIZE}, got {batch_size}"),
+            ))
+            .into(),
+        )
+    }
+}
+
+/// How an import transaction orders itself against the tenant's other
+/// imports, taken with
+/// [`Transaction::lock_for_import`](crate::Transaction::lock_for_import)
+/// before the import writes anything.
+///
+/// An all-or-nothing import holds the rows of its earlier batches while it
+/// writes the next one, so two of them over overlapping emails (or one and
+/// a best-effort batch) could each wait for a row the other holds: a
+/// deadlock. With this lock they queue up instead: an all-or-nothing
+/// import holds the tenant's lock exclusively, each best-effort batch (one
+/// statement, which takes its rows in email order) holds it shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImportLock {
+    /// Shared with other best-effort batches: a best-effort batch.
+    Shared,
+    /// Alone: an all-or-nothing import, for its whole transaction.
+    Exclusive,
+}
 
 /// Which values win when an imported row meets a contact that already holds
 /// its email. The email itself (the key) keeps its stored casing.

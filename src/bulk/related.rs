@@ -7,7 +7,14 @@
 //! Import is per row through the store's ordinary operations (deals are
 //! few next to contacts), one transaction per batch in best effort. A deal
 //! exported in a closed stage is created in its pipeline's first open stage
-//! and moved there (stamping `won_at`/`lost_at` anew). Activities keep
+//! and moved there (stamping `won_at`/`lost_at` anew). Everything a row
+//! needs is decided before it writes: its values, its contact, and the
+//! whole path through the stage machine, checked in memory with the
+//! domain's own rules ([`Deal::create`], [`Deal::moved`]). So a rejected
+//! row writes nothing, not even a version in the history. A line is read
+//! with every type error naming its field (see
+//! [`FromJson`](crate::domain::FromJson)). CSV cells are read and written
+//! as [`CsvFormulas`] says. Activities keep
 //! their link to a deal when the deal was imported by the same run of
 //! [`import_deals_jsonl`] (or [`import_deals_csv`]): pass its
 //! [`RelatedReport::ids`] to [`import_activities_jsonl`] (or
@@ -18,15 +25,15 @@ use std::{
     io::{BufRead, Read, Write},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::import::RejectedRow;
+use super::{CsvFormulas, check_batch_size, export::write_csv_record, import::RejectedRow};
 use crate::{
-    Context, Store, TenantId, Transaction,
+    Context, Entity, Store, TenantId, Transaction,
     domain::{
-        ContactId, DealId, Email, LostReason, NewActivity, NewActivityDto, NewDeal, NewDealDto,
-        StageKey, StageKind,
+        ContactId, Deal, DealId, Email, LostReason, NewActivity, NewActivityDto, NewDeal,
+        NewDealDto, Pipelines, StageKey, StageKind, read_value,
     },
     error::{Error, FieldError, Result},
     store::{ContactQuery, ContactSort, PageRequest},
@@ -193,18 +200,23 @@ fn write_line<W: Write>(out: &mut W, record: &Value) -> Result<()> {
 }
 
 /// Writes one flat JSON object as a CSV row of `columns`: a string as it
-/// is, `null` or a missing field as a blank cell, anything else as JSON.
+/// is, `null` or a missing field as a blank cell, anything else as JSON;
+/// each cell as `formulas` says.
 fn write_csv_row<W: Write>(
     csv: &mut csv::Writer<W>,
     columns: &[&str],
     record: &Value,
+    formulas: CsvFormulas,
 ) -> Result<()> {
-    let cells = columns.iter().map(|c| match record.get(*c) {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    });
-    csv.write_record(cells).map_err(io)
+    let cells: Vec<std::borrow::Cow<'_, str>> = columns
+        .iter()
+        .map(|c| match record.get(*c) {
+            None | Some(Value::Null) => "".into(),
+            Some(Value::String(s)) => s.as_str().into(),
+            Some(other) => other.to_string().into(),
+        })
+        .collect();
+    write_csv_record(csv, formulas, cells.iter().map(|c| c.as_ref()))
 }
 
 /// Writes every deal of the tenant as JSON Lines, contact by contact
@@ -232,6 +244,11 @@ where
 /// [`export_deals_jsonl`], with a header row and one column per field of
 /// its lines (same names and order; a missing value is a blank cell);
 /// returns how many. What [`import_deals_csv`] reads back.
+///
+/// A cell a spreadsheet would run as a formula (one starting with `=`, `+`,
+/// `-`, `@`, tab or carriage return) is written with a `'` in front, as is
+/// one starting with `'`; the importers remove it again (see
+/// [`CsvFormulas`]). [`export_deals_csv_with`] can write cells verbatim.
 pub async fn export_deals_csv<S, W>(
     store: &S,
     tenant: TenantId,
@@ -242,10 +259,27 @@ where
     S: Store + ?Sized,
     W: Write + Send,
 {
+    export_deals_csv_with(store, tenant, ctx, writer, CsvFormulas::Neutralise).await
+}
+
+/// [`export_deals_csv`] with formula-like cells written as `formulas`
+/// says ([`CsvFormulas::Verbatim`]: exactly as stored, for programs only;
+/// read it back with [`import_deals_csv_with`] and the same setting).
+pub async fn export_deals_csv_with<S, W>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    writer: W,
+    formulas: CsvFormulas,
+) -> Result<u64>
+where
+    S: Store + ?Sized,
+    W: Write + Send,
+{
     let mut csv = csv::Writer::from_writer(writer);
     csv.write_record(DEAL_COLUMNS).map_err(io)?;
     let count = for_each_deal(store, tenant, ctx, |d| {
-        write_csv_row(&mut csv, &DEAL_COLUMNS, &d)
+        write_csv_row(&mut csv, &DEAL_COLUMNS, &d, formulas)
     })
     .await?;
     csv.flush().map_err(io)?;
@@ -276,6 +310,9 @@ where
 /// [`export_activities_jsonl`], with a header row and one column per field
 /// of its lines (same names and order; a missing value is a blank cell);
 /// returns how many. What [`import_activities_csv`] reads back.
+///
+/// Formula-like cells are neutralised as by [`export_deals_csv`];
+/// [`export_activities_csv_with`] can write cells verbatim.
 pub async fn export_activities_csv<S, W>(
     store: &S,
     tenant: TenantId,
@@ -286,10 +323,27 @@ where
     S: Store + ?Sized,
     W: Write + Send,
 {
+    export_activities_csv_with(store, tenant, ctx, writer, CsvFormulas::Neutralise).await
+}
+
+/// [`export_activities_csv`] with formula-like cells written as `formulas`
+/// says ([`CsvFormulas::Verbatim`]: exactly as stored, for programs only;
+/// read it back with [`import_activities_csv_with`] and the same setting).
+pub async fn export_activities_csv_with<S, W>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    writer: W,
+    formulas: CsvFormulas,
+) -> Result<u64>
+where
+    S: Store + ?Sized,
+    W: Write + Send,
+{
     let mut csv = csv::Writer::from_writer(writer);
     csv.write_record(ACTIVITY_COLUMNS).map_err(io)?;
     let count = for_each_activity(store, tenant, ctx, |a| {
-        write_csv_row(&mut csv, &ACTIVITY_COLUMNS, &a)
+        write_csv_row(&mut csv, &ACTIVITY_COLUMNS, &a, formulas)
     })
     .await?;
     csv.flush().map_err(io)?;
@@ -334,10 +388,11 @@ fn read_lines<R: BufRead>(reader: R) -> impl Iterator<Item = Result<Line>> {
 
 /// The rows of a CSV file with a header row, each as the object a JSON
 /// line would hold: a header (trimmed, any casing) names the field, a
-/// non-blank cell is its value as a string, a blank cell leaves it out.
-/// Rows and lines are numbered as [`import_contacts_csv`](super::import_contacts_csv)
-/// numbers them: data rows from 1, the line a row starts on from 1.
-fn read_csv_rows<R: Read>(reader: R) -> impl Iterator<Item = Result<Line>> {
+/// non-blank cell is its value as a string (read as `formulas` says), a
+/// blank cell leaves it out. Rows and lines are numbered as
+/// [`import_contacts_csv`](super::import_contacts_csv) numbers them: data
+/// rows from 1, the line a row starts on from 1.
+fn read_csv_rows<R: Read>(reader: R, formulas: CsvFormulas) -> impl Iterator<Item = Result<Line>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -395,7 +450,7 @@ fn read_csv_rows<R: Read>(reader: R) -> impl Iterator<Item = Result<Line>> {
         Some(Ok(Line {
             row,
             line,
-            object: csv_object(&columns, &record),
+            object: csv_object(&columns, &record, formulas),
         }))
     })
 }
@@ -408,6 +463,7 @@ fn csv_error(e: csv::Error) -> Error {
 fn csv_object(
     columns: &[String],
     record: &csv::ByteRecord,
+    formulas: CsvFormulas,
 ) -> std::result::Result<Map<String, Value>, FieldError> {
     if record.len() != columns.len() {
         return Err(FieldError::new(
@@ -430,26 +486,85 @@ fn csv_object(
             )
         })?;
         if !cell.trim().is_empty() {
-            object.insert(column.clone(), Value::String(cell.to_string()));
+            let value = formulas.read(cell);
+            object.insert(column.clone(), Value::String(value.to_string()));
         }
     }
     Ok(object)
 }
 
-fn text(object: &Map<String, Value>, key: &str) -> Option<String> {
-    match object.get(key) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+/// A text field of a line: a JSON string or number (as its text); `null`
+/// is absent. Anything else is a type error naming the field.
+#[derive(Debug, Clone, Default)]
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{Error as _, Unexpected};
+        let value = Value::deserialize(d)?;
+        let unexpected = match &value {
+            Value::Null => return Ok(Text(None)),
+            Value::String(s) => return Ok(Text(Some(s.clone()))),
+            Value::Number(n) => return Ok(Text(Some(n.to_string()))),
+            Value::Bool(b) => Unexpected::Bool(*b),
+            Value::Array(_) => Unexpected::Seq,
+            Value::Object(_) => Unexpected::Map,
+        };
+        Err(D::Error::invalid_type(unexpected, &"a string or a number"))
     }
+}
+
+impl Text {
+    /// The text, `None` when absent or blank.
+    fn get(&self) -> Option<String> {
+        self.0.clone().filter(|s| !s.trim().is_empty())
+    }
+}
+
+/// The fields of a deals line (or CSV row) the import reads; the others
+/// (the times and version an export writes, unknown keys) are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DealLine {
+    id: Text,
+    contact_email: Text,
+    title: Text,
+    amount: Text,
+    currency: Text,
+    pipeline: Text,
+    stage: Text,
+    expected_close_date: Text,
+    lost_reason: Text,
+}
+
+/// The fields of an activities line (or CSV row) the import reads; the
+/// others are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ActivityLine {
+    id: Text,
+    contact_email: Text,
+    deal_id: Text,
+    kind: Text,
+    direction: Text,
+    subject: Text,
+    body: Text,
+    occurred_at: Text,
+}
+
+/// A line's fields, or the error of its first wrongly typed field (named
+/// by its path), or of the line as a whole (`row`).
+fn fields_of<T: serde::de::DeserializeOwned>(line: &Line) -> RowResult<T> {
+    let object = line.object.as_ref().map_err(|e| vec![e.clone()])?;
+    read_value(Value::Object(object.clone()), "row").map_err(|e| vec![e])
 }
 
 /// Finds the contact a row names by `contact_email`.
 async fn contact_of(
     tx: &mut dyn Transaction,
-    object: &Map<String, Value>,
+    address: Option<String>,
 ) -> Result<std::result::Result<ContactId, FieldError>> {
-    let Some(address) = text(object, "contact_email") else {
+    let Some(address) = address else {
         return Ok(Err(FieldError::new(
             "contact_email",
             "required",
@@ -470,10 +585,22 @@ async fn contact_of(
     })
 }
 
-/// Field errors of a store error caused by the row, or the error itself.
+/// Field errors of an error caused by the row, or the error itself.
 fn row_errors(e: Error) -> Result<Vec<FieldError>> {
     match e {
         Error::Validation(v) => Ok(v.as_slice().to_vec()),
+        Error::NotFound {
+            entity: Entity::Contact,
+            ..
+        } => Ok(vec![FieldError::new(
+            "contact_email",
+            "not_found",
+            e.to_string(),
+        )]),
+        Error::NotFound {
+            entity: Entity::Deal,
+            ..
+        } => Ok(vec![FieldError::new("deal_id", "not_found", e.to_string())]),
         Error::InvalidTransition { .. } | Error::NotFound { .. } => Ok(vec![FieldError::new(
             "stage",
             "invalid_value",
@@ -486,8 +613,13 @@ fn row_errors(e: Error) -> Result<Vec<FieldError>> {
 /// Imports deals from JSON Lines (the lines [`export_deals_jsonl`] writes,
 /// or objects with `contact_email, title, amount, currency` and optional
 /// `pipeline, stage, expected_close_date, lost_reason`), `batch_size` rows
-/// per transaction. Rows that fail are rejected with their errors; the
-/// others are kept.
+/// per transaction. Rows that fail are rejected with their errors and
+/// leave nothing behind (no deal, no history); the others are kept.
+///
+/// Errors: [`Error::Validation`] on `batch_size` unless it is 1 to
+/// [`MAX_BATCH_SIZE`](super::MAX_BATCH_SIZE), before anything is read; an
+/// I/O error reading the source, or a storage error (after the batches
+/// before it were committed).
 pub async fn import_deals_jsonl<S, R>(
     store: &S,
     tenant: TenantId,
@@ -499,6 +631,7 @@ where
     S: Store + ?Sized,
     R: BufRead + Send,
 {
+    let batch_size = check_batch_size(batch_size)?;
     import_deals(store, tenant, ctx, read_lines(reader), batch_size).await
 }
 
@@ -506,7 +639,10 @@ where
 /// [`export_deals_csv`] writes, or any CSV whose columns are named as the
 /// fields [`import_deals_jsonl`] reads (blank cells left out). Each row
 /// goes through the same steps as a JSON line; rows that fail are rejected
-/// with their row number and errors, the others are kept.
+/// with their row number and errors, the others are kept. A cell that
+/// [`export_deals_csv`] neutralised (`'=…`) reads as its value (`=…`).
+///
+/// Errors: as [`import_deals_jsonl`].
 pub async fn import_deals_csv<S, R>(
     store: &S,
     tenant: TenantId,
@@ -518,7 +654,41 @@ where
     S: Store + ?Sized,
     R: Read + Send,
 {
-    import_deals(store, tenant, ctx, read_csv_rows(reader), batch_size).await
+    import_deals_csv_with(
+        store,
+        tenant,
+        ctx,
+        reader,
+        batch_size,
+        CsvFormulas::Neutralise,
+    )
+    .await
+}
+
+/// [`import_deals_csv`] reading cells as `formulas` says
+/// ([`CsvFormulas::Verbatim`]: exactly as they are, for a file written by
+/// [`export_deals_csv_with`] with `Verbatim`).
+pub async fn import_deals_csv_with<S, R>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    reader: R,
+    batch_size: usize,
+    formulas: CsvFormulas,
+) -> Result<RelatedReport>
+where
+    S: Store + ?Sized,
+    R: Read + Send,
+{
+    let batch_size = check_batch_size(batch_size)?;
+    import_deals(
+        store,
+        tenant,
+        ctx,
+        read_csv_rows(reader, formulas),
+        batch_size,
+    )
+    .await
 }
 
 async fn import_deals<S: Store + ?Sized>(
@@ -532,7 +702,7 @@ async fn import_deals<S: Store + ?Sized>(
     let mut done = false;
     while !done {
         let mut tx = store.begin(tenant, ctx.clone()).await?;
-        for _ in 0..batch_size.max(1) {
+        for _ in 0..batch_size {
             let Some(line) = lines.next().transpose()? else {
                 done = true;
                 break;
@@ -559,39 +729,120 @@ async fn import_deals<S: Store + ?Sized>(
 
 type RowResult<T> = std::result::Result<T, Vec<FieldError>>;
 
+/// What a deals row will write, decided before it writes anything: the
+/// deal to create, and the closed stage (with its lost reason) to move it
+/// to, if any.
+#[derive(Debug)]
+struct DealPlan {
+    new: NewDeal,
+    close: Option<(StageKey, Option<LostReason>)>,
+}
+
+/// Checks a row's whole path in memory, with the rules the stores apply
+/// ([`Deal::create`], then [`Deal::moved`] into a closed stage), so that
+/// a row the store would refuse is rejected before it writes.
+fn plan_deal(
+    tenant: TenantId,
+    mut new: NewDeal,
+    stage: Option<StageKey>,
+    lost_reason: Option<LostReason>,
+    pipelines: &Pipelines,
+) -> RowResult<DealPlan> {
+    let pipeline = pipelines
+        .require("pipeline", &new.pipeline)
+        .map_err(|e| vec![e])?;
+    // An open stage is a starting stage; a closed one is reached by a move.
+    let close = match stage {
+        Some(stage) => {
+            let kind = pipeline
+                .require_stage("stage", &stage)
+                .map_err(|e| vec![e])?
+                .kind;
+            if kind == StageKind::Open {
+                new.stage = Some(stage);
+                None
+            } else {
+                Some(stage)
+            }
+        }
+        None => None,
+    };
+    let now = chrono::Utc::now();
+    let domain = |e: Error| {
+        row_errors(e)
+            .unwrap_or_else(|e| vec![FieldError::new("row", "invalid_value", e.to_string())])
+    };
+    let draft = Deal::create(tenant, new.clone(), pipeline, now).map_err(domain)?;
+    match &close {
+        Some(stage) => {
+            if pipeline.stage(stage).map(|d| d.kind) == Some(StageKind::Lost)
+                && lost_reason.is_none()
+            {
+                return Err(vec![FieldError::new(
+                    "lost_reason",
+                    "required",
+                    format!("is required for a deal in the lost stage {stage}"),
+                )]);
+            }
+            draft
+                .moved(pipeline, stage, lost_reason.clone(), now)
+                .map_err(domain)?;
+        }
+        None if lost_reason.is_some() => {
+            return Err(vec![FieldError::new(
+                "lost_reason",
+                "invalid_value",
+                "is only given for a deal in a lost stage",
+            )]);
+        }
+        None => {}
+    }
+    Ok(DealPlan {
+        new,
+        close: close.map(|stage| (stage, lost_reason)),
+    })
+}
+
 async fn import_deal(
     tx: &mut dyn Transaction,
     line: &Line,
-    pipelines: &crate::domain::Pipelines,
+    pipelines: &Pipelines,
 ) -> Result<RowResult<(Option<String>, DealId)>> {
-    let object = match &line.object {
-        Ok(o) => o,
-        Err(e) => return Ok(Err(vec![e.clone()])),
+    let fields: DealLine = match fields_of(line) {
+        Ok(f) => f,
+        Err(errors) => return Ok(Err(errors)),
     };
     let mut errors = Vec::new();
-    let contact = match contact_of(tx, object).await? {
+    let contact = match contact_of(tx, fields.contact_email.get()).await? {
         Ok(id) => Some(id),
         Err(e) => {
             errors.push(e);
             None
         }
     };
-    let pipelines_stage = text(object, "stage");
     let dto = NewDealDto {
         contact_id: Some(
             contact
                 .unwrap_or_else(|| ContactId::from_uuid(uuid::Uuid::nil()))
                 .to_string(),
         ),
-        title: text(object, "title"),
-        amount: text(object, "amount").map(Value::String),
-        currency: text(object, "currency"),
-        pipeline: text(object, "pipeline"),
+        title: fields.title.get(),
+        amount: fields.amount.get().map(Value::String),
+        currency: fields.currency.get(),
+        pipeline: fields.pipeline.get(),
         stage: None,
-        expected_close_date: text(object, "expected_close_date"),
+        expected_close_date: fields.expected_close_date.get(),
     };
-    let lost_reason = match text(object, "lost_reason").map(|r| LostReason::parse(&r)) {
+    let lost_reason = match fields.lost_reason.get().map(|r| LostReason::parse(&r)) {
         Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            errors.push(e);
+            None
+        }
+        None => None,
+    };
+    let stage = match fields.stage.get().map(|s| StageKey::parse(&s)) {
+        Some(Ok(s)) => Some(s),
         Some(Err(e)) => {
             errors.push(e);
             None
@@ -605,63 +856,40 @@ async fn import_deal(
             None
         }
     };
-    let (Some(mut new), true) = (new, errors.is_empty()) else {
+    let (Some(new), true) = (new, errors.is_empty()) else {
         return Ok(Err(errors));
     };
-    // An open stage is a starting stage; a closed one is reached by a move.
-    let target = pipelines_stage.map(|s| StageKey::parse(&s));
-    let target = match target {
-        Some(Ok(s)) => Some(s),
-        Some(Err(e)) => return Ok(Err(vec![e])),
-        None => None,
+    let plan = match plan_deal(tx.tenant(), new, stage, lost_reason, pipelines) {
+        Ok(plan) => plan,
+        Err(errors) => return Ok(Err(errors)),
     };
-    let closed = match &target {
-        Some(stage) => {
-            let kind = pipelines
-                .get(&new.pipeline)
-                .and_then(|p| p.stage(stage).map(|d| d.kind));
-            match kind {
-                Some(StageKind::Open) => {
-                    new.stage = Some(stage.clone());
-                    false
-                }
-                Some(_) => true,
-                None => {
-                    return Ok(Err(vec![FieldError::new(
-                        "stage",
-                        "unknown_value",
-                        format!("{stage} is not a stage of the pipeline {}", new.pipeline),
-                    )]));
-                }
-            }
-        }
-        None => false,
-    };
-    let deal = match tx.create_deal(new).await {
+    // The first write. A store error here writes nothing (the contract);
+    // one caused by the row (its contact deleted meanwhile) rejects it.
+    let deal = match tx.create_deal(plan.new).await {
         Ok(d) => d,
         Err(e) => return row_errors(e).map(Err),
     };
     let mut id = deal.id;
-    if let (true, Some(stage)) = (closed, target) {
-        match tx
+    if let Some((stage, lost_reason)) = plan.close {
+        // Checked above with the store's own rules, so only a failure of
+        // the store can stop it: that ends the import (this batch's
+        // transaction is not committed), rather than leave half a row.
+        id = tx
             .move_deal(deal.id, deal.version, &stage, lost_reason)
-            .await
-        {
-            Ok(d) => id = d.id,
-            Err(e) => {
-                tx.delete_deal(deal.id).await?;
-                return row_errors(e).map(Err);
-            }
-        }
+            .await?
+            .id;
     }
-    Ok(Ok((text(object, "id"), id)))
+    Ok(Ok((fields.id.get(), id)))
 }
 
 /// Imports activities from JSON Lines (the lines
 /// [`export_activities_jsonl`] writes, or objects with `contact_email,
 /// kind` and optional `deal_id, direction, subject, body, occurred_at`).
 /// A `deal_id` is looked up in `deal_ids` (the [`RelatedReport::ids`] of
-/// the deal import) and dropped when it is not there.
+/// the deal import) and dropped when it is not there. A row is one write,
+/// which a rejected row never makes.
+///
+/// Errors: as [`import_deals_jsonl`].
 pub async fn import_activities_jsonl<S, R>(
     store: &S,
     tenant: TenantId,
@@ -674,6 +902,7 @@ where
     S: Store + ?Sized,
     R: BufRead + Send,
 {
+    let batch_size = check_batch_size(batch_size)?;
     import_activities(store, tenant, ctx, read_lines(reader), deal_ids, batch_size).await
 }
 
@@ -682,7 +911,10 @@ where
 /// the fields [`import_activities_jsonl`] reads (blank cells left out).
 /// Each row goes through the same steps as a JSON line, a `deal_id` kept
 /// only when `deal_ids` (the [`RelatedReport::ids`] of the deal import)
-/// holds it.
+/// holds it. A cell that [`export_activities_csv`] neutralised (`'=…`)
+/// reads as its value (`=…`).
+///
+/// Errors: as [`import_deals_jsonl`].
 pub async fn import_activities_csv<S, R>(
     store: &S,
     tenant: TenantId,
@@ -695,11 +927,40 @@ where
     S: Store + ?Sized,
     R: Read + Send,
 {
+    import_activities_csv_with(
+        store,
+        tenant,
+        ctx,
+        reader,
+        deal_ids,
+        batch_size,
+        CsvFormulas::Neutralise,
+    )
+    .await
+}
+
+/// [`import_activities_csv`] reading cells as `formulas` says
+/// ([`CsvFormulas::Verbatim`]: exactly as they are, for a file written by
+/// [`export_activities_csv_with`] with `Verbatim`).
+pub async fn import_activities_csv_with<S, R>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    reader: R,
+    deal_ids: &HashMap<String, String>,
+    batch_size: usize,
+    formulas: CsvFormulas,
+) -> Result<RelatedReport>
+where
+    S: Store + ?Sized,
+    R: Read + Send,
+{
+    let batch_size = check_batch_size(batch_size)?;
     import_activities(
         store,
         tenant,
         ctx,
-        read_csv_rows(reader),
+        read_csv_rows(reader, formulas),
         deal_ids,
         batch_size,
     )
@@ -718,38 +979,13 @@ async fn import_activities<S: Store + ?Sized>(
     let mut done = false;
     while !done {
         let mut tx = store.begin(tenant, ctx.clone()).await?;
-        for _ in 0..batch_size.max(1) {
+        for _ in 0..batch_size {
             let Some(line) = lines.next().transpose()? else {
                 done = true;
                 break;
             };
             report.rows += 1;
-            let result = match &line.object {
-                Err(e) => Err(vec![e.clone()]),
-                Ok(object) => match contact_of(&mut *tx, object).await? {
-                    Err(e) => Err(vec![e]),
-                    Ok(contact) => {
-                        let dto = NewActivityDto {
-                            contact_id: Some(contact.to_string()),
-                            deal_id: text(object, "deal_id")
-                                .and_then(|d| deal_ids.get(&d).cloned()),
-                            kind: text(object, "kind"),
-                            direction: text(object, "direction"),
-                            subject: text(object, "subject"),
-                            body: text(object, "body"),
-                            occurred_at: text(object, "occurred_at"),
-                        };
-                        match NewActivity::try_from(dto) {
-                            Err(v) => Err(v.as_slice().to_vec()),
-                            Ok(new) => match tx.log_activity(new).await {
-                                Ok(a) => Ok((text(object, "id"), a.id.to_string())),
-                                Err(e) => Err(row_errors(e)?),
-                            },
-                        }
-                    }
-                },
-            };
-            match result {
+            match import_activity(&mut *tx, &line, deal_ids).await? {
                 Ok((old, id)) => {
                     report.created += 1;
                     if let Some(old) = old {
@@ -766,4 +1002,38 @@ async fn import_activities<S: Store + ?Sized>(
         tx.commit().await?;
     }
     Ok(report)
+}
+
+/// Logs one activities row: every check first, then its one write (which,
+/// failing, writes nothing).
+async fn import_activity(
+    tx: &mut dyn Transaction,
+    line: &Line,
+    deal_ids: &HashMap<String, String>,
+) -> Result<RowResult<(Option<String>, String)>> {
+    let fields: ActivityLine = match fields_of(line) {
+        Ok(f) => f,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    let contact = match contact_of(tx, fields.contact_email.get()).await? {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(vec![e])),
+    };
+    let dto = NewActivityDto {
+        contact_id: Some(contact.to_string()),
+        deal_id: fields.deal_id.get().and_then(|d| deal_ids.get(&d).cloned()),
+        kind: fields.kind.get(),
+        direction: fields.direction.get(),
+        subject: fields.subject.get(),
+        body: fields.body.get(),
+        occurred_at: fields.occurred_at.get(),
+    };
+    let new = match NewActivity::try_from(dto) {
+        Ok(new) => new,
+        Err(v) => return Ok(Err(v.as_slice().to_vec())),
+    };
+    Ok(match tx.log_activity(new).await {
+        Ok(a) => Ok((fields.id.get(), a.id.to_string())),
+        Err(e) => Err(row_errors(e)?),
+    })
 }

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    domain::{NewContact, NewContactDto},
+    domain::{Metadata, NewContact, NewContactDto},
     error::FieldError,
 };
 
@@ -147,8 +147,18 @@ impl RawContact {
     /// field error. Without a lead source, the contact's is `import`.
     pub(crate) fn finish(mut self) -> Result<NewContact, Vec<FieldError>> {
         let mut metadata = self.metadata.take().unwrap_or_default();
-        // Custom columns add to (and override) the `metadata` column.
-        metadata.extend(std::mem::take(&mut self.custom));
+        // Custom columns add to (and override) the `metadata` column. Each
+        // is checked on its own first, so that a bad one is reported under
+        // its own header (the whole object can then only be too large).
+        for (name, value) in std::mem::take(&mut self.custom) {
+            // A column with a blank header has no name of its own.
+            let field = if name.is_empty() { "metadata" } else { &name };
+            let alone = Map::from_iter([(name.clone(), value)]);
+            match Metadata::parse_field(field, Value::Object(alone)) {
+                Ok(field) => metadata.extend(field.as_map().clone()),
+                Err(e) => self.errors.push(e),
+            }
+        }
         self.dto.metadata = Some(Value::Object(metadata));
         if self.dto.lead_source.is_none() {
             self.dto.lead_source = Some("import".to_string());

@@ -180,7 +180,12 @@ pub(crate) fn deal_of_another_contact() -> ValidationErrors {
 /// The most characters an activity body may hold.
 pub const MAX_BODY_CHARS: usize = 100_000;
 
-/// Inbound JSON for logging an activity.
+/// Inbound JSON for logging an activity. Unknown fields are rejected.
+///
+/// Read it with [`FromJson::from_json`](super::FromJson::from_json) (or
+/// `from_json_slice`, `from_json_value`): a wrong type or an unknown field
+/// is then an [`Error::Validation`](crate::Error::Validation) naming the
+/// field, which plain `serde_json::from_str` does not do.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewActivityDto {
@@ -463,7 +468,12 @@ impl Signal {
     }
 }
 
-/// Inbound JSON for a signal.
+/// Inbound JSON for a signal. Unknown fields are rejected.
+///
+/// Read it with [`FromJson::from_json`](super::FromJson::from_json) (or
+/// `from_json_slice`, `from_json_value`): a wrong type or an unknown field
+/// is then an [`Error::Validation`](crate::Error::Validation) naming the
+/// field, which plain `serde_json::from_str` does not do.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSignalDto {

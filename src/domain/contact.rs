@@ -504,6 +504,11 @@ impl Contact {
 
 /// Inbound JSON for a new contact, as an API receives it. Unknown fields are
 /// rejected; convert with `NewContact::try_from(dto)` to validate every field.
+///
+/// Read it with [`FromJson::from_json`](super::FromJson::from_json) (or
+/// `from_json_slice`, `from_json_value`): a wrong type or an unknown field
+/// is then an [`Error::Validation`](crate::Error::Validation) naming the
+/// field, which plain `serde_json::from_str` does not do.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewContactDto {
@@ -667,7 +672,13 @@ where
 }
 
 /// Inbound JSON for a partial update of a contact. An absent field is left
-/// as it is; `null` (or a blank string) clears an optional field.
+/// as it is; `null` (or a blank string) clears an optional field. Unknown
+/// fields are rejected.
+///
+/// Read it with [`FromJson::from_json`](super::FromJson::from_json) (or
+/// `from_json_slice`, `from_json_value`): a wrong type or an unknown field
+/// is then an [`Error::Validation`](crate::Error::Validation) naming the
+/// field, which plain `serde_json::from_str` does not do.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContactPatchDto {

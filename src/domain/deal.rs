@@ -340,6 +340,12 @@ impl Deal {
 }
 
 /// Inbound JSON for a new deal. `amount` may be a JSON string or number.
+/// Unknown fields are rejected.
+///
+/// Read it with [`FromJson::from_json`](super::FromJson::from_json) (or
+/// `from_json_slice`, `from_json_value`): a wrong type or an unknown field
+/// is then an [`Error::Validation`](crate::Error::Validation) naming the
+/// field, which plain `serde_json::from_str` does not do.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewDealDto {
@@ -497,7 +503,12 @@ impl TryFrom<NewDealDto> for NewDeal {
 }
 
 /// Inbound JSON for a partial update of a deal's details (stage changes go
-/// through a move or a reopen).
+/// through a move or a reopen). Unknown fields are rejected.
+///
+/// Read it with [`FromJson::from_json`](super::FromJson::from_json) (or
+/// `from_json_slice`, `from_json_value`): a wrong type or an unknown field
+/// is then an [`Error::Validation`](crate::Error::Validation) naming the
+/// field, which plain `serde_json::from_str` does not do.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DealPatchDto {

@@ -8,6 +8,7 @@
 mod activity;
 mod contact;
 mod deal;
+mod json;
 mod key;
 mod metadata;
 mod pipeline;
@@ -27,6 +28,8 @@ pub use deal::{
     Currency, Deal, DealId, DealPatch, DealPatchDto, DealTitle, LostReason, Money, NewDeal,
     NewDealDto,
 };
+pub(crate) use json::read_value;
+pub use json::{FromJson, ROOT_FIELD};
 pub use key::caseless_key;
 pub use metadata::Metadata;
 pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKind};

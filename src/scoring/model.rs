@@ -59,6 +59,13 @@ pub const REFERENCE_TOP_SIGNALS: usize = 3;
 /// [`ScoringModel::from_config`] (or `ScoringModel::try_from`), which reports
 /// every invalid setting at once.
 ///
+/// Read it with [`FromJson::from_json`](crate::domain::FromJson::from_json)
+/// (or `from_json_slice`, `from_json_value`): a wrong type or an unknown
+/// field is then an [`Error::Validation`](crate::Error::Validation) naming
+/// the field's path (`weights.email_open`), which plain
+/// `serde_json::from_str` does not do. [`ScoringModel`] reads the same way
+/// and then reports every invalid setting too.
+///
 /// ```
 /// use crm_core::scoring::{ScoringConfig, ScoringModel};
 ///
@@ -144,6 +151,22 @@ impl TryFrom<ScoringConfig> for ScoringModel {
 
     fn try_from(config: ScoringConfig) -> Result<Self, Self::Error> {
         ScoringModel::from_config(config)
+    }
+}
+
+impl crate::domain::FromJson for ScoringConfig {}
+
+/// Reads a [`ScoringConfig`] with errors naming their field, then builds the
+/// model, reporting every invalid setting.
+impl crate::domain::FromJson for ScoringModel {
+    fn from_json_slice(json: &[u8]) -> crate::Result<Self> {
+        let config = <ScoringConfig as crate::domain::FromJson>::from_json_slice(json)?;
+        Ok(ScoringModel::from_config(config)?)
+    }
+
+    fn from_json_value(value: serde_json::Value) -> crate::Result<Self> {
+        let config = <ScoringConfig as crate::domain::FromJson>::from_json_value(value)?;
+        Ok(ScoringModel::from_config(config)?)
     }
 }
 

@@ -427,6 +427,22 @@ pub trait Transaction: fmt::Debug + Send {
         policy: crate::bulk::ConflictPolicy,
     ) -> Result<Vec<crate::bulk::UpsertOutcome>>;
 
+    /// Takes the tenant's import lock for the rest of this transaction, as
+    /// `lock` says: what an import does first, so that imports of one tenant
+    /// queue up instead of deadlocking over each other's rows (see
+    /// [`ImportLock`](crate::bulk::ImportLock)). Other writers do not take
+    /// it: a transaction of the host's own that writes several contacts can
+    /// still deadlock with an import, and one of the two then fails with a
+    /// retryable [`Error::Backend`].
+    ///
+    /// The default does nothing: right for a backend whose transactions
+    /// never wait for each other's rows while holding some (the in-memory
+    /// store runs one transaction at a time).
+    async fn lock_for_import(&mut self, lock: crate::bulk::ImportLock) -> Result<()> {
+        let _ = lock;
+        Ok(())
+    }
+
     /// Merges contact `loser` into `survivor`: the loser's deals (each
     /// gaining a version), activities and signals move to the survivor, the
     /// survivor takes the loser's values as `policy` says

@@ -12,23 +12,63 @@ use crate::error::{Error, FieldError};
 pub(super) const EMAIL_INDEX: &str = "contacts_email_key";
 
 /// A driver error: serialization failures, deadlocks and lost connections
-/// are retryable; everything else is a plain backend error.
+/// are retryable; everything else is a plain backend error. Shown as
+/// [`DbFailure`] shows it.
 pub(super) fn db(e: tokio_postgres::Error) -> Error {
     if is_retryable(&e) {
-        Error::retryable(e)
+        Error::retryable(DbFailure(e))
     } else {
-        Error::backend(e)
+        Error::backend(DbFailure(e))
     }
 }
 
-/// [`db`] of a borrowed error: its message, retryable as `db` would make
-/// it (the source's type is not kept).
+/// A driver error that a retry may cure whatever its kind, shown as
+/// [`DbFailure`] shows it.
+pub(super) fn db_retryable(e: tokio_postgres::Error) -> Error {
+    Error::retryable(DbFailure(e))
+}
+
+/// [`db`] of a borrowed error: its description, retryable as `db` would
+/// make it (the source's type is not kept).
 pub(super) fn db_ref(e: &tokio_postgres::Error) -> Error {
-    let message = e.to_string();
+    let message = describe(e);
     if is_retryable(e) {
         Error::retryable(message)
     } else {
         Error::backend(message)
+    }
+}
+
+/// A driver error, shown with what the server said: severity, SQLSTATE and
+/// message (`ERROR 42P01: relation "x" does not exist`), where the driver
+/// alone shows "db error". The server's DETAIL is left out, since it can
+/// hold the values of a row (`Key (email)=(…) already exists`); the
+/// driver's error, with everything, stays the [source](std::error::Error::source).
+#[derive(Debug)]
+pub(super) struct DbFailure(tokio_postgres::Error);
+
+impl fmt::Display for DbFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe(&self.0))
+    }
+}
+
+impl std::error::Error for DbFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// What [`DbFailure`] shows: the server's severity, SQLSTATE and message;
+/// for an error that did not come from the server, the driver's words and
+/// an I/O cause.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    }
+    match std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>()) {
+        Some(io) => format!("{e}: {io}"),
+        None => e.to_string(),
     }
 }
 

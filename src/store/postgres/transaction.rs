@@ -53,6 +53,8 @@ mod bulk;
 mod history;
 #[path = "idempotency.rs"]
 mod idempotency;
+#[path = "import_lock.rs"]
+mod import_lock;
 #[path = "scoring.rs"]
 mod scoring;
 
@@ -775,7 +777,7 @@ impl PgTransaction {
                         email: next.email,
                         existing_id,
                     }),
-                    None => Err(Error::retryable(e)),
+                    None => Err(error::db_retryable(e)),
                 }
             }
             Err(e) => Err(self.failed(e)),
@@ -1413,6 +1415,10 @@ impl Transaction for PgTransaction {
         self.begin_atomic().await?;
         let outcomes = self.bulk_upsert_contacts(rows, policy).await;
         self.end_atomic(outcomes).await
+    }
+
+    async fn lock_for_import(&mut self, lock: crate::bulk::ImportLock) -> Result<()> {
+        self.take_import_lock(lock).await
     }
 
     async fn merge_contacts(
