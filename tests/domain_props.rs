@@ -84,14 +84,16 @@ fn valid_email() -> impl Strategy<Value = String> {
 }
 
 /// A string that is already trimmed, of 1..=max characters, with no control
-/// characters (except newlines and tabs inside, when `multiline`).
+/// characters (except newlines and tabs inside, when `multiline`) and no
+/// default-ignorable ones (which include the bidirectional controls), so
+/// that it is visible text.
 fn valid_text(max: usize, multiline: bool) -> impl Strategy<Value = String> {
     let inner = if multiline {
-        "[^\\p{Cc}]|[\\n\\t]"
+        "[^\\p{Cc}\\p{Default_Ignorable_Code_Point}]|[\\n\\t]"
     } else {
-        "[^\\p{Cc}]"
+        "[^\\p{Cc}\\p{Default_Ignorable_Code_Point}]"
     };
-    let edge = "[^\\p{Cc}\\s]";
+    let edge = "[^\\p{Cc}\\s\\p{Default_Ignorable_Code_Point}]";
     (
         edge,
         prop::collection::vec(inner, 0..=max.saturating_sub(2).min(120)),
