@@ -785,7 +785,13 @@ fn money_of_10_to_the_15_or_more_is_rejected() {
         "amount",
         "out_of_range",
     );
-    assert_rejected(Money::parse("1e15", eur), "amount", "out_of_range");
+    assert_rejected(
+        Money::parse("1000000000000000.0", eur),
+        "amount",
+        "out_of_range",
+    );
+    // An exponent is not how an amount is written.
+    assert_rejected(Money::parse("1e15", eur), "amount", "invalid_format");
     assert_rejected(Money::parse("ten", eur), "amount", "invalid_format");
 }
 
