@@ -3236,7 +3236,10 @@ pub async fn search_rejects_a_garbage_cursor_and_a_cursor_of_another_list(store:
         ("garbage text", Cursor::from_string("not a cursor!".into())),
         ("an empty cursor", Cursor::from_string(String::new())),
         ("odd hex", Cursor::from_string("abc".into())),
-        ("a JSON string", Cursor::encode(&"hello")),
+        (
+            "a JSON string",
+            Cursor::encode(ContactSort::ScoreDesc.cursor_list(), &"hello"),
+        ),
         ("a timeline cursor", timeline_cursor.clone()),
     ];
     with_tx!(store, t, async |tx| {

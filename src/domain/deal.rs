@@ -533,6 +533,17 @@ pub struct NewDeal {
 }
 
 impl NewDeal {
+    /// The deal as every store takes it, or why it cannot be: an expected
+    /// close date within years 1–9999 ([`check_date`](super::check_date)).
+    /// Every store calls it before anything else.
+    pub fn checked(self) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        if let Some(d) = self.expected_close_date {
+            errors.check(super::check_date("expected_close_date", d));
+        }
+        errors.finish(|| self)
+    }
+
     /// A new deal in the default pipeline's first stage.
     pub fn new(contact_id: ContactId, title: DealTitle, amount: Money) -> Self {
         NewDeal {
@@ -559,20 +570,24 @@ fn parse_amount(v: &Value) -> Result<Decimal, FieldError> {
 }
 
 fn parse_date(field: &str, v: &str) -> Result<NaiveDate, FieldError> {
-    NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").map_err(|e| {
+    let date = NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").map_err(|e| {
         FieldError::new(
             field,
             "invalid_format",
             format!("must be a date YYYY-MM-DD ({e})"),
         )
-    })
+    })?;
+    super::check_date(field, date)
 }
 
 impl TryFrom<NewDealDto> for NewDeal {
     type Error = ValidationErrors;
 
-    fn try_from(dto: NewDealDto) -> Result<Self, Self::Error> {
+    fn try_from(mut dto: NewDealDto) -> Result<Self, Self::Error> {
         let mut errors = ValidationErrors::new();
+        // A caller's JSON may nest deeply: read it, then drop it without
+        // recursing.
+        let amount_value = dto.amount.take();
         let contact_id = errors.check(required("contact_id", &dto.contact_id).and_then(|v| {
             ContactId::from_str(v.trim()).map_err(|e| {
                 FieldError::new(
@@ -584,11 +599,14 @@ impl TryFrom<NewDealDto> for NewDeal {
         }));
         let title = errors.check(required("title", &dto.title).and_then(DealTitle::parse));
         let amount = errors.check(
-            dto.amount
+            amount_value
                 .as_ref()
                 .ok_or_else(|| FieldError::new("amount", "required", "is required"))
                 .and_then(parse_amount),
         );
+        if let Some(v) = amount_value {
+            super::json::dispose(v);
+        }
         let currency = errors.check(required("currency", &dto.currency).and_then(Currency::parse));
         let money = match (amount, currency) {
             (Some(a), Some(c)) => errors.check(Money::new(a, c)),
@@ -668,16 +686,30 @@ pub struct DealPatch {
     pub expected_close_date: Option<Option<NaiveDate>>,
 }
 
+impl DealPatch {
+    /// The patch as every store takes it, or why it cannot be: an expected
+    /// close date within years 1–9999 ([`check_date`](super::check_date)).
+    /// Every store calls it before anything else.
+    pub fn checked(self) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        if let Some(Some(d)) = self.expected_close_date {
+            errors.check(super::check_date("expected_close_date", d));
+        }
+        errors.finish(|| self)
+    }
+}
+
 impl TryFrom<DealPatchDto> for DealPatch {
     type Error = ValidationErrors;
 
-    fn try_from(dto: DealPatchDto) -> Result<Self, Self::Error> {
+    fn try_from(mut dto: DealPatchDto) -> Result<Self, Self::Error> {
         let mut errors = ValidationErrors::new();
         let mut patch = DealPatch::default();
         if let Some(t) = &dto.title {
             patch.title = errors.check(DealTitle::parse(t));
         }
-        match (&dto.amount, &dto.currency) {
+        let amount_value = dto.amount.take();
+        match (&amount_value, &dto.currency) {
             (Some(a), Some(c)) => {
                 let a = errors.check(parse_amount(a));
                 let c = errors.check(Currency::parse(c));
@@ -696,6 +728,9 @@ impl TryFrom<DealPatchDto> for DealPatch {
                 "is required with currency",
             )),
             (None, None) => {}
+        }
+        if let Some(v) = amount_value {
+            super::json::dispose(v);
         }
         if let Some(d) = &dto.expected_close_date {
             patch.expected_close_date = errors.check(
