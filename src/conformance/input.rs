@@ -40,8 +40,14 @@ fn latest() -> Timestamp {
 fn outside() -> [(&'static str, Timestamp); 4] {
     [
         ("the earliest chrono time", DateTime::<Utc>::MIN_UTC),
-        ("one microsecond before year 1", earliest() - Duration::microseconds(1)),
-        ("one microsecond after year 9999", latest() + Duration::microseconds(1)),
+        (
+            "one microsecond before year 1",
+            earliest() - Duration::microseconds(1),
+        ),
+        (
+            "one microsecond after year 9999",
+            latest() + Duration::microseconds(1),
+        ),
         ("the latest chrono time", DateTime::<Utc>::MAX_UTC),
     ]
 }
@@ -211,8 +217,7 @@ pub async fn times_outside_years_1_to_9999_are_refused_naming_the_field(store: &
         );
         let now = super::truncate_to_micros(Utc::now());
         expect_validation(
-            tx.claim_idempotency_key(&claim("claim-now", at, now))
-                .await,
+            tx.claim_idempotency_key(&claim("claim-now", at, now)).await,
             "now",
             &what("claim now"),
         );
@@ -283,7 +288,8 @@ pub async fn times_outside_years_1_to_9999_are_refused_naming_the_field(store: &
         "no refused signal was recorded"
     );
     let deals = ok(
-        tx.list_deals_for_contact(c.id, &PageRequest::first(10)).await,
+        tx.list_deals_for_contact(c.id, &PageRequest::first(10))
+            .await,
         "deals",
     );
     assert_eq!(deals.items.len(), 1, "no refused deal was created");
@@ -347,7 +353,8 @@ pub async fn the_first_and_last_instants_of_years_1_to_9999_are_kept_exactly(sto
     );
     assert!(
         ok(
-            tx.entity_as_of(HistoryEntity::Contact(c.id), latest()).await,
+            tx.entity_as_of(HistoryEntity::Contact(c.id), latest())
+                .await,
             "as of the last instant"
         )
         .is_some(),
@@ -529,9 +536,7 @@ pub async fn a_nul_in_a_text_parameter_is_refused_naming_it(store: &DynStore) {
 /// builder checks it: trimmed, blank meaning none, at most
 /// [`MAX_BODY_CHARS`](crate::domain::MAX_BODY_CHARS) characters; both
 /// backends store the same.
-pub async fn an_activity_body_set_directly_is_checked_like_the_builder_checks_it(
-    store: &DynStore,
-) {
+pub async fn an_activity_body_set_directly_is_checked_like_the_builder_checks_it(store: &DynStore) {
     let t = TenantId::new();
     let c = create(store, t, new_contact("body@example.com", "Bo", "Dy")).await;
     let with_body = |body: &str| NewActivity {
@@ -615,7 +620,8 @@ async fn lists(store: &DynStore, t: TenantId) -> Lists {
     let mut first = None;
     for title in ["One", "Two"] {
         let d = ok(
-            tx.create_deal(new_deal(contact.id, title, "1", "EUR")).await,
+            tx.create_deal(new_deal(contact.id, title, "1", "EUR"))
+                .await,
             "deal",
         );
         first.get_or_insert(d);
@@ -636,13 +642,8 @@ async fn lists(store: &DynStore, t: TenantId) -> Lists {
             Claim::Claimed
         ));
         ok(
-            tx.complete_idempotency_key(
-                &c.source,
-                &c.key,
-                &StoredResult::Succeeded(json!(k)),
-                now,
-            )
-            .await,
+            tx.complete_idempotency_key(&c.source, &c.key, &StoredResult::Succeeded(json!(k)), now)
+                .await,
             "complete",
         );
     }
@@ -719,8 +720,11 @@ async fn read(
 async fn cursors(tx: &mut dyn Transaction, fixture: &Lists) -> Vec<(List, Cursor)> {
     let mut out = Vec::new();
     for list in LISTS {
-        let cursor = ok(read(tx, fixture, list, PageRequest::first(1)).await, "a list")
-            .unwrap_or_else(|| panic!("{list:?} has a second page"));
+        let cursor = ok(
+            read(tx, fixture, list, PageRequest::first(1)).await,
+            "a list",
+        )
+        .unwrap_or_else(|| panic!("{list:?} has a second page"));
         // The list takes its own cursor back.
         ok(
             read(tx, fixture, list, PageRequest::after(1, cursor.clone())).await,
@@ -796,9 +800,7 @@ fn strings(s: String) -> impl Fn(&mut Value) {
 /// (a time outside years 1–9999, a score outside 0–100, a NUL in a name
 /// or a key, a key too long, a cursor too long) is a validation error on
 /// `cursor`, on every list; the transaction goes on.
-pub async fn a_cursor_holding_an_out_of_range_position_is_refused_by_every_list(
-    store: &DynStore,
-) {
+pub async fn a_cursor_holding_an_out_of_range_position_is_refused_by_every_list(store: &DynStore) {
     const EARLIEST_MICROS: i64 = -62_135_596_800_000_000;
     const LATEST_MICROS: i64 = 253_402_300_799_999_999;
     let t = TenantId::new();
@@ -865,9 +867,7 @@ fn dismantle(v: Value) {
 /// A stored result nested 10,000 levels deep is refused on `result`
 /// without overflowing the stack (a backend that clones or serializes it
 /// recursively would), and the key can still be completed.
-pub async fn a_result_nested_too_deep_is_refused_without_overflowing_the_stack(
-    store: &DynStore,
-) {
+pub async fn a_result_nested_too_deep_is_refused_without_overflowing_the_stack(store: &DynStore) {
     let t = TenantId::new();
     let now = super::truncate_to_micros(Utc::now());
     let c = claim("deep", now, now + Duration::hours(1));
@@ -901,8 +901,7 @@ pub async fn a_result_nested_too_deep_is_refused_without_overflowing_the_stack(
     );
     ok(tx.commit().await, "commit");
     let mut tx = begin(store, t).await;
-    let record = ok(tx.get_idempotency_record(&c.source, &c.key).await, "get")
-        .expect("the record");
+    let record = ok(tx.get_idempotency_record(&c.source, &c.key).await, "get").expect("the record");
     assert_eq!(
         record.result,
         Some(StoredResult::Succeeded(json!({"ok": [1, 2]})))
@@ -964,9 +963,7 @@ pub async fn metadata_numbers_are_kept_exactly_or_refused(store: &DynStore) {
 
 /// `write_live_score_logs` with an id listed more than once sets the last
 /// value given for it and counts the contact once (as `write_scores`).
-pub async fn live_score_logs_give_a_repeated_id_its_last_value_and_count_it_once(
-    store: &DynStore,
-) {
+pub async fn live_score_logs_give_a_repeated_id_its_last_value_and_count_it_once(store: &DynStore) {
     let t = TenantId::new();
     let a = create(store, t, new_contact("live-a@example.com", "Li", "Ve")).await;
     let b = create(store, t, new_contact("live-b@example.com", "Li", "Ve")).await;
