@@ -216,7 +216,9 @@ pub enum HandlerError {
 
 impl HandlerError {
     /// A permanent failure described by `detail` (stored as JSON). A value
-    /// that does not serialize to JSON makes a transient error instead.
+    /// that does not serialize to JSON, or nests deeper than
+    /// [`StoredResult::MAX_DEPTH`] (a validation error on `result`), makes a
+    /// transient error instead.
     pub fn permanent(detail: impl Serialize) -> Self {
         match result_value(&detail) {
             Ok(v) => HandlerError::Permanent(v),
