@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use crm_core::{
     Actor, Context, InMemoryStore, StoreExt, TenantId,
     bulk::{
-        export_activities_csv, export_activities_jsonl, import_activities_csv,
-        import_activities_jsonl,
+        export_activities_csv, export_activities_jsonl, export_deals_csv, export_deals_jsonl,
+        import_activities_csv, import_activities_jsonl, import_deals_csv, import_deals_jsonl,
     },
     domain::{
         ActivityKind, Company, Currency, DealPatch, DealPatchDto, DealTitle, Email, JobTitle,
@@ -482,4 +482,64 @@ async fn an_activity_in_the_year_10000_cannot_be_logged_so_no_export_holds_one()
             .unwrap(),
         0
     );
+}
+
+#[tokio::test]
+async fn deals_closing_on_the_first_and_last_days_export_and_import_back_exactly() {
+    let store = InMemoryStore::new();
+    let t = TenantId::new();
+    let person = || {
+        NewContact::new(
+            Email::parse("days@example.com").unwrap(),
+            PersonName::parse("Da").unwrap(),
+            PersonName::parse("Ys").unwrap(),
+        )
+    };
+    let c = store.create_contact(t, &ctx(), person()).await.unwrap();
+    let days = [
+        chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap(),
+        chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap(),
+    ];
+    for day in days {
+        let mut new = NewDeal::new(
+            c.id,
+            DealTitle::parse("Edge").unwrap(),
+            Money::parse("1", Currency::parse("EUR").unwrap()).unwrap(),
+        );
+        new.expected_close_date = Some(day);
+        store.create_deal(t, &ctx(), new).await.unwrap();
+    }
+    let mut jsonl = Vec::new();
+    export_deals_jsonl(&store, t, &ctx(), &mut jsonl)
+        .await
+        .unwrap();
+    let mut csv = Vec::new();
+    export_deals_csv(&store, t, &ctx(), &mut csv).await.unwrap();
+    for (format, bytes) in [("jsonl", jsonl), ("csv", csv)] {
+        let other = TenantId::new();
+        let imported = store.create_contact(other, &ctx(), person()).await.unwrap();
+        let report = if format == "jsonl" {
+            import_deals_jsonl(&store, other, &ctx(), &bytes[..], 100).await
+        } else {
+            import_deals_csv(&store, other, &ctx(), &bytes[..], 100).await
+        }
+        .unwrap();
+        assert_eq!(
+            report.rejected,
+            vec![],
+            "{format}: every exported deal imports"
+        );
+        let mut tx = crm_core::Store::begin(&store, other, ctx()).await.unwrap();
+        let mut read: Vec<_> = tx
+            .list_deals_for_contact(imported.id, &crm_core::PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|d| d.expected_close_date)
+            .collect();
+        tx.commit().await.unwrap();
+        read.sort();
+        assert_eq!(read, vec![Some(days[0]), Some(days[1])], "{format}");
+    }
 }
