@@ -408,6 +408,16 @@ pub async fn the_first_and_last_instants_of_years_1_to_9999_are_kept_exactly(sto
     for (id, date) in ids.into_iter().zip([first_day, last_day]) {
         let d = ok(tx.get_deal(id).await, "get").expect("the deal");
         assert_eq!(d.expected_close_date, Some(date), "the edge day is kept");
+        let versions = ok(
+            tx.entity_history(HistoryEntity::Deal(id), &PageRequest::first(10))
+                .await,
+            "history",
+        );
+        assert_eq!(
+            versions.items[0].values["expected_close_date"],
+            json!(date.format("%Y-%m-%d").to_string()),
+            "the history writes the edge day with four digits"
+        );
     }
     let record = ok(
         tx.get_idempotency_record(&source("input"), &key("edge"))
