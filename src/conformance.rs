@@ -4800,3 +4800,5 @@ mod bulk;
 pub use bulk::*;
 mod input;
 pub use input::*;
+mod cursors;
+pub use cursors::*;
