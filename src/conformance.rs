@@ -237,6 +237,17 @@ macro_rules! __conformance_suite {
             logging_a_meeting_raises_the_live_rank_at_once_and_a_rollback_undoes_it,
             the_displayed_live_score_is_what_explain_says,
             a_rebuild_stores_the_recomputed_live_state,
+            times_outside_years_1_to_9999_are_refused_naming_the_field,
+            the_first_and_last_instants_of_years_1_to_9999_are_kept_exactly,
+            a_leap_second_is_kept_as_the_next_second_on_every_backend,
+            a_nul_in_a_text_parameter_is_refused_naming_it,
+            an_activity_body_set_directly_is_checked_like_the_builder_checks_it,
+            a_cursor_of_another_list_is_refused_by_every_list,
+            a_cursor_holding_an_out_of_range_position_is_refused_by_every_list,
+            a_result_nested_too_deep_is_refused_without_overflowing_the_stack,
+            metadata_numbers_are_kept_exactly_or_refused,
+            live_score_logs_give_a_repeated_id_its_last_value_and_count_it_once,
+            a_rescoring_top_beyond_the_limit_is_refused_naming_top,
         }
     };
 }
@@ -3229,7 +3240,10 @@ pub async fn search_rejects_a_garbage_cursor_and_a_cursor_of_another_list(store:
         ("garbage text", Cursor::from_string("not a cursor!".into())),
         ("an empty cursor", Cursor::from_string(String::new())),
         ("odd hex", Cursor::from_string("abc".into())),
-        ("a JSON string", Cursor::encode(&"hello")),
+        (
+            "a JSON string",
+            Cursor::encode(ContactSort::ScoreDesc.cursor_list(), &"hello"),
+        ),
         ("a timeline cursor", timeline_cursor.clone()),
     ];
     with_tx!(store, t, async |tx| {
@@ -4790,3 +4804,7 @@ mod bulk;
 pub use bulk::*;
 mod keys;
 pub use keys::*;
+mod input;
+pub use input::*;
+mod cursors;
+pub use cursors::*;

@@ -510,20 +510,21 @@ async fn duplicates_replay_under_a_repeatable_read_default() {
     assert_eq!(executed, 1);
 }
 
-/// A record whose times lie outside four-digit years (possible through the
-/// storage methods, though the guard keeps expiry within the year 9999) is
-/// written and read back to the microsecond, by the claim's read too.
+/// A record expiring at the last instant stores take (the end of the year
+/// 9999, where the guard clamps expiry) is written and read back to the
+/// microsecond, by the claim's read too; one beyond it is refused on
+/// `expires_at` before anything is sent, and the transaction goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_beyond_the_year_9999_is_written_and_read_back_exactly() {
+async fn a_record_expiring_at_the_end_of_the_year_9999_is_written_and_read_back_exactly() {
     let db = TestStore::new().await;
     let store = (*db).clone();
     let t = TenantId::new();
     let mut claim = claim_of("far", WaitPolicy::NoWait);
-    claim.expires_at = chrono::DateTime::from_timestamp_micros(
-        chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_micros(),
-    )
-    .unwrap();
     let mut tx = store.begin(t, ctx()).await.unwrap();
+    claim.expires_at = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+    let refused = tx.claim_idempotency_key(&claim).await.unwrap_err();
+    assert_eq!(refused.field_errors()[0].field, "expires_at", "{refused}");
+    claim.expires_at = crm_core::domain::latest_timestamp();
     assert_eq!(
         tx.claim_idempotency_key(&claim).await.unwrap(),
         Claim::Claimed

@@ -274,6 +274,25 @@ impl NewActivity {
         self.body = text::optional("body", Some(body), MAX_BODY_CHARS, true)?;
         Ok(self)
     }
+
+    /// The activity as every store takes it, or every reason it cannot be:
+    /// `occurred_at` within years 1–9999 and normalised
+    /// ([`check_timestamp`](super::check_timestamp)), and a body set
+    /// directly on the field checked as [`body`](Self::body) checks it
+    /// (trimmed, blank meaning none, at most [`MAX_BODY_CHARS`]). Every
+    /// store calls it before anything else; call it to check early.
+    pub fn checked(mut self) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        if let Some(at) = self.occurred_at {
+            self.occurred_at = errors.check(super::check_timestamp("occurred_at", at));
+        }
+        if let Some(body) = self.body.take() {
+            self.body = errors
+                .check(text::optional("body", Some(&body), MAX_BODY_CHARS, true))
+                .flatten();
+        }
+        errors.finish(|| self)
+    }
 }
 
 pub(crate) fn parse_id<T: FromStr<Err = uuid::Error>>(
@@ -284,16 +303,17 @@ pub(crate) fn parse_id<T: FromStr<Err = uuid::Error>>(
         .map_err(|e| FieldError::new(field, "invalid_format", format!("is not a UUID ({e})")))
 }
 
+/// An RFC 3339 timestamp, in UTC at microsecond precision, within years
+/// 1–9999 (see [`check_timestamp`](super::check_timestamp)).
 pub(crate) fn parse_timestamp(field: &str, v: &str) -> Result<Timestamp, FieldError> {
-    chrono::DateTime::parse_from_rfc3339(v.trim())
-        .map(|t| truncate_to_micros(t.to_utc()))
-        .map_err(|e| {
-            FieldError::new(
-                field,
-                "invalid_format",
-                format!("must be an RFC 3339 timestamp ({e})"),
-            )
-        })
+    let t = chrono::DateTime::parse_from_rfc3339(v.trim()).map_err(|e| {
+        FieldError::new(
+            field,
+            "invalid_format",
+            format!("must be an RFC 3339 timestamp ({e})"),
+        )
+    })?;
+    super::check_timestamp(field, t.to_utc())
 }
 
 impl TryFrom<NewActivityDto> for NewActivity {
@@ -513,6 +533,18 @@ impl NewSignal {
     pub fn occurred_at(mut self, at: Timestamp) -> Self {
         self.occurred_at = Some(truncate_to_micros(at));
         self
+    }
+
+    /// The signal as every store takes it, or why it cannot be:
+    /// `occurred_at` within years 1–9999 and normalised
+    /// ([`check_timestamp`](super::check_timestamp)). Every store calls it
+    /// before anything else.
+    pub fn checked(mut self) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        if let Some(at) = self.occurred_at {
+            self.occurred_at = errors.check(super::check_timestamp("occurred_at", at));
+        }
+        errors.finish(|| self)
     }
 }
 

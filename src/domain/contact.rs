@@ -100,6 +100,21 @@ impl Email {
                 ),
             ));
         }
+        // Invisible characters would make two addresses that look alike
+        // different; bidirectional controls would show an address in
+        // another order than it is stored. Refused here whatever the
+        // address parser accepts.
+        if trimmed.chars().any(|c| {
+            c.is_control()
+                || super::text::is_default_ignorable(c)
+                || super::text::is_bidi_control(c)
+        }) {
+            return Err(FieldError::new(
+                field,
+                "invalid_format",
+                "must not contain control, invisible or bidirectional control characters",
+            ));
+        }
         let options = Options::default()
             .without_display_text()
             .without_domain_literal()

@@ -104,8 +104,162 @@ pub struct Money {
 
 #[derive(Serialize, Deserialize)]
 struct MoneyRepr {
+    #[serde(deserialize_with = "deserialize_amount")]
     amount: Decimal,
     currency: Currency,
+}
+
+/// An amount in serialized money: a decimal string (as money serializes)
+/// or a JSON number, read as strictly as [`Money::parse`] reads text.
+fn deserialize_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    struct Amount;
+    impl serde::de::Visitor<'_> for Amount {
+        type Value = Decimal;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a decimal amount as a string or a number")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Decimal, E> {
+            decimal_text("amount", v).map_err(|e| E::custom(e))
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Decimal, E> {
+            Ok(Decimal::from(v))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Decimal, E> {
+            Ok(Decimal::from(v))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Decimal, E> {
+            serde_json::Number::from_f64(v)
+                .ok_or_else(|| FieldError::new("amount", "invalid_format", "must be finite"))
+                .and_then(|n| decimal_number("amount", &n))
+                .map_err(|e| E::custom(e))
+        }
+    }
+    d.deserialize_any(Amount)
+}
+
+/// The most significant digits a JSON number amount may have: a double
+/// holds every decimal of 15 significant digits exactly, and not more.
+const MAX_NUMBER_DIGITS: usize = 15;
+
+/// An amount written as text, read strictly: digits, with at most one
+/// decimal point that has digits on both sides, and optionally a leading
+/// minus (which [`Money::new`] refuses unless the amount is zero); white
+/// space around it is ignored. No plus sign, digit separators (`1_000`,
+/// `1,000`), exponents or other numerals: `rust_decimal`'s own parser
+/// takes some of these, and an amount is exactly what was written or an
+/// error.
+fn decimal_text(field: &str, text: &str) -> Result<Decimal, FieldError> {
+    let t = text.trim();
+    let unsigned = t.strip_prefix('-').unwrap_or(t);
+    let (int, frac) = match unsigned.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (unsigned, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || frac.is_some_and(|f| !digits(f)) {
+        return Err(FieldError::new(
+            field,
+            "invalid_format",
+            format!(
+                "must be written as digits with at most one decimal point, like 1250.50 \
+                 (no sign, digit separator or exponent), got {t:?}"
+            ),
+        ));
+    }
+    // Leading zeros of the integer part and trailing zeros of the fraction
+    // carry nothing; the digits left are bounded before converting, so that
+    // a long string is an error about its size, not an overflow.
+    let int = int.trim_start_matches('0');
+    let frac = frac.unwrap_or("").trim_end_matches('0');
+    if t.starts_with('-') && !(int.is_empty() && frac.is_empty()) {
+        return Err(FieldError::new(
+            field,
+            "out_of_range",
+            format!("must not be negative, got {t}"),
+        ));
+    }
+    if int.len() > 15 {
+        return Err(FieldError::new(
+            field,
+            "out_of_range",
+            "must be below 10^15",
+        ));
+    }
+    if frac.len() > Money::MAX_SCALE as usize {
+        return Err(FieldError::new(
+            field,
+            "out_of_range",
+            format!(
+                "must have at most {} decimal places, got {t}",
+                Money::MAX_SCALE
+            ),
+        ));
+    }
+    let int = if int.is_empty() { "0" } else { int };
+    let canonical = if frac.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{frac}")
+    };
+    Decimal::from_str_exact(&canonical).map_err(|e| {
+        FieldError::new(
+            field,
+            "invalid_format",
+            format!("is not a decimal number ({e})"),
+        )
+    })
+}
+
+/// An amount sent as a JSON number: an integer exactly; a double through
+/// its shortest decimal form, refused when that has more than
+/// [`MAX_NUMBER_DIGITS`] significant digits, since the digits sent beyond
+/// those were rounded away before the crate saw them.
+fn decimal_number(field: &str, n: &serde_json::Number) -> Result<Decimal, FieldError> {
+    if let Some(u) = n.as_u64() {
+        return Ok(Decimal::from(u));
+    }
+    if let Some(i) = n.as_i64() {
+        return Ok(Decimal::from(i));
+    }
+    let text = n.to_string();
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(i32::MAX)),
+        None => (text.as_str(), 0),
+    };
+    let significant: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = significant.trim_start_matches('0').trim_end_matches('0');
+    if significant.len() > MAX_NUMBER_DIGITS {
+        return Err(FieldError::new(
+            field,
+            "invalid_format",
+            format!(
+                "has more significant digits than a JSON number keeps exactly ({} at most): \
+                 send the amount as a string, like \"1250.50\"",
+                MAX_NUMBER_DIGITS
+            ),
+        ));
+    }
+    if exponent > 15 {
+        return Err(FieldError::new(
+            field,
+            "out_of_range",
+            "must be below 10^15",
+        ));
+    }
+    if exponent < -(Money::MAX_SCALE as i32) - MAX_NUMBER_DIGITS as i32 {
+        return Err(FieldError::new(
+            field,
+            "out_of_range",
+            format!("must have at most {} decimal places", Money::MAX_SCALE),
+        ));
+    }
+    Decimal::from_scientific(&format!("{mantissa}e{exponent}")).map_err(|e| {
+        FieldError::new(
+            field,
+            "invalid_format",
+            format!("is not a decimal number ({e})"),
+        )
+    })
 }
 
 impl Money {
@@ -153,18 +307,12 @@ impl Money {
         Ok(Money { amount, currency })
     }
 
-    /// Parses an amount written as a decimal string (`"1250.50"`).
+    /// Parses an amount written as a decimal string (`"1250.50"`): digits
+    /// with at most one decimal point, nothing else (no sign but a minus,
+    /// which is refused unless the amount is zero; no `1_000`, `1,000`,
+    /// `+5`, `.5` or `1e3`).
     pub fn parse(amount: &str, currency: Currency) -> Result<Self, FieldError> {
-        let d = Decimal::from_str_exact(amount.trim())
-            .or_else(|_| Decimal::from_scientific(amount.trim()))
-            .map_err(|e| {
-                FieldError::new(
-                    "amount",
-                    "invalid_format",
-                    format!("is not a decimal number ({e})"),
-                )
-            })?;
-        Money::new(d, currency)
+        Money::new(decimal_text("amount", amount)?, currency)
     }
 
     /// The amount.
@@ -391,6 +539,17 @@ pub struct NewDeal {
 }
 
 impl NewDeal {
+    /// The deal as every store takes it, or why it cannot be: an expected
+    /// close date within years 1–9999 ([`check_date`](super::check_date)).
+    /// Every store calls it before anything else.
+    pub fn checked(self) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        if let Some(d) = self.expected_close_date {
+            errors.check(super::check_date("expected_close_date", d));
+        }
+        errors.finish(|| self)
+    }
+
     /// A new deal in the default pipeline's first stage.
     pub fn new(contact_id: ContactId, title: DealTitle, amount: Money) -> Self {
         NewDeal {
@@ -405,43 +564,36 @@ impl NewDeal {
 }
 
 fn parse_amount(v: &Value) -> Result<Decimal, FieldError> {
-    let text = match v {
-        Value::String(s) => s.trim().to_string(),
-        Value::Number(n) => n.to_string(),
-        _ => {
-            return Err(FieldError::new(
-                "amount",
-                "invalid_format",
-                "must be a decimal string or number",
-            ));
-        }
-    };
-    Decimal::from_str_exact(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|e| {
-            FieldError::new(
-                "amount",
-                "invalid_format",
-                format!("is not a decimal number ({e})"),
-            )
-        })
+    match v {
+        Value::String(s) => decimal_text("amount", s),
+        Value::Number(n) => decimal_number("amount", n),
+        _ => Err(FieldError::new(
+            "amount",
+            "invalid_format",
+            "must be a decimal string or number",
+        )),
+    }
 }
 
 fn parse_date(field: &str, v: &str) -> Result<NaiveDate, FieldError> {
-    NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").map_err(|e| {
+    let date = NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").map_err(|e| {
         FieldError::new(
             field,
             "invalid_format",
             format!("must be a date YYYY-MM-DD ({e})"),
         )
-    })
+    })?;
+    super::check_date(field, date)
 }
 
 impl TryFrom<NewDealDto> for NewDeal {
     type Error = ValidationErrors;
 
-    fn try_from(dto: NewDealDto) -> Result<Self, Self::Error> {
+    fn try_from(mut dto: NewDealDto) -> Result<Self, Self::Error> {
         let mut errors = ValidationErrors::new();
+        // A caller's JSON may nest deeply: read it, then drop it without
+        // recursing.
+        let amount_value = dto.amount.take();
         let contact_id = errors.check(required("contact_id", &dto.contact_id).and_then(|v| {
             ContactId::from_str(v.trim()).map_err(|e| {
                 FieldError::new(
@@ -453,11 +605,14 @@ impl TryFrom<NewDealDto> for NewDeal {
         }));
         let title = errors.check(required("title", &dto.title).and_then(DealTitle::parse));
         let amount = errors.check(
-            dto.amount
+            amount_value
                 .as_ref()
                 .ok_or_else(|| FieldError::new("amount", "required", "is required"))
                 .and_then(parse_amount),
         );
+        if let Some(v) = amount_value {
+            super::json::dispose(v);
+        }
         let currency = errors.check(required("currency", &dto.currency).and_then(Currency::parse));
         let money = match (amount, currency) {
             (Some(a), Some(c)) => errors.check(Money::new(a, c)),
@@ -542,16 +697,30 @@ pub struct DealPatch {
     pub expected_close_date: Option<Option<NaiveDate>>,
 }
 
+impl DealPatch {
+    /// The patch as every store takes it, or why it cannot be: an expected
+    /// close date within years 1–9999 ([`check_date`](super::check_date)).
+    /// Every store calls it before anything else.
+    pub fn checked(self) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        if let Some(Some(d)) = self.expected_close_date {
+            errors.check(super::check_date("expected_close_date", d));
+        }
+        errors.finish(|| self)
+    }
+}
+
 impl TryFrom<DealPatchDto> for DealPatch {
     type Error = ValidationErrors;
 
-    fn try_from(dto: DealPatchDto) -> Result<Self, Self::Error> {
+    fn try_from(mut dto: DealPatchDto) -> Result<Self, Self::Error> {
         let mut errors = ValidationErrors::new();
         let mut patch = DealPatch::default();
         if let Some(t) = &dto.title {
             patch.title = errors.check(DealTitle::parse(t));
         }
-        match (&dto.amount, &dto.currency) {
+        let amount_value = dto.amount.take();
+        match (&amount_value, &dto.currency) {
             (Some(a), Some(c)) => {
                 let a = errors.check(parse_amount(a));
                 let c = errors.check(Currency::parse(c));
@@ -570,6 +739,9 @@ impl TryFrom<DealPatchDto> for DealPatch {
                 "is required with currency",
             )),
             (None, None) => {}
+        }
+        if let Some(v) = amount_value {
+            super::json::dispose(v);
         }
         if let Some(d) = &dto.expected_close_date {
             patch.expected_close_date = errors.check(

@@ -1,213 +1,236 @@
-//! Reading inbound JSON (the DTOs, the scoring configuration) so that every
-//! error names the field it is about, by its path in the input.
+//! JSON a caller hands the crate (custom fields, event payloads, stored
+//! results): nesting bounded before anything recurses over it, and numbers
+//! only where every backend keeps them exactly.
+//!
+//! serde_json serializes, clones and drops a [`Value`] recursively, one
+//! stack frame per level: a value nested ten thousand levels deep, built
+//! by a caller in memory (text parsed by serde_json stops at 128 levels),
+//! overflows the stack and aborts the process. The functions here walk a
+//! value with a loop instead, and [`to_value_within`] stops serializing a
+//! caller's type past a depth, so that no recursion in the crate goes
+//! deeper than a limit it sets.
 
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use std::io;
 
-use crate::error::{Error, FieldError};
+use serde::Serialize;
+use serde_json::{Number, Value};
 
-/// The field an error about the input as a whole is reported under: it is
-/// not JSON, not a JSON object, or has something after its end.
-pub const ROOT_FIELD: &str = "$";
+/// The deepest nesting of arrays and objects the crate takes in JSON it
+/// fingerprints or stores (an event payload, a handler's result): a
+/// scalar is depth 0, `[]` depth 1, `[[]]` depth 2.
+pub const MAX_DEPTH: usize = 64;
 
-/// A type read from inbound JSON with errors that name their field.
-///
-/// Plain `serde_json::from_str` says where a type error is in the text
-/// ("invalid type: integer `5`, expected a string at line 1 column 11");
-/// these methods say which field: an [`Error::Validation`] with one
-/// [`FieldError`] whose `field` is the path of the offending value, its
-/// keys joined with `.` and array positions in brackets (`metadata.plan`,
-/// `weights.email_open`, `stages[2].kind`), or [`ROOT_FIELD`] when the
-/// input as a whole is wrong. An unknown field is reported under its own
-/// name with the code `unknown_field`; a wrong type or a malformed value
-/// under its path with `invalid_format`, an unknown enum value with
-/// `unknown_value`.
-///
-/// The input is one JSON object. Reading checks its shape only; convert
-/// the value (for example `NewContact::try_from(dto)`) to check every
-/// field's content.
-///
-/// ```
-/// use crm_core::domain::{FromJson, NewContactDto};
-///
-/// let err = NewContactDto::from_json(r#"{"email": 5}"#).unwrap_err();
-/// assert_eq!(err.field_errors()[0].field, "email");
-/// let err = NewContactDto::from_json(r#"{"emial": "a@example.com"}"#).unwrap_err();
-/// assert_eq!(err.field_errors()[0].field, "emial");
-/// assert_eq!(err.field_errors()[0].code, "unknown_field");
-/// ```
-pub trait FromJson: DeserializeOwned {
-    /// Reads a JSON text (one value, whitespace around it allowed).
-    fn from_json(json: &str) -> Result<Self, Error> {
-        Self::from_json_slice(json.as_bytes())
-    }
-
-    /// Reads JSON bytes (UTF-8, one value, whitespace around it allowed).
-    fn from_json_slice(json: &[u8]) -> Result<Self, Error> {
-        read_slice(json, ROOT_FIELD).map_err(Error::from)
-    }
-
-    /// Reads a parsed JSON value.
-    fn from_json_value(value: Value) -> Result<Self, Error> {
-        read_value(value, ROOT_FIELD).map_err(Error::from)
-    }
-}
-
-impl FromJson for super::NewContactDto {}
-impl FromJson for super::ContactPatchDto {}
-impl FromJson for super::NewDealDto {}
-impl FromJson for super::DealPatchDto {}
-impl FromJson for super::NewActivityDto {}
-impl FromJson for super::NewSignalDto {}
-
-/// Reads `T` from JSON bytes holding an object; an error about the whole
-/// input is reported under `root`.
-pub(crate) fn read_slice<T: DeserializeOwned>(json: &[u8], root: &str) -> Result<T, FieldError> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    // Parsed in two steps: the JSON (a syntax error is named by the path
-    // it broke off in), then its shape.
-    let value: Value =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(e, root))?;
-    // Something after the value: the input as a whole is wrong.
-    de.end()
-        .map_err(|e| FieldError::new(root, "invalid_format", without_position(&e).to_string()))?;
-    read_value(value, root)
-}
-
-/// Reads `T` from a parsed JSON object; an error about the whole value
-/// (not an object) is reported under `root`.
-pub(crate) fn read_value<T: DeserializeOwned>(value: Value, root: &str) -> Result<T, FieldError> {
-    if !value.is_object() {
-        // serde would read a struct from an array, field by position.
-        return Err(FieldError::new(
-            root,
-            "invalid_format",
-            format!("must be a JSON object, not {}", kind_of(&value)),
-        ));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| field_error(e, root))
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The field error of a deserialization error at a path.
-fn field_error(e: serde_path_to_error::Error<serde_json::Error>, root: &str) -> FieldError {
-    let path = path_of(e.path(), root);
-    let inner = e.into_inner();
-    let message = without_position(&inner);
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        // The path stops at the object holding the unknown field: add it.
-        let name = rest.split('`').next().unwrap_or_default();
-        let field = if path == root || path.is_empty() {
-            name.to_string()
-        } else if path.ends_with(name) {
-            path
-        } else {
-            format!("{path}.{name}")
+/// The nesting depth of `v` (a scalar is 0), counted without recursion.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0_usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
         };
-        return FieldError::new(field, "unknown_field", message);
+        let d = d + 1;
+        deepest = deepest.max(d);
+        stack.extend(children.map(|c| (c, d)));
     }
-    let code = if message.starts_with("unknown variant") {
-        "unknown_value"
-    } else {
-        "invalid_format"
-    };
-    FieldError::new(path, code, message)
+    deepest
 }
 
-/// A path as `a.b[2].c`; [`ROOT_FIELD`]'s stand-in `root` for the top.
-/// A map key serde could not name ends the path at its map.
-fn path_of(path: &serde_path_to_error::Path, root: &str) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Unknown => break,
+/// True when `v` nests deeper than `max`, found without recursion (and
+/// without walking further than `max + 1` levels).
+pub fn deeper_than(v: &Value, max: usize) -> bool {
+    let mut stack = vec![(v, 0_usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        if d + 1 > max {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    false
+}
+
+/// Drops `v` without recursion (serde_json's own drop recurses once per
+/// level): for values a caller handed over, which may be nested deeply.
+pub fn dispose(v: Value) {
+    let mut stack = match v {
+        Value::Array(_) | Value::Object(_) => vec![v],
+        _ => return,
+    };
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(fields) => stack.extend(fields.into_iter().map(|(_, v)| v)),
+            _ => {}
         }
     }
-    if out.is_empty() {
-        root.to_string()
-    } else if out.starts_with('[') {
-        format!("{root}{out}")
-    } else {
-        out
+}
+
+/// Why [`to_value_within`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToValueError {
+    /// The value nests deeper than the limit.
+    #[error("is nested more than {0} levels deep")]
+    TooDeep(usize),
+    /// The value does not serialize to JSON (a map with keys that are not
+    /// strings, a serializer error of its own).
+    #[error("does not serialize to JSON: {0}")]
+    NotJson(String),
+}
+
+/// `value` as a JSON [`Value`], as `serde_json::to_value` makes it, but
+/// failing once the nesting passes `max_depth` (at most 127, the depth
+/// serde_json reads back): the recursion of serializing stops there,
+/// whatever the caller's type does.
+pub fn to_value_within<T: Serialize + ?Sized>(
+    value: &T,
+    max_depth: usize,
+) -> Result<Value, ToValueError> {
+    let max_depth = max_depth.min(127);
+    let mut out = Limited {
+        out: Vec::with_capacity(128),
+        depth: 0,
+        max: max_depth,
+        in_string: false,
+        escaped: false,
+        exceeded: false,
+    };
+    if let Err(e) = serde_json::to_writer(&mut out, value) {
+        return Err(if out.exceeded {
+            ToValueError::TooDeep(max_depth)
+        } else {
+            ToValueError::NotJson(e.to_string())
+        });
+    }
+    serde_json::from_slice(&out.out).map_err(|e| ToValueError::NotJson(e.to_string()))
+}
+
+/// A writer of JSON text that tracks the nesting of what passes through
+/// it and fails past `max`, which makes the serializer unwind.
+struct Limited {
+    out: Vec<u8>,
+    depth: usize,
+    max: usize,
+    in_string: bool,
+    escaped: bool,
+    exceeded: bool,
+}
+
+impl io::Write for Limited {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for &b in buf {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'[' | b'{' => {
+                    self.depth += 1;
+                    if self.depth > self.max {
+                        self.exceeded = true;
+                        return Err(io::Error::other("nested too deep"));
+                    }
+                }
+                b']' | b'}' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
-/// A serde_json error's message without " at line L column C": the field
-/// path says where.
-fn without_position(e: &serde_json::Error) -> String {
-    let message = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    match message.strip_suffix(&suffix) {
-        Some(m) => m.to_string(),
-        None => message,
+/// The largest magnitude from which a float holds no longer every integer:
+/// 2^53.
+const EXACT_FLOAT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+/// Why `n` would not be kept exactly by every backend, if it would not.
+///
+/// The in-memory store keeps a JSON number as serde_json holds it (a
+/// 64-bit integer, or else a double); PostgreSQL's `jsonb` keeps the
+/// decimal it is sent, and drops the sign of a zero. They agree on every
+/// integer of 64 bits and every double below 2^53 in magnitude. Past that,
+/// a double is a rounded integer (an integer of more than 64 bits arrives
+/// as one): no backend can know what was sent, so the number is refused
+/// and should be sent as a string. A negative zero comes back from
+/// PostgreSQL as `0`: refused too, so that both stores hold the same.
+pub fn inexact_number(n: &Number) -> Option<&'static str> {
+    if n.is_i64() || n.is_u64() {
+        return None;
+    }
+    let f = n.as_f64()?;
+    if f == 0.0 && f.is_sign_negative() {
+        Some("holds a negative zero, which PostgreSQL keeps as 0: send 0")
+    } else if f.abs() >= EXACT_FLOAT_LIMIT {
+        Some(
+            "holds a number too large to be kept exactly (a float of magnitude 2^53 or more, \
+             or an integer beyond 64 bits): send it as a string",
+        )
+    } else {
+        None
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
-    use crate::domain::{ContactPatchDto, NewContactDto};
 
-    fn field<T: FromJson + std::fmt::Debug>(json: &str) -> (String, &'static str) {
-        let err = T::from_json(json).expect_err("an error");
-        let e = &err.field_errors()[0];
-        (e.field.clone(), e.code)
+    fn nested(depth: usize) -> Value {
+        let mut v = json!(0);
+        for _ in 0..depth {
+            v = Value::Array(vec![v]);
+        }
+        v
     }
 
     #[test]
-    fn a_type_error_names_its_field_without_the_text_position() {
-        let err = NewContactDto::from_json(r#"{"email": 5}"#).unwrap_err();
-        let e = &err.field_errors()[0];
-        assert_eq!(e.field, "email");
-        assert_eq!(e.code, "invalid_format");
-        assert_eq!(e.reason, "invalid type: integer `5`, expected a string");
+    fn depth_counts_containers_without_recursing() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!([])), 1);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+        let deep = nested(200_000);
+        assert_eq!(depth(&deep), 200_000);
+        assert!(deeper_than(&deep, 64));
+        assert!(!deeper_than(&json!({"a": [1]}), 2));
+        assert!(deeper_than(&json!({"a": [1]}), 1));
+        dispose(deep);
     }
 
     #[test]
-    fn an_unknown_field_is_named() {
-        assert_eq!(
-            field::<ContactPatchDto>(r#"{"activ": true}"#),
-            ("activ".to_string(), "unknown_field")
-        );
-    }
-
-    #[test]
-    fn an_input_that_is_not_an_object_or_has_trailing_text_is_reported_at_the_root() {
-        assert_eq!(field::<NewContactDto>("5").0, ROOT_FIELD);
-        assert_eq!(field::<NewContactDto>("").0, ROOT_FIELD);
-        assert_eq!(field::<NewContactDto>(r#"{"email": "a"} x"#).0, ROOT_FIELD);
-        assert_eq!(
-            NewContactDto::from_json_value(Value::Bool(true))
-                .unwrap_err()
-                .field_errors()[0]
-                .field,
-            ROOT_FIELD
-        );
-    }
-
-    #[test]
-    fn a_syntax_error_inside_a_field_names_the_field() {
-        assert_eq!(
-            field::<NewContactDto>(r#"{"email": "a", "first_name": }"#).0,
-            "first_name"
-        );
+    fn to_value_within_stops_at_the_limit_and_ignores_brackets_in_strings() {
+        let deep = nested(200_000);
+        assert!(matches!(
+            to_value_within(&deep, MAX_DEPTH),
+            Err(ToValueError::TooDeep(64))
+        ));
+        dispose(deep);
+        let v = json!({"s": "[[[[\"{{", "e": "\\\"[", "n": [1.5, -2, 18446744073709551615u64]});
+        assert_eq!(to_value_within(&v, 2).unwrap(), v);
+        assert!(to_value_within(&nested(64), 64).is_ok());
+        assert!(to_value_within(&nested(65), 64).is_err());
+        let mut keys = std::collections::BTreeMap::new();
+        keys.insert(vec![1u8], 1);
+        assert!(matches!(
+            to_value_within(&keys, 8),
+            Err(ToValueError::NotJson(_))
+        ));
     }
 }

@@ -1,4 +1,5 @@
-//! Custom fields: a JSON object with limits on size, depth and key length.
+//! Custom fields: a JSON object with limits on size, depth and key length,
+//! holding no NUL and only numbers every backend keeps exactly.
 
 use serde_json::{Map, Value};
 
@@ -6,7 +7,11 @@ use crate::error::FieldError;
 
 /// Custom fields of a contact: a JSON object of at most
 /// [`MAX_BYTES`](Self::MAX_BYTES) bytes (serialized), nested at most
-/// [`MAX_DEPTH`](Self::MAX_DEPTH) levels, with keys of 1–64 characters.
+/// [`MAX_DEPTH`](Self::MAX_DEPTH) levels, with keys of 1–64 characters,
+/// no NUL in keys or strings, and numbers that every backend keeps
+/// exactly: integers of 64 bits, and other numbers below 2^53 in magnitude
+/// other than a negative zero (see [`json::inexact_number`](super::json::inexact_number);
+/// send larger numbers as strings).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "Value", into = "Value")]
 pub struct Metadata(Map<String, Value>);
@@ -26,6 +31,12 @@ impl Metadata {
 
     /// Validates a JSON value as metadata, reporting the error under `field`.
     pub fn parse_field(field: &str, value: Value) -> Result<Self, FieldError> {
+        // Depth first, without recursing: what follows (serializing to
+        // measure the size, the checks, dropping a refused value) recurses.
+        if super::json::deeper_than(&value, Self::MAX_DEPTH) {
+            super::json::dispose(value);
+            return Err(too_deep(field));
+        }
         let Value::Object(map) = value else {
             return Err(FieldError::new(
                 field,
@@ -81,13 +92,17 @@ impl Metadata {
     }
 }
 
+fn too_deep(field: &str) -> FieldError {
+    FieldError::new(
+        field,
+        "too_deep",
+        format!("must be nested at most {} levels deep", Metadata::MAX_DEPTH),
+    )
+}
+
 fn check_object(field: &str, map: &Map<String, Value>, depth: usize) -> Result<(), FieldError> {
     if depth > Metadata::MAX_DEPTH {
-        return Err(FieldError::new(
-            field,
-            "too_deep",
-            format!("must be nested at most {} levels deep", Metadata::MAX_DEPTH),
-        ));
+        return Err(too_deep(field));
     }
     for (key, value) in map {
         let chars = key.chars().count();
@@ -115,11 +130,7 @@ fn check_value(field: &str, value: &Value, depth: usize) -> Result<(), FieldErro
         Value::Object(m) => check_object(field, m, depth + 1),
         Value::Array(items) => {
             if depth + 1 > Metadata::MAX_DEPTH {
-                return Err(FieldError::new(
-                    field,
-                    "too_deep",
-                    format!("must be nested at most {} levels deep", Metadata::MAX_DEPTH),
-                ));
+                return Err(too_deep(field));
             }
             items
                 .iter()
@@ -130,6 +141,10 @@ fn check_value(field: &str, value: &Value, depth: usize) -> Result<(), FieldErro
             "invalid_format",
             "strings must not contain NUL",
         )),
+        Value::Number(n) => match super::json::inexact_number(n) {
+            Some(why) => Err(FieldError::new(field, "out_of_range", why)),
+            None => Ok(()),
+        },
         _ => Ok(()),
     }
 }

@@ -8,12 +8,14 @@
 mod activity;
 mod contact;
 mod deal;
-mod json;
+mod from_json;
+pub mod json;
 mod key;
 mod metadata;
 mod pipeline;
 mod tenant;
 mod text;
+mod time;
 
 pub(crate) use activity::deal_of_another_contact;
 pub use activity::{
@@ -28,22 +30,32 @@ pub use deal::{
     Currency, Deal, DealId, DealPatch, DealPatchDto, DealTitle, LostReason, Money, NewDeal,
     NewDealDto,
 };
-pub(crate) use json::read_value;
-pub use json::{FromJson, ROOT_FIELD};
+pub(crate) use from_json::read_value;
+pub use from_json::{FromJson, ROOT_FIELD};
 pub use key::caseless_key;
 pub use metadata::Metadata;
 pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKind};
 pub use tenant::{Actor, Context, TenantId, Version};
+pub(crate) use text::no_nul;
+pub use time::{
+    EARLIEST_MICROS, LATEST_MICROS, check_date, check_optional_timestamp, check_timestamp,
+    check_timestamps, earliest_date, earliest_timestamp, latest_date, latest_timestamp,
+    timestamp_from_micros,
+};
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 
 /// A point in time, UTC, at microsecond precision (what PostgreSQL stores).
+/// The stores take years 1 to 9999: see [`check_timestamp`].
 pub type Timestamp = DateTime<Utc>;
 
-/// Truncates a timestamp to whole microseconds, the precision every backend keeps.
+/// A timestamp as every backend keeps it: truncated to whole microseconds,
+/// and a leap second (chrono's `23:59:60`) folded into the next second, as
+/// PostgreSQL folds it (2016-12-31T23:59:60.5Z is 2017-01-01T00:00:00.5Z).
 pub fn truncate_to_micros(t: Timestamp) -> Timestamp {
-    let nanos = t.nanosecond();
-    t.with_nanosecond(nanos - nanos % 1_000).unwrap_or(t)
+    // `timestamp_micros` counts a leap second's fraction on from the end
+    // of the minute: exactly the instant PostgreSQL stores.
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// Generates a UUID-backed id newtype.

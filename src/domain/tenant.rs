@@ -94,11 +94,10 @@ impl Context {
             Self::MAX_REASON_CHARS,
             true,
         ));
-        let request_id = errors.check(super::text::optional(
+        let request_id = errors.check(super::text::optional_plain(
             "request_id",
             request_id,
             Self::MAX_REQUEST_ID_CHARS,
-            false,
         ));
         match (actor, reason, request_id) {
             (Some(actor), Some(reason), Some(request_id)) if errors.is_empty() => Ok(Context {
@@ -127,11 +126,10 @@ impl Context {
 
     /// Sets the id of the request (or event) that caused the change.
     pub fn with_request_id(mut self, request_id: &str) -> Result<Self, FieldError> {
-        self.request_id = super::text::optional(
+        self.request_id = super::text::optional_plain(
             "request_id",
             Some(request_id),
             Self::MAX_REQUEST_ID_CHARS,
-            false,
         )?;
         Ok(self)
     }
@@ -155,11 +153,12 @@ impl Context {
     /// handling makes the change; the idempotency guard sets it, and the
     /// history records it.
     pub fn with_idempotency_key(mut self, key: &str) -> Result<Self, FieldError> {
-        self.idempotency_key = super::text::optional(
+        // An identifier from another system, like the request id: checked
+        // as one, not as human text.
+        self.idempotency_key = super::text::optional_plain(
             "idempotency_key",
             Some(key),
             Self::MAX_IDEMPOTENCY_KEY_CHARS,
-            false,
         )?;
         Ok(self)
     }

@@ -382,6 +382,12 @@ impl FieldQuery {
         q.page.cursor = Some(cursor);
         q
     }
+
+    /// Checks the query as every store does first: a field name without
+    /// NUL (the page is checked when it is read).
+    pub fn check(&self) -> Result<(), crate::FieldError> {
+        crate::domain::no_nul("field", &self.field)
+    }
 }
 
 /// The position of an entry in a list ordered by `valid_from` then entity

@@ -216,11 +216,13 @@ pub enum HandlerError {
 
 impl HandlerError {
     /// A permanent failure described by `detail` (stored as JSON). A value
-    /// that does not serialize to JSON makes a transient error instead.
+    /// that does not serialize to JSON, or nests deeper than
+    /// [`StoredResult::MAX_DEPTH`] (a validation error on `result`), makes a
+    /// transient error instead.
     pub fn permanent(detail: impl Serialize) -> Self {
-        match serde_json::to_value(detail) {
+        match result_value(&detail) {
             Ok(v) => HandlerError::Permanent(v),
-            Err(e) => HandlerError::Transient(Error::backend(e)),
+            Err(e) => HandlerError::Transient(e),
         }
     }
 
@@ -494,7 +496,7 @@ impl IdempotencyGuard {
         }
         let (stored, result) = match outcome {
             Ok(value) => {
-                let json = serde_json::to_value(&value).map_err(Error::backend)?;
+                let json = result_value(&value)?;
                 (StoredResult::Succeeded(json), Ok(value))
             }
             Err(HandlerError::Permanent(detail)) => {
@@ -629,6 +631,19 @@ fn replay<T: DeserializeOwned>(
     })
 }
 
+/// A handler's output or failure as the JSON stored for it: refused on
+/// `result` when it nests deeper than [`StoredResult::MAX_DEPTH`]
+/// (serializing stops there), a backend error when it is not JSON.
+fn result_value<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
+    use crate::domain::json::{ToValueError, to_value_within};
+    to_value_within(value, StoredResult::MAX_DEPTH).map_err(|e| match e {
+        ToValueError::TooDeep(_) => {
+            crate::error::FieldError::new("result", "too_deep", e.to_string()).into()
+        }
+        ToValueError::NotJson(_) => Error::backend(e),
+    })
+}
+
 /// A stored result does not deserialize into the handler's output type.
 #[derive(Debug, thiserror::Error)]
 #[error("the stored result of {key} does not fit the handler's output type")]
@@ -652,7 +667,7 @@ fn expiry(now: Timestamp, retention: Duration) -> Timestamp {
     truncate_to_micros(at)
 }
 
-/// 9999-12-31T23:59:59.999999Z.
+/// 9999-12-31T23:59:59.999999Z: the end of the range every store takes.
 fn latest_expiry() -> Timestamp {
-    chrono::DateTime::from_timestamp_micros(253_402_300_799_999_999).unwrap_or(Timestamp::MAX_UTC)
+    crate::domain::latest_timestamp()
 }

@@ -153,7 +153,13 @@ impl Fingerprint {
     /// The version prefix of fingerprints this build makes.
     pub const VERSION: &'static str = "v1";
 
-    /// The fingerprint of a JSON value.
+    /// The deepest a payload given to [`of`](Self::of) (and so to
+    /// [`InboundEvent::new`]) may nest: as deep as serde_json reads JSON
+    /// text. [`of_json`](Self::of_json) takes any depth.
+    pub const MAX_PAYLOAD_DEPTH: usize = 127;
+
+    /// The fingerprint of a JSON value, nested however deep (the value is
+    /// walked without recursion).
     pub fn of_json(payload: &Value) -> Fingerprint {
         let mut canonical = Vec::with_capacity(256);
         write_canonical(payload, &mut canonical);
@@ -170,11 +176,20 @@ impl Fingerprint {
 
     /// The fingerprint of anything that serializes to JSON. Fails (as a
     /// validation error on `payload`) when it does not, e.g. a map with
-    /// non-string keys.
+    /// non-string keys, or when it nests deeper than
+    /// [`MAX_PAYLOAD_DEPTH`](Self::MAX_PAYLOAD_DEPTH) (serializing stops
+    /// there, so that no payload can overflow the stack).
     pub fn of<T: Serialize + ?Sized>(payload: &T) -> Result<Fingerprint, FieldError> {
-        serde_json::to_value(payload)
-            .map(|v| Self::of_json(&v))
-            .map_err(|e| FieldError::new("payload", "invalid_format", e.to_string()))
+        use crate::domain::json::{ToValueError, to_value_within};
+        match to_value_within(payload, Self::MAX_PAYLOAD_DEPTH) {
+            Ok(v) => Ok(Self::of_json(&v)),
+            Err(e @ ToValueError::TooDeep(_)) => {
+                Err(FieldError::new("payload", "too_deep", e.to_string()))
+            }
+            Err(e @ ToValueError::NotJson(_)) => {
+                Err(FieldError::new("payload", "invalid_format", e.to_string()))
+            }
+        }
     }
 
     /// A fingerprint as stored: `v<digits>:<lower-case hex>`.
@@ -212,34 +227,49 @@ impl fmt::Display for Fingerprint {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Writes `v` as canonical JSON: object keys sorted (whatever order the map
-/// keeps them in), no whitespace.
+/// keeps them in), no whitespace. A loop over an explicit stack, not a
+/// recursion: the value may nest however deep.
 fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_scalar(&Value::String(k.clone()), out);
+    enum Step<'a> {
+        Value(&'a Value),
+        Key(&'a str),
+        Byte(u8),
+    }
+    let mut stack = vec![Step::Value(v)];
+    while let Some(step) = stack.pop() {
+        match step {
+            Step::Byte(b) => out.push(b),
+            Step::Key(k) => {
+                // Writing a string into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, k);
                 out.push(b':');
-                write_canonical(v, out);
             }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+            Step::Value(Value::Object(map)) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push(b'{');
+                stack.push(Step::Byte(b'}'));
+                // Pushed last to first, so that the first entry comes out first.
+                for (i, (k, v)) in entries.into_iter().enumerate().rev() {
+                    stack.push(Step::Value(v));
+                    stack.push(Step::Key(k));
+                    if i > 0 {
+                        stack.push(Step::Byte(b','));
+                    }
                 }
-                write_canonical(item, out);
             }
-            out.push(b']');
+            Step::Value(Value::Array(items)) => {
+                out.push(b'[');
+                stack.push(Step::Byte(b']'));
+                for (i, item) in items.iter().enumerate().rev() {
+                    stack.push(Step::Value(item));
+                    if i > 0 {
+                        stack.push(Step::Byte(b','));
+                    }
+                }
+            }
+            Step::Value(scalar) => write_scalar(scalar, out),
         }
-        scalar => write_scalar(scalar, out),
     }
 }
 
@@ -325,6 +355,28 @@ pub enum StoredResult {
 }
 
 impl StoredResult {
+    /// The deepest a stored result may nest (see [`json::MAX_DEPTH`](crate::domain::json::MAX_DEPTH)):
+    /// deep enough for any result a handler means to return, shallow
+    /// enough that every backend stores and reads it back (serde_json reads
+    /// no deeper than 128 levels) and nothing recursing over it can
+    /// overflow the stack.
+    pub const MAX_DEPTH: usize = crate::domain::json::MAX_DEPTH;
+
+    /// Checks that the result can be stored: nested at most
+    /// [`MAX_DEPTH`](Self::MAX_DEPTH) levels (counted without recursing).
+    /// Every store calls it before storing a result.
+    pub fn check(&self) -> Result<(), FieldError> {
+        if crate::domain::json::deeper_than(self.value(), Self::MAX_DEPTH) {
+            Err(FieldError::new(
+                "result",
+                "too_deep",
+                format!("must be nested at most {} levels deep", Self::MAX_DEPTH),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// The stored JSON, whichever the outcome.
     pub fn value(&self) -> &Value {
         match self {
@@ -408,6 +460,30 @@ pub struct IdempotencyClaim {
     pub expires_at: Timestamp,
     /// How long to wait for another transaction holding the key.
     pub wait: WaitPolicy,
+}
+
+impl IdempotencyClaim {
+    /// The claim as every store takes it, or every reason it cannot be:
+    /// `now` and `expires_at` within years 1–9999 and normalised
+    /// ([`check_timestamp`](crate::domain::check_timestamp)), and
+    /// `expires_at` after `now` (a record must outlive its claim).
+    /// Every store calls it before anything else.
+    pub fn checked(&self) -> Result<IdempotencyClaim, ValidationErrors> {
+        let [now, expires_at] =
+            crate::domain::check_timestamps([("now", self.now), ("expires_at", self.expires_at)])?;
+        if expires_at <= now {
+            return Err(ValidationErrors::single(FieldError::new(
+                "expires_at",
+                "out_of_range",
+                format!("must be after the claim's time ({now}), got {expires_at}"),
+            )));
+        }
+        Ok(IdempotencyClaim {
+            now,
+            expires_at,
+            ..self.clone()
+        })
+    }
 }
 
 /// The answer to a claim.

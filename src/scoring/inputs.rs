@@ -4,7 +4,13 @@
 //!
 //! [`Transaction::scoring_inputs`]: crate::store::Transaction::scoring_inputs
 
-use crate::domain::{ActivityKind, ContactId, Score, SignalKind, Timestamp};
+use crate::{
+    domain::{
+        ActivityKind, ContactId, Score, SignalKind, Timestamp, check_optional_timestamp,
+        check_timestamp,
+    },
+    error::{FieldError, ValidationErrors},
+};
 
 use super::{ScoringInput, ScoringModel};
 
@@ -23,6 +29,33 @@ pub struct InputsRequest {
     /// left out (they are past the model's age cutoff); `None` returns them
     /// all.
     pub inputs_from: Option<Timestamp>,
+}
+
+impl InputsRequest {
+    /// The request as every store takes it, or every reason it cannot be:
+    /// `created_from` and `inputs_from` within years 1–9999 and normalised
+    /// ([`check_timestamp`](crate::domain::check_timestamp)), `limit` at
+    /// least 1. Every store calls it before anything else.
+    pub fn checked(&self) -> Result<InputsRequest, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let created_from = errors.check(check_timestamp("created_from", self.created_from));
+        let inputs_from = errors.check(check_optional_timestamp("inputs_from", self.inputs_from));
+        if self.limit == 0 {
+            errors.push(FieldError::new(
+                "limit",
+                "out_of_range",
+                "must be at least 1",
+            ));
+        }
+        match (created_from, inputs_from) {
+            (Some(created_from), Some(inputs_from)) if errors.is_empty() => Ok(InputsRequest {
+                created_from,
+                inputs_from,
+                ..self.clone()
+            }),
+            _ => Err(errors),
+        }
+    }
 }
 
 /// One contact's scoring inputs, as stored.

@@ -157,7 +157,8 @@ mod rescore;
 pub use inputs::{ContactInputs, InputsRequest, live_log_sum};
 pub use live::{Explanation, LIVE_TOLERANCE, LiveLead, explain, live_score, live_top_leads};
 pub use rescore::{
-    DEFAULT_CHUNK_SIZE, DEFAULT_TOP, RescoreOptions, RescoreReport, TopLead, rescore, rescore_store,
+    DEFAULT_CHUNK_SIZE, DEFAULT_TOP, MAX_TOP, RescoreOptions, RescoreReport, TopLead, rescore,
+    rescore_store,
 };
 
 pub use model::{

@@ -29,7 +29,7 @@ use chrono::{Duration, TimeZone, Utc};
 use serde::Serialize;
 
 use crate::{
-    domain::{ContactId, Context, Score, TenantId, Timestamp, truncate_to_micros},
+    domain::{ContactId, Context, Score, TenantId, Timestamp, check_timestamp},
     error::{FieldError, Result, ValidationErrors},
     store::{DynStore, Transaction},
 };
@@ -40,6 +40,9 @@ use super::{InputsRequest, Scored, ScoringModel};
 pub const DEFAULT_CHUNK_SIZE: u32 = 2_000;
 /// The default number of top contacts in a report.
 pub const DEFAULT_TOP: usize = 10;
+/// The most top contacts a report lists (a larger `top` is refused: the
+/// report keeps them, with their explanations, in memory).
+pub const MAX_TOP: usize = 1_000;
 
 /// How to run a rescoring.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +56,7 @@ pub struct RescoreOptions {
     /// Contacts read per chunk (≥ 1).
     pub chunk_size: u32,
     /// How many of the best-scored contacts the report lists, with their
-    /// explanations.
+    /// explanations: at most [`MAX_TOP`].
     pub top: usize,
     /// Also recompute every scanned contact's live state from all of its
     /// activities and signals and store it (see [`crate::scoring::live`]):
@@ -208,20 +211,32 @@ fn days_before(t: Timestamp, days: f64) -> Timestamp {
 /// nothing is written.
 ///
 /// Errors: [`Error::Validation`](crate::Error::Validation) on
-/// `lookback_days` or `chunk_size`; whatever the store returns.
+/// `lookback_days`, `chunk_size`, `top` (above [`MAX_TOP`]) or `now`
+/// (outside years 1–9999); whatever the store returns.
 pub async fn rescore(
     tx: &mut dyn Transaction,
     model: &ScoringModel,
     options: &RescoreOptions,
 ) -> Result<RescoreReport> {
+    let mut errors = ValidationErrors::new();
     if options.chunk_size == 0 {
-        return Err(ValidationErrors::single(FieldError::new(
+        errors.push(FieldError::new(
             "chunk_size",
             "out_of_range",
             "must be at least 1",
-        ))
-        .into());
+        ));
     }
+    if options.top > MAX_TOP {
+        errors.push(FieldError::new(
+            "top",
+            "out_of_range",
+            format!("must be at most {MAX_TOP}, got {}", options.top),
+        ));
+    }
+    let now = errors.check(check_timestamp("now", options.now.unwrap_or_else(Utc::now)));
+    let (Some(now), true) = (now, errors.is_empty()) else {
+        return Err(errors.into());
+    };
     let owned;
     let model = match options.lookback_days {
         Some(days) => {
@@ -230,7 +245,6 @@ pub async fn rescore(
         }
         None => model,
     };
-    let now = truncate_to_micros(options.now.unwrap_or_else(Utc::now));
     // The store's filters are a superset (a second of slack); the model
     // decides exactly.
     let created_from = days_before(now, model.lookback_days() + 1.0 / 86_400.0);

@@ -22,17 +22,17 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{
-    ContactQuery, ContactSort, ContactSortKey, Page, PageRequest, PipelineSummary, Store,
-    TimeIdKey, Transaction,
+    ContactQuery, ContactSort, ContactSortKey, CursorList, Page, PageRequest, PipelineSummary,
+    Store, TimeIdKey, Transaction,
 };
 use crate::{
     domain::{
         Activity, ActivityId, Contact, ContactId, ContactPatch, Context, Deal, DealId, DealPatch,
         Email, LostReason, NewActivity, NewContact, NewDeal, NewSignal, PipelineKey, Pipelines,
         Score, Signal, SignalId, StageKey, TenantId, Timestamp, Version, caseless_key,
-        truncate_to_micros,
+        check_timestamp, check_timestamps, truncate_to_micros,
     },
-    error::{Entity, Error, FieldError, Result, ValidationErrors},
+    error::{Entity, Error, Result, ValidationErrors},
 };
 
 #[path = "memory_bulk.rs"]
@@ -468,31 +468,6 @@ fn matches(q: &ContactQuery, c: &Contact, keys: Option<&NameKeys>) -> bool {
             .is_none_or(|m| c.metadata.contains(m))
 }
 
-/// Checks that a decoded cursor key belongs to the query's sort.
-pub(crate) fn check_cursor_kind(sort: ContactSort, key: &ContactSortKey) -> Result<()> {
-    let ok = match key {
-        ContactSortKey::Score(..) => matches!(sort, ContactSort::ScoreAsc | ContactSort::ScoreDesc),
-        ContactSortKey::Time(..) => matches!(
-            sort,
-            ContactSort::CreatedAsc
-                | ContactSort::CreatedDesc
-                | ContactSort::UpdatedAsc
-                | ContactSort::UpdatedDesc
-        ),
-        ContactSortKey::Name(..) => matches!(sort, ContactSort::NameAsc | ContactSort::NameDesc),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationErrors::single(FieldError::new(
-            "cursor",
-            "invalid_format",
-            "is not a cursor of this list",
-        ))
-        .into())
-    }
-}
-
 #[async_trait]
 impl Transaction for MemoryTransaction {
     fn tenant(&self) -> TenantId {
@@ -615,11 +590,9 @@ impl Transaction for MemoryTransaction {
     }
 
     async fn search_contacts(&mut self, q: &ContactQuery) -> Result<Page<Contact>> {
+        let q = &*q.checked()?;
         let limit = q.page.checked_limit()?;
-        let after: Option<ContactSortKey> = q.page.position()?;
-        if let Some(k) = &after {
-            check_cursor_kind(q.sort, k)?;
-        }
+        let after: Option<ContactSortKey> = q.page.position(q.sort.cursor_list())?;
         let data = self.data()?;
         let desc = q.sort.is_descending();
         let past_cursor = |key: &ContactSortKey| match &after {
@@ -678,16 +651,24 @@ impl Transaction for MemoryTransaction {
                     .collect()
             }
         };
-        Ok(Page::from_overfetch(items, limit, |c| match q.sort {
-            ContactSort::NameAsc | ContactSort::NameDesc => match data.keys.get(&c.id) {
-                Some(k) => ContactSortKey::Name(k.last.clone(), k.first.clone(), c.id.as_uuid()),
-                None => ContactSortKey::of(q.sort, c),
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            q.sort.cursor_list(),
+            |c| match q.sort {
+                ContactSort::NameAsc | ContactSort::NameDesc => match data.keys.get(&c.id) {
+                    Some(k) => {
+                        ContactSortKey::Name(k.last.clone(), k.first.clone(), c.id.as_uuid())
+                    }
+                    None => ContactSortKey::of(q.sort, c),
+                },
+                _ => ContactSortKey::of(q.sort, c),
             },
-            _ => ContactSortKey::of(q.sort, c),
-        }))
+        ))
     }
 
     async fn create_deal(&mut self, new: NewDeal) -> Result<Deal> {
+        let new = new.checked()?;
         let pipeline = self.pipeline(&new.pipeline)?;
         self.contact(new.contact_id)?;
         let deal = Deal::create(self.tenant, new, &pipeline, now())?;
@@ -704,6 +685,7 @@ impl Transaction for MemoryTransaction {
         expected: Version,
         patch: DealPatch,
     ) -> Result<Deal> {
+        let patch = patch.checked()?;
         let current = self.deal(id)?.clone();
         Self::check_version(Entity::Deal, id, expected, current.version)?;
         match current.patched(&patch, now()) {
@@ -764,7 +746,7 @@ impl Transaction for MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<Deal>> {
         let limit = page.checked_limit()?;
-        let after: Option<TimeIdKey> = page.position()?;
+        let after: Option<TimeIdKey> = page.position(CursorList::DealsOfContact)?;
         let data = self.data()?;
         let items = page_desc(
             &data.deals_by_contact,
@@ -774,9 +756,12 @@ impl Transaction for MemoryTransaction {
             limit,
             |k| data.deals.get(&k.2).cloned(),
         );
-        Ok(Page::from_overfetch(items, limit, |d: &Deal| {
-            (d.created_at.timestamp_micros(), d.id.as_uuid())
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::DealsOfContact,
+            |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid()),
+        ))
     }
 
     async fn list_deals_in_stage(
@@ -786,7 +771,7 @@ impl Transaction for MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<Deal>> {
         let limit = page.checked_limit()?;
-        let after: Option<TimeIdKey> = page.position()?;
+        let after: Option<TimeIdKey> = page.position(CursorList::DealsInStage)?;
         let data = self.data()?;
         let key = |t: i64, id: Uuid| (pipeline.clone(), stage.clone(), t, DealId::from_uuid(id));
         let items = page_desc(
@@ -797,9 +782,12 @@ impl Transaction for MemoryTransaction {
             limit,
             |k| data.deals.get(&k.3).cloned(),
         );
-        Ok(Page::from_overfetch(items, limit, |d: &Deal| {
-            (d.created_at.timestamp_micros(), d.id.as_uuid())
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::DealsInStage,
+            |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid()),
+        ))
     }
 
     async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary> {
@@ -825,6 +813,7 @@ impl Transaction for MemoryTransaction {
     }
 
     async fn log_activity(&mut self, new: NewActivity) -> Result<Activity> {
+        let new = new.checked()?;
         self.contact(new.contact_id)?;
         if let Some(deal_id) = new.deal_id {
             let deal = self.deal(deal_id)?;
@@ -842,7 +831,7 @@ impl Transaction for MemoryTransaction {
 
     async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>> {
         let limit = page.checked_limit()?;
-        let after: Option<TimeIdKey> = page.position()?;
+        let after: Option<TimeIdKey> = page.position(CursorList::Timeline)?;
         let data = self.data()?;
         let items = page_desc(
             &data.timeline,
@@ -852,12 +841,16 @@ impl Transaction for MemoryTransaction {
             limit,
             |k| data.activities.get(&k.2).cloned(),
         );
-        Ok(Page::from_overfetch(items, limit, |a: &Activity| {
-            (a.occurred_at.timestamp_micros(), a.id.as_uuid())
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::Timeline,
+            |a: &Activity| (a.occurred_at.timestamp_micros(), a.id.as_uuid()),
+        ))
     }
 
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
+        let new = new.checked()?;
         self.contact(new.contact_id)?;
         let signal = Signal::create(self.tenant, new, now());
         self.atomic(|tx| {
@@ -929,6 +922,7 @@ impl Transaction for MemoryTransaction {
         entity: crate::history::HistoryEntity,
         at: Timestamp,
     ) -> Result<Option<crate::history::HistoryEntry>> {
+        let at = check_timestamp("at", at)?;
         self.history_as_of(entity, at)
     }
 
@@ -936,6 +930,7 @@ impl Transaction for MemoryTransaction {
         &mut self,
         query: &crate::history::FieldQuery,
     ) -> Result<Page<crate::history::HistoryEntry>> {
+        query.check()?;
         self.history_field_changes(query)
     }
 
@@ -945,10 +940,12 @@ impl Transaction for MemoryTransaction {
         until: Timestamp,
         page: &PageRequest,
     ) -> Result<Page<crate::history::HistoryEntry>> {
+        let [from, until] = check_timestamps([("from", from), ("until", until)])?;
         self.history_between(from, until, page)
     }
 
     async fn purge_history(&mut self, before: Timestamp) -> Result<u64> {
+        let before = check_timestamp("before", before)?;
         self.history_purge(before)
     }
 
@@ -962,7 +959,8 @@ impl Transaction for MemoryTransaction {
         &mut self,
         claim: &crate::idempotency::IdempotencyClaim,
     ) -> Result<crate::idempotency::Claim> {
-        self.claim_idempotency(claim)
+        let claim = claim.checked()?;
+        self.claim_idempotency(&claim)
     }
 
     async fn complete_idempotency_key(
@@ -972,6 +970,8 @@ impl Transaction for MemoryTransaction {
         result: &crate::idempotency::StoredResult,
         completed_at: Timestamp,
     ) -> Result<crate::idempotency::IdempotencyRecord> {
+        let completed_at = check_timestamp("completed_at", completed_at)?;
+        result.check()?;
         self.complete_idempotency(source, key, result, completed_at)
     }
 
@@ -992,6 +992,7 @@ impl Transaction for MemoryTransaction {
     }
 
     async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
+        let now = check_timestamp("now", now)?;
         self.purge_idempotency(now, limit)
     }
 
@@ -1020,7 +1021,7 @@ impl Transaction for MemoryTransaction {
         &mut self,
         request: &crate::scoring::InputsRequest,
     ) -> Result<Vec<crate::scoring::ContactInputs>> {
-        self.scoring_chunk(request)
+        self.scoring_chunk(&request.checked()?)
     }
 
     async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {

@@ -19,7 +19,7 @@ use crate::{
         self, ERASED_NAME, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation,
         contact_values, deal_values, erased_values,
     },
-    store::{Page, PageRequest},
+    store::{CursorList, Page, PageRequest},
 };
 
 /// An entry's key: the entity's id and `valid_from` in microseconds.
@@ -146,7 +146,7 @@ impl MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
         let limit = page.checked_limit()?;
-        let after: Option<i64> = page.position()?;
+        let after: Option<i64> = page.position(CursorList::EntityHistory)?;
         let id = entity.id();
         let upper = after.map_or(Bound::Included((id, i64::MAX)), |t| {
             Bound::Excluded((id, t))
@@ -162,9 +162,12 @@ impl MemoryTransaction {
             .take(limit + 1)
             .cloned()
             .collect();
-        Ok(Page::from_overfetch(items, limit, |e| {
-            e.valid_from.timestamp_micros()
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::EntityHistory,
+            |e| e.valid_from.timestamp_micros(),
+        ))
     }
 
     pub(super) fn history_as_of(
@@ -187,7 +190,7 @@ impl MemoryTransaction {
 
     pub(super) fn history_field_changes(&self, q: &FieldQuery) -> Result<Page<HistoryEntry>> {
         let limit = q.page.checked_limit()?;
-        let after: Option<HistoryKey> = q.page.position()?;
+        let after: Option<HistoryKey> = q.page.position(CursorList::FieldChanges)?;
         let history = &self.data()?.history;
         let wanted = |e: &&HistoryEntry| {
             e.entity.kind() == q.kind
@@ -213,9 +216,12 @@ impl MemoryTransaction {
                 .cloned()
                 .collect(),
         };
-        Ok(Page::from_overfetch(items, limit, |e| {
-            (e.valid_from.timestamp_micros(), e.entity.id())
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::FieldChanges,
+            |e| (e.valid_from.timestamp_micros(), e.entity.id()),
+        ))
     }
 
     pub(super) fn history_between(
@@ -225,7 +231,7 @@ impl MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
         let limit = page.checked_limit()?;
-        let after: Option<HistoryKey> = page.position()?;
+        let after: Option<HistoryKey> = page.position(CursorList::TenantChanges)?;
         let history = &self.data()?.history;
         let lower = match after {
             Some(a) if a >= (from.timestamp_micros(), Uuid::nil()) => Bound::Excluded(a),
@@ -240,9 +246,12 @@ impl MemoryTransaction {
             .take(limit + 1)
             .cloned()
             .collect();
-        Ok(Page::from_overfetch(items, limit, |e| {
-            (e.valid_from.timestamp_micros(), e.entity.id())
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::TenantChanges,
+            |e| (e.valid_from.timestamp_micros(), e.entity.id()),
+        ))
     }
 
     pub(super) fn history_purge(&mut self, before: Timestamp) -> Result<u64> {

@@ -19,7 +19,7 @@ use crate::{
     idempotency::{
         Claim, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotencySource, StoredResult,
     },
-    store::{Page, PageRequest},
+    store::{CursorList, Page, PageRequest},
 };
 
 /// A record's identity within its tenant.
@@ -163,7 +163,7 @@ impl MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<IdempotencyRecord>> {
         let limit = page.checked_limit()?;
-        let after: Option<ListKey> = page.position()?;
+        let after: Option<ListKey> = page.position(CursorList::IdempotencyRecords)?;
         let records = &self.data()?.idempotency;
         let lower = Bound::Included((source.clone(), i64::MIN, String::new()));
         let upper = match after {
@@ -182,9 +182,12 @@ impl MemoryTransaction {
             .take(limit + 1)
             .cloned()
             .collect();
-        Ok(Page::from_overfetch(items, limit, |r| {
-            (r.created_at.timestamp_micros(), r.key.as_str().to_string())
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::IdempotencyRecords,
+            |r| (r.created_at.timestamp_micros(), r.key.as_str().to_string()),
+        ))
     }
 
     pub(super) fn purge_idempotency(&mut self, now: Timestamp, limit: u32) -> Result<u64> {

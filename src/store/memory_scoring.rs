@@ -1,12 +1,14 @@
 //! Scoring for `InMemoryStore`: the rescoring pipeline's input chunks and
 //! the live score state kept per contact (see [`crate::scoring::live`]).
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use super::{MemoryTransaction, TenantData, Undo};
 use crate::{
     domain::{Activity, ActivityId, Contact, ContactId, DealId, Signal, SignalId, SignalKind},
-    error::{FieldError, Result, ValidationErrors},
+    error::Result,
     scoring::{ContactInputs, InputsRequest},
     store::PageRequest,
 };
@@ -104,26 +106,31 @@ impl MemoryTransaction {
     }
 
     pub(super) fn live_write(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
-        let mut set = 0;
+        // One value per contact, the last one given for it: a contact
+        // listed twice is set (and counted) once, as PostgreSQL counts it.
+        let mut last: HashMap<ContactId, Option<f64>> = HashMap::new();
+        let mut order: Vec<ContactId> = Vec::new();
         for (id, log) in logs {
-            if !self.data()?.contacts.contains_key(id) {
+            if last.insert(*id, *log).is_none() {
+                order.push(*id);
+            }
+        }
+        let mut set = 0;
+        for id in order {
+            let Some(log) = last.get(&id).copied() else {
+                continue;
+            };
+            if !self.data()?.contacts.contains_key(&id) {
                 continue;
             }
-            self.set_live(*id, *log)?;
+            self.set_live(id, log)?;
             set += 1;
         }
         Ok(set)
     }
 
+    /// The chunk of a request already checked ([`InputsRequest::checked`]).
     pub(super) fn scoring_chunk(&self, request: &InputsRequest) -> Result<Vec<ContactInputs>> {
-        if request.limit == 0 {
-            return Err(ValidationErrors::single(FieldError::new(
-                "limit",
-                "out_of_range",
-                "must be at least 1",
-            ))
-            .into());
-        }
         let data = self.data()?;
         let mut ids: Vec<&Contact> = data
             .contacts

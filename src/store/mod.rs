@@ -61,14 +61,29 @@ pub mod postgres;
 /// - **Timestamps** are UTC at microsecond precision. `created_at` and
 ///   `updated_at` are set by the store; a score write-back changes neither
 ///   the version nor `updated_at`.
+/// - **Input** is checked before anything reaches storage, by the same
+///   domain checks on every backend: every time and date a caller gives
+///   lies in years 1–9999 (UTC) and is kept as
+///   [`truncate_to_micros`](crate::domain::truncate_to_micros) makes it (a
+///   leap second folded into the next second); no text holds NUL; every
+///   JSON value is bounded in depth; sizes a caller gives are bounded.
+///   Each operation runs its input's check first
+///   ([`NewActivity::checked`], [`ContactQuery::checked`],
+///   [`check_timestamp`](crate::domain::check_timestamp), …). A refused
+///   input is [`Error::Validation`] naming the parameter or field
+///   (`occurred_at`, `created_from`, `at`, `from`, `until`, `before`,
+///   `now`, `expires_at`, `completed_at`, `email_prefix`, `field`, `body`,
+///   `result`, `cursor`, …), writes nothing and leaves the transaction
+///   usable.
 /// - **Lists** are keyset-paginated: a page holds at most `limit` items
 ///   (1–1000) and a `next_cursor` exactly when more follow (so only a full
 ///   page has one); following cursors visits every matching record exactly
 ///   once. Orders are total: ties are broken by id in the direction of the
 ///   sort. A limit outside 1–1000 is [`Error::Validation`] on `limit`; a
 ///   cursor that is not one this list made (garbage, another list's, or a
-///   search cursor of a sort on another key: score, time or name) is
-///   [`Error::Validation`] on `cursor`.
+///   search cursor of a sort on another key: score, creation time, update
+///   time or name; see [`CursorList`]), or one holding a position out of
+///   range, is [`Error::Validation`] on `cursor`.
 /// - **Deleting a contact** deletes its deals, activities and signals.
 /// - **History.** Every committed create, update and delete of a contact
 ///   or deal (a deal deleted with its contact too) is a version in the
@@ -551,9 +566,10 @@ impl PageRequest {
         }
     }
 
-    /// The decoded cursor position, if any.
-    pub fn position<T: DeserializeOwned>(&self) -> Result<Option<T>> {
-        self.cursor.as_ref().map(Cursor::decode).transpose()
+    /// The position of the cursor, if any, decoded as one of `list` and
+    /// checked ([`Cursor::decode`]).
+    pub fn position<T: CursorPosition>(&self, list: CursorList) -> Result<Option<T>> {
+        self.cursor.as_ref().map(|c| c.decode(list)).transpose()
     }
 }
 
@@ -567,17 +583,19 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    /// Builds a page from up to `limit + 1` items fetched in order: the extra
-    /// item, if present, only says that more follow.
+    /// Builds a page of `list` from up to `limit + 1` items fetched in
+    /// order: the extra item, if present, only says that more follow, and
+    /// the next cursor holds the position `key` gives the last item kept.
     pub fn from_overfetch<K: Serialize>(
         mut items: Vec<T>,
         limit: usize,
+        list: CursorList,
         key: impl Fn(&T) -> K,
     ) -> Self {
         let more = items.len() > limit;
         items.truncate(limit);
         let next_cursor = if more {
-            items.last().map(|last| Cursor::encode(&key(last)))
+            items.last().map(|last| Cursor::encode(list, &key(last)))
         } else {
             None
         };
@@ -586,14 +604,23 @@ impl<T> Page<T> {
 }
 
 /// An opaque position in a list. Pass it back unchanged to get the next page.
+///
+/// A cursor names the list that made it and holds a position in it; a list
+/// takes back only its own cursors, and checks the position they hold
+/// ([`CursorPosition`]) before it is used. Its text is lower-case hex, at
+/// most [`Cursor::MAX_CHARS`] characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Cursor(String);
 
 impl Cursor {
-    /// Encodes a list position.
-    pub fn encode<T: Serialize>(position: &T) -> Cursor {
-        let json = serde_json::to_vec(position).unwrap_or_default();
+    /// The longest cursor text a list reads (longer is refused before it is
+    /// decoded). Every cursor the crate makes is far shorter.
+    pub const MAX_CHARS: usize = 8192;
+
+    /// Encodes a position of `list`.
+    pub fn encode<T: Serialize + ?Sized>(list: CursorList, position: &T) -> Cursor {
+        let json = serde_json::to_vec(&(list, position)).unwrap_or_default();
         let mut s = String::with_capacity(json.len() * 2);
         for b in json {
             s.push(char::from(HEX[usize::from(b >> 4)]));
@@ -602,29 +629,51 @@ impl Cursor {
         Cursor(s)
     }
 
-    /// Decodes a list position; a cursor that was not made for this list is
-    /// a validation error on `cursor`.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        let invalid = || {
+    /// Decodes a position of `list` and checks it: a cursor that is not
+    /// one `list` made (garbage, too long, another list's), or whose
+    /// position is out of range, is a validation error on `cursor`.
+    pub fn decode<T: CursorPosition>(&self, list: CursorList) -> Result<T> {
+        let invalid = |reason: &str| {
             Error::from(ValidationErrors::single(FieldError::new(
                 "cursor",
                 "invalid_format",
-                "is not a cursor of this list",
+                reason,
             )))
         };
         let bytes = self.0.as_bytes();
+        if bytes.len() > Self::MAX_CHARS {
+            return Err(invalid("is too long to be a cursor of this list"));
+        }
         if !bytes.len().is_multiple_of(2) {
-            return Err(invalid());
+            return Err(invalid("is not a cursor of this list"));
         }
         let nibble = |c: u8| HEX.iter().position(|h| *h == c).map(|p| p as u8);
         let mut json = Vec::with_capacity(bytes.len() / 2);
         for pair in bytes.chunks(2) {
             match (nibble(pair[0]), nibble(pair[1])) {
                 (Some(hi), Some(lo)) => json.push(hi << 4 | lo),
-                _ => return Err(invalid()),
+                _ => return Err(invalid("is not a cursor of this list")),
             }
         }
-        serde_json::from_slice(&json).map_err(|_| invalid())
+        let (of, position): (CursorList, serde_json::Value) =
+            serde_json::from_slice(&json).map_err(|_| invalid("is not a cursor of this list"))?;
+        if of != list {
+            return Err(invalid(&format!(
+                "is a cursor of another list ({}), not of {}",
+                of.name(),
+                list.name()
+            )));
+        }
+        let position: T = serde_json::from_value(position)
+            .map_err(|_| invalid("is not a cursor of this list"))?;
+        position.check(list).map_err(|e| {
+            Error::from(ValidationErrors::single(FieldError::new(
+                "cursor",
+                e.code,
+                format!("holds a position out of range: {}", e.reason),
+            )))
+        })?;
+        Ok(position)
     }
 
     /// The cursor as text (to put in a URL or a response).
@@ -635,6 +684,89 @@ impl Cursor {
     /// A cursor from text received back from a client.
     pub fn from_string(s: String) -> Cursor {
         Cursor(s)
+    }
+}
+
+/// The keyset-paginated lists of the contract: every cursor carries the
+/// list that made it, and a list takes back only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CursorList {
+    /// [`Transaction::search_contacts`] sorted by score (either direction).
+    ContactsByScore,
+    /// [`Transaction::search_contacts`] sorted by creation time.
+    ContactsByCreation,
+    /// [`Transaction::search_contacts`] sorted by update time.
+    ContactsByUpdate,
+    /// [`Transaction::search_contacts`] sorted by name.
+    ContactsByName,
+    /// [`Transaction::list_deals_for_contact`].
+    DealsOfContact,
+    /// [`Transaction::list_deals_in_stage`].
+    DealsInStage,
+    /// [`Transaction::timeline`].
+    Timeline,
+    /// [`Transaction::entity_history`].
+    EntityHistory,
+    /// [`Transaction::field_changes`].
+    FieldChanges,
+    /// [`Transaction::changes_between`].
+    TenantChanges,
+    /// [`Transaction::list_idempotency_records`].
+    IdempotencyRecords,
+}
+
+impl CursorList {
+    /// Its name, as cursors carry it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CursorList::ContactsByScore => "contacts_by_score",
+            CursorList::ContactsByCreation => "contacts_by_creation",
+            CursorList::ContactsByUpdate => "contacts_by_update",
+            CursorList::ContactsByName => "contacts_by_name",
+            CursorList::DealsOfContact => "deals_of_contact",
+            CursorList::DealsInStage => "deals_in_stage",
+            CursorList::Timeline => "timeline",
+            CursorList::EntityHistory => "entity_history",
+            CursorList::FieldChanges => "field_changes",
+            CursorList::TenantChanges => "tenant_changes",
+            CursorList::IdempotencyRecords => "idempotency_records",
+        }
+    }
+}
+
+/// A position a list keeps in its cursors, checked when a cursor comes
+/// back ([`Cursor::decode`]) so that no store ever sees one out of range.
+pub trait CursorPosition: Serialize + DeserializeOwned {
+    /// Checks a decoded position of `list` (the error's field is replaced
+    /// by `cursor`).
+    fn check(&self, list: CursorList) -> Result<(), FieldError>;
+}
+
+/// A time in microseconds since the Unix epoch (the history of one
+/// record): within years 1–9999.
+impl CursorPosition for i64 {
+    fn check(&self, _: CursorList) -> Result<(), FieldError> {
+        crate::domain::timestamp_from_micros("cursor", *self).map(drop)
+    }
+}
+
+/// A time in microseconds, then an id (deal lists, the timeline, field and
+/// tenant changes): the time within years 1–9999.
+impl CursorPosition for (i64, uuid::Uuid) {
+    fn check(&self, list: CursorList) -> Result<(), FieldError> {
+        self.0.check(list)
+    }
+}
+
+/// A time in microseconds, then an idempotency key (the records of a
+/// source): the time within years 1–9999, the key a valid
+/// [`IdempotencyKey`](crate::idempotency::IdempotencyKey).
+impl CursorPosition for (i64, String) {
+    fn check(&self, list: CursorList) -> Result<(), FieldError> {
+        self.0.check(list)?;
+        crate::idempotency::IdempotencyKey::parse(&self.1).map(drop)
     }
 }
 
@@ -743,6 +875,64 @@ impl ContactQuery {
         let mut q = self.clone();
         q.page.cursor = Some(cursor);
         q
+    }
+
+    /// The query as every store runs it, or every reason it cannot be:
+    /// prefixes without NUL, and time bounds within years 1–9999, normalised
+    /// ([`check_timestamp`](crate::domain::check_timestamp)). Borrowed when
+    /// nothing needed normalising. Every store calls it first. (The page is
+    /// checked when it is read: [`PageRequest::checked_limit`],
+    /// [`PageRequest::position`].)
+    pub fn checked(&self) -> std::result::Result<std::borrow::Cow<'_, Self>, ValidationErrors> {
+        use crate::domain::check_optional_timestamp;
+        let mut errors = ValidationErrors::new();
+        for (field, prefix) in [
+            ("email_prefix", &self.email_prefix),
+            ("name_prefix", &self.name_prefix),
+            ("company_prefix", &self.company_prefix),
+        ] {
+            if let Some(p) = prefix {
+                errors.check(crate::domain::no_nul(field, p));
+            }
+        }
+        let created_from =
+            errors.check(check_optional_timestamp("created_from", self.created_from));
+        let created_until = errors.check(check_optional_timestamp(
+            "created_until",
+            self.created_until,
+        ));
+        let updated_from =
+            errors.check(check_optional_timestamp("updated_from", self.updated_from));
+        let updated_until = errors.check(check_optional_timestamp(
+            "updated_until",
+            self.updated_until,
+        ));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let times = (
+            created_from.flatten(),
+            created_until.flatten(),
+            updated_from.flatten(),
+            updated_until.flatten(),
+        );
+        if times
+            == (
+                self.created_from,
+                self.created_until,
+                self.updated_from,
+                self.updated_until,
+            )
+        {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        Ok(std::borrow::Cow::Owned(ContactQuery {
+            created_from: times.0,
+            created_until: times.1,
+            updated_from: times.2,
+            updated_until: times.3,
+            ..self.clone()
+        }))
     }
 }
 
@@ -1041,6 +1231,71 @@ impl ContactSort {
                 | ContactSort::UpdatedDesc
                 | ContactSort::NameDesc
         )
+    }
+}
+
+impl ContactSort {
+    /// The list a search in this order is, for its cursors: one per sort
+    /// key (score, creation time, update time, name), either direction.
+    pub fn cursor_list(self) -> CursorList {
+        match self {
+            ContactSort::ScoreAsc | ContactSort::ScoreDesc => CursorList::ContactsByScore,
+            ContactSort::CreatedAsc | ContactSort::CreatedDesc => CursorList::ContactsByCreation,
+            ContactSort::UpdatedAsc | ContactSort::UpdatedDesc => CursorList::ContactsByUpdate,
+            ContactSort::NameAsc | ContactSort::NameDesc => CursorList::ContactsByName,
+        }
+    }
+}
+
+/// The longest text a name position of a search cursor may hold, in
+/// characters (a name's sort key is never longer).
+const MAX_NAME_KEY_CHARS: usize = 1024;
+
+/// A search position: the key of the list's sort, with a score of 0–100,
+/// a time within years 1–9999, or name keys without NUL and of bounded
+/// length.
+impl CursorPosition for ContactSortKey {
+    fn check(&self, list: CursorList) -> Result<(), FieldError> {
+        let wrong_list = || {
+            FieldError::new(
+                "cursor",
+                "invalid_format",
+                "holds the position of a search on another key",
+            )
+        };
+        match self {
+            ContactSortKey::Score(score, _) => {
+                if list != CursorList::ContactsByScore {
+                    return Err(wrong_list());
+                }
+                Score::new_field("cursor", *score).map(drop)
+            }
+            ContactSortKey::Time(micros, _) => {
+                if !matches!(
+                    list,
+                    CursorList::ContactsByCreation | CursorList::ContactsByUpdate
+                ) {
+                    return Err(wrong_list());
+                }
+                micros.check(list)
+            }
+            ContactSortKey::Name(last, first, _) => {
+                if list != CursorList::ContactsByName {
+                    return Err(wrong_list());
+                }
+                for key in [last, first] {
+                    crate::domain::no_nul("cursor", key)?;
+                    if key.chars().count() > MAX_NAME_KEY_CHARS {
+                        return Err(FieldError::new(
+                            "cursor",
+                            "too_long",
+                            format!("a name key has more than {MAX_NAME_KEY_CHARS} characters"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::{
         self, ERASED_NAME, FieldChange, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey,
         Operation, contact_values, erased_values,
     },
-    store::{Page, PageRequest, postgres::error},
+    store::{CursorList, Page, PageRequest, postgres::error},
 };
 
 macro_rules! history_select {
@@ -118,7 +118,7 @@ impl PgTransaction {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
         let limit = page.checked_limit()?;
-        let after: Option<i64> = page.position()?;
+        let after: Option<i64> = page.position(CursorList::EntityHistory)?;
         let (tenant, id, kind) = (self.tenant_uuid(), entity.id(), entity.kind().as_str());
         let fetch = limit as i64 + 1;
         let rows = match after {
@@ -132,9 +132,12 @@ impl PgTransaction {
                     .await?
             }
         };
-        Ok(Page::from_overfetch(entries(&rows)?, limit, |e| {
-            e.valid_from.timestamp_micros()
-        }))
+        Ok(Page::from_overfetch(
+            entries(&rows)?,
+            limit,
+            CursorList::EntityHistory,
+            |e| e.valid_from.timestamp_micros(),
+        ))
     }
 
     pub(super) async fn history_as_of(
@@ -155,7 +158,7 @@ impl PgTransaction {
         q: &FieldQuery,
     ) -> Result<Page<HistoryEntry>> {
         let limit = q.page.checked_limit()?;
-        let after: Option<HistoryKey> = q.page.position()?;
+        let after: Option<HistoryKey> = q.page.position(CursorList::FieldChanges)?;
         let at = after.map(|(t, _)| cursor_time(t)).transpose()?;
         let after_id = after.map(|(_, id)| id);
         let (tenant, kind, fetch) = (self.tenant_uuid(), q.kind.as_str(), limit as i64 + 1);
@@ -169,9 +172,12 @@ impl PgTransaction {
             None => FIELD_CHANGES,
         };
         let rows = self.query(sql, &params).await?;
-        Ok(Page::from_overfetch(entries(&rows)?, limit, |e| {
-            (e.valid_from.timestamp_micros(), e.entity.id())
-        }))
+        Ok(Page::from_overfetch(
+            entries(&rows)?,
+            limit,
+            CursorList::FieldChanges,
+            |e| (e.valid_from.timestamp_micros(), e.entity.id()),
+        ))
     }
 
     pub(super) async fn history_between(
@@ -181,7 +187,7 @@ impl PgTransaction {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
         let limit = page.checked_limit()?;
-        let after: Option<HistoryKey> = page.position()?;
+        let after: Option<HistoryKey> = page.position(CursorList::TenantChanges)?;
         let (tenant, fetch) = (self.tenant_uuid(), limit as i64 + 1);
         let rows = match after {
             None => {
@@ -194,9 +200,12 @@ impl PgTransaction {
                     .await?
             }
         };
-        Ok(Page::from_overfetch(entries(&rows)?, limit, |e| {
-            (e.valid_from.timestamp_micros(), e.entity.id())
-        }))
+        Ok(Page::from_overfetch(
+            entries(&rows)?,
+            limit,
+            CursorList::TenantChanges,
+            |e| (e.valid_from.timestamp_micros(), e.entity.id()),
+        ))
     }
 
     pub(super) async fn history_purge(&mut self, before: Timestamp) -> Result<u64> {

@@ -43,7 +43,7 @@ use crate::{
         Claim, Fingerprint, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotencySource,
         StoredResult, WaitPolicy, key_in_use,
     },
-    store::{Page, PageRequest},
+    store::{CursorList, Page, PageRequest},
 };
 
 #[cfg(test)]
@@ -818,7 +818,7 @@ impl PgTransaction {
         page: &PageRequest,
     ) -> Result<Page<IdempotencyRecord>> {
         let limit = page.checked_limit()?;
-        let after: Option<ListKey> = page.position()?;
+        let after: Option<ListKey> = page.position(CursorList::IdempotencyRecords)?;
         let tenant = self.tenant_uuid();
         let fetch = limit as i64 + 1;
         let rows = match after {
@@ -839,9 +839,12 @@ impl PgTransaction {
             }
         };
         let items = rows.iter().map(record).collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_overfetch(items, limit, |r| {
-            (r.created_at.timestamp_micros(), r.key.as_str().to_string())
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::IdempotencyRecords,
+            |r| (r.created_at.timestamp_micros(), r.key.as_str().to_string()),
+        ))
     }
 
     pub(super) async fn idempotency_purge(&mut self, now: Timestamp, limit: u32) -> Result<u64> {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::{PgTransaction, error, rows};
 use crate::{
     domain::{Activity, ActivityKind, Contact, ContactId, Score, Signal, SignalKind, Timestamp},
-    error::{Entity, Error, FieldError, Result, ValidationErrors},
+    error::{Entity, Error, FieldError, Result},
     scoring::{ContactInputs, InputsRequest, ScoringModel},
     store::PageRequest,
 };
@@ -235,14 +235,7 @@ impl PgTransaction {
         &mut self,
         request: &InputsRequest,
     ) -> Result<Vec<ContactInputs>> {
-        if request.limit == 0 {
-            return Err(ValidationErrors::single(FieldError::new(
-                "limit",
-                "out_of_range",
-                "must be at least 1",
-            ))
-            .into());
-        }
+        // `request` was checked by the caller (`InputsRequest::checked`).
         let tenant = self.tenant_uuid();
         let limit = i64::from(request.limit);
         let contacts = match request.after {

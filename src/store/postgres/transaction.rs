@@ -36,12 +36,13 @@ use crate::{
     domain::{
         Activity, Contact, ContactId, ContactPatch, Context, Currency, Deal, DealId, DealPatch,
         Email, LostReason, NewActivity, NewContact, NewDeal, NewSignal, Pipeline, PipelineKey,
-        Pipelines, Score, Signal, StageKey, TenantId, Timestamp, Version, truncate_to_micros,
+        Pipelines, Score, Signal, StageKey, TenantId, Timestamp, Version, check_timestamp,
+        check_timestamps, truncate_to_micros,
     },
     error::{Entity, Error, FieldError, Result, ValidationErrors},
     store::{
-        ContactQuery, ContactSort, ContactSortKey, Page, PageRequest, PipelineSummary, TimeIdKey,
-        Transaction, memory::check_cursor_kind,
+        ContactQuery, ContactSort, ContactSortKey, CursorList, Page, PageRequest, PipelineSummary,
+        TimeIdKey, Transaction,
     },
 };
 
@@ -815,13 +816,13 @@ impl PgTransaction {
 
     async fn deal_page(
         &mut self,
-        first: &str,
-        after: &str,
+        list: CursorList,
+        (first, after): (&str, &str),
         keys: &Params<'_>,
         page: &PageRequest,
     ) -> Result<Page<Deal>> {
         let limit = page.checked_limit()?;
-        let cursor: Option<TimeIdKey> = page.position()?;
+        let cursor: Option<TimeIdKey> = page.position(list)?;
         let fetch = limit as i64 + 1;
         let rows = match cursor {
             None => {
@@ -837,7 +838,7 @@ impl PgTransaction {
             }
         };
         let items = rows::all(&rows, rows::deal)?;
-        Ok(Page::from_overfetch(items, limit, |d: &Deal| {
+        Ok(Page::from_overfetch(items, limit, list, |d: &Deal| {
             (d.created_at.timestamp_micros(), d.id.as_uuid())
         }))
     }
@@ -1050,18 +1051,19 @@ impl Transaction for PgTransaction {
     }
 
     async fn search_contacts(&mut self, q: &ContactQuery) -> Result<Page<Contact>> {
+        let q = &*q.checked()?;
         let limit = q.page.checked_limit()?;
-        let after: Option<ContactSortKey> = q.page.position()?;
-        if let Some(k) = &after {
-            check_cursor_kind(q.sort, k)?;
-        }
+        let after: Option<ContactSortKey> = q.page.position(q.sort.cursor_list())?;
         let (sql, values) = search::build(self.tenant, q, limit, after.as_ref())?;
         let rows = self.query(&sql, &values.as_params()).await?;
         if !matches!(q.sort, ContactSort::NameAsc | ContactSort::NameDesc) {
             let items = rows::all(&rows, rows::contact)?;
-            return Ok(Page::from_overfetch(items, limit, |c| {
-                ContactSortKey::of(q.sort, c)
-            }));
+            return Ok(Page::from_overfetch(
+                items,
+                limit,
+                q.sort.cursor_list(),
+                |c| ContactSortKey::of(q.sort, c),
+            ));
         }
         // The cursor holds the keys the rows were ordered by, as stored
         // (not recomputed), so that paging follows the index exactly.
@@ -1073,7 +1075,7 @@ impl Transaction for PgTransaction {
             let key = ContactSortKey::Name(last, first, contact.id.as_uuid());
             items.push((contact, key));
         }
-        let page = Page::from_overfetch(items, limit, |(_, key)| key.clone());
+        let page = Page::from_overfetch(items, limit, q.sort.cursor_list(), |(_, key)| key.clone());
         Ok(Page {
             items: page.items.into_iter().map(|(c, _)| c).collect(),
             next_cursor: page.next_cursor,
@@ -1081,6 +1083,7 @@ impl Transaction for PgTransaction {
     }
 
     async fn create_deal(&mut self, new: NewDeal) -> Result<Deal> {
+        let new = new.checked()?;
         let pipeline = self.pipeline(&new.pipeline)?;
         self.share_contact(new.contact_id).await?;
         let deal = Deal::create(self.tenant, new, &pipeline, now())?;
@@ -1109,6 +1112,7 @@ impl Transaction for PgTransaction {
         expected: Version,
         patch: DealPatch,
     ) -> Result<Deal> {
+        let patch = patch.checked()?;
         let current = self.lock_deal(id).await?;
         Self::check_version(Entity::Deal, id, expected, current.version)?;
         match current.patched(&patch, now()) {
@@ -1152,8 +1156,8 @@ impl Transaction for PgTransaction {
         let tenant = self.tenant_uuid();
         let contact = contact.as_uuid();
         self.deal_page(
-            DEALS_FOR_CONTACT,
-            DEALS_FOR_CONTACT_AFTER,
+            CursorList::DealsOfContact,
+            (DEALS_FOR_CONTACT, DEALS_FOR_CONTACT_AFTER),
             &[&tenant, &contact],
             page,
         )
@@ -1168,8 +1172,8 @@ impl Transaction for PgTransaction {
     ) -> Result<Page<Deal>> {
         let tenant = self.tenant_uuid();
         self.deal_page(
-            DEALS_IN_STAGE,
-            DEALS_IN_STAGE_AFTER,
+            CursorList::DealsInStage,
+            (DEALS_IN_STAGE, DEALS_IN_STAGE_AFTER),
             &[&tenant, &pipeline.as_str(), &stage.as_str()],
             page,
         )
@@ -1203,6 +1207,7 @@ impl Transaction for PgTransaction {
     }
 
     async fn log_activity(&mut self, new: NewActivity) -> Result<Activity> {
+        let new = new.checked()?;
         let live = self.live_lock(new.contact_id).await?;
         if let Some(deal_id) = new.deal_id {
             let tenant = self.tenant_uuid();
@@ -1229,7 +1234,7 @@ impl Transaction for PgTransaction {
 
     async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>> {
         let limit = page.checked_limit()?;
-        let cursor: Option<TimeIdKey> = page.position()?;
+        let cursor: Option<TimeIdKey> = page.position(CursorList::Timeline)?;
         let tenant = self.tenant_uuid();
         let contact = contact.as_uuid();
         let fetch = limit as i64 + 1;
@@ -1242,12 +1247,16 @@ impl Transaction for PgTransaction {
             }
         };
         let items = rows::all(&rows, rows::activity)?;
-        Ok(Page::from_overfetch(items, limit, |a: &Activity| {
-            (a.occurred_at.timestamp_micros(), a.id.as_uuid())
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::Timeline,
+            |a: &Activity| (a.occurred_at.timestamp_micros(), a.id.as_uuid()),
+        ))
     }
 
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
+        let new = new.checked()?;
         let live = self.live_lock(new.contact_id).await?;
         let signal = Signal::create(self.tenant, new, now());
         let mut insert = Query::insert();
@@ -1307,6 +1316,7 @@ impl Transaction for PgTransaction {
         entity: crate::history::HistoryEntity,
         at: Timestamp,
     ) -> Result<Option<crate::history::HistoryEntry>> {
+        let at = check_timestamp("at", at)?;
         self.history_as_of(entity, at).await
     }
 
@@ -1314,6 +1324,7 @@ impl Transaction for PgTransaction {
         &mut self,
         query: &crate::history::FieldQuery,
     ) -> Result<Page<crate::history::HistoryEntry>> {
+        query.check()?;
         self.history_field_changes(query).await
     }
 
@@ -1323,10 +1334,12 @@ impl Transaction for PgTransaction {
         until: Timestamp,
         page: &PageRequest,
     ) -> Result<Page<crate::history::HistoryEntry>> {
+        let [from, until] = check_timestamps([("from", from), ("until", until)])?;
         self.history_between(from, until, page).await
     }
 
     async fn purge_history(&mut self, before: Timestamp) -> Result<u64> {
+        let before = check_timestamp("before", before)?;
         self.history_purge(before).await
     }
 
@@ -1342,17 +1355,19 @@ impl Transaction for PgTransaction {
         &mut self,
         claim: &crate::idempotency::IdempotencyClaim,
     ) -> Result<crate::idempotency::Claim> {
-        self.idempotency_claim(claim).await
+        let claim = claim.checked()?;
+        self.idempotency_claim(&claim).await
     }
 
     async fn defer_idempotency_claim(
         &mut self,
         claim: &crate::idempotency::IdempotencyClaim,
     ) -> Result<Option<crate::idempotency::Claim>> {
-        if self.idempotency_defer(claim) {
+        let claim = claim.checked()?;
+        if self.idempotency_defer(&claim) {
             Ok(None)
         } else {
-            self.idempotency_claim(claim).await.map(Some)
+            self.idempotency_claim(&claim).await.map(Some)
         }
     }
 
@@ -1367,6 +1382,8 @@ impl Transaction for PgTransaction {
         result: &crate::idempotency::StoredResult,
         completed_at: Timestamp,
     ) -> Result<crate::idempotency::IdempotencyRecord> {
+        let completed_at = check_timestamp("completed_at", completed_at)?;
+        result.check()?;
         self.idempotency_complete(source, key, result, completed_at)
             .await
     }
@@ -1378,6 +1395,10 @@ impl Transaction for PgTransaction {
         result: &crate::idempotency::StoredResult,
         completed_at: Timestamp,
     ) -> Result<crate::idempotency::IdempotencyRecord> {
+        // Refused before anything is sent; the transaction is dropped (and
+        // rolled back) with the error, as when the store refuses.
+        let completed_at = check_timestamp("completed_at", completed_at)?;
+        result.check()?;
         self.idempotency_complete_and_commit(source, key, result, completed_at)
             .await
     }
@@ -1399,6 +1420,7 @@ impl Transaction for PgTransaction {
     }
 
     async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
+        let now = check_timestamp("now", now)?;
         self.idempotency_purge(now, limit).await
     }
 
@@ -1438,7 +1460,7 @@ impl Transaction for PgTransaction {
         &mut self,
         request: &crate::scoring::InputsRequest,
     ) -> Result<Vec<crate::scoring::ContactInputs>> {
-        self.scoring_chunk(request).await
+        self.scoring_chunk(&request.checked()?).await
     }
 
     async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {

@@ -1,0 +1,304 @@
+//! The conformance suite's cursor points: every keyset-paginated list
+//! takes back only the cursors it made, and checks the position a cursor
+//! holds before any store uses it.
+
+use chrono::{Duration, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{
+    begin, create, expect_validation,
+    input::{claim, earliest, latest, source, still_usable},
+    new_contact, new_deal, ok,
+};
+use crate::{
+    ContactQuery, ContactSort, Cursor, DynStore, PageRequest, TenantId, Transaction,
+    domain::{ActivityKind, Contact, NewActivity},
+    history::{FieldQuery, HistoryEntity},
+    idempotency::{Claim, IdempotencyClaim, StoredResult},
+};
+
+/// Every keyset-paginated list of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    ContactsByScore,
+    ContactsByCreation,
+    ContactsByUpdate,
+    ContactsByName,
+    DealsOfContact,
+    DealsInStage,
+    Timeline,
+    EntityHistory,
+    FieldChanges,
+    TenantChanges,
+    IdempotencyRecords,
+}
+
+const LISTS: [List; 11] = [
+    List::ContactsByScore,
+    List::ContactsByCreation,
+    List::ContactsByUpdate,
+    List::ContactsByName,
+    List::DealsOfContact,
+    List::DealsInStage,
+    List::Timeline,
+    List::EntityHistory,
+    List::FieldChanges,
+    List::TenantChanges,
+    List::IdempotencyRecords,
+];
+
+/// A tenant where every list has at least two items.
+struct Lists {
+    contact: Contact,
+    pipeline: crate::domain::PipelineKey,
+    stage: crate::domain::StageKey,
+}
+
+async fn lists(store: &DynStore, t: TenantId) -> Lists {
+    let a = create(store, t, new_contact("lists-a@example.com", "Ada", "Lists")).await;
+    create(store, t, new_contact("lists-b@example.com", "Bob", "Lists")).await;
+    let mut tx = begin(store, t).await;
+    let mut contact = a;
+    for name in ["Adele", "Adelaide"] {
+        let patch = crate::domain::ContactPatch {
+            first_name: Some(super::person(name)),
+            ..Default::default()
+        };
+        contact = ok(
+            tx.update_contact(contact.id, contact.version, patch).await,
+            "rename",
+        );
+    }
+    let mut first = None;
+    for title in ["One", "Two"] {
+        let d = ok(
+            tx.create_deal(new_deal(contact.id, title, "1", "EUR"))
+                .await,
+            "deal",
+        );
+        first.get_or_insert(d);
+        ok(
+            tx.log_activity(NewActivity::new(contact.id, ActivityKind::Email))
+                .await,
+            "activity",
+        );
+    }
+    let now = super::truncate_to_micros(Utc::now());
+    for k in ["one", "two"] {
+        let c = IdempotencyClaim {
+            source: source("lists"),
+            ..claim(k, now, now + Duration::hours(1))
+        };
+        assert!(matches!(
+            ok(tx.claim_idempotency_key(&c).await, "claim"),
+            Claim::Claimed
+        ));
+        ok(
+            tx.complete_idempotency_key(&c.source, &c.key, &StoredResult::Succeeded(json!(k)), now)
+                .await,
+            "complete",
+        );
+    }
+    ok(tx.commit().await, "commit");
+    let d = first.expect("a deal");
+    Lists {
+        contact,
+        pipeline: d.pipeline,
+        stage: d.stage,
+    }
+}
+
+/// One page of `list`; its next cursor.
+async fn read(
+    tx: &mut dyn Transaction,
+    fixture: &Lists,
+    list: List,
+    page: PageRequest,
+) -> crate::Result<Option<Cursor>> {
+    let search = |sort: ContactSort| ContactQuery::new().sort(sort).page(page.clone());
+    let id = fixture.contact.id;
+    Ok(match list {
+        List::ContactsByScore => {
+            tx.search_contacts(&search(ContactSort::ScoreDesc))
+                .await?
+                .next_cursor
+        }
+        List::ContactsByCreation => {
+            tx.search_contacts(&search(ContactSort::CreatedDesc))
+                .await?
+                .next_cursor
+        }
+        List::ContactsByUpdate => {
+            tx.search_contacts(&search(ContactSort::UpdatedAsc))
+                .await?
+                .next_cursor
+        }
+        List::ContactsByName => {
+            tx.search_contacts(&search(ContactSort::NameAsc))
+                .await?
+                .next_cursor
+        }
+        List::DealsOfContact => tx.list_deals_for_contact(id, &page).await?.next_cursor,
+        List::DealsInStage => {
+            tx.list_deals_in_stage(&fixture.pipeline, &fixture.stage, &page)
+                .await?
+                .next_cursor
+        }
+        List::Timeline => tx.timeline(id, &page).await?.next_cursor,
+        List::EntityHistory => {
+            tx.entity_history(HistoryEntity::Contact(id), &page)
+                .await?
+                .next_cursor
+        }
+        List::FieldChanges => {
+            tx.field_changes(&FieldQuery::contacts("first_name").page(page))
+                .await?
+                .next_cursor
+        }
+        List::TenantChanges => {
+            tx.changes_between(earliest(), latest(), &page)
+                .await?
+                .next_cursor
+        }
+        List::IdempotencyRecords => {
+            tx.list_idempotency_records(&source("lists"), &page)
+                .await?
+                .next_cursor
+        }
+    })
+}
+
+/// The next cursor of the first page (one item) of every list.
+async fn cursors(tx: &mut dyn Transaction, fixture: &Lists) -> Vec<(List, Cursor)> {
+    let mut out = Vec::new();
+    for list in LISTS {
+        let cursor = ok(
+            read(tx, fixture, list, PageRequest::first(1)).await,
+            "a list",
+        )
+        .unwrap_or_else(|| panic!("{list:?} has a second page"));
+        // The list takes its own cursor back.
+        ok(
+            read(tx, fixture, list, PageRequest::after(1, cursor.clone())).await,
+            &format!("{list:?} after its own cursor"),
+        );
+        out.push((list, cursor));
+    }
+    out
+}
+
+/// A cursor one list made, given to any other list (searches on other
+/// keys included), is a validation error on `cursor`, for every pair of
+/// lists; the transaction goes on.
+pub async fn a_cursor_of_another_list_is_refused_by_every_list(store: &DynStore) {
+    let t = TenantId::new();
+    let fixture = lists(store, t).await;
+    let mut boxed = begin(store, t).await;
+    let tx = &mut *boxed;
+    let cursors = cursors(tx, &fixture).await;
+    for (from, cursor) in &cursors {
+        for to in LISTS.into_iter().filter(|to| to != from) {
+            expect_validation(
+                read(tx, &fixture, to, PageRequest::after(1, cursor.clone())).await,
+                "cursor",
+                &format!("{to:?} after a cursor of {from:?}"),
+            );
+        }
+    }
+    still_usable(tx, fixture.contact.id, "the foreign cursors").await;
+    ok(boxed.commit().await, "commit");
+}
+
+/// A cursor's bytes as JSON, changed by `change` and encoded back the same
+/// way (lower-case hex of the JSON text). When the cursor is tagged with
+/// its list (`[list, position]`), only the position is changed.
+fn tamper(cursor: &Cursor, change: &dyn Fn(&mut Value)) -> Cursor {
+    let hex = cursor.as_str().as_bytes();
+    let nibble = |c: u8| char::from(c).to_digit(16).expect("a hex cursor") as u8;
+    let bytes: Vec<u8> = hex
+        .chunks(2)
+        .map(|p| nibble(p[0]) << 4 | nibble(p[1]))
+        .collect();
+    let mut json: Value = serde_json::from_slice(&bytes).expect("a JSON cursor");
+    match &mut json {
+        Value::Array(a) if a.len() == 2 && a[0].is_string() => change(&mut a[1]),
+        other => change(other),
+    }
+    let text = serde_json::to_vec(&json).expect("JSON");
+    Cursor::from_string(text.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Replaces every integer of a position by `n`.
+fn integers(n: i64) -> impl Fn(&mut Value) {
+    move |v: &mut Value| match v {
+        Value::Number(x) if x.is_i64() || x.is_u64() => *v = json!(n),
+        Value::Array(items) => items.iter_mut().for_each(integers(n)),
+        Value::Object(fields) => fields.values_mut().for_each(integers(n)),
+        _ => {}
+    }
+}
+
+/// Replaces every string of a position that is not a UUID by `s`.
+fn strings(s: String) -> impl Fn(&mut Value) {
+    move |v: &mut Value| match v {
+        Value::String(x) if Uuid::parse_str(x).is_err() => *v = json!(s),
+        Value::Array(items) => items.iter_mut().for_each(strings(s.clone())),
+        Value::Object(fields) => fields.values_mut().for_each(strings(s.clone())),
+        _ => {}
+    }
+}
+
+/// A well-shaped cursor of the right list whose position is out of range
+/// (a time outside years 1–9999, a score outside 0–100, a NUL in a name
+/// or a key, a key too long, a cursor too long) is a validation error on
+/// `cursor`, on every list; the transaction goes on.
+pub async fn a_cursor_holding_an_out_of_range_position_is_refused_by_every_list(store: &DynStore) {
+    const EARLIEST_MICROS: i64 = -62_135_596_800_000_000;
+    const LATEST_MICROS: i64 = 253_402_300_799_999_999;
+    let t = TenantId::new();
+    let fixture = lists(store, t).await;
+    let mut boxed = begin(store, t).await;
+    let tx = &mut *boxed;
+    let cursors = cursors(tx, &fixture).await;
+    for (list, cursor) in &cursors {
+        let mut bad: Vec<(String, Cursor)> = Vec::new();
+        match list {
+            List::ContactsByScore => {
+                for n in [-1, 101, i64::MAX] {
+                    bad.push((format!("score {n}"), tamper(cursor, &integers(n))));
+                }
+            }
+            List::ContactsByName => {
+                for s in ["a\0b".to_string(), "x".repeat(2000)] {
+                    let label = format!("a name of {} characters", s.len());
+                    bad.push((label, tamper(cursor, &strings(s))));
+                }
+            }
+            _ => {
+                for n in [i64::MIN, EARLIEST_MICROS - 1, LATEST_MICROS + 1, i64::MAX] {
+                    bad.push((format!("time {n} µs"), tamper(cursor, &integers(n))));
+                }
+            }
+        }
+        if *list == List::IdempotencyRecords {
+            for s in ["k\0".to_string(), "k".repeat(256)] {
+                let label = format!("a key of {} characters", s.len());
+                bad.push((label, tamper(cursor, &strings(s))));
+            }
+        }
+        bad.push((
+            "a cursor of a million characters".into(),
+            Cursor::from_string("0".repeat(1 << 20)),
+        ));
+        for (label, cursor) in bad {
+            expect_validation(
+                read(tx, &fixture, *list, PageRequest::after(1, cursor)).await,
+                "cursor",
+                &format!("{list:?} after a cursor holding {label}"),
+            );
+        }
+    }
+    still_usable(tx, fixture.contact.id, "the out-of-range cursors").await;
+    ok(boxed.commit().await, "commit");
+}
