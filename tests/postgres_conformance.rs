@@ -790,3 +790,55 @@ async fn migrating_a_database_holding_one_email_in_two_casings_names_them_and_ap
     assert_eq!(latest, 7, "nothing was applied");
     drop((store, client));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_stored_under_earlier_rules_stays_readable_and_can_be_corrected() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    let c = store
+        .create_contact(tenant, &ctx(), new_contact("legacy@example.com"))
+        .await
+        .unwrap();
+    // What an earlier version accepted and today's input rules refuse: a
+    // bidirectional override in a name, a number no backend keeps exactly.
+    store
+        .db()
+        .client()
+        .await
+        .execute(
+            "UPDATE contacts SET last_name = E'\\u202Eecalevol', \
+             metadata = '{\"legacy_id\": 123456789012345678901234567890}' WHERE id = $1",
+            &[&c.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let read = store
+        .get_contact(tenant, &ctx(), c.id)
+        .await
+        .unwrap()
+        .expect("the stored contact is readable");
+    assert_eq!(read.last_name.as_str(), "\u{202E}ecalevol");
+    let page = store
+        .search_contacts(tenant, &ctx(), &crm_core::ContactQuery::new())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "a search that meets it still answers");
+    let fixed = store
+        .update_contact(
+            tenant,
+            &ctx(),
+            c.id,
+            read.version,
+            crm_core::domain::ContactPatch {
+                last_name: Some(PersonName::parse("Lovelace").unwrap()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("and it can be corrected");
+    assert_eq!(fixed.last_name.as_str(), "Lovelace");
+    assert!(
+        PersonName::parse("\u{202E}ecalevol").is_err(),
+        "while new input with the override is refused"
+    );
+}

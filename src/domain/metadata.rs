@@ -31,6 +31,18 @@ impl Metadata {
 
     /// Validates a JSON value as metadata, reporting the error under `field`.
     pub fn parse_field(field: &str, value: Value) -> Result<Self, FieldError> {
+        Self::parse_with(field, value, Numbers::Exact)
+    }
+
+    /// Rebuilds metadata read back from storage: every rule but the one on
+    /// numbers, which came later, so that custom fields stored by an
+    /// earlier version (a 30-digit number, read as the nearest float)
+    /// stay readable.
+    pub(crate) fn parse_stored(value: Value) -> Result<Self, FieldError> {
+        Self::parse_with("metadata", value, Numbers::AsStored)
+    }
+
+    fn parse_with(field: &str, value: Value, numbers: Numbers) -> Result<Self, FieldError> {
         // Depth first, without recursing: what follows (serializing to
         // measure the size, the checks, dropping a refused value) recurses.
         if super::json::deeper_than(&value, Self::MAX_DEPTH) {
@@ -57,7 +69,7 @@ impl Metadata {
                 ),
             ));
         }
-        check_object(field, &map, 1)?;
+        check_object(field, &map, 1, numbers)?;
         Ok(Metadata(map))
     }
 
@@ -100,7 +112,19 @@ fn too_deep(field: &str) -> FieldError {
     )
 }
 
-fn check_object(field: &str, map: &Map<String, Value>, depth: usize) -> Result<(), FieldError> {
+/// Whether numbers must be ones every backend keeps exactly.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Numbers {
+    Exact,
+    AsStored,
+}
+
+fn check_object(
+    field: &str,
+    map: &Map<String, Value>,
+    depth: usize,
+    numbers: Numbers,
+) -> Result<(), FieldError> {
     if depth > Metadata::MAX_DEPTH {
         return Err(too_deep(field));
     }
@@ -120,27 +144,33 @@ fn check_object(field: &str, map: &Map<String, Value>, depth: usize) -> Result<(
                 "keys must not contain NUL",
             ));
         }
-        check_value(field, value, depth)?;
+        check_value(field, value, depth, numbers)?;
     }
     Ok(())
 }
 
-fn check_value(field: &str, value: &Value, depth: usize) -> Result<(), FieldError> {
+fn check_value(
+    field: &str,
+    value: &Value,
+    depth: usize,
+    numbers: Numbers,
+) -> Result<(), FieldError> {
     match value {
-        Value::Object(m) => check_object(field, m, depth + 1),
+        Value::Object(m) => check_object(field, m, depth + 1, numbers),
         Value::Array(items) => {
             if depth + 1 > Metadata::MAX_DEPTH {
                 return Err(too_deep(field));
             }
             items
                 .iter()
-                .try_for_each(|v| check_value(field, v, depth + 1))
+                .try_for_each(|v| check_value(field, v, depth + 1, numbers))
         }
         Value::String(s) if s.contains('\0') => Err(FieldError::new(
             field,
             "invalid_format",
             "strings must not contain NUL",
         )),
+        Value::Number(_) if numbers == Numbers::AsStored => Ok(()),
         Value::Number(n) => match super::json::inexact_number(n) {
             Some(why) => Err(FieldError::new(field, "out_of_range", why)),
             None => Ok(()),

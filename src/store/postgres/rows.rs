@@ -87,13 +87,16 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
     let version: i64 = get(row, 14)?;
 
     let email = c.ok(Email::parse_stored("email", &email));
-    let first_name = c.ok(PersonName::parse_field("first_name", &first_name));
-    let last_name = c.ok(PersonName::parse_field("last_name", &last_name));
-    let company = c.opt(company, Company::parse);
-    let title = c.opt(title, JobTitle::parse);
+    // Text and custom fields are rebuilt under the rules they were stored
+    // with (`parse_stored`): a rule added for input since must not make a
+    // stored record unreadable.
+    let first_name = c.ok(PersonName::parse_stored("first_name", &first_name));
+    let last_name = c.ok(PersonName::parse_stored("last_name", &last_name));
+    let company = c.opt(company, |v| Company::parse_stored("company", v));
+    let title = c.opt(title, |v| JobTitle::parse_stored("title", v));
     let phone = c.opt(phone, Phone::parse);
     let lead_source = c.ok(LeadSource::parse_field("lead_source", &lead_source));
-    let metadata = c.ok(Metadata::parse(metadata));
+    let metadata = c.ok(Metadata::parse_stored(metadata));
     let score = c.ok(Score::new(i64::from(score)));
     let version = c.ok(check_version(version));
     match (
@@ -170,12 +173,12 @@ pub(super) fn deal(row: &Row) -> Result<Deal> {
     let updated_at: Timestamp = get(row, 13)?;
     let version: i64 = get(row, 14)?;
 
-    let title = c.ok(DealTitle::parse(&title));
+    let title = c.ok(DealTitle::parse_stored("title", &title));
     let currency = c.ok(Currency::parse(&currency));
     let amount = currency.and_then(|cur| c.ok(Money::new(amount, cur)));
     let pipeline = c.ok(PipelineKey::parse(&pipeline));
     let stage = c.ok(StageKey::parse(&stage));
-    let lost_reason = c.opt(lost_reason, LostReason::parse);
+    let lost_reason = c.opt(lost_reason, |v| LostReason::parse_stored("lost_reason", v));
     let version = c.ok(check_version(version));
     if lost_at.is_some() != matches!(lost_reason, Some(Some(_))) {
         c.errors.push(FieldError::new(
@@ -227,7 +230,7 @@ pub(super) fn activity(row: &Row) -> Result<Activity> {
 
     let kind = c.ok(ActivityKind::parse_field("kind", &kind));
     let direction = c.opt(direction, |d| Direction::parse_field("direction", d));
-    let subject = c.opt(subject, Subject::parse);
+    let subject = c.opt(subject, |v| Subject::parse_stored("subject", v));
     if let Some(b) = &body {
         let chars = b.chars().count();
         if chars == 0 || chars > crate::domain::MAX_BODY_CHARS {
