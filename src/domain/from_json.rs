@@ -10,6 +10,12 @@ use crate::error::{Error, FieldError};
 /// not JSON, not a JSON object, or has something after its end.
 pub const ROOT_FIELD: &str = "$";
 
+/// The deepest a parsed value read as a DTO may nest (the object itself is
+/// depth 1): as deep as serde_json parses JSON text, so that
+/// [`FromJson::from_json_value`] takes whatever [`FromJson::from_json`]
+/// takes, and nothing deeper.
+const MAX_READ_DEPTH: usize = 128;
+
 /// A type read from inbound JSON with errors that name their field.
 ///
 /// Plain `serde_json::from_str` says where a type error is in the text
@@ -83,6 +89,27 @@ pub(crate) fn read_value<T: DeserializeOwned>(value: Value, root: &str) -> Resul
             root,
             "invalid_format",
             format!("must be a JSON object, not {}", kind_of(&value)),
+        ));
+    }
+    // A value built in memory (or decoded from a format without a depth
+    // limit) may nest far deeper than serde_json parses text; reading it
+    // (a `Value` field is deserialized level by level) and dropping it
+    // would recurse once per level and overflow the stack. Refused here,
+    // measured and dropped without recursion, under the field holding it.
+    if super::json::deeper_than(&value, MAX_READ_DEPTH) {
+        let field = match &value {
+            Value::Object(fields) => fields
+                .iter()
+                .find(|(_, v)| super::json::deeper_than(v, MAX_READ_DEPTH - 1))
+                .map(|(k, _)| k.clone()),
+            _ => None,
+        }
+        .unwrap_or_else(|| root.to_string());
+        super::json::dispose(value);
+        return Err(FieldError::new(
+            field,
+            "too_deep",
+            format!("must be nested at most {MAX_READ_DEPTH} levels deep"),
         ));
     }
     serde_path_to_error::deserialize(value).map_err(|e| field_error(e, root))
