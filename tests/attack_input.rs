@@ -894,3 +894,29 @@ fn mask_ids_and_times(text: &str) -> String {
     }
     out
 }
+
+// ------------------------------------------------ fingerprints
+
+/// Two payloads that differ only in an integer beyond 64 bits are two
+/// payloads: a second delivery of the key with the other one must be a
+/// fingerprint mismatch (or be refused), never a replay of the first's
+/// result.
+#[test]
+fn payloads_differing_only_in_an_integer_beyond_64_bits_have_different_fingerprints() {
+    use crm_core::idempotency::Fingerprint;
+    #[derive(serde::Serialize)]
+    struct Payment {
+        amount_minor_units: u128,
+    }
+    let a = Fingerprint::of(&Payment {
+        amount_minor_units: 1 << 64,
+    });
+    let b = Fingerprint::of(&Payment {
+        amount_minor_units: (1 << 64) + 1,
+    });
+    match (a, b) {
+        (Ok(a), Ok(b)) => assert_ne!(a, b, "two payloads, one fingerprint"),
+        // Refusing such a payload (naming it) is as good.
+        (Err(e), _) | (_, Err(e)) => assert_eq!(e.field, "payload"),
+    }
+}
