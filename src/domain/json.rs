@@ -187,6 +187,28 @@ pub fn inexact_number(n: &Number) -> Option<&'static str> {
     }
 }
 
+/// True when `v` holds a number that JSON text read back can only have
+/// rounded: an integer beyond 64 bits (read as the nearest float), or a
+/// float of magnitude 2^63 or more, which no 64-bit integer tells apart.
+/// Found without recursion.
+pub fn holds_integer_beyond_64_bits(v: &Value) -> bool {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(fields) => stack.extend(fields.values()),
+            Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+                if n.as_f64().is_some_and(|f| f.abs() >= TWO_63) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

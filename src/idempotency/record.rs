@@ -176,12 +176,24 @@ impl Fingerprint {
 
     /// The fingerprint of anything that serializes to JSON. Fails (as a
     /// validation error on `payload`) when it does not, e.g. a map with
-    /// non-string keys, or when it nests deeper than
+    /// non-string keys, when it nests deeper than
     /// [`MAX_PAYLOAD_DEPTH`](Self::MAX_PAYLOAD_DEPTH) (serializing stops
-    /// there, so that no payload can overflow the stack).
+    /// there, so that no payload can overflow the stack), or when it holds
+    /// an integer beyond 64 bits (or a float of magnitude 2^63 or more):
+    /// read back as JSON such a number is rounded, so two payloads
+    /// differing only there would share a fingerprint.
     pub fn of<T: Serialize + ?Sized>(payload: &T) -> Result<Fingerprint, FieldError> {
-        use crate::domain::json::{ToValueError, to_value_within};
+        use crate::domain::json::{ToValueError, holds_integer_beyond_64_bits, to_value_within};
         match to_value_within(payload, Self::MAX_PAYLOAD_DEPTH) {
+            Ok(v) if holds_integer_beyond_64_bits(&v) => {
+                crate::domain::json::dispose(v);
+                Err(FieldError::new(
+                    "payload",
+                    "out_of_range",
+                    "holds an integer beyond 64 bits (or a float of magnitude 2^63 or more), \
+                     which cannot be fingerprinted exactly",
+                ))
+            }
             Ok(v) => Ok(Self::of_json(&v)),
             Err(e @ ToValueError::TooDeep(_)) => {
                 Err(FieldError::new("payload", "too_deep", e.to_string()))

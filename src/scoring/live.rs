@@ -84,6 +84,28 @@ use crate::{
     store::{PageRequest, Transaction},
 };
 
+/// Checks live states given by a caller before a store keeps them: each
+/// is a finite number (NaN and infinities are refused as
+/// [`Error::Validation`](crate::Error::Validation) on `score_log`), and a
+/// negative zero becomes zero, so that every backend orders them alike.
+pub(crate) fn checked_logs(
+    logs: &[(ContactId, Option<f64>)],
+) -> Result<Vec<(ContactId, Option<f64>)>> {
+    logs.iter()
+        .map(|(id, log)| match log {
+            Some(l) if !l.is_finite() => Err(crate::error::FieldError::new(
+                "score_log",
+                "out_of_range",
+                format!("must be a finite number, got {l}"),
+            )
+            .into()),
+            // `+ 0.0` turns -0.0 into 0.0 and keeps every other value.
+            Some(l) => Ok((*id, Some(l + 0.0))),
+            None => Ok((*id, None)),
+        })
+        .collect()
+}
+
 use super::{ContactInputs, Scored, ScoringModel};
 
 /// How far a stored live state may be from its recomputation, per term:

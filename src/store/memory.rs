@@ -1033,6 +1033,7 @@ impl Transaction for MemoryTransaction {
     }
 
     async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
-        self.live_write(logs)
+        let logs = crate::scoring::live::checked_logs(logs)?;
+        self.live_write(&logs)
     }
 }

@@ -96,8 +96,14 @@ impl MemoryTransaction {
             .filter(|(id, _)| data.contacts.get(id).is_some_and(|c| c.active))
             .map(|(id, l)| (*l, *id))
             .collect();
-        // Highest first, ties by id descending (PostgreSQL: score_log DESC, id DESC).
-        all.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
+        // Highest first, ties by id descending (PostgreSQL: score_log DESC,
+        // id DESC). States are finite and never -0.0 (see `checked_logs`),
+        // so the numeric order is PostgreSQL's.
+        all.sort_unstable_by(|a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(b.1.cmp(&a.1))
+        });
         Ok(all
             .into_iter()
             .take(limit)

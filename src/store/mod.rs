@@ -508,7 +508,13 @@ pub trait Transaction: fmt::Debug + Send {
 
     /// Replaces live states in bulk (a rebuild by the batch). Ids that are
     /// not contacts of the tenant are ignored; versions, `updated_at` and
-    /// history are untouched. Returns how many contacts it set.
+    /// history are untouched. An id listed more than once gets the last
+    /// state given for it and counts once. Returns how many contacts it
+    /// set.
+    ///
+    /// Errors: [`Error::Validation`] on `score_log` for a state that is not
+    /// a finite number (a log-scaled sum never is NaN or infinite); a
+    /// negative zero is kept as zero, as PostgreSQL keeps it.
     async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64>;
 }
 

@@ -1472,7 +1472,8 @@ impl Transaction for PgTransaction {
     }
 
     async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
-        self.live_write(logs).await
+        let logs = crate::scoring::live::checked_logs(logs)?;
+        self.live_write(&logs).await
     }
 }
 
