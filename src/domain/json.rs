@@ -198,10 +198,10 @@ pub fn holds_integer_beyond_64_bits(v: &Value) -> bool {
         match v {
             Value::Array(items) => stack.extend(items),
             Value::Object(fields) => stack.extend(fields.values()),
-            Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
-                if n.as_f64().is_some_and(|f| f.abs() >= TWO_63) {
-                    return true;
-                }
+            Value::Number(n)
+                if !(n.is_i64() || n.is_u64()) && n.as_f64().is_some_and(|f| f.abs() >= TWO_63) =>
+            {
+                return true;
             }
             _ => {}
         }
