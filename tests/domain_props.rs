@@ -471,8 +471,16 @@ proptest! {
     fn text_in_upper_lower_or_another_normal_form_has_one_caseless_key(s in cased_text()) {
         use unicode_normalization::UnicodeNormalization;
         let key = caseless_key(&s);
-        prop_assert_eq!(caseless_key(&s.to_uppercase()), key.clone());
-        prop_assert_eq!(caseless_key(&s.to_lowercase()), key.clone());
+        // U+0345 COMBINING GREEK YPOGEGRAMMENI is a mark whose upper case
+        // is a letter (Ι): upper-casing moves the marks after it onto that
+        // letter, so `"\u{345}\u{300}"` and its upper case `"Ι\u{300}"`
+        // are not the same text ignoring case (Unicode's canonical
+        // caseless match, D145, tells them apart too). No key can give
+        // them one value and stay the same across normal forms.
+        if !s.nfd().any(|c| c == '\u{345}') {
+            prop_assert_eq!(caseless_key(&s.to_uppercase()), key.clone());
+            prop_assert_eq!(caseless_key(&s.to_lowercase()), key.clone());
+        }
         prop_assert_eq!(caseless_key(&s.nfd().collect::<String>()), key.clone());
         prop_assert_eq!(caseless_key(&s.nfc().collect::<String>()), key);
     }

@@ -49,6 +49,23 @@ impl Email {
 
     /// Like [`parse`](Self::parse), reporting the error under `field`.
     pub fn parse_field(field: &str, value: &str) -> Result<Self, FieldError> {
+        // Invisible characters would make two addresses that look alike
+        // different; bidirectional controls would show an address in
+        // another order than it is stored. Refused here whatever the
+        // address parser accepts — for input only: earlier versions
+        // stored such addresses, and those stay readable
+        // ([`parse_stored`](Self::parse_stored)).
+        if value.trim().chars().any(|c| {
+            c.is_control()
+                || super::text::is_default_ignorable(c)
+                || super::text::is_bidi_control(c)
+        }) {
+            return Err(FieldError::new(
+                field,
+                "invalid_format",
+                "must not contain control, invisible or bidirectional control characters",
+            ));
+        }
         let email = Self::parse_stored(field, value)?;
         if email.is_erased_domain() {
             return Err(FieldError::new(
@@ -81,9 +98,11 @@ impl Email {
             .is_some_and(|(_, domain)| domain == Self::ERASED_DOMAIN)
     }
 
-    /// Validates an email read back from storage: like
-    /// [`parse_field`](Self::parse_field), but an address at the reserved
-    /// domain is accepted, since erased contacts hold one.
+    /// Validates an email read back from storage under the rules it was
+    /// stored with: like [`parse_field`](Self::parse_field), but an address
+    /// at the reserved domain is accepted, since erased contacts hold one,
+    /// and so are the invisible characters and controls that earlier
+    /// versions let through.
     pub(crate) fn parse_stored(field: &str, value: &str) -> Result<Self, FieldError> {
         let trimmed = value.trim();
         if trimmed.is_empty() {
@@ -98,21 +117,6 @@ impl Email {
                     "must have at most {} characters, got {len}",
                     Self::MAX_CHARS
                 ),
-            ));
-        }
-        // Invisible characters would make two addresses that look alike
-        // different; bidirectional controls would show an address in
-        // another order than it is stored. Refused here whatever the
-        // address parser accepts.
-        if trimmed.chars().any(|c| {
-            c.is_control()
-                || super::text::is_default_ignorable(c)
-                || super::text::is_bidi_control(c)
-        }) {
-            return Err(FieldError::new(
-                field,
-                "invalid_format",
-                "must not contain control, invisible or bidirectional control characters",
             ));
         }
         let options = Options::default()

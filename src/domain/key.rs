@@ -26,6 +26,11 @@ use unicode_normalization::UnicodeNormalization;
 ///   (`é` and `e` + U+0301);
 /// - the key of a key is itself, and ASCII text is simply lower-cased.
 ///
+/// One exception, as in Unicode's canonical caseless match (D145): U+0345
+/// COMBINING GREEK YPOGEGRAMMENI is a mark whose upper case is a letter
+/// (`Ι`), so upper-casing a text moves the marks that follow it onto that
+/// letter: `"\u{345}\u{300}"` and its `to_uppercase()` have two keys.
+///
 /// Keys compare in code-point order (Rust's `str` order, PostgreSQL's
 /// `COLLATE "C"`). They are computed with the Unicode tables of the Rust
 /// standard library and of `unicode-normalization` this crate was built
