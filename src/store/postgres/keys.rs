@@ -9,14 +9,17 @@ use uuid::Uuid;
 
 use super::error;
 use crate::{
-    domain::{Contact, NewContact, caseless_key},
+    domain::{Contact, ContactId, Email, NewContact, caseless_key},
     error::{Error, Result},
 };
 
 /// The caseless keys of one contact's email, names and company.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ContactKeys {
-    pub(super) email: String,
+    /// `None` for an erased contact: its placeholder is no email, takes no
+    /// place in the unique index, and so can never collide (not even with
+    /// a contact that held the same text before the domain was reserved).
+    pub(super) email: Option<String>,
     pub(super) first_name: String,
     pub(super) last_name: String,
     pub(super) company: Option<String>,
@@ -25,8 +28,9 @@ pub(super) struct ContactKeys {
 impl ContactKeys {
     /// The keys of a stored contact.
     pub(super) fn of(c: &Contact) -> Self {
+        let erased = c.email.as_str() == Email::erased(c.id).as_str();
         ContactKeys {
-            email: c.email.normalized().to_string(),
+            email: (!erased).then(|| c.email.normalized().to_string()),
             first_name: caseless_key(c.first_name.as_str()),
             last_name: caseless_key(c.last_name.as_str()),
             company: c.company.as_ref().map(|co| caseless_key(co.as_str())),
@@ -36,7 +40,7 @@ impl ContactKeys {
     /// The keys of a contact to be created or upserted.
     pub(super) fn of_new(c: &NewContact) -> Self {
         ContactKeys {
-            email: c.email.normalized().to_string(),
+            email: Some(c.email.normalized().to_string()),
             first_name: caseless_key(c.first_name.as_str()),
             last_name: caseless_key(c.last_name.as_str()),
             company: c.company.as_ref().map(|co| caseless_key(co.as_str())),
@@ -64,6 +68,7 @@ const SET_KEYS: &str = "UPDATE contacts AS c SET email_key = u.email_key, \
 /// Two or more contacts per (tenant, email key): emails that
 /// `lower()` told apart but that are the same ignoring case.
 const CLASHES: &str = "SELECT tenant_id, array_agg(id::text ORDER BY id) FROM contacts \
+     WHERE email_key IS NOT NULL \
      GROUP BY tenant_id, email_key HAVING count(*) > 1 ORDER BY tenant_id LIMIT 20";
 
 /// Fills in the caseless keys of every contact (all stored by a version
@@ -93,7 +98,7 @@ pub(super) async fn backfill(client: &tokio_postgres::Transaction<'_>) -> Result
         let n = rows.len();
         let mut tenants = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
-        let mut emails = Vec::with_capacity(n);
+        let mut emails: Vec<Option<String>> = Vec::with_capacity(n);
         let mut firsts = Vec::with_capacity(n);
         let mut lasts = Vec::with_capacity(n);
         let mut companies: Vec<Option<String>> = Vec::with_capacity(n);
@@ -108,7 +113,9 @@ pub(super) async fn backfill(client: &tokio_postgres::Transaction<'_>) -> Result
             ids.push(id);
             // Stored values are trimmed already; the key of the trimmed
             // text is what the domain computes.
-            emails.push(caseless_key(email.trim()));
+            // An erased contact's own placeholder gets no key.
+            let placeholder = Email::erased(ContactId::from_uuid(id));
+            emails.push((email.trim() != placeholder.as_str()).then(|| caseless_key(email.trim())));
             firsts.push(caseless_key(first.trim()));
             lasts.push(caseless_key(last.trim()));
             companies.push(company.map(|c| caseless_key(c.trim())));
