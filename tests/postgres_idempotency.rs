@@ -551,3 +551,118 @@ async fn a_record_beyond_the_year_9999_is_written_and_read_back_exactly() {
         other => panic!("expected the stored record, got {other:?}"),
     }
 }
+
+/// A migrated store over `db` with a pool of its own: one process.
+async fn process(db: &support::TestDb) -> crm_core::PostgresStore {
+    let store = db.store();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// When `run` returns — with a replay, a fingerprint mismatch, or by the
+/// handler's panic — the delivery holds nothing any more: a duplicate
+/// that may not wait, sent at once from another process (another store),
+/// is never refused with `KeyInUse` because of it. Several such pairs run
+/// at once, under both claim timings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_no_wait_delivery_right_after_a_replay_or_a_panic_is_never_refused_because_of_it() {
+    use futures_util::FutureExt;
+    const PAIRS: usize = 4;
+    const ROUNDS: usize = 40;
+    let db = support::TestDb::create().await;
+    let (first, second) = (process(&db).await, process(&db).await);
+    let t = TenantId::new();
+    let make = |i: usize| {
+        handler(move |tx| {
+            Box::pin(async move {
+                let c = tx
+                    .create_contact(contact(&format!("k{i}@example.com")))
+                    .await?;
+                Ok::<_, HandlerError>(c.id.to_string())
+            }) as HandlerFuture<'_, String>
+        })
+    };
+    let pairs: Vec<_> = (0..PAIRS)
+        .map(|pair| {
+            let (first, second) = (first.clone(), second.clone());
+            tokio::spawn(async move {
+                let mut refused = Vec::new();
+                for round in 0..ROUNDS {
+                    let n = pair * ROUNDS + round;
+                    let timing = if n.is_multiple_of(2) {
+                        ClaimTiming::WithFirstStatement
+                    } else {
+                        ClaimTiming::BeforeHandler
+                    };
+                    let guard = IdempotencyGuard::with_config(GuardConfig {
+                        claim: timing,
+                        ..GuardConfig::default()
+                    });
+                    let other = IdempotencyGuard::new().with_wait(WaitPolicy::NoWait);
+                    let ev =
+                        InboundEvent::new("crm", &format!("evt_{n}"), &json!({"n": n})).unwrap();
+                    let done = guard.run(&first, t, &ctx(), &ev, make(n)).await.unwrap();
+                    assert_eq!(done.execution, Execution::Executed);
+
+                    // A replay, then at once a duplicate from elsewhere.
+                    let replay = guard.run(&first, t, &ctx(), &ev, make(n)).await.unwrap();
+                    assert_eq!(replay.execution, Execution::Replayed);
+                    match other.run(&second, t, &ctx(), &ev, make(n)).await {
+                        Ok(o) => assert_eq!(o.result, done.result),
+                        Err(e) => refused.push(format!("after a replay ({timing:?}): {e:?}")),
+                    }
+
+                    // A fingerprint mismatch, then the same.
+                    let forged =
+                        InboundEvent::new("crm", &format!("evt_{n}"), &json!({"n": -1})).unwrap();
+                    let mismatch = guard.run(&first, t, &ctx(), &forged, make(n)).await;
+                    assert!(
+                        matches!(mismatch, Err(Error::FingerprintMismatch { .. })),
+                        "{mismatch:?}"
+                    );
+                    match other.run(&second, t, &ctx(), &ev, make(n)).await {
+                        Ok(o) => assert_eq!(o.result, done.result),
+                        Err(e) => refused.push(format!("after a mismatch ({timing:?}): {e:?}")),
+                    }
+
+                    // A handler that panics after its first write, then a
+                    // retry from elsewhere, which runs it.
+                    let fresh =
+                        InboundEvent::new("crm", &format!("evt_p{n}"), &json!({"n": n})).unwrap();
+                    let panicked =
+                        std::panic::AssertUnwindSafe(guard.run(&first, t, &ctx(), &fresh, |tx| {
+                            Box::pin(async move {
+                                tx.create_contact(contact(&format!("p{n}@example.com")))
+                                    .await?;
+                                if !tx.tenant().as_uuid().is_nil() {
+                                    panic!("the handler panics after writing");
+                                }
+                                Ok::<_, HandlerError>(String::new())
+                            }) as HandlerFuture<'_, String>
+                        }))
+                        .catch_unwind()
+                        .await;
+                    assert!(panicked.is_err(), "the panic reaches the caller");
+                    match other
+                        .run(&second, t, &ctx(), &fresh, make(n + 100_000))
+                        .await
+                    {
+                        Ok(o) => assert_eq!(o.execution, Execution::Executed),
+                        Err(e) => refused.push(format!("after a panic ({timing:?}): {e:?}")),
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for pair in pairs {
+        refused.extend(pair.await.unwrap());
+    }
+    eprintln!(
+        "{} of {} no-wait deliveries refused",
+        refused.len(),
+        3 * PAIRS * ROUNDS
+    );
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+}

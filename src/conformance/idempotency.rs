@@ -910,10 +910,12 @@ pub async fn claim_complete_and_commit_store_the_returned_record(store: &DynStor
             )
             .await;
         assert!(again.is_err(), "a second completion: {again:?}");
-        drop(tx);
-
         // The failed second completion may have spoilt that transaction
         // (PostgreSQL refuses it after an error): do it again, cleanly.
+        // Rolled back, not dropped: the claim that follows may not wait,
+        // and only a rollback that returned has released the key.
+        ok(tx.rollback().await, "rollback");
+
         let mut tx = ok(store.begin(t, ctx()).await, "begin");
         assert_eq!(
             ok(tx.claim_idempotency_key(&claim).await, "claim"),
@@ -940,7 +942,7 @@ pub async fn claim_complete_and_commit_store_the_returned_record(store: &DynStor
             )
             .await;
         assert!(unclaimed.is_err(), "a key never claimed: {unclaimed:?}");
-        drop(tx);
+        ok(tx.rollback().await, "rollback");
 
         let mut tx = ok(store.begin(t, ctx()).await, "begin");
         assert_eq!(
