@@ -559,6 +559,86 @@ async fn process(db: &support::TestDb) -> crm_core::PostgresStore {
     store
 }
 
+/// Deliveries of one event from several processes at once (several stores,
+/// one guard each, so they meet only at the claim), whose handler fails
+/// permanently: every one that waits long enough gets the stored failure,
+/// executed by one and replayed to the others — never `KeyInUse`, also
+/// when its own handler ran and failed while another stored the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored_failure() {
+    const PROCESSES: usize = 4;
+    const DELIVERIES: usize = 24;
+    let db = support::TestDb::create().await;
+    let mut stores = Vec::new();
+    for _ in 0..PROCESSES {
+        stores.push(process(&db).await);
+    }
+    for timing in [ClaimTiming::WithFirstStatement, ClaimTiming::BeforeHandler] {
+        for round in 0..4 {
+            let t = TenantId::new();
+            let ev =
+                InboundEvent::new("billing", &format!("evt_bad_{round}"), &json!({"n": round}))
+                    .unwrap();
+            let tasks: Vec<_> = (0..DELIVERIES)
+                .map(|i| {
+                    let (store, ev) = (stores[i % PROCESSES].clone(), ev.clone());
+                    let guard = IdempotencyGuard::with_config(GuardConfig {
+                        claim: timing,
+                        // Long enough for every delivery's turn, even on a
+                        // loaded machine: no wait runs out here.
+                        wait: WaitPolicy::Wait(Duration::from_secs(60)),
+                        ..GuardConfig::default()
+                    });
+                    tokio::spawn(async move {
+                        guard
+                            .run(&store, t, &ctx(), &ev, move |tx| {
+                                Box::pin(async move {
+                                    tx.create_contact(contact(&format!("bad{i}@example.com")))
+                                        .await?;
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                    Err::<u32, _>(HandlerError::permanent(
+                                        json!({"error": "no such plan"}),
+                                    ))
+                                }) as HandlerFuture<'_, u32>
+                            })
+                            .await
+                    })
+                })
+                .collect();
+            let mut executed = 0;
+            for task in tasks {
+                let outcome = task
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{timing:?} round {round}: {e:?}"));
+                assert_eq!(
+                    outcome.result,
+                    Err(json!({"error": "no such plan"})),
+                    "{timing:?} round {round}: the stored failure"
+                );
+                if !outcome.is_replay() {
+                    executed += 1;
+                }
+            }
+            assert_eq!(executed, 1, "{timing:?} round {round}: one stored it");
+            let record = IdempotencyGuard::new()
+                .lookup(&stores[0], t, &ctx(), ev.source(), ev.key())
+                .await
+                .unwrap()
+                .expect("the record");
+            assert_eq!(
+                record.result,
+                Some(StoredResult::Failed(json!({"error": "no such plan"})))
+            );
+            let search = stores[0]
+                .search_contacts(t, &ctx(), &crm_core::ContactQuery::new())
+                .await
+                .unwrap();
+            assert!(search.items.is_empty(), "no handler's writes were kept");
+        }
+    }
+}
+
 /// When `run` returns — with a replay, a fingerprint mismatch, or by the
 /// handler's panic — the delivery holds nothing any more: a duplicate
 /// that may not wait, sent at once from another process (another store),

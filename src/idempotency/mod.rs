@@ -35,7 +35,10 @@
 //!   running waits for it (up to [`GuardConfig::wait`], 10 s by default)
 //!   and then replays its result — or, when that one failed, runs the
 //!   handler itself. With [`WaitPolicy::NoWait`], or when the wait runs
-//!   out, it gets [`Error::KeyInUse`], which is retryable.
+//!   out, it gets [`Error::KeyInUse`], which is retryable. Whenever a wait
+//!   ends with a stored result, that result is replayed: also to a
+//!   delivery whose own handler failed permanently while another
+//!   delivery (from another process) stored its outcome first.
 //! - **What is stored.** Successes, and failures the handler declares
 //!   permanent ([`HandlerError::Permanent`]): a replay returns the same
 //!   failure. A [`HandlerError::Transient`] failure stores nothing and is
@@ -542,11 +545,12 @@ impl IdempotencyGuard {
                 // failure: start over with only the claim.
                 end(tx).await;
                 tx = match reclaim(store, tenant, reclaim_context, &claim).await? {
-                    Some(tx) => tx,
+                    Reclaimed::Claimed(tx) => tx,
                     // The slot in the registry is still held, so only a
-                    // delivery from elsewhere can have come between: its
-                    // caller's retry replays that one.
-                    None => return Err(busy()),
+                    // delivery from elsewhere (another process) can have
+                    // come between, and stored its outcome: this delivery
+                    // waited for it like any duplicate, and replays it.
+                    Reclaimed::Existing(record) => return replay(record, event),
                 };
                 (StoredResult::Failed(detail.clone()), Err(detail))
             }
@@ -631,21 +635,30 @@ async fn end(tx: Box<dyn Transaction>) {
     let _ = tx.rollback().await;
 }
 
-/// Claims the key again in a new transaction, at once, after a permanent
-/// failure rolled the handler's writes back; `None` when a record holds
-/// it (the new transaction is rolled back, and has ended).
+/// What claiming the key again found.
+enum Reclaimed {
+    /// The key is this transaction's.
+    Claimed(Box<dyn Transaction>),
+    /// A record holds it: another delivery stored its outcome meanwhile.
+    Existing(IdempotencyRecord),
+}
+
+/// Claims the key again in a new transaction after a permanent failure
+/// rolled the handler's writes back, waiting for a delivery holding it as
+/// `claim.wait` allows. When a record holds it, the new transaction is
+/// rolled back (and has ended) before the record is returned.
 async fn reclaim(
     store: &DynStore,
     tenant: TenantId,
     context: Context,
     claim: &IdempotencyClaim,
-) -> Result<Option<Box<dyn Transaction>>> {
+) -> Result<Reclaimed> {
     let mut tx = store.begin(tenant, context).await?;
     match tx.claim_idempotency_key(claim).await {
-        Ok(Claim::Claimed) => Ok(Some(tx)),
-        Ok(Claim::Existing(_)) => {
+        Ok(Claim::Claimed) => Ok(Reclaimed::Claimed(tx)),
+        Ok(Claim::Existing(record)) => {
             end(tx).await;
-            Ok(None)
+            Ok(Reclaimed::Existing(record))
         }
         Err(e) => {
             end(tx).await;
