@@ -406,8 +406,10 @@ impl PgTransaction {
     }
 
     /// Passes `r` on, noting whether its error leaves the connection
-    /// unusable, so that it never goes back to the pool. Every request
-    /// the transaction sends has its outcome noted here.
+    /// unusable, so that it never goes back to the pool. The senders of
+    /// statements pass their outcome through here; errors of the other
+    /// requests are noted by [`failed`](Self::failed) or handled where
+    /// they are sent (`finish`, the idempotency commit).
     fn note<T>(
         &self,
         r: std::result::Result<T, tokio_postgres::Error>,
