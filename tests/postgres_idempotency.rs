@@ -255,6 +255,8 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
     let db = TestStore::new().await;
     let store = (*db).clone();
     let t = TenantId::new();
+    let admin = db.db().client().await;
+    let name_of_db = db.db().name().to_string();
     let created = store
         .create_contact(t, &ctx(), contact("locked@example.com"))
         .await
@@ -263,7 +265,8 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
         (ClaimTiming::WithFirstStatement, "Held"),
         (ClaimTiming::BeforeHandler, "Kept"),
     ] {
-        // Another transaction holds the contact's row lock for 600 ms.
+        // Another transaction holds the contact's row lock until the
+        // handler's update has waited for it 300 ms, twice the guard's wait.
         let mut holder = store.begin(t, ctx()).await.unwrap();
         let current = holder.get_contact(created.id).await.unwrap().unwrap();
         holder
@@ -277,10 +280,33 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
             )
             .await
             .unwrap();
-        let release = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            holder.commit().await.unwrap();
-        });
+        let release = {
+            let (admin, name_of_db) = (&admin, name_of_db.clone());
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let waiting: i64 = admin
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_activity \
+                             WHERE datname = $1 AND wait_event_type = 'Lock'",
+                            &[&name_of_db],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    if waiting > 0 {
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the handler's update never waited"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                holder.commit().await.unwrap();
+            }
+        };
 
         let guard = IdempotencyGuard::with_config(GuardConfig {
             claim: timing,
@@ -289,35 +315,34 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
         });
         let ev = InboundEvent::new("crm", &format!("evt_lock_{timing:?}"), &json!({})).unwrap();
         let id = created.id;
-        let outcome = guard
-            .run(&store, t, &ctx(), &ev, move |tx| {
-                Box::pin(async move {
-                    // Waits for the holder, longer than the guard's wait.
-                    let c = tx.get_contact(id).await?.expect("the contact");
-                    let started = std::time::Instant::now();
-                    let updated = tx
-                        .update_contact(
-                            id,
-                            c.version,
-                            ContactPatch {
-                                last_name: Some(PersonName::parse("Waited").unwrap()),
-                                ..Default::default()
-                            },
-                        )
-                        .await;
-                    // The version read before the holder committed is stale
-                    // once the lock is granted: a conflict means the update
-                    // waited for the lock rather than time out.
-                    let waited = started.elapsed();
-                    match updated {
-                        Err(Error::Conflict { .. }) => Ok::<_, HandlerError>(waited.as_millis()),
-                        other => Err(HandlerError::permanent(format!("{other:?}"))),
-                    }
-                }) as HandlerFuture<'_, u128>
-            })
-            .await
-            .unwrap();
-        release.await.unwrap();
+        let context = ctx();
+        let run = guard.run(&store, t, &context, &ev, move |tx| {
+            Box::pin(async move {
+                // Waits for the holder, longer than the guard's wait.
+                let c = tx.get_contact(id).await?.expect("the contact");
+                let started = std::time::Instant::now();
+                let updated = tx
+                    .update_contact(
+                        id,
+                        c.version,
+                        ContactPatch {
+                            last_name: Some(PersonName::parse("Waited").unwrap()),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                // The version read before the holder committed is stale
+                // once the lock is granted: a conflict means the update
+                // waited for the lock rather than time out.
+                let waited = started.elapsed();
+                match updated {
+                    Err(Error::Conflict { .. }) => Ok::<_, HandlerError>(waited.as_millis()),
+                    other => Err(HandlerError::permanent(format!("{other:?}"))),
+                }
+            }) as HandlerFuture<'_, u128>
+        });
+        let (outcome, ()) = tokio::join!(run, release);
+        let outcome = outcome.unwrap();
         assert_eq!(outcome.execution, Execution::Executed);
         match outcome.result {
             Ok(waited) => assert!(waited >= 300, "{timing:?}: waited only {waited} ms"),
