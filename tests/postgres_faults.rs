@@ -1,7 +1,8 @@
 #![cfg(all(feature = "postgres", feature = "conformance"))]
 //! `PostgresStore` under concurrency and faults: racing creates of one
-//! email, racing updates of one version, a transaction dropped half-way and
-//! one whose server connection is killed half-way.
+//! email, racing updates of one version, a transaction dropped half-way,
+//! one whose server connection is killed half-way, and the server
+//! processes of writers on several stores killed round after round.
 //!
 //! Each test has a database of its own. The tests of this file take turns
 //! (one lock), so that the connections they open at once stay well below
