@@ -216,6 +216,9 @@ macro_rules! __conformance_suite {
             a_duplicates_handler_never_commits_a_write_under_either_claim_timing,
             a_null_result_is_stored_and_replayed,
             a_retention_beyond_the_calendar_keeps_the_record_until_the_year_9999,
+            a_key_released_by_rollback_is_free_to_a_claim_that_may_not_wait,
+            a_key_held_by_a_dropped_transaction_is_released_to_a_claim_that_waits,
+            a_no_wait_delivery_right_after_a_replay_or_a_panic_is_not_refused,
             upsert_inserts_new_emails_and_updates_known_ones_in_any_casing,
             upserting_the_same_rows_again_reports_them_unchanged,
             each_conflict_policy_picks_its_values,
@@ -4808,3 +4811,5 @@ mod input;
 pub use input::*;
 mod cursors;
 pub use cursors::*;
+mod release;
+pub use release::*;

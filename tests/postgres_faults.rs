@@ -1,7 +1,8 @@
 #![cfg(all(feature = "postgres", feature = "conformance"))]
 //! `PostgresStore` under concurrency and faults: racing creates of one
-//! email, racing updates of one version, a transaction dropped half-way and
-//! one whose server connection is killed half-way.
+//! email, racing updates of one version, a transaction dropped half-way,
+//! one whose server connection is killed half-way, and the server
+//! processes of writers on several stores killed round after round.
 //!
 //! Each test has a database of its own. The tests of this file take turns
 //! (one lock), so that the connections they open at once stay well below
@@ -10,15 +11,22 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use crm_core::{
     Actor, Context, Error, ErrorKind, PostgresStore, Store, StoreExt, TenantId, Version,
     conformance,
     domain::{
-        ActivityKind, ContactPatch, Currency, DealTitle, Email, Money, NewActivity, NewContact,
-        NewDeal, PersonName,
+        ActivityKind, ContactId, ContactPatch, Currency, DealTitle, Email, Money, NewActivity,
+        NewContact, NewDeal, PersonName,
     },
+    idempotency::{HandlerError, HandlerFuture, IdempotencyGuard, InboundEvent},
 };
 use support::TestDb;
 use tokio::sync::{Barrier, Mutex};
@@ -373,4 +381,263 @@ async fn a_transaction_whose_connection_is_killed_fails_retryably_and_the_store_
     assert!(again.is_ok(), "the store carries on: {again:?}");
     assert_eq!(count(&sql, "contacts", tenant).await, 1);
     drop((store, sql));
+}
+
+/// What the writers of the kill test did: operations ended and failed,
+/// and the writes acknowledged to them.
+#[derive(Debug, Default)]
+struct Tally {
+    ended: AtomicUsize,
+    failed: AtomicUsize,
+    /// Failures that a lost connection should not give (not retryable).
+    odd_errors: std::sync::Mutex<Vec<String>>,
+    /// Contacts and activities whose commit returned `Ok`.
+    contacts: std::sync::Mutex<Vec<uuid::Uuid>>,
+    activities: std::sync::Mutex<Vec<uuid::Uuid>>,
+    /// Events acknowledged as executed, with the contact their handler made.
+    events: std::sync::Mutex<Vec<(String, uuid::Uuid)>>,
+}
+
+/// One writer's operations until `stop`, in turn: a transaction that
+/// creates a contact and logs an activity for it; a read of a contact it
+/// wrote (a transaction ended by a drop); and a guarded event whose
+/// handler does what the transaction does. Each is one operation, failed
+/// or not. While something holds the activities table locked, a writer's
+/// activity waits: the operation is in flight.
+async fn write_until(
+    store: PostgresStore,
+    tenant: TenantId,
+    writer: usize,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+) {
+    let guard = IdempotencyGuard::new();
+    let mut mine: Option<ContactId> = None;
+    let mut i = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        i += 1;
+        let email = format!("w{writer}-{i}@example.com");
+        let result: Result<(), Error> = match i % 3 {
+            1 if mine.is_some() => store
+                .get_contact(tenant, &ctx(), mine.expect("a contact of its own"))
+                .await
+                .map(|found| assert!(found.is_some(), "an acknowledged contact is there")),
+            2 => {
+                let key = format!("evt-{writer}-{i}");
+                let event = InboundEvent::new("faults", &key, &serde_json::json!({"i": i}))
+                    .expect("a valid event");
+                let handled = guard
+                    .run(&store, tenant, &ctx(), &event, move |tx| {
+                        Box::pin(async move {
+                            let c = tx.create_contact(new_contact(&email)).await?;
+                            tx.log_activity(NewActivity::new(c.id, ActivityKind::Note))
+                                .await?;
+                            Ok::<_, HandlerError>(c.id.as_uuid())
+                        }) as HandlerFuture<'_, uuid::Uuid>
+                    })
+                    .await;
+                handled.map(|outcome| {
+                    assert!(!outcome.is_replay(), "a fresh event is executed");
+                    let id = outcome.result.expect("the handler never fails permanently");
+                    tally.events.lock().unwrap().push((key, id));
+                })
+            }
+            _ => {
+                let written = async {
+                    let mut tx = store.begin(tenant, ctx()).await?;
+                    let contact = tx.create_contact(new_contact(&email)).await?;
+                    let activity = tx
+                        .log_activity(NewActivity::new(contact.id, ActivityKind::Note))
+                        .await?;
+                    tx.commit().await?;
+                    Ok::<_, Error>((contact.id, activity.id.as_uuid()))
+                }
+                .await;
+                written.map(|(contact, activity)| {
+                    mine = Some(contact);
+                    tally.contacts.lock().unwrap().push(contact.as_uuid());
+                    tally.activities.lock().unwrap().push(activity);
+                })
+            }
+        };
+        if let Err(e) = result {
+            tally.failed.fetch_add(1, Ordering::SeqCst);
+            if !e.is_retryable() {
+                tally.odd_errors.lock().unwrap().push(format!("{e:?}"));
+            }
+        }
+        tally.ended.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How many rows of `table` in `tenant` have one of `ids`.
+async fn present(client: &Client, table: &str, tenant: TenantId, ids: &[uuid::Uuid]) -> usize {
+    let n: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE tenant_id = $1 AND id = ANY($2)"),
+            &[&tenant.as_uuid(), &ids],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    n as usize
+}
+
+/// Writers on several stores (several processes) run while the server
+/// processes of the test's database are killed, round after round, each
+/// time while every writer waits in a statement (for a table lock the
+/// test holds). A killed backend fails the one operation that was using it,
+/// and no other: a connection that lost its server is never handed out
+/// again, not even when the pool has no other. So the failed operations
+/// never outnumber the killed backends — a bound that does not depend on
+/// timing — and every write acknowledged to a writer is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_backends_under_writers_fails_at_most_one_operation_per_killed_backend() {
+    const ROUNDS: usize = 30;
+    /// Stores of one connection each, one writer on each: a writer that
+    /// failed takes its next connection from a pool whose only one was
+    /// the killed one.
+    const WRITERS: usize = 4;
+    /// Operations that end between two rounds.
+    const PROGRESS: usize = 2 * WRITERS;
+    let _turn = SERIAL.lock().await;
+    let db = TestDb::create().await;
+    let mut stores = Vec::new();
+    for _ in 0..WRITERS {
+        stores.push(store_with_pool(&db, 1).await);
+    }
+    let admin = db.client().await;
+    let blocker = db.client().await;
+    let blocker_pid: i32 = blocker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let tenant = TenantId::new();
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(w, store)| {
+            tokio::spawn(write_until(
+                store.clone(),
+                tenant,
+                w,
+                Arc::clone(&tally),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+
+    let waiting = async || -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&db.name()],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let mut killed = 0i64;
+    for round in 0..ROUNDS {
+        let before = tally.ended.load(Ordering::SeqCst);
+        eventually(&format!("progress before round {round}"), async || {
+            tally.ended.load(Ordering::SeqCst) >= before + PROGRESS
+        })
+        .await;
+        // Hold off new activities (the lock queue is fair: it is granted
+        // once the transactions that wrote one end): every writer comes
+        // to wait for it.
+        blocker
+            .batch_execute("BEGIN; LOCK TABLE activities IN SHARE MODE")
+            .await
+            .unwrap();
+        eventually(
+            &format!("every writer waits in round {round}"),
+            async || waiting().await == WRITERS as i64,
+        )
+        .await;
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid() AND pid <> $2",
+                &[&db.name(), &blocker_pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        killed += n;
+        blocker.batch_execute("COMMIT").await.unwrap();
+    }
+    // The stores carry on after the last round.
+    let before = tally.ended.load(Ordering::SeqCst);
+    eventually("progress after the last round", async || {
+        tally.ended.load(Ordering::SeqCst) >= before + PROGRESS
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let failed = tally.failed.load(Ordering::SeqCst);
+    let ended = tally.ended.load(Ordering::SeqCst);
+    eprintln!(
+        "{killed} backends killed in {ROUNDS} rounds; {failed} of {ended} operations failed \
+         ({:.2} per killed backend)",
+        failed as f64 / killed.max(1) as f64
+    );
+    assert!(
+        killed >= (ROUNDS * WRITERS) as i64,
+        "every round killed every writer's backend: {killed} in {ROUNDS} rounds"
+    );
+    assert!(
+        failed as i64 <= killed,
+        "{failed} failed operations for {killed} killed backends: a connection that lost its \
+         server was handed out again"
+    );
+    let odd = tally.odd_errors.lock().unwrap().clone();
+    assert!(odd.is_empty(), "failures that are not retryable: {odd:#?}");
+
+    // Every acknowledged write is there.
+    let contacts = tally.contacts.lock().unwrap().clone();
+    let activities = tally.activities.lock().unwrap().clone();
+    let events = tally.events.lock().unwrap().clone();
+    assert!(
+        !contacts.is_empty() && !events.is_empty(),
+        "the writers got work done"
+    );
+    assert_eq!(
+        present(&admin, "contacts", tenant, &contacts).await,
+        contacts.len()
+    );
+    assert_eq!(
+        present(&admin, "activities", tenant, &activities).await,
+        activities.len()
+    );
+    let made: Vec<uuid::Uuid> = events.iter().map(|(_, id)| *id).collect();
+    assert_eq!(
+        present(&admin, "contacts", tenant, &made).await,
+        events.len(),
+        "every executed event's contact is there"
+    );
+    let keys: Vec<String> = events.iter().map(|(k, _)| k.clone()).collect();
+    let stored: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM idempotency_keys
+             WHERE tenant_id = $1 AND source = 'faults' AND key = ANY($2)",
+            &[&tenant.as_uuid(), &keys],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored as usize,
+        events.len(),
+        "every executed event's key is stored"
+    );
+    drop((stores, admin, blocker));
 }

@@ -255,6 +255,8 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
     let db = TestStore::new().await;
     let store = (*db).clone();
     let t = TenantId::new();
+    let admin = db.db().client().await;
+    let name_of_db = db.db().name().to_string();
     let created = store
         .create_contact(t, &ctx(), contact("locked@example.com"))
         .await
@@ -263,7 +265,8 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
         (ClaimTiming::WithFirstStatement, "Held"),
         (ClaimTiming::BeforeHandler, "Kept"),
     ] {
-        // Another transaction holds the contact's row lock for 600 ms.
+        // Another transaction holds the contact's row lock until the
+        // handler's update has waited for it 300 ms, twice the guard's wait.
         let mut holder = store.begin(t, ctx()).await.unwrap();
         let current = holder.get_contact(created.id).await.unwrap().unwrap();
         holder
@@ -277,10 +280,33 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
             )
             .await
             .unwrap();
-        let release = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            holder.commit().await.unwrap();
-        });
+        let release = {
+            let (admin, name_of_db) = (&admin, name_of_db.clone());
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let waiting: i64 = admin
+                        .query_one(
+                            "SELECT count(*) FROM pg_stat_activity \
+                             WHERE datname = $1 AND wait_event_type = 'Lock'",
+                            &[&name_of_db],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    if waiting > 0 {
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the handler's update never waited"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                holder.commit().await.unwrap();
+            }
+        };
 
         let guard = IdempotencyGuard::with_config(GuardConfig {
             claim: timing,
@@ -289,35 +315,34 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
         });
         let ev = InboundEvent::new("crm", &format!("evt_lock_{timing:?}"), &json!({})).unwrap();
         let id = created.id;
-        let outcome = guard
-            .run(&store, t, &ctx(), &ev, move |tx| {
-                Box::pin(async move {
-                    // Waits for the holder, longer than the guard's wait.
-                    let c = tx.get_contact(id).await?.expect("the contact");
-                    let started = std::time::Instant::now();
-                    let updated = tx
-                        .update_contact(
-                            id,
-                            c.version,
-                            ContactPatch {
-                                last_name: Some(PersonName::parse("Waited").unwrap()),
-                                ..Default::default()
-                            },
-                        )
-                        .await;
-                    // The version read before the holder committed is stale
-                    // once the lock is granted: a conflict means the update
-                    // waited for the lock rather than time out.
-                    let waited = started.elapsed();
-                    match updated {
-                        Err(Error::Conflict { .. }) => Ok::<_, HandlerError>(waited.as_millis()),
-                        other => Err(HandlerError::permanent(format!("{other:?}"))),
-                    }
-                }) as HandlerFuture<'_, u128>
-            })
-            .await
-            .unwrap();
-        release.await.unwrap();
+        let context = ctx();
+        let run = guard.run(&store, t, &context, &ev, move |tx| {
+            Box::pin(async move {
+                // Waits for the holder, longer than the guard's wait.
+                let c = tx.get_contact(id).await?.expect("the contact");
+                let started = std::time::Instant::now();
+                let updated = tx
+                    .update_contact(
+                        id,
+                        c.version,
+                        ContactPatch {
+                            last_name: Some(PersonName::parse("Waited").unwrap()),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                // The version read before the holder committed is stale
+                // once the lock is granted: a conflict means the update
+                // waited for the lock rather than time out.
+                let waited = started.elapsed();
+                match updated {
+                    Err(Error::Conflict { .. }) => Ok::<_, HandlerError>(waited.as_millis()),
+                    other => Err(HandlerError::permanent(format!("{other:?}"))),
+                }
+            }) as HandlerFuture<'_, u128>
+        });
+        let (outcome, ()) = tokio::join!(run, release);
+        let outcome = outcome.unwrap();
         assert_eq!(outcome.execution, Execution::Executed);
         match outcome.result {
             Ok(waited) => assert!(waited >= 300, "{timing:?}: waited only {waited} ms"),
@@ -551,4 +576,199 @@ async fn a_record_expiring_at_the_end_of_the_year_9999_is_written_and_read_back_
         Claim::Existing(record) => assert_eq!(record, stored, "read by the claim"),
         other => panic!("expected the stored record, got {other:?}"),
     }
+}
+
+/// A migrated store over `db` with a pool of its own: one process.
+async fn process(db: &support::TestDb) -> crm_core::PostgresStore {
+    let store = db.store();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// Deliveries of one event from several processes at once (several stores,
+/// one guard each, so they meet only at the claim), whose handler fails
+/// permanently: every one that waits long enough gets the stored failure,
+/// executed by one and replayed to the others — never `KeyInUse`, also
+/// when its own handler ran and failed while another stored the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored_failure() {
+    const PROCESSES: usize = 4;
+    const DELIVERIES: usize = 24;
+    let db = support::TestDb::create().await;
+    let mut stores = Vec::new();
+    for _ in 0..PROCESSES {
+        stores.push(process(&db).await);
+    }
+    for timing in [ClaimTiming::WithFirstStatement, ClaimTiming::BeforeHandler] {
+        for round in 0..4 {
+            let t = TenantId::new();
+            let ev =
+                InboundEvent::new("billing", &format!("evt_bad_{round}"), &json!({"n": round}))
+                    .unwrap();
+            let tasks: Vec<_> = (0..DELIVERIES)
+                .map(|i| {
+                    let (store, ev) = (stores[i % PROCESSES].clone(), ev.clone());
+                    let guard = IdempotencyGuard::with_config(GuardConfig {
+                        claim: timing,
+                        // Long enough for every delivery's turn, even on a
+                        // loaded machine: no wait runs out here.
+                        wait: WaitPolicy::Wait(Duration::from_secs(60)),
+                        ..GuardConfig::default()
+                    });
+                    tokio::spawn(async move {
+                        guard
+                            .run(&store, t, &ctx(), &ev, move |tx| {
+                                Box::pin(async move {
+                                    tx.create_contact(contact(&format!("bad{i}@example.com")))
+                                        .await?;
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                    Err::<u32, _>(HandlerError::permanent(
+                                        json!({"error": "no such plan"}),
+                                    ))
+                                }) as HandlerFuture<'_, u32>
+                            })
+                            .await
+                    })
+                })
+                .collect();
+            let mut executed = 0;
+            for task in tasks {
+                let outcome = task
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{timing:?} round {round}: {e:?}"));
+                assert_eq!(
+                    outcome.result,
+                    Err(json!({"error": "no such plan"})),
+                    "{timing:?} round {round}: the stored failure"
+                );
+                if !outcome.is_replay() {
+                    executed += 1;
+                }
+            }
+            assert_eq!(executed, 1, "{timing:?} round {round}: one stored it");
+            let record = IdempotencyGuard::new()
+                .lookup(&stores[0], t, &ctx(), ev.source(), ev.key())
+                .await
+                .unwrap()
+                .expect("the record");
+            assert_eq!(
+                record.result,
+                Some(StoredResult::Failed(json!({"error": "no such plan"})))
+            );
+            let search = stores[0]
+                .search_contacts(t, &ctx(), &crm_core::ContactQuery::new())
+                .await
+                .unwrap();
+            assert!(search.items.is_empty(), "no handler's writes were kept");
+        }
+    }
+}
+
+/// When `run` returns — with a replay, a fingerprint mismatch, or by the
+/// handler's panic — the delivery holds nothing any more: a duplicate
+/// that may not wait, sent at once from another process (another store),
+/// is never refused with `KeyInUse` because of it. Several such pairs run
+/// at once, under both claim timings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_no_wait_delivery_right_after_a_replay_or_a_panic_is_never_refused_because_of_it() {
+    use futures_util::FutureExt;
+    const PAIRS: usize = 4;
+    const ROUNDS: usize = 40;
+    let db = support::TestDb::create().await;
+    let (first, second) = (process(&db).await, process(&db).await);
+    let t = TenantId::new();
+    let make = |i: usize| {
+        handler(move |tx| {
+            Box::pin(async move {
+                let c = tx
+                    .create_contact(contact(&format!("k{i}@example.com")))
+                    .await?;
+                Ok::<_, HandlerError>(c.id.to_string())
+            }) as HandlerFuture<'_, String>
+        })
+    };
+    let pairs: Vec<_> = (0..PAIRS)
+        .map(|pair| {
+            let (first, second) = (first.clone(), second.clone());
+            tokio::spawn(async move {
+                let mut refused = Vec::new();
+                for round in 0..ROUNDS {
+                    let n = pair * ROUNDS + round;
+                    let timing = if n.is_multiple_of(2) {
+                        ClaimTiming::WithFirstStatement
+                    } else {
+                        ClaimTiming::BeforeHandler
+                    };
+                    let guard = IdempotencyGuard::with_config(GuardConfig {
+                        claim: timing,
+                        ..GuardConfig::default()
+                    });
+                    let other = IdempotencyGuard::new().with_wait(WaitPolicy::NoWait);
+                    let ev =
+                        InboundEvent::new("crm", &format!("evt_{n}"), &json!({"n": n})).unwrap();
+                    let done = guard.run(&first, t, &ctx(), &ev, make(n)).await.unwrap();
+                    assert_eq!(done.execution, Execution::Executed);
+
+                    // A replay, then at once a duplicate from elsewhere.
+                    let replay = guard.run(&first, t, &ctx(), &ev, make(n)).await.unwrap();
+                    assert_eq!(replay.execution, Execution::Replayed);
+                    match other.run(&second, t, &ctx(), &ev, make(n)).await {
+                        Ok(o) => assert_eq!(o.result, done.result),
+                        Err(e) => refused.push(format!("after a replay ({timing:?}): {e:?}")),
+                    }
+
+                    // A fingerprint mismatch, then the same.
+                    let forged =
+                        InboundEvent::new("crm", &format!("evt_{n}"), &json!({"n": -1})).unwrap();
+                    let mismatch = guard.run(&first, t, &ctx(), &forged, make(n)).await;
+                    assert!(
+                        matches!(mismatch, Err(Error::FingerprintMismatch { .. })),
+                        "{mismatch:?}"
+                    );
+                    match other.run(&second, t, &ctx(), &ev, make(n)).await {
+                        Ok(o) => assert_eq!(o.result, done.result),
+                        Err(e) => refused.push(format!("after a mismatch ({timing:?}): {e:?}")),
+                    }
+
+                    // A handler that panics after its first write, then a
+                    // retry from elsewhere, which runs it.
+                    let fresh =
+                        InboundEvent::new("crm", &format!("evt_p{n}"), &json!({"n": n})).unwrap();
+                    let panicked =
+                        std::panic::AssertUnwindSafe(guard.run(&first, t, &ctx(), &fresh, |tx| {
+                            Box::pin(async move {
+                                tx.create_contact(contact(&format!("p{n}@example.com")))
+                                    .await?;
+                                if !tx.tenant().as_uuid().is_nil() {
+                                    panic!("the handler panics after writing");
+                                }
+                                Ok::<_, HandlerError>(String::new())
+                            }) as HandlerFuture<'_, String>
+                        }))
+                        .catch_unwind()
+                        .await;
+                    assert!(panicked.is_err(), "the panic reaches the caller");
+                    match other
+                        .run(&second, t, &ctx(), &fresh, make(n + 100_000))
+                        .await
+                    {
+                        Ok(o) => assert_eq!(o.execution, Execution::Executed),
+                        Err(e) => refused.push(format!("after a panic ({timing:?}): {e:?}")),
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for pair in pairs {
+        refused.extend(pair.await.unwrap());
+    }
+    eprintln!(
+        "{} of {} no-wait deliveries refused",
+        refused.len(),
+        3 * PAIRS * ROUNDS
+    );
+    assert!(refused.is_empty(), "refused: {refused:#?}");
 }

@@ -429,8 +429,10 @@ pub async fn an_expired_key_runs_again_and_purge_deletes_only_expired_keys(store
     ok(long.run(store, t, &ctx(), &kept, counting(9)).await, "kept");
     tokio::time::sleep(Duration::from_millis(400)).await;
 
+    // Run again through the long-lived guard: the record it stores stays
+    // unexpired however slowly the rest of this test runs.
     let rerun = ok(
-        short.run(store, t, &ctx(), &again, counting(1)).await,
+        long.run(store, t, &ctx(), &again, counting(1)).await,
         "an expired key",
     );
     assert_eq!(
@@ -910,10 +912,12 @@ pub async fn claim_complete_and_commit_store_the_returned_record(store: &DynStor
             )
             .await;
         assert!(again.is_err(), "a second completion: {again:?}");
-        drop(tx);
-
         // The failed second completion may have spoilt that transaction
         // (PostgreSQL refuses it after an error): do it again, cleanly.
+        // Rolled back, not dropped: the claim that follows may not wait,
+        // and only a rollback that returned has released the key.
+        ok(tx.rollback().await, "rollback");
+
         let mut tx = ok(store.begin(t, ctx()).await, "begin");
         assert_eq!(
             ok(tx.claim_idempotency_key(&claim).await, "claim"),
@@ -940,7 +944,7 @@ pub async fn claim_complete_and_commit_store_the_returned_record(store: &DynStor
             )
             .await;
         assert!(unclaimed.is_err(), "a key never claimed: {unclaimed:?}");
-        drop(tx);
+        ok(tx.rollback().await, "rollback");
 
         let mut tx = ok(store.begin(t, ctx()).await, "begin");
         assert_eq!(

@@ -21,6 +21,13 @@
 //! of the same event gets the stored result back, marked
 //! [`Execution::Replayed`], without running the handler.
 //!
+//! When `run` returns — whatever it returns — or the handler's panic
+//! leaves it, the delivery's transaction has ended (rolled back when it
+//! did not commit, and the rollback awaited): it holds the key no longer,
+//! so a retry of the same delivery right after it, even one that may not
+//! wait, does not meet it. (A transaction whose connection was lost is
+//! the exception: the server ends it by itself, shortly after.)
+//!
 //! - **Same key, other payload.** When the stored fingerprint differs from
 //!   the delivery's, the guard returns [`Error::FingerprintMismatch`] with
 //!   the original record (when, which fingerprint, what result).
@@ -28,7 +35,10 @@
 //!   running waits for it (up to [`GuardConfig::wait`], 10 s by default)
 //!   and then replays its result — or, when that one failed, runs the
 //!   handler itself. With [`WaitPolicy::NoWait`], or when the wait runs
-//!   out, it gets [`Error::KeyInUse`], which is retryable.
+//!   out, it gets [`Error::KeyInUse`], which is retryable. Whenever a wait
+//!   ends with a stored result, that result is replayed: also to a
+//!   delivery whose own handler failed permanently while another
+//!   delivery (from another process) stored its outcome first.
 //! - **What is stored.** Successes, and failures the handler declares
 //!   permanent ([`HandlerError::Permanent`]): a replay returns the same
 //!   failure. A [`HandlerError::Transient`] failure stores nothing and is
@@ -153,10 +163,10 @@
 mod in_flight;
 mod record;
 
-use std::{sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use chrono::Utc;
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, future::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -391,6 +401,15 @@ impl IdempotencyGuard {
     /// did not end in time; the handler's transient error; the store's
     /// errors (claim, store the result, commit); [`Error::Backend`] when a
     /// stored result does not deserialize into `T`.
+    ///
+    /// Whatever it returns, the delivery's transaction has ended by then
+    /// and holds the key no longer (but for a transaction whose connection
+    /// was lost, which the server ends by itself, shortly).
+    ///
+    /// # Panics
+    ///
+    /// When the handler panics: the panic goes on to the caller once the
+    /// transaction is rolled back (and the key released).
     pub async fn run<'a, T, F>(
         &self,
         store: &DynStore,
@@ -467,17 +486,38 @@ impl IdempotencyGuard {
                 (w, None) => w,
             },
         };
+        // From here on the transaction may hold the key's lock: every way
+        // out that does not commit ends it with `end`, which returns once
+        // the lock is released, so that whatever the caller does next (a
+        // retry of the same delivery, say) does not meet it.
         let claimed = match self.config.claim {
-            ClaimTiming::BeforeHandler => Some(tx.claim_idempotency_key(&claim).await?),
-            ClaimTiming::WithFirstStatement => tx.defer_idempotency_claim(&claim).await?,
+            ClaimTiming::BeforeHandler => tx.claim_idempotency_key(&claim).await.map(Some),
+            ClaimTiming::WithFirstStatement => tx.defer_idempotency_claim(&claim).await,
+        };
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                end(tx).await;
+                return Err(e);
+            }
         };
         if let Some(Claim::Existing(record)) = claimed {
-            // Nothing was written: dropping the transaction ends it
-            // without waiting for the rollback's answer.
-            drop(tx);
+            end(tx).await;
             return replay(record, event);
         }
-        let outcome = handler(&mut *tx).await;
+        // The closure is called inside the caught future, so that a panic
+        // of either the closure or its future is caught.
+        let run_handler = async { handler(&mut *tx).await };
+        let outcome = match AssertUnwindSafe(run_handler).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                // Roll back before the panic goes on: the retry that may
+                // follow it finds the key free. (The registry slot is
+                // released as the panic unwinds, after this.)
+                end(tx).await;
+                std::panic::resume_unwind(panic);
+            }
+        };
         if claimed.is_none() {
             // The claim went out with the handler's first statement (or
             // goes now, if it made none): the handler's outcome counts
@@ -485,35 +525,39 @@ impl IdempotencyGuard {
             match tx.resolve_idempotency_claim().await {
                 Ok(Claim::Claimed) => {}
                 Ok(Claim::Existing(record)) => {
-                    drop(tx);
+                    end(tx).await;
                     return replay(record, event);
                 }
                 Err(e) => {
-                    drop(tx);
+                    end(tx).await;
                     return Err(e);
                 }
             }
         }
         let (stored, result) = match outcome {
-            Ok(value) => {
-                let json = result_value(&value)?;
-                (StoredResult::Succeeded(json), Ok(value))
-            }
+            Ok(value) => match result_value(&value) {
+                Ok(json) => (StoredResult::Succeeded(json), Ok(value)),
+                Err(e) => {
+                    end(tx).await;
+                    return Err(e);
+                }
+            },
             Err(HandlerError::Permanent(detail)) => {
                 // The handler's writes are not part of a stored
                 // failure: start over with only the claim.
-                let _ = tx.rollback().await;
+                end(tx).await;
                 tx = match reclaim(store, tenant, reclaim_context, &claim).await? {
-                    Some(tx) => tx,
+                    Reclaimed::Claimed(tx) => tx,
                     // The slot in the registry is still held, so only a
-                    // delivery from elsewhere can have come between: its
-                    // caller's retry replays that one.
-                    None => return Err(busy()),
+                    // delivery from elsewhere (another process) can have
+                    // come between, and stored its outcome: this delivery
+                    // waited for it like any duplicate, and replays it.
+                    Reclaimed::Existing(record) => return replay(record, event),
                 };
                 (StoredResult::Failed(detail.clone()), Err(detail))
             }
             Err(HandlerError::Transient(e)) => {
-                let _ = tx.rollback().await;
+                end(tx).await;
                 return Err(e);
             }
         };
@@ -584,19 +628,44 @@ impl IdempotencyGuard {
     }
 }
 
-/// Claims the key again in a new transaction, at once, after a permanent
-/// failure rolled the handler's writes back; `None` when a record holds
-/// it (the new transaction is rolled back).
+/// Ends a transaction that must not commit, and returns once it has
+/// ended: what it held (the key's lock above all) is released by then,
+/// which a drop does not promise (see [`Transaction`]). A failed rollback
+/// means a lost connection, whose transaction the server ends by itself;
+/// the caller's answer stands either way.
+async fn end(tx: Box<dyn Transaction>) {
+    let _ = tx.rollback().await;
+}
+
+/// What claiming the key again found.
+enum Reclaimed {
+    /// The key is this transaction's.
+    Claimed(Box<dyn Transaction>),
+    /// A record holds it: another delivery stored its outcome meanwhile.
+    Existing(IdempotencyRecord),
+}
+
+/// Claims the key again in a new transaction after a permanent failure
+/// rolled the handler's writes back, waiting for a delivery holding it as
+/// `claim.wait` allows. When a record holds it, the new transaction is
+/// rolled back (and has ended) before the record is returned.
 async fn reclaim(
     store: &DynStore,
     tenant: TenantId,
     context: Context,
     claim: &IdempotencyClaim,
-) -> Result<Option<Box<dyn Transaction>>> {
+) -> Result<Reclaimed> {
     let mut tx = store.begin(tenant, context).await?;
-    match tx.claim_idempotency_key(claim).await? {
-        Claim::Claimed => Ok(Some(tx)),
-        Claim::Existing(_) => Ok(None),
+    match tx.claim_idempotency_key(claim).await {
+        Ok(Claim::Claimed) => Ok(Reclaimed::Claimed(tx)),
+        Ok(Claim::Existing(record)) => {
+            end(tx).await;
+            Ok(Reclaimed::Existing(record))
+        }
+        Err(e) => {
+            end(tx).await;
+            Err(e)
+        }
     }
 }
 

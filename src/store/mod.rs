@@ -42,6 +42,18 @@ pub mod postgres;
 ///   from `commit`, and dropping the transaction without committing all leave
 ///   no trace of it. An operation that returns an error writes nothing, and
 ///   the transaction stays usable.
+/// - **Ending.** When [`Transaction::commit`] or [`Transaction::rollback`]
+///   returns `Ok`, the transaction has ended and everything it held — row
+///   locks, the idempotency keys it claimed — is released: no other
+///   transaction waits for it any more. Dropping a transaction without
+///   committing rolls it back too, but without waiting: what it held is
+///   released shortly after the drop, not necessarily by the time the drop
+///   returns, and a transaction started right after it can still meet its
+///   locks for a moment. Code whose next step depends on them being gone (a
+///   claim that may not wait, an immediate retry of the same work) awaits
+///   `rollback()` instead of dropping. When `rollback` fails, the backend
+///   lost the transaction's connection, and ends the transaction (without
+///   committing it) on its own.
 /// - **Missing records.** `get_*` return `Ok(None)`; operations on a missing
 ///   record (update, move, log an activity for it) return
 ///   [`Error::NotFound`] naming the missing record; `delete_*` return
@@ -103,9 +115,12 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 pub type DynStore = dyn Store;
 
 /// A unit of work for one tenant: everything in it commits together or not
-/// at all. Dropping it without [`commit`](Transaction::commit) rolls it back.
+/// at all. Dropping it without [`commit`](Transaction::commit) rolls it
+/// back, and releases what it held shortly after the drop (not by the time
+/// it returns); [`rollback`](Transaction::rollback) returns once it is
+/// released.
 ///
-/// See the contract on [`Store`].
+/// See the contract on [`Store`] (**Ending** in particular).
 #[async_trait]
 pub trait Transaction: fmt::Debug + Send {
     /// The tenant this transaction works in.
@@ -114,10 +129,12 @@ pub trait Transaction: fmt::Debug + Send {
     /// Who is acting.
     fn context(&self) -> &Context;
 
-    /// Makes every write of this transaction durable and visible.
+    /// Makes every write of this transaction durable and visible; once it
+    /// returns `Ok`, what the transaction held is released.
     async fn commit(self: Box<Self>) -> Result<()>;
 
-    /// Discards every write of this transaction.
+    /// Discards every write of this transaction; once it returns `Ok`, what
+    /// the transaction held is released (which a drop does not promise).
     async fn rollback(self: Box<Self>) -> Result<()>;
 
     // ---- contacts ----

@@ -190,3 +190,32 @@ impl fmt::Display for MigrationChanged {
 }
 
 impl std::error::Error for MigrationChanged {}
+
+/// True when `e` leaves its connection unfit to be handed out again:
+/// anything but an error the server answered a statement with — the
+/// connection closed, an I/O or protocol error — and a server error that
+/// ends the session (severity FATAL or PANIC: the server closes the
+/// connection after sending it, e.g. when its process is terminated).
+pub(super) fn spoils_connection(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => matches!(
+            db.parsed_severity(),
+            Some(tokio_postgres::error::Severity::Fatal | tokio_postgres::error::Severity::Panic)
+        ),
+        None => true,
+    }
+}
+
+/// The transaction's connection was lost (or saw an error that leaves it
+/// unusable): nothing more can be sent on it. The server ends the
+/// transaction, without committing it, when the connection closes.
+#[derive(Debug)]
+pub(super) struct ConnectionLost;
+
+impl fmt::Display for ConnectionLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the transaction's connection was lost; the server rolls the transaction back")
+    }
+}
+
+impl std::error::Error for ConnectionLost {}

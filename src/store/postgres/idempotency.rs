@@ -748,7 +748,8 @@ impl PgTransaction {
         result: &StoredResult,
         completed_at: Timestamp,
     ) -> Result<IdempotencyRecord> {
-        if self.aborted || self.claim_lost.is_some() {
+        if self.aborted || self.claim_lost.is_some() || self.is_spoiled() {
+            // (A lost connection makes `finish` fail, with why.)
             self.finish("ROLLBACK").await?;
             return Err(match self.claim_lost.take() {
                 Some(key) => Error::backend(KeyTaken(key)),
@@ -783,9 +784,10 @@ impl PgTransaction {
                 Ok(held.record(self.tenant, result, completed_at))
             }
             Err(e) => {
-                if e.as_db_error().is_some() {
+                if !error::spoils_connection(&e) {
                     // The INSERT failed, so the COMMIT did not run: the
                     // transaction is aborted and must be rolled back.
+                    // (Otherwise the connection is lost: the guard closes it.)
                     if conn.batch_execute("ROLLBACK").await.is_ok() {
                         guard.release();
                     }

@@ -16,9 +16,27 @@
 //!   costs no round trip of its own (and one that sends nothing costs none
 //!   at all). Dropping a transaction without committing queues a `ROLLBACK`
 //!   on its connection before the connection returns to the pool; whoever
-//!   uses the connection next is served after it. The read conveniences of
-//!   [`StoreExt`](crate::StoreExt) end their transaction that way: a read
-//!   has nothing to commit.
+//!   uses the connection next is served after it. The server ends the
+//!   transaction and releases its locks when it runs that `ROLLBACK`:
+//!   shortly after the drop, not by the time it returns, so a transaction
+//!   on *another* connection can still meet them for a moment;
+//!   `rollback().await` returns after the server's answer. The read
+//!   conveniences of [`StoreExt`](crate::StoreExt) end their transaction
+//!   by a drop: a read has nothing to commit and holds no lock.
+//! - **Connections.** A connection that saw an error which leaves it
+//!   unusable — closed, an I/O or protocol error, or a server error of
+//!   severity FATAL (as when its server process is terminated) — never
+//!   goes back to the pool: it is closed, and the pool opens a new one
+//!   when needed. So when server processes die, the operations that were
+//!   using them fail (retryably), and the pool does not hand their
+//!   connections out again. A connection whose loss nobody has noticed
+//!   yet (its server process was killed while it sat idle in the pool)
+//!   can still be handed out before its closing is seen: its first
+//!   statement then fails, retryably. Checking each connection with a
+//!   round trip before handing it out would close that gap at the price
+//!   of a round trip per transaction; the pool does not (deadpool's
+//!   `RecyclingMethod::Fast`, which checks only whether the connection is
+//!   known to be closed).
 //! - **Queries.** Every query filters by `tenant_id` explicitly; row-level
 //!   security is the second wall. Statements are prepared once per
 //!   connection and cached. Timestamps are made in Rust at microsecond

@@ -76,8 +76,10 @@ pub(super) fn build(
 
 fn filters(s: &mut SelectStatement, q: &ContactQuery) {
     if let Some(p) = &q.email_prefix {
+        // An erased contact has no email key; its placeholder email, all
+        // lower-case ASCII, is its own key.
         s.and_where(Expr::cust_with_values(
-            "email_key LIKE $1",
+            "coalesce(email_key, email) LIKE $1",
             [like_prefix(p)],
         ));
     }

@@ -10,7 +10,14 @@
 //! fails after a write, the savepoint undoes what it wrote, so an error
 //! never leaves part of an operation behind and the transaction goes on.
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,7 +29,7 @@ use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
 use super::{
-    error::{self, Aborted, Finished},
+    error::{self, Aborted, ConnectionLost, Finished},
     keys::ContactKeys,
     rows,
     schema::{
@@ -260,6 +267,10 @@ pub(super) struct PgTransaction {
     claim_lost: Option<String>,
     /// The keys this transaction claimed and has not completed.
     held_claims: Vec<idempotency::Held>,
+    /// The connection saw an error that leaves it unusable (see
+    /// [`error::spoils_connection`]): it never goes back to the pool.
+    /// Set through `&self`, as statements are sent through `&self`.
+    spoiled: AtomicBool,
 }
 
 impl fmt::Debug for PgTransaction {
@@ -270,6 +281,7 @@ impl fmt::Debug for PgTransaction {
             .field("open", &self.conn.is_some())
             .field("aborted", &self.aborted)
             .field("claim_lost", &self.claim_lost)
+            .field("spoiled", &self.is_spoiled())
             .finish()
     }
 }
@@ -284,11 +296,20 @@ impl Drop for PgTransaction {
             drop(conn);
             return;
         }
+        if self.is_spoiled() || conn.is_closed() {
+            // Lost, or unfit to send on: closing it ends the transaction
+            // on the server, and the pool opens a new one when needed.
+            drop(Detach(Some(conn)));
+            return;
+        }
         // Queue ROLLBACK on the connection without waiting for its answer,
         // then hand the connection back: the next user's statements follow
         // the ROLLBACK on the same connection, so they run after it. The
         // first poll of the request puts it on the connection's queue; the
-        // answer is read and discarded by the connection task.
+        // answer is read and discarded by the connection task. So the
+        // server ends the transaction, and releases its locks, shortly
+        // after the drop, not by the time it returns: a transaction on
+        // another connection can still meet them (see `Transaction`).
         let mut rollback = Box::pin(conn.batch_execute("ROLLBACK"));
         match futures_util::FutureExt::now_or_never(rollback.as_mut()) {
             // Queued (the answer is pending) or, improbably, done.
@@ -341,6 +362,7 @@ impl PgTransaction {
             claim: std::sync::Mutex::default(),
             claim_lost: None,
             held_claims: Vec::new(),
+            spoiled: AtomicBool::new(false),
         })
     }
 
@@ -368,7 +390,9 @@ impl PgTransaction {
         self.tenant.as_uuid()
     }
 
-    /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`).
+    /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`), and
+    /// returns once the server has answered: by then it has ended the
+    /// transaction and released its locks.
     async fn finish(&mut self, sql: &str) -> Result<()> {
         let conn = self.conn.take().ok_or_else(|| Error::backend(Finished))?;
         if self.pending_begin.take().is_some() {
@@ -377,6 +401,11 @@ impl PgTransaction {
             return Ok(());
         }
         let guard = Detach(Some(conn));
+        if self.is_spoiled() {
+            // Nothing more can go over it: the guard closes it, and the
+            // server rolls back when it notices.
+            return Err(Error::retryable(ConnectionLost));
+        }
         let result = match guard.conn() {
             Some(c) => c.batch_execute(sql).await,
             None => return Err(Error::backend(Finished)),
@@ -388,13 +417,36 @@ impl PgTransaction {
             }
             Err(e) => {
                 // The server answered, so the transaction is over and the
-                // connection is idle; otherwise the guard closes it.
-                if e.as_db_error().is_some() {
+                // connection is idle — unless the answer ends the session
+                // (or there was none): then the guard closes it.
+                if !error::spoils_connection(&e) {
                     guard.release();
                 }
                 Err(error::db(e))
             }
         }
+    }
+
+    /// True when the connection saw an error that leaves it unusable.
+    pub(super) fn is_spoiled(&self) -> bool {
+        self.spoiled.load(Ordering::Relaxed)
+    }
+
+    /// Passes `r` on, noting whether its error leaves the connection
+    /// unusable, so that it never goes back to the pool. The senders of
+    /// statements pass their outcome through here; errors of the other
+    /// requests are noted by [`failed`](Self::failed) or handled where
+    /// they are sent (`finish`, the idempotency commit).
+    fn note<T>(
+        &self,
+        r: std::result::Result<T, tokio_postgres::Error>,
+    ) -> std::result::Result<T, tokio_postgres::Error> {
+        if let Err(e) = &r
+            && error::spoils_connection(e)
+        {
+            self.spoiled.store(true, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Runs a prepared (and cached) statement; with `begin`, the pending
@@ -408,13 +460,16 @@ impl PgTransaction {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(Vec::new());
         };
-        let statement = conn.prepare_cached(sql).await?;
-        let run = conn.query(&statement, params);
-        if begin {
-            self.after_begin(conn, run).await
-        } else {
-            run.await
-        }
+        let r = async {
+            let statement = conn.prepare_cached(sql).await?;
+            let run = conn.query(&statement, params);
+            if begin {
+                self.after_begin(conn, run).await
+            } else {
+                run.await
+            }
+        };
+        self.note(r.await)
     }
 
     /// Like [`raw_query`](Self::raw_query), returning the rows affected.
@@ -427,13 +482,16 @@ impl PgTransaction {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(0);
         };
-        let statement = conn.prepare_cached(sql).await?;
-        let run = conn.execute(&statement, params);
-        if begin {
-            self.after_begin(conn, run).await
-        } else {
-            run.await
-        }
+        let r = async {
+            let statement = conn.prepare_cached(sql).await?;
+            let run = conn.execute(&statement, params);
+            if begin {
+                self.after_begin(conn, run).await
+            } else {
+                run.await
+            }
+        };
+        self.note(r.await)
     }
 
     /// Runs several statements pipelined in one round trip, in order, and
@@ -448,21 +506,24 @@ impl PgTransaction {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(Vec::new());
         };
-        let prepared = futures_util::future::try_join_all(
-            statements.iter().map(|(sql, _)| conn.prepare_cached(sql)),
-        )
-        .await?;
-        let run = futures_util::future::try_join_all(
-            prepared
-                .iter()
-                .zip(statements)
-                .map(|(statement, (_, params))| conn.query(statement, params)),
-        );
-        if begin {
-            self.after_begin(conn, run).await
-        } else {
-            run.await
-        }
+        let r = async {
+            let prepared = futures_util::future::try_join_all(
+                statements.iter().map(|(sql, _)| conn.prepare_cached(sql)),
+            )
+            .await?;
+            let run = futures_util::future::try_join_all(
+                prepared
+                    .iter()
+                    .zip(statements)
+                    .map(|(statement, (_, params))| conn.query(statement, params)),
+            );
+            if begin {
+                self.after_begin(conn, run).await
+            } else {
+                run.await
+            }
+        };
+        self.note(r.await)
     }
 
     /// Sends `BEGIN` and the settings, then `run` (a request not sent yet:
@@ -512,6 +573,7 @@ impl PgTransaction {
         );
         // A failed claim (or settings) is reported by `settle`, ahead of
         // the statement's own error.
+        let found = self.note(found);
         self.claim_sent(claim, Ok(found));
         begun?;
         out
@@ -556,9 +618,13 @@ impl PgTransaction {
         r.map_err(|e| self.failed(e))
     }
 
-    /// Records that PostgreSQL aborted the transaction, and maps the error.
+    /// Records that PostgreSQL aborted the transaction (and whether the
+    /// connection is still usable), and maps the error.
     fn failed(&mut self, e: tokio_postgres::Error) -> Error {
         self.aborted = true;
+        if error::spoils_connection(&e) {
+            self.spoiled.store(true, Ordering::Relaxed);
+        }
         error::db(e)
     }
 
