@@ -1,5 +1,5 @@
 #![cfg(all(feature = "postgres", feature = "conformance"))]
-//! Attacks on the caseless keys, the merge locks and the atomic operations,
+//! Races and rows of earlier versions against the caseless keys, the merge locks and the atomic operations,
 //! driven from outside as a user's program would drive the crate: rows left
 //! by earlier versions, several `PostgresStore`s racing, lost connections,
 //! and the two backends compared on the same operations.
@@ -889,7 +889,6 @@ async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
 /// the contact, then waits for the deal; the handler then waits for the
 /// contact: PostgreSQL breaks the cycle after `deadlock_timeout` with
 /// 40P01 for one of them. Neither operation did anything wrong.
-#[ignore = "fails on main: the merge locks the loser before its deals, a deal writer the other way round (40P01)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deal_update_then_an_activity_racing_a_merge_of_the_deals_contact_do_not_deadlock() {
     use crm_core::domain::{Currency, DealPatch, DealTitle, Money, NewDeal};
@@ -1212,7 +1211,6 @@ async fn an_upsert_after_a_failed_upsert_in_the_same_transaction_works_and_commi
 /// Both contacts missing: the contract says `NotFound` "for either"; the
 /// two backends name different ones (memory the survivor, PostgreSQL the
 /// lower id), which the differential test reports as a disagreement.
-#[ignore = "fails on main: the backends name different contacts in NotFound"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_of_two_missing_contacts_names_the_same_one_on_both_backends() {
     let pg = TestStore::new().await;

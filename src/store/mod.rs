@@ -484,9 +484,10 @@ pub trait Transaction: fmt::Debug + Send {
     /// reason, if any) with the transaction's request id. Returns the
     /// survivor.
     ///
-    /// Errors: [`Error::NotFound`] for either contact; [`Error::Validation`]
-    /// on `loser` when it is the survivor, on `metadata` when the merged
-    /// custom fields are too large.
+    /// Errors: [`Error::NotFound`] naming the survivor when it is missing,
+    /// else the loser when it is; [`Error::Validation`] on `loser` when it
+    /// is the survivor, on `metadata` when the merged custom fields are too
+    /// large.
     async fn merge_contacts(
         &mut self,
         survivor: ContactId,

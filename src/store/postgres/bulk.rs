@@ -23,7 +23,7 @@ use crate::store::postgres::keys::ContactKeys;
 use crate::{
     bulk::{ConflictPolicy, UpsertOutcome, merge_context, merged_survivor, same_contact},
     domain::{Contact, ContactId, NewContact},
-    error::{Error, Result, ValidationErrors},
+    error::{Entity, Error, Result, ValidationErrors},
 };
 
 const STAGE: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS crm_bulk_contacts (\
@@ -284,7 +284,19 @@ impl PgTransaction {
             let kept = self.lock_contact(survivor).await?;
             (kept, self.lock_contact_for_delete(loser).await?)
         } else {
-            let gone = self.lock_contact_for_delete(loser).await?;
+            let gone = match self.lock_contact_for_delete(loser).await {
+                // Both missing: the survivor is the one named, as the
+                // contract says, whatever the lock order.
+                Err(e @ Error::NotFound { .. }) => {
+                    return Err(
+                        match crate::Transaction::get_contact(self, survivor).await? {
+                            None => Error::not_found(Entity::Contact, survivor),
+                            Some(_) => e,
+                        },
+                    );
+                }
+                other => other?,
+            };
             (self.lock_contact(survivor).await?, gone)
         };
         let at = now();

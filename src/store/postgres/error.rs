@@ -219,3 +219,20 @@ impl fmt::Display for ConnectionLost {
 }
 
 impl std::error::Error for ConnectionLost {}
+
+/// A deal kept moving to another contact (merges) while it was being
+/// locked: retrying the transaction will find it settled.
+#[derive(Debug)]
+pub(super) struct DealMoving(pub(super) String);
+
+impl fmt::Display for DealMoving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "deal {} kept moving to another contact while it was being locked",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for DealMoving {}

@@ -111,6 +111,13 @@ const LOCK_DEAL: &str = concat!(
     deal_select!(),
     " FROM deals WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
 );
+// A deal is changed under its contact's key-share lock, taken first, so
+// that every writer locks a contact before its deals, as a merge does (the
+// loser, then its deals): a handler that updates a deal and then logs an
+// activity for its contact cannot deadlock with a merge of that contact.
+const SHARE_DEALS_CONTACT: &str = "SELECT c.id FROM contacts c WHERE c.tenant_id = $1 \
+     AND c.id = (SELECT d.contact_id FROM deals d WHERE d.tenant_id = $1 AND d.id = $2) \
+     FOR KEY SHARE OF c";
 const SHARE_DEAL: &str =
     "SELECT contact_id FROM deals WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
 const DELETE_DEAL: &str = "DELETE FROM deals WHERE tenant_id = $1 AND id = $2";
@@ -195,6 +202,10 @@ impl Settings {
         [a, b, c, d, e]
     }
 }
+
+/// How often a deal is locked again when merges keep moving it to another
+/// contact between the two locks.
+const DEAL_MOVE_RETRIES: usize = 5;
 
 /// How often a create retries when the contact holding its email vanishes
 /// between the conflict and the lookup.
@@ -752,12 +763,37 @@ impl PgTransaction {
         }
     }
 
+    /// Locks a deal to change it: its contact with a key-share lock first,
+    /// then the deal, in one round trip. A deal that a merge moved to
+    /// another contact in between is locked again under its new contact.
     async fn lock_deal(&mut self, id: DealId) -> Result<Deal> {
-        let tenant = self.tenant_uuid();
-        match self.query_opt(LOCK_DEAL, &[&tenant, &id.as_uuid()]).await? {
-            Some(row) => rows::deal(&row),
-            None => Err(Error::not_found(Entity::Deal, id)),
+        let (tenant, deal) = (self.tenant_uuid(), id.as_uuid());
+        for _ in 0..DEAL_MOVE_RETRIES {
+            self.check_open()?;
+            let params: [&(dyn ToSql + Sync); 2] = [&tenant, &deal];
+            let begin = self.pending_begin.take().is_some();
+            let result = self
+                .raw_query_all(
+                    &[(SHARE_DEALS_CONTACT, &params), (LOCK_DEAL, &params)],
+                    begin,
+                )
+                .await;
+            let rows = self.settle(result)?;
+            let shared: Option<Uuid> = rows
+                .first()
+                .and_then(|r| r.first())
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(error::db)?;
+            let Some(row) = rows.get(1).and_then(|r| r.first()) else {
+                return Err(Error::not_found(Entity::Deal, id));
+            };
+            let locked = rows::deal(row)?;
+            if shared == Some(locked.contact_id.as_uuid()) {
+                return Ok(locked);
+            }
         }
+        Err(Error::retryable(error::DealMoving(id.to_string())))
     }
 
     fn check_version(
@@ -1210,6 +1246,11 @@ impl Transaction for PgTransaction {
     }
 
     async fn delete_deal(&mut self, id: DealId) -> Result<bool> {
+        match self.lock_deal(id).await {
+            Ok(_) => {}
+            Err(Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
         let tenant = self.tenant_uuid();
         Ok(self.execute(DELETE_DEAL, &[&tenant, &id.as_uuid()]).await? > 0)
     }
