@@ -1,7 +1,7 @@
 #![cfg(all(feature = "postgres", feature = "conformance"))]
-//! Races and rows of earlier versions against the caseless keys, the merge locks and the atomic operations,
-//! driven from outside as a user's program would drive the crate: rows left
-//! by earlier versions, several `PostgresStore`s racing, lost connections,
+//! The caseless keys, the merge locks and the atomic operations, driven
+//! from outside as a user's program would drive the crate: rows left by
+//! earlier versions, several `PostgresStore`s racing, lost connections,
 //! and the two backends compared on the same operations.
 
 mod support;
