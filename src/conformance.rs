@@ -230,6 +230,7 @@ macro_rules! __conformance_suite {
             a_merge_is_recorded_in_history_under_one_request_id,
             merging_into_itself_or_with_a_missing_contact_fails_and_changes_nothing,
             a_merge_adds_the_losers_live_score_to_the_survivors,
+            merging_an_erased_contact_takes_none_of_its_placeholders,
             every_cased_character_and_its_other_casings_are_one_email,
             name_sorted_paging_visits_every_contact_once_whatever_the_casing,
             only_an_erased_contact_holds_its_placeholder_email,

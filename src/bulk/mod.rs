@@ -255,6 +255,11 @@ pub fn merged_survivor(
     policy: ConflictPolicy,
     now: crate::domain::Timestamp,
 ) -> Result<Option<Contact>, crate::error::FieldError> {
+    if loser.email.as_str() == crate::domain::Email::erased(loser.id).as_str() {
+        // An erased contact has no personal data left to give: its
+        // placeholders ("Erased", no company, …) are not values.
+        return Ok(None);
+    }
     let incoming = NewContact {
         email: loser.email.clone(),
         first_name: loser.first_name.clone(),
@@ -274,7 +279,9 @@ pub fn merged_survivor(
     };
     let mut map = base.as_map().clone();
     map.extend(over.as_map().clone());
-    patch.metadata = Some(Metadata::parse(serde_json::Value::Object(map))?);
+    // Both sides are stored values: the rules they were stored under
+    // (a merge must not fail on a custom field an earlier version kept).
+    patch.metadata = Some(Metadata::parse_stored(serde_json::Value::Object(map))?);
     Ok(survivor.patched(&patch, now))
 }
 

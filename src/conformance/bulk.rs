@@ -529,3 +529,50 @@ pub async fn a_merge_adds_the_losers_live_score_to_the_survivors(store: &DynStor
         "the survivor's live state adds the loser's"
     );
 }
+
+/// Contract: merging an erased contact into another moves its deals,
+/// activities and signals and takes none of its placeholders ("Erased"
+/// names, no company, …) whatever the policy: it has no personal data
+/// left to give.
+pub async fn merging_an_erased_contact_takes_none_of_its_placeholders(store: &DynStore) {
+    let t = TenantId::new();
+    for policy in [
+        ConflictPolicy::Incoming,
+        ConflictPolicy::NonEmptyIncoming,
+        ConflictPolicy::Existing,
+    ] {
+        let mut s = new_contact(&format!("keep-{policy:?}@example.com"), "Sam", "Survivor");
+        s.company = Some(Company::parse("Acme").unwrap());
+        let survivor = create(store, t, s).await;
+        let gone = create(
+            store,
+            t,
+            new_contact(&format!("gone-{policy:?}@example.com"), "Lou", "Loser"),
+        )
+        .await;
+        let d = deal(store, t, new_deal(gone.id, "Old deal", "10", "EUR")).await;
+        let mut tx = begin(store, t).await;
+        ok(tx.erase_contact(gone.id).await, "erase");
+        let merged = ok(
+            tx.merge_contacts(survivor.id, gone.id, policy).await,
+            "merge",
+        );
+        ok(tx.commit().await, "commit");
+        assert_eq!(
+            (merged.first_name.as_str(), merged.last_name.as_str()),
+            ("Sam", "Survivor"),
+            "{policy:?}: the survivor keeps its names"
+        );
+        assert_eq!(merged.company, survivor.company, "{policy:?}");
+        assert_eq!(
+            merged.version, survivor.version,
+            "{policy:?}: nothing changed"
+        );
+        let moved = ok(
+            begin(store, t).await.get_deal(d.id).await,
+            "get the moved deal",
+        )
+        .expect("the deal is kept");
+        assert_eq!(moved.contact_id, survivor.id, "{policy:?}: the deal moved");
+    }
+}
