@@ -832,8 +832,10 @@ pub enum ContactSort {
 /// Filters, order and page of a contact search. Every filter is optional and
 /// they combine with AND. Text prefixes match case-insensitively (the
 /// value's [`caseless_key`](crate::domain::caseless_key) starts with the
-/// prefix's) and literally (`%` and `_` are not wildcards); time ranges
-/// include their start and exclude their end.
+/// prefix's) and literally (`%` and `_` are not wildcards); as keys are
+/// composed (NFC), a prefix ends on a whole letter: `Zoe` does not find
+/// `Zoë`, whose `e` and diaeresis compose into one. Time ranges include
+/// their start and exclude their end.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContactQuery {
     /// Email starts with this.
