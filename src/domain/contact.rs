@@ -25,7 +25,8 @@ id_type!(
 /// and in every database locale.
 ///
 /// The domain `erased.invalid` is reserved: it holds the placeholder
-/// emails of erased contacts ([`Email::erased`]), and no other address
+/// emails of erased contacts
+/// ([`erased_email`](crate::history::erased_email)), and no other address
 /// may use it.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

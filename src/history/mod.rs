@@ -90,7 +90,7 @@
 //! every one of its versions, keeping the fact that it was erased, by whom
 //! and when (an [`Operation::Erased`] entry). The erased contact keeps its
 //! id, deals, activities and score, and becomes:
-//! `email = erased-<id without hyphens>@erased.invalid` ([`Email::erased`](crate::domain::Email::erased):
+//! `email = erased-<id without hyphens>@erased.invalid` ([`erased_email`]:
 //! no other contact can hold it, since the domain `erased.invalid` is
 //! refused for every other address), `first_name = last_name = "Erased"`,
 //! `company`, `title`, `phone` absent, `metadata = {}`, `active = false`.
