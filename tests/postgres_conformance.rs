@@ -669,31 +669,6 @@ async fn a_failed_upsert_undoes_its_writes_and_the_transaction_goes_on() {
     drop(kept);
 }
 
-/// Applies the migrations before the caseless keys (1–7), as a build of
-/// that time did.
-async fn migrate_to_version_7(db: &TestDb) -> tokio_postgres::Client {
-    let client = db.client().await;
-    client
-        .batch_execute(
-            "CREATE TABLE crm_schema_migrations (
-                 version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
-    for m in MIGRATIONS.iter().filter(|m| m.version <= 7) {
-        client.batch_execute(m.sql).await.unwrap();
-        client
-            .execute(
-                "INSERT INTO crm_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                &[&m.version, &m.name, &m.checksum()],
-            )
-            .await
-            .unwrap();
-    }
-    client
-}
-
 async fn insert_version_7_contact(
     client: &tokio_postgres::Client,
     tenant: TenantId,
@@ -713,7 +688,8 @@ async fn insert_version_7_contact(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_a_version_7_database_fills_in_the_caseless_keys_of_its_contacts() {
     let db = TestDb::create().await;
-    let client = migrate_to_version_7(&db).await;
+    let client = db.client().await;
+    support::migrate_up_to(&client, 7).await;
     let tenant = TenantId::new();
     // 12,000 rows: more than one chunk of the backfill.
     client
@@ -765,7 +741,8 @@ async fn migrating_a_version_7_database_fills_in_the_caseless_keys_of_its_contac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_a_database_holding_one_email_in_two_casings_names_them_and_applies_nothing() {
     let db = TestDb::create_c_locale().await;
-    let client = migrate_to_version_7(&db).await;
+    let client = db.client().await;
+    support::migrate_up_to(&client, 7).await;
     let tenant = TenantId::new();
     // lower() in the C locale let both in.
     insert_version_7_contact(&client, tenant, "Émile@example.com", "A").await;

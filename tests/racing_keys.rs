@@ -18,7 +18,6 @@ use crm_core::{
         caseless_key,
     },
     idempotency::{HandlerError, HandlerFuture, IdempotencyGuard, InboundEvent},
-    store::postgres::MIGRATIONS,
 };
 use serde_json::json;
 use support::{TestDb, TestStore};
@@ -42,29 +41,6 @@ fn new_contact(email: &str) -> NewContact {
 
 fn named(email: &str, first: &str, last: &str) -> NewContact {
     NewContact::new(Email::parse(email).unwrap(), person(first), person(last))
-}
-
-/// Applies the migrations before the caseless keys (1–7), as a build of
-/// that time did, through `client`.
-async fn migrate_to_version_7(client: &tokio_postgres::Client) {
-    client
-        .batch_execute(
-            "CREATE TABLE crm_schema_migrations (
-                 version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
-    for m in MIGRATIONS.iter().filter(|m| m.version <= 7) {
-        client.batch_execute(m.sql).await.unwrap();
-        client
-            .execute(
-                "INSERT INTO crm_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                &[&m.version, &m.name, &m.checksum()],
-            )
-            .await
-            .unwrap();
-    }
 }
 
 /// Inserts a contact as a version-7 build stored it (no keys), under the
@@ -104,7 +80,7 @@ async fn a_contact_whose_email_an_earlier_version_accepted_with_an_invisible_cha
  {
     let db = TestDb::create().await;
     let client = db.client().await;
-    migrate_to_version_7(&client).await;
+    support::migrate_up_to(&client, 7).await;
     let tenant = TenantId::new();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     // Both addresses passed the parser of a version-7 build.
@@ -143,7 +119,7 @@ async fn a_contact_whose_email_an_earlier_version_accepted_with_an_invisible_cha
 async fn erasing_a_contact_whose_placeholder_an_older_contact_holds_succeeds_without_a_duplicate() {
     let db = TestDb::create().await;
     let client = db.client().await;
-    migrate_to_version_7(&client).await;
+    support::migrate_up_to(&client, 7).await;
     let tenant = TenantId::new();
     let (victim, squatter) = (Uuid::now_v7(), Uuid::now_v7());
     insert_version_7_contact(&client, tenant, victim, "victim@example.com").await;
@@ -227,7 +203,7 @@ async fn an_owner_without_superuser_migrates_every_tenants_contacts_under_forced
     let mut config = db.config();
     config.user(&name);
     let as_owner = support::client(&config).await;
-    migrate_to_version_7(&as_owner).await;
+    support::migrate_up_to(&as_owner, 7).await;
     let (t1, t2) = (TenantId::new(), TenantId::new());
     let mut ids = Vec::new();
     for (i, t) in [t1, t2, t1, t2].into_iter().enumerate() {

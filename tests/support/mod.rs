@@ -316,3 +316,29 @@ impl Drop for TestRole {
         }
     }
 }
+
+/// Applies the embedded migrations up to `version` through `client`, as a
+/// build of that version did (to test migrating a database it left).
+pub async fn migrate_up_to(client: &Client, version: i64) {
+    client
+        .batch_execute(
+            "CREATE TABLE crm_schema_migrations (
+                 version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    for m in crm_core::store::postgres::MIGRATIONS
+        .iter()
+        .filter(|m| m.version <= version)
+    {
+        client.batch_execute(m.sql).await.unwrap();
+        client
+            .execute(
+                "INSERT INTO crm_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &m.checksum()],
+            )
+            .await
+            .unwrap();
+    }
+}
