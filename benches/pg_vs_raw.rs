@@ -56,7 +56,7 @@ fn timeline_sql() -> String {
 fn insert_sql() -> String {
     format!(
         "\\set n random(1, 1000000000000)\n\
-         INSERT INTO \"contacts\" ({CONTACT_COLUMNS}) VALUES (:tenant, gen_random_uuid(), 'raw' || :n || '@bench.example', 'Raw', 'Insert', NULL, NULL, NULL, 'organic', '{{}}', 0, true, now(), now(), 1) ON CONFLICT (\"tenant_id\", lower(\"email\")) DO NOTHING;"
+         INSERT INTO \"contacts\" ({CONTACT_COLUMNS}, email_key, first_name_key, last_name_key) VALUES (:tenant, gen_random_uuid(), 'raw' || :n || '@bench.example', 'Raw', 'Insert', NULL, NULL, NULL, 'organic', '{{}}', 0, true, now(), now(), 1, 'raw' || :n || '@bench.example', 'raw', 'insert') ON CONFLICT (\"tenant_id\", \"email_key\") DO NOTHING;"
     )
 }
 

@@ -85,7 +85,9 @@ fn an_unknown_field_nested_a_hundred_thousand_deep_is_refused_without_overflowin
 
 #[test]
 fn a_parsed_value_is_read_like_its_text_up_to_the_depth_serde_json_parses() {
-    for arrays in [126, 127, 128] {
+    // The object and "metadata"'s object are two levels: 125 arrays make
+    // 127 levels (parsed), 126 make 128 (refused by serde_json's parser).
+    for arrays in [124, 125, 126] {
         let text = format!(
             r#"{{"email": "a@example.com", "metadata": {{"a": {}1{}}}}}"#,
             "[".repeat(arrays),
@@ -95,13 +97,31 @@ fn a_parsed_value_is_read_like_its_text_up_to_the_depth_serde_json_parses() {
             NewContactDto::from_json(&text).map_err(|e| e.field_errors()[0].field.clone());
         match serde_json::from_str::<Value>(&text) {
             Ok(value) => {
+                assert!(arrays <= 125, "serde_json parses at most 127 levels");
                 let from_value = NewContactDto::from_json_value(value)
                     .map_err(|e| e.field_errors()[0].field.clone());
                 assert_eq!(from_value, from_text, "{arrays} arrays deep");
             }
             Err(_) => {
+                assert_eq!(arrays, 126, "serde_json parses 127 levels");
                 let field = from_text.expect_err("text serde_json cannot parse is refused");
                 assert!(field.starts_with("metadata"), "{field}");
+                // The same depth built in memory is refused too.
+                let mut deep = Value::from(1);
+                for _ in 0..arrays {
+                    deep = Value::Array(vec![deep]);
+                }
+                let mut metadata = serde_json::Map::new();
+                metadata.insert("a".into(), deep);
+                let mut object = serde_json::Map::new();
+                object.insert("email".into(), Value::from("a@example.com"));
+                object.insert("metadata".into(), Value::Object(metadata));
+                let from_value = NewContactDto::from_json_value(Value::Object(object))
+                    .map_err(|e| e.field_errors()[0].field.clone());
+                assert!(
+                    from_value.is_err_and(|f| f.starts_with("metadata")),
+                    "a value as deep as text serde_json refuses is refused"
+                );
             }
         }
     }

@@ -175,9 +175,10 @@ fn input_for(fields: &'static [&'static str]) -> impl Strategy<Value = Value> {
     prop_oneof![4 => object_of(fields), 1 => any_json(fields)]
 }
 
-/// True when `field` is the root or starts with a key of `input`.
+/// True when `field` starts with a key of `input`, or is the root for an
+/// input that is not an object (an error about an object names a field).
 fn names_a_field_of(field: &str, input: &Value) -> bool {
-    if field == ROOT_FIELD || field.starts_with(&format!("{ROOT_FIELD}[")) {
+    if !input.is_object() && (field == ROOT_FIELD || field.starts_with(&format!("{ROOT_FIELD}["))) {
         return true;
     }
     input.as_object().is_some_and(|o| {

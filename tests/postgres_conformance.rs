@@ -286,7 +286,8 @@ async fn an_email_change_that_loses_a_race_is_a_duplicate_email_and_the_transact
         tx.commit().await.unwrap();
         (err, again)
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The loser's email change waits for the winner's uncommitted insert.
+    support::until_a_backend_waits_for_a_lock(store.db()).await;
     winner.commit().await.unwrap();
     let (err, again) = loser.await.unwrap();
     assert!(

@@ -74,7 +74,7 @@ use uuid::Uuid;
 
 /// Emails in one casing; steps use them in random casings, so the same
 /// address often arrives in another casing. The Greek and Turkish ones
-/// check that the model lower-cases like PostgreSQL's `lower()`.
+/// check that both backends compare by the same caseless key.
 const EMAILS: &[&str] = &[
     "ada@example.com",
     "grace.hopper@example.org",

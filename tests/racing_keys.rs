@@ -838,28 +838,6 @@ async fn prefix_searches_with_wildcards_and_expanding_prefixes_agree_on_both_bac
 
 // ---- a merge against a transaction that changed one of the loser's deals ----
 
-/// Waits until a backend of `db` waits for a lock.
-async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
-    let client = db.client().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let waiting: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no backend waited");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// A common handler: close a deal, then log an activity for its contact,
 /// in one transaction. A merge of that contact starting in between locks
 /// the contact, then waits for the deal; the handler then waits for the
@@ -913,7 +891,7 @@ async fn a_deal_update_then_an_activity_racing_a_merge_of_the_deals_contact_do_n
             Err(e) => Err(e),
         }
     });
-    until_a_backend_waits_for_a_lock(owner.db()).await;
+    support::until_a_backend_waits_for_a_lock(owner.db()).await;
     let logged = handler
         .log_activity(NewActivity::new(l.id, ActivityKind::Note))
         .await;

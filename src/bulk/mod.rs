@@ -246,16 +246,27 @@ pub fn conflict_patch(
 /// the survivor's values and fills its blanks from the loser). Custom
 /// fields are merged key by key, the same side winning a shared key. The
 /// survivor keeps its email, score and active flag. `None` when the
-/// survivor's values stay as they are.
+/// survivor's values stay as they are — also when the loser is erased: it
+/// has no personal data left to give.
 ///
-/// Errors: the merged custom fields break the [`Metadata`] limits.
+/// Errors: `survivor` when it is erased (it must hold no personal data);
+/// the merged custom fields break the [`Metadata`] limits.
 pub fn merged_survivor(
     survivor: &Contact,
     loser: &Contact,
     policy: ConflictPolicy,
     now: crate::domain::Timestamp,
 ) -> Result<Option<Contact>, crate::error::FieldError> {
-    if loser.email.as_str() == crate::domain::Email::erased(loser.id).as_str() {
+    if survivor.is_erased() {
+        // Whatever it took from the loser would be personal data on a
+        // record that must hold none.
+        return Err(crate::error::FieldError::new(
+            "survivor",
+            "invalid_value",
+            "is erased: it holds no personal data, so nothing can be merged into it",
+        ));
+    }
+    if loser.is_erased() {
         // An erased contact has no personal data left to give: its
         // placeholders ("Erased", no company, …) are not values.
         return Ok(None);

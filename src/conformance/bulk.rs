@@ -576,3 +576,32 @@ pub async fn merging_an_erased_contact_takes_none_of_its_placeholders(store: &Dy
         assert_eq!(moved.contact_id, survivor.id, "{policy:?}: the deal moved");
     }
 }
+
+/// Contract: nothing can be merged into an erased contact (it would hold
+/// the loser's personal data): the merge is a validation error on
+/// `survivor` and changes nothing.
+pub async fn merging_into_an_erased_contact_is_refused_and_changes_nothing(store: &DynStore) {
+    let t = TenantId::new();
+    let erased = create(store, t, new_contact("erased@example.com", "Era", "Sed")).await;
+    let mut live = new_contact("live@example.com", "Liv", "E");
+    live.company = Some(Company::parse("Acme").unwrap());
+    let live = create(store, t, live).await;
+    let mut tx = begin(store, t).await;
+    ok(tx.erase_contact(erased.id).await, "erase");
+    ok(tx.commit().await, "commit");
+    let mut tx = begin(store, t).await;
+    super::expect_validation(
+        tx.merge_contacts(erased.id, live.id, ConflictPolicy::Existing)
+            .await,
+        "survivor",
+        "merging into an erased contact",
+    );
+    let still = ok(tx.get_contact(live.id).await, "get").expect("the loser is kept");
+    super::assert_same(&still, &live, "the loser is untouched");
+    let e = ok(tx.get_contact(erased.id).await, "get").expect("the erased contact is kept");
+    assert!(
+        e.is_erased() && e.company.is_none(),
+        "no data was merged in"
+    );
+    ok(tx.commit().await, "commit");
+}

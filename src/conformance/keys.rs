@@ -250,3 +250,49 @@ pub async fn only_an_erased_contact_holds_its_placeholder_email(store: &DynStore
         Some(placeholder)
     );
 }
+
+/// Contract: a search prefix longer than any value it searches
+/// ([`MAX_PREFIX_CHARS`](crate::store::MAX_PREFIX_CHARS)) is a validation
+/// error naming it, on every backend; one at the limit is a search.
+pub async fn a_search_prefix_longer_than_any_value_is_refused_naming_it(store: &DynStore) {
+    let t = TenantId::new();
+    let long = "x".repeat(crate::store::MAX_PREFIX_CHARS + 1);
+    for (field, q) in [
+        (
+            "email_prefix",
+            ContactQuery {
+                email_prefix: Some(long.clone()),
+                ..ContactQuery::new()
+            },
+        ),
+        (
+            "name_prefix",
+            ContactQuery {
+                name_prefix: Some(long.clone()),
+                ..ContactQuery::new()
+            },
+        ),
+        (
+            "company_prefix",
+            ContactQuery {
+                company_prefix: Some(long.clone()),
+                ..ContactQuery::new()
+            },
+        ),
+    ] {
+        expect_validation(
+            store.search_contacts(t, &super::ctx(), &q).await,
+            field,
+            "a prefix over the limit",
+        );
+    }
+    let at_limit = ContactQuery {
+        email_prefix: Some("x".repeat(crate::store::MAX_PREFIX_CHARS)),
+        ..ContactQuery::new()
+    };
+    let page = ok(
+        store.search_contacts(t, &super::ctx(), &at_limit).await,
+        "search",
+    );
+    assert!(page.items.is_empty());
+}

@@ -99,12 +99,12 @@ impl Email {
             .is_some_and(|(_, domain)| domain == Self::ERASED_DOMAIN)
     }
 
-    /// Validates an email read back from storage under the rules it was
-    /// stored with: like [`parse_field`](Self::parse_field), but an address
-    /// at the reserved domain is accepted, since erased contacts hold one,
-    /// and so are the invisible characters and controls that earlier
-    /// versions let through.
-    pub(crate) fn parse_stored(field: &str, value: &str) -> Result<Self, FieldError> {
+    /// Validates an email read back from storage (for a backend's row
+    /// reader) under the rules it was stored with: like
+    /// [`parse_field`](Self::parse_field), but an address at the reserved
+    /// domain is accepted, since erased contacts hold one, and so are the
+    /// invisible characters and controls that earlier versions let through.
+    pub fn parse_stored(field: &str, value: &str) -> Result<Self, FieldError> {
         let trimmed = value.trim();
         if trimmed.is_empty() {
             return Err(FieldError::new(field, "required", "must not be empty"));
@@ -457,6 +457,12 @@ pub struct Contact {
 }
 
 impl Contact {
+    /// True for an erased contact: its email is its own placeholder
+    /// (see [`crate::history`]), and it holds no personal data.
+    pub fn is_erased(&self) -> bool {
+        self.email.as_str() == Email::erased(self.id).as_str()
+    }
+
     /// A new contact from validated input, version 1, score 0, active.
     pub fn create(tenant_id: TenantId, new: NewContact, now: Timestamp) -> Contact {
         Contact {

@@ -14,7 +14,7 @@ pub const ROOT_FIELD: &str = "$";
 /// depth 1): as deep as serde_json parses JSON text, so that
 /// [`FromJson::from_json_value`] takes whatever [`FromJson::from_json`]
 /// takes, and nothing deeper.
-const MAX_READ_DEPTH: usize = 128;
+const MAX_READ_DEPTH: usize = super::json::TEXT_DEPTH;
 
 /// A type read from inbound JSON with errors that name their field.
 ///

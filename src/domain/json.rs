@@ -15,6 +15,11 @@ use std::io;
 use serde::Serialize;
 use serde_json::{Number, Value};
 
+/// The deepest nesting serde_json parses from JSON text (127 levels of
+/// arrays and objects; it refuses 128): no value read from text nests
+/// deeper, so a value built in memory is held to it too.
+pub const TEXT_DEPTH: usize = 127;
+
 /// The deepest nesting of arrays and objects the crate takes in JSON it
 /// fingerprints or stores (an event payload, a handler's result): a
 /// scalar is depth 0, `[]` depth 1, `[[]]` depth 2.
@@ -91,7 +96,7 @@ pub fn to_value_within<T: Serialize + ?Sized>(
     value: &T,
     max_depth: usize,
 ) -> Result<Value, ToValueError> {
-    let max_depth = max_depth.min(127);
+    let max_depth = max_depth.min(TEXT_DEPTH);
     let mut out = Limited {
         out: Vec::with_capacity(128),
         depth: 0,

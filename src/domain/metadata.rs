@@ -34,11 +34,11 @@ impl Metadata {
         Self::parse_with(field, value, Numbers::Exact)
     }
 
-    /// Rebuilds metadata read back from storage: every rule but the one on
-    /// numbers, which came later, so that custom fields stored by an
-    /// earlier version (a 30-digit number, read as the nearest float)
-    /// stay readable.
-    pub(crate) fn parse_stored(value: Value) -> Result<Self, FieldError> {
+    /// Rebuilds metadata read back from storage (for a backend's row
+    /// reader): every rule but the one on numbers, which came later, so
+    /// that custom fields stored by an earlier version (a 30-digit number,
+    /// read as the nearest float) stay readable.
+    pub fn parse_stored(value: Value) -> Result<Self, FieldError> {
         Self::parse_with("metadata", value, Numbers::AsStored)
     }
 

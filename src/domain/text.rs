@@ -202,12 +202,12 @@ macro_rules! text_type {
                 crate::domain::text::bounded(field, value, $min, $max, $ml).map(Self)
             }
 
-            /// Rebuilds a value read back from storage: the rules it was
-            /// stored under (length, no control characters), not the
-            /// human-text rules added since, so that a record stored by an
-            /// earlier version stays readable (and can be corrected).
-            #[allow(dead_code)]
-            pub(crate) fn parse_stored(
+            /// Rebuilds a value read back from storage (for a backend's
+            /// row reader): the rules it was stored under (length, no
+            /// control characters), not the human-text rules added since,
+            /// so that a record stored by an earlier version stays readable
+            /// (and can be corrected).
+            pub fn parse_stored(
                 field: &str,
                 value: &str,
             ) -> Result<Self, crate::error::FieldError> {

@@ -156,7 +156,7 @@ impl Fingerprint {
     /// The deepest a payload given to [`of`](Self::of) (and so to
     /// [`InboundEvent::new`]) may nest: as deep as serde_json reads JSON
     /// text. [`of_json`](Self::of_json) takes any depth.
-    pub const MAX_PAYLOAD_DEPTH: usize = 127;
+    pub const MAX_PAYLOAD_DEPTH: usize = crate::domain::json::TEXT_DEPTH;
 
     /// The fingerprint of a JSON value, nested however deep (the value is
     /// walked without recursion).

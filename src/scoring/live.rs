@@ -88,22 +88,37 @@ use crate::{
 /// is a finite number (NaN and infinities are refused as
 /// [`Error::Validation`](crate::Error::Validation) on `score_log`), and a
 /// negative zero becomes zero, so that every backend orders them alike.
+/// Returns one state per contact, in the order the contacts first appear,
+/// the last state given for a contact winning.
 pub(crate) fn checked_logs(
     logs: &[(ContactId, Option<f64>)],
 ) -> Result<Vec<(ContactId, Option<f64>)>> {
-    logs.iter()
-        .map(|(id, log)| match log {
-            Some(l) if !l.is_finite() => Err(crate::error::FieldError::new(
-                "score_log",
-                "out_of_range",
-                format!("must be a finite number, got {l}"),
-            )
-            .into()),
+    let mut position: std::collections::HashMap<ContactId, usize> =
+        std::collections::HashMap::with_capacity(logs.len().min(1 << 16));
+    let mut out: Vec<(ContactId, Option<f64>)> = Vec::with_capacity(logs.len().min(1 << 16));
+    for (id, log) in logs {
+        let log = match log {
+            Some(l) if !l.is_finite() => {
+                return Err(crate::error::FieldError::new(
+                    "score_log",
+                    "out_of_range",
+                    format!("must be a finite number, got {l}"),
+                )
+                .into());
+            }
             // `+ 0.0` turns -0.0 into 0.0 and keeps every other value.
-            Some(l) => Ok((*id, Some(l + 0.0))),
-            None => Ok((*id, None)),
-        })
-        .collect()
+            Some(l) => Some(l + 0.0),
+            None => None,
+        };
+        match position.get(id) {
+            Some(&i) => out[i].1 = log,
+            None => {
+                position.insert(*id, out.len());
+                out.push((*id, log));
+            }
+        }
+    }
+    Ok(out)
 }
 
 use super::{ContactInputs, Scored, ScoringModel};

@@ -25,7 +25,7 @@
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{Duration, Utc};
 use serde::Serialize;
 
 use crate::{
@@ -197,7 +197,7 @@ impl Ord for Ranked {
 /// `t − days`, floored at year 1 (a window reaching further back covers
 /// everything a store can hold).
 fn days_before(t: Timestamp, days: f64) -> Timestamp {
-    let floor = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).single().unwrap_or(t);
+    let floor = crate::domain::earliest_timestamp();
     let micros = days * 86_400e6;
     if !micros.is_finite() || micros >= 1e17 {
         return floor;

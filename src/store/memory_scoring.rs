@@ -1,8 +1,6 @@
 //! Scoring for `InMemoryStore`: the rescoring pipeline's input chunks and
 //! the live score state kept per contact (see [`crate::scoring::live`]).
 
-use std::collections::HashMap;
-
 use uuid::Uuid;
 
 use super::{MemoryTransaction, TenantData, Undo};
@@ -111,21 +109,11 @@ impl MemoryTransaction {
             .collect())
     }
 
+    /// Writes live states already checked by
+    /// [`checked_logs`](crate::scoring::live::checked_logs): one per contact.
     pub(super) fn live_write(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
-        // One value per contact, the last one given for it: a contact
-        // listed twice is set (and counted) once, as PostgreSQL counts it.
-        let mut last: HashMap<ContactId, Option<f64>> = HashMap::new();
-        let mut order: Vec<ContactId> = Vec::new();
-        for (id, log) in logs {
-            if last.insert(*id, *log).is_none() {
-                order.push(*id);
-            }
-        }
         let mut set = 0;
-        for id in order {
-            let Some(log) = last.get(&id).copied() else {
-                continue;
-            };
+        for &(id, log) in logs {
             if !self.data()?.contacts.contains_key(&id) {
                 continue;
             }

@@ -484,9 +484,15 @@ pub trait Transaction: fmt::Debug + Send {
     /// reason, if any) with the transaction's request id. Returns the
     /// survivor.
     ///
+    /// An erased loser gives nothing but its deals, activities and signals.
+    /// A transaction that holds locks on both contacts (it logged an
+    /// activity for the survivor, then wants to log one for the loser) can
+    /// deadlock with the merge and get a retryable [`Error::Backend`].
+    ///
     /// Errors: [`Error::NotFound`] naming the survivor when it is missing,
     /// else the loser when it is; [`Error::Validation`] on `loser` when it
-    /// is the survivor, on `metadata` when the merged custom fields are too
+    /// is the survivor, on `survivor` when it is erased (it must hold no
+    /// personal data), on `metadata` when the merged custom fields are too
     /// large.
     async fn merge_contacts(
         &mut self,
@@ -535,6 +541,10 @@ pub trait Transaction: fmt::Debug + Send {
     /// negative zero is kept as zero, as PostgreSQL keeps it.
     async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64>;
 }
+
+/// The longest search prefix ([`ContactQuery`]'s `email_prefix`,
+/// `name_prefix`, `company_prefix`): longer than any value it searches.
+pub const MAX_PREFIX_CHARS: usize = 255;
 
 /// The largest page a list returns.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -919,6 +929,17 @@ impl ContactQuery {
         ] {
             if let Some(p) = prefix {
                 errors.check(crate::domain::no_nul(field, p));
+                let chars = p.chars().count();
+                if chars > MAX_PREFIX_CHARS {
+                    errors.push(FieldError::new(
+                        field,
+                        "too_long",
+                        format!(
+                            "must have at most {MAX_PREFIX_CHARS} characters (no value it \
+                             searches is longer), got {chars}"
+                        ),
+                    ));
+                }
             }
         }
         let created_from =

@@ -342,3 +342,31 @@ pub async fn migrate_up_to(client: &Client, version: i64) {
             .unwrap();
     }
 }
+
+/// Waits until a backend of `db` waits for a lock (a transaction queued
+/// behind another's row, key or advisory lock), so that a test interleaves
+/// as it says whatever the machine's speed. Fails after a minute.
+pub async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
+    let client = db.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no backend of {} waited for a lock within a minute",
+            db.name()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -191,19 +191,37 @@ impl fmt::Display for MigrationChanged {
 
 impl std::error::Error for MigrationChanged {}
 
-/// True when `e` leaves its connection unfit to be handed out again:
-/// anything but an error the server answered a statement with — the
-/// connection closed, an I/O or protocol error — and a server error that
-/// ends the session (severity FATAL or PANIC: the server closes the
+/// True when `e` leaves its connection unfit to be handed out again: the
+/// connection closed, an I/O, TLS or protocol error, and a server error
+/// that ends the session (severity FATAL or PANIC: the server closes the
 /// connection after sending it, e.g. when its process is terminated).
+///
+/// An error the server answered a statement with, and one the driver
+/// raised before sending or after reading a whole answer (a parameter or
+/// column it could not convert, a column or row count it did not expect),
+/// leaves the connection in step: a retry cannot cure those, and closing
+/// the connection would hide them behind a lost connection. The driver
+/// tells these apart only in its message, so they are known by it.
 pub(super) fn spoils_connection(e: &tokio_postgres::Error) -> bool {
-    match e.as_db_error() {
-        Some(db) => matches!(
+    if let Some(db) = e.as_db_error() {
+        return matches!(
             db.parsed_severity(),
             Some(tokio_postgres::error::Severity::Fatal | tokio_postgres::error::Severity::Panic)
-        ),
-        None => true,
+        );
     }
+    if e.is_closed() {
+        return true;
+    }
+    const IN_STEP: [&str; 6] = [
+        "error serializing parameter",
+        "error deserializing column",
+        "invalid column",
+        "query returned an unexpected number of",
+        "expected ",
+        "invalid configuration",
+    ];
+    let message = e.to_string();
+    !IN_STEP.iter().any(|p| message.starts_with(p))
 }
 
 /// The transaction's connection was lost (or saw an error that leaves it

@@ -28,9 +28,8 @@ pub(super) struct ContactKeys {
 impl ContactKeys {
     /// The keys of a stored contact.
     pub(super) fn of(c: &Contact) -> Self {
-        let erased = c.email.as_str() == Email::erased(c.id).as_str();
         ContactKeys {
-            email: (!erased).then(|| c.email.normalized().to_string()),
+            email: (!c.is_erased()).then(|| c.email.normalized().to_string()),
             first_name: caseless_key(c.first_name.as_str()),
             last_name: caseless_key(c.last_name.as_str()),
             company: c.company.as_ref().map(|co| caseless_key(co.as_str())),

@@ -208,25 +208,14 @@ impl PgTransaction {
             .collect()
     }
 
+    /// Writes live states already checked by
+    /// [`checked_logs`](crate::scoring::live::checked_logs): one per contact.
     pub(super) async fn live_write(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
         if logs.is_empty() {
             return Ok(0);
         }
-        // One row per contact, the last value given for it winning.
-        let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(logs.len());
-        let mut ids: Vec<Uuid> = Vec::with_capacity(logs.len());
-        let mut values: Vec<Option<f64>> = Vec::with_capacity(logs.len());
-        for (id, log) in logs {
-            let id = id.as_uuid();
-            match position.get(&id) {
-                Some(&i) => values[i] = *log,
-                None => {
-                    position.insert(id, ids.len());
-                    ids.push(id);
-                    values.push(*log);
-                }
-            }
-        }
+        let ids: Vec<Uuid> = logs.iter().map(|(id, _)| id.as_uuid()).collect();
+        let values: Vec<Option<f64>> = logs.iter().map(|(_, l)| *l).collect();
         let tenant = self.tenant_uuid();
         self.execute(LIVE_WRITE, &[&tenant, &ids, &values]).await
     }

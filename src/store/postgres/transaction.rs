@@ -61,8 +61,6 @@ mod bulk;
 mod history;
 #[path = "idempotency.rs"]
 mod idempotency;
-#[path = "import_lock.rs"]
-mod import_lock;
 #[path = "scoring.rs"]
 mod scoring;
 
