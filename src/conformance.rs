@@ -249,6 +249,7 @@ macro_rules! __conformance_suite {
             a_nul_in_a_text_parameter_is_refused_naming_it,
             an_activity_body_set_directly_is_checked_like_the_builder_checks_it,
             a_cursor_of_another_list_is_refused_by_every_list,
+            a_cursor_of_the_same_list_with_other_parameters_is_refused,
             a_cursor_holding_an_out_of_range_position_is_refused_by_every_list,
             a_result_nested_too_deep_is_refused_without_overflowing_the_stack,
             metadata_numbers_are_kept_exactly_or_refused,

@@ -212,7 +212,8 @@ pub async fn a_cursor_of_another_list_is_refused_by_every_list(store: &DynStore)
 
 /// A cursor's bytes as JSON, changed by `change` and encoded back the same
 /// way (lower-case hex of the JSON text). When the cursor is tagged with
-/// its list (`[list, position]`), only the position is changed.
+/// its list and parameters (`[list, scope, position]`), only the position
+/// is changed, so that what is refused is the position itself.
 fn tamper(cursor: &Cursor, change: &dyn Fn(&mut Value)) -> Cursor {
     let hex = cursor.as_str().as_bytes();
     let nibble = |c: u8| char::from(c).to_digit(16).expect("a hex cursor") as u8;
@@ -222,7 +223,7 @@ fn tamper(cursor: &Cursor, change: &dyn Fn(&mut Value)) -> Cursor {
         .collect();
     let mut json: Value = serde_json::from_slice(&bytes).expect("a JSON cursor");
     match &mut json {
-        Value::Array(a) if a.len() == 2 && a[0].is_string() => change(&mut a[1]),
+        Value::Array(a) if a.len() == 3 && a[0].is_string() => change(&mut a[2]),
         other => change(other),
     }
     let text = serde_json::to_vec(&json).expect("JSON");
@@ -300,5 +301,186 @@ pub async fn a_cursor_holding_an_out_of_range_position_is_refused_by_every_list(
         }
     }
     still_usable(tx, fixture.contact.id, "the out-of-range cursors").await;
+    ok(boxed.commit().await, "commit");
+}
+
+/// Contract: a cursor is taken back only by the call it was made for: the
+/// same list for another contact, stage, record, source, range, search
+/// filter or order is a validation error on `cursor` (following it would
+/// skip or repeat items), and the transaction goes on.
+pub async fn a_cursor_of_the_same_list_with_other_parameters_is_refused(store: &DynStore) {
+    use crate::{
+        bulk::ConflictPolicy,
+        domain::{NewSignal, PipelineKey, SignalKind},
+    };
+    let t = TenantId::new();
+    let a = create(store, t, new_contact("a@example.com", "Ann", "A")).await;
+    let b = create(store, t, new_contact("b@example.com", "Ben", "B")).await;
+    let mut boxed = begin(store, t).await;
+    let tx: &mut dyn Transaction = &mut *boxed;
+    for c in [&a, &b] {
+        for _ in 0..2 {
+            ok(
+                tx.create_deal(new_deal(c.id, "Deal", "10", "EUR")).await,
+                "deal",
+            );
+            ok(
+                tx.log_activity(NewActivity::new(c.id, ActivityKind::Note))
+                    .await,
+                "activity",
+            );
+        }
+        ok(
+            tx.record_signal(NewSignal::new(c.id, SignalKind::PAGE_VIEW))
+                .await,
+            "signal",
+        );
+    }
+    ok(
+        tx.upsert_contacts(
+            &[
+                new_contact("c@example.com", "Cy", "C"),
+                new_contact("d@example.com", "Di", "D"),
+            ],
+            ConflictPolicy::Incoming,
+        )
+        .await,
+        "more contacts",
+    );
+    let first = PageRequest::first(1);
+    let next = |c: Option<Cursor>, what: &str| -> PageRequest {
+        PageRequest::after(1, c.unwrap_or_else(|| panic!("{what} has a second page")))
+    };
+
+    // Deals of a contact, the timeline.
+    let c = ok(tx.list_deals_for_contact(a.id, &first).await, "deals").next_cursor;
+    expect_validation(
+        tx.list_deals_for_contact(b.id, &next(c, "a's deals")).await,
+        "cursor",
+        "b's deals after a cursor of a's",
+    );
+    let c = ok(tx.timeline(a.id, &first).await, "timeline").next_cursor;
+    expect_validation(
+        tx.timeline(b.id, &next(c, "a's timeline")).await,
+        "cursor",
+        "b's timeline after a cursor of a's",
+    );
+    // Deals in a stage.
+    let pipeline = PipelineKey::default_pipeline();
+    let stages = super::default_stages(store);
+    let c = ok(
+        tx.list_deals_in_stage(&pipeline, &stages.open[0], &first)
+            .await,
+        "stage",
+    )
+    .next_cursor;
+    expect_validation(
+        tx.list_deals_in_stage(&pipeline, &stages.open[1], &next(c, "the first stage"))
+            .await,
+        "cursor",
+        "another stage after a cursor of the first",
+    );
+    // History: one record, one field, one range.
+    let renamed = crate::domain::ContactPatch {
+        first_name: Some(crate::domain::PersonName::parse("Anna").expect("a name")),
+        ..Default::default()
+    };
+    ok(
+        tx.update_contact(a.id, a.version, renamed).await,
+        "a second version",
+    );
+    let c = ok(
+        tx.entity_history(HistoryEntity::Contact(a.id), &first)
+            .await,
+        "history",
+    )
+    .next_cursor;
+    expect_validation(
+        tx.entity_history(HistoryEntity::Contact(b.id), &next(c, "a's history"))
+            .await,
+        "cursor",
+        "b's history after a cursor of a's",
+    );
+    let mut q = FieldQuery::contacts("email");
+    q.page = first.clone();
+    let c = ok(tx.field_changes(&q).await, "field changes").next_cursor;
+    let mut other = FieldQuery::contacts("first_name");
+    other.page = next(c, "email changes");
+    expect_validation(
+        tx.field_changes(&other).await,
+        "cursor",
+        "another field after a cursor of email",
+    );
+    let (from, until) = (
+        Utc::now() - Duration::hours(1),
+        Utc::now() + Duration::hours(1),
+    );
+    let c = ok(tx.changes_between(from, until, &first).await, "changes").next_cursor;
+    expect_validation(
+        tx.changes_between(from, until + Duration::hours(1), &next(c, "the range"))
+            .await,
+        "cursor",
+        "another range after a cursor of the first",
+    );
+    // Searches: other filters, the same key in the other direction.
+    let q = ContactQuery::new()
+        .sort(ContactSort::ScoreDesc)
+        .page(first.clone());
+    let c = ok(tx.search_contacts(&q).await, "search").next_cursor;
+    let c = next(c, "the search");
+    expect_validation(
+        tx.search_contacts(&q.clone().sort(ContactSort::ScoreAsc).page(c.clone()))
+            .await,
+        "cursor",
+        "the other direction after a cursor of one",
+    );
+    let filtered = ContactQuery {
+        active: Some(true),
+        ..q.clone()
+    };
+    expect_validation(
+        tx.search_contacts(&filtered.page(c.clone())).await,
+        "cursor",
+        "other filters after a cursor of none",
+    );
+    let same = ok(
+        tx.search_contacts(&q.clone().page(c)).await,
+        "the same search",
+    );
+    assert_eq!(
+        same.items.len(),
+        1,
+        "the search it was made for takes it back"
+    );
+    // Idempotency records of another source.
+    let now = crate::domain::truncate_to_micros(Utc::now());
+    for key in ["k1", "k2"] {
+        let mut claim_of = claim(key, now, now + Duration::hours(1));
+        claim_of.source = source("crm");
+        if let Claim::Claimed = ok(tx.claim_idempotency_key(&claim_of).await, "claim") {
+            ok(
+                tx.complete_idempotency_key(
+                    &claim_of.source,
+                    &claim_of.key,
+                    &StoredResult::Succeeded(json!(1)),
+                    now,
+                )
+                .await,
+                "complete",
+            );
+        }
+    }
+    let c = ok(
+        tx.list_idempotency_records(&source("crm"), &first).await,
+        "records",
+    )
+    .next_cursor;
+    expect_validation(
+        tx.list_idempotency_records(&source("other"), &next(c, "crm's records"))
+            .await,
+        "cursor",
+        "another source after a cursor of crm's",
+    );
+    still_usable(tx, a.id, "the cursors of other calls").await;
     ok(boxed.commit().await, "commit");
 }

@@ -592,7 +592,7 @@ impl Transaction for MemoryTransaction {
     async fn search_contacts(&mut self, q: &ContactQuery) -> Result<Page<Contact>> {
         let q = &*q.checked()?;
         let limit = q.page.checked_limit()?;
-        let after: Option<ContactSortKey> = q.page.position(q.sort.cursor_list())?;
+        let after: Option<ContactSortKey> = q.page.position(CursorList::contacts(q))?;
         let data = self.data()?;
         let desc = q.sort.is_descending();
         let past_cursor = |key: &ContactSortKey| match &after {
@@ -654,7 +654,7 @@ impl Transaction for MemoryTransaction {
         Ok(Page::from_overfetch(
             items,
             limit,
-            q.sort.cursor_list(),
+            CursorList::contacts(q),
             |c| match q.sort {
                 ContactSort::NameAsc | ContactSort::NameDesc => match data.keys.get(&c.id) {
                     Some(k) => {
@@ -746,7 +746,7 @@ impl Transaction for MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<Deal>> {
         let limit = page.checked_limit()?;
-        let after: Option<TimeIdKey> = page.position(CursorList::DealsOfContact)?;
+        let after: Option<TimeIdKey> = page.position(CursorList::deals_of_contact(contact))?;
         let data = self.data()?;
         let items = page_desc(
             &data.deals_by_contact,
@@ -759,7 +759,7 @@ impl Transaction for MemoryTransaction {
         Ok(Page::from_overfetch(
             items,
             limit,
-            CursorList::DealsOfContact,
+            CursorList::deals_of_contact(contact),
             |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid()),
         ))
     }
@@ -771,7 +771,8 @@ impl Transaction for MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<Deal>> {
         let limit = page.checked_limit()?;
-        let after: Option<TimeIdKey> = page.position(CursorList::DealsInStage)?;
+        let after: Option<TimeIdKey> =
+            page.position(CursorList::deals_in_stage(pipeline, stage))?;
         let data = self.data()?;
         let key = |t: i64, id: Uuid| (pipeline.clone(), stage.clone(), t, DealId::from_uuid(id));
         let items = page_desc(
@@ -785,7 +786,7 @@ impl Transaction for MemoryTransaction {
         Ok(Page::from_overfetch(
             items,
             limit,
-            CursorList::DealsInStage,
+            CursorList::deals_in_stage(pipeline, stage),
             |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid()),
         ))
     }
@@ -831,7 +832,7 @@ impl Transaction for MemoryTransaction {
 
     async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>> {
         let limit = page.checked_limit()?;
-        let after: Option<TimeIdKey> = page.position(CursorList::Timeline)?;
+        let after: Option<TimeIdKey> = page.position(CursorList::timeline(contact))?;
         let data = self.data()?;
         let items = page_desc(
             &data.timeline,
@@ -844,7 +845,7 @@ impl Transaction for MemoryTransaction {
         Ok(Page::from_overfetch(
             items,
             limit,
-            CursorList::Timeline,
+            CursorList::timeline(contact),
             |a: &Activity| (a.occurred_at.timestamp_micros(), a.id.as_uuid()),
         ))
     }

@@ -146,7 +146,7 @@ impl MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
         let limit = page.checked_limit()?;
-        let after: Option<i64> = page.position(CursorList::EntityHistory)?;
+        let after: Option<i64> = page.position(CursorList::entity_history(&entity))?;
         let id = entity.id();
         let upper = after.map_or(Bound::Included((id, i64::MAX)), |t| {
             Bound::Excluded((id, t))
@@ -165,7 +165,7 @@ impl MemoryTransaction {
         Ok(Page::from_overfetch(
             items,
             limit,
-            CursorList::EntityHistory,
+            CursorList::entity_history(&entity),
             |e| e.valid_from.timestamp_micros(),
         ))
     }
@@ -190,7 +190,7 @@ impl MemoryTransaction {
 
     pub(super) fn history_field_changes(&self, q: &FieldQuery) -> Result<Page<HistoryEntry>> {
         let limit = q.page.checked_limit()?;
-        let after: Option<HistoryKey> = q.page.position(CursorList::FieldChanges)?;
+        let after: Option<HistoryKey> = q.page.position(CursorList::field_changes(q))?;
         let history = &self.data()?.history;
         let wanted = |e: &&HistoryEntry| {
             e.entity.kind() == q.kind
@@ -219,7 +219,7 @@ impl MemoryTransaction {
         Ok(Page::from_overfetch(
             items,
             limit,
-            CursorList::FieldChanges,
+            CursorList::field_changes(q),
             |e| (e.valid_from.timestamp_micros(), e.entity.id()),
         ))
     }
@@ -231,7 +231,8 @@ impl MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
         let limit = page.checked_limit()?;
-        let after: Option<HistoryKey> = page.position(CursorList::TenantChanges)?;
+        let list = CursorList::tenant_changes(from, until);
+        let after: Option<HistoryKey> = page.position(list)?;
         let history = &self.data()?.history;
         let lower = match after {
             Some(a) if a >= (from.timestamp_micros(), Uuid::nil()) => Bound::Excluded(a),
@@ -246,12 +247,9 @@ impl MemoryTransaction {
             .take(limit + 1)
             .cloned()
             .collect();
-        Ok(Page::from_overfetch(
-            items,
-            limit,
-            CursorList::TenantChanges,
-            |e| (e.valid_from.timestamp_micros(), e.entity.id()),
-        ))
+        Ok(Page::from_overfetch(items, limit, list, |e| {
+            (e.valid_from.timestamp_micros(), e.entity.id())
+        }))
     }
 
     pub(super) fn history_purge(&mut self, before: Timestamp) -> Result<u64> {

@@ -163,7 +163,7 @@ impl MemoryTransaction {
         page: &PageRequest,
     ) -> Result<Page<IdempotencyRecord>> {
         let limit = page.checked_limit()?;
-        let after: Option<ListKey> = page.position(CursorList::IdempotencyRecords)?;
+        let after: Option<ListKey> = page.position(CursorList::idempotency_records(source))?;
         let records = &self.data()?.idempotency;
         let lower = Bound::Included((source.clone(), i64::MIN, String::new()));
         let upper = match after {
@@ -185,7 +185,7 @@ impl MemoryTransaction {
         Ok(Page::from_overfetch(
             items,
             limit,
-            CursorList::IdempotencyRecords,
+            CursorList::idempotency_records(source),
             |r| (r.created_at.timestamp_micros(), r.key.as_str().to_string()),
         ))
     }

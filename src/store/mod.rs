@@ -94,8 +94,10 @@ pub mod postgres;
 ///   sort. A limit outside 1–1000 is [`Error::Validation`] on `limit`; a
 ///   cursor that is not one this list made (garbage, another list's, or a
 ///   search cursor of a sort on another key: score, creation time, update
-///   time or name; see [`CursorList`]), or one holding a position out of
-///   range, is [`Error::Validation`] on `cursor`.
+///   time or name; see [`CursorList`]), one the list made for other
+///   parameters (another contact, stage, record, field, range, source, or
+///   another search's filters or direction: see [`ListScope`]), or one
+///   holding a position out of range, is [`Error::Validation`] on `cursor`.
 /// - **Deleting a contact** deletes its deals, activities and signals.
 /// - **History.** Every committed create, update and delete of a contact
 ///   or deal (a deal deleted with its contact too) is a version in the
@@ -602,7 +604,8 @@ impl PageRequest {
 
     /// The position of the cursor, if any, decoded as one of `list` and
     /// checked ([`Cursor::decode`]).
-    pub fn position<T: CursorPosition>(&self, list: CursorList) -> Result<Option<T>> {
+    pub fn position<T: CursorPosition>(&self, list: impl Into<ListScope>) -> Result<Option<T>> {
+        let list = list.into();
         self.cursor.as_ref().map(|c| c.decode(list)).transpose()
     }
 }
@@ -623,9 +626,10 @@ impl<T> Page<T> {
     pub fn from_overfetch<K: Serialize>(
         mut items: Vec<T>,
         limit: usize,
-        list: CursorList,
+        list: impl Into<ListScope>,
         key: impl Fn(&T) -> K,
     ) -> Self {
+        let list = list.into();
         let more = items.len() > limit;
         items.truncate(limit);
         let next_cursor = if more {
@@ -653,8 +657,9 @@ impl Cursor {
     pub const MAX_CHARS: usize = 8192;
 
     /// Encodes a position of `list`.
-    pub fn encode<T: Serialize + ?Sized>(list: CursorList, position: &T) -> Cursor {
-        let json = serde_json::to_vec(&(list, position)).unwrap_or_default();
+    pub fn encode<T: Serialize + ?Sized>(list: impl Into<ListScope>, position: &T) -> Cursor {
+        let ListScope { list, scope } = list.into();
+        let json = serde_json::to_vec(&(list, scope, position)).unwrap_or_default();
         let mut s = String::with_capacity(json.len() * 2);
         for b in json {
             s.push(char::from(HEX[usize::from(b >> 4)]));
@@ -666,7 +671,8 @@ impl Cursor {
     /// Decodes a position of `list` and checks it: a cursor that is not
     /// one `list` made (garbage, too long, another list's), or whose
     /// position is out of range, is a validation error on `cursor`.
-    pub fn decode<T: CursorPosition>(&self, list: CursorList) -> Result<T> {
+    pub fn decode<T: CursorPosition>(&self, list: impl Into<ListScope>) -> Result<T> {
+        let ListScope { list, scope } = list.into();
         let invalid = |reason: &str| {
             Error::from(ValidationErrors::single(FieldError::new(
                 "cursor",
@@ -689,12 +695,19 @@ impl Cursor {
                 _ => return Err(invalid("is not a cursor of this list")),
             }
         }
-        let (of, position): (CursorList, serde_json::Value) =
+        let (of, made_for, position): (CursorList, u64, serde_json::Value) =
             serde_json::from_slice(&json).map_err(|_| invalid("is not a cursor of this list"))?;
         if of != list {
             return Err(invalid(&format!(
                 "is a cursor of another list ({}), not of {}",
                 of.name(),
+                list.name()
+            )));
+        }
+        if made_for != scope {
+            return Err(invalid(&format!(
+                "is a cursor of {} for other parameters (another contact, stage, \
+                 record, source, range, filters or order): pass each list its own cursors",
                 list.name()
             )));
         }
@@ -767,6 +780,104 @@ impl CursorList {
             CursorList::TenantChanges => "tenant_changes",
             CursorList::IdempotencyRecords => "idempotency_records",
         }
+    }
+}
+
+/// A list with the parameters of one call to it (the contact whose
+/// timeline, the filters and order of a search, …): what a cursor is made
+/// for and taken back by. A cursor of the same list made for other
+/// parameters is refused, as it would skip or repeat items.
+///
+/// A [`CursorList`] alone is the list without parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListScope {
+    list: CursorList,
+    /// A 64-bit FNV-1a hash of the parameters' JSON (0 for none): not a
+    /// secret, only a check that a cursor comes back to the call it was
+    /// made for.
+    scope: u64,
+}
+
+impl From<CursorList> for ListScope {
+    fn from(list: CursorList) -> Self {
+        ListScope { list, scope: 0 }
+    }
+}
+
+impl CursorList {
+    /// This list with the parameters of one call (anything that
+    /// serializes to JSON, the same way for the same call).
+    pub fn scoped<P: Serialize + ?Sized>(self, parameters: &P) -> ListScope {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in serde_json::to_vec(parameters).unwrap_or_default() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        ListScope {
+            list: self,
+            scope: hash,
+        }
+    }
+
+    /// [`Transaction::list_deals_for_contact`] of `contact`.
+    pub fn deals_of_contact(contact: ContactId) -> ListScope {
+        CursorList::DealsOfContact.scoped(&contact)
+    }
+
+    /// [`Transaction::list_deals_in_stage`] of one stage.
+    pub fn deals_in_stage(pipeline: &PipelineKey, stage: &StageKey) -> ListScope {
+        CursorList::DealsInStage.scoped(&(pipeline, stage))
+    }
+
+    /// [`Transaction::timeline`] of `contact`.
+    pub fn timeline(contact: ContactId) -> ListScope {
+        CursorList::Timeline.scoped(&contact)
+    }
+
+    /// [`Transaction::entity_history`] of one record.
+    pub fn entity_history(entity: &crate::history::HistoryEntity) -> ListScope {
+        CursorList::EntityHistory.scoped(entity)
+    }
+
+    /// [`Transaction::field_changes`] of one query (its page aside).
+    pub fn field_changes(q: &crate::history::FieldQuery) -> ListScope {
+        CursorList::FieldChanges.scoped(&(q.kind, &q.field, q.entity))
+    }
+
+    /// [`Transaction::changes_between`] of one range.
+    pub fn tenant_changes(from: Timestamp, until: Timestamp) -> ListScope {
+        CursorList::TenantChanges.scoped(&(from.timestamp_micros(), until.timestamp_micros()))
+    }
+
+    /// [`Transaction::list_idempotency_records`] of one source.
+    pub fn idempotency_records(source: &crate::idempotency::IdempotencySource) -> ListScope {
+        CursorList::IdempotencyRecords.scoped(source)
+    }
+
+    /// [`Transaction::search_contacts`] with the filters and order of `q`
+    /// (its page aside), as [`ContactQuery::checked`] gives them.
+    pub fn contacts(q: &ContactQuery) -> ListScope {
+        let mut sources: Vec<&str> = q.lead_sources.iter().map(|l| l.as_str()).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        let micros = |t: Option<Timestamp>| t.map(|t| t.timestamp_micros());
+        q.sort.cursor_list().scoped(&(
+            q.sort,
+            (&q.email_prefix, &q.name_prefix, &q.company_prefix),
+            sources,
+            (
+                q.min_score.map(|s| s.get()),
+                q.max_score.map(|s| s.get()),
+                q.active,
+            ),
+            (
+                micros(q.created_from),
+                micros(q.created_until),
+                micros(q.updated_from),
+                micros(q.updated_until),
+            ),
+            q.metadata_contains.as_ref().map(|m| m.as_map()),
+        ))
     }
 }
 

@@ -118,7 +118,7 @@ impl PgTransaction {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
         let limit = page.checked_limit()?;
-        let after: Option<i64> = page.position(CursorList::EntityHistory)?;
+        let after: Option<i64> = page.position(CursorList::entity_history(&entity))?;
         let (tenant, id, kind) = (self.tenant_uuid(), entity.id(), entity.kind().as_str());
         let fetch = limit as i64 + 1;
         let rows = match after {
@@ -135,7 +135,7 @@ impl PgTransaction {
         Ok(Page::from_overfetch(
             entries(&rows)?,
             limit,
-            CursorList::EntityHistory,
+            CursorList::entity_history(&entity),
             |e| e.valid_from.timestamp_micros(),
         ))
     }
@@ -158,7 +158,7 @@ impl PgTransaction {
         q: &FieldQuery,
     ) -> Result<Page<HistoryEntry>> {
         let limit = q.page.checked_limit()?;
-        let after: Option<HistoryKey> = q.page.position(CursorList::FieldChanges)?;
+        let after: Option<HistoryKey> = q.page.position(CursorList::field_changes(q))?;
         let at = after.map(|(t, _)| cursor_time(t)).transpose()?;
         let after_id = after.map(|(_, id)| id);
         let (tenant, kind, fetch) = (self.tenant_uuid(), q.kind.as_str(), limit as i64 + 1);
@@ -175,7 +175,7 @@ impl PgTransaction {
         Ok(Page::from_overfetch(
             entries(&rows)?,
             limit,
-            CursorList::FieldChanges,
+            CursorList::field_changes(q),
             |e| (e.valid_from.timestamp_micros(), e.entity.id()),
         ))
     }
@@ -187,7 +187,7 @@ impl PgTransaction {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
         let limit = page.checked_limit()?;
-        let after: Option<HistoryKey> = page.position(CursorList::TenantChanges)?;
+        let after: Option<HistoryKey> = page.position(CursorList::tenant_changes(from, until))?;
         let (tenant, fetch) = (self.tenant_uuid(), limit as i64 + 1);
         let rows = match after {
             None => {
@@ -203,7 +203,7 @@ impl PgTransaction {
         Ok(Page::from_overfetch(
             entries(&rows)?,
             limit,
-            CursorList::TenantChanges,
+            CursorList::tenant_changes(from, until),
             |e| (e.valid_from.timestamp_micros(), e.entity.id()),
         ))
     }

@@ -820,7 +820,7 @@ impl PgTransaction {
         page: &PageRequest,
     ) -> Result<Page<IdempotencyRecord>> {
         let limit = page.checked_limit()?;
-        let after: Option<ListKey> = page.position(CursorList::IdempotencyRecords)?;
+        let after: Option<ListKey> = page.position(CursorList::idempotency_records(source))?;
         let tenant = self.tenant_uuid();
         let fetch = limit as i64 + 1;
         let rows = match after {
@@ -844,7 +844,7 @@ impl PgTransaction {
         Ok(Page::from_overfetch(
             items,
             limit,
-            CursorList::IdempotencyRecords,
+            CursorList::idempotency_records(source),
             |r| (r.created_at.timestamp_micros(), r.key.as_str().to_string()),
         ))
     }

@@ -694,9 +694,8 @@ impl PgTransaction {
                 Err(e) => Err(e),
             };
         }
-        if self.claim_lost.is_some() {
-            return result;
-        }
+        // (A deferred claim was settled before the savepoint: `simple`
+        // sends it first, and refuses everything once it is lost.)
         let undone = match self.conn.as_ref() {
             Some(c) => c.batch_execute(OPERATION_ROLLBACK_TO).await,
             None => return result,
@@ -763,7 +762,10 @@ impl PgTransaction {
 
     /// Locks a deal to change it: its contact with a key-share lock first,
     /// then the deal, in one round trip. A deal that a merge moved to
-    /// another contact in between is locked again under its new contact.
+    /// another contact in between is locked again under its new contact;
+    /// that second round holds the deal before the new contact, so it can
+    /// meet a second merge of that contact in a deadlock (a retryable
+    /// error, and only when two merges move the deal within one round trip).
     async fn lock_deal(&mut self, id: DealId) -> Result<Deal> {
         let (tenant, deal) = (self.tenant_uuid(), id.as_uuid());
         for _ in 0..DEAL_MOVE_RETRIES {
@@ -916,7 +918,7 @@ impl PgTransaction {
 
     async fn deal_page(
         &mut self,
-        list: CursorList,
+        list: crate::store::ListScope,
         (first, after): (&str, &str),
         keys: &Params<'_>,
         page: &PageRequest,
@@ -1153,7 +1155,7 @@ impl Transaction for PgTransaction {
     async fn search_contacts(&mut self, q: &ContactQuery) -> Result<Page<Contact>> {
         let q = &*q.checked()?;
         let limit = q.page.checked_limit()?;
-        let after: Option<ContactSortKey> = q.page.position(q.sort.cursor_list())?;
+        let after: Option<ContactSortKey> = q.page.position(CursorList::contacts(q))?;
         let (sql, values) = search::build(self.tenant, q, limit, after.as_ref())?;
         let rows = self.query(&sql, &values.as_params()).await?;
         if !matches!(q.sort, ContactSort::NameAsc | ContactSort::NameDesc) {
@@ -1161,7 +1163,7 @@ impl Transaction for PgTransaction {
             return Ok(Page::from_overfetch(
                 items,
                 limit,
-                q.sort.cursor_list(),
+                CursorList::contacts(q),
                 |c| ContactSortKey::of(q.sort, c),
             ));
         }
@@ -1175,7 +1177,9 @@ impl Transaction for PgTransaction {
             let key = ContactSortKey::Name(last, first, contact.id.as_uuid());
             items.push((contact, key));
         }
-        let page = Page::from_overfetch(items, limit, q.sort.cursor_list(), |(_, key)| key.clone());
+        let page = Page::from_overfetch(items, limit, CursorList::contacts(q), |(_, key)| {
+            key.clone()
+        });
         Ok(Page {
             items: page.items.into_iter().map(|(c, _)| c).collect(),
             next_cursor: page.next_cursor,
@@ -1259,9 +1263,10 @@ impl Transaction for PgTransaction {
         page: &PageRequest,
     ) -> Result<Page<Deal>> {
         let tenant = self.tenant_uuid();
+        let list = CursorList::deals_of_contact(contact);
         let contact = contact.as_uuid();
         self.deal_page(
-            CursorList::DealsOfContact,
+            list,
             (DEALS_FOR_CONTACT, DEALS_FOR_CONTACT_AFTER),
             &[&tenant, &contact],
             page,
@@ -1277,7 +1282,7 @@ impl Transaction for PgTransaction {
     ) -> Result<Page<Deal>> {
         let tenant = self.tenant_uuid();
         self.deal_page(
-            CursorList::DealsInStage,
+            CursorList::deals_in_stage(pipeline, stage),
             (DEALS_IN_STAGE, DEALS_IN_STAGE_AFTER),
             &[&tenant, &pipeline.as_str(), &stage.as_str()],
             page,
@@ -1339,7 +1344,8 @@ impl Transaction for PgTransaction {
 
     async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>> {
         let limit = page.checked_limit()?;
-        let cursor: Option<TimeIdKey> = page.position(CursorList::Timeline)?;
+        let list = CursorList::timeline(contact);
+        let cursor: Option<TimeIdKey> = page.position(list)?;
         let tenant = self.tenant_uuid();
         let contact = contact.as_uuid();
         let fetch = limit as i64 + 1;
@@ -1352,12 +1358,9 @@ impl Transaction for PgTransaction {
             }
         };
         let items = rows::all(&rows, rows::activity)?;
-        Ok(Page::from_overfetch(
-            items,
-            limit,
-            CursorList::Timeline,
-            |a: &Activity| (a.occurred_at.timestamp_micros(), a.id.as_uuid()),
-        ))
+        Ok(Page::from_overfetch(items, limit, list, |a: &Activity| {
+            (a.occurred_at.timestamp_micros(), a.id.as_uuid())
+        }))
     }
 
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
