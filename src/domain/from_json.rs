@@ -158,6 +158,10 @@ fn path_of(path: &serde_path_to_error::Path, root: &str) -> String {
     let mut out = String::new();
     for segment in path.iter() {
         match segment {
+            // A position at the top is a position in the root.
+            Segment::Seq { index } if out.is_empty() => {
+                out.push_str(&format!("{root}[{index}]"));
+            }
             Segment::Seq { index } => out.push_str(&format!("[{index}]")),
             Segment::Map { key } | Segment::Enum { variant: key } => {
                 if !out.is_empty() {
@@ -170,8 +174,6 @@ fn path_of(path: &serde_path_to_error::Path, root: &str) -> String {
     }
     if out.is_empty() {
         root.to_string()
-    } else if out.starts_with('[') {
-        format!("{root}{out}")
     } else {
         out
     }
