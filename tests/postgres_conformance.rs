@@ -670,22 +670,6 @@ async fn a_failed_upsert_undoes_its_writes_and_the_transaction_goes_on() {
     drop(kept);
 }
 
-async fn insert_version_7_contact(
-    client: &tokio_postgres::Client,
-    tenant: TenantId,
-    email: &str,
-    last: &str,
-) {
-    client
-        .execute(
-            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, company, \
-             created_at, updated_at) VALUES ($1, $2, $3, 'Émile', $4, 'Ünited', now(), now())",
-            &[&tenant.as_uuid(), &uuid::Uuid::now_v7(), &email, &last],
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_a_version_7_database_fills_in_the_caseless_keys_of_its_contacts() {
     let db = TestDb::create().await;
@@ -746,8 +730,10 @@ async fn migrating_a_database_holding_one_email_in_two_casings_names_them_and_ap
     support::migrate_up_to(&client, 7).await;
     let tenant = TenantId::new();
     // lower() in the C locale let both in.
-    insert_version_7_contact(&client, tenant, "Émile@example.com", "A").await;
-    insert_version_7_contact(&client, tenant, "émile@example.com", "B").await;
+    support::insert_version_7_contact(&client, tenant, uuid::Uuid::now_v7(), "Émile@example.com")
+        .await;
+    support::insert_version_7_contact(&client, tenant, uuid::Uuid::now_v7(), "émile@example.com")
+        .await;
     let store = db.store();
     let err = store.migrate().await.unwrap_err();
     assert!(matches!(err, Error::Backend { .. }), "{err:?}");

@@ -43,33 +43,6 @@ fn named(email: &str, first: &str, last: &str) -> NewContact {
     NewContact::new(Email::parse(email).unwrap(), person(first), person(last))
 }
 
-/// Inserts a contact as a version-7 build stored it (no keys), under the
-/// tenant's setting so that forced row-level security lets it in.
-async fn insert_version_7_contact(
-    client: &tokio_postgres::Client,
-    tenant: TenantId,
-    id: Uuid,
-    email: &str,
-) {
-    client.batch_execute("BEGIN").await.unwrap();
-    client
-        .execute(
-            "SELECT set_config('crm.tenant_id', $1, true)",
-            &[&tenant.to_string()],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, company, \
-             created_at, updated_at) VALUES ($1, $2, $3, 'Émile', 'Zoë', 'Ünited', now(), now())",
-            &[&tenant.as_uuid(), &id, &email],
-        )
-        .await
-        .unwrap();
-    client.batch_execute("COMMIT").await.unwrap();
-}
-
 // ---- rows stored by an earlier version ----
 
 /// Before this version `Email::parse` accepted invisible characters (ZWSP,
@@ -84,8 +57,8 @@ async fn a_contact_whose_email_an_earlier_version_accepted_with_an_invisible_cha
     let tenant = TenantId::new();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     // Both addresses passed the parser of a version-7 build.
-    insert_version_7_contact(&client, tenant, a, "zero\u{200B}width@example.com").await;
-    insert_version_7_contact(&client, tenant, b, "plain@example.com").await;
+    support::insert_version_7_contact(&client, tenant, a, "zero\u{200B}width@example.com").await;
+    support::insert_version_7_contact(&client, tenant, b, "plain@example.com").await;
     let store = db.store();
     store.migrate().await.unwrap();
 
@@ -122,8 +95,8 @@ async fn erasing_a_contact_whose_placeholder_an_older_contact_holds_succeeds_wit
     support::migrate_up_to(&client, 7).await;
     let tenant = TenantId::new();
     let (victim, squatter) = (Uuid::now_v7(), Uuid::now_v7());
-    insert_version_7_contact(&client, tenant, victim, "victim@example.com").await;
-    insert_version_7_contact(
+    support::insert_version_7_contact(&client, tenant, victim, "victim@example.com").await;
+    support::insert_version_7_contact(
         &client,
         tenant,
         squatter,
@@ -208,7 +181,8 @@ async fn an_owner_without_superuser_migrates_every_tenants_contacts_under_forced
     let mut ids = Vec::new();
     for (i, t) in [t1, t2, t1, t2].into_iter().enumerate() {
         let id = Uuid::now_v7();
-        insert_version_7_contact(&as_owner, t, id, &format!("Person{i}@Example.COM")).await;
+        support::insert_version_7_contact(&as_owner, t, id, &format!("Person{i}@Example.COM"))
+            .await;
         ids.push((t, id));
     }
     let store = PostgresStore::from_pool(

@@ -370,3 +370,30 @@ pub async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// Inserts a contact as a version-7 build stored it (no keys), under the
+/// tenant's setting so that forced row-level security lets it in.
+pub async fn insert_version_7_contact(
+    client: &Client,
+    tenant: crm_core::TenantId,
+    id: uuid::Uuid,
+    email: &str,
+) {
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "SELECT set_config('crm.tenant_id', $1, true)",
+            &[&tenant.to_string()],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, company, \
+             created_at, updated_at) VALUES ($1, $2, $3, 'Émile', 'Zoë', 'Ünited', now(), now())",
+            &[&tenant.as_uuid(), &id, &email],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+}

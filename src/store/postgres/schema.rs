@@ -152,27 +152,25 @@ pub(super) const CONTACT_COLUMNS: [Contacts; 15] = [
 
 /// The columns a contact is inserted with: [`CONTACT_COLUMNS`], then its
 /// caseless keys (see [`super::keys::ContactKeys`]).
-pub(super) const CONTACT_INSERT_COLUMNS: [Contacts; 19] = [
-    Contacts::TenantId,
-    Contacts::Id,
-    Contacts::Email,
-    Contacts::FirstName,
-    Contacts::LastName,
-    Contacts::Company,
-    Contacts::Title,
-    Contacts::Phone,
-    Contacts::LeadSource,
-    Contacts::Metadata,
-    Contacts::Score,
-    Contacts::Active,
-    Contacts::CreatedAt,
-    Contacts::UpdatedAt,
-    Contacts::Version,
-    Contacts::EmailKey,
-    Contacts::FirstNameKey,
-    Contacts::LastNameKey,
-    Contacts::CompanyKey,
-];
+pub(super) const CONTACT_INSERT_COLUMNS: [Contacts; 19] = {
+    let keys = [
+        Contacts::EmailKey,
+        Contacts::FirstNameKey,
+        Contacts::LastNameKey,
+        Contacts::CompanyKey,
+    ];
+    let mut out = [Contacts::TenantId; 19];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = if i < CONTACT_COLUMNS.len() {
+            CONTACT_COLUMNS[i]
+        } else {
+            keys[i - CONTACT_COLUMNS.len()]
+        };
+        i += 1;
+    }
+    out
+};
 
 /// [`CONTACT_COLUMNS`] as SQL, for `concat!`.
 macro_rules! contact_select {
