@@ -69,7 +69,6 @@
 
 pub mod bulk;
 pub mod domain;
-mod error;
 pub mod history;
 pub mod idempotency;
 pub mod scoring;
@@ -80,7 +79,8 @@ pub mod store;
 pub mod conformance;
 
 pub use domain::{Actor, Context, TenantId, Version};
-pub use error::{BoxError, Entity, Error, ErrorKind, FieldError, Result, ValidationErrors};
+use domain::error;
+pub use domain::error::{BoxError, Entity, Error, ErrorKind, FieldError, Result, ValidationErrors};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::postgres::PostgresStore;

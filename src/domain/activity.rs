@@ -11,7 +11,7 @@ use super::{
     text::{self, text_type},
     truncate_to_micros,
 };
-use crate::error::{FieldError, ValidationErrors};
+use crate::domain::error::{FieldError, ValidationErrors};
 
 id_type!(
     /// The id of an [`Activity`] (UUID v7).

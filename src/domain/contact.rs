@@ -10,7 +10,7 @@ use super::{
     Metadata, TenantId, Timestamp, Version, id_type,
     text::{self, text_type},
 };
-use crate::error::{FieldError, ValidationErrors};
+use crate::domain::error::{FieldError, ValidationErrors};
 
 id_type!(
     /// The id of a [`Contact`] (UUID v7).

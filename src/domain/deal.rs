@@ -13,7 +13,7 @@ use super::{
     id_type,
     text::text_type,
 };
-use crate::error::{Error, FieldError, ValidationErrors};
+use crate::domain::error::{Error, FieldError, ValidationErrors};
 
 id_type!(
     /// The id of a [`Deal`] (UUID v7).

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::{Error, FieldError};
+use crate::domain::error::{Error, FieldError};
 
 /// The field an error about the input as a whole is reported under: it is
 /// not JSON, not a JSON object, or has something after its end.

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::FieldError;
+use crate::domain::error::FieldError;
 
 /// Custom fields of a contact: a JSON object of at most
 /// [`MAX_BYTES`](Self::MAX_BYTES) bytes (serialized), nested at most

@@ -8,14 +8,20 @@
 mod activity;
 mod contact;
 mod deal;
+pub(crate) mod error;
 mod from_json;
+mod history;
+pub(crate) mod idempotency;
 pub mod json;
 mod key;
 mod metadata;
+mod page;
 mod pipeline;
+mod scoring;
 mod tenant;
 mod text;
 mod time;
+mod upsert;
 
 pub(crate) use activity::deal_of_another_contact;
 pub use activity::{
@@ -32,11 +38,24 @@ pub use deal::{
 };
 pub(crate) use from_json::read_value;
 pub use from_json::{FromJson, ROOT_FIELD};
+pub use history::{
+    EntityKind, FieldChange, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation,
+};
+pub use idempotency::{
+    Claim, Fingerprint, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotencySource,
+    InboundEvent, StoredResult, WaitPolicy,
+};
 pub use key::caseless_key;
 pub use metadata::Metadata;
+pub use page::{
+    Cursor, CursorList, CursorPosition, DEFAULT_PAGE_SIZE, ListScope, MAX_PAGE_SIZE, Page,
+    PageRequest, TimeIdKey,
+};
 pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKind};
+pub use scoring::{ContactInputs, InputsRequest};
 pub use tenant::{Actor, Context, TenantId, Version};
 pub(crate) use text::no_nul;
+pub use upsert::{ConflictPolicy, ImportLock, UpsertOutcome};
 pub use time::{
     EARLIEST_MICROS, LATEST_MICROS, check_date, check_optional_timestamp, check_timestamp,
     check_timestamps, earliest_date, earliest_timestamp, latest_date, latest_timestamp,

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, FieldError, ValidationErrors};
+use crate::domain::error::{Error, FieldError, ValidationErrors};
 
 /// Generates a key newtype: 1–64 characters of `a-z`, `0-9` and `_`.
 macro_rules! key_type {

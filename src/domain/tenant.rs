@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::{id_type, text::text_type};
-use crate::error::{FieldError, ValidationErrors};
+use crate::domain::error::{FieldError, ValidationErrors};
 
 id_type!(
     /// The tenant (customer account) that owns a set of records. Every record

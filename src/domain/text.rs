@@ -20,7 +20,7 @@
 //! - **Identifiers** given by other systems (request ids, idempotency
 //!   keys) are opaque: no control characters, nothing more.
 
-use crate::error::FieldError;
+use crate::domain::error::FieldError;
 
 /// True for a default-ignorable code point (Unicode's
 /// `Default_Ignorable_Code_Point` property): characters that display as
@@ -193,12 +193,12 @@ macro_rules! text_type {
             pub const MAX_CHARS: usize = $max;
 
             /// Trims and validates `value`.
-            pub fn parse(value: &str) -> Result<Self, crate::error::FieldError> {
+            pub fn parse(value: &str) -> Result<Self, crate::domain::error::FieldError> {
                 crate::domain::text::bounded($field, value, $min, $max, $ml).map(Self)
             }
 
             /// Like [`parse`](Self::parse), reporting the error under `field`.
-            pub fn parse_field(field: &str, value: &str) -> Result<Self, crate::error::FieldError> {
+            pub fn parse_field(field: &str, value: &str) -> Result<Self, crate::domain::error::FieldError> {
                 crate::domain::text::bounded(field, value, $min, $max, $ml).map(Self)
             }
 
@@ -210,7 +210,7 @@ macro_rules! text_type {
             pub fn parse_stored(
                 field: &str,
                 value: &str,
-            ) -> Result<Self, crate::error::FieldError> {
+            ) -> Result<Self, crate::domain::error::FieldError> {
                 crate::domain::text::plain(field, value, $min, $max, $ml).map(Self)
             }
 
@@ -233,7 +233,7 @@ macro_rules! text_type {
         }
 
         impl TryFrom<String> for $name {
-            type Error = crate::error::FieldError;
+            type Error = crate::domain::error::FieldError;
             fn try_from(value: String) -> Result<Self, Self::Error> {
                 Self::parse(&value)
             }

@@ -18,7 +18,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::Timestamp;
-use crate::error::{FieldError, ValidationErrors};
+use crate::domain::error::{FieldError, ValidationErrors};
 
 /// The earliest instant accepted, 0001-01-01T00:00:00Z, in microseconds
 /// since the Unix epoch.

@@ -161,7 +161,6 @@
 //! fits as `|tx| Box::pin(on_event(tx, …))`.
 
 mod in_flight;
-mod record;
 
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -171,7 +170,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use tokio::time::Instant;
 
-pub use record::{
+pub use crate::domain::idempotency::{
     Claim, Fingerprint, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotencySource,
     InboundEvent, StoredResult, WaitPolicy,
 };
@@ -184,7 +183,7 @@ use crate::{
 use in_flight::{Entry, InFlight, Slot};
 
 #[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
-pub(crate) use record::key_in_use;
+pub(crate) use crate::domain::idempotency::key_in_use;
 
 /// The future a handler returns: it may borrow the transaction, and is
 /// `Send` so that the guard can run in spawned tasks.
@@ -428,7 +427,7 @@ impl IdempotencyGuard {
         };
         let context = context.clone().with_idempotency_key(&event.scoped_key())?;
         let reclaim_context = context.clone();
-        let busy = || record::key_in_use(event.source(), event.key());
+        let busy = || key_in_use(event.source(), event.key());
 
         // Wait out a delivery of the same event in flight in this process.
         let slot: Option<Slot> = loop {
@@ -691,7 +690,7 @@ fn replay<T: DeserializeOwned>(
         Some(StoredResult::Failed(v)) => Err(v),
         // Committed without a result: only a caller of the storage methods
         // that bypassed the guard can leave that.
-        None => return Err(record::key_in_use(event.source(), event.key())),
+        None => return Err(key_in_use(event.source(), event.key())),
     };
     Ok(Outcome {
         execution: Execution::Replayed,

@@ -154,7 +154,8 @@ pub mod live;
 mod model;
 mod rescore;
 
-pub use inputs::{ContactInputs, InputsRequest, live_log_sum};
+pub use crate::domain::{ContactInputs, InputsRequest};
+pub use inputs::live_log_sum;
 pub use live::{Explanation, LIVE_TOLERANCE, LiveLead, explain, live_score, live_top_leads};
 pub use rescore::{
     DEFAULT_CHUNK_SIZE, DEFAULT_TOP, MAX_TOP, RescoreOptions, RescoreReport, TopLead, rescore,

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{
-    domain::{TenantId, Timestamp},
+use super::{
+    TenantId, Timestamp,
     error::{Error, FieldError, ValidationErrors},
 };
 
@@ -156,7 +156,7 @@ impl Fingerprint {
     /// The deepest a payload given to [`of`](Self::of) (and so to
     /// [`InboundEvent::new`]) may nest: as deep as serde_json reads JSON
     /// text. [`of_json`](Self::of_json) takes any depth.
-    pub const MAX_PAYLOAD_DEPTH: usize = crate::domain::json::TEXT_DEPTH;
+    pub const MAX_PAYLOAD_DEPTH: usize = super::json::TEXT_DEPTH;
 
     /// The fingerprint of a JSON value, nested however deep (the value is
     /// walked without recursion).
@@ -183,10 +183,10 @@ impl Fingerprint {
     /// read back as JSON such a number is rounded, so two payloads
     /// differing only there would share a fingerprint.
     pub fn of<T: Serialize + ?Sized>(payload: &T) -> Result<Fingerprint, FieldError> {
-        use crate::domain::json::{ToValueError, holds_integer_beyond_64_bits, to_value_within};
+        use super::json::{ToValueError, holds_integer_beyond_64_bits, to_value_within};
         match to_value_within(payload, Self::MAX_PAYLOAD_DEPTH) {
             Ok(v) if holds_integer_beyond_64_bits(&v) => {
-                crate::domain::json::dispose(v);
+                super::json::dispose(v);
                 Err(FieldError::new(
                     "payload",
                     "out_of_range",
@@ -367,18 +367,18 @@ pub enum StoredResult {
 }
 
 impl StoredResult {
-    /// The deepest a stored result may nest (see [`json::MAX_DEPTH`](crate::domain::json::MAX_DEPTH)):
+    /// The deepest a stored result may nest (see [`json::MAX_DEPTH`](super::json::MAX_DEPTH)):
     /// deep enough for any result a handler means to return, shallow
     /// enough that every backend stores and reads it back (serde_json reads
     /// no deeper than 128 levels) and nothing recursing over it can
     /// overflow the stack.
-    pub const MAX_DEPTH: usize = crate::domain::json::MAX_DEPTH;
+    pub const MAX_DEPTH: usize = super::json::MAX_DEPTH;
 
     /// Checks that the result can be stored: nested at most
     /// [`MAX_DEPTH`](Self::MAX_DEPTH) levels (counted without recursing).
     /// Every store calls it before storing a result.
     pub fn check(&self) -> Result<(), FieldError> {
-        if crate::domain::json::deeper_than(self.value(), Self::MAX_DEPTH) {
+        if super::json::deeper_than(self.value(), Self::MAX_DEPTH) {
             Err(FieldError::new(
                 "result",
                 "too_deep",
@@ -477,12 +477,12 @@ pub struct IdempotencyClaim {
 impl IdempotencyClaim {
     /// The claim as every store takes it, or every reason it cannot be:
     /// `now` and `expires_at` within years 1–9999 and normalised
-    /// ([`check_timestamp`](crate::domain::check_timestamp)), and
+    /// ([`check_timestamp`](super::check_timestamp)), and
     /// `expires_at` after `now` (a record must outlive its claim).
     /// Every store calls it before anything else.
     pub fn checked(&self) -> Result<IdempotencyClaim, ValidationErrors> {
         let [now, expires_at] =
-            crate::domain::check_timestamps([("now", self.now), ("expires_at", self.expires_at)])?;
+            super::check_timestamps([("now", self.now), ("expires_at", self.expires_at)])?;
         if expires_at <= now {
             return Err(ValidationErrors::single(FieldError::new(
                 "expires_at",

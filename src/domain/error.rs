@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::domain::{ContactId, Email, StageKey};
+use super::{ContactId, Email, StageKey};
 
 /// `Result` with the crate's [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -89,9 +89,9 @@ pub enum Error {
     )]
     KeyInUse {
         /// Where the event came from.
-        event_source: crate::idempotency::IdempotencySource,
+        event_source: super::idempotency::IdempotencySource,
         /// The event's key.
-        key: crate::idempotency::IdempotencyKey,
+        key: super::idempotency::IdempotencyKey,
     },
 
     /// The idempotency key was already used for an event with another
@@ -102,9 +102,9 @@ pub enum Error {
     )]
     FingerprintMismatch {
         /// The record of the first use: when, its fingerprint, its stored result.
-        original: Box<crate::idempotency::IdempotencyRecord>,
+        original: Box<super::idempotency::IdempotencyRecord>,
         /// The fingerprint of the payload just received.
-        fingerprint: crate::idempotency::Fingerprint,
+        fingerprint: super::idempotency::Fingerprint,
     },
 }
 
