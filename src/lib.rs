@@ -71,6 +71,7 @@ pub mod bulk;
 pub mod domain;
 pub mod history;
 pub mod idempotency;
+pub mod prelude;
 pub mod scoring;
 pub mod store;
 
@@ -78,9 +79,9 @@ pub mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
-pub use domain::{Actor, Context, TenantId, Version};
 use domain::error;
 pub use domain::error::{BoxError, Entity, Error, ErrorKind, FieldError, Result, ValidationErrors};
+pub use domain::{Actor, Context, TenantId, Version};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::postgres::PostgresStore;

@@ -81,8 +81,6 @@
 //! # });
 //! ```
 
-
-
 use crate::domain::{Contact, ContactId, ContactPatch, Metadata, NewContact};
 
 mod export;

@@ -248,4 +248,3 @@ impl FieldQuery {
 /// The position of an entry in a list ordered by `valid_from` then entity
 /// id, as stored in cursors (field changes, tenant changes).
 pub type HistoryKey = (i64, Uuid);
-

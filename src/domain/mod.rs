@@ -55,12 +55,12 @@ pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKi
 pub use scoring::{ContactInputs, InputsRequest};
 pub use tenant::{Actor, Context, TenantId, Version};
 pub(crate) use text::no_nul;
-pub use upsert::{ConflictPolicy, ImportLock, UpsertOutcome};
 pub use time::{
     EARLIEST_MICROS, LATEST_MICROS, check_date, check_optional_timestamp, check_timestamp,
     check_timestamps, earliest_date, earliest_timestamp, latest_date, latest_timestamp,
     timestamp_from_micros,
 };
+pub use upsert::{ConflictPolicy, ImportLock, UpsertOutcome};
 
 use chrono::{DateTime, Utc};
 

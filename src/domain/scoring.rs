@@ -68,4 +68,3 @@ pub struct ContactInputs {
     /// The `created_at` of each of its open deals (neither won nor lost).
     pub open_deals: Vec<Timestamp>,
 }
-

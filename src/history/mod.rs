@@ -146,13 +146,12 @@
 
 use std::collections::BTreeMap;
 
-
 use serde_json::{Map, Value, json};
 
+use crate::domain::{Contact, ContactId, Deal, Timestamp};
 pub use crate::domain::{
     EntityKind, FieldChange, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation,
 };
-use crate::domain::{Contact, ContactId, Deal, Timestamp};
 
 /// The fields that change with every write and alone do not make a change.
 pub const BOOKKEEPING_FIELDS: [&str; 2] = ["version", "updated_at"];

@@ -33,6 +33,7 @@ use crate::{
         check_timestamp, check_timestamps, truncate_to_micros,
     },
     error::{Entity, Error, Result, ValidationErrors},
+    prelude::*,
 };
 
 #[path = "memory_bulk.rs"]
@@ -489,7 +490,10 @@ impl Transaction for MemoryTransaction {
         roll_back(&mut guard, std::mem::take(&mut self.undo));
         Ok(())
     }
+}
 
+#[async_trait]
+impl ContactsTx for MemoryTransaction {
     async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
         self.check_email_free(&new.email, None)?;
         let contact = Contact::create(self.tenant, new, now());
@@ -666,7 +670,10 @@ impl Transaction for MemoryTransaction {
             },
         ))
     }
+}
 
+#[async_trait]
+impl DealsTx for MemoryTransaction {
     async fn create_deal(&mut self, new: NewDeal) -> Result<Deal> {
         let new = new.checked()?;
         let pipeline = self.pipeline(&new.pipeline)?;
@@ -812,7 +819,10 @@ impl Transaction for MemoryTransaction {
             totals.into_iter().map(|((s, c), (n, sum))| (s, c, n, sum)),
         ))
     }
+}
 
+#[async_trait]
+impl TimelineTx for MemoryTransaction {
     async fn log_activity(&mut self, new: NewActivity) -> Result<Activity> {
         let new = new.checked()?;
         self.contact(new.contact_id)?;
@@ -878,38 +888,10 @@ impl Transaction for MemoryTransaction {
             .map(|(_, s)| s.clone())
             .collect())
     }
+}
 
-    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
-        // One score per contact, the last one given for it: a contact
-        // listed twice is written (and counted) once.
-        let mut last: HashMap<ContactId, Score> = HashMap::with_capacity(scores.len());
-        let mut order: Vec<ContactId> = Vec::with_capacity(scores.len());
-        for (id, score) in scores {
-            if last.insert(*id, *score).is_none() {
-                order.push(*id);
-            }
-        }
-        let mut changed = 0;
-        for id in order {
-            let Some(score) = last.get(&id).copied() else {
-                continue;
-            };
-            let Some(c) = self.data()?.contacts.get(&id) else {
-                continue;
-            };
-            if c.score == score {
-                continue;
-            }
-            let mut next = c.clone();
-            next.score = score;
-            self.set_contact(id, Some(next))?;
-            changed += 1;
-        }
-        Ok(changed)
-    }
-
-    // ---- history ----
-
+#[async_trait]
+impl HistoryTx for MemoryTransaction {
     async fn entity_history(
         &mut self,
         entity: crate::history::HistoryEntity,
@@ -953,9 +935,10 @@ impl Transaction for MemoryTransaction {
     async fn erase_contact(&mut self, id: ContactId) -> Result<Contact> {
         self.atomic(|tx| tx.history_erase_contact(id))
     }
+}
 
-    // ---- idempotency ----
-
+#[async_trait]
+impl IdempotencyTx for MemoryTransaction {
     async fn claim_idempotency_key(
         &mut self,
         claim: &crate::idempotency::IdempotencyClaim,
@@ -996,9 +979,10 @@ impl Transaction for MemoryTransaction {
         let now = check_timestamp("now", now)?;
         self.purge_idempotency(now, limit)
     }
+}
 
-    // ---- bulk ----
-
+#[async_trait]
+impl BulkTx for MemoryTransaction {
     async fn upsert_contacts(
         &mut self,
         rows: &[NewContact],
@@ -1015,8 +999,38 @@ impl Transaction for MemoryTransaction {
     ) -> Result<Contact> {
         self.atomic(|tx| tx.bulk_merge_contacts(survivor, loser, policy))
     }
+}
 
-    // ---- scoring ----
+#[async_trait]
+impl ScoringTx for MemoryTransaction {
+    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
+        // One score per contact, the last one given for it: a contact
+        // listed twice is written (and counted) once.
+        let mut last: HashMap<ContactId, Score> = HashMap::with_capacity(scores.len());
+        let mut order: Vec<ContactId> = Vec::with_capacity(scores.len());
+        for (id, score) in scores {
+            if last.insert(*id, *score).is_none() {
+                order.push(*id);
+            }
+        }
+        let mut changed = 0;
+        for id in order {
+            let Some(score) = last.get(&id).copied() else {
+                continue;
+            };
+            let Some(c) = self.data()?.contacts.get(&id) else {
+                continue;
+            };
+            if c.score == score {
+                continue;
+            }
+            let mut next = c.clone();
+            next.score = score;
+            self.set_contact(id, Some(next))?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
 
     async fn scoring_inputs(
         &mut self,

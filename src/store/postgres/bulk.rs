@@ -294,7 +294,7 @@ impl PgTransaction {
                 // contract says, whatever the lock order.
                 Err(e @ Error::NotFound { .. }) => {
                     return Err(
-                        match crate::Transaction::get_contact(self, survivor).await? {
+                        match crate::store::ContactsTx::get_contact(self, survivor).await? {
                             None => Error::not_found(Entity::Contact, survivor),
                             Some(_) => e,
                         },

@@ -47,6 +47,7 @@ use crate::{
         check_timestamps, truncate_to_micros,
     },
     error::{Entity, Error, FieldError, Result, ValidationErrors},
+    prelude::*,
     store::{
         ContactQuery, ContactSort, ContactSortKey, CursorList, Page, PageRequest, PipelineSummary,
         TimeIdKey, Transaction,
@@ -1060,6 +1061,24 @@ impl Transaction for PgTransaction {
         self.finish("ROLLBACK").await
     }
 
+    async fn complete_idempotency_key_and_commit(
+        self: Box<Self>,
+        source: &crate::idempotency::IdempotencySource,
+        key: &crate::idempotency::IdempotencyKey,
+        result: &crate::idempotency::StoredResult,
+        completed_at: Timestamp,
+    ) -> Result<crate::idempotency::IdempotencyRecord> {
+        // Refused before anything is sent; the transaction is dropped (and
+        // rolled back) with the error, as when the store refuses.
+        let completed_at = check_timestamp("completed_at", completed_at)?;
+        result.check()?;
+        self.idempotency_complete_and_commit(source, key, result, completed_at)
+            .await
+    }
+}
+
+#[async_trait]
+impl ContactsTx for PgTransaction {
     async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
         let contact = Contact::create(self.tenant, new, now());
         let mut insert = Query::insert();
@@ -1185,7 +1204,10 @@ impl Transaction for PgTransaction {
             next_cursor: page.next_cursor,
         })
     }
+}
 
+#[async_trait]
+impl DealsTx for PgTransaction {
     async fn create_deal(&mut self, new: NewDeal) -> Result<Deal> {
         let new = new.checked()?;
         let pipeline = self.pipeline(&new.pipeline)?;
@@ -1315,7 +1337,10 @@ impl Transaction for PgTransaction {
         }
         Ok(PipelineSummary::from_totals(&def, totals))
     }
+}
 
+#[async_trait]
+impl TimelineTx for PgTransaction {
     async fn log_activity(&mut self, new: NewActivity) -> Result<Activity> {
         let new = new.checked()?;
         let live = self.live_lock(new.contact_id).await?;
@@ -1383,34 +1408,10 @@ impl Transaction for PgTransaction {
         let rows = self.query(SIGNALS, &[&tenant, &contact.as_uuid()]).await?;
         rows::all(&rows, rows::signal)
     }
+}
 
-    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
-        if scores.is_empty() {
-            return Ok(0);
-        }
-        // One row per contact, the last score given for it winning (an
-        // UPDATE … FROM applies only one of several matching rows).
-        let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(scores.len());
-        let mut ids: Vec<Uuid> = Vec::with_capacity(scores.len());
-        let mut values: Vec<i16> = Vec::with_capacity(scores.len());
-        for (id, score) in scores {
-            let id = id.as_uuid();
-            let score = i16::from(score.get());
-            match position.get(&id) {
-                Some(&i) => values[i] = score,
-                None => {
-                    position.insert(id, ids.len());
-                    ids.push(id);
-                    values.push(score);
-                }
-            }
-        }
-        let tenant = self.tenant_uuid();
-        self.execute(WRITE_SCORES, &[&tenant, &ids, &values]).await
-    }
-
-    // ---- history ----
-
+#[async_trait]
+impl HistoryTx for PgTransaction {
     async fn entity_history(
         &mut self,
         entity: crate::history::HistoryEntity,
@@ -1456,9 +1457,10 @@ impl Transaction for PgTransaction {
         let erased = self.history_erase_contact(id).await;
         self.end_atomic(erased).await
     }
+}
 
-    // ---- idempotency ----
-
+#[async_trait]
+impl IdempotencyTx for PgTransaction {
     async fn claim_idempotency_key(
         &mut self,
         claim: &crate::idempotency::IdempotencyClaim,
@@ -1496,21 +1498,6 @@ impl Transaction for PgTransaction {
             .await
     }
 
-    async fn complete_idempotency_key_and_commit(
-        self: Box<Self>,
-        source: &crate::idempotency::IdempotencySource,
-        key: &crate::idempotency::IdempotencyKey,
-        result: &crate::idempotency::StoredResult,
-        completed_at: Timestamp,
-    ) -> Result<crate::idempotency::IdempotencyRecord> {
-        // Refused before anything is sent; the transaction is dropped (and
-        // rolled back) with the error, as when the store refuses.
-        let completed_at = check_timestamp("completed_at", completed_at)?;
-        result.check()?;
-        self.idempotency_complete_and_commit(source, key, result, completed_at)
-            .await
-    }
-
     async fn get_idempotency_record(
         &mut self,
         source: &crate::idempotency::IdempotencySource,
@@ -1531,9 +1518,10 @@ impl Transaction for PgTransaction {
         let now = check_timestamp("now", now)?;
         self.idempotency_purge(now, limit).await
     }
+}
 
-    // ---- bulk ----
-
+#[async_trait]
+impl BulkTx for PgTransaction {
     async fn upsert_contacts(
         &mut self,
         rows: &[NewContact],
@@ -1561,8 +1549,34 @@ impl Transaction for PgTransaction {
         let merged = self.bulk_merge_contacts(survivor, loser, policy).await;
         self.end_atomic(merged).await
     }
+}
 
-    // ---- scoring ----
+#[async_trait]
+impl ScoringTx for PgTransaction {
+    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
+        if scores.is_empty() {
+            return Ok(0);
+        }
+        // One row per contact, the last score given for it winning (an
+        // UPDATE … FROM applies only one of several matching rows).
+        let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(scores.len());
+        let mut ids: Vec<Uuid> = Vec::with_capacity(scores.len());
+        let mut values: Vec<i16> = Vec::with_capacity(scores.len());
+        for (id, score) in scores {
+            let id = id.as_uuid();
+            let score = i16::from(score.get());
+            match position.get(&id) {
+                Some(&i) => values[i] = score,
+                None => {
+                    position.insert(id, ids.len());
+                    ids.push(id);
+                    values.push(score);
+                }
+            }
+        }
+        let tenant = self.tenant_uuid();
+        self.execute(WRITE_SCORES, &[&tenant, &ids, &values]).await
+    }
 
     async fn scoring_inputs(
         &mut self,

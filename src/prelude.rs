@@ -1,0 +1,11 @@
+//! The traits a host needs in scope to call a transaction's operations:
+//! `use crm_core::prelude::*;`.
+//!
+//! [`Transaction`] is the sum of one trait per area (contacts, deals,
+//! timeline and signals, history, idempotency, bulk, scoring); Rust calls a
+//! method of such a trait only when the trait is in scope.
+
+pub use crate::store::{
+    BulkTx, ContactsTx, DealsTx, HistoryTx, IdempotencyTx, ScoringTx, Store, StoreExt, TimelineTx,
+    Transaction,
+};

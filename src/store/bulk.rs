@@ -1,0 +1,67 @@
+//! Upserting contacts in bulk, the import lock and merging two contacts
+//! ([`BulkTx`]); the import and export engines are in [`crate::bulk`].
+
+use async_trait::async_trait;
+
+use crate::{domain::*, error::Result};
+
+/// Bulk upserts, the import lock and merges. Part of [`Transaction`](crate::Transaction).
+#[async_trait]
+pub trait BulkTx: Send {
+    /// Upserts contacts by email, in any casing: a row whose email no
+    /// contact of the tenant holds is created (version 1, score 0, active);
+    /// otherwise the contact holding it gets the values `policy` picks
+    /// ([`crate::bulk::conflict_patch`]; the stored email is kept) and its
+    /// version goes up by one, unless nothing changes. Returns one outcome
+    /// per row, in row order. Rows are applied in order, so a later row
+    /// with the email of an earlier one updates the contact the earlier
+    /// one wrote. Concurrent upserts of the same emails never fail with
+    /// [`Error::DuplicateEmail`]: one inserts, the others update.
+    async fn upsert_contacts(
+        &mut self,
+        rows: &[NewContact],
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Vec<crate::bulk::UpsertOutcome>>;
+
+    /// Takes the tenant's import lock for the rest of this transaction, as
+    /// `lock` says: what an import does first, so that imports of one tenant
+    /// queue up instead of deadlocking over each other's rows (see
+    /// [`ImportLock`](crate::bulk::ImportLock)). Other writers do not take
+    /// it: a transaction of the host's own that writes several contacts can
+    /// still deadlock with an import, and one of the two then fails with a
+    /// retryable [`Error::Backend`].
+    ///
+    /// The default does nothing: right for a backend whose transactions
+    /// never wait for each other's rows while holding some (the in-memory
+    /// store runs one transaction at a time).
+    async fn lock_for_import(&mut self, lock: crate::bulk::ImportLock) -> Result<()> {
+        let _ = lock;
+        Ok(())
+    }
+
+    /// Merges contact `loser` into `survivor`: the loser's deals (each
+    /// gaining a version), activities and signals move to the survivor, the
+    /// survivor takes the loser's values as `policy` says
+    /// ([`crate::bulk::merged_survivor`]; custom fields merged key by key),
+    /// and the loser is deleted. Every version the merge writes records the
+    /// reason `merged <loser> into <survivor>` (after the context's own
+    /// reason, if any) with the transaction's request id. Returns the
+    /// survivor.
+    ///
+    /// An erased loser gives nothing but its deals, activities and signals.
+    /// A transaction that holds locks on both contacts (it logged an
+    /// activity for the survivor, then wants to log one for the loser) can
+    /// deadlock with the merge and get a retryable [`Error::Backend`].
+    ///
+    /// Errors: [`Error::NotFound`] naming the survivor when it is missing,
+    /// else the loser when it is; [`Error::Validation`] on `loser` when it
+    /// is the survivor, on `survivor` when it is erased (it must hold no
+    /// personal data), on `metadata` when the merged custom fields are too
+    /// large.
+    async fn merge_contacts(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: crate::bulk::ConflictPolicy,
+    ) -> Result<Contact>;
+}

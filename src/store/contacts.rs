@@ -1,0 +1,373 @@
+//! The contacts of a tenant: create, read, change, deactivate, delete and
+//! search them ([`ContactsTx`], with [`ContactQuery`]).
+
+use async_trait::async_trait;
+
+use crate::{
+    domain::*,
+    error::{FieldError, Result, ValidationErrors},
+};
+
+/// The contacts of the transaction's tenant. Part of [`Transaction`](crate::Transaction).
+///
+/// # Contract
+///
+/// Beside the points on [`Store`](crate::Store):
+///
+/// - **Emails** are unique per tenant compared case-insensitively (by
+///   their [`caseless_key`](crate::domain::caseless_key), whatever the
+///   database's locale); a create or update that would break this returns
+///   [`Error::DuplicateEmail`](crate::Error::DuplicateEmail) with the id of
+///   the contact holding the email, also when two transactions race for it.
+/// - **Deleting a contact** deletes its deals, activities and signals.
+#[async_trait]
+pub trait ContactsTx: Send {
+    /// Creates a contact (version 1, score 0, active).
+    ///
+    /// Errors: [`Error::DuplicateEmail`] when the tenant has the email in any casing.
+    async fn create_contact(&mut self, new: NewContact) -> Result<Contact>;
+
+    /// A contact by id.
+    async fn get_contact(&mut self, id: ContactId) -> Result<Option<Contact>>;
+
+    /// A contact by email, in any casing.
+    async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>>;
+
+    /// Applies `patch` if the contact is at `expected`.
+    ///
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`], [`Error::DuplicateEmail`].
+    async fn update_contact(
+        &mut self,
+        id: ContactId,
+        expected: Version,
+        patch: ContactPatch,
+    ) -> Result<Contact>;
+
+    /// Marks the contact inactive, whatever its version (a no-op when it
+    /// already is). Errors: [`Error::NotFound`].
+    async fn deactivate_contact(&mut self, id: ContactId) -> Result<Contact>;
+
+    /// Deletes the contact with its deals, activities and signals.
+    /// `Ok(false)` when there was no such contact.
+    async fn delete_contact(&mut self, id: ContactId) -> Result<bool>;
+
+    /// Contacts matching `query`, in its order, one page at a time.
+    async fn search_contacts(&mut self, query: &ContactQuery) -> Result<Page<Contact>>;
+}
+
+impl CursorList {
+    /// [`Transaction::search_contacts`] with the filters and order of `q`
+    /// (its page aside), as [`ContactQuery::checked`] gives them.
+    pub fn contacts(q: &ContactQuery) -> ListScope {
+        let mut sources: Vec<&str> = q.lead_sources.iter().map(|l| l.as_str()).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        let micros = |t: Option<Timestamp>| t.map(|t| t.timestamp_micros());
+        q.sort.cursor_list().scoped(&(
+            q.sort,
+            (&q.email_prefix, &q.name_prefix, &q.company_prefix),
+            sources,
+            (
+                q.min_score.map(|s| s.get()),
+                q.max_score.map(|s| s.get()),
+                q.active,
+            ),
+            (
+                micros(q.created_from),
+                micros(q.created_until),
+                micros(q.updated_from),
+                micros(q.updated_until),
+            ),
+            q.metadata_contains.as_ref().map(|m| m.as_map()),
+        ))
+    }
+}
+
+/// The longest search prefix ([`ContactQuery`]'s `email_prefix`,
+/// `name_prefix`, `company_prefix`): longer than any value it searches.
+pub const MAX_PREFIX_CHARS: usize = 255;
+
+/// The order of a contact search. Ties are broken by id, in the same direction.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactSort {
+    /// Highest score first.
+    ScoreDesc,
+    /// Lowest score first.
+    ScoreAsc,
+    /// Newest first (the default).
+    #[default]
+    CreatedDesc,
+    /// Oldest first.
+    CreatedAsc,
+    /// Most recently changed first.
+    UpdatedDesc,
+    /// Least recently changed first.
+    UpdatedAsc,
+    /// By last name, then first name, case-insensitively: by their
+    /// [`caseless_key`](crate::domain::caseless_key)s in code-point order,
+    /// the same on every backend and in every database locale.
+    NameAsc,
+    /// By last name, then first name, reversed.
+    NameDesc,
+}
+
+/// Filters, order and page of a contact search. Every filter is optional and
+/// they combine with AND. Text prefixes match case-insensitively (the
+/// value's [`caseless_key`](crate::domain::caseless_key) starts with the
+/// prefix's) and literally (`%` and `_` are not wildcards); as keys are
+/// composed (NFC), a prefix ends on a whole letter: `Zoe` does not find
+/// `Zoë`, whose `e` and diaeresis compose into one. Time ranges include
+/// their start and exclude their end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactQuery {
+    /// Email starts with this.
+    pub email_prefix: Option<String>,
+    /// First name or last name starts with this.
+    pub name_prefix: Option<String>,
+    /// Company starts with this.
+    pub company_prefix: Option<String>,
+    /// Lead source is one of these (empty: any).
+    pub lead_sources: Vec<LeadSource>,
+    /// Score at least this.
+    pub min_score: Option<Score>,
+    /// Score at most this.
+    pub max_score: Option<Score>,
+    /// Active or not.
+    pub active: Option<bool>,
+    /// Created at or after.
+    pub created_from: Option<Timestamp>,
+    /// Created before.
+    pub created_until: Option<Timestamp>,
+    /// Last changed at or after.
+    pub updated_from: Option<Timestamp>,
+    /// Last changed before.
+    pub updated_until: Option<Timestamp>,
+    /// Metadata contains this object (PostgreSQL `jsonb @>` semantics).
+    pub metadata_contains: Option<Metadata>,
+    /// Order.
+    pub sort: ContactSort,
+    /// Page.
+    pub page: PageRequest,
+}
+
+impl ContactQuery {
+    /// Every contact, newest first, 50 a page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The top `limit` active contacts by score: the "top leads" query.
+    pub fn top_leads(limit: u32) -> Self {
+        ContactQuery {
+            active: Some(true),
+            sort: ContactSort::ScoreDesc,
+            page: PageRequest::first(limit),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the order.
+    pub fn sort(mut self, sort: ContactSort) -> Self {
+        self.sort = sort;
+        self
+    }
+
+    /// Sets the page.
+    pub fn page(mut self, page: PageRequest) -> Self {
+        self.page = page;
+        self
+    }
+
+    /// The same query, continuing after `cursor`.
+    pub fn after(&self, cursor: Cursor) -> Self {
+        let mut q = self.clone();
+        q.page.cursor = Some(cursor);
+        q
+    }
+
+    /// The query as every store runs it, or every reason it cannot be:
+    /// prefixes without NUL, and time bounds within years 1–9999, normalised
+    /// ([`check_timestamp`](crate::domain::check_timestamp)). Borrowed when
+    /// nothing needed normalising. Every store calls it first. (The page is
+    /// checked when it is read: [`PageRequest::checked_limit`],
+    /// [`PageRequest::position`].)
+    pub fn checked(&self) -> std::result::Result<std::borrow::Cow<'_, Self>, ValidationErrors> {
+        use crate::domain::check_optional_timestamp;
+        let mut errors = ValidationErrors::new();
+        for (field, prefix) in [
+            ("email_prefix", &self.email_prefix),
+            ("name_prefix", &self.name_prefix),
+            ("company_prefix", &self.company_prefix),
+        ] {
+            if let Some(p) = prefix {
+                errors.check(crate::domain::no_nul(field, p));
+                let chars = p.chars().count();
+                if chars > MAX_PREFIX_CHARS {
+                    errors.push(FieldError::new(
+                        field,
+                        "too_long",
+                        format!(
+                            "must have at most {MAX_PREFIX_CHARS} characters (no value it \
+                             searches is longer), got {chars}"
+                        ),
+                    ));
+                }
+            }
+        }
+        let created_from =
+            errors.check(check_optional_timestamp("created_from", self.created_from));
+        let created_until = errors.check(check_optional_timestamp(
+            "created_until",
+            self.created_until,
+        ));
+        let updated_from =
+            errors.check(check_optional_timestamp("updated_from", self.updated_from));
+        let updated_until = errors.check(check_optional_timestamp(
+            "updated_until",
+            self.updated_until,
+        ));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let times = (
+            created_from.flatten(),
+            created_until.flatten(),
+            updated_from.flatten(),
+            updated_until.flatten(),
+        );
+        if times
+            == (
+                self.created_from,
+                self.created_until,
+                self.updated_from,
+                self.updated_until,
+            )
+        {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        Ok(std::borrow::Cow::Owned(ContactQuery {
+            created_from: times.0,
+            created_until: times.1,
+            updated_from: times.2,
+            updated_until: times.3,
+            ..self.clone()
+        }))
+    }
+}
+
+/// The sort key of a contact in a search, as stored in cursors. Backends use
+/// it to compare positions; PostgreSQL builds the same tuple in SQL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum ContactSortKey {
+    /// Score, then id.
+    Score(i64, uuid::Uuid),
+    /// Timestamp in microseconds since the epoch, then id.
+    Time(i64, uuid::Uuid),
+    /// The caseless keys ([`caseless_key`](crate::domain::caseless_key))
+    /// of the last name and the first name, then id.
+    Name(String, String, uuid::Uuid),
+}
+
+impl ContactSortKey {
+    /// The key of `c` under `sort`.
+    pub fn of(sort: ContactSort, c: &Contact) -> Self {
+        let id = c.id.as_uuid();
+        match sort {
+            ContactSort::ScoreAsc | ContactSort::ScoreDesc => {
+                ContactSortKey::Score(i64::from(c.score.get()), id)
+            }
+            ContactSort::CreatedAsc | ContactSort::CreatedDesc => {
+                ContactSortKey::Time(c.created_at.timestamp_micros(), id)
+            }
+            ContactSort::UpdatedAsc | ContactSort::UpdatedDesc => {
+                ContactSortKey::Time(c.updated_at.timestamp_micros(), id)
+            }
+            ContactSort::NameAsc | ContactSort::NameDesc => ContactSortKey::Name(
+                crate::domain::caseless_key(c.last_name.as_str()),
+                crate::domain::caseless_key(c.first_name.as_str()),
+                id,
+            ),
+        }
+    }
+}
+
+impl ContactSort {
+    /// True for the descending orders.
+    pub fn is_descending(self) -> bool {
+        matches!(
+            self,
+            ContactSort::ScoreDesc
+                | ContactSort::CreatedDesc
+                | ContactSort::UpdatedDesc
+                | ContactSort::NameDesc
+        )
+    }
+}
+
+impl ContactSort {
+    /// The list a search in this order is, for its cursors: one per sort
+    /// key (score, creation time, update time, name), either direction.
+    pub fn cursor_list(self) -> CursorList {
+        match self {
+            ContactSort::ScoreAsc | ContactSort::ScoreDesc => CursorList::ContactsByScore,
+            ContactSort::CreatedAsc | ContactSort::CreatedDesc => CursorList::ContactsByCreation,
+            ContactSort::UpdatedAsc | ContactSort::UpdatedDesc => CursorList::ContactsByUpdate,
+            ContactSort::NameAsc | ContactSort::NameDesc => CursorList::ContactsByName,
+        }
+    }
+}
+
+/// The longest text a name position of a search cursor may hold, in
+/// characters (a name's sort key is never longer).
+const MAX_NAME_KEY_CHARS: usize = 1024;
+
+/// A search position: the key of the list's sort, with a score of 0–100,
+/// a time within years 1–9999, or name keys without NUL and of bounded
+/// length.
+impl CursorPosition for ContactSortKey {
+    fn check(&self, list: CursorList) -> Result<(), FieldError> {
+        let wrong_list = || {
+            FieldError::new(
+                "cursor",
+                "invalid_format",
+                "holds the position of a search on another key",
+            )
+        };
+        match self {
+            ContactSortKey::Score(score, _) => {
+                if list != CursorList::ContactsByScore {
+                    return Err(wrong_list());
+                }
+                Score::new_field("cursor", *score).map(drop)
+            }
+            ContactSortKey::Time(micros, _) => {
+                if !matches!(
+                    list,
+                    CursorList::ContactsByCreation | CursorList::ContactsByUpdate
+                ) {
+                    return Err(wrong_list());
+                }
+                micros.check(list)
+            }
+            ContactSortKey::Name(last, first, _) => {
+                if list != CursorList::ContactsByName {
+                    return Err(wrong_list());
+                }
+                for key in [last, first] {
+                    crate::domain::no_nul("cursor", key)?;
+                    if key.chars().count() > MAX_NAME_KEY_CHARS {
+                        return Err(FieldError::new(
+                            "cursor",
+                            "too_long",
+                            format!("a name key has more than {MAX_NAME_KEY_CHARS} characters"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}

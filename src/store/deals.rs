@@ -1,0 +1,192 @@
+//! Deals on their pipelines' stage machines ([`DealsTx`]) and the pipeline
+//! summary ([`PipelineSummary`]).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::{domain::*, error::Result};
+
+/// Deals and their pipelines. Part of [`Transaction`](crate::Transaction).
+///
+/// # Contract
+///
+/// Beside the points on [`Store`](crate::Store): deals follow their
+/// pipeline's stage machine ([`Pipeline::check_move`](crate::domain::Pipeline::check_move));
+/// a refused move is [`Error::InvalidTransition`](crate::Error::InvalidTransition).
+#[async_trait]
+pub trait DealsTx: Send {
+    /// Creates a deal for an existing contact, in the pipeline's first open
+    /// stage unless the input names an open stage.
+    ///
+    /// Errors: [`Error::NotFound`] for the contact; [`Error::Validation`]
+    /// on `pipeline` for an unknown pipeline, on `stage` for a stage not in
+    /// the pipeline or a closed starting stage.
+    async fn create_deal(&mut self, new: NewDeal) -> Result<Deal>;
+
+    /// A deal by id.
+    async fn get_deal(&mut self, id: DealId) -> Result<Option<Deal>>;
+
+    /// Applies `patch` if the deal is at `expected`.
+    ///
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`].
+    async fn update_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        patch: DealPatch,
+    ) -> Result<Deal>;
+
+    /// Moves the deal to stage `to` along the stage machine
+    /// ([`Pipeline::check_move`]). A lost stage needs `lost_reason`, and
+    /// only a lost stage takes one.
+    ///
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`],
+    /// [`Error::InvalidTransition`]; [`Error::Validation`] on `stage` when
+    /// `to` is not a stage of the deal's pipeline.
+    async fn move_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        to: &StageKey,
+        lost_reason: Option<LostReason>,
+    ) -> Result<Deal>;
+
+    /// Reopens a closed deal into open stage `to`, clearing `won_at`,
+    /// `lost_at` and the lost reason.
+    ///
+    /// Errors: [`Error::NotFound`], [`Error::Conflict`],
+    /// [`Error::InvalidTransition`] when the deal is not closed or `to` is not open.
+    async fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Result<Deal>;
+
+    /// Deletes a deal and unlinks its activities. `Ok(false)` when there was none.
+    async fn delete_deal(&mut self, id: DealId) -> Result<bool>;
+
+    /// A contact's deals, newest first (`created_at`, then id, descending).
+    async fn list_deals_for_contact(
+        &mut self,
+        contact: ContactId,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>>;
+
+    /// The deals in one stage of a pipeline, newest first.
+    async fn list_deals_in_stage(
+        &mut self,
+        pipeline: &PipelineKey,
+        stage: &StageKey,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>>;
+
+    /// Per stage of `pipeline` (in pipeline order, empty stages included)
+    /// and per currency: the number of deals, their sum and their sum
+    /// weighted by the stage's win probability. Currencies are never added together.
+    ///
+    /// Errors: [`Error::Validation`] on `pipeline` for an unknown pipeline.
+    async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary>;
+}
+
+/// One currency's totals in one stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CurrencyTotal {
+    /// The currency.
+    pub currency: Currency,
+    /// How many deals.
+    pub count: u64,
+    /// The sum of their amounts.
+    pub sum: Decimal,
+    /// The sum weighted by the stage's win probability.
+    pub weighted: Decimal,
+}
+
+/// One stage's totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageSummary {
+    /// The stage.
+    pub stage: StageKey,
+    /// Its label.
+    pub label: String,
+    /// Open, won or lost.
+    pub kind: StageKind,
+    /// Its win probability in percent.
+    pub win_probability: u8,
+    /// Per currency, ordered by currency code; empty when the stage has no deals.
+    pub totals: Vec<CurrencyTotal>,
+}
+
+/// A pipeline's deals summed per stage and currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineSummary {
+    /// The pipeline.
+    pub pipeline: PipelineKey,
+    /// Its stages in order.
+    pub stages: Vec<StageSummary>,
+}
+
+impl PipelineSummary {
+    /// Builds the summary from per-(stage, currency) counts and sums, as a
+    /// backend computes them. Rows of stages not in the pipeline are ignored.
+    pub fn from_totals(
+        pipeline: &Pipeline,
+        totals: impl IntoIterator<Item = (StageKey, Currency, u64, Decimal)>,
+    ) -> Self {
+        let mut by_stage: BTreeMap<StageKey, BTreeMap<&'static str, (Currency, u64, Decimal)>> =
+            BTreeMap::new();
+        for (stage, currency, count, sum) in totals {
+            let e = by_stage
+                .entry(stage)
+                .or_default()
+                .entry(currency.code())
+                .or_insert((currency, 0, Decimal::ZERO));
+            e.1 += count;
+            e.2 += sum;
+        }
+        let stages = pipeline
+            .stages()
+            .iter()
+            .map(|def| StageSummary {
+                stage: def.key.clone(),
+                label: def.label.clone(),
+                kind: def.kind,
+                win_probability: def.win_probability,
+                totals: by_stage
+                    .remove(&def.key)
+                    .unwrap_or_default()
+                    .into_values()
+                    .map(|(currency, count, sum)| CurrencyTotal {
+                        currency,
+                        count,
+                        sum,
+                        weighted: (sum * Decimal::from(def.win_probability) / Decimal::ONE_HUNDRED)
+                            .normalize(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        PipelineSummary {
+            pipeline: pipeline.key().clone(),
+            stages,
+        }
+    }
+
+    /// Totals per currency over the open stages: the open pipeline value and
+    /// its weighted forecast.
+    pub fn open_totals(&self) -> Vec<CurrencyTotal> {
+        let mut acc: BTreeMap<&'static str, CurrencyTotal> = BTreeMap::new();
+        for s in self.stages.iter().filter(|s| s.kind == StageKind::Open) {
+            for t in &s.totals {
+                let e = acc.entry(t.currency.code()).or_insert(CurrencyTotal {
+                    currency: t.currency,
+                    count: 0,
+                    sum: Decimal::ZERO,
+                    weighted: Decimal::ZERO,
+                });
+                e.count += t.count;
+                e.sum += t.sum;
+                e.weighted += t.weighted;
+            }
+        }
+        acc.into_values().collect()
+    }
+}

@@ -1,0 +1,56 @@
+//! What the scoring engines read and write ([`ScoringTx`]): scoring inputs,
+//! score write-backs and the live score states ([`crate::scoring`]).
+
+use async_trait::async_trait;
+
+use crate::{domain::*, error::Result};
+
+/// Scoring inputs, score write-backs and live scores. Part of
+/// [`Transaction`](crate::Transaction).
+#[async_trait]
+pub trait ScoringTx: Send {
+    /// Writes lead scores in bulk. Ids that are not contacts of the tenant
+    /// are ignored; neither versions nor `updated_at` change. An id listed
+    /// more than once gets the last score given for it. Returns how many
+    /// contacts' scores actually changed (a contact counts once, and not at
+    /// all when its final score is the one it had).
+    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64>;
+
+    /// The scoring inputs of one chunk of contacts, for the rescoring
+    /// pipeline ([`crate::scoring::rescore`]): the active contacts created
+    /// at or after `request.created_from` with an id greater than
+    /// `request.after`, in ascending id order, at most `request.limit`, each
+    /// with its activities, signals and open deals (those before
+    /// `request.inputs_from` may be left out). A few statements per chunk,
+    /// never one per contact.
+    ///
+    /// Errors: [`Error::Validation`] on `limit` when it is 0.
+    async fn scoring_inputs(
+        &mut self,
+        request: &crate::scoring::InputsRequest,
+    ) -> Result<Vec<crate::scoring::ContactInputs>>;
+
+    /// A contact's live score state: `ln Σ weight·2^(t/half_life)` over its
+    /// activities and signals (see [`crate::scoring::live`]). `Ok(None)`
+    /// when there is no such contact, `Ok(Some(None))` when it has nothing
+    /// counted (or the store keeps no live scores).
+    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>>;
+
+    /// The live top leads: active contacts with a live state, highest
+    /// state first (ties by id, descending), at most `limit` (1–1000),
+    /// each with its state.
+    ///
+    /// Errors: [`Error::Validation`] on `limit`.
+    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>>;
+
+    /// Replaces live states in bulk (a rebuild by the batch). Ids that are
+    /// not contacts of the tenant are ignored; versions, `updated_at` and
+    /// history are untouched. An id listed more than once gets the last
+    /// state given for it and counts once. Returns how many contacts it
+    /// set.
+    ///
+    /// Errors: [`Error::Validation`] on `score_log` for a state that is not
+    /// a finite number (a log-scaled sum never is NaN or infinite); a
+    /// negative zero is kept as zero, as PostgreSQL keeps it.
+    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64>;
+}
