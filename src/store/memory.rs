@@ -401,24 +401,6 @@ impl MemoryTransaction {
             .map_err(|e| ValidationErrors::single(e).into())
     }
 
-    fn check_version(
-        entity: Entity,
-        id: impl fmt::Display,
-        expected: Version,
-        actual: Version,
-    ) -> Result<()> {
-        if expected == actual {
-            Ok(())
-        } else {
-            Err(Error::Conflict {
-                entity,
-                id: id.to_string(),
-                expected: expected.get(),
-                actual: actual.get(),
-            })
-        }
-    }
-
     fn replace_deal(&mut self, next: Deal) -> Result<Deal> {
         self.set_deal(next.id, Some(next.clone()))?;
         Ok(next)
@@ -521,7 +503,7 @@ impl ContactsTx for MemoryTransaction {
         patch: ContactPatch,
     ) -> Result<Contact> {
         let current = self.contact(id)?.clone();
-        Self::check_version(Entity::Contact, id, expected, current.version)?;
+        crate::store::shared::check_version(Entity::Contact, id, expected, current.version)?;
         if let Some(email) = &patch.email {
             self.check_email_free(email, Some(id))?;
         }
@@ -694,7 +676,7 @@ impl DealsTx for MemoryTransaction {
     ) -> Result<Deal> {
         let patch = patch.checked()?;
         let current = self.deal(id)?.clone();
-        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
         match current.patched(&patch, now()) {
             None => Ok(current),
             Some(next) => self.replace_deal(next),
@@ -709,7 +691,7 @@ impl DealsTx for MemoryTransaction {
         lost_reason: Option<LostReason>,
     ) -> Result<Deal> {
         let current = self.deal(id)?.clone();
-        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
         let pipeline = self.pipeline(&current.pipeline)?;
         let next = current.moved(&pipeline, to, lost_reason, now())?;
         self.replace_deal(next)
@@ -717,7 +699,7 @@ impl DealsTx for MemoryTransaction {
 
     async fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Result<Deal> {
         let current = self.deal(id)?.clone();
-        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
         let pipeline = self.pipeline(&current.pipeline)?;
         let next = current.reopened(&pipeline, to, now())?;
         self.replace_deal(next)

@@ -4,13 +4,11 @@ use uuid::Uuid;
 
 use super::{MemoryTransaction, SignalKey, now};
 use crate::{
-    bulk::{
-        ConflictPolicy, UpsertOutcome, conflict_patch, merge_context, merged_survivor, same_contact,
-    },
+    bulk::{ConflictPolicy, UpsertOutcome, conflict_patch, merge_context},
     domain::{
         Activity, ActivityId, Contact, ContactId, Deal, DealId, NewContact, Signal, SignalId,
     },
-    error::{Error, Result, ValidationErrors},
+    error::Result,
 };
 
 impl MemoryTransaction {
@@ -59,14 +57,11 @@ impl MemoryTransaction {
         loser: ContactId,
         policy: ConflictPolicy,
     ) -> Result<Contact> {
-        if survivor == loser {
-            return Err(same_contact());
-        }
+        crate::store::shared::check_merge_pair(survivor, loser)?;
         let kept = self.contact(survivor)?.clone();
         let gone = self.contact(loser)?.clone();
         let at = now();
-        let merged = merged_survivor(&kept, &gone, policy, at)
-            .map_err(|e| Error::from(ValidationErrors::single(e)))?;
+        let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;
         // Every version this merge writes carries its reason.
         let context = self.context.clone();
         self.context = merge_context(&context, survivor, loser);

@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::{MemoryTransaction, Undo, now};
 use crate::{
-    domain::{Contact, ContactId, DealId, Email, Metadata, PersonName, Timestamp},
+    domain::{Contact, ContactId, DealId, Timestamp},
     error::Result,
     history::{
-        self, ERASED_NAME, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation,
-        contact_values, deal_values, erased_values,
+        self, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation, contact_values,
+        deal_values, erased_values,
     },
     store::{CursorList, Page, PageRequest},
 };
@@ -273,23 +273,9 @@ impl MemoryTransaction {
 
     pub(super) fn history_erase_contact(&mut self, id: ContactId) -> Result<Contact> {
         let current = self.contact(id)?.clone();
-        let mut next = current.clone();
-        next.email = Email::erased(id);
-        next.first_name = PersonName::parse(ERASED_NAME)?;
-        next.last_name = PersonName::parse(ERASED_NAME)?;
-        next.company = None;
-        next.title = None;
-        next.phone = None;
-        next.metadata = Metadata::new();
-        next.active = false;
-        if !history::is_change(&history::diff(
-            Some(&contact_values(&current)),
-            Some(&contact_values(&next)),
-        )) {
+        let Some(next) = crate::store::shared::erased(&current, now())? else {
             return Ok(current);
-        }
-        next.version = current.version.next();
-        next.updated_at = now();
+        };
         let tenant = self.tenant;
         let old = self.data_mut()?.put_contact(id, Some(next.clone()));
         self.record_contact(id, old.as_ref(), Some(Operation::Erased))?;

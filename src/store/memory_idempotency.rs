@@ -15,7 +15,7 @@ use std::{
 use super::{MemoryTransaction, Undo};
 use crate::{
     domain::Timestamp,
-    error::{Error, Result},
+    error::Result,
     idempotency::{
         Claim, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotencySource, StoredResult,
     },
@@ -75,22 +75,6 @@ impl Records {
     }
 }
 
-/// Raised when a transaction completes a key it does not hold.
-#[derive(Debug)]
-struct NotClaimed(String);
-
-impl std::fmt::Display for NotClaimed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the idempotency key {} is not claimed by this transaction",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for NotClaimed {}
-
 impl MemoryTransaction {
     fn set_idempotency_record(
         &mut self,
@@ -139,7 +123,7 @@ impl MemoryTransaction {
         let rk = (source.clone(), key.clone());
         let mut record = match self.idempotency_record(&rk)? {
             Some(r) if r.result.is_none() => r.clone(),
-            _ => return Err(Error::backend(NotClaimed(format!("{source}:{key}")))),
+            _ => return Err(crate::store::shared::not_claimed(source, key)),
         };
         record.result = Some(result.clone());
         record.completed_at = Some(crate::domain::truncate_to_micros(completed_at));

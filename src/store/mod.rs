@@ -23,6 +23,7 @@ mod ext;
 mod history;
 mod idempotency;
 mod scoring;
+mod shared;
 mod timeline;
 
 pub use bulk::BulkTx;

@@ -24,11 +24,9 @@ use uuid::Uuid;
 use super::{PgTransaction, now};
 use crate::store::postgres::keys::ContactKeys;
 use crate::{
-    bulk::{
-        ConflictPolicy, ImportLock, UpsertOutcome, merge_context, merged_survivor, same_contact,
-    },
+    bulk::{ConflictPolicy, ImportLock, UpsertOutcome, merge_context},
     domain::{Contact, ContactId, NewContact},
-    error::{Entity, Error, Result, ValidationErrors},
+    error::{Entity, Error, Result},
 };
 
 const STAGE: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS crm_bulk_contacts (\
@@ -274,9 +272,7 @@ impl PgTransaction {
         loser: ContactId,
         policy: ConflictPolicy,
     ) -> Result<Contact> {
-        if survivor == loser {
-            return Err(same_contact());
-        }
+        crate::store::shared::check_merge_pair(survivor, loser)?;
         // Lock both in id order, so that two merges of the same pair (or
         // crossing pairs) cannot deadlock. The loser is locked FOR UPDATE:
         // a transaction attaching a deal, activity or signal to it holds a
@@ -305,8 +301,7 @@ impl PgTransaction {
             (self.lock_contact(survivor).await?, gone)
         };
         let at = now();
-        let merged = merged_survivor(&kept, &gone, policy, at)
-            .map_err(|e| Error::from(ValidationErrors::single(e)))?;
+        let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;
         // Every version this merge writes carries its reason; the caller's
         // reason comes back afterwards.
         let reason = merge_context(&self.context, survivor, loser)

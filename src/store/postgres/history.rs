@@ -10,11 +10,11 @@ use uuid::Uuid;
 
 use super::{PgTransaction, cursor_time};
 use crate::{
-    domain::{Contact, ContactId, Email, Metadata, PersonName, Timestamp},
+    domain::{Contact, ContactId, Timestamp},
     error::{Entity, Error, Result},
     history::{
-        self, ERASED_NAME, FieldChange, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey,
-        Operation, contact_values, erased_values,
+        self, FieldChange, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation,
+        erased_values,
     },
     store::{CursorList, Page, PageRequest, postgres::error},
 };
@@ -215,23 +215,9 @@ impl PgTransaction {
 
     pub(super) async fn history_erase_contact(&mut self, id: ContactId) -> Result<Contact> {
         let current = self.lock_contact(id).await?;
-        let mut next = current.clone();
-        next.email = Email::erased(id);
-        next.first_name = PersonName::parse(ERASED_NAME)?;
-        next.last_name = PersonName::parse(ERASED_NAME)?;
-        next.company = None;
-        next.title = None;
-        next.phone = None;
-        next.metadata = Metadata::new();
-        next.active = false;
-        if !history::is_change(&history::diff(
-            Some(&contact_values(&current)),
-            Some(&contact_values(&next)),
-        )) {
+        let Some(next) = crate::store::shared::erased(&current, super::now())? else {
             return Ok(current);
-        }
-        next.version = current.version.next();
-        next.updated_at = super::now();
+        };
         let update = self.contact_update(&next);
         self.query(MARK_ERASURE, &[&Operation::Erased.as_str()])
             .await?;

@@ -106,22 +106,6 @@ const PURGE: &str = "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND (sour
 /// The position of a record in a source's list: `created_at`, then key.
 type ListKey = (i64, String);
 
-/// Raised when a transaction completes a key it does not hold.
-#[derive(Debug)]
-struct NotClaimed(String);
-
-impl std::fmt::Display for NotClaimed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the idempotency key {} is not claimed by this transaction",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for NotClaimed {}
-
 /// `lock_timeout` for a claim under `wait` (`0` would mean no limit).
 fn lock_timeout(wait: WaitPolicy) -> String {
     match wait {
@@ -714,7 +698,7 @@ impl PgTransaction {
     ) -> Result<IdempotencyRecord> {
         self.check_open()?;
         let Some(held) = self.take_held(source, key) else {
-            return Err(Error::backend(NotClaimed(scoped(source, key))));
+            return Err(crate::store::shared::not_claimed(source, key));
         };
         let tenant = self.tenant_uuid();
         let completed_at = crate::domain::truncate_to_micros(completed_at);
@@ -759,7 +743,7 @@ impl PgTransaction {
         self.ensure_begun().await?;
         let Some(held) = self.take_held(source, key) else {
             self.finish("ROLLBACK").await?;
-            return Err(Error::backend(NotClaimed(scoped(source, key))));
+            return Err(crate::store::shared::not_claimed(source, key));
         };
         let tenant = self.tenant_uuid();
         let completed_at = crate::domain::truncate_to_micros(completed_at);
@@ -793,7 +777,7 @@ impl PgTransaction {
                     }
                 }
                 if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
-                    Err(Error::backend(NotClaimed(scoped(source, key))))
+                    Err(crate::store::shared::not_claimed(source, key))
                 } else {
                     Err(error::db(e))
                 }

@@ -797,24 +797,6 @@ impl PgTransaction {
         Err(Error::retryable(error::DealMoving(id.to_string())))
     }
 
-    fn check_version(
-        entity: Entity,
-        id: impl fmt::Display,
-        expected: Version,
-        actual: Version,
-    ) -> Result<()> {
-        if expected == actual {
-            Ok(())
-        } else {
-            Err(Error::Conflict {
-                entity,
-                id: id.to_string(),
-                expected: expected.get(),
-                actual: actual.get(),
-            })
-        }
-    }
-
     /// Writes the changed columns of a contact (everything but the score),
     /// with its caseless keys.
     fn contact_update(&self, c: &Contact) -> (String, PostgresValues) {
@@ -1133,7 +1115,7 @@ impl ContactsTx for PgTransaction {
         patch: ContactPatch,
     ) -> Result<Contact> {
         let current = self.lock_contact(id).await?;
-        Self::check_version(Entity::Contact, id, expected, current.version)?;
+        crate::store::shared::check_version(Entity::Contact, id, expected, current.version)?;
         if let Some(email) = &patch.email {
             match self.contact_id_by_email(email).await? {
                 Some(existing_id) if existing_id != id => {
@@ -1240,7 +1222,7 @@ impl DealsTx for PgTransaction {
     ) -> Result<Deal> {
         let patch = patch.checked()?;
         let current = self.lock_deal(id).await?;
-        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
         match current.patched(&patch, now()) {
             None => Ok(current),
             Some(next) => self.write_deal(next).await,
@@ -1255,7 +1237,7 @@ impl DealsTx for PgTransaction {
         lost_reason: Option<LostReason>,
     ) -> Result<Deal> {
         let current = self.lock_deal(id).await?;
-        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
         let pipeline = self.pipeline(&current.pipeline)?;
         let next = current.moved(&pipeline, to, lost_reason, now())?;
         self.write_deal(next).await
@@ -1263,7 +1245,7 @@ impl DealsTx for PgTransaction {
 
     async fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Result<Deal> {
         let current = self.lock_deal(id).await?;
-        Self::check_version(Entity::Deal, id, expected, current.version)?;
+        crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
         let pipeline = self.pipeline(&current.pipeline)?;
         let next = current.reopened(&pipeline, to, now())?;
         self.write_deal(next).await
