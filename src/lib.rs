@@ -91,6 +91,6 @@ pub use store::postgres::PostgresStore;
 struct ReadmeDoctests;
 
 pub use store::{
-    ContactQuery, ContactSort, Cursor, DynStore, Page, PageRequest, PipelineSummary, Store,
+    ContactQuery, ContactSort, Cursor, DynStore, Page, PageRequest, PipelineSummary, Scope, Store,
     StoreExt, Transaction, memory::InMemoryStore,
 };

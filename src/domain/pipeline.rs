@@ -1,7 +1,7 @@
 //! Pipelines: ordered stage definitions, the default pipeline, and the stage
 //! machine every deal moves along.
 
-use std::{collections::BTreeMap, fmt};
+use std::{borrow::Cow, collections::BTreeMap, fmt};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ macro_rules! key_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Cow<'static, str>);
 
         impl $name {
             /// Validates a key: 1–64 characters of `a-z`, `0-9` and `_`.
@@ -37,7 +37,7 @@ macro_rules! key_type {
                         format!("may hold only a-z, 0-9 and _, got {v:?}"),
                     ));
                 }
-                Ok(Self(v.to_string()))
+                Ok(Self(Cow::Owned(v.to_string())))
             }
 
             /// The key.
@@ -45,8 +45,10 @@ macro_rules! key_type {
                 &self.0
             }
 
-            pub(crate) fn from_static(s: &'static str) -> Self {
-                Self(s.to_string())
+            /// A key known when the program is written. It must be valid
+            /// (what [`parse`](Self::parse) accepts): this is not checked.
+            pub(crate) const fn from_static(s: &'static str) -> Self {
+                Self(Cow::Borrowed(s))
             }
         }
 
@@ -65,7 +67,13 @@ macro_rules! key_type {
 
         impl From<$name> for String {
             fn from(k: $name) -> String {
-                k.0
+                k.0.into_owned()
+            }
+        }
+
+        impl AsRef<$name> for $name {
+            fn as_ref(&self) -> &$name {
+                self
             }
         }
 
@@ -88,10 +96,27 @@ key_type!(
 );
 
 impl PipelineKey {
-    /// The key of the default pipeline.
+    /// The key of the default pipeline, `default`.
+    pub const DEFAULT: PipelineKey = PipelineKey::from_static("default");
+
+    /// The key of the default pipeline ([`PipelineKey::DEFAULT`]).
     pub fn default_pipeline() -> Self {
-        PipelineKey::from_static("default")
+        Self::DEFAULT
     }
+}
+
+/// The stages of the default pipeline ([`Pipeline::default_pipeline`]).
+impl StageKey {
+    /// `qualified`: open, 20 %. Where a new deal starts.
+    pub const QUALIFIED: StageKey = StageKey::from_static("qualified");
+    /// `proposal`: open, 40 %.
+    pub const PROPOSAL: StageKey = StageKey::from_static("proposal");
+    /// `negotiation`: open, 70 %.
+    pub const NEGOTIATION: StageKey = StageKey::from_static("negotiation");
+    /// `closed_won`: won, 100 %.
+    pub const CLOSED_WON: StageKey = StageKey::from_static("closed_won");
+    /// `closed_lost`: lost, 0 %; entering it takes a reason.
+    pub const CLOSED_LOST: StageKey = StageKey::from_static("closed_lost");
 }
 
 /// Whether a stage is still open, or closes the deal as won or lost.
@@ -204,18 +229,16 @@ impl Pipeline {
     /// The default pipeline: qualified (20 %) → proposal (40 %) →
     /// negotiation (70 %) → closed_won | closed_lost.
     pub fn default_pipeline() -> Pipeline {
-        let stage = |k: &'static str, label: &str, p: u8, kind| {
-            StageDef::new(StageKey::from_static(k), label, p, kind)
-        };
+        let stage = |k: StageKey, label: &str, p: u8, kind| StageDef::new(k, label, p, kind);
         Pipeline {
             key: PipelineKey::default_pipeline(),
             label: "Sales".to_string(),
             stages: vec![
-                stage("qualified", "Qualified", 20, StageKind::Open),
-                stage("proposal", "Proposal", 40, StageKind::Open),
-                stage("negotiation", "Negotiation", 70, StageKind::Open),
-                stage("closed_won", "Closed won", 100, StageKind::Won),
-                stage("closed_lost", "Closed lost", 0, StageKind::Lost),
+                stage(StageKey::QUALIFIED, "Qualified", 20, StageKind::Open),
+                stage(StageKey::PROPOSAL, "Proposal", 40, StageKind::Open),
+                stage(StageKey::NEGOTIATION, "Negotiation", 70, StageKind::Open),
+                stage(StageKey::CLOSED_WON, "Closed won", 100, StageKind::Won),
+                stage(StageKey::CLOSED_LOST, "Closed lost", 0, StageKind::Lost),
             ],
         }
     }
@@ -246,6 +269,24 @@ impl Pipeline {
         self.stages
             .iter()
             .find(|s| s.kind == StageKind::Open)
+            .unwrap_or(&self.stages[0])
+    }
+
+    /// The stage a deal is won in: the pipeline's first won stage.
+    pub fn won_stage(&self) -> &StageDef {
+        // `new` guarantees a won stage.
+        self.stages
+            .iter()
+            .find(|s| s.kind == StageKind::Won)
+            .unwrap_or(&self.stages[0])
+    }
+
+    /// The stage a deal is lost in: the pipeline's first lost stage.
+    pub fn lost_stage(&self) -> &StageDef {
+        // `new` guarantees a lost stage.
+        self.stages
+            .iter()
+            .find(|s| s.kind == StageKind::Lost)
             .unwrap_or(&self.stages[0])
     }
 

@@ -211,16 +211,18 @@ where
 }
 
 /// How a handler fails.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     /// The event can never succeed (malformed, refers to something that
     /// does not exist, …): the failure is stored with the key and every
     /// later delivery replays it. Its CRM writes are still rolled back
     /// (they are not part of the stored outcome); the record is kept.
+    #[error("the event failed for good: {0}")]
     Permanent(Value),
     /// Trying again may succeed: nothing is stored, the error is returned
     /// to the caller (and the provider's retry runs the handler again).
-    Transient(Error),
+    #[error("the event failed for now: {0}")]
+    Transient(#[source] Error),
 }
 
 impl HandlerError {
@@ -738,4 +740,23 @@ fn expiry(now: Timestamp, retention: Duration) -> Timestamp {
 /// 9999-12-31T23:59:59.999999Z: the end of the range every store takes.
 fn latest_expiry() -> Timestamp {
     crate::domain::latest_timestamp()
+}
+
+#[cfg(test)]
+mod handler_error_tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_error_says_whether_it_is_final_and_keeps_its_cause() {
+        let permanent = HandlerError::permanent(serde_json::json!({"error": "no email"}));
+        assert_eq!(
+            permanent.to_string(),
+            r#"the event failed for good: {"error":"no email"}"#
+        );
+        assert!(std::error::Error::source(&permanent).is_none());
+        let transient = HandlerError::transient("connection reset");
+        assert!(transient.to_string().starts_with("the event failed for now: "));
+        let source = std::error::Error::source(&transient).map(|e| e.to_string());
+        assert_eq!(source, Some(Error::retryable("connection reset").to_string()));
+    }
 }

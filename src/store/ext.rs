@@ -9,6 +9,12 @@ use crate::{domain::*, error::Result, prelude::*};
 /// transaction, does one thing and commits.
 #[async_trait]
 pub trait StoreExt: Store {
+    /// This store seen by `tenant`, acting as `ctx`: every operation as one
+    /// call ([`Scope`](super::Scope)).
+    fn scope(&self, tenant: TenantId, ctx: &Context) -> super::Scope<'_, Self> {
+        super::Scope::new(self, tenant, ctx.clone())
+    }
+
     /// See [`Transaction::create_contact`].
     async fn create_contact(
         &self,

@@ -22,6 +22,7 @@ mod deals;
 mod ext;
 mod history;
 mod idempotency;
+mod scope;
 mod scoring;
 mod shared;
 mod timeline;
@@ -32,6 +33,7 @@ pub use deals::{CurrencyTotal, DealsTx, PipelineSummary, StageSummary};
 pub use ext::StoreExt;
 pub use history::HistoryTx;
 pub use idempotency::IdempotencyTx;
+pub use scope::Scope;
 pub use scoring::ScoringTx;
 pub use timeline::TimelineTx;
 
@@ -117,6 +119,30 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// The pipelines deals may use.
     fn pipelines(&self) -> &Pipelines;
+}
+
+/// A shared store is a store: a host that holds an `Arc` passes it as it is.
+#[async_trait]
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        (**self).begin(tenant, context).await
+    }
+
+    fn pipelines(&self) -> &Pipelines {
+        (**self).pipelines()
+    }
+}
+
+/// A boxed store is a store.
+#[async_trait]
+impl<S: Store + ?Sized> Store for Box<S> {
+    async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        (**self).begin(tenant, context).await
+    }
+
+    fn pipelines(&self) -> &Pipelines {
+        (**self).pipelines()
+    }
 }
 
 /// A [`Store`] as a trait object.
