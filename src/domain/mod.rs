@@ -60,7 +60,10 @@ pub use time::{
     check_timestamps, earliest_date, earliest_timestamp, latest_date, latest_timestamp,
     timestamp_from_micros,
 };
-pub use upsert::{ConflictPolicy, ImportLock, UpsertOutcome};
+pub use upsert::{
+    ConflictPolicy, ImportLock, UpsertOutcome, conflict_patch, merge_reason, merged_survivor,
+};
+pub(crate) use upsert::{merge_context, same_contact};
 
 use chrono::{DateTime, Utc};
 

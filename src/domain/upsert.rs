@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ContactId;
+use super::{Contact, ContactId, ContactPatch, Metadata, NewContact};
 
 /// How an import transaction orders itself against the tenant's other
 /// imports, taken with
@@ -64,4 +64,145 @@ impl UpsertOutcome {
             | UpsertOutcome::Unchanged(id) => id,
         }
     }
+}
+
+/// The patch that applies `incoming` to `existing` under `policy` (email
+/// excluded). Backends that compute the merge themselves (PostgreSQL does,
+/// in SQL) must give the same result.
+pub fn conflict_patch(
+    existing: &Contact,
+    incoming: &NewContact,
+    policy: ConflictPolicy,
+) -> ContactPatch {
+    fn pick<T: Clone>(
+        existing: &Option<T>,
+        incoming: &Option<T>,
+        policy: ConflictPolicy,
+    ) -> Option<T> {
+        match policy {
+            ConflictPolicy::Incoming => incoming.clone(),
+            ConflictPolicy::NonEmptyIncoming => incoming.clone().or_else(|| existing.clone()),
+            ConflictPolicy::Existing => existing.clone().or_else(|| incoming.clone()),
+        }
+    }
+    let existing_wins = policy == ConflictPolicy::Existing;
+    let metadata = match policy {
+        ConflictPolicy::Incoming => incoming.metadata.clone(),
+        ConflictPolicy::NonEmptyIncoming if incoming.metadata.is_empty() => {
+            existing.metadata.clone()
+        }
+        ConflictPolicy::NonEmptyIncoming => incoming.metadata.clone(),
+        ConflictPolicy::Existing if existing.metadata.is_empty() => incoming.metadata.clone(),
+        ConflictPolicy::Existing => existing.metadata.clone(),
+    };
+    ContactPatch {
+        email: None,
+        first_name: Some(if existing_wins {
+            existing.first_name.clone()
+        } else {
+            incoming.first_name.clone()
+        }),
+        last_name: Some(if existing_wins {
+            existing.last_name.clone()
+        } else {
+            incoming.last_name.clone()
+        }),
+        company: Some(pick(&existing.company, &incoming.company, policy)),
+        title: Some(pick(&existing.title, &incoming.title, policy)),
+        phone: Some(pick(&existing.phone, &incoming.phone, policy)),
+        lead_source: Some(if existing_wins {
+            existing.lead_source
+        } else {
+            incoming.lead_source
+        }),
+        metadata: Some(metadata),
+        active: None,
+    }
+}
+
+/// The survivor of a merge with `loser`'s values folded in under `policy`
+/// (the loser plays the incoming row: [`ConflictPolicy::Existing`] keeps
+/// the survivor's values and fills its blanks from the loser). Custom
+/// fields are merged key by key, the same side winning a shared key. The
+/// survivor keeps its email, score and active flag. `None` when the
+/// survivor's values stay as they are — also when the loser is erased: it
+/// has no personal data left to give.
+///
+/// Errors: `survivor` when it is erased (it must hold no personal data);
+/// the merged custom fields break the [`Metadata`] limits.
+pub fn merged_survivor(
+    survivor: &Contact,
+    loser: &Contact,
+    policy: ConflictPolicy,
+    now: crate::domain::Timestamp,
+) -> Result<Option<Contact>, super::error::FieldError> {
+    if survivor.is_erased() {
+        // Whatever it took from the loser would be personal data on a
+        // record that must hold none.
+        return Err(super::error::FieldError::new(
+            "survivor",
+            "invalid_value",
+            "is erased: it holds no personal data, so nothing can be merged into it",
+        ));
+    }
+    if loser.is_erased() {
+        // An erased contact has no personal data left to give: its
+        // placeholders ("Erased", no company, …) are not values.
+        return Ok(None);
+    }
+    let incoming = NewContact {
+        email: loser.email.clone(),
+        first_name: loser.first_name.clone(),
+        last_name: loser.last_name.clone(),
+        company: loser.company.clone(),
+        title: loser.title.clone(),
+        phone: loser.phone.clone(),
+        lead_source: loser.lead_source,
+        metadata: loser.metadata.clone(),
+    };
+    let mut patch = conflict_patch(survivor, &incoming, policy);
+    let (base, over) = match policy {
+        ConflictPolicy::Existing => (&loser.metadata, &survivor.metadata),
+        ConflictPolicy::Incoming | ConflictPolicy::NonEmptyIncoming => {
+            (&survivor.metadata, &loser.metadata)
+        }
+    };
+    let mut map = base.as_map().clone();
+    map.extend(over.as_map().clone());
+    // Both sides are stored values: the rules they were stored under
+    // (a merge must not fail on a custom field an earlier version kept).
+    patch.metadata = Some(Metadata::parse_stored(serde_json::Value::Object(map))?);
+    Ok(survivor.patched(&patch, now))
+}
+
+/// The reason a merge records in the history of every record it changes.
+pub fn merge_reason(survivor: ContactId, loser: ContactId) -> String {
+    format!("merged {loser} into {survivor}")
+}
+
+/// The acting context with the merge's reason (after the caller's own).
+pub(crate) fn merge_context(
+    context: &crate::Context,
+    survivor: ContactId,
+    loser: ContactId,
+) -> crate::Context {
+    let reason = merge_reason(survivor, loser);
+    let full = match context.reason() {
+        Some(r) => format!("{r} ({reason})"),
+        None => reason.clone(),
+    };
+    context
+        .clone()
+        .with_reason(&full)
+        .or_else(|_| context.clone().with_reason(&reason))
+        .unwrap_or_else(|_| context.clone())
+}
+
+pub(crate) fn same_contact() -> super::error::Error {
+    super::error::ValidationErrors::single(super::error::FieldError::new(
+        "loser",
+        "invalid_value",
+        "a contact cannot be merged into itself",
+    ))
+    .into()
 }

@@ -755,8 +755,15 @@ mod handler_error_tests {
         );
         assert!(std::error::Error::source(&permanent).is_none());
         let transient = HandlerError::transient("connection reset");
-        assert!(transient.to_string().starts_with("the event failed for now: "));
+        assert!(
+            transient
+                .to_string()
+                .starts_with("the event failed for now: ")
+        );
         let source = std::error::Error::source(&transient).map(|e| e.to_string());
-        assert_eq!(source, Some(Error::retryable("connection reset").to_string()));
+        assert_eq!(
+            source,
+            Some(Error::retryable("connection reset").to_string())
+        );
     }
 }

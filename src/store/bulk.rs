@@ -20,13 +20,13 @@ pub trait BulkTx: Send {
     async fn upsert_contacts(
         &mut self,
         rows: &[NewContact],
-        policy: crate::bulk::ConflictPolicy,
-    ) -> Result<Vec<crate::bulk::UpsertOutcome>>;
+        policy: ConflictPolicy,
+    ) -> Result<Vec<UpsertOutcome>>;
 
     /// Takes the tenant's import lock for the rest of this transaction, as
     /// `lock` says: what an import does first, so that imports of one tenant
     /// queue up instead of deadlocking over each other's rows (see
-    /// [`ImportLock`](crate::bulk::ImportLock)). Other writers do not take
+    /// [`ImportLock`](ImportLock)). Other writers do not take
     /// it: a transaction of the host's own that writes several contacts can
     /// still deadlock with an import, and one of the two then fails with a
     /// retryable [`Error::Backend`].
@@ -34,7 +34,7 @@ pub trait BulkTx: Send {
     /// The default does nothing: right for a backend whose transactions
     /// never wait for each other's rows while holding some (the in-memory
     /// store runs one transaction at a time).
-    async fn lock_for_import(&mut self, lock: crate::bulk::ImportLock) -> Result<()> {
+    async fn lock_for_import(&mut self, lock: ImportLock) -> Result<()> {
         let _ = lock;
         Ok(())
     }
@@ -62,6 +62,6 @@ pub trait BulkTx: Send {
         &mut self,
         survivor: ContactId,
         loser: ContactId,
-        policy: crate::bulk::ConflictPolicy,
+        policy: ConflictPolicy,
     ) -> Result<Contact>;
 }

@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 
 use super::{ContactQuery, PipelineSummary};
-use crate::{domain::*, error::Result, prelude::*};
+#[cfg(doc)]
+use super::{ContactsTx, DealsTx, TimelineTx};
+use super::{Store, Transaction};
+use crate::{domain::*, error::Result};
 
 /// Single-operation conveniences for every [`Store`]: each opens a
 /// transaction, does one thing and commits.

@@ -23,28 +23,25 @@ pub trait HistoryTx: Send {
     /// Errors: [`Error::Validation`] on `limit` or `cursor`.
     async fn entity_history(
         &mut self,
-        entity: crate::history::HistoryEntity,
+        entity: HistoryEntity,
         page: &PageRequest,
-    ) -> Result<Page<crate::history::HistoryEntry>>;
+    ) -> Result<Page<HistoryEntry>>;
 
     /// The version of a record in force at `at`, or `None` when the record
     /// did not exist then (before its creation, after its deletion, or in
     /// a purged past).
     async fn entity_as_of(
         &mut self,
-        entity: crate::history::HistoryEntity,
+        entity: HistoryEntity,
         at: Timestamp,
-    ) -> Result<Option<crate::history::HistoryEntry>>;
+    ) -> Result<Option<HistoryEntry>>;
 
     /// The versions whose diff changes `query.field`, of one record or of
     /// every record of the kind, newest first (`valid_from`, then entity id,
     /// descending).
     ///
     /// Errors: [`Error::Validation`] on `limit` or `cursor`.
-    async fn field_changes(
-        &mut self,
-        query: &crate::history::FieldQuery,
-    ) -> Result<Page<crate::history::HistoryEntry>>;
+    async fn field_changes(&mut self, query: &FieldQuery) -> Result<Page<HistoryEntry>>;
 
     /// Every version of every contact and deal of the tenant with
     /// `from <= valid_from < until`, oldest first (`valid_from`, then entity
@@ -56,7 +53,7 @@ pub trait HistoryTx: Send {
         from: Timestamp,
         until: Timestamp,
         page: &PageRequest,
-    ) -> Result<Page<crate::history::HistoryEntry>>;
+    ) -> Result<Page<HistoryEntry>>;
 
     /// Deletes the tenant's versions that ended before `before`
     /// (`valid_to < before`) and the tombstones of records deleted before it
@@ -65,7 +62,7 @@ pub trait HistoryTx: Send {
     async fn purge_history(&mut self, before: Timestamp) -> Result<u64>;
 
     /// Erases a contact's personal data from its row and from every one of
-    /// its versions, recording an [`Operation::Erased`](crate::history::Operation::Erased)
+    /// its versions, recording an [`Operation::Erased`](Operation::Erased)
     /// version; returns the erased contact (see [`crate::history`] for
     /// what it looks like). Erasing an erased contact changes nothing.
     ///

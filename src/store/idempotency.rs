@@ -1,5 +1,5 @@
 //! The storage step of the idempotency guard ([`IdempotencyTx`]); host
-//! code uses [`IdempotencyGuard`](crate::idempotency::IdempotencyGuard).
+//! code uses [`IdempotencyGuard`](IdempotencyGuard).
 
 use async_trait::async_trait;
 
@@ -9,16 +9,16 @@ use crate::{
 };
 
 /// Idempotency records of inbound events, for
-/// [`IdempotencyGuard`](crate::idempotency::IdempotencyGuard). Part of
+/// [`IdempotencyGuard`](IdempotencyGuard). Part of
 /// [`Transaction`](crate::Transaction).
 #[async_trait]
 pub trait IdempotencyTx: Send {
     /// Claims an inbound event's key (tenant, source, key) for this
     /// transaction: the storage step of
-    /// [`IdempotencyGuard`](crate::idempotency::IdempotencyGuard), which is
+    /// [`IdempotencyGuard`](IdempotencyGuard), which is
     /// what host code uses.
     ///
-    /// [`Claim::Claimed`](crate::idempotency::Claim::Claimed) when no
+    /// [`Claim::Claimed`](Claim::Claimed) when no
     /// record holds the key, or only an expired one (`expires_at <=
     /// claim.now`, to be replaced): this transaction then holds the key
     /// until it ends, and [`complete_idempotency_key`](Self::complete_idempotency_key)
@@ -26,17 +26,14 @@ pub trait IdempotencyTx: Send {
     /// rollback leaves the key as it was. Whether a claimed key shows a
     /// pending record to [`get_idempotency_record`](Self::get_idempotency_record)
     /// in the claiming transaction is the backend's affair.
-    /// [`Claim::Existing`](crate::idempotency::Claim::Existing) with the
+    /// [`Claim::Existing`](Claim::Existing) with the
     /// record when a record that has not expired holds it. Never a
     /// check-then-insert race: while another transaction holds the key, the
     /// claim waits for it to end as `claim.wait` allows.
     ///
     /// Errors: [`Error::KeyInUse`] when the wait runs out (the transaction
     /// may then be unusable: roll it back).
-    async fn claim_idempotency_key(
-        &mut self,
-        claim: &crate::idempotency::IdempotencyClaim,
-    ) -> Result<crate::idempotency::Claim>;
+    async fn claim_idempotency_key(&mut self, claim: &IdempotencyClaim) -> Result<Claim>;
 
     /// Claims a key like [`claim_idempotency_key`](Self::claim_idempotency_key),
     /// but lets the backend send the claim with this transaction's first
@@ -52,10 +49,7 @@ pub trait IdempotencyTx: Send {
     /// can commit.
     ///
     /// Errors: those of `claim_idempotency_key`, when claiming at once.
-    async fn defer_idempotency_claim(
-        &mut self,
-        claim: &crate::idempotency::IdempotencyClaim,
-    ) -> Result<Option<crate::idempotency::Claim>> {
+    async fn defer_idempotency_claim(&mut self, claim: &IdempotencyClaim) -> Result<Option<Claim>> {
         self.claim_idempotency_key(claim).await.map(Some)
     }
 
@@ -65,7 +59,7 @@ pub trait IdempotencyTx: Send {
     /// Errors: those of [`claim_idempotency_key`](Self::claim_idempotency_key);
     /// [`Error::Backend`] when no claim is deferred (the default, for
     /// backends that never defer).
-    async fn resolve_idempotency_claim(&mut self) -> Result<crate::idempotency::Claim> {
+    async fn resolve_idempotency_claim(&mut self) -> Result<Claim> {
         Err(Error::backend(
             "this transaction has no deferred idempotency claim",
         ))
@@ -78,18 +72,18 @@ pub trait IdempotencyTx: Send {
     /// claim on the key.
     async fn complete_idempotency_key(
         &mut self,
-        source: &crate::idempotency::IdempotencySource,
-        key: &crate::idempotency::IdempotencyKey,
-        result: &crate::idempotency::StoredResult,
+        source: &IdempotencySource,
+        key: &IdempotencyKey,
+        result: &StoredResult,
         completed_at: Timestamp,
-    ) -> Result<crate::idempotency::IdempotencyRecord>;
+    ) -> Result<IdempotencyRecord>;
 
     /// The record of a key, expired or not, until it is purged.
     async fn get_idempotency_record(
         &mut self,
-        source: &crate::idempotency::IdempotencySource,
-        key: &crate::idempotency::IdempotencyKey,
-    ) -> Result<Option<crate::idempotency::IdempotencyRecord>>;
+        source: &IdempotencySource,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>>;
 
     /// The records of one source, newest first (`created_at`, then key in
     /// code-point order, descending), expired ones included until purged.
@@ -97,9 +91,9 @@ pub trait IdempotencyTx: Send {
     /// Errors: [`Error::Validation`] on `limit` or `cursor`.
     async fn list_idempotency_records(
         &mut self,
-        source: &crate::idempotency::IdempotencySource,
+        source: &IdempotencySource,
         page: &PageRequest,
-    ) -> Result<Page<crate::idempotency::IdempotencyRecord>>;
+    ) -> Result<Page<IdempotencyRecord>>;
 
     /// Deletes up to `limit` of the tenant's records that expired at `now`
     /// (`expires_at <= now`), the longest expired first; returns how many.

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use super::{ContactQuery, PipelineSummary, Store};
+#[cfg(doc)]
+use super::{BulkTx, ContactsTx, DealsTx, HistoryTx, TimelineTx};
+use super::{ContactQuery, PipelineSummary, Store, Transaction};
 use crate::{
     domain::{
         Activity, ConflictPolicy, Contact, ContactId, ContactPatch, Context, Deal, DealId,
@@ -12,7 +14,6 @@ use crate::{
         Timestamp, UpsertOutcome, Version,
     },
     error::{Entity, Error, Result},
-    prelude::*,
 };
 
 /// A store seen by one tenant, acting as one [`Context`]: what host code

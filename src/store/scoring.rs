@@ -25,10 +25,7 @@ pub trait ScoringTx: Send {
     /// never one per contact.
     ///
     /// Errors: [`Error::Validation`] on `limit` when it is 0.
-    async fn scoring_inputs(
-        &mut self,
-        request: &crate::scoring::InputsRequest,
-    ) -> Result<Vec<crate::scoring::ContactInputs>>;
+    async fn scoring_inputs(&mut self, request: &InputsRequest) -> Result<Vec<ContactInputs>>;
 
     /// A contact's live score state: `ln Σ weight·2^(t/half_life)` over its
     /// activities and signals (see [`crate::scoring::live`]). `Ok(None)`

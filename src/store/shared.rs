@@ -5,10 +5,9 @@
 use std::fmt;
 
 use crate::{
-    bulk::{merged_survivor, same_contact},
     domain::{
         ConflictPolicy, Contact, ContactId, Email, IdempotencyKey, IdempotencySource, Metadata,
-        PersonName, Timestamp, Version,
+        PersonName, Timestamp, Version, merged_survivor, same_contact,
     },
     error::{Entity, Error, Result, ValidationErrors},
     history::{self, ERASED_NAME, contact_values},
