@@ -5,16 +5,8 @@
 use futures_util::future::join_all;
 use serde_json::json;
 
-use super::{begin, create, ctx, deal, get, metadata, new_contact, new_deal, ok, search};
-use crate::{
-    ContactQuery, DynStore, PageRequest, TenantId,
-    bulk::{ConflictPolicy, UpsertOutcome},
-    domain::{
-        ActivityKind, Company, ContactId, JobTitle, LeadSource, NewActivity, NewContact, NewSignal,
-        Phone, SignalKind,
-    },
-    history::HistoryEntity,
-};
+use super::prelude::*;
+use super::support::{begin, create, ctx, deal, get, metadata, new_contact, new_deal, ok, search};
 
 async fn upsert(
     store: &DynStore,
@@ -590,14 +582,14 @@ pub async fn merging_into_an_erased_contact_is_refused_and_changes_nothing(store
     ok(tx.erase_contact(erased.id).await, "erase");
     ok(tx.commit().await, "commit");
     let mut tx = begin(store, t).await;
-    super::expect_validation(
+    super::support::expect_validation(
         tx.merge_contacts(erased.id, live.id, ConflictPolicy::Existing)
             .await,
         "survivor",
         "merging into an erased contact",
     );
     let still = ok(tx.get_contact(live.id).await, "get").expect("the loser is kept");
-    super::assert_same(&still, &live, "the loser is untouched");
+    super::support::assert_same(&still, &live, "the loser is untouched");
     let e = ok(tx.get_contact(erased.id).await, "get").expect("the erased contact is kept");
     assert!(
         e.is_erased() && e.company.is_none(),

@@ -6,17 +6,9 @@ use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{
-    begin, create, expect_validation,
-    input::{claim, earliest, latest, source, still_usable},
-    new_contact, new_deal, ok,
-};
-use crate::{
-    ContactQuery, ContactSort, Cursor, DynStore, PageRequest, TenantId, Transaction,
-    domain::{ActivityKind, Contact, NewActivity},
-    history::{FieldQuery, HistoryEntity},
-    idempotency::{Claim, IdempotencyClaim, StoredResult},
-};
+use super::input::{claim, earliest, latest, source, still_usable};
+use super::prelude::*;
+use super::support::{begin, create, expect_validation, new_contact, new_deal, ok};
 
 /// Every keyset-paginated list of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +54,7 @@ async fn lists(store: &DynStore, t: TenantId) -> Lists {
     let mut contact = a;
     for name in ["Adele", "Adelaide"] {
         let patch = crate::domain::ContactPatch {
-            first_name: Some(super::person(name)),
+            first_name: Some(super::support::person(name)),
             ..Default::default()
         };
         contact = ok(
@@ -367,7 +359,7 @@ pub async fn a_cursor_of_the_same_list_with_other_parameters_is_refused(store: &
     );
     // Deals in a stage.
     let pipeline = PipelineKey::default_pipeline();
-    let stages = super::default_stages(store);
+    let stages = super::support::default_stages(store);
     let c = ok(
         tx.list_deals_in_stage(&pipeline, &stages.open[0], &first)
             .await,

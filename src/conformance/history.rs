@@ -6,12 +6,8 @@ use chrono::Duration;
 use futures_util::future::join_all;
 use serde_json::json;
 
-use super::{begin, create, ctx, deal, money, new_contact, new_deal, ok, person, score};
-use crate::{
-    Actor, Context, DynStore, Error, PageRequest, StoreExt, TenantId, Transaction,
-    domain::{ContactPatch, DealPatch, Timestamp},
-    history::{FieldQuery, HistoryEntity, HistoryEntry, Operation},
-};
+use super::prelude::*;
+use super::support::{begin, create, ctx, deal, money, new_contact, new_deal, ok, person, score};
 
 /// Every version of `entity`, oldest first, through pages of 2.
 async fn versions(store: &DynStore, t: TenantId, entity: HistoryEntity) -> Vec<HistoryEntry> {
@@ -505,9 +501,9 @@ pub async fn purge_deletes_ended_versions_and_keeps_the_current_ones(store: &Dyn
         ))
         .await
     );
-    super::tick().await;
+    super::support::tick().await;
     let cutoff = crate::domain::truncate_to_micros(chrono::Utc::now());
-    super::tick().await;
+    super::support::tick().await;
     ok(
         store
             .update_deal_amount(t, &ctx(), d.id, d.version.next(), "3")
@@ -581,10 +577,10 @@ pub async fn erasure_removes_personal_data_everywhere_and_is_recorded(store: &Dy
     assert_eq!(erased.phone, None);
     assert!(!erased.active);
     assert_eq!(erased.version, c2.version.next());
-    let stored = super::get(store, t, c.id)
+    let stored = super::support::get(store, t, c.id)
         .await
         .expect("the contact is kept");
-    super::assert_same(&stored, &erased, "the erased row is stored");
+    super::support::assert_same(&stored, &erased, "the erased row is stored");
 
     let vs = versions(store, t, HistoryEntity::Contact(c.id)).await;
     let ops: Vec<Operation> = vs.iter().map(|v| v.operation).collect();

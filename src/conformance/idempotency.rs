@@ -16,16 +16,8 @@ use futures_util::{
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{ctx, new_contact, ok};
-use crate::{
-    ContactQuery, DynStore, Error, PageRequest, StoreExt, TenantId, Transaction,
-    domain::ContactId,
-    idempotency::{
-        ClaimTiming, Execution, GuardConfig, HandlerError, HandlerFuture, IdempotencyGuard,
-        IdempotencyKey, IdempotencySource, InboundEvent, Outcome, StoredResult, WaitPolicy,
-        handler,
-    },
-};
+use super::prelude::*;
+use super::support::{ctx, new_contact, ok};
 
 fn event(source: &str, key: &str, payload: &Value) -> InboundEvent {
     InboundEvent::new(source, key, payload).expect("a valid event")
@@ -574,7 +566,7 @@ pub async fn lookup_and_list_show_the_stored_records_newest_first(store: &DynSto
             "run",
         );
         if i % 2 == 0 {
-            super::tick().await;
+            super::support::tick().await;
         }
     }
     ok(

@@ -7,19 +7,8 @@
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use serde_json::{Value, json};
 
-use super::{begin, create, ctx, deal, expect_validation, new_contact, new_deal, ok};
-use crate::{
-    ContactQuery, DynStore, PageRequest, TenantId, Transaction,
-    domain::{
-        ActivityKind, ContactId, DealPatch, Metadata, NewActivity, NewSignal, SignalKind, Timestamp,
-    },
-    history::{FieldQuery, HistoryEntity},
-    idempotency::{
-        Claim, Fingerprint, IdempotencyClaim, IdempotencyKey, IdempotencySource, StoredResult,
-        WaitPolicy,
-    },
-    scoring::{InputsRequest, RescoreOptions, ScoringModel, rescore_store},
-};
+use super::prelude::*;
+use super::support::{begin, create, ctx, deal, expect_validation, new_contact, new_deal, ok};
 
 /// 0001-01-01T00:00:00Z, the earliest instant a store takes.
 pub(super) fn earliest() -> Timestamp {

@@ -6,16 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{
-    ContactQuery, ContactSort, DynStore, PageRequest, TenantId, begin, create, expect_duplicate,
-    expect_validation, new_contact, ok, search,
-};
-use crate::{
-    Error, StoreExt,
-    bulk::{ConflictPolicy, UpsertOutcome},
-    domain::{ContactId, Email, NewContact, NewContactDto, PersonName, caseless_key},
-    history::erased_email,
-};
+use super::prelude::*;
+use super::support::{begin, create, expect_duplicate, expect_validation, new_contact, ok, search};
 
 fn lower(s: &str) -> String {
     s.chars().flat_map(char::to_lowercase).collect()
@@ -242,7 +234,9 @@ pub async fn only_an_erased_contact_holds_its_placeholder_email(store: &DynStore
         "the erased contact alone holds its placeholder"
     );
     let again = ok(
-        store.get_contact(t, &super::ctx(), doomed.id).await,
+        store
+            .get_contact(t, &super::support::ctx(), doomed.id)
+            .await,
         "get the erased contact",
     );
     assert_eq!(
@@ -281,7 +275,7 @@ pub async fn a_search_prefix_longer_than_any_value_is_refused_naming_it(store: &
         ),
     ] {
         expect_validation(
-            store.search_contacts(t, &super::ctx(), &q).await,
+            store.search_contacts(t, &super::support::ctx(), &q).await,
             field,
             "a prefix over the limit",
         );
@@ -291,7 +285,9 @@ pub async fn a_search_prefix_longer_than_any_value_is_refused_naming_it(store: &
         ..ContactQuery::new()
     };
     let page = ok(
-        store.search_contacts(t, &super::ctx(), &at_limit).await,
+        store
+            .search_contacts(t, &super::support::ctx(), &at_limit)
+            .await,
         "search",
     );
     assert!(page.items.is_empty());

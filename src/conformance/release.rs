@@ -8,15 +8,8 @@ use std::{panic::AssertUnwindSafe, time::Duration};
 use futures_util::{FutureExt, future::join_all};
 use serde_json::json;
 
-use super::{ctx, new_contact, ok};
-use crate::{
-    DynStore, Error, TenantId,
-    idempotency::{
-        Claim, ClaimTiming, Execution, Fingerprint, GuardConfig, HandlerError, HandlerFuture,
-        IdempotencyClaim, IdempotencyGuard, IdempotencyKey, IdempotencySource, InboundEvent,
-        WaitPolicy, handler,
-    },
-};
+use super::prelude::*;
+use super::support::{ctx, new_contact, ok};
 
 fn claim(key: &str, wait: WaitPolicy) -> IdempotencyClaim {
     let now = crate::domain::truncate_to_micros(chrono::Utc::now());

@@ -4,18 +4,8 @@
 
 use chrono::{Duration, Utc};
 
-use super::{begin, create, ctx, new_contact, ok};
-use crate::{
-    DynStore, TenantId,
-    domain::{
-        ActivityKind, ContactId, NewActivity, NewSignal, Score, SignalKind, Timestamp,
-        truncate_to_micros,
-    },
-    scoring::{
-        RescoreOptions, RescoreReport, ScoringModel, explain, live_score, live_top_leads, rescore,
-        rescore_store,
-    },
-};
+use super::prelude::*;
+use super::support::{begin, create, ctx, new_contact, ok};
 
 async fn signal(store: &DynStore, t: TenantId, id: ContactId, kind: SignalKind, at: Timestamp) {
     let mut tx = begin(store, t).await;

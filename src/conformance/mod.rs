@@ -1,0 +1,375 @@
+//! The conformance suite every [`Store`](crate::Store) backend must pass:
+//! one plain `pub async fn` per point of the contract documented on
+//! [`Store`](crate::Store).
+//!
+//! Each function takes a `&`[`DynStore`], works in a fresh random
+//! [`TenantId`] of its own and panics with a message naming the broken
+//! contract point. Because every function keeps to its own tenant, all of
+//! them can share one store (one database) and run in parallel.
+//!
+//! # Running the suite against your own backend
+//!
+//! Enable the `conformance` feature in your dev-dependencies, and let
+//! [`conformance_tests!`](crate::conformance_tests) write one
+//! `#[tokio::test]` per suite function:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! crm-core = { version = "0.1", features = ["conformance"] }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+//! ```
+//!
+//! ```ignore
+//! // tests/my_store.rs
+//! use std::sync::Arc;
+//! use crm_core::Store;
+//!
+//! async fn my_store() -> Arc<dyn Store> {
+//!     Arc::new(my_crate::MyStore::connect("…").await.unwrap())
+//! }
+//!
+//! crm_core::conformance_tests!(async { my_store().await });
+//! ```
+//!
+//! The store must know the default pipeline (with at least two open
+//! stages, as the built-in one has). Every other pipeline it is given is
+//! exercised too: [`test_pipelines`] is a set worth configuring, as it
+//! orders its stages differently from the default one.
+//!
+//! Concurrent transactions are opened only from independent futures, none
+//! of which waits for another while it holds a transaction, so a backend
+//! that serializes transactions (as the in-memory one does) passes too.
+//! Timestamps are compared only between separate transactions, a few
+//! milliseconds apart: a backend may stamp every write of a transaction
+//! with the transaction's start time (as PostgreSQL's `now()` does).
+//!
+//! [`SUITE`] lists every function by name and [`run_all`] runs them all at
+//! once on one store. You may also call the functions one by one, for
+//! instance to run a single point while debugging:
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = crm_core::InMemoryStore::new();
+//! crm_core::conformance::get_by_email_finds_the_contact_in_any_casing(&store).await;
+//! # });
+//! ```
+
+use futures_util::future::join_all;
+
+use prelude::*;
+
+/// The crate items the suite's areas use: each area file takes them with
+/// one `use super::prelude::*;`.
+mod prelude {
+    pub(super) use crate::{
+        Actor, ContactQuery, ContactSort, Cursor, DynStore, Entity, Error, Page, PageRequest,
+        Result, StoreExt, TenantId, Transaction, Version,
+        bulk::{ConflictPolicy, UpsertOutcome},
+        domain::{
+            Activity, ActivityKind, Company, Contact, ContactId, ContactPatch, Context, Currency,
+            Deal, DealId, DealPatch, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason,
+            Metadata, Money, NewActivity, NewContact, NewContactDto, NewDeal, NewSignal,
+            PersonName, Phone, Pipeline, PipelineKey, Pipelines, Score, SignalKind, StageDef,
+            StageKey, StageKind, Subject, Timestamp, caseless_key, truncate_to_micros,
+        },
+        history::{FieldQuery, HistoryEntity, HistoryEntry, Operation, erased_email},
+        idempotency::{
+            Claim, ClaimTiming, Execution, Fingerprint, GuardConfig, HandlerError, HandlerFuture,
+            IdempotencyClaim, IdempotencyGuard, IdempotencyKey, IdempotencySource, InboundEvent,
+            Outcome, StoredResult, WaitPolicy, handler,
+        },
+        scoring::{
+            InputsRequest, RescoreOptions, RescoreReport, ScoringModel, explain, live_score,
+            live_top_leads, rescore, rescore_store,
+        },
+        store::{CurrencyTotal, MAX_PAGE_SIZE},
+    };
+}
+
+/// Writes one `#[tokio::test]` per function of the
+/// [conformance suite](crate::conformance), each running it against the
+/// store that `$make_store` gives.
+///
+/// `$make_store` is an expression evaluated anew in every test that is a
+/// future (typically an `async { … }` block); its output is anything that
+/// dereferences to a [`Store`](crate::Store): `Arc<dyn Store>`,
+/// `Box<dyn Store>`, `Arc<MyStore>`, …. Every suite function works in a
+/// tenant of its own, so the future may hand out one shared store.
+///
+/// The tests run on tokio's multi-threaded runtime, one runtime per test.
+/// A store whose connections are bound to the runtime that opened them
+/// (tokio-postgres spawns a task per connection) should therefore be
+/// built per test; the tests may still share one database.
+///
+/// The calling crate needs `tokio` with the `macros` and `rt-multi-thread`
+/// features among its dev-dependencies.
+///
+/// # Example
+///
+/// ```ignore
+/// // tests/my_store.rs of a crate that implements its own backend
+/// #![cfg(test)]
+/// use std::sync::Arc;
+/// use crm_core::Store;
+///
+/// async fn store() -> Arc<dyn Store> {
+///     // A fresh store per test over a shared database; each test
+///     // uses its own tenant, so they do not see each other.
+///     Arc::new(my_backend::MyStore::connect("postgres://localhost/test").await.unwrap())
+/// }
+///
+/// crm_core::conformance_tests!(async { store().await });
+/// ```
+///
+/// Against the in-memory store:
+///
+/// ```ignore
+/// use std::sync::Arc;
+/// use crm_core::{InMemoryStore, Store};
+///
+/// crm_core::conformance_tests!(async { Arc::new(InMemoryStore::new()) as Arc<dyn Store> });
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make_store:expr) => {
+        $crate::__conformance_suite!(__conformance_tests_expand; $make_store);
+    };
+}
+
+/// Lists the suite's functions for a callback macro (the one list the
+/// macro and [`SUITE`](crate::conformance::SUITE) are built from).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_suite {
+    ($callback:ident; $($args:tt)*) => {
+        $crate::$callback! { [$($args)*]
+            create_then_get_returns_the_same_contact,
+            get_of_a_missing_contact_returns_none,
+            get_by_email_finds_the_contact_in_any_casing,
+            creating_a_duplicate_email_in_another_casing_is_refused,
+            changing_the_email_to_one_another_contact_holds_is_refused_and_changes_nothing,
+            update_with_the_current_version_bumps_version_and_updated_at,
+            update_with_a_stale_version_is_a_conflict_and_changes_nothing,
+            a_patch_that_changes_nothing_keeps_the_version,
+            changing_only_the_casing_of_the_own_email_is_allowed,
+            deactivate_marks_the_contact_inactive_once,
+            deleting_a_contact_deletes_its_deals_activities_and_signals,
+            operations_on_a_missing_contact_or_deal_are_not_found,
+            concurrent_creates_of_one_email_in_fifty_casings_let_exactly_one_win,
+            concurrent_updates_at_the_same_version_let_exactly_one_win,
+            another_tenant_cannot_see_or_change_a_tenants_records,
+            another_tenant_may_hold_the_same_email,
+            rollback_leaves_no_trace_of_new_records,
+            rollback_restores_changed_and_deleted_records,
+            dropping_a_transaction_without_commit_leaves_no_trace,
+            a_failed_operation_writes_nothing_and_the_transaction_goes_on,
+            a_transaction_sees_its_own_writes_before_commit,
+            uncommitted_writes_are_invisible_to_other_transactions,
+            search_filters_by_email_name_and_company_prefix_case_insensitively,
+            search_filters_by_lead_source_score_and_active,
+            search_filters_by_created_and_updated_ranges_including_start_excluding_end,
+            search_filters_by_metadata_containment,
+            search_combines_filters_with_and,
+            every_sort_is_a_total_order_with_id_tie_break_in_the_sort_direction,
+            paging_visits_every_match_exactly_once_in_order,
+            paging_is_stable_when_records_are_inserted_between_pages,
+            lists_reject_a_limit_outside_1_to_1000,
+            search_rejects_a_garbage_cursor_and_a_cursor_of_another_list,
+            create_deal_starts_in_the_first_open_stage_of_the_default_pipeline,
+            create_deal_for_a_missing_contact_is_not_found,
+            create_deal_rejects_unknown_pipeline_unknown_stage_and_closed_stage,
+            update_deal_checks_the_version,
+            a_deal_moves_through_the_open_stages_to_won_and_is_stamped,
+            losing_a_deal_needs_a_reason_and_stamps_lost_at,
+            a_closed_deal_leaves_its_stage_only_through_reopen,
+            reopen_clears_the_stamps_and_only_takes_closed_deals_into_open_stages,
+            refused_moves_are_invalid_transitions_and_unknown_stages_validation_errors,
+            a_stale_version_on_move_or_reopen_is_a_conflict,
+            every_configured_pipeline_is_honoured,
+            deal_lists_are_newest_first_and_page_through_every_deal,
+            deleting_a_deal_unlinks_its_activities,
+            pipeline_summary_sums_per_stage_and_currency_exactly,
+            pipeline_summary_of_an_unknown_pipeline_is_a_validation_error,
+            log_activity_keeps_occurred_at_or_uses_the_time_of_logging,
+            log_activity_refuses_a_deal_of_another_contact_and_missing_records,
+            timeline_is_newest_first_and_pages_through_every_activity,
+            timeline_and_signals_of_a_missing_contact_are_empty,
+            signals_are_listed_oldest_first,
+            recording_a_signal_for_a_missing_contact_is_not_found,
+            write_scores_counts_real_changes_and_ignores_unknown_and_foreign_ids,
+            write_scores_keeps_version_and_updated_at_and_feeds_the_score_sort,
+            write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once,
+            a_deal_amount_change_is_found_by_the_field_query_with_actor_key_and_time,
+            as_of_gives_the_values_in_force_and_none_outside_the_life_of_the_record,
+            deleting_a_contact_records_its_tombstone_and_its_deals_tombstones,
+            a_no_op_update_and_a_score_write_record_nothing,
+            several_updates_in_one_transaction_give_ordered_contiguous_versions,
+            a_rolled_back_or_dropped_transaction_leaves_no_history,
+            twenty_concurrent_updates_leave_twenty_contiguous_versions,
+            purge_deletes_ended_versions_and_keeps_the_current_ones,
+            erasure_removes_personal_data_everywhere_and_is_recorded,
+            history_is_invisible_to_another_tenant,
+            tenant_changes_are_listed_oldest_first_within_the_range,
+            fifty_concurrent_deliveries_of_one_event_run_the_handler_once,
+            a_panicking_handler_leaves_no_key_and_no_rows_and_the_retry_runs,
+            the_same_key_with_another_payload_is_a_fingerprint_mismatch,
+            a_permanent_failure_is_stored_and_replayed_and_a_transient_one_is_not,
+            a_duplicate_that_may_not_wait_gets_key_in_use_while_the_first_runs,
+            an_expired_key_runs_again_and_purge_deletes_only_expired_keys,
+            the_same_key_in_two_tenants_or_two_sources_is_independent,
+            lookup_and_list_show_the_stored_records_newest_first,
+            completing_an_unclaimed_key_fails_and_commits_nothing,
+            claim_complete_and_commit_store_the_returned_record,
+            a_duplicates_handler_never_commits_a_write_under_either_claim_timing,
+            a_null_result_is_stored_and_replayed,
+            a_retention_beyond_the_calendar_keeps_the_record_until_the_year_9999,
+            a_key_released_by_rollback_is_free_to_a_claim_that_may_not_wait,
+            a_key_held_by_a_dropped_transaction_is_released_to_a_claim_that_waits,
+            a_no_wait_delivery_right_after_a_replay_or_a_panic_is_not_refused,
+            upsert_inserts_new_emails_and_updates_known_ones_in_any_casing,
+            upserting_the_same_rows_again_reports_them_unchanged,
+            each_conflict_policy_picks_its_values,
+            a_batch_holding_one_email_twice_inserts_then_updates,
+            concurrent_upserts_of_overlapping_batches_leave_one_contact_per_email,
+            a_rolled_back_upsert_leaves_nothing,
+            upserts_are_recorded_in_history_and_unchanged_rows_are_not,
+            merging_moves_deals_activities_and_signals_and_deletes_the_loser,
+            a_merge_is_recorded_in_history_under_one_request_id,
+            merging_into_itself_or_with_a_missing_contact_fails_and_changes_nothing,
+            a_merge_adds_the_losers_live_score_to_the_survivors,
+            merging_an_erased_contact_takes_none_of_its_placeholders,
+            merging_into_an_erased_contact_is_refused_and_changes_nothing,
+            every_cased_character_and_its_other_casings_are_one_email,
+            name_sorted_paging_visits_every_contact_once_whatever_the_casing,
+            only_an_erased_contact_holds_its_placeholder_email,
+            a_search_prefix_longer_than_any_value_is_refused_naming_it,
+            rescoring_writes_only_changed_scores_and_reports_counts,
+            a_dry_run_writes_nothing_and_previews_the_top,
+            rescoring_scans_only_active_contacts_within_the_lookback,
+            rescoring_at_a_fixed_now_is_deterministic_across_chunk_sizes,
+            logging_a_meeting_raises_the_live_rank_at_once_and_a_rollback_undoes_it,
+            the_displayed_live_score_is_what_explain_says,
+            a_rebuild_stores_the_recomputed_live_state,
+            times_outside_years_1_to_9999_are_refused_naming_the_field,
+            the_first_and_last_instants_of_years_1_to_9999_are_kept_exactly,
+            a_leap_second_is_kept_as_the_next_second_on_every_backend,
+            a_nul_in_a_text_parameter_is_refused_naming_it,
+            an_activity_body_set_directly_is_checked_like_the_builder_checks_it,
+            a_cursor_of_another_list_is_refused_by_every_list,
+            a_cursor_of_the_same_list_with_other_parameters_is_refused,
+            a_cursor_holding_an_out_of_range_position_is_refused_by_every_list,
+            a_result_nested_too_deep_is_refused_without_overflowing_the_stack,
+            metadata_numbers_are_kept_exactly_or_refused,
+            live_score_logs_give_a_repeated_id_its_last_value_and_count_it_once,
+            a_rescoring_top_beyond_the_limit_is_refused_naming_top,
+        }
+    };
+}
+
+/// Expands the suite's list into tests (see [`conformance_tests!`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests_expand {
+    ([$make_store:expr] $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store = $make_store.await;
+                let store: &$crate::DynStore = &*store;
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+/// Expands the suite's list into [`SUITE`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_suite_table {
+    ([] $($name:ident),* $(,)?) => {
+        /// Every function of the suite with its name, in the order of the
+        /// contract: for running the whole suite from one test or a tool.
+        pub const SUITE: &[(&str, SuiteFn)] = &[
+            $( (stringify!($name), |store| ::std::boxed::Box::pin($name(store))) ),*
+        ];
+    };
+}
+
+/// A suite function as a function pointer (see [`SUITE`]).
+pub type SuiteFn =
+    for<'a> fn(&'a DynStore) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+crate::__conformance_suite!(__conformance_suite_table;);
+
+/// Runs every function of the suite against `store`, all at once.
+pub async fn run_all(store: &DynStore) {
+    join_all(SUITE.iter().map(|(_, f)| f(store))).await;
+}
+
+/// Pipelines worth giving a store under test besides the default one: an
+/// `enterprise` pipeline whose lost stage comes before its won stage, with
+/// stage keys of its own and one (`proposal`) it shares with the default
+/// pipeline, so that a backend mixing pipelines up is caught.
+pub fn test_pipelines() -> Pipelines {
+    let stage = |key: &str, label: &str, p: u8, kind: StageKind| {
+        StageDef::new(
+            StageKey::parse(key).expect("a valid stage key"),
+            label,
+            p,
+            kind,
+        )
+    };
+    let enterprise = Pipeline::new(
+        PipelineKey::parse("enterprise").expect("a valid pipeline key"),
+        "Enterprise",
+        vec![
+            stage("discovery", "Discovery", 10, StageKind::Open),
+            stage("proposal", "Proposal", 35, StageKind::Open),
+            stage("procurement", "Procurement", 85, StageKind::Open),
+            stage("lost", "Lost", 0, StageKind::Lost),
+            stage("signed", "Signed", 100, StageKind::Won),
+        ],
+    )
+    .expect("the enterprise test pipeline is valid");
+    Pipelines::default().with(enterprise)
+}
+// `support` comes first: the areas use its helper macros.
+#[macro_use]
+mod support;
+
+mod contacts;
+pub use contacts::*;
+mod tenancy;
+pub use tenancy::*;
+mod atomicity;
+pub use atomicity::*;
+mod search;
+pub use search::*;
+mod search_paging;
+pub use search_paging::*;
+mod deals;
+pub use deals::*;
+mod deal_stages;
+pub use deal_stages::*;
+mod pipeline_summary;
+pub use pipeline_summary::*;
+mod activities;
+pub use activities::*;
+mod score_writes;
+pub use score_writes::*;
+mod history;
+pub use history::*;
+mod idempotency;
+pub use idempotency::*;
+mod scoring;
+pub use scoring::*;
+mod bulk;
+pub use bulk::*;
+mod keys;
+pub use keys::*;
+mod input;
+pub use input::*;
+mod cursors;
+pub use cursors::*;
+mod release;
+pub use release::*;
