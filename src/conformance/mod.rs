@@ -361,6 +361,8 @@ mod history;
 pub use history::*;
 mod idempotency;
 pub use idempotency::*;
+mod idempotency_records;
+pub use idempotency_records::*;
 mod scoring;
 pub use scoring::*;
 mod bulk;
