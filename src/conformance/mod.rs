@@ -262,6 +262,8 @@ macro_rules! __conformance_suite {
             metadata_numbers_are_kept_exactly_or_refused,
             live_score_logs_give_a_repeated_id_its_last_value_and_count_it_once,
             a_rescoring_top_beyond_the_limit_is_refused_naming_top,
+            a_scoped_handle_wins_and_loses_deals_in_every_pipeline,
+            a_scope_keeps_to_its_tenant_and_context_and_a_failed_call_ends_its_transaction,
         }
     };
 }
@@ -363,6 +365,8 @@ mod idempotency;
 pub use idempotency::*;
 mod idempotency_records;
 pub use idempotency_records::*;
+mod scope;
+pub use scope::*;
 mod scoring;
 pub use scoring::*;
 mod bulk;
