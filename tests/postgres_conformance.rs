@@ -414,6 +414,92 @@ async fn begin_hands_the_acting_context_to_the_database_quoted_safely() {
     assert_eq!(row.get::<_, String>(3), tenant.to_string());
     assert_eq!(row.get::<_, String>(4), "stripe:evt_'1");
 
+    // The same whichever way the transaction's first statement goes out:
+    // a simple query (a bulk upsert stages its rows first), a deferred
+    // idempotency claim (which sets the settings itself), an operation of
+    // several statements (a savepoint first).
+    let mut tx = store.begin(tenant, tricky.clone()).await.unwrap();
+    tx.upsert_contacts(&[new_contact("bulk@example.com")], ConflictPolicy::Incoming)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let event =
+        crm_core::idempotency::InboundEvent::new("stripe", "evt_'1", &serde_json::json!({}))
+            .unwrap();
+    crm_core::idempotency::IdempotencyGuard::new()
+        .run(&*store, tenant, &tricky, &event, |tx| {
+            Box::pin(async move {
+                tx.create_contact(new_contact("hook@example.com")).await?;
+                Ok::<_, crm_core::idempotency::HandlerError>(())
+            }) as crm_core::idempotency::HandlerFuture<'_, ()>
+        })
+        .await
+        .unwrap();
+    let (a, b) = (
+        store
+            .create_contact(tenant, &ctx(), new_contact("a@example.com"))
+            .await
+            .unwrap(),
+        store
+            .create_contact(tenant, &ctx(), {
+                let mut b = new_contact("b@example.com");
+                b.first_name = PersonName::parse("Bea").unwrap();
+                b
+            })
+            .await
+            .unwrap(),
+    );
+    let mut tx = store.begin(tenant, tricky.clone()).await.unwrap();
+    tx.merge_contacts(a.id, b.id, ConflictPolicy::Incoming)
+        .await
+        .unwrap();
+    let merged = tx
+        .entity_history(
+            crm_core::history::HistoryEntity::Contact(a.id),
+            &crm_core::PageRequest::first(1),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let version = &merged.items[0];
+    assert_eq!(
+        (
+            version.actor.as_str(),
+            version.request_id.as_deref(),
+            version.idempotency_key.as_deref()
+        ),
+        ("user:o'brien\\", Some("req-$$-1"), Some("stripe:evt_'1")),
+        "the merge's version of the survivor"
+    );
+    // (The merge names itself after the reason given.)
+    let reason = version.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("fix'); DROP TABLE contacts; --\nline two"),
+        "{reason:?}"
+    );
+    let seen: Vec<(String, String, String, String, String)> = admin
+        .query(
+            "SELECT actor, reason, request_id, tenant, key FROM seen WHERE actor <> 'user:test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let expected = (
+        "user:o'brien\\".to_string(),
+        "fix'); DROP TABLE contacts; --\nline two".to_string(),
+        "req-$$-1".to_string(),
+        tenant.to_string(),
+        "stripe:evt_'1".to_string(),
+    );
+    assert_eq!(
+        seen,
+        vec![expected; 3],
+        "created, bulk-upserted, by a webhook"
+    );
+
     // Without the optional values, the settings are empty.
     store
         .create_contact(tenant, &ctx(), new_contact("plain@example.com"))
@@ -421,7 +507,7 @@ async fn begin_hands_the_acting_context_to_the_database_quoted_safely() {
         .unwrap();
     let row = admin
         .query_one(
-            "SELECT reason, request_id, key FROM seen WHERE actor = 'user:test'",
+            "SELECT reason, request_id, key FROM seen WHERE actor = 'user:test' LIMIT 1",
             &[],
         )
         .await
