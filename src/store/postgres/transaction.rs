@@ -496,16 +496,16 @@ impl PgTransaction {
     /// store's schema; its preparation costs a round trip, once per
     /// connection. When every statement is cached, `BEGIN`, the settings
     /// and `run`'s requests leave in one round trip.
-    async fn run_prepared<'a, T, F, Fut>(
+    async fn run_prepared<T, F, Fut>(
         &self,
-        conn: &'a Object,
+        conn: &Object,
         sqls: &[&str],
         begin: bool,
         run: F,
     ) -> std::result::Result<T, tokio_postgres::Error>
     where
         F: FnOnce(Vec<Statement>) -> Fut,
-        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>> + 'a,
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     {
         let prepare = async {
             futures_util::future::try_join_all(sqls.iter().map(|sql| conn.prepare_cached(sql)))
