@@ -12,7 +12,7 @@
 //! - **Deal update with and without history capture**: one whole
 //!   transaction through the store (begin, `update_deal` of the amount,
 //!   commit), alternating rounds with the history triggers on `deals`
-//!   enabled and disabled (`ALTER TABLE deals DISABLE TRIGGER USER`), so
+//!   enabled and disabled (`ALTER TABLE crm.deals DISABLE TRIGGER USER`), so
 //!   that both see the same machine state. `synchronous_commit` is off in
 //!   the bench database, so that the figure is the statements' cost, not
 //!   the disk's flush.
@@ -132,9 +132,9 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
     for round in 0..ROUNDS * 2 {
         let capture = round % 2 == 0;
         db.batch_execute(if capture {
-            "ALTER TABLE deals ENABLE TRIGGER USER"
+            "ALTER TABLE crm.deals ENABLE TRIGGER USER"
         } else {
-            "ALTER TABLE deals DISABLE TRIGGER USER"
+            "ALTER TABLE crm.deals DISABLE TRIGGER USER"
         })
         .await?;
         for i in 0..UPDATES_PER_ROUND + 100 {
@@ -155,7 +155,7 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
             }
         }
     }
-    db.batch_execute("ALTER TABLE deals ENABLE TRIGGER USER")
+    db.batch_execute("ALTER TABLE crm.deals ENABLE TRIGGER USER")
         .await?;
     with.sort();
     without.sort();
@@ -180,7 +180,7 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
     // ---- as-of over 1M versions ----
     let start = Instant::now();
     db.batch_execute(&format!(
-        "INSERT INTO history (tenant_id, entity_id, valid_from, valid_to, entity_kind, operation, \
+        "INSERT INTO crm.history (tenant_id, entity_id, valid_from, valid_to, entity_kind, operation, \
              data, diff, actor)
          SELECT '{tenant}'::uuid, d.id,
                 timestamptz '2024-01-01' + v * interval '1 hour',
@@ -199,7 +199,7 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
     let loaded = start.elapsed();
     let ids: Vec<uuid::Uuid> = db
         .query(
-            "SELECT DISTINCT entity_id FROM history WHERE actor = 'bench:generator'",
+            "SELECT DISTINCT entity_id FROM crm.history WHERE actor = 'bench:generator'",
             &[],
         )
         .await?
@@ -207,7 +207,7 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
         .map(|r| r.get(0))
         .collect();
     let total: i64 = db
-        .query_one("SELECT count(*) FROM history", &[])
+        .query_one("SELECT count(*) FROM crm.history", &[])
         .await?
         .get(0);
     println!(

@@ -92,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let no_history = std::env::var("CRM_IMPORT_NO_HISTORY").is_ok_and(|v| v == "1");
     if no_history {
         client
-            .batch_execute("ALTER TABLE contacts DISABLE TRIGGER USER")
+            .batch_execute("ALTER TABLE crm.contacts DISABLE TRIGGER USER")
             .await?;
     }
     println!(
@@ -114,7 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let raw_tenant = TenantId::new();
     client
         .batch_execute(&format!(
-            "ALTER TABLE contacts ALTER COLUMN tenant_id SET DEFAULT '{}', \
+            "ALTER TABLE crm.contacts ALTER COLUMN tenant_id SET DEFAULT '{}', \
              ALTER COLUMN id SET DEFAULT gen_random_uuid(), \
              ALTER COLUMN created_at SET DEFAULT now(), ALTER COLUMN updated_at SET DEFAULT now(), \
              ALTER COLUMN email_key SET DEFAULT gen_random_uuid()::text, \
@@ -127,7 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let sink: CopyInSink<std::io::Cursor<Vec<u8>>> = client
         .copy_in(
-            "COPY contacts (email, first_name, last_name, company, title, phone, lead_source) \
+            "COPY crm.contacts (email, first_name, last_name, company, title, phone, lead_source) \
              FROM STDIN (FORMAT csv, HEADER true)",
         )
         .await?;
@@ -146,16 +146,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(copied as usize, rows);
     client
         .batch_execute(
-            "ALTER TABLE contacts ALTER COLUMN tenant_id DROP DEFAULT, \
+            "ALTER TABLE crm.contacts ALTER COLUMN tenant_id DROP DEFAULT, \
              ALTER COLUMN id DROP DEFAULT, ALTER COLUMN created_at DROP DEFAULT, \
              ALTER COLUMN updated_at DROP DEFAULT, ALTER COLUMN email_key DROP DEFAULT, \
              ALTER COLUMN first_name_key DROP DEFAULT, ALTER COLUMN last_name_key DROP DEFAULT; \
-             TRUNCATE contacts CASCADE; TRUNCATE history; \
-             ALTER TABLE contacts ADD CONSTRAINT contacts_company_key_check \
+             TRUNCATE crm.contacts CASCADE; TRUNCATE crm.history; \
+             ALTER TABLE crm.contacts ADD CONSTRAINT contacts_company_key_check \
              CHECK ((company IS NULL) = (company_key IS NULL))",
         )
         .await?;
-    client.batch_execute("VACUUM ANALYZE contacts").await?;
+    client.batch_execute("VACUUM ANALYZE crm.contacts").await?;
 
     // 2. The library's import.
     let tenant = TenantId::new();
@@ -195,7 +195,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let naive_tenant = TenantId::new().as_uuid();
     let insert = client
         .prepare(
-            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, company, title, \
+            "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, company, title, \
              phone, lead_source, metadata, score, active, created_at, updated_at, version, \
              email_key, first_name_key, last_name_key, company_key) \
              VALUES ($1, gen_random_uuid(), $2, $3, $4, $5, NULLIF($6, ''), $7, $8, '{}', 0, true, \

@@ -43,20 +43,20 @@ const ROUND_SECS: u64 = 5;
 
 fn top_leads_sql() -> String {
     format!(
-        r#"SELECT {CONTACT_COLUMNS} FROM "contacts" WHERE "tenant_id" = :tenant AND "active" = :active ORDER BY "score" DESC, "id" DESC LIMIT :limit;"#
+        r#"SELECT {CONTACT_COLUMNS} FROM crm."contacts" WHERE "tenant_id" = :tenant AND "active" = :active ORDER BY "score" DESC, "id" DESC LIMIT :limit;"#
     )
 }
 
 fn timeline_sql() -> String {
     format!(
-        "SELECT {ACTIVITY_COLUMNS} FROM activities WHERE tenant_id = :tenant AND contact_id = :contact ORDER BY occurred_at DESC, id DESC LIMIT :limit;"
+        "SELECT {ACTIVITY_COLUMNS} FROM crm.activities WHERE tenant_id = :tenant AND contact_id = :contact ORDER BY occurred_at DESC, id DESC LIMIT :limit;"
     )
 }
 
 fn insert_sql() -> String {
     format!(
         "\\set n random(1, 1000000000000)\n\
-         INSERT INTO \"contacts\" ({CONTACT_COLUMNS}, email_key, first_name_key, last_name_key) VALUES (:tenant, gen_random_uuid(), 'raw' || :n || '@bench.example', 'Raw', 'Insert', NULL, NULL, NULL, 'organic', '{{}}', 0, true, now(), now(), 1, 'raw' || :n || '@bench.example', 'raw', 'insert') ON CONFLICT (\"tenant_id\", \"email_key\") DO NOTHING;"
+         INSERT INTO crm.\"contacts\" ({CONTACT_COLUMNS}, email_key, first_name_key, last_name_key) VALUES (:tenant, gen_random_uuid(), 'raw' || :n || '@bench.example', 'Raw', 'Insert', NULL, NULL, NULL, 'organic', '{{}}', 0, true, now(), now(), 1, 'raw' || :n || '@bench.example', 'raw', 'insert') ON CONFLICT (\"tenant_id\", \"email_key\") DO NOTHING;"
     )
 }
 
@@ -69,14 +69,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conn = store.pool().get().await?;
     let tenant: Uuid = conn
         .query_one(
-            "SELECT tenant_id FROM contacts GROUP BY tenant_id ORDER BY count(*) DESC LIMIT 1",
+            "SELECT tenant_id FROM crm.contacts GROUP BY tenant_id ORDER BY count(*) DESC LIMIT 1",
             &[],
         )
         .await?
         .get(0);
     let contact: Uuid = conn
         .query_one(
-            "SELECT contact_id FROM activities WHERE tenant_id = $1 GROUP BY contact_id \
+            "SELECT contact_id FROM crm.activities WHERE tenant_id = $1 GROUP BY contact_id \
              HAVING count(*) >= 50 LIMIT 1",
             &[&tenant],
         )
@@ -84,9 +84,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .get(0);
     let counts = conn
         .query_one(
-            "SELECT (SELECT count(*) FROM contacts WHERE tenant_id = $1), \
-                    (SELECT count(*) FROM activities WHERE tenant_id = $1), \
-                    (SELECT count(*) FROM deals WHERE tenant_id = $1)",
+            "SELECT (SELECT count(*) FROM crm.contacts WHERE tenant_id = $1), \
+                    (SELECT count(*) FROM crm.activities WHERE tenant_id = $1), \
+                    (SELECT count(*) FROM crm.deals WHERE tenant_id = $1)",
             &[&tenant],
         )
         .await?;

@@ -58,7 +58,7 @@ async fn biggest_tenant(url: &str) -> TenantId {
     tokio::spawn(conn);
     let row = client
         .query_one(
-            "SELECT tenant_id FROM contacts GROUP BY tenant_id ORDER BY count(*) DESC LIMIT 1",
+            "SELECT tenant_id FROM crm.contacts GROUP BY tenant_id ORDER BY count(*) DESC LIMIT 1",
             &[],
         )
         .await
@@ -124,7 +124,7 @@ async fn run_incremental(url: &str) {
     tokio::spawn(conn);
     let ids: Vec<ContactId> = client
         .query(
-            "SELECT id FROM contacts WHERE tenant_id = $1 LIMIT 5000",
+            "SELECT id FROM crm.contacts WHERE tenant_id = $1 LIMIT 5000",
             &[&tenant.as_uuid()],
         )
         .await

@@ -7,10 +7,10 @@
 //! ```
 //!
 //! Defaults: 1,000,000 contacts, 10,000,000 activities, 500,000 deals. The
-//! database must exist; the schema is migrated first. The first 1,000
-//! contacts are "busy": they get 200 activities each, so that a timeline
-//! page of 50 is a full page; the other activities spread evenly. Prints the
-//! tenant id and the time each table took.
+//! database must exist; the store's schema (`crm`) is migrated first. The
+//! first 1,000 contacts are "busy": they get 200 activities each, so that a
+//! timeline page of 50 is a full page; the other activities spread evenly.
+//! Prints the tenant id and the time each table took.
 //!
 //! COPY bypasses row-level security only for roles that bypass it (the
 //! owner of the tables without FORCE, or a superuser); run it as such a role.
@@ -203,7 +203,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     connect(&url)
         .await?
-        .batch_execute("ANALYZE contacts, activities, deals")
+        .batch_execute("ANALYZE crm.contacts, crm.activities, crm.deals")
         .await?;
     println!(
         "analyze                    in {:>7.1} s",
@@ -235,7 +235,7 @@ async fn copy_contacts(
 ) -> Result<(), tokio_postgres::Error> {
     let sink = client
         .copy_in(
-            "COPY contacts (tenant_id, id, email, first_name, last_name, company, title, \
+            "COPY crm.contacts (tenant_id, id, email, first_name, last_name, company, title, \
              lead_source, metadata, score, active, created_at, updated_at, version, \
              email_key, first_name_key, last_name_key, company_key) \
              FROM STDIN BINARY",
@@ -309,7 +309,7 @@ async fn copy_activities(
 ) -> Result<(), tokio_postgres::Error> {
     let sink = client
         .copy_in(
-            "COPY activities (tenant_id, id, contact_id, kind, direction, subject, occurred_at, \
+            "COPY crm.activities (tenant_id, id, contact_id, kind, direction, subject, occurred_at, \
              created_at) FROM STDIN BINARY",
         )
         .await?;
@@ -370,7 +370,7 @@ async fn copy_deals(
 ) -> Result<(), tokio_postgres::Error> {
     let sink = client
         .copy_in(
-            "COPY deals (tenant_id, id, contact_id, title, amount, currency, pipeline, stage, \
+            "COPY crm.deals (tenant_id, id, contact_id, title, amount, currency, pipeline, stage, \
              expected_close_date, won_at, lost_at, lost_reason, created_at, updated_at, version) \
              FROM STDIN BINARY",
         )

@@ -35,7 +35,7 @@ async fn a_backend_error_shows_the_sqlstate_and_the_server_message_but_no_row_va
         .db()
         .client()
         .await
-        .batch_execute("CREATE UNIQUE INDEX out_of_band_phone ON contacts (tenant_id, phone)")
+        .batch_execute("CREATE UNIQUE INDEX out_of_band_phone ON crm.contacts (tenant_id, phone)")
         .await
         .unwrap();
     let t = TenantId::new();
@@ -75,7 +75,7 @@ async fn a_missing_relation_is_reported_with_its_sqlstate_and_name() {
         .db()
         .client()
         .await
-        .batch_execute("ALTER TABLE activities RENAME TO activities_moved")
+        .batch_execute("ALTER TABLE crm.activities RENAME TO activities_moved")
         .await
         .unwrap();
     let t = TenantId::new();

@@ -76,7 +76,7 @@ async fn store_with_pool(db: &TestDb, size: usize) -> PostgresStore {
 async fn count(client: &Client, table: &str, tenant: TenantId) -> i64 {
     client
         .query_one(
-            &format!("SELECT count(*) FROM {table} WHERE tenant_id = $1"),
+            &format!("SELECT count(*) FROM crm.{table} WHERE tenant_id = $1"),
             &[&tenant.as_uuid()],
         )
         .await
@@ -163,7 +163,7 @@ async fn fifty_racing_creates_of_one_email_in_fifty_casings_make_one_contact_and
     assert_eq!(count(&sql, "contacts", tenant).await, 1);
     let stored: uuid::Uuid = sql
         .query_one(
-            "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2",
+            "SELECT id FROM crm.contacts WHERE tenant_id = $1 AND email_key = $2",
             &[&tenant.as_uuid(), &"race.condition@example.com"],
         )
         .await
@@ -236,7 +236,7 @@ async fn twenty_racing_updates_of_one_version_let_exactly_one_through() {
     let sql = db.client().await;
     let version: i64 = sql
         .query_one(
-            "SELECT version FROM contacts WHERE tenant_id = $1 AND id = $2",
+            "SELECT version FROM crm.contacts WHERE tenant_id = $1 AND id = $2",
             &[&tenant.as_uuid(), &contact.id.as_uuid()],
         )
         .await
@@ -474,7 +474,7 @@ async fn write_until(
 async fn present(client: &Client, table: &str, tenant: TenantId, ids: &[uuid::Uuid]) -> usize {
     let n: i64 = client
         .query_one(
-            &format!("SELECT count(*) FROM {table} WHERE tenant_id = $1 AND id = ANY($2)"),
+            &format!("SELECT count(*) FROM crm.{table} WHERE tenant_id = $1 AND id = ANY($2)"),
             &[&tenant.as_uuid(), &ids],
         )
         .await
@@ -552,7 +552,7 @@ async fn killing_backends_under_writers_fails_at_most_one_operation_per_killed_b
         // once the transactions that wrote one end): every writer comes
         // to wait for it.
         blocker
-            .batch_execute("BEGIN; LOCK TABLE activities IN SHARE MODE")
+            .batch_execute("BEGIN; LOCK TABLE crm.activities IN SHARE MODE")
             .await
             .unwrap();
         eventually(
@@ -627,7 +627,7 @@ async fn killing_backends_under_writers_fails_at_most_one_operation_per_killed_b
     let keys: Vec<String> = events.iter().map(|(k, _)| k.clone()).collect();
     let stored: i64 = admin
         .query_one(
-            "SELECT count(*) FROM idempotency_keys
+            "SELECT count(*) FROM crm.idempotency_keys
              WHERE tenant_id = $1 AND source = 'faults' AND key = ANY($2)",
             &[&tenant.as_uuid(), &keys],
         )

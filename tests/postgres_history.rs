@@ -52,7 +52,7 @@ async fn an_out_of_band_sql_update_is_recorded_with_the_database_role_as_actor()
     let raw = store.db().client().await;
     let n = raw
         .execute(
-            "UPDATE deals SET amount = 30000 WHERE id = $1",
+            "UPDATE crm.deals SET amount = 30000 WHERE id = $1",
             &[&d.id.as_uuid()],
         )
         .await
@@ -87,14 +87,14 @@ async fn an_out_of_band_sql_update_is_recorded_with_the_database_role_as_actor()
     // A score-only SQL update, and one that sets a column to its own value,
     // record nothing.
     raw.batch_execute(&format!(
-        "UPDATE contacts SET score = 42 WHERE id = '{0}';
-         UPDATE deals SET title = title WHERE id = '{1}';",
+        "UPDATE crm.contacts SET score = 42 WHERE id = '{0}';
+         UPDATE crm.deals SET title = title WHERE id = '{1}';",
         c.id, d.id
     ))
     .await
     .unwrap();
     let n: i64 = raw
-        .query_one("SELECT count(*) FROM history", &[])
+        .query_one("SELECT count(*) FROM crm.history", &[])
         .await
         .unwrap()
         .get(0);
@@ -119,7 +119,7 @@ async fn the_history_table_is_under_row_level_security_for_an_ordinary_role() {
     .await
     .unwrap();
     let n: i64 = app
-        .query_one("SELECT count(*) FROM history", &[])
+        .query_one("SELECT count(*) FROM crm.history", &[])
         .await
         .unwrap()
         .get(0);
@@ -129,7 +129,7 @@ async fn the_history_table_is_under_row_level_security_for_an_ordinary_role() {
     );
     let none = app
         .execute(
-            "INSERT INTO history (tenant_id, entity_id, valid_from, entity_kind, operation, data, \
+            "INSERT INTO crm.history (tenant_id, entity_id, valid_from, entity_kind, operation, data, \
              diff, actor) VALUES ($1, gen_random_uuid(), now(), 'contact', 'created', '{}', '{}', 'x')",
             &[&t2.as_uuid()],
         )

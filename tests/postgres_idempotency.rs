@@ -772,3 +772,146 @@ async fn a_no_wait_delivery_right_after_a_replay_or_a_panic_is_never_refused_bec
     );
     assert!(refused.is_empty(), "refused: {refused:#?}");
 }
+
+/// The statement a deferred claim was to go with fails while it is
+/// prepared (after `BEGIN`, as its names are looked up in the store's
+/// schema): the claim is never made, the transaction only rolls back, and
+/// the connection serves the next transaction as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_claim_whose_statement_cannot_be_prepared_is_never_made() {
+    let db = TestStore::new().await;
+    // One connection, so that the next transaction gets the same one.
+    let store = crm_core::PostgresStore::from_pool(
+        db.db().pool(1),
+        crm_core::conformance::test_pipelines(),
+    );
+    let t = TenantId::new();
+    let admin = db.db().client().await;
+    admin
+        .batch_execute("ALTER TABLE crm.contacts RENAME TO contacts_moved")
+        .await
+        .unwrap();
+    let claim = claim_of("evt_unprepared", WaitPolicy::NoWait);
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(tx.defer_idempotency_claim(&claim).await.unwrap(), None);
+    let err = tx
+        .get_contact(crm_core::domain::ContactId::new())
+        .await
+        .expect_err("the statement cannot be prepared");
+    assert!(err.to_string().contains("contacts"), "{err}");
+    let outcome = tx.resolve_idempotency_claim().await;
+    assert!(
+        matches!(&outcome, Err(e) if e.is_retryable()),
+        "the claim was not sent: {outcome:?}"
+    );
+    assert!(tx.commit().await.is_err(), "commit refuses");
+    admin
+        .batch_execute("ALTER TABLE crm.contacts_moved RENAME TO contacts")
+        .await
+        .unwrap();
+
+    // The same connection, clean: the key is free and the claim succeeds.
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(tx.defer_idempotency_claim(&claim).await.unwrap(), None);
+    tx.create_contact(contact("after@example.com"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        tx.resolve_idempotency_claim().await,
+        Ok(Claim::Claimed)
+    ));
+    tx.complete_idempotency_key_and_commit(
+        &claim.source,
+        &claim.key,
+        &StoredResult::Succeeded(json!(1)),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let record = tx
+        .get_idempotency_record(&claim.source, &claim.key)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(record.is_some(), "the record was stored");
+    drop(store);
+}
+
+/// Storing the record fails (here a trigger refuses it): the `COMMIT` sent
+/// with it ends the transaction with a rollback, the error is the
+/// insert's, nothing of the handler is kept, and the connection serves the
+/// next transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_fails_to_store_rolls_the_transaction_back_and_the_connection_goes_on() {
+    let db = TestStore::new().await;
+    let store = crm_core::PostgresStore::from_pool(
+        db.db().pool(1),
+        crm_core::conformance::test_pipelines(),
+    );
+    let t = TenantId::new();
+    let admin = db.db().client().await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION public.refuse_record() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'record refused'; END $$;
+             CREATE TRIGGER refuse_record BEFORE INSERT ON crm.idempotency_keys
+                 FOR EACH ROW EXECUTE FUNCTION public.refuse_record();",
+        )
+        .await
+        .unwrap();
+    let claim = claim_of("evt_refused", WaitPolicy::NoWait);
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(tx.defer_idempotency_claim(&claim).await.unwrap(), None);
+    tx.create_contact(contact("handled@example.com"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        tx.resolve_idempotency_claim().await,
+        Ok(Claim::Claimed)
+    ));
+    let stored = tx
+        .complete_idempotency_key_and_commit(
+            &claim.source,
+            &claim.key,
+            &StoredResult::Succeeded(json!({"it's": "quoted \\ fine"})),
+            chrono::Utc::now(),
+        )
+        .await;
+    let err = stored.expect_err("the record was refused");
+    assert!(err.to_string().contains("record refused"), "{err}");
+    admin
+        .batch_execute("DROP TRIGGER refuse_record ON crm.idempotency_keys")
+        .await
+        .unwrap();
+
+    let email = Email::parse("handled@example.com").unwrap();
+    let kept = store.get_contact_by_email(t, &ctx(), &email).await.unwrap();
+    assert!(kept.is_none(), "nothing of the handler was committed");
+    // The key is free again, and a result with quotes and backslashes is
+    // stored as given.
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(tx.defer_idempotency_claim(&claim).await.unwrap(), None);
+    assert!(matches!(
+        tx.resolve_idempotency_claim().await,
+        Ok(Claim::Claimed)
+    ));
+    let result = json!({"it's": "quoted \\ fine", "$$": "E'x'"});
+    tx.complete_idempotency_key_and_commit(
+        &claim.source,
+        &claim.key,
+        &StoredResult::Succeeded(result.clone()),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let record = tx
+        .get_idempotency_record(&claim.source, &claim.key)
+        .await
+        .unwrap()
+        .expect("the record");
+    tx.rollback().await.unwrap();
+    assert_eq!(record.result, Some(StoredResult::Succeeded(result)));
+    drop(store);
+}

@@ -58,7 +58,7 @@ async fn count(db: &TestDb, table: &str, tenant: TenantId, ids: &[Uuid]) -> i64 
     db.client()
         .await
         .query_one(
-            &format!("SELECT count(*) FROM {table} WHERE tenant_id = $1 AND id = ANY($2)"),
+            &format!("SELECT count(*) FROM crm.{table} WHERE tenant_id = $1 AND id = ANY($2)"),
             &[&tenant.as_uuid(), &ids],
         )
         .await
@@ -127,7 +127,7 @@ async fn records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_dele
         .client()
         .await
         .query_one(
-            "SELECT count(*) FROM history WHERE tenant_id = $1 AND entity_id = $2 \
+            "SELECT count(*) FROM crm.history WHERE tenant_id = $1 AND entity_id = $2 \
              AND operation = 'deleted'",
             &[&tenant.as_uuid(), &deal.id.as_uuid()],
         )
@@ -328,8 +328,8 @@ async fn writers_racing_twenty_four_merges_lose_no_acknowledged_deal_activity_or
         .client()
         .await
         .query_one(
-            "SELECT count(*) FROM activities a WHERE a.tenant_id = $1 AND NOT EXISTS \
-             (SELECT 1 FROM contacts c WHERE c.tenant_id = a.tenant_id AND c.id = a.contact_id)",
+            "SELECT count(*) FROM crm.activities a WHERE a.tenant_id = $1 AND NOT EXISTS \
+             (SELECT 1 FROM crm.contacts c WHERE c.tenant_id = a.tenant_id AND c.id = a.contact_id)",
             &[&tenant.as_uuid()],
         )
         .await

@@ -245,9 +245,9 @@ impl Deref for TestStore {
 }
 
 /// An ordinary role (no superuser, no BYPASSRLS) allowed to read and write
-/// the CRM tables of one test database, so that row-level security applies
-/// to it. Dropped with its grants when this value is dropped; declare it
-/// after the database so that it goes first.
+/// the CRM tables (schema `crm`) of one test database, so that row-level
+/// security applies to it. Dropped with its grants when this value is
+/// dropped; declare it after the database so that it goes first.
 #[derive(Debug)]
 pub struct TestRole {
     name: String,
@@ -255,15 +255,18 @@ pub struct TestRole {
 }
 
 impl TestRole {
-    /// Creates the role and grants it the CRM tables of `db`.
+    /// Creates the role and grants it what a role using the store needs in
+    /// the default schema `crm` of `db` (migrated already): `USAGE` on the
+    /// schema, and reading and writing its tables.
     pub async fn create(db: &TestDb) -> TestRole {
         let name = format!("crm_test_role_{}", uuid::Uuid::now_v7().simple());
         db.client()
             .await
             .batch_execute(&format!(
                 "CREATE ROLE {name} LOGIN NOSUPERUSER NOBYPASSRLS;
+                 GRANT USAGE ON SCHEMA crm TO {name};
                  GRANT SELECT, INSERT, UPDATE, DELETE
-                     ON ALL TABLES IN SCHEMA public TO {name};"
+                     ON ALL TABLES IN SCHEMA crm TO {name};"
             ))
             .await
             .unwrap_or_else(|e| panic!("cannot create the test role {name}: {e}"));
@@ -317,32 +320,6 @@ impl Drop for TestRole {
     }
 }
 
-/// Applies the embedded migrations up to `version` through `client`, as a
-/// build of that version did (to test migrating a database it left).
-pub async fn migrate_up_to(client: &Client, version: i64) {
-    client
-        .batch_execute(
-            "CREATE TABLE crm_schema_migrations (
-                 version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
-    for m in crm_core::store::postgres::MIGRATIONS
-        .iter()
-        .filter(|m| m.version <= version)
-    {
-        client.batch_execute(m.sql).await.unwrap();
-        client
-            .execute(
-                "INSERT INTO crm_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                &[&m.version, &m.name, &m.checksum()],
-            )
-            .await
-            .unwrap();
-    }
-}
-
 /// Waits until a backend of `db` waits for a lock (a transaction queued
 /// behind another's row, key or advisory lock), so that a test interleaves
 /// as it says whatever the machine's speed. Fails after a minute.
@@ -371,14 +348,18 @@ pub async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
     }
 }
 
-/// Inserts a contact as a version-7 build stored it (no keys), under the
-/// tenant's setting so that forced row-level security lets it in.
-pub async fn insert_version_7_contact(
+/// Inserts a contact row by hand into the default schema `crm`, as a host
+/// (or an earlier version, whose rules were looser) might have stored it:
+/// `email` as given, the names 'Émile' and 'Zoë', the company 'Ünited', and
+/// their caseless keys computed in Rust. Runs under the tenant's setting so
+/// that forced row-level security lets it in.
+pub async fn insert_contact_row(
     client: &Client,
     tenant: crm_core::TenantId,
     id: uuid::Uuid,
     email: &str,
 ) {
+    use crm_core::domain::caseless_key;
     client.batch_execute("BEGIN").await.unwrap();
     client
         .execute(
@@ -389,9 +370,18 @@ pub async fn insert_version_7_contact(
         .unwrap();
     client
         .execute(
-            "INSERT INTO contacts (tenant_id, id, email, first_name, last_name, company, \
-             created_at, updated_at) VALUES ($1, $2, $3, 'Émile', 'Zoë', 'Ünited', now(), now())",
-            &[&tenant.as_uuid(), &id, &email],
+            "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, company, \
+             created_at, updated_at, email_key, first_name_key, last_name_key, company_key) \
+             VALUES ($1, $2, $3, 'Émile', 'Zoë', 'Ünited', now(), now(), $4, $5, $6, $7)",
+            &[
+                &tenant.as_uuid(),
+                &id,
+                &email,
+                &caseless_key(email.trim()),
+                &caseless_key("Émile"),
+                &caseless_key("Zoë"),
+                &caseless_key("Ünited"),
+            ],
         )
         .await
         .unwrap();

@@ -1,4 +1,4 @@
-//! The audit history on PostgreSQL: triggers (migration 3) write the
+//! The audit history on PostgreSQL: triggers (migration 2) write the
 //! versions; this module reads them, purges them and erases a contact's
 //! personal data from them.
 

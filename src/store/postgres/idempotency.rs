@@ -1,11 +1,11 @@
 //! Idempotency keys on PostgreSQL: the table `idempotency_keys` (migration
-//! 2), primary key `(tenant_id, source, key)`.
+//! 3), primary key `(tenant_id, source, key)`.
 //!
 //! **Claiming** a key takes a transaction-level advisory lock derived from
 //! (tenant, source, key), waiting for a transaction that holds it at most
 //! as long as the claim may wait (`lock_timeout`, set transaction-locally
 //! for the wait; a timeout, 55P03, is [`Error::KeyInUse`]), and then reads
-//! the key's record through `crm_idempotency_record` (migration 7), whose
+//! the key's record through `crm_idempotency_record` (migration 3), whose
 //! query takes its snapshot after the lock is granted: it sees the record
 //! of a holder that committed while the claim waited. No record, or an
 //! expired one, and the key is this transaction's; a record that has not
@@ -13,8 +13,8 @@
 //! statement, [`CLAIM`], which also sets the transaction's settings.
 //!
 //! **Completing** the key writes its record once, with the result: a plain
-//! `INSERT` (or, over an expired record, an upsert that replaces it),
-//! pipelined with `COMMIT`. The primary key still refuses a second record,
+//! `INSERT` (or, over an expired record, an upsert that replaces it), its
+//! values bound as parameters, pipelined with `COMMIT`. The primary key still refuses a second record,
 //! should anything write one without the lock.
 //!
 //! The guard **defers** its claim ([`PgTransaction::idempotency_defer`]):
@@ -54,7 +54,7 @@ const COLUMNS: &str = "tenant_id, source, key, fingerprint, status, result, crea
 /// five of `SETTINGS`, then six of its own): set the settings, take the
 /// key's advisory lock, waiting at most `$6` for a transaction holding it
 /// (`lock_timeout`, set transaction-locally and restored right after), then
-/// read the key's record with `crm_idempotency_record` (migration 7), whose
+/// read the key's record with `crm_idempotency_record` (migration 3), whose
 /// query takes a snapshot after the lock is granted and so sees a holder
 /// that committed while the claim waited. The target list is evaluated in
 /// order. The record, as JSON or null, is column [`CLAIM_RECORD`].
@@ -143,7 +143,7 @@ struct RecordColumns {
     expires_at: Timestamp,
 }
 
-/// A record as `crm_idempotency_record` (migration 7) writes it: the
+/// A record as `crm_idempotency_record` (migration 3) writes it: the
 /// columns, timestamps in microseconds since the Unix epoch.
 #[derive(Debug, serde::Deserialize)]
 struct RecordJson {
@@ -447,63 +447,6 @@ fn claim_answer(rows: &[Row], at: usize, claim: &IdempotencyClaim) -> Result<Cla
     }
 }
 
-/// Microseconds in a day.
-const DAY_MICROS: i64 = 86_400_000_000;
-
-/// [`STORE`] (or, `over_expired`, [`STORE_OVER_EXPIRED`]) with its values
-/// as literals, for a simple-query message.
-fn store_sql(
-    tenant: Uuid,
-    held: &Held,
-    result: &StoredResult,
-    completed_at: Timestamp,
-    over_expired: bool,
-) -> String {
-    let at = |t: Timestamp| {
-        use chrono::Datelike;
-        if (1..=9999).contains(&t.year()) {
-            // RFC 3339, which PostgreSQL reads fastest.
-            format!(
-                "'{}'::timestamptz",
-                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            )
-        } else {
-            // Outside four-digit years: whole days and the microseconds
-            // left since the epoch, added to a timestamp without time zone
-            // (exact: an interval times a number is computed in floating
-            // point, and a day of a timestamptz follows the session's time
-            // zone), read as UTC.
-            let micros = t.timestamp_micros();
-            let (days, rest) = (micros.div_euclid(DAY_MICROS), micros.rem_euclid(DAY_MICROS));
-            format!(
-                "(('epoch'::timestamp + {days} * interval '1 day' \
-                 + {rest} * interval '1 microsecond') AT TIME ZONE 'UTC')"
-            )
-        }
-    };
-    let c = &held.claim;
-    let values = format!(
-        "'{}'::uuid, {}, {}, {}, '{}', {}::json, {}, {}, {}",
-        tenant.hyphenated(),
-        super::quote(c.source.as_str()),
-        super::quote(c.key.as_str()),
-        super::quote(c.fingerprint.as_str()),
-        result.status(),
-        super::quote(&result.value().to_string()),
-        at(crate::domain::truncate_to_micros(c.now)),
-        at(completed_at),
-        at(crate::domain::truncate_to_micros(c.expires_at)),
-    );
-    let sql = if over_expired {
-        STORE_OVER_EXPIRED
-    } else {
-        STORE
-    };
-    let placeholders = "$1, $2, $3, $4, $5, $6, $7, $8, $9";
-    debug_assert!(sql.contains(placeholders));
-    sql.replacen(placeholders, &values, 1)
-}
-
 /// What a failed claim statement means: a lock wait that ran out is
 /// [`Error::KeyInUse`].
 fn claim_error(e: tokio_postgres::Error, claim: &IdempotencyClaim) -> Error {
@@ -607,6 +550,17 @@ impl PgTransaction {
             Ok(answer) => ClaimState::Answered(claim, answer),
             Err(why) => ClaimState::NotSent(claim, why),
         };
+    }
+
+    /// Puts back a deferred claim that [`PgTransaction::after_begin`] took
+    /// but could not send (preparing the statement it was to go with
+    /// failed): it was never made.
+    pub(super) fn claim_unsent(&self, claim: Box<IdempotencyClaim>) {
+        let mut state = self
+            .claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *state = ClaimState::Deferred(claim);
     }
 
     /// Looks at the answer to a deferred claim that went out with the last
@@ -755,33 +709,63 @@ impl PgTransaction {
         let Some(conn) = guard.conn() else {
             return Err(Error::backend(super::Finished));
         };
-        // The INSERT and the COMMIT in one simple-query message: one
-        // answer for both. Its values are literals (quoted, or formatted
-        // by us), as a simple query takes no parameters.
-        let sql = format!(
-            "{}; COMMIT",
-            store_sql(tenant, &held, result, completed_at, held.over_expired)
-        );
-        match conn.batch_execute(&sql).await {
-            Ok(()) => {
-                guard.release();
-                Ok(held.record(self.tenant, result, completed_at))
-            }
+        let sql = if held.over_expired {
+            STORE_OVER_EXPIRED
+        } else {
+            STORE
+        };
+        // Prepared inside the transaction, as its table is found through
+        // the transaction's search path: from the connection's cache but
+        // the first time.
+        let statement = match conn.prepare_cached(sql).await {
+            Ok(statement) => statement,
             Err(e) => {
-                if !error::spoils_connection(&e) {
-                    // The INSERT failed, so the COMMIT did not run: the
-                    // transaction is aborted and must be rolled back.
-                    // (Otherwise the connection is lost: the guard closes it.)
-                    if conn.batch_execute("ROLLBACK").await.is_ok() {
-                        guard.release();
-                    }
+                // A failed preparation aborts the transaction.
+                if !error::spoils_connection(&e) && conn.batch_execute("ROLLBACK").await.is_ok() {
+                    guard.release();
                 }
-                if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
-                    Err(crate::store::shared::not_claimed(source, key))
-                } else {
-                    Err(error::db(e))
-                }
+                return Err(error::db(e));
             }
+        };
+        let c = &held.claim;
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &tenant,
+            &c.source.as_str(),
+            &c.key.as_str(),
+            &c.fingerprint.as_str(),
+            &result.status(),
+            result.value(),
+            &c.now,
+            &completed_at,
+            &c.expires_at,
+        ];
+        // The INSERT, its values bound, and the COMMIT pipelined: one
+        // round trip. When the INSERT fails, PostgreSQL has aborted the
+        // transaction, and the COMMIT that follows ends it with a rollback.
+        let (stored, committed) = futures_util::join!(
+            conn.execute(&statement, &params),
+            conn.batch_execute("COMMIT")
+        );
+        let lost = [stored.as_ref().err(), committed.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .any(error::spoils_connection);
+        let e = match (stored, committed) {
+            (Ok(_), Ok(())) => {
+                guard.release();
+                return Ok(held.record(self.tenant, result, completed_at));
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => e,
+        };
+        if !lost {
+            // The server answered the COMMIT: the transaction is over (rolled
+            // back) and the connection idle. (Otherwise the guard closes it.)
+            guard.release();
+        }
+        if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
+            Err(crate::store::shared::not_claimed(source, key))
+        } else {
+            Err(error::db(e))
         }
     }
 

@@ -1,18 +1,24 @@
 //! `PostgresStore`: the [`Store`] contract on PostgreSQL, through
 //! tokio-postgres and a deadpool connection pool.
 //!
-//! - **Schema.** Versioned SQL migrations are embedded in the crate and
-//!   applied by [`PostgresStore::migrate`] in one transaction under an
-//!   advisory lock, so two processes may migrate at once. Every primary,
+//! - **Schema.** Everything the store creates lives in a PostgreSQL schema
+//!   of its own, `crm` unless set otherwise
+//!   ([`PostgresStoreBuilder::schema`], [`PostgresStore::with_schema`]), so
+//!   it never meets the host's tables of the same names. Versioned SQL
+//!   migrations are embedded in the crate and applied by
+//!   [`PostgresStore::migrate`] in one transaction under an advisory lock
+//!   of that schema, so two processes may migrate at once. Every primary,
 //!   unique and foreign key begins with `tenant_id` (the schema can be
 //!   distributed by tenant), CHECK constraints mirror the domain rules, and
 //!   row-level security restricts every table to the tenant set in the
 //!   transaction-local setting `crm.tenant_id`.
 //! - **Transactions.** A [`Transaction`] holds one pooled connection from
-//!   `begin` to `commit`/`rollback`. `BEGIN` and the transaction-local
-//!   settings `crm.tenant_id`, `crm.actor`, `crm.reason`, `crm.request_id`
-//!   and `crm.idempotency_key` go out with the transaction's first
-//!   statement, pipelined in the same round trip, so opening a transaction
+//!   `begin` to `commit`/`rollback`. `BEGIN`, the search path (`SET LOCAL
+//!   search_path` to the store's schema, then `pg_temp`) and the
+//!   transaction-local settings `crm.tenant_id`, `crm.actor`, `crm.reason`,
+//!   `crm.request_id` and `crm.idempotency_key` (bound parameters, never
+//!   SQL text) go out with the transaction's first statement, pipelined in
+//!   the same round trip, so opening a transaction
 //!   costs no round trip of its own (and one that sends nothing costs none
 //!   at all). Dropping a transaction without committing queues a `ROLLBACK`
 //!   on its connection before the connection returns to the pool; whoever
@@ -38,12 +44,17 @@
 //!   `RecyclingMethod::Fast`, which checks only whether the connection is
 //!   known to be closed).
 //! - **Queries.** Every query filters by `tenant_id` explicitly; row-level
-//!   security is the second wall. Statements are prepared once per
-//!   connection and cached. Timestamps are made in Rust at microsecond
+//!   security is the second wall. Statements name tables unqualified and
+//!   are prepared once per connection and cached; a statement's first
+//!   preparation on a connection goes out after the transaction's search
+//!   path is set, and PostgreSQL analyses a cached statement again when the
+//!   search path differs from the one it was prepared under. Timestamps are made in Rust at microsecond
 //!   precision, like [`InMemoryStore`](crate::InMemoryStore) does, so both
 //!   backends behave alike.
 //!
 //! # Schema
+//!
+//! In the store's schema (`crm` by default):
 //!
 //! | table | primary key | holds |
 //! |---|---|---|
@@ -52,7 +63,9 @@
 //! | `activities` | `(tenant_id, id)` | `contact_id`, `deal_id`, `kind`, `direction`, `subject`, `body`, `occurred_at`, `created_at` |
 //! | `signals` | `(tenant_id, id)` | `contact_id`, `kind`, `occurred_at` |
 //! | `history` | `(tenant_id, entity_id, valid_from)` | `valid_to`, `entity_kind`, `operation`, `data` (jsonb: the recorded values), `diff` (jsonb), `actor`, `reason`, `request_id`, `idempotency_key`; written by triggers on `contacts` and `deals` (see [`crate::history`]) |
-//! | `crm_schema_migrations` | `version` | `name`, `checksum`, `applied_at` |
+//! | `idempotency_keys` | `(tenant_id, source, key)` | `fingerprint`, `status`, `result` (json), `created_at`, `completed_at`, `expires_at` |
+//! | `contact_scores` | `(tenant_id, contact_id)` | `score_log` (the live score state) |
+//! | `schema_migrations` | `version` | `name`, `checksum`, `applied_at` |
 //!
 //! Deals, activities and signals reference `contacts (tenant_id, id)` with
 //! `ON DELETE CASCADE`; activities reference `deals (tenant_id, id)` with
@@ -79,7 +92,42 @@
 //! security, so bulk loads run as such a role. Besides `crm.tenant_id`,
 //! every transaction sets `crm.actor`, `crm.reason`, `crm.request_id` and
 //! `crm.idempotency_key` (empty when the context has none) for triggers to
-//! read.
+//! read. These settings keep their names whatever the schema is called.
+//!
+//! # The schema, roles and the host's own SQL
+//!
+//! [`migrate`](PostgresStore::migrate) creates the schema when it is
+//! missing (which needs `CREATE` on the database; a schema created
+//! beforehand by an administrator is used as it is, and the migrating role
+//! then needs `CREATE` on it) and records the applied versions in its
+//! `schema_migrations` table. Two stores on two schemas of one database
+//! share nothing: their migrations, tables and rows are apart, even for the
+//! same tenant id. The name is used exactly as given (always quoted, so
+//! `Crm` and `crm` are two schemas); renaming a migrated schema is not
+//! supported, as its functions keep the name they were created under.
+//!
+//! A role that only uses the store (not the one that migrates) needs
+//! `USAGE` on the schema and `SELECT, INSERT, UPDATE, DELETE` on its tables:
+//!
+//! ```sql
+//! GRANT USAGE ON SCHEMA crm TO app;
+//! GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA crm TO app;
+//! ```
+//!
+//! (`EXECUTE` on the schema's functions is granted to everyone by default.)
+//!
+//! The host may read and write the tables through its own connections.
+//! Either qualify the names (`crm.contacts`) or set the search path for the
+//! transaction (`SET LOCAL search_path TO crm`); set `crm.tenant_id` with
+//! `set_config('crm.tenant_id', …, true)` inside the transaction, as
+//! row-level security hides every row otherwise, and `crm.actor` if the
+//! history should name someone other than `db:<role>`. The history
+//! triggers and the schema's functions find the schema's tables whatever
+//! the session's search path is: the PL/pgSQL functions carry the search
+//! path they were created with, and the SQL functions were bound to the
+//! schema's tables when created. The host's tables and functions are never
+//! looked at by the store's statements, which see only the store's schema
+//! (and `pg_catalog`).
 //!
 //! ```no_run
 //! use crm_core::{PostgresStore, Store, StoreExt, TenantId, Context, Actor};
@@ -115,7 +163,8 @@ use crate::{
     error::{Error, Result},
 };
 
-pub use schema::MIGRATIONS;
+use schema::SchemaName;
+pub use schema::{DEFAULT_SCHEMA, MIGRATIONS};
 
 /// One embedded schema migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,10 +177,6 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// The key of the advisory lock that serializes migrations
-/// (`pg_advisory_xact_lock`), the same for every process.
-const MIGRATION_LOCK_KEY: i64 = 0x0063_726d_636f_7265; // "crmcore"
-
 /// The default number of pooled connections.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
@@ -141,6 +186,10 @@ pub struct PostgresStore {
     pool: Pool,
     pipelines: Arc<Pipelines>,
     live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
+    schema: Arc<SchemaName>,
+    /// `BEGIN` and the search path of every transaction, as one
+    /// simple-query batch (no value from input in it).
+    begin_batch: Arc<str>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -148,8 +197,20 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("pool", &self.pool.status())
             .field("pipelines", &self.pipelines)
+            .field("schema", &self.schema.as_str())
             .finish()
     }
+}
+
+/// `BEGIN` and `SET LOCAL search_path` for `schema`. The isolation level is
+/// explicit: the store's operations (and the idempotency claim's read after
+/// its lock) are written for READ COMMITTED, whatever the server's
+/// `default_transaction_isolation`.
+fn begin_batch(schema: &SchemaName) -> Arc<str> {
+    Arc::from(format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL search_path TO {}",
+        schema.search_path()
+    ))
 }
 
 impl PostgresStore {
@@ -165,23 +226,52 @@ impl PostgresStore {
         Self::builder(url).build().await
     }
 
-    /// A builder for a store at `url`, to set the pool size and pipelines.
+    /// A builder for a store at `url`, to set the pool size, pipelines and
+    /// schema.
     pub fn builder(url: &str) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
             url: url.to_string(),
             pool_size: DEFAULT_POOL_SIZE,
             acquire_timeout: None,
             pipelines: Pipelines::default(),
+            schema: DEFAULT_SCHEMA.to_string(),
         }
     }
 
-    /// A store over an existing pool, knowing `pipelines`.
+    /// A store over an existing pool, knowing `pipelines`, in the schema
+    /// [`DEFAULT_SCHEMA`] (see [`with_schema`](Self::with_schema)).
+    ///
+    /// The pool's connections may serve the host too: the store sets its
+    /// search path per transaction (`SET LOCAL`), never for the session.
     pub fn from_pool(pool: Pool, pipelines: Pipelines) -> Self {
+        let schema = SchemaName::parse(DEFAULT_SCHEMA)
+            .unwrap_or_else(|_| unreachable!("the default schema name is valid"));
         PostgresStore {
             pool,
             pipelines: Arc::new(pipelines),
             live_scoring: Some(Arc::new(crate::scoring::ScoringModel::default())),
+            begin_batch: begin_batch(&schema),
+            schema: Arc::new(schema),
         }
+    }
+
+    /// The same store keeping its tables, functions and migration records in
+    /// the PostgreSQL schema `name` rather than [`DEFAULT_SCHEMA`].
+    ///
+    /// Fails with a validation error on the field `schema` unless `name` is
+    /// a PostgreSQL identifier the server keeps as it is: not empty, at most
+    /// 63 bytes, no NUL character, not beginning with `pg_`. The name is
+    /// used exactly as given (quoted), case included.
+    pub fn with_schema(mut self, name: &str) -> Result<Self> {
+        let schema = SchemaName::parse(name)?;
+        self.begin_batch = begin_batch(&schema);
+        self.schema = Arc::new(schema);
+        Ok(self)
+    }
+
+    /// The name of the PostgreSQL schema the store works in.
+    pub fn schema(&self) -> &str {
+        self.schema.as_str()
     }
 
     /// The same store keeping live scores with `model` (the reference model
@@ -196,35 +286,58 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Applies the embedded migrations that the database does not have yet,
-    /// in one transaction under an advisory lock, recording each applied
-    /// version with a checksum of its SQL in `crm_schema_migrations`. Safe
-    /// to run again and from several processes at once: the others wait,
-    /// then find nothing to do.
+    /// Applies the embedded migrations that the store's schema does not have
+    /// yet, in one transaction under an advisory lock of that schema,
+    /// recording each applied version with a checksum of its SQL in the
+    /// schema's `schema_migrations` table. Creates the schema first if it
+    /// does not exist. Safe to run again and from several processes at
+    /// once: the others wait, then find nothing to do. Stores on other
+    /// schemas migrate independently.
     ///
     /// Returns the versions it applied. Fails, applying nothing, when an
     /// applied migration's SQL differs from the embedded one (it was edited
-    /// after release). Versions the database has but this build does not
+    /// after release). Versions the schema has but this build does not
     /// know (applied by a newer build) are left alone.
     pub async fn migrate(&self) -> Result<Vec<i64>> {
         let mut conn = self.pool.get().await.map_err(error::pool)?;
         let tx = conn.transaction().await.map_err(error::db)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&self.schema.migration_lock_key()],
+        )
+        .await
+        .map_err(error::db)?;
+        // CREATE SCHEMA checks the right to create schemas in the database
+        // even when the schema exists: ask first, so that a schema an
+        // administrator created beforehand needs no such right.
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
+                &[&self.schema.as_str()],
+            )
             .await
-            .map_err(error::db)?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS crm_schema_migrations (
+            .map_err(error::db)?
+            .is_some();
+        let mut setup = String::new();
+        if !exists {
+            setup.push_str(&format!("CREATE SCHEMA {}; ", self.schema.quoted()));
+        }
+        // The migrations name their objects unqualified; functions that
+        // look names up when they run keep this search path.
+        setup.push_str(&format!(
+            "SET LOCAL search_path TO {}; \
+             CREATE TABLE IF NOT EXISTS schema_migrations (
                  version    bigint      PRIMARY KEY,
                  name       text        NOT NULL,
                  checksum   bigint      NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now()
              )",
-        )
-        .await
-        .map_err(error::db)?;
+            self.schema.search_path()
+        ));
+        tx.batch_execute(&setup).await.map_err(error::db)?;
         let mut applied = std::collections::HashMap::new();
         for row in tx
-            .query("SELECT version, checksum FROM crm_schema_migrations", &[])
+            .query("SELECT version, checksum FROM schema_migrations", &[])
             .await
             .map_err(error::db)?
         {
@@ -243,12 +356,9 @@ impl PostgresStore {
                     }));
                 }
                 None => {
-                    if m.version == schema::KEYS_REQUIRED {
-                        keys::backfill(&tx).await?;
-                    }
                     tx.batch_execute(m.sql).await.map_err(error::db)?;
                     tx.execute(
-                        "INSERT INTO crm_schema_migrations (version, name, checksum) \
+                        "INSERT INTO schema_migrations (version, name, checksum) \
                          VALUES ($1, $2, $3)",
                         &[&m.version, &m.name, &m.checksum()],
                     )
@@ -276,13 +386,14 @@ impl Migration {
     }
 }
 
-/// Builds a [`PostgresStore`]: pool size and pipelines.
+/// Builds a [`PostgresStore`]: pool size, pipelines and schema.
 #[derive(Debug, Clone)]
 pub struct PostgresStoreBuilder {
     url: String,
     pool_size: usize,
     acquire_timeout: Option<Duration>,
     pipelines: Pipelines,
+    schema: String,
 }
 
 impl PostgresStoreBuilder {
@@ -306,8 +417,20 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Builds the pool and checks that the server answers.
+    /// The PostgreSQL schema the store keeps its tables, functions and
+    /// migration records in (default [`DEFAULT_SCHEMA`]). The name is
+    /// checked by [`build`](Self::build), as
+    /// [`PostgresStore::with_schema`] checks it.
+    pub fn schema(mut self, name: &str) -> Self {
+        self.schema = name.to_string();
+        self
+    }
+
+    /// Builds the pool and checks that the server answers. Fails with a
+    /// validation error on the field `schema` when the schema's name is not
+    /// one PostgreSQL keeps as it is, before connecting.
     pub async fn build(self) -> Result<PostgresStore> {
+        let schema = SchemaName::parse(&self.schema)?;
         let config = tokio_postgres::Config::from_str(&self.url).map_err(Error::backend)?;
         let manager = Manager::from_config(
             config,
@@ -325,7 +448,10 @@ impl PostgresStoreBuilder {
             .map_err(Error::backend)?;
         // Fail now, with the cause, rather than on the first transaction.
         drop(pool.get().await.map_err(error::pool)?);
-        Ok(PostgresStore::from_pool(pool, self.pipelines))
+        let mut store = PostgresStore::from_pool(pool, self.pipelines);
+        store.begin_batch = begin_batch(&schema);
+        store.schema = Arc::new(schema);
+        Ok(store)
     }
 }
 
@@ -333,9 +459,14 @@ impl PostgresStoreBuilder {
 impl Store for PostgresStore {
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
         let conn = self.pool.get().await.map_err(error::pool)?;
-        let mut tx =
-            transaction::PgTransaction::begin(conn, tenant, context, Arc::clone(&self.pipelines))
-                .await?;
+        let mut tx = transaction::PgTransaction::begin(
+            conn,
+            tenant,
+            context,
+            Arc::clone(&self.pipelines),
+            Arc::clone(&self.begin_batch),
+        )
+        .await?;
         tx.set_live_scoring(self.live_scoring.clone());
         Ok(Box::new(tx))
     }

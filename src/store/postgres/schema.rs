@@ -1,62 +1,119 @@
-//! The schema: embedded migrations, table and column identifiers for
-//! sea-query, and the column lists the row readers expect.
+//! The schema: embedded migrations, the name of the PostgreSQL schema they
+//! are applied in, table and column identifiers for sea-query, and the
+//! column lists the row readers expect.
 
+use postgres_protocol::escape::escape_identifier;
 use sea_query::Iden;
+use sha2::{Digest, Sha256};
 
 use super::Migration;
+use crate::error::{FieldError, Result, ValidationErrors};
 
-/// The embedded migrations, in version order.
+/// The embedded migrations, in version order: one per area of the schema.
 pub static MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
-        name: "initial",
-        sql: include_str!("migrations/0001_initial.sql"),
+        name: "records",
+        sql: include_str!("migrations/0001_records.sql"),
     },
     Migration {
         version: 2,
-        name: "idempotency_keys",
-        sql: include_str!("migrations/0002_idempotency_keys.sql"),
+        name: "history",
+        sql: include_str!("migrations/0002_history.sql"),
     },
     Migration {
         version: 3,
-        name: "history",
-        sql: include_str!("migrations/0003_history.sql"),
+        name: "idempotency",
+        sql: include_str!("migrations/0003_idempotency.sql"),
     },
     Migration {
         version: 4,
         name: "scoring",
         sql: include_str!("migrations/0004_scoring.sql"),
     },
-    Migration {
-        version: 5,
-        name: "idempotency_recent_index",
-        sql: include_str!("migrations/0005_idempotency_recent_index.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "history_create_fast_path",
-        sql: include_str!("migrations/0006_history_create_fast_path.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "idempotency_record_function",
-        sql: include_str!("migrations/0007_idempotency_record_function.sql"),
-    },
-    Migration {
-        version: 8,
-        name: "caseless_keys",
-        sql: include_str!("migrations/0008_caseless_keys.sql"),
-    },
-    Migration {
-        version: 9,
-        name: "caseless_key_constraints",
-        sql: include_str!("migrations/0009_caseless_key_constraints.sql"),
-    },
 ];
 
-/// The migration before which the caseless keys of the rows already
-/// stored are filled in (by [`super::keys::backfill`]).
-pub(super) const KEYS_REQUIRED: i64 = 9;
+/// The schema a store keeps its objects in when none is set.
+pub const DEFAULT_SCHEMA: &str = "crm";
+
+/// The PostgreSQL schema a store's tables, functions, triggers, policies and
+/// migration records live in: a valid identifier, kept with its quoted form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SchemaName {
+    name: String,
+    /// `"name"`, quoted as an identifier (`"` doubled).
+    quoted: String,
+}
+
+impl SchemaName {
+    /// Checks `name` as a PostgreSQL identifier: not empty, at most 63 bytes
+    /// (longer ones the server would cut short), no NUL character, and not
+    /// beginning with `pg_` (reserved for system schemas). It is used as
+    /// given, case and all: it is always quoted.
+    pub(super) fn parse(name: &str) -> Result<Self> {
+        let refuse = |code: &'static str, reason: String| {
+            Err(ValidationErrors::single(FieldError::new("schema", code, reason)).into())
+        };
+        if name.is_empty() {
+            return refuse("required", "is empty".to_string());
+        }
+        if name.len() > MAX_IDENTIFIER_BYTES {
+            return refuse(
+                "too_long",
+                format!(
+                    "is {} bytes long; PostgreSQL keeps at most {MAX_IDENTIFIER_BYTES}",
+                    name.len()
+                ),
+            );
+        }
+        if name.contains('\0') {
+            return refuse("invalid_format", "contains a NUL character".to_string());
+        }
+        if name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("pg_")) {
+            return refuse(
+                "invalid_format",
+                "begins with pg_, which PostgreSQL reserves for system schemas".to_string(),
+            );
+        }
+        Ok(SchemaName {
+            name: name.to_string(),
+            quoted: escape_identifier(name),
+        })
+    }
+
+    /// The name, as given.
+    pub(super) fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The name quoted as an identifier, for SQL text.
+    pub(super) fn quoted(&self) -> &str {
+        &self.quoted
+    }
+
+    /// The search path of the store's transactions and migrations: this
+    /// schema, then the session's temporary schema (named last, so that a
+    /// temporary table never hides one of the schema's).
+    pub(super) fn search_path(&self) -> String {
+        format!("{}, pg_temp", self.quoted)
+    }
+
+    /// The key of the advisory lock that serializes the migrations of this
+    /// schema (`pg_advisory_xact_lock`): the same for every process, and
+    /// another for another schema, so that two schemas migrate independently.
+    pub(super) fn migration_lock_key(&self) -> i64 {
+        let mut hash = Sha256::new();
+        hash.update(b"crm-core migrations\0");
+        hash.update(self.name.as_bytes());
+        let digest = hash.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        i64::from_be_bytes(first)
+    }
+}
+
+/// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1`).
+const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// The `contacts` table.
 #[derive(Debug, Clone, Copy, Iden)]
@@ -289,5 +346,41 @@ mod tests {
         assert_eq!(names(&s), split(SIGNAL_SELECT));
         assert_eq!(Contacts::Table.to_string(), "contacts");
         assert_eq!(Activities::Table.to_string(), "activities");
+    }
+
+    #[test]
+    fn a_schema_name_is_quoted_as_an_identifier_and_searched_before_pg_temp() {
+        let plain = SchemaName::parse("crm").unwrap();
+        assert_eq!(plain.quoted(), r#""crm""#);
+        assert_eq!(plain.search_path(), r#""crm", pg_temp"#);
+        let odd = SchemaName::parse(r#"Crm "x"; --"#).unwrap();
+        assert_eq!(odd.as_str(), r#"Crm "x"; --"#);
+        assert_eq!(odd.quoted(), r#""Crm ""x""; --""#);
+    }
+
+    #[test]
+    fn a_schema_name_postgresql_would_not_keep_as_given_is_refused() {
+        for bad in ["", "pg_crm", "Pg_x", "a\0b", &"x".repeat(64)] {
+            let err = SchemaName::parse(bad).unwrap_err();
+            assert_eq!(err.field_errors()[0].field, "schema", "{bad:?}");
+        }
+        // 63 bytes, however many characters.
+        assert!(SchemaName::parse(&"é".repeat(31)).is_ok());
+        assert!(SchemaName::parse(&"é".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn each_schema_migrates_under_a_lock_of_its_own() {
+        let key = |name: &str| SchemaName::parse(name).unwrap().migration_lock_key();
+        assert_eq!(key("crm"), key("crm"));
+        assert_ne!(key("crm"), key("crm_other"));
+        assert_ne!(key("crm"), key("CRM"));
+    }
+
+    #[test]
+    fn the_migrations_are_numbered_from_one_without_gaps() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        let expected: Vec<i64> = (1..=MIGRATIONS.len() as i64).collect();
+        assert_eq!(versions, expected);
     }
 }

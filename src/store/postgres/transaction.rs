@@ -25,7 +25,7 @@ use deadpool_postgres::Object;
 use rust_decimal::Decimal;
 use sea_query::{Expr, ExprTrait, OnConflict, PostgresQueryBuilder, Query, Value};
 use sea_query_postgres::{PostgresBinder, PostgresValues};
-use tokio_postgres::{Row, types::ToSql};
+use tokio_postgres::{Row, Statement, types::ToSql};
 use uuid::Uuid;
 
 use super::{
@@ -179,15 +179,10 @@ const OPERATION_RELEASE: &str = "RELEASE SAVEPOINT crm_operation";
 const OPERATION_ROLLBACK_TO: &str =
     "ROLLBACK TO SAVEPOINT crm_operation; RELEASE SAVEPOINT crm_operation";
 
-/// `BEGIN` as a prepared statement, so that it can be pipelined with the
-/// transaction's first statement. The isolation level is explicit: the
-/// store's operations (and the idempotency claim's read after its lock)
-/// are written for READ COMMITTED, whatever the server's
-/// `default_transaction_isolation`.
-const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
-/// The transaction-local settings, prepared: the same as the simple-query
-/// form in [`PgTransaction::begin`], without parsing and planning it anew
-/// for every transaction.
+/// The transaction-local settings, a prepared statement whose values are
+/// bound parameters: the acting context is user text, and never becomes
+/// SQL text. It names no table, so it can be prepared outside a
+/// transaction, before the search path is set.
 const SETTINGS: &str = "SELECT set_config('crm.tenant_id', $1, true), \
      set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
      set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true)";
@@ -212,22 +207,6 @@ const EMAIL_RACE_RETRIES: usize = 3;
 
 fn now() -> Timestamp {
     truncate_to_micros(Utc::now())
-}
-
-/// A string literal for a simple-query batch: `E'…'` with `\` and `'`
-/// escaped, which reads the same whatever `standard_conforming_strings` is.
-fn quote(s: &str) -> String {
-    let mut q = String::with_capacity(s.len() + 3);
-    q.push_str("E'");
-    for ch in s.chars() {
-        match ch {
-            '\\' => q.push_str("\\\\"),
-            '\'' => q.push_str("''"),
-            c => q.push(c),
-        }
-    }
-    q.push('\'');
-    q
 }
 
 /// A pooled connection that must not go back to the pool as it is: unless
@@ -260,9 +239,13 @@ pub(super) struct PgTransaction {
     tenant: TenantId,
     context: Context,
     pipelines: Arc<Pipelines>,
-    /// `BEGIN` and the transaction-local settings, not sent yet: they go
-    /// out with the first statement, pipelined in the same round trip.
-    pending_begin: Option<String>,
+    /// `BEGIN` and the search path, as one simple-query batch naming the
+    /// store's schema (see [`PgTransaction::send_begin`]).
+    begin_batch: Arc<str>,
+    /// `BEGIN`, the search path and the transaction-local settings, not
+    /// sent yet: they go out with the first statement, pipelined in the
+    /// same round trip. (Holds [`begin_batch`](Self::begin_batch).)
+    pending_begin: Option<Arc<str>>,
     /// A statement failed: PostgreSQL has aborted the transaction, and
     /// `commit` must not report success.
     aborted: bool,
@@ -337,36 +320,28 @@ impl Drop for PgTransaction {
 }
 
 impl PgTransaction {
-    /// Opens the transaction on `conn`. `BEGIN` and the transaction-local
-    /// settings are not sent on their own: they go out with the
-    /// transaction's first statement, pipelined, so that opening a
+    /// Opens the transaction on `conn`. `BEGIN`, the search path and the
+    /// transaction-local settings are not sent on their own: they go out
+    /// with the transaction's first statement, pipelined, so that opening a
     /// transaction costs no round trip of its own.
+    ///
+    /// `begin_batch` is `BEGIN` and `SET LOCAL search_path` to the store's
+    /// schema (a quoted identifier): no value from input is in it. The
+    /// acting context goes as bound parameters of [`SETTINGS`].
     pub(super) async fn begin(
         conn: Object,
         tenant: TenantId,
         context: Context,
         pipelines: Arc<Pipelines>,
+        begin_batch: Arc<str>,
     ) -> Result<Self> {
-        // The tenant id is a UUID we format ourselves; the other values are
-        // quoted. One simple-query batch, sent with the first statement.
-        let sql = format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; \
-             SELECT set_config('crm.tenant_id', '{}', true), \
-             set_config('crm.actor', {}, true), set_config('crm.reason', {}, true), \
-             set_config('crm.request_id', {}, true), \
-             set_config('crm.idempotency_key', {}, true)",
-            tenant.as_uuid().hyphenated(),
-            quote(context.actor().as_str()),
-            quote(context.reason().unwrap_or("")),
-            quote(context.request_id().unwrap_or("")),
-            quote(context.idempotency_key().unwrap_or("")),
-        );
         Ok(PgTransaction {
             conn: Some(conn),
             tenant,
             context,
             pipelines,
-            pending_begin: Some(sql),
+            pending_begin: Some(Arc::clone(&begin_batch)),
+            begin_batch,
             aborted: false,
             live_scoring: None,
             claim: std::sync::Mutex::default(),
@@ -379,21 +354,12 @@ impl PgTransaction {
     /// Sends `BEGIN` and the settings now, if the first statement has not
     /// taken them along yet. For code that talks to the connection directly.
     pub(super) async fn ensure_begun(&mut self) -> Result<()> {
-        if matches!(self.claim_state(), idempotency::ClaimState::Deferred(_))
-            && self.pending_begin.take().is_some()
-        {
-            // A deferred claim goes with BEGIN, prepared.
-            let r = self.raw_query_all(&[], true).await;
-            return self.settle(r).map(drop);
-        }
-        let Some(sql) = self.pending_begin.take() else {
+        if self.pending_begin.take().is_none() {
             return Ok(());
-        };
-        let r = match self.conn.as_ref() {
-            Some(c) => c.batch_execute(&sql).await,
-            None => return Err(Error::backend(Finished)),
-        };
-        r.map_err(|e| self.failed(e))
+        }
+        // A deferred claim goes with BEGIN, in place of the settings.
+        let r = self.raw_query_all(&[], true).await;
+        self.settle(r).map(drop)
     }
 
     fn tenant_uuid(&self) -> Uuid {
@@ -470,16 +436,12 @@ impl PgTransaction {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(Vec::new());
         };
-        let r = async {
-            let statement = conn.prepare_cached(sql).await?;
-            let run = conn.query(&statement, params);
-            if begin {
-                self.after_begin(conn, run).await
-            } else {
-                run.await
-            }
-        };
-        self.note(r.await)
+        let r = self
+            .run_prepared(conn, &[sql], begin, |prepared| async move {
+                conn.query(&prepared[0], params).await
+            })
+            .await;
+        self.note(r)
     }
 
     /// Like [`raw_query`](Self::raw_query), returning the rows affected.
@@ -492,22 +454,17 @@ impl PgTransaction {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(0);
         };
-        let r = async {
-            let statement = conn.prepare_cached(sql).await?;
-            let run = conn.execute(&statement, params);
-            if begin {
-                self.after_begin(conn, run).await
-            } else {
-                run.await
-            }
-        };
-        self.note(r.await)
+        let r = self
+            .run_prepared(conn, &[sql], begin, |prepared| async move {
+                conn.execute(&prepared[0], params).await
+            })
+            .await;
+        self.note(r)
     }
 
     /// Runs several statements pipelined in one round trip, in order, and
     /// returns their rows; with `begin`, the pending `BEGIN` and settings go
-    /// first. Every statement is prepared before anything is sent, so none
-    /// can reach the server ahead of the `BEGIN`.
+    /// first. Every statement is prepared before any is run.
     pub(super) async fn raw_query_all(
         &self,
         statements: &[(&str, &Params<'_>)],
@@ -516,77 +473,122 @@ impl PgTransaction {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(Vec::new());
         };
-        let r = async {
-            let prepared = futures_util::future::try_join_all(
-                statements.iter().map(|(sql, _)| conn.prepare_cached(sql)),
-            )
-            .await?;
-            let run = futures_util::future::try_join_all(
-                prepared
-                    .iter()
-                    .zip(statements)
-                    .map(|(statement, (_, params))| conn.query(statement, params)),
-            );
-            if begin {
-                self.after_begin(conn, run).await
-            } else {
-                run.await
-            }
-        };
-        self.note(r.await)
+        let sqls: Vec<&str> = statements.iter().map(|(sql, _)| *sql).collect();
+        let r = self
+            .run_prepared(conn, &sqls, begin, |prepared| async move {
+                futures_util::future::try_join_all(
+                    prepared
+                        .iter()
+                        .zip(statements)
+                        .map(|(statement, (_, params))| conn.query(statement, params)),
+                )
+                .await
+            })
+            .await;
+        self.note(r)
     }
 
-    /// Sends `BEGIN` and the settings, then `run` (a request not sent yet:
-    /// futures are lazy), all pipelined in one round trip, in that order.
+    /// Prepares `sqls` (from the connection's cache when it has them), then
+    /// runs `run` with the statements; with `begin`, the pending `BEGIN` and
+    /// settings go first, pipelined.
     ///
-    /// A deferred idempotency claim goes between the settings and `run`;
-    /// its answer is kept for [`settle`](Self::settle).
-    async fn after_begin<T>(
+    /// A statement the connection has not prepared yet is prepared after
+    /// `BEGIN` and the search path, so that its names are looked up in the
+    /// store's schema; its preparation costs a round trip, once per
+    /// connection. When every statement is cached, `BEGIN`, the settings
+    /// and `run`'s requests leave in one round trip.
+    async fn run_prepared<T, F, Fut>(
         &self,
         conn: &Object,
-        run: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
-    ) -> std::result::Result<T, tokio_postgres::Error> {
+        sqls: &[&str],
+        begin: bool,
+        run: F,
+    ) -> std::result::Result<T, tokio_postgres::Error>
+    where
+        F: FnOnce(Vec<Statement>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
+        let prepare = async {
+            futures_util::future::try_join_all(sqls.iter().map(|sql| conn.prepare_cached(sql)))
+                .await
+        };
+        if !begin {
+            return run(prepare.await?).await;
+        }
+        self.after_begin(conn, prepare, run).await
+    }
+
+    /// Sends `BEGIN` and the settings, then `prepare` (requests not sent
+    /// yet: futures are lazy, and each request is queued at its first
+    /// poll), then `run` with the prepared statements, all pipelined in
+    /// that order: in one round trip when `prepare` needs no answer from
+    /// the server (every statement cached), else in two.
+    ///
+    /// A deferred idempotency claim goes in place of the settings (it sets
+    /// them itself), after the statements are prepared; its answer is kept
+    /// for [`settle`](Self::settle).
+    async fn after_begin<T, P, F, Fut>(
+        &self,
+        conn: &Object,
+        prepare: P,
+        run: F,
+    ) -> std::result::Result<T, tokio_postgres::Error>
+    where
+        P: Future<Output = std::result::Result<Vec<Statement>, tokio_postgres::Error>>,
+        F: FnOnce(Vec<Statement>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
         let Some(claim) = self.take_deferred_claim() else {
+            // No table in it: prepared (once per connection) before BEGIN.
+            let settings = conn.prepare_cached(SETTINGS).await?;
             let values = self.settings();
             let values = values.params();
-            let (begin, settings) = futures_util::try_join!(
-                conn.prepare_cached(BEGIN),
-                conn.prepare_cached(SETTINGS),
-            )?;
             let (_, _, out) = futures_util::try_join!(
-                conn.execute(&begin, &[]),
+                self.send_begin(conn),
                 conn.execute(&settings, &values),
-                run,
+                async { run(prepare.await?).await },
             )?;
             return Ok(out);
-        };
-        let prepared = futures_util::try_join!(
-            conn.prepare_cached(BEGIN),
-            conn.prepare_cached(idempotency::CLAIM),
-        );
-        let (begin, settings_and_claim) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                self.claim_sent(claim, Err(error::db_ref(&e)));
-                return Err(e);
-            }
         };
         // The claim sets the settings itself.
         let claim_values = idempotency::ClaimValues::new(self, &claim);
         let params = claim_values.params();
-        // Joined, not tried: the claim's answer is wanted whatever the
-        // others give. Each request is queued at its first poll, in order.
-        let (begun, found, out) = futures_util::join!(
-            conn.execute(&begin, &[]),
-            conn.query(&settings_and_claim, &params),
-            run,
-        );
-        // A failed claim (or settings) is reported by `settle`, ahead of
-        // the statement's own error.
-        let found = self.note(found);
-        self.claim_sent(claim, Ok(found));
+        let claimed_then_run = async {
+            let prepared =
+                futures_util::try_join!(conn.prepare_cached(idempotency::CLAIM), prepare);
+            let (claim_statement, prepared) = match prepared {
+                Ok(p) => p,
+                // Nothing of the claim was sent.
+                Err(e) => return (None, Err(e)),
+            };
+            // Joined, not tried: the claim's answer is wanted whatever the
+            // statement gives. Each request is queued at its first poll, in
+            // order.
+            let (found, out) =
+                futures_util::join!(conn.query(&claim_statement, &params), run(prepared));
+            (Some(self.note(found)), out)
+        };
+        let (begun, (found, out)) = futures_util::join!(self.send_begin(conn), claimed_then_run);
+        match (found, &begun) {
+            // A failed claim is reported by `settle`, ahead of the
+            // statement's own error.
+            (Some(found), _) => self.claim_sent(claim, Ok(found)),
+            (None, Err(e)) => self.claim_sent(claim, Err(error::db_ref(e))),
+            // Preparing a statement failed, after BEGIN: the claim was
+            // never made, and the preparation's failure is the statement's.
+            (None, Ok(())) => self.claim_unsent(claim),
+        }
         begun?;
         out
+    }
+
+    /// `BEGIN` and the search path: one simple-query request, queued on the
+    /// connection at its first poll.
+    fn send_begin<'a>(
+        &'a self,
+        conn: &'a Object,
+    ) -> impl Future<Output = std::result::Result<(), tokio_postgres::Error>> + 'a {
+        conn.batch_execute(&self.begin_batch)
     }
 
     /// The transaction-local settings, as parameters of [`SETTINGS`].
@@ -660,18 +662,33 @@ impl PgTransaction {
         self.execute(&sql, &values.as_params()).await
     }
 
+    /// Runs `sql` as a simple query (no parameters, several statements
+    /// allowed). The pending `BEGIN` and settings go out ahead of it in the
+    /// same round trip; a deferred claim is sent and settled first.
     async fn simple(&mut self, sql: &str) -> Result<()> {
         self.check_open()?;
         if matches!(self.claim_state(), idempotency::ClaimState::Deferred(_)) {
             self.ensure_begun().await?;
         }
-        let batch = match self.pending_begin.take() {
-            Some(begin) => format!("{begin}; {sql}"),
-            None => sql.to_string(),
+        let begin = self.pending_begin.take().is_some();
+        let Some(conn) = self.conn.as_ref() else {
+            return Err(Error::backend(Finished));
         };
-        let r = match self.conn.as_ref() {
-            Some(c) => c.batch_execute(&batch).await,
-            None => return Err(Error::backend(Finished)),
+        let r = if begin {
+            let values = self.settings();
+            let values = values.params();
+            async {
+                let settings = conn.prepare_cached(SETTINGS).await?;
+                futures_util::try_join!(
+                    self.send_begin(conn),
+                    conn.execute(&settings, &values),
+                    conn.batch_execute(sql),
+                )
+                .map(drop)
+            }
+            .await
+        } else {
+            conn.batch_execute(sql).await
         };
         r.map_err(|e| self.failed(e))
     }
@@ -1624,11 +1641,5 @@ mod tests {
             a.ends_with(r#"ON CONFLICT ("tenant_id", "email_key") DO NOTHING"#),
             "{a}"
         );
-    }
-
-    #[test]
-    fn quoted_strings_escape_quotes_and_backslashes() {
-        assert_eq!(quote("o'brien\\x"), r"E'o''brien\\x'");
-        assert_eq!(quote(""), "E''");
     }
 }

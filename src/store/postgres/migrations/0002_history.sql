@@ -1,4 +1,4 @@
--- crm-core schema, version 3: audit history of contacts and deals.
+-- crm-core schema, version 2: audit history of contacts and deals.
 --
 -- One table holds every version of every contact and deal. Triggers on
 -- contacts and deals write it in the same transaction as the change, from
@@ -15,6 +15,13 @@
 -- (clock_timestamp(), at least one microsecond after the previous
 -- version). valid_to is in no index, so closing a version is a HOT update
 -- when the page has room (fillfactor 90).
+--
+-- Names inside functions: the SQL functions (RETURN …) are bound to this
+-- schema's objects when created. The PL/pgSQL functions look names up when
+-- they run, so they carry the search path they were created with (SET
+-- search_path FROM CURRENT: this schema, then pg_temp) and find this
+-- schema's tables whatever the search path of the session whose write
+-- fires them.
 
 CREATE TABLE history (
     tenant_id       uuid        NOT NULL,
@@ -52,8 +59,8 @@ CREATE FUNCTION crm_history_ts(t timestamptz) RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 
--- The recorded values of a contact: every column but the score (and any
--- other column not listed here).
+-- The recorded values of a contact: every column but the score and the
+-- caseless keys (and any other column not listed here).
 CREATE FUNCTION crm_contact_data(c contacts) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN jsonb_build_object(
@@ -91,9 +98,15 @@ CREATE FUNCTION crm_deal_data(d deals) RETURNS jsonb
         'version', d.version);
 
 -- Writes one version of a record and closes the previous one.
+--
+-- A created record's id is new: there is nothing to close, and it does not
+-- look (on a history table without statistics, the plan PL/pgSQL caches for
+-- that lookup could walk the tenant's whole history to find nothing). A row
+-- inserted by hand with the id of a deleted record leaves that record's
+-- tombstone open.
 CREATE FUNCTION crm_write_history(
     p_kind text, p_tenant uuid, p_entity uuid, p_operation text, p_old jsonb, p_new jsonb
-) RETURNS void LANGUAGE plpgsql AS $$
+) RETURNS void LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     changes jsonb;
     real boolean;
@@ -112,12 +125,16 @@ BEGIN
     IF NOT real THEN
         RETURN;
     END IF;
-    -- Close the previous version (the latest by valid_from), if any.
-    UPDATE history SET valid_to = greatest(clock_timestamp(), valid_from + interval '1 microsecond')
-     WHERE tenant_id = p_tenant AND entity_id = p_entity
-       AND valid_from = (SELECT max(valid_from) FROM history
-                          WHERE tenant_id = p_tenant AND entity_id = p_entity)
-    RETURNING valid_to INTO at;
+    -- Close the previous version (the latest by valid_from), if any. A
+    -- record being created has none: its id is new.
+    IF p_operation <> 'created' THEN
+        UPDATE history
+           SET valid_to = greatest(clock_timestamp(), valid_from + interval '1 microsecond')
+         WHERE tenant_id = p_tenant AND entity_id = p_entity
+           AND valid_from = (SELECT max(valid_from) FROM history
+                              WHERE tenant_id = p_tenant AND entity_id = p_entity)
+        RETURNING valid_to INTO at;
+    END IF;
     IF at IS NULL THEN
         at := clock_timestamp();
     END IF;
@@ -142,7 +159,8 @@ CREATE FUNCTION crm_history_operation(tg_op text) RETURNS text
         ELSE coalesce(NULLIF(current_setting('crm.history_operation', true), ''), 'updated')
     END;
 
-CREATE FUNCTION crm_contacts_history() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION crm_contacts_history() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
         PERFORM crm_write_history('contact', OLD.tenant_id, OLD.id, 'deleted',
@@ -158,7 +176,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION crm_deals_history() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION crm_deals_history() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
         PERFORM crm_write_history('deal', OLD.tenant_id, OLD.id, 'deleted',
@@ -179,7 +198,8 @@ CREATE TRIGGER contacts_history_insert AFTER INSERT ON contacts
 CREATE TRIGGER contacts_history_delete AFTER DELETE ON contacts
     FOR EACH ROW EXECUTE FUNCTION crm_contacts_history();
 -- Only the recorded columns, bookkeeping aside, are compared: a change of
--- the score (or of any column added for scoring) does not fire it.
+-- the score, of a caseless key alone (or of any column added for scoring)
+-- does not fire it.
 CREATE TRIGGER contacts_history_update AFTER UPDATE ON contacts
     FOR EACH ROW
     WHEN ((OLD.id, OLD.email, OLD.first_name, OLD.last_name, OLD.company, OLD.title, OLD.phone,

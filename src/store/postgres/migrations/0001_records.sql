@@ -1,26 +1,41 @@
 -- crm-core schema, version 1: contacts, deals, activities, signals.
 --
+-- Every object lives in the store's own schema (`crm` by default):
+-- PostgresStore::migrate creates it and runs this file with the search
+-- path set to it alone (then pg_temp), so names here are unqualified.
+--
 -- Every primary, unique and foreign key begins with tenant_id, so the tables
 -- can be distributed by tenant (Citus) without change. CHECK constraints
 -- mirror the domain rules; row-level security is a second wall behind the
 -- explicit tenant filter of every query.
+--
+-- The caseless keys (email_key, first_name_key, last_name_key, company_key)
+-- are computed once, in Rust (crm_core::domain::caseless_key), stored, and
+-- compared byte by byte (COLLATE "C"): never through the database's lower(),
+-- which follows the database's LC_CTYPE and disagrees with Rust on many code
+-- points. Rows written by hand must carry them (company_key is NULL exactly
+-- when company is).
 
 CREATE TABLE contacts (
-    tenant_id   uuid        NOT NULL,
-    id          uuid        NOT NULL,
-    email       text        NOT NULL,
-    first_name  text        NOT NULL,
-    last_name   text        NOT NULL,
-    company     text,
-    title       text,
-    phone       text,
-    lead_source text        NOT NULL DEFAULT 'organic',
-    metadata    jsonb       NOT NULL DEFAULT '{}'::jsonb,
-    score       smallint    NOT NULL DEFAULT 0,
-    active      boolean     NOT NULL DEFAULT true,
-    created_at  timestamptz NOT NULL,
-    updated_at  timestamptz NOT NULL,
-    version     bigint      NOT NULL DEFAULT 1,
+    tenant_id      uuid        NOT NULL,
+    id             uuid        NOT NULL,
+    email          text        NOT NULL,
+    first_name     text        NOT NULL,
+    last_name      text        NOT NULL,
+    company        text,
+    title          text,
+    phone          text,
+    lead_source    text        NOT NULL DEFAULT 'organic',
+    metadata       jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    score          smallint    NOT NULL DEFAULT 0,
+    active         boolean     NOT NULL DEFAULT true,
+    created_at     timestamptz NOT NULL,
+    updated_at     timestamptz NOT NULL,
+    version        bigint      NOT NULL DEFAULT 1,
+    email_key      text        COLLATE "C",
+    first_name_key text        COLLATE "C" NOT NULL,
+    last_name_key  text        COLLATE "C" NOT NULL,
+    company_key    text        COLLATE "C",
     CONSTRAINT contacts_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT contacts_email_check
         CHECK (char_length(btrim(email)) BETWEEN 3 AND 254 AND strpos(email, '@') > 1),
@@ -36,11 +51,21 @@ CREATE TABLE contacts (
         CHECK (lead_source IN ('organic', 'paid', 'referral', 'partner', 'import')),
     CONSTRAINT contacts_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
     CONSTRAINT contacts_score_check CHECK (score BETWEEN 0 AND 100),
-    CONSTRAINT contacts_version_check CHECK (version >= 1)
+    CONSTRAINT contacts_version_check CHECK (version >= 1),
+    -- An erased contact's email is its placeholder
+    -- 'erased-<id without hyphens>@erased.invalid', which is no email: its
+    -- key is NULL, so it takes no place in the unique index and an erasure
+    -- can never collide with another contact's email.
+    CONSTRAINT contacts_email_key_check CHECK (
+        email_key IS NOT NULL
+        OR email = 'erased-' || replace(id::text, '-', '') || '@erased.invalid'),
+    CONSTRAINT contacts_company_key_check CHECK ((company IS NULL) = (company_key IS NULL))
 );
 
--- Emails are unique per tenant, case-insensitively.
-CREATE UNIQUE INDEX contacts_email_key ON contacts (tenant_id, lower(email));
+-- Emails are unique per tenant, by their caseless key.
+CREATE UNIQUE INDEX contacts_email_key ON contacts (tenant_id, email_key);
+-- The name sort: last name, first name, id, by their caseless keys.
+CREATE INDEX contacts_name_idx ON contacts (tenant_id, last_name_key, first_name_key, id);
 -- Top active leads by score.
 CREATE INDEX contacts_top_leads_idx ON contacts (tenant_id, score DESC, id DESC) WHERE active;
 -- The default search order (newest first).
@@ -136,7 +161,8 @@ CREATE INDEX signals_contact_idx ON signals (tenant_id, contact_id, occurred_at,
 -- Row-level security: a transaction sees only the tenant it set in
 -- crm.tenant_id (SET LOCAL / set_config(..., true)). Without the setting
 -- nothing is visible. FORCE applies the policies to the tables' owner too;
--- superusers and roles with BYPASSRLS still bypass them.
+-- superusers and roles with BYPASSRLS still bypass them. (The setting's
+-- name is fixed: it is a custom parameter, not the schema's name.)
 ALTER TABLE contacts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE contacts FORCE ROW LEVEL SECURITY;
 CREATE POLICY contacts_tenant_isolation ON contacts

@@ -1,0 +1,463 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! The store's own PostgreSQL schema: a host's tables of the same names are
+//! never touched, two stores on two schemas of one database share nothing,
+//! migrating is idempotent per schema, the name is checked and quoted, and
+//! the store leaves the session's search path as it found it.
+
+mod support;
+
+use crm_core::{
+    Actor, Context, Error, PageRequest, PostgresStore, Store, StoreExt, TenantId, conformance,
+    domain::{ContactPatch, Email, NewContact, PersonName},
+    history::{HistoryEntity, Operation},
+    idempotency::{Execution, HandlerError, HandlerFuture, IdempotencyGuard, InboundEvent},
+    store::postgres::{DEFAULT_SCHEMA, MIGRATIONS},
+};
+use support::TestDb;
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:schema").unwrap())
+}
+
+fn new_contact(email: &str, first: &str) -> NewContact {
+    NewContact::new(
+        Email::parse(email).unwrap(),
+        PersonName::parse(first).unwrap(),
+        PersonName::parse("Lovelace").unwrap(),
+    )
+}
+
+fn all_versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|m| m.version).collect()
+}
+
+/// Whether `e` is a validation error on the field `schema`.
+fn names_the_schema_field(e: &Error) -> bool {
+    matches!(e, Error::Validation(_)) && e.field_errors().iter().any(|f| f.field == "schema")
+}
+
+/// The host's `public.contacts` and `public.history`, with columns of its
+/// own and a row each, and the host's functions with the store's names,
+/// which fail if anything calls them.
+const HOST_TABLES: &str = "
+    CREATE TABLE public.contacts (id serial PRIMARY KEY, full_name text NOT NULL, phone text);
+    INSERT INTO public.contacts (full_name, phone) VALUES ('Host Person', '+1 555');
+    CREATE TABLE public.history (happened text NOT NULL);
+    INSERT INTO public.history VALUES ('the host''s own history');
+    CREATE FUNCTION public.crm_write_history(
+        text, uuid, uuid, text, jsonb, jsonb) RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'the host''s function was called'; END $$;
+    CREATE FUNCTION public.crm_idempotency_record(uuid, text, text) RETURNS text
+        LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the host''s function was called'; END $$;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_holding_the_hosts_contacts_and_history_tables_migrates_and_leaves_them_untouched()
+ {
+    let db = TestDb::create().await;
+    let host = db.client().await;
+    host.batch_execute(HOST_TABLES).await.unwrap();
+    let store = db.store();
+    assert_eq!(store.schema(), DEFAULT_SCHEMA);
+    assert_eq!(store.migrate().await.unwrap(), all_versions());
+
+    let tenant = TenantId::new();
+    let c = store
+        .create_contact(tenant, &ctx(), new_contact("ada@example.com", "Ada"))
+        .await
+        .unwrap();
+    let patch = ContactPatch {
+        first_name: Some(PersonName::parse("Augusta").unwrap()),
+        ..Default::default()
+    };
+    store
+        .update_contact(tenant, &ctx(), c.id, c.version, patch)
+        .await
+        .unwrap();
+    // A write through the host's own connection, whose search path finds
+    // the host's tables first: the trigger still records into the store's
+    // history.
+    host.batch_execute(&format!(
+        "BEGIN; SELECT set_config('crm.tenant_id', '{tenant}', true);
+         UPDATE crm.contacts SET title = 'Countess' WHERE id = '{}'; COMMIT;",
+        c.id
+    ))
+    .await
+    .unwrap();
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let versions = tx
+        .entity_history(HistoryEntity::Contact(c.id), &PageRequest::first(10))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let operations: Vec<Operation> = versions.items.iter().map(|v| v.operation).collect();
+    assert_eq!(
+        operations,
+        [Operation::Updated, Operation::Updated, Operation::Created]
+    );
+    assert!(versions.items[0].actor.starts_with("db:"), "{versions:?}");
+
+    // The host's tables are as they were: same columns, same rows.
+    let contacts: Vec<(i32, String, Option<String>)> = host
+        .query("SELECT id, full_name, phone FROM public.contacts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        contacts,
+        [(1, "Host Person".to_string(), Some("+1 555".to_string()))]
+    );
+    let history: Vec<String> = host
+        .query("SELECT happened FROM public.history", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(history, ["the host's own history"]);
+    let columns: i64 = host
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name IN ('contacts', 'history')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 4, "no column was added to the host's tables");
+    let stray: i64 = host
+        .query_one(
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'public' \
+             AND tablename NOT IN ('contacts', 'history')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stray, 0, "the store created nothing in the host's schema");
+    drop((store, host));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idempotency_claim_uses_the_stores_function_not_the_hosts_of_the_same_name() {
+    let db = TestDb::create().await;
+    db.client().await.batch_execute(HOST_TABLES).await.unwrap();
+    let store = db.store();
+    store.migrate().await.unwrap();
+    let tenant = TenantId::new();
+    let guard = IdempotencyGuard::new();
+    let event = InboundEvent::new("stripe", "evt_1", &serde_json::json!({"n": 1})).unwrap();
+    let mut executions = Vec::new();
+    for _ in 0..2 {
+        let outcome = guard
+            .run(&store, tenant, &ctx(), &event, |tx| {
+                Box::pin(async move {
+                    tx.create_contact(new_contact("webhook@example.com", "Web"))
+                        .await?;
+                    Ok::<_, HandlerError>(1_u32)
+                }) as HandlerFuture<'_, u32>
+            })
+            .await
+            .unwrap();
+        executions.push(outcome.execution);
+    }
+    assert_eq!(executions, [Execution::Executed, Execution::Replayed]);
+    let n = store
+        .search_contacts(tenant, &ctx(), &crm_core::ContactQuery::new())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(n, 1, "the second delivery is a replay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_two_schemas_of_one_database_do_not_see_each_others_contacts_or_history() {
+    let db = TestDb::create().await;
+    let a = db.store();
+    let b = db.store().with_schema("crm_other").unwrap();
+    assert_eq!(b.schema(), "crm_other");
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    assert_eq!(
+        ra.unwrap(),
+        all_versions(),
+        "each schema has its migrations"
+    );
+    assert_eq!(
+        rb.unwrap(),
+        all_versions(),
+        "each schema has its migrations"
+    );
+
+    // The same tenant, the same email: two contacts, one per schema.
+    let tenant = TenantId::new();
+    let in_a = a
+        .create_contact(tenant, &ctx(), new_contact("same@example.com", "Ada"))
+        .await
+        .unwrap();
+    let in_b = b
+        .create_contact(tenant, &ctx(), new_contact("same@example.com", "Bea"))
+        .await
+        .expect("the other schema holds no contact with this email");
+    let email = Email::parse("same@example.com").unwrap();
+    let found_a = a
+        .get_contact_by_email(tenant, &ctx(), &email)
+        .await
+        .unwrap();
+    let found_b = b
+        .get_contact_by_email(tenant, &ctx(), &email)
+        .await
+        .unwrap();
+    assert_eq!(found_a.map(|c| c.id), Some(in_a.id));
+    assert_eq!(found_b.map(|c| c.id), Some(in_b.id));
+    assert!(
+        a.get_contact(tenant, &ctx(), in_b.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        b.get_contact(tenant, &ctx(), in_a.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Each schema's history holds its own contact's versions only.
+    for (store, own, other) in [(&a, in_a.id, in_b.id), (&b, in_b.id, in_a.id)] {
+        let mut tx = store.begin(tenant, ctx()).await.unwrap();
+        let mine = tx
+            .entity_history(HistoryEntity::Contact(own), &PageRequest::first(10))
+            .await
+            .unwrap();
+        let theirs = tx
+            .entity_history(HistoryEntity::Contact(other), &PageRequest::first(10))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(mine.items.len(), 1, "in {}", store.schema());
+        assert!(theirs.items.is_empty(), "in {}", store.schema());
+    }
+    let client = db.client().await;
+    for schema in ["crm", "crm_other"] {
+        let (contacts, history, migrations): (i64, i64, i64) = {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT (SELECT count(*) FROM {schema}.contacts), \
+                                (SELECT count(*) FROM {schema}.history), \
+                                (SELECT count(*) FROM {schema}.schema_migrations)"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1), row.get(2))
+        };
+        assert_eq!(
+            (contacts, history, migrations),
+            (1, 1, MIGRATIONS.len() as i64),
+            "{schema}"
+        );
+    }
+    drop((a, b, client));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_twice_applies_nothing_the_second_time() {
+    let db = TestDb::create().await;
+    let store = db.store().with_schema("twice").unwrap();
+    assert_eq!(store.migrate().await.unwrap(), all_versions());
+    assert!(store.migrate().await.unwrap().is_empty());
+    let client = db.client().await;
+    let applied: Vec<i64> = client
+        .query(
+            "SELECT version FROM twice.schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(applied, all_versions());
+    drop((store, client));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_name_that_needs_quoting_is_used_exactly_as_given() {
+    let db = TestDb::create().await;
+    let name = "Crm \"Tenant\"; DROP SCHEMA public --";
+    let store = db.store().with_schema(name).unwrap();
+    store.migrate().await.unwrap();
+    let tenant = TenantId::new();
+    let c = store
+        .create_contact(tenant, &ctx(), new_contact("quoted@example.com", "Ada"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_contact(tenant, &ctx(), c.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let client = db.client().await;
+    let schemas: Vec<String> = client
+        .query(
+            "SELECT nspname::text FROM pg_catalog.pg_namespace \
+             WHERE nspname IN ($1, 'public') ORDER BY nspname",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(schemas, [name, "public"]);
+    drop((store, client));
+}
+
+#[tokio::test]
+async fn an_invalid_schema_name_is_a_validation_error_naming_the_field() {
+    let db = TestDb::create().await;
+    let long = "s".repeat(64);
+    for bad in ["", long.as_str(), "nul\0inside", "pg_crm", "PG_Catalog"] {
+        let err = db.store().with_schema(bad).unwrap_err();
+        assert!(names_the_schema_field(&err), "{bad:?}: {err:?}");
+    }
+    assert!(db.store().with_schema(&"s".repeat(63)).is_ok());
+    assert!(db.store().with_schema("é").is_ok());
+    // The builder checks the name before it connects: port 1 would
+    // otherwise make it a retryable connection error.
+    let err = PostgresStore::builder("postgres://postgres@127.0.0.1:1/postgres")
+        .schema("")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(names_the_schema_field(&err), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_puts_the_store_in_the_schema_it_names() {
+    let db = TestDb::create().await;
+    let store = PostgresStore::builder(&db.url())
+        .pool_size(2)
+        .pipelines(conformance::test_pipelines())
+        .schema("built")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(store.schema(), "built");
+    store.migrate().await.unwrap();
+    store
+        .create_contact(
+            TenantId::new(),
+            &ctx(),
+            new_contact("built@example.com", "Ada"),
+        )
+        .await
+        .unwrap();
+    let n: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM built.contacts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_leaves_a_shared_connections_search_path_as_it_found_it() {
+    let db = TestDb::create().await;
+    // One connection, shared by the store and the host.
+    let pool = db.pool(1);
+    let store = PostgresStore::from_pool(pool.clone(), conformance::test_pipelines());
+    store.migrate().await.unwrap();
+    let before: String = {
+        let conn = pool.get().await.unwrap();
+        conn.query_one("SHOW search_path", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let tenant = TenantId::new();
+    let c = store
+        .create_contact(tenant, &ctx(), new_contact("shared@example.com", "Ada"))
+        .await
+        .unwrap();
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    tx.get_contact(c.id).await.unwrap();
+    drop(tx);
+    let conn = pool.get().await.unwrap();
+    let after: String = conn
+        .query_one("SHOW search_path", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after, before);
+    assert!(!after.contains("crm"), "{after}");
+}
+
+/// A role that is no superuser, without the right to create schemas in the
+/// database, migrates into a schema an administrator created for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_migrates_into_a_schema_created_for_it_without_creating_schemas_itself() {
+    let db = TestDb::create().await;
+    let name = format!("crm_schema_owner_{}", uuid::Uuid::now_v7().simple());
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {name} LOGIN NOSUPERUSER NOBYPASSRLS;
+             REVOKE CREATE ON DATABASE {} FROM PUBLIC;
+             CREATE SCHEMA app_crm AUTHORIZATION {name};",
+            db.name()
+        ))
+        .await
+        .unwrap();
+    let mut config = db.config();
+    config.user(&name);
+    let store =
+        PostgresStore::from_pool(support::pool_for(config, 2), conformance::test_pipelines())
+            .with_schema("app_crm")
+            .unwrap();
+    let outcome = store.migrate().await;
+    let in_default = PostgresStore::from_pool(
+        support::pool_for(store_config(&db, &name), 1),
+        conformance::test_pipelines(),
+    )
+    .migrate()
+    .await;
+    let tenant = TenantId::new();
+    let created = match &outcome {
+        Ok(_) => Some(
+            store
+                .create_contact(tenant, &ctx(), new_contact("owner@example.com", "Ada"))
+                .await,
+        ),
+        Err(_) => None,
+    };
+    drop(store);
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA app_crm CASCADE; DROP OWNED BY {name}; DROP ROLE {name};"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(outcome.unwrap(), all_versions());
+    assert!(matches!(created, Some(Ok(_))), "{created:?}");
+    assert!(
+        in_default.is_err(),
+        "without the right, creating the default schema is refused"
+    );
+}
+
+fn store_config(db: &TestDb, user: &str) -> tokio_postgres::Config {
+    let mut config = db.config();
+    config.user(user);
+    config
+}
