@@ -36,13 +36,9 @@ use crate::{
     prelude::*,
 };
 
-#[path = "memory_bulk.rs"]
 mod bulk;
-#[path = "memory_history.rs"]
 mod history;
-#[path = "memory_idempotency.rs"]
 mod idempotency;
-#[path = "memory_scoring.rs"]
 mod scoring;
 
 /// A [`Store`] in process memory, with the same semantics as the PostgreSQL
