@@ -1,14 +1,19 @@
-//! Scoring for `InMemoryStore`: the rescoring pipeline's input chunks and
-//! the live score state kept per contact (see [`crate::scoring::live`]).
+//! Scoring for `InMemoryStore` ([`ScoringTx`]): score write-backs, the
+//! rescoring pipeline's input chunks and the live score state kept per
+//! contact (see [`crate::scoring::live`]).
 
+use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{MemoryTransaction, TenantData, Undo};
 use crate::{
-    domain::{Activity, ActivityId, Contact, ContactId, DealId, Signal, SignalId, SignalKind},
+    domain::{
+        Activity, ActivityId, Contact, ContactId, DealId, Score, Signal, SignalId, SignalKind,
+        Timestamp,
+    },
     error::Result,
-    scoring::{ContactInputs, InputsRequest},
-    store::PageRequest,
+    scoring::{ContactInputs, InputsRequest, ScoringModel, live::checked_logs},
+    store::{PageRequest, ScoringTx, shared},
 };
 
 /// Sets (or clears) a contact's live state; returns the previous one.
@@ -30,12 +35,7 @@ impl MemoryTransaction {
     /// Adds one term to a contact's live state, computed in Rust from the
     /// state read under the store's lock (the same computation as on
     /// PostgreSQL, so both keep identical bits).
-    fn live_add(
-        &mut self,
-        id: ContactId,
-        kind: &SignalKind,
-        at: crate::domain::Timestamp,
-    ) -> Result<()> {
+    fn live_add(&mut self, id: ContactId, kind: &SignalKind, at: Timestamp) -> Result<()> {
         let Some(model) = self.live_scoring.clone() else {
             return Ok(());
         };
@@ -43,10 +43,7 @@ impl MemoryTransaction {
             return Ok(());
         };
         let current = self.data()?.live_scores.get(&id).copied();
-        self.set_live(
-            id,
-            Some(crate::scoring::ScoringModel::log_add(current, term)),
-        )
+        self.set_live(id, Some(ScoringModel::log_add(current, term)))
     }
 
     /// Adds the live state of `loser` (being merged away) to the
@@ -60,10 +57,7 @@ impl MemoryTransaction {
             return Ok(());
         };
         let current = data.live_scores.get(&survivor).copied();
-        self.set_live(
-            survivor,
-            Some(crate::scoring::ScoringModel::log_add(current, gone)),
-        )
+        self.set_live(survivor, Some(ScoringModel::log_add(current, gone)))
     }
 
     pub(super) fn live_add_activity(&mut self, a: &Activity) -> Result<()> {
@@ -76,55 +70,29 @@ impl MemoryTransaction {
     pub(super) fn live_add_signal(&mut self, s: &Signal) -> Result<()> {
         self.live_add(s.contact_id, &s.kind, s.occurred_at)
     }
+}
 
-    pub(super) fn live_log_of(&self, id: ContactId) -> Result<Option<Option<f64>>> {
-        let data = self.data()?;
-        if !data.contacts.contains_key(&id) {
-            return Ok(None);
-        }
-        Ok(Some(data.live_scores.get(&id).copied()))
-    }
-
-    pub(super) fn live_top(&self, limit: u32) -> Result<Vec<(Contact, f64)>> {
-        let limit = PageRequest::first(limit).checked_limit()?;
-        let data = self.data()?;
-        let mut all: Vec<(f64, ContactId)> = data
-            .live_scores
-            .iter()
-            .filter(|(id, _)| data.contacts.get(id).is_some_and(|c| c.active))
-            .map(|(id, l)| (*l, *id))
-            .collect();
-        // Highest first, ties by id descending (PostgreSQL: score_log DESC,
-        // id DESC). States are finite and never -0.0 (see `checked_logs`),
-        // so the numeric order is PostgreSQL's.
-        all.sort_unstable_by(|a, b| {
-            b.0.partial_cmp(&a.0)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(b.1.cmp(&a.1))
-        });
-        Ok(all
-            .into_iter()
-            .take(limit)
-            .filter_map(|(l, id)| data.contacts.get(&id).map(|c| (c.clone(), l)))
-            .collect())
-    }
-
-    /// Writes live states already checked by
-    /// [`checked_logs`](crate::scoring::live::checked_logs): one per contact.
-    pub(super) fn live_write(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
-        let mut set = 0;
-        for &(id, log) in logs {
-            if !self.data()?.contacts.contains_key(&id) {
+#[async_trait]
+impl ScoringTx for MemoryTransaction {
+    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
+        let mut changed = 0;
+        for (id, score) in shared::last_score_per_contact(scores) {
+            let Some(c) = self.data()?.contacts.get(&id) else {
+                continue;
+            };
+            if c.score == score {
                 continue;
             }
-            self.set_live(id, log)?;
-            set += 1;
+            let mut next = c.clone();
+            next.score = score;
+            self.set_contact(id, Some(next))?;
+            changed += 1;
         }
-        Ok(set)
+        Ok(changed)
     }
 
-    /// The chunk of a request already checked ([`InputsRequest::checked`]).
-    pub(super) fn scoring_chunk(&self, request: &InputsRequest) -> Result<Vec<ContactInputs>> {
+    async fn scoring_inputs(&mut self, request: &InputsRequest) -> Result<Vec<ContactInputs>> {
+        let request = request.checked()?;
         let data = self.data()?;
         let mut ids: Vec<&Contact> = data
             .contacts
@@ -180,5 +148,51 @@ impl MemoryTransaction {
             });
         }
         Ok(out)
+    }
+
+    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
+        let data = self.data()?;
+        if !data.contacts.contains_key(&id) {
+            return Ok(None);
+        }
+        Ok(Some(data.live_scores.get(&id).copied()))
+    }
+
+    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>> {
+        let limit = PageRequest::first(limit).checked_limit()?;
+        let data = self.data()?;
+        let mut all: Vec<(f64, ContactId)> = data
+            .live_scores
+            .iter()
+            .filter(|(id, _)| data.contacts.get(id).is_some_and(|c| c.active))
+            .map(|(id, l)| (*l, *id))
+            .collect();
+        // Highest first, ties by id descending (PostgreSQL: score_log DESC,
+        // id DESC). States are finite and never -0.0 (see `checked_logs`),
+        // so the numeric order is PostgreSQL's.
+        all.sort_unstable_by(|a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(b.1.cmp(&a.1))
+        });
+        Ok(all
+            .into_iter()
+            .take(limit)
+            .filter_map(|(l, id)| data.contacts.get(&id).map(|c| (c.clone(), l)))
+            .collect())
+    }
+
+    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
+        // One per contact, each finite: see `checked_logs`.
+        let logs = checked_logs(logs)?;
+        let mut set = 0;
+        for &(id, log) in &logs {
+            if !self.data()?.contacts.contains_key(&id) {
+                continue;
+            }
+            self.set_live(id, log)?;
+            set += 1;
+        }
+        Ok(set)
     }
 }

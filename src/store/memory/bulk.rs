@@ -1,81 +1,94 @@
-//! Bulk operations of the in-memory store: upsert by email.
+//! Bulk operations of the in-memory store ([`BulkTx`]): upserts by email and
+//! merges of two contacts, each all or nothing through the undo log.
 
+use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{MemoryTransaction, SignalKey, now};
+use super::{MemoryTransaction, SignalKey};
 use crate::{
     bulk::{ConflictPolicy, UpsertOutcome, conflict_patch, merge_context},
     domain::{
         Activity, ActivityId, Contact, ContactId, Deal, DealId, NewContact, Signal, SignalId,
+        Timestamp,
     },
     error::Result,
+    store::{
+        BulkTx,
+        shared::{self, now},
+    },
 };
 
-impl MemoryTransaction {
-    /// See [`Transaction::upsert_contacts`](crate::Transaction::upsert_contacts).
-    pub(super) fn bulk_upsert_contacts(
+#[async_trait]
+impl BulkTx for MemoryTransaction {
+    async fn upsert_contacts(
         &mut self,
         rows: &[NewContact],
         policy: ConflictPolicy,
     ) -> Result<Vec<UpsertOutcome>> {
-        let at = now();
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let existing = self
-                .data()?
-                .by_email
-                .get(row.email.normalized())
-                .and_then(|id| self.data().ok()?.contacts.get(id).cloned());
-            match existing {
-                None => {
-                    let contact = Contact::create(self.tenant, row.clone(), at);
-                    let id = contact.id;
-                    self.set_contact(id, Some(contact))?;
-                    out.push(UpsertOutcome::Inserted(id));
-                }
-                Some(current) => {
-                    let patch = conflict_patch(&current, row, policy);
-                    match current.patched(&patch, at) {
-                        None => out.push(UpsertOutcome::Unchanged(current.id)),
-                        Some(next) => {
-                            self.set_contact(current.id, Some(next))?;
-                            out.push(UpsertOutcome::Updated(current.id));
+        self.atomic(|tx| {
+            let at = now();
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let data = tx.data()?;
+                let existing = data
+                    .by_email
+                    .get(row.email.normalized())
+                    .and_then(|id| data.contacts.get(id).cloned());
+                match existing {
+                    None => {
+                        let contact = Contact::create(tx.tenant, row.clone(), at);
+                        let id = contact.id;
+                        tx.set_contact(id, Some(contact))?;
+                        out.push(UpsertOutcome::Inserted(id));
+                    }
+                    Some(current) => {
+                        let patch = conflict_patch(&current, row, policy);
+                        match current.patched(&patch, at) {
+                            None => out.push(UpsertOutcome::Unchanged(current.id)),
+                            Some(next) => {
+                                tx.set_contact(current.id, Some(next))?;
+                                out.push(UpsertOutcome::Updated(current.id));
+                            }
                         }
                     }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
-}
 
-impl MemoryTransaction {
-    /// See [`Transaction::merge_contacts`](crate::Transaction::merge_contacts).
-    pub(super) fn bulk_merge_contacts(
+    async fn merge_contacts(
         &mut self,
         survivor: ContactId,
         loser: ContactId,
         policy: ConflictPolicy,
     ) -> Result<Contact> {
-        crate::store::shared::check_merge_pair(survivor, loser)?;
-        let kept = self.contact(survivor)?.clone();
-        let gone = self.contact(loser)?.clone();
-        let at = now();
-        let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;
-        // Every version this merge writes carries its reason.
-        let context = self.context.clone();
-        self.context = merge_context(&context, survivor, loser);
-        let result = self.move_and_delete(&kept, merged, loser, at);
-        self.context = context;
-        result
+        self.atomic(|tx| {
+            shared::check_merge_pair(survivor, loser)?;
+            let kept = tx.contact(survivor)?.clone();
+            let gone = tx.contact(loser)?.clone();
+            let at = now();
+            let merged = shared::merged(&kept, &gone, policy, at)?;
+            // Every version this merge writes carries its reason.
+            let context = tx.context.clone();
+            tx.context = merge_context(&context, survivor, loser);
+            let result = tx.move_and_delete(&kept, merged, loser, at);
+            tx.context = context;
+            result
+        })
     }
+}
 
+impl MemoryTransaction {
+    /// The writes of a merge: moves the loser's deals, activities, signals
+    /// and live score to the survivor of `kept`, deletes the loser, then
+    /// writes the `merged` survivor (if it changes); returns the survivor.
     fn move_and_delete(
         &mut self,
         kept: &Contact,
         merged: Option<Contact>,
         loser: ContactId,
-        at: crate::domain::Timestamp,
+        at: Timestamp,
     ) -> Result<Contact> {
         let survivor = kept.id;
         let data = self.data()?;

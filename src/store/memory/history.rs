@@ -1,25 +1,29 @@
-//! The in-memory store's audit history: versions kept per tenant beside the
-//! records, written whenever `set_contact` or `set_deal` changes a record,
-//! and undone on rollback like every other write.
+//! The in-memory store's audit history ([`HistoryTx`]): versions kept per
+//! tenant beside the records, written whenever `set_contact` or `set_deal`
+//! changes a record, and undone on rollback like every other write.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     ops::Bound,
 };
 
+use async_trait::async_trait;
 use chrono::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{MemoryTransaction, Undo, now};
+use super::{MemoryTransaction, Undo};
 use crate::{
-    domain::{Contact, ContactId, DealId, Timestamp},
+    domain::{Contact, ContactId, DealId, Timestamp, check_timestamp, check_timestamps},
     error::Result,
     history::{
         self, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation, contact_values,
         deal_values, erased_values,
     },
-    store::{CursorList, Page, PageRequest},
+    store::{
+        CursorList, HistoryTx, Page, PageRequest,
+        shared::{self, now},
+    },
 };
 
 /// An entry's key: the entity's id and `valid_from` in microseconds.
@@ -139,9 +143,12 @@ impl MemoryTransaction {
         };
         self.put_history((id, at.timestamp_micros()), Some(entry))
     }
+}
 
-    pub(super) fn history_page(
-        &self,
+#[async_trait]
+impl HistoryTx for MemoryTransaction {
+    async fn entity_history(
+        &mut self,
         entity: HistoryEntity,
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
@@ -170,11 +177,12 @@ impl MemoryTransaction {
         ))
     }
 
-    pub(super) fn history_as_of(
-        &self,
+    async fn entity_as_of(
+        &mut self,
         entity: HistoryEntity,
         at: Timestamp,
     ) -> Result<Option<HistoryEntry>> {
+        let at = check_timestamp("at", at)?;
         let id = entity.id();
         let at_micros = at.timestamp_micros();
         Ok(self
@@ -188,7 +196,8 @@ impl MemoryTransaction {
             .cloned())
     }
 
-    pub(super) fn history_field_changes(&self, q: &FieldQuery) -> Result<Page<HistoryEntry>> {
+    async fn field_changes(&mut self, q: &FieldQuery) -> Result<Page<HistoryEntry>> {
+        q.check()?;
         let limit = q.page.checked_limit()?;
         let after: Option<HistoryKey> = q.page.position(CursorList::field_changes(q))?;
         let history = &self.data()?.history;
@@ -224,12 +233,13 @@ impl MemoryTransaction {
         ))
     }
 
-    pub(super) fn history_between(
-        &self,
+    async fn changes_between(
+        &mut self,
         from: Timestamp,
         until: Timestamp,
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
+        let [from, until] = check_timestamps([("from", from), ("until", until)])?;
         let limit = page.checked_limit()?;
         let list = CursorList::tenant_changes(from, until);
         let after: Option<HistoryKey> = page.position(list)?;
@@ -252,7 +262,8 @@ impl MemoryTransaction {
         }))
     }
 
-    pub(super) fn history_purge(&mut self, before: Timestamp) -> Result<u64> {
+    async fn purge_history(&mut self, before: Timestamp) -> Result<u64> {
+        let before = check_timestamp("before", before)?;
         let doomed: Vec<EntryKey> = self
             .data()?
             .history
@@ -271,26 +282,28 @@ impl MemoryTransaction {
         Ok(n)
     }
 
-    pub(super) fn history_erase_contact(&mut self, id: ContactId) -> Result<Contact> {
-        let current = self.contact(id)?.clone();
-        let Some(next) = crate::store::shared::erased(&current, now())? else {
-            return Ok(current);
-        };
-        let tenant = self.tenant;
-        let old = self.data_mut()?.put_contact(id, Some(next.clone()));
-        self.record_contact(id, old.as_ref(), Some(Operation::Erased))?;
-        self.undo.push(Undo::Contact(tenant, id, old));
-        let placeholders = erased_values(id);
-        let versions: Vec<(EntryKey, HistoryEntry)> = self
-            .data()?
-            .history
-            .of(id.as_uuid())
-            .map(|(k, e)| (*k, e.clone()))
-            .collect();
-        for (key, mut entry) in versions {
-            history::scrub(&mut entry, &placeholders);
-            self.put_history(key, Some(entry))?;
-        }
-        Ok(next)
+    async fn erase_contact(&mut self, id: ContactId) -> Result<Contact> {
+        self.atomic(|tx| {
+            let current = tx.contact(id)?.clone();
+            let Some(next) = shared::erased(&current, now())? else {
+                return Ok(current);
+            };
+            let tenant = tx.tenant;
+            let old = tx.data_mut()?.put_contact(id, Some(next.clone()));
+            tx.record_contact(id, old.as_ref(), Some(Operation::Erased))?;
+            tx.undo.push(Undo::Contact(tenant, id, old));
+            let placeholders = erased_values(id);
+            let versions: Vec<(EntryKey, HistoryEntry)> = tx
+                .data()?
+                .history
+                .of(id.as_uuid())
+                .map(|(k, e)| (*k, e.clone()))
+                .collect();
+            for (key, mut entry) in versions {
+                history::scrub(&mut entry, &placeholders);
+                tx.put_history(key, Some(entry))?;
+            }
+            Ok(next)
+        })
     }
 }

@@ -1,4 +1,4 @@
-//! Idempotency keys in the in-memory store: per tenant, a map by (source,
+//! Idempotency keys in the in-memory store ([`IdempotencyTx`]): per tenant, a map by (source,
 //! key) with the two orders the queries walk (newest first per source, by
 //! expiry for purging). Every change goes through the transaction's undo
 //! log, so a rollback (or a drop, or a panic in a handler) removes a claim.
@@ -12,14 +12,16 @@ use std::{
     ops::Bound,
 };
 
+use async_trait::async_trait;
+
 use super::{MemoryTransaction, Undo};
 use crate::{
-    domain::Timestamp,
+    domain::{Timestamp, check_timestamp, truncate_to_micros},
     error::Result,
     idempotency::{
         Claim, IdempotencyClaim, IdempotencyKey, IdempotencyRecord, IdempotencySource, StoredResult,
     },
-    store::{CursorList, Page, PageRequest},
+    store::{CursorList, IdempotencyTx, Page, PageRequest, shared},
 };
 
 /// A record's identity within its tenant.
@@ -91,8 +93,12 @@ impl MemoryTransaction {
     fn idempotency_record(&self, key: &RecordKey) -> Result<Option<&IdempotencyRecord>> {
         Ok(self.data()?.idempotency.by_key.get(key))
     }
+}
 
-    pub(super) fn claim_idempotency(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
+#[async_trait]
+impl IdempotencyTx for MemoryTransaction {
+    async fn claim_idempotency_key(&mut self, claim: &IdempotencyClaim) -> Result<Claim> {
+        let claim = claim.checked()?;
         let key = (claim.source.clone(), claim.key.clone());
         if let Some(existing) = self.idempotency_record(&key)?
             && !existing.is_expired(claim.now)
@@ -105,34 +111,36 @@ impl MemoryTransaction {
             key: claim.key.clone(),
             fingerprint: claim.fingerprint.clone(),
             result: None,
-            created_at: crate::domain::truncate_to_micros(claim.now),
+            created_at: truncate_to_micros(claim.now),
             completed_at: None,
-            expires_at: crate::domain::truncate_to_micros(claim.expires_at),
+            expires_at: truncate_to_micros(claim.expires_at),
         };
         self.set_idempotency_record(key, Some(record))?;
         Ok(Claim::Claimed)
     }
 
-    pub(super) fn complete_idempotency(
+    async fn complete_idempotency_key(
         &mut self,
         source: &IdempotencySource,
         key: &IdempotencyKey,
         result: &StoredResult,
         completed_at: Timestamp,
     ) -> Result<IdempotencyRecord> {
+        let completed_at = check_timestamp("completed_at", completed_at)?;
+        result.check()?;
         let rk = (source.clone(), key.clone());
         let mut record = match self.idempotency_record(&rk)? {
             Some(r) if r.result.is_none() => r.clone(),
-            _ => return Err(crate::store::shared::not_claimed(source, key)),
+            _ => return Err(shared::not_claimed(source, key)),
         };
         record.result = Some(result.clone());
-        record.completed_at = Some(crate::domain::truncate_to_micros(completed_at));
+        record.completed_at = Some(truncate_to_micros(completed_at));
         self.set_idempotency_record(rk, Some(record.clone()))?;
         Ok(record)
     }
 
-    pub(super) fn get_idempotency(
-        &self,
+    async fn get_idempotency_record(
+        &mut self,
         source: &IdempotencySource,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>> {
@@ -141,8 +149,8 @@ impl MemoryTransaction {
             .cloned())
     }
 
-    pub(super) fn list_idempotency(
-        &self,
+    async fn list_idempotency_records(
+        &mut self,
         source: &IdempotencySource,
         page: &PageRequest,
     ) -> Result<Page<IdempotencyRecord>> {
@@ -174,8 +182,8 @@ impl MemoryTransaction {
         ))
     }
 
-    pub(super) fn purge_idempotency(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
-        let now = now.timestamp_micros();
+    async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
+        let now = check_timestamp("now", now)?.timestamp_micros();
         let expired: Vec<RecordKey> = self
             .data()?
             .idempotency

@@ -1,0 +1,177 @@
+//! Deals in the in-memory store ([`DealsTx`]): the stage machine of the
+//! domain applied to records kept with two indexes, by contact and by stage.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::{MemoryTransaction, page_desc};
+use crate::{
+    domain::{
+        Activity, ActivityId, ContactId, Currency, Deal, DealId, DealPatch, LostReason, NewDeal,
+        PipelineKey, StageKey, Version,
+    },
+    error::{Entity, Result},
+    store::{
+        CursorList, DealsTx, Page, PageRequest, PipelineSummary, TimeIdKey,
+        shared::{self, now},
+    },
+};
+
+impl MemoryTransaction {
+    /// Writes `next` over the deal of its id and returns it.
+    fn replace_deal(&mut self, next: Deal) -> Result<Deal> {
+        self.set_deal(next.id, Some(next.clone()))?;
+        Ok(next)
+    }
+}
+
+#[async_trait]
+impl DealsTx for MemoryTransaction {
+    async fn create_deal(&mut self, new: NewDeal) -> Result<Deal> {
+        let new = new.checked()?;
+        let pipeline = shared::pipeline(&self.pipelines, &new.pipeline)?;
+        self.contact(new.contact_id)?;
+        let deal = Deal::create(self.tenant, new, &pipeline, now())?;
+        self.replace_deal(deal)
+    }
+
+    async fn get_deal(&mut self, id: DealId) -> Result<Option<Deal>> {
+        Ok(self.data()?.deals.get(&id).cloned())
+    }
+
+    async fn update_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        patch: DealPatch,
+    ) -> Result<Deal> {
+        let patch = patch.checked()?;
+        let current = self.deal(id)?.clone();
+        shared::check_version(Entity::Deal, id, expected, current.version)?;
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => self.replace_deal(next),
+        }
+    }
+
+    async fn move_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        to: &StageKey,
+        lost_reason: Option<LostReason>,
+    ) -> Result<Deal> {
+        let current = self.deal(id)?.clone();
+        shared::check_version(Entity::Deal, id, expected, current.version)?;
+        let pipeline = shared::pipeline(&self.pipelines, &current.pipeline)?;
+        let next = current.moved(&pipeline, to, lost_reason, now())?;
+        self.replace_deal(next)
+    }
+
+    async fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Result<Deal> {
+        let current = self.deal(id)?.clone();
+        shared::check_version(Entity::Deal, id, expected, current.version)?;
+        let pipeline = shared::pipeline(&self.pipelines, &current.pipeline)?;
+        let next = current.reopened(&pipeline, to, now())?;
+        self.replace_deal(next)
+    }
+
+    async fn delete_deal(&mut self, id: DealId) -> Result<bool> {
+        let Some(deal) = self.data()?.deals.get(&id).cloned() else {
+            return Ok(false);
+        };
+        let c = deal.contact_id;
+        let data = self.data()?;
+        let linked: Vec<Activity> = data
+            .timeline
+            .range(
+                (c, i64::MIN, ActivityId::from_uuid(Uuid::nil()))
+                    ..=(c, i64::MAX, ActivityId::from_uuid(Uuid::max())),
+            )
+            .filter_map(|k| data.activities.get(&k.2))
+            .filter(|a| a.deal_id == Some(id))
+            .cloned()
+            .collect();
+        for mut a in linked {
+            a.deal_id = None;
+            self.set_activity(a.id, Some(a))?;
+        }
+        self.set_deal(id, None)?;
+        Ok(true)
+    }
+
+    async fn list_deals_for_contact(
+        &mut self,
+        contact: ContactId,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>> {
+        let limit = page.checked_limit()?;
+        let after: Option<TimeIdKey> = page.position(CursorList::deals_of_contact(contact))?;
+        let data = self.data()?;
+        let items = page_desc(
+            &data.deals_by_contact,
+            (contact, i64::MIN, DealId::from_uuid(Uuid::nil())),
+            (contact, i64::MAX, DealId::from_uuid(Uuid::max())),
+            after.map(|(t, id)| (contact, t, DealId::from_uuid(id))),
+            limit,
+            |k| data.deals.get(&k.2).cloned(),
+        );
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::deals_of_contact(contact),
+            |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid()),
+        ))
+    }
+
+    async fn list_deals_in_stage(
+        &mut self,
+        pipeline: &PipelineKey,
+        stage: &StageKey,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>> {
+        let limit = page.checked_limit()?;
+        let after: Option<TimeIdKey> =
+            page.position(CursorList::deals_in_stage(pipeline, stage))?;
+        let data = self.data()?;
+        let key = |t: i64, id: Uuid| (pipeline.clone(), stage.clone(), t, DealId::from_uuid(id));
+        let items = page_desc(
+            &data.deals_by_stage,
+            key(i64::MIN, Uuid::nil()),
+            key(i64::MAX, Uuid::max()),
+            after.map(|(t, id)| key(t, id)),
+            limit,
+            |k| data.deals.get(&k.3).cloned(),
+        );
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            CursorList::deals_in_stage(pipeline, stage),
+            |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid()),
+        ))
+    }
+
+    async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary> {
+        let def = shared::pipeline(&self.pipelines, pipeline)?;
+        let mut totals: BTreeMap<(StageKey, Currency), (u64, Decimal)> = BTreeMap::new();
+        for d in self
+            .data()?
+            .deals
+            .values()
+            .filter(|d| &d.pipeline == pipeline)
+        {
+            let e = totals
+                .entry((d.stage.clone(), d.amount.currency()))
+                .or_insert((0, Decimal::ZERO));
+            e.0 += 1;
+            e.1 += d.amount.amount();
+        }
+        Ok(PipelineSummary::from_totals(
+            &def,
+            totals.into_iter().map(|((s, c), (n, sum))| (s, c, n, sum)),
+        ))
+    }
+}

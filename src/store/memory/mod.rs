@@ -1,0 +1,426 @@
+//! `InMemoryStore`: the whole contract in process memory, for tests, examples
+//! and small tools.
+//!
+//! Transactions are serialized: a transaction holds the store's lock from
+//! `begin` until it commits, rolls back or is dropped, and keeps an undo log
+//! so that a rollback (or a drop) restores exactly what it changed. This
+//! gives every transaction a serializable view with no partial writes.
+//! Because of that, a task must not open a second transaction on the same
+//! store while it holds one: the second `begin` waits for the first to end.
+//!
+//! This file holds the store, the tenant data with its indexes, the undo
+//! log and what ends a transaction; each area of [`Transaction`] is
+//! implemented in a file of its own ([`ContactsTx`](crate::store::ContactsTx)
+//! in `contacts.rs`, and so on).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    ops::Bound,
+    sync::Arc,
+};
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::{Store, Transaction};
+use crate::{
+    domain::{
+        Activity, ActivityId, Contact, ContactId, Context, Deal, DealId, PipelineKey, Pipelines,
+        Score, Signal, SignalId, StageKey, TenantId, caseless_key,
+    },
+    error::{Entity, Error, Result},
+};
+
+mod bulk;
+mod contacts;
+mod deals;
+mod history;
+mod idempotency;
+mod scoring;
+mod timeline;
+
+/// A [`Store`] in process memory, with the same semantics as the PostgreSQL
+/// backend. Cheap to clone: clones share the same data.
+#[derive(Clone)]
+pub struct InMemoryStore {
+    state: Arc<Mutex<State>>,
+    pipelines: Arc<Pipelines>,
+    live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
+}
+
+impl fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryStore")
+            .field("pipelines", &self.pipelines)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryStore {
+    /// An empty store that knows the default pipeline.
+    pub fn new() -> Self {
+        Self::with_pipelines(Pipelines::default())
+    }
+
+    /// An empty store that knows `pipelines`.
+    pub fn with_pipelines(pipelines: Pipelines) -> Self {
+        InMemoryStore {
+            state: Arc::new(Mutex::new(State::default())),
+            pipelines: Arc::new(pipelines),
+            live_scoring: Some(Arc::new(crate::scoring::ScoringModel::default())),
+        }
+    }
+
+    /// The same store keeping live scores with `model` (the reference model
+    /// by default), or keeping none with `None`. See [`crate::scoring::live`].
+    pub fn with_live_scoring(mut self, model: Option<crate::scoring::ScoringModel>) -> Self {
+        self.live_scoring = model.map(Arc::new);
+        self
+    }
+}
+
+#[async_trait]
+impl Store for InMemoryStore {
+    async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        let guard = Arc::clone(&self.state).lock_owned().await;
+        Ok(Box::new(MemoryTransaction {
+            guard: Some(guard),
+            tenant,
+            context,
+            undo: Vec::new(),
+            pipelines: Arc::clone(&self.pipelines),
+            live_scoring: self.live_scoring.clone(),
+        }))
+    }
+
+    fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
+    }
+}
+
+#[derive(Default)]
+struct State {
+    tenants: HashMap<TenantId, TenantData>,
+}
+
+type SignalKey = (ContactId, i64, SignalId);
+
+/// One tenant's records and the indexes the queries walk.
+#[derive(Default)]
+struct TenantData {
+    contacts: HashMap<ContactId, Contact>,
+    by_email: HashMap<String, ContactId>,
+    by_score: BTreeSet<(Score, ContactId)>,
+    /// The name sort's index: caseless keys of last and first name, id.
+    by_name: BTreeSet<(String, String, ContactId)>,
+    /// The caseless keys of each contact's names and company.
+    keys: HashMap<ContactId, NameKeys>,
+    deals: HashMap<DealId, Deal>,
+    deals_by_contact: BTreeSet<(ContactId, i64, DealId)>,
+    deals_by_stage: BTreeSet<(PipelineKey, StageKey, i64, DealId)>,
+    activities: HashMap<ActivityId, Activity>,
+    timeline: BTreeSet<(ContactId, i64, ActivityId)>,
+    signals: BTreeMap<SignalKey, Signal>,
+    history: history::MemoryHistory,
+    idempotency: idempotency::Records,
+    live_scores: HashMap<ContactId, f64>,
+}
+
+/// The caseless keys of a contact's names and company, kept beside it so
+/// that searches do not compute them again.
+struct NameKeys {
+    first: String,
+    last: String,
+    company: Option<String>,
+}
+
+impl NameKeys {
+    fn of(c: &Contact) -> Self {
+        NameKeys {
+            first: caseless_key(c.first_name.as_str()),
+            last: caseless_key(c.last_name.as_str()),
+            company: c.company.as_ref().map(|co| caseless_key(co.as_str())),
+        }
+    }
+}
+
+impl TenantData {
+    /// Replaces (or removes, with `None`) a contact, keeping the indexes; returns the previous value.
+    fn put_contact(&mut self, id: ContactId, value: Option<Contact>) -> Option<Contact> {
+        let old = self.contacts.remove(&id);
+        if let Some(o) = &old {
+            self.by_email.remove(o.email.normalized());
+            self.by_score.remove(&(o.score, id));
+            if let Some(k) = self.keys.remove(&id) {
+                self.by_name.remove(&(k.last, k.first, id));
+            }
+        }
+        if let Some(n) = value {
+            self.by_email.insert(n.email.normalized().to_string(), id);
+            self.by_score.insert((n.score, id));
+            let keys = NameKeys::of(&n);
+            self.by_name
+                .insert((keys.last.clone(), keys.first.clone(), id));
+            self.keys.insert(id, keys);
+            self.contacts.insert(id, n);
+        }
+        old
+    }
+
+    fn put_deal(&mut self, id: DealId, value: Option<Deal>) -> Option<Deal> {
+        let old = self.deals.remove(&id);
+        if let Some(o) = &old {
+            let t = o.created_at.timestamp_micros();
+            self.deals_by_contact.remove(&(o.contact_id, t, id));
+            self.deals_by_stage
+                .remove(&(o.pipeline.clone(), o.stage.clone(), t, id));
+        }
+        if let Some(n) = value {
+            let t = n.created_at.timestamp_micros();
+            self.deals_by_contact.insert((n.contact_id, t, id));
+            self.deals_by_stage
+                .insert((n.pipeline.clone(), n.stage.clone(), t, id));
+            self.deals.insert(id, n);
+        }
+        old
+    }
+
+    fn put_activity(&mut self, id: ActivityId, value: Option<Activity>) -> Option<Activity> {
+        let old = self.activities.remove(&id);
+        if let Some(o) = &old {
+            self.timeline
+                .remove(&(o.contact_id, o.occurred_at.timestamp_micros(), id));
+        }
+        if let Some(n) = value {
+            self.timeline
+                .insert((n.contact_id, n.occurred_at.timestamp_micros(), id));
+            self.activities.insert(id, n);
+        }
+        old
+    }
+
+    fn put_signal(&mut self, key: SignalKey, value: Option<Signal>) -> Option<Signal> {
+        match value {
+            Some(s) => self.signals.insert(key, s),
+            None => self.signals.remove(&key),
+        }
+    }
+}
+
+/// What to restore on rollback: the previous value of one record.
+enum Undo {
+    Contact(TenantId, ContactId, Option<Contact>),
+    Deal(TenantId, DealId, Option<Deal>),
+    Activity(TenantId, ActivityId, Option<Activity>),
+    Signal(TenantId, SignalKey, Option<Signal>),
+    LiveScore(TenantId, ContactId, Option<f64>),
+    History(
+        TenantId,
+        history::EntryKey,
+        Option<Box<crate::history::HistoryEntry>>,
+    ),
+    Idempotency(
+        TenantId,
+        idempotency::RecordKey,
+        Option<Box<crate::idempotency::IdempotencyRecord>>,
+    ),
+}
+
+/// A transaction of [`InMemoryStore`]: holds the store's lock until it
+/// ends, and the undo log of what it changed.
+struct MemoryTransaction {
+    guard: Option<OwnedMutexGuard<State>>,
+    tenant: TenantId,
+    context: Context,
+    undo: Vec<Undo>,
+    pipelines: Arc<Pipelines>,
+    live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
+}
+
+impl fmt::Debug for MemoryTransaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryTransaction")
+            .field("tenant", &self.tenant)
+            .field("context", &self.context)
+            .field("pending_changes", &self.undo.len())
+            .finish()
+    }
+}
+
+impl Drop for MemoryTransaction {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            roll_back(&mut guard, std::mem::take(&mut self.undo));
+        }
+    }
+}
+
+fn roll_back(state: &mut State, undo: Vec<Undo>) {
+    for u in undo.into_iter().rev() {
+        match u {
+            Undo::Contact(t, id, v) => {
+                state.tenants.entry(t).or_default().put_contact(id, v);
+            }
+            Undo::Deal(t, id, v) => {
+                state.tenants.entry(t).or_default().put_deal(id, v);
+            }
+            Undo::Activity(t, id, v) => {
+                state.tenants.entry(t).or_default().put_activity(id, v);
+            }
+            Undo::Signal(t, key, v) => {
+                state.tenants.entry(t).or_default().put_signal(key, v);
+            }
+            Undo::LiveScore(t, id, v) => {
+                scoring::put_live(state.tenants.entry(t).or_default(), id, v);
+            }
+            Undo::History(t, key, v) => {
+                state
+                    .tenants
+                    .entry(t)
+                    .or_default()
+                    .history
+                    .put(key, v.map(|e| *e));
+            }
+            Undo::Idempotency(t, key, v) => {
+                state
+                    .tenants
+                    .entry(t)
+                    .or_default()
+                    .idempotency
+                    .put(key, v.map(|r| *r));
+            }
+        }
+    }
+}
+
+fn finished() -> Error {
+    Error::backend("the transaction has already ended")
+}
+
+static EMPTY: std::sync::LazyLock<TenantData> = std::sync::LazyLock::new(TenantData::default);
+
+impl MemoryTransaction {
+    /// Runs an operation of several writes so that, if it fails, none of
+    /// its writes stays: they are undone from the undo log.
+    fn atomic<T>(&mut self, operation: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let mark = self.undo.len();
+        let result = operation(self);
+        if result.is_err() {
+            let undo = self.undo.split_off(mark);
+            if let Some(guard) = self.guard.as_mut() {
+                roll_back(guard, undo);
+            }
+        }
+        result
+    }
+
+    fn data(&self) -> Result<&TenantData> {
+        let guard = self.guard.as_ref().ok_or_else(finished)?;
+        Ok(guard.tenants.get(&self.tenant).unwrap_or(&EMPTY))
+    }
+
+    fn data_mut(&mut self) -> Result<&mut TenantData> {
+        let tenant = self.tenant;
+        let guard = self.guard.as_mut().ok_or_else(finished)?;
+        Ok(guard.tenants.entry(tenant).or_default())
+    }
+
+    /// Replaces (or removes, with `None`) a contact, recording the change
+    /// in the history and in the undo log; `set_deal`, `set_activity` and
+    /// `set_signal` do the same for their records (the last two keep no
+    /// history).
+    fn set_contact(&mut self, id: ContactId, value: Option<Contact>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_contact(id, value);
+        self.record_contact(id, old.as_ref(), None)?;
+        self.undo.push(Undo::Contact(tenant, id, old));
+        Ok(())
+    }
+
+    fn set_deal(&mut self, id: DealId, value: Option<Deal>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_deal(id, value);
+        self.record_deal(id, old.as_ref())?;
+        self.undo.push(Undo::Deal(tenant, id, old));
+        Ok(())
+    }
+
+    fn set_activity(&mut self, id: ActivityId, value: Option<Activity>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_activity(id, value);
+        self.undo.push(Undo::Activity(tenant, id, old));
+        Ok(())
+    }
+
+    fn set_signal(&mut self, key: SignalKey, value: Option<Signal>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_signal(key, value);
+        self.undo.push(Undo::Signal(tenant, key, old));
+        Ok(())
+    }
+
+    fn contact(&self, id: ContactId) -> Result<&Contact> {
+        self.data()?
+            .contacts
+            .get(&id)
+            .ok_or_else(|| Error::not_found(Entity::Contact, id))
+    }
+
+    fn deal(&self, id: DealId) -> Result<&Deal> {
+        self.data()?
+            .deals
+            .get(&id)
+            .ok_or_else(|| Error::not_found(Entity::Deal, id))
+    }
+}
+
+/// Pages through `set` (ordered ascending) backwards, i.e. newest first,
+/// within `lo..=hi`, starting strictly before `cursor`.
+fn page_desc<K: Ord + Clone, T>(
+    set: &BTreeSet<K>,
+    lo: K,
+    hi: K,
+    cursor: Option<K>,
+    limit: usize,
+    fetch: impl Fn(&K) -> Option<T>,
+) -> Vec<T> {
+    let upper = match cursor {
+        Some(c) if c <= hi => Bound::Excluded(c),
+        _ => Bound::Included(hi),
+    };
+    set.range((Bound::Included(lo), upper))
+        .rev()
+        .take(limit + 1)
+        .filter_map(fetch)
+        .collect()
+}
+
+#[async_trait]
+impl Transaction for MemoryTransaction {
+    fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    fn context(&self) -> &Context {
+        &self.context
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.undo.clear();
+        self.guard.take().ok_or_else(finished)?;
+        Ok(())
+    }
+
+    async fn rollback(mut self: Box<Self>) -> Result<()> {
+        let mut guard = self.guard.take().ok_or_else(finished)?;
+        roll_back(&mut guard, std::mem::take(&mut self.undo));
+        Ok(())
+    }
+}
