@@ -1,5 +1,5 @@
 //! The storage step of the idempotency guard ([`IdempotencyTx`]); host
-//! code uses [`IdempotencyGuard`](IdempotencyGuard).
+//! code uses [`IdempotencyGuard`](crate::idempotency::IdempotencyGuard).
 
 use async_trait::async_trait;
 
@@ -9,13 +9,13 @@ use crate::{
 };
 
 /// Idempotency records of inbound events, for
-/// [`IdempotencyGuard`](IdempotencyGuard). Part of
+/// [`IdempotencyGuard`](crate::idempotency::IdempotencyGuard). Part of
 /// [`Transaction`](crate::Transaction).
 #[async_trait]
 pub trait IdempotencyTx: Send {
     /// Claims an inbound event's key (tenant, source, key) for this
     /// transaction: the storage step of
-    /// [`IdempotencyGuard`](IdempotencyGuard), which is
+    /// [`IdempotencyGuard`](crate::idempotency::IdempotencyGuard), which is
     /// what host code uses.
     ///
     /// [`Claim::Claimed`](Claim::Claimed) when no

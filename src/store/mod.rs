@@ -187,11 +187,11 @@ pub trait Transaction:
     /// commit succeeds.
     async fn complete_idempotency_key_and_commit(
         mut self: Box<Self>,
-        source: &crate::idempotency::IdempotencySource,
-        key: &crate::idempotency::IdempotencyKey,
-        result: &crate::idempotency::StoredResult,
+        source: &crate::domain::IdempotencySource,
+        key: &crate::domain::IdempotencyKey,
+        result: &crate::domain::StoredResult,
         completed_at: Timestamp,
-    ) -> Result<crate::idempotency::IdempotencyRecord> {
+    ) -> Result<crate::domain::IdempotencyRecord> {
         let record = self
             .complete_idempotency_key(source, key, result, completed_at)
             .await?;
