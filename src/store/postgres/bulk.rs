@@ -16,17 +16,22 @@
 
 use std::collections::{HashMap, HashSet};
 
+use async_trait::async_trait;
 use futures_util::pin_mut;
 use sha2::{Digest, Sha256};
 use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
 use uuid::Uuid;
 
-use super::{PgTransaction, now};
-use crate::store::postgres::keys::ContactKeys;
+use super::{
+    contacts::DELETE_CONTACT,
+    keys::ContactKeys,
+    transaction::{PgTransaction, now},
+};
 use crate::{
     bulk::{ConflictPolicy, ImportLock, UpsertOutcome, merge_context},
     domain::{Contact, ContactId, NewContact},
     error::{Entity, Error, Result},
+    store::{BulkTx, ContactsTx},
 };
 
 const STAGE: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS crm_bulk_contacts (\
@@ -100,7 +105,7 @@ fn merged_columns(policy: ConflictPolicy) -> [(&'static str, &'static str); 7] {
 const KEYED: [&str; 3] = ["first_name", "last_name", "company"];
 
 /// The merge statement for `policy`: `$1` tenant, `$2` now.
-fn upsert_sql(policy: ConflictPolicy) -> String {
+pub(super) fn upsert_sql(policy: ConflictPolicy) -> String {
     let cols = merged_columns(policy);
     let mut set: Vec<String> = cols.iter().map(|(c, e)| format!("{c} = {e}")).collect();
     // A key follows its column: the same choice, made on the keys (a key
@@ -132,32 +137,6 @@ const IDS_BY_EMAIL: &str = "SELECT id, email_key FROM contacts \
      WHERE tenant_id = $1 AND email_key = ANY($2)";
 
 impl PgTransaction {
-    /// See [`Transaction::upsert_contacts`](crate::Transaction::upsert_contacts).
-    pub(super) async fn bulk_upsert_contacts(
-        &mut self,
-        rows: &[NewContact],
-        policy: ConflictPolicy,
-    ) -> Result<Vec<UpsertOutcome>> {
-        let mut out: Vec<Option<UpsertOutcome>> = vec![None; rows.len()];
-        // Rounds of rows with distinct emails, each row in the round after
-        // the previous row of its email.
-        let mut remaining: Vec<usize> = (0..rows.len()).collect();
-        while !remaining.is_empty() {
-            let mut seen = HashSet::with_capacity(remaining.len());
-            let (round, later): (Vec<usize>, Vec<usize>) = remaining
-                .into_iter()
-                .partition(|i| seen.insert(rows[*i].email.normalized()));
-            remaining = later;
-            let outcomes = self.upsert_round(rows, &round, policy).await?;
-            for (i, o) in round.into_iter().zip(outcomes) {
-                out[i] = Some(o);
-            }
-        }
-        out.into_iter()
-            .map(|o| o.ok_or_else(|| Error::backend("a bulk row got no outcome")))
-            .collect()
-    }
-
     /// Upserts `rows[i]` for each `i` of `round` (distinct emails); the
     /// outcomes in the order of `round`.
     async fn upsert_round(
@@ -264,72 +243,6 @@ const MOVE_SIGNALS: &str =
     "UPDATE signals SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
 const SET_REASON: &str = "SELECT set_config('crm.reason', $1, true)";
 
-impl PgTransaction {
-    /// See [`Transaction::merge_contacts`](crate::Transaction::merge_contacts).
-    pub(super) async fn bulk_merge_contacts(
-        &mut self,
-        survivor: ContactId,
-        loser: ContactId,
-        policy: ConflictPolicy,
-    ) -> Result<Contact> {
-        crate::store::shared::check_merge_pair(survivor, loser)?;
-        // Lock both in id order, so that two merges of the same pair (or
-        // crossing pairs) cannot deadlock. The loser is locked FOR UPDATE:
-        // a transaction attaching a deal, activity or signal to it holds a
-        // key-share lock, so the merge waits for it to commit (and then
-        // moves what it wrote: each statement below sees every commit made
-        // before it starts), and one that comes later waits for the merge
-        // and finds the loser gone. Nothing is left behind for the delete
-        // to cascade to.
-        let (kept, gone) = if survivor.as_uuid() < loser.as_uuid() {
-            let kept = self.lock_contact(survivor).await?;
-            (kept, self.lock_contact_for_delete(loser).await?)
-        } else {
-            let gone = match self.lock_contact_for_delete(loser).await {
-                // Both missing: the survivor is the one named, as the
-                // contract says, whatever the lock order.
-                Err(e @ Error::NotFound { .. }) => {
-                    return Err(
-                        match crate::store::ContactsTx::get_contact(self, survivor).await? {
-                            None => Error::not_found(Entity::Contact, survivor),
-                            Some(_) => e,
-                        },
-                    );
-                }
-                other => other?,
-            };
-            (self.lock_contact(survivor).await?, gone)
-        };
-        let at = now();
-        let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;
-        // Every version this merge writes carries its reason; the caller's
-        // reason comes back afterwards.
-        let reason = merge_context(&self.context, survivor, loser)
-            .reason()
-            .unwrap_or_default()
-            .to_string();
-        let own = self.context.reason().unwrap_or_default().to_string();
-        self.query(SET_REASON, &[&reason]).await?;
-        let tenant = self.tenant_uuid();
-        let (s, l) = (survivor.as_uuid(), loser.as_uuid());
-        self.execute(MOVE_DEALS, &[&tenant, &l, &s, &at]).await?;
-        self.execute(MOVE_ACTIVITIES, &[&tenant, &l, &s]).await?;
-        self.execute(MOVE_SIGNALS, &[&tenant, &l, &s]).await?;
-        self.live_merge(survivor, loser).await?;
-        self.execute(
-            "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2",
-            &[&tenant, &l],
-        )
-        .await?;
-        let out = match merged {
-            Some(next) => self.write_contact(&kept, next).await?,
-            None => kept,
-        };
-        self.query(SET_REASON, &[&own]).await?;
-        Ok(out)
-    }
-}
-
 // ---- the tenant's import lock ----
 //
 // The tenant's import lock on PostgreSQL: a transaction-level advisory
@@ -358,16 +271,128 @@ fn lock_key(tenant: Uuid) -> (i32, i32) {
     (word(0), word(4))
 }
 
-impl PgTransaction {
-    /// Takes the tenant's import lock, waiting for the transactions that
-    /// hold it in a conflicting mode (as long as `lock_timeout` allows).
-    pub(super) async fn take_import_lock(&mut self, lock: ImportLock) -> Result<()> {
+/// The fixed statements of this file, for [`super::statements`] (the
+/// merge statement is made per policy: see [`upsert_sql`]).
+pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    STAGE,
+    COPY,
+    IDS_BY_EMAIL,
+    MOVE_DEALS,
+    MOVE_ACTIVITIES,
+    MOVE_SIGNALS,
+    SET_REASON,
+    IMPORT_LOCK_EXCLUSIVE,
+    IMPORT_LOCK_SHARED,
+];
+
+#[async_trait]
+impl BulkTx for PgTransaction {
+    async fn upsert_contacts(
+        &mut self,
+        rows: &[NewContact],
+        policy: ConflictPolicy,
+    ) -> Result<Vec<UpsertOutcome>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.begin_atomic().await?;
+        let outcomes: Result<Vec<UpsertOutcome>> = async {
+            let mut out: Vec<Option<UpsertOutcome>> = vec![None; rows.len()];
+            // Rounds of rows with distinct emails, each row in the round
+            // after the previous row of its email.
+            let mut remaining: Vec<usize> = (0..rows.len()).collect();
+            while !remaining.is_empty() {
+                let mut seen = HashSet::with_capacity(remaining.len());
+                let (round, later): (Vec<usize>, Vec<usize>) = remaining
+                    .into_iter()
+                    .partition(|i| seen.insert(rows[*i].email.normalized()));
+                remaining = later;
+                let outcomes = self.upsert_round(rows, &round, policy).await?;
+                for (i, o) in round.into_iter().zip(outcomes) {
+                    out[i] = Some(o);
+                }
+            }
+            out.into_iter()
+                .map(|o| o.ok_or_else(|| Error::backend("a bulk row got no outcome")))
+                .collect()
+        }
+        .await;
+        self.end_atomic(outcomes).await
+    }
+
+    async fn lock_for_import(&mut self, lock: ImportLock) -> Result<()> {
+        // Waits for the transactions that hold it in a conflicting mode (as
+        // long as `lock_timeout` allows).
         let (a, b) = lock_key(self.tenant_uuid());
         let sql = match lock {
             ImportLock::Exclusive => IMPORT_LOCK_EXCLUSIVE,
             ImportLock::Shared => IMPORT_LOCK_SHARED,
         };
         self.query(sql, &[&a, &b]).await.map(drop)
+    }
+
+    async fn merge_contacts(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: ConflictPolicy,
+    ) -> Result<Contact> {
+        // Several statements: under the operation's savepoint, so that a
+        // failure leaves none of them behind.
+        self.begin_atomic().await?;
+        let merged: Result<Contact> = async {
+            crate::store::shared::check_merge_pair(survivor, loser)?;
+            // Lock both in id order, so that two merges of the same pair (or
+            // crossing pairs) cannot deadlock. The loser is locked FOR
+            // UPDATE: a transaction attaching a deal, activity or signal to
+            // it holds a key-share lock, so the merge waits for it to commit
+            // (and then moves what it wrote: each statement below sees every
+            // commit made before it starts), and one that comes later waits
+            // for the merge and finds the loser gone. Nothing is left behind
+            // for the delete to cascade to.
+            let (kept, gone) = if survivor.as_uuid() < loser.as_uuid() {
+                let kept = self.lock_contact(survivor).await?;
+                (kept, self.lock_contact_for_delete(loser).await?)
+            } else {
+                let gone = match self.lock_contact_for_delete(loser).await {
+                    // Both missing: the survivor is the one named, as the
+                    // contract says, whatever the lock order.
+                    Err(e @ Error::NotFound { .. }) => {
+                        return Err(match self.get_contact(survivor).await? {
+                            None => Error::not_found(Entity::Contact, survivor),
+                            Some(_) => e,
+                        });
+                    }
+                    other => other?,
+                };
+                (self.lock_contact(survivor).await?, gone)
+            };
+            let at = now();
+            let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;
+            // Every version this merge writes carries its reason; the
+            // caller's reason comes back afterwards.
+            let reason = merge_context(&self.context, survivor, loser)
+                .reason()
+                .unwrap_or_default()
+                .to_string();
+            let own = self.context.reason().unwrap_or_default().to_string();
+            self.query(SET_REASON, &[&reason]).await?;
+            let tenant = self.tenant_uuid();
+            let (s, l) = (survivor.as_uuid(), loser.as_uuid());
+            self.execute(MOVE_DEALS, &[&tenant, &l, &s, &at]).await?;
+            self.execute(MOVE_ACTIVITIES, &[&tenant, &l, &s]).await?;
+            self.execute(MOVE_SIGNALS, &[&tenant, &l, &s]).await?;
+            self.live_merge(survivor, loser).await?;
+            self.execute(DELETE_CONTACT, &[&tenant, &l]).await?;
+            let out = match merged {
+                Some(next) => self.write_contact(&kept, next).await?,
+                None => kept,
+            };
+            self.query(SET_REASON, &[&own]).await?;
+            Ok(out)
+        }
+        .await;
+        self.end_atomic(merged).await
     }
 }
 

@@ -4,19 +4,24 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
-use super::{PgTransaction, cursor_time};
+use super::{
+    contacts::{ContactUpdate, UPDATE_CONTACT},
+    error,
+    transaction::{PgTransaction, cursor_time, now},
+};
 use crate::{
-    domain::{Contact, ContactId, Timestamp},
+    domain::{Contact, ContactId, Timestamp, check_timestamp, check_timestamps},
     error::{Entity, Error, Result},
     history::{
         self, FieldChange, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation,
         erased_values,
     },
-    store::{CursorList, Page, PageRequest, postgres::error},
+    store::{CursorList, HistoryTx, Page, PageRequest},
 };
 
 macro_rules! history_select {
@@ -76,6 +81,20 @@ const SCRUB: &str = "UPDATE history SET \
              FROM jsonb_each(diff)) \
      WHERE tenant_id = $1 AND entity_id = $2 AND entity_kind = 'contact'";
 
+/// The fixed statements of this file, for [`super::statements`].
+pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    ENTITY_HISTORY,
+    ENTITY_HISTORY_AFTER,
+    AS_OF,
+    FIELD_CHANGES,
+    FIELD_CHANGES_OF,
+    BETWEEN,
+    BETWEEN_AFTER,
+    PURGE,
+    MARK_ERASURE,
+    SCRUB,
+];
+
 fn bad_row(what: &str) -> Error {
     Error::backend(format!("a history row holds {what}"))
 }
@@ -111,8 +130,9 @@ fn entries(rows: &[Row]) -> Result<Vec<HistoryEntry>> {
     rows.iter().map(entry).collect()
 }
 
-impl PgTransaction {
-    pub(super) async fn history_page(
+#[async_trait]
+impl HistoryTx for PgTransaction {
+    async fn entity_history(
         &mut self,
         entity: HistoryEntity,
         page: &PageRequest,
@@ -140,11 +160,12 @@ impl PgTransaction {
         ))
     }
 
-    pub(super) async fn history_as_of(
+    async fn entity_as_of(
         &mut self,
         entity: HistoryEntity,
         at: Timestamp,
     ) -> Result<Option<HistoryEntry>> {
+        let at = check_timestamp("at", at)?;
         let (tenant, id) = (self.tenant_uuid(), entity.id());
         let row = self.query_opt(AS_OF, &[&tenant, &id, &at]).await?;
         Ok(row
@@ -153,10 +174,8 @@ impl PgTransaction {
             .filter(|e| e.entity == entity && !e.is_tombstone() && e.is_valid_at(at)))
     }
 
-    pub(super) async fn history_field_changes(
-        &mut self,
-        q: &FieldQuery,
-    ) -> Result<Page<HistoryEntry>> {
+    async fn field_changes(&mut self, q: &FieldQuery) -> Result<Page<HistoryEntry>> {
+        q.check()?;
         let limit = q.page.checked_limit()?;
         let after: Option<HistoryKey> = q.page.position(CursorList::field_changes(q))?;
         let at = after.map(|(t, _)| cursor_time(t)).transpose()?;
@@ -180,12 +199,13 @@ impl PgTransaction {
         ))
     }
 
-    pub(super) async fn history_between(
+    async fn changes_between(
         &mut self,
         from: Timestamp,
         until: Timestamp,
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
+        let [from, until] = check_timestamps([("from", from), ("until", until)])?;
         let limit = page.checked_limit()?;
         let after: Option<HistoryKey> = page.position(CursorList::tenant_changes(from, until))?;
         let (tenant, fetch) = (self.tenant_uuid(), limit as i64 + 1);
@@ -208,28 +228,36 @@ impl PgTransaction {
         ))
     }
 
-    pub(super) async fn history_purge(&mut self, before: Timestamp) -> Result<u64> {
+    async fn purge_history(&mut self, before: Timestamp) -> Result<u64> {
+        let before = check_timestamp("before", before)?;
         let tenant = self.tenant_uuid();
         self.execute(PURGE, &[&tenant, &before]).await
     }
 
-    pub(super) async fn history_erase_contact(&mut self, id: ContactId) -> Result<Contact> {
-        let current = self.lock_contact(id).await?;
-        let Some(next) = crate::store::shared::erased(&current, super::now())? else {
-            return Ok(current);
-        };
-        let update = self.contact_update(&next);
-        self.query(MARK_ERASURE, &[&Operation::Erased.as_str()])
-            .await?;
-        let written = self.execute(&update.0, &update.1.as_params()).await?;
-        self.query(MARK_ERASURE, &[&""]).await?;
-        if written != 1 {
-            return Err(Error::not_found(Entity::Contact, id));
+    async fn erase_contact(&mut self, id: ContactId) -> Result<Contact> {
+        // Several statements: under the operation's savepoint, so that a
+        // failure leaves none of them behind.
+        self.begin_atomic().await?;
+        let erased: Result<Contact> = async {
+            let current = self.lock_contact(id).await?;
+            let Some(next) = crate::store::shared::erased(&current, now())? else {
+                return Ok(current);
+            };
+            let tenant = self.tenant_uuid();
+            let update = ContactUpdate::new(tenant, &next);
+            self.query(MARK_ERASURE, &[&Operation::Erased.as_str()])
+                .await?;
+            let written = self.execute(UPDATE_CONTACT, &update.params()).await?;
+            self.query(MARK_ERASURE, &[&""]).await?;
+            if written != 1 {
+                return Err(Error::not_found(Entity::Contact, id));
+            }
+            let placeholders = serde_json::Value::Object(erased_values(id));
+            self.execute(SCRUB, &[&tenant, &id.as_uuid(), &placeholders])
+                .await?;
+            Ok(next)
         }
-        let placeholders = serde_json::Value::Object(erased_values(id));
-        let tenant = self.tenant_uuid();
-        self.execute(SCRUB, &[&tenant, &id.as_uuid(), &placeholders])
-            .await?;
-        Ok(next)
+        .await;
+        self.end_atomic(erased).await
     }
 }

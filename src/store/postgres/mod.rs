@@ -144,11 +144,21 @@
 //! # }
 //! ```
 
+mod bulk;
+mod contacts;
+mod deals;
 mod error;
+mod history;
+mod idempotency;
+mod idempotency_claim;
 mod keys;
 mod rows;
 mod schema;
+mod scoring;
 mod search;
+#[doc(hidden)]
+pub mod statements;
+mod timeline;
 mod transaction;
 
 use std::{fmt, str::FromStr, sync::Arc, time::Duration};

@@ -13,16 +13,26 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::Row;
+use async_trait::async_trait;
+use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
-use super::{PgTransaction, error, rows};
+use super::{
+    error, rows,
+    transaction::{Params, PgTransaction, SHARE_CONTACT},
+};
 use crate::{
     domain::{Activity, ActivityKind, Contact, ContactId, Score, Signal, SignalKind, Timestamp},
     error::{Entity, Error, FieldError, Result},
     scoring::{ContactInputs, InputsRequest, ScoringModel},
-    store::PageRequest,
+    store::{PageRequest, ScoringTx},
 };
+
+/// Writes scores of the rescoring pipeline: one row per contact, skipping
+/// those whose score does not change.
+const WRITE_SCORES: &str = "UPDATE contacts AS c SET score = u.score \
+     FROM unnest($2::uuid[], $3::smallint[]) AS u(id, score) \
+     WHERE c.tenant_id = $1 AND c.id = u.id AND c.score <> u.score";
 
 /// Creates the contact's state row if missing and locks it, returning the
 /// current state: `ON CONFLICT DO UPDATE` waits for a transaction holding
@@ -64,6 +74,21 @@ const CHUNK_DEALS: &str = "SELECT contact_id, created_at FROM deals \
      WHERE tenant_id = $1 AND contact_id = ANY($2) AND won_at IS NULL AND lost_at IS NULL \
      AND created_at >= COALESCE($3, '-infinity'::timestamptz)";
 
+/// The fixed statements of this file, for [`super::statements`].
+pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    WRITE_SCORES,
+    LIVE_LOCK,
+    LIVE_SET,
+    LIVE_OF,
+    LIVE_TOP,
+    LIVE_WRITE,
+    CHUNK_FIRST,
+    CHUNK_AFTER,
+    CHUNK_ACTIVITIES,
+    CHUNK_SIGNALS,
+    CHUNK_DEALS,
+];
+
 /// What a write that may add a live term learned under the row lock.
 pub(super) enum LiveLock {
     /// The store keeps no live scores.
@@ -96,13 +121,10 @@ impl PgTransaction {
         // round trip, as many as the key-share lock alone.
         self.check_open()?;
         let (tenant, contact) = (self.tenant_uuid(), id.as_uuid());
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &contact];
+        let params: [&(dyn ToSql + Sync); 2] = [&tenant, &contact];
         let begin = self.pending_begin.take().is_some();
         let result = self
-            .raw_query_all(
-                &[(super::SHARE_CONTACT, &params), (LIVE_LOCK, &params)],
-                begin,
-            )
+            .raw_query_all(&[(SHARE_CONTACT, &params), (LIVE_LOCK, &params)], begin)
             .await;
         let rows = self.settle(result)?;
         match (
@@ -118,7 +140,7 @@ impl PgTransaction {
     /// live state, pipelined in one round trip.
     async fn insert_and_add(
         &mut self,
-        (sql, values): (String, sea_query_postgres::PostgresValues),
+        (sql, params): (&str, &Params<'_>),
         lock: LiveLock,
         id: ContactId,
         kind: &SignalKind,
@@ -131,24 +153,26 @@ impl PgTransaction {
             _ => None,
         };
         let Some(next) = next else {
-            self.execute(&sql, &values.as_params()).await?;
+            self.execute(sql, params).await?;
             return Ok(());
         };
         self.check_open()?;
         let (tenant, contact) = (self.tenant_uuid(), id.as_uuid());
-        let params = values.as_params();
-        let set: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &contact, &next];
+        let set: [&(dyn ToSql + Sync); 3] = [&tenant, &contact, &next];
         let begin = self.pending_begin.take().is_some();
         let result = self
-            .raw_query_all(&[(sql.as_str(), &params), (LIVE_SET, &set)], begin)
+            .raw_query_all(&[(sql, params), (LIVE_SET, &set)], begin)
             .await;
         self.settle(result)?;
         Ok(())
     }
 
+    /// Runs `sql` (inserting `a`) and writes the new live state of its
+    /// contact, locked by [`live_lock`](Self::live_lock).
     pub(super) async fn insert_activity_live(
         &mut self,
-        insert: (String, sea_query_postgres::PostgresValues),
+        sql: &str,
+        params: &Params<'_>,
         lock: LiveLock,
         a: &Activity,
     ) -> Result<()> {
@@ -156,17 +180,20 @@ impl PgTransaction {
             Some(model) => model.activity_signal(a.kind).clone(),
             None => SignalKind::PAGE_VIEW,
         };
-        self.insert_and_add(insert, lock, a.contact_id, &kind, a.occurred_at)
+        self.insert_and_add((sql, params), lock, a.contact_id, &kind, a.occurred_at)
             .await
     }
 
+    /// Runs `sql` (inserting `s`) and writes the new live state of its
+    /// contact, locked by [`live_lock`](Self::live_lock).
     pub(super) async fn insert_signal_live(
         &mut self,
-        insert: (String, sea_query_postgres::PostgresValues),
+        sql: &str,
+        params: &Params<'_>,
         lock: LiveLock,
         s: &Signal,
     ) -> Result<()> {
-        self.insert_and_add(insert, lock, s.contact_id, &s.kind, s.occurred_at)
+        self.insert_and_add((sql, params), lock, s.contact_id, &s.kind, s.occurred_at)
             .await
     }
 
@@ -178,7 +205,7 @@ impl PgTransaction {
         if self.live_scoring.is_none() {
             return Ok(());
         }
-        let Some(Some(gone)) = self.live_log_of(loser).await? else {
+        let Some(Some(gone)) = self.live_score_log(loser).await? else {
             return Ok(());
         };
         let LiveLock::On(current) = self.live_lock(survivor).await? else {
@@ -190,41 +217,37 @@ impl PgTransaction {
             .await?;
         Ok(())
     }
+}
 
-    pub(super) async fn live_log_of(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
-        let tenant = self.tenant_uuid();
-        match self.query_opt(LIVE_OF, &[&tenant, &id.as_uuid()]).await? {
-            Some(row) => Ok(Some(get(&row, 0)?)),
-            None => Ok(None),
-        }
-    }
-
-    pub(super) async fn live_top(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>> {
-        let limit = PageRequest::first(limit).checked_limit()? as i64;
-        let tenant = self.tenant_uuid();
-        let rows = self.query(LIVE_TOP, &[&tenant, &limit]).await?;
-        rows.iter()
-            .map(|r| Ok((rows::contact(r)?, get::<f64>(r, 15)?)))
-            .collect()
-    }
-
-    /// Writes live states already checked by
-    /// [`checked_logs`](crate::scoring::live::checked_logs): one per contact.
-    pub(super) async fn live_write(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
-        if logs.is_empty() {
+#[async_trait]
+impl ScoringTx for PgTransaction {
+    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
+        if scores.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<Uuid> = logs.iter().map(|(id, _)| id.as_uuid()).collect();
-        let values: Vec<Option<f64>> = logs.iter().map(|(_, l)| *l).collect();
+        // One row per contact, the last score given for it winning (an
+        // UPDATE … FROM applies only one of several matching rows).
+        let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(scores.len());
+        let mut ids: Vec<Uuid> = Vec::with_capacity(scores.len());
+        let mut values: Vec<i16> = Vec::with_capacity(scores.len());
+        for (id, score) in scores {
+            let id = id.as_uuid();
+            let score = i16::from(score.get());
+            match position.get(&id) {
+                Some(&i) => values[i] = score,
+                None => {
+                    position.insert(id, ids.len());
+                    ids.push(id);
+                    values.push(score);
+                }
+            }
+        }
         let tenant = self.tenant_uuid();
-        self.execute(LIVE_WRITE, &[&tenant, &ids, &values]).await
+        self.execute(WRITE_SCORES, &[&tenant, &ids, &values]).await
     }
 
-    pub(super) async fn scoring_chunk(
-        &mut self,
-        request: &InputsRequest,
-    ) -> Result<Vec<ContactInputs>> {
-        // `request` was checked by the caller (`InputsRequest::checked`).
+    async fn scoring_inputs(&mut self, request: &InputsRequest) -> Result<Vec<ContactInputs>> {
+        let request = &request.checked()?;
         let tenant = self.tenant_uuid();
         let limit = i64::from(request.limit);
         let contacts = match request.after {
@@ -300,6 +323,35 @@ impl PgTransaction {
             out[i].open_deals.push(get(row, 1)?);
         }
         Ok(out)
+    }
+
+    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
+        let tenant = self.tenant_uuid();
+        match self.query_opt(LIVE_OF, &[&tenant, &id.as_uuid()]).await? {
+            Some(row) => Ok(Some(get(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>> {
+        let limit = PageRequest::first(limit).checked_limit()? as i64;
+        let tenant = self.tenant_uuid();
+        let rows = self.query(LIVE_TOP, &[&tenant, &limit]).await?;
+        rows.iter()
+            .map(|r| Ok((rows::contact(r)?, get::<f64>(r, 15)?)))
+            .collect()
+    }
+
+    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
+        // One per contact, each checked.
+        let logs = crate::scoring::live::checked_logs(logs)?;
+        if logs.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = logs.iter().map(|(id, _)| id.as_uuid()).collect();
+        let values: Vec<Option<f64>> = logs.iter().map(|(_, l)| *l).collect();
+        let tenant = self.tenant_uuid();
+        self.execute(LIVE_WRITE, &[&tenant, &ids, &values]).await
     }
 }
 

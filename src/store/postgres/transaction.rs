@@ -1,5 +1,11 @@
-//! `PgTransaction`: one pooled connection inside `BEGIN … COMMIT`, doing
-//! the contract's operations with explicit tenant filters.
+//! `PgTransaction`: one pooled connection inside `BEGIN … COMMIT`. This
+//! file holds what every area shares: opening the transaction (`BEGIN` and
+//! the settings pipelined with the first statement), sending statements,
+//! the savepoint of an operation, the contact locks several areas take, and
+//! the [`Transaction`] impl (commit, rollback, completing an idempotency key
+//! with the commit). The operations are in one file per area, each
+//! implementing that area's trait: `contacts.rs`, `deals.rs`,
+//! `timeline.rs`, `history.rs`, `idempotency.rs`, `bulk.rs`, `scoring.rs`.
 //!
 //! Every operation that can fail on the caller's input (not found, stale
 //! version, duplicate email, refused stage move, validation) checks before
@@ -11,7 +17,6 @@
 //! never leaves part of an operation behind and the transaction goes on.
 
 use std::{
-    collections::HashMap,
     fmt,
     sync::{
         Arc,
@@ -22,54 +27,28 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
-use rust_decimal::Decimal;
-use sea_query::{Expr, ExprTrait, OnConflict, PostgresQueryBuilder, Query, Value};
-use sea_query_postgres::{PostgresBinder, PostgresValues};
-use tokio_postgres::{Row, Statement, types::ToSql};
+use tokio_postgres::{Row, Statement, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
 use super::{
     error::{self, Aborted, ConnectionLost, Finished},
-    keys::ContactKeys,
+    idempotency,
+    idempotency_claim::{self, ClaimState, ClaimValues, KeyTaken},
     rows,
-    schema::{
-        ACTIVITY_COLUMNS, Activities, CONTACT_COLUMNS, CONTACT_INSERT_COLUMNS, Contacts,
-        DEAL_COLUMNS, Deals, SIGNAL_COLUMNS, Signals, activity_select, contact_select, deal_select,
-        signal_select,
-    },
-    search,
+    schema::contact_select,
 };
 use crate::{
     domain::{
-        Activity, Contact, ContactId, ContactPatch, Context, Currency, Deal, DealId, DealPatch,
-        Email, LostReason, NewActivity, NewContact, NewDeal, NewSignal, Pipeline, PipelineKey,
-        Pipelines, Score, Signal, StageKey, TenantId, Timestamp, Version, check_timestamp,
-        check_timestamps, truncate_to_micros,
+        Contact, ContactId, Context, Pipelines, TenantId, Timestamp, check_timestamp,
+        truncate_to_micros,
     },
     error::{Entity, Error, FieldError, Result, ValidationErrors},
-    prelude::*,
-    store::{
-        ContactQuery, ContactSort, ContactSortKey, CursorList, Page, PageRequest, PipelineSummary,
-        TimeIdKey, Transaction,
-    },
+    store::Transaction,
 };
 
-type Params<'a> = [&'a (dyn ToSql + Sync)];
+/// The parameters of a statement.
+pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];
 
-#[path = "bulk.rs"]
-mod bulk;
-#[path = "history.rs"]
-mod history;
-#[path = "idempotency.rs"]
-mod idempotency;
-#[path = "scoring.rs"]
-mod scoring;
-
-const GET_CONTACT: &str = concat!(
-    "SELECT ",
-    contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND id = $2"
-);
 // Updates lock with FOR NO KEY UPDATE: they never change a key, so they
 // need not wait for (nor block) the FOR KEY SHARE lock that logging an
 // activity or creating a deal takes on its contact.
@@ -78,8 +57,6 @@ const LOCK_CONTACT: &str = concat!(
     contact_select!(),
     " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
 );
-// Emails are looked up by their caseless key, computed in Rust
-// (`Email::normalized`), never through the database's `lower()`.
 // What deletes or merges a contact locks it with FOR UPDATE, which (unlike
 // FOR NO KEY UPDATE) conflicts with the FOR KEY SHARE that logging an
 // activity, recording a signal or creating a deal takes on the contact:
@@ -91,86 +68,9 @@ const LOCK_CONTACT_FOR_DELETE: &str = concat!(
     contact_select!(),
     " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
 );
-const GET_CONTACT_BY_EMAIL: &str = concat!(
-    "SELECT ",
-    contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND email_key = $2"
-);
-const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";
-const SHARE_CONTACT: &str = "SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
-const DELETE_CONTACT: &str = "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2";
-
-const GET_DEAL: &str = concat!(
-    "SELECT ",
-    deal_select!(),
-    " FROM deals WHERE tenant_id = $1 AND id = $2"
-);
-const LOCK_DEAL: &str = concat!(
-    "SELECT ",
-    deal_select!(),
-    " FROM deals WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
-);
-// A deal is changed under its contact's key-share lock, taken first, so
-// that every writer locks a contact before its deals, as a merge does (the
-// loser, then its deals): a handler that updates a deal and then logs an
-// activity for its contact cannot deadlock with a merge of that contact.
-const SHARE_DEALS_CONTACT: &str = "SELECT c.id FROM contacts c WHERE c.tenant_id = $1 \
-     AND c.id = (SELECT d.contact_id FROM deals d WHERE d.tenant_id = $1 AND d.id = $2) \
-     FOR KEY SHARE OF c";
-const SHARE_DEAL: &str =
-    "SELECT contact_id FROM deals WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
-const DELETE_DEAL: &str = "DELETE FROM deals WHERE tenant_id = $1 AND id = $2";
-const DEALS_FOR_CONTACT: &str = concat!(
-    "SELECT ",
-    deal_select!(),
-    " FROM deals WHERE tenant_id = $1 AND contact_id = $2",
-    " ORDER BY created_at DESC, id DESC LIMIT $3"
-);
-const DEALS_FOR_CONTACT_AFTER: &str = concat!(
-    "SELECT ",
-    deal_select!(),
-    " FROM deals WHERE tenant_id = $1 AND contact_id = $2 AND (created_at, id) < ($3, $4)",
-    " ORDER BY created_at DESC, id DESC LIMIT $5"
-);
-const DEALS_IN_STAGE: &str = concat!(
-    "SELECT ",
-    deal_select!(),
-    " FROM deals WHERE tenant_id = $1 AND pipeline = $2 AND stage = $3",
-    " ORDER BY created_at DESC, id DESC LIMIT $4"
-);
-const DEALS_IN_STAGE_AFTER: &str = concat!(
-    "SELECT ",
-    deal_select!(),
-    " FROM deals WHERE tenant_id = $1 AND pipeline = $2 AND stage = $3",
-    " AND (created_at, id) < ($4, $5) ORDER BY created_at DESC, id DESC LIMIT $6"
-);
-const PIPELINE_TOTALS: &str = "SELECT stage, currency, count(*), sum(amount) FROM deals \
-     WHERE tenant_id = $1 AND pipeline = $2 GROUP BY stage, currency";
-
-const TIMELINE: &str = concat!(
-    "SELECT ",
-    activity_select!(),
-    " FROM activities WHERE tenant_id = $1 AND contact_id = $2",
-    " ORDER BY occurred_at DESC, id DESC LIMIT $3"
-);
-const TIMELINE_AFTER: &str = concat!(
-    "SELECT ",
-    activity_select!(),
-    " FROM activities WHERE tenant_id = $1 AND contact_id = $2",
-    " AND (occurred_at, id) < ($3, $4) ORDER BY occurred_at DESC, id DESC LIMIT $5"
-);
-const SIGNALS: &str = concat!(
-    "SELECT ",
-    signal_select!(),
-    " FROM signals WHERE tenant_id = $1 AND contact_id = $2 ORDER BY occurred_at, id"
-);
-const WRITE_SCORES: &str = "UPDATE contacts AS c SET score = u.score \
-     FROM unnest($2::uuid[], $3::smallint[]) AS u(id, score) \
-     WHERE c.tenant_id = $1 AND c.id = u.id AND c.score <> u.score";
-
-const EMAIL_SAVEPOINT: &str = "SAVEPOINT crm_email_change";
-const EMAIL_RELEASE: &str = "RELEASE SAVEPOINT crm_email_change";
-const EMAIL_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_email_change";
+/// Fails unless the contact exists; holds a key-share lock on it.
+pub(super) const SHARE_CONTACT: &str =
+    "SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
 
 /// The savepoint of an operation of several statements
 /// ([`PgTransaction::begin_atomic`]).
@@ -188,24 +88,17 @@ const SETTINGS: &str = "SELECT set_config('crm.tenant_id', $1, true), \
      set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true)";
 
 /// Values of the [`SETTINGS`] parameters.
-struct Settings([String; 5]);
+pub(super) struct Settings([String; 5]);
 
 impl Settings {
-    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 5] {
         let [a, b, c, d, e] = &self.0;
         [a, b, c, d, e]
     }
 }
 
-/// How often a deal is locked again when merges keep moving it to another
-/// contact between the two locks.
-const DEAL_MOVE_RETRIES: usize = 5;
-
-/// How often a create retries when the contact holding its email vanishes
-/// between the conflict and the lookup.
-const EMAIL_RACE_RETRIES: usize = 3;
-
-fn now() -> Timestamp {
+/// The current time, at the microsecond precision the store keeps.
+pub(super) fn now() -> Timestamp {
     truncate_to_micros(Utc::now())
 }
 
@@ -235,31 +128,31 @@ impl Drop for Detach {
 
 /// A [`Transaction`] on one pooled PostgreSQL connection.
 pub(super) struct PgTransaction {
-    conn: Option<Object>,
-    tenant: TenantId,
-    context: Context,
-    pipelines: Arc<Pipelines>,
+    pub(super) conn: Option<Object>,
+    pub(super) tenant: TenantId,
+    pub(super) context: Context,
+    pub(super) pipelines: Arc<Pipelines>,
     /// `BEGIN` and the search path, as one simple-query batch naming the
     /// store's schema (see [`PgTransaction::send_begin`]).
-    begin_batch: Arc<str>,
+    pub(super) begin_batch: Arc<str>,
     /// `BEGIN`, the search path and the transaction-local settings, not
     /// sent yet: they go out with the first statement, pipelined in the
     /// same round trip. (Holds [`begin_batch`](Self::begin_batch).)
-    pending_begin: Option<Arc<str>>,
+    pub(super) pending_begin: Option<Arc<str>>,
     /// A statement failed: PostgreSQL has aborted the transaction, and
     /// `commit` must not report success.
-    aborted: bool,
+    pub(super) aborted: bool,
     /// The model of the live scores, if kept.
-    live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
+    pub(super) live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
     /// An idempotency claim deferred to the first statement, and its
     /// answer (behind a lock only because statements are sent through
     /// `&self`; it is never contended).
-    claim: std::sync::Mutex<idempotency::ClaimState>,
+    pub(super) claim: std::sync::Mutex<ClaimState>,
     /// The deferred claim found its key taken (`source:key`): everything
     /// but a rollback is refused.
-    claim_lost: Option<String>,
+    pub(super) claim_lost: Option<String>,
     /// The keys this transaction claimed and has not completed.
-    held_claims: Vec<idempotency::Held>,
+    pub(super) held_claims: Vec<idempotency::Held>,
     /// The connection saw an error that leaves it unusable (see
     /// [`error::spoils_connection`]): it never goes back to the pool.
     /// Set through `&self`, as statements are sent through `&self`.
@@ -362,7 +255,8 @@ impl PgTransaction {
         self.settle(r).map(drop)
     }
 
-    fn tenant_uuid(&self) -> Uuid {
+    /// The tenant's id, as bound to statements.
+    pub(super) fn tenant_uuid(&self) -> Uuid {
         self.tenant.as_uuid()
     }
 
@@ -427,7 +321,7 @@ impl PgTransaction {
 
     /// Runs a prepared (and cached) statement; with `begin`, the pending
     /// `BEGIN` and settings go out ahead of it in the same round trip.
-    async fn raw_query(
+    pub(super) async fn raw_query(
         &self,
         sql: &str,
         params: &Params<'_>,
@@ -445,7 +339,7 @@ impl PgTransaction {
     }
 
     /// Like [`raw_query`](Self::raw_query), returning the rows affected.
-    async fn raw_execute(
+    pub(super) async fn raw_execute(
         &self,
         sql: &str,
         params: &Params<'_>,
@@ -551,11 +445,11 @@ impl PgTransaction {
             return Ok(out);
         };
         // The claim sets the settings itself.
-        let claim_values = idempotency::ClaimValues::new(self, &claim);
+        let claim_values = ClaimValues::new(self, &claim);
         let params = claim_values.params();
         let claimed_then_run = async {
             let prepared =
-                futures_util::try_join!(conn.prepare_cached(idempotency::CLAIM), prepare);
+                futures_util::try_join!(conn.prepare_cached(idempotency_claim::CLAIM), prepare);
             let (claim_statement, prepared) = match prepared {
                 Ok(p) => p,
                 // Nothing of the claim was sent.
@@ -592,7 +486,7 @@ impl PgTransaction {
     }
 
     /// The transaction-local settings, as parameters of [`SETTINGS`].
-    fn settings(&self) -> Settings {
+    pub(super) fn settings(&self) -> Settings {
         Settings([
             self.tenant.as_uuid().hyphenated().to_string(),
             self.context.actor().as_str().to_string(),
@@ -606,11 +500,11 @@ impl PgTransaction {
     /// finished, and no statement failed (after a failure PostgreSQL refuses
     /// everything but a rollback; refusing here too keeps that true when the
     /// failure came before the pipelined `BEGIN` reached the server).
-    fn check_open(&self) -> Result<()> {
+    pub(super) fn check_open(&self) -> Result<()> {
         if self.conn.is_none() {
             Err(Error::backend(Finished))
         } else if let Some(key) = &self.claim_lost {
-            Err(Error::backend(idempotency::KeyTaken(key.clone())))
+            Err(Error::backend(KeyTaken(key.clone())))
         } else if self.aborted {
             Err(Error::backend(Aborted))
         } else {
@@ -620,7 +514,10 @@ impl PgTransaction {
 
     /// After a round trip: reads the answer to a deferred claim that went
     /// with it (whose failure is the error then), and maps the result.
-    fn settle<T>(&mut self, r: std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
+    pub(super) fn settle<T>(
+        &mut self,
+        r: std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
         if let Some(e) = self.settle_claim() {
             if r.is_err() {
                 self.aborted = true;
@@ -632,7 +529,7 @@ impl PgTransaction {
 
     /// Records that PostgreSQL aborted the transaction (and whether the
     /// connection is still usable), and maps the error.
-    fn failed(&mut self, e: tokio_postgres::Error) -> Error {
+    pub(super) fn failed(&mut self, e: tokio_postgres::Error) -> Error {
         self.aborted = true;
         if error::spoils_connection(&e) {
             self.spoiled.store(true, Ordering::Relaxed);
@@ -640,34 +537,38 @@ impl PgTransaction {
         error::db(e)
     }
 
-    async fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+    /// Runs a statement (with the pending `BEGIN`, if any) and returns its rows.
+    pub(super) async fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
         self.check_open()?;
         let begin = self.pending_begin.take().is_some();
         let r = self.raw_query(sql, params, begin).await;
         self.settle(r)
     }
 
-    async fn query_opt(&mut self, sql: &str, params: &Params<'_>) -> Result<Option<Row>> {
+    /// The first row of [`query`](Self::query), if any.
+    pub(super) async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>> {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
 
-    async fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
+    /// Runs a statement (with the pending `BEGIN`, if any) and returns the
+    /// number of rows it affected.
+    pub(super) async fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
         self.check_open()?;
         let begin = self.pending_begin.take().is_some();
         let r = self.raw_execute(sql, params, begin).await;
         self.settle(r)
     }
 
-    async fn execute_built(&mut self, (sql, values): (String, PostgresValues)) -> Result<u64> {
-        self.execute(&sql, &values.as_params()).await
-    }
-
     /// Runs `sql` as a simple query (no parameters, several statements
     /// allowed). The pending `BEGIN` and settings go out ahead of it in the
     /// same round trip; a deferred claim is sent and settled first.
-    async fn simple(&mut self, sql: &str) -> Result<()> {
+    pub(super) async fn simple(&mut self, sql: &str) -> Result<()> {
         self.check_open()?;
-        if matches!(self.claim_state(), idempotency::ClaimState::Deferred(_)) {
+        if matches!(self.claim_state(), ClaimState::Deferred(_)) {
             self.ensure_begun().await?;
         }
         let begin = self.pending_begin.take().is_some();
@@ -729,24 +630,8 @@ impl PgTransaction {
         result
     }
 
-    fn pipeline(&self, key: &PipelineKey) -> Result<Pipeline> {
-        self.pipelines
-            .require("pipeline", key)
-            .cloned()
-            .map_err(|e| ValidationErrors::single(e).into())
-    }
-
-    async fn contact_id_by_email(&mut self, email: &Email) -> Result<Option<ContactId>> {
-        let tenant = self.tenant_uuid();
-        let row = self
-            .query_opt(CONTACT_ID_BY_EMAIL, &[&tenant, &email.normalized()])
-            .await?;
-        row.map(|r| r.try_get::<_, Uuid>(0).map(ContactId::from_uuid))
-            .transpose()
-            .map_err(error::db)
-    }
-
-    async fn lock_contact(&mut self, id: ContactId) -> Result<Contact> {
+    /// Locks a contact to change it (`FOR NO KEY UPDATE`).
+    pub(super) async fn lock_contact(&mut self, id: ContactId) -> Result<Contact> {
         self.lock_contact_with(LOCK_CONTACT, id).await
     }
 
@@ -767,7 +652,7 @@ impl PgTransaction {
 
     /// Fails with `NotFound` unless the contact exists; holds a key-share
     /// lock on it so that it cannot be deleted before this transaction ends.
-    async fn share_contact(&mut self, id: ContactId) -> Result<()> {
+    pub(super) async fn share_contact(&mut self, id: ContactId) -> Result<()> {
         let tenant = self.tenant_uuid();
         match self
             .query_opt(SHARE_CONTACT, &[&tenant, &id.as_uuid()])
@@ -777,176 +662,10 @@ impl PgTransaction {
             None => Err(Error::not_found(Entity::Contact, id)),
         }
     }
-
-    /// Locks a deal to change it: its contact with a key-share lock first,
-    /// then the deal, in one round trip. A deal that a merge moved to
-    /// another contact in between is locked again under its new contact;
-    /// that second round holds the deal before the new contact, so it can
-    /// meet a second merge of that contact in a deadlock (a retryable
-    /// error, and only when two merges move the deal within one round trip).
-    async fn lock_deal(&mut self, id: DealId) -> Result<Deal> {
-        let (tenant, deal) = (self.tenant_uuid(), id.as_uuid());
-        for _ in 0..DEAL_MOVE_RETRIES {
-            self.check_open()?;
-            let params: [&(dyn ToSql + Sync); 2] = [&tenant, &deal];
-            let begin = self.pending_begin.take().is_some();
-            let result = self
-                .raw_query_all(
-                    &[(SHARE_DEALS_CONTACT, &params), (LOCK_DEAL, &params)],
-                    begin,
-                )
-                .await;
-            let rows = self.settle(result)?;
-            let shared: Option<Uuid> = rows
-                .first()
-                .and_then(|r| r.first())
-                .map(|r| r.try_get(0))
-                .transpose()
-                .map_err(error::db)?;
-            let Some(row) = rows.get(1).and_then(|r| r.first()) else {
-                return Err(Error::not_found(Entity::Deal, id));
-            };
-            let locked = rows::deal(row)?;
-            if shared == Some(locked.contact_id.as_uuid()) {
-                return Ok(locked);
-            }
-        }
-        Err(Error::retryable(error::DealMoving(id.to_string())))
-    }
-
-    /// Writes the changed columns of a contact (everything but the score),
-    /// with its caseless keys.
-    fn contact_update(&self, c: &Contact) -> (String, PostgresValues) {
-        let keys = ContactKeys::of(c);
-        Query::update()
-            .table(Contacts::Table)
-            .values([
-                (Contacts::Email, Expr::val(c.email.as_str())),
-                (Contacts::FirstName, Expr::val(c.first_name.as_str())),
-                (Contacts::LastName, Expr::val(c.last_name.as_str())),
-                (
-                    Contacts::Company,
-                    Expr::val(c.company.as_ref().map(|v| v.as_str().to_string())),
-                ),
-                (
-                    Contacts::Title,
-                    Expr::val(c.title.as_ref().map(|v| v.as_str().to_string())),
-                ),
-                (
-                    Contacts::Phone,
-                    Expr::val(c.phone.as_ref().map(|v| v.as_str().to_string())),
-                ),
-                (Contacts::LeadSource, Expr::val(c.lead_source.as_str())),
-                (
-                    Contacts::Metadata,
-                    Expr::val(serde_json::Value::from(c.metadata.clone())),
-                ),
-                (Contacts::Active, Expr::val(c.active)),
-                (Contacts::UpdatedAt, Expr::val(c.updated_at)),
-                (Contacts::Version, Expr::val(c.version.get())),
-                (Contacts::EmailKey, Expr::val(keys.email)),
-                (Contacts::FirstNameKey, Expr::val(keys.first_name)),
-                (Contacts::LastNameKey, Expr::val(keys.last_name)),
-                (Contacts::CompanyKey, Expr::val(keys.company)),
-            ])
-            .and_where(Expr::col(Contacts::TenantId).eq(self.tenant_uuid()))
-            .and_where(Expr::col(Contacts::Id).eq(c.id.as_uuid()))
-            .build_postgres(PostgresQueryBuilder)
-    }
-
-    /// Writes an updated contact, mapping a lost race for its new email to
-    /// `DuplicateEmail` without aborting the transaction.
-    async fn write_contact(&mut self, current: &Contact, next: Contact) -> Result<Contact> {
-        let update = self.contact_update(&next);
-        if next.email.normalized() == current.email.normalized() {
-            self.execute_built(update).await?;
-            return Ok(next);
-        }
-        // Another transaction may hold the email uncommitted: our UPDATE
-        // waits for it and fails with a unique violation if it commits.
-        self.simple(EMAIL_SAVEPOINT).await?;
-        let r = self
-            .raw_execute(&update.0, &update.1.as_params(), false)
-            .await;
-        match r {
-            Ok(_) => {
-                self.simple(EMAIL_RELEASE).await?;
-                Ok(next)
-            }
-            Err(e) if error::is_email_conflict(&e) => {
-                self.simple(EMAIL_ROLLBACK_TO).await?;
-                match self.contact_id_by_email(&next.email).await? {
-                    Some(existing_id) => Err(Error::DuplicateEmail {
-                        email: next.email,
-                        existing_id,
-                    }),
-                    None => Err(error::db_retryable(e)),
-                }
-            }
-            Err(e) => Err(self.failed(e)),
-        }
-    }
-
-    fn deal_update(&self, d: &Deal) -> (String, PostgresValues) {
-        Query::update()
-            .table(Deals::Table)
-            .values([
-                (Deals::Title, Expr::val(d.title.as_str())),
-                (Deals::Amount, Expr::val(d.amount.amount())),
-                (Deals::Currency, Expr::val(d.amount.currency().code())),
-                (Deals::Stage, Expr::val(d.stage.as_str())),
-                (Deals::ExpectedCloseDate, Expr::val(d.expected_close_date)),
-                (Deals::WonAt, Expr::val(d.won_at)),
-                (Deals::LostAt, Expr::val(d.lost_at)),
-                (
-                    Deals::LostReason,
-                    Expr::val(d.lost_reason.as_ref().map(|r| r.as_str().to_string())),
-                ),
-                (Deals::UpdatedAt, Expr::val(d.updated_at)),
-                (Deals::Version, Expr::val(d.version.get())),
-            ])
-            .and_where(Expr::col(Deals::TenantId).eq(self.tenant_uuid()))
-            .and_where(Expr::col(Deals::Id).eq(d.id.as_uuid()))
-            .build_postgres(PostgresQueryBuilder)
-    }
-
-    async fn write_deal(&mut self, next: Deal) -> Result<Deal> {
-        let update = self.deal_update(&next);
-        self.execute_built(update).await?;
-        Ok(next)
-    }
-
-    async fn deal_page(
-        &mut self,
-        list: crate::store::ListScope,
-        (first, after): (&str, &str),
-        keys: &Params<'_>,
-        page: &PageRequest,
-    ) -> Result<Page<Deal>> {
-        let limit = page.checked_limit()?;
-        let cursor: Option<TimeIdKey> = page.position(list)?;
-        let fetch = limit as i64 + 1;
-        let rows = match cursor {
-            None => {
-                let mut params = keys.to_vec();
-                params.push(&fetch);
-                self.query(first, &params).await?
-            }
-            Some((micros, id)) => {
-                let at = cursor_time(micros)?;
-                let mut params = keys.to_vec();
-                params.extend_from_slice(&[&at as &(dyn ToSql + Sync), &id, &fetch]);
-                self.query(after, &params).await?
-            }
-        };
-        let items = rows::all(&rows, rows::deal)?;
-        Ok(Page::from_overfetch(items, limit, list, |d: &Deal| {
-            (d.created_at.timestamp_micros(), d.id.as_uuid())
-        }))
-    }
 }
 
-fn cursor_time(micros: i64) -> Result<DateTime<Utc>> {
+/// The time of a keyset cursor's position (microseconds since the epoch).
+pub(super) fn cursor_time(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| {
         ValidationErrors::single(FieldError::new(
             "cursor",
@@ -955,83 +674,6 @@ fn cursor_time(micros: i64) -> Result<DateTime<Utc>> {
         ))
         .into()
     })
-}
-
-fn opt_text<T: AsRef<str>>(v: &Option<T>) -> Value {
-    Value::from(v.as_ref().map(|t| t.as_ref().to_string()))
-}
-
-/// The values of [`CONTACT_INSERT_COLUMNS`].
-fn contact_values(c: &Contact) -> [Expr; 19] {
-    let keys = ContactKeys::of(c);
-    [
-        Expr::val(c.tenant_id.as_uuid()),
-        Expr::val(c.id.as_uuid()),
-        Expr::val(c.email.as_str()),
-        Expr::val(c.first_name.as_str()),
-        Expr::val(c.last_name.as_str()),
-        Expr::val(opt_text(&c.company)),
-        Expr::val(opt_text(&c.title)),
-        Expr::val(Value::from(
-            c.phone.as_ref().map(|p| p.as_str().to_string()),
-        )),
-        Expr::val(c.lead_source.as_str()),
-        Expr::val(serde_json::Value::from(c.metadata.clone())),
-        Expr::val(i16::from(c.score.get())),
-        Expr::val(c.active),
-        Expr::val(c.created_at),
-        Expr::val(c.updated_at),
-        Expr::val(c.version.get()),
-        Expr::val(keys.email),
-        Expr::val(keys.first_name),
-        Expr::val(keys.last_name),
-        Expr::val(keys.company),
-    ]
-}
-
-fn deal_values(d: &Deal) -> [Expr; 15] {
-    [
-        Expr::val(d.tenant_id.as_uuid()),
-        Expr::val(d.id.as_uuid()),
-        Expr::val(d.contact_id.as_uuid()),
-        Expr::val(d.title.as_str()),
-        Expr::val(d.amount.amount()),
-        Expr::val(d.amount.currency().code()),
-        Expr::val(d.pipeline.as_str()),
-        Expr::val(d.stage.as_str()),
-        Expr::val(Value::from(d.expected_close_date)),
-        Expr::val(Value::from(d.won_at)),
-        Expr::val(Value::from(d.lost_at)),
-        Expr::val(opt_text(&d.lost_reason)),
-        Expr::val(d.created_at),
-        Expr::val(d.updated_at),
-        Expr::val(d.version.get()),
-    ]
-}
-
-fn activity_values(a: &Activity) -> [Expr; 10] {
-    [
-        Expr::val(a.tenant_id.as_uuid()),
-        Expr::val(a.id.as_uuid()),
-        Expr::val(a.contact_id.as_uuid()),
-        Expr::val(Value::from(a.deal_id.map(|d| d.as_uuid()))),
-        Expr::val(a.kind.as_str()),
-        Expr::val(Value::from(a.direction.map(|d| d.as_str().to_string()))),
-        Expr::val(opt_text(&a.subject)),
-        Expr::val(Value::from(a.body.clone())),
-        Expr::val(a.occurred_at),
-        Expr::val(a.created_at),
-    ]
-}
-
-fn signal_values(s: &Signal) -> [Expr; 5] {
-    [
-        Expr::val(s.tenant_id.as_uuid()),
-        Expr::val(s.id.as_uuid()),
-        Expr::val(s.contact_id.as_uuid()),
-        Expr::val(s.kind.as_str()),
-        Expr::val(s.occurred_at),
-    ]
 }
 
 #[async_trait]
@@ -1047,7 +689,7 @@ impl Transaction for PgTransaction {
     async fn commit(mut self: Box<Self>) -> Result<()> {
         if let Some(key) = self.claim_lost.take() {
             self.finish("ROLLBACK").await?;
-            return Err(Error::backend(idempotency::KeyTaken(key)));
+            return Err(Error::backend(KeyTaken(key)));
         }
         if self.aborted {
             self.finish("ROLLBACK").await?;
@@ -1061,7 +703,7 @@ impl Transaction for PgTransaction {
     }
 
     async fn complete_idempotency_key_and_commit(
-        self: Box<Self>,
+        mut self: Box<Self>,
         source: &crate::idempotency::IdempotencySource,
         key: &crate::idempotency::IdempotencyKey,
         result: &crate::idempotency::StoredResult,
@@ -1071,575 +713,99 @@ impl Transaction for PgTransaction {
         // rolled back) with the error, as when the store refuses.
         let completed_at = check_timestamp("completed_at", completed_at)?;
         result.check()?;
-        self.idempotency_complete_and_commit(source, key, result, completed_at)
-            .await
-    }
-}
-
-#[async_trait]
-impl ContactsTx for PgTransaction {
-    async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
-        let contact = Contact::create(self.tenant, new, now());
-        let mut insert = Query::insert();
-        insert
-            .into_table(Contacts::Table)
-            .columns(CONTACT_INSERT_COLUMNS)
-            .values(contact_values(&contact))
-            .map_err(Error::backend)?
-            .on_conflict(
-                OnConflict::columns([Contacts::TenantId, Contacts::EmailKey])
-                    .do_nothing()
-                    .to_owned(),
-            );
-        let built = insert.build_postgres(PostgresQueryBuilder);
-        for _ in 0..EMAIL_RACE_RETRIES {
-            // In READ COMMITTED, a conflicting insert that is not committed
-            // yet makes this wait; once it commits, nothing is inserted and
-            // the lookup below sees the winner.
-            if self.execute(&built.0, &built.1.as_params()).await? == 1 {
-                return Ok(contact);
-            }
-            if let Some(existing_id) = self.contact_id_by_email(&contact.email).await? {
-                return Err(Error::DuplicateEmail {
-                    email: contact.email,
-                    existing_id,
-                });
-            }
+        // The outcome is stored and the transaction committed in one round
+        // trip: the `INSERT` and the `COMMIT` are pipelined. When the insert
+        // fails, PostgreSQL turns the `COMMIT` into a rollback, and the
+        // insert's error is returned.
+        if self.aborted || self.claim_lost.is_some() || self.is_spoiled() {
+            // (A lost connection makes `finish` fail, with why.)
+            self.finish("ROLLBACK").await?;
+            return Err(match self.claim_lost.take() {
+                Some(key) => Error::backend(KeyTaken(key)),
+                None => Error::backend(Aborted),
+            });
         }
-        Err(Error::retryable(error::EmailRace))
-    }
-
-    async fn get_contact(&mut self, id: ContactId) -> Result<Option<Contact>> {
-        let tenant = self.tenant_uuid();
-        self.query_opt(GET_CONTACT, &[&tenant, &id.as_uuid()])
-            .await?
-            .map(|r| rows::contact(&r))
-            .transpose()
-    }
-
-    async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>> {
-        let tenant = self.tenant_uuid();
-        self.query_opt(GET_CONTACT_BY_EMAIL, &[&tenant, &email.normalized()])
-            .await?
-            .map(|r| rows::contact(&r))
-            .transpose()
-    }
-
-    async fn update_contact(
-        &mut self,
-        id: ContactId,
-        expected: Version,
-        patch: ContactPatch,
-    ) -> Result<Contact> {
-        let current = self.lock_contact(id).await?;
-        crate::store::shared::check_version(Entity::Contact, id, expected, current.version)?;
-        if let Some(email) = &patch.email {
-            match self.contact_id_by_email(email).await? {
-                Some(existing_id) if existing_id != id => {
-                    return Err(Error::DuplicateEmail {
-                        email: email.clone(),
-                        existing_id,
-                    });
-                }
-                _ => {}
-            }
-        }
-        match current.patched(&patch, now()) {
-            None => Ok(current),
-            Some(next) => self.write_contact(&current, next).await,
-        }
-    }
-
-    async fn deactivate_contact(&mut self, id: ContactId) -> Result<Contact> {
-        let current = self.lock_contact(id).await?;
-        let patch = ContactPatch {
-            active: Some(false),
-            ..ContactPatch::default()
+        self.ensure_begun().await?;
+        let Some(held) = self.take_held(source, key) else {
+            self.finish("ROLLBACK").await?;
+            return Err(crate::store::shared::not_claimed(source, key));
         };
-        match current.patched(&patch, now()) {
-            None => Ok(current),
-            Some(next) => self.write_contact(&current, next).await,
-        }
-    }
-
-    async fn delete_contact(&mut self, id: ContactId) -> Result<bool> {
         let tenant = self.tenant_uuid();
-        Ok(self
-            .execute(DELETE_CONTACT, &[&tenant, &id.as_uuid()])
-            .await?
-            > 0)
-    }
-
-    async fn search_contacts(&mut self, q: &ContactQuery) -> Result<Page<Contact>> {
-        let q = &*q.checked()?;
-        let limit = q.page.checked_limit()?;
-        let after: Option<ContactSortKey> = q.page.position(CursorList::contacts(q))?;
-        let (sql, values) = search::build(self.tenant, q, limit, after.as_ref())?;
-        let rows = self.query(&sql, &values.as_params()).await?;
-        if !matches!(q.sort, ContactSort::NameAsc | ContactSort::NameDesc) {
-            let items = rows::all(&rows, rows::contact)?;
-            return Ok(Page::from_overfetch(
-                items,
-                limit,
-                CursorList::contacts(q),
-                |c| ContactSortKey::of(q.sort, c),
-            ));
-        }
-        // The cursor holds the keys the rows were ordered by, as stored
-        // (not recomputed), so that paging follows the index exactly.
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let contact = rows::contact(row)?;
-            let last: String = row.try_get(CONTACT_COLUMNS.len()).map_err(error::db)?;
-            let first: String = row.try_get(CONTACT_COLUMNS.len() + 1).map_err(error::db)?;
-            let key = ContactSortKey::Name(last, first, contact.id.as_uuid());
-            items.push((contact, key));
-        }
-        let page = Page::from_overfetch(items, limit, CursorList::contacts(q), |(_, key)| {
-            key.clone()
-        });
-        Ok(Page {
-            items: page.items.into_iter().map(|(c, _)| c).collect(),
-            next_cursor: page.next_cursor,
-        })
-    }
-}
-
-#[async_trait]
-impl DealsTx for PgTransaction {
-    async fn create_deal(&mut self, new: NewDeal) -> Result<Deal> {
-        let new = new.checked()?;
-        let pipeline = self.pipeline(&new.pipeline)?;
-        self.share_contact(new.contact_id).await?;
-        let deal = Deal::create(self.tenant, new, &pipeline, now())?;
-        let mut insert = Query::insert();
-        insert
-            .into_table(Deals::Table)
-            .columns(DEAL_COLUMNS)
-            .values(deal_values(&deal))
-            .map_err(Error::backend)?;
-        self.execute_built(insert.build_postgres(PostgresQueryBuilder))
-            .await?;
-        Ok(deal)
-    }
-
-    async fn get_deal(&mut self, id: DealId) -> Result<Option<Deal>> {
-        let tenant = self.tenant_uuid();
-        self.query_opt(GET_DEAL, &[&tenant, &id.as_uuid()])
-            .await?
-            .map(|r| rows::deal(&r))
-            .transpose()
-    }
-
-    async fn update_deal(
-        &mut self,
-        id: DealId,
-        expected: Version,
-        patch: DealPatch,
-    ) -> Result<Deal> {
-        let patch = patch.checked()?;
-        let current = self.lock_deal(id).await?;
-        crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
-        match current.patched(&patch, now()) {
-            None => Ok(current),
-            Some(next) => self.write_deal(next).await,
-        }
-    }
-
-    async fn move_deal(
-        &mut self,
-        id: DealId,
-        expected: Version,
-        to: &StageKey,
-        lost_reason: Option<LostReason>,
-    ) -> Result<Deal> {
-        let current = self.lock_deal(id).await?;
-        crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
-        let pipeline = self.pipeline(&current.pipeline)?;
-        let next = current.moved(&pipeline, to, lost_reason, now())?;
-        self.write_deal(next).await
-    }
-
-    async fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Result<Deal> {
-        let current = self.lock_deal(id).await?;
-        crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
-        let pipeline = self.pipeline(&current.pipeline)?;
-        let next = current.reopened(&pipeline, to, now())?;
-        self.write_deal(next).await
-    }
-
-    async fn delete_deal(&mut self, id: DealId) -> Result<bool> {
-        match self.lock_deal(id).await {
-            Ok(_) => {}
-            Err(Error::NotFound { .. }) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-        let tenant = self.tenant_uuid();
-        Ok(self.execute(DELETE_DEAL, &[&tenant, &id.as_uuid()]).await? > 0)
-    }
-
-    async fn list_deals_for_contact(
-        &mut self,
-        contact: ContactId,
-        page: &PageRequest,
-    ) -> Result<Page<Deal>> {
-        let tenant = self.tenant_uuid();
-        let list = CursorList::deals_of_contact(contact);
-        let contact = contact.as_uuid();
-        self.deal_page(
-            list,
-            (DEALS_FOR_CONTACT, DEALS_FOR_CONTACT_AFTER),
-            &[&tenant, &contact],
-            page,
-        )
-        .await
-    }
-
-    async fn list_deals_in_stage(
-        &mut self,
-        pipeline: &PipelineKey,
-        stage: &StageKey,
-        page: &PageRequest,
-    ) -> Result<Page<Deal>> {
-        let tenant = self.tenant_uuid();
-        self.deal_page(
-            CursorList::deals_in_stage(pipeline, stage),
-            (DEALS_IN_STAGE, DEALS_IN_STAGE_AFTER),
-            &[&tenant, &pipeline.as_str(), &stage.as_str()],
-            page,
-        )
-        .await
-    }
-
-    async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary> {
-        let def = self.pipeline(pipeline)?;
-        let tenant = self.tenant_uuid();
-        let rows = self
-            .query(PIPELINE_TOTALS, &[&tenant, &pipeline.as_str()])
-            .await?;
-        let mut totals = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let stage: String = row.try_get(0).map_err(error::db)?;
-            let currency: String = row.try_get(1).map_err(error::db)?;
-            let count: i64 = row.try_get(2).map_err(error::db)?;
-            let sum: Decimal = row.try_get(3).map_err(error::db)?;
-            let invalid = |e: FieldError| {
-                Error::backend(error::InvalidRow {
-                    table: "deals",
-                    id: format!("(stage {stage}, currency {currency})"),
-                    errors: vec![e],
-                })
-            };
-            let stage_key = StageKey::parse(&stage).map_err(invalid)?;
-            let currency = Currency::parse(&currency).map_err(invalid)?;
-            totals.push((stage_key, currency, count.unsigned_abs(), sum));
-        }
-        Ok(PipelineSummary::from_totals(&def, totals))
-    }
-}
-
-#[async_trait]
-impl TimelineTx for PgTransaction {
-    async fn log_activity(&mut self, new: NewActivity) -> Result<Activity> {
-        let new = new.checked()?;
-        let live = self.live_lock(new.contact_id).await?;
-        if let Some(deal_id) = new.deal_id {
-            let tenant = self.tenant_uuid();
-            let row = self
-                .query_opt(SHARE_DEAL, &[&tenant, &deal_id.as_uuid()])
-                .await?
-                .ok_or_else(|| Error::not_found(Entity::Deal, deal_id))?;
-            let owner: Uuid = row.try_get(0).map_err(error::db)?;
-            if owner != new.contact_id.as_uuid() {
-                return Err(crate::domain::deal_of_another_contact().into());
-            }
-        }
-        let activity = Activity::create(self.tenant, new, now());
-        let mut insert = Query::insert();
-        insert
-            .into_table(Activities::Table)
-            .columns(ACTIVITY_COLUMNS)
-            .values(activity_values(&activity))
-            .map_err(Error::backend)?;
-        self.insert_activity_live(insert.build_postgres(PostgresQueryBuilder), live, &activity)
-            .await?;
-        Ok(activity)
-    }
-
-    async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>> {
-        let limit = page.checked_limit()?;
-        let list = CursorList::timeline(contact);
-        let cursor: Option<TimeIdKey> = page.position(list)?;
-        let tenant = self.tenant_uuid();
-        let contact = contact.as_uuid();
-        let fetch = limit as i64 + 1;
-        let rows = match cursor {
-            None => self.query(TIMELINE, &[&tenant, &contact, &fetch]).await?,
-            Some((micros, id)) => {
-                let at = cursor_time(micros)?;
-                self.query(TIMELINE_AFTER, &[&tenant, &contact, &at, &id, &fetch])
-                    .await?
-            }
+        let completed_at = truncate_to_micros(completed_at);
+        let guard = Detach(Some(
+            self.conn.take().ok_or_else(|| Error::backend(Finished))?,
+        ));
+        let Some(conn) = guard.conn() else {
+            return Err(Error::backend(Finished));
         };
-        let items = rows::all(&rows, rows::activity)?;
-        Ok(Page::from_overfetch(items, limit, list, |a: &Activity| {
-            (a.occurred_at.timestamp_micros(), a.id.as_uuid())
-        }))
-    }
-
-    async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
-        let new = new.checked()?;
-        let live = self.live_lock(new.contact_id).await?;
-        let signal = Signal::create(self.tenant, new, now());
-        let mut insert = Query::insert();
-        insert
-            .into_table(Signals::Table)
-            .columns(SIGNAL_COLUMNS)
-            .values(signal_values(&signal))
-            .map_err(Error::backend)?;
-        self.insert_signal_live(insert.build_postgres(PostgresQueryBuilder), live, &signal)
-            .await?;
-        Ok(signal)
-    }
-
-    async fn list_signals(&mut self, contact: ContactId) -> Result<Vec<Signal>> {
-        let tenant = self.tenant_uuid();
-        let rows = self.query(SIGNALS, &[&tenant, &contact.as_uuid()]).await?;
-        rows::all(&rows, rows::signal)
-    }
-}
-
-#[async_trait]
-impl HistoryTx for PgTransaction {
-    async fn entity_history(
-        &mut self,
-        entity: crate::history::HistoryEntity,
-        page: &PageRequest,
-    ) -> Result<Page<crate::history::HistoryEntry>> {
-        self.history_page(entity, page).await
-    }
-
-    async fn entity_as_of(
-        &mut self,
-        entity: crate::history::HistoryEntity,
-        at: Timestamp,
-    ) -> Result<Option<crate::history::HistoryEntry>> {
-        let at = check_timestamp("at", at)?;
-        self.history_as_of(entity, at).await
-    }
-
-    async fn field_changes(
-        &mut self,
-        query: &crate::history::FieldQuery,
-    ) -> Result<Page<crate::history::HistoryEntry>> {
-        query.check()?;
-        self.history_field_changes(query).await
-    }
-
-    async fn changes_between(
-        &mut self,
-        from: Timestamp,
-        until: Timestamp,
-        page: &PageRequest,
-    ) -> Result<Page<crate::history::HistoryEntry>> {
-        let [from, until] = check_timestamps([("from", from), ("until", until)])?;
-        self.history_between(from, until, page).await
-    }
-
-    async fn purge_history(&mut self, before: Timestamp) -> Result<u64> {
-        let before = check_timestamp("before", before)?;
-        self.history_purge(before).await
-    }
-
-    async fn erase_contact(&mut self, id: ContactId) -> Result<Contact> {
-        self.begin_atomic().await?;
-        let erased = self.history_erase_contact(id).await;
-        self.end_atomic(erased).await
-    }
-}
-
-#[async_trait]
-impl IdempotencyTx for PgTransaction {
-    async fn claim_idempotency_key(
-        &mut self,
-        claim: &crate::idempotency::IdempotencyClaim,
-    ) -> Result<crate::idempotency::Claim> {
-        let claim = claim.checked()?;
-        self.idempotency_claim(&claim).await
-    }
-
-    async fn defer_idempotency_claim(
-        &mut self,
-        claim: &crate::idempotency::IdempotencyClaim,
-    ) -> Result<Option<crate::idempotency::Claim>> {
-        let claim = claim.checked()?;
-        if self.idempotency_defer(&claim) {
-            Ok(None)
+        let sql = if held.over_expired {
+            idempotency::STORE_OVER_EXPIRED
         } else {
-            self.idempotency_claim(&claim).await.map(Some)
-        }
-    }
-
-    async fn resolve_idempotency_claim(&mut self) -> Result<crate::idempotency::Claim> {
-        self.idempotency_resolve().await
-    }
-
-    async fn complete_idempotency_key(
-        &mut self,
-        source: &crate::idempotency::IdempotencySource,
-        key: &crate::idempotency::IdempotencyKey,
-        result: &crate::idempotency::StoredResult,
-        completed_at: Timestamp,
-    ) -> Result<crate::idempotency::IdempotencyRecord> {
-        let completed_at = check_timestamp("completed_at", completed_at)?;
-        result.check()?;
-        self.idempotency_complete(source, key, result, completed_at)
-            .await
-    }
-
-    async fn get_idempotency_record(
-        &mut self,
-        source: &crate::idempotency::IdempotencySource,
-        key: &crate::idempotency::IdempotencyKey,
-    ) -> Result<Option<crate::idempotency::IdempotencyRecord>> {
-        self.idempotency_get(source, key).await
-    }
-
-    async fn list_idempotency_records(
-        &mut self,
-        source: &crate::idempotency::IdempotencySource,
-        page: &PageRequest,
-    ) -> Result<Page<crate::idempotency::IdempotencyRecord>> {
-        self.idempotency_list(source, page).await
-    }
-
-    async fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> Result<u64> {
-        let now = check_timestamp("now", now)?;
-        self.idempotency_purge(now, limit).await
-    }
-}
-
-#[async_trait]
-impl BulkTx for PgTransaction {
-    async fn upsert_contacts(
-        &mut self,
-        rows: &[NewContact],
-        policy: crate::bulk::ConflictPolicy,
-    ) -> Result<Vec<crate::bulk::UpsertOutcome>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.begin_atomic().await?;
-        let outcomes = self.bulk_upsert_contacts(rows, policy).await;
-        self.end_atomic(outcomes).await
-    }
-
-    async fn lock_for_import(&mut self, lock: crate::bulk::ImportLock) -> Result<()> {
-        self.take_import_lock(lock).await
-    }
-
-    async fn merge_contacts(
-        &mut self,
-        survivor: ContactId,
-        loser: ContactId,
-        policy: crate::bulk::ConflictPolicy,
-    ) -> Result<Contact> {
-        self.begin_atomic().await?;
-        let merged = self.bulk_merge_contacts(survivor, loser, policy).await;
-        self.end_atomic(merged).await
-    }
-}
-
-#[async_trait]
-impl ScoringTx for PgTransaction {
-    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
-        if scores.is_empty() {
-            return Ok(0);
-        }
-        // One row per contact, the last score given for it winning (an
-        // UPDATE … FROM applies only one of several matching rows).
-        let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(scores.len());
-        let mut ids: Vec<Uuid> = Vec::with_capacity(scores.len());
-        let mut values: Vec<i16> = Vec::with_capacity(scores.len());
-        for (id, score) in scores {
-            let id = id.as_uuid();
-            let score = i16::from(score.get());
-            match position.get(&id) {
-                Some(&i) => values[i] = score,
-                None => {
-                    position.insert(id, ids.len());
-                    ids.push(id);
-                    values.push(score);
+            idempotency::STORE
+        };
+        // Prepared inside the transaction, as its table is found through
+        // the transaction's search path: from the connection's cache but
+        // the first time.
+        let statement = match conn.prepare_cached(sql).await {
+            Ok(statement) => statement,
+            Err(e) => {
+                // A failed preparation aborts the transaction.
+                if !error::spoils_connection(&e) && conn.batch_execute("ROLLBACK").await.is_ok() {
+                    guard.release();
                 }
+                return Err(error::db(e));
             }
+        };
+        let c = &held.claim;
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &tenant,
+            &c.source.as_str(),
+            &c.key.as_str(),
+            &c.fingerprint.as_str(),
+            &result.status(),
+            result.value(),
+            &c.now,
+            &completed_at,
+            &c.expires_at,
+        ];
+        // The INSERT, its values bound, and the COMMIT pipelined: one
+        // round trip. When the INSERT fails, PostgreSQL has aborted the
+        // transaction, and the COMMIT that follows ends it with a rollback.
+        let (stored, committed) = futures_util::join!(
+            conn.execute(&statement, &params),
+            conn.batch_execute("COMMIT")
+        );
+        let lost = [stored.as_ref().err(), committed.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .any(error::spoils_connection);
+        let e = match (stored, committed) {
+            (Ok(_), Ok(())) => {
+                guard.release();
+                return Ok(held.record(self.tenant, result, completed_at));
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => e,
+        };
+        if !lost {
+            // The server answered the COMMIT: the transaction is over (rolled
+            // back) and the connection idle. (Otherwise the guard closes it.)
+            guard.release();
         }
-        let tenant = self.tenant_uuid();
-        self.execute(WRITE_SCORES, &[&tenant, &ids, &values]).await
-    }
-
-    async fn scoring_inputs(
-        &mut self,
-        request: &crate::scoring::InputsRequest,
-    ) -> Result<Vec<crate::scoring::ContactInputs>> {
-        self.scoring_chunk(&request.checked()?).await
-    }
-
-    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
-        self.live_log_of(id).await
-    }
-
-    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>> {
-        self.live_top(limit).await
-    }
-
-    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
-        let logs = crate::scoring::live::checked_logs(logs)?;
-        self.live_write(&logs).await
+        if e.code() == Some(&SqlState::DIVISION_BY_ZERO) {
+            Err(crate::store::shared::not_claimed(source, key))
+        } else {
+            Err(error::db(e))
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{Company, LeadSource, PersonName};
-
-    fn insert_sql(c: &Contact) -> (String, usize) {
-        let mut insert = Query::insert();
-        insert
-            .into_table(Contacts::Table)
-            .columns(CONTACT_INSERT_COLUMNS)
-            .values(contact_values(c))
-            .unwrap()
-            .on_conflict(
-                OnConflict::columns([Contacts::TenantId, Contacts::EmailKey])
-                    .do_nothing()
-                    .to_owned(),
-            );
-        let (sql, values) = insert.build_postgres(PostgresQueryBuilder);
-        (sql, values.0.len())
-    }
-
-    #[test]
-    fn a_contact_insert_is_the_same_statement_whichever_optional_fields_are_set() {
-        let bare = Contact::create(
-            TenantId::new(),
-            NewContact::new(
-                Email::parse("a@example.com").unwrap(),
-                PersonName::parse("A").unwrap(),
-                PersonName::parse("B").unwrap(),
-            ),
-            now(),
-        );
-        let mut full = bare.clone();
-        full.company = Some(Company::parse("Acme").unwrap());
-        full.lead_source = LeadSource::Paid;
-        let (a, n) = insert_sql(&bare);
-        let (b, m) = insert_sql(&full);
-        assert_eq!(a, b, "one prepared statement serves every contact");
-        assert_eq!((n, m), (19, 19));
-        assert!(
-            a.ends_with(r#"ON CONFLICT ("tenant_id", "email_key") DO NOTHING"#),
-            "{a}"
-        );
-    }
-}
+/// The fixed statements of this file, for [`super::statements`].
+pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    LOCK_CONTACT,
+    LOCK_CONTACT_FOR_DELETE,
+    SHARE_CONTACT,
+    OPERATION_SAVEPOINT,
+    OPERATION_RELEASE,
+    OPERATION_ROLLBACK_TO,
+    SETTINGS,
+];

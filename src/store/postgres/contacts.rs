@@ -1,0 +1,332 @@
+//! Contacts on PostgreSQL: [`ContactsTx`] for [`PgTransaction`]. A create
+//! is one `INSERT … ON CONFLICT DO NOTHING` that yields to the contact
+//! holding the email; an update locks the row, checks the version and
+//! writes the changed record back (under a savepoint when the email
+//! changes, which can race a create); the search is built by
+//! [`super::search`].
+
+use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::{
+    error,
+    keys::ContactKeys,
+    rows,
+    schema::{CONTACT_COLUMNS, CONTACT_INSERT_COLUMNS, contact_select},
+    search,
+    transaction::{PgTransaction, now},
+};
+use crate::{
+    domain::{Contact, ContactId, ContactPatch, Email, NewContact, Timestamp, Version},
+    error::{Entity, Error, Result},
+    store::{ContactQuery, ContactSort, ContactSortKey, ContactsTx, CursorList, Page},
+};
+
+const GET_CONTACT: &str = concat!(
+    "SELECT ",
+    contact_select!(),
+    " FROM contacts WHERE tenant_id = $1 AND id = $2"
+);
+// Emails are looked up by their caseless key, computed in Rust
+// (`Email::normalized`), never through the database's `lower()`.
+const GET_CONTACT_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    contact_select!(),
+    " FROM contacts WHERE tenant_id = $1 AND email_key = $2"
+);
+const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";
+/// Deletes a contact (its deals, activities and signals go with it, by
+/// the foreign keys' `ON DELETE CASCADE`).
+pub(super) const DELETE_CONTACT: &str = "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2";
+/// A new contact: the columns of [`CONTACT_INSERT_COLUMNS`] (the row
+/// readers' columns, then the caseless keys). An email already held in the
+/// tenant inserts nothing.
+pub(super) const INSERT_CONTACT: &str = concat!(
+    "INSERT INTO contacts (",
+    contact_select!(),
+    ", email_key, first_name_key, last_name_key, company_key) VALUES ($1, $2, $3, $4, $5, $6, \
+     $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+     ON CONFLICT (tenant_id, email_key) DO NOTHING"
+);
+/// The columns of a changed contact, everything but the score (which
+/// only the scoring pipeline writes) and what never changes, with its
+/// caseless keys: see [`ContactUpdate`].
+pub(super) const UPDATE_CONTACT: &str = "UPDATE contacts SET email = $3, first_name = $4, last_name = $5, \
+     company = $6, title = $7, phone = $8, lead_source = $9, metadata = $10, active = $11, \
+     updated_at = $12, version = $13, email_key = $14, first_name_key = $15, \
+     last_name_key = $16, company_key = $17 WHERE tenant_id = $1 AND id = $2";
+
+const EMAIL_SAVEPOINT: &str = "SAVEPOINT crm_email_change";
+const EMAIL_RELEASE: &str = "RELEASE SAVEPOINT crm_email_change";
+const EMAIL_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_email_change";
+
+/// The fixed statements of this file, for [`super::statements`].
+pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    GET_CONTACT,
+    GET_CONTACT_BY_EMAIL,
+    CONTACT_ID_BY_EMAIL,
+    DELETE_CONTACT,
+    INSERT_CONTACT,
+    UPDATE_CONTACT,
+    EMAIL_SAVEPOINT,
+    EMAIL_RELEASE,
+    EMAIL_ROLLBACK_TO,
+];
+
+/// How often a create retries when the contact holding its email vanishes
+/// between the conflict and the lookup.
+const EMAIL_RACE_RETRIES: usize = 3;
+
+/// A changed contact as [`UPDATE_CONTACT`] binds it.
+pub(super) struct ContactUpdate<'a> {
+    tenant: Uuid,
+    id: Uuid,
+    email: &'a str,
+    first_name: &'a str,
+    last_name: &'a str,
+    company: Option<&'a str>,
+    title: Option<&'a str>,
+    phone: Option<&'a str>,
+    lead_source: &'a str,
+    metadata: serde_json::Value,
+    active: bool,
+    updated_at: Timestamp,
+    version: i64,
+    keys: ContactKeys,
+}
+
+impl<'a> ContactUpdate<'a> {
+    /// The update writing `c` in `tenant`.
+    pub(super) fn new(tenant: Uuid, c: &'a Contact) -> Self {
+        ContactUpdate {
+            tenant,
+            id: c.id.as_uuid(),
+            email: c.email.as_str(),
+            first_name: c.first_name.as_str(),
+            last_name: c.last_name.as_str(),
+            company: c.company.as_ref().map(|v| v.as_str()),
+            title: c.title.as_ref().map(|v| v.as_str()),
+            phone: c.phone.as_ref().map(|v| v.as_str()),
+            lead_source: c.lead_source.as_str(),
+            metadata: serde_json::Value::from(c.metadata.clone()),
+            active: c.active,
+            updated_at: c.updated_at,
+            version: c.version.get(),
+            keys: ContactKeys::of(c),
+        }
+    }
+
+    /// The parameters of [`UPDATE_CONTACT`], `$1` to `$17`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 17] {
+        [
+            &self.tenant,
+            &self.id,
+            &self.email,
+            &self.first_name,
+            &self.last_name,
+            &self.company,
+            &self.title,
+            &self.phone,
+            &self.lead_source,
+            &self.metadata,
+            &self.active,
+            &self.updated_at,
+            &self.version,
+            &self.keys.email,
+            &self.keys.first_name,
+            &self.keys.last_name,
+            &self.keys.company,
+        ]
+    }
+}
+
+impl PgTransaction {
+    /// The id of the contact holding `email`, if any.
+    async fn contact_id_by_email(&mut self, email: &Email) -> Result<Option<ContactId>> {
+        let tenant = self.tenant_uuid();
+        let row = self
+            .query_opt(CONTACT_ID_BY_EMAIL, &[&tenant, &email.normalized()])
+            .await?;
+        row.map(|r| r.try_get::<_, Uuid>(0).map(ContactId::from_uuid))
+            .transpose()
+            .map_err(error::db)
+    }
+
+    /// Writes an updated contact (locked by this transaction), mapping a
+    /// lost race for its new email to `DuplicateEmail` without aborting the
+    /// transaction.
+    pub(super) async fn write_contact(
+        &mut self,
+        current: &Contact,
+        next: Contact,
+    ) -> Result<Contact> {
+        let update = ContactUpdate::new(self.tenant_uuid(), &next);
+        let params = update.params();
+        if next.email.normalized() == current.email.normalized() {
+            self.execute(UPDATE_CONTACT, &params).await?;
+            return Ok(next);
+        }
+        // Another transaction may hold the email uncommitted: our UPDATE
+        // waits for it and fails with a unique violation if it commits.
+        self.simple(EMAIL_SAVEPOINT).await?;
+        let r = self.raw_execute(UPDATE_CONTACT, &params, false).await;
+        match r {
+            Ok(_) => {
+                self.simple(EMAIL_RELEASE).await?;
+                Ok(next)
+            }
+            Err(e) if error::is_email_conflict(&e) => {
+                self.simple(EMAIL_ROLLBACK_TO).await?;
+                match self.contact_id_by_email(&next.email).await? {
+                    Some(existing_id) => Err(Error::DuplicateEmail {
+                        email: next.email,
+                        existing_id,
+                    }),
+                    None => Err(error::db_retryable(e)),
+                }
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ContactsTx for PgTransaction {
+    async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
+        let c = Contact::create(self.tenant, new, now());
+        let keys = ContactKeys::of(&c);
+        let metadata = serde_json::Value::from(c.metadata.clone());
+        let params: [&(dyn ToSql + Sync); CONTACT_INSERT_COLUMNS.len()] = [
+            &c.tenant_id.as_uuid(),
+            &c.id.as_uuid(),
+            &c.email.as_str(),
+            &c.first_name.as_str(),
+            &c.last_name.as_str(),
+            &c.company.as_ref().map(|v| v.as_str()),
+            &c.title.as_ref().map(|v| v.as_str()),
+            &c.phone.as_ref().map(|v| v.as_str()),
+            &c.lead_source.as_str(),
+            &metadata,
+            &i16::from(c.score.get()),
+            &c.active,
+            &c.created_at,
+            &c.updated_at,
+            &c.version.get(),
+            &keys.email,
+            &keys.first_name,
+            &keys.last_name,
+            &keys.company,
+        ];
+        for _ in 0..EMAIL_RACE_RETRIES {
+            // In READ COMMITTED, a conflicting insert that is not committed
+            // yet makes this wait; once it commits, nothing is inserted and
+            // the lookup below sees the winner.
+            if self.execute(INSERT_CONTACT, &params).await? == 1 {
+                return Ok(c);
+            }
+            if let Some(existing_id) = self.contact_id_by_email(&c.email).await? {
+                return Err(Error::DuplicateEmail {
+                    email: c.email,
+                    existing_id,
+                });
+            }
+        }
+        Err(Error::retryable(error::EmailRace))
+    }
+
+    async fn get_contact(&mut self, id: ContactId) -> Result<Option<Contact>> {
+        let tenant = self.tenant_uuid();
+        self.query_opt(GET_CONTACT, &[&tenant, &id.as_uuid()])
+            .await?
+            .map(|r| rows::contact(&r))
+            .transpose()
+    }
+
+    async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>> {
+        let tenant = self.tenant_uuid();
+        self.query_opt(GET_CONTACT_BY_EMAIL, &[&tenant, &email.normalized()])
+            .await?
+            .map(|r| rows::contact(&r))
+            .transpose()
+    }
+
+    async fn update_contact(
+        &mut self,
+        id: ContactId,
+        expected: Version,
+        patch: ContactPatch,
+    ) -> Result<Contact> {
+        let current = self.lock_contact(id).await?;
+        crate::store::shared::check_version(Entity::Contact, id, expected, current.version)?;
+        if let Some(email) = &patch.email {
+            match self.contact_id_by_email(email).await? {
+                Some(existing_id) if existing_id != id => {
+                    return Err(Error::DuplicateEmail {
+                        email: email.clone(),
+                        existing_id,
+                    });
+                }
+                _ => {}
+            }
+        }
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => self.write_contact(&current, next).await,
+        }
+    }
+
+    async fn deactivate_contact(&mut self, id: ContactId) -> Result<Contact> {
+        let current = self.lock_contact(id).await?;
+        let patch = ContactPatch {
+            active: Some(false),
+            ..ContactPatch::default()
+        };
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => self.write_contact(&current, next).await,
+        }
+    }
+
+    async fn delete_contact(&mut self, id: ContactId) -> Result<bool> {
+        let tenant = self.tenant_uuid();
+        Ok(self
+            .execute(DELETE_CONTACT, &[&tenant, &id.as_uuid()])
+            .await?
+            > 0)
+    }
+
+    async fn search_contacts(&mut self, q: &ContactQuery) -> Result<Page<Contact>> {
+        let q = &*q.checked()?;
+        let limit = q.page.checked_limit()?;
+        let after: Option<ContactSortKey> = q.page.position(CursorList::contacts(q))?;
+        let (sql, values) = search::build(self.tenant, q, limit, after.as_ref())?;
+        let rows = self.query(&sql, &values.as_params()).await?;
+        if !matches!(q.sort, ContactSort::NameAsc | ContactSort::NameDesc) {
+            let items = rows::all(&rows, rows::contact)?;
+            return Ok(Page::from_overfetch(
+                items,
+                limit,
+                CursorList::contacts(q),
+                |c| ContactSortKey::of(q.sort, c),
+            ));
+        }
+        // The cursor holds the keys the rows were ordered by, as stored
+        // (not recomputed), so that paging follows the index exactly.
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let contact = rows::contact(row)?;
+            let last: String = row.try_get(CONTACT_COLUMNS.len()).map_err(error::db)?;
+            let first: String = row.try_get(CONTACT_COLUMNS.len() + 1).map_err(error::db)?;
+            let key = ContactSortKey::Name(last, first, contact.id.as_uuid());
+            items.push((contact, key));
+        }
+        let page = Page::from_overfetch(items, limit, CursorList::contacts(q), |(_, key)| {
+            key.clone()
+        });
+        Ok(Page {
+            items: page.items.into_iter().map(|(c, _)| c).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+}

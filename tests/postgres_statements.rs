@@ -1,0 +1,117 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! The PostgreSQL backend's fixed SQL against the schema the migrations
+//! make: every constant statement prepares (so a misspelt column, a
+//! dropped table or a parameter of no inferable type fails here, not at
+//! the first call in production), and each row insert binds its columns
+//! at the positions, and with the types, of the columns it names.
+
+mod support;
+
+use std::collections::HashMap;
+
+use crm_core::store::postgres::statements;
+use support::TestStore;
+
+/// The database's message for a failed statement.
+fn message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixed_statement_prepares_against_the_migrated_schema() {
+    let store = TestStore::new().await;
+    let client = store.db().client().await;
+    // The statements name tables without their schema, as the store's
+    // transactions find them through the search path.
+    client
+        .batch_execute(&format!("SET search_path TO \"{}\"", store.schema()))
+        .await
+        .unwrap();
+    let all = statements::all();
+    assert!(all.len() > 60, "only {} statements listed", all.len());
+    // In one transaction, where the bulk staging table (dropped at
+    // commit) exists once its statement has run; each statement under a
+    // savepoint, so that one failure does not hide the others.
+    client.batch_execute("BEGIN").await.unwrap();
+    let mut failures = Vec::new();
+    for statement in &all {
+        if statement.name == "bulk::STAGE" {
+            if let Err(e) = client.batch_execute(&statement.sql).await {
+                panic!("{}: {}", statement.name, message(&e));
+            }
+            continue;
+        }
+        // A simple-query batch is prepared statement by statement.
+        for sql in statement.sql.split(';').map(str::trim) {
+            if sql.is_empty() {
+                continue;
+            }
+            client.batch_execute("SAVEPOINT each").await.unwrap();
+            match client.prepare(sql).await {
+                Ok(_) => client
+                    .batch_execute("RELEASE SAVEPOINT each")
+                    .await
+                    .unwrap(),
+                Err(e) => {
+                    failures.push(format!("{}: {}\n    {sql}", statement.name, message(&e)));
+                    client
+                        .batch_execute("ROLLBACK TO SAVEPOINT each")
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "statements that do not prepare:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_row_insert_binds_every_column_with_the_column_type() {
+    let store = TestStore::new().await;
+    let client = store.db().client().await;
+    // The statements name tables without their schema, as the store's
+    // transactions find them through the search path.
+    client
+        .batch_execute(&format!("SET search_path TO \"{}\"", store.schema()))
+        .await
+        .unwrap();
+    for insert in statements::inserts() {
+        let types: HashMap<String, String> = client
+            .query(
+                "SELECT column_name::text, udt_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1",
+                &[&insert.table],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let prepared = client
+            .prepare(insert.sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {}", insert.name, message(&e)));
+        let params = prepared.params();
+        assert_eq!(params.len(), insert.columns.len(), "{}", insert.name);
+        for (i, column) in insert.columns.iter().enumerate() {
+            let expected = types
+                .get(column)
+                .unwrap_or_else(|| panic!("{}: no column {column}", insert.name));
+            assert_eq!(
+                params[i].name(),
+                expected,
+                "{}: ${} is bound to {column}",
+                insert.name,
+                i + 1
+            );
+        }
+    }
+}
