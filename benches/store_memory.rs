@@ -48,7 +48,10 @@ async fn loaded_store(tenant: TenantId) -> (InMemoryStore, Vec<ContactId>) {
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        scores.push((c.id, Score::new(((seed >> 33) % 101) as i64).unwrap()));
+        scores.push(crm_core::domain::ContactScore::new(
+            c.id,
+            Score::new(((seed >> 33) % 101) as i64).unwrap(),
+        ));
         ids.push(c.id);
     }
     tx.write_scores(&scores).await.unwrap();

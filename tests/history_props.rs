@@ -125,7 +125,7 @@ proptest! {
                         cp.metadata = Some(Metadata::parse(json!({"tier": m})).unwrap())
                     }
                     Op::Score(s) => {
-                        tx.write_scores(&[(c.id, Score::new(i64::from(s)).unwrap())]).await.unwrap();
+                        tx.write_scores(&[crm_core::domain::ContactScore::new(c.id, Score::new(i64::from(s)).unwrap())]).await.unwrap();
                         continue;
                     }
                     Op::Amount(a) => dp.amount = Some(Money::parse(&a.to_string(), eur).unwrap()),

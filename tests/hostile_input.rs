@@ -13,7 +13,7 @@ use crm_core::{
     Actor, ContactQuery, Context, DynStore, Error, InMemoryStore, PageRequest, StoreExt, TenantId,
     bulk::{self, ImportOptions},
     conformance,
-    domain::{ContactId, Email, Metadata, NewContact, PersonName},
+    domain::{ContactId, ContactScore, Email, LiveState, Metadata, NewContact, PersonName},
     idempotency::{HandlerError, HandlerFuture, IdempotencyGuard, InboundEvent},
 };
 use serde_json::{Value, json};
@@ -156,13 +156,25 @@ async fn live_top_leads_order_a_negative_and_a_positive_zero_alike_on_both_backe
         // The larger id gets -0.0, the smaller +0.0: equal states, so the
         // contract's tie-break (id descending) puts the larger id first.
         let written = tx
-            .write_live_score_logs(&[(ids[0], Some(0.0)), (ids[1], Some(-0.0))])
+            .write_live_score_logs(&[
+                LiveState::new(ids[0], Some(0.0)),
+                LiveState::new(ids[1], Some(-0.0)),
+            ])
             .await;
         let top = tx.live_top_leads(10).await;
         tx.rollback().await.unwrap();
         let top = top.map(|v| {
             v.into_iter()
-                .map(|(c, l)| (if c.id == ids[0] { "smaller" } else { "larger" }, l))
+                .map(|r| {
+                    (
+                        if r.contact.id == ids[0] {
+                            "smaller"
+                        } else {
+                            "larger"
+                        },
+                        r.log,
+                    )
+                })
                 .collect::<Vec<_>>()
         });
         format!("{} {}", describe(&written), describe(&top))
@@ -181,13 +193,22 @@ async fn a_live_score_state_that_is_not_a_number_is_answered_alike_on_both_backe
         let b = contact(store, t, "nan2@example.com").await;
         let mut tx = store.begin(t, ctx()).await.unwrap();
         let written = tx
-            .write_live_score_logs(&[(a, Some(-f64::NAN)), (b, Some(f64::INFINITY))])
+            .write_live_score_logs(&[
+                LiveState::new(a, Some(-f64::NAN)),
+                LiveState::new(b, Some(f64::INFINITY)),
+            ])
             .await;
         let top = tx.live_top_leads(10).await;
         tx.rollback().await.unwrap();
         let top = top.map(|v| {
             v.into_iter()
-                .map(|(c, l)| (if c.id == a { "a" } else { "b" }, l.is_nan(), l))
+                .map(|r| {
+                    (
+                        if r.contact.id == a { "a" } else { "b" },
+                        r.log.is_nan(),
+                        r.log,
+                    )
+                })
                 .collect::<Vec<_>>()
         });
         format!("{} {}", describe(&written), describe(&top))
@@ -451,13 +472,14 @@ async fn probes(store: &DynStore) -> Vec<String> {
     );
     probe!("no live states", |tx| tx.write_live_score_logs(&[]));
     probe!("a live state of an unknown contact", |tx| tx
-        .write_live_score_logs(&[(missing, Some(1.0))]));
+        .write_live_score_logs(&[LiveState::new(missing, Some(1.0))]));
     probe!("scores, one contact twice", |tx| tx.write_scores(&[
-        (a, Score::new(10).unwrap()),
-        (a, Score::new(20).unwrap())
+        ContactScore::new(a, Score::new(10).unwrap()),
+        ContactScore::new(a, Score::new(20).unwrap())
     ]));
-    probe!("scores of an unknown contact", |tx| tx
-        .write_scores(&[(missing, Score::new(10).unwrap())]));
+    probe!("scores of an unknown contact", |tx| tx.write_scores(&[
+        ContactScore::new(missing, Score::new(10).unwrap())
+    ]));
     probe!(
         "upsert nothing",
         |tx| tx.upsert_contacts(&[], bulk::ConflictPolicy::default()),

@@ -528,8 +528,8 @@ async fn write_scores_with_a_contact_given_twice_keeps_the_last_score() {
     let mut tx = store.begin(tenant, ctx()).await.unwrap();
     let n = tx
         .write_scores(&[
-            (c.id, Score::new(10).unwrap()),
-            (c.id, Score::new(40).unwrap()),
+            crm_core::domain::ContactScore::new(c.id, Score::new(10).unwrap()),
+            crm_core::domain::ContactScore::new(c.id, Score::new(40).unwrap()),
         ])
         .await
         .unwrap();

@@ -734,7 +734,13 @@ async fn exec(tx: &mut dyn Transaction, call: &Call) -> crm_core::Result<Raw> {
         Call::DeleteDeal(id) => Raw::Deleted(tx.delete_deal(*id).await?),
         Call::LogActivity(n) => Raw::Activity(tx.log_activity(n.clone()).await?),
         Call::RecordSignal(n) => Raw::Signal(tx.record_signal(n.clone()).await?),
-        Call::WriteScores(s) => Raw::Changed(tx.write_scores(s).await?),
+        Call::WriteScores(s) => {
+            let scores: Vec<crm_core::domain::ContactScore> = s
+                .iter()
+                .map(|&(c, score)| crm_core::domain::ContactScore::new(c, score))
+                .collect();
+            Raw::Changed(tx.write_scores(&scores).await?)
+        }
         Call::Search(q) => Raw::Contacts(
             walk(
                 async |page| tx.search_contacts(&q.clone().page(page)).await,

@@ -848,8 +848,16 @@ async fn a_merge_adds_the_losers_live_score_to_the_survivors_alike_on_both_backe
         tx.merge_contacts(lonely.id, l2.id, ConflictPolicy::Existing)
             .await
             .unwrap();
-        let a = tx.live_score_log(s.id).await.unwrap();
-        let b = tx.live_score_log(lonely.id).await.unwrap();
+        let a = tx
+            .live_score_log(s.id)
+            .await
+            .map(|s| s.map(|s| s.log))
+            .unwrap();
+        let b = tx
+            .live_score_log(lonely.id)
+            .await
+            .map(|s| s.map(|s| s.log))
+            .unwrap();
         tx.commit().await.unwrap();
         logs.push((a, b));
     }

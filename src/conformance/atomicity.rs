@@ -95,8 +95,11 @@ async fn busy_tenant(
             "signal",
         );
         ok(
-            tx.write_scores(&[(a.id, score(40)), (b.id, score(10))])
-                .await,
+            tx.write_scores(&[
+                ContactScore::new(a.id, score(40)),
+                ContactScore::new(b.id, score(10)),
+            ])
+            .await,
             "scores",
         );
         let a = ok(tx.get_contact(a.id).await, "get").expect("a");
@@ -129,7 +132,10 @@ async fn change_everything(
         "update",
     );
     ok(tx.deactivate_contact(a2.id).await, "deactivate");
-    ok(tx.write_scores(&[(a.id, score(90))]).await, "score");
+    ok(
+        tx.write_scores(&[ContactScore::new(a.id, score(90))]).await,
+        "score",
+    );
     let d2 = ok(
         tx.update_deal(
             d.id,
@@ -467,7 +473,10 @@ pub async fn a_transaction_sees_its_own_writes_before_commit(store: &DynStore) {
         "update own new contact",
     );
     assert_eq!(c2.version, Version::new(2));
-    ok(tx.write_scores(&[(c.id, score(77))]).await, "score");
+    ok(
+        tx.write_scores(&[ContactScore::new(c.id, score(77))]).await,
+        "score",
+    );
     let top = ok(
         tx.search_contacts(&ContactQuery {
             min_score: Some(score(77)),

@@ -498,8 +498,18 @@ pub async fn a_merge_adds_the_losers_live_score_to_the_survivors(store: &DynStor
             .await,
         "log a meeting",
     );
-    let s_before = ok(tx.live_score_log(survivor.id).await, "live state").flatten();
-    let l_before = ok(tx.live_score_log(loser.id).await, "live state").flatten();
+    let s_before = ok(
+        tx.live_score_log(survivor.id)
+            .await
+            .map(|s| s.map(|s| s.log)),
+        "live state",
+    )
+    .flatten();
+    let l_before = ok(
+        tx.live_score_log(loser.id).await.map(|s| s.map(|s| s.log)),
+        "live state",
+    )
+    .flatten();
     ok(tx.commit().await, "commit");
     let (Some(s_before), Some(l_before)) = (s_before, l_before) else {
         // A store that keeps no live scores has nothing to merge.
@@ -513,7 +523,13 @@ pub async fn a_merge_adds_the_losers_live_score_to_the_survivors(store: &DynStor
     );
     ok(tx.commit().await, "commit");
     let mut tx = begin(store, t).await;
-    let after = ok(tx.live_score_log(survivor.id).await, "live state").flatten();
+    let after = ok(
+        tx.live_score_log(survivor.id)
+            .await
+            .map(|s| s.map(|s| s.log)),
+        "live state",
+    )
+    .flatten();
     ok(tx.rollback().await, "rollback");
     assert_eq!(
         after.map(f64::to_bits),

@@ -324,7 +324,7 @@ pub async fn a_no_op_update_and_a_score_write_record_nothing(store: &DynStore) {
     );
     assert_eq!(same.version, c.version);
     let written = with_tx!(store, t, async |tx| ok(
-        tx.write_scores(&[(c.id, score(77))]).await,
+        tx.write_scores(&[ContactScore::new(c.id, score(77))]).await,
         "write a score"
     ))
     .await;

@@ -8,7 +8,9 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::prelude::*;
-use super::support::{begin, create, ctx, deal, expect_validation, new_contact, new_deal, ok};
+use super::support::{
+    begin, create, ctx, deal, expect_validation, live_states, new_contact, new_deal, ok,
+};
 
 /// 0001-01-01T00:00:00Z, the earliest instant a store takes.
 pub(super) fn earliest() -> Timestamp {
@@ -684,14 +686,17 @@ pub async fn live_score_logs_give_a_repeated_id_its_last_value_and_count_it_once
         (ContactId::new(), Some(4.0)),
     ];
     let mut tx = begin(store, t).await;
-    let set = ok(tx.write_live_score_logs(&logs).await, "write");
+    let set = ok(tx.write_live_score_logs(&live_states(&logs)).await, "write");
     assert_eq!(set, 2, "two contacts were set, each counted once");
     assert_eq!(
-        ok(tx.live_score_log(a.id).await, "a"),
+        ok(tx.live_score_log(a.id).await.map(|s| s.map(|s| s.log)), "a"),
         Some(Some(3.0)),
         "the last value given wins"
     );
-    assert_eq!(ok(tx.live_score_log(b.id).await, "b"), Some(Some(2.0)));
+    assert_eq!(
+        ok(tx.live_score_log(b.id).await.map(|s| s.map(|s| s.log)), "b"),
+        Some(Some(2.0))
+    );
     ok(tx.commit().await, "commit");
 }
 

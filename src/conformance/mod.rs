@@ -66,11 +66,12 @@ mod prelude {
         Result, StoreExt, TenantId, Transaction, Version,
         bulk::{ConflictPolicy, UpsertOutcome},
         domain::{
-            Activity, ActivityKind, Company, Contact, ContactId, ContactPatch, Context, Currency,
-            Deal, DealId, DealPatch, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason,
-            Metadata, Money, NewActivity, NewContact, NewContactDto, NewDeal, NewSignal,
-            PersonName, Phone, Pipeline, PipelineKey, Pipelines, Score, SignalKind, StageDef,
-            StageKey, StageKind, Subject, Timestamp, caseless_key, truncate_to_micros,
+            Activity, ActivityKind, Company, Contact, ContactId, ContactPatch, ContactScore,
+            Context, Currency, Deal, DealId, DealPatch, DealTitle, Direction, Email, JobTitle,
+            LeadSource, LiveState, LostReason, Metadata, Money, NewActivity, NewContact,
+            NewContactDto, NewDeal, NewSignal, PersonName, Phone, Pipeline, PipelineKey, Pipelines,
+            Score, SignalKind, StageDef, StageKey, StageKind, Subject, Timestamp, caseless_key,
+            truncate_to_micros,
         },
         history::{FieldQuery, HistoryEntity, HistoryEntry, Operation, erased_email},
         idempotency::{

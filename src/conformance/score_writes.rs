@@ -4,8 +4,8 @@
 
 use super::prelude::*;
 use super::support::{
-    all, assert_same, begin, create, ctx, expected_order, get, ids, matching, new_contact, ok,
-    person, score, search, search_ids, tick,
+    all, assert_same, begin, contact_scores, create, ctx, expected_order, get, ids, matching,
+    new_contact, ok, person, score, search, search_ids, tick,
 };
 
 /// `write_scores` returns how many scores actually changed; unknown ids
@@ -27,7 +27,7 @@ pub async fn write_scores_counts_real_changes_and_ignores_unknown_and_foreign_id
         (c3.id, score(100)),
     ];
     let changed = with_tx!(store, t, async |tx| ok(
-        tx.write_scores(&writes).await,
+        tx.write_scores(&contact_scores(&writes)).await,
         "write"
     ))
     .await;
@@ -44,7 +44,7 @@ pub async fn write_scores_counts_real_changes_and_ignores_unknown_and_foreign_id
         "another tenant's contact is untouched",
     );
     let again = with_tx!(store, t, async |tx| ok(
-        tx.write_scores(&writes).await,
+        tx.write_scores(&contact_scores(&writes)).await,
         "write again"
     ))
     .await;
@@ -76,7 +76,7 @@ pub async fn write_scores_keeps_version_and_updated_at_and_feeds_the_score_sort(
     let scores = [30, 90, 0, 60, 90];
     let pairs: Vec<(ContactId, Score)> = cs.iter().map(|c| c.id).zip(scores.map(score)).collect();
     let changed = with_tx!(store, t, async |tx| ok(
-        tx.write_scores(&pairs).await,
+        tx.write_scores(&contact_scores(&pairs)).await,
         "write"
     ))
     .await;
@@ -155,7 +155,7 @@ pub async fn write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once(
         (b.id, score(0)),
     ];
     let changed = with_tx!(store, t, async |tx| ok(
-        tx.write_scores(&writes).await,
+        tx.write_scores(&contact_scores(&writes)).await,
         "write"
     ))
     .await;

@@ -201,7 +201,11 @@ pub async fn logging_a_meeting_raises_the_live_rank_at_once_and_a_rollback_undoe
     let mut tx = begin(store, t).await;
     let before = ok(live_top_leads(&mut *tx, &model, 10, now).await, "live top");
     assert_eq!(ranked(before), [a.id, b.id]);
-    let b_before = ok(tx.live_score_log(b.id).await, "live state").flatten();
+    let b_before = ok(
+        tx.live_score_log(b.id).await.map(|s| s.map(|s| s.log)),
+        "live state",
+    )
+    .flatten();
     ok(
         tx.log_activity(NewActivity::new(b.id, ActivityKind::Meeting).occurred_at(now))
             .await,
@@ -215,7 +219,11 @@ pub async fn logging_a_meeting_raises_the_live_rank_at_once_and_a_rollback_undoe
     );
     ok(tx.rollback().await, "rollback");
     let mut tx = begin(store, t).await;
-    let after_rollback = ok(tx.live_score_log(b.id).await, "live state").flatten();
+    let after_rollback = ok(
+        tx.live_score_log(b.id).await.map(|s| s.map(|s| s.log)),
+        "live state",
+    )
+    .flatten();
     assert_eq!(
         after_rollback.map(f64::to_bits),
         b_before.map(f64::to_bits),
@@ -308,7 +316,7 @@ pub async fn a_rebuild_stores_the_recomputed_live_state(store: &DynStore) {
     let ([hot, warm, cold], now) = three(store, t).await;
     let mut tx = begin(store, t).await;
     ok(
-        tx.write_live_score_logs(&[(hot, None), (warm, Some(1.0))])
+        tx.write_live_score_logs(&[LiveState::new(hot, None), LiveState::new(warm, Some(1.0))])
             .await,
         "clear",
     );
@@ -325,7 +333,13 @@ pub async fn a_rebuild_stores_the_recomputed_live_state(store: &DynStore) {
             e.live_log_recomputed
         );
     }
-    assert_eq!(ok(tx.live_score_log(cold).await, "state"), Some(None));
+    assert_eq!(
+        ok(
+            tx.live_score_log(cold).await.map(|s| s.map(|s| s.log)),
+            "state"
+        ),
+        Some(None)
+    );
     let zero = rescore(&mut *tx, &model, &RescoreOptions::new().chunk_size(0)).await;
     assert!(matches!(zero, Err(crate::Error::Validation(_))), "{zero:?}");
     ok(tx.commit().await, "commit");

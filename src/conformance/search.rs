@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::prelude::*;
 use super::support::{
-    begin, create, ctx, get, ids, matching, metadata, new_contact, ok, score, tick,
+    begin, contact_scores, create, ctx, get, ids, matching, metadata, new_contact, ok, score, tick,
 };
 
 /// The search fixture: seven contacts, created one after another (so that
@@ -132,7 +132,7 @@ async fn crowd(store: &DynStore, t: TenantId) -> Crowd {
         .map(|(c, s)| (c.id, score(s)))
         .collect();
     with_tx!(store, t, async |tx| ok(
-        tx.write_scores(&pairs).await,
+        tx.write_scores(&contact_scores(&pairs)).await,
         "scores"
     ))
     .await;

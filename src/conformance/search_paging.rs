@@ -6,8 +6,8 @@ use chrono::{Duration, Utc};
 
 use super::prelude::*;
 use super::support::{
-    all, begin, create, ctx, default_stages, expect_validation, expected_order, get, new_contact,
-    ok, score, search, search_ids, tick,
+    all, begin, contact_scores, create, ctx, default_stages, expect_validation, expected_order,
+    get, new_contact, ok, score, search, search_ids, tick,
 };
 
 async fn cursor_of(store: &DynStore, t: TenantId, sort: ContactSort) -> Cursor {
@@ -97,7 +97,7 @@ async fn ties(store: &DynStore, t: TenantId) -> Vec<Contact> {
     let scores = [50, 50, 50, 20, 20, 90, 0, 0, 50, 100, 20];
     let pairs: Vec<(ContactId, Score)> = made.iter().copied().zip(scores.map(score)).collect();
     with_tx!(store, t, async |tx| ok(
-        tx.write_scores(&pairs).await,
+        tx.write_scores(&contact_scores(&pairs)).await,
         "scores"
     ))
     .await;

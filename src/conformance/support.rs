@@ -489,3 +489,16 @@ pub(super) fn expected_order(sort: ContactSort, contacts: &[Contact]) -> Vec<Con
     }
     v.into_iter().map(|c| c.id).collect()
 }
+
+/// Scores to write, from (contact, score) pairs.
+pub(super) fn contact_scores(pairs: &[(ContactId, Score)]) -> Vec<ContactScore> {
+    pairs
+        .iter()
+        .map(|&(c, s)| ContactScore::new(c, s))
+        .collect()
+}
+
+/// Live states to write, from (contact, state) pairs.
+pub(super) fn live_states(pairs: &[(ContactId, Option<f64>)]) -> Vec<LiveState> {
+    pairs.iter().map(|&(c, l)| LiveState::new(c, l)).collect()
+}

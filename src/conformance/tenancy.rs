@@ -40,7 +40,11 @@ pub async fn another_tenant_cannot_see_or_change_a_tenants_records(store: &DynSt
                 .await,
             "signal",
         );
-        ok(tx.write_scores(&[(ca.id, score(55))]).await, "score");
+        ok(
+            tx.write_scores(&[ContactScore::new(ca.id, score(55))])
+                .await,
+            "score",
+        );
         (d1, d2)
     })
     .await;
@@ -198,7 +202,11 @@ pub async fn another_tenant_cannot_see_or_change_a_tenants_records(store: &DynSt
             "another tenant's signals are not listed"
         );
         assert_eq!(
-            ok(tx.write_scores(&[(ca.id, score(99))]).await, "write scores"),
+            ok(
+                tx.write_scores(&[ContactScore::new(ca.id, score(99))])
+                    .await,
+                "write scores"
+            ),
             0,
             "scores of another tenant's contacts are not written"
         );

@@ -52,7 +52,7 @@ pub use page::{
     PageRequest, TimeIdKey,
 };
 pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKind};
-pub use scoring::{ContactInputs, InputsRequest};
+pub use scoring::{ContactInputs, ContactScore, InputsRequest, LiveRanked, LiveState};
 pub use tenant::{Actor, Context, TenantId, Version};
 pub(crate) use text::no_nul;
 pub use time::{

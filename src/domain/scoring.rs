@@ -3,7 +3,7 @@
 //! ([`ContactInputs`]). The model that scores them is [`crate::scoring`].
 
 use super::{
-    ActivityKind, ContactId, Score, SignalKind, Timestamp, check_optional_timestamp,
+    ActivityKind, Contact, ContactId, Score, SignalKind, Timestamp, check_optional_timestamp,
     check_timestamp,
     error::{FieldError, ValidationErrors},
 };
@@ -67,4 +67,49 @@ pub struct ContactInputs {
     pub signals: Vec<(SignalKind, Timestamp)>,
     /// The `created_at` of each of its open deals (neither won nor lost).
     pub open_deals: Vec<Timestamp>,
+}
+
+/// A lead score to store for one contact: what the batch writes back
+/// ([`ScoringTx::write_scores`](crate::store::ScoringTx::write_scores)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContactScore {
+    /// The contact.
+    pub contact: ContactId,
+    /// Its score.
+    pub score: Score,
+}
+
+impl ContactScore {
+    /// `contact`'s score is `score`.
+    pub fn new(contact: ContactId, score: Score) -> Self {
+        ContactScore { contact, score }
+    }
+}
+
+/// A contact's live score state: `ln Σ weight·2^(t/half_life)` over the
+/// activities and signals it counts (see [`crate::scoring::live`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveState {
+    /// The contact.
+    pub contact: ContactId,
+    /// The state; `None` when the contact has nothing counted (or the store
+    /// keeps no live scores).
+    pub log: Option<f64>,
+}
+
+impl LiveState {
+    /// `contact`'s live state is `log`.
+    pub fn new(contact: ContactId, log: Option<f64>) -> Self {
+        LiveState { contact, log }
+    }
+}
+
+/// A contact with its live state, as the live top leads rank it
+/// ([`ScoringTx::live_top_leads`](crate::store::ScoringTx::live_top_leads)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRanked {
+    /// The contact, as stored.
+    pub contact: Contact,
+    /// Its live state.
+    pub log: f64,
 }

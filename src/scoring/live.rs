@@ -84,43 +84,6 @@ use crate::{
     store::{PageRequest, Transaction},
 };
 
-/// Checks live states given by a caller before a store keeps them: each
-/// is a finite number (NaN and infinities are refused as
-/// [`Error::Validation`](crate::Error::Validation) on `score_log`), and a
-/// negative zero becomes zero, so that every backend orders them alike.
-/// Returns one state per contact, in the order the contacts first appear,
-/// the last state given for a contact winning.
-pub(crate) fn checked_logs(
-    logs: &[(ContactId, Option<f64>)],
-) -> Result<Vec<(ContactId, Option<f64>)>> {
-    let mut position: std::collections::HashMap<ContactId, usize> =
-        std::collections::HashMap::with_capacity(logs.len().min(1 << 16));
-    let mut out: Vec<(ContactId, Option<f64>)> = Vec::with_capacity(logs.len().min(1 << 16));
-    for (id, log) in logs {
-        let log = match log {
-            Some(l) if !l.is_finite() => {
-                return Err(crate::error::FieldError::new(
-                    "score_log",
-                    "out_of_range",
-                    format!("must be a finite number, got {l}"),
-                )
-                .into());
-            }
-            // `+ 0.0` turns -0.0 into 0.0 and keeps every other value.
-            Some(l) => Some(l + 0.0),
-            None => None,
-        };
-        match position.get(id) {
-            Some(&i) => out[i].1 = log,
-            None => {
-                position.insert(*id, out.len());
-                out.push((*id, log));
-            }
-        }
-    }
-    Ok(out)
-}
-
 use super::{ContactInputs, Scored, ScoringModel};
 
 /// How far a stored live state may be from its recomputation, per term:
@@ -140,7 +103,7 @@ pub async fn live_score(
     Ok(tx
         .live_score_log(contact)
         .await?
-        .map(|log| model.score_from_log(log, now)))
+        .map(|state| model.score_from_log(state.log, now)))
 }
 
 /// One of the live top leads.
@@ -166,10 +129,10 @@ pub async fn live_top_leads(
         .live_top_leads(limit)
         .await?
         .into_iter()
-        .map(|(contact, live_log)| LiveLead {
-            contact,
-            live_log,
-            live_score: model.score_from_log(Some(live_log), now),
+        .map(|ranked| LiveLead {
+            live_score: model.score_from_log(Some(ranked.log), now),
+            live_log: ranked.log,
+            contact: ranked.contact,
         })
         .collect())
 }
@@ -269,7 +232,10 @@ pub async fn explain(
             None => break,
         }
     }
-    let live_log = tx.live_score_log(contact).await?.flatten();
+    let live_log = tx
+        .live_score_log(contact)
+        .await?
+        .and_then(|state| state.log);
     let live_terms = inputs
         .activities
         .iter()

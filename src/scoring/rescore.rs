@@ -29,7 +29,9 @@ use chrono::{Duration, Utc};
 use serde::Serialize;
 
 use crate::{
-    domain::{ContactId, Context, Score, TenantId, Timestamp, check_timestamp},
+    domain::{
+        ContactId, ContactScore, Context, LiveState, Score, TenantId, Timestamp, check_timestamp,
+    },
     error::{FieldError, Result, ValidationErrors},
     store::{DynStore, Transaction},
 };
@@ -282,8 +284,8 @@ pub async fn rescore(
         after = Some(last.id);
         report.chunks += 1;
         let full = chunk.len() == options.chunk_size as usize;
-        let mut writes: Vec<(ContactId, Score)> = Vec::new();
-        let mut live: Vec<(ContactId, Option<f64>)> = Vec::new();
+        let mut writes: Vec<ContactScore> = Vec::new();
+        let mut live: Vec<LiveState> = Vec::new();
         for c in &chunk {
             if !model.is_eligible(now, c.created_at, true) {
                 continue;
@@ -296,10 +298,10 @@ pub async fn rescore(
                 report.unchanged += 1;
             } else {
                 report.changed += 1;
-                writes.push((c.id, scored.score));
+                writes.push(ContactScore::new(c.id, scored.score));
             }
             if options.rebuild_live {
-                live.push((c.id, c.live_log_sum(model)));
+                live.push(LiveState::new(c.id, c.live_log_sum(model)));
             }
             if options.top > 0 {
                 let lead = Ranked(TopLead {

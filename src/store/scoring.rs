@@ -14,7 +14,7 @@ pub trait ScoringTx: Send {
     /// more than once gets the last score given for it. Returns how many
     /// contacts' scores actually changed (a contact counts once, and not at
     /// all when its final score is the one it had).
-    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64>;
+    async fn write_scores(&mut self, scores: &[ContactScore]) -> Result<u64>;
 
     /// The scoring inputs of one chunk of contacts, for the rescoring
     /// pipeline ([`crate::scoring::rescore`]): the active contacts created
@@ -29,16 +29,16 @@ pub trait ScoringTx: Send {
 
     /// A contact's live score state: `ln Σ weight·2^(t/half_life)` over its
     /// activities and signals (see [`crate::scoring::live`]). `Ok(None)`
-    /// when there is no such contact, `Ok(Some(None))` when it has nothing
-    /// counted (or the store keeps no live scores).
-    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>>;
+    /// when there is no such contact; a state whose `log` is `None` when it
+    /// has nothing counted (or the store keeps no live scores).
+    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<LiveState>>;
 
     /// The live top leads: active contacts with a live state, highest
     /// state first (ties by id, descending), at most `limit` (1–1000),
     /// each with its state.
     ///
     /// Errors: [`Error::Validation`] on `limit`.
-    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>>;
+    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<LiveRanked>>;
 
     /// Replaces live states in bulk (a rebuild by the batch). Ids that are
     /// not contacts of the tenant are ignored; versions, `updated_at` and
@@ -49,5 +49,5 @@ pub trait ScoringTx: Send {
     /// Errors: [`Error::Validation`] on `score_log` for a state that is not
     /// a finite number (a log-scaled sum never is NaN or infinite); a
     /// negative zero is kept as zero, as PostgreSQL keeps it.
-    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64>;
+    async fn write_live_score_logs(&mut self, states: &[LiveState]) -> Result<u64>;
 }

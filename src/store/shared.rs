@@ -10,11 +10,11 @@ use chrono::Utc;
 
 use crate::{
     domain::{
-        ConflictPolicy, Contact, ContactId, ContactPatch, Email, IdempotencyKey, IdempotencySource,
-        Metadata, PersonName, Pipeline, PipelineKey, Pipelines, Score, Timestamp, Version,
-        merged_survivor, same_contact, truncate_to_micros,
+        ConflictPolicy, Contact, ContactId, ContactPatch, ContactScore, Email, IdempotencyKey,
+        IdempotencySource, LiveState, Metadata, PersonName, Pipeline, PipelineKey, Pipelines,
+        Timestamp, Version, merged_survivor, same_contact, truncate_to_micros,
     },
-    error::{Entity, Error, Result, ValidationErrors},
+    error::{Entity, Error, FieldError, Result, ValidationErrors},
     history::{self, ERASED_NAME, contact_values},
 };
 
@@ -61,22 +61,64 @@ pub(crate) fn deactivated(current: &Contact, at: Timestamp) -> Option<Contact> {
     current.patched(&patch, at)
 }
 
-/// One score per contact, the last one `scores` gives for it, in the order
+/// One item per contact, the last one `items` gives for it, in the order
 /// the contacts first appear: a contact listed twice is written (and
 /// counted) once.
-pub(crate) fn last_score_per_contact(scores: &[(ContactId, Score)]) -> Vec<(ContactId, Score)> {
-    let mut position: HashMap<ContactId, usize> = HashMap::with_capacity(scores.len());
-    let mut out: Vec<(ContactId, Score)> = Vec::with_capacity(scores.len());
-    for &(id, score) in scores {
+fn last_per_contact<T: Copy>(
+    items: impl IntoIterator<Item = (ContactId, T)>,
+) -> Vec<(ContactId, T)> {
+    let items = items.into_iter();
+    let mut position: HashMap<ContactId, usize> = HashMap::with_capacity(items.size_hint().0);
+    let mut out: Vec<(ContactId, T)> = Vec::with_capacity(items.size_hint().0);
+    for (id, item) in items {
         match position.get(&id) {
-            Some(&i) => out[i].1 = score,
+            Some(&i) => out[i].1 = item,
             None => {
                 position.insert(id, out.len());
-                out.push((id, score));
+                out.push((id, item));
             }
         }
     }
     out
+}
+
+/// One score per contact, the last one `scores` gives for it, in the order
+/// the contacts first appear.
+pub(crate) fn last_score_per_contact(scores: &[ContactScore]) -> Vec<ContactScore> {
+    last_per_contact(scores.iter().map(|s| (s.contact, s.score)))
+        .into_iter()
+        .map(|(contact, score)| ContactScore::new(contact, score))
+        .collect()
+}
+
+/// Checks live states given by a caller before a store keeps them: each
+/// is a finite number (NaN and infinities are refused as
+/// [`Error::Validation`] on `score_log`), and a negative zero becomes zero,
+/// so that every backend orders them alike. Returns one state per contact,
+/// in the order the contacts first appear, the last state given for a
+/// contact winning.
+pub(crate) fn checked_live_states(states: &[LiveState]) -> Result<Vec<LiveState>> {
+    let mut checked = Vec::with_capacity(states.len());
+    for state in states {
+        let log = match state.log {
+            Some(l) if !l.is_finite() => {
+                return Err(FieldError::new(
+                    "score_log",
+                    "out_of_range",
+                    format!("must be a finite number, got {l}"),
+                )
+                .into());
+            }
+            // `+ 0.0` turns -0.0 into 0.0 and keeps every other value.
+            Some(l) => Some(l + 0.0),
+            None => None,
+        };
+        checked.push((state.contact, log));
+    }
+    Ok(last_per_contact(checked)
+        .into_iter()
+        .map(|(contact, log)| LiveState::new(contact, log))
+        .collect())
 }
 
 /// The erased form of `current` (personal fields replaced by their
@@ -142,14 +184,27 @@ mod tests {
     fn a_contact_given_several_scores_keeps_the_last_in_the_place_it_first_took()
     -> std::result::Result<(), crate::error::FieldError> {
         let (a, b) = (ContactId::new(), ContactId::new());
-        let (low, mid, high) = (Score::MIN, Score::new(50)?, Score::MAX);
-        assert_eq!(
-            last_score_per_contact(&[(a, low), (b, mid), (a, high), (a, mid)]),
-            vec![(a, mid), (b, mid)]
+        let (low, mid, high) = (
+            crate::domain::Score::MIN,
+            crate::domain::Score::new(50)?,
+            crate::domain::Score::MAX,
         );
         assert_eq!(
-            last_score_per_contact(&[(b, low), (a, high), (b, high)]),
-            vec![(b, high), (a, high)]
+            last_score_per_contact(&[
+                ContactScore::new(a, low),
+                ContactScore::new(b, mid),
+                ContactScore::new(a, high),
+                ContactScore::new(a, mid)
+            ]),
+            vec![ContactScore::new(a, mid), ContactScore::new(b, mid)]
+        );
+        assert_eq!(
+            last_score_per_contact(&[
+                ContactScore::new(b, low),
+                ContactScore::new(a, high),
+                ContactScore::new(b, high)
+            ]),
+            vec![ContactScore::new(b, high), ContactScore::new(a, high)]
         );
         Ok(())
     }

@@ -8,11 +8,11 @@ use uuid::Uuid;
 use super::{MemoryTransaction, TenantData, Undo};
 use crate::{
     domain::{
-        Activity, ActivityId, Contact, ContactId, DealId, Score, Signal, SignalId, SignalKind,
-        Timestamp,
+        Activity, ActivityId, Contact, ContactId, ContactInputs, ContactScore, DealId,
+        InputsRequest, LiveRanked, LiveState, Signal, SignalId, SignalKind, Timestamp,
     },
     error::Result,
-    scoring::{ContactInputs, InputsRequest, ScoringModel, live::checked_logs},
+    scoring::ScoringModel,
     store::{PageRequest, ScoringTx, shared},
 };
 
@@ -74,9 +74,9 @@ impl MemoryTransaction {
 
 #[async_trait]
 impl ScoringTx for MemoryTransaction {
-    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
+    async fn write_scores(&mut self, scores: &[ContactScore]) -> Result<u64> {
         let mut changed = 0;
-        for (id, score) in shared::last_score_per_contact(scores) {
+        for ContactScore { contact: id, score } in shared::last_score_per_contact(scores) {
             let Some(c) = self.data()?.contacts.get(&id) else {
                 continue;
             };
@@ -150,15 +150,15 @@ impl ScoringTx for MemoryTransaction {
         Ok(out)
     }
 
-    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
+    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<LiveState>> {
         let data = self.data()?;
         if !data.contacts.contains_key(&id) {
             return Ok(None);
         }
-        Ok(Some(data.live_scores.get(&id).copied()))
+        Ok(Some(LiveState::new(id, data.live_scores.get(&id).copied())))
     }
 
-    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>> {
+    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<LiveRanked>> {
         let limit = PageRequest::first(limit).checked_limit()?;
         let data = self.data()?;
         let mut all: Vec<(f64, ContactId)> = data
@@ -168,7 +168,8 @@ impl ScoringTx for MemoryTransaction {
             .map(|(id, l)| (*l, *id))
             .collect();
         // Highest first, ties by id descending (PostgreSQL: score_log DESC,
-        // id DESC). States are finite and never -0.0 (see `checked_logs`),
+        // id DESC). States are finite and never -0.0 (see
+        // `shared::checked_live_states`),
         // so the numeric order is PostgreSQL's.
         all.sort_unstable_by(|a, b| {
             b.0.partial_cmp(&a.0)
@@ -178,15 +179,20 @@ impl ScoringTx for MemoryTransaction {
         Ok(all
             .into_iter()
             .take(limit)
-            .filter_map(|(l, id)| data.contacts.get(&id).map(|c| (c.clone(), l)))
+            .filter_map(|(log, id)| {
+                data.contacts.get(&id).map(|c| LiveRanked {
+                    contact: c.clone(),
+                    log,
+                })
+            })
             .collect())
     }
 
-    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
-        // One per contact, each finite: see `checked_logs`.
-        let logs = checked_logs(logs)?;
+    async fn write_live_score_logs(&mut self, states: &[LiveState]) -> Result<u64> {
+        // One per contact, each finite.
+        let states = shared::checked_live_states(states)?;
         let mut set = 0;
-        for &(id, log) in &logs {
+        for &LiveState { contact: id, log } in &states {
             if !self.data()?.contacts.contains_key(&id) {
                 continue;
             }

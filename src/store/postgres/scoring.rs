@@ -22,10 +22,13 @@ use super::{
     transaction::{Params, PgTransaction, SHARE_CONTACT},
 };
 use crate::{
-    domain::{Activity, ActivityKind, Contact, ContactId, Score, Signal, SignalKind, Timestamp},
+    domain::{
+        Activity, ActivityKind, ContactId, ContactInputs, ContactScore, InputsRequest, LiveRanked,
+        LiveState, Score, Signal, SignalKind, Timestamp,
+    },
     error::{Entity, Error, FieldError, Result},
-    scoring::{ContactInputs, InputsRequest, ScoringModel},
-    store::{PageRequest, ScoringTx},
+    scoring::ScoringModel,
+    store::{PageRequest, ScoringTx, shared},
 };
 
 /// Writes scores of the rescoring pipeline: one row per contact, skipping
@@ -205,7 +208,10 @@ impl PgTransaction {
         if self.live_scoring.is_none() {
             return Ok(());
         }
-        let Some(Some(gone)) = self.live_score_log(loser).await? else {
+        let Some(LiveState {
+            log: Some(gone), ..
+        }) = self.live_score_log(loser).await?
+        else {
             return Ok(());
         };
         let LiveLock::On(current) = self.live_lock(survivor).await? else {
@@ -221,27 +227,15 @@ impl PgTransaction {
 
 #[async_trait]
 impl ScoringTx for PgTransaction {
-    async fn write_scores(&mut self, scores: &[(ContactId, Score)]) -> Result<u64> {
+    async fn write_scores(&mut self, scores: &[ContactScore]) -> Result<u64> {
         if scores.is_empty() {
             return Ok(0);
         }
         // One row per contact, the last score given for it winning (an
         // UPDATE … FROM applies only one of several matching rows).
-        let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(scores.len());
-        let mut ids: Vec<Uuid> = Vec::with_capacity(scores.len());
-        let mut values: Vec<i16> = Vec::with_capacity(scores.len());
-        for (id, score) in scores {
-            let id = id.as_uuid();
-            let score = i16::from(score.get());
-            match position.get(&id) {
-                Some(&i) => values[i] = score,
-                None => {
-                    position.insert(id, ids.len());
-                    ids.push(id);
-                    values.push(score);
-                }
-            }
-        }
+        let scores = shared::last_score_per_contact(scores);
+        let ids: Vec<Uuid> = scores.iter().map(|s| s.contact.as_uuid()).collect();
+        let values: Vec<i16> = scores.iter().map(|s| i16::from(s.score.get())).collect();
         let tenant = self.tenant_uuid();
         self.execute(WRITE_SCORES, &[&tenant, &ids, &values]).await
     }
@@ -325,31 +319,36 @@ impl ScoringTx for PgTransaction {
         Ok(out)
     }
 
-    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<Option<f64>>> {
+    async fn live_score_log(&mut self, id: ContactId) -> Result<Option<LiveState>> {
         let tenant = self.tenant_uuid();
         match self.query_opt(LIVE_OF, &[&tenant, &id.as_uuid()]).await? {
-            Some(row) => Ok(Some(get(&row, 0)?)),
+            Some(row) => Ok(Some(LiveState::new(id, get(&row, 0)?))),
             None => Ok(None),
         }
     }
 
-    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<(Contact, f64)>> {
+    async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<LiveRanked>> {
         let limit = PageRequest::first(limit).checked_limit()? as i64;
         let tenant = self.tenant_uuid();
         let rows = self.query(LIVE_TOP, &[&tenant, &limit]).await?;
         rows.iter()
-            .map(|r| Ok((rows::contact(r)?, get::<f64>(r, 15)?)))
+            .map(|r| {
+                Ok(LiveRanked {
+                    contact: rows::contact(r)?,
+                    log: get::<f64>(r, 15)?,
+                })
+            })
             .collect()
     }
 
-    async fn write_live_score_logs(&mut self, logs: &[(ContactId, Option<f64>)]) -> Result<u64> {
+    async fn write_live_score_logs(&mut self, states: &[LiveState]) -> Result<u64> {
         // One per contact, each checked.
-        let logs = crate::scoring::live::checked_logs(logs)?;
-        if logs.is_empty() {
+        let states = shared::checked_live_states(states)?;
+        if states.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<Uuid> = logs.iter().map(|(id, _)| id.as_uuid()).collect();
-        let values: Vec<Option<f64>> = logs.iter().map(|(_, l)| *l).collect();
+        let ids: Vec<Uuid> = states.iter().map(|s| s.contact.as_uuid()).collect();
+        let values: Vec<Option<f64>> = states.iter().map(|s| s.log).collect();
         let tenant = self.tenant_uuid();
         self.execute(LIVE_WRITE, &[&tenant, &ids, &values]).await
     }
