@@ -43,6 +43,13 @@
 //!   of a round trip per transaction; the pool does not (deadpool's
 //!   `RecyclingMethod::Fast`, which checks only whether the connection is
 //!   known to be closed).
+//! - **TLS.** Connections use TLS (rustls) as the connection string's
+//!   `sslmode` says, with libpq's meaning of each mode: `disable`,
+//!   `prefer` (the default), `require`, `verify-ca`, `verify-full`.
+//!   Certificates are verified against the CA certificates given with
+//!   `sslrootcert`, [`PostgresStoreBuilder::ca_file`] or
+//!   [`PostgresStoreBuilder::ca_certificate_pem`], or else the operating
+//!   system's trusted roots. See [`SslMode`] for what each mode checks.
 //! - **Queries.** Every query filters by `tenant_id` explicitly; row-level
 //!   security is the second wall. Statements name tables unqualified and
 //!   are prepared once per connection and cached; a statement's first
@@ -159,13 +166,13 @@ mod search;
 #[doc(hidden)]
 pub mod statements;
 mod timeline;
+mod tls;
 mod transaction;
 
-use std::{fmt, str::FromStr, sync::Arc, time::Duration};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use super::{Store, Transaction};
 use crate::{
@@ -175,6 +182,7 @@ use crate::{
 
 use schema::SchemaName;
 pub use schema::{DEFAULT_SCHEMA, MIGRATIONS};
+pub use tls::{SslMode, TlsError};
 
 /// One embedded schema migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,15 +237,34 @@ impl PostgresStore {
     /// [`DEFAULT_POOL_SIZE`] connections and the default pipeline, and
     /// checks that the server answers.
     ///
-    /// Connections are made without TLS; to use TLS, build a
-    /// [`deadpool_postgres::Pool`] with a TLS connector and use
-    /// [`from_pool`](Self::from_pool).
+    /// TLS follows the connection string's `sslmode` as libpq does:
+    /// `disable` never uses it; `prefer` (the default) uses it when the
+    /// server offers it; `require` insists on it; `verify-ca` also verifies
+    /// that the server's certificate is signed by a trusted CA, and
+    /// `verify-full` also that it is valid for the host name connected to
+    /// (`host`; with `hostaddr` set, TCP goes to that address while the
+    /// certificate is checked against `host`). `prefer` and `require`
+    /// accept any certificate unless CA certificates are given, then verify
+    /// it as `verify-ca` does. The trusted CAs are those of `sslrootcert`
+    /// (a PEM file) and of the builder's
+    /// [`ca_file`](PostgresStoreBuilder::ca_file) and
+    /// [`ca_certificate_pem`](PostgresStoreBuilder::ca_certificate_pem),
+    /// or, when none is given (or with `sslrootcert=system`), the
+    /// operating system's trusted roots. Both the URL form
+    /// (`postgres://db.example.com/crm?sslmode=verify-full`) and the
+    /// `key=value` form (`host=db.example.com sslmode=verify-full`) are
+    /// read.
+    ///
+    /// An unknown `sslmode` (or `allow`, not supported), an unreadable or
+    /// invalid CA file, a certificate that fails verification and a server
+    /// without TLS when TLS is required fail with a backend error whose
+    /// source is a [`TlsError`] naming the setting and the reason.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::builder(url).build().await
     }
 
-    /// A builder for a store at `url`, to set the pool size, pipelines and
-    /// schema.
+    /// A builder for a store at `url` (read as [`connect`](Self::connect)
+    /// reads it), to set the pool size, pipelines, schema and trusted CAs.
     pub fn builder(url: &str) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
             url: url.to_string(),
@@ -245,6 +272,7 @@ impl PostgresStore {
             acquire_timeout: None,
             pipelines: Pipelines::default(),
             schema: DEFAULT_SCHEMA.to_string(),
+            ca: Vec::new(),
         }
     }
 
@@ -309,7 +337,7 @@ impl PostgresStore {
     /// after release). Versions the schema has but this build does not
     /// know (applied by a newer build) are left alone.
     pub async fn migrate(&self) -> Result<Vec<i64>> {
-        let mut conn = self.pool.get().await.map_err(error::pool)?;
+        let mut conn = self.pool.get().await.map_err(tls::pool_error)?;
         let tx = conn.transaction().await.map_err(error::db)?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1)",
@@ -396,7 +424,8 @@ impl Migration {
     }
 }
 
-/// Builds a [`PostgresStore`]: pool size, pipelines and schema.
+/// Builds a [`PostgresStore`]: pool size, pipelines, schema and the CA
+/// certificates TLS trusts.
 #[derive(Debug, Clone)]
 pub struct PostgresStoreBuilder {
     url: String,
@@ -404,6 +433,7 @@ pub struct PostgresStoreBuilder {
     acquire_timeout: Option<Duration>,
     pipelines: Pipelines,
     schema: String,
+    ca: Vec<tls::CaSource>,
 }
 
 impl PostgresStoreBuilder {
@@ -436,15 +466,40 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Builds the pool and checks that the server answers. Fails with a
-    /// validation error on the field `schema` when the schema's name is not
-    /// one PostgreSQL keeps as it is, before connecting.
+    /// Trusts the CA certificates of the PEM file at `path` (one or more
+    /// `CERTIFICATE` blocks, as libpq's `sslrootcert`) to sign the server's
+    /// certificate, instead of the operating system's roots. The file is
+    /// read by [`build`](Self::build), which fails with a [`TlsError`]
+    /// naming `ca_file` when it cannot be read or holds no usable
+    /// certificate. May be given several times, with
+    /// [`ca_certificate_pem`](Self::ca_certificate_pem) and with
+    /// `sslrootcert`: every certificate given is trusted.
+    ///
+    /// With a CA given, `sslmode=prefer` and `require` verify the
+    /// certificate chain too (as libpq does with a root certificate).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca.push(tls::CaSource::File(path.into()));
+        self
+    }
+
+    /// Trusts the CA certificates in `pem` (PEM text with one or more
+    /// `CERTIFICATE` blocks), as [`ca_file`](Self::ca_file) trusts a file's.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca.push(tls::CaSource::Pem(pem.into()));
+        self
+    }
+
+    /// Builds the pool and checks that the server answers (over TLS as the
+    /// connection string's `sslmode` says; see [`PostgresStore::connect`]).
+    /// Fails with a validation error on the field `schema` when the
+    /// schema's name is not one PostgreSQL keeps as it is, before
+    /// connecting.
     pub async fn build(self) -> Result<PostgresStore> {
         let schema = SchemaName::parse(&self.schema)?;
-        let config = tokio_postgres::Config::from_str(&self.url).map_err(Error::backend)?;
+        let tls::Connector { config, tls } = tls::connector(&self.url, &self.ca)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -457,7 +512,7 @@ impl PostgresStoreBuilder {
             .build()
             .map_err(Error::backend)?;
         // Fail now, with the cause, rather than on the first transaction.
-        drop(pool.get().await.map_err(error::pool)?);
+        drop(pool.get().await.map_err(tls::pool_error)?);
         let mut store = PostgresStore::from_pool(pool, self.pipelines);
         store.begin_batch = begin_batch(&schema);
         store.schema = Arc::new(schema);
@@ -468,7 +523,7 @@ impl PostgresStoreBuilder {
 #[async_trait]
 impl Store for PostgresStore {
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
-        let conn = self.pool.get().await.map_err(error::pool)?;
+        let conn = self.pool.get().await.map_err(tls::pool_error)?;
         let mut tx = transaction::PgTransaction::begin(
             conn,
             tenant,
