@@ -1,8 +1,6 @@
 //! Driver and pool errors mapped into the crate's error kinds, keeping the
 //! source error.
 
-use std::fmt;
-
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
@@ -44,20 +42,9 @@ pub(super) fn db_ref(e: &tokio_postgres::Error) -> Error {
 /// alone shows "db error". The server's DETAIL is left out, since it can
 /// hold the values of a row (`Key (email)=(…) already exists`); the
 /// driver's error, with everything, stays the [source](std::error::Error::source).
-#[derive(Debug)]
-pub(super) struct DbFailure(tokio_postgres::Error);
-
-impl fmt::Display for DbFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&describe(&self.0))
-    }
-}
-
-impl std::error::Error for DbFailure {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.0))]
+pub(super) struct DbFailure(#[source] tokio_postgres::Error);
 
 /// What [`DbFailure`] shows: the server's severity, SQLSTATE and message;
 /// for an error that did not come from the server, the driver's words and
@@ -110,86 +97,47 @@ pub(super) fn pool(e: PoolError) -> Error {
 
 /// A row that does not pass the domain's validation: the database holds
 /// something the domain rules forbid (edited out of band, or a schema drift).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("row {id} of {table} is invalid: {}", joined(errors))]
 pub(super) struct InvalidRow {
     pub(super) table: &'static str,
     pub(super) id: String,
     pub(super) errors: Vec<FieldError>,
 }
 
-impl fmt::Display for InvalidRow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "row {} of {} is invalid: ", self.id, self.table)?;
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
+/// Field errors, `; `-separated.
+fn joined(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
-
-impl std::error::Error for InvalidRow {}
 
 /// The transaction was already aborted by an earlier failed statement and
 /// has been rolled back instead of committed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the transaction was aborted by an earlier error and has been rolled back instead")]
 pub(super) struct Aborted;
 
-impl fmt::Display for Aborted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "the transaction was aborted by an earlier error and has been rolled back instead",
-        )
-    }
-}
-
-impl std::error::Error for Aborted {}
-
 /// The transaction has already been committed or rolled back.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the transaction has already ended")]
 pub(super) struct Finished;
-
-impl fmt::Display for Finished {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the transaction has already ended")
-    }
-}
-
-impl std::error::Error for Finished {}
 
 /// The contact holding an email kept vanishing between a create's conflict
 /// and the lookup of its id (concurrent creates and deletes of that email).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the email was taken and released concurrently; try again")]
 pub(super) struct EmailRace;
 
-impl fmt::Display for EmailRace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the email was taken and released concurrently; try again")
-    }
-}
-
-impl std::error::Error for EmailRace {}
-
 /// An applied migration's SQL differs from the one embedded in this build.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("migration {version} ({name}) was applied with different SQL than this build embeds")]
 pub(super) struct MigrationChanged {
     pub(super) version: i64,
     pub(super) name: &'static str,
 }
-
-impl fmt::Display for MigrationChanged {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "migration {} ({}) was applied with different SQL than this build embeds",
-            self.version, self.name
-        )
-    }
-}
-
-impl std::error::Error for MigrationChanged {}
 
 /// True when `e` leaves its connection unfit to be handed out again: the
 /// connection closed, an I/O, TLS or protocol error, and a server error
@@ -227,30 +175,12 @@ pub(super) fn spoils_connection(e: &tokio_postgres::Error) -> bool {
 /// The transaction's connection was lost (or saw an error that leaves it
 /// unusable): nothing more can be sent on it. The server ends the
 /// transaction, without committing it, when the connection closes.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the transaction's connection was lost; the server rolls the transaction back")]
 pub(super) struct ConnectionLost;
-
-impl fmt::Display for ConnectionLost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the transaction's connection was lost; the server rolls the transaction back")
-    }
-}
-
-impl std::error::Error for ConnectionLost {}
 
 /// A deal kept moving to another contact (merges) while it was being
 /// locked: retrying the transaction will find it settled.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("deal {0} kept moving to another contact while it was being locked")]
 pub(super) struct DealMoving(pub(super) String);
-
-impl fmt::Display for DealMoving {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "deal {} kept moving to another contact while it was being locked",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for DealMoving {}

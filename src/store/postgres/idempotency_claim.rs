@@ -230,51 +230,26 @@ pub(super) enum ClaimState {
 
 /// A deferred claim found the key taken (or failed): the transaction's
 /// statements went out with it, and it can only be rolled back.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the idempotency key {0} was not claimed by this transaction (an earlier delivery holds \
+     it, or the claim failed); the transaction can only be rolled back"
+)]
 pub(super) struct KeyTaken(pub(super) String);
-
-impl std::fmt::Display for KeyTaken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the idempotency key {} was not claimed by this transaction (an earlier delivery \
-             holds it, or the claim failed); the transaction can only be rolled back",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for KeyTaken {}
 
 /// A deferred claim never reached the server: the statement it was to go
 /// with failed before anything was sent.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the claim of the idempotency key {0} was not sent: the statement it was to go with \
+     failed first"
+)]
 pub(super) struct NotSent(pub(super) String);
 
-impl std::fmt::Display for NotSent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the claim of the idempotency key {} was not sent: the statement it was to go \
-             with failed first",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for NotSent {}
-
 /// Asked for the outcome of a deferred claim when none was made.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("this transaction has no deferred idempotency claim")]
 pub(super) struct NoDeferredClaim;
-
-impl std::fmt::Display for NoDeferredClaim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("this transaction has no deferred idempotency claim")
-    }
-}
-
-impl std::error::Error for NoDeferredClaim {}
 
 /// The advisory lock of a key: the first 64 bits of a SHA-256 of the
 /// tenant, source and key, as PostgreSQL's two 32-bit lock keys.
