@@ -9,7 +9,7 @@ use crate::{domain::*, error::Result, prelude::*};
 /// transaction, does one thing and commits.
 #[async_trait]
 pub trait StoreExt: Store {
-    /// See [`Transaction::create_contact`].
+    /// See [`ContactsTx::create_contact`].
     async fn create_contact(
         &self,
         tenant: TenantId,
@@ -22,7 +22,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::get_contact`].
+    /// See [`ContactsTx::get_contact`].
     async fn get_contact(
         &self,
         tenant: TenantId,
@@ -35,7 +35,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::get_contact_by_email`].
+    /// See [`ContactsTx::get_contact_by_email`].
     async fn get_contact_by_email(
         &self,
         tenant: TenantId,
@@ -48,7 +48,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::update_contact`].
+    /// See [`ContactsTx::update_contact`].
     async fn update_contact(
         &self,
         tenant: TenantId,
@@ -63,7 +63,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::search_contacts`].
+    /// See [`ContactsTx::search_contacts`].
     async fn search_contacts(
         &self,
         tenant: TenantId,
@@ -76,7 +76,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::create_deal`].
+    /// See [`DealsTx::create_deal`].
     async fn create_deal(&self, tenant: TenantId, ctx: &Context, new: NewDeal) -> Result<Deal> {
         let mut tx = self.begin(tenant, ctx.clone()).await?;
         let out = tx.create_deal(new).await?;
@@ -84,7 +84,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::move_deal`].
+    /// See [`DealsTx::move_deal`].
     async fn move_deal(
         &self,
         tenant: TenantId,
@@ -100,7 +100,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::log_activity`].
+    /// See [`TimelineTx::log_activity`].
     async fn log_activity(
         &self,
         tenant: TenantId,
@@ -113,7 +113,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::timeline`].
+    /// See [`TimelineTx::timeline`].
     async fn timeline(
         &self,
         tenant: TenantId,
@@ -127,7 +127,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::pipeline_summary`].
+    /// See [`DealsTx::pipeline_summary`].
     async fn pipeline_summary(
         &self,
         tenant: TenantId,
