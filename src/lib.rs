@@ -13,14 +13,24 @@
 //!   honours. [`StoreExt`] adds one-call conveniences.
 //! - [`InMemoryStore`] is always available; `PostgresStore` comes with the
 //!   `postgres` feature.
-//! - [`scoring`] is the pure lead-scoring model: weights per signal kind,
-//!   half-life decay, a score from 0 to 100 with the signals that explain it.
+//! - [`scoring`] is lead scoring: a pure model (weights per signal kind,
+//!   half-life decay, a score from 0 to 100 with the signals that explain
+//!   it), batch rescoring of a tenant, and always-current live scores.
 //! - [`history`] keeps every change of a contact or deal — who, when, why,
 //!   field by field — and answers what a record looked like at any time.
+//! - [`idempotency`] runs the handler of an inbound webhook or event
+//!   exactly once, however often the provider delivers it.
+//! - [`bulk`] imports and exports contacts, deals and activities as CSV
+//!   and JSON Lines, upserts by email and merges duplicate contacts.
 //! - Every failure is an [`Error`] whose variant is a kind to branch on:
 //!   [`Error::Validation`] lists every bad field, [`Error::DuplicateEmail`]
 //!   names the contact holding the email, [`Error::Conflict`] means "reload
 //!   and retry", [`Error::InvalidTransition`] says why a deal cannot move.
+//!
+//! How the crate is built inside — its layers, how the PostgreSQL backend
+//! keeps the contract (locks, triggers, statements, round trips) and why —
+//! is described in `ARCHITECTURE.md` in the repository; measurements are
+//! in `BENCHMARKS.md`.
 //!
 //! # Feature flags
 //!

@@ -145,7 +145,7 @@ pub struct FieldChange {
     pub new: Value,
 }
 
-/// One version of a contact or deal. See the [module docs](self).
+/// One version of a contact or deal. See the [history module](crate::history).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The record.

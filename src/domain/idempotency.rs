@@ -456,7 +456,7 @@ impl Default for WaitPolicy {
 }
 
 /// What a backend needs to claim a key: see
-/// [`Transaction::claim_idempotency_key`](crate::Transaction::claim_idempotency_key).
+/// [`Transaction::claim_idempotency_key`](crate::store::IdempotencyTx::claim_idempotency_key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyClaim {
     /// Where the event came from.

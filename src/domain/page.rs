@@ -206,27 +206,31 @@ impl Cursor {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum CursorList {
-    /// [`Transaction::search_contacts`] sorted by score (either direction).
+    /// [`Transaction::search_contacts`](crate::store::ContactsTx::search_contacts)
+    /// sorted by score (either direction).
     ContactsByScore,
-    /// [`Transaction::search_contacts`] sorted by creation time.
+    /// [`Transaction::search_contacts`](crate::store::ContactsTx::search_contacts)
+    /// sorted by creation time.
     ContactsByCreation,
-    /// [`Transaction::search_contacts`] sorted by update time.
+    /// [`Transaction::search_contacts`](crate::store::ContactsTx::search_contacts)
+    /// sorted by update time.
     ContactsByUpdate,
-    /// [`Transaction::search_contacts`] sorted by name.
+    /// [`Transaction::search_contacts`](crate::store::ContactsTx::search_contacts)
+    /// sorted by name.
     ContactsByName,
-    /// [`Transaction::list_deals_for_contact`].
+    /// [`Transaction::list_deals_for_contact`](crate::store::DealsTx::list_deals_for_contact).
     DealsOfContact,
-    /// [`Transaction::list_deals_in_stage`].
+    /// [`Transaction::list_deals_in_stage`](crate::store::DealsTx::list_deals_in_stage).
     DealsInStage,
-    /// [`Transaction::timeline`].
+    /// [`Transaction::timeline`](crate::store::TimelineTx::timeline).
     Timeline,
-    /// [`Transaction::entity_history`].
+    /// [`Transaction::entity_history`](crate::store::HistoryTx::entity_history).
     EntityHistory,
-    /// [`Transaction::field_changes`].
+    /// [`Transaction::field_changes`](crate::store::HistoryTx::field_changes).
     FieldChanges,
-    /// [`Transaction::changes_between`].
+    /// [`Transaction::changes_between`](crate::store::HistoryTx::changes_between).
     TenantChanges,
-    /// [`Transaction::list_idempotency_records`].
+    /// [`Transaction::list_idempotency_records`](crate::store::IdempotencyTx::list_idempotency_records).
     IdempotencyRecords,
 }
 
@@ -285,37 +289,44 @@ impl CursorList {
         }
     }
 
-    /// [`Transaction::list_deals_for_contact`] of `contact`.
+    /// [`Transaction::list_deals_for_contact`](crate::store::DealsTx::list_deals_for_contact)
+    /// of `contact`.
     pub fn deals_of_contact(contact: ContactId) -> ListScope {
         CursorList::DealsOfContact.scoped(&contact)
     }
 
-    /// [`Transaction::list_deals_in_stage`] of one stage.
+    /// [`Transaction::list_deals_in_stage`](crate::store::DealsTx::list_deals_in_stage)
+    /// of one stage.
     pub fn deals_in_stage(pipeline: &PipelineKey, stage: &StageKey) -> ListScope {
         CursorList::DealsInStage.scoped(&(pipeline, stage))
     }
 
-    /// [`Transaction::timeline`] of `contact`.
+    /// [`Transaction::timeline`](crate::store::TimelineTx::timeline) of
+    /// `contact`.
     pub fn timeline(contact: ContactId) -> ListScope {
         CursorList::Timeline.scoped(&contact)
     }
 
-    /// [`Transaction::entity_history`] of one record.
+    /// [`Transaction::entity_history`](crate::store::HistoryTx::entity_history)
+    /// of one record.
     pub fn entity_history(entity: &HistoryEntity) -> ListScope {
         CursorList::EntityHistory.scoped(entity)
     }
 
-    /// [`Transaction::field_changes`] of one query (its page aside).
+    /// [`Transaction::field_changes`](crate::store::HistoryTx::field_changes)
+    /// of one query (its page aside).
     pub fn field_changes(q: &FieldQuery) -> ListScope {
         CursorList::FieldChanges.scoped(&(q.kind, &q.field, q.entity))
     }
 
-    /// [`Transaction::changes_between`] of one range.
+    /// [`Transaction::changes_between`](crate::store::HistoryTx::changes_between)
+    /// of one range.
     pub fn tenant_changes(from: Timestamp, until: Timestamp) -> ListScope {
         CursorList::TenantChanges.scoped(&(from.timestamp_micros(), until.timestamp_micros()))
     }
 
-    /// [`Transaction::list_idempotency_records`] of one source.
+    /// [`Transaction::list_idempotency_records`](crate::store::IdempotencyTx::list_idempotency_records)
+    /// of one source.
     pub fn idempotency_records(source: &IdempotencySource) -> ListScope {
         CursorList::IdempotencyRecords.scoped(source)
     }

@@ -11,9 +11,11 @@
 //! follow each other without gaps or overlaps — each `valid_to` is the
 //! next version's `valid_from` — and `valid_from` increases strictly, even
 //! for several changes in one transaction: a version's `valid_from` is the
-//! clock at the moment of the write (PostgreSQL's `clock_timestamp()`, not
-//! the transaction's start) or one microsecond after the previous
-//! version's, whichever is later.
+//! time of the write itself (not of its transaction's start) or one
+//! microsecond after the previous version's, whichever is later. On
+//! PostgreSQL that time comes from the database server's clock; the
+//! records' own timestamps (`created_at`, `updated_at`) come from the
+//! application's.
 //!
 //! - A **creation** records an entry with [`Operation::Created`].
 //! - An **update** records an entry with [`Operation::Updated`] when, and
@@ -23,7 +25,8 @@
 //! - A **deletion** (also a deal deleted because its contact was) records a
 //!   tombstone with [`Operation::Deleted`]: from its `valid_from` on, the
 //!   record does not exist. Its `values` are the last values the record had.
-//! - An **erasure** ([`Transaction::erase_contact`](crate::Transaction::erase_contact))
+//! - An **erasure**
+//!   ([`Transaction::erase_contact`](crate::store::HistoryTx::erase_contact))
 //!   records an entry with [`Operation::Erased`] (see *Privacy* below).
 //!
 //! [`HistoryEntry::values`] holds the record's recorded fields as a JSON
@@ -47,44 +50,46 @@
 //! **Not recorded:** the lead `score` and any other column that only
 //! scoring writes. The score is derived data, rewritten in bulk by the
 //! rescoring pipeline and on every logged activity; a change to it alone
-//! records nothing, and it appears in no version's values. On PostgreSQL
-//! the update trigger compares only the recorded columns, so columns added
-//! to `contacts` later are ignored until the trigger lists them.
+//! records nothing, and it appears in no version's values.
 //!
 //! ## Who, why, for what
 //!
 //! Every entry carries the acting [`Context`](crate::Context) of its
 //! transaction: `actor`, `reason`, `request_id` and `idempotency_key`. On
-//! PostgreSQL the entries are written by triggers on `contacts` and
-//! `deals`, which read the context from the transaction-local settings
-//! `crm.actor`, `crm.reason`, `crm.request_id` and `crm.idempotency_key`;
-//! a change made by SQL outside the library is therefore recorded too,
-//! with the actor `db:<database role>` when no actor is set.
+//! PostgreSQL a change made by SQL outside the library is recorded too,
+//! with the context taken from the transaction-local settings `crm.actor`,
+//! `crm.reason`, `crm.request_id` and `crm.idempotency_key` (set them with
+//! `SET LOCAL` to name who acts), and the actor `db:<database role>` when
+//! no actor is set.
+//!
+//! How the PostgreSQL backend records the versions (triggers on `contacts`
+//! and `deals`, the clock it uses, why versions never overlap):
+//! `ARCHITECTURE.md` in the repository, section "Audit history".
 //!
 //! # The three questions
 //!
 //! - *What happened to this record?* —
-//!   [`Transaction::entity_history`](crate::Transaction::entity_history),
+//!   [`Transaction::entity_history`](crate::store::HistoryTx::entity_history),
 //!   newest first.
 //! - *What did it look like at time T?* —
-//!   [`Transaction::entity_as_of`](crate::Transaction::entity_as_of): the
+//!   [`Transaction::entity_as_of`](crate::store::HistoryTx::entity_as_of): the
 //!   version in force at T, or `None` when the record did not exist then.
 //! - *Who changed this field?* —
-//!   [`Transaction::field_changes`](crate::Transaction::field_changes),
+//!   [`Transaction::field_changes`](crate::store::HistoryTx::field_changes),
 //!   newest first, for one record or a whole tenant.
 //!
-//! [`Transaction::changes_between`](crate::Transaction::changes_between)
+//! [`Transaction::changes_between`](crate::store::HistoryTx::changes_between)
 //! lists every change of a tenant in a time range, oldest first, for sync
 //! and export.
 //!
 //! # Retention and privacy
 //!
-//! [`Transaction::purge_history`](crate::Transaction::purge_history)
+//! [`Transaction::purge_history`](crate::store::HistoryTx::purge_history)
 //! deletes the versions that ended before a time (`valid_to < T`) and the
 //! tombstones of records deleted before it, keeping every current version:
 //! reading a purged past then answers as if nothing had been recorded.
 //!
-//! [`Transaction::erase_contact`](crate::Transaction::erase_contact)
+//! [`Transaction::erase_contact`](crate::store::HistoryTx::erase_contact)
 //! removes a contact's personal data — `email`, `first_name`, `last_name`,
 //! `company`, `title`, `phone`, `metadata` — from its current row and from
 //! every one of its versions, keeping the fact that it was erased, by whom

@@ -6,7 +6,7 @@
 //! The registry is advisory: the store's claim is what makes the effect
 //! happen once. It makes waiting exact on a store that serializes whole
 //! transactions (the in-memory one), and spares pooled connections on
-//! PostgreSQL, where duplicates from other processes wait on the row lock.
+//! PostgreSQL, where duplicates from other processes wait at the claim.
 
 use std::{
     collections::HashMap,

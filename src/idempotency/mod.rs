@@ -8,12 +8,11 @@
 //!
 //! 1. **claims** the key (tenant, source, key): holds it for this
 //!    transaction, waiting for a transaction that holds it already, and
-//!    looks up its record — on PostgreSQL a transaction-level advisory
-//!    lock on the key, then a read that sees everything committed before
-//!    the lock was granted, so there is no check-then-insert race;
+//!    looks up its record, seeing the record of a holder that committed
+//!    while it waited — there is no check-then-insert race;
 //! 2. runs the **handler** with that transaction: its CRM writes are part of it;
-//! 3. **stores the result** (the handler's output as JSON) and commits; the
-//!    record's primary key `(tenant, source, key)` refuses a second one.
+//! 3. **stores the result** (the handler's output as JSON) and commits; a
+//!    key never holds a second record.
 //!
 //! All three commit together or not at all: a handler that fails
 //! transiently, panics, or loses its connection leaves no key and no
@@ -58,7 +57,7 @@
 //! By default ([`ClaimTiming::WithFirstStatement`]) the claim goes out
 //! with the handler's first store call, in the same round trip, so on
 //! PostgreSQL a guarded event costs no round trip more than the handler
-//! alone (the stored result goes with `COMMIT`). The price: a duplicate
+//! alone (the stored result goes with the commit). The price: a duplicate
 //! delivery may *start* the handler. Its first store call then fails
 //! (nothing it wrote can commit), and the guard replays the stored result
 //! whatever the handler returns. So a handler must not act outside the
@@ -75,27 +74,31 @@
 //!
 //! # Waiting, per backend
 //!
-//! The guard keeps an in-process registry of the deliveries it is
-//! handling, shared by its clones: a duplicate that arrives while the first
-//! delivery runs waits on the registry (or fails at once with `NoWait`)
-//! without opening a transaction. Use **one guard per store** (clone it
-//! into every task) so that every delivery goes through the same registry.
+//! Use **one guard per store** (clone it into every task): the clones
+//! share a registry of the deliveries in flight in this process, and a
+//! duplicate that arrives while the first delivery runs waits on it (or
+//! fails at once with `NoWait`) without opening a transaction.
 //!
 //! - On **PostgreSQL**, deliveries from other processes (or other guards)
-//!   meet at the claim: it waits for the advisory lock of the transaction
-//!   holding the key, bounded by a transaction-local `lock_timeout` equal
-//!   to what is left of the wait (1 ms with `NoWait`) and restored for the
-//!   handler's own statements; a timeout (SQLSTATE 55P03) becomes
-//!   [`Error::KeyInUse`]. When the holder commits, the claim finds its
-//!   record and replays it.
-//! - The **in-memory store** runs one transaction at a time, so a claim
-//!   never meets a running holder; the guard bounds its wait for `begin`
-//!   by what is left of the wait instead, and a delivery that times out
-//!   there gets [`Error::KeyInUse`] too. With one shared guard, `NoWait`
-//!   is exact; through separate guards a `NoWait` delivery waits for the
-//!   store like any transaction does.
+//!   meet at the claim: it waits for the transaction holding the key for
+//!   what is left of the wait (with `NoWait`, a millisecond), and a wait
+//!   that runs out is [`Error::KeyInUse`]. The handler's own statements
+//!   wait for locks as they would without the guard. When the holder
+//!   commits, the claim finds its record and replays it.
+//! - The **in-memory store** runs one transaction at a time, so a
+//!   delivery through another guard waits in `begin` for the transaction
+//!   holding the key; the guard bounds that wait by what is left of the
+//!   wait, and a delivery that times out there gets [`Error::KeyInUse`]
+//!   too. With one shared guard, `NoWait` is exact; through separate
+//!   guards a `NoWait` delivery waits for the store like any transaction
+//!   does.
 //!
 //! Timeouts need a tokio runtime with its time driver enabled.
+//!
+//! How the PostgreSQL backend keeps these promises (a transaction-level
+//! advisory lock per key, a bounded `lock_timeout`, the record written
+//! once, with the commit) and why it was built so: `ARCHITECTURE.md` in
+//! the repository, section "Idempotency".
 //!
 //! # Example
 //!
@@ -316,14 +319,14 @@ pub struct GuardConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClaimTiming {
     /// The claim goes out with the handler's first statement, in the same
-    /// round trip (on PostgreSQL, right after `BEGIN`), so the guard costs
-    /// no round trip of its own. A duplicate delivery may start the
-    /// handler: its first store call then fails, the guard rolls the
-    /// transaction back and replays the stored result. Code the handler
-    /// runs before that call runs for duplicates too, so a handler should
-    /// make no effect outside the transaction before its first store call
-    /// (and effects outside the transaction are never covered by the guard
-    /// anyway: a transient failure or a crash repeats them).
+    /// round trip, so the guard costs no round trip of its own. A duplicate
+    /// delivery may start the handler: its first store call then fails, the
+    /// guard rolls the transaction back and replays the stored result. Code
+    /// the handler runs before that call runs for duplicates too, so a
+    /// handler should make no effect outside the transaction before its
+    /// first store call (and effects outside the transaction are never
+    /// covered by the guard anyway: a transient failure or a crash repeats
+    /// them).
     #[default]
     WithFirstStatement,
     /// The claim is answered before the handler starts, so a duplicate

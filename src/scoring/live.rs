@@ -1,7 +1,7 @@
 //! Always-current scores: the live state a store keeps per contact, the
 //! live top leads, and [`explain`].
 //!
-//! # Design
+//! # What a store keeps
 //!
 //! A store configured with a model (`InMemoryStore::with_live_scoring`,
 //! `PostgresStore::with_live_scoring`; the reference model by default)
@@ -12,26 +12,23 @@
 //! ```
 //!
 //! over its activities (as the signal their kind maps to) and recorded
-//! signals. [`log_activity`](crate::store::Transaction::log_activity) and
-//! [`record_signal`](crate::store::Transaction::record_signal) add their
-//! term in the same transaction, in O(1): read the state under a row
-//! lock, [`ScoringModel::log_add`] the term in Rust, write it back. A
-//! rollback undoes it with the rest. Both backends compute the same bits
-//! from the same inputs.
-//!
-//! On PostgreSQL the state is `contact_scores.score_log` (migration 4), one
-//! row per contact, with an index `(tenant_id, score_log DESC NULLS LAST,
-//! contact_id DESC)` behind [`live_top_leads`]. A table of its own rather
-//! than a column of `contacts`: keeping the state then locks only its row,
-//! so logging an activity never waits for an open update of the contact.
-//! The cost is two statements per write (lock-and-read with
-//! `INSERT … ON CONFLICT DO UPDATE … RETURNING`, then `UPDATE`).
+//! signals. [`log_activity`](crate::store::TimelineTx::log_activity) and
+//! [`record_signal`](crate::store::TimelineTx::record_signal) add their
+//! term ([`ScoringModel::log_add`]) in the same transaction, at a cost
+//! that does not grow with the contact's signals; a rollback undoes it
+//! with the rest. On PostgreSQL, keeping it does not make logging an
+//! activity wait for an open update of the contact. Both backends compute
+//! the same bits from the same inputs.
 //!
 //! Because every contact's decayed sum is `2^(−now/h)·e^live_log`, ordering
 //! by `live_log` is ordering by decayed sum at every instant: the live top
 //! leads are right at any moment, with no batch. The 0–100 value is derived
 //! at read time: [`live_score`] is
 //! [`ScoringModel::score_from_log`]`(live_log, now)`.
+//!
+//! How the PostgreSQL backend keeps the state (a table of its own, its
+//! locks and statements) and why: `ARCHITECTURE.md` in the repository,
+//! section "Lead scoring".
 //!
 //! # How the live score differs from the batch score
 //!
@@ -44,10 +41,9 @@
 //! - a signal dated in the future counts from its `occurred_at` (its factor
 //!   exceeds 1 until then), as the stored signal carries no recording time
 //!   a rebuild could use;
-//! - `deal_exists` is applied by the batch only: deals open and close
-//!   through stage moves, reopenings and deletions, and taking a term back
-//!   out (`log_sub`) loses precision when little is left, so the live state
-//!   is kept to what only ever grows (activities and signals);
+//! - `deal_exists` is applied by the batch only: the live state holds what
+//!   only ever grows (activities and signals), not deals, which open and
+//!   close;
 //! - deleting a contact's activity is not possible through the contract;
 //!   data written around the stores (bulk loads) is not in the live state
 //!   until a rescoring with
@@ -60,9 +56,9 @@
 //! [`ContactQuery::top_leads`](crate::store::ContactQuery::top_leads) and
 //! their cursors stay on the stored `score`, so existing lists and pages
 //! keep their meaning. The live update does not rewrite the stored `score`
-//! either: that would make every logged activity a write of the contact
-//! row (waiting for, and holding up, an open update of the contact), and
-//! a 0–100 value needs a `now` to be floored at, which the log form avoids.
+//! either: it changes only when scores are written back
+//! ([`write_scores`](crate::store::ScoringTx::write_scores), as a
+//! rescoring does).
 //!
 //! # What "agrees" means for [`explain`]
 //!

@@ -1,10 +1,17 @@
 //! Lead scoring: how interested a contact is, as a number from 0 to 100
 //! that decays with time, with the signals that explain it.
 //!
-//! This module is pure (no I/O, no async, no store access): a
+//! The model is pure (no I/O, no async, no store access): a
 //! [`ScoringModel`] turns a contact's signals and a point in time `now` into
-//! a [`Scored`]. Reading the signals from a store and writing scores back is
-//! the job of the code that calls it.
+//! a [`Scored`]. Around it, two ways to keep scores in a store:
+//!
+//! - **Batch:** [`rescore_store`] (or [`rescore`] on a transaction of your
+//!   own) recomputes the eligible contacts' scores and writes back the
+//!   ones that changed: the stored `score` that contact searches sort by.
+//! - **Live:** a store keeps a per-contact state up to date as activities
+//!   and signals arrive, from which [`live_score`] and [`live_top_leads`]
+//!   read always-current scores; [`explain`] shows how a score came about.
+//!   See [`live`].
 //!
 //! # The model
 //!
@@ -117,10 +124,11 @@
 //! `[`ScoringModel::log_term`]`(kind, t))`, and read the score at any time
 //! with [`ScoringModel::score_from_log`]. Since `2^(−now/h)` is the same for
 //! every contact, ordering contacts by `log_sum` orders them by decayed sum
-//! at every `now`: "top leads" is an index scan that never waits for a
-//! batch. Everything stays in log space, so nothing overflows however far
-//! the signals are from the epoch. [`ScoringModel::log_sub`] takes a term
-//! back out (a deal that closed).
+//! at every `now`: a ranking by `log_sum` is the "top leads" ranking at any
+//! moment, with no batch ([`live_top_leads`] is one). Everything stays in
+//! log space, so nothing overflows however far the signals are from the
+//! epoch. [`ScoringModel::log_sub`] takes a term back out (a deal that
+//! closed).
 //!
 //! ```
 //! use chrono::{Duration, TimeZone, Utc};

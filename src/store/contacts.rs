@@ -3,6 +3,8 @@
 
 use async_trait::async_trait;
 
+#[cfg(doc)]
+use crate::error::Error;
 use crate::{
     domain::*,
     error::{FieldError, Result, ValidationErrors},
@@ -56,8 +58,9 @@ pub trait ContactsTx: Send {
 }
 
 impl CursorList {
-    /// [`Transaction::search_contacts`] with the filters and order of `q`
-    /// (its page aside), as [`ContactQuery::checked`] gives them.
+    /// [`Transaction::search_contacts`](crate::store::ContactsTx::search_contacts)
+    /// with the filters and order of `q` (its page aside), as
+    /// [`ContactQuery::checked`] gives them.
     pub fn contacts(q: &ContactQuery) -> ListScope {
         let mut sources: Vec<&str> = q.lead_sources.iter().map(|l| l.as_str()).collect();
         sources.sort_unstable();

@@ -7,6 +7,8 @@ use async_trait::async_trait;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+#[cfg(doc)]
+use crate::error::Error;
 use crate::{domain::*, error::Result};
 
 /// Deals and their pipelines. Part of [`Transaction`](crate::Transaction).

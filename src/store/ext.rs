@@ -18,7 +18,7 @@ pub trait StoreExt: Store {
         super::Scope::new(self, tenant, ctx.clone())
     }
 
-    /// See [`Transaction::create_contact`].
+    /// See [`ContactsTx::create_contact`].
     async fn create_contact(
         &self,
         tenant: TenantId,
@@ -31,7 +31,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::get_contact`].
+    /// See [`ContactsTx::get_contact`].
     async fn get_contact(
         &self,
         tenant: TenantId,
@@ -44,7 +44,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::get_contact_by_email`].
+    /// See [`ContactsTx::get_contact_by_email`].
     async fn get_contact_by_email(
         &self,
         tenant: TenantId,
@@ -57,7 +57,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::update_contact`].
+    /// See [`ContactsTx::update_contact`].
     async fn update_contact(
         &self,
         tenant: TenantId,
@@ -72,7 +72,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::search_contacts`].
+    /// See [`ContactsTx::search_contacts`].
     async fn search_contacts(
         &self,
         tenant: TenantId,
@@ -85,7 +85,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::create_deal`].
+    /// See [`DealsTx::create_deal`].
     async fn create_deal(&self, tenant: TenantId, ctx: &Context, new: NewDeal) -> Result<Deal> {
         let mut tx = self.begin(tenant, ctx.clone()).await?;
         let out = tx.create_deal(new).await?;
@@ -93,7 +93,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::move_deal`].
+    /// See [`DealsTx::move_deal`].
     async fn move_deal(
         &self,
         tenant: TenantId,
@@ -109,7 +109,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::log_activity`].
+    /// See [`TimelineTx::log_activity`].
     async fn log_activity(
         &self,
         tenant: TenantId,
@@ -122,7 +122,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::timeline`].
+    /// See [`TimelineTx::timeline`].
     async fn timeline(
         &self,
         tenant: TenantId,
@@ -136,7 +136,7 @@ pub trait StoreExt: Store {
         Ok(out)
     }
 
-    /// See [`Transaction::pipeline_summary`].
+    /// See [`DealsTx::pipeline_summary`].
     async fn pipeline_summary(
         &self,
         tenant: TenantId,

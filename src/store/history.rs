@@ -3,6 +3,8 @@
 
 use async_trait::async_trait;
 
+#[cfg(doc)]
+use crate::error::Error;
 use crate::{domain::*, error::Result};
 
 /// The audit history. Part of [`Transaction`](crate::Transaction).

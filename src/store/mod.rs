@@ -1,11 +1,20 @@
 //! The storage contract: [`Store`] opens [`Transaction`]s, and every backend
 //! (in memory, PostgreSQL, your own) implements the same semantics, checked
 //! by the conformance suite.
+//!
+//! A [`Transaction`] is the sum of one trait per area — [`ContactsTx`],
+//! [`DealsTx`], [`TimelineTx`], [`HistoryTx`], [`IdempotencyTx`],
+//! [`BulkTx`], [`ScoringTx`] — which a backend implements one by one. The
+//! promises every backend keeps are on [`Store`] (its *Contract*) and, for
+//! what one area alone promises, on that area's trait. How the built-in
+//! backends keep them: `ARCHITECTURE.md` in the repository.
 
 use std::fmt;
 
 use async_trait::async_trait;
 
+#[cfg(doc)]
+use crate::error::Error;
 use crate::{
     domain::{Context, Pipelines, TenantId, Timestamp},
     error::Result,
@@ -91,7 +100,8 @@ pub mod postgres;
 ///   leap second folded into the next second); no text holds NUL; every
 ///   JSON value is bounded in depth; sizes a caller gives are bounded.
 ///   Each operation runs its input's check first
-///   ([`NewActivity::checked`], [`ContactQuery::checked`],
+///   ([`NewActivity::checked`](crate::domain::NewActivity::checked),
+///   [`ContactQuery::checked`],
 ///   [`check_timestamp`](crate::domain::check_timestamp), …). A refused
 ///   input is [`Error::Validation`] naming the parameter or field
 ///   (`occurred_at`, `created_from`, `at`, `from`, `until`, `before`,
@@ -181,8 +191,8 @@ pub trait Transaction:
     /// the transaction held is released (which a drop does not promise).
     async fn rollback(self: Box<Self>) -> Result<()>;
 
-    /// [`complete_idempotency_key`](Self::complete_idempotency_key), then
-    /// [`commit`](Self::commit): what the default does. A backend may send
+    /// [`complete_idempotency_key`](IdempotencyTx::complete_idempotency_key),
+    /// then [`commit`](Self::commit): what the default does. A backend may send
     /// both at once; either way the outcome is stored if and only if the
     /// commit succeeds.
     async fn complete_idempotency_key_and_commit(

@@ -23,7 +23,7 @@ use crate::{
 /// transaction when it returns. For several operations that must commit
 /// together, [`begin`](Scope::begin) a [`Transaction`].
 ///
-/// Made by [`StoreExt::scope`]:
+/// Made by [`StoreExt::scope`](super::StoreExt::scope):
 ///
 /// ```
 /// use crm_core::{Actor, Context, InMemoryStore, StoreExt, TenantId};

@@ -3,6 +3,8 @@
 
 use async_trait::async_trait;
 
+#[cfg(doc)]
+use crate::error::Error;
 use crate::{domain::*, error::Result};
 
 /// Scoring inputs, score write-backs and live scores. Part of

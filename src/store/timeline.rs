@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+#[cfg(doc)]
+use crate::error::Error;
 use crate::{domain::*, error::Result};
 
 /// A contact's activities and signals. Part of [`Transaction`](crate::Transaction).

@@ -1,105 +1,62 @@
 //! `PostgresStore`: the [`Store`] contract on PostgreSQL, through
 //! tokio-postgres and a deadpool connection pool.
 //!
-//! - **Schema.** Everything the store creates lives in a PostgreSQL schema
-//!   of its own, `crm` unless set otherwise
-//!   ([`PostgresStoreBuilder::schema`], [`PostgresStore::with_schema`]), so
-//!   it never meets the host's tables of the same names. Versioned SQL
-//!   migrations are embedded in the crate and applied by
-//!   [`PostgresStore::migrate`] in one transaction under an advisory lock
-//!   of that schema, so two processes may migrate at once. Every primary,
-//!   unique and foreign key begins with `tenant_id` (the schema can be
-//!   distributed by tenant), CHECK constraints mirror the domain rules, and
-//!   row-level security restricts every table to the tenant set in the
-//!   transaction-local setting `crm.tenant_id`.
-//! - **Transactions.** A [`Transaction`] holds one pooled connection from
-//!   `begin` to `commit`/`rollback`. `BEGIN`, the search path (`SET LOCAL
-//!   search_path` to the store's schema, then `pg_temp`) and the
-//!   transaction-local settings `crm.tenant_id`, `crm.actor`, `crm.reason`,
-//!   `crm.request_id` and `crm.idempotency_key` (bound parameters, never
-//!   SQL text) go out with the transaction's first statement, pipelined in
-//!   the same round trip, so opening a transaction
-//!   costs no round trip of its own (and one that sends nothing costs none
-//!   at all). Dropping a transaction without committing queues a `ROLLBACK`
-//!   on its connection before the connection returns to the pool; whoever
-//!   uses the connection next is served after it. The server ends the
-//!   transaction and releases its locks when it runs that `ROLLBACK`:
-//!   shortly after the drop, not by the time it returns, so a transaction
-//!   on *another* connection can still meet them for a moment;
-//!   `rollback().await` returns after the server's answer. The read
-//!   conveniences of [`StoreExt`](crate::StoreExt) end their transaction
-//!   by a drop: a read has nothing to commit and holds no lock.
-//! - **Connections.** A connection that saw an error which leaves it
-//!   unusable — closed, an I/O or protocol error, or a server error of
-//!   severity FATAL (as when its server process is terminated) — never
-//!   goes back to the pool: it is closed, and the pool opens a new one
-//!   when needed. So when server processes die, the operations that were
-//!   using them fail (retryably), and the pool does not hand their
-//!   connections out again. A connection whose loss nobody has noticed
-//!   yet (its server process was killed while it sat idle in the pool)
-//!   can still be handed out before its closing is seen: its first
-//!   statement then fails, retryably. Checking each connection with a
-//!   round trip before handing it out would close that gap at the price
-//!   of a round trip per transaction; the pool does not (deadpool's
-//!   `RecyclingMethod::Fast`, which checks only whether the connection is
-//!   known to be closed).
-//! - **TLS.** Connections use TLS (rustls) as the connection string's
-//!   `sslmode` says, with libpq's meaning of each mode: `disable`,
-//!   `prefer` (the default), `require`, `verify-ca`, `verify-full`.
-//!   Certificates are verified against the CA certificates given with
-//!   `sslrootcert`, [`PostgresStoreBuilder::ca_file`] or
-//!   [`PostgresStoreBuilder::ca_certificate_pem`], or else the operating
-//!   system's trusted roots. See [`SslMode`] for what each mode checks.
-//! - **Queries.** Every query filters by `tenant_id` explicitly; row-level
-//!   security is the second wall. Statements name tables unqualified and
-//!   are prepared once per connection and cached; a statement's first
-//!   preparation on a connection goes out after the transaction's search
-//!   path is set, and PostgreSQL analyses a cached statement again when the
-//!   search path differs from the one it was prepared under. Timestamps are made in Rust at microsecond
-//!   precision, like [`InMemoryStore`](crate::InMemoryStore) does, so both
-//!   backends behave alike.
+//! # Setting up
 //!
-//! # Schema
+//! [`PostgresStore::connect`] (or [`PostgresStore::builder`], for the pool
+//! size, the wait for a free connection, the pipelines, the schema and the
+//! trusted CAs) makes the store; [`PostgresStore::migrate`] then creates or
+//! upgrades the crate's tables in its schema. It applies the embedded migrations ([`MIGRATIONS`]) that the
+//! database lacks, is safe to run at every start and from several
+//! processes at once, and fails, applying nothing, when a migration the
+//! database has was edited since.
 //!
-//! In the store's schema (`crm` by default):
+//! ```no_run
+//! use crm_core::{PostgresStore, Store, StoreExt, TenantId, Context, Actor};
 //!
-//! | table | primary key | holds |
-//! |---|---|---|
-//! | `contacts` | `(tenant_id, id)` | `email`, `first_name`, `last_name`, `company`, `title`, `phone`, `lead_source`, `metadata` (jsonb object), `score` (smallint 0–100), `active`, `created_at`, `updated_at`, `version`, and the caseless keys `email_key`, `first_name_key`, `last_name_key`, `company_key` (`COLLATE "C"`) |
-//! | `deals` | `(tenant_id, id)` | `contact_id`, `title`, `amount` (numeric, scale ≤ 4), `currency`, `pipeline`, `stage`, `expected_close_date`, `won_at`, `lost_at`, `lost_reason`, `created_at`, `updated_at`, `version` |
-//! | `activities` | `(tenant_id, id)` | `contact_id`, `deal_id`, `kind`, `direction`, `subject`, `body`, `occurred_at`, `created_at` |
-//! | `signals` | `(tenant_id, id)` | `contact_id`, `kind`, `occurred_at` |
-//! | `history` | `(tenant_id, entity_id, valid_from)` | `valid_to`, `entity_kind`, `operation`, `data` (jsonb: the recorded values), `diff` (jsonb), `actor`, `reason`, `request_id`, `idempotency_key`; written by triggers on `contacts` and `deals` (see [`crate::history`]) |
-//! | `idempotency_keys` | `(tenant_id, source, key)` | `fingerprint`, `status`, `result` (json), `created_at`, `completed_at`, `expires_at` |
-//! | `contact_scores` | `(tenant_id, contact_id)` | `score_log` (the live score state) |
-//! | `schema_migrations` | `version` | `name`, `checksum`, `applied_at` |
+//! # async fn run() -> crm_core::Result<()> {
+//! let store = PostgresStore::connect("postgres://crm@localhost/crm").await?;
+//! store.migrate().await?;
+//! let tenant = TenantId::new();
+//! let ctx = Context::new(Actor::parse("user:ada")?);
+//! let mut tx = store.begin(tenant, ctx).await?;
+//! // ... work in the transaction ...
+//! tx.commit().await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
-//! Deals, activities and signals reference `contacts (tenant_id, id)` with
-//! `ON DELETE CASCADE`; activities reference `deals (tenant_id, id)` with
-//! `ON DELETE SET NULL (deal_id)`. Emails are unique per tenant through the
-//! index `contacts_email_key` on `(tenant_id, email_key)`.
+//! # Transactions and connections
 //!
-//! The caseless keys are [`caseless_key`](crate::domain::caseless_key) of
-//! the email, the names and the company, computed in Rust and stored:
-//! uniqueness, email lookups, search prefixes and the name sort compare
-//! them byte by byte, never through the database's `lower()`, whose result
-//! depends on the database's `LC_CTYPE`. A row written by hand must carry
-//! them (`company_key` is NULL exactly when `company` is).
+//! - An open [`Transaction`] holds one pooled connection until it ends, so
+//!   the pool size bounds how many are open at once; `begin` waits for a
+//!   free connection (as long as
+//!   [`acquire_timeout`](PostgresStoreBuilder::acquire_timeout) allows).
+//!   `begin` takes a connection but sends no statement: `BEGIN` goes out
+//!   with the transaction's first one.
+//! - A transaction dropped without committing is rolled back, and its
+//!   locks are released shortly after the drop (the contract's
+//!   **Ending**, on [`Store`]): await
+//!   [`rollback`](Transaction::rollback) when the next step depends on
+//!   them being gone.
+//! - A connection that failed in a way that leaves it unusable (closed,
+//!   an I/O or protocol error, its server process terminated) is closed,
+//!   never handed out again; the operation that met the failure returns a
+//!   retryable error ([`Error::is_retryable`](crate::Error::is_retryable)).
+//!   A connection whose server process died while it sat idle in the pool
+//!   can still be handed out once: its first statement then fails,
+//!   retryably too.
+//! - Timestamps are made by the library at microsecond precision, as
+//!   [`InMemoryStore`](crate::InMemoryStore) makes them, so both backends
+//!   behave alike; only the history's validity times come from the
+//!   database server's clock (see [`crate::history`]).
 //!
-//! Rows written around the store (bulk loads, SQL by hand) must be valid
-//! for the domain, not only for the CHECK constraints: every row read back
-//! goes through the domain's constructors, and one that fails them (an
-//! email without a dot in its domain, metadata over 16 KiB, …) makes the
-//! read fail with a backend error. Timestamps are kept at microseconds.
+//! # Tenants and database roles
 //!
-//! The row-level security policies compare `tenant_id` with the
-//! transaction-local setting `crm.tenant_id` and are forced on the tables'
-//! owner too; superusers and roles with `BYPASSRLS` are not subject to
-//! them. PostgreSQL refuses `COPY … FROM` into a table under row-level
-//! security, so bulk loads run as such a role. Besides `crm.tenant_id`,
-//! every transaction sets `crm.actor`, `crm.reason`, `crm.request_id` and
-//! `crm.idempotency_key` (empty when the context has none) for triggers to
-//! read. These settings keep their names whatever the schema is called.
+//! Every query is filtered by tenant, and row-level security restricts
+//! every table to the transaction's tenant as a second wall. Superusers
+//! and roles with `BYPASSRLS` are not subject to row-level security: run
+//! the application as an ordinary role (the tables' owner is fine).
 //!
 //! # The schema, roles and the host's own SQL
 //!
@@ -136,20 +93,41 @@
 //! looked at by the store's statements, which see only the store's schema
 //! (and `pg_catalog`).
 //!
-//! ```no_run
-//! use crm_core::{PostgresStore, Store, StoreExt, TenantId, Context, Actor};
+//! # TLS
 //!
-//! # async fn run() -> crm_core::Result<()> {
-//! let store = PostgresStore::connect("postgres://crm@localhost/crm").await?;
-//! store.migrate().await?;
-//! let tenant = TenantId::new();
-//! let ctx = Context::new(Actor::parse("user:ada")?);
-//! let mut tx = store.begin(tenant, ctx).await?;
-//! // ... work in the transaction ...
-//! tx.commit().await?;
-//! # Ok(())
-//! # }
-//! ```
+//! Connections use TLS (rustls) as the connection string's `sslmode` says,
+//! with libpq's meaning of each mode: `disable` never; `prefer` (the
+//! default) when the server offers it; `require` always; `verify-ca` and
+//! `verify-full` always, checking that a trusted CA signed the server's
+//! certificate and, for `verify-full`, that it names the host. `prefer`
+//! and `require` check the certificate only when CA certificates are given.
+//! Trusted CAs come from `sslrootcert=/path/ca.pem` in the connection
+//! string, [`PostgresStoreBuilder::ca_file`] or
+//! [`PostgresStoreBuilder::ca_certificate_pem`], and otherwise from the
+//! operating system's store. A setting that cannot be used, or a
+//! certificate that fails verification, is an [`Error::Backend`]
+//! (not retryable) whose source is a [`TlsError`] naming the setting.
+//!
+//! # Rows written around the store
+//!
+//! Rows written by bulk loads or SQL by hand must be valid for the domain,
+//! not only for the table constraints: every row read back goes through
+//! the domain's constructors, and one that fails them (an email without a
+//! dot in its domain, metadata over 16 KiB, …) makes the read fail with a
+//! backend error. A contact row must also carry the caseless keys
+//! `email_key`, `first_name_key`, `last_name_key` and `company_key`
+//! ([`caseless_key`](crate::domain::caseless_key) of each value;
+//! `company_key` is NULL exactly when `company` is), which keep emails
+//! unique and drive lookups, prefixes and the name sort. PostgreSQL
+//! refuses `COPY … FROM` into tables under row-level security, so such
+//! loads run as a role that bypasses it. Such changes are recorded in the
+//! history ([`crate::history`]), but not in the live scores until a
+//! rescoring rebuilds them ([`crate::scoring::live`]).
+//!
+//! The tables, keys and indexes, how transactions and round trips work,
+//! and why: `ARCHITECTURE.md` in the repository, sections "PostgreSQL
+//! backend", "PostgreSQL schema", "TLS", "SQL statements", "Idempotency",
+//! "Audit history", "Lead scoring" and "Bulk import and export".
 
 mod bulk;
 mod contacts;
