@@ -130,8 +130,12 @@ async fn fifty_racing_creates_of_one_email_in_fifty_casings_make_one_contact_and
         // Fifty distinct casings of one address.
         let email = casing("race.condition@example.com", i as u64 * 0x0002_4925 + 1);
         tasks.push(tokio::spawn(async move {
-            let mut tx = store.begin(tenant, ctx()).await?;
+            // Every racer reaches the barrier, also one whose begin failed
+            // (the server out of connections): it then reports its error
+            // instead of leaving the others waiting for it for ever.
+            let tx = store.begin(tenant, ctx()).await;
             barrier.wait().await;
+            let mut tx = tx?;
             let contact = tx.create_contact(new_contact(&email)).await?;
             tx.commit().await?;
             Ok::<_, Error>(contact)
@@ -191,8 +195,12 @@ async fn twenty_racing_updates_of_one_version_let_exactly_one_through() {
         let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
         let name = format!("Racer{i:02}");
         tasks.push(tokio::spawn(async move {
-            let mut tx = store.begin(tenant, ctx()).await?;
+            // Every racer reaches the barrier, also one whose begin failed
+            // (the server out of connections): it then reports its error
+            // instead of leaving the others waiting for it for ever.
+            let tx = store.begin(tenant, ctx()).await;
             barrier.wait().await;
+            let mut tx = tx?;
             let patch = ContactPatch {
                 first_name: Some(PersonName::parse(&name).unwrap()),
                 ..ContactPatch::default()
