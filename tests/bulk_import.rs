@@ -28,7 +28,7 @@ async fn contacts(store: &DynStore, t: TenantId) -> Vec<Contact> {
     let mut all = Vec::new();
     let mut q = ContactQuery::new().page(PageRequest::first(1000));
     loop {
-        let page = store.search_contacts(t, &ctx(), &q).await.unwrap();
+        let page = store.scope(t, &ctx()).search_contacts(&q).await.unwrap();
         all.extend(page.items);
         match page.next_cursor {
             Some(c) => q = q.after(c),
@@ -340,62 +340,49 @@ async fn tenant_with_deals_and_activities(store: &DynStore) -> TenantId {
     import_csv(store, source, csv.as_bytes(), options(10)).await;
     let all = contacts(store, source).await;
     let (ada, bob) = (&all[0], &all[1]);
+    let crm = store.scope(source, &ctx());
     let money = |a: &str, c: &str| Money::parse(a, Currency::parse(c).unwrap()).unwrap();
     let mut open = NewDeal::new(
         ada.id,
         DealTitle::parse("Engine").unwrap(),
         money("1250.50", "EUR"),
     );
-    open.stage = Some(StageKey::parse("proposal").unwrap());
-    let open = store.create_deal(source, &ctx(), open).await.unwrap();
-    let lost = store
-        .create_deal(
-            source,
-            &ctx(),
-            NewDeal::new(
-                bob.id,
-                DealTitle::parse("Mill").unwrap(),
-                money("10", "USD"),
-            ),
-        )
+    open.stage = Some(StageKey::PROPOSAL);
+    let open = crm.create_deal(open).await.unwrap();
+    let lost = crm
+        .create_deal(NewDeal::new(
+            bob.id,
+            DealTitle::parse("Mill").unwrap(),
+            money("10", "USD"),
+        ))
         .await
         .unwrap();
-    store
-        .move_deal(
-            source,
-            &ctx(),
-            lost.id,
-            lost.version,
-            &StageKey::parse("closed_lost").unwrap(),
-            Some(LostReason::parse("no budget").unwrap()),
-        )
-        .await
-        .unwrap();
+    crm.lose_deal(
+        lost.id,
+        lost.version,
+        LostReason::parse("no budget").unwrap(),
+    )
+    .await
+    .unwrap();
     let at = chrono::DateTime::parse_from_rfc3339("2025-03-01T10:00:00.123456Z")
         .unwrap()
         .to_utc();
-    store
-        .log_activity(
-            source,
-            &ctx(),
-            NewActivity::new(ada.id, ActivityKind::Meeting)
-                .deal(open.id)
-                .subject(Subject::parse("Kick-off").unwrap())
-                .direction(Direction::Outbound)
-                .occurred_at(at),
-        )
-        .await
-        .unwrap();
-    store
-        .log_activity(
-            source,
-            &ctx(),
-            NewActivity::new(bob.id, ActivityKind::Note)
-                .body("line one\nline two")
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    crm.log_activity(
+        NewActivity::new(ada.id, ActivityKind::Meeting)
+            .deal(open.id)
+            .subject(Subject::parse("Kick-off").unwrap())
+            .direction(Direction::Outbound)
+            .occurred_at(at),
+    )
+    .await
+    .unwrap();
+    crm.log_activity(
+        NewActivity::new(bob.id, ActivityKind::Note)
+            .body("line one\nline two")
+            .unwrap(),
+    )
+    .await
+    .unwrap();
 
     source
 }

@@ -31,7 +31,7 @@ async fn contacts(store: &DynStore, t: TenantId) -> Vec<Contact> {
     let mut all = Vec::new();
     let mut q = ContactQuery::new().page(PageRequest::first(1000));
     loop {
-        let page = store.search_contacts(t, &ctx(), &q).await.unwrap();
+        let page = store.scope(t, &ctx()).search_contacts(&q).await.unwrap();
         all.extend(page.items);
         match page.next_cursor {
             Some(c) => q = q.after(c),

@@ -94,7 +94,8 @@ async fn a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry
     let email = Email::parse("killed@example.com").unwrap();
     assert!(
         store
-            .get_contact_by_email(t, &ctx(), &email)
+            .scope(t, &ctx())
+            .get_contact_by_email(&email)
             .await
             .unwrap()
             .is_none(),
@@ -113,7 +114,8 @@ async fn a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry
     assert_eq!(retry.execution, Execution::Executed);
     assert!(
         store
-            .get_contact_by_email(t, &ctx(), &email)
+            .scope(t, &ctx())
+            .get_contact_by_email(&email)
             .await
             .unwrap()
             .is_some()
@@ -238,7 +240,8 @@ async fn fifty_processes_receiving_one_event_create_one_contact_under_either_cla
             "{timing:?}: every delivery got the same result"
         );
         let found = store
-            .get_contact_by_email(t, &ctx(), &Email::parse("fifty@example.com").unwrap())
+            .scope(t, &ctx())
+            .get_contact_by_email(&Email::parse("fifty@example.com").unwrap())
             .await
             .unwrap()
             .expect("the contact");
@@ -258,7 +261,8 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
     let admin = db.db().client().await;
     let name_of_db = db.db().name().to_string();
     let created = store
-        .create_contact(t, &ctx(), contact("locked@example.com"))
+        .scope(t, &ctx())
+        .create_contact(contact("locked@example.com"))
         .await
         .unwrap();
     for (timing, name) in [
@@ -481,7 +485,8 @@ async fn after_a_deferred_claim_finds_its_key_taken_nothing_of_the_transaction_c
     drop(tx);
 
     let sneaky = store
-        .get_contact_by_email(t, &ctx(), &Email::parse("sneaky@example.com").unwrap())
+        .scope(t, &ctx())
+        .get_contact_by_email(&Email::parse("sneaky@example.com").unwrap())
         .await
         .unwrap();
     assert!(
@@ -657,7 +662,8 @@ async fn concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored
                 Some(StoredResult::Failed(json!({"error": "no such plan"})))
             );
             let search = stores[0]
-                .search_contacts(t, &ctx(), &crm_core::ContactQuery::new())
+                .scope(t, &ctx())
+                .search_contacts(&crm_core::ContactQuery::new())
                 .await
                 .unwrap();
             assert!(search.items.is_empty(), "no handler's writes were kept");
@@ -886,7 +892,11 @@ async fn a_record_that_fails_to_store_rolls_the_transaction_back_and_the_connect
         .unwrap();
 
     let email = Email::parse("handled@example.com").unwrap();
-    let kept = store.get_contact_by_email(t, &ctx(), &email).await.unwrap();
+    let kept = store
+        .scope(t, &ctx())
+        .get_contact_by_email(&email)
+        .await
+        .unwrap();
     assert!(kept.is_none(), "nothing of the handler was committed");
     // The key is free again, and a result with quotes and backslashes is
     // stored as given.

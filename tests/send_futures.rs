@@ -9,8 +9,8 @@ use crm_core::{
     Context, DynStore, InMemoryStore, Store, StoreExt, TenantId, Transaction, Version,
     bulk::{self, CsvFormulas, ImportLock, ImportOptions},
     domain::{
-        ActivityKind, ContactId, ContactPatch, DealId, NewActivity, NewContact, NewDeal,
-        PersonName, PipelineKey, StageKey,
+        ActivityKind, ContactId, ContactPatch, DealId, LostReason, NewActivity, NewContact,
+        NewDeal, PersonName, PipelineKey, StageKey,
     },
     history::{EntityKind, FieldQuery, HistoryEntity},
     idempotency::{
@@ -98,7 +98,7 @@ fn bulk_futures<S: Store + ?Sized>(store: &S, t: TenantId, ctx: &Context) {
     ));
 }
 
-/// The `Store`, `StoreExt` and `Transaction` futures (history reads
+/// The `Store`, `Scope` and `Transaction` futures (history reads
 /// included), through `dyn Store`.
 fn store_futures(store: &DynStore, tx: &mut dyn Transaction, t: TenantId, ctx: &Context) {
     let (contact, deal) = (ContactId::new(), DealId::new());
@@ -114,16 +114,26 @@ fn store_futures(store: &DynStore, tx: &mut dyn Transaction, t: TenantId, ctx: &
     let stage = StageKey::parse("proposal").expect("a stage");
     let page = PageRequest::first(10);
     assert_send(&store.begin(t, ctx.clone()));
-    assert_send(&store.create_contact(t, ctx, new()));
-    assert_send(&store.get_contact(t, ctx, contact));
-    assert_send(&store.get_contact_by_email(t, ctx, &email));
-    assert_send(&store.update_contact(t, ctx, contact, Version::FIRST, ContactPatch::default()));
-    assert_send(&store.search_contacts(t, ctx, &ContactQuery::new()));
-    assert_send(&store.create_deal(t, ctx, NewDeal::new(contact, title, money)));
-    assert_send(&store.move_deal(t, ctx, deal, Version::FIRST, &stage, None));
-    assert_send(&store.log_activity(t, ctx, NewActivity::new(contact, ActivityKind::Note)));
-    assert_send(&store.timeline(t, ctx, contact, &page));
-    assert_send(&store.pipeline_summary(t, ctx, &PipelineKey::default_pipeline()));
+    let crm = store.scope(t, ctx);
+    assert_send(&crm.begin());
+    assert_send(&crm.create_contact(new()));
+    assert_send(&crm.get_contact(contact));
+    assert_send(&crm.get_contact_by_email(&email));
+    assert_send(&crm.update_contact(contact, Version::FIRST, ContactPatch::default()));
+    assert_send(&crm.search_contacts(&ContactQuery::new()));
+    assert_send(&crm.create_deal(NewDeal::new(contact, title, money)));
+    assert_send(&crm.move_deal(deal, Version::FIRST, &stage));
+    assert_send(&crm.win_deal(deal, Version::FIRST));
+    assert_send(&crm.lose_deal(
+        deal,
+        Version::FIRST,
+        LostReason::parse("no budget").expect("a reason"),
+    ));
+    assert_send(&crm.reopen_deal(deal, Version::FIRST, StageKey::PROPOSAL));
+    assert_send(&crm.log_activity(NewActivity::new(contact, ActivityKind::Note)));
+    assert_send(&crm.timeline(contact, &page));
+    assert_send(&crm.pipeline_summary(&PipelineKey::default_pipeline()));
+    assert_send(&crm.entity_history(contact, &page));
     let now = chrono::Utc::now();
     let entity = HistoryEntity::new(EntityKind::Contact, contact.as_uuid());
     assert_send(&tx.entity_history(entity, &page));

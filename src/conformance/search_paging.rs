@@ -139,16 +139,14 @@ pub async fn every_sort_is_a_total_order_with_id_tie_break_in_the_sort_direction
 pub async fn paging_visits_every_match_exactly_once_in_order(store: &DynStore) {
     let t = TenantId::new();
     let contacts = ties(store, t).await;
-    let context = ctx();
+    let crm = store.scope(t, &ctx());
     for sort in ALL_SORTS {
         let expected = expected_order(sort, &contacts);
         for limit in [1, 3, 11, 1000] {
             let q = ContactQuery::new().sort(sort);
             let got = collect_pages!(limit, async |page| {
                 ok(
-                    store
-                        .search_contacts(t, &context, &q.clone().page(page))
-                        .await,
+                    crm.search_contacts(&q.clone().page(page)).await,
                     "search page",
                 )
             })
@@ -168,9 +166,7 @@ pub async fn paging_visits_every_match_exactly_once_in_order(store: &DynStore) {
         };
         let got = collect_pages!(2, async |page| {
             ok(
-                store
-                    .search_contacts(t, &context, &q.clone().page(page))
-                    .await,
+                crm.search_contacts(&q.clone().page(page)).await,
                 "search page",
             )
         })
@@ -245,13 +241,8 @@ pub async fn paging_is_stable_when_records_are_inserted_between_pages(store: &Dy
         v
     })
     .await;
-    let context = ctx();
-    let first = ok(
-        store
-            .timeline(t, &context, c.id, &PageRequest::first(3))
-            .await,
-        "timeline",
-    );
+    let crm = store.scope(t, &ctx());
+    let first = ok(crm.timeline(c.id, &PageRequest::first(3)).await, "timeline");
     assert_eq!(
         first.items.iter().map(|a| a.id).collect::<Vec<_>>(),
         vec![logged[5].id, logged[4].id, logged[3].id],
@@ -264,14 +255,11 @@ pub async fn paging_is_stable_when_records_are_inserted_between_pages(store: &Dy
     ))
     .await;
     let second = ok(
-        store
-            .timeline(
-                t,
-                &context,
-                c.id,
-                &PageRequest::after(3, first.next_cursor.expect("more")),
-            )
-            .await,
+        crm.timeline(
+            c.id,
+            &PageRequest::after(3, first.next_cursor.expect("more")),
+        )
+        .await,
         "timeline",
     );
     assert_eq!(
