@@ -191,10 +191,9 @@ async fn main() -> Res {
     }
 
     heading("7. Search");
-    let query = ContactQuery {
-        company_prefix: Some("acme".into()),
-        ..ContactQuery::new().sort(ContactSort::NameAsc)
-    };
+    let query = ContactQuery::new()
+        .with_company_prefix("acme")
+        .with_sort(ContactSort::NameAsc);
     let found = crm.search_contacts(&query).await?;
     println!("company starts with \"acme\" (case-insensitive), by name:");
     for c in &found.items {

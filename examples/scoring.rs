@@ -117,7 +117,7 @@ async fn main() -> Result<(), BoxError> {
         tenant,
         ctx.clone(),
         &model,
-        &RescoreOptions::new().at(now).top(5),
+        &RescoreOptions::new().with_now(now).with_top(5),
     )
     .await?;
     println!(

@@ -171,7 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let crm = store.scope(tenant, &ctx);
     let contacts = crm
-        .search_contacts(&ContactQuery::new().page(crm_core::PageRequest::first(100)))
+        .search_contacts(&ContactQuery::new().with_page(crm_core::PageRequest::first(100)))
         .await?
         .items;
     let pipeline = crm

@@ -26,7 +26,7 @@ fn ctx() -> Context {
 
 async fn contacts(store: &DynStore, t: TenantId) -> Vec<Contact> {
     let mut all = Vec::new();
-    let mut q = ContactQuery::new().page(PageRequest::first(1000));
+    let mut q = ContactQuery::new().with_page(PageRequest::first(1000));
     loop {
         let page = store.scope(t, &ctx()).search_contacts(&q).await.unwrap();
         all.extend(page.items);
@@ -51,10 +51,7 @@ async fn import_csv(
 }
 
 fn options(batch_size: usize) -> ImportOptions {
-    ImportOptions {
-        batch_size,
-        ..ImportOptions::default()
-    }
+    ImportOptions::default().with_batch_size(batch_size)
 }
 
 async fn csv_with_aliases_a_bom_quotes_and_custom_columns_imports_every_field(store: &DynStore) {
@@ -152,11 +149,9 @@ async fn all_or_nothing_writes_nothing_when_one_row_is_rejected(store: &DynStore
         store,
         t,
         csv.as_bytes(),
-        ImportOptions {
-            mode: ImportMode::AllOrNothing,
-            batch_size: 1,
-            ..ImportOptions::default()
-        },
+        ImportOptions::default()
+            .with_mode(ImportMode::AllOrNothing)
+            .with_batch_size(1),
     )
     .await;
     assert!(!report.committed);
@@ -169,11 +164,9 @@ async fn all_or_nothing_writes_nothing_when_one_row_is_rejected(store: &DynStore
         store,
         t,
         good.as_bytes(),
-        ImportOptions {
-            mode: ImportMode::AllOrNothing,
-            batch_size: 1,
-            ..ImportOptions::default()
-        },
+        ImportOptions::default()
+            .with_mode(ImportMode::AllOrNothing)
+            .with_batch_size(1),
     )
     .await;
     assert!(report.committed);
@@ -190,11 +183,9 @@ async fn reimporting_updates_by_email_in_any_casing_and_reports_each_row(store: 
         store,
         t,
         second.as_bytes(),
-        ImportOptions {
-            policy: ConflictPolicy::NonEmptyIncoming,
-            keep_outcomes: true,
-            ..ImportOptions::default()
-        },
+        ImportOptions::default()
+            .with_policy(ConflictPolicy::NonEmptyIncoming)
+            .with_keep_outcomes(true),
     )
     .await;
     assert_eq!(
@@ -259,11 +250,9 @@ async fn export_then_import_into_an_empty_tenant_gives_the_same_contacts(store: 
         store,
         copy,
         &out,
-        ImportOptions {
-            batch_size: 2,
-            progress: Some(Box::new(move |done| seen.store(done, Ordering::SeqCst))),
-            ..ImportOptions::default()
-        },
+        ImportOptions::default()
+            .with_batch_size(2)
+            .with_progress(move |done| seen.store(done, Ordering::SeqCst)),
     )
     .await;
     assert_eq!(report.inserted, 3, "{report:?}");

@@ -225,10 +225,8 @@ async fn a_search_by_tiny_metadata_numbers_matches_alike_on_both_backends() {
                 )
             };
             store.scope(t, &ctx()).create_contact(new).await.unwrap();
-            let q = ContactQuery {
-                metadata_contains: Some(Metadata::parse(json!({"x": asked})).unwrap()),
-                ..ContactQuery::new()
-            };
+            let q = ContactQuery::new()
+                .with_metadata_contains(Metadata::parse(json!({"x": asked})).unwrap());
             let found = store
                 .scope(t, &ctx())
                 .search_contacts(&q)
@@ -258,7 +256,7 @@ async fn a_csv_with_a_byte_order_mark_and_carriage_return_line_ends_imports_ever
                 .await;
         let mut all = store
             .scope(t, &ctx())
-            .search_contacts(&ContactQuery::new().page(PageRequest::first(10)))
+            .search_contacts(&ContactQuery::new().with_page(PageRequest::first(10)))
             .await
             .unwrap()
             .items;
@@ -608,8 +606,8 @@ async fn a_forged_name_cursor_between_odd_names_pages_alike_on_both_backends() {
                     &ContactSortKey::Name(position.into(), "f".into(), uuid::Uuid::nil()),
                 );
                 let q = ContactQuery::new()
-                    .sort(sort)
-                    .page(PageRequest::after(100, cursor));
+                    .with_sort(sort)
+                    .with_page(PageRequest::after(100, cursor));
                 let page = store.scope(t, &ctx()).search_contacts(&q).await.map(|p| {
                     p.items
                         .iter()
@@ -670,10 +668,8 @@ async fn metadata_containment_of_nested_arrays_and_objects_matches_alike_on_both
         ];
         let mut out = Vec::new();
         for ask in asks {
-            let q = ContactQuery {
-                metadata_contains: Some(Metadata::parse(ask.clone()).unwrap()),
-                ..ContactQuery::new()
-            };
+            let q =
+                ContactQuery::new().with_metadata_contains(Metadata::parse(ask.clone()).unwrap());
             let n = store
                 .scope(t, &ctx())
                 .search_contacts(&q)

@@ -206,10 +206,8 @@ async fn fifty_processes_receiving_one_event_create_one_contact_under_either_cla
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let (store, ev) = (store.clone(), ev.clone());
-                let guard = IdempotencyGuard::with_config(GuardConfig {
-                    claim: timing,
-                    ..GuardConfig::default()
-                });
+                let guard =
+                    IdempotencyGuard::with_config(GuardConfig::default().with_claim(timing));
                 tokio::spawn(async move {
                     guard
                         .run(&store, t, &ctx(), &ev, move |tx| {
@@ -312,11 +310,11 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
             }
         };
 
-        let guard = IdempotencyGuard::with_config(GuardConfig {
-            claim: timing,
-            wait: WaitPolicy::Wait(Duration::from_millis(150)),
-            ..GuardConfig::default()
-        });
+        let guard = IdempotencyGuard::with_config(
+            GuardConfig::default()
+                .with_claim(timing)
+                .with_wait(WaitPolicy::Wait(Duration::from_millis(150))),
+        );
         let ev = InboundEvent::new("crm", &format!("evt_lock_{timing:?}"), &json!({})).unwrap();
         let id = created.id;
         let context = ctx();
@@ -613,13 +611,13 @@ async fn concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored
             let tasks: Vec<_> = (0..DELIVERIES)
                 .map(|i| {
                     let (store, ev) = (stores[i % PROCESSES].clone(), ev.clone());
-                    let guard = IdempotencyGuard::with_config(GuardConfig {
-                        claim: timing,
-                        // Long enough for every delivery's turn, even on a
-                        // loaded machine: no wait runs out here.
-                        wait: WaitPolicy::Wait(Duration::from_secs(60)),
-                        ..GuardConfig::default()
-                    });
+                    let guard = IdempotencyGuard::with_config(
+                        GuardConfig::default()
+                            .with_claim(timing)
+                            // Long enough for every delivery's turn, even on a
+                            // loaded machine: no wait runs out here.
+                            .with_wait(WaitPolicy::Wait(Duration::from_secs(60))),
+                    );
                     tokio::spawn(async move {
                         guard
                             .run(&store, t, &ctx(), &ev, move |tx| {
@@ -706,10 +704,8 @@ async fn a_no_wait_delivery_right_after_a_replay_or_a_panic_is_never_refused_bec
                     } else {
                         ClaimTiming::BeforeHandler
                     };
-                    let guard = IdempotencyGuard::with_config(GuardConfig {
-                        claim: timing,
-                        ..GuardConfig::default()
-                    });
+                    let guard =
+                        IdempotencyGuard::with_config(GuardConfig::default().with_claim(timing));
                     let other = IdempotencyGuard::new().with_wait(WaitPolicy::NoWait);
                     let ev =
                         InboundEvent::new("crm", &format!("evt_{n}"), &json!({"n": n})).unwrap();

@@ -615,7 +615,9 @@ async fn names_whose_keys_expand_page_once_each_and_alike_on_both_backends() {
     for store in [dyn_pg, dyn_mem] {
         for sort in [ContactSort::NameAsc, ContactSort::NameDesc] {
             let mut seen = Vec::new();
-            let mut q = ContactQuery::new().sort(sort).page(PageRequest::first(1));
+            let mut q = ContactQuery::new()
+                .with_sort(sort)
+                .with_page(PageRequest::first(1));
             loop {
                 let page = store
                     .scope(tenant, &ctx())
@@ -673,10 +675,9 @@ async fn prefix_searches_with_wildcards_and_expanding_prefixes_agree_on_both_bac
     ];
     let mut disagreements = Vec::new();
     for p in prefixes {
-        let q = ContactQuery {
-            name_prefix: Some(p.to_string()),
-            ..ContactQuery::new().sort(ContactSort::NameAsc)
-        };
+        let q = ContactQuery::new()
+            .with_name_prefix(p)
+            .with_sort(ContactSort::NameAsc);
         let a: Vec<String> = dyn_pg
             .scope(tenant, &ctx())
             .search_contacts(&q)

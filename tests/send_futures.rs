@@ -43,10 +43,7 @@ fn bulk_futures<S: Store + ?Sized>(store: &S, t: TenantId, ctx: &Context) {
     ));
     // A progress callback that is `Send` but not `Sync`.
     let cell = std::cell::Cell::new(0u64);
-    let options = ImportOptions {
-        progress: Some(Box::new(move |n| cell.set(n))),
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::default().with_progress(move |n| cell.set(n));
     assert_send(&bulk::import_contacts_csv(store, t, ctx, csv, options));
     assert_send(&bulk::export_contacts_csv(store, t, ctx, Vec::new()));
     assert_send(&bulk::export_contacts_csv_with(
@@ -216,10 +213,7 @@ async fn an_import_can_be_spawned_on_the_runtime() {
         let store = std::sync::Arc::clone(&store);
         async move {
             let csv = b"email,first_name,last_name\nada@example.com,Ada,L\n";
-            let options = ImportOptions {
-                progress: Some(Box::new(|_| {})),
-                ..ImportOptions::default()
-            };
+            let options = ImportOptions::default().with_progress(|_| {});
             bulk::import_contacts_csv(&*store, t, &Context::system("spawn"), &csv[..], options)
                 .await
         }

@@ -707,7 +707,7 @@ pub async fn a_rescoring_top_beyond_the_limit_is_refused_naming_top(store: &DynS
                 t,
                 ctx(),
                 &ScoringModel::default(),
-                &RescoreOptions::dry_run().top(top),
+                &RescoreOptions::dry_run().with_top(top),
             )
             .await,
             "top",
@@ -720,7 +720,7 @@ pub async fn a_rescoring_top_beyond_the_limit_is_refused_naming_top(store: &DynS
             t,
             ctx(),
             &ScoringModel::default(),
-            &RescoreOptions::dry_run().top(1000),
+            &RescoreOptions::dry_run().with_top(1000),
         )
         .await,
         "a top of 1000",

@@ -161,9 +161,9 @@ pub async fn name_sorted_paging_visits_every_contact_once_whatever_the_casing(st
         (ContactSort::NameDesc, 7),
         (ContactSort::NameAsc, 500),
     ] {
-        let q = ContactQuery::new().sort(sort);
+        let q = ContactQuery::new().with_sort(sort);
         let seen = collect_pages!(limit, async |page| {
-            search(store, t, &q.clone().page(page)).await
+            search(store, t, &q.clone().with_page(page)).await
         })
         .await;
         let seen: Vec<ContactId> = seen.iter().map(|c| c.id).collect();

@@ -162,8 +162,8 @@ pub(super) fn metadata(v: Value) -> Metadata {
 
 pub(super) fn all(sort: ContactSort) -> ContactQuery {
     ContactQuery::new()
-        .sort(sort)
-        .page(PageRequest::first(MAX_PAGE_SIZE))
+        .with_sort(sort)
+        .with_page(PageRequest::first(MAX_PAGE_SIZE))
 }
 
 /// Waits until the clock has moved on by a few milliseconds, so that the

@@ -44,8 +44,11 @@ pub const DEFAULT_TOP: usize = 10;
 /// report keeps them, with their explanations, in memory).
 pub const MAX_TOP: usize = 1_000;
 
-/// How to run a rescoring.
+/// How to run a rescoring: [`RescoreOptions::new`] (or
+/// [`dry_run`](RescoreOptions::dry_run)), then the `with_*` setters for
+/// what differs.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RescoreOptions {
     /// Score and report, but write nothing (and roll back).
     pub dry_run: bool,
@@ -93,33 +96,42 @@ impl RescoreOptions {
         }
     }
 
-    /// Scores at `now`.
-    pub fn at(mut self, now: Timestamp) -> Self {
+    /// Scores and reports, but writes nothing (and rolls back), or not.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Scores at `now` instead of the clock's time ([`now`](Self::now)).
+    pub fn with_now(mut self, now: Timestamp) -> Self {
         self.now = Some(now);
         self
     }
 
-    /// Replaces the model's lookback window.
-    pub fn lookback_days(mut self, days: f64) -> Self {
+    /// Replaces the model's lookback window, in days (finite, ≥ 0)
+    /// ([`lookback_days`](Self::lookback_days)).
+    pub fn with_lookback_days(mut self, days: f64) -> Self {
         self.lookback_days = Some(days);
         self
     }
 
-    /// Reads `n` contacts per chunk.
-    pub fn chunk_size(mut self, n: u32) -> Self {
+    /// Reads `n` contacts per chunk, at least 1 ([`chunk_size`](Self::chunk_size)).
+    pub fn with_chunk_size(mut self, n: u32) -> Self {
         self.chunk_size = n;
         self
     }
 
-    /// Lists the best `n` contacts in the report.
-    pub fn top(mut self, n: usize) -> Self {
+    /// Lists the best `n` contacts in the report, at most [`MAX_TOP`]
+    /// ([`top`](Self::top)).
+    pub fn with_top(mut self, n: usize) -> Self {
         self.top = n;
         self
     }
 
-    /// Also rebuilds the live state of every scanned contact.
-    pub fn rebuild_live(mut self, yes: bool) -> Self {
-        self.rebuild_live = yes;
+    /// Also rebuilds the live state of every scanned contact, or not
+    /// ([`rebuild_live`](Self::rebuild_live)).
+    pub fn with_rebuild_live(mut self, rebuild: bool) -> Self {
+        self.rebuild_live = rebuild;
         self
     }
 }
