@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crm_core::{
     Context, PostgresStore, Store, TenantId,
     domain::{ActivityKind, ContactId, NewActivity},
-    scoring::{RescoreOptions, ScoringModel, rescore_store},
+    scoring::{RescoreOptions, ScoringModel, rescore},
 };
 use tokio_postgres::NoTls;
 
@@ -83,7 +83,7 @@ async fn run_rescore(url: &str) {
     let options = options.with_now(chrono::Utc::now());
     for run in ["first", "second"] {
         let started = Instant::now();
-        let report = rescore_store(&store, tenant, Context::system("bench"), &model, &options)
+        let report = rescore(&store, tenant, Context::system("bench"), &model, &options)
             .await
             .expect("rescore");
         let took = started.elapsed();

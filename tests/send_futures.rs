@@ -149,14 +149,8 @@ fn engine_futures(store: &DynStore, tx: &mut dyn Transaction, t: TenantId, ctx: 
     let options = RescoreOptions::default();
     let now = chrono::Utc::now();
     let contact = ContactId::new();
-    assert_send(&scoring::rescore_store(
-        store,
-        t,
-        ctx.clone(),
-        &model,
-        &options,
-    ));
-    assert_send(&scoring::rescore(&mut *tx, &model, &options));
+    assert_send(&scoring::rescore(store, t, ctx.clone(), &model, &options));
+    assert_send(&scoring::rescore_in_transaction(&mut *tx, &model, &options));
     assert_send(&scoring::live_score(&mut *tx, &model, contact, now));
     assert_send(&scoring::live_top_leads(&mut *tx, &model, 10, now));
     assert_send(&scoring::explain(&mut *tx, &model, contact, None));

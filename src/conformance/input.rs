@@ -702,7 +702,7 @@ pub async fn a_rescoring_top_beyond_the_limit_is_refused_naming_top(store: &DynS
     create(store, t, new_contact("top@example.com", "To", "P")).await;
     for top in [usize::MAX, usize::MAX - 1, 1 << 40, 1001] {
         expect_validation(
-            rescore_store(
+            rescore(
                 store,
                 t,
                 ctx(),
@@ -715,7 +715,7 @@ pub async fn a_rescoring_top_beyond_the_limit_is_refused_naming_top(store: &DynS
         );
     }
     let report = ok(
-        rescore_store(
+        rescore(
             store,
             t,
             ctx(),

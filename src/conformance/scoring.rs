@@ -36,7 +36,7 @@ async fn stored_score(store: &DynStore, t: TenantId, id: ContactId) -> Score {
 
 async fn run(store: &DynStore, t: TenantId, options: &RescoreOptions) -> RescoreReport {
     ok(
-        rescore_store(store, t, ctx(), &ScoringModel::default(), options).await,
+        rescore(store, t, ctx(), &ScoringModel::default(), options).await,
         "rescore",
     )
 }
@@ -342,7 +342,8 @@ pub async fn a_rebuild_stores_the_recomputed_live_state(store: &DynStore) {
         );
     }
     assert_eq!(ok(tx.live_score_log(cold).await, "state"), Some(None));
-    let zero = rescore(&mut *tx, &model, &RescoreOptions::new().with_chunk_size(0)).await;
+    let zero =
+        rescore_in_transaction(&mut *tx, &model, &RescoreOptions::new().with_chunk_size(0)).await;
     assert!(matches!(zero, Err(crate::Error::Validation(_))), "{zero:?}");
     ok(tx.commit().await, "commit");
 }

@@ -159,7 +159,7 @@ pub use inputs::live_log_sum;
 pub use live::{Explanation, LIVE_TOLERANCE, LiveLead, explain, live_score, live_top_leads};
 pub use rescore::{
     DEFAULT_CHUNK_SIZE, DEFAULT_TOP, MAX_TOP, RescoreOptions, RescoreReport, TopLead, rescore,
-    rescore_store,
+    rescore_in_transaction,
 };
 
 pub use model::{

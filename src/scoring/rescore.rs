@@ -14,14 +14,14 @@
 //!
 //! # All or nothing
 //!
-//! The whole run is one transaction: [`rescore_store`] commits only when
+//! The whole run is one transaction: [`rescore`] commits only when
 //! every chunk was scored and written, and a failure (or a dry run) leaves
 //! every score as it was. Chunks bound memory, not the transaction: the
 //! run holds row locks on the contacts whose score changed until it
 //! commits, which a nightly job can afford, and readers never see a half
 //! rescored tenant. A caller that prefers shorter transactions can call
-//! [`rescore`] on transactions of its own, but must then accept a tenant
-//! that is partly rescored while it runs.
+//! [`rescore_in_transaction`] on transactions of its own, but must then
+//! accept a tenant that is partly rescored while it runs.
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
@@ -219,13 +219,13 @@ fn days_before(t: Timestamp, days: f64) -> Timestamp {
 }
 
 /// Rescores the eligible contacts of `tx`'s tenant with `model`, inside
-/// `tx` (committing is the caller's: see [`rescore_store`]). On a dry run
-/// nothing is written.
+/// `tx`: what [`rescore`] does in a transaction of its own, with
+/// committing left to the caller. On a dry run nothing is written.
 ///
 /// Errors: [`Error::Validation`](crate::Error::Validation) on
 /// `lookback_days`, `chunk_size`, `top` (above [`MAX_TOP`]) or `now`
 /// (outside years 1–9999); whatever the store returns.
-pub async fn rescore(
+pub async fn rescore_in_transaction(
     tx: &mut dyn Transaction,
     model: &ScoringModel,
     options: &RescoreOptions,
@@ -344,10 +344,14 @@ pub async fn rescore(
     Ok(report)
 }
 
-/// Rescores a tenant in one transaction: commits when everything was
-/// written, rolls back on a dry run or an error (leaving every score as it
-/// was).
-pub async fn rescore_store(
+/// Rescores `tenant`'s eligible contacts with `model` in one transaction
+/// of its own: commits when everything was written, rolls back on a dry
+/// run or an error (leaving every score as it was). To rescore inside a
+/// transaction of the caller's: [`rescore_in_transaction`].
+///
+/// Errors: those of [`rescore_in_transaction`], and whatever opening or
+/// committing the transaction returns.
+pub async fn rescore(
     store: &DynStore,
     tenant: TenantId,
     context: Context,
@@ -355,7 +359,7 @@ pub async fn rescore_store(
     options: &RescoreOptions,
 ) -> Result<RescoreReport> {
     let mut tx = store.begin(tenant, context).await?;
-    match rescore(tx.as_mut(), model, options).await {
+    match rescore_in_transaction(tx.as_mut(), model, options).await {
         Ok(report) => {
             if options.dry_run {
                 tx.rollback().await?;
