@@ -101,27 +101,21 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
     let tenant = TenantId::new();
     let ctx = Context::new(Actor::parse("bench:history")?);
     let contact = store
-        .create_contact(
-            tenant,
-            &ctx,
-            NewContact::new(
-                Email::parse("bench@example.com")?,
-                PersonName::parse("Bench")?,
-                PersonName::parse("Mark")?,
-            ),
-        )
+        .scope(tenant, &ctx)
+        .create_contact(NewContact::new(
+            Email::parse("bench@example.com")?,
+            PersonName::parse("Bench")?,
+            PersonName::parse("Mark")?,
+        ))
         .await?;
     let eur = Currency::parse("EUR")?;
     let deal = store
-        .create_deal(
-            tenant,
-            &ctx,
-            NewDeal::new(
-                contact.id,
-                DealTitle::parse("Bench")?,
-                Money::parse("1", eur)?,
-            ),
-        )
+        .scope(tenant, &ctx)
+        .create_deal(NewDeal::new(
+            contact.id,
+            DealTitle::parse("Bench")?,
+            Money::parse("1", eur)?,
+        ))
         .await?;
 
     // ---- update with and without history ----

@@ -82,10 +82,9 @@ async fn measure(store: &dyn Store, events: usize) -> Figures {
     let tenant = TenantId::new();
     let ctx = Context::new(Actor::parse("bench:idempotency").unwrap());
     let guard = IdempotencyGuard::new();
-    let before_guard = IdempotencyGuard::with_config(GuardConfig {
-        claim: ClaimTiming::BeforeHandler,
-        ..GuardConfig::default()
-    });
+    let before_guard = IdempotencyGuard::with_config(
+        GuardConfig::default().with_claim(ClaimTiming::BeforeHandler),
+    );
     let warmup = events / 10;
     let mut f = Figures {
         plain: Vec::with_capacity(events),

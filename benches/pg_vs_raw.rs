@@ -100,6 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tenant = TenantId::from_uuid(tenant);
     let contact = ContactId::from_uuid(contact);
     let ctx = Context::new(Actor::parse("bench")?);
+    let crm = store.scope(tenant, &ctx);
     let dir = std::env::temp_dir().join(format!("crm-pgbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pg_args = pgbench_connection_args(&url);
@@ -119,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..ROUNDS {
         ours.extend(
             time_for(Duration::from_secs(ROUND_SECS), || async {
-                let page = store.search_contacts(tenant, &ctx, &query).await?;
+                let page = crm.search_contacts(&query).await?;
                 assert_eq!(page.items.len(), 50);
                 Ok(())
             })
@@ -148,7 +149,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..ROUNDS {
         ours.extend(
             time_for(Duration::from_secs(ROUND_SECS), || async {
-                let p = store.timeline(tenant, &ctx, contact, &page).await?;
+                let p = crm.timeline(contact, &page).await?;
                 assert_eq!(p.items.len(), 50);
                 Ok(())
             })
@@ -248,6 +249,7 @@ async fn create_throughput(
             counter.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let crm = store.scope(tenant, &ctx);
             while !stop.load(Ordering::Relaxed) {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let new = NewContact::new(
@@ -255,7 +257,7 @@ async fn create_throughput(
                     PersonName::parse("Library")?,
                     PersonName::parse("Insert")?,
                 );
-                store.create_contact(tenant, &ctx, new).await?;
+                crm.create_contact(new).await?;
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<_, crm_core::Error>(())

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crm_core::{
     Context, PostgresStore, Store, TenantId,
     domain::{ActivityKind, ContactId, NewActivity},
-    scoring::{RescoreOptions, ScoringModel, rescore_store},
+    scoring::{RescoreOptions, ScoringModel, rescore},
 };
 use tokio_postgres::NoTls;
 
@@ -71,19 +71,19 @@ async fn run_rescore(url: &str) {
     let tenant = biggest_tenant(url).await;
     let mut options = RescoreOptions::new();
     if let Some(days) = env("CRM_BENCH_LOOKBACK_DAYS") {
-        options = options.lookback_days(days.parse().expect("a number of days"));
+        options = options.with_lookback_days(days.parse().expect("a number of days"));
     }
     if let Some(n) = env("CRM_BENCH_CHUNK") {
-        options = options.chunk_size(n.parse().expect("a chunk size"));
+        options = options.with_chunk_size(n.parse().expect("a chunk size"));
     }
     options.dry_run = env("CRM_BENCH_DRY_RUN").is_some_and(|v| v == "1");
     let model = ScoringModel::default();
     println!("tenant {tenant}, chunk size {}", options.chunk_size);
     // The same `now` for both runs, so that the second finds nothing to change.
-    let options = options.at(chrono::Utc::now());
+    let options = options.with_now(chrono::Utc::now());
     for run in ["first", "second"] {
         let started = Instant::now();
-        let report = rescore_store(&store, tenant, Context::system("bench"), &model, &options)
+        let report = rescore(&store, tenant, Context::system("bench"), &model, &options)
             .await
             .expect("rescore");
         let took = started.elapsed();

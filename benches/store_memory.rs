@@ -2,8 +2,8 @@
 //! by email, a timeline page of a busy contact, and the top-leads query.
 //!
 //! `cargo bench --bench store_memory`. Data is loaded before timing starts;
-//! each timed call is a whole single-operation transaction through
-//! `StoreExt`, as host code makes it.
+//! each timed call is a whole single-operation transaction through the
+//! scoped handle (`Scope`), as host code makes it.
 
 use std::{
     hint::black_box,
@@ -83,6 +83,9 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("store_memory");
     let (store, ctx) = (&store, &ctx);
+    // The handle host code holds while it serves the tenant: each call
+    // below is a whole transaction.
+    let crm = &store.scope(tenant, ctx);
 
     // Times only the creates; the created contacts are deleted afterwards,
     // untimed, so that every read below still sees exactly 100,000 contacts.
@@ -96,7 +99,7 @@ fn benches(c: &mut Criterion) {
             let mut created = Vec::with_capacity(inputs.len());
             let start = Instant::now();
             for new in inputs {
-                created.push(store.create_contact(tenant, ctx, new).await.unwrap().id);
+                created.push(crm.create_contact(new).await.unwrap().id);
             }
             let elapsed = start.elapsed();
             let mut tx = store.begin(tenant, ctx.clone()).await.unwrap();
@@ -115,7 +118,7 @@ fn benches(c: &mut Criterion) {
                 i = (i + 7919) % ids.len();
                 ids[i]
             },
-            |id| async move { black_box(store.get_contact(tenant, ctx, id).await.unwrap()).unwrap() },
+            |id| async move { black_box(crm.get_contact(id).await.unwrap()).unwrap() },
             BatchSize::SmallInput,
         )
     });
@@ -130,8 +133,7 @@ fn benches(c: &mut Criterion) {
             },
             |email| async move {
                 black_box(
-                    store
-                        .get_contact_by_email(tenant, ctx, &email)
+                    crm.get_contact_by_email(&email)
                         .await
                         .unwrap(),
                 )
@@ -144,7 +146,7 @@ fn benches(c: &mut Criterion) {
     let page = &PageRequest::first(50);
     group.bench_function("timeline_page_50_of_100k", |b| {
         b.to_async(&rt).iter(move || async move {
-            let p = store.timeline(tenant, ctx, busy, page).await.unwrap();
+            let p = crm.timeline(busy, page).await.unwrap();
             assert_eq!(p.items.len(), 50);
             black_box(p)
         })
@@ -153,7 +155,7 @@ fn benches(c: &mut Criterion) {
     let top = &ContactQuery::top_leads(50);
     group.bench_function("top_50_leads_of_100k", |b| {
         b.to_async(&rt).iter(move || async move {
-            let p = store.search_contacts(tenant, ctx, top).await.unwrap();
+            let p = crm.search_contacts(top).await.unwrap();
             assert_eq!(p.items.len(), 50);
             black_box(p)
         })

@@ -11,7 +11,7 @@
 
 use chrono::{Duration, Utc};
 use crm_core::{
-    Actor, ContactQuery, Context, Error, PostgresStore, Store, StoreExt, TenantId,
+    Actor, ContactQuery, Context, Error, PostgresStore, StoreExt, TenantId,
     domain::{
         ActivityKind, Currency, DealTitle, Direction, Email, Money, NewActivity, NewContact,
         NewDeal, PersonName, PipelineKey, StageKey, Subject,
@@ -46,6 +46,9 @@ async fn main() -> Res {
         .with_reason("postgres tour")?
         .with_request_id("tour-1")?;
     println!("working in tenant {tenant}");
+    // The store seen by that tenant, acting as `ctx`: each call is a
+    // transaction of its own.
+    let crm = store.scope(tenant, &ctx);
 
     heading("2. Contacts");
     let people = [
@@ -54,16 +57,12 @@ async fn main() -> Res {
     ];
     let mut contacts = Vec::new();
     for (email, first, last) in people {
-        let c = store
-            .create_contact(
-                tenant,
-                &ctx,
-                NewContact::new(
-                    Email::parse(email)?,
-                    PersonName::parse(first)?,
-                    PersonName::parse(last)?,
-                ),
-            )
+        let c = crm
+            .create_contact(NewContact::new(
+                Email::parse(email)?,
+                PersonName::parse(first)?,
+                PersonName::parse(last)?,
+            ))
             .await?;
         println!(
             "created {} {} <{}> version={}",
@@ -79,20 +78,15 @@ async fn main() -> Res {
         (ActivityKind::Email, "Asked for pricing", 5),
         (ActivityKind::Call, "Discovery call", 2),
     ] {
-        store
-            .log_activity(
-                tenant,
-                &ctx,
-                NewActivity::new(grace.id, kind)
-                    .direction(Direction::Inbound)
-                    .subject(Subject::parse(subject)?)
-                    .occurred_at(now - Duration::days(days_ago)),
-            )
-            .await?;
-    }
-    let timeline = store
-        .timeline(tenant, &ctx, grace.id, &Default::default())
+        crm.log_activity(
+            NewActivity::new(grace.id, kind)
+                .direction(Direction::Inbound)
+                .subject(Subject::parse(subject)?)
+                .occurred_at(now - Duration::days(days_ago)),
+        )
         .await?;
+    }
+    let timeline = crm.timeline(grace.id, &Default::default()).await?;
     for a in &timeline.items {
         println!(
             "  {}  {:<6} {}",
@@ -103,44 +97,30 @@ async fn main() -> Res {
     }
 
     heading("4. A deal to won");
-    let mut deal = store
-        .create_deal(
-            tenant,
-            &ctx,
-            NewDeal::new(
-                grace.id,
-                DealTitle::parse("Acme: 250 seats")?,
-                Money::parse("48000.00", Currency::parse("EUR")?)?,
-            ),
-        )
+    let mut deal = crm
+        .create_deal(NewDeal::new(
+            grace.id,
+            DealTitle::parse("Acme: 250 seats")?,
+            Money::parse("48000.00", Currency::parse("EUR")?)?,
+        ))
         .await?;
     println!("created in {} (version {})", deal.stage, deal.version);
-    for stage in ["proposal", "negotiation", "closed_won"] {
-        deal = store
-            .move_deal(
-                tenant,
-                &ctx,
-                deal.id,
-                deal.version,
-                &StageKey::parse(stage)?,
-                None,
-            )
-            .await?;
+    for stage in [StageKey::PROPOSAL, StageKey::NEGOTIATION] {
+        deal = crm.move_deal(deal.id, deal.version, stage).await?;
         println!("moved to {} (version {})", deal.stage, deal.version);
     }
-    println!("won at {:?}", deal.won_at);
+    deal = crm.win_deal(deal.id, deal.version).await?;
+    println!(
+        "won in {} (version {}) at {:?}",
+        deal.stage, deal.version, deal.won_at
+    );
     // A second deal stays open, so the summary has something in progress.
-    store
-        .create_deal(
-            tenant,
-            &ctx,
-            NewDeal::new(
-                contacts[1].id,
-                DealTitle::parse("Acme Labs pilot")?,
-                Money::parse("1200", Currency::parse("USD")?)?,
-            ),
-        )
-        .await?;
+    crm.create_deal(NewDeal::new(
+        contacts[1].id,
+        DealTitle::parse("Acme Labs pilot")?,
+        Money::parse("1200", Currency::parse("USD")?)?,
+    ))
+    .await?;
 
     heading("5. A duplicate email is refused");
     let again = NewContact::new(
@@ -148,7 +128,7 @@ async fn main() -> Res {
         PersonName::parse("G")?,
         PersonName::parse("H")?,
     );
-    match store.create_contact(tenant, &ctx, again).await {
+    match crm.create_contact(again).await {
         Err(Error::DuplicateEmail { email, existing_id }) => {
             println!(
                 "refused {email}: held by {existing_id} (is Grace: {})",
@@ -159,8 +139,8 @@ async fn main() -> Res {
     }
 
     heading("6. Pipeline summary");
-    let summary = store
-        .pipeline_summary(tenant, &ctx, &PipelineKey::default_pipeline())
+    let summary = crm
+        .pipeline_summary(&PipelineKey::default_pipeline())
         .await?;
     for s in &summary.stages {
         let totals: Vec<String> = s
@@ -182,15 +162,13 @@ async fn main() -> Res {
     }
 
     heading("7. Top leads");
-    let page = store
-        .search_contacts(tenant, &ctx, &ContactQuery::top_leads(5))
-        .await?;
+    let page = crm.search_contacts(&ContactQuery::top_leads(5)).await?;
     for c in &page.items {
         println!("  {:>3}  {} {}", c.score, c.first_name, c.last_name);
     }
 
     // Cleaning up: deleting the contacts deletes their deals and activities.
-    let mut tx = store.begin(tenant, ctx.clone()).await?;
+    let mut tx = crm.begin().await?;
     for c in &contacts {
         tx.delete_contact(c.id).await?;
     }

@@ -5,7 +5,7 @@
 
 use chrono::{Duration, Utc};
 use crm_core::{
-    Actor, ContactQuery, ContactSort, Context, Error, InMemoryStore, PageRequest, Store, StoreExt,
+    Actor, ContactQuery, ContactSort, Context, Error, InMemoryStore, PageRequest, StoreExt,
     TenantId,
     domain::{
         ActivityKind, Contact, Direction, LostReason, NewActivity, NewContact, NewContactDto,
@@ -29,10 +29,14 @@ fn name(c: &Contact) -> String {
 #[tokio::main]
 async fn main() -> Res {
     // A store, the tenant whose data we work on, and who is acting (every
-    // change is attributed to an actor, with an optional reason).
+    // change is attributed to an actor, with an optional reason). The
+    // scoped handle `crm` is the store seen by that tenant and actor: what
+    // host code holds while it serves one request. Each of its calls is a
+    // transaction of its own.
     let store = InMemoryStore::new();
     let tenant = TenantId::new();
     let ctx = Context::new(Actor::parse("user:ada")?).with_reason("quickstart tour")?;
+    let crm = store.scope(tenant, &ctx);
 
     heading("1. Contacts from JSON");
     // Inbound JSON goes through a DTO (unknown fields are refused) and
@@ -49,9 +53,7 @@ async fn main() -> Res {
     let mut contacts = Vec::new();
     for json in inputs {
         let dto: NewContactDto = serde_json::from_str(json)?;
-        let contact = store
-            .create_contact(tenant, &ctx, NewContact::try_from(dto)?)
-            .await?;
+        let contact = crm.create_contact(NewContact::try_from(dto)?).await?;
         println!(
             "created {:<18} {:<30} company={:<15} source={:<8} version={}",
             name(&contact),
@@ -82,20 +84,15 @@ async fn main() -> Res {
         ),
     ];
     for (kind, direction, subject, days_ago) in activities {
-        store
-            .log_activity(
-                tenant,
-                &ctx,
-                NewActivity::new(grace.id, kind)
-                    .direction(direction)
-                    .subject(Subject::parse(subject)?)
-                    .occurred_at(now - Duration::days(days_ago)),
-            )
-            .await?;
-    }
-    let timeline = store
-        .timeline(tenant, &ctx, grace.id, &PageRequest::first(10))
+        crm.log_activity(
+            NewActivity::new(grace.id, kind)
+                .direction(direction)
+                .subject(Subject::parse(subject)?)
+                .occurred_at(now - Duration::days(days_ago)),
+        )
         .await?;
+    }
+    let timeline = crm.timeline(grace.id, &PageRequest::first(10)).await?;
     println!("timeline of {}, newest first:", name(&grace));
     for a in &timeline.items {
         println!(
@@ -115,40 +112,36 @@ async fn main() -> Res {
         "currency": "EUR",
         "expected_close_date": "2026-03-31",
     }))?;
-    let mut deal = store
-        .create_deal(tenant, &ctx, NewDeal::try_from(dto)?)
-        .await?;
+    let mut deal = crm.create_deal(NewDeal::try_from(dto)?).await?;
     println!(
         "created   stage={:<12} version={} amount={}",
         deal.stage.as_str(),
         deal.version,
         deal.amount
     );
-    for stage in ["proposal", "negotiation", "closed_won"] {
+    for stage in [StageKey::PROPOSAL, StageKey::NEGOTIATION] {
         // Each move names the version it is based on (optimistic concurrency).
-        deal = store
-            .move_deal(
-                tenant,
-                &ctx,
-                deal.id,
-                deal.version,
-                &StageKey::parse(stage)?,
-                None,
-            )
-            .await?;
+        deal = crm.move_deal(deal.id, deal.version, stage).await?;
         println!(
-            "moved  -> stage={:<12} version={} won_at={}",
+            "moved  -> stage={:<12} version={}",
             deal.stage.as_str(),
             deal.version,
-            deal.won_at
-                .map_or_else(|| "-".to_string(), |t| t.to_rfc3339()),
         );
     }
+    // Winning moves the deal to its pipeline's won stage and stamps `won_at`.
+    deal = crm.win_deal(deal.id, deal.version).await?;
+    println!(
+        "won    -> stage={:<12} version={} won_at={}",
+        deal.stage.as_str(),
+        deal.version,
+        deal.won_at
+            .map_or_else(|| "-".to_string(), |t| t.to_rfc3339()),
+    );
 
     heading("4. An illegal move is refused");
-    let proposal = StageKey::parse("proposal")?;
-    match store
-        .move_deal(tenant, &ctx, deal.id, deal.version, &proposal, None)
+    // A closed deal leaves its stage only through `reopen_deal`.
+    match crm
+        .move_deal(deal.id, deal.version, StageKey::PROPOSAL)
         .await
     {
         Err(Error::InvalidTransition { from, to, why }) => {
@@ -182,10 +175,10 @@ async fn main() -> Res {
         last_name: Some("Duplicate".into()),
         ..Default::default()
     })?;
-    match store.create_contact(tenant, &ctx, twin).await {
+    match crm.create_contact(twin).await {
         Err(Error::DuplicateEmail { email, existing_id }) => {
-            let existing = store
-                .get_contact(tenant, &ctx, existing_id)
+            let existing = crm
+                .get_contact(existing_id)
                 .await?
                 .ok_or("the existing contact should be there")?;
             println!(
@@ -198,11 +191,10 @@ async fn main() -> Res {
     }
 
     heading("7. Search");
-    let query = ContactQuery {
-        company_prefix: Some("acme".into()),
-        ..ContactQuery::new().sort(ContactSort::NameAsc)
-    };
-    let found = store.search_contacts(tenant, &ctx, &query).await?;
+    let query = ContactQuery::new()
+        .with_company_prefix("acme")
+        .with_sort(ContactSort::NameAsc);
+    let found = crm.search_contacts(&query).await?;
     println!("company starts with \"acme\" (case-insensitive), by name:");
     for c in &found.items {
         println!(
@@ -213,7 +205,8 @@ async fn main() -> Res {
     }
 
     heading("8. Transactions: all or nothing");
-    let mut tx = store.begin(tenant, ctx.clone()).await?;
+    // Several operations that must commit together share a transaction.
+    let mut tx = crm.begin().await?;
     let temp = tx
         .create_contact(NewContact::try_from(NewContactDto {
             email: Some("temp@example.com".into()),
@@ -223,7 +216,7 @@ async fn main() -> Res {
         })?)
         .await?;
     tx.rollback().await?;
-    let after = store.get_contact(tenant, &ctx, temp.id).await?;
+    let after = crm.get_contact(temp.id).await?;
     println!(
         "created {} inside a transaction, rolled back: found afterwards = {}",
         temp.email,
@@ -249,16 +242,13 @@ async fn main() -> Res {
             "contact_id": contacts[who].id.to_string(),
             "title": title, "amount": amount, "currency": currency, "stage": stage,
         }))?;
-        store
-            .create_deal(tenant, &ctx, NewDeal::try_from(dto)?)
-            .await?;
+        crm.create_deal(NewDeal::try_from(dto)?).await?;
     }
-    // Lose one, with a reason.
-    let mut tx = store.begin(tenant, ctx.clone()).await?;
-    let training = tx
+    // Lose one, with a reason: it moves to the pipeline's lost stage.
+    let training = crm
         .list_deals_in_stage(
             &PipelineKey::default_pipeline(),
-            &StageKey::parse("qualified")?,
+            &StageKey::QUALIFIED,
             &PageRequest::first(10),
         )
         .await?
@@ -266,17 +256,22 @@ async fn main() -> Res {
         .into_iter()
         .find(|d| d.title.as_str() == "Langley: training")
         .ok_or("the training deal should be qualified")?;
-    tx.move_deal(
-        training.id,
-        training.version,
-        &StageKey::parse("closed_lost")?,
-        Some(LostReason::parse("No budget this year")?),
-    )
-    .await?;
-    tx.commit().await?;
+    let lost = crm
+        .lose_deal(
+            training.id,
+            training.version,
+            LostReason::parse("No budget this year")?,
+        )
+        .await?;
+    println!(
+        "lost {:?} in {}: {}",
+        lost.title.as_str(),
+        lost.stage.as_str(),
+        lost.lost_reason.as_ref().map_or("", |r| r.as_str()),
+    );
 
-    let summary = store
-        .pipeline_summary(tenant, &ctx, &PipelineKey::default_pipeline())
+    let summary = crm
+        .pipeline_summary(&PipelineKey::default_pipeline())
         .await?;
     println!(
         "  {:<12} {:>5}  {:<8} {:>5} {:>12} {:>12}",

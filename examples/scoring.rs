@@ -18,7 +18,7 @@ use crm_core::{
     Context, DynStore, InMemoryStore, TenantId,
     domain::{ActivityKind, ContactId, Email, NewActivity, NewContact, NewDeal, NewSignal},
     domain::{Currency, DealTitle, Money, PersonName, SignalKind},
-    scoring::{RescoreOptions, ScoringModel, explain, live_score, live_top_leads, rescore_store},
+    scoring::{RescoreOptions, ScoringModel, explain, live_score, live_top_leads, rescore},
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -112,12 +112,12 @@ async fn main() -> Result<(), BoxError> {
     println!("generated {contacts} contacts");
 
     // The batch: score everyone, write what changed.
-    let report = rescore_store(
+    let report = rescore(
         &*store,
         tenant,
         ctx.clone(),
         &model,
-        &RescoreOptions::new().at(now).top(5),
+        &RescoreOptions::new().with_now(now).with_top(5),
     )
     .await?;
     println!(

@@ -169,16 +169,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let contacts = store
-        .search_contacts(
-            tenant,
-            &ctx,
-            &ContactQuery::new().page(crm_core::PageRequest::first(100)),
-        )
+    let crm = store.scope(tenant, &ctx);
+    let contacts = crm
+        .search_contacts(&ContactQuery::new().with_page(crm_core::PageRequest::first(100)))
         .await?
         .items;
-    let pipeline = store
-        .pipeline_summary(tenant, &ctx, &PipelineKey::parse("default")?)
+    let pipeline = crm
+        .pipeline_summary(&PipelineKey::default_pipeline())
         .await?;
     let deals: u64 = pipeline
         .stages

@@ -10,7 +10,8 @@
 //!   reports every field error at once.
 //! - [`Store`] opens a [`Transaction`] for one tenant and one acting
 //!   [`Context`]; its documentation states the contract every backend
-//!   honours. [`StoreExt`] adds one-call conveniences.
+//!   honours. [`StoreExt::scope`] gives host code a [`Scope`]: the store
+//!   seen by one tenant acting as one context, every operation as one call.
 //! - [`InMemoryStore`] is always available; `PostgresStore` comes with the
 //!   `postgres` feature.
 //! - [`scoring`] is lead scoring: a pure model (weights per signal kind,
@@ -43,18 +44,18 @@
 //! tour; the shortest use looks like this:
 //!
 //! ```
-//! use crm_core::{InMemoryStore, Store, StoreExt, TenantId, Context, Actor};
+//! use crm_core::{InMemoryStore, StoreExt, TenantId, Context, Actor};
 //! use crm_core::domain::{NewContact, NewContactDto};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let store = InMemoryStore::new();
-//! let tenant = TenantId::new();
 //! let ctx = Context::new(Actor::parse("user:ada").unwrap());
+//! let crm = store.scope(TenantId::new(), &ctx);
 //!
 //! let dto: NewContactDto = serde_json::from_str(
 //!     r#"{"email": "Grace@Example.com", "first_name": "Grace", "last_name": "Hopper"}"#,
 //! ).unwrap();
-//! let contact = store.create_contact(tenant, &ctx, NewContact::try_from(dto)?).await?;
+//! let contact = crm.create_contact(NewContact::try_from(dto)?).await?;
 //!
 //! // Emails are unique per tenant, in any casing.
 //! let again = NewContact::try_from(NewContactDto {
@@ -63,7 +64,7 @@
 //!     last_name: Some("H".into()),
 //!     ..Default::default()
 //! })?;
-//! let err = store.create_contact(tenant, &ctx, again).await.unwrap_err();
+//! let err = crm.create_contact(again).await.unwrap_err();
 //! assert!(matches!(err, crm_core::Error::DuplicateEmail { existing_id, .. } if existing_id == contact.id));
 //! # Ok::<_, crm_core::Error>(())
 //! # }).unwrap();

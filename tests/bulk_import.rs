@@ -26,9 +26,9 @@ fn ctx() -> Context {
 
 async fn contacts(store: &DynStore, t: TenantId) -> Vec<Contact> {
     let mut all = Vec::new();
-    let mut q = ContactQuery::new().page(PageRequest::first(1000));
+    let mut q = ContactQuery::new().with_page(PageRequest::first(1000));
     loop {
-        let page = store.search_contacts(t, &ctx(), &q).await.unwrap();
+        let page = store.scope(t, &ctx()).search_contacts(&q).await.unwrap();
         all.extend(page.items);
         match page.next_cursor {
             Some(c) => q = q.after(c),
@@ -51,10 +51,7 @@ async fn import_csv(
 }
 
 fn options(batch_size: usize) -> ImportOptions {
-    ImportOptions {
-        batch_size,
-        ..ImportOptions::default()
-    }
+    ImportOptions::default().with_batch_size(batch_size)
 }
 
 async fn csv_with_aliases_a_bom_quotes_and_custom_columns_imports_every_field(store: &DynStore) {
@@ -152,11 +149,9 @@ async fn all_or_nothing_writes_nothing_when_one_row_is_rejected(store: &DynStore
         store,
         t,
         csv.as_bytes(),
-        ImportOptions {
-            mode: ImportMode::AllOrNothing,
-            batch_size: 1,
-            ..ImportOptions::default()
-        },
+        ImportOptions::default()
+            .with_mode(ImportMode::AllOrNothing)
+            .with_batch_size(1),
     )
     .await;
     assert!(!report.committed);
@@ -169,11 +164,9 @@ async fn all_or_nothing_writes_nothing_when_one_row_is_rejected(store: &DynStore
         store,
         t,
         good.as_bytes(),
-        ImportOptions {
-            mode: ImportMode::AllOrNothing,
-            batch_size: 1,
-            ..ImportOptions::default()
-        },
+        ImportOptions::default()
+            .with_mode(ImportMode::AllOrNothing)
+            .with_batch_size(1),
     )
     .await;
     assert!(report.committed);
@@ -190,11 +183,9 @@ async fn reimporting_updates_by_email_in_any_casing_and_reports_each_row(store: 
         store,
         t,
         second.as_bytes(),
-        ImportOptions {
-            policy: ConflictPolicy::NonEmptyIncoming,
-            keep_outcomes: true,
-            ..ImportOptions::default()
-        },
+        ImportOptions::default()
+            .with_policy(ConflictPolicy::NonEmptyIncoming)
+            .with_keep_outcomes(true),
     )
     .await;
     assert_eq!(
@@ -259,11 +250,9 @@ async fn export_then_import_into_an_empty_tenant_gives_the_same_contacts(store: 
         store,
         copy,
         &out,
-        ImportOptions {
-            batch_size: 2,
-            progress: Some(Box::new(move |done| seen.store(done, Ordering::SeqCst))),
-            ..ImportOptions::default()
-        },
+        ImportOptions::default()
+            .with_batch_size(2)
+            .with_progress(move |done| seen.store(done, Ordering::SeqCst)),
     )
     .await;
     assert_eq!(report.inserted, 3, "{report:?}");
@@ -340,62 +329,49 @@ async fn tenant_with_deals_and_activities(store: &DynStore) -> TenantId {
     import_csv(store, source, csv.as_bytes(), options(10)).await;
     let all = contacts(store, source).await;
     let (ada, bob) = (&all[0], &all[1]);
+    let crm = store.scope(source, &ctx());
     let money = |a: &str, c: &str| Money::parse(a, Currency::parse(c).unwrap()).unwrap();
     let mut open = NewDeal::new(
         ada.id,
         DealTitle::parse("Engine").unwrap(),
         money("1250.50", "EUR"),
     );
-    open.stage = Some(StageKey::parse("proposal").unwrap());
-    let open = store.create_deal(source, &ctx(), open).await.unwrap();
-    let lost = store
-        .create_deal(
-            source,
-            &ctx(),
-            NewDeal::new(
-                bob.id,
-                DealTitle::parse("Mill").unwrap(),
-                money("10", "USD"),
-            ),
-        )
+    open.stage = Some(StageKey::PROPOSAL);
+    let open = crm.create_deal(open).await.unwrap();
+    let lost = crm
+        .create_deal(NewDeal::new(
+            bob.id,
+            DealTitle::parse("Mill").unwrap(),
+            money("10", "USD"),
+        ))
         .await
         .unwrap();
-    store
-        .move_deal(
-            source,
-            &ctx(),
-            lost.id,
-            lost.version,
-            &StageKey::parse("closed_lost").unwrap(),
-            Some(LostReason::parse("no budget").unwrap()),
-        )
-        .await
-        .unwrap();
+    crm.lose_deal(
+        lost.id,
+        lost.version,
+        LostReason::parse("no budget").unwrap(),
+    )
+    .await
+    .unwrap();
     let at = chrono::DateTime::parse_from_rfc3339("2025-03-01T10:00:00.123456Z")
         .unwrap()
         .to_utc();
-    store
-        .log_activity(
-            source,
-            &ctx(),
-            NewActivity::new(ada.id, ActivityKind::Meeting)
-                .deal(open.id)
-                .subject(Subject::parse("Kick-off").unwrap())
-                .direction(Direction::Outbound)
-                .occurred_at(at),
-        )
-        .await
-        .unwrap();
-    store
-        .log_activity(
-            source,
-            &ctx(),
-            NewActivity::new(bob.id, ActivityKind::Note)
-                .body("line one\nline two")
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    crm.log_activity(
+        NewActivity::new(ada.id, ActivityKind::Meeting)
+            .deal(open.id)
+            .subject(Subject::parse("Kick-off").unwrap())
+            .direction(Direction::Outbound)
+            .occurred_at(at),
+    )
+    .await
+    .unwrap();
+    crm.log_activity(
+        NewActivity::new(bob.id, ActivityKind::Note)
+            .body("line one\nline two")
+            .unwrap(),
+    )
+    .await
+    .unwrap();
 
     source
 }

@@ -29,9 +29,9 @@ fn ctx() -> Context {
 
 async fn contacts(store: &DynStore, t: TenantId) -> Vec<Contact> {
     let mut all = Vec::new();
-    let mut q = ContactQuery::new().page(PageRequest::first(1000));
+    let mut q = ContactQuery::new().with_page(PageRequest::first(1000));
     loop {
-        let page = store.search_contacts(t, &ctx(), &q).await.unwrap();
+        let page = store.scope(t, &ctx()).search_contacts(&q).await.unwrap();
         all.extend(page.items);
         match page.next_cursor {
             Some(c) => q = q.after(c),
@@ -50,10 +50,7 @@ async fn import_people(store: &DynStore, t: TenantId, csv: &str) {
 }
 
 fn options(batch_size: usize) -> ImportOptions {
-    ImportOptions {
-        batch_size,
-        ..ImportOptions::default()
-    }
+    ImportOptions::default().with_batch_size(batch_size)
 }
 
 /// Every version the tenant's history holds, of any record.
@@ -430,10 +427,7 @@ async fn a_verbatim_csv_export_writes_values_as_stored_and_reads_back_exactly(st
         );
     }
     let copy = TenantId::new();
-    let options = ImportOptions {
-        csv_formulas: verbatim,
-        ..options(10)
-    };
+    let options = options(10).with_csv_formulas(verbatim);
     let report = bulk::import_contacts_csv(store, copy, &ctx(), &c[..], options)
         .await
         .unwrap();
@@ -545,11 +539,9 @@ async fn overlapping_all_or_nothing_imports_never_deadlock_on_postgres() {
             let store = Arc::clone(&stores[(pair + k) % stores.len()]);
             let (first, last) = (own(k), own(k) + 10);
             tasks.spawn(async move {
-                let options = ImportOptions {
-                    mode: bulk::ImportMode::AllOrNothing,
-                    batch_size: 7,
-                    ..ImportOptions::default()
-                };
+                let options = ImportOptions::default()
+                    .with_mode(bulk::ImportMode::AllOrNothing)
+                    .with_batch_size(7);
                 let r =
                     bulk::import_contacts_csv(&*store, t, &ctx(), csv.as_bytes(), options).await;
                 (

@@ -91,8 +91,8 @@ proptest! {
             let store = InMemoryStore::new();
             let t = TenantId::new();
             let ctx = Context::new(Actor::parse("test:props").unwrap());
-            let c = store
-                .create_contact(t, &ctx, NewContact::new(
+            let crm = store.scope(t, &ctx);
+            let c = crm.create_contact(NewContact::new(
                     Email::parse("p@example.com").unwrap(),
                     PersonName::parse("Ada").unwrap(),
                     PersonName::parse("L").unwrap(),
@@ -100,8 +100,7 @@ proptest! {
                 .await
                 .unwrap();
             let eur = Currency::parse("EUR").unwrap();
-            let d = store
-                .create_deal(t, &ctx, NewDeal::new(
+            let d = crm.create_deal(NewDeal::new(
                     c.id,
                     DealTitle::parse("Licences").unwrap(),
                     Money::parse("0", eur).unwrap(),
@@ -142,7 +141,7 @@ proptest! {
                 real_changes += usize::from(d2.version != deal.version);
             }
             tx.commit().await.unwrap();
-            let contact = store.get_contact(t, &ctx, c.id).await.unwrap().unwrap();
+            let contact = crm.get_contact(c.id).await.unwrap().unwrap();
             let mut tx = store.begin(t, ctx.clone()).await.unwrap();
             let deal = tx.get_deal(d.id).await.unwrap().unwrap();
             tx.commit().await.unwrap();

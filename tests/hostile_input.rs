@@ -61,7 +61,7 @@ async fn contact(store: &DynStore, t: TenantId, email: &str) -> ContactId {
         PersonName::parse("Eve").unwrap(),
         PersonName::parse("Attacker").unwrap(),
     );
-    store.create_contact(t, &ctx(), new).await.unwrap().id
+    store.scope(t, &ctx()).create_contact(new).await.unwrap().id
 }
 
 fn assert_alike(what: &str, (memory, postgres): (String, String)) {
@@ -245,13 +245,12 @@ async fn a_search_by_tiny_metadata_numbers_matches_alike_on_both_backends() {
                     PersonName::parse("Ny").unwrap(),
                 )
             };
-            store.create_contact(t, &ctx(), new).await.unwrap();
-            let q = ContactQuery {
-                metadata_contains: Some(Metadata::parse(json!({"x": asked})).unwrap()),
-                ..ContactQuery::new()
-            };
+            store.scope(t, &ctx()).create_contact(new).await.unwrap();
+            let q = ContactQuery::new()
+                .with_metadata_contains(Metadata::parse(json!({"x": asked})).unwrap());
             let found = store
-                .search_contacts(t, &ctx(), &q)
+                .scope(t, &ctx())
+                .search_contacts(&q)
                 .await
                 .map(|p| p.items.len());
             answers.push(format!("{stored:e} ⊇ {asked:e}: {}", describe(&found)));
@@ -277,7 +276,8 @@ async fn a_csv_with_a_byte_order_mark_and_carriage_return_line_ends_imports_ever
             bulk::import_contacts_csv(store, t, &ctx(), csv.as_bytes(), ImportOptions::default())
                 .await;
         let mut all = store
-            .search_contacts(t, &ctx(), &ContactQuery::new().page(PageRequest::first(10)))
+            .scope(t, &ctx())
+            .search_contacts(&ContactQuery::new().with_page(PageRequest::first(10)))
             .await
             .unwrap()
             .items;
@@ -330,15 +330,12 @@ async fn probes(store: &DynStore) -> Vec<String> {
     let a = contact(store, t, "probe-a@example.com").await;
     let b = contact(store, t, "probe-b@example.com").await;
     let deal = store
-        .create_deal(
-            t,
-            &ctx(),
-            NewDeal::new(
-                a,
-                DealTitle::parse("Probe").unwrap(),
-                Money::parse("10", Currency::parse("EUR").unwrap()).unwrap(),
-            ),
-        )
+        .scope(t, &ctx())
+        .create_deal(NewDeal::new(
+            a,
+            DealTitle::parse("Probe").unwrap(),
+            Money::parse("10", Currency::parse("EUR").unwrap()).unwrap(),
+        ))
         .await
         .unwrap();
     let missing = ContactId::new();
@@ -621,7 +618,7 @@ async fn a_forged_name_cursor_between_odd_names_pages_alike_on_both_backends() {
                 PersonName::parse("F").unwrap(),
                 PersonName::parse(last).unwrap(),
             );
-            store.create_contact(t, &ctx(), new).await.unwrap();
+            store.scope(t, &ctx()).create_contact(new).await.unwrap();
         }
         let mut out = Vec::new();
         for position in ["", "a", "e", "é", "\u{10FFFF}", "\u{7F}", "ss", "\u{FFFD}"] {
@@ -631,9 +628,9 @@ async fn a_forged_name_cursor_between_odd_names_pages_alike_on_both_backends() {
                     &ContactSortKey::Name(position.into(), "f".into(), uuid::Uuid::nil()),
                 );
                 let q = ContactQuery::new()
-                    .sort(sort)
-                    .page(PageRequest::after(100, cursor));
-                let page = store.search_contacts(t, &ctx(), &q).await.map(|p| {
+                    .with_sort(sort)
+                    .with_page(PageRequest::after(100, cursor));
+                let page = store.scope(t, &ctx()).search_contacts(&q).await.map(|p| {
                     p.items
                         .iter()
                         .map(|c| c.last_name.as_str().to_string())
@@ -670,7 +667,7 @@ async fn metadata_containment_of_nested_arrays_and_objects_matches_alike_on_both
                 PersonName::parse("St").unwrap(),
             )
         };
-        store.create_contact(t, &ctx(), new).await.unwrap();
+        store.scope(t, &ctx()).create_contact(new).await.unwrap();
         let asks = [
             json!({"a": [[2]]}),
             json!({"a": [2]}),
@@ -693,12 +690,11 @@ async fn metadata_containment_of_nested_arrays_and_objects_matches_alike_on_both
         ];
         let mut out = Vec::new();
         for ask in asks {
-            let q = ContactQuery {
-                metadata_contains: Some(Metadata::parse(ask.clone()).unwrap()),
-                ..ContactQuery::new()
-            };
+            let q =
+                ContactQuery::new().with_metadata_contains(Metadata::parse(ask.clone()).unwrap());
             let n = store
-                .search_contacts(t, &ctx(), &q)
+                .scope(t, &ctx())
+                .search_contacts(&q)
                 .await
                 .map(|p| p.items.len());
             out.push(format!("{ask}: {}", describe(&n)));
@@ -739,21 +735,18 @@ async fn both_backends_export_the_same_records_identically_and_read_them_back() 
             "ключ": ["é", {"x": null}],
         }))
         .unwrap();
-        let c = store.create_contact(t, &ctx(), new).await.unwrap();
+        let c = store.scope(t, &ctx()).create_contact(new).await.unwrap();
         let eur = Currency::parse("EUR").unwrap();
         let deal = store
-            .create_deal(
-                t,
-                &ctx(),
-                NewDeal {
-                    expected_close_date: Some(crm_core::domain::latest_date()),
-                    ..NewDeal::new(
-                        c.id,
-                        DealTitle::parse("-5% =SUM(A1)").unwrap(),
-                        Money::parse("999999999999999.9999", eur).unwrap(),
-                    )
-                },
-            )
+            .scope(t, &ctx())
+            .create_deal(NewDeal {
+                expected_close_date: Some(crm_core::domain::latest_date()),
+                ..NewDeal::new(
+                    c.id,
+                    DealTitle::parse("-5% =SUM(A1)").unwrap(),
+                    Money::parse("999999999999999.9999", eur).unwrap(),
+                )
+            })
             .await
             .unwrap();
         let mut tx = store.begin(t, ctx()).await.unwrap();

@@ -399,14 +399,12 @@ proptest! {
         times in prop::collection::vec(prop::option::of(any_instant()), 4),
         prefix in prop::option::of("[a-z\\x00]{0,4}"),
     ) {
-        let q = crm_core::ContactQuery {
-            created_from: times[0],
-            created_until: times[1],
-            updated_from: times[2],
-            updated_until: times[3],
-            name_prefix: prefix.clone(),
-            ..crm_core::ContactQuery::new()
-        };
+        let mut q = crm_core::ContactQuery::new();
+        q.created_from = times[0];
+        q.created_until = times[1];
+        q.updated_from = times[2];
+        q.updated_until = times[3];
+        q.name_prefix = prefix.clone();
         let fields = ["created_from", "created_until", "updated_from", "updated_until"];
         let mut bad: Vec<&str> = Vec::new();
         if prefix.as_deref().is_some_and(|p| p.contains('\0')) {

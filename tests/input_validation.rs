@@ -368,27 +368,19 @@ fn ctx() -> Context {
 async fn activities_at_the_first_and_last_instants_export_and_import_back_exactly() {
     let store = InMemoryStore::new();
     let t = TenantId::new();
-    let c = store
-        .create_contact(
-            t,
-            &ctx(),
-            NewContact::new(
-                Email::parse("edge@example.com").unwrap(),
-                PersonName::parse("Ed").unwrap(),
-                PersonName::parse("Ge").unwrap(),
-            ),
-        )
+    let crm = store.scope(t, &ctx());
+    let c = crm
+        .create_contact(NewContact::new(
+            Email::parse("edge@example.com").unwrap(),
+            PersonName::parse("Ed").unwrap(),
+            PersonName::parse("Ge").unwrap(),
+        ))
         .await
         .unwrap();
     let first = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap();
     let last = DateTime::from_timestamp_micros(253_402_300_799_999_999).unwrap();
     for at in [first, last] {
-        store
-            .log_activity(
-                t,
-                &ctx(),
-                NewActivity::new(c.id, ActivityKind::Call).occurred_at(at),
-            )
+        crm.log_activity(NewActivity::new(c.id, ActivityKind::Call).occurred_at(at))
             .await
             .unwrap();
     }
@@ -402,16 +394,13 @@ async fn activities_at_the_first_and_last_instants_export_and_import_back_exactl
         .unwrap();
     for (format, bytes) in [("jsonl", jsonl), ("csv", csv)] {
         let other = TenantId::new();
-        store
-            .create_contact(
-                other,
-                &ctx(),
-                NewContact::new(
-                    Email::parse("edge@example.com").unwrap(),
-                    PersonName::parse("Ed").unwrap(),
-                    PersonName::parse("Ge").unwrap(),
-                ),
-            )
+        let in_other = store.scope(other, &ctx());
+        in_other
+            .create_contact(NewContact::new(
+                Email::parse("edge@example.com").unwrap(),
+                PersonName::parse("Ed").unwrap(),
+                PersonName::parse("Ge").unwrap(),
+            ))
             .await
             .unwrap();
         let report = if format == "jsonl" {
@@ -427,14 +416,9 @@ async fn activities_at_the_first_and_last_instants_export_and_import_back_exactl
         );
         assert_eq!(report.created, 2, "{format}");
         let q = crm_core::ContactQuery::new();
-        let imported = store
-            .search_contacts(other, &ctx(), &q)
-            .await
-            .unwrap()
-            .items[0]
-            .id;
-        let times: Vec<_> = store
-            .timeline(other, &ctx(), imported, &crm_core::PageRequest::first(10))
+        let imported = in_other.search_contacts(&q).await.unwrap().items[0].id;
+        let times: Vec<_> = in_other
+            .timeline(imported, &crm_core::PageRequest::first(10))
             .await
             .unwrap()
             .items
@@ -453,25 +437,18 @@ async fn activities_at_the_first_and_last_instants_export_and_import_back_exactl
 async fn an_activity_in_the_year_10000_cannot_be_logged_so_no_export_holds_one() {
     let store = InMemoryStore::new();
     let t = TenantId::new();
-    let c = store
-        .create_contact(
-            t,
-            &ctx(),
-            NewContact::new(
-                Email::parse("far@example.com").unwrap(),
-                PersonName::parse("Fa").unwrap(),
-                PersonName::parse("R").unwrap(),
-            ),
-        )
+    let crm = store.scope(t, &ctx());
+    let c = crm
+        .create_contact(NewContact::new(
+            Email::parse("far@example.com").unwrap(),
+            PersonName::parse("Fa").unwrap(),
+            PersonName::parse("R").unwrap(),
+        ))
         .await
         .unwrap();
     let far = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
-    let err = store
-        .log_activity(
-            t,
-            &ctx(),
-            NewActivity::new(c.id, ActivityKind::Call).occurred_at(far),
-        )
+    let err = crm
+        .log_activity(NewActivity::new(c.id, ActivityKind::Call).occurred_at(far))
         .await
         .expect_err("year 10000 is out of range");
     assert_eq!(err.field_errors()[0].field, "occurred_at");
@@ -495,7 +472,8 @@ async fn deals_closing_on_the_first_and_last_days_export_and_import_back_exactly
             PersonName::parse("Ys").unwrap(),
         )
     };
-    let c = store.create_contact(t, &ctx(), person()).await.unwrap();
+    let crm = store.scope(t, &ctx());
+    let c = crm.create_contact(person()).await.unwrap();
     let days = [
         chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap(),
         chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap(),
@@ -507,7 +485,7 @@ async fn deals_closing_on_the_first_and_last_days_export_and_import_back_exactly
             Money::parse("1", Currency::parse("EUR").unwrap()).unwrap(),
         );
         new.expected_close_date = Some(day);
-        store.create_deal(t, &ctx(), new).await.unwrap();
+        crm.create_deal(new).await.unwrap();
     }
     let mut jsonl = Vec::new();
     export_deals_jsonl(&store, t, &ctx(), &mut jsonl)
@@ -517,7 +495,11 @@ async fn deals_closing_on_the_first_and_last_days_export_and_import_back_exactly
     export_deals_csv(&store, t, &ctx(), &mut csv).await.unwrap();
     for (format, bytes) in [("jsonl", jsonl), ("csv", csv)] {
         let other = TenantId::new();
-        let imported = store.create_contact(other, &ctx(), person()).await.unwrap();
+        let imported = store
+            .scope(other, &ctx())
+            .create_contact(person())
+            .await
+            .unwrap();
         let report = if format == "jsonl" {
             import_deals_jsonl(&store, other, &ctx(), &bytes[..], 100).await
         } else {

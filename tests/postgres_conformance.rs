@@ -64,11 +64,13 @@ async fn row_level_security_hides_other_tenants_from_a_query_without_a_tenant_fi
     let store = TestStore::new().await;
     let (t1, t2) = (TenantId::new(), TenantId::new());
     store
-        .create_contact(t1, &ctx(), new_contact("one@example.com"))
+        .scope(t1, &ctx())
+        .create_contact(new_contact("one@example.com"))
         .await
         .unwrap();
     store
-        .create_contact(t2, &ctx(), new_contact("two@example.com"))
+        .scope(t2, &ctx())
+        .create_contact(new_contact("two@example.com"))
         .await
         .unwrap();
 
@@ -167,7 +169,8 @@ async fn a_dropped_transaction_is_rolled_back_before_its_connection_is_reused() 
     let email = Email::parse("kept@example.com").unwrap();
     assert!(
         store
-            .get_contact_by_email(tenant, &ctx(), &email)
+            .scope(tenant, &ctx())
+            .get_contact_by_email(&email)
             .await
             .unwrap()
             .is_some()
@@ -175,7 +178,8 @@ async fn a_dropped_transaction_is_rolled_back_before_its_connection_is_reused() 
     let email = Email::parse("dropped@example.com").unwrap();
     assert!(
         store
-            .get_contact_by_email(tenant, &ctx(), &email)
+            .scope(tenant, &ctx())
+            .get_contact_by_email(&email)
             .await
             .unwrap()
             .is_none()
@@ -199,7 +203,8 @@ async fn a_transaction_dropped_outside_a_runtime_leaves_no_trace() {
 
     let email = Email::parse("outside@example.com").unwrap();
     let found = store
-        .get_contact_by_email(tenant, &ctx(), &email)
+        .scope(tenant, &ctx())
+        .get_contact_by_email(&email)
         .await
         .unwrap();
     assert!(found.is_none(), "the dropped transaction left no trace");
@@ -210,12 +215,13 @@ async fn a_transaction_dropped_outside_a_runtime_leaves_no_trace() {
 async fn a_contract_error_keeps_the_postgres_transaction_usable() {
     let store = TestStore::new().await;
     let tenant = TenantId::new();
-    let first = store
-        .create_contact(tenant, &ctx(), new_contact("a@example.com"))
+    let crm = store.scope(tenant, &ctx());
+    let first = crm
+        .create_contact(new_contact("a@example.com"))
         .await
         .unwrap();
-    let second = store
-        .create_contact(tenant, &ctx(), new_contact("b@example.com"))
+    let second = crm
+        .create_contact(new_contact("b@example.com"))
         .await
         .unwrap();
 
@@ -248,13 +254,7 @@ async fn a_contract_error_keeps_the_postgres_transaction_usable() {
         .unwrap();
     tx.commit().await.unwrap();
     let email = Email::parse("c@example.com").unwrap();
-    assert!(
-        store
-            .get_contact_by_email(tenant, &ctx(), &email)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(crm.get_contact_by_email(&email).await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,7 +262,8 @@ async fn an_email_change_that_loses_a_race_is_a_duplicate_email_and_the_transact
     let store = TestStore::new().await;
     let tenant = TenantId::new();
     let c = store
-        .create_contact(tenant, &ctx(), new_contact("racer@example.com"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("racer@example.com"))
         .await
         .unwrap();
 
@@ -332,7 +333,8 @@ async fn commit_after_a_failed_statement_reports_the_failure_instead_of_success(
     let email = Email::parse("before@example.com").unwrap();
     assert!(
         store
-            .get_contact_by_email(tenant, &ctx(), &email)
+            .scope(tenant, &ctx())
+            .get_contact_by_email(&email)
             .await
             .unwrap()
             .is_none()
@@ -343,8 +345,9 @@ async fn commit_after_a_failed_statement_reports_the_failure_instead_of_success(
 async fn a_row_that_breaks_the_domain_rules_is_a_backend_error_not_a_panic() {
     let store = TestStore::new().await;
     let tenant = TenantId::new();
-    let c = store
-        .create_contact(tenant, &ctx(), new_contact("odd@example.com"))
+    let crm = store.scope(tenant, &ctx());
+    let c = crm
+        .create_contact(new_contact("odd@example.com"))
         .await
         .unwrap();
     let admin = store.db().client().await;
@@ -367,7 +370,7 @@ async fn a_row_that_breaks_the_domain_rules_is_a_backend_error_not_a_panic() {
         )
         .await
         .unwrap();
-    let err = store.get_contact(tenant, &ctx(), c.id).await.unwrap_err();
+    let err = crm.get_contact(c.id).await.unwrap_err();
     assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     assert!(err.to_string().contains("email"), "{err}");
 }
@@ -401,7 +404,8 @@ async fn begin_hands_the_acting_context_to_the_database_quoted_safely() {
     .with_idempotency_key("stripe:evt_'1")
     .unwrap();
     store
-        .create_contact(tenant, &tricky, new_contact("ctx@example.com"))
+        .scope(tenant, &tricky)
+        .create_contact(new_contact("ctx@example.com"))
         .await
         .unwrap();
     let row = admin.query_one("SELECT * FROM seen", &[]).await.unwrap();
@@ -435,19 +439,18 @@ async fn begin_hands_the_acting_context_to_the_database_quoted_safely() {
         })
         .await
         .unwrap();
+    let crm = store.scope(tenant, &ctx());
     let (a, b) = (
-        store
-            .create_contact(tenant, &ctx(), new_contact("a@example.com"))
+        crm.create_contact(new_contact("a@example.com"))
             .await
             .unwrap(),
-        store
-            .create_contact(tenant, &ctx(), {
-                let mut b = new_contact("b@example.com");
-                b.first_name = PersonName::parse("Bea").unwrap();
-                b
-            })
-            .await
-            .unwrap(),
+        crm.create_contact({
+            let mut b = new_contact("b@example.com");
+            b.first_name = PersonName::parse("Bea").unwrap();
+            b
+        })
+        .await
+        .unwrap(),
     );
     let mut tx = store.begin(tenant, tricky.clone()).await.unwrap();
     tx.merge_contacts(a.id, b.id, ConflictPolicy::Incoming)
@@ -501,8 +504,7 @@ async fn begin_hands_the_acting_context_to_the_database_quoted_safely() {
     );
 
     // Without the optional values, the settings are empty.
-    store
-        .create_contact(tenant, &ctx(), new_contact("plain@example.com"))
+    crm.create_contact(new_contact("plain@example.com"))
         .await
         .unwrap();
     let row = admin
@@ -522,7 +524,8 @@ async fn write_scores_with_a_contact_given_twice_keeps_the_last_score() {
     let store = TestStore::new().await;
     let tenant = TenantId::new();
     let c = store
-        .create_contact(tenant, &ctx(), new_contact("twice@example.com"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("twice@example.com"))
         .await
         .unwrap();
     let mut tx = store.begin(tenant, ctx()).await.unwrap();
@@ -593,7 +596,8 @@ async fn an_open_contact_update_does_not_hold_up_logging_an_activity_for_it() {
     let store = TestStore::new().await;
     let tenant = TenantId::new();
     let c = store
-        .create_contact(tenant, &ctx(), new_contact("busy@example.com"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("busy@example.com"))
         .await
         .unwrap();
     let mut editing = store.begin(tenant, ctx()).await.unwrap();
@@ -608,11 +612,12 @@ async fn an_open_contact_update_does_not_hold_up_logging_an_activity_for_it() {
 
     let logged = tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        store.log_activity(
-            tenant,
-            &ctx(),
-            crm_core::domain::NewActivity::new(c.id, crm_core::domain::ActivityKind::Note),
-        ),
+        store
+            .scope(tenant, &ctx())
+            .log_activity(crm_core::domain::NewActivity::new(
+                c.id,
+                crm_core::domain::ActivityKind::Note,
+            )),
     )
     .await
     .expect("logging does not wait for the open update")
@@ -761,8 +766,9 @@ async fn a_failed_upsert_undoes_its_writes_and_the_transaction_goes_on() {
 async fn a_contact_stored_under_earlier_rules_stays_readable_and_can_be_corrected() {
     let store = TestStore::new().await;
     let tenant = TenantId::new();
-    let c = store
-        .create_contact(tenant, &ctx(), new_contact("legacy@example.com"))
+    let crm = store.scope(tenant, &ctx());
+    let c = crm
+        .create_contact(new_contact("legacy@example.com"))
         .await
         .unwrap();
     // What an earlier version accepted and today's input rules refuse: a
@@ -778,21 +784,19 @@ async fn a_contact_stored_under_earlier_rules_stays_readable_and_can_be_correcte
         )
         .await
         .unwrap();
-    let read = store
-        .get_contact(tenant, &ctx(), c.id)
+    let read = crm
+        .get_contact(c.id)
         .await
         .unwrap()
         .expect("the stored contact is readable");
     assert_eq!(read.last_name.as_str(), "\u{202E}ecalevol");
-    let page = store
-        .search_contacts(tenant, &ctx(), &crm_core::ContactQuery::new())
+    let page = crm
+        .search_contacts(&crm_core::ContactQuery::new())
         .await
         .unwrap();
     assert_eq!(page.items.len(), 1, "a search that meets it still answers");
-    let fixed = store
+    let fixed = crm
         .update_contact(
-            tenant,
-            &ctx(),
             c.id,
             read.version,
             crm_core::domain::ContactPatch {

@@ -743,7 +743,7 @@ async fn exec(tx: &mut dyn Transaction, call: &Call) -> crm_core::Result<Raw> {
         }
         Call::Search(q) => Raw::Contacts(
             walk(
-                async |page| tx.search_contacts(&q.clone().page(page)).await,
+                async |page| tx.search_contacts(&q.clone().with_page(page)).await,
                 q.page.clone(),
             )
             .await?,
@@ -1846,8 +1846,8 @@ impl<'a> Case<'a> {
             .unwrap();
             // By name: distinct names or ties broken by id (module docs).
             let q = ContactQuery::new()
-                .sort(ContactSort::NameAsc)
-                .page(PageRequest::first(1000));
+                .with_sort(ContactSort::NameAsc)
+                .with_page(PageRequest::first(1000));
             let all = tx.search_contacts(&q).await.unwrap();
             assert!(all.next_cursor.is_none());
             out.push(self.labels.view(
@@ -1938,39 +1938,28 @@ fn search_query(which: usize, text: usize, casing: u32, limit: u32) -> ContactQu
         let n = 1 + (text / pool.len()) % 4;
         recase(&s.chars().take(n).collect::<String>(), casing)
     };
-    let q = ContactQuery::new().page(PageRequest::first(limit));
+    let q = ContactQuery::new().with_page(PageRequest::first(limit));
     match which % 8 {
-        0 => q.sort(ContactSort::NameAsc),
-        1 => ContactQuery {
-            name_prefix: Some(prefix(&[FIRST_NAMES, LAST_NAMES].concat())),
-            ..q.sort(ContactSort::NameDesc)
-        },
-        2 => ContactQuery {
-            active: Some(true),
-            ..q.sort(ContactSort::ScoreDesc)
-        },
-        3 => ContactQuery {
-            min_score: Some(Score::new(10).unwrap()),
-            max_score: Some(Score::new(80).unwrap()),
-            ..q.sort(ContactSort::ScoreAsc)
-        },
-        4 => ContactQuery {
-            email_prefix: Some(prefix(EMAILS)),
-            ..q.sort(ContactSort::CreatedDesc)
-        },
-        5 => ContactQuery {
-            company_prefix: Some(prefix(COMPANIES)),
-            lead_sources: vec![LeadSource::ALL[text % 5], LeadSource::ALL[(text / 5) % 5]],
-            ..q.sort(ContactSort::UpdatedAsc)
-        },
-        6 => ContactQuery {
-            metadata_contains: Some(contained(text)),
-            ..q.sort(ContactSort::CreatedAsc)
-        },
-        _ => ContactQuery {
-            active: Some(false),
-            ..q.sort(ContactSort::UpdatedDesc)
-        },
+        0 => q.with_sort(ContactSort::NameAsc),
+        1 => q
+            .with_name_prefix(prefix(&[FIRST_NAMES, LAST_NAMES].concat()))
+            .with_sort(ContactSort::NameDesc),
+        2 => q.with_active(true).with_sort(ContactSort::ScoreDesc),
+        3 => q
+            .with_min_score(Score::new(10).unwrap())
+            .with_max_score(Score::new(80).unwrap())
+            .with_sort(ContactSort::ScoreAsc),
+        4 => q
+            .with_email_prefix(prefix(EMAILS))
+            .with_sort(ContactSort::CreatedDesc),
+        5 => q
+            .with_company_prefix(prefix(COMPANIES))
+            .with_lead_sources([LeadSource::ALL[text % 5], LeadSource::ALL[(text / 5) % 5]])
+            .with_sort(ContactSort::UpdatedAsc),
+        6 => q
+            .with_metadata_contains(contained(text))
+            .with_sort(ContactSort::CreatedAsc),
+        _ => q.with_active(false).with_sort(ContactSort::UpdatedDesc),
     }
 }
 

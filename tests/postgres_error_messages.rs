@@ -39,12 +39,12 @@ async fn a_backend_error_shows_the_sqlstate_and_the_server_message_but_no_row_va
         .await
         .unwrap();
     let t = TenantId::new();
-    store
-        .create_contact(t, &ctx(), contact("a@example.com", "+44 20 7946 0958"))
+    let crm = store.scope(t, &ctx());
+    crm.create_contact(contact("a@example.com", "+44 20 7946 0958"))
         .await
         .unwrap();
-    let err = store
-        .create_contact(t, &ctx(), contact("b@example.com", "+44 20 7946 0958"))
+    let err = crm
+        .create_contact(contact("b@example.com", "+44 20 7946 0958"))
         .await
         .expect_err("the out-of-band index refuses the second phone");
     assert_eq!(err.kind(), ErrorKind::Backend, "{err:?}");
@@ -79,12 +79,13 @@ async fn a_missing_relation_is_reported_with_its_sqlstate_and_name() {
         .await
         .unwrap();
     let t = TenantId::new();
-    let c = store
-        .create_contact(t, &ctx(), contact("a@example.com", "+44 1"))
+    let crm = store.scope(t, &ctx());
+    let c = crm
+        .create_contact(contact("a@example.com", "+44 1"))
         .await
         .unwrap();
-    let err = store
-        .timeline(t, &ctx(), c.id, &crm_core::PageRequest::first(10))
+    let err = crm
+        .timeline(c.id, &crm_core::PageRequest::first(10))
         .await
         .expect_err("the table is gone");
     let shown = err.to_string();

@@ -185,7 +185,8 @@ async fn twenty_racing_updates_of_one_version_let_exactly_one_through() {
     let store = Arc::new(store_with_pool(&db, RACERS).await);
     let tenant = TenantId::new();
     let contact = store
-        .create_contact(tenant, &ctx(), new_contact("ada@example.com"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("ada@example.com"))
         .await
         .unwrap();
     let barrier = Arc::new(Barrier::new(RACERS));
@@ -228,7 +229,8 @@ async fn twenty_racing_updates_of_one_version_let_exactly_one_through() {
     assert_eq!(won[0].version, Version::new(2));
 
     let stored = store
-        .get_contact(tenant, &ctx(), contact.id)
+        .scope(tenant, &ctx())
+        .get_contact(contact.id)
         .await
         .unwrap()
         .unwrap();
@@ -301,7 +303,9 @@ async fn a_transaction_dropped_half_way_leaves_no_rows_and_releases_what_it_held
     // nor clashes.
     let again = tokio::time::timeout(
         Duration::from_secs(10),
-        store.create_contact(tenant, &ctx(), new_contact("DROPPED@example.com")),
+        store
+            .scope(tenant, &ctx())
+            .create_contact(new_contact("DROPPED@example.com")),
     )
     .await
     .expect("the email is not held by the dropped transaction");
@@ -384,7 +388,8 @@ async fn a_transaction_whose_connection_is_killed_fails_retryably_and_the_store_
 
     // The pool dropped the dead connection and opens a new one.
     let again = store
-        .create_contact(tenant, &ctx(), new_contact("killed@example.com"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("killed@example.com"))
         .await;
     assert!(again.is_ok(), "the store carries on: {again:?}");
     assert_eq!(count(&sql, "contacts", tenant).await, 1);
@@ -427,7 +432,8 @@ async fn write_until(
         let email = format!("w{writer}-{i}@example.com");
         let result: Result<(), Error> = match i % 3 {
             1 if mine.is_some() => store
-                .get_contact(tenant, &ctx(), mine.expect("a contact of its own"))
+                .scope(tenant, &ctx())
+                .get_contact(mine.expect("a contact of its own"))
                 .await
                 .map(|found| assert!(found.is_some(), "an acknowledged contact is there")),
             2 => {

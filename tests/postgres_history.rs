@@ -30,21 +30,18 @@ fn new_contact(email: &str) -> NewContact {
 async fn an_out_of_band_sql_update_is_recorded_with_the_database_role_as_actor() {
     let store = TestStore::new().await;
     let t = TenantId::new();
-    let c = store
-        .create_contact(t, &ctx(), new_contact("oob@example.com"))
+    let crm = store.scope(t, &ctx());
+    let c = crm
+        .create_contact(new_contact("oob@example.com"))
         .await
         .unwrap();
     let eur = Currency::parse("EUR").unwrap();
-    let d = store
-        .create_deal(
-            t,
-            &ctx(),
-            NewDeal::new(
-                c.id,
-                DealTitle::parse("Deal").unwrap(),
-                Money::parse("50000", eur).unwrap(),
-            ),
-        )
+    let d = crm
+        .create_deal(NewDeal::new(
+            c.id,
+            DealTitle::parse("Deal").unwrap(),
+            Money::parse("50000", eur).unwrap(),
+        ))
         .await
         .unwrap();
 
@@ -107,7 +104,8 @@ async fn the_history_table_is_under_row_level_security_for_an_ordinary_role() {
     let (t1, t2) = (TenantId::new(), TenantId::new());
     for (t, email) in [(t1, "one@example.com"), (t2, "two@example.com")] {
         store
-            .create_contact(t, &ctx(), new_contact(email))
+            .scope(t, &ctx())
+            .create_contact(new_contact(email))
             .await
             .unwrap();
     }

@@ -94,7 +94,8 @@ async fn a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry
     let email = Email::parse("killed@example.com").unwrap();
     assert!(
         store
-            .get_contact_by_email(t, &ctx(), &email)
+            .scope(t, &ctx())
+            .get_contact_by_email(&email)
             .await
             .unwrap()
             .is_none(),
@@ -113,7 +114,8 @@ async fn a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry
     assert_eq!(retry.execution, Execution::Executed);
     assert!(
         store
-            .get_contact_by_email(t, &ctx(), &email)
+            .scope(t, &ctx())
+            .get_contact_by_email(&email)
             .await
             .unwrap()
             .is_some()
@@ -204,10 +206,8 @@ async fn fifty_processes_receiving_one_event_create_one_contact_under_either_cla
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let (store, ev) = (store.clone(), ev.clone());
-                let guard = IdempotencyGuard::with_config(GuardConfig {
-                    claim: timing,
-                    ..GuardConfig::default()
-                });
+                let guard =
+                    IdempotencyGuard::with_config(GuardConfig::default().with_claim(timing));
                 tokio::spawn(async move {
                     guard
                         .run(&store, t, &ctx(), &ev, move |tx| {
@@ -238,7 +238,8 @@ async fn fifty_processes_receiving_one_event_create_one_contact_under_either_cla
             "{timing:?}: every delivery got the same result"
         );
         let found = store
-            .get_contact_by_email(t, &ctx(), &Email::parse("fifty@example.com").unwrap())
+            .scope(t, &ctx())
+            .get_contact_by_email(&Email::parse("fifty@example.com").unwrap())
             .await
             .unwrap()
             .expect("the contact");
@@ -258,7 +259,8 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
     let admin = db.db().client().await;
     let name_of_db = db.db().name().to_string();
     let created = store
-        .create_contact(t, &ctx(), contact("locked@example.com"))
+        .scope(t, &ctx())
+        .create_contact(contact("locked@example.com"))
         .await
         .unwrap();
     for (timing, name) in [
@@ -308,11 +310,11 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
             }
         };
 
-        let guard = IdempotencyGuard::with_config(GuardConfig {
-            claim: timing,
-            wait: WaitPolicy::Wait(Duration::from_millis(150)),
-            ..GuardConfig::default()
-        });
+        let guard = IdempotencyGuard::with_config(
+            GuardConfig::default()
+                .with_claim(timing)
+                .with_wait(WaitPolicy::Wait(Duration::from_millis(150))),
+        );
         let ev = InboundEvent::new("crm", &format!("evt_lock_{timing:?}"), &json!({})).unwrap();
         let id = created.id;
         let context = ctx();
@@ -481,7 +483,8 @@ async fn after_a_deferred_claim_finds_its_key_taken_nothing_of_the_transaction_c
     drop(tx);
 
     let sneaky = store
-        .get_contact_by_email(t, &ctx(), &Email::parse("sneaky@example.com").unwrap())
+        .scope(t, &ctx())
+        .get_contact_by_email(&Email::parse("sneaky@example.com").unwrap())
         .await
         .unwrap();
     assert!(
@@ -608,13 +611,13 @@ async fn concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored
             let tasks: Vec<_> = (0..DELIVERIES)
                 .map(|i| {
                     let (store, ev) = (stores[i % PROCESSES].clone(), ev.clone());
-                    let guard = IdempotencyGuard::with_config(GuardConfig {
-                        claim: timing,
-                        // Long enough for every delivery's turn, even on a
-                        // loaded machine: no wait runs out here.
-                        wait: WaitPolicy::Wait(Duration::from_secs(60)),
-                        ..GuardConfig::default()
-                    });
+                    let guard = IdempotencyGuard::with_config(
+                        GuardConfig::default()
+                            .with_claim(timing)
+                            // Long enough for every delivery's turn, even on a
+                            // loaded machine: no wait runs out here.
+                            .with_wait(WaitPolicy::Wait(Duration::from_secs(60))),
+                    );
                     tokio::spawn(async move {
                         guard
                             .run(&store, t, &ctx(), &ev, move |tx| {
@@ -657,7 +660,8 @@ async fn concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored
                 Some(StoredResult::Failed(json!({"error": "no such plan"})))
             );
             let search = stores[0]
-                .search_contacts(t, &ctx(), &crm_core::ContactQuery::new())
+                .scope(t, &ctx())
+                .search_contacts(&crm_core::ContactQuery::new())
                 .await
                 .unwrap();
             assert!(search.items.is_empty(), "no handler's writes were kept");
@@ -700,10 +704,8 @@ async fn a_no_wait_delivery_right_after_a_replay_or_a_panic_is_never_refused_bec
                     } else {
                         ClaimTiming::BeforeHandler
                     };
-                    let guard = IdempotencyGuard::with_config(GuardConfig {
-                        claim: timing,
-                        ..GuardConfig::default()
-                    });
+                    let guard =
+                        IdempotencyGuard::with_config(GuardConfig::default().with_claim(timing));
                     let other = IdempotencyGuard::new().with_wait(WaitPolicy::NoWait);
                     let ev =
                         InboundEvent::new("crm", &format!("evt_{n}"), &json!({"n": n})).unwrap();
@@ -886,7 +888,11 @@ async fn a_record_that_fails_to_store_rolls_the_transaction_back_and_the_connect
         .unwrap();
 
     let email = Email::parse("handled@example.com").unwrap();
-    let kept = store.get_contact_by_email(t, &ctx(), &email).await.unwrap();
+    let kept = store
+        .scope(t, &ctx())
+        .get_contact_by_email(&email)
+        .await
+        .unwrap();
     assert!(kept.is_none(), "nothing of the handler was committed");
     // The key is free again, and a result with quotes and backslashes is
     // stored as given.

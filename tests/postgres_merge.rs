@@ -71,12 +71,13 @@ async fn records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_dele
     let owner = TestStore::new().await;
     let (writer, merger) = (owner.db().store(), owner.db().store());
     let tenant = TenantId::new();
-    let survivor = owner
-        .create_contact(tenant, &ctx(), new_contact("keep@example.com"))
+    let crm = owner.scope(tenant, &ctx());
+    let survivor = crm
+        .create_contact(new_contact("keep@example.com"))
         .await
         .unwrap();
-    let loser = owner
-        .create_contact(tenant, &ctx(), new_contact("gone@example.com"))
+    let loser = crm
+        .create_contact(new_contact("gone@example.com"))
         .await
         .unwrap();
 
@@ -107,8 +108,8 @@ async fn records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_dele
         .await
         .expect("the acknowledged deal still exists");
     assert_eq!(moved.contact_id, survivor.id, "and belongs to the survivor");
-    let timeline = owner
-        .timeline(tenant, &ctx(), survivor.id, &Default::default())
+    let timeline = crm
+        .timeline(survivor.id, &Default::default())
         .await
         .unwrap();
     assert!(
@@ -144,11 +145,13 @@ async fn records_attached_after_a_merge_took_the_loser_are_refused_as_not_found(
     let (writer, merger) = (owner.db().store(), owner.db().store());
     let tenant = TenantId::new();
     let survivor = owner
-        .create_contact(tenant, &ctx(), new_contact("keep@example.com"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("keep@example.com"))
         .await
         .unwrap();
     let loser = owner
-        .create_contact(tenant, &ctx(), new_contact("gone@example.com"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("gone@example.com"))
         .await
         .unwrap();
 
@@ -159,11 +162,19 @@ async fn records_attached_after_a_merge_took_the_loser_are_refused_as_not_found(
     // Writers come while the merge is open: each waits for it.
     let deal = tokio::spawn({
         let w = writer.clone();
-        async move { w.create_deal(tenant, &ctx(), new_deal(loser.id)).await }
+        async move {
+            w.scope(tenant, &ctx())
+                .create_deal(new_deal(loser.id))
+                .await
+        }
     });
     let activity = tokio::spawn({
         let w = writer.clone();
-        async move { w.log_activity(tenant, &ctx(), new_activity(loser.id)).await }
+        async move {
+            w.scope(tenant, &ctx())
+                .log_activity(new_activity(loser.id))
+                .await
+        }
     });
     let signal = tokio::spawn({
         let w = writer.clone();
@@ -232,11 +243,13 @@ async fn write_until(
         let contact = contacts[rng.below(contacts.len())];
         let result = match rng.below(3) {
             0 => store
-                .create_deal(tenant, &ctx(), new_deal(contact))
+                .scope(tenant, &ctx())
+                .create_deal(new_deal(contact))
                 .await
                 .map(|d| ack.deals.push(d.id.as_uuid())),
             1 => store
-                .log_activity(tenant, &ctx(), new_activity(contact))
+                .scope(tenant, &ctx())
+                .log_activity(new_activity(contact))
                 .await
                 .map(|a| ack.activities.push(a.id.as_uuid())),
             _ => async {
@@ -267,7 +280,8 @@ async fn writers_racing_twenty_four_merges_lose_no_acknowledged_deal_activity_or
     let mut contacts = Vec::new();
     for i in 0..48 {
         let c = owner
-            .create_contact(tenant, &ctx(), new_contact(&format!("c{i}@example.com")))
+            .scope(tenant, &ctx())
+            .create_contact(new_contact(&format!("c{i}@example.com")))
             .await
             .unwrap();
         contacts.push(c.id);

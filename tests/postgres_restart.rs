@@ -146,8 +146,9 @@ async fn the_same_store_works_again_after_the_server_restarts_and_keeps_what_was
     let store = PostgresStore::from_pool(db.pool(4), conformance::test_pipelines());
     store.migrate().await.unwrap();
     let tenant = TenantId::new();
-    let before = store
-        .create_contact(tenant, &ctx(), new_contact("before@example.com"))
+    let crm = store.scope(tenant, &ctx());
+    let before = crm
+        .create_contact(new_contact("before@example.com"))
         .await
         .unwrap();
     // A transaction open across the restart.
@@ -183,7 +184,7 @@ async fn the_same_store_works_again_after_the_server_restarts_and_keeps_what_was
     let mut failures = Vec::new();
     let mut found = None;
     for _ in 0..ATTEMPTS {
-        match store.get_contact(tenant, &ctx(), before.id).await {
+        match crm.get_contact(before.id).await {
             Ok(c) => {
                 found = Some(c);
                 break;
@@ -209,16 +210,11 @@ async fn the_same_store_works_again_after_the_server_restarts_and_keeps_what_was
     );
 
     // Writes work again, and the transaction lost in the restart left nothing.
-    store
-        .create_contact(tenant, &ctx(), new_contact("after@example.com"))
+    crm.create_contact(new_contact("after@example.com"))
         .await
         .unwrap();
-    let lost = store
-        .get_contact_by_email(
-            tenant,
-            &ctx(),
-            &Email::parse("uncommitted@example.com").unwrap(),
-        )
+    let lost = crm
+        .get_contact_by_email(&Email::parse("uncommitted@example.com").unwrap())
         .await
         .unwrap();
     assert!(lost.is_none(), "the interrupted transaction wrote nothing");

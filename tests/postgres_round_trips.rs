@@ -178,11 +178,13 @@ async fn a_transaction_sends_begin_and_its_context_with_its_first_statement() {
     let mut pairs = Vec::new();
     for i in 0..2 {
         let a = store
-            .create_contact(tenant, &ctx(), new_contact(&format!("a{i}@example.com")))
+            .scope(tenant, &ctx())
+            .create_contact(new_contact(&format!("a{i}@example.com")))
             .await
             .unwrap();
         let b = store
-            .create_contact(tenant, &ctx(), new_contact(&format!("b{i}@example.com")))
+            .scope(tenant, &ctx())
+            .create_contact(new_contact(&format!("b{i}@example.com")))
             .await
             .unwrap();
         pairs.push((a.id, b.id));

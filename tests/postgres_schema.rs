@@ -62,18 +62,16 @@ async fn a_database_holding_the_hosts_contacts_and_history_tables_migrates_and_l
     assert_eq!(store.migrate().await.unwrap(), all_versions());
 
     let tenant = TenantId::new();
-    let c = store
-        .create_contact(tenant, &ctx(), new_contact("ada@example.com", "Ada"))
+    let crm = store.scope(tenant, &ctx());
+    let c = crm
+        .create_contact(new_contact("ada@example.com", "Ada"))
         .await
         .unwrap();
     let patch = ContactPatch {
         first_name: Some(PersonName::parse("Augusta").unwrap()),
         ..Default::default()
     };
-    store
-        .update_contact(tenant, &ctx(), c.id, c.version, patch)
-        .await
-        .unwrap();
+    crm.update_contact(c.id, c.version, patch).await.unwrap();
     // A write through the host's own connection, whose search path finds
     // the host's tables first: the trigger still records into the store's
     // history.
@@ -165,7 +163,8 @@ async fn the_idempotency_claim_uses_the_stores_function_not_the_hosts_of_the_sam
     }
     assert_eq!(executions, [Execution::Executed, Execution::Replayed]);
     let n = store
-        .search_contacts(tenant, &ctx(), &crm_core::ContactQuery::new())
+        .scope(tenant, &ctx())
+        .search_contacts(&crm_core::ContactQuery::new())
         .await
         .unwrap()
         .items
@@ -193,37 +192,22 @@ async fn two_stores_on_two_schemas_of_one_database_do_not_see_each_others_contac
 
     // The same tenant, the same email: two contacts, one per schema.
     let tenant = TenantId::new();
-    let in_a = a
-        .create_contact(tenant, &ctx(), new_contact("same@example.com", "Ada"))
+    let (seen_by_a, seen_by_b) = (a.scope(tenant, &ctx()), b.scope(tenant, &ctx()));
+    let in_a = seen_by_a
+        .create_contact(new_contact("same@example.com", "Ada"))
         .await
         .unwrap();
-    let in_b = b
-        .create_contact(tenant, &ctx(), new_contact("same@example.com", "Bea"))
+    let in_b = seen_by_b
+        .create_contact(new_contact("same@example.com", "Bea"))
         .await
         .expect("the other schema holds no contact with this email");
     let email = Email::parse("same@example.com").unwrap();
-    let found_a = a
-        .get_contact_by_email(tenant, &ctx(), &email)
-        .await
-        .unwrap();
-    let found_b = b
-        .get_contact_by_email(tenant, &ctx(), &email)
-        .await
-        .unwrap();
+    let found_a = seen_by_a.get_contact_by_email(&email).await.unwrap();
+    let found_b = seen_by_b.get_contact_by_email(&email).await.unwrap();
     assert_eq!(found_a.map(|c| c.id), Some(in_a.id));
     assert_eq!(found_b.map(|c| c.id), Some(in_b.id));
-    assert!(
-        a.get_contact(tenant, &ctx(), in_b.id)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        b.get_contact(tenant, &ctx(), in_a.id)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(seen_by_a.get_contact(in_b.id).await.unwrap().is_none());
+    assert!(seen_by_b.get_contact(in_a.id).await.unwrap().is_none());
 
     // Each schema's history holds its own contact's versions only.
     for (store, own, other) in [(&a, in_a.id, in_b.id), (&b, in_b.id, in_a.id)] {
@@ -293,17 +277,12 @@ async fn a_schema_name_that_needs_quoting_is_used_exactly_as_given() {
     let store = db.store().with_schema(name).unwrap();
     store.migrate().await.unwrap();
     let tenant = TenantId::new();
-    let c = store
-        .create_contact(tenant, &ctx(), new_contact("quoted@example.com", "Ada"))
+    let crm = store.scope(tenant, &ctx());
+    let c = crm
+        .create_contact(new_contact("quoted@example.com", "Ada"))
         .await
         .unwrap();
-    assert!(
-        store
-            .get_contact(tenant, &ctx(), c.id)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(crm.get_contact(c.id).await.unwrap().is_some());
     let client = db.client().await;
     let schemas: Vec<String> = client
         .query(
@@ -353,11 +332,8 @@ async fn the_builder_puts_the_store_in_the_schema_it_names() {
     assert_eq!(store.schema(), "built");
     store.migrate().await.unwrap();
     store
-        .create_contact(
-            TenantId::new(),
-            &ctx(),
-            new_contact("built@example.com", "Ada"),
-        )
+        .scope(TenantId::new(), &ctx())
+        .create_contact(new_contact("built@example.com", "Ada"))
         .await
         .unwrap();
     let n: i64 = db
@@ -387,7 +363,8 @@ async fn the_store_leaves_a_shared_connections_search_path_as_it_found_it() {
     };
     let tenant = TenantId::new();
     let c = store
-        .create_contact(tenant, &ctx(), new_contact("shared@example.com", "Ada"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("shared@example.com", "Ada"))
         .await
         .unwrap();
     let mut tx = store.begin(tenant, ctx()).await.unwrap();
@@ -436,7 +413,8 @@ async fn a_role_migrates_into_a_schema_created_for_it_without_creating_schemas_i
     let created = match &outcome {
         Ok(_) => Some(
             store
-                .create_contact(tenant, &ctx(), new_contact("owner@example.com", "Ada"))
+                .scope(tenant, &ctx())
+                .create_contact(new_contact("owner@example.com", "Ada"))
                 .await,
         ),
         Err(_) => None,

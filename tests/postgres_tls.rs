@@ -209,7 +209,11 @@ async fn a_transaction_commits(store: &PostgresStore) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let read = store.get_contact(tenant, &ctx, created.id).await.unwrap();
+    let read = store
+        .scope(tenant, &ctx)
+        .get_contact(created.id)
+        .await
+        .unwrap();
     assert_eq!(read.map(|c| c.email), Some(created.email));
 }
 

@@ -61,16 +61,13 @@ async fn a_contact_whose_email_an_earlier_version_accepted_with_an_invisible_cha
     support::insert_contact_row(&client, tenant, a, "zero\u{200B}width@example.com").await;
     support::insert_contact_row(&client, tenant, b, "plain@example.com").await;
 
-    let read = store
-        .get_contact(tenant, &ctx(), ContactId::from_uuid(a))
-        .await;
+    let crm = store.scope(tenant, &ctx());
+    let read = crm.get_contact(ContactId::from_uuid(a)).await;
     assert!(
         matches!(&read, Ok(Some(c)) if c.email.as_str() == "zero\u{200B}width@example.com"),
         "the stored contact is readable: {read:?}"
     );
-    let page = store
-        .search_contacts(tenant, &ctx(), &ContactQuery::new())
-        .await;
+    let page = crm.search_contacts(&ContactQuery::new()).await;
     assert!(
         matches!(&page, Ok(p) if p.items.len() == 2),
         "a search that meets it still answers: {page:?}"
@@ -156,11 +153,8 @@ async fn merge_chains_racing_each_other_and_writers_lose_nothing_and_never_deadl
         let mut ids = Vec::new();
         for i in 0..5 {
             let c = base
-                .create_contact(
-                    tenant,
-                    &ctx(),
-                    new_contact(&format!("r{round}c{i}@example.com")),
-                )
+                .scope(tenant, &ctx())
+                .create_contact(new_contact(&format!("r{round}c{i}@example.com")))
                 .await
                 .unwrap();
             ids.push(c.id);
@@ -237,7 +231,8 @@ async fn merge_chains_racing_each_other_and_writers_lose_nothing_and_never_deadl
         );
         for (i, id) in ids.iter().enumerate() {
             let exists = base
-                .get_contact(tenant, &ctx(), *id)
+                .scope(tenant, &ctx())
+                .get_contact(*id)
                 .await
                 .unwrap()
                 .is_some();
@@ -276,19 +271,13 @@ async fn merges_racing_updates_deletes_and_erasures_end_in_typed_outcomes() {
     let mut failures = Vec::new();
     for round in 0..10 {
         let s = base
-            .create_contact(
-                tenant,
-                &ctx(),
-                new_contact(&format!("s{round}@example.com")),
-            )
+            .scope(tenant, &ctx())
+            .create_contact(new_contact(&format!("s{round}@example.com")))
             .await
             .unwrap();
         let l = base
-            .create_contact(
-                tenant,
-                &ctx(),
-                new_contact(&format!("l{round}@example.com")),
-            )
+            .scope(tenant, &ctx())
+            .create_contact(new_contact(&format!("l{round}@example.com")))
             .await
             .unwrap();
         let mut tasks: Vec<tokio::task::JoinHandle<(&str, Result<(), Error>)>> = Vec::new();
@@ -518,16 +507,16 @@ async fn a_merge_whose_connection_is_killed_fails_retryably_and_leaves_nothing()
     let db = TestStore::new().await;
     let store: PostgresStore = (*db).clone();
     let tenant = TenantId::new();
-    let s = store
-        .create_contact(tenant, &ctx(), new_contact("s@example.com"))
+    let crm = store.scope(tenant, &ctx());
+    let s = crm
+        .create_contact(new_contact("s@example.com"))
         .await
         .unwrap();
-    let l = store
-        .create_contact(tenant, &ctx(), new_contact("l@example.com"))
+    let l = crm
+        .create_contact(new_contact("l@example.com"))
         .await
         .unwrap();
-    store
-        .log_activity(tenant, &ctx(), NewActivity::new(l.id, ActivityKind::Note))
+    crm.log_activity(NewActivity::new(l.id, ActivityKind::Note))
         .await
         .unwrap();
     let mut tx = store.begin(tenant, ctx()).await.unwrap();
@@ -583,15 +572,9 @@ async fn a_merge_whose_connection_is_killed_fails_retryably_and_leaves_nothing()
     );
     let committed = tx.commit().await;
     assert!(committed.is_err(), "commit reports the loss: {committed:?}");
-    assert!(
-        store
-            .get_contact(tenant, &ctx(), l.id)
-            .await
-            .unwrap()
-            .is_some()
-    );
-    let none = store
-        .get_contact_by_email(tenant, &ctx(), &Email::parse("in-tx@example.com").unwrap())
+    assert!(crm.get_contact(l.id).await.unwrap().is_some());
+    let none = crm
+        .get_contact_by_email(&Email::parse("in-tx@example.com").unwrap())
         .await
         .unwrap();
     assert!(none.is_none());
@@ -623,20 +606,24 @@ async fn names_whose_keys_expand_page_once_each_and_alike_on_both_backends() {
     let dyn_pg: &dyn Store = &*pg;
     let dyn_mem: &dyn Store = &memory;
     for store in [dyn_pg, dyn_mem] {
+        let crm = store.scope(tenant, &ctx());
         for r in &rows {
-            store
-                .create_contact(tenant, &ctx(), r.clone())
-                .await
-                .unwrap();
+            crm.create_contact(r.clone()).await.unwrap();
         }
     }
     let mut orders = Vec::new();
     for store in [dyn_pg, dyn_mem] {
         for sort in [ContactSort::NameAsc, ContactSort::NameDesc] {
             let mut seen = Vec::new();
-            let mut q = ContactQuery::new().sort(sort).page(PageRequest::first(1));
+            let mut q = ContactQuery::new()
+                .with_sort(sort)
+                .with_page(PageRequest::first(1));
             loop {
-                let page = store.search_contacts(tenant, &ctx(), &q).await.unwrap();
+                let page = store
+                    .scope(tenant, &ctx())
+                    .search_contacts(&q)
+                    .await
+                    .unwrap();
                 seen.extend(page.items.iter().map(|c| c.email.normalized().to_string()));
                 assert!(seen.len() <= rows.len(), "{sort:?} never ends");
                 match page.next_cursor {
@@ -676,7 +663,8 @@ async fn prefix_searches_with_wildcards_and_expanding_prefixes_agree_on_both_bac
     for store in [dyn_pg, dyn_mem] {
         for (e, f, l) in people {
             store
-                .create_contact(tenant, &ctx(), named(e, f, l))
+                .scope(tenant, &ctx())
+                .create_contact(named(e, f, l))
                 .await
                 .unwrap();
         }
@@ -687,12 +675,12 @@ async fn prefix_searches_with_wildcards_and_expanding_prefixes_agree_on_both_bac
     ];
     let mut disagreements = Vec::new();
     for p in prefixes {
-        let q = ContactQuery {
-            name_prefix: Some(p.to_string()),
-            ..ContactQuery::new().sort(ContactSort::NameAsc)
-        };
+        let q = ContactQuery::new()
+            .with_name_prefix(p)
+            .with_sort(ContactSort::NameAsc);
         let a: Vec<String> = dyn_pg
-            .search_contacts(tenant, &ctx(), &q)
+            .scope(tenant, &ctx())
+            .search_contacts(&q)
             .await
             .unwrap()
             .items
@@ -700,7 +688,8 @@ async fn prefix_searches_with_wildcards_and_expanding_prefixes_agree_on_both_bac
             .map(|c| c.email.as_str().to_string())
             .collect();
         let b: Vec<String> = dyn_mem
-            .search_contacts(tenant, &ctx(), &q)
+            .scope(tenant, &ctx())
+            .search_contacts(&q)
             .await
             .unwrap()
             .items
@@ -737,23 +726,22 @@ async fn a_deal_update_then_an_activity_racing_a_merge_of_the_deals_contact_do_n
     let (writer, merger) = (owner.db().store(), owner.db().store());
     let tenant = TenantId::new();
     let s = owner
-        .create_contact(tenant, &ctx(), new_contact("s@example.com"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("s@example.com"))
         .await
         .unwrap();
     let l = owner
-        .create_contact(tenant, &ctx(), new_contact("l@example.com"))
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("l@example.com"))
         .await
         .unwrap();
     let deal = owner
-        .create_deal(
-            tenant,
-            &ctx(),
-            NewDeal::new(
-                l.id,
-                DealTitle::parse("Renewal").unwrap(),
-                Money::parse("100", Currency::parse("EUR").unwrap()).unwrap(),
-            ),
-        )
+        .scope(tenant, &ctx())
+        .create_deal(NewDeal::new(
+            l.id,
+            DealTitle::parse("Renewal").unwrap(),
+            Money::parse("100", Currency::parse("EUR").unwrap()).unwrap(),
+        ))
         .await
         .unwrap();
     let mut handler = writer.begin(tenant, ctx()).await.unwrap();
@@ -807,16 +795,17 @@ async fn a_merge_adds_the_losers_live_score_to_the_survivors_alike_on_both_backe
     let at = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 86_400, 0).unwrap();
     for store in [dyn_pg, dyn_mem] {
         let tenant = TenantId::new();
-        let s = store
-            .create_contact(tenant, &ctx(), new_contact("s@example.com"))
+        let crm = store.scope(tenant, &ctx());
+        let s = crm
+            .create_contact(new_contact("s@example.com"))
             .await
             .unwrap();
-        let l = store
-            .create_contact(tenant, &ctx(), new_contact("l@example.com"))
+        let l = crm
+            .create_contact(new_contact("l@example.com"))
             .await
             .unwrap();
-        let lonely = store
-            .create_contact(tenant, &ctx(), new_contact("n@example.com"))
+        let lonely = crm
+            .create_contact(new_contact("n@example.com"))
             .await
             .unwrap();
         let mut tx = store.begin(tenant, ctx()).await.unwrap();
@@ -914,13 +903,10 @@ async fn email_changes_creates_and_upserts_racing_for_one_email_leave_exactly_on
         let mut movers = Vec::new();
         for i in 0..4 {
             movers.push(
-                base.create_contact(
-                    tenant,
-                    &ctx(),
-                    new_contact(&format!("m{round}.{i}@example.com")),
-                )
-                .await
-                .unwrap(),
+                base.scope(tenant, &ctx())
+                    .create_contact(new_contact(&format!("m{round}.{i}@example.com")))
+                    .await
+                    .unwrap(),
             );
         }
         let mut tasks = Vec::new();

@@ -9,8 +9,8 @@ use crm_core::{
     Context, DynStore, InMemoryStore, Store, StoreExt, TenantId, Transaction, Version,
     bulk::{self, CsvFormulas, ImportLock, ImportOptions},
     domain::{
-        ActivityKind, ContactId, ContactPatch, DealId, NewActivity, NewContact, NewDeal,
-        PersonName, PipelineKey, StageKey,
+        ActivityKind, ContactId, ContactPatch, DealId, LostReason, NewActivity, NewContact,
+        NewDeal, PersonName, PipelineKey, StageKey,
     },
     history::{EntityKind, FieldQuery, HistoryEntity},
     idempotency::{
@@ -43,10 +43,7 @@ fn bulk_futures<S: Store + ?Sized>(store: &S, t: TenantId, ctx: &Context) {
     ));
     // A progress callback that is `Send` but not `Sync`.
     let cell = std::cell::Cell::new(0u64);
-    let options = ImportOptions {
-        progress: Some(Box::new(move |n| cell.set(n))),
-        ..ImportOptions::default()
-    };
+    let options = ImportOptions::default().with_progress(move |n| cell.set(n));
     assert_send(&bulk::import_contacts_csv(store, t, ctx, csv, options));
     assert_send(&bulk::export_contacts_csv(store, t, ctx, Vec::new()));
     assert_send(&bulk::export_contacts_csv_with(
@@ -98,7 +95,7 @@ fn bulk_futures<S: Store + ?Sized>(store: &S, t: TenantId, ctx: &Context) {
     ));
 }
 
-/// The `Store`, `StoreExt` and `Transaction` futures (history reads
+/// The `Store`, `Scope` and `Transaction` futures (history reads
 /// included), through `dyn Store`.
 fn store_futures(store: &DynStore, tx: &mut dyn Transaction, t: TenantId, ctx: &Context) {
     let (contact, deal) = (ContactId::new(), DealId::new());
@@ -114,16 +111,26 @@ fn store_futures(store: &DynStore, tx: &mut dyn Transaction, t: TenantId, ctx: &
     let stage = StageKey::parse("proposal").expect("a stage");
     let page = PageRequest::first(10);
     assert_send(&store.begin(t, ctx.clone()));
-    assert_send(&store.create_contact(t, ctx, new()));
-    assert_send(&store.get_contact(t, ctx, contact));
-    assert_send(&store.get_contact_by_email(t, ctx, &email));
-    assert_send(&store.update_contact(t, ctx, contact, Version::FIRST, ContactPatch::default()));
-    assert_send(&store.search_contacts(t, ctx, &ContactQuery::new()));
-    assert_send(&store.create_deal(t, ctx, NewDeal::new(contact, title, money)));
-    assert_send(&store.move_deal(t, ctx, deal, Version::FIRST, &stage, None));
-    assert_send(&store.log_activity(t, ctx, NewActivity::new(contact, ActivityKind::Note)));
-    assert_send(&store.timeline(t, ctx, contact, &page));
-    assert_send(&store.pipeline_summary(t, ctx, &PipelineKey::default_pipeline()));
+    let crm = store.scope(t, ctx);
+    assert_send(&crm.begin());
+    assert_send(&crm.create_contact(new()));
+    assert_send(&crm.get_contact(contact));
+    assert_send(&crm.get_contact_by_email(&email));
+    assert_send(&crm.update_contact(contact, Version::FIRST, ContactPatch::default()));
+    assert_send(&crm.search_contacts(&ContactQuery::new()));
+    assert_send(&crm.create_deal(NewDeal::new(contact, title, money)));
+    assert_send(&crm.move_deal(deal, Version::FIRST, &stage));
+    assert_send(&crm.win_deal(deal, Version::FIRST));
+    assert_send(&crm.lose_deal(
+        deal,
+        Version::FIRST,
+        LostReason::parse("no budget").expect("a reason"),
+    ));
+    assert_send(&crm.reopen_deal(deal, Version::FIRST, StageKey::PROPOSAL));
+    assert_send(&crm.log_activity(NewActivity::new(contact, ActivityKind::Note)));
+    assert_send(&crm.timeline(contact, &page));
+    assert_send(&crm.pipeline_summary(&PipelineKey::default_pipeline()));
+    assert_send(&crm.entity_history(contact, &page));
     let now = chrono::Utc::now();
     let entity = HistoryEntity::new(EntityKind::Contact, contact.as_uuid());
     assert_send(&tx.entity_history(entity, &page));
@@ -142,14 +149,8 @@ fn engine_futures(store: &DynStore, tx: &mut dyn Transaction, t: TenantId, ctx: 
     let options = RescoreOptions::default();
     let now = chrono::Utc::now();
     let contact = ContactId::new();
-    assert_send(&scoring::rescore_store(
-        store,
-        t,
-        ctx.clone(),
-        &model,
-        &options,
-    ));
-    assert_send(&scoring::rescore(&mut *tx, &model, &options));
+    assert_send(&scoring::rescore(store, t, ctx.clone(), &model, &options));
+    assert_send(&scoring::rescore_in_transaction(&mut *tx, &model, &options));
     assert_send(&scoring::live_score(&mut *tx, &model, contact, now));
     assert_send(&scoring::live_top_leads(&mut *tx, &model, 10, now));
     assert_send(&scoring::explain(&mut *tx, &model, contact, None));
@@ -206,10 +207,7 @@ async fn an_import_can_be_spawned_on_the_runtime() {
         let store = std::sync::Arc::clone(&store);
         async move {
             let csv = b"email,first_name,last_name\nada@example.com,Ada,L\n";
-            let options = ImportOptions {
-                progress: Some(Box::new(|_| {})),
-                ..ImportOptions::default()
-            };
+            let options = ImportOptions::default().with_progress(|_| {});
             bulk::import_contacts_csv(&*store, t, &Context::system("spawn"), &csv[..], options)
                 .await
         }

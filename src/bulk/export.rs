@@ -56,8 +56,8 @@ async fn for_each_contact<S: Store + ?Sized>(
 ) -> Result<u64> {
     let mut tx = store.begin(tenant, ctx.clone()).await?;
     let mut query = ContactQuery::new()
-        .sort(ContactSort::CreatedAsc)
-        .page(PageRequest::first(1000));
+        .with_sort(ContactSort::CreatedAsc)
+        .with_page(PageRequest::first(1000));
     let mut count = 0;
     loop {
         let page = tx.search_contacts(&query).await?;

@@ -20,8 +20,12 @@ use crate::{
 };
 
 /// What happens to the good rows of a file that has bad ones.
+///
+/// More import modes may come as the CRM grows: a `match` on it outside
+/// this crate needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ImportMode {
     /// One transaction for the whole file: a single rejected row (or any
     /// error) writes nothing at all. The whole file is still read, so that
@@ -43,7 +47,19 @@ pub enum ImportMode {
     BestEffort,
 }
 
-/// How to import.
+/// How to import: [`ImportOptions::default`], then the `with_*` setters
+/// for what differs.
+///
+/// ```
+/// use crm_core::bulk::{ConflictPolicy, ImportMode, ImportOptions};
+///
+/// let options = ImportOptions::default()
+///     .with_mode(ImportMode::AllOrNothing)
+///     .with_policy(ConflictPolicy::Existing)
+///     .with_batch_size(500);
+/// assert_eq!(options.batch_size, 500);
+/// ```
+#[non_exhaustive]
 pub struct ImportOptions {
     /// All or nothing, or best effort.
     pub mode: ImportMode,
@@ -82,6 +98,55 @@ impl Default for ImportOptions {
             retries: 3,
             csv_formulas: CsvFormulas::default(),
         }
+    }
+}
+
+impl ImportOptions {
+    /// All or nothing, or best effort ([`mode`](Self::mode)).
+    pub fn with_mode(mut self, mode: ImportMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Which values win over an existing contact with the same email
+    /// ([`policy`](Self::policy)).
+    pub fn with_policy(mut self, policy: ConflictPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Rows read and upserted at a time ([`batch_size`](Self::batch_size)).
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows;
+        self
+    }
+
+    /// Keeps every row's outcome in the report, or not
+    /// ([`keep_outcomes`](Self::keep_outcomes)).
+    pub fn with_keep_outcomes(mut self, keep: bool) -> Self {
+        self.keep_outcomes = keep;
+        self
+    }
+
+    /// Calls `progress` after each batch with the number of rows done so
+    /// far ([`progress`](Self::progress)).
+    pub fn with_progress(mut self, progress: impl FnMut(u64) + Send + 'static) -> Self {
+        self.progress = Some(Box::new(progress));
+        self
+    }
+
+    /// How often a best-effort batch is retried after a retryable failure
+    /// ([`retries`](Self::retries)).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// How a CSV import reads cells that an export neutralised
+    /// ([`csv_formulas`](Self::csv_formulas)).
+    pub fn with_csv_formulas(mut self, csv_formulas: CsvFormulas) -> Self {
+        self.csv_formulas = csv_formulas;
+        self
     }
 }
 

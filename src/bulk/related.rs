@@ -99,8 +99,8 @@ where
     let mut tx = store.begin(tenant, ctx.clone()).await?;
     let mut count = 0;
     let mut query = ContactQuery::new()
-        .sort(ContactSort::CreatedAsc)
-        .page(PageRequest::first(1000));
+        .with_sort(ContactSort::CreatedAsc)
+        .with_page(PageRequest::first(1000));
     loop {
         let page = tx.search_contacts(&query).await?;
         for c in &page.items {
@@ -156,8 +156,8 @@ where
     let mut tx = store.begin(tenant, ctx.clone()).await?;
     let mut count = 0;
     let mut query = ContactQuery::new()
-        .sort(ContactSort::CreatedAsc)
-        .page(PageRequest::first(1000));
+        .with_sort(ContactSort::CreatedAsc)
+        .with_page(PageRequest::first(1000));
     loop {
         let page = tx.search_contacts(&query).await?;
         for c in &page.items {

@@ -182,13 +182,10 @@ pub async fn timeline_is_newest_first_and_pages_through_every_activity(store: &D
     expected.sort_by_key(|a| (a.occurred_at, a.id));
     expected.reverse();
     let expected: Vec<_> = expected.into_iter().map(|a| a.id).collect();
-    let context = ctx();
+    let crm = store.scope(t, &ctx());
     for limit in [5, 1, 23, 1000] {
         let got = collect_pages!(limit, async |page| {
-            ok(
-                store.timeline(t, &context, c.id, &page).await,
-                "timeline page",
-            )
+            ok(crm.timeline(c.id, &page).await, "timeline page")
         })
         .await;
         assert_eq!(
@@ -198,9 +195,7 @@ pub async fn timeline_is_newest_first_and_pages_through_every_activity(store: &D
         );
     }
     let first = ok(
-        store
-            .timeline(t, &context, c.id, &PageRequest::first(5))
-            .await,
+        crm.timeline(c.id, &PageRequest::first(5)).await,
         "first page",
     );
     assert_eq!(first.items.len(), 5);

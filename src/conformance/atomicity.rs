@@ -199,7 +199,8 @@ pub async fn rollback_restores_changed_and_deleted_records(store: &DynStore) {
     );
     let renamed = ok(
         store
-            .get_contact_by_email(t, &ctx(), &email("renamed@example.com"))
+            .scope(t, &ctx())
+            .get_contact_by_email(&email("renamed@example.com"))
             .await,
         "get by email",
     );
@@ -213,6 +214,7 @@ pub async fn rollback_restores_changed_and_deleted_records(store: &DynStore) {
 /// new records and changes to existing ones.
 pub async fn dropping_a_transaction_without_commit_leaves_no_trace(store: &DynStore) {
     let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
     {
         let mut tx = begin(store, t).await;
         let c = ok(
@@ -249,16 +251,13 @@ pub async fn dropping_a_transaction_without_commit_leaves_no_trace(store: &DynSt
         "a dropped transaction created nothing"
     );
     let by_email = ok(
-        store
-            .get_contact_by_email(t, &ctx(), &email("dropped@example.com"))
+        crm.get_contact_by_email(&email("dropped@example.com"))
             .await,
         "get by email",
     );
     assert!(by_email.is_none(), "a dropped transaction created nothing");
     let summary = ok(
-        store
-            .pipeline_summary(t, &ctx(), &PipelineKey::default_pipeline())
-            .await,
+        crm.pipeline_summary(&PipelineKey::default_pipeline()).await,
         "summary",
     );
     assert!(
@@ -415,7 +414,8 @@ pub async fn a_failed_operation_writes_nothing_and_the_transaction_goes_on(store
     assert!(timeline.is_empty(), "no activity was written");
     let summary = ok(
         store
-            .pipeline_summary(t, &ctx(), stages.pipeline.key())
+            .scope(t, &ctx())
+            .pipeline_summary(stages.pipeline.key())
             .await,
         "summary",
     );
@@ -564,7 +564,8 @@ pub async fn uncommitted_writes_are_invisible_to_other_transactions(store: &DynS
         let _ = written_rx.await;
         ok(
             store
-                .get_contact_by_email(t, &ctx(), &email("pending@example.com"))
+                .scope(t, &ctx())
+                .get_contact_by_email(&email("pending@example.com"))
                 .await,
             "get by email",
         )

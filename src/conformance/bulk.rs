@@ -24,7 +24,7 @@ async fn all_contacts(store: &DynStore, tenant: TenantId) -> Vec<crate::domain::
     search(
         store,
         tenant,
-        &ContactQuery::new().page(PageRequest::first(1000)),
+        &ContactQuery::new().with_page(PageRequest::first(1000)),
     )
     .await
     .items

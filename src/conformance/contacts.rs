@@ -78,7 +78,8 @@ pub async fn get_of_a_missing_contact_returns_none(store: &DynStore) {
     );
     let by_email = ok(
         store
-            .get_contact_by_email(t, &ctx(), &email("nobody@example.com"))
+            .scope(t, &ctx())
+            .get_contact_by_email(&email("nobody@example.com"))
             .await,
         "get by email",
     );
@@ -107,7 +108,10 @@ pub async fn get_by_email_finds_the_contact_in_any_casing(store: &DynStore) {
         "aDa.lOvElAcE@eXaMpLe.CoM",
     ] {
         let found = ok(
-            store.get_contact_by_email(t, &ctx(), &email(asked)).await,
+            store
+                .scope(t, &ctx())
+                .get_contact_by_email(&email(asked))
+                .await,
             "get by email",
         )
         .unwrap_or_else(|| panic!("{asked} finds the contact"));
@@ -122,7 +126,8 @@ pub async fn creating_a_duplicate_email_in_another_casing_is_refused(store: &Dyn
     let first = create(store, t, new_contact("Dup@Example.com", "First", "One")).await;
     for again in ["Dup@Example.com", "dup@example.com", "DUP@EXAMPLE.COM"] {
         let r = store
-            .create_contact(t, &ctx(), new_contact(again, "Second", "Two"))
+            .scope(t, &ctx())
+            .create_contact(new_contact(again, "Second", "Two"))
             .await;
         expect_duplicate(r, first.id, &format!("creating {again} again"));
     }
@@ -145,6 +150,7 @@ pub async fn changing_the_email_to_one_another_contact_holds_is_refused_and_chan
     store: &DynStore,
 ) {
     let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
     let a = create(store, t, new_contact("holder@example.com", "Hol", "Der")).await;
     let b = create(store, t, new_contact("mover@example.com", "Mo", "Ver")).await;
     let patch = ContactPatch {
@@ -152,9 +158,7 @@ pub async fn changing_the_email_to_one_another_contact_holds_is_refused_and_chan
         first_name: Some(person("Changed")),
         ..ContactPatch::default()
     };
-    let r = store
-        .update_contact(t, &ctx(), b.id, b.version, patch)
-        .await;
+    let r = crm.update_contact(b.id, b.version, patch).await;
     expect_duplicate(r, a.id, "taking another contact's email");
     assert_same(
         &get(store, t, b.id).await.expect("b exists"),
@@ -167,9 +171,7 @@ pub async fn changing_the_email_to_one_another_contact_holds_is_refused_and_chan
         "the holder is unchanged",
     );
     let holder = ok(
-        store
-            .get_contact_by_email(t, &ctx(), &email("holder@example.com"))
-            .await,
+        crm.get_contact_by_email(&email("holder@example.com")).await,
         "get by email",
     );
     assert_eq!(
@@ -183,6 +185,7 @@ pub async fn changing_the_email_to_one_another_contact_holds_is_refused_and_chan
 /// version and moves `updated_at` forward, keeping `created_at`.
 pub async fn update_with_the_current_version_bumps_version_and_updated_at(store: &DynStore) {
     let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
     let c = create(store, t, full_contact("update@example.com")).await;
     tick().await;
     let patch = ContactPatch {
@@ -192,12 +195,7 @@ pub async fn update_with_the_current_version_bumps_version_and_updated_at(store:
         metadata: Some(metadata(json!({"plan": "enterprise"}))),
         ..ContactPatch::default()
     };
-    let updated = ok(
-        store
-            .update_contact(t, &ctx(), c.id, c.version, patch)
-            .await,
-        "update",
-    );
+    let updated = ok(crm.update_contact(c.id, c.version, patch).await, "update");
     assert_eq!(
         updated.version,
         Version::new(2),
@@ -225,18 +223,15 @@ pub async fn update_with_the_current_version_bumps_version_and_updated_at(store:
     );
 
     let again = ok(
-        store
-            .update_contact(
-                t,
-                &ctx(),
-                c.id,
-                updated.version,
-                ContactPatch {
-                    last_name: Some(person("Hopper-Smith")),
-                    ..ContactPatch::default()
-                },
-            )
-            .await,
+        crm.update_contact(
+            c.id,
+            updated.version,
+            ContactPatch {
+                last_name: Some(person("Hopper-Smith")),
+                ..ContactPatch::default()
+            },
+        )
+        .await,
         "second update",
     );
     assert_eq!(again.version, Version::new(3));
@@ -246,27 +241,23 @@ pub async fn update_with_the_current_version_bumps_version_and_updated_at(store:
 /// changes nothing.
 pub async fn update_with_a_stale_version_is_a_conflict_and_changes_nothing(store: &DynStore) {
     let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
     let c = create(store, t, new_contact("stale@example.com", "Sta", "Le")).await;
     let v2 = ok(
-        store
-            .update_contact(
-                t,
-                &ctx(),
-                c.id,
-                c.version,
-                ContactPatch {
-                    first_name: Some(person("Second")),
-                    ..ContactPatch::default()
-                },
-            )
-            .await,
+        crm.update_contact(
+            c.id,
+            c.version,
+            ContactPatch {
+                first_name: Some(person("Second")),
+                ..ContactPatch::default()
+            },
+        )
+        .await,
         "first update",
     );
     for stale in [Version::FIRST, Version::new(7)] {
-        let r = store
+        let r = crm
             .update_contact(
-                t,
-                &ctx(),
                 c.id,
                 stale,
                 ContactPatch {
@@ -291,9 +282,7 @@ pub async fn update_with_a_stale_version_is_a_conflict_and_changes_nothing(store
         );
     }
     let lost = ok(
-        store
-            .get_contact_by_email(t, &ctx(), &email("lost@example.com"))
-            .await,
+        crm.get_contact_by_email(&email("lost@example.com")).await,
         "get by email",
     );
     assert!(lost.is_none(), "the refused email was not taken");
@@ -320,7 +309,8 @@ pub async fn a_patch_that_changes_nothing_keeps_the_version(store: &DynStore) {
     ] {
         let out = ok(
             store
-                .update_contact(t, &ctx(), c.id, c.version, patch)
+                .scope(t, &ctx())
+                .update_contact(c.id, c.version, patch)
                 .await,
             label,
         );
@@ -337,20 +327,18 @@ pub async fn a_patch_that_changes_nothing_keeps_the_version(store: &DynStore) {
 /// (new version), and the new casing is what is stored.
 pub async fn changing_only_the_casing_of_the_own_email_is_allowed(store: &DynStore) {
     let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
     let c = create(store, t, new_contact("casing@example.com", "Ca", "Sing")).await;
     let out = ok(
-        store
-            .update_contact(
-                t,
-                &ctx(),
-                c.id,
-                c.version,
-                ContactPatch {
-                    email: Some(email("Casing@Example.COM")),
-                    ..ContactPatch::default()
-                },
-            )
-            .await,
+        crm.update_contact(
+            c.id,
+            c.version,
+            ContactPatch {
+                email: Some(email("Casing@Example.COM")),
+                ..ContactPatch::default()
+            },
+        )
+        .await,
         "changing the casing of the own email",
     );
     assert_eq!(
@@ -360,9 +348,7 @@ pub async fn changing_only_the_casing_of_the_own_email_is_allowed(store: &DynSto
     );
     assert_eq!(out.version, Version::new(2), "a casing change is a change");
     let found = ok(
-        store
-            .get_contact_by_email(t, &ctx(), &email("casing@example.com"))
-            .await,
+        crm.get_contact_by_email(&email("casing@example.com")).await,
         "get by email",
     )
     .expect("still found in any casing");
@@ -449,7 +435,10 @@ pub async fn deleting_a_contact_deletes_its_deals_activities_and_signals(store: 
         "the contact is gone"
     );
     let by_email = ok(
-        store.get_contact_by_email(t, &ctx(), &gone.email).await,
+        store
+            .scope(t, &ctx())
+            .get_contact_by_email(&gone.email)
+            .await,
         "get by email",
     );
     assert!(by_email.is_none(), "its email leads nowhere");
@@ -603,11 +592,11 @@ pub async fn concurrent_creates_of_one_email_in_fifty_casings_let_exactly_one_wi
                 .collect()
         })
         .collect();
-    let context = ctx();
+    let crm = store.scope(t, &ctx());
     let results = join_all(
         casings
             .iter()
-            .map(|e| store.create_contact(t, &context, new_contact(e, "Race", "Runner"))),
+            .map(|e| crm.create_contact(new_contact(e, "Race", "Runner"))),
     )
     .await;
     let winners: Vec<&Contact> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
@@ -645,11 +634,9 @@ pub async fn concurrent_updates_at_the_same_version_let_exactly_one_win(store: &
         new_contact("contended@example.com", "Con", "Tended"),
     )
     .await;
-    let context = ctx();
+    let crm = store.scope(t, &ctx());
     let results = join_all((0..10).map(|i| {
-        store.update_contact(
-            t,
-            &context,
+        crm.update_contact(
             c.id,
             c.version,
             ContactPatch {

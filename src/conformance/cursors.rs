@@ -108,7 +108,7 @@ async fn read(
     list: List,
     page: PageRequest,
 ) -> crate::Result<Option<Cursor>> {
-    let search = |sort: ContactSort| ContactQuery::new().sort(sort).page(page.clone());
+    let search = |sort: ContactSort| ContactQuery::new().with_sort(sort).with_page(page.clone());
     let id = fixture.contact.id;
     Ok(match list {
         List::ContactsByScore => {
@@ -416,13 +416,17 @@ pub async fn a_cursor_of_the_same_list_with_other_parameters_is_refused(store: &
     );
     // Searches: other filters, the same key in the other direction.
     let q = ContactQuery::new()
-        .sort(ContactSort::ScoreDesc)
-        .page(first.clone());
+        .with_sort(ContactSort::ScoreDesc)
+        .with_page(first.clone());
     let c = ok(tx.search_contacts(&q).await, "search").next_cursor;
     let c = next(c, "the search");
     expect_validation(
-        tx.search_contacts(&q.clone().sort(ContactSort::ScoreAsc).page(c.clone()))
-            .await,
+        tx.search_contacts(
+            &q.clone()
+                .with_sort(ContactSort::ScoreAsc)
+                .with_page(c.clone()),
+        )
+        .await,
         "cursor",
         "the other direction after a cursor of one",
     );
@@ -431,12 +435,12 @@ pub async fn a_cursor_of_the_same_list_with_other_parameters_is_refused(store: &
         ..q.clone()
     };
     expect_validation(
-        tx.search_contacts(&filtered.page(c.clone())).await,
+        tx.search_contacts(&filtered.with_page(c.clone())).await,
         "cursor",
         "other filters after a cursor of none",
     );
     let same = ok(
-        tx.search_contacts(&q.clone().page(c)).await,
+        tx.search_contacts(&q.clone().with_page(c)).await,
         "the same search",
     );
     assert_eq!(

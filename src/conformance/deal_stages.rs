@@ -5,8 +5,8 @@
 use super::prelude::*;
 use super::support::{
     assert_micros, assert_same, begin, create, ctx, deal, default_stages, expect_conflict,
-    expect_invalid_transition, expect_validation, get_deal, lost_reason, new_contact, new_deal, ok,
-    stage, stages_of, tick,
+    expect_invalid_transition, expect_validation, get_deal, lost_reason, move_in_tx, new_contact,
+    new_deal, ok, stage, stages_of, tick,
 };
 
 /// A deal moves through every open stage in order and then to won: each
@@ -14,6 +14,7 @@ use super::support::{
 pub async fn a_deal_moves_through_the_open_stages_to_won_and_is_stamped(store: &DynStore) {
     let t = TenantId::new();
     let stages = default_stages(store);
+    let crm = store.scope(t, &ctx());
     let c = create(store, t, new_contact("winner@example.com", "Win", "Ner")).await;
     let mut d = deal(store, t, new_deal(c.id, "Path", "100", "EUR")).await;
     let mut path: Vec<StageKey> = stages.open[1..].to_vec();
@@ -22,7 +23,7 @@ pub async fn a_deal_moves_through_the_open_stages_to_won_and_is_stamped(store: &
         tick().await;
         let before = d.clone();
         d = ok(
-            store.move_deal(t, &ctx(), d.id, d.version, to, None).await,
+            crm.move_deal(d.id, d.version, to).await,
             &format!("move to {to}"),
         );
         assert_eq!(&d.stage, to, "the deal is in {to}");
@@ -49,7 +50,8 @@ pub async fn losing_a_deal_needs_a_reason_and_stamps_lost_at(store: &DynStore) {
     let d = deal(store, t, new_deal(c.id, "Doomed", "100", "EUR")).await;
     expect_invalid_transition(
         store
-            .move_deal(t, &ctx(), d.id, d.version, &stages.lost, None)
+            .scope(t, &ctx())
+            .move_deal(d.id, d.version, &stages.lost)
             .await,
         &d.stage,
         &stages.lost,
@@ -61,16 +63,15 @@ pub async fn losing_a_deal_needs_a_reason_and_stamps_lost_at(store: &DynStore) {
         "the refused move changed nothing",
     );
     let lost = ok(
-        store
-            .move_deal(
-                t,
-                &ctx(),
-                d.id,
-                d.version,
-                &stages.lost,
-                Some(lost_reason("Went with a competitor\non price")),
-            )
-            .await,
+        move_in_tx(
+            store,
+            t,
+            d.id,
+            d.version,
+            &stages.lost,
+            Some(lost_reason("Went with a competitor\non price")),
+        )
+        .await,
         "lose with a reason",
     );
     assert_eq!(lost.stage, stages.lost);
@@ -93,25 +94,13 @@ pub async fn losing_a_deal_needs_a_reason_and_stamps_lost_at(store: &DynStore) {
 pub async fn a_closed_deal_leaves_its_stage_only_through_reopen(store: &DynStore) {
     let t = TenantId::new();
     let s = default_stages(store);
+    let crm = store.scope(t, &ctx());
     let c = create(store, t, new_contact("closed@example.com", "Clo", "Sed")).await;
     let won = deal(store, t, new_deal(c.id, "Won", "1", "EUR")).await;
-    let won = ok(
-        store
-            .move_deal(t, &ctx(), won.id, won.version, &s.won, None)
-            .await,
-        "win",
-    );
+    let won = ok(crm.move_deal(won.id, won.version, &s.won).await, "win");
     let lost = deal(store, t, new_deal(c.id, "Lost", "1", "EUR")).await;
     let lost = ok(
-        store
-            .move_deal(
-                t,
-                &ctx(),
-                lost.id,
-                lost.version,
-                &s.lost,
-                Some(lost_reason("no budget")),
-            )
+        crm.lose_deal(lost.id, lost.version, lost_reason("no budget"))
             .await,
         "lose",
     );
@@ -121,25 +110,22 @@ pub async fn a_closed_deal_leaves_its_stage_only_through_reopen(store: &DynStore
                 continue;
             }
             expect_invalid_transition(
-                store
-                    .move_deal(t, &ctx(), closed.id, closed.version, to, None)
-                    .await,
+                crm.move_deal(closed.id, closed.version, to).await,
                 &closed.stage,
                 to,
                 &format!("moving a closed deal to {to}"),
             );
         }
         expect_invalid_transition(
-            store
-                .move_deal(
-                    t,
-                    &ctx(),
-                    closed.id,
-                    closed.version,
-                    &s.lost,
-                    Some(lost_reason("again")),
-                )
-                .await,
+            move_in_tx(
+                store,
+                t,
+                closed.id,
+                closed.version,
+                &s.lost,
+                Some(lost_reason("again")),
+            )
+            .await,
             &closed.stage,
             &s.lost,
             "moving a closed deal to lost",
@@ -278,30 +264,19 @@ pub async fn refused_moves_are_invalid_transitions_and_unknown_stages_validation
 pub async fn a_stale_version_on_move_or_reopen_is_a_conflict(store: &DynStore) {
     let t = TenantId::new();
     let s = default_stages(store);
+    let crm = store.scope(t, &ctx());
     let c = create(store, t, new_contact("stale.deal@example.com", "St", "Ale")).await;
     let d = deal(store, t, new_deal(c.id, "Stale", "1", "EUR")).await;
-    let moved = ok(
-        store
-            .move_deal(t, &ctx(), d.id, d.version, &s.open[1], None)
-            .await,
-        "move",
-    );
+    let moved = ok(crm.move_deal(d.id, d.version, &s.open[1]).await, "move");
     expect_conflict(
-        store
-            .move_deal(t, &ctx(), d.id, d.version, &s.won, None)
-            .await,
+        crm.move_deal(d.id, d.version, &s.won).await,
         Entity::Deal,
         d.id,
         1,
         2,
         "a move at a stale version",
     );
-    let won = ok(
-        store
-            .move_deal(t, &ctx(), d.id, moved.version, &s.won, None)
-            .await,
-        "win",
-    );
+    let won = ok(crm.move_deal(d.id, moved.version, &s.won).await, "win");
     with_tx!(store, t, async |tx| {
         expect_conflict(
             tx.reopen_deal(d.id, moved.version, &s.open[0]).await,
@@ -325,6 +300,7 @@ pub async fn a_stale_version_on_move_or_reopen_is_a_conflict(store: &DynStore) {
 /// its order; a stage of another pipeline is a validation error.
 pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
     let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
     let pipelines: Vec<Pipeline> = store.pipelines().iter().cloned().collect();
     assert!(
         pipelines
@@ -360,9 +336,7 @@ pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
         let mut cur = d.clone();
         for to in s.open[1..].iter().chain([&s.won]) {
             cur = ok(
-                store
-                    .move_deal(t, &ctx(), cur.id, cur.version, to, None)
-                    .await,
+                crm.move_deal(cur.id, cur.version, to).await,
                 &format!("move in {} to {to}", p.key()),
             );
         }
@@ -379,9 +353,7 @@ pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
         )
         .await;
         let parked = ok(
-            store
-                .move_deal(t, &ctx(), parked.id, parked.version, &s.open[1], None)
-                .await,
+            crm.move_deal(parked.id, parked.version, &s.open[1]).await,
             "park",
         );
         parked_deals.push((p.key().clone(), s.open[1].clone(), parked.id));
@@ -397,9 +369,7 @@ pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
                 )
                 .await;
                 expect_validation(
-                    store
-                        .move_deal(t, &ctx(), fresh.id, fresh.version, &foreign.key, None)
-                        .await,
+                    crm.move_deal(fresh.id, fresh.version, &foreign.key).await,
                     "stage",
                     &format!(
                         "moving a {} deal to {}'s stage {}",
@@ -409,17 +379,12 @@ pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
                     ),
                 );
                 expect_validation(
-                    store
-                        .create_deal(
-                            t,
-                            &ctx(),
-                            NewDeal {
-                                pipeline: p.key().clone(),
-                                stage: Some(foreign.key.clone()),
-                                ..new_deal(c.id, "Foreign start", "1", "EUR")
-                            },
-                        )
-                        .await,
+                    crm.create_deal(NewDeal {
+                        pipeline: p.key().clone(),
+                        stage: Some(foreign.key.clone()),
+                        ..new_deal(c.id, "Foreign start", "1", "EUR")
+                    })
+                    .await,
                     "stage",
                     &format!(
                         "starting a {} deal in {}'s stage {}",
@@ -452,7 +417,7 @@ pub async fn every_configured_pipeline_is_honoured(store: &DynStore) {
         );
     }
     for p in &pipelines {
-        let summary = ok(store.pipeline_summary(t, &ctx(), p.key()).await, "summary");
+        let summary = ok(crm.pipeline_summary(p.key()).await, "summary");
         assert_eq!(&summary.pipeline, p.key());
         let got: Vec<(&StageKey, &str, StageKind, u8)> = summary
             .stages

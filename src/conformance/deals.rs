@@ -75,7 +75,8 @@ pub async fn create_deal_for_a_missing_contact_is_not_found(store: &DynStore) {
     let ghost = ContactId::new();
     expect_not_found(
         store
-            .create_deal(t, &ctx(), new_deal(ghost, "Nobody", "1", "EUR"))
+            .scope(t, &ctx())
+            .create_deal(new_deal(ghost, "Nobody", "1", "EUR"))
             .await,
         Entity::Contact,
         ghost,
@@ -125,7 +126,11 @@ pub async fn create_deal_rejects_unknown_pipeline_unknown_stage_and_closed_stage
         ),
     ];
     for (label, input, field) in cases {
-        expect_validation(store.create_deal(t, &ctx(), input).await, field, label);
+        expect_validation(
+            store.scope(t, &ctx()).create_deal(input).await,
+            field,
+            label,
+        );
     }
     let listed = with_tx!(store, t, async |tx| {
         ok(
@@ -244,7 +249,8 @@ pub async fn deal_lists_are_newest_first_and_page_through_every_deal(store: &Dyn
         let d = &made[i];
         made[i] = ok(
             store
-                .move_deal(t, &ctx(), d.id, d.version, &s.open[1], None)
+                .scope(t, &ctx())
+                .move_deal(d.id, d.version, &s.open[1])
                 .await,
             "move",
         );

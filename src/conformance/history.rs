@@ -306,20 +306,18 @@ pub async fn deleting_a_contact_records_its_tombstone_and_its_deals_tombstones(s
 /// a real change records one version.
 pub async fn a_no_op_update_and_a_score_write_record_nothing(store: &DynStore) {
     let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
     let c = create(store, t, new_contact("noop@example.com", "No", "Op")).await;
     let same = ok(
-        store
-            .update_contact(
-                t,
-                &ctx(),
-                c.id,
-                c.version,
-                ContactPatch {
-                    first_name: Some(person("No")),
-                    ..ContactPatch::default()
-                },
-            )
-            .await,
+        crm.update_contact(
+            c.id,
+            c.version,
+            ContactPatch {
+                first_name: Some(person("No")),
+                ..ContactPatch::default()
+            },
+        )
+        .await,
         "a patch that changes nothing",
     );
     assert_eq!(same.version, c.version);
@@ -336,18 +334,15 @@ pub async fn a_no_op_update_and_a_score_write_record_nothing(store: &DynStore) {
         "only the creation is recorded, not the no-op nor the score: {vs:?}"
     );
     ok(
-        store
-            .update_contact(
-                t,
-                &ctx(),
-                c.id,
-                c.version,
-                ContactPatch {
-                    first_name: Some(person("Yes")),
-                    ..ContactPatch::default()
-                },
-            )
-            .await,
+        crm.update_contact(
+            c.id,
+            c.version,
+            ContactPatch {
+                first_name: Some(person("Yes")),
+                ..ContactPatch::default()
+            },
+        )
+        .await,
         "a real change",
     );
     let vs = versions(store, t, HistoryEntity::Contact(c.id)).await;
@@ -549,9 +544,8 @@ pub async fn erasure_removes_personal_data_everywhere_and_is_recorded(store: &Dy
     let c = create(store, t, new).await;
     let c2 = ok(
         store
+            .scope(t, &ctx())
             .update_contact(
-                t,
-                &ctx(),
                 c.id,
                 c.version,
                 ContactPatch {

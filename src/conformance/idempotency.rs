@@ -49,9 +49,12 @@ pub(super) async fn contacts_with(store: &DynStore, tenant: TenantId, address: &
         email_prefix: Some(address.to_string()),
         ..ContactQuery::new()
     };
-    ok(store.search_contacts(tenant, &ctx(), &q).await, "search")
-        .items
-        .len()
+    ok(
+        store.scope(tenant, &ctx()).search_contacts(&q).await,
+        "search",
+    )
+    .items
+    .len()
 }
 
 pub(super) fn source(s: &str) -> IdempotencySource {

@@ -707,12 +707,12 @@ pub async fn a_rescoring_top_beyond_the_limit_is_refused_naming_top(store: &DynS
     create(store, t, new_contact("top@example.com", "To", "P")).await;
     for top in [usize::MAX, usize::MAX - 1, 1 << 40, 1001] {
         expect_validation(
-            rescore_store(
+            rescore(
                 store,
                 t,
                 ctx(),
                 &ScoringModel::default(),
-                &RescoreOptions::dry_run().top(top),
+                &RescoreOptions::dry_run().with_top(top),
             )
             .await,
             "top",
@@ -720,12 +720,12 @@ pub async fn a_rescoring_top_beyond_the_limit_is_refused_naming_top(store: &DynS
         );
     }
     let report = ok(
-        rescore_store(
+        rescore(
             store,
             t,
             ctx(),
             &ScoringModel::default(),
-            &RescoreOptions::dry_run().top(1000),
+            &RescoreOptions::dry_run().with_top(1000),
         )
         .await,
         "a top of 1000",

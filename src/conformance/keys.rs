@@ -161,9 +161,9 @@ pub async fn name_sorted_paging_visits_every_contact_once_whatever_the_casing(st
         (ContactSort::NameDesc, 7),
         (ContactSort::NameAsc, 500),
     ] {
-        let q = ContactQuery::new().sort(sort);
+        let q = ContactQuery::new().with_sort(sort);
         let seen = collect_pages!(limit, async |page| {
-            search(store, t, &q.clone().page(page)).await
+            search(store, t, &q.clone().with_page(page)).await
         })
         .await;
         let seen: Vec<ContactId> = seen.iter().map(|c| c.id).collect();
@@ -235,7 +235,8 @@ pub async fn only_an_erased_contact_holds_its_placeholder_email(store: &DynStore
     );
     let again = ok(
         store
-            .get_contact(t, &super::support::ctx(), doomed.id)
+            .scope(t, &super::support::ctx())
+            .get_contact(doomed.id)
             .await,
         "get the erased contact",
     );
@@ -250,6 +251,7 @@ pub async fn only_an_erased_contact_holds_its_placeholder_email(store: &DynStore
 /// error naming it, on every backend; one at the limit is a search.
 pub async fn a_search_prefix_longer_than_any_value_is_refused_naming_it(store: &DynStore) {
     let t = TenantId::new();
+    let crm = store.scope(t, &super::support::ctx());
     let long = "x".repeat(crate::store::MAX_PREFIX_CHARS + 1);
     for (field, q) in [
         (
@@ -275,7 +277,7 @@ pub async fn a_search_prefix_longer_than_any_value_is_refused_naming_it(store: &
         ),
     ] {
         expect_validation(
-            store.search_contacts(t, &super::support::ctx(), &q).await,
+            crm.search_contacts(&q).await,
             field,
             "a prefix over the limit",
         );
@@ -284,11 +286,6 @@ pub async fn a_search_prefix_longer_than_any_value_is_refused_naming_it(store: &
         email_prefix: Some("x".repeat(crate::store::MAX_PREFIX_CHARS)),
         ..ContactQuery::new()
     };
-    let page = ok(
-        store
-            .search_contacts(t, &super::support::ctx(), &at_limit)
-            .await,
-        "search",
-    );
+    let page = ok(crm.search_contacts(&at_limit).await, "search");
     assert!(page.items.is_empty());
 }

@@ -81,7 +81,7 @@ mod prelude {
         },
         scoring::{
             InputsRequest, RescoreOptions, RescoreReport, ScoringModel, explain, live_score,
-            live_top_leads, rescore, rescore_store,
+            live_top_leads, rescore, rescore_in_transaction,
         },
         store::{CurrencyTotal, MAX_PAGE_SIZE},
     };

@@ -54,7 +54,10 @@ pub async fn pipeline_summary_sums_per_stage_and_currency_exactly(store: &DynSto
     })
     .await;
     let summary = ok(
-        store.pipeline_summary(t, &ctx(), s.pipeline.key()).await,
+        store
+            .scope(t, &ctx())
+            .pipeline_summary(s.pipeline.key())
+            .await,
         "summary",
     );
     assert_eq!(&summary.pipeline, s.pipeline.key());
@@ -151,11 +154,8 @@ pub async fn pipeline_summary_of_an_unknown_pipeline_is_a_validation_error(store
     let t = TenantId::new();
     expect_validation(
         store
-            .pipeline_summary(
-                t,
-                &ctx(),
-                &PipelineKey::parse("no_such_pipeline").expect("key"),
-            )
+            .scope(t, &ctx())
+            .pipeline_summary(&PipelineKey::parse("no_such_pipeline").expect("key"))
             .await,
         "pipeline",
         "summary of an unknown pipeline",

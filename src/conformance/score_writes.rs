@@ -125,9 +125,8 @@ pub async fn write_scores_keeps_version_and_updated_at_and_feeds_the_score_sort(
     // Score changes survive a later update, which keeps them.
     let upd = ok(
         store
+            .scope(t, &ctx())
             .update_contact(
-                t,
-                &ctx(),
                 cs[0].id,
                 cs[0].version,
                 ContactPatch {

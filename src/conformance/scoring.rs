@@ -36,7 +36,7 @@ async fn stored_score(store: &DynStore, t: TenantId, id: ContactId) -> Score {
 
 async fn run(store: &DynStore, t: TenantId, options: &RescoreOptions) -> RescoreReport {
     ok(
-        rescore_store(store, t, ctx(), &ScoringModel::default(), options).await,
+        rescore(store, t, ctx(), &ScoringModel::default(), options).await,
         "rescore",
     )
 }
@@ -60,7 +60,7 @@ pub async fn rescoring_writes_only_changed_scores_and_reports_counts(store: &Dyn
     let t = TenantId::new();
     let ([hot, warm, cold], now) = three(store, t).await;
     let model = ScoringModel::default();
-    let report = run(store, t, &RescoreOptions::new().at(now)).await;
+    let report = run(store, t, &RescoreOptions::new().with_now(now)).await;
     assert_eq!(report.scanned, 3, "every eligible contact is scanned");
     assert_eq!(report.changed, 2, "the two contacts with signals change");
     assert_eq!(report.unchanged, 1, "the cold contact stays at 0");
@@ -90,7 +90,7 @@ pub async fn rescoring_writes_only_changed_scores_and_reports_counts(store: &Dyn
         report.top[0].scored.top_signals[0].kind,
         SignalKind::DEMO_REQUEST
     );
-    let again = run(store, t, &RescoreOptions::new().at(now)).await;
+    let again = run(store, t, &RescoreOptions::new().with_now(now)).await;
     assert_eq!((again.scanned, again.changed, again.written), (3, 0, 0));
     assert_eq!(again.unchanged, 3);
 }
@@ -99,7 +99,7 @@ pub async fn rescoring_writes_only_changed_scores_and_reports_counts(store: &Dyn
 pub async fn a_dry_run_writes_nothing_and_previews_the_top(store: &DynStore) {
     let t = TenantId::new();
     let ([hot, warm, cold], now) = three(store, t).await;
-    let report = run(store, t, &RescoreOptions::dry_run().at(now)).await;
+    let report = run(store, t, &RescoreOptions::dry_run().with_now(now)).await;
     assert!(report.dry_run);
     assert_eq!((report.scanned, report.changed, report.written), (3, 2, 0));
     let order: Vec<ContactId> = report.top.iter().map(|l| l.contact).collect();
@@ -127,7 +127,9 @@ pub async fn rescoring_scans_only_active_contacts_within_the_lookback(store: &Dy
     let narrow = run(
         store,
         t,
-        &RescoreOptions::new().at(later).lookback_days(5.0),
+        &RescoreOptions::new()
+            .with_now(later)
+            .with_lookback_days(5.0),
     )
     .await;
     assert_eq!(
@@ -138,7 +140,9 @@ pub async fn rescoring_scans_only_active_contacts_within_the_lookback(store: &Dy
     let wide = run(
         store,
         t,
-        &RescoreOptions::new().at(later).lookback_days(20.0),
+        &RescoreOptions::new()
+            .with_now(later)
+            .with_lookback_days(20.0),
     )
     .await;
     assert_eq!(wide.scanned, 3, "the inactive contact is not scanned");
@@ -166,11 +170,18 @@ pub async fn rescoring_at_a_fixed_now_is_deterministic_across_chunk_sizes(store:
         )
         .await;
     }
-    let one = run(store, t, &RescoreOptions::dry_run().at(now).chunk_size(1)).await;
+    let one = run(
+        store,
+        t,
+        &RescoreOptions::dry_run().with_now(now).with_chunk_size(1),
+    )
+    .await;
     let many = run(
         store,
         t,
-        &RescoreOptions::dry_run().at(now).chunk_size(1000),
+        &RescoreOptions::dry_run()
+            .with_now(now)
+            .with_chunk_size(1000),
     )
     .await;
     assert_eq!(one.chunks, 7, "one chunk per contact");
@@ -299,7 +310,7 @@ pub async fn the_displayed_live_score_is_what_explain_says(store: &DynStore) {
     );
     assert!(shown.get() > 0);
     assert_eq!(e.batch.top_signals[0].kind, SignalKind::DEMO_REQUEST);
-    let report = run(store, t, &RescoreOptions::new().at(now)).await;
+    let report = run(store, t, &RescoreOptions::new().with_now(now)).await;
     assert_eq!(report.written, 1);
     assert_eq!(
         stored_score(store, t, c.id).await,
@@ -321,7 +332,12 @@ pub async fn a_rebuild_stores_the_recomputed_live_state(store: &DynStore) {
         "clear",
     );
     ok(tx.commit().await, "commit");
-    let report = run(store, t, &RescoreOptions::new().at(now).rebuild_live(true)).await;
+    let report = run(
+        store,
+        t,
+        &RescoreOptions::new().with_now(now).with_rebuild_live(true),
+    )
+    .await;
     assert_eq!(report.live_rebuilt, 3);
     let mut tx = begin(store, t).await;
     for id in [hot, warm, cold] {
@@ -340,7 +356,8 @@ pub async fn a_rebuild_stores_the_recomputed_live_state(store: &DynStore) {
         ),
         Some(None)
     );
-    let zero = rescore(&mut *tx, &model, &RescoreOptions::new().chunk_size(0)).await;
+    let zero =
+        rescore_in_transaction(&mut *tx, &model, &RescoreOptions::new().with_chunk_size(0)).await;
     assert!(matches!(zero, Err(crate::Error::Validation(_))), "{zero:?}");
     ok(tx.commit().await, "commit");
 }

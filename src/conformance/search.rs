@@ -441,9 +441,8 @@ pub async fn search_filters_by_created_and_updated_ranges_including_start_exclud
     for who in [&c.charles, &c.katherine] {
         let u = ok(
             store
+                .scope(t, &ctx())
                 .update_contact(
-                    t,
-                    &ctx(),
                     who.id,
                     who.version,
                     ContactPatch {

@@ -14,7 +14,9 @@ async fn cursor_of(store: &DynStore, t: TenantId, sort: ContactSort) -> Cursor {
     search(
         store,
         t,
-        &ContactQuery::new().sort(sort).page(PageRequest::first(2)),
+        &ContactQuery::new()
+            .with_sort(sort)
+            .with_page(PageRequest::first(2)),
     )
     .await
     .next_cursor
@@ -124,7 +126,7 @@ pub async fn every_sort_is_a_total_order_with_id_tie_break_in_the_sort_direction
     let default = search_ids(
         store,
         t,
-        &ContactQuery::new().page(PageRequest::first(MAX_PAGE_SIZE)),
+        &ContactQuery::new().with_page(PageRequest::first(MAX_PAGE_SIZE)),
     )
     .await;
     assert_eq!(
@@ -139,16 +141,14 @@ pub async fn every_sort_is_a_total_order_with_id_tie_break_in_the_sort_direction
 pub async fn paging_visits_every_match_exactly_once_in_order(store: &DynStore) {
     let t = TenantId::new();
     let contacts = ties(store, t).await;
-    let context = ctx();
+    let crm = store.scope(t, &ctx());
     for sort in ALL_SORTS {
         let expected = expected_order(sort, &contacts);
         for limit in [1, 3, 11, 1000] {
-            let q = ContactQuery::new().sort(sort);
+            let q = ContactQuery::new().with_sort(sort);
             let got = collect_pages!(limit, async |page| {
                 ok(
-                    store
-                        .search_contacts(t, &context, &q.clone().page(page))
-                        .await,
+                    crm.search_contacts(&q.clone().with_page(page)).await,
                     "search page",
                 )
             })
@@ -164,13 +164,11 @@ pub async fn paging_visits_every_match_exactly_once_in_order(store: &DynStore) {
             .collect();
         let q = ContactQuery {
             min_score: Some(score(20)),
-            ..ContactQuery::new().sort(sort)
+            ..ContactQuery::new().with_sort(sort)
         };
         let got = collect_pages!(2, async |page| {
             ok(
-                store
-                    .search_contacts(t, &context, &q.clone().page(page))
-                    .await,
+                crm.search_contacts(&q.clone().with_page(page)).await,
                 "search page",
             )
         })
@@ -201,8 +199,8 @@ pub async fn paging_is_stable_when_records_are_inserted_between_pages(store: &Dy
         );
     }
     let q = ContactQuery::new()
-        .sort(ContactSort::NameAsc)
-        .page(PageRequest::first(3));
+        .with_sort(ContactSort::NameAsc)
+        .with_page(PageRequest::first(3));
     let first = search(store, t, &q).await;
     assert_eq!(
         first.items.iter().map(|c| c.id).collect::<Vec<_>>(),
@@ -245,13 +243,8 @@ pub async fn paging_is_stable_when_records_are_inserted_between_pages(store: &Dy
         v
     })
     .await;
-    let context = ctx();
-    let first = ok(
-        store
-            .timeline(t, &context, c.id, &PageRequest::first(3))
-            .await,
-        "timeline",
-    );
+    let crm = store.scope(t, &ctx());
+    let first = ok(crm.timeline(c.id, &PageRequest::first(3)).await, "timeline");
     assert_eq!(
         first.items.iter().map(|a| a.id).collect::<Vec<_>>(),
         vec![logged[5].id, logged[4].id, logged[3].id],
@@ -264,14 +257,11 @@ pub async fn paging_is_stable_when_records_are_inserted_between_pages(store: &Dy
     ))
     .await;
     let second = ok(
-        store
-            .timeline(
-                t,
-                &context,
-                c.id,
-                &PageRequest::after(3, first.next_cursor.expect("more")),
-            )
-            .await,
+        crm.timeline(
+            c.id,
+            &PageRequest::after(3, first.next_cursor.expect("more")),
+        )
+        .await,
         "timeline",
     );
     assert_eq!(
@@ -293,7 +283,7 @@ pub async fn lists_reject_a_limit_outside_1_to_1000(store: &DynStore) {
         for limit in [0, MAX_PAGE_SIZE + 1, u32::MAX] {
             let page = PageRequest::first(limit);
             expect_validation(
-                tx.search_contacts(&ContactQuery::new().page(page.clone()))
+                tx.search_contacts(&ContactQuery::new().with_page(page.clone()))
                     .await,
                 "limit",
                 &format!("search with limit {limit}"),
@@ -317,7 +307,7 @@ pub async fn lists_reject_a_limit_outside_1_to_1000(store: &DynStore) {
         }
         for limit in [1, MAX_PAGE_SIZE] {
             ok(
-                tx.search_contacts(&ContactQuery::new().page(PageRequest::first(limit)))
+                tx.search_contacts(&ContactQuery::new().with_page(PageRequest::first(limit)))
                     .await,
                 "limits 1 and 1000 are accepted",
             );
@@ -363,7 +353,7 @@ pub async fn search_rejects_a_garbage_cursor_and_a_cursor_of_another_list(store:
         for sort in ALL_SORTS {
             for (label, cursor) in &garbage {
                 expect_validation(
-                    tx.search_contacts(&ContactQuery::new().sort(sort).after(cursor.clone()))
+                    tx.search_contacts(&ContactQuery::new().with_sort(sort).after(cursor.clone()))
                         .await,
                     "cursor",
                     &format!("search {sort:?} after {label}"),
@@ -390,7 +380,7 @@ pub async fn search_rejects_a_garbage_cursor_and_a_cursor_of_another_list(store:
         for (label, cursor, sorts) in crossed {
             for sort in sorts {
                 expect_validation(
-                    tx.search_contacts(&ContactQuery::new().sort(sort).after(cursor.clone()))
+                    tx.search_contacts(&ContactQuery::new().with_sort(sort).after(cursor.clone()))
                         .await,
                     "cursor",
                     &format!("search {sort:?} after {label}"),

@@ -162,8 +162,8 @@ pub(super) fn metadata(v: Value) -> Metadata {
 
 pub(super) fn all(sort: ContactSort) -> ContactQuery {
     ContactQuery::new()
-        .sort(sort)
-        .page(PageRequest::first(MAX_PAGE_SIZE))
+        .with_sort(sort)
+        .with_page(PageRequest::first(MAX_PAGE_SIZE))
 }
 
 /// Waits until the clock has moved on by a few milliseconds, so that the
@@ -199,13 +199,16 @@ macro_rules! with_tx {
 
 pub(super) async fn create(store: &DynStore, tenant: TenantId, new: NewContact) -> Contact {
     ok(
-        store.create_contact(tenant, &ctx(), new).await,
+        store.scope(tenant, &ctx()).create_contact(new).await,
         "create a contact",
     )
 }
 
 pub(super) async fn get(store: &DynStore, tenant: TenantId, id: ContactId) -> Option<Contact> {
-    ok(store.get_contact(tenant, &ctx(), id).await, "get a contact")
+    ok(
+        store.scope(tenant, &ctx()).get_contact(id).await,
+        "get a contact",
+    )
 }
 
 pub(super) async fn get_deal(store: &DynStore, tenant: TenantId, id: DealId) -> Option<Deal> {
@@ -218,14 +221,40 @@ pub(super) async fn get_deal(store: &DynStore, tenant: TenantId, id: DealId) -> 
 
 pub(super) async fn deal(store: &DynStore, tenant: TenantId, new: NewDeal) -> Deal {
     ok(
-        store.create_deal(tenant, &ctx(), new).await,
+        store.scope(tenant, &ctx()).create_deal(new).await,
         "create a deal",
     )
 }
 
+/// Moves a deal through [`DealsTx::move_deal`](crate::store::DealsTx::move_deal)
+/// itself, lost reason and all, in a transaction of its own that commits
+/// when the move succeeds and rolls back when it is refused: for the points
+/// about the move's own rules, which the scoped handle splits between
+/// `move_deal` and `lose_deal`.
+pub(super) async fn move_in_tx(
+    store: &DynStore,
+    tenant: TenantId,
+    id: DealId,
+    expected: Version,
+    to: &StageKey,
+    lost_reason: Option<LostReason>,
+) -> Result<Deal> {
+    let mut tx = begin(store, tenant).await;
+    match tx.move_deal(id, expected, to, lost_reason).await {
+        Ok(moved) => {
+            ok(tx.commit().await, "commit a move");
+            Ok(moved)
+        }
+        Err(e) => {
+            ok(tx.rollback().await, "roll back a refused move");
+            Err(e)
+        }
+    }
+}
+
 pub(super) async fn search(store: &DynStore, tenant: TenantId, q: &ContactQuery) -> Page<Contact> {
     ok(
-        store.search_contacts(tenant, &ctx(), q).await,
+        store.scope(tenant, &ctx()).search_contacts(q).await,
         "search contacts",
     )
 }
@@ -250,7 +279,8 @@ pub(super) async fn timeline_all(
 ) -> Vec<Activity> {
     ok(
         store
-            .timeline(tenant, &ctx(), contact, &PageRequest::first(MAX_PAGE_SIZE))
+            .scope(tenant, &ctx())
+            .timeline(contact, &PageRequest::first(MAX_PAGE_SIZE))
             .await,
         "read a timeline",
     )

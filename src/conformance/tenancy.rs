@@ -229,7 +229,8 @@ pub async fn another_tenant_may_hold_the_same_email(store: &DynStore) {
     for (t, c) in [(a, &ca), (b, &cb)] {
         let found = ok(
             store
-                .get_contact_by_email(t, &ctx(), &email("SHARED@example.com"))
+                .scope(t, &ctx())
+                .get_contact_by_email(&email("SHARED@example.com"))
                 .await,
             "get by email",
         )

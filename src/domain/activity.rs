@@ -29,8 +29,12 @@ text_type!(
 );
 
 /// What kind of interaction an activity records.
+///
+/// More kinds of activity may come as the CRM grows: a `match` on it outside
+/// this crate needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ActivityKind {
     /// An email sent or received.
     Email,

@@ -294,10 +294,14 @@ impl From<Phone> for String {
 }
 
 /// Where a contact came from.
+///
+/// More lead sources may come as the CRM grows: a `match` on it outside
+/// this crate needs a `_` arm.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LeadSource {
     /// Found us on their own (search, word of mouth). The default.
     #[default]

@@ -11,8 +11,12 @@ use uuid::Uuid;
 use super::{ContactId, Cursor, DealId, PageRequest, Timestamp};
 
 /// The kinds of record the history keeps.
+///
+/// More kinds of record (companies, tasks) may come as the CRM grows: a
+/// `match` on it outside this crate needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EntityKind {
     /// A contact.
     Contact,
@@ -46,8 +50,12 @@ impl fmt::Display for EntityKind {
 }
 
 /// One record whose history is kept.
+///
+/// More kinds of record (companies, tasks) may come as the CRM grows: a
+/// `match` on it outside this crate needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum HistoryEntity {
     /// A contact.
     Contact(ContactId),
@@ -94,8 +102,12 @@ impl From<DealId> for HistoryEntity {
 }
 
 /// What a version records.
+///
+/// More operations may come as the CRM grows: a `match` on it outside
+/// this crate needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Operation {
     /// The record was created.
     Created,

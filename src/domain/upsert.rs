@@ -28,8 +28,12 @@ pub enum ImportLock {
 
 /// Which values win when an imported row meets a contact that already holds
 /// its email. The email itself (the key) keeps its stored casing.
+///
+/// More policies may come as the CRM grows: a `match` on it outside
+/// this crate needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ConflictPolicy {
     /// Every field takes the incoming value, an empty one clearing it.
     Incoming,

@@ -115,10 +115,11 @@
 //! let tenant = TenantId::new();
 //! let sales = Context::new(Actor::parse("user:ada")?);
 //! let eur = Currency::parse("EUR")?;
-//! let contact = store.create_contact(tenant, &sales, NewContact::new(
+//! let crm = store.scope(tenant, &sales);
+//! let contact = crm.create_contact(NewContact::new(
 //!     Email::parse("grace@example.com")?, PersonName::parse("Grace")?, PersonName::parse("Hopper")?,
 //! )).await?;
-//! let deal = store.create_deal(tenant, &sales, NewDeal::new(
+//! let deal = crm.create_deal(NewDeal::new(
 //!     contact.id, DealTitle::parse("Licences")?, Money::parse("50000", eur)?,
 //! )).await?;
 //!

@@ -163,6 +163,7 @@
 //! `async fn on_event(tx: &mut dyn Transaction, …) -> Result<T, HandlerError>`
 //! fits as `|tx| Box::pin(on_event(tx, …))`.
 
+mod config;
 mod in_flight;
 
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
@@ -183,6 +184,7 @@ use crate::{
     error::{BoxError, Error, Result},
     store::{DynStore, Page, PageRequest, Transaction},
 };
+pub use config::{ClaimTiming, GuardConfig};
 use in_flight::{Entry, InFlight, Slot};
 
 #[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
@@ -293,62 +295,6 @@ impl<T> Outcome<T> {
     /// True when the result was replayed.
     pub fn is_replay(&self) -> bool {
         self.execution == Execution::Replayed
-    }
-}
-
-/// The guard's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuardConfig {
-    /// How long a record is kept (and a duplicate replayed): default 72 hours.
-    pub retention: Duration,
-    /// How long a duplicate waits for the delivery holding its key.
-    pub wait: WaitPolicy,
-    /// How many records [`IdempotencyGuard::purge_expired`] deletes per
-    /// transaction (at least 1): default 1000.
-    pub purge_batch: u32,
-    /// When the claim is made: with the handler's first statement (the
-    /// default) or before the handler starts.
-    pub claim: ClaimTiming,
-}
-
-/// When the guard claims an event's key, relative to its handler.
-///
-/// Either way the handler's CRM writes commit exactly once per event: a
-/// duplicate's writes never commit. The two differ in whether a duplicate
-/// can *start* the handler, and in cost on a backend with round trips.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ClaimTiming {
-    /// The claim goes out with the handler's first statement, in the same
-    /// round trip, so the guard costs no round trip of its own. A duplicate
-    /// delivery may start the handler: its first store call then fails, the
-    /// guard rolls the transaction back and replays the stored result. Code
-    /// the handler runs before that call runs for duplicates too, so a
-    /// handler should make no effect outside the transaction before its
-    /// first store call (and effects outside the transaction are never
-    /// covered by the guard anyway: a transient failure or a crash repeats
-    /// them).
-    #[default]
-    WithFirstStatement,
-    /// The claim is answered before the handler starts, so a duplicate
-    /// never runs any of it: one round trip more on PostgreSQL.
-    BeforeHandler,
-}
-
-impl GuardConfig {
-    /// The default retention: 72 hours.
-    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 3600);
-    /// The shortest retention: 1 ms.
-    pub const MIN_RETENTION: Duration = Duration::from_millis(1);
-}
-
-impl Default for GuardConfig {
-    fn default() -> Self {
-        GuardConfig {
-            retention: Self::DEFAULT_RETENTION,
-            wait: WaitPolicy::DEFAULT,
-            purge_batch: 1000,
-            claim: ClaimTiming::WithFirstStatement,
-        }
     }
 }
 

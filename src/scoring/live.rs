@@ -47,7 +47,7 @@
 //! - deleting a contact's activity is not possible through the contract;
 //!   data written around the stores (bulk loads) is not in the live state
 //!   until a rescoring with
-//!   [`rebuild_live`](crate::scoring::RescoreOptions::rebuild_live).
+//!   [`rebuild_live`](crate::scoring::RescoreOptions::with_rebuild_live).
 //!
 //! For a contact whose activities and signals are all in the past and
 //! within the cutoff, and with no open deal, the two agree up to rounding.

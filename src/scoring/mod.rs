@@ -5,7 +5,7 @@
 //! [`ScoringModel`] turns a contact's signals and a point in time `now` into
 //! a [`Scored`]. Around it, two ways to keep scores in a store:
 //!
-//! - **Batch:** [`rescore_store`] (or [`rescore`] on a transaction of your
+//! - **Batch:** [`rescore`] (or [`rescore_in_transaction`] on a transaction of your
 //!   own) recomputes the eligible contacts' scores and writes back the
 //!   ones that changed: the stored `score` that contact searches sort by.
 //! - **Live:** a store keeps a per-contact state up to date as activities
@@ -167,7 +167,7 @@ pub use inputs::live_log_sum;
 pub use live::{Explanation, LIVE_TOLERANCE, LiveLead, explain, live_score, live_top_leads};
 pub use rescore::{
     DEFAULT_CHUNK_SIZE, DEFAULT_TOP, MAX_TOP, RescoreOptions, RescoreReport, TopLead, rescore,
-    rescore_store,
+    rescore_in_transaction,
 };
 
 pub use model::{

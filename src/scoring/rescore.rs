@@ -14,14 +14,14 @@
 //!
 //! # All or nothing
 //!
-//! The whole run is one transaction: [`rescore_store`] commits only when
+//! The whole run is one transaction: [`rescore`] commits only when
 //! every chunk was scored and written, and a failure (or a dry run) leaves
 //! every score as it was. Chunks bound memory, not the transaction: the
 //! run holds row locks on the contacts whose score changed until it
 //! commits, which a nightly job can afford, and readers never see a half
 //! rescored tenant. A caller that prefers shorter transactions can call
-//! [`rescore`] on transactions of its own, but must then accept a tenant
-//! that is partly rescored while it runs.
+//! [`rescore_in_transaction`] on transactions of its own, but must then
+//! accept a tenant that is partly rescored while it runs.
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
@@ -46,8 +46,11 @@ pub const DEFAULT_TOP: usize = 10;
 /// report keeps them, with their explanations, in memory).
 pub const MAX_TOP: usize = 1_000;
 
-/// How to run a rescoring.
+/// How to run a rescoring: [`RescoreOptions::new`] (or
+/// [`dry_run`](RescoreOptions::dry_run)), then the `with_*` setters for
+/// what differs.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RescoreOptions {
     /// Score and report, but write nothing (and roll back).
     pub dry_run: bool,
@@ -95,33 +98,42 @@ impl RescoreOptions {
         }
     }
 
-    /// Scores at `now`.
-    pub fn at(mut self, now: Timestamp) -> Self {
+    /// Scores and reports, but writes nothing (and rolls back), or not.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Scores at `now` instead of the clock's time ([`now`](Self::now)).
+    pub fn with_now(mut self, now: Timestamp) -> Self {
         self.now = Some(now);
         self
     }
 
-    /// Replaces the model's lookback window.
-    pub fn lookback_days(mut self, days: f64) -> Self {
+    /// Replaces the model's lookback window, in days (finite, ≥ 0)
+    /// ([`lookback_days`](Self::lookback_days)).
+    pub fn with_lookback_days(mut self, days: f64) -> Self {
         self.lookback_days = Some(days);
         self
     }
 
-    /// Reads `n` contacts per chunk.
-    pub fn chunk_size(mut self, n: u32) -> Self {
+    /// Reads `n` contacts per chunk, at least 1 ([`chunk_size`](Self::chunk_size)).
+    pub fn with_chunk_size(mut self, n: u32) -> Self {
         self.chunk_size = n;
         self
     }
 
-    /// Lists the best `n` contacts in the report.
-    pub fn top(mut self, n: usize) -> Self {
+    /// Lists the best `n` contacts in the report, at most [`MAX_TOP`]
+    /// ([`top`](Self::top)).
+    pub fn with_top(mut self, n: usize) -> Self {
         self.top = n;
         self
     }
 
-    /// Also rebuilds the live state of every scanned contact.
-    pub fn rebuild_live(mut self, yes: bool) -> Self {
-        self.rebuild_live = yes;
+    /// Also rebuilds the live state of every scanned contact, or not
+    /// ([`rebuild_live`](Self::rebuild_live)).
+    pub fn with_rebuild_live(mut self, rebuild: bool) -> Self {
+        self.rebuild_live = rebuild;
         self
     }
 }
@@ -209,13 +221,13 @@ fn days_before(t: Timestamp, days: f64) -> Timestamp {
 }
 
 /// Rescores the eligible contacts of `tx`'s tenant with `model`, inside
-/// `tx` (committing is the caller's: see [`rescore_store`]). On a dry run
-/// nothing is written.
+/// `tx`: what [`rescore`] does in a transaction of its own, with
+/// committing left to the caller. On a dry run nothing is written.
 ///
 /// Errors: [`Error::Validation`](crate::Error::Validation) on
 /// `lookback_days`, `chunk_size`, `top` (above [`MAX_TOP`]) or `now`
 /// (outside years 1–9999); whatever the store returns.
-pub async fn rescore(
+pub async fn rescore_in_transaction(
     tx: &mut dyn Transaction,
     model: &ScoringModel,
     options: &RescoreOptions,
@@ -334,10 +346,14 @@ pub async fn rescore(
     Ok(report)
 }
 
-/// Rescores a tenant in one transaction: commits when everything was
-/// written, rolls back on a dry run or an error (leaving every score as it
-/// was).
-pub async fn rescore_store(
+/// Rescores `tenant`'s eligible contacts with `model` in one transaction
+/// of its own: commits when everything was written, rolls back on a dry
+/// run or an error (leaving every score as it was). To rescore inside a
+/// transaction of the caller's: [`rescore_in_transaction`].
+///
+/// Errors: those of [`rescore_in_transaction`], and whatever opening or
+/// committing the transaction returns.
+pub async fn rescore(
     store: &DynStore,
     tenant: TenantId,
     context: Context,
@@ -345,7 +361,7 @@ pub async fn rescore_store(
     options: &RescoreOptions,
 ) -> Result<RescoreReport> {
     let mut tx = store.begin(tenant, context).await?;
-    match rescore(tx.as_mut(), model, options).await {
+    match rescore_in_transaction(tx.as_mut(), model, options).await {
         Ok(report) => {
             if options.dry_run {
                 tx.rollback().await?;

@@ -91,10 +91,14 @@ impl CursorList {
 pub const MAX_PREFIX_CHARS: usize = 255;
 
 /// The order of a contact search. Ties are broken by id, in the same direction.
+///
+/// More orders may come as the CRM grows: a `match` on it outside
+/// this crate needs a `_` arm.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ContactSort {
     /// Highest score first.
     ScoreDesc,
@@ -124,7 +128,25 @@ pub enum ContactSort {
 /// composed (NFC), a prefix ends on a whole letter: `Zoe` does not find
 /// `Zoë`, whose `e` and diaeresis compose into one. Time ranges include
 /// their start and exclude their end.
+///
+/// Built from [`ContactQuery::new`] (or [`top_leads`](ContactQuery::top_leads))
+/// with the `with_*` setters:
+///
+/// ```
+/// use crm_core::{ContactQuery, ContactSort, PageRequest};
+/// use crm_core::domain::Score;
+///
+/// let q = ContactQuery::new()
+///     .with_company_prefix("acme")
+///     .with_min_score(Score::new(40)?)
+///     .with_active(true)
+///     .with_sort(ContactSort::NameAsc)
+///     .with_page(PageRequest::first(20));
+/// assert_eq!(q.company_prefix.as_deref(), Some("acme"));
+/// # Ok::<_, crm_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ContactQuery {
     /// Email starts with this.
     pub email_prefix: Option<String>,
@@ -172,14 +194,86 @@ impl ContactQuery {
         }
     }
 
-    /// Sets the order.
-    pub fn sort(mut self, sort: ContactSort) -> Self {
+    /// Only contacts whose email starts with `prefix`.
+    pub fn with_email_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.email_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only contacts whose first or last name starts with `prefix`.
+    pub fn with_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only contacts whose company starts with `prefix`.
+    pub fn with_company_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.company_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Only contacts from one of `sources` (none: any source).
+    pub fn with_lead_sources(mut self, sources: impl IntoIterator<Item = LeadSource>) -> Self {
+        self.lead_sources = sources.into_iter().collect();
+        self
+    }
+
+    /// Only contacts scored at least `score`.
+    pub fn with_min_score(mut self, score: Score) -> Self {
+        self.min_score = Some(score);
+        self
+    }
+
+    /// Only contacts scored at most `score`.
+    pub fn with_max_score(mut self, score: Score) -> Self {
+        self.max_score = Some(score);
+        self
+    }
+
+    /// Only active contacts (`true`) or only inactive ones (`false`).
+    pub fn with_active(mut self, active: bool) -> Self {
+        self.active = Some(active);
+        self
+    }
+
+    /// Only contacts created at or after `at`.
+    pub fn with_created_from(mut self, at: Timestamp) -> Self {
+        self.created_from = Some(at);
+        self
+    }
+
+    /// Only contacts created before `at`.
+    pub fn with_created_until(mut self, at: Timestamp) -> Self {
+        self.created_until = Some(at);
+        self
+    }
+
+    /// Only contacts last changed at or after `at`.
+    pub fn with_updated_from(mut self, at: Timestamp) -> Self {
+        self.updated_from = Some(at);
+        self
+    }
+
+    /// Only contacts last changed before `at`.
+    pub fn with_updated_until(mut self, at: Timestamp) -> Self {
+        self.updated_until = Some(at);
+        self
+    }
+
+    /// Only contacts whose metadata contains `metadata` (PostgreSQL `jsonb @>` semantics).
+    pub fn with_metadata_contains(mut self, metadata: Metadata) -> Self {
+        self.metadata_contains = Some(metadata);
+        self
+    }
+
+    /// In this order.
+    pub fn with_sort(mut self, sort: ContactSort) -> Self {
         self.sort = sort;
         self
     }
 
-    /// Sets the page.
-    pub fn page(mut self, page: PageRequest) -> Self {
+    /// This page.
+    pub fn with_page(mut self, page: PageRequest) -> Self {
         self.page = page;
         self
     }

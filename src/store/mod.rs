@@ -53,8 +53,8 @@ pub mod postgres;
 
 /// A storage backend for the CRM: opens transactions scoped to one tenant.
 ///
-/// Use it as `Arc<dyn Store>` ([`DynStore`]); single-operation conveniences
-/// are in [`StoreExt`], implemented for every store.
+/// Use it as `Arc<dyn Store>` ([`DynStore`]); host code serving one tenant
+/// holds a [`Scope`] ([`StoreExt::scope`]), with every operation as one call.
 ///
 /// # Contract
 ///

@@ -4,7 +4,7 @@
 use std::fmt;
 
 #[cfg(doc)]
-use super::{BulkTx, ContactsTx, DealsTx, HistoryTx, TimelineTx};
+use super::{BulkTx, ContactsTx, DealsTx, HistoryTx, StoreExt, TimelineTx};
 use super::{ContactQuery, PipelineSummary, Store, Transaction};
 use crate::{
     domain::{

@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_name_cursor_compares_the_whole_stored_sort_key() {
-        let q = ContactQuery::new().sort(ContactSort::NameAsc);
+        let q = ContactQuery::new().with_sort(ContactSort::NameAsc);
         let key = ContactSortKey::Name("b".into(), "a".into(), uuid::Uuid::nil());
         let (sql, values) = build(TenantId::new(), &q, 5, Some(&key)).unwrap();
         assert!(
