@@ -1,8 +1,8 @@
 //! Moving contacts in and out in bulk: upsert by email, CSV and JSON Lines
 //! import and export, and merging two contacts.
 //!
-//! The storage step is [`Transaction::upsert_contacts`](crate::Transaction::upsert_contacts):
-//! a batch of validated [`NewContact`]s is matched by email (in any
+//! The storage step is [`Transaction::upsert_contacts`](crate::store::BulkTx::upsert_contacts):
+//! a batch of validated [`NewContact`](crate::domain::NewContact)s is matched by email (in any
 //! casing) against the tenant's contacts; new emails are inserted, known
 //! ones updated as a [`ConflictPolicy`] says, and every row's
 //! [`UpsertOutcome`] is reported. On PostgreSQL a batch is one binary
@@ -23,7 +23,7 @@
 //! - [`export_activities_csv`], [`import_activities_csv`]: activities as
 //!   CSV, one column per JSON field, linked to deals the same way.
 //!
-//! [`Transaction::merge_contacts`](crate::Transaction::merge_contacts)
+//! [`Transaction::merge_contacts`](crate::store::BulkTx::merge_contacts)
 //! folds a duplicate contact into another: its deals, activities and
 //! signals move over, fields are resolved by a [`ConflictPolicy`]
 //! ([`merged_survivor`]), and every version written carries the reason
