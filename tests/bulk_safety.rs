@@ -330,6 +330,64 @@ async fn csv_exports_never_write_a_cell_a_spreadsheet_would_run_as_a_formula(sto
     }
 }
 
+/// The JSON lines of a deal or activity export, in order.
+fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+async fn deal_and_activity_csv_exports_write_their_json_lines_byte_for_byte(store: &DynStore) {
+    let t = tenant_with_formula_like_values(store).await;
+    let [_, deals_csv, activities_csv] = csv_exports(store, t).await;
+    let (mut d, mut a) = (Vec::new(), Vec::new());
+    bulk::export_deals_jsonl(store, t, &ctx(), &mut d)
+        .await
+        .unwrap();
+    bulk::export_activities_jsonl(store, t, &ctx(), &mut a)
+        .await
+        .unwrap();
+    // Store-assigned values, as the JSON lines hold them.
+    let text = |v: &Value, k: &str| v[k].as_str().unwrap().to_string();
+    let [lost, open] = &json_lines(&d)[..] else {
+        panic!("two deals: {}", String::from_utf8_lossy(&d))
+    };
+    let expected = format!(
+        "id,contact_email,title,amount,currency,pipeline,stage,expected_close_date,lost_reason,\
+         won_at,lost_at,created_at,updated_at,version\n\
+         {},ada@example.com,'=1+1,{},EUR,default,closed_lost,,'-- no budget,,{},{},{},2\n\
+         {},bob@example.com,'+ upsell,{},EUR,default,{},,,,,{},{},1\n",
+        text(lost, "id"),
+        text(lost, "amount"),
+        text(lost, "lost_at"),
+        text(lost, "created_at"),
+        text(lost, "updated_at"),
+        text(open, "id"),
+        text(open, "amount"),
+        text(open, "stage"),
+        text(open, "created_at"),
+        text(open, "updated_at"),
+    );
+    assert_eq!(String::from_utf8(deals_csv).unwrap(), expected);
+    let [call, note] = &json_lines(&a)[..] else {
+        panic!("two activities: {}", String::from_utf8_lossy(&a))
+    };
+    let expected = format!(
+        "id,contact_email,deal_id,kind,direction,subject,body,occurred_at,created_at\n\
+         {},ada@example.com,,call,,'-- call back,'=cmd|' /C calc'!A0,{},{}\n\
+         {},bob@example.com,,note,,'@channel,''quoted,{},{}\n",
+        text(call, "id"),
+        text(call, "occurred_at"),
+        text(call, "created_at"),
+        text(note, "id"),
+        text(note, "occurred_at"),
+        text(note, "created_at"),
+    );
+    assert_eq!(String::from_utf8(activities_csv).unwrap(), expected);
+}
+
 /// The JSON Lines exports of a tenant without ids and store-assigned
 /// times, sorted: what a round trip must keep.
 async fn jsonl_view(store: &DynStore, t: TenantId) -> Vec<Value> {
@@ -483,6 +541,7 @@ on_both_backends!(
     a_bad_custom_csv_column_is_reported_under_its_header,
     a_deal_line_with_a_wrongly_typed_field_names_the_field_and_the_type,
     csv_exports_never_write_a_cell_a_spreadsheet_would_run_as_a_formula,
+    deal_and_activity_csv_exports_write_their_json_lines_byte_for_byte,
     a_csv_export_imported_into_a_fresh_tenant_gives_identical_values,
     a_verbatim_csv_export_writes_values_as_stored_and_reads_back_exactly,
 );

@@ -1,11 +1,15 @@
-//! Streaming export of a tenant's contacts to CSV and JSON Lines: keyset
-//! pages of 1,000 through one transaction, written as they come.
+//! Streaming export to CSV and JSON Lines: keyset pages of 1,000 through
+//! one transaction, written as they come. One routine per format writes
+//! any kind of record an [`Exporter`] describes; contacts are one such kind
+//! (the deals and activities are in their own modules).
 
-use std::io::Write;
+use std::{borrow::Cow, io::Write};
+
+use serde::Serialize;
 
 use super::CsvFormulas;
 use crate::{
-    Context, Store, TenantId,
+    Context, Store, TenantId, Transaction,
     domain::Contact,
     error::{Error, Result},
     store::{ContactQuery, ContactSort, PageRequest},
@@ -30,30 +34,50 @@ pub const CONTACT_CSV_HEADER: [&str; 14] = [
     "version",
 ];
 
+/// The error of an export that cannot be written.
 fn io(e: impl std::fmt::Display) -> Error {
     Error::backend(format!("cannot write the export: {e}"))
 }
 
-/// Writes one CSV record, each cell as `formulas` says.
-pub(super) fn write_csv_record<'a, W: Write>(
-    csv: &mut csv::Writer<W>,
-    formulas: CsvFormulas,
-    cells: impl IntoIterator<Item = &'a str>,
-) -> Result<()> {
-    for cell in cells {
-        csv.write_field(formulas.write(cell).as_bytes())
-            .map_err(io)?;
-    }
-    csv.write_record(None::<&[u8]>).map_err(io)
+/// One kind of record an export writes: its CSV columns and cells, its
+/// JSON line, and which records each contact stands for.
+///
+/// Every export pages through the tenant's contacts, oldest first, in one
+/// transaction; each contact gives its records ([`records_of`](Self::records_of)),
+/// each written as a CSV row ([`csv_cells`](Self::csv_cells)) or a JSON
+/// line (the record serialized).
+pub(super) trait Exporter {
+    /// The CSV header row.
+    const COLUMNS: &'static [&'static str];
+
+    /// One record; its JSON line is it serialized.
+    type Record: Serialize;
+
+    /// Calls `emit` with each of `contact`'s records, in export order;
+    /// returns how many.
+    fn records_of<'a>(
+        tx: &'a mut dyn Transaction,
+        contact: &'a Contact,
+        emit: &'a mut (dyn FnMut(&Self::Record) -> Result<()> + Send),
+    ) -> impl Future<Output = Result<u64>> + Send + 'a;
+
+    /// A record's CSV cells, one per column, as stored (before
+    /// [`CsvFormulas`] neutralises any).
+    fn csv_cells(record: &Self::Record) -> Result<Vec<Cow<'_, str>>>;
 }
 
-/// Pages through the tenant's contacts, oldest first, calling `each`.
-async fn for_each_contact<S: Store + ?Sized>(
+/// Pages through the tenant's contacts, oldest first, calling `emit` with
+/// each of their records; returns how many.
+async fn for_each_record<E, S>(
     store: &S,
     tenant: TenantId,
     ctx: &Context,
-    mut each: impl FnMut(&Contact) -> Result<()> + Send,
-) -> Result<u64> {
+    emit: &mut (dyn FnMut(&E::Record) -> Result<()> + Send),
+) -> Result<u64>
+where
+    E: Exporter,
+    S: Store + ?Sized,
+{
     let mut tx = store.begin(tenant, ctx.clone()).await?;
     let mut query = ContactQuery::new()
         .with_sort(ContactSort::CreatedAsc)
@@ -62,8 +86,7 @@ async fn for_each_contact<S: Store + ?Sized>(
     loop {
         let page = tx.search_contacts(&query).await?;
         for c in &page.items {
-            each(c)?;
-            count += 1;
+            count += E::records_of(&mut *tx, c, &mut *emit).await?;
         }
         match page.next_cursor {
             Some(cursor) => query = query.after(cursor),
@@ -72,6 +95,97 @@ async fn for_each_contact<S: Store + ?Sized>(
     }
     tx.commit().await?;
     Ok(count)
+}
+
+/// Writes the tenant's records of kind `E` as CSV: the header row
+/// ([`Exporter::COLUMNS`]), then a row per record, each cell as `formulas`
+/// says; returns how many.
+pub(super) async fn export_csv<E, S, W>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    writer: W,
+    formulas: CsvFormulas,
+) -> Result<u64>
+where
+    E: Exporter,
+    S: Store + ?Sized,
+    W: Write + Send,
+{
+    let mut csv = csv::Writer::from_writer(writer);
+    csv.write_record(E::COLUMNS).map_err(io)?;
+    let count = for_each_record::<E, S>(store, tenant, ctx, &mut |record| {
+        for cell in E::csv_cells(record)? {
+            csv.write_field(formulas.write(&cell).as_bytes())
+                .map_err(io)?;
+        }
+        csv.write_record(None::<&[u8]>).map_err(io)
+    })
+    .await?;
+    csv.flush().map_err(io)?;
+    Ok(count)
+}
+
+/// Writes the tenant's records of kind `E` as JSON Lines, each line a
+/// record serialized; returns how many.
+pub(super) async fn export_jsonl<E, S, W>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    writer: W,
+) -> Result<u64>
+where
+    E: Exporter,
+    S: Store + ?Sized,
+    W: Write + Send,
+{
+    let mut out = std::io::BufWriter::new(writer);
+    let count = for_each_record::<E, S>(store, tenant, ctx, &mut |record| {
+        serde_json::to_writer(&mut out, record).map_err(io)?;
+        out.write_all(b"\n").map_err(io)
+    })
+    .await?;
+    out.flush().map_err(io)?;
+    Ok(count)
+}
+
+/// Each contact is one record, written as a [`Contact`] (JSON) or in the
+/// columns of [`CONTACT_CSV_HEADER`].
+impl Exporter for Contact {
+    const COLUMNS: &'static [&'static str] = &CONTACT_CSV_HEADER;
+
+    type Record = Contact;
+
+    fn records_of<'a>(
+        _tx: &'a mut dyn Transaction,
+        contact: &'a Contact,
+        emit: &'a mut (dyn FnMut(&Contact) -> Result<()> + Send),
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        std::future::ready(emit(contact).map(|()| 1))
+    }
+
+    fn csv_cells(c: &Contact) -> Result<Vec<Cow<'_, str>>> {
+        let metadata = serde_json::to_string(c.metadata.as_map()).map_err(io)?;
+        let time = |t: &chrono::DateTime<chrono::Utc>| {
+            Cow::Owned(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        };
+        Ok(vec![
+            c.id.to_string().into(),
+            c.email.as_str().into(),
+            c.first_name.as_str().into(),
+            c.last_name.as_str().into(),
+            c.company.as_ref().map_or("", |v| v.as_str()).into(),
+            c.title.as_ref().map_or("", |v| v.as_str()).into(),
+            c.phone.as_ref().map_or("", |v| v.as_str()).into(),
+            c.lead_source.as_str().into(),
+            metadata.into(),
+            c.score.to_string().into(),
+            c.active.to_string().into(),
+            time(&c.created_at),
+            time(&c.updated_at),
+            c.version.get().to_string().into(),
+        ])
+    }
 }
 
 /// Writes the tenant's contacts as CSV ([`CONTACT_CSV_HEADER`]), oldest
@@ -110,34 +224,7 @@ where
     S: Store + ?Sized,
     W: Write + Send,
 {
-    let mut csv = csv::Writer::from_writer(writer);
-    csv.write_record(CONTACT_CSV_HEADER).map_err(io)?;
-    let count = for_each_contact(store, tenant, ctx, |c| {
-        let metadata = serde_json::to_string(c.metadata.as_map()).map_err(io)?;
-        let opt = |v: Option<&str>| v.unwrap_or("").to_string();
-        let record = [
-            c.id.to_string(),
-            c.email.as_str().to_string(),
-            c.first_name.as_str().to_string(),
-            c.last_name.as_str().to_string(),
-            opt(c.company.as_ref().map(|v| v.as_str())),
-            opt(c.title.as_ref().map(|v| v.as_str())),
-            opt(c.phone.as_ref().map(|v| v.as_str())),
-            c.lead_source.as_str().to_string(),
-            metadata,
-            c.score.to_string(),
-            c.active.to_string(),
-            c.created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            c.updated_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            c.version.get().to_string(),
-        ];
-        write_csv_record(&mut csv, formulas, record.iter().map(String::as_str))
-    })
-    .await?;
-    csv.flush().map_err(io)?;
-    Ok(count)
+    export_csv::<Contact, S, W>(store, tenant, ctx, writer, formulas).await
 }
 
 /// Writes the tenant's contacts as JSON Lines (each line a serialized
@@ -152,12 +239,5 @@ where
     S: Store + ?Sized,
     W: Write + Send,
 {
-    let mut out = std::io::BufWriter::new(writer);
-    let count = for_each_contact(store, tenant, ctx, |c| {
-        serde_json::to_writer(&mut out, c).map_err(io)?;
-        out.write_all(b"\n").map_err(io)
-    })
-    .await?;
-    out.flush().map_err(io)?;
-    Ok(count)
+    export_jsonl::<Contact, S, W>(store, tenant, ctx, writer).await
 }

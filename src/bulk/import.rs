@@ -7,10 +7,10 @@ use std::{
 };
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use super::{
     ConflictPolicy, CsvFormulas, ImportLock, UpsertOutcome, check_batch_size,
+    read::{CsvRecords, JsonLines},
     row::{Column, RawContact},
 };
 use crate::{
@@ -262,12 +262,7 @@ where
     S: Store + ?Sized,
     R: BufRead + Send,
 {
-    let source = JsonlSource {
-        reader,
-        row: 0,
-        line: 0,
-        buf: Vec::new(),
-    };
+    let source = JsonlSource(JsonLines::new(reader, true, "JSON Lines file"));
     run(store, tenant, ctx, source, options).await
 }
 
@@ -406,152 +401,73 @@ fn backoff(attempt: u32) -> std::time::Duration {
 }
 
 struct CsvSource<R: Read> {
-    reader: csv::Reader<R>,
+    records: CsvRecords<R>,
     formulas: CsvFormulas,
     columns: Vec<Column>,
-    record: csv::ByteRecord,
-    row: u64,
-    ended: bool,
 }
 
 impl<R: Read> CsvSource<R> {
     fn new(reader: R, formulas: CsvFormulas) -> Result<Self> {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(reader);
-        let mut header = csv::ByteRecord::new();
-        let has_header = reader.read_byte_record(&mut header).map_err(csv_error)?;
-        let columns = if has_header {
-            header
-                .iter()
-                .map(|h| Column::from_header(&String::from_utf8_lossy(h)))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let (records, header) = CsvRecords::open(reader)?;
         Ok(CsvSource {
-            reader,
+            records,
             formulas,
-            columns,
-            record: csv::ByteRecord::new(),
-            row: 0,
-            ended: !has_header,
+            columns: header.iter().map(|h| Column::from_header(h)).collect(),
         })
     }
 }
 
-fn csv_error(e: csv::Error) -> Error {
-    Error::backend(format!("cannot read the CSV file: {e}"))
-}
-
 impl<R: Read> RowSource for CsvSource<R> {
     fn next_row(&mut self) -> Result<Option<ReadRow>> {
-        if self.ended {
+        let Some(record) = self.records.next_record()? else {
             return Ok(None);
-        }
-        let more = match self.reader.read_byte_record(&mut self.record) {
-            Ok(more) => more,
-            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return Err(csv_error(e)),
-            Err(e) => {
-                // Not reachable with a flexible reader; kept as a row error.
-                self.row += 1;
-                let line = e.position().map_or(0, |p| p.line());
-                return Ok(Some(ReadRow {
-                    row: self.row,
-                    line,
-                    contact: Err(vec![FieldError::new(
-                        "row",
-                        "invalid_format",
-                        e.to_string(),
-                    )]),
-                }));
-            }
         };
-        if !more {
-            self.ended = true;
-            return Ok(None);
-        }
-        self.row += 1;
-        let line = self.record.position().map_or(0, |p| p.line());
-        if self.record.len() != self.columns.len() {
-            return Ok(Some(ReadRow {
-                row: self.row,
-                line,
-                contact: Err(vec![FieldError::new(
-                    "row",
-                    "invalid_format",
-                    format!(
-                        "has {} fields, the header has {}",
-                        self.record.len(),
-                        self.columns.len()
-                    ),
-                )]),
-            }));
-        }
-        let mut raw = RawContact::default();
-        for (column, cell) in self.columns.iter().zip(self.record.iter()) {
-            match std::str::from_utf8(cell) {
-                Ok(text) => raw.text(column, self.formulas.read(text)),
-                Err(e) => raw.error(FieldError::new(
-                    column.field(),
-                    "invalid_format",
-                    format!("is not valid UTF-8 (bad byte at {})", e.valid_up_to()),
-                )),
+        let contact = match record.cells {
+            Ok(cells) => {
+                let mut raw = RawContact::default();
+                for (column, cell) in self.columns.iter().zip(cells.iter()) {
+                    match std::str::from_utf8(cell) {
+                        Ok(text) => raw.text(column, self.formulas.read(text)),
+                        Err(e) => raw.error(FieldError::new(
+                            column.field(),
+                            "invalid_format",
+                            format!("is not valid UTF-8 (bad byte at {})", e.valid_up_to()),
+                        )),
+                    }
+                }
+                raw.finish()
             }
-        }
+            Err(e) => Err(vec![e]),
+        };
         Ok(Some(ReadRow {
-            row: self.row,
-            line,
-            contact: raw.finish(),
+            row: record.row,
+            line: record.line,
+            contact,
         }))
     }
 }
 
-struct JsonlSource<R: BufRead> {
-    reader: R,
-    row: u64,
-    line: u64,
-    buf: Vec<u8>,
-}
+struct JsonlSource<R: BufRead>(JsonLines<R>);
 
 impl<R: BufRead> RowSource for JsonlSource<R> {
     fn next_row(&mut self) -> Result<Option<ReadRow>> {
-        loop {
-            self.buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|e| Error::backend(format!("cannot read the JSON Lines file: {e}")))?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.line += 1;
-            let text = self.buf.trim_ascii();
-            let text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(text);
-            if text.is_empty() {
-                continue;
-            }
-            self.row += 1;
-            let contact = match serde_json::from_slice::<Map<String, Value>>(text) {
-                Ok(object) => {
-                    let mut raw = RawContact::default();
-                    for (key, value) in object {
-                        raw.json(&Column::from_header(&key), value);
-                    }
-                    raw.finish()
+        let Some(line) = self.0.next_line()? else {
+            return Ok(None);
+        };
+        let contact = match line.object {
+            Ok(object) => {
+                let mut raw = RawContact::default();
+                for (key, value) in object {
+                    raw.json(&Column::from_header(&key), value);
                 }
-                Err(e) => Err(vec![FieldError::new(
-                    "row",
-                    "invalid_format",
-                    format!("is not a JSON object ({e})"),
-                )]),
-            };
-            return Ok(Some(ReadRow {
-                row: self.row,
-                line: self.line,
-                contact,
-            }));
-        }
+                raw.finish()
+            }
+            Err(e) => Err(vec![e]),
+        };
+        Ok(Some(ReadRow {
+            row: line.row,
+            line: line.line,
+            contact,
+        }))
     }
 }

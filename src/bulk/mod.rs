@@ -1,8 +1,7 @@
 //! Moving contacts in and out in bulk: upsert by email, CSV and JSON Lines
 //! import and export, and merging two contacts.
 //!
-//! The storage step is
-//! [`Transaction::upsert_contacts`](crate::store::BulkTx::upsert_contacts):
+//! The storage step is [`Transaction::upsert_contacts`](crate::store::BulkTx::upsert_contacts):
 //! a batch of validated [`NewContact`](crate::domain::NewContact)s is matched by email (in any
 //! casing) against the tenant's contacts; new emails are inserted, known
 //! ones updated as a [`ConflictPolicy`] says, and every row's
@@ -86,12 +85,23 @@
 //! # });
 //! ```
 
+mod activities;
+mod deals;
 mod export;
 mod formulas;
 mod import;
+mod read;
 mod related;
 mod row;
 
+pub use activities::{
+    export_activities_csv, export_activities_csv_with, export_activities_jsonl,
+    import_activities_csv, import_activities_csv_with, import_activities_jsonl,
+};
+pub use deals::{
+    export_deals_csv, export_deals_csv_with, export_deals_jsonl, import_deals_csv,
+    import_deals_csv_with, import_deals_jsonl,
+};
 pub use export::{
     CONTACT_CSV_HEADER, export_contacts_csv, export_contacts_csv_with, export_contacts_jsonl,
 };
@@ -100,12 +110,7 @@ pub use import::{
     ImportMode, ImportOptions, ImportReport, RejectedRow, import_contacts_csv,
     import_contacts_jsonl,
 };
-pub use related::{
-    RelatedReport, export_activities_csv, export_activities_csv_with, export_activities_jsonl,
-    export_deals_csv, export_deals_csv_with, export_deals_jsonl, import_activities_csv,
-    import_activities_csv_with, import_activities_jsonl, import_deals_csv, import_deals_csv_with,
-    import_deals_jsonl,
-};
+pub use related::RelatedReport;
 
 /// The largest batch an import takes ([`ImportOptions::batch_size`] and the
 /// `batch_size` of the deal and activity imports): 10,000 rows. A batch is

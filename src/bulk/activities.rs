@@ -1,0 +1,272 @@
+//! Activities out and in as JSON Lines or CSV, linked to their contacts by
+//! email and to the deals of a deal import (see [`related`](super::related)
+//! for what deals and activities share).
+//!
+//! An activity keeps its link to a deal when the deal was imported by the
+//! same run of [`import_deals_jsonl`](super::import_deals_jsonl) (or
+//! [`import_deals_csv`](super::import_deals_csv)): pass its
+//! [`RelatedReport::ids`] to [`import_activities_jsonl`] (or
+//! [`import_activities_csv`]).
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, Read, Write},
+};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    CsvFormulas, check_batch_size,
+    export::{export_csv, export_jsonl},
+    read::{Line, read_csv_rows, read_lines},
+    related::{
+        ImportRow, Owned, PageFuture, RelatedReport, RowResult, Text, contact_of, fields_of,
+        import_rows, row_errors,
+    },
+};
+use crate::{
+    Context, Store, TenantId, Transaction,
+    domain::{Activity, Contact, ContactId, NewActivity, NewActivityDto},
+    error::Result,
+    store::PageRequest,
+};
+
+/// The columns of an activities CSV, in order: the fields of an activities
+/// JSON line.
+const ACTIVITY_COLUMNS: [&str; 9] = [
+    "id",
+    "contact_email",
+    "deal_id",
+    "kind",
+    "direction",
+    "subject",
+    "body",
+    "occurred_at",
+    "created_at",
+];
+
+/// A contact's activities go out newest first, in its timeline's order.
+impl Owned for Activity {
+    const FIELDS: &'static [&'static str] = &ACTIVITY_COLUMNS;
+
+    fn page<'a>(
+        tx: &'a mut dyn Transaction,
+        contact: ContactId,
+        page: &'a PageRequest,
+    ) -> PageFuture<'a, Self> {
+        tx.timeline(contact, page)
+    }
+
+    fn line(&self, c: &Contact) -> Value {
+        json!({
+            "id": self.id,
+            "contact_email": c.email.as_str(),
+            "deal_id": self.deal_id,
+            "kind": self.kind,
+            "direction": self.direction,
+            "subject": self.subject.as_ref().map(|s| s.as_str()),
+            "body": self.body,
+            "occurred_at": self.occurred_at,
+            "created_at": self.created_at,
+        })
+    }
+}
+
+/// Writes every activity of the tenant as JSON Lines, contact by contact,
+/// each timeline newest first; returns how many. Each line: `id,
+/// contact_email, deal_id, kind, direction, subject, body, occurred_at,
+/// created_at`.
+pub async fn export_activities_jsonl<S, W>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    writer: W,
+) -> Result<u64>
+where
+    S: Store + ?Sized,
+    W: Write + Send,
+{
+    export_jsonl::<Activity, S, W>(store, tenant, ctx, writer).await
+}
+
+/// Writes every activity of the tenant as CSV, in the order of
+/// [`export_activities_jsonl`], with a header row and one column per field
+/// of its lines (same names and order; a missing value is a blank cell);
+/// returns how many. What [`import_activities_csv`] reads back.
+///
+/// Formula-like cells are neutralised as by
+/// [`export_deals_csv`](super::export_deals_csv);
+/// [`export_activities_csv_with`] can write cells verbatim.
+pub async fn export_activities_csv<S, W>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    writer: W,
+) -> Result<u64>
+where
+    S: Store + ?Sized,
+    W: Write + Send,
+{
+    export_activities_csv_with(store, tenant, ctx, writer, CsvFormulas::Neutralise).await
+}
+
+/// [`export_activities_csv`] with formula-like cells written as `formulas`
+/// says ([`CsvFormulas::Verbatim`]: exactly as stored, for programs only;
+/// read it back with [`import_activities_csv_with`] and the same setting).
+pub async fn export_activities_csv_with<S, W>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    writer: W,
+    formulas: CsvFormulas,
+) -> Result<u64>
+where
+    S: Store + ?Sized,
+    W: Write + Send,
+{
+    export_csv::<Activity, S, W>(store, tenant, ctx, writer, formulas).await
+}
+
+/// The fields of an activities line (or CSV row) the import reads; the
+/// others are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ActivityLine {
+    id: Text,
+    contact_email: Text,
+    deal_id: Text,
+    kind: Text,
+    direction: Text,
+    subject: Text,
+    body: Text,
+    occurred_at: Text,
+}
+
+/// Imports activities from JSON Lines (the lines
+/// [`export_activities_jsonl`] writes, or objects with `contact_email,
+/// kind` and optional `deal_id, direction, subject, body, occurred_at`).
+/// A `deal_id` is looked up in `deal_ids` (the [`RelatedReport::ids`] of
+/// the deal import) and dropped when it is not there. A row is one write,
+/// which a rejected row never makes.
+///
+/// Errors: as [`import_deals_jsonl`](super::import_deals_jsonl).
+pub async fn import_activities_jsonl<S, R>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    reader: R,
+    deal_ids: &HashMap<String, String>,
+    batch_size: usize,
+) -> Result<RelatedReport>
+where
+    S: Store + ?Sized,
+    R: BufRead + Send,
+{
+    let batch_size = check_batch_size(batch_size)?;
+    let rows = ActivityRows(deal_ids);
+    import_rows(store, tenant, ctx, read_lines(reader), batch_size, &rows).await
+}
+
+/// Imports activities from CSV with a header row: the rows
+/// [`export_activities_csv`] writes, or any CSV whose columns are named as
+/// the fields [`import_activities_jsonl`] reads (blank cells left out).
+/// Each row goes through the same steps as a JSON line, a `deal_id` kept
+/// only when `deal_ids` (the [`RelatedReport::ids`] of the deal import)
+/// holds it. A cell that [`export_activities_csv`] neutralised (`'=…`)
+/// reads as its value (`=…`).
+///
+/// Errors: as [`import_deals_jsonl`](super::import_deals_jsonl).
+pub async fn import_activities_csv<S, R>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    reader: R,
+    deal_ids: &HashMap<String, String>,
+    batch_size: usize,
+) -> Result<RelatedReport>
+where
+    S: Store + ?Sized,
+    R: Read + Send,
+{
+    import_activities_csv_with(
+        store,
+        tenant,
+        ctx,
+        reader,
+        deal_ids,
+        batch_size,
+        CsvFormulas::Neutralise,
+    )
+    .await
+}
+
+/// [`import_activities_csv`] reading cells as `formulas` says
+/// ([`CsvFormulas::Verbatim`]: exactly as they are, for a file written by
+/// [`export_activities_csv_with`] with `Verbatim`).
+pub async fn import_activities_csv_with<S, R>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    reader: R,
+    deal_ids: &HashMap<String, String>,
+    batch_size: usize,
+    formulas: CsvFormulas,
+) -> Result<RelatedReport>
+where
+    S: Store + ?Sized,
+    R: Read + Send,
+{
+    let batch_size = check_batch_size(batch_size)?;
+    let rows = ActivityRows(deal_ids);
+    let lines = read_csv_rows(reader, formulas);
+    import_rows(store, tenant, ctx, lines, batch_size, &rows).await
+}
+
+/// Activities rows, linked to the deals of a deal import: the
+/// [`RelatedReport::ids`] it gave.
+struct ActivityRows<'d>(&'d HashMap<String, String>);
+
+impl ImportRow for ActivityRows<'_> {
+    fn import_row<'a>(
+        &'a self,
+        tx: &'a mut dyn Transaction,
+        line: &'a Line,
+    ) -> impl Future<Output = Result<RowResult<(Option<String>, String)>>> + Send + 'a {
+        import_activity(tx, line, self.0)
+    }
+}
+
+/// Logs one activities row: every check first, then its one write (which,
+/// failing, writes nothing).
+async fn import_activity(
+    tx: &mut dyn Transaction,
+    line: &Line,
+    deal_ids: &HashMap<String, String>,
+) -> Result<RowResult<(Option<String>, String)>> {
+    let fields: ActivityLine = match fields_of(line) {
+        Ok(f) => f,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    let contact = match contact_of(tx, fields.contact_email.get()).await? {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(vec![e])),
+    };
+    let dto = NewActivityDto {
+        contact_id: Some(contact.to_string()),
+        deal_id: fields.deal_id.get().and_then(|d| deal_ids.get(&d).cloned()),
+        kind: fields.kind.get(),
+        direction: fields.direction.get(),
+        subject: fields.subject.get(),
+        body: fields.body.get(),
+        occurred_at: fields.occurred_at.get(),
+    };
+    let new = match NewActivity::try_from(dto) {
+        Ok(new) => new,
+        Err(v) => return Ok(Err(v.as_slice().to_vec())),
+    };
+    Ok(match tx.log_activity(new).await {
+        Ok(a) => Ok((fields.id.get(), a.id.to_string())),
+        Err(e) => Err(row_errors(e)?),
+    })
+}
