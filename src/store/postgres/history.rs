@@ -1,6 +1,6 @@
-//! The audit history on PostgreSQL: triggers (migration 2) write the
-//! versions; this module reads them, purges them and erases a contact's
-//! personal data from them.
+//! The audit history on PostgreSQL: triggers
+//! (`migrations/0002_history.sql`) write the versions; this module reads
+//! them, purges them and erases a contact's personal data from them.
 
 use std::collections::BTreeMap;
 

@@ -1,30 +1,34 @@
-//! Idempotency keys on PostgreSQL: the table `idempotency_keys` (migration
-//! 3), primary key `(tenant_id, source, key)`.
+//! Idempotency keys on PostgreSQL: the table `idempotency_keys`
+//! (`migrations/0003_idempotency.sql`), primary key
+//! `(tenant_id, source, key)`.
 //!
 //! **Claiming** a key takes a transaction-level advisory lock derived from
 //! (tenant, source, key), waiting for a transaction that holds it at most
 //! as long as the claim may wait (`lock_timeout`, set transaction-locally
 //! for the wait; a timeout, 55P03, is [`Error::KeyInUse`]), and then reads
-//! the key's record through `crm_idempotency_record` (migration 3), whose
-//! query takes its snapshot after the lock is granted: it sees the record
-//! of a holder that committed while the claim waited. No record, or an
-//! expired one, and the key is this transaction's; a record that has not
-//! expired is replayed. Nothing is written by a claim. All of it is one
-//! statement, [`CLAIM`], which also sets the transaction's settings.
+//! the key's record through `crm_idempotency_record` (created with the
+//! table), whose query takes its snapshot after the lock is granted: it
+//! sees the record of a holder that committed while the claim waited. No
+//! record, or an expired one, and the key is this transaction's; a record
+//! that has not expired is replayed. Nothing is written by a claim. All of
+//! it is one statement, [`CLAIM`], which also sets the transaction's
+//! settings.
 //!
 //! **Completing** the key writes its record once, with the result: a plain
 //! `INSERT` (or, over an expired record, an upsert that replaces it), its
-//! values bound as parameters, pipelined with `COMMIT`. The primary key still refuses a second record,
-//! should anything write one without the lock.
+//! values bound as parameters, pipelined with `COMMIT` in one round trip.
+//! The primary key still refuses a second record, should anything write
+//! one without the lock.
 //!
-//! The guard **defers** its claim ([`PgTransaction::defer_claim`]):
-//! the claim goes out with the transaction's first statement, in place of
-//! the settings statement that follows `BEGIN`, in the same round trip, and
-//! its answer is read before that statement's. When the key is taken, the statement's
-//! effects are rolled back with the rest and the statement reports
-//! [`KeyTaken`](super::idempotency_claim::KeyTaken). So a guarded transaction makes as many round trips as the
-//! same work unguarded, and the same number of statements but one: the
-//! record's insert, sent with `COMMIT` in one message.
+//! The guard **defers** its claim ([`PgTransaction::defer_claim`]): the
+//! claim goes out with the transaction's first statement, in place of the
+//! settings statement that follows `BEGIN`, in the same round trip, and its
+//! answer is read before that statement's. When the key is taken, the
+//! statement's effects are rolled back with the rest and the statement
+//! reports [`KeyTaken`](super::idempotency_claim::KeyTaken). So a guarded
+//! transaction makes as many round trips as the same work unguarded, and
+//! one statement more: the record's insert, which goes with `COMMIT` in the
+//! same round trip.
 //!
 //! The advisory lock is a pair of 32-bit keys (PostgreSQL's two-key form),
 //! the first 64 bits of a SHA-256 of the tenant, source and key: two keys

@@ -29,9 +29,9 @@ use crate::{
 /// five of `SETTINGS`, then six of its own): set the settings, take the
 /// key's advisory lock, waiting at most `$6` for a transaction holding it
 /// (`lock_timeout`, set transaction-locally and restored right after), then
-/// read the key's record with `crm_idempotency_record` (migration 3), whose
-/// query takes a snapshot after the lock is granted and so sees a holder
-/// that committed while the claim waited. The target list is evaluated in
+/// read the key's record with `crm_idempotency_record`, whose query takes
+/// a snapshot after the lock is granted and so sees a holder that
+/// committed while the claim waited. The target list is evaluated in
 /// order. The record, as JSON or null, is column [`CLAIM_RECORD`].
 ///
 /// A deferred claim goes right after `BEGIN` in place of the settings
@@ -89,7 +89,7 @@ struct RecordColumns {
     expires_at: Timestamp,
 }
 
-/// A record as `crm_idempotency_record` (migration 3) writes it: the
+/// A record as `crm_idempotency_record` writes it: the
 /// columns, timestamps in microseconds since the Unix epoch.
 #[derive(Debug, serde::Deserialize)]
 struct RecordJson {

@@ -6,10 +6,10 @@
 //! [`PostgresStore::connect`] (or [`PostgresStore::builder`], for the pool
 //! size, the wait for a free connection, the pipelines, the schema and the
 //! trusted CAs) makes the store; [`PostgresStore::migrate`] then creates or
-//! upgrades the crate's tables in its schema. It applies the embedded migrations ([`MIGRATIONS`]) that the
-//! database lacks, is safe to run at every start and from several
-//! processes at once, and fails, applying nothing, when a migration the
-//! database has was edited since.
+//! upgrades the crate's tables in its schema. It applies the embedded
+//! migrations ([`MIGRATIONS`]) that the schema lacks, is safe to run at
+//! every start and from several processes at once, and fails, applying
+//! nothing, when a migration the schema has was edited since.
 //!
 //! ```no_run
 //! use crm_core::{PostgresStore, Store, StoreExt, TenantId, Context, Actor};
@@ -303,12 +303,11 @@ impl PostgresStore {
     }
 
     /// Applies the embedded migrations that the store's schema does not have
-    /// yet, in one transaction under an advisory lock of that schema,
-    /// recording each applied version with a checksum of its SQL in the
-    /// schema's `schema_migrations` table. Creates the schema first if it
-    /// does not exist. Safe to run again and from several processes at
-    /// once: the others wait, then find nothing to do. Stores on other
-    /// schemas migrate independently.
+    /// yet, in one transaction, recording each applied version with a
+    /// checksum of its SQL in the schema's `schema_migrations` table.
+    /// Creates the schema first if it does not exist. Safe to run again and
+    /// from several processes at once: the others wait, then find nothing
+    /// to do. Stores on other schemas migrate independently.
     ///
     /// Returns the versions it applied. Fails, applying nothing, when an
     /// applied migration's SQL differs from the embedded one (it was edited

@@ -1,6 +1,6 @@
 //! Scoring on PostgreSQL: the rescoring pipeline's input chunks (a handful
 //! of statements per chunk, never one per contact) and the live score
-//! state in `contacts.score_log` (table `contact_scores`, migration 4).
+//! state in `contact_scores.score_log` (`migrations/0004_scoring.sql`).
 //!
 //! The state is in `contact_scores` (one row per contact, created on
 //! first use), not in `contacts`, so that keeping it never waits for an
