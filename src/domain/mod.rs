@@ -8,6 +8,7 @@
 mod activity;
 mod contact;
 mod deal;
+mod email;
 pub(crate) mod error;
 mod from_json;
 mod history;
@@ -29,13 +30,14 @@ pub use activity::{
     NewSignal, NewSignalDto, Signal, SignalId, SignalKind, Subject,
 };
 pub use contact::{
-    Company, Contact, ContactId, ContactPatch, ContactPatchDto, Email, JobTitle, LeadSource,
-    NewContact, NewContactDto, PersonName, Phone, Score,
+    Company, Contact, ContactId, ContactPatch, ContactPatchDto, JobTitle, LeadSource, NewContact,
+    NewContactDto, PersonName, Phone, Score,
 };
 pub use deal::{
     Currency, Deal, DealId, DealPatch, DealPatchDto, DealTitle, LostReason, Money, NewDeal,
     NewDealDto,
 };
+pub use email::Email;
 pub(crate) use from_json::read_value;
 pub use from_json::{FromJson, ROOT_FIELD};
 pub use history::{

@@ -161,6 +161,7 @@ mod inputs;
 pub mod live;
 mod model;
 mod rescore;
+mod scored;
 
 pub use crate::domain::{ContactInputs, InputsRequest};
 pub use inputs::live_log_sum;

@@ -137,6 +137,7 @@ mod history;
 mod idempotency;
 mod idempotency_claim;
 mod keys;
+mod locks;
 mod rows;
 mod schema;
 mod scoring;

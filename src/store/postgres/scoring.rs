@@ -18,8 +18,10 @@ use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
 use super::{
-    error, rows,
-    transaction::{Params, PgTransaction, SHARE_CONTACT},
+    error,
+    locks::SHARE_CONTACT,
+    rows,
+    transaction::{Params, PgTransaction},
 };
 use crate::{
     domain::{

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use sea_query::Iden;
 
 use super::{
-    bulk, contacts, deals, history, idempotency, idempotency_claim,
+    bulk, contacts, deals, history, idempotency, idempotency_claim, locks,
     schema::{
         ACTIVITY_COLUMNS, Activities, CONTACT_INSERT_COLUMNS, Contacts, DEAL_COLUMNS, Deals,
         SIGNAL_COLUMNS, Signals,
@@ -40,9 +40,10 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 9] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 10] {
     [
         ("transaction", transaction::STATEMENTS),
+        ("locks", locks::STATEMENTS),
         ("contacts", contacts::STATEMENTS),
         ("deals", deals::STATEMENTS),
         ("timeline", timeline::STATEMENTS),
@@ -152,6 +153,7 @@ mod tests {
         let not_statements = ["idempotency::COLUMNS"];
         let sources = [
             ("transaction", include_str!("transaction.rs")),
+            ("locks", include_str!("locks.rs")),
             ("contacts", include_str!("contacts.rs")),
             ("deals", include_str!("deals.rs")),
             ("timeline", include_str!("timeline.rs")),
