@@ -810,6 +810,7 @@ impl PgTransaction {
             if shared == Some(locked.contact_id.as_uuid()) {
                 return Ok(locked);
             }
+            tracing::debug!(deal = %id, "retry: a merge moved the deal while it was being locked");
         }
         Err(Error::retryable(error::DealMoving(id.to_string())))
     }
@@ -1105,6 +1106,7 @@ impl ContactsTx for PgTransaction {
                     existing_id,
                 });
             }
+            tracing::debug!("retry: the contact holding the email went away before it was read");
         }
         Err(Error::retryable(error::EmailRace))
     }
