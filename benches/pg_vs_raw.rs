@@ -17,6 +17,12 @@
 //! - create contact with a durable commit (`synchronous_commit = on`), 1 and
 //!   8 concurrent clients: the library's `INSERT … ON CONFLICT DO NOTHING`
 //!   inside `BEGIN … COMMIT` against the same INSERT sent alone.
+//!
+//! With `CRM_BENCH_TRACING=info` the library runs under a subscriber that
+//! records every span and event at INFO and above (`tracing-subscriber`'s
+//! registry and formatting layer, writing each span as it closes to
+//! `io::sink()`), to measure what the store's spans cost when they are
+//! recorded; without it there is no subscriber.
 
 use std::{
     path::{Path, PathBuf},
@@ -63,6 +69,15 @@ fn insert_sql() -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    if std::env::var("CRM_BENCH_TRACING").is_ok_and(|v| v == "info") {
+        use tracing_subscriber::{Layer, filter::LevelFilter, fmt::format::FmtSpan, prelude::*};
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_span_events(FmtSpan::CLOSE)
+            .with_filter(LevelFilter::INFO);
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))?;
+        println!("tracing: every span and event at INFO, formatted into io::sink()");
+    }
     let url = std::env::var("CRM_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/crm_bench".to_string());
     let store = PostgresStore::builder(&url).pool_size(10).build().await?;

@@ -391,10 +391,6 @@ async fn copy_deals(
         Type::TIMESTAMPTZ,
         Type::TIMESTAMPTZ,
         Type::INT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);

@@ -380,8 +380,19 @@ async fn upsert_batch<S: Store + ?Sized>(
         .await;
         match result {
             Err(e) if e.is_retryable() && attempt < retries => {
-                tokio::time::sleep(backoff(attempt)).await;
+                let pause = backoff(attempt);
                 attempt += 1;
+                // The error's kind only: its message may quote a row.
+                tracing::info!(
+                    tenant = %tenant,
+                    rows = batch.len(),
+                    retry = attempt,
+                    of = retries,
+                    error = ?e.kind(),
+                    pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                    "retrying an import batch after a retryable failure"
+                );
+                tokio::time::sleep(pause).await;
             }
             other => return other,
         }

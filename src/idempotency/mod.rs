@@ -387,12 +387,24 @@ impl IdempotencyGuard {
                 Entry::Entered(slot) => break Some(slot),
                 Entry::Busy(rx) => {
                     if self.config.wait == WaitPolicy::NoWait {
+                        tracing::debug!(
+                            tenant = %tenant,
+                            source = %event.source(),
+                            key = %event.key(),
+                            "idempotency key in use by a delivery in this process: not waiting"
+                        );
                         return Err(busy());
                     }
+                    tracing::debug!(
+                        tenant = %tenant,
+                        source = %event.source(),
+                        key = %event.key(),
+                        "idempotency key in use by a delivery in this process: waiting for it"
+                    );
                     let stored = match deadline {
                         Some(d) => tokio::time::timeout_at(d, in_flight::settled(rx))
                             .await
-                            .map_err(|_| busy())?,
+                            .map_err(|_| gave_up(tenant, event))?,
                         None => in_flight::settled(rx).await,
                     };
                     if stored {
@@ -415,7 +427,7 @@ impl IdempotencyGuard {
                 Some(d) if self.config.wait != WaitPolicy::NoWait => {
                     tokio::time::timeout_at(d, begin)
                         .await
-                        .map_err(|_| busy())??
+                        .map_err(|_| gave_up(tenant, event))??
                 }
                 _ => begin.await?,
             },
@@ -619,18 +631,43 @@ async fn reclaim(
     }
 }
 
+/// [`Error::KeyInUse`] for a delivery whose wait for the one holding its
+/// key ran out.
+fn gave_up(tenant: TenantId, event: &InboundEvent) -> Error {
+    tracing::debug!(
+        tenant = %tenant,
+        source = %event.source(),
+        key = %event.key(),
+        "idempotency key still in use when the wait ran out"
+    );
+    key_in_use(event.source(), event.key())
+}
+
 /// Turns an existing record into a replay, or the errors it stands for.
 fn replay<T: DeserializeOwned>(
     record: IdempotencyRecord,
     event: &InboundEvent,
 ) -> Result<Outcome<T>> {
     if record.fingerprint != *event.fingerprint() {
+        tracing::warn!(
+            tenant = %record.tenant_id,
+            source = %event.source(),
+            key = %event.key(),
+            "idempotency key used again for another payload"
+        );
         return Err(Error::FingerprintMismatch {
             original: Box::new(record),
             fingerprint: event.fingerprint().clone(),
         });
     }
     let completed_at = record.completed_at.unwrap_or(record.created_at);
+    tracing::debug!(
+        tenant = %record.tenant_id,
+        source = %event.source(),
+        key = %event.key(),
+        failed = matches!(record.result, Some(StoredResult::Failed(_))),
+        "replaying the stored result of an idempotency key"
+    );
     let result = match record.result {
         Some(StoredResult::Succeeded(v)) => Ok(serde_json::from_value(v).map_err(|e| {
             Error::backend(StoredResultMismatch {

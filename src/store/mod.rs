@@ -35,6 +35,7 @@ mod scope;
 mod scoring;
 mod shared;
 mod timeline;
+mod traced;
 
 pub use bulk::BulkTx;
 pub use contacts::{ContactQuery, ContactSort, ContactSortKey, ContactsTx, MAX_PREFIX_CHARS};
@@ -45,6 +46,7 @@ pub use idempotency::IdempotencyTx;
 pub use scope::Scope;
 pub use scoring::ScoringTx;
 pub use timeline::TimelineTx;
+pub use traced::trace_transaction;
 
 pub mod memory;
 #[cfg(feature = "postgres")]
@@ -122,6 +124,26 @@ pub mod postgres;
 /// - **Areas.** Each area of [`Transaction`] states its own points too:
 ///   [`ContactsTx`] (unique emails, deleting a contact), [`DealsTx`] (the
 ///   stage machine), [`HistoryTx`] (what the history records).
+///
+/// # Tracing
+///
+/// The built-in backends trace through the [`tracing`] crate: each
+/// transaction they open has a `crm.transaction` span (tenant id, backend,
+/// how long `begin` waited for a connection or lock, and how it ended:
+/// `committed`, `rolled_back`, `dropped` or `failed`), and each call of a
+/// [`Transaction`] method a `crm.op` child span (the method's name, and
+/// `ok` or the error's kind with whether it is retryable). Both are at
+/// level INFO with the target `crm_core::store`; their fields hold ids,
+/// names of operations, durations and error kinds, never personal data.
+/// Events (target `crm_core::…`) tell of applied migrations (INFO), of
+/// retries inside an operation (DEBUG) or of an import batch (INFO), and of
+/// the idempotency guard's replays and waits (DEBUG). Without a subscriber,
+/// this costs a check of a cached interest per span.
+///
+/// A backend of your own makes the same spans when its `begin` returns its
+/// transaction through [`trace_transaction`]; nothing else is needed, and
+/// a store that only delegates to a built-in one (as `Arc<S>` does) must
+/// not wrap again.
 #[async_trait]
 pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Opens a transaction for `tenant`, acting as `context`.

@@ -23,7 +23,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{Store, Transaction};
+use super::{Store, Transaction, traced};
 use crate::{
     domain::{
         Activity, ActivityId, Contact, ContactId, Context, Deal, DealId, PipelineKey, Pipelines,
@@ -89,15 +89,19 @@ impl InMemoryStore {
 #[async_trait]
 impl Store for InMemoryStore {
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        let span = traced::transaction_span(tenant, "memory");
+        let started = std::time::Instant::now();
         let guard = Arc::clone(&self.state).lock_owned().await;
-        Ok(Box::new(MemoryTransaction {
+        traced::record_wait(&span, started.elapsed());
+        let tx = Box::new(MemoryTransaction {
             guard: Some(guard),
             tenant,
             context,
             undo: Vec::new(),
             pipelines: Arc::clone(&self.pipelines),
             live_scoring: self.live_scoring.clone(),
-        }))
+        });
+        Ok(traced::Traced::wrap(tx, span))
     }
 
     fn pipelines(&self) -> &Pipelines {

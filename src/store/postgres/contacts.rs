@@ -231,6 +231,7 @@ impl ContactsTx for PgTransaction {
                     existing_id,
                 });
             }
+            tracing::debug!("retry: the contact holding the email went away before it was read");
         }
         Err(Error::retryable(error::EmailRace))
     }

@@ -138,6 +138,7 @@ impl PgTransaction {
             if shared == Some(locked.contact_id.as_uuid()) {
                 return Ok(locked);
             }
+            tracing::debug!(deal = %id, "retry: a merge moved the deal while it was being locked");
         }
         Err(Error::retryable(error::DealMoving(id.to_string())))
     }

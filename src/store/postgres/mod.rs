@@ -153,7 +153,7 @@ use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use super::{Store, Transaction};
+use super::{Store, Transaction, traced};
 use crate::{
     domain::{Context, Pipelines, TenantId},
     error::{Error, Result},
@@ -314,7 +314,11 @@ impl PostgresStore {
     /// applied migration's SQL differs from the embedded one (it was edited
     /// after release). Versions the schema has but this build does not
     /// know (applied by a newer build) are left alone.
+    ///
+    /// Emits an INFO event (target `crm_core::store::postgres`) naming the
+    /// schema and the versions it applied, once they are committed.
     pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let started = std::time::Instant::now();
         let mut conn = self.pool.get().await.map_err(tls::pool_error)?;
         let tx = conn.transaction().await.map_err(error::db)?;
         tx.execute(
@@ -385,6 +389,16 @@ impl PostgresStore {
             }
         }
         tx.commit().await.map_err(error::db)?;
+        if done.is_empty() {
+            tracing::debug!(schema = self.schema.as_str(), "schema is up to date");
+        } else {
+            tracing::info!(
+                schema = self.schema.as_str(),
+                versions = ?done,
+                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "applied migrations"
+            );
+        }
         Ok(done)
     }
 }
@@ -501,7 +515,14 @@ impl PostgresStoreBuilder {
 #[async_trait]
 impl Store for PostgresStore {
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
-        let conn = self.pool.get().await.map_err(tls::pool_error)?;
+        let span = traced::transaction_span(tenant, "postgres");
+        let started = std::time::Instant::now();
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| traced::begin_failed(&span, tls::pool_error(e)))?;
+        traced::record_wait(&span, started.elapsed());
         let mut tx = transaction::PgTransaction::begin(
             conn,
             tenant,
@@ -509,9 +530,10 @@ impl Store for PostgresStore {
             Arc::clone(&self.pipelines),
             Arc::clone(&self.begin_batch),
         )
-        .await?;
+        .await
+        .map_err(|e| traced::begin_failed(&span, e))?;
         tx.set_live_scoring(self.live_scoring.clone());
-        Ok(Box::new(tx))
+        Ok(traced::Traced::wrap(Box::new(tx), span))
     }
 
     fn pipelines(&self) -> &Pipelines {

@@ -1,0 +1,342 @@
+//! Spans for every transaction and every store operation, through the
+//! `tracing` crate: the built-in backends wrap each transaction they open
+//! in [`Traced`], and so can a backend of the host's own
+//! ([`trace_transaction`]).
+//!
+//! - `crm.transaction` (level INFO, target `crm_core::store`), opened by
+//!   `begin`: `tenant` (the tenant id), `backend` (`"memory"`,
+//!   `"postgres"`, or what a host's backend calls itself), `pool_wait_us`
+//!   (how long `begin` waited for a pooled connection, or for the
+//!   in-memory store's lock, in microseconds) and `outcome`: `committed`,
+//!   `rolled_back`, `dropped` (ended by a drop, which rolls back) or
+//!   `failed` (`begin`, `commit` or `rollback` returned an error). It is
+//!   closed when the transaction ends; its parent is the span current when
+//!   `begin` was called (the host's request, say).
+//! - `crm.op` (level INFO, same target), a child of its transaction's span
+//!   for each call of a [`Transaction`] method, `commit` and `rollback`
+//!   included: `operation` (the method's name) and `outcome`, `ok` or the
+//!   error's kind in snake case (`not_found`, `conflict`, `backend`, …),
+//!   with `retryable` (true or false) when it failed. Whatever the backend
+//!   logs while the operation runs is inside it.
+//!
+//! No field holds personal data: ids, operation names, durations and error
+//! kinds only — never an email, a name, metadata, a reason or an error's
+//! message (which may quote input).
+//!
+//! With no subscriber, or one that does not want these spans, each costs
+//! one check of a cached interest.
+
+use std::{fmt, pin::pin, time::Duration};
+
+use async_trait::async_trait;
+use tracing::{Instrument, Span, field::Empty};
+
+use super::{
+    BulkTx, ContactQuery, ContactsTx, DealsTx, HistoryTx, IdempotencyTx, PipelineSummary,
+    ScoringTx, TimelineTx, Transaction,
+};
+use crate::{
+    domain::*,
+    error::{Error, ErrorKind, Result},
+};
+
+/// The span of a transaction of `backend` for `tenant`, opened when `begin`
+/// starts: handed to [`Traced::wrap`] with the transaction, or recorded as
+/// failed with [`begin_failed`] when `begin` fails.
+pub(crate) fn transaction_span(tenant: TenantId, backend: &'static str) -> Span {
+    tracing::info_span!(
+        target: "crm_core::store",
+        "crm.transaction",
+        tenant = %tenant,
+        backend,
+        pool_wait_us = Empty,
+        outcome = Empty,
+    )
+}
+
+/// Records on a transaction's span how long `begin` waited.
+pub(crate) fn record_wait(span: &Span, wait: Duration) {
+    span.record(
+        "pool_wait_us",
+        u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
+    );
+}
+
+/// Records that `begin` failed, and gives the error back.
+pub(crate) fn begin_failed(span: &Span, e: Error) -> Error {
+    span.record("outcome", "failed");
+    e
+}
+
+/// Wraps a transaction that a backend of your own opened, so that it makes
+/// the same spans as the built-in backends' transactions: a
+/// `crm.transaction` span (for its tenant, with `backend` as given and
+/// `pool_wait_us` from `wait`, what `begin` waited for a connection or a
+/// lock) and a `crm.op` span per operation. Call it at the end of your
+/// [`Store::begin`](super::Store::begin); see the
+/// [`Store`](super::Store) documentation, **Tracing**.
+///
+/// Not for transactions of the built-in backends, which are wrapped
+/// already: wrapping one again makes every span twice.
+pub fn trace_transaction(
+    tx: Box<dyn Transaction>,
+    backend: &'static str,
+    wait: Duration,
+) -> Box<dyn Transaction> {
+    let span = transaction_span(tx.tenant(), backend);
+    record_wait(&span, wait);
+    Traced::wrap(tx, span)
+}
+
+/// A transaction with spans around it: every method runs the inner
+/// transaction's under a `crm.op` span. Every method is forwarded, the
+/// defaulted ones included (a defaulted method left out would run the
+/// trait's default over the wrapper instead of the backend's own).
+pub(crate) struct Traced {
+    inner: Box<dyn Transaction>,
+    end: End,
+}
+
+/// The transaction's span, which records `dropped` when the transaction is
+/// dropped before it was ended.
+struct End {
+    span: Span,
+    ended: bool,
+}
+
+impl End {
+    fn finish(mut self, outcome: &'static str) {
+        self.span.record("outcome", outcome);
+        self.ended = true;
+    }
+}
+
+impl Drop for End {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.span.record("outcome", "dropped");
+        }
+    }
+}
+
+impl Traced {
+    /// `inner` with `span` (from [`transaction_span`]) as its transaction span.
+    pub(crate) fn wrap(inner: Box<dyn Transaction>, span: Span) -> Box<dyn Transaction> {
+        Box::new(Traced {
+            inner,
+            end: End { span, ended: false },
+        })
+    }
+}
+
+/// The span of one operation of the transaction whose span is `parent`.
+///
+/// Made inside `parent` rather than with `parent` as its explicit parent:
+/// a transaction begun under one subscriber and used under another (a
+/// scoped default set meanwhile) would otherwise hand the second one a
+/// span id it does not know, which `tracing-subscriber`'s registry refuses
+/// with a panic.
+fn op_span(parent: &Span, operation: &'static str) -> Span {
+    parent.in_scope(|| {
+        tracing::info_span!(
+            target: "crm_core::store",
+            "crm.op",
+            operation,
+            outcome = Empty,
+            retryable = Empty,
+        )
+    })
+}
+
+/// Runs `fut` in `span` and records its outcome there before the span closes.
+async fn run<T>(span: Span, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut fut = pin!(fut.instrument(span));
+    let out = fut.as_mut().await;
+    let span = fut.span();
+    match &out {
+        Ok(_) => span.record("outcome", "ok"),
+        Err(e) => span
+            .record("outcome", kind_name(e.kind()))
+            .record("retryable", e.is_retryable()),
+    };
+    out
+}
+
+/// An error kind as a span records it.
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Validation => "validation",
+        ErrorKind::DuplicateEmail => "duplicate_email",
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::Conflict => "conflict",
+        ErrorKind::InvalidTransition => "invalid_transition",
+        ErrorKind::Backend => "backend",
+        ErrorKind::KeyInUse => "key_in_use",
+        ErrorKind::FingerprintMismatch => "fingerprint_mismatch",
+    }
+}
+
+impl fmt::Debug for Traced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The wrapper is not the host's business: show the transaction.
+        self.inner.fmt(f)
+    }
+}
+
+/// Implements an area trait for [`Traced`], each method forwarded under
+/// its operation's span.
+macro_rules! traced_area {
+    ($area:ident {
+        $(fn $name:ident(&mut self $(, $arg:ident: $ty:ty)* $(,)?) -> $out:ty;)*
+    }) => {
+        #[async_trait]
+        impl $area for Traced {
+            $(
+                async fn $name(&mut self $(, $arg: $ty)*) -> Result<$out> {
+                    let span = op_span(&self.end.span, stringify!($name));
+                    run(span, self.inner.$name($($arg),*)).await
+                }
+            )*
+        }
+    };
+}
+
+traced_area!(ContactsTx {
+    fn create_contact(&mut self, new: NewContact) -> Contact;
+    fn get_contact(&mut self, id: ContactId) -> Option<Contact>;
+    fn get_contact_by_email(&mut self, email: &Email) -> Option<Contact>;
+    fn update_contact(&mut self, id: ContactId, expected: Version, patch: ContactPatch) -> Contact;
+    fn deactivate_contact(&mut self, id: ContactId) -> Contact;
+    fn delete_contact(&mut self, id: ContactId) -> bool;
+    fn search_contacts(&mut self, query: &ContactQuery) -> Page<Contact>;
+});
+
+traced_area!(DealsTx {
+    fn create_deal(&mut self, new: NewDeal) -> Deal;
+    fn get_deal(&mut self, id: DealId) -> Option<Deal>;
+    fn update_deal(&mut self, id: DealId, expected: Version, patch: DealPatch) -> Deal;
+    fn move_deal(
+        &mut self,
+        id: DealId,
+        expected: Version,
+        to: &StageKey,
+        lost_reason: Option<LostReason>,
+    ) -> Deal;
+    fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Deal;
+    fn delete_deal(&mut self, id: DealId) -> bool;
+    fn list_deals_for_contact(&mut self, contact: ContactId, page: &PageRequest) -> Page<Deal>;
+    fn list_deals_in_stage(
+        &mut self,
+        pipeline: &PipelineKey,
+        stage: &StageKey,
+        page: &PageRequest,
+    ) -> Page<Deal>;
+    fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> PipelineSummary;
+});
+
+traced_area!(TimelineTx {
+    fn log_activity(&mut self, new: NewActivity) -> Activity;
+    fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Page<Activity>;
+    fn record_signal(&mut self, new: NewSignal) -> Signal;
+    fn list_signals(&mut self, contact: ContactId) -> Vec<Signal>;
+});
+
+traced_area!(HistoryTx {
+    fn entity_history(&mut self, entity: HistoryEntity, page: &PageRequest) -> Page<HistoryEntry>;
+    fn entity_as_of(&mut self, entity: HistoryEntity, at: Timestamp) -> Option<HistoryEntry>;
+    fn field_changes(&mut self, query: &FieldQuery) -> Page<HistoryEntry>;
+    fn changes_between(
+        &mut self,
+        from: Timestamp,
+        until: Timestamp,
+        page: &PageRequest,
+    ) -> Page<HistoryEntry>;
+    fn purge_history(&mut self, before: Timestamp) -> u64;
+    fn erase_contact(&mut self, id: ContactId) -> Contact;
+});
+
+traced_area!(IdempotencyTx {
+    fn claim_idempotency_key(&mut self, claim: &IdempotencyClaim) -> Claim;
+    fn defer_idempotency_claim(&mut self, claim: &IdempotencyClaim) -> Option<Claim>;
+    fn resolve_idempotency_claim(&mut self) -> Claim;
+    fn complete_idempotency_key(
+        &mut self,
+        source: &IdempotencySource,
+        key: &IdempotencyKey,
+        result: &StoredResult,
+        completed_at: Timestamp,
+    ) -> IdempotencyRecord;
+    fn get_idempotency_record(
+        &mut self,
+        source: &IdempotencySource,
+        key: &IdempotencyKey,
+    ) -> Option<IdempotencyRecord>;
+    fn list_idempotency_records(
+        &mut self,
+        source: &IdempotencySource,
+        page: &PageRequest,
+    ) -> Page<IdempotencyRecord>;
+    fn purge_idempotency_records(&mut self, now: Timestamp, limit: u32) -> u64;
+});
+
+traced_area!(BulkTx {
+    fn upsert_contacts(&mut self, rows: &[NewContact], policy: ConflictPolicy) -> Vec<UpsertOutcome>;
+    fn lock_for_import(&mut self, lock: ImportLock) -> ();
+    fn merge_contacts(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: ConflictPolicy,
+    ) -> Contact;
+});
+
+traced_area!(ScoringTx {
+    fn write_scores(&mut self, scores: &[ContactScore]) -> u64;
+    fn scoring_inputs(&mut self, request: &InputsRequest) -> Vec<ContactInputs>;
+    fn live_score_log(&mut self, id: ContactId) -> Option<LiveState>;
+    fn live_top_leads(&mut self, limit: u32) -> Vec<LiveRanked>;
+    fn write_live_score_logs(&mut self, states: &[LiveState]) -> u64;
+});
+
+#[async_trait]
+impl Transaction for Traced {
+    fn tenant(&self) -> TenantId {
+        self.inner.tenant()
+    }
+
+    fn context(&self) -> &Context {
+        self.inner.context()
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let Traced { inner, end } = *self;
+        let out = run(op_span(&end.span, "commit"), inner.commit()).await;
+        end.finish(if out.is_ok() { "committed" } else { "failed" });
+        out
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        let Traced { inner, end } = *self;
+        let out = run(op_span(&end.span, "rollback"), inner.rollback()).await;
+        end.finish(if out.is_ok() { "rolled_back" } else { "failed" });
+        out
+    }
+
+    async fn complete_idempotency_key_and_commit(
+        self: Box<Self>,
+        source: &IdempotencySource,
+        key: &IdempotencyKey,
+        result: &StoredResult,
+        completed_at: Timestamp,
+    ) -> Result<IdempotencyRecord> {
+        let Traced { inner, end } = *self;
+        let span = op_span(&end.span, "complete_idempotency_key_and_commit");
+        let out = run(
+            span,
+            inner.complete_idempotency_key_and_commit(source, key, result, completed_at),
+        )
+        .await;
+        end.finish(if out.is_ok() { "committed" } else { "failed" });
+        out
+    }
+}
