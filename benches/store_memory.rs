@@ -4,6 +4,11 @@
 //! `cargo bench --bench store_memory`. Data is loaded before timing starts;
 //! each timed call is a whole single-operation transaction through the
 //! scoped handle (`Scope`), as host code makes it.
+//!
+//! With `CRM_BENCH_TRACING=info` the timed calls run under a subscriber that
+//! records every span and event at INFO and above (`tracing-subscriber`'s
+//! registry and formatting layer, writing each span as it closes to
+//! `io::sink()`); without it there is no subscriber.
 
 use std::{
     hint::black_box,
@@ -80,6 +85,15 @@ fn benches(c: &mut Criterion) {
     let (store, ids) = rt.block_on(loaded_store(tenant));
     let busy = ids[ids.len() / 2];
     rt.block_on(busy_timeline(&store, tenant, busy));
+    if std::env::var("CRM_BENCH_TRACING").is_ok_and(|v| v == "info") {
+        use tracing_subscriber::{Layer, filter::LevelFilter, fmt::format::FmtSpan, prelude::*};
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_span_events(FmtSpan::CLOSE)
+            .with_filter(LevelFilter::INFO);
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .unwrap();
+    }
 
     let mut group = c.benchmark_group("store_memory");
     let (store, ctx) = (&store, &ctx);

@@ -293,7 +293,7 @@ async fn a_transaction_that_does_not_commit_says_how_it_ended(store: &DynStore) 
     tx.create_contact(person()).await.unwrap();
     drop(tx);
 
-    // A read of the scoped handle ends its transaction by a drop.
+    // A read through the scoped handle ends its transaction by a drop.
     store
         .scope(tenant, &ctx())
         .get_contact(ContactId::new())
@@ -492,24 +492,33 @@ async fn a_transaction_wrapped_by_the_public_helper_has_the_same_spans() {
     );
 }
 
-/// The transaction's span was made before any subscriber was set: its
-/// operations are still traced under the subscriber set since (as spans
-/// of their own), and nothing panics.
+/// A transaction begun under one subscriber and used under another (a
+/// scoped default set meanwhile): the first records the transaction, the
+/// second its operations (as spans of their own), and nothing panics
+/// (the second subscriber is never handed an id of the first's).
 #[tokio::test]
-async fn a_transaction_begun_before_a_subscriber_was_set_is_traced_after() {
+async fn a_transaction_used_under_another_subscriber_than_it_began_under_is_traced_by_both() {
     let store = InMemoryStore::new();
+    let first = Capture::default();
+    let guard = first.install();
     let mut tx = store.begin(TenantId::new(), ctx()).await.unwrap();
-    let capture = Capture::default();
-    let _guard = capture.install();
+    drop(guard);
+    let second = Capture::default();
+    let _guard = second.install();
     tx.create_contact(person()).await.unwrap();
     tx.commit().await.unwrap();
-    let ops: Vec<_> = capture
+    let spans = first.spans();
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].field("outcome"), Some("committed"));
+    let ops: Vec<_> = second
         .spans()
         .into_iter()
-        .filter(|s| s.name == "crm.op")
-        .map(|s| s.field("operation").unwrap_or("").to_string())
+        .map(|s| (s.name, s.field("operation").unwrap_or("").to_string()))
         .collect();
-    assert_eq!(ops, ["create_contact", "commit"]);
+    assert_eq!(
+        ops,
+        [("crm.op", "create_contact"), ("crm.op", "commit")].map(|(n, o)| (n, o.to_string()))
+    );
 }
 
 #[tokio::test]

@@ -137,8 +137,9 @@ pub mod postgres;
 /// names of operations, durations and error kinds, never personal data.
 /// Events (target `crm_core::…`) tell of applied migrations (INFO), of
 /// retries inside an operation (DEBUG) or of an import batch (INFO), and of
-/// the idempotency guard's replays and waits (DEBUG). Without a subscriber,
-/// this costs a check of a cached interest per span.
+/// the idempotency guard's replays and waits (DEBUG). Without a subscriber
+/// (or under one that filters `crm.transaction` out), a transaction costs
+/// one check of a cached interest and its operations make no spans.
 ///
 /// A backend of your own makes the same spans when its `begin` returns its
 /// transaction through [`trace_transaction`]; nothing else is needed, and

@@ -90,9 +90,9 @@ impl InMemoryStore {
 impl Store for InMemoryStore {
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
         let span = traced::transaction_span(tenant, "memory");
-        let started = std::time::Instant::now();
+        let started = traced::start_wait(&span);
         let guard = Arc::clone(&self.state).lock_owned().await;
-        traced::record_wait(&span, started.elapsed());
+        traced::record_wait(&span, started);
         let tx = Box::new(MemoryTransaction {
             guard: Some(guard),
             tenant,

@@ -516,13 +516,13 @@ impl PostgresStoreBuilder {
 impl Store for PostgresStore {
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
         let span = traced::transaction_span(tenant, "postgres");
-        let started = std::time::Instant::now();
+        let started = traced::start_wait(&span);
         let conn = self
             .pool
             .get()
             .await
             .map_err(|e| traced::begin_failed(&span, tls::pool_error(e)))?;
-        traced::record_wait(&span, started.elapsed());
+        traced::record_wait(&span, started);
         let mut tx = transaction::PgTransaction::begin(
             conn,
             tenant,
