@@ -268,23 +268,23 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         lost: Option<LostReason>,
     ) -> Result<Deal> {
         let mut tx = self.begin().await?;
-        let out = match tx.get_deal(id).await {
-            Ok(Some(deal)) => match self.store.pipelines().get(&deal.pipeline) {
-                Some(pipeline) => {
-                    let stage = match lost {
-                        Some(_) => pipeline.lost_stage(),
-                        None => pipeline.won_stage(),
-                    };
-                    let to = stage.key.clone();
-                    tx.move_deal(id, expected, &to, lost).await
-                }
-                // A deal's pipeline is one the store knows; should it not
-                // be, the move reports it as the backend does.
-                None => tx.move_deal(id, expected, &deal.stage, lost).await,
-            },
-            Ok(None) => Err(Error::not_found(Entity::Deal, id)),
-            Err(e) => Err(e),
-        };
+        let out = async {
+            let deal = tx
+                .get_deal(id)
+                .await?
+                .ok_or_else(|| Error::not_found(Entity::Deal, id))?;
+            // A pipeline the store does not know is a validation error on
+            // `pipeline`, as every deal operation reports it.
+            let pipeline = super::shared::pipeline(self.store.pipelines(), &deal.pipeline)?;
+            let to = match lost {
+                Some(_) => pipeline.lost_stage(),
+                None => pipeline.won_stage(),
+            }
+            .key
+            .clone();
+            tx.move_deal(id, expected, &to, lost).await
+        }
+        .await;
         write(tx, out).await
     }
 
