@@ -105,6 +105,11 @@ fn merged_columns(policy: ConflictPolicy) -> [(&'static str, &'static str); 7] {
 const KEYED: [&str; 3] = ["first_name", "last_name", "company"];
 
 /// The merge statement for `policy`: `$1` tenant, `$2` now.
+///
+/// The parameters are cast and appear only in the `SELECT`, not in `DO
+/// UPDATE` (which takes the time from `excluded`): a distributed
+/// PostgreSQL (Citus) runs the `SELECT` on the coordinator and the insert
+/// on the workers, and there a parameter of `DO UPDATE` has no type.
 pub(super) fn upsert_sql(policy: ConflictPolicy) -> String {
     let cols = merged_columns(policy);
     let mut set: Vec<String> = cols.iter().map(|(c, e)| format!("{c} = {e}")).collect();
@@ -119,11 +124,11 @@ pub(super) fn upsert_sql(policy: ConflictPolicy) -> String {
         "INSERT INTO contacts AS c (tenant_id, id, email, first_name, last_name, company, title, \
          phone, lead_source, metadata, score, active, created_at, updated_at, version, \
          email_key, first_name_key, last_name_key, company_key) \
-         SELECT $1, s.id, s.email, s.first_name, s.last_name, s.company, s.title, s.phone, \
-         s.lead_source, s.metadata, 0, true, $2, $2, 1, \
+         SELECT $1::uuid, s.id, s.email, s.first_name, s.last_name, s.company, s.title, s.phone, \
+         s.lead_source, s.metadata, 0, true, $2::timestamptz, $2::timestamptz, 1, \
          s.email_key, s.first_name_key, s.last_name_key, s.company_key \
          FROM crm_bulk_contacts s ORDER BY s.email_key \
-         ON CONFLICT (tenant_id, email_key) DO UPDATE SET {}, updated_at = $2, \
+         ON CONFLICT (tenant_id, email_key) DO UPDATE SET {}, updated_at = excluded.updated_at, \
          version = c.version + 1 \
          WHERE ({}) IS DISTINCT FROM ({}) \
          RETURNING c.id, c.email_key, (c.xmax = 0) AS inserted",
@@ -241,7 +246,15 @@ const MOVE_ACTIVITIES: &str =
     "UPDATE activities SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
 const MOVE_SIGNALS: &str =
     "UPDATE signals SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
-const SET_REASON: &str = "SELECT set_config('crm.reason', $1, true)";
+/// Sets `crm.reason` for the rest of the transaction: a `SET LOCAL`, which
+/// a distributed PostgreSQL passes on to its workers (see
+/// `transaction::SETTINGS_PREFIX`), with the reason as an escaped literal.
+fn set_reason(reason: &str) -> String {
+    format!(
+        "SET LOCAL crm.reason TO {}",
+        postgres_protocol::escape::escape_literal(reason)
+    )
+}
 
 // ---- the tenant's import lock ----
 //
@@ -280,7 +293,6 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     MOVE_DEALS,
     MOVE_ACTIVITIES,
     MOVE_SIGNALS,
-    SET_REASON,
     IMPORT_LOCK_EXCLUSIVE,
     IMPORT_LOCK_SHARED,
 ];
@@ -376,7 +388,7 @@ impl BulkTx for PgTransaction {
                 .unwrap_or_default()
                 .to_string();
             let own = self.context.reason().unwrap_or_default().to_string();
-            self.query(SET_REASON, &[&reason]).await?;
+            self.simple(&set_reason(&reason)).await?;
             let tenant = self.tenant_uuid();
             let (s, l) = (survivor.as_uuid(), loser.as_uuid());
             self.execute(MOVE_DEALS, &[&tenant, &l, &s, &at]).await?;
@@ -388,7 +400,7 @@ impl BulkTx for PgTransaction {
                 Some(next) => self.write_contact(&kept, next).await?,
                 None => kept,
             };
-            self.query(SET_REASON, &[&own]).await?;
+            self.simple(&set_reason(&own)).await?;
             Ok(out)
         }
         .await;

@@ -39,7 +39,12 @@ const LOCK_DEAL: &str = concat!(
 const SHARE_DEALS_CONTACT: &str = "SELECT c.id FROM contacts c WHERE c.tenant_id = $1 \
      AND c.id = (SELECT d.contact_id FROM deals d WHERE d.tenant_id = $1 AND d.id = $2) \
      FOR KEY SHARE OF c";
-const DELETE_DEAL: &str = "DELETE FROM deals WHERE tenant_id = $1 AND id = $2";
+const DELETE_DEAL: &str = "DELETE FROM deals WHERE tenant_id = $1 AND id = $2 RETURNING id";
+/// Unlinks a deal's activities before the deal is deleted: the foreign key
+/// has no `ON DELETE SET NULL (deal_id)`, which a distributed PostgreSQL
+/// refuses (see the migration).
+const UNLINK_ACTIVITIES: &str =
+    "UPDATE activities SET deal_id = NULL WHERE tenant_id = $1 AND deal_id = $2";
 const DEALS_FOR_CONTACT: &str = concat!(
     "SELECT ",
     deal_select!(),
@@ -84,6 +89,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     LOCK_DEAL,
     SHARE_DEALS_CONTACT,
     DELETE_DEAL,
+    UNLINK_ACTIVITIES,
     DEALS_FOR_CONTACT,
     DEALS_FOR_CONTACT_AFTER,
     DEALS_IN_STAGE,
@@ -279,8 +285,17 @@ impl DealsTx for PgTransaction {
             Err(Error::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let tenant = self.tenant_uuid();
-        Ok(self.execute(DELETE_DEAL, &[&tenant, &id.as_uuid()]).await? > 0)
+        let (tenant, deal) = (self.tenant_uuid(), id.as_uuid());
+        let params: [&(dyn ToSql + Sync); 2] = [&tenant, &deal];
+        // The deal is locked, and begun: both go in one round trip.
+        let result = self
+            .raw_query_all(
+                &[(UNLINK_ACTIVITIES, &params), (DELETE_DEAL, &params)],
+                false,
+            )
+            .await;
+        let rows = self.settle(result)?;
+        Ok(rows.get(1).is_some_and(|deleted| !deleted.is_empty()))
     }
 
     async fn list_deals_for_contact(

@@ -6,9 +6,6 @@ use tokio_postgres::error::SqlState;
 
 use crate::error::{Error, FieldError};
 
-/// The unique index that keeps emails unique per tenant.
-pub(super) const EMAIL_INDEX: &str = "contacts_email_key";
-
 /// A driver error: serialization failures, deadlocks and lost connections
 /// are retryable; everything else is a plain backend error. Shown as
 /// [`DbFailure`] shows it.
@@ -78,11 +75,16 @@ fn is_retryable(e: &tokio_postgres::Error) -> bool {
     }
 }
 
-/// True when `e` is a unique violation of the email index.
+/// True when `e` is the unique violation an update of a contact's email
+/// meets when another contact holds the email.
+///
+/// The update changes no other unique column (the id stays), so any unique
+/// violation is the email index's: this does not depend on the
+/// constraint's name, which an error relayed from a worker of a distributed
+/// PostgreSQL (Citus) lacks or carries with a shard suffix. The caller
+/// confirms it by looking the email up.
 pub(super) fn is_email_conflict(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error().is_some_and(|db| {
-        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(EMAIL_INDEX)
-    })
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
 /// A pool error: timeouts and failures to connect are retryable; a closed

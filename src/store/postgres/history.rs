@@ -72,7 +72,11 @@ const BETWEEN_AFTER: &str = concat!(
 );
 const PURGE: &str = "DELETE FROM history WHERE tenant_id = $1 \
      AND (valid_to < $2 OR (operation = 'deleted' AND valid_from < $2))";
-const MARK_ERASURE: &str = "SELECT set_config('crm.history_operation', $1, true)";
+/// Marks the next writes as an erasure for the history trigger, and ends
+/// the mark: `SET LOCAL`, which a distributed PostgreSQL passes on to its
+/// workers, where the trigger runs.
+const MARK_ERASURE: &str = "SET LOCAL crm.history_operation TO 'erased'";
+const UNMARK_ERASURE: &str = "SET LOCAL crm.history_operation TO ''";
 const SCRUB: &str = "UPDATE history SET \
      data = data || $3::jsonb, \
      diff = (SELECT coalesce(jsonb_object_agg(key, CASE WHEN $3::jsonb ? key \
@@ -92,6 +96,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     BETWEEN_AFTER,
     PURGE,
     MARK_ERASURE,
+    UNMARK_ERASURE,
     SCRUB,
 ];
 
@@ -245,10 +250,9 @@ impl HistoryTx for PgTransaction {
             };
             let tenant = self.tenant_uuid();
             let update = ContactUpdate::new(tenant, &next);
-            self.query(MARK_ERASURE, &[&Operation::Erased.as_str()])
-                .await?;
+            self.simple(MARK_ERASURE).await?;
             let written = self.execute(UPDATE_CONTACT, &update.params()).await?;
-            self.query(MARK_ERASURE, &[&""]).await?;
+            self.simple(UNMARK_ERASURE).await?;
             if written != 1 {
                 return Err(Error::not_found(Entity::Contact, id));
             }

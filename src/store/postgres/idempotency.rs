@@ -11,8 +11,7 @@
 //! sees the record of a holder that committed while the claim waited. No
 //! record, or an expired one, and the key is this transaction's; a record
 //! that has not expired is replayed. Nothing is written by a claim. All of
-//! it is one statement, [`CLAIM`], which also sets the transaction's
-//! settings.
+//! it is one statement, [`CLAIM`].
 //!
 //! **Completing** the key writes its record once, with the result: a plain
 //! `INSERT` (or, over an expired record, an upsert that replaces it), its
@@ -21,8 +20,8 @@
 //! one without the lock.
 //!
 //! The guard **defers** its claim ([`PgTransaction::defer_claim`]): the
-//! claim goes out with the transaction's first statement, in place of the
-//! settings statement that follows `BEGIN`, in the same round trip, and its
+//! claim goes out with the transaction's first statement, after `BEGIN` and
+//! the settings, in the same round trip, and its
 //! answer is read before that statement's. When the key is taken, the
 //! statement's effects are rolled back with the rest and the statement
 //! reports [`KeyTaken`](super::idempotency_claim::KeyTaken). So a guarded

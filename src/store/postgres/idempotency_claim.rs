@@ -11,11 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::{Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
-use super::{
-    error,
-    idempotency::Held,
-    transaction::{PgTransaction, Settings},
-};
+use super::{error, idempotency::Held, transaction::PgTransaction};
 use crate::{
     domain::{TenantId, Timestamp},
     error::{Error, FieldError, Result},
@@ -25,31 +21,32 @@ use crate::{
     },
 };
 
-/// The claim, with the transaction's settings (its parameters are the
-/// five of `SETTINGS`, then six of its own): set the settings, take the
-/// key's advisory lock, waiting at most `$6` for a transaction holding it
-/// (`lock_timeout`, set transaction-locally and restored right after), then
-/// read the key's record with `crm_idempotency_record`, whose query takes
-/// a snapshot after the lock is granted and so sees a holder that
-/// committed while the claim waited. The target list is evaluated in
-/// order. The record, as JSON or null, is column [`CLAIM_RECORD`].
+/// The claim: take the key's advisory lock, waiting at most `$1` for a
+/// transaction holding it (`lock_timeout`, set transaction-locally and
+/// restored right after), then read the key's record with
+/// `crm_idempotency_record`, whose query takes a snapshot after the lock is
+/// granted and so sees a holder that committed while the claim waited. The
+/// target list is evaluated in order. The record, as JSON or null, is
+/// column [`CLAIM_RECORD`].
 ///
-/// A deferred claim goes right after `BEGIN` in place of the settings
-/// statement; a claim made later sets the same settings again, harmlessly.
-pub(super) const CLAIM: &str = "SELECT set_config('crm.tenant_id', $1, true), \
-     set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
-     set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true), \
+/// The lock is an advisory lock of the server the client is connected to:
+/// on a distributed PostgreSQL (Citus), of the coordinator. `lock_timeout`
+/// is set with `set_config` because only that server's lock wait reads it.
+///
+/// A deferred claim goes right after `BEGIN` and the settings, in the same
+/// round trip as the transaction's first statement.
+pub(super) const CLAIM: &str = "SELECT \
      set_config('crm.saved_lock_timeout', current_setting('lock_timeout'), true), \
-     set_config('lock_timeout', $6::text, true), \
-     pg_advisory_xact_lock($7::int4, $8::int4)::text, \
+     set_config('lock_timeout', $1::text, true), \
+     pg_advisory_xact_lock($2::int4, $3::int4)::text, \
      set_config('lock_timeout', current_setting('crm.saved_lock_timeout'), true), \
-     crm_idempotency_record($9::uuid, $10::text, $11::text)";
+     crm_idempotency_record($4::uuid, $5::text, $6::text)";
 
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![CLAIM];
 
 /// The column of [`CLAIM`] that holds the record.
-pub(super) const CLAIM_RECORD: usize = 9;
+pub(super) const CLAIM_RECORD: usize = 4;
 
 /// `lock_timeout` for a claim under `wait` (`0` would mean no limit).
 fn lock_timeout(wait: WaitPolicy) -> String {
@@ -268,7 +265,6 @@ fn lock_key(tenant: Uuid, claim: &IdempotencyClaim) -> (i32, i32) {
 
 /// The parameters of [`CLAIM`] for a claim by a transaction.
 pub(super) struct ClaimValues<'a> {
-    settings: Settings,
     timeout: String,
     lock: (i32, i32),
     tenant: Uuid,
@@ -280,7 +276,6 @@ impl<'a> ClaimValues<'a> {
     pub(super) fn new(tx: &PgTransaction, claim: &'a IdempotencyClaim) -> Self {
         let tenant = tx.tenant_uuid();
         ClaimValues {
-            settings: tx.settings(),
             timeout: lock_timeout(claim.wait),
             lock: lock_key(tenant, claim),
             tenant,
@@ -289,14 +284,8 @@ impl<'a> ClaimValues<'a> {
         }
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 11] {
-        let [a, b, c, d, e] = self.settings.params();
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 6] {
         [
-            a,
-            b,
-            c,
-            d,
-            e,
             &self.timeout,
             &self.lock.0,
             &self.lock.1,

@@ -51,23 +51,23 @@ const OPERATION_RELEASE: &str = "RELEASE SAVEPOINT crm_operation";
 const OPERATION_ROLLBACK_TO: &str =
     "ROLLBACK TO SAVEPOINT crm_operation; RELEASE SAVEPOINT crm_operation";
 
-/// The transaction-local settings, a prepared statement whose values are
-/// bound parameters: the acting context is user text, and never becomes
-/// SQL text. It names no table, so it can be prepared outside a
-/// transaction, before the search path is set.
-const SETTINGS: &str = "SELECT set_config('crm.tenant_id', $1, true), \
-     set_config('crm.actor', $2, true), set_config('crm.reason', $3, true), \
-     set_config('crm.request_id', $4, true), set_config('crm.idempotency_key', $5, true)";
-
-/// Values of the [`SETTINGS`] parameters.
-pub(super) struct Settings([String; 5]);
-
-impl Settings {
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 5] {
-        let [a, b, c, d, e] = &self.0;
-        [a, b, c, d, e]
-    }
-}
+/// The transaction-local settings: `SET LOCAL` commands, one simple-query
+/// batch sent right after `BEGIN` (see [`PgTransaction::settings_batch`]).
+///
+/// Why `SET LOCAL` and not `set_config(…, true)` with bound parameters: on
+/// a distributed PostgreSQL (Citus) only `SET LOCAL` reaches the worker
+/// nodes, where row-level security and the history triggers read the
+/// settings, and only when `citus.propagate_set_commands` is `local` — which
+/// the batch sets first (on plain PostgreSQL it is an unused placeholder).
+/// Citus replays the whole text of the batch on each worker, so the batch
+/// holds nothing but these commands. `SET` takes no parameters: the values
+/// are SQL literals, the tenant id a UUID the library formats and the
+/// acting context escaped by `postgres_protocol::escape::escape_literal`
+/// (libpq's `PQescapeLiteral`: quotes doubled, and an `E'…'` string when a
+/// backslash is present, so the literal reads the same whatever
+/// `standard_conforming_strings` is). The context's values are validated
+/// text without NUL characters.
+const SETTINGS_PREFIX: &str = "SET LOCAL citus.propagate_set_commands TO 'local'";
 
 /// The current time, at the microsecond precision the store keeps.
 pub(super) fn now() -> Timestamp {
@@ -222,7 +222,7 @@ impl PgTransaction {
         if self.pending_begin.take().is_none() {
             return Ok(());
         }
-        // A deferred claim goes with BEGIN, in place of the settings.
+        // A deferred claim goes with BEGIN and the settings.
         let r = self.raw_query_all(&[], true).await;
         self.settle(r).map(drop)
     }
@@ -390,9 +390,9 @@ impl PgTransaction {
     /// that order: in one round trip when `prepare` needs no answer from
     /// the server (every statement cached), else in two.
     ///
-    /// A deferred idempotency claim goes in place of the settings (it sets
-    /// them itself), after the statements are prepared; its answer is kept
-    /// for [`settle`](Self::settle).
+    /// A deferred idempotency claim goes after the settings and the
+    /// preparation of the statements, before `run`; its answer is kept for
+    /// [`settle`](Self::settle).
     async fn after_begin<T, P, F, Fut>(
         &self,
         conn: &Object,
@@ -405,18 +405,11 @@ impl PgTransaction {
         Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     {
         let Some(claim) = self.take_deferred_claim() else {
-            // No table in it: prepared (once per connection) before BEGIN.
-            let settings = conn.prepare_cached(SETTINGS).await?;
-            let values = self.settings();
-            let values = values.params();
-            let (_, _, out) = futures_util::try_join!(
-                self.send_begin(conn),
-                conn.execute(&settings, &values),
-                async { run(prepare.await?).await },
-            )?;
+            let (_, out) = futures_util::try_join!(self.send_begin(conn), async {
+                run(prepare.await?).await
+            })?;
             return Ok(out);
         };
-        // The claim sets the settings itself.
         let claim_values = ClaimValues::new(self, &claim);
         let params = claim_values.params();
         let claimed_then_run = async {
@@ -448,26 +441,28 @@ impl PgTransaction {
         out
     }
 
-    /// `BEGIN` and the search path: one simple-query request, queued on the
-    /// connection at its first poll.
+    /// `BEGIN` and the search path, then the settings: two simple-query
+    /// requests, queued on the connection in that order at the first poll.
     fn send_begin<'a>(
         &'a self,
         conn: &'a Object,
     ) -> impl Future<Output = std::result::Result<(), tokio_postgres::Error>> + 'a {
-        conn.batch_execute(&self.begin_batch)
+        let settings = self.settings_batch();
+        async move {
+            futures_util::try_join!(
+                conn.batch_execute(&self.begin_batch),
+                conn.batch_execute(&settings)
+            )
+            .map(drop)
+        }
     }
 
-    /// The transaction-local settings, as parameters of [`SETTINGS`].
-    pub(super) fn settings(&self) -> Settings {
-        Settings([
-            self.tenant.as_uuid().hyphenated().to_string(),
-            self.context.actor().as_str().to_string(),
-            self.context.reason().unwrap_or("").to_string(),
-            self.context.request_id().unwrap_or("").to_string(),
-            self.context.idempotency_key().unwrap_or("").to_string(),
-        ])
+    /// The transaction-local settings (see [`SETTINGS_PREFIX`]):
+    /// `crm.tenant_id`, `crm.actor`, `crm.reason`, `crm.request_id` and
+    /// `crm.idempotency_key`, the absent ones empty.
+    pub(super) fn settings_batch(&self) -> String {
+        settings_batch(self.tenant, &self.context)
     }
-
     /// Fails unless the transaction can take another statement: it is not
     /// finished, and no statement failed (after a failure PostgreSQL refuses
     /// everything but a rollback; refusing here too keeps that true when the
@@ -548,18 +543,7 @@ impl PgTransaction {
             return Err(Error::backend(Finished));
         };
         let r = if begin {
-            let values = self.settings();
-            let values = values.params();
-            async {
-                let settings = conn.prepare_cached(SETTINGS).await?;
-                futures_util::try_join!(
-                    self.send_begin(conn),
-                    conn.execute(&settings, &values),
-                    conn.batch_execute(sql),
-                )
-                .map(drop)
-            }
-            .await
+            futures_util::try_join!(self.send_begin(conn), conn.batch_execute(sql)).map(drop)
         } else {
             conn.batch_execute(sql).await
         };
@@ -743,5 +727,21 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     OPERATION_SAVEPOINT,
     OPERATION_RELEASE,
     OPERATION_ROLLBACK_TO,
-    SETTINGS,
+    SETTINGS_PREFIX,
 ];
+
+/// The batch of [`PgTransaction::settings_batch`].
+pub(super) fn settings_batch(tenant: TenantId, context: &Context) -> String {
+    use postgres_protocol::escape::escape_literal;
+    let text = |v: Option<&str>| escape_literal(v.unwrap_or(""));
+    format!(
+        "{SETTINGS_PREFIX}; SET LOCAL crm.tenant_id TO '{}'; SET LOCAL crm.actor TO {}; \
+         SET LOCAL crm.reason TO {}; SET LOCAL crm.request_id TO {}; \
+         SET LOCAL crm.idempotency_key TO {}",
+        tenant.as_uuid().hyphenated(),
+        text(Some(context.actor().as_str())),
+        text(context.reason()),
+        text(context.request_id()),
+        text(context.idempotency_key()),
+    )
+}

@@ -5,7 +5,8 @@
 -- path set to it alone (then pg_temp), so names here are unqualified.
 --
 -- Every primary, unique and foreign key begins with tenant_id, so the tables
--- can be distributed by tenant (Citus) without change. CHECK constraints
+-- can be distributed by tenant (Citus: PostgresStore::distribute) and each
+-- tenant's rows stay together on one node. CHECK constraints
 -- mirror the domain rules; row-level security is a second wall behind the
 -- explicit tenant filter of every query.
 --
@@ -126,8 +127,13 @@ CREATE TABLE activities (
     CONSTRAINT activities_pkey PRIMARY KEY (tenant_id, id),
     CONSTRAINT activities_contact_fkey FOREIGN KEY (tenant_id, contact_id)
         REFERENCES contacts (tenant_id, id) ON DELETE CASCADE,
+    -- No ON DELETE action: `SET NULL (deal_id)` would be the natural one,
+    -- but a distributed PostgreSQL (Citus) refuses actions that write a key
+    -- holding the distribution column. Deleting a deal unlinks its
+    -- activities first (one UPDATE in the same transaction); a delete that
+    -- skips that step fails on this key rather than leaving dangling links.
     CONSTRAINT activities_deal_fkey FOREIGN KEY (tenant_id, deal_id)
-        REFERENCES deals (tenant_id, id) ON DELETE SET NULL (deal_id),
+        REFERENCES deals (tenant_id, id),
     CONSTRAINT activities_kind_check CHECK (kind IN ('email', 'call', 'meeting', 'note', 'task')),
     CONSTRAINT activities_direction_check
         CHECK (direction IS NULL OR direction IN ('inbound', 'outbound')),

@@ -60,42 +60,54 @@ CREATE FUNCTION crm_history_ts(t timestamptz) RETURNS text
     RETURN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 
 -- The recorded values of a contact: every column but the score and the
--- caseless keys (and any other column not listed here).
-CREATE FUNCTION crm_contact_data(c contacts) RETURNS jsonb
+-- caseless keys (and any other column not listed here). The columns come
+-- as arguments, not as a row of type contacts: on a distributed
+-- PostgreSQL (Citus) the trigger runs on a shard, whose rows have the
+-- shard's type, not the table's.
+CREATE FUNCTION crm_contact_data(
+    p_id uuid, p_email text, p_first_name text, p_last_name text, p_company text,
+    p_title text, p_phone text, p_lead_source text, p_metadata jsonb, p_active boolean,
+    p_created_at timestamptz, p_updated_at timestamptz, p_version bigint
+) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN jsonb_build_object(
-        'id', c.id::text,
-        'email', c.email,
-        'first_name', c.first_name,
-        'last_name', c.last_name,
-        'company', c.company,
-        'title', c.title,
-        'phone', c.phone,
-        'lead_source', c.lead_source,
-        'metadata', c.metadata,
-        'active', c.active,
-        'created_at', crm_history_ts(c.created_at),
-        'updated_at', crm_history_ts(c.updated_at),
-        'version', c.version);
+        'id', p_id::text,
+        'email', p_email,
+        'first_name', p_first_name,
+        'last_name', p_last_name,
+        'company', p_company,
+        'title', p_title,
+        'phone', p_phone,
+        'lead_source', p_lead_source,
+        'metadata', p_metadata,
+        'active', p_active,
+        'created_at', crm_history_ts(p_created_at),
+        'updated_at', crm_history_ts(p_updated_at),
+        'version', p_version);
 
 -- The recorded values of a deal. The amount is kept as text, exactly.
-CREATE FUNCTION crm_deal_data(d deals) RETURNS jsonb
+CREATE FUNCTION crm_deal_data(
+    p_id uuid, p_contact_id uuid, p_title text, p_amount numeric, p_currency text,
+    p_pipeline text, p_stage text, p_expected_close_date date, p_won_at timestamptz,
+    p_lost_at timestamptz, p_lost_reason text, p_created_at timestamptz,
+    p_updated_at timestamptz, p_version bigint
+) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN jsonb_build_object(
-        'id', d.id::text,
-        'contact_id', d.contact_id::text,
-        'title', d.title,
-        'amount', d.amount::text,
-        'currency', d.currency,
-        'pipeline', d.pipeline,
-        'stage', d.stage,
-        'expected_close_date', to_char(d.expected_close_date, 'YYYY-MM-DD'),
-        'won_at', crm_history_ts(d.won_at),
-        'lost_at', crm_history_ts(d.lost_at),
-        'lost_reason', d.lost_reason,
-        'created_at', crm_history_ts(d.created_at),
-        'updated_at', crm_history_ts(d.updated_at),
-        'version', d.version);
+        'id', p_id::text,
+        'contact_id', p_contact_id::text,
+        'title', p_title,
+        'amount', p_amount::text,
+        'currency', p_currency,
+        'pipeline', p_pipeline,
+        'stage', p_stage,
+        'expected_close_date', to_char(p_expected_close_date, 'YYYY-MM-DD'),
+        'won_at', crm_history_ts(p_won_at),
+        'lost_at', crm_history_ts(p_lost_at),
+        'lost_reason', p_lost_reason,
+        'created_at', crm_history_ts(p_created_at),
+        'updated_at', crm_history_ts(p_updated_at),
+        'version', p_version);
 
 -- Writes one version of a record and closes the previous one.
 --
@@ -110,6 +122,7 @@ CREATE FUNCTION crm_write_history(
 DECLARE
     changes jsonb;
     real boolean;
+    previous timestamptz;
     at timestamptz;
 BEGIN
     -- The fields whose values differ, each as {"old": …, "new": …}; a
@@ -126,17 +139,20 @@ BEGIN
         RETURN;
     END IF;
     -- Close the previous version (the latest by valid_from), if any. A
-    -- record being created has none: its id is new.
+    -- record being created has none: its id is new. The time is computed
+    -- first and then written as a value: a distributed PostgreSQL (Citus)
+    -- refuses an UPDATE that mixes a volatile call with the row's columns.
+    -- (The record's row lock serializes its writers, so the latest version
+    -- cannot change between the two statements.)
+    at := clock_timestamp();
     IF p_operation <> 'created' THEN
-        UPDATE history
-           SET valid_to = greatest(clock_timestamp(), valid_from + interval '1 microsecond')
-         WHERE tenant_id = p_tenant AND entity_id = p_entity
-           AND valid_from = (SELECT max(valid_from) FROM history
-                              WHERE tenant_id = p_tenant AND entity_id = p_entity)
-        RETURNING valid_to INTO at;
-    END IF;
-    IF at IS NULL THEN
-        at := clock_timestamp();
+        SELECT max(valid_from) INTO previous FROM history
+         WHERE tenant_id = p_tenant AND entity_id = p_entity;
+        IF previous IS NOT NULL THEN
+            at := greatest(at, previous + interval '1 microsecond');
+            UPDATE history SET valid_to = at
+             WHERE tenant_id = p_tenant AND entity_id = p_entity AND valid_from = previous;
+        END IF;
     END IF;
     INSERT INTO history (tenant_id, entity_id, valid_from, valid_to, entity_kind, operation,
                          data, diff, actor, reason, request_id, idempotency_key)
@@ -161,16 +177,27 @@ CREATE FUNCTION crm_history_operation(tg_op text) RETURNS text
 
 CREATE FUNCTION crm_contacts_history() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    old_data jsonb;
+    new_data jsonb;
 BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_data := crm_contact_data(
+            OLD.id, OLD.email, OLD.first_name, OLD.last_name, OLD.company, OLD.title, OLD.phone,
+            OLD.lead_source, OLD.metadata, OLD.active, OLD.created_at, OLD.updated_at,
+            OLD.version);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_data := crm_contact_data(
+            NEW.id, NEW.email, NEW.first_name, NEW.last_name, NEW.company, NEW.title, NEW.phone,
+            NEW.lead_source, NEW.metadata, NEW.active, NEW.created_at, NEW.updated_at,
+            NEW.version);
+    END IF;
     IF TG_OP = 'DELETE' THEN
-        PERFORM crm_write_history('contact', OLD.tenant_id, OLD.id, 'deleted',
-                                  crm_contact_data(OLD), NULL);
-    ELSIF TG_OP = 'INSERT' THEN
-        PERFORM crm_write_history('contact', NEW.tenant_id, NEW.id, 'created',
-                                  NULL, crm_contact_data(NEW));
+        PERFORM crm_write_history('contact', OLD.tenant_id, OLD.id, 'deleted', old_data, NULL);
     ELSE
         PERFORM crm_write_history('contact', NEW.tenant_id, NEW.id, crm_history_operation(TG_OP),
-                                  crm_contact_data(OLD), crm_contact_data(NEW));
+                                  old_data, new_data);
     END IF;
     RETURN NULL;
 END
@@ -178,16 +205,27 @@ $$;
 
 CREATE FUNCTION crm_deals_history() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    old_data jsonb;
+    new_data jsonb;
 BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_data := crm_deal_data(
+            OLD.id, OLD.contact_id, OLD.title, OLD.amount, OLD.currency, OLD.pipeline, OLD.stage,
+            OLD.expected_close_date, OLD.won_at, OLD.lost_at, OLD.lost_reason, OLD.created_at,
+            OLD.updated_at, OLD.version);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_data := crm_deal_data(
+            NEW.id, NEW.contact_id, NEW.title, NEW.amount, NEW.currency, NEW.pipeline, NEW.stage,
+            NEW.expected_close_date, NEW.won_at, NEW.lost_at, NEW.lost_reason, NEW.created_at,
+            NEW.updated_at, NEW.version);
+    END IF;
     IF TG_OP = 'DELETE' THEN
-        PERFORM crm_write_history('deal', OLD.tenant_id, OLD.id, 'deleted',
-                                  crm_deal_data(OLD), NULL);
-    ELSIF TG_OP = 'INSERT' THEN
-        PERFORM crm_write_history('deal', NEW.tenant_id, NEW.id, 'created',
-                                  NULL, crm_deal_data(NEW));
+        PERFORM crm_write_history('deal', OLD.tenant_id, OLD.id, 'deleted', old_data, NULL);
     ELSE
         PERFORM crm_write_history('deal', NEW.tenant_id, NEW.id, crm_history_operation(TG_OP),
-                                  crm_deal_data(OLD), crm_deal_data(NEW));
+                                  old_data, new_data);
     END IF;
     RETURN NULL;
 END
