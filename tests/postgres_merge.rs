@@ -1,5 +1,6 @@
 #![cfg(all(feature = "postgres", feature = "conformance"))]
-//! Merges racing writers on PostgreSQL, with several `PostgresStore`s over
+//! Merges racing writers on PostgreSQL (and on a Citus cluster, see
+//! `support::citus`), with several `PostgresStore`s over
 //! one database standing for several processes: a deal, activity or signal
 //! attached to a contact while it is merged away is either moved to the
 //! survivor or refused with `NotFound` — never acknowledged and then
@@ -23,7 +24,7 @@ use crm_core::{
         NewDeal, NewSignal, PersonName, SignalKind,
     },
 };
-use support::{TestDb, TestStore};
+use support::{Target, TestDb, TestStore};
 use uuid::Uuid;
 
 fn ctx() -> Context {
@@ -58,7 +59,9 @@ async fn count(db: &TestDb, table: &str, tenant: TenantId, ids: &[Uuid]) -> i64 
     db.client()
         .await
         .query_one(
-            &format!("SELECT count(*) FROM crm.{table} WHERE tenant_id = $1 AND id = ANY($2)"),
+            &db.sql(&format!(
+                "SELECT count(*) FROM crm.{table} WHERE tenant_id = $1 AND id = ANY($2)"
+            )),
             &[&tenant.as_uuid(), &ids],
         )
         .await
@@ -66,9 +69,12 @@ async fn count(db: &TestDb, table: &str, tenant: TenantId, ids: &[Uuid]) -> i64 
         .get(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_deleted() {
-    let owner = TestStore::new().await;
+async fn records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_deleted(
+    target: Target,
+) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let (writer, merger) = (owner.db().store(), owner.db().store());
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
@@ -128,8 +134,10 @@ async fn records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_dele
         .client()
         .await
         .query_one(
-            "SELECT count(*) FROM crm.history WHERE tenant_id = $1 AND entity_id = $2 \
-             AND operation = 'deleted'",
+            &owner.db().sql(
+                "SELECT count(*) FROM crm.history WHERE tenant_id = $1 AND entity_id = $2 \
+                 AND operation = 'deleted'",
+            ),
             &[&tenant.as_uuid(), &deal.id.as_uuid()],
         )
         .await
@@ -139,9 +147,10 @@ async fn records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_dele
     drop((writer, merger));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_attached_after_a_merge_took_the_loser_are_refused_as_not_found() {
-    let owner = TestStore::new().await;
+async fn records_attached_after_a_merge_took_the_loser_are_refused_as_not_found(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let (writer, merger) = (owner.db().store(), owner.db().store());
     let tenant = TenantId::new();
     let survivor = owner
@@ -273,9 +282,12 @@ async fn write_until(
     ack
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writers_racing_twenty_four_merges_lose_no_acknowledged_deal_activity_or_signal() {
-    let owner = TestStore::new().await;
+async fn writers_racing_twenty_four_merges_lose_no_acknowledged_deal_activity_or_signal(
+    target: Target,
+) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let tenant = TenantId::new();
     let mut contacts = Vec::new();
     for i in 0..48 {
@@ -342,8 +354,11 @@ async fn writers_racing_twenty_four_merges_lose_no_acknowledged_deal_activity_or
         .client()
         .await
         .query_one(
-            "SELECT count(*) FROM crm.activities a WHERE a.tenant_id = $1 AND NOT EXISTS \
-             (SELECT 1 FROM crm.contacts c WHERE c.tenant_id = a.tenant_id AND c.id = a.contact_id)",
+            &db.sql(
+                "SELECT count(*) FROM crm.activities a WHERE a.tenant_id = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM crm.contacts c WHERE c.tenant_id = a.tenant_id \
+                 AND c.id = a.contact_id)",
+            ),
             &[&tenant.as_uuid()],
         )
         .await
@@ -388,3 +403,9 @@ impl MergeExt for Box<dyn crm_core::Transaction> {
         self.commit().await.expect("a merge commits");
     }
 }
+
+crate::on_every_target!(
+    records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_deleted,
+    records_attached_after_a_merge_took_the_loser_are_refused_as_not_found,
+    writers_racing_twenty_four_merges_lose_no_acknowledged_deal_activity_or_signal,
+);

@@ -130,8 +130,20 @@ mod prelude {
 ///
 /// crm_core::conformance_tests!(async { Arc::new(InMemoryStore::new()) as Arc<dyn Store> });
 /// ```
+///
+/// Against a backend that is not always at hand (a service that only some
+/// machines run): `optional`, and an expression that yields an `Option` of
+/// the store; a test given `None` passes at once, so the factory should say
+/// why (and how to provide the service) when it gives `None`:
+///
+/// ```ignore
+/// crm_core::conformance_tests!(optional async { my_cluster_store().await });
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
+    (optional $make_store:expr) => {
+        $crate::__conformance_suite!(__conformance_tests_expand_optional; $make_store);
+    };
     ($make_store:expr) => {
         $crate::__conformance_suite!(__conformance_tests_expand; $make_store);
     };
@@ -278,6 +290,26 @@ macro_rules! __conformance_tests_expand {
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let store = $make_store.await;
+                let store: &$crate::DynStore = &*store;
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+/// Expands the suite's list into tests of a backend that may be absent:
+/// `$make_store` yields an `Option`, and a test given `None` returns at
+/// once (the factory says why).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests_expand_optional {
+    ([$make_store:expr] $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let ::std::option::Option::Some(store) = $make_store.await else {
+                    return;
+                };
                 let store: &$crate::DynStore = &*store;
                 $crate::conformance::$name(store).await;
             }

@@ -9,6 +9,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod citus;
+
 use std::{ops::Deref, str::FromStr};
 
 use crm_core::{PostgresStore, conformance, domain::Pipelines};
@@ -66,12 +68,46 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub struct TestDb {
     name: String,
     config: Config,
+    /// On a Citus cluster: the test's schema and the ordinary role its
+    /// stores log in as (see [`citus`]).
+    citus: Option<citus::Place>,
+}
+
+/// Where a test runs: a fresh database of the plain PostgreSQL server, or
+/// a fresh schema of the Citus cluster (distributed, used by an ordinary
+/// role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The PostgreSQL server of `CRM_TEST_DATABASE_URL`.
+    Plain,
+    /// The Citus coordinator of `CRM_TEST_CITUS_URL`.
+    Citus,
 }
 
 impl TestDb {
     /// Creates an empty database `crm_test_<random>` (not migrated).
     pub async fn create() -> TestDb {
         Self::create_with("").await
+    }
+
+    /// The schema of the store's tables: `crm`, or the test's own schema
+    /// on Citus.
+    pub fn schema(&self) -> &str {
+        self.citus.as_ref().map_or("crm", |c| c.schema.as_str())
+    }
+
+    /// `sql` with every `crm.` (the default schema, as the tests' raw SQL
+    /// names the tables) replaced by the test's schema.
+    pub fn sql(&self, sql: &str) -> String {
+        match &self.citus {
+            None => sql.to_string(),
+            Some(c) => sql.replace("crm.", &format!("{}.", c.schema)),
+        }
+    }
+
+    /// True on the Citus cluster.
+    pub fn is_citus(&self) -> bool {
+        self.citus.is_some()
     }
 
     /// Creates an empty database whose character classification and
@@ -91,7 +127,11 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
         let mut config = server;
         config.dbname(&name);
-        TestDb { name, config }
+        TestDb {
+            name,
+            config,
+            citus: None,
+        }
     }
 
     /// Its name.
@@ -122,15 +162,34 @@ impl TestDb {
         url
     }
 
-    /// A pool of up to `size` connections to it.
+    /// A pool of up to `size` connections to it (as the administrative
+    /// user).
     pub fn pool(&self, size: usize) -> Pool {
         pool_for(self.config(), size)
     }
 
+    /// The configuration the stores connect with: on Citus, as the test's
+    /// ordinary role.
+    pub fn store_config(&self) -> Config {
+        let mut c = self.config();
+        if let Some(citus) = &self.citus {
+            c.user(&citus.role);
+        }
+        c
+    }
+
     /// A store over it that knows the conformance suite's pipelines (not
-    /// migrated).
+    /// migrated), with a pool of 8 connections.
     pub fn store(&self) -> PostgresStore {
-        PostgresStore::from_pool(self.pool(8), conformance::test_pipelines())
+        self.store_with(8, conformance::test_pipelines())
+    }
+
+    /// A store over it with a pool of `size` connections and `pipelines`,
+    /// in the test's schema, connecting as [`store_config`](Self::store_config) says.
+    pub fn store_with(&self, size: usize, pipelines: Pipelines) -> PostgresStore {
+        PostgresStore::from_pool(pool_for(self.store_config(), size), pipelines)
+            .with_schema(self.schema())
+            .expect("a valid schema name")
     }
 
     /// A plain client connected to it.
@@ -159,6 +218,10 @@ pub fn pool_for(config: Config, size: usize) -> Pool {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if let Some(place) = self.citus.take() {
+            place.drop_now(&self.config);
+            return;
+        }
         if std::thread::panicking() {
             eprintln!(
                 "the test failed: its database {} is kept for inspection (drop it with \
@@ -220,6 +283,19 @@ impl TestStore {
     /// Like [`new`](Self::new), with the given pipelines.
     pub async fn with_pipelines(pipelines: Pipelines) -> TestStore {
         Self::over(TestDb::create().await, pipelines).await
+    }
+
+    /// Like [`new`](Self::new), on `target`: `None` on Citus when no
+    /// coordinator is named (the test then passes at once).
+    pub async fn on(target: Target) -> Option<TestStore> {
+        match target {
+            Target::Plain => Some(Self::new().await),
+            Target::Citus => {
+                let db = citus::create().await?;
+                let store = db.store();
+                Some(TestStore { store, db })
+            }
+        }
     }
 
     async fn over(db: TestDb, pipelines: Pipelines) -> TestStore {
@@ -327,15 +403,18 @@ pub async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
     let client = db.client().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let waiting: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let waiting: i64 = match &db.citus {
+            None => client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0),
+            Some(place) => place.lock_waits(&client).await,
+        };
         if waiting > 0 {
             return;
         }
@@ -386,4 +465,30 @@ pub async fn insert_contact_row(
         .await
         .unwrap();
     client.batch_execute("COMMIT").await.unwrap();
+}
+
+/// Runs each `async fn name(target: Target)` of the calling file as two
+/// tests: `on_plain::name` on the plain PostgreSQL server and
+/// `on_citus::name` on the Citus cluster (which passes at once when no
+/// coordinator is named; see [`citus`]).
+#[macro_export]
+macro_rules! on_every_target {
+    ($($name:ident),* $(,)?) => {
+        mod on_plain {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Target::Plain).await
+                }
+            )*
+        }
+        mod on_citus {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Target::Citus).await
+                }
+            )*
+        }
+    };
 }

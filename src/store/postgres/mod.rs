@@ -132,6 +132,7 @@
 mod bulk;
 mod contacts;
 mod deals;
+mod distribute;
 mod error;
 mod history;
 mod idempotency;
@@ -317,7 +318,41 @@ impl PostgresStore {
     ///
     /// Emits an INFO event (target `crm_core::store::postgres`) naming the
     /// schema and the versions it applied, once they are committed.
+    ///
+    /// On a schema that [`distribute`](Self::distribute) distributed, the
+    /// tables that the applied migrations add are distributed too, in the
+    /// same transaction.
     pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let (done, _) = self.migrate_and(distribute::Scope::IfDistributed).await?;
+        Ok(done)
+    }
+
+    /// Makes the store's tables distributed on a Citus cluster (run it on
+    /// the coordinator): every table holding a `tenant_id` — contacts,
+    /// deals, activities, signals, scores, history, idempotency keys —
+    /// distributed by it and colocated, so that each tenant's rows live
+    /// together on one worker and a tenant's queries go to that worker
+    /// alone; `schema_migrations` becomes a reference table. Migrates
+    /// first (see [`migrate`](Self::migrate)), in the same transaction;
+    /// every later `migrate` distributes the tables its migrations add.
+    ///
+    /// The number of shards is Citus' `citus.shard_count` (32 unless the
+    /// database, the role or the connection string sets another). Tables
+    /// that hold rows are distributed with them (Citus copies them).
+    ///
+    /// Safe to run again: returns the tables it distributed, empty when
+    /// every table already was. Fails with a backend error, changing
+    /// nothing, when the database has no Citus extension.
+    ///
+    /// See the README, "Running on Citus", for what changes on a cluster.
+    pub async fn distribute(&self) -> Result<Vec<String>> {
+        let (_, tables) = self.migrate_and(distribute::Scope::All).await?;
+        Ok(tables)
+    }
+
+    /// Applies the migrations, then distributes as `scope` says, in one
+    /// transaction.
+    async fn migrate_and(&self, scope: distribute::Scope) -> Result<(Vec<i64>, Vec<String>)> {
         let started = std::time::Instant::now();
         let mut conn = self.pool.get().await.map_err(tls::pool_error)?;
         let tx = conn.transaction().await.map_err(error::db)?;
@@ -344,8 +379,11 @@ impl PostgresStore {
         }
         // The migrations name their objects unqualified; functions that
         // look names up when they run keep this search path.
+        // On a distributed schema (see `distribute`), Citus asks for
+        // `citus.enable_unsafe_triggers` to create a trigger on a
+        // distributed table; elsewhere the setting is an unused placeholder.
         setup.push_str(&format!(
-            "SET LOCAL search_path TO {}; \
+            "SET LOCAL citus.enable_unsafe_triggers TO on; SET LOCAL search_path TO {}; \
              CREATE TABLE IF NOT EXISTS schema_migrations (
                  version    bigint      PRIMARY KEY,
                  name       text        NOT NULL,
@@ -388,7 +426,15 @@ impl PostgresStore {
                 }
             }
         }
+        let distributed = distribute::run(&tx, &self.schema, scope).await?;
         tx.commit().await.map_err(error::db)?;
+        if !distributed.is_empty() {
+            tracing::info!(
+                schema = self.schema.as_str(),
+                tables = ?distributed,
+                "distributed tables by tenant"
+            );
+        }
         if done.is_empty() {
             tracing::debug!(schema = self.schema.as_str(), "schema is up to date");
         } else {
@@ -399,7 +445,7 @@ impl PostgresStore {
                 "applied migrations"
             );
         }
-        Ok(done)
+        Ok((done, distributed))
     }
 }
 

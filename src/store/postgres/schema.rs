@@ -91,6 +91,11 @@ impl SchemaName {
         &self.quoted
     }
 
+    /// `table` of this schema, both names quoted, for SQL text.
+    pub(super) fn qualify(&self, table: &str) -> String {
+        format!("{}.{}", self.quoted, escape_identifier(table))
+    }
+
     /// The search path of the store's transactions and migrations: this
     /// schema, then the session's temporary schema (named last, so that a
     /// temporary table never hides one of the schema's).
