@@ -44,7 +44,7 @@ const REFERENCE: &str = "SELECT pg_catalog.create_reference_table($1::text::regc
 /// distributed.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot distribute the tables of schema {schema}: the database has no Citus extension \
+    "cannot distribute the tables of schema \"{schema}\": the database has no Citus extension \
      (`CREATE EXTENSION citus` on a Citus coordinator first; on plain PostgreSQL the store \
      needs no distribution)"
 )]

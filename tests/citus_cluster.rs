@@ -1,0 +1,227 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! What `PostgresStore::distribute` makes of a schema on a Citus cluster:
+//! every table distributed by tenant and colocated (or a reference table),
+//! nothing left local, again and again, also for a table that arrives
+//! later; and a tenant's reads routed to the one worker that holds it.
+//! These run when `CRM_TEST_CITUS_URL` names a coordinator (see
+//! `support::citus`).
+
+mod support;
+
+use crm_core::{
+    Actor, Context, PostgresStore, StoreExt, TenantId,
+    domain::{ActivityKind, Email, NewActivity, NewContact, PersonName},
+    store::postgres::statements,
+};
+use support::{Target, TestDb, TestStore, citus};
+use tokio_postgres::Client;
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:citus-test").unwrap())
+}
+
+/// Each table of the test's schema: its name, how Citus holds it
+/// (`h` distributed by hash, `n` reference, `None` local), its
+/// distribution column and its colocation group.
+async fn placement(db: &TestDb) -> Vec<(String, Option<String>, Option<String>, Option<i32>)> {
+    db.client()
+        .await
+        .query(
+            "SELECT c.relname::text, p.partmethod::text, \
+                    CASE WHEN p.partmethod = 'h' \
+                         THEN column_to_column_name(p.logicalrelid, p.partkey) END, \
+                    p.colocationid \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1",
+            &[&db.schema()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// Asserts that every table of the schema is distributed by `tenant_id`
+/// in one colocation group, except `schema_migrations`, a reference table.
+/// A table that a migration adds and nothing distributes fails it.
+fn assert_all_distributed(tables: &[(String, Option<String>, Option<String>, Option<i32>)]) {
+    assert!(tables.len() >= 8, "the store's tables: {tables:?}");
+    let group = tables
+        .iter()
+        .find(|t| t.0 == "contacts")
+        .and_then(|t| t.3)
+        .expect("contacts is distributed");
+    for (name, method, column, colocation) in tables {
+        if name == "schema_migrations" {
+            assert_eq!(method.as_deref(), Some("n"), "{name} is a reference table");
+        } else {
+            assert_eq!(
+                method.as_deref(),
+                Some("h"),
+                "{name} is distributed (not left local): {tables:?}"
+            );
+            assert_eq!(column.as_deref(), Some("tenant_id"), "{name} by tenant");
+            assert_eq!(
+                *colocation,
+                Some(group),
+                "{name} is colocated with contacts"
+            );
+        }
+    }
+}
+
+/// A store of the test's schema as the administrative user.
+fn owner(db: &TestDb) -> PostgresStore {
+    PostgresStore::from_pool(db.pool(1), crm_core::conformance::test_pipelines())
+        .with_schema(db.schema())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_table_is_distributed_by_tenant_and_colocated_and_the_rest_are_reference_tables() {
+    let Some(store) = TestStore::on(Target::Citus).await else {
+        return;
+    };
+    assert_all_distributed(&placement(store.db()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributing_or_migrating_again_changes_nothing() {
+    let Some(store) = TestStore::on(Target::Citus).await else {
+        return;
+    };
+    let before = placement(store.db()).await;
+    let owner = owner(store.db());
+    assert_eq!(owner.distribute().await.unwrap(), Vec::<String>::new());
+    assert_eq!(owner.migrate().await.unwrap(), Vec::<i64>::new());
+    assert_eq!(placement(store.db()).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_to_a_distributed_schema_is_distributed_by_the_next_migrate() {
+    let Some(store) = TestStore::on(Target::Citus).await else {
+        return;
+    };
+    let db = store.db();
+    // What a later migration does: a table keyed by tenant that references
+    // contacts, and a table without a tenant.
+    db.client()
+        .await
+        .batch_execute(&db.sql(
+            "CREATE TABLE crm.notes (tenant_id uuid NOT NULL, id uuid NOT NULL, \
+                 contact_id uuid NOT NULL, PRIMARY KEY (tenant_id, id), \
+                 FOREIGN KEY (tenant_id, contact_id) REFERENCES crm.contacts (tenant_id, id)); \
+             CREATE TABLE crm.settings (name text PRIMARY KEY, value text);",
+        ))
+        .await
+        .unwrap();
+    let applied = owner(db).migrate().await.unwrap();
+    assert!(applied.is_empty(), "no migration is new: {applied:?}");
+    let tables = placement(db).await;
+    let of = |name: &str| tables.iter().find(|t| t.0 == name).cloned().unwrap();
+    assert_eq!(of("notes").1.as_deref(), Some("h"), "{tables:?}");
+    assert_eq!(of("notes").3, of("contacts").3, "colocated with contacts");
+    assert_eq!(of("settings").1.as_deref(), Some("n"), "{tables:?}");
+}
+
+/// The plan of `sql` with `params`, as the store's role sees it.
+async fn explain(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> String {
+    client
+        .query(&format!("EXPLAIN {sql}"), params)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn statement(name: &str) -> String {
+    statements::all()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no statement {name}"))
+        .sql
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_live_top_leads_and_timeline_go_to_one_worker() {
+    let Some(store) = TestStore::on(Target::Citus).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = store.scope(tenant, &ctx());
+    let contact = crm
+        .create_contact(NewContact::new(
+            Email::parse("routed@example.com").unwrap(),
+            PersonName::parse("Ada").unwrap(),
+            PersonName::parse("Lovelace").unwrap(),
+        ))
+        .await
+        .unwrap();
+    crm.log_activity(NewActivity::new(contact.id, ActivityKind::Call))
+        .await
+        .unwrap();
+
+    let db = store.db();
+    let client = citus::client(&db.store_config()).await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL search_path TO {}; SET LOCAL citus.propagate_set_commands TO 'local'; \
+             SET LOCAL crm.tenant_id TO '{tenant}'",
+            db.schema()
+        ))
+        .await
+        .unwrap();
+    let (t, c, limit) = (tenant.as_uuid(), contact.id.as_uuid(), 50i64);
+    let top = explain(&client, &statement("scoring::LIVE_TOP"), &[&t, &limit]).await;
+    let timeline = explain(&client, &statement("timeline::TIMELINE"), &[&t, &c, &limit]).await;
+    client.batch_execute("ROLLBACK").await.unwrap();
+    for (what, plan) in [("top leads", &top), ("timeline", &timeline)] {
+        assert!(
+            plan.contains("Custom Scan (Citus Adaptive)"),
+            "{what}:\n{plan}"
+        );
+        assert!(
+            plan.contains("Task Count: 1"),
+            "{what} is one task:\n{plan}"
+        );
+    }
+
+    // ... on the worker that holds every table's shard for the tenant.
+    let nodes: Vec<i32> = db
+        .client()
+        .await
+        .query(
+            "SELECT DISTINCT s.nodeport FROM unnest($2::text[]) AS t(name) \
+             CROSS JOIN LATERAL get_shard_id_for_distribution_column( \
+                 format('%I.%I', $1::text, t.name)::regclass, $3::uuid) AS shard \
+             JOIN pg_dist_shard_placement s ON s.shardid = shard",
+            &[
+                &db.schema(),
+                &vec![
+                    "contacts",
+                    "deals",
+                    "activities",
+                    "signals",
+                    "contact_scores",
+                    "history",
+                    "idempotency_keys",
+                ],
+                &tenant.as_uuid(),
+            ],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(nodes.len(), 1, "one node holds the tenant: {nodes:?}");
+}
