@@ -20,10 +20,13 @@ fn ctx() -> Context {
     Context::new(Actor::parse("user:citus-test").unwrap())
 }
 
-/// Each table of the test's schema: its name, how Citus holds it
-/// (`h` distributed by hash, `n` reference, `None` local), its
-/// distribution column and its colocation group.
-async fn placement(db: &TestDb) -> Vec<(String, Option<String>, Option<String>, Option<i32>)> {
+/// A table of the test's schema: its name, how Citus holds it (`h`
+/// distributed by hash, `n` reference, `None` local), its distribution
+/// column and its colocation group.
+type Placement = (String, Option<String>, Option<String>, Option<i32>);
+
+/// Every table of the test's schema, by name.
+async fn placement(db: &TestDb) -> Vec<Placement> {
     db.client()
         .await
         .query(
@@ -46,7 +49,7 @@ async fn placement(db: &TestDb) -> Vec<(String, Option<String>, Option<String>, 
 /// Asserts that every table of the schema is distributed by `tenant_id`
 /// in one colocation group, except `schema_migrations`, a reference table.
 /// A table that a migration adds and nothing distributes fails it.
-fn assert_all_distributed(tables: &[(String, Option<String>, Option<String>, Option<i32>)]) {
+fn assert_all_distributed(tables: &[Placement]) {
     assert!(tables.len() >= 8, "the store's tables: {tables:?}");
     let group = tables
         .iter()
