@@ -58,6 +58,15 @@
 //! and roles with `BYPASSRLS` are not subject to row-level security: run
 //! the application as an ordinary role (the tables' owner is fine).
 //!
+//! # On Citus
+//!
+//! On a Citus coordinator, [`PostgresStore::distribute`] (once, in place
+//! of or after [`migrate`](PostgresStore::migrate)) distributes every
+//! table by tenant, so that each tenant's rows live on one worker and its
+//! statements go to that worker alone. Send every guarded webhook delivery
+//! through the coordinator: the idempotency claim's lock is the
+//! coordinator's. See the README, "Running on Citus".
+//!
 //! # The schema, roles and the host's own SQL
 //!
 //! [`migrate`](PostgresStore::migrate) creates the schema when it is
@@ -82,10 +91,12 @@
 //!
 //! The host may read and write the tables through its own connections.
 //! Either qualify the names (`crm.contacts`) or set the search path for the
-//! transaction (`SET LOCAL search_path TO crm`); set `crm.tenant_id` with
-//! `set_config('crm.tenant_id', …, true)` inside the transaction, as
+//! transaction (`SET LOCAL search_path TO crm`); set `crm.tenant_id`
+//! inside the transaction (`SET LOCAL crm.tenant_id TO '…'`), as
 //! row-level security hides every row otherwise, and `crm.actor` if the
-//! history should name someone other than `db:<role>`. The history
+//! history should name someone other than `db:<role>`. (On Citus, set
+//! `citus.propagate_set_commands` to `local` first, as the store does:
+//! only `SET LOCAL` then reaches the workers, not `set_config`.) The history
 //! triggers and the schema's functions find the schema's tables whatever
 //! the session's search path is: the PL/pgSQL functions carry the search
 //! path they were created with, and the SQL functions were bound to the

@@ -192,7 +192,7 @@ impl PgTransaction {
     ///
     /// `begin_batch` is `BEGIN` and `SET LOCAL search_path` to the store's
     /// schema (a quoted identifier): no value from input is in it. The
-    /// acting context goes as bound parameters of [`SETTINGS`].
+    /// acting context follows in the settings batch ([`SETTINGS_PREFIX`]).
     pub(super) async fn begin(
         conn: Object,
         tenant: TenantId,
@@ -463,6 +463,7 @@ impl PgTransaction {
     pub(super) fn settings_batch(&self) -> String {
         settings_batch(self.tenant, &self.context)
     }
+
     /// Fails unless the transaction can take another statement: it is not
     /// finished, and no statement failed (after a failure PostgreSQL refuses
     /// everything but a rollback; refusing here too keeps that true when the
