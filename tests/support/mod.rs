@@ -427,12 +427,14 @@ pub async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
     }
 }
 
-/// Inserts a contact row by hand into the default schema `crm`, as a host
-/// (or an earlier version, whose rules were looser) might have stored it:
-/// `email` as given, the names 'Émile' and 'Zoë', the company 'Ünited', and
-/// their caseless keys computed in Rust. Runs under the tenant's setting so
-/// that forced row-level security lets it in.
+/// Inserts a contact row by hand into the store's tables of `db` (through
+/// `client`, connected to it), as a host (or an earlier version, whose
+/// rules were looser) might have stored it: `email` as given, the names
+/// 'Émile' and 'Zoë', the company 'Ünited', and their caseless keys
+/// computed in Rust. Runs under the tenant's setting so that forced
+/// row-level security lets it in.
 pub async fn insert_contact_row(
+    db: &TestDb,
     client: &Client,
     tenant: crm_core::TenantId,
     id: uuid::Uuid,
@@ -449,9 +451,11 @@ pub async fn insert_contact_row(
         .unwrap();
     client
         .execute(
-            "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, company, \
-             created_at, updated_at, email_key, first_name_key, last_name_key, company_key) \
-             VALUES ($1, $2, $3, 'Émile', 'Zoë', 'Ünited', now(), now(), $4, $5, $6, $7)",
+            &db.sql(
+                "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, company, \
+                 created_at, updated_at, email_key, first_name_key, last_name_key, company_key) \
+                 VALUES ($1, $2, $3, 'Émile', 'Zoë', 'Ünited', now(), now(), $4, $5, $6, $7)",
+            ),
             &[
                 &tenant.as_uuid(),
                 &id,
