@@ -446,33 +446,21 @@ async fn upserts_and_creates_of_one_email_in_many_forms_race_to_exactly_one_cont
 }
 
 /// Makes the contacts table refuse rows whose first name is `Boom`, by a
-/// trigger `BEFORE <events>`. On Citus the trigger goes onto the shards
-/// (which the cluster calls unsafe: it cannot see other nodes, which this
-/// one never needs).
+/// trigger `BEFORE <events>` (its function in the test's schema, so that
+/// tests sharing a Citus database do not meet).
 async fn refuse_boom(db: &TestDb, events: &str) {
-    let client = db.client().await;
-    if db.is_citus() {
-        client
-            .batch_execute("SET citus.enable_unsafe_triggers TO on")
-            .await
-            .unwrap();
-    }
-    // One statement at a time: Citus sends each on to the workers as it
-    // came, and refuses a string of several there.
-    for statement in [
+    db.ddl(&[
         "CREATE FUNCTION crm.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              IF NEW.first_name = 'Boom' THEN RAISE EXCEPTION 'boom'; END IF;
              RETURN NEW;
-         END $$"
-            .to_string(),
-        format!(
+         END $$",
+        &format!(
             "CREATE TRIGGER refuse_boom BEFORE {events} ON crm.contacts
              FOR EACH ROW EXECUTE FUNCTION crm.refuse_boom()"
         ),
-    ] {
-        client.batch_execute(&db.sql(&statement)).await.unwrap();
-    }
+    ])
+    .await;
 }
 
 // ---- the idempotency guard around a handler whose upsert fails ----
