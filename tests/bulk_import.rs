@@ -4,7 +4,7 @@
 //! rejected one by one, all-or-nothing and best-effort modes, progress,
 //! round trips, and overlapping imports.
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "conformance"))]
 mod support;
 
 use std::sync::{
@@ -601,7 +601,7 @@ macro_rules! on_every_backend {
                 }
             )*
         }
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "conformance"))]
         mod postgres {
             use super::*;
             $(
@@ -612,7 +612,7 @@ macro_rules! on_every_backend {
                 }
             )*
         }
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "conformance"))]
         mod citus {
             use super::*;
             $(
@@ -642,7 +642,7 @@ on_every_backend!(
 
 /// Two imports of overlapping files at once, on PostgreSQL and on Citus:
 /// no duplicate, no failure, every email once.
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "conformance"))]
 async fn overlapping_imports_running_at_once_create_no_duplicates_on_postgres(
     target: support::Target,
 ) {
@@ -688,5 +688,5 @@ async fn overlapping_imports_running_at_once_create_no_duplicates_on_postgres(
     assert_eq!(contacts(&*store, t).await.len(), 4500);
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "conformance"))]
 crate::on_every_target!(overlapping_imports_running_at_once_create_no_duplicates_on_postgres);
