@@ -1,9 +1,10 @@
-//! CSV and JSON Lines import and export of contacts, on the in-memory store
-//! and on PostgreSQL: header aliases, byte-order marks, quoted fields,
-//! custom fields, malformed rows rejected one by one, all-or-nothing and
-//! best-effort modes, progress, round trips, and overlapping imports.
+//! CSV and JSON Lines import and export of contacts, on the in-memory store,
+//! on PostgreSQL and on a Citus cluster (see `support::citus`): header
+//! aliases, byte-order marks, quoted fields, custom fields, malformed rows
+//! rejected one by one, all-or-nothing and best-effort modes, progress,
+//! round trips, and overlapping imports.
 
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "conformance"))]
 mod support;
 
 use std::sync::{
@@ -585,7 +586,10 @@ async fn malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good
     );
 }
 
-macro_rules! on_both_backends {
+/// Runs each `async fn name(store: &DynStore)` as `memory::name`,
+/// `postgres::name` and `citus::name` (which passes at once when no Citus
+/// coordinator is named).
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod memory {
             use super::*;
@@ -597,7 +601,7 @@ macro_rules! on_both_backends {
                 }
             )*
         }
-        #[cfg(feature = "postgres")]
+        #[cfg(all(feature = "postgres", feature = "conformance"))]
         mod postgres {
             use super::*;
             $(
@@ -608,10 +612,23 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        #[cfg(all(feature = "postgres", feature = "conformance"))]
+        mod citus {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(store) = support::TestStore::on(support::Target::Citus).await else {
+                        return;
+                    };
+                    super::$name(&*store).await;
+                }
+            )*
+        }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     csv_with_aliases_a_bom_quotes_and_custom_columns_imports_every_field,
     malformed_rows_are_rejected_one_by_one_and_the_good_rows_are_kept,
     all_or_nothing_writes_nothing_when_one_row_is_rejected,
@@ -623,12 +640,15 @@ on_both_backends!(
     malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good_rows_are_kept,
 );
 
-/// Two imports of overlapping files at once, on PostgreSQL: no duplicate,
-/// no failure, every email once.
-#[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlapping_imports_running_at_once_create_no_duplicates_on_postgres() {
-    let store = support::TestStore::new().await;
+/// Two imports of overlapping files at once, on PostgreSQL and on Citus:
+/// no duplicate, no failure, every email once.
+#[cfg(all(feature = "postgres", feature = "conformance"))]
+async fn overlapping_imports_running_at_once_create_no_duplicates_on_postgres(
+    target: support::Target,
+) {
+    let Some(store) = support::TestStore::on(target).await else {
+        return;
+    };
     let t = TenantId::new();
     let file = |from: usize, to: usize, upper: bool| {
         let mut s = String::from("email,first_name,last_name\n");
@@ -667,3 +687,6 @@ async fn overlapping_imports_running_at_once_create_no_duplicates_on_postgres() 
     assert_eq!(ra.rows + rb.rows, 6000);
     assert_eq!(contacts(&*store, t).await.len(), 4500);
 }
+
+#[cfg(all(feature = "postgres", feature = "conformance"))]
+crate::on_every_target!(overlapping_imports_running_at_once_create_no_duplicates_on_postgres);

@@ -1,7 +1,8 @@
 #![cfg(all(feature = "postgres", feature = "conformance"))]
 //! What only PostgreSQL can do to the idempotency guard: lose the
 //! connection in the middle of a handler, and meet duplicates from other
-//! processes (other guards) at the claim's lock.
+//! processes (other guards) at the claim's lock. On PostgreSQL and on a
+//! Citus cluster (see `support::citus`).
 
 mod support;
 
@@ -17,7 +18,7 @@ use crm_core::{
     },
 };
 use serde_json::json;
-use support::TestStore;
+use support::{Target, TestStore};
 use tokio::sync::oneshot;
 
 fn ctx() -> Context {
@@ -32,9 +33,12 @@ fn contact(email: &str) -> NewContact {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry_succeeds() {
-    let db = TestStore::new().await;
+async fn a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry_succeeds(
+    target: Target,
+) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
     let store = (*db).clone();
     let admin = db.db().client().await;
     let (t, guard) = (TenantId::new(), IdempotencyGuard::new());
@@ -60,11 +64,24 @@ async fn a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry
         })
     };
     started_rx.await.unwrap();
+    // The test's backends: its database's, or on Citus its role's (on the
+    // coordinator, where the store's connections are).
+    let (column, name) = if db.db().is_citus() {
+        (
+            "usename",
+            db.db().store_config().get_user().unwrap().to_string(),
+        )
+    } else {
+        ("datname", db.db().name().to_string())
+    };
     let killed: Vec<bool> = admin
         .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND state = 'idle in transaction' AND pid <> pg_backend_pid()",
-            &[&db.db().name()],
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE {column} = $1 AND state = 'idle in transaction' \
+                 AND pid <> pg_backend_pid()"
+            ),
+            &[&name],
         )
         .await
         .unwrap()
@@ -124,9 +141,10 @@ async fn a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry
 
 /// Two guards share nothing, as two processes would: the duplicate meets
 /// the first delivery at the advisory lock of its claim.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_from_another_process_waits_on_the_claim_or_gets_key_in_use() {
-    let db = TestStore::new().await;
+async fn a_duplicate_from_another_process_waits_on_the_claim_or_gets_key_in_use(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
     let store = (*db).clone();
     let t = TenantId::new();
     let (first_guard, other_guard) = (IdempotencyGuard::new(), IdempotencyGuard::new());
@@ -196,9 +214,12 @@ async fn a_duplicate_from_another_process_waits_on_the_claim_or_gets_key_in_use(
 /// sent along with the handler's first statement, the duplicates meet the
 /// first delivery at the advisory lock of its claim, and read its record
 /// once it commits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_processes_receiving_one_event_create_one_contact_under_either_claim_timing() {
-    let db = TestStore::new().await;
+async fn fifty_processes_receiving_one_event_create_one_contact_under_either_claim_timing(
+    target: Target,
+) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
     let store = (*db).clone();
     for timing in [ClaimTiming::WithFirstStatement, ClaimTiming::BeforeHandler] {
         let t = TenantId::new();
@@ -251,13 +272,12 @@ async fn fifty_processes_receiving_one_event_create_one_contact_under_either_cla
 /// transaction-local `lock_timeout`, and restores the setting before the
 /// handler's statements run: a handler statement that waits for a row lock
 /// longer than the guard's wait still succeeds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
-    let db = TestStore::new().await;
+async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
     let store = (*db).clone();
     let t = TenantId::new();
-    let admin = db.db().client().await;
-    let name_of_db = db.db().name().to_string();
     let created = store
         .scope(t, &ctx())
         .create_contact(contact("locked@example.com"))
@@ -283,28 +303,10 @@ async fn the_claims_lock_timeout_does_not_bound_the_handlers_own_statements() {
             .await
             .unwrap();
         let release = {
-            let (admin, name_of_db) = (&admin, name_of_db.clone());
+            let db = db.db();
             async move {
-                let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                loop {
-                    let waiting: i64 = admin
-                        .query_one(
-                            "SELECT count(*) FROM pg_stat_activity \
-                             WHERE datname = $1 AND wait_event_type = 'Lock'",
-                            &[&name_of_db],
-                        )
-                        .await
-                        .unwrap()
-                        .get(0);
-                    if waiting > 0 {
-                        break;
-                    }
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the handler's update never waited"
-                    );
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                // Until the handler's update waits (or a minute has gone).
+                support::until_a_backend_waits_for_a_lock(db).await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 holder.commit().await.unwrap();
             }
@@ -369,9 +371,10 @@ fn claim_of(key: &str, wait: WaitPolicy) -> IdempotencyClaim {
 /// A claim made while another is deferred is made inside the transaction
 /// (the deferred one goes out first, with BEGIN): both keys are held until
 /// the transaction ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_claim_while_one_is_deferred_holds_its_key_inside_the_transaction() {
-    let db = TestStore::new().await;
+async fn a_second_claim_while_one_is_deferred_holds_its_key_inside_the_transaction(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
     let store = (*db).clone();
     let t = TenantId::new();
     let mut tx = store.begin(t, ctx()).await.unwrap();
@@ -411,9 +414,12 @@ async fn a_second_claim_while_one_is_deferred_holds_its_key_inside_the_transacti
 /// When a deferred claim finds its key taken, the statement that carried it
 /// fails at once, and nothing of the transaction can commit: not by
 /// `commit`, not by completing the key.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_deferred_claim_finds_its_key_taken_nothing_of_the_transaction_commits() {
-    let db = TestStore::new().await;
+async fn after_a_deferred_claim_finds_its_key_taken_nothing_of_the_transaction_commits(
+    target: Target,
+) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
     let store = (*db).clone();
     let t = TenantId::new();
     let ev = InboundEvent::new("stripe", "evt_taken", &json!({"key": "evt_taken"})).unwrap();
@@ -497,19 +503,27 @@ async fn after_a_deferred_claim_finds_its_key_taken_nothing_of_the_transaction_c
 /// its transactions READ COMMITTED, which the claim's read after its lock
 /// relies on. Under a REPEATABLE READ default, duplicates from other
 /// processes still replay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn duplicates_replay_under_a_repeatable_read_default() {
-    let db = support::TestDb::create().await;
-    let admin = db.client().await;
-    admin
+async fn duplicates_replay_under_a_repeatable_read_default(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let db = owner.db();
+    // The default of the test's database, or on Citus of its role (on
+    // every node: Citus passes ALTER ROLE on to the workers).
+    let of = if db.is_citus() {
+        format!("ROLE {}", db.store_config().get_user().unwrap())
+    } else {
+        format!("DATABASE {}", db.name())
+    };
+    db.client()
+        .await
         .batch_execute(&format!(
-            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
-            db.name()
+            "ALTER {of} SET default_transaction_isolation = 'repeatable read'"
         ))
         .await
         .unwrap();
+    // A store of its own, whose connections start after the change.
     let store = db.store();
-    store.migrate().await.unwrap();
     let t = TenantId::new();
     let ev = InboundEvent::new("stripe", "evt_rr", &json!({"id": "rr"})).unwrap();
     let tasks: Vec<_> = (0..10)
@@ -542,9 +556,12 @@ async fn duplicates_replay_under_a_repeatable_read_default() {
 /// 9999, where the guard clamps expiry) is written and read back to the
 /// microsecond, by the claim's read too; one beyond it is refused on
 /// `expires_at` before anything is sent, and the transaction goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_expiring_at_the_end_of_the_year_9999_is_written_and_read_back_exactly() {
-    let db = TestStore::new().await;
+async fn a_record_expiring_at_the_end_of_the_year_9999_is_written_and_read_back_exactly(
+    target: Target,
+) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
     let store = (*db).clone();
     let t = TenantId::new();
     let mut claim = claim_of("far", WaitPolicy::NoWait);
@@ -581,11 +598,10 @@ async fn a_record_expiring_at_the_end_of_the_year_9999_is_written_and_read_back_
     }
 }
 
-/// A migrated store over `db` with a pool of its own: one process.
-async fn process(db: &support::TestDb) -> crm_core::PostgresStore {
-    let store = db.store();
-    store.migrate().await.unwrap();
-    store
+/// A store over `db` (migrated already) with a pool of its own: one
+/// process.
+fn process(db: &support::TestDb) -> crm_core::PostgresStore {
+    db.store()
 }
 
 /// Deliveries of one event from several processes at once (several stores,
@@ -593,15 +609,15 @@ async fn process(db: &support::TestDb) -> crm_core::PostgresStore {
 /// permanently: every one that waits long enough gets the stored failure,
 /// executed by one and replayed to the others — never `KeyInUse`, also
 /// when its own handler ran and failed while another stored the failure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored_failure() {
+async fn concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored_failure(
+    target: Target,
+) {
     const PROCESSES: usize = 4;
     const DELIVERIES: usize = 24;
-    let db = support::TestDb::create().await;
-    let mut stores = Vec::new();
-    for _ in 0..PROCESSES {
-        stores.push(process(&db).await);
-    }
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let stores: Vec<_> = (0..PROCESSES).map(|_| process(owner.db())).collect();
     for timing in [ClaimTiming::WithFirstStatement, ClaimTiming::BeforeHandler] {
         for round in 0..4 {
             let t = TenantId::new();
@@ -674,13 +690,16 @@ async fn concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored
 /// that may not wait, sent at once from another process (another store),
 /// is never refused with `KeyInUse` because of it. Several such pairs run
 /// at once, under both claim timings.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_no_wait_delivery_right_after_a_replay_or_a_panic_is_never_refused_because_of_it() {
+async fn a_no_wait_delivery_right_after_a_replay_or_a_panic_is_never_refused_because_of_it(
+    target: Target,
+) {
     use futures_util::FutureExt;
     const PAIRS: usize = 4;
     const ROUNDS: usize = 40;
-    let db = support::TestDb::create().await;
-    let (first, second) = (process(&db).await, process(&db).await);
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let (first, second) = (process(owner.db()), process(owner.db()));
     let t = TenantId::new();
     let make = |i: usize| {
         handler(move |tx| {
@@ -779,20 +798,18 @@ async fn a_no_wait_delivery_right_after_a_replay_or_a_panic_is_never_refused_bec
 /// prepared (after `BEGIN`, as its names are looked up in the store's
 /// schema): the claim is never made, the transaction only rolls back, and
 /// the connection serves the next transaction as if nothing happened.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deferred_claim_whose_statement_cannot_be_prepared_is_never_made() {
-    let db = TestStore::new().await;
+async fn a_deferred_claim_whose_statement_cannot_be_prepared_is_never_made(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
     // One connection, so that the next transaction gets the same one.
-    let store = crm_core::PostgresStore::from_pool(
-        db.db().pool(1),
-        crm_core::conformance::test_pipelines(),
-    );
+    let store = db
+        .db()
+        .store_with(1, crm_core::conformance::test_pipelines());
     let t = TenantId::new();
-    let admin = db.db().client().await;
-    admin
-        .batch_execute("ALTER TABLE crm.contacts RENAME TO contacts_moved")
-        .await
-        .unwrap();
+    db.db()
+        .ddl(&["ALTER TABLE crm.contacts RENAME TO contacts_moved"])
+        .await;
     let claim = claim_of("evt_unprepared", WaitPolicy::NoWait);
     let mut tx = store.begin(t, ctx()).await.unwrap();
     assert_eq!(tx.defer_idempotency_claim(&claim).await.unwrap(), None);
@@ -807,10 +824,9 @@ async fn a_deferred_claim_whose_statement_cannot_be_prepared_is_never_made() {
         "the claim was not sent: {outcome:?}"
     );
     assert!(tx.commit().await.is_err(), "commit refuses");
-    admin
-        .batch_execute("ALTER TABLE crm.contacts_moved RENAME TO contacts")
-        .await
-        .unwrap();
+    db.db()
+        .ddl(&["ALTER TABLE crm.contacts_moved RENAME TO contacts"])
+        .await;
 
     // The same connection, clean: the key is free and the claim succeeds.
     let mut tx = store.begin(t, ctx()).await.unwrap();
@@ -844,24 +860,26 @@ async fn a_deferred_claim_whose_statement_cannot_be_prepared_is_never_made() {
 /// with it ends the transaction with a rollback, the error is the
 /// insert's, nothing of the handler is kept, and the connection serves the
 /// next transaction.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_that_fails_to_store_rolls_the_transaction_back_and_the_connection_goes_on() {
-    let db = TestStore::new().await;
-    let store = crm_core::PostgresStore::from_pool(
-        db.db().pool(1),
-        crm_core::conformance::test_pipelines(),
-    );
+async fn a_record_that_fails_to_store_rolls_the_transaction_back_and_the_connection_goes_on(
+    target: Target,
+) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
+    let store = db
+        .db()
+        .store_with(1, crm_core::conformance::test_pipelines());
     let t = TenantId::new();
-    let admin = db.db().client().await;
-    admin
-        .batch_execute(
-            "CREATE FUNCTION public.refuse_record() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN RAISE EXCEPTION 'record refused'; END $$;
-             CREATE TRIGGER refuse_record BEFORE INSERT ON crm.idempotency_keys
-                 FOR EACH ROW EXECUTE FUNCTION public.refuse_record();",
-        )
-        .await
-        .unwrap();
+    // The function in the test's schema, so that tests sharing a Citus
+    // database do not meet.
+    db.db()
+        .ddl(&[
+            "CREATE FUNCTION crm.refuse_record() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'record refused'; END $$",
+            "CREATE TRIGGER refuse_record BEFORE INSERT ON crm.idempotency_keys
+                 FOR EACH ROW EXECUTE FUNCTION crm.refuse_record()",
+        ])
+        .await;
     let claim = claim_of("evt_refused", WaitPolicy::NoWait);
     let mut tx = store.begin(t, ctx()).await.unwrap();
     assert_eq!(tx.defer_idempotency_claim(&claim).await.unwrap(), None);
@@ -882,10 +900,9 @@ async fn a_record_that_fails_to_store_rolls_the_transaction_back_and_the_connect
         .await;
     let err = stored.expect_err("the record was refused");
     assert!(err.to_string().contains("record refused"), "{err}");
-    admin
-        .batch_execute("DROP TRIGGER refuse_record ON crm.idempotency_keys")
-        .await
-        .unwrap();
+    db.db()
+        .ddl(&["DROP TRIGGER refuse_record ON crm.idempotency_keys"])
+        .await;
 
     let email = Email::parse("handled@example.com").unwrap();
     let kept = store
@@ -921,3 +938,24 @@ async fn a_record_that_fails_to_store_rolls_the_transaction_back_and_the_connect
     assert_eq!(record.result, Some(StoredResult::Succeeded(result)));
     drop(store);
 }
+
+crate::on_every_target!(
+    a_connection_killed_mid_handler_leaves_no_key_and_no_rows_and_the_retry_succeeds,
+    a_duplicate_from_another_process_waits_on_the_claim_or_gets_key_in_use,
+    fifty_processes_receiving_one_event_create_one_contact_under_either_claim_timing(
+        worker_threads = 4
+    ),
+    the_claims_lock_timeout_does_not_bound_the_handlers_own_statements,
+    a_second_claim_while_one_is_deferred_holds_its_key_inside_the_transaction,
+    after_a_deferred_claim_finds_its_key_taken_nothing_of_the_transaction_commits,
+    duplicates_replay_under_a_repeatable_read_default(worker_threads = 4),
+    a_record_expiring_at_the_end_of_the_year_9999_is_written_and_read_back_exactly,
+    concurrent_deliveries_of_a_permanently_failing_event_all_get_the_stored_failure(
+        worker_threads = 4
+    ),
+    a_no_wait_delivery_right_after_a_replay_or_a_panic_is_never_refused_because_of_it(
+        worker_threads = 4
+    ),
+    a_deferred_claim_whose_statement_cannot_be_prepared_is_never_made,
+    a_record_that_fails_to_store_rolls_the_transaction_back_and_the_connection_goes_on,
+);

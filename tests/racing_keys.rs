@@ -2,7 +2,8 @@
 //! The caseless keys, the merge locks and the atomic operations, driven
 //! from outside as a user's program would drive the crate: rows left by
 //! earlier versions, several `PostgresStore`s racing, lost connections,
-//! and the two backends compared on the same operations.
+//! and the two backends compared on the same operations. On PostgreSQL and
+//! on a Citus cluster (see `support::citus`).
 
 mod support;
 
@@ -20,7 +21,7 @@ use crm_core::{
     idempotency::{HandlerError, HandlerFuture, IdempotencyGuard, InboundEvent},
 };
 use serde_json::json;
-use support::{TestDb, TestStore};
+use support::{Target, TestDb, TestStore};
 use uuid::Uuid;
 
 fn ctx() -> Context {
@@ -48,18 +49,20 @@ fn named(email: &str, first: &str, last: &str) -> NewContact {
 /// Before this version `Email::parse` accepted invisible characters (ZWSP,
 /// soft hyphen, BOM, word joiner) and even C1 controls (NEL) in an address;
 /// rows read back must keep the rules they were stored under.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_contact_whose_email_an_earlier_version_accepted_with_an_invisible_character_stays_readable()
- {
-    let db = TestDb::create().await;
+async fn a_contact_whose_email_an_earlier_version_accepted_with_an_invisible_character_stays_readable(
+    target: Target,
+) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let db = owner.db();
     let client = db.client().await;
     let store = db.store();
-    store.migrate().await.unwrap();
     let tenant = TenantId::new();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     // Both addresses passed the parser of an earlier version.
-    support::insert_contact_row(&client, tenant, a, "zero\u{200B}width@example.com").await;
-    support::insert_contact_row(&client, tenant, b, "plain@example.com").await;
+    support::insert_contact_row(db, &client, tenant, a, "zero\u{200B}width@example.com").await;
+    support::insert_contact_row(db, &client, tenant, b, "plain@example.com").await;
 
     let crm = store.scope(tenant, &ctx());
     let read = crm.get_contact(ContactId::from_uuid(a)).await;
@@ -84,16 +87,20 @@ async fn a_contact_whose_email_an_earlier_version_accepted_with_an_invisible_cha
 /// `erased-<id>@erased.invalid` that erasing contact `id` now writes, and
 /// such a row may still be stored. Erasure must still succeed without a
 /// duplicate (issue item 4: "Erasure always succeeds").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn erasing_a_contact_whose_placeholder_an_older_contact_holds_succeeds_without_a_duplicate() {
-    let db = TestDb::create().await;
+async fn erasing_a_contact_whose_placeholder_an_older_contact_holds_succeeds_without_a_duplicate(
+    target: Target,
+) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let db = owner.db();
     let client = db.client().await;
     let store = db.store();
-    store.migrate().await.unwrap();
     let tenant = TenantId::new();
     let (victim, squatter) = (Uuid::now_v7(), Uuid::now_v7());
-    support::insert_contact_row(&client, tenant, victim, "victim@example.com").await;
+    support::insert_contact_row(db, &client, tenant, victim, "victim@example.com").await;
     support::insert_contact_row(
+        db,
         &client,
         tenant,
         squatter,
@@ -109,7 +116,7 @@ async fn erasing_a_contact_whose_placeholder_an_older_contact_holds_succeeds_wit
     // the other keeps its own.
     let keys: Vec<Option<String>> = client
         .query(
-            "SELECT email_key FROM crm.contacts WHERE tenant_id = $1",
+            &db.sql("SELECT email_key FROM crm.contacts WHERE tenant_id = $1"),
             &[&tenant.as_uuid()],
         )
         .await
@@ -142,11 +149,14 @@ fn retryable(e: &Error) -> bool {
 /// is `NotFound` (never a deadlock, never an untyped error), every
 /// acknowledged activity survives on a surviving contact, and exactly the
 /// contacts no successful merge removed are left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merge_chains_racing_each_other_and_writers_lose_nothing_and_never_deadlock() {
-    let base = TestStore::new().await;
+async fn merge_chains_racing_each_other_and_writers_lose_nothing_and_never_deadlock(
+    target: Target,
+) {
+    let Some(base) = TestStore::on(target).await else {
+        return;
+    };
     let stores: Vec<PostgresStore> = (0..4)
-        .map(|_| PostgresStore::from_pool(base.db().pool(4), conformance::test_pipelines()))
+        .map(|_| base.db().store_with(4, conformance::test_pipelines()))
         .collect();
     let tenant = TenantId::new();
     for round in 0..6 {
@@ -241,7 +251,9 @@ async fn merge_chains_racing_each_other_and_writers_lose_nothing_and_never_deadl
         let client = base.db().client().await;
         let stored: i64 = client
             .query_one(
-                "SELECT count(*) FROM crm.activities WHERE tenant_id = $1 AND id = ANY($2)",
+                &base.db().sql(
+                    "SELECT count(*) FROM crm.activities WHERE tenant_id = $1 AND id = ANY($2)",
+                ),
                 &[
                     &tenant.as_uuid(),
                     &acked.iter().map(|a| a.as_uuid()).collect::<Vec<_>>(),
@@ -261,11 +273,12 @@ async fn merge_chains_racing_each_other_and_writers_lose_nothing_and_never_deadl
 /// Merges racing updates, deactivations, deletes and erasures of the same
 /// contacts from other stores: each operation ends in a typed outcome
 /// (`Ok`, `NotFound`, `Conflict`), never a deadlock or a raw database error.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn merges_racing_updates_deletes_and_erasures_end_in_typed_outcomes() {
-    let base = TestStore::new().await;
+async fn merges_racing_updates_deletes_and_erasures_end_in_typed_outcomes(target: Target) {
+    let Some(base) = TestStore::on(target).await else {
+        return;
+    };
     let stores: Vec<PostgresStore> = (0..4)
-        .map(|_| PostgresStore::from_pool(base.db().pool(4), conformance::test_pipelines()))
+        .map(|_| base.db().store_with(4, conformance::test_pipelines()))
         .collect();
     let tenant = TenantId::new();
     let mut failures = Vec::new();
@@ -350,11 +363,14 @@ async fn merges_racing_updates_deletes_and_erasures_end_in_typed_outcomes() {
 
 // ---- upserts racing creates of one email in other casings and normal forms ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upserts_and_creates_of_one_email_in_many_forms_race_to_exactly_one_contact() {
-    let base = TestStore::new().await;
+async fn upserts_and_creates_of_one_email_in_many_forms_race_to_exactly_one_contact(
+    target: Target,
+) {
+    let Some(base) = TestStore::on(target).await else {
+        return;
+    };
     let stores: Vec<PostgresStore> = (0..4)
-        .map(|_| PostgresStore::from_pool(base.db().pool(4), conformance::test_pipelines()))
+        .map(|_| base.db().store_with(4, conformance::test_pipelines()))
         .collect();
     let tenant = TenantId::new();
     // One address in many forms: casing, NFC/NFD, ß/SS/ẞ.
@@ -416,7 +432,9 @@ async fn upserts_and_creates_of_one_email_in_many_forms_race_to_exactly_one_cont
             .client()
             .await
             .query_one(
-                "SELECT count(*) FROM crm.contacts WHERE tenant_id = $1 AND email_key = $2",
+                &base.db().sql(
+                    "SELECT count(*) FROM crm.contacts WHERE tenant_id = $1 AND email_key = $2",
+                ),
                 &[&tenant.as_uuid(), &key],
             )
             .await
@@ -426,29 +444,35 @@ async fn upserts_and_creates_of_one_email_in_many_forms_race_to_exactly_one_cont
     }
 }
 
+/// Makes the contacts table refuse rows whose first name is `Boom`, by a
+/// trigger `BEFORE <events>` (its function in the test's schema, so that
+/// tests sharing a Citus database do not meet).
+async fn refuse_boom(db: &TestDb, events: &str) {
+    db.ddl(&[
+        "CREATE FUNCTION crm.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.first_name = 'Boom' THEN RAISE EXCEPTION 'boom'; END IF;
+             RETURN NEW;
+         END $$",
+        &format!(
+            "CREATE TRIGGER refuse_boom BEFORE {events} ON crm.contacts
+             FOR EACH ROW EXECUTE FUNCTION crm.refuse_boom()"
+        ),
+    ])
+    .await;
+}
+
 // ---- the idempotency guard around a handler whose upsert fails ----
 
 /// A handler whose upsert fails (a trigger refuses a row) and that goes on
 /// with another write: the failed upsert leaves nothing, the claim made with
 /// the first statement survives the savepoint's rollback, the result is
 /// stored, and a second delivery replays it without running the handler.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_that_survives_a_failed_upsert_keeps_its_claim_and_is_replayed() {
-    let db = TestStore::new().await;
-    db.db()
-        .client()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 IF NEW.first_name = 'Boom' THEN RAISE EXCEPTION 'boom'; END IF;
-                 RETURN NEW;
-             END $$;
-             CREATE TRIGGER refuse_boom BEFORE INSERT OR UPDATE ON crm.contacts
-                 FOR EACH ROW EXECUTE FUNCTION refuse_boom();",
-        )
-        .await
-        .unwrap();
+async fn a_handler_that_survives_a_failed_upsert_keeps_its_claim_and_is_replayed(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
+    refuse_boom(db.db(), "INSERT OR UPDATE").await;
     let store: PostgresStore = (*db).clone();
     let tenant = TenantId::new();
     let ev = InboundEvent::new("stripe", "evt_upsert_fails", &json!({"id": 7})).unwrap();
@@ -485,7 +509,8 @@ async fn a_handler_that_survives_a_failed_upsert_keeps_its_claim_and_is_replayed
     let client = db.db().client().await;
     let emails: Vec<String> = client
         .query(
-            "SELECT email FROM crm.contacts WHERE tenant_id = $1 ORDER BY email",
+            &db.db()
+                .sql("SELECT email FROM crm.contacts WHERE tenant_id = $1 ORDER BY email"),
             &[&tenant.as_uuid()],
         )
         .await
@@ -502,9 +527,10 @@ async fn a_handler_that_survives_a_failed_upsert_keeps_its_claim_and_is_replayed
 
 // ---- a lost connection in the middle of an atomic operation ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_merge_whose_connection_is_killed_fails_retryably_and_leaves_nothing() {
-    let db = TestStore::new().await;
+async fn a_merge_whose_connection_is_killed_fails_retryably_and_leaves_nothing(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
     let store: PostgresStore = (*db).clone();
     let tenant = TenantId::new();
     let crm = store.scope(tenant, &ctx());
@@ -523,18 +549,25 @@ async fn a_merge_whose_connection_is_killed_fails_retryably_and_leaves_nothing()
     tx.create_contact(new_contact("in-tx@example.com"))
         .await
         .unwrap();
-    // Kill every backend of this test's database but the killer's own.
-    let admin = support::client(&{
+    // Kill every backend of this test's database but the killer's own (on
+    // Citus every backend of the test's role on the coordinator, where the
+    // store's connections are; the killer is the administrative user).
+    let (admin, column, name) = if db.db().is_citus() {
+        let role = db.db().store_config().get_user().unwrap().to_string();
+        (db.db().client().await, "usename", role)
+    } else {
         let mut c = db.db().config();
         c.dbname("postgres");
-        c
-    })
-    .await;
+        let name = db.db().name().to_string();
+        (support::client(&c).await, "datname", name)
+    };
     admin
         .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
-            &[&db.db().name()],
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE {column} = $1 AND pid <> pg_backend_pid()"
+            ),
+            &[&name],
         )
         .await
         .unwrap();
@@ -543,8 +576,8 @@ async fn a_merge_whose_connection_is_killed_fails_retryably_and_leaves_nothing()
     loop {
         let left: i64 = admin
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
-                &[&db.db().name()],
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE {column} = $1"),
+                &[&name],
             )
             .await
             .unwrap()
@@ -585,9 +618,10 @@ async fn a_merge_whose_connection_is_killed_fails_retryably_and_leaves_nothing()
 /// Names of 100 characters whose keys expand (ligatures, ß, Greek with
 /// iota subscript, combining marks) page one by one in both directions,
 /// every contact exactly once, in the same order on both backends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn names_whose_keys_expand_page_once_each_and_alike_on_both_backends() {
-    let pg = TestStore::new().await;
+async fn names_whose_keys_expand_page_once_each_and_alike_on_both_backends(target: Target) {
+    let Some(pg) = TestStore::on(target).await else {
+        return;
+    };
     let memory = InMemoryStore::with_pipelines(conformance::test_pipelines());
     let tenant = TenantId::new();
     let unit = ["ﬃ", "ß", "ᾷ", "ŉ", "և", "ΐ", "e\u{301}", "İ", "ﬀ", "Σ"];
@@ -642,9 +676,12 @@ async fn names_whose_keys_expand_page_once_each_and_alike_on_both_backends() {
 
 // ---- prefix searches with wildcards and prefixes whose key changes length ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prefix_searches_with_wildcards_and_expanding_prefixes_agree_on_both_backends() {
-    let pg = TestStore::new().await;
+async fn prefix_searches_with_wildcards_and_expanding_prefixes_agree_on_both_backends(
+    target: Target,
+) {
+    let Some(pg) = TestStore::on(target).await else {
+        return;
+    };
     let memory = InMemoryStore::with_pipelines(conformance::test_pipelines());
     let tenant = TenantId::new();
     let people = [
@@ -719,10 +756,13 @@ async fn prefix_searches_with_wildcards_and_expanding_prefixes_agree_on_both_bac
 /// the contact, then waits for the deal; the handler then waits for the
 /// contact: PostgreSQL breaks the cycle after `deadlock_timeout` with
 /// 40P01 for one of them. Neither operation did anything wrong.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deal_update_then_an_activity_racing_a_merge_of_the_deals_contact_do_not_deadlock() {
+async fn a_deal_update_then_an_activity_racing_a_merge_of_the_deals_contact_do_not_deadlock(
+    target: Target,
+) {
     use crm_core::domain::{Currency, DealPatch, DealTitle, Money, NewDeal};
-    let owner = TestStore::new().await;
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let (writer, merger) = (owner.db().store(), owner.db().store());
     let tenant = TenantId::new();
     let s = owner
@@ -784,10 +824,13 @@ async fn a_deal_update_then_an_activity_racing_a_merge_of_the_deals_contact_do_n
 
 // ---- live scores merged alike on both backends ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_merge_adds_the_losers_live_score_to_the_survivors_alike_on_both_backends() {
+async fn a_merge_adds_the_losers_live_score_to_the_survivors_alike_on_both_backends(
+    target: Target,
+) {
     use crm_core::domain::{NewSignal, SignalKind};
-    let pg = TestStore::new().await;
+    let Some(pg) = TestStore::on(target).await else {
+        return;
+    };
     let memory = InMemoryStore::with_pipelines(conformance::test_pipelines());
     let dyn_pg: &dyn Store = &*pg;
     let dyn_mem: &dyn Store = &memory;
@@ -886,11 +929,14 @@ fn text_with_a_ypogegrammeni_before_a_mark_keys_apart_from_its_upper_case() {
 
 // ---- email changes racing creates and upserts of one email in other forms ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn email_changes_creates_and_upserts_racing_for_one_email_leave_exactly_one_holder() {
-    let base = TestStore::new().await;
+async fn email_changes_creates_and_upserts_racing_for_one_email_leave_exactly_one_holder(
+    target: Target,
+) {
+    let Some(base) = TestStore::on(target).await else {
+        return;
+    };
     let stores: Vec<PostgresStore> = (0..4)
-        .map(|_| PostgresStore::from_pool(base.db().pool(4), conformance::test_pipelines()))
+        .map(|_| base.db().store_with(4, conformance::test_pipelines()))
         .collect();
     let tenant = TenantId::new();
     let forms = [
@@ -973,7 +1019,9 @@ async fn email_changes_creates_and_upserts_racing_for_one_email_leave_exactly_on
             .client()
             .await
             .query_one(
-                "SELECT count(*) FROM crm.contacts WHERE tenant_id = $1 AND email_key = $2",
+                &base.db().sql(
+                    "SELECT count(*) FROM crm.contacts WHERE tenant_id = $1 AND email_key = $2",
+                ),
                 &[&tenant.as_uuid(), &key],
             )
             .await
@@ -985,23 +1033,13 @@ async fn email_changes_creates_and_upserts_racing_for_one_email_leave_exactly_on
 
 // ---- two upserts in one transaction, the first failing ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upsert_after_a_failed_upsert_in_the_same_transaction_works_and_commits_alone() {
-    let db = TestStore::new().await;
-    db.db()
-        .client()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 IF NEW.first_name = 'Boom' THEN RAISE EXCEPTION 'boom'; END IF;
-                 RETURN NEW;
-             END $$;
-             CREATE TRIGGER refuse_boom BEFORE INSERT ON crm.contacts
-                 FOR EACH ROW EXECUTE FUNCTION refuse_boom();",
-        )
-        .await
-        .unwrap();
+async fn an_upsert_after_a_failed_upsert_in_the_same_transaction_works_and_commits_alone(
+    target: Target,
+) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
+    refuse_boom(db.db(), "INSERT").await;
     let tenant = TenantId::new();
     let mut tx = db.begin(tenant, ctx()).await.unwrap();
     for attempt in 0..3 {
@@ -1027,7 +1065,8 @@ async fn an_upsert_after_a_failed_upsert_in_the_same_transaction_works_and_commi
         .client()
         .await
         .query(
-            "SELECT email FROM crm.contacts WHERE tenant_id = $1 ORDER BY email",
+            &db.db()
+                .sql("SELECT email FROM crm.contacts WHERE tenant_id = $1 ORDER BY email"),
             &[&tenant.as_uuid()],
         )
         .await
@@ -1046,9 +1085,10 @@ async fn an_upsert_after_a_failed_upsert_in_the_same_transaction_works_and_commi
 /// Both contacts missing: the contract says `NotFound` "for either"; the
 /// two backends name different ones (memory the survivor, PostgreSQL the
 /// lower id), which the differential test reports as a disagreement.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_merge_of_two_missing_contacts_names_the_same_one_on_both_backends() {
-    let pg = TestStore::new().await;
+async fn a_merge_of_two_missing_contacts_names_the_same_one_on_both_backends(target: Target) {
+    let Some(pg) = TestStore::on(target).await else {
+        return;
+    };
     let memory = InMemoryStore::with_pipelines(conformance::test_pipelines());
     let dyn_pg: &dyn Store = &*pg;
     let dyn_mem: &dyn Store = &memory;
@@ -1070,3 +1110,20 @@ async fn a_merge_of_two_missing_contacts_names_the_same_one_on_both_backends() {
     }
     assert_eq!(named_ids[0], named_ids[1], "postgres vs memory");
 }
+
+crate::on_every_target!(
+    a_merge_whose_connection_is_killed_fails_retryably_and_leaves_nothing,
+    a_contact_whose_email_an_earlier_version_accepted_with_an_invisible_character_stays_readable,
+    erasing_a_contact_whose_placeholder_an_older_contact_holds_succeeds_without_a_duplicate,
+    merge_chains_racing_each_other_and_writers_lose_nothing_and_never_deadlock,
+    merges_racing_updates_deletes_and_erasures_end_in_typed_outcomes,
+    upserts_and_creates_of_one_email_in_many_forms_race_to_exactly_one_contact,
+    a_handler_that_survives_a_failed_upsert_keeps_its_claim_and_is_replayed,
+    names_whose_keys_expand_page_once_each_and_alike_on_both_backends,
+    prefix_searches_with_wildcards_and_expanding_prefixes_agree_on_both_backends,
+    a_deal_update_then_an_activity_racing_a_merge_of_the_deals_contact_do_not_deadlock,
+    a_merge_adds_the_losers_live_score_to_the_survivors_alike_on_both_backends,
+    email_changes_creates_and_upserts_racing_for_one_email_leave_exactly_one_holder,
+    an_upsert_after_a_failed_upsert_in_the_same_transaction_works_and_commits_alone,
+    a_merge_of_two_missing_contacts_names_the_same_one_on_both_backends,
+);

@@ -196,6 +196,29 @@ impl TestDb {
     pub async fn client(&self) -> Client {
         client(&self.config).await
     }
+
+    /// Runs each of `statements` (DDL naming the store's tables with the
+    /// `crm.` prefix, see [`sql`](Self::sql)) as the administrative user,
+    /// one at a time: Citus forwards a DDL string to the workers as it was
+    /// sent, and refuses several commands in one there. On Citus with
+    /// `citus.enable_unsafe_triggers`, without which it refuses triggers
+    /// on distributed tables (a trigger then runs on each shard, seeing
+    /// that shard's rows only).
+    pub async fn ddl(&self, statements: &[&str]) {
+        let client = self.client().await;
+        if self.is_citus() {
+            client
+                .batch_execute("SET citus.enable_unsafe_triggers TO on")
+                .await
+                .unwrap();
+        }
+        for statement in statements {
+            client
+                .batch_execute(&self.sql(statement))
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {}", chain(&e)));
+        }
+    }
 }
 
 /// A pool over `config`.
@@ -427,12 +450,14 @@ pub async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
     }
 }
 
-/// Inserts a contact row by hand into the default schema `crm`, as a host
-/// (or an earlier version, whose rules were looser) might have stored it:
-/// `email` as given, the names 'Émile' and 'Zoë', the company 'Ünited', and
-/// their caseless keys computed in Rust. Runs under the tenant's setting so
-/// that forced row-level security lets it in.
+/// Inserts a contact row by hand into the store's tables of `db` (through
+/// `client`, connected to it), as a host (or an earlier version, whose
+/// rules were looser) might have stored it: `email` as given, the names
+/// 'Émile' and 'Zoë', the company 'Ünited', and their caseless keys
+/// computed in Rust. Runs under the tenant's setting so that forced
+/// row-level security lets it in.
 pub async fn insert_contact_row(
+    db: &TestDb,
     client: &Client,
     tenant: crm_core::TenantId,
     id: uuid::Uuid,
@@ -449,9 +474,11 @@ pub async fn insert_contact_row(
         .unwrap();
     client
         .execute(
-            "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, company, \
-             created_at, updated_at, email_key, first_name_key, last_name_key, company_key) \
-             VALUES ($1, $2, $3, 'Émile', 'Zoë', 'Ünited', now(), now(), $4, $5, $6, $7)",
+            &db.sql(
+                "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, company, \
+                 created_at, updated_at, email_key, first_name_key, last_name_key, company_key) \
+                 VALUES ($1, $2, $3, 'Émile', 'Zoë', 'Ünited', now(), now(), $4, $5, $6, $7)",
+            ),
             &[
                 &tenant.as_uuid(),
                 &id,
@@ -470,25 +497,29 @@ pub async fn insert_contact_row(
 /// Runs each `async fn name(target: Target)` of the calling file as two
 /// tests: `on_plain::name` on the plain PostgreSQL server and
 /// `on_citus::name` on the Citus cluster (which passes at once when no
-/// coordinator is named; see [`citus`]).
+/// coordinator is named; see [`citus`]). Each runs on a runtime of two
+/// worker threads, or as many as `name(worker_threads = n)` says.
 #[macro_export]
 macro_rules! on_every_target {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident $((worker_threads = $threads:literal))?),* $(,)?) => {
         mod on_plain {
             $(
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::support::Target::Plain).await
-                }
+                $crate::on_every_target!(@test Plain $name $($threads)?);
             )*
         }
         mod on_citus {
             $(
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::support::Target::Citus).await
-                }
+                $crate::on_every_target!(@test Citus $name $($threads)?);
             )*
+        }
+    };
+    (@test $target:ident $name:ident) => {
+        $crate::on_every_target!(@test $target $name 2);
+    };
+    (@test $target:ident $name:ident $threads:literal) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+        async fn $name() {
+            super::$name($crate::support::Target::$target).await
         }
     };
 }
