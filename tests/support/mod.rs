@@ -96,13 +96,46 @@ impl TestDb {
         self.citus.as_ref().map_or("crm", |c| c.schema.as_str())
     }
 
-    /// `sql` with every `crm.` (the default schema, as the tests' raw SQL
-    /// names the tables) replaced by the test's schema.
+    /// `sql` with the default schema `crm` replaced by the test's where
+    /// it qualifies a name (`crm.contacts`, `crm.crm_write_history`), as
+    /// the tests' raw SQL names the store's objects; the settings
+    /// (`crm.tenant_id`, `crm.actor`, …) keep their names, which do not
+    /// depend on the schema.
     pub fn sql(&self, sql: &str) -> String {
-        match &self.citus {
-            None => sql.to_string(),
-            Some(c) => sql.replace("crm.", &format!("{}.", c.schema)),
+        const SETTINGS: [&str; 7] = [
+            "tenant_id",
+            "actor",
+            "reason",
+            "request_id",
+            "idempotency_key",
+            "history_operation",
+            "saved_lock_timeout",
+        ];
+        let Some(c) = &self.citus else {
+            return sql.to_string();
+        };
+        let mut out = String::with_capacity(sql.len());
+        let mut rest = sql;
+        while let Some(at) = rest.find("crm.") {
+            let after = &rest[at + 4..];
+            let name_len = after
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                .unwrap_or(after.len());
+            let preceded_by_name = rest[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            out.push_str(&rest[..at]);
+            if preceded_by_name || SETTINGS.contains(&&after[..name_len]) {
+                out.push_str("crm.");
+            } else {
+                out.push_str(&c.schema);
+                out.push('.');
+            }
+            rest = after;
         }
+        out.push_str(rest);
+        out
     }
 
     /// True on the Citus cluster.
