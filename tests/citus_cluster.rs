@@ -228,3 +228,48 @@ async fn a_tenants_live_top_leads_and_timeline_go_to_one_worker() {
         .collect();
     assert_eq!(nodes.len(), 1, "one node holds the tenant: {nodes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_adding_triggers_and_a_table_to_a_distributed_schema_applies_and_records() {
+    let Some(store) = TestStore::on(Target::Citus).await else {
+        return;
+    };
+    let db = store.db();
+    // Take the history migration back out of the distributed schema, as
+    // if the schema predated it: the next migrate applies it there — a
+    // table, functions, and triggers on the distributed contacts and deals.
+    db.ddl(&[
+        "DROP FUNCTION crm.crm_contacts_history() CASCADE",
+        "DROP FUNCTION crm.crm_deals_history() CASCADE",
+        "DROP FUNCTION crm.crm_write_history",
+        "DROP FUNCTION crm.crm_history_operation",
+        "DROP FUNCTION crm.crm_history_ts CASCADE",
+        "DROP TABLE crm.history",
+        "DELETE FROM crm.schema_migrations WHERE version = 2",
+    ])
+    .await;
+    assert_eq!(owner(db).migrate().await.unwrap(), vec![2]);
+    assert_all_distributed(&placement(db).await);
+    db.ddl(&[&format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON crm.history TO {}",
+        db.store_config().get_user().unwrap()
+    )])
+    .await;
+
+    let tenant = TenantId::new();
+    let crm = store.scope(tenant, &ctx());
+    let contact = crm
+        .create_contact(NewContact::new(
+            Email::parse("after@example.com").unwrap(),
+            PersonName::parse("Ada").unwrap(),
+            PersonName::parse("Lovelace").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let history = crm
+        .entity_history(contact.id, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(history.items.len(), 1, "{history:?}");
+    assert_eq!(history.items[0].actor, "user:citus-test");
+}

@@ -154,6 +154,7 @@ mod rows;
 mod schema;
 mod scoring;
 mod search;
+mod split;
 #[doc(hidden)]
 pub mod statements;
 mod timeline;
@@ -425,7 +426,12 @@ impl PostgresStore {
                     }));
                 }
                 None => {
-                    tx.batch_execute(m.sql).await.map_err(error::db)?;
+                    // One request per statement: Citus forwards some DDL on
+                    // a distributed table as the request's text, which a
+                    // worker refuses when it holds several commands.
+                    for statement in split::statements(m.sql) {
+                        tx.batch_execute(statement).await.map_err(error::db)?;
+                    }
                     tx.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) \
                          VALUES ($1, $2, $3)",

@@ -1,0 +1,198 @@
+//! Splits a migration's SQL into its statements, so that `migrate` sends
+//! them one request each.
+//!
+//! Why: on a distributed schema, Citus forwards some DDL to the workers as
+//! the text of the request that held it (`CREATE INDEX`, `CREATE TRIGGER`
+//! on a distributed table), and a worker refuses a text of several
+//! commands (`cannot insert multiple commands into a prepared statement`).
+//! A migration that adds an index or a trigger to a distributed table must
+//! therefore go statement by statement. Plain PostgreSQL runs the same
+//! statements the same way.
+//!
+//! The lexer knows what PostgreSQL's does about where a statement ends:
+//! `--` and (nested) `/* */` comments, `'…'` strings (`''` inside; in an
+//! `E'…'` string also backslash escapes), `"…"` identifiers, and
+//! dollar-quoted bodies (`$$…$$`, `$tag$…$tag$`; `$1` is a parameter).
+//! Pieces holding only comments and whitespace are dropped.
+
+/// The statements of `sql`, each without its `;`, trimmed.
+pub(super) fn statements(sql: &str) -> Vec<&str> {
+    let bytes = sql.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i, mut content) = (0, 0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = block_comment_end(bytes, i);
+                continue;
+            }
+            b'\'' => {
+                let escapes = i > 0
+                    && matches!(bytes[i - 1], b'E' | b'e')
+                    && !(i > 1 && is_ident(bytes[i - 2]));
+                i = quoted_end(bytes, i, b'\'', escapes);
+            }
+            b'"' => i = quoted_end(bytes, i, b'"', false),
+            b'$' => match dollar_tag(sql, i) {
+                Some(tag) => {
+                    let body = i + tag.len();
+                    i = sql[body..]
+                        .find(tag)
+                        .map_or(bytes.len(), |n| body + n + tag.len());
+                }
+                None => i += 1,
+            },
+            b';' => {
+                if content {
+                    out.push(sql[start..i].trim());
+                }
+                i += 1;
+                start = i;
+                content = false;
+                continue;
+            }
+            _ => i += 1,
+        }
+        if !b.is_ascii_whitespace() {
+            content = true;
+        }
+    }
+    if content {
+        out.push(sql[start..].trim());
+    }
+    out
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// The index after the block comment opening at `i` (comments nest).
+fn block_comment_end(bytes: &[u8], mut i: usize) -> usize {
+    let mut depth = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    i
+}
+
+/// The index after the quoted text opening at `i` with `quote` (doubled
+/// inside; with `escapes`, a backslash also escapes the next byte).
+fn quoted_end(bytes: &[u8], mut i: usize, quote: u8, escapes: bool) -> usize {
+    i += 1;
+    while i < bytes.len() {
+        if escapes && bytes[i] == b'\\' {
+            i += 2;
+        } else if bytes[i] == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+            } else {
+                return i + 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    i
+}
+
+/// The dollar-quote tag (`$$`, `$name$`) opening at `i`, if one does: a
+/// `$` after an identifier character or before a digit is not one.
+fn dollar_tag(sql: &str, i: usize) -> Option<&str> {
+    let bytes = sql.as_bytes();
+    if i > 0 && is_ident(bytes[i - 1]) {
+        return None;
+    }
+    let rest = &bytes[i + 1..];
+    let len = rest.iter().take_while(|b| is_ident(**b)).count();
+    if rest.first().is_some_and(u8::is_ascii_digit) || rest.get(len) != Some(&b'$') {
+        return None;
+    }
+    Some(&sql[i..i + len + 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_end_at_semicolons_outside_comments_strings_and_bodies() {
+        let sql = "-- a comment; not the end\n\
+                   CREATE TABLE t (a text DEFAULT 'x;y''z', \"b;\" int); /* one; /* nested; */ */\n\
+                   CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$;\n\
+                   CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $body$ SELECT ';$$' $body$;\n\
+                   SELECT E'it\\'s; here', $1;\n\
+                   -- only a comment at the end;\n";
+        assert_eq!(
+            statements(sql),
+            [
+                "-- a comment; not the end\nCREATE TABLE t (a text DEFAULT 'x;y''z', \"b;\" int)",
+                "/* one; /* nested; */ */\nCREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$",
+                "CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $body$ SELECT ';$$' $body$",
+                "SELECT E'it\\'s; here', $1",
+            ]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn statements_joined_by_semicolons_split_back_into_themselves(
+            statements in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        "x", "$1", "'a;b'", "'it''s;'", "E'\\';'", "e'\\';'", "\"x;y\"",
+                        "$$;$$", "$t$ ; $$ $t$", "/* ; /* ; */ ; */", "-- ;\n", "é", "a$b",
+                        "'--;'", "\"/*\"",
+                    ]),
+                    0..8,
+                ),
+                1..6,
+            )
+        ) {
+            let statements: Vec<String> = statements
+                .iter()
+                .map(|tokens| format!("SELECT {} x", tokens.join(" ")))
+                .collect();
+            let sql = statements.join(";\n");
+            proptest::prop_assert_eq!(super::statements(&sql), statements);
+        }
+    }
+
+    #[test]
+    fn a_text_without_statements_has_none() {
+        assert!(statements("").is_empty());
+        assert!(statements(" ;\n-- nothing;\n/* nor; this */ ;").is_empty());
+    }
+
+    #[test]
+    fn every_migration_splits_into_statements_that_rejoin_to_it() {
+        for m in super::super::MIGRATIONS {
+            let parts = statements(m.sql);
+            assert!(parts.len() > 3, "{}: {parts:?}", m.name);
+            // Nothing is lost but separators, whitespace and the comments
+            // between statements.
+            let kept: usize = parts.iter().map(|p| p.len()).sum();
+            assert!(kept * 10 > m.sql.len() * 5, "{}", m.name);
+            for p in &parts {
+                assert!(m.sql.contains(p), "{}: {p}", m.name);
+                assert!(!p.is_empty());
+            }
+        }
+    }
+}
