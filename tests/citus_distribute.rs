@@ -245,7 +245,6 @@ async fn rows(schema: &Schema, table: &str) -> i64 {
 /// which met no `history` table there, `relation "history" does not
 /// exist`, from `multi_copy.c`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "distribute fails on a schema holding records: Citus copies the rows into shards whose history triggers fire"]
 async fn a_schema_holding_records_is_distributed_with_them_and_their_history_exactly_once() {
     let Some(admin) = coordinator() else {
         return;
