@@ -32,6 +32,16 @@ const LOCK_DEAL: &str = concat!(
     deal_select!(),
     " FROM deals WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
 );
+/// Locks a deal that is to be deleted: `FOR UPDATE`, which waits for every
+/// transaction holding the deal for an activity (`FOR KEY SHARE`, see
+/// `timeline.rs`) and makes later ones wait. With `FOR NO KEY UPDATE` an
+/// activity logged meanwhile would be committed after the unlinking and
+/// before the delete, which then fails on the foreign key.
+const LOCK_DEAL_FOR_DELETE: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+);
 // A deal is changed under its contact's key-share lock, taken first, so
 // that every writer locks a contact before its deals, as a merge does (the
 // loser, then its deals): a handler that updates a deal and then logs an
@@ -87,6 +97,7 @@ const UPDATE_DEAL: &str = "UPDATE deals SET title = $3, amount = $4, currency = 
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     GET_DEAL,
     LOCK_DEAL,
+    LOCK_DEAL_FOR_DELETE,
     SHARE_DEALS_CONTACT,
     DELETE_DEAL,
     UNLINK_ACTIVITIES,
@@ -119,16 +130,19 @@ impl PgTransaction {
     /// meet a second merge of that contact in a deadlock (a retryable
     /// error, and only when two merges move the deal within one round trip).
     async fn lock_deal(&mut self, id: DealId) -> Result<Deal> {
+        self.lock_deal_with(id, LOCK_DEAL).await
+    }
+
+    /// Like [`lock_deal`](Self::lock_deal), with `lock` (`$1` tenant, `$2`
+    /// deal) taking the deal's row lock.
+    async fn lock_deal_with(&mut self, id: DealId, lock: &str) -> Result<Deal> {
         let (tenant, deal) = (self.tenant_uuid(), id.as_uuid());
         for _ in 0..DEAL_MOVE_RETRIES {
             self.check_open()?;
             let params: [&(dyn ToSql + Sync); 2] = [&tenant, &deal];
             let begin = self.pending_begin.take().is_some();
             let result = self
-                .raw_query_all(
-                    &[(SHARE_DEALS_CONTACT, &params), (LOCK_DEAL, &params)],
-                    begin,
-                )
+                .raw_query_all(&[(SHARE_DEALS_CONTACT, &params), (lock, &params)], begin)
                 .await;
             let rows = self.settle(result)?;
             let shared: Option<Uuid> = rows
@@ -280,7 +294,7 @@ impl DealsTx for PgTransaction {
     }
 
     async fn delete_deal(&mut self, id: DealId) -> Result<bool> {
-        match self.lock_deal(id).await {
+        match self.lock_deal_with(id, LOCK_DEAL_FOR_DELETE).await {
             Ok(_) => {}
             Err(Error::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),

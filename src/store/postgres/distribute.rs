@@ -8,6 +8,7 @@
 //! [`migrate`](super::PostgresStore::migrate) of a distributed schema for
 //! the tables its migrations add, in the migration's transaction.
 
+use postgres_protocol::escape::escape_identifier;
 use tokio_postgres::Transaction;
 
 use super::{error, schema::SchemaName};
@@ -31,6 +32,15 @@ const TABLES: &str = "SELECT c.relname::text, \
      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
      ORDER BY c.relname";
+
+/// The enabled user triggers (table, trigger) of the schema's tables that
+/// Citus does not know yet.
+const LOCAL_TRIGGERS: &str = "SELECT c.relname::text, t.tgname::text \
+     FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled = 'O' \
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = c.oid) \
+     ORDER BY 1, 2";
 
 /// Distributes a table by `tenant_id`, colocated with `$2` (`none`: a new
 /// colocation group, for the schema's first table).
@@ -109,6 +119,26 @@ pub(super) async fn run(
     tx.batch_execute("SET LOCAL citus.enable_unsafe_triggers TO on")
         .await
         .map_err(error::db)?;
+    // Citus creates a shard's triggers before it copies the table's rows
+    // into it: the history triggers would fire for every row already
+    // there (on a worker, where they fail or record each version again).
+    // So the triggers are off while the tables are distributed, and back
+    // on (on every shard too) afterwards, in this transaction.
+    let mut triggers = Vec::new();
+    for row in tx
+        .query(LOCAL_TRIGGERS, &[&schema.as_str()])
+        .await
+        .map_err(error::db)?
+    {
+        let table: String = row.try_get(0).map_err(error::db)?;
+        let trigger: String = row.try_get(1).map_err(error::db)?;
+        triggers.push((schema.qualify(&table), escape_identifier(&trigger)));
+    }
+    for (table, trigger) in &triggers {
+        tx.batch_execute(&format!("ALTER TABLE {table} DISABLE TRIGGER {trigger}"))
+            .await
+            .map_err(error::db)?;
+    }
     // Colocated with a table distributed already, else with the first one.
     let mut anchor: Option<String> = tables
         .iter()
@@ -133,6 +163,11 @@ pub(super) async fn run(
             tx.query(REFERENCE, &[&name]).await.map_err(error::db)?;
         }
         done.push(table.name);
+    }
+    for (table, trigger) in &triggers {
+        tx.batch_execute(&format!("ALTER TABLE {table} ENABLE TRIGGER {trigger}"))
+            .await
+            .map_err(error::db)?;
     }
     Ok(done)
 }
