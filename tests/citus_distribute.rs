@@ -88,8 +88,10 @@ fn coordinator() -> Option<Config> {
     Some(admin)
 }
 
+/// 16 hex digits of a v7 id's random tail: distinct for tests started in
+/// the same millisecond (its head is the time, and is not).
 fn suffix() -> String {
-    uuid::Uuid::now_v7().simple().to_string()[..16].to_string()
+    uuid::Uuid::now_v7().simple().to_string()[16..].to_string()
 }
 
 /// How Citus holds each table of `schema` (`h`, `n`, or `None` for a
@@ -282,6 +284,20 @@ async fn a_schema_holding_records_is_distributed_with_them_and_their_history_exa
         "two versions of the contact, one of the deal: distributing neither loses nor doubles \
          history"
     );
+    // Citus leaves the copied rows in the coordinator's local tables;
+    // distribute removes that dead copy.
+    for table in ["contacts", "deals", "activities", "history"] {
+        let local: i64 = citus::client(&schema.admin)
+            .await
+            .query_one(
+                "SELECT pg_relation_size(format('%I.%I', $1::text, $2::text)::regclass)",
+                &[&schema.name, &table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(local, 0, "the coordinator keeps no local copy of {table}");
+    }
     // A write after distributing is recorded once, on the worker.
     crm.delete_deal(deal).await.unwrap();
     assert_eq!(rows(&schema, "history").await, 4);

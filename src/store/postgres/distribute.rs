@@ -47,6 +47,11 @@ const LOCAL_TRIGGERS: &str = "SELECT c.relname::text, t.tgname::text \
 const DISTRIBUTE: &str = "SELECT pg_catalog.create_distributed_table($1::text::regclass, 'tenant_id', \
      colocate_with => $2::text)";
 
+/// Removes the rows a table held before it was distributed from the
+/// coordinator's local table (they live in the shards now).
+const TRUNCATE_LOCAL: &str =
+    "SELECT pg_catalog.truncate_local_data_after_distributing_table($1::text::regclass)";
+
 /// Makes a table a reference table.
 const REFERENCE: &str = "SELECT pg_catalog.create_reference_table($1::text::regclass)";
 
@@ -166,6 +171,15 @@ pub(super) async fn run(
     }
     for (table, trigger) in &triggers {
         tx.batch_execute(&format!("ALTER TABLE {table} ENABLE TRIGGER {trigger}"))
+            .await
+            .map_err(error::db)?;
+    }
+    // Citus copies a table's rows into its shards and leaves them, unseen,
+    // in the coordinator's local table: remove that dead copy (nothing for
+    // an empty table). Once every table is distributed no local table
+    // references one, which this needs.
+    for name in &done {
+        tx.query(TRUNCATE_LOCAL, &[&schema.qualify(name)])
             .await
             .map_err(error::db)?;
     }

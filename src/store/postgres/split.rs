@@ -13,7 +13,11 @@
 //! `--` and (nested) `/* */` comments, `'…'` strings (`''` inside; in an
 //! `E'…'` string also backslash escapes), `"…"` identifiers, and
 //! dollar-quoted bodies (`$$…$$`, `$tag$…$tag$`; `$1` is a parameter).
-//! Pieces holding only comments and whitespace are dropped.
+//! Pieces holding only comments and whitespace are dropped. It does not
+//! know SQL-standard function bodies (`BEGIN ATOMIC … END`) or rules of
+//! several actions (`DO (…; …)`), whose inner semicolons the server does
+//! not take as ends: the migrations use `RETURN` expressions and
+//! dollar-quoted PL/pgSQL instead (a test pins the limitation).
 
 /// The statements of `sql`, each without its `;`, trimmed.
 pub(super) fn statements(sql: &str) -> Vec<&str> {
