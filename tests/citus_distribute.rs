@@ -143,7 +143,13 @@ async fn distribute_on_plain_postgresql_fails_with_a_backend_error_and_creates_n
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("no Citus extension"), "{err}");
+    let message = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        message.contains("no Citus extension") && message.contains("\"crm\""),
+        "names the schema and what is missing: {message}"
+    );
     let client = db.client().await;
     let schemas: i64 = client
         .query_one(

@@ -439,30 +439,3 @@ fn store_config(db: &TestDb, user: &str) -> tokio_postgres::Config {
     config.user(user);
     config
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distributing_without_citus_is_refused_naming_citus_and_changes_nothing() {
-    let db = TestDb::create().await;
-    let store = db.store();
-    let err = store.distribute().await.unwrap_err();
-    assert!(!err.is_retryable(), "{err:?}");
-    let message = std::error::Error::source(&err)
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    assert!(
-        message.contains("no Citus extension") && message.contains("\"crm\""),
-        "{message}"
-    );
-    let schema: i64 = db
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = 'crm'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(schema, 0, "nothing was migrated either");
-    drop(store);
-}
