@@ -116,7 +116,10 @@ pub(super) async fn run(
             references: row.try_get(3).map_err(error::db)?,
         });
     }
-    if scope == Scope::IfDistributed && !tables.iter().any(|t| t.distributed) {
+    let nothing_distributed = !tables.iter().any(|t| t.distributed);
+    if tables.iter().all(|t| t.distributed)
+        || (scope == Scope::IfDistributed && nothing_distributed)
+    {
         return Ok(Vec::new());
     }
     // The history triggers run on the shards; Citus asks for this to
