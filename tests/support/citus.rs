@@ -89,9 +89,22 @@ pub async fn create() -> Option<TestDb> {
     let owner = PostgresStore::from_pool(pool_for(admin.clone(), 1), conformance::test_pipelines())
         .with_schema(&schema)
         .expect("a valid schema name");
-    let distributed = owner.distribute().await.unwrap_or_else(|e| {
-        panic!("distributing the schema {schema} on the Citus coordinator failed: {e:?}")
-    });
+    // Tests set up their schemas in parallel, and Citus' DDL takes
+    // cluster-wide locks: a distributed deadlock between two setups is
+    // retryable, and retried (the whole distribute rolled back).
+    let mut attempt = 0;
+    let distributed = loop {
+        attempt += 1;
+        match owner.distribute().await {
+            Ok(tables) => break tables,
+            Err(e) if e.is_retryable() && attempt < 3 => {
+                eprintln!("distributing {schema} again after: {e}");
+            }
+            Err(e) => {
+                panic!("distributing the schema {schema} on the Citus coordinator failed: {e:?}")
+            }
+        }
+    };
     assert!(
         !distributed.is_empty(),
         "distribute distributes a new schema"
