@@ -43,7 +43,7 @@ use super::{
 };
 use crate::{
     domain::*,
-    error::{Error, ErrorKind, Result},
+    error::{ErrorKind, Result},
 };
 
 /// The span of a transaction of `backend` for `tenant`, opened when `begin`
@@ -83,7 +83,8 @@ fn record_wait_of(span: &Span, wait: Duration) {
 }
 
 /// Records that `begin` failed, and gives the error back.
-pub(crate) fn begin_failed(span: &Span, e: Error) -> Error {
+#[cfg(feature = "postgres")]
+pub(crate) fn begin_failed(span: &Span, e: crate::Error) -> crate::Error {
     span.record("outcome", "failed");
     e
 }
