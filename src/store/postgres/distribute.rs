@@ -6,7 +6,8 @@
 //! Run by [`PostgresStore::distribute`](super::PostgresStore::distribute)
 //! for the whole schema, and by every later
 //! [`migrate`](super::PostgresStore::migrate) of a distributed schema for
-//! the tables its migrations add, in the migration's transaction.
+//! every table still local (those its migrations add), in the migration's
+//! transaction.
 
 use postgres_protocol::escape::escape_identifier;
 use tokio_postgres::Transaction;

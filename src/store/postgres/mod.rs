@@ -65,7 +65,8 @@
 //! table by tenant, so that each tenant's rows live on one worker and its
 //! statements go to that worker alone. Send every guarded webhook delivery
 //! through the coordinator: the idempotency claim's lock is the
-//! coordinator's. See the README, "Running on Citus".
+//! coordinator's. See the README, "Running on Citus", and ARCHITECTURE.md,
+//! "Distributed PostgreSQL (Citus)", for what the schema avoids and why.
 //!
 //! # The schema, roles and the host's own SQL
 //!
@@ -96,7 +97,9 @@
 //! row-level security hides every row otherwise, and `crm.actor` if the
 //! history should name someone other than `db:<role>`. (On Citus, set
 //! `citus.propagate_set_commands` to `local` first, as the store does:
-//! only `SET LOCAL` then reaches the workers, not `set_config`.) The history
+//! only `SET LOCAL` then reaches the workers, not `set_config`; and send
+//! the `SET LOCAL`s as a request of their own, since Citus replays the
+//! whole text of that request on the workers.) The history
 //! triggers and the schema's functions find the schema's tables whatever
 //! the session's search path is: the PL/pgSQL functions carry the search
 //! path they were created with, and the SQL functions were bound to the
@@ -331,9 +334,9 @@ impl PostgresStore {
     /// Emits an INFO event (target `crm_core::store::postgres`) naming the
     /// schema and the versions it applied, once they are committed.
     ///
-    /// On a schema that [`distribute`](Self::distribute) distributed, the
-    /// tables that the applied migrations add are distributed too, in the
-    /// same transaction.
+    /// On a schema that [`distribute`](Self::distribute) distributed, every
+    /// table still local — those the applied migrations add — is
+    /// distributed too, in the same transaction.
     pub async fn migrate(&self) -> Result<Vec<i64>> {
         let (done, _) = self.migrate_and(distribute::Scope::IfDistributed).await?;
         Ok(done)
@@ -346,15 +349,21 @@ impl PostgresStore {
     /// together on one worker and a tenant's queries go to that worker
     /// alone; `schema_migrations` becomes a reference table. Migrates
     /// first (see [`migrate`](Self::migrate)), in the same transaction;
-    /// every later `migrate` distributes the tables its migrations add.
+    /// every later `migrate` distributes what is still local in the
+    /// schema (the tables its migrations add).
     ///
     /// The number of shards is Citus' `citus.shard_count` (32 unless the
     /// database, the role or the connection string sets another). Tables
-    /// that hold rows are distributed with them (Citus copies them).
+    /// that hold rows are distributed with them (Citus copies them; their
+    /// history is neither lost nor recorded again, and no copy is left on
+    /// the coordinator).
     ///
     /// Safe to run again: returns the tables it distributed, empty when
     /// every table already was. Fails with a backend error, changing
-    /// nothing, when the database has no Citus extension.
+    /// nothing, when the database has no Citus extension. Distributing two
+    /// schemas at the same moment can meet a distributed deadlock: a
+    /// retryable error ([`Error::is_retryable`]), after which nothing of
+    /// the attempt remains; run it again.
     ///
     /// See the README, "Running on Citus", for what changes on a cluster.
     pub async fn distribute(&self) -> Result<Vec<String>> {

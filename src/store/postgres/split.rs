@@ -15,7 +15,7 @@
 //! dollar-quoted bodies (`$$…$$`, `$tag$…$tag$`; `$1` is a parameter).
 //! Pieces holding only comments and whitespace are dropped. It does not
 //! know SQL-standard function bodies (`BEGIN ATOMIC … END`) or rules of
-//! several actions (`DO (…; …)`), whose inner semicolons the server does
+//! several actions (`CREATE RULE … DO ALSO (…; …)`), whose inner semicolons the server does
 //! not take as ends: the migrations use `RETURN` expressions and
 //! dollar-quoted PL/pgSQL instead (a test pins the limitation).
 
