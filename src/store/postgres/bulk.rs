@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::{
     contacts::DELETE_CONTACT,
     keys::ContactKeys,
-    transaction::{PgTransaction, now},
+    transaction::{PgTransaction, now, set_local},
 };
 use crate::{
     bulk::{ConflictPolicy, ImportLock, UpsertOutcome, merge_context},
@@ -246,15 +246,6 @@ const MOVE_ACTIVITIES: &str =
     "UPDATE activities SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
 const MOVE_SIGNALS: &str =
     "UPDATE signals SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
-/// Sets `crm.reason` for the rest of the transaction: a `SET LOCAL`, which
-/// a distributed PostgreSQL passes on to its workers (see
-/// `transaction::SETTINGS_PREFIX`), with the reason as an escaped literal.
-fn set_reason(reason: &str) -> String {
-    format!(
-        "SET LOCAL crm.reason TO {}",
-        postgres_protocol::escape::escape_literal(reason)
-    )
-}
 
 // ---- the tenant's import lock ----
 //
@@ -388,7 +379,9 @@ impl BulkTx for PgTransaction {
                 .unwrap_or_default()
                 .to_string();
             let own = self.context.reason().unwrap_or_default().to_string();
-            self.simple(&set_reason(&reason)).await?;
+            // `SET LOCAL`, which a distributed PostgreSQL passes on to its
+            // workers, like the transaction's settings.
+            self.simple(&set_local("crm.reason", &reason)).await?;
             let tenant = self.tenant_uuid();
             let (s, l) = (survivor.as_uuid(), loser.as_uuid());
             self.execute(MOVE_DEALS, &[&tenant, &l, &s, &at]).await?;
@@ -400,7 +393,7 @@ impl BulkTx for PgTransaction {
                 Some(next) => self.write_contact(&kept, next).await?,
                 None => kept,
             };
-            self.simple(&set_reason(&own)).await?;
+            self.simple(&set_local("crm.reason", &own)).await?;
             Ok(out)
         }
         .await;

@@ -733,16 +733,27 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
 
 /// The batch of [`PgTransaction::settings_batch`].
 pub(super) fn settings_batch(tenant: TenantId, context: &Context) -> String {
-    use postgres_protocol::escape::escape_literal;
-    let text = |v: Option<&str>| escape_literal(v.unwrap_or(""));
+    let tenant = tenant.as_uuid().hyphenated().to_string();
+    [
+        SETTINGS_PREFIX.to_string(),
+        set_local("crm.tenant_id", &tenant),
+        set_local("crm.actor", context.actor().as_str()),
+        set_local("crm.reason", context.reason().unwrap_or("")),
+        set_local("crm.request_id", context.request_id().unwrap_or("")),
+        set_local(
+            "crm.idempotency_key",
+            context.idempotency_key().unwrap_or(""),
+        ),
+    ]
+    .join("; ")
+}
+
+/// `SET LOCAL <name> TO <value>`, the value an escaped literal (see
+/// [`SETTINGS_PREFIX`]); `name` is one of the library's fixed setting
+/// names, never input.
+pub(super) fn set_local(name: &'static str, value: &str) -> String {
     format!(
-        "{SETTINGS_PREFIX}; SET LOCAL crm.tenant_id TO '{}'; SET LOCAL crm.actor TO {}; \
-         SET LOCAL crm.reason TO {}; SET LOCAL crm.request_id TO {}; \
-         SET LOCAL crm.idempotency_key TO {}",
-        tenant.as_uuid().hyphenated(),
-        text(Some(context.actor().as_str())),
-        text(context.reason()),
-        text(context.request_id()),
-        text(context.idempotency_key()),
+        "SET LOCAL {name} TO {}",
+        postgres_protocol::escape::escape_literal(value)
     )
 }
