@@ -14,7 +14,7 @@ use crm_core::{
     TenantId,
     bulk::{self, CsvFormulas, ImportOptions},
     domain::{
-        ActivityKind, Company, Contact, Currency, DealTitle, JobTitle, LostReason, Money,
+        ActivityKind, CompanyName, Contact, Currency, DealTitle, JobTitle, LostReason, Money,
         NewActivity, NewContact, NewDeal, PersonName, Phone, StageKey, Subject,
     },
     history::EntityKind,
@@ -228,7 +228,7 @@ async fn tenant_with_formula_like_values(store: &DynStore) -> TenantId {
         PersonName::parse("'Ada").unwrap(),
         PersonName::parse("-Lovelace").unwrap(),
     );
-    new.company = Some(Company::parse("=HYPERLINK(\"http://x\",\"y\")").unwrap());
+    new.company = Some(CompanyName::parse("=HYPERLINK(\"http://x\",\"y\")").unwrap());
     new.title = Some(JobTitle::parse("@SUM(1+1)").unwrap());
     new.phone = Some(Phone::parse("+44 20 7946 0958").unwrap());
     new.metadata = crm_core::domain::Metadata::parse(serde_json::json!({"plan": "=1"})).unwrap();
@@ -238,7 +238,7 @@ async fn tenant_with_formula_like_values(store: &DynStore) -> TenantId {
         PersonName::parse("''Bob").unwrap(),
         PersonName::parse("'=not a formula").unwrap(),
     );
-    bob.company = Some(Company::parse("'t Hooft").unwrap());
+    bob.company = Some(CompanyName::parse("'t Hooft").unwrap());
     let bob = tx.create_contact(bob).await.unwrap();
     let money = |a: &str| Money::parse(a, Currency::parse("EUR").unwrap()).unwrap();
     let deal = tx

@@ -4,7 +4,7 @@
 
 use chrono::{TimeZone, Utc};
 use crm_core::domain::{
-    Activity, ActivityId, ActivityKind, Company, Contact, ContactId, ContactPatch, ContactPatchDto,
+    Activity, ActivityId, ActivityKind, CompanyName, Contact, ContactId, ContactPatch, ContactPatchDto,
     Currency, Deal, DealPatch, DealPatchDto, DealTitle, Direction, Email, JobTitle, LeadSource,
     LostReason, Metadata, Money, NewActivity, NewActivityDto, NewContact, NewContactDto, NewDeal,
     NewDealDto, NewSignal, NewSignalDto, PersonName, Phone, Pipeline, PipelineKey, Score, Signal,
@@ -173,7 +173,7 @@ fn valid_new_contact_dto() -> impl Strategy<Value = NewContactDto> {
         valid_email(),
         valid_text(PersonName::MAX_CHARS, false),
         valid_text(PersonName::MAX_CHARS, false),
-        prop::option::of(valid_text(Company::MAX_CHARS, false)),
+        prop::option::of(valid_text(CompanyName::MAX_CHARS, false)),
         prop::option::of(valid_text(JobTitle::MAX_CHARS, false)),
         prop::option::of(valid_phone()),
         prop::option::of(lead_source_name()),
@@ -347,7 +347,7 @@ macro_rules! text_type_props {
 }
 
 text_type_props!(person_name, PersonName, "name", multiline = false);
-text_type_props!(company, Company, "company", multiline = false);
+text_type_props!(company, CompanyName, "company", multiline = false);
 text_type_props!(job_title, JobTitle, "title", multiline = false);
 text_type_props!(deal_title, DealTitle, "title", multiline = false);
 text_type_props!(lost_reason, LostReason, "lost_reason", multiline = true);
@@ -1027,7 +1027,7 @@ proptest! {
         prop_assert_eq!(Some(new.email.as_str()), dto.email.as_deref());
         prop_assert_eq!(Some(new.first_name.as_str()), dto.first_name.as_deref());
         prop_assert_eq!(Some(new.last_name.as_str()), dto.last_name.as_deref());
-        prop_assert_eq!(new.company.as_ref().map(Company::as_str), dto.company.as_deref());
+        prop_assert_eq!(new.company.as_ref().map(CompanyName::as_str), dto.company.as_deref());
         prop_assert_eq!(new.phone.as_ref().map(Phone::as_str), dto.phone.as_deref());
         let source = dto.lead_source.as_deref().map(|s| s.trim().to_lowercase());
         prop_assert_eq!(new.lead_source.as_str(), source.as_deref().unwrap_or("organic"));
@@ -1177,7 +1177,7 @@ fn a_contact_patch_tells_absent_from_null_and_null_clears() {
     let set: ContactPatchDto = serde_json::from_value(json!({"company": " Acme "})).unwrap();
     assert_eq!(
         ContactPatch::try_from(set).unwrap().company,
-        Some(Some(Company::parse("Acme").unwrap()))
+        Some(Some(CompanyName::parse("Acme").unwrap()))
     );
 }
 
@@ -1198,7 +1198,7 @@ fn valid_contact_patch_dto() -> impl Strategy<Value = ContactPatchDto> {
     (
         prop::option::of(valid_email()),
         prop::option::of(valid_text(PersonName::MAX_CHARS, false)),
-        prop::option::of(prop::option::of(valid_text(Company::MAX_CHARS, false))),
+        prop::option::of(prop::option::of(valid_text(CompanyName::MAX_CHARS, false))),
         prop::option::of(prop::option::of(valid_phone())),
         prop::option::of(lead_source_name()),
         prop::option::of(prop_oneof![Just(Value::Null), valid_metadata_value()]),
@@ -1226,7 +1226,7 @@ proptest! {
         prop_assert_eq!(patch.email.as_ref().map(Email::as_str), dto.email.as_deref());
         prop_assert_eq!(patch.last_name.as_ref().map(PersonName::as_str), dto.last_name.as_deref());
         prop_assert_eq!(
-            patch.company.as_ref().map(|c| c.as_ref().map(Company::as_str)),
+            patch.company.as_ref().map(|c| c.as_ref().map(CompanyName::as_str)),
             dto.company.as_ref().map(|c| c.as_deref())
         );
         prop_assert_eq!(

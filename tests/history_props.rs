@@ -6,7 +6,7 @@
 use crm_core::{
     Actor, Context, InMemoryStore, PageRequest, Store, StoreExt, TenantId,
     domain::{
-        Company, ContactPatch, Currency, DealPatch, DealTitle, Email, Metadata, Money, NewContact,
+        CompanyName, ContactPatch, Currency, DealPatch, DealTitle, Email, Metadata, Money, NewContact,
         NewDeal, PersonName, Score,
     },
     history::{self, HistoryEntity, HistoryEntry},
@@ -117,7 +117,7 @@ proptest! {
                 match op {
                     Op::Name(i) => cp.first_name = Some(PersonName::parse(NAMES[i]).unwrap()),
                     Op::Company(i) => {
-                        cp.company = Some(i.map(|i| Company::parse(COMPANIES[i]).unwrap()))
+                        cp.company = Some(i.map(|i| CompanyName::parse(COMPANIES[i]).unwrap()))
                     }
                     Op::Active(a) => cp.active = Some(a),
                     Op::Meta(m) => {

@@ -713,7 +713,7 @@ async fn metadata_containment_of_nested_arrays_and_objects_matches_alike_on_both
 async fn both_backends_export_the_same_records_identically_and_read_them_back() {
     async fn attack(store: &DynStore) -> String {
         use crm_core::domain::{
-            ActivityKind, Company, Currency, DealTitle, LostReason, Money, NewActivity, NewDeal,
+            ActivityKind, CompanyName, Currency, DealTitle, LostReason, Money, NewActivity, NewDeal,
             Phone, StageKey, Subject, latest_timestamp,
         };
         let t = TenantId::new();
@@ -722,7 +722,7 @@ async fn both_backends_export_the_same_records_identically_and_read_them_back() 
             PersonName::parse("'=Ada").unwrap(),
             PersonName::parse("\u{05D0}\u{05D1} Lovelace").unwrap(),
         );
-        new.company = Some(Company::parse("\"Quoted\", Inc; =x").unwrap());
+        new.company = Some(CompanyName::parse("\"Quoted\", Inc; =x").unwrap());
         new.phone = Some(Phone::parse("+1 (555) 010-9999").unwrap());
         new.metadata = Metadata::parse(json!({
             "u": u64::MAX,

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crm_core::{
     Cursor, PageRequest,
     domain::{
-        Actor, Company, Currency, DealTitle, EARLIEST_MICROS, JobTitle, LATEST_MICROS, LostReason,
+        Actor, CompanyName, Currency, DealTitle, EARLIEST_MICROS, JobTitle, LATEST_MICROS, LostReason,
         Metadata, Money, NewActivity, NewActivityDto, NewDeal, NewDealDto, PersonName, Subject,
         check_date, check_timestamp, json,
     },
@@ -224,7 +224,7 @@ type Parse = fn(&str) -> Result<(), crm_core::FieldError>;
 fn human_text_types() -> Vec<(&'static str, Parse)> {
     vec![
         ("name", |v| PersonName::parse(v).map(drop)),
-        ("company", |v| Company::parse(v).map(drop)),
+        ("company", |v| CompanyName::parse(v).map(drop)),
         ("title", |v| JobTitle::parse(v).map(drop)),
         ("subject", |v| Subject::parse(v).map(drop)),
         ("title", |v| DealTitle::parse(v).map(drop)),

@@ -13,7 +13,7 @@ use crm_core::{
         import_activities_csv, import_activities_jsonl, import_deals_csv, import_deals_jsonl,
     },
     domain::{
-        ActivityKind, Company, Currency, DealPatch, DealPatchDto, DealTitle, Email, JobTitle,
+        ActivityKind, CompanyName, Currency, DealPatch, DealPatchDto, DealTitle, Email, JobTitle,
         LostReason, Metadata, Money, NewActivity, NewActivityDto, NewContact, NewContactDto,
         NewDeal, NewDealDto, NewSignal, NewSignalDto, PersonName, Subject,
     },
@@ -161,7 +161,7 @@ type Parse = fn(&str) -> Result<(), crm_core::FieldError>;
 #[test]
 fn every_human_text_type_refuses_invisible_only_and_bidi_text() {
     let checks: [(&str, Parse); 7] = [
-        ("company", |v| Company::parse(v).map(drop)),
+        ("company", |v| CompanyName::parse(v).map(drop)),
         ("title", |v| JobTitle::parse(v).map(drop)),
         ("subject", |v| Subject::parse(v).map(drop)),
         ("title", |v| DealTitle::parse(v).map(drop)),

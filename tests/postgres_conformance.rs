@@ -602,7 +602,7 @@ async fn an_open_contact_update_does_not_hold_up_logging_an_activity_for_it() {
         .unwrap();
     let mut editing = store.begin(tenant, ctx()).await.unwrap();
     let patch = crm_core::domain::ContactPatch {
-        company: Some(Some(crm_core::domain::Company::parse("Acme").unwrap())),
+        company: Some(Some(crm_core::domain::CompanyName::parse("Acme").unwrap())),
         ..Default::default()
     };
     editing

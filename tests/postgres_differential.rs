@@ -54,7 +54,7 @@ use crm_core::{
     Actor, ContactQuery, ContactSort, Context, Error, InMemoryStore, Page, PageRequest,
     PipelineSummary, PostgresStore, Store, TenantId, Transaction, Version, conformance,
     domain::{
-        Activity, ActivityKind, Company, Contact, ContactId, ContactPatch, Currency, Deal, DealId,
+        Activity, ActivityKind, CompanyName, Contact, ContactId, ContactPatch, Currency, Deal, DealId,
         DealPatch, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata, Money,
         NewActivity, NewContact, NewDeal, NewSignal, PersonName, Phone, PipelineKey, Score, Signal,
         SignalKind, StageKey, Subject,
@@ -1338,7 +1338,7 @@ impl<'a> Case<'a> {
                     PersonName::parse(pick(FIRST_NAMES, *first)).unwrap(),
                     PersonName::parse(pick(LAST_NAMES, *last)).unwrap(),
                 );
-                n.company = company.map(|c| Company::parse(pick(COMPANIES, c)).unwrap());
+                n.company = company.map(|c| CompanyName::parse(pick(COMPANIES, c)).unwrap());
                 n.lead_source = LeadSource::ALL[*lead_source % LeadSource::ALL.len()];
                 n.metadata = metadata(*m);
                 let (a, b) = both(Call::CreateContact(n));
@@ -1373,7 +1373,7 @@ impl<'a> Case<'a> {
                         .map(|i| PersonName::parse(pick(LAST_NAMES, i)).unwrap()),
                     company: patch
                         .company
-                        .map(|c| c.map(|i| Company::parse(pick(COMPANIES, i)).unwrap())),
+                        .map(|c| c.map(|i| CompanyName::parse(pick(COMPANIES, i)).unwrap())),
                     title: patch
                         .title
                         .map(|c| c.map(|i| JobTitle::parse(pick(TITLES, i)).unwrap())),

@@ -67,7 +67,7 @@ pub async fn upsert_inserts_new_emails_and_updates_known_ones_in_any_casing(stor
 pub async fn upserting_the_same_rows_again_reports_them_unchanged(store: &DynStore) {
     let t = TenantId::new();
     let mut row = new_contact("cy@example.com", "Cy", "Young");
-    row.company = Some(Company::parse("Acme").unwrap());
+    row.company = Some(CompanyName::parse("Acme").unwrap());
     row.metadata = metadata(json!({"tier": "gold", "n": 1}));
     let first = upsert(store, t, &[row.clone()], ConflictPolicy::Incoming).await;
     let before = get(store, t, first[0].id()).await.unwrap();
@@ -103,13 +103,13 @@ pub async fn each_conflict_policy_picks_its_values(store: &DynStore) {
     {
         let address = format!("p{i}@example.com");
         let mut stored = new_contact(&address, "Old", "Name");
-        stored.company = Some(Company::parse("Old Co").unwrap());
+        stored.company = Some(CompanyName::parse("Old Co").unwrap());
         stored.phone = Some(Phone::parse("+1 555 0100").unwrap());
         stored.lead_source = LeadSource::Paid;
         stored.metadata = metadata(json!({"kept": true}));
         let existing = create(store, t, stored).await;
         let mut incoming = new_contact(&address.to_uppercase(), "New", "Name");
-        incoming.company = Some(Company::parse("New Co").unwrap());
+        incoming.company = Some(CompanyName::parse("New Co").unwrap());
         incoming.title = Some(JobTitle::parse("CTO").unwrap());
         incoming.lead_source = LeadSource::Import;
         let out = upsert(store, t, &[incoming], policy).await;
@@ -312,7 +312,7 @@ pub async fn merging_moves_deals_activities_and_signals_and_deletes_the_loser(st
     s.metadata = metadata(json!({"a": 1, "shared": "survivor"}));
     let survivor = create(store, t, s).await;
     let mut l = new_contact("loser@example.com", "Lou", "Loser");
-    l.company = Some(Company::parse("Loser Co").unwrap());
+    l.company = Some(CompanyName::parse("Loser Co").unwrap());
     l.phone = Some(Phone::parse("+1 555 0199").unwrap());
     l.metadata = metadata(json!({"b": 2, "shared": "loser"}));
     let loser = create(store, t, l).await;
@@ -550,7 +550,7 @@ pub async fn merging_an_erased_contact_takes_none_of_its_placeholders(store: &Dy
         ConflictPolicy::Existing,
     ] {
         let mut s = new_contact(&format!("keep-{policy:?}@example.com"), "Sam", "Survivor");
-        s.company = Some(Company::parse("Acme").unwrap());
+        s.company = Some(CompanyName::parse("Acme").unwrap());
         let survivor = create(store, t, s).await;
         let gone = create(
             store,
@@ -592,7 +592,7 @@ pub async fn merging_into_an_erased_contact_is_refused_and_changes_nothing(store
     let t = TenantId::new();
     let erased = create(store, t, new_contact("erased@example.com", "Era", "Sed")).await;
     let mut live = new_contact("live@example.com", "Liv", "E");
-    live.company = Some(Company::parse("Acme").unwrap());
+    live.company = Some(CompanyName::parse("Acme").unwrap());
     let live = create(store, t, live).await;
     let mut tx = begin(store, t).await;
     ok(tx.erase_contact(erased.id).await, "erase");

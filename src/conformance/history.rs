@@ -540,7 +540,7 @@ pub async fn purge_deletes_ended_versions_and_keeps_the_current_ones(store: &Dyn
 pub async fn erasure_removes_personal_data_everywhere_and_is_recorded(store: &DynStore) {
     let t = TenantId::new();
     let mut new = new_contact("Private.Person@example.com", "Private", "Person");
-    new.company = Some(crate::domain::Company::parse("Secret Corp").expect("company"));
+    new.company = Some(crate::domain::CompanyName::parse("Secret Corp").expect("company"));
     let c = create(store, t, new).await;
     let c2 = ok(
         store

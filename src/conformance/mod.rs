@@ -66,7 +66,7 @@ mod prelude {
         Result, StoreExt, TenantId, Transaction, Version,
         bulk::{ConflictPolicy, UpsertOutcome},
         domain::{
-            Activity, ActivityKind, Company, Contact, ContactId, ContactPatch, ContactScore,
+            Activity, ActivityKind, CompanyName, Contact, ContactId, ContactPatch, ContactScore,
             Context, Currency, Deal, DealId, DealPatch, DealTitle, Direction, Email, JobTitle,
             LeadSource, LiveState, LostReason, Metadata, Money, NewActivity, NewContact,
             NewContactDto, NewDeal, NewSignal, PersonName, Phone, Pipeline, PipelineKey, Pipelines,

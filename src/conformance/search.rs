@@ -45,7 +45,7 @@ async fn crowd(store: &DynStore, t: TenantId) -> Crowd {
         meta: Value,
     ) -> NewContact {
         NewContact {
-            company: company.map(|c| Company::parse(c).expect("company")),
+            company: company.map(|c| CompanyName::parse(c).expect("company")),
             lead_source: source,
             metadata: metadata(meta),
             ..new_contact(address, first, last)

@@ -448,7 +448,7 @@ pub(super) fn full_contact(address: &str) -> NewContact {
         email: email(address),
         first_name: person("Grace"),
         last_name: person("Hopper"),
-        company: Some(Company::parse("US Navy — Bureau of Ships ⚓").expect("a valid company")),
+        company: Some(CompanyName::parse("US Navy — Bureau of Ships ⚓").expect("a valid company")),
         title: Some(JobTitle::parse("Rear Admiral").expect("a valid title")),
         phone: Some(Phone::parse("+1 (555) 010-2030 x42").expect("a valid phone")),
         lead_source: LeadSource::Referral,

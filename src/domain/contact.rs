@@ -23,7 +23,7 @@ text_type!(
 
 text_type!(
     /// A company name: 1–255 characters after trimming.
-    Company, field = "company", min = 1, max = 255, multiline = false
+    CompanyName, field = "company", min = 1, max = 255, multiline = false
 );
 
 text_type!(
@@ -254,7 +254,7 @@ pub struct Contact {
     /// Last name.
     pub last_name: PersonName,
     /// Company, if known.
-    pub company: Option<Company>,
+    pub company: Option<CompanyName>,
     /// Job title, if known.
     pub title: Option<JobTitle>,
     /// Phone, if known.
@@ -393,7 +393,7 @@ pub struct NewContact {
     /// Last name.
     pub last_name: PersonName,
     /// Company.
-    pub company: Option<Company>,
+    pub company: Option<CompanyName>,
     /// Job title.
     pub title: Option<JobTitle>,
     /// Phone.
@@ -440,7 +440,7 @@ impl TryFrom<NewContactDto> for NewContact {
             required("last_name", &dto.last_name)
                 .and_then(|v| PersonName::parse_field("last_name", v)),
         );
-        let company = errors.check(optional(dto.company.as_deref(), Company::parse));
+        let company = errors.check(optional(dto.company.as_deref(), CompanyName::parse));
         let title = errors.check(optional(dto.title.as_deref(), JobTitle::parse));
         let phone = errors.check(optional(dto.phone.as_deref(), Phone::parse));
         let lead_source = errors.check(match dto.lead_source.as_deref() {
@@ -582,7 +582,7 @@ pub struct ContactPatch {
     /// New last name.
     pub last_name: Option<PersonName>,
     /// New company (`Some(None)` clears it).
-    pub company: Option<Option<Company>>,
+    pub company: Option<Option<CompanyName>>,
     /// New title (`Some(None)` clears it).
     pub title: Option<Option<JobTitle>>,
     /// New phone (`Some(None)` clears it).
@@ -621,7 +621,7 @@ impl TryFrom<ContactPatchDto> for ContactPatch {
             patch.last_name = errors.check(PersonName::parse_field("last_name", v));
         }
         if let Some(v) = &dto.company {
-            patch.company = errors.check(optional(v.as_deref(), Company::parse));
+            patch.company = errors.check(optional(v.as_deref(), CompanyName::parse));
         }
         if let Some(v) = &dto.title {
             patch.title = errors.check(optional(v.as_deref(), JobTitle::parse));

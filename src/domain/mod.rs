@@ -30,7 +30,7 @@ pub use activity::{
     NewSignal, NewSignalDto, Signal, SignalId, SignalKind, Subject,
 };
 pub use contact::{
-    Company, Contact, ContactId, ContactPatch, ContactPatchDto, JobTitle, LeadSource, NewContact,
+    CompanyName, Contact, ContactId, ContactPatch, ContactPatchDto, JobTitle, LeadSource, NewContact,
     NewContactDto, PersonName, Phone, Score,
 };
 pub use deal::{

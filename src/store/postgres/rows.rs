@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::error::{self, InvalidRow};
 use crate::{
     domain::{
-        Activity, ActivityId, ActivityKind, Company, Contact, ContactId, Currency, Deal, DealId,
+        Activity, ActivityId, ActivityKind, CompanyName, Contact, ContactId, Currency, Deal, DealId,
         DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata, Money, PersonName,
         Phone, PipelineKey, Score, Signal, SignalId, SignalKind, StageKey, Subject, TenantId,
         Timestamp, Version,
@@ -92,7 +92,7 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
     // stored record unreadable.
     let first_name = c.ok(PersonName::parse_stored("first_name", &first_name));
     let last_name = c.ok(PersonName::parse_stored("last_name", &last_name));
-    let company = c.opt(company, |v| Company::parse_stored("company", v));
+    let company = c.opt(company, |v| CompanyName::parse_stored("company", v));
     let title = c.opt(title, |v| JobTitle::parse_stored("title", v));
     let phone = c.opt(phone, Phone::parse);
     let lead_source = c.ok(LeadSource::parse_field("lead_source", &lead_source));
