@@ -235,23 +235,30 @@ async fn a_migration_adding_triggers_and_a_table_to_a_distributed_schema_applies
         return;
     };
     let db = store.db();
-    // Take the history migration back out of the distributed schema, as
-    // if the schema predated it: the next migrate applies it there — a
-    // table, functions, and triggers on the distributed contacts and deals.
+    // Take the companies migration back out of the distributed schema, as
+    // if the schema predated it: the next migrate applies it there — new
+    // tables with keys to and from the distributed contacts and deals,
+    // new columns, functions, and triggers on distributed tables.
     db.ddl(&[
-        "DROP FUNCTION crm.crm_contacts_history() CASCADE",
-        "DROP FUNCTION crm.crm_deals_history() CASCADE",
-        "DROP FUNCTION crm.crm_write_history",
-        "DROP FUNCTION crm.crm_history_operation",
-        "DROP FUNCTION crm.crm_history_ts CASCADE",
-        "DROP TABLE crm.history",
-        "DELETE FROM crm.schema_migrations WHERE version = 2",
+        "DROP TABLE crm.taggings, crm.tasks, crm.tags",
+        "ALTER TABLE crm.contacts DROP COLUMN company_id CASCADE, DROP COLUMN owner_id CASCADE",
+        "ALTER TABLE crm.deals DROP COLUMN company_id CASCADE, DROP COLUMN owner_id CASCADE",
+        "DROP TABLE crm.companies",
+        "DROP FUNCTION crm.crm_company_data, crm.crm_tag_data, crm.crm_tagging_data, \
+         crm.crm_task_data, crm.crm_companies_history, crm.crm_tags_history, \
+         crm.crm_taggings_history, crm.crm_tasks_history",
+        "DROP FUNCTION crm.crm_contact_data(uuid, text, text, text, text, text, text, text, \
+         jsonb, boolean, timestamptz, timestamptz, bigint, uuid, text)",
+        "DROP FUNCTION crm.crm_deal_data(uuid, uuid, text, numeric, text, text, text, date, \
+         timestamptz, timestamptz, text, timestamptz, timestamptz, bigint, uuid, text)",
+        "DELETE FROM crm.schema_migrations WHERE version = 5",
     ])
     .await;
-    assert_eq!(owner(db).migrate().await.unwrap(), vec![2]);
+    assert_eq!(owner(db).migrate().await.unwrap(), vec![5]);
     assert_all_distributed(&placement(db).await);
     db.ddl(&[&format!(
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON crm.history TO {}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON crm.companies, crm.tags, crm.taggings, \
+         crm.tasks TO {}",
         db.store_config().get_user().unwrap()
     )])
     .await;

@@ -402,9 +402,14 @@ impl PostgresStore {
         // look names up when they run keep this search path.
         // On a distributed schema (see `distribute`), Citus asks for
         // `citus.enable_unsafe_triggers` to create a trigger on a
-        // distributed table; elsewhere the setting is an unused placeholder.
+        // distributed table, and one connection per node for DDL that
+        // creates functions after the distributed tables changed
+        // (`multi_shard_modify_mode`); elsewhere the settings are unused
+        // placeholders.
         setup.push_str(&format!(
-            "SET LOCAL citus.enable_unsafe_triggers TO on; SET LOCAL search_path TO {}; \
+            "SET LOCAL citus.enable_unsafe_triggers TO on; \
+             SET LOCAL citus.multi_shard_modify_mode TO 'sequential'; \
+             SET LOCAL search_path TO {}; \
              CREATE TABLE IF NOT EXISTS schema_migrations (
                  version    bigint      PRIMARY KEY,
                  name       text        NOT NULL,
@@ -438,8 +443,16 @@ impl PostgresStore {
                     // One request per statement: Citus forwards some DDL on
                     // a distributed table as the request's text, which a
                     // worker refuses when it holds several commands.
+                    // A table a migration creates is distributed at once on a
+                    // distributed schema, before the keys that the migration
+                    // adds to or from it (Citus keys only join tables
+                    // distributed alike).
                     for statement in split::statements(m.sql) {
                         tx.batch_execute(statement).await.map_err(error::db)?;
+                        if split::creates_table(statement) {
+                            distribute::run(&tx, &self.schema, distribute::Scope::IfDistributed)
+                                .await?;
+                        }
                     }
                     tx.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) \

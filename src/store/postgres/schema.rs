@@ -31,6 +31,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "scoring",
         sql: include_str!("migrations/0004_scoring.sql"),
     },
+    Migration {
+        version: 5,
+        name: "companies",
+        sql: include_str!("migrations/0005_companies.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.

@@ -72,6 +72,30 @@ pub(super) fn statements(sql: &str) -> Vec<&str> {
     out
 }
 
+/// True when `statement` (one of [`statements`]) creates a table: its
+/// first words, after any comments, are `CREATE TABLE` in any casing.
+pub(super) fn creates_table(statement: &str) -> bool {
+    let bytes = statement.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        match (bytes.get(i), bytes.get(i + 1)) {
+            (Some(b'-'), Some(b'-')) => {
+                i = statement[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+            }
+            (Some(b'/'), Some(b'*')) => i = block_comment_end(bytes, i),
+            _ => break,
+        }
+    }
+    let mut words = statement[i.min(bytes.len())..].split_ascii_whitespace();
+    matches!(
+        (words.next(), words.next()),
+        (Some(a), Some(b)) if a.eq_ignore_ascii_case("create") && b.eq_ignore_ascii_case("table")
+    )
+}
+
 fn is_ident(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
 }
@@ -133,6 +157,18 @@ fn dollar_tag(sql: &str, i: usize) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn creates_table_sees_past_comments_and_casing() {
+        use super::creates_table;
+        assert!(creates_table("CREATE TABLE t (a int)"));
+        assert!(creates_table("-- the tags\n/* of a /* nested */ tenant */\n create\n\ttable t ()"));
+        assert!(!creates_table("CREATE INDEX t_idx ON t (a)"));
+        assert!(!creates_table("ALTER TABLE t ADD COLUMN b int"));
+        assert!(!creates_table("-- CREATE TABLE t\nSELECT 1"));
+        assert!(!creates_table(""));
+        assert!(!creates_table("/* unterminated"));
+    }
+
     use super::*;
 
     #[test]
