@@ -35,6 +35,21 @@ pub enum Error {
         existing_id: ContactId,
     },
 
+    /// Another record of the tenant already holds this unique value: a
+    /// company's domain or a tag's name (compared as their one definition
+    /// compares them: the normalised domain, the name's caseless key).
+    #[error("a {entity} with {field} {value} already exists (id {existing_id})")]
+    Duplicate {
+        /// What kind of record.
+        entity: Entity,
+        /// The unique field: `domain` or `name`.
+        field: &'static str,
+        /// The value as it was submitted.
+        value: String,
+        /// The record that already holds it.
+        existing_id: String,
+    },
+
     /// The record does not exist in this tenant (or was deleted).
     #[error("{entity} {id} not found")]
     NotFound {
@@ -114,6 +129,7 @@ impl Error {
         match self {
             Error::Validation(_) => ErrorKind::Validation,
             Error::DuplicateEmail { .. } => ErrorKind::DuplicateEmail,
+            Error::Duplicate { .. } => ErrorKind::Duplicate,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::InvalidTransition { .. } => ErrorKind::InvalidTransition,
@@ -180,6 +196,8 @@ pub enum ErrorKind {
     Validation,
     /// See [`Error::DuplicateEmail`].
     DuplicateEmail,
+    /// See [`Error::Duplicate`].
+    Duplicate,
     /// See [`Error::NotFound`].
     NotFound,
     /// See [`Error::Conflict`].
@@ -206,6 +224,12 @@ pub enum Entity {
     Activity,
     /// A pipeline definition.
     Pipeline,
+    /// A company.
+    Company,
+    /// A tag.
+    Tag,
+    /// A task.
+    Task,
 }
 
 impl fmt::Display for Entity {
@@ -215,6 +239,9 @@ impl fmt::Display for Entity {
             Entity::Deal => "deal",
             Entity::Activity => "activity",
             Entity::Pipeline => "pipeline",
+            Entity::Company => "company",
+            Entity::Tag => "tag",
+            Entity::Task => "task",
         })
     }
 }

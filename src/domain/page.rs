@@ -232,6 +232,20 @@ pub enum CursorList {
     TenantChanges,
     /// [`Transaction::list_idempotency_records`](crate::store::IdempotencyTx::list_idempotency_records).
     IdempotencyRecords,
+    /// [`Transaction::search_companies`](crate::store::CompaniesTx::search_companies)
+    /// sorted by name.
+    CompaniesByName,
+    /// [`Transaction::search_companies`](crate::store::CompaniesTx::search_companies)
+    /// sorted by creation time.
+    CompaniesByCreation,
+    /// [`Transaction::list_tags`](crate::store::TagsTx::list_tags).
+    Tags,
+    /// [`Transaction::open_tasks`](crate::store::TasksTx::open_tasks).
+    OpenTasks,
+    /// [`Transaction::overdue_tasks`](crate::store::TasksTx::overdue_tasks).
+    OverdueTasks,
+    /// [`Transaction::tasks_of`](crate::store::TasksTx::tasks_of).
+    TasksOfRecord,
 }
 
 impl CursorList {
@@ -249,6 +263,12 @@ impl CursorList {
             CursorList::FieldChanges => "field_changes",
             CursorList::TenantChanges => "tenant_changes",
             CursorList::IdempotencyRecords => "idempotency_records",
+            CursorList::CompaniesByName => "companies_by_name",
+            CursorList::CompaniesByCreation => "companies_by_creation",
+            CursorList::Tags => "tags",
+            CursorList::OpenTasks => "open_tasks",
+            CursorList::OverdueTasks => "overdue_tasks",
+            CursorList::TasksOfRecord => "tasks_of_record",
         }
     }
 }
@@ -363,6 +383,34 @@ impl CursorPosition for (i64, String) {
     fn check(&self, list: CursorList) -> Result<(), FieldError> {
         self.0.check(list)?;
         IdempotencyKey::parse(&self.1).map(drop)
+    }
+}
+
+/// An optional time in microseconds (none: after every time), then an id
+/// (an assignee's open tasks by due time, undated last): the time within
+/// years 1–9999.
+impl CursorPosition for (Option<i64>, uuid::Uuid) {
+    fn check(&self, list: CursorList) -> Result<(), FieldError> {
+        self.0.map_or(Ok(()), |t| t.check(list))
+    }
+}
+
+/// The longest caseless key a name position may hold, in characters.
+const MAX_KEY_CHARS: usize = 1024;
+
+/// A caseless key, then an id (tags by name): the key without NUL and of
+/// bounded length.
+impl CursorPosition for (String, uuid::Uuid) {
+    fn check(&self, _: CursorList) -> Result<(), FieldError> {
+        super::no_nul("cursor", &self.0)?;
+        if self.0.chars().count() > MAX_KEY_CHARS {
+            return Err(FieldError::new(
+                "cursor",
+                "too_long",
+                format!("a name key has more than {MAX_KEY_CHARS} characters"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -194,6 +194,7 @@ fn kind_name(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Validation => "validation",
         ErrorKind::DuplicateEmail => "duplicate_email",
+        ErrorKind::Duplicate => "duplicate",
         ErrorKind::NotFound => "not_found",
         ErrorKind::Conflict => "conflict",
         ErrorKind::InvalidTransition => "invalid_transition",
