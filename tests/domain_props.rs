@@ -4,11 +4,11 @@
 
 use chrono::{TimeZone, Utc};
 use crm_core::domain::{
-    Activity, ActivityId, ActivityKind, CompanyName, Contact, ContactId, ContactPatch, ContactPatchDto,
-    Currency, Deal, DealPatch, DealPatchDto, DealTitle, Direction, Email, JobTitle, LeadSource,
-    LostReason, Metadata, Money, NewActivity, NewActivityDto, NewContact, NewContactDto, NewDeal,
-    NewDealDto, NewSignal, NewSignalDto, PersonName, Phone, Pipeline, PipelineKey, Score, Signal,
-    SignalId, SignalKind, StageKey, Subject, caseless_key,
+    Activity, ActivityId, ActivityKind, CompanyName, Contact, ContactId, ContactPatch,
+    ContactPatchDto, Currency, Deal, DealPatch, DealPatchDto, DealTitle, Direction, Email,
+    JobTitle, LeadSource, LostReason, Metadata, Money, NewActivity, NewActivityDto, NewContact,
+    NewContactDto, NewDeal, NewDealDto, NewSignal, NewSignalDto, PersonName, Phone, Pipeline,
+    PipelineKey, Score, Signal, SignalId, SignalKind, StageKey, Subject, caseless_key,
 };
 use crm_core::{Actor, Context, FieldError, TenantId, ValidationErrors};
 use proptest::prelude::*;

@@ -6,8 +6,8 @@
 use crm_core::{
     Actor, Context, InMemoryStore, PageRequest, Store, StoreExt, TenantId,
     domain::{
-        CompanyName, ContactPatch, Currency, DealPatch, DealTitle, Email, Metadata, Money, NewContact,
-        NewDeal, PersonName, Score,
+        CompanyName, ContactPatch, Currency, DealPatch, DealTitle, Email, Metadata, Money,
+        NewContact, NewDeal, PersonName, Score,
     },
     history::{self, HistoryEntity, HistoryEntry},
 };

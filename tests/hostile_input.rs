@@ -713,8 +713,8 @@ async fn metadata_containment_of_nested_arrays_and_objects_matches_alike_on_both
 async fn both_backends_export_the_same_records_identically_and_read_them_back() {
     async fn attack(store: &DynStore) -> String {
         use crm_core::domain::{
-            ActivityKind, CompanyName, Currency, DealTitle, LostReason, Money, NewActivity, NewDeal,
-            Phone, StageKey, Subject, latest_timestamp,
+            ActivityKind, CompanyName, Currency, DealTitle, LostReason, Money, NewActivity,
+            NewDeal, Phone, StageKey, Subject, latest_timestamp,
         };
         let t = TenantId::new();
         let mut new = NewContact::new(

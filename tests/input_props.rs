@@ -7,9 +7,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crm_core::{
     Cursor, PageRequest,
     domain::{
-        Actor, CompanyName, Currency, DealTitle, EARLIEST_MICROS, JobTitle, LATEST_MICROS, LostReason,
-        Metadata, Money, NewActivity, NewActivityDto, NewDeal, NewDealDto, PersonName, Subject,
-        check_date, check_timestamp, json,
+        Actor, CompanyName, Currency, DealTitle, EARLIEST_MICROS, JobTitle, LATEST_MICROS,
+        LostReason, Metadata, Money, NewActivity, NewActivityDto, NewDeal, NewDealDto, PersonName,
+        Subject, check_date, check_timestamp, json,
     },
     idempotency::Fingerprint,
     store::{CursorList, TimeIdKey},

@@ -54,10 +54,10 @@ use crm_core::{
     Actor, ContactQuery, ContactSort, Context, Error, InMemoryStore, Page, PageRequest,
     PipelineSummary, PostgresStore, Store, TenantId, Transaction, Version, conformance,
     domain::{
-        Activity, ActivityKind, CompanyName, Contact, ContactId, ContactPatch, Currency, Deal, DealId,
-        DealPatch, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata, Money,
-        NewActivity, NewContact, NewDeal, NewSignal, PersonName, Phone, PipelineKey, Score, Signal,
-        SignalKind, StageKey, Subject,
+        Activity, ActivityKind, CompanyName, Contact, ContactId, ContactPatch, Currency, Deal,
+        DealId, DealPatch, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata,
+        Money, NewActivity, NewContact, NewDeal, NewSignal, PersonName, Phone, PipelineKey, Score,
+        Signal, SignalKind, StageKey, Subject,
     },
 };
 use proptest::{

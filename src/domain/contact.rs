@@ -509,7 +509,7 @@ where
 
 /// Deserializes a JSON value that is present, `null` included, as `Some`
 /// (serde maps `null` to `None` for a plain `Option<Value>`).
-fn present<'de, D>(d: D) -> Result<Option<Value>, D::Error>
+pub(crate) fn present<'de, D>(d: D) -> Result<Option<Value>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {

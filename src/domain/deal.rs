@@ -564,11 +564,17 @@ impl NewDeal {
 }
 
 fn parse_amount(v: &Value) -> Result<Decimal, FieldError> {
+    parse_amount_field("amount", v)
+}
+
+/// An amount sent as a JSON string or number, read as a deal's amount is
+/// read; the error names `field`.
+pub(crate) fn parse_amount_field(field: &str, v: &Value) -> Result<Decimal, FieldError> {
     match v {
-        Value::String(s) => decimal_text("amount", s),
-        Value::Number(n) => decimal_number("amount", n),
+        Value::String(s) => decimal_text(field, s),
+        Value::Number(n) => decimal_number(field, n),
         _ => Err(FieldError::new(
-            "amount",
+            field,
             "invalid_format",
             "must be a decimal string or number",
         )),

@@ -65,6 +65,12 @@ impl FromJson for super::NewDealDto {}
 impl FromJson for super::DealPatchDto {}
 impl FromJson for super::NewActivityDto {}
 impl FromJson for super::NewSignalDto {}
+impl FromJson for super::NewCompanyDto {}
+impl FromJson for super::CompanyPatchDto {}
+impl FromJson for super::NewTagDto {}
+impl FromJson for super::TagPatchDto {}
+impl FromJson for super::NewTaskDto {}
+impl FromJson for super::TaskPatchDto {}
 
 /// Reads `T` from JSON bytes holding an object; an error about the whole
 /// input is reported under `root`.

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{ContactId, Cursor, DealId, PageRequest, Timestamp};
+use super::{
+    CompanyId, ContactId, Cursor, DealId, PageRequest, TagId, TaggingId, TaskId, Timestamp,
+};
 
 /// The kinds of record the history keeps.
 ///
@@ -22,22 +24,38 @@ pub enum EntityKind {
     Contact,
     /// A deal.
     Deal,
+    /// A company.
+    Company,
+    /// A tag.
+    Tag,
+    /// A tag attached to a record.
+    Tagging,
+    /// A task.
+    Task,
 }
 
 impl EntityKind {
-    /// Its name as stored: `contact` or `deal`.
+    /// Its name as stored: `contact`, `deal`, `company`, `tag`, `tagging` or `task`.
     pub fn as_str(self) -> &'static str {
         match self {
             EntityKind::Contact => "contact",
             EntityKind::Deal => "deal",
+            EntityKind::Company => "company",
+            EntityKind::Tag => "tag",
+            EntityKind::Tagging => "tagging",
+            EntityKind::Task => "task",
         }
     }
 
-    /// The kind named `s` (`contact` or `deal`).
+    /// The kind named `s`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "contact" => Some(EntityKind::Contact),
             "deal" => Some(EntityKind::Deal),
+            "company" => Some(EntityKind::Company),
+            "tag" => Some(EntityKind::Tag),
+            "tagging" => Some(EntityKind::Tagging),
+            "task" => Some(EntityKind::Task),
             _ => None,
         }
     }
@@ -61,6 +79,14 @@ pub enum HistoryEntity {
     Contact(ContactId),
     /// A deal.
     Deal(DealId),
+    /// A company.
+    Company(CompanyId),
+    /// A tag.
+    Tag(TagId),
+    /// A tag attached to a record.
+    Tagging(TaggingId),
+    /// A task.
+    Task(TaskId),
 }
 
 impl HistoryEntity {
@@ -69,6 +95,10 @@ impl HistoryEntity {
         match self {
             HistoryEntity::Contact(_) => EntityKind::Contact,
             HistoryEntity::Deal(_) => EntityKind::Deal,
+            HistoryEntity::Company(_) => EntityKind::Company,
+            HistoryEntity::Tag(_) => EntityKind::Tag,
+            HistoryEntity::Tagging(_) => EntityKind::Tagging,
+            HistoryEntity::Task(_) => EntityKind::Task,
         }
     }
 
@@ -77,6 +107,10 @@ impl HistoryEntity {
         match self {
             HistoryEntity::Contact(id) => id.as_uuid(),
             HistoryEntity::Deal(id) => id.as_uuid(),
+            HistoryEntity::Company(id) => id.as_uuid(),
+            HistoryEntity::Tag(id) => id.as_uuid(),
+            HistoryEntity::Tagging(id) => id.as_uuid(),
+            HistoryEntity::Task(id) => id.as_uuid(),
         }
     }
 
@@ -85,6 +119,10 @@ impl HistoryEntity {
         match kind {
             EntityKind::Contact => HistoryEntity::Contact(ContactId::from_uuid(id)),
             EntityKind::Deal => HistoryEntity::Deal(DealId::from_uuid(id)),
+            EntityKind::Company => HistoryEntity::Company(CompanyId::from_uuid(id)),
+            EntityKind::Tag => HistoryEntity::Tag(TagId::from_uuid(id)),
+            EntityKind::Tagging => HistoryEntity::Tagging(TaggingId::from_uuid(id)),
+            EntityKind::Task => HistoryEntity::Task(TaskId::from_uuid(id)),
         }
     }
 }
@@ -98,6 +136,30 @@ impl From<ContactId> for HistoryEntity {
 impl From<DealId> for HistoryEntity {
     fn from(id: DealId) -> Self {
         HistoryEntity::Deal(id)
+    }
+}
+
+impl From<CompanyId> for HistoryEntity {
+    fn from(id: CompanyId) -> Self {
+        HistoryEntity::Company(id)
+    }
+}
+
+impl From<TagId> for HistoryEntity {
+    fn from(id: TagId) -> Self {
+        HistoryEntity::Tag(id)
+    }
+}
+
+impl From<TaggingId> for HistoryEntity {
+    fn from(id: TaggingId) -> Self {
+        HistoryEntity::Tagging(id)
+    }
+}
+
+impl From<TaskId> for HistoryEntity {
+    fn from(id: TaskId) -> Self {
+        HistoryEntity::Task(id)
     }
 }
 

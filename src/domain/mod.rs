@@ -6,6 +6,8 @@
 //! the same constructors.
 
 mod activity;
+mod company;
+mod company_domain;
 mod contact;
 mod deal;
 mod email;
@@ -16,9 +18,14 @@ pub(crate) mod idempotency;
 pub mod json;
 mod key;
 mod metadata;
+mod owner;
 mod page;
 mod pipeline;
+mod record;
 mod scoring;
+mod tag;
+mod tagging;
+mod task;
 mod tenant;
 mod text;
 mod time;
@@ -29,9 +36,14 @@ pub use activity::{
     Activity, ActivityId, ActivityKind, Direction, MAX_BODY_CHARS, NewActivity, NewActivityDto,
     NewSignal, NewSignalDto, Signal, SignalId, SignalKind, Subject,
 };
+pub use company::{
+    Address, AddressPart, Company, CompanyId, CompanyPatch, CompanyPatchDto, Industry,
+    MAX_EMPLOYEES, NewCompany, NewCompanyDto,
+};
+pub use company_domain::{CompanyDomain, FREE_MAIL_DOMAINS};
 pub use contact::{
-    CompanyName, Contact, ContactId, ContactPatch, ContactPatchDto, JobTitle, LeadSource, NewContact,
-    NewContactDto, PersonName, Phone, Score,
+    CompanyName, Contact, ContactId, ContactPatch, ContactPatchDto, JobTitle, LeadSource,
+    NewContact, NewContactDto, PersonName, Phone, Score,
 };
 pub use deal::{
     Currency, Deal, DealId, DealPatch, DealPatchDto, DealTitle, LostReason, Money, NewDeal,
@@ -49,12 +61,19 @@ pub use idempotency::{
 };
 pub use key::caseless_key;
 pub use metadata::Metadata;
+pub use owner::OwnerId;
 pub use page::{
     Cursor, CursorList, CursorPosition, DEFAULT_PAGE_SIZE, ListScope, MAX_PAGE_SIZE, Page,
     PageRequest, TimeIdKey,
 };
 pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKind};
+pub use record::{RecordKind, RecordRef};
 pub use scoring::{ContactInputs, ContactScore, InputsRequest, LiveRanked, LiveState};
+pub use tag::{NewTag, NewTagDto, Tag, TagColour, TagId, TagName, TagPatch, TagPatchDto};
+pub use tagging::{Tagging, TaggingId};
+pub use task::{
+    NewTask, NewTaskDto, Task, TaskBody, TaskId, TaskPatch, TaskPatchDto, TaskPriority, TaskTitle,
+};
 pub use tenant::{Actor, Context, TenantId, Version};
 pub(crate) use text::no_nul;
 pub use time::{

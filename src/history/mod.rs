@@ -154,7 +154,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::domain::{Contact, ContactId, Deal, Timestamp};
+use crate::domain::{Company, Contact, ContactId, Deal, RecordRef, Tag, Tagging, Task, Timestamp};
 pub use crate::domain::{
     EntityKind, FieldChange, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation,
 };
@@ -262,6 +262,83 @@ pub fn deal_values(d: &Deal) -> Value {
         "created_at": format_timestamp(d.created_at),
         "updated_at": format_timestamp(d.updated_at),
         "version": d.version.get(),
+    })
+}
+
+/// The recorded values of a company (as `crm_company_data` in the schema
+/// records them: the revenue amount as exact text).
+pub fn company_values(c: &Company) -> Value {
+    let a = &c.address;
+    json!({
+        "id": c.id.as_uuid().to_string(),
+        "name": c.name.as_str(),
+        "domain": opt_str(c.domain.as_ref().map(|v| v.as_str())),
+        "industry": opt_str(c.industry.as_ref().map(|v| v.as_str())),
+        "employee_count": c.employee_count.map_or(Value::Null, Value::from),
+        "revenue_amount": c.annual_revenue.as_ref()
+            .map_or(Value::Null, |m| Value::String(m.amount().to_string())),
+        "revenue_currency": c.annual_revenue.as_ref()
+            .map_or(Value::Null, |m| Value::String(m.currency().code().to_string())),
+        "street": opt_str(a.street.as_ref().map(|v| v.as_str())),
+        "city": opt_str(a.city.as_ref().map(|v| v.as_str())),
+        "region": opt_str(a.region.as_ref().map(|v| v.as_str())),
+        "postal_code": opt_str(a.postal_code.as_ref().map(|v| v.as_str())),
+        "country": opt_str(a.country.as_ref().map(|v| v.as_str())),
+        "metadata": Value::from(c.metadata.clone()),
+        "owner_id": opt_str(c.owner.as_ref().map(|v| v.as_str())),
+        "created_at": format_timestamp(c.created_at),
+        "updated_at": format_timestamp(c.updated_at),
+        "version": c.version.get(),
+    })
+}
+
+/// The recorded values of a tag.
+pub fn tag_values(t: &Tag) -> Value {
+    json!({
+        "id": t.id.as_uuid().to_string(),
+        "name": t.name.as_str(),
+        "colour": opt_str(t.colour.as_ref().map(|v| v.as_str())),
+        "created_at": format_timestamp(t.created_at),
+        "updated_at": format_timestamp(t.updated_at),
+        "version": t.version.get(),
+    })
+}
+
+/// The recorded values of a tagging: the tag and the one record carrying it.
+pub fn tagging_values(t: &Tagging) -> Value {
+    let id = |r: Option<uuid::Uuid>| r.map_or(Value::Null, |u| Value::String(u.to_string()));
+    let (contact, company, deal) = match t.record {
+        RecordRef::Contact(c) => (Some(c.as_uuid()), None, None),
+        RecordRef::Company(c) => (None, Some(c.as_uuid()), None),
+        RecordRef::Deal(d) => (None, None, Some(d.as_uuid())),
+    };
+    json!({
+        "id": t.id.as_uuid().to_string(),
+        "tag_id": t.tag_id.as_uuid().to_string(),
+        "contact_id": id(contact),
+        "company_id": id(company),
+        "deal_id": id(deal),
+        "created_at": format_timestamp(t.created_at),
+    })
+}
+
+/// The recorded values of a task.
+pub fn task_values(t: &Task) -> Value {
+    let id = |r: Option<uuid::Uuid>| r.map_or(Value::Null, |u| Value::String(u.to_string()));
+    json!({
+        "id": t.id.as_uuid().to_string(),
+        "title": t.title.as_str(),
+        "body": opt_str(t.body.as_ref().map(|v| v.as_str())),
+        "due_at": opt_ts(t.due_at),
+        "done_at": opt_ts(t.done_at),
+        "assignee": opt_str(t.assignee.as_ref().map(|v| v.as_str())),
+        "priority": t.priority.as_str(),
+        "contact_id": id(t.contact_id.map(|v| v.as_uuid())),
+        "company_id": id(t.company_id.map(|v| v.as_uuid())),
+        "deal_id": id(t.deal_id.map(|v| v.as_uuid())),
+        "created_at": format_timestamp(t.created_at),
+        "updated_at": format_timestamp(t.updated_at),
+        "version": t.version.get(),
     })
 }
 

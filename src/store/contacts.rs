@@ -82,6 +82,11 @@ impl CursorList {
                 micros(q.updated_until),
             ),
             q.metadata_contains.as_ref().map(|m| m.as_map()),
+            (
+                q.owner.as_ref().map(|o| o.as_str()),
+                q.company_id,
+                q.tags.scope_key(),
+            ),
         ))
     }
 }
@@ -172,6 +177,12 @@ pub struct ContactQuery {
     pub updated_until: Option<Timestamp>,
     /// Metadata contains this object (PostgreSQL `jsonb @>` semantics).
     pub metadata_contains: Option<Metadata>,
+    /// Owned by.
+    pub owner: Option<OwnerId>,
+    /// Linked to this company.
+    pub company_id: Option<CompanyId>,
+    /// Tags carried.
+    pub tags: crate::store::TagFilter,
     /// Order.
     pub sort: ContactSort,
     /// Page.
@@ -266,6 +277,24 @@ impl ContactQuery {
         self
     }
 
+    /// Only contacts owned by `owner`.
+    pub fn with_owner(mut self, owner: OwnerId) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Only contacts linked to `company`.
+    pub fn with_company(mut self, company: CompanyId) -> Self {
+        self.company_id = Some(company);
+        self
+    }
+
+    /// Only contacts whose tags pass `tags`.
+    pub fn with_tags(mut self, tags: crate::store::TagFilter) -> Self {
+        self.tags = tags;
+        self
+    }
+
     /// In this order.
     pub fn with_sort(mut self, sort: ContactSort) -> Self {
         self.sort = sort;
@@ -326,6 +355,7 @@ impl ContactQuery {
             "updated_until",
             self.updated_until,
         ));
+        self.tags.check_into(&mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }

@@ -3,7 +3,7 @@
 //! by the conformance suite.
 //!
 //! A [`Transaction`] is the sum of one trait per area — [`ContactsTx`],
-//! [`DealsTx`], [`TimelineTx`], [`HistoryTx`], [`IdempotencyTx`],
+//! [`CompaniesTx`], [`OwnersTx`], [`TagsTx`], [`TasksTx`], [`DealsTx`], [`TimelineTx`], [`HistoryTx`], [`IdempotencyTx`],
 //! [`BulkTx`], [`ScoringTx`] — which a backend implements one by one. The
 //! promises every backend keeps are on [`Store`] (its *Contract*) and, for
 //! what one area alone promises, on that area's trait. How the built-in
@@ -26,6 +26,7 @@ pub use crate::domain::{
 };
 
 mod bulk;
+mod companies;
 mod contacts;
 mod deals;
 mod ext;
@@ -34,10 +35,13 @@ mod idempotency;
 mod scope;
 mod scoring;
 mod shared;
+mod tags;
+mod tasks;
 mod timeline;
 mod traced;
 
 pub use bulk::BulkTx;
+pub use companies::{CompaniesTx, CompanyQuery, CompanySort, CompanySortKey, OwnersTx, Reassigned};
 pub use contacts::{ContactQuery, ContactSort, ContactSortKey, ContactsTx, MAX_PREFIX_CHARS};
 pub use deals::{CurrencyTotal, DealsTx, PipelineSummary, StageSummary};
 pub use ext::StoreExt;
@@ -45,6 +49,8 @@ pub use history::HistoryTx;
 pub use idempotency::IdempotencyTx;
 pub use scope::Scope;
 pub use scoring::ScoringTx;
+pub use tags::{MAX_FILTER_TAGS, TagFilter, TagsTx};
+pub use tasks::TasksTx;
 pub use timeline::TimelineTx;
 pub use traced::trace_transaction;
 
@@ -191,6 +197,10 @@ pub type DynStore = dyn Store;
 #[async_trait]
 pub trait Transaction:
     ContactsTx
+    + CompaniesTx
+    + OwnersTx
+    + TagsTx
+    + TasksTx
     + DealsTx
     + TimelineTx
     + HistoryTx

@@ -38,8 +38,8 @@ use async_trait::async_trait;
 use tracing::{Instrument, Span, field::Empty};
 
 use super::{
-    BulkTx, ContactQuery, ContactsTx, DealsTx, HistoryTx, IdempotencyTx, PipelineSummary,
-    ScoringTx, TimelineTx, Transaction,
+    BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealsTx, HistoryTx, IdempotencyTx,
+    OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx, TasksTx, TimelineTx, Transaction,
 };
 use crate::{
     domain::*,
@@ -237,6 +237,53 @@ traced_area!(ContactsTx {
     fn deactivate_contact(&mut self, id: ContactId) -> Contact;
     fn delete_contact(&mut self, id: ContactId) -> bool;
     fn search_contacts(&mut self, query: &ContactQuery) -> Page<Contact>;
+});
+
+traced_area!(CompaniesTx {
+    fn create_company(&mut self, new: NewCompany) -> Company;
+    fn get_company(&mut self, id: CompanyId) -> Option<Company>;
+    fn get_company_by_domain(&mut self, domain: &CompanyDomain) -> Option<Company>;
+    fn update_company(&mut self, id: CompanyId, expected: Version, patch: CompanyPatch) -> Company;
+    fn delete_company(&mut self, id: CompanyId) -> bool;
+    fn search_companies(&mut self, query: &CompanyQuery) -> Page<Company>;
+});
+
+traced_area!(OwnersTx {
+    fn reassign_owner(
+        &mut self,
+        from: &OwnerId,
+        to: &OwnerId,
+        kind: Option<RecordKind>,
+    ) -> Reassigned;
+});
+
+traced_area!(TagsTx {
+    fn create_tag(&mut self, new: NewTag) -> Tag;
+    fn get_tag(&mut self, id: TagId) -> Option<Tag>;
+    fn get_tag_by_name(&mut self, name: &TagName) -> Option<Tag>;
+    fn list_tags(&mut self, page: &PageRequest) -> Page<Tag>;
+    fn update_tag(&mut self, id: TagId, expected: Version, patch: TagPatch) -> Tag;
+    fn delete_tag(&mut self, id: TagId) -> bool;
+    fn attach_tag(&mut self, tag: TagId, record: RecordRef) -> bool;
+    fn detach_tag(&mut self, tag: TagId, record: RecordRef) -> bool;
+    fn tags_of(&mut self, record: RecordRef) -> Vec<Tag>;
+});
+
+traced_area!(TasksTx {
+    fn create_task(&mut self, new: NewTask) -> Task;
+    fn get_task(&mut self, id: TaskId) -> Option<Task>;
+    fn update_task(&mut self, id: TaskId, expected: Version, patch: TaskPatch) -> Task;
+    fn complete_task(&mut self, id: TaskId, at: Timestamp) -> Task;
+    fn reopen_task(&mut self, id: TaskId) -> Task;
+    fn delete_task(&mut self, id: TaskId) -> bool;
+    fn open_tasks(&mut self, assignee: &OwnerId, page: &PageRequest) -> Page<Task>;
+    fn overdue_tasks(
+        &mut self,
+        now: Timestamp,
+        assignee: Option<&OwnerId>,
+        page: &PageRequest,
+    ) -> Page<Task>;
+    fn tasks_of(&mut self, record: RecordRef, page: &PageRequest) -> Page<Task>;
 });
 
 traced_area!(DealsTx {

@@ -94,7 +94,7 @@ impl MemoryTransaction {
         self.record(HistoryEntity::Deal(id), old.map(deal_values), new, None)
     }
 
-    fn record(
+    pub(super) fn record(
         &mut self,
         entity: HistoryEntity,
         old: Option<Value>,

@@ -26,18 +26,22 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::{Store, Transaction, traced};
 use crate::{
     domain::{
-        Activity, ActivityId, Contact, ContactId, Context, Deal, DealId, PipelineKey, Pipelines,
-        Score, Signal, SignalId, StageKey, TenantId, caseless_key,
+        Activity, ActivityId, Company, CompanyId, Contact, ContactId, Context, Deal, DealId,
+        PipelineKey, Pipelines, RecordRef, Score, Signal, SignalId, StageKey, Tag, TagId, Tagging,
+        Task, TaskId, TenantId, caseless_key,
     },
     error::{Entity, Error, Result},
 };
 
 mod bulk;
+mod companies;
 mod contacts;
 mod deals;
 mod history;
 mod idempotency;
 mod scoring;
+mod tags;
+mod tasks;
 mod timeline;
 
 /// A [`Store`] in process memory, with the same semantics as the PostgreSQL
@@ -135,6 +139,15 @@ struct TenantData {
     history: history::MemoryHistory,
     idempotency: idempotency::Records,
     live_scores: HashMap<ContactId, f64>,
+    companies: HashMap<CompanyId, Company>,
+    /// Companies by normalised domain.
+    companies_by_domain: HashMap<String, CompanyId>,
+    tags: HashMap<TagId, Tag>,
+    /// Tags by the caseless key of their name.
+    tags_by_key: HashMap<String, TagId>,
+    /// Who carries which tag, by record then tag.
+    taggings: BTreeMap<(RecordRef, TagId), Tagging>,
+    tasks: HashMap<TaskId, Task>,
 }
 
 /// The caseless keys of a contact's names and company, kept beside it so
@@ -210,6 +223,53 @@ impl TenantData {
         old
     }
 
+    fn put_company(&mut self, id: CompanyId, value: Option<Company>) -> Option<Company> {
+        let old = self.companies.remove(&id);
+        if let Some(d) = old.as_ref().and_then(|o| o.domain.as_ref()) {
+            self.companies_by_domain.remove(d.as_str());
+        }
+        if let Some(n) = value {
+            if let Some(d) = &n.domain {
+                self.companies_by_domain.insert(d.as_str().to_string(), id);
+            }
+            self.companies.insert(id, n);
+        }
+        old
+    }
+
+    fn put_tag(&mut self, id: TagId, value: Option<Tag>) -> Option<Tag> {
+        let old = self.tags.remove(&id);
+        if let Some(o) = &old {
+            self.tags_by_key.remove(&o.name.key());
+        }
+        if let Some(n) = value {
+            self.tags_by_key.insert(n.name.key(), id);
+            self.tags.insert(id, n);
+        }
+        old
+    }
+
+    fn put_tagging(&mut self, key: (RecordRef, TagId), value: Option<Tagging>) -> Option<Tagging> {
+        match value {
+            Some(t) => self.taggings.insert(key, t),
+            None => self.taggings.remove(&key),
+        }
+    }
+
+    fn put_task(&mut self, id: TaskId, value: Option<Task>) -> Option<Task> {
+        match value {
+            Some(t) => self.tasks.insert(id, t),
+            None => self.tasks.remove(&id),
+        }
+    }
+
+    /// The tags `record` carries.
+    fn carried_tags(&self, record: RecordRef) -> BTreeSet<TagId> {
+        let lo = (record, TagId::from_uuid(uuid::Uuid::nil()));
+        let hi = (record, TagId::from_uuid(uuid::Uuid::max()));
+        self.taggings.range(lo..=hi).map(|(k, _)| k.1).collect()
+    }
+
     fn put_signal(&mut self, key: SignalKey, value: Option<Signal>) -> Option<Signal> {
         match value {
             Some(s) => self.signals.insert(key, s),
@@ -225,6 +285,10 @@ enum Undo {
     Activity(TenantId, ActivityId, Option<Activity>),
     Signal(TenantId, SignalKey, Option<Signal>),
     LiveScore(TenantId, ContactId, Option<f64>),
+    Company(TenantId, CompanyId, Option<Company>),
+    Tag(TenantId, TagId, Option<Tag>),
+    Tagging(TenantId, (RecordRef, TagId), Option<Tagging>),
+    Task(TenantId, TaskId, Option<Task>),
     History(
         TenantId,
         history::EntryKey,
@@ -280,6 +344,18 @@ fn roll_back(state: &mut State, undo: Vec<Undo>) {
             }
             Undo::Signal(t, key, v) => {
                 state.tenants.entry(t).or_default().put_signal(key, v);
+            }
+            Undo::Company(t, id, v) => {
+                state.tenants.entry(t).or_default().put_company(id, v);
+            }
+            Undo::Tag(t, id, v) => {
+                state.tenants.entry(t).or_default().put_tag(id, v);
+            }
+            Undo::Tagging(t, key, v) => {
+                state.tenants.entry(t).or_default().put_tagging(key, v);
+            }
+            Undo::Task(t, id, v) => {
+                state.tenants.entry(t).or_default().put_task(id, v);
             }
             Undo::LiveScore(t, id, v) => {
                 scoring::put_live(state.tenants.entry(t).or_default(), id, v);
@@ -368,6 +444,93 @@ impl MemoryTransaction {
         let old = self.data_mut()?.put_signal(key, value);
         self.undo.push(Undo::Signal(tenant, key, old));
         Ok(())
+    }
+
+    /// Replaces (or removes) a company, recording the change in the
+    /// history and the undo log; `set_tag`, `set_tagging` and `set_task`
+    /// do the same for theirs.
+    fn set_company(&mut self, id: CompanyId, value: Option<Company>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_company(id, value);
+        let new = self
+            .data()?
+            .companies
+            .get(&id)
+            .map(crate::history::company_values);
+        self.record(
+            crate::history::HistoryEntity::Company(id),
+            old.as_ref().map(crate::history::company_values),
+            new,
+            None,
+        )?;
+        self.undo.push(Undo::Company(tenant, id, old));
+        Ok(())
+    }
+
+    fn set_tag(&mut self, id: TagId, value: Option<Tag>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_tag(id, value);
+        let new = self.data()?.tags.get(&id).map(crate::history::tag_values);
+        self.record(
+            crate::history::HistoryEntity::Tag(id),
+            old.as_ref().map(crate::history::tag_values),
+            new,
+            None,
+        )?;
+        self.undo.push(Undo::Tag(tenant, id, old));
+        Ok(())
+    }
+
+    fn set_tagging(&mut self, key: (RecordRef, TagId), value: Option<Tagging>) -> Result<()> {
+        let tenant = self.tenant;
+        let entity = value.as_ref().map(|t| t.id);
+        let new = value.as_ref().map(crate::history::tagging_values);
+        let old = self.data_mut()?.put_tagging(key, value);
+        if let Some(id) = entity.or(old.as_ref().map(|t| t.id)) {
+            self.record(
+                crate::history::HistoryEntity::Tagging(id),
+                old.as_ref().map(crate::history::tagging_values),
+                new,
+                None,
+            )?;
+        }
+        self.undo.push(Undo::Tagging(tenant, key, old));
+        Ok(())
+    }
+
+    fn set_task(&mut self, id: TaskId, value: Option<Task>) -> Result<()> {
+        let tenant = self.tenant;
+        let old = self.data_mut()?.put_task(id, value);
+        let new = self.data()?.tasks.get(&id).map(crate::history::task_values);
+        self.record(
+            crate::history::HistoryEntity::Task(id),
+            old.as_ref().map(crate::history::task_values),
+            new,
+            None,
+        )?;
+        self.undo.push(Undo::Task(tenant, id, old));
+        Ok(())
+    }
+
+    fn company(&self, id: CompanyId) -> Result<&Company> {
+        self.data()?
+            .companies
+            .get(&id)
+            .ok_or_else(|| Error::not_found(Entity::Company, id))
+    }
+
+    fn tag(&self, id: TagId) -> Result<&Tag> {
+        self.data()?
+            .tags
+            .get(&id)
+            .ok_or_else(|| Error::not_found(Entity::Tag, id))
+    }
+
+    fn task(&self, id: TaskId) -> Result<&Task> {
+        self.data()?
+            .tasks
+            .get(&id)
+            .ok_or_else(|| Error::not_found(Entity::Task, id))
     }
 
     fn contact(&self, id: ContactId) -> Result<&Contact> {

@@ -144,6 +144,7 @@
 //! "Audit history", "Lead scoring" and "Bulk import and export".
 
 mod bulk;
+mod companies;
 mod contacts;
 mod deals;
 mod distribute;
@@ -160,6 +161,8 @@ mod search;
 mod split;
 #[doc(hidden)]
 pub mod statements;
+mod tags;
+mod tasks;
 mod timeline;
 mod tls;
 mod transaction;

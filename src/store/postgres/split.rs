@@ -161,7 +161,9 @@ mod tests {
     fn creates_table_sees_past_comments_and_casing() {
         use super::creates_table;
         assert!(creates_table("CREATE TABLE t (a int)"));
-        assert!(creates_table("-- the tags\n/* of a /* nested */ tenant */\n create\n\ttable t ()"));
+        assert!(creates_table(
+            "-- the tags\n/* of a /* nested */ tenant */\n create\n\ttable t ()"
+        ));
         assert!(!creates_table("CREATE INDEX t_idx ON t (a)"));
         assert!(!creates_table("ALTER TABLE t ADD COLUMN b int"));
         assert!(!creates_table("-- CREATE TABLE t\nSELECT 1"));
