@@ -212,13 +212,6 @@ impl Task {
         next.version = self.version.next();
         Some(next)
     }
-        let at = truncate_to_micros(at);
-        let mut next = self.clone();
-        next.done_at = Some(at);
-        next.updated_at = at;
-        next.version = self.version.next();
-        Some(next)
-    }
 
     /// The task open again — or `None` when it is open.
     pub fn reopened(&self, now: Timestamp) -> Option<Task> {
