@@ -5,13 +5,17 @@ use std::fmt;
 
 #[cfg(doc)]
 use super::{BulkTx, ContactsTx, DealsTx, HistoryTx, StoreExt, TimelineTx};
-use super::{ContactQuery, PipelineSummary, Store, Transaction};
+use super::{CompanyQuery, ContactQuery, PipelineSummary, Reassigned, Store, Transaction};
+#[cfg(doc)]
+use super::{CompaniesTx, OwnersTx, TagsTx, TasksTx};
 use crate::{
     domain::{
-        Activity, ConflictPolicy, Contact, ContactId, ContactPatch, Context, Deal, DealId,
-        DealPatch, Email, FieldQuery, HistoryEntity, HistoryEntry, LostReason, NewActivity,
-        NewContact, NewDeal, NewSignal, Page, PageRequest, PipelineKey, Signal, StageKey, TenantId,
-        Timestamp, UpsertOutcome, Version,
+        Activity, Company, CompanyDomain, CompanyId, CompanyPatch, ConflictPolicy, Contact,
+        ContactId, ContactPatch, Context, Deal, DealId, DealPatch, Email, FieldQuery,
+        HistoryEntity, HistoryEntry, LostReason, NewActivity, NewCompany, NewContact, NewDeal,
+        NewSignal, NewTag, NewTask, OwnerId, Page, PageRequest, PipelineKey, RecordKind,
+        RecordRef, Signal, StageKey, Tag, TagId, TagName, TagPatch, Task, TaskId, TaskPatch,
+        TenantId, Timestamp, UpsertOutcome, Version,
     },
     error::{Entity, Error, Result},
 };
@@ -171,6 +175,59 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         write delete_contact(id: ContactId) -> bool;
         /// See [`ContactsTx::search_contacts`].
         read search_contacts(query: &ContactQuery) -> Page<Contact>;
+
+        /// See [`CompaniesTx::create_company`].
+        write create_company(new: NewCompany) -> Company;
+        /// See [`CompaniesTx::get_company`].
+        read get_company(id: CompanyId) -> Option<Company>;
+        /// See [`CompaniesTx::get_company_by_domain`].
+        read get_company_by_domain(domain: &CompanyDomain) -> Option<Company>;
+        /// See [`CompaniesTx::update_company`].
+        write update_company(id: CompanyId, expected: Version, patch: CompanyPatch) -> Company;
+        /// See [`CompaniesTx::delete_company`].
+        write delete_company(id: CompanyId) -> bool;
+        /// See [`CompaniesTx::search_companies`].
+        read search_companies(query: &CompanyQuery) -> Page<Company>;
+        /// See [`OwnersTx::reassign_owner`].
+        write reassign_owner(from: &OwnerId, to: &OwnerId, kind: Option<RecordKind>) -> Reassigned;
+
+        /// See [`TagsTx::create_tag`].
+        write create_tag(new: NewTag) -> Tag;
+        /// See [`TagsTx::get_tag`].
+        read get_tag(id: TagId) -> Option<Tag>;
+        /// See [`TagsTx::get_tag_by_name`].
+        read get_tag_by_name(name: &TagName) -> Option<Tag>;
+        /// See [`TagsTx::list_tags`].
+        read list_tags(page: &PageRequest) -> Page<Tag>;
+        /// See [`TagsTx::update_tag`].
+        write update_tag(id: TagId, expected: Version, patch: TagPatch) -> Tag;
+        /// See [`TagsTx::delete_tag`].
+        write delete_tag(id: TagId) -> bool;
+        /// See [`TagsTx::attach_tag`].
+        write attach_tag(tag: TagId, record: RecordRef) -> bool;
+        /// See [`TagsTx::detach_tag`].
+        write detach_tag(tag: TagId, record: RecordRef) -> bool;
+        /// See [`TagsTx::tags_of`].
+        read tags_of(record: RecordRef) -> Vec<Tag>;
+
+        /// See [`TasksTx::create_task`].
+        write create_task(new: NewTask) -> Task;
+        /// See [`TasksTx::get_task`].
+        read get_task(id: TaskId) -> Option<Task>;
+        /// See [`TasksTx::update_task`].
+        write update_task(id: TaskId, expected: Version, patch: TaskPatch) -> Task;
+        /// See [`TasksTx::complete_task`].
+        write complete_task(id: TaskId, at: Timestamp) -> Task;
+        /// See [`TasksTx::reopen_task`].
+        write reopen_task(id: TaskId) -> Task;
+        /// See [`TasksTx::delete_task`].
+        write delete_task(id: TaskId) -> bool;
+        /// See [`TasksTx::open_tasks`].
+        read open_tasks(assignee: &OwnerId, page: &PageRequest) -> Page<Task>;
+        /// See [`TasksTx::overdue_tasks`].
+        read overdue_tasks(now: Timestamp, assignee: Option<&OwnerId>, page: &PageRequest) -> Page<Task>;
+        /// See [`TasksTx::tasks_of`].
+        read tasks_of(record: RecordRef, page: &PageRequest) -> Page<Task>;
 
         /// See [`DealsTx::create_deal`].
         write create_deal(new: NewDeal) -> Deal;
