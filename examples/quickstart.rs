@@ -6,10 +6,11 @@
 use chrono::{Duration, Utc};
 use crm_core::{
     Actor, ContactQuery, ContactSort, Context, Error, InMemoryStore, PageRequest, StoreExt,
-    TenantId,
+    TagFilter, TenantId,
     domain::{
-        ActivityKind, Contact, Direction, LostReason, NewActivity, NewContact, NewContactDto,
-        NewDeal, NewDealDto, PipelineKey, StageKey, Subject,
+        ActivityKind, CompanyDomain, CompanyName, Contact, ContactPatch, Direction, LostReason,
+        NewActivity, NewCompany, NewContact, NewContactDto, NewDeal, NewDealDto, NewTag, NewTask,
+        OwnerId, PipelineKey, RecordRef, StageKey, Subject, TagName, TaskTitle,
     },
 };
 
@@ -303,6 +304,107 @@ async fn main() -> Res {
         println!(
             "open pipeline in {}: {} deal(s) worth {}, weighted forecast {}",
             t.currency, t.count, t.sum, t.weighted
+        );
+    }
+
+    heading("10. Companies, owners, tags and tasks");
+    // A company's domain is normalised (scheme, `www.`, casing and path
+    // go) and unique per tenant; its owner is the host's user id.
+    let ada_id = OwnerId::parse("user:ada")?;
+    let mut new_company = NewCompany::new(CompanyName::parse("Acme Labs")?);
+    new_company.domain = Some(CompanyDomain::parse("https://WWW.Acme-Labs.io/about")?);
+    new_company.owner = Some(ada_id.clone());
+    let acme = crm.create_company(new_company).await?;
+    println!(
+        "created company {} with domain {}",
+        acme.name,
+        acme.domain.as_ref().map_or("-", |d| d.as_str())
+    );
+    // A new contact whose email domain is a company's is linked to it.
+    let marie = crm
+        .create_contact(NewContact::try_from(NewContactDto {
+            email: Some("marie@acme-labs.io".into()),
+            first_name: Some("Marie".into()),
+            last_name: Some("Curie".into()),
+            ..Default::default()
+        })?)
+        .await?;
+    println!(
+        "created {} <{}>: linked to {} by its email domain = {}",
+        name(&marie),
+        marie.email,
+        acme.name,
+        marie.company_id == Some(acme.id)
+    );
+    // Alan came before the company: link him, and give him an owner.
+    let alan = &contacts[1];
+    crm.update_contact(
+        alan.id,
+        alan.version,
+        ContactPatch {
+            company_id: Some(Some(acme.id)),
+            owner: Some(Some(ada_id.clone())),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let people = crm
+        .search_contacts(
+            &ContactQuery::new()
+                .with_company(acme.id)
+                .with_sort(ContactSort::NameAsc),
+        )
+        .await?;
+    println!("{}'s contacts, by name:", acme.name);
+    for c in &people.items {
+        println!(
+            "  {:<18} owner={}",
+            name(c),
+            c.owner.as_ref().map_or("-", |o| o.as_str())
+        );
+    }
+
+    // Tags: unique per tenant in any casing; searches filter any-of,
+    // all-of and none-of.
+    let vip = crm.create_tag(NewTag::new(TagName::parse("VIP")?)).await?;
+    crm.attach_tag(vip.id, RecordRef::Contact(grace.id)).await?;
+    crm.attach_tag(vip.id, RecordRef::Contact(marie.id)).await?;
+    let vips = crm
+        .search_contacts(
+            &ContactQuery::new()
+                .with_tags(TagFilter::new().any_of([vip.id]))
+                .with_sort(ContactSort::NameAsc),
+        )
+        .await?;
+    println!(
+        "tagged {}: {}",
+        vip.name,
+        vips.items.iter().map(name).collect::<Vec<_>>().join(", ")
+    );
+
+    // Tasks for an owner, linked to a contact, a company or a deal: the
+    // open ones come by due time, undated last.
+    let tasks = [
+        ("Send the pilot contract", Some(2), Some(marie.id)),
+        ("Call Grace back", Some(1), Some(grace.id)),
+        ("Plan the quarterly review", None, None),
+    ];
+    for (title, due_in_days, contact) in tasks {
+        let mut task = NewTask::new(TaskTitle::parse(title)?);
+        task.due_at = due_in_days.map(|d| now + Duration::days(d));
+        task.assignee = Some(ada_id.clone());
+        task.contact_id = contact;
+        task.company_id = Some(acme.id);
+        crm.create_task(task).await?;
+    }
+    let open = crm.open_tasks(&ada_id, &PageRequest::first(10)).await?;
+    println!("{ada_id}'s open tasks, by due time:");
+    for t in &open.items {
+        println!(
+            "  {:<28} due {}",
+            t.title.as_str(),
+            t.due_at
+                .map_or("-".to_string(), |d| d.format("%Y-%m-%d").to_string())
         );
     }
 

@@ -102,6 +102,6 @@ pub use store::postgres::PostgresStore;
 struct ReadmeDoctests;
 
 pub use store::{
-    ContactQuery, ContactSort, Cursor, DynStore, Page, PageRequest, PipelineSummary, Scope, Store,
-    StoreExt, Transaction, memory::InMemoryStore,
+    CompanyQuery, CompanySort, ContactQuery, ContactSort, Cursor, DynStore, Page, PageRequest,
+    PipelineSummary, Scope, Store, StoreExt, TagFilter, Transaction, memory::InMemoryStore,
 };

@@ -1,11 +1,12 @@
 //! The traits a host needs in scope to call a transaction's operations:
 //! `use crm_core::prelude::*;`.
 //!
-//! [`Transaction`] is the sum of one trait per area (contacts, deals,
+//! [`Transaction`] is the sum of one trait per area (contacts, companies,
+//! owners, tags, tasks, deals,
 //! timeline and signals, history, idempotency, bulk, scoring); Rust calls a
 //! method of such a trait only when the trait is in scope.
 
 pub use crate::store::{
-    BulkTx, ContactsTx, DealsTx, HistoryTx, IdempotencyTx, ScoringTx, Store, StoreExt, TimelineTx,
-    Transaction,
+    BulkTx, CompaniesTx, ContactsTx, DealsTx, HistoryTx, IdempotencyTx, OwnersTx, ScoringTx, Store,
+    StoreExt, TagsTx, TasksTx, TimelineTx, Transaction,
 };

@@ -5,17 +5,17 @@ use std::fmt;
 
 #[cfg(doc)]
 use super::{BulkTx, ContactsTx, DealsTx, HistoryTx, StoreExt, TimelineTx};
-use super::{CompanyQuery, ContactQuery, PipelineSummary, Reassigned, Store, Transaction};
 #[cfg(doc)]
 use super::{CompaniesTx, OwnersTx, TagsTx, TasksTx};
+use super::{CompanyQuery, ContactQuery, PipelineSummary, Reassigned, Store, Transaction};
 use crate::{
     domain::{
         Activity, Company, CompanyDomain, CompanyId, CompanyPatch, ConflictPolicy, Contact,
         ContactId, ContactPatch, Context, Deal, DealId, DealPatch, Email, FieldQuery,
         HistoryEntity, HistoryEntry, LostReason, NewActivity, NewCompany, NewContact, NewDeal,
-        NewSignal, NewTag, NewTask, OwnerId, Page, PageRequest, PipelineKey, RecordKind,
-        RecordRef, Signal, StageKey, Tag, TagId, TagName, TagPatch, Task, TaskId, TaskPatch,
-        TenantId, Timestamp, UpsertOutcome, Version,
+        NewSignal, NewTag, NewTask, OwnerId, Page, PageRequest, PipelineKey, RecordKind, RecordRef,
+        Signal, StageKey, Tag, TagId, TagName, TagPatch, Task, TaskId, TaskPatch, TenantId,
+        Timestamp, UpsertOutcome, Version,
     },
     error::{Entity, Error, Result},
 };
