@@ -2,9 +2,9 @@
 //! `use crm_core::prelude::*;`.
 //!
 //! [`Transaction`] is the sum of one trait per area (contacts, companies,
-//! owners, tags, tasks, deals,
-//! timeline and signals, history, idempotency, bulk, scoring); Rust calls a
-//! method of such a trait only when the trait is in scope.
+//! owners, tags, tasks, deals, timeline and signals, history, idempotency,
+//! bulk, scoring); Rust calls a method of such a trait only when the trait
+//! is in scope.
 
 pub use crate::store::{
     BulkTx, CompaniesTx, ContactsTx, DealsTx, HistoryTx, IdempotencyTx, OwnersTx, ScoringTx, Store,
