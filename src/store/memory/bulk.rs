@@ -131,6 +131,7 @@ impl MemoryTransaction {
             s.contact_id = survivor;
             self.set_signal((survivor, key.1, key.2), Some(s))?;
         }
+        self.move_tasks(loser, survivor, at)?;
         self.live_merge(survivor, loser)?;
         // The loser goes first: the survivor may take nothing of its email,
         // but a store checks uniqueness at each write.

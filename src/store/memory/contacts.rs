@@ -117,6 +117,9 @@ impl ContactsTx for MemoryTransaction {
             .map(|(k, _)| *k)
             .collect();
         self.atomic(|tx| {
+            // The contact's tasks, and those of its deals, are unlinked,
+            // never deleted.
+            tx.unlink_tasks(|c| c == id, |d| deals.contains(&d), now())?;
             for a in activities {
                 tx.set_activity(a, None)?;
             }

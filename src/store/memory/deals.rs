@@ -95,11 +95,15 @@ impl DealsTx for MemoryTransaction {
             .filter(|a| a.deal_id == Some(id))
             .cloned()
             .collect();
-        for mut a in linked {
-            a.deal_id = None;
-            self.set_activity(a.id, Some(a))?;
-        }
-        self.set_deal(id, None)?;
+        self.atomic(|tx| {
+            for mut a in linked {
+                a.deal_id = None;
+                tx.set_activity(a.id, Some(a))?;
+            }
+            // The deal's tasks are unlinked, never deleted.
+            tx.unlink_tasks(|_| false, |d| d == id, now())?;
+            tx.set_deal(id, None)
+        })?;
         Ok(true)
     }
 

@@ -244,6 +244,9 @@ const MOVE_DEALS: &str = "UPDATE deals SET contact_id = $3, version = version + 
      WHERE tenant_id = $1 AND contact_id = $2";
 const MOVE_ACTIVITIES: &str =
     "UPDATE activities SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
+/// Moves the loser's tasks, each a change of the task.
+const MOVE_TASKS: &str = "UPDATE tasks SET contact_id = $3, version = version + 1, updated_at = $4 \
+     WHERE tenant_id = $1 AND contact_id = $2";
 const MOVE_SIGNALS: &str =
     "UPDATE signals SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
 
@@ -284,6 +287,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     MOVE_DEALS,
     MOVE_ACTIVITIES,
     MOVE_SIGNALS,
+    MOVE_TASKS,
     IMPORT_LOCK_EXCLUSIVE,
     IMPORT_LOCK_SHARED,
 ];
@@ -387,6 +391,7 @@ impl BulkTx for PgTransaction {
             self.execute(MOVE_DEALS, &[&tenant, &l, &s, &at]).await?;
             self.execute(MOVE_ACTIVITIES, &[&tenant, &l, &s]).await?;
             self.execute(MOVE_SIGNALS, &[&tenant, &l, &s]).await?;
+            self.execute(MOVE_TASKS, &[&tenant, &l, &s, &at]).await?;
             self.live_merge(survivor, loser).await?;
             self.execute(DELETE_CONTACT, &[&tenant, &l]).await?;
             let out = match merged {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::{
     error,
     keys::ContactKeys,
+    locks::LOCK_CONTACT_FOR_DELETE,
     rows,
     schema::{CONTACT_COLUMNS, CONTACT_INSERT_COLUMNS, contact_select},
     search,
@@ -57,6 +58,24 @@ pub(super) const UPDATE_CONTACT: &str = "UPDATE contacts SET email = $3, first_n
      updated_at = $12, version = $13, email_key = $14, first_name_key = $15, \
      last_name_key = $16, company_key = $17 WHERE tenant_id = $1 AND id = $2";
 
+/// Locks the deals of a contact that is to be deleted (with it, by the
+/// cascade): waits for every transaction that holds one of them for a
+/// task (`FOR KEY SHARE`), so that the unlinking below sees its task.
+const LOCK_DEALS_FOR_DELETE: &str =
+    "SELECT id FROM deals WHERE tenant_id = $1 AND contact_id = $2 FOR UPDATE";
+/// Unlinks the tasks of a contact's deals before the contact (and its
+/// deals, by the cascade) is deleted, and the contact too when the task
+/// links to it: one change of each task. The foreign keys of tasks have
+/// no `ON DELETE SET NULL`, which a distributed PostgreSQL refuses (see
+/// the migration).
+const UNLINK_DEALS_TASKS: &str = "UPDATE tasks SET deal_id = NULL, \
+     contact_id = NULLIF(contact_id, $2), version = version + 1, updated_at = $3 \
+     WHERE tenant_id = $1 AND deal_id IN \
+     (SELECT d.id FROM deals d WHERE d.tenant_id = $1 AND d.contact_id = $2)";
+/// Unlinks the contact's other tasks.
+const UNLINK_CONTACT_TASKS: &str = "UPDATE tasks SET contact_id = NULL, version = version + 1, \
+     updated_at = $3 WHERE tenant_id = $1 AND contact_id = $2";
+
 const EMAIL_SAVEPOINT: &str = "SAVEPOINT crm_email_change";
 const EMAIL_RELEASE: &str = "RELEASE SAVEPOINT crm_email_change";
 const EMAIL_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_email_change";
@@ -67,6 +86,9 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     GET_CONTACT_BY_EMAIL,
     CONTACT_ID_BY_EMAIL,
     DELETE_CONTACT,
+    LOCK_DEALS_FOR_DELETE,
+    UNLINK_DEALS_TASKS,
+    UNLINK_CONTACT_TASKS,
     INSERT_CONTACT,
     UPDATE_CONTACT,
     EMAIL_SAVEPOINT,
@@ -290,11 +312,31 @@ impl ContactsTx for PgTransaction {
     }
 
     async fn delete_contact(&mut self, id: ContactId) -> Result<bool> {
-        let tenant = self.tenant_uuid();
-        Ok(self
-            .execute(DELETE_CONTACT, &[&tenant, &id.as_uuid()])
-            .await?
-            > 0)
+        self.check_open()?;
+        let (tenant, contact, at) = (self.tenant_uuid(), id.as_uuid(), now());
+        let key: [&(dyn ToSql + Sync); 2] = [&tenant, &contact];
+        let timed: [&(dyn ToSql + Sync); 3] = [&tenant, &contact, &at];
+        // In one round trip: the contact is locked FOR UPDATE (which waits
+        // for every transaction attaching a deal, activity, signal or task
+        // to it, and keeps later ones waiting), then its deals, so that
+        // the tasks unlinked next are all there are; then the delete,
+        // which takes the deals, activities and signals along. A contact
+        // that does not exist locks, unlinks and deletes nothing.
+        let begin = self.pending_begin.take().is_some();
+        let result = self
+            .raw_query_all(
+                &[
+                    (LOCK_CONTACT_FOR_DELETE, &key),
+                    (LOCK_DEALS_FOR_DELETE, &key),
+                    (UNLINK_DEALS_TASKS, &timed),
+                    (UNLINK_CONTACT_TASKS, &timed),
+                    (DELETE_CONTACT, &key),
+                ],
+                begin,
+            )
+            .await;
+        let rows = self.settle(result)?;
+        Ok(rows.first().is_some_and(|locked| !locked.is_empty()))
     }
 
     async fn search_contacts(&mut self, q: &ContactQuery) -> Result<Page<Contact>> {

@@ -55,6 +55,10 @@ const DELETE_DEAL: &str = "DELETE FROM deals WHERE tenant_id = $1 AND id = $2 RE
 /// refuses (see the migration).
 const UNLINK_ACTIVITIES: &str =
     "UPDATE activities SET deal_id = NULL WHERE tenant_id = $1 AND deal_id = $2";
+/// Unlinks a deal's tasks before the deal is deleted, each a change of
+/// the task (for the same reason as the activities).
+const UNLINK_TASKS: &str = "UPDATE tasks SET deal_id = NULL, version = version + 1, \
+     updated_at = $3 WHERE tenant_id = $1 AND deal_id = $2";
 const DEALS_FOR_CONTACT: &str = concat!(
     "SELECT ",
     deal_select!(),
@@ -101,6 +105,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     SHARE_DEALS_CONTACT,
     DELETE_DEAL,
     UNLINK_ACTIVITIES,
+    UNLINK_TASKS,
     DEALS_FOR_CONTACT,
     DEALS_FOR_CONTACT_AFTER,
     DEALS_IN_STAGE,
@@ -299,17 +304,23 @@ impl DealsTx for PgTransaction {
             Err(Error::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let (tenant, deal) = (self.tenant_uuid(), id.as_uuid());
+        let (tenant, deal, at) = (self.tenant_uuid(), id.as_uuid(), now());
         let params: [&(dyn ToSql + Sync); 2] = [&tenant, &deal];
-        // The deal is locked, and begun: both go in one round trip.
+        let timed: [&(dyn ToSql + Sync); 3] = [&tenant, &deal, &at];
+        // The deal is locked (so no task can be linked to it meanwhile),
+        // and begun: all three go in one round trip.
         let result = self
             .raw_query_all(
-                &[(UNLINK_ACTIVITIES, &params), (DELETE_DEAL, &params)],
+                &[
+                    (UNLINK_ACTIVITIES, &params),
+                    (UNLINK_TASKS, &timed),
+                    (DELETE_DEAL, &params),
+                ],
                 false,
             )
             .await;
         let rows = self.settle(result)?;
-        Ok(rows.get(1).is_some_and(|deleted| !deleted.is_empty()))
+        Ok(rows.get(2).is_some_and(|deleted| !deleted.is_empty()))
     }
 
     async fn list_deals_for_contact(

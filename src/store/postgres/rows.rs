@@ -10,10 +10,11 @@ use uuid::Uuid;
 use super::error::{self, InvalidRow};
 use crate::{
     domain::{
-        Activity, ActivityId, ActivityKind, CompanyName, Contact, ContactId, Currency, Deal,
-        DealId, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata, Money,
-        PersonName, Phone, PipelineKey, Score, Signal, SignalId, SignalKind, StageKey, Subject,
-        TenantId, Timestamp, Version,
+        Activity, ActivityId, ActivityKind, CompanyId, CompanyName, Contact, ContactId, Currency,
+        Deal, DealId, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata,
+        Money, OwnerId, PersonName, Phone, PipelineKey, Score, Signal, SignalId, SignalKind,
+        StageKey, Subject, Task, TaskBody, TaskId, TaskPriority, TaskTitle, TenantId, Timestamp,
+        Version,
     },
     error::{Error, FieldError, Result},
 };
@@ -277,6 +278,49 @@ pub(super) fn signal(row: &Row) -> Result<Signal> {
             occurred_at,
         }),
         None => Err(c.fail()),
+    }
+}
+
+/// A task from a row of `task_select!()`.
+pub(super) fn task(row: &Row) -> Result<Task> {
+    let mut c = Check::new("tasks", row)?;
+    let tenant_id: Uuid = get(row, 0)?;
+    let title: String = get(row, 2)?;
+    let body: Option<String> = get(row, 3)?;
+    let due_at: Option<Timestamp> = get(row, 4)?;
+    let done_at: Option<Timestamp> = get(row, 5)?;
+    let assignee: Option<String> = get(row, 6)?;
+    let priority: String = get(row, 7)?;
+    let contact_id: Option<Uuid> = get(row, 8)?;
+    let company_id: Option<Uuid> = get(row, 9)?;
+    let deal_id: Option<Uuid> = get(row, 10)?;
+    let created_at: Timestamp = get(row, 11)?;
+    let updated_at: Timestamp = get(row, 12)?;
+    let version: i64 = get(row, 13)?;
+
+    let title = c.ok(TaskTitle::parse_stored("title", &title));
+    let body = c.opt(body, |v| TaskBody::parse_stored("body", v));
+    let assignee = c.opt(assignee, |v| OwnerId::parse_field("assignee", v));
+    let priority = c.ok(TaskPriority::parse_field("priority", &priority));
+    let version = c.ok(check_version(version));
+    match (title, body, assignee, priority, version) {
+        (Some(title), Some(body), Some(assignee), Some(priority), Some(version)) => Ok(Task {
+            id: TaskId::from_uuid(c.id),
+            tenant_id: TenantId::from_uuid(tenant_id),
+            title,
+            body,
+            due_at,
+            done_at,
+            assignee,
+            priority,
+            contact_id: contact_id.map(ContactId::from_uuid),
+            company_id: company_id.map(CompanyId::from_uuid),
+            deal_id: deal_id.map(DealId::from_uuid),
+            created_at,
+            updated_at,
+            version,
+        }),
+        _ => Err(c.fail()),
     }
 }
 

@@ -332,6 +332,57 @@ pub(super) use signal_select;
 #[cfg(test)]
 const SIGNAL_SELECT: &str = signal_select!();
 
+/// The `tasks` table.
+#[derive(Debug, Clone, Copy, Iden)]
+pub(super) enum Tasks {
+    Table,
+    TenantId,
+    Id,
+    Title,
+    Body,
+    DueAt,
+    DoneAt,
+    Assignee,
+    Priority,
+    ContactId,
+    CompanyId,
+    DealId,
+    CreatedAt,
+    UpdatedAt,
+    Version,
+}
+
+/// The columns of a task row, in the order the reader expects.
+pub(super) const TASK_COLUMNS: [Tasks; 14] = [
+    Tasks::TenantId,
+    Tasks::Id,
+    Tasks::Title,
+    Tasks::Body,
+    Tasks::DueAt,
+    Tasks::DoneAt,
+    Tasks::Assignee,
+    Tasks::Priority,
+    Tasks::ContactId,
+    Tasks::CompanyId,
+    Tasks::DealId,
+    Tasks::CreatedAt,
+    Tasks::UpdatedAt,
+    Tasks::Version,
+];
+
+/// [`TASK_COLUMNS`] as SQL, for `concat!`.
+macro_rules! task_select {
+    () => {
+        "tenant_id, id, title, body, due_at, done_at, assignee, priority, contact_id, \
+         company_id, deal_id, created_at, updated_at, version"
+    };
+}
+pub(super) use task_select;
+
+/// [`TASK_COLUMNS`] as SQL.
+#[cfg(test)]
+const TASK_SELECT: &str = task_select!();
+
 #[cfg(test)]
 mod tests {
     use sea_query::Iden;
@@ -354,6 +405,9 @@ mod tests {
         assert_eq!(names(&a), split(ACTIVITY_SELECT));
         let s: Vec<&dyn Iden> = SIGNAL_COLUMNS.iter().map(|c| c as &dyn Iden).collect();
         assert_eq!(names(&s), split(SIGNAL_SELECT));
+        let t: Vec<&dyn Iden> = TASK_COLUMNS.iter().map(|c| c as &dyn Iden).collect();
+        assert_eq!(names(&t), split(TASK_SELECT));
+        assert_eq!(Tasks::Table.to_string(), "tasks");
         assert_eq!(Contacts::Table.to_string(), "contacts");
         assert_eq!(Activities::Table.to_string(), "activities");
     }

@@ -15,9 +15,9 @@ use super::{
     bulk, contacts, deals, history, idempotency, idempotency_claim, locks,
     schema::{
         ACTIVITY_COLUMNS, Activities, CONTACT_INSERT_COLUMNS, Contacts, DEAL_COLUMNS, Deals,
-        SIGNAL_COLUMNS, Signals,
+        SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
     },
-    scoring, timeline, transaction,
+    scoring, tasks, timeline, transaction,
 };
 use crate::bulk::ConflictPolicy;
 
@@ -40,7 +40,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 10] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 11] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
@@ -52,6 +52,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 10] {
         ("idempotency_claim", idempotency_claim::STATEMENTS),
         ("bulk", bulk::STATEMENTS),
         ("scoring", scoring::STATEMENTS),
+        ("tasks", tasks::STATEMENTS),
     ]
 }
 
@@ -125,6 +126,12 @@ pub fn inserts() -> Vec<Insert> {
             table: Signals::Table.to_string(),
             columns: names(&SIGNAL_COLUMNS),
         },
+        Insert {
+            name: "tasks::INSERT_TASK",
+            sql: tasks::INSERT_TASK,
+            table: Tasks::Table.to_string(),
+            columns: names(&TASK_COLUMNS),
+        },
     ]
 }
 
@@ -162,6 +169,7 @@ mod tests {
             ("idempotency_claim", include_str!("idempotency_claim.rs")),
             ("bulk", include_str!("bulk.rs")),
             ("scoring", include_str!("scoring.rs")),
+            ("tasks", include_str!("tasks.rs")),
         ];
         let listed: Vec<String> = all().into_iter().map(|s| s.name).collect();
         let mut found = 0;
