@@ -11,7 +11,7 @@ use super::{MemoryTransaction, page_desc};
 use crate::{
     domain::{
         Activity, ActivityId, ContactId, Currency, Deal, DealId, DealPatch, LostReason, NewDeal,
-        PipelineKey, StageKey, Version,
+        PipelineKey, RecordRef, StageKey, Version,
     },
     error::{Entity, Result},
     store::{
@@ -95,11 +95,14 @@ impl DealsTx for MemoryTransaction {
             .filter(|a| a.deal_id == Some(id))
             .cloned()
             .collect();
-        for mut a in linked {
-            a.deal_id = None;
-            self.set_activity(a.id, Some(a))?;
-        }
-        self.set_deal(id, None)?;
+        self.atomic(|tx| {
+            for mut a in linked {
+                a.deal_id = None;
+                tx.set_activity(a.id, Some(a))?;
+            }
+            tx.detach_all_from(RecordRef::Deal(id))?;
+            tx.set_deal(id, None)
+        })?;
         Ok(true)
     }
 

@@ -17,7 +17,7 @@ use super::{
         ACTIVITY_COLUMNS, Activities, CONTACT_INSERT_COLUMNS, Contacts, DEAL_COLUMNS, Deals,
         SIGNAL_COLUMNS, Signals,
     },
-    scoring, timeline, transaction,
+    scoring, tags, timeline, transaction,
 };
 use crate::bulk::ConflictPolicy;
 
@@ -40,7 +40,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 10] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 11] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
@@ -52,6 +52,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 10] {
         ("idempotency_claim", idempotency_claim::STATEMENTS),
         ("bulk", bulk::STATEMENTS),
         ("scoring", scoring::STATEMENTS),
+        ("tags", tags::STATEMENTS),
     ]
 }
 
@@ -162,6 +163,7 @@ mod tests {
             ("idempotency_claim", include_str!("idempotency_claim.rs")),
             ("bulk", include_str!("bulk.rs")),
             ("scoring", include_str!("scoring.rs")),
+            ("tags", include_str!("tags.rs")),
         ];
         let listed: Vec<String> = all().into_iter().map(|s| s.name).collect();
         let mut found = 0;
