@@ -277,6 +277,20 @@ macro_rules! __conformance_suite {
             a_rescoring_top_beyond_the_limit_is_refused_naming_top,
             a_scoped_handle_wins_and_loses_deals_in_every_pipeline,
             a_scope_keeps_to_its_tenant_and_context_and_a_failed_call_ends_its_transaction,
+            a_created_tag_reads_back_by_id_and_by_name_in_any_casing,
+            a_tag_name_held_in_another_casing_is_refused_naming_its_holder,
+            concurrent_creates_of_one_tag_name_in_twenty_casings_let_exactly_one_win,
+            renaming_a_tag_checks_its_version_and_refuses_a_taken_name,
+            tags_are_listed_by_caseless_name_and_paged_through,
+            attaching_and_detaching_a_tag_is_idempotent,
+            attaching_to_a_missing_record_or_with_a_missing_tag_is_not_found,
+            tags_of_lists_a_records_tags_by_name,
+            deleting_a_tag_detaches_it_everywhere,
+            deleting_a_contact_or_a_deal_removes_their_taggings,
+            attaching_and_detaching_are_recorded_in_history,
+            contact_search_filters_by_tags_any_all_and_none,
+            paging_through_a_tag_filtered_search_visits_every_match_once,
+            a_tag_filter_naming_more_than_the_maximum_is_refused_naming_the_side,
         }
     };
 }
@@ -412,3 +426,5 @@ mod cursors;
 pub use cursors::*;
 mod release;
 pub use release::*;
+mod tags;
+pub use tags::*;

@@ -8,8 +8,8 @@ use super::{MemoryTransaction, SignalKey};
 use crate::{
     bulk::{ConflictPolicy, UpsertOutcome, conflict_patch, merge_context},
     domain::{
-        Activity, ActivityId, Contact, ContactId, Deal, DealId, NewContact, Signal, SignalId,
-        Timestamp,
+        Activity, ActivityId, Contact, ContactId, Deal, DealId, NewContact, RecordRef, Signal,
+        SignalId, Timestamp,
     },
     error::Result,
     store::{
@@ -135,6 +135,9 @@ impl MemoryTransaction {
         self.live_merge(survivor, loser)?;
         // The loser goes first: the survivor may take nothing of its email,
         // but a store checks uniqueness at each write.
+        // Its taggings go with it, as the foreign key's cascade takes them
+        // on PostgreSQL.
+        self.detach_all_from(RecordRef::Contact(loser))?;
         self.set_contact(loser, None)?;
         match merged {
             Some(next) => {

@@ -8,15 +8,15 @@ use std::ops::Bound;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{MemoryTransaction, NameKeys, SignalKey};
+use super::{MemoryTransaction, NameKeys, SignalKey, TenantData};
 use crate::{
     domain::{
-        ActivityId, Contact, ContactId, ContactPatch, DealId, Email, NewContact, Score, SignalId,
-        Version, caseless_key,
+        ActivityId, Contact, ContactId, ContactPatch, DealId, Email, NewContact, RecordRef, Score,
+        SignalId, Version, caseless_key,
     },
     error::{Entity, Error, Result},
     store::{
-        ContactQuery, ContactSort, ContactSortKey, ContactsTx, CursorList, Page,
+        ContactQuery, ContactSort, ContactSortKey, ContactsTx, CursorList, Page, TagFilter,
         shared::{self, now},
     },
 };
@@ -127,8 +127,10 @@ impl ContactsTx for MemoryTransaction {
                 tx.set_signal(s, None)?;
             }
             for d in deals {
+                tx.detach_all_from(RecordRef::Deal(d))?;
                 tx.set_deal(d, None)?;
             }
+            tx.detach_all_from(RecordRef::Contact(id))?;
             tx.set_contact(id, None)
         })?;
         Ok(true)
@@ -145,7 +147,9 @@ impl ContactsTx for MemoryTransaction {
             Some(a) if desc => key < a,
             Some(a) => key > a,
         };
-        let matching = |c: &&Contact| matches(q, c, data.keys.get(&c.id));
+        let matching = |c: &&Contact| {
+            matches(q, c, data.keys.get(&c.id)) && passes_tag_filter(data, &q.tags, c.id)
+        };
         let items: Vec<Contact> = match q.sort {
             ContactSort::ScoreAsc | ContactSort::ScoreDesc => {
                 // Walk the score index in order; stop once the page is full.
@@ -211,6 +215,12 @@ impl ContactsTx for MemoryTransaction {
             },
         ))
     }
+}
+
+/// Whether contact `id` passes the tag filter of a search (by the tags it
+/// carries in `data`).
+fn passes_tag_filter(data: &TenantData, tags: &TagFilter, id: ContactId) -> bool {
+    tags.is_empty() || tags.matches(&data.carried_tags(RecordRef::Contact(id)))
 }
 
 /// Whether contact `c` (with its caseless name `keys`) passes the filters of `q`.

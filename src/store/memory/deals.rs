@@ -11,7 +11,7 @@ use super::{MemoryTransaction, page_desc};
 use crate::{
     domain::{
         Activity, ActivityId, ContactId, Currency, Deal, DealId, DealPatch, LostReason, NewDeal,
-        PipelineKey, StageKey, Version,
+        PipelineKey, RecordRef, StageKey, Version,
     },
     error::{Entity, Result},
     store::{
@@ -102,6 +102,7 @@ impl DealsTx for MemoryTransaction {
             }
             // The deal's tasks are unlinked, never deleted.
             tx.unlink_tasks(|_| false, |d| d == id, now())?;
+            tx.detach_all_from(RecordRef::Deal(id))?;
             tx.set_deal(id, None)
         })?;
         Ok(true)

@@ -7,9 +7,9 @@ use sea_query_postgres::{PostgresBinder, PostgresValues};
 
 use super::schema::{CONTACT_COLUMNS, Contacts};
 use crate::{
-    domain::{TenantId, caseless_key},
+    domain::{TagId, TenantId, caseless_key},
     error::{Error, FieldError, Result, ValidationErrors},
-    store::{ContactQuery, ContactSort, ContactSortKey},
+    store::{ContactQuery, ContactSort, ContactSortKey, TagFilter},
 };
 
 /// The LIKE pattern matching the caseless keys that start with `prefix`'s
@@ -135,6 +135,53 @@ fn filters(s: &mut SelectStatement, q: &ContactQuery) {
         let json = serde_json::Value::from(m.clone());
         s.and_where(Expr::cust_with_values("metadata @> $1", [json]));
     }
+    tag_filter(s, &q.tags);
+}
+
+/// The tag filter of a search ([`ContactQuery::tags`]): a subquery on the
+/// contact's taggings per side that names tags, each tag id bound (each
+/// side sorted and without repeats, at most
+/// [`MAX_FILTER_TAGS`](crate::store::MAX_FILTER_TAGS) of them, as
+/// [`ContactQuery::checked`] saw to).
+fn tag_filter(s: &mut SelectStatement, tags: &TagFilter) {
+    /// The taggings of the contact of the outer row among the tags bound.
+    fn taggings_among(n: usize) -> String {
+        let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        format!(
+            "FROM taggings g WHERE g.tenant_id = contacts.tenant_id \
+             AND g.contact_id = contacts.id AND g.tag_id IN ({})",
+            list.join(", ")
+        )
+    }
+    let values =
+        |ids: &[TagId]| -> Vec<Value> { ids.iter().map(|t| Value::from(t.as_uuid())).collect() };
+    let [any_of, all_of, none_of] = tags.scope_key();
+    if !any_of.is_empty() {
+        s.and_where(Expr::cust_with_values(
+            format!("EXISTS (SELECT 1 {})", taggings_among(any_of.len())),
+            values(&any_of),
+        ));
+    }
+    if !all_of.is_empty() {
+        // A contact carries a tag once: it carries them all when it
+        // carries as many of them as there are.
+        let mut v = values(&all_of);
+        v.push(Value::from(all_of.len() as i64));
+        s.and_where(Expr::cust_with_values(
+            format!(
+                "(SELECT count(*) {}) = ${}",
+                taggings_among(all_of.len()),
+                all_of.len() + 1
+            ),
+            v,
+        ));
+    }
+    if !none_of.is_empty() {
+        s.and_where(Expr::cust_with_values(
+            format!("NOT EXISTS (SELECT 1 {})", taggings_among(none_of.len())),
+            values(&none_of),
+        ));
+    }
 }
 
 /// The condition "comes after `key`" in the sort's direction, as a
@@ -212,6 +259,33 @@ mod tests {
             "{sql}"
         );
         assert_eq!(values.0.len(), 2);
+    }
+
+    #[test]
+    fn a_tag_filter_binds_each_tag_once_per_side_and_counts_all_of() {
+        let (a, b) = (TagId::new(), TagId::new());
+        let q = ContactQuery::new().with_tags(
+            TagFilter::new()
+                .any_of([a, b, a])
+                .all_of([b, a, b])
+                .none_of([a]),
+        );
+        let (sql, values) = build(TenantId::new(), &q, 5, None).unwrap();
+        assert!(
+            sql.contains("EXISTS (SELECT 1 FROM taggings g WHERE g.tenant_id = contacts.tenant_id")
+                && sql.contains("g.tag_id IN ($2, $3))"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("g.tag_id IN ($4, $5)) = $6"),
+            "all_of counts the deduplicated tags: {sql}"
+        );
+        assert!(
+            sql.contains("AND (NOT EXISTS (SELECT 1 FROM taggings g"),
+            "{sql}"
+        );
+        // The tenant, 2 + 2 tag ids, the count, 1 tag id, the limit.
+        assert_eq!(values.0.len(), 8);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::{
         ACTIVITY_COLUMNS, Activities, CONTACT_INSERT_COLUMNS, Contacts, DEAL_COLUMNS, Deals,
         SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
     },
-    scoring, tasks, timeline, transaction,
+    scoring, tags, tasks, timeline, transaction,
 };
 use crate::bulk::ConflictPolicy;
 
@@ -40,7 +40,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 11] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 12] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
@@ -53,6 +53,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 11] {
         ("bulk", bulk::STATEMENTS),
         ("scoring", scoring::STATEMENTS),
         ("tasks", tasks::STATEMENTS),
+        ("tags", tags::STATEMENTS),
     ]
 }
 
@@ -170,6 +171,7 @@ mod tests {
             ("bulk", include_str!("bulk.rs")),
             ("scoring", include_str!("scoring.rs")),
             ("tasks", include_str!("tasks.rs")),
+            ("tags", include_str!("tags.rs")),
         ];
         let listed: Vec<String> = all().into_iter().map(|s| s.name).collect();
         let mut found = 0;
