@@ -277,6 +277,18 @@ macro_rules! __conformance_suite {
             a_rescoring_top_beyond_the_limit_is_refused_naming_top,
             a_scoped_handle_wins_and_loses_deals_in_every_pipeline,
             a_scope_keeps_to_its_tenant_and_context_and_a_failed_call_ends_its_transaction,
+            a_created_task_comes_back_with_every_field,
+            a_task_linked_to_a_missing_record_is_refused_and_writes_nothing,
+            a_task_update_is_versioned_and_a_no_op_keeps_the_version,
+            completing_and_reopening_a_task_change_it_once,
+            task_times_out_of_range_are_refused_naming_them,
+            open_tasks_come_by_due_time_undated_last_ties_by_id,
+            overdue_tasks_respect_now_and_the_assignee,
+            the_tasks_of_a_record_come_newest_first,
+            deleting_a_contact_or_a_deal_unlinks_its_tasks,
+            merging_contacts_moves_the_losers_tasks_to_the_survivor,
+            a_task_list_cursor_is_refused_for_other_parameters,
+            a_tasks_history_records_creation_changes_and_deletion,
         }
     };
 }
@@ -412,3 +424,5 @@ mod cursors;
 pub use cursors::*;
 mod release;
 pub use release::*;
+mod tasks;
+pub use tasks::*;
