@@ -291,6 +291,18 @@ macro_rules! __conformance_suite {
             contact_search_filters_by_tags_any_all_and_none,
             paging_through_a_tag_filtered_search_visits_every_match_once,
             a_tag_filter_naming_more_than_the_maximum_is_refused_naming_the_side,
+            a_created_task_comes_back_with_every_field,
+            a_task_linked_to_a_missing_record_is_refused_and_writes_nothing,
+            a_task_update_is_versioned_and_a_no_op_keeps_the_version,
+            completing_and_reopening_a_task_change_it_once,
+            task_times_out_of_range_are_refused_naming_them,
+            open_tasks_come_by_due_time_undated_last_ties_by_id,
+            overdue_tasks_respect_now_and_the_assignee,
+            the_tasks_of_a_record_come_newest_first,
+            deleting_a_contact_or_a_deal_unlinks_its_tasks,
+            merging_contacts_moves_the_losers_tasks_to_the_survivor,
+            a_task_list_cursor_is_refused_for_other_parameters,
+            a_tasks_history_records_creation_changes_and_deletion,
         }
     };
 }
@@ -428,3 +440,5 @@ mod release;
 pub use release::*;
 mod tags;
 pub use tags::*;
+mod tasks;
+pub use tasks::*;

@@ -19,7 +19,10 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use futures_util::pin_mut;
 use sha2::{Digest, Sha256};
-use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
+use tokio_postgres::{
+    binary_copy::BinaryCopyInWriter,
+    types::{ToSql, Type},
+};
 use uuid::Uuid;
 
 use super::{
@@ -388,10 +391,23 @@ impl BulkTx for PgTransaction {
             self.simple(&set_local("crm.reason", &reason)).await?;
             let tenant = self.tenant_uuid();
             let (s, l) = (survivor.as_uuid(), loser.as_uuid());
-            self.execute(MOVE_DEALS, &[&tenant, &l, &s, &at]).await?;
-            self.execute(MOVE_ACTIVITIES, &[&tenant, &l, &s]).await?;
-            self.execute(MOVE_SIGNALS, &[&tenant, &l, &s]).await?;
-            self.execute(MOVE_TASKS, &[&tenant, &l, &s, &at]).await?;
+            // The moves, in order, in one round trip.
+            let moved: [&(dyn ToSql + Sync); 3] = [&tenant, &l, &s];
+            let timed: [&(dyn ToSql + Sync); 4] = [&tenant, &l, &s, &at];
+            self.check_open()?;
+            let begin = self.pending_begin.take().is_some();
+            let result = self
+                .raw_query_all(
+                    &[
+                        (MOVE_DEALS, &timed),
+                        (MOVE_ACTIVITIES, &moved),
+                        (MOVE_SIGNALS, &moved),
+                        (MOVE_TASKS, &timed),
+                    ],
+                    begin,
+                )
+                .await;
+            self.settle(result)?;
             self.live_merge(survivor, loser).await?;
             self.execute(DELETE_CONTACT, &[&tenant, &l]).await?;
             let out = match merged {
