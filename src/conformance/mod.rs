@@ -281,6 +281,8 @@ macro_rules! __conformance_suite {
             a_tag_name_held_in_another_casing_is_refused_naming_its_holder,
             concurrent_creates_of_one_tag_name_in_twenty_casings_let_exactly_one_win,
             renaming_a_tag_checks_its_version_and_refuses_a_taken_name,
+            concurrent_renames_into_one_name_let_exactly_one_win,
+            concurrent_attaches_of_one_tag_attach_it_once,
             tags_are_listed_by_caseless_name_and_paged_through,
             attaching_and_detaching_a_tag_is_idempotent,
             attaching_to_a_missing_record_or_with_a_missing_tag_is_not_found,

@@ -330,6 +330,81 @@ pub async fn renaming_a_tag_checks_its_version_and_refuses_a_taken_name(store: &
     assert_eq!(names, ["Cold", "WARM"], "what committed");
 }
 
+/// Ten transactions racing to rename ten tags into one name, each in
+/// another casing: exactly one wins, every other is told the winner's id
+/// and can still work and commit.
+pub async fn concurrent_renames_into_one_name_let_exactly_one_win(store: &DynStore) {
+    let t = TenantId::new();
+    let mut racers = Vec::new();
+    for i in 0..10 {
+        racers.push(tag(store, t, &format!("racer {i}")).await);
+    }
+    let results = join_all(racers.iter().enumerate().map(|(i, racer)| async move {
+        let target = if i % 2 == 0 {
+            "Finish Line"
+        } else {
+            "FINISH line"
+        };
+        let mut tx = begin(store, t).await;
+        let patch = TagPatch {
+            name: Some(name(target)),
+            ..TagPatch::default()
+        };
+        let r = tx.update_tag(racer.id, racer.version, patch).await;
+        // The transaction goes on whatever the rename gave.
+        let read = ok(tx.get_tag(racer.id).await, "read after the rename");
+        ok(tx.commit().await, "commit");
+        (r, read)
+    }))
+    .await;
+    let winners: Vec<&Tag> = results
+        .iter()
+        .filter_map(|(r, _)| r.as_ref().ok())
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one rename wins: {results:?}");
+    let winner = winners[0].id;
+    for (r, read) in &results {
+        match r {
+            Ok(_) => {}
+            Err(Error::Duplicate {
+                entity: Entity::Tag,
+                existing_id,
+                ..
+            }) => {
+                assert_eq!(
+                    *existing_id,
+                    winner.to_string(),
+                    "losers are told the winner"
+                );
+                let read = read.as_ref().expect("the loser still exists");
+                assert!(
+                    read.name.as_str().starts_with("racer"),
+                    "a loser keeps its name"
+                );
+            }
+            Err(e) => panic!("a losing rename gets Duplicate, got {e:?}"),
+        }
+    }
+}
+
+/// Ten transactions racing to attach one tag to one contact: exactly one
+/// attaches it, and it is attached once.
+pub async fn concurrent_attaches_of_one_tag_attach_it_once(store: &DynStore) {
+    let t = TenantId::new();
+    let vip = tag(store, t, "VIP").await;
+    let c = create(store, t, new_contact("attach-race@example.com", "Ra", "Ce")).await;
+    let record = RecordRef::Contact(c.id);
+    let results = join_all((0..10).map(|_| attach(store, t, vip.id, record))).await;
+    assert_eq!(
+        results.iter().filter(|attached| **attached).count(),
+        1,
+        "exactly one attach reports the attachment: {results:?}"
+    );
+    assert_eq!(tags_of(store, t, record).await, [vip.id]);
+    let history = tagging_history(store, t).await;
+    assert_eq!(history.len(), 1, "one attachment is recorded: {history:?}");
+}
+
 /// Tags are listed by their caseless name key, then id, and paging
 /// visits each once; a cursor of another list is refused.
 pub async fn tags_are_listed_by_caseless_name_and_paged_through(store: &DynStore) {

@@ -50,6 +50,7 @@ pub(super) fn build(
     s.from(Contacts::Table)
         .and_where(Expr::col(Contacts::TenantId).eq(tenant.as_uuid()));
     filters(&mut s, q);
+    tag_filter(&mut s, tenant, &q.tags);
     let desc = q.sort.is_descending();
     if let Some(key) = after {
         s.and_where(keyset(q.sort, key, desc)?);
@@ -135,26 +136,31 @@ fn filters(s: &mut SelectStatement, q: &ContactQuery) {
         let json = serde_json::Value::from(m.clone());
         s.and_where(Expr::cust_with_values("metadata @> $1", [json]));
     }
-    tag_filter(s, &q.tags);
 }
 
 /// The tag filter of a search ([`ContactQuery::tags`]): a subquery on the
 /// contact's taggings per side that names tags, each tag id bound (each
 /// side sorted and without repeats, at most
 /// [`MAX_FILTER_TAGS`](crate::store::MAX_FILTER_TAGS) of them, as
-/// [`ContactQuery::checked`] saw to).
-fn tag_filter(s: &mut SelectStatement, tags: &TagFilter) {
-    /// The taggings of the contact of the outer row among the tags bound.
+/// [`ContactQuery::checked`] saw to). The subqueries name the tenant
+/// themselves, rather than through the outer row, so that a distributed
+/// PostgreSQL (Citus) routes the whole query to the tenant's shard.
+fn tag_filter(s: &mut SelectStatement, tenant: TenantId, tags: &TagFilter) {
+    /// The taggings of the contact of the outer row among `n` tags: `$1`
+    /// is the tenant, `$2`… the tags.
     fn taggings_among(n: usize) -> String {
-        let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        let list: Vec<String> = (2..=n + 1).map(|i| format!("${i}")).collect();
         format!(
-            "FROM taggings g WHERE g.tenant_id = contacts.tenant_id \
-             AND g.contact_id = contacts.id AND g.tag_id IN ({})",
+            "FROM taggings g WHERE g.tenant_id = $1 AND g.contact_id = contacts.id \
+             AND g.tag_id IN ({})",
             list.join(", ")
         )
     }
-    let values =
-        |ids: &[TagId]| -> Vec<Value> { ids.iter().map(|t| Value::from(t.as_uuid())).collect() };
+    let values = |ids: &[TagId]| -> Vec<Value> {
+        std::iter::once(Value::from(tenant.as_uuid()))
+            .chain(ids.iter().map(|t| Value::from(t.as_uuid())))
+            .collect()
+    };
     let [any_of, all_of, none_of] = tags.scope_key();
     if !any_of.is_empty() {
         s.and_where(Expr::cust_with_values(
@@ -171,7 +177,7 @@ fn tag_filter(s: &mut SelectStatement, tags: &TagFilter) {
             format!(
                 "(SELECT count(*) {}) = ${}",
                 taggings_among(all_of.len()),
-                all_of.len() + 1
+                all_of.len() + 2
             ),
             v,
         ));
@@ -262,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tag_filter_binds_each_tag_once_per_side_and_counts_all_of() {
+    fn a_tag_filter_binds_the_tenant_and_each_tag_once_per_side_and_counts_all_of() {
         let (a, b) = (TagId::new(), TagId::new());
         let q = ContactQuery::new().with_tags(
             TagFilter::new()
@@ -272,20 +278,24 @@ mod tests {
         );
         let (sql, values) = build(TenantId::new(), &q, 5, None).unwrap();
         assert!(
-            sql.contains("EXISTS (SELECT 1 FROM taggings g WHERE g.tenant_id = contacts.tenant_id")
-                && sql.contains("g.tag_id IN ($2, $3))"),
+            sql.contains(
+                "(EXISTS (SELECT 1 FROM taggings g WHERE g.tenant_id = $2 \
+                 AND g.contact_id = contacts.id AND g.tag_id IN ($3, $4)))"
+            ),
             "{sql}"
         );
         assert!(
-            sql.contains("g.tag_id IN ($4, $5)) = $6"),
+            sql.contains(
+                "g.tenant_id = $5 AND g.contact_id = contacts.id AND g.tag_id IN ($6, $7)) = $8"
+            ),
             "all_of counts the deduplicated tags: {sql}"
         );
         assert!(
-            sql.contains("AND (NOT EXISTS (SELECT 1 FROM taggings g"),
+            sql.contains("(NOT EXISTS (SELECT 1 FROM taggings g WHERE g.tenant_id = $9"),
             "{sql}"
         );
-        // The tenant, 2 + 2 tag ids, the count, 1 tag id, the limit.
-        assert_eq!(values.0.len(), 8);
+        // The tenant; per side the tenant and its tags; the count; the limit.
+        assert_eq!(values.0.len(), 11);
     }
 
     #[test]
