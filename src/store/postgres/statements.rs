@@ -93,6 +93,9 @@ pub struct Insert {
     pub table: String,
     /// The columns it must write, in order: `$1` is the first.
     pub columns: Vec<String>,
+    /// The types (`udt_name`) of the parameters that follow those of the
+    /// columns, in order.
+    pub extra: Vec<String>,
 }
 
 /// The `INSERT`s of whole rows.
@@ -106,24 +109,29 @@ pub fn inserts() -> Vec<Insert> {
             sql: contacts::INSERT_CONTACT,
             table: Contacts::Table.to_string(),
             columns: names(&CONTACT_INSERT_COLUMNS),
+            // The domain to link the contact by.
+            extra: vec!["text".to_string()],
         },
         Insert {
             name: "deals::INSERT_DEAL",
             sql: deals::INSERT_DEAL,
             table: Deals::Table.to_string(),
             columns: names(&DEAL_COLUMNS),
+            extra: Vec::new(),
         },
         Insert {
             name: "timeline::INSERT_ACTIVITY",
             sql: timeline::INSERT_ACTIVITY,
             table: Activities::Table.to_string(),
             columns: names(&ACTIVITY_COLUMNS),
+            extra: Vec::new(),
         },
         Insert {
             name: "timeline::INSERT_SIGNAL",
             sql: timeline::INSERT_SIGNAL,
             table: Signals::Table.to_string(),
             columns: names(&SIGNAL_COLUMNS),
+            extra: Vec::new(),
         },
     ]
 }
