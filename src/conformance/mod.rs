@@ -277,6 +277,12 @@ macro_rules! __conformance_suite {
             a_rescoring_top_beyond_the_limit_is_refused_naming_top,
             a_scoped_handle_wins_and_loses_deals_in_every_pipeline,
             a_scope_keeps_to_its_tenant_and_context_and_a_failed_call_ends_its_transaction,
+            contacts_and_deals_keep_their_company_and_owner_through_create_and_update,
+            linking_to_a_missing_company_is_not_found_and_writes_nothing,
+            a_new_contact_is_linked_by_its_email_domain_unless_free_mail_or_named,
+            contact_search_filters_by_owner_and_company_through_pages,
+            reassigning_an_owner_moves_exactly_their_records_of_the_kind_asked,
+            the_history_of_contacts_and_deals_records_company_and_owner,
         }
     };
 }
@@ -412,3 +418,5 @@ mod cursors;
 pub use cursors::*;
 mod release;
 pub use release::*;
+mod links;
+pub use links::*;
