@@ -189,6 +189,7 @@ fn valid_new_contact_dto() -> impl Strategy<Value = NewContactDto> {
                 phone,
                 lead_source,
                 metadata,
+                ..NewContactDto::default()
             },
         )
 }
@@ -243,6 +244,7 @@ fn valid_new_deal_dto() -> impl Strategy<Value = NewDealDto> {
                     pipeline,
                     stage,
                     expected_close_date: close,
+                    ..NewDealDto::default()
                 }
             },
         )
@@ -1051,7 +1053,7 @@ proptest! {
         lead_source in prop::option::of(any_text()),
         metadata in prop::option::of(any_json()),
     ) {
-        let dto = NewContactDto { email, first_name, last_name, company, title: None, phone, lead_source, metadata };
+        let dto = NewContactDto { email, first_name, last_name, company, title: None, phone, lead_source, metadata, ..NewContactDto::default() };
         if let Err(errors) = NewContact::try_from(dto) {
             prop_assert!(!errors.is_empty());
             for f in fields(&errors) {
@@ -1258,6 +1260,7 @@ fn valid_deal_patch_dto() -> impl Strategy<Value = DealPatchDto> {
                 amount,
                 currency,
                 expected_close_date,
+                ..DealPatchDto::default()
             }
         })
 }
@@ -1309,6 +1312,7 @@ fn a_contact_patch_with_equal_values_changes_nothing() {
         metadata: Some(c.metadata.clone()),
         active: Some(true),
         email: Some(c.email.clone()),
+        ..ContactPatch::default()
     };
     assert_eq!(c.patched(&patch, now() + chrono::Duration::hours(1)), None);
 }
@@ -1355,6 +1359,7 @@ proptest! {
             lead_source: Some(c.lead_source),
             metadata: Some(c.metadata.clone()),
             active: Some(c.active),
+            ..ContactPatch::default()
         };
         prop_assert_eq!(c.patched(&patch, now()), None);
     }
@@ -1407,7 +1412,7 @@ proptest! {
         stage in prop::option::of(any_text()),
         expected_close_date in prop::option::of(any_text()),
     ) {
-        let dto = NewDealDto { contact_id, title, amount, currency, pipeline, stage, expected_close_date };
+        let dto = NewDealDto { contact_id, title, amount, currency, pipeline, stage, expected_close_date, ..NewDealDto::default() };
         if let Err(errors) = NewDeal::try_from(dto) {
             prop_assert!(!errors.is_empty());
             for f in fields(&errors) {
@@ -1423,7 +1428,7 @@ proptest! {
         currency in prop::option::of(any_text()),
         expected_close_date in prop::option::of(prop::option::of(any_text())),
     ) {
-        let dto = DealPatchDto { title, amount, currency, expected_close_date };
+        let dto = DealPatchDto { title, amount, currency, expected_close_date, ..DealPatchDto::default() };
         if let Err(errors) = DealPatch::try_from(dto) {
             for f in fields(&errors) {
                 prop_assert!(["title", "amount", "currency", "expected_close_date"].contains(&f), "unexpected field {}", f);
@@ -1512,6 +1517,7 @@ fn a_deal_patch_with_equal_values_changes_nothing() {
         title: Some(deal.title.clone()),
         amount: Some(Money::parse("100", Currency::parse("eur").unwrap()).unwrap()),
         expected_close_date: Some(None),
+        ..DealPatch::default()
     };
     assert_eq!(deal.patched(&same, now()), None);
     let changed = DealPatch {

@@ -1385,6 +1385,7 @@ impl<'a> Case<'a> {
                         .map(|i| LeadSource::ALL[i % LeadSource::ALL.len()]),
                     metadata: patch.metadata.map(metadata),
                     active: patch.active,
+                    ..ContactPatch::default()
                 };
                 (
                     Call::UpdateContact(cid(&r, Side::Model), v, p.clone()),
@@ -1495,6 +1496,7 @@ impl<'a> Case<'a> {
                         .unwrap()
                     }),
                     expected_close_date: close_day.map(|d| d.map(day)),
+                    ..DealPatch::default()
                 };
                 (
                     Call::UpdateDeal(did(&r, Side::Model), v, p.clone()),

@@ -100,7 +100,16 @@ async fn each_row_insert_binds_every_column_with_the_column_type() {
             .await
             .unwrap_or_else(|e| panic!("{}: {}", insert.name, message(&e)));
         let params = prepared.params();
-        assert_eq!(params.len(), insert.columns.len(), "{}", insert.name);
+        assert_eq!(
+            params.len(),
+            insert.columns.len() + insert.extra.len(),
+            "{}",
+            insert.name
+        );
+        for (i, expected) in insert.extra.iter().enumerate() {
+            let n = insert.columns.len() + i;
+            assert_eq!(params[n].name(), expected, "{}: ${}", insert.name, n + 1);
+        }
         for (i, column) in insert.columns.iter().enumerate() {
             let expected = types
                 .get(column)

@@ -351,6 +351,7 @@ async fn import_deal(
         pipeline: fields.pipeline.get(),
         stage: None,
         expected_close_date: fields.expected_close_date.get(),
+        ..NewDealDto::default()
     };
     let lost_reason = match fields.lost_reason.get().map(|r| LostReason::parse(&r)) {
         Some(Ok(r)) => Some(r),

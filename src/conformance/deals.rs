@@ -154,6 +154,7 @@ pub async fn update_deal_checks_the_version(store: &DynStore) {
         title: Some(DealTitle::parse("Second title").expect("title")),
         amount: Some(money("12.3400", "USD")),
         expected_close_date: Some(chrono::NaiveDate::from_ymd_opt(2030, 1, 31)),
+        ..DealPatch::default()
     };
     let d2 = with_tx!(store, t, async |tx| {
         ok(

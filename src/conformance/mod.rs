@@ -305,6 +305,12 @@ macro_rules! __conformance_suite {
             merging_contacts_moves_the_losers_tasks_to_the_survivor,
             a_task_list_cursor_is_refused_for_other_parameters,
             a_tasks_history_records_creation_changes_and_deletion,
+            contacts_and_deals_keep_their_company_and_owner_through_create_and_update,
+            linking_to_a_missing_company_is_not_found_and_writes_nothing,
+            a_new_contact_is_linked_by_its_email_domain_unless_free_mail_or_named,
+            contact_search_filters_by_owner_and_company_through_pages,
+            reassigning_an_owner_moves_exactly_their_records_of_the_kind_asked,
+            the_history_of_contacts_and_deals_records_company_and_owner,
         }
     };
 }
@@ -444,3 +450,5 @@ mod tags;
 pub use tags::*;
 mod tasks;
 pub use tasks::*;
+mod links;
+pub use links::*;

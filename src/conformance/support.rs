@@ -461,6 +461,8 @@ pub(super) fn full_contact(address: &str) -> NewContact {
             "note": "Zoë ☕ 日本",
             "deep": {"a": {"b": {"c": [1, null, 2.5, "x"]}}}
         })),
+        company_id: None,
+        owner: Some(crate::domain::OwnerId::parse("user:grace").expect("a valid owner")),
     }
 }
 

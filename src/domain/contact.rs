@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Email, Metadata, TenantId, Timestamp, Version, id_type,
+    CompanyId, Email, Metadata, OwnerId, TenantId, Timestamp, Version, activity::parse_id, id_type,
     text::{self, text_type},
 };
 use crate::domain::error::{FieldError, ValidationErrors};
@@ -273,6 +273,10 @@ pub struct Contact {
     pub updated_at: Timestamp,
     /// Its version, for optimistic concurrency.
     pub version: Version,
+    /// The company it works for, if linked.
+    pub company_id: Option<CompanyId>,
+    /// The user who owns it, if any.
+    pub owner: Option<OwnerId>,
 }
 
 impl Contact {
@@ -300,6 +304,8 @@ impl Contact {
             created_at: now,
             updated_at: now,
             version: Version::FIRST,
+            company_id: new.company_id,
+            owner: new.owner,
         }
     }
 
@@ -336,6 +342,12 @@ impl Contact {
         }
         if let Some(v) = patch.active {
             next.active = v;
+        }
+        if let Some(v) = patch.company_id {
+            next.company_id = v;
+        }
+        if let Some(v) = &patch.owner {
+            next.owner = v.clone();
         }
         let unchanged = next.email.as_str() == self.email.as_str() && next == *self;
         if unchanged {
@@ -381,6 +393,12 @@ pub struct NewContactDto {
     /// Optional JSON object of custom fields.
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// Optional: the id (a UUID) of the company it works for; blank means none.
+    #[serde(default)]
+    pub company_id: Option<String>,
+    /// Optional: the owning user's id; blank means none.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A validated new contact.
@@ -402,6 +420,13 @@ pub struct NewContact {
     pub lead_source: LeadSource,
     /// Custom fields.
     pub metadata: Metadata,
+    /// The company it works for. When `None`, a store that links by email
+    /// domain (the default) links the contact to the company of its
+    /// email's domain, if there is one (see
+    /// [`CompaniesTx`](crate::store::CompaniesTx)).
+    pub company_id: Option<CompanyId>,
+    /// The owning user.
+    pub owner: Option<OwnerId>,
 }
 
 impl NewContact {
@@ -417,6 +442,8 @@ impl NewContact {
             phone: None,
             lead_source: LeadSource::Organic,
             metadata: Metadata::new(),
+            company_id: None,
+            owner: None,
         }
     }
 }
@@ -451,6 +478,10 @@ impl TryFrom<NewContactDto> for NewContact {
             None | Some(Value::Null) => Ok(Metadata::new()),
             Some(v) => Metadata::parse(v),
         });
+        let company_id = errors.check(optional(dto.company_id.as_deref(), |v| {
+            parse_id("company_id", v)
+        }));
+        let owner = errors.check(optional(dto.owner.as_deref(), OwnerId::parse));
         match (
             email,
             first_name,
@@ -460,6 +491,8 @@ impl TryFrom<NewContactDto> for NewContact {
             phone,
             lead_source,
             metadata,
+            company_id,
+            owner,
         ) {
             (
                 Some(email),
@@ -470,6 +503,8 @@ impl TryFrom<NewContactDto> for NewContact {
                 Some(phone),
                 Some(lead_source),
                 Some(metadata),
+                Some(company_id),
+                Some(owner),
             ) => Ok(NewContact {
                 email,
                 first_name,
@@ -479,6 +514,8 @@ impl TryFrom<NewContactDto> for NewContact {
                 phone,
                 lead_source,
                 metadata,
+                company_id,
+                owner,
             }),
             _ => Err(errors),
         }
@@ -570,6 +607,20 @@ pub struct ContactPatchDto {
     /// Active or not.
     #[serde(default)]
     pub active: Option<bool>,
+    /// New company (the id, a UUID); `null` unlinks it.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub company_id: Option<Option<String>>,
+    /// New owner; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub owner: Option<Option<String>>,
 }
 
 /// A validated partial update of a contact: `None` leaves a field as it is.
@@ -593,6 +644,10 @@ pub struct ContactPatch {
     pub metadata: Option<Metadata>,
     /// Active or not.
     pub active: Option<bool>,
+    /// New company (`Some(None)` unlinks it).
+    pub company_id: Option<Option<CompanyId>>,
+    /// New owner (`Some(None)` clears it).
+    pub owner: Option<Option<OwnerId>>,
 }
 
 impl ContactPatch {
@@ -637,6 +692,13 @@ impl TryFrom<ContactPatchDto> for ContactPatch {
                 Value::Null => Ok(Metadata::new()),
                 v => Metadata::parse(v),
             });
+        }
+        if let Some(v) = &dto.company_id {
+            patch.company_id =
+                errors.check(optional(v.as_deref(), |v| parse_id("company_id", v)));
+        }
+        if let Some(v) = &dto.owner {
+            patch.owner = errors.check(optional(v.as_deref(), OwnerId::parse));
         }
         errors.finish(|| patch)
     }

@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    ContactId, Pipeline, PipelineKey, StageKey, StageKind, TenantId, Timestamp, Version,
-    contact::{double_option, required},
+    CompanyId, ContactId, OwnerId, Pipeline, PipelineKey, StageKey, StageKind, TenantId,
+    Timestamp, Version,
+    activity::parse_id,
+    contact::{double_option, optional, required},
     id_type,
     text::text_type,
 };
@@ -379,6 +381,10 @@ pub struct Deal {
     pub updated_at: Timestamp,
     /// Its version, for optimistic concurrency.
     pub version: Version,
+    /// The company it is with, if linked.
+    pub company_id: Option<CompanyId>,
+    /// The user who owns it, if any.
+    pub owner: Option<OwnerId>,
 }
 
 impl Deal {
@@ -420,6 +426,8 @@ impl Deal {
             created_at: now,
             updated_at: now,
             version: Version::FIRST,
+            company_id: new.company_id,
+            owner: new.owner,
         })
     }
 
@@ -478,6 +486,12 @@ impl Deal {
         if let Some(d) = patch.expected_close_date {
             next.expected_close_date = d;
         }
+        if let Some(v) = patch.company_id {
+            next.company_id = v;
+        }
+        if let Some(v) = &patch.owner {
+            next.owner = v.clone();
+        }
         if next == *self {
             return None;
         }
@@ -518,6 +532,12 @@ pub struct NewDealDto {
     /// `YYYY-MM-DD`.
     #[serde(default)]
     pub expected_close_date: Option<String>,
+    /// Optional: the id (a UUID) of the company it is with; blank means none.
+    #[serde(default)]
+    pub company_id: Option<String>,
+    /// Optional: the owning user's id; blank means none.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A validated new deal. Whether the stage belongs to the pipeline is
@@ -536,6 +556,10 @@ pub struct NewDeal {
     pub stage: Option<StageKey>,
     /// Expected close date.
     pub expected_close_date: Option<NaiveDate>,
+    /// The company it is with.
+    pub company_id: Option<CompanyId>,
+    /// The owning user.
+    pub owner: Option<OwnerId>,
 }
 
 impl NewDeal {
@@ -559,6 +583,8 @@ impl NewDeal {
             pipeline: PipelineKey::default_pipeline(),
             stage: None,
             expected_close_date: None,
+            company_id: None,
+            owner: None,
         }
     }
 }
@@ -635,6 +661,10 @@ impl TryFrom<NewDealDto> for NewDeal {
                 .map(|d| parse_date("expected_close_date", d))
                 .transpose(),
         );
+        let company_id = errors.check(optional(dto.company_id.as_deref(), |v| {
+            parse_id("company_id", v)
+        }));
+        let owner = errors.check(optional(dto.owner.as_deref(), OwnerId::parse));
         match (
             contact_id,
             title,
@@ -642,6 +672,8 @@ impl TryFrom<NewDealDto> for NewDeal {
             pipeline,
             stage,
             expected_close_date,
+            company_id,
+            owner,
         ) {
             (
                 Some(contact_id),
@@ -650,6 +682,8 @@ impl TryFrom<NewDealDto> for NewDeal {
                 Some(pipeline),
                 Some(stage),
                 Some(expected_close_date),
+                Some(company_id),
+                Some(owner),
             ) if errors.is_empty() => Ok(NewDeal {
                 contact_id,
                 title,
@@ -657,6 +691,8 @@ impl TryFrom<NewDealDto> for NewDeal {
                 pipeline,
                 stage,
                 expected_close_date,
+                company_id,
+                owner,
             }),
             _ => Err(errors),
         }
@@ -690,6 +726,20 @@ pub struct DealPatchDto {
         skip_serializing_if = "Option::is_none"
     )]
     pub expected_close_date: Option<Option<String>>,
+    /// New company (the id, a UUID); `null` unlinks it.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub company_id: Option<Option<String>>,
+    /// New owner; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub owner: Option<Option<String>>,
 }
 
 /// A validated partial update of a deal: `None` leaves a field as it is.
@@ -701,6 +751,10 @@ pub struct DealPatch {
     pub amount: Option<Money>,
     /// New expected close date (`Some(None)` clears it).
     pub expected_close_date: Option<Option<NaiveDate>>,
+    /// New company (`Some(None)` unlinks it).
+    pub company_id: Option<Option<CompanyId>>,
+    /// New owner (`Some(None)` clears it).
+    pub owner: Option<Option<OwnerId>>,
 }
 
 impl DealPatch {
@@ -755,6 +809,13 @@ impl TryFrom<DealPatchDto> for DealPatch {
                     .map(|d| parse_date("expected_close_date", d))
                     .transpose(),
             );
+        }
+        if let Some(v) = &dto.company_id {
+            patch.company_id =
+                errors.check(optional(v.as_deref(), |v| parse_id("company_id", v)));
+        }
+        if let Some(v) = &dto.owner {
+            patch.owner = errors.check(optional(v.as_deref(), OwnerId::parse));
         }
         errors.finish(|| patch)
     }

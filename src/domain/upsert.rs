@@ -29,6 +29,11 @@ pub enum ImportLock {
 /// Which values win when an imported row meets a contact that already holds
 /// its email. The email itself (the key) keeps its stored casing.
 ///
+/// A contact's links (its `company_id` and `owner`) are never cleared by a
+/// row that leaves them empty, whatever the policy: under `Incoming` and
+/// `NonEmptyIncoming` a row's link replaces the stored one, under
+/// `Existing` it only fills an empty one.
+///
 /// More policies may come as the CRM grows: a `match` on it outside
 /// this crate needs a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -89,6 +94,20 @@ pub fn conflict_patch(
             ConflictPolicy::Existing => existing.clone().or_else(|| incoming.clone()),
         }
     }
+    // A link (company, owner) is never cleared by a row that leaves it
+    // empty: an incoming one wins unless what is stored wins.
+    fn link<T: Clone>(
+        existing: &Option<T>,
+        incoming: &Option<T>,
+        policy: ConflictPolicy,
+    ) -> Option<T> {
+        match policy {
+            ConflictPolicy::Incoming | ConflictPolicy::NonEmptyIncoming => {
+                incoming.clone().or_else(|| existing.clone())
+            }
+            ConflictPolicy::Existing => existing.clone().or_else(|| incoming.clone()),
+        }
+    }
     let existing_wins = policy == ConflictPolicy::Existing;
     let metadata = match policy {
         ConflictPolicy::Incoming => incoming.metadata.clone(),
@@ -121,6 +140,8 @@ pub fn conflict_patch(
         }),
         metadata: Some(metadata),
         active: None,
+        company_id: Some(link(&existing.company_id, &incoming.company_id, policy)),
+        owner: Some(link(&existing.owner, &incoming.owner, policy)),
     }
 }
 
@@ -163,6 +184,8 @@ pub fn merged_survivor(
         phone: loser.phone.clone(),
         lead_source: loser.lead_source,
         metadata: loser.metadata.clone(),
+        company_id: loser.company_id,
+        owner: loser.owner.clone(),
     };
     let mut patch = conflict_patch(survivor, &incoming, policy);
     let (base, over) = match policy {

@@ -240,6 +240,8 @@ pub fn contact_values(c: &Contact) -> Value {
         "created_at": format_timestamp(c.created_at),
         "updated_at": format_timestamp(c.updated_at),
         "version": c.version.get(),
+        "company_id": opt_str(c.company_id.map(|v| v.as_uuid().to_string()).as_deref()),
+        "owner_id": opt_str(c.owner.as_ref().map(|v| v.as_str())),
     })
 }
 
@@ -262,6 +264,8 @@ pub fn deal_values(d: &Deal) -> Value {
         "created_at": format_timestamp(d.created_at),
         "updated_at": format_timestamp(d.updated_at),
         "version": d.version.get(),
+        "company_id": opt_str(d.company_id.map(|v| v.as_uuid().to_string()).as_deref()),
+        "owner_id": opt_str(d.owner.as_ref().map(|v| v.as_str())),
     })
 }
 

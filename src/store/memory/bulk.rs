@@ -34,9 +34,11 @@ impl BulkTx for MemoryTransaction {
                     .by_email
                     .get(row.email.normalized())
                     .and_then(|id| data.contacts.get(id).cloned());
+                tx.check_company(row.company_id)?;
                 match existing {
                     None => {
-                        let contact = Contact::create(tx.tenant, row.clone(), at);
+                        let row = tx.linked(row.clone())?;
+                        let contact = Contact::create(tx.tenant, row, at);
                         let id = contact.id;
                         tx.set_contact(id, Some(contact))?;
                         out.push(UpsertOutcome::Inserted(id));

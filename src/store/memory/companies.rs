@@ -51,6 +51,8 @@ impl CompaniesTx for MemoryTransaction {
     }
 }
 
+// ---- owners ----
+
 #[async_trait]
 impl OwnersTx for MemoryTransaction {
     async fn reassign_owner(
@@ -59,7 +61,63 @@ impl OwnersTx for MemoryTransaction {
         to: &OwnerId,
         kind: Option<RecordKind>,
     ) -> Result<Reassigned> {
-        let _ = (from, to, kind);
-        Err(not_yet())
+        let mut moved = Reassigned::default();
+        if from == to {
+            return Ok(moved);
+        }
+        let wanted = |k: RecordKind| kind.is_none_or(|only| only == k);
+        let at = crate::store::shared::now();
+        let owned = Some(from);
+        self.atomic(|tx| {
+            if wanted(RecordKind::Contact) {
+                let data = tx.data()?;
+                let contacts: Vec<Contact> = data
+                    .contacts
+                    .values()
+                    .filter(|c| c.owner.as_ref() == owned)
+                    .cloned()
+                    .collect();
+                for mut c in contacts {
+                    c.owner = Some(to.clone());
+                    c.updated_at = at;
+                    c.version = c.version.next();
+                    tx.set_contact(c.id, Some(c))?;
+                    moved.contacts += 1;
+                }
+            }
+            if wanted(RecordKind::Company) {
+                let data = tx.data()?;
+                let companies: Vec<Company> = data
+                    .companies
+                    .values()
+                    .filter(|c| c.owner.as_ref() == owned)
+                    .cloned()
+                    .collect();
+                for mut c in companies {
+                    c.owner = Some(to.clone());
+                    c.updated_at = at;
+                    c.version = c.version.next();
+                    tx.set_company(c.id, Some(c))?;
+                    moved.companies += 1;
+                }
+            }
+            if wanted(RecordKind::Deal) {
+                let data = tx.data()?;
+                let deals: Vec<Deal> = data
+                    .deals
+                    .values()
+                    .filter(|d| d.owner.as_ref() == owned)
+                    .cloned()
+                    .collect();
+                for mut d in deals {
+                    d.owner = Some(to.clone());
+                    d.updated_at = at;
+                    d.version = d.version.next();
+                    tx.set_deal(d.id, Some(d))?;
+                    moved.deals += 1;
+                }
+            }
+            Ok(moved)
+        })
     }
 }

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{MemoryTransaction, NameKeys, SignalKey, TenantData};
 use crate::{
     domain::{
-        ActivityId, Contact, ContactId, ContactPatch, DealId, Email, NewContact, RecordRef, Score,
-        SignalId, Version, caseless_key,
+        ActivityId, CompanyDomain, CompanyId, Contact, ContactId, ContactPatch, DealId, Email,
+        NewContact, RecordRef, Score, SignalId, Version, caseless_key,
     },
     error::{Entity, Error, Result},
     store::{
@@ -32,11 +32,34 @@ impl MemoryTransaction {
             _ => Ok(()),
         }
     }
+
+    /// `NotFound` unless company `id` exists.
+    pub(super) fn check_company(&self, id: Option<CompanyId>) -> Result<()> {
+        match id {
+            Some(id) => self.company(id).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// `new` with the company it is to be linked to: the one it names
+    /// (which must exist), else, when this store links by domain, the
+    /// company of its email's domain unless that is a free-mail one.
+    pub(super) fn linked(&self, mut new: NewContact) -> Result<NewContact> {
+        self.check_company(new.company_id)?;
+        if new.company_id.is_none() && self.company_linking {
+            let data = self.data()?;
+            new.company_id = CompanyDomain::of_email(&new.email)
+                .filter(|d| !d.is_free_mail())
+                .and_then(|d| data.companies_by_domain.get(d.as_str()).copied());
+        }
+        Ok(new)
+    }
 }
 
 #[async_trait]
 impl ContactsTx for MemoryTransaction {
     async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
+        let new = self.linked(new)?;
         self.check_email_free(&new.email, None)?;
         let contact = Contact::create(self.tenant, new, now());
         self.set_contact(contact.id, Some(contact.clone()))?;
@@ -66,6 +89,9 @@ impl ContactsTx for MemoryTransaction {
         shared::check_version(Entity::Contact, id, expected, current.version)?;
         if let Some(email) = &patch.email {
             self.check_email_free(email, Some(id))?;
+        }
+        if let Some(company) = patch.company_id {
+            self.check_company(company)?;
         }
         match current.patched(&patch, now()) {
             None => Ok(current),
@@ -234,6 +260,8 @@ fn matches(q: &ContactQuery, c: &Contact, keys: Option<&NameKeys>) -> bool {
         && (starts(keys.map(|k| k.first.as_str()), &q.name_prefix)
             || starts(keys.map(|k| k.last.as_str()), &q.name_prefix))
         && starts(keys.and_then(|k| k.company.as_deref()), &q.company_prefix)
+        && q.owner.as_ref().is_none_or(|o| c.owner.as_ref() == Some(o))
+        && q.company_id.is_none_or(|id| c.company_id == Some(id))
         && (q.lead_sources.is_empty() || q.lead_sources.contains(&c.lead_source))
         && q.min_score.is_none_or(|m| c.score >= m)
         && q.max_score.is_none_or(|m| c.score <= m)

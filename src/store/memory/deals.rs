@@ -34,6 +34,7 @@ impl DealsTx for MemoryTransaction {
         let new = new.checked()?;
         let pipeline = shared::pipeline(&self.pipelines, &new.pipeline)?;
         self.contact(new.contact_id)?;
+        self.check_company(new.company_id)?;
         let deal = Deal::create(self.tenant, new, &pipeline, now())?;
         self.replace_deal(deal)
     }
@@ -51,6 +52,9 @@ impl DealsTx for MemoryTransaction {
         let patch = patch.checked()?;
         let current = self.deal(id)?.clone();
         shared::check_version(Entity::Deal, id, expected, current.version)?;
+        if let Some(company) = patch.company_id {
+            self.check_company(company)?;
+        }
         match current.patched(&patch, now()) {
             None => Ok(current),
             Some(next) => self.replace_deal(next),

@@ -51,6 +51,7 @@ pub struct InMemoryStore {
     state: Arc<Mutex<State>>,
     pipelines: Arc<Pipelines>,
     live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
+    company_linking: bool,
 }
 
 impl fmt::Debug for InMemoryStore {
@@ -79,6 +80,7 @@ impl InMemoryStore {
             state: Arc::new(Mutex::new(State::default())),
             pipelines: Arc::new(pipelines),
             live_scoring: Some(Arc::new(crate::scoring::ScoringModel::default())),
+            company_linking: true,
         }
     }
 
@@ -86,6 +88,15 @@ impl InMemoryStore {
     /// by default), or keeping none with `None`. See [`crate::scoring::live`].
     pub fn with_live_scoring(mut self, model: Option<crate::scoring::ScoringModel>) -> Self {
         self.live_scoring = model.map(Arc::new);
+        self
+    }
+
+    /// The same store linking (`true`, the default) or not linking new
+    /// contacts to a company by their email's domain: a contact created or
+    /// imported without a company, whose email's domain is not a free-mail
+    /// one, is linked to the company with that domain, if there is one.
+    pub fn with_company_linking(mut self, on: bool) -> Self {
+        self.company_linking = on;
         self
     }
 }
@@ -104,6 +115,7 @@ impl Store for InMemoryStore {
             undo: Vec::new(),
             pipelines: Arc::clone(&self.pipelines),
             live_scoring: self.live_scoring.clone(),
+            company_linking: self.company_linking,
         });
         Ok(traced::Traced::wrap(tx, span))
     }
@@ -310,6 +322,9 @@ struct MemoryTransaction {
     undo: Vec<Undo>,
     pipelines: Arc<Pipelines>,
     live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
+    /// New contacts without a company are linked to the company of their
+    /// email's domain.
+    company_linking: bool,
 }
 
 impl fmt::Debug for MemoryTransaction {

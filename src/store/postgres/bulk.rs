@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     bulk::{ConflictPolicy, ImportLock, UpsertOutcome, merge_context},
-    domain::{Contact, ContactId, NewContact},
+    domain::{CompanyDomain, Contact, ContactId, NewContact},
     error::{Entity, Error, Result},
     store::{BulkTx, ContactsTx},
 };
@@ -41,14 +41,15 @@ const STAGE: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS crm_bulk_contacts (\
      id uuid NOT NULL, email text NOT NULL, first_name text NOT NULL, last_name text NOT NULL, \
      company text, title text, phone text, lead_source text NOT NULL, metadata jsonb NOT NULL, \
      email_key text COLLATE \"C\" NOT NULL, first_name_key text COLLATE \"C\" NOT NULL, \
-     last_name_key text COLLATE \"C\" NOT NULL, company_key text COLLATE \"C\"\
+     last_name_key text COLLATE \"C\" NOT NULL, company_key text COLLATE \"C\", \
+     company_id uuid, owner_id text COLLATE \"C\"\
      ) ON COMMIT DROP; TRUNCATE crm_bulk_contacts";
 
 const COPY: &str = "COPY crm_bulk_contacts (id, email, first_name, last_name, company, title, \
-     phone, lead_source, metadata, email_key, first_name_key, last_name_key, company_key) \
-     FROM STDIN (FORMAT binary)";
+     phone, lead_source, metadata, email_key, first_name_key, last_name_key, company_key, \
+     company_id, owner_id) FROM STDIN (FORMAT binary)";
 
-const STAGE_TYPES: [Type; 13] = [
+const STAGE_TYPES: [Type; 15] = [
     Type::UUID,
     Type::TEXT,
     Type::TEXT,
@@ -62,11 +63,13 @@ const STAGE_TYPES: [Type; 13] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
+    Type::UUID,
+    Type::TEXT,
 ];
 
 /// The values the `DO UPDATE` sets, per policy, as SQL over `c` (stored)
 /// and `excluded` (incoming); must agree with [`crate::bulk::conflict_patch`].
-fn merged_columns(policy: ConflictPolicy) -> [(&'static str, &'static str); 7] {
+fn merged_columns(policy: ConflictPolicy) -> [(&'static str, &'static str); 9] {
     match policy {
         ConflictPolicy::Incoming => [
             ("first_name", "excluded.first_name"),
@@ -76,6 +79,8 @@ fn merged_columns(policy: ConflictPolicy) -> [(&'static str, &'static str); 7] {
             ("phone", "excluded.phone"),
             ("lead_source", "excluded.lead_source"),
             ("metadata", "excluded.metadata"),
+            ("company_id", "coalesce(excluded.company_id, c.company_id)"),
+            ("owner_id", "coalesce(excluded.owner_id, c.owner_id)"),
         ],
         ConflictPolicy::NonEmptyIncoming => [
             ("first_name", "excluded.first_name"),
@@ -88,6 +93,8 @@ fn merged_columns(policy: ConflictPolicy) -> [(&'static str, &'static str); 7] {
                 "metadata",
                 "CASE WHEN excluded.metadata = '{}'::jsonb THEN c.metadata ELSE excluded.metadata END",
             ),
+            ("company_id", "coalesce(excluded.company_id, c.company_id)"),
+            ("owner_id", "coalesce(excluded.owner_id, c.owner_id)"),
         ],
         ConflictPolicy::Existing => [
             ("first_name", "c.first_name"),
@@ -100,6 +107,8 @@ fn merged_columns(policy: ConflictPolicy) -> [(&'static str, &'static str); 7] {
                 "metadata",
                 "CASE WHEN c.metadata = '{}'::jsonb THEN excluded.metadata ELSE c.metadata END",
             ),
+            ("company_id", "coalesce(c.company_id, excluded.company_id)"),
+            ("owner_id", "coalesce(c.owner_id, excluded.owner_id)"),
         ],
     }
 }
@@ -126,10 +135,10 @@ pub(super) fn upsert_sql(policy: ConflictPolicy) -> String {
     format!(
         "INSERT INTO contacts AS c (tenant_id, id, email, first_name, last_name, company, title, \
          phone, lead_source, metadata, score, active, created_at, updated_at, version, \
-         email_key, first_name_key, last_name_key, company_key) \
+         email_key, first_name_key, last_name_key, company_key, company_id, owner_id) \
          SELECT $1::uuid, s.id, s.email, s.first_name, s.last_name, s.company, s.title, s.phone, \
          s.lead_source, s.metadata, 0, true, $2::timestamptz, $2::timestamptz, 1, \
-         s.email_key, s.first_name_key, s.last_name_key, s.company_key \
+         s.email_key, s.first_name_key, s.last_name_key, s.company_key, s.company_id, s.owner_id \
          FROM crm_bulk_contacts s ORDER BY s.email_key \
          ON CONFLICT (tenant_id, email_key) DO UPDATE SET {}, updated_at = excluded.updated_at, \
          version = c.version + 1 \
@@ -144,6 +153,63 @@ pub(super) fn upsert_sql(policy: ConflictPolicy) -> String {
 const IDS_BY_EMAIL: &str = "SELECT id, email_key FROM contacts \
      WHERE tenant_id = $1 AND email_key = ANY($2)";
 
+/// The companies a batch links to: those it names (`$2`) and those of the
+/// domains its rows may be linked by (`$3`), key-share locked so that none
+/// is deleted before the transaction ends.
+const SHARE_COMPANIES: &str = "SELECT id, domain FROM companies \
+     WHERE tenant_id = $1 AND (id = ANY($2) OR domain = ANY($3)) FOR KEY SHARE";
+
+/// The company each row of a batch is linked to when it makes a new
+/// contact: the one it names, else the one of its email's domain (see
+/// [`PgTransaction::link_domain`]).
+struct BatchLinks {
+    /// Per row: the company of its email's domain, when it names none.
+    by_domain: Vec<Option<Uuid>>,
+}
+
+impl PgTransaction {
+    /// Checks that the companies `rows` name exist (`NotFound` for the
+    /// first that does not) and finds those of their domains.
+    async fn batch_links(&mut self, rows: &[NewContact]) -> Result<BatchLinks> {
+        let named: Vec<Uuid> = rows
+            .iter()
+            .filter_map(|r| r.company_id.map(|c| c.as_uuid()))
+            .collect();
+        let domains: Vec<Option<CompanyDomain>> = rows.iter().map(|r| self.link_domain(r)).collect();
+        let wanted: Vec<&str> = domains.iter().flatten().map(|d| d.as_str()).collect();
+        let mut by_domain = vec![None; rows.len()];
+        if named.is_empty() && wanted.is_empty() {
+            return Ok(BatchLinks { by_domain });
+        }
+        let tenant = self.tenant_uuid();
+        let mut found: HashSet<Uuid> = HashSet::new();
+        let mut of_domain: HashMap<String, Uuid> = HashMap::new();
+        for row in self
+            .query(SHARE_COMPANIES, &[&tenant, &named, &wanted])
+            .await?
+        {
+            let id: Uuid = row.try_get(0).map_err(|e| self.failed(e))?;
+            let domain: Option<String> = row.try_get(1).map_err(|e| self.failed(e))?;
+            found.insert(id);
+            if let Some(d) = domain {
+                of_domain.insert(d, id);
+            }
+        }
+        if let Some(missing) = named.iter().find(|id| !found.contains(id)) {
+            return Err(Error::not_found(
+                Entity::Company,
+                crate::domain::CompanyId::from_uuid(*missing),
+            ));
+        }
+        for (slot, domain) in by_domain.iter_mut().zip(&domains) {
+            *slot = domain
+                .as_ref()
+                .and_then(|d| of_domain.get(d.as_str()).copied());
+        }
+        Ok(BatchLinks { by_domain })
+    }
+}
+
 impl PgTransaction {
     /// Upserts `rows[i]` for each `i` of `round` (distinct emails); the
     /// outcomes in the order of `round`.
@@ -152,16 +218,38 @@ impl PgTransaction {
         rows: &[NewContact],
         round: &[usize],
         policy: ConflictPolicy,
+        links: &BatchLinks,
     ) -> Result<Vec<UpsertOutcome>> {
         if round.is_empty() {
             return Ok(Vec::new());
         }
+        let tenant = self.tenant_uuid();
+        // A row is linked by its domain only when it makes a new contact.
+        let linkable: Vec<&str> = round
+            .iter()
+            .filter(|i| links.by_domain[**i].is_some())
+            .map(|i| rows[*i].email.normalized())
+            .collect();
+        let mut existing: HashSet<String> = HashSet::new();
+        if !linkable.is_empty() {
+            for row in self.query(IDS_BY_EMAIL, &[&tenant, &linkable]).await? {
+                existing.insert(row.try_get(1).map_err(|e| self.failed(e))?);
+            }
+        }
+        let companies: Vec<Option<Uuid>> = round
+            .iter()
+            .map(|i| {
+                let r = &rows[*i];
+                r.company_id.map(|c| c.as_uuid()).or_else(|| {
+                    links.by_domain[*i].filter(|_| !existing.contains(r.email.normalized()))
+                })
+            })
+            .collect();
         self.simple(STAGE).await?;
         self.ensure_begun().await?;
-        let copied = self.copy_round(rows, round).await;
+        let copied = self.copy_round(rows, round, &companies).await;
         copied.map_err(|e| self.failed(e))?;
         let at = now();
-        let tenant = self.tenant_uuid();
         let sql = upsert_sql(policy);
         let written = self.query(&sql, &[&tenant, &at]).await?;
         let mut by_email: HashMap<String, UpsertOutcome> = HashMap::with_capacity(round.len());
@@ -207,6 +295,7 @@ impl PgTransaction {
         &self,
         rows: &[NewContact],
         round: &[usize],
+        companies: &[Option<Uuid>],
     ) -> std::result::Result<(), tokio_postgres::Error> {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(());
@@ -214,7 +303,7 @@ impl PgTransaction {
         let sink = conn.copy_in(COPY).await?;
         let writer = BinaryCopyInWriter::new(sink, &STAGE_TYPES);
         pin_mut!(writer);
-        for i in round {
+        for (i, company) in round.iter().zip(companies) {
             let r = &rows[*i];
             let id = ContactId::new().as_uuid();
             let metadata = serde_json::Value::Object(r.metadata.as_map().clone());
@@ -235,6 +324,8 @@ impl PgTransaction {
                     &keys.first_name,
                     &keys.last_name,
                     &keys.company,
+                    company,
+                    &r.owner.as_ref().map(|v| v.as_str()),
                 ])
                 .await?;
         }
@@ -287,6 +378,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     STAGE,
     COPY,
     IDS_BY_EMAIL,
+    SHARE_COMPANIES,
     MOVE_DEALS,
     MOVE_ACTIVITIES,
     MOVE_SIGNALS,
@@ -307,6 +399,7 @@ impl BulkTx for PgTransaction {
         }
         self.begin_atomic().await?;
         let outcomes: Result<Vec<UpsertOutcome>> = async {
+            let links = self.batch_links(rows).await?;
             let mut out: Vec<Option<UpsertOutcome>> = vec![None; rows.len()];
             // Rounds of rows with distinct emails, each row in the round
             // after the previous row of its email.
@@ -317,7 +410,7 @@ impl BulkTx for PgTransaction {
                     .into_iter()
                     .partition(|i| seen.insert(rows[*i].email.normalized()));
                 remaining = later;
-                let outcomes = self.upsert_round(rows, &round, policy).await?;
+                let outcomes = self.upsert_round(rows, &round, policy, &links).await?;
                 for (i, o) in round.into_iter().zip(outcomes) {
                     out[i] = Some(o);
                 }

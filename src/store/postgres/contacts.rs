@@ -19,7 +19,10 @@ use super::{
     transaction::{PgTransaction, now},
 };
 use crate::{
-    domain::{Contact, ContactId, ContactPatch, Email, NewContact, Timestamp, Version},
+    domain::{
+        CompanyDomain, CompanyId, Contact, ContactId, ContactPatch, Email, NewContact, Timestamp,
+        Version,
+    },
     error::{Entity, Error, Result},
     store::{ContactQuery, ContactSort, ContactSortKey, ContactsTx, CursorList, Page},
 };
@@ -41,22 +44,37 @@ const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 
 /// the foreign keys' `ON DELETE CASCADE`).
 pub(super) const DELETE_CONTACT: &str = "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2";
 /// A new contact: the columns of [`CONTACT_INSERT_COLUMNS`] (the row
-/// readers' columns, then the caseless keys). An email already held in the
-/// tenant inserts nothing.
+/// readers' columns, then the caseless keys), then `$22`, the normalised
+/// domain to link the contact by (NULL: none). An email already held in
+/// the tenant inserts nothing; else the stored company comes back.
+///
+/// Without a company (`$16`), the contact takes the company holding the
+/// domain, key-share locked so that it cannot be deleted before this
+/// transaction ends (a delete that comes first makes this wait, then link
+/// nothing). An `INSERT … SELECT`, with its parameters cast: a distributed
+/// PostgreSQL (Citus) takes no subquery in `VALUES`.
 pub(super) const INSERT_CONTACT: &str = concat!(
     "INSERT INTO contacts (",
     contact_select!(),
-    ", email_key, first_name_key, last_name_key, company_key) VALUES ($1, $2, $3, $4, $5, $6, \
-     $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-     ON CONFLICT (tenant_id, email_key) DO NOTHING"
+    ", email_key, first_name_key, last_name_key, company_key) SELECT $1::uuid, $2::uuid, \
+     $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::jsonb, \
+     $11::int2, $12::bool, $13::timestamptz, $14::timestamptz, $15::int8, \
+     coalesce($16::uuid, (SELECT co.id FROM companies co WHERE co.tenant_id = $1::uuid \
+     AND co.domain = $22::text FOR KEY SHARE)), $17::text, $18::text, $19::text, $20::text, \
+     $21::text ON CONFLICT (tenant_id, email_key) DO NOTHING RETURNING company_id"
 );
+/// Key-share locks a company that a contact or deal is to link to, so
+/// that it is not deleted before this transaction ends.
+pub(super) const SHARE_COMPANY: &str =
+    "SELECT id FROM companies WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
 /// The columns of a changed contact, everything but the score (which
 /// only the scoring pipeline writes) and what never changes, with its
 /// caseless keys: see [`ContactUpdate`].
 pub(super) const UPDATE_CONTACT: &str = "UPDATE contacts SET email = $3, first_name = $4, last_name = $5, \
      company = $6, title = $7, phone = $8, lead_source = $9, metadata = $10, active = $11, \
      updated_at = $12, version = $13, email_key = $14, first_name_key = $15, \
-     last_name_key = $16, company_key = $17 WHERE tenant_id = $1 AND id = $2";
+     last_name_key = $16, company_key = $17, company_id = $18, owner_id = $19 \
+     WHERE tenant_id = $1 AND id = $2";
 
 /// Locks the deals of a contact that is to be deleted (with it, by the
 /// cascade): waits for every transaction that holds one of them for a
@@ -90,6 +108,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     UNLINK_DEALS_TASKS,
     UNLINK_CONTACT_TASKS,
     INSERT_CONTACT,
+    SHARE_COMPANY,
     UPDATE_CONTACT,
     EMAIL_SAVEPOINT,
     EMAIL_RELEASE,
@@ -116,6 +135,8 @@ pub(super) struct ContactUpdate<'a> {
     updated_at: Timestamp,
     version: i64,
     keys: ContactKeys,
+    company_id: Option<Uuid>,
+    owner: Option<&'a str>,
 }
 
 impl<'a> ContactUpdate<'a> {
@@ -136,11 +157,13 @@ impl<'a> ContactUpdate<'a> {
             updated_at: c.updated_at,
             version: c.version.get(),
             keys: ContactKeys::of(c),
+            company_id: c.company_id.map(|v| v.as_uuid()),
+            owner: c.owner.as_ref().map(|v| v.as_str()),
         }
     }
 
-    /// The parameters of [`UPDATE_CONTACT`], `$1` to `$17`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 17] {
+    /// The parameters of [`UPDATE_CONTACT`], `$1` to `$19`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 19] {
         [
             &self.tenant,
             &self.id,
@@ -159,11 +182,36 @@ impl<'a> ContactUpdate<'a> {
             &self.keys.first_name,
             &self.keys.last_name,
             &self.keys.company,
+            &self.company_id,
+            &self.owner,
         ]
     }
 }
 
 impl PgTransaction {
+    /// Key-share locks company `id` for a link to it (see
+    /// [`SHARE_COMPANY`]); `NotFound` when there is no such company.
+    pub(super) async fn share_company(&mut self, id: CompanyId) -> Result<()> {
+        let tenant = self.tenant_uuid();
+        match self
+            .query_opt(SHARE_COMPANY, &[&tenant, &id.as_uuid()])
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(Entity::Company, id)),
+        }
+    }
+
+    /// The domain a new contact is linked to a company by: its email's,
+    /// when this store links by domain, the contact names no company and
+    /// the domain is not a free-mail one.
+    pub(super) fn link_domain(&self, new: &NewContact) -> Option<CompanyDomain> {
+        if !self.company_linking || new.company_id.is_some() {
+            return None;
+        }
+        CompanyDomain::of_email(&new.email).filter(|d| !d.is_free_mail())
+    }
+
     /// The id of the contact holding `email`, if any.
     async fn contact_id_by_email(&mut self, email: &Email) -> Result<Option<ContactId>> {
         let tenant = self.tenant_uuid();
@@ -183,6 +231,9 @@ impl PgTransaction {
         current: &Contact,
         next: Contact,
     ) -> Result<Contact> {
+        if let Some(company) = next.company_id.filter(|c| Some(*c) != current.company_id) {
+            self.share_company(company).await?;
+        }
         let update = ContactUpdate::new(self.tenant_uuid(), &next);
         let params = update.params();
         if next.email.normalized() == current.email.normalized() {
@@ -216,10 +267,17 @@ impl PgTransaction {
 #[async_trait]
 impl ContactsTx for PgTransaction {
     async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
-        let c = Contact::create(self.tenant, new, now());
+        if let Some(company) = new.company_id {
+            self.share_company(company).await?;
+        }
+        let domain = self.link_domain(&new);
+        let domain = domain.as_ref().map(|d| d.as_str());
+        let mut c = Contact::create(self.tenant, new, now());
+        let company_id = c.company_id.map(|v| v.as_uuid());
+        let owner = c.owner.as_ref().map(|v| v.as_str().to_string());
         let keys = ContactKeys::of(&c);
         let metadata = serde_json::Value::from(c.metadata.clone());
-        let params: [&(dyn ToSql + Sync); CONTACT_INSERT_COLUMNS.len()] = [
+        let params: [&(dyn ToSql + Sync); CONTACT_INSERT_COLUMNS.len() + 1] = [
             &c.tenant_id.as_uuid(),
             &c.id.as_uuid(),
             &c.email.as_str(),
@@ -235,16 +293,21 @@ impl ContactsTx for PgTransaction {
             &c.created_at,
             &c.updated_at,
             &c.version.get(),
+            &company_id,
+            &owner,
             &keys.email,
             &keys.first_name,
             &keys.last_name,
             &keys.company,
+            &domain,
         ];
         for _ in 0..EMAIL_RACE_RETRIES {
             // In READ COMMITTED, a conflicting insert that is not committed
             // yet makes this wait; once it commits, nothing is inserted and
             // the lookup below sees the winner.
-            if self.execute(INSERT_CONTACT, &params).await? == 1 {
+            if let Some(row) = self.query_opt(INSERT_CONTACT, &params).await? {
+                let linked: Option<Uuid> = row.try_get(0).map_err(error::db)?;
+                c.company_id = linked.map(CompanyId::from_uuid);
                 return Ok(c);
             }
             if let Some(existing_id) = self.contact_id_by_email(&c.email).await? {

@@ -89,13 +89,13 @@ const PIPELINE_TOTALS: &str = "SELECT stage, currency, count(*), sum(amount) FRO
 pub(super) const INSERT_DEAL: &str = concat!(
     "INSERT INTO deals (",
     deal_select!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
 );
 /// The columns of a changed deal: everything but its keys, contact,
 /// pipeline and creation time, which never change.
 const UPDATE_DEAL: &str = "UPDATE deals SET title = $3, amount = $4, currency = $5, stage = $6, \
      expected_close_date = $7, won_at = $8, lost_at = $9, lost_reason = $10, updated_at = $11, \
-     version = $12 WHERE tenant_id = $1 AND id = $2";
+     version = $12, company_id = $13, owner_id = $14 WHERE tenant_id = $1 AND id = $2";
 
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
@@ -186,6 +186,8 @@ impl PgTransaction {
                 &d.lost_reason.as_ref().map(|r| r.as_str()),
                 &d.updated_at,
                 &d.version.get(),
+                &d.company_id.map(|v| v.as_uuid()),
+                &d.owner.as_ref().map(|v| v.as_str()),
             ],
         )
         .await?;
@@ -231,6 +233,9 @@ impl DealsTx for PgTransaction {
         let new = new.checked()?;
         let pipeline = self.pipeline(&new.pipeline)?;
         self.share_contact(new.contact_id).await?;
+        if let Some(company) = new.company_id {
+            self.share_company(company).await?;
+        }
         let d = Deal::create(self.tenant, new, &pipeline, now())?;
         let params: [&(dyn ToSql + Sync); DEAL_COLUMNS.len()] = [
             &d.tenant_id.as_uuid(),
@@ -248,6 +253,8 @@ impl DealsTx for PgTransaction {
             &d.created_at,
             &d.updated_at,
             &d.version.get(),
+            &d.company_id.map(|v| v.as_uuid()),
+            &d.owner.as_ref().map(|v| v.as_str()),
         ];
         self.execute(INSERT_DEAL, &params).await?;
         Ok(d)
@@ -272,7 +279,13 @@ impl DealsTx for PgTransaction {
         crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
         match current.patched(&patch, now()) {
             None => Ok(current),
-            Some(next) => self.write_deal(next).await,
+            Some(next) => {
+                if let Some(company) = next.company_id.filter(|c| Some(*c) != current.company_id)
+                {
+                    self.share_company(company).await?;
+                }
+                self.write_deal(next).await
+            }
         }
     }
 

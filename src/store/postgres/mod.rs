@@ -202,6 +202,8 @@ pub struct PostgresStore {
     pool: Pool,
     pipelines: Arc<Pipelines>,
     live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
+    /// Whether new contacts are linked to a company by their email's domain.
+    company_linking: bool,
     schema: Arc<SchemaName>,
     /// `BEGIN` and the search path of every transaction, as one
     /// simple-query batch (no value from input in it).
@@ -271,6 +273,7 @@ impl PostgresStore {
             pipelines: Pipelines::default(),
             schema: DEFAULT_SCHEMA.to_string(),
             ca: Vec::new(),
+            company_linking: true,
         }
     }
 
@@ -286,6 +289,7 @@ impl PostgresStore {
             pool,
             pipelines: Arc::new(pipelines),
             live_scoring: Some(Arc::new(crate::scoring::ScoringModel::default())),
+            company_linking: true,
             begin_batch: begin_batch(&schema),
             schema: Arc::new(schema),
         }
@@ -314,6 +318,15 @@ impl PostgresStore {
     /// by default), or keeping none with `None`. See [`crate::scoring::live`].
     pub fn with_live_scoring(mut self, model: Option<crate::scoring::ScoringModel>) -> Self {
         self.live_scoring = model.map(Arc::new);
+        self
+    }
+
+    /// The same store linking (`true`, the default) or not linking new
+    /// contacts to a company by their email's domain: a contact created or
+    /// imported without a company, whose email's domain is not a free-mail
+    /// one, is linked to the company with that domain, if there is one.
+    pub fn with_company_linking(mut self, on: bool) -> Self {
+        self.company_linking = on;
         self
     }
 
@@ -504,8 +517,9 @@ impl Migration {
     }
 }
 
-/// Builds a [`PostgresStore`]: pool size, pipelines, schema and the CA
-/// certificates TLS trusts.
+/// Builds a [`PostgresStore`]: pool size, pipelines, schema, the CA
+/// certificates TLS trusts and whether contacts are linked to companies by
+/// their email's domain.
 #[derive(Debug, Clone)]
 pub struct PostgresStoreBuilder {
     url: String,
@@ -514,6 +528,7 @@ pub struct PostgresStoreBuilder {
     pipelines: Pipelines,
     schema: String,
     ca: Vec<tls::CaSource>,
+    company_linking: bool,
 }
 
 impl PostgresStoreBuilder {
@@ -543,6 +558,13 @@ impl PostgresStoreBuilder {
     /// [`PostgresStore::with_schema`] checks it.
     pub fn schema(mut self, name: &str) -> Self {
         self.schema = name.to_string();
+        self
+    }
+
+    /// Whether new contacts are linked to a company by their email's domain
+    /// (default `true`; see [`PostgresStore::with_company_linking`]).
+    pub fn company_linking(mut self, on: bool) -> Self {
+        self.company_linking = on;
         self
     }
 
@@ -593,7 +615,8 @@ impl PostgresStoreBuilder {
             .map_err(Error::backend)?;
         // Fail now, with the cause, rather than on the first transaction.
         drop(pool.get().await.map_err(tls::pool_error)?);
-        let mut store = PostgresStore::from_pool(pool, self.pipelines);
+        let mut store = PostgresStore::from_pool(pool, self.pipelines)
+            .with_company_linking(self.company_linking);
         store.begin_batch = begin_batch(&schema);
         store.schema = Arc::new(schema);
         Ok(store)
@@ -621,6 +644,7 @@ impl Store for PostgresStore {
         .await
         .map_err(|e| traced::begin_failed(&span, e))?;
         tx.set_live_scoring(self.live_scoring.clone());
+        tx.company_linking = self.company_linking;
         Ok(traced::Traced::wrap(Box::new(tx), span))
     }
 

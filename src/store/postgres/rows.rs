@@ -86,6 +86,8 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
     let created_at: Timestamp = get(row, 12)?;
     let updated_at: Timestamp = get(row, 13)?;
     let version: i64 = get(row, 14)?;
+    let company_id: Option<Uuid> = get(row, 15)?;
+    let owner: Option<String> = get(row, 16)?;
 
     let email = c.ok(Email::parse_stored("email", &email));
     // Text and custom fields are rebuilt under the rules they were stored
@@ -100,6 +102,7 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
     let metadata = c.ok(Metadata::parse_stored(metadata));
     let score = c.ok(Score::new(i64::from(score)));
     let version = c.ok(check_version(version));
+    let owner = c.opt(owner, OwnerId::parse);
     match (
         email,
         first_name,
@@ -111,6 +114,7 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
         metadata,
         score,
         version,
+        owner,
     ) {
         (
             Some(email),
@@ -123,6 +127,7 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
             Some(metadata),
             Some(score),
             Some(version),
+            Some(owner),
         ) => Ok(Contact {
             id: ContactId::from_uuid(c.id),
             tenant_id: TenantId::from_uuid(tenant_id),
@@ -139,6 +144,8 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
             created_at,
             updated_at,
             version,
+            company_id: company_id.map(CompanyId::from_uuid),
+            owner,
         }),
         _ => Err(c.fail()),
     }
@@ -173,6 +180,8 @@ pub(super) fn deal(row: &Row) -> Result<Deal> {
     let created_at: Timestamp = get(row, 12)?;
     let updated_at: Timestamp = get(row, 13)?;
     let version: i64 = get(row, 14)?;
+    let company_id: Option<Uuid> = get(row, 15)?;
+    let owner: Option<String> = get(row, 16)?;
 
     let title = c.ok(DealTitle::parse_stored("title", &title));
     let currency = c.ok(Currency::parse(&currency));
@@ -181,6 +190,7 @@ pub(super) fn deal(row: &Row) -> Result<Deal> {
     let stage = c.ok(StageKey::parse(&stage));
     let lost_reason = c.opt(lost_reason, |v| LostReason::parse_stored("lost_reason", v));
     let version = c.ok(check_version(version));
+    let owner = c.opt(owner, OwnerId::parse);
     if lost_at.is_some() != matches!(lost_reason, Some(Some(_))) {
         c.errors.push(FieldError::new(
             "lost_reason",
@@ -188,7 +198,7 @@ pub(super) fn deal(row: &Row) -> Result<Deal> {
             "is set exactly when lost_at is set",
         ));
     }
-    match (title, amount, pipeline, stage, lost_reason, version) {
+    match (title, amount, pipeline, stage, lost_reason, version, owner) {
         (
             Some(title),
             Some(amount),
@@ -196,6 +206,7 @@ pub(super) fn deal(row: &Row) -> Result<Deal> {
             Some(stage),
             Some(lost_reason),
             Some(version),
+            Some(owner),
         ) if c.errors.is_empty() => Ok(Deal {
             id: DealId::from_uuid(c.id),
             tenant_id: TenantId::from_uuid(tenant_id),
@@ -211,6 +222,8 @@ pub(super) fn deal(row: &Row) -> Result<Deal> {
             created_at,
             updated_at,
             version,
+            company_id: company_id.map(CompanyId::from_uuid),
+            owner,
         }),
         _ => Err(c.fail()),
     }

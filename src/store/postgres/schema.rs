@@ -148,6 +148,8 @@ pub(super) enum Contacts {
     FirstNameKey,
     LastNameKey,
     CompanyKey,
+    CompanyId,
+    OwnerId,
 }
 
 /// The `deals` table.
@@ -169,6 +171,8 @@ pub(super) enum Deals {
     CreatedAt,
     UpdatedAt,
     Version,
+    CompanyId,
+    OwnerId,
 }
 
 /// The `activities` table.
@@ -199,7 +203,7 @@ pub(super) enum Signals {
 }
 
 /// The columns of a contact row, in the order the reader expects.
-pub(super) const CONTACT_COLUMNS: [Contacts; 15] = [
+pub(super) const CONTACT_COLUMNS: [Contacts; 17] = [
     Contacts::TenantId,
     Contacts::Id,
     Contacts::Email,
@@ -215,18 +219,20 @@ pub(super) const CONTACT_COLUMNS: [Contacts; 15] = [
     Contacts::CreatedAt,
     Contacts::UpdatedAt,
     Contacts::Version,
+    Contacts::CompanyId,
+    Contacts::OwnerId,
 ];
 
 /// The columns a contact is inserted with: [`CONTACT_COLUMNS`], then its
 /// caseless keys (see [`super::keys::ContactKeys`]).
-pub(super) const CONTACT_INSERT_COLUMNS: [Contacts; 19] = {
+pub(super) const CONTACT_INSERT_COLUMNS: [Contacts; 21] = {
     let keys = [
         Contacts::EmailKey,
         Contacts::FirstNameKey,
         Contacts::LastNameKey,
         Contacts::CompanyKey,
     ];
-    let mut out = [Contacts::TenantId; 19];
+    let mut out = [Contacts::TenantId; 21];
     let mut i = 0;
     while i < out.len() {
         out[i] = if i < CONTACT_COLUMNS.len() {
@@ -243,7 +249,7 @@ pub(super) const CONTACT_INSERT_COLUMNS: [Contacts; 19] = {
 macro_rules! contact_select {
     () => {
         "tenant_id, id, email, first_name, last_name, company, title, phone, lead_source, \
-         metadata, score, active, created_at, updated_at, version"
+         metadata, score, active, created_at, updated_at, version, company_id, owner_id"
     };
 }
 pub(super) use contact_select;
@@ -253,7 +259,7 @@ pub(super) use contact_select;
 const CONTACT_SELECT: &str = contact_select!();
 
 /// The columns of a deal row, in the order the reader expects.
-pub(super) const DEAL_COLUMNS: [Deals; 15] = [
+pub(super) const DEAL_COLUMNS: [Deals; 17] = [
     Deals::TenantId,
     Deals::Id,
     Deals::ContactId,
@@ -269,13 +275,16 @@ pub(super) const DEAL_COLUMNS: [Deals; 15] = [
     Deals::CreatedAt,
     Deals::UpdatedAt,
     Deals::Version,
+    Deals::CompanyId,
+    Deals::OwnerId,
 ];
 
 /// [`DEAL_COLUMNS`] as SQL, for `concat!`.
 macro_rules! deal_select {
     () => {
         "tenant_id, id, contact_id, title, amount, currency, pipeline, stage, \
-         expected_close_date, won_at, lost_at, lost_reason, created_at, updated_at, version"
+         expected_close_date, won_at, lost_at, lost_reason, created_at, updated_at, version, \
+         company_id, owner_id"
     };
 }
 pub(super) use deal_select;

@@ -56,7 +56,7 @@ const LIVE_OF: &str = "SELECT s.score_log FROM contacts c LEFT JOIN contact_scor
      ON s.tenant_id = c.tenant_id AND s.contact_id = c.id WHERE c.tenant_id = $1 AND c.id = $2";
 const LIVE_TOP: &str = "SELECT c.tenant_id, c.id, c.email, c.first_name, c.last_name, \
      c.company, c.title, c.phone, c.lead_source, c.metadata, c.score, c.active, c.created_at, \
-     c.updated_at, c.version, s.score_log FROM contact_scores s JOIN contacts c \
+     c.updated_at, c.version, c.company_id, c.owner_id, s.score_log FROM contact_scores s JOIN contacts c \
      ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
      WHERE s.tenant_id = $1 AND s.score_log IS NOT NULL AND c.active \
      ORDER BY s.score_log DESC NULLS LAST, s.contact_id DESC LIMIT $2";
@@ -337,7 +337,7 @@ impl ScoringTx for PgTransaction {
             .map(|r| {
                 Ok(LiveRanked {
                     contact: rows::contact(r)?,
-                    log: get::<f64>(r, 15)?,
+                    log: get::<f64>(r, 17)?,
                 })
             })
             .collect()

@@ -97,6 +97,12 @@ fn filters(s: &mut SelectStatement, q: &ContactQuery) {
             [like_prefix(p)],
         ));
     }
+    if let Some(owner) = &q.owner {
+        s.and_where(Expr::col(Contacts::OwnerId).eq(owner.as_str()));
+    }
+    if let Some(company) = q.company_id {
+        s.and_where(Expr::col(Contacts::CompanyId).eq(company.as_uuid()));
+    }
     if !q.lead_sources.is_empty() {
         let mut sources: Vec<&'static str> = q.lead_sources.iter().map(|l| l.as_str()).collect();
         sources.sort_unstable();

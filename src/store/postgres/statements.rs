@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use sea_query::Iden;
 
 use super::{
-    bulk, contacts, deals, history, idempotency, idempotency_claim, locks,
+    bulk, companies, contacts, deals, history, idempotency, idempotency_claim, locks,
     schema::{
         ACTIVITY_COLUMNS, Activities, CONTACT_INSERT_COLUMNS, Contacts, DEAL_COLUMNS, Deals,
         SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
@@ -40,7 +40,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 12] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 13] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
@@ -54,6 +54,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 12] {
         ("scoring", scoring::STATEMENTS),
         ("tasks", tasks::STATEMENTS),
         ("tags", tags::STATEMENTS),
+        ("companies", companies::OWNER_STATEMENTS),
     ]
 }
 
@@ -95,6 +96,9 @@ pub struct Insert {
     pub table: String,
     /// The columns it must write, in order: `$1` is the first.
     pub columns: Vec<String>,
+    /// The types (`udt_name`) of the parameters that follow those of the
+    /// columns, in order.
+    pub extra: Vec<String>,
 }
 
 /// The `INSERT`s of whole rows.
@@ -108,30 +112,36 @@ pub fn inserts() -> Vec<Insert> {
             sql: contacts::INSERT_CONTACT,
             table: Contacts::Table.to_string(),
             columns: names(&CONTACT_INSERT_COLUMNS),
+            // The domain to link the contact by.
+            extra: vec!["text".to_string()],
         },
         Insert {
             name: "deals::INSERT_DEAL",
             sql: deals::INSERT_DEAL,
             table: Deals::Table.to_string(),
             columns: names(&DEAL_COLUMNS),
+            extra: Vec::new(),
         },
         Insert {
             name: "timeline::INSERT_ACTIVITY",
             sql: timeline::INSERT_ACTIVITY,
             table: Activities::Table.to_string(),
             columns: names(&ACTIVITY_COLUMNS),
+            extra: Vec::new(),
         },
         Insert {
             name: "timeline::INSERT_SIGNAL",
             sql: timeline::INSERT_SIGNAL,
             table: Signals::Table.to_string(),
             columns: names(&SIGNAL_COLUMNS),
+            extra: Vec::new(),
         },
         Insert {
             name: "tasks::INSERT_TASK",
             sql: tasks::INSERT_TASK,
             table: Tasks::Table.to_string(),
             columns: names(&TASK_COLUMNS),
+            extra: Vec::new(),
         },
     ]
 }
@@ -172,6 +182,7 @@ mod tests {
             ("scoring", include_str!("scoring.rs")),
             ("tasks", include_str!("tasks.rs")),
             ("tags", include_str!("tags.rs")),
+            ("companies", include_str!("companies.rs")),
         ];
         let listed: Vec<String> = all().into_iter().map(|s| s.name).collect();
         let mut found = 0;
@@ -192,11 +203,29 @@ mod tests {
         );
     }
 
+    /// The expressions of a list, split at the commas outside parentheses.
+    fn top_level_items(list: &str) -> Vec<&str> {
+        let (mut depth, mut start, mut out) = (0i32, 0, Vec::new());
+        for (i, c) in list.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push(list[start..i].trim());
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        out.push(list[start..].trim());
+        out
+    }
+
     #[test]
     fn each_row_insert_names_the_columns_of_its_reader_in_order_with_one_value_each() {
         for insert in inserts() {
             let head = format!(
-                "INSERT INTO {} ({}) VALUES (",
+                "INSERT INTO {} ({}) ",
                 insert.table,
                 insert.columns.join(", ")
             );
@@ -206,16 +235,39 @@ mod tests {
                 insert.name,
                 insert.sql
             );
-            let values: Vec<String> = (1..=insert.columns.len())
-                .map(|i| format!("${i}"))
-                .collect();
             let rest = &insert.sql[head.len()..];
-            assert!(
-                rest.starts_with(&format!("{})", values.join(", "))),
-                "{}: {}",
-                insert.name,
-                insert.sql
-            );
+            if let Some(values) = rest.strip_prefix("VALUES (") {
+                let values: Vec<String> = (1..=insert.columns.len())
+                    .map(|i| format!("${i}"))
+                    .collect();
+                assert!(
+                    rest.starts_with(&format!("VALUES ({})", values.join(", "))),
+                    "{}: {}",
+                    insert.name,
+                    insert.sql
+                );
+                continue;
+            }
+            // `INSERT … SELECT`: the value of the k-th column is the k-th
+            // expression, whose first parameter is `$k`.
+            let list = rest
+                .strip_prefix("SELECT ")
+                .and_then(|r| r.split_once(" ON CONFLICT").map(|(l, _)| l))
+                .unwrap_or_else(|| panic!("{}: {}", insert.name, insert.sql));
+            let items = top_level_items(list);
+            assert_eq!(items.len(), insert.columns.len(), "{}", insert.name);
+            for (k, item) in items.iter().enumerate() {
+                let first = item
+                    .find('$')
+                    .map(|i| &item[i + 1..])
+                    .map(|r| r.split(|c: char| !c.is_ascii_digit()).next().unwrap_or(""));
+                assert_eq!(
+                    first,
+                    Some((k + 1).to_string().as_str()),
+                    "{}: {item}",
+                    insert.name
+                );
+            }
         }
     }
 }

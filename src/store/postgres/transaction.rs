@@ -116,6 +116,9 @@ pub(super) struct PgTransaction {
     pub(super) aborted: bool,
     /// The model of the live scores, if kept.
     pub(super) live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
+    /// New contacts without a company are linked to the company of their
+    /// email's domain.
+    pub(super) company_linking: bool,
     /// An idempotency claim deferred to the first statement, and its
     /// answer (behind a lock only because statements are sent through
     /// `&self`; it is never contended).
@@ -209,6 +212,7 @@ impl PgTransaction {
             begin_batch,
             aborted: false,
             live_scoring: None,
+            company_linking: true,
             claim: std::sync::Mutex::default(),
             claim_lost: None,
             held_claims: Vec::new(),
