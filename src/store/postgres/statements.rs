@@ -12,10 +12,10 @@ use std::borrow::Cow;
 use sea_query::Iden;
 
 use super::{
-    bulk, contacts, deals, history, idempotency, idempotency_claim, locks,
+    bulk, companies, contacts, deals, history, idempotency, idempotency_claim, locks,
     schema::{
-        ACTIVITY_COLUMNS, Activities, CONTACT_INSERT_COLUMNS, Contacts, DEAL_COLUMNS, Deals,
-        SIGNAL_COLUMNS, Signals,
+        ACTIVITY_COLUMNS, Activities, COMPANY_INSERT_COLUMNS, CONTACT_INSERT_COLUMNS, Companies,
+        Contacts, DEAL_COLUMNS, Deals, SIGNAL_COLUMNS, Signals,
     },
     scoring, timeline, transaction,
 };
@@ -40,7 +40,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 10] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 11] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
@@ -52,6 +52,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 10] {
         ("idempotency_claim", idempotency_claim::STATEMENTS),
         ("bulk", bulk::STATEMENTS),
         ("scoring", scoring::STATEMENTS),
+        ("companies", companies::STATEMENTS),
     ]
 }
 
@@ -125,6 +126,12 @@ pub fn inserts() -> Vec<Insert> {
             table: Signals::Table.to_string(),
             columns: names(&SIGNAL_COLUMNS),
         },
+        Insert {
+            name: "companies::INSERT_COMPANY",
+            sql: companies::INSERT_COMPANY,
+            table: Companies::Table.to_string(),
+            columns: names(&COMPANY_INSERT_COLUMNS),
+        },
     ]
 }
 
@@ -162,6 +169,7 @@ mod tests {
             ("idempotency_claim", include_str!("idempotency_claim.rs")),
             ("bulk", include_str!("bulk.rs")),
             ("scoring", include_str!("scoring.rs")),
+            ("companies", include_str!("companies.rs")),
         ];
         let listed: Vec<String> = all().into_iter().map(|s| s.name).collect();
         let mut found = 0;
