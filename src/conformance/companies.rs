@@ -170,6 +170,31 @@ pub async fn create_then_get_returns_the_same_company_by_id_and_by_domain(store:
         (None, None),
         "nothing is found for what does not exist"
     );
+    let r = with_tx!(store, t, async |tx| tx
+        .create_company(NewCompany {
+            employee_count: Some(crate::domain::MAX_EMPLOYEES + 1),
+            ..named("Too Big")
+        })
+        .await)
+    .await;
+    expect_validation(r, "employee_count", "too many employees");
+    let r = with_tx!(store, t, async |tx| tx
+        .update_company(
+            created.id,
+            created.version,
+            CompanyPatch {
+                employee_count: Some(Some(crate::domain::MAX_EMPLOYEES + 1)),
+                ..CompanyPatch::default()
+            }
+        )
+        .await)
+    .await;
+    expect_validation(r, "employee_count", "too many employees");
+    assert_eq!(
+        get_company(store, t, created.id).await.as_ref(),
+        Some(&created),
+        "refused input changes nothing"
+    );
     let plain = create_company(store, t, named("No Domain Ltd")).await;
     let other = create_company(store, t, named("No Domain Ltd")).await;
     assert_ne!(
@@ -710,6 +735,31 @@ pub async fn every_company_sort_is_a_total_order_and_paging_visits_every_match_o
         "cursor",
         "a cursor of another order",
     );
+    let others = [
+        CompanyQuery::new().with_owner(owner("u1")),
+        CompanyQuery::new().with_domain(domain("a.example")),
+        CompanyQuery::new().with_metadata_contains(metadata(json!({"a": 1}))),
+        CompanyQuery::new().with_tags(TagFilter::new().none_of([TagId::new()])),
+    ];
+    for other in others {
+        let q = CompanyQuery {
+            name_prefix: Some("a".to_string()),
+            page: PageRequest::after(1, cursor.clone()),
+            ..other
+        };
+        expect_validation(
+            search(store, t, &q).await,
+            "cursor",
+            "a cursor of a query with other filters",
+        );
+    }
+    let r = search(
+        store,
+        t,
+        &CompanyQuery::new().with_page(PageRequest::first(0)),
+    )
+    .await;
+    expect_validation(r, "limit", "a limit of 0");
     let same = prefixed.after(cursor);
     let second = ok(search(store, t, &same).await, "second page");
     assert_eq!(
