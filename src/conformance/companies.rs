@@ -260,6 +260,87 @@ pub async fn concurrent_creates_of_one_company_domain_let_exactly_one_win(store:
     );
 }
 
+/// Twenty transactions racing for one domain, half creating a company
+/// with it and half moving an existing company to it: exactly one wins,
+/// the others are told the winner's id, and each loser's transaction goes
+/// on (it renames its company and commits).
+pub async fn creates_and_updates_racing_for_one_domain_let_exactly_one_win(store: &DynStore) {
+    let t = TenantId::new();
+    let mut movers = Vec::new();
+    for i in 0..10 {
+        movers.push(create_company(store, t, named(&format!("Mover {i}"))).await);
+    }
+    let results = join_all((0..20).map(|i| {
+        let mover = movers[i / 2].clone();
+        async move {
+            let mut tx = begin(store, t).await;
+            let r = if i % 2 == 0 {
+                tx.create_company(with_domain(
+                    &format!("Creator {i}"),
+                    "WWW.Contested.example",
+                ))
+                .await
+            } else {
+                let patch = CompanyPatch {
+                    domain: Some(Some(domain("https://contested.example/"))),
+                    ..CompanyPatch::default()
+                };
+                tx.update_company(mover.id, mover.version, patch).await
+            };
+            if r.is_err() && i % 2 == 1 {
+                let rename = CompanyPatch {
+                    name: Some(CompanyName::parse("Mover that lost").expect("a name")),
+                    ..CompanyPatch::default()
+                };
+                ok(
+                    tx.update_company(mover.id, mover.version, rename).await,
+                    "the loser's transaction goes on",
+                );
+            }
+            if r.is_ok() {
+                // The winner holds the domain uncommitted a while, so that
+                // the others meet it in flight.
+                for _ in 0..5 {
+                    tick().await;
+                }
+            }
+            ok(tx.commit().await, "commit a racer");
+            r
+        }
+    }))
+    .await;
+    let winners: Vec<&Company> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one racer gets the domain");
+    let winner = winners[0].id;
+    for r in results {
+        if r.is_err() {
+            expect_duplicate_domain(r, "contested.example", winner, "a losing racer");
+        }
+    }
+    let holder = with_tx!(store, t, async |tx| ok(
+        tx.get_company_by_domain(&domain("contested.example")).await,
+        "get by domain"
+    ))
+    .await;
+    assert_eq!(
+        holder.map(|c| c.id),
+        Some(winner),
+        "the winner holds the domain"
+    );
+    let renamed = matching(
+        store,
+        t,
+        CompanyQuery::new().with_name_prefix("mover that lost"),
+    )
+    .await;
+    let losing_movers = movers.iter().filter(|m| m.id != winner).count();
+    assert_eq!(
+        renamed.len(),
+        losing_movers,
+        "every losing mover was renamed"
+    );
+}
+
 /// An update at the current version bumps the version and `updated_at`; a
 /// stale version is a conflict that changes nothing; a patch that changes
 /// nothing keeps the version; a missing company is not found.

@@ -280,6 +280,7 @@ macro_rules! __conformance_suite {
             create_then_get_returns_the_same_company_by_id_and_by_domain,
             creating_a_company_with_a_taken_domain_in_another_spelling_is_refused,
             concurrent_creates_of_one_company_domain_let_exactly_one_win,
+            creates_and_updates_racing_for_one_domain_let_exactly_one_win,
             update_company_checks_the_version_and_a_no_op_keeps_it,
             changing_a_company_domain_to_a_taken_one_is_refused_and_the_transaction_goes_on,
             deleting_a_company_returns_true_once_and_keeps_other_records,
