@@ -561,6 +561,62 @@ pub async fn deleting_a_company_detaches_its_tags_and_unlinks_its_tasks(store: &
     .await;
 }
 
+/// Tasks linked to a company while it is being deleted: each link either
+/// comes first (and the delete unlinks it) or finds the company gone
+/// (`NotFound`); the delete never fails on a link made meanwhile.
+pub async fn links_racing_a_company_delete_come_first_or_find_it_gone(store: &DynStore) {
+    let t = TenantId::new();
+    let c = create_company(store, t, with_domain("Contended", "contended.example")).await;
+    let title = || TaskTitle::parse("Follow up").expect("a title");
+    let probe = with_tx!(store, t, async |tx| tx
+        .create_task(NewTask::new(title()))
+        .await)
+    .await;
+    if not_implemented(&probe) {
+        return;
+    }
+    ok(probe, "create a task");
+    let linked = || NewTask {
+        company_id: Some(c.id),
+        ..NewTask::new(title())
+    };
+    let deleting = async {
+        with_tx!(store, t, async |tx| ok(
+            tx.delete_company(c.id).await,
+            "delete while tasks link"
+        ))
+        .await
+    };
+    let linking = join_all((0..10).map(|_| async {
+        let mut tx = begin(store, t).await;
+        let r = tx.create_task(linked()).await;
+        ok(tx.commit().await, "commit a link");
+        r
+    }));
+    let (deleted, links) = futures_util::join!(deleting, linking);
+    assert!(deleted, "the delete deletes");
+    let mut made = Vec::new();
+    for r in links {
+        match r {
+            Ok(task) => made.push(task.id),
+            Err(e) => super::support::expect_not_found::<()>(
+                Err(e),
+                Entity::Company,
+                c.id,
+                "a link after the delete",
+            ),
+        }
+    }
+    with_tx!(store, t, async |tx| {
+        for id in made {
+            let task = ok(tx.get_task(id).await, "get task").expect("the task is kept");
+            assert_eq!(task.company_id, None, "a task linked first is unlinked");
+        }
+        assert_eq!(ok(tx.get_company(c.id).await, "get"), None);
+    })
+    .await;
+}
+
 /// The search filters by name prefix (caseless, wildcards literal), exact
 /// domain, owner and metadata containment, combined with AND; a prefix the
 /// contract refuses is a validation error naming it.

@@ -285,6 +285,7 @@ macro_rules! __conformance_suite {
             changing_a_company_domain_to_a_taken_one_is_refused_and_the_transaction_goes_on,
             deleting_a_company_returns_true_once_and_keeps_other_records,
             deleting_a_company_detaches_its_tags_and_unlinks_its_tasks,
+            links_racing_a_company_delete_come_first_or_find_it_gone,
             company_search_filters_by_name_prefix_domain_owner_and_metadata,
             company_search_filters_by_tags_any_all_and_none,
             every_company_sort_is_a_total_order_and_paging_visits_every_match_once,
