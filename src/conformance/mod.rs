@@ -311,6 +311,20 @@ macro_rules! __conformance_suite {
             contact_search_filters_by_owner_and_company_through_pages,
             reassigning_an_owner_moves_exactly_their_records_of_the_kind_asked,
             the_history_of_contacts_and_deals_records_company_and_owner,
+            create_then_get_returns_the_same_company_by_id_and_by_domain,
+            creating_a_company_with_a_taken_domain_in_another_spelling_is_refused,
+            concurrent_creates_of_one_company_domain_let_exactly_one_win,
+            creates_and_updates_racing_for_one_domain_let_exactly_one_win,
+            update_company_checks_the_version_and_a_no_op_keeps_it,
+            changing_a_company_domain_to_a_taken_one_is_refused_and_the_transaction_goes_on,
+            deleting_a_company_returns_true_once_and_keeps_other_records,
+            deleting_a_company_detaches_its_tags_and_unlinks_its_tasks,
+            links_racing_a_company_delete_come_first_or_find_it_gone,
+            company_search_filters_by_name_prefix_domain_owner_and_metadata,
+            company_search_filters_by_tags_any_all_and_none,
+            every_company_sort_is_a_total_order_and_paging_visits_every_match_once,
+            another_tenant_cannot_see_or_change_a_company,
+            company_history_records_created_updated_and_deleted,
         }
     };
 }
@@ -452,3 +466,5 @@ mod tasks;
 pub use tasks::*;
 mod links;
 pub use links::*;
+mod companies;
+pub use companies::*;

@@ -1,33 +1,103 @@
 //! Companies and owners in the memory store ([`CompaniesTx`], [`OwnersTx`]).
+//!
+//! Domains are kept unique through the tenant's domain index; deleting a
+//! company unlinks its contacts, deals and tasks and detaches its tags in
+//! one atomic step; a search filters every company of the tenant and sorts
+//! the matches by the query's key.
 
 use async_trait::async_trait;
 
 use super::MemoryTransaction;
 use crate::{
     domain::*,
-    error::{Error, Result},
-    store::{CompaniesTx, CompanyQuery, OwnersTx, Page, PageRequest, Reassigned},
+    error::{Entity, Error, Result},
+    store::{
+        CompaniesTx, CompanyQuery, CompanySortKey, CursorList, OwnersTx, Page, Reassigned,
+        shared::{self, now},
+    },
 };
 
 fn not_yet() -> Error {
     Error::backend("not implemented yet")
 }
 
+impl MemoryTransaction {
+    /// Fails with `Duplicate` when another company than `except` holds `domain`.
+    fn check_domain_free(&self, domain: &CompanyDomain, except: Option<CompanyId>) -> Result<()> {
+        match self.data()?.companies_by_domain.get(domain.as_str()) {
+            Some(existing) if Some(*existing) != except => Err(Error::Duplicate {
+                entity: Entity::Company,
+                field: "domain",
+                value: domain.as_str().to_string(),
+                existing_id: existing.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Unlinks the company's tasks, each a recorded change.
+    fn unlink_company_from_tasks(&mut self, id: CompanyId, now: Timestamp) -> Result<()> {
+        let linked: Vec<Task> = self
+            .data()?
+            .tasks
+            .values()
+            .filter(|t| t.company_id == Some(id))
+            .cloned()
+            .collect();
+        for mut task in linked {
+            task.company_id = None;
+            task.version = task.version.next();
+            task.updated_at = now;
+            self.set_task(task.id, Some(task))?;
+        }
+        Ok(())
+    }
+
+    /// Unlinks the company's contacts and deals, each a recorded change.
+    fn unlink_company_from_contacts_and_deals(
+        &mut self,
+        id: CompanyId,
+        now: Timestamp,
+    ) -> Result<()> {
+        // filled once Contact/Deal carry company_id
+        let _ = (id, now);
+        Ok(())
+    }
+
+    /// Detaches every tag the company carries, each a recorded detachment.
+    fn detach_company_tags(&mut self, id: CompanyId) -> Result<()> {
+        let record = RecordRef::Company(id);
+        let carried = self.data()?.carried_tags(record);
+        for tag in carried {
+            self.set_tagging((record, tag), None)?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl CompaniesTx for MemoryTransaction {
     async fn create_company(&mut self, new: NewCompany) -> Result<Company> {
-        let _ = (new,);
-        Err(not_yet())
+        let new = new.checked()?;
+        if let Some(domain) = &new.domain {
+            self.check_domain_free(domain, None)?;
+        }
+        let company = Company::create(self.tenant, new, now());
+        self.set_company(company.id, Some(company.clone()))?;
+        Ok(company)
     }
 
     async fn get_company(&mut self, id: CompanyId) -> Result<Option<Company>> {
-        let _ = (id,);
-        Err(not_yet())
+        Ok(self.data()?.companies.get(&id).cloned())
     }
 
     async fn get_company_by_domain(&mut self, domain: &CompanyDomain) -> Result<Option<Company>> {
-        let _ = (domain,);
-        Err(not_yet())
+        let data = self.data()?;
+        Ok(data
+            .companies_by_domain
+            .get(domain.as_str())
+            .and_then(|id| data.companies.get(id))
+            .cloned())
     }
 
     async fn update_company(
@@ -36,18 +106,78 @@ impl CompaniesTx for MemoryTransaction {
         expected: Version,
         patch: CompanyPatch,
     ) -> Result<Company> {
-        let _ = (id, expected, patch);
-        Err(not_yet())
+        let patch = patch.checked()?;
+        let current = self.company(id)?.clone();
+        shared::check_version(Entity::Company, id, expected, current.version)?;
+        if let Some(Some(domain)) = &patch.domain {
+            self.check_domain_free(domain, Some(id))?;
+        }
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => {
+                self.set_company(id, Some(next.clone()))?;
+                Ok(next)
+            }
+        }
     }
 
     async fn delete_company(&mut self, id: CompanyId) -> Result<bool> {
-        let _ = (id,);
-        Err(not_yet())
+        if !self.data()?.companies.contains_key(&id) {
+            return Ok(false);
+        }
+        let at = now();
+        self.atomic(|tx| {
+            tx.unlink_company_from_contacts_and_deals(id, at)?;
+            tx.unlink_company_from_tasks(id, at)?;
+            tx.detach_company_tags(id)?;
+            tx.set_company(id, None)
+        })?;
+        Ok(true)
     }
 
-    async fn search_companies(&mut self, query: &CompanyQuery) -> Result<Page<Company>> {
-        let _ = (query,);
-        Err(not_yet())
+    async fn search_companies(&mut self, q: &CompanyQuery) -> Result<Page<Company>> {
+        q.checked()?;
+        let limit = q.page.checked_limit()?;
+        let list = CursorList::companies(q);
+        let after: Option<CompanySortKey> = q.page.position(list)?;
+        let data = self.data()?;
+        let desc = q.sort.is_descending();
+        let prefix = q.name_prefix.as_deref().map(caseless_key);
+        let mut keyed: Vec<(CompanySortKey, &Company)> = data
+            .companies
+            .values()
+            .filter(|c| {
+                prefix
+                    .as_ref()
+                    .is_none_or(|p| caseless_key(c.name.as_str()).starts_with(p.as_str()))
+                    && q.domain
+                        .as_ref()
+                        .is_none_or(|d| c.domain.as_ref() == Some(d))
+                    && q.owner.as_ref().is_none_or(|o| c.owner.as_ref() == Some(o))
+                    && (q.tags.is_empty()
+                        || q.tags.matches(&data.carried_tags(RecordRef::Company(c.id))))
+                    && q.metadata_contains
+                        .as_ref()
+                        .is_none_or(|m| c.metadata.contains(m))
+            })
+            .map(|c| (CompanySortKey::of(q.sort, c), c))
+            .filter(|(k, _)| match &after {
+                None => true,
+                Some(a) if desc => k < a,
+                Some(a) => k > a,
+            })
+            .collect();
+        keyed.sort_by(|a, b| if desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+        let items: Vec<(CompanySortKey, Company)> = keyed
+            .into_iter()
+            .take(limit + 1)
+            .map(|(k, c)| (k, c.clone()))
+            .collect();
+        let page = Page::from_overfetch(items, limit, list, |(key, _)| key.clone());
+        Ok(Page {
+            items: page.items.into_iter().map(|(_, c)| c).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 }
 

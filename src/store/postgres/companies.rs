@@ -1,33 +1,348 @@
 //! Companies and owners in the postgres store ([`CompaniesTx`], [`OwnersTx`]).
+//!
+//! A create is one `INSERT … ON CONFLICT DO NOTHING` that yields to the
+//! company holding the domain; an update locks the row, checks the version
+//! and writes the changed company back (under a savepoint when the domain
+//! changes, which can race a create); a delete locks the row `FOR UPDATE`
+//! (which waits for every transaction linking a record to it, whose
+//! foreign-key checks take key-share locks, and keeps new ones waiting),
+//! then unlinks its contacts, deals and tasks and deletes it, in one round
+//! trip. The search is one statement built from the query's filters.
 
 use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
-use super::transaction::PgTransaction;
+use super::{
+    error, rows,
+    schema::{COMPANY_COLUMNS, COMPANY_INSERT_COLUMNS, company_select},
+    search::like_prefix,
+    transaction::{PgTransaction, cursor_time, now},
+};
 use crate::{
     domain::*,
-    error::{Error, Result},
-    store::{CompaniesTx, CompanyQuery, OwnersTx, Page, PageRequest, Reassigned},
+    error::{Entity, Error, FieldError, Result, ValidationErrors},
+    store::{
+        CompaniesTx, CompanyQuery, CompanySort, CompanySortKey, CursorList, OwnersTx, Page,
+        Reassigned,
+    },
 };
 
 fn not_yet() -> Error {
     Error::backend("not implemented yet")
 }
 
+const GET_COMPANY: &str = concat!(
+    "SELECT ",
+    company_select!(),
+    " FROM companies WHERE tenant_id = $1 AND id = $2"
+);
+// Domains are compared as `CompanyDomain` normalises them, in Rust.
+const GET_COMPANY_BY_DOMAIN: &str = concat!(
+    "SELECT ",
+    company_select!(),
+    " FROM companies WHERE tenant_id = $1 AND domain = $2"
+);
+const COMPANY_ID_BY_DOMAIN: &str = "SELECT id FROM companies WHERE tenant_id = $1 AND domain = $2";
+/// Locks a company to change it: `FOR NO KEY UPDATE`, which lets records
+/// be linked to it meanwhile.
+const LOCK_COMPANY: &str = concat!(
+    "SELECT ",
+    company_select!(),
+    " FROM companies WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
+);
+/// Locks a company that is to be deleted: `FOR UPDATE`, which waits for
+/// every transaction that linked a contact, deal or task to it (their
+/// foreign-key checks hold `FOR KEY SHARE` locks) and makes later ones
+/// wait, so that nothing is linked between the unlinking and the delete.
+const LOCK_COMPANY_FOR_DELETE: &str = concat!(
+    "SELECT ",
+    company_select!(),
+    " FROM companies WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+);
+/// A new company: the columns of [`COMPANY_INSERT_COLUMNS`] (the row
+/// reader's, then the name's caseless key). A domain already held in the
+/// tenant inserts nothing.
+pub(super) const INSERT_COMPANY: &str = concat!(
+    "INSERT INTO companies (",
+    company_select!(),
+    ", name_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+     $16, $17, $18, $19) ON CONFLICT (tenant_id, domain) DO NOTHING"
+);
+/// The columns of a changed company: everything but its keys and creation
+/// time, with the name's caseless key.
+const UPDATE_COMPANY: &str = "UPDATE companies SET name = $3, domain = $4, industry = $5, \
+     employee_count = $6, revenue_amount = $7, revenue_currency = $8, street = $9, city = $10, \
+     region = $11, postal_code = $12, country = $13, metadata = $14, owner_id = $15, \
+     updated_at = $16, version = $17, name_key = $18 WHERE tenant_id = $1 AND id = $2";
+// Deleting a company unlinks what links to it first: the foreign keys have
+// no `ON DELETE SET NULL`, which a distributed PostgreSQL refuses for keys
+// holding the distribution column (see the migration). Each unlinked record
+// is a recorded change: its version and `updated_at` move on.
+const UNLINK_CONTACTS: &str = "UPDATE contacts SET company_id = NULL, version = version + 1, \
+     updated_at = $3 WHERE tenant_id = $1 AND company_id = $2";
+const UNLINK_DEALS: &str = "UPDATE deals SET company_id = NULL, version = version + 1, \
+     updated_at = $3 WHERE tenant_id = $1 AND company_id = $2";
+const UNLINK_TASKS: &str = "UPDATE tasks SET company_id = NULL, version = version + 1, \
+     updated_at = $3 WHERE tenant_id = $1 AND company_id = $2";
+/// Deletes a company (its taggings go with it, by the foreign key's
+/// `ON DELETE CASCADE`).
+const DELETE_COMPANY: &str = "DELETE FROM companies WHERE tenant_id = $1 AND id = $2 RETURNING id";
+
+const DOMAIN_SAVEPOINT: &str = "SAVEPOINT crm_domain_change";
+const DOMAIN_RELEASE: &str = "RELEASE SAVEPOINT crm_domain_change";
+const DOMAIN_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_domain_change";
+
+/// The fixed statements of this file, for [`super::statements`].
+pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    GET_COMPANY,
+    GET_COMPANY_BY_DOMAIN,
+    COMPANY_ID_BY_DOMAIN,
+    LOCK_COMPANY,
+    LOCK_COMPANY_FOR_DELETE,
+    INSERT_COMPANY,
+    UPDATE_COMPANY,
+    UNLINK_CONTACTS,
+    UNLINK_DEALS,
+    UNLINK_TASKS,
+    DELETE_COMPANY,
+    DOMAIN_SAVEPOINT,
+    DOMAIN_RELEASE,
+    DOMAIN_ROLLBACK_TO,
+];
+
+/// How often a create retries when the company holding its domain
+/// vanishes between the conflict and the lookup.
+const DOMAIN_RACE_RETRIES: usize = 3;
+
+/// The company holding a domain kept vanishing between a create's conflict
+/// and the lookup of its id (concurrent creates and deletes of that domain).
+#[derive(Debug, thiserror::Error)]
+#[error("the domain was taken and released concurrently; try again")]
+struct DomainRace;
+
+/// A parameter of a statement built at run time.
+type Value = Box<dyn ToSql + Sync + Send>;
+
+/// The columns of a company as [`INSERT_COMPANY`] (`$1` to `$19`) and
+/// [`UPDATE_COMPANY`] bind them.
+struct CompanyValues {
+    tenant: Uuid,
+    id: Uuid,
+    name: String,
+    domain: Option<String>,
+    industry: Option<String>,
+    employee_count: Option<i32>,
+    revenue_amount: Option<rust_decimal::Decimal>,
+    revenue_currency: Option<&'static str>,
+    street: Option<String>,
+    city: Option<String>,
+    region: Option<String>,
+    postal_code: Option<String>,
+    country: Option<String>,
+    metadata: serde_json::Value,
+    owner: Option<String>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    version: i64,
+    name_key: String,
+}
+
+impl CompanyValues {
+    fn of(c: &Company) -> Result<Self> {
+        let text = |v: Option<&AddressPart>| v.map(|p| p.as_str().to_string());
+        let employee_count = c
+            .employee_count
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|_| {
+                ValidationErrors::single(FieldError::new(
+                    "employee_count",
+                    "out_of_range",
+                    format!("must be 0 to {MAX_EMPLOYEES}"),
+                ))
+            })?;
+        Ok(CompanyValues {
+            tenant: c.tenant_id.as_uuid(),
+            id: c.id.as_uuid(),
+            name: c.name.as_str().to_string(),
+            domain: c.domain.as_ref().map(|d| d.as_str().to_string()),
+            industry: c.industry.as_ref().map(|v| v.as_str().to_string()),
+            employee_count,
+            revenue_amount: c.annual_revenue.as_ref().map(|m| m.amount()),
+            revenue_currency: c.annual_revenue.as_ref().map(|m| m.currency().code()),
+            street: text(c.address.street.as_ref()),
+            city: text(c.address.city.as_ref()),
+            region: text(c.address.region.as_ref()),
+            postal_code: text(c.address.postal_code.as_ref()),
+            country: text(c.address.country.as_ref()),
+            metadata: serde_json::Value::from(c.metadata.clone()),
+            owner: c.owner.as_ref().map(|o| o.as_str().to_string()),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            version: c.version.get(),
+            name_key: caseless_key(c.name.as_str()),
+        })
+    }
+
+    /// The parameters of [`INSERT_COMPANY`].
+    fn insert_params(&self) -> [&(dyn ToSql + Sync); COMPANY_INSERT_COLUMNS.len()] {
+        [
+            &self.tenant,
+            &self.id,
+            &self.name,
+            &self.domain,
+            &self.industry,
+            &self.employee_count,
+            &self.revenue_amount,
+            &self.revenue_currency,
+            &self.street,
+            &self.city,
+            &self.region,
+            &self.postal_code,
+            &self.country,
+            &self.metadata,
+            &self.owner,
+            &self.created_at,
+            &self.updated_at,
+            &self.version,
+            &self.name_key,
+        ]
+    }
+
+    /// The parameters of [`UPDATE_COMPANY`].
+    fn update_params(&self) -> [&(dyn ToSql + Sync); 18] {
+        [
+            &self.tenant,
+            &self.id,
+            &self.name,
+            &self.domain,
+            &self.industry,
+            &self.employee_count,
+            &self.revenue_amount,
+            &self.revenue_currency,
+            &self.street,
+            &self.city,
+            &self.region,
+            &self.postal_code,
+            &self.country,
+            &self.metadata,
+            &self.owner,
+            &self.updated_at,
+            &self.version,
+            &self.name_key,
+        ]
+    }
+}
+
+/// The duplicate-domain error naming the company holding `domain`.
+fn duplicate(domain: &CompanyDomain, existing_id: CompanyId) -> Error {
+    Error::Duplicate {
+        entity: Entity::Company,
+        field: "domain",
+        value: domain.as_str().to_string(),
+        existing_id: existing_id.to_string(),
+    }
+}
+
+impl PgTransaction {
+    /// The id of the company holding `domain`, if any.
+    async fn company_id_by_domain(&mut self, domain: &CompanyDomain) -> Result<Option<CompanyId>> {
+        let tenant = self.tenant_uuid();
+        let row = self
+            .query_opt(COMPANY_ID_BY_DOMAIN, &[&tenant, &domain.as_str()])
+            .await?;
+        row.map(|r| r.try_get::<_, Uuid>(0).map(CompanyId::from_uuid))
+            .transpose()
+            .map_err(error::db)
+    }
+
+    /// Locks a company with `lock` (`$1` tenant, `$2` company).
+    async fn lock_company_with(&mut self, id: CompanyId, lock: &str) -> Result<Company> {
+        let tenant = self.tenant_uuid();
+        match self.query_opt(lock, &[&tenant, &id.as_uuid()]).await? {
+            Some(row) => rows::company(&row),
+            None => Err(Error::not_found(Entity::Company, id)),
+        }
+    }
+
+    /// Writes an updated company (locked by this transaction), mapping a
+    /// lost race for its new domain to `Duplicate` without aborting the
+    /// transaction.
+    async fn write_company(&mut self, current: &Company, next: Company) -> Result<Company> {
+        let values = CompanyValues::of(&next)?;
+        let params = values.update_params();
+        let Some(domain) = next
+            .domain
+            .as_ref()
+            .filter(|d| current.domain.as_ref() != Some(*d))
+        else {
+            self.execute(UPDATE_COMPANY, &params).await?;
+            return Ok(next);
+        };
+        // Another transaction may hold the domain uncommitted: our UPDATE
+        // waits for it and fails with a unique violation if it commits.
+        self.simple(DOMAIN_SAVEPOINT).await?;
+        let r = self.raw_execute(UPDATE_COMPANY, &params, false).await;
+        match r {
+            Ok(_) => {
+                self.simple(DOMAIN_RELEASE).await?;
+                Ok(next)
+            }
+            // The update changes no other unique column (the id stays), so
+            // any unique violation is the domain index's.
+            Err(e) if error::is_email_conflict(&e) => {
+                self.simple(DOMAIN_ROLLBACK_TO).await?;
+                match self.company_id_by_domain(domain).await? {
+                    Some(existing_id) => Err(duplicate(domain, existing_id)),
+                    None => Err(error::db_retryable(e)),
+                }
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+}
+
 #[async_trait]
 impl CompaniesTx for PgTransaction {
     async fn create_company(&mut self, new: NewCompany) -> Result<Company> {
-        let _ = (new,);
-        Err(not_yet())
+        let new = new.checked()?;
+        let c = Company::create(self.tenant, new, now());
+        let values = CompanyValues::of(&c)?;
+        let params = values.insert_params();
+        for _ in 0..DOMAIN_RACE_RETRIES {
+            // In READ COMMITTED, a conflicting insert that is not committed
+            // yet makes this wait; once it commits, nothing is inserted and
+            // the lookup below sees the winner.
+            if self.execute(INSERT_COMPANY, &params).await? == 1 {
+                return Ok(c);
+            }
+            let Some(domain) = &c.domain else {
+                // Only the domain's key can conflict.
+                return Err(Error::backend(DomainRace));
+            };
+            if let Some(existing_id) = self.company_id_by_domain(domain).await? {
+                return Err(duplicate(domain, existing_id));
+            }
+            tracing::debug!("retry: the company holding the domain went away before it was read");
+        }
+        Err(Error::retryable(DomainRace))
     }
 
     async fn get_company(&mut self, id: CompanyId) -> Result<Option<Company>> {
-        let _ = (id,);
-        Err(not_yet())
+        let tenant = self.tenant_uuid();
+        self.query_opt(GET_COMPANY, &[&tenant, &id.as_uuid()])
+            .await?
+            .map(|r| rows::company(&r))
+            .transpose()
     }
 
     async fn get_company_by_domain(&mut self, domain: &CompanyDomain) -> Result<Option<Company>> {
-        let _ = (domain,);
-        Err(not_yet())
+        let tenant = self.tenant_uuid();
+        self.query_opt(GET_COMPANY_BY_DOMAIN, &[&tenant, &domain.as_str()])
+            .await?
+            .map(|r| rows::company(&r))
+            .transpose()
     }
 
     async fn update_company(
@@ -36,18 +351,78 @@ impl CompaniesTx for PgTransaction {
         expected: Version,
         patch: CompanyPatch,
     ) -> Result<Company> {
-        let _ = (id, expected, patch);
-        Err(not_yet())
+        let patch = patch.checked()?;
+        let current = self.lock_company_with(id, LOCK_COMPANY).await?;
+        crate::store::shared::check_version(Entity::Company, id, expected, current.version)?;
+        if let Some(Some(domain)) = &patch.domain {
+            match self.company_id_by_domain(domain).await? {
+                Some(existing_id) if existing_id != id => {
+                    return Err(duplicate(domain, existing_id));
+                }
+                _ => {}
+            }
+        }
+        match current.patched(&patch, now()) {
+            None => Ok(current),
+            Some(next) => self.write_company(&current, next).await,
+        }
     }
 
     async fn delete_company(&mut self, id: CompanyId) -> Result<bool> {
-        let _ = (id,);
-        Err(not_yet())
+        match self.lock_company_with(id, LOCK_COMPANY_FOR_DELETE).await {
+            Ok(_) => {}
+            Err(Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let (tenant, company, at) = (self.tenant_uuid(), id.as_uuid(), now());
+        let unlink: [&(dyn ToSql + Sync); 3] = [&tenant, &company, &at];
+        let params: [&(dyn ToSql + Sync); 2] = [&tenant, &company];
+        // The company is locked, and begun: everything goes in one round trip.
+        let result = self
+            .raw_query_all(
+                &[
+                    (UNLINK_CONTACTS, &unlink),
+                    (UNLINK_DEALS, &unlink),
+                    (UNLINK_TASKS, &unlink),
+                    (DELETE_COMPANY, &params),
+                ],
+                false,
+            )
+            .await;
+        let rows = self.settle(result)?;
+        Ok(rows.get(3).is_some_and(|deleted| !deleted.is_empty()))
     }
 
-    async fn search_companies(&mut self, query: &CompanyQuery) -> Result<Page<Company>> {
-        let _ = (query,);
-        Err(not_yet())
+    async fn search_companies(&mut self, q: &CompanyQuery) -> Result<Page<Company>> {
+        q.checked()?;
+        let limit = q.page.checked_limit()?;
+        let list = CursorList::companies(q);
+        let after: Option<CompanySortKey> = q.page.position(list)?;
+        let (sql, values) = search_sql(self.tenant, q, limit, after.as_ref())?;
+        let params: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = self.query(&sql, &params).await?;
+        // Under a name sort the cursor holds the key the rows were ordered
+        // by, as stored (not recomputed), so that paging follows the index.
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let company = rows::company(row)?;
+            let key = match q.sort {
+                CompanySort::NameAsc | CompanySort::NameDesc => {
+                    let name_key: String = row.try_get(COMPANY_COLUMNS.len()).map_err(error::db)?;
+                    CompanySortKey::Name(name_key, company.id.as_uuid())
+                }
+                _ => CompanySortKey::of(q.sort, &company),
+            };
+            items.push((company, key));
+        }
+        let page = Page::from_overfetch(items, limit, list, |(_, key)| key.clone());
+        Ok(Page {
+            items: page.items.into_iter().map(|(c, _)| c).collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 }
 
@@ -66,6 +441,99 @@ const REASSIGN_DEALS: &str = "UPDATE deals SET owner_id = $3, version = version 
 /// The fixed statements of reassigning owners, for [`super::statements`].
 pub(super) const OWNER_STATEMENTS: &[(&str, &str)] =
     super::statements::listed![REASSIGN_CONTACTS, REASSIGN_COMPANIES, REASSIGN_DEALS];
+/// Binds parameters of a statement built at run time, numbering them.
+struct Binder {
+    values: Vec<Value>,
+}
+
+impl Binder {
+    /// `$n` of `v`, the next parameter.
+    fn bind(&mut self, v: impl ToSql + Sync + Send + 'static) -> String {
+        self.values.push(Box::new(v));
+        format!("${}", self.values.len())
+    }
+}
+
+/// The SQL and parameters of `q` for `tenant`, fetching `limit + 1` rows
+/// (the extra one says whether another page follows). Each row holds the
+/// columns of `company_select!()`, then the stored `name_key`. Every value
+/// of the query is a bound parameter.
+fn search_sql(
+    tenant: TenantId,
+    q: &CompanyQuery,
+    limit: usize,
+    after: Option<&CompanySortKey>,
+) -> Result<(String, Vec<Value>)> {
+    let mut b = Binder { values: Vec::new() };
+    let t = b.bind(tenant.as_uuid());
+    let mut sql = format!(
+        "SELECT {}, name_key FROM companies c WHERE c.tenant_id = {t}",
+        company_select!()
+    );
+    if let Some(p) = &q.name_prefix {
+        sql += &format!(" AND c.name_key LIKE {}", b.bind(like_prefix(p)));
+    }
+    if let Some(d) = &q.domain {
+        sql += &format!(" AND c.domain = {}", b.bind(d.as_str().to_string()));
+    }
+    if let Some(o) = &q.owner {
+        sql += &format!(" AND c.owner_id = {}", b.bind(o.as_str().to_string()));
+    }
+    let [any_of, all_of, none_of] = q.tags.scope_key();
+    let uuids = |v: Vec<TagId>| v.into_iter().map(|t| t.as_uuid()).collect::<Vec<Uuid>>();
+    // The taggings of the row's company with one of the tags `$n`.
+    let tagged = |tags: &str| {
+        format!(
+            "FROM taggings tg WHERE tg.tenant_id = {t} AND tg.company_id = c.id \
+             AND tg.tag_id = ANY({tags})"
+        )
+    };
+    if !any_of.is_empty() {
+        let tags = b.bind(uuids(any_of));
+        sql += &format!(" AND EXISTS (SELECT 1 {})", tagged(&tags));
+    }
+    if !all_of.is_empty() {
+        // A tag is attached to a company at most once (a unique key).
+        let count = all_of.len() as i64;
+        let tags = b.bind(uuids(all_of));
+        let count = b.bind(count);
+        sql += &format!(" AND (SELECT count(*) {}) = {count}", tagged(&tags));
+    }
+    if !none_of.is_empty() {
+        let tags = b.bind(uuids(none_of));
+        sql += &format!(" AND NOT EXISTS (SELECT 1 {})", tagged(&tags));
+    }
+    if let Some(m) = &q.metadata_contains {
+        let json = serde_json::Value::from(m.clone());
+        sql += &format!(" AND c.metadata @> {}", b.bind(json));
+    }
+    let desc = q.sort.is_descending();
+    let (op, dir) = if desc { ("<", "DESC") } else { (">", "ASC") };
+    let invalid = || {
+        Error::from(ValidationErrors::single(FieldError::new(
+            "cursor",
+            "invalid_format",
+            "is not a cursor of this list",
+        )))
+    };
+    let by_name = matches!(q.sort, CompanySort::NameAsc | CompanySort::NameDesc);
+    match after {
+        None => {}
+        Some(CompanySortKey::Name(key, id)) if by_name => {
+            let (key, id) = (b.bind(key.clone()), b.bind(*id));
+            sql += &format!(" AND (c.name_key, c.id) {op} ({key}, {id})");
+        }
+        Some(CompanySortKey::Time(micros, id)) if !by_name => {
+            let (at, id) = (b.bind(cursor_time(*micros)?), b.bind(*id));
+            sql += &format!(" AND (c.created_at, c.id) {op} ({at}, {id})");
+        }
+        Some(_) => return Err(invalid()),
+    }
+    let column = if by_name { "name_key" } else { "created_at" };
+    let fetch = b.bind(limit as i64 + 1);
+    sql += &format!(" ORDER BY c.{column} {dir}, c.id {dir} LIMIT {fetch}");
+    Ok((sql, b.values))
+}
 
 #[async_trait]
 impl OwnersTx for PgTransaction {
@@ -101,5 +569,50 @@ impl OwnersTx for PgTransaction {
         }
         .await;
         self.end_atomic(result).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TagFilter;
+
+    #[test]
+    fn a_search_binds_every_filter_and_orders_by_the_sort_then_id() {
+        let q = CompanyQuery::new()
+            .with_name_prefix("Ac%")
+            .with_domain(CompanyDomain::parse("acme.com").unwrap())
+            .with_owner(OwnerId::parse("u1").unwrap())
+            .with_tags(
+                TagFilter::new()
+                    .any_of([TagId::new()])
+                    .all_of([TagId::new(), TagId::new()])
+                    .none_of([TagId::new()]),
+            )
+            .with_metadata_contains(Metadata::parse(serde_json::json!({"a": 1})).unwrap())
+            .with_sort(CompanySort::NameDesc);
+        let key = CompanySortKey::Name("acme".into(), Uuid::nil());
+        let (sql, values) = search_sql(TenantId::new(), &q, 10, Some(&key)).unwrap();
+        assert!(
+            sql.contains("WHERE c.tenant_id = $1 AND c.name_key LIKE $2"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("AND (SELECT count(*) FROM taggings tg"),
+            "{sql}"
+        );
+        assert!(sql.contains("(c.name_key, c.id) < ($10, $11)"), "{sql}");
+        assert!(
+            sql.ends_with("ORDER BY c.name_key DESC, c.id DESC LIMIT $12"),
+            "{sql}"
+        );
+        assert_eq!(values.len(), 12);
+    }
+
+    #[test]
+    fn a_cursor_of_the_other_order_is_refused() {
+        let q = CompanyQuery::new().with_sort(CompanySort::CreatedAsc);
+        let key = CompanySortKey::Name("acme".into(), Uuid::nil());
+        assert!(search_sql(TenantId::new(), &q, 10, Some(&key)).is_err());
     }
 }

@@ -10,11 +10,11 @@ use uuid::Uuid;
 use super::error::{self, InvalidRow};
 use crate::{
     domain::{
-        Activity, ActivityId, ActivityKind, CompanyId, CompanyName, Contact, ContactId, Currency,
-        Deal, DealId, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata,
-        Money, OwnerId, PersonName, Phone, PipelineKey, Score, Signal, SignalId, SignalKind,
-        StageKey, Subject, Task, TaskBody, TaskId, TaskPriority, TaskTitle, TenantId, Timestamp,
-        Version,
+        Activity, ActivityId, ActivityKind, Address, AddressPart, Company, CompanyDomain,
+        CompanyId, CompanyName, Contact, ContactId, Currency, Deal, DealId, DealTitle, Direction,
+        Email, Industry, JobTitle, LeadSource, LostReason, MAX_EMPLOYEES, Metadata, Money, OwnerId,
+        PersonName, Phone, PipelineKey, Score, Signal, SignalId, SignalKind, StageKey, Subject, Task,
+        TaskBody, TaskId, TaskPriority, TaskTitle, TenantId, Timestamp, Version,
     },
     error::{Error, FieldError, Result},
 };
@@ -340,4 +340,112 @@ pub(super) fn task(row: &Row) -> Result<Task> {
 /// Rebuilds every row with `f`.
 pub(super) fn all<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(f).collect()
+}
+
+/// A company from a row of `company_select!()`.
+pub(super) fn company(row: &Row) -> Result<Company> {
+    let mut c = Check::new("companies", row)?;
+    let tenant_id: Uuid = get(row, 0)?;
+    let name: String = get(row, 2)?;
+    let domain: Option<String> = get(row, 3)?;
+    let industry: Option<String> = get(row, 4)?;
+    let employee_count: Option<i32> = get(row, 5)?;
+    let revenue_amount: Option<Decimal> = get(row, 6)?;
+    let revenue_currency: Option<String> = get(row, 7)?;
+    let street: Option<String> = get(row, 8)?;
+    let city: Option<String> = get(row, 9)?;
+    let region: Option<String> = get(row, 10)?;
+    let postal_code: Option<String> = get(row, 11)?;
+    let country: Option<String> = get(row, 12)?;
+    let metadata: serde_json::Value = get(row, 13)?;
+    let owner: Option<String> = get(row, 14)?;
+    let created_at: Timestamp = get(row, 15)?;
+    let updated_at: Timestamp = get(row, 16)?;
+    let version: i64 = get(row, 17)?;
+
+    let name = c.ok(CompanyName::parse_stored("name", &name));
+    let domain = c.opt(domain, |v| CompanyDomain::parse_field("domain", v));
+    let industry = c.opt(industry, |v| Industry::parse_stored("industry", v));
+    let employee_count = c.ok(match employee_count {
+        None => Ok(None),
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= MAX_EMPLOYEES)
+            .map(Some)
+            .ok_or_else(|| {
+                FieldError::new(
+                    "employee_count",
+                    "out_of_range",
+                    format!("must be 0 to {MAX_EMPLOYEES}, got {n}"),
+                )
+            }),
+    });
+    let annual_revenue = match (revenue_amount, revenue_currency) {
+        (None, None) => Some(None),
+        (Some(amount), Some(currency)) => c
+            .ok(Currency::parse_field("revenue_currency", &currency))
+            .and_then(|cur| c.ok(Money::new_field("revenue_amount", amount, cur)))
+            .map(Some),
+        _ => {
+            c.errors.push(FieldError::new(
+                "revenue_amount",
+                "invalid_value",
+                "is set exactly when revenue_currency is set",
+            ));
+            None
+        }
+    };
+    let part = |field: &'static str| move |v: &str| AddressPart::parse_stored(field, v);
+    let street = c.opt(street, part("street"));
+    let city = c.opt(city, part("city"));
+    let region = c.opt(region, part("region"));
+    let postal_code = c.opt(postal_code, part("postal_code"));
+    let country = c.opt(country, part("country"));
+    let metadata = c.ok(Metadata::parse_stored(metadata));
+    let owner = c.opt(owner, |v| OwnerId::parse_field("owner_id", v));
+    let version = c.ok(check_version(version));
+    match (
+        name,
+        domain,
+        industry,
+        employee_count,
+        annual_revenue,
+        (street, city, region, postal_code, country),
+        metadata,
+        owner,
+        version,
+    ) {
+        (
+            Some(name),
+            Some(domain),
+            Some(industry),
+            Some(employee_count),
+            Some(annual_revenue),
+            (Some(street), Some(city), Some(region), Some(postal_code), Some(country)),
+            Some(metadata),
+            Some(owner),
+            Some(version),
+        ) if c.errors.is_empty() => Ok(Company {
+            id: CompanyId::from_uuid(c.id),
+            tenant_id: TenantId::from_uuid(tenant_id),
+            name,
+            domain,
+            industry,
+            employee_count,
+            annual_revenue,
+            address: Address {
+                street,
+                city,
+                region,
+                postal_code,
+                country,
+            },
+            metadata,
+            owner,
+            created_at,
+            updated_at,
+            version,
+        }),
+        _ => Err(c.fail()),
+    }
 }

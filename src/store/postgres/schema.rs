@@ -391,6 +391,78 @@ pub(super) use task_select;
 /// [`TASK_COLUMNS`] as SQL.
 #[cfg(test)]
 const TASK_SELECT: &str = task_select!();
+/// The `companies` table.
+#[derive(Debug, Clone, Copy, Iden)]
+pub(super) enum Companies {
+    Table,
+    TenantId,
+    Id,
+    Name,
+    Domain,
+    Industry,
+    EmployeeCount,
+    RevenueAmount,
+    RevenueCurrency,
+    Street,
+    City,
+    Region,
+    PostalCode,
+    Country,
+    Metadata,
+    OwnerId,
+    CreatedAt,
+    UpdatedAt,
+    Version,
+    NameKey,
+}
+
+/// The columns of a company row, in the order the reader expects.
+pub(super) const COMPANY_COLUMNS: [Companies; 18] = [
+    Companies::TenantId,
+    Companies::Id,
+    Companies::Name,
+    Companies::Domain,
+    Companies::Industry,
+    Companies::EmployeeCount,
+    Companies::RevenueAmount,
+    Companies::RevenueCurrency,
+    Companies::Street,
+    Companies::City,
+    Companies::Region,
+    Companies::PostalCode,
+    Companies::Country,
+    Companies::Metadata,
+    Companies::OwnerId,
+    Companies::CreatedAt,
+    Companies::UpdatedAt,
+    Companies::Version,
+];
+
+/// The columns a company is inserted with: [`COMPANY_COLUMNS`], then the
+/// caseless key of its name.
+pub(super) const COMPANY_INSERT_COLUMNS: [Companies; 19] = {
+    let mut out = [Companies::NameKey; 19];
+    let mut i = 0;
+    while i < COMPANY_COLUMNS.len() {
+        out[i] = COMPANY_COLUMNS[i];
+        i += 1;
+    }
+    out
+};
+
+/// [`COMPANY_COLUMNS`] as SQL, for `concat!`.
+macro_rules! company_select {
+    () => {
+        "tenant_id, id, name, domain, industry, employee_count, revenue_amount, \
+         revenue_currency, street, city, region, postal_code, country, metadata, owner_id, \
+         created_at, updated_at, version"
+    };
+}
+pub(super) use company_select;
+
+/// [`COMPANY_COLUMNS`] as SQL.
+#[cfg(test)]
+const COMPANY_SELECT: &str = company_select!();
 
 #[cfg(test)]
 mod tests {
@@ -417,6 +489,8 @@ mod tests {
         let t: Vec<&dyn Iden> = TASK_COLUMNS.iter().map(|c| c as &dyn Iden).collect();
         assert_eq!(names(&t), split(TASK_SELECT));
         assert_eq!(Tasks::Table.to_string(), "tasks");
+        let co: Vec<&dyn Iden> = COMPANY_COLUMNS.iter().map(|c| c as &dyn Iden).collect();
+        assert_eq!(names(&co), split(COMPANY_SELECT));
         assert_eq!(Contacts::Table.to_string(), "contacts");
         assert_eq!(Activities::Table.to_string(), "activities");
     }

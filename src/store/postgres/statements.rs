@@ -14,8 +14,8 @@ use sea_query::Iden;
 use super::{
     bulk, companies, contacts, deals, history, idempotency, idempotency_claim, locks,
     schema::{
-        ACTIVITY_COLUMNS, Activities, CONTACT_INSERT_COLUMNS, Contacts, DEAL_COLUMNS, Deals,
-        SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
+        ACTIVITY_COLUMNS, Activities, COMPANY_INSERT_COLUMNS, CONTACT_INSERT_COLUMNS, Companies,
+        Contacts, DEAL_COLUMNS, Deals, SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
     },
     scoring, tags, tasks, timeline, transaction,
 };
@@ -40,7 +40,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 13] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 14] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
@@ -55,6 +55,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 13] {
         ("tasks", tasks::STATEMENTS),
         ("tags", tags::STATEMENTS),
         ("companies", companies::OWNER_STATEMENTS),
+        ("companies", companies::STATEMENTS),
     ]
 }
 
@@ -141,6 +142,13 @@ pub fn inserts() -> Vec<Insert> {
             sql: tasks::INSERT_TASK,
             table: Tasks::Table.to_string(),
             columns: names(&TASK_COLUMNS),
+            extra: Vec::new(),
+        },
+        Insert {
+            name: "companies::INSERT_COMPANY",
+            sql: companies::INSERT_COMPANY,
+            table: Companies::Table.to_string(),
+            columns: names(&COMPANY_INSERT_COLUMNS),
             extra: Vec::new(),
         },
     ]
@@ -236,7 +244,7 @@ mod tests {
                 insert.sql
             );
             let rest = &insert.sql[head.len()..];
-            if let Some(values) = rest.strip_prefix("VALUES (") {
+            if rest.starts_with("VALUES (") {
                 let values: Vec<String> = (1..=insert.columns.len())
                     .map(|i| format!("${i}"))
                     .collect();
