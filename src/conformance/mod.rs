@@ -290,6 +290,7 @@ macro_rules! __conformance_suite {
             deleting_a_tag_detaches_it_everywhere,
             deleting_a_contact_or_a_deal_removes_their_taggings,
             attaching_and_detaching_are_recorded_in_history,
+            rolled_back_tag_writes_leave_no_trace,
             contact_search_filters_by_tags_any_all_and_none,
             paging_through_a_tag_filtered_search_visits_every_match_once,
             a_tag_filter_naming_more_than_the_maximum_is_refused_naming_the_side,

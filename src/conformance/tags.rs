@@ -771,6 +771,48 @@ pub async fn attaching_and_detaching_are_recorded_in_history(store: &DynStore) {
     assert_eq!(made.actor, ctx().actor().as_str());
 }
 
+/// A rolled back attachment leaves no tagging and no history; a rolled
+/// back delete of a tag restores the tag and everything that carried it.
+pub async fn rolled_back_tag_writes_leave_no_trace(store: &DynStore) {
+    let t = TenantId::new();
+    let vip = tag(store, t, "VIP").await;
+    let c = create(store, t, new_contact("rollback@example.com", "Ro", "Ll")).await;
+    let d = deal(store, t, new_deal(c.id, "Rolled", "1", "EUR")).await;
+    let mut tx = begin(store, t).await;
+    assert!(ok(
+        tx.attach_tag(vip.id, RecordRef::Contact(c.id)).await,
+        "attach"
+    ));
+    let fresh = ok(tx.create_tag(NewTag::new(name("Fresh"))).await, "create");
+    assert!(ok(
+        tx.attach_tag(fresh.id, RecordRef::Deal(d.id)).await,
+        "attach"
+    ));
+    ok(tx.rollback().await, "roll back");
+    assert!(tags_of(store, t, RecordRef::Contact(c.id)).await.is_empty());
+    assert!(tags_of(store, t, RecordRef::Deal(d.id)).await.is_empty());
+    assert!(
+        tagging_history(store, t).await.is_empty(),
+        "nothing of the rolled back attachments is recorded"
+    );
+    assert!(attach(store, t, vip.id, RecordRef::Contact(c.id)).await);
+    assert!(attach(store, t, vip.id, RecordRef::Deal(d.id)).await);
+    let before = tagging_history(store, t).await;
+    let mut tx = begin(store, t).await;
+    assert!(ok(tx.delete_tag(vip.id).await, "delete the tag"));
+    assert!(ok(tx.tags_of(RecordRef::Contact(c.id)).await, "tags of").is_empty());
+    drop(tx);
+    assert_eq!(tags_of(store, t, RecordRef::Contact(c.id)).await, [vip.id]);
+    assert_eq!(tags_of(store, t, RecordRef::Deal(d.id)).await, [vip.id]);
+    let got = with_tx!(store, t, async |tx| ok(tx.get_tag(vip.id).await, "get")).await;
+    assert_eq!(got, Some(vip), "the tag is back as it was");
+    assert_eq!(
+        tagging_history(store, t).await,
+        before,
+        "nothing of the dropped delete is recorded"
+    );
+}
+
 /// Contacts and the tags they carry for the search points: `a` carries x,
 /// `b` x and y, `c` y, `d` nothing.
 struct Tagged {

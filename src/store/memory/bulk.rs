@@ -135,11 +135,11 @@ impl MemoryTransaction {
         }
         self.move_tasks(loser, survivor, at)?;
         self.live_merge(survivor, loser)?;
+        // The loser's taggings go with it, as the foreign key's cascade
+        // takes them on PostgreSQL.
+        self.detach_all_from(RecordRef::Contact(loser))?;
         // The loser goes first: the survivor may take nothing of its email,
         // but a store checks uniqueness at each write.
-        // Its taggings go with it, as the foreign key's cascade takes them
-        // on PostgreSQL.
-        self.detach_all_from(RecordRef::Contact(loser))?;
         self.set_contact(loser, None)?;
         match merged {
             Some(next) => {

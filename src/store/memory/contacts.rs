@@ -1,7 +1,7 @@
 //! Contacts in the in-memory store ([`ContactsTx`]): emails kept unique
 //! through the tenant's email index, deletes that take the contact's deals,
-//! activities and signals along, and searches that walk the score or name
-//! index when the order allows it.
+//! activities, signals and taggings along, and searches that walk the score
+//! or name index when the order allows it.
 
 use std::ops::Bound;
 
