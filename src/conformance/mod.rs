@@ -289,6 +289,7 @@ macro_rules! __conformance_suite {
             merging_contacts_moves_the_losers_tasks_to_the_survivor,
             a_task_list_cursor_is_refused_for_other_parameters,
             a_tasks_history_records_creation_changes_and_deletion,
+            tasks_created_while_their_contact_is_deleted_are_unlinked_or_refused,
         }
     };
 }

@@ -1010,3 +1010,70 @@ pub async fn a_tasks_history_records_creation_changes_and_deletion(store: &DynSt
     assert!(versions[1].diff.contains_key("priority"));
     assert!(versions[2].diff.contains_key("done_at"));
 }
+
+/// Tasks created for a contact and its deal while the contact is being
+/// deleted: each creation either comes first, and its task is then
+/// unlinked by the delete (and survives), or comes after and is refused
+/// with NotFound. The delete never fails on a task it did not see.
+pub async fn tasks_created_while_their_contact_is_deleted_are_unlinked_or_refused(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("race-t@example.com", "Ra", "Ce")).await;
+    let d = deal(store, t, new_deal(c.id, "Deal", "1", "EUR")).await;
+    let creators = (0..18).map(|i| {
+        let new = NewTask {
+            contact_id: (i % 3 != 1).then_some(c.id),
+            deal_id: (i % 3 != 0).then_some(d.id),
+            ..new_task(&format!("racer {i}"), None, None)
+        };
+        async move {
+            let mut tx = begin(store, t).await;
+            match tx.create_task(new).await {
+                Ok(task) => {
+                    ok(tx.commit().await, "commit a task");
+                    Ok(task)
+                }
+                Err(e) => {
+                    ok(tx.rollback().await, "roll back a refused task");
+                    Err(e)
+                }
+            }
+        }
+    });
+    let deleter = async {
+        tick().await;
+        let mut tx = begin(store, t).await;
+        let deleted = ok(tx.delete_contact(c.id).await, "delete the contact");
+        ok(tx.commit().await, "commit the delete");
+        deleted
+    };
+    let (created, deleted) = futures_util::join!(futures_util::future::join_all(creators), deleter);
+    assert!(deleted, "the contact is deleted");
+    let mut survivors = Vec::new();
+    for r in created {
+        match r {
+            Ok(task) => survivors.push(task),
+            Err(Error::NotFound { entity, .. })
+                if entity == Entity::Contact || entity == Entity::Deal => {}
+            Err(e) => panic!("a racing creation succeeds or gets NotFound, got {e:?}"),
+        }
+    }
+    for before in &survivors {
+        let after = get_task(store, t, before.id)
+            .await
+            .unwrap_or_else(|| panic!("{} survives the delete", before.title));
+        assert_eq!(
+            (after.contact_id, after.deal_id),
+            (None, None),
+            "{}: unlinked by the delete",
+            before.title
+        );
+        assert_eq!(
+            after.version,
+            before.version.next(),
+            "{}: one change",
+            before.title
+        );
+    }
+}
