@@ -290,6 +290,7 @@ macro_rules! __conformance_suite {
             a_task_list_cursor_is_refused_for_other_parameters,
             a_tasks_history_records_creation_changes_and_deletion,
             tasks_created_while_their_contact_is_deleted_are_unlinked_or_refused,
+            tasks_created_while_their_deal_is_deleted_or_contact_merged_are_kept_or_refused,
         }
     };
 }

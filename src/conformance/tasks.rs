@@ -1077,3 +1077,93 @@ pub async fn tasks_created_while_their_contact_is_deleted_are_unlinked_or_refuse
         );
     }
 }
+
+/// Tasks created for a deal while the deal is deleted, and for a contact
+/// while it is merged away: each creation either comes first, and its task
+/// is then unlinked (or moved to the survivor), or comes after and is
+/// refused with NotFound.
+pub async fn tasks_created_while_their_deal_is_deleted_or_contact_merged_are_kept_or_refused(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let keep = create(store, t, new_contact("race-keep@example.com", "Ke", "Ep")).await;
+    let gone = create(store, t, new_contact("race-gone@example.com", "Go", "Ne")).await;
+    let d = deal(store, t, new_deal(keep.id, "Deal", "1", "EUR")).await;
+    let creators = (0..18).map(|i| {
+        let new = if i % 2 == 0 {
+            NewTask {
+                deal_id: Some(d.id),
+                ..new_task(&format!("deal racer {i}"), None, None)
+            }
+        } else {
+            NewTask {
+                contact_id: Some(gone.id),
+                ..new_task(&format!("contact racer {i}"), None, None)
+            }
+        };
+        async move {
+            let mut tx = begin(store, t).await;
+            match tx.create_task(new).await {
+                Ok(task) => {
+                    ok(tx.commit().await, "commit a task");
+                    Ok(task)
+                }
+                Err(e) => {
+                    ok(tx.rollback().await, "roll back a refused task");
+                    Err(e)
+                }
+            }
+        }
+    });
+    let deleter = async {
+        tick().await;
+        let mut tx = begin(store, t).await;
+        let deleted = ok(tx.delete_deal(d.id).await, "delete the deal");
+        ok(tx.commit().await, "commit the delete");
+        deleted
+    };
+    let merger = async {
+        tick().await;
+        let mut tx = begin(store, t).await;
+        ok(
+            tx.merge_contacts(keep.id, gone.id, ConflictPolicy::Existing)
+                .await,
+            "merge the contact away",
+        );
+        ok(tx.commit().await, "commit the merge");
+    };
+    let (created, deleted, ()) =
+        futures_util::join!(futures_util::future::join_all(creators), deleter, merger);
+    assert!(deleted, "the deal is deleted");
+    for r in created {
+        let before = match r {
+            Ok(task) => task,
+            Err(Error::NotFound { entity, .. })
+                if entity == Entity::Contact || entity == Entity::Deal =>
+            {
+                continue;
+            }
+            Err(e) => panic!("a racing creation succeeds or gets NotFound, got {e:?}"),
+        };
+        let after = get_task(store, t, before.id)
+            .await
+            .unwrap_or_else(|| panic!("{} survives", before.title));
+        let expected = if before.deal_id.is_some() {
+            (None, None)
+        } else {
+            (Some(keep.id), None)
+        };
+        assert_eq!(
+            (after.contact_id, after.deal_id),
+            expected,
+            "{}: unlinked from the deal, or moved to the survivor",
+            before.title
+        );
+        assert_eq!(
+            after.version,
+            before.version.next(),
+            "{}: one change",
+            before.title
+        );
+    }
+}
