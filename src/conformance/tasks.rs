@@ -12,8 +12,8 @@ use super::support::{
     new_deal, ok, tick,
 };
 use crate::domain::{
-    CompanyId, NewTask, OwnerId, RecordRef, Task, TaskBody, TaskId, TaskPatch, TaskPriority,
-    TaskTitle,
+    CompanyId, CursorList, NewTask, OwnerId, RecordRef, Task, TaskBody, TaskId, TaskPatch,
+    TaskPriority, TaskTitle,
 };
 
 fn title(s: &str) -> TaskTitle {
@@ -914,6 +914,24 @@ pub async fn a_task_list_cursor_is_refused_for_other_parameters(store: &DynStore
                 .await,
             "cursor",
             "garbage",
+        );
+        // Positions out of the stores' range, in cursors made for the call.
+        let far = (Some(i64::MAX), uuid::Uuid::nil());
+        let crafted = Cursor::encode(CursorList::OpenTasks.scoped(&a), &far);
+        expect_validation(
+            tx.open_tasks(&a, &PageRequest::after(1, crafted)).await,
+            "cursor",
+            "an open-tasks position out of range",
+        );
+        let crafted = Cursor::encode(
+            CursorList::TasksOfRecord.scoped(&RecordRef::Contact(c.id)),
+            &(i64::MIN, uuid::Uuid::nil()),
+        );
+        expect_validation(
+            tx.tasks_of(RecordRef::Contact(c.id), &PageRequest::after(1, crafted))
+                .await,
+            "cursor",
+            "a record's-tasks position out of range",
         );
         expect_validation(
             tx.list_deals_for_contact(c.id, &open_next).await,
