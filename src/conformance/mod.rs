@@ -326,6 +326,8 @@ macro_rules! __conformance_suite {
             every_company_sort_is_a_total_order_and_paging_visits_every_match_once,
             another_tenant_cannot_see_or_change_a_company,
             company_history_records_created_updated_and_deleted,
+            tasks_created_while_their_contact_is_deleted_are_unlinked_or_refused,
+            tasks_created_while_their_deal_is_deleted_or_contact_merged_are_kept_or_refused,
         }
     };
 }

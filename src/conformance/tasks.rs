@@ -12,8 +12,8 @@ use super::support::{
     new_deal, ok, tick,
 };
 use crate::domain::{
-    CompanyId, NewTask, OwnerId, RecordRef, Task, TaskBody, TaskId, TaskPatch, TaskPriority,
-    TaskTitle,
+    CompanyId, CursorList, NewTask, OwnerId, RecordRef, Task, TaskBody, TaskId, TaskPatch,
+    TaskPriority, TaskTitle,
 };
 
 fn title(s: &str) -> TaskTitle {
@@ -915,6 +915,24 @@ pub async fn a_task_list_cursor_is_refused_for_other_parameters(store: &DynStore
             "cursor",
             "garbage",
         );
+        // Positions out of the stores' range, in cursors made for the call.
+        let far = (Some(i64::MAX), uuid::Uuid::nil());
+        let crafted = Cursor::encode(CursorList::OpenTasks.scoped(&a), &far);
+        expect_validation(
+            tx.open_tasks(&a, &PageRequest::after(1, crafted)).await,
+            "cursor",
+            "an open-tasks position out of range",
+        );
+        let crafted = Cursor::encode(
+            CursorList::TasksOfRecord.scoped(&RecordRef::Contact(c.id)),
+            &(i64::MIN, uuid::Uuid::nil()),
+        );
+        expect_validation(
+            tx.tasks_of(RecordRef::Contact(c.id), &PageRequest::after(1, crafted))
+                .await,
+            "cursor",
+            "a record's-tasks position out of range",
+        );
         expect_validation(
             tx.list_deals_for_contact(c.id, &open_next).await,
             "cursor",
@@ -1009,4 +1027,161 @@ pub async fn a_tasks_history_records_creation_changes_and_deletion(store: &DynSt
     );
     assert!(versions[1].diff.contains_key("priority"));
     assert!(versions[2].diff.contains_key("done_at"));
+}
+
+/// Tasks created for a contact and its deal while the contact is being
+/// deleted: each creation either comes first, and its task is then
+/// unlinked by the delete (and survives), or comes after and is refused
+/// with NotFound. The delete never fails on a task it did not see.
+pub async fn tasks_created_while_their_contact_is_deleted_are_unlinked_or_refused(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("race-t@example.com", "Ra", "Ce")).await;
+    let d = deal(store, t, new_deal(c.id, "Deal", "1", "EUR")).await;
+    let creators = (0..18).map(|i| {
+        let new = NewTask {
+            contact_id: (i % 3 != 1).then_some(c.id),
+            deal_id: (i % 3 != 0).then_some(d.id),
+            ..new_task(&format!("racer {i}"), None, None)
+        };
+        async move {
+            let mut tx = begin(store, t).await;
+            match tx.create_task(new).await {
+                Ok(task) => {
+                    ok(tx.commit().await, "commit a task");
+                    Ok(task)
+                }
+                Err(e) => {
+                    ok(tx.rollback().await, "roll back a refused task");
+                    Err(e)
+                }
+            }
+        }
+    });
+    let deleter = async {
+        tick().await;
+        let mut tx = begin(store, t).await;
+        let deleted = ok(tx.delete_contact(c.id).await, "delete the contact");
+        ok(tx.commit().await, "commit the delete");
+        deleted
+    };
+    let (created, deleted) = futures_util::join!(futures_util::future::join_all(creators), deleter);
+    assert!(deleted, "the contact is deleted");
+    let mut survivors = Vec::new();
+    for r in created {
+        match r {
+            Ok(task) => survivors.push(task),
+            Err(Error::NotFound { entity, .. })
+                if entity == Entity::Contact || entity == Entity::Deal => {}
+            Err(e) => panic!("a racing creation succeeds or gets NotFound, got {e:?}"),
+        }
+    }
+    for before in &survivors {
+        let after = get_task(store, t, before.id)
+            .await
+            .unwrap_or_else(|| panic!("{} survives the delete", before.title));
+        assert_eq!(
+            (after.contact_id, after.deal_id),
+            (None, None),
+            "{}: unlinked by the delete",
+            before.title
+        );
+        assert_eq!(
+            after.version,
+            before.version.next(),
+            "{}: one change",
+            before.title
+        );
+    }
+}
+
+/// Tasks created for a deal while the deal is deleted, and for a contact
+/// while it is merged away: each creation either comes first, and its task
+/// is then unlinked (or moved to the survivor), or comes after and is
+/// refused with NotFound.
+pub async fn tasks_created_while_their_deal_is_deleted_or_contact_merged_are_kept_or_refused(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let keep = create(store, t, new_contact("race-keep@example.com", "Ke", "Ep")).await;
+    let gone = create(store, t, new_contact("race-gone@example.com", "Go", "Ne")).await;
+    let d = deal(store, t, new_deal(keep.id, "Deal", "1", "EUR")).await;
+    let creators = (0..18).map(|i| {
+        let new = if i % 2 == 0 {
+            NewTask {
+                deal_id: Some(d.id),
+                ..new_task(&format!("deal racer {i}"), None, None)
+            }
+        } else {
+            NewTask {
+                contact_id: Some(gone.id),
+                ..new_task(&format!("contact racer {i}"), None, None)
+            }
+        };
+        async move {
+            let mut tx = begin(store, t).await;
+            match tx.create_task(new).await {
+                Ok(task) => {
+                    ok(tx.commit().await, "commit a task");
+                    Ok(task)
+                }
+                Err(e) => {
+                    ok(tx.rollback().await, "roll back a refused task");
+                    Err(e)
+                }
+            }
+        }
+    });
+    let deleter = async {
+        tick().await;
+        let mut tx = begin(store, t).await;
+        let deleted = ok(tx.delete_deal(d.id).await, "delete the deal");
+        ok(tx.commit().await, "commit the delete");
+        deleted
+    };
+    let merger = async {
+        tick().await;
+        let mut tx = begin(store, t).await;
+        ok(
+            tx.merge_contacts(keep.id, gone.id, ConflictPolicy::Existing)
+                .await,
+            "merge the contact away",
+        );
+        ok(tx.commit().await, "commit the merge");
+    };
+    let (created, deleted, ()) =
+        futures_util::join!(futures_util::future::join_all(creators), deleter, merger);
+    assert!(deleted, "the deal is deleted");
+    for r in created {
+        let before = match r {
+            Ok(task) => task,
+            Err(Error::NotFound { entity, .. })
+                if entity == Entity::Contact || entity == Entity::Deal =>
+            {
+                continue;
+            }
+            Err(e) => panic!("a racing creation succeeds or gets NotFound, got {e:?}"),
+        };
+        let after = get_task(store, t, before.id)
+            .await
+            .unwrap_or_else(|| panic!("{} survives", before.title));
+        let expected = if before.deal_id.is_some() {
+            (None, None)
+        } else {
+            (Some(keep.id), None)
+        };
+        assert_eq!(
+            (after.contact_id, after.deal_id),
+            expected,
+            "{}: unlinked from the deal, or moved to the survivor",
+            before.title
+        );
+        assert_eq!(
+            after.version,
+            before.version.next(),
+            "{}: one change",
+            before.title
+        );
+    }
 }
