@@ -17,9 +17,6 @@ use crate::{
     },
 };
 
-fn not_yet() -> Error {
-    Error::backend("not implemented yet")
-}
 
 impl MemoryTransaction {
     /// Fails with `Duplicate` when another company than `except` holds `domain`.
@@ -59,8 +56,31 @@ impl MemoryTransaction {
         id: CompanyId,
         now: Timestamp,
     ) -> Result<()> {
-        // filled once Contact/Deal carry company_id
-        let _ = (id, now);
+        let data = self.data()?;
+        let contacts: Vec<Contact> = data
+            .contacts
+            .values()
+            .filter(|c| c.company_id == Some(id))
+            .cloned()
+            .collect();
+        let deals: Vec<Deal> = data
+            .deals
+            .values()
+            .filter(|d| d.company_id == Some(id))
+            .cloned()
+            .collect();
+        for mut c in contacts {
+            c.company_id = None;
+            c.updated_at = now;
+            c.version = c.version.next();
+            self.set_contact(c.id, Some(c))?;
+        }
+        for mut d in deals {
+            d.company_id = None;
+            d.updated_at = now;
+            d.version = d.version.next();
+            self.set_deal(d.id, Some(d))?;
+        }
         Ok(())
     }
 

@@ -28,9 +28,6 @@ use crate::{
     },
 };
 
-fn not_yet() -> Error {
-    Error::backend("not implemented yet")
-}
 
 const GET_COMPANY: &str = concat!(
     "SELECT ",
