@@ -225,7 +225,7 @@ mod tests {
                 insert.sql
             );
             let rest = &insert.sql[head.len()..];
-            if let Some(values) = rest.strip_prefix("VALUES (") {
+            if rest.starts_with("VALUES (") {
                 let values: Vec<String> = (1..=insert.columns.len())
                     .map(|i| format!("${i}"))
                     .collect();
