@@ -119,3 +119,41 @@ async fn a_begin_given_up_while_waiting_leaves_the_store_usable() {
         .expect("the store is free once the transaction ends");
     again.unwrap().rollback().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_does_not_link_by_domain_leaves_new_contacts_unlinked() {
+    use crm_core::{
+        bulk::ConflictPolicy,
+        domain::{CompanyDomain, CompanyName, NewCompany},
+    };
+    let on = memory();
+    let off = on.clone().with_company_linking(false);
+    let t = TenantId::new();
+    let mut tx = on.begin(t, ctx()).await.unwrap();
+    let acme = tx
+        .create_company(NewCompany {
+            domain: Some(CompanyDomain::parse("acme.example").unwrap()),
+            ..NewCompany::new(CompanyName::parse("Acme").unwrap())
+        })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = off.begin(t, ctx()).await.unwrap();
+    let created = tx.create_contact(contact("a@acme.example")).await.unwrap();
+    let imported = tx
+        .upsert_contacts(
+            &[contact("b@acme.example")],
+            ConflictPolicy::NonEmptyIncoming,
+        )
+        .await
+        .unwrap();
+    let imported = tx.get_contact(imported[0].id()).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((created.company_id, imported.company_id), (None, None));
+
+    let mut tx = on.begin(t, ctx()).await.unwrap();
+    let linked = tx.create_contact(contact("c@acme.example")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(linked.company_id, Some(acme.id), "the other store links");
+}

@@ -159,37 +159,55 @@ const IDS_BY_EMAIL: &str = "SELECT id, email_key FROM contacts \
 const SHARE_COMPANIES: &str = "SELECT id, domain FROM companies \
      WHERE tenant_id = $1 AND (id = ANY($2) OR domain = ANY($3)) FOR KEY SHARE";
 
-/// The company each row of a batch is linked to when it makes a new
-/// contact: the one it names, else the one of its email's domain (see
-/// [`PgTransaction::link_domain`]).
+/// The company each row of a batch is linked to by its email's domain
+/// (see [`PgTransaction::link_domain`]), when it names none and makes a
+/// new contact.
 struct BatchLinks {
-    /// Per row: the company of its email's domain, when it names none.
+    /// Per row: the company of its email's domain, for a row that names
+    /// no company and whose email no contact held before the batch.
     by_domain: Vec<Option<Uuid>>,
 }
 
 impl PgTransaction {
-    /// Checks that the companies `rows` name exist (`NotFound` for the
-    /// first that does not) and finds those of their domains.
-    async fn batch_links(&mut self, rows: &[NewContact]) -> Result<BatchLinks> {
+    /// Begins the operation of upserting `rows` (see
+    /// [`begin_atomic`](Self::begin_atomic)) and, in the same round trip,
+    /// key-share locks the companies they name (`NotFound` for the first
+    /// that does not exist) and those of their domains, and reads which of
+    /// the emails to link by domain a contact already holds.
+    async fn begin_batch_links(&mut self, rows: &[NewContact]) -> Result<BatchLinks> {
         let named: Vec<Uuid> = rows
             .iter()
             .filter_map(|r| r.company_id.map(|c| c.as_uuid()))
             .collect();
-        let domains: Vec<Option<CompanyDomain>> = rows.iter().map(|r| self.link_domain(r)).collect();
-        let wanted: Vec<&str> = domains.iter().flatten().map(|d| d.as_str()).collect();
+        let domains: Vec<Option<CompanyDomain>> =
+            rows.iter().map(|r| self.link_domain(r)).collect();
         let mut by_domain = vec![None; rows.len()];
-        if named.is_empty() && wanted.is_empty() {
+        if named.is_empty() && domains.iter().all(Option::is_none) {
+            self.begin_atomic().await?;
             return Ok(BatchLinks { by_domain });
         }
+        let wanted: Vec<&str> = domains.iter().flatten().map(|d| d.as_str()).collect();
+        let emails: Vec<&str> = rows
+            .iter()
+            .zip(&domains)
+            .filter(|(_, d)| d.is_some())
+            .map(|(r, _)| r.email.normalized())
+            .collect();
         let tenant = self.tenant_uuid();
+        let answers = self
+            .begin_atomic_with(&[
+                (SHARE_COMPANIES, &[&tenant, &named, &wanted]),
+                (IDS_BY_EMAIL, &[&tenant, &emails]),
+            ])
+            .await?;
+        let (Some(companies), Some(held)) = (answers.first(), answers.get(1)) else {
+            return Ok(BatchLinks { by_domain });
+        };
         let mut found: HashSet<Uuid> = HashSet::new();
         let mut of_domain: HashMap<String, Uuid> = HashMap::new();
-        for row in self
-            .query(SHARE_COMPANIES, &[&tenant, &named, &wanted])
-            .await?
-        {
-            let id: Uuid = row.try_get(0).map_err(|e| self.failed(e))?;
-            let domain: Option<String> = row.try_get(1).map_err(|e| self.failed(e))?;
+        for row in companies {
+            let id: Uuid = row.try_get(0).map_err(super::error::db)?;
+            let domain: Option<String> = row.try_get(1).map_err(super::error::db)?;
             found.insert(id);
             if let Some(d) = domain {
                 of_domain.insert(d, id);
@@ -201,10 +219,16 @@ impl PgTransaction {
                 crate::domain::CompanyId::from_uuid(*missing),
             ));
         }
-        for (slot, domain) in by_domain.iter_mut().zip(&domains) {
-            *slot = domain
-                .as_ref()
-                .and_then(|d| of_domain.get(d.as_str()).copied());
+        let mut existing: HashSet<String> = HashSet::new();
+        for row in held {
+            existing.insert(row.try_get(1).map_err(super::error::db)?);
+        }
+        for ((slot, domain), r) in by_domain.iter_mut().zip(&domains).zip(rows) {
+            if !existing.contains(r.email.normalized()) {
+                *slot = domain
+                    .as_ref()
+                    .and_then(|d| of_domain.get(d.as_str()).copied());
+            }
         }
         Ok(BatchLinks { by_domain })
     }
@@ -218,33 +242,19 @@ impl PgTransaction {
         rows: &[NewContact],
         round: &[usize],
         policy: ConflictPolicy,
-        links: &BatchLinks,
+        links: Option<&BatchLinks>,
     ) -> Result<Vec<UpsertOutcome>> {
         if round.is_empty() {
             return Ok(Vec::new());
         }
-        let tenant = self.tenant_uuid();
-        // A row is linked by its domain only when it makes a new contact.
-        let linkable: Vec<&str> = round
-            .iter()
-            .filter(|i| links.by_domain[**i].is_some())
-            .map(|i| rows[*i].email.normalized())
-            .collect();
-        let mut existing: HashSet<String> = HashSet::new();
-        if !linkable.is_empty() {
-            for row in self.query(IDS_BY_EMAIL, &[&tenant, &linkable]).await? {
-                existing.insert(row.try_get(1).map_err(|e| self.failed(e))?);
-            }
-        }
         let companies: Vec<Option<Uuid>> = round
             .iter()
             .map(|i| {
-                let r = &rows[*i];
-                r.company_id.map(|c| c.as_uuid()).or_else(|| {
-                    links.by_domain[*i].filter(|_| !existing.contains(r.email.normalized()))
-                })
+                let by_domain = links.and_then(|l| l.by_domain[*i]);
+                rows[*i].company_id.map(|c| c.as_uuid()).or(by_domain)
             })
             .collect();
+        let tenant = self.tenant_uuid();
         self.simple(STAGE).await?;
         self.ensure_begun().await?;
         let copied = self.copy_round(rows, round, &companies).await;
@@ -397,20 +407,24 @@ impl BulkTx for PgTransaction {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        self.begin_atomic().await?;
         let outcomes: Result<Vec<UpsertOutcome>> = async {
-            let links = self.batch_links(rows).await?;
+            let links = self.begin_batch_links(rows).await?;
             let mut out: Vec<Option<UpsertOutcome>> = vec![None; rows.len()];
             // Rounds of rows with distinct emails, each row in the round
             // after the previous row of its email.
             let mut remaining: Vec<usize> = (0..rows.len()).collect();
+            let mut first_round = true;
             while !remaining.is_empty() {
                 let mut seen = HashSet::with_capacity(remaining.len());
                 let (round, later): (Vec<usize>, Vec<usize>) = remaining
                     .into_iter()
                     .partition(|i| seen.insert(rows[*i].email.normalized()));
                 remaining = later;
-                let outcomes = self.upsert_round(rows, &round, policy, &links).await?;
+                // Only a row of the first round can make a new contact:
+                // the later ones meet the contact an earlier row made.
+                let round_links = first_round.then_some(&links);
+                first_round = false;
+                let outcomes = self.upsert_round(rows, &round, policy, round_links).await?;
                 for (i, o) in round.into_iter().zip(outcomes) {
                     out[i] = Some(o);
                 }

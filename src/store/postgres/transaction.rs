@@ -561,6 +561,27 @@ impl PgTransaction {
         self.simple(OPERATION_SAVEPOINT).await
     }
 
+    /// Like [`begin_atomic`](Self::begin_atomic), with `statements` sent
+    /// after the savepoint in the same round trip; their rows. On an error
+    /// the operation still ends with [`end_atomic`](Self::end_atomic).
+    pub(super) async fn begin_atomic_with(
+        &mut self,
+        statements: &[(&str, &Params<'_>)],
+    ) -> Result<Vec<Vec<Row>>> {
+        self.check_open()?;
+        let none: [&(dyn ToSql + Sync); 0] = [];
+        let mut all: Vec<(&str, &Params<'_>)> = Vec::with_capacity(statements.len() + 1);
+        all.push((OPERATION_SAVEPOINT, &none));
+        all.extend_from_slice(statements);
+        let begin = self.pending_begin.take().is_some();
+        let r = self.raw_query_all(&all, begin).await;
+        let mut rows = self.settle(r)?;
+        if !rows.is_empty() {
+            rows.remove(0);
+        }
+        Ok(rows)
+    }
+
     /// Ends what [`begin_atomic`](Self::begin_atomic) started: on success
     /// the savepoint is released; on failure everything the operation wrote
     /// is rolled back to it — also after a statement failed, which
