@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{MemoryTransaction, NameKeys, SignalKey};
 use crate::{
     domain::{
-        ActivityId, CompanyDomain, CompanyId, Contact, ContactId, ContactPatch, DealId, Email, NewContact, Score, SignalId,
-        Version, caseless_key,
+        ActivityId, CompanyDomain, CompanyId, Contact, ContactId, ContactPatch, DealId, Email,
+        NewContact, Score, SignalId, Version, caseless_key,
     },
     error::{Entity, Error, Result},
     store::{

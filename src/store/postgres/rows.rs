@@ -10,10 +10,10 @@ use uuid::Uuid;
 use super::error::{self, InvalidRow};
 use crate::{
     domain::{
-        Activity, ActivityId, ActivityKind, CompanyId, CompanyName, Contact, ContactId, Currency, Deal,
-        DealId, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata, Money,
-        OwnerId, PersonName, Phone, PipelineKey, Score, Signal, SignalId, SignalKind, StageKey, Subject,
-        TenantId, Timestamp, Version,
+        Activity, ActivityId, ActivityKind, CompanyId, CompanyName, Contact, ContactId, Currency,
+        Deal, DealId, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata,
+        Money, OwnerId, PersonName, Phone, PipelineKey, Score, Signal, SignalId, SignalKind,
+        StageKey, Subject, TenantId, Timestamp, Version,
     },
     error::{Error, FieldError, Result},
 };
