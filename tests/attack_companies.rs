@@ -1,0 +1,661 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! Companies, owners, tags and tasks driven from outside as a user's
+//! program would drive them: hostile input on both backends (which must
+//! answer alike, refusing with `Error::Validation` naming the field), and
+//! several `PostgresStore`s racing on the links between records.
+
+mod support;
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use chrono::{TimeZone, Utc};
+use crm_core::{
+    Actor, CompanyQuery, ContactQuery, Context, DynStore, Error, InMemoryStore, PageRequest,
+    StoreExt, TagFilter, TenantId, Version, conformance,
+    domain::{
+        CompanyDomain, CompanyId, CompanyName, CompanyPatch, ContactId, ContactPatch, Email,
+        NewCompany, NewContact, NewTag, NewTask, OwnerId, PersonName, RecordKind, RecordRef,
+        TagColour, TagId, TagName, TagPatch, TaskBody, TaskPatch, TaskTitle,
+    },
+};
+
+type Attack = for<'a> fn(&'a DynStore) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + 'a>>;
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("attacker:test").unwrap())
+}
+
+/// Runs `attack` on a fresh in-memory store and on a fresh PostgreSQL
+/// database; returns what each answered.
+async fn on_both(attack: Attack) -> (Vec<String>, Vec<String>) {
+    let memory: Arc<DynStore> =
+        Arc::new(InMemoryStore::with_pipelines(conformance::test_pipelines()));
+    let on_memory = attack(&*memory).await;
+    let pg = support::TestStore::new().await;
+    let on_postgres = attack(&*pg).await;
+    for (m, p) in on_memory.iter().zip(&on_postgres) {
+        eprintln!("memory:   {m}\npostgres: {p}");
+    }
+    (on_memory, on_postgres)
+}
+
+/// An outcome as text: the value's shape, or the error's kind and fields.
+fn describe<T>(r: &Result<T, Error>) -> String {
+    match r {
+        Ok(_) => "Ok".to_string(),
+        Err(e @ Error::Validation(_)) => {
+            let fields: Vec<String> = e
+                .field_errors()
+                .iter()
+                .map(|f| format!("{}/{}", f.field, f.code))
+                .collect();
+            format!("Validation{fields:?}")
+        }
+        Err(e) if e.kind() == crm_core::ErrorKind::Backend => format!("Backend: {e}"),
+        Err(e) => format!("{:?}", e.kind()),
+    }
+}
+
+fn assert_no_backend(outcomes: &[String]) {
+    for o in outcomes {
+        assert!(!o.starts_with("Backend"), "an untyped backend error: {o}");
+    }
+}
+
+fn person(s: &str) -> PersonName {
+    PersonName::parse(s).unwrap()
+}
+
+fn new_contact(email: &str) -> NewContact {
+    NewContact::new(Email::parse(email).unwrap(), person("Ada"), person("Lovelace"))
+}
+
+fn company_named(name: &str, domain: Option<&str>) -> NewCompany {
+    NewCompany {
+        domain: domain.map(|d| CompanyDomain::parse(d).unwrap()),
+        ..NewCompany::new(CompanyName::parse(name).unwrap())
+    }
+}
+
+fn owner(s: &str) -> OwnerId {
+    OwnerId::parse(s).unwrap()
+}
+
+fn task(title: &str) -> NewTask {
+    NewTask::new(TaskTitle::parse(title).unwrap())
+}
+
+// ---- parsing: hostile values are refused naming the field, never a panic ----
+
+#[test]
+fn hostile_domains_are_refused_or_normalised_never_a_panic() {
+    let long_label = format!("{}.example", "a".repeat(300));
+    let long_domain = format!("{}example", "abcdefghi.".repeat(30));
+    let hostile = [
+        "",
+        " ",
+        "\0",
+        "acme\0.example",
+        "..",
+        "acme..example",
+        ".acme.example",
+        "acme.example.",
+        "acme.example..",
+        "@",
+        "ada@acme.example",
+        "[::1]",
+        "::1",
+        "localhost",
+        "127.0.0.1",
+        "www.",
+        "www",
+        "xn--",
+        "xn--.example",
+        "xn--zzzzzzzzzzzz.example",
+        "xn--a.example",
+        "acme\u{FF0E}example",
+        "acme\u{3002}example",
+        "ÄCME.example",
+        "BÜCHER.DE",
+        "😀.example",
+        "-acme.example",
+        "acme-.example",
+        "acme_corp.example",
+        "acme.example:8080",
+        "https://acme.example/path",
+        "acme.example/",
+        "acme example",
+        "\u{200B}acme.example",
+        "acme.\u{0301}example",
+        &long_label,
+        &long_domain,
+        "http://",
+        "*.acme.example",
+    ];
+    for input in hostile {
+        let r = std::panic::catch_unwind(|| CompanyDomain::parse(input));
+        let r = r.unwrap_or_else(|_| panic!("CompanyDomain::parse panicked on {input:?}"));
+        match r {
+            Ok(d) => {
+                let s = d.as_str();
+                eprintln!("{input:?} -> Ok({s:?})");
+                assert!(!s.is_empty(), "{input:?} parsed to empty");
+                assert!(s.chars().count() <= CompanyDomain::MAX_CHARS, "{input:?} too long");
+                assert!(!s.contains('\0') && !s.contains(' ') && !s.contains('@'));
+                assert!(!s.contains(".."), "{input:?} -> {s:?}");
+                assert!(!s.ends_with('.') && !s.starts_with('.'), "{input:?} -> {s:?}");
+                assert_eq!(s, s.to_lowercase(), "{input:?} is lower-cased");
+                // Idempotent: what it normalised to parses to itself.
+                let again = CompanyDomain::parse(s)
+                    .unwrap_or_else(|e| panic!("{s:?} (from {input:?}) does not parse again: {e:?}"));
+                assert_eq!(again.as_str(), s, "normalising {input:?} is idempotent");
+                for label in s.split('.') {
+                    assert!(
+                        label.chars().count() <= CompanyDomain::MAX_LABEL_CHARS,
+                        "{input:?} -> {s:?}: a label longer than 63"
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("{input:?} -> Err({}/{})", e.field, e.code);
+                assert_eq!(e.field, "domain", "{input:?}");
+            }
+        }
+    }
+    // Different spellings of one domain are the one domain.
+    let a = CompanyDomain::parse("Acme.Example").unwrap();
+    let b = CompanyDomain::parse("acme.example").unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn hostile_owner_ids_tag_names_colours_titles_are_refused_naming_the_field() {
+    let long = "x".repeat(256);
+    let huge = "x".repeat(100_000);
+    for input in ["", " ", "  a", "a ", "a\0b", "\0", "a\nb", "\u{202E}abc", &long, &huge] {
+        match std::panic::catch_unwind(|| OwnerId::parse_field("owner", input)) {
+            Ok(Ok(o)) => {
+                eprintln!("owner {:?} -> Ok({:?})", input.chars().take(20).collect::<String>(), o.as_str());
+                assert!(!o.as_str().contains('\0'));
+                assert!(o.as_str().chars().count() <= OwnerId::MAX_CHARS);
+                assert!(!o.as_str().is_empty());
+            }
+            Ok(Err(e)) => assert_eq!(e.field, "owner"),
+            Err(_) => panic!("OwnerId::parse panicked"),
+        }
+    }
+    for input in ["", " ", "\0", "a\0", &huge, "\u{FEFF}", "\u{200B}"] {
+        match std::panic::catch_unwind(|| TagName::parse(input)) {
+            Ok(Ok(t)) => {
+                eprintln!("tag {:?} -> Ok({:?})", input.chars().take(20).collect::<String>(), t.as_str());
+                assert!(!t.as_str().trim().is_empty(), "{input:?} made a blank tag name");
+                assert!(!t.as_str().contains('\0'));
+            }
+            Ok(Err(e)) => assert_eq!(e.field, "name"),
+            Err(_) => panic!("TagName::parse panicked"),
+        }
+        match std::panic::catch_unwind(|| CompanyName::parse(input)) {
+            Ok(Ok(t)) => assert!(!t.as_str().trim().is_empty(), "{input:?} a blank company name"),
+            Ok(Err(e)) => assert_eq!(e.field, "company"),
+            Err(_) => panic!("CompanyName::parse panicked"),
+        }
+        match std::panic::catch_unwind(|| TaskTitle::parse(input)) {
+            Ok(Ok(t)) => assert!(!t.as_str().trim().is_empty(), "{input:?} a blank title"),
+            Ok(Err(e)) => assert_eq!(e.field, "title"),
+            Err(_) => panic!("TaskTitle::parse panicked"),
+        }
+        match std::panic::catch_unwind(|| TaskBody::parse(input)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => assert_eq!(e.field, "body"),
+            Err(_) => panic!("TaskBody::parse panicked"),
+        }
+    }
+    for input in [
+        "", "#", "#fff", "#FFFFFF", "#ffffff", "#gggggg", "ffffff", "#ffffff0", "#ｆｆｆｆｆｆ",
+        "#ff\0fff", "#ÿÿÿ", "#ééé", "red",
+    ] {
+        match std::panic::catch_unwind(|| TagColour::parse(input)) {
+            Ok(Ok(c)) => {
+                eprintln!("colour {input:?} -> Ok({:?})", c.as_str());
+                let s = c.as_str();
+                assert_eq!(s.len(), 7);
+                assert!(s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit()));
+            }
+            Ok(Err(e)) => assert_eq!(e.field, "colour", "{input:?}"),
+            Err(_) => panic!("TagColour::parse panicked on {input:?}"),
+        }
+    }
+}
+
+// ---- hostile input at the stores: both answer alike, never a backend error ----
+
+#[tokio::test]
+async fn out_of_range_times_foreign_cursors_and_oversized_filters_are_refused_alike() {
+    fn attack(s: &DynStore) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            let t = TenantId::new();
+            let crm = s.scope(t, &ctx());
+            let mut out = Vec::new();
+            let year0 = Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap();
+            let year10000 = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
+            let far = chrono::DateTime::<Utc>::MAX_UTC;
+            for due in [year0, year10000, far, chrono::DateTime::<Utc>::MIN_UTC] {
+                out.push(describe(
+                    &crm.create_task(NewTask { due_at: Some(due), ..task("t") }).await,
+                ));
+            }
+            let ok = crm.create_task(task("fine")).await.unwrap();
+            for due in [year0, year10000] {
+                let patch = TaskPatch { due_at: Some(Some(due)), ..TaskPatch::default() };
+                out.push(describe(&crm.update_task(ok.id, ok.version, patch).await));
+                out.push(describe(&crm.complete_task(ok.id, due).await));
+                out.push(describe(
+                    &crm.overdue_tasks(due, None, &PageRequest::first(10)).await,
+                ));
+            }
+            // Too many employees.
+            out.push(describe(
+                &crm.create_company(NewCompany {
+                    employee_count: Some(u32::MAX),
+                    ..company_named("Big", None)
+                })
+                .await,
+            ));
+            // 101 tags in a filter, on each side; and unknown tag ids.
+            let many: Vec<TagId> = (0..101).map(|_| TagId::new()).collect();
+            for f in [
+                TagFilter::new().any_of(many.clone()),
+                TagFilter::new().all_of(many.clone()),
+                TagFilter::new().none_of(many.clone()),
+            ] {
+                out.push(describe(
+                    &crm.search_companies(&CompanyQuery::new().with_tags(f.clone())).await,
+                ));
+                let mut q = ContactQuery::new();
+                q.tags = f;
+                out.push(describe(&crm.search_contacts(&q).await));
+            }
+            let unknown = TagFilter::new().any_of([TagId::new()]);
+            let r = crm.search_companies(&CompanyQuery::new().with_tags(unknown)).await;
+            out.push(match &r {
+                Ok(p) => format!("Ok({} items)", p.items.len()),
+                Err(_) => describe(&r),
+            });
+            let unknown = TagFilter::new().none_of([TagId::new()]).all_of([]);
+            let r = crm.search_companies(&CompanyQuery::new().with_tags(unknown)).await;
+            out.push(match &r {
+                Ok(p) => format!("Ok({} items)", p.items.len()),
+                Err(_) => describe(&r),
+            });
+            // NUL and huge prefixes.
+            for p in ["\0", &"x".repeat(10_000)] {
+                out.push(describe(
+                    &crm.search_companies(&CompanyQuery::new().with_name_prefix(p)).await,
+                ));
+            }
+            // A contacts cursor into the company search, and back.
+            for i in 0..3 {
+                crm.create_contact(new_contact(&format!("c{i}@x.example"))).await.unwrap();
+                crm.create_company(company_named(&format!("Co {i}"), None)).await.unwrap();
+            }
+            let mut q = ContactQuery::new();
+            q.page = PageRequest::first(1);
+            let contacts = crm.search_contacts(&q).await.unwrap();
+            let cc = contacts.next_cursor.clone().expect("a contacts cursor");
+            out.push(describe(&crm.search_companies(&CompanyQuery::new().after(cc.clone())).await));
+            let companies = crm
+                .search_companies(&CompanyQuery::new().with_page(PageRequest::first(1)))
+                .await
+                .unwrap();
+            let kc = companies.next_cursor.clone().expect("a companies cursor");
+            let mut q2 = ContactQuery::new();
+            q2.page = PageRequest::after(5, kc.clone());
+            out.push(describe(&crm.search_contacts(&q2).await));
+            // A name-order cursor into a creation-order search.
+            out.push(describe(
+                &crm.search_companies(
+                    &CompanyQuery::new()
+                        .with_sort(crm_core::store::CompanySort::CreatedDesc)
+                        .after(kc.clone()),
+                )
+                .await,
+            ));
+            // The cursor of one assignee's open tasks for another's.
+            for i in 0..3 {
+                crm.create_task(NewTask { assignee: Some(owner("user:a")), ..task(&format!("a{i}")) })
+                    .await
+                    .unwrap();
+            }
+            let a = crm.open_tasks(&owner("user:a"), &PageRequest::first(1)).await.unwrap();
+            let ac = a.next_cursor.clone().expect("an open-tasks cursor");
+            out.push(describe(
+                &crm.open_tasks(&owner("user:b"), &PageRequest::after(5, ac.clone())).await,
+            ));
+            out.push(describe(
+                &crm.overdue_tasks(Utc::now(), None, &PageRequest::after(5, ac.clone())).await,
+            ));
+            out.push(describe(&crm.list_tags(&PageRequest::after(5, ac.clone())).await));
+            out.push(describe(
+                &crm.tasks_of(RecordRef::Company(CompanyId::new()), &PageRequest::after(5, ac))
+                    .await,
+            ));
+            // Garbage cursors.
+            for raw in ["", "\0", "not a cursor", &"A".repeat(100_000)] {
+                let c = crm_core::Cursor::from_string(raw.to_string());
+                out.push(describe(
+                    &crm.search_companies(&CompanyQuery::new().after(c.clone())).await,
+                ));
+                out.push(describe(&crm.list_tags(&PageRequest::after(5, c)).await));
+            }
+            // Links to records that do not exist.
+            out.push(describe(
+                &crm.create_task(NewTask { company_id: Some(CompanyId::new()), ..task("t") }).await,
+            ));
+            out.push(describe(
+                &crm.create_contact(NewContact {
+                    company_id: Some(CompanyId::new()),
+                    ..new_contact("nolink@x.example")
+                })
+                .await,
+            ));
+            out.push(describe(
+                &crm.attach_tag(TagId::new(), RecordRef::Contact(ContactId::new())).await,
+            ));
+            let tag = crm.create_tag(NewTag::new(TagName::parse("T").unwrap())).await.unwrap();
+            out.push(describe(&crm.attach_tag(tag.id, RecordRef::Contact(ContactId::new())).await));
+            out.push(describe(&crm.attach_tag(tag.id, RecordRef::Company(CompanyId::new())).await));
+            out.push(describe(
+                &crm.update_tag(tag.id, Version::FIRST, TagPatch::default()).await,
+            ));
+            out
+        })
+    }
+    let (memory, postgres) = on_both(attack).await;
+    assert_no_backend(&memory);
+    assert_no_backend(&postgres);
+    assert_eq!(memory, postgres, "both backends answer alike");
+}
+
+// ---- races on PostgreSQL, several stores ----
+
+const ROUNDS: usize = 8;
+
+/// `delete_company` racing contact creates and updates and task creates
+/// that link to it: no backend error escapes, and every acknowledged link
+/// was either refused `NotFound` or survives as an unlinked record whose
+/// history shows it.
+#[tokio::test]
+async fn delete_company_racing_links_never_leaks_a_backend_error() {
+    let owner_db = support::TestStore::new().await;
+    let db = owner_db.db();
+    let stores: Vec<_> = (0..4).map(|_| Arc::new(db.store())).collect();
+    let t = TenantId::new();
+    for round in 0..ROUNDS {
+        let s0 = stores[0].clone();
+        let crm = s0.scope(t, &ctx());
+        let co = crm
+            .create_company(company_named(&format!("Doomed {round}"), None))
+            .await
+            .unwrap();
+        let existing = crm
+            .create_contact(new_contact(&format!("old{round}@x.example")))
+            .await
+            .unwrap();
+        let mut handles = Vec::new();
+        {
+            let s = stores[1].clone();
+            handles.push(tokio::spawn(async move {
+                let r = s.scope(t, &ctx()).delete_company(co.id).await;
+                ("delete", describe(&r), None::<ContactId>, None)
+            }));
+        }
+        {
+            let s = stores[2].clone();
+            handles.push(tokio::spawn(async move {
+                let r = s
+                    .scope(t, &ctx())
+                    .create_contact(NewContact {
+                        company_id: Some(co.id),
+                        ..new_contact(&format!("new{round}@x.example"))
+                    })
+                    .await;
+                let id = r.as_ref().ok().map(|c| c.id);
+                ("create_contact", describe(&r), id, None)
+            }));
+        }
+        {
+            let s = stores[3].clone();
+            handles.push(tokio::spawn(async move {
+                let patch = ContactPatch { company_id: Some(Some(co.id)), ..ContactPatch::default() };
+                let r = s
+                    .scope(t, &ctx())
+                    .update_contact(existing.id, existing.version, patch)
+                    .await;
+                let id = r.as_ref().ok().map(|c| c.id);
+                ("update_contact", describe(&r), id, None)
+            }));
+        }
+        {
+            let s = stores[0].clone();
+            handles.push(tokio::spawn(async move {
+                let r = s
+                    .scope(t, &ctx())
+                    .create_task(NewTask { company_id: Some(co.id), ..task("linked") })
+                    .await;
+                let id = r.as_ref().ok().map(|t| t.id);
+                ("create_task", describe(&r), None, id)
+            }));
+        }
+        for h in handles {
+            let (what, outcome, contact, task_id) = h.await.unwrap();
+            eprintln!("round {round}: {what}: {outcome}");
+            assert!(
+                outcome == "Ok" || outcome == "NotFound",
+                "{what} answered {outcome}"
+            );
+            // Whatever was acknowledged is there, and not linked to a company that is gone.
+            if let Some(id) = contact {
+                let c = crm.get_contact(id).await.unwrap().expect("the contact exists");
+                if let Some(cid) = c.company_id {
+                    assert!(
+                        crm.get_company(cid).await.unwrap().is_some(),
+                        "{what}: contact linked to a deleted company"
+                    );
+                }
+            }
+            if let Some(id) = task_id {
+                let tk = crm.get_task(id).await.unwrap().expect("the task exists");
+                if let Some(cid) = tk.company_id {
+                    assert!(
+                        crm.get_company(cid).await.unwrap().is_some(),
+                        "{what}: task linked to a deleted company"
+                    );
+                }
+            }
+        }
+        // No dangling links at all.
+        let gone = crm.get_company(co.id).await.unwrap().is_none();
+        if gone {
+            let page = crm
+                .tasks_of(RecordRef::Company(co.id), &PageRequest::first(50))
+                .await
+                .unwrap();
+            assert!(page.items.is_empty(), "tasks still linked to a deleted company");
+            let mut q = ContactQuery::new();
+            q.company_id = Some(co.id);
+            let page = crm.search_contacts(&q).await.unwrap();
+            assert!(page.items.is_empty(), "contacts still linked to a deleted company");
+        }
+    }
+}
+
+/// Two transactions create the same tag name in different casings: one
+/// wins, the other is `Duplicate`, never a backend error; the same for a
+/// rename racing a create.
+#[tokio::test]
+async fn tag_names_racing_in_different_casings_make_one_tag() {
+    let owner_db = support::TestStore::new().await;
+    let db = owner_db.db();
+    let stores: Vec<_> = (0..3).map(|_| Arc::new(db.store())).collect();
+    let t = TenantId::new();
+    for round in 0..ROUNDS {
+        let names = [format!("urgent{round}"), format!("URGENT{round}"), format!("Urgent{round}")];
+        let mut handles = Vec::new();
+        for (s, n) in stores.iter().zip(names) {
+            let s = s.clone();
+            handles.push(tokio::spawn(async move {
+                describe(&s.scope(t, &ctx()).create_tag(NewTag::new(TagName::parse(&n).unwrap())).await)
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for h in handles {
+            outcomes.push(h.await.unwrap());
+        }
+        eprintln!("round {round}: {outcomes:?}");
+        assert_eq!(outcomes.iter().filter(|o| *o == "Ok").count(), 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| o == "Ok" || o == "Duplicate"), "{outcomes:?}");
+
+        // A rename racing a create of the same name.
+        let crm = stores[0].scope(t, &ctx());
+        let old = crm
+            .create_tag(NewTag::new(TagName::parse(&format!("old{round}")).unwrap()))
+            .await
+            .unwrap();
+        let target = format!("Target{round}");
+        let (s1, s2) = (stores[1].clone(), stores[2].clone());
+        let tgt1 = target.clone();
+        let rename = tokio::spawn(async move {
+            let patch = TagPatch { name: Some(TagName::parse(&tgt1).unwrap()), ..TagPatch::default() };
+            describe(&s1.scope(t, &ctx()).update_tag(old.id, old.version, patch).await)
+        });
+        let tgt2 = target.to_uppercase();
+        let create = tokio::spawn(async move {
+            describe(&s2.scope(t, &ctx()).create_tag(NewTag::new(TagName::parse(&tgt2).unwrap())).await)
+        });
+        let (r, c) = (rename.await.unwrap(), create.await.unwrap());
+        eprintln!("round {round}: rename {r}, create {c}");
+        assert!(
+            (r == "Ok" && c == "Duplicate") || (r == "Duplicate" && c == "Ok"),
+            "rename {r}, create {c}"
+        );
+    }
+    let all = stores[0].scope(t, &ctx()).list_tags(&PageRequest::first(200)).await.unwrap();
+    let mut keys: Vec<String> = all.items.iter().map(|t| t.name.key()).collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "two tags share a name");
+}
+
+/// `reassign_owner` racing `update_contact` at the same version: the
+/// update is a Conflict or lands, the reassignment is never lost, and the
+/// versions and history tell one story.
+#[tokio::test]
+async fn reassign_owner_racing_an_update_loses_neither() {
+    let owner_db = support::TestStore::new().await;
+    let db = owner_db.db();
+    let stores: Vec<_> = (0..2).map(|_| Arc::new(db.store())).collect();
+    let t = TenantId::new();
+    let crm = stores[0].scope(t, &ctx());
+    for round in 0..ROUNDS {
+        let c = crm
+            .create_contact(NewContact {
+                owner: Some(owner("user:from")),
+                ..new_contact(&format!("r{round}@x.example"))
+            })
+            .await
+            .unwrap();
+        let (s0, s1) = (stores[0].clone(), stores[1].clone());
+        let re = tokio::spawn(async move {
+            s0.scope(t, &ctx())
+                .reassign_owner(&owner("user:from"), &owner("user:to"), Some(RecordKind::Contact))
+                .await
+        });
+        let up = tokio::spawn(async move {
+            let patch = ContactPatch { first_name: Some(person("Changed")), ..ContactPatch::default() };
+            s1.scope(t, &ctx()).update_contact(c.id, c.version, patch).await
+        });
+        let (re, up) = (re.await.unwrap(), up.await.unwrap());
+        eprintln!("round {round}: reassign {:?}, update {}", re.as_ref().map(|r| r.contacts), describe(&up));
+        let re = re.expect("reassign succeeds");
+        assert!(matches!(describe(&up).as_str(), "Ok" | "Conflict"), "{}", describe(&up));
+        let now = crm.get_contact(c.id).await.unwrap().unwrap();
+        assert_eq!(now.owner, Some(owner("user:to")), "the reassignment is lost");
+        let updated = up.is_ok();
+        if updated {
+            assert_eq!(now.first_name, person("Changed"), "the update is lost");
+        }
+        let expected = 1 + i64::from(updated) + i64::from(re.contacts >= 1);
+        assert_eq!(now.version.get(), expected, "version after both");
+        let history = crm
+            .entity_history(crm_core::domain::HistoryEntity::Contact(c.id), &PageRequest::first(50))
+            .await
+            .unwrap();
+        assert_eq!(history.items.len() as i64, expected, "one history entry a version");
+    }
+}
+
+/// `attach_tag` racing `delete_contact`: Ok(true) then the contact is
+/// gone (and its tagging with it), or NotFound; never a backend error.
+#[tokio::test]
+async fn attach_tag_racing_delete_contact() {
+    let owner_db = support::TestStore::new().await;
+    let db = owner_db.db();
+    let stores: Vec<_> = (0..2).map(|_| Arc::new(db.store())).collect();
+    let t = TenantId::new();
+    let crm = stores[0].scope(t, &ctx());
+    let tag = crm.create_tag(NewTag::new(TagName::parse("vip").unwrap())).await.unwrap();
+    for round in 0..ROUNDS * 2 {
+        let c = crm.create_contact(new_contact(&format!("d{round}@x.example"))).await.unwrap();
+        let (s0, s1) = (stores[0].clone(), stores[1].clone());
+        let a = tokio::spawn(async move {
+            describe(&s0.scope(t, &ctx()).attach_tag(tag.id, RecordRef::Contact(c.id)).await)
+        });
+        let d = tokio::spawn(async move { describe(&s1.scope(t, &ctx()).delete_contact(c.id).await) });
+        let (a, d) = (a.await.unwrap(), d.await.unwrap());
+        eprintln!("round {round}: attach {a}, delete {d}");
+        assert!(a == "Ok" || a == "NotFound", "attach answered {a}");
+        assert_eq!(d, "Ok");
+        assert!(crm.get_contact(c.id).await.unwrap().is_none());
+        assert!(crm.tags_of(RecordRef::Contact(c.id)).await.unwrap().is_empty());
+    }
+    let mut q = ContactQuery::new();
+    q.tags = TagFilter::new().any_of([tag.id]);
+    assert!(crm.search_contacts(&q).await.unwrap().items.is_empty());
+}
+
+/// A contact created with an email at a company's domain while the
+/// company's domain changes: it is linked to the company only if the
+/// company had that domain when it was linked; never a backend error.
+#[tokio::test]
+async fn contact_created_while_the_company_domain_changes() {
+    let owner_db = support::TestStore::new().await;
+    let db = owner_db.db();
+    let stores: Vec<_> = (0..2).map(|_| Arc::new(db.store())).collect();
+    let t = TenantId::new();
+    let crm = stores[0].scope(t, &ctx());
+    for round in 0..ROUNDS {
+        let old = format!("old{round}.example");
+        let co = crm.create_company(company_named(&format!("Shift {round}"), Some(&old))).await.unwrap();
+        let (s0, s1) = (stores[0].clone(), stores[1].clone());
+        let newd = format!("new{round}.example");
+        let up = tokio::spawn(async move {
+            let patch = CompanyPatch {
+                domain: Some(Some(CompanyDomain::parse(&newd).unwrap())),
+                ..CompanyPatch::default()
+            };
+            s0.scope(t, &ctx()).update_company(co.id, co.version, patch).await
+        });
+        let email = format!("ada@{old}");
+        let cr = tokio::spawn(async move { s1.scope(t, &ctx()).create_contact(new_contact(&email)).await });
+        let (up, cr) = (up.await.unwrap(), cr.await.unwrap());
+        eprintln!("round {round}: update {}, create {}", describe(&up), describe(&cr));
+        assert_eq!(describe(&up), "Ok");
+        let c = cr.expect("the contact is created");
+        let c = crm.get_contact(c.id).await.unwrap().unwrap();
+        // Linked or not, both are consistent with some order of the two.
+        if let Some(cid) = c.company_id {
+            assert_eq!(cid, co.id);
+        }
+    }
+}
