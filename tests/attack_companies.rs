@@ -659,3 +659,290 @@ async fn contact_created_while_the_company_domain_changes() {
         }
     }
 }
+
+// ---- tenants, bulk paths and domain links, on both backends ----
+
+#[tokio::test]
+async fn another_tenants_records_cannot_be_linked_tagged_or_touched() {
+    fn attack(s: &DynStore) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            let (mine, theirs) = (TenantId::new(), TenantId::new());
+            let me = s.scope(mine, &ctx());
+            let them = s.scope(theirs, &ctx());
+            let mut out = Vec::new();
+            let co = them.create_company(company_named("Theirs", Some("theirs.example"))).await.unwrap();
+            let contact = them
+                .create_contact(NewContact { owner: Some(owner("user:x")), ..new_contact("x@theirs.example") })
+                .await
+                .unwrap();
+            let tag = them.create_tag(NewTag::new(TagName::parse("theirs").unwrap())).await.unwrap();
+            let tk = them
+                .create_task(NewTask {
+                    company_id: Some(co.id),
+                    contact_id: Some(contact.id),
+                    assignee: Some(owner("user:x")),
+                    ..task("theirs")
+                })
+                .await
+                .unwrap();
+            out.push(format!("their contact linked by domain: {}", contact.company_id == Some(co.id)));
+            // From my tenant.
+            let mine_c = me.create_contact(new_contact("y@theirs.example")).await.unwrap();
+            out.push(format!("my contact linked to theirs: {:?}", mine_c.company_id.is_some()));
+            out.push(describe(
+                &me.create_contact(NewContact { company_id: Some(co.id), ..new_contact("z@mine.example") })
+                    .await,
+            ));
+            out.push(describe(
+                &me.update_contact(
+                    mine_c.id,
+                    mine_c.version,
+                    ContactPatch { company_id: Some(Some(co.id)), ..ContactPatch::default() },
+                )
+                .await,
+            ));
+            out.push(describe(&me.create_task(NewTask { company_id: Some(co.id), ..task("t") }).await));
+            out.push(describe(
+                &me.create_task(NewTask { contact_id: Some(contact.id), ..task("t") }).await,
+            ));
+            out.push(describe(&me.attach_tag(tag.id, RecordRef::Contact(mine_c.id)).await));
+            let my_tag = me.create_tag(NewTag::new(TagName::parse("theirs").unwrap())).await;
+            out.push(format!("same tag name in my tenant: {}", describe(&my_tag)));
+            let my_tag = my_tag.unwrap();
+            out.push(describe(&me.attach_tag(my_tag.id, RecordRef::Contact(contact.id)).await));
+            out.push(describe(&me.attach_tag(my_tag.id, RecordRef::Company(co.id)).await));
+            out.push(describe(&me.detach_tag(tag.id, RecordRef::Contact(contact.id)).await));
+            out.push(format!("{:?}", me.delete_company(co.id).await.map_err(|e| e.kind())));
+            out.push(format!("{:?}", me.delete_tag(tag.id).await.map_err(|e| e.kind())));
+            out.push(format!("{:?}", me.delete_task(tk.id).await.map_err(|e| e.kind())));
+            out.push(describe(&me.complete_task(tk.id, Utc::now()).await));
+            out.push(describe(&me.update_task(tk.id, tk.version, TaskPatch::default()).await));
+            out.push(format!(
+                "{:?}",
+                me.reassign_owner(&owner("user:x"), &owner("user:y"), None)
+                    .await
+                    .map(|r| (r.contacts, r.companies, r.deals))
+            ));
+            out.push(format!(
+                "my open tasks of user:x: {}",
+                me.open_tasks(&owner("user:x"), &PageRequest::first(10)).await.unwrap().items.len()
+            ));
+            out.push(format!(
+                "my overdue: {}",
+                me.overdue_tasks(Utc::now() + chrono::Duration::days(1), None, &PageRequest::first(10))
+                    .await
+                    .unwrap()
+                    .items
+                    .len()
+            ));
+            out.push(format!(
+                "my tasks of their company: {}",
+                me.tasks_of(RecordRef::Company(co.id), &PageRequest::first(10)).await.unwrap().items.len()
+            ));
+            out.push(format!(
+                "my tags of their contact: {}",
+                me.tags_of(RecordRef::Contact(contact.id)).await.unwrap().len()
+            ));
+            out.push(format!(
+                "my company by their domain: {}",
+                me.get_company_by_domain(&CompanyDomain::parse("THEIRS.example").unwrap())
+                    .await
+                    .unwrap()
+                    .is_some()
+            ));
+            // Theirs is intact.
+            let c = them.get_contact(contact.id).await.unwrap().unwrap();
+            out.push(format!("their contact v{} owner {:?}", c.version.get(), c.owner));
+            out.push(format!("their company exists: {}", them.get_company(co.id).await.unwrap().is_some()));
+            out.push(format!("their tags: {}", them.tags_of(RecordRef::Contact(contact.id)).await.unwrap().len()));
+            let tk2 = them.get_task(tk.id).await.unwrap().unwrap();
+            out.push(format!("their task v{} open {}", tk2.version.get(), tk2.is_open()));
+            out
+        })
+    }
+    let (memory, postgres) = on_both(attack).await;
+    assert_no_backend(&memory);
+    assert_no_backend(&postgres);
+    assert_eq!(memory, postgres, "both backends answer alike");
+    // Their records are untouched.
+    assert!(memory.contains(&"their contact v1 owner Some(OwnerId(\"user:x\"))".to_string()), "{memory:?}");
+    assert!(memory.contains(&"their company exists: true".to_string()));
+    assert!(memory.contains(&"their tags: 0".to_string()));
+    assert!(memory.contains(&"their task v1 open true".to_string()));
+}
+
+#[tokio::test]
+async fn idn_and_odd_spellings_of_a_domain_are_one_domain_on_both_backends() {
+    fn attack(s: &DynStore) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            let t = TenantId::new();
+            let crm = s.scope(t, &ctx());
+            let mut out = Vec::new();
+            let co = crm.create_company(company_named("Bücher", Some("BÜCHER.DE"))).await.unwrap();
+            out.push(format!("stored {:?}", co.domain.as_ref().map(|d| d.as_str())));
+            for other in ["xn--bcher-kva.de", "bücher.de.", "https://www.bücher．de/", "bücher.de"] {
+                match CompanyDomain::parse(other) {
+                    Ok(d) => {
+                        out.push(format!(
+                            "{other}: create {}",
+                            describe(&crm.create_company(NewCompany {
+                                domain: Some(d.clone()),
+                                ..company_named("Dup", None)
+                            })
+                            .await)
+                        ));
+                        out.push(format!(
+                            "{other}: by domain {}",
+                            crm.get_company_by_domain(&d).await.unwrap().map(|c| c.id) == Some(co.id)
+                        ));
+                    }
+                    Err(e) => out.push(format!("{other}: {}/{}", e.field, e.code)),
+                }
+            }
+            for email in ["ada@bücher.de", "ada@BÜCHER.DE", "ada@xn--bcher-kva.de", "ada@www.bücher.de"] {
+                match Email::parse(email) {
+                    Ok(_) => {
+                        let c = crm.create_contact(new_contact(email)).await;
+                        out.push(format!(
+                            "{email}: {} linked {:?}",
+                            describe(&c),
+                            c.as_ref().ok().map(|c| c.company_id == Some(co.id))
+                        ));
+                    }
+                    Err(e) => out.push(format!("{email}: {}/{}", e.field, e.code)),
+                }
+            }
+            // Bulk upsert links new contacts the same way.
+            let rows = [new_contact("bulk@bücher.de")];
+            let r = crm.upsert_contacts(&rows, crm_core::bulk::ConflictPolicy::NonEmptyIncoming).await;
+            out.push(format!("upsert {}", describe(&r)));
+            let bulk = crm.get_contact_by_email(&Email::parse("bulk@bücher.de").unwrap()).await.unwrap();
+            out.push(format!("bulk linked {:?}", bulk.map(|c| c.company_id == Some(co.id))));
+            // Search by domain in another spelling.
+            let q = CompanyQuery::new().with_domain(CompanyDomain::parse("xn--bcher-kva.de").unwrap());
+            out.push(format!("search {}", crm.search_companies(&q).await.unwrap().items.len()));
+            out
+        })
+    }
+    let (memory, postgres) = on_both(attack).await;
+    assert_no_backend(&memory);
+    assert_no_backend(&postgres);
+    assert_eq!(memory, postgres, "both backends answer alike");
+}
+
+/// Deleting a company, a contact and a tag unlinks and detaches what
+/// pointed at them, each a recorded change with the version moving on;
+/// merging and erasing contacts carry their tags and tasks; on both
+/// backends alike.
+#[tokio::test]
+async fn deletes_merges_and_erasure_leave_versions_and_history_in_step() {
+    fn attack(s: &DynStore) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            use crm_core::domain::HistoryEntity as H;
+            let t = TenantId::new();
+            let crm = s.scope(t, &ctx());
+            let mut out = Vec::new();
+            let hist = |e: H| {
+                let crm = crm.clone();
+                async move {
+                    crm.entity_history(e, &PageRequest::first(100)).await.unwrap().items
+                }
+            };
+            let co = crm.create_company(company_named("Acme", Some("acme.example"))).await.unwrap();
+            let a = crm.create_contact(new_contact("a@acme.example")).await.unwrap();
+            let b = crm.create_contact(new_contact("b@acme.example")).await.unwrap();
+            out.push(format!("linked {} {}", a.company_id == Some(co.id), b.company_id == Some(co.id)));
+            let tk = crm
+                .create_task(NewTask { company_id: Some(co.id), contact_id: Some(b.id), ..task("t") })
+                .await
+                .unwrap();
+            let vip = crm.create_tag(NewTag::new(TagName::parse("VIP").unwrap())).await.unwrap();
+            let cold = crm.create_tag(NewTag::new(TagName::parse("cold").unwrap())).await.unwrap();
+            for r in [RecordRef::Contact(a.id), RecordRef::Contact(b.id), RecordRef::Company(co.id)] {
+                out.push(describe(&crm.attach_tag(vip.id, r).await));
+            }
+            out.push(format!("{:?}", crm.attach_tag(vip.id, RecordRef::Contact(a.id)).await.ok()));
+            out.push(format!("{:?}", crm.attach_tag(cold.id, RecordRef::Contact(b.id)).await.ok()));
+            // Delete the company: contacts and task unlinked, each a version.
+            out.push(format!("{:?}", crm.delete_company(co.id).await.ok()));
+            for id in [a.id, b.id] {
+                let c = crm.get_contact(id).await.unwrap().unwrap();
+                let h = hist(H::Contact(id)).await;
+                out.push(format!("contact v{} company {:?} history {}", c.version.get(), c.company_id, h.len()));
+            }
+            let t2 = crm.get_task(tk.id).await.unwrap().unwrap();
+            out.push(format!(
+                "task v{} company {:?} history {}",
+                t2.version.get(),
+                t2.company_id,
+                hist(H::Task(tk.id)).await.len()
+            ));
+            out.push(format!("company history {}", hist(H::Company(co.id)).await.len()));
+            // Merge b into a: b's tag and task follow? (Whatever, but both alike.)
+            let a_now = crm.get_contact(a.id).await.unwrap().unwrap();
+            let merged = crm
+                .merge_contacts(a.id, b.id, crm_core::bulk::ConflictPolicy::NonEmptyIncoming)
+                .await;
+            out.push(format!("merge {}", describe(&merged)));
+            let tags: Vec<String> = crm
+                .tags_of(RecordRef::Contact(a.id))
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| t.name.as_str().to_string())
+                .collect();
+            out.push(format!("survivor tags {tags:?}"));
+            out.push(format!(
+                "loser tags {}",
+                crm.tags_of(RecordRef::Contact(b.id)).await.unwrap().len()
+            ));
+            let t3 = crm.get_task(tk.id).await.unwrap().unwrap();
+            out.push(format!(
+                "task after merge: contact {:?} v{}",
+                t3.contact_id.map(|c| if c == a.id { "survivor" } else if c == b.id { "loser" } else { "other" }),
+                t3.version.get()
+            ));
+            let _ = a_now;
+            // Delete the tag: every tagging a deleted history row.
+            out.push(format!("{:?}", crm.delete_tag(vip.id).await.ok()));
+            out.push(format!("tags of a {}", crm.tags_of(RecordRef::Contact(a.id)).await.unwrap().len()));
+            // Erase the survivor: task unlinked, tags gone.
+            out.push(format!("erase {}", describe(&crm.erase_contact(a.id).await)));
+            let t4 = crm.get_task(tk.id).await.unwrap().unwrap();
+            out.push(format!("task after erase: contact {:?} v{}", t4.contact_id.is_some(), t4.version.get()));
+            out.push(format!("tags after erase {}", crm.tags_of(RecordRef::Contact(a.id)).await.unwrap().len()));
+            let mut q = ContactQuery::new();
+            q.tags = TagFilter::new().any_of([cold.id]);
+            out.push(format!("search cold {}", crm.search_contacts(&q).await.unwrap().items.len()));
+            out.push(history_summary(&crm).await);
+            out
+        })
+    }
+    let (memory, postgres) = on_both(attack).await;
+    assert_no_backend(&memory);
+    assert_no_backend(&postgres);
+    assert_eq!(memory, postgres, "both backends answer alike");
+}
+
+/// Every history entry of the tenant, counted by kind of record and
+/// operation, as text.
+async fn history_summary(crm: &crm_core::store::Scope<'_, DynStore>) -> String {
+    use std::collections::BTreeMap;
+    let from = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
+    let until = Utc::now() + chrono::Duration::days(1);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut page = PageRequest::first(100);
+    loop {
+        let p = crm.changes_between(from, until, &page).await.unwrap();
+        for e in &p.items {
+            let kind = format!("{:?}", e.entity);
+            let kind = kind.split('(').next().unwrap_or("").to_string();
+            *counts.entry(format!("{kind}/{:?}", e.operation)).or_default() += 1;
+        }
+        match p.next_cursor {
+            Some(c) => page = PageRequest::after(100, c),
+            None => break,
+        }
+    }
+    format!("history {counts:?}")
+}
