@@ -946,3 +946,99 @@ async fn history_summary(crm: &crm_core::store::Scope<'_, DynStore>) -> String {
     }
     format!("history {counts:?}")
 }
+
+/// More races on links, each answered Ok, NotFound, Duplicate or Conflict,
+/// never a backend error, and nothing left pointing at a deleted record.
+#[tokio::test]
+async fn deletes_racing_domain_links_tag_attaches_and_task_links() {
+    let owner_db = support::TestStore::new().await;
+    let db = owner_db.db();
+    let stores: Vec<_> = (0..4).map(|_| Arc::new(db.store())).collect();
+    let t = TenantId::new();
+    let crm = stores[0].scope(t, &ctx());
+    let allowed = ["Ok", "NotFound", "Duplicate", "Conflict"];
+    for round in 0..ROUNDS * 2 {
+        let domain = format!("race{round}.example");
+        let co = crm.create_company(company_named(&format!("Race {round}"), Some(&domain))).await.unwrap();
+        let tag = crm
+            .create_tag(NewTag::new(TagName::parse(&format!("tag{round}")).unwrap()))
+            .await
+            .unwrap();
+        let c = crm.create_contact(new_contact(&format!("base{round}@else.example"))).await.unwrap();
+        let mut hs: Vec<tokio::task::JoinHandle<(String, String)>> = Vec::new();
+        let s = stores[1].clone();
+        hs.push(tokio::spawn(async move {
+            ("delete_company".into(), describe(&s.scope(t, &ctx()).delete_company(co.id).await))
+        }));
+        let s = stores[2].clone();
+        let d2 = domain.clone();
+        hs.push(tokio::spawn(async move {
+            let r = s.scope(t, &ctx()).create_contact(new_contact(&format!("x@{d2}"))).await;
+            ("domain link".into(), describe(&r))
+        }));
+        let s = stores[3].clone();
+        hs.push(tokio::spawn(async move {
+            ("delete_tag".into(), describe(&s.scope(t, &ctx()).delete_tag(tag.id).await))
+        }));
+        let s = stores[0].clone();
+        hs.push(tokio::spawn(async move {
+            let crm = s.scope(t, &ctx());
+            let a = describe(&crm.attach_tag(tag.id, RecordRef::Company(co.id)).await);
+            let b = describe(&crm.attach_tag(tag.id, RecordRef::Contact(c.id)).await);
+            ("attach".into(), if a != "Ok" { a } else { b })
+        }));
+        let s = stores[2].clone();
+        hs.push(tokio::spawn(async move {
+            let crm = s.scope(t, &ctx());
+            let r = crm.create_task(NewTask { contact_id: Some(c.id), ..task("on c") }).await;
+            let r2 = match r {
+                Ok(tk) => {
+                    let patch = TaskPatch { company_id: Some(Some(co.id)), ..TaskPatch::default() };
+                    describe(&crm.update_task(tk.id, tk.version, patch).await)
+                }
+                Err(e) => describe::<()>(&Err(e)),
+            };
+            ("task link".into(), r2)
+        }));
+        let s = stores[1].clone();
+        hs.push(tokio::spawn(async move {
+            let r = s.scope(t, &ctx()).delete_contact(c.id).await;
+            ("delete_contact".into(), describe(&r))
+        }));
+        let s = stores[3].clone();
+        let d3 = domain.clone();
+        hs.push(tokio::spawn(async move {
+            let r = s
+                .scope(t, &ctx())
+                .create_company(company_named("Usurper", Some(&d3)))
+                .await;
+            ("same domain".into(), describe(&r))
+        }));
+        for h in hs {
+            let (what, o) = h.await.unwrap();
+            eprintln!("round {round}: {what}: {o}");
+            assert!(allowed.contains(&o.as_str()), "{what} answered {o}");
+        }
+        // Nothing points at a deleted record.
+        let mut q = ContactQuery::new();
+        q.page = PageRequest::first(200);
+        for ct in crm.search_contacts(&q).await.unwrap().items {
+            if let Some(cid) = ct.company_id {
+                assert!(crm.get_company(cid).await.unwrap().is_some(), "dangling contact link");
+            }
+        }
+        let mut p = crm.search_companies(&CompanyQuery::new().with_page(PageRequest::first(200))).await.unwrap();
+        let doms: Vec<_> = p.items.iter().filter_map(|c| c.domain.clone()).collect();
+        let mut d2 = doms.clone();
+        d2.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        d2.dedup();
+        assert_eq!(d2.len(), doms.len(), "two companies share a domain");
+        p.items.clear();
+    }
+    eprintln!("{}", history_summary(&crm_scope_dyn(&stores[0], t)).await);
+}
+
+fn crm_scope_dyn(s: &Arc<crm_core::PostgresStore>, t: TenantId) -> crm_core::store::Scope<'_, DynStore> {
+    let d: &DynStore = &**s;
+    d.scope(t, &ctx())
+}
