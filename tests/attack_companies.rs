@@ -1126,3 +1126,97 @@ async fn odd_unicode_names_sort_page_and_match_alike() {
         assert_eq!(m, p, "both backends answer alike");
     }
 }
+
+fn deal_for(contact: ContactId, company: Option<CompanyId>) -> crm_core::domain::NewDeal {
+    use crm_core::domain::{Currency, DealTitle, Money, NewDeal};
+    NewDeal {
+        company_id: company,
+        owner: Some(owner("user:deals")),
+        ..NewDeal::new(
+            contact,
+            DealTitle::parse("Big deal").unwrap(),
+            Money::parse("100", Currency::parse("EUR").unwrap()).unwrap(),
+        )
+    }
+}
+
+/// Deleting a contact takes its deals; the deals' taggings and the links of
+/// tasks to them go too, recorded, on both backends alike.
+#[tokio::test]
+async fn deleting_a_contact_with_tagged_deals_and_linked_tasks() {
+    fn attack(s: &DynStore) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(async move {
+            let t = TenantId::new();
+            let crm = s.scope(t, &ctx());
+            let mut out = Vec::new();
+            let co = crm.create_company(company_named("Acme", Some("acme.example"))).await.unwrap();
+            let c = crm.create_contact(new_contact("a@acme.example")).await.unwrap();
+            let d = crm.create_deal(deal_for(c.id, Some(co.id))).await;
+            out.push(format!("deal {}", describe(&d)));
+            let d = d.unwrap();
+            let tag = crm.create_tag(NewTag::new(TagName::parse("hot").unwrap())).await.unwrap();
+            out.push(describe(&crm.attach_tag(tag.id, RecordRef::Deal(d.id)).await));
+            out.push(describe(&crm.attach_tag(tag.id, RecordRef::Contact(c.id)).await));
+            let tk = crm
+                .create_task(NewTask {
+                    deal_id: Some(d.id),
+                    contact_id: Some(c.id),
+                    company_id: Some(co.id),
+                    assignee: Some(owner("user:deals")),
+                    due_at: Some(Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).unwrap()),
+                    ..task("follow up")
+                })
+                .await
+                .unwrap();
+            out.push(format!(
+                "reassign {:?}",
+                crm.reassign_owner(&owner("user:deals"), &owner("user:next"), None)
+                    .await
+                    .map(|r| (r.contacts, r.companies, r.deals))
+                    .map_err(|e| e.kind())
+            ));
+            out.push(format!(
+                "reassign self {:?}",
+                crm.reassign_owner(&owner("user:next"), &owner("user:next"), None)
+                    .await
+                    .map(|r| (r.contacts, r.companies, r.deals))
+                    .map_err(|e| e.kind())
+            ));
+            out.push(format!("delete contact {:?}", crm.delete_contact(c.id).await.ok()));
+            out.push(format!("deal gone {}", crm.get_deal(d.id).await.unwrap().is_none()));
+            let t2 = crm.get_task(tk.id).await.unwrap().unwrap();
+            out.push(format!(
+                "task v{} contact {} deal {} company {} assignee {:?}",
+                t2.version.get(),
+                t2.contact_id.is_some(),
+                t2.deal_id.is_some(),
+                t2.company_id.is_some(),
+                t2.assignee
+            ));
+            out.push(format!(
+                "tasks of deal {}",
+                crm.tasks_of(RecordRef::Deal(d.id), &PageRequest::first(10)).await.unwrap().items.len()
+            ));
+            out.push(format!(
+                "overdue {}",
+                crm.overdue_tasks(Utc::now(), Some(&owner("user:deals")), &PageRequest::first(10))
+                    .await
+                    .unwrap()
+                    .items
+                    .len()
+            ));
+            out.push(format!(
+                "tags of deal {}",
+                crm.tags_of(RecordRef::Deal(d.id)).await.unwrap().len()
+            ));
+            out.push(history_summary(&crm).await);
+            out
+        })
+    }
+    let (memory, postgres) = on_both(attack).await;
+    assert_no_backend(&memory);
+    assert_no_backend(&postgres);
+    for (m, p) in memory.iter().zip(&postgres) {
+        assert_eq!(m, p, "both backends answer alike");
+    }
+}
