@@ -1220,3 +1220,86 @@ async fn deleting_a_contact_with_tagged_deals_and_linked_tasks() {
         assert_eq!(m, p, "both backends answer alike");
     }
 }
+
+/// Two creates and two updates racing for one domain in different
+/// spellings: exactly one holds it, the others are Duplicate.
+#[tokio::test]
+async fn one_domain_in_different_spellings_raced_by_creates_and_updates() {
+    let owner_db = support::TestStore::new().await;
+    let db = owner_db.db();
+    let stores: Vec<_> = (0..4).map(|_| Arc::new(db.store())).collect();
+    let t = TenantId::new();
+    let crm = stores[0].scope(t, &ctx());
+    for round in 0..ROUNDS * 2 {
+        let a = crm.create_company(company_named("A", None)).await.unwrap();
+        let b = crm.create_company(company_named("B", None)).await.unwrap();
+        let spellings = [
+            format!("Dom{round}.Example"),
+            format!("https://www.dom{round}.example/x"),
+            format!("dom{round}．example."),
+            format!("ada@DOM{round}.example"),
+        ];
+        let mut hs = Vec::new();
+        for (i, (s, sp)) in stores.iter().zip(spellings).enumerate() {
+            let s = s.clone();
+            let d = CompanyDomain::parse(&sp).unwrap();
+            hs.push(tokio::spawn(async move {
+                let crm = s.scope(t, &ctx());
+                match i {
+                    0 | 1 => describe(&crm.create_company(NewCompany { domain: Some(d), ..company_named("C", None) }).await),
+                    2 => describe(&crm.update_company(a.id, a.version, CompanyPatch { domain: Some(Some(d)), ..CompanyPatch::default() }).await),
+                    _ => describe(&crm.update_company(b.id, b.version, CompanyPatch { domain: Some(Some(d)), ..CompanyPatch::default() }).await),
+                }
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for h in hs {
+            outcomes.push(h.await.unwrap());
+        }
+        eprintln!("round {round}: {outcomes:?}");
+        assert_eq!(outcomes.iter().filter(|o| *o == "Ok").count(), 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| o == "Ok" || o == "Duplicate"), "{outcomes:?}");
+        let d = CompanyDomain::parse(&format!("dom{round}.example")).unwrap();
+        let holder = crm.get_company_by_domain(&d).await.unwrap();
+        assert!(holder.is_some(), "the winner holds the domain");
+    }
+}
+
+/// JSON input for companies, tags and tasks, refused naming each field.
+#[test]
+fn hostile_json_is_refused_naming_the_fields() {
+    use crm_core::domain::{FromJson, NewCompanyDto, NewTagDto, NewTaskDto};
+    let cases: Vec<(&str, serde_json::Value, &[&str])> = vec![
+        ("company", serde_json::json!({"name": "", "domain": "localhost"}), &["name", "domain"]),
+        ("company", serde_json::json!({"name": "A", "employee_count": -1}), &["employee_count"]),
+        ("company", serde_json::json!({"name": "A", "employee_count": 1e20}), &["employee_count"]),
+        ("company", serde_json::json!({"name": "A", "owner": "a\u{0}b"}), &["owner"]),
+        ("company", serde_json::json!({"name": "A", "owner": "x".repeat(256)}), &["owner"]),
+        ("company", serde_json::json!({"name": "A", "domain": "[::1]"}), &["domain"]),
+        ("company", serde_json::json!({"name": "A", "annual_revenue_amount": "NaN", "annual_revenue_currency": "EUR"}), &["annual_revenue_amount"]),
+        ("tag", serde_json::json!({"name": "\u{0}", "colour": "#12345g"}), &["name", "colour"]),
+        ("task", serde_json::json!({"title": " ", "due_at": "0000-01-01T00:00:00Z"}), &["title", "due_at"]),
+        ("task", serde_json::json!({"title": "t", "due_at": "+10000-01-01T00:00:00Z"}), &["due_at"]),
+        ("task", serde_json::json!({"title": "t", "due_at": "2024-02-30T00:00:00Z"}), &["due_at"]),
+        ("task", serde_json::json!({"title": "t", "priority": "URGENT!!"}), &["priority"]),
+        ("task", serde_json::json!({"title": "t", "assignee": "a\u{0}"}), &["assignee"]),
+        ("task", serde_json::json!({"title": "t", "company_id": "not-a-uuid"}), &["company_id"]),
+    ];
+    for (what, v, fields) in cases {
+        let r: Result<(), Error> = match what {
+            "company" => NewCompanyDto::from_json_value(v.clone()).and_then(|d| {
+                crm_core::domain::NewCompany::try_from(d).map(drop).map_err(Error::from)
+            }),
+            "tag" => NewTagDto::from_json_value(v.clone())
+                .and_then(|d| NewTag::try_from(d).map(drop).map_err(Error::from)),
+            _ => NewTaskDto::from_json_value(v.clone())
+                .and_then(|d| NewTask::try_from(d).map(drop).map_err(Error::from)),
+        };
+        let got = describe(&r);
+        eprintln!("{what} {v}: {got}");
+        // (A blank optional value means absent, as everywhere in the crate.)
+        for f in fields {
+            assert!(got.contains(&format!("\"{f}/")), "{what} {v}: {got} does not name {f}");
+        }
+    }
+}
