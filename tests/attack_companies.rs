@@ -9,6 +9,7 @@ mod support;
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use chrono::{TimeZone, Utc};
+use support::Target;
 use crm_core::{
     Actor, CompanyQuery, ContactQuery, Context, DynStore, Error, InMemoryStore, PageRequest,
     StoreExt, TagFilter, TenantId, Version, conformance,
@@ -384,9 +385,10 @@ const ROUNDS: usize = 8;
 /// that link to it: no backend error escapes, and every acknowledged link
 /// was either refused `NotFound` or survives as an unlinked record whose
 /// history shows it.
-#[tokio::test]
-async fn delete_company_racing_links_never_leaks_a_backend_error() {
-    let owner_db = support::TestStore::new().await;
+async fn delete_company_racing_links_never_leaks_a_backend_error(target: Target) {
+    let Some(owner_db) = support::TestStore::on(target).await else {
+        return;
+    };
     let db = owner_db.db();
     let stores: Vec<_> = (0..4).map(|_| Arc::new(db.store())).collect();
     let t = TenantId::new();
@@ -492,9 +494,10 @@ async fn delete_company_racing_links_never_leaks_a_backend_error() {
 /// Two transactions create the same tag name in different casings: one
 /// wins, the other is `Duplicate`, never a backend error; the same for a
 /// rename racing a create.
-#[tokio::test]
-async fn tag_names_racing_in_different_casings_make_one_tag() {
-    let owner_db = support::TestStore::new().await;
+async fn tag_names_racing_in_different_casings_make_one_tag(target: Target) {
+    let Some(owner_db) = support::TestStore::on(target).await else {
+        return;
+    };
     let db = owner_db.db();
     let stores: Vec<_> = (0..3).map(|_| Arc::new(db.store())).collect();
     let t = TenantId::new();
@@ -550,9 +553,10 @@ async fn tag_names_racing_in_different_casings_make_one_tag() {
 /// `reassign_owner` racing `update_contact` at the same version: the
 /// update is a Conflict or lands, the reassignment is never lost, and the
 /// versions and history tell one story.
-#[tokio::test]
-async fn reassign_owner_racing_an_update_loses_neither() {
-    let owner_db = support::TestStore::new().await;
+async fn reassign_owner_racing_an_update_loses_neither(target: Target) {
+    let Some(owner_db) = support::TestStore::on(target).await else {
+        return;
+    };
     let db = owner_db.db();
     let stores: Vec<_> = (0..2).map(|_| Arc::new(db.store())).collect();
     let t = TenantId::new();
@@ -597,9 +601,10 @@ async fn reassign_owner_racing_an_update_loses_neither() {
 
 /// `attach_tag` racing `delete_contact`: Ok(true) then the contact is
 /// gone (and its tagging with it), or NotFound; never a backend error.
-#[tokio::test]
-async fn attach_tag_racing_delete_contact() {
-    let owner_db = support::TestStore::new().await;
+async fn attach_tag_racing_delete_contact(target: Target) {
+    let Some(owner_db) = support::TestStore::on(target).await else {
+        return;
+    };
     let db = owner_db.db();
     let stores: Vec<_> = (0..2).map(|_| Arc::new(db.store())).collect();
     let t = TenantId::new();
@@ -627,9 +632,10 @@ async fn attach_tag_racing_delete_contact() {
 /// A contact created with an email at a company's domain while the
 /// company's domain changes: it is linked to the company only if the
 /// company had that domain when it was linked; never a backend error.
-#[tokio::test]
-async fn contact_created_while_the_company_domain_changes() {
-    let owner_db = support::TestStore::new().await;
+async fn contact_created_while_the_company_domain_changes(target: Target) {
+    let Some(owner_db) = support::TestStore::on(target).await else {
+        return;
+    };
     let db = owner_db.db();
     let stores: Vec<_> = (0..2).map(|_| Arc::new(db.store())).collect();
     let t = TenantId::new();
@@ -949,9 +955,10 @@ async fn history_summary(crm: &crm_core::store::Scope<'_, DynStore>) -> String {
 
 /// More races on links, each answered Ok, NotFound, Duplicate or Conflict,
 /// never a backend error, and nothing left pointing at a deleted record.
-#[tokio::test]
-async fn deletes_racing_domain_links_tag_attaches_and_task_links() {
-    let owner_db = support::TestStore::new().await;
+async fn deletes_racing_domain_links_tag_attaches_and_task_links(target: Target) {
+    let Some(owner_db) = support::TestStore::on(target).await else {
+        return;
+    };
     let db = owner_db.db();
     let stores: Vec<_> = (0..4).map(|_| Arc::new(db.store())).collect();
     let t = TenantId::new();
@@ -1223,9 +1230,10 @@ async fn deleting_a_contact_with_tagged_deals_and_linked_tasks() {
 
 /// Two creates and two updates racing for one domain in different
 /// spellings: exactly one holds it, the others are Duplicate.
-#[tokio::test]
-async fn one_domain_in_different_spellings_raced_by_creates_and_updates() {
-    let owner_db = support::TestStore::new().await;
+async fn one_domain_in_different_spellings_raced_by_creates_and_updates(target: Target) {
+    let Some(owner_db) = support::TestStore::on(target).await else {
+        return;
+    };
     let db = owner_db.db();
     let stores: Vec<_> = (0..4).map(|_| Arc::new(db.store())).collect();
     let t = TenantId::new();
@@ -1303,3 +1311,13 @@ fn hostile_json_is_refused_naming_the_fields() {
         }
     }
 }
+
+crate::on_every_target!(
+    delete_company_racing_links_never_leaks_a_backend_error,
+    tag_names_racing_in_different_casings_make_one_tag,
+    reassign_owner_racing_an_update_loses_neither,
+    attach_tag_racing_delete_contact,
+    contact_created_while_the_company_domain_changes,
+    deletes_racing_domain_links_tag_attaches_and_task_links,
+    one_domain_in_different_spellings_raced_by_creates_and_updates,
+);
