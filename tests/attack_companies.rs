@@ -1312,6 +1312,76 @@ fn hostile_json_is_refused_naming_the_fields() {
     }
 }
 
+/// `merge_contacts` whose survivor takes the loser's company racing
+/// `delete_company` of that company; and bulk upserts linking to a company
+/// being deleted, or to none: typed outcomes only, no dangling link.
+async fn race_delete_company(target: Target, merge: bool, upsert: bool) {
+    let Some(owner_db) = support::TestStore::on(target).await else {
+        return;
+    };
+    let db = owner_db.db();
+    let stores: Vec<_> = (0..3).map(|_| Arc::new(db.store())).collect();
+    let t = TenantId::new();
+    let crm = stores[0].scope(t, &ctx());
+    // An upsert naming a company that does not exist.
+    let ghost = NewContact { company_id: Some(CompanyId::new()), ..new_contact("ghost@x.example") };
+    let r = crm.upsert_contacts(&[ghost], crm_core::bulk::ConflictPolicy::NonEmptyIncoming).await;
+    eprintln!("upsert to a missing company: {}", describe(&r));
+    assert_eq!(describe(&r), "NotFound", "an upsert linking to a missing company");
+    let mut backend = Vec::new();
+    for round in 0..ROUNDS * 2 {
+        let co = crm.create_company(company_named(&format!("M {round}"), None)).await.unwrap();
+        let survivor = crm.create_contact(new_contact(&format!("s{round}@x.example"))).await.unwrap();
+        let loser = crm
+            .create_contact(NewContact { company_id: Some(co.id), ..new_contact(&format!("l{round}@x.example")) })
+            .await
+            .unwrap();
+        let (s0, s1, s2) = (stores[0].clone(), stores[1].clone(), stores[2].clone());
+        let m = tokio::spawn(async move {
+            if !merge {
+                return Ok(None);
+            }
+            let crm = s0.scope(t, &ctx());
+            crm.merge_contacts(survivor.id, loser.id, crm_core::bulk::ConflictPolicy::NonEmptyIncoming)
+                .await
+                .map(Some)
+        });
+        let d = tokio::spawn(async move { s1.scope(t, &ctx()).delete_company(co.id).await });
+        let u = tokio::spawn(async move {
+            if !upsert {
+                return Ok(Vec::new());
+            }
+            let row = NewContact { company_id: Some(co.id), ..new_contact(&format!("u{round}@x.example")) };
+            s2.scope(t, &ctx())
+                .upsert_contacts(&[row], crm_core::bulk::ConflictPolicy::NonEmptyIncoming)
+                .await
+        });
+        let (m, d, u) = (m.await.unwrap(), d.await.unwrap(), u.await.unwrap());
+        let (m, d, u) = (describe(&m), describe(&d), describe(&u));
+        eprintln!("round {round}: merge {m}, delete {d}, upsert {u}");
+        for o in [&m, &d, &u] {
+            if o.starts_with("Backend") {
+                backend.push(format!("round {round}: merge {m}, delete {d}, upsert {u}"));
+            }
+        }
+        let s = crm.get_contact(survivor.id).await.unwrap();
+        if let Some(cid) = s.and_then(|s| s.company_id) {
+            assert!(crm.get_company(cid).await.unwrap().is_some(), "the survivor links to a deleted company");
+        }
+    }
+    assert!(backend.is_empty(), "backend errors: {backend:#?}");
+}
+
+/// See [`race_delete_company`]: the merge alone.
+async fn merge_racing_delete_company(target: Target) {
+    race_delete_company(target, true, false).await
+}
+
+/// See [`race_delete_company`]: the upsert alone.
+async fn upsert_racing_delete_company(target: Target) {
+    race_delete_company(target, false, true).await
+}
+
 crate::on_every_target!(
     delete_company_racing_links_never_leaks_a_backend_error,
     tag_names_racing_in_different_casings_make_one_tag,
@@ -1320,4 +1390,6 @@ crate::on_every_target!(
     contact_created_while_the_company_domain_changes,
     deletes_racing_domain_links_tag_attaches_and_task_links,
     one_domain_in_different_spellings_raced_by_creates_and_updates,
+    merge_racing_delete_company,
+    upsert_racing_delete_company,
 );
