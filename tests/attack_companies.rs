@@ -9,7 +9,6 @@ mod support;
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use chrono::{TimeZone, Utc};
-use support::Target;
 use crm_core::{
     Actor, CompanyQuery, ContactQuery, Context, DynStore, Error, InMemoryStore, PageRequest,
     StoreExt, TagFilter, TenantId, Version, conformance,
@@ -19,6 +18,7 @@ use crm_core::{
         TagColour, TagId, TagName, TagPatch, TaskBody, TaskPatch, TaskTitle,
     },
 };
+use support::Target;
 
 type Attack = for<'a> fn(&'a DynStore) -> Pin<Box<dyn Future<Output = Vec<String>> + Send + 'a>>;
 
@@ -68,7 +68,11 @@ fn person(s: &str) -> PersonName {
 }
 
 fn new_contact(email: &str) -> NewContact {
-    NewContact::new(Email::parse(email).unwrap(), person("Ada"), person("Lovelace"))
+    NewContact::new(
+        Email::parse(email).unwrap(),
+        person("Ada"),
+        person("Lovelace"),
+    )
 }
 
 fn company_named(name: &str, domain: Option<&str>) -> NewCompany {
@@ -141,14 +145,21 @@ fn hostile_domains_are_refused_or_normalised_never_a_panic() {
                 let s = d.as_str();
                 eprintln!("{input:?} -> Ok({s:?})");
                 assert!(!s.is_empty(), "{input:?} parsed to empty");
-                assert!(s.chars().count() <= CompanyDomain::MAX_CHARS, "{input:?} too long");
+                assert!(
+                    s.chars().count() <= CompanyDomain::MAX_CHARS,
+                    "{input:?} too long"
+                );
                 assert!(!s.contains('\0') && !s.contains(' ') && !s.contains('@'));
                 assert!(!s.contains(".."), "{input:?} -> {s:?}");
-                assert!(!s.ends_with('.') && !s.starts_with('.'), "{input:?} -> {s:?}");
+                assert!(
+                    !s.ends_with('.') && !s.starts_with('.'),
+                    "{input:?} -> {s:?}"
+                );
                 assert_eq!(s, s.to_lowercase(), "{input:?} is lower-cased");
                 // Idempotent: what it normalised to parses to itself.
-                let again = CompanyDomain::parse(s)
-                    .unwrap_or_else(|e| panic!("{s:?} (from {input:?}) does not parse again: {e:?}"));
+                let again = CompanyDomain::parse(s).unwrap_or_else(|e| {
+                    panic!("{s:?} (from {input:?}) does not parse again: {e:?}")
+                });
                 assert_eq!(again.as_str(), s, "normalising {input:?} is idempotent");
                 for label in s.split('.') {
                     assert!(
@@ -173,10 +184,25 @@ fn hostile_domains_are_refused_or_normalised_never_a_panic() {
 fn hostile_owner_ids_tag_names_colours_titles_are_refused_naming_the_field() {
     let long = "x".repeat(256);
     let huge = "x".repeat(100_000);
-    for input in ["", " ", "  a", "a ", "a\0b", "\0", "a\nb", "\u{202E}abc", &long, &huge] {
+    for input in [
+        "",
+        " ",
+        "  a",
+        "a ",
+        "a\0b",
+        "\0",
+        "a\nb",
+        "\u{202E}abc",
+        &long,
+        &huge,
+    ] {
         match std::panic::catch_unwind(|| OwnerId::parse_field("owner", input)) {
             Ok(Ok(o)) => {
-                eprintln!("owner {:?} -> Ok({:?})", input.chars().take(20).collect::<String>(), o.as_str());
+                eprintln!(
+                    "owner {:?} -> Ok({:?})",
+                    input.chars().take(20).collect::<String>(),
+                    o.as_str()
+                );
                 assert!(!o.as_str().contains('\0'));
                 assert!(o.as_str().chars().count() <= OwnerId::MAX_CHARS);
                 assert!(!o.as_str().is_empty());
@@ -188,15 +214,25 @@ fn hostile_owner_ids_tag_names_colours_titles_are_refused_naming_the_field() {
     for input in ["", " ", "\0", "a\0", &huge, "\u{FEFF}", "\u{200B}"] {
         match std::panic::catch_unwind(|| TagName::parse(input)) {
             Ok(Ok(t)) => {
-                eprintln!("tag {:?} -> Ok({:?})", input.chars().take(20).collect::<String>(), t.as_str());
-                assert!(!t.as_str().trim().is_empty(), "{input:?} made a blank tag name");
+                eprintln!(
+                    "tag {:?} -> Ok({:?})",
+                    input.chars().take(20).collect::<String>(),
+                    t.as_str()
+                );
+                assert!(
+                    !t.as_str().trim().is_empty(),
+                    "{input:?} made a blank tag name"
+                );
                 assert!(!t.as_str().contains('\0'));
             }
             Ok(Err(e)) => assert_eq!(e.field, "name"),
             Err(_) => panic!("TagName::parse panicked"),
         }
         match std::panic::catch_unwind(|| CompanyName::parse(input)) {
-            Ok(Ok(t)) => assert!(!t.as_str().trim().is_empty(), "{input:?} a blank company name"),
+            Ok(Ok(t)) => assert!(
+                !t.as_str().trim().is_empty(),
+                "{input:?} a blank company name"
+            ),
             Ok(Err(e)) => assert_eq!(e.field, "company"),
             Err(_) => panic!("CompanyName::parse panicked"),
         }
@@ -212,8 +248,19 @@ fn hostile_owner_ids_tag_names_colours_titles_are_refused_naming_the_field() {
         }
     }
     for input in [
-        "", "#", "#fff", "#FFFFFF", "#ffffff", "#gggggg", "ffffff", "#ffffff0", "#ｆｆｆｆｆｆ",
-        "#ff\0fff", "#ÿÿÿ", "#ééé", "red",
+        "",
+        "#",
+        "#fff",
+        "#FFFFFF",
+        "#ffffff",
+        "#gggggg",
+        "ffffff",
+        "#ffffff0",
+        "#ｆｆｆｆｆｆ",
+        "#ff\0fff",
+        "#ÿÿÿ",
+        "#ééé",
+        "red",
     ] {
         match std::panic::catch_unwind(|| TagColour::parse(input)) {
             Ok(Ok(c)) => {
@@ -242,12 +289,19 @@ async fn out_of_range_times_foreign_cursors_and_oversized_filters_are_refused_al
             let far = chrono::DateTime::<Utc>::MAX_UTC;
             for due in [year0, year10000, far, chrono::DateTime::<Utc>::MIN_UTC] {
                 out.push(describe(
-                    &crm.create_task(NewTask { due_at: Some(due), ..task("t") }).await,
+                    &crm.create_task(NewTask {
+                        due_at: Some(due),
+                        ..task("t")
+                    })
+                    .await,
                 ));
             }
             let ok = crm.create_task(task("fine")).await.unwrap();
             for due in [year0, year10000] {
-                let patch = TaskPatch { due_at: Some(Some(due)), ..TaskPatch::default() };
+                let patch = TaskPatch {
+                    due_at: Some(Some(due)),
+                    ..TaskPatch::default()
+                };
                 out.push(describe(&crm.update_task(ok.id, ok.version, patch).await));
                 out.push(describe(&crm.complete_task(ok.id, due).await));
                 out.push(describe(
@@ -270,20 +324,25 @@ async fn out_of_range_times_foreign_cursors_and_oversized_filters_are_refused_al
                 TagFilter::new().none_of(many.clone()),
             ] {
                 out.push(describe(
-                    &crm.search_companies(&CompanyQuery::new().with_tags(f.clone())).await,
+                    &crm.search_companies(&CompanyQuery::new().with_tags(f.clone()))
+                        .await,
                 ));
                 let mut q = ContactQuery::new();
                 q.tags = f;
                 out.push(describe(&crm.search_contacts(&q).await));
             }
             let unknown = TagFilter::new().any_of([TagId::new()]);
-            let r = crm.search_companies(&CompanyQuery::new().with_tags(unknown)).await;
+            let r = crm
+                .search_companies(&CompanyQuery::new().with_tags(unknown))
+                .await;
             out.push(match &r {
                 Ok(p) => format!("Ok({} items)", p.items.len()),
                 Err(_) => describe(&r),
             });
             let unknown = TagFilter::new().none_of([TagId::new()]).all_of([]);
-            let r = crm.search_companies(&CompanyQuery::new().with_tags(unknown)).await;
+            let r = crm
+                .search_companies(&CompanyQuery::new().with_tags(unknown))
+                .await;
             out.push(match &r {
                 Ok(p) => format!("Ok({} items)", p.items.len()),
                 Err(_) => describe(&r),
@@ -291,19 +350,27 @@ async fn out_of_range_times_foreign_cursors_and_oversized_filters_are_refused_al
             // NUL and huge prefixes.
             for p in ["\0", &"x".repeat(10_000)] {
                 out.push(describe(
-                    &crm.search_companies(&CompanyQuery::new().with_name_prefix(p)).await,
+                    &crm.search_companies(&CompanyQuery::new().with_name_prefix(p))
+                        .await,
                 ));
             }
             // A contacts cursor into the company search, and back.
             for i in 0..3 {
-                crm.create_contact(new_contact(&format!("c{i}@x.example"))).await.unwrap();
-                crm.create_company(company_named(&format!("Co {i}"), None)).await.unwrap();
+                crm.create_contact(new_contact(&format!("c{i}@x.example")))
+                    .await
+                    .unwrap();
+                crm.create_company(company_named(&format!("Co {i}"), None))
+                    .await
+                    .unwrap();
             }
             let mut q = ContactQuery::new();
             q.page = PageRequest::first(1);
             let contacts = crm.search_contacts(&q).await.unwrap();
             let cc = contacts.next_cursor.clone().expect("a contacts cursor");
-            out.push(describe(&crm.search_companies(&CompanyQuery::new().after(cc.clone())).await));
+            out.push(describe(
+                &crm.search_companies(&CompanyQuery::new().after(cc.clone()))
+                    .await,
+            ));
             let companies = crm
                 .search_companies(&CompanyQuery::new().with_page(PageRequest::first(1)))
                 .await
@@ -323,34 +390,52 @@ async fn out_of_range_times_foreign_cursors_and_oversized_filters_are_refused_al
             ));
             // The cursor of one assignee's open tasks for another's.
             for i in 0..3 {
-                crm.create_task(NewTask { assignee: Some(owner("user:a")), ..task(&format!("a{i}")) })
-                    .await
-                    .unwrap();
+                crm.create_task(NewTask {
+                    assignee: Some(owner("user:a")),
+                    ..task(&format!("a{i}"))
+                })
+                .await
+                .unwrap();
             }
-            let a = crm.open_tasks(&owner("user:a"), &PageRequest::first(1)).await.unwrap();
+            let a = crm
+                .open_tasks(&owner("user:a"), &PageRequest::first(1))
+                .await
+                .unwrap();
             let ac = a.next_cursor.clone().expect("an open-tasks cursor");
             out.push(describe(
-                &crm.open_tasks(&owner("user:b"), &PageRequest::after(5, ac.clone())).await,
-            ));
-            out.push(describe(
-                &crm.overdue_tasks(Utc::now(), None, &PageRequest::after(5, ac.clone())).await,
-            ));
-            out.push(describe(&crm.list_tags(&PageRequest::after(5, ac.clone())).await));
-            out.push(describe(
-                &crm.tasks_of(RecordRef::Company(CompanyId::new()), &PageRequest::after(5, ac))
+                &crm.open_tasks(&owner("user:b"), &PageRequest::after(5, ac.clone()))
                     .await,
+            ));
+            out.push(describe(
+                &crm.overdue_tasks(Utc::now(), None, &PageRequest::after(5, ac.clone()))
+                    .await,
+            ));
+            out.push(describe(
+                &crm.list_tags(&PageRequest::after(5, ac.clone())).await,
+            ));
+            out.push(describe(
+                &crm.tasks_of(
+                    RecordRef::Company(CompanyId::new()),
+                    &PageRequest::after(5, ac),
+                )
+                .await,
             ));
             // Garbage cursors.
             for raw in ["", "\0", "not a cursor", &"A".repeat(100_000)] {
                 let c = crm_core::Cursor::from_string(raw.to_string());
                 out.push(describe(
-                    &crm.search_companies(&CompanyQuery::new().after(c.clone())).await,
+                    &crm.search_companies(&CompanyQuery::new().after(c.clone()))
+                        .await,
                 ));
                 out.push(describe(&crm.list_tags(&PageRequest::after(5, c)).await));
             }
             // Links to records that do not exist.
             out.push(describe(
-                &crm.create_task(NewTask { company_id: Some(CompanyId::new()), ..task("t") }).await,
+                &crm.create_task(NewTask {
+                    company_id: Some(CompanyId::new()),
+                    ..task("t")
+                })
+                .await,
             ));
             out.push(describe(
                 &crm.create_contact(NewContact {
@@ -360,13 +445,24 @@ async fn out_of_range_times_foreign_cursors_and_oversized_filters_are_refused_al
                 .await,
             ));
             out.push(describe(
-                &crm.attach_tag(TagId::new(), RecordRef::Contact(ContactId::new())).await,
+                &crm.attach_tag(TagId::new(), RecordRef::Contact(ContactId::new()))
+                    .await,
             ));
-            let tag = crm.create_tag(NewTag::new(TagName::parse("T").unwrap())).await.unwrap();
-            out.push(describe(&crm.attach_tag(tag.id, RecordRef::Contact(ContactId::new())).await));
-            out.push(describe(&crm.attach_tag(tag.id, RecordRef::Company(CompanyId::new())).await));
+            let tag = crm
+                .create_tag(NewTag::new(TagName::parse("T").unwrap()))
+                .await
+                .unwrap();
             out.push(describe(
-                &crm.update_tag(tag.id, Version::FIRST, TagPatch::default()).await,
+                &crm.attach_tag(tag.id, RecordRef::Contact(ContactId::new()))
+                    .await,
+            ));
+            out.push(describe(
+                &crm.attach_tag(tag.id, RecordRef::Company(CompanyId::new()))
+                    .await,
+            ));
+            out.push(describe(
+                &crm.update_tag(tag.id, Version::FIRST, TagPatch::default())
+                    .await,
             ));
             out
         })
@@ -428,7 +524,10 @@ async fn delete_company_racing_links_never_leaks_a_backend_error(target: Target)
         {
             let s = stores[3].clone();
             handles.push(tokio::spawn(async move {
-                let patch = ContactPatch { company_id: Some(Some(co.id)), ..ContactPatch::default() };
+                let patch = ContactPatch {
+                    company_id: Some(Some(co.id)),
+                    ..ContactPatch::default()
+                };
                 let r = s
                     .scope(t, &ctx())
                     .update_contact(existing.id, existing.version, patch)
@@ -442,7 +541,10 @@ async fn delete_company_racing_links_never_leaks_a_backend_error(target: Target)
             handles.push(tokio::spawn(async move {
                 let r = s
                     .scope(t, &ctx())
-                    .create_task(NewTask { company_id: Some(co.id), ..task("linked") })
+                    .create_task(NewTask {
+                        company_id: Some(co.id),
+                        ..task("linked")
+                    })
                     .await;
                 let id = r.as_ref().ok().map(|t| t.id);
                 ("create_task", describe(&r), None, id)
@@ -457,7 +559,11 @@ async fn delete_company_racing_links_never_leaks_a_backend_error(target: Target)
             );
             // Whatever was acknowledged is there, and not linked to a company that is gone.
             if let Some(id) = contact {
-                let c = crm.get_contact(id).await.unwrap().expect("the contact exists");
+                let c = crm
+                    .get_contact(id)
+                    .await
+                    .unwrap()
+                    .expect("the contact exists");
                 if let Some(cid) = c.company_id {
                     assert!(
                         crm.get_company(cid).await.unwrap().is_some(),
@@ -482,11 +588,17 @@ async fn delete_company_racing_links_never_leaks_a_backend_error(target: Target)
                 .tasks_of(RecordRef::Company(co.id), &PageRequest::first(50))
                 .await
                 .unwrap();
-            assert!(page.items.is_empty(), "tasks still linked to a deleted company");
+            assert!(
+                page.items.is_empty(),
+                "tasks still linked to a deleted company"
+            );
             let mut q = ContactQuery::new();
             q.company_id = Some(co.id);
             let page = crm.search_contacts(&q).await.unwrap();
-            assert!(page.items.is_empty(), "contacts still linked to a deleted company");
+            assert!(
+                page.items.is_empty(),
+                "contacts still linked to a deleted company"
+            );
         }
     }
 }
@@ -502,12 +614,20 @@ async fn tag_names_racing_in_different_casings_make_one_tag(target: Target) {
     let stores: Vec<_> = (0..3).map(|_| Arc::new(db.store())).collect();
     let t = TenantId::new();
     for round in 0..ROUNDS {
-        let names = [format!("urgent{round}"), format!("URGENT{round}"), format!("Urgent{round}")];
+        let names = [
+            format!("urgent{round}"),
+            format!("URGENT{round}"),
+            format!("Urgent{round}"),
+        ];
         let mut handles = Vec::new();
         for (s, n) in stores.iter().zip(names) {
             let s = s.clone();
             handles.push(tokio::spawn(async move {
-                describe(&s.scope(t, &ctx()).create_tag(NewTag::new(TagName::parse(&n).unwrap())).await)
+                describe(
+                    &s.scope(t, &ctx())
+                        .create_tag(NewTag::new(TagName::parse(&n).unwrap()))
+                        .await,
+                )
             }));
         }
         let mut outcomes = Vec::new();
@@ -515,8 +635,15 @@ async fn tag_names_racing_in_different_casings_make_one_tag(target: Target) {
             outcomes.push(h.await.unwrap());
         }
         eprintln!("round {round}: {outcomes:?}");
-        assert_eq!(outcomes.iter().filter(|o| *o == "Ok").count(), 1, "{outcomes:?}");
-        assert!(outcomes.iter().all(|o| o == "Ok" || o == "Duplicate"), "{outcomes:?}");
+        assert_eq!(
+            outcomes.iter().filter(|o| *o == "Ok").count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert!(
+            outcomes.iter().all(|o| o == "Ok" || o == "Duplicate"),
+            "{outcomes:?}"
+        );
 
         // A rename racing a create of the same name.
         let crm = stores[0].scope(t, &ctx());
@@ -528,12 +655,23 @@ async fn tag_names_racing_in_different_casings_make_one_tag(target: Target) {
         let (s1, s2) = (stores[1].clone(), stores[2].clone());
         let tgt1 = target.clone();
         let rename = tokio::spawn(async move {
-            let patch = TagPatch { name: Some(TagName::parse(&tgt1).unwrap()), ..TagPatch::default() };
-            describe(&s1.scope(t, &ctx()).update_tag(old.id, old.version, patch).await)
+            let patch = TagPatch {
+                name: Some(TagName::parse(&tgt1).unwrap()),
+                ..TagPatch::default()
+            };
+            describe(
+                &s1.scope(t, &ctx())
+                    .update_tag(old.id, old.version, patch)
+                    .await,
+            )
         });
         let tgt2 = target.to_uppercase();
         let create = tokio::spawn(async move {
-            describe(&s2.scope(t, &ctx()).create_tag(NewTag::new(TagName::parse(&tgt2).unwrap())).await)
+            describe(
+                &s2.scope(t, &ctx())
+                    .create_tag(NewTag::new(TagName::parse(&tgt2).unwrap()))
+                    .await,
+            )
         });
         let (r, c) = (rename.await.unwrap(), create.await.unwrap());
         eprintln!("round {round}: rename {r}, create {c}");
@@ -542,7 +680,11 @@ async fn tag_names_racing_in_different_casings_make_one_tag(target: Target) {
             "rename {r}, create {c}"
         );
     }
-    let all = stores[0].scope(t, &ctx()).list_tags(&PageRequest::first(200)).await.unwrap();
+    let all = stores[0]
+        .scope(t, &ctx())
+        .list_tags(&PageRequest::first(200))
+        .await
+        .unwrap();
     let mut keys: Vec<String> = all.items.iter().map(|t| t.name.key()).collect();
     let n = keys.len();
     keys.sort();
@@ -572,19 +714,40 @@ async fn reassign_owner_racing_an_update_loses_neither(target: Target) {
         let (s0, s1) = (stores[0].clone(), stores[1].clone());
         let re = tokio::spawn(async move {
             s0.scope(t, &ctx())
-                .reassign_owner(&owner("user:from"), &owner("user:to"), Some(RecordKind::Contact))
+                .reassign_owner(
+                    &owner("user:from"),
+                    &owner("user:to"),
+                    Some(RecordKind::Contact),
+                )
                 .await
         });
         let up = tokio::spawn(async move {
-            let patch = ContactPatch { first_name: Some(person("Changed")), ..ContactPatch::default() };
-            s1.scope(t, &ctx()).update_contact(c.id, c.version, patch).await
+            let patch = ContactPatch {
+                first_name: Some(person("Changed")),
+                ..ContactPatch::default()
+            };
+            s1.scope(t, &ctx())
+                .update_contact(c.id, c.version, patch)
+                .await
         });
         let (re, up) = (re.await.unwrap(), up.await.unwrap());
-        eprintln!("round {round}: reassign {:?}, update {}", re.as_ref().map(|r| r.contacts), describe(&up));
+        eprintln!(
+            "round {round}: reassign {:?}, update {}",
+            re.as_ref().map(|r| r.contacts),
+            describe(&up)
+        );
         let re = re.expect("reassign succeeds");
-        assert!(matches!(describe(&up).as_str(), "Ok" | "Conflict"), "{}", describe(&up));
+        assert!(
+            matches!(describe(&up).as_str(), "Ok" | "Conflict"),
+            "{}",
+            describe(&up)
+        );
         let now = crm.get_contact(c.id).await.unwrap().unwrap();
-        assert_eq!(now.owner, Some(owner("user:to")), "the reassignment is lost");
+        assert_eq!(
+            now.owner,
+            Some(owner("user:to")),
+            "the reassignment is lost"
+        );
         let updated = up.is_ok();
         if updated {
             assert_eq!(now.first_name, person("Changed"), "the update is lost");
@@ -592,10 +755,17 @@ async fn reassign_owner_racing_an_update_loses_neither(target: Target) {
         let expected = 1 + i64::from(updated) + i64::from(re.contacts >= 1);
         assert_eq!(now.version.get(), expected, "version after both");
         let history = crm
-            .entity_history(crm_core::domain::HistoryEntity::Contact(c.id), &PageRequest::first(50))
+            .entity_history(
+                crm_core::domain::HistoryEntity::Contact(c.id),
+                &PageRequest::first(50),
+            )
             .await
             .unwrap();
-        assert_eq!(history.items.len() as i64, expected, "one history entry a version");
+        assert_eq!(
+            history.items.len() as i64,
+            expected,
+            "one history entry a version"
+        );
     }
 }
 
@@ -609,20 +779,36 @@ async fn attach_tag_racing_delete_contact(target: Target) {
     let stores: Vec<_> = (0..2).map(|_| Arc::new(db.store())).collect();
     let t = TenantId::new();
     let crm = stores[0].scope(t, &ctx());
-    let tag = crm.create_tag(NewTag::new(TagName::parse("vip").unwrap())).await.unwrap();
+    let tag = crm
+        .create_tag(NewTag::new(TagName::parse("vip").unwrap()))
+        .await
+        .unwrap();
     for round in 0..ROUNDS * 2 {
-        let c = crm.create_contact(new_contact(&format!("d{round}@x.example"))).await.unwrap();
+        let c = crm
+            .create_contact(new_contact(&format!("d{round}@x.example")))
+            .await
+            .unwrap();
         let (s0, s1) = (stores[0].clone(), stores[1].clone());
         let a = tokio::spawn(async move {
-            describe(&s0.scope(t, &ctx()).attach_tag(tag.id, RecordRef::Contact(c.id)).await)
+            describe(
+                &s0.scope(t, &ctx())
+                    .attach_tag(tag.id, RecordRef::Contact(c.id))
+                    .await,
+            )
         });
-        let d = tokio::spawn(async move { describe(&s1.scope(t, &ctx()).delete_contact(c.id).await) });
+        let d =
+            tokio::spawn(async move { describe(&s1.scope(t, &ctx()).delete_contact(c.id).await) });
         let (a, d) = (a.await.unwrap(), d.await.unwrap());
         eprintln!("round {round}: attach {a}, delete {d}");
         assert!(a == "Ok" || a == "NotFound", "attach answered {a}");
         assert_eq!(d, "Ok");
         assert!(crm.get_contact(c.id).await.unwrap().is_none());
-        assert!(crm.tags_of(RecordRef::Contact(c.id)).await.unwrap().is_empty());
+        assert!(
+            crm.tags_of(RecordRef::Contact(c.id))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     let mut q = ContactQuery::new();
     q.tags = TagFilter::new().any_of([tag.id]);
@@ -642,7 +828,10 @@ async fn contact_created_while_the_company_domain_changes(target: Target) {
     let crm = stores[0].scope(t, &ctx());
     for round in 0..ROUNDS {
         let old = format!("old{round}.example");
-        let co = crm.create_company(company_named(&format!("Shift {round}"), Some(&old))).await.unwrap();
+        let co = crm
+            .create_company(company_named(&format!("Shift {round}"), Some(&old)))
+            .await
+            .unwrap();
         let (s0, s1) = (stores[0].clone(), stores[1].clone());
         let newd = format!("new{round}.example");
         let up = tokio::spawn(async move {
@@ -650,12 +839,22 @@ async fn contact_created_while_the_company_domain_changes(target: Target) {
                 domain: Some(Some(CompanyDomain::parse(&newd).unwrap())),
                 ..CompanyPatch::default()
             };
-            s0.scope(t, &ctx()).update_company(co.id, co.version, patch).await
+            s0.scope(t, &ctx())
+                .update_company(co.id, co.version, patch)
+                .await
         });
         let email = format!("ada@{old}");
-        let cr = tokio::spawn(async move { s1.scope(t, &ctx()).create_contact(new_contact(&email)).await });
+        let cr = tokio::spawn(async move {
+            s1.scope(t, &ctx())
+                .create_contact(new_contact(&email))
+                .await
+        });
         let (up, cr) = (up.await.unwrap(), cr.await.unwrap());
-        eprintln!("round {round}: update {}, create {}", describe(&up), describe(&cr));
+        eprintln!(
+            "round {round}: update {}, create {}",
+            describe(&up),
+            describe(&cr)
+        );
         assert_eq!(describe(&up), "Ok");
         let c = cr.expect("the contact is created");
         let c = crm.get_contact(c.id).await.unwrap().unwrap();
@@ -676,12 +875,21 @@ async fn another_tenants_records_cannot_be_linked_tagged_or_touched() {
             let me = s.scope(mine, &ctx());
             let them = s.scope(theirs, &ctx());
             let mut out = Vec::new();
-            let co = them.create_company(company_named("Theirs", Some("theirs.example"))).await.unwrap();
-            let contact = them
-                .create_contact(NewContact { owner: Some(owner("user:x")), ..new_contact("x@theirs.example") })
+            let co = them
+                .create_company(company_named("Theirs", Some("theirs.example")))
                 .await
                 .unwrap();
-            let tag = them.create_tag(NewTag::new(TagName::parse("theirs").unwrap())).await.unwrap();
+            let contact = them
+                .create_contact(NewContact {
+                    owner: Some(owner("user:x")),
+                    ..new_contact("x@theirs.example")
+                })
+                .await
+                .unwrap();
+            let tag = them
+                .create_tag(NewTag::new(TagName::parse("theirs").unwrap()))
+                .await
+                .unwrap();
             let tk = them
                 .create_task(NewTask {
                     company_id: Some(co.id),
@@ -691,38 +899,86 @@ async fn another_tenants_records_cannot_be_linked_tagged_or_touched() {
                 })
                 .await
                 .unwrap();
-            out.push(format!("their contact linked by domain: {}", contact.company_id == Some(co.id)));
+            out.push(format!(
+                "their contact linked by domain: {}",
+                contact.company_id == Some(co.id)
+            ));
             // From my tenant.
-            let mine_c = me.create_contact(new_contact("y@theirs.example")).await.unwrap();
-            out.push(format!("my contact linked to theirs: {:?}", mine_c.company_id.is_some()));
+            let mine_c = me
+                .create_contact(new_contact("y@theirs.example"))
+                .await
+                .unwrap();
+            out.push(format!(
+                "my contact linked to theirs: {:?}",
+                mine_c.company_id.is_some()
+            ));
             out.push(describe(
-                &me.create_contact(NewContact { company_id: Some(co.id), ..new_contact("z@mine.example") })
-                    .await,
+                &me.create_contact(NewContact {
+                    company_id: Some(co.id),
+                    ..new_contact("z@mine.example")
+                })
+                .await,
             ));
             out.push(describe(
                 &me.update_contact(
                     mine_c.id,
                     mine_c.version,
-                    ContactPatch { company_id: Some(Some(co.id)), ..ContactPatch::default() },
+                    ContactPatch {
+                        company_id: Some(Some(co.id)),
+                        ..ContactPatch::default()
+                    },
                 )
                 .await,
             ));
-            out.push(describe(&me.create_task(NewTask { company_id: Some(co.id), ..task("t") }).await));
             out.push(describe(
-                &me.create_task(NewTask { contact_id: Some(contact.id), ..task("t") }).await,
+                &me.create_task(NewTask {
+                    company_id: Some(co.id),
+                    ..task("t")
+                })
+                .await,
             ));
-            out.push(describe(&me.attach_tag(tag.id, RecordRef::Contact(mine_c.id)).await));
-            let my_tag = me.create_tag(NewTag::new(TagName::parse("theirs").unwrap())).await;
+            out.push(describe(
+                &me.create_task(NewTask {
+                    contact_id: Some(contact.id),
+                    ..task("t")
+                })
+                .await,
+            ));
+            out.push(describe(
+                &me.attach_tag(tag.id, RecordRef::Contact(mine_c.id)).await,
+            ));
+            let my_tag = me
+                .create_tag(NewTag::new(TagName::parse("theirs").unwrap()))
+                .await;
             out.push(format!("same tag name in my tenant: {}", describe(&my_tag)));
             let my_tag = my_tag.unwrap();
-            out.push(describe(&me.attach_tag(my_tag.id, RecordRef::Contact(contact.id)).await));
-            out.push(describe(&me.attach_tag(my_tag.id, RecordRef::Company(co.id)).await));
-            out.push(describe(&me.detach_tag(tag.id, RecordRef::Contact(contact.id)).await));
-            out.push(format!("{:?}", me.delete_company(co.id).await.map_err(|e| e.kind())));
-            out.push(format!("{:?}", me.delete_tag(tag.id).await.map_err(|e| e.kind())));
-            out.push(format!("{:?}", me.delete_task(tk.id).await.map_err(|e| e.kind())));
+            out.push(describe(
+                &me.attach_tag(my_tag.id, RecordRef::Contact(contact.id))
+                    .await,
+            ));
+            out.push(describe(
+                &me.attach_tag(my_tag.id, RecordRef::Company(co.id)).await,
+            ));
+            out.push(describe(
+                &me.detach_tag(tag.id, RecordRef::Contact(contact.id)).await,
+            ));
+            out.push(format!(
+                "{:?}",
+                me.delete_company(co.id).await.map_err(|e| e.kind())
+            ));
+            out.push(format!(
+                "{:?}",
+                me.delete_tag(tag.id).await.map_err(|e| e.kind())
+            ));
+            out.push(format!(
+                "{:?}",
+                me.delete_task(tk.id).await.map_err(|e| e.kind())
+            ));
             out.push(describe(&me.complete_task(tk.id, Utc::now()).await));
-            out.push(describe(&me.update_task(tk.id, tk.version, TaskPatch::default()).await));
+            out.push(describe(
+                &me.update_task(tk.id, tk.version, TaskPatch::default())
+                    .await,
+            ));
             out.push(format!(
                 "{:?}",
                 me.reassign_owner(&owner("user:x"), &owner("user:y"), None)
@@ -731,23 +987,38 @@ async fn another_tenants_records_cannot_be_linked_tagged_or_touched() {
             ));
             out.push(format!(
                 "my open tasks of user:x: {}",
-                me.open_tasks(&owner("user:x"), &PageRequest::first(10)).await.unwrap().items.len()
-            ));
-            out.push(format!(
-                "my overdue: {}",
-                me.overdue_tasks(Utc::now() + chrono::Duration::days(1), None, &PageRequest::first(10))
+                me.open_tasks(&owner("user:x"), &PageRequest::first(10))
                     .await
                     .unwrap()
                     .items
                     .len()
             ));
             out.push(format!(
+                "my overdue: {}",
+                me.overdue_tasks(
+                    Utc::now() + chrono::Duration::days(1),
+                    None,
+                    &PageRequest::first(10)
+                )
+                .await
+                .unwrap()
+                .items
+                .len()
+            ));
+            out.push(format!(
                 "my tasks of their company: {}",
-                me.tasks_of(RecordRef::Company(co.id), &PageRequest::first(10)).await.unwrap().items.len()
+                me.tasks_of(RecordRef::Company(co.id), &PageRequest::first(10))
+                    .await
+                    .unwrap()
+                    .items
+                    .len()
             ));
             out.push(format!(
                 "my tags of their contact: {}",
-                me.tags_of(RecordRef::Contact(contact.id)).await.unwrap().len()
+                me.tags_of(RecordRef::Contact(contact.id))
+                    .await
+                    .unwrap()
+                    .len()
             ));
             out.push(format!(
                 "my company by their domain: {}",
@@ -758,11 +1029,28 @@ async fn another_tenants_records_cannot_be_linked_tagged_or_touched() {
             ));
             // Theirs is intact.
             let c = them.get_contact(contact.id).await.unwrap().unwrap();
-            out.push(format!("their contact v{} owner {:?}", c.version.get(), c.owner));
-            out.push(format!("their company exists: {}", them.get_company(co.id).await.unwrap().is_some()));
-            out.push(format!("their tags: {}", them.tags_of(RecordRef::Contact(contact.id)).await.unwrap().len()));
+            out.push(format!(
+                "their contact v{} owner {:?}",
+                c.version.get(),
+                c.owner
+            ));
+            out.push(format!(
+                "their company exists: {}",
+                them.get_company(co.id).await.unwrap().is_some()
+            ));
+            out.push(format!(
+                "their tags: {}",
+                them.tags_of(RecordRef::Contact(contact.id))
+                    .await
+                    .unwrap()
+                    .len()
+            ));
             let tk2 = them.get_task(tk.id).await.unwrap().unwrap();
-            out.push(format!("their task v{} open {}", tk2.version.get(), tk2.is_open()));
+            out.push(format!(
+                "their task v{} open {}",
+                tk2.version.get(),
+                tk2.is_open()
+            ));
             out
         })
     }
@@ -771,7 +1059,10 @@ async fn another_tenants_records_cannot_be_linked_tagged_or_touched() {
     assert_no_backend(&postgres);
     assert_eq!(memory, postgres, "both backends answer alike");
     // Their records are untouched.
-    assert!(memory.contains(&"their contact v1 owner Some(OwnerId(\"user:x\"))".to_string()), "{memory:?}");
+    assert!(
+        memory.contains(&"their contact v1 owner Some(OwnerId(\"user:x\"))".to_string()),
+        "{memory:?}"
+    );
     assert!(memory.contains(&"their company exists: true".to_string()));
     assert!(memory.contains(&"their tags: 0".to_string()));
     assert!(memory.contains(&"their task v1 open true".to_string()));
@@ -784,28 +1075,47 @@ async fn idn_and_odd_spellings_of_a_domain_are_one_domain_on_both_backends() {
             let t = TenantId::new();
             let crm = s.scope(t, &ctx());
             let mut out = Vec::new();
-            let co = crm.create_company(company_named("Bücher", Some("BÜCHER.DE"))).await.unwrap();
-            out.push(format!("stored {:?}", co.domain.as_ref().map(|d| d.as_str())));
-            for other in ["xn--bcher-kva.de", "bücher.de.", "https://www.bücher．de/", "bücher.de"] {
+            let co = crm
+                .create_company(company_named("Bücher", Some("BÜCHER.DE")))
+                .await
+                .unwrap();
+            out.push(format!(
+                "stored {:?}",
+                co.domain.as_ref().map(|d| d.as_str())
+            ));
+            for other in [
+                "xn--bcher-kva.de",
+                "bücher.de.",
+                "https://www.bücher．de/",
+                "bücher.de",
+            ] {
                 match CompanyDomain::parse(other) {
                     Ok(d) => {
                         out.push(format!(
                             "{other}: create {}",
-                            describe(&crm.create_company(NewCompany {
-                                domain: Some(d.clone()),
-                                ..company_named("Dup", None)
-                            })
-                            .await)
+                            describe(
+                                &crm.create_company(NewCompany {
+                                    domain: Some(d.clone()),
+                                    ..company_named("Dup", None)
+                                })
+                                .await
+                            )
                         ));
                         out.push(format!(
                             "{other}: by domain {}",
-                            crm.get_company_by_domain(&d).await.unwrap().map(|c| c.id) == Some(co.id)
+                            crm.get_company_by_domain(&d).await.unwrap().map(|c| c.id)
+                                == Some(co.id)
                         ));
                     }
                     Err(e) => out.push(format!("{other}: {}/{}", e.field, e.code)),
                 }
             }
-            for email in ["ada@bücher.de", "ada@BÜCHER.DE", "ada@xn--bcher-kva.de", "ada@www.bücher.de"] {
+            for email in [
+                "ada@bücher.de",
+                "ada@BÜCHER.DE",
+                "ada@xn--bcher-kva.de",
+                "ada@www.bücher.de",
+            ] {
                 match Email::parse(email) {
                     Ok(_) => {
                         let c = crm.create_contact(new_contact(email)).await;
@@ -820,13 +1130,25 @@ async fn idn_and_odd_spellings_of_a_domain_are_one_domain_on_both_backends() {
             }
             // Bulk upsert links new contacts the same way.
             let rows = [new_contact("bulk@bücher.de")];
-            let r = crm.upsert_contacts(&rows, crm_core::bulk::ConflictPolicy::NonEmptyIncoming).await;
+            let r = crm
+                .upsert_contacts(&rows, crm_core::bulk::ConflictPolicy::NonEmptyIncoming)
+                .await;
             out.push(format!("upsert {}", describe(&r)));
-            let bulk = crm.get_contact_by_email(&Email::parse("bulk@bücher.de").unwrap()).await.unwrap();
-            out.push(format!("bulk linked {:?}", bulk.map(|c| c.company_id == Some(co.id))));
+            let bulk = crm
+                .get_contact_by_email(&Email::parse("bulk@bücher.de").unwrap())
+                .await
+                .unwrap();
+            out.push(format!(
+                "bulk linked {:?}",
+                bulk.map(|c| c.company_id == Some(co.id))
+            ));
             // Search by domain in another spelling.
-            let q = CompanyQuery::new().with_domain(CompanyDomain::parse("xn--bcher-kva.de").unwrap());
-            out.push(format!("search {}", crm.search_companies(&q).await.unwrap().items.len()));
+            let q =
+                CompanyQuery::new().with_domain(CompanyDomain::parse("xn--bcher-kva.de").unwrap());
+            out.push(format!(
+                "search {}",
+                crm.search_companies(&q).await.unwrap().items.len()
+            ));
             out
         })
     }
@@ -851,30 +1173,71 @@ async fn deletes_merges_and_erasure_leave_versions_and_history_in_step() {
             let hist = |e: H| {
                 let crm = crm.clone();
                 async move {
-                    crm.entity_history(e, &PageRequest::first(100)).await.unwrap().items
+                    crm.entity_history(e, &PageRequest::first(100))
+                        .await
+                        .unwrap()
+                        .items
                 }
             };
-            let co = crm.create_company(company_named("Acme", Some("acme.example"))).await.unwrap();
-            let a = crm.create_contact(new_contact("a@acme.example")).await.unwrap();
-            let b = crm.create_contact(new_contact("b@acme.example")).await.unwrap();
-            out.push(format!("linked {} {}", a.company_id == Some(co.id), b.company_id == Some(co.id)));
-            let tk = crm
-                .create_task(NewTask { company_id: Some(co.id), contact_id: Some(b.id), ..task("t") })
+            let co = crm
+                .create_company(company_named("Acme", Some("acme.example")))
                 .await
                 .unwrap();
-            let vip = crm.create_tag(NewTag::new(TagName::parse("VIP").unwrap())).await.unwrap();
-            let cold = crm.create_tag(NewTag::new(TagName::parse("cold").unwrap())).await.unwrap();
-            for r in [RecordRef::Contact(a.id), RecordRef::Contact(b.id), RecordRef::Company(co.id)] {
+            let a = crm
+                .create_contact(new_contact("a@acme.example"))
+                .await
+                .unwrap();
+            let b = crm
+                .create_contact(new_contact("b@acme.example"))
+                .await
+                .unwrap();
+            out.push(format!(
+                "linked {} {}",
+                a.company_id == Some(co.id),
+                b.company_id == Some(co.id)
+            ));
+            let tk = crm
+                .create_task(NewTask {
+                    company_id: Some(co.id),
+                    contact_id: Some(b.id),
+                    ..task("t")
+                })
+                .await
+                .unwrap();
+            let vip = crm
+                .create_tag(NewTag::new(TagName::parse("VIP").unwrap()))
+                .await
+                .unwrap();
+            let cold = crm
+                .create_tag(NewTag::new(TagName::parse("cold").unwrap()))
+                .await
+                .unwrap();
+            for r in [
+                RecordRef::Contact(a.id),
+                RecordRef::Contact(b.id),
+                RecordRef::Company(co.id),
+            ] {
                 out.push(describe(&crm.attach_tag(vip.id, r).await));
             }
-            out.push(format!("{:?}", crm.attach_tag(vip.id, RecordRef::Contact(a.id)).await.ok()));
-            out.push(format!("{:?}", crm.attach_tag(cold.id, RecordRef::Contact(b.id)).await.ok()));
+            out.push(format!(
+                "{:?}",
+                crm.attach_tag(vip.id, RecordRef::Contact(a.id)).await.ok()
+            ));
+            out.push(format!(
+                "{:?}",
+                crm.attach_tag(cold.id, RecordRef::Contact(b.id)).await.ok()
+            ));
             // Delete the company: contacts and task unlinked, each a version.
             out.push(format!("{:?}", crm.delete_company(co.id).await.ok()));
             for id in [a.id, b.id] {
                 let c = crm.get_contact(id).await.unwrap().unwrap();
                 let h = hist(H::Contact(id)).await;
-                out.push(format!("contact v{} company {:?} history {}", c.version.get(), c.company_id, h.len()));
+                out.push(format!(
+                    "contact v{} company {:?} history {}",
+                    c.version.get(),
+                    c.company_id,
+                    h.len()
+                ));
             }
             let t2 = crm.get_task(tk.id).await.unwrap().unwrap();
             out.push(format!(
@@ -883,7 +1246,10 @@ async fn deletes_merges_and_erasure_leave_versions_and_history_in_step() {
                 t2.company_id,
                 hist(H::Task(tk.id)).await.len()
             ));
-            out.push(format!("company history {}", hist(H::Company(co.id)).await.len()));
+            out.push(format!(
+                "company history {}",
+                hist(H::Company(co.id)).await.len()
+            ));
             // Merge b into a: b's tag and task follow? (Whatever, but both alike.)
             let a_now = crm.get_contact(a.id).await.unwrap().unwrap();
             let merged = crm
@@ -905,21 +1271,43 @@ async fn deletes_merges_and_erasure_leave_versions_and_history_in_step() {
             let t3 = crm.get_task(tk.id).await.unwrap().unwrap();
             out.push(format!(
                 "task after merge: contact {:?} v{}",
-                t3.contact_id.map(|c| if c == a.id { "survivor" } else if c == b.id { "loser" } else { "other" }),
+                t3.contact_id.map(|c| if c == a.id {
+                    "survivor"
+                } else if c == b.id {
+                    "loser"
+                } else {
+                    "other"
+                }),
                 t3.version.get()
             ));
             let _ = a_now;
             // Delete the tag: every tagging a deleted history row.
             out.push(format!("{:?}", crm.delete_tag(vip.id).await.ok()));
-            out.push(format!("tags of a {}", crm.tags_of(RecordRef::Contact(a.id)).await.unwrap().len()));
+            out.push(format!(
+                "tags of a {}",
+                crm.tags_of(RecordRef::Contact(a.id)).await.unwrap().len()
+            ));
             // Erase the survivor: task unlinked, tags gone.
-            out.push(format!("erase {}", describe(&crm.erase_contact(a.id).await)));
+            out.push(format!(
+                "erase {}",
+                describe(&crm.erase_contact(a.id).await)
+            ));
             let t4 = crm.get_task(tk.id).await.unwrap().unwrap();
-            out.push(format!("task after erase: contact {:?} v{}", t4.contact_id.is_some(), t4.version.get()));
-            out.push(format!("tags after erase {}", crm.tags_of(RecordRef::Contact(a.id)).await.unwrap().len()));
+            out.push(format!(
+                "task after erase: contact {:?} v{}",
+                t4.contact_id.is_some(),
+                t4.version.get()
+            ));
+            out.push(format!(
+                "tags after erase {}",
+                crm.tags_of(RecordRef::Contact(a.id)).await.unwrap().len()
+            ));
             let mut q = ContactQuery::new();
             q.tags = TagFilter::new().any_of([cold.id]);
-            out.push(format!("search cold {}", crm.search_contacts(&q).await.unwrap().items.len()));
+            out.push(format!(
+                "search cold {}",
+                crm.search_contacts(&q).await.unwrap().items.len()
+            ));
             out.push(history_summary(&crm).await);
             out
         })
@@ -943,7 +1331,9 @@ async fn history_summary(crm: &crm_core::store::Scope<'_, DynStore>) -> String {
         for e in &p.items {
             let kind = format!("{:?}", e.entity);
             let kind = kind.split('(').next().unwrap_or("").to_string();
-            *counts.entry(format!("{kind}/{:?}", e.operation)).or_default() += 1;
+            *counts
+                .entry(format!("{kind}/{:?}", e.operation))
+                .or_default() += 1;
         }
         match p.next_cursor {
             Some(c) => page = PageRequest::after(100, c),
@@ -966,26 +1356,41 @@ async fn deletes_racing_domain_links_tag_attaches_and_task_links(target: Target)
     let allowed = ["Ok", "NotFound", "Duplicate", "Conflict"];
     for round in 0..ROUNDS * 2 {
         let domain = format!("race{round}.example");
-        let co = crm.create_company(company_named(&format!("Race {round}"), Some(&domain))).await.unwrap();
+        let co = crm
+            .create_company(company_named(&format!("Race {round}"), Some(&domain)))
+            .await
+            .unwrap();
         let tag = crm
             .create_tag(NewTag::new(TagName::parse(&format!("tag{round}")).unwrap()))
             .await
             .unwrap();
-        let c = crm.create_contact(new_contact(&format!("base{round}@else.example"))).await.unwrap();
+        let c = crm
+            .create_contact(new_contact(&format!("base{round}@else.example")))
+            .await
+            .unwrap();
         let mut hs: Vec<tokio::task::JoinHandle<(String, String)>> = Vec::new();
         let s = stores[1].clone();
         hs.push(tokio::spawn(async move {
-            ("delete_company".into(), describe(&s.scope(t, &ctx()).delete_company(co.id).await))
+            (
+                "delete_company".into(),
+                describe(&s.scope(t, &ctx()).delete_company(co.id).await),
+            )
         }));
         let s = stores[2].clone();
         let d2 = domain.clone();
         hs.push(tokio::spawn(async move {
-            let r = s.scope(t, &ctx()).create_contact(new_contact(&format!("x@{d2}"))).await;
+            let r = s
+                .scope(t, &ctx())
+                .create_contact(new_contact(&format!("x@{d2}")))
+                .await;
             ("domain link".into(), describe(&r))
         }));
         let s = stores[3].clone();
         hs.push(tokio::spawn(async move {
-            ("delete_tag".into(), describe(&s.scope(t, &ctx()).delete_tag(tag.id).await))
+            (
+                "delete_tag".into(),
+                describe(&s.scope(t, &ctx()).delete_tag(tag.id).await),
+            )
         }));
         let s = stores[0].clone();
         hs.push(tokio::spawn(async move {
@@ -997,10 +1402,18 @@ async fn deletes_racing_domain_links_tag_attaches_and_task_links(target: Target)
         let s = stores[2].clone();
         hs.push(tokio::spawn(async move {
             let crm = s.scope(t, &ctx());
-            let r = crm.create_task(NewTask { contact_id: Some(c.id), ..task("on c") }).await;
+            let r = crm
+                .create_task(NewTask {
+                    contact_id: Some(c.id),
+                    ..task("on c")
+                })
+                .await;
             let r2 = match r {
                 Ok(tk) => {
-                    let patch = TaskPatch { company_id: Some(Some(co.id)), ..TaskPatch::default() };
+                    let patch = TaskPatch {
+                        company_id: Some(Some(co.id)),
+                        ..TaskPatch::default()
+                    };
                     describe(&crm.update_task(tk.id, tk.version, patch).await)
                 }
                 Err(e) => describe::<()>(&Err(e)),
@@ -1031,10 +1444,16 @@ async fn deletes_racing_domain_links_tag_attaches_and_task_links(target: Target)
         q.page = PageRequest::first(200);
         for ct in crm.search_contacts(&q).await.unwrap().items {
             if let Some(cid) = ct.company_id {
-                assert!(crm.get_company(cid).await.unwrap().is_some(), "dangling contact link");
+                assert!(
+                    crm.get_company(cid).await.unwrap().is_some(),
+                    "dangling contact link"
+                );
             }
         }
-        let mut p = crm.search_companies(&CompanyQuery::new().with_page(PageRequest::first(200))).await.unwrap();
+        let mut p = crm
+            .search_companies(&CompanyQuery::new().with_page(PageRequest::first(200)))
+            .await
+            .unwrap();
         let doms: Vec<_> = p.items.iter().filter_map(|c| c.domain.clone()).collect();
         let mut d2 = doms.clone();
         d2.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -1045,16 +1464,50 @@ async fn deletes_racing_domain_links_tag_attaches_and_task_links(target: Target)
     eprintln!("{}", history_summary(&crm_scope_dyn(&stores[0], t)).await);
 }
 
-fn crm_scope_dyn(s: &Arc<crm_core::PostgresStore>, t: TenantId) -> crm_core::store::Scope<'_, DynStore> {
+fn crm_scope_dyn(
+    s: &Arc<crm_core::PostgresStore>,
+    t: TenantId,
+) -> crm_core::store::Scope<'_, DynStore> {
     let d: &DynStore = &**s;
     d.scope(t, &ctx())
 }
 
 const ODD_NAMES: &[&str] = &[
-    "acme", "Acme", "ACME", "äcme", "Äcme", "straße", "STRASSE", "ǅemal", "İstanbul", "istanbul",
-    "ıbis", "Zed", "zed", "😀 Emoji", "\u{1F600}", "%percent", "_under", "back\\slash", "a%", "a_",
-    "Ωmega", "ωmega", "ﬁsh", "fish", "Ⅻ roman", "ⅻ roman", "a b", "a\u{00A0}b", "e\u{301}clair",
-    "\u{e9}clair", "ÉCLAIR", "Ａcme", "0", "00", "9",
+    "acme",
+    "Acme",
+    "ACME",
+    "äcme",
+    "Äcme",
+    "straße",
+    "STRASSE",
+    "ǅemal",
+    "İstanbul",
+    "istanbul",
+    "ıbis",
+    "Zed",
+    "zed",
+    "😀 Emoji",
+    "\u{1F600}",
+    "%percent",
+    "_under",
+    "back\\slash",
+    "a%",
+    "a_",
+    "Ωmega",
+    "ωmega",
+    "ﬁsh",
+    "fish",
+    "Ⅻ roman",
+    "ⅻ roman",
+    "a b",
+    "a\u{00A0}b",
+    "e\u{301}clair",
+    "\u{e9}clair",
+    "ÉCLAIR",
+    "Ａcme",
+    "0",
+    "00",
+    "9",
 ];
 
 /// Company and tag names in odd Unicode, listed page by page with page
@@ -1085,7 +1538,9 @@ async fn odd_unicode_names_sort_page_and_match_alike() {
             for sort in [CompanySort::NameAsc, CompanySort::NameDesc] {
                 for size in [1, 3, 50] {
                     let mut names = Vec::new();
-                    let mut q = CompanyQuery::new().with_sort(sort).with_page(PageRequest::first(size));
+                    let mut q = CompanyQuery::new()
+                        .with_sort(sort)
+                        .with_page(PageRequest::first(size));
                     loop {
                         let p = crm.search_companies(&q).await.unwrap();
                         names.extend(p.items.iter().map(|c| c.name.as_str().to_string()));
@@ -1109,19 +1564,30 @@ async fn odd_unicode_names_sort_page_and_match_alike() {
                 }
             }
             out.push(format!("tags: {tags:?}"));
-            for prefix in ["a", "A", "%", "_", "a%", "a_", "\\", "back\\", "ä", "Ä", "strasse", "STRASSE", "straße", "ı", "I", "i", "ﬁ", "fi", "e", "é", "É", "😀", " ", "Ａ"] {
-                let q = CompanyQuery::new().with_name_prefix(prefix).with_page(PageRequest::first(100));
+            for prefix in [
+                "a", "A", "%", "_", "a%", "a_", "\\", "back\\", "ä", "Ä", "strasse", "STRASSE",
+                "straße", "ı", "I", "i", "ﬁ", "fi", "e", "é", "É", "😀", " ", "Ａ",
+            ] {
+                let q = CompanyQuery::new()
+                    .with_name_prefix(prefix)
+                    .with_page(PageRequest::first(100));
                 let r = crm.search_companies(&q).await;
                 out.push(match r {
                     Ok(p) => format!(
                         "prefix {prefix:?}: {:?}",
-                        p.items.iter().map(|c| c.name.as_str().to_string()).collect::<Vec<_>>()
+                        p.items
+                            .iter()
+                            .map(|c| c.name.as_str().to_string())
+                            .collect::<Vec<_>>()
                     ),
                     Err(e) => format!("prefix {prefix:?}: {}", describe::<()>(&Err(e))),
                 });
                 let q = q.with_owner(owner("user:odd"));
                 let r = crm.search_companies(&q).await.map(|p| p.items.len());
-                out.push(format!("prefix {prefix:?} odd owner: {:?}", r.map_err(|e| e.kind())));
+                out.push(format!(
+                    "prefix {prefix:?} odd owner: {:?}",
+                    r.map_err(|e| e.kind())
+                ));
             }
             out
         })
@@ -1156,14 +1622,27 @@ async fn deleting_a_contact_with_tagged_deals_and_linked_tasks() {
             let t = TenantId::new();
             let crm = s.scope(t, &ctx());
             let mut out = Vec::new();
-            let co = crm.create_company(company_named("Acme", Some("acme.example"))).await.unwrap();
-            let c = crm.create_contact(new_contact("a@acme.example")).await.unwrap();
+            let co = crm
+                .create_company(company_named("Acme", Some("acme.example")))
+                .await
+                .unwrap();
+            let c = crm
+                .create_contact(new_contact("a@acme.example"))
+                .await
+                .unwrap();
             let d = crm.create_deal(deal_for(c.id, Some(co.id))).await;
             out.push(format!("deal {}", describe(&d)));
             let d = d.unwrap();
-            let tag = crm.create_tag(NewTag::new(TagName::parse("hot").unwrap())).await.unwrap();
-            out.push(describe(&crm.attach_tag(tag.id, RecordRef::Deal(d.id)).await));
-            out.push(describe(&crm.attach_tag(tag.id, RecordRef::Contact(c.id)).await));
+            let tag = crm
+                .create_tag(NewTag::new(TagName::parse("hot").unwrap()))
+                .await
+                .unwrap();
+            out.push(describe(
+                &crm.attach_tag(tag.id, RecordRef::Deal(d.id)).await,
+            ));
+            out.push(describe(
+                &crm.attach_tag(tag.id, RecordRef::Contact(c.id)).await,
+            ));
             let tk = crm
                 .create_task(NewTask {
                     deal_id: Some(d.id),
@@ -1189,8 +1668,14 @@ async fn deleting_a_contact_with_tagged_deals_and_linked_tasks() {
                     .map(|r| (r.contacts, r.companies, r.deals))
                     .map_err(|e| e.kind())
             ));
-            out.push(format!("delete contact {:?}", crm.delete_contact(c.id).await.ok()));
-            out.push(format!("deal gone {}", crm.get_deal(d.id).await.unwrap().is_none()));
+            out.push(format!(
+                "delete contact {:?}",
+                crm.delete_contact(c.id).await.ok()
+            ));
+            out.push(format!(
+                "deal gone {}",
+                crm.get_deal(d.id).await.unwrap().is_none()
+            ));
             let t2 = crm.get_task(tk.id).await.unwrap().unwrap();
             out.push(format!(
                 "task v{} contact {} deal {} company {} assignee {:?}",
@@ -1202,15 +1687,23 @@ async fn deleting_a_contact_with_tagged_deals_and_linked_tasks() {
             ));
             out.push(format!(
                 "tasks of deal {}",
-                crm.tasks_of(RecordRef::Deal(d.id), &PageRequest::first(10)).await.unwrap().items.len()
-            ));
-            out.push(format!(
-                "overdue {}",
-                crm.overdue_tasks(Utc::now(), Some(&owner("user:deals")), &PageRequest::first(10))
+                crm.tasks_of(RecordRef::Deal(d.id), &PageRequest::first(10))
                     .await
                     .unwrap()
                     .items
                     .len()
+            ));
+            out.push(format!(
+                "overdue {}",
+                crm.overdue_tasks(
+                    Utc::now(),
+                    Some(&owner("user:deals")),
+                    &PageRequest::first(10)
+                )
+                .await
+                .unwrap()
+                .items
+                .len()
             ));
             out.push(format!(
                 "tags of deal {}",
@@ -1254,9 +1747,35 @@ async fn one_domain_in_different_spellings_raced_by_creates_and_updates(target: 
             hs.push(tokio::spawn(async move {
                 let crm = s.scope(t, &ctx());
                 match i {
-                    0 | 1 => describe(&crm.create_company(NewCompany { domain: Some(d), ..company_named("C", None) }).await),
-                    2 => describe(&crm.update_company(a.id, a.version, CompanyPatch { domain: Some(Some(d)), ..CompanyPatch::default() }).await),
-                    _ => describe(&crm.update_company(b.id, b.version, CompanyPatch { domain: Some(Some(d)), ..CompanyPatch::default() }).await),
+                    0 | 1 => describe(
+                        &crm.create_company(NewCompany {
+                            domain: Some(d),
+                            ..company_named("C", None)
+                        })
+                        .await,
+                    ),
+                    2 => describe(
+                        &crm.update_company(
+                            a.id,
+                            a.version,
+                            CompanyPatch {
+                                domain: Some(Some(d)),
+                                ..CompanyPatch::default()
+                            },
+                        )
+                        .await,
+                    ),
+                    _ => describe(
+                        &crm.update_company(
+                            b.id,
+                            b.version,
+                            CompanyPatch {
+                                domain: Some(Some(d)),
+                                ..CompanyPatch::default()
+                            },
+                        )
+                        .await,
+                    ),
                 }
             }));
         }
@@ -1265,8 +1784,15 @@ async fn one_domain_in_different_spellings_raced_by_creates_and_updates(target: 
             outcomes.push(h.await.unwrap());
         }
         eprintln!("round {round}: {outcomes:?}");
-        assert_eq!(outcomes.iter().filter(|o| *o == "Ok").count(), 1, "{outcomes:?}");
-        assert!(outcomes.iter().all(|o| o == "Ok" || o == "Duplicate"), "{outcomes:?}");
+        assert_eq!(
+            outcomes.iter().filter(|o| *o == "Ok").count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert!(
+            outcomes.iter().all(|o| o == "Ok" || o == "Duplicate"),
+            "{outcomes:?}"
+        );
         let d = CompanyDomain::parse(&format!("dom{round}.example")).unwrap();
         let holder = crm.get_company_by_domain(&d).await.unwrap();
         assert!(holder.is_some(), "the winner holds the domain");
@@ -1278,25 +1804,83 @@ async fn one_domain_in_different_spellings_raced_by_creates_and_updates(target: 
 fn hostile_json_is_refused_naming_the_fields() {
     use crm_core::domain::{FromJson, NewCompanyDto, NewTagDto, NewTaskDto};
     let cases: Vec<(&str, serde_json::Value, &[&str])> = vec![
-        ("company", serde_json::json!({"name": "", "domain": "localhost"}), &["name", "domain"]),
-        ("company", serde_json::json!({"name": "A", "employee_count": -1}), &["employee_count"]),
-        ("company", serde_json::json!({"name": "A", "employee_count": 1e20}), &["employee_count"]),
-        ("company", serde_json::json!({"name": "A", "owner": "a\u{0}b"}), &["owner"]),
-        ("company", serde_json::json!({"name": "A", "owner": "x".repeat(256)}), &["owner"]),
-        ("company", serde_json::json!({"name": "A", "domain": "[::1]"}), &["domain"]),
-        ("company", serde_json::json!({"name": "A", "annual_revenue_amount": "NaN", "annual_revenue_currency": "EUR"}), &["annual_revenue_amount"]),
-        ("tag", serde_json::json!({"name": "\u{0}", "colour": "#12345g"}), &["name", "colour"]),
-        ("task", serde_json::json!({"title": " ", "due_at": "0000-01-01T00:00:00Z"}), &["title", "due_at"]),
-        ("task", serde_json::json!({"title": "t", "due_at": "+10000-01-01T00:00:00Z"}), &["due_at"]),
-        ("task", serde_json::json!({"title": "t", "due_at": "2024-02-30T00:00:00Z"}), &["due_at"]),
-        ("task", serde_json::json!({"title": "t", "priority": "URGENT!!"}), &["priority"]),
-        ("task", serde_json::json!({"title": "t", "assignee": "a\u{0}"}), &["assignee"]),
-        ("task", serde_json::json!({"title": "t", "company_id": "not-a-uuid"}), &["company_id"]),
+        (
+            "company",
+            serde_json::json!({"name": "", "domain": "localhost"}),
+            &["name", "domain"],
+        ),
+        (
+            "company",
+            serde_json::json!({"name": "A", "employee_count": -1}),
+            &["employee_count"],
+        ),
+        (
+            "company",
+            serde_json::json!({"name": "A", "employee_count": 1e20}),
+            &["employee_count"],
+        ),
+        (
+            "company",
+            serde_json::json!({"name": "A", "owner": "a\u{0}b"}),
+            &["owner"],
+        ),
+        (
+            "company",
+            serde_json::json!({"name": "A", "owner": "x".repeat(256)}),
+            &["owner"],
+        ),
+        (
+            "company",
+            serde_json::json!({"name": "A", "domain": "[::1]"}),
+            &["domain"],
+        ),
+        (
+            "company",
+            serde_json::json!({"name": "A", "annual_revenue_amount": "NaN", "annual_revenue_currency": "EUR"}),
+            &["annual_revenue_amount"],
+        ),
+        (
+            "tag",
+            serde_json::json!({"name": "\u{0}", "colour": "#12345g"}),
+            &["name", "colour"],
+        ),
+        (
+            "task",
+            serde_json::json!({"title": " ", "due_at": "0000-01-01T00:00:00Z"}),
+            &["title", "due_at"],
+        ),
+        (
+            "task",
+            serde_json::json!({"title": "t", "due_at": "+10000-01-01T00:00:00Z"}),
+            &["due_at"],
+        ),
+        (
+            "task",
+            serde_json::json!({"title": "t", "due_at": "2024-02-30T00:00:00Z"}),
+            &["due_at"],
+        ),
+        (
+            "task",
+            serde_json::json!({"title": "t", "priority": "URGENT!!"}),
+            &["priority"],
+        ),
+        (
+            "task",
+            serde_json::json!({"title": "t", "assignee": "a\u{0}"}),
+            &["assignee"],
+        ),
+        (
+            "task",
+            serde_json::json!({"title": "t", "company_id": "not-a-uuid"}),
+            &["company_id"],
+        ),
     ];
     for (what, v, fields) in cases {
         let r: Result<(), Error> = match what {
             "company" => NewCompanyDto::from_json_value(v.clone()).and_then(|d| {
-                crm_core::domain::NewCompany::try_from(d).map(drop).map_err(Error::from)
+                crm_core::domain::NewCompany::try_from(d)
+                    .map(drop)
+                    .map_err(Error::from)
             }),
             "tag" => NewTagDto::from_json_value(v.clone())
                 .and_then(|d| NewTag::try_from(d).map(drop).map_err(Error::from)),
@@ -1307,7 +1891,10 @@ fn hostile_json_is_refused_naming_the_fields() {
         eprintln!("{what} {v}: {got}");
         // (A blank optional value means absent, as everywhere in the crate.)
         for f in fields {
-            assert!(got.contains(&format!("\"{f}/")), "{what} {v}: {got} does not name {f}");
+            assert!(
+                got.contains(&format!("\"{f}/")),
+                "{what} {v}: {got} does not name {f}"
+            );
         }
     }
 }
@@ -1324,16 +1911,34 @@ async fn race_delete_company(target: Target, merge: bool, upsert: bool) {
     let t = TenantId::new();
     let crm = stores[0].scope(t, &ctx());
     // An upsert naming a company that does not exist.
-    let ghost = NewContact { company_id: Some(CompanyId::new()), ..new_contact("ghost@x.example") };
-    let r = crm.upsert_contacts(&[ghost], crm_core::bulk::ConflictPolicy::NonEmptyIncoming).await;
+    let ghost = NewContact {
+        company_id: Some(CompanyId::new()),
+        ..new_contact("ghost@x.example")
+    };
+    let r = crm
+        .upsert_contacts(&[ghost], crm_core::bulk::ConflictPolicy::NonEmptyIncoming)
+        .await;
     eprintln!("upsert to a missing company: {}", describe(&r));
-    assert_eq!(describe(&r), "NotFound", "an upsert linking to a missing company");
+    assert_eq!(
+        describe(&r),
+        "NotFound",
+        "an upsert linking to a missing company"
+    );
     let mut backend = Vec::new();
     for round in 0..ROUNDS * 2 {
-        let co = crm.create_company(company_named(&format!("M {round}"), None)).await.unwrap();
-        let survivor = crm.create_contact(new_contact(&format!("s{round}@x.example"))).await.unwrap();
+        let co = crm
+            .create_company(company_named(&format!("M {round}"), None))
+            .await
+            .unwrap();
+        let survivor = crm
+            .create_contact(new_contact(&format!("s{round}@x.example")))
+            .await
+            .unwrap();
         let loser = crm
-            .create_contact(NewContact { company_id: Some(co.id), ..new_contact(&format!("l{round}@x.example")) })
+            .create_contact(NewContact {
+                company_id: Some(co.id),
+                ..new_contact(&format!("l{round}@x.example"))
+            })
             .await
             .unwrap();
         let (s0, s1, s2) = (stores[0].clone(), stores[1].clone(), stores[2].clone());
@@ -1342,16 +1947,23 @@ async fn race_delete_company(target: Target, merge: bool, upsert: bool) {
                 return Ok(None);
             }
             let crm = s0.scope(t, &ctx());
-            crm.merge_contacts(survivor.id, loser.id, crm_core::bulk::ConflictPolicy::NonEmptyIncoming)
-                .await
-                .map(Some)
+            crm.merge_contacts(
+                survivor.id,
+                loser.id,
+                crm_core::bulk::ConflictPolicy::NonEmptyIncoming,
+            )
+            .await
+            .map(Some)
         });
         let d = tokio::spawn(async move { s1.scope(t, &ctx()).delete_company(co.id).await });
         let u = tokio::spawn(async move {
             if !upsert {
                 return Ok(Vec::new());
             }
-            let row = NewContact { company_id: Some(co.id), ..new_contact(&format!("u{round}@x.example")) };
+            let row = NewContact {
+                company_id: Some(co.id),
+                ..new_contact(&format!("u{round}@x.example"))
+            };
             s2.scope(t, &ctx())
                 .upsert_contacts(&[row], crm_core::bulk::ConflictPolicy::NonEmptyIncoming)
                 .await
@@ -1366,7 +1978,10 @@ async fn race_delete_company(target: Target, merge: bool, upsert: bool) {
         }
         let s = crm.get_contact(survivor.id).await.unwrap();
         if let Some(cid) = s.and_then(|s| s.company_id) {
-            assert!(crm.get_company(cid).await.unwrap().is_some(), "the survivor links to a deleted company");
+            assert!(
+                crm.get_company(cid).await.unwrap().is_some(),
+                "the survivor links to a deleted company"
+            );
         }
     }
     assert!(backend.is_empty(), "backend errors: {backend:#?}");
@@ -1382,6 +1997,61 @@ async fn upsert_racing_delete_company(target: Target) {
     race_delete_company(target, false, true).await
 }
 
+/// `update_task` linking a task of a contact to one of that contact's
+/// deals, racing `delete_contact` (which locks the contact, then its
+/// deals, then unlinks their tasks): typed outcomes only.
+async fn task_linked_to_a_deal_racing_delete_contact(target: Target) {
+    let Some(owner_db) = support::TestStore::on(target).await else {
+        return;
+    };
+    let db = owner_db.db();
+    let stores: Vec<_> = (0..2).map(|_| Arc::new(db.store())).collect();
+    let t = TenantId::new();
+    let crm = stores[0].scope(t, &ctx());
+    let mut backend = Vec::new();
+    for round in 0..ROUNDS * 2 {
+        let c = crm
+            .create_contact(new_contact(&format!("t{round}@x.example")))
+            .await
+            .unwrap();
+        let d = crm.create_deal(deal_for(c.id, None)).await.unwrap();
+        let tk = crm
+            .create_task(NewTask {
+                contact_id: Some(c.id),
+                ..task("t")
+            })
+            .await
+            .unwrap();
+        let (s0, s1) = (stores[0].clone(), stores[1].clone());
+        let u = tokio::spawn(async move {
+            let patch = TaskPatch {
+                deal_id: Some(Some(d.id)),
+                ..TaskPatch::default()
+            };
+            describe(
+                &s0.scope(t, &ctx())
+                    .update_task(tk.id, tk.version, patch)
+                    .await,
+            )
+        });
+        let del =
+            tokio::spawn(async move { describe(&s1.scope(t, &ctx()).delete_contact(c.id).await) });
+        let (u, del) = (u.await.unwrap(), del.await.unwrap());
+        eprintln!("round {round}: update_task {u}, delete_contact {del}");
+        if u.starts_with("Backend") || del.starts_with("Backend") {
+            backend.push(format!(
+                "round {round}: update_task {u}, delete_contact {del}"
+            ));
+        }
+        let after = crm.get_task(tk.id).await.unwrap().unwrap();
+        assert!(
+            after.deal_id.is_none() && after.contact_id.is_none(),
+            "a task links to a deleted record"
+        );
+    }
+    assert!(backend.is_empty(), "backend errors: {backend:#?}");
+}
+
 crate::on_every_target!(
     delete_company_racing_links_never_leaks_a_backend_error,
     tag_names_racing_in_different_casings_make_one_tag,
@@ -1392,4 +2062,5 @@ crate::on_every_target!(
     one_domain_in_different_spellings_raced_by_creates_and_updates,
     merge_racing_delete_company,
     upsert_racing_delete_company,
+    task_linked_to_a_deal_racing_delete_contact,
 );
