@@ -459,6 +459,18 @@ impl BulkTx for PgTransaction {
         self.begin_atomic().await?;
         let merged: Result<Contact> = async {
             crate::store::shared::check_merge_pair(survivor, loser)?;
+            // The survivor may take the loser's company: key-share it
+            // before locking the contacts, as every other link does before
+            // it writes. Taken after them, it would wait for a deletion of
+            // that company that itself waits for the loser's row to unlink
+            // it: a deadlock. A company deleted meanwhile is no error here;
+            // the loser, locked below, is then unlinked from it.
+            if let Some(company) = self.get_contact(loser).await?.and_then(|c| c.company_id) {
+                match self.share_company(company).await {
+                    Err(Error::NotFound { .. }) => {}
+                    other => other?,
+                }
+            }
             // Lock both in id order, so that two merges of the same pair (or
             // crossing pairs) cannot deadlock. The loser is locked FOR
             // UPDATE: a transaction attaching a deal, activity or signal to
