@@ -757,8 +757,7 @@ fn action() -> impl Strategy<Value = Action> {
             }),
         1 => (0..OWNERS.len(), 0..OWNERS.len(), proptest::option::of(0..RecordKind::ALL.len()))
             .prop_map(|(from, to, kind)| Action::ReassignOwner { from, to, kind }),
-        3 => (0..TAG_NAMES.len(), any::<u32>(), proptest::option::of(0..TAG_COLOURS.len()))
-            .prop_map(|(name, casing, colour)| Action::CreateTag { name, casing, colour }),
+        4 => create_tag(),
         1 => (0..TAG_NAMES.len(), any::<u32>()).prop_map(|(n, c)| Action::GetTagByName(n, c)),
         2 => (
             target(),
@@ -772,7 +771,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => (target(), record_pick()).prop_map(|(t, r)| Action::DetachTag(t, r)),
         2 => record_pick().prop_map(Action::TagsOf),
         1 => small_limit().prop_map(Action::ListTags),
-        4 => create_task(),
+        6 => create_task(),
         2 => (
             target(),
             version_pick(),
@@ -788,7 +787,7 @@ fn action() -> impl Strategy<Value = Action> {
                 Action::UpdateTask { task, version, title, due, assignee, priority, contact, company, deal }
             }),
         2 => (target(), 0u8..6).prop_map(|(t, m)| Action::CompleteTask(t, m)),
-        1 => target().prop_map(Action::ReopenTask),
+        2 => target().prop_map(Action::ReopenTask),
         1 => target().prop_map(Action::DeleteTask),
         2 => (0..OWNERS.len(), small_limit()).prop_map(|(o, l)| Action::OpenTasks(o, l)),
         2 => (proptest::option::of(0..OWNERS.len()), small_limit()).prop_map(|(o, l)| Action::OverdueTasks(o, l)),
@@ -833,6 +832,19 @@ fn create_company() -> impl Strategy<Value = Action> {
         })
 }
 
+fn create_tag() -> impl Strategy<Value = Action> {
+    (
+        0..TAG_NAMES.len(),
+        any::<u32>(),
+        proptest::option::of(0..TAG_COLOURS.len()),
+    )
+        .prop_map(|(name, casing, colour)| Action::CreateTag {
+            name,
+            casing,
+            colour,
+        })
+}
+
 fn create_task() -> impl Strategy<Value = Action> {
     (
         0..TASK_TITLES.len(),
@@ -869,8 +881,8 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// A case: a few companies, contacts and deals to start with, then
-/// anything; 32 steps at most.
+/// A case: a few companies, contacts, tags, a task and deals to start
+/// with, then anything; 37 steps at most.
 fn steps() -> impl Strategy<Value = Vec<Step>> {
     let company = (0usize..2, create_company()).prop_map(|(tenant, action)| Step::Single {
         tenant,
@@ -916,15 +928,61 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             })
             .to_vec()
         });
+    let tag = (0usize..2, create_tag()).prop_map(|(tenant, action)| Step::Single {
+        tenant,
+        foreign: false,
+        action,
+    });
+    // A task linked to a recent contact, sometimes completed and reopened.
+    let task = (create_task(), 0usize..3, 0u8..6, any::<bool>()).prop_map(
+        |(action, contact, minute, reopen)| {
+            let action = match action {
+                Action::CreateTask {
+                    title,
+                    due,
+                    assignee,
+                    priority,
+                    ..
+                } => Action::CreateTask {
+                    title,
+                    due,
+                    assignee,
+                    priority,
+                    contact: Some(Target::Recent(contact)),
+                    company: None,
+                    deal: None,
+                },
+                other => other,
+            };
+            let mut actions = vec![action, Action::CompleteTask(Target::Recent(0), minute)];
+            if reopen {
+                actions.push(Action::ReopenTask(Target::Recent(0)));
+            }
+            actions
+                .into_iter()
+                .map(|action| Step::Single {
+                    tenant: 0,
+                    foreign: false,
+                    action,
+                })
+                .collect::<Vec<_>>()
+        },
+    );
     (
         proptest::collection::vec(company, 0..=2),
         proptest::collection::vec(first, 1..=4),
+        (
+            proptest::collection::vec(tag, 0..=2),
+            proptest::option::weighted(0.3, task),
+        ),
         proptest::collection::vec(deal, 0..=3),
         proptest::option::weighted(0.3, close_and_reopen),
         proptest::collection::vec(step(), 1..=21),
     )
-        .prop_map(|(mut a, first, b, c, d)| {
+        .prop_map(|(mut a, first, (tags, task), b, c, d)| {
             a.extend(first);
+            a.extend(tags);
+            a.extend(task.unwrap_or_default());
             a.extend(b);
             a.extend(c.unwrap_or_default());
             a.extend(d);
@@ -1886,6 +1944,23 @@ impl<'a> Case<'a> {
                 RecordPick::Company(t) => of(t, Kind::Company),
                 RecordPick::Deal(t) => of(t, Kind::Deal),
             },
+            // A new record acts in the tenant of what it links to.
+            Action::CreateContact {
+                company_id: Some(t),
+                ..
+            }
+            | Action::SearchLinked {
+                company: Some(t), ..
+            } => of(t, Kind::Company),
+            Action::CreateTask {
+                contact,
+                company,
+                deal,
+                ..
+            } => contact
+                .and_then(|t| of(&t, Kind::Contact))
+                .or_else(|| company.and_then(|t| of(&t, Kind::Company)))
+                .or_else(|| deal.and_then(|t| of(&t, Kind::Deal))),
             _ => None,
         };
         let t = own.unwrap_or(tenant);
@@ -2710,6 +2785,30 @@ impl<'a> Case<'a> {
             },
         );
 
+        match (action, &model) {
+            (Action::CreateContact { company_id: None, .. }, Ok(Raw::Contact(c)))
+                if c.company_id.is_some() =>
+            {
+                count(self.stats, "CreateContact linked by domain".into())
+            }
+            (Action::SearchLinked { .. }, Ok(Raw::Contacts(w)))
+                if w.pages.iter().any(|p| !p.items.is_empty()) =>
+            {
+                count(self.stats, "SearchLinked found some".into())
+            }
+            (Action::SearchCompanies { which, .. }, Ok(Raw::Companies(w)))
+                if *which >= 3 && w.pages.iter().any(|p| !p.items.is_empty()) =>
+            {
+                count(self.stats, "SearchCompanies filtered found some".into())
+            }
+            (Action::DeleteCompany(_), Ok(Raw::Deleted(true))) => {
+                count(self.stats, "DeleteCompany deleted".into())
+            }
+            (Action::ReassignOwner { .. }, Ok(Raw::Reassigned(a, b, c))) if a + b + c > 0 => {
+                count(self.stats, "ReassignOwner moved some".into())
+            }
+            _ => {}
+        }
         let mut mv: Outcome = match &model {
             Ok(r) => Ok(self.labels.view(Side::Model, r)),
             Err(e) => Err(self.labels.error(Side::Model, e)),
@@ -3089,6 +3188,33 @@ fn random_operation_sequences_give_the_same_results_in_memory_and_on_postgres() 
             "DeleteContact ok",
             "DeleteDeal ok",
             "Summary Validation",
+            "CreateCompany ok",
+            "CreateCompany Duplicate",
+            "CreateContact linked by domain",
+            "UpdateCompany ok",
+            "UpdateCompany Duplicate",
+            "DeleteCompany deleted",
+            "GetCompanyByDomain ok",
+            "SearchCompanies filtered found some",
+            "SearchLinked found some",
+            "ReassignOwner moved some",
+            "CreateTag ok",
+            "CreateTag Duplicate",
+            "UpdateTag ok",
+            "AttachTag ok",
+            "DetachTag ok",
+            "DeleteTag ok",
+            "TagsOf ok",
+            "ListTags ok",
+            "CreateTask ok",
+            "CreateTask NotFound",
+            "UpdateTask ok",
+            "CompleteTask ok",
+            "ReopenTask ok",
+            "DeleteTask ok",
+            "OpenTasks ok",
+            "OverdueTasks ok",
+            "TasksOf ok",
             "batch Commit",
             "batch Rollback",
             "batch Drop",
