@@ -71,13 +71,12 @@ use crm_core::{
     Page, PageRequest, PipelineSummary, PostgresStore, Store, TagFilter, TenantId, Transaction,
     Version, conformance,
     domain::{
-        Company, CompanyDomain, CompanyId, CompanyPatch, Industry, NewCompany, NewTag, NewTask,
-        OwnerId, RecordKind, RecordRef, Tag, TagColour, TagId, TagName, TagPatch, Task, TaskId,
-        TaskPatch, TaskPriority, TaskTitle,
-        Activity, ActivityKind, CompanyName, Contact, ContactId, ContactPatch, Currency, Deal,
-        DealId, DealPatch, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata,
-        Money, NewActivity, NewContact, NewDeal, NewSignal, PersonName, Phone, PipelineKey, Score,
-        Signal, SignalKind, StageKey, Subject,
+        Activity, ActivityKind, Company, CompanyDomain, CompanyId, CompanyName, CompanyPatch,
+        Contact, ContactId, ContactPatch, Currency, Deal, DealId, DealPatch, DealTitle, Direction,
+        Email, Industry, JobTitle, LeadSource, LostReason, Metadata, Money, NewActivity,
+        NewCompany, NewContact, NewDeal, NewSignal, NewTag, NewTask, OwnerId, PersonName, Phone,
+        PipelineKey, RecordKind, RecordRef, Score, Signal, SignalKind, StageKey, Subject, Tag,
+        TagColour, TagId, TagName, TagPatch, Task, TaskId, TaskPatch, TaskPriority, TaskTitle,
     },
 };
 use proptest::{
@@ -576,7 +575,18 @@ fn contact_patch() -> impl Strategy<Value = ContactPatchSpec> {
         proptest::option::weighted(0.3, proptest::option::of(0..OWNERS.len())),
     )
         .prop_map(
-            |(first, last, company, title, phone, lead_source, metadata, active, company_id, owner)| {
+            |(
+                first,
+                last,
+                company,
+                title,
+                phone,
+                lead_source,
+                metadata,
+                active,
+                company_id,
+                owner,
+            )| {
                 ContactPatchSpec {
                     first,
                     last,
@@ -634,7 +644,18 @@ fn create_deal(contact: impl Strategy<Value = Target>) -> impl Strategy<Value = 
         proptest::option::weighted(0.5, 0..OWNERS.len()),
     )
         .prop_map(
-            |(contact, title, cents, scale, currency, pipeline, stage, close_day, company_id, owner)| {
+            |(
+                contact,
+                title,
+                cents,
+                scale,
+                currency,
+                pipeline,
+                stage,
+                close_day,
+                company_id,
+                owner,
+            )| {
                 Action::CreateDeal {
                     contact,
                     title,
@@ -728,11 +749,11 @@ fn action() -> impl Strategy<Value = Action> {
         6 => create_company(),
         1 => target().prop_map(Action::GetCompany),
         2 => (0..DOMAINS.len()).prop_map(Action::GetCompanyByDomain),
-        3 => (
+        4 => (
             target(),
             version_pick(),
             proptest::option::weighted(0.3, 0..COMPANIES.len()),
-            proptest::option::weighted(0.5, proptest::option::of(0..DOMAINS.len())),
+            proptest::option::weighted(0.6, proptest::option::weighted(0.85, 0..DOMAINS.len())),
             proptest::option::weighted(0.2, proptest::option::of(0..INDUSTRIES.len())),
             proptest::option::weighted(0.4, proptest::option::of(0..OWNERS.len())),
             proptest::option::weighted(0.2, 0usize..5),
@@ -755,7 +776,7 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(owner, company, tags, sort, limit)| {
                 Action::SearchLinked { owner, company, tags, sort, limit }
             }),
-        1 => (0..OWNERS.len(), 0..OWNERS.len(), proptest::option::of(0..RecordKind::ALL.len()))
+        2 => (0..OWNERS.len(), 0..OWNERS.len(), proptest::option::of(0..RecordKind::ALL.len()))
             .prop_map(|(from, to, kind)| Action::ReassignOwner { from, to, kind }),
         4 => create_tag(),
         1 => (0..TAG_NAMES.len(), any::<u32>()).prop_map(|(n, c)| Action::GetTagByName(n, c)),
@@ -882,7 +903,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// A case: a few companies, contacts, tags, a task and deals to start
-/// with, then anything; 37 steps at most.
+/// with, then anything; 41 steps at most.
 fn steps() -> impl Strategy<Value = Vec<Step>> {
     let company = (0usize..2, create_company()).prop_map(|(tenant, action)| Step::Single {
         tenant,
@@ -968,8 +989,52 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
                 .collect::<Vec<_>>()
         },
     );
+    // Sometimes two companies of one owner, the second then given another
+    // spelling of the first's domain, and the owner's records reassigned.
+    let companies_of_one_owner = (
+        0usize..3,
+        0usize..3,
+        0..OWNERS.len(),
+        1..OWNERS.len(),
+        proptest::option::of(0..RecordKind::ALL.len()),
+    )
+        .prop_map(|(first, second, owner, other, kind)| {
+            let create = |domain| Action::CreateCompany {
+                name: domain,
+                domain: Some(domain),
+                industry: None,
+                employees: None,
+                owner: Some(owner),
+                metadata: 0,
+            };
+            [
+                create(first),
+                create(5),
+                Action::UpdateCompany {
+                    company: Target::Recent(0),
+                    version: VersionPick::Current,
+                    name: None,
+                    domain: Some(Some(second)),
+                    industry: None,
+                    owner: None,
+                    metadata: None,
+                },
+                Action::ReassignOwner {
+                    from: owner,
+                    to: (owner + other) % OWNERS.len(),
+                    kind,
+                },
+            ]
+            .map(|action| Step::Single {
+                tenant: 0,
+                foreign: false,
+                action,
+            })
+            .to_vec()
+        });
     (
         proptest::collection::vec(company, 0..=2),
+        proptest::option::weighted(0.25, companies_of_one_owner),
         proptest::collection::vec(first, 1..=4),
         (
             proptest::collection::vec(tag, 0..=2),
@@ -979,7 +1044,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         proptest::option::weighted(0.3, close_and_reopen),
         proptest::collection::vec(step(), 1..=21),
     )
-        .prop_map(|(mut a, first, (tags, task), b, c, d)| {
+        .prop_map(|(mut a, one_owner, first, (tags, task), b, c, d)| {
+            a.extend(one_owner.unwrap_or_default());
             a.extend(first);
             a.extend(tags);
             a.extend(task.unwrap_or_default());
@@ -2786,9 +2852,12 @@ impl<'a> Case<'a> {
         );
 
         match (action, &model) {
-            (Action::CreateContact { company_id: None, .. }, Ok(Raw::Contact(c)))
-                if c.company_id.is_some() =>
-            {
+            (
+                Action::CreateContact {
+                    company_id: None, ..
+                },
+                Ok(Raw::Contact(c)),
+            ) if c.company_id.is_some() => {
                 count(self.stats, "CreateContact linked by domain".into())
             }
             (Action::SearchLinked { .. }, Ok(Raw::Contacts(w)))

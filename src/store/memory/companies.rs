@@ -17,7 +17,6 @@ use crate::{
     },
 };
 
-
 impl MemoryTransaction {
     /// Fails with `Duplicate` when another company than `except` holds `domain`.
     fn check_domain_free(&self, domain: &CompanyDomain, except: Option<CompanyId>) -> Result<()> {

@@ -28,7 +28,6 @@ use crate::{
     },
 };
 
-
 const GET_COMPANY: &str = concat!(
     "SELECT ",
     company_select!(),

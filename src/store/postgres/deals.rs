@@ -280,8 +280,7 @@ impl DealsTx for PgTransaction {
         match current.patched(&patch, now()) {
             None => Ok(current),
             Some(next) => {
-                if let Some(company) = next.company_id.filter(|c| Some(*c) != current.company_id)
-                {
+                if let Some(company) = next.company_id.filter(|c| Some(*c) != current.company_id) {
                     self.share_company(company).await?;
                 }
                 self.write_deal(next).await
