@@ -3152,6 +3152,33 @@ impl<'a> Case<'a> {
                     ));
                 }
             }
+            // The history of the taggings (whose ids the test never sees):
+            // every version of every tagging, as a multiset.
+            let (from, until) = (explicit_cutoff(), Utc::now() + chrono::Duration::days(1));
+            let changes = walk(
+                async |page| tx.changes_between(from, until, &page).await,
+                PageRequest::first(1000),
+            )
+            .await
+            .unwrap();
+            let mut taggings: Vec<HistoryView> = changes
+                .pages
+                .iter()
+                .flat_map(|p| &p.items)
+                .filter(|e| matches!(e.entity, HistoryEntity::Tagging(_)))
+                .map(|e| {
+                    let mut v = self.labels.history(side, e);
+                    if let Some(o) = v.values.as_object_mut() {
+                        o.remove("id");
+                    }
+                    v
+                })
+                .collect();
+            taggings.sort_by_key(|v| format!("{v:?}"));
+            if side == Side::Model && !taggings.is_empty() {
+                count(self.stats, "Tagging history".to_string());
+            }
+            out.push(View::History(taggings));
             // Every task ever created in this tenant, by label.
             for p in self.tasks.iter().filter(|p| p.tenant == ti) {
                 let id = match side {
@@ -3368,6 +3395,7 @@ fn random_operation_sequences_give_the_same_results_in_memory_and_on_postgres() 
             "Company history of changes",
             "Tag history of changes",
             "Task history of changes",
+            "Tagging history",
             "batch Commit",
             "batch Rollback",
             "batch Drop",
