@@ -39,6 +39,14 @@
 //! `tasks_of`). Task due and done times are explicit (in 2024), so they are
 //! compared as they are.
 //!
+//! After a transaction that did not commit and at the end of a case, the
+//! stored state of both tenants is read back and compared: contacts with
+//! their deals, timelines, signals and tags; companies with their tags;
+//! tags; every task by label; the history of every company, tag and task
+//! (values with ids replaced by labels, `created_at`/`updated_at` left
+//! out); and the history of the taggings, whose ids the test never sees,
+//! as a multiset of versions without the tagging's own id.
+//!
 //! # Why the compared orders are deterministic
 //!
 //! Lists are compared as sequences of labels, so their order must not rest
@@ -49,8 +57,9 @@
 //!   `Uuid::now_v7`, which the `uuid` crate guarantees to be ordered by
 //!   creation within a process. The test creates records on both backends
 //!   in the same order, so ids order alike on both.
-//! - **Store-made timestamps** (search by created/updated, deal lists newest
-//!   first, activities and signals without an explicit time): the steps run
+//! - **Store-made timestamps** (contact and company search by
+//!   created/updated, deal lists and `tasks_of` newest first, activities
+//!   and signals without an explicit time): the steps run
 //!   one after the other, each backend's step between two of the other's,
 //!   so the timestamps of one backend follow the order of the steps, and
 //!   ties at the same microsecond are broken by creation order (above). A
