@@ -21,7 +21,31 @@
 //! explicit `occurred_at` happened when it was logged). Errors must be of
 //! the same kind with the same details: the same field errors, the same
 //! versions in a conflict, the same stages and reason in a refused move,
-//! and a `DuplicateEmail` naming the same (mapped) contact.
+//! and a `DuplicateEmail` or `Duplicate` naming the same (mapped) record.
+//!
+//! Beside contacts, deals, activities, signals and scores, the steps cover
+//! companies (`co0`: create, update, delete — which unlinks contacts, deals
+//! and tasks —, get, get by domain, search with owner/domain/tag filters
+//! and every sort), with domains from a small pool in several spellings of
+//! one normalised domain so that duplicates are frequent; contacts and
+//! deals linked to companies and owners (set on create and update, and
+//! contacts linked by their email's domain, free-mail ones not); owners
+//! reassigned with and without a kind; tags (`k0`: created in random
+//! casings so that names collide, renamed, deleted, attached to and
+//! detached from contacts, companies and deals, `tags_of`, `list_tags`);
+//! contact searches filtered by owner, company and tags (any/all/none); and
+//! tasks (`t0`: created and updated with links and assignees, completed,
+//! reopened, deleted, `open_tasks`, `overdue_tasks` at a fixed `now`,
+//! `tasks_of`). Task due and done times are explicit (in 2024), so they are
+//! compared as they are.
+//!
+//! After a transaction that did not commit and at the end of a case, the
+//! stored state of both tenants is read back and compared: contacts with
+//! their deals, timelines, signals and tags; companies with their tags;
+//! tags; every task by label; the history of every company, tag and task
+//! (values with ids replaced by labels, `created_at`/`updated_at` left
+//! out); and the history of the taggings, whose ids the test never sees,
+//! as a multiset of versions without the tagging's own id.
 //!
 //! # Why the compared orders are deterministic
 //!
@@ -33,8 +57,9 @@
 //!   `Uuid::now_v7`, which the `uuid` crate guarantees to be ordered by
 //!   creation within a process. The test creates records on both backends
 //!   in the same order, so ids order alike on both.
-//! - **Store-made timestamps** (search by created/updated, deal lists newest
-//!   first, activities and signals without an explicit time): the steps run
+//! - **Store-made timestamps** (contact and company search by
+//!   created/updated, deal lists and `tasks_of` newest first, activities
+//!   and signals without an explicit time): the steps run
 //!   one after the other, each backend's step between two of the other's,
 //!   so the timestamps of one backend follow the order of the steps, and
 //!   ties at the same microsecond are broken by creation order (above). A
@@ -51,13 +76,17 @@ use std::{collections::HashMap, sync::Mutex};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use crm_core::{
-    Actor, ContactQuery, ContactSort, Context, Error, InMemoryStore, Page, PageRequest,
-    PipelineSummary, PostgresStore, Store, TenantId, Transaction, Version, conformance,
+    Actor, CompanyQuery, CompanySort, ContactQuery, ContactSort, Context, Error, InMemoryStore,
+    Page, PageRequest, PipelineSummary, PostgresStore, Store, TagFilter, TenantId, Transaction,
+    Version, conformance,
     domain::{
-        Activity, ActivityKind, CompanyName, Contact, ContactId, ContactPatch, Currency, Deal,
-        DealId, DealPatch, DealTitle, Direction, Email, JobTitle, LeadSource, LostReason, Metadata,
-        Money, NewActivity, NewContact, NewDeal, NewSignal, PersonName, Phone, PipelineKey, Score,
-        Signal, SignalKind, StageKey, Subject,
+        Activity, ActivityKind, Company, CompanyDomain, CompanyId, CompanyName, CompanyPatch,
+        Contact, ContactId, ContactPatch, Currency, Deal, DealId, DealPatch, DealTitle, Direction,
+        Email, HistoryEntity, HistoryEntry, Industry, JobTitle, LeadSource, LostReason, Metadata,
+        Money, NewActivity, NewCompany, NewContact, NewDeal, NewSignal, NewTag, NewTask, OwnerId,
+        PersonName, Phone, PipelineKey, RecordKind, RecordRef, Score, Signal, SignalKind, StageKey,
+        Subject, Tag, TagColour, TagId, TagName, TagPatch, Task, TaskId, TaskPatch, TaskPriority,
+        TaskTitle,
     },
 };
 use proptest::{
@@ -86,7 +115,29 @@ const EMAILS: &[&str] = &[
     "STRASSE@example.de",
     "e\u{301}mile@exemple.fr",
     "ﬃ@example.com",
+    // At a company domain of the pool, and at a free-mail one.
+    "sales@Acme.com",
+    "ada.l@gmail.com",
 ];
+
+/// Company domains: several spellings of a few normalised domains (a URL,
+/// a trailing dot, an IDN and its A-label), so that duplicates are frequent;
+/// some are the domains of pool emails, which links contacts by domain.
+const DOMAINS: &[&str] = &[
+    "HTTPS://WWW.Acme.COM/x",
+    "acme.com",
+    "ACME.com.",
+    "bücher.example",
+    "xn--bcher-kva.example",
+    "example.com",
+    "Exemple.FR",
+    "gmail.com",
+];
+const OWNERS: &[&str] = &["user:ann", "user:bob", "auth0|Ann"];
+const TAG_NAMES: &[&str] = &["VIP", "vip ", "Hot lead", "Straße", "STRASSE", "Ünïcode"];
+const TAG_COLOURS: &[&str] = &["#FF0000", "00ff00"];
+const INDUSTRIES: &[&str] = &["Software", "Logistics"];
+const TASK_TITLES: &[&str] = &["Call back", "Send contract"];
 
 /// First and last names, with ties in other casings and letters whose
 /// lower case depends on the rules used (final sigma, dotted capital I).
@@ -189,6 +240,14 @@ fn at_minute(m: u8) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 3, 1, 12, 0, 0).unwrap() + chrono::Duration::minutes(i64::from(m))
 }
 
+/// Recorded fields that each backend stamps itself.
+const STORE_MADE: &[&str] = &["created_at", "updated_at"];
+
+/// The `now` of every overdue-task list: in the middle of the due times.
+fn task_now() -> DateTime<Utc> {
+    at_minute(3)
+}
+
 /// Anything before this was given explicitly by the test; anything after it
 /// was made by a store.
 fn explicit_cutoff() -> DateTime<Utc> {
@@ -257,7 +316,20 @@ struct ContactPatchSpec {
     lead_source: Option<usize>,
     metadata: Option<usize>,
     active: Option<bool>,
+    company_id: Option<Option<Target>>,
+    owner: Option<Option<usize>>,
 }
+
+/// A contact, company or deal to tag or list the tasks of.
+#[derive(Debug, Clone, Copy)]
+enum RecordPick {
+    Contact(Target),
+    Company(Target),
+    Deal(Target),
+}
+
+/// Tags to filter by: (any, all, none), each a few tag targets.
+type TagFilterSpec = (Vec<Target>, Vec<Target>, Vec<Target>);
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -268,6 +340,8 @@ enum Action {
         company: Option<usize>,
         lead_source: usize,
         metadata: usize,
+        company_id: Option<Target>,
+        owner: Option<usize>,
     },
     GetContact(Target),
     GetByEmail(EmailPick),
@@ -294,6 +368,8 @@ enum Action {
         pipeline: usize,
         stage: Option<usize>,
         close_day: Option<u32>,
+        company_id: Option<Target>,
+        owner: Option<usize>,
     },
     GetDeal(Target),
     UpdateDeal {
@@ -302,6 +378,8 @@ enum Action {
         title: Option<usize>,
         cents: Option<(i64, usize)>,
         close_day: Option<Option<u32>>,
+        company_id: Option<Option<Target>>,
+        owner: Option<Option<usize>>,
     },
     MoveDeal {
         deal: Target,
@@ -351,6 +429,90 @@ enum Action {
     },
     ListSignals(Target),
     Summary(usize),
+    CreateCompany {
+        name: usize,
+        domain: Option<usize>,
+        industry: Option<usize>,
+        employees: Option<u32>,
+        owner: Option<usize>,
+        metadata: usize,
+    },
+    GetCompany(Target),
+    GetCompanyByDomain(usize),
+    UpdateCompany {
+        company: Target,
+        version: VersionPick,
+        name: Option<usize>,
+        domain: Option<Option<usize>>,
+        industry: Option<Option<usize>>,
+        owner: Option<Option<usize>>,
+        metadata: Option<usize>,
+    },
+    DeleteCompany(Target),
+    SearchCompanies {
+        which: usize,
+        text: usize,
+        casing: u32,
+        owner: Option<usize>,
+        tags: TagFilterSpec,
+        limit: u32,
+    },
+    /// A contact search filtered by owner, company and tags.
+    SearchLinked {
+        owner: Option<usize>,
+        company: Option<Target>,
+        tags: TagFilterSpec,
+        sort: usize,
+        limit: u32,
+    },
+    ReassignOwner {
+        from: usize,
+        to: usize,
+        kind: Option<usize>,
+    },
+    CreateTag {
+        name: usize,
+        casing: u32,
+        colour: Option<usize>,
+    },
+    GetTagByName(usize, u32),
+    UpdateTag {
+        tag: Target,
+        version: VersionPick,
+        name: Option<(usize, u32)>,
+        colour: Option<Option<usize>>,
+    },
+    DeleteTag(Target),
+    AttachTag(Target, RecordPick),
+    DetachTag(Target, RecordPick),
+    TagsOf(RecordPick),
+    ListTags(u32),
+    CreateTask {
+        title: usize,
+        due: Option<u8>,
+        assignee: Option<usize>,
+        priority: usize,
+        contact: Option<Target>,
+        company: Option<Target>,
+        deal: Option<Target>,
+    },
+    UpdateTask {
+        task: Target,
+        version: VersionPick,
+        title: Option<usize>,
+        due: Option<Option<u8>>,
+        assignee: Option<Option<usize>>,
+        priority: Option<usize>,
+        contact: Option<Option<Target>>,
+        company: Option<Option<Target>>,
+        deal: Option<Option<Target>>,
+    },
+    CompleteTask(Target, u8),
+    ReopenTask(Target),
+    DeleteTask(Target),
+    OpenTasks(usize, u32),
+    OverdueTasks(Option<usize>, u32),
+    TasksOf(RecordPick, u32),
 }
 
 /// How a multi-operation transaction ends.
@@ -422,9 +584,22 @@ fn contact_patch() -> impl Strategy<Value = ContactPatchSpec> {
         proptest::option::weighted(0.2, 0..LeadSource::ALL.len()),
         proptest::option::weighted(0.2, 0usize..5),
         proptest::option::weighted(0.2, any::<bool>()),
+        proptest::option::weighted(0.3, proptest::option::of(target())),
+        proptest::option::weighted(0.3, proptest::option::of(0..OWNERS.len())),
     )
         .prop_map(
-            |(first, last, company, title, phone, lead_source, metadata, active)| {
+            |(
+                first,
+                last,
+                company,
+                title,
+                phone,
+                lead_source,
+                metadata,
+                active,
+                company_id,
+                owner,
+            )| {
                 ContactPatchSpec {
                     first,
                     last,
@@ -434,6 +609,8 @@ fn contact_patch() -> impl Strategy<Value = ContactPatchSpec> {
                     lead_source,
                     metadata,
                     active,
+                    company_id,
+                    owner,
                 }
             },
         )
@@ -447,17 +624,23 @@ fn create_contact() -> impl Strategy<Value = Action> {
         proptest::option::of(0..COMPANIES.len()),
         0..LeadSource::ALL.len(),
         0usize..5,
+        proptest::option::weighted(0.2, target()),
+        proptest::option::weighted(0.5, 0..OWNERS.len()),
     )
-        .prop_map(|(email, first, last, company, lead_source, metadata)| {
-            Action::CreateContact {
-                email,
-                first,
-                last,
-                company,
-                lead_source,
-                metadata,
-            }
-        })
+        .prop_map(
+            |(email, first, last, company, lead_source, metadata, company_id, owner)| {
+                Action::CreateContact {
+                    email,
+                    first,
+                    last,
+                    company,
+                    lead_source,
+                    metadata,
+                    company_id,
+                    owner,
+                }
+            },
+        )
 }
 
 fn create_deal(contact: impl Strategy<Value = Target>) -> impl Strategy<Value = Action> {
@@ -470,9 +653,22 @@ fn create_deal(contact: impl Strategy<Value = Target>) -> impl Strategy<Value = 
         prop_oneof![6 => Just(0usize), 3 => Just(1usize), 1 => Just(2usize)],
         proptest::option::weighted(0.15, 0..STAGES.len()),
         proptest::option::weighted(0.3, 0u32..60),
+        proptest::option::weighted(0.3, target()),
+        proptest::option::weighted(0.5, 0..OWNERS.len()),
     )
         .prop_map(
-            |(contact, title, cents, scale, currency, pipeline, stage, close_day)| {
+            |(
+                contact,
+                title,
+                cents,
+                scale,
+                currency,
+                pipeline,
+                stage,
+                close_day,
+                company_id,
+                owner,
+            )| {
                 Action::CreateDeal {
                     contact,
                     title,
@@ -482,6 +678,8 @@ fn create_deal(contact: impl Strategy<Value = Target>) -> impl Strategy<Value = 
                     pipeline,
                     stage,
                     close_day,
+                    company_id,
+                    owner,
                 }
             },
         )
@@ -494,14 +692,18 @@ fn action() -> impl Strategy<Value = Action> {
         proptest::option::weighted(0.5, 0..DEAL_TITLES.len()),
         proptest::option::weighted(0.5, (0i64..1_000_000, 0..CURRENCIES.len())),
         proptest::option::weighted(0.3, proptest::option::of(0u32..60)),
+        proptest::option::weighted(0.3, proptest::option::of(target())),
+        proptest::option::weighted(0.3, proptest::option::of(0..OWNERS.len())),
     )
         .prop_map(
-            |(deal, version, title, cents, close_day)| Action::UpdateDeal {
+            |(deal, version, title, cents, close_day, company_id, owner)| Action::UpdateDeal {
                 deal,
                 version,
                 title,
                 cents,
                 close_day,
+                company_id,
+                owner,
             },
         );
     let log_activity = (
@@ -557,7 +759,147 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(pipeline, stage, limit)| Action::ListDealsInStage { pipeline, stage, limit }),
         1 => target().prop_map(Action::ListSignals),
         1 => (0..PIPELINES.len()).prop_map(Action::Summary),
+        6 => create_company(),
+        1 => target().prop_map(Action::GetCompany),
+        2 => (0..DOMAINS.len()).prop_map(Action::GetCompanyByDomain),
+        4 => (
+            target(),
+            version_pick(),
+            proptest::option::weighted(0.3, 0..COMPANIES.len()),
+            proptest::option::weighted(0.6, proptest::option::weighted(0.85, 0..DOMAINS.len())),
+            proptest::option::weighted(0.2, proptest::option::of(0..INDUSTRIES.len())),
+            proptest::option::weighted(0.4, proptest::option::of(0..OWNERS.len())),
+            proptest::option::weighted(0.2, 0usize..5),
+        )
+            .prop_map(|(company, version, name, domain, industry, owner, metadata)| {
+                Action::UpdateCompany { company, version, name, domain, industry, owner, metadata }
+            }),
+        1 => target().prop_map(Action::DeleteCompany),
+        3 => (0usize..6, any::<usize>(), any::<u32>(), proptest::option::of(0..OWNERS.len()), tag_filter(), small_limit())
+            .prop_map(|(which, text, casing, owner, tags, limit)| {
+                Action::SearchCompanies { which, text, casing, owner, tags, limit }
+            }),
+        3 => (
+            proptest::option::of(0..OWNERS.len()),
+            proptest::option::weighted(0.4, target()),
+            tag_filter(),
+            0usize..4,
+            small_limit(),
+        )
+            .prop_map(|(owner, company, tags, sort, limit)| {
+                Action::SearchLinked { owner, company, tags, sort, limit }
+            }),
+        2 => (0..OWNERS.len(), 0..OWNERS.len(), proptest::option::of(0..RecordKind::ALL.len()))
+            .prop_map(|(from, to, kind)| Action::ReassignOwner { from, to, kind }),
+        4 => create_tag(),
+        1 => (0..TAG_NAMES.len(), any::<u32>()).prop_map(|(n, c)| Action::GetTagByName(n, c)),
+        2 => (
+            target(),
+            version_pick(),
+            proptest::option::weighted(0.7, (0..TAG_NAMES.len(), any::<u32>())),
+            proptest::option::weighted(0.4, proptest::option::of(0..TAG_COLOURS.len())),
+        )
+            .prop_map(|(tag, version, name, colour)| Action::UpdateTag { tag, version, name, colour }),
+        1 => target().prop_map(Action::DeleteTag),
+        5 => (target(), record_pick()).prop_map(|(t, r)| Action::AttachTag(t, r)),
+        2 => (target(), record_pick()).prop_map(|(t, r)| Action::DetachTag(t, r)),
+        2 => record_pick().prop_map(Action::TagsOf),
+        1 => small_limit().prop_map(Action::ListTags),
+        6 => create_task(),
+        4 => (
+            target(),
+            version_pick(),
+            proptest::option::weighted(0.3, 0..TASK_TITLES.len()),
+            proptest::option::weighted(0.3, proptest::option::of(0u8..6)),
+            proptest::option::weighted(0.3, proptest::option::of(0..OWNERS.len())),
+            proptest::option::weighted(0.2, 0..TaskPriority::ALL.len()),
+            proptest::option::weighted(0.1, proptest::option::of(target())),
+            proptest::option::weighted(0.1, proptest::option::of(target())),
+            proptest::option::weighted(0.1, proptest::option::of(target())),
+        )
+            .prop_map(|(task, version, title, due, assignee, priority, contact, company, deal)| {
+                Action::UpdateTask { task, version, title, due, assignee, priority, contact, company, deal }
+            }),
+        2 => (target(), 0u8..6).prop_map(|(t, m)| Action::CompleteTask(t, m)),
+        2 => target().prop_map(Action::ReopenTask),
+        1 => target().prop_map(Action::DeleteTask),
+        2 => (0..OWNERS.len(), small_limit()).prop_map(|(o, l)| Action::OpenTasks(o, l)),
+        2 => (proptest::option::of(0..OWNERS.len()), small_limit()).prop_map(|(o, l)| Action::OverdueTasks(o, l)),
+        2 => (record_pick(), small_limit()).prop_map(|(r, l)| Action::TasksOf(r, l)),
     ]
+}
+
+fn record_pick() -> impl Strategy<Value = RecordPick> {
+    prop_oneof![
+        target().prop_map(RecordPick::Contact),
+        target().prop_map(RecordPick::Company),
+        target().prop_map(RecordPick::Deal),
+    ]
+}
+
+fn tag_filter() -> impl Strategy<Value = TagFilterSpec> {
+    let few = || proptest::collection::vec(target(), 0..=2);
+    prop_oneof![
+        2 => Just((Vec::new(), Vec::new(), Vec::new())),
+        2 => (few(), few(), few()),
+    ]
+}
+
+fn create_company() -> impl Strategy<Value = Action> {
+    (
+        0..COMPANIES.len(),
+        proptest::option::weighted(0.8, 0..DOMAINS.len()),
+        proptest::option::of(0..INDUSTRIES.len()),
+        proptest::option::of(0u32..500),
+        proptest::option::weighted(0.6, 0..OWNERS.len()),
+        0usize..5,
+    )
+        .prop_map(|(name, domain, industry, employees, owner, metadata)| {
+            Action::CreateCompany {
+                name,
+                domain,
+                industry,
+                employees,
+                owner,
+                metadata,
+            }
+        })
+}
+
+fn create_tag() -> impl Strategy<Value = Action> {
+    (
+        0..TAG_NAMES.len(),
+        any::<u32>(),
+        proptest::option::of(0..TAG_COLOURS.len()),
+    )
+        .prop_map(|(name, casing, colour)| Action::CreateTag {
+            name,
+            casing,
+            colour,
+        })
+}
+
+fn create_task() -> impl Strategy<Value = Action> {
+    (
+        0..TASK_TITLES.len(),
+        proptest::option::weighted(0.7, 0u8..6),
+        proptest::option::weighted(0.7, 0..OWNERS.len()),
+        0..TaskPriority::ALL.len(),
+        proptest::option::weighted(0.4, target()),
+        proptest::option::weighted(0.3, target()),
+        proptest::option::weighted(0.3, target()),
+    )
+        .prop_map(|(title, due, assignee, priority, contact, company, deal)| {
+            Action::CreateTask {
+                title,
+                due,
+                assignee,
+                priority,
+                contact,
+                company,
+                deal,
+            }
+        })
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -573,9 +915,14 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// A case: a few contacts and deals to start with, then anything; 30
-/// steps at most.
+/// A case: a few companies, contacts, tags, a task and deals to start
+/// with, then anything; 41 steps at most.
 fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let company = (0usize..2, create_company()).prop_map(|(tenant, action)| Step::Single {
+        tenant,
+        foreign: false,
+        action,
+    });
     let first = (0usize..2, create_contact()).prop_map(|(tenant, action)| Step::Single {
         tenant,
         foreign: false,
@@ -615,13 +962,106 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             })
             .to_vec()
         });
+    let tag = (0usize..2, create_tag()).prop_map(|(tenant, action)| Step::Single {
+        tenant,
+        foreign: false,
+        action,
+    });
+    // A task linked to a recent contact, sometimes completed and reopened.
+    let task = (create_task(), 0usize..3, 0u8..6, any::<bool>()).prop_map(
+        |(action, contact, minute, reopen)| {
+            let action = match action {
+                Action::CreateTask {
+                    title,
+                    due,
+                    assignee,
+                    priority,
+                    ..
+                } => Action::CreateTask {
+                    title,
+                    due,
+                    assignee,
+                    priority,
+                    contact: Some(Target::Recent(contact)),
+                    company: None,
+                    deal: None,
+                },
+                other => other,
+            };
+            let mut actions = vec![action, Action::CompleteTask(Target::Recent(0), minute)];
+            if reopen {
+                actions.push(Action::ReopenTask(Target::Recent(0)));
+            }
+            actions
+                .into_iter()
+                .map(|action| Step::Single {
+                    tenant: 0,
+                    foreign: false,
+                    action,
+                })
+                .collect::<Vec<_>>()
+        },
+    );
+    // Sometimes two companies of one owner, the second then given another
+    // spelling of the first's domain, and the owner's records reassigned.
+    let companies_of_one_owner = (
+        0usize..3,
+        0usize..3,
+        0..OWNERS.len(),
+        1..OWNERS.len(),
+        proptest::option::of(0..RecordKind::ALL.len()),
+    )
+        .prop_map(|(first, second, owner, other, kind)| {
+            let create = |domain| Action::CreateCompany {
+                name: domain,
+                domain: Some(domain),
+                industry: None,
+                employees: None,
+                owner: Some(owner),
+                metadata: 0,
+            };
+            [
+                create(first),
+                create(5),
+                Action::UpdateCompany {
+                    company: Target::Recent(0),
+                    version: VersionPick::Current,
+                    name: None,
+                    domain: Some(Some(second)),
+                    industry: None,
+                    owner: None,
+                    metadata: None,
+                },
+                Action::ReassignOwner {
+                    from: owner,
+                    to: (owner + other) % OWNERS.len(),
+                    kind,
+                },
+            ]
+            .map(|action| Step::Single {
+                tenant: 0,
+                foreign: false,
+                action,
+            })
+            .to_vec()
+        });
     (
+        proptest::collection::vec(company, 0..=2),
+        proptest::option::weighted(0.25, companies_of_one_owner),
         proptest::collection::vec(first, 1..=4),
+        (
+            proptest::collection::vec(tag, 0..=2),
+            proptest::option::weighted(0.3, task),
+        ),
         proptest::collection::vec(deal, 0..=3),
         proptest::option::weighted(0.3, close_and_reopen),
         proptest::collection::vec(step(), 1..=21),
     )
-        .prop_map(|(mut a, b, c, d)| {
+        .prop_map(|(mut a, one_owner, first, (tags, task), b, c, d)| {
+            a.extend(one_owner.unwrap_or_default());
+            a.extend(first);
+            a.extend(tags);
+            a.extend(task.unwrap_or_default());
             a.extend(b);
             a.extend(c.unwrap_or_default());
             a.extend(d);
@@ -657,6 +1097,29 @@ enum Call {
     ListDealsInStage(PipelineKey, StageKey, u32),
     ListSignals(ContactId),
     Summary(PipelineKey),
+    CreateCompany(NewCompany),
+    GetCompany(CompanyId),
+    GetCompanyByDomain(CompanyDomain),
+    UpdateCompany(CompanyId, Version, CompanyPatch),
+    DeleteCompany(CompanyId),
+    SearchCompanies(CompanyQuery),
+    ReassignOwner(OwnerId, OwnerId, Option<RecordKind>),
+    CreateTag(NewTag),
+    GetTagByName(TagName),
+    UpdateTag(TagId, Version, TagPatch),
+    DeleteTag(TagId),
+    AttachTag(TagId, RecordRef),
+    DetachTag(TagId, RecordRef),
+    TagsOf(RecordRef),
+    ListTags(u32),
+    CreateTask(NewTask),
+    UpdateTask(TaskId, Version, TaskPatch),
+    CompleteTask(TaskId, DateTime<Utc>),
+    ReopenTask(TaskId),
+    DeleteTask(TaskId),
+    OpenTasks(OwnerId, u32),
+    OverdueTasks(Option<OwnerId>, u32),
+    TasksOf(RecordRef, u32),
 }
 
 /// What a call returned.
@@ -675,6 +1138,17 @@ enum Raw {
     Deals(Walk<Deal>),
     Signals(Vec<Signal>),
     Summary(PipelineSummary),
+    Company(Company),
+    MaybeCompany(Option<Company>),
+    Companies(Walk<Company>),
+    /// Contacts, companies and deals reassigned.
+    Reassigned(u64, u64, u64),
+    Tag(Tag),
+    MaybeTag(Option<Tag>),
+    TagList(Vec<Tag>),
+    TagPages(Walk<Tag>),
+    Task(Task),
+    Tasks(Walk<Task>),
 }
 
 /// The pages of a list, followed from the first to the last.
@@ -771,6 +1245,62 @@ async fn exec(tx: &mut dyn Transaction, call: &Call) -> crm_core::Result<Raw> {
         ),
         Call::ListSignals(c) => Raw::Signals(tx.list_signals(*c).await?),
         Call::Summary(p) => Raw::Summary(tx.pipeline_summary(p).await?),
+        Call::CreateCompany(n) => Raw::Company(tx.create_company(n.clone()).await?),
+        Call::GetCompany(id) => Raw::MaybeCompany(tx.get_company(*id).await?),
+        Call::GetCompanyByDomain(d) => Raw::MaybeCompany(tx.get_company_by_domain(d).await?),
+        Call::UpdateCompany(id, v, p) => Raw::Company(tx.update_company(*id, *v, p.clone()).await?),
+        Call::DeleteCompany(id) => Raw::Deleted(tx.delete_company(*id).await?),
+        Call::SearchCompanies(q) => Raw::Companies(
+            walk(
+                async |page| tx.search_companies(&q.clone().with_page(page)).await,
+                q.page.clone(),
+            )
+            .await?,
+        ),
+        Call::ReassignOwner(from, to, kind) => {
+            let r = tx.reassign_owner(from, to, *kind).await?;
+            Raw::Reassigned(r.contacts, r.companies, r.deals)
+        }
+        Call::CreateTag(n) => Raw::Tag(tx.create_tag(n.clone()).await?),
+        Call::GetTagByName(n) => Raw::MaybeTag(tx.get_tag_by_name(n).await?),
+        Call::UpdateTag(id, v, p) => Raw::Tag(tx.update_tag(*id, *v, p.clone()).await?),
+        Call::DeleteTag(id) => Raw::Deleted(tx.delete_tag(*id).await?),
+        Call::AttachTag(t, r) => Raw::Deleted(tx.attach_tag(*t, *r).await?),
+        Call::DetachTag(t, r) => Raw::Deleted(tx.detach_tag(*t, *r).await?),
+        Call::TagsOf(r) => Raw::TagList(tx.tags_of(*r).await?),
+        Call::ListTags(limit) => Raw::TagPages(
+            walk(
+                async |page| tx.list_tags(&page).await,
+                PageRequest::first(*limit),
+            )
+            .await?,
+        ),
+        Call::CreateTask(n) => Raw::Task(tx.create_task(n.clone()).await?),
+        Call::UpdateTask(id, v, p) => Raw::Task(tx.update_task(*id, *v, p.clone()).await?),
+        Call::CompleteTask(id, at) => Raw::Task(tx.complete_task(*id, *at).await?),
+        Call::ReopenTask(id) => Raw::Task(tx.reopen_task(*id).await?),
+        Call::DeleteTask(id) => Raw::Deleted(tx.delete_task(*id).await?),
+        Call::OpenTasks(o, limit) => Raw::Tasks(
+            walk(
+                async |page| tx.open_tasks(o, &page).await,
+                PageRequest::first(*limit),
+            )
+            .await?,
+        ),
+        Call::OverdueTasks(o, limit) => Raw::Tasks(
+            walk(
+                async |page| tx.overdue_tasks(task_now(), o.as_ref(), &page).await,
+                PageRequest::first(*limit),
+            )
+            .await?,
+        ),
+        Call::TasksOf(r, limit) => Raw::Tasks(
+            walk(
+                async |page| tx.tasks_of(*r, &page).await,
+                PageRequest::first(*limit),
+            )
+            .await?,
+        ),
     })
 }
 
@@ -791,6 +1321,8 @@ struct ContactView {
     metadata: Metadata,
     score: u8,
     active: bool,
+    company_id: Option<String>,
+    owner: Option<String>,
     version: i64,
     /// `updated_at` after `created_at` (false: equal).
     updated_since_created: bool,
@@ -811,8 +1343,61 @@ struct DealView {
     won_at: Option<bool>,
     lost_at: Option<bool>,
     lost_reason: Option<String>,
+    company_id: Option<String>,
+    owner: Option<String>,
     version: i64,
     updated_since_created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct CompanyView {
+    id: String,
+    name: String,
+    domain: Option<String>,
+    industry: Option<String>,
+    employee_count: Option<u32>,
+    annual_revenue: Option<String>,
+    address: String,
+    metadata: Metadata,
+    owner: Option<String>,
+    version: i64,
+    updated_since_created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct TagView {
+    id: String,
+    name: String,
+    colour: Option<String>,
+    version: i64,
+    updated_since_created: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct TaskView {
+    id: String,
+    title: String,
+    body: Option<String>,
+    due_at: Option<DateTime<Utc>>,
+    done_at: Option<DateTime<Utc>>,
+    assignee: Option<String>,
+    priority: TaskPriority,
+    contact: Option<String>,
+    company: Option<String>,
+    deal: Option<String>,
+    version: i64,
+    updated_since_created: bool,
+}
+
+/// A history entry: what happened, the recorded values with ids replaced
+/// by labels and the store-made timestamps left out, and which fields
+/// changed.
+#[derive(Debug, Clone, PartialEq)]
+struct HistoryView {
+    operation: String,
+    open: bool,
+    values: serde_json::Value,
+    changed: Vec<String>,
 }
 
 /// When something happened: a time the test gave, or "when the store
@@ -867,6 +1452,18 @@ enum View {
     Deals(Vec<PageView<DealView>>, bool),
     Signals(Vec<SignalView>),
     Summary(PipelineSummary),
+    Company(CompanyView),
+    MaybeCompany(Option<CompanyView>),
+    Companies(Vec<PageView<CompanyView>>, bool),
+    Reassigned(u64, u64, u64),
+    Tag(TagView),
+    MaybeTag(Option<TagView>),
+    TagList(Vec<TagView>),
+    TagPages(Vec<PageView<TagView>>, bool),
+    Task(TaskView),
+    MaybeTask(Option<TaskView>),
+    History(Vec<HistoryView>),
+    Tasks(Vec<PageView<TaskView>>, bool),
 }
 
 /// An error, with ids replaced by labels. Backend errors keep their text
@@ -876,6 +1473,12 @@ enum ErrorView {
     Validation(Vec<(String, &'static str)>),
     DuplicateEmail {
         email: String,
+        existing: String,
+    },
+    Duplicate {
+        entity: String,
+        field: &'static str,
+        value: String,
         existing: String,
     },
     NotFound {
@@ -947,6 +1550,8 @@ impl Labels {
             metadata: c.metadata.clone(),
             score: c.score.get(),
             active: c.active,
+            company_id: c.company_id.map(|i| self.label(side, i.as_uuid())),
+            owner: c.owner.as_ref().map(|o| o.as_str().to_string()),
             version: c.version.get(),
             updated_since_created: c.updated_at > c.created_at,
         }
@@ -965,6 +1570,8 @@ impl Labels {
             won_at: d.won_at.map(|t| t == d.updated_at),
             lost_at: d.lost_at.map(|t| t == d.updated_at),
             lost_reason: d.lost_reason.as_ref().map(|r| r.as_str().to_string()),
+            company_id: d.company_id.map(|i| self.label(side, i.as_uuid())),
+            owner: d.owner.as_ref().map(|o| o.as_str().to_string()),
             version: d.version.get(),
             updated_since_created: d.updated_at > d.created_at,
         }
@@ -1040,6 +1647,104 @@ impl Labels {
             }
             Raw::Signals(s) => View::Signals(s.iter().map(|s| self.signal(side, s)).collect()),
             Raw::Summary(s) => View::Summary(s.clone()),
+            Raw::Company(c) => View::Company(self.company(side, c)),
+            Raw::MaybeCompany(c) => View::MaybeCompany(c.as_ref().map(|c| self.company(side, c))),
+            Raw::Companies(w) => {
+                let (p, r) = self.pages(w, |l, c| l.company(side, c));
+                View::Companies(p, r)
+            }
+            Raw::Reassigned(a, b, c) => View::Reassigned(*a, *b, *c),
+            Raw::Tag(t) => View::Tag(self.tag(side, t)),
+            Raw::MaybeTag(t) => View::MaybeTag(t.as_ref().map(|t| self.tag(side, t))),
+            Raw::TagList(l) => View::TagList(l.iter().map(|t| self.tag(side, t)).collect()),
+            Raw::TagPages(w) => {
+                let (p, r) = self.pages(w, |l, t| l.tag(side, t));
+                View::TagPages(p, r)
+            }
+            Raw::Task(t) => View::Task(self.task(side, t)),
+            Raw::Tasks(w) => {
+                let (p, r) = self.pages(w, |l, t| l.task(side, t));
+                View::Tasks(p, r)
+            }
+        }
+    }
+
+    fn history(&self, side: Side, e: &HistoryEntry) -> HistoryView {
+        HistoryView {
+            operation: format!("{:?}", e.operation),
+            open: e.valid_to.is_none(),
+            values: self.json(side, &e.values),
+            changed: e
+                .diff
+                .keys()
+                .filter(|k| !STORE_MADE.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// `v` with every UUID string replaced by its label and the store-made
+    /// timestamps left out.
+    fn json(&self, side: Side, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) if Uuid::parse_str(s).is_ok() => {
+                Value::String(self.label_str(side, s))
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|v| self.json(side, v)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .filter(|(k, _)| !STORE_MADE.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), self.json(side, v)))
+                    .collect(),
+            ),
+            v => v.clone(),
+        }
+    }
+
+    fn company(&self, side: Side, c: &Company) -> CompanyView {
+        CompanyView {
+            id: self.label(side, c.id.as_uuid()),
+            name: c.name.as_str().to_string(),
+            domain: c.domain.as_ref().map(|d| d.as_str().to_string()),
+            industry: c.industry.as_ref().map(|v| v.as_str().to_string()),
+            employee_count: c.employee_count,
+            annual_revenue: c
+                .annual_revenue
+                .as_ref()
+                .map(|m| format!("{} {}", m.amount(), m.currency().code())),
+            address: format!("{:?}", c.address),
+            metadata: c.metadata.clone(),
+            owner: c.owner.as_ref().map(|o| o.as_str().to_string()),
+            version: c.version.get(),
+            updated_since_created: c.updated_at > c.created_at,
+        }
+    }
+
+    fn tag(&self, side: Side, t: &Tag) -> TagView {
+        TagView {
+            id: self.label(side, t.id.as_uuid()),
+            name: t.name.as_str().to_string(),
+            colour: t.colour.as_ref().map(|c| c.as_str().to_string()),
+            version: t.version.get(),
+            updated_since_created: t.updated_at > t.created_at,
+        }
+    }
+
+    fn task(&self, side: Side, t: &Task) -> TaskView {
+        TaskView {
+            id: self.label(side, t.id.as_uuid()),
+            title: t.title.as_str().to_string(),
+            body: t.body.as_ref().map(|b| b.as_str().to_string()),
+            due_at: t.due_at,
+            done_at: t.done_at,
+            assignee: t.assignee.as_ref().map(|o| o.as_str().to_string()),
+            priority: t.priority,
+            contact: t.contact_id.map(|i| self.label(side, i.as_uuid())),
+            company: t.company_id.map(|i| self.label(side, i.as_uuid())),
+            deal: t.deal_id.map(|i| self.label(side, i.as_uuid())),
+            version: t.version.get(),
+            updated_since_created: t.updated_at > t.created_at,
         }
     }
 
@@ -1054,6 +1759,17 @@ impl Labels {
             Error::DuplicateEmail { email, existing_id } => ErrorView::DuplicateEmail {
                 email: email.as_str().to_string(),
                 existing: self.label(side, existing_id.as_uuid()),
+            },
+            Error::Duplicate {
+                entity,
+                field,
+                value,
+                existing_id,
+            } => ErrorView::Duplicate {
+                entity: entity.to_string(),
+                field,
+                value: value.clone(),
+                existing: self.label_str(side, existing_id),
             },
             Error::NotFound { entity, id } => ErrorView::NotFound {
                 entity: entity.to_string(),
@@ -1144,6 +1860,9 @@ struct Case<'a> {
     labels: Labels,
     contacts: Vec<Pair>,
     deals: Vec<Pair>,
+    companies: Vec<Pair>,
+    tags: Vec<Pair>,
+    tasks: Vec<Pair>,
     activities: usize,
     signals: usize,
     missing: usize,
@@ -1161,6 +1880,26 @@ type Stats = Mutex<HashMap<String, usize>>;
 
 fn count(stats: &Stats, what: String) {
     *stats.lock().unwrap().entry(what).or_default() += 1;
+}
+
+/// The kinds of record the steps create and name by target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Contact,
+    Deal,
+    Company,
+    Tag,
+    Task,
+}
+
+impl Kind {
+    fn of(kind: RecordKind) -> Kind {
+        match kind {
+            RecordKind::Contact => Kind::Contact,
+            RecordKind::Company => Kind::Company,
+            _ => Kind::Deal,
+        }
+    }
 }
 
 /// The concrete ids of a target on both backends, and the index of the
@@ -1191,6 +1930,9 @@ impl<'a> Case<'a> {
             labels: Labels::default(),
             contacts: Vec::new(),
             deals: Vec::new(),
+            companies: Vec::new(),
+            tags: Vec::new(),
+            tasks: Vec::new(),
             activities: 0,
             signals: 0,
             missing: 0,
@@ -1200,8 +1942,22 @@ impl<'a> Case<'a> {
         }
     }
 
+    fn pool(&self, kind: Kind) -> &Vec<Pair> {
+        match kind {
+            Kind::Contact => &self.contacts,
+            Kind::Deal => &self.deals,
+            Kind::Company => &self.companies,
+            Kind::Tag => &self.tags,
+            Kind::Task => &self.tasks,
+        }
+    }
+
     fn resolve(&mut self, t: Target, deals: bool) -> Resolved {
-        let pool = if deals { &self.deals } else { &self.contacts };
+        self.resolve_in(t, if deals { Kind::Deal } else { Kind::Contact })
+    }
+
+    fn resolve_in(&mut self, t: Target, kind: Kind) -> Resolved {
+        let pool = self.pool(kind);
         match t.index(pool.len()) {
             Some(index) => {
                 let p = pool[index];
@@ -1225,12 +1981,60 @@ impl<'a> Case<'a> {
         }
     }
 
+    /// The record a pick names, on both backends.
+    fn record(&mut self, pick: RecordPick) -> (RecordRef, RecordRef) {
+        let (t, kind) = match pick {
+            RecordPick::Contact(t) => (t, RecordKind::Contact),
+            RecordPick::Company(t) => (t, RecordKind::Company),
+            RecordPick::Deal(t) => (t, RecordKind::Deal),
+        };
+        let r = self.resolve_in(t, Kind::of(kind));
+        (
+            RecordRef::from_parts(kind, r.model),
+            RecordRef::from_parts(kind, r.pg),
+        )
+    }
+
+    /// The tag filter of a spec, on both backends.
+    fn tag_filter(&mut self, spec: &TagFilterSpec) -> (TagFilter, TagFilter) {
+        let mut ids = |ts: &Vec<Target>| -> (Vec<TagId>, Vec<TagId>) {
+            ts.iter()
+                .map(|t| {
+                    let r = self.resolve_in(*t, Kind::Tag);
+                    (TagId::from_uuid(r.model), TagId::from_uuid(r.pg))
+                })
+                .unzip()
+        };
+        let (am, ap) = ids(&spec.0);
+        let (lm, lp) = ids(&spec.1);
+        let (nm, np) = ids(&spec.2);
+        (
+            TagFilter::new().any_of(am).all_of(lm).none_of(nm),
+            TagFilter::new().any_of(ap).all_of(lp).none_of(np),
+        )
+    }
+
+    /// The link to a company a target names, on both backends.
+    fn company_link(&mut self, t: Option<Target>) -> (Option<CompanyId>, Option<CompanyId>) {
+        match t {
+            Some(t) => {
+                let r = self.resolve_in(t, Kind::Company);
+                (
+                    Some(CompanyId::from_uuid(r.model)),
+                    Some(CompanyId::from_uuid(r.pg)),
+                )
+            }
+            None => (None, None),
+        }
+    }
+
     /// The tenant that a single step acts in.
     fn step_tenant(&self, tenant: usize, foreign: bool, action: &Action) -> usize {
-        let owner = |t: &Target, deals: bool| {
-            let pool = if deals { &self.deals } else { &self.contacts };
+        let of = |t: &Target, kind: Kind| {
+            let pool = self.pool(kind);
             t.index(pool.len()).map(|i| pool[i].tenant)
         };
+        let owner = |t: &Target, deals: bool| of(t, if deals { Kind::Deal } else { Kind::Contact });
         let own = match action {
             Action::GetContact(t)
             | Action::Deactivate(t)
@@ -1248,6 +2052,39 @@ impl<'a> Case<'a> {
             | Action::UpdateDeal { deal: t, .. }
             | Action::MoveDeal { deal: t, .. }
             | Action::ReopenDeal { deal: t, .. } => owner(t, true),
+            Action::GetCompany(t)
+            | Action::DeleteCompany(t)
+            | Action::UpdateCompany { company: t, .. } => of(t, Kind::Company),
+            Action::DeleteTag(t)
+            | Action::UpdateTag { tag: t, .. }
+            | Action::AttachTag(t, _)
+            | Action::DetachTag(t, _) => of(t, Kind::Tag),
+            Action::CompleteTask(t, _)
+            | Action::ReopenTask(t)
+            | Action::DeleteTask(t)
+            | Action::UpdateTask { task: t, .. } => of(t, Kind::Task),
+            Action::TagsOf(r) | Action::TasksOf(r, _) => match r {
+                RecordPick::Contact(t) => of(t, Kind::Contact),
+                RecordPick::Company(t) => of(t, Kind::Company),
+                RecordPick::Deal(t) => of(t, Kind::Deal),
+            },
+            // A new record acts in the tenant of what it links to.
+            Action::CreateContact {
+                company_id: Some(t),
+                ..
+            }
+            | Action::SearchLinked {
+                company: Some(t), ..
+            } => of(t, Kind::Company),
+            Action::CreateTask {
+                contact,
+                company,
+                deal,
+                ..
+            } => contact
+                .and_then(|t| of(&t, Kind::Contact))
+                .or_else(|| company.and_then(|t| of(&t, Kind::Company)))
+                .or_else(|| deal.and_then(|t| of(&t, Kind::Deal))),
             _ => None,
         };
         let t = own.unwrap_or(tenant);
@@ -1277,18 +2114,43 @@ impl<'a> Case<'a> {
         deal: bool,
         pick: VersionPick,
     ) -> Version {
-        let current = if deal {
-            model_tx
+        let kind = if deal { Kind::Deal } else { Kind::Contact };
+        Self::version_of(model_tx, r, kind, pick).await
+    }
+
+    /// Like [`version`](Self::version), for any kind of record.
+    async fn version_of(
+        model_tx: &mut dyn Transaction,
+        r: &Resolved,
+        kind: Kind,
+        pick: VersionPick,
+    ) -> Version {
+        let current = match kind {
+            Kind::Deal => model_tx
                 .get_deal(DealId::from_uuid(r.model))
                 .await
                 .unwrap()
-                .map(|d| d.version.get())
-        } else {
-            model_tx
+                .map(|d| d.version.get()),
+            Kind::Contact => model_tx
                 .get_contact(ContactId::from_uuid(r.model))
                 .await
                 .unwrap()
-                .map(|c| c.version.get())
+                .map(|c| c.version.get()),
+            Kind::Company => model_tx
+                .get_company(CompanyId::from_uuid(r.model))
+                .await
+                .unwrap()
+                .map(|c| c.version.get()),
+            Kind::Tag => model_tx
+                .get_tag(TagId::from_uuid(r.model))
+                .await
+                .unwrap()
+                .map(|c| c.version.get()),
+            Kind::Task => model_tx
+                .get_task(TaskId::from_uuid(r.model))
+                .await
+                .unwrap()
+                .map(|c| c.version.get()),
         }
         .unwrap_or(1);
         Version::new(match pick {
@@ -1332,7 +2194,10 @@ impl<'a> Case<'a> {
                 company,
                 lead_source,
                 metadata: m,
+                company_id,
+                owner,
             } => {
+                let (cm, cp) = self.company_link(*company_id);
                 let mut n = NewContact::new(
                     self.email(*email),
                     PersonName::parse(pick(FIRST_NAMES, *first)).unwrap(),
@@ -1341,8 +2206,11 @@ impl<'a> Case<'a> {
                 n.company = company.map(|c| CompanyName::parse(pick(COMPANIES, c)).unwrap());
                 n.lead_source = LeadSource::ALL[*lead_source % LeadSource::ALL.len()];
                 n.metadata = metadata(*m);
-                let (a, b) = both(Call::CreateContact(n));
-                (a, b, Some("c"))
+                n.owner = owner.map(owner_id);
+                let mut p = n.clone();
+                n.company_id = cm;
+                p.company_id = cp;
+                (Call::CreateContact(n), Call::CreateContact(p), Some("c"))
             }
             Action::GetContact(t) => {
                 let r = self.resolve(*t, false);
@@ -1363,8 +2231,10 @@ impl<'a> Case<'a> {
             } => {
                 let r = self.resolve(*contact, false);
                 let v = Self::version(model_tx, &r, false, *version).await;
+                let links = patch.company_id.map(|t| self.company_link(t));
                 let p = ContactPatch {
                     email: None,
+                    owner: patch.owner.map(|o| o.map(owner_id)),
                     first_name: patch
                         .first
                         .map(|i| PersonName::parse(pick(FIRST_NAMES, i)).unwrap()),
@@ -1387,9 +2257,14 @@ impl<'a> Case<'a> {
                     active: patch.active,
                     ..ContactPatch::default()
                 };
+                let (mut pm, mut pp) = (p.clone(), p);
+                if let Some((m, g)) = links {
+                    pm.company_id = Some(m);
+                    pp.company_id = Some(g);
+                }
                 (
-                    Call::UpdateContact(cid(&r, Side::Model), v, p.clone()),
-                    Call::UpdateContact(cid(&r, Side::Pg), v, p),
+                    Call::UpdateContact(cid(&r, Side::Model), v, pm),
+                    Call::UpdateContact(cid(&r, Side::Pg), v, pp),
                     None,
                 )
             }
@@ -1449,8 +2324,11 @@ impl<'a> Case<'a> {
                 pipeline,
                 stage,
                 close_day,
+                company_id,
+                owner,
             } => {
                 let r = self.resolve(*contact, false);
+                let (cm, cp) = self.company_link(*company_id);
                 let amount = Money::new(
                     Decimal::new(*cents, *scale),
                     Currency::parse(pick(CURRENCIES, *currency)).unwrap(),
@@ -1465,6 +2343,8 @@ impl<'a> Case<'a> {
                     n.pipeline = PipelineKey::parse(pick(PIPELINES, *pipeline)).unwrap();
                     n.stage = stage.map(|s| StageKey::parse(pick(STAGES, s)).unwrap());
                     n.expected_close_date = close_day.map(day);
+                    n.owner = owner.map(owner_id);
+                    n.company_id = if side == Side::Model { cm } else { cp };
                     Call::CreateDeal(n)
                 };
                 (make(Side::Model), make(Side::Pg), Some("d"))
@@ -1483,10 +2363,14 @@ impl<'a> Case<'a> {
                 title,
                 cents,
                 close_day,
+                company_id,
+                owner,
             } => {
                 let r = self.resolve(*deal, true);
                 let v = Self::version(model_tx, &r, true, *version).await;
+                let links = company_id.map(|t| self.company_link(t));
                 let p = DealPatch {
+                    owner: owner.map(|o| o.map(owner_id)),
                     title: title.map(|i| DealTitle::parse(pick(DEAL_TITLES, i)).unwrap()),
                     amount: cents.map(|(c, cur)| {
                         Money::new(
@@ -1498,9 +2382,14 @@ impl<'a> Case<'a> {
                     expected_close_date: close_day.map(|d| d.map(day)),
                     ..DealPatch::default()
                 };
+                let (mut pm, mut pp) = (p.clone(), p);
+                if let Some((m, g)) = links {
+                    pm.company_id = Some(m);
+                    pp.company_id = Some(g);
+                }
                 (
-                    Call::UpdateDeal(did(&r, Side::Model), v, p.clone()),
-                    Call::UpdateDeal(did(&r, Side::Pg), v, p),
+                    Call::UpdateDeal(did(&r, Side::Model), v, pm),
+                    Call::UpdateDeal(did(&r, Side::Pg), v, pp),
                     None,
                 )
             }
@@ -1657,6 +2546,293 @@ impl<'a> Case<'a> {
                 ));
                 (a, b, None)
             }
+            Action::CreateCompany {
+                name,
+                domain,
+                industry,
+                employees,
+                owner,
+                metadata: m,
+            } => {
+                let mut n = NewCompany::new(CompanyName::parse(pick(COMPANIES, *name)).unwrap());
+                n.domain = domain.map(company_domain);
+                n.industry = industry.map(|i| Industry::parse(pick(INDUSTRIES, i)).unwrap());
+                n.employee_count = *employees;
+                n.owner = owner.map(owner_id);
+                n.metadata = metadata(*m);
+                let (a, b) = both(Call::CreateCompany(n));
+                (a, b, Some("co"))
+            }
+            Action::GetCompany(t) => {
+                let r = self.resolve_in(*t, Kind::Company);
+                (
+                    Call::GetCompany(CompanyId::from_uuid(r.model)),
+                    Call::GetCompany(CompanyId::from_uuid(r.pg)),
+                    None,
+                )
+            }
+            Action::GetCompanyByDomain(d) => {
+                let (a, b) = both(Call::GetCompanyByDomain(company_domain(*d)));
+                (a, b, None)
+            }
+            Action::UpdateCompany {
+                company,
+                version,
+                name,
+                domain,
+                industry,
+                owner,
+                metadata: m,
+            } => {
+                let r = self.resolve_in(*company, Kind::Company);
+                let v = Self::version_of(model_tx, &r, Kind::Company, *version).await;
+                let p = CompanyPatch {
+                    name: name.map(|i| CompanyName::parse(pick(COMPANIES, i)).unwrap()),
+                    domain: domain.map(|d| d.map(company_domain)),
+                    industry: industry
+                        .map(|d| d.map(|i| Industry::parse(pick(INDUSTRIES, i)).unwrap())),
+                    owner: owner.map(|o| o.map(owner_id)),
+                    metadata: m.map(metadata),
+                    ..CompanyPatch::default()
+                };
+                (
+                    Call::UpdateCompany(CompanyId::from_uuid(r.model), v, p.clone()),
+                    Call::UpdateCompany(CompanyId::from_uuid(r.pg), v, p),
+                    None,
+                )
+            }
+            Action::DeleteCompany(t) => {
+                let r = self.resolve_in(*t, Kind::Company);
+                (
+                    Call::DeleteCompany(CompanyId::from_uuid(r.model)),
+                    Call::DeleteCompany(CompanyId::from_uuid(r.pg)),
+                    None,
+                )
+            }
+            Action::SearchCompanies {
+                which,
+                text,
+                casing,
+                owner,
+                tags,
+                limit,
+            } => {
+                let (tm, tp) = self.tag_filter(tags);
+                let mut q = CompanyQuery::new().with_page(PageRequest::first(*limit));
+                q = match which % 6 {
+                    0 => q.with_sort(CompanySort::NameAsc),
+                    1 => {
+                        let s = pick(COMPANIES, *text);
+                        let n = 1 + (text / COMPANIES.len()) % 4;
+                        q.with_name_prefix(recase(&s.chars().take(n).collect::<String>(), *casing))
+                            .with_sort(CompanySort::NameDesc)
+                    }
+                    2 => q
+                        .with_domain(company_domain(*text))
+                        .with_sort(CompanySort::CreatedDesc),
+                    3 => q.with_sort(CompanySort::CreatedAsc),
+                    4 => q.with_sort(CompanySort::NameAsc),
+                    _ => q
+                        .with_metadata_contains(contained(*text))
+                        .with_sort(CompanySort::CreatedDesc),
+                };
+                if *which >= 3
+                    && let Some(o) = owner
+                {
+                    q = q.with_owner(owner_id(*o));
+                }
+                let (qm, qp) = if *which >= 3 {
+                    (q.clone().with_tags(tm), q.with_tags(tp))
+                } else {
+                    (q.clone(), q)
+                };
+                (Call::SearchCompanies(qm), Call::SearchCompanies(qp), None)
+            }
+            Action::SearchLinked {
+                owner,
+                company,
+                tags,
+                sort,
+                limit,
+            } => {
+                let (tm, tp) = self.tag_filter(tags);
+                let (cm, cp) = self.company_link(*company);
+                let sort = [
+                    ContactSort::NameAsc,
+                    ContactSort::CreatedDesc,
+                    ContactSort::ScoreDesc,
+                    ContactSort::UpdatedAsc,
+                ][*sort % 4];
+                let mut q = ContactQuery::new()
+                    .with_page(PageRequest::first(*limit))
+                    .with_sort(sort);
+                if let Some(o) = owner {
+                    q = q.with_owner(owner_id(*o));
+                }
+                let (mut qm, mut qp) = (q.clone().with_tags(tm), q.with_tags(tp));
+                if let (Some(m), Some(p)) = (cm, cp) {
+                    qm = qm.with_company(m);
+                    qp = qp.with_company(p);
+                }
+                (Call::Search(qm), Call::Search(qp), None)
+            }
+            Action::ReassignOwner { from, to, kind } => {
+                let (a, b) = both(Call::ReassignOwner(
+                    owner_id(*from),
+                    owner_id(*to),
+                    kind.map(|k| RecordKind::ALL[k % RecordKind::ALL.len()]),
+                ));
+                (a, b, None)
+            }
+            Action::CreateTag {
+                name,
+                casing,
+                colour,
+            } => {
+                let mut n = NewTag::new(tag_name(*name, *casing));
+                n.colour = colour.map(tag_colour);
+                let (a, b) = both(Call::CreateTag(n));
+                (a, b, Some("k"))
+            }
+            Action::GetTagByName(n, c) => {
+                let (a, b) = both(Call::GetTagByName(tag_name(*n, *c)));
+                (a, b, None)
+            }
+            Action::UpdateTag {
+                tag,
+                version,
+                name,
+                colour,
+            } => {
+                let r = self.resolve_in(*tag, Kind::Tag);
+                let v = Self::version_of(model_tx, &r, Kind::Tag, *version).await;
+                let p = TagPatch {
+                    name: name.map(|(n, c)| tag_name(n, c)),
+                    colour: colour.map(|c| c.map(tag_colour)),
+                };
+                (
+                    Call::UpdateTag(TagId::from_uuid(r.model), v, p.clone()),
+                    Call::UpdateTag(TagId::from_uuid(r.pg), v, p),
+                    None,
+                )
+            }
+            Action::DeleteTag(t) => {
+                let r = self.resolve_in(*t, Kind::Tag);
+                (
+                    Call::DeleteTag(TagId::from_uuid(r.model)),
+                    Call::DeleteTag(TagId::from_uuid(r.pg)),
+                    None,
+                )
+            }
+            Action::AttachTag(t, rec) | Action::DetachTag(t, rec) => {
+                let r = self.resolve_in(*t, Kind::Tag);
+                let (rm, rp) = self.record(*rec);
+                let (tm, tp) = (TagId::from_uuid(r.model), TagId::from_uuid(r.pg));
+                if matches!(action, Action::AttachTag(..)) {
+                    (Call::AttachTag(tm, rm), Call::AttachTag(tp, rp), None)
+                } else {
+                    (Call::DetachTag(tm, rm), Call::DetachTag(tp, rp), None)
+                }
+            }
+            Action::TagsOf(rec) => {
+                let (rm, rp) = self.record(*rec);
+                (Call::TagsOf(rm), Call::TagsOf(rp), None)
+            }
+            Action::ListTags(limit) => {
+                let (a, b) = both(Call::ListTags(*limit));
+                (a, b, None)
+            }
+            Action::CreateTask {
+                title,
+                due,
+                assignee,
+                priority,
+                contact,
+                company,
+                deal,
+            } => {
+                let c = contact.map(|t| self.resolve_in(t, Kind::Contact));
+                let co = company.map(|t| self.resolve_in(t, Kind::Company));
+                let d = deal.map(|t| self.resolve_in(t, Kind::Deal));
+                let make = |side| {
+                    let mut n = NewTask::new(TaskTitle::parse(pick(TASK_TITLES, *title)).unwrap());
+                    n.due_at = due.map(at_minute);
+                    n.assignee = assignee.map(owner_id);
+                    n.priority = TaskPriority::ALL[priority % TaskPriority::ALL.len()];
+                    n.contact_id = c.map(|r| ContactId::from_uuid(r.on(side)));
+                    n.company_id = co.map(|r| CompanyId::from_uuid(r.on(side)));
+                    n.deal_id = d.map(|r| DealId::from_uuid(r.on(side)));
+                    Call::CreateTask(n)
+                };
+                (make(Side::Model), make(Side::Pg), Some("t"))
+            }
+            Action::UpdateTask {
+                task,
+                version,
+                title,
+                due,
+                assignee,
+                priority,
+                contact,
+                company,
+                deal,
+            } => {
+                let r = self.resolve_in(*task, Kind::Task);
+                let v = Self::version_of(model_tx, &r, Kind::Task, *version).await;
+                let c = contact.map(|o| o.map(|t| self.resolve_in(t, Kind::Contact)));
+                let co = company.map(|o| o.map(|t| self.resolve_in(t, Kind::Company)));
+                let d = deal.map(|o| o.map(|t| self.resolve_in(t, Kind::Deal)));
+                let make = |side| {
+                    let p = TaskPatch {
+                        title: title.map(|i| TaskTitle::parse(pick(TASK_TITLES, i)).unwrap()),
+                        due_at: due.map(|d| d.map(at_minute)),
+                        assignee: assignee.map(|o| o.map(owner_id)),
+                        priority: priority.map(|i| TaskPriority::ALL[i % TaskPriority::ALL.len()]),
+                        contact_id: c.map(|o| o.map(|r| ContactId::from_uuid(r.on(side)))),
+                        company_id: co.map(|o| o.map(|r| CompanyId::from_uuid(r.on(side)))),
+                        deal_id: d.map(|o| o.map(|r| DealId::from_uuid(r.on(side)))),
+                        ..TaskPatch::default()
+                    };
+                    Call::UpdateTask(TaskId::from_uuid(r.on(side)), v, p)
+                };
+                (make(Side::Model), make(Side::Pg), None)
+            }
+            Action::CompleteTask(t, m) => {
+                let r = self.resolve_in(*t, Kind::Task);
+                (
+                    Call::CompleteTask(TaskId::from_uuid(r.model), at_minute(*m)),
+                    Call::CompleteTask(TaskId::from_uuid(r.pg), at_minute(*m)),
+                    None,
+                )
+            }
+            Action::ReopenTask(t) => {
+                let r = self.resolve_in(*t, Kind::Task);
+                (
+                    Call::ReopenTask(TaskId::from_uuid(r.model)),
+                    Call::ReopenTask(TaskId::from_uuid(r.pg)),
+                    None,
+                )
+            }
+            Action::DeleteTask(t) => {
+                let r = self.resolve_in(*t, Kind::Task);
+                (
+                    Call::DeleteTask(TaskId::from_uuid(r.model)),
+                    Call::DeleteTask(TaskId::from_uuid(r.pg)),
+                    None,
+                )
+            }
+            Action::OpenTasks(o, limit) => {
+                let (a, b) = both(Call::OpenTasks(owner_id(*o), *limit));
+                (a, b, None)
+            }
+            Action::OverdueTasks(o, limit) => {
+                let (a, b) = both(Call::OverdueTasks(o.map(owner_id), *limit));
+                (a, b, None)
+            }
+            Action::TasksOf(rec, limit) => {
+                let (rm, rp) = self.record(*rec);
+                (Call::TasksOf(rm, *limit), Call::TasksOf(rp, *limit), None)
+            }
         }
     }
 
@@ -1680,6 +2856,9 @@ impl<'a> Case<'a> {
                 (Raw::Deal(a), Raw::Deal(b)) => (a.id.as_uuid(), b.id.as_uuid()),
                 (Raw::Activity(a), Raw::Activity(b)) => (a.id.as_uuid(), b.id.as_uuid()),
                 (Raw::Signal(a), Raw::Signal(b)) => (a.id.as_uuid(), b.id.as_uuid()),
+                (Raw::Company(a), Raw::Company(b)) => (a.id.as_uuid(), b.id.as_uuid()),
+                (Raw::Tag(a), Raw::Tag(b)) => (a.id.as_uuid(), b.id.as_uuid()),
+                (Raw::Task(a), Raw::Task(b)) => (a.id.as_uuid(), b.id.as_uuid()),
                 _ => return Err(TestCaseError::fail("a create returned something else")),
             };
             let pair = Pair {
@@ -1695,6 +2874,18 @@ impl<'a> Case<'a> {
                 "d" => {
                     self.deals.push(pair);
                     format!("d{}", self.deals.len() - 1)
+                }
+                "co" => {
+                    self.companies.push(pair);
+                    format!("co{}", self.companies.len() - 1)
+                }
+                "k" => {
+                    self.tags.push(pair);
+                    format!("k{}", self.tags.len() - 1)
+                }
+                "t" => {
+                    self.tasks.push(pair);
+                    format!("t{}", self.tasks.len() - 1)
                 }
                 "a" => {
                     self.activities += 1;
@@ -1718,6 +2909,33 @@ impl<'a> Case<'a> {
             },
         );
 
+        match (action, &model) {
+            (
+                Action::CreateContact {
+                    company_id: None, ..
+                },
+                Ok(Raw::Contact(c)),
+            ) if c.company_id.is_some() => {
+                count(self.stats, "CreateContact linked by domain".into())
+            }
+            (Action::SearchLinked { .. }, Ok(Raw::Contacts(w)))
+                if w.pages.iter().any(|p| !p.items.is_empty()) =>
+            {
+                count(self.stats, "SearchLinked found some".into())
+            }
+            (Action::SearchCompanies { which, .. }, Ok(Raw::Companies(w)))
+                if *which >= 3 && w.pages.iter().any(|p| !p.items.is_empty()) =>
+            {
+                count(self.stats, "SearchCompanies filtered found some".into())
+            }
+            (Action::DeleteCompany(_), Ok(Raw::Deleted(true))) => {
+                count(self.stats, "DeleteCompany deleted".into())
+            }
+            (Action::ReassignOwner { .. }, Ok(Raw::Reassigned(a, b, c))) if a + b + c > 0 => {
+                count(self.stats, "ReassignOwner moved some".into())
+            }
+            _ => {}
+        }
         let mut mv: Outcome = match &model {
             Ok(r) => Ok(self.labels.view(Side::Model, r)),
             Err(e) => Err(self.labels.error(Side::Model, e)),
@@ -1742,7 +2960,12 @@ impl<'a> Case<'a> {
         );
         let runaway = matches!(
             &mv,
-            Ok(View::Contacts(_, true) | View::Activities(_, true) | View::Deals(_, true))
+            Ok(View::Contacts(_, true)
+                | View::Activities(_, true)
+                | View::Deals(_, true)
+                | View::Companies(_, true)
+                | View::TagPages(_, true)
+                | View::Tasks(_, true))
         );
         prop_assert!(
             !runaway,
@@ -1840,7 +3063,7 @@ impl<'a> Case<'a> {
     /// Everything of both tenants, read back from both backends.
     async fn state(&self, side: Side) -> Vec<View> {
         let mut out = Vec::new();
-        for tenant in self.tenants {
+        for (ti, tenant) in self.tenants.into_iter().enumerate() {
             let mut tx = match side {
                 Side::Model => self.model.begin(tenant, self.ctx.clone()).await,
                 Side::Pg => self.pg.begin(tenant, self.ctx.clone()).await,
@@ -1867,7 +3090,7 @@ impl<'a> Case<'a> {
                 out.push(self.labels.view(
                     side,
                     &Raw::Deals(Walk {
-                        pages: vec![deals],
+                        pages: vec![deals.clone()],
                         runaway: false,
                     }),
                 ));
@@ -1881,6 +3104,98 @@ impl<'a> Case<'a> {
                 ));
                 let signals = tx.list_signals(c.id).await.unwrap();
                 out.push(self.labels.view(side, &Raw::Signals(signals)));
+                let tags = tx.tags_of(RecordRef::Contact(c.id)).await.unwrap();
+                out.push(self.labels.view(side, &Raw::TagList(tags)));
+                for d in &deals.items {
+                    let tags = tx.tags_of(RecordRef::Deal(d.id)).await.unwrap();
+                    out.push(self.labels.view(side, &Raw::TagList(tags)));
+                }
+            }
+            // Companies by name (ties by id), and the tags of each.
+            let q = CompanyQuery::new().with_page(PageRequest::first(1000));
+            let companies = tx.search_companies(&q).await.unwrap();
+            assert!(companies.next_cursor.is_none());
+            for c in &companies.items {
+                let tags = tx.tags_of(RecordRef::Company(c.id)).await.unwrap();
+                out.push(self.labels.view(side, &Raw::TagList(tags)));
+            }
+            out.push(self.labels.view(
+                side,
+                &Raw::Companies(Walk {
+                    pages: vec![companies],
+                    runaway: false,
+                }),
+            ));
+            let tags = tx.list_tags(&PageRequest::first(1000)).await.unwrap();
+            out.push(self.labels.view(side, &Raw::TagList(tags.items)));
+            // The history of every company, tag and task ever created in
+            // this tenant, by label.
+            for (kind, pool) in [
+                (Kind::Company, &self.companies),
+                (Kind::Tag, &self.tags),
+                (Kind::Task, &self.tasks),
+            ] {
+                for p in pool.iter().filter(|p| p.tenant == ti) {
+                    let id = match side {
+                        Side::Model => p.model,
+                        Side::Pg => p.pg,
+                    };
+                    let entity = match kind {
+                        Kind::Company => HistoryEntity::Company(CompanyId::from_uuid(id)),
+                        Kind::Tag => HistoryEntity::Tag(TagId::from_uuid(id)),
+                        _ => HistoryEntity::Task(TaskId::from_uuid(id)),
+                    };
+                    let h = tx
+                        .entity_history(entity, &PageRequest::first(1000))
+                        .await
+                        .unwrap();
+                    assert!(h.next_cursor.is_none());
+                    if side == Side::Model && h.items.len() > 1 {
+                        count(self.stats, format!("{kind:?} history of changes"));
+                    }
+                    out.push(View::History(
+                        h.items
+                            .iter()
+                            .map(|e| self.labels.history(side, e))
+                            .collect(),
+                    ));
+                }
+            }
+            // The history of the taggings (whose ids the test never sees):
+            // every version of every tagging, as a multiset.
+            let (from, until) = (explicit_cutoff(), Utc::now() + chrono::Duration::days(1));
+            let changes = walk(
+                async |page| tx.changes_between(from, until, &page).await,
+                PageRequest::first(1000),
+            )
+            .await
+            .unwrap();
+            let mut taggings: Vec<HistoryView> = changes
+                .pages
+                .iter()
+                .flat_map(|p| &p.items)
+                .filter(|e| matches!(e.entity, HistoryEntity::Tagging(_)))
+                .map(|e| {
+                    let mut v = self.labels.history(side, e);
+                    if let Some(o) = v.values.as_object_mut() {
+                        o.remove("id");
+                    }
+                    v
+                })
+                .collect();
+            taggings.sort_by_key(|v| format!("{v:?}"));
+            if side == Side::Model && !taggings.is_empty() {
+                count(self.stats, "Tagging history".to_string());
+            }
+            out.push(View::History(taggings));
+            // Every task ever created in this tenant, by label.
+            for p in self.tasks.iter().filter(|p| p.tenant == ti) {
+                let id = match side {
+                    Side::Model => p.model,
+                    Side::Pg => p.pg,
+                };
+                let t = tx.get_task(TaskId::from_uuid(id)).await.unwrap();
+                out.push(View::MaybeTask(t.map(|t| self.labels.task(side, &t))));
             }
             for p in ["default", "enterprise"] {
                 let s = tx
@@ -1923,6 +3238,22 @@ fn contained(i: usize) -> Metadata {
         _ => serde_json::json!({"ratio": 0.300_000_000_000_000_04}),
     };
     Metadata::parse(v).unwrap()
+}
+
+fn owner_id(i: usize) -> OwnerId {
+    OwnerId::parse(pick(OWNERS, i)).unwrap()
+}
+
+fn company_domain(i: usize) -> CompanyDomain {
+    CompanyDomain::parse(pick(DOMAINS, i)).unwrap()
+}
+
+fn tag_name(i: usize, casing: u32) -> TagName {
+    TagName::parse(&recase(pick(TAG_NAMES, i), casing)).unwrap()
+}
+
+fn tag_colour(i: usize) -> TagColour {
+    TagColour::parse(pick(TAG_COLOURS, i)).unwrap()
 }
 
 fn pick_owned(pool: &[&str], i: usize) -> String {
@@ -2044,6 +3375,36 @@ fn random_operation_sequences_give_the_same_results_in_memory_and_on_postgres() 
             "DeleteContact ok",
             "DeleteDeal ok",
             "Summary Validation",
+            "CreateCompany ok",
+            "CreateCompany Duplicate",
+            "CreateContact linked by domain",
+            "UpdateCompany ok",
+            "UpdateCompany Duplicate",
+            "DeleteCompany deleted",
+            "GetCompanyByDomain ok",
+            "SearchLinked found some",
+            "ReassignOwner moved some",
+            "CreateTag ok",
+            "CreateTag Duplicate",
+            "UpdateTag ok",
+            "AttachTag ok",
+            "DetachTag ok",
+            "DeleteTag ok",
+            "TagsOf ok",
+            "ListTags ok",
+            "CreateTask ok",
+            "CreateTask NotFound",
+            "UpdateTask ok",
+            "CompleteTask ok",
+            "ReopenTask ok",
+            "DeleteTask ok",
+            "OpenTasks ok",
+            "OverdueTasks ok",
+            "TasksOf ok",
+            "Company history of changes",
+            "Tag history of changes",
+            "Task history of changes",
+            "Tagging history",
             "batch Commit",
             "batch Rollback",
             "batch Drop",
