@@ -86,6 +86,7 @@
 //! ```
 
 mod activities;
+mod companies;
 mod deals;
 mod export;
 mod formulas;
@@ -97,6 +98,10 @@ mod row;
 pub use activities::{
     export_activities_csv, export_activities_csv_with, export_activities_jsonl,
     import_activities_csv, import_activities_csv_with, import_activities_jsonl,
+};
+pub use companies::{
+    COMPANY_CSV_HEADER, export_companies_csv, export_companies_csv_with, export_companies_jsonl,
+    import_companies_csv, import_companies_jsonl,
 };
 pub use deals::{
     export_deals_csv, export_deals_csv_with, export_deals_jsonl, import_deals_csv,
