@@ -182,17 +182,6 @@ pub(super) async fn attach_tags(
     Ok(changed)
 }
 
-#[allow(dead_code)]
-/// The names of a record's tags, `;`-separated, in the store's order.
-pub(super) async fn tag_text(tx: &mut dyn Transaction, record: RecordRef) -> Result<String> {
-    let tags = tx.tags_of(record).await?;
-    Ok(tags
-        .iter()
-        .map(|t| t.name.as_str())
-        .collect::<Vec<_>>()
-        .join(";"))
-}
-
 /// The fields of a companies line (or CSV row) the import reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
