@@ -75,9 +75,9 @@ impl JsonCell {
     pub(super) fn get(&self, field: &str) -> std::result::Result<Option<Value>, FieldError> {
         match &self.0 {
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => serde_json::from_str(s)
-                .map(Some)
-                .map_err(|e| FieldError::new(field, "invalid_format", format!("is not JSON ({e})"))),
+            Some(Value::String(s)) => serde_json::from_str(s).map(Some).map_err(|e| {
+                FieldError::new(field, "invalid_format", format!("is not JSON ({e})"))
+            }),
             other => Ok(other.clone()),
         }
     }
@@ -273,8 +273,16 @@ fn company_row(line: &Line) -> RowResult<CompanyRow> {
 /// The patch that brings `existing` to what `policy` makes of it and the
 /// row `incoming` (as [`conflict_patch`](super::conflict_patch) does for
 /// contacts; the owner, a link, is never cleared by a row without one).
-fn company_patch(existing: &Company, incoming: &NewCompany, policy: ConflictPolicy) -> CompanyPatch {
-    fn pick<T: Clone>(existing: &Option<T>, incoming: &Option<T>, policy: ConflictPolicy) -> Option<T> {
+fn company_patch(
+    existing: &Company,
+    incoming: &NewCompany,
+    policy: ConflictPolicy,
+) -> CompanyPatch {
+    fn pick<T: Clone>(
+        existing: &Option<T>,
+        incoming: &Option<T>,
+        policy: ConflictPolicy,
+    ) -> Option<T> {
         match policy {
             ConflictPolicy::Incoming => incoming.clone(),
             ConflictPolicy::Existing => existing.clone().or_else(|| incoming.clone()),
@@ -303,8 +311,16 @@ fn company_patch(existing: &Company, incoming: &NewCompany, policy: ConflictPoli
         }),
         domain: None,
         industry: Some(pick(&existing.industry, &incoming.industry, policy)),
-        employee_count: Some(pick(&existing.employee_count, &incoming.employee_count, policy)),
-        annual_revenue: Some(pick(&existing.annual_revenue, &incoming.annual_revenue, policy)),
+        employee_count: Some(pick(
+            &existing.employee_count,
+            &incoming.employee_count,
+            policy,
+        )),
+        annual_revenue: Some(pick(
+            &existing.annual_revenue,
+            &incoming.annual_revenue,
+            policy,
+        )),
         street: Some(pick(&a.street, &b.street, policy)),
         city: Some(pick(&a.city, &b.city, policy)),
         region: Some(pick(&a.region, &b.region, policy)),
@@ -352,7 +368,10 @@ async fn write_company(
             if existing.patched(&patch, chrono::Utc::now()).is_none() {
                 (existing.id, Written::Unchanged)
             } else {
-                match tx.update_company(existing.id, existing.version, patch).await {
+                match tx
+                    .update_company(existing.id, existing.version, patch)
+                    .await
+                {
                     Ok(c) => (c.id, Written::Updated),
                     Err(e) => return company_row_errors(e).map(Err),
                 }

@@ -23,14 +23,14 @@ use super::{
     read::{Line, read_csv_rows, read_lines},
     related::{
         ImportRow, Owned, PageFuture, RelatedReport, RowResult, Text, company_of, contact_of,
-        fields_of,
-        import_rows, row_errors,
+        fields_of, import_rows, row_errors,
     },
 };
 use crate::{
     Context, Store, TenantId, Transaction,
     domain::{
-        CompanyId, Contact, ContactId, Deal, LostReason, NewDeal, NewDealDto, Pipelines, StageKey, StageKind,
+        CompanyId, Contact, ContactId, Deal, LostReason, NewDeal, NewDealDto, Pipelines, StageKey,
+        StageKind,
     },
     error::{Error, FieldError, Result},
     store::PageRequest,
@@ -374,7 +374,6 @@ async fn import_deal(
         expected_close_date: fields.expected_close_date.get(),
         company_id: company.map(|c| c.to_string()),
         owner: fields.owner.get(),
-        ..NewDealDto::default()
     };
     let lost_reason = match fields.lost_reason.get().map(|r| LostReason::parse(&r)) {
         Some(Ok(r)) => Some(r),

@@ -415,12 +415,9 @@ async fn write_batch(
     if !contacts.is_empty() {
         let written = tx.upsert_contacts(&contacts, policy).await?;
         for ((row, r), outcome) in kept.into_iter().zip(written) {
-            let tagged = super::companies::attach_tags(
-                &mut *tx,
-                RecordRef::Contact(outcome.id()),
-                &r.tags,
-            )
-            .await?;
+            let tagged =
+                super::companies::attach_tags(&mut *tx, RecordRef::Contact(outcome.id()), &r.tags)
+                    .await?;
             let outcome = match outcome {
                 UpsertOutcome::Unchanged(id) if tagged => UpsertOutcome::Updated(id),
                 o => o,

@@ -57,9 +57,8 @@ impl Column {
             "companydomain" => Column::CompanyDomain,
             "owner" => Column::Owner,
             "tags" => Column::Tags,
-            "id" | "tenantid" | "companyid" | "score" | "active" | "createdat" | "updatedat" | "version" => {
-                Column::Ignored
-            }
+            "id" | "tenantid" | "companyid" | "score" | "active" | "createdat" | "updatedat"
+            | "version" => Column::Ignored,
             _ => Column::Custom(header.to_string()),
         }
     }
