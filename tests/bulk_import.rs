@@ -586,6 +586,197 @@ async fn malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good
     );
 }
 
+/// Companies with their tags, contacts linked to them by domain with
+/// owners and tags, and deals (as exported), leaving out ids and
+/// store-assigned values.
+async fn linked_view(store: &DynStore, t: TenantId) -> serde_json::Value {
+    use crm_core::{CompanyQuery, domain::RecordRef};
+    let crm = store.scope(t, &ctx());
+    let companies = crm
+        .search_companies(&CompanyQuery::new().with_page(PageRequest::first(100)))
+        .await
+        .unwrap()
+        .items;
+    let mut domains = std::collections::HashMap::new();
+    let mut cs = Vec::new();
+    for c in &companies {
+        domains.insert(c.id, c.domain.as_ref().map(|d| d.as_str().to_string()));
+        let mut tags: Vec<String> = crm
+            .tags_of(RecordRef::Company(c.id))
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.name.as_str().to_string())
+            .collect();
+        tags.sort();
+        let mut v = serde_json::to_value(c).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in ["id", "tenant_id", "created_at", "updated_at", "version"] {
+            o.remove(k);
+        }
+        o.insert("tags".into(), json!(tags));
+        cs.push(v);
+    }
+    let mut ps = Vec::new();
+    for c in contacts(store, t).await {
+        let mut tags: Vec<String> = crm
+            .tags_of(RecordRef::Contact(c.id))
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.name.as_str().to_string())
+            .collect();
+        tags.sort();
+        let domain = c.company_id.map(|id| domains.get(&id).cloned().flatten());
+        let mut v = serde_json::to_value(&c).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in [
+            "id",
+            "tenant_id",
+            "created_at",
+            "updated_at",
+            "version",
+            "score",
+            "active",
+            "company_id",
+        ] {
+            o.remove(k);
+        }
+        o.insert("tags".into(), json!(tags));
+        o.insert("company_domain".into(), json!(domain));
+        ps.push(v);
+    }
+    let mut d = Vec::new();
+    bulk::export_deals_jsonl(store, t, &ctx(), &mut d)
+        .await
+        .unwrap();
+    json!({"companies": cs, "contacts": ps, "deals": related_view(&d)})
+}
+
+async fn companies_contacts_and_deals_round_trip_with_links_owners_and_tags(store: &DynStore) {
+    use crm_core::domain::{CompanyDomain, Currency, DealTitle, Money, NewDeal, OwnerId};
+    let source = TenantId::new();
+    let companies = "name,domain,industry,employee_count,annual_revenue_amount,annual_revenue_currency,street,city,region,postal_code,country,owner,tags,metadata\n\
+        \"=HYPERLINK(\"\"http://evil.example\"\",\"\"click\"\")\",evil.example,Software,12,1250000.50,EUR,1 Main St,Springfield,,,US,user-1,VIP;vip,\"{\"\"tier\"\":\"\"gold\"\"}\"\n\
+        Acme,https://www.Acme.example/about,,,,,,,,,,user-2,Partner,\n\
+        Nodomain Ltd,,,,,,,,,,,,,\n\
+        Nul\0Corp,nul.example,,,,,,,,,,,,\n\
+        Bad,not a domain!,,,,,,,,,,,,\n";
+    let report =
+        bulk::import_companies_csv(store, source, &ctx(), companies.as_bytes(), options(2))
+            .await
+            .unwrap();
+    assert_eq!(report.inserted, 3, "{report:?}");
+    let rejected: Vec<(u64, &str)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.row, r.errors[0].field.as_str()))
+        .collect();
+    assert_eq!(rejected, vec![(4, "name"), (5, "domain")], "{report:?}");
+    // Re-importing a row by its domain updates that company.
+    let again = "name,domain,industry\nAcme Corp,acme.example,Mills\n";
+    let report = bulk::import_companies_csv(store, source, &ctx(), again.as_bytes(), options(2))
+        .await
+        .unwrap();
+    assert_eq!((report.inserted, report.updated), (0, 1), "{report:?}");
+
+    let contacts_csv = "email,first_name,last_name,company_domain,owner,tags\n\
+        ada@example.com,Ada,Lovelace,evil.example,user-1,VIP;vip;Lead\n\
+        bob@example.com,Bob,Babbage,ACME.example,,\n\
+        cy@example.com,Cy,Young,unknown.example,,\n\
+        dee@example.com,Dee,Dot,,user-3,lead\n";
+    let report = import_csv(store, source, contacts_csv.as_bytes(), options(2)).await;
+    assert_eq!(report.inserted, 3, "{report:?}");
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert_eq!(report.rejected[0].row, 3);
+    assert_eq!(report.rejected[0].errors[0].field, "company_domain");
+
+    let crm = store.scope(source, &ctx());
+    let acme = crm
+        .get_company_by_domain(&CompanyDomain::parse("acme.example").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let ada = contacts(store, source).await.remove(0);
+    let mut deal = NewDeal::new(
+        ada.id,
+        DealTitle::parse("Engine").unwrap(),
+        Money::parse("10", Currency::parse("EUR").unwrap()).unwrap(),
+    );
+    deal.company_id = Some(acme.id);
+    deal.owner = Some(OwnerId::parse("user-4").unwrap());
+    crm.create_deal(deal).await.unwrap();
+    let original = linked_view(store, source).await;
+    assert_eq!(original["companies"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        original["companies"][0]["tags"],
+        json!(["VIP"]),
+        "one tag for two casings: {original}"
+    );
+
+    // CSV
+    let (mut co, mut ct, mut de) = (Vec::new(), Vec::new(), Vec::new());
+    bulk::export_companies_csv(store, source, &ctx(), &mut co)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&co).contains("'=HYPERLINK"),
+        "the formula is neutralised"
+    );
+    bulk::export_contacts_csv(store, source, &ctx(), &mut ct)
+        .await
+        .unwrap();
+    bulk::export_deals_csv(store, source, &ctx(), &mut de)
+        .await
+        .unwrap();
+    let copy = TenantId::new();
+    let r = bulk::import_companies_csv(store, copy, &ctx(), &co[..], options(2))
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (3, 0), "{r:?}");
+    let r = import_csv(store, copy, &ct, options(2)).await;
+    assert_eq!((r.inserted, r.rejected.len()), (3, 0), "{r:?}");
+    let r = bulk::import_deals_csv(store, copy, &ctx(), &de[..], 10)
+        .await
+        .unwrap();
+    assert_eq!((r.created, r.rejected.len()), (1, 0), "{r:?}");
+    assert_eq!(linked_view(store, copy).await, original, "CSV round trip");
+
+    // JSON Lines
+    let (mut co, mut ct, mut de) = (Vec::new(), Vec::new(), Vec::new());
+    bulk::export_companies_jsonl(store, source, &ctx(), &mut co)
+        .await
+        .unwrap();
+    bulk::export_contacts_jsonl(store, source, &ctx(), &mut ct)
+        .await
+        .unwrap();
+    bulk::export_deals_jsonl(store, source, &ctx(), &mut de)
+        .await
+        .unwrap();
+    // A deal naming a domain no company holds is rejected under that field.
+    de.extend_from_slice(b"{\"contact_email\":\"ada@example.com\",\"title\":\"X\",\"amount\":\"1\",\"currency\":\"EUR\",\"company_domain\":\"unknown.example\"}\n");
+    let copy = TenantId::new();
+    let r = bulk::import_companies_jsonl(store, copy, &ctx(), &co[..], options(2))
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (3, 0), "{r:?}");
+    let r = bulk::import_contacts_jsonl(store, copy, &ctx(), &ct[..], options(2))
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (3, 0), "{r:?}");
+    let r = bulk::import_deals_jsonl(store, copy, &ctx(), &de[..], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.created, 1, "{r:?}");
+    assert_eq!(r.rejected.len(), 1, "{r:?}");
+    assert_eq!(r.rejected[0].errors[0].field, "company_domain");
+    assert_eq!(
+        linked_view(store, copy).await,
+        original,
+        "JSON Lines round trip"
+    );
+}
+
 /// Runs each `async fn name(store: &DynStore)` as `memory::name`,
 /// `postgres::name` and `citus::name` (which passes at once when no Citus
 /// coordinator is named).
@@ -638,6 +829,7 @@ on_every_backend!(
     deals_and_activities_round_trip_linked_to_contacts_by_email,
     deals_and_activities_round_trip_through_csv_linked_to_contacts_by_email,
     malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good_rows_are_kept,
+    companies_contacts_and_deals_round_trip_with_links_owners_and_tags,
 );
 
 /// Two imports of overlapping files at once, on PostgreSQL and on Citus:

@@ -356,9 +356,9 @@ async fn deal_and_activity_csv_exports_write_their_json_lines_byte_for_byte(stor
     };
     let expected = format!(
         "id,contact_email,title,amount,currency,pipeline,stage,expected_close_date,lost_reason,\
-         won_at,lost_at,created_at,updated_at,version\n\
-         {},ada@example.com,'=1+1,{},EUR,default,closed_lost,,'-- no budget,,{},{},{},2\n\
-         {},bob@example.com,'+ upsell,{},EUR,default,{},,,,,{},{},1\n",
+         company_domain,owner,won_at,lost_at,created_at,updated_at,version\n\
+         {},ada@example.com,'=1+1,{},EUR,default,closed_lost,,'-- no budget,,,,{},{},{},2\n\
+         {},bob@example.com,'+ upsell,{},EUR,default,{},,,,,,,{},{},1\n",
         text(lost, "id"),
         text(lost, "amount"),
         text(lost, "lost_at"),

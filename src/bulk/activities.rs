@@ -58,7 +58,7 @@ impl Owned for Activity {
         tx.timeline(contact, page)
     }
 
-    fn line(&self, c: &Contact) -> Value {
+    fn line(&self, c: &Contact, _company_domain: Option<&str>) -> Value {
         json!({
             "id": self.id,
             "contact_email": c.email.as_str(),

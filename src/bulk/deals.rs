@@ -22,21 +22,22 @@ use super::{
     export::{export_csv, export_jsonl},
     read::{Line, read_csv_rows, read_lines},
     related::{
-        ImportRow, Owned, PageFuture, RelatedReport, RowResult, Text, contact_of, fields_of,
-        import_rows, row_errors,
+        ImportRow, Owned, PageFuture, RelatedReport, RowResult, Text, company_of, contact_of,
+        fields_of, import_rows, row_errors,
     },
 };
 use crate::{
     Context, Store, TenantId, Transaction,
     domain::{
-        Contact, ContactId, Deal, LostReason, NewDeal, NewDealDto, Pipelines, StageKey, StageKind,
+        CompanyId, Contact, ContactId, Deal, LostReason, NewDeal, NewDealDto, Pipelines, StageKey,
+        StageKind,
     },
     error::{Error, FieldError, Result},
     store::PageRequest,
 };
 
 /// The columns of a deals CSV, in order: the fields of a deals JSON line.
-const DEAL_COLUMNS: [&str; 14] = [
+const DEAL_COLUMNS: [&str; 16] = [
     "id",
     "contact_email",
     "title",
@@ -46,6 +47,8 @@ const DEAL_COLUMNS: [&str; 14] = [
     "stage",
     "expected_close_date",
     "lost_reason",
+    "company_domain",
+    "owner",
     "won_at",
     "lost_at",
     "created_at",
@@ -65,7 +68,11 @@ impl Owned for Deal {
         tx.list_deals_for_contact(contact, page)
     }
 
-    fn line(&self, c: &Contact) -> Value {
+    fn company(&self) -> Option<CompanyId> {
+        self.company_id
+    }
+
+    fn line(&self, c: &Contact, company_domain: Option<&str>) -> Value {
         json!({
             "id": self.id,
             "contact_email": c.email.as_str(),
@@ -76,6 +83,8 @@ impl Owned for Deal {
             "stage": self.stage.as_str(),
             "expected_close_date": self.expected_close_date,
             "lost_reason": self.lost_reason.as_ref().map(|r| r.as_str()),
+            "company_domain": company_domain,
+            "owner": self.owner.as_ref().map(|o| o.as_str()),
             "won_at": self.won_at,
             "lost_at": self.lost_at,
             "created_at": self.created_at,
@@ -88,7 +97,8 @@ impl Owned for Deal {
 /// Writes every deal of the tenant as JSON Lines, contact by contact
 /// (oldest contact first, each contact's deals newest first); returns how
 /// many. Each line: `id, contact_email, title, amount` (a string),
-/// `currency, pipeline, stage, expected_close_date, lost_reason, won_at,
+/// `currency, pipeline, stage, expected_close_date, lost_reason,
+/// company_domain` (the domain of the deal's company), `owner, won_at,
 /// lost_at, created_at, updated_at, version`.
 pub async fn export_deals_jsonl<S, W>(
     store: &S,
@@ -156,12 +166,16 @@ struct DealLine {
     stage: Text,
     expected_close_date: Text,
     lost_reason: Text,
+    company_domain: Text,
+    owner: Text,
 }
 
 /// Imports deals from JSON Lines (the lines [`export_deals_jsonl`] writes,
 /// or objects with `contact_email, title, amount, currency` and optional
-/// `pipeline, stage, expected_close_date, lost_reason`), `batch_size` rows
-/// per transaction. Rows that fail are rejected with their errors and
+/// `pipeline, stage, expected_close_date, lost_reason, company_domain,
+/// owner`), `batch_size` rows per transaction. A `company_domain` links the
+/// deal to the company holding that domain; one no company holds rejects
+/// the row, naming `company_domain`. Rows that fail are rejected with their errors and
 /// leave nothing behind (no deal, no history); the others are kept.
 ///
 /// Errors: [`Error::Validation`] on `batch_size` unless it is 1 to
@@ -339,6 +353,13 @@ async fn import_deal(
             None
         }
     };
+    let company = match company_of(tx, fields.company_domain.get()).await? {
+        Ok(id) => id,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
     let dto = NewDealDto {
         contact_id: Some(
             contact
@@ -351,7 +372,8 @@ async fn import_deal(
         pipeline: fields.pipeline.get(),
         stage: None,
         expected_close_date: fields.expected_close_date.get(),
-        ..NewDealDto::default()
+        company_id: company.map(|c| c.to_string()),
+        owner: fields.owner.get(),
     };
     let lost_reason = match fields.lost_reason.get().map(|r| LostReason::parse(&r)) {
         Some(Ok(r)) => Some(r),

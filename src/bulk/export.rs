@@ -10,14 +10,14 @@ use serde::Serialize;
 use super::CsvFormulas;
 use crate::{
     Context, Store, TenantId, Transaction,
-    domain::Contact,
+    domain::{CompanyId, Contact, RecordRef},
     error::{Error, Result},
     store::{ContactQuery, ContactSort, PageRequest},
 };
 
 /// The CSV columns of an export, in order. `metadata` holds the custom
 /// fields as a JSON object.
-pub const CONTACT_CSV_HEADER: [&str; 14] = [
+pub const CONTACT_CSV_HEADER: [&str; 17] = [
     "id",
     "email",
     "first_name",
@@ -27,12 +27,53 @@ pub const CONTACT_CSV_HEADER: [&str; 14] = [
     "phone",
     "lead_source",
     "metadata",
+    "company_domain",
+    "owner",
+    "tags",
     "score",
     "active",
     "created_at",
     "updated_at",
     "version",
 ];
+
+/// The domains of the companies an export has met, by id (`None` for a
+/// company without one, or gone), so each is looked up once.
+#[derive(Debug, Default)]
+pub(super) struct Domains(std::collections::HashMap<CompanyId, Option<String>>);
+
+impl Domains {
+    /// The domain of company `id`, if it has one.
+    pub(super) async fn of(
+        &mut self,
+        tx: &mut dyn Transaction,
+        id: Option<CompanyId>,
+    ) -> Result<Option<String>> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        if let Some(d) = self.0.get(&id) {
+            return Ok(d.clone());
+        }
+        let domain = tx
+            .get_company(id)
+            .await?
+            .and_then(|c| c.domain)
+            .map(|d| d.as_str().to_string());
+        self.0.insert(id, domain.clone());
+        Ok(domain)
+    }
+}
+
+/// A contact as an export writes it: its fields, the domain of its
+/// company and the names of its tags.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct ContactRecord {
+    #[serde(flatten)]
+    contact: Contact,
+    company_domain: Option<String>,
+    tags: Vec<String>,
+}
 
 /// The error of an export that cannot be written.
 fn io(e: impl std::fmt::Display) -> Error {
@@ -58,6 +99,7 @@ pub(super) trait Exporter {
     fn records_of<'a>(
         tx: &'a mut dyn Transaction,
         contact: &'a Contact,
+        domains: &'a mut Domains,
         emit: &'a mut (dyn FnMut(&Self::Record) -> Result<()> + Send),
     ) -> impl Future<Output = Result<u64>> + Send + 'a;
 
@@ -83,10 +125,11 @@ where
         .with_sort(ContactSort::CreatedAsc)
         .with_page(PageRequest::first(1000));
     let mut count = 0;
+    let mut domains = Domains::default();
     loop {
         let page = tx.search_contacts(&query).await?;
         for c in &page.items {
-            count += E::records_of(&mut *tx, c, &mut *emit).await?;
+            count += E::records_of(&mut *tx, c, &mut domains, &mut *emit).await?;
         }
         match page.next_cursor {
             Some(cursor) => query = query.after(cursor),
@@ -154,17 +197,26 @@ where
 impl Exporter for Contact {
     const COLUMNS: &'static [&'static str] = &CONTACT_CSV_HEADER;
 
-    type Record = Contact;
+    type Record = ContactRecord;
 
-    fn records_of<'a>(
-        _tx: &'a mut dyn Transaction,
+    async fn records_of<'a>(
+        tx: &'a mut dyn Transaction,
         contact: &'a Contact,
-        emit: &'a mut (dyn FnMut(&Contact) -> Result<()> + Send),
-    ) -> impl Future<Output = Result<u64>> + Send + 'a {
-        std::future::ready(emit(contact).map(|()| 1))
+        domains: &'a mut Domains,
+        emit: &'a mut (dyn FnMut(&ContactRecord) -> Result<()> + Send),
+    ) -> Result<u64> {
+        let company_domain = domains.of(&mut *tx, contact.company_id).await?;
+        let tags = tx.tags_of(RecordRef::Contact(contact.id)).await?;
+        let record = ContactRecord {
+            contact: contact.clone(),
+            company_domain,
+            tags: tags.iter().map(|t| t.name.as_str().to_string()).collect(),
+        };
+        emit(&record).map(|()| 1)
     }
 
-    fn csv_cells(c: &Contact) -> Result<Vec<Cow<'_, str>>> {
+    fn csv_cells(r: &ContactRecord) -> Result<Vec<Cow<'_, str>>> {
+        let c = &r.contact;
         let metadata = serde_json::to_string(c.metadata.as_map()).map_err(io)?;
         let time = |t: &chrono::DateTime<chrono::Utc>| {
             Cow::Owned(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
@@ -179,6 +231,9 @@ impl Exporter for Contact {
             c.phone.as_ref().map_or("", |v| v.as_str()).into(),
             c.lead_source.as_str().into(),
             metadata.into(),
+            r.company_domain.as_deref().unwrap_or("").into(),
+            c.owner.as_ref().map_or("", |o| o.as_str()).into(),
+            r.tags.join(";").into(),
             c.score.to_string().into(),
             c.active.to_string().into(),
             time(&c.created_at),

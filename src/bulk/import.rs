@@ -11,11 +11,11 @@ use serde::Serialize;
 use super::{
     ConflictPolicy, CsvFormulas, ImportLock, UpsertOutcome, check_batch_size,
     read::{CsvRecords, JsonLines},
-    row::{Column, RawContact},
+    row::{Column, ContactRow, RawContact},
 };
 use crate::{
-    Context, Store, TenantId,
-    domain::NewContact,
+    Context, Store, TenantId, Transaction,
+    domain::{CompanyId, NewContact, RecordRef},
     error::{Error, FieldError, Result},
 };
 
@@ -202,7 +202,7 @@ pub struct ImportReport {
 struct ReadRow {
     row: u64,
     line: u64,
-    contact: std::result::Result<NewContact, Vec<FieldError>>,
+    contact: std::result::Result<ContactRow, Vec<FieldError>>,
 }
 
 /// A source of rows: CSV or JSON Lines.
@@ -299,8 +299,8 @@ where
         ImportMode::BestEffort => None,
     };
     // Grown as rows come, never sized from the caller's number up front.
-    let mut numbers: Vec<u64> = Vec::new();
-    let mut batch: Vec<NewContact> = Vec::new();
+    let mut numbers: Vec<(u64, u64)> = Vec::new();
+    let mut batch: Vec<ContactRow> = Vec::new();
     let mut done = false;
     while !done {
         numbers.clear();
@@ -313,7 +313,7 @@ where
             report.rows += 1;
             match r.contact {
                 Ok(c) => {
-                    numbers.push(r.row);
+                    numbers.push((r.row, r.line));
                     batch.push(c);
                 }
                 Err(errors) => report.rejected.push(RejectedRow {
@@ -324,18 +324,24 @@ where
             }
         }
         if !batch.is_empty() {
-            let outcomes = match whole.as_mut() {
-                Some(tx) => tx.upsert_contacts(&batch, policy).await?,
-                None => upsert_batch(store, tenant, ctx, &batch, policy, retries).await?,
+            let (outcomes, rejected) = match whole.as_mut() {
+                Some(tx) => write_batch(&mut **tx, &numbers, &batch, policy).await?,
+                None => upsert_batch(store, tenant, ctx, &numbers, &batch, policy, retries).await?,
             };
-            for (n, o) in numbers.iter().zip(outcomes) {
+            // Rows refused while writing (an unknown company domain) go in
+            // file order among those refused while reading.
+            if !rejected.is_empty() {
+                report.rejected.extend(rejected);
+                report.rejected.sort_by_key(|r| r.row);
+            }
+            for (n, o) in outcomes {
                 match o {
                     UpsertOutcome::Inserted(_) => report.inserted += 1,
                     UpsertOutcome::Updated(_) => report.updated += 1,
                     UpsertOutcome::Unchanged(_) => report.unchanged += 1,
                 }
                 if keep_outcomes {
-                    report.outcomes.push((*n, o));
+                    report.outcomes.push((n, o));
                 }
             }
         }
@@ -357,6 +363,71 @@ where
     Ok(report)
 }
 
+/// The outcomes of a batch's written rows (with their numbers), and the
+/// rows refused while writing it.
+type Written = (Vec<(u64, UpsertOutcome)>, Vec<RejectedRow>);
+
+/// Writes one batch in `tx`: resolves each row's company domain (a domain
+/// no company holds refuses the row, naming `company_domain`), upserts the
+/// rows, then attaches each row's tags (creating missing ones).
+async fn write_batch(
+    tx: &mut dyn Transaction,
+    numbers: &[(u64, u64)],
+    batch: &[ContactRow],
+    policy: ConflictPolicy,
+) -> Result<Written> {
+    let mut companies: std::collections::HashMap<String, Option<CompanyId>> =
+        std::collections::HashMap::new();
+    let mut rejected = Vec::new();
+    let mut kept: Vec<(u64, &ContactRow)> = Vec::new();
+    let mut contacts: Vec<NewContact> = Vec::new();
+    for (&(row, line), r) in numbers.iter().zip(batch) {
+        let mut contact = r.contact.clone();
+        if let Some(domain) = &r.company_domain {
+            let company = match companies.get(domain.as_str()) {
+                Some(c) => *c,
+                None => {
+                    let c = tx.get_company_by_domain(domain).await?.map(|c| c.id);
+                    companies.insert(domain.as_str().to_string(), c);
+                    c
+                }
+            };
+            match company {
+                Some(id) => contact.company_id = Some(id),
+                None => {
+                    rejected.push(RejectedRow {
+                        row,
+                        line,
+                        errors: vec![FieldError::new(
+                            "company_domain",
+                            "not_found",
+                            format!("no company of the tenant has the domain {domain}"),
+                        )],
+                    });
+                    continue;
+                }
+            }
+        }
+        kept.push((row, r));
+        contacts.push(contact);
+    }
+    let mut outcomes = Vec::with_capacity(contacts.len());
+    if !contacts.is_empty() {
+        let written = tx.upsert_contacts(&contacts, policy).await?;
+        for ((row, r), outcome) in kept.into_iter().zip(written) {
+            let tagged =
+                super::companies::attach_tags(&mut *tx, RecordRef::Contact(outcome.id()), &r.tags)
+                    .await?;
+            let outcome = match outcome {
+                UpsertOutcome::Unchanged(id) if tagged => UpsertOutcome::Updated(id),
+                o => o,
+            };
+            outcomes.push((row, outcome));
+        }
+    }
+    Ok((outcomes, rejected))
+}
+
 /// Upserts one batch in its own transaction (holding the tenant's import
 /// lock shared), retrying a retryable failure up to `retries` times after
 /// a jittered, exponentially growing pause.
@@ -364,16 +435,17 @@ async fn upsert_batch<S: Store + ?Sized>(
     store: &S,
     tenant: TenantId,
     ctx: &Context,
-    batch: &[NewContact],
+    numbers: &[(u64, u64)],
+    batch: &[ContactRow],
     policy: ConflictPolicy,
     retries: u32,
-) -> Result<Vec<UpsertOutcome>> {
+) -> Result<Written> {
     let mut attempt = 0;
     loop {
         let result = async {
             let mut tx = store.begin(tenant, ctx.clone()).await?;
             tx.lock_for_import(ImportLock::Shared).await?;
-            let out = tx.upsert_contacts(batch, policy).await?;
+            let out = write_batch(&mut *tx, numbers, batch, policy).await?;
             tx.commit().await?;
             Ok::<_, Error>(out)
         }

@@ -22,6 +22,13 @@
 //!   as JSON Lines, linked to the deals of a deal import.
 //! - [`export_activities_csv`], [`import_activities_csv`]: activities as
 //!   CSV, one column per JSON field, linked to deals the same way.
+//! - [`export_companies_csv`], [`import_companies_csv`],
+//!   [`export_companies_jsonl`], [`import_companies_jsonl`]: companies,
+//!   matched by domain, with their tags.
+//!
+//! Contacts and deals name their company by its domain (`company_domain`)
+//! in both directions, so an export of companies, then contacts, then
+//! deals, imported in that order into another tenant, links them alike.
 //!
 //! [`Transaction::merge_contacts`](crate::store::BulkTx::merge_contacts)
 //! folds a duplicate contact into another: its deals, activities and
@@ -40,8 +47,13 @@
 //! `Given Name`), `last_name` (`Surname`), `company` (`Organization`),
 //! `title` (`Job Title`), `phone` (`Phone Number`, `Mobile`),
 //! `lead_source` (`Source`; `import` when absent), `metadata` (a JSON
-//! object). The columns an export adds (`id`, `score`, `active`,
-//! `created_at`, `updated_at`, `version`) are ignored; any other column
+//! object), `company_domain` (the contact is linked to the company holding
+//! that domain; a domain no company holds rejects the row, naming
+//! `company_domain`), `owner`, `tags` (`;`-separated names, in JSON Lines
+//! also an array; a missing tag is created, and each is attached after the
+//! upsert; names repeated in another casing count once). The columns an
+//! export adds (`id`, `company_id`, `score`, `active`, `created_at`,
+//! `updated_at`, `version`) are ignored; any other column
 //! becomes a custom field named by its header, holding the cell's text
 //! (blank cells are left out).
 //!
@@ -55,7 +67,8 @@
 //! # Round trip
 //!
 //! An export imported into an empty tenant gives the same email, names,
-//! company, title, phone, lead source and custom fields. Ids, timestamps,
+//! company, title, phone, lead source, custom fields, company link (by
+//! domain, once the companies are imported), owner and tags. Ids, timestamps,
 //! versions, scores and the active flag are exported for information but
 //! not imported: the importing store assigns them (a new contact has
 //! version 1, score 0 and is active).
@@ -86,6 +99,7 @@
 //! ```
 
 mod activities;
+mod companies;
 mod deals;
 mod export;
 mod formulas;
@@ -97,6 +111,10 @@ mod row;
 pub use activities::{
     export_activities_csv, export_activities_csv_with, export_activities_jsonl,
     import_activities_csv, import_activities_csv_with, import_activities_jsonl,
+};
+pub use companies::{
+    COMPANY_CSV_HEADER, export_companies_csv, export_companies_csv_with, export_companies_jsonl,
+    import_companies_csv, import_companies_jsonl,
 };
 pub use deals::{
     export_deals_csv, export_deals_csv_with, export_deals_jsonl, import_deals_csv,

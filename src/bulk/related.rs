@@ -20,10 +20,14 @@ use std::{borrow::Cow, collections::HashMap, pin::Pin};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{export::Exporter, import::RejectedRow, read::Line};
+use super::{
+    export::{Domains, Exporter},
+    import::RejectedRow,
+    read::Line,
+};
 use crate::{
     Context, Entity, Store, TenantId, Transaction,
-    domain::{Contact, ContactId, Email, Page, read_value},
+    domain::{CompanyDomain, CompanyId, Contact, ContactId, Email, Page, read_value},
     error::{Error, FieldError, Result},
     store::PageRequest,
 };
@@ -61,8 +65,14 @@ pub(super) trait Owned: Send + Sync + Sized + 'static {
         page: &'a PageRequest,
     ) -> PageFuture<'a, Self>;
 
-    /// The record as a line of the export.
-    fn line(&self, contact: &Contact) -> Value;
+    /// The company the record is linked to, if any.
+    fn company(&self) -> Option<CompanyId> {
+        None
+    }
+
+    /// The record as a line of the export (`company_domain`: the domain of
+    /// its [`company`](Self::company)).
+    fn line(&self, contact: &Contact, company_domain: Option<&str>) -> Value;
 }
 
 /// Each contact's owned records are read page by page and written as their
@@ -75,6 +85,7 @@ impl<T: Owned> Exporter for T {
     async fn records_of<'a>(
         tx: &'a mut dyn Transaction,
         contact: &'a Contact,
+        domains: &'a mut Domains,
         emit: &'a mut (dyn FnMut(&Value) -> Result<()> + Send),
     ) -> Result<u64> {
         let mut count = 0;
@@ -82,7 +93,8 @@ impl<T: Owned> Exporter for T {
         loop {
             let page = T::page(&mut *tx, contact.id, &request).await?;
             for item in &page.items {
-                emit(&item.line(contact))?;
+                let domain = domains.of(&mut *tx, item.company()).await?;
+                emit(&item.line(contact, domain.as_deref()))?;
                 count += 1;
             }
             match page.next_cursor {
@@ -164,6 +176,28 @@ pub(super) async fn contact_of(
             "contact_email",
             "not_found",
             format!("no contact of the tenant has the email {address}"),
+        )),
+    })
+}
+
+/// Finds the company a row names by `company_domain`: `None` without one.
+pub(super) async fn company_of(
+    tx: &mut dyn Transaction,
+    domain: Option<String>,
+) -> Result<std::result::Result<Option<CompanyId>, FieldError>> {
+    let Some(domain) = domain else {
+        return Ok(Ok(None));
+    };
+    let domain = match CompanyDomain::parse_field("company_domain", &domain) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(match tx.get_company_by_domain(&domain).await? {
+        Some(c) => Ok(Some(c.id)),
+        None => Err(FieldError::new(
+            "company_domain",
+            "not_found",
+            format!("no company of the tenant has the domain {domain}"),
         )),
     })
 }

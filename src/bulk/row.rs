@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    domain::{Metadata, NewContact, NewContactDto},
+    domain::{CompanyDomain, Metadata, NewContact, NewContactDto, TagName},
     error::FieldError,
 };
 
@@ -19,6 +19,12 @@ pub(crate) enum Column {
     Title,
     Phone,
     LeadSource,
+    /// The domain of the company the contact works for.
+    CompanyDomain,
+    /// The owning user's id.
+    Owner,
+    /// Tag names, `;`-separated (or a JSON array of names).
+    Tags,
     /// A JSON object of custom fields.
     Metadata,
     /// Exported for information, assigned by the store on import.
@@ -48,9 +54,11 @@ impl Column {
             "phone" | "phonenumber" | "telephone" | "tel" | "mobile" => Column::Phone,
             "leadsource" | "source" => Column::LeadSource,
             "metadata" | "customfields" => Column::Metadata,
-            "id" | "tenantid" | "score" | "active" | "createdat" | "updatedat" | "version" => {
-                Column::Ignored
-            }
+            "companydomain" => Column::CompanyDomain,
+            "owner" => Column::Owner,
+            "tags" => Column::Tags,
+            "id" | "tenantid" | "companyid" | "score" | "active" | "createdat" | "updatedat"
+            | "version" => Column::Ignored,
             _ => Column::Custom(header.to_string()),
         }
     }
@@ -65,6 +73,9 @@ impl Column {
             Column::Title => "title",
             Column::Phone => "phone",
             Column::LeadSource => "lead_source",
+            Column::CompanyDomain => "company_domain",
+            Column::Owner => "owner",
+            Column::Tags => "tags",
             Column::Metadata | Column::Ignored => "metadata",
             Column::Custom(name) => name,
         }
@@ -77,7 +88,19 @@ pub(crate) struct RawContact {
     dto: NewContactDto,
     metadata: Option<Map<String, Value>>,
     custom: Map<String, Value>,
+    company_domain: Option<String>,
+    tags: Vec<String>,
     errors: Vec<FieldError>,
+}
+
+/// A validated row: the contact, the domain of its company (resolved to
+/// the company before the upsert) and the names of its tags (attached
+/// after it).
+#[derive(Debug, Clone)]
+pub(crate) struct ContactRow {
+    pub(crate) contact: NewContact,
+    pub(crate) company_domain: Option<CompanyDomain>,
+    pub(crate) tags: Vec<TagName>,
 }
 
 impl RawContact {
@@ -100,6 +123,12 @@ impl RawContact {
             Column::Title => &mut self.dto.title,
             Column::Phone => &mut self.dto.phone,
             Column::LeadSource => &mut self.dto.lead_source,
+            Column::Owner => &mut self.dto.owner,
+            Column::CompanyDomain => &mut self.company_domain,
+            Column::Tags => {
+                self.tags.extend(value.split(';').map(str::to_string));
+                return;
+            }
             Column::Metadata => {
                 match serde_json::from_str::<Value>(value) {
                     Ok(v) => self.json(column, v),
@@ -130,6 +159,18 @@ impl RawContact {
                 self.custom.insert(name.clone(), v);
             }
             (Column::Metadata, Value::Object(map)) => self.metadata = Some(map),
+            (Column::Tags, Value::Array(items)) => {
+                for item in items {
+                    match item {
+                        Value::String(s) => self.tags.push(s),
+                        _ => self.error(FieldError::new(
+                            "tags",
+                            "invalid_format",
+                            "must hold tag names as strings",
+                        )),
+                    }
+                }
+            }
             (Column::Metadata, _) => self.error(FieldError::new(
                 "metadata",
                 "invalid_format",
@@ -145,7 +186,7 @@ impl RawContact {
 
     /// Validates the row through the domain constructors, reporting every
     /// field error. Without a lead source, the contact's is `import`.
-    pub(crate) fn finish(mut self) -> Result<NewContact, Vec<FieldError>> {
+    pub(crate) fn finish(mut self) -> Result<ContactRow, Vec<FieldError>> {
         let mut metadata = self.metadata.take().unwrap_or_default();
         // Custom columns add to (and override) the `metadata` column. Each
         // is checked on its own first, so that a bad one is reported under
@@ -163,9 +204,30 @@ impl RawContact {
         if self.dto.lead_source.is_none() {
             self.dto.lead_source = Some("import".to_string());
         }
+        let company_domain = match self.company_domain.as_deref() {
+            Some(d) => match CompanyDomain::parse_field("company_domain", d) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.errors.push(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let tags = match super::companies::parse_tag_names(self.tags.iter().map(String::as_str)) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errors.extend(e);
+                Vec::new()
+            }
+        };
         let errors = self.errors;
         match NewContact::try_from(self.dto) {
-            Ok(c) if errors.is_empty() => Ok(c),
+            Ok(contact) if errors.is_empty() => Ok(ContactRow {
+                contact,
+                company_domain,
+                tags,
+            }),
             Ok(_) => Err(errors),
             Err(validation) => {
                 let mut all = errors;
