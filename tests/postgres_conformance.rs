@@ -815,9 +815,7 @@ async fn a_contact_stored_under_earlier_rules_stays_readable_and_can_be_correcte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_does_not_link_by_domain_leaves_new_contacts_unlinked() {
-    use crm_core::{
-        domain::{CompanyDomain, CompanyName, NewCompany},
-    };
+    use crm_core::domain::{CompanyDomain, CompanyName, NewCompany};
     let on = TestStore::new().await;
     let off = (*on).clone().with_company_linking(false);
     let t = TenantId::new();

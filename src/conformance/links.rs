@@ -37,9 +37,12 @@ fn linked(address: &str, company: Option<CompanyId>, who: Option<&str>) -> NewCo
 }
 
 async fn contact_of(store: &DynStore, t: TenantId, id: ContactId) -> Contact {
-    with_tx!(store, t, async |tx| ok(tx.get_contact(id).await, "get a contact"))
-        .await
-        .expect("the contact exists")
+    with_tx!(store, t, async |tx| ok(
+        tx.get_contact(id).await,
+        "get a contact"
+    ))
+    .await
+    .expect("the contact exists")
 }
 
 async fn deal_of(store: &DynStore, t: TenantId, id: DealId) -> Deal {
@@ -75,7 +78,11 @@ pub async fn contacts_and_deals_keep_their_company_and_owner_through_create_and_
     .await;
     assert_eq!(c.company_id, Some(acme.id));
     assert_eq!(c.owner, Some(owner("user:ada")));
-    assert_eq!(contact_of(store, t, c.id).await, c, "the contact reads back");
+    assert_eq!(
+        contact_of(store, t, c.id).await,
+        c,
+        "the contact reads back"
+    );
 
     let patch = ContactPatch {
         company_id: Some(Some(globex.id)),
@@ -204,7 +211,11 @@ pub async fn linking_to_a_missing_company_is_not_found_and_writes_nothing(store:
     );
     ok(tx.commit().await, "commit");
 
-    assert_eq!(contact_of(store, t, c.id).await, c, "the contact is as it was");
+    assert_eq!(
+        contact_of(store, t, c.id).await,
+        c,
+        "the contact is as it was"
+    );
     assert_eq!(deal_of(store, t, d.id).await, d, "the deal is as it was");
     let emails: Vec<String> = with_tx!(store, t, async |tx| {
         let page = ok(
@@ -221,7 +232,10 @@ pub async fn linking_to_a_missing_company_is_not_found_and_writes_nothing(store:
     let mut emails = emails;
     emails.sort();
     assert_eq!(emails, vec!["after@links.example", "kept@links.example"]);
-    assert_eq!(contact_of(store, t, after.id).await.company_id, Some(real.id));
+    assert_eq!(
+        contact_of(store, t, after.id).await.company_id,
+        Some(real.id)
+    );
     let deals = with_tx!(store, t, async |tx| ok(
         tx.list_deals_for_contact(c.id, &PageRequest::first(MAX_PAGE_SIZE))
             .await,
@@ -386,9 +400,7 @@ pub async fn contact_search_filters_by_owner_and_company_through_pages(store: &D
 /// Reassigning moves exactly the records of `from` (of the kind asked, if
 /// any) to `to`, each a recorded change with its version moved on;
 /// reassigning an owner to itself changes nothing.
-pub async fn reassigning_an_owner_moves_exactly_their_records_of_the_kind_asked(
-    store: &DynStore,
-) {
+pub async fn reassigning_an_owner_moves_exactly_their_records_of_the_kind_asked(store: &DynStore) {
     let t = TenantId::new();
     let (ada, bob, cy) = (owner("user:ada"), owner("user:bob"), owner("user:cy"));
     let ada_co = {
@@ -402,9 +414,24 @@ pub async fn reassigning_an_owner_moves_exactly_their_records_of_the_kind_asked(
         ))
         .await
     };
-    let c_ada = create(store, t, linked("a1@reassign.example", None, Some("user:ada"))).await;
-    let c_ada2 = create(store, t, linked("a2@reassign.example", None, Some("user:ada"))).await;
-    let c_bob = create(store, t, linked("b1@reassign.example", None, Some("user:bob"))).await;
+    let c_ada = create(
+        store,
+        t,
+        linked("a1@reassign.example", None, Some("user:ada")),
+    )
+    .await;
+    let c_ada2 = create(
+        store,
+        t,
+        linked("a2@reassign.example", None, Some("user:ada")),
+    )
+    .await;
+    let c_bob = create(
+        store,
+        t,
+        linked("b1@reassign.example", None, Some("user:bob")),
+    )
+    .await;
     let c_none = create(store, t, linked("n1@reassign.example", None, None)).await;
     let d_ada = deal(
         store,
@@ -426,7 +453,12 @@ pub async fn reassigning_an_owner_moves_exactly_their_records_of_the_kind_asked(
     .await;
     // Another tenant's records of the same owner stay.
     let other = TenantId::new();
-    let elsewhere = create(store, other, linked("a@reassign.example", None, Some("user:ada"))).await;
+    let elsewhere = create(
+        store,
+        other,
+        linked("a@reassign.example", None, Some("user:ada")),
+    )
+    .await;
 
     // To itself: nothing.
     let same = with_tx!(store, t, async |tx| ok(

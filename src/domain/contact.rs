@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    CompanyId, Email, Metadata, OwnerId, TenantId, Timestamp, Version, activity::parse_id, id_type,
+    CompanyId, Email, Metadata, OwnerId, TenantId, Timestamp, Version,
+    activity::parse_id,
+    id_type,
     text::{self, text_type},
 };
 use crate::domain::error::{FieldError, ValidationErrors};
@@ -694,8 +696,7 @@ impl TryFrom<ContactPatchDto> for ContactPatch {
             });
         }
         if let Some(v) = &dto.company_id {
-            patch.company_id =
-                errors.check(optional(v.as_deref(), |v| parse_id("company_id", v)));
+            patch.company_id = errors.check(optional(v.as_deref(), |v| parse_id("company_id", v)));
         }
         if let Some(v) = &dto.owner {
             patch.owner = errors.check(optional(v.as_deref(), OwnerId::parse));

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    CompanyId, ContactId, OwnerId, Pipeline, PipelineKey, StageKey, StageKind, TenantId,
-    Timestamp, Version,
+    CompanyId, ContactId, OwnerId, Pipeline, PipelineKey, StageKey, StageKind, TenantId, Timestamp,
+    Version,
     activity::parse_id,
     contact::{double_option, optional, required},
     id_type,
@@ -811,8 +811,7 @@ impl TryFrom<DealPatchDto> for DealPatch {
             );
         }
         if let Some(v) = &dto.company_id {
-            patch.company_id =
-                errors.check(optional(v.as_deref(), |v| parse_id("company_id", v)));
+            patch.company_id = errors.check(optional(v.as_deref(), |v| parse_id("company_id", v)));
         }
         if let Some(v) = &dto.owner {
             patch.owner = errors.check(optional(v.as_deref(), OwnerId::parse));

@@ -13,8 +13,8 @@ use crate::{
         Activity, ActivityId, ActivityKind, Address, AddressPart, Company, CompanyDomain,
         CompanyId, CompanyName, Contact, ContactId, Currency, Deal, DealId, DealTitle, Direction,
         Email, Industry, JobTitle, LeadSource, LostReason, MAX_EMPLOYEES, Metadata, Money, OwnerId,
-        PersonName, Phone, PipelineKey, Score, Signal, SignalId, SignalKind, StageKey, Subject, Task,
-        TaskBody, TaskId, TaskPriority, TaskTitle, TenantId, Timestamp, Version,
+        PersonName, Phone, PipelineKey, Score, Signal, SignalId, SignalKind, StageKey, Subject,
+        Task, TaskBody, TaskId, TaskPriority, TaskTitle, TenantId, Timestamp, Version,
     },
     error::{Error, FieldError, Result},
 };
