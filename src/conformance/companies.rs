@@ -997,3 +997,249 @@ pub async fn company_history_records_created_updated_and_deleted(store: &DynStor
     );
     assert_eq!(vs[0].actor, "system:conformance", "who created it");
 }
+
+/// A contact of `company` (none for `None`) with address `address`.
+async fn contact_of(
+    store: &DynStore,
+    t: TenantId,
+    company: Option<CompanyId>,
+    address: &str,
+) -> Contact {
+    super::support::create(
+        store,
+        t,
+        NewContact {
+            company_id: company,
+            ..super::support::new_contact(address, "Some", "One")
+        },
+    )
+    .await
+}
+
+/// Logs an activity of `contact` that happened `minutes` after a fixed instant.
+async fn activity_at(store: &DynStore, t: TenantId, contact: ContactId, minutes: i64) -> Activity {
+    let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("an instant")
+        + chrono::Duration::minutes(minutes);
+    with_tx!(store, t, async |tx| ok(
+        tx.log_activity(NewActivity {
+            occurred_at: Some(at),
+            ..NewActivity::new(contact, ActivityKind::Note)
+        })
+        .await,
+        "log an activity"
+    ))
+    .await
+}
+
+/// The company timeline holds the activities of the company's contacts
+/// only, newest first with ties broken by id, and pages through them with
+/// every limit; its cursors are refused for another company, and a
+/// missing company has an empty timeline.
+pub async fn company_timeline_pages_the_activities_of_its_contacts_newest_first(store: &DynStore) {
+    let t = TenantId::new();
+    let a = create_company(store, t, named("Timeline A")).await;
+    let b = create_company(store, t, named("Timeline B")).await;
+    let a1 = contact_of(store, t, Some(a.id), "a1@timeline.example").await;
+    let a2 = contact_of(store, t, Some(a.id), "a2@timeline.example").await;
+    let b1 = contact_of(store, t, Some(b.id), "b1@timeline.example").await;
+    let loose = contact_of(store, t, None, "loose@timeline.example").await;
+    let mut expected = Vec::new();
+    // Equal times across contacts, so that the id decides.
+    for (contact, minutes) in [(a1.id, 5), (a2.id, 5), (a1.id, 1), (a2.id, 9), (a2.id, 5)] {
+        expected.push(activity_at(store, t, contact, minutes).await);
+    }
+    for (contact, minutes) in [(b1.id, 7), (loose.id, 6), (b1.id, 0)] {
+        activity_at(store, t, contact, minutes).await;
+    }
+    expected.sort_by_key(|x| std::cmp::Reverse((x.occurred_at, x.id.as_uuid())));
+    let scope = store.scope(t, &super::support::ctx());
+    for limit in [1, 2, 3, 5, 100] {
+        let got: Vec<Activity> = collect_pages!(limit, async |page| ok(
+            scope.company_timeline(a.id, &page).await,
+            "a page of the company timeline"
+        ))
+        .await;
+        assert_eq!(got, expected, "the company timeline with limit {limit}");
+    }
+    let first = ok(
+        scope.company_timeline(a.id, &PageRequest::first(2)).await,
+        "the first page",
+    );
+    let cursor = first.next_cursor.expect("a full first page has a cursor");
+    expect_validation(
+        scope
+            .company_timeline(b.id, &PageRequest::after(2, cursor.clone()))
+            .await,
+        "cursor",
+        "a cursor of company A's timeline for company B's",
+    );
+    expect_validation(
+        scope.timeline(a1.id, &PageRequest::after(2, cursor)).await,
+        "cursor",
+        "a company timeline cursor for a contact's timeline",
+    );
+    let missing = ok(
+        scope
+            .company_timeline(CompanyId::new(), &PageRequest::first(10))
+            .await,
+        "the timeline of a missing company",
+    );
+    assert!(missing.items.is_empty() && missing.next_cursor.is_none());
+    let other_tenant = ok(
+        store
+            .scope(TenantId::new(), &super::support::ctx())
+            .company_timeline(a.id, &PageRequest::first(10))
+            .await,
+        "another tenant's view",
+    );
+    assert!(other_tenant.items.is_empty(), "another tenant sees nothing");
+}
+
+/// The deals of a company are those whose `company_id` is it (whatever
+/// their contact's company), newest first, paged with every limit; the
+/// cursors are refused for another company.
+pub async fn deals_of_a_company_page_newest_first(store: &DynStore) {
+    let t = TenantId::new();
+    let a = create_company(store, t, named("Deals A")).await;
+    let b = create_company(store, t, named("Deals B")).await;
+    let of_a = contact_of(store, t, Some(a.id), "a@deals.example").await;
+    let of_b = contact_of(store, t, Some(b.id), "b@deals.example").await;
+    let mut expected = Vec::new();
+    for (i, (contact, company)) in [
+        (of_a.id, Some(a.id)),
+        (of_b.id, Some(b.id)),
+        (of_b.id, Some(a.id)),
+        (of_a.id, None),
+        (of_a.id, Some(a.id)),
+        (of_b.id, Some(a.id)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = super::support::deal(
+            store,
+            t,
+            NewDeal {
+                company_id: company,
+                ..super::support::new_deal(contact, &format!("Deal {i}"), "100", "EUR")
+            },
+        )
+        .await;
+        if company == Some(a.id) {
+            expected.push(d);
+        }
+    }
+    expected.sort_by_key(|d| std::cmp::Reverse((d.created_at, d.id.as_uuid())));
+    let scope = store.scope(t, &super::support::ctx());
+    for limit in [1, 2, 3, 4, 100] {
+        let got: Vec<Deal> = collect_pages!(limit, async |page| ok(
+            scope.list_deals_for_company(a.id, &page).await,
+            "a page of the company's deals"
+        ))
+        .await;
+        assert_eq!(got, expected, "the company's deals with limit {limit}");
+    }
+    let first = ok(
+        scope
+            .list_deals_for_company(a.id, &PageRequest::first(1))
+            .await,
+        "the first page",
+    );
+    let cursor = first.next_cursor.expect("a full first page has a cursor");
+    expect_validation(
+        scope
+            .list_deals_for_company(b.id, &PageRequest::after(1, cursor.clone()))
+            .await,
+        "cursor",
+        "a cursor of company A's deals for company B's",
+    );
+    expect_validation(
+        scope
+            .list_deals_for_contact(of_a.id, &PageRequest::after(1, cursor))
+            .await,
+        "cursor",
+        "a company's deal cursor for a contact's deals",
+    );
+}
+
+/// The summary of a pipeline for one company counts only the deals
+/// linked to it, and agrees with the whole pipeline's summary when every
+/// deal is the company's; an unknown pipeline is refused on `pipeline`.
+pub async fn pipeline_summary_for_a_company_counts_only_its_deals(store: &DynStore) {
+    let t = TenantId::new();
+    let stages = super::support::default_stages(store);
+    let pipeline = stages.pipeline.key().clone();
+    let a = create_company(store, t, named("Summary A")).await;
+    let b = create_company(store, t, named("Summary B")).await;
+    let c = contact_of(store, t, None, "c@summary.example").await;
+    let deal = async |company: Option<CompanyId>, amount: &str, currency: &str| {
+        super::support::deal(
+            store,
+            t,
+            NewDeal {
+                company_id: company,
+                ..super::support::new_deal(c.id, "Summed", amount, currency)
+            },
+        )
+        .await
+    };
+    deal(Some(a.id), "100.50", "EUR").await;
+    deal(Some(a.id), "200", "EUR").await;
+    deal(Some(a.id), "7", "USD").await;
+    deal(Some(b.id), "1000", "EUR").await;
+    deal(None, "5000", "EUR").await;
+    let scope = store.scope(t, &super::support::ctx());
+    let of_a = ok(
+        scope.pipeline_summary_for_company(&pipeline, a.id).await,
+        "a's summary",
+    );
+    let totals = |s: &crate::store::PipelineSummary| -> Vec<(StageKey, Currency, u64, String)> {
+        s.stages
+            .iter()
+            .flat_map(|st| {
+                st.totals.iter().map(|x| {
+                    (
+                        st.stage.clone(),
+                        x.currency,
+                        x.count,
+                        x.sum.normalize().to_string(),
+                    )
+                })
+            })
+            .collect()
+    };
+    let first = stages.open[0].clone();
+    let eur = Currency::parse("EUR").expect("EUR");
+    let usd = Currency::parse("USD").expect("USD");
+    assert_eq!(
+        totals(&of_a),
+        vec![
+            (first.clone(), eur, 2, "300.5".to_string()),
+            (first.clone(), usd, 1, "7".to_string()),
+        ],
+        "only a's deals are counted"
+    );
+    assert_eq!(
+        of_a.stages.len(),
+        stages.pipeline.stages().len(),
+        "every stage is listed, empty ones too"
+    );
+    let of_none = ok(
+        scope
+            .pipeline_summary_for_company(&pipeline, CompanyId::new())
+            .await,
+        "a missing company's summary",
+    );
+    assert!(totals(&of_none).is_empty(), "no deal is counted");
+    let whole_b = ok(
+        scope.pipeline_summary_for_company(&pipeline, b.id).await,
+        "b's summary",
+    );
+    assert_eq!(totals(&whole_b), vec![(first, eur, 1, "1000".to_string())]);
+    let unknown = PipelineKey::parse("no_such_pipeline").expect("a key");
+    expect_validation(
+        scope.pipeline_summary_for_company(&unknown, a.id).await,
+        "pipeline",
+        "an unknown pipeline",
+    );
+}

@@ -328,6 +328,9 @@ macro_rules! __conformance_suite {
             company_history_records_created_updated_and_deleted,
             tasks_created_while_their_contact_is_deleted_are_unlinked_or_refused,
             tasks_created_while_their_deal_is_deleted_or_contact_merged_are_kept_or_refused,
+            company_timeline_pages_the_activities_of_its_contacts_newest_first,
+            deals_of_a_company_page_newest_first,
+            pipeline_summary_for_a_company_counts_only_its_deals,
         }
     };
 }

@@ -246,6 +246,10 @@ pub enum CursorList {
     OverdueTasks,
     /// [`Transaction::tasks_of`](crate::store::TasksTx::tasks_of).
     TasksOfRecord,
+    /// [`Transaction::company_timeline`](crate::store::CompaniesTx::company_timeline).
+    CompanyTimeline,
+    /// [`Transaction::list_deals_for_company`](crate::store::CompaniesTx::list_deals_for_company).
+    DealsOfCompany,
 }
 
 impl CursorList {
@@ -269,6 +273,8 @@ impl CursorList {
             CursorList::OpenTasks => "open_tasks",
             CursorList::OverdueTasks => "overdue_tasks",
             CursorList::TasksOfRecord => "tasks_of_record",
+            CursorList::CompanyTimeline => "company_timeline",
+            CursorList::DealsOfCompany => "deals_of_company",
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::{
     domain::*,
     error::{FieldError, Result, ValidationErrors},
-    store::{MAX_PREFIX_CHARS, TagFilter},
+    store::{MAX_PREFIX_CHARS, PipelineSummary, TagFilter},
 };
 
 /// The companies of the transaction's tenant. Part of [`Transaction`](crate::Transaction).
@@ -59,6 +59,33 @@ pub trait CompaniesTx: Send {
 
     /// Companies matching `query`, in its order, one page at a time.
     async fn search_companies(&mut self, query: &CompanyQuery) -> Result<Page<Company>>;
+
+    /// The activities of the company's contacts (the contacts whose
+    /// `company_id` is `company`), newest first (`occurred_at`, then id,
+    /// descending). Empty for a company that does not exist.
+    async fn company_timeline(
+        &mut self,
+        company: CompanyId,
+        page: &PageRequest,
+    ) -> Result<Page<Activity>>;
+
+    /// The deals linked to the company, newest first (`created_at`, then
+    /// id, descending). Empty for a company that does not exist.
+    async fn list_deals_for_company(
+        &mut self,
+        company: CompanyId,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>>;
+
+    /// [`DealsTx::pipeline_summary`](crate::store::DealsTx::pipeline_summary)
+    /// counting only the deals linked to `company`.
+    ///
+    /// Errors: [`Error::Validation`] on `pipeline` for an unknown pipeline.
+    async fn pipeline_summary_for_company(
+        &mut self,
+        pipeline: &PipelineKey,
+        company: CompanyId,
+    ) -> Result<PipelineSummary>;
 }
 
 /// How many records of each kind [`OwnersTx::reassign_owner`] moved.
@@ -218,6 +245,18 @@ impl CompanyQuery {
 }
 
 impl CursorList {
+    /// [`Transaction::company_timeline`](crate::store::CompaniesTx::company_timeline)
+    /// of `company`.
+    pub fn company_timeline(company: CompanyId) -> ListScope {
+        CursorList::CompanyTimeline.scoped(&company)
+    }
+
+    /// [`Transaction::list_deals_for_company`](crate::store::CompaniesTx::list_deals_for_company)
+    /// of `company`.
+    pub fn deals_of_company(company: CompanyId) -> ListScope {
+        CursorList::DealsOfCompany.scoped(&company)
+    }
+
     /// [`Transaction::search_companies`](crate::store::CompaniesTx::search_companies)
     /// with the filters and order of `q` (its page aside).
     pub fn companies(q: &CompanyQuery) -> ListScope {

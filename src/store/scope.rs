@@ -188,6 +188,12 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         write delete_company(id: CompanyId) -> bool;
         /// See [`CompaniesTx::search_companies`].
         read search_companies(query: &CompanyQuery) -> Page<Company>;
+        /// See [`CompaniesTx::company_timeline`].
+        read company_timeline(company: CompanyId, page: &PageRequest) -> Page<Activity>;
+        /// See [`CompaniesTx::list_deals_for_company`].
+        read list_deals_for_company(company: CompanyId, page: &PageRequest) -> Page<Deal>;
+        /// See [`CompaniesTx::pipeline_summary_for_company`].
+        read pipeline_summary_for_company(pipeline: &PipelineKey, company: CompanyId) -> PipelineSummary;
         /// See [`OwnersTx::reassign_owner`].
         write reassign_owner(from: &OwnerId, to: &OwnerId, kind: Option<RecordKind>) -> Reassigned;
 

@@ -246,6 +246,13 @@ traced_area!(CompaniesTx {
     fn update_company(&mut self, id: CompanyId, expected: Version, patch: CompanyPatch) -> Company;
     fn delete_company(&mut self, id: CompanyId) -> bool;
     fn search_companies(&mut self, query: &CompanyQuery) -> Page<Company>;
+    fn company_timeline(&mut self, company: CompanyId, page: &PageRequest) -> Page<Activity>;
+    fn list_deals_for_company(&mut self, company: CompanyId, page: &PageRequest) -> Page<Deal>;
+    fn pipeline_summary_for_company(
+        &mut self,
+        pipeline: &PipelineKey,
+        company: CompanyId,
+    ) -> PipelineSummary;
 });
 
 traced_area!(OwnersTx {

@@ -7,12 +7,15 @@
 
 use async_trait::async_trait;
 
-use super::MemoryTransaction;
+use uuid::Uuid;
+
+use super::{MemoryTransaction, page_desc};
 use crate::{
     domain::*,
     error::{Entity, Error, Result},
     store::{
-        CompaniesTx, CompanyQuery, CompanySortKey, CursorList, OwnersTx, Page, Reassigned,
+        CompaniesTx, CompanyQuery, CompanySortKey, CursorList, OwnersTx, Page, PipelineSummary,
+        Reassigned, TimeIdKey,
         shared::{self, now},
     },
 };
@@ -197,6 +200,66 @@ impl CompaniesTx for MemoryTransaction {
             items: page.items.into_iter().map(|(_, c)| c).collect(),
             next_cursor: page.next_cursor,
         })
+    }
+
+    async fn company_timeline(
+        &mut self,
+        company: CompanyId,
+        page: &PageRequest,
+    ) -> Result<Page<Activity>> {
+        let limit = page.checked_limit()?;
+        let list = CursorList::company_timeline(company);
+        let after: Option<TimeIdKey> = page.position(list)?;
+        let data = self.data()?;
+        let mut items: Vec<Activity> = Vec::new();
+        for contact in data
+            .contacts
+            .values()
+            .filter(|c| c.company_id == Some(company))
+        {
+            let id = contact.id;
+            items.extend(page_desc(
+                &data.timeline,
+                (id, i64::MIN, ActivityId::from_uuid(Uuid::nil())),
+                (id, i64::MAX, ActivityId::from_uuid(Uuid::max())),
+                after.map(|(t, a)| (id, t, ActivityId::from_uuid(a))),
+                limit,
+                |k| data.activities.get(&k.2).cloned(),
+            ));
+        }
+        let key = |a: &Activity| (a.occurred_at.timestamp_micros(), a.id.as_uuid());
+        items.sort_by_key(|a| std::cmp::Reverse(key(a)));
+        items.truncate(limit + 1);
+        Ok(Page::from_overfetch(items, limit, list, key))
+    }
+
+    async fn list_deals_for_company(
+        &mut self,
+        company: CompanyId,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>> {
+        let limit = page.checked_limit()?;
+        let list = CursorList::deals_of_company(company);
+        let after: Option<TimeIdKey> = page.position(list)?;
+        let key = |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid());
+        let mut items: Vec<Deal> = self
+            .data()?
+            .deals
+            .values()
+            .filter(|d| d.company_id == Some(company) && after.is_none_or(|a| key(d) < a))
+            .cloned()
+            .collect();
+        items.sort_by_key(|d| std::cmp::Reverse(key(d)));
+        items.truncate(limit + 1);
+        Ok(Page::from_overfetch(items, limit, list, key))
+    }
+
+    async fn pipeline_summary_for_company(
+        &mut self,
+        pipeline: &PipelineKey,
+        company: CompanyId,
+    ) -> Result<PipelineSummary> {
+        self.pipeline_summary_of(pipeline, |d| d.company_id == Some(company))
     }
 }
 

@@ -164,13 +164,25 @@ impl DealsTx for MemoryTransaction {
     }
 
     async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary> {
+        self.pipeline_summary_of(pipeline, |_| true)
+    }
+}
+
+impl MemoryTransaction {
+    /// [`DealsTx::pipeline_summary`] over the deals of `pipeline` that
+    /// `keep` takes.
+    pub(super) fn pipeline_summary_of(
+        &self,
+        pipeline: &PipelineKey,
+        keep: impl Fn(&Deal) -> bool,
+    ) -> Result<PipelineSummary> {
         let def = shared::pipeline(&self.pipelines, pipeline)?;
         let mut totals: BTreeMap<(StageKey, Currency), (u64, Decimal)> = BTreeMap::new();
         for d in self
             .data()?
             .deals
             .values()
-            .filter(|d| &d.pipeline == pipeline)
+            .filter(|d| &d.pipeline == pipeline && keep(d))
         {
             let e = totals
                 .entry((d.stage.clone(), d.amount.currency()))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     error, rows,
-    schema::{COMPANY_COLUMNS, COMPANY_INSERT_COLUMNS, company_select},
+    schema::{COMPANY_COLUMNS, COMPANY_INSERT_COLUMNS, company_select, deal_select},
     search::like_prefix,
     transaction::{PgTransaction, cursor_time, now},
 };
@@ -24,7 +24,7 @@ use crate::{
     error::{Entity, Error, FieldError, Result, ValidationErrors},
     store::{
         CompaniesTx, CompanyQuery, CompanySort, CompanySortKey, CursorList, OwnersTx, Page,
-        Reassigned,
+        PageRequest, PipelineSummary, Reassigned, TimeIdKey,
     },
 };
 
@@ -85,6 +85,36 @@ const UNLINK_TASKS: &str = "UPDATE tasks SET company_id = NULL, version = versio
 /// `ON DELETE CASCADE`).
 const DELETE_COMPANY: &str = "DELETE FROM companies WHERE tenant_id = $1 AND id = $2 RETURNING id";
 
+/// The activities of a company's contacts, newest first: one join, both
+/// sides held to the tenant (so that a distributed PostgreSQL routes it to
+/// one shard), each contact's activities read from the timeline index.
+const COMPANY_TIMELINE: &str = "SELECT a.tenant_id, a.id, a.contact_id, a.deal_id, a.kind, \
+     a.direction, a.subject, a.body, a.occurred_at, a.created_at FROM activities a \
+     JOIN contacts c ON c.tenant_id = a.tenant_id AND c.id = a.contact_id \
+     WHERE a.tenant_id = $1 AND c.tenant_id = $1 AND c.company_id = $2 \
+     ORDER BY a.occurred_at DESC, a.id DESC LIMIT $3";
+const COMPANY_TIMELINE_AFTER: &str = "SELECT a.tenant_id, a.id, a.contact_id, a.deal_id, \
+     a.kind, a.direction, a.subject, a.body, a.occurred_at, a.created_at FROM activities a \
+     JOIN contacts c ON c.tenant_id = a.tenant_id AND c.id = a.contact_id \
+     WHERE a.tenant_id = $1 AND c.tenant_id = $1 AND c.company_id = $2 \
+     AND (a.occurred_at, a.id) < ($3, $4) ORDER BY a.occurred_at DESC, a.id DESC LIMIT $5";
+const DEALS_FOR_COMPANY: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND company_id = $2",
+    " ORDER BY created_at DESC, id DESC LIMIT $3"
+);
+const DEALS_FOR_COMPANY_AFTER: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND company_id = $2 AND (created_at, id) < ($3, $4)",
+    " ORDER BY created_at DESC, id DESC LIMIT $5"
+);
+/// The totals of `PIPELINE_TOTALS` (see `deals.rs`) over one company's deals.
+const PIPELINE_TOTALS_OF_COMPANY: &str = "SELECT stage, currency, count(*), sum(amount) \
+     FROM deals WHERE tenant_id = $1 AND pipeline = $2 AND company_id = $3 \
+     GROUP BY stage, currency";
+
 const DOMAIN_SAVEPOINT: &str = "SAVEPOINT crm_domain_change";
 const DOMAIN_RELEASE: &str = "RELEASE SAVEPOINT crm_domain_change";
 const DOMAIN_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_domain_change";
@@ -105,6 +135,11 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     DOMAIN_SAVEPOINT,
     DOMAIN_RELEASE,
     DOMAIN_ROLLBACK_TO,
+    COMPANY_TIMELINE,
+    COMPANY_TIMELINE_AFTER,
+    DEALS_FOR_COMPANY,
+    DEALS_FOR_COMPANY_AFTER,
+    PIPELINE_TOTALS_OF_COMPANY,
 ];
 
 /// How often a create retries when the company holding its domain
@@ -419,6 +454,64 @@ impl CompaniesTx for PgTransaction {
             items: page.items.into_iter().map(|(c, _)| c).collect(),
             next_cursor: page.next_cursor,
         })
+    }
+
+    async fn company_timeline(
+        &mut self,
+        company: CompanyId,
+        page: &PageRequest,
+    ) -> Result<Page<Activity>> {
+        let limit = page.checked_limit()?;
+        let list = CursorList::company_timeline(company);
+        let cursor: Option<TimeIdKey> = page.position(list)?;
+        let tenant = self.tenant_uuid();
+        let company = company.as_uuid();
+        let fetch = limit as i64 + 1;
+        let rows = match cursor {
+            None => {
+                self.query(COMPANY_TIMELINE, &[&tenant, &company, &fetch])
+                    .await?
+            }
+            Some((micros, id)) => {
+                let at = cursor_time(micros)?;
+                self.query(
+                    COMPANY_TIMELINE_AFTER,
+                    &[&tenant, &company, &at, &id, &fetch],
+                )
+                .await?
+            }
+        };
+        let items = rows::all(&rows, rows::activity)?;
+        Ok(Page::from_overfetch(items, limit, list, |a: &Activity| {
+            (a.occurred_at.timestamp_micros(), a.id.as_uuid())
+        }))
+    }
+
+    async fn list_deals_for_company(
+        &mut self,
+        company: CompanyId,
+        page: &PageRequest,
+    ) -> Result<Page<Deal>> {
+        let tenant = self.tenant_uuid();
+        let list = CursorList::deals_of_company(company);
+        let company = company.as_uuid();
+        self.deal_page(
+            list,
+            (DEALS_FOR_COMPANY, DEALS_FOR_COMPANY_AFTER),
+            &[&tenant, &company],
+            page,
+        )
+        .await
+    }
+
+    async fn pipeline_summary_for_company(
+        &mut self,
+        pipeline: &PipelineKey,
+        company: CompanyId,
+    ) -> Result<PipelineSummary> {
+        let company = company.as_uuid();
+        self.pipeline_summary_of(pipeline, PIPELINE_TOTALS_OF_COMPANY, &[&company])
+            .await
     }
 }
 

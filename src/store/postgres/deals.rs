@@ -197,7 +197,7 @@ impl PgTransaction {
     /// A page of deals, newest first: `first` for the first page, `after`
     /// (with the cursor's position) for the next ones; both take `keys`,
     /// then the limit.
-    async fn deal_page(
+    pub(super) async fn deal_page(
         &mut self,
         list: ListScope,
         (first, after): (&str, &str),
@@ -369,11 +369,27 @@ impl DealsTx for PgTransaction {
     }
 
     async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary> {
+        self.pipeline_summary_of(pipeline, PIPELINE_TOTALS, &[])
+            .await
+    }
+}
+
+impl PgTransaction {
+    /// [`DealsTx::pipeline_summary`] from `totals`, a statement like
+    /// [`PIPELINE_TOTALS`] (stage, currency, count and sum per stage and
+    /// currency) taking the tenant, the pipeline, then `filters`.
+    pub(super) async fn pipeline_summary_of(
+        &mut self,
+        pipeline: &PipelineKey,
+        totals_sql: &str,
+        filters: &Params<'_>,
+    ) -> Result<PipelineSummary> {
         let def = self.pipeline(pipeline)?;
         let tenant = self.tenant_uuid();
-        let rows = self
-            .query(PIPELINE_TOTALS, &[&tenant, &pipeline.as_str()])
-            .await?;
+        let key = pipeline.as_str();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &key];
+        params.extend_from_slice(filters);
+        let rows = self.query(totals_sql, &params).await?;
         let mut totals = Vec::with_capacity(rows.len());
         for row in &rows {
             let stage: String = row.try_get(0).map_err(error::db)?;
