@@ -16,8 +16,7 @@
 //!   `ContactQuery::top_leads(50)`);
 //! - a timeline page of 50 for a contact with at least 50 activities;
 //! - a company's timeline page of 50 (the activities of its contacts, newest
-//!   first) for the company with the most contacts — the library side waits
-//!   for `company_timeline` (marked in `main`), so only the raw side runs;
+//!   first) for the company with the most contacts (`company_timeline`);
 //! - the first page of 50 contacts carrying the most carried tag, newest
 //!   first (`ContactQuery::with_tags` with `TagFilter::any_of`), against the
 //!   `EXISTS` on `taggings` written by hand;
@@ -276,15 +275,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ];
         let (mut ours, mut raw): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
-            // company_timeline: enable once the store has it
-            // ours.extend(
-            //     time_for(Duration::from_secs(ROUND_SECS), || async {
-            //         let p = crm.company_timeline(company, &page).await?;
-            //         assert_eq!(p.items.len(), 50);
-            //         Ok(())
-            //     })
-            //     .await?,
-            // );
+            ours.extend(
+                time_for(Duration::from_secs(ROUND_SECS), || async {
+                    let p = crm.company_timeline(company, &page).await?;
+                    assert_eq!(p.items.len(), 50);
+                    Ok(())
+                })
+                .await?,
+            );
             raw.extend(pgbench_latencies(
                 &pg_args,
                 &script,
