@@ -54,7 +54,6 @@
 //! # });
 //! ```
 
-use futures_util::future::join_all;
 
 use prelude::*;
 
