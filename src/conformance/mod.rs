@@ -54,7 +54,6 @@
 //! # });
 //! ```
 
-
 use prelude::*;
 
 /// The crate items the suite's areas use: each area file takes them with
