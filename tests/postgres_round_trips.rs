@@ -221,11 +221,13 @@ async fn a_transaction_sends_begin_and_its_context_with_its_first_statement() {
     drop(store);
 }
 
-/// A merge's round trips: its savepoint with BEGIN, its locks, its moves
-/// (of deals, activities, signals and tasks, in one), COMMIT. The same
+/// A merge's round trips: its savepoint with BEGIN, the key-share lock of
+/// the loser's company (taken before the contacts' locks, in the order a
+/// company delete takes them), its locks, its moves (of deals, activities,
+/// signals and tasks, in one), COMMIT. Without the company lock, the same
 /// before the acting context became bound parameters and the search path
 /// joined `BEGIN`, as are the others below.
-const MERGE_ROUND_TRIPS: u64 = 10;
+const MERGE_ROUND_TRIPS: u64 = 11;
 /// A bulk upsert's: staging, the copy, the merge of the rows, COMMIT.
 const UPSERT_ROUND_TRIPS: u64 = 8;
 
