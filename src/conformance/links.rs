@@ -328,63 +328,72 @@ pub async fn contact_search_filters_by_owner_and_company_through_pages(store: &D
         (None, Some("user:ad")),
         (None, None),
     ];
-    let mut made = Vec::new();
-    for (i, (co, who)) in plan.iter().enumerate() {
-        let c = create(
-            store,
-            t,
-            linked(&format!("p{i}@search-links.example"), *co, *who),
-        )
-        .await;
-        made.push(c);
-    }
+    // Few transactions: the suite also runs every point at once on one
+    // store, whose transactions take turns.
+    let made: Vec<Contact> = with_tx!(store, t, async |tx| {
+        let mut made = Vec::new();
+        for (i, (co, who)) in plan.iter().enumerate() {
+            let new = linked(&format!("p{i}@search-links.example"), *co, *who);
+            made.push(ok(tx.create_contact(new).await, "create a contact"));
+        }
+        made
+    })
+    .await;
     let expect = |f: &dyn Fn(&Contact) -> bool| {
         let mut v: Vec<ContactId> = made.iter().filter(|c| f(c)).map(|c| c.id).collect();
         v.sort();
         v
     };
-    let run = |q: ContactQuery| async move {
-        let got: Vec<Contact> = collect_pages!(2, async |page| with_tx!(store, t, async |tx| ok(
-            tx.search_contacts(&q.clone().with_page(page)).await,
-            "search"
-        ))
-        .await)
-        .await;
-        let mut ids: Vec<ContactId> = got.iter().map(|c| c.id).collect();
-        let n = ids.len();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), n, "paging returns each match once");
-        ids
-    };
     let ada = owner("user:ada");
+    let mut cases: Vec<(ContactQuery, Vec<ContactId>, String)> = Vec::new();
     for sort in [ContactSort::CreatedDesc, ContactSort::NameAsc] {
         let q = ContactQuery::new().with_sort(sort);
-        assert_eq!(
-            run(q.clone().with_owner(ada.clone())).await,
+        cases.push((
+            q.clone().with_owner(ada.clone()),
             expect(&|c| c.owner.as_ref() == Some(&ada)),
-            "owner filter ({sort:?}): exact, case and all"
-        );
-        assert_eq!(
-            run(q.clone().with_company(acme.id)).await,
+            format!("owner filter ({sort:?}): exact, case and all"),
+        ));
+        cases.push((
+            q.clone().with_company(acme.id),
             expect(&|c| c.company_id == Some(acme.id)),
-            "company filter ({sort:?})"
-        );
-        assert_eq!(
-            run(q.clone().with_owner(ada.clone()).with_company(acme.id)).await,
+            format!("company filter ({sort:?})"),
+        ));
+        cases.push((
+            q.clone().with_owner(ada.clone()).with_company(acme.id),
             expect(&|c| c.owner.as_ref() == Some(&ada) && c.company_id == Some(acme.id)),
-            "both filters ({sort:?})"
-        );
-        assert_eq!(
-            run(q.clone().with_owner(owner("user:nobody"))).await,
-            Vec::<ContactId>::new(),
-            "an owner with no contacts"
-        );
-        assert_eq!(
-            run(q.clone().with_company(CompanyId::new())).await,
-            Vec::<ContactId>::new(),
-            "a company with no contacts"
-        );
+            format!("both filters ({sort:?})"),
+        ));
+        cases.push((
+            q.clone().with_owner(owner("user:nobody")),
+            Vec::new(),
+            format!("an owner with no contacts ({sort:?})"),
+        ));
+        cases.push((
+            q.clone().with_company(CompanyId::new()),
+            Vec::new(),
+            format!("a company with no contacts ({sort:?})"),
+        ));
+    }
+    let found: Vec<Vec<ContactId>> = with_tx!(store, t, async |tx| {
+        let mut found = Vec::new();
+        for (q, _, _) in &cases {
+            let got: Vec<Contact> = collect_pages!(2, async |page| ok(
+                tx.search_contacts(&q.clone().with_page(page)).await,
+                "search"
+            ))
+            .await;
+            let mut ids: Vec<ContactId> = got.iter().map(|c| c.id).collect();
+            let n = ids.len();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), n, "paging returns each match once");
+            found.push(ids);
+        }
+        found
+    })
+    .await;
+    for ((_, expected, what), got) in cases.iter().zip(found) {
+        assert_eq!(&got, expected, "{what}");
     }
     // Another tenant sees none of them.
     let other = TenantId::new();
