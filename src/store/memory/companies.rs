@@ -85,16 +85,6 @@ impl MemoryTransaction {
         }
         Ok(())
     }
-
-    /// Detaches every tag the company carries, each a recorded detachment.
-    fn detach_company_tags(&mut self, id: CompanyId) -> Result<()> {
-        let record = RecordRef::Company(id);
-        let carried = self.data()?.carried_tags(record);
-        for tag in carried {
-            self.set_tagging((record, tag), None)?;
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -151,7 +141,7 @@ impl CompaniesTx for MemoryTransaction {
         self.atomic(|tx| {
             tx.unlink_company_from_contacts_and_deals(id, at)?;
             tx.unlink_company_from_tasks(id, at)?;
-            tx.detach_company_tags(id)?;
+            tx.detach_all_from(RecordRef::Company(id))?;
             tx.set_company(id, None)
         })?;
         Ok(true)
