@@ -449,6 +449,8 @@ enum Action {
         metadata: Option<usize>,
     },
     DeleteCompany(Target),
+    /// Merges the second company into the first.
+    MergeCompanies(Target, Target),
     SearchCompanies {
         which: usize,
         text: usize,
@@ -775,6 +777,7 @@ fn action() -> impl Strategy<Value = Action> {
                 Action::UpdateCompany { company, version, name, domain, industry, owner, metadata }
             }),
         1 => target().prop_map(Action::DeleteCompany),
+        2 => (target(), target()).prop_map(|(s, l)| Action::MergeCompanies(s, l)),
         3 => (0usize..6, any::<usize>(), any::<u32>(), proptest::option::of(0..OWNERS.len()), tag_filter(), small_limit())
             .prop_map(|(which, text, casing, owner, tags, limit)| {
                 Action::SearchCompanies { which, text, casing, owner, tags, limit }
@@ -1102,6 +1105,7 @@ enum Call {
     GetCompanyByDomain(CompanyDomain),
     UpdateCompany(CompanyId, Version, CompanyPatch),
     DeleteCompany(CompanyId),
+    MergeCompanies(CompanyId, CompanyId),
     SearchCompanies(CompanyQuery),
     ReassignOwner(OwnerId, OwnerId, Option<RecordKind>),
     CreateTag(NewTag),
@@ -1250,6 +1254,7 @@ async fn exec(tx: &mut dyn Transaction, call: &Call) -> crm_core::Result<Raw> {
         Call::GetCompanyByDomain(d) => Raw::MaybeCompany(tx.get_company_by_domain(d).await?),
         Call::UpdateCompany(id, v, p) => Raw::Company(tx.update_company(*id, *v, p.clone()).await?),
         Call::DeleteCompany(id) => Raw::Deleted(tx.delete_company(*id).await?),
+        Call::MergeCompanies(s, l) => Raw::Company(tx.merge_companies(*s, *l).await?),
         Call::SearchCompanies(q) => Raw::Companies(
             walk(
                 async |page| tx.search_companies(&q.clone().with_page(page)).await,
@@ -2054,6 +2059,7 @@ impl<'a> Case<'a> {
             | Action::ReopenDeal { deal: t, .. } => owner(t, true),
             Action::GetCompany(t)
             | Action::DeleteCompany(t)
+            | Action::MergeCompanies(t, _)
             | Action::UpdateCompany { company: t, .. } => of(t, Kind::Company),
             Action::DeleteTag(t)
             | Action::UpdateTag { tag: t, .. }
@@ -2601,6 +2607,20 @@ impl<'a> Case<'a> {
                     None,
                 )
             }
+            Action::MergeCompanies(s, l) => {
+                let (s, l) = (
+                    self.resolve_in(*s, Kind::Company),
+                    self.resolve_in(*l, Kind::Company),
+                );
+                (
+                    Call::MergeCompanies(
+                        CompanyId::from_uuid(s.model),
+                        CompanyId::from_uuid(l.model),
+                    ),
+                    Call::MergeCompanies(CompanyId::from_uuid(s.pg), CompanyId::from_uuid(l.pg)),
+                    None,
+                )
+            }
             Action::DeleteCompany(t) => {
                 let r = self.resolve_in(*t, Kind::Company);
                 (
@@ -2930,6 +2950,9 @@ impl<'a> Case<'a> {
             }
             (Action::DeleteCompany(_), Ok(Raw::Deleted(true))) => {
                 count(self.stats, "DeleteCompany deleted".into())
+            }
+            (Action::MergeCompanies(..), Ok(Raw::Company(_))) => {
+                count(self.stats, "MergeCompanies ok".into())
             }
             (Action::ReassignOwner { .. }, Ok(Raw::Reassigned(a, b, c))) if a + b + c > 0 => {
                 count(self.stats, "ReassignOwner moved some".into())
@@ -3381,6 +3404,7 @@ fn random_operation_sequences_give_the_same_results_in_memory_and_on_postgres() 
             "UpdateCompany ok",
             "UpdateCompany Duplicate",
             "DeleteCompany deleted",
+            "MergeCompanies ok",
             "GetCompanyByDomain ok",
             "SearchLinked found some",
             "ReassignOwner moved some",

@@ -20,8 +20,9 @@ use crm_core::{
     Actor, Context, Entity, Error, PostgresStore, Store, StoreExt, TenantId,
     bulk::ConflictPolicy,
     domain::{
-        ActivityKind, ContactId, Currency, DealTitle, Email, Money, NewActivity, NewContact,
-        NewDeal, NewSignal, PersonName, SignalKind,
+        ActivityKind, CompanyId, CompanyName, ContactId, Currency, DealTitle, Email, Money,
+        NewActivity, NewCompany, NewContact, NewDeal, NewSignal, NewTag, NewTask, PersonName,
+        RecordRef, SignalKind, TagId, TagName, TaskId, TaskTitle,
     },
 };
 use support::{Target, TestDb, TestStore};
@@ -368,6 +369,179 @@ async fn writers_racing_twenty_four_merges_lose_no_acknowledged_deal_activity_or
     drop(merger);
 }
 
+/// What one writer got acknowledged while companies were merged: contacts
+/// and tasks linked to a company, tags attached to one (each with the
+/// company it named).
+#[derive(Default)]
+struct Linked {
+    contacts: Vec<(ContactId, CompanyId)>,
+    tasks: Vec<(TaskId, CompanyId)>,
+    tags: Vec<(TagId, CompanyId)>,
+    refused: usize,
+}
+
+/// Links contacts and tasks to, and attaches tags to, random companies
+/// until told to stop and until it met a merged company at least once.
+async fn link_until(
+    store: PostgresStore,
+    tenant: TenantId,
+    companies: Arc<Vec<CompanyId>>,
+    tags: Arc<Vec<TagId>>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> Linked {
+    let mut rng = Rng(seed);
+    let mut ack = Linked::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut n = 0;
+    while !(stop.load(Ordering::Relaxed) && ack.refused > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "a writer never met a merged company"
+        );
+        n += 1;
+        let company = companies[rng.below(companies.len())];
+        let scope = store.scope(tenant, &ctx());
+        let result = match rng.below(3) {
+            0 => scope
+                .create_contact(NewContact {
+                    company_id: Some(company),
+                    ..new_contact(&format!("w{seed}-{n}@example.com"))
+                })
+                .await
+                .map(|c| ack.contacts.push((c.id, company))),
+            1 => scope
+                .create_task(NewTask {
+                    company_id: Some(company),
+                    ..NewTask::new(TaskTitle::parse("Call").unwrap())
+                })
+                .await
+                .map(|t| ack.tasks.push((t.id, company))),
+            _ => {
+                // Only the losers are tagged: a survivor carries a tag only
+                // if the merge gave it.
+                let company = companies[1 + 2 * rng.below(companies.len() / 2)];
+                let tag = tags[rng.below(tags.len())];
+                scope
+                    .attach_tag(tag, RecordRef::Company(company))
+                    .await
+                    .map(|_| ack.tags.push((tag, company)))
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(Error::NotFound {
+                entity: Entity::Company,
+                ..
+            }) => ack.refused += 1,
+            Err(e) => panic!("a write racing company merges failed with {e:?}"),
+        }
+    }
+    ack
+}
+
+/// Writers in three processes link contacts and tasks to companies and tag
+/// them while a fourth merges twelve pairs of those companies: every
+/// acknowledged link ends on the company its company was merged into, and
+/// every acknowledged tag is carried there; no write fails otherwise than
+/// with `NotFound` for a merged company.
+async fn writers_racing_company_merges_lose_no_acknowledged_link_or_tag(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let mut companies = Vec::new();
+    for i in 0..24 {
+        let c = owner
+            .scope(tenant, &ctx())
+            .create_company(NewCompany::new(
+                CompanyName::parse(&format!("Company {i}")).unwrap(),
+            ))
+            .await
+            .unwrap();
+        companies.push(c.id);
+    }
+    let mut tags = Vec::new();
+    for i in 0..8 {
+        let t = owner
+            .scope(tenant, &ctx())
+            .create_tag(NewTag::new(TagName::parse(&format!("Tag {i}")).unwrap()))
+            .await
+            .unwrap();
+        tags.push(t.id);
+    }
+    let companies = Arc::new(companies);
+    let tags = Arc::new(tags);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|i| {
+            tokio::spawn(link_until(
+                owner.db().store(),
+                tenant,
+                Arc::clone(&companies),
+                Arc::clone(&tags),
+                Arc::clone(&stop),
+                0x2545_F491_4F6C_DD1D ^ (i + 1),
+            ))
+        })
+        .collect();
+    let merger = owner.db().store();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for pair in companies.chunks(2) {
+        merger
+            .scope(tenant, &ctx())
+            .merge_companies(pair[0], pair[1])
+            .await
+            .expect("a company merge succeeds");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    // Each loser went into the company before it.
+    let survivor_of = |c: CompanyId| {
+        let i = companies.iter().position(|x| *x == c).unwrap();
+        companies[i - i % 2]
+    };
+    let reader = owner.scope(tenant, &ctx());
+    let mut acknowledged = 0;
+    for w in writers {
+        let a = w.await.unwrap();
+        acknowledged += a.contacts.len() + a.tasks.len() + a.tags.len();
+        for (id, company) in a.contacts {
+            let c = reader
+                .get_contact(id)
+                .await
+                .unwrap()
+                .expect("an acknowledged contact exists");
+            assert_eq!(c.company_id, Some(survivor_of(company)), "contact {id}");
+        }
+        for (id, company) in a.tasks {
+            let t = reader
+                .get_task(id)
+                .await
+                .unwrap()
+                .expect("an acknowledged task exists");
+            assert_eq!(t.company_id, Some(survivor_of(company)), "task {id}");
+        }
+        for (tag, company) in a.tags {
+            let carried = reader
+                .tags_of(RecordRef::Company(survivor_of(company)))
+                .await
+                .unwrap();
+            assert!(
+                carried.iter().any(|t| t.id == tag),
+                "tag {tag} attached to {company} is carried by its survivor"
+            );
+        }
+    }
+    assert!(acknowledged > 0, "the writers wrote");
+    for pair in companies.chunks(2) {
+        assert!(reader.get_company(pair[1]).await.unwrap().is_none());
+        assert!(reader.get_company(pair[0]).await.unwrap().is_some());
+    }
+    drop(merger);
+}
+
 /// Test conveniences over a store.
 trait TestExt {
     async fn get_deal_in(
@@ -408,4 +582,5 @@ crate::on_every_target!(
     records_attached_while_a_merge_waits_are_moved_to_the_survivor_not_deleted,
     records_attached_after_a_merge_took_the_loser_are_refused_as_not_found,
     writers_racing_twenty_four_merges_lose_no_acknowledged_deal_activity_or_signal,
+    writers_racing_company_merges_lose_no_acknowledged_link_or_tag,
 );

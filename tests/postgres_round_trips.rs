@@ -224,10 +224,11 @@ async fn a_transaction_sends_begin_and_its_context_with_its_first_statement() {
 /// A merge's round trips: its savepoint with BEGIN, the key-share lock of
 /// the loser's company (taken before the contacts' locks, in the order a
 /// company delete takes them), its locks, its moves (of deals, activities,
-/// signals and tasks, in one), COMMIT. Without the company lock, the same
-/// before the acting context became bound parameters and the search path
-/// joined `BEGIN`, as are the others below.
-const MERGE_ROUND_TRIPS: u64 = 11;
+/// signals and tasks, in one), the read of the loser's tags (none here, so
+/// nothing to copy), COMMIT. Without the company lock and the tags, the
+/// same before the acting context became bound parameters and the search
+/// path joined `BEGIN`, as are the others below.
+const MERGE_ROUND_TRIPS: u64 = 12;
 /// A bulk upsert's: staging, the copy, the merge of the rows, COMMIT.
 const UPSERT_ROUND_TRIPS: u64 = 8;
 

@@ -154,5 +154,6 @@ pub(crate) fn check_batch_size(batch_size: usize) -> crate::Result<usize> {
 
 pub(crate) use crate::domain::merge_context;
 pub use crate::domain::{
-    ConflictPolicy, ImportLock, UpsertOutcome, conflict_patch, merge_reason, merged_survivor,
+    ConflictPolicy, ImportLock, UpsertOutcome, company_merge_reason, conflict_patch, merge_reason,
+    merged_survivor,
 };

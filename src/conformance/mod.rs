@@ -329,6 +329,11 @@ macro_rules! __conformance_suite {
             company_timeline_pages_the_activities_of_its_contacts_newest_first,
             deals_of_a_company_page_newest_first,
             pipeline_summary_for_a_company_counts_only_its_deals,
+            merging_companies_moves_every_link_and_tag_and_fills_the_survivors_blanks,
+            merging_a_company_into_itself_or_with_a_missing_one_is_refused_and_writes_nothing,
+            links_racing_a_company_merge_move_with_it_or_find_the_loser_gone,
+            a_contact_merge_keeps_the_survivors_company_and_owner_unless_it_has_none,
+            a_contact_merge_gives_the_survivor_the_losers_tags,
         }
     };
 }
@@ -483,3 +488,5 @@ mod links;
 pub use links::*;
 mod companies;
 pub use companies::*;
+mod merges;
+pub use merges::*;

@@ -155,6 +155,53 @@ impl Company {
         next.version = self.version.next();
         Some(next)
     }
+
+    /// This company (the survivor of a merge) with its blanks filled from
+    /// `loser`'s values: the domain, industry, employee count, revenue and
+    /// owner it lacks, the loser's whole address when it has none (an
+    /// address is never pieced together from two companies), and the
+    /// loser's custom fields under keys it does not have. The name and
+    /// everything the survivor holds stay. `None` when nothing changes.
+    ///
+    /// Errors: `metadata` when the merged custom fields break the
+    /// [`Metadata`] limits.
+    pub fn merged_with(
+        &self,
+        loser: &Company,
+        now: Timestamp,
+    ) -> Result<Option<Company>, FieldError> {
+        fn fill<T: Clone>(kept: &Option<T>, gone: &Option<T>) -> Option<Option<T>> {
+            match (kept, gone) {
+                (None, Some(v)) => Some(Some(v.clone())),
+                _ => None,
+            }
+        }
+        let mut map = loser.metadata.as_map().clone();
+        map.extend(self.metadata.as_map().clone());
+        let address = if self.address.is_empty() {
+            &loser.address
+        } else {
+            &self.address
+        };
+        let patch = CompanyPatch {
+            domain: fill(&self.domain, &loser.domain),
+            industry: fill(&self.industry, &loser.industry),
+            employee_count: fill(&self.employee_count, &loser.employee_count),
+            annual_revenue: fill(&self.annual_revenue, &loser.annual_revenue),
+            street: Some(address.street.clone()),
+            city: Some(address.city.clone()),
+            region: Some(address.region.clone()),
+            postal_code: Some(address.postal_code.clone()),
+            country: Some(address.country.clone()),
+            // Both sides are stored values: the rules they were stored
+            // under (a merge must not fail on a custom field an earlier
+            // version kept).
+            metadata: Some(Metadata::parse_stored(Value::Object(map))?),
+            owner: fill(&self.owner, &loser.owner),
+            name: None,
+        };
+        Ok(self.patched(&patch, now))
+    }
 }
 
 /// A validated new company.

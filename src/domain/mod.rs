@@ -82,9 +82,10 @@ pub use time::{
     timestamp_from_micros,
 };
 pub use upsert::{
-    ConflictPolicy, ImportLock, UpsertOutcome, conflict_patch, merge_reason, merged_survivor,
+    ConflictPolicy, ImportLock, UpsertOutcome, company_merge_reason, conflict_patch, merge_reason,
+    merged_survivor,
 };
-pub(crate) use upsert::{merge_context, same_contact};
+pub(crate) use upsert::{merge_context, same_record, with_merge_reason};
 
 use chrono::{DateTime, Utc};
 

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Contact, ContactId, ContactPatch, Metadata, NewContact};
+use super::{CompanyId, Contact, ContactId, ContactPatch, Metadata, NewContact};
 
 /// How an import transaction orders itself against the tenant's other
 /// imports, taken with
@@ -149,7 +149,9 @@ pub fn conflict_patch(
 /// (the loser plays the incoming row: [`ConflictPolicy::Existing`] keeps
 /// the survivor's values and fills its blanks from the loser). Custom
 /// fields are merged key by key, the same side winning a shared key. The
-/// survivor keeps its email, score and active flag. `None` when the
+/// survivor keeps its email, score and active flag, and its company and
+/// owner under every policy (it takes the loser's only where it has
+/// none). `None` when the
 /// survivor's values stay as they are — also when the loser is erased: it
 /// has no personal data left to give.
 ///
@@ -188,6 +190,10 @@ pub fn merged_survivor(
         owner: loser.owner.clone(),
     };
     let mut patch = conflict_patch(survivor, &incoming, policy);
+    // The survivor's links stay, whatever the policy: it takes the loser's
+    // company and owner only where it has none.
+    patch.company_id = Some(survivor.company_id.or(loser.company_id));
+    patch.owner = Some(survivor.owner.clone().or_else(|| loser.owner.clone()));
     let (base, over) = match policy {
         ConflictPolicy::Existing => (&loser.metadata, &survivor.metadata),
         ConflictPolicy::Incoming | ConflictPolicy::NonEmptyIncoming => {
@@ -207,13 +213,23 @@ pub fn merge_reason(survivor: ContactId, loser: ContactId) -> String {
     format!("merged {loser} into {survivor}")
 }
 
+/// The reason a merge of two companies records in the history of every
+/// record it changes.
+pub fn company_merge_reason(survivor: CompanyId, loser: CompanyId) -> String {
+    format!("merged company {loser} into {survivor}")
+}
+
 /// The acting context with the merge's reason (after the caller's own).
 pub(crate) fn merge_context(
     context: &crate::Context,
     survivor: ContactId,
     loser: ContactId,
 ) -> crate::Context {
-    let reason = merge_reason(survivor, loser);
+    with_merge_reason(context, merge_reason(survivor, loser))
+}
+
+/// The acting context with `reason` after the caller's own.
+pub(crate) fn with_merge_reason(context: &crate::Context, reason: String) -> crate::Context {
     let full = match context.reason() {
         Some(r) => format!("{r} ({reason})"),
         None => reason.clone(),
@@ -225,11 +241,13 @@ pub(crate) fn merge_context(
         .unwrap_or_else(|_| context.clone())
 }
 
-pub(crate) fn same_contact() -> super::error::Error {
+/// The refusal of a merge of a record (`noun`: "contact", "company") into
+/// itself, on `loser`.
+pub(crate) fn same_record(noun: &str) -> super::error::Error {
     super::error::ValidationErrors::single(super::error::FieldError::new(
         "loser",
         "invalid_value",
-        "a contact cannot be merged into itself",
+        format!("a {noun} cannot be merged into itself"),
     ))
     .into()
 }

@@ -57,6 +57,27 @@ pub trait CompaniesTx: Send {
     /// `Ok(false)` when there was no such company.
     async fn delete_company(&mut self, id: CompanyId) -> Result<bool>;
 
+    /// Merges company `loser` into `survivor`: the loser's contacts, deals
+    /// and tasks link to the survivor (each a recorded change of that
+    /// record), its tags move to the survivor (a tag both carry stays
+    /// once), the survivor fills its blanks from the loser's values
+    /// ([`Company::merged_with`]: the name and every value it holds stay),
+    /// and the loser is deleted. Every version the merge writes records
+    /// the reason `merged company <loser> into <survivor>`
+    /// ([`crate::bulk::company_merge_reason`], after the context's own
+    /// reason, if any). Returns the survivor.
+    ///
+    /// A record linked to the loser by a transaction that commits before
+    /// the merge moves with the others; one linked after it finds the
+    /// loser gone ([`Error::NotFound`]): nothing stays linked to a deleted
+    /// company.
+    ///
+    /// Errors: [`Error::NotFound`] naming the survivor when it is missing,
+    /// else the loser when it is; [`Error::Validation`] on `loser` when it
+    /// is the survivor, on `metadata` when the merged custom fields are
+    /// too large.
+    async fn merge_companies(&mut self, survivor: CompanyId, loser: CompanyId) -> Result<Company>;
+
     /// Companies matching `query`, in its order, one page at a time.
     async fn search_companies(&mut self, query: &CompanyQuery) -> Result<Page<Company>>;
 

@@ -186,6 +186,8 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         write update_company(id: CompanyId, expected: Version, patch: CompanyPatch) -> Company;
         /// See [`CompaniesTx::delete_company`].
         write delete_company(id: CompanyId) -> bool;
+        /// See [`CompaniesTx::merge_companies`].
+        write merge_companies(survivor: CompanyId, loser: CompanyId) -> Company;
         /// See [`CompaniesTx::search_companies`].
         read search_companies(query: &CompanyQuery) -> Page<Company>;
         /// See [`CompaniesTx::company_timeline`].

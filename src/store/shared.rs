@@ -10,9 +10,9 @@ use chrono::Utc;
 
 use crate::{
     domain::{
-        ConflictPolicy, Contact, ContactId, ContactPatch, ContactScore, Email, IdempotencyKey,
-        IdempotencySource, LiveState, Metadata, PersonName, Pipeline, PipelineKey, Pipelines,
-        Timestamp, Version, merged_survivor, same_contact, truncate_to_micros,
+        Company, CompanyId, ConflictPolicy, Contact, ContactId, ContactPatch, ContactScore, Email,
+        IdempotencyKey, IdempotencySource, LiveState, Metadata, PersonName, Pipeline, PipelineKey,
+        Pipelines, Timestamp, Version, merged_survivor, same_record, truncate_to_micros,
     },
     error::{Entity, Error, FieldError, Result, ValidationErrors},
     history::{self, ERASED_NAME, contact_values},
@@ -158,10 +158,30 @@ pub(crate) fn not_claimed(source: &IdempotencySource, key: &IdempotencyKey) -> E
 /// Refuses a merge of a contact into itself.
 pub(crate) fn check_merge_pair(survivor: ContactId, loser: ContactId) -> Result<()> {
     if survivor == loser {
-        Err(same_contact())
+        Err(same_record("contact"))
     } else {
         Ok(())
     }
+}
+
+/// Refuses merging a company into itself.
+pub(crate) fn check_company_merge_pair(survivor: CompanyId, loser: CompanyId) -> Result<()> {
+    if survivor == loser {
+        Err(same_record("company"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The survivor of merging company `gone` into `kept` at `at`
+/// ([`Company::merged_with`]), its refusal as a validation error.
+pub(crate) fn merged_company(
+    kept: &Company,
+    gone: &Company,
+    at: Timestamp,
+) -> Result<Option<Company>> {
+    kept.merged_with(gone, at)
+        .map_err(|e| Error::from(ValidationErrors::single(e)))
 }
 
 /// The survivor of merging `gone` into `kept` under `policy` at `at`

@@ -245,6 +245,7 @@ traced_area!(CompaniesTx {
     fn get_company_by_domain(&mut self, domain: &CompanyDomain) -> Option<Company>;
     fn update_company(&mut self, id: CompanyId, expected: Version, patch: CompanyPatch) -> Company;
     fn delete_company(&mut self, id: CompanyId) -> bool;
+    fn merge_companies(&mut self, survivor: CompanyId, loser: CompanyId) -> Company;
     fn search_companies(&mut self, query: &CompanyQuery) -> Page<Company>;
     fn company_timeline(&mut self, company: CompanyId, page: &PageRequest) -> Page<Activity>;
     fn list_deals_for_company(&mut self, company: CompanyId, page: &PageRequest) -> Page<Deal>;

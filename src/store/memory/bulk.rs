@@ -135,8 +135,9 @@ impl MemoryTransaction {
         }
         self.move_tasks(loser, survivor, at)?;
         self.live_merge(survivor, loser)?;
-        // The loser's taggings go with it, as the foreign key's cascade
-        // takes them on PostgreSQL.
+        // The survivor gets the loser's tags; the loser's taggings go with
+        // it, as the foreign key's cascade takes them on PostgreSQL.
+        self.copy_taggings(RecordRef::Contact(loser), RecordRef::Contact(survivor))?;
         self.detach_all_from(RecordRef::Contact(loser))?;
         // The loser goes first: the survivor may take nothing of its email,
         // but a store checks uniqueness at each write.

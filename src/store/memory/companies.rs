@@ -34,54 +34,51 @@ impl MemoryTransaction {
         }
     }
 
-    /// Unlinks the company's tasks, each a recorded change.
-    fn unlink_company_from_tasks(&mut self, id: CompanyId, now: Timestamp) -> Result<()> {
-        let linked: Vec<Task> = self
-            .data()?
-            .tasks
-            .values()
-            .filter(|t| t.company_id == Some(id))
-            .cloned()
-            .collect();
-        for mut task in linked {
-            task.company_id = None;
-            task.version = task.version.next();
-            task.updated_at = now;
-            self.set_task(task.id, Some(task))?;
-        }
-        Ok(())
-    }
-
-    /// Unlinks the company's contacts and deals, each a recorded change.
-    fn unlink_company_from_contacts_and_deals(
+    /// Links to `to` (`None`: unlinks) the contacts, deals and tasks
+    /// linked to company `from`, each a recorded change made at `at`: what
+    /// deleting (or merging away) a company does first.
+    fn relink_company(
         &mut self,
-        id: CompanyId,
-        now: Timestamp,
+        from: CompanyId,
+        to: Option<CompanyId>,
+        at: Timestamp,
     ) -> Result<()> {
         let data = self.data()?;
         let contacts: Vec<Contact> = data
             .contacts
             .values()
-            .filter(|c| c.company_id == Some(id))
+            .filter(|c| c.company_id == Some(from))
             .cloned()
             .collect();
         let deals: Vec<Deal> = data
             .deals
             .values()
-            .filter(|d| d.company_id == Some(id))
+            .filter(|d| d.company_id == Some(from))
+            .cloned()
+            .collect();
+        let tasks: Vec<Task> = data
+            .tasks
+            .values()
+            .filter(|t| t.company_id == Some(from))
             .cloned()
             .collect();
         for mut c in contacts {
-            c.company_id = None;
-            c.updated_at = now;
+            c.company_id = to;
+            c.updated_at = at;
             c.version = c.version.next();
             self.set_contact(c.id, Some(c))?;
         }
         for mut d in deals {
-            d.company_id = None;
-            d.updated_at = now;
+            d.company_id = to;
+            d.updated_at = at;
             d.version = d.version.next();
             self.set_deal(d.id, Some(d))?;
+        }
+        for mut t in tasks {
+            t.company_id = to;
+            t.updated_at = at;
+            t.version = t.version.next();
+            self.set_task(t.id, Some(t))?;
         }
         Ok(())
     }
@@ -139,12 +136,40 @@ impl CompaniesTx for MemoryTransaction {
         }
         let at = now();
         self.atomic(|tx| {
-            tx.unlink_company_from_contacts_and_deals(id, at)?;
-            tx.unlink_company_from_tasks(id, at)?;
+            tx.relink_company(id, None, at)?;
             tx.detach_all_from(RecordRef::Company(id))?;
             tx.set_company(id, None)
         })?;
         Ok(true)
+    }
+
+    async fn merge_companies(&mut self, survivor: CompanyId, loser: CompanyId) -> Result<Company> {
+        self.atomic(|tx| {
+            shared::check_company_merge_pair(survivor, loser)?;
+            let kept = tx.company(survivor)?.clone();
+            let gone = tx.company(loser)?.clone();
+            let at = now();
+            let merged = shared::merged_company(&kept, &gone, at)?;
+            // Every version this merge writes carries its reason.
+            let context = tx.context.clone();
+            tx.context = with_merge_reason(&context, company_merge_reason(survivor, loser));
+            let result = (|| {
+                tx.relink_company(loser, Some(survivor), at)?;
+                tx.copy_taggings(RecordRef::Company(loser), RecordRef::Company(survivor))?;
+                tx.detach_all_from(RecordRef::Company(loser))?;
+                // The loser goes first: the survivor may take its domain.
+                tx.set_company(loser, None)?;
+                match merged {
+                    Some(next) => {
+                        tx.set_company(survivor, Some(next.clone()))?;
+                        Ok(next)
+                    }
+                    None => Ok(kept),
+                }
+            })();
+            tx.context = context;
+            result
+        })
     }
 
     async fn search_companies(&mut self, q: &CompanyQuery) -> Result<Page<Company>> {

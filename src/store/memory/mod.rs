@@ -513,6 +513,29 @@ impl MemoryTransaction {
         Ok(())
     }
 
+    /// Attaches to `to` every tag `from` carries and `to` does not (each a
+    /// new tagging, recorded, keeping when the tag was attached): what a
+    /// merge does before it deletes `from` with its taggings.
+    fn copy_taggings(&mut self, from: RecordRef, to: RecordRef) -> Result<()> {
+        let data = self.data()?;
+        let kept = data.carried_tags(to);
+        let copies: Vec<Tagging> = data
+            .carried_tags(from)
+            .into_iter()
+            .filter(|tag| !kept.contains(tag))
+            .filter_map(|tag| data.taggings.get(&(from, tag)))
+            .map(|t| Tagging {
+                id: crate::domain::TaggingId::new(),
+                record: to,
+                ..t.clone()
+            })
+            .collect();
+        for t in copies {
+            self.set_tagging((to, t.tag_id), Some(t))?;
+        }
+        Ok(())
+    }
+
     fn set_task(&mut self, id: TaskId, value: Option<Task>) -> Result<()> {
         let tenant = self.tenant;
         let old = self.data_mut()?.put_task(id, value);

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use super::{
     contacts::DELETE_CONTACT,
     keys::ContactKeys,
+    tags::MergedRecord,
     transaction::{PgTransaction, now, set_local},
 };
 use crate::{
@@ -479,8 +480,12 @@ impl BulkTx for PgTransaction {
             // commit made before it starts), and one that comes later waits
             // for the merge and finds the loser gone. Nothing is left behind
             // for the delete to cascade to.
+            //
+            // The survivor is locked `FOR UPDATE` as well, so that no tag is
+            // attached to it while the loser's are copied (an attach holds
+            // a key-share lock on its record).
             let (kept, gone) = if survivor.as_uuid() < loser.as_uuid() {
-                let kept = self.lock_contact(survivor).await?;
+                let kept = self.lock_contact_for_delete(survivor).await?;
                 (kept, self.lock_contact_for_delete(loser).await?)
             } else {
                 let gone = match self.lock_contact_for_delete(loser).await {
@@ -494,7 +499,7 @@ impl BulkTx for PgTransaction {
                     }
                     other => other?,
                 };
-                (self.lock_contact(survivor).await?, gone)
+                (self.lock_contact_for_delete(survivor).await?, gone)
             };
             let at = now();
             let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;
@@ -528,6 +533,11 @@ impl BulkTx for PgTransaction {
                 .await;
             self.settle(result)?;
             self.live_merge(survivor, loser).await?;
+            self.copy_taggings(MergedRecord::Contact {
+                from: loser,
+                to: survivor,
+            })
+            .await?;
             self.execute(DELETE_CONTACT, &[&tenant, &l]).await?;
             let out = match merged {
                 Some(next) => self.write_contact(&kept, next).await?,

@@ -7,7 +7,9 @@
 //! (which waits for every transaction linking a record to it, whose
 //! foreign-key checks take key-share locks, and keeps new ones waiting),
 //! then unlinks its contacts, deals and tasks and deletes it, in one round
-//! trip. The search is one statement built from the query's filters.
+//! trip. A merge locks both companies so, in id order, copies the loser's
+//! tags, links its records to the survivor, deletes it and writes the
+//! survivor. The search is one statement built from the query's filters.
 
 use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
@@ -17,7 +19,8 @@ use super::{
     error, rows,
     schema::{COMPANY_COLUMNS, COMPANY_INSERT_COLUMNS, company_select, deal_select},
     search::like_prefix,
-    transaction::{PgTransaction, cursor_time, now},
+    tags::MergedRecord,
+    transaction::{PgTransaction, cursor_time, now, set_local},
 };
 use crate::{
     domain::*,
@@ -71,16 +74,17 @@ const UPDATE_COMPANY: &str = "UPDATE companies SET name = $3, domain = $4, indus
      employee_count = $6, revenue_amount = $7, revenue_currency = $8, street = $9, city = $10, \
      region = $11, postal_code = $12, country = $13, metadata = $14, owner_id = $15, \
      updated_at = $16, version = $17, name_key = $18 WHERE tenant_id = $1 AND id = $2";
-// Deleting a company unlinks what links to it first: the foreign keys have
-// no `ON DELETE SET NULL`, which a distributed PostgreSQL refuses for keys
-// holding the distribution column (see the migration). Each unlinked record
-// is a recorded change: its version and `updated_at` move on.
-const UNLINK_CONTACTS: &str = "UPDATE contacts SET company_id = NULL, version = version + 1, \
-     updated_at = $3 WHERE tenant_id = $1 AND company_id = $2";
-const UNLINK_DEALS: &str = "UPDATE deals SET company_id = NULL, version = version + 1, \
-     updated_at = $3 WHERE tenant_id = $1 AND company_id = $2";
-const UNLINK_TASKS: &str = "UPDATE tasks SET company_id = NULL, version = version + 1, \
-     updated_at = $3 WHERE tenant_id = $1 AND company_id = $2";
+// Deleting a company unlinks what links to it first, merging one links it
+// to the survivor (`$3`, NULL to unlink): the foreign keys have no `ON
+// DELETE SET NULL`, which a distributed PostgreSQL refuses for keys holding
+// the distribution column (see the migration). Each relinked record is a
+// recorded change: its version and `updated_at` (`$4`) move on.
+const RELINK_CONTACTS: &str = "UPDATE contacts SET company_id = $3, version = version + 1, \
+     updated_at = $4 WHERE tenant_id = $1 AND company_id = $2";
+const RELINK_DEALS: &str = "UPDATE deals SET company_id = $3, version = version + 1, \
+     updated_at = $4 WHERE tenant_id = $1 AND company_id = $2";
+const RELINK_TASKS: &str = "UPDATE tasks SET company_id = $3, version = version + 1, \
+     updated_at = $4 WHERE tenant_id = $1 AND company_id = $2";
 /// Deletes a company (its taggings go with it, by the foreign key's
 /// `ON DELETE CASCADE`).
 const DELETE_COMPANY: &str = "DELETE FROM companies WHERE tenant_id = $1 AND id = $2 RETURNING id";
@@ -128,9 +132,9 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     LOCK_COMPANY_FOR_DELETE,
     INSERT_COMPANY,
     UPDATE_COMPANY,
-    UNLINK_CONTACTS,
-    UNLINK_DEALS,
-    UNLINK_TASKS,
+    RELINK_CONTACTS,
+    RELINK_DEALS,
+    RELINK_TASKS,
     DELETE_COMPANY,
     DOMAIN_SAVEPOINT,
     DOMAIN_RELEASE,
@@ -297,6 +301,31 @@ impl PgTransaction {
         }
     }
 
+    /// Links the contacts, deals and tasks of company `from` (locked `FOR
+    /// UPDATE` by this transaction) to `to` (`None`: unlinks them), then
+    /// deletes `from`, in one round trip. Whether it was deleted.
+    async fn relink_and_delete(&mut self, from: CompanyId, to: Option<CompanyId>) -> Result<bool> {
+        let (tenant, company, at) = (self.tenant_uuid(), from.as_uuid(), now());
+        let target = to.map(|c| c.as_uuid());
+        let relink: [&(dyn ToSql + Sync); 4] = [&tenant, &company, &target, &at];
+        let params: [&(dyn ToSql + Sync); 2] = [&tenant, &company];
+        self.check_open()?;
+        let begin = self.pending_begin.take().is_some();
+        let result = self
+            .raw_query_all(
+                &[
+                    (RELINK_CONTACTS, &relink),
+                    (RELINK_DEALS, &relink),
+                    (RELINK_TASKS, &relink),
+                    (DELETE_COMPANY, &params),
+                ],
+                begin,
+            )
+            .await;
+        let rows = self.settle(result)?;
+        Ok(rows.get(3).is_some_and(|deleted| !deleted.is_empty()))
+    }
+
     /// Writes an updated company (locked by this transaction), mapping a
     /// lost race for its new domain to `Duplicate` without aborting the
     /// transaction.
@@ -405,23 +434,77 @@ impl CompaniesTx for PgTransaction {
             Err(Error::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let (tenant, company, at) = (self.tenant_uuid(), id.as_uuid(), now());
-        let unlink: [&(dyn ToSql + Sync); 3] = [&tenant, &company, &at];
-        let params: [&(dyn ToSql + Sync); 2] = [&tenant, &company];
         // The company is locked, and begun: everything goes in one round trip.
-        let result = self
-            .raw_query_all(
-                &[
-                    (UNLINK_CONTACTS, &unlink),
-                    (UNLINK_DEALS, &unlink),
-                    (UNLINK_TASKS, &unlink),
-                    (DELETE_COMPANY, &params),
-                ],
-                false,
-            )
-            .await;
-        let rows = self.settle(result)?;
-        Ok(rows.get(3).is_some_and(|deleted| !deleted.is_empty()))
+        let deleted = self.relink_and_delete(id, None).await?;
+        Ok(deleted)
+    }
+
+    async fn merge_companies(&mut self, survivor: CompanyId, loser: CompanyId) -> Result<Company> {
+        // Several statements: under the operation's savepoint, so that a
+        // failure leaves none of them behind.
+        self.begin_atomic().await?;
+        let merged: Result<Company> = async {
+            crate::store::shared::check_company_merge_pair(survivor, loser)?;
+            // Both `FOR UPDATE`, in id order (two merges of the same pair,
+            // or crossing pairs, cannot deadlock): a transaction linking a
+            // record to either, or tagging either, holds a key-share lock
+            // that this waits for (and then moves what it linked), and one
+            // that comes later waits for the merge and finds the loser
+            // gone. Companies are locked before any contact or deal, as a
+            // delete and every link do.
+            let (kept, gone) = if survivor.as_uuid() < loser.as_uuid() {
+                let kept = self
+                    .lock_company_with(survivor, LOCK_COMPANY_FOR_DELETE)
+                    .await?;
+                (
+                    kept,
+                    self.lock_company_with(loser, LOCK_COMPANY_FOR_DELETE)
+                        .await?,
+                )
+            } else {
+                let gone = match self.lock_company_with(loser, LOCK_COMPANY_FOR_DELETE).await {
+                    // Both missing: the survivor is the one named, as the
+                    // contract says, whatever the lock order.
+                    Err(e @ Error::NotFound { .. }) => {
+                        return Err(match self.get_company(survivor).await? {
+                            None => Error::not_found(Entity::Company, survivor),
+                            Some(_) => e,
+                        });
+                    }
+                    other => other?,
+                };
+                (
+                    self.lock_company_with(survivor, LOCK_COMPANY_FOR_DELETE)
+                        .await?,
+                    gone,
+                )
+            };
+            let at = now();
+            let merged = crate::store::shared::merged_company(&kept, &gone, at)?;
+            // Every version this merge writes carries its reason; the
+            // caller's reason comes back afterwards.
+            let reason = with_merge_reason(&self.context, company_merge_reason(survivor, loser))
+                .reason()
+                .unwrap_or_default()
+                .to_string();
+            let own = self.context.reason().unwrap_or_default().to_string();
+            self.simple(&set_local("crm.reason", &reason)).await?;
+            self.copy_taggings(MergedRecord::Company {
+                from: loser,
+                to: survivor,
+            })
+            .await?;
+            self.relink_and_delete(loser, Some(survivor)).await?;
+            // After the loser's delete: the survivor may take its domain.
+            let out = match merged {
+                Some(next) => self.write_company(&kept, next).await?,
+                None => kept,
+            };
+            self.simple(&set_local("crm.reason", &own)).await?;
+            Ok(out)
+        }
+        .await;
+        self.end_atomic(merged).await
     }
 
     async fn search_companies(&mut self, q: &CompanyQuery) -> Result<Page<Company>> {

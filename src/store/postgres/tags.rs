@@ -101,6 +101,22 @@ const ATTACH_TO_COMPANY: &str = "INSERT INTO taggings (tenant_id, id, tag_id, co
 const ATTACH_TO_DEAL: &str = "INSERT INTO taggings (tenant_id, id, tag_id, deal_id, \
      created_at) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (tenant_id, tag_id, deal_id) WHERE deal_id IS NOT NULL DO NOTHING";
+/// The tags a contact (a company) carries, with when each was attached:
+/// what a merge gives the survivor.
+const CARRIED_BY_CONTACT: &str =
+    "SELECT tag_id, created_at FROM taggings WHERE tenant_id = $1 AND contact_id = $2";
+const CARRIED_BY_COMPANY: &str =
+    "SELECT tag_id, created_at FROM taggings WHERE tenant_id = $1 AND company_id = $2";
+// A merge's taggings for the survivor: `$2` ids, `$3` tags, `$4` attach
+// times, `$5` the survivor; a tag it already carries stays as it is.
+const ATTACH_ALL_TO_CONTACT: &str = "INSERT INTO taggings (tenant_id, id, tag_id, contact_id, \
+     created_at) SELECT $1, u.id, u.tag_id, $5, u.at \
+     FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[]) AS u(id, tag_id, at) \
+     ON CONFLICT (tenant_id, tag_id, contact_id) WHERE contact_id IS NOT NULL DO NOTHING";
+const ATTACH_ALL_TO_COMPANY: &str = "INSERT INTO taggings (tenant_id, id, tag_id, company_id, \
+     created_at) SELECT $1, u.id, u.tag_id, $5, u.at \
+     FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[]) AS u(id, tag_id, at) \
+     ON CONFLICT (tenant_id, tag_id, company_id) WHERE company_id IS NOT NULL DO NOTHING";
 const DETACH_FROM_CONTACT: &str = "DELETE FROM taggings WHERE tenant_id = $1 AND tag_id = $2 \
      AND contact_id = $3 RETURNING id";
 const DETACH_FROM_COMPANY: &str = "DELETE FROM taggings WHERE tenant_id = $1 AND tag_id = $2 \
@@ -150,6 +166,10 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     DETACH_FROM_CONTACT,
     DETACH_FROM_COMPANY,
     DETACH_FROM_DEAL,
+    CARRIED_BY_CONTACT,
+    CARRIED_BY_COMPANY,
+    ATTACH_ALL_TO_CONTACT,
+    ATTACH_ALL_TO_COMPANY,
     TAGS_OF_CONTACT,
     TAGS_OF_COMPANY,
     TAGS_OF_DEAL,
@@ -311,6 +331,66 @@ impl PgTransaction {
         }
         Ok(())
     }
+}
+
+impl PgTransaction {
+    /// Attaches to `to` every tag `from` carries (each a new tagging,
+    /// recorded, keeping when the tag was attached), for a merge that then
+    /// deletes `from` and its taggings with it. Both records are locked
+    /// `FOR UPDATE` by the caller, so no tagging of either comes or goes
+    /// meanwhile. Two round trips when `from` carries tags, one otherwise.
+    pub(super) async fn copy_taggings(&mut self, from: MergedRecord) -> Result<()> {
+        let (read, write, from, to) = match from {
+            MergedRecord::Contact { from, to } => (
+                CARRIED_BY_CONTACT,
+                ATTACH_ALL_TO_CONTACT,
+                from.as_uuid(),
+                to.as_uuid(),
+            ),
+            MergedRecord::Company { from, to } => (
+                CARRIED_BY_COMPANY,
+                ATTACH_ALL_TO_COMPANY,
+                from.as_uuid(),
+                to.as_uuid(),
+            ),
+        };
+        let tenant = self.tenant_uuid();
+        let rows = self.query(read, &[&tenant, &from]).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut tags = Vec::with_capacity(rows.len());
+        let mut times = Vec::with_capacity(rows.len());
+        for r in &rows {
+            ids.push(TaggingId::new().as_uuid());
+            tags.push(r.try_get::<_, Uuid>(0).map_err(error::db)?);
+            times.push(r.try_get::<_, Timestamp>(1).map_err(error::db)?);
+        }
+        self.execute(write, &[&tenant, &ids, &tags, &times, &to])
+            .await
+            .map(drop)
+    }
+}
+
+/// The two records of a merge whose taggings
+/// [`copy_taggings`](PgTransaction::copy_taggings) copies.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum MergedRecord {
+    /// Contact `from` merged into `to`.
+    Contact {
+        /// The loser.
+        from: ContactId,
+        /// The survivor.
+        to: ContactId,
+    },
+    /// Company `from` merged into `to`.
+    Company {
+        /// The loser.
+        from: CompanyId,
+        /// The survivor.
+        to: CompanyId,
+    },
 }
 
 #[async_trait]

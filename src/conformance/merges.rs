@@ -1,0 +1,513 @@
+//! The conformance suite's merge points for companies and for what a
+//! contact merge does to companies, owners and tags: a company merge moves
+//! every linked record and tag to the survivor, fills the survivor's blanks
+//! and records all of it under its reason; it refuses itself and missing
+//! companies and writes nothing then; links racing it move with it or find
+//! the loser gone. A contact merge keeps the survivor's company and owner
+//! under every policy and gives it the loser's tags.
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use super::prelude::*;
+use super::support::{
+    begin, create, deal, expect_not_found, expect_validation, metadata, money, new_contact,
+    new_deal, ok,
+};
+use crate::{
+    bulk::{company_merge_reason, merge_reason},
+    domain::{
+        Address, AddressPart, Company, CompanyDomain, CompanyId, Industry, NewCompany, NewTag,
+        NewTask, OwnerId, RecordRef, Tag, TagName, TaskTitle,
+    },
+};
+
+fn owner(s: &str) -> OwnerId {
+    OwnerId::parse(s).expect("a valid owner id")
+}
+
+fn named(name: &str) -> NewCompany {
+    NewCompany::new(CompanyName::parse(name).expect("a valid company name"))
+}
+
+async fn create_company(store: &DynStore, t: TenantId, new: NewCompany) -> Company {
+    with_tx!(store, t, async |tx| ok(
+        tx.create_company(new).await,
+        "create a company"
+    ))
+    .await
+}
+
+async fn create_tag(store: &DynStore, t: TenantId, name: &str) -> Tag {
+    with_tx!(store, t, async |tx| ok(
+        tx.create_tag(NewTag::new(TagName::parse(name).expect("a tag name")))
+            .await,
+        "create a tag"
+    ))
+    .await
+}
+
+async fn attach(store: &DynStore, t: TenantId, tag: &Tag, record: RecordRef) {
+    with_tx!(store, t, async |tx| ok(
+        tx.attach_tag(tag.id, record).await,
+        "attach a tag"
+    ))
+    .await;
+}
+
+/// The names of the tags `record` carries, in order.
+async fn tag_names(store: &DynStore, t: TenantId, record: RecordRef) -> Vec<String> {
+    with_tx!(store, t, async |tx| ok(tx.tags_of(record).await, "tags of"))
+        .await
+        .into_iter()
+        .map(|tag| tag.name.as_str().to_string())
+        .collect()
+}
+
+/// Every version of `entity`, newest first.
+async fn history_of(store: &DynStore, t: TenantId, entity: HistoryEntity) -> Vec<HistoryEntry> {
+    with_tx!(store, t, async |tx| ok(
+        tx.entity_history(entity, &PageRequest::first(MAX_PAGE_SIZE))
+            .await,
+        "entity history"
+    ))
+    .await
+    .items
+}
+
+async fn merge_companies(
+    store: &DynStore,
+    t: TenantId,
+    survivor: CompanyId,
+    loser: CompanyId,
+) -> Company {
+    with_tx!(store, t, async |tx| ok(
+        tx.merge_companies(survivor, loser).await,
+        "merge companies"
+    ))
+    .await
+}
+
+/// A company merge links the loser's contacts, deals and tasks to the
+/// survivor (each a new version), gives it the loser's tags once, fills
+/// its blanks from the loser (the whole address, custom fields under new
+/// keys only; its name and values stay), deletes the loser and frees its
+/// domain for the survivor; every version it writes carries its reason.
+pub async fn merging_companies_moves_every_link_and_tag_and_fills_the_survivors_blanks(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let part = |field: &str, v: &str| Some(AddressPart::parse_field(field, v).expect("a part"));
+    let survivor = create_company(
+        store,
+        t,
+        NewCompany {
+            metadata: metadata(json!({"tier": "silver", "region": "emea"})),
+            employee_count: Some(12),
+            ..named("Survivor GmbH")
+        },
+    )
+    .await;
+    let loser = create_company(
+        store,
+        t,
+        NewCompany {
+            domain: Some(CompanyDomain::parse("loser.example").expect("a domain")),
+            industry: Some(Industry::parse("Logistics").expect("an industry")),
+            employee_count: Some(900),
+            annual_revenue: Some(money("1000000", "EUR")),
+            address: Address {
+                city: part("city", "Lyon"),
+                country: part("country", "France"),
+                ..Address::default()
+            },
+            metadata: metadata(json!({"tier": "gold", "seats": 40})),
+            owner: Some(owner("user-9")),
+            ..named("Loser SA")
+        },
+    )
+    .await;
+    let bystander = create_company(store, t, named("Bystander")).await;
+    let moved = create(
+        store,
+        t,
+        NewContact {
+            company_id: Some(loser.id),
+            ..new_contact("moved@elsewhere.example", "Moved", "Person")
+        },
+    )
+    .await;
+    let stays = create(
+        store,
+        t,
+        NewContact {
+            company_id: Some(bystander.id),
+            ..new_contact("stays@elsewhere.example", "Stays", "Person")
+        },
+    )
+    .await;
+    let d = deal(
+        store,
+        t,
+        NewDeal {
+            company_id: Some(loser.id),
+            ..new_deal(stays.id, "Loser deal", "10", "EUR")
+        },
+    )
+    .await;
+    let task = with_tx!(store, t, async |tx| ok(
+        tx.create_task(NewTask {
+            company_id: Some(loser.id),
+            ..NewTask::new(TaskTitle::parse("Call them").expect("a title"))
+        })
+        .await,
+        "create a task"
+    ))
+    .await;
+    let (only_loser, both) = (
+        create_tag(store, t, "Only loser").await,
+        create_tag(store, t, "Both").await,
+    );
+    attach(store, t, &only_loser, RecordRef::Company(loser.id)).await;
+    attach(store, t, &both, RecordRef::Company(loser.id)).await;
+    attach(store, t, &both, RecordRef::Company(survivor.id)).await;
+
+    let merged = merge_companies(store, t, survivor.id, loser.id).await;
+
+    assert_eq!(merged.id, survivor.id);
+    assert_eq!(merged.name, survivor.name, "the survivor keeps its name");
+    assert_eq!(merged.domain, loser.domain, "it takes the freed domain");
+    assert_eq!(merged.industry, loser.industry);
+    assert_eq!(merged.employee_count, Some(12), "a value it holds stays");
+    assert_eq!(merged.annual_revenue, loser.annual_revenue);
+    assert_eq!(merged.address, loser.address, "the whole address");
+    assert_eq!(merged.owner, loser.owner);
+    assert_eq!(
+        merged.metadata.as_map().get("tier"),
+        Some(&json!("silver")),
+        "a shared custom field keeps the survivor's value"
+    );
+    assert_eq!(merged.metadata.as_map().get("seats"), Some(&json!(40)));
+    assert_eq!(merged.metadata.as_map().get("region"), Some(&json!("emea")));
+    assert_eq!(merged.version, survivor.version.next());
+
+    with_tx!(store, t, async |tx| {
+        assert_eq!(ok(tx.get_company(loser.id).await, "get loser"), None);
+        assert_eq!(
+            ok(tx.get_company(survivor.id).await, "get survivor").as_ref(),
+            Some(&merged),
+            "the survivor reads back as returned"
+        );
+        let by_domain = ok(
+            tx.get_company_by_domain(&CompanyDomain::parse("LOSER.example").expect("a domain"))
+                .await,
+            "by domain",
+        );
+        assert_eq!(by_domain.map(|c| c.id), Some(survivor.id));
+        let c = ok(tx.get_contact(moved.id).await, "get").expect("the contact is kept");
+        assert_eq!(c.company_id, Some(survivor.id), "the contact moves");
+        assert_eq!(c.version, moved.version.next(), "a change of the contact");
+        let s = ok(tx.get_contact(stays.id).await, "get").expect("kept");
+        assert_eq!(s, stays, "a contact of another company is untouched");
+        let dd = ok(tx.get_deal(d.id).await, "get").expect("the deal is kept");
+        assert_eq!(dd.company_id, Some(survivor.id), "the deal moves");
+        assert_eq!(dd.version, d.version.next());
+        let tt = ok(tx.get_task(task.id).await, "get").expect("the task is kept");
+        assert_eq!(tt.company_id, Some(survivor.id), "the task moves");
+        assert_eq!(tt.version, task.version.next());
+    })
+    .await;
+    assert_eq!(
+        tag_names(store, t, RecordRef::Company(survivor.id)).await,
+        vec!["Both".to_string(), "Only loser".to_string()],
+        "the survivor carries each tag once"
+    );
+    assert!(
+        tag_names(store, t, RecordRef::Company(loser.id))
+            .await
+            .is_empty()
+    );
+
+    let reason = company_merge_reason(survivor.id, loser.id);
+    for (what, entity) in [
+        ("survivor", HistoryEntity::Company(survivor.id)),
+        ("loser", HistoryEntity::Company(loser.id)),
+        ("contact", HistoryEntity::Contact(moved.id)),
+        ("deal", HistoryEntity::Deal(d.id)),
+        ("task", HistoryEntity::Task(task.id)),
+    ] {
+        let versions = history_of(store, t, entity).await;
+        assert_eq!(
+            versions.first().and_then(|v| v.reason.as_deref()),
+            Some(reason.as_str()),
+            "the {what}'s last version carries the merge's reason"
+        );
+    }
+    let gone = history_of(store, t, HistoryEntity::Company(loser.id)).await;
+    assert!(
+        gone[0].is_tombstone(),
+        "the loser's last version is a tombstone"
+    );
+    let unchanged = history_of(store, t, HistoryEntity::Contact(stays.id)).await;
+    assert_eq!(unchanged.len(), 1, "an unrelated contact gets no version");
+}
+
+/// Merging a company into itself is a validation error on `loser`; a
+/// missing survivor (also when both are missing) or loser is `NotFound`
+/// naming it; none of them changes anything, and the transaction goes on.
+pub async fn merging_a_company_into_itself_or_with_a_missing_one_is_refused_and_writes_nothing(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let c = create_company(store, t, named("Alone")).await;
+    let contact = create(
+        store,
+        t,
+        NewContact {
+            company_id: Some(c.id),
+            ..new_contact("alone@example.com", "Al", "One")
+        },
+    )
+    .await;
+    let (missing, also_missing) = (CompanyId::new(), CompanyId::new());
+    let mut tx = begin(store, t).await;
+    expect_validation(
+        tx.merge_companies(c.id, c.id).await,
+        "loser",
+        "a company merged into itself",
+    );
+    expect_not_found(
+        tx.merge_companies(c.id, missing).await,
+        Entity::Company,
+        missing,
+        "a missing loser",
+    );
+    expect_not_found(
+        tx.merge_companies(missing, c.id).await,
+        Entity::Company,
+        missing,
+        "a missing survivor",
+    );
+    for (a, b) in [(missing, also_missing), (also_missing, missing)] {
+        expect_not_found(
+            tx.merge_companies(a, b).await,
+            Entity::Company,
+            a,
+            "both missing: the survivor is named",
+        );
+    }
+    let still = ok(tx.get_company(c.id).await, "get in the transaction");
+    assert_eq!(
+        still.as_ref(),
+        Some(&c),
+        "the transaction goes on, unchanged"
+    );
+    ok(tx.commit().await, "commit");
+    with_tx!(store, t, async |tx| {
+        assert_eq!(ok(tx.get_company(c.id).await, "get").as_ref(), Some(&c));
+        let kept = ok(tx.get_contact(contact.id).await, "get").expect("kept");
+        assert_eq!(kept, contact, "its contact is untouched");
+    })
+    .await;
+    let versions = history_of(store, t, HistoryEntity::Company(c.id)).await;
+    assert_eq!(versions.len(), 1, "nothing was recorded");
+}
+
+/// Tasks linked to the loser while a merge runs: each link either comes
+/// first (and moves to the survivor) or finds the loser gone; none is left
+/// linked to a deleted company, and the merge never fails on them.
+pub async fn links_racing_a_company_merge_move_with_it_or_find_the_loser_gone(store: &DynStore) {
+    let t = TenantId::new();
+    let survivor = create_company(store, t, named("Keeper")).await;
+    let loser = create_company(store, t, named("Goner")).await;
+    let linked = || NewTask {
+        company_id: Some(loser.id),
+        ..NewTask::new(TaskTitle::parse("Follow up").expect("a title"))
+    };
+    let merging = merge_companies(store, t, survivor.id, loser.id);
+    let linking = join_all((0..10).map(|_| async {
+        let mut tx = begin(store, t).await;
+        let r = tx.create_task(linked()).await;
+        ok(tx.commit().await, "commit a link");
+        r
+    }));
+    let (merged, links) = futures_util::join!(merging, linking);
+    assert_eq!(merged.id, survivor.id);
+    let mut made = Vec::new();
+    for r in links {
+        match r {
+            Ok(task) => made.push(task.id),
+            Err(e) => {
+                expect_not_found::<()>(Err(e), Entity::Company, loser.id, "a link after the merge")
+            }
+        }
+    }
+    with_tx!(store, t, async |tx| {
+        for id in made {
+            let task = ok(tx.get_task(id).await, "get task").expect("the task is kept");
+            assert_eq!(
+                task.company_id,
+                Some(survivor.id),
+                "a task linked first moves to the survivor"
+            );
+        }
+        assert_eq!(ok(tx.get_company(loser.id).await, "get"), None);
+    })
+    .await;
+}
+
+/// A contact merge keeps the survivor's company and owner under every
+/// policy, also `Incoming` (which takes the loser's other values); a
+/// survivor without them takes the loser's.
+pub async fn a_contact_merge_keeps_the_survivors_company_and_owner_unless_it_has_none(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let (a, b) = (
+        create_company(store, t, named("Company A")).await,
+        create_company(store, t, named("Company B")).await,
+    );
+    for policy in [
+        ConflictPolicy::Incoming,
+        ConflictPolicy::NonEmptyIncoming,
+        ConflictPolicy::Existing,
+    ] {
+        let tag = format!("{policy:?}").to_lowercase();
+        let with = |address: &str, company: Option<CompanyId>, who: Option<&str>| NewContact {
+            company_id: company,
+            owner: who.map(owner),
+            ..new_contact(address, "Merge", "Me")
+        };
+        let kept = create(
+            store,
+            t,
+            with(&format!("kept-{tag}@x.example"), Some(a.id), Some("user-a")),
+        )
+        .await;
+        let gone = create(
+            store,
+            t,
+            with(&format!("gone-{tag}@x.example"), Some(b.id), Some("user-b")),
+        )
+        .await;
+        let merged = ok(
+            store
+                .scope(t, &super::support::ctx())
+                .merge_contacts(kept.id, gone.id, policy)
+                .await,
+            "merge",
+        );
+        assert_eq!(
+            merged.company_id,
+            Some(a.id),
+            "{policy:?}: its company stays"
+        );
+        assert_eq!(
+            merged.owner,
+            Some(owner("user-a")),
+            "{policy:?}: its owner stays"
+        );
+
+        let bare = create(store, t, with(&format!("bare-{tag}@x.example"), None, None)).await;
+        let giver = create(
+            store,
+            t,
+            with(
+                &format!("giver-{tag}@x.example"),
+                Some(b.id),
+                Some("user-b"),
+            ),
+        )
+        .await;
+        let filled = ok(
+            store
+                .scope(t, &super::support::ctx())
+                .merge_contacts(bare.id, giver.id, policy)
+                .await,
+            "merge",
+        );
+        assert_eq!(
+            filled.company_id,
+            Some(b.id),
+            "{policy:?}: a survivor without a company takes the loser's"
+        );
+        assert_eq!(filled.owner, Some(owner("user-b")), "{policy:?}: and owner");
+    }
+}
+
+/// A contact merge gives the survivor every tag the loser carried (each
+/// once, as a recorded attachment) and leaves the loser's taggings gone
+/// with it; the survivor's own tags stay.
+pub async fn a_contact_merge_gives_the_survivor_the_losers_tags(store: &DynStore) {
+    let t = TenantId::new();
+    let survivor = create(store, t, new_contact("keep@tags.example", "Keep", "Tags")).await;
+    let loser = create(store, t, new_contact("drop@tags.example", "Drop", "Tags")).await;
+    let other = create(store, t, new_contact("other@tags.example", "Other", "One")).await;
+    let (mine, theirs, shared) = (
+        create_tag(store, t, "Mine").await,
+        create_tag(store, t, "Theirs").await,
+        create_tag(store, t, "Shared").await,
+    );
+    attach(store, t, &mine, RecordRef::Contact(survivor.id)).await;
+    attach(store, t, &shared, RecordRef::Contact(survivor.id)).await;
+    attach(store, t, &theirs, RecordRef::Contact(loser.id)).await;
+    attach(store, t, &shared, RecordRef::Contact(loser.id)).await;
+    attach(store, t, &theirs, RecordRef::Contact(other.id)).await;
+    ok(
+        store
+            .scope(t, &super::support::ctx())
+            .merge_contacts(survivor.id, loser.id, ConflictPolicy::NonEmptyIncoming)
+            .await,
+        "merge",
+    );
+    assert_eq!(
+        tag_names(store, t, RecordRef::Contact(survivor.id)).await,
+        vec!["Mine", "Shared", "Theirs"],
+        "the survivor carries its tags and the loser's, each once"
+    );
+    assert_eq!(
+        tag_names(store, t, RecordRef::Contact(other.id)).await,
+        vec!["Theirs"],
+        "another contact's tags are untouched"
+    );
+    let carrying = with_tx!(store, t, async |tx| ok(
+        tx.search_contacts(&ContactQuery {
+            tags: crate::store::TagFilter::new().all_of([theirs.id]),
+            ..ContactQuery::default()
+        })
+        .await,
+        "search by tag"
+    ))
+    .await;
+    let mut ids: Vec<ContactId> = carrying.items.iter().map(|c| c.id).collect();
+    ids.sort();
+    let mut want = vec![survivor.id, other.id];
+    want.sort();
+    assert_eq!(
+        ids, want,
+        "the tag filter finds the survivor, not the loser"
+    );
+    // The survivor's new tagging is recorded with the merge's reason.
+    let reason = merge_reason(survivor.id, loser.id);
+    let recorded = with_tx!(store, t, async |tx| ok(
+        tx.changes_between(
+            survivor.created_at,
+            survivor.created_at + chrono::Duration::days(1),
+            &PageRequest::first(MAX_PAGE_SIZE)
+        )
+        .await,
+        "changes"
+    ))
+    .await;
+    let attached = recorded.items.iter().any(|v| {
+        matches!(v.entity, HistoryEntity::Tagging(_))
+            && v.operation == Operation::Created
+            && v.reason.as_deref() == Some(reason.as_str())
+            && v.values.get("contact_id") == Some(&json!(survivor.id.to_string()))
+            && v.values.get("tag_id") == Some(&json!(theirs.id.to_string()))
+    });
+    assert!(
+        attached,
+        "the attachment to the survivor is recorded: {recorded:?}"
+    );
+}
