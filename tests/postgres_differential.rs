@@ -429,6 +429,9 @@ enum Action {
     },
     ListSignals(Target),
     Summary(usize),
+    /// The live top accounts (all of them: the order, and so a cut,
+    /// depends on each store's clock).
+    TopAccounts,
     CreateCompany {
         name: usize,
         domain: Option<usize>,
@@ -761,6 +764,7 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(pipeline, stage, limit)| Action::ListDealsInStage { pipeline, stage, limit }),
         1 => target().prop_map(Action::ListSignals),
         1 => (0..PIPELINES.len()).prop_map(Action::Summary),
+        2 => Just(Action::TopAccounts),
         6 => create_company(),
         1 => target().prop_map(Action::GetCompany),
         2 => (0..DOMAINS.len()).prop_map(Action::GetCompanyByDomain),
@@ -1100,6 +1104,7 @@ enum Call {
     ListDealsInStage(PipelineKey, StageKey, u32),
     ListSignals(ContactId),
     Summary(PipelineKey),
+    TopAccounts,
     CreateCompany(NewCompany),
     GetCompany(CompanyId),
     GetCompanyByDomain(CompanyDomain),
@@ -1142,6 +1147,7 @@ enum Raw {
     Deals(Walk<Deal>),
     Signals(Vec<Signal>),
     Summary(PipelineSummary),
+    Accounts(Vec<crm_core::domain::LiveRankedAccount>),
     Company(Company),
     MaybeCompany(Option<Company>),
     Companies(Walk<Company>),
@@ -1249,6 +1255,7 @@ async fn exec(tx: &mut dyn Transaction, call: &Call) -> crm_core::Result<Raw> {
         ),
         Call::ListSignals(c) => Raw::Signals(tx.list_signals(*c).await?),
         Call::Summary(p) => Raw::Summary(tx.pipeline_summary(p).await?),
+        Call::TopAccounts => Raw::Accounts(tx.live_top_accounts(1000).await?),
         Call::CreateCompany(n) => Raw::Company(tx.create_company(n.clone()).await?),
         Call::GetCompany(id) => Raw::MaybeCompany(tx.get_company(*id).await?),
         Call::GetCompanyByDomain(d) => Raw::MaybeCompany(tx.get_company_by_domain(d).await?),
@@ -1457,6 +1464,11 @@ enum View {
     Deals(Vec<PageView<DealView>>, bool),
     Signals(Vec<SignalView>),
     Summary(PipelineSummary),
+    /// The accounts' companies with how many best contacts each has,
+    /// sorted by label: the states (and with them the order) depend on
+    /// times each store takes from its own clock; the conformance suite
+    /// checks the order.
+    Accounts(Vec<(CompanyView, usize)>),
     Company(CompanyView),
     MaybeCompany(Option<CompanyView>),
     Companies(Vec<PageView<CompanyView>>, bool),
@@ -1616,6 +1628,19 @@ impl Labels {
         }
     }
 
+    fn accounts(
+        &self,
+        side: Side,
+        accounts: &[crm_core::domain::LiveRankedAccount],
+    ) -> Vec<(CompanyView, usize)> {
+        let mut out: Vec<(CompanyView, usize)> = accounts
+            .iter()
+            .map(|a| (self.company(side, &a.company), a.best_contacts.len()))
+            .collect();
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        out
+    }
+
     fn pages<T, V>(&self, w: &Walk<T>, f: impl Fn(&Self, &T) -> V) -> (Vec<PageView<V>>, bool) {
         let pages = w
             .pages
@@ -1652,6 +1677,7 @@ impl Labels {
             }
             Raw::Signals(s) => View::Signals(s.iter().map(|s| self.signal(side, s)).collect()),
             Raw::Summary(s) => View::Summary(s.clone()),
+            Raw::Accounts(a) => View::Accounts(self.accounts(side, a)),
             Raw::Company(c) => View::Company(self.company(side, c)),
             Raw::MaybeCompany(c) => View::MaybeCompany(c.as_ref().map(|c| self.company(side, c))),
             Raw::Companies(w) => {
@@ -2546,6 +2572,10 @@ impl<'a> Case<'a> {
                     None,
                 )
             }
+            Action::TopAccounts => {
+                let (a, b) = both(Call::TopAccounts);
+                (a, b, None)
+            }
             Action::Summary(p) => {
                 let (a, b) = both(Call::Summary(
                     PipelineKey::parse(pick(PIPELINES, *p)).unwrap(),
@@ -2950,6 +2980,9 @@ impl<'a> Case<'a> {
             }
             (Action::DeleteCompany(_), Ok(Raw::Deleted(true))) => {
                 count(self.stats, "DeleteCompany deleted".into())
+            }
+            (Action::TopAccounts, Ok(Raw::Accounts(a))) if !a.is_empty() => {
+                count(self.stats, "TopAccounts found some".into())
             }
             (Action::MergeCompanies(..), Ok(Raw::Company(_))) => {
                 count(self.stats, "MergeCompanies ok".into())

@@ -511,3 +511,168 @@ pub async fn a_contact_merge_gives_the_survivor_the_losers_tags(store: &DynStore
         "the attachment to the survivor is recorded: {recorded:?}"
     );
 }
+
+/// The live top accounts rank companies by their best three active
+/// contacts' live states together, then the best one, then company id
+/// (descending); a fourth contact, an inactive one and a contact without a
+/// company count for nothing; a company without a scored contact is not
+/// listed. A logged meeting raises its contact's company at once, and a
+/// contact moved to another company moves its weight with it.
+pub async fn top_accounts_rank_companies_by_their_best_contacts_and_follow_every_change(
+    store: &DynStore,
+) {
+    use crate::domain::LiveRankedAccount;
+    let t = TenantId::new();
+    let model = ScoringModel::default();
+    let mut companies = Vec::new();
+    for name in ["Alpha", "Beta", "Gamma", "Delta"] {
+        companies.push(create_company(store, t, named(name)).await);
+    }
+    let [alpha, beta, gamma, delta] = [0, 1, 2, 3].map(|i| companies[i].id);
+    let person = |i: usize, company: Option<CompanyId>| NewContact {
+        company_id: company,
+        ..new_contact(&format!("p{i}@accounts.example"), "Account", "Person")
+    };
+    // Alpha: one contact at 10; Beta: four at 9, 9, 9 and 8 (three count);
+    // Gamma: one at 10 (ties with Alpha on both keys) and an inactive one
+    // at 50; Delta: a contact with no live state; one without a company.
+    let plan: [(Option<CompanyId>, Option<f64>, bool); 9] = [
+        (Some(alpha), Some(10.0), true),
+        (Some(beta), Some(9.0), true),
+        (Some(beta), Some(9.0), true),
+        (Some(beta), Some(9.0), true),
+        (Some(beta), Some(8.0), true),
+        (Some(gamma), Some(10.0), true),
+        (Some(gamma), Some(50.0), false),
+        (Some(delta), None, true),
+        (None, Some(99.0), true),
+    ];
+    let mut contacts = Vec::new();
+    for (i, (company, _, _)) in plan.iter().enumerate() {
+        contacts.push(create(store, t, person(i, *company)).await);
+    }
+    with_tx!(store, t, async |tx| {
+        let states: Vec<LiveState> = plan
+            .iter()
+            .zip(&contacts)
+            .map(|((_, log, _), c)| LiveState::new(c.id, *log))
+            .collect();
+        ok(tx.write_live_score_logs(&states).await, "write states");
+        for ((_, _, active), c) in plan.iter().zip(&contacts) {
+            if !active {
+                ok(tx.deactivate_contact(c.id).await, "deactivate");
+            }
+        }
+    })
+    .await;
+    let ranked = |accounts: &[LiveRankedAccount]| -> Vec<CompanyId> {
+        accounts.iter().map(|a| a.company.id).collect()
+    };
+    let (first, second) = if alpha > gamma {
+        (alpha, gamma)
+    } else {
+        (gamma, alpha)
+    };
+    let mut tx = begin(store, t).await;
+    let top = ok(tx.live_top_accounts(10).await, "top accounts");
+    assert_eq!(
+        ranked(&top),
+        [beta, first, second],
+        "three contacts together first, then the tie by company id"
+    );
+    let mut beta_contacts: Vec<ContactId> = contacts[1..4].iter().map(|c| c.id).collect();
+    beta_contacts.sort_by(|a, b| b.cmp(a));
+    assert_eq!(
+        top[0].best_contacts,
+        beta_contacts
+            .iter()
+            .map(|id| (*id, 9.0))
+            .collect::<Vec<_>>(),
+        "the best three, ties by contact id descending; the fourth is left out"
+    );
+    let expected_top = 9.0 + 3.0_f64.ln();
+    assert!(
+        (top[0].top_log() - expected_top).abs() < 1e-12,
+        "{} vs {expected_top}",
+        top[0].top_log()
+    );
+    assert_eq!(
+        top[1].best_contacts.len(),
+        1,
+        "an inactive contact counts for nothing"
+    );
+    assert_eq!(
+        ranked(&ok(tx.live_top_accounts(1).await, "top 1")),
+        [beta],
+        "the limit"
+    );
+    expect_validation(tx.live_top_accounts(0).await, "limit", "a limit of 0");
+    expect_validation(
+        tx.live_top_accounts(1001).await,
+        "limit",
+        "a limit over 1000",
+    );
+
+    // A meeting now has a state far above these (each half-life since the
+    // log epoch, 2020, adds ln 2): Alpha leads at once, in the same
+    // transaction.
+    let now = truncate_to_micros(chrono::Utc::now());
+    ok(
+        tx.log_activity(NewActivity::new(contacts[0].id, ActivityKind::Meeting).occurred_at(now))
+            .await,
+        "log a meeting",
+    );
+    let after = ok(tx.live_top_accounts(10).await, "top accounts");
+    assert_eq!(
+        ranked(&after)[0],
+        alpha,
+        "a meeting raises its account at once"
+    );
+    // The contact moves to Delta: its weight goes with it.
+    let moved = ok(
+        tx.update_contact(
+            contacts[0].id,
+            contacts[0].version,
+            ContactPatch {
+                company_id: Some(Some(delta)),
+                ..ContactPatch::default()
+            },
+        )
+        .await,
+        "move the contact",
+    );
+    assert_eq!(moved.company_id, Some(delta));
+    let moved_top = ok(tx.live_top_accounts(10).await, "top accounts");
+    assert_eq!(
+        ranked(&moved_top),
+        [delta, beta, gamma],
+        "Alpha has no scored contact left"
+    );
+    let shown = ok(
+        crate::scoring::live_top_accounts(&mut *tx, &model, 10, now).await,
+        "top accounts with scores",
+    );
+    assert_eq!(shown[0].company.id, delta);
+    assert_eq!(shown[0].best_contacts[0].0, contacts[0].id);
+    assert_eq!(shown[0].best_score, shown[0].best_contacts[0].1);
+    let beta_scores = &shown[1].best_contacts;
+    assert_eq!(
+        u32::from(shown[1].top_score_sum),
+        beta_scores
+            .iter()
+            .map(|(_, s)| u32::from(s.get()))
+            .sum::<u32>(),
+        "the sum of the best contacts' scores"
+    );
+    ok(tx.commit().await, "commit");
+    let committed = with_tx!(store, t, async |tx| ok(
+        tx.live_top_accounts(10).await,
+        "top accounts"
+    ))
+    .await;
+    assert_eq!(
+        ranked(&committed),
+        [delta, beta, gamma],
+        "and after the commit"
+    );
+}

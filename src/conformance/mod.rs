@@ -334,6 +334,7 @@ macro_rules! __conformance_suite {
             links_racing_a_company_merge_move_with_it_or_find_the_loser_gone,
             a_contact_merge_keeps_the_survivors_company_and_owner_unless_it_has_none,
             a_contact_merge_gives_the_survivor_the_losers_tags,
+            top_accounts_rank_companies_by_their_best_contacts_and_follow_every_change,
         }
     };
 }

@@ -68,7 +68,10 @@ pub use page::{
 };
 pub use pipeline::{Pipeline, PipelineKey, Pipelines, StageDef, StageKey, StageKind};
 pub use record::{RecordKind, RecordRef};
-pub use scoring::{ContactInputs, ContactScore, InputsRequest, LiveRanked, LiveState};
+pub use scoring::{
+    ACCOUNT_TOP_CONTACTS, ContactInputs, ContactScore, InputsRequest, LiveRanked,
+    LiveRankedAccount, LiveState,
+};
 pub use tag::{NewTag, NewTagDto, Tag, TagColour, TagId, TagName, TagPatch, TagPatchDto};
 pub use tagging::{Tagging, TaggingId};
 pub use task::{

@@ -113,3 +113,60 @@ pub struct LiveRanked {
     /// Its live state.
     pub log: f64,
 }
+
+/// How many of a company's contacts make its account score
+/// ([`LiveRankedAccount`]).
+pub const ACCOUNT_TOP_CONTACTS: usize = 3;
+
+/// A company with the live states of its best contacts, as the live top
+/// accounts rank it
+/// ([`ScoringTx::live_top_accounts`](crate::store::ScoringTx::live_top_accounts)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRankedAccount {
+    /// The company, as stored.
+    pub company: super::Company,
+    /// Its best active contacts with their live states (at most
+    /// [`ACCOUNT_TOP_CONTACTS`], never empty), highest state first, ties by
+    /// contact id, descending (as the live top leads order them).
+    pub best_contacts: Vec<(ContactId, f64)>,
+}
+
+impl LiveRankedAccount {
+    /// The live state of its best contact.
+    pub fn best_log(&self) -> f64 {
+        self.best_contacts
+            .first()
+            .map_or(f64::NEG_INFINITY, |(_, l)| *l)
+    }
+
+    /// The live state of its best contacts together: the log of the sum of
+    /// their decayed sums (`ln Σ e^logᵢ`, computed as `l₁ + ln(1 + Σ
+    /// e^(lᵢ − l₁))` so that it never overflows). Like every live state it
+    /// orders accounts the same way at every instant.
+    pub fn top_log(&self) -> f64 {
+        let best = self.best_log();
+        let rest: f64 = self
+            .best_contacts
+            .iter()
+            .skip(1)
+            .map(|(_, l)| (l - best).exp())
+            .sum();
+        best + (1.0 + rest).ln()
+    }
+
+    /// The ranking of accounts: by [`top_log`](Self::top_log), then
+    /// [`best_log`](Self::best_log), both highest first, then by company id,
+    /// descending (as the live top leads break ties).
+    pub fn rank(a: &Self, b: &Self) -> std::cmp::Ordering {
+        b.top_log()
+            .total_cmp(&a.top_log())
+            .then(b.best_log().total_cmp(&a.best_log()))
+            .then(b.company.id.cmp(&a.company.id))
+    }
+
+    /// The order of contacts within an account: state highest first, then
+    /// id descending.
+    pub fn contact_order(a: &(ContactId, f64), b: &(ContactId, f64)) -> std::cmp::Ordering {
+        b.1.total_cmp(&a.1).then(b.0.cmp(&a.0))
+    }
+}

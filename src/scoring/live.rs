@@ -133,6 +133,62 @@ pub async fn live_top_leads(
         .collect())
 }
 
+/// One of the live top accounts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveAccount {
+    /// The company, as stored.
+    pub company: crate::domain::Company,
+    /// Its best active contacts (at most
+    /// [`ACCOUNT_TOP_CONTACTS`](crate::domain::ACCOUNT_TOP_CONTACTS)) with
+    /// their live scores at the time asked for, best first.
+    pub best_contacts: Vec<(ContactId, Score)>,
+    /// The live score of its best contact.
+    pub best_score: Score,
+    /// The sum of its best contacts' live scores (0–300).
+    pub top_score_sum: u16,
+    /// What the accounts are ranked by: the log of its best contacts'
+    /// decayed sums together
+    /// ([`LiveRankedAccount::top_log`](crate::domain::LiveRankedAccount::top_log)).
+    pub top_log: f64,
+}
+
+/// The `limit` (1–1000) companies whose best active contacts have the
+/// highest live states together, best first, with their contacts' live
+/// scores at `now` ("top accounts"; see
+/// [`ScoringTx::live_top_accounts`](crate::store::ScoringTx::live_top_accounts)).
+///
+/// The accounts are ranked by the sum of their best contacts' decayed
+/// sums, which orders them the same way at every instant; the 0–100 scores
+/// shown are derived from it at `now`. Because a score is capped at 100, two
+/// accounts whose best contacts are all at 100 show the same
+/// `top_score_sum`, and the one with more signal behind it ranks first.
+pub async fn live_top_accounts(
+    tx: &mut dyn Transaction,
+    model: &ScoringModel,
+    limit: u32,
+    now: Timestamp,
+) -> Result<Vec<LiveAccount>> {
+    Ok(tx
+        .live_top_accounts(limit)
+        .await?
+        .into_iter()
+        .map(|ranked| {
+            let best_contacts: Vec<(ContactId, Score)> = ranked
+                .best_contacts
+                .iter()
+                .map(|(id, log)| (*id, model.score_from_log(Some(*log), now)))
+                .collect();
+            LiveAccount {
+                best_score: best_contacts.first().map_or(Score::MIN, |(_, s)| *s),
+                top_score_sum: best_contacts.iter().map(|(_, s)| u16::from(s.get())).sum(),
+                top_log: ranked.top_log(),
+                best_contacts,
+                company: ranked.company,
+            }
+        })
+        .collect())
+}
+
 /// A contact's score explained at a point in time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Explanation {

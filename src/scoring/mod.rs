@@ -165,7 +165,10 @@ mod scored;
 
 pub use crate::domain::{ContactInputs, InputsRequest};
 pub use inputs::live_log_sum;
-pub use live::{Explanation, LIVE_TOLERANCE, LiveLead, explain, live_score, live_top_leads};
+pub use live::{
+    Explanation, LIVE_TOLERANCE, LiveAccount, LiveLead, explain, live_score, live_top_accounts,
+    live_top_leads,
+};
 pub use rescore::{
     DEFAULT_CHUNK_SIZE, DEFAULT_TOP, MAX_TOP, RescoreOptions, RescoreReport, TopLead, rescore,
     rescore_in_transaction,

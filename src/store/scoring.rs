@@ -42,6 +42,17 @@ pub trait ScoringTx: Send {
     /// Errors: [`Error::Validation`] on `limit`.
     async fn live_top_leads(&mut self, limit: u32) -> Result<Vec<LiveRanked>>;
 
+    /// The live top accounts: companies ranked by the live states of their
+    /// best active contacts ([`LiveRankedAccount::rank`]: the top
+    /// [`ACCOUNT_TOP_CONTACTS`] together, then the best one, then company
+    /// id, descending), at most `limit` (1–1000). A company counts once one
+    /// of its active contacts has a live state; each comes with the states
+    /// of its best contacts. Like the live top leads it is right at any
+    /// moment: a logged activity moves its contact's company at once.
+    ///
+    /// Errors: [`Error::Validation`] on `limit`.
+    async fn live_top_accounts(&mut self, limit: u32) -> Result<Vec<LiveRankedAccount>>;
+
     /// Replaces live states in bulk (a rebuild by the batch). Ids that are
     /// not contacts of the tenant are ignored; versions, `updated_at` and
     /// history are untouched. An id listed more than once gets the last

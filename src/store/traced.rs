@@ -378,6 +378,7 @@ traced_area!(ScoringTx {
     fn scoring_inputs(&mut self, request: &InputsRequest) -> Vec<ContactInputs>;
     fn live_score_log(&mut self, id: ContactId) -> Option<LiveState>;
     fn live_top_leads(&mut self, limit: u32) -> Vec<LiveRanked>;
+    fn live_top_accounts(&mut self, limit: u32) -> Vec<LiveRankedAccount>;
     fn write_live_score_logs(&mut self, states: &[LiveState]) -> u64;
 });
 

@@ -2,14 +2,17 @@
 //! rescoring pipeline's input chunks and the live score state kept per
 //! contact (see [`crate::scoring::live`]).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{MemoryTransaction, TenantData, Undo};
 use crate::{
     domain::{
-        Activity, ActivityId, Contact, ContactId, ContactInputs, ContactScore, DealId,
-        InputsRequest, LiveRanked, LiveState, Signal, SignalId, SignalKind, Timestamp,
+        ACCOUNT_TOP_CONTACTS, Activity, ActivityId, CompanyId, Contact, ContactId, ContactInputs,
+        ContactScore, DealId, InputsRequest, LiveRanked, LiveRankedAccount, LiveState, Signal,
+        SignalId, SignalKind, Timestamp,
     },
     error::Result,
     scoring::ScoringModel,
@@ -186,6 +189,37 @@ impl ScoringTx for MemoryTransaction {
                 })
             })
             .collect())
+    }
+
+    async fn live_top_accounts(&mut self, limit: u32) -> Result<Vec<LiveRankedAccount>> {
+        let limit = PageRequest::first(limit).checked_limit()?;
+        let data = self.data()?;
+        let mut logs: HashMap<CompanyId, Vec<(ContactId, f64)>> = HashMap::new();
+        for (id, l) in &data.live_scores {
+            let Some(company) = data
+                .contacts
+                .get(id)
+                .filter(|c| c.active)
+                .and_then(|c| c.company_id)
+            else {
+                continue;
+            };
+            logs.entry(company).or_default().push((*id, *l));
+        }
+        let mut accounts: Vec<LiveRankedAccount> = logs
+            .into_iter()
+            .filter_map(|(id, mut best)| {
+                best.sort_unstable_by(LiveRankedAccount::contact_order);
+                best.truncate(ACCOUNT_TOP_CONTACTS);
+                data.companies.get(&id).map(|c| LiveRankedAccount {
+                    company: c.clone(),
+                    best_contacts: best,
+                })
+            })
+            .collect();
+        accounts.sort_by(LiveRankedAccount::rank);
+        accounts.truncate(limit);
+        Ok(accounts)
     }
 
     async fn write_live_score_logs(&mut self, states: &[LiveState]) -> Result<u64> {

@@ -21,12 +21,14 @@ use super::{
     error,
     locks::SHARE_CONTACT,
     rows,
+    schema::{COMPANY_COLUMNS, company_select},
     transaction::{Params, PgTransaction},
 };
 use crate::{
     domain::{
-        Activity, ActivityKind, ContactId, ContactInputs, ContactScore, InputsRequest, LiveRanked,
-        LiveState, Score, Signal, SignalKind, Timestamp,
+        ACCOUNT_TOP_CONTACTS, Activity, ActivityKind, ContactId, ContactInputs, ContactScore,
+        InputsRequest, LiveRanked, LiveRankedAccount, LiveState, Score, Signal, SignalKind,
+        Timestamp,
     },
     error::{Entity, Error, FieldError, Result},
     scoring::ScoringModel,
@@ -60,6 +62,28 @@ const LIVE_TOP: &str = "SELECT c.tenant_id, c.id, c.email, c.first_name, c.last_
      ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
      WHERE s.tenant_id = $1 AND s.score_log IS NOT NULL AND c.active \
      ORDER BY s.score_log DESC NULLS LAST, s.contact_id DESC LIMIT $2";
+/// The live top accounts: per company, its active contacts with a live
+/// state in [`LiveRankedAccount::contact_order`] (the first
+/// [`ACCOUNT_TOP_CONTACTS`] kept), the companies ordered as
+/// [`LiveRankedAccount::rank`] orders them (which the caller applies again
+/// to the values computed in Rust). `exp` is held above its underflow,
+/// which PostgreSQL reports as an error.
+const LIVE_TOP_ACCOUNTS: &str = concat!(
+    "SELECT ",
+    company_select!(),
+    ", t.ids, t.logs FROM (SELECT c.company_id, \
+     (array_agg(s.contact_id ORDER BY s.score_log DESC, s.contact_id DESC))[1:3] AS ids, \
+     (array_agg(s.score_log ORDER BY s.score_log DESC, s.contact_id DESC))[1:3] AS logs \
+     FROM contact_scores s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
+     WHERE s.tenant_id = $1 AND c.tenant_id = $1 AND s.score_log IS NOT NULL AND c.active \
+     AND c.company_id IS NOT NULL GROUP BY c.company_id) t \
+     JOIN companies co ON co.tenant_id = $1 AND co.id = t.company_id \
+     ORDER BY t.logs[1] + ln(1 + coalesce(exp(greatest(t.logs[2] - t.logs[1], -700)), 0) \
+     + coalesce(exp(greatest(t.logs[3] - t.logs[1], -700)), 0)) DESC, t.logs[1] DESC, \
+     co.id DESC LIMIT $2"
+);
+// The statement keeps three contacts per company.
+const _: () = assert!(ACCOUNT_TOP_CONTACTS == 3);
 const LIVE_WRITE: &str = "INSERT INTO contact_scores (tenant_id, contact_id, score_log) \
      SELECT $1, u.id, u.l FROM unnest($2::uuid[], $3::float8[]) AS u(id, l) \
      JOIN contacts c ON c.tenant_id = $1 AND c.id = u.id \
@@ -86,6 +110,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     LIVE_SET,
     LIVE_OF,
     LIVE_TOP,
+    LIVE_TOP_ACCOUNTS,
     LIVE_WRITE,
     CHUNK_FIRST,
     CHUNK_AFTER,
@@ -341,6 +366,30 @@ impl ScoringTx for PgTransaction {
                 })
             })
             .collect()
+    }
+
+    async fn live_top_accounts(&mut self, limit: u32) -> Result<Vec<LiveRankedAccount>> {
+        let limit = PageRequest::first(limit).checked_limit()? as i64;
+        let tenant = self.tenant_uuid();
+        let rows = self.query(LIVE_TOP_ACCOUNTS, &[&tenant, &limit]).await?;
+        let mut accounts = rows
+            .iter()
+            .map(|r| {
+                let ids: Vec<Uuid> = get(r, COMPANY_COLUMNS.len())?;
+                let logs: Vec<f64> = get(r, COMPANY_COLUMNS.len() + 1)?;
+                Ok(LiveRankedAccount {
+                    company: rows::company(r)?,
+                    best_contacts: ids
+                        .into_iter()
+                        .map(ContactId::from_uuid)
+                        .zip(logs)
+                        .collect(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // The order of the values computed in Rust, as the memory store's.
+        accounts.sort_by(LiveRankedAccount::rank);
+        Ok(accounts)
     }
 
     async fn write_live_score_logs(&mut self, states: &[LiveState]) -> Result<u64> {
