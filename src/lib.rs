@@ -102,6 +102,7 @@ pub use store::postgres::PostgresStore;
 struct ReadmeDoctests;
 
 pub use store::{
-    CompanyQuery, CompanySort, ContactQuery, ContactSort, Cursor, DynStore, Page, PageRequest,
-    PipelineSummary, Scope, Store, StoreExt, TagFilter, Transaction, memory::InMemoryStore,
+    CompanyQuery, CompanySort, ContactQuery, ContactSort, Cursor, DealQuery, DynStore, Page,
+    PageRequest, PipelineSummary, Scope, Store, StoreExt, TagFilter, Transaction,
+    memory::InMemoryStore,
 };

@@ -76,9 +76,9 @@ use std::{collections::HashMap, sync::Mutex};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use crm_core::{
-    Actor, CompanyQuery, CompanySort, ContactQuery, ContactSort, Context, Error, InMemoryStore,
-    Page, PageRequest, PipelineSummary, PostgresStore, Store, TagFilter, TenantId, Transaction,
-    Version, conformance,
+    Actor, CompanyQuery, CompanySort, ContactQuery, ContactSort, Context, DealQuery, Error,
+    InMemoryStore, Page, PageRequest, PipelineSummary, PostgresStore, Store, TagFilter, TenantId,
+    Transaction, Version, conformance,
     domain::{
         Activity, ActivityKind, Company, CompanyDomain, CompanyId, CompanyName, CompanyPatch,
         Contact, ContactId, ContactPatch, Currency, Deal, DealId, DealPatch, DealTitle, Direction,
@@ -462,6 +462,13 @@ enum Action {
         tags: TagFilterSpec,
         limit: u32,
     },
+    /// A deal search filtered by owner, company and tags.
+    SearchDeals {
+        owner: Option<usize>,
+        company: Option<Target>,
+        tags: TagFilterSpec,
+        limit: u32,
+    },
     /// A contact search filtered by owner, company and tags.
     SearchLinked {
         owner: Option<usize>,
@@ -796,6 +803,15 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(owner, company, tags, sort, limit)| {
                 Action::SearchLinked { owner, company, tags, sort, limit }
             }),
+        2 => (
+            proptest::option::of(0..OWNERS.len()),
+            proptest::option::weighted(0.4, target()),
+            tag_filter(),
+            small_limit(),
+        )
+            .prop_map(|(owner, company, tags, limit)| {
+                Action::SearchDeals { owner, company, tags, limit }
+            }),
         2 => (0..OWNERS.len(), 0..OWNERS.len(), proptest::option::of(0..RecordKind::ALL.len()))
             .prop_map(|(from, to, kind)| Action::ReassignOwner { from, to, kind }),
         4 => create_tag(),
@@ -1112,6 +1128,7 @@ enum Call {
     DeleteCompany(CompanyId),
     MergeCompanies(CompanyId, CompanyId),
     SearchCompanies(CompanyQuery),
+    SearchDeals(DealQuery),
     ReassignOwner(OwnerId, OwnerId, Option<RecordKind>),
     CreateTag(NewTag),
     GetTagByName(TagName),
@@ -1262,6 +1279,13 @@ async fn exec(tx: &mut dyn Transaction, call: &Call) -> crm_core::Result<Raw> {
         Call::UpdateCompany(id, v, p) => Raw::Company(tx.update_company(*id, *v, p.clone()).await?),
         Call::DeleteCompany(id) => Raw::Deleted(tx.delete_company(*id).await?),
         Call::MergeCompanies(s, l) => Raw::Company(tx.merge_companies(*s, *l).await?),
+        Call::SearchDeals(q) => Raw::Deals(
+            walk(
+                async |page| tx.search_deals(&q.clone().with_page(page)).await,
+                q.page.clone(),
+            )
+            .await?,
+        ),
         Call::SearchCompanies(q) => Raw::Companies(
             walk(
                 async |page| tx.search_companies(&q.clone().with_page(page)).await,
@@ -2107,6 +2131,9 @@ impl<'a> Case<'a> {
             }
             | Action::SearchLinked {
                 company: Some(t), ..
+            }
+            | Action::SearchDeals {
+                company: Some(t), ..
             } => of(t, Kind::Company),
             Action::CreateTask {
                 contact,
@@ -2725,6 +2752,25 @@ impl<'a> Case<'a> {
                     qp = qp.with_company(p);
                 }
                 (Call::Search(qm), Call::Search(qp), None)
+            }
+            Action::SearchDeals {
+                owner,
+                company,
+                tags,
+                limit,
+            } => {
+                let (tm, tp) = self.tag_filter(tags);
+                let (cm, cp) = self.company_link(*company);
+                let mut q = DealQuery::new().with_page(PageRequest::first(*limit));
+                if let Some(o) = owner {
+                    q = q.with_owner(owner_id(*o));
+                }
+                let (mut qm, mut qp) = (q.clone().with_tags(tm), q.with_tags(tp));
+                if let (Some(m), Some(p)) = (cm, cp) {
+                    qm = qm.with_company(m);
+                    qp = qp.with_company(p);
+                }
+                (Call::SearchDeals(qm), Call::SearchDeals(qp), None)
             }
             Action::ReassignOwner { from, to, kind } => {
                 let (a, b) = both(Call::ReassignOwner(

@@ -4,7 +4,8 @@
 //! and records all of it under its reason; it refuses itself and missing
 //! companies and writes nothing then; links racing it move with it or find
 //! the loser gone. A contact merge keeps the survivor's company and owner
-//! under every policy and gives it the loser's tags.
+//! under every policy and gives it the loser's tags. Also the live top
+//! accounts and the deal search, which filters by company, owner and tags.
 
 use futures_util::future::join_all;
 use serde_json::json;
@@ -15,6 +16,7 @@ use super::support::{
     new_deal, ok,
 };
 use crate::{
+    DealQuery,
     bulk::{company_merge_reason, merge_reason},
     domain::{
         Address, AddressPart, Company, CompanyDomain, CompanyId, Industry, NewCompany, NewTag,
@@ -674,5 +676,184 @@ pub async fn top_accounts_rank_companies_by_their_best_contacts_and_follow_every
         ranked(&committed),
         [delta, beta, gamma],
         "and after the commit"
+    );
+}
+
+/// Every deal matching `q`, paging through `limit` at a time: the pages
+/// in order, each item once.
+async fn all_deals(store: &DynStore, t: TenantId, q: DealQuery, limit: u32) -> Vec<DealId> {
+    let mut out = Vec::new();
+    let mut page = PageRequest::first(limit);
+    loop {
+        let got = with_tx!(store, t, async |tx| ok(
+            tx.search_deals(&q.clone().with_page(page.clone())).await,
+            "search deals"
+        ))
+        .await;
+        assert!(got.items.len() <= limit as usize);
+        out.extend(got.items.iter().map(|d| d.id));
+        match got.next_cursor {
+            Some(c) => page = PageRequest::after(limit, c),
+            None => return out,
+        }
+    }
+}
+
+/// The deal search filters by owner, company, contact, pipeline, stage and
+/// tags (combined with AND), lists newest first and pages through every
+/// match once; a cursor of another query, an unknown pipeline, a stage not
+/// in the pipeline and too many tags are refused naming the field.
+pub async fn deal_search_filters_by_owner_company_contact_stage_and_tags(store: &DynStore) {
+    let t = TenantId::new();
+    let acme = create_company(store, t, named("Acme")).await;
+    let a = create(store, t, new_contact("a@deals.example", "A", "Buyer")).await;
+    let b = create(store, t, new_contact("b@deals.example", "B", "Buyer")).await;
+    let hot = create_tag(store, t, "Hot").await;
+    let enterprise = PipelineKey::parse("enterprise").expect("a pipeline key");
+    // (contact, owner, company, enterprise pipeline, tagged)
+    let plan = [
+        (a.id, Some("ann"), Some(acme.id), false, true),
+        (a.id, Some("ann"), None, true, false),
+        (b.id, Some("bob"), Some(acme.id), true, true),
+        (b.id, None, Some(acme.id), false, false),
+        (a.id, Some("ann"), Some(acme.id), false, false),
+        (b.id, Some("ann"), None, false, true),
+    ];
+    let mut deals = Vec::new();
+    for (i, (contact, who, company, ent, tagged)) in plan.iter().enumerate() {
+        let mut new = NewDeal {
+            owner: who.map(owner),
+            company_id: *company,
+            ..new_deal(*contact, &format!("Deal {i}"), "100", "EUR")
+        };
+        if *ent {
+            new.pipeline = enterprise.clone();
+        }
+        let d = deal(store, t, new).await;
+        if *tagged {
+            attach(store, t, &hot, RecordRef::Deal(d.id)).await;
+        }
+        deals.push(d);
+        super::support::tick().await;
+    }
+    let newest_first = |pick: &dyn Fn(usize) -> bool| -> Vec<DealId> {
+        (0..deals.len())
+            .rev()
+            .filter(|i| pick(*i))
+            .map(|i| deals[i].id)
+            .collect()
+    };
+    let cases: Vec<(&str, DealQuery, Vec<DealId>)> = vec![
+        ("all", DealQuery::new(), newest_first(&|_| true)),
+        (
+            "owner",
+            DealQuery::new().with_owner(owner("ann")),
+            newest_first(&|i| plan[i].1 == Some("ann")),
+        ),
+        (
+            "company",
+            DealQuery::new().with_company(acme.id),
+            newest_first(&|i| plan[i].2 == Some(acme.id)),
+        ),
+        (
+            "owner and company",
+            DealQuery::new()
+                .with_owner(owner("ann"))
+                .with_company(acme.id),
+            newest_first(&|i| plan[i].1 == Some("ann") && plan[i].2 == Some(acme.id)),
+        ),
+        (
+            "contact",
+            DealQuery::new().with_contact(b.id),
+            newest_first(&|i| plan[i].0 == b.id),
+        ),
+        (
+            "pipeline",
+            DealQuery::new().with_pipeline(enterprise.clone()),
+            newest_first(&|i| plan[i].3),
+        ),
+        (
+            "tags",
+            DealQuery::new().with_tags(crate::store::TagFilter::new().any_of([hot.id])),
+            newest_first(&|i| plan[i].4),
+        ),
+        (
+            "no tags",
+            DealQuery::new().with_tags(crate::store::TagFilter::new().none_of([hot.id])),
+            newest_first(&|i| !plan[i].4),
+        ),
+        (
+            "stage of the enterprise pipeline",
+            DealQuery::new()
+                .with_pipeline(enterprise.clone())
+                .with_stage(deals[1].stage.clone()),
+            newest_first(&|i| plan[i].3),
+        ),
+        (
+            "stage by key alone",
+            DealQuery::new().with_stage(deals[0].stage.clone()),
+            newest_first(&|i| deals[i].stage == deals[0].stage),
+        ),
+    ];
+    for (what, q, want) in cases {
+        for limit in [1, 2, 50] {
+            assert_eq!(
+                all_deals(store, t, q.clone(), limit).await,
+                want,
+                "{what}, {limit} a page"
+            );
+        }
+    }
+    let mut tx = begin(store, t).await;
+    let first = ok(
+        tx.search_deals(&DealQuery::new().with_page(PageRequest::first(1)))
+            .await,
+        "first page",
+    );
+    let cursor = first.next_cursor.expect("more than one deal");
+    expect_validation(
+        tx.search_deals(
+            &DealQuery::new()
+                .with_owner(owner("ann"))
+                .with_page(PageRequest::after(1, cursor)),
+        )
+        .await,
+        "cursor",
+        "a cursor of another query",
+    );
+    expect_validation(
+        tx.search_deals(
+            &DealQuery::new().with_pipeline(PipelineKey::parse("nope").expect("a key")),
+        )
+        .await,
+        "pipeline",
+        "an unknown pipeline",
+    );
+    expect_validation(
+        tx.search_deals(
+            &DealQuery::new()
+                .with_pipeline(enterprise.clone())
+                .with_stage(StageKey::parse("nowhere").expect("a key")),
+        )
+        .await,
+        "stage",
+        "a stage not in the pipeline",
+    );
+    let many: Vec<crate::domain::TagId> = (0..=crate::store::MAX_FILTER_TAGS)
+        .map(|_| crate::domain::TagId::new())
+        .collect();
+    expect_validation(
+        tx.search_deals(&DealQuery::new().with_tags(crate::store::TagFilter::new().all_of(many)))
+            .await,
+        "tags.all_of",
+        "too many tags",
+    );
+    ok(tx.rollback().await, "rollback");
+    let other = TenantId::new();
+    assert!(
+        all_deals(store, other, DealQuery::new(), 50)
+            .await
+            .is_empty(),
+        "another tenant sees none"
     );
 }

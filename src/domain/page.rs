@@ -250,6 +250,8 @@ pub enum CursorList {
     CompanyTimeline,
     /// [`Transaction::list_deals_for_company`](crate::store::CompaniesTx::list_deals_for_company).
     DealsOfCompany,
+    /// [`Transaction::search_deals`](crate::store::DealsTx::search_deals).
+    DealSearch,
 }
 
 impl CursorList {
@@ -275,6 +277,7 @@ impl CursorList {
             CursorList::TasksOfRecord => "tasks_of_record",
             CursorList::CompanyTimeline => "company_timeline",
             CursorList::DealsOfCompany => "deals_of_company",
+            CursorList::DealSearch => "deal_search",
         }
     }
 }

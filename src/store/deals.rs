@@ -9,7 +9,11 @@ use serde::Serialize;
 
 #[cfg(doc)]
 use crate::error::Error;
-use crate::{domain::*, error::Result};
+use crate::{
+    domain::*,
+    error::{Result, ValidationErrors},
+    store::TagFilter,
+};
 
 /// Deals and their pipelines. Part of [`Transaction`](crate::Transaction).
 ///
@@ -80,6 +84,16 @@ pub trait DealsTx: Send {
         stage: &StageKey,
         page: &PageRequest,
     ) -> Result<Page<Deal>>;
+
+    /// Deals matching `query` (owner, company, contact, pipeline, stage,
+    /// tags; every filter optional, combined with AND), newest first
+    /// (`created_at`, then id, descending), one page at a time. A cursor is
+    /// taken back only by the same query.
+    ///
+    /// Errors: [`Error::Validation`] on `pipeline` for an unknown pipeline,
+    /// on `stage` for a stage not in the pipeline named, on a `tags` side
+    /// naming too many tags, on `limit` or `cursor`.
+    async fn search_deals(&mut self, query: &DealQuery) -> Result<Page<Deal>>;
 
     /// Per stage of `pipeline` (in pipeline order, empty stages included)
     /// and per currency: the number of deals, their sum and their sum
@@ -190,5 +204,105 @@ impl PipelineSummary {
             }
         }
         acc.into_values().collect()
+    }
+}
+
+/// Filters and page of a deal search
+/// ([`DealsTx::search_deals`]). Every filter is optional; they combine
+/// with AND.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct DealQuery {
+    /// Owned by.
+    pub owner: Option<OwnerId>,
+    /// Linked to this company.
+    pub company_id: Option<CompanyId>,
+    /// Of this contact.
+    pub contact_id: Option<ContactId>,
+    /// In this pipeline.
+    pub pipeline: Option<PipelineKey>,
+    /// In a stage of this key (of the pipeline named, if one is).
+    pub stage: Option<StageKey>,
+    /// Tags carried.
+    pub tags: TagFilter,
+    /// Page.
+    pub page: PageRequest,
+}
+
+impl DealQuery {
+    /// Every deal, newest first, 50 a page.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only deals owned by `owner`.
+    pub fn with_owner(mut self, owner: OwnerId) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Only deals linked to `company`.
+    pub fn with_company(mut self, company: CompanyId) -> Self {
+        self.company_id = Some(company);
+        self
+    }
+
+    /// Only the deals of `contact`.
+    pub fn with_contact(mut self, contact: ContactId) -> Self {
+        self.contact_id = Some(contact);
+        self
+    }
+
+    /// Only deals in `pipeline`.
+    pub fn with_pipeline(mut self, pipeline: PipelineKey) -> Self {
+        self.pipeline = Some(pipeline);
+        self
+    }
+
+    /// Only deals in a stage keyed `stage`.
+    pub fn with_stage(mut self, stage: StageKey) -> Self {
+        self.stage = Some(stage);
+        self
+    }
+
+    /// Only deals whose tags pass `tags`.
+    pub fn with_tags(mut self, tags: TagFilter) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// This page.
+    pub fn with_page(mut self, page: PageRequest) -> Self {
+        self.page = page;
+        self
+    }
+
+    /// The query as every store takes it against `pipelines`, or why it
+    /// cannot be. Every store calls it before anything else.
+    pub fn checked(&self, pipelines: &Pipelines) -> std::result::Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        if let Some(key) = &self.pipeline {
+            if let Some(p) = errors.check(pipelines.require("pipeline", key)) {
+                if let Some(stage) = &self.stage {
+                    errors.check(p.require_stage("stage", stage));
+                }
+            }
+        }
+        self.tags.check_into(&mut errors);
+        errors.finish(|| ())
+    }
+}
+
+impl CursorList {
+    /// [`DealsTx::search_deals`] of one query (its page aside).
+    pub fn deal_search(q: &DealQuery) -> ListScope {
+        CursorList::DealSearch.scoped(&(
+            q.owner.as_ref().map(|o| o.as_str()),
+            q.company_id,
+            q.contact_id,
+            &q.pipeline,
+            &q.stage,
+            q.tags.scope_key(),
+        ))
     }
 }

@@ -43,7 +43,7 @@ mod traced;
 pub use bulk::BulkTx;
 pub use companies::{CompaniesTx, CompanyQuery, CompanySort, CompanySortKey, OwnersTx, Reassigned};
 pub use contacts::{ContactQuery, ContactSort, ContactSortKey, ContactsTx, MAX_PREFIX_CHARS};
-pub use deals::{CurrencyTotal, DealsTx, PipelineSummary, StageSummary};
+pub use deals::{CurrencyTotal, DealQuery, DealsTx, PipelineSummary, StageSummary};
 pub use ext::StoreExt;
 pub use history::HistoryTx;
 pub use idempotency::IdempotencyTx;

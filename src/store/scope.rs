@@ -7,7 +7,9 @@ use std::fmt;
 use super::{BulkTx, ContactsTx, DealsTx, HistoryTx, StoreExt, TimelineTx};
 #[cfg(doc)]
 use super::{CompaniesTx, OwnersTx, TagsTx, TasksTx};
-use super::{CompanyQuery, ContactQuery, PipelineSummary, Reassigned, Store, Transaction};
+use super::{
+    CompanyQuery, ContactQuery, DealQuery, PipelineSummary, Reassigned, Store, Transaction,
+};
 use crate::{
     domain::{
         Activity, Company, CompanyDomain, CompanyId, CompanyPatch, ConflictPolicy, Contact,
@@ -249,6 +251,8 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         read list_deals_for_contact(contact: ContactId, page: &PageRequest) -> Page<Deal>;
         /// See [`DealsTx::list_deals_in_stage`].
         read list_deals_in_stage(pipeline: &PipelineKey, stage: &StageKey, page: &PageRequest) -> Page<Deal>;
+        /// See [`DealsTx::search_deals`].
+        read search_deals(query: &DealQuery) -> Page<Deal>;
         /// See [`DealsTx::pipeline_summary`].
         read pipeline_summary(pipeline: &PipelineKey) -> PipelineSummary;
 

@@ -38,8 +38,9 @@ use async_trait::async_trait;
 use tracing::{Instrument, Span, field::Empty};
 
 use super::{
-    BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealsTx, HistoryTx, IdempotencyTx,
-    OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx, TasksTx, TimelineTx, Transaction,
+    BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealQuery, DealsTx, HistoryTx,
+    IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx, TasksTx, TimelineTx,
+    Transaction,
 };
 use crate::{
     domain::*,
@@ -314,6 +315,7 @@ traced_area!(DealsTx {
         stage: &StageKey,
         page: &PageRequest,
     ) -> Page<Deal>;
+    fn search_deals(&mut self, query: &DealQuery) -> Page<Deal>;
     fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> PipelineSummary;
 });
 

@@ -15,7 +15,7 @@ use crate::{
     },
     error::{Entity, Result},
     store::{
-        CursorList, DealsTx, Page, PageRequest, PipelineSummary, TimeIdKey,
+        CursorList, DealQuery, DealsTx, Page, PageRequest, PipelineSummary, TimeIdKey,
         shared::{self, now},
     },
 };
@@ -161,6 +161,38 @@ impl DealsTx for MemoryTransaction {
             CursorList::deals_in_stage(pipeline, stage),
             |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid()),
         ))
+    }
+
+    async fn search_deals(&mut self, q: &DealQuery) -> Result<Page<Deal>> {
+        q.checked(&self.pipelines)?;
+        let limit = q.page.checked_limit()?;
+        let list = CursorList::deal_search(q);
+        let after: Option<TimeIdKey> = q.page.position(list)?;
+        let data = self.data()?;
+        let mut keyed: Vec<(TimeIdKey, &Deal)> = data
+            .deals
+            .values()
+            .filter(|d| {
+                q.owner.as_ref().is_none_or(|o| d.owner.as_ref() == Some(o))
+                    && q.company_id.is_none_or(|c| d.company_id == Some(c))
+                    && q.contact_id.is_none_or(|c| d.contact_id == c)
+                    && q.pipeline.as_ref().is_none_or(|p| &d.pipeline == p)
+                    && q.stage.as_ref().is_none_or(|s| &d.stage == s)
+                    && (q.tags.is_empty()
+                        || q.tags.matches(&data.carried_tags(RecordRef::Deal(d.id))))
+            })
+            .map(|d| ((d.created_at.timestamp_micros(), d.id.as_uuid()), d))
+            .filter(|(k, _)| after.is_none_or(|a| *k < a))
+            .collect();
+        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        let items: Vec<Deal> = keyed
+            .into_iter()
+            .take(limit + 1)
+            .map(|(_, d)| d.clone())
+            .collect();
+        Ok(Page::from_overfetch(items, limit, list, |d: &Deal| {
+            (d.created_at.timestamp_micros(), d.id.as_uuid())
+        }))
     }
 
     async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary> {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{
     error, rows,
     schema::{COMPANY_COLUMNS, COMPANY_INSERT_COLUMNS, company_select, deal_select},
-    search::like_prefix,
+    search::{Binder, like_prefix, tag_filter_sql},
     tags::MergedRecord,
     transaction::{PgTransaction, cursor_time, now, set_local},
 };
@@ -155,9 +155,6 @@ const DOMAIN_RACE_RETRIES: usize = 3;
 #[derive(Debug, thiserror::Error)]
 #[error("the domain was taken and released concurrently; try again")]
 struct DomainRace;
-
-/// A parameter of a statement built at run time.
-type Value = Box<dyn ToSql + Sync + Send>;
 
 /// The columns of a company as [`INSERT_COMPANY`] (`$1` to `$19`) and
 /// [`UPDATE_COMPANY`] bind them.
@@ -512,12 +509,8 @@ impl CompaniesTx for PgTransaction {
         let limit = q.page.checked_limit()?;
         let list = CursorList::companies(q);
         let after: Option<CompanySortKey> = q.page.position(list)?;
-        let (sql, values) = search_sql(self.tenant, q, limit, after.as_ref())?;
-        let params: Vec<&(dyn ToSql + Sync)> = values
-            .iter()
-            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let rows = self.query(&sql, &params).await?;
+        let (sql, b) = search_sql(self.tenant, q, limit, after.as_ref())?;
+        let rows = self.query(&sql, &b.params()).await?;
         // Under a name sort the cursor holds the key the rows were ordered
         // by, as stored (not recomputed), so that paging follows the index.
         let mut items = Vec::with_capacity(rows.len());
@@ -613,19 +606,6 @@ const REASSIGN_DEALS: &str = "UPDATE deals SET owner_id = $3, version = version 
 /// The fixed statements of reassigning owners, for [`super::statements`].
 pub(super) const OWNER_STATEMENTS: &[(&str, &str)] =
     super::statements::listed![REASSIGN_CONTACTS, REASSIGN_COMPANIES, REASSIGN_DEALS];
-/// Binds parameters of a statement built at run time, numbering them.
-struct Binder {
-    values: Vec<Value>,
-}
-
-impl Binder {
-    /// `$n` of `v`, the next parameter.
-    fn bind(&mut self, v: impl ToSql + Sync + Send + 'static) -> String {
-        self.values.push(Box::new(v));
-        format!("${}", self.values.len())
-    }
-}
-
 /// The SQL and parameters of `q` for `tenant`, fetching `limit + 1` rows
 /// (the extra one says whether another page follows). Each row holds the
 /// columns of `company_select!()`, then the stored `name_key`. Every value
@@ -635,8 +615,8 @@ fn search_sql(
     q: &CompanyQuery,
     limit: usize,
     after: Option<&CompanySortKey>,
-) -> Result<(String, Vec<Value>)> {
-    let mut b = Binder { values: Vec::new() };
+) -> Result<(String, Binder)> {
+    let mut b = Binder::default();
     let t = b.bind(tenant.as_uuid());
     let mut sql = format!(
         "SELECT {}, name_key FROM companies c WHERE c.tenant_id = {t}",
@@ -651,30 +631,7 @@ fn search_sql(
     if let Some(o) = &q.owner {
         sql += &format!(" AND c.owner_id = {}", b.bind(o.as_str().to_string()));
     }
-    let [any_of, all_of, none_of] = q.tags.scope_key();
-    let uuids = |v: Vec<TagId>| v.into_iter().map(|t| t.as_uuid()).collect::<Vec<Uuid>>();
-    // The taggings of the row's company with one of the tags `$n`.
-    let tagged = |tags: &str| {
-        format!(
-            "FROM taggings tg WHERE tg.tenant_id = {t} AND tg.company_id = c.id \
-             AND tg.tag_id = ANY({tags})"
-        )
-    };
-    if !any_of.is_empty() {
-        let tags = b.bind(uuids(any_of));
-        sql += &format!(" AND EXISTS (SELECT 1 {})", tagged(&tags));
-    }
-    if !all_of.is_empty() {
-        // A tag is attached to a company at most once (a unique key).
-        let count = all_of.len() as i64;
-        let tags = b.bind(uuids(all_of));
-        let count = b.bind(count);
-        sql += &format!(" AND (SELECT count(*) {}) = {count}", tagged(&tags));
-    }
-    if !none_of.is_empty() {
-        let tags = b.bind(uuids(none_of));
-        sql += &format!(" AND NOT EXISTS (SELECT 1 {})", tagged(&tags));
-    }
+    sql += &tag_filter_sql(&mut b, &t, &q.tags, "company_id", "c.id");
     if let Some(m) = &q.metadata_contains {
         let json = serde_json::Value::from(m.clone());
         sql += &format!(" AND c.metadata @> {}", b.bind(json));
@@ -704,7 +661,7 @@ fn search_sql(
     let column = if by_name { "name_key" } else { "created_at" };
     let fetch = b.bind(limit as i64 + 1);
     sql += &format!(" ORDER BY c.{column} {dir}, c.id {dir} LIMIT {fetch}");
-    Ok((sql, b.values))
+    Ok((sql, b))
 }
 
 #[async_trait]
@@ -778,7 +735,7 @@ mod tests {
             sql.ends_with("ORDER BY c.name_key DESC, c.id DESC LIMIT $12"),
             "{sql}"
         );
-        assert_eq!(values.len(), 12);
+        assert_eq!(values.params().len(), 12);
     }
 
     #[test]

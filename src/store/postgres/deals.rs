@@ -11,15 +11,18 @@ use uuid::Uuid;
 use super::{
     error, rows,
     schema::{DEAL_COLUMNS, deal_select},
+    search::{Binder, tag_filter_sql},
     transaction::{Params, PgTransaction, cursor_time, now},
 };
 use crate::{
     domain::{
         ContactId, Currency, Deal, DealId, DealPatch, LostReason, NewDeal, Pipeline, PipelineKey,
-        StageKey, Version,
+        StageKey, TenantId, Version,
     },
     error::{Entity, Error, FieldError, Result, ValidationErrors},
-    store::{CursorList, DealsTx, ListScope, Page, PageRequest, PipelineSummary, TimeIdKey},
+    store::{
+        CursorList, DealQuery, DealsTx, ListScope, Page, PageRequest, PipelineSummary, TimeIdKey,
+    },
 };
 
 const GET_DEAL: &str = concat!(
@@ -368,6 +371,19 @@ impl DealsTx for PgTransaction {
         .await
     }
 
+    async fn search_deals(&mut self, q: &DealQuery) -> Result<Page<Deal>> {
+        q.checked(&self.pipelines)?;
+        let limit = q.page.checked_limit()?;
+        let list = CursorList::deal_search(q);
+        let after: Option<TimeIdKey> = q.page.position(list)?;
+        let (sql, b) = deal_search_sql(self.tenant, q, limit, after)?;
+        let rows = self.query(&sql, &b.params()).await?;
+        let items = rows::all(&rows, rows::deal)?;
+        Ok(Page::from_overfetch(items, limit, list, |d: &Deal| {
+            (d.created_at.timestamp_micros(), d.id.as_uuid())
+        }))
+    }
+
     async fn pipeline_summary(&mut self, pipeline: &PipelineKey) -> Result<PipelineSummary> {
         self.pipeline_summary_of(pipeline, PIPELINE_TOTALS, &[])
             .await
@@ -409,4 +425,44 @@ impl PgTransaction {
         }
         Ok(PipelineSummary::from_totals(&def, totals))
     }
+}
+
+/// The SQL of deal search `q` for `tenant`, fetching `limit + 1` rows
+/// after the cursor's position `after`, newest first; every value a bound
+/// parameter.
+fn deal_search_sql(
+    tenant: TenantId,
+    q: &DealQuery,
+    limit: usize,
+    after: Option<TimeIdKey>,
+) -> Result<(String, Binder)> {
+    let mut b = Binder::default();
+    let t = b.bind(tenant.as_uuid());
+    let mut sql = format!(
+        "SELECT {} FROM deals d WHERE d.tenant_id = {t}",
+        deal_select!()
+    );
+    if let Some(o) = &q.owner {
+        sql += &format!(" AND d.owner_id = {}", b.bind(o.as_str().to_string()));
+    }
+    if let Some(c) = q.company_id {
+        sql += &format!(" AND d.company_id = {}", b.bind(c.as_uuid()));
+    }
+    if let Some(c) = q.contact_id {
+        sql += &format!(" AND d.contact_id = {}", b.bind(c.as_uuid()));
+    }
+    if let Some(p) = &q.pipeline {
+        sql += &format!(" AND d.pipeline = {}", b.bind(p.as_str().to_string()));
+    }
+    if let Some(s) = &q.stage {
+        sql += &format!(" AND d.stage = {}", b.bind(s.as_str().to_string()));
+    }
+    sql += &tag_filter_sql(&mut b, &t, &q.tags, "deal_id", "d.id");
+    if let Some((micros, id)) = after {
+        let (at, id) = (b.bind(cursor_time(micros)?), b.bind(id));
+        sql += &format!(" AND (d.created_at, d.id) < ({at}, {id})");
+    }
+    let fetch = b.bind(limit as i64 + 1);
+    sql += &format!(" ORDER BY d.created_at DESC, d.id DESC LIMIT {fetch}");
+    Ok((sql, b))
 }

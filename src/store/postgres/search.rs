@@ -1,9 +1,13 @@
 //! Contact search as one SQL statement built with sea-query: the filters of
 //! a [`ContactQuery`], its order, and the keyset condition of its cursor.
+//! Also the [`Binder`] and tag filter of the company and deal searches,
+//! whose statements are written as text.
 
 use chrono::DateTime;
 use sea_query::{Expr, ExprTrait, Order, PostgresQueryBuilder, Query, SelectStatement, Value};
 use sea_query_postgres::{PostgresBinder, PostgresValues};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use super::schema::{CONTACT_COLUMNS, Contacts};
 use crate::{
@@ -245,6 +249,69 @@ fn keyset(sort: ContactSort, key: &ContactSortKey, desc: bool) -> Result<Expr> {
         }
         _ => return Err(invalid()),
     })
+}
+
+/// Binds the parameters of a statement built at run time, numbering them
+/// (`$1`, `$2`, … in the order bound).
+#[derive(Default)]
+pub(super) struct Binder {
+    values: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Binder {
+    /// `$n` of `v`, the next parameter.
+    pub(super) fn bind(&mut self, v: impl ToSql + Sync + Send + 'static) -> String {
+        self.values.push(Box::new(v));
+        format!("${}", self.values.len())
+    }
+
+    /// The bound values, for a query.
+    pub(super) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// The conditions of a tag filter on the row `row` (for example `c.id`)
+/// of the records whose taggings name it in `column` (`company_id`,
+/// `deal_id`), ` AND …` each, `t` the tenant's parameter: subqueries held
+/// to the tenant, so that a distributed PostgreSQL routes them to the
+/// row's shard. Empty for an empty filter.
+pub(super) fn tag_filter_sql(
+    b: &mut Binder,
+    t: &str,
+    tags: &TagFilter,
+    column: &str,
+    row: &str,
+) -> String {
+    let [any_of, all_of, none_of] = tags.scope_key();
+    let uuids = |v: Vec<TagId>| v.into_iter().map(|t| t.as_uuid()).collect::<Vec<Uuid>>();
+    // The taggings of the row's record with one of the tags `$n`.
+    let tagged = |tags: &str| {
+        format!(
+            "FROM taggings tg WHERE tg.tenant_id = {t} AND tg.{column} = {row} \
+             AND tg.tag_id = ANY({tags})"
+        )
+    };
+    let mut sql = String::new();
+    if !any_of.is_empty() {
+        let tags = b.bind(uuids(any_of));
+        sql += &format!(" AND EXISTS (SELECT 1 {})", tagged(&tags));
+    }
+    if !all_of.is_empty() {
+        // A tag is attached to a record at most once (a unique key).
+        let count = all_of.len() as i64;
+        let tags = b.bind(uuids(all_of));
+        let count = b.bind(count);
+        sql += &format!(" AND (SELECT count(*) {}) = {count}", tagged(&tags));
+    }
+    if !none_of.is_empty() {
+        let tags = b.bind(uuids(none_of));
+        sql += &format!(" AND NOT EXISTS (SELECT 1 {})", tagged(&tags));
+    }
+    sql
 }
 
 #[cfg(test)]
