@@ -281,12 +281,11 @@ impl DealQuery {
     /// cannot be. Every store calls it before anything else.
     pub fn checked(&self, pipelines: &Pipelines) -> std::result::Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::new();
-        if let Some(key) = &self.pipeline {
-            if let Some(p) = errors.check(pipelines.require("pipeline", key)) {
-                if let Some(stage) = &self.stage {
-                    errors.check(p.require_stage("stage", stage));
-                }
-            }
+        if let Some(key) = &self.pipeline
+            && let Some(p) = errors.check(pipelines.require("pipeline", key))
+            && let Some(stage) = &self.stage
+        {
+            errors.check(p.require_stage("stage", stage));
         }
         self.tags.check_into(&mut errors);
         errors.finish(|| ())

@@ -184,7 +184,7 @@ impl DealsTx for MemoryTransaction {
             .map(|d| ((d.created_at.timestamp_micros(), d.id.as_uuid()), d))
             .filter(|(k, _)| after.is_none_or(|a| *k < a))
             .collect();
-        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        keyed.sort_by_key(|k| std::cmp::Reverse(k.0));
         let items: Vec<Deal> = keyed
             .into_iter()
             .take(limit + 1)
