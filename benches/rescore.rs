@@ -7,6 +7,9 @@
 //!
 //! CRM_BENCH_URL=postgres://postgres@127.0.0.1:5432/crm_live_10k \
 //!     cargo bench --features postgres --bench rescore -- incremental
+//!
+//! CRM_BENCH_URL=postgres://postgres@127.0.0.1:5432/crm_accounts \
+//!     cargo bench --features postgres --bench rescore -- top_accounts
 //! ```
 //!
 //! `rescore` (the default) rescores the tenant with the most contacts (or
@@ -24,13 +27,19 @@
 //! needs a database migrated to version 4 (as `generate_tenant` leaves
 //! it) and writes activities: use a database of your own.
 //!
-//! Both end with the process's peak resident set size (VmHWM).
+//! `top_accounts` gives every contact of the tenant a live state (spread
+//! over 10 units from a fixed seed; `CRM_BENCH_KEEP_STATES=1` keeps the
+//! states there are) and times `live_top_accounts` for 10, 50 and 1,000
+//! accounts, 21 calls each after two that warm the caches. It writes
+//! states: use a database of your own.
+//!
+//! All end with the process's peak resident set size (VmHWM).
 
 use std::time::{Duration, Instant};
 
 use crm_core::{
     Context, PostgresStore, Store, TenantId,
-    domain::{ActivityKind, ContactId, NewActivity},
+    domain::{ActivityKind, ContactId, LiveState, NewActivity},
     scoring::{RescoreOptions, ScoringModel, rescore},
 };
 use tokio_postgres::NoTls;
@@ -182,6 +191,75 @@ async fn run_incremental(url: &str) {
     );
 }
 
+async fn run_top_accounts(url: &str) {
+    let store = PostgresStore::connect(url).await.expect("connect");
+    let tenant = biggest_tenant(url).await;
+    if env("CRM_BENCH_KEEP_STATES").is_none() {
+        // Live states spread over 10 units (two weeks of the reference
+        // half-life's decay), one per contact, from a fixed seed.
+        let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        let ids: Vec<ContactId> = client
+            .query(
+                "SELECT id FROM crm.contacts WHERE tenant_id = $1",
+                &[&tenant.as_uuid()],
+            )
+            .await
+            .expect("contacts")
+            .iter()
+            .map(|r| ContactId::from_uuid(r.get(0)))
+            .collect();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for chunk in ids.chunks(10_000) {
+            let states: Vec<LiveState> = chunk
+                .iter()
+                .map(|id| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    LiveState::new(*id, Some(20.0 + (x % 10_000) as f64 / 1_000.0))
+                })
+                .collect();
+            let mut tx = store
+                .begin(tenant, Context::system("bench"))
+                .await
+                .expect("begin");
+            tx.write_live_score_logs(&states).await.expect("states");
+            tx.commit().await.expect("commit");
+        }
+        client
+            .execute("ANALYZE crm.contact_scores", &[])
+            .await
+            .expect("analyze");
+        println!("wrote the live states of {} contacts", ids.len());
+    }
+    for limit in [10u32, 50, 1000] {
+        let mut times = Vec::new();
+        for round in 0..23 {
+            let mut tx = store
+                .begin(tenant, Context::system("bench"))
+                .await
+                .expect("begin");
+            let started = Instant::now();
+            let top = tx.live_top_accounts(limit).await.expect("top accounts");
+            let took = started.elapsed();
+            tx.rollback().await.expect("rollback");
+            assert!(!top.is_empty(), "the tenant has scored accounts");
+            // Two rounds warm the caches.
+            if round >= 2 {
+                times.push(took);
+            }
+        }
+        times.sort();
+        println!(
+            "live_top_accounts({limit}): n {}, p50 {:.1} ms, p99 {:.1} ms",
+            times.len(),
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let Some(url) = env("CRM_BENCH_URL") else {
@@ -194,6 +272,7 @@ async fn main() {
         .unwrap_or_else(|| "rescore".into());
     match mode.as_str() {
         "incremental" => run_incremental(&url).await,
+        "top_accounts" => run_top_accounts(&url).await,
         _ => run_rescore(&url).await,
     }
     println!("peak RSS (VmHWM): {}", peak_rss());

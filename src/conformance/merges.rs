@@ -736,6 +736,15 @@ pub async fn deal_search_filters_by_owner_company_contact_stage_and_tags(store: 
         deals.push(d);
         super::support::tick().await;
     }
+    // One enterprise deal moves on to `proposal`, a stage key the default
+    // pipeline has too.
+    let proposal = StageKey::parse("proposal").expect("a stage key");
+    deals[2] = with_tx!(store, t, async |tx| ok(
+        tx.move_deal(deals[2].id, deals[2].version, &proposal, None)
+            .await,
+        "move a deal"
+    ))
+    .await;
     let newest_first = |pick: &dyn Fn(usize) -> bool| -> Vec<DealId> {
         (0..deals.len())
             .rev()
@@ -783,16 +792,28 @@ pub async fn deal_search_filters_by_owner_company_contact_stage_and_tags(store: 
             newest_first(&|i| !plan[i].4),
         ),
         (
-            "stage of the enterprise pipeline",
+            "first stage of the enterprise pipeline",
             DealQuery::new()
                 .with_pipeline(enterprise.clone())
                 .with_stage(deals[1].stage.clone()),
-            newest_first(&|i| plan[i].3),
+            vec![deals[1].id],
         ),
         (
-            "stage by key alone",
+            "a stage key of both pipelines, with no pipeline",
+            DealQuery::new().with_stage(proposal.clone()),
+            vec![deals[2].id],
+        ),
+        (
+            "a stage key of the default pipeline",
             DealQuery::new().with_stage(deals[0].stage.clone()),
-            newest_first(&|i| deals[i].stage == deals[0].stage),
+            newest_first(&|i| !plan[i].3),
+        ),
+        (
+            "all of the tags, and an owner",
+            DealQuery::new()
+                .with_owner(owner("ann"))
+                .with_tags(crate::store::TagFilter::new().all_of([hot.id])),
+            newest_first(&|i| plan[i].4 && plan[i].1 == Some("ann")),
         ),
     ];
     for (what, q, want) in cases {
@@ -839,6 +860,12 @@ pub async fn deal_search_filters_by_owner_company_contact_stage_and_tags(store: 
         "stage",
         "a stage not in the pipeline",
     );
+    expect_validation(
+        tx.search_deals(&DealQuery::new().with_stage(StageKey::parse("nowhere").expect("a key")))
+            .await,
+        "stage",
+        "a stage in no pipeline",
+    );
     let many: Vec<crate::domain::TagId> = (0..=crate::store::MAX_FILTER_TAGS)
         .map(|_| crate::domain::TagId::new())
         .collect();
@@ -856,4 +883,185 @@ pub async fn deal_search_filters_by_owner_company_contact_stage_and_tags(store: 
             .is_empty(),
         "another tenant sees none"
     );
+}
+
+/// The live top accounts of a tenant with more scored contacts than one
+/// read of a store may take (1,200 contacts of 120 companies, states spread
+/// out, some of the highest inactive or without a company) are the top
+/// accounts computed from every state, for every limit.
+pub async fn top_accounts_of_many_contacts_are_the_ones_every_state_gives(store: &DynStore) {
+    use crate::domain::LiveRankedAccount;
+    let t = TenantId::new();
+    let mut companies = Vec::new();
+    for i in 0..120 {
+        companies.push(create_company(store, t, named(&format!("Account {i}"))).await);
+    }
+    let rows: Vec<NewContact> = (0..1300)
+        .map(|k| NewContact {
+            company_id: (k < 1250).then(|| companies[k % 120].id),
+            ..new_contact(&format!("m{k}@many.example"), "Many", "Contacts")
+        })
+        .collect();
+    let made = with_tx!(store, t, async |tx| ok(
+        tx.upsert_contacts(&rows, ConflictPolicy::Incoming).await,
+        "create contacts"
+    ))
+    .await;
+    let ids: Vec<ContactId> = made
+        .iter()
+        .map(|o| match o {
+            UpsertOutcome::Inserted(c) => *c,
+            other => panic!("a new contact: {other:?}"),
+        })
+        .collect();
+    // The 50 contacts without a company and every 97th contact (inactive)
+    // have the highest states. Companies 2p and 2p + 1 share a base,
+    // spread over 0–100.8: the even one has one contact just above it,
+    // the odd one its best at the base and nine two below, so that its
+    // three best together (base + 0.24) beat the even one (base + 0.2),
+    // which a store ranking companies by the contacts it read first would
+    // get wrong.
+    let state = |k: usize| {
+        let (i, j) = (k % 120, k / 120);
+        let base = ((i / 2 * 7919) % 1009) as f64 / 10.0;
+        if k >= 1250 || k.is_multiple_of(97) {
+            500.0 + k as f64
+        } else if i.is_multiple_of(2) {
+            if j == 0 {
+                base + 0.2
+            } else {
+                base - 40.0 - j as f64
+            }
+        } else if j == 0 {
+            base
+        } else {
+            base - 2.0 - 0.01 * j as f64
+        }
+    };
+    with_tx!(store, t, async |tx| {
+        let states: Vec<LiveState> = ids
+            .iter()
+            .enumerate()
+            .map(|(k, id)| LiveState::new(*id, Some(state(k))))
+            .collect();
+        ok(tx.write_live_score_logs(&states).await, "write states");
+        for (k, id) in ids.iter().enumerate() {
+            if k < 1250 && k.is_multiple_of(97) {
+                ok(tx.deactivate_contact(*id).await, "deactivate");
+            }
+        }
+    })
+    .await;
+    // Every account from every state.
+    let mut expected: Vec<LiveRankedAccount> = companies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let mut best: Vec<(ContactId, f64)> = (0..1250)
+                .filter(|k| k % 120 == i && !k.is_multiple_of(97))
+                .map(|k| (ids[k], state(k)))
+                .collect();
+            best.sort_by(LiveRankedAccount::contact_order);
+            best.truncate(3);
+            (!best.is_empty()).then(|| LiveRankedAccount {
+                company: c.clone(),
+                best_contacts: best,
+            })
+        })
+        .collect();
+    expected.sort_by(LiveRankedAccount::rank);
+    for limit in [
+        1u32, 2, 3, 5, 8, 13, 20, 25, 30, 35, 40, 45, 50, 60, 80, 120, 1000,
+    ] {
+        let got = with_tx!(store, t, async |tx| ok(
+            tx.live_top_accounts(limit).await,
+            "top accounts"
+        ))
+        .await;
+        let want: Vec<LiveRankedAccount> = expected.iter().take(limit as usize).cloned().collect();
+        let summary = |a: &[LiveRankedAccount]| -> Vec<(CompanyId, Vec<(ContactId, u64)>)> {
+            a.iter()
+                .map(|a| {
+                    (
+                        a.company.id,
+                        a.best_contacts
+                            .iter()
+                            .map(|(c, l)| (*c, l.to_bits()))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(summary(&got), summary(&want), "limit {limit}");
+    }
+}
+
+/// Top accounts with states at the edges: a company whose two contacts'
+/// states are ±1e308 (their difference overflows) is ranked, not an
+/// error; near-ties decided by the last bit of the sum are cut where they
+/// rank (the top 1 is the first of the top 2), as the states' ranking
+/// computed from them says.
+pub async fn top_accounts_with_extreme_and_near_tied_states_cut_where_they_rank(store: &DynStore) {
+    use crate::domain::LiveRankedAccount;
+    let t = TenantId::new();
+    let [a, b, huge] = [
+        create_company(store, t, named("Near tie A")).await,
+        create_company(store, t, named("Near tie B")).await,
+        create_company(store, t, named("Extremes")).await,
+    ];
+    // A: 0 and two terms of 1.5·2⁻⁵⁴ (each less than half an ulp of 1);
+    // B: one contact at 1e-16.
+    let x = (1.5f64 * 2f64.powi(-54)).ln();
+    let plan: Vec<(CompanyId, f64)> = vec![
+        (a.id, 0.0),
+        (a.id, x),
+        (a.id, x),
+        (b.id, 1e-16),
+        (huge.id, 1e308),
+        (huge.id, -1e308),
+    ];
+    let mut states = Vec::new();
+    let mut expected: Vec<LiveRankedAccount> = Vec::new();
+    for (i, (company, log)) in plan.iter().enumerate() {
+        let c = create(
+            store,
+            t,
+            NewContact {
+                company_id: Some(*company),
+                ..new_contact(&format!("edge{i}@edges.example"), "Edge", "Case")
+            },
+        )
+        .await;
+        states.push(LiveState::new(c.id, Some(*log)));
+        let company = [&a, &b, &huge]
+            .into_iter()
+            .find(|x| x.id == *company)
+            .expect("a company of the plan");
+        match expected.iter_mut().find(|e| e.company.id == company.id) {
+            Some(e) => e.best_contacts.push((c.id, *log)),
+            None => expected.push(LiveRankedAccount {
+                company: company.clone(),
+                best_contacts: vec![(c.id, *log)],
+            }),
+        }
+    }
+    for e in &mut expected {
+        e.best_contacts.sort_by(LiveRankedAccount::contact_order);
+    }
+    expected.sort_by(LiveRankedAccount::rank);
+    let ranked = |v: &[LiveRankedAccount]| v.iter().map(|a| a.company.id).collect::<Vec<_>>();
+    let mut tx = begin(store, t).await;
+    ok(tx.write_live_score_logs(&states).await, "write states");
+    let all = ok(tx.live_top_accounts(10).await, "top accounts");
+    assert_eq!(ranked(&all), ranked(&expected), "the ranking of the states");
+    assert_eq!(all[0].company.id, huge.id, "the extreme company first");
+    for limit in 1..=3u32 {
+        let cut = ok(tx.live_top_accounts(limit).await, "top accounts");
+        assert_eq!(
+            ranked(&cut),
+            ranked(&all)[..limit as usize],
+            "the top {limit} begins the full list"
+        );
+    }
+    ok(tx.rollback().await, "rollback");
 }

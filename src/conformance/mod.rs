@@ -335,6 +335,8 @@ macro_rules! __conformance_suite {
             a_contact_merge_keeps_the_survivors_company_and_owner_unless_it_has_none,
             a_contact_merge_gives_the_survivor_the_losers_tags,
             top_accounts_rank_companies_by_their_best_contacts_and_follow_every_change,
+            top_accounts_of_many_contacts_are_the_ones_every_state_gives,
+            top_accounts_with_extreme_and_near_tied_states_cut_where_they_rank,
             deal_search_filters_by_owner_company_contact_stage_and_tags,
         }
     };

@@ -143,15 +143,18 @@ impl LiveRankedAccount {
     /// their decayed sums (`ln Σ e^logᵢ`, computed as `l₁ + ln(1 + Σ
     /// e^(lᵢ − l₁))` so that it never overflows). Like every live state it
     /// orders accounts the same way at every instant.
+    ///
+    /// The sum is taken as PostgreSQL's statement takes it, term by term
+    /// from 1 (`(1 + e^(l₂−l₁)) + e^(l₃−l₁)`), so that both give the same
+    /// bits.
     pub fn top_log(&self) -> f64 {
         let best = self.best_log();
-        let rest: f64 = self
+        let sum = self
             .best_contacts
             .iter()
             .skip(1)
-            .map(|(_, l)| (l - best).exp())
-            .sum();
-        best + (1.0 + rest).ln()
+            .fold(1.0, |sum, (_, l)| sum + (l - best).exp());
+        best + sum.ln()
     }
 
     /// The ranking of accounts: by [`top_log`](Self::top_log), then

@@ -277,15 +277,29 @@ impl DealQuery {
         self
     }
 
-    /// The query as every store takes it against `pipelines`, or why it
-    /// cannot be. Every store calls it before anything else.
+    /// Why the query cannot be run against `pipelines`, if it cannot: a
+    /// pipeline not configured, a stage not in the pipeline named (or, with
+    /// none named, in no pipeline), a tag filter side naming more than
+    /// [`MAX_FILTER_TAGS`](crate::store::MAX_FILTER_TAGS) tags. Every store
+    /// calls it before anything else.
     pub fn checked(&self, pipelines: &Pipelines) -> std::result::Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::new();
-        if let Some(key) = &self.pipeline
-            && let Some(p) = errors.check(pipelines.require("pipeline", key))
-            && let Some(stage) = &self.stage
-        {
-            errors.check(p.require_stage("stage", stage));
+        match (&self.pipeline, &self.stage) {
+            (Some(key), stage) => {
+                if let Some(p) = errors.check(pipelines.require("pipeline", key))
+                    && let Some(stage) = stage
+                {
+                    errors.check(p.require_stage("stage", stage));
+                }
+            }
+            (None, Some(stage)) if !pipelines.iter().any(|p| p.stage(stage).is_some()) => {
+                errors.push(crate::error::FieldError::new(
+                    "stage",
+                    "unknown_value",
+                    format!("no pipeline has a stage {stage}"),
+                ));
+            }
+            (None, _) => {}
         }
         self.tags.check_into(&mut errors);
         errors.finish(|| ())

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::{
     bulk::{ConflictPolicy, ImportLock, UpsertOutcome, merge_context},
-    domain::{CompanyDomain, Contact, ContactId, NewContact},
+    domain::{CompanyDomain, CompanyId, Contact, ContactId, NewContact},
     error::{Entity, Error, Result},
     store::{BulkTx, ContactsTx},
 };
@@ -347,6 +347,10 @@ impl PgTransaction {
 
 const MOVE_DEALS: &str = "UPDATE deals SET contact_id = $3, version = version + 1, updated_at = $4 \
      WHERE tenant_id = $1 AND contact_id = $2";
+/// The companies of a merge's two contacts (`$2`, `$3`), read before
+/// they are locked.
+const MERGED_COMPANIES: &str =
+    "SELECT id, company_id FROM contacts WHERE tenant_id = $1 AND id IN ($2, $3)";
 const MOVE_ACTIVITIES: &str =
     "UPDATE activities SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
 /// Moves the loser's tasks, each a change of the task.
@@ -391,6 +395,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     IDS_BY_EMAIL,
     SHARE_COMPANIES,
     MOVE_DEALS,
+    MERGED_COMPANIES,
     MOVE_ACTIVITIES,
     MOVE_SIGNALS,
     MOVE_TASKS,
@@ -460,13 +465,36 @@ impl BulkTx for PgTransaction {
         self.begin_atomic().await?;
         let merged: Result<Contact> = async {
             crate::store::shared::check_merge_pair(survivor, loser)?;
-            // The survivor may take the loser's company: key-share it
+            // A survivor without a company takes the loser's: key-share it
             // before locking the contacts, as every other link does before
             // it writes. Taken after them, it would wait for a deletion of
             // that company that itself waits for the loser's row to unlink
             // it: a deadlock. A company deleted meanwhile is no error here;
-            // the loser, locked below, is then unlinked from it.
-            if let Some(company) = self.get_contact(loser).await?.and_then(|c| c.company_id) {
+            // the loser, locked below, is then unlinked from it. (Read
+            // before the locks, the links may change before them; the
+            // survivor's write then key-shares the company it takes, after
+            // the contacts, and a deadlock with a company delete is
+            // possible, and retryable.)
+            let tenant = self.tenant_uuid();
+            let links = self
+                .query(
+                    MERGED_COMPANIES,
+                    &[&tenant, &survivor.as_uuid(), &loser.as_uuid()],
+                )
+                .await?;
+            let mut company_of = HashMap::new();
+            for r in &links {
+                let id: Uuid = r.try_get(0).map_err(super::error::db)?;
+                let company: Option<Uuid> = r.try_get(1).map_err(super::error::db)?;
+                company_of.insert(id, company);
+            }
+            let survivor_has_none = company_of
+                .get(&survivor.as_uuid())
+                .is_none_or(Option::is_none);
+            if survivor_has_none
+                && let Some(Some(company)) = company_of.get(&loser.as_uuid()).copied()
+            {
+                let company = CompanyId::from_uuid(company);
                 match self.share_company(company).await {
                     Err(Error::NotFound { .. }) => {}
                     other => other?,
@@ -480,12 +508,8 @@ impl BulkTx for PgTransaction {
             // commit made before it starts), and one that comes later waits
             // for the merge and finds the loser gone. Nothing is left behind
             // for the delete to cascade to.
-            //
-            // The survivor is locked `FOR UPDATE` as well, so that no tag is
-            // attached to it while the loser's are copied (an attach holds
-            // a key-share lock on its record).
             let (kept, gone) = if survivor.as_uuid() < loser.as_uuid() {
-                let kept = self.lock_contact_for_delete(survivor).await?;
+                let kept = self.lock_contact(survivor).await?;
                 (kept, self.lock_contact_for_delete(loser).await?)
             } else {
                 let gone = match self.lock_contact_for_delete(loser).await {
@@ -499,7 +523,7 @@ impl BulkTx for PgTransaction {
                     }
                     other => other?,
                 };
-                (self.lock_contact_for_delete(survivor).await?, gone)
+                (self.lock_contact(survivor).await?, gone)
             };
             let at = now();
             let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;

@@ -299,10 +299,16 @@ impl PgTransaction {
     }
 
     /// Links the contacts, deals and tasks of company `from` (locked `FOR
-    /// UPDATE` by this transaction) to `to` (`None`: unlinks them), then
-    /// deletes `from`, in one round trip. Whether it was deleted.
-    async fn relink_and_delete(&mut self, from: CompanyId, to: Option<CompanyId>) -> Result<bool> {
-        let (tenant, company, at) = (self.tenant_uuid(), from.as_uuid(), now());
+    /// UPDATE` by this transaction) to `to` (`None`: unlinks them), each a
+    /// change made at `at`, then deletes `from`, in one round trip. Whether
+    /// it was deleted.
+    async fn relink_and_delete(
+        &mut self,
+        from: CompanyId,
+        to: Option<CompanyId>,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let (tenant, company) = (self.tenant_uuid(), from.as_uuid());
         let target = to.map(|c| c.as_uuid());
         let relink: [&(dyn ToSql + Sync); 4] = [&tenant, &company, &target, &at];
         let params: [&(dyn ToSql + Sync); 2] = [&tenant, &company];
@@ -432,7 +438,7 @@ impl CompaniesTx for PgTransaction {
             Err(e) => return Err(e),
         }
         // The company is locked, and begun: everything goes in one round trip.
-        let deleted = self.relink_and_delete(id, None).await?;
+        let deleted = self.relink_and_delete(id, None, now()).await?;
         Ok(deleted)
     }
 
@@ -491,7 +497,7 @@ impl CompaniesTx for PgTransaction {
                 to: survivor,
             })
             .await?;
-            self.relink_and_delete(loser, Some(survivor)).await?;
+            self.relink_and_delete(loser, Some(survivor), at).await?;
             // After the loser's delete: the survivor may take its domain.
             let out = match merged {
                 Some(next) => self.write_company(&kept, next).await?,

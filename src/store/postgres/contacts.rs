@@ -343,6 +343,19 @@ impl ContactsTx for PgTransaction {
         expected: Version,
         patch: ContactPatch,
     ) -> Result<Contact> {
+        // A company the patch links to is key-shared before the contact is
+        // locked: the order of a company delete or merge (company, then
+        // its contacts), which would otherwise deadlock with this.
+        // A missing company is reported after what the contract checks
+        // first (the contact, its version, the email).
+        let missing_company = match patch.company_id {
+            Some(Some(company)) => match self.share_company(company).await {
+                Ok(()) => None,
+                Err(e @ Error::NotFound { .. }) => Some(e),
+                Err(e) => return Err(e),
+            },
+            _ => None,
+        };
         let current = self.lock_contact(id).await?;
         crate::store::shared::check_version(Entity::Contact, id, expected, current.version)?;
         if let Some(email) = &patch.email {
@@ -355,6 +368,9 @@ impl ContactsTx for PgTransaction {
                 }
                 _ => {}
             }
+        }
+        if let Some(e) = missing_company {
+            return Err(e);
         }
         match current.patched(&patch, now()) {
             None => Ok(current),

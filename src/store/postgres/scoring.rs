@@ -66,8 +66,11 @@ const LIVE_TOP: &str = "SELECT c.tenant_id, c.id, c.email, c.first_name, c.last_
 /// state in [`LiveRankedAccount::contact_order`] (the first
 /// [`ACCOUNT_TOP_CONTACTS`] kept), the companies ordered as
 /// [`LiveRankedAccount::rank`] orders them (which the caller applies again
-/// to the values computed in Rust). `exp` is held above its underflow,
-/// which PostgreSQL reports as an error.
+/// to the values computed in Rust). Each term is `e^(lᵢ − l₁)`, or 0
+/// when that is below `e^−700`: computed so, the difference can neither
+/// overflow (both finite, `lᵢ ≤ l₁`) nor `exp` underflow, which
+/// PostgreSQL reports as errors; in floating point the terms left out
+/// add nothing to 1, as in Rust.
 const LIVE_TOP_ACCOUNTS: &str = concat!(
     "SELECT ",
     company_select!(),
@@ -78,9 +81,10 @@ const LIVE_TOP_ACCOUNTS: &str = concat!(
      WHERE s.tenant_id = $1 AND c.tenant_id = $1 AND s.score_log IS NOT NULL AND c.active \
      AND c.company_id IS NOT NULL GROUP BY c.company_id) t \
      JOIN companies co ON co.tenant_id = $1 AND co.id = t.company_id \
-     ORDER BY t.logs[1] + ln(1 + coalesce(exp(greatest(t.logs[2] - t.logs[1], -700)), 0) \
-     + coalesce(exp(greatest(t.logs[3] - t.logs[1], -700)), 0)) DESC, t.logs[1] DESC, \
-     co.id DESC LIMIT $2"
+     ORDER BY t.logs[1] + ln(1 \
+     + CASE WHEN t.logs[2] >= t.logs[1] - 700 THEN exp(t.logs[2] - t.logs[1]) ELSE 0 END \
+     + CASE WHEN t.logs[3] >= t.logs[1] - 700 THEN exp(t.logs[3] - t.logs[1]) ELSE 0 END) \
+     DESC, t.logs[1] DESC, co.id DESC LIMIT $2"
 );
 // The statement keeps three contacts per company.
 const _: () = assert!(ACCOUNT_TOP_CONTACTS == 3);

@@ -102,11 +102,18 @@ const ATTACH_TO_DEAL: &str = "INSERT INTO taggings (tenant_id, id, tag_id, deal_
      created_at) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (tenant_id, tag_id, deal_id) WHERE deal_id IS NOT NULL DO NOTHING";
 /// The tags a contact (a company) carries, with when each was attached:
-/// what a merge gives the survivor.
-const CARRIED_BY_CONTACT: &str =
-    "SELECT tag_id, created_at FROM taggings WHERE tenant_id = $1 AND contact_id = $2";
-const CARRIED_BY_COMPANY: &str =
-    "SELECT tag_id, created_at FROM taggings WHERE tenant_id = $1 AND company_id = $2";
+/// what a merge gives the survivor. The taggings are locked `FOR UPDATE`,
+/// so that a detach in progress is waited for (and its tagging then
+/// skipped), and the tags `FOR KEY SHARE`, so that a tag being deleted is
+/// waited for (and skipped) rather than failing the insert on its key.
+const CARRIED_BY_CONTACT: &str = "SELECT tg.tag_id, tg.created_at FROM taggings tg \
+     JOIN tags t ON t.tenant_id = tg.tenant_id AND t.id = tg.tag_id \
+     WHERE tg.tenant_id = $1 AND t.tenant_id = $1 AND tg.contact_id = $2 \
+     FOR UPDATE OF tg FOR KEY SHARE OF t";
+const CARRIED_BY_COMPANY: &str = "SELECT tg.tag_id, tg.created_at FROM taggings tg \
+     JOIN tags t ON t.tenant_id = tg.tenant_id AND t.id = tg.tag_id \
+     WHERE tg.tenant_id = $1 AND t.tenant_id = $1 AND tg.company_id = $2 \
+     FOR UPDATE OF tg FOR KEY SHARE OF t";
 // A merge's taggings for the survivor: `$2` ids, `$3` tags, `$4` attach
 // times, `$5` the survivor; a tag it already carries stays as it is.
 const ATTACH_ALL_TO_CONTACT: &str = "INSERT INTO taggings (tenant_id, id, tag_id, contact_id, \
@@ -336,9 +343,12 @@ impl PgTransaction {
 impl PgTransaction {
     /// Attaches to `to` every tag `from` carries (each a new tagging,
     /// recorded, keeping when the tag was attached), for a merge that then
-    /// deletes `from` and its taggings with it. Both records are locked
-    /// `FOR UPDATE` by the caller, so no tagging of either comes or goes
-    /// meanwhile. Two round trips when `from` carries tags, one otherwise.
+    /// deletes `from` and its taggings with it. The caller holds `from`
+    /// `FOR UPDATE`, so no tag is attached to it meanwhile; a detach from
+    /// it or a tag delete in progress is waited for (see
+    /// [`CARRIED_BY_CONTACT`]); one attaching to `to` meanwhile meets the
+    /// copy on the unique key and keeps one. Two round trips when `from`
+    /// carries tags, one otherwise.
     pub(super) async fn copy_taggings(&mut self, from: MergedRecord) -> Result<()> {
         let (read, write, from, to) = match from {
             MergedRecord::Contact { from, to } => (

@@ -1,0 +1,361 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! Merges racing single writes on PostgreSQL, each race set up step by
+//! step (a transaction holds a lock, the merge is seen waiting, then the
+//! first commits): tag detaches and deletes during a merge, records moved
+//! to the survivor during a company merge, and activities logged on both
+//! contacts of a merge. None loses an acknowledged write or deadlocks.
+
+mod support;
+
+use std::time::Duration;
+
+use crm_core::{
+    Actor, Context, Store, StoreExt, TenantId,
+    bulk::ConflictPolicy,
+    domain::{
+        ActivityKind, CompanyId, CompanyName, ContactPatch, Email, NewActivity, NewCompany,
+        NewContact, NewTag, PersonName, RecordRef, TagName,
+    },
+};
+use support::{TestDb, TestStore};
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:merge-race").unwrap())
+}
+
+fn new_contact(email: &str, company: Option<CompanyId>) -> NewContact {
+    NewContact {
+        company_id: company,
+        ..NewContact::new(
+            Email::parse(email).unwrap(),
+            PersonName::parse("Ada").unwrap(),
+            PersonName::parse("Lovelace").unwrap(),
+        )
+    }
+}
+
+async fn waiting(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn until_waiting(db: &TestDb, n: i64) {
+    for _ in 0..2000 {
+        if waiting(db).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never {n} waiting");
+}
+
+/// A detach of the loser's tag that is in progress when a contact merge
+/// reads the loser's tags is waited for: once acknowledged, the survivor
+/// does not get the tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_detached_from_the_loser_while_contacts_merge_stays_detached() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let s = crm
+        .create_contact(new_contact("s@x.example", None))
+        .await
+        .unwrap();
+    let l = crm
+        .create_contact(new_contact("l@x.example", None))
+        .await
+        .unwrap();
+    let tag = crm
+        .create_tag(NewTag::new(TagName::parse("T").unwrap()))
+        .await
+        .unwrap();
+    crm.attach_tag(tag.id, RecordRef::Contact(l.id))
+        .await
+        .unwrap();
+
+    let mut t1 = owner.begin(tenant, ctx()).await.unwrap();
+    assert!(
+        t1.detach_tag(tag.id, RecordRef::Contact(l.id))
+            .await
+            .unwrap()
+    );
+    let merger = owner.db().store();
+    let merge = tokio::spawn(async move {
+        merger
+            .scope(tenant, &ctx())
+            .merge_contacts(s.id, l.id, ConflictPolicy::NonEmptyIncoming)
+            .await
+    });
+    until_waiting(owner.db(), 1).await;
+    t1.commit().await.expect("the detach is acknowledged");
+    merge.await.unwrap().expect("merge ok");
+    let tags = crm.tags_of(RecordRef::Contact(s.id)).await.unwrap();
+    assert!(
+        tags.is_empty(),
+        "the survivor carries a tag whose detach from the loser was acknowledged"
+    );
+}
+
+/// The same for a company merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_detached_from_the_loser_while_companies_merge_stays_detached() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let s = crm
+        .create_company(NewCompany::new(CompanyName::parse("S").unwrap()))
+        .await
+        .unwrap();
+    let l = crm
+        .create_company(NewCompany::new(CompanyName::parse("L").unwrap()))
+        .await
+        .unwrap();
+    let tag = crm
+        .create_tag(NewTag::new(TagName::parse("T").unwrap()))
+        .await
+        .unwrap();
+    crm.attach_tag(tag.id, RecordRef::Company(l.id))
+        .await
+        .unwrap();
+
+    let mut t1 = owner.begin(tenant, ctx()).await.unwrap();
+    assert!(
+        t1.detach_tag(tag.id, RecordRef::Company(l.id))
+            .await
+            .unwrap()
+    );
+    let merger = owner.db().store();
+    let merge = tokio::spawn(async move {
+        merger
+            .scope(tenant, &ctx())
+            .merge_companies(s.id, l.id)
+            .await
+    });
+    until_waiting(owner.db(), 1).await;
+    t1.commit().await.expect("the detach is acknowledged");
+    merge.await.unwrap().expect("merge ok");
+    let tags = crm.tags_of(RecordRef::Company(s.id)).await.unwrap();
+    assert!(
+        tags.is_empty(),
+        "the survivor carries a tag whose detach from the loser was acknowledged"
+    );
+}
+
+/// A tag being deleted while a company merge copies the loser's tags is
+/// waited for and skipped; the merge succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_deleted_while_companies_merge_is_waited_for_not_an_error() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let s = crm
+        .create_company(NewCompany::new(CompanyName::parse("S").unwrap()))
+        .await
+        .unwrap();
+    let l = crm
+        .create_company(NewCompany::new(CompanyName::parse("L").unwrap()))
+        .await
+        .unwrap();
+    let tag = crm
+        .create_tag(NewTag::new(TagName::parse("T").unwrap()))
+        .await
+        .unwrap();
+    crm.attach_tag(tag.id, RecordRef::Company(l.id))
+        .await
+        .unwrap();
+
+    let mut t1 = owner.begin(tenant, ctx()).await.unwrap();
+    assert!(t1.delete_tag(tag.id).await.unwrap());
+    let merger = owner.db().store();
+    let merge = tokio::spawn(async move {
+        merger
+            .scope(tenant, &ctx())
+            .merge_companies(s.id, l.id)
+            .await
+    });
+    until_waiting(owner.db(), 1).await;
+    t1.commit().await.unwrap();
+    let r = merge.await.unwrap();
+    assert!(r.is_ok(), "the merge failed: {r:?}");
+}
+
+/// A contact moved from the loser to the survivor while the companies are
+/// merged: the update key-shares the survivor before it locks the contact,
+/// the merge's order (companies, then contacts), so neither deadlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moving_a_contact_to_the_survivor_while_companies_merge_does_not_deadlock() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let y = crm
+        .create_company(NewCompany::new(CompanyName::parse("Main").unwrap()))
+        .await
+        .unwrap();
+    let x = crm
+        .create_company(NewCompany::new(CompanyName::parse("Dup").unwrap()))
+        .await
+        .unwrap();
+    let c = crm
+        .create_contact(new_contact("c@x.example", Some(x.id)))
+        .await
+        .unwrap();
+    // T0 holds the contact's row lock (an update that changes nothing).
+    let mut t0 = owner.begin(tenant, ctx()).await.unwrap();
+    t0.update_contact(c.id, c.version, ContactPatch::default())
+        .await
+        .unwrap();
+    // T1: one call, moving the contact from the duplicate to the main company.
+    let mover = owner.db().store();
+    let (cid, cv, yid) = (c.id, c.version, y.id);
+    let moving = tokio::spawn(async move {
+        mover
+            .scope(tenant, &ctx())
+            .update_contact(
+                cid,
+                cv,
+                ContactPatch {
+                    company_id: Some(Some(yid)),
+                    ..ContactPatch::default()
+                },
+            )
+            .await
+    });
+    until_waiting(owner.db(), 1).await;
+    let merger = owner.db().store();
+    let (yid, xid) = (y.id, x.id);
+    let merging =
+        tokio::spawn(async move { merger.scope(tenant, &ctx()).merge_companies(yid, xid).await });
+    until_waiting(owner.db(), 2).await;
+    t0.commit().await.unwrap();
+    let (m, g) = (moving.await.unwrap(), merging.await.unwrap());
+    assert!(
+        m.is_ok() && g.is_ok(),
+        "the move ({m:?}) or the merge ({g:?}) failed"
+    );
+}
+
+/// A transaction that logs activities for both contacts of a merge, the
+/// survivor first: the merge locks the survivor `FOR NO KEY UPDATE`, which
+/// does not wait for the activity's key-share lock, so the two do not
+/// deadlock (the second activity finds the loser merged away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn activities_on_the_survivor_then_the_loser_do_not_deadlock_with_a_merge() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let a = crm
+        .create_contact(new_contact("a@x.example", None))
+        .await
+        .unwrap();
+    let b = crm
+        .create_contact(new_contact("b@x.example", None))
+        .await
+        .unwrap();
+    // The loser has the lower id: the merge locks it first.
+    let (l, s) = if a.id < b.id { (a, b) } else { (b, a) };
+    let mut t1 = owner.begin(tenant, ctx()).await.unwrap();
+    t1.log_activity(NewActivity::new(s.id, ActivityKind::Note))
+        .await
+        .unwrap();
+    let merger = owner.db().store();
+    let (sid, lid) = (s.id, l.id);
+    let merging = tokio::spawn(async move {
+        merger
+            .scope(tenant, &ctx())
+            .merge_contacts(sid, lid, ConflictPolicy::NonEmptyIncoming)
+            .await
+    });
+    // The merge either waits (for a lock the activity holds) or ends.
+    for _ in 0..2000 {
+        if merging.is_finished() || waiting(owner.db()).await >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = t1
+        .log_activity(NewActivity::new(l.id, ActivityKind::Note))
+        .await;
+    let committed = match &second {
+        Ok(_) => t1.commit().await.map(drop),
+        Err(_) => t1.rollback().await.map(drop),
+    };
+    let g = merging.await.unwrap();
+    committed.expect("the activity's transaction ends");
+    assert!(g.is_ok(), "the merge failed: {g:?}");
+    match second {
+        Ok(_) => {}
+        Err(crm_core::Error::NotFound { .. }) => {}
+        other => panic!("the second activity: {other:?}"),
+    }
+}
+
+/// The same with a deal moved from the loser to the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock() {
+    use crm_core::domain::{Currency, DealPatch, DealTitle, Money, NewDeal};
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let y = crm
+        .create_company(NewCompany::new(CompanyName::parse("Main").unwrap()))
+        .await
+        .unwrap();
+    let x = crm
+        .create_company(NewCompany::new(CompanyName::parse("Dup").unwrap()))
+        .await
+        .unwrap();
+    let c = crm
+        .create_contact(new_contact("c@x.example", None))
+        .await
+        .unwrap();
+    let d = crm
+        .create_deal(NewDeal {
+            company_id: Some(x.id),
+            ..NewDeal::new(
+                c.id,
+                DealTitle::parse("Renewal").unwrap(),
+                Money::parse("100", Currency::parse("EUR").unwrap()).unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+    let mut t0 = owner.begin(tenant, ctx()).await.unwrap();
+    t0.update_deal(d.id, d.version, DealPatch::default())
+        .await
+        .unwrap();
+    let mover = owner.db().store();
+    let (did, dv, yid) = (d.id, d.version, y.id);
+    let moving = tokio::spawn(async move {
+        mover
+            .scope(tenant, &ctx())
+            .update_deal(
+                did,
+                dv,
+                DealPatch {
+                    company_id: Some(Some(yid)),
+                    ..DealPatch::default()
+                },
+            )
+            .await
+    });
+    until_waiting(owner.db(), 1).await;
+    let merger = owner.db().store();
+    let (yid, xid) = (y.id, x.id);
+    let merging =
+        tokio::spawn(async move { merger.scope(tenant, &ctx()).merge_companies(yid, xid).await });
+    until_waiting(owner.db(), 2).await;
+    t0.commit().await.unwrap();
+    let (m, g) = (moving.await.unwrap(), merging.await.unwrap());
+    assert!(
+        m.is_ok() && g.is_ok(),
+        "the move ({m:?}) or the merge ({g:?}) failed"
+    );
+}
