@@ -17,7 +17,7 @@ use crm_core::{
         NewContact, NewTag, PersonName, RecordRef, TagName,
     },
 };
-use support::{TestDb, TestStore};
+use support::{Target, TestStore, lock_waiters, until_backends_wait_for_locks};
 
 fn ctx() -> Context {
     Context::new(Actor::parse("user:merge-race").unwrap())
@@ -34,35 +34,13 @@ fn new_contact(email: &str, company: Option<CompanyId>) -> NewContact {
     }
 }
 
-async fn waiting(db: &TestDb) -> i64 {
-    db.client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn until_waiting(db: &TestDb, n: i64) {
-    for _ in 0..2000 {
-        if waiting(db).await >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("never {n} waiting");
-}
-
 /// A detach of the loser's tag that is in progress when a contact merge
 /// reads the loser's tags is waited for: once acknowledged, the survivor
 /// does not get the tag.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tag_detached_from_the_loser_while_contacts_merge_stays_detached() {
-    let owner = TestStore::new().await;
+async fn a_tag_detached_from_the_loser_while_contacts_merge_stays_detached(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
     let s = crm
@@ -94,7 +72,7 @@ async fn a_tag_detached_from_the_loser_while_contacts_merge_stays_detached() {
             .merge_contacts(s.id, l.id, ConflictPolicy::NonEmptyIncoming)
             .await
     });
-    until_waiting(owner.db(), 1).await;
+    until_backends_wait_for_locks(owner.db(), 1).await;
     t1.commit().await.expect("the detach is acknowledged");
     merge.await.unwrap().expect("merge ok");
     let tags = crm.tags_of(RecordRef::Contact(s.id)).await.unwrap();
@@ -105,9 +83,10 @@ async fn a_tag_detached_from_the_loser_while_contacts_merge_stays_detached() {
 }
 
 /// The same for a company merge.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tag_detached_from_the_loser_while_companies_merge_stays_detached() {
-    let owner = TestStore::new().await;
+async fn a_tag_detached_from_the_loser_while_companies_merge_stays_detached(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
     let s = crm
@@ -139,7 +118,7 @@ async fn a_tag_detached_from_the_loser_while_companies_merge_stays_detached() {
             .merge_companies(s.id, l.id)
             .await
     });
-    until_waiting(owner.db(), 1).await;
+    until_backends_wait_for_locks(owner.db(), 1).await;
     t1.commit().await.expect("the detach is acknowledged");
     merge.await.unwrap().expect("merge ok");
     let tags = crm.tags_of(RecordRef::Company(s.id)).await.unwrap();
@@ -151,9 +130,10 @@ async fn a_tag_detached_from_the_loser_while_companies_merge_stays_detached() {
 
 /// A tag being deleted while a company merge copies the loser's tags is
 /// waited for and skipped; the merge succeeds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tag_deleted_while_companies_merge_is_waited_for_not_an_error() {
-    let owner = TestStore::new().await;
+async fn a_tag_deleted_while_companies_merge_is_waited_for_not_an_error(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
     let s = crm
@@ -181,7 +161,7 @@ async fn a_tag_deleted_while_companies_merge_is_waited_for_not_an_error() {
             .merge_companies(s.id, l.id)
             .await
     });
-    until_waiting(owner.db(), 1).await;
+    until_backends_wait_for_locks(owner.db(), 1).await;
     t1.commit().await.unwrap();
     let r = merge.await.unwrap();
     assert!(r.is_ok(), "the merge failed: {r:?}");
@@ -190,9 +170,10 @@ async fn a_tag_deleted_while_companies_merge_is_waited_for_not_an_error() {
 /// A contact moved from the loser to the survivor while the companies are
 /// merged: the update key-shares the survivor before it locks the contact,
 /// the merge's order (companies, then contacts), so neither deadlocks.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn moving_a_contact_to_the_survivor_while_companies_merge_does_not_deadlock() {
-    let owner = TestStore::new().await;
+async fn moving_a_contact_to_the_survivor_while_companies_merge_does_not_deadlock(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
     let y = crm
@@ -228,12 +209,12 @@ async fn moving_a_contact_to_the_survivor_while_companies_merge_does_not_deadloc
             )
             .await
     });
-    until_waiting(owner.db(), 1).await;
+    until_backends_wait_for_locks(owner.db(), 1).await;
     let merger = owner.db().store();
     let (yid, xid) = (y.id, x.id);
     let merging =
         tokio::spawn(async move { merger.scope(tenant, &ctx()).merge_companies(yid, xid).await });
-    until_waiting(owner.db(), 2).await;
+    until_backends_wait_for_locks(owner.db(), 2).await;
     t0.commit().await.unwrap();
     let (m, g) = (moving.await.unwrap(), merging.await.unwrap());
     assert!(
@@ -246,9 +227,10 @@ async fn moving_a_contact_to_the_survivor_while_companies_merge_does_not_deadloc
 /// survivor first: the merge locks the survivor `FOR NO KEY UPDATE`, which
 /// does not wait for the activity's key-share lock, so the two do not
 /// deadlock (the second activity finds the loser merged away).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn activities_on_the_survivor_then_the_loser_do_not_deadlock_with_a_merge() {
-    let owner = TestStore::new().await;
+async fn activities_on_the_survivor_then_the_loser_do_not_deadlock_with_a_merge(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
     let a = crm
@@ -274,8 +256,9 @@ async fn activities_on_the_survivor_then_the_loser_do_not_deadlock_with_a_merge(
             .await
     });
     // The merge either waits (for a lock the activity holds) or ends.
+    let client = owner.db().client().await;
     for _ in 0..2000 {
-        if merging.is_finished() || waiting(owner.db()).await >= 1 {
+        if merging.is_finished() || lock_waiters(owner.db(), &client).await >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -298,10 +281,11 @@ async fn activities_on_the_survivor_then_the_loser_do_not_deadlock_with_a_merge(
 }
 
 /// The same with a deal moved from the loser to the survivor.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock() {
+async fn moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock(target: Target) {
     use crm_core::domain::{Currency, DealPatch, DealTitle, Money, NewDeal};
-    let owner = TestStore::new().await;
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
     let y = crm
@@ -346,12 +330,12 @@ async fn moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock()
             )
             .await
     });
-    until_waiting(owner.db(), 1).await;
+    until_backends_wait_for_locks(owner.db(), 1).await;
     let merger = owner.db().store();
     let (yid, xid) = (y.id, x.id);
     let merging =
         tokio::spawn(async move { merger.scope(tenant, &ctx()).merge_companies(yid, xid).await });
-    until_waiting(owner.db(), 2).await;
+    until_backends_wait_for_locks(owner.db(), 2).await;
     t0.commit().await.unwrap();
     let (m, g) = (moving.await.unwrap(), merging.await.unwrap());
     assert!(
@@ -359,3 +343,12 @@ async fn moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock()
         "the move ({m:?}) or the merge ({g:?}) failed"
     );
 }
+
+crate::on_every_target!(
+    a_tag_detached_from_the_loser_while_contacts_merge_stays_detached(worker_threads = 4),
+    a_tag_detached_from_the_loser_while_companies_merge_stays_detached(worker_threads = 4),
+    a_tag_deleted_while_companies_merge_is_waited_for_not_an_error(worker_threads = 4),
+    moving_a_contact_to_the_survivor_while_companies_merge_does_not_deadlock(worker_threads = 4),
+    activities_on_the_survivor_then_the_loser_do_not_deadlock_with_a_merge(worker_threads = 4),
+    moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock(worker_threads = 4),
+);

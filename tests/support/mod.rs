@@ -456,27 +456,39 @@ impl Drop for TestRole {
 /// behind another's row, key or advisory lock), so that a test interleaves
 /// as it says whatever the machine's speed. Fails after a minute.
 pub async fn until_a_backend_waits_for_a_lock(db: &TestDb) {
+    until_backends_wait_for_locks(db, 1).await;
+}
+
+/// How many backends of `db` wait for a lock now (on a Citus cluster,
+/// on its workers).
+#[allow(dead_code)]
+pub async fn lock_waiters(db: &TestDb, client: &tokio_postgres::Client) -> i64 {
+    match &db.citus {
+        None => client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0),
+        Some(place) => place.lock_waits(client).await,
+    }
+}
+
+/// Waits until at least `n` backends of `db` wait for a lock. Fails after
+/// a minute.
+pub async fn until_backends_wait_for_locks(db: &TestDb, n: i64) {
     let client = db.client().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let waiting: i64 = match &db.citus {
-            None => client
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0),
-            Some(place) => place.lock_waits(&client).await,
-        };
-        if waiting > 0 {
+        if lock_waiters(db, &client).await >= n {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no backend of {} waited for a lock within a minute",
+            "fewer than {n} backends of {} waited for a lock within a minute",
             db.name()
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -202,6 +202,25 @@ impl PgTransaction {
         }
     }
 
+    /// Key-shares the company an update links its record to (`link`: the
+    /// patch's `company_id`), before the record is locked: the order of a
+    /// company delete or merge (company, then its records), with which the
+    /// update could otherwise deadlock. A missing company comes back as
+    /// the error to report once the record's own checks pass.
+    pub(super) async fn share_linked_company(
+        &mut self,
+        link: Option<Option<CompanyId>>,
+    ) -> Result<Option<Error>> {
+        match link {
+            Some(Some(company)) => match self.share_company(company).await {
+                Ok(()) => Ok(None),
+                Err(e @ Error::NotFound { .. }) => Ok(Some(e)),
+                Err(e) => Err(e),
+            },
+            _ => Ok(None),
+        }
+    }
+
     /// The domain a new contact is linked to a company by: its email's,
     /// when this store links by domain, the contact names no company and
     /// the domain is not a free-mail one.
@@ -343,19 +362,9 @@ impl ContactsTx for PgTransaction {
         expected: Version,
         patch: ContactPatch,
     ) -> Result<Contact> {
-        // A company the patch links to is key-shared before the contact is
-        // locked: the order of a company delete or merge (company, then
-        // its contacts), which would otherwise deadlock with this.
-        // A missing company is reported after what the contract checks
-        // first (the contact, its version, the email).
-        let missing_company = match patch.company_id {
-            Some(Some(company)) => match self.share_company(company).await {
-                Ok(()) => None,
-                Err(e @ Error::NotFound { .. }) => Some(e),
-                Err(e) => return Err(e),
-            },
-            _ => None,
-        };
+        // The company first (see `share_linked_company`); a missing one is
+        // reported after the contact, its version and the email.
+        let missing_company = self.share_linked_company(patch.company_id).await?;
         let current = self.lock_contact(id).await?;
         crate::store::shared::check_version(Entity::Contact, id, expected, current.version)?;
         if let Some(email) = &patch.email {

@@ -278,19 +278,9 @@ impl DealsTx for PgTransaction {
         patch: DealPatch,
     ) -> Result<Deal> {
         let patch = patch.checked()?;
-        // A company the patch links to is key-shared before the deal is
-        // locked: the order of a company delete or merge (company, then
-        // its deals), which would otherwise deadlock with this.
-        // A missing company is reported after what the contract checks
-        // first (the deal, its version).
-        let missing_company = match patch.company_id {
-            Some(Some(company)) => match self.share_company(company).await {
-                Ok(()) => None,
-                Err(e @ Error::NotFound { .. }) => Some(e),
-                Err(e) => return Err(e),
-            },
-            _ => None,
-        };
+        // The company first (see `share_linked_company`); a missing one is
+        // reported after the deal and its version.
+        let missing_company = self.share_linked_company(patch.company_id).await?;
         let current = self.lock_deal(id).await?;
         crate::store::shared::check_version(Entity::Deal, id, expected, current.version)?;
         if let Some(e) = missing_company {
