@@ -329,6 +329,17 @@ macro_rules! __conformance_suite {
             company_timeline_pages_the_activities_of_its_contacts_newest_first,
             deals_of_a_company_page_newest_first,
             pipeline_summary_for_a_company_counts_only_its_deals,
+            // The change feed.
+            every_committed_change_is_one_event_in_commit_order,
+            companies_tags_tasks_and_deletes_are_events,
+            rolled_back_work_leaves_no_event_and_no_gap,
+            score_write_backs_write_no_event,
+            consumers_read_after_their_own_cursor,
+            an_ack_commits_or_rolls_back_with_its_transaction,
+            a_cursor_behind_the_retention_is_an_error,
+            feed_input_is_checked,
+            the_feed_is_invisible_to_another_tenant,
+            an_erasure_scrubs_earlier_events,
         }
     };
 }
@@ -483,3 +494,5 @@ mod links;
 pub use links::*;
 mod companies;
 pub use companies::*;
+mod feed;
+pub use feed::*;
