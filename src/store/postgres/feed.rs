@@ -29,24 +29,31 @@ const CONSUMER: &str =
     "SELECT position, seq FROM feed_consumers WHERE tenant_id = $1 AND name = $2";
 /// The tenant's last position, the last purged event, and the index of
 /// the last event of the last position (NULL when it was purged).
-const HEAD: &str = "SELECT h.position, h.purged_position, h.purged_seq, max(e.seq) \
-     FROM feed_heads h \
-     LEFT JOIN feed_commits c ON c.tenant_id = $1 AND c.position = h.position \
-     LEFT JOIN feed_events e ON e.tenant_id = $1 AND e.txn = c.txn \
-     WHERE h.tenant_id = $1 \
-     GROUP BY h.position, h.purged_position, h.purged_seq";
+///
+/// Written so that the only plan is a walk of the keys (each lookup an
+/// equality on a key): a plan cached while the tables were small and
+/// without statistics must not scan a tenant's events to join them.
+const HEAD: &str = "SELECT h.position, h.purged_position, h.purged_seq, \
+     (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = \
+         (SELECT c.txn FROM feed_commits c WHERE c.tenant_id = $1 AND c.position = h.position)) \
+     FROM feed_heads h WHERE h.tenant_id = $1";
 /// The events after `($2, $3)`, up to `$4`, with their diffs from the
 /// history (a primary-key lookup; none for activities, signals and purged
 /// versions). Only committed transactions have a position, and the
 /// positions a snapshot sees are always a prefix: nothing can be skipped.
+/// At most `$4` commits are needed (each has an event), walked in order on
+/// `feed_commits_position_key`; each commit's events and each version are
+/// equality lookups on their primary keys, whatever the statistics.
 const EVENTS_AFTER: &str = "SELECT c.position, e.seq, c.committed_at, e.entity_kind, \
-     e.entity_id, e.operation, e.version, h.diff, e.actor, e.reason, e.request_id, \
-     e.idempotency_key \
-     FROM feed_commits c \
-     JOIN feed_events e ON e.tenant_id = c.tenant_id AND e.txn = c.txn \
-     LEFT JOIN history h ON h.tenant_id = $1 AND h.entity_id = e.entity_id \
-         AND h.valid_from = e.valid_from \
-     WHERE c.tenant_id = $1 AND e.tenant_id = $1 AND c.position >= $2 AND (c.position > $2 OR e.seq > $3) \
+     e.entity_id, e.operation, e.version, \
+     (SELECT h.diff FROM history h WHERE h.tenant_id = $1 AND h.entity_id = e.entity_id \
+          AND h.valid_from = e.valid_from), \
+     e.actor, e.reason, e.request_id, e.idempotency_key \
+     FROM (SELECT txn, position, committed_at FROM feed_commits \
+            WHERE tenant_id = $1 AND position >= $2 ORDER BY position LIMIT $4) AS c \
+     CROSS JOIN LATERAL (SELECT * FROM feed_events e \
+            WHERE e.tenant_id = $1 AND e.txn = c.txn AND (c.position > $2 OR e.seq > $3) \
+            ORDER BY e.seq LIMIT $4) AS e \
      ORDER BY c.position, e.seq \
      LIMIT $4";
 const ACK: &str = "INSERT INTO feed_consumers (tenant_id, name, position, seq, updated_at) \

@@ -148,7 +148,12 @@ BEGIN
         RETURNING h.position INTO given;
     UPDATE feed_commits SET position = given, committed_at = at
      WHERE tenant_id = NEW.tenant_id AND txn = NEW.txn;
-    PERFORM pg_notify('crm_feed_' || replace(NEW.tenant_id::text, '-', ''), '');
+    -- Not on a shard of a distributed PostgreSQL (Citus), where the
+    -- trigger fires on a worker: no one listens there, and a transaction
+    -- that sent NOTIFY cannot take part in a two-phase commit.
+    IF TG_TABLE_NAME = 'feed_commits' THEN
+        PERFORM pg_notify('crm_feed_' || replace(NEW.tenant_id::text, '-', ''), '');
+    END IF;
     RETURN NULL;
 END
 $$;
