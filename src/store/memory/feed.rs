@@ -48,10 +48,16 @@ pub(super) struct PendingEvent {
     operation: Operation,
     version: Option<i64>,
     history: Option<EntryKey>,
-    actor: String,
-    reason: Option<String>,
-    request_id: Option<String>,
-    idempotency_key: Option<String>,
+    acting: Acting,
+}
+
+/// Who made a change, why and for what, as its event records it.
+#[derive(Clone)]
+pub(super) struct Acting {
+    pub(super) actor: String,
+    pub(super) reason: Option<String>,
+    pub(super) request_id: Option<String>,
+    pub(super) idempotency_key: Option<String>,
 }
 
 /// What to restore on rollback.
@@ -122,7 +128,8 @@ impl MemoryFeed {
 
 impl MemoryTransaction {
     /// Writes one event of this transaction. `history` names the version
-    /// it announces, if the history keeps the record.
+    /// it announces, if the history keeps the record; `acting` is the
+    /// version's context (the transaction's when `None`).
     pub(super) fn feed_write(
         &mut self,
         kind: FeedKind,
@@ -130,16 +137,16 @@ impl MemoryTransaction {
         operation: Operation,
         version: Option<i64>,
         history: Option<EntryKey>,
-        context: Option<(String, Option<String>, Option<String>, Option<String>)>,
+        acting: Option<Acting>,
     ) -> Result<()> {
-        let (actor, reason, request_id, idempotency_key) = context.unwrap_or_else(|| {
+        let acting = acting.unwrap_or_else(|| {
             let c = &self.context;
-            (
-                c.actor().as_str().to_string(),
-                c.reason().map(str::to_string),
-                c.request_id().map(str::to_string),
-                c.idempotency_key().map(str::to_string),
-            )
+            Acting {
+                actor: c.actor().as_str().to_string(),
+                reason: c.reason().map(str::to_string),
+                request_id: c.request_id().map(str::to_string),
+                idempotency_key: c.idempotency_key().map(str::to_string),
+            }
         });
         let event = PendingEvent {
             kind,
@@ -147,10 +154,7 @@ impl MemoryTransaction {
             operation,
             version,
             history,
-            actor,
-            reason,
-            request_id,
-            idempotency_key,
+            acting,
         };
         let tenant = self.tenant;
         let feed = &mut self.data_mut()?.feed;
@@ -216,10 +220,10 @@ impl MemoryTransaction {
                     operation: e.operation,
                     version: e.version,
                     diff,
-                    actor: e.actor.clone(),
-                    reason: e.reason.clone(),
-                    request_id: e.request_id.clone(),
-                    idempotency_key: e.idempotency_key.clone(),
+                    actor: e.acting.actor.clone(),
+                    reason: e.acting.reason.clone(),
+                    request_id: e.acting.request_id.clone(),
+                    idempotency_key: e.acting.idempotency_key.clone(),
                 });
             }
         }

@@ -150,12 +150,12 @@ impl MemoryTransaction {
         // here), with the context the version records.
         let key = (id, at.timestamp_micros());
         let version = entry.values.get("version").and_then(Value::as_i64);
-        let context = (
-            entry.actor.clone(),
-            entry.reason.clone(),
-            entry.request_id.clone(),
-            entry.idempotency_key.clone(),
-        );
+        let acting = super::feed::Acting {
+            actor: entry.actor.clone(),
+            reason: entry.reason.clone(),
+            request_id: entry.request_id.clone(),
+            idempotency_key: entry.idempotency_key.clone(),
+        };
         self.put_history(key, Some(entry))?;
         self.feed_write(
             entity.kind().into(),
@@ -163,7 +163,7 @@ impl MemoryTransaction {
             operation,
             version,
             Some(key),
-            Some(context),
+            Some(acting),
         )
     }
 }
