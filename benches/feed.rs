@@ -23,6 +23,11 @@
 //!   consumer reads them all with `next_batch` and `ack` (batches of 5,000,
 //!   one transaction each): events per second.
 //!
+//! `CRM_BENCH_FEED_PARTS` picks the parts (`create,latency,catchup`, all
+//! by default); with `CRM_BENCH_FEED_NO_NOTIFY=1` the commit trigger sends
+//! no `NOTIFY` (to measure what the wake-up costs; the subscriber then
+//! polls).
+//!
 //! Timing only; nothing is asserted.
 
 use std::{
@@ -151,28 +156,51 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
     );
     store.migrate().await?;
     let counter = Arc::new(AtomicU64::new(0));
+    let parts = std::env::var("CRM_BENCH_FEED_PARTS")
+        .unwrap_or_else(|_| "create,latency,catchup".to_string());
+    if std::env::var("CRM_BENCH_FEED_NO_NOTIFY").is_ok_and(|v| v == "1") {
+        let body: String = db
+            .query_one(
+                "SELECT pg_get_functiondef('crm.crm_feed_commit'::regproc)",
+                &[],
+            )
+            .await?
+            .get(0);
+        let start = body
+            .find("    IF TG_TABLE_NAME")
+            .ok_or("no NOTIFY in the trigger")?;
+        let end = start + body[start..].find("END IF;").ok_or("no END IF")? + "END IF;".len();
+        db.batch_execute(&format!("{}{}", &body[..start], &body[end..]))
+            .await?;
+        println!("(the commit trigger sends no NOTIFY)");
+    }
 
     // ---- create contact, with and without the feed ----
-    let one = [TenantId::new()];
-    let eight: Vec<TenantId> = (0..8).map(|_| TenantId::new()).collect();
-    for (label, tenants, clients) in [
-        ("1 client, 1 tenant", &one[..], 1),
-        ("8 clients, 1 tenant", &one[..], 8),
-        ("8 clients, 8 tenants", &eight[..], 8),
-    ] {
-        let (mut with, mut without) = (0.0, 0.0);
-        for _ in 0..ROUNDS {
+    if parts.contains("create") {
+        let one = [TenantId::new()];
+        let eight: Vec<TenantId> = (0..8).map(|_| TenantId::new()).collect();
+        for (label, tenants, clients) in [
+            ("1 client, 1 tenant", &one[..], 1),
+            ("8 clients, 1 tenant", &one[..], 8),
+            ("8 clients, 8 tenants", &eight[..], 8),
+        ] {
+            let (mut with, mut without) = (0.0, 0.0);
+            for _ in 0..ROUNDS {
+                feed_triggers(&db, true).await?;
+                with += create_rate(&store, tenants, clients, &counter).await;
+                feed_triggers(&db, false).await?;
+                without += create_rate(&store, tenants, clients, &counter).await;
+            }
             feed_triggers(&db, true).await?;
-            with += create_rate(&store, tenants, clients, &counter).await;
-            feed_triggers(&db, false).await?;
-            without += create_rate(&store, tenants, clients, &counter).await;
+            let (with, without) = (with / ROUNDS as f64, without / ROUNDS as f64);
+            println!(
+                "| create contact, {label} | {with:.0} /s | {without:.0} /s | {:.2}× |",
+                with / without
+            );
         }
-        feed_triggers(&db, true).await?;
-        let (with, without) = (with / ROUNDS as f64, without / ROUNDS as f64);
-        println!(
-            "| create contact, {label} | {with:.0} /s | {without:.0} /s | {:.2}× |",
-            with / without
-        );
+    }
+    if !parts.contains("latency") && !parts.contains("catchup") {
+        return Ok(());
     }
 
     // ---- commit to subscriber ----

@@ -135,8 +135,7 @@ $$;
 -- on the tenant's head row is held until the commit has ended, so the next
 -- transaction of the tenant takes the next number only once this one is
 -- visible. The time is computed first and written as a value (Citus
--- refuses a volatile call beside columns in an UPDATE). The wake-up is
--- payload-free: subscribers read by position.
+-- refuses a volatile call beside columns in an UPDATE).
 CREATE FUNCTION crm_feed_commit() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
@@ -148,11 +147,17 @@ BEGIN
         RETURNING h.position INTO given;
     UPDATE feed_commits SET position = given, committed_at = at
      WHERE tenant_id = NEW.tenant_id AND txn = NEW.txn;
-    -- Not on a shard of a distributed PostgreSQL (Citus), where the
-    -- trigger fires on a worker: no one listens there, and a transaction
-    -- that sent NOTIFY cannot take part in a two-phase commit.
+    -- The wake-up is not sent from here: a transaction that sent NOTIFY
+    -- holds a lock of the whole database from its commit's start to its
+    -- end, so that every notifying commit would wait for the others (and
+    -- a prepared transaction of Citus may not notify at all). The session
+    -- remembers the tenant instead (a session-level setting survives the
+    -- commit and is undone with an aborted transaction), and the store
+    -- sends the NOTIFY right after the COMMIT, in a transaction of its own
+    -- (WAKE in transaction.rs). Not on a shard of a distributed
+    -- PostgreSQL (Citus), whose worker session no one reads.
     IF TG_TABLE_NAME = 'feed_commits' THEN
-        PERFORM pg_notify('crm_feed_' || replace(NEW.tenant_id::text, '-', ''), '');
+        PERFORM set_config('crm.feed_wake', NEW.tenant_id::text, false);
     END IF;
     RETURN NULL;
 END
