@@ -40,6 +40,21 @@
 //! the diffs of the events whose versions it purged: those events come
 //! with no diff.
 //!
+//! # Push
+//!
+//! [`subscribe`] turns a consumer into a [`Stream`](futures_util::Stream)
+//! of events: it reads by position and, when it has read everything,
+//! waits for a wake-up ([`WakeUps`]: an in-process channel in memory,
+//! `PostgresStore::feed_wake_ups` on PostgreSQL, a payload-free
+//! LISTEN/NOTIFY) or for its poll interval. A lost connection loses
+//! nothing: the stream reads again from the cursor kept in the store.
+//!
+//! # Operators
+//!
+//! [`FeedHeads`](crate::store::FeedHeads) lists every tenant's last
+//! position, for a host's own workers; on PostgreSQL only for a role that
+//! is a member of `crm_feed_operator` (row-level security).
+//!
 //! How the PostgreSQL backend numbers commits without ever skipping one,
 //! also on Citus, and why not by a sequence, by transaction ids or by
 //! logical decoding: `ARCHITECTURE.md` in the repository, section "Change

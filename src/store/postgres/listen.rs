@@ -1,7 +1,8 @@
 //! Wake-ups of the change feed on PostgreSQL: a connection of its own
 //! (pooled connections do not pass notifications on) that `LISTEN`s to a
 //! tenant's channel, `crm_feed_<tenant id without hyphens>`, on which the
-//! feed's commit trigger sends a payload-free `NOTIFY`. The connection is
+//! store sends a payload-free `NOTIFY` right after a commit that wrote
+//! events (`WAKE` in `transaction.rs`). The connection is
 //! opened again when it is lost, and every (re)connection is a wake-up
 //! too, so that a subscriber reads from its cursor whatever it missed.
 

@@ -351,8 +351,11 @@ impl PostgresStore {
     /// a connection of its own `LISTEN`s to the tenant's channel (reopened
     /// when lost) while the stream lives. Without a way to connect (see
     /// [`with_feed_listener`](Self::with_feed_listener)), none come and
-    /// subscriptions poll. On Citus the commit's `NOTIFY` is sent by the
-    /// worker, where no one listens: subscriptions there poll too.
+    /// subscriptions poll. The `NOTIFY` is sent by the store right after
+    /// a commit that wrote events; on Citus the store cannot tell (the
+    /// feed's triggers run on the workers) and sends none, and writes made
+    /// by SQL outside the store send none either: subscriptions find those
+    /// events at their next poll.
     pub fn feed_wake_ups(&self, tenant: TenantId) -> crate::feed::WakeUps {
         match &self.listener {
             Some(l) => l.wake_ups(tenant),
