@@ -40,8 +40,9 @@ use crate::{
 ///   silent jump.
 /// - **Input.** A consumer's name is a [`ConsumerName`]; `max` is 1 to
 ///   [`MAX_FEED_BATCH`] ([`Error::Validation`] on `max`); a position has
-///   no negative part and no commit after the last one
-///   ([`Error::Validation`] on `position`).
+///   no negative part, and one given to [`ack`](FeedTx::ack) no commit
+///   after the last one ([`Error::Validation`] on `position`). Reading
+///   after a position past the last event returns nothing.
 #[async_trait]
 pub trait FeedTx: Send {
     /// Up to `max` events after `consumer`'s cursor, in position order.
