@@ -15,10 +15,12 @@
 //! Each tenant's events are ordered by [`FeedPosition`]: the transactions
 //! are numbered in the order they **committed**, 1, 2, 3, … with no gap,
 //! and the events of one transaction in the order they were written. A
-//! reader never sees a position while an earlier one can still appear: a
-//! transaction that stays open delays the readers of events committed
-//! after it, and never makes them skip one. Two changes of the same record
-//! therefore come in the order they were committed.
+//! reader never sees a position while an earlier one can still appear,
+//! and a transaction that stays open never makes a reader skip an event:
+//! it has no position until it commits, and then takes the next one (so
+//! it does not delay the readers of what others commit meanwhile either).
+//! Two changes of the same record therefore come in the order they were
+//! committed.
 //!
 //! # Consumers
 //!

@@ -26,8 +26,10 @@ use crate::{
 ///   the order they were written ([`FeedPosition`]). A read returns the
 ///   events after a position, in position order, and never returns an
 ///   event while one before it can still appear: a transaction still open
-///   delays the events committed after it, never hides them. Two changes
-///   of one record appear in the order they were committed.
+///   may delay the events committed after it (a backend that numbers at
+///   commit, as the built-in ones do, does not even delay them: the open
+///   transaction takes the number after theirs), and never hides them.
+///   Two changes of one record appear in the order they were committed.
 /// - **Consumers.** A named consumer's cursor is kept in the store, per
 ///   tenant. [`next_batch`](FeedTx::next_batch) returns the events after
 ///   it; [`ack`](FeedTx::ack) moves it, forward or back, as a write of the
