@@ -80,6 +80,7 @@
 
 pub mod bulk;
 pub mod domain;
+pub mod feed;
 pub mod history;
 pub mod idempotency;
 pub mod prelude;

@@ -338,6 +338,17 @@ macro_rules! __conformance_suite {
             top_accounts_of_many_contacts_are_the_ones_every_state_gives,
             top_accounts_with_extreme_and_near_tied_states_cut_where_they_rank,
             deal_search_filters_by_owner_company_contact_stage_and_tags,
+            // The change feed.
+            every_committed_change_is_one_event_in_commit_order,
+            companies_tags_tasks_and_deletes_are_events,
+            rolled_back_work_leaves_no_event_and_no_gap,
+            score_write_backs_write_no_event,
+            consumers_read_after_their_own_cursor,
+            an_ack_commits_or_rolls_back_with_its_transaction,
+            a_cursor_behind_the_retention_is_an_error,
+            feed_input_is_checked,
+            the_feed_is_invisible_to_another_tenant,
+            an_erasure_scrubs_earlier_events,
         }
     };
 }
@@ -494,3 +505,5 @@ mod companies;
 pub use companies::*;
 mod merges;
 pub use merges::*;
+mod feed;
+pub use feed::*;

@@ -121,6 +121,23 @@ pub enum Error {
         /// The fingerprint of the payload just received.
         fingerprint: super::idempotency::Fingerprint,
     },
+
+    /// A read of the change feed asked for events the retention has
+    /// purged: the consumer's cursor (or the position read from) is behind
+    /// the oldest event still held. Nothing skips ahead on its own: move
+    /// the cursor (`ack`) to a retained position, knowing what was lost.
+    #[error(
+        "the feed position {position}{} is behind the retention: events up to {purged} were purged",
+        consumer.as_ref().map(|c| format!(" of consumer {c}")).unwrap_or_default()
+    )]
+    FeedExpired {
+        /// The consumer whose cursor it is, when a consumer read.
+        consumer: Option<super::feed::ConsumerName>,
+        /// The position read from.
+        position: super::feed::FeedPosition,
+        /// The last purged position: reads start after it.
+        purged: super::feed::FeedPosition,
+    },
 }
 
 impl Error {
@@ -136,6 +153,7 @@ impl Error {
             Error::Backend { .. } => ErrorKind::Backend,
             Error::KeyInUse { .. } => ErrorKind::KeyInUse,
             Error::FingerprintMismatch { .. } => ErrorKind::FingerprintMismatch,
+            Error::FeedExpired { .. } => ErrorKind::FeedExpired,
         }
     }
 
@@ -210,6 +228,8 @@ pub enum ErrorKind {
     KeyInUse,
     /// See [`Error::FingerprintMismatch`].
     FingerprintMismatch,
+    /// See [`Error::FeedExpired`].
+    FeedExpired,
 }
 
 /// The kinds of record the store keeps.

@@ -12,6 +12,7 @@ mod contact;
 mod deal;
 mod email;
 pub(crate) mod error;
+mod feed;
 mod from_json;
 mod history;
 pub(crate) mod idempotency;
@@ -50,6 +51,7 @@ pub use deal::{
     NewDealDto,
 };
 pub use email::Email;
+pub use feed::{ConsumerName, FeedEvent, FeedKind, FeedPosition, MAX_FEED_BATCH, check_feed_batch};
 pub(crate) use from_json::read_value;
 pub use from_json::{FromJson, ROOT_FIELD};
 pub use history::{

@@ -30,6 +30,7 @@ mod companies;
 mod contacts;
 mod deals;
 mod ext;
+mod feed;
 mod history;
 mod idempotency;
 mod scope;
@@ -45,6 +46,7 @@ pub use companies::{CompaniesTx, CompanyQuery, CompanySort, CompanySortKey, Owne
 pub use contacts::{ContactQuery, ContactSort, ContactSortKey, ContactsTx, MAX_PREFIX_CHARS};
 pub use deals::{CurrencyTotal, DealQuery, DealsTx, PipelineSummary, StageSummary};
 pub use ext::StoreExt;
+pub use feed::{FeedHeads, FeedTx};
 pub use history::HistoryTx;
 pub use idempotency::IdempotencyTx;
 pub use scope::Scope;
@@ -53,6 +55,11 @@ pub use tags::{MAX_FILTER_TAGS, TagFilter, TagsTx};
 pub use tasks::TasksTx;
 pub use timeline::TimelineTx;
 pub use traced::trace_transaction;
+
+/// The current time as the store stamps it (UTC, microseconds).
+pub(crate) fn shared_now() -> Timestamp {
+    shared::now()
+}
 
 pub mod memory;
 #[cfg(feature = "postgres")]
@@ -207,6 +214,7 @@ pub trait Transaction:
     + IdempotencyTx
     + BulkTx
     + ScoringTx
+    + FeedTx
     + fmt::Debug
     + Send
 {

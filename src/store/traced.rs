@@ -38,9 +38,9 @@ use async_trait::async_trait;
 use tracing::{Instrument, Span, field::Empty};
 
 use super::{
-    BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealQuery, DealsTx, HistoryTx,
-    IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx, TasksTx, TimelineTx,
-    Transaction,
+    BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealQuery, DealsTx, FeedTx,
+    HistoryTx, IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx, TasksTx,
+    TimelineTx, Transaction,
 };
 use crate::{
     domain::*,
@@ -202,6 +202,7 @@ fn kind_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Backend => "backend",
         ErrorKind::KeyInUse => "key_in_use",
         ErrorKind::FingerprintMismatch => "fingerprint_mismatch",
+        ErrorKind::FeedExpired => "feed_expired",
     }
 }
 
@@ -338,6 +339,15 @@ traced_area!(HistoryTx {
     ) -> Page<HistoryEntry>;
     fn purge_history(&mut self, before: Timestamp) -> u64;
     fn erase_contact(&mut self, id: ContactId) -> Contact;
+});
+
+traced_area!(FeedTx {
+    fn next_batch(&mut self, consumer: &ConsumerName, max: usize) -> Vec<FeedEvent>;
+    fn ack(&mut self, consumer: &ConsumerName, position: FeedPosition) -> ();
+    fn consumer_position(&mut self, consumer: &ConsumerName) -> FeedPosition;
+    fn events_after(&mut self, after: FeedPosition, max: usize) -> Vec<FeedEvent>;
+    fn feed_head(&mut self) -> FeedPosition;
+    fn purge_feed(&mut self, before: Timestamp) -> u64;
 });
 
 traced_area!(IdempotencyTx {

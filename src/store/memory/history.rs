@@ -54,6 +54,11 @@ impl MemoryHistory {
         old
     }
 
+    /// The entry at `key`, if it is still kept.
+    pub(super) fn get(&self, key: &EntryKey) -> Option<&HistoryEntry> {
+        self.entries.get(key)
+    }
+
     fn of(&self, id: Uuid) -> impl DoubleEndedIterator<Item = (&EntryKey, &HistoryEntry)> {
         self.entries.range((id, i64::MIN)..=(id, i64::MAX))
     }
@@ -141,7 +146,25 @@ impl MemoryTransaction {
             request_id: context.request_id().map(str::to_string),
             idempotency_key: context.idempotency_key().map(str::to_string),
         };
-        self.put_history((id, at.timestamp_micros()), Some(entry))
+        // The version is also the feed's event (its diff is read from
+        // here), with the context the version records.
+        let key = (id, at.timestamp_micros());
+        let version = entry.values.get("version").and_then(Value::as_i64);
+        let acting = super::feed::Acting {
+            actor: entry.actor.clone(),
+            reason: entry.reason.clone(),
+            request_id: entry.request_id.clone(),
+            idempotency_key: entry.idempotency_key.clone(),
+        };
+        self.put_history(key, Some(entry))?;
+        self.feed_write(
+            entity.kind().into(),
+            id,
+            operation,
+            version,
+            Some(key),
+            Some(acting),
+        )
     }
 }
 

@@ -23,7 +23,7 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{Store, Transaction, traced};
+use super::{Store, Transaction, shared::now as shared_now, traced};
 use crate::{
     domain::{
         Activity, ActivityId, Company, CompanyId, Contact, ContactId, Context, Deal, DealId,
@@ -37,6 +37,7 @@ mod bulk;
 mod companies;
 mod contacts;
 mod deals;
+mod feed;
 mod history;
 mod idempotency;
 mod scoring;
@@ -52,6 +53,8 @@ pub struct InMemoryStore {
     pipelines: Arc<Pipelines>,
     live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
     company_linking: bool,
+    /// Counts the commits that wrote feed events: subscribers wait on it.
+    feed_wake: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl fmt::Debug for InMemoryStore {
@@ -81,6 +84,7 @@ impl InMemoryStore {
             pipelines: Arc::new(pipelines),
             live_scoring: Some(Arc::new(crate::scoring::ScoringModel::default())),
             company_linking: true,
+            feed_wake: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -89,6 +93,17 @@ impl InMemoryStore {
     pub fn with_live_scoring(mut self, model: Option<crate::scoring::ScoringModel>) -> Self {
         self.live_scoring = model.map(Arc::new);
         self
+    }
+
+    /// Wake-ups for [`crate::feed::subscribe`]: one whenever a transaction
+    /// that wrote feed events commits (in any tenant).
+    pub fn feed_wake_ups(&self) -> crate::feed::WakeUps {
+        let mut rx = self.feed_wake.subscribe();
+        rx.mark_unchanged();
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        }))
     }
 
     /// The same store linking (`true`, the default) or not linking new
@@ -116,6 +131,7 @@ impl Store for InMemoryStore {
             pipelines: Arc::clone(&self.pipelines),
             live_scoring: self.live_scoring.clone(),
             company_linking: self.company_linking,
+            feed_wake: Arc::clone(&self.feed_wake),
         });
         Ok(traced::Traced::wrap(tx, span))
     }
@@ -149,6 +165,7 @@ struct TenantData {
     timeline: BTreeSet<(ContactId, i64, ActivityId)>,
     signals: BTreeMap<SignalKey, Signal>,
     history: history::MemoryHistory,
+    feed: feed::MemoryFeed,
     idempotency: idempotency::Records,
     live_scores: HashMap<ContactId, f64>,
     companies: HashMap<CompanyId, Company>,
@@ -311,6 +328,7 @@ enum Undo {
         idempotency::RecordKey,
         Option<Box<crate::idempotency::IdempotencyRecord>>,
     ),
+    Feed(TenantId, feed::FeedUndo),
 }
 
 /// A transaction of [`InMemoryStore`]: holds the store's lock until it
@@ -325,6 +343,8 @@ struct MemoryTransaction {
     /// New contacts without a company are linked to the company of their
     /// email's domain.
     company_linking: bool,
+    /// Wakes the feed's subscribers when a commit wrote events.
+    feed_wake: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl fmt::Debug for MemoryTransaction {
@@ -382,6 +402,9 @@ fn roll_back(state: &mut State, undo: Vec<Undo>) {
                     .or_default()
                     .history
                     .put(key, v.map(|e| *e));
+            }
+            Undo::Feed(t, u) => {
+                state.tenants.entry(t).or_default().feed.undo(u);
             }
             Undo::Idempotency(t, key, v) => {
                 state
@@ -449,15 +472,41 @@ impl MemoryTransaction {
 
     fn set_activity(&mut self, id: ActivityId, value: Option<Activity>) -> Result<()> {
         let tenant = self.tenant;
+        let present = value.is_some();
         let old = self.data_mut()?.put_activity(id, value);
+        let changed = old.is_some() || present;
+        let operation = log_operation(old.is_some(), present);
         self.undo.push(Undo::Activity(tenant, id, old));
+        if changed {
+            self.feed_write(
+                crate::domain::FeedKind::Activity,
+                id.as_uuid(),
+                operation,
+                None,
+                None,
+                None,
+            )?;
+        }
         Ok(())
     }
 
     fn set_signal(&mut self, key: SignalKey, value: Option<Signal>) -> Result<()> {
         let tenant = self.tenant;
+        let present = value.is_some();
         let old = self.data_mut()?.put_signal(key, value);
+        let changed = old.is_some() || present;
+        let operation = log_operation(old.is_some(), present);
         self.undo.push(Undo::Signal(tenant, key, old));
+        if changed {
+            self.feed_write(
+                crate::domain::FeedKind::Signal,
+                key.2.as_uuid(),
+                operation,
+                None,
+                None,
+                None,
+            )?;
+        }
         Ok(())
     }
 
@@ -586,6 +635,17 @@ impl MemoryTransaction {
     }
 }
 
+/// The feed's operation for an activity or signal that was there before
+/// (`old`) or not, and is there now (`new`) or not.
+fn log_operation(old: bool, new: bool) -> crate::history::Operation {
+    use crate::history::Operation;
+    match (old, new) {
+        (false, _) => Operation::Created,
+        (true, true) => Operation::Updated,
+        (true, false) => Operation::Deleted,
+    }
+}
+
 /// Pages through `set` (ordered ascending) backwards, i.e. newest first,
 /// within `lo..=hi`, starting strictly before `cursor`.
 fn page_desc<K: Ord + Clone, T>(
@@ -619,7 +679,15 @@ impl Transaction for MemoryTransaction {
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
         self.undo.clear();
-        self.guard.take().ok_or_else(finished)?;
+        let mut guard = self.guard.take().ok_or_else(finished)?;
+        let wrote = guard
+            .tenants
+            .get_mut(&self.tenant)
+            .is_some_and(|t| t.feed.commit_pending(shared_now()));
+        drop(guard);
+        if wrote {
+            self.feed_wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
         Ok(())
     }
 

@@ -149,10 +149,12 @@ mod contacts;
 mod deals;
 mod distribute;
 mod error;
+mod feed;
 mod history;
 mod idempotency;
 mod idempotency_claim;
 mod keys;
+mod listen;
 mod locks;
 mod rows;
 mod schema;
@@ -208,6 +210,9 @@ pub struct PostgresStore {
     /// `BEGIN` and the search path of every transaction, as one
     /// simple-query batch (no value from input in it).
     begin_batch: Arc<str>,
+    /// How the change feed's wake-ups connect (`None`: they do not, and
+    /// subscriptions poll).
+    listener: Option<listen::Listener>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -292,6 +297,7 @@ impl PostgresStore {
             company_linking: true,
             begin_batch: begin_batch(&schema),
             schema: Arc::new(schema),
+            listener: None,
         }
     }
 
@@ -328,6 +334,33 @@ impl PostgresStore {
     pub fn with_company_linking(mut self, on: bool) -> Self {
         self.company_linking = on;
         self
+    }
+
+    /// The same store waking the change feed's subscriptions over plain
+    /// (unencrypted) connections made with `config`. A store made by
+    /// [`connect`](Self::connect) or [`build`](PostgresStoreBuilder::build)
+    /// knows how to connect already; one made with
+    /// [`from_pool`](Self::from_pool) needs this, or its subscriptions
+    /// poll.
+    pub fn with_feed_listener(mut self, config: tokio_postgres::Config) -> Self {
+        self.listener = Some(listen::Listener { config, tls: None });
+        self
+    }
+
+    /// Wake-ups of `tenant`'s change feed for [`crate::feed::subscribe`]:
+    /// a connection of its own `LISTEN`s to the tenant's channel (reopened
+    /// when lost) while the stream lives. Without a way to connect (see
+    /// [`with_feed_listener`](Self::with_feed_listener)), none come and
+    /// subscriptions poll. The `NOTIFY` is sent by the store right after
+    /// a commit that wrote events; on Citus the store cannot tell (the
+    /// feed's triggers run on the workers) and sends none, and writes made
+    /// by SQL outside the store send none either: subscriptions find those
+    /// events at their next poll.
+    pub fn feed_wake_ups(&self, tenant: TenantId) -> crate::feed::WakeUps {
+        match &self.listener {
+            Some(l) => l.wake_ups(tenant),
+            None => crate::feed::no_wake_ups(),
+        }
     }
 
     /// The connection pool.
@@ -599,6 +632,10 @@ impl PostgresStoreBuilder {
     pub async fn build(self) -> Result<PostgresStore> {
         let schema = SchemaName::parse(&self.schema)?;
         let tls::Connector { config, tls } = tls::connector(&self.url, &self.ca)?;
+        let listener = listen::Listener {
+            config: config.clone(),
+            tls: Some(tls.clone()),
+        };
         let manager = Manager::from_config(
             config,
             tls,
@@ -619,6 +656,7 @@ impl PostgresStoreBuilder {
             .with_company_linking(self.company_linking);
         store.begin_batch = begin_batch(&schema);
         store.schema = Arc::new(schema);
+        store.listener = Some(listener);
         Ok(store)
     }
 }

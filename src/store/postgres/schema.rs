@@ -36,6 +36,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "companies",
         sql: include_str!("migrations/0005_companies.sql"),
     },
+    Migration {
+        version: 6,
+        name: "feed",
+        sql: include_str!("migrations/0006_feed.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.

@@ -69,6 +69,22 @@ const OPERATION_ROLLBACK_TO: &str =
 /// text without NUL characters.
 const SETTINGS_PREFIX: &str = "SET LOCAL citus.propagate_set_commands TO 'local'";
 
+/// The change feed's wake-up, sent right after every `COMMIT` (pipelined:
+/// no round trip of its own): when the committed transaction wrote feed
+/// events, the feed's commit trigger left the tenant in the session-level
+/// setting `crm.feed_wake`, and this sends the payload-free `NOTIFY` on
+/// the tenant's channel and clears it. One statement, so a transaction of
+/// its own (which ends, whatever happens, with the statement), committed
+/// without waiting for the flush: the database-wide lock a notifying
+/// commit takes is held for an instant, and never by the writer's
+/// transaction (see `migrations/0006_feed.sql`). When nothing is pending
+/// it sends nothing and writes nothing. Its outcome is not the commit's:
+/// a failure is ignored (subscriptions poll too).
+pub(super) const WAKE: &str = "SELECT set_config('synchronous_commit', 'off', true), \
+     pg_notify('crm_feed_' || replace(w, '-', ''), ''), \
+     set_config('crm.feed_wake', '', false) \
+     FROM (SELECT current_setting('crm.feed_wake', true) AS w) AS pending WHERE w <> ''";
+
 /// The current time, at the microsecond precision the store keeps.
 pub(super) fn now() -> Timestamp {
     truncate_to_micros(Utc::now())
@@ -253,6 +269,11 @@ impl PgTransaction {
             return Err(Error::retryable(ConnectionLost));
         }
         let result = match guard.conn() {
+            Some(c) if sql == "COMMIT" => {
+                let (committed, _woken) =
+                    futures_util::join!(c.batch_execute(sql), c.batch_execute(WAKE));
+                committed
+            }
             Some(c) => c.batch_execute(sql).await,
             None => return Err(Error::backend(Finished)),
         };
@@ -720,9 +741,10 @@ impl Transaction for PgTransaction {
         // The INSERT, its values bound, and the COMMIT pipelined: one
         // round trip. When the INSERT fails, PostgreSQL has aborted the
         // transaction, and the COMMIT that follows ends it with a rollback.
-        let (stored, committed) = futures_util::join!(
+        let (stored, committed, _woken) = futures_util::join!(
             conn.execute(&statement, &params),
-            conn.batch_execute("COMMIT")
+            conn.batch_execute("COMMIT"),
+            conn.batch_execute(WAKE)
         );
         let lost = [stored.as_ref().err(), committed.as_ref().err()]
             .into_iter()
@@ -754,6 +776,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     OPERATION_RELEASE,
     OPERATION_ROLLBACK_TO,
     SETTINGS_PREFIX,
+    WAKE,
 ];
 
 /// The batch of [`PgTransaction::settings_batch`].

@@ -1,0 +1,488 @@
+//! The conformance suite's change feed points: one event per committed
+//! change, numbered in commit order with no gap; consumers' cursors kept
+//! in the store and moved in the caller's transaction; retention; input.
+
+use super::prelude::*;
+use super::support::{begin, create, ctx, deal, expect_validation, new_contact, new_deal, ok};
+use crate::domain::{
+    CompanyName, ConsumerName, FeedEvent, FeedKind, FeedPosition, MAX_FEED_BATCH, NewCompany,
+    NewTag, NewTask, RecordRef, TagName, TaskTitle,
+};
+
+fn consumer(name: &str) -> ConsumerName {
+    ConsumerName::parse(name).expect("a valid consumer name")
+}
+
+/// Every event of tenant `t` after `after`, through batches of 3.
+async fn events_since(store: &DynStore, t: TenantId, after: FeedPosition) -> Vec<FeedEvent> {
+    let mut all = Vec::new();
+    let mut at = after;
+    loop {
+        let batch = with_tx!(store, t, async |tx| ok(
+            tx.events_after(at, 3).await,
+            "read the feed"
+        ))
+        .await;
+        assert!(batch.len() <= 3, "a read returns at most `max` events");
+        let Some(last) = batch.last() else {
+            return all;
+        };
+        at = last.position;
+        all.extend(batch);
+    }
+}
+
+async fn all_events(store: &DynStore, t: TenantId) -> Vec<FeedEvent> {
+    events_since(store, t, FeedPosition::START).await
+}
+
+async fn head(store: &DynStore, t: TenantId) -> FeedPosition {
+    with_tx!(store, t, async |tx| ok(tx.feed_head().await, "feed head")).await
+}
+
+/// Asserts that `events` are numbered 1, 2, … per commit, commits with no
+/// gap starting after `first_commit - 1`.
+#[track_caller]
+fn assert_numbered(events: &[FeedEvent], first_commit: i64) {
+    let mut expected = FeedPosition::new(first_commit, 1);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 && e.position.commit != expected.commit {
+            expected = FeedPosition::new(expected.commit + 1, 1);
+        }
+        assert_eq!(
+            e.position, expected,
+            "positions follow each other with no gap (event {i}: {e:?})"
+        );
+        expected.index += 1;
+    }
+}
+
+/// Each committed change is one event, in the order of the commits, with
+/// the record, the operation, the version, the history's diff and the
+/// acting context; commits are numbered with no gap.
+pub async fn every_committed_change_is_one_event_in_commit_order(store: &DynStore) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("feed@example.com", "Ada", "Lovelace")).await;
+    let who = Context::new(Actor::parse("user:grace").expect("an actor"))
+        .with_reason("renamed")
+        .expect("a reason")
+        .with_request_id("req-7")
+        .expect("a request id");
+    let mut tx = ok(store.begin(t, who).await, "begin");
+    let patch = ContactPatch {
+        first_name: Some(PersonName::parse("Augusta").expect("a name")),
+        ..ContactPatch::default()
+    };
+    let c2 = ok(tx.update_contact(c.id, c.version, patch).await, "update");
+    ok(tx.commit().await, "commit");
+    let d = deal(store, t, new_deal(c.id, "Engines", "100", "EUR")).await;
+    let (a, s) = with_tx!(store, t, async |tx| {
+        let a = ok(
+            tx.log_activity(NewActivity::new(c.id, ActivityKind::Call))
+                .await,
+            "log an activity",
+        );
+        let s = ok(
+            tx.record_signal(NewSignal::new(c.id, SignalKind::PAGE_VIEW))
+                .await,
+            "record a signal",
+        );
+        (a, s)
+    })
+    .await;
+
+    let events = all_events(store, t).await;
+    let got: Vec<(FeedKind, uuid::Uuid, Operation, Option<i64>)> = events
+        .iter()
+        .map(|e| (e.kind, e.id, e.operation, e.version))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                FeedKind::Contact,
+                c.id.as_uuid(),
+                Operation::Created,
+                Some(1)
+            ),
+            (
+                FeedKind::Contact,
+                c.id.as_uuid(),
+                Operation::Updated,
+                Some(c2.version.get())
+            ),
+            (FeedKind::Deal, d.id.as_uuid(), Operation::Created, Some(1)),
+            (FeedKind::Activity, a.id.as_uuid(), Operation::Created, None),
+            (FeedKind::Signal, s.id.as_uuid(), Operation::Created, None),
+        ],
+        "one event per committed change, in commit order"
+    );
+    assert_numbered(&events, 1);
+    assert_eq!(
+        events[3].position.commit, events[4].position.commit,
+        "the events of one transaction share its commit"
+    );
+    let update = &events[1];
+    assert_eq!(update.actor, "user:grace");
+    assert_eq!(update.reason.as_deref(), Some("renamed"));
+    assert_eq!(update.request_id.as_deref(), Some("req-7"));
+    let diff = update.diff.as_ref().expect("a contact's event has a diff");
+    assert_eq!(diff["first_name"].old, "Ada");
+    assert_eq!(diff["first_name"].new, "Augusta");
+    assert!(
+        !diff.contains_key("last_name"),
+        "the diff holds only the changed fields"
+    );
+    assert!(events[3].diff.is_none(), "an activity's event has no diff");
+    assert_eq!(events[3].actor, ctx().actor().as_str());
+    for w in events.windows(2) {
+        assert!(
+            w[0].committed_at <= w[1].committed_at,
+            "commit times follow the positions"
+        );
+    }
+    assert_eq!(
+        head(store, t).await,
+        events.last().expect("events").position,
+        "the head is the last event"
+    );
+}
+
+/// Companies, tags, taggings and tasks have events too, and deleting a
+/// contact is an event for it and for what goes with it.
+pub async fn companies_tags_tasks_and_deletes_are_events(store: &DynStore) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("gone@example.com", "Gone", "Soon")).await;
+    let d = deal(store, t, new_deal(c.id, "Doomed", "5", "EUR")).await;
+    let (company, tag, task) = with_tx!(store, t, async |tx| {
+        let company = ok(
+            tx.create_company(NewCompany::new(
+                CompanyName::parse("Analytical Engines").expect("a name"),
+            ))
+            .await,
+            "create a company",
+        );
+        let tag = ok(
+            tx.create_tag(NewTag::new(TagName::parse("vip").expect("a tag name")))
+                .await,
+            "create a tag",
+        );
+        let task = ok(
+            tx.create_task(NewTask::new(TaskTitle::parse("Call").expect("a title")))
+                .await,
+            "create a task",
+        );
+        assert!(ok(
+            tx.attach_tag(tag.id, RecordRef::Contact(c.id)).await,
+            "attach"
+        ));
+        (company, tag, task)
+    })
+    .await;
+    let before = head(store, t).await;
+    let events = events_since(store, t, FeedPosition::new(before.commit - 1, i32::MAX)).await;
+    let kinds: Vec<(FeedKind, uuid::Uuid)> = events.iter().map(|e| (e.kind, e.id)).collect();
+    assert_eq!(kinds.len(), 4, "four changes, four events: {kinds:?}");
+    assert_eq!(kinds[0], (FeedKind::Company, company.id.as_uuid()));
+    assert_eq!(kinds[1], (FeedKind::Tag, tag.id.as_uuid()));
+    assert_eq!(kinds[2], (FeedKind::Task, task.id.as_uuid()));
+    assert_eq!(kinds[3].0, FeedKind::Tagging);
+    assert_eq!(events[3].version, None, "a tagging has no version");
+
+    assert!(ok(
+        store.scope(t, &ctx()).delete_contact(c.id).await,
+        "delete the contact"
+    ));
+    let deleted = events_since(store, t, before).await;
+    let commit = before.commit + 1;
+    assert!(
+        deleted
+            .iter()
+            .all(|e| e.position.commit == commit && e.operation == Operation::Deleted),
+        "one commit of deletions: {deleted:?}"
+    );
+    for (kind, id) in [
+        (FeedKind::Contact, c.id.as_uuid()),
+        (FeedKind::Deal, d.id.as_uuid()),
+        (FeedKind::Tagging, events[3].id),
+    ] {
+        assert!(
+            deleted.iter().any(|e| e.kind == kind && e.id == id),
+            "deleting a contact is an event for its {kind}: {deleted:?}"
+        );
+    }
+}
+
+/// Rolled-back and dropped transactions leave no event, and do not use up
+/// a position: the next commit takes the next number.
+pub async fn rolled_back_work_leaves_no_event_and_no_gap(store: &DynStore) {
+    let t = TenantId::new();
+    create(store, t, new_contact("first@example.com", "First", "One")).await;
+    let mut tx = begin(store, t).await;
+    ok(
+        tx.create_contact(new_contact("rolled@example.com", "Rolled", "Back"))
+            .await,
+        "create",
+    );
+    ok(tx.rollback().await, "roll back");
+    let mut tx = begin(store, t).await;
+    ok(
+        tx.create_contact(new_contact("dropped@example.com", "Dropped", "Too"))
+            .await,
+        "create",
+    );
+    drop(tx);
+    let last = create(store, t, new_contact("last@example.com", "Last", "One")).await;
+    let events = all_events(store, t).await;
+    assert_eq!(events.len(), 2, "only committed changes: {events:?}");
+    assert_eq!(events[1].id, last.id.as_uuid());
+    assert_eq!(
+        events[1].position,
+        FeedPosition::new(2, 1),
+        "rolled-back work takes no position"
+    );
+    assert_eq!(
+        with_tx!(store, t, async |tx| ok(tx.feed_head().await, "head")).await,
+        FeedPosition::new(2, 1)
+    );
+}
+
+/// A score write-back is no event.
+pub async fn score_write_backs_write_no_event(store: &DynStore) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("scored@example.com", "Scored", "One")).await;
+    let before = head(store, t).await;
+    with_tx!(store, t, async |tx| ok(
+        tx.write_scores(&[ContactScore::new(c.id, Score::new(42).expect("a score"))])
+            .await,
+        "write a score"
+    ))
+    .await;
+    assert_eq!(
+        head(store, t).await,
+        before,
+        "a score write-back is no event"
+    );
+}
+
+/// A consumer reads after its cursor, an ack moves it (forward or back),
+/// and consumers do not move each other's.
+pub async fn consumers_read_after_their_own_cursor(store: &DynStore) {
+    let t = TenantId::new();
+    for i in 0..3 {
+        create(
+            store,
+            t,
+            new_contact(&format!("c{i}@example.com"), "Con", "Sumer"),
+        )
+        .await;
+    }
+    let (a, b) = (consumer("dashboard"), consumer("search-index"));
+    let mut tx = begin(store, t).await;
+    assert_eq!(
+        ok(tx.consumer_position(&a).await, "position"),
+        FeedPosition::START,
+        "a new consumer starts before every event"
+    );
+    let first = ok(tx.next_batch(&a, 2).await, "next batch");
+    assert_eq!(first.len(), 2);
+    assert_eq!(
+        ok(tx.next_batch(&a, 2).await, "again"),
+        first,
+        "without an ack, the same events come again"
+    );
+    ok(tx.ack(&a, first[1].position).await, "ack");
+    let second = ok(tx.next_batch(&a, 2).await, "next batch");
+    assert_eq!(second.len(), 1, "the rest after the cursor");
+    assert_eq!(second[0].position, FeedPosition::new(3, 1));
+    assert_eq!(
+        ok(tx.next_batch(&b, 10).await, "other consumer").len(),
+        3,
+        "consumers are independent"
+    );
+    ok(tx.commit().await, "commit");
+
+    let mut tx = begin(store, t).await;
+    assert_eq!(
+        ok(tx.consumer_position(&a).await, "position"),
+        FeedPosition::new(2, 1),
+        "the cursor is kept in the store"
+    );
+    ok(tx.ack(&a, FeedPosition::START).await, "ack back");
+    assert_eq!(
+        ok(tx.next_batch(&a, 10).await, "replay").len(),
+        3,
+        "an ack back replays"
+    );
+    ok(tx.commit().await, "commit");
+}
+
+/// An ack is a write of its transaction: rolled back with it, committed
+/// with the consumer's own writes.
+pub async fn an_ack_commits_or_rolls_back_with_its_transaction(store: &DynStore) {
+    let t = TenantId::new();
+    create(store, t, new_contact("acked@example.com", "Acked", "One")).await;
+    let name = consumer("mailer");
+    let mut tx = begin(store, t).await;
+    let batch = ok(tx.next_batch(&name, 10).await, "read");
+    ok(tx.ack(&name, batch[0].position).await, "ack");
+    ok(tx.rollback().await, "roll back");
+    let mut tx = begin(store, t).await;
+    assert_eq!(
+        ok(tx.next_batch(&name, 10).await, "read").len(),
+        1,
+        "a rolled-back ack did not move the cursor"
+    );
+    ok(tx.ack(&name, batch[0].position).await, "ack");
+    ok(
+        tx.log_activity(NewActivity::new(
+            ContactId::from_uuid(batch[0].id),
+            ActivityKind::Email,
+        ))
+        .await,
+        "the consumer's own write",
+    );
+    ok(tx.commit().await, "commit");
+    let mut tx = begin(store, t).await;
+    let next = ok(tx.next_batch(&name, 10).await, "read");
+    assert_eq!(next.len(), 1, "only the consumer's own write is new");
+    assert_eq!(next[0].kind, FeedKind::Activity);
+    ok(tx.commit().await, "commit");
+}
+
+/// Purging deletes whole transactions; a cursor behind the purge is an
+/// error naming the consumer, never a jump; a new consumer starts after
+/// the purge.
+pub async fn a_cursor_behind_the_retention_is_an_error(store: &DynStore) {
+    let t = TenantId::new();
+    create(store, t, new_contact("old1@example.com", "Old", "One")).await;
+    create(store, t, new_contact("old2@example.com", "Old", "Two")).await;
+    let late = consumer("late");
+    let early = consumer("early");
+    with_tx!(store, t, async |tx| ok(
+        tx.ack(&early, FeedPosition::new(1, 1)).await,
+        "ack"
+    ))
+    .await;
+    let purge_at = crate::store::shared_now() + chrono::Duration::seconds(1);
+    let purged = with_tx!(store, t, async |tx| ok(
+        tx.purge_feed(purge_at).await,
+        "purge"
+    ))
+    .await;
+    assert_eq!(purged, 2, "both events purged");
+    let last = create(store, t, new_contact("new@example.com", "New", "One")).await;
+    let mut tx = begin(store, t).await;
+    assert_eq!(
+        ok(tx.consumer_position(&late).await, "position"),
+        FeedPosition::new(2, 1),
+        "a consumer that never acked starts after the purge"
+    );
+    let batch = ok(tx.next_batch(&late, 10).await, "read");
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].id, last.id.as_uuid());
+    match tx.next_batch(&early, 10).await {
+        Err(Error::FeedExpired {
+            consumer: Some(c),
+            position,
+            purged,
+        }) => {
+            assert_eq!(c, early);
+            assert_eq!(position, FeedPosition::new(1, 1));
+            assert_eq!(purged, FeedPosition::new(2, 1));
+        }
+        other => panic!("a consumer behind the retention gets FeedExpired, got {other:?}"),
+    }
+    match tx.events_after(FeedPosition::START, 10).await {
+        Err(Error::FeedExpired {
+            consumer: None,
+            position,
+            purged,
+        }) => {
+            assert_eq!(position, FeedPosition::START);
+            assert_eq!(purged, FeedPosition::new(2, 1));
+        }
+        other => panic!("a read behind the retention is FeedExpired, got {other:?}"),
+    }
+    match tx.ack(&late, FeedPosition::new(1, 1)).await {
+        Err(Error::FeedExpired {
+            consumer: Some(c), ..
+        }) => assert_eq!(c, late),
+        other => panic!("an ack behind the retention is FeedExpired, got {other:?}"),
+    }
+    ok(tx.commit().await, "commit");
+    let long_ago = purge_at - chrono::Duration::hours(1);
+    assert_eq!(
+        with_tx!(store, t, async |tx| ok(
+            tx.purge_feed(long_ago).await,
+            "purge"
+        ))
+        .await,
+        0,
+        "nothing older to purge"
+    );
+}
+
+/// Bad input is refused, naming the field.
+pub async fn feed_input_is_checked(store: &DynStore) {
+    let t = TenantId::new();
+    create(store, t, new_contact("input@example.com", "In", "Put")).await;
+    let name = consumer("checker");
+    let mut tx = begin(store, t).await;
+    expect_validation(tx.next_batch(&name, 0).await, "max", "a batch of none");
+    expect_validation(
+        tx.next_batch(&name, MAX_FEED_BATCH + 1).await,
+        "max",
+        "a batch too large",
+    );
+    expect_validation(
+        tx.events_after(FeedPosition::new(-1, 0), 1).await,
+        "position",
+        "a negative position",
+    );
+    expect_validation(
+        tx.ack(&name, FeedPosition::new(2, 1)).await,
+        "position",
+        "an ack after the last commit",
+    );
+    ok(tx.ack(&name, FeedPosition::new(1, 1)).await, "a good ack");
+    ok(tx.commit().await, "the transaction stays usable");
+    assert!(ConsumerName::parse("").is_err(), "an empty consumer name");
+    assert!(ConsumerName::parse("a\0b").is_err(), "a NUL in a name");
+}
+
+/// Another tenant's events and cursors are invisible.
+pub async fn the_feed_is_invisible_to_another_tenant(store: &DynStore) {
+    let (t, other) = (TenantId::new(), TenantId::new());
+    create(store, t, new_contact("mine@example.com", "Mine", "Only")).await;
+    let name = consumer("shared-name");
+    with_tx!(store, t, async |tx| ok(
+        tx.ack(&name, FeedPosition::new(1, 1)).await,
+        "ack"
+    ))
+    .await;
+    let mut tx = begin(store, other).await;
+    assert!(ok(tx.next_batch(&name, 10).await, "read").is_empty());
+    assert_eq!(ok(tx.feed_head().await, "head"), FeedPosition::START);
+    assert_eq!(
+        ok(tx.consumer_position(&name).await, "position"),
+        FeedPosition::START
+    );
+    ok(tx.commit().await, "commit");
+}
+
+/// Erasing a contact scrubs its personal data from the diffs of its
+/// earlier events too, and is an event of its own.
+pub async fn an_erasure_scrubs_earlier_events(store: &DynStore) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("private@example.com", "Pri", "Vate")).await;
+    ok(store.scope(t, &ctx()).erase_contact(c.id).await, "erase");
+    let events = all_events(store, t).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].operation, Operation::Erased);
+    let created = events[0].diff.as_ref().expect("a diff");
+    assert_ne!(
+        created["email"].new, "private@example.com",
+        "the erased email is not in the feed"
+    );
+}

@@ -1,0 +1,368 @@
+//! The change feed on PostgreSQL: [`FeedTx`] for [`PgTransaction`].
+//! Triggers (`migrations/0006_feed.sql`) write the events and give each
+//! committed transaction its position at commit; this module reads them
+//! by position, keeps the consumers' cursors and purges.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_postgres::{Row, types::ToSql};
+use uuid::Uuid;
+
+use super::{
+    PostgresStore, error, tls,
+    transaction::{PgTransaction, now},
+};
+use crate::{
+    domain::{
+        ConsumerName, FeedEvent, FeedKind, FeedPosition, TenantId, Timestamp, check_feed_batch,
+        check_timestamp,
+    },
+    error::{Error, Result},
+    history::{FieldChange, Operation},
+    store::{FeedHeads, FeedTx, feed::after_head},
+};
+
+/// A consumer's cursor.
+const CONSUMER: &str =
+    "SELECT position, seq FROM feed_consumers WHERE tenant_id = $1 AND name = $2";
+/// The tenant's last position, the last purged event, and the index of
+/// the last event of the last position (NULL when it was purged).
+///
+/// Written so that the only plan is a walk of the keys (each lookup an
+/// equality on a key): a plan cached while the tables were small and
+/// without statistics must not scan a tenant's events to join them.
+const HEAD: &str = "SELECT h.position, h.purged_position, h.purged_seq, \
+     (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = \
+         (SELECT c.txn FROM feed_commits c WHERE c.tenant_id = $1 AND c.position = h.position)) \
+     FROM feed_heads h WHERE h.tenant_id = $1";
+/// The events after `($2, $3)`, up to `$4`, with their diffs from the
+/// history (a primary-key lookup; none for activities, signals and purged
+/// versions). Only committed transactions have a position, and the
+/// positions a snapshot sees are always a prefix: nothing can be skipped.
+/// At most `$4` commits are needed (each has an event), walked in order on
+/// `feed_commits_position_key`; each commit's events and each version are
+/// equality lookups on their primary keys, whatever the statistics.
+const EVENTS_AFTER: &str = "SELECT c.position, e.seq, c.committed_at, e.entity_kind, \
+     e.entity_id, e.operation, e.version, \
+     (SELECT h.diff FROM history h WHERE h.tenant_id = $1 AND h.entity_id = e.entity_id \
+          AND h.valid_from = e.valid_from), \
+     e.actor, e.reason, e.request_id, e.idempotency_key \
+     FROM (SELECT txn, position, committed_at FROM feed_commits \
+            WHERE tenant_id = $1 AND position >= $2 ORDER BY position LIMIT $4) AS c \
+     CROSS JOIN LATERAL (SELECT * FROM feed_events e \
+            WHERE e.tenant_id = $1 AND e.txn = c.txn AND (c.position > $2 OR e.seq > $3) \
+            ORDER BY e.seq LIMIT $4) AS e \
+     ORDER BY c.position, e.seq \
+     LIMIT $4";
+const ACK: &str = "INSERT INTO feed_consumers (tenant_id, name, position, seq, updated_at) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (tenant_id, name) DO UPDATE \
+     SET position = excluded.position, seq = excluded.seq, updated_at = excluded.updated_at";
+/// The last commit to purge: the latest committed before `$2`.
+const PURGE_UPTO: &str = "SELECT c.position, max(e.seq) FROM feed_commits c \
+     JOIN feed_events e ON e.tenant_id = c.tenant_id AND e.txn = c.txn \
+     WHERE c.tenant_id = $1 AND e.tenant_id = $1 AND c.position = \
+         (SELECT max(position) FROM feed_commits WHERE tenant_id = $1 AND committed_at < $2) \
+     GROUP BY c.position";
+const PURGE_COUNT: &str = "SELECT count(*) FROM feed_events e JOIN feed_commits c \
+     ON e.tenant_id = c.tenant_id AND e.txn = c.txn \
+     WHERE c.tenant_id = $1 AND e.tenant_id = $1 AND c.position <= $2";
+const PURGE_EVENTS: &str = "DELETE FROM feed_events e USING feed_commits c \
+     WHERE c.tenant_id = $1 AND e.tenant_id = $1 AND e.txn = c.txn \
+     AND c.position <= $2";
+const PURGE_COMMITS: &str = "DELETE FROM feed_commits WHERE tenant_id = $1 AND position <= $2";
+const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq = $3 \
+     WHERE tenant_id = $1 AND purged_position < $2";
+
+/// The operators' view: every tenant's head (row-level security lets a
+/// member of `crm_feed_operator` that set `crm.feed_operator` see them).
+const ALL_HEADS: &str = "SELECT h.tenant_id, h.position, max(e.seq), h.purged_position, \
+     h.purged_seq \
+     FROM feed_heads h \
+     LEFT JOIN feed_commits c ON c.tenant_id = h.tenant_id AND c.position = h.position \
+     LEFT JOIN feed_events e ON e.tenant_id = c.tenant_id AND e.txn = c.txn \
+     GROUP BY h.tenant_id, h.position, h.purged_position, h.purged_seq \
+     ORDER BY h.tenant_id";
+/// The operator's settings: a request of their own (see `transaction.rs`
+/// on Citus and `SET LOCAL`).
+const OPERATOR_SETTINGS: &str = "SET LOCAL citus.propagate_set_commands TO 'local'; \
+     SET LOCAL crm.feed_operator TO 'on'";
+
+/// The fixed statements of this file, for [`super::statements`].
+pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    CONSUMER,
+    HEAD,
+    EVENTS_AFTER,
+    ACK,
+    PURGE_UPTO,
+    PURGE_COUNT,
+    PURGE_EVENTS,
+    PURGE_COMMITS,
+    PURGE_MARK,
+    ALL_HEADS,
+    OPERATOR_SETTINGS,
+];
+
+fn bad_row(what: &str) -> Error {
+    Error::backend(format!("a feed row holds {what}"))
+}
+
+fn event(row: &Row) -> Result<FeedEvent> {
+    let commit: i64 = row.try_get(0).map_err(error::db)?;
+    let index: i32 = row.try_get(1).map_err(error::db)?;
+    let committed_at: DateTime<Utc> = row.try_get(2).map_err(error::db)?;
+    let kind: String = row.try_get(3).map_err(error::db)?;
+    let id: Uuid = row.try_get(4).map_err(error::db)?;
+    let operation: String = row.try_get(5).map_err(error::db)?;
+    let diff: Option<serde_json::Value> = row.try_get(7).map_err(error::db)?;
+    let diff: Option<BTreeMap<String, FieldChange>> = diff
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|_| bad_row("a malformed diff"))?;
+    Ok(FeedEvent {
+        position: FeedPosition::new(commit, index),
+        committed_at,
+        kind: FeedKind::parse(&kind).ok_or_else(|| bad_row("an unknown kind"))?,
+        id,
+        operation: Operation::parse(&operation).ok_or_else(|| bad_row("an unknown operation"))?,
+        version: row.try_get(6).map_err(error::db)?,
+        diff,
+        actor: row.try_get(8).map_err(error::db)?,
+        reason: row.try_get(9).map_err(error::db)?,
+        request_id: row.try_get(10).map_err(error::db)?,
+        idempotency_key: row.try_get(11).map_err(error::db)?,
+    })
+}
+
+/// The tenant's feed as `HEAD` reads it.
+struct Head {
+    /// The last committed event.
+    last: FeedPosition,
+    /// The last purged event.
+    purged: FeedPosition,
+}
+
+fn head(rows: &[Row]) -> Result<Head> {
+    let Some(row) = rows.first() else {
+        return Ok(Head {
+            last: FeedPosition::START,
+            purged: FeedPosition::START,
+        });
+    };
+    let position: i64 = row.try_get(0).map_err(error::db)?;
+    let purged = FeedPosition::new(
+        row.try_get(1).map_err(error::db)?,
+        row.try_get(2).map_err(error::db)?,
+    );
+    let last_seq: Option<i32> = row.try_get(3).map_err(error::db)?;
+    let last = match last_seq {
+        Some(seq) => FeedPosition::new(position, seq),
+        None => purged,
+    };
+    Ok(Head { last, purged })
+}
+
+fn cursor(rows: &[Row]) -> Result<Option<FeedPosition>> {
+    rows.first()
+        .map(|row| {
+            Ok(FeedPosition::new(
+                row.try_get(0).map_err(error::db)?,
+                row.try_get(1).map_err(error::db)?,
+            ))
+        })
+        .transpose()
+}
+
+impl PgTransaction {
+    /// The consumer's cursor (if it acked) and the head, in one round trip.
+    async fn consumer_and_head(
+        &mut self,
+        consumer: &ConsumerName,
+    ) -> Result<(Option<FeedPosition>, Head)> {
+        self.check_open()?;
+        let tenant = self.tenant_uuid();
+        let key: [&(dyn ToSql + Sync); 2] = [&tenant, &consumer.as_str()];
+        let just_tenant: [&(dyn ToSql + Sync); 1] = [&tenant];
+        let begin = self.pending_begin.take().is_some();
+        let r = self
+            .raw_query_all(&[(CONSUMER, &key), (HEAD, &just_tenant)], begin)
+            .await;
+        let rows = self.settle(r)?;
+        let (Some(c), Some(h)) = (rows.first(), rows.get(1)) else {
+            return Err(Error::backend("the feed's state was not returned"));
+        };
+        Ok((cursor(c)?, head(h)?))
+    }
+
+    async fn head(&mut self) -> Result<Head> {
+        let tenant = self.tenant_uuid();
+        let rows = self.query(HEAD, &[&tenant]).await?;
+        head(&rows)
+    }
+
+    async fn read_after(&mut self, after: FeedPosition, max: usize) -> Result<Vec<FeedEvent>> {
+        let tenant = self.tenant_uuid();
+        let limit = max as i64;
+        let rows = self
+            .query(
+                EVENTS_AFTER,
+                &[&tenant, &after.commit, &after.index, &limit],
+            )
+            .await?;
+        rows.iter().map(event).collect()
+    }
+}
+
+#[async_trait]
+impl FeedTx for PgTransaction {
+    async fn next_batch(&mut self, consumer: &ConsumerName, max: usize) -> Result<Vec<FeedEvent>> {
+        let max = check_feed_batch(max)?;
+        let (cursor, head) = self.consumer_and_head(consumer).await?;
+        let after = cursor.unwrap_or(head.purged);
+        if after < head.purged {
+            return Err(Error::FeedExpired {
+                consumer: Some(consumer.clone()),
+                position: after,
+                purged: head.purged,
+            });
+        }
+        if after >= head.last {
+            return Ok(Vec::new());
+        }
+        self.read_after(after, max).await
+    }
+
+    async fn ack(&mut self, consumer: &ConsumerName, position: FeedPosition) -> Result<()> {
+        let position = position.checked("position")?;
+        let head = self.head().await?;
+        if position.commit > head.last.commit {
+            return Err(after_head(position));
+        }
+        if position < head.purged {
+            return Err(Error::FeedExpired {
+                consumer: Some(consumer.clone()),
+                position,
+                purged: head.purged,
+            });
+        }
+        let tenant = self.tenant_uuid();
+        let at = now();
+        self.execute(
+            ACK,
+            &[
+                &tenant,
+                &consumer.as_str(),
+                &position.commit,
+                &position.index,
+                &at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn consumer_position(&mut self, consumer: &ConsumerName) -> Result<FeedPosition> {
+        let (cursor, head) = self.consumer_and_head(consumer).await?;
+        Ok(cursor.unwrap_or(head.purged))
+    }
+
+    async fn events_after(&mut self, after: FeedPosition, max: usize) -> Result<Vec<FeedEvent>> {
+        let max = check_feed_batch(max)?;
+        let after = after.checked("position")?;
+        let head = self.head().await?;
+        if after < head.purged {
+            return Err(Error::FeedExpired {
+                consumer: None,
+                position: after,
+                purged: head.purged,
+            });
+        }
+        if after >= head.last {
+            return Ok(Vec::new());
+        }
+        self.read_after(after, max).await
+    }
+
+    async fn feed_head(&mut self) -> Result<FeedPosition> {
+        Ok(self.head().await?.last)
+    }
+
+    async fn purge_feed(&mut self, before: Timestamp) -> Result<u64> {
+        let before = check_timestamp("before", before)?;
+        let tenant = self.tenant_uuid();
+        let Some(row) = self.query_opt(PURGE_UPTO, &[&tenant, &before]).await? else {
+            return Ok(0);
+        };
+        let last: i64 = row.try_get(0).map_err(error::db)?;
+        let last_seq: i32 = row.try_get(1).map_err(error::db)?;
+        let upto: [&(dyn ToSql + Sync); 2] = [&tenant, &last];
+        let mark: [&(dyn ToSql + Sync); 3] = [&tenant, &last, &last_seq];
+        // Three statements: under the operation's savepoint, so that a
+        // failure leaves none of them behind.
+        let result = self
+            .begin_atomic_with(&[
+                (PURGE_COUNT, &upto),
+                (PURGE_EVENTS, &upto),
+                (PURGE_COMMITS, &upto),
+                (PURGE_MARK, &mark),
+            ])
+            .await
+            .and_then(|rows| {
+                let count: i64 = rows
+                    .first()
+                    .and_then(|r| r.first())
+                    .ok_or_else(|| Error::backend("the purge's count was not returned"))?
+                    .try_get(0)
+                    .map_err(error::db)?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            });
+        self.end_atomic(result).await
+    }
+}
+
+/// The operators' view on PostgreSQL: one read-only transaction on a pooled
+/// connection, with `crm.feed_operator` set. The store's role must be a
+/// member of `crm_feed_operator` (which the administrator creates:
+/// `CREATE ROLE crm_feed_operator NOLOGIN; GRANT crm_feed_operator TO
+/// worker;`), or it sees no other tenant's head — no tenant's at all, as no
+/// tenant is set — and the list is empty. Row-level security decides, as
+/// for every other read.
+#[async_trait]
+impl FeedHeads for PostgresStore {
+    async fn feed_heads(&self) -> Result<Vec<(TenantId, FeedPosition)>> {
+        let conn = self.pool.get().await.map_err(tls::pool_error)?;
+        let r = async {
+            let (_, _, rows) = futures_util::try_join!(
+                conn.batch_execute(&self.begin_batch),
+                conn.batch_execute(OPERATOR_SETTINGS),
+                conn.query(ALL_HEADS, &[]),
+            )?;
+            conn.batch_execute("COMMIT").await?;
+            Ok::<_, tokio_postgres::Error>(rows)
+        }
+        .await;
+        let rows = match r {
+            Ok(rows) => rows,
+            Err(e) => {
+                // The pool closes a connection left inside a transaction.
+                let _ = conn.batch_execute("ROLLBACK").await;
+                return Err(error::db(e));
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                let tenant: Uuid = row.try_get(0).map_err(error::db)?;
+                let position: i64 = row.try_get(1).map_err(error::db)?;
+                let last: Option<i32> = row.try_get(2).map_err(error::db)?;
+                let purged = FeedPosition::new(
+                    row.try_get(3).map_err(error::db)?,
+                    row.try_get(4).map_err(error::db)?,
+                );
+                let head = last.map_or(purged, |seq| FeedPosition::new(position, seq));
+                Ok((TenantId::from_uuid(tenant), head))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,197 @@
+#![cfg(feature = "conformance")]
+//! Subscriptions to the change feed: woken by commits (an in-process
+//! channel in memory, LISTEN/NOTIFY on PostgreSQL), reading by position,
+//! and losing nothing when the subscriber's connections are killed.
+
+#[cfg(feature = "postgres")]
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use crm_core::{
+    Actor, Context, InMemoryStore, StoreExt, TenantId,
+    domain::{ConsumerName, Email, FeedEvent, NewContact, PersonName},
+    feed::{SubscribeOptions, WakeUps, subscribe},
+};
+use futures_util::StreamExt;
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:subscriber").unwrap())
+}
+
+fn contact(i: usize) -> NewContact {
+    NewContact::new(
+        Email::parse(&format!("sub{i}@example.com")).unwrap(),
+        PersonName::parse("Sub").unwrap(),
+        PersonName::parse("Scriber").unwrap(),
+    )
+}
+
+/// Options that only a wake-up can make quick: without one, a read would
+/// wait an hour.
+fn woken_only() -> SubscribeOptions {
+    SubscribeOptions {
+        poll_interval: Duration::from_secs(3600),
+        ..SubscribeOptions::default()
+    }
+}
+
+/// Takes `n` events from `stream`, failing after a minute.
+async fn take<S>(stream: S, n: usize) -> Vec<FeedEvent>
+where
+    S: futures_util::Stream<Item = crm_core::Result<FeedEvent>>,
+{
+    let events = tokio::time::timeout(
+        Duration::from_secs(60),
+        stream.take(n).map(|r| r.unwrap()).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("every event arrives");
+    for w in events.windows(2) {
+        assert!(w[0].position < w[1].position, "in position order, once");
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_subscription_is_woken_by_each_commit() {
+    let store = Arc::new(InMemoryStore::new());
+    let tenant = TenantId::new();
+    let wake: WakeUps = store.feed_wake_ups();
+    let events = subscribe(
+        Arc::clone(&store),
+        tenant,
+        ctx(),
+        ConsumerName::parse("live").unwrap(),
+        wake,
+        woken_only(),
+    );
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..20 {
+                store
+                    .scope(tenant, &ctx())
+                    .create_contact(contact(i))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let got = take(events, 20).await;
+    writer.await.unwrap();
+    assert_eq!(got.len(), 20);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use support::TestStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_postgres_subscription_is_woken_by_notify() {
+        let ts = TestStore::new().await;
+        let store = Arc::new(
+            ts.db()
+                .store_with(4, crm_core::conformance::test_pipelines())
+                .with_feed_listener(ts.db().config()),
+        );
+        let tenant = TenantId::new();
+        let events = subscribe(
+            Arc::clone(&store),
+            tenant,
+            ctx(),
+            ConsumerName::parse("live").unwrap(),
+            store.feed_wake_ups(tenant),
+            woken_only(),
+        );
+        let writer = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                // Let the listening connection start first: the first
+                // wake-up (on connecting) reads whatever came before.
+                for i in 0..20 {
+                    store
+                        .scope(tenant, &ctx())
+                        .create_contact(contact(i))
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        let got = take(events, 20).await;
+        writer.await.unwrap();
+        assert_eq!(got.len(), 20);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killing_the_subscribers_connections_loses_no_event() {
+        let ts = TestStore::new().await;
+        let writers = ts
+            .db()
+            .store_with(4, crm_core::conformance::test_pipelines());
+        let mut config = ts.db().config();
+        config.application_name("crm-feed-subscriber");
+        let subscriber = Arc::new(
+            crm_core::PostgresStore::from_pool(
+                support::pool_for(config.clone(), 2),
+                crm_core::conformance::test_pipelines(),
+            )
+            .with_feed_listener(config),
+        );
+        let tenant = TenantId::new();
+        let n = 300;
+        let events = subscribe(
+            Arc::clone(&subscriber),
+            tenant,
+            ctx(),
+            ConsumerName::parse("survivor").unwrap(),
+            subscriber.feed_wake_ups(tenant),
+            SubscribeOptions {
+                batch: 7,
+                poll_interval: Duration::from_millis(200),
+                ..SubscribeOptions::default()
+            },
+        );
+        let writer = tokio::spawn(async move {
+            for i in 0..n {
+                writers
+                    .scope(tenant, &ctx())
+                    .create_contact(contact(i))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        });
+        let admin = ts.db().client().await;
+        let killer = tokio::spawn(async move {
+            let mut killed = 0i64;
+            for _ in 0..8 {
+                tokio::time::sleep(Duration::from_millis(120)).await;
+                let row = admin
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE application_name = 'crm-feed-subscriber' \
+                         AND datname = current_database()",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                killed += row.get::<_, i64>(0);
+            }
+            killed
+        });
+        let got = take(events, n).await;
+        writer.await.unwrap();
+        let killed = killer.await.unwrap();
+        assert!(killed > 0, "the subscriber's connections were killed");
+        let ids: std::collections::HashSet<_> = got.iter().map(|e| e.id).collect();
+        assert_eq!(
+            ids.len(),
+            n,
+            "every event once, none lost ({killed} connections killed)"
+        );
+    }
+}
