@@ -41,6 +41,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "feed",
         sql: include_str!("migrations/0006_feed.sql"),
     },
+    Migration {
+        version: 7,
+        name: "deal_search",
+        sql: include_str!("migrations/0007_deal_search.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.
