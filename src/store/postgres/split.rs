@@ -226,7 +226,14 @@ mod tests {
     fn every_migration_splits_into_statements_that_rejoin_to_it() {
         for m in super::super::MIGRATIONS {
             let parts = statements(m.sql);
-            assert!(parts.len() > 3, "{}: {parts:?}", m.name);
+            // Split wherever a migration has several statements (a small
+            // one may hold a single statement).
+            assert!(!parts.is_empty(), "{}", m.name);
+            assert!(
+                parts.len() > 3 || m.sql.matches(';').count() <= 3,
+                "{}: {parts:?}",
+                m.name
+            );
             // Nothing is lost but separators, whitespace and the comments
             // between statements.
             let kept: usize = parts.iter().map(|p| p.len()).sum();
