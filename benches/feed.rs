@@ -14,7 +14,9 @@
 //!   commit) with a durable commit (`synchronous_commit = on`, as in
 //!   `pg_vs_raw`), for 1 and 8 concurrent clients, all in one tenant and in
 //!   8 tenants (the feed serializes the commits of one tenant), alternating
-//!   rounds with the feed's triggers enabled and disabled.
+//!   rounds with the feed's triggers enabled and disabled
+//!   (`CRM_BENCH_FEED_ROUNDS`, default 5): the medians of the rates and of
+//!   the per-round ratios, and each round's ratio.
 //! - **Commit to subscriber**: a subscription woken by LISTEN/NOTIFY
 //!   receives each of 500 contacts created 10 ms apart; the time from the
 //!   return of the writer's commit to the event's arrival, p50 and p99.
@@ -26,7 +28,9 @@
 //! `CRM_BENCH_FEED_PARTS` picks the parts (`create,latency,catchup`, all
 //! by default); with `CRM_BENCH_FEED_NO_NOTIFY=1` the commit trigger sends
 //! no `NOTIFY` (to measure what the wake-up costs; the subscriber then
-//! polls).
+//! polls); with `CRM_BENCH_FEED_ASYNC=1` commits do not wait for the WAL
+//! flush (`synchronous_commit = off` on the database), which separates the
+//! feed's own work from the disk's latency.
 //!
 //! Timing only; nothing is asserted.
 
@@ -46,7 +50,19 @@ use crm_core::{
 use futures_util::StreamExt;
 use tokio_postgres::NoTls;
 
-const ROUNDS: usize = 3;
+/// Rounds of each workload, with and without the feed alternately
+/// (`CRM_BENCH_FEED_ROUNDS`, default 5).
+fn rounds() -> usize {
+    std::env::var("CRM_BENCH_FEED_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
 const ROUND: Duration = Duration::from_secs(4);
 const FEED_TRIGGERS: [(&str, &str); 3] = [
     ("history", "history_feed"),
@@ -140,6 +156,16 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
     config.dbname(name);
     let (db, conn) = config.connect(NoTls).await?;
     tokio::spawn(conn);
+    if std::env::var("CRM_BENCH_FEED_ASYNC").is_ok_and(|v| v == "1") {
+        // Commits that do not wait for the WAL flush: the feed's own work,
+        // without the disk's latency (which varies a lot on a shared
+        // machine and hides it).
+        db.batch_execute(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = off"
+        ))
+        .await?;
+        println!("(commits do not wait for the flush)");
+    }
     let manager = deadpool_postgres::Manager::from_config(
         config.clone(),
         NoTls,
@@ -184,18 +210,27 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
             ("8 clients, 1 tenant", &one[..], 8),
             ("8 clients, 8 tenants", &eight[..], 8),
         ] {
-            let (mut with, mut without) = (0.0, 0.0);
-            for _ in 0..ROUNDS {
+            let (mut with, mut without, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds() {
                 feed_triggers(&db, true).await?;
-                with += create_rate(&store, tenants, clients, &counter).await;
+                let w = create_rate(&store, tenants, clients, &counter).await;
                 feed_triggers(&db, false).await?;
-                without += create_rate(&store, tenants, clients, &counter).await;
+                let wo = create_rate(&store, tenants, clients, &counter).await;
+                with.push(w);
+                without.push(wo);
+                ratios.push(w / wo);
             }
             feed_triggers(&db, true).await?;
-            let (with, without) = (with / ROUNDS as f64, without / ROUNDS as f64);
             println!(
-                "| create contact, {label} | {with:.0} /s | {without:.0} /s | {:.2}× |",
-                with / without
+                "| create contact, {label} | {:.0} /s | {:.0} /s | {:.2}× (rounds {}) |",
+                median(with),
+                median(without),
+                median(ratios.clone()),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
         }
     }
@@ -276,6 +311,7 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
          INSERT INTO crm.feed_commits (tenant_id, txn, position, committed_at)
          SELECT '{reader}'::uuid, md5(c::text)::uuid, c, timestamptz '2024-01-01' + c * interval '10 ms'
            FROM generate_series(1, 100000) AS c;
+         ALTER TABLE crm.feed_events DISABLE TRIGGER feed_events_commit;
          INSERT INTO crm.feed_events (tenant_id, txn, seq, entity_kind, entity_id, operation,
                                       version, valid_from, actor)
          SELECT h.tenant_id, md5(((h.n - 1) / 10 + 1)::text)::uuid, (h.n - 1) % 10 + 1,
@@ -283,6 +319,7 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
            FROM (SELECT tenant_id, entity_id, valid_from,
                         row_number() OVER (ORDER BY valid_from) AS n
                    FROM crm.history WHERE tenant_id = '{reader}') AS h;
+         ALTER TABLE crm.feed_events ENABLE TRIGGER feed_events_commit;
          INSERT INTO crm.feed_heads (tenant_id, position) VALUES ('{reader}', 100000);
          ANALYZE crm.history; ANALYZE crm.feed_commits; ANALYZE crm.feed_events;"
     ))

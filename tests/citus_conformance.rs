@@ -9,3 +9,13 @@ mod support;
 use support::{Target, TestStore};
 
 crm_core::conformance_tests!(optional async { TestStore::on(Target::Citus).await });
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_write_backs_are_events_when_the_store_announces_them() {
+    let Some(db) = TestStore::on(Target::Citus).await else {
+        return;
+    };
+    let store: std::sync::Arc<dyn crm_core::Store> =
+        std::sync::Arc::new((*db).clone().with_score_events(true));
+    crm_core::conformance::score_write_backs_are_events_when_announced(&*store).await;
+}

@@ -126,6 +126,57 @@ mod postgres {
         assert_eq!(got.len(), 20);
     }
 
+    /// A writer sends its `NOTIFY` only when a listener holds the channel's
+    /// shared advisory lock, as the store's listening connections do: a
+    /// bare `LISTEN` hears nothing, the same connection holding the lock
+    /// hears the next commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_notifies_only_while_a_subscriber_listens() {
+        use futures_util::stream::poll_fn;
+        use tokio_postgres::{AsyncMessage, NoTls};
+
+        let ts = TestStore::new().await;
+        let tenant = TenantId::new();
+        let channel = format!("crm_feed_{}", tenant.as_uuid().simple());
+        let (client, mut connection) = ts.db().config().connect(NoTls).await.unwrap();
+        let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = std::pin::pin!(poll_fn(move |cx| connection.poll_message(cx)));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = message {
+                    let _ = heard_tx.send(n.channel().to_string());
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .unwrap();
+        let crm = ts.scope(tenant, &ctx());
+        crm.create_contact(contact(1)).await.unwrap();
+        // A commit's wake-up is sent in the same round trip as its COMMIT;
+        // the next commit's round trip comes after it on the same pool.
+        crm.create_contact(contact(2)).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), heard.recv())
+                .await
+                .is_err(),
+            "no NOTIFY while nobody holds the channel's lock"
+        );
+
+        client
+            .batch_execute(&format!(
+                "SELECT pg_advisory_lock_shared(hashtextextended('{channel}', 0))"
+            ))
+            .await
+            .unwrap();
+        crm.create_contact(contact(3)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+            .await
+            .expect("a NOTIFY once a listener holds the lock");
+        assert_eq!(got.as_deref(), Some(channel.as_str()));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killing_the_subscribers_connections_loses_no_event() {
         let ts = TestStore::new().await;

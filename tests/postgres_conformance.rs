@@ -854,3 +854,10 @@ async fn a_store_that_does_not_link_by_domain_leaves_new_contacts_unlinked() {
     assert_eq!(linked.company_id, Some(acme.id), "the other store links");
     drop((off, on));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_write_backs_are_events_when_the_store_announces_them() {
+    let db = TestStore::new().await;
+    let store: Arc<dyn Store> = Arc::new((*db).clone().with_score_events(true));
+    conformance::score_write_backs_are_events_when_announced(&*store).await;
+}

@@ -265,6 +265,80 @@ pub async fn score_write_backs_write_no_event(store: &DynStore) {
     );
 }
 
+/// For a store configured to announce scores (`with_score_events(true)`;
+/// not in [`SUITE`](super::SUITE), which runs on stores as they come):
+/// each stored score a write-back changes is one event of kind `score`
+/// with its old and new value and the transaction's context; an unchanged
+/// score, a missing contact and a rolled-back write-back are none.
+pub async fn score_write_backs_are_events_when_announced(store: &DynStore) {
+    use crate::history::FieldChange;
+    let t = TenantId::new();
+    let a = create(store, t, new_contact("score-a@example.com", "Score", "A")).await;
+    let b = create(store, t, new_contact("score-b@example.com", "Score", "B")).await;
+    let c = create(store, t, new_contact("score-c@example.com", "Score", "C")).await;
+    let score = |n: i64| Score::new(n).expect("a score");
+    let before = head(store, t).await;
+    let written = with_tx!(store, t, async |tx| ok(
+        tx.write_scores(&[
+            ContactScore::new(a.id, score(42)),
+            ContactScore::new(b.id, b.score),
+            ContactScore::new(c.id, score(7)),
+            ContactScore::new(ContactId::new(), score(9)),
+        ])
+        .await,
+        "write scores"
+    ))
+    .await;
+    assert_eq!(written, 2, "two scores changed");
+    let mut events = events_since(store, t, before).await;
+    assert_eq!(events.len(), 2, "one event per changed score: {events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.position.commit == before.commit + 1),
+        "in one commit"
+    );
+    events.sort_by_key(|e| e.id);
+    let mut expected = vec![(a.id.as_uuid(), a.score, 42), (c.id.as_uuid(), c.score, 7)];
+    expected.sort_by_key(|(id, _, _)| *id);
+    for (e, (id, old, new)) in events.iter().zip(expected) {
+        assert_eq!(e.kind, FeedKind::Score);
+        assert_eq!(e.id, id);
+        assert_eq!(e.operation, Operation::Updated);
+        assert_eq!(e.version, None, "a score write-back makes no version");
+        assert_eq!(e.actor, ctx().actor().as_str());
+        let change = FieldChange {
+            old: serde_json::json!(i64::from(old.get())),
+            new: serde_json::json!(new),
+        };
+        assert_eq!(
+            e.diff,
+            Some([("score".to_string(), change)].into_iter().collect()),
+            "the event holds the old and the new score"
+        );
+    }
+
+    // The same scores again: nothing changes, nothing is announced; a
+    // rolled-back write-back leaves no event.
+    let head_now = head(store, t).await;
+    with_tx!(store, t, async |tx| ok(
+        tx.write_scores(&[ContactScore::new(a.id, score(42))]).await,
+        "write the same score"
+    ))
+    .await;
+    let mut tx = begin(store, t).await;
+    ok(
+        tx.write_scores(&[ContactScore::new(a.id, score(99))]).await,
+        "write a score",
+    );
+    ok(tx.rollback().await, "roll back");
+    assert_eq!(
+        head(store, t).await,
+        head_now,
+        "no event for an unchanged score or a rolled-back write-back"
+    );
+}
+
 /// A consumer reads after its cursor, an ack moves it (forward or back),
 /// and consumers do not move each other's.
 pub async fn consumers_read_after_their_own_cursor(store: &DynStore) {

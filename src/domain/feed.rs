@@ -109,11 +109,15 @@ pub enum FeedKind {
     Activity,
     /// A scoring signal.
     Signal,
+    /// A contact's stored score, changed by a score write-back (batch
+    /// rescoring); the id is the contact's. Only from a store configured
+    /// to announce scores (`with_score_events`); never by default.
+    Score,
 }
 
 impl FeedKind {
     /// Its name as stored: `contact`, `deal`, `company`, `tag`, `tagging`,
-    /// `task`, `activity` or `signal`.
+    /// `task`, `activity`, `signal` or `score`.
     pub fn as_str(self) -> &'static str {
         match self {
             FeedKind::Contact => "contact",
@@ -124,6 +128,7 @@ impl FeedKind {
             FeedKind::Task => "task",
             FeedKind::Activity => "activity",
             FeedKind::Signal => "signal",
+            FeedKind::Score => "score",
         }
     }
 
@@ -132,6 +137,7 @@ impl FeedKind {
         match s {
             "activity" => Some(FeedKind::Activity),
             "signal" => Some(FeedKind::Signal),
+            "score" => Some(FeedKind::Score),
             other => EntityKind::parse(other).map(FeedKind::from),
         }
     }
@@ -174,7 +180,8 @@ pub struct FeedEvent {
     pub version: Option<i64>,
     /// The changed fields, as the history records them (see
     /// [`crate::history`]): `None` for activities and signals, which the
-    /// history does not keep, and when the history version was purged.
+    /// history does not keep, and when the history version was purged. A
+    /// [`FeedKind::Score`] event carries `score` with its old and new value.
     pub diff: Option<BTreeMap<String, FieldChange>>,
     /// Who made the change.
     pub actor: String,

@@ -11,13 +11,18 @@ use uuid::Uuid;
 use super::{InMemoryStore, MemoryTransaction, Undo, history::EntryKey};
 use crate::{
     domain::{
-        ConsumerName, FeedEvent, FeedKind, FeedPosition, TenantId, Timestamp, check_feed_batch,
-        check_timestamp,
+        ConsumerName, FeedEvent, FeedKind, FeedPosition, Score, TenantId, Timestamp,
+        check_feed_batch, check_timestamp,
     },
     error::{Error, Result},
-    history::Operation,
+    history::{FieldChange, Operation},
     store::{FeedHeads, FeedTx, feed::after_head},
 };
+
+/// A score as the feed shows it (PostgreSQL's `jsonb` of the column).
+fn score_value(score: Score) -> i64 {
+    i64::from(score.get())
+}
 
 /// One tenant's feed.
 #[derive(Default)]
@@ -40,7 +45,8 @@ pub(super) struct Commit {
     events: Vec<PendingEvent>,
 }
 
-/// An event as written: its diff stays in the history (`history`).
+/// An event as written: its diff stays in the history (`history`), or,
+/// for a score, in the event (`detail`).
 #[derive(Clone)]
 pub(super) struct PendingEvent {
     kind: FeedKind,
@@ -48,6 +54,7 @@ pub(super) struct PendingEvent {
     operation: Operation,
     version: Option<i64>,
     history: Option<EntryKey>,
+    detail: Option<Box<BTreeMap<String, FieldChange>>>,
     acting: Acting,
 }
 
@@ -154,8 +161,41 @@ impl MemoryTransaction {
             operation,
             version,
             history,
+            detail: None,
             acting,
         };
+        self.feed_push(event)
+    }
+
+    /// Writes the event of a changed stored score (a write-back), when the
+    /// store announces scores.
+    pub(super) fn feed_score(&mut self, id: Uuid, old: Score, new: Score) -> Result<()> {
+        if !self.score_events {
+            return Ok(());
+        }
+        let change = FieldChange {
+            old: serde_json::Value::from(score_value(old)),
+            new: serde_json::Value::from(score_value(new)),
+        };
+        let c = &self.context;
+        let event = PendingEvent {
+            kind: FeedKind::Score,
+            id,
+            operation: Operation::Updated,
+            version: None,
+            history: None,
+            detail: Some(Box::new(BTreeMap::from([("score".to_string(), change)]))),
+            acting: Acting {
+                actor: c.actor().as_str().to_string(),
+                reason: c.reason().map(str::to_string),
+                request_id: c.request_id().map(str::to_string),
+                idempotency_key: c.idempotency_key().map(str::to_string),
+            },
+        };
+        self.feed_push(event)
+    }
+
+    fn feed_push(&mut self, event: PendingEvent) -> Result<()> {
         let tenant = self.tenant;
         let feed = &mut self.data_mut()?.feed;
         // A signal moved to another contact is deleted and inserted again
@@ -211,7 +251,8 @@ impl MemoryTransaction {
                 let diff = e
                     .history
                     .and_then(|key| data.history.get(&key))
-                    .map(|h| h.diff.clone());
+                    .map(|h| h.diff.clone())
+                    .or_else(|| e.detail.as_deref().cloned());
                 out.push(FeedEvent {
                     position,
                     committed_at: commit.committed_at,

@@ -53,6 +53,8 @@ pub struct InMemoryStore {
     pipelines: Arc<Pipelines>,
     live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
     company_linking: bool,
+    /// Score write-backs are feed events.
+    score_events: bool,
     /// Counts the commits that wrote feed events: subscribers wait on it.
     feed_wake: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -84,6 +86,7 @@ impl InMemoryStore {
             pipelines: Arc::new(pipelines),
             live_scoring: Some(Arc::new(crate::scoring::ScoringModel::default())),
             company_linking: true,
+            score_events: false,
             feed_wake: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
@@ -114,6 +117,18 @@ impl InMemoryStore {
         self.company_linking = on;
         self
     }
+
+    /// The same store announcing (`true`) or not (`false`, the default)
+    /// score write-backs in the change feed, as
+    /// [`PostgresStore::with_score_events`](crate::PostgresStore::with_score_events)
+    /// does: every stored score that
+    /// [`ScoringTx::write_scores`](crate::store::ScoringTx::write_scores)
+    /// changes is then an event of kind
+    /// [`FeedKind::Score`](crate::domain::FeedKind::Score).
+    pub fn with_score_events(mut self, on: bool) -> Self {
+        self.score_events = on;
+        self
+    }
 }
 
 #[async_trait]
@@ -131,6 +146,7 @@ impl Store for InMemoryStore {
             pipelines: Arc::clone(&self.pipelines),
             live_scoring: self.live_scoring.clone(),
             company_linking: self.company_linking,
+            score_events: self.score_events,
             feed_wake: Arc::clone(&self.feed_wake),
         });
         Ok(traced::Traced::wrap(tx, span))
@@ -343,6 +359,8 @@ struct MemoryTransaction {
     /// New contacts without a company are linked to the company of their
     /// email's domain.
     company_linking: bool,
+    /// Score write-backs are feed events.
+    score_events: bool,
     /// Wakes the feed's subscribers when a commit wrote events.
     feed_wake: Arc<tokio::sync::watch::Sender<u64>>,
 }

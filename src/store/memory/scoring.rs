@@ -86,9 +86,11 @@ impl ScoringTx for MemoryTransaction {
             if c.score == score {
                 continue;
             }
+            let old = c.score;
             let mut next = c.clone();
             next.score = score;
             self.set_contact(id, Some(next))?;
+            self.feed_score(id.as_uuid(), old, score)?;
             changed += 1;
         }
         Ok(changed)

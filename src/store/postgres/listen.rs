@@ -2,7 +2,9 @@
 //! (pooled connections do not pass notifications on) that `LISTEN`s to a
 //! tenant's channel, `crm_feed_<tenant id without hyphens>`, on which the
 //! store sends a payload-free `NOTIFY` right after a commit that wrote
-//! events (`WAKE` in `transaction.rs`). The connection is
+//! events (`WAKE` in `transaction.rs`), when a listening connection holds
+//! the channel's shared advisory lock (so that writers of a tenant nobody
+//! listens to send none). The connection is
 //! opened again when it is lost, and every (re)connection is a wake-up
 //! too, so that a subscriber reads from its cursor whatever it missed.
 
@@ -115,8 +117,16 @@ where
         let _ = ended_tx.send(outcome);
     });
     // The channel's name is made of a UUID's hexadecimal digits: nothing
-    // from input.
-    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    // from input. The shared lock on the channel's key tells writers that
+    // someone listens (`WAKE` in `transaction.rs` notifies only then); it
+    // is held until this connection closes, and taken before `LISTEN` and
+    // before the read below, so that a commit either finds it held and
+    // notifies, or came before and is read.
+    client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock_shared(hashtextextended('{channel}', 0)); LISTEN {channel}"
+        ))
+        .await?;
     // Listening: whatever committed before is read now.
     let _ = wake.try_send(());
     let closed = wake.closed();

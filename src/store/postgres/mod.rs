@@ -206,6 +206,8 @@ pub struct PostgresStore {
     live_scoring: Option<Arc<crate::scoring::ScoringModel>>,
     /// Whether new contacts are linked to a company by their email's domain.
     company_linking: bool,
+    /// Whether score write-backs are change-feed events.
+    score_events: bool,
     schema: Arc<SchemaName>,
     /// `BEGIN` and the search path of every transaction, as one
     /// simple-query batch (no value from input in it).
@@ -279,6 +281,7 @@ impl PostgresStore {
             schema: DEFAULT_SCHEMA.to_string(),
             ca: Vec::new(),
             company_linking: true,
+            score_events: false,
         }
     }
 
@@ -295,6 +298,7 @@ impl PostgresStore {
             pipelines: Arc::new(pipelines),
             live_scoring: Some(Arc::new(crate::scoring::ScoringModel::default())),
             company_linking: true,
+            score_events: false,
             begin_batch: begin_batch(&schema),
             schema: Arc::new(schema),
             listener: None,
@@ -333,6 +337,18 @@ impl PostgresStore {
     /// one, is linked to the company with that domain, if there is one.
     pub fn with_company_linking(mut self, on: bool) -> Self {
         self.company_linking = on;
+        self
+    }
+
+    /// The same store announcing (`true`) or not (`false`, the default)
+    /// score write-backs in the change feed: with it on, every stored score
+    /// that [`ScoringTx::write_scores`](crate::store::ScoringTx::write_scores)
+    /// (batch rescoring) changes is an event of kind
+    /// [`FeedKind::Score`](crate::domain::FeedKind::Score), whose diff holds
+    /// the old and new score. Off by default: a rescore of a large tenant
+    /// changes many scores at once, and scores are derived data.
+    pub fn with_score_events(mut self, on: bool) -> Self {
+        self.score_events = on;
         self
     }
 
@@ -562,6 +578,7 @@ pub struct PostgresStoreBuilder {
     schema: String,
     ca: Vec<tls::CaSource>,
     company_linking: bool,
+    score_events: bool,
 }
 
 impl PostgresStoreBuilder {
@@ -598,6 +615,13 @@ impl PostgresStoreBuilder {
     /// (default `true`; see [`PostgresStore::with_company_linking`]).
     pub fn company_linking(mut self, on: bool) -> Self {
         self.company_linking = on;
+        self
+    }
+
+    /// Whether score write-backs are change-feed events (default `false`;
+    /// see [`PostgresStore::with_score_events`]).
+    pub fn score_events(mut self, on: bool) -> Self {
+        self.score_events = on;
         self
     }
 
@@ -653,7 +677,8 @@ impl PostgresStoreBuilder {
         // Fail now, with the cause, rather than on the first transaction.
         drop(pool.get().await.map_err(tls::pool_error)?);
         let mut store = PostgresStore::from_pool(pool, self.pipelines)
-            .with_company_linking(self.company_linking);
+            .with_company_linking(self.company_linking)
+            .with_score_events(self.score_events);
         store.begin_batch = begin_batch(&schema);
         store.schema = Arc::new(schema);
         store.listener = Some(listener);
@@ -683,6 +708,7 @@ impl Store for PostgresStore {
         .map_err(|e| traced::begin_failed(&span, e))?;
         tx.set_live_scoring(self.live_scoring.clone());
         tx.company_linking = self.company_linking;
+        tx.score_events = self.score_events;
         Ok(traced::Traced::wrap(Box::new(tx), span))
     }
 

@@ -46,6 +46,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "deal_search",
         sql: include_str!("migrations/0007_deal_search.sql"),
     },
+    Migration {
+        version: 8,
+        name: "feed_commit_marker_scores",
+        sql: include_str!("migrations/0008_feed_commit_marker_scores.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.

@@ -69,21 +69,44 @@ const OPERATION_ROLLBACK_TO: &str =
 /// text without NUL characters.
 const SETTINGS_PREFIX: &str = "SET LOCAL citus.propagate_set_commands TO 'local'";
 
+/// Score write-backs are change-feed events in this transaction (the
+/// trigger `contacts_score_feed` reads it; see `0008_…scores.sql`).
+const SCORE_EVENTS: &str = "SET LOCAL crm.score_events TO 'on'";
+
 /// The change feed's wake-up, sent right after every `COMMIT` (pipelined:
 /// no round trip of its own): when the committed transaction wrote feed
 /// events, the feed's commit trigger left the tenant in the session-level
-/// setting `crm.feed_wake`, and this sends the payload-free `NOTIFY` on
-/// the tenant's channel and clears it. One statement, so a transaction of
-/// its own (which ends, whatever happens, with the statement), committed
-/// without waiting for the flush: the database-wide lock a notifying
-/// commit takes is held for an instant, and never by the writer's
-/// transaction (see `migrations/0006_feed.sql`). When nothing is pending
-/// it sends nothing and writes nothing. Its outcome is not the commit's:
-/// a failure is ignored (subscriptions poll too).
-pub(super) const WAKE: &str = "SELECT set_config('synchronous_commit', 'off', true), \
-     pg_notify('crm_feed_' || replace(w, '-', ''), ''), \
+/// setting `crm.feed_wake`, and this clears it and, when a subscriber
+/// listens on the tenant, sends the payload-free `NOTIFY` on the tenant's
+/// channel. One statement, so a transaction of its own (which ends,
+/// whatever happens, with the statement), committed without waiting for
+/// the flush: the database-wide lock a notifying commit takes is held for
+/// an instant, and never by the writer's transaction (see
+/// `migrations/0006_feed.sql`). When nothing is pending it sends nothing
+/// and writes nothing.
+///
+/// Whether anyone listens: every listening connection holds, for as long
+/// as it listens, a shared session-level advisory lock on the channel's
+/// key (`hashtextextended(channel, 0)`, the `bigint` form, which never
+/// meets the idempotency claims' two-`int4` keys; see `listen.rs`), taken
+/// before its `LISTEN` and before it reads from its cursor. This takes the
+/// same key exclusively, without waiting: when it gets it, nobody listens
+/// and no `NOTIFY` is needed (a listener that comes later reads what was
+/// committed before it); when it does not, it notifies. (Two writers at
+/// the same instant may both notify; a hash collision only adds a
+/// wake-up.) Its outcome is not the commit's: a failure is ignored
+/// (subscriptions poll too).
+///
+/// The setting is read in a subquery that `OFFSET 0` keeps from being
+/// merged into the outer one: merged, its `current_setting` would be
+/// evaluated where the channel is used, after the setting was cleared.
+pub(super) const WAKE: &str = "SELECT \
+     CASE WHEN pg_try_advisory_xact_lock(hashtextextended(c, 0)) THEN NULL \
+          ELSE set_config('synchronous_commit', 'off', true) || pg_notify(c, '')::text END, \
      set_config('crm.feed_wake', '', false) \
-     FROM (SELECT current_setting('crm.feed_wake', true) AS w) AS pending WHERE w <> ''";
+     FROM (SELECT 'crm_feed_' || replace(w, '-', '') AS c \
+             FROM (SELECT current_setting('crm.feed_wake', true) AS w) AS setting \
+            WHERE w <> '' OFFSET 0) AS pending";
 
 /// The current time, at the microsecond precision the store keeps.
 pub(super) fn now() -> Timestamp {
@@ -135,6 +158,8 @@ pub(super) struct PgTransaction {
     /// New contacts without a company are linked to the company of their
     /// email's domain.
     pub(super) company_linking: bool,
+    /// Score write-backs are feed events (`crm.score_events`).
+    pub(super) score_events: bool,
     /// An idempotency claim deferred to the first statement, and its
     /// answer (behind a lock only because statements are sent through
     /// `&self`; it is never contended).
@@ -229,6 +254,7 @@ impl PgTransaction {
             aborted: false,
             live_scoring: None,
             company_linking: true,
+            score_events: false,
             claim: std::sync::Mutex::default(),
             claim_lost: None,
             held_claims: Vec::new(),
@@ -486,7 +512,12 @@ impl PgTransaction {
     /// `crm.tenant_id`, `crm.actor`, `crm.reason`, `crm.request_id` and
     /// `crm.idempotency_key`, the absent ones empty.
     pub(super) fn settings_batch(&self) -> String {
-        settings_batch(self.tenant, &self.context)
+        let mut batch = settings_batch(self.tenant, &self.context);
+        if self.score_events {
+            batch.push_str("; ");
+            batch.push_str(SCORE_EVENTS);
+        }
+        batch
     }
 
     /// Fails unless the transaction can take another statement: it is not
@@ -776,6 +807,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     OPERATION_RELEASE,
     OPERATION_ROLLBACK_TO,
     SETTINGS_PREFIX,
+    SCORE_EVENTS,
     WAKE,
 ];
 
