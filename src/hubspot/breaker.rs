@@ -69,6 +69,17 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `Err` with the time left when a request would be refused now;
+    /// takes nothing (the probe stays for whoever asks for a permit).
+    pub(crate) fn check(&self) -> Result<(), Duration> {
+        let now = Instant::now();
+        match *self.lock() {
+            State::Open { until } if now < until => Err(until - now),
+            State::HalfOpen { probing: true } => Err(self.cooldown.min(Duration::from_secs(1))),
+            _ => Ok(()),
+        }
+    }
+
     /// A permit, or the time left before one may be had.
     pub(crate) fn try_acquire(&self) -> Result<Permit<'_>, Duration> {
         let mut state = self.lock();

@@ -171,7 +171,7 @@ impl HubSpotClient {
     ) -> Result<Answer<T>, AttemptError> {
         let inner = &*self.inner;
         // Fail fast before spending any budget.
-        if let Err(retry_in) = inner.breaker.try_acquire() {
+        if let Err(retry_in) = inner.breaker.check() {
             return Err(AttemptError {
                 error: HubSpotError::CircuitOpen { retry_in },
                 wait: None,

@@ -132,32 +132,37 @@ impl Data {
         }
         let empty = BTreeMap::new();
         let records = self.objects.get(object_type).unwrap_or(&empty);
-        let mut hits: Vec<&FakeRecord> = records
+        let groups: Vec<Vec<Condition>> = req
+            .filter_groups
+            .iter()
+            .map(|g| g.filters.iter().map(Condition::new).collect())
+            .collect();
+        let mut hits: Vec<(Key, u64, &FakeRecord)> = records
             .values()
             .filter(|r| {
-                req.filter_groups.is_empty()
-                    || req.filter_groups.iter().any(|g| {
-                        g.filters.iter().all(|f| {
-                            let v = r.value(object_type, &f.property_name);
-                            matches(f.operator, v.as_deref(), f)
-                        })
-                    })
+                groups.is_empty()
+                    || groups
+                        .iter()
+                        .any(|g| g.iter().all(|c| c.holds(r, object_type)))
+            })
+            .map(|r| {
+                let key = req
+                    .sorts
+                    .first()
+                    .map_or(Key::Missing, |s| Key::of(r, object_type, &s.property_name));
+                (key, scramble(r.id), r)
             })
             .collect();
         if let Some(sort) = req.sorts.first() {
+            let descending = sort.direction == crate::hubspot::SortDirection::Descending;
             hits.sort_by(|a, b| {
-                let o = compare(
-                    a.value(object_type, &sort.property_name).as_deref(),
-                    b.value(object_type, &sort.property_name).as_deref(),
-                );
-                let o = match sort.direction {
-                    crate::hubspot::SortDirection::Ascending => o,
-                    crate::hubspot::SortDirection::Descending => o.reverse(),
-                };
+                let o = a.0.cmp(&b.0);
+                let o = if descending { o.reverse() } else { o };
                 // Ties come in an order of HubSpot's, not by id.
-                o.then_with(|| scramble(a.id).cmp(&scramble(b.id)))
+                o.then_with(|| a.1.cmp(&b.1))
             });
         }
+        let hits: Vec<&FakeRecord> = hits.into_iter().map(|h| h.2).collect();
         let total = hits.len();
         let page: Vec<Value> = hits
             .iter()
@@ -187,58 +192,102 @@ fn number(v: &str) -> Option<f64> {
         .or_else(|| parse_hubspot_time(v).map(|t| t.timestamp_millis() as f64))
 }
 
-fn compare(a: Option<&str>, b: Option<&str>) -> Ordering {
-    match (a, b) {
-        (Some(a), Some(b)) => match (number(a), number(b)) {
-            (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
-            _ => a.to_lowercase().cmp(&b.to_lowercase()),
-        },
-        (None, Some(_)) => Ordering::Greater,
-        (Some(_), None) => Ordering::Less,
-        (None, None) => Ordering::Equal,
+/// A property's value, compared the way HubSpot does: numbers and dates as
+/// numbers, text without regard to case; a missing value sorts last.
+#[derive(Debug, Clone, PartialEq)]
+enum Key {
+    Number(f64),
+    Text(String),
+    Missing,
+}
+
+impl Key {
+    fn of(r: &FakeRecord, object_type: &str, property: &str) -> Key {
+        match property {
+            "hs_object_id" => Key::Number(r.id as f64),
+            "createdate" => Key::Number(r.created_ms as f64),
+            p if p == modified_property(object_type) => Key::Number(r.modified_ms as f64),
+            p => r.properties.get(p).map_or(Key::Missing, |v| Key::parse(v)),
+        }
+    }
+
+    fn parse(v: &str) -> Key {
+        number(v).map_or_else(|| Key::Text(v.to_lowercase()), Key::Number)
+    }
+
+    fn cmp(&self, other: &Key) -> Ordering {
+        match (self, other) {
+            (Key::Number(a), Key::Number(b)) => a.partial_cmp(b).unwrap_or(Ordering::Equal),
+            (Key::Number(a), Key::Text(b)) => a.to_string().cmp(b),
+            (Key::Text(a), Key::Number(b)) => a.cmp(&b.to_string()),
+            (Key::Text(a), Key::Text(b)) => a.cmp(b),
+            (Key::Missing, Key::Missing) => Ordering::Equal,
+            (Key::Missing, _) => Ordering::Greater,
+            (_, Key::Missing) => Ordering::Less,
+        }
     }
 }
 
-fn matches(op: FilterOperator, value: Option<&str>, f: &crate::hubspot::Filter) -> bool {
-    let cmp = |with: &Option<String>| match (value, with) {
-        (Some(_), Some(w)) => Some(compare(value, Some(w))),
-        _ => None,
-    };
-    match op {
-        FilterOperator::Eq => cmp(&f.value) == Some(Ordering::Equal),
-        FilterOperator::Neq => cmp(&f.value) != Some(Ordering::Equal),
-        FilterOperator::Lt => cmp(&f.value) == Some(Ordering::Less),
-        FilterOperator::Lte => matches!(cmp(&f.value), Some(Ordering::Less | Ordering::Equal)),
-        FilterOperator::Gt => cmp(&f.value) == Some(Ordering::Greater),
-        FilterOperator::Gte => matches!(cmp(&f.value), Some(Ordering::Greater | Ordering::Equal)),
-        FilterOperator::Between => {
-            matches!(cmp(&f.value), Some(Ordering::Greater | Ordering::Equal))
-                && matches!(cmp(&f.high_value), Some(Ordering::Less | Ordering::Equal))
+/// A filter with its values parsed once.
+struct Condition<'f> {
+    filter: &'f crate::hubspot::Filter,
+    value: Option<Key>,
+    high: Option<Key>,
+    values: Vec<Key>,
+}
+
+impl<'f> Condition<'f> {
+    fn new(filter: &'f crate::hubspot::Filter) -> Self {
+        Condition {
+            filter,
+            value: filter.value.as_deref().map(Key::parse),
+            high: filter.high_value.as_deref().map(Key::parse),
+            values: filter
+                .values
+                .iter()
+                .flatten()
+                .map(|v| Key::parse(v))
+                .collect(),
         }
-        FilterOperator::In => f
-            .values
-            .iter()
-            .flatten()
-            .any(|w| value.is_some() && compare(value, Some(w)) == Ordering::Equal),
-        FilterOperator::NotIn => !f
-            .values
-            .iter()
-            .flatten()
-            .any(|w| value.is_some() && compare(value, Some(w)) == Ordering::Equal),
-        FilterOperator::HasProperty => value.is_some(),
-        FilterOperator::NotHasProperty => value.is_none(),
-        FilterOperator::ContainsToken => match (value, &f.value) {
-            (Some(v), Some(t)) => v
-                .to_lowercase()
-                .contains(&t.trim_matches('*').to_lowercase()),
+    }
+
+    fn holds(&self, r: &FakeRecord, object_type: &str) -> bool {
+        let v = Key::of(r, object_type, &self.filter.property_name);
+        let present = v != Key::Missing;
+        let cmp = |with: &Option<Key>| match with {
+            Some(w) if present => Some(v.cmp(w)),
+            _ => None,
+        };
+        let token = |t: &Option<String>| match (&v, t) {
+            (Key::Text(s), Some(t)) => s.contains(&t.trim_matches('*').to_lowercase()),
             _ => false,
-        },
-        FilterOperator::NotContainsToken => match (value, &f.value) {
-            (Some(v), Some(t)) => !v
-                .to_lowercase()
-                .contains(&t.trim_matches('*').to_lowercase()),
-            _ => true,
-        },
+        };
+        match self.filter.operator {
+            FilterOperator::Eq => cmp(&self.value) == Some(Ordering::Equal),
+            FilterOperator::Neq => cmp(&self.value) != Some(Ordering::Equal),
+            FilterOperator::Lt => cmp(&self.value) == Some(Ordering::Less),
+            FilterOperator::Lte => {
+                matches!(cmp(&self.value), Some(Ordering::Less | Ordering::Equal))
+            }
+            FilterOperator::Gt => cmp(&self.value) == Some(Ordering::Greater),
+            FilterOperator::Gte => {
+                matches!(cmp(&self.value), Some(Ordering::Greater | Ordering::Equal))
+            }
+            FilterOperator::Between => {
+                matches!(cmp(&self.value), Some(Ordering::Greater | Ordering::Equal))
+                    && matches!(cmp(&self.high), Some(Ordering::Less | Ordering::Equal))
+            }
+            FilterOperator::In => {
+                present && self.values.iter().any(|w| v.cmp(w) == Ordering::Equal)
+            }
+            FilterOperator::NotIn => {
+                !(present && self.values.iter().any(|w| v.cmp(w) == Ordering::Equal))
+            }
+            FilterOperator::HasProperty => present,
+            FilterOperator::NotHasProperty => !present,
+            FilterOperator::ContainsToken => token(&self.filter.value),
+            FilterOperator::NotContainsToken => !token(&self.filter.value),
+        }
     }
 }
 
