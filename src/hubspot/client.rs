@@ -266,7 +266,7 @@ impl HubSpotClient {
                 error: HubSpotError::RateLimited {
                     policy,
                     retry_after,
-                    body,
+                    body: Box::new(body),
                 },
                 wait,
             });
@@ -279,7 +279,7 @@ impl HubSpotClient {
         Err(AttemptError {
             error: HubSpotError::Api {
                 status: status.as_u16(),
-                body,
+                body: Box::new(body),
             },
             wait: retry_after,
         })

@@ -91,7 +91,7 @@ pub enum HubSpotError {
         /// The HTTP status.
         status: u16,
         /// HubSpot's error fields.
-        body: ApiErrorBody,
+        body: Box<ApiErrorBody>,
     },
     /// HubSpot refused the call for its rate limit (429), and the retries,
     /// if any, were spent. A [`RateLimitPolicy::Daily`] refusal is never retried.
@@ -102,7 +102,7 @@ pub enum HubSpotError {
         /// The wait HubSpot asked for (`Retry-After`), if any.
         retry_after: Option<Duration>,
         /// HubSpot's error fields.
-        body: ApiErrorBody,
+        body: Box<ApiErrorBody>,
     },
     /// The client's circuit breaker is open after repeated failures: the
     /// call was refused without any request. Try again after `retry_in`.
@@ -175,7 +175,7 @@ impl HubSpotError {
     /// HubSpot's error fields, when the error is an answer.
     pub fn body(&self) -> Option<&ApiErrorBody> {
         match self {
-            HubSpotError::Api { body, .. } | HubSpotError::RateLimited { body, .. } => Some(body),
+            HubSpotError::Api { body, .. } | HubSpotError::RateLimited { body, .. } => Some(body.as_ref()),
             _ => None,
         }
     }
@@ -189,12 +189,12 @@ mod tests {
     fn an_api_error_names_status_category_message_and_correlation_id() {
         let e = HubSpotError::Api {
             status: 400,
-            body: ApiErrorBody {
+            body: Box::new(ApiErrorBody {
                 category: Some("VALIDATION_ERROR".into()),
                 message: Some("Property values were not valid".into()),
                 correlation_id: Some("abc-123".into()),
                 ..Default::default()
-            },
+            }),
         };
         assert_eq!(
             e.to_string(),
@@ -208,12 +208,12 @@ mod tests {
         let daily = HubSpotError::RateLimited {
             policy: Some(RateLimitPolicy::parse("DAILY")),
             retry_after: None,
-            body: ApiErrorBody::default(),
+            body: Box::default(),
         };
         let rolling = HubSpotError::RateLimited {
             policy: Some(RateLimitPolicy::parse("ten_secondly_rolling")),
             retry_after: None,
-            body: ApiErrorBody::default(),
+            body: Box::default(),
         };
         assert!(!daily.is_retryable());
         assert!(rolling.is_retryable());
