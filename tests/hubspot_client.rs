@@ -610,6 +610,35 @@ async fn deals_are_created_with_their_contact_and_company() {
 }
 
 #[tokio::test]
+async fn a_batch_update_by_id_names_the_records_it_could_not_find() {
+    let fake = fake().await;
+    let client = client(builder(&fake));
+    let ids = fake.seed("companies", (0..3).map(|_| SeedRecord::default()));
+    let inputs = vec![
+        UpsertInput::new(ids[2].to_string()).with("name", "Analytical Engines"),
+        UpsertInput::new("424242").with("name", "Nobody"),
+        UpsertInput::new(ids[0].to_string()).with("name", "Difference Engines"),
+    ];
+    let outcome = client
+        .batch_update(&ObjectType::Companies, &inputs)
+        .await
+        .unwrap();
+    let InputOutcome::Written { record, .. } = &outcome.outcomes[0] else {
+        panic!("{:?}", outcome.outcomes[0])
+    };
+    assert_eq!(record.property("name"), Some("Analytical Engines"));
+    assert!(
+        matches!(&outcome.outcomes[1], InputOutcome::Rejected(e) if e.category.as_deref() == Some("OBJECT_NOT_FOUND"))
+    );
+    assert!(
+        matches!(&outcome.outcomes[2], InputOutcome::Written { record, .. } if record.id == ids[0].to_string())
+    );
+    let held = fake.records("companies");
+    assert_eq!(held[0].properties["name"], "Difference Engines");
+    assert!(!held[1].properties.contains_key("name"));
+}
+
+#[tokio::test]
 async fn a_search_beyond_hubspots_bounds_is_refused_before_sending() {
     let fake = fake().await;
     let client = client(builder(&fake));

@@ -15,9 +15,9 @@ use tokio::sync::OnceCell;
 use super::{
     breaker::{Breaker, BreakerState},
     config::HubSpotConfig,
+    create::AssociationTypeIds,
     error::{ApiErrorBody, HubSpotError, RateLimitPolicy},
     limiter::{Limiter, RequestKind},
-    objects::AssociationTypeIds,
 };
 
 /// A client of HubSpot's CRM API for one app (one token). Cheap to clone;

@@ -175,7 +175,9 @@ impl HubSpotError {
     /// HubSpot's error fields, when the error is an answer.
     pub fn body(&self) -> Option<&ApiErrorBody> {
         match self {
-            HubSpotError::Api { body, .. } | HubSpotError::RateLimited { body, .. } => Some(body.as_ref()),
+            HubSpotError::Api { body, .. } | HubSpotError::RateLimited { body, .. } => {
+                Some(body.as_ref())
+            }
             _ => None,
         }
     }

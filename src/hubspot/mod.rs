@@ -19,8 +19,10 @@
 //!   succeeds; [`HubSpotClient::breaker_state`] reads it.
 //! - Operations: [`HubSpotClient::upsert_contacts_by_email`] and
 //!   [`HubSpotClient::batch_upsert`] (100 per call, each input's outcome in
-//!   [`BatchOutcome`]), [`HubSpotClient::batch_read`],
-//!   [`HubSpotClient::create_deals`] (associated with contact and company),
+//!   [`BatchOutcome`]), [`HubSpotClient::batch_update`] (by HubSpot id),
+//!   [`HubSpotClient::batch_read`], [`HubSpotClient::batch_create`] (with
+//!   associations), [`HubSpotClient::create_deals`] (associated with
+//!   contact and company, the association types asked for once),
 //!   [`HubSpotClient::search`] (bounds checked before sending) and
 //!   [`HubSpotClient::pull_modified_since`], an incremental pull that stays
 //!   correct past the search's 10,000-result ceiling and when thousands of
@@ -59,6 +61,7 @@
 mod breaker;
 mod client;
 pub mod config;
+mod create;
 mod error;
 mod limiter;
 mod objects;
@@ -72,10 +75,11 @@ pub mod fake;
 pub use breaker::BreakerState;
 pub use client::HubSpotClient;
 pub use config::{AccessToken, HubSpotConfig, HubSpotConfigBuilder};
+pub use create::{AssociationType, AssociationTypeIds, CreateInput, DealCreate};
 pub use error::{ApiErrorBody, HubSpotError, RateLimitPolicy};
 pub use objects::{
-    AssociationType, AssociationTypeIds, BATCH_LIMIT, BatchOutcome, BatchRead, DealCreate,
-    HubSpotRecord, InputError, InputOutcome, ObjectType, UpsertInput, parse_hubspot_time,
+    BATCH_LIMIT, BatchOutcome, BatchRead, HubSpotRecord, InputError, InputOutcome, ObjectType,
+    UpsertInput, parse_hubspot_time,
 };
 pub use search::{
     Filter, FilterGroup, FilterOperator, MAX_FILTER_GROUPS, MAX_FILTERS, MAX_FILTERS_PER_GROUP,

@@ -123,17 +123,6 @@ impl UpsertInput {
     }
 }
 
-/// A deal to create, associated with its contact and (optionally) its company.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DealCreate {
-    /// The deal's properties (`dealname`, `amount`, `pipeline`, `dealstage`, …).
-    pub properties: BTreeMap<String, String>,
-    /// HubSpot's id of the deal's contact.
-    pub contact_id: String,
-    /// HubSpot's id of the deal's company, if any.
-    pub company_id: Option<String>,
-}
-
 /// A failure HubSpot reported for some inputs of a batch (`errors[]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,6 +142,18 @@ pub struct InputError {
 }
 
 impl InputError {
+    /// The input indexes in `range` that the error names by
+    /// `objectWriteTraceId`.
+    pub(crate) fn trace_indexes(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = usize> + '_ {
+        self.named()
+            .filter(|(k, _)| *k == "objectWriteTraceId")
+            .filter_map(|(_, v)| v.parse::<usize>().ok())
+            .filter(move |i| range.contains(i))
+    }
+
     /// Every string in the error's context (the ids it names).
     fn named(&self) -> impl Iterator<Item = (&str, &str)> {
         self.context
@@ -244,24 +245,6 @@ pub struct BatchRead {
     pub missing: Vec<String>,
 }
 
-/// A v4 association type: its category and id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssociationType {
-    /// `HUBSPOT_DEFINED` (true) or user defined.
-    pub hubspot_defined: bool,
-    /// The association type id.
-    pub type_id: u32,
-}
-
-/// The association types a deal is created with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AssociationTypeIds {
-    /// Deal → contact.
-    pub deal_to_contact: AssociationType,
-    /// Deal → company.
-    pub deal_to_company: AssociationType,
-}
-
 #[derive(Debug, Deserialize)]
 pub(crate) struct BatchResponse<R> {
     #[serde(default = "Vec::new")]
@@ -276,15 +259,6 @@ struct UpsertResult {
     record: HubSpotRecord,
     #[serde(default, rename = "new")]
     created: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Label {
-    category: String,
-    #[serde(rename = "typeId")]
-    type_id: u32,
-    #[serde(default)]
-    label: Option<String>,
 }
 
 impl HubSpotClient {
@@ -429,6 +403,81 @@ impl HubSpotClient {
         })
     }
 
+    /// Updates records of `object_type` by HubSpot id (`POST
+    /// …/batch/update`; each input's `id` is HubSpot's id), 100 per call, in
+    /// order. Outcomes are matched by id; refusals also by the
+    /// `objectWriteTraceId` (the input's index) sent with each input. A
+    /// call that fails after its retries stops the batch: see
+    /// [`BatchOutcome::stopped_by`].
+    pub async fn batch_update(
+        &self,
+        object_type: &ObjectType,
+        inputs: &[UpsertInput],
+    ) -> Result<BatchOutcome, HubSpotError> {
+        let path = format!("/crm/v3/objects/{}/batch/update", object_type.as_str());
+        let mut outcomes = vec![InputOutcome::NotSent; inputs.len()];
+        for (chunk_no, chunk) in inputs.chunks(BATCH_LIMIT).enumerate() {
+            let base = chunk_no * BATCH_LIMIT;
+            let body = json!({
+                "inputs": chunk.iter().enumerate().map(|(j, input)| json!({
+                    "id": input.id,
+                    "properties": input.properties,
+                    "objectWriteTraceId": (base + j).to_string(),
+                })).collect::<Vec<_>>()
+            });
+            let answer = match self
+                .send::<_, BatchResponse<HubSpotRecord>>(
+                    Method::POST,
+                    &path,
+                    Some(&body),
+                    RequestKind::Standard,
+                )
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    return Ok(BatchOutcome {
+                        outcomes,
+                        stopped_by: Some(e),
+                    });
+                }
+            };
+            let by_id: HashMap<&str, usize> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, input)| (input.id.as_str(), base + j))
+                .collect();
+            for record in answer.body.results {
+                if let Some(&i) = by_id.get(record.id.as_str()) {
+                    outcomes[i] = InputOutcome::Written {
+                        record,
+                        created: Some(false),
+                    };
+                }
+            }
+            for e in answer.body.errors {
+                let mut targets: Vec<usize> = e.trace_indexes(base..base + chunk.len()).collect();
+                targets.extend(
+                    e.named()
+                        .filter(|(k, _)| *k == "ids")
+                        .filter_map(|(_, v)| by_id.get(v).copied()),
+                );
+                for i in targets {
+                    outcomes[i] = InputOutcome::Rejected(e.clone());
+                }
+            }
+            for slot in &mut outcomes[base..base + chunk.len()] {
+                if matches!(slot, InputOutcome::NotSent) {
+                    *slot = InputOutcome::Unconfirmed;
+                }
+            }
+        }
+        Ok(BatchOutcome {
+            outcomes,
+            stopped_by: None,
+        })
+    }
+
     /// Reads records of `object_type` by HubSpot id, or by the unique
     /// property `id_property` when given (`POST …/batch/read`), 100 per
     /// call, with `properties`. Ids HubSpot does not hold come back in
@@ -468,161 +517,5 @@ impl HubSpotClient {
             }
         }
         Ok(out)
-    }
-
-    /// The association types deals are created with: from the
-    /// configuration when set there, otherwise asked once from
-    /// `GET /crm/v4/associations/deals/{contacts,companies}/labels` (the
-    /// HubSpot-defined type without a label) and kept.
-    pub async fn association_type_ids(&self) -> Result<AssociationTypeIds, HubSpotError> {
-        self.inner
-            .association_ids
-            .get_or_try_init(|| async {
-                let config = &self.inner.config;
-                let contact = match config.deal_to_contact_type_id {
-                    Some(id) => AssociationType {
-                        hubspot_defined: true,
-                        type_id: id,
-                    },
-                    None => self.default_association("deals", "contacts").await?,
-                };
-                let company = match config.deal_to_company_type_id {
-                    Some(id) => AssociationType {
-                        hubspot_defined: true,
-                        type_id: id,
-                    },
-                    None => self.default_association("deals", "companies").await?,
-                };
-                Ok(AssociationTypeIds {
-                    deal_to_contact: contact,
-                    deal_to_company: company,
-                })
-            })
-            .await
-            .copied()
-    }
-
-    async fn default_association(
-        &self,
-        from: &str,
-        to: &str,
-    ) -> Result<AssociationType, HubSpotError> {
-        let path = format!("/crm/v4/associations/{from}/{to}/labels");
-        let answer = self
-            .send::<(), BatchResponse<Label>>(Method::GET, &path, None, RequestKind::Standard)
-            .await?;
-        let labels = answer.body.results;
-        let defined = |l: &&Label| l.category == "HUBSPOT_DEFINED";
-        labels
-            .iter()
-            .filter(defined)
-            .find(|l| l.label.as_deref().is_none_or(str::is_empty))
-            .or_else(|| labels.iter().find(defined))
-            .map(|l| AssociationType {
-                hubspot_defined: true,
-                type_id: l.type_id,
-            })
-            .ok_or_else(|| {
-                HubSpotError::Decode(format!(
-                    "{path}: no HubSpot-defined association type in the answer"
-                ))
-            })
-    }
-
-    /// Creates deals, each associated with its contact and (when given) its
-    /// company (`POST /crm/v3/objects/deals/batch/create` with inline
-    /// `associations`), 100 per call. Results are matched to inputs in
-    /// order among the inputs HubSpot did not refuse; refusals by the
-    /// `objectWriteTraceId` (the input's index) sent with each input.
-    pub async fn create_deals(&self, deals: &[DealCreate]) -> Result<BatchOutcome, HubSpotError> {
-        let mut errors = ValidationErrors::new();
-        for (i, d) in deals.iter().enumerate() {
-            if d.contact_id.trim().is_empty() {
-                errors.push(FieldError::new(
-                    format!("deals[{i}].contact_id"),
-                    "required",
-                    "is empty",
-                ));
-            }
-        }
-        if !errors.is_empty() {
-            return Err(HubSpotError::InvalidRequest(errors));
-        }
-        if deals.is_empty() {
-            return Ok(BatchOutcome {
-                outcomes: Vec::new(),
-                stopped_by: None,
-            });
-        }
-        let types = self.association_type_ids().await?;
-        let assoc = |id: &str, t: AssociationType| {
-            json!({
-                "to": {"id": id},
-                "types": [{
-                    "associationCategory": if t.hubspot_defined { "HUBSPOT_DEFINED" } else { "USER_DEFINED" },
-                    "associationTypeId": t.type_id,
-                }],
-            })
-        };
-        let mut outcomes = vec![InputOutcome::NotSent; deals.len()];
-        for (chunk_no, chunk) in deals.chunks(BATCH_LIMIT).enumerate() {
-            let base = chunk_no * BATCH_LIMIT;
-            let body = json!({
-                "inputs": chunk.iter().enumerate().map(|(j, d)| {
-                    let mut associations = vec![assoc(&d.contact_id, types.deal_to_contact)];
-                    if let Some(c) = &d.company_id {
-                        associations.push(assoc(c, types.deal_to_company));
-                    }
-                    json!({
-                        "properties": d.properties,
-                        "associations": associations,
-                        "objectWriteTraceId": (base + j).to_string(),
-                    })
-                }).collect::<Vec<_>>()
-            });
-            let answer = match self
-                .send::<_, BatchResponse<HubSpotRecord>>(
-                    Method::POST,
-                    "/crm/v3/objects/deals/batch/create",
-                    Some(&body),
-                    RequestKind::Standard,
-                )
-                .await
-            {
-                Ok(a) => a,
-                Err(e) => {
-                    return Ok(BatchOutcome {
-                        outcomes,
-                        stopped_by: Some(e),
-                    });
-                }
-            };
-            for e in answer.body.errors {
-                for (k, v) in e.named() {
-                    if k == "objectWriteTraceId"
-                        && let Ok(i) = v.parse::<usize>()
-                        && (base..base + chunk.len()).contains(&i)
-                    {
-                        outcomes[i] = InputOutcome::Rejected(e.clone());
-                    }
-                }
-            }
-            let mut results = answer.body.results.into_iter();
-            for slot in &mut outcomes[base..base + chunk.len()] {
-                if matches!(slot, InputOutcome::NotSent) {
-                    *slot = match results.next() {
-                        Some(record) => InputOutcome::Written {
-                            record,
-                            created: Some(true),
-                        },
-                        None => InputOutcome::Unconfirmed,
-                    };
-                }
-            }
-        }
-        Ok(BatchOutcome {
-            outcomes,
-            stopped_by: None,
-        })
     }
 }

@@ -158,6 +158,7 @@ pub(super) async fn handle(
                 upsert(&mut data, t, &body, &rejected)
             }
             ("POST", ["crm", "v3", "objects", t, "batch", "read"]) => read(&data, t, &body),
+            ("POST", ["crm", "v3", "objects", t, "batch", "update"]) => update(&mut data, t, &body),
             ("POST", ["crm", "v3", "objects", t, "batch", "create"]) => create(&mut data, t, &body),
             ("POST", ["crm", "v3", "objects", t, "search"]) => {
                 match serde_json::from_value::<SearchRequest>(body) {
@@ -361,6 +362,37 @@ fn upsert(
         json["new"] = json!(new);
         data.insert(object_type, record);
         results.push(json);
+    }
+    batch_answer(results, errors)
+}
+
+fn update(data: &mut Data, object_type: &str, body: &Value) -> (StatusCode, Value) {
+    let inputs = match inputs(body) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let (mut results, mut errors) = (Vec::new(), Vec::new());
+    for input in inputs {
+        let id = input["id"].as_str().unwrap_or_default();
+        let trace = input["objectWriteTraceId"].as_str();
+        let found = id
+            .parse()
+            .ok()
+            .and_then(|n| data.get(object_type, n).cloned());
+        let Some(mut record) = found else {
+            errors.push(input_error(
+                "OBJECT_NOT_FOUND",
+                &format!("{object_type} {id} does not exist"),
+                trace,
+                id,
+            ));
+            continue;
+        };
+        record.properties.extend(properties_of(input));
+        record.modified_ms = now_ms();
+        let names: Vec<String> = record.properties.keys().cloned().collect();
+        results.push(record.to_json(object_type, &names));
+        data.insert(object_type, record);
     }
     batch_answer(results, errors)
 }
