@@ -501,6 +501,29 @@ async fn each_upsert_input_gets_its_own_outcome_across_batches() {
 }
 
 #[tokio::test]
+async fn a_call_refused_whole_stops_the_batch_and_says_which_inputs_were_not_sent() {
+    let fake = fake().await;
+    let client = client(builder(&fake));
+    let inputs = contacts(250, "stop");
+    // The first call goes through; the second is refused whole.
+    fake.push_fault_at(2, Fault::Status(400));
+    let outcome = client.upsert_contacts_by_email(&inputs).await.unwrap();
+    let stopped = outcome.stopped_by.as_ref().expect("the second call failed");
+    assert_eq!(stopped.status(), Some(400));
+    assert_eq!(outcome.written().count(), 100);
+    assert!(
+        outcome.outcomes[100..]
+            .iter()
+            .all(|o| *o == InputOutcome::NotSent)
+    );
+    assert_eq!(
+        fake.requests_to(UPSERT),
+        2,
+        "a 400 is not retried, and the rest is not sent"
+    );
+}
+
+#[tokio::test]
 async fn duplicate_or_empty_ids_are_refused_before_sending() {
     let fake = fake().await;
     let client = client(builder(&fake));

@@ -71,7 +71,19 @@ impl HubSpotClient {
         auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        let host = config.base_url.host_str().unwrap_or_default();
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            // A test server on this machine: no proxy from the environment.
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .tls_backend_preconfigured(tls_config()?)
             .default_headers(headers)
             .timeout(config.timeout)

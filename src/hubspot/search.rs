@@ -288,7 +288,7 @@ impl HubSpotClient {
         object_type: ObjectType,
         window_start: Timestamp,
         properties: &[&str],
-    ) -> ModifiedSincePull<'_> {
+    ) -> ModifiedSincePull {
         let mut props: Vec<String> = properties.iter().map(|p| p.to_string()).collect();
         for p in [object_type.last_modified_property(), "hs_object_id"] {
             if !props.iter().any(|q| q == p) {
@@ -297,7 +297,7 @@ impl HubSpotClient {
         }
         let from = (window_start - PULL_OVERLAP).timestamp_millis();
         ModifiedSincePull {
-            client: self,
+            client: self.clone(),
             object_type,
             properties: props,
             phase: Phase::Main {
@@ -324,9 +324,11 @@ enum Phase {
 }
 
 /// An incremental pull under way: see [`HubSpotClient::pull_modified_since`].
+/// It holds a clone of the client (sharing its budget and breaker), so it
+/// can move into a task.
 #[derive(Debug)]
-pub struct ModifiedSincePull<'c> {
-    client: &'c HubSpotClient,
+pub struct ModifiedSincePull {
+    client: HubSpotClient,
     object_type: ObjectType,
     properties: Vec<String>,
     phase: Phase,
@@ -341,7 +343,7 @@ pub struct ModifiedSincePull<'c> {
     done: bool,
 }
 
-impl ModifiedSincePull<'_> {
+impl ModifiedSincePull {
     /// Pages of at most this many records (1 to 200; default 200).
     pub fn with_page_size(mut self, n: u32) -> Self {
         self.page_size = n.clamp(1, MAX_PAGE_SIZE);

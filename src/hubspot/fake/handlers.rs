@@ -28,15 +28,20 @@ pub(super) async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let endpoint = format!("{method} {path}");
-    let (config, fault, outage) = {
-        let mut s = lock(&shared.settings);
-        (s.config.clone(), s.faults.pop_front(), s.outage)
-    };
-    {
+    let number = {
         let mut c = lock(&shared.counters);
         c.total += 1;
         *c.per_endpoint.entry(endpoint).or_default() += 1;
-    }
+        c.total
+    };
+    let (config, fault, outage) = {
+        let mut s = lock(&shared.settings);
+        let fault = match s.scheduled.remove(&number) {
+            Some(f) => Some(f),
+            None => s.faults.pop_front(),
+        };
+        (s.config.clone(), fault, s.outage)
+    };
 
     // The token belongs in the Authorization header, never in the URL.
     let bearer = headers

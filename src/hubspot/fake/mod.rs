@@ -110,6 +110,7 @@ pub struct FakeCounters {
 pub(crate) struct Settings {
     pub(crate) config: FakeConfig,
     pub(crate) faults: VecDeque<Fault>,
+    pub(crate) scheduled: BTreeMap<u64, Fault>,
     pub(crate) outage: Option<u16>,
     pub(crate) rejected_emails: HashSet<String>,
 }
@@ -152,6 +153,7 @@ impl FakeHubSpot {
             settings: Mutex::new(Settings {
                 config,
                 faults: VecDeque::new(),
+                scheduled: BTreeMap::new(),
                 outage: None,
                 rejected_emails: HashSet::new(),
             }),
@@ -203,6 +205,12 @@ impl FakeHubSpot {
     /// Queues `fault` as the answer to a coming request (one per fault, in order).
     pub fn push_fault(&self, fault: Fault) {
         lock(&self.shared.settings).faults.push_back(fault);
+    }
+
+    /// Answers the `n`-th request the fake receives (counting from 1, as
+    /// [`FakeCounters::total`] does) with `fault`.
+    pub fn push_fault_at(&self, n: u64, fault: Fault) {
+        lock(&self.shared.settings).scheduled.insert(n, fault);
     }
 
     /// Answers every request with `status` until called with `None`.
