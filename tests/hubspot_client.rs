@@ -441,6 +441,32 @@ async fn a_burst_of_2000_upserts_never_meets_a_429() {
 }
 
 #[tokio::test]
+async fn searches_keep_within_the_per_second_search_limit() {
+    let fake = FakeHubSpot::start(FakeConfig {
+        token: Some(TOKEN.into()),
+        search_per_second: Some(5),
+        ..FakeConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = client(builder(&fake).max_retries(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .search(&ObjectType::Contacts, &SearchRequest::default())
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(fake.counters().rate_limited, 0);
+}
+
+#[tokio::test]
 async fn the_fake_enforces_its_budget_on_a_client_that_ignores_it() {
     // The check above would be empty if the fake never refused: a client
     // told the budget is larger meets 429s and retries through them.
