@@ -280,9 +280,11 @@ impl HubSpotClient {
     /// Each record changed in the window comes exactly once (records that
     /// change again during the pull may come again, newer), however many
     /// there are and however many share one last-modified time: a query
-    /// that nears the 10,000-result ceiling at time `T` goes on with
-    /// `lastmodified == T AND hs_object_id > last id` (sorted by id,
-    /// restarted the same way every 10,000) and then `lastmodified > T`.
+    /// that nears the 10,000-result ceiling at time `T`, or whose whole
+    /// page shares the time `T`, goes on with `lastmodified == T AND
+    /// hs_object_id > last id` (sorted by id, restarted the same way every
+    /// 10,000; ties given out before are not given again) and then
+    /// `lastmodified > T`.
     pub fn pull_modified_since(
         &self,
         object_type: ObjectType,
@@ -396,6 +398,8 @@ impl ModifiedSincePull {
             };
             let page = self.client.search(&self.object_type, &request).await?;
             self.in_query += page.results.len();
+            let full = page.results.len() == self.page_size as usize;
+            let mut page_times: Option<(i64, i64)> = None;
             let mut out = Vec::with_capacity(page.results.len());
             let mut last_id = None;
             for record in page.results {
@@ -407,6 +411,7 @@ impl ModifiedSincePull {
                     .map(|t| t.timestamp_millis())
                     .ok_or_else(|| HubSpotError::Decode(format!("record {id} has no {lm}")))?;
                 last_id = Some(id);
+                page_times = Some(page_times.map_or((ms, ms), |(lo, hi)| (lo.min(ms), hi.max(ms))));
                 match self.phase {
                     Phase::Main { .. } => {
                         if self.max_ms.is_none_or(|m| ms > m) {
@@ -432,6 +437,9 @@ impl ModifiedSincePull {
                 out.push(record);
             }
             let near_ceiling = self.in_query + self.page_size as usize > MAX_RESULTS_PER_QUERY;
+            // A whole page at one time: many records share it, and paging
+            // them by id now costs fewer searches than at the ceiling.
+            let one_time = full && page_times.is_some_and(|(lo, hi)| lo == hi);
             match (page.next_after, self.phase) {
                 (None, Phase::Main { .. }) => self.done = true,
                 (None, Phase::Ties { at, .. }) => {
@@ -441,11 +449,12 @@ impl ModifiedSincePull {
                     });
                     self.seen_at_max.clear();
                 }
-                (Some(_), Phase::Main { .. }) if near_ceiling => match self.max_ms {
+                (Some(_), Phase::Main { .. }) if near_ceiling || one_time => match self.max_ms {
                     Some(at) => {
                         tracing::debug!(
                             at,
-                            "HubSpot pull nears the search ceiling: paging by id at one time"
+                            near_ceiling,
+                            "HubSpot pull pages by id at one last-modified time"
                         );
                         self.restart(Phase::Ties { at, after_id: 0 })
                     }
