@@ -39,9 +39,10 @@
 //!   and embedded migrations.
 //! - `conformance`: the shared test suite every [`Store`] backend must pass,
 //!   for your own backend too.
-//! - `hubspot`: `hubspot`, a HubSpot CRM client (rate limits, retries, a
-//!   circuit breaker, batch operations, incremental pull, signed webhooks);
-//!   `hubspot-fake` adds a local HubSpot-shaped server for tests.
+//! - `hubspot`: module `hubspot`, a HubSpot CRM client (rate limits,
+//!   retries, a circuit breaker, batch operations, incremental pull, signed
+//!   webhooks); `hubspot-fake` adds `hubspot::fake`, a local HubSpot-shaped
+//!   server for tests, examples and benchmarks.
 //!
 //! `examples/quickstart.rs` (`cargo run --example quickstart`) is a guided
 //! tour; the shortest use looks like this:

@@ -131,21 +131,20 @@ impl HubSpotClient {
         B: Serialize + ?Sized,
         T: DeserializeOwned,
     {
+        // Serializing our own request types cannot fail; were it to, the
+        // request is not sent.
         let payload = match body {
             Some(b) => {
-                Some(serde_json::to_vec(b).map_err(|e| HubSpotError::Decode(e.to_string()))?)
+                Some(serde_json::to_vec(b).map_err(|e| HubSpotError::Transport(Box::new(e)))?)
             }
             None => None,
         };
         let config = &self.inner.config;
-        let mut backoff = ExponentialBuilder::default()
+        let backoff = ExponentialBuilder::default()
             .with_min_delay(config.retry_min_delay)
             .with_max_delay(config.retry_max_delay)
             .with_max_times(config.max_retries as usize)
             .with_jitter();
-        if config.max_retries == 0 {
-            backoff = backoff.with_max_times(0);
-        }
         let mut attempt_no = 0u32;
         let attempt = || {
             attempt_no += 1;
