@@ -762,3 +762,22 @@ async fn a_search_filters_sorts_and_pages() {
     assert_eq!(seen[0], "s449@example.com");
     assert_eq!(seen[349], "s100@example.com");
 }
+
+/// Every operation's future can run in a spawned task.
+#[allow(dead_code, clippy::let_underscore_future)]
+fn operations_are_send(client: &HubSpotClient, pull: &mut crm_core::hubspot::ModifiedSincePull) {
+    fn send<T: Send>(_: T) {}
+    send(client.upsert_contacts_by_email(&[]));
+    send(client.batch_update(&ObjectType::Deals, &[]));
+    send(client.batch_create(&ObjectType::Companies, &[]));
+    send(client.create_deals(&[]));
+    send(client.batch_read(&ObjectType::Contacts, &[], None, &[]));
+    send(client.search(&ObjectType::Contacts, &SearchRequest::default()));
+    send(client.association_type_ids());
+    send(pull.next_page());
+    send(
+        client
+            .clone()
+            .pull_modified_since(ObjectType::Contacts, chrono::Utc::now(), &[]),
+    );
+}
