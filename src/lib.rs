@@ -39,6 +39,10 @@
 //!   and embedded migrations.
 //! - `conformance`: the shared test suite every [`Store`] backend must pass,
 //!   for your own backend too.
+//! - `hubspot`: module `hubspot`, a HubSpot CRM client (rate limits,
+//!   retries, a circuit breaker, batch operations, incremental pull, signed
+//!   webhooks); `hubspot-fake` adds `hubspot::fake`, a local HubSpot-shaped
+//!   server for tests, examples and benchmarks.
 //!
 //! `examples/quickstart.rs` (`cargo run --example quickstart`) is a guided
 //! tour; the shortest use looks like this:
@@ -90,6 +94,10 @@ pub mod store;
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
+
+#[cfg(feature = "hubspot")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hubspot")))]
+pub mod hubspot;
 
 use domain::error;
 pub use domain::error::{BoxError, Entity, Error, ErrorKind, FieldError, Result, ValidationErrors};
