@@ -4,16 +4,27 @@
 //!
 //! 1. push 10,000 contacts, upserts in batches of 100 (goal: ≤ 11 s);
 //! 2. pull 50,000 contacts, 20,000 of them sharing one last-modified time;
-//! 3. the same pull with no budget and no latency: the client's own cost.
+//! 3. the same pull with no budget and no latency: the client's own cost;
+//! 4. the whole sync (`HubSpotSync`) over an in-memory store: a push of
+//!    10,000 new contacts read from the change feed (goal: ≤ 11 s), then a
+//!    pull of 50,000 HubSpot contacts into the store, under the same
+//!    budgets.
 //!
 //! `cargo bench --bench hubspot_budget --features hubspot-fake`
-//! (`-- push`, `-- pull` or `-- cost` for one of them).
+//! (`-- push`, `-- pull`, `-- cost` or `-- sync` for one of them).
 
 use std::time::{Duration, Instant};
 
-use crm_core::hubspot::{
-    AccessToken, HubSpotClient, HubSpotConfig, HubSpotConfigBuilder, ObjectType, UpsertInput,
-    fake::{FakeConfig, FakeHubSpot, SeedRecord},
+use std::sync::Arc;
+
+use crm_core::{
+    Actor, Context, InMemoryStore, Store, TenantId,
+    domain::{Email, NewContact, PersonName},
+    hubspot::{
+        AccessToken, HubSpotClient, HubSpotConfig, HubSpotConfigBuilder, HubSpotSync, ObjectType,
+        UpsertInput,
+        fake::{FakeConfig, FakeHubSpot, SeedRecord},
+    },
 };
 
 const T0: i64 = 1_750_000_000_000;
@@ -22,19 +33,29 @@ fn config(fake: &FakeHubSpot) -> HubSpotConfigBuilder {
     HubSpotConfig::builder(AccessToken::new("pat-na1-bench")).base_url(fake.base_url())
 }
 
-fn seed_50000(fake: &FakeHubSpot) {
-    let contact = |i: usize, modified_ms: i64| SeedRecord {
-        properties: [("email".to_string(), format!("p{i}@example.com"))].into(),
-        modified_ms,
+/// 50,000 contacts, 20,000 of them modified at one time; `named`: with a
+/// first and last name (what crm-core requires of a contact).
+fn seed_50000(fake: &FakeHubSpot, named: bool, t0: i64) {
+    let contact = |i: usize, modified_ms: i64| {
+        let mut properties: std::collections::BTreeMap<String, String> =
+            [("email".to_string(), format!("p{i}@example.com"))].into();
+        if named {
+            properties.insert("firstname".into(), "Grace".into());
+            properties.insert("lastname".into(), format!("Hopper{i}"));
+        }
+        SeedRecord {
+            properties,
+            modified_ms,
+        }
     };
     fake.seed(
         "contacts",
-        (0..15_000).map(|i| contact(i, T0 - 15_000 + i as i64)),
+        (0..15_000).map(|i| contact(i, t0 - 15_000 + i as i64)),
     );
-    fake.seed("contacts", (15_000..35_000).map(|i| contact(i, T0)));
+    fake.seed("contacts", (15_000..35_000).map(|i| contact(i, t0)));
     fake.seed(
         "contacts",
-        (35_000..50_000).map(|i| contact(i, T0 + 1 + (i as i64 - 35_000) / 3)),
+        (35_000..50_000).map(|i| contact(i, t0 + 1 + (i as i64 - 35_000) / 3)),
     );
 }
 
@@ -77,7 +98,7 @@ async fn pull(budget: bool) -> Result<(), Box<dyn std::error::Error>> {
         ..FakeConfig::default()
     })
     .await?;
-    seed_50000(&fake);
+    seed_50000(&fake, false, T0);
     let mut b = config(&fake);
     if !budget {
         b = b
@@ -109,6 +130,62 @@ async fn pull(budget: bool) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+async fn sync() -> Result<(), Box<dyn std::error::Error>> {
+    let fake = FakeHubSpot::start(FakeConfig {
+        latency: Duration::from_millis(50),
+        budget: Some(100),
+        search_per_second: Some(5),
+        ..FakeConfig::default()
+    })
+    .await?;
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
+    let tenant = TenantId::new();
+    let mut tx = store
+        .begin(tenant, Context::new(Actor::parse("bench:hubspot")?))
+        .await?;
+    let rows: Vec<NewContact> = (0..10_000)
+        .map(|i| {
+            NewContact::new(
+                Email::parse(&format!("sync{i}@example.com")).expect("email"),
+                PersonName::parse("Ada").expect("name"),
+                PersonName::parse("Lovelace").expect("name"),
+            )
+        })
+        .collect();
+    tx.upsert_contacts(&rows, Default::default()).await?;
+    tx.commit().await?;
+    let client = HubSpotClient::new(config(&fake).build()?)?;
+    let sync = HubSpotSync::new(client, Arc::clone(&store), tenant);
+    let start = Instant::now();
+    let pushed = sync.push().await?;
+    let elapsed = start.elapsed();
+    let c = fake.counters();
+    assert_eq!(pushed.pushed, 10_000);
+    println!(
+        "sync push of 10,000 contacts from the change feed (in-memory store), 50 ms latency, \
+         100 requests / 10 s: {:.2} s; {} requests, {} answered 429",
+        elapsed.as_secs_f64(),
+        c.total,
+        c.rate_limited
+    );
+    // Changed on HubSpot's side after the push.
+    seed_50000(&fake, true, chrono::Utc::now().timestamp_millis() + 60_000);
+    let start = Instant::now();
+    let pulled = sync.pull().await?;
+    let elapsed = start.elapsed();
+    let c2 = fake.counters();
+    println!(
+        "sync pull of 60,000 contacts into the store (50,000 seeded, 10,000 pushed before), \
+         same budgets and search 5 / s: {:.2} s; {} written, {} unchanged, {} searches, {} answered 429",
+        elapsed.as_secs_f64(),
+        pulled.pulled,
+        pulled.unchanged,
+        c2.total - c.total,
+        c2.rate_limited
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let which: Vec<String> = std::env::args()
         .skip(1)
@@ -127,6 +204,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if run("cost") {
             pull(false).await?;
+        }
+        if run("sync") {
+            sync().await?;
         }
         Ok(())
     })

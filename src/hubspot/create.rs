@@ -11,7 +11,10 @@ use super::{
     HubSpotClient,
     error::HubSpotError,
     limiter::RequestKind,
-    objects::{BATCH_LIMIT, BatchOutcome, BatchResponse, HubSpotRecord, InputOutcome, ObjectType},
+    objects::{
+        BATCH_LIMIT, BatchOutcome, BatchResponse, HubSpotRecord, InputError, InputOutcome,
+        ObjectType,
+    },
 };
 use crate::error::{FieldError, ValidationErrors};
 
@@ -190,6 +193,45 @@ impl HubSpotClient {
             outcomes,
             stopped_by: None,
         })
+    }
+
+    /// Associates records of `from` with records of `to` by the default
+    /// (unlabeled, HubSpot-defined) association type
+    /// (`POST /crm/v4/associations/{from}/{to}/batch/associate/default`),
+    /// 100 pairs of HubSpot ids per call. Associating a pair twice changes
+    /// nothing, so a batch can be sent again. Returns HubSpot's refusals
+    /// (a record that does not exist, …); a call that fails after its
+    /// retries is the error.
+    pub async fn associate_default(
+        &self,
+        from: &ObjectType,
+        to: &ObjectType,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<InputError>, HubSpotError> {
+        let path = format!(
+            "/crm/v4/associations/{}/{}/batch/associate/default",
+            from.as_str(),
+            to.as_str()
+        );
+        let mut refused = Vec::new();
+        for chunk in pairs.chunks(BATCH_LIMIT) {
+            let body = json!({
+                "inputs": chunk.iter().map(|(a, b)| json!({
+                    "from": {"id": a},
+                    "to": {"id": b},
+                })).collect::<Vec<_>>()
+            });
+            let answer = self
+                .send::<_, BatchResponse<serde_json::Value>>(
+                    Method::POST,
+                    &path,
+                    Some(&body),
+                    RequestKind::Standard,
+                )
+                .await?;
+            refused.extend(answer.body.errors);
+        }
+        Ok(refused)
     }
 
     /// Creates deals, each associated with its contact and (when given) its

@@ -66,6 +66,7 @@ mod error;
 mod limiter;
 mod objects;
 mod search;
+pub mod sync;
 pub mod webhook;
 
 #[cfg(feature = "hubspot-fake")]
@@ -81,6 +82,7 @@ pub use objects::{
     BATCH_LIMIT, BatchOutcome, BatchRead, HubSpotRecord, InputError, InputOutcome, ObjectType,
     UpsertInput, parse_hubspot_time,
 };
+pub use sync::{HubSpotSync, SyncError, SyncFailure, SyncOptions, SyncReport};
 pub use search::{
     Filter, FilterGroup, FilterOperator, MAX_FILTER_GROUPS, MAX_FILTERS, MAX_FILTERS_PER_GROUP,
     MAX_PAGE_SIZE, MAX_RESULTS_PER_QUERY, ModifiedSincePull, PULL_OVERLAP, SearchPage,

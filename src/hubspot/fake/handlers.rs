@@ -175,6 +175,9 @@ pub(super) async fn handle(
                 }
             }
             ("GET", ["crm", "v4", "associations", from, to, "labels"]) => labels(from, to),
+            ("POST", ["crm", "v4", "associations", from, to, "batch", "associate", "default"]) => {
+                associate_default(&mut data, from, to, &body)
+            }
             _ => (
                 StatusCode::NOT_FOUND,
                 json!({"status": "error", "message": "resource not found",
@@ -463,6 +466,51 @@ fn labels(from: &str, to: &str) -> (StatusCode, Value) {
         .map(|(id, label)| json!({"category": "HUBSPOT_DEFINED", "typeId": id, "label": label}))
         .collect();
     (StatusCode::OK, json!({"results": results}))
+}
+
+/// `POST /crm/v4/associations/{from}/{to}/batch/associate/default`: the
+/// unlabeled HubSpot-defined type between each pair; idempotent.
+fn associate_default(data: &mut Data, from: &str, to: &str, body: &Value) -> (StatusCode, Value) {
+    let inputs = match inputs(body) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let Some(type_id) = known_labels(from, to)
+        .into_iter()
+        .find(|(_, label)| label.is_none())
+        .map(|(id, _)| id)
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            validation(&format!("no default association from {from} to {to}")),
+        );
+    };
+    let id = |v: &Value| v["id"].as_str().and_then(|s| s.parse::<u64>().ok());
+    let (mut results, mut errors) = (Vec::new(), Vec::new());
+    for input in inputs {
+        let (Some(a), Some(b)) = (id(&input["from"]), id(&input["to"])) else {
+            errors.push(input_error("VALIDATION_ERROR", "from.id and to.id are required", None, ""));
+            continue;
+        };
+        if data.get(to, b).is_none() {
+            errors.push(input_error("VALIDATION_ERROR", &format!("{to} {b} does not exist"), None, ""));
+            continue;
+        }
+        let Some(record) = data.objects.get_mut(from).and_then(|m| m.get_mut(&a)) else {
+            errors.push(input_error("VALIDATION_ERROR", &format!("{from} {a} does not exist"), None, ""));
+            continue;
+        };
+        let link = (to.to_string(), b, type_id);
+        if !record.associations.contains(&link) {
+            record.associations.push(link);
+        }
+        results.push(json!({
+            "from": {"id": a.to_string()},
+            "to": {"id": b.to_string()},
+            "associationSpec": {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id},
+        }));
+    }
+    batch_answer(results, errors)
 }
 
 fn create(data: &mut Data, object_type: &str, body: &Value) -> (StatusCode, Value) {
