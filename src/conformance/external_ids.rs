@@ -95,22 +95,49 @@ pub async fn external_ids_are_linked_read_both_ways_replaced_and_unlinked(store:
         "the same id names a deal apart from the contact"
     );
     assert!(
-        ids_of(store, t, &other, EntityKind::Contact, &[a, b]).await.is_empty(),
+        ids_of(store, t, &other, EntityKind::Contact, &[a, b])
+            .await
+            .is_empty(),
         "another system has its own links"
     );
 
-    let same = link(store, t, &hub, &[contact_link(a, "101"), contact_link(b, "102")]).await;
+    let same = link(
+        store,
+        t,
+        &hub,
+        &[contact_link(a, "101"), contact_link(b, "102")],
+    )
+    .await;
     assert_eq!(same, 0, "identical links change nothing and count 0");
 
-    let replaced = link(store, t, &hub, &[contact_link(a, "201"), contact_link(b, "102")]).await;
+    let replaced = link(
+        store,
+        t,
+        &hub,
+        &[contact_link(a, "201"), contact_link(b, "102")],
+    )
+    .await;
     assert_eq!(replaced, 1, "only the changed link counts");
     assert_eq!(
-        records_of(store, t, &hub, EntityKind::Contact, &[xid("101"), xid("201")]).await,
+        records_of(
+            store,
+            t,
+            &hub,
+            EntityKind::Contact,
+            &[xid("101"), xid("201")]
+        )
+        .await,
         HashMap::from([(xid("201"), a)]),
         "a replaced id is free again and the new one names the record"
     );
 
-    let swapped = link(store, t, &hub, &[contact_link(a, "102"), contact_link(b, "201")]).await;
+    let swapped = link(
+        store,
+        t,
+        &hub,
+        &[contact_link(a, "102"), contact_link(b, "201")],
+    )
+    .await;
     assert_eq!(swapped, 2, "a swap is two changes");
     assert_eq!(
         ids_of(store, t, &hub, EntityKind::Contact, &[a, b]).await,
@@ -172,10 +199,20 @@ pub async fn an_external_id_held_by_another_record_is_refused_and_nothing_is_wri
         tx.link_external_ids(&hub, &[contact_link(c, "503")]).await,
         "link after a refused call",
     );
-    assert_eq!(later, 1, "the transaction takes writes after a refused link");
+    assert_eq!(
+        later, 1,
+        "the transaction takes writes after a refused link"
+    );
     ok(tx.commit().await, "commit after a refused link");
     assert_eq!(
-        records_of(store, t, &hub, EntityKind::Contact, &[xid("501"), xid("503")]).await,
+        records_of(
+            store,
+            t,
+            &hub,
+            EntityKind::Contact,
+            &[xid("501"), xid("503")]
+        )
+        .await,
         HashMap::from([(xid("501"), a), (xid("503"), c)]),
         "the holder keeps its id"
     );
@@ -258,8 +295,11 @@ pub async fn external_id_input_is_checked(store: &DynStore) {
         "one record given two ids in one call",
     );
     expect_validation(
-        tx.link_external_ids(&hub, &[contact_link(a, "1"), contact_link(Uuid::now_v7(), "1")])
-            .await,
+        tx.link_external_ids(
+            &hub,
+            &[contact_link(a, "1"), contact_link(Uuid::now_v7(), "1")],
+        )
+        .await,
         "links",
         "one id given to two records in one call",
     );
@@ -292,7 +332,11 @@ pub async fn external_id_input_is_checked(store: &DynStore) {
         "a refused window is not stored"
     );
     assert!(
-        ok(tx.external_ids(&hub, EntityKind::Contact, &[a]).await, "read").is_empty(),
+        ok(
+            tx.external_ids(&hub, EntityKind::Contact, &[a]).await,
+            "read"
+        )
+        .is_empty(),
         "refused links are not stored"
     );
     let exactly = &links[..MAX_EXTERNAL_LINKS];
@@ -318,7 +362,9 @@ pub async fn external_ids_are_invisible_to_another_tenant(store: &DynStore) {
     ))
     .await;
     assert!(
-        ids_of(store, t2, &hub, EntityKind::Contact, &[a]).await.is_empty(),
+        ids_of(store, t2, &hub, EntityKind::Contact, &[a])
+            .await
+            .is_empty(),
         "another tenant does not see the link"
     );
     assert!(
@@ -339,7 +385,8 @@ pub async fn external_ids_are_invisible_to_another_tenant(store: &DynStore) {
         "another tenant links the same id to a record of its own"
     );
     let removed = with_tx!(store, t2, async |tx| ok(
-        tx.unlink_external_ids(&hub, EntityKind::Contact, &[a]).await,
+        tx.unlink_external_ids(&hub, EntityKind::Contact, &[a])
+            .await,
         "unlink another tenant's record"
     ))
     .await;
@@ -383,7 +430,9 @@ pub async fn external_ids_roll_back_and_write_no_history_or_event(store: &DynSto
         );
     }
     assert!(
-        ids_of(store, t, &hub, EntityKind::Contact, &[a]).await.is_empty(),
+        ids_of(store, t, &hub, EntityKind::Contact, &[a])
+            .await
+            .is_empty(),
         "a rolled-back or dropped link is gone"
     );
     let window = with_tx!(store, t, async |tx| ok(
@@ -400,12 +449,17 @@ pub async fn external_ids_roll_back_and_write_no_history_or_event(store: &DynSto
             "set a window",
         );
         ok(
-            tx.unlink_external_ids(&hub, EntityKind::Contact, &[a]).await,
+            tx.unlink_external_ids(&hub, EntityKind::Contact, &[a])
+                .await,
             "unlink",
         );
     })
     .await;
-    assert_eq!(head(store).await, before, "links and windows are no feed events");
+    assert_eq!(
+        head(store).await,
+        before,
+        "links and windows are no feed events"
+    );
     let history = with_tx!(store, t, async |tx| ok(
         tx.changes_between(
             crate::domain::earliest_timestamp(),
@@ -416,5 +470,8 @@ pub async fn external_ids_roll_back_and_write_no_history_or_event(store: &DynSto
         "history"
     ))
     .await;
-    assert!(history.items.is_empty(), "links and windows write no history");
+    assert!(
+        history.items.is_empty(),
+        "links and windows write no history"
+    );
 }

@@ -47,7 +47,10 @@ impl ExternalSystem {
             return Err(FieldError::new(
                 "system",
                 "too_long",
-                format!("must have at most {} characters, got {len}", Self::MAX_CHARS),
+                format!(
+                    "must have at most {} characters, got {len}",
+                    Self::MAX_CHARS
+                ),
             ));
         }
         let first_is_letter = s.as_bytes().first().is_some_and(u8::is_ascii_lowercase);
@@ -167,7 +170,9 @@ pub(crate) fn check_external_count(field: &str, count: usize) -> Result<(), Vali
 /// given to two records, which the call could not honour both of
 /// ([`Error::Validation`](crate::Error::Validation) on `links`). Returns
 /// them without repeats, in their first order.
-pub(crate) fn checked_links(links: &[ExternalLink]) -> Result<Vec<&ExternalLink>, ValidationErrors> {
+pub(crate) fn checked_links(
+    links: &[ExternalLink],
+) -> Result<Vec<&ExternalLink>, ValidationErrors> {
     use std::collections::{HashMap, hash_map::Entry};
     check_external_count("links", links.len())?;
     let mut by_record: HashMap<(EntityKind, uuid::Uuid), &ExternalId> = HashMap::new();

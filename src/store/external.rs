@@ -7,13 +7,13 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 #[cfg(doc)]
+use crate::domain::MAX_EXTERNAL_LINKS;
+#[cfg(doc)]
 use crate::error::Error;
 use crate::{
     domain::{EntityKind, ExternalId, ExternalLink, ExternalSystem, Timestamp},
     error::Result,
 };
-#[cfg(doc)]
-use crate::domain::MAX_EXTERNAL_LINKS;
 
 /// The ids the transaction's tenant's records have in external systems
 /// (one id per record, kind and system), and a sync window per system and

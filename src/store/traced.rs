@@ -38,10 +38,9 @@ use async_trait::async_trait;
 use tracing::{Instrument, Span, field::Empty};
 
 use super::{
-    BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealQuery, DealsTx,
-    ExternalIdsTx, FeedTx,
-    HistoryTx, IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx, TasksTx,
-    TimelineTx, Transaction,
+    BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealQuery, DealsTx, ExternalIdsTx,
+    FeedTx, HistoryTx, IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx,
+    TasksTx, TimelineTx, Transaction,
 };
 use crate::{
     domain::*,

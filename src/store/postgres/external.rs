@@ -1,11 +1,14 @@
 //! External ids and sync windows on PostgreSQL: [`ExternalIdsTx`] for
 //! [`PgTransaction`] (tables of `migrations/0009_external_ids.sql`). Each
-//! call is one statement over arrays. A link runs under a savepoint sent
-//! in the same round trip, so that losing an external id to another
-//! record (already committed, or committed by a transaction racing for it:
-//! the unique check waits for it) is a unique violation that the savepoint
-//! undoes, reported as [`Error::Duplicate`] with the holder looked up
-//! afterwards, and the transaction stays usable.
+//! call is one round trip of statements over arrays. A link deletes the
+//! old links of its records whose id changes, then inserts the new ones,
+//! ordered by external id (so that two transactions linking several ids
+//! wait for each other in one order), under a savepoint sent in the same
+//! round trip: losing an external id to another record (already
+//! committed, or committed by a transaction racing for it: the unique
+//! check waits for it) is a unique violation that the savepoint undoes,
+//! reported as [`Error::Duplicate`] with the holder looked up afterwards,
+//! and the transaction stays usable.
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,8 +36,16 @@ const LINK_RELEASE: &str = "RELEASE SAVEPOINT crm_external_link";
 /// nothing can be prepared.
 const LINK_ROLLBACK_TO: &str =
     "ROLLBACK TO SAVEPOINT crm_external_link; RELEASE SAVEPOINT crm_external_link";
-/// Links `$4` of kinds `$3` to `$5` in system `$2`: one row per link
-/// created or changed (an identical link updates nothing).
+/// Deletes the links of records `$4` (of kinds `$3`) whose id is not to
+/// stay (`$5`): what frees an id one record of the call gives up for
+/// another to take.
+const CLEAR: &str = "DELETE FROM external_ids AS e \
+     USING unnest($3::text[], $4::uuid[], $5::text[]) AS u(kind, record_id, external_id) \
+     WHERE e.tenant_id = $1 AND e.system = $2 AND e.kind = u.kind \
+     AND e.record_id = u.record_id AND e.external_id <> u.external_id";
+/// Links `$4` of kinds `$3` to `$5` in system `$2`, after [`CLEAR`]: one
+/// row per link created or changed (an identical link updates nothing; a
+/// link another transaction wrote since is replaced).
 const LINK: &str = "INSERT INTO external_ids AS e \
      (tenant_id, system, kind, record_id, external_id, updated_at) \
      SELECT $1, $2, u.kind, u.record_id, u.external_id, $6 \
@@ -66,6 +77,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed!(
     LINK_SAVEPOINT,
     LINK_RELEASE,
     LINK_ROLLBACK_TO,
+    CLEAR,
     LINK,
     HOLDERS,
     UNLINK,
@@ -119,7 +131,10 @@ impl PgTransaction {
         let in_call: HashSet<(EntityKind, Uuid)> =
             links.iter().map(|l| (l.kind, l.record)).collect();
         for link in links {
-            let key = (link.kind.as_str().to_string(), link.external.as_str().to_string());
+            let key = (
+                link.kind.as_str().to_string(),
+                link.external.as_str().to_string(),
+            );
             if let Some(holder) = holders.get(&key)
                 && *holder != link.record
                 && !in_call.contains(&(link.kind, *holder))
@@ -145,10 +160,11 @@ impl ExternalIdsTx for PgTransaction {
         system: &ExternalSystem,
         links: &[ExternalLink],
     ) -> Result<u64> {
-        let links = checked_links(links)?;
+        let mut links = checked_links(links)?;
         if links.is_empty() {
             return Ok(0);
         }
+        links.sort_by(|a, b| (a.kind, &a.external).cmp(&(b.kind, &b.external)));
         let tenant = self.tenant_uuid();
         let kinds: Vec<&str> = links.iter().map(|l| l.kind.as_str()).collect();
         let records: Vec<Uuid> = links.iter().map(|l| l.record).collect();
@@ -157,12 +173,14 @@ impl ExternalIdsTx for PgTransaction {
         let none: [&(dyn ToSql + Sync); 0] = [];
         let params: [&(dyn ToSql + Sync); 6] =
             [&tenant, &system.as_str(), &kinds, &records, &ids, &at];
+        let clear = &params[..5];
         self.check_open()?;
         let begin = self.pending_begin.take().is_some();
         let r = self
             .raw_query_all(
                 &[
                     (LINK_SAVEPOINT, &none),
+                    (CLEAR, &clear),
                     (LINK, &params),
                     (LINK_RELEASE, &none),
                 ],
@@ -176,7 +194,7 @@ impl ExternalIdsTx for PgTransaction {
             return Err(e);
         }
         let failure = match r {
-            Ok(rows) => return Ok(rows.get(1).map_or(0, |r| r.len() as u64)),
+            Ok(rows) => return Ok(rows.get(2).map_or(0, |r| r.len() as u64)),
             Err(e) => e,
         };
         // Undo whatever the link did, so that the transaction stays usable.

@@ -5,12 +5,14 @@
 -- feed event. A link does not reference its record (no foreign key): a
 -- record of any kind may be linked, and deleting it leaves its links.
 --
--- An external id belongs to one record per tenant, system and kind. The
--- constraint is DEFERRABLE INITIALLY IMMEDIATE so that it is checked at the
--- end of each statement rather than row by row: one statement may move an
--- id from one record to another (a swap). A statement that links an id
--- another transaction has linked and not committed yet waits for it at
--- that check, and fails with a unique violation if it commits.
+-- An external id belongs to one record per tenant, system and kind. A
+-- statement that links an id another transaction has linked and not
+-- committed yet waits for it, and fails with a unique violation if it
+-- commits. (The constraint is checked row by row, not deferred to the end
+-- of the statement: two transactions that each inserted the id before
+-- either checked would wait for each other. So a link first deletes the
+-- old links of its records, in a statement of its own, which lets one
+-- call move an id from one of its records to another.)
 
 CREATE TABLE external_ids (
     tenant_id   uuid        NOT NULL,
@@ -20,8 +22,7 @@ CREATE TABLE external_ids (
     external_id text        COLLATE "C" NOT NULL,
     updated_at  timestamptz NOT NULL,
     CONSTRAINT external_ids_pkey PRIMARY KEY (tenant_id, system, kind, record_id),
-    CONSTRAINT external_ids_external_id_key UNIQUE (tenant_id, system, kind, external_id)
-        DEFERRABLE INITIALLY IMMEDIATE,
+    CONSTRAINT external_ids_external_id_key UNIQUE (tenant_id, system, kind, external_id),
     CONSTRAINT external_ids_system_check CHECK (system ~ '^[a-z][a-z0-9_]{0,39}$'),
     CONSTRAINT external_ids_kind_check
         CHECK (kind IN ('contact', 'deal', 'company', 'tag', 'tagging', 'task')),
