@@ -251,8 +251,8 @@ mod tests {
     #[test]
     fn conflicting_links_in_one_call_are_refused_and_repeats_dropped() {
         let id = |s: &str| ExternalId::parse(s).expect("valid");
-        let a = uuid::Uuid::new_v4();
-        let b = uuid::Uuid::new_v4();
+        let a = uuid::Uuid::now_v7();
+        let b = uuid::Uuid::now_v7();
         let link = |r, e: &str| ExternalLink::new(EntityKind::Contact, r, id(e));
         let same = [link(a, "1"), link(a, "1"), link(b, "2")];
         assert_eq!(checked_links(&same).map(|l| l.len()), Ok(2));

@@ -180,7 +180,7 @@ impl ExternalIdsTx for PgTransaction {
             .raw_query_all(
                 &[
                     (LINK_SAVEPOINT, &none),
-                    (CLEAR, &clear),
+                    (CLEAR, clear),
                     (LINK, &params),
                     (LINK_RELEASE, &none),
                 ],
