@@ -3,10 +3,10 @@
 //!
 //! [`Transaction`] is the sum of one trait per area (contacts, companies,
 //! owners, tags, tasks, deals, timeline and signals, history, the change
-//! feed, idempotency, bulk, scoring); Rust calls a method of such a trait
+//! feed, external ids, idempotency, bulk, scoring); Rust calls a method of such a trait
 //! only when the trait is in scope.
 
 pub use crate::store::{
-    BulkTx, CompaniesTx, ContactsTx, DealsTx, FeedTx, HistoryTx, IdempotencyTx, OwnersTx,
-    ScoringTx, Store, StoreExt, TagsTx, TasksTx, TimelineTx, Transaction,
+    BulkTx, CompaniesTx, ContactsTx, DealsTx, ExternalIdsTx, FeedTx, HistoryTx, IdempotencyTx,
+    OwnersTx, ScoringTx, Store, StoreExt, TagsTx, TasksTx, TimelineTx, Transaction,
 };

@@ -1665,3 +1665,88 @@ fn a_new_signal_with_three_bad_fields_reports_all_three() {
     .unwrap_err();
     assert_eq!(fields(&errors), ["contact_id", "kind", "occurred_at"]);
 }
+
+// ---------------------------------------------------------- external ids
+
+mod external_ids {
+    use super::*;
+    use crm_core::domain::{ExternalId, ExternalSystem};
+
+    /// True when `s` is a system name by the rule: 1–40 characters, ASCII
+    /// lower-case letters, digits and '_', starting with a letter.
+    fn is_system_name(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && s.len() <= 40
+    }
+
+    proptest! {
+        #[test]
+        fn a_valid_system_name_is_accepted_and_round_trips(s in "[a-z][a-z0-9_]{0,39}") {
+            let system = ExternalSystem::parse(&s).unwrap();
+            prop_assert_eq!(system.as_str(), s.as_str());
+            prop_assert_eq!(system.to_string(), s.clone());
+            prop_assert_eq!(json_round_trip(&system), system);
+        }
+
+        #[test]
+        fn any_input_is_a_system_name_exactly_when_the_rule_says(s in prop_oneof![
+            any_text(),
+            "[a-zA-Z0-9_ -]{0,45}",
+        ]) {
+            match ExternalSystem::parse(&s) {
+                Ok(system) => {
+                    prop_assert!(is_system_name(&s), "accepted {s:?}");
+                    prop_assert_eq!(system.as_str(), s.as_str());
+                }
+                Err(errors) => {
+                    prop_assert!(!is_system_name(&s), "rejected {s:?}");
+                    prop_assert_eq!(fields(&errors), vec!["system"]);
+                }
+            }
+            let json = serde_json::to_string(&s).unwrap();
+            prop_assert_eq!(
+                serde_json::from_str::<ExternalSystem>(&json).is_ok(),
+                is_system_name(&s),
+                "deserializing goes through parse"
+            );
+        }
+
+        #[test]
+        fn a_valid_external_id_is_accepted_trimmed_and_round_trips(
+            s in "[^\\p{Cc}\\s]([^\\p{Cc}]{0,98}[^\\p{Cc}\\s])?",
+            pad in "[ \\t\\n]{0,3}",
+        ) {
+            let id = ExternalId::parse(&format!("{pad}{s}{pad}")).unwrap();
+            prop_assert_eq!(id.as_str(), s.as_str());
+            prop_assert_eq!(json_round_trip(&id), id);
+        }
+
+        #[test]
+        fn any_input_is_an_external_id_or_rejected_naming_the_field(s in any_text()) {
+            match ExternalId::parse(&s) {
+                Ok(id) => {
+                    let trimmed = s.trim();
+                    prop_assert_eq!(id.as_str(), trimmed);
+                    prop_assert!((1..=100).contains(&trimmed.chars().count()));
+                    prop_assert!(!trimmed.chars().any(char::is_control));
+                }
+                Err(errors) => prop_assert_eq!(fields(&errors), vec!["external_id"]),
+            }
+        }
+    }
+
+    #[test]
+    fn an_external_id_of_101_characters_is_too_long() {
+        let errors = ExternalId::parse(&"9".repeat(101)).unwrap_err();
+        assert_eq!(errors.as_slice()[0].code, "too_long");
+        assert!(ExternalId::parse(&"9".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn a_system_name_of_41_characters_is_too_long() {
+        let errors = ExternalSystem::parse(&"a".repeat(41)).unwrap_err();
+        assert_eq!(errors.as_slice()[0].code, "too_long");
+    }
+}

@@ -349,6 +349,13 @@ macro_rules! __conformance_suite {
             feed_input_is_checked,
             the_feed_is_invisible_to_another_tenant,
             an_erasure_scrubs_earlier_events,
+            // Ids in external systems.
+            external_ids_are_linked_read_both_ways_replaced_and_unlinked,
+            an_external_id_held_by_another_record_is_refused_and_nothing_is_written,
+            sync_windows_are_kept_per_system_and_kind,
+            external_id_input_is_checked,
+            external_ids_are_invisible_to_another_tenant,
+            external_ids_roll_back_and_write_no_history_or_event,
         }
     };
 }
@@ -507,3 +514,5 @@ mod merges;
 pub use merges::*;
 mod feed;
 pub use feed::*;
+mod external_ids;
+pub use external_ids::*;

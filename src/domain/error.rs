@@ -37,16 +37,20 @@ pub enum Error {
 
     /// Another record of the tenant already holds this unique value: a
     /// company's domain or a tag's name (compared as their one definition
-    /// compares them: the normalised domain, the name's caseless key).
+    /// compares them: the normalised domain, the name's caseless key), or
+    /// an id in an external system, which another record of the same kind
+    /// is linked to (`external_id`; see
+    /// [`ExternalIdsTx`](crate::store::ExternalIdsTx)).
     #[error("a {entity} with {field} {value} already exists (id {existing_id})")]
     Duplicate {
         /// What kind of record.
         entity: Entity,
-        /// The unique field: `domain` or `name`.
+        /// The unique field: `domain`, `name` or `external_id`.
         field: &'static str,
         /// The value as it was submitted.
         value: String,
-        /// The record that already holds it.
+        /// The record that already holds it (for `external_id`, the id
+        /// of the record of that kind linked to it).
         existing_id: String,
     },
 
@@ -250,6 +254,22 @@ pub enum Entity {
     Tag,
     /// A task.
     Task,
+    /// A tag attached to a record.
+    Tagging,
+}
+
+impl From<super::history::EntityKind> for Entity {
+    fn from(kind: super::history::EntityKind) -> Self {
+        use super::history::EntityKind;
+        match kind {
+            EntityKind::Contact => Entity::Contact,
+            EntityKind::Deal => Entity::Deal,
+            EntityKind::Company => Entity::Company,
+            EntityKind::Tag => Entity::Tag,
+            EntityKind::Tagging => Entity::Tagging,
+            EntityKind::Task => Entity::Task,
+        }
+    }
 }
 
 impl fmt::Display for Entity {
@@ -262,6 +282,7 @@ impl fmt::Display for Entity {
             Entity::Company => "company",
             Entity::Tag => "tag",
             Entity::Task => "task",
+            Entity::Tagging => "tagging",
         })
     }
 }

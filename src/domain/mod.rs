@@ -12,6 +12,7 @@ mod contact;
 mod deal;
 mod email;
 pub(crate) mod error;
+mod external;
 mod feed;
 mod from_json;
 mod history;
@@ -51,6 +52,8 @@ pub use deal::{
     NewDealDto,
 };
 pub use email::Email;
+pub use external::{ExternalId, ExternalLink, ExternalSystem, MAX_EXTERNAL_LINKS};
+pub(crate) use external::{check_external_count, checked_links};
 pub use feed::{ConsumerName, FeedEvent, FeedKind, FeedPosition, MAX_FEED_BATCH, check_feed_batch};
 pub(crate) use from_json::read_value;
 pub use from_json::{FromJson, ROOT_FIELD};

@@ -4,7 +4,7 @@
 //!
 //! A [`Transaction`] is the sum of one trait per area — [`ContactsTx`],
 //! [`CompaniesTx`], [`OwnersTx`], [`TagsTx`], [`TasksTx`], [`DealsTx`], [`TimelineTx`], [`HistoryTx`], [`IdempotencyTx`],
-//! [`BulkTx`], [`ScoringTx`] — which a backend implements one by one. The
+//! [`BulkTx`], [`ScoringTx`], [`FeedTx`], [`ExternalIdsTx`] — which a backend implements one by one. The
 //! promises every backend keeps are on [`Store`] (its *Contract*) and, for
 //! what one area alone promises, on that area's trait. How the built-in
 //! backends keep them: `ARCHITECTURE.md` in the repository.
@@ -30,6 +30,7 @@ mod companies;
 mod contacts;
 mod deals;
 mod ext;
+mod external;
 mod feed;
 mod history;
 mod idempotency;
@@ -46,6 +47,7 @@ pub use companies::{CompaniesTx, CompanyQuery, CompanySort, CompanySortKey, Owne
 pub use contacts::{ContactQuery, ContactSort, ContactSortKey, ContactsTx, MAX_PREFIX_CHARS};
 pub use deals::{CurrencyTotal, DealQuery, DealsTx, PipelineSummary, StageSummary};
 pub use ext::StoreExt;
+pub use external::ExternalIdsTx;
 pub use feed::{FeedHeads, FeedTx};
 pub use history::HistoryTx;
 pub use idempotency::IdempotencyTx;
@@ -215,6 +217,7 @@ pub trait Transaction:
     + BulkTx
     + ScoringTx
     + FeedTx
+    + ExternalIdsTx
     + fmt::Debug
     + Send
 {

@@ -38,9 +38,9 @@ use async_trait::async_trait;
 use tracing::{Instrument, Span, field::Empty};
 
 use super::{
-    BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealQuery, DealsTx, FeedTx,
-    HistoryTx, IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx, TasksTx,
-    TimelineTx, Transaction,
+    BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealQuery, DealsTx, ExternalIdsTx,
+    FeedTx, HistoryTx, IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx,
+    TasksTx, TimelineTx, Transaction,
 };
 use crate::{
     domain::*,
@@ -348,6 +348,30 @@ traced_area!(FeedTx {
     fn events_after(&mut self, after: FeedPosition, max: usize) -> Vec<FeedEvent>;
     fn feed_head(&mut self) -> FeedPosition;
     fn purge_feed(&mut self, before: Timestamp) -> u64;
+});
+
+traced_area!(ExternalIdsTx {
+    fn link_external_ids(&mut self, system: &ExternalSystem, links: &[ExternalLink]) -> u64;
+    fn unlink_external_ids(
+        &mut self,
+        system: &ExternalSystem,
+        kind: EntityKind,
+        records: &[uuid::Uuid],
+    ) -> u64;
+    fn external_ids(
+        &mut self,
+        system: &ExternalSystem,
+        kind: EntityKind,
+        records: &[uuid::Uuid],
+    ) -> std::collections::HashMap<uuid::Uuid, ExternalId>;
+    fn records_by_external_id(
+        &mut self,
+        system: &ExternalSystem,
+        kind: EntityKind,
+        external: &[ExternalId],
+    ) -> std::collections::HashMap<ExternalId, uuid::Uuid>;
+    fn sync_window(&mut self, system: &ExternalSystem, kind: EntityKind) -> Option<Timestamp>;
+    fn set_sync_window(&mut self, system: &ExternalSystem, kind: EntityKind, at: Timestamp) -> ();
 });
 
 traced_area!(IdempotencyTx {

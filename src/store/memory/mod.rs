@@ -37,6 +37,7 @@ mod bulk;
 mod companies;
 mod contacts;
 mod deals;
+mod external;
 mod feed;
 mod history;
 mod idempotency;
@@ -182,6 +183,8 @@ struct TenantData {
     signals: BTreeMap<SignalKey, Signal>,
     history: history::MemoryHistory,
     feed: feed::MemoryFeed,
+    /// Ids in external systems and sync windows.
+    external: external::ExternalIds,
     idempotency: idempotency::Records,
     live_scores: HashMap<ContactId, f64>,
     companies: HashMap<CompanyId, Company>,
@@ -345,6 +348,7 @@ enum Undo {
         Option<Box<crate::idempotency::IdempotencyRecord>>,
     ),
     Feed(TenantId, feed::FeedUndo),
+    External(TenantId, external::ExternalUndo),
 }
 
 /// A transaction of [`InMemoryStore`]: holds the store's lock until it
@@ -423,6 +427,9 @@ fn roll_back(state: &mut State, undo: Vec<Undo>) {
             }
             Undo::Feed(t, u) => {
                 state.tenants.entry(t).or_default().feed.undo(u);
+            }
+            Undo::External(t, u) => {
+                state.tenants.entry(t).or_default().external.undo(u);
             }
             Undo::Idempotency(t, key, v) => {
                 state

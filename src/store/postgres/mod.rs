@@ -149,6 +149,7 @@ mod contacts;
 mod deals;
 mod distribute;
 mod error;
+mod external;
 mod feed;
 mod history;
 mod idempotency;

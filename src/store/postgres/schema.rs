@@ -51,6 +51,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "feed_commit_marker_scores",
         sql: include_str!("migrations/0008_feed_commit_marker_scores.sql"),
     },
+    Migration {
+        version: 9,
+        name: "external_ids",
+        sql: include_str!("migrations/0009_external_ids.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.

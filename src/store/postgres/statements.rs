@@ -12,7 +12,8 @@ use std::borrow::Cow;
 use sea_query::Iden;
 
 use super::{
-    bulk, companies, contacts, deals, feed, history, idempotency, idempotency_claim, locks,
+    bulk, companies, contacts, deals, external, feed, history, idempotency, idempotency_claim,
+    locks,
     schema::{
         ACTIVITY_COLUMNS, Activities, COMPANY_INSERT_COLUMNS, CONTACT_INSERT_COLUMNS, Companies,
         Contacts, DEAL_COLUMNS, Deals, SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
@@ -40,7 +41,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 15] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 16] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
@@ -49,6 +50,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 15] {
         ("timeline", timeline::STATEMENTS),
         ("history", history::STATEMENTS),
         ("feed", feed::STATEMENTS),
+        ("external", external::STATEMENTS),
         ("idempotency", idempotency::STATEMENTS),
         ("idempotency_claim", idempotency_claim::STATEMENTS),
         ("bulk", bulk::STATEMENTS),
@@ -186,6 +188,7 @@ mod tests {
             ("timeline", include_str!("timeline.rs")),
             ("history", include_str!("history.rs")),
             ("feed", include_str!("feed.rs")),
+            ("external", include_str!("external.rs")),
             ("idempotency", include_str!("idempotency.rs")),
             ("idempotency_claim", include_str!("idempotency_claim.rs")),
             ("bulk", include_str!("bulk.rs")),
