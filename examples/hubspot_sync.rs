@@ -70,7 +70,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tx.create_deal(NewDeal::new(
                 c.id,
                 DealTitle::parse(&format!("Annual plan #{i}"))?,
-                Money::new(rust_decimal::Decimal::new(990_000, 2), Currency::parse("EUR")?)?,
+                Money::new(
+                    rust_decimal::Decimal::new(990_000, 2),
+                    Currency::parse("EUR")?,
+                )?,
             ))
             .await?;
         }
@@ -129,6 +132,11 @@ fn print(what: &str, r: &SyncReport, took: Duration) {
         took.as_secs_f64()
     );
     for f in &r.failed {
-        println!("    {} {:?}: {}", f.kind, f.record.unwrap_or_default(), f.reason);
+        println!(
+            "    {} {:?}: {}",
+            f.kind,
+            f.record.unwrap_or_default(),
+            f.reason
+        );
     }
 }

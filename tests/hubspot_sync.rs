@@ -18,7 +18,7 @@ use std::{
 
 use async_trait::async_trait;
 use crm_core::{
-    Actor, Context, InMemoryStore, Store, StoreExt, TenantId, Transaction,
+    Actor, Context, InMemoryStore, Store, TenantId, Transaction,
     conformance::test_pipelines,
     domain::{
         ContactPatch, Currency, DealTitle, Email, EntityKind, ExternalSystem, FeedPosition, Money,
@@ -78,8 +78,11 @@ async fn seed(store: &dyn Store, tenant: TenantId, contacts: usize, deals: usize
             tx.create_deal(NewDeal::new(
                 c.id,
                 DealTitle::parse(&format!("Deal {i}")).unwrap(),
-                Money::new(rust_decimal::Decimal::new(12_345 + i as i64, 2), Currency::parse("EUR").unwrap())
-                    .unwrap(),
+                Money::new(
+                    rust_decimal::Decimal::new(12_345 + i as i64, 2),
+                    Currency::parse("EUR").unwrap(),
+                )
+                .unwrap(),
             ))
             .await
             .unwrap();
@@ -227,6 +230,37 @@ async fn push_pull_round_trip(store: Arc<dyn Store>) {
         "renamed7@example.com"
     );
 
+    // A new deal of a contact HubSpot knows already is associated with it.
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let c = tx
+        .get_contact_by_email(&Email::parse("person1@example.com").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let late = tx
+        .create_deal(NewDeal::new(
+            c.id,
+            DealTitle::parse("Late deal").unwrap(),
+            Money::new(
+                rust_decimal::Decimal::new(500, 0),
+                Currency::parse("USD").unwrap(),
+            )
+            .unwrap(),
+        ))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(sync.push().await.unwrap().pushed, 1, "only the new deal");
+    let held = hub
+        .records("deals")
+        .into_iter()
+        .find(|d| d.properties["crm_core_id"] == late.id.as_uuid().to_string())
+        .expect("the new deal is in HubSpot");
+    assert_eq!(
+        held.associations,
+        vec![("contacts".to_string(), by_email["person1@example.com"], 3)]
+    );
+
     // HubSpot's own changes come in, once, and are not sent back.
     let now = chrono::Utc::now().timestamp_millis();
     hub.seed(
@@ -250,7 +284,11 @@ async fn push_pull_round_trip(store: Arc<dyn Store>) {
     let before = head(&*store, tenant).await;
     let again = sync.pull().await.unwrap();
     assert_eq!(again.pulled, 0, "{again:?}");
-    assert_eq!(head(&*store, tenant).await, before, "a re-run writes nothing");
+    assert_eq!(
+        head(&*store, tenant).await,
+        before,
+        "a re-run writes nothing"
+    );
 }
 
 async fn a_stop_before_the_ack_resends_one_batch_without_duplicates(inner: Arc<dyn Store>) {
@@ -266,7 +304,11 @@ async fn a_stop_before_the_ack_resends_one_batch_without_duplicates(inner: Arc<d
     let sync = HubSpotSync::new(client(&hub), stopping.clone(), tenant);
     let err = sync.push().await.unwrap_err();
     assert!(matches!(err, SyncError::Store(_)), "{err:?}");
-    assert_eq!(hub.records("contacts").len(), 120, "HubSpot accepted the batch");
+    assert_eq!(
+        hub.records("contacts").len(),
+        120,
+        "HubSpot accepted the batch"
+    );
     assert_eq!(hub.records("deals").len(), 20);
 
     // The process starts again: the batch is sent again, nothing twice.

@@ -10,8 +10,8 @@ use serde_json::json;
 use super::prelude::*;
 use super::support::{
     all, assert_micros, assert_same, begin, create, ctx, default_stages, email, expect_conflict,
-    expect_duplicate, expect_not_found, full_contact, get, get_deal, metadata, new_contact,
-    new_deal, ok, person, records_only, search_ids, snapshot, tick, timeline_all,
+    expect_duplicate, expect_not_found, expect_validation, full_contact, get, get_deal, metadata,
+    new_contact, new_deal, ok, person, records_only, search_ids, snapshot, tick, timeline_all,
 };
 
 /// A created contact reads back equal in every field, at version 1 with
@@ -88,6 +88,72 @@ pub async fn get_of_a_missing_contact_returns_none(store: &DynStore) {
         get_deal(store, t, DealId::new()).await.is_none(),
         "a missing deal is None"
     );
+}
+
+/// `get_contacts` and `get_deals` read a batch: the records that exist,
+/// in the order asked for, each once; a missing id and another tenant's
+/// record are left out; more than `MAX_GET_MANY` ids is `Validation` on
+/// `ids`, an empty list nothing.
+pub async fn batch_reads_return_the_records_that_exist_in_the_order_asked(store: &DynStore) {
+    use crate::store::MAX_GET_MANY;
+    let t = TenantId::new();
+    let a = create(store, t, new_contact("batch-a@example.com", "Batch", "A")).await;
+    let b = create(store, t, new_contact("batch-b@example.com", "Batch", "B")).await;
+    let other = create(
+        store,
+        TenantId::new(),
+        new_contact("batch-x@example.com", "Batch", "X"),
+    )
+    .await;
+    let d1 = ok(
+        store
+            .scope(t, &ctx())
+            .create_deal(new_deal(a.id, "One", "10", "EUR"))
+            .await,
+        "a deal",
+    );
+    let d2 = ok(
+        store
+            .scope(t, &ctx())
+            .create_deal(new_deal(b.id, "Two", "20", "EUR"))
+            .await,
+        "a deal",
+    );
+    let (contacts, deals, none, too_many, too_many_deals) = with_tx!(store, t, async |tx| {
+        let contacts = ok(
+            tx.get_contacts(&[b.id, ContactId::new(), a.id, b.id, other.id])
+                .await,
+            "read contacts",
+        );
+        let deals = ok(
+            tx.get_deals(&[d2.id, DealId::new(), d1.id, d2.id]).await,
+            "read deals",
+        );
+        let none = ok(tx.get_contacts(&[]).await, "read no contact");
+        let too_many = tx
+            .get_contacts(&vec![a.id; MAX_GET_MANY + 1])
+            .await
+            .map(|v| v.len());
+        let too_many_deals = tx
+            .get_deals(&vec![d1.id; MAX_GET_MANY + 1])
+            .await
+            .map(|v| v.len());
+        (contacts, deals, none, too_many, too_many_deals)
+    })
+    .await;
+    assert_eq!(
+        contacts,
+        vec![b.clone(), a.clone()],
+        "in the order asked, each once"
+    );
+    assert_eq!(
+        deals.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![d2.id, d1.id]
+    );
+    assert_eq!(deals[0], d2);
+    assert!(none.is_empty());
+    expect_validation(too_many, "ids", "too many contact ids");
+    expect_validation(too_many_deals, "ids", "too many deal ids");
 }
 
 /// `get_contact_by_email` finds the contact whatever the casing asked for,

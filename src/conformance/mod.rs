@@ -156,6 +156,7 @@ macro_rules! __conformance_suite {
         $crate::$callback! { [$($args)*]
             create_then_get_returns_the_same_contact,
             get_of_a_missing_contact_returns_none,
+            batch_reads_return_the_records_that_exist_in_the_order_asked,
             get_by_email_finds_the_contact_in_any_casing,
             creating_a_duplicate_email_in_another_casing_is_refused,
             changing_the_email_to_one_another_contact_holds_is_refused_and_changes_nothing,

@@ -82,9 +82,9 @@ pub use objects::{
     BATCH_LIMIT, BatchOutcome, BatchRead, HubSpotRecord, InputError, InputOutcome, ObjectType,
     UpsertInput, parse_hubspot_time,
 };
-pub use sync::{HubSpotSync, SyncError, SyncFailure, SyncOptions, SyncReport};
 pub use search::{
     Filter, FilterGroup, FilterOperator, MAX_FILTER_GROUPS, MAX_FILTERS, MAX_FILTERS_PER_GROUP,
     MAX_PAGE_SIZE, MAX_RESULTS_PER_QUERY, ModifiedSincePull, PULL_OVERLAP, SearchPage,
     SearchRequest, Sort, SortDirection,
 };
+pub use sync::{HubSpotSync, SyncError, SyncFailure, SyncOptions, SyncReport};

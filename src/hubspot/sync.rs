@@ -35,7 +35,7 @@
 //! see the README's HubSpot section.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -47,10 +47,10 @@ use crate::{
     bulk::ConflictPolicy,
     domain::{
         ConsumerName, Contact, ContactId, Deal, DealId, EntityKind, ExternalId, ExternalLink,
-        ExternalSystem, FeedKind, NewContact, NewContactDto, UpsertOutcome,
+        ExternalSystem, FeedKind, MAX_EXTERNAL_LINKS, NewContact, NewContactDto, UpsertOutcome,
     },
     error::Error,
-    store::Transaction,
+    store::{MAX_GET_MANY, Transaction},
 };
 
 /// The external system's name under which HubSpot ids are linked.
@@ -61,8 +61,14 @@ pub const SYNC_ACTOR: &str = "sync:hubspot";
 /// The HubSpot deal property holding a deal's crm-core id (unique values).
 pub const DEAL_ID_PROPERTY: &str = "crm_core_id";
 /// The contact properties the sync sends and reads.
-pub const CONTACT_PROPERTIES: [&str; 6] =
-    ["email", "firstname", "lastname", "phone", "jobtitle", "company"];
+pub const CONTACT_PROPERTIES: [&str; 6] = [
+    "email",
+    "firstname",
+    "lastname",
+    "phone",
+    "jobtitle",
+    "company",
+];
 
 /// How a [`HubSpotSync`] runs.
 #[derive(Debug, Clone)]
@@ -253,15 +259,14 @@ impl HubSpotSync {
             }
         }
         let mut deals: Vec<Deal> = Vec::new();
-        for id in &deal_ids {
-            if let Some(d) = tx.get_deal(DealId::from_uuid(*id)).await? {
-                deals.push(d);
-            }
+        for chunk in deal_ids.chunks(MAX_GET_MANY) {
+            let ids: Vec<DealId> = chunk.iter().map(|id| DealId::from_uuid(*id)).collect();
+            deals.extend(tx.get_deals(&ids).await?);
         }
         // A deal's contact goes first when HubSpot does not know it yet.
         let deal_contacts: Vec<Uuid> = deals.iter().map(|d| d.contact_id.as_uuid()).collect();
-        let known = tx
-            .external_ids(&self.system, EntityKind::Contact, &deal_contacts)
+        let known = self
+            .external_ids(&mut *tx, EntityKind::Contact, &deal_contacts)
             .await?;
         for c in deal_contacts {
             if !known.contains_key(&c) && seen_contacts.insert(c) {
@@ -269,20 +274,28 @@ impl HubSpotSync {
             }
         }
         let mut contacts: Vec<Contact> = Vec::new();
-        for id in &contact_ids {
-            match tx.get_contact(ContactId::from_uuid(*id)).await? {
-                Some(c) if !c.is_erased() => contacts.push(c),
-                _ => {}
-            }
+        for chunk in contact_ids.chunks(MAX_GET_MANY) {
+            let ids: Vec<ContactId> = chunk.iter().map(|id| ContactId::from_uuid(*id)).collect();
+            contacts.extend(
+                tx.get_contacts(&ids)
+                    .await?
+                    .into_iter()
+                    .filter(|c| !c.is_erased()),
+            );
         }
-        let mut contact_map = tx
+        let mut contact_map = self
             .external_ids(
-                &self.system,
+                &mut *tx,
                 EntityKind::Contact,
                 &contacts.iter().map(|c| c.id.as_uuid()).collect::<Vec<_>>(),
             )
             .await?;
         tx.commit().await?;
+        // The HubSpot ids of the deals' contacts that this batch does not
+        // send, for the associations.
+        for (c, id) in known {
+            contact_map.entry(c).or_insert(id);
+        }
 
         // Contacts: known ones updated by HubSpot id, the others upserted
         // by email.
@@ -343,18 +356,32 @@ impl HubSpotSync {
                 kind: EntityKind::Deal,
                 record: None,
                 external: None,
-                reason: format!("association with its contact refused: {}", e.message),
+                reason: format!("association with its contact refused: {}", describe(&e)),
             });
         }
 
         // Accepted: link the ids and move the cursor, together.
         let mut tx = self.begin().await?;
-        for chunk in links.chunks(crate::domain::MAX_EXTERNAL_LINKS) {
+        for chunk in links.chunks(MAX_EXTERNAL_LINKS) {
             tx.link_external_ids(&self.system, chunk).await?;
         }
         tx.ack(&opts.consumer, last).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The HubSpot ids of `records`, read in chunks the store takes.
+    async fn external_ids(
+        &self,
+        tx: &mut dyn Transaction,
+        kind: EntityKind,
+        records: &[Uuid],
+    ) -> Result<HashMap<Uuid, ExternalId>, Error> {
+        let mut out = HashMap::with_capacity(records.len());
+        for chunk in records.chunks(MAX_EXTERNAL_LINKS) {
+            out.extend(tx.external_ids(&self.system, kind, chunk).await?);
+        }
+        Ok(out)
     }
 
     /// Reads a batch's outcome: links what HubSpot wrote, reports what it
@@ -392,7 +419,7 @@ impl HubSpotSync {
                     kind,
                     record: Some(r.uuid()),
                     external: None,
-                    reason: e.message.clone(),
+                    reason: describe(&e),
                 }),
                 // Accepted without an answer for it: send the batch again.
                 _ => {
@@ -502,7 +529,7 @@ impl HubSpotSync {
                 external,
             });
         }
-        for chunk in links.chunks(crate::domain::MAX_EXTERNAL_LINKS) {
+        for chunk in links.chunks(MAX_EXTERNAL_LINKS) {
             tx.link_external_ids(&self.system, chunk).await?;
         }
         tx.commit().await
@@ -535,6 +562,16 @@ impl Record for Contact {
 impl Record for Deal {
     fn uuid(&self) -> Uuid {
         self.id.as_uuid()
+    }
+}
+
+/// HubSpot's reason for refusing an input, in words.
+fn describe(e: &super::InputError) -> String {
+    match (&e.category, &e.message) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (None, Some(m)) => m.clone(),
+        (Some(c), None) => c.clone(),
+        (None, None) => "refused by HubSpot without a reason".to_string(),
     }
 }
 

@@ -32,6 +32,26 @@ pub trait ContactsTx: Send {
     /// A contact by id.
     async fn get_contact(&mut self, id: ContactId) -> Result<Option<Contact>>;
 
+    /// The contacts among `ids` that exist, in the order of `ids` (an id
+    /// given twice comes once, a missing one is left out): one read for a
+    /// batch, where [`get_contact`](Self::get_contact) is one per contact.
+    ///
+    /// Errors: [`Error::Validation`] on `ids` for more than
+    /// [`MAX_GET_MANY`](crate::store::MAX_GET_MANY) ids.
+    async fn get_contacts(&mut self, ids: &[ContactId]) -> Result<Vec<Contact>> {
+        super::check_get_many(ids.len())?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for id in ids {
+            if seen.insert(*id)
+                && let Some(c) = self.get_contact(*id).await?
+            {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     /// A contact by email, in any casing.
     async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>>;
 

@@ -35,6 +35,26 @@ pub trait DealsTx: Send {
     /// A deal by id.
     async fn get_deal(&mut self, id: DealId) -> Result<Option<Deal>>;
 
+    /// The deals among `ids` that exist, in the order of `ids` (an id
+    /// given twice comes once, a missing one is left out): one read for a
+    /// batch.
+    ///
+    /// Errors: [`Error::Validation`] on `ids` for more than
+    /// [`MAX_GET_MANY`](crate::store::MAX_GET_MANY) ids.
+    async fn get_deals(&mut self, ids: &[DealId]) -> Result<Vec<Deal>> {
+        super::check_get_many(ids.len())?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for id in ids {
+            if seen.insert(*id)
+                && let Some(d) = self.get_deal(*id).await?
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
     /// Applies `patch` if the deal is at `expected`.
     ///
     /// Errors: [`Error::NotFound`], [`Error::Conflict`].

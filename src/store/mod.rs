@@ -196,6 +196,25 @@ impl<S: Store + ?Sized> Store for Box<S> {
 /// A [`Store`] as a trait object.
 pub type DynStore = dyn Store;
 
+/// The most ids one [`get_contacts`](ContactsTx::get_contacts) or
+/// [`get_deals`](DealsTx::get_deals) call takes.
+pub const MAX_GET_MANY: usize = 1000;
+
+/// `Validation` on `ids` past [`MAX_GET_MANY`].
+pub(crate) fn check_get_many(n: usize) -> Result<()> {
+    if n > MAX_GET_MANY {
+        return Err(
+            crate::error::ValidationErrors::single(crate::error::FieldError::new(
+                "ids",
+                "out_of_range",
+                format!("must hold at most {MAX_GET_MANY} ids, got {n}"),
+            ))
+            .into(),
+        );
+    }
+    Ok(())
+}
+
 /// A unit of work for one tenant: everything in it commits together or not
 /// at all. Dropping it without [`commit`](Transaction::commit) rolls it
 /// back, and releases what it held shortly after the drop (not by the time

@@ -234,6 +234,7 @@ macro_rules! traced_area {
 traced_area!(ContactsTx {
     fn create_contact(&mut self, new: NewContact) -> Contact;
     fn get_contact(&mut self, id: ContactId) -> Option<Contact>;
+    fn get_contacts(&mut self, ids: &[ContactId]) -> Vec<Contact>;
     fn get_contact_by_email(&mut self, email: &Email) -> Option<Contact>;
     fn update_contact(&mut self, id: ContactId, expected: Version, patch: ContactPatch) -> Contact;
     fn deactivate_contact(&mut self, id: ContactId) -> Contact;
@@ -299,6 +300,7 @@ traced_area!(TasksTx {
 traced_area!(DealsTx {
     fn create_deal(&mut self, new: NewDeal) -> Deal;
     fn get_deal(&mut self, id: DealId) -> Option<Deal>;
+    fn get_deals(&mut self, ids: &[DealId]) -> Vec<Deal>;
     fn update_deal(&mut self, id: DealId, expected: Version, patch: DealPatch) -> Deal;
     fn move_deal(
         &mut self,

@@ -175,9 +175,19 @@ pub(super) async fn handle(
                 }
             }
             ("GET", ["crm", "v4", "associations", from, to, "labels"]) => labels(from, to),
-            ("POST", ["crm", "v4", "associations", from, to, "batch", "associate", "default"]) => {
-                associate_default(&mut data, from, to, &body)
-            }
+            (
+                "POST",
+                [
+                    "crm",
+                    "v4",
+                    "associations",
+                    from,
+                    to,
+                    "batch",
+                    "associate",
+                    "default",
+                ],
+            ) => associate_default(&mut data, from, to, &body),
             _ => (
                 StatusCode::NOT_FOUND,
                 json!({"status": "error", "message": "resource not found",
@@ -489,15 +499,30 @@ fn associate_default(data: &mut Data, from: &str, to: &str, body: &Value) -> (St
     let (mut results, mut errors) = (Vec::new(), Vec::new());
     for input in inputs {
         let (Some(a), Some(b)) = (id(&input["from"]), id(&input["to"])) else {
-            errors.push(input_error("VALIDATION_ERROR", "from.id and to.id are required", None, ""));
+            errors.push(input_error(
+                "VALIDATION_ERROR",
+                "from.id and to.id are required",
+                None,
+                "",
+            ));
             continue;
         };
         if data.get(to, b).is_none() {
-            errors.push(input_error("VALIDATION_ERROR", &format!("{to} {b} does not exist"), None, ""));
+            errors.push(input_error(
+                "VALIDATION_ERROR",
+                &format!("{to} {b} does not exist"),
+                None,
+                "",
+            ));
             continue;
         }
         let Some(record) = data.objects.get_mut(from).and_then(|m| m.get_mut(&a)) else {
-            errors.push(input_error("VALIDATION_ERROR", &format!("{from} {a} does not exist"), None, ""));
+            errors.push(input_error(
+                "VALIDATION_ERROR",
+                &format!("{from} {a} does not exist"),
+                None,
+                "",
+            ));
             continue;
         };
         let link = (to.to_string(), b, type_id);

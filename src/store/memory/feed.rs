@@ -54,7 +54,7 @@ pub(super) struct PendingEvent {
     operation: Operation,
     version: Option<i64>,
     history: Option<EntryKey>,
-    detail: Option<Box<BTreeMap<String, FieldChange>>>,
+    detail: Option<BTreeMap<String, FieldChange>>,
     acting: Acting,
 }
 
@@ -184,7 +184,7 @@ impl MemoryTransaction {
             operation: Operation::Updated,
             version: None,
             history: None,
-            detail: Some(Box::new(BTreeMap::from([("score".to_string(), change)]))),
+            detail: Some(BTreeMap::from([("score".to_string(), change)])),
             acting: Acting {
                 actor: c.actor().as_str().to_string(),
                 reason: c.reason().map(str::to_string),
@@ -252,7 +252,7 @@ impl MemoryTransaction {
                     .history
                     .and_then(|key| data.history.get(&key))
                     .map(|h| h.diff.clone())
-                    .or_else(|| e.detail.as_deref().cloned());
+                    .or_else(|| e.detail.clone());
                 out.push(FeedEvent {
                     position,
                     committed_at: commit.committed_at,

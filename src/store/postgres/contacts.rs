@@ -32,6 +32,13 @@ const GET_CONTACT: &str = concat!(
     contact_select!(),
     " FROM contacts WHERE tenant_id = $1 AND id = $2"
 );
+/// The contacts among `$2` (one index lookup each; put in the order asked
+/// for in Rust).
+const GET_CONTACTS: &str = concat!(
+    "SELECT ",
+    contact_select!(),
+    " FROM contacts WHERE tenant_id = $1 AND id = ANY($2)"
+);
 // Emails are looked up by their caseless key, computed in Rust
 // (`Email::normalized`), never through the database's `lower()`.
 const GET_CONTACT_BY_EMAIL: &str = concat!(
@@ -101,6 +108,7 @@ const EMAIL_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_email_change";
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     GET_CONTACT,
+    GET_CONTACTS,
     GET_CONTACT_BY_EMAIL,
     CONTACT_ID_BY_EMAIL,
     DELETE_CONTACT,
@@ -346,6 +354,22 @@ impl ContactsTx for PgTransaction {
             .await?
             .map(|r| rows::contact(&r))
             .transpose()
+    }
+
+    async fn get_contacts(&mut self, ids: &[ContactId]) -> Result<Vec<Contact>> {
+        crate::store::check_get_many(ids.len())?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = self.tenant_uuid();
+        let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        let rows = self.query(GET_CONTACTS, &[&tenant, &uuids]).await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let c = rows::contact(row)?;
+            found.insert(c.id, c);
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
     async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>> {

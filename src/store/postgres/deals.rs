@@ -30,6 +30,12 @@ const GET_DEAL: &str = concat!(
     deal_select!(),
     " FROM deals WHERE tenant_id = $1 AND id = $2"
 );
+/// The deals among `$2` (put in the order asked for in Rust).
+const GET_DEALS: &str = concat!(
+    "SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND id = ANY($2)"
+);
 const LOCK_DEAL: &str = concat!(
     "SELECT ",
     deal_select!(),
@@ -103,6 +109,7 @@ const UPDATE_DEAL: &str = "UPDATE deals SET title = $3, amount = $4, currency = 
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     GET_DEAL,
+    GET_DEALS,
     LOCK_DEAL,
     LOCK_DEAL_FOR_DELETE,
     SHARE_DEALS_CONTACT,
@@ -269,6 +276,22 @@ impl DealsTx for PgTransaction {
             .await?
             .map(|r| rows::deal(&r))
             .transpose()
+    }
+
+    async fn get_deals(&mut self, ids: &[DealId]) -> Result<Vec<Deal>> {
+        crate::store::check_get_many(ids.len())?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = self.tenant_uuid();
+        let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        let rows = self.query(GET_DEALS, &[&tenant, &uuids]).await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let d = rows::deal(row)?;
+            found.insert(d.id, d);
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
     async fn update_deal(
