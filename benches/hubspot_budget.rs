@@ -8,7 +8,8 @@
 //! 4. the whole sync (`HubSpotSync`) over an in-memory store: a push of
 //!    10,000 new contacts read from the change feed (goal: ≤ 11 s), then a
 //!    pull of 50,000 HubSpot contacts into the store, under the same
-//!    budgets.
+//!    budgets (with `CRM_BENCH_SERVER_URL` and feature `postgres`, over a
+//!    PostgreSQL database created on that server and dropped after).
 //!
 //! `cargo bench --bench hubspot_budget --features hubspot-fake`
 //! (`-- push`, `-- pull`, `-- cost` or `-- sync` for one of them).
@@ -130,7 +131,38 @@ async fn pull(budget: bool) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The store the sync bench runs over: in memory, or, with
+/// `CRM_BENCH_SERVER_URL` set and feature `postgres`, a fresh database on
+/// that server (dropped afterwards).
 async fn sync() -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(feature = "postgres")]
+    if let Ok(server) = std::env::var("CRM_BENCH_SERVER_URL") {
+        let name = format!("crm_bench_hubspot_{}", uuid::Uuid::now_v7().simple());
+        let (admin, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        let mut config: tokio_postgres::Config = server.parse()?;
+        config.dbname(&name);
+        let url = format!(
+            "host=127.0.0.1 port={} user={} dbname={name} sslmode=disable",
+            config.get_ports().first().copied().unwrap_or(5432),
+            config.get_user().unwrap_or("postgres")
+        );
+        let result = async {
+            let store = crm_core::PostgresStore::connect(&url).await?;
+            store.migrate().await?;
+            sync_over(Arc::new(store), "PostgreSQL").await
+        }
+        .await;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        return result;
+    }
+    sync_over(Arc::new(InMemoryStore::new()), "in-memory store").await
+}
+
+async fn sync_over(store: Arc<dyn Store>, label: &str) -> Result<(), Box<dyn std::error::Error>> {
     let fake = FakeHubSpot::start(FakeConfig {
         latency: Duration::from_millis(50),
         budget: Some(100),
@@ -138,7 +170,6 @@ async fn sync() -> Result<(), Box<dyn std::error::Error>> {
         ..FakeConfig::default()
     })
     .await?;
-    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new());
     let tenant = TenantId::new();
     let mut tx = store
         .begin(tenant, Context::new(Actor::parse("bench:hubspot")?))
@@ -162,7 +193,7 @@ async fn sync() -> Result<(), Box<dyn std::error::Error>> {
     let c = fake.counters();
     assert_eq!(pushed.pushed, 10_000);
     println!(
-        "sync push of 10,000 contacts from the change feed (in-memory store), 50 ms latency, \
+        "sync push of 10,000 contacts from the change feed ({label}), 50 ms latency, \
          100 requests / 10 s: {:.2} s; {} requests, {} answered 429",
         elapsed.as_secs_f64(),
         c.total,
@@ -175,7 +206,7 @@ async fn sync() -> Result<(), Box<dyn std::error::Error>> {
     let elapsed = start.elapsed();
     let c2 = fake.counters();
     println!(
-        "sync pull of 60,000 contacts into the store (50,000 seeded, 10,000 pushed before), \
+        "sync pull of 60,000 contacts into the {label} (50,000 seeded, 10,000 pushed before), \
          same budgets and search 5 / s: {:.2} s; {} written, {} unchanged, {} searches, {} answered 429",
         elapsed.as_secs_f64(),
         pulled.pulled,
