@@ -140,7 +140,9 @@ async fn sync() -> Result<(), Box<dyn std::error::Error>> {
         let name = format!("crm_bench_hubspot_{}", uuid::Uuid::now_v7().simple());
         let (admin, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
         let mut config: tokio_postgres::Config = server.parse()?;
         config.dbname(&name);
         let url = format!(
@@ -206,7 +208,7 @@ async fn sync_over(store: Arc<dyn Store>, label: &str) -> Result<(), Box<dyn std
     let elapsed = start.elapsed();
     let c2 = fake.counters();
     println!(
-        "sync pull of 60,000 contacts into the {label} (50,000 seeded, 10,000 pushed before), \
+        "sync pull of 60,000 contacts into {label} (50,000 seeded, 10,000 pushed before), \
          same budgets and search 5 / s: {:.2} s; {} written, {} unchanged, {} searches, {} answered 429",
         elapsed.as_secs_f64(),
         pulled.pulled,

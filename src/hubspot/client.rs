@@ -240,7 +240,9 @@ impl HubSpotClient {
         );
         if status.is_success() {
             permit.success();
-            let body = serde_json::from_slice(&bytes).map_err(|e| AttemptError {
+            // An answer without a body (204) reads as JSON `null`.
+            let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            let body = serde_json::from_slice(bytes).map_err(|e| AttemptError {
                 error: HubSpotError::Decode(format!("{method} {path}: {e}")),
                 wait: None,
             })?;

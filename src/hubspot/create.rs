@@ -234,6 +234,39 @@ impl HubSpotClient {
         Ok(refused)
     }
 
+    /// Removes every association between each pair of records of `from`
+    /// and `to` (`POST /crm/v4/associations/{from}/{to}/batch/archive`),
+    /// 100 pairs of HubSpot ids per call; a pair not associated is no
+    /// error. A call that fails after its retries is the error.
+    pub async fn disassociate(
+        &self,
+        from: &ObjectType,
+        to: &ObjectType,
+        pairs: &[(String, String)],
+    ) -> Result<(), HubSpotError> {
+        let path = format!(
+            "/crm/v4/associations/{}/{}/batch/archive",
+            from.as_str(),
+            to.as_str()
+        );
+        for chunk in pairs.chunks(BATCH_LIMIT) {
+            let body = json!({
+                "inputs": chunk.iter().map(|(a, b)| json!({
+                    "from": {"id": a},
+                    "to": [{"id": b}],
+                })).collect::<Vec<_>>()
+            });
+            self.send::<_, serde_json::Value>(
+                Method::POST,
+                &path,
+                Some(&body),
+                RequestKind::Standard,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Creates deals, each associated with its contact and (when given) its
     /// company, with the association types of
     /// [`association_type_ids`](Self::association_type_ids): a

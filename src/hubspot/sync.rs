@@ -23,8 +23,24 @@
 //! - **No echo.** The pull writes as the actor [`SYNC_ACTOR`]; the push
 //!   skips the events that actor made, so a change that came from HubSpot
 //!   is not sent back. A contact the push sent comes back in the next pull
-//!   with the values it was sent with: the upsert finds nothing to change
-//!   and writes nothing.
+//!   with the values it was sent with: nothing changes, nothing is
+//!   written.
+//! - **Links follow HubSpot's answers.** A HubSpot id that HubSpot answers
+//!   with moves to the record it answered for (a contact deleted and
+//!   created again with its email, two contacts HubSpot merged); a linked
+//!   HubSpot record that is gone is replaced by an upsert by email; a
+//!   contact HubSpot got in a run stopped before its ack, whose email
+//!   changed since, is found there by its old email. A pulled record
+//!   linked to a contact crm-core deleted or erased is not brought back.
+//! - **The newer change wins.** A pulled record applies to the contact it
+//!   is linked to (its email too) or, unlinked, to the contact with its
+//!   email, only when HubSpot changed it after the contact last changed
+//!   here; a local change not pushed yet is kept and pushed. A linked
+//!   contact's empty fields are cleared in HubSpot (`""`).
+//! - **Associations follow the deal's contact**: a deal that moves to
+//!   another contact (a merge moves the loser's) loses the association
+//!   with the one it left, and a contact that reaches HubSpot late (it was
+//!   refused, or existed before the sync) gets its deals' associations.
 //!
 //! Run one push and one pull per tenant at a time (for example from one
 //! scheduled worker): two pushes of one consumer would send the same
@@ -46,11 +62,12 @@ use crate::{
     Actor, Context, Store, TenantId,
     bulk::ConflictPolicy,
     domain::{
-        ConsumerName, Contact, ContactId, Deal, DealId, EntityKind, ExternalId, ExternalLink,
-        ExternalSystem, FeedKind, MAX_EXTERNAL_LINKS, NewContact, NewContactDto, UpsertOutcome,
+        ConsumerName, Contact, ContactId, ContactPatch, Deal, DealId, EntityKind, ExternalId,
+        ExternalLink, ExternalSystem, FeedKind, MAX_EXTERNAL_LINKS, NewContact, NewContactDto,
+        Timestamp, UpsertOutcome, conflict_patch,
     },
     error::Error,
-    store::{MAX_GET_MANY, Transaction},
+    store::{MAX_GET_MANY, PageRequest, Transaction},
 };
 
 /// The external system's name under which HubSpot ids are linked.
@@ -245,7 +262,36 @@ impl HubSpotSync {
         report.read += events.len() as u64;
         let (mut contact_ids, mut deal_ids) = (Vec::new(), Vec::new());
         let (mut seen_contacts, mut seen_deals) = (HashSet::new(), HashSet::new());
+        // The emails a contact had before this batch's changes: a contact
+        // HubSpot got in a run that stopped before its ack, and whose email
+        // changed since, is found there by its old email.
+        let mut old_emails: HashMap<Uuid, Vec<String>> = HashMap::new();
+        let mut left_contacts: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        let mut created_here: HashSet<Uuid> = HashSet::new();
         for e in &events {
+            if e.kind == FeedKind::Contact
+                && let Some(old) = e
+                    .diff
+                    .as_ref()
+                    .and_then(|d| d.get("email"))
+                    .and_then(|c| c.old.as_str())
+            {
+                old_emails.entry(e.id).or_default().push(old.to_string());
+            }
+            if e.kind == FeedKind::Contact && e.operation == crate::history::Operation::Created {
+                created_here.insert(e.id);
+            }
+            // The contacts a deal left in this batch (a move, a merge).
+            if e.kind == FeedKind::Deal
+                && let Some(old) = e
+                    .diff
+                    .as_ref()
+                    .and_then(|d| d.get("contact_id"))
+                    .and_then(|c| c.old.as_str())
+                    .and_then(|s| s.parse::<Uuid>().ok())
+            {
+                left_contacts.entry(e.id).or_default().push(old);
+            }
             if e.actor == SYNC_ACTOR {
                 if matches!(e.kind, FeedKind::Contact | FeedKind::Deal) {
                     report.unchanged += 1;
@@ -298,24 +344,80 @@ impl HubSpotSync {
         }
 
         // Contacts: known ones updated by HubSpot id, the others upserted
-        // by email.
+        // by email. An unknown one whose email changed in this batch may
+        // be in HubSpot under its old email (sent by a run that stopped
+        // before its ack): it is found there first.
         let mut links = Vec::new();
-        let (known, new): (Vec<&Contact>, Vec<&Contact>) = contacts
+        let lost: Vec<String> = contacts
+            .iter()
+            .filter(|c| !contact_map.contains_key(&c.id.as_uuid()))
+            .flat_map(|c| {
+                old_emails
+                    .get(&c.id.as_uuid())
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+            })
+            .collect();
+        if !lost.is_empty() {
+            let found = self
+                .client
+                .batch_read(&ObjectType::Contacts, &lost, Some("email"), &["email"])
+                .await
+                .map_err(Stop::HubSpot)?;
+            let by_email: HashMap<String, String> = found
+                .found
+                .into_iter()
+                .filter_map(|r| Some((r.property("email")?.to_lowercase(), r.id)))
+                .collect();
+            for c in &contacts {
+                let id = c.id.as_uuid();
+                if contact_map.contains_key(&id) {
+                    continue;
+                }
+                let hit = old_emails
+                    .get(&id)
+                    .into_iter()
+                    .flatten()
+                    .find_map(|e| by_email.get(&e.to_lowercase()));
+                if let Some(hs) = hit.and_then(|h| ExternalId::parse(h).ok()) {
+                    contact_map.insert(id, hs);
+                }
+            }
+        }
+        let (known, mut new): (Vec<&Contact>, Vec<&Contact>) = contacts
             .iter()
             .partition(|c| contact_map.contains_key(&c.id.as_uuid()));
         let updates: Vec<UpsertInput> = known
             .iter()
-            .map(|c| contact_input(contact_map[&c.id.as_uuid()].as_str(), c))
+            .map(|c| contact_input(contact_map[&c.id.as_uuid()].as_str(), c, true))
             .collect();
-        let outcome = self
+        let mut outcome = self
             .client
             .batch_update(&ObjectType::Contacts, &updates)
             .await
             .map_err(Stop::HubSpot)?;
-        self.settle(&known, outcome, EntityKind::Contact, &mut links, report)?;
+        // A HubSpot record that is gone (deleted there): the contact is
+        // upserted by email instead, and linked again.
+        let mut updated = Vec::with_capacity(known.len());
+        let mut outcomes = Vec::with_capacity(known.len());
+        for (c, o) in known.into_iter().zip(std::mem::take(&mut outcome.outcomes)) {
+            match &o {
+                InputOutcome::Rejected(e) if e.category.as_deref() == Some("OBJECT_NOT_FOUND") => {
+                    contact_map.remove(&c.id.as_uuid());
+                    new.push(c);
+                }
+                _ => {
+                    updated.push(c);
+                    outcomes.push(o);
+                }
+            }
+        }
+        outcome.outcomes = outcomes;
+        self.settle(&updated, outcome, EntityKind::Contact, &mut links, report)?;
         let upserts: Vec<UpsertInput> = new
             .iter()
-            .map(|c| contact_input(c.email.as_str(), c))
+            .map(|c| contact_input(c.email.as_str(), c, false))
             .collect();
         let outcome = self
             .client
@@ -323,8 +425,31 @@ impl HubSpotSync {
             .await
             .map_err(Stop::HubSpot)?;
         self.settle(&new, outcome, EntityKind::Contact, &mut links, report)?;
+        // A contact that reaches HubSpot only now, though it was created
+        // before this batch (it was refused, or the sync started after
+        // it): its deals HubSpot has are associated with it now, and those
+        // it does not have are sent.
+        let late: Vec<Uuid> = links
+            .iter()
+            .map(|l| l.record)
+            .filter(|c| !contact_map.contains_key(c) && !created_here.contains(c))
+            .collect();
         for l in &links {
             contact_map.insert(l.record, l.external.clone());
+        }
+        if !late.is_empty() {
+            let mut tx = self.begin().await?;
+            for c in late {
+                let page = tx
+                    .list_deals_for_contact(ContactId::from_uuid(c), &PageRequest::first(100))
+                    .await?;
+                for d in page.items {
+                    if seen_deals.insert(d.id.as_uuid()) {
+                        deals.push(d);
+                    }
+                }
+            }
+            tx.commit().await?;
         }
 
         // Deals: upserted by their crm-core id, then associated with their
@@ -359,15 +484,107 @@ impl HubSpotSync {
                 reason: format!("association with its contact refused: {}", describe(&e)),
             });
         }
+        // A deal that moved to another contact (a merge moves the loser's)
+        // leaves the association with the one it left.
+        let left: Vec<Uuid> = deals
+            .iter()
+            .flat_map(|d| {
+                left_contacts
+                    .get(&d.id.as_uuid())
+                    .into_iter()
+                    .flatten()
+                    .copied()
+            })
+            .collect();
+        if !left.is_empty() {
+            let mut tx = self.begin().await?;
+            let left_ids = self
+                .external_ids(&mut *tx, EntityKind::Contact, &left)
+                .await?;
+            tx.commit().await?;
+            let mut gone = Vec::new();
+            for link in &links[before..] {
+                let Some(d) = deals.iter().find(|d| d.id.as_uuid() == link.record) else {
+                    continue;
+                };
+                let now = contact_map.get(&d.contact_id.as_uuid());
+                for c in left_contacts.get(&link.record).into_iter().flatten() {
+                    if let Some(hs) = left_ids.get(c)
+                        && Some(hs) != now
+                    {
+                        gone.push((link.external.as_str().to_string(), hs.as_str().to_string()));
+                    }
+                }
+            }
+            self.client
+                .disassociate(&ObjectType::Deals, &ObjectType::Contacts, &gone)
+                .await
+                .map_err(Stop::HubSpot)?;
+        }
 
         // Accepted: link the ids and move the cursor, together.
         let mut tx = self.begin().await?;
-        for chunk in links.chunks(MAX_EXTERNAL_LINKS) {
-            tx.link_external_ids(&self.system, chunk).await?;
-        }
+        self.relink(&mut *tx, links, report).await?;
         tx.ack(&opts.consumer, last).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Links records to the HubSpot ids HubSpot answered with. The answer
+    /// wins over what was linked before: a HubSpot id still linked to
+    /// another record (a contact deleted or erased here and created again,
+    /// or two records HubSpot merged into one) is moved to this one; two
+    /// records of one call that HubSpot resolved to one id keep the last,
+    /// and the other is reported.
+    async fn relink(
+        &self,
+        tx: &mut dyn Transaction,
+        links: Vec<ExternalLink>,
+        report: &mut SyncReport,
+    ) -> Result<(), Error> {
+        let mut by_external: HashMap<(EntityKind, ExternalId), Uuid> = HashMap::new();
+        let mut by_record: HashSet<(EntityKind, Uuid)> = HashSet::new();
+        let mut kept = Vec::with_capacity(links.len());
+        for l in links.into_iter().rev() {
+            if let Some(other) = by_external.get(&(l.kind, l.external.clone())) {
+                if *other != l.record {
+                    report.failed.push(SyncFailure {
+                        kind: l.kind,
+                        record: Some(l.record),
+                        external: Some(l.external.as_str().to_string()),
+                        reason: format!(
+                            "HubSpot holds it as the same record as {} {other}",
+                            l.kind
+                        ),
+                    });
+                }
+                continue;
+            }
+            if !by_record.insert((l.kind, l.record)) {
+                continue;
+            }
+            by_external.insert((l.kind, l.external.clone()), l.record);
+            kept.push(l);
+        }
+        kept.reverse();
+        for kind in [EntityKind::Contact, EntityKind::Deal] {
+            let of_kind: Vec<&ExternalLink> = kept.iter().filter(|l| l.kind == kind).collect();
+            let externals: Vec<ExternalId> = of_kind.iter().map(|l| l.external.clone()).collect();
+            let mut stale = Vec::new();
+            for chunk in externals.chunks(MAX_EXTERNAL_LINKS) {
+                let holders = tx.records_by_external_id(&self.system, kind, chunk).await?;
+                stale.extend(holders.into_iter().filter_map(|(external, holder)| {
+                    (by_external.get(&(kind, external)) != Some(&holder)).then_some(holder)
+                }));
+            }
+            for chunk in stale.chunks(MAX_EXTERNAL_LINKS) {
+                tx.unlink_external_ids(&self.system, kind, chunk).await?;
+            }
+        }
+        for chunk in kept.chunks(MAX_EXTERNAL_LINKS) {
+            tx.link_external_ids(&self.system, chunk).await?;
+        }
+        Ok(())
     }
 
     /// The HubSpot ids of `records`, read in chunks the store takes.
@@ -491,8 +708,8 @@ impl HubSpotSync {
         page: &[super::HubSpotRecord],
         report: &mut SyncReport,
     ) -> Result<(), Error> {
-        let mut rows: Vec<NewContact> = Vec::with_capacity(page.len());
-        let mut ids: Vec<ExternalId> = Vec::with_capacity(page.len());
+        let mut rows: Vec<(NewContact, ExternalId, Option<Timestamp>)> =
+            Vec::with_capacity(page.len());
         let mut emails = HashSet::new();
         for r in page {
             match pulled_contact(r) {
@@ -500,8 +717,18 @@ impl HubSpotSync {
                     // HubSpot keeps one contact per email; a page naming one
                     // twice would be a broken answer: keep the first.
                     if emails.insert(row.email.normalized().to_string()) {
-                        rows.push(row);
-                        ids.push(id);
+                        let modified = r.last_modified(&ObjectType::Contacts);
+                        rows.push((row, id, modified));
+                    } else {
+                        report.failed.push(SyncFailure {
+                            kind: EntityKind::Contact,
+                            record: None,
+                            external: Some(r.id.clone()),
+                            reason: format!(
+                                "HubSpot sent {} twice in one page; the first was taken",
+                                row.email
+                            ),
+                        });
                     }
                 }
                 Err(reason) => report.failed.push(SyncFailure {
@@ -516,22 +743,100 @@ impl HubSpotSync {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        let outcomes = tx.upsert_contacts(&rows, self.options.pull_policy).await?;
-        let mut links = Vec::with_capacity(outcomes.len());
-        for (o, external) in outcomes.iter().zip(ids) {
-            match o {
-                UpsertOutcome::Inserted(_) | UpsertOutcome::Updated(_) => report.pulled += 1,
-                UpsertOutcome::Unchanged(_) => report.unchanged += 1,
+        // The contacts these HubSpot records are linked to already.
+        let externals: Vec<ExternalId> = rows.iter().map(|(_, id, _)| id.clone()).collect();
+        let mut holders: HashMap<ExternalId, Uuid> = HashMap::new();
+        for chunk in externals.chunks(MAX_EXTERNAL_LINKS) {
+            holders.extend(
+                tx.records_by_external_id(&self.system, EntityKind::Contact, chunk)
+                    .await?,
+            );
+        }
+        let mut linked: HashMap<Uuid, Contact> = HashMap::new();
+        let holder_ids: Vec<ContactId> =
+            holders.values().map(|u| ContactId::from_uuid(*u)).collect();
+        for chunk in holder_ids.chunks(MAX_GET_MANY) {
+            for c in tx.get_contacts(chunk).await? {
+                linked.insert(c.id.as_uuid(), c);
             }
+        }
+        let mut links = Vec::with_capacity(rows.len());
+        let mut new_rows = Vec::new();
+        let mut new_ids = Vec::new();
+        for (row, external, modified) in rows {
+            let target = match holders.get(&external) {
+                // Linked to a contact deleted (or erased) here: it stays
+                // deleted.
+                Some(holder) if !linked.contains_key(holder) => {
+                    report.failed.push(SyncFailure {
+                        kind: EntityKind::Contact,
+                        record: Some(*holder),
+                        external: Some(external.as_str().to_string()),
+                        reason: "deleted in crm-core; not brought back".to_string(),
+                    });
+                    continue;
+                }
+                Some(holder) => linked.get(holder).cloned().map(|c| (c, true)),
+                None => tx
+                    .get_contact_by_email(&row.email)
+                    .await?
+                    .map(|c| (c, false)),
+            };
+            let Some((contact, is_linked)) = target else {
+                new_rows.push(row);
+                new_ids.push(external);
+                continue;
+            };
             links.push(ExternalLink {
                 kind: EntityKind::Contact,
-                record: o.id().as_uuid(),
-                external,
+                record: contact.id.as_uuid(),
+                external: external.clone(),
             });
+            if contact.is_erased() {
+                report.unchanged += 1;
+                continue;
+            }
+            // The newer change wins: a contact changed here after HubSpot's
+            // last change keeps its values (the push sends them).
+            if modified.is_some_and(|m| m <= contact.updated_at) {
+                report.unchanged += 1;
+                continue;
+            }
+            let patch = pull_patch(&contact, &row, self.options.pull_policy, is_linked);
+            if patch.is_empty() {
+                report.unchanged += 1;
+                continue;
+            }
+            match tx.update_contact(contact.id, contact.version, patch).await {
+                Ok(_) => report.pulled += 1,
+                Err(e @ (Error::DuplicateEmail { .. } | Error::Conflict { .. })) => {
+                    report.failed.push(SyncFailure {
+                        kind: EntityKind::Contact,
+                        record: Some(contact.id.as_uuid()),
+                        external: Some(external.as_str().to_string()),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
-        for chunk in links.chunks(MAX_EXTERNAL_LINKS) {
-            tx.link_external_ids(&self.system, chunk).await?;
+        if !new_rows.is_empty() {
+            let outcomes = tx
+                .upsert_contacts(&new_rows, self.options.pull_policy)
+                .await?;
+            for (o, external) in outcomes.iter().zip(new_ids) {
+                match o {
+                    UpsertOutcome::Inserted(_) | UpsertOutcome::Updated(_) => report.pulled += 1,
+                    UpsertOutcome::Unchanged(_) => report.unchanged += 1,
+                }
+                links.push(ExternalLink {
+                    kind: EntityKind::Contact,
+                    record: o.id().as_uuid(),
+                    external,
+                });
+            }
         }
+        self.relink(&mut *tx, links, report).await?;
         tx.commit().await
     }
 }
@@ -575,22 +880,51 @@ fn describe(e: &super::InputError) -> String {
     }
 }
 
-/// The HubSpot properties of a contact (those it has).
-fn contact_input(id: &str, c: &Contact) -> UpsertInput {
+/// The HubSpot properties of a contact. `linked`: HubSpot's record is
+/// this contact's, so a field the contact has empty is cleared there too
+/// (HubSpot clears a property set to `""`); a first upsert by email leaves
+/// the fields HubSpot may hold of its own alone.
+fn contact_input(id: &str, c: &Contact, linked: bool) -> UpsertInput {
     let mut input = UpsertInput::new(id)
         .with("email", c.email.as_str())
         .with("firstname", c.first_name.as_str())
         .with("lastname", c.last_name.as_str());
-    if let Some(p) = &c.phone {
-        input = input.with("phone", p.as_str());
-    }
-    if let Some(t) = &c.title {
-        input = input.with("jobtitle", t.as_str());
-    }
-    if let Some(co) = &c.company {
-        input = input.with("company", co.as_str());
+    for (name, value) in [
+        ("phone", c.phone.as_ref().map(|v| v.as_str())),
+        ("jobtitle", c.title.as_ref().map(|v| v.as_str())),
+        ("company", c.company.as_ref().map(|v| v.as_str())),
+    ] {
+        match value {
+            Some(v) => input = input.with(name, v),
+            None if linked => input = input.with(name, ""),
+            None => {}
+        }
     }
     input
+}
+
+/// What a pulled record changes in the contact it meets: the fields the
+/// sync carries, picked by `policy` (as an upsert picks them), and the
+/// email too when the record is linked to the contact (an email changed
+/// in HubSpot); the fields that would not change are left out, so that an
+/// empty patch means nothing to write.
+fn pull_patch(
+    existing: &Contact,
+    row: &NewContact,
+    policy: ConflictPolicy,
+    linked: bool,
+) -> ContactPatch {
+    let full = conflict_patch(existing, row, policy);
+    ContactPatch {
+        email: (linked && row.email.normalized() != existing.email.normalized())
+            .then(|| row.email.clone()),
+        first_name: full.first_name.filter(|v| *v != existing.first_name),
+        last_name: full.last_name.filter(|v| *v != existing.last_name),
+        company: full.company.filter(|v| *v != existing.company),
+        title: full.title.filter(|v| *v != existing.title),
+        phone: full.phone.filter(|v| *v != existing.phone),
+        ..ContactPatch::default()
+    }
 }
 
 /// A HubSpot contact as a row to upsert, through the same validation as

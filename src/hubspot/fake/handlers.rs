@@ -188,6 +188,9 @@ pub(super) async fn handle(
                     "default",
                 ],
             ) => associate_default(&mut data, from, to, &body),
+            ("POST", ["crm", "v4", "associations", from, to, "batch", "archive"]) => {
+                archive_associations(&mut data, from, to, &body)
+            }
             _ => (
                 StatusCode::NOT_FOUND,
                 json!({"status": "error", "message": "resource not found",
@@ -406,7 +409,31 @@ fn update(data: &mut Data, object_type: &str, body: &Value) -> (StatusCode, Valu
             ));
             continue;
         };
-        record.properties.extend(properties_of(input));
+        let props = properties_of(input);
+        // HubSpot keeps one contact per email: an email another contact
+        // holds is refused, and the old email no longer finds this one.
+        if object_type == "contacts"
+            && let Some(email) = props.get("email")
+        {
+            let key = email.to_lowercase();
+            if data
+                .emails
+                .get(&key)
+                .is_some_and(|holder| *holder != record.id)
+            {
+                errors.push(input_error(
+                    "CONFLICT",
+                    &format!("Contact already exists. Existing ID: {}", data.emails[&key]),
+                    trace,
+                    id,
+                ));
+                continue;
+            }
+            if let Some(old) = record.properties.get("email") {
+                data.emails.remove(&old.to_lowercase());
+            }
+        }
+        record.properties.extend(props);
         record.modified_ms = now_ms();
         let names: Vec<String> = record.properties.keys().cloned().collect();
         results.push(record.to_json(object_type, &names));
@@ -536,6 +563,38 @@ fn associate_default(data: &mut Data, from: &str, to: &str, body: &Value) -> (St
         }));
     }
     batch_answer(results, errors)
+}
+
+/// `POST /crm/v4/associations/{from}/{to}/batch/archive`: removes every
+/// association between each pair; answers 204 without a body.
+fn archive_associations(
+    data: &mut Data,
+    from: &str,
+    to: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let inputs = match inputs(body) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let id = |v: &Value| v["id"].as_str().and_then(|s| s.parse::<u64>().ok());
+    for input in inputs {
+        let Some(a) = id(&input["from"]) else {
+            continue;
+        };
+        let targets: Vec<u64> = input["to"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(id)
+            .collect();
+        if let Some(record) = data.objects.get_mut(from).and_then(|m| m.get_mut(&a)) {
+            record
+                .associations
+                .retain(|(t, b, _)| !(t == to && targets.contains(b)));
+        }
+    }
+    (StatusCode::NO_CONTENT, Value::Null)
 }
 
 fn create(data: &mut Data, object_type: &str, body: &Value) -> (StatusCode, Value) {
