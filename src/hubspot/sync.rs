@@ -679,9 +679,24 @@ impl HubSpotSync {
         let mut pull =
             self.client
                 .pull_modified_since(ObjectType::Contacts, start, &CONTACT_PROPERTIES);
+        let mut pending: Option<Vec<super::HubSpotRecord>> = None;
         loop {
-            let page = match pull.next_page().await {
-                Ok(Some(page)) => page,
+            // The next page is asked for while this one is written: the
+            // pull's pace is HubSpot's search budget, not the store's.
+            let (next, written) = match pending.take() {
+                Some(page) => {
+                    let (next, written) =
+                        tokio::join!(pull.next_page(), self.pull_page(&page, &mut report));
+                    (next, written)
+                }
+                None => (pull.next_page().await, Ok(())),
+            };
+            written?;
+            match next {
+                Ok(Some(page)) => {
+                    report.read += page.len() as u64;
+                    pending = Some(page);
+                }
                 Ok(None) => break,
                 Err(error) => {
                     return Err(SyncError::HubSpot {
@@ -689,8 +704,9 @@ impl HubSpotSync {
                         report: Box::new(report),
                     });
                 }
-            };
-            report.read += page.len() as u64;
+            }
+        }
+        if let Some(page) = pending.take() {
             self.pull_page(&page, &mut report).await?;
         }
         let window = pull.window();
