@@ -90,7 +90,7 @@ pub async fn get_of_a_missing_contact_returns_none(store: &DynStore) {
     );
 }
 
-/// `get_contacts` and `get_deals` read a batch: the records that exist,
+/// `get_contacts`, `get_contacts_by_email` and `get_deals` read a batch: the records that exist,
 /// in the order asked for, each once; a missing id and another tenant's
 /// record are left out; more than `MAX_GET_MANY` ids is `Validation` on
 /// `ids`, an empty list nothing.
@@ -129,6 +129,27 @@ pub async fn batch_reads_return_the_records_that_exist_in_the_order_asked(store:
             tx.get_deals(&[d2.id, DealId::new(), d1.id, d2.id]).await,
             "read deals",
         );
+        let by_email = ok(
+            tx.get_contacts_by_email(&[
+                email("BATCH-B@example.com"),
+                email("nobody@example.com"),
+                email("batch-a@example.com"),
+                email("batch-b@EXAMPLE.com"),
+                email("batch-x@example.com"),
+            ])
+            .await,
+            "read contacts by email",
+        );
+        assert_eq!(
+            by_email,
+            vec![b.clone(), a.clone()],
+            "by email in any casing, in the order asked, each once"
+        );
+        let too_many_emails = tx
+            .get_contacts_by_email(&vec![email("batch-a@example.com"); MAX_GET_MANY + 1])
+            .await
+            .map(|v| v.len());
+        expect_validation(too_many_emails, "emails", "too many emails");
         let none = ok(tx.get_contacts(&[]).await, "read no contact");
         let too_many = tx
             .get_contacts(&vec![a.id; MAX_GET_MANY + 1])

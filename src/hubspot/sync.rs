@@ -62,9 +62,9 @@ use crate::{
     Actor, Context, Store, TenantId,
     bulk::ConflictPolicy,
     domain::{
-        ConsumerName, Contact, ContactId, ContactPatch, Deal, DealId, EntityKind, ExternalId,
-        ExternalLink, ExternalSystem, FeedKind, MAX_EXTERNAL_LINKS, NewContact, NewContactDto,
-        Timestamp, UpsertOutcome, conflict_patch,
+        ConsumerName, Contact, ContactId, ContactPatch, Deal, DealId, Email, EntityKind,
+        ExternalId, ExternalLink, ExternalSystem, FeedKind, MAX_EXTERNAL_LINKS, NewContact,
+        NewContactDto, Timestamp, UpsertOutcome, conflict_patch,
     },
     error::Error,
     store::{MAX_GET_MANY, PageRequest, Transaction},
@@ -776,6 +776,18 @@ impl HubSpotSync {
                 linked.insert(c.id.as_uuid(), c);
             }
         }
+        // The contacts holding the unlinked records' emails.
+        let unlinked: Vec<Email> = rows
+            .iter()
+            .filter(|(_, id, _)| !holders.contains_key(id))
+            .map(|(row, _, _)| row.email.clone())
+            .collect();
+        let mut by_email: HashMap<String, Contact> = HashMap::new();
+        for chunk in unlinked.chunks(MAX_GET_MANY) {
+            for c in tx.get_contacts_by_email(chunk).await? {
+                by_email.insert(c.email.normalized().to_string(), c);
+            }
+        }
         let mut links = Vec::with_capacity(rows.len());
         let mut new_rows = Vec::new();
         let mut new_ids = Vec::new();
@@ -793,9 +805,9 @@ impl HubSpotSync {
                     continue;
                 }
                 Some(holder) => linked.get(holder).cloned().map(|c| (c, true)),
-                None => tx
-                    .get_contact_by_email(&row.email)
-                    .await?
+                None => by_email
+                    .get(row.email.normalized())
+                    .cloned()
                     .map(|c| (c, false)),
             };
             let Some((contact, is_linked)) = target else {

@@ -39,7 +39,7 @@ pub trait ContactsTx: Send {
     /// Errors: [`Error::Validation`] on `ids` for more than
     /// [`MAX_GET_MANY`](crate::store::MAX_GET_MANY) ids.
     async fn get_contacts(&mut self, ids: &[ContactId]) -> Result<Vec<Contact>> {
-        super::check_get_many(ids.len())?;
+        super::check_get_many("ids", ids.len())?;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for id in ids {
@@ -54,6 +54,26 @@ pub trait ContactsTx: Send {
 
     /// A contact by email, in any casing.
     async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>>;
+
+    /// The contacts holding `emails` (in any casing), in the order of
+    /// `emails` (a contact named twice comes once, an email no contact
+    /// holds is left out): one read for a batch.
+    ///
+    /// Errors: [`Error::Validation`] on `emails` for more than
+    /// [`MAX_GET_MANY`](crate::store::MAX_GET_MANY) emails.
+    async fn get_contacts_by_email(&mut self, emails: &[Email]) -> Result<Vec<Contact>> {
+        super::check_get_many("emails", emails.len())?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for email in emails {
+            if let Some(c) = self.get_contact_by_email(email).await?
+                && seen.insert(c.id)
+            {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
 
     /// Applies `patch` if the contact is at `expected`.
     ///

@@ -42,7 +42,7 @@ pub trait DealsTx: Send {
     /// Errors: [`Error::Validation`] on `ids` for more than
     /// [`MAX_GET_MANY`](crate::store::MAX_GET_MANY) ids.
     async fn get_deals(&mut self, ids: &[DealId]) -> Result<Vec<Deal>> {
-        super::check_get_many(ids.len())?;
+        super::check_get_many("ids", ids.len())?;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for id in ids {

@@ -196,18 +196,19 @@ impl<S: Store + ?Sized> Store for Box<S> {
 /// A [`Store`] as a trait object.
 pub type DynStore = dyn Store;
 
-/// The most ids one [`get_contacts`](ContactsTx::get_contacts) or
+/// The most ids (or emails) one [`get_contacts`](ContactsTx::get_contacts),
+/// [`get_contacts_by_email`](ContactsTx::get_contacts_by_email) or
 /// [`get_deals`](DealsTx::get_deals) call takes.
 pub const MAX_GET_MANY: usize = 1000;
 
-/// `Validation` on `ids` past [`MAX_GET_MANY`].
-pub(crate) fn check_get_many(n: usize) -> Result<()> {
+/// `Validation` on `field` past [`MAX_GET_MANY`].
+pub(crate) fn check_get_many(field: &str, n: usize) -> Result<()> {
     if n > MAX_GET_MANY {
         return Err(
             crate::error::ValidationErrors::single(crate::error::FieldError::new(
-                "ids",
+                field,
                 "out_of_range",
-                format!("must hold at most {MAX_GET_MANY} ids, got {n}"),
+                format!("must hold at most {MAX_GET_MANY} items, got {n}"),
             ))
             .into(),
         );

@@ -236,6 +236,7 @@ traced_area!(ContactsTx {
     fn get_contact(&mut self, id: ContactId) -> Option<Contact>;
     fn get_contacts(&mut self, ids: &[ContactId]) -> Vec<Contact>;
     fn get_contact_by_email(&mut self, email: &Email) -> Option<Contact>;
+    fn get_contacts_by_email(&mut self, emails: &[Email]) -> Vec<Contact>;
     fn update_contact(&mut self, id: ContactId, expected: Version, patch: ContactPatch) -> Contact;
     fn deactivate_contact(&mut self, id: ContactId) -> Contact;
     fn delete_contact(&mut self, id: ContactId) -> bool;

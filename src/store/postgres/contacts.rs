@@ -46,6 +46,12 @@ const GET_CONTACT_BY_EMAIL: &str = concat!(
     contact_select!(),
     " FROM contacts WHERE tenant_id = $1 AND email_key = $2"
 );
+/// The contacts holding the caseless keys `$2`.
+const GET_CONTACTS_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    contact_select!(),
+    " FROM contacts WHERE tenant_id = $1 AND email_key = ANY($2)"
+);
 const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";
 /// Deletes a contact (its deals, activities and signals go with it, by
 /// the foreign keys' `ON DELETE CASCADE`).
@@ -110,6 +116,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     GET_CONTACT,
     GET_CONTACTS,
     GET_CONTACT_BY_EMAIL,
+    GET_CONTACTS_BY_EMAIL,
     CONTACT_ID_BY_EMAIL,
     DELETE_CONTACT,
     LOCK_DEALS_FOR_DELETE,
@@ -357,7 +364,7 @@ impl ContactsTx for PgTransaction {
     }
 
     async fn get_contacts(&mut self, ids: &[ContactId]) -> Result<Vec<Contact>> {
-        crate::store::check_get_many(ids.len())?;
+        crate::store::check_get_many("ids", ids.len())?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -370,6 +377,25 @@ impl ContactsTx for PgTransaction {
             found.insert(c.id, c);
         }
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn get_contacts_by_email(&mut self, emails: &[Email]) -> Result<Vec<Contact>> {
+        crate::store::check_get_many("emails", emails.len())?;
+        if emails.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = self.tenant_uuid();
+        let keys: Vec<&str> = emails.iter().map(|e| e.normalized()).collect();
+        let rows = self.query(GET_CONTACTS_BY_EMAIL, &[&tenant, &keys]).await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let c = rows::contact(row)?;
+            found.insert(c.email.normalized().to_string(), c);
+        }
+        Ok(emails
+            .iter()
+            .filter_map(|e| found.remove(e.normalized()))
+            .collect())
     }
 
     async fn get_contact_by_email(&mut self, email: &Email) -> Result<Option<Contact>> {

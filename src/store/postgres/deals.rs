@@ -279,7 +279,7 @@ impl DealsTx for PgTransaction {
     }
 
     async fn get_deals(&mut self, ids: &[DealId]) -> Result<Vec<Deal>> {
-        crate::store::check_get_many(ids.len())?;
+        crate::store::check_get_many("ids", ids.len())?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
