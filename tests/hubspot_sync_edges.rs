@@ -306,8 +306,9 @@ async fn a_stop_before_the_ack_then_an_email_change_creates_no_duplicate_on(stor
     );
 }
 
-/// A deal whose contact HubSpot refused at first is associated with it
-/// once the contact, fixed, reaches HubSpot.
+/// The deals whose contact HubSpot refused at first (more than one page
+/// of them) are associated with it once the contact, fixed, reaches
+/// HubSpot.
 async fn a_deal_is_associated_once_its_contact_reaches_hubspot_on(store: Arc<dyn Store>) {
     let hub = fake().await;
     let tenant = TenantId::new();
@@ -317,9 +318,16 @@ async fn a_deal_is_associated_once_its_contact_reaches_hubspot_on(store: Arc<dyn
         .create_contact(new_contact("refused@example.com"))
         .await
         .unwrap();
-    tx.create_deal(NewDeal::new(c.id, DealTitle::parse("D").unwrap(), money()))
+    // More deals than one page of the contact's deals.
+    for i in 0..130 {
+        tx.create_deal(NewDeal::new(
+            c.id,
+            DealTitle::parse(&format!("D{i}")).unwrap(),
+            money(),
+        ))
         .await
         .unwrap();
+    }
     tx.commit().await.unwrap();
     let sync = HubSpotSync::new(client(&hub), Arc::clone(&store), tenant);
     let report = sync.push().await.unwrap();
@@ -342,12 +350,14 @@ async fn a_deal_is_associated_once_its_contact_reaches_hubspot_on(store: Arc<dyn
 
     let contact = hub_id(&hub, "fixed@example.com");
     let deals = hub.records("deals");
-    assert_eq!(deals.len(), 1);
-    assert_eq!(
-        deals[0].associations,
-        vec![("contacts".to_string(), contact, 3)],
-        "the deal is associated with its contact"
-    );
+    assert_eq!(deals.len(), 130);
+    for d in &deals {
+        assert_eq!(
+            d.associations,
+            vec![("contacts".to_string(), contact, 3)],
+            "every deal is associated with its contact"
+        );
+    }
 }
 
 /// A merge moves the loser's deals to the survivor: the push associates

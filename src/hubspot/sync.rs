@@ -440,12 +440,20 @@ impl HubSpotSync {
         if !late.is_empty() {
             let mut tx = self.begin().await?;
             for c in late {
-                let page = tx
-                    .list_deals_for_contact(ContactId::from_uuid(c), &PageRequest::first(100))
-                    .await?;
-                for d in page.items {
-                    if seen_deals.insert(d.id.as_uuid()) {
-                        deals.push(d);
+                // Every deal of the contact, page by page.
+                let mut request = PageRequest::first(100);
+                loop {
+                    let page = tx
+                        .list_deals_for_contact(ContactId::from_uuid(c), &request)
+                        .await?;
+                    for d in page.items {
+                        if seen_deals.insert(d.id.as_uuid()) {
+                            deals.push(d);
+                        }
+                    }
+                    match page.next_cursor {
+                        Some(cursor) => request = PageRequest::after(100, cursor),
+                        None => break,
                     }
                 }
             }
