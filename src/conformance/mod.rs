@@ -357,6 +357,16 @@ macro_rules! __conformance_suite {
             external_id_input_is_checked,
             external_ids_are_invisible_to_another_tenant,
             external_ids_roll_back_and_write_no_history_or_event,
+            // Contact freshness.
+            an_activity_moves_engagement_forward_and_an_older_one_does_not_move_it_back,
+            signals_mark_the_email_invalid_the_job_change_and_the_unsubscription,
+            verifying_stamps_the_fields_and_clears_what_it_answers,
+            changing_the_email_clears_its_verification_and_bounce,
+            stale_contacts_match_any_condition_stalest_first,
+            stale_contacts_page_with_cursors_bound_to_the_query,
+            stale_queries_are_checked,
+            a_merge_takes_the_later_engagement_and_keeps_the_survivors_verifications,
+            freshness_is_invisible_to_another_tenant,
         }
     };
 }
@@ -517,3 +527,5 @@ mod feed;
 pub use feed::*;
 mod external_ids;
 pub use external_ids::*;
+mod freshness;
+pub use freshness::*;

@@ -412,6 +412,15 @@ impl SignalKind {
     pub const FORM_SUBMIT: SignalKind = SignalKind(Cow::Borrowed("form_submit"));
     /// The contact has an open deal.
     pub const DEAL_EXISTS: SignalKind = SignalKind(Cow::Borrowed("deal_exists"));
+    /// An email to the contact bounced: its address is marked invalid
+    /// ([`Freshness::email_invalid_at`](super::Freshness::email_invalid_at)).
+    pub const EMAIL_BOUNCED: SignalKind = SignalKind(Cow::Borrowed("email_bounced"));
+    /// The contact unsubscribed
+    /// ([`Freshness::unsubscribed_at`](super::Freshness::unsubscribed_at)).
+    pub const UNSUBSCRIBED: SignalKind = SignalKind(Cow::Borrowed("unsubscribed"));
+    /// The contact changed jobs: title and company need verifying again
+    /// ([`Freshness::reverify_since`](super::Freshness::reverify_since)).
+    pub const JOB_CHANGED: SignalKind = SignalKind(Cow::Borrowed("job_changed"));
 
     /// Validates a signal kind, reporting under `field`.
     pub fn parse_field(field: &str, v: &str) -> Result<Self, FieldError> {

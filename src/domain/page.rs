@@ -252,6 +252,8 @@ pub enum CursorList {
     DealsOfCompany,
     /// [`Transaction::search_deals`](crate::store::DealsTx::search_deals).
     DealSearch,
+    /// [`Transaction::stale_contacts`](crate::store::FreshnessTx::stale_contacts).
+    StaleContacts,
 }
 
 impl CursorList {
@@ -278,6 +280,7 @@ impl CursorList {
             CursorList::CompanyTimeline => "company_timeline",
             CursorList::DealsOfCompany => "deals_of_company",
             CursorList::DealSearch => "deal_search",
+            CursorList::StaleContacts => "stale_contacts",
         }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! A [`Transaction`] is the sum of one trait per area — [`ContactsTx`],
 //! [`CompaniesTx`], [`OwnersTx`], [`TagsTx`], [`TasksTx`], [`DealsTx`], [`TimelineTx`], [`HistoryTx`], [`IdempotencyTx`],
-//! [`BulkTx`], [`ScoringTx`], [`FeedTx`], [`ExternalIdsTx`] — which a backend implements one by one. The
+//! [`BulkTx`], [`ScoringTx`], [`FeedTx`], [`ExternalIdsTx`], [`FreshnessTx`] — which a backend implements one by one. The
 //! promises every backend keeps are on [`Store`] (its *Contract*) and, for
 //! what one area alone promises, on that area's trait. How the built-in
 //! backends keep them: `ARCHITECTURE.md` in the repository.
@@ -32,6 +32,7 @@ mod deals;
 mod ext;
 mod external;
 mod feed;
+mod freshness;
 mod history;
 mod idempotency;
 mod scope;
@@ -49,6 +50,7 @@ pub use deals::{CurrencyTotal, DealQuery, DealsTx, PipelineSummary, StageSummary
 pub use ext::StoreExt;
 pub use external::ExternalIdsTx;
 pub use feed::{FeedHeads, FeedTx};
+pub use freshness::FreshnessTx;
 pub use history::HistoryTx;
 pub use idempotency::IdempotencyTx;
 pub use scope::Scope;
@@ -138,7 +140,8 @@ pub mod postgres;
 ///   holding a position out of range, is [`Error::Validation`] on `cursor`.
 /// - **Areas.** Each area of [`Transaction`] states its own points too:
 ///   [`ContactsTx`] (unique emails, deleting a contact), [`DealsTx`] (the
-///   stage machine), [`HistoryTx`] (what the history records).
+///   stage machine), [`HistoryTx`] (what the history records),
+///   [`FreshnessTx`] (what keeps freshness current).
 ///
 /// # Tracing
 ///
@@ -238,6 +241,7 @@ pub trait Transaction:
     + ScoringTx
     + FeedTx
     + ExternalIdsTx
+    + FreshnessTx
     + fmt::Debug
     + Send
 {

@@ -6,11 +6,14 @@ use std::fmt;
 #[cfg(doc)]
 use super::{BulkTx, ContactsTx, DealsTx, HistoryTx, StoreExt, TimelineTx};
 #[cfg(doc)]
-use super::{CompaniesTx, OwnersTx, TagsTx, TasksTx};
+use super::{CompaniesTx, FreshnessTx, OwnersTx, TagsTx, TasksTx};
 use super::{
     CompanyQuery, ContactQuery, DealQuery, PipelineSummary, Reassigned, Store, Transaction,
 };
 use crate::{
+    domain::{
+        FreshField, Freshness, StaleContact, StaleQuery,
+    },
     domain::{
         Activity, Company, CompanyDomain, CompanyId, CompanyPatch, ConflictPolicy, Contact,
         ContactId, ContactPatch, Context, Deal, DealId, DealPatch, Email, FieldQuery,
@@ -160,6 +163,15 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
     /// operations that commit together.
     pub async fn begin(&self) -> Result<Box<dyn Transaction>> {
         self.store.begin(self.tenant, self.context.clone()).await
+    }
+
+    one_call! {
+        /// See [`FreshnessTx::freshness`].
+        read freshness(contact: ContactId) -> Option<Freshness>;
+        /// See [`FreshnessTx::verify_contact`].
+        write verify_contact(contact: ContactId, fields: &[FreshField]) -> Freshness;
+        /// See [`FreshnessTx::stale_contacts`].
+        read stale_contacts(query: &StaleQuery) -> Page<StaleContact>;
     }
 
     one_call! {

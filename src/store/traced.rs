@@ -39,7 +39,7 @@ use tracing::{Instrument, Span, field::Empty};
 
 use super::{
     BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealQuery, DealsTx, ExternalIdsTx,
-    FeedTx, HistoryTx, IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx,
+    FeedTx, FreshnessTx, HistoryTx, IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx,
     TasksTx, TimelineTx, Transaction,
 };
 use crate::{
@@ -375,6 +375,12 @@ traced_area!(ExternalIdsTx {
     ) -> std::collections::HashMap<ExternalId, uuid::Uuid>;
     fn sync_window(&mut self, system: &ExternalSystem, kind: EntityKind) -> Option<Timestamp>;
     fn set_sync_window(&mut self, system: &ExternalSystem, kind: EntityKind, at: Timestamp) -> ();
+});
+
+traced_area!(FreshnessTx {
+    fn freshness(&mut self, contact: ContactId) -> Option<Freshness>;
+    fn verify_contact(&mut self, contact: ContactId, fields: &[FreshField]) -> Freshness;
+    fn stale_contacts(&mut self, query: &StaleQuery) -> Page<StaleContact>;
 });
 
 traced_area!(IdempotencyTx {

@@ -135,6 +135,7 @@ impl MemoryTransaction {
         }
         self.move_tasks(loser, survivor, at)?;
         self.live_merge(survivor, loser)?;
+        self.fresh_merge(survivor, loser)?;
         // The survivor gets the loser's tags; the loser's taggings go with
         // it, as the foreign key's cascade takes them on PostgreSQL.
         self.copy_taggings(RecordRef::Contact(loser), RecordRef::Contact(survivor))?;

@@ -314,7 +314,9 @@ impl HistoryTx for MemoryTransaction {
             let tenant = tx.tenant;
             let old = tx.data_mut()?.put_contact(id, Some(next.clone()));
             tx.record_contact(id, old.as_ref(), Some(Operation::Erased))?;
+            let fresh = tx.fresh_follow(id, old.as_ref());
             tx.undo.push(Undo::Contact(tenant, id, old));
+            fresh?;
             let placeholders = erased_values(id);
             let versions: Vec<(EntryKey, HistoryEntry)> = tx
                 .data()?

@@ -39,6 +39,7 @@ mod contacts;
 mod deals;
 mod external;
 mod feed;
+mod freshness;
 mod history;
 mod idempotency;
 mod scoring;
@@ -187,6 +188,9 @@ struct TenantData {
     external: external::ExternalIds,
     idempotency: idempotency::Records,
     live_scores: HashMap<ContactId, f64>,
+    /// Each contact's freshness, and the stale order over it.
+    freshness: HashMap<ContactId, crate::domain::Freshness>,
+    by_freshness: BTreeSet<(crate::domain::FreshnessKey, ContactId)>,
     companies: HashMap<CompanyId, Company>,
     /// Companies by normalised domain.
     companies_by_domain: HashMap<String, CompanyId>,
@@ -333,6 +337,7 @@ enum Undo {
     Activity(TenantId, ActivityId, Option<Activity>),
     Signal(TenantId, SignalKey, Option<Signal>),
     LiveScore(TenantId, ContactId, Option<f64>),
+    Freshness(TenantId, ContactId, Option<crate::domain::Freshness>),
     Company(TenantId, CompanyId, Option<Company>),
     Tag(TenantId, TagId, Option<Tag>),
     Tagging(TenantId, (RecordRef, TagId), Option<Tagging>),
@@ -417,6 +422,9 @@ fn roll_back(state: &mut State, undo: Vec<Undo>) {
             Undo::LiveScore(t, id, v) => {
                 scoring::put_live(state.tenants.entry(t).or_default(), id, v);
             }
+            Undo::Freshness(t, id, v) => {
+                freshness::put_fresh(state.tenants.entry(t).or_default(), id, v);
+            }
             Undo::History(t, key, v) => {
                 state
                     .tenants
@@ -483,8 +491,9 @@ impl MemoryTransaction {
         let tenant = self.tenant;
         let old = self.data_mut()?.put_contact(id, value);
         self.record_contact(id, old.as_ref(), None)?;
+        let fresh = self.fresh_follow(id, old.as_ref());
         self.undo.push(Undo::Contact(tenant, id, old));
-        Ok(())
+        fresh
     }
 
     fn set_deal(&mut self, id: DealId, value: Option<Deal>) -> Result<()> {

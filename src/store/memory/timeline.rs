@@ -1,5 +1,6 @@
 //! Activities and signals in the in-memory store ([`TimelineTx`]): each
-//! write also adds its term to the contact's live score.
+//! write also adds its term to the contact's live score and moves its
+//! freshness.
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -28,6 +29,7 @@ impl TimelineTx for MemoryTransaction {
         let activity = Activity::create(self.tenant, new, now());
         self.atomic(|tx| {
             tx.set_activity(activity.id, Some(activity.clone()))?;
+            tx.fresh_engaged(activity.contact_id, None, activity.occurred_at)?;
             tx.live_add_activity(&activity)
         })?;
         Ok(activity)
@@ -66,6 +68,7 @@ impl TimelineTx for MemoryTransaction {
                 ),
                 Some(signal.clone()),
             )?;
+            tx.fresh_engaged(signal.contact_id, Some(&signal.kind), signal.occurred_at)?;
             tx.live_add_signal(&signal)
         })?;
         Ok(signal)

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::{
     contacts::DELETE_CONTACT,
+    freshness::FRESH_MERGE,
     keys::ContactKeys,
     tags::MergedRecord,
     transaction::{PgTransaction, now, set_local},
@@ -551,6 +552,7 @@ impl BulkTx for PgTransaction {
                         (MOVE_ACTIVITIES, &moved),
                         (MOVE_SIGNALS, &moved),
                         (MOVE_TASKS, &timed),
+                        (FRESH_MERGE, &moved),
                     ],
                     begin,
                 )

@@ -151,6 +151,7 @@ mod distribute;
 mod error;
 mod external;
 mod feed;
+mod freshness;
 mod history;
 mod idempotency;
 mod idempotency_claim;

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::{
     error,
+    freshness::FRESH_TOUCH,
     locks::SHARE_CONTACT,
     rows,
     schema::{COMPANY_COLUMNS, company_select},
@@ -48,8 +49,8 @@ const WRITE_SCORES: &str = "UPDATE contacts AS c SET score = u.score \
 /// It creates nothing for a missing contact (so that it cannot fail on the
 /// foreign key and abort the transaction); it runs after the key-share
 /// lock on the contact, in the same round trip.
-const LIVE_LOCK: &str = "INSERT INTO contact_scores (tenant_id, contact_id) \
-     SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2) \
+const LIVE_LOCK: &str = "INSERT INTO contact_scores (tenant_id, contact_id, created_at) \
+     SELECT $1, $2, c.created_at FROM contacts c WHERE c.tenant_id = $1 AND c.id = $2 \
      ON CONFLICT (tenant_id, contact_id) DO UPDATE SET score_log = contact_scores.score_log \
      RETURNING score_log";
 const LIVE_SET: &str =
@@ -88,8 +89,8 @@ const LIVE_TOP_ACCOUNTS: &str = concat!(
 );
 // The statement keeps three contacts per company.
 const _: () = assert!(ACCOUNT_TOP_CONTACTS == 3);
-const LIVE_WRITE: &str = "INSERT INTO contact_scores (tenant_id, contact_id, score_log) \
-     SELECT $1, u.id, u.l FROM unnest($2::uuid[], $3::float8[]) AS u(id, l) \
+const LIVE_WRITE: &str = "INSERT INTO contact_scores (tenant_id, contact_id, score_log, created_at) \
+     SELECT $1, u.id, u.l, c.created_at FROM unnest($2::uuid[], $3::float8[]) AS u(id, l) \
      JOIN contacts c ON c.tenant_id = $1 AND c.id = u.id \
      ON CONFLICT (tenant_id, contact_id) DO UPDATE SET score_log = EXCLUDED.score_log";
 
@@ -171,13 +172,16 @@ impl PgTransaction {
     }
 
     /// Runs `insert` (the activity or signal) and writes the contact's new
-    /// live state, pipelined in one round trip.
+    /// live state and freshness ([`FRESH_TOUCH`]: one `UPDATE` of its
+    /// `contact_scores` row), pipelined in one round trip.
+    #[allow(clippy::too_many_arguments)]
     async fn insert_and_add(
         &mut self,
         (sql, params): (&str, &Params<'_>),
         lock: LiveLock,
         id: ContactId,
         kind: &SignalKind,
+        signal: Option<&SignalKind>,
         at: Timestamp,
     ) -> Result<()> {
         let next = match (lock, self.live_scoring.clone()) {
@@ -186,23 +190,20 @@ impl PgTransaction {
                 .map(|term| ScoringModel::log_add(current, term)),
             _ => None,
         };
-        let Some(next) = next else {
-            self.execute(sql, params).await?;
-            return Ok(());
-        };
         self.check_open()?;
         let (tenant, contact) = (self.tenant_uuid(), id.as_uuid());
-        let set: [&(dyn ToSql + Sync); 3] = [&tenant, &contact, &next];
+        let signal = signal.map(|k| k.as_str());
+        let touch: [&(dyn ToSql + Sync); 5] = [&tenant, &contact, &next, &at, &signal];
         let begin = self.pending_begin.take().is_some();
         let result = self
-            .raw_query_all(&[(sql, params), (LIVE_SET, &set)], begin)
+            .raw_query_all(&[(sql, params), (FRESH_TOUCH, &touch)], begin)
             .await;
         self.settle(result)?;
         Ok(())
     }
 
-    /// Runs `sql` (inserting `a`) and writes the new live state of its
-    /// contact, locked by [`live_lock`](Self::live_lock).
+    /// Runs `sql` (inserting `a`) and writes the new live state and
+    /// freshness of its contact, locked by [`live_lock`](Self::live_lock).
     pub(super) async fn insert_activity_live(
         &mut self,
         sql: &str,
@@ -214,12 +215,12 @@ impl PgTransaction {
             Some(model) => model.activity_signal(a.kind).clone(),
             None => SignalKind::PAGE_VIEW,
         };
-        self.insert_and_add((sql, params), lock, a.contact_id, &kind, a.occurred_at)
+        self.insert_and_add((sql, params), lock, a.contact_id, &kind, None, a.occurred_at)
             .await
     }
 
-    /// Runs `sql` (inserting `s`) and writes the new live state of its
-    /// contact, locked by [`live_lock`](Self::live_lock).
+    /// Runs `sql` (inserting `s`) and writes the new live state and
+    /// freshness of its contact, locked by [`live_lock`](Self::live_lock).
     pub(super) async fn insert_signal_live(
         &mut self,
         sql: &str,
@@ -227,8 +228,15 @@ impl PgTransaction {
         lock: LiveLock,
         s: &Signal,
     ) -> Result<()> {
-        self.insert_and_add((sql, params), lock, s.contact_id, &s.kind, s.occurred_at)
-            .await
+        self.insert_and_add(
+            (sql, params),
+            lock,
+            s.contact_id,
+            &s.kind,
+            Some(&s.kind),
+            s.occurred_at,
+        )
+        .await
     }
 
     /// Adds the live state of `loser` (being merged away, and locked for

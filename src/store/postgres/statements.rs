@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use sea_query::Iden;
 
 use super::{
-    bulk, companies, contacts, deals, external, feed, history, idempotency, idempotency_claim,
+    bulk, companies, contacts, deals, external, feed, freshness, history, idempotency, idempotency_claim,
     locks,
     schema::{
         ACTIVITY_COLUMNS, Activities, COMPANY_INSERT_COLUMNS, CONTACT_INSERT_COLUMNS, Companies,
@@ -41,7 +41,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 16] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 17] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
@@ -50,6 +50,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 16] {
         ("timeline", timeline::STATEMENTS),
         ("history", history::STATEMENTS),
         ("feed", feed::STATEMENTS),
+        ("freshness", freshness::STATEMENTS),
         ("external", external::STATEMENTS),
         ("idempotency", idempotency::STATEMENTS),
         ("idempotency_claim", idempotency_claim::STATEMENTS),
@@ -188,6 +189,7 @@ mod tests {
             ("timeline", include_str!("timeline.rs")),
             ("history", include_str!("history.rs")),
             ("feed", include_str!("feed.rs")),
+            ("freshness", include_str!("freshness.rs")),
             ("external", include_str!("external.rs")),
             ("idempotency", include_str!("idempotency.rs")),
             ("idempotency_claim", include_str!("idempotency_claim.rs")),
