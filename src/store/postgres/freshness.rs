@@ -64,11 +64,18 @@ pub(super) const FRESH_TOUCH: &str = "UPDATE contact_scores SET \
      WHERE tenant_id = $1 AND contact_id = $2";
 
 /// A merge: the survivor (`$3`) takes the later engagement of itself and
-/// the loser (`$2`), before the loser is deleted.
+/// the loser (`$2`), before the loser is deleted. Only when the loser's is
+/// later: the survivor's row is then left alone, unlocked, in the common
+/// case, so that a transaction logging activities on the survivor and
+/// then on the loser (holding the survivor's row, then waiting for the
+/// loser the merge holds) does not deadlock with the merge. When the
+/// loser's is later, the merge must write the row, and such a pair can
+/// still deadlock (retryably), as with the live score's merge.
 pub(super) const FRESH_MERGE: &str = "UPDATE contact_scores s \
-     SET last_engaged_at = GREATEST(s.last_engaged_at, l.last_engaged_at) \
+     SET last_engaged_at = l.last_engaged_at \
      FROM contact_scores l \
-     WHERE s.tenant_id = $1 AND s.contact_id = $3 AND l.tenant_id = $1 AND l.contact_id = $2";
+     WHERE s.tenant_id = $1 AND s.contact_id = $3 AND l.tenant_id = $1 AND l.contact_id = $2 \
+     AND l.last_engaged_at > COALESCE(s.last_engaged_at, '-infinity')";
 
 /// Marks email (`$3`), phone (`$4`), title (`$5`), company (`$6`) verified
 /// at `$7`: the rules of [`Freshness::verified`] (in `SET` every column
