@@ -7,6 +7,6 @@
 //! only when the trait is in scope.
 
 pub use crate::store::{
-    BulkTx, CompaniesTx, ContactsTx, DealsTx, ExternalIdsTx, FeedTx, FreshnessTx, HistoryTx, IdempotencyTx,
-    OwnersTx, ScoringTx, Store, StoreExt, TagsTx, TasksTx, TimelineTx, Transaction,
+    BulkTx, CompaniesTx, ContactsTx, DealsTx, ExternalIdsTx, FeedTx, FreshnessTx, HistoryTx,
+    IdempotencyTx, OwnersTx, ScoringTx, Store, StoreExt, TagsTx, TasksTx, TimelineTx, Transaction,
 };

@@ -6,9 +6,7 @@ use super::prelude::*;
 use super::support::{
     begin, create, ctx, expect_not_found, expect_validation, new_contact, ok, tick,
 };
-use crate::domain::{
-    FreshField, Freshness, FreshnessModel, StaleContact, StaleQuery, StaleReason,
-};
+use crate::domain::{FreshField, Freshness, FreshnessModel, StaleContact, StaleQuery, StaleReason};
 
 fn days_ago(days: i64) -> Timestamp {
     truncate_to_micros(chrono::Utc::now() - chrono::Duration::days(days))
@@ -82,7 +80,11 @@ pub async fn an_activity_moves_engagement_forward_and_an_older_one_does_not_move
     let c = create(store, t, new_contact("fresh1@example.com", "Fresh", "One")).await;
     let f = fresh(store, t, c.id).await;
     assert_eq!(f, Freshness::new(c.id, c.created_at), "a new contact");
-    assert_eq!(freshness(store, t, ContactId::new()).await, None, "no contact");
+    assert_eq!(
+        freshness(store, t, ContactId::new()).await,
+        None,
+        "no contact"
+    );
 
     let t1 = days_ago(5);
     activity_at(store, t, c.id, t1).await;
@@ -139,7 +141,12 @@ pub async fn signals_mark_the_email_invalid_the_job_change_and_the_unsubscriptio
 /// back verification leaves nothing.
 pub async fn verifying_stamps_the_fields_and_clears_what_it_answers(store: &DynStore) {
     let t = TenantId::new();
-    let c = create(store, t, new_contact("fresh3@example.com", "Fresh", "Three")).await;
+    let c = create(
+        store,
+        t,
+        new_contact("fresh3@example.com", "Fresh", "Three"),
+    )
+    .await;
     signal_at(store, t, c.id, SignalKind::EMAIL_BOUNCED, days_ago(3)).await;
     signal_at(store, t, c.id, SignalKind::JOB_CHANGED, days_ago(3)).await;
     let before = truncate_to_micros(chrono::Utc::now());
@@ -148,11 +155,18 @@ pub async fn verifying_stamps_the_fields_and_clears_what_it_answers(store: &DynS
     let phone = f.phone_verified_at.expect("phone verified");
     assert!(phone > before, "stamped with the store's time");
     assert!(f.email_invalid_at.is_some() && f.reverify_since.is_some());
-    assert_eq!(f, fresh(store, t, c.id).await, "what verify returns is stored");
+    assert_eq!(
+        f,
+        fresh(store, t, c.id).await,
+        "what verify returns is stored"
+    );
 
     let f = verify(store, t, c.id, &[FreshField::Email]).await;
     assert!(f.email_verified_at.is_some());
-    assert_eq!(f.email_invalid_at, None, "the email's verification clears the bounce");
+    assert_eq!(
+        f.email_invalid_at, None,
+        "the email's verification clears the bounce"
+    );
     signal_at(store, t, c.id, SignalKind::EMAIL_BOUNCED, days_ago(1)).await;
     assert_eq!(
         fresh(store, t, c.id).await.email_invalid_at,
@@ -161,10 +175,17 @@ pub async fn verifying_stamps_the_fields_and_clears_what_it_answers(store: &DynS
     );
 
     let f = verify(store, t, c.id, &[FreshField::Title]).await;
-    assert!(f.reverify_since.is_some(), "title alone does not answer a job change");
+    assert!(
+        f.reverify_since.is_some(),
+        "title alone does not answer a job change"
+    );
     let f = verify(store, t, c.id, &[FreshField::Company]).await;
     assert_eq!(f.reverify_since, None, "title and company both verified");
-    assert_eq!(f.phone_verified_at, Some(phone), "other fields keep their times");
+    assert_eq!(
+        f.phone_verified_at,
+        Some(phone),
+        "other fields keep their times"
+    );
     signal_at(store, t, c.id, SignalKind::JOB_CHANGED, days_ago(2)).await;
     assert_eq!(
         fresh(store, t, c.id).await.reverify_since,
@@ -195,7 +216,11 @@ pub async fn verifying_stamps_the_fields_and_clears_what_it_answers(store: &DynS
         "verify in a transaction",
     );
     ok(tx.rollback().await, "roll back");
-    assert_eq!(fresh(store, t, c.id).await, kept, "a rollback leaves nothing");
+    assert_eq!(
+        fresh(store, t, c.id).await,
+        kept,
+        "a rollback leaves nothing"
+    );
 }
 
 /// A new email address is unverified and carries no bounce; a change of
@@ -204,8 +229,14 @@ pub async fn changing_the_email_clears_its_verification_and_bounce(store: &DynSt
     let t = TenantId::new();
     let c = create(store, t, new_contact("fresh4@example.com", "Fresh", "Four")).await;
     verify(store, t, c.id, &[FreshField::Email, FreshField::Phone]).await;
-    signal_at(store, t, c.id, SignalKind::EMAIL_BOUNCED, truncate_to_micros(chrono::Utc::now()))
-        .await;
+    signal_at(
+        store,
+        t,
+        c.id,
+        SignalKind::EMAIL_BOUNCED,
+        truncate_to_micros(chrono::Utc::now()),
+    )
+    .await;
     let marked = fresh(store, t, c.id).await;
     assert!(marked.email_invalid_at.is_some() && marked.email_verified_at.is_some());
 
@@ -214,7 +245,10 @@ pub async fn changing_the_email_clears_its_verification_and_bounce(store: &DynSt
         ..ContactPatch::default()
     };
     let c = ok(
-        store.scope(t, &ctx()).update_contact(c.id, c.version, patch).await,
+        store
+            .scope(t, &ctx())
+            .update_contact(c.id, c.version, patch)
+            .await,
         "change the casing",
     );
     assert_eq!(fresh(store, t, c.id).await, marked, "the same address");
@@ -224,7 +258,10 @@ pub async fn changing_the_email_clears_its_verification_and_bounce(store: &DynSt
         ..ContactPatch::default()
     };
     ok(
-        store.scope(t, &ctx()).update_contact(c.id, c.version, patch).await,
+        store
+            .scope(t, &ctx())
+            .update_contact(c.id, c.version, patch)
+            .await,
         "change the address",
     );
     let f = fresh(store, t, c.id).await;
@@ -265,8 +302,16 @@ pub async fn stale_contacts_match_any_condition_stalest_first(store: &DynStore) 
     );
 
     let page = stale(store, t, &query(Some(30), None, false)).await;
-    assert_eq!(stale_ids(&page), [a.id, b.id], "inactive for 30 days, stalest first");
-    assert!(page.items.iter().all(|s| s.reasons == [StaleReason::Inactive]));
+    assert_eq!(
+        stale_ids(&page),
+        [a.id, b.id],
+        "inactive for 30 days, stalest first"
+    );
+    assert!(
+        page.items
+            .iter()
+            .all(|s| s.reasons == [StaleReason::Inactive])
+    );
     assert_eq!(page.items[0].contact, a, "the contact as stored");
     assert_eq!(page.next_cursor, None);
 
@@ -275,7 +320,11 @@ pub async fn stale_contacts_match_any_condition_stalest_first(store: &DynStore) 
     assert_eq!(page.items[0].reasons, [StaleReason::InvalidEmail]);
 
     let page = stale(store, t, &query(None, Some(1), false)).await;
-    assert_eq!(stale_ids(&page), [e.id], "fields verified at creation a moment ago");
+    assert_eq!(
+        stale_ids(&page),
+        [e.id],
+        "fields verified at creation a moment ago"
+    );
     assert_eq!(page.items[0].reasons, [StaleReason::Reverify]);
 
     let page = stale(store, t, &query(Some(30), Some(1), true)).await;
@@ -292,7 +341,10 @@ pub async fn stale_contacts_match_any_condition_stalest_first(store: &DynStore) 
     want.sort();
     let mut have = got.clone();
     have.sort();
-    assert_eq!(have, want, "any condition: not c, never, nor the erased one");
+    assert_eq!(
+        have, want,
+        "any condition: not c, never, nor the erased one"
+    );
     assert!(!got.contains(&never.id) && !got.contains(&gone.id));
     for s in &page.items {
         assert_eq!(s.freshness, fresh(store, t, s.contact.id).await);
@@ -315,7 +367,12 @@ pub async fn stale_contacts_page_with_cursors_bound_to_the_query(store: &DynStor
     let t = TenantId::new();
     let mut made = Vec::new();
     for i in 0..7 {
-        let c = create(store, t, new_contact(&format!("page{i}@example.com"), "Page", "N")).await;
+        let c = create(
+            store,
+            t,
+            new_contact(&format!("page{i}@example.com"), "Page", "N"),
+        )
+        .await;
         activity_at(store, t, c.id, days_ago(40 + (i * 13) % 7)).await;
         made.push(c.id);
     }
@@ -401,7 +458,9 @@ pub async fn stale_queries_are_checked(store: &DynStore) {
         "zero days",
     );
     expect_validation(
-        scope.stale_contacts(&query(None, Some(40_000), false)).await,
+        scope
+            .stale_contacts(&query(None, Some(40_000), false))
+            .await,
         "unverified_days",
         "too many days",
     );
@@ -424,7 +483,12 @@ pub async fn a_merge_takes_the_later_engagement_and_keeps_the_survivors_verifica
     store: &DynStore,
 ) {
     let t = TenantId::new();
-    let s = create(store, t, new_contact("survivor@example.com", "Sur", "Vivor")).await;
+    let s = create(
+        store,
+        t,
+        new_contact("survivor@example.com", "Sur", "Vivor"),
+    )
+    .await;
     let l = create(store, t, new_contact("loser@example.com", "Lo", "Ser")).await;
     verify(store, t, s.id, &[FreshField::Phone]).await;
     verify(store, t, l.id, &[FreshField::Email, FreshField::Title]).await;
@@ -459,13 +523,21 @@ pub async fn a_merge_takes_the_later_engagement_and_keeps_the_survivors_verifica
             .await,
         "merge an older one",
     );
-    assert_eq!(fresh(store, t, s.id).await, after, "an older engagement changes nothing");
+    assert_eq!(
+        fresh(store, t, s.id).await,
+        after,
+        "an older engagement changes nothing"
+    );
 
     assert!(ok(
         store.scope(t, &ctx()).delete_contact(s.id).await,
         "delete"
     ));
-    assert_eq!(freshness(store, t, s.id).await, None, "deleted with the contact");
+    assert_eq!(
+        freshness(store, t, s.id).await,
+        None,
+        "deleted with the contact"
+    );
 }
 
 /// Another tenant neither sees a tenant's freshness nor verifies its
@@ -488,6 +560,9 @@ pub async fn freshness_is_invisible_to_another_tenant(store: &DynStore) {
     );
     let page = stale(store, other, &query(Some(30), Some(1), true)).await;
     assert!(page.items.is_empty(), "another tenant's list is empty");
+    let page = stale(store, t, &query(Some(30), None, false)).await;
+    assert_eq!(stale_ids(&page), [c.id], "inactive, with an invalid email");
+    assert_eq!(page.items[0].reasons, [StaleReason::Inactive]);
     let page = stale(store, t, &query(Some(30), Some(1), true)).await;
     assert_eq!(stale_ids(&page), [c.id]);
     assert_eq!(

@@ -130,10 +130,9 @@ pub struct Freshness {
     pub unsubscribed_at: Option<Timestamp>,
 }
 
-/// Where a contact stands in the order of [`FreshnessTx::stale_contacts`]
-/// (crate::store::FreshnessTx::stale_contacts): contacts with an invalid
-/// email first, then ascending `weighted` (stalest first). It does not
-/// depend on the time it is compared at.
+/// Where a contact stands in the order of [`FreshnessTx::stale_contacts`]:
+/// contacts with an invalid email first, then ascending `weighted`
+/// (stalest first). It does not depend on the time it is compared at.
 ///
 /// [`FreshnessTx::stale_contacts`]: crate::store::FreshnessTx::stale_contacts
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -488,11 +487,24 @@ pub struct StaleBounds {
     pub unverified_before: Option<Timestamp>,
     /// Whether an invalid email matches.
     pub invalid_email: bool,
+    /// Where a match can no longer be found in the stale order: no contact
+    /// with a valid email and a weighted key at or above this matches
+    /// (`None`: no such place). See [`StaleQuery::bounds`].
+    pub valid_key_below: Option<i128>,
 }
 
 impl StaleQuery {
     /// Checks the query and turns its conditions into instants before
     /// `now`; the limit is checked with them.
+    ///
+    /// The bounds also say where, in the stale order, matches end
+    /// ([`StaleBounds::valid_key_below`]), so that a list does not read the
+    /// rest of the order to find nothing. Without `unverified_days` (whose
+    /// job changes can be anywhere in the order): with `inactive_days` a
+    /// contact last heard from before `B` has a key below
+    /// `w_engagement·B + (Σ other weights)·(now + 1 day)`, its other facts
+    /// being dated by the store no later than the call (a day of margin
+    /// for clocks); with `invalid_email` alone, no valid email matches.
     ///
     /// Errors: [`Error::Validation`] on `stale_query` when it asks for
     /// nothing (no days and no invalid email), on `inactive_days` or
@@ -535,6 +547,7 @@ impl StaleQuery {
             inactive_before,
             unverified_before,
             invalid_email: self.invalid_email,
+            valid_key_below: key_limit(inactive_before, unverified_before, now),
         })
     }
 
@@ -547,6 +560,24 @@ impl StaleQuery {
             self.invalid_email,
         ))
     }
+}
+
+/// The weighted key no matching contact with a valid email reaches (see
+/// [`StaleQuery::bounds`]).
+fn key_limit(
+    inactive_before: Option<Timestamp>,
+    unverified_before: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<i128> {
+    if unverified_before.is_some() {
+        return None;
+    }
+    let Some(before) = inactive_before else {
+        return Some(i128::MIN);
+    };
+    let [e, p, t, c, g] = FRESHNESS_ORDER_WEIGHTS.map(i128::from);
+    let latest = micros(now) + 86_400_000_000;
+    Some(g * micros(before) + (e + p + t + c) * latest)
 }
 
 /// Why a contact is listed as stale.

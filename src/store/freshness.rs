@@ -52,8 +52,11 @@ pub trait FreshnessTx: Send {
     ///
     /// Errors: [`Error::Validation`] on `fields` when it is empty;
     /// [`Error::NotFound`] when there is no such contact.
-    async fn verify_contact(&mut self, contact: ContactId, fields: &[FreshField])
-    -> Result<Freshness>;
+    async fn verify_contact(
+        &mut self,
+        contact: ContactId,
+        fields: &[FreshField],
+    ) -> Result<Freshness>;
 
     /// The stale contacts: those matching any condition of `query` now,
     /// in the stale order (see the contract), keyset paged. Erased
@@ -68,12 +71,14 @@ pub trait FreshnessTx: Send {
 /// Refuses an empty list of fields to verify.
 pub(crate) fn check_fields(fields: &[FreshField]) -> Result<()> {
     if fields.is_empty() {
-        return Err(crate::error::ValidationErrors::single(crate::error::FieldError::new(
-            "fields",
-            "required",
-            "must name at least one field to verify",
-        ))
-        .into());
+        return Err(
+            crate::error::ValidationErrors::single(crate::error::FieldError::new(
+                "fields",
+                "required",
+                "must name at least one field to verify",
+            ))
+            .into(),
+        );
     }
     Ok(())
 }

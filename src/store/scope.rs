@@ -12,9 +12,6 @@ use super::{
 };
 use crate::{
     domain::{
-        FreshField, Freshness, StaleContact, StaleQuery,
-    },
-    domain::{
         Activity, Company, CompanyDomain, CompanyId, CompanyPatch, ConflictPolicy, Contact,
         ContactId, ContactPatch, Context, Deal, DealId, DealPatch, Email, FieldQuery,
         HistoryEntity, HistoryEntry, LostReason, NewActivity, NewCompany, NewContact, NewDeal,
@@ -22,6 +19,7 @@ use crate::{
         Signal, StageKey, Tag, TagId, TagName, TagPatch, Task, TaskId, TaskPatch, TenantId,
         Timestamp, UpsertOutcome, Version,
     },
+    domain::{FreshField, Freshness, StaleContact, StaleQuery},
     error::{Entity, Error, Result},
 };
 

@@ -39,8 +39,8 @@ use tracing::{Instrument, Span, field::Empty};
 
 use super::{
     BulkTx, CompaniesTx, CompanyQuery, ContactQuery, ContactsTx, DealQuery, DealsTx, ExternalIdsTx,
-    FeedTx, FreshnessTx, HistoryTx, IdempotencyTx, OwnersTx, PipelineSummary, Reassigned, ScoringTx, TagsTx,
-    TasksTx, TimelineTx, Transaction,
+    FeedTx, FreshnessTx, HistoryTx, IdempotencyTx, OwnersTx, PipelineSummary, Reassigned,
+    ScoringTx, TagsTx, TasksTx, TimelineTx, Transaction,
 };
 use crate::{
     domain::*,

@@ -53,12 +53,10 @@ impl MemoryTransaction {
         let next = match (old, data.contacts.get(&id)) {
             (None, Some(n)) => Some(Freshness::new(id, n.created_at)),
             (Some(_), None) => None,
-            (Some(o), Some(n)) if email_key(o) != email_key(n) => {
-                match data.freshness.get(&id) {
-                    Some(f) => Some(f.email_changed()),
-                    None => return Ok(()),
-                }
-            }
+            (Some(o), Some(n)) if email_key(o) != email_key(n) => match data.freshness.get(&id) {
+                Some(f) => Some(f.email_changed()),
+                None => return Ok(()),
+            },
             _ => return Ok(()),
         };
         self.set_fresh(id, next)
@@ -129,7 +127,10 @@ impl FreshnessTx for MemoryTransaction {
         };
         let data = self.data()?;
         let mut items = Vec::with_capacity(limit + 1);
-        for (_, id) in data.by_freshness.range((start, Bound::Unbounded)) {
+        for (key, id) in data.by_freshness.range((start, Bound::Unbounded)) {
+            if key.email_valid && bounds.valid_key_below.is_some_and(|k| key.weighted >= k) {
+                break;
+            }
             let (Some(contact), Some(freshness)) = (data.contacts.get(id), data.freshness.get(id))
             else {
                 continue;
@@ -150,8 +151,11 @@ impl FreshnessTx for MemoryTransaction {
                 break;
             }
         }
-        Ok(Page::from_overfetch(items, limit, list, |s: &StaleContact| {
-            s.freshness.order_key().position(s.contact.id)
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            list,
+            |s: &StaleContact| s.freshness.order_key().position(s.contact.id),
+        ))
     }
 }

@@ -32,10 +32,26 @@ use crate::{
 macro_rules! fresh_select {
     ($p:literal) => {
         concat!(
-            $p, "contact_id, ", $p, "created_at, ", $p, "last_engaged_at, ",
-            $p, "email_verified_at, ", $p, "phone_verified_at, ", $p, "title_verified_at, ",
-            $p, "company_verified_at, ", $p, "email_invalid_at, ", $p, "reverify_since, ",
-            $p, "unsubscribed_at"
+            $p,
+            "contact_id, ",
+            $p,
+            "created_at, ",
+            $p,
+            "last_engaged_at, ",
+            $p,
+            "email_verified_at, ",
+            $p,
+            "phone_verified_at, ",
+            $p,
+            "title_verified_at, ",
+            $p,
+            "company_verified_at, ",
+            $p,
+            "email_invalid_at, ",
+            $p,
+            "reverify_since, ",
+            $p,
+            "unsubscribed_at"
         )
     };
 }
@@ -96,7 +112,9 @@ const VERIFY: &str = concat!(
 
 /// The stale contacts from the start of the order: `$2` inactive before,
 /// `$3` unverified before (each NULL when not asked), `$4` invalid email
-/// asked, `$5` how many. Erased contacts (no email key) are left out.
+/// asked, `$5` how many, `$6` where matches with a valid email end
+/// ([`StaleBounds::valid_key_below`](crate::domain::StaleBounds), an
+/// end of the index range). Erased contacts (no email key) are left out.
 macro_rules! stale_sql {
     ($after:literal) => {
         concat!(
@@ -113,7 +131,8 @@ macro_rules! stale_sql {
                  COALESCE(s.title_verified_at, s.created_at), \
                  COALESCE(s.company_verified_at, s.created_at)) < $3 \
              OR ($3 IS NOT NULL AND s.reverify_since IS NOT NULL) \
-             OR ($4 AND s.email_invalid_at IS NOT NULL))",
+             OR ($4 AND s.email_invalid_at IS NOT NULL)) \
+             AND (s.fresh_valid, s.fresh_key) < (true, $6)",
             $after,
             " ORDER BY s.fresh_valid, s.fresh_key, s.contact_id LIMIT $5"
         )
@@ -121,7 +140,7 @@ macro_rules! stale_sql {
 }
 const STALE: &str = stale_sql!("");
 const STALE_AFTER: &str =
-    stale_sql!(" AND (s.fresh_valid, s.fresh_key, s.contact_id) > ($6, $7, $8)");
+    stale_sql!(" AND (s.fresh_valid, s.fresh_key, s.contact_id) > ($7, $8, $9)");
 
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
@@ -211,10 +230,23 @@ impl FreshnessTx for PgTransaction {
             bounds.unverified_before,
             bounds.invalid_email,
         );
+        // Decimal's range (±7.9·10²⁸) holds every key (|key| < 2⁸⁰) and
+        // stands for the ends beyond them.
+        let end = match bounds.valid_key_below {
+            None => Decimal::MAX,
+            Some(k) => Decimal::try_from_i128_with_scale(k, 0).unwrap_or(if k < 0 {
+                Decimal::MIN
+            } else {
+                Decimal::MAX
+            }),
+        };
         let rows = match after.as_ref().and_then(FreshnessKey::of_position) {
             None => {
-                self.query(STALE, &[&tenant, &inactive, &unverified, &invalid, &fetch])
-                    .await?
+                self.query(
+                    STALE,
+                    &[&tenant, &inactive, &unverified, &invalid, &fetch, &end],
+                )
+                .await?
             }
             Some((key, id)) => {
                 let weighted = Decimal::try_from_i128_with_scale(key.weighted, 0)
@@ -227,6 +259,7 @@ impl FreshnessTx for PgTransaction {
                         &unverified,
                         &invalid,
                         &fetch,
+                        &end,
                         &key.email_valid,
                         &weighted,
                         &id.as_uuid(),
@@ -246,9 +279,12 @@ impl FreshnessTx for PgTransaction {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Page::from_overfetch(items, limit, list, |s: &StaleContact| {
-            s.freshness.order_key().position(s.contact.id)
-        }))
+        Ok(Page::from_overfetch(
+            items,
+            limit,
+            list,
+            |s: &StaleContact| s.freshness.order_key().position(s.contact.id),
+        ))
     }
 }
 
@@ -268,9 +304,8 @@ mod tests {
             "last_engaged_at",
         ];
         for (column, weight) in columns.iter().zip(FRESHNESS_ORDER_WEIGHTS) {
-            let term = format!(
-                "{weight}::numeric * (extract(epoch FROM (COALESCE({column}, created_at)"
-            );
+            let term =
+                format!("{weight}::numeric * (extract(epoch FROM (COALESCE({column}, created_at)");
             assert!(generated.contains(&term), "no term {term}");
         }
         assert_eq!(generated.matches("::numeric *").count(), 5);

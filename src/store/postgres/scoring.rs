@@ -215,8 +215,15 @@ impl PgTransaction {
             Some(model) => model.activity_signal(a.kind).clone(),
             None => SignalKind::PAGE_VIEW,
         };
-        self.insert_and_add((sql, params), lock, a.contact_id, &kind, None, a.occurred_at)
-            .await
+        self.insert_and_add(
+            (sql, params),
+            lock,
+            a.contact_id,
+            &kind,
+            None,
+            a.occurred_at,
+        )
+        .await
     }
 
     /// Runs `sql` (inserting `s`) and writes the new live state and

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use sea_query::Iden;
 
 use super::{
-    bulk, companies, contacts, deals, external, feed, freshness, history, idempotency, idempotency_claim,
-    locks,
+    bulk, companies, contacts, deals, external, feed, freshness, history, idempotency,
+    idempotency_claim, locks,
     schema::{
         ACTIVITY_COLUMNS, Activities, COMPANY_INSERT_COLUMNS, CONTACT_INSERT_COLUMNS, Companies,
         Contacts, DEAL_COLUMNS, Deals, SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
