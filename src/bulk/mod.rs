@@ -154,6 +154,7 @@ pub(crate) fn check_batch_size(batch_size: usize) -> crate::Result<usize> {
 
 pub(crate) use crate::domain::merge_context;
 pub use crate::domain::{
-    ConflictPolicy, ImportLock, UpsertOutcome, company_merge_reason, conflict_patch, merge_reason,
-    merged_survivor,
+    ConflictPolicy, ImportLock, MergeCleared, MergeId, MergeRecord, UnmergeConflicts,
+    UnmergeRefusal, Unmerged, UpsertOutcome, company_merge_reason, conflict_patch, merge_reason,
+    merged_survivor, unmerge_reason,
 };

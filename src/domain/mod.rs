@@ -19,6 +19,7 @@ mod history;
 pub(crate) mod idempotency;
 pub mod json;
 mod key;
+mod merge;
 mod metadata;
 mod owner;
 mod page;
@@ -65,6 +66,11 @@ pub use idempotency::{
     InboundEvent, StoredResult, WaitPolicy,
 };
 pub use key::caseless_key;
+pub use merge::{
+    MERGE_FIELDS, MergeCleared, MergeId, MergeJournalEntry, MergeRecord, MergeSnapshot,
+    UnmergeConflicts, UnmergeRefusal, Unmerged, merge_changed_fields, restored_loser,
+    unmerge_reason, unmerge_refusal, unmerged_survivor,
+};
 pub use metadata::Metadata;
 pub use owner::OwnerId;
 pub use page::{

@@ -157,6 +157,7 @@ mod idempotency_claim;
 mod keys;
 mod listen;
 mod locks;
+mod merges;
 mod rows;
 mod schema;
 mod scoring;

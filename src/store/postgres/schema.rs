@@ -56,6 +56,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "external_ids",
         sql: include_str!("migrations/0009_external_ids.sql"),
     },
+    Migration {
+        version: 10,
+        name: "merge_journal",
+        sql: include_str!("migrations/0010_merge_journal.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.

@@ -13,7 +13,7 @@ use sea_query::Iden;
 
 use super::{
     bulk, companies, contacts, deals, external, feed, history, idempotency, idempotency_claim,
-    locks,
+    locks, merges,
     schema::{
         ACTIVITY_COLUMNS, Activities, COMPANY_INSERT_COLUMNS, CONTACT_INSERT_COLUMNS, Companies,
         Contacts, DEAL_COLUMNS, Deals, SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
@@ -41,7 +41,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 16] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 17] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
@@ -54,6 +54,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 16] {
         ("idempotency", idempotency::STATEMENTS),
         ("idempotency_claim", idempotency_claim::STATEMENTS),
         ("bulk", bulk::STATEMENTS),
+        ("merges", merges::STATEMENTS),
         ("scoring", scoring::STATEMENTS),
         ("tasks", tasks::STATEMENTS),
         ("tags", tags::STATEMENTS),
