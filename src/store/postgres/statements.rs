@@ -193,6 +193,7 @@ mod tests {
             ("idempotency", include_str!("idempotency.rs")),
             ("idempotency_claim", include_str!("idempotency_claim.rs")),
             ("bulk", include_str!("bulk.rs")),
+            ("merges", include_str!("merges.rs")),
             ("scoring", include_str!("scoring.rs")),
             ("tasks", include_str!("tasks.rs")),
             ("tags", include_str!("tags.rs")),
