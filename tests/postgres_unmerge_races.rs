@@ -5,7 +5,7 @@
 //! logged on the survivor, an update of a deal that came from the loser,
 //! two unmerges of one merge, and a merge of the survivor into another
 //! contact. Every acknowledged write is intact afterwards, and nothing
-//! deadlocks.
+//! deadlocks. Also: what an erasure leaves in the journal's table.
 
 mod support;
 
@@ -38,8 +38,14 @@ async fn merged(
     tenant: TenantId,
 ) -> (ContactId, ContactId, crm_core::domain::Deal, MergeId) {
     let crm = owner.scope(tenant, &ctx());
-    let s = crm.create_contact(new_contact("s@x.example")).await.unwrap();
-    let l = crm.create_contact(new_contact("l@x.example")).await.unwrap();
+    let s = crm
+        .create_contact(new_contact("s@x.example"))
+        .await
+        .unwrap();
+    let l = crm
+        .create_contact(new_contact("l@x.example"))
+        .await
+        .unwrap();
     let eur = Currency::parse("EUR").unwrap();
     let d = crm
         .create_deal(NewDeal::new(
@@ -248,7 +254,54 @@ async fn an_unmerge_racing_a_merge_of_its_survivor_is_done_or_refused(target: Ta
     }
 }
 
+/// Erasing the contact at the end of a chain of merges (A into B, B into
+/// C, C erased) leaves none of the three's personal data in the journal's
+/// rows: no snapshot, no email.
+async fn an_erasure_leaves_no_personal_data_in_the_merge_journal(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let mut ids = Vec::new();
+    for e in [
+        "first.person@x.example",
+        "second.person@x.example",
+        "third.person@x.example",
+    ] {
+        ids.push(crm.create_contact(new_contact(e)).await.unwrap().id);
+    }
+    crm.merge_contacts(ids[1], ids[0], ConflictPolicy::NonEmptyIncoming)
+        .await
+        .unwrap();
+    crm.merge_contacts(ids[2], ids[1], ConflictPolicy::NonEmptyIncoming)
+        .await
+        .unwrap();
+    crm.erase_contact(ids[2]).await.unwrap();
+    let rows = owner
+        .db()
+        .client()
+        .await
+        .query(
+            &owner.db().sql(
+                "SELECT snapshot IS NULL, cleared, to_jsonb(m)::text FROM crm.contact_merges m \
+                 WHERE tenant_id = $1",
+            ),
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert!(r.get::<_, bool>(0), "a snapshot is left");
+        assert_eq!(r.get::<_, Option<String>>(1).as_deref(), Some("erased"));
+        let text: String = r.get(2);
+        assert!(!text.contains("person@"), "personal data is left: {text}");
+    }
+}
+
 crate::on_every_target!(
+    an_erasure_leaves_no_personal_data_in_the_merge_journal,
     an_activity_logged_on_the_survivor_during_an_unmerge_is_kept_and_scored(worker_threads = 4),
     a_deal_updated_during_an_unmerge_goes_back_with_the_update(worker_threads = 4),
     two_unmerges_of_one_merge_undo_it_once(worker_threads = 4),

@@ -86,8 +86,8 @@ fn step() -> impl Strategy<Value = Step> {
 
 /// An edit that succeeded in the merged world, by labels, to replay.
 #[derive(Debug, Clone)]
-enum Edit {
-    Contact { c: usize, patch: ContactPatch },
+enum Change {
+    Contact { c: usize, patch: Box<ContactPatch> },
     Log { c: usize, kind: ActivityKind },
     Signal { c: usize },
     CreateDeal { c: usize, title: String },
@@ -124,9 +124,21 @@ fn fresh_patch(field: u8, n: usize) -> ContactPatch {
     let mut p = ContactPatch::default();
     match field {
         0 => p.first_name = Some(PersonName::parse(&format!("First{n}")).expect("a name")),
-        1 => p.title = Some(Some(JobTitle::parse(&format!("Title {n}")).expect("a title"))),
-        2 => p.company = Some(Some(CompanyName::parse(&format!("Co {n}")).expect("a company"))),
-        3 => p.phone = Some(Some(Phone::parse(&format!("+1 555 {n:05}")).expect("a phone"))),
+        1 => {
+            p.title = Some(Some(
+                JobTitle::parse(&format!("Title {n}")).expect("a title"),
+            ))
+        }
+        2 => {
+            p.company = Some(Some(
+                CompanyName::parse(&format!("Co {n}")).expect("a company"),
+            ))
+        }
+        3 => {
+            p.phone = Some(Some(
+                Phone::parse(&format!("+1 555 {n:05}")).expect("a phone"),
+            ))
+        }
         _ => {
             p.metadata =
                 Some(Metadata::parse(json!({"edit": n, "note": format!("v{n}")})).expect("json"))
@@ -154,8 +166,8 @@ impl World {
             if i % 3 == 0 {
                 new.company = Some(CompanyName::parse(&format!("Firm {i}")).expect("a company"));
             }
-            new.metadata = Metadata::parse(json!({"origin": i, format!("own{i}"): true}))
-                .expect("metadata");
+            new.metadata =
+                Metadata::parse(json!({"origin": i, format!("own{i}"): true})).expect("metadata");
             let c = tx.create_contact(new).await.expect("create");
             contacts.push(c.id);
             let mut own = Vec::new();
@@ -180,7 +192,7 @@ impl World {
 
     /// Runs `edit`; `false` when its record is not there (merged away,
     /// deleted) or the step does not apply, and then nothing was written.
-    async fn apply(&mut self, store: &DynStore, edit: &Edit) -> bool {
+    async fn apply(&mut self, store: &DynStore, edit: &Change) -> bool {
         let mut tx = begin(store, self.tenant).await;
         let done = self.apply_in(&mut *tx, edit).await;
         if done {
@@ -191,22 +203,22 @@ impl World {
         done
     }
 
-    async fn apply_in(&mut self, tx: &mut dyn Transaction, edit: &Edit) -> bool {
+    async fn apply_in(&mut self, tx: &mut dyn Transaction, edit: &Change) -> bool {
         let not_found = |e: &Error| matches!(e, Error::NotFound { .. });
         match edit {
-            Edit::Contact { c, patch } => {
+            Change::Contact { c, patch } => {
                 let Some(now) = tx.get_contact(self.contacts[*c]).await.expect("get") else {
                     return false;
                 };
                 match tx
-                    .update_contact(now.id, now.version, patch.clone())
+                    .update_contact(now.id, now.version, (**patch).clone())
                     .await
                 {
                     Ok(_) => true,
                     Err(e) => panic!("edit of c{c}: {e}"),
                 }
             }
-            Edit::Log { c, kind } => {
+            Change::Log { c, kind } => {
                 match tx
                     .log_activity(NewActivity::new(self.contacts[*c], *kind))
                     .await
@@ -220,7 +232,7 @@ impl World {
                     Err(e) => panic!("log: {e}"),
                 }
             }
-            Edit::Signal { c } => {
+            Change::Signal { c } => {
                 match tx
                     .record_signal(NewSignal::new(self.contacts[*c], SignalKind::PAGE_VIEW))
                     .await
@@ -234,7 +246,7 @@ impl World {
                     Err(e) => panic!("signal: {e}"),
                 }
             }
-            Edit::CreateDeal { c, title } => {
+            Change::CreateDeal { c, title } => {
                 let amount = Money::parse("10", Currency::parse("EUR").expect("EUR")).expect("10");
                 let new = NewDeal::new(
                     self.contacts[*c],
@@ -250,15 +262,13 @@ impl World {
                     Err(e) => panic!("deal: {e}"),
                 }
             }
-            Edit::MoveDeal { d, to } => {
+            Change::MoveDeal { d, to } => {
                 let Some(deal) = tx.get_deal(self.deals[*d]).await.expect("get deal") else {
                     return false;
                 };
-                tx.move_deal(deal.id, deal.version, to, None)
-                    .await
-                    .is_ok()
+                tx.move_deal(deal.id, deal.version, to, None).await.is_ok()
             }
-            Edit::EditDeal { d, title } => {
+            Change::EditDeal { d, title } => {
                 let Some(deal) = tx.get_deal(self.deals[*d]).await.expect("get deal") else {
                     return false;
                 };
@@ -271,8 +281,8 @@ impl World {
                     .expect("edit deal");
                 true
             }
-            Edit::DeleteDeal { d } => tx.delete_deal(self.deals[*d]).await.expect("delete"),
-            Edit::CreateTask { c, title } => {
+            Change::DeleteDeal { d } => tx.delete_deal(self.deals[*d]).await.expect("delete"),
+            Change::CreateTask { c, title } => {
                 let new = NewTask {
                     contact_id: Some(self.contacts[*c]),
                     ..NewTask::new(TaskTitle::parse(title).expect("a title"))
@@ -286,7 +296,7 @@ impl World {
                     Err(e) => panic!("task: {e}"),
                 }
             }
-            Edit::EditTask { t, title } => {
+            Change::EditTask { t, title } => {
                 let Some(task) = tx.get_task(self.tasks[*t]).await.expect("get task") else {
                     return false;
                 };
@@ -299,7 +309,7 @@ impl World {
                     .expect("edit task");
                 true
             }
-            Edit::Attach { c, k } => {
+            Change::Attach { c, k } => {
                 let record = RecordRef::Contact(self.contacts[*c]);
                 match tx.attach_tag(self.tags[*c][*k], record).await {
                     Ok(attached) => attached,
@@ -307,7 +317,7 @@ impl World {
                     Err(e) => panic!("attach: {e}"),
                 }
             }
-            Edit::Detach { c, k } => {
+            Change::Detach { c, k } => {
                 let record = RecordRef::Contact(self.contacts[*c]);
                 match tx.detach_tag(self.tags[*c][*k], record).await {
                     Ok(detached) => detached,
@@ -412,44 +422,44 @@ impl World {
 
 /// What step `n` is in the merged world, as an edit by labels (`None`
 /// for merges, unmerges, and steps about records not made yet).
-fn as_edit(world: &World, n: usize, step: &Step) -> Option<Edit> {
+fn as_edit(world: &World, n: usize, step: &Step) -> Option<Change> {
     let pick = |len: usize, i: usize| (len > 0).then(|| i % len);
     let stages = ["qualified", "proposal", "negotiation"];
     Some(match step {
-        Step::Edit { c, field } => Edit::Contact {
+        Step::Edit { c, field } => Change::Contact {
             c: *c,
-            patch: fresh_patch(*field, n),
+            patch: Box::new(fresh_patch(*field, n)),
         },
-        Step::Log { c, kind } => Edit::Log {
+        Step::Log { c, kind } => Change::Log {
             c: *c,
             kind: ActivityKind::ALL[usize::from(*kind) % ActivityKind::ALL.len()],
         },
-        Step::Signal { c } => Edit::Signal { c: *c },
-        Step::CreateDeal { c } => Edit::CreateDeal {
+        Step::Signal { c } => Change::Signal { c: *c },
+        Step::CreateDeal { c } => Change::CreateDeal {
             c: *c,
             title: format!("Deal {n}"),
         },
-        Step::MoveDeal { d } => Edit::MoveDeal {
+        Step::MoveDeal { d } => Change::MoveDeal {
             d: pick(world.deals.len(), *d)?,
             to: StageKey::parse(stages[n % stages.len()]).expect("a stage"),
         },
-        Step::EditDeal { d } => Edit::EditDeal {
+        Step::EditDeal { d } => Change::EditDeal {
             d: pick(world.deals.len(), *d)?,
             title: format!("Deal title {n}"),
         },
-        Step::DeleteDeal { d } => Edit::DeleteDeal {
+        Step::DeleteDeal { d } => Change::DeleteDeal {
             d: pick(world.deals.len(), *d)?,
         },
-        Step::CreateTask { c } => Edit::CreateTask {
+        Step::CreateTask { c } => Change::CreateTask {
             c: *c,
             title: format!("Task {n}"),
         },
-        Step::EditTask { t } => Edit::EditTask {
+        Step::EditTask { t } => Change::EditTask {
             t: pick(world.tasks.len(), *t)?,
             title: format!("Task title {n}"),
         },
-        Step::Attach { c, k } => Edit::Attach { c: *c, k: *k },
-        Step::Detach { c, k } => Edit::Detach { c: *c, k: *k },
+        Step::Attach { c, k } => Change::Attach { c: *c, k: *k },
+        Step::Detach { c, k } => Change::Detach { c: *c, k: *k },
         Step::Merge { .. } | Step::Unmerge { .. } => return None,
     })
 }

@@ -247,7 +247,11 @@ pub async fn an_unmerge_restores_the_loser_and_leaves_what_the_survivor_got_sinc
         .await
         .expect("the loser is back");
     assert_eq!(fields(&back), fields(&loser), "the loser field by field");
-    assert_eq!(back.version, loser.version.next(), "a version after its last");
+    assert_eq!(
+        back.version,
+        loser.version.next(),
+        "a version after its last"
+    );
     assert_eq!(back, done.loser);
     let kept = super::support::get(store, t, survivor.id)
         .await
@@ -390,7 +394,10 @@ pub async fn an_unmerge_is_refused_for_an_unknown_undone_or_orphaned_merge(store
     let t = TenantId::new();
     let unknown = MergeId::new();
     match unmerge(store, t, unknown, UnmergeConflicts::Refuse).await {
-        Err(Error::NotFound { entity, id }) if entity == Entity::Merge => {
+        Err(Error::NotFound {
+            entity: Entity::Merge,
+            id,
+        }) => {
             assert_eq!(id, unknown.to_string())
         }
         other => panic!("expected NotFound, got {other:?}"),
@@ -449,9 +456,7 @@ pub async fn an_unmerge_is_refused_for_an_unknown_undone_or_orphaned_merge(store
 /// Contract: an unmerge is refused with `DuplicateEmail` naming the
 /// contact that took the loser's email since, and after the history purge
 /// passed the merge's time; nothing is written.
-pub async fn an_unmerge_is_refused_when_the_email_is_taken_or_the_merge_purged(
-    store: &DynStore,
-) {
+pub async fn an_unmerge_is_refused_when_the_email_is_taken_or_the_merge_purged(store: &DynStore) {
     let t = TenantId::new();
     let (survivor, loser) = pair(store, t).await;
     let m = merge(store, t, survivor.id, loser.id).await;
@@ -579,4 +584,41 @@ pub async fn an_unmerge_skips_a_deal_or_tag_deleted_since(store: &DynStore) {
     let h = holdings(store, t, loser.id).await;
     assert_eq!(h.deals, vec![kept.id.to_string()]);
     assert!(h.tags.is_empty(), "{h:?}");
+}
+
+/// Contract: erasing a contact clears the journal rows of its merges and
+/// of those of every contact merged into it and still merged (their data
+/// is part of it); their unmerges are then refused as erased. Other
+/// merges keep theirs.
+pub async fn an_erasure_clears_the_merges_of_everyone_merged_into_the_contact(store: &DynStore) {
+    let t = TenantId::new();
+    let a = create(store, t, full_contact("a@example.com")).await;
+    let b = create(store, t, new_contact("b@example.com", "Bea", "B")).await;
+    let c = create(store, t, new_contact("c@example.com", "Cee", "C")).await;
+    let other = create(store, t, new_contact("o@example.com", "Other", "O")).await;
+    let x = create(store, t, new_contact("x@example.com", "Ex", "X")).await;
+    let ab = merge(store, t, b.id, a.id).await;
+    let bc = merge(store, t, c.id, b.id).await;
+    let ox = merge(store, t, x.id, other.id).await;
+    with_tx!(store, t, async |tx| ok(
+        tx.erase_contact(c.id).await,
+        "erase"
+    ))
+    .await;
+    for (m, who) in [(ab, a.id), (bc, b.id)] {
+        let records = merges_of(store, t, who).await;
+        let record = records.iter().find(|r| r.id == m).expect("listed");
+        assert_eq!(record.cleared, Some(MergeCleared::Erased), "{record:?}");
+        expect_refused(
+            unmerge(store, t, m, UnmergeConflicts::Refuse).await,
+            m,
+            &UnmergeRefusal::Cleared(MergeCleared::Erased),
+            "a merge in the erased contact's chain",
+        );
+    }
+    assert_eq!(merges_of(store, t, x.id).await[0].cleared, None);
+    ok(
+        unmerge(store, t, ox, UnmergeConflicts::Refuse).await,
+        "another merge is undone",
+    );
 }

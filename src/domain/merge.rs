@@ -115,13 +115,13 @@ pub struct MergeSnapshot {
     pub gained_taggings: Vec<(TagId, TaggingId)>,
 }
 
-/// One merge with its snapshot, as a backend keeps it.
+/// One merge with its snapshot, as the in-memory store keeps it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MergeJournalEntry {
+pub(crate) struct MergeJournalEntry {
     /// The merge.
-    pub record: MergeRecord,
+    pub(crate) record: MergeRecord,
     /// What undoing it needs; `None` once cleared.
-    pub snapshot: Option<MergeSnapshot>,
+    pub(crate) snapshot: Option<MergeSnapshot>,
 }
 
 /// What an unmerge does with a survivor field the merge changed and that
@@ -332,7 +332,7 @@ pub fn unmerge_refusal(
         .iter()
         .filter(|e| e.unmerged_at.is_none() && (e.merged_at, e.id) > (record.merged_at, record.id))
         .collect();
-    later.sort_by(|a, b| (b.merged_at, b.id).cmp(&(a.merged_at, a.id)));
+    later.sort_by_key(|e| std::cmp::Reverse((e.merged_at, e.id)));
     let Some(current) = survivor else {
         return Some(match later.iter().find(|e| e.loser == record.survivor) {
             Some(e) => UnmergeRefusal::SurvivorMerged {

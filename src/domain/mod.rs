@@ -66,10 +66,11 @@ pub use idempotency::{
     InboundEvent, StoredResult, WaitPolicy,
 };
 pub use key::caseless_key;
+pub(crate) use merge::MergeJournalEntry;
 pub use merge::{
-    MERGE_FIELDS, MergeCleared, MergeId, MergeJournalEntry, MergeRecord, MergeSnapshot,
-    UnmergeConflicts, UnmergeRefusal, Unmerged, merge_changed_fields, restored_loser,
-    unmerge_reason, unmerge_refusal, unmerged_survivor,
+    MERGE_FIELDS, MergeCleared, MergeId, MergeRecord, MergeSnapshot, UnmergeConflicts,
+    UnmergeRefusal, Unmerged, merge_changed_fields, restored_loser, unmerge_reason,
+    unmerge_refusal, unmerged_survivor,
 };
 pub use metadata::Metadata;
 pub use owner::OwnerId;

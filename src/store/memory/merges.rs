@@ -43,7 +43,7 @@ fn involving(data: &TenantData, contact: ContactId) -> Vec<&MergeJournalEntry> {
         .values()
         .filter(|e| e.record.survivor == contact || e.record.loser == contact)
         .collect();
-    rows.sort_by(|a, b| (b.record.merged_at, b.record.id).cmp(&(a.record.merged_at, a.record.id)));
+    rows.sort_by_key(|e| std::cmp::Reverse((e.record.merged_at, e.record.id)));
     rows
 }
 
@@ -168,11 +168,30 @@ impl MemoryTransaction {
     }
 
     /// Removes the snapshots of the merges `contact` took part in (it is
-    /// being erased).
+    /// being erased), and of those of every contact merged into it and
+    /// still merged, and so on down the chain: their data is part of it.
     pub(super) fn clear_merges_of(&mut self, contact: ContactId) -> Result<()> {
-        let cleared: Vec<MergeJournalEntry> = involving(self.data()?, contact)
-            .into_iter()
-            .filter(|e| e.snapshot.is_some())
+        let data = self.data()?;
+        let mut absorbed = vec![contact];
+        let mut i = 0;
+        while let Some(c) = absorbed.get(i).copied() {
+            i += 1;
+            for e in data.merges.values() {
+                if e.record.survivor == c
+                    && e.record.unmerged_at.is_none()
+                    && !absorbed.contains(&e.record.loser)
+                {
+                    absorbed.push(e.record.loser);
+                }
+            }
+        }
+        let cleared: Vec<MergeJournalEntry> = data
+            .merges
+            .values()
+            .filter(|e| {
+                e.snapshot.is_some()
+                    && (absorbed.contains(&e.record.survivor) || absorbed.contains(&e.record.loser))
+            })
             .cloned()
             .collect();
         for mut e in cleared {

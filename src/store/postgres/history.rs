@@ -270,11 +270,7 @@ impl HistoryTx for PgTransaction {
             self.execute(SCRUB, &[&tenant, &id.as_uuid(), &placeholders])
                 .await?;
             // The merge journal keeps no personal data of an erased person.
-            self.execute(
-                super::merges::CLEAR_ERASED_MERGES,
-                &[&tenant, &id.as_uuid()],
-            )
-            .await?;
+            self.clear_merges_of(id).await?;
             Ok(next)
         }
         .await;

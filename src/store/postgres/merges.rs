@@ -49,10 +49,13 @@ const MERGES_OF: &str = "SELECT id, survivor_id, loser_id, merged_at, unmerged_a
      ORDER BY merged_at DESC, id DESC";
 const MARK_UNMERGED: &str =
     "UPDATE contact_merges SET unmerged_at = $3 WHERE tenant_id = $1 AND id = $2";
-/// Erasing contact `$2` removes the snapshots of its merges.
-pub(super) const CLEAR_ERASED_MERGES: &str = "UPDATE contact_merges SET snapshot = NULL, \
-     cleared = 'erased' WHERE tenant_id = $1 AND (survivor_id = $2 OR loser_id = $2) \
+/// Erasing contacts `$2` removes the snapshots of their merges.
+const CLEAR_ERASED_MERGES: &str = "UPDATE contact_merges SET snapshot = NULL, \
+     cleared = 'erased' WHERE tenant_id = $1 AND (survivor_id = ANY($2) OR loser_id = ANY($2)) \
      AND snapshot IS NOT NULL";
+/// The contacts merged into one of `$2` and still merged away.
+const ABSORBED: &str = "SELECT loser_id FROM contact_merges \
+     WHERE tenant_id = $1 AND survivor_id = ANY($2) AND unmerged_at IS NULL";
 /// The history purge removes the snapshots of the merges before `$2`.
 pub(super) const CLEAR_PURGED_MERGES: &str = "UPDATE contact_merges SET snapshot = NULL, \
      cleared = 'purged' WHERE tenant_id = $1 AND merged_at < $2 AND snapshot IS NOT NULL";
@@ -85,6 +88,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     MERGES_OF,
     MARK_UNMERGED,
     CLEAR_ERASED_MERGES,
+    ABSORBED,
     CLEAR_PURGED_MERGES,
     BACK_DEALS,
     BACK_ACTIVITIES,
@@ -210,6 +214,29 @@ impl PgTransaction {
         )
         .await
         .map(drop)
+    }
+
+    /// Removes the snapshots of the merges `contact` took part in (it is
+    /// being erased), and of those of every contact merged into it and
+    /// still merged, and so on down the chain: their data is part of it.
+    pub(super) async fn clear_merges_of(&mut self, contact: ContactId) -> Result<()> {
+        let tenant = self.tenant_uuid();
+        let mut absorbed = vec![contact.as_uuid()];
+        let mut frontier = absorbed.clone();
+        while !frontier.is_empty() {
+            let rows = self.query(ABSORBED, &[&tenant, &frontier]).await?;
+            frontier = Vec::new();
+            for r in &rows {
+                let id: Uuid = r.try_get(0).map_err(error::db)?;
+                if !absorbed.contains(&id) {
+                    absorbed.push(id);
+                    frontier.push(id);
+                }
+            }
+        }
+        self.execute(CLEAR_ERASED_MERGES, &[&tenant, &absorbed])
+            .await
+            .map(drop)
     }
 
     pub(super) async fn merges_of(&mut self, contact: ContactId) -> Result<Vec<MergeRecord>> {
