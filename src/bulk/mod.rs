@@ -36,6 +36,20 @@
 //! ([`merged_survivor`]), and every version written carries the reason
 //! `merged <loser> into <survivor>` and the transaction's request id.
 //!
+//! A merge can be undone. Each one is written to a merge journal in its
+//! own transaction ([`MergeRecord`], listed by
+//! [`Transaction::contact_merges`](crate::store::BulkTx::contact_merges)),
+//! and [`Transaction::unmerge_contacts`](crate::store::BulkTx::unmerge_contacts)
+//! brings the loser back with its id, values, deals, activities, signals,
+//! tasks and tags, restores the survivor's fields the merge changed
+//! (survivor fields edited since refuse the unmerge or are kept, as
+//! [`UnmergeConflicts`] says) and records `unmerged <loser> from
+//! <survivor>` ([`unmerge_reason`]). A refusal is an
+//! [`Error::UnmergeRefused`](crate::Error::UnmergeRefused) with an
+//! [`UnmergeRefusal`] saying why, and writes nothing. Erasing a contact
+//! clears the journal rows of its merges, and the history purge those of
+//! the merges before its cut-off: neither can be undone afterwards.
+//!
 //! How the PostgreSQL backend upserts a batch, orders its locks and queues
 //! overlapping imports: `ARCHITECTURE.md` in the repository, section "Bulk
 //! import and export".
@@ -154,6 +168,7 @@ pub(crate) fn check_batch_size(batch_size: usize) -> crate::Result<usize> {
 
 pub(crate) use crate::domain::merge_context;
 pub use crate::domain::{
-    ConflictPolicy, ImportLock, UpsertOutcome, company_merge_reason, conflict_patch, merge_reason,
-    merged_survivor,
+    ConflictPolicy, ImportLock, MergeCleared, MergeId, MergeRecord, UnmergeConflicts,
+    UnmergeRefusal, Unmerged, UpsertOutcome, company_merge_reason, conflict_patch, merge_reason,
+    merged_survivor, unmerge_reason,
 };

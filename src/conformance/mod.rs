@@ -335,6 +335,15 @@ macro_rules! __conformance_suite {
             links_racing_a_company_merge_move_with_it_or_find_the_loser_gone,
             a_contact_merge_keeps_the_survivors_company_and_owner_unless_it_has_none,
             a_contact_merge_gives_the_survivor_the_losers_tags,
+            // Undoing a contact merge.
+            an_unmerge_restores_the_loser_and_leaves_what_the_survivor_got_since,
+            an_unmerge_refuses_or_keeps_survivor_fields_edited_since,
+            an_unmerge_records_its_reason_in_every_version_it_writes,
+            an_unmerge_is_refused_for_an_unknown_undone_or_orphaned_merge,
+            an_unmerge_is_refused_when_the_email_is_taken_or_the_merge_purged,
+            chained_merges_are_undone_newest_first,
+            an_unmerge_skips_a_deal_or_tag_deleted_since,
+            an_erasure_clears_the_merges_of_everyone_merged_into_the_contact,
             top_accounts_rank_companies_by_their_best_contacts_and_follow_every_change,
             top_accounts_of_many_contacts_are_the_ones_every_state_gives,
             top_accounts_with_extreme_and_near_tied_states_cut_where_they_rank,
@@ -523,6 +532,8 @@ mod companies;
 pub use companies::*;
 mod merges;
 pub use merges::*;
+mod unmerge;
+pub use unmerge::*;
 mod feed;
 pub use feed::*;
 mod external_ids;

@@ -142,6 +142,17 @@ pub enum Error {
         /// The last purged position: reads start after it.
         purged: super::feed::FeedPosition,
     },
+
+    /// A merge of two contacts cannot be undone, for the reason given
+    /// (survivor fields edited since are listed by name). Nothing was
+    /// written.
+    #[error("merge {merge} cannot be undone: {refusal}")]
+    UnmergeRefused {
+        /// The merge.
+        merge: super::merge::MergeId,
+        /// Why.
+        refusal: super::merge::UnmergeRefusal,
+    },
 }
 
 impl Error {
@@ -158,6 +169,7 @@ impl Error {
             Error::KeyInUse { .. } => ErrorKind::KeyInUse,
             Error::FingerprintMismatch { .. } => ErrorKind::FingerprintMismatch,
             Error::FeedExpired { .. } => ErrorKind::FeedExpired,
+            Error::UnmergeRefused { .. } => ErrorKind::UnmergeRefused,
         }
     }
 
@@ -234,6 +246,8 @@ pub enum ErrorKind {
     FingerprintMismatch,
     /// See [`Error::FeedExpired`].
     FeedExpired,
+    /// See [`Error::UnmergeRefused`].
+    UnmergeRefused,
 }
 
 /// The kinds of record the store keeps.
@@ -256,6 +270,8 @@ pub enum Entity {
     Task,
     /// A tag attached to a record.
     Tagging,
+    /// A merge of two contacts, in the merge journal.
+    Merge,
 }
 
 impl From<super::history::EntityKind> for Entity {
@@ -283,6 +299,7 @@ impl fmt::Display for Entity {
             Entity::Tag => "tag",
             Entity::Task => "task",
             Entity::Tagging => "tagging",
+            Entity::Merge => "merge",
         })
     }
 }

@@ -20,6 +20,7 @@ mod history;
 pub(crate) mod idempotency;
 pub mod json;
 mod key;
+mod merge;
 mod metadata;
 mod owner;
 mod page;
@@ -70,6 +71,12 @@ pub use idempotency::{
     InboundEvent, StoredResult, WaitPolicy,
 };
 pub use key::caseless_key;
+pub(crate) use merge::MergeJournalEntry;
+pub use merge::{
+    MERGE_FIELDS, MergeCleared, MergeId, MergeRecord, MergeSnapshot, UnmergeConflicts,
+    UnmergeRefusal, Unmerged, merge_changed_fields, restored_loser, unmerge_reason,
+    unmerge_refusal, unmerged_survivor,
+};
 pub use metadata::Metadata;
 pub use owner::OwnerId;
 pub use page::{

@@ -50,6 +50,12 @@ pub trait BulkTx: Send {
     /// reason, if any) with the transaction's request id. Returns the
     /// survivor.
     ///
+    /// The merge is written to the merge journal in the same transaction
+    /// (see [`contact_merges`](Self::contact_merges)): the loser as it was,
+    /// the survivor before and after, the ids of what moved and the tags
+    /// the survivor gained, so that
+    /// [`unmerge_contacts`](Self::unmerge_contacts) can undo it.
+    ///
     /// An erased loser gives nothing but its deals, activities and signals.
     /// A transaction that holds locks on both contacts (it logged an
     /// activity for the survivor, then wants to log one for the loser) can
@@ -66,4 +72,40 @@ pub trait BulkTx: Send {
         loser: ContactId,
         policy: ConflictPolicy,
     ) -> Result<Contact>;
+
+    /// The merges of the journal where `contact` is the survivor or the
+    /// loser, newest first (by merge time, then id). Empty for a contact
+    /// that never took part in one.
+    async fn contact_merges(&mut self, contact: ContactId) -> Result<Vec<MergeRecord>>;
+
+    /// Undoes merge `merge`: the loser comes back with its id and its
+    /// values from before the merge (a version after its last one) and its
+    /// tags (those not deleted since); the deals, activities, signals and
+    /// tasks that came from it and are still on the survivor move back
+    /// (deals and tasks gaining a version; a deal deleted or linked
+    /// elsewhere since is left and reported); what the survivor got after
+    /// the merge stays; the taggings the merge gave the survivor are taken
+    /// off; the survivor's fields the merge changed get their values back,
+    /// unless edited since (`conflicts` says what then); both live scores
+    /// are computed again from their activities and signals. Every version
+    /// written carries the reason `unmerged <loser> from <survivor>` (after
+    /// the context's own). The journal row is marked undone.
+    ///
+    /// Merges of one survivor are undone newest first: each restores the
+    /// values it found, which a later merge may have changed.
+    ///
+    /// Errors, none writing anything: [`Error::NotFound`] (entity
+    /// [`Merge`](crate::Entity::Merge)) for an unknown merge;
+    /// [`Error::UnmergeRefused`] when it was undone already, the survivor
+    /// was deleted, erased or merged into another contact (naming that
+    /// merge), a later merge into the survivor is in effect (naming it),
+    /// the journal's snapshot was erased or purged, or (with
+    /// [`UnmergeConflicts::Refuse`]) survivor fields the merge changed were
+    /// edited since (naming them); [`Error::DuplicateEmail`] when another
+    /// contact holds the loser's email now.
+    async fn unmerge_contacts(
+        &mut self,
+        merge: MergeId,
+        conflicts: UnmergeConflicts,
+    ) -> Result<Unmerged>;
 }

@@ -290,6 +290,13 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         write upsert_contacts(rows: &[NewContact], policy: ConflictPolicy) -> Vec<UpsertOutcome>;
         /// See [`BulkTx::merge_contacts`].
         write merge_contacts(survivor: ContactId, loser: ContactId, policy: ConflictPolicy) -> Contact;
+        /// See [`BulkTx::contact_merges`].
+        read contact_merges(contact: ContactId) -> Vec<crate::domain::MergeRecord>;
+        /// See [`BulkTx::unmerge_contacts`].
+        write unmerge_contacts(
+            merge: crate::domain::MergeId,
+            conflicts: crate::domain::UnmergeConflicts
+        ) -> crate::domain::Unmerged;
     }
 
     /// The versions of one contact or deal, newest first: see

@@ -203,6 +203,7 @@ fn kind_name(kind: ErrorKind) -> &'static str {
         ErrorKind::KeyInUse => "key_in_use",
         ErrorKind::FingerprintMismatch => "fingerprint_mismatch",
         ErrorKind::FeedExpired => "feed_expired",
+        ErrorKind::UnmergeRefused => "unmerge_refused",
     }
 }
 
@@ -416,6 +417,8 @@ traced_area!(BulkTx {
         loser: ContactId,
         policy: ConflictPolicy,
     ) -> Contact;
+    fn contact_merges(&mut self, contact: ContactId) -> Vec<MergeRecord>;
+    fn unmerge_contacts(&mut self, merge: MergeId, conflicts: UnmergeConflicts) -> Unmerged;
 });
 
 traced_area!(ScoringTx {

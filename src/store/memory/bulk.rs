@@ -8,8 +8,8 @@ use super::{MemoryTransaction, SignalKey};
 use crate::{
     bulk::{ConflictPolicy, UpsertOutcome, conflict_patch, merge_context},
     domain::{
-        Activity, ActivityId, Contact, ContactId, Deal, DealId, NewContact, RecordRef, Signal,
-        SignalId, Timestamp,
+        Activity, ActivityId, Contact, ContactId, Deal, DealId, MergeId, MergeRecord, NewContact,
+        RecordRef, Signal, SignalId, Timestamp, UnmergeConflicts, Unmerged,
     },
     error::Result,
     store::{
@@ -71,13 +71,28 @@ impl BulkTx for MemoryTransaction {
             let gone = tx.contact(loser)?.clone();
             let at = now();
             let merged = shared::merged(&kept, &gone, policy, at)?;
+            let start = tx.merge_start(&kept, &gone)?;
             // Every version this merge writes carries its reason.
             let context = tx.context.clone();
             tx.context = merge_context(&context, survivor, loser);
             let result = tx.move_and_delete(&kept, merged, loser, at);
             tx.context = context;
-            result
+            let after = result?;
+            tx.journal_merge(start, &after, policy, at)?;
+            Ok(after)
         })
+    }
+
+    async fn contact_merges(&mut self, contact: ContactId) -> Result<Vec<MergeRecord>> {
+        self.merges_of(contact)
+    }
+
+    async fn unmerge_contacts(
+        &mut self,
+        merge: MergeId,
+        conflicts: UnmergeConflicts,
+    ) -> Result<Unmerged> {
+        self.atomic(|tx| tx.unmerge(merge, conflicts))
     }
 }
 

@@ -302,6 +302,9 @@ impl HistoryTx for MemoryTransaction {
         for key in doomed {
             self.put_history(key, None)?;
         }
+        // The merges of that time lose their snapshots with the losers'
+        // tombstones.
+        self.purge_merges(before)?;
         Ok(n)
     }
 
@@ -328,6 +331,8 @@ impl HistoryTx for MemoryTransaction {
                 history::scrub(&mut entry, &placeholders);
                 tx.put_history(key, Some(entry))?;
             }
+            // The merge journal keeps no personal data of an erased person.
+            tx.clear_merges_of(id)?;
             Ok(next)
         })
     }

@@ -42,6 +42,7 @@ mod feed;
 mod freshness;
 mod history;
 mod idempotency;
+mod merges;
 mod scoring;
 mod tags;
 mod tasks;
@@ -200,6 +201,8 @@ struct TenantData {
     /// Who carries which tag, by record then tag.
     taggings: BTreeMap<(RecordRef, TagId), Tagging>,
     tasks: HashMap<TaskId, Task>,
+    /// The merge journal.
+    merges: BTreeMap<crate::domain::MergeId, crate::domain::MergeJournalEntry>,
 }
 
 /// The caseless keys of a contact's names and company, kept beside it so
@@ -354,6 +357,11 @@ enum Undo {
     ),
     Feed(TenantId, feed::FeedUndo),
     External(TenantId, external::ExternalUndo),
+    Merge(
+        TenantId,
+        crate::domain::MergeId,
+        Option<Box<crate::domain::MergeJournalEntry>>,
+    ),
 }
 
 /// A transaction of [`InMemoryStore`]: holds the store's lock until it
@@ -438,6 +446,13 @@ fn roll_back(state: &mut State, undo: Vec<Undo>) {
             }
             Undo::External(t, u) => {
                 state.tenants.entry(t).or_default().external.undo(u);
+            }
+            Undo::Merge(t, id, v) => {
+                let merges = &mut state.tenants.entry(t).or_default().merges;
+                match v {
+                    Some(e) => merges.insert(id, *e),
+                    None => merges.remove(&id),
+                };
             }
             Undo::Idempotency(t, key, v) => {
                 state

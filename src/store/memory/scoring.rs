@@ -28,7 +28,7 @@ pub(super) fn put_live(data: &mut TenantData, id: ContactId, value: Option<f64>)
 }
 
 impl MemoryTransaction {
-    fn set_live(&mut self, id: ContactId, value: Option<f64>) -> Result<()> {
+    pub(super) fn set_live(&mut self, id: ContactId, value: Option<f64>) -> Result<()> {
         let tenant = self.tenant;
         let old = put_live(self.data_mut()?, id, value);
         self.undo.push(Undo::LiveScore(tenant, id, old));

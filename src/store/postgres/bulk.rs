@@ -34,7 +34,10 @@ use super::{
 };
 use crate::{
     bulk::{ConflictPolicy, ImportLock, UpsertOutcome, merge_context},
-    domain::{CompanyDomain, CompanyId, Contact, ContactId, NewContact},
+    domain::{
+        CompanyDomain, CompanyId, Contact, ContactId, MergeId, MergeRecord, NewContact,
+        UnmergeConflicts, Unmerged,
+    },
     error::{Entity, Error, Result},
     store::{BulkTx, ContactsTx},
 };
@@ -347,18 +350,18 @@ impl PgTransaction {
 }
 
 const MOVE_DEALS: &str = "UPDATE deals SET contact_id = $3, version = version + 1, updated_at = $4 \
-     WHERE tenant_id = $1 AND contact_id = $2";
+     WHERE tenant_id = $1 AND contact_id = $2 RETURNING id";
 /// The companies of a merge's two contacts (`$2`, `$3`), read before
 /// they are locked.
 const MERGED_COMPANIES: &str =
     "SELECT id, company_id FROM contacts WHERE tenant_id = $1 AND id IN ($2, $3)";
 const MOVE_ACTIVITIES: &str =
-    "UPDATE activities SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
+    "UPDATE activities SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2 RETURNING id";
 /// Moves the loser's tasks, each a change of the task.
 const MOVE_TASKS: &str = "UPDATE tasks SET contact_id = $3, version = version + 1, updated_at = $4 \
-     WHERE tenant_id = $1 AND contact_id = $2";
+     WHERE tenant_id = $1 AND contact_id = $2 RETURNING id";
 const MOVE_SIGNALS: &str =
-    "UPDATE signals SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2";
+    "UPDATE signals SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2 RETURNING id";
 
 // ---- the tenant's import lock ----
 //
@@ -557,23 +560,42 @@ impl BulkTx for PgTransaction {
                     begin,
                 )
                 .await;
-            self.settle(result)?;
+            let moved = self.settle(result)?;
             self.live_merge(survivor, loser).await?;
-            self.copy_taggings(MergedRecord::Contact {
-                from: loser,
-                to: survivor,
-            })
-            .await?;
+            let taggings = self
+                .copy_taggings(MergedRecord::Contact {
+                    from: loser,
+                    to: survivor,
+                })
+                .await?;
             self.execute(DELETE_CONTACT, &[&tenant, &l]).await?;
             let out = match merged {
-                Some(next) => self.write_contact(&kept, next).await?,
-                None => kept,
+                Some(next) => self.write_contact(&kept, next.clone()).await?,
+                None => kept.clone(),
             };
             self.simple(&set_local("crm.reason", &own)).await?;
+            let snapshot = super::merges::snapshot(kept, gone, &out, &moved, taggings)?;
+            self.journal_merge(snapshot, policy, at).await?;
             Ok(out)
         }
         .await;
         self.end_atomic(merged).await
+    }
+
+    async fn contact_merges(&mut self, contact: ContactId) -> Result<Vec<MergeRecord>> {
+        self.merges_of(contact).await
+    }
+
+    async fn unmerge_contacts(
+        &mut self,
+        merge: MergeId,
+        conflicts: UnmergeConflicts,
+    ) -> Result<Unmerged> {
+        // Several statements: under the operation's savepoint, so that a
+        // refusal or failure leaves none of them behind.
+        self.begin_atomic().await?;
+        let out = self.unmerge(merge, conflicts).await;
+        self.end_atomic(out).await
     }
 }
 

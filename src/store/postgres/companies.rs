@@ -496,7 +496,8 @@ impl CompaniesTx for PgTransaction {
                 from: loser,
                 to: survivor,
             })
-            .await?;
+            .await
+            .map(drop)?;
             self.relink_and_delete(loser, Some(survivor), at).await?;
             // After the loser's delete: the survivor may take its domain.
             let out = match merged {

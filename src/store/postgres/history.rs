@@ -236,7 +236,17 @@ impl HistoryTx for PgTransaction {
     async fn purge_history(&mut self, before: Timestamp) -> Result<u64> {
         let before = check_timestamp("before", before)?;
         let tenant = self.tenant_uuid();
-        self.execute(PURGE, &[&tenant, &before]).await
+        self.begin_atomic().await?;
+        let purged: Result<u64> = async {
+            let n = self.execute(PURGE, &[&tenant, &before]).await?;
+            // The merges of that time lose their snapshots with the
+            // losers' tombstones.
+            self.execute(super::merges::CLEAR_PURGED_MERGES, &[&tenant, &before])
+                .await?;
+            Ok(n)
+        }
+        .await;
+        self.end_atomic(purged).await
     }
 
     async fn erase_contact(&mut self, id: ContactId) -> Result<Contact> {
@@ -259,6 +269,8 @@ impl HistoryTx for PgTransaction {
             let placeholders = serde_json::Value::Object(erased_values(id));
             self.execute(SCRUB, &[&tenant, &id.as_uuid(), &placeholders])
                 .await?;
+            // The merge journal keeps no personal data of an erased person.
+            self.clear_merges_of(id).await?;
             Ok(next)
         }
         .await;

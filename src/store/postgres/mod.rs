@@ -158,6 +158,7 @@ mod idempotency_claim;
 mod keys;
 mod listen;
 mod locks;
+mod merges;
 mod rows;
 mod schema;
 mod scoring;

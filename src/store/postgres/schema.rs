@@ -61,6 +61,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "freshness",
         sql: include_str!("migrations/0010_freshness.sql"),
     },
+    Migration {
+        version: 11,
+        name: "merge_journal",
+        sql: include_str!("migrations/0011_merge_journal.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.

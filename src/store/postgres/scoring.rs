@@ -271,6 +271,58 @@ impl PgTransaction {
     }
 }
 
+impl PgTransaction {
+    /// Computes the live states of `contacts` again from the activities
+    /// and signals each holds now (what an unmerge needs: a log-scaled sum
+    /// cannot give back the terms of the records that leave it), and
+    /// writes them, under the state rows' locks.
+    ///
+    /// The state rows are locked first (in id order), then the activities
+    /// and signals read: one logged meanwhile either committed before the
+    /// read (and is counted) or waits for the lock and adds its term to
+    /// the state written here.
+    pub(super) async fn live_recompute(&mut self, contacts: &[ContactId]) -> Result<()> {
+        let Some(model) = self.live_scoring.clone() else {
+            return Ok(());
+        };
+        let mut contacts = contacts.to_vec();
+        contacts.sort();
+        let mut on = Vec::with_capacity(contacts.len());
+        for id in &contacts {
+            on.push(matches!(self.live_lock(*id).await?, LiveLock::On(_)));
+        }
+        let tenant = self.tenant_uuid();
+        let ids: Vec<Uuid> = contacts.iter().map(|c| c.as_uuid()).collect();
+        let from: Option<Timestamp> = None;
+        let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut terms: Vec<Vec<f64>> = vec![Vec::new(); ids.len()];
+        for row in &self
+            .query(CHUNK_ACTIVITIES, &[&tenant, &ids, &from])
+            .await?
+        {
+            let i = slot(&index, get(row, 0)?)?;
+            let kind = ActivityKind::parse_field("kind", get(row, 1)?).map_err(bad_value)?;
+            terms[i].extend(model.log_term(model.activity_signal(kind), get(row, 2)?));
+        }
+        for row in &self.query(CHUNK_SIGNALS, &[&tenant, &ids, &from]).await? {
+            let i = slot(&index, get(row, 0)?)?;
+            let kind = SignalKind::parse(get(row, 1)?).map_err(bad_value)?;
+            terms[i].extend(model.log_term(&kind, get(row, 2)?));
+        }
+        let logs: Vec<Option<f64>> = terms
+            .into_iter()
+            .map(crate::scoring::live_log_sum)
+            .collect();
+        for ((id, log), on) in contacts.iter().zip(logs).zip(on) {
+            if on {
+                self.execute(LIVE_SET, &[&tenant, &id.as_uuid(), &log])
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ScoringTx for PgTransaction {
     async fn write_scores(&mut self, scores: &[ContactScore]) -> Result<u64> {

@@ -13,7 +13,7 @@ use sea_query::Iden;
 
 use super::{
     bulk, companies, contacts, deals, external, feed, freshness, history, idempotency,
-    idempotency_claim, locks,
+    idempotency_claim, locks, merges,
     schema::{
         ACTIVITY_COLUMNS, Activities, COMPANY_INSERT_COLUMNS, CONTACT_INSERT_COLUMNS, Companies,
         Contacts, DEAL_COLUMNS, Deals, SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
@@ -55,6 +55,7 @@ fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 17] {
         ("idempotency", idempotency::STATEMENTS),
         ("idempotency_claim", idempotency_claim::STATEMENTS),
         ("bulk", bulk::STATEMENTS),
+        ("merges", merges::STATEMENTS),
         ("scoring", scoring::STATEMENTS),
         ("tasks", tasks::STATEMENTS),
         ("tags", tags::STATEMENTS),
@@ -194,6 +195,7 @@ mod tests {
             ("idempotency", include_str!("idempotency.rs")),
             ("idempotency_claim", include_str!("idempotency_claim.rs")),
             ("bulk", include_str!("bulk.rs")),
+            ("merges", include_str!("merges.rs")),
             ("scoring", include_str!("scoring.rs")),
             ("tasks", include_str!("tasks.rs")),
             ("tags", include_str!("tags.rs")),

@@ -94,10 +94,12 @@ const SHARE_DEAL_FOR_TAG: &str =
 // no index to infer).
 const ATTACH_TO_CONTACT: &str = "INSERT INTO taggings (tenant_id, id, tag_id, contact_id, \
      created_at) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (tenant_id, tag_id, contact_id) WHERE contact_id IS NOT NULL DO NOTHING";
+     ON CONFLICT (tenant_id, tag_id, contact_id) WHERE contact_id IS NOT NULL DO NOTHING \
+     RETURNING tag_id, id";
 const ATTACH_TO_COMPANY: &str = "INSERT INTO taggings (tenant_id, id, tag_id, company_id, \
      created_at) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (tenant_id, tag_id, company_id) WHERE company_id IS NOT NULL DO NOTHING";
+     ON CONFLICT (tenant_id, tag_id, company_id) WHERE company_id IS NOT NULL DO NOTHING \
+     RETURNING tag_id, id";
 const ATTACH_TO_DEAL: &str = "INSERT INTO taggings (tenant_id, id, tag_id, deal_id, \
      created_at) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (tenant_id, tag_id, deal_id) WHERE deal_id IS NOT NULL DO NOTHING";
@@ -106,11 +108,11 @@ const ATTACH_TO_DEAL: &str = "INSERT INTO taggings (tenant_id, id, tag_id, deal_
 /// so that a detach in progress is waited for (and its tagging then
 /// skipped), and the tags `FOR KEY SHARE`, so that a tag being deleted is
 /// waited for (and skipped) rather than failing the insert on its key.
-const CARRIED_BY_CONTACT: &str = "SELECT tg.tag_id, tg.created_at FROM taggings tg \
+const CARRIED_BY_CONTACT: &str = "SELECT tg.tag_id, tg.created_at, tg.id FROM taggings tg \
      JOIN tags t ON t.tenant_id = tg.tenant_id AND t.id = tg.tag_id \
      WHERE tg.tenant_id = $1 AND t.tenant_id = $1 AND tg.contact_id = $2 \
      FOR UPDATE OF tg FOR KEY SHARE OF t";
-const CARRIED_BY_COMPANY: &str = "SELECT tg.tag_id, tg.created_at FROM taggings tg \
+const CARRIED_BY_COMPANY: &str = "SELECT tg.tag_id, tg.created_at, tg.id FROM taggings tg \
      JOIN tags t ON t.tenant_id = tg.tenant_id AND t.id = tg.tag_id \
      WHERE tg.tenant_id = $1 AND t.tenant_id = $1 AND tg.company_id = $2 \
      FOR UPDATE OF tg FOR KEY SHARE OF t";
@@ -119,11 +121,13 @@ const CARRIED_BY_COMPANY: &str = "SELECT tg.tag_id, tg.created_at FROM taggings 
 const ATTACH_ALL_TO_CONTACT: &str = "INSERT INTO taggings (tenant_id, id, tag_id, contact_id, \
      created_at) SELECT $1, u.id, u.tag_id, $5, u.at \
      FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[]) AS u(id, tag_id, at) \
-     ON CONFLICT (tenant_id, tag_id, contact_id) WHERE contact_id IS NOT NULL DO NOTHING";
+     ON CONFLICT (tenant_id, tag_id, contact_id) WHERE contact_id IS NOT NULL DO NOTHING \
+     RETURNING tag_id, id";
 const ATTACH_ALL_TO_COMPANY: &str = "INSERT INTO taggings (tenant_id, id, tag_id, company_id, \
      created_at) SELECT $1, u.id, u.tag_id, $5, u.at \
      FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[]) AS u(id, tag_id, at) \
-     ON CONFLICT (tenant_id, tag_id, company_id) WHERE company_id IS NOT NULL DO NOTHING";
+     ON CONFLICT (tenant_id, tag_id, company_id) WHERE company_id IS NOT NULL DO NOTHING \
+     RETURNING tag_id, id";
 const DETACH_FROM_CONTACT: &str = "DELETE FROM taggings WHERE tenant_id = $1 AND tag_id = $2 \
      AND contact_id = $3 RETURNING id";
 const DETACH_FROM_COMPANY: &str = "DELETE FROM taggings WHERE tenant_id = $1 AND tag_id = $2 \
@@ -349,7 +353,7 @@ impl PgTransaction {
     /// [`CARRIED_BY_CONTACT`]); one attaching to `to` meanwhile meets the
     /// copy on the unique key and keeps one. Two round trips when `from`
     /// carries tags, one otherwise.
-    pub(super) async fn copy_taggings(&mut self, from: MergedRecord) -> Result<()> {
+    pub(super) async fn copy_taggings(&mut self, from: MergedRecord) -> Result<CopiedTaggings> {
         let (read, write, from, to) = match from {
             MergedRecord::Contact { from, to } => (
                 CARRIED_BY_CONTACT,
@@ -366,21 +370,46 @@ impl PgTransaction {
         };
         let tenant = self.tenant_uuid();
         let rows = self.query(read, &[&tenant, &from]).await?;
+        let mut copied = CopiedTaggings::default();
         if rows.is_empty() {
-            return Ok(());
+            return Ok(copied);
         }
         let mut ids = Vec::with_capacity(rows.len());
         let mut tags = Vec::with_capacity(rows.len());
         let mut times = Vec::with_capacity(rows.len());
         for r in &rows {
+            let (tag, at, id) = (
+                r.try_get::<_, Uuid>(0).map_err(error::db)?,
+                r.try_get::<_, Timestamp>(1).map_err(error::db)?,
+                r.try_get::<_, Uuid>(2).map_err(error::db)?,
+            );
+            copied
+                .carried
+                .push((TagId::from_uuid(tag), TaggingId::from_uuid(id), at));
             ids.push(TaggingId::new().as_uuid());
-            tags.push(r.try_get::<_, Uuid>(0).map_err(error::db)?);
-            times.push(r.try_get::<_, Timestamp>(1).map_err(error::db)?);
+            tags.push(tag);
+            times.push(at);
         }
-        self.execute(write, &[&tenant, &ids, &tags, &times, &to])
-            .await
-            .map(drop)
+        for r in self
+            .query(write, &[&tenant, &ids, &tags, &times, &to])
+            .await?
+        {
+            copied.gained.push((
+                TagId::from_uuid(r.try_get(0).map_err(error::db)?),
+                TaggingId::from_uuid(r.try_get(1).map_err(error::db)?),
+            ));
+        }
+        Ok(copied)
     }
+}
+
+/// What [`copy_taggings`](PgTransaction::copy_taggings) did.
+#[derive(Debug, Default)]
+pub(super) struct CopiedTaggings {
+    /// The taggings of the record merged away: tag, tagging, attach time.
+    pub(super) carried: Vec<(TagId, TaggingId, Timestamp)>,
+    /// The taggings it gave the survivor (tags the survivor lacked).
+    pub(super) gained: Vec<(TagId, TaggingId)>,
 }
 
 /// The two records of a merge whose taggings
