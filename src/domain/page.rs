@@ -252,6 +252,10 @@ pub enum CursorList {
     DealsOfCompany,
     /// [`Transaction::search_deals`](crate::store::DealsTx::search_deals).
     DealSearch,
+    /// The pairs of a [`DuplicateScan`](crate::quality::DuplicateScan).
+    DuplicateContacts,
+    /// The pairs of a [`CompanyDuplicateScan`](crate::quality::CompanyDuplicateScan).
+    DuplicateCompanies,
 }
 
 impl CursorList {
@@ -278,6 +282,8 @@ impl CursorList {
             CursorList::CompanyTimeline => "company_timeline",
             CursorList::DealsOfCompany => "deals_of_company",
             CursorList::DealSearch => "deal_search",
+            CursorList::DuplicateContacts => "duplicate_contacts",
+            CursorList::DuplicateCompanies => "duplicate_companies",
         }
     }
 }

@@ -1,0 +1,311 @@
+//! The pure part of duplicate detection: what is compared of a contact
+//! ([`ContactProfile`]), which pairs are compared at all (blocking keys),
+//! and how a pair is scored. No I/O.
+//!
+//! # Scoring
+//!
+//! A pair's evidence is added up as log-odds, starting from a prior of
+//! −6 (duplicates are rare), and the confidence is the logistic of the
+//! sum, rounded to four decimals:
+//!
+//! | evidence | log-odds |
+//! | --- | --- |
+//! | names: the worse of first and last name similarity ≥ 0.97 / ≥ 0.9 / ≥ 0.85 / lower | +5 / +3.5 / +2 / −4 |
+//! | the same phone number in E.164 | +6 |
+//! | both have a phone number, and they differ | −2 |
+//! | the same email domain: a company's / a free-mail provider's | +2 / +0.5 |
+//! | local parts at one domain: similarity ≥ 0.9 / ≥ 0.8 | +3 / +1.5 |
+//! | the same local part at another domain (not a role address) | +5 |
+//! | similar local parts (≥ 0.9) at another domain | +1 |
+//! | the same company (company id or name); with the same name | +1.5; +3 |
+//!
+//! Names compare after folding ([`fold`]: case, accents, punctuation),
+//! with nicknames read as the names they shorten, in both orders (first
+//! and last name swapped); a token similarity is 1 for equal tokens and
+//! the Jaro–Winkler similarity otherwise. Pairs whose names are less
+//! similar than [`MIN_NAME_SIMILARITY`] are not scored at all.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{
+    DuplicateReason,
+    keys::{canonical_first, e164, fold, is_generic_local_part, is_nickname, local_part_key},
+};
+use crate::domain::{CompanyDomain, CompanyId, Contact, ContactId, Email};
+
+/// Pairs whose names are less similar than this are never candidates.
+pub const MIN_NAME_SIMILARITY: f64 = 0.75;
+
+/// What duplicate detection compares of one contact.
+#[derive(Debug, Clone)]
+pub struct ContactProfile {
+    /// The contact's id.
+    pub id: ContactId,
+    /// Its email as stored.
+    pub email: Email,
+    first: String,
+    first_canonical: String,
+    last: String,
+    last_canonical: String,
+    domain: Option<CompanyDomain>,
+    local: Option<String>,
+    company_id: Option<CompanyId>,
+    company: Option<String>,
+    phone: Option<String>,
+}
+
+impl ContactProfile {
+    /// The profile of `contact`, its phone read with `region` when it has
+    /// no country code. `None` for an erased contact: it holds no personal
+    /// data to compare.
+    pub fn of(contact: &Contact, region: phonenumber::country::Id) -> Option<ContactProfile> {
+        if contact.is_erased() {
+            return None;
+        }
+        let first = fold(contact.first_name.as_str());
+        let last = fold(contact.last_name.as_str());
+        Some(ContactProfile {
+            id: contact.id,
+            email: contact.email.clone(),
+            first_canonical: canonical_first(&first).to_string(),
+            last_canonical: canonical_first(&last).to_string(),
+            first,
+            last,
+            domain: CompanyDomain::of_email(&contact.email),
+            local: local_part_key(&contact.email),
+            company_id: contact.company_id,
+            company: contact
+                .company
+                .as_ref()
+                .map(|c| fold(c.as_str()))
+                .filter(|c| !c.is_empty()),
+            phone: contact.phone.as_ref().and_then(|p| e164(p, region)),
+        })
+    }
+
+    /// The blocking keys of this profile: two profiles are compared only
+    /// when they share one. Each key starts with its kind.
+    fn blocking_keys(&self) -> Vec<String> {
+        let mut keys = Vec::with_capacity(6);
+        if let Some(domain) = &self.domain {
+            // Domain and one name word: a generic domain never forms one
+            // block, and a typo in one name still meets on the other.
+            for token in [&self.first_canonical, &self.last_canonical] {
+                if !token.is_empty() {
+                    keys.push(format!("d\u{1}{}\u{1}{token}", domain.as_str()));
+                }
+            }
+        }
+        if let Some(phone) = &self.phone {
+            keys.push(format!("p\u{1}{phone}"));
+        }
+        let company = self
+            .company_id
+            .map(|id| id.to_string())
+            .or_else(|| self.company.clone());
+        if let Some(company) = company {
+            let (x, y) = ordered(&self.first_canonical, &self.last_canonical);
+            keys.push(format!("c\u{1}{company}\u{1}{x}\u{1}{y}"));
+        }
+        if let Some(local) = self.local.as_ref().filter(|l| !is_generic_local_part(l)) {
+            keys.push(format!("l\u{1}{local}"));
+        }
+        keys
+    }
+}
+
+/// `(a, b)` in order.
+fn ordered<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+/// 1 for equal words, else their Jaro–Winkler similarity (computed in one
+/// order of the two, so that it is symmetric).
+fn similarity(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let (x, y) = ordered(a, b);
+    strsim::jaro_winkler(x, y)
+}
+
+/// The better similarity of two name words, as written or as the names
+/// their nicknames shorten.
+fn word_similarity(a: &str, a_canonical: &str, b: &str, b_canonical: &str) -> f64 {
+    similarity(a, b).max(similarity(a_canonical, b_canonical))
+}
+
+/// How alike two profiles' names are (the worse of the two words, in the
+/// better order), and whether the better order is the swapped one.
+fn name_similarity(p: &ContactProfile, q: &ContactProfile) -> (f64, bool) {
+    let straight = word_similarity(&p.first, &p.first_canonical, &q.first, &q.first_canonical)
+        .min(word_similarity(
+            &p.last,
+            &p.last_canonical,
+            &q.last,
+            &q.last_canonical,
+        ));
+    let swapped = word_similarity(&p.first, &p.first_canonical, &q.last, &q.last_canonical).min(
+        word_similarity(&p.last, &p.last_canonical, &q.first, &q.first_canonical),
+    );
+    if swapped > straight {
+        (swapped, true)
+    } else {
+        (straight, false)
+    }
+}
+
+/// The confidence (0–1) that `p` and `q` are one person, with its
+/// reasons; `None` when their names are too far apart to be compared.
+pub fn score(p: &ContactProfile, q: &ContactProfile) -> Option<(f64, Vec<DuplicateReason>)> {
+    let (names, swapped) = name_similarity(p, q);
+    if names < MIN_NAME_SIMILARITY {
+        return None;
+    }
+    let mut reasons = Vec::new();
+    let mut odds = -6.0;
+    odds += if names >= 0.97 {
+        5.0
+    } else if names >= 0.9 {
+        3.5
+    } else if names >= 0.85 {
+        2.0
+    } else {
+        -4.0
+    };
+    match (&p.phone, &q.phone) {
+        (Some(a), Some(b)) if a == b => {
+            odds += 6.0;
+            reasons.push(DuplicateReason::SamePhone);
+        }
+        (Some(_), Some(_)) => odds -= 2.0,
+        _ => {}
+    }
+    let same_domain = matches!((&p.domain, &q.domain), (Some(a), Some(b)) if a == b);
+    if same_domain {
+        let free = p.domain.as_ref().is_some_and(CompanyDomain::is_free_mail);
+        odds += if free { 0.5 } else { 2.0 };
+        if names >= 0.85 {
+            reasons.push(DuplicateReason::SameEmailDomainSimilarName);
+        }
+    }
+    if let (Some(a), Some(b)) = (&p.local, &q.local) {
+        let locals = similarity(a, b);
+        if same_domain {
+            odds += if locals >= 0.9 {
+                3.0
+            } else if locals >= 0.8 {
+                1.5
+            } else {
+                0.0
+            };
+        } else if a == b && !is_generic_local_part(a) {
+            odds += 5.0;
+            reasons.push(DuplicateReason::SameLocalPartOtherDomain);
+        } else if locals >= 0.9 {
+            odds += 1.0;
+        }
+    }
+    let same_company = match (p.company_id, q.company_id) {
+        (Some(a), Some(b)) => a == b,
+        _ => matches!((&p.company, &q.company), (Some(a), Some(b)) if a == b),
+    };
+    if same_company {
+        odds += 1.5;
+        if names >= 0.97 {
+            odds += 3.0;
+            reasons.push(DuplicateReason::SameNameSameCompany);
+        }
+    }
+    if swapped {
+        reasons.push(DuplicateReason::SwappedNames);
+    }
+    if p.first != q.first
+        && p.first_canonical == q.first_canonical
+        && (is_nickname(&p.first) || is_nickname(&q.first))
+    {
+        reasons.push(DuplicateReason::Nickname);
+    }
+    let confidence = (1.0 / (1.0 + f64::exp(-odds)) * 10_000.0).round() / 10_000.0;
+    Some((confidence, reasons))
+}
+
+/// A scored pair of profiles (indexes into the scanned profiles, the
+/// smaller contact id first).
+#[derive(Debug, Clone)]
+pub(crate) struct ScoredPair {
+    pub(crate) a: usize,
+    pub(crate) b: usize,
+    pub(crate) confidence: f64,
+    pub(crate) reasons: Vec<DuplicateReason>,
+}
+
+/// What a blocking pass found, besides the pairs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockingStats {
+    /// How many pairs were scored.
+    pub comparisons: u64,
+    /// Blocks left out for holding more than the cap.
+    pub oversized_blocks: u64,
+}
+
+/// Every pair of `profiles` that shares a blocking key (of a block of at
+/// most `max_block` profiles) and scores at least `threshold`.
+pub(crate) fn candidate_pairs(
+    profiles: &[ContactProfile],
+    threshold: f64,
+    max_block: usize,
+) -> (Vec<ScoredPair>, BlockingStats) {
+    let mut blocks: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, p) in profiles.iter().enumerate() {
+        for key in p.blocking_keys() {
+            blocks.entry(key).or_default().push(i);
+        }
+    }
+    let mut stats = BlockingStats::default();
+    let mut seen: HashSet<(usize, usize)> = HashSet::new();
+    let mut pairs = Vec::new();
+    // Blocks in key order, so that the work done is the same every run.
+    let mut keys: Vec<&String> = blocks.keys().collect();
+    keys.sort_unstable();
+    for key in keys {
+        let members = &blocks[key];
+        if members.len() < 2 {
+            continue;
+        }
+        if members.len() > max_block {
+            stats.oversized_blocks += 1;
+            continue;
+        }
+        for (n, &i) in members.iter().enumerate() {
+            for &j in &members[n + 1..] {
+                if i == j {
+                    continue;
+                }
+                let (a, b) = if profiles[i].id < profiles[j].id {
+                    (i, j)
+                } else {
+                    (j, i)
+                };
+                if !seen.insert((a, b)) {
+                    continue;
+                }
+                stats.comparisons += 1;
+                if let Some((confidence, reasons)) = score(&profiles[a], &profiles[b])
+                    && confidence >= threshold
+                {
+                    pairs.push(ScoredPair {
+                        a,
+                        b,
+                        confidence,
+                        reasons,
+                    });
+                }
+            }
+        }
+    }
+    (pairs, stats)
+}
