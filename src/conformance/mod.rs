@@ -517,3 +517,5 @@ mod feed;
 pub use feed::*;
 mod external_ids;
 pub use external_ids::*;
+mod duplicate_data;
+pub use duplicate_data::DuplicateTenant;

@@ -124,7 +124,7 @@ const ROLE_LOCAL_PARTS: &[&str] = &[
 ];
 
 /// The local part of `email` as a key: its caseless form with any
-/// `+tag` removed, each word (split at `.`, `_`, `-` and digits) folded and
+/// `+tag` removed, each word (split at `.`, `_` and `-`) folded and
 /// a nickname replaced by its full name, words joined by `.`. `None` for an
 /// erased contact's placeholder.
 pub fn local_part_key(email: &Email) -> Option<String> {
@@ -134,7 +134,7 @@ pub fn local_part_key(email: &Email) -> Option<String> {
     let (local, _) = email.normalized().rsplit_once('@')?;
     let local = local.split('+').next().unwrap_or(local);
     let words: Vec<String> = local
-        .split(|c: char| c == '.' || c == '_' || c == '-' || c.is_ascii_digit())
+        .split(['.', '_', '-'])
         .map(fold)
         .filter(|w| !w.is_empty())
         .map(|w| canonical_first(&w).to_string())
@@ -185,7 +185,8 @@ mod tests {
     fn local_parts_become_words_with_nicknames_resolved() {
         let key = |e: &str| local_part_key(&Email::parse(e).unwrap());
         assert_eq!(key("Bob.Smith+crm@x.com").as_deref(), Some("robert.smith"));
-        assert_eq!(key("robert_smith77@y.org").as_deref(), Some("robert.smith"));
+        assert_eq!(key("robert_smith@y.org").as_deref(), Some("robert.smith"));
+        assert_eq!(key("robert-smith77@y.org").as_deref(), Some("robert.smith77"));
         assert!(is_generic_local_part("info"));
         assert!(is_generic_local_part("jo"));
         assert!(!is_generic_local_part("robert.smith"));

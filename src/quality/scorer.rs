@@ -10,20 +10,27 @@
 //!
 //! | evidence | log-odds |
 //! | --- | --- |
-//! | names: the worse of first and last name similarity ≥ 0.97 / ≥ 0.9 / ≥ 0.85 / lower | +5 / +3.5 / +2 / −4 |
+//! | names: the worse of first and last name similarity ≥ 0.97 / ≥ 0.9 / ≥ 0.85 / ≥ 0.8 / lower | +5 / +4 / +3 / +1 / −4 |
+//! | a common name: `c` = ln(people expected to bear it), from the scanned names | −0.7 × (c + 4), within 0–4 |
 //! | the same phone number in E.164 | +6 |
 //! | both have a phone number, and they differ | −2 |
 //! | the same email domain: a company's / a free-mail provider's | +2 / +0.5 |
 //! | local parts at one domain: similarity ≥ 0.9 / ≥ 0.8 | +3 / +1.5 |
-//! | the same local part at another domain (not a role address) | +5 |
+//! | the same local part at another domain (not a role address), held by `k` contacts | +5 − ln(k − 1), at least +2 |
 //! | similar local parts (≥ 0.9) at another domain | +1 |
 //! | the same company (company id or name); with the same name | +1.5; +3 |
 //!
 //! Names compare after folding ([`fold`]: case, accents, punctuation),
 //! with nicknames read as the names they shorten, in both orders (first
 //! and last name swapped); a token similarity is 1 for equal tokens and
-//! the Jaro–Winkler similarity otherwise. Pairs whose names are less
+//! the Jaro–Winkler similarity otherwise, capped by the edits between
+//! them (at most `1 − 0.07 × (edits − 1)`). Pairs whose names are less
 //! similar than [`MIN_NAME_SIMILARITY`] are not scored at all.
+//!
+//! A name shared by many people says less: the people expected to bear a
+//! full name are estimated from how often its first and last name occur
+//! among the scanned contacts ([`NameCounts`]); two `John Smith`s at
+//! `gmail.com` need more than their names and a similar address.
 
 use std::collections::{HashMap, HashSet};
 
@@ -132,10 +139,23 @@ fn similarity(a: &str, b: &str) -> f64 {
     strsim::jaro_winkler(x, y)
 }
 
+/// [`similarity`] of two name words, at most `1 − 0.07 × (d − 1)` for
+/// words `d` edits apart (optimal string alignment): Jaro–Winkler is
+/// lenient with long words that share a beginning and an end, a typo is
+/// one or two edits.
+fn name_word_similarity(a: &str, b: &str) -> f64 {
+    let jw = similarity(a, b);
+    if jw == 1.0 || jw < MIN_NAME_SIMILARITY {
+        return jw;
+    }
+    let edits = strsim::osa_distance(a, b) as f64;
+    jw.min(1.0 - 0.07 * (edits - 1.0))
+}
+
 /// The better similarity of two name words, as written or as the names
 /// their nicknames shorten.
 fn word_similarity(a: &str, a_canonical: &str, b: &str, b_canonical: &str) -> f64 {
-    similarity(a, b).max(similarity(a_canonical, b_canonical))
+    name_word_similarity(a, b).max(name_word_similarity(a_canonical, b_canonical))
 }
 
 /// How alike two profiles' names are (the worse of the two words, in the
@@ -158,21 +178,83 @@ fn name_similarity(p: &ContactProfile, q: &ContactProfile) -> (f64, bool) {
     }
 }
 
+/// How often each name word (as first or last name, nicknames read as
+/// full names) and each email local part occur among a set of profiles:
+/// how common a name or an address is.
+#[derive(Debug, Clone, Default)]
+pub struct NameCounts {
+    words: HashMap<String, u32>,
+    locals: HashMap<String, u32>,
+    people: u32,
+}
+
+impl NameCounts {
+    /// The counts of `profiles`' name words.
+    pub fn of(profiles: &[ContactProfile]) -> NameCounts {
+        let mut words: HashMap<String, u32> = HashMap::new();
+        for p in profiles {
+            *words.entry(p.first_canonical.clone()).or_default() += 1;
+            if p.last_canonical != p.first_canonical {
+                *words.entry(p.last_canonical.clone()).or_default() += 1;
+            }
+        }
+        let mut locals: HashMap<String, u32> = HashMap::new();
+        for p in profiles {
+            if let Some(l) = &p.local {
+                *locals.entry(l.clone()).or_default() += 1;
+            }
+        }
+        NameCounts {
+            words,
+            locals,
+            people: u32::try_from(profiles.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The log-odds of the same local part at two domains: 5, less the
+    /// log of how many others hold it (`danielk` says less than
+    /// `daniel.kelleywood`), at least 2.
+    fn same_local_weight(&self, local: &str) -> f64 {
+        let holders = f64::from(self.locals.get(local).copied().unwrap_or(2).max(2));
+        (5.0 - (holders - 1.0).ln()).max(2.0)
+    }
+
+    /// The natural log of how many people are expected to bear `p`'s full
+    /// name (its words' counts multiplied, over the people counted).
+    fn commonness(&self, p: &ContactProfile) -> f64 {
+        let count = |w: &str| f64::from(self.words.get(w).copied().unwrap_or(1).max(1));
+        (count(&p.first_canonical) * count(&p.last_canonical) / f64::from(self.people.max(1))).ln()
+    }
+
+    /// The log-odds taken off for the more common of two names.
+    fn penalty(&self, p: &ContactProfile, q: &ContactProfile) -> f64 {
+        let c = self.commonness(p).max(self.commonness(q));
+        (0.7 * (c + 4.0)).clamp(0.0, 4.0)
+    }
+}
+
 /// The confidence (0–1) that `p` and `q` are one person, with its
-/// reasons; `None` when their names are too far apart to be compared.
-pub fn score(p: &ContactProfile, q: &ContactProfile) -> Option<(f64, Vec<DuplicateReason>)> {
+/// reasons, names counted in `counts`; `None` when their names are too
+/// far apart to be compared.
+pub fn score(
+    p: &ContactProfile,
+    q: &ContactProfile,
+    counts: &NameCounts,
+) -> Option<(f64, Vec<DuplicateReason>)> {
     let (names, swapped) = name_similarity(p, q);
     if names < MIN_NAME_SIMILARITY {
         return None;
     }
     let mut reasons = Vec::new();
-    let mut odds = -6.0;
+    let mut odds = -6.0 - counts.penalty(p, q);
     odds += if names >= 0.97 {
         5.0
     } else if names >= 0.9 {
-        3.5
+        4.0
     } else if names >= 0.85 {
-        2.0
+        3.0
+    } else if names >= 0.8 {
+        1.0
     } else {
         -4.0
     };
@@ -203,7 +285,7 @@ pub fn score(p: &ContactProfile, q: &ContactProfile) -> Option<(f64, Vec<Duplica
                 0.0
             };
         } else if a == b && !is_generic_local_part(a) {
-            odds += 5.0;
+            odds += counts.same_local_weight(a);
             reasons.push(DuplicateReason::SameLocalPartOtherDomain);
         } else if locals >= 0.9 {
             odds += 1.0;
@@ -265,6 +347,7 @@ pub(crate) fn candidate_pairs(
             blocks.entry(key).or_default().push(i);
         }
     }
+    let counts = NameCounts::of(profiles);
     let mut stats = BlockingStats::default();
     let mut seen: HashSet<(usize, usize)> = HashSet::new();
     let mut pairs = Vec::new();
@@ -294,7 +377,7 @@ pub(crate) fn candidate_pairs(
                     continue;
                 }
                 stats.comparisons += 1;
-                if let Some((confidence, reasons)) = score(&profiles[a], &profiles[b])
+                if let Some((confidence, reasons)) = score(&profiles[a], &profiles[b], &counts)
                     && confidence >= threshold
                 {
                     pairs.push(ScoredPair {
