@@ -41,7 +41,11 @@ async fn measure(name: &str, store: &DynStore, data: &DuplicateTenant) -> crm_co
     let tenant = TenantId::new();
     let t = Instant::now();
     load(store, tenant, data).await?;
-    println!("{name}: loaded {} contacts in {:.1?}", data.contacts.len(), t.elapsed());
+    println!(
+        "{name}: loaded {} contacts in {:.1?}",
+        data.contacts.len(),
+        t.elapsed()
+    );
     let mut times = Vec::new();
     let mut scan = None;
     for _ in 0..3 {
@@ -67,8 +71,12 @@ async fn measure(name: &str, store: &DynStore, data: &DuplicateTenant) -> crm_co
         DuplicateOptions::default().threshold,
     );
     if name == "memory" {
-        let low = duplicate_candidates(store, tenant, &DuplicateOptions::default().with_threshold(0.3))
-            .await?;
+        let low = duplicate_candidates(
+            store,
+            tenant,
+            &DuplicateOptions::default().with_threshold(0.3),
+        )
+        .await?;
         for threshold in [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99] {
             let kept: Vec<_> = low
                 .pairs()

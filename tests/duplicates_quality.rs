@@ -26,7 +26,11 @@ async fn scan_quality(seed: u64, contacts: usize) -> (f64, f64, usize) {
             .upsert_contacts(batch, ConflictPolicy::Incoming)
             .await
             .unwrap();
-        assert!(outcomes.iter().all(|o| matches!(o, crm_core::bulk::UpsertOutcome::Inserted(_))));
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, crm_core::bulk::UpsertOutcome::Inserted(_)))
+        );
         tx.commit().await.unwrap();
     }
     let scan = duplicate_candidates(&store, tenant, &DuplicateOptions::default())

@@ -357,6 +357,12 @@ macro_rules! __conformance_suite {
             external_id_input_is_checked,
             external_ids_are_invisible_to_another_tenant,
             external_ids_roll_back_and_write_no_history_or_event,
+            // Data quality: duplicate candidates and merge previews.
+            duplicate_candidates_pair_the_same_person_written_differently,
+            duplicate_pairs_page_through_every_pair_once_and_refuse_foreign_cursors,
+            duplicate_companies_pair_one_organisation_written_differently,
+            a_merge_preview_is_what_the_merge_writes_and_writes_nothing,
+            a_merge_preview_refuses_what_the_merge_refuses,
         }
     };
 }
@@ -519,3 +525,5 @@ mod external_ids;
 pub use external_ids::*;
 mod duplicate_data;
 pub use duplicate_data::DuplicateTenant;
+mod duplicates;
+pub use duplicates::*;

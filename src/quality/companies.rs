@@ -18,7 +18,9 @@ use super::{
 };
 use crate::{
     Context, Store, TenantId,
-    domain::{Company, CompanyDomain, CompanyId, CompanyName, CursorList, ListScope, Page, PageRequest},
+    domain::{
+        Company, CompanyDomain, CompanyId, CompanyName, CursorList, ListScope, Page, PageRequest,
+    },
     error::Result,
     store::{CompanyQuery, CompanySort},
 };
@@ -98,8 +100,29 @@ fn position(p: &CompanyDuplicatePair) -> PairPosition {
 
 /// Legal forms left out of a company name's end before comparing.
 const LEGAL_FORMS: &[&str] = &[
-    "ab", "ag", "bv", "co", "company", "corp", "corporation", "gmbh", "inc", "incorporated", "limited",
-    "llc", "llp", "ltd", "nv", "oy", "plc", "pty", "sa", "sarl", "sas", "spa", "srl",
+    "ab",
+    "ag",
+    "bv",
+    "co",
+    "company",
+    "corp",
+    "corporation",
+    "gmbh",
+    "inc",
+    "incorporated",
+    "limited",
+    "llc",
+    "llp",
+    "ltd",
+    "nv",
+    "oy",
+    "plc",
+    "pty",
+    "sa",
+    "sarl",
+    "sas",
+    "spa",
+    "srl",
 ];
 
 /// A company name's comparison key: its words folded, legal forms and
@@ -148,7 +171,11 @@ impl Profile {
         let domain = c
             .domain
             .clone()
-            .or_else(|| CompanyDomain::parse(c.name.as_str()).ok().filter(|_| c.name.as_str().contains('.')))
+            .or_else(|| {
+                CompanyDomain::parse(c.name.as_str())
+                    .ok()
+                    .filter(|_| c.name.as_str().contains('.'))
+            })
             .map(|d| organisation_domain(&d));
         Profile {
             id: c.id,

@@ -10,9 +10,7 @@ use super::scorer::{BlockingStats, ContactProfile, candidate_pairs};
 use crate::{
     Context, Store, TenantId,
     bulk::CsvFormulas,
-    domain::{
-        ContactId, CursorList, CursorPosition, Email, ListScope, Page, PageRequest,
-    },
+    domain::{ContactId, CursorList, CursorPosition, Email, ListScope, Page, PageRequest},
     error::{Error, FieldError, Result, ValidationErrors},
     store::{ContactQuery, ContactSort},
 };
@@ -265,8 +263,7 @@ impl DuplicateScan {
         profiles: &[ContactProfile],
         contacts: u64,
     ) -> DuplicateScan {
-        let (scored, stats) =
-            candidate_pairs(profiles, options.threshold, options.max_block_size);
+        let (scored, stats) = candidate_pairs(profiles, options.threshold, options.max_block_size);
         let mut pairs: Vec<DuplicatePair> = scored
             .into_iter()
             .map(|s| {
@@ -396,4 +393,94 @@ pub async fn duplicate_candidates<S: Store + ?Sized>(
     Ok(DuplicateScan::of_profiles(
         tenant, options, &profiles, contacts,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Contact, NewContact, PersonName};
+
+    fn profile(email: &str) -> ContactProfile {
+        let new = NewContact::new(
+            Email::parse(email).unwrap(),
+            PersonName::parse("Grace").unwrap(),
+            PersonName::parse("Hopper").unwrap(),
+        );
+        let c = Contact::create(TenantId::new(), new, chrono::Utc::now());
+        ContactProfile::of(&c, phonenumber::country::Id::US).unwrap()
+    }
+
+    #[test]
+    fn the_csv_keeps_hostile_addresses_exactly_and_neutralises_formulas() {
+        // The same local part at four domains: six pairs.
+        let hostile = [
+            "=cmd|' /C calc'!A0@evil.example",
+            "\"a,b\nc\"@evil.example",
+            "\"say \\\"hi\\\"\"@evil.example",
+            "+grace.hopper@evil.example",
+        ];
+        let mut addresses: Vec<&str> = hostile
+            .iter()
+            .copied()
+            .filter(|e| Email::parse(e).is_ok())
+            .collect();
+        assert!(
+            addresses.len() >= 2,
+            "the email type accepts a leading = and +: {addresses:?}"
+        );
+        addresses.extend(["grace.hopper@navy.example", "grace.hopper@yale.example"]);
+        let profiles: Vec<ContactProfile> = addresses.iter().map(|e| profile(e)).collect();
+        let options = DuplicateOptions::default().with_threshold(0.0);
+        let scan = DuplicateScan::of_profiles(TenantId::new(), &options, &profiles, 6);
+        assert!(!scan.is_empty());
+        let mut out = Vec::new();
+        scan.write_csv(&mut out).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        assert_eq!(
+            reader.headers().unwrap(),
+            vec!["email_a", "email_b", "confidence", "reasons"]
+        );
+        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+        assert_eq!(rows.len(), scan.len(), "one row per pair");
+        for (row, pair) in rows.iter().zip(scan.pairs()) {
+            for (cell, email) in [(&row[0], &pair.email_a), (&row[1], &pair.email_b)] {
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@']),
+                    "no cell starts a formula: {cell:?}"
+                );
+                assert_eq!(CsvFormulas::Neutralise.read(cell), email.as_str());
+            }
+            assert_eq!(row[2].parse::<f64>().unwrap(), pair.confidence);
+            let reasons: Vec<&str> = pair.reasons.iter().map(|r| r.as_str()).collect();
+            assert_eq!(&row[3], reasons.join(";"));
+        }
+    }
+
+    #[test]
+    fn pages_follow_the_order_and_refuse_a_cursor_out_of_range() {
+        let profiles: Vec<ContactProfile> = ["x", "y", "z", "w"]
+            .iter()
+            .map(|d| profile(&format!("grace.hopper@{d}.example")))
+            .collect();
+        let tenant = TenantId::new();
+        let options = DuplicateOptions::default();
+        let scan = DuplicateScan::of_profiles(tenant, &options, &profiles, 4);
+        assert_eq!(scan.len(), 6);
+        let first = scan.page(&PageRequest::first(4)).unwrap();
+        let rest = scan
+            .page(&PageRequest::after(4, first.next_cursor.clone().unwrap()))
+            .unwrap();
+        assert_eq!([first.items, rest.items].concat(), scan.pairs());
+        assert!(rest.next_cursor.is_none());
+        let scope = CursorList::DuplicateContacts.scoped(&(tenant, &options));
+        let bad = crate::domain::Cursor::encode(
+            scope,
+            &PairPosition(1.5, uuid::Uuid::nil(), uuid::Uuid::nil()),
+        );
+        let err = scan.page(&PageRequest::after(4, bad)).unwrap_err();
+        assert!(
+            err.field_errors().iter().any(|e| e.field == "cursor"),
+            "{err:?}"
+        );
+    }
 }

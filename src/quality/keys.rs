@@ -119,8 +119,19 @@ pub(crate) fn is_nickname(folded: &str) -> bool {
 /// Local parts shared by many people (a role, not a person): never a
 /// blocking key of their own.
 const ROLE_LOCAL_PARTS: &[&str] = &[
-    "admin", "billing", "contact", "hello", "help", "hi", "info", "mail", "marketing", "office",
-    "sales", "support", "team",
+    "admin",
+    "billing",
+    "contact",
+    "hello",
+    "help",
+    "hi",
+    "info",
+    "mail",
+    "marketing",
+    "office",
+    "sales",
+    "support",
+    "team",
 ];
 
 /// The local part of `email` as a key: its caseless form with any
@@ -163,7 +174,11 @@ mod tests {
     #[test]
     fn the_nickname_table_is_sorted_for_its_binary_search() {
         assert!(NICKNAMES.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(NICKNAMES.iter().all(|(n, f)| fold(n) == *n && fold(f) == *f));
+        assert!(
+            NICKNAMES
+                .iter()
+                .all(|(n, f)| fold(n) == *n && fold(f) == *f)
+        );
     }
 
     #[test]
@@ -186,7 +201,10 @@ mod tests {
         let key = |e: &str| local_part_key(&Email::parse(e).unwrap());
         assert_eq!(key("Bob.Smith+crm@x.com").as_deref(), Some("robert.smith"));
         assert_eq!(key("robert_smith@y.org").as_deref(), Some("robert.smith"));
-        assert_eq!(key("robert-smith77@y.org").as_deref(), Some("robert.smith77"));
+        assert_eq!(
+            key("robert-smith77@y.org").as_deref(),
+            Some("robert.smith77")
+        );
         assert!(is_generic_local_part("info"));
         assert!(is_generic_local_part("jo"));
         assert!(!is_generic_local_part("robert.smith"));

@@ -9,8 +9,7 @@ use serde::Serialize;
 use crate::{
     Transaction,
     domain::{
-        ActivityId, Contact, ContactId, DealId, FieldChange, PageRequest, RecordRef, TagId,
-        TaskId,
+        ActivityId, Contact, ContactId, DealId, FieldChange, PageRequest, RecordRef, TagId, TaskId,
     },
     error::Result,
     history::{BOOKKEEPING_FIELDS, contact_values, diff},
@@ -89,10 +88,7 @@ pub async fn merge_preview<T: Transaction + ?Sized>(
         .await?
         .ok_or_else(|| crate::Error::not_found(crate::Entity::Contact, loser))?;
     let next = merged(&kept, &gone, policy, shared_now())?.unwrap_or_else(|| kept.clone());
-    let mut changes = diff(
-        Some(&contact_values(&kept)),
-        Some(&contact_values(&next)),
-    );
+    let mut changes = diff(Some(&contact_values(&kept)), Some(&contact_values(&next)));
     changes.retain(|field, _| !BOOKKEEPING_FIELDS.contains(&field.as_str()));
     let deals = all_pages!(tx, list_deals_for_contact(loser))
         .into_iter()

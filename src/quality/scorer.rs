@@ -161,13 +161,9 @@ fn word_similarity(a: &str, a_canonical: &str, b: &str, b_canonical: &str) -> f6
 /// How alike two profiles' names are (the worse of the two words, in the
 /// better order), and whether the better order is the swapped one.
 fn name_similarity(p: &ContactProfile, q: &ContactProfile) -> (f64, bool) {
-    let straight = word_similarity(&p.first, &p.first_canonical, &q.first, &q.first_canonical)
-        .min(word_similarity(
-            &p.last,
-            &p.last_canonical,
-            &q.last,
-            &q.last_canonical,
-        ));
+    let straight = word_similarity(&p.first, &p.first_canonical, &q.first, &q.first_canonical).min(
+        word_similarity(&p.last, &p.last_canonical, &q.last, &q.last_canonical),
+    );
     let swapped = word_similarity(&p.first, &p.first_canonical, &q.last, &q.last_canonical).min(
         word_similarity(&p.last, &p.last_canonical, &q.first, &q.first_canonical),
     );
@@ -220,10 +216,14 @@ impl NameCounts {
     }
 
     /// The natural log of how many people are expected to bear `p`'s full
-    /// name (its words' counts multiplied, over the people counted).
+    /// name (its words' counts multiplied, over the people counted, at
+    /// least 1,000).
     fn commonness(&self, p: &ContactProfile) -> f64 {
         let count = |w: &str| f64::from(self.words.get(w).copied().unwrap_or(1).max(1));
-        (count(&p.first_canonical) * count(&p.last_canonical) / f64::from(self.people.max(1))).ln()
+        // At least a thousand people: in a small tenant every name that
+        // occurs twice would otherwise count as common.
+        (count(&p.first_canonical) * count(&p.last_canonical) / f64::from(self.people.max(1000)))
+            .ln()
     }
 
     /// The log-odds taken off for the more common of two names.
@@ -391,4 +391,241 @@ pub(crate) fn candidate_pairs(
         }
     }
     (pairs, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{CompanyName, NewContact, PersonName, Phone, TenantId};
+
+    fn contact(
+        email: &str,
+        first: &str,
+        last: &str,
+        company: Option<&str>,
+        phone: Option<&str>,
+    ) -> Contact {
+        let mut new = NewContact::new(
+            Email::parse(email).unwrap(),
+            PersonName::parse(first).unwrap(),
+            PersonName::parse(last).unwrap(),
+        );
+        new.company = company.map(|c| CompanyName::parse(c).unwrap());
+        new.phone = phone.map(|p| Phone::parse(p).unwrap());
+        Contact::create(TenantId::new(), new, chrono::Utc::now())
+    }
+
+    fn profile(
+        email: &str,
+        first: &str,
+        last: &str,
+        company: Option<&str>,
+        phone: Option<&str>,
+    ) -> ContactProfile {
+        ContactProfile::of(
+            &contact(email, first, last, company, phone),
+            phonenumber::country::Id::US,
+        )
+        .unwrap()
+    }
+
+    fn pair(p: &ContactProfile, q: &ContactProfile) -> Option<(f64, Vec<DuplicateReason>)> {
+        score(p, q, &NameCounts::of(&[p.clone(), q.clone()]))
+    }
+
+    #[test]
+    fn a_nickname_and_one_phone_in_two_formats_are_one_person() {
+        let p = profile(
+            "robert.smith@acme.example",
+            "Robert",
+            "Smith",
+            None,
+            Some("(415) 555-0134"),
+        );
+        let q = profile(
+            "bob.smith@acme.example",
+            "Bob",
+            "Smith",
+            None,
+            Some("+1 415.555.0134"),
+        );
+        let (confidence, reasons) = pair(&p, &q).unwrap();
+        assert!(confidence > 0.99, "{confidence}");
+        assert!(reasons.contains(&DuplicateReason::SamePhone));
+        assert!(reasons.contains(&DuplicateReason::Nickname));
+        assert!(reasons.contains(&DuplicateReason::SameEmailDomainSimilarName));
+    }
+
+    #[test]
+    fn swapped_names_with_the_same_local_part_elsewhere_are_one_person() {
+        let p = profile("p.nakamura@globex.example", "Priya", "Nakamura", None, None);
+        let q = profile("P.Nakamura@gmail.com", "NAKAMURA", "priya", None, None);
+        let (confidence, reasons) = pair(&p, &q).unwrap();
+        assert!(confidence >= 0.8, "{confidence}");
+        assert!(reasons.contains(&DuplicateReason::SwappedNames));
+        assert!(reasons.contains(&DuplicateReason::SameLocalPartOtherDomain));
+    }
+
+    #[test]
+    fn the_same_name_at_the_same_company_with_accents_and_a_typo_in_the_address() {
+        let p = profile(
+            "ines.mendez@initech.example",
+            "Inés",
+            "Méndez",
+            Some("Initech"),
+            None,
+        );
+        let q = profile(
+            "ines.mednez@initech.example",
+            "INES",
+            "MENDEZ",
+            Some("initech"),
+            None,
+        );
+        let (confidence, reasons) = pair(&p, &q).unwrap();
+        assert!(confidence >= 0.8, "{confidence}");
+        assert!(reasons.contains(&DuplicateReason::SameNameSameCompany));
+    }
+
+    #[test]
+    fn a_typo_in_a_name_at_one_domain_is_one_person() {
+        let p = profile(
+            "katherine.holloway@acme.example",
+            "Katherine",
+            "Holloway",
+            None,
+            None,
+        );
+        let q = profile(
+            "katherine.hollowy@acme.example",
+            "Katherine",
+            "Hollowy",
+            None,
+            None,
+        );
+        let (confidence, reasons) = pair(&p, &q).unwrap();
+        assert!(confidence >= 0.8, "{confidence}");
+        assert_eq!(reasons, vec![DuplicateReason::SameEmailDomainSimilarName]);
+    }
+
+    #[test]
+    fn different_people_sharing_a_common_surname_at_gmail_are_no_pair() {
+        let people = [
+            profile(
+                "john.smith@gmail.com",
+                "John",
+                "Smith",
+                None,
+                Some("212 555 0101"),
+            ),
+            profile(
+                "joan.smith@gmail.com",
+                "Joan",
+                "Smith",
+                None,
+                Some("212 555 0102"),
+            ),
+            profile("jane.smith@gmail.com", "Jane", "Smith", None, None),
+            profile("jsmith@gmail.com", "James", "Smith", None, None),
+            profile("mary.smith@gmail.com", "Mary", "Smith", None, None),
+        ];
+        let (pairs, stats) = candidate_pairs(&people, 0.8, 1000);
+        assert!(
+            stats.comparisons >= 10,
+            "they share a block and are compared"
+        );
+        assert!(pairs.is_empty(), "{pairs:?}");
+    }
+
+    #[test]
+    fn a_block_over_the_cap_is_left_out_and_counted() {
+        let people: Vec<ContactProfile> = (0..5)
+            .map(|i| {
+                profile(
+                    &format!("a{i}@gmail.com"),
+                    "Ann",
+                    &format!("Lee{i}"),
+                    None,
+                    None,
+                )
+            })
+            .collect();
+        let (_, stats) = candidate_pairs(&people, 0.8, 4);
+        assert_eq!(
+            stats.oversized_blocks, 1,
+            "the gmail.com + ann block of five"
+        );
+        assert_eq!(stats.comparisons, 0);
+    }
+
+    #[test]
+    fn names_too_far_apart_are_not_scored() {
+        let p = profile(
+            "a@acme.example",
+            "Alice",
+            "Walker",
+            None,
+            Some("415 555 0100"),
+        );
+        let q = profile(
+            "b@acme.example",
+            "Bob",
+            "Walker",
+            None,
+            Some("415 555 0100"),
+        );
+        assert!(
+            pair(&p, &q).is_none(),
+            "a shared switchboard number is not a person"
+        );
+    }
+
+    fn arb_contact() -> impl Strategy<Value = Contact> {
+        let names = prop::sample::select(vec![
+            "Robert", "Bob", "Smith", "Smyth", "Ann", "Anne", "Zoë", "Zoe", "Lee", "Li", "Müller",
+        ]);
+        let domains = prop::sample::select(vec!["gmail.com", "acme.example", "globex.example"]);
+        let phones = prop::option::of(prop::sample::select(vec![
+            "(415) 555-0134",
+            "+1 415 555 0134",
+            "415 555 0199",
+        ]));
+        (names.clone(), names, domains, phones, 0u32..50)
+            .prop_map(|(f, l, d, ph, n)| contact(&format!("{}{n}@{d}", fold(f)), f, l, None, ph))
+    }
+
+    proptest! {
+        #[test]
+        fn a_score_is_in_0_to_1_symmetric_and_deterministic(a in arb_contact(), b in arb_contact()) {
+            let us = phonenumber::country::Id::US;
+            let (p, q) = (ContactProfile::of(&a, us).unwrap(), ContactProfile::of(&b, us).unwrap());
+            let counts = NameCounts::of(&[p.clone(), q.clone()]);
+            let forward = score(&p, &q, &counts);
+            let backward = score(&q, &p, &counts);
+            if let Some((c, _)) = &forward {
+                prop_assert!((0.0..=1.0).contains(c));
+            }
+            prop_assert_eq!(&forward, &backward);
+            prop_assert_eq!(&forward, &score(&p, &q, &counts));
+        }
+
+        #[test]
+        fn a_contact_is_never_paired_with_itself_and_pairs_are_deterministic(
+            people in prop::collection::vec(arb_contact(), 0..30)
+        ) {
+            let us = phonenumber::country::Id::US;
+            let profiles: Vec<ContactProfile> =
+                people.iter().filter_map(|c| ContactProfile::of(c, us)).collect();
+            let (pairs, _) = candidate_pairs(&profiles, 0.0, 1000);
+            let (again, _) = candidate_pairs(&profiles, 0.0, 1000);
+            let key = |v: &[ScoredPair]| v.iter().map(|p| (p.a, p.b, p.confidence.to_bits())).collect::<Vec<_>>();
+            prop_assert_eq!(key(&pairs), key(&again));
+            for p in &pairs {
+                prop_assert_ne!(profiles[p.a].id, profiles[p.b].id);
+                prop_assert!(profiles[p.a].id < profiles[p.b].id);
+            }
+        }
+    }
 }
