@@ -88,6 +88,7 @@ pub mod feed;
 pub mod history;
 pub mod idempotency;
 pub mod prelude;
+pub mod quality;
 pub mod scoring;
 pub mod store;
 

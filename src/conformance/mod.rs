@@ -376,6 +376,12 @@ macro_rules! __conformance_suite {
             stale_queries_are_checked,
             a_merge_takes_the_later_engagement_and_keeps_the_survivors_verifications,
             freshness_is_invisible_to_another_tenant,
+            // Data quality: duplicate candidates and merge previews.
+            duplicate_candidates_pair_the_same_person_written_differently,
+            duplicate_pairs_page_through_every_pair_once_and_refuse_foreign_cursors,
+            duplicate_companies_pair_one_organisation_written_differently,
+            a_merge_preview_is_what_the_merge_writes_and_writes_nothing,
+            a_merge_preview_refuses_what_the_merge_refuses,
         }
     };
 }
@@ -540,3 +546,7 @@ mod external_ids;
 pub use external_ids::*;
 mod freshness;
 pub use freshness::*;
+mod duplicate_data;
+pub use duplicate_data::DuplicateTenant;
+mod duplicates;
+pub use duplicates::*;

@@ -254,6 +254,10 @@ pub enum CursorList {
     DealSearch,
     /// [`Transaction::stale_contacts`](crate::store::FreshnessTx::stale_contacts).
     StaleContacts,
+    /// The pairs of a [`DuplicateScan`](crate::quality::DuplicateScan).
+    DuplicateContacts,
+    /// The pairs of a [`CompanyDuplicateScan`](crate::quality::CompanyDuplicateScan).
+    DuplicateCompanies,
 }
 
 impl CursorList {
@@ -281,6 +285,8 @@ impl CursorList {
             CursorList::DealsOfCompany => "deals_of_company",
             CursorList::DealSearch => "deal_search",
             CursorList::StaleContacts => "stale_contacts",
+            CursorList::DuplicateContacts => "duplicate_contacts",
+            CursorList::DuplicateCompanies => "duplicate_companies",
         }
     }
 }

@@ -60,6 +60,9 @@ pub use tasks::TasksTx;
 pub use timeline::TimelineTx;
 pub use traced::trace_transaction;
 
+/// The checks and the survivor of a contact merge, for its preview.
+pub(crate) use shared::{check_merge_pair, merged};
+
 /// The current time as the store stamps it (UTC, microseconds).
 pub(crate) fn shared_now() -> Timestamp {
     shared::now()
