@@ -1,5 +1,8 @@
 //! Data quality over the store contract: duplicate candidates among a
-//! tenant's contacts and companies, and a preview of what a merge would do.
+//! tenant's contacts and companies, a preview of what a merge would do, and
+//! the enrichment hook ([`enrich`]). Freshness itself is kept by the store
+//! on every write ([`FreshnessTx`](crate::store::FreshnessTx)); a merge is
+//! undone by [`BulkTx::unmerge_contacts`](crate::store::BulkTx::unmerge_contacts).
 //!
 //! Duplicate detection reads every contact of a tenant once
 //! ([`duplicate_candidates`]), compares only contacts that share a blocking
@@ -48,6 +51,7 @@
 
 mod companies;
 mod duplicates;
+pub mod enrich;
 mod keys;
 mod preview;
 pub mod scorer;

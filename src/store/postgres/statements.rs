@@ -41,7 +41,7 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 17] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 18] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
