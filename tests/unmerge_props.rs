@@ -555,7 +555,12 @@ async fn run_case(store: &DynStore, steps: Vec<Step>) -> Result<(), TestCaseErro
     Ok(())
 }
 
+/// Runs `cases` cases (or `PROPTEST_CASES`, when set).
 fn run(store: &DynStore, rt: &tokio::runtime::Runtime, cases: u32) {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
     let mut runner = TestRunner::new(ProptestConfig {
         cases,
         failure_persistence: None,

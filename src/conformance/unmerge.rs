@@ -622,3 +622,27 @@ pub async fn an_erasure_clears_the_merges_of_everyone_merged_into_the_contact(st
         "another merge is undone",
     );
 }
+
+/// Contract: the merge of an erased loser (which gave the survivor nothing
+/// but its records) is undone like any other: the loser comes back erased,
+/// with its deals.
+pub async fn the_merge_of_an_erased_loser_is_undone(store: &DynStore) {
+    let t = TenantId::new();
+    let (survivor, loser) = pair(store, t).await;
+    let d = deal(store, t, new_deal(loser.id, "Kept", "1", "EUR")).await;
+    let erased = with_tx!(store, t, async |tx| ok(
+        tx.erase_contact(loser.id).await,
+        "erase"
+    ))
+    .await;
+    let m = merge(store, t, survivor.id, loser.id).await;
+    let done = ok(
+        unmerge(store, t, m, UnmergeConflicts::Refuse).await,
+        "unmerge",
+    );
+    assert_eq!(fields(&done.loser), fields(&erased));
+    assert!(done.loser.is_erased());
+    assert_eq!(done.deals, vec![d.id]);
+    let back = super::support::get(store, t, loser.id).await.expect("back");
+    assert_eq!(back, done.loser);
+}

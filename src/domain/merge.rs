@@ -52,6 +52,7 @@ impl MergeCleared {
 /// One merge of the journal, as
 /// [`BulkTx::contact_merges`](crate::store::BulkTx::contact_merges) lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MergeRecord {
     /// Its id.
     pub id: MergeId,
@@ -94,6 +95,7 @@ pub const MERGE_FIELDS: [&str; 9] = [
 /// What a merge keeps so that it can be undone: the loser as it was, the
 /// survivor before and after, and the ids of what moved. Stored as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct MergeSnapshot {
     /// The loser as it was just before the merge.
     pub loser: Contact,
@@ -206,6 +208,7 @@ impl fmt::Display for UnmergeRefusal {
 
 /// What an unmerge did.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Unmerged {
     /// The merge undone.
     pub merge: MergeId,

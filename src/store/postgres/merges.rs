@@ -142,6 +142,108 @@ fn policy_str(policy: ConflictPolicy) -> Result<String> {
     }
 }
 
+/// A contact as a snapshot holds it, before its values are checked.
+#[derive(serde::Deserialize)]
+struct StoredContact {
+    id: ContactId,
+    tenant_id: crate::domain::TenantId,
+    email: String,
+    first_name: String,
+    last_name: String,
+    company: Option<String>,
+    title: Option<String>,
+    phone: Option<String>,
+    lead_source: crate::domain::LeadSource,
+    metadata: serde_json::Value,
+    score: crate::domain::Score,
+    active: bool,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    version: crate::domain::Version,
+    company_id: Option<crate::domain::CompanyId>,
+    owner: Option<String>,
+}
+
+impl StoredContact {
+    /// The contact, its values rebuilt under the rules they were stored
+    /// with, as a row of `contacts` is (an erased loser's placeholder
+    /// email, a custom field an earlier version kept).
+    fn contact(self) -> Result<Contact> {
+        use crate::domain::{CompanyName, Email, JobTitle, Metadata, OwnerId, PersonName, Phone};
+        let bad = |e: crate::error::FieldError| {
+            Error::backend(format!(
+                "a stored merge snapshot does not parse: {}: {}",
+                e.field, e.reason
+            ))
+        };
+        Ok(Contact {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            email: Email::parse_stored("email", &self.email).map_err(bad)?,
+            first_name: PersonName::parse_stored("first_name", &self.first_name).map_err(bad)?,
+            last_name: PersonName::parse_stored("last_name", &self.last_name).map_err(bad)?,
+            company: self
+                .company
+                .map(|v| CompanyName::parse_stored("company", &v))
+                .transpose()
+                .map_err(bad)?,
+            title: self
+                .title
+                .map(|v| JobTitle::parse_stored("title", &v))
+                .transpose()
+                .map_err(bad)?,
+            phone: self
+                .phone
+                .map(|v| Phone::parse(&v))
+                .transpose()
+                .map_err(bad)?,
+            lead_source: self.lead_source,
+            metadata: Metadata::parse_stored(self.metadata).map_err(bad)?,
+            score: self.score,
+            active: self.active,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+            company_id: self.company_id,
+            owner: self
+                .owner
+                .map(|v| OwnerId::parse(&v))
+                .transpose()
+                .map_err(bad)?,
+        })
+    }
+}
+
+/// A snapshot as stored, its contacts not checked yet.
+#[derive(serde::Deserialize)]
+struct StoredSnapshot {
+    loser: StoredContact,
+    loser_taggings: Vec<(TagId, crate::domain::TaggingId, Timestamp)>,
+    survivor_before: StoredContact,
+    survivor_after: StoredContact,
+    deals: Vec<DealId>,
+    activities: Vec<ActivityId>,
+    signals: Vec<SignalId>,
+    tasks: Vec<TaskId>,
+    gained_taggings: Vec<(TagId, crate::domain::TaggingId)>,
+}
+
+fn stored_snapshot(value: serde_json::Value) -> Result<MergeSnapshot> {
+    let s: StoredSnapshot = serde_json::from_value(value)
+        .map_err(|e| Error::backend(format!("a stored merge snapshot does not parse: {e}")))?;
+    Ok(MergeSnapshot {
+        loser: s.loser.contact()?,
+        loser_taggings: s.loser_taggings,
+        survivor_before: s.survivor_before.contact()?,
+        survivor_after: s.survivor_after.contact()?,
+        deals: s.deals,
+        activities: s.activities,
+        signals: s.signals,
+        tasks: s.tasks,
+        gained_taggings: s.gained_taggings,
+    })
+}
+
 /// A journal row: its record and its snapshot (`None` when cleared).
 fn journal_row(row: &Row) -> Result<(MergeRecord, Option<MergeSnapshot>)> {
     let get_policy: String = row.try_get(5).map_err(error::db)?;
@@ -156,10 +258,7 @@ fn journal_row(row: &Row) -> Result<(MergeRecord, Option<MergeSnapshot>)> {
         ),
     };
     let snapshot: Option<serde_json::Value> = row.try_get(11).map_err(error::db)?;
-    let snapshot = snapshot
-        .map(serde_json::from_value::<MergeSnapshot>)
-        .transpose()
-        .map_err(|e| Error::backend(format!("a stored merge snapshot does not parse: {e}")))?;
+    let snapshot = snapshot.map(stored_snapshot).transpose()?;
     let record = MergeRecord {
         id: MergeId::from_uuid(row.try_get(0).map_err(error::db)?),
         survivor: ContactId::from_uuid(row.try_get(1).map_err(error::db)?),
