@@ -372,8 +372,10 @@ pub async fn duplicate_candidates<S: Store + ?Sized>(
     let mut tx = store
         .begin(tenant, Context::system("duplicate-candidates"))
         .await?;
+    // By name: the order both backends walk an index in, page after page
+    // (the order of the profiles changes nothing in the pairs).
     let mut query = ContactQuery::new()
-        .with_sort(ContactSort::CreatedAsc)
+        .with_sort(ContactSort::NameAsc)
         .with_page(PageRequest::first(1000));
     let mut profiles = Vec::new();
     loop {

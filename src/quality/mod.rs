@@ -17,7 +17,7 @@
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! use crm_core::{InMemoryStore, StoreExt, TenantId, Context, PageRequest};
+//! use crm_core::{Context, InMemoryStore, PageRequest, Store, TenantId};
 //! use crm_core::domain::{NewContactDto, NewContact};
 //! use crm_core::quality::{duplicate_candidates, DuplicateOptions, DuplicateReason};
 //!
