@@ -646,3 +646,61 @@ pub async fn the_merge_of_an_erased_loser_is_undone(store: &DynStore) {
     let back = super::support::get(store, t, loser.id).await.expect("back");
     assert_eq!(back, done.loser);
 }
+
+/// Contract: an unmerge gives both contacts the freshness of what they
+/// hold again: the survivor's last engagement falls back to its own latest
+/// activity or signal, and the loser comes back with its last engagement,
+/// its verifications and its marks (a bounced email stays invalid) as they
+/// were when it was merged away.
+pub async fn an_unmerge_restores_both_contacts_freshness(store: &DynStore) {
+    use crate::domain::{FreshField, NewActivity, NewSignal, SignalKind};
+    let t = TenantId::new();
+    let (survivor, loser) = pair(store, t).await;
+    let hour = chrono::Duration::hours(1);
+    let (older, newer) = (chrono::Utc::now() - hour * 48, chrono::Utc::now() - hour);
+    with_tx!(store, t, async |tx| {
+        let mut call = NewActivity::new(survivor.id, ActivityKind::Call);
+        call.occurred_at = Some(older);
+        ok(tx.log_activity(call).await, "the survivor's call");
+        let mut meeting = NewActivity::new(loser.id, ActivityKind::Meeting);
+        meeting.occurred_at = Some(newer);
+        ok(tx.log_activity(meeting).await, "the loser's meeting");
+        ok(
+            tx.verify_contact(loser.id, &[FreshField::Phone, FreshField::Title])
+                .await,
+            "verify the loser",
+        );
+        let mut bounce = NewSignal::new(loser.id, SignalKind::EMAIL_BOUNCED);
+        bounce.occurred_at = Some(newer);
+        ok(tx.record_signal(bounce).await, "a bounce");
+    })
+    .await;
+    let fresh = |c: ContactId| async move {
+        with_tx!(store, t, async |tx| ok(tx.freshness(c).await, "freshness"))
+            .await
+            .expect("a contact has its freshness")
+    };
+    let loser_before = fresh(loser.id).await;
+    assert!(loser_before.email_invalid_at.is_some(), "{loser_before:?}");
+    let merge = merge(store, t, survivor.id, loser.id).await;
+    let merged = fresh(survivor.id).await;
+    assert_eq!(
+        merged.last_engaged_at, loser_before.last_engaged_at,
+        "a merge gives the survivor the later engagement"
+    );
+    ok(
+        unmerge(store, t, merge, UnmergeConflicts::Refuse).await,
+        "unmerge",
+    );
+    let survivor_after = fresh(survivor.id).await;
+    assert_eq!(
+        survivor_after.last_engaged_at.map(|t| t.timestamp_micros()),
+        Some(older.timestamp_micros()),
+        "the survivor's engagement falls back to its own call: {survivor_after:?}"
+    );
+    let loser_after = fresh(loser.id).await;
+    assert_eq!(
+        loser_after, loser_before,
+        "the loser's freshness comes back as it was"
+    );
+}

@@ -115,6 +115,10 @@ pub struct MergeSnapshot {
     pub tasks: Vec<TaskId>,
     /// The taggings the merge gave the survivor (tags it did not carry).
     pub gained_taggings: Vec<(TagId, TaggingId)>,
+    /// The loser's freshness just before the merge (its verifications and
+    /// marks come back with it).
+    #[serde(default)]
+    pub loser_freshness: Option<super::Freshness>,
 }
 
 /// One merge with its snapshot, as the in-memory store keeps it.
@@ -391,6 +395,7 @@ mod tests {
             signals: vec![],
             tasks: vec![],
             gained_taggings: vec![],
+            loser_freshness: None,
         }
     }
 

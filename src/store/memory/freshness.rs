@@ -7,12 +7,13 @@
 use std::ops::Bound;
 
 use async_trait::async_trait;
+use uuid::Uuid;
 
 use super::{MemoryTransaction, TenantData, Undo};
 use crate::{
     domain::{
-        Contact, ContactId, FreshField, Freshness, FreshnessKey, SignalKind, StaleContact,
-        StalePosition, StaleQuery, Timestamp,
+        ActivityId, Contact, ContactId, FreshField, Freshness, FreshnessKey, SignalId, SignalKind,
+        StaleContact, StalePosition, StaleQuery, Timestamp,
     },
     error::{Entity, Error, Result},
     store::{FreshnessTx, Page, freshness::check_fields, shared::now},
@@ -73,6 +74,51 @@ impl MemoryTransaction {
             return Ok(());
         };
         let next = f.engaged(signal, at);
+        self.set_fresh(contact, Some(next))
+    }
+
+    /// Sets `contact`'s last engagement again from the activities and
+    /// signals it holds now (an unmerge moved some of them back). For the
+    /// loser an unmerge restores, `restore` is `Some`: its verifications
+    /// and marks come back as the merge journal kept them (when it kept
+    /// them).
+    pub(super) fn fresh_recompute(
+        &mut self,
+        contact: ContactId,
+        restore: Option<Option<&Freshness>>,
+    ) -> Result<()> {
+        let data = self.data()?;
+        let Some(current) = data.freshness.get(&contact) else {
+            return Ok(());
+        };
+        let activities = data
+            .timeline
+            .range(
+                (contact, i64::MIN, ActivityId::from_uuid(Uuid::nil()))
+                    ..=(contact, i64::MAX, ActivityId::from_uuid(Uuid::max())),
+            )
+            .filter_map(|k| data.activities.get(&k.2))
+            .map(|a| a.occurred_at);
+        let signals = data
+            .signals
+            .range(
+                (contact, i64::MIN, SignalId::from_uuid(Uuid::nil()))
+                    ..=(contact, i64::MAX, SignalId::from_uuid(Uuid::max())),
+            )
+            .map(|(_, s)| s.occurred_at);
+        let last = activities.chain(signals).max();
+        let mut next = match restore {
+            Some(Some(kept)) => Freshness {
+                contact_id: contact,
+                created_at: current.created_at,
+                ..kept.clone()
+            },
+            _ => current.clone(),
+        };
+        next.last_engaged_at = last;
+        if next == *current {
+            return Ok(());
+        }
         self.set_fresh(contact, Some(next))
     }
 

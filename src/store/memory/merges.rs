@@ -27,6 +27,7 @@ pub(super) struct MergeStart {
     activities: Vec<ActivityId>,
     signals: Vec<SignalId>,
     tasks: Vec<crate::domain::TaskId>,
+    loser_freshness: Option<crate::domain::Freshness>,
 }
 
 fn taggings_of(data: &TenantData, record: RecordRef) -> Vec<&Tagging> {
@@ -109,6 +110,7 @@ impl MemoryTransaction {
             activities,
             signals,
             tasks,
+            loser_freshness: data.freshness.get(&gone.id).cloned(),
         })
     }
 
@@ -150,6 +152,7 @@ impl MemoryTransaction {
             signals: start.signals,
             tasks: start.tasks,
             gained_taggings,
+            loser_freshness: start.loser_freshness,
         };
         self.set_merge(
             record.id,
@@ -399,11 +402,13 @@ impl MemoryTransaction {
             self.set_contact(survivor, Some(next.clone()))?;
             out.survivor = next;
         }
-        // The live scores, from the activities and signals each holds now.
-        // (Per-contact data derived from the timeline, such as the time of
-        // the last activity, is to be computed again here too.)
+        // The live scores and last engagements, from the activities and
+        // signals each holds now; the loser's verifications and marks as
+        // they were when it was merged away.
         self.live_recompute(survivor)?;
         self.live_recompute(loser)?;
+        self.fresh_recompute(survivor, None)?;
+        self.fresh_recompute(loser, Some(snapshot.loser_freshness.as_ref()))?;
         let mut done = entry.clone();
         done.record.unmerged_at = Some(at);
         self.set_merge(done.record.id, Some(done))?;

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::{
     contacts::DELETE_CONTACT,
-    freshness::FRESH_MERGE,
+    freshness::{FRESH_MERGE, FRESHNESS_OF},
     keys::ContactKeys,
     tags::MergedRecord,
     transaction::{PgTransaction, now, set_local},
@@ -556,6 +556,7 @@ impl BulkTx for PgTransaction {
                         (MOVE_SIGNALS, &moved),
                         (MOVE_TASKS, &timed),
                         (FRESH_MERGE, &moved),
+                        (FRESHNESS_OF, &moved[..2]),
                     ],
                     begin,
                 )

@@ -56,7 +56,7 @@ macro_rules! fresh_select {
     };
 }
 
-const FRESHNESS_OF: &str = concat!(
+pub(super) const FRESHNESS_OF: &str = concat!(
     "SELECT ",
     fresh_select!(""),
     " FROM contact_scores WHERE tenant_id = $1 AND contact_id = $2"
@@ -92,6 +92,23 @@ pub(super) const FRESH_MERGE: &str = "UPDATE contact_scores s \
      FROM contact_scores l \
      WHERE s.tenant_id = $1 AND s.contact_id = $3 AND l.tenant_id = $1 AND l.contact_id = $2 \
      AND l.last_engaged_at > COALESCE(s.last_engaged_at, '-infinity')";
+
+/// Sets contact `$2`'s last engagement again from the activities and
+/// signals it holds now (an unmerge moved some of them back).
+const FRESH_ENGAGED_AGAIN: &str = "UPDATE contact_scores SET last_engaged_at = \
+     (SELECT max(x.at) FROM \
+       (SELECT max(occurred_at) AS at FROM activities WHERE tenant_id = $1 AND contact_id = $2 \
+        UNION ALL \
+        SELECT max(occurred_at) FROM signals WHERE tenant_id = $1 AND contact_id = $2) x) \
+     WHERE tenant_id = $1 AND contact_id = $2";
+
+/// Gives contact `$2` (a loser an unmerge restores) the verifications and
+/// marks `$3`–`$9` the merge journal kept.
+const FRESH_RESTORE: &str = "UPDATE contact_scores SET \
+     email_verified_at = $3, phone_verified_at = $4, title_verified_at = $5, \
+     company_verified_at = $6, email_invalid_at = $7, reverify_since = $8, \
+     unsubscribed_at = $9 \
+     WHERE tenant_id = $1 AND contact_id = $2";
 
 /// Marks email (`$3`), phone (`$4`), title (`$5`), company (`$6`) verified
 /// at `$7`: the rules of [`Freshness::verified`] (in `SET` every column
@@ -144,6 +161,8 @@ const STALE_AFTER: &str =
 
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    FRESH_ENGAGED_AGAIN,
+    FRESH_RESTORE,
     FRESHNESS_OF,
     FRESH_TOUCH,
     FRESH_MERGE,
@@ -161,7 +180,7 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> R
 }
 
 /// A freshness read from the columns of [`fresh_select`] starting at `at`.
-fn freshness(row: &Row, at: usize) -> Result<Freshness> {
+pub(super) fn fresh_row(row: &Row, at: usize) -> Result<Freshness> {
     Ok(Freshness {
         contact_id: ContactId::from_uuid(get(row, at)?),
         created_at: get(row, at + 1)?,
@@ -176,13 +195,48 @@ fn freshness(row: &Row, at: usize) -> Result<Freshness> {
     })
 }
 
+impl PgTransaction {
+    /// Sets `contact`'s last engagement again from the activities and
+    /// signals it holds now (an unmerge moved some of them back). For the
+    /// loser an unmerge restores, `restore` is `Some`: its verifications
+    /// and marks come back as the merge journal kept them (when it kept
+    /// them).
+    pub(super) async fn fresh_recompute(
+        &mut self,
+        contact: ContactId,
+        restore: Option<Option<&Freshness>>,
+    ) -> Result<()> {
+        let tenant = self.tenant_uuid();
+        let id = contact.as_uuid();
+        if let Some(Some(f)) = restore {
+            self.execute(
+                FRESH_RESTORE,
+                &[
+                    &tenant,
+                    &id,
+                    &f.email_verified_at,
+                    &f.phone_verified_at,
+                    &f.title_verified_at,
+                    &f.company_verified_at,
+                    &f.email_invalid_at,
+                    &f.reverify_since,
+                    &f.unsubscribed_at,
+                ],
+            )
+            .await?;
+        }
+        self.execute(FRESH_ENGAGED_AGAIN, &[&tenant, &id]).await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl FreshnessTx for PgTransaction {
     async fn freshness(&mut self, contact: ContactId) -> Result<Option<Freshness>> {
         let tenant = self.tenant_uuid();
         self.query_opt(FRESHNESS_OF, &[&tenant, &contact.as_uuid()])
             .await?
-            .map(|r| freshness(&r, 0))
+            .map(|r| fresh_row(&r, 0))
             .transpose()
     }
 
@@ -215,7 +269,7 @@ impl FreshnessTx for PgTransaction {
             )
             .await?
             .ok_or_else(|| Error::not_found(Entity::Contact, contact))?;
-        freshness(&row, 0)
+        fresh_row(&row, 0)
     }
 
     async fn stale_contacts(&mut self, query: &StaleQuery) -> Result<Page<StaleContact>> {
@@ -271,7 +325,7 @@ impl FreshnessTx for PgTransaction {
         let items = rows
             .iter()
             .map(|r| {
-                let freshness = freshness(r, CONTACT_WIDTH)?;
+                let freshness = fresh_row(r, CONTACT_WIDTH)?;
                 Ok(StaleContact {
                     contact: rows::contact(r)?,
                     reasons: freshness.stale_reasons(&bounds),

@@ -122,6 +122,12 @@ pub(super) fn snapshot(
     moved: &[Vec<Row>],
     taggings: CopiedTaggings,
 ) -> Result<MergeSnapshot> {
+    // The loser's freshness, read in the moves' round trip (index 5).
+    let loser_freshness = moved
+        .get(5)
+        .and_then(|rows| rows.first())
+        .map(|r| super::freshness::fresh_row(r, 0))
+        .transpose()?;
     Ok(MergeSnapshot {
         loser: gone,
         loser_taggings: taggings.carried,
@@ -132,6 +138,7 @@ pub(super) fn snapshot(
         signals: ids(moved, 2, SignalId::from_uuid)?,
         tasks: ids(moved, 3, TaskId::from_uuid)?,
         gained_taggings: taggings.gained,
+        loser_freshness,
     })
 }
 
@@ -226,6 +233,8 @@ struct StoredSnapshot {
     signals: Vec<SignalId>,
     tasks: Vec<TaskId>,
     gained_taggings: Vec<(TagId, crate::domain::TaggingId)>,
+    #[serde(default)]
+    loser_freshness: Option<crate::domain::Freshness>,
 }
 
 fn stored_snapshot(value: serde_json::Value) -> Result<MergeSnapshot> {
@@ -241,6 +250,7 @@ fn stored_snapshot(value: serde_json::Value) -> Result<MergeSnapshot> {
         signals: s.signals,
         tasks: s.tasks,
         gained_taggings: s.gained_taggings,
+        loser_freshness: s.loser_freshness,
     })
 }
 
@@ -518,10 +528,13 @@ impl PgTransaction {
             Some(next) => self.write_contact(&current, next).await?,
             None => current,
         };
-        // The live scores, from the activities and signals each holds now.
-        // (Per-contact data derived from the timeline, such as the time of
-        // the last activity, is to be computed again here too.)
+        // The live scores and last engagements, from the activities and
+        // signals each holds now; the loser's verifications and marks as
+        // they were when it was merged away.
         self.live_recompute(&[survivor, loser]).await?;
+        self.fresh_recompute(survivor, None).await?;
+        self.fresh_recompute(loser, Some(snapshot.loser_freshness.as_ref()))
+            .await?;
         let ids_of = |rows: &[Row]| -> Result<Vec<Uuid>> {
             rows.iter()
                 .map(|r| r.try_get::<_, Uuid>(0).map_err(error::db))
