@@ -144,6 +144,25 @@ pub struct FreshnessKey {
     pub weighted: i128,
 }
 
+/// What an invalid email takes off a contact's rank
+/// ([`FreshnessKey::rank`]): 10²⁴, more than twice the largest weighted
+/// sum (about 1.4·10²¹ at the latest instant accepted).
+pub const INVALID_EMAIL_OFFSET: i128 = 1_000_000_000_000_000_000_000_000;
+
+impl FreshnessKey {
+    /// The key as one number, in the same order: `weighted`, less
+    /// [`INVALID_EMAIL_OFFSET`] for an invalid email (PostgreSQL indexes
+    /// this as `fresh_rank`, so that where matches end is one bound of an
+    /// index range).
+    pub fn rank(self) -> i128 {
+        if self.email_valid {
+            self.weighted
+        } else {
+            self.weighted - INVALID_EMAIL_OFFSET
+        }
+    }
+}
+
 fn micros(t: Timestamp) -> i128 {
     i128::from(t.timestamp_micros())
 }
@@ -487,10 +506,10 @@ pub struct StaleBounds {
     pub unverified_before: Option<Timestamp>,
     /// Whether an invalid email matches.
     pub invalid_email: bool,
-    /// Where a match can no longer be found in the stale order: no contact
-    /// with a valid email and a weighted key at or above this matches
-    /// (`None`: no such place). See [`StaleQuery::bounds`].
-    pub valid_key_below: Option<i128>,
+    /// Where matches end in the stale order: no contact whose
+    /// [`FreshnessKey::rank`] is at or above this matches (`None`: no such
+    /// place). See [`StaleQuery::bounds`].
+    pub rank_below: Option<i128>,
 }
 
 impl StaleQuery {
@@ -498,7 +517,7 @@ impl StaleQuery {
     /// `now`; the limit is checked with them.
     ///
     /// The bounds also say where, in the stale order, matches end
-    /// ([`StaleBounds::valid_key_below`]), so that a list does not read the
+    /// ([`StaleBounds::rank_below`]), so that a list does not read the
     /// rest of the order to find nothing. Without `unverified_days` (whose
     /// job changes can be anywhere in the order): with `inactive_days` a
     /// contact last heard from before `B` has a key below
@@ -547,7 +566,7 @@ impl StaleQuery {
             inactive_before,
             unverified_before,
             invalid_email: self.invalid_email,
-            valid_key_below: key_limit(inactive_before, unverified_before, now),
+            rank_below: rank_limit(inactive_before, unverified_before, now),
         })
     }
 
@@ -562,9 +581,8 @@ impl StaleQuery {
     }
 }
 
-/// The weighted key no matching contact with a valid email reaches (see
-/// [`StaleQuery::bounds`]).
-fn key_limit(
+/// The rank no matching contact reaches (see [`StaleQuery::bounds`]).
+fn rank_limit(
     inactive_before: Option<Timestamp>,
     unverified_before: Option<Timestamp>,
     now: Timestamp,
@@ -573,7 +591,8 @@ fn key_limit(
         return None;
     }
     let Some(before) = inactive_before else {
-        return Some(i128::MIN);
+        // Invalid emails only: every rank below the valid ones'.
+        return Some(-INVALID_EMAIL_OFFSET / 2);
     };
     let [e, p, t, c, g] = FRESHNESS_ORDER_WEIGHTS.map(i128::from);
     let latest = micros(now) + 86_400_000_000;
