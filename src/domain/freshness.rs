@@ -5,44 +5,8 @@
 //! are listed ([`FreshnessKey`]), and the query that lists them
 //! ([`StaleQuery`]).
 //!
-//! # Why the order can be an index
-//!
-//! Each fact *i* decays exponentially with its half-life *hᵢ*: the chance
-//! that it still holds `age` days after it was last seen true is
-//! `2^(−age/hᵢ)`. The score is the geometric mean of the five facts'
-//! survival fractions (email, phone, title, company, engagement):
-//!
-//! ```text
-//! score(now) = 100 · 2^(−(1/5)·Σᵢ (now − tᵢ)/hᵢ)
-//!            = 100 · 2^(−(1/5)·(now·Σᵢ 1/hᵢ − Σᵢ tᵢ/hᵢ))
-//! ```
-//!
-//! where `tᵢ` is the fact's effective time (its verification, or the
-//! contact's creation when it was never verified; the last activity or
-//! signal, or the creation). The only part that depends on the contact is
-//! `Σᵢ tᵢ/hᵢ`, which does not depend on `now`: ordering contacts by it
-//! orders them by score at every instant. Stores keep it as an exact
-//! integer ([`Freshness::order_key`]: `Σᵢ wᵢ·tᵢ` with `tᵢ` in microseconds
-//! and `wᵢ = 10⁶/hᵢ`, hᵢ in days, a whole number), so the in-memory store
-//! and PostgreSQL (a generated `numeric` column) agree to the last digit.
-//!
-//! # Default half-lives, from published rates
-//!
-//! A fact that decays at a rate *x* per period has a half-life of
-//! `ln 2 / −ln(1 − x)` periods:
-//!
-//! - **email: 3.6 % a month** (email addresses going bad): 18.9 months,
-//!   **575.4 days**;
-//! - **phone: 2.1 % a month** (≈ 22.5 % a year, the other published rate
-//!   for B2B contact data as a whole): 32.7 months, **994.0 days**;
-//! - **title, company and engagement: 30 % a year** (the rate most often
-//!   quoted for B2B contact data going stale, largely by job changes):
-//!   1.94 years, **709.8 days**.
-//!
-//! The defaults are those half-lives rounded so that `10⁶/h` is a whole
-//! number (weights 1738, 1006, 1409, 1409, 1409; each half-life moves by
-//! less than 0.02 %). A contact neither verified nor heard from for a year
-//! scores 70 with them: 30 % gone in a year, as the published rate says.
+//! Why the order can be an index: [`FreshnessKey`]; where the default
+//! half-lives come from: [`FreshnessModel`].
 
 use std::cmp::Ordering;
 
@@ -133,6 +97,27 @@ pub struct Freshness {
 /// Where a contact stands in the order of [`FreshnessTx::stale_contacts`]:
 /// contacts with an invalid email first, then ascending `weighted`
 /// (stalest first). It does not depend on the time it is compared at.
+///
+/// # Why the order can be an index
+///
+/// Each fact *i* decays exponentially with its half-life *hᵢ*: the chance
+/// that it still holds `age` days after it was last seen true is
+/// `2^(−age/hᵢ)`. The score is the geometric mean of the five facts'
+/// survival fractions (email, phone, title, company, engagement):
+///
+/// ```text
+/// score(now) = 100 · 2^(−(1/5)·Σᵢ (now − tᵢ)/hᵢ)
+///            = 100 · 2^(−(1/5)·(now·Σᵢ 1/hᵢ − Σᵢ tᵢ/hᵢ))
+/// ```
+///
+/// where `tᵢ` is the fact's effective time (its verification, or the
+/// contact's creation when it was never verified; the last activity or
+/// signal, or the creation). The only part that depends on the contact is
+/// `Σᵢ tᵢ/hᵢ`, which does not depend on `now`: ordering contacts by it
+/// orders them by score at every instant. Stores keep it as an exact
+/// integer ([`Freshness::order_key`]: `Σᵢ wᵢ·tᵢ` with `tᵢ` in microseconds
+/// and `wᵢ = 10⁶/hᵢ`, hᵢ in days, a whole number), so the in-memory store
+/// and PostgreSQL (a generated `numeric` column) agree to the last digit.
 ///
 /// [`FreshnessTx::stale_contacts`]: crate::store::FreshnessTx::stale_contacts
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -278,22 +263,18 @@ impl Freshness {
     pub fn engaged(&self, signal: Option<&SignalKind>, at: Timestamp) -> Freshness {
         let mut next = self.clone();
         next.last_engaged_at = later(self.last_engaged_at, at);
-        match signal {
-            Some(k) if *k == SignalKind::EMAIL_BOUNCED => {
-                if self.email_verified_at.is_none_or(|v| at >= v) {
-                    next.email_invalid_at = later(self.email_invalid_at, at);
-                }
-            }
-            Some(k) if *k == SignalKind::JOB_CHANGED => {
-                let since = |v: Option<Timestamp>| v.is_some_and(|v| v >= at);
-                if !(since(self.title_verified_at) && since(self.company_verified_at)) {
-                    next.reverify_since = Some(self.reverify_since.map_or(at, |r| r.min(at)));
-                }
-            }
-            Some(k) if *k == SignalKind::UNSUBSCRIBED => {
-                next.unsubscribed_at = later(self.unsubscribed_at, at);
-            }
-            _ => {}
+        let Some(kind) = signal else {
+            return next;
+        };
+        let since = |v: Option<Timestamp>| v.is_some_and(|v| v >= at);
+        if *kind == SignalKind::EMAIL_BOUNCED && self.email_verified_at.is_none_or(|v| at >= v) {
+            next.email_invalid_at = later(self.email_invalid_at, at);
+        } else if *kind == SignalKind::JOB_CHANGED
+            && !(since(self.title_verified_at) && since(self.company_verified_at))
+        {
+            next.reverify_since = Some(self.reverify_since.map_or(at, |r| r.min(at)));
+        } else if *kind == SignalKind::UNSUBSCRIBED {
+            next.unsubscribed_at = later(self.unsubscribed_at, at);
         }
         next
     }
@@ -378,7 +359,25 @@ const MICROS_PER_DAY: f64 = 86_400_000_000.0;
 /// email, phone, title, company (how long until half of them no longer
 /// hold) and engagement (how long a contact's last activity or signal
 /// keeps half its worth). [`Default`] takes them from published decay
-/// rates of B2B contact data (see the [module docs](self)).
+/// rates of B2B contact data.
+///
+/// # Default half-lives, from published rates
+///
+/// A fact that decays at a rate *x* per period has a half-life of
+/// `ln 2 / −ln(1 − x)` periods:
+///
+/// - **email: 3.6 % a month** (email addresses going bad): 18.9 months,
+///   **575.4 days**;
+/// - **phone: 2.1 % a month** (≈ 22.5 % a year, the other published rate
+///   for B2B contact data as a whole): 32.7 months, **994.0 days**;
+/// - **title, company and engagement: 30 % a year** (the rate most often
+///   quoted for B2B contact data going stale, largely by job changes):
+///   1.94 years, **709.8 days**.
+///
+/// The defaults are those half-lives rounded so that `10⁶/h` is a whole
+/// number (weights 1738, 1006, 1409, 1409, 1409; each half-life moves by
+/// less than 0.02 %). A contact neither verified nor heard from for a year
+/// scores 70 with them: 30 % gone in a year, as the published rate says.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FreshnessModel {
     email: f64,
