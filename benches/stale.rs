@@ -224,12 +224,12 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
 async fn last_key(
     crm: &crm_core::Scope<'_, PostgresStore>,
     q: &StaleQuery,
-) -> Result<Option<(bool, i128, uuid::Uuid)>, crm_core::Error> {
+) -> Result<Option<(i128, uuid::Uuid)>, crm_core::Error> {
     let page = crm.stale_contacts(q).await?;
-    Ok(page.items.last().map(|s| {
-        let k = s.freshness.order_key();
-        (k.email_valid, k.weighted, s.contact.id.as_uuid())
-    }))
+    Ok(page
+        .items
+        .last()
+        .map(|s| (s.freshness.order_key().rank(), s.contact.id.as_uuid())))
 }
 
 /// Prints the plan of the query's first page and of the page after `at`,
@@ -239,7 +239,7 @@ async fn explain(
     db: &tokio_postgres::Client,
     tenant: TenantId,
     query: &StaleQuery,
-    at: Option<(bool, i128, uuid::Uuid)>,
+    at: Option<(i128, uuid::Uuid)>,
 ) -> Result<(), tokio_postgres::Error> {
     let before = |days: Option<u32>| match days {
         Some(d) => format!("now() - interval '{d} days'"),
@@ -255,19 +255,17 @@ async fn explain(
         invalid = query.invalid_email,
     );
     let end = match query.bounds(chrono::Utc::now()) {
-        Ok(b) => b
-            .valid_key_below
-            .map_or("'Infinity'::numeric".to_string(), |k| {
-                format!("{}::numeric", k.max(-(1i128 << 95)))
-            }),
+        Ok(b) => b.rank_below.map_or("'Infinity'::numeric".to_string(), |k| {
+            format!("{k}::numeric")
+        }),
         Err(_) => "'Infinity'::numeric".to_string(),
     };
-    let conditions = format!("{conditions} AND (s.fresh_valid, s.fresh_key) < (true, {end})");
+    let conditions = format!("{conditions} AND s.fresh_rank < {end}");
     let mut pages = vec![("first page", String::new())];
-    if let Some((valid, key, id)) = at {
+    if let Some((rank, id)) = at {
         pages.push((
             "deepest page",
-            format!(" AND (s.fresh_valid, s.fresh_key, s.contact_id) > ({valid}, {key}, '{id}')"),
+            format!(" AND (s.fresh_rank, s.contact_id) > ({rank}, '{id}')"),
         ));
     }
     for (what, after) in pages {
@@ -275,7 +273,7 @@ async fn explain(
             "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT c.*, s.* FROM crm.contact_scores s \
              JOIN crm.contacts c ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
              WHERE s.tenant_id = '{tenant}' AND c.email_key IS NOT NULL AND {conditions}{after} \
-             ORDER BY s.fresh_valid, s.fresh_key, s.contact_id LIMIT 51"
+             ORDER BY s.fresh_rank, s.contact_id LIMIT 51"
         );
         println!("  plan, {what}:");
         for row in db.query(&sql, &[]).await? {

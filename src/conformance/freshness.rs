@@ -290,6 +290,11 @@ pub async fn stale_contacts_match_any_condition_stalest_first(store: &DynStore) 
     let e = create(store, t, mk("e")).await;
     let never = create(store, t, mk("never")).await;
     let gone = create(store, t, mk("gone")).await;
+    let edge_in = create(store, t, mk("edge-in")).await;
+    let edge_out = create(store, t, mk("edge-out")).await;
+    let hour = chrono::Duration::hours(1);
+    activity_at(store, t, edge_in.id, days_ago(30) - hour).await;
+    activity_at(store, t, edge_out.id, days_ago(30) + hour).await;
     activity_at(store, t, b.id, days_ago(50)).await;
     activity_at(store, t, a.id, days_ago(100)).await;
     activity_at(store, t, c.id, days_ago(10)).await;
@@ -304,8 +309,8 @@ pub async fn stale_contacts_match_any_condition_stalest_first(store: &DynStore) 
     let page = stale(store, t, &query(Some(30), None, false)).await;
     assert_eq!(
         stale_ids(&page),
-        [a.id, b.id],
-        "inactive for 30 days, stalest first"
+        [a.id, b.id, edge_in.id],
+        "inactive for 30 days (an hour past it, not an hour short of it), stalest first"
     );
     assert!(
         page.items
@@ -337,15 +342,15 @@ pub async fn stale_contacts_match_any_condition_stalest_first(store: &DynStore) 
         expected.iter().map(|s| s.contact.id).collect::<Vec<_>>(),
         "the order of the order key"
     );
-    let mut want = vec![d.id, a.id, b.id, e.id];
+    let mut want = vec![d.id, a.id, b.id, e.id, edge_in.id];
     want.sort();
     let mut have = got.clone();
     have.sort();
     assert_eq!(
         have, want,
-        "any condition: not c, never, nor the erased one"
+        "any condition: not c, never, edge-out, nor the erased one"
     );
-    assert!(!got.contains(&never.id) && !got.contains(&gone.id));
+    assert!(!got.contains(&never.id) && !got.contains(&gone.id) && !got.contains(&edge_out.id));
     for s in &page.items {
         assert_eq!(s.freshness, fresh(store, t, s.contact.id).await);
     }

@@ -5,44 +5,8 @@
 //! are listed ([`FreshnessKey`]), and the query that lists them
 //! ([`StaleQuery`]).
 //!
-//! # Why the order can be an index
-//!
-//! Each fact *i* decays exponentially with its half-life *hᵢ*: the chance
-//! that it still holds `age` days after it was last seen true is
-//! `2^(−age/hᵢ)`. The score is the geometric mean of the five facts'
-//! survival fractions (email, phone, title, company, engagement):
-//!
-//! ```text
-//! score(now) = 100 · 2^(−(1/5)·Σᵢ (now − tᵢ)/hᵢ)
-//!            = 100 · 2^(−(1/5)·(now·Σᵢ 1/hᵢ − Σᵢ tᵢ/hᵢ))
-//! ```
-//!
-//! where `tᵢ` is the fact's effective time (its verification, or the
-//! contact's creation when it was never verified; the last activity or
-//! signal, or the creation). The only part that depends on the contact is
-//! `Σᵢ tᵢ/hᵢ`, which does not depend on `now`: ordering contacts by it
-//! orders them by score at every instant. Stores keep it as an exact
-//! integer ([`Freshness::order_key`]: `Σᵢ wᵢ·tᵢ` with `tᵢ` in microseconds
-//! and `wᵢ = 10⁶/hᵢ`, hᵢ in days, a whole number), so the in-memory store
-//! and PostgreSQL (a generated `numeric` column) agree to the last digit.
-//!
-//! # Default half-lives, from published rates
-//!
-//! A fact that decays at a rate *x* per period has a half-life of
-//! `ln 2 / −ln(1 − x)` periods:
-//!
-//! - **email: 3.6 % a month** (email addresses going bad): 18.9 months,
-//!   **575.4 days**;
-//! - **phone: 2.1 % a month** (≈ 22.5 % a year, the other published rate
-//!   for B2B contact data as a whole): 32.7 months, **994.0 days**;
-//! - **title, company and engagement: 30 % a year** (the rate most often
-//!   quoted for B2B contact data going stale, largely by job changes):
-//!   1.94 years, **709.8 days**.
-//!
-//! The defaults are those half-lives rounded so that `10⁶/h` is a whole
-//! number (weights 1738, 1006, 1409, 1409, 1409; each half-life moves by
-//! less than 0.02 %). A contact neither verified nor heard from for a year
-//! scores 70 with them: 30 % gone in a year, as the published rate says.
+//! Why the order can be an index: [`FreshnessKey`]; where the default
+//! half-lives come from: [`FreshnessModel`].
 
 use std::cmp::Ordering;
 
@@ -134,6 +98,27 @@ pub struct Freshness {
 /// contacts with an invalid email first, then ascending `weighted`
 /// (stalest first). It does not depend on the time it is compared at.
 ///
+/// # Why the order can be an index
+///
+/// Each fact *i* decays exponentially with its half-life *hᵢ*: the chance
+/// that it still holds `age` days after it was last seen true is
+/// `2^(−age/hᵢ)`. The score is the geometric mean of the five facts'
+/// survival fractions (email, phone, title, company, engagement):
+///
+/// ```text
+/// score(now) = 100 · 2^(−(1/5)·Σᵢ (now − tᵢ)/hᵢ)
+///            = 100 · 2^(−(1/5)·(now·Σᵢ 1/hᵢ − Σᵢ tᵢ/hᵢ))
+/// ```
+///
+/// where `tᵢ` is the fact's effective time (its verification, or the
+/// contact's creation when it was never verified; the last activity or
+/// signal, or the creation). The only part that depends on the contact is
+/// `Σᵢ tᵢ/hᵢ`, which does not depend on `now`: ordering contacts by it
+/// orders them by score at every instant. Stores keep it as an exact
+/// integer ([`Freshness::order_key`]: `Σᵢ wᵢ·tᵢ` with `tᵢ` in microseconds
+/// and `wᵢ = 10⁶/hᵢ`, hᵢ in days, a whole number), so the in-memory store
+/// and PostgreSQL (a generated `numeric` column) agree to the last digit.
+///
 /// [`FreshnessTx::stale_contacts`]: crate::store::FreshnessTx::stale_contacts
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FreshnessKey {
@@ -142,6 +127,25 @@ pub struct FreshnessKey {
     /// `Σᵢ wᵢ·tᵢ` ([`FRESHNESS_ORDER_WEIGHTS`], `tᵢ` in microseconds since
     /// the Unix epoch).
     pub weighted: i128,
+}
+
+/// What an invalid email takes off a contact's rank
+/// ([`FreshnessKey::rank`]): 10²⁴, more than twice the largest weighted
+/// sum (about 1.4·10²¹ at the latest instant accepted).
+pub const INVALID_EMAIL_OFFSET: i128 = 1_000_000_000_000_000_000_000_000;
+
+impl FreshnessKey {
+    /// The key as one number, in the same order: `weighted`, less
+    /// [`INVALID_EMAIL_OFFSET`] for an invalid email (PostgreSQL indexes
+    /// this as `fresh_rank`, so that where matches end is one bound of an
+    /// index range).
+    pub fn rank(self) -> i128 {
+        if self.email_valid {
+            self.weighted
+        } else {
+            self.weighted - INVALID_EMAIL_OFFSET
+        }
+    }
 }
 
 fn micros(t: Timestamp) -> i128 {
@@ -259,22 +263,18 @@ impl Freshness {
     pub fn engaged(&self, signal: Option<&SignalKind>, at: Timestamp) -> Freshness {
         let mut next = self.clone();
         next.last_engaged_at = later(self.last_engaged_at, at);
-        match signal {
-            Some(k) if *k == SignalKind::EMAIL_BOUNCED => {
-                if self.email_verified_at.is_none_or(|v| at >= v) {
-                    next.email_invalid_at = later(self.email_invalid_at, at);
-                }
-            }
-            Some(k) if *k == SignalKind::JOB_CHANGED => {
-                let since = |v: Option<Timestamp>| v.is_some_and(|v| v >= at);
-                if !(since(self.title_verified_at) && since(self.company_verified_at)) {
-                    next.reverify_since = Some(self.reverify_since.map_or(at, |r| r.min(at)));
-                }
-            }
-            Some(k) if *k == SignalKind::UNSUBSCRIBED => {
-                next.unsubscribed_at = later(self.unsubscribed_at, at);
-            }
-            _ => {}
+        let Some(kind) = signal else {
+            return next;
+        };
+        let since = |v: Option<Timestamp>| v.is_some_and(|v| v >= at);
+        if *kind == SignalKind::EMAIL_BOUNCED && self.email_verified_at.is_none_or(|v| at >= v) {
+            next.email_invalid_at = later(self.email_invalid_at, at);
+        } else if *kind == SignalKind::JOB_CHANGED
+            && !(since(self.title_verified_at) && since(self.company_verified_at))
+        {
+            next.reverify_since = Some(self.reverify_since.map_or(at, |r| r.min(at)));
+        } else if *kind == SignalKind::UNSUBSCRIBED {
+            next.unsubscribed_at = later(self.unsubscribed_at, at);
         }
         next
     }
@@ -359,7 +359,25 @@ const MICROS_PER_DAY: f64 = 86_400_000_000.0;
 /// email, phone, title, company (how long until half of them no longer
 /// hold) and engagement (how long a contact's last activity or signal
 /// keeps half its worth). [`Default`] takes them from published decay
-/// rates of B2B contact data (see the [module docs](self)).
+/// rates of B2B contact data.
+///
+/// # Default half-lives, from published rates
+///
+/// A fact that decays at a rate *x* per period has a half-life of
+/// `ln 2 / −ln(1 − x)` periods:
+///
+/// - **email: 3.6 % a month** (email addresses going bad): 18.9 months,
+///   **575.4 days**;
+/// - **phone: 2.1 % a month** (≈ 22.5 % a year, the other published rate
+///   for B2B contact data as a whole): 32.7 months, **994.0 days**;
+/// - **title, company and engagement: 30 % a year** (the rate most often
+///   quoted for B2B contact data going stale, largely by job changes):
+///   1.94 years, **709.8 days**.
+///
+/// The defaults are those half-lives rounded so that `10⁶/h` is a whole
+/// number (weights 1738, 1006, 1409, 1409, 1409; each half-life moves by
+/// less than 0.02 %). A contact neither verified nor heard from for a year
+/// scores 70 with them: 30 % gone in a year, as the published rate says.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FreshnessModel {
     email: f64,
@@ -487,10 +505,10 @@ pub struct StaleBounds {
     pub unverified_before: Option<Timestamp>,
     /// Whether an invalid email matches.
     pub invalid_email: bool,
-    /// Where a match can no longer be found in the stale order: no contact
-    /// with a valid email and a weighted key at or above this matches
-    /// (`None`: no such place). See [`StaleQuery::bounds`].
-    pub valid_key_below: Option<i128>,
+    /// Where matches end in the stale order: no contact whose
+    /// [`FreshnessKey::rank`] is at or above this matches (`None`: no such
+    /// place). See [`StaleQuery::bounds`].
+    pub rank_below: Option<i128>,
 }
 
 impl StaleQuery {
@@ -498,7 +516,7 @@ impl StaleQuery {
     /// `now`; the limit is checked with them.
     ///
     /// The bounds also say where, in the stale order, matches end
-    /// ([`StaleBounds::valid_key_below`]), so that a list does not read the
+    /// ([`StaleBounds::rank_below`]), so that a list does not read the
     /// rest of the order to find nothing. Without `unverified_days` (whose
     /// job changes can be anywhere in the order): with `inactive_days` a
     /// contact last heard from before `B` has a key below
@@ -547,7 +565,7 @@ impl StaleQuery {
             inactive_before,
             unverified_before,
             invalid_email: self.invalid_email,
-            valid_key_below: key_limit(inactive_before, unverified_before, now),
+            rank_below: rank_limit(inactive_before, unverified_before, now),
         })
     }
 
@@ -562,9 +580,8 @@ impl StaleQuery {
     }
 }
 
-/// The weighted key no matching contact with a valid email reaches (see
-/// [`StaleQuery::bounds`]).
-fn key_limit(
+/// The rank no matching contact reaches (see [`StaleQuery::bounds`]).
+fn rank_limit(
     inactive_before: Option<Timestamp>,
     unverified_before: Option<Timestamp>,
     now: Timestamp,
@@ -573,7 +590,8 @@ fn key_limit(
         return None;
     }
     let Some(before) = inactive_before else {
-        return Some(i128::MIN);
+        // Invalid emails only: every rank below the valid ones'.
+        return Some(-INVALID_EMAIL_OFFSET / 2);
     };
     let [e, p, t, c, g] = FRESHNESS_ORDER_WEIGHTS.map(i128::from);
     let latest = micros(now) + 86_400_000_000;

@@ -58,8 +58,9 @@ pub use external::{ExternalId, ExternalLink, ExternalSystem, MAX_EXTERNAL_LINKS}
 pub(crate) use external::{check_external_count, checked_links};
 pub use feed::{ConsumerName, FeedEvent, FeedKind, FeedPosition, MAX_FEED_BATCH, check_feed_batch};
 pub use freshness::{
-    FRESHNESS_ORDER_WEIGHTS, FreshField, Freshness, FreshnessKey, FreshnessModel, MAX_STALE_DAYS,
-    StaleBounds, StaleContact, StalePosition, StaleQuery, StaleReason,
+    FRESHNESS_ORDER_WEIGHTS, FreshField, Freshness, FreshnessKey, FreshnessModel,
+    INVALID_EMAIL_OFFSET, MAX_STALE_DAYS, StaleBounds, StaleContact, StalePosition, StaleQuery,
+    StaleReason,
 };
 pub(crate) use from_json::read_value;
 pub use from_json::{FromJson, ROOT_FIELD};

@@ -60,7 +60,10 @@ pub trait FreshnessTx: Send {
 
     /// The stale contacts: those matching any condition of `query` now,
     /// in the stale order (see the contract), keyset paged. Erased
-    /// contacts are left out; inactive ones are listed.
+    /// contacts are left out; inactive ones are listed. The list stops
+    /// where no match can follow ([`StaleQuery::bounds`]), reckoning that
+    /// no contact was created or verified more than a day after the
+    /// call's time (stores stamp both with their own clock).
     ///
     /// Errors: [`Error::Validation`] as [`StaleQuery::bounds`] says, and on
     /// `cursor` for a cursor of another list or of a query with other

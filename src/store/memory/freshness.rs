@@ -174,7 +174,7 @@ impl FreshnessTx for MemoryTransaction {
         let data = self.data()?;
         let mut items = Vec::with_capacity(limit + 1);
         for (key, id) in data.by_freshness.range((start, Bound::Unbounded)) {
-            if key.email_valid && bounds.valid_key_below.is_some_and(|k| key.weighted >= k) {
+            if bounds.rank_below.is_some_and(|r| key.rank() >= r) {
                 break;
             }
             let (Some(contact), Some(freshness)) = (data.contacts.get(id), data.freshness.get(id))

@@ -129,9 +129,9 @@ const VERIFY: &str = concat!(
 
 /// The stale contacts from the start of the order: `$2` inactive before,
 /// `$3` unverified before (each NULL when not asked), `$4` invalid email
-/// asked, `$5` how many, `$6` where matches with a valid email end
-/// ([`StaleBounds::valid_key_below`](crate::domain::StaleBounds), an
-/// end of the index range). Erased contacts (no email key) are left out.
+/// asked, `$5` how many, `$6` the rank where matches end
+/// ([`StaleBounds::rank_below`](crate::domain::StaleBounds): the end of
+/// the index range). Erased contacts (no email key) are left out.
 macro_rules! stale_sql {
     ($after:literal) => {
         concat!(
@@ -149,15 +149,14 @@ macro_rules! stale_sql {
                  COALESCE(s.company_verified_at, s.created_at)) < $3 \
              OR ($3 IS NOT NULL AND s.reverify_since IS NOT NULL) \
              OR ($4 AND s.email_invalid_at IS NOT NULL)) \
-             AND (s.fresh_valid, s.fresh_key) < (true, $6)",
+             AND s.fresh_rank < $6",
             $after,
-            " ORDER BY s.fresh_valid, s.fresh_key, s.contact_id LIMIT $5"
+            " ORDER BY s.fresh_rank, s.contact_id LIMIT $5"
         )
     };
 }
 const STALE: &str = stale_sql!("");
-const STALE_AFTER: &str =
-    stale_sql!(" AND (s.fresh_valid, s.fresh_key, s.contact_id) > ($7, $8, $9)");
+const STALE_AFTER: &str = stale_sql!(" AND (s.fresh_rank, s.contact_id) > ($7, $8)");
 
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
@@ -284,15 +283,14 @@ impl FreshnessTx for PgTransaction {
             bounds.unverified_before,
             bounds.invalid_email,
         );
-        // Decimal's range (±7.9·10²⁸) holds every key (|key| < 2⁸⁰) and
-        // stands for the ends beyond them.
-        let end = match bounds.valid_key_below {
+        // Decimal's range (±7.9·10²⁸) holds every rank (|rank| < 2⁸¹).
+        let numeric = |k: i128| {
+            Decimal::try_from_i128_with_scale(k, 0)
+                .map_err(|_| Error::backend("a stale rank out of numeric range"))
+        };
+        let end = match bounds.rank_below {
             None => Decimal::MAX,
-            Some(k) => Decimal::try_from_i128_with_scale(k, 0).unwrap_or(if k < 0 {
-                Decimal::MIN
-            } else {
-                Decimal::MAX
-            }),
+            Some(k) => numeric(k)?,
         };
         let rows = match after.as_ref().and_then(FreshnessKey::of_position) {
             None => {
@@ -303,8 +301,7 @@ impl FreshnessTx for PgTransaction {
                 .await?
             }
             Some((key, id)) => {
-                let weighted = Decimal::try_from_i128_with_scale(key.weighted, 0)
-                    .map_err(|_| Error::backend("a stale cursor's key out of numeric range"))?;
+                let rank = numeric(key.rank())?;
                 self.query(
                     STALE_AFTER,
                     &[
@@ -314,8 +311,7 @@ impl FreshnessTx for PgTransaction {
                         &invalid,
                         &fetch,
                         &end,
-                        &key.email_valid,
-                        &weighted,
+                        &rank,
                         &id.as_uuid(),
                     ],
                 )
@@ -349,7 +345,7 @@ mod tests {
     #[test]
     fn the_migration_weighs_the_facts_as_the_domain_does() {
         let sql = include_str!("migrations/0010_freshness.sql");
-        let generated = &sql[sql.find("fresh_key numeric").unwrap_or(0)..];
+        let generated = &sql[sql.find("fresh_rank numeric").unwrap_or(0)..];
         let columns = [
             "email_verified_at",
             "phone_verified_at",
@@ -363,5 +359,6 @@ mod tests {
             assert!(generated.contains(&term), "no term {term}");
         }
         assert_eq!(generated.matches("::numeric *").count(), 5);
+        assert!(generated.contains(&format!("ELSE {} END", crate::domain::INVALID_EMAIL_OFFSET)));
     }
 }

@@ -25,7 +25,7 @@
 -- or creation). That is 100·2^(−(1/5)·(now·Σ_i 1/h_i − Σ_i t_i/h_i)): only
 -- Σ_i t_i/h_i depends on the contact, and not on now, so ordering by it
 -- ranks contacts as their scores rank them at every instant — an index,
--- not a scan computing scores. fresh_key is that sum as an exact integer,
+-- not a scan computing scores. fresh_rank is that sum as an exact integer,
 -- Σ_i w_i·t_i with t_i in microseconds since the Unix epoch and
 -- w_i = 10^6/h_i (h_i in days; the default half-lives from published
 -- decay rates, rounded so that w_i is whole: email 1738, phone 1006,
@@ -34,7 +34,8 @@
 -- can pass 64 bits, and exact, so that the in-memory store's i128 and
 -- this column agree to the last digit. extract(epoch FROM interval) is
 -- immutable (from timestamptz it is not), hence the difference with the
--- epoch. fresh_valid puts invalid emails first (false sorts first).
+-- epoch. An invalid email puts the contact first: 10^24 (more than twice
+-- any sum) is taken off its rank (INVALID_EMAIL_OFFSET in Rust).
 
 ALTER TABLE contact_scores
     ADD COLUMN created_at          timestamptz,
@@ -90,8 +91,7 @@ ALTER TABLE activities FORCE ROW LEVEL SECURITY;
 ALTER TABLE contact_scores ALTER COLUMN created_at SET NOT NULL;
 
 ALTER TABLE contact_scores
-    ADD COLUMN fresh_valid boolean GENERATED ALWAYS AS (email_invalid_at IS NULL) STORED,
-    ADD COLUMN fresh_key numeric GENERATED ALWAYS AS (
+    ADD COLUMN fresh_rank numeric GENERATED ALWAYS AS (
         1738::numeric * (extract(epoch FROM (COALESCE(email_verified_at, created_at)
             - timestamptz '1970-01-01 00:00:00+00')) * 1000000)::int8
         + 1006::numeric * (extract(epoch FROM (COALESCE(phone_verified_at, created_at)
@@ -102,11 +102,14 @@ ALTER TABLE contact_scores
             - timestamptz '1970-01-01 00:00:00+00')) * 1000000)::int8
         + 1409::numeric * (extract(epoch FROM (COALESCE(last_engaged_at, created_at)
             - timestamptz '1970-01-01 00:00:00+00')) * 1000000)::int8
+        - CASE WHEN email_invalid_at IS NULL THEN 0 ELSE 1000000000000000000000000 END
     ) STORED;
 
--- The stale list: invalid emails first, then stalest first, then id.
-CREATE INDEX contact_scores_stale_idx
-    ON contact_scores (tenant_id, fresh_valid, fresh_key, contact_id);
+-- The stale list: invalid emails first, then stalest first, then id. One
+-- column, so that where a query's matches end is the end of an index
+-- range (a bound on a row comparison of several columns would bind the
+-- scan on its first column only).
+CREATE INDEX contact_scores_stale_idx ON contact_scores (tenant_id, fresh_rank, contact_id);
 
 -- Every new contact gets its row; an email changed to another address
 -- (another caseless key, or none: erased) loses its verification and its
