@@ -83,12 +83,14 @@ proptest! {
         now in instant(),
     ) {
         let model = FreshnessModel::default();
-        let (ka, kb) = (a.order_key().weighted, b.order_key().weighted);
+        // The whole key: an invalid email first (and scoring 0), then the
+        // weighted sum.
+        let (ka, kb) = (a.order_key(), b.order_key());
         let (sa, sb) = (a.score(&model, now), b.score(&model, now));
         if ka < kb {
-            prop_assert!(sa <= sb, "key {ka} < {kb} but score {sa} > {sb}");
+            prop_assert!(sa <= sb, "key {ka:?} < {kb:?} but score {sa} > {sb}");
         } else if ka > kb {
-            prop_assert!(sa >= sb, "key {ka} > {kb} but score {sa} < {sb}");
+            prop_assert!(sa >= sb, "key {ka:?} > {kb:?} but score {sa} < {sb}");
         } else {
             prop_assert_eq!(sa, sb);
         }

@@ -231,9 +231,13 @@ impl Freshness {
     /// The freshness score at `now`, 0–100: the geometric mean of the five
     /// facts' survival fractions `2^(−age/half_life)`, times 100, rounded
     /// (see the module docs). A fact whose time is after `now` counts as
-    /// fresh; the score never exceeds 100. An invalid email does not lower
-    /// it (it is a mark, listed first by the stale order).
+    /// fresh; the score never exceeds 100. A contact whose email is marked
+    /// invalid scores 0: the address is known to be wrong, the most decayed
+    /// a fact can be (the stale order lists those contacts first, too).
     pub fn score(&self, model: &FreshnessModel, now: Timestamp) -> u8 {
+        if self.email_invalid_at.is_some() {
+            return 0;
+        }
         let now = micros(now);
         let exponent: f64 = self
             .fact_times()
