@@ -7,13 +7,12 @@
 use std::ops::Bound;
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use super::{MemoryTransaction, TenantData, Undo};
 use crate::{
     domain::{
-        ActivityId, Contact, ContactId, FreshField, Freshness, FreshnessKey, SignalId, SignalKind,
-        StaleContact, StalePosition, StaleQuery, Timestamp,
+        Contact, ContactId, FreshField, Freshness, FreshnessKey, SignalKind, StaleContact,
+        StalePosition, StaleQuery, Timestamp,
     },
     error::{Entity, Error, Result},
     store::{FreshnessTx, Page, freshness::check_fields, shared::now},
@@ -91,22 +90,11 @@ impl MemoryTransaction {
         let Some(current) = data.freshness.get(&contact) else {
             return Ok(());
         };
-        let activities = data
-            .timeline
-            .range(
-                (contact, i64::MIN, ActivityId::from_uuid(Uuid::nil()))
-                    ..=(contact, i64::MAX, ActivityId::from_uuid(Uuid::max())),
-            )
-            .filter_map(|k| data.activities.get(&k.2))
-            .map(|a| a.occurred_at);
-        let signals = data
-            .signals
-            .range(
-                (contact, i64::MIN, SignalId::from_uuid(Uuid::nil()))
-                    ..=(contact, i64::MAX, SignalId::from_uuid(Uuid::max())),
-            )
-            .map(|(_, s)| s.occurred_at);
-        let last = activities.chain(signals).max();
+        let last = data
+            .activities_of(contact)
+            .map(|a| a.occurred_at)
+            .chain(data.signals_of(contact).map(|s| s.occurred_at))
+            .max();
         let mut next = match restore {
             Some(Some(kept)) => Freshness {
                 contact_id: contact,

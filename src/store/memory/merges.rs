@@ -231,20 +231,11 @@ impl MemoryTransaction {
         };
         let data = self.data()?;
         let activities = data
-            .timeline
-            .range(
-                (contact, i64::MIN, ActivityId::from_uuid(Uuid::nil()))
-                    ..=(contact, i64::MAX, ActivityId::from_uuid(Uuid::max())),
-            )
-            .filter_map(|k| data.activities.get(&k.2))
+            .activities_of(contact)
             .filter_map(|a| model.log_term(model.activity_signal(a.kind), a.occurred_at));
         let signals = data
-            .signals
-            .range(
-                (contact, i64::MIN, SignalId::from_uuid(Uuid::nil()))
-                    ..=(contact, i64::MAX, SignalId::from_uuid(Uuid::max())),
-            )
-            .filter_map(|(_, s)| model.log_term(&s.kind, s.occurred_at));
+            .signals_of(contact)
+            .filter_map(|s| model.log_term(&s.kind, s.occurred_at));
         let log = live_log_sum(activities.chain(signals).collect::<Vec<f64>>());
         if data.live_scores.get(&contact).copied() == log {
             return Ok(());

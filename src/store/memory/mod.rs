@@ -224,6 +224,26 @@ impl NameKeys {
 }
 
 impl TenantData {
+    /// `contact`'s activities, oldest first.
+    pub(super) fn activities_of(&self, contact: ContactId) -> impl Iterator<Item = &Activity> {
+        self.timeline
+            .range(
+                (contact, i64::MIN, ActivityId::from_uuid(uuid::Uuid::nil()))
+                    ..=(contact, i64::MAX, ActivityId::from_uuid(uuid::Uuid::max())),
+            )
+            .filter_map(|k| self.activities.get(&k.2))
+    }
+
+    /// `contact`'s signals, oldest first.
+    pub(super) fn signals_of(&self, contact: ContactId) -> impl Iterator<Item = &Signal> {
+        self.signals
+            .range(
+                (contact, i64::MIN, SignalId::from_uuid(uuid::Uuid::nil()))
+                    ..=(contact, i64::MAX, SignalId::from_uuid(uuid::Uuid::max())),
+            )
+            .map(|(_, s)| s)
+    }
+
     /// Replaces (or removes, with `None`) a contact, keeping the indexes; returns the previous value.
     fn put_contact(&mut self, id: ContactId, value: Option<Contact>) -> Option<Contact> {
         let old = self.contacts.remove(&id);

@@ -298,6 +298,83 @@ impl PgTransaction {
     }
 }
 
+/// A contact's values as [`INSERT_CONTACT`] takes them: the columns of
+/// [`CONTACT_INSERT_COLUMNS`] and the email's domain a company link is
+/// looked up by (`None`: no lookup).
+pub(super) struct InsertRow<'a> {
+    c: &'a Contact,
+    tenant: Uuid,
+    id: Uuid,
+    email: &'a str,
+    first_name: &'a str,
+    last_name: &'a str,
+    lead_source: &'static str,
+    company: Option<&'a str>,
+    title: Option<&'a str>,
+    phone: Option<&'a str>,
+    metadata: serde_json::Value,
+    score: i16,
+    version: i64,
+    company_id: Option<Uuid>,
+    owner: Option<&'a str>,
+    keys: ContactKeys,
+    domain: Option<&'a str>,
+}
+
+impl<'a> InsertRow<'a> {
+    /// The values of `c`, linking it by `domain`.
+    pub(super) fn of(c: &'a Contact, domain: Option<&'a str>) -> Self {
+        InsertRow {
+            c,
+            tenant: c.tenant_id.as_uuid(),
+            id: c.id.as_uuid(),
+            email: c.email.as_str(),
+            first_name: c.first_name.as_str(),
+            last_name: c.last_name.as_str(),
+            lead_source: c.lead_source.as_str(),
+            company: c.company.as_ref().map(|v| v.as_str()),
+            title: c.title.as_ref().map(|v| v.as_str()),
+            phone: c.phone.as_ref().map(|v| v.as_str()),
+            metadata: serde_json::Value::from(c.metadata.clone()),
+            score: i16::from(c.score.get()),
+            version: c.version.get(),
+            company_id: c.company_id.map(|v| v.as_uuid()),
+            owner: c.owner.as_ref().map(|v| v.as_str()),
+            keys: ContactKeys::of(c),
+            domain,
+        }
+    }
+
+    /// The parameters of [`INSERT_CONTACT`], in its order.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); CONTACT_INSERT_COLUMNS.len() + 1] {
+        let c = self.c;
+        [
+            &self.tenant,
+            &self.id,
+            &self.email,
+            &self.first_name,
+            &self.last_name,
+            &self.company,
+            &self.title,
+            &self.phone,
+            &self.lead_source,
+            &self.metadata,
+            &self.score,
+            &c.active,
+            &c.created_at,
+            &c.updated_at,
+            &self.version,
+            &self.company_id,
+            &self.owner,
+            &self.keys.email,
+            &self.keys.first_name,
+            &self.keys.last_name,
+            &self.keys.company,
+            &self.domain,
+        ]
+    }
+}
+
 #[async_trait]
 impl ContactsTx for PgTransaction {
     async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
@@ -307,34 +384,8 @@ impl ContactsTx for PgTransaction {
         let domain = self.link_domain(&new);
         let domain = domain.as_ref().map(|d| d.as_str());
         let mut c = Contact::create(self.tenant, new, now());
-        let company_id = c.company_id.map(|v| v.as_uuid());
-        let owner = c.owner.as_ref().map(|v| v.as_str().to_string());
-        let keys = ContactKeys::of(&c);
-        let metadata = serde_json::Value::from(c.metadata.clone());
-        let params: [&(dyn ToSql + Sync); CONTACT_INSERT_COLUMNS.len() + 1] = [
-            &c.tenant_id.as_uuid(),
-            &c.id.as_uuid(),
-            &c.email.as_str(),
-            &c.first_name.as_str(),
-            &c.last_name.as_str(),
-            &c.company.as_ref().map(|v| v.as_str()),
-            &c.title.as_ref().map(|v| v.as_str()),
-            &c.phone.as_ref().map(|v| v.as_str()),
-            &c.lead_source.as_str(),
-            &metadata,
-            &i16::from(c.score.get()),
-            &c.active,
-            &c.created_at,
-            &c.updated_at,
-            &c.version.get(),
-            &company_id,
-            &owner,
-            &keys.email,
-            &keys.first_name,
-            &keys.last_name,
-            &keys.company,
-            &domain,
-        ];
+        let row = InsertRow::of(&c, domain);
+        let params = row.params();
         for _ in 0..EMAIL_RACE_RETRIES {
             // In READ COMMITTED, a conflicting insert that is not committed
             // yet makes this wait; once it commits, nothing is inserted and

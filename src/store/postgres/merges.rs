@@ -17,9 +17,8 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{
-    contacts::INSERT_CONTACT,
+    contacts::{INSERT_CONTACT, InsertRow},
     error,
-    keys::ContactKeys,
     tags::CopiedTaggings,
     transaction::{PgTransaction, now, set_local},
 };
@@ -420,35 +419,10 @@ impl PgTransaction {
                 other => other?,
             }
         }
-        let keys = ContactKeys::of(back);
-        let metadata = serde_json::Value::from(back.metadata.clone());
-        let company_id = back.company_id.map(|c| c.as_uuid());
-        let owner = back.owner.as_ref().map(|v| v.as_str().to_string());
-        let domain: Option<&str> = None;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 22] = [
-            &back.tenant_id.as_uuid(),
-            &back.id.as_uuid(),
-            &back.email.as_str(),
-            &back.first_name.as_str(),
-            &back.last_name.as_str(),
-            &back.company.as_ref().map(|v| v.as_str()),
-            &back.title.as_ref().map(|v| v.as_str()),
-            &back.phone.as_ref().map(|v| v.as_str()),
-            &back.lead_source.as_str(),
-            &metadata,
-            &i16::from(back.score.get()),
-            &back.active,
-            &back.created_at,
-            &back.updated_at,
-            &back.version.get(),
-            &company_id,
-            &owner,
-            &keys.email,
-            &keys.first_name,
-            &keys.last_name,
-            &keys.company,
-            &domain,
-        ];
+        // No link by the email's domain: the loser comes back with the
+        // company link it had (or none).
+        let row = InsertRow::of(back, None);
+        let params = row.params();
         if self.query_opt(INSERT_CONTACT, &params).await?.is_some() {
             return Ok(());
         }
