@@ -37,10 +37,10 @@
 //! }
 //! ```
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{collections::HashMap, fmt, panic::AssertUnwindSafe, time::Duration};
 
 use async_trait::async_trait;
-use futures_util::{StreamExt, stream};
+use futures_util::{FutureExt, StreamExt, stream};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -230,7 +230,8 @@ pub struct EnrichFailure {
 pub enum EnrichFailureReason {
     /// The call for its batch took longer than the timeout.
     Timeout,
-    /// The enricher failed the call for its batch, with this message.
+    /// The enricher failed the call for its batch (or panicked in it),
+    /// with this message.
     Provider(String),
     /// The provider had no answer for it (or an answer that changes and
     /// confirms nothing).
@@ -270,6 +271,16 @@ impl fmt::Display for EnrichFailureReason {
 }
 
 /// The history reason of an enrichment by `provider`, checked.
+/// The message of a provider's panic.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    format!("the provider panicked: {message}")
+}
+
 fn provider_reason(provider: &str) -> Result<String, FieldError> {
     let chars = provider.chars().count();
     if chars == 0 || chars > 100 || provider.chars().any(char::is_control) {
@@ -330,7 +341,12 @@ where
     let context = &context;
     let mut runs = stream::iter(batches)
         .map(|batch| async move {
-            let answer = tokio::time::timeout(options.timeout, enricher.enrich(batch)).await;
+            // A panic in the provider's code fails its batch like an
+            // error: the batches already applied stay reported.
+            let call = AssertUnwindSafe(enricher.enrich(batch))
+                .catch_unwind()
+                .map(|answer| answer.unwrap_or_else(|panic| Err(panicked(panic.as_ref()).into())));
+            let answer = tokio::time::timeout(options.timeout, call).await;
             apply_batch(store, tenant, context, batch, answer).await
         })
         .buffer_unordered(options.concurrency);
