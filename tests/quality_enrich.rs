@@ -439,6 +439,49 @@ async fn a_panicking_provider_fails_its_batch_and_the_rest_is_applied<S: Store +
     );
 }
 
+/// Corrects names and adds a custom field, confirming nothing.
+struct Names;
+
+#[async_trait]
+impl Enricher for Names {
+    fn provider(&self) -> &str {
+        "names"
+    }
+
+    async fn enrich(&self, contacts: &[Contact]) -> Result<Vec<Enrichment>, EnrichError> {
+        Ok(contacts
+            .iter()
+            .map(|c| {
+                let mut e = Enrichment::new(c.id);
+                e.last_name = Some(PersonName::parse("Lovelace").unwrap());
+                e.custom
+                    .insert("linkedin".into(), serde_json::json!("ada-lovelace"));
+                e
+            })
+            .collect())
+    }
+}
+
+async fn an_answer_that_only_corrects_names_is_applied<S: Store + ?Sized>(store: &S) {
+    let tenant = TenantId::new();
+    let contacts = bounced(store, tenant, 2).await;
+    let report = enrich_stale(store, tenant, &ctx(), &Names, &options(10))
+        .await
+        .unwrap();
+    assert_eq!(report.failed, vec![], "{report:?}");
+    assert_eq!(report.updated, 2, "{report:?}");
+    assert_eq!(report.verified, 0, "no field was confirmed: {report:?}");
+    let scope = store.scope(tenant, &ctx());
+    for c in &contacts {
+        let now = scope.get_contact(c.id).await.unwrap().unwrap();
+        assert_eq!(now.last_name.as_str(), "Lovelace");
+        assert_eq!(
+            now.metadata.as_map().get("linkedin"),
+            Some(&serde_json::json!("ada-lovelace"))
+        );
+    }
+}
+
 async fn bad_options_are_refused_by_name<S: Store + ?Sized>(store: &S) {
     let tenant = TenantId::new();
     let mut opts = options(0);
@@ -477,6 +520,11 @@ async fn memory_a_panicking_provider_fails_its_batch_and_the_rest_is_applied() {
 }
 
 #[tokio::test]
+async fn memory_an_answer_that_only_corrects_names_is_applied() {
+    an_answer_that_only_corrects_names_is_applied(&InMemoryStore::new()).await;
+}
+
+#[tokio::test]
 async fn memory_bad_options_are_refused_by_name() {
     bad_options_are_refused_by_name(&InMemoryStore::new()).await;
 }
@@ -509,6 +557,12 @@ mod postgres {
         let db = TestStore::new().await;
         let store: crm_core::PostgresStore = (*db).clone();
         super::failures_are_reported_and_the_rest_applied(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_only_corrects_names_is_applied() {
+        let db = TestStore::new().await;
+        super::an_answer_that_only_corrects_names_is_applied(&*db).await;
     }
 
     #[tokio::test]

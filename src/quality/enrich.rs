@@ -431,9 +431,9 @@ async fn apply_batch<S: Store + ?Sized>(
                 reason: EnrichFailureReason::NoMatch,
             }),
             Ok(Applied::Verified) => report.verified += 1,
-            Ok(Applied::Updated) => {
+            Ok(Applied::Updated { verified }) => {
                 report.updated += 1;
-                report.verified += 1;
+                report.verified += usize::from(verified);
             }
             Err(reason) => report.failed.push(EnrichFailure {
                 contact: read.id,
@@ -461,7 +461,11 @@ async fn apply_batch<S: Store + ?Sized>(
 enum Applied {
     Nothing,
     Verified,
-    Updated,
+    /// Updated, and its verification times set when the answer confirmed
+    /// a field.
+    Updated {
+        verified: bool,
+    },
 }
 
 /// Applies one answer about `read` (the contact as the provider was given
@@ -494,10 +498,16 @@ async fn apply_one<S: Store + ?Sized>(
             tx.update_contact(read.id, read.version, patch).await?;
             true
         };
-        tx.verify_contact(read.id, &fields).await?;
+        // An answer that only corrects names or custom fields confirms
+        // no field: there is nothing to verify.
+        if !fields.is_empty() {
+            tx.verify_contact(read.id, &fields).await?;
+        }
         tx.commit().await?;
         Ok(if updated {
-            Applied::Updated
+            Applied::Updated {
+                verified: !fields.is_empty(),
+            }
         } else {
             Applied::Verified
         })
