@@ -7,7 +7,7 @@
 //! actor of the caller's [`Context`] with the reason
 //! `enrichment:<provider>`: the history shows which provider changed
 //! what. The fields the provider confirmed or changed get their
-//! verification time ([`FreshnessTx::verify_contact`]), so the contact is
+//! verification time ([`FreshnessTx::verify_contact`](crate::store::FreshnessTx::verify_contact)), so the contact is
 //! no longer stale for them and the next run leaves it alone.
 //!
 //! ```
