@@ -391,6 +391,97 @@ async fn failures_are_reported_and_the_rest_applied<S: Store>(store: Arc<S>) {
     assert_ne!(duplicated.email.normalized(), taken.email.normalized());
 }
 
+/// Panics when asked about one contact; gives every other a title.
+struct PanicsOn(ContactId);
+
+#[async_trait]
+impl Enricher for PanicsOn {
+    fn provider(&self) -> &str {
+        "panics"
+    }
+
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    async fn enrich(&self, contacts: &[Contact]) -> Result<Vec<Enrichment>, EnrichError> {
+        if contacts.iter().any(|c| c.id == self.0) {
+            panic!("the provider's client panicked");
+        }
+        Ok(contacts
+            .iter()
+            .map(|c| {
+                let mut e = Enrichment::new(c.id);
+                e.title = Some(JobTitle::parse("Chief Analyst").unwrap());
+                e
+            })
+            .collect())
+    }
+}
+
+async fn a_panicking_provider_fails_its_batch_and_the_rest_is_applied<S: Store + ?Sized>(
+    store: &S,
+) {
+    let tenant = TenantId::new();
+    let contacts = bounced(store, tenant, 4).await;
+    let mut opts = options(10);
+    opts.concurrency = 1;
+    let report = enrich_stale(store, tenant, &ctx(), &PanicsOn(contacts[1].id), &opts)
+        .await
+        .expect("a provider's panic is its batch's failure, not the caller's");
+    assert_eq!(report.selected, 4);
+    assert_eq!(report.updated, 3, "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].contact, contacts[1].id);
+    assert!(
+        matches!(&report.failed[0].reason, EnrichFailureReason::Provider(m) if m.contains("panicked")),
+        "{report:?}"
+    );
+}
+
+/// Corrects names and adds a custom field, confirming nothing.
+struct Names;
+
+#[async_trait]
+impl Enricher for Names {
+    fn provider(&self) -> &str {
+        "names"
+    }
+
+    async fn enrich(&self, contacts: &[Contact]) -> Result<Vec<Enrichment>, EnrichError> {
+        Ok(contacts
+            .iter()
+            .map(|c| {
+                let mut e = Enrichment::new(c.id);
+                e.last_name = Some(PersonName::parse("Lovelace").unwrap());
+                e.custom
+                    .insert("linkedin".into(), serde_json::json!("ada-lovelace"));
+                e
+            })
+            .collect())
+    }
+}
+
+async fn an_answer_that_only_corrects_names_is_applied<S: Store + ?Sized>(store: &S) {
+    let tenant = TenantId::new();
+    let contacts = bounced(store, tenant, 2).await;
+    let report = enrich_stale(store, tenant, &ctx(), &Names, &options(10))
+        .await
+        .unwrap();
+    assert_eq!(report.failed, vec![], "{report:?}");
+    assert_eq!(report.updated, 2, "{report:?}");
+    assert_eq!(report.verified, 0, "no field was confirmed: {report:?}");
+    let scope = store.scope(tenant, &ctx());
+    for c in &contacts {
+        let now = scope.get_contact(c.id).await.unwrap().unwrap();
+        assert_eq!(now.last_name.as_str(), "Lovelace");
+        assert_eq!(
+            now.metadata.as_map().get("linkedin"),
+            Some(&serde_json::json!("ada-lovelace"))
+        );
+    }
+}
+
 async fn bad_options_are_refused_by_name<S: Store + ?Sized>(store: &S) {
     let tenant = TenantId::new();
     let mut opts = options(0);
@@ -421,6 +512,16 @@ async fn memory_a_timed_out_batch_fails_and_writes_nothing() {
 #[tokio::test]
 async fn memory_failures_are_reported_and_the_rest_applied() {
     failures_are_reported_and_the_rest_applied(Arc::new(InMemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn memory_a_panicking_provider_fails_its_batch_and_the_rest_is_applied() {
+    a_panicking_provider_fails_its_batch_and_the_rest_is_applied(&InMemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn memory_an_answer_that_only_corrects_names_is_applied() {
+    an_answer_that_only_corrects_names_is_applied(&InMemoryStore::new()).await;
 }
 
 #[tokio::test]
@@ -456,5 +557,17 @@ mod postgres {
         let db = TestStore::new().await;
         let store: crm_core::PostgresStore = (*db).clone();
         super::failures_are_reported_and_the_rest_applied(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_only_corrects_names_is_applied() {
+        let db = TestStore::new().await;
+        super::an_answer_that_only_corrects_names_is_applied(&*db).await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_provider_fails_its_batch_and_the_rest_is_applied() {
+        let db = TestStore::new().await;
+        super::a_panicking_provider_fails_its_batch_and_the_rest_is_applied(&*db).await;
     }
 }

@@ -7,7 +7,7 @@
 //! actor of the caller's [`Context`] with the reason
 //! `enrichment:<provider>`: the history shows which provider changed
 //! what. The fields the provider confirmed or changed get their
-//! verification time ([`FreshnessTx::verify_contact`]), so the contact is
+//! verification time ([`FreshnessTx::verify_contact`](crate::store::FreshnessTx::verify_contact)), so the contact is
 //! no longer stale for them and the next run leaves it alone.
 //!
 //! ```
@@ -37,10 +37,10 @@
 //! }
 //! ```
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{collections::HashMap, fmt, panic::AssertUnwindSafe, time::Duration};
 
 use async_trait::async_trait;
-use futures_util::{StreamExt, stream};
+use futures_util::{FutureExt, StreamExt, stream};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -230,7 +230,8 @@ pub struct EnrichFailure {
 pub enum EnrichFailureReason {
     /// The call for its batch took longer than the timeout.
     Timeout,
-    /// The enricher failed the call for its batch, with this message.
+    /// The enricher failed the call for its batch (or panicked in it),
+    /// with this message.
     Provider(String),
     /// The provider had no answer for it (or an answer that changes and
     /// confirms nothing).
@@ -270,6 +271,16 @@ impl fmt::Display for EnrichFailureReason {
 }
 
 /// The history reason of an enrichment by `provider`, checked.
+/// The message of a provider's panic.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    format!("the provider panicked: {message}")
+}
+
 fn provider_reason(provider: &str) -> Result<String, FieldError> {
     let chars = provider.chars().count();
     if chars == 0 || chars > 100 || provider.chars().any(char::is_control) {
@@ -330,7 +341,12 @@ where
     let context = &context;
     let mut runs = stream::iter(batches)
         .map(|batch| async move {
-            let answer = tokio::time::timeout(options.timeout, enricher.enrich(batch)).await;
+            // A panic in the provider's code fails its batch like an
+            // error: the batches already applied stay reported.
+            let call = AssertUnwindSafe(enricher.enrich(batch))
+                .catch_unwind()
+                .map(|answer| answer.unwrap_or_else(|panic| Err(panicked(panic.as_ref()).into())));
+            let answer = tokio::time::timeout(options.timeout, call).await;
             apply_batch(store, tenant, context, batch, answer).await
         })
         .buffer_unordered(options.concurrency);
@@ -415,9 +431,9 @@ async fn apply_batch<S: Store + ?Sized>(
                 reason: EnrichFailureReason::NoMatch,
             }),
             Ok(Applied::Verified) => report.verified += 1,
-            Ok(Applied::Updated) => {
+            Ok(Applied::Updated { verified }) => {
                 report.updated += 1;
-                report.verified += 1;
+                report.verified += usize::from(verified);
             }
             Err(reason) => report.failed.push(EnrichFailure {
                 contact: read.id,
@@ -445,7 +461,11 @@ async fn apply_batch<S: Store + ?Sized>(
 enum Applied {
     Nothing,
     Verified,
-    Updated,
+    /// Updated, and its verification times set when the answer confirmed
+    /// a field.
+    Updated {
+        verified: bool,
+    },
 }
 
 /// Applies one answer about `read` (the contact as the provider was given
@@ -478,10 +498,16 @@ async fn apply_one<S: Store + ?Sized>(
             tx.update_contact(read.id, read.version, patch).await?;
             true
         };
-        tx.verify_contact(read.id, &fields).await?;
+        // An answer that only corrects names or custom fields confirms
+        // no field: there is nothing to verify.
+        if !fields.is_empty() {
+            tx.verify_contact(read.id, &fields).await?;
+        }
         tx.commit().await?;
         Ok(if updated {
-            Applied::Updated
+            Applied::Updated {
+                verified: !fields.is_empty(),
+            }
         } else {
             Applied::Verified
         })

@@ -129,11 +129,13 @@ fn ordered<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
 /// 1 for equal words, else their Jaro–Winkler similarity (computed in one
 /// order of the two, so that it is symmetric).
 fn similarity(a: &str, b: &str) -> f64 {
-    if a == b {
-        return 1.0;
-    }
+    // A word that folds to nothing (a name of emoji or punctuation) is
+    // like no other, itself included: it says nothing of the person.
     if a.is_empty() || b.is_empty() {
         return 0.0;
+    }
+    if a == b {
+        return 1.0;
     }
     let (x, y) = ordered(a, b);
     strsim::jaro_winkler(x, y)
@@ -580,6 +582,22 @@ mod tests {
             pair(&p, &q).is_none(),
             "a shared switchboard number is not a person"
         );
+    }
+
+    #[test]
+    fn names_without_letters_or_digits_are_never_alike() {
+        let p = profile(
+            "one@acme.example",
+            "\u{1F600}",
+            "\u{1F600}",
+            Some("Acme"),
+            None,
+        );
+        let q = profile("two@acme.example", "\u{1F389}", "--", Some("Acme"), None);
+        assert!(pair(&p, &q).is_none(), "{:?}", pair(&p, &q));
+        let p = profile("ann@acme.example", "\u{2014}", "Smith", None, None);
+        let q = profile("bob@acme.example", "\u{2605}", "Smith", None, None);
+        assert!(pair(&p, &q).is_none(), "{:?}", pair(&p, &q));
     }
 
     fn arb_contact() -> impl Strategy<Value = Contact> {
