@@ -225,10 +225,11 @@ async fn a_transaction_sends_begin_and_its_context_with_its_first_statement() {
 /// the loser's company (taken before the contacts' locks, in the order a
 /// company delete takes them), its locks, its moves (of deals, activities,
 /// signals and tasks, in one), the read of the loser's tags (none here, so
-/// nothing to copy), COMMIT. Without the company lock and the tags, the
+/// nothing to copy), the merge journal's row (what an unmerge restores
+/// from), COMMIT. Without the company lock and the tags, the
 /// same before the acting context became bound parameters and the search
 /// path joined `BEGIN`, as are the others below.
-const MERGE_ROUND_TRIPS: u64 = 12;
+const MERGE_ROUND_TRIPS: u64 = 13;
 /// A bulk upsert's: staging, the copy, the merge of the rows, COMMIT.
 const UPSERT_ROUND_TRIPS: u64 = 8;
 
