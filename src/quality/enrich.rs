@@ -25,14 +25,14 @@
 //!     }
 //!
 //!     async fn enrich(&self, contacts: &[Contact]) -> Result<Vec<Enrichment>, EnrichError> {
-//!         Ok(contacts
-//!             .iter()
-//!             .map(|c| Enrichment {
-//!                 title: Some(JobTitle::parse("Engineer").unwrap()),
-//!                 verified: vec![FreshField::Email],
-//!                 ..Enrichment::new(c.id)
-//!             })
-//!             .collect())
+//!         let mut out = Vec::new();
+//!         for c in contacts {
+//!             let mut answer = Enrichment::new(c.id);
+//!             answer.title = Some(JobTitle::parse("Engineer")?);
+//!             answer.verified = vec![FreshField::Email];
+//!             out.push(answer);
+//!         }
+//!         Ok(out)
 //!     }
 //! }
 //! ```
