@@ -66,6 +66,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "merge_journal",
         sql: include_str!("migrations/0011_merge_journal.sql"),
     },
+    Migration {
+        version: 12,
+        name: "statement_triggers",
+        sql: include_str!("migrations/0012_statement_triggers.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.
