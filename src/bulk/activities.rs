@@ -141,6 +141,7 @@ struct ActivityLine {
     subject: Text,
     body: Text,
     occurred_at: Text,
+    created_at: Text,
 }
 
 /// Imports activities from JSON Lines (the lines
@@ -260,6 +261,7 @@ async fn import_activity(
         subject: fields.subject.get(),
         body: fields.body.get(),
         occurred_at: fields.occurred_at.get(),
+        created_at: fields.created_at.get(),
     };
     let new = match NewActivity::try_from(dto) {
         Ok(new) => new,
