@@ -271,6 +271,7 @@ fn valid_new_activity_dto() -> impl Strategy<Value = NewActivityDto> {
                 subject,
                 body,
                 occurred_at,
+                created_at: None,
             },
         )
 }
@@ -1581,7 +1582,7 @@ proptest! {
         body in prop::option::of(any_text()),
         occurred_at in prop::option::of(any_text()),
     ) {
-        let dto = NewActivityDto { contact_id, deal_id, kind, direction, subject, body, occurred_at };
+        let dto = NewActivityDto { contact_id, deal_id, kind, direction, subject, body, occurred_at, created_at: None };
         if let Err(errors) = NewActivity::try_from(dto) {
             prop_assert!(!errors.is_empty());
             for f in fields(&errors) {

@@ -447,7 +447,14 @@ async fn import_deal(
     let (Some(new), true) = (new, errors.is_empty()) else {
         return Ok(Err(errors));
     };
-    let plan = match plan_deal(tx.tenant(), new, stage, lost_reason, closed_field, pipelines) {
+    let plan = match plan_deal(
+        tx.tenant(),
+        new,
+        stage,
+        lost_reason,
+        closed_field,
+        pipelines,
+    ) {
         Ok(plan) => plan,
         Err(errors) => return Ok(Err(errors)),
     };

@@ -211,7 +211,10 @@ mod tests {
         let codes: Vec<_> = e.as_slice().iter().map(|e| (&*e.field, e.code)).collect();
         assert_eq!(
             codes,
-            [("created_at", "out_of_range"), ("updated_at", "out_of_range")]
+            [
+                ("created_at", "out_of_range"),
+                ("updated_at", "out_of_range")
+            ]
         );
     }
 
