@@ -845,7 +845,10 @@ async fn both_backends_export_the_same_records_identically_and_read_them_back() 
                 // A version counts the writes of this store: a deal
                 // exported closed is read back in one write, created
                 // closed with its original close time.
-                let (o, a) = (without_versions(&masked(orig)), without_versions(&masked(again)));
+                let (o, a) = (
+                    without_versions(&masked(orig)),
+                    without_versions(&masked(again)),
+                );
                 if o != a {
                     back.push(format!(
                         "{what} differ after the round trip ({}):\n{o}\n{a}",
@@ -878,15 +881,17 @@ async fn both_backends_export_the_same_records_identically_and_read_them_back() 
 /// JSON Lines with the `version` of each line masked.
 fn without_versions(text: &str) -> String {
     text.lines()
-        .map(|line| match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(mut map)) => {
-                if map.contains_key("version") {
-                    map.insert("version".into(), "<version>".into());
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(mut map)) => {
+                    if map.contains_key("version") {
+                        map.insert("version".into(), "<version>".into());
+                    }
+                    serde_json::Value::Object(map).to_string()
                 }
-                serde_json::Value::Object(map).to_string()
-            }
-            _ => line.to_string(),
-        })
+                _ => line.to_string(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("\n")
 }

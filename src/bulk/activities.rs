@@ -146,7 +146,9 @@ struct ActivityLine {
 
 /// Imports activities from JSON Lines (the lines
 /// [`export_activities_jsonl`] writes, or objects with `contact_email,
-/// kind` and optional `deal_id, direction, subject, body, occurred_at`).
+/// kind` and optional `deal_id, direction, subject, body, occurred_at,
+/// created_at`: when it was logged in the system it comes from, RFC 3339,
+/// not in the future).
 /// A `deal_id` is looked up in `deal_ids` (the [`RelatedReport::ids`] of
 /// the deal import) and dropped when it is not there. A row is one write,
 /// which a rejected row never makes.

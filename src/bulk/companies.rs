@@ -477,7 +477,9 @@ where
 /// cells are absent). A row whose `domain` an existing company holds
 /// updates it as [`ImportOptions::policy`] says; one without a domain
 /// creates a company. `tags` are `;`-separated names, created when missing
-/// and attached; `metadata` is a JSON object.
+/// and attached; `metadata` is a JSON object; `created_at` and
+/// `updated_at` (RFC 3339, together) are the original times of a company
+/// the row creates (a row that updates one is a change made now).
 ///
 /// Rows that fail are rejected with their number and every field error,
 /// having written nothing; in [`ImportMode::BestEffort`] the others are

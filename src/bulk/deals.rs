@@ -177,7 +177,13 @@ struct DealLine {
 /// Imports deals from JSON Lines (the lines [`export_deals_jsonl`] writes,
 /// or objects with `contact_email, title, amount, currency` and optional
 /// `pipeline, stage, expected_close_date, lost_reason, company_domain,
-/// owner`), `batch_size` rows per transaction. A `company_domain` links the
+/// owner, created_at, updated_at, won_at, lost_at`), `batch_size` rows per
+/// transaction. `created_at` and `updated_at` (RFC 3339, together) are the
+/// deal's original times; a deal in a won (lost) stage with its `won_at`
+/// (`lost_at`) is created in that stage as it was closed, one version in
+/// its history, while one without is created open and moved (closed now).
+/// A close time on a deal of another stage, outside its original times or
+/// without them, rejects the row naming the column. A `company_domain` links the
 /// deal to the company holding that domain; one no company holds rejects
 /// the row, naming `company_domain`. Rows that fail are rejected with their errors and
 /// leave nothing behind (no deal, no history); the others are kept.

@@ -39,7 +39,11 @@ fn csv_rows(bytes: &[u8]) -> Vec<HashMap<String, String>> {
         .records()
         .map(|r| {
             let r = r.expect("an export row");
-            header.iter().cloned().zip(r.iter().map(str::to_string)).collect()
+            header
+                .iter()
+                .cloned()
+                .zip(r.iter().map(str::to_string))
+                .collect()
         })
         .collect()
 }
@@ -116,13 +120,27 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
     let ctx = Context::system("migration");
     let load_start = truncate_to_micros(Utc::now());
     let companies = ok(
-        import_companies_csv(store, t, &ctx, COMPANIES.as_bytes(), ImportOptions::default()).await,
+        import_companies_csv(
+            store,
+            t,
+            &ctx,
+            COMPANIES.as_bytes(),
+            ImportOptions::default(),
+        )
+        .await,
         "import companies",
     );
     assert_no_rejects("companies", &companies.rejected);
     assert_eq!(companies.inserted, 2);
     let contacts = ok(
-        import_contacts_csv(store, t, &ctx, CONTACTS.as_bytes(), ImportOptions::default()).await,
+        import_contacts_csv(
+            store,
+            t,
+            &ctx,
+            CONTACTS.as_bytes(),
+            ImportOptions::default(),
+        )
+        .await,
         "import contacts",
     );
     assert_no_rejects("contacts", &contacts.rejected);
@@ -150,7 +168,13 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
         (ACTIVITIES, "subject"),
     ] {
         for row in csv_rows(input.as_bytes()) {
-            for column in ["created_at", "updated_at", "won_at", "lost_at", "occurred_at"] {
+            for column in [
+                "created_at",
+                "updated_at",
+                "won_at",
+                "lost_at",
+                "occurred_at",
+            ] {
                 if row.contains_key(column) {
                     expected.push((row[key].clone(), column.into(), cell_time(&row, column)));
                 }
@@ -173,7 +197,10 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
     );
     let contact_rows = csv_rows(&out);
     out.clear();
-    ok(export_deals_csv(store, t, &ctx, &mut out).await, "export deals");
+    ok(
+        export_deals_csv(store, t, &ctx, &mut out).await,
+        "export deals",
+    );
     let deal_rows = csv_rows(&out);
     out.clear();
     ok(
@@ -188,7 +215,13 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
         (&activity_rows, "subject"),
     ] {
         for row in rows {
-            for column in ["created_at", "updated_at", "won_at", "lost_at", "occurred_at"] {
+            for column in [
+                "created_at",
+                "updated_at",
+                "won_at",
+                "lost_at",
+                "occurred_at",
+            ] {
                 if row.contains_key(column) {
                     exported.insert((row[key].clone(), column.into()), cell_time(row, column));
                 }
@@ -262,7 +295,11 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
         check_version(&v, &domain, &["created_at", "updated_at"]);
     }
     for c in &all_contacts {
-        assert!(c.company_id.is_some(), "{} is linked to its company", c.email);
+        assert!(
+            c.company_id.is_some(),
+            "{} is linked to its company",
+            c.email
+        );
         let v = only_version(store, t, HistoryEntity::Contact(c.id)).await;
         check_version(&v, c.email.as_str(), &["created_at", "updated_at"]);
     }
@@ -308,7 +345,14 @@ pub async fn scores_of_imported_records_run_from_their_original_times(store: &Dy
         old(399)
     );
     let report = ok(
-        import_contacts_csv(store, t, &ctx, contacts.as_bytes(), ImportOptions::default()).await,
+        import_contacts_csv(
+            store,
+            t,
+            &ctx,
+            contacts.as_bytes(),
+            ImportOptions::default(),
+        )
+        .await,
         "import contacts",
     );
     assert_no_rejects("contacts", &report.rejected);
@@ -347,8 +391,8 @@ pub async fn scores_of_imported_records_run_from_their_original_times(store: &Dy
             "read the contact",
         )
         .expect("imported");
-        let e = ok(explain(&mut *tx, &model, c.id, None).await, "explain")
-            .expect("the contact exists");
+        let e =
+            ok(explain(&mut *tx, &model, c.id, None).await, "explain").expect("the contact exists");
         explained.insert(address, e);
     }
     ok(tx.commit().await, "commit");
@@ -389,13 +433,24 @@ pub async fn bad_original_times_reject_their_rows_naming_the_column(store: &DynS
          good@example.com,G,G,2020-01-01T00:00:00Z,2020-01-01T00:00:00Z\n"
     );
     let report = ok(
-        import_contacts_csv(store, t, &ctx, contacts.as_bytes(), ImportOptions::default()).await,
+        import_contacts_csv(
+            store,
+            t,
+            &ctx,
+            contacts.as_bytes(),
+            ImportOptions::default(),
+        )
+        .await,
         "import contacts",
     );
     let rejected: Vec<(u64, String, &str)> = report
         .rejected
         .iter()
-        .flat_map(|r| r.errors.iter().map(move |e| (r.row, e.field.clone(), e.code)))
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(move |e| (r.row, e.field.clone(), e.code))
+        })
         .collect();
     assert_eq!(
         rejected,
@@ -423,7 +478,14 @@ pub async fn bad_original_times_reject_their_rows_naming_the_column(store: &DynS
     let companies = "name,domain,created_at,updated_at\n\
          Backwards,backwards.example,2020-01-02T00:00:00Z,2020-01-01T00:00:00Z\n";
     let report = ok(
-        import_companies_csv(store, t, &ctx, companies.as_bytes(), ImportOptions::default()).await,
+        import_companies_csv(
+            store,
+            t,
+            &ctx,
+            companies.as_bytes(),
+            ImportOptions::default(),
+        )
+        .await,
         "import companies",
     );
     assert_eq!(report.rejected.len(), 1);
@@ -445,7 +507,11 @@ pub async fn bad_original_times_reject_their_rows_naming_the_column(store: &DynS
     let rejected: Vec<(u64, String, &str)> = report
         .rejected
         .iter()
-        .flat_map(|r| r.errors.iter().map(move |e| (r.row, e.field.clone(), e.code)))
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(move |e| (r.row, e.field.clone(), e.code))
+        })
         .collect();
     assert_eq!(
         rejected,
@@ -474,7 +540,11 @@ pub async fn bad_original_times_reject_their_rows_naming_the_column(store: &DynS
     let rejected: Vec<(u64, String, &str)> = report
         .rejected
         .iter()
-        .flat_map(|r| r.errors.iter().map(move |e| (r.row, e.field.clone(), e.code)))
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(move |e| (r.row, e.field.clone(), e.code))
+        })
         .collect();
     assert_eq!(
         rejected,
@@ -604,6 +674,9 @@ pub async fn the_stores_refuse_bad_original_times_built_directly(store: &DynStor
         "upsert of a new contact",
     );
     let created = ok(tx.get_contact(out[0].id()).await, "read").expect("there");
-    assert_eq!((created.created_at, created.updated_at), (old, times.updated_at()));
+    assert_eq!(
+        (created.created_at, created.updated_at),
+        (old, times.updated_at())
+    );
     ok(tx.commit().await, "commit");
 }
