@@ -271,6 +271,7 @@ fn valid_new_activity_dto() -> impl Strategy<Value = NewActivityDto> {
                 subject,
                 body,
                 occurred_at,
+                created_at: None,
             },
         )
 }
@@ -1581,7 +1582,7 @@ proptest! {
         body in prop::option::of(any_text()),
         occurred_at in prop::option::of(any_text()),
     ) {
-        let dto = NewActivityDto { contact_id, deal_id, kind, direction, subject, body, occurred_at };
+        let dto = NewActivityDto { contact_id, deal_id, kind, direction, subject, body, occurred_at, created_at: None };
         if let Err(errors) = NewActivity::try_from(dto) {
             prop_assert!(!errors.is_empty());
             for f in fields(&errors) {
@@ -1748,5 +1749,213 @@ mod external_ids {
     fn a_system_name_of_41_characters_is_too_long() {
         let errors = ExternalSystem::parse(&"a".repeat(41)).unwrap_err();
         assert_eq!(errors.as_slice()[0].code, "too_long");
+    }
+}
+
+// ------------------------------------------------------ original times
+
+mod original_times {
+    use chrono::{DateTime, Duration, Utc};
+    use crm_core::domain::{
+        ContactId, DealTitle, Money, NewActivity, NewActivityDto, NewContact, NewContactDto,
+        NewDeal, NewDealDto, OriginalTimes, earliest_timestamp, latest_timestamp,
+        truncate_to_micros,
+    };
+    use proptest::prelude::*;
+
+    use super::fields;
+
+    /// Any instant from well before year 1 to well after year 9999, in
+    /// microseconds since 1970.
+    fn any_micros() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            -62_135_596_800_000_000_i64 - 1_000_000..=253_402_300_799_999_999_i64 + 1_000_000,
+            -62_135_596_800_000_000_i64 - 5..-62_135_596_800_000_000_i64 + 5,
+            253_402_300_799_999_999_i64 - 5..253_402_300_799_999_999_i64 + 5,
+            -200_000_000_000_000_000_i64..-62_135_596_800_000_000_i64,
+        ]
+    }
+
+    fn at(micros: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(micros).unwrap()
+    }
+
+    fn in_range(t: DateTime<Utc>) -> bool {
+        (earliest_timestamp()..=latest_timestamp()).contains(&t)
+    }
+
+    fn deal() -> NewDeal {
+        NewDeal::new(
+            ContactId::new(),
+            DealTitle::parse("Deal").unwrap(),
+            Money::new("1".parse().unwrap(), "EUR".parse().unwrap()).unwrap(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn original_times_are_accepted_exactly_when_in_range_ordered_and_not_after_now(
+            c in any_micros(), u in any_micros(), n in any_micros(), nanos in 0_i64..1000,
+        ) {
+            let (created, updated, now) =
+                (at(c) + Duration::nanoseconds(nanos), at(u), at(n));
+            let result = OriginalTimes::new_at(created, updated, now);
+            let created = truncate_to_micros(created);
+            let valid = in_range(created) && in_range(updated)
+                && created <= now && updated <= now && created <= updated;
+            match result {
+                Ok(t) => {
+                    prop_assert!(valid);
+                    prop_assert_eq!(t.created_at(), created);
+                    prop_assert_eq!(t.updated_at(), updated);
+                }
+                Err(errors) => {
+                    prop_assert!(!valid);
+                    for e in errors.as_slice() {
+                        prop_assert!(["created_at", "updated_at"].contains(&e.field.as_str()), "{e:?}");
+                        prop_assert!(["out_of_range", "in_future", "out_of_order"].contains(&e.code), "{e:?}");
+                        prop_assert!(!e.reason.is_empty());
+                    }
+                    if !in_range(created) {
+                        prop_assert!(errors.for_field("created_at").any(|e| e.code == "out_of_range"));
+                    } else if created > now {
+                        prop_assert!(errors.for_field("created_at").any(|e| e.code == "in_future"));
+                    }
+                    if !in_range(updated) {
+                        prop_assert!(errors.for_field("updated_at").any(|e| e.code == "out_of_range"));
+                    } else if updated > now {
+                        prop_assert!(errors.for_field("updated_at").any(|e| e.code == "in_future"));
+                    } else if in_range(created) && created <= now && updated < created {
+                        prop_assert!(errors.for_field("updated_at").any(|e| e.code == "out_of_order"));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn dto_times_in_any_offset_round_trip_to_the_same_instants(
+            c in 0_i64..1_600_000_000_000_000, gap in 0_i64..100_000_000_000_000, h in -12_i32..=12,
+        ) {
+            let offset = chrono::FixedOffset::east_opt(h * 3600).unwrap();
+            let (created, updated) = (at(c), at(c + gap));
+            let text = |t: DateTime<Utc>| {
+                t.with_timezone(&offset).to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+            };
+            let contact = NewContact::try_from(NewContactDto {
+                email: Some("a@example.com".into()),
+                first_name: Some("A".into()),
+                last_name: Some("B".into()),
+                created_at: Some(text(created)),
+                updated_at: Some(text(updated)),
+                ..NewContactDto::default()
+            })
+            .unwrap();
+            let t = contact.original.unwrap();
+            prop_assert_eq!((t.created_at(), t.updated_at()), (created, updated));
+            let activity = NewActivity::try_from(NewActivityDto {
+                contact_id: Some(ContactId::new().to_string()),
+                kind: Some("note".into()),
+                created_at: Some(text(created)),
+                ..NewActivityDto::default()
+            })
+            .unwrap();
+            prop_assert_eq!(activity.original_created_at, Some(created));
+        }
+
+        #[test]
+        fn a_close_time_is_accepted_exactly_between_the_original_created_and_updated_times(
+            c in 0_i64..1_600_000_000_000_000, gap in 0_i64..1_000_000, x in -2_000_000_i64..2_000_000,
+        ) {
+            let (created, updated) = (at(c), at(c + gap));
+            let closed = at(c + x);
+            let times = OriginalTimes::new(created, updated).unwrap();
+            let result = deal().original_times(times).original_closed_at(closed).checked();
+            if closed >= created && closed <= updated {
+                prop_assert_eq!(result.unwrap().original_closed_at, Some(closed));
+            } else {
+                let errors = result.unwrap_err();
+                prop_assert_eq!(fields(&errors), vec!["original_closed_at"]);
+                prop_assert_eq!(errors.as_slice()[0].code, "out_of_order");
+            }
+            let dto = NewDealDto {
+                contact_id: Some(ContactId::new().to_string()),
+                title: Some("Deal".into()),
+                amount: Some("1".into()),
+                currency: Some("EUR".into()),
+                stage: Some("closed_won".into()),
+                created_at: Some(created.to_rfc3339()),
+                updated_at: Some(updated.to_rfc3339()),
+                won_at: Some(closed.to_rfc3339()),
+                ..NewDealDto::default()
+            };
+            match NewDeal::try_from(dto) {
+                Ok(d) => {
+                    prop_assert!(closed >= created && closed <= updated);
+                    prop_assert_eq!(d.original_closed_at, Some(closed));
+                }
+                Err(errors) => {
+                    prop_assert!(closed < created || closed > updated);
+                    prop_assert_eq!(fields(&errors), vec!["won_at"]);
+                }
+            }
+        }
+
+        #[test]
+        fn any_text_as_an_original_time_is_a_time_or_rejected_naming_its_field(
+            s in super::any_text(),
+        ) {
+            let dto = NewContactDto {
+                email: Some("a@example.com".into()),
+                first_name: Some("A".into()),
+                last_name: Some("B".into()),
+                created_at: Some(s.clone()),
+                updated_at: Some("2000-01-01T00:00:00Z".into()),
+                ..NewContactDto::default()
+            };
+            if let Err(errors) = NewContact::try_from(dto) {
+                for f in fields(&errors) {
+                    prop_assert!(["created_at", "updated_at"].contains(&f), "{f}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_close_time_without_original_times_is_refused() {
+        let errors = deal()
+            .original_closed_at(Utc::now() - Duration::days(1))
+            .checked()
+            .unwrap_err();
+        assert_eq!(fields(&errors), vec!["original_closed_at"]);
+        assert_eq!(errors.as_slice()[0].code, "invalid_value");
+    }
+
+    #[test]
+    fn won_at_and_lost_at_together_are_refused() {
+        let errors = NewDeal::try_from(NewDealDto {
+            contact_id: Some(ContactId::new().to_string()),
+            title: Some("Deal".into()),
+            amount: Some("1".into()),
+            currency: Some("EUR".into()),
+            created_at: Some("2001-01-01T00:00:00Z".into()),
+            updated_at: Some("2002-01-01T00:00:00Z".into()),
+            won_at: Some("2001-06-01T00:00:00Z".into()),
+            lost_at: Some("2001-06-01T00:00:00Z".into()),
+            ..NewDealDto::default()
+        })
+        .unwrap_err();
+        assert_eq!(fields(&errors), vec!["lost_at"]);
+    }
+
+    #[test]
+    fn an_activity_logged_in_the_future_is_refused_naming_original_created_at() {
+        let errors = NewActivity::new(ContactId::new(), crm_core::domain::ActivityKind::Note)
+            .original_created_at(Utc::now() + Duration::seconds(5))
+            .checked()
+            .unwrap_err();
+        assert_eq!(fields(&errors), vec!["original_created_at"]);
+        assert_eq!(errors.as_slice()[0].code, "in_future");
     }
 }

@@ -842,7 +842,13 @@ async fn both_backends_export_the_same_records_identically_and_read_them_back() 
                 (&dj, &d2, "deals"),
                 (&aj, &a2, "activities"),
             ] {
-                let (o, a) = (masked(orig), masked(again));
+                // A version counts the writes of this store: a deal
+                // exported closed is read back in one write, created
+                // closed with its original close time.
+                let (o, a) = (
+                    without_versions(&masked(orig)),
+                    without_versions(&masked(again)),
+                );
                 if o != a {
                     back.push(format!(
                         "{what} differ after the round trip ({}):\n{o}\n{a}",
@@ -870,6 +876,24 @@ async fn both_backends_export_the_same_records_identically_and_read_them_back() 
         "postgres round trip:\n{postgres}"
     );
     assert_eq!(memory, postgres);
+}
+
+/// JSON Lines with the `version` of each line masked.
+fn without_versions(text: &str) -> String {
+    text.lines()
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(mut map)) => {
+                    if map.contains_key("version") {
+                        map.insert("version".into(), "<version>".into());
+                    }
+                    serde_json::Value::Object(map).to_string()
+                }
+                _ => line.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// An export with its ids (UUIDs) and store-assigned times masked.

@@ -248,6 +248,8 @@ fn new_company_dto() -> impl Strategy<Value = NewCompanyDto> {
                 country,
                 metadata,
                 owner,
+                created_at: None,
+                updated_at: None,
             },
         )
 }

@@ -141,11 +141,14 @@ struct ActivityLine {
     subject: Text,
     body: Text,
     occurred_at: Text,
+    created_at: Text,
 }
 
 /// Imports activities from JSON Lines (the lines
 /// [`export_activities_jsonl`] writes, or objects with `contact_email,
-/// kind` and optional `deal_id, direction, subject, body, occurred_at`).
+/// kind` and optional `deal_id, direction, subject, body, occurred_at,
+/// created_at`: when it was logged in the system it comes from, RFC 3339,
+/// not in the future).
 /// A `deal_id` is looked up in `deal_ids` (the [`RelatedReport::ids`] of
 /// the deal import) and dropped when it is not there. A row is one write,
 /// which a rejected row never makes.
@@ -260,6 +263,7 @@ async fn import_activity(
         subject: fields.subject.get(),
         body: fields.body.get(),
         occurred_at: fields.occurred_at.get(),
+        created_at: fields.created_at.get(),
     };
     let new = match NewActivity::try_from(dto) {
         Ok(new) => new,

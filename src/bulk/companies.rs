@@ -34,7 +34,7 @@ use crate::{
 /// The CSV columns of a companies export, in order; the keys of its JSON
 /// lines. `metadata` holds the custom fields as a JSON object, `tags` the
 /// names of the company's tags, `;`-separated.
-pub const COMPANY_CSV_HEADER: [&str; 14] = [
+pub const COMPANY_CSV_HEADER: [&str; 16] = [
     "name",
     "domain",
     "industry",
@@ -49,6 +49,8 @@ pub const COMPANY_CSV_HEADER: [&str; 14] = [
     "owner",
     "tags",
     "metadata",
+    "created_at",
+    "updated_at",
 ];
 
 /// The error of an export that cannot be written.
@@ -200,6 +202,8 @@ struct CompanyLine {
     owner: Text,
     tags: TagCell,
     metadata: JsonCell,
+    created_at: Text,
+    updated_at: Text,
 }
 
 /// A row, validated: the company and its tags.
@@ -253,6 +257,8 @@ fn company_row(line: &Line) -> RowResult<CompanyRow> {
         country: fields.country.get(),
         metadata,
         owner: fields.owner.get(),
+        created_at: fields.created_at.get(),
+        updated_at: fields.updated_at.get(),
     };
     match NewCompany::try_from(dto) {
         Ok(new) if errors.is_empty() => Ok(CompanyRow { new, tags }),
@@ -471,7 +477,9 @@ where
 /// cells are absent). A row whose `domain` an existing company holds
 /// updates it as [`ImportOptions::policy`] says; one without a domain
 /// creates a company. `tags` are `;`-separated names, created when missing
-/// and attached; `metadata` is a JSON object.
+/// and attached; `metadata` is a JSON object; `created_at` and
+/// `updated_at` (RFC 3339, together) are the original times of a company
+/// the row creates (a row that updates one is a change made now).
 ///
 /// Rows that fail are rejected with their number and every field error,
 /// having written nothing; in [`ImportMode::BestEffort`] the others are
@@ -522,6 +530,9 @@ where
 /// A company as a line of the export (the keys of [`COMPANY_CSV_HEADER`]).
 fn company_line(c: &Company, tags: Vec<String>) -> Map<String, Value> {
     let text = |v: Option<&str>| v.map_or(Value::Null, |s| Value::String(s.to_string()));
+    let time = |t: chrono::DateTime<chrono::Utc>| {
+        Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
     let a = &c.address;
     let value = json!({
         "name": c.name.as_str(),
@@ -538,6 +549,8 @@ fn company_line(c: &Company, tags: Vec<String>) -> Map<String, Value> {
         "owner": text(c.owner.as_ref().map(|o| o.as_str())),
         "tags": tags,
         "metadata": c.metadata.as_map(),
+        "created_at": time(c.created_at),
+        "updated_at": time(c.updated_at),
     });
     match value {
         Value::Object(map) => map,

@@ -153,7 +153,7 @@ where
 }
 
 /// The fields of a deals line (or CSV row) the import reads; the others
-/// (the times and version an export writes, unknown keys) are ignored.
+/// (the version an export writes, unknown keys) are ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct DealLine {
@@ -168,12 +168,22 @@ struct DealLine {
     lost_reason: Text,
     company_domain: Text,
     owner: Text,
+    created_at: Text,
+    updated_at: Text,
+    won_at: Text,
+    lost_at: Text,
 }
 
 /// Imports deals from JSON Lines (the lines [`export_deals_jsonl`] writes,
 /// or objects with `contact_email, title, amount, currency` and optional
 /// `pipeline, stage, expected_close_date, lost_reason, company_domain,
-/// owner`), `batch_size` rows per transaction. A `company_domain` links the
+/// owner, created_at, updated_at, won_at, lost_at`), `batch_size` rows per
+/// transaction. `created_at` and `updated_at` (RFC 3339, together) are the
+/// deal's original times; a deal in a won (lost) stage with its `won_at`
+/// (`lost_at`) is created in that stage as it was closed, one version in
+/// its history, while one without is created open and moved (closed now).
+/// A close time on a deal of another stage, outside its original times or
+/// without them, rejects the row naming the column. A `company_domain` links the
 /// deal to the company holding that domain; one no company holds rejects
 /// the row, naming `company_domain`. Rows that fail are rejected with their errors and
 /// leave nothing behind (no deal, no history); the others are kept.
@@ -264,7 +274,8 @@ impl ImportRow for DealRows<'_> {
 
 /// What a deals row will write, decided before it writes anything: the
 /// deal to create, and the closed stage (with its lost reason) to move it
-/// to, if any.
+/// to, if any (a deal created closed, with its original close time, needs
+/// no move).
 #[derive(Debug)]
 struct DealPlan {
     new: NewDeal,
@@ -274,31 +285,62 @@ struct DealPlan {
 /// Checks a row's whole path in memory, with the rules the stores apply
 /// ([`Deal::create`], then [`Deal::moved`] into a closed stage), so that
 /// a row the store would refuse is rejected before it writes.
+///
+/// A row in a closed stage with its close time (`won_at` or `lost_at`,
+/// named by `closed_field`) is created in that stage as it was closed; one
+/// without is created in the first open stage and moved (closed now).
 fn plan_deal(
     tenant: TenantId,
     mut new: NewDeal,
     stage: Option<StageKey>,
     lost_reason: Option<LostReason>,
+    closed_field: Option<&'static str>,
     pipelines: &Pipelines,
 ) -> RowResult<DealPlan> {
     let pipeline = pipelines
         .require("pipeline", &new.pipeline)
         .map_err(|e| vec![e])?;
-    // An open stage is a starting stage; a closed one is reached by a move.
-    let close = match stage {
+    let kind = match &stage {
         Some(stage) => {
-            let kind = pipeline
-                .require_stage("stage", &stage)
+            pipeline
+                .require_stage("stage", stage)
                 .map_err(|e| vec![e])?
-                .kind;
-            if kind == StageKind::Open {
-                new.stage = Some(stage);
-                None
-            } else {
-                Some(stage)
-            }
+                .kind
         }
-        None => None,
+        None => StageKind::Open,
+    };
+    if let Some(field) = closed_field {
+        let fits = match kind {
+            StageKind::Won => field == "won_at",
+            StageKind::Lost => field == "lost_at",
+            StageKind::Open => false,
+        };
+        if !fits {
+            let wanted = if field == "won_at" { "won" } else { "lost" };
+            return Err(vec![FieldError::new(
+                field,
+                "invalid_value",
+                format!(
+                    "is only given for a deal in a {wanted} stage, not in {}",
+                    stage.map_or_else(
+                        || pipeline.first_open_stage().key.to_string(),
+                        |s| s.to_string()
+                    )
+                ),
+            )]);
+        }
+    }
+    // An open stage is a starting stage, as is a closed one with its
+    // original close time; another closed one is reached by a move.
+    let close = match stage {
+        Some(stage) if kind == StageKind::Open || new.original_closed_at.is_some() => {
+            new.stage = Some(stage);
+            if kind == StageKind::Lost {
+                new.lost_reason = lost_reason.clone();
+            }
+            None
+        }
+        other => other,
     };
     let now = chrono::Utc::now();
     let domain = |e: Error| {
@@ -321,7 +363,7 @@ fn plan_deal(
                 .moved(pipeline, stage, lost_reason.clone(), now)
                 .map_err(domain)?;
         }
-        None if lost_reason.is_some() => {
+        None if lost_reason.is_some() && kind != StageKind::Lost => {
             return Err(vec![FieldError::new(
                 "lost_reason",
                 "invalid_value",
@@ -374,6 +416,16 @@ async fn import_deal(
         expected_close_date: fields.expected_close_date.get(),
         company_id: company.map(|c| c.to_string()),
         owner: fields.owner.get(),
+        created_at: fields.created_at.get(),
+        updated_at: fields.updated_at.get(),
+        won_at: fields.won_at.get(),
+        lost_at: fields.lost_at.get(),
+        lost_reason: None,
+    };
+    let closed_field = match (fields.won_at.get(), fields.lost_at.get()) {
+        (Some(_), _) => Some("won_at"),
+        (None, Some(_)) => Some("lost_at"),
+        (None, None) => None,
     };
     let lost_reason = match fields.lost_reason.get().map(|r| LostReason::parse(&r)) {
         Some(Ok(r)) => Some(r),
@@ -401,7 +453,14 @@ async fn import_deal(
     let (Some(new), true) = (new, errors.is_empty()) else {
         return Ok(Err(errors));
     };
-    let plan = match plan_deal(tx.tenant(), new, stage, lost_reason, pipelines) {
+    let plan = match plan_deal(
+        tx.tenant(),
+        new,
+        stage,
+        lost_reason,
+        closed_field,
+        pipelines,
+    ) {
         Ok(plan) => plan,
         Err(errors) => return Ok(Err(errors)),
     };

@@ -246,9 +246,10 @@ where
 
 /// Imports contacts from JSON Lines: one JSON object per line with the
 /// fields of [`NewContactDto`](crate::domain::NewContactDto) (`email`,
-/// `first_name`, …, `metadata`); the fields an export adds (`id`, `score`,
-/// timestamps…) are ignored and other keys become custom fields. Blank
-/// lines are skipped.
+/// `first_name`, …, `metadata`, and `created_at`, `updated_at`: the
+/// original times of a contact the import creates, RFC 3339, together);
+/// the other fields an export adds (`id`, `score`, `version`…) are
+/// ignored and other keys become custom fields. Blank lines are skipped.
 ///
 /// Errors: as [`import_contacts_csv`].
 pub async fn import_contacts_jsonl<S, R>(

@@ -27,6 +27,10 @@ pub(crate) enum Column {
     Tags,
     /// A JSON object of custom fields.
     Metadata,
+    /// When the contact was created in the system it comes from (RFC 3339).
+    CreatedAt,
+    /// When it last changed there (RFC 3339).
+    UpdatedAt,
     /// Exported for information, assigned by the store on import.
     Ignored,
     /// An unknown column: a custom field under this (trimmed) name.
@@ -57,8 +61,9 @@ impl Column {
             "companydomain" => Column::CompanyDomain,
             "owner" => Column::Owner,
             "tags" => Column::Tags,
-            "id" | "tenantid" | "companyid" | "score" | "active" | "createdat" | "updatedat"
-            | "version" => Column::Ignored,
+            "createdat" => Column::CreatedAt,
+            "updatedat" => Column::UpdatedAt,
+            "id" | "tenantid" | "companyid" | "score" | "active" | "version" => Column::Ignored,
             _ => Column::Custom(header.to_string()),
         }
     }
@@ -76,6 +81,8 @@ impl Column {
             Column::CompanyDomain => "company_domain",
             Column::Owner => "owner",
             Column::Tags => "tags",
+            Column::CreatedAt => "created_at",
+            Column::UpdatedAt => "updated_at",
             Column::Metadata | Column::Ignored => "metadata",
             Column::Custom(name) => name,
         }
@@ -124,6 +131,8 @@ impl RawContact {
             Column::Phone => &mut self.dto.phone,
             Column::LeadSource => &mut self.dto.lead_source,
             Column::Owner => &mut self.dto.owner,
+            Column::CreatedAt => &mut self.dto.created_at,
+            Column::UpdatedAt => &mut self.dto.updated_at,
             Column::CompanyDomain => &mut self.company_domain,
             Column::Tags => {
                 self.tags.extend(value.split(';').map(str::to_string));

@@ -384,6 +384,11 @@ macro_rules! __conformance_suite {
             duplicate_companies_pair_one_organisation_written_differently,
             a_merge_preview_is_what_the_merge_writes_and_writes_nothing,
             a_merge_preview_refuses_what_the_merge_refuses,
+            // Original timestamps on import.
+            a_migrated_tenant_keeps_its_original_times_through_import_and_export,
+            scores_of_imported_records_run_from_their_original_times,
+            bad_original_times_reject_their_rows_naming_the_column,
+            the_stores_refuse_bad_original_times_built_directly,
         }
     };
 }
@@ -536,6 +541,8 @@ mod tasks;
 pub use tasks::*;
 mod links;
 pub use links::*;
+mod original_times;
+pub use original_times::*;
 mod companies;
 pub use companies::*;
 mod merges;

@@ -463,6 +463,7 @@ pub(super) fn full_contact(address: &str) -> NewContact {
         })),
         company_id: None,
         owner: Some(crate::domain::OwnerId::parse("user:grace").expect("a valid owner")),
+        original: None,
     }
 }
 

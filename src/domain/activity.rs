@@ -153,9 +153,10 @@ pub struct Activity {
 }
 
 impl Activity {
-    /// A new activity from validated input, logged at `now`; it happened at
-    /// `new.occurred_at` (truncated to microseconds), or at `now` if that is
-    /// not given.
+    /// A new activity from validated input, logged at `now` (or at
+    /// `new.original_created_at`, when it was logged in the system it is
+    /// imported from); it happened at `new.occurred_at` (truncated to
+    /// microseconds), or at `now` if that is not given.
     pub fn create(tenant_id: TenantId, new: NewActivity, now: Timestamp) -> Activity {
         Activity {
             id: ActivityId::new(),
@@ -167,7 +168,10 @@ impl Activity {
             subject: new.subject,
             body: new.body,
             occurred_at: new.occurred_at.map(truncate_to_micros).unwrap_or(now),
-            created_at: now,
+            created_at: new
+                .original_created_at
+                .map(truncate_to_micros)
+                .unwrap_or(now),
         }
     }
 }
@@ -214,6 +218,10 @@ pub struct NewActivityDto {
     /// RFC 3339; when logged, if absent.
     #[serde(default)]
     pub occurred_at: Option<String>,
+    /// Optional: when it was logged in the system it is imported from
+    /// (RFC 3339, not in the future); now, if absent.
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// A validated activity to log.
@@ -233,6 +241,9 @@ pub struct NewActivity {
     pub body: Option<String>,
     /// When it happened (`None`: when it is logged). Microsecond precision.
     pub occurred_at: Option<Timestamp>,
+    /// When it was logged in the system it is imported from (`None`: it
+    /// is logged now); within years 1–9999 and not in the future.
+    pub original_created_at: Option<Timestamp>,
 }
 
 impl NewActivity {
@@ -246,7 +257,14 @@ impl NewActivity {
             subject: None,
             body: None,
             occurred_at: None,
+            original_created_at: None,
         }
+    }
+
+    /// Sets when it was logged in the system it is imported from.
+    pub fn original_created_at(mut self, at: Timestamp) -> Self {
+        self.original_created_at = Some(truncate_to_micros(at));
+        self
     }
 
     /// Sets the subject.
@@ -281,7 +299,8 @@ impl NewActivity {
 
     /// The activity as every store takes it, or every reason it cannot be:
     /// `occurred_at` within years 1–9999 and normalised
-    /// ([`check_timestamp`](super::check_timestamp)), and a body set
+    /// ([`check_timestamp`](super::check_timestamp)), `original_created_at`
+    /// too and not in the future ([`check_past`](super::check_past)), and a body set
     /// directly on the field checked as [`body`](Self::body) checks it
     /// (trimmed, blank meaning none, at most [`MAX_BODY_CHARS`]). Every
     /// store calls it before anything else; call it to check early.
@@ -289,6 +308,13 @@ impl NewActivity {
         let mut errors = ValidationErrors::new();
         if let Some(at) = self.occurred_at {
             self.occurred_at = errors.check(super::check_timestamp("occurred_at", at));
+        }
+        if let Some(at) = self.original_created_at {
+            self.original_created_at = errors.check(super::check_past(
+                "original_created_at",
+                at,
+                super::original::now(),
+            ));
         }
         if let Some(body) = self.body.take() {
             self.body = errors
@@ -357,6 +383,16 @@ impl TryFrom<NewActivityDto> for NewActivity {
                 .map(|v| parse_timestamp("occurred_at", v))
                 .transpose(),
         );
+        let original_created_at = errors.check(
+            dto.created_at
+                .as_deref()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| {
+                    parse_timestamp("created_at", v)
+                        .and_then(|t| super::check_past("created_at", t, super::original::now()))
+                })
+                .transpose(),
+        );
         match (
             contact_id,
             deal_id,
@@ -365,6 +401,7 @@ impl TryFrom<NewActivityDto> for NewActivity {
             subject,
             body,
             occurred_at,
+            original_created_at,
         ) {
             (
                 Some(contact_id),
@@ -374,6 +411,7 @@ impl TryFrom<NewActivityDto> for NewActivity {
                 Some(subject),
                 Some(body),
                 Some(occurred_at),
+                Some(original_created_at),
             ) if errors.is_empty() => Ok(NewActivity {
                 contact_id,
                 deal_id,
@@ -382,6 +420,7 @@ impl TryFrom<NewActivityDto> for NewActivity {
                 subject,
                 body,
                 occurred_at,
+                original_created_at,
             }),
             _ => Err(errors),
         }

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    CompanyDomain, CompanyName, Currency, Metadata, Money, OwnerId, TenantId, Timestamp, Version,
+    CompanyDomain, CompanyName, Currency, Metadata, Money, OriginalTimes, OwnerId, TenantId,
+    Timestamp, Version,
     contact::{double_option, optional, present, required},
     deal::parse_amount_field,
     id_type,
@@ -102,8 +103,8 @@ impl Company {
             address: new.address,
             metadata: new.metadata,
             owner: new.owner,
-            created_at: now,
-            updated_at: now,
+            created_at: new.original.map_or(now, |t| t.created_at()),
+            updated_at: new.original.map_or(now, |t| t.updated_at()),
             version: Version::FIRST,
         }
     }
@@ -223,6 +224,9 @@ pub struct NewCompany {
     pub metadata: Metadata,
     /// The host's user who owns it.
     pub owner: Option<OwnerId>,
+    /// When it was created and last changed in the system it is imported
+    /// from; `None`: now. Honoured only when the company is created.
+    pub original: Option<OriginalTimes>,
 }
 
 impl NewCompany {
@@ -237,16 +241,33 @@ impl NewCompany {
             address: Address::default(),
             metadata: Metadata::new(),
             owner: None,
+            original: None,
         }
     }
 
+    /// Sets the times it had in the system it is imported from.
+    pub fn original_times(mut self, times: OriginalTimes) -> Self {
+        self.original = Some(times);
+        self
+    }
+
     /// The company as every store takes it, or why it cannot be: at most
-    /// [`MAX_EMPLOYEES`] employees. Every store calls it before anything
-    /// else.
-    pub fn checked(self) -> Result<Self, ValidationErrors> {
+    /// [`MAX_EMPLOYEES`] employees, original times (if any) not after the
+    /// current time. Every store calls it before anything else.
+    pub fn checked(mut self) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::new();
         if let Some(n) = self.employee_count {
             errors.check(employee_count(i64::from(n)));
+        }
+        if let Some(t) = self.original {
+            match t.recheck(super::original::now()) {
+                Ok(t) => self.original = Some(t),
+                Err(e) => {
+                    for e in e {
+                        errors.push(e);
+                    }
+                }
+            }
         }
         errors.finish(|| self)
     }
@@ -370,6 +391,13 @@ pub struct NewCompanyDto {
     /// Optional: the owning user's id; blank means none.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Optional, with `updated_at`: when it was created in the system it
+    /// is imported from (RFC 3339; see [`OriginalTimes`]).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// Optional, with `created_at`: when it last changed there (RFC 3339).
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 fn address_part(field: &'static str) -> impl Fn(&str) -> Result<AddressPart, FieldError> + 'static {
@@ -406,6 +434,11 @@ impl TryFrom<NewCompanyDto> for NewCompany {
             Some(v) => Metadata::parse(v),
         });
         let owner = errors.check(optional(dto.owner.as_deref(), OwnerId::parse));
+        let original = super::parse_original(
+            &mut errors,
+            dto.created_at.as_deref(),
+            dto.updated_at.as_deref(),
+        );
         match (
             name,
             domain,
@@ -419,6 +452,7 @@ impl TryFrom<NewCompanyDto> for NewCompany {
             country,
             metadata,
             owner,
+            original,
         ) {
             (
                 Some(name),
@@ -433,6 +467,7 @@ impl TryFrom<NewCompanyDto> for NewCompany {
                 Some(country),
                 Some(metadata),
                 Some(owner),
+                Some(original),
             ) if errors.is_empty() => Ok(NewCompany {
                 name,
                 domain,
@@ -448,6 +483,7 @@ impl TryFrom<NewCompanyDto> for NewCompany {
                 },
                 metadata,
                 owner,
+                original,
             }),
             _ => Err(errors),
         }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    CompanyId, Email, Metadata, OwnerId, TenantId, Timestamp, Version,
+    CompanyId, Email, Metadata, OriginalTimes, OwnerId, TenantId, Timestamp, Version,
     activity::parse_id,
     id_type,
     text::{self, text_type},
@@ -303,8 +303,8 @@ impl Contact {
             metadata: new.metadata,
             score: Score::MIN,
             active: true,
-            created_at: now,
-            updated_at: now,
+            created_at: new.original.map_or(now, |t| t.created_at()),
+            updated_at: new.original.map_or(now, |t| t.updated_at()),
             version: Version::FIRST,
             company_id: new.company_id,
             owner: new.owner,
@@ -401,6 +401,13 @@ pub struct NewContactDto {
     /// Optional: the owning user's id; blank means none.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Optional, with `updated_at`: when it was created in the system it
+    /// is imported from (RFC 3339; see [`OriginalTimes`]).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// Optional, with `created_at`: when it last changed there (RFC 3339).
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 /// A validated new contact.
@@ -429,6 +436,10 @@ pub struct NewContact {
     pub company_id: Option<CompanyId>,
     /// The owning user.
     pub owner: Option<OwnerId>,
+    /// When it was created and last changed in the system it is imported
+    /// from; `None`: now. Honoured only when the contact is created (an
+    /// upsert that updates an existing contact is a change made now).
+    pub original: Option<OriginalTimes>,
 }
 
 impl NewContact {
@@ -446,7 +457,25 @@ impl NewContact {
             metadata: Metadata::new(),
             company_id: None,
             owner: None,
+            original: None,
         }
+    }
+
+    /// Sets the times it had in the system it is imported from.
+    pub fn original_times(mut self, times: OriginalTimes) -> Self {
+        self.original = Some(times);
+        self
+    }
+
+    /// The contact as every store takes it, or why it cannot be: its
+    /// original times, if any, not after the current time (a value built
+    /// with [`OriginalTimes::new_at`] and a later clock). Every store calls
+    /// it before anything else.
+    pub fn checked(mut self) -> Result<Self, ValidationErrors> {
+        if let Some(t) = self.original {
+            self.original = Some(t.recheck(super::original::now())?);
+        }
+        Ok(self)
     }
 }
 
@@ -484,6 +513,11 @@ impl TryFrom<NewContactDto> for NewContact {
             parse_id("company_id", v)
         }));
         let owner = errors.check(optional(dto.owner.as_deref(), OwnerId::parse));
+        let original = super::parse_original(
+            &mut errors,
+            dto.created_at.as_deref(),
+            dto.updated_at.as_deref(),
+        );
         match (
             email,
             first_name,
@@ -495,6 +529,7 @@ impl TryFrom<NewContactDto> for NewContact {
             metadata,
             company_id,
             owner,
+            original,
         ) {
             (
                 Some(email),
@@ -507,6 +542,7 @@ impl TryFrom<NewContactDto> for NewContact {
                 Some(metadata),
                 Some(company_id),
                 Some(owner),
+                Some(original),
             ) => Ok(NewContact {
                 email,
                 first_name,
@@ -518,6 +554,7 @@ impl TryFrom<NewContactDto> for NewContact {
                 metadata,
                 company_id,
                 owner,
+                original,
             }),
             _ => Err(errors),
         }

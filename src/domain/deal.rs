@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    CompanyId, ContactId, OwnerId, Pipeline, PipelineKey, StageKey, StageKind, TenantId, Timestamp,
-    Version,
+    CompanyId, ContactId, OriginalTimes, OwnerId, Pipeline, PipelineKey, StageKey, StageKind,
+    TenantId, Timestamp, Version,
     activity::parse_id,
     contact::{double_option, optional, required},
     id_type,
@@ -389,7 +389,15 @@ pub struct Deal {
 
 impl Deal {
     /// A new deal from validated input. The stage must be an open stage of
-    /// `pipeline` (the first open stage when the input names none).
+    /// `pipeline` (the first open stage when the input names none) — or,
+    /// for a deal imported closed, a won or lost stage with its original
+    /// close time (`original_closed_at`, which becomes `won_at` or
+    /// `lost_at`) and, for a lost stage, its lost reason.
+    ///
+    /// Errors ([`Error::Validation`]): `stage` (not in the pipeline, or
+    /// closed without `original_closed_at`), `original_closed_at` (given
+    /// for an open stage), `lost_reason` (missing for a lost stage, given
+    /// for another).
     pub fn create(
         tenant_id: TenantId,
         new: NewDeal,
@@ -403,13 +411,41 @@ impl Deal {
         let def = pipeline
             .require_stage("stage", &stage)
             .map_err(ValidationErrors::single)?;
-        if def.kind != StageKind::Open {
-            return Err(ValidationErrors::single(FieldError::new(
+        let mut errors = ValidationErrors::new();
+        let (mut won_at, mut lost_at) = (None, None);
+        match (def.kind, new.original_closed_at) {
+            (StageKind::Open, None) => {}
+            (StageKind::Open, Some(_)) => errors.push(FieldError::new(
+                "original_closed_at",
+                "invalid_value",
+                format!("is only given for a deal created in a won or lost stage, not in {stage}"),
+            )),
+            (_, None) => errors.push(FieldError::new(
                 "stage",
                 "invalid_value",
-                "a new deal starts in an open stage",
-            ))
-            .into());
+                "a new deal starts in an open stage (a deal imported closed gives its \
+                 original_closed_at)",
+            )),
+            (StageKind::Won, Some(t)) => won_at = Some(t),
+            (StageKind::Lost, Some(t)) => lost_at = Some(t),
+        }
+        match (def.kind, &new.lost_reason) {
+            (StageKind::Lost, None) if new.original_closed_at.is_some() => {
+                errors.push(FieldError::new(
+                    "lost_reason",
+                    "required",
+                    format!("is required for a deal in the lost stage {stage}"),
+                ))
+            }
+            (StageKind::Lost, _) | (_, None) => {}
+            (_, Some(_)) => errors.push(FieldError::new(
+                "lost_reason",
+                "invalid_value",
+                "is only given for a deal created in a lost stage",
+            )),
+        }
+        if !errors.is_empty() {
+            return Err(errors.into());
         }
         Ok(Deal {
             id: DealId::new(),
@@ -420,11 +456,11 @@ impl Deal {
             pipeline: pipeline.key().clone(),
             stage,
             expected_close_date: new.expected_close_date,
-            won_at: None,
-            lost_at: None,
-            lost_reason: None,
-            created_at: now,
-            updated_at: now,
+            won_at,
+            lost_at,
+            lost_reason: new.lost_reason,
+            created_at: new.original.map_or(now, |t| t.created_at()),
+            updated_at: new.original.map_or(now, |t| t.updated_at()),
             version: Version::FIRST,
             company_id: new.company_id,
             owner: new.owner,
@@ -538,6 +574,24 @@ pub struct NewDealDto {
     /// Optional: the owning user's id; blank means none.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Optional, with `updated_at`: when it was created in the system it
+    /// is imported from (RFC 3339; see [`OriginalTimes`]).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// Optional, with `created_at`: when it last changed there (RFC 3339).
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// Optional, for a deal imported in a won stage: when it was won
+    /// (RFC 3339, from `created_at` to `updated_at`).
+    #[serde(default)]
+    pub won_at: Option<String>,
+    /// Optional, for a deal imported in a lost stage: when it was lost
+    /// (RFC 3339, from `created_at` to `updated_at`).
+    #[serde(default)]
+    pub lost_at: Option<String>,
+    /// Required for a deal imported in a lost stage, refused otherwise.
+    #[serde(default)]
+    pub lost_reason: Option<String>,
 }
 
 /// A validated new deal. Whether the stage belongs to the pipeline is
@@ -560,18 +614,65 @@ pub struct NewDeal {
     pub company_id: Option<CompanyId>,
     /// The owning user.
     pub owner: Option<OwnerId>,
+    /// When it was created and last changed in the system it is imported
+    /// from; `None`: now. Honoured only when the deal is created.
+    pub original: Option<OriginalTimes>,
+    /// For a deal imported in a won or lost stage: when it was won or
+    /// lost there (its `won_at` or `lost_at`). Only with [`original`](Self::original),
+    /// from its `created_at` to its `updated_at`; refused for an open stage.
+    pub original_closed_at: Option<Timestamp>,
+    /// For a deal imported in a lost stage: why it was lost (required
+    /// there, refused for any other stage).
+    pub lost_reason: Option<LostReason>,
 }
 
 impl NewDeal {
     /// The deal as every store takes it, or why it cannot be: an expected
-    /// close date within years 1–9999 ([`check_date`](super::check_date)).
-    /// Every store calls it before anything else.
-    pub fn checked(self) -> Result<Self, ValidationErrors> {
+    /// close date within years 1–9999 ([`check_date`](super::check_date)),
+    /// original times not after the current time, and an
+    /// `original_closed_at` within range, not in the future, only with
+    /// original times and between their `created_at` and `updated_at`.
+    /// Whether the stage is closed is checked by the store, which knows
+    /// the pipelines ([`Deal::create`]). Every store calls it before
+    /// anything else.
+    pub fn checked(mut self) -> Result<Self, ValidationErrors> {
         let mut errors = ValidationErrors::new();
         if let Some(d) = self.expected_close_date {
             errors.check(super::check_date("expected_close_date", d));
         }
+        let now = super::original::now();
+        if let Some(t) = self.original {
+            match t.recheck(now) {
+                Ok(t) => self.original = Some(t),
+                Err(e) => {
+                    for e in e {
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+        if let Some(t) = self.original_closed_at {
+            self.original_closed_at = errors.check(check_closed_at(
+                "original_closed_at",
+                t,
+                self.original.as_ref(),
+                now,
+            ));
+        }
         errors.finish(|| self)
+    }
+
+    /// Sets the times it had in the system it is imported from.
+    pub fn original_times(mut self, times: OriginalTimes) -> Self {
+        self.original = Some(times);
+        self
+    }
+
+    /// Sets when it was won or lost in the system it is imported from
+    /// (for a deal created in a won or lost stage).
+    pub fn original_closed_at(mut self, at: Timestamp) -> Self {
+        self.original_closed_at = Some(at);
+        self
     }
 
     /// A new deal in the default pipeline's first stage.
@@ -585,8 +686,54 @@ impl NewDeal {
             expected_close_date: None,
             company_id: None,
             owner: None,
+            original: None,
+            original_closed_at: None,
+            lost_reason: None,
         }
     }
+}
+
+/// An original close time `t`, reported under `field`: within range, not
+/// after `now`, given only with original times and between their
+/// `created_at` and `updated_at`.
+pub(crate) fn check_closed_at(
+    field: &str,
+    t: Timestamp,
+    original: Option<&OriginalTimes>,
+    now: Timestamp,
+) -> Result<Timestamp, FieldError> {
+    let t = super::check_past(field, t, now)?;
+    let Some(original) = original else {
+        return Err(FieldError::new(
+            field,
+            "invalid_value",
+            "is given only with the original created_at and updated_at",
+        ));
+    };
+    let show = |t: Timestamp| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    if t < original.created_at() {
+        return Err(FieldError::new(
+            field,
+            "out_of_order",
+            format!(
+                "must not be before created_at ({}), got {}",
+                show(original.created_at()),
+                show(t)
+            ),
+        ));
+    }
+    if t > original.updated_at() {
+        return Err(FieldError::new(
+            field,
+            "out_of_order",
+            format!(
+                "must not be after updated_at ({}), got {}",
+                show(original.updated_at()),
+                show(t)
+            ),
+        ));
+    }
+    Ok(t)
 }
 
 fn parse_amount(v: &Value) -> Result<Decimal, FieldError> {
@@ -665,6 +812,13 @@ impl TryFrom<NewDealDto> for NewDeal {
             parse_id("company_id", v)
         }));
         let owner = errors.check(optional(dto.owner.as_deref(), OwnerId::parse));
+        let original = super::parse_original(
+            &mut errors,
+            dto.created_at.as_deref(),
+            dto.updated_at.as_deref(),
+        );
+        let original_closed_at = closed_at_of(&mut errors, &dto, original);
+        let lost_reason = errors.check(optional(dto.lost_reason.as_deref(), LostReason::parse));
         match (
             contact_id,
             title,
@@ -674,6 +828,9 @@ impl TryFrom<NewDealDto> for NewDeal {
             expected_close_date,
             company_id,
             owner,
+            original,
+            original_closed_at,
+            lost_reason,
         ) {
             (
                 Some(contact_id),
@@ -684,6 +841,9 @@ impl TryFrom<NewDealDto> for NewDeal {
                 Some(expected_close_date),
                 Some(company_id),
                 Some(owner),
+                Some(original),
+                Some(original_closed_at),
+                Some(lost_reason),
             ) if errors.is_empty() => Ok(NewDeal {
                 contact_id,
                 title,
@@ -693,10 +853,49 @@ impl TryFrom<NewDealDto> for NewDeal {
                 expected_close_date,
                 company_id,
                 owner,
+                original,
+                original_closed_at,
+                lost_reason,
             }),
             _ => Err(errors),
         }
     }
+}
+
+/// The original close time of a new deal's DTO: its `won_at` or its
+/// `lost_at` (not both), checked as [`check_closed_at`] checks it and
+/// reported under the name it was sent as; `None` when an error was
+/// recorded.
+fn closed_at_of(
+    errors: &mut ValidationErrors,
+    dto: &NewDealDto,
+    original: Option<Option<OriginalTimes>>,
+) -> Option<Option<Timestamp>> {
+    fn given(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|v| !v.trim().is_empty())
+    }
+    let (field, text) = match (given(&dto.won_at), given(&dto.lost_at)) {
+        (None, None) => return Some(None),
+        (Some(w), None) => ("won_at", w),
+        (None, Some(l)) => ("lost_at", l),
+        (Some(_), Some(_)) => {
+            errors.push(FieldError::new(
+                "lost_at",
+                "invalid_value",
+                "a deal is won or lost, not both: give won_at or lost_at",
+            ));
+            return None;
+        }
+    };
+    let t = super::activity::parse_timestamp(field, text);
+    // Compared with the original times only when they were read.
+    let t = match original {
+        Some(original) => {
+            t.and_then(|t| check_closed_at(field, t, original.as_ref(), super::original::now()))
+        }
+        None => t,
+    };
+    errors.check(t).map(Some)
 }
 
 /// Inbound JSON for a partial update of a deal's details (stage changes go

@@ -311,7 +311,10 @@ pub struct FieldError {
     /// The field's name as it appears in the input (`"email"`, `"metadata.plan"`).
     pub field: String,
     /// A stable code: `required`, `too_long`, `too_short`, `invalid_format`,
-    /// `out_of_range`, `unknown_value`, `unknown_field`, `too_deep`, `too_large`.
+    /// `out_of_range`, `unknown_value`, `unknown_field`, `too_deep`, `too_large`,
+    /// `in_future` (a time after now), `out_of_order` (a time before
+    /// another it must follow, as an original `updated_at` before its
+    /// `created_at`).
     pub code: &'static str,
     /// What is wrong, in words.
     pub reason: String,

@@ -22,6 +22,7 @@ pub mod json;
 mod key;
 mod merge;
 mod metadata;
+mod original;
 mod owner;
 mod page;
 mod pipeline;
@@ -79,6 +80,8 @@ pub use merge::{
     unmerge_refusal, unmerged_survivor,
 };
 pub use metadata::Metadata;
+pub(crate) use original::parse_original;
+pub use original::{OriginalTimes, check_past};
 pub use owner::OwnerId;
 pub use page::{
     Cursor, CursorList, CursorPosition, DEFAULT_PAGE_SIZE, ListScope, MAX_PAGE_SIZE, Page,

@@ -188,6 +188,7 @@ pub fn merged_survivor(
         metadata: loser.metadata.clone(),
         company_id: loser.company_id,
         owner: loser.owner.clone(),
+        original: None,
     };
     let mut patch = conflict_patch(survivor, &incoming, policy);
     // The survivor's links stay, whatever the policy: it takes the loser's

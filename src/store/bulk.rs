@@ -19,6 +19,15 @@ pub trait BulkTx: Send {
     /// with the email of an earlier one updates the contact the earlier
     /// one wrote. Concurrent upserts of the same emails never fail with
     /// [`Error::DuplicateEmail`]: one inserts, the others update.
+    ///
+    /// A row's original times ([`NewContact::original`]) are the
+    /// `created_at` and `updated_at` of the contact it creates; a row that
+    /// meets an existing contact updates it as a change made now (its
+    /// original times are not used). Either way the history version is
+    /// written at the time of the load. A row whose original times are
+    /// after the store's clock fails the whole call with
+    /// [`Error::Validation`] naming `rows[i].created_at` or
+    /// `rows[i].updated_at`, before anything is written.
     async fn upsert_contacts(
         &mut self,
         rows: &[NewContact],

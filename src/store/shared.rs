@@ -229,3 +229,22 @@ mod tests {
         Ok(())
     }
 }
+
+/// Checks the original times of upserted rows against the store's clock
+/// ([`NewContact::checked`](crate::domain::NewContact::checked)): every
+/// error, named `rows[i].<field>`.
+pub(crate) fn check_upsert_rows(rows: &[crate::domain::NewContact]) -> Result<()> {
+    let mut errors = crate::error::ValidationErrors::new();
+    for (i, row) in rows.iter().enumerate() {
+        if row.original.is_none() {
+            continue;
+        }
+        if let Err(e) = row.clone().checked() {
+            for mut e in e {
+                e.field = format!("rows[{i}].{}", e.field);
+                errors.push(e);
+            }
+        }
+    }
+    Ok(errors.finish(|| ())?)
+}

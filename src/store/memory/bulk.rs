@@ -25,6 +25,7 @@ impl BulkTx for MemoryTransaction {
         rows: &[NewContact],
         policy: ConflictPolicy,
     ) -> Result<Vec<UpsertOutcome>> {
+        shared::check_upsert_rows(rows)?;
         self.atomic(|tx| {
             let at = now();
             let mut out = Vec::with_capacity(rows.len());

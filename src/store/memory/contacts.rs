@@ -59,7 +59,7 @@ impl MemoryTransaction {
 #[async_trait]
 impl ContactsTx for MemoryTransaction {
     async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
-        let new = self.linked(new)?;
+        let new = self.linked(new.checked()?)?;
         self.check_email_free(&new.email, None)?;
         let contact = Contact::create(self.tenant, new, now());
         self.set_contact(contact.id, Some(contact.clone()))?;

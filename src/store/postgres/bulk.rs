@@ -47,14 +47,15 @@ const STAGE: &str = "CREATE TEMPORARY TABLE IF NOT EXISTS crm_bulk_contacts (\
      company text, title text, phone text, lead_source text NOT NULL, metadata jsonb NOT NULL, \
      email_key text COLLATE \"C\" NOT NULL, first_name_key text COLLATE \"C\" NOT NULL, \
      last_name_key text COLLATE \"C\" NOT NULL, company_key text COLLATE \"C\", \
-     company_id uuid, owner_id text COLLATE \"C\"\
+     company_id uuid, owner_id text COLLATE \"C\", \
+     created_at timestamptz, updated_at timestamptz\
      ) ON COMMIT DROP; TRUNCATE crm_bulk_contacts";
 
 const COPY: &str = "COPY crm_bulk_contacts (id, email, first_name, last_name, company, title, \
      phone, lead_source, metadata, email_key, first_name_key, last_name_key, company_key, \
-     company_id, owner_id) FROM STDIN (FORMAT binary)";
+     company_id, owner_id, created_at, updated_at) FROM STDIN (FORMAT binary)";
 
-const STAGE_TYPES: [Type; 15] = [
+const STAGE_TYPES: [Type; 17] = [
     Type::UUID,
     Type::TEXT,
     Type::TEXT,
@@ -70,6 +71,8 @@ const STAGE_TYPES: [Type; 15] = [
     Type::TEXT,
     Type::UUID,
     Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
 ];
 
 /// The values the `DO UPDATE` sets, per policy, as SQL over `c` (stored)
@@ -154,6 +157,30 @@ pub(super) fn upsert_sql(policy: ConflictPolicy) -> String {
         merged.join(", "),
     )
 }
+
+/// The staged rows with original times (see [`NewContact::original`])
+/// whose email no contact holds, inserted with those times (`$1`
+/// tenant); a row whose email a contact holds is left to the merge
+/// statement, which updates it as a change made now. Returns the email
+/// keys inserted.
+///
+/// The merge statement cannot do this itself: its `DO UPDATE` must set
+/// `updated_at` to now, and takes it from `excluded` (see
+/// [`upsert_sql`]), which would hold the original time.
+const INSERT_ORIGINAL: &str = "INSERT INTO contacts AS c (tenant_id, id, email, first_name, \
+     last_name, company, title, phone, lead_source, metadata, score, active, created_at, \
+     updated_at, version, email_key, first_name_key, last_name_key, company_key, company_id, \
+     owner_id) \
+     SELECT $1::uuid, s.id, s.email, s.first_name, s.last_name, s.company, s.title, s.phone, \
+     s.lead_source, s.metadata, 0, true, s.created_at, s.updated_at, 1, \
+     s.email_key, s.first_name_key, s.last_name_key, s.company_key, s.company_id, s.owner_id \
+     FROM crm_bulk_contacts s WHERE s.created_at IS NOT NULL ORDER BY s.email_key \
+     ON CONFLICT (tenant_id, email_key) DO NOTHING \
+     RETURNING c.id, c.email_key";
+
+/// Removes the staged rows [`INSERT_ORIGINAL`] inserted (`$1`: their
+/// email keys), so that the merge statement does not meet them again.
+const UNSTAGE: &str = "DELETE FROM crm_bulk_contacts WHERE email_key = ANY($1)";
 
 const IDS_BY_EMAIL: &str = "SELECT id, email_key FROM contacts \
      WHERE tenant_id = $1 AND email_key = ANY($2)";
@@ -264,10 +291,25 @@ impl PgTransaction {
         self.ensure_begun().await?;
         let copied = self.copy_round(rows, round, &companies).await;
         copied.map_err(|e| self.failed(e))?;
+        let mut by_email: HashMap<String, UpsertOutcome> = HashMap::with_capacity(round.len());
+        if round.iter().any(|i| rows[*i].original.is_some()) {
+            let mut inserted: Vec<String> = Vec::new();
+            for row in self.query(INSERT_ORIGINAL, &[&tenant]).await? {
+                let id: Uuid = row.try_get(0).map_err(|e| self.failed(e))?;
+                let email: String = row.try_get(1).map_err(|e| self.failed(e))?;
+                by_email.insert(
+                    email.clone(),
+                    UpsertOutcome::Inserted(ContactId::from_uuid(id)),
+                );
+                inserted.push(email);
+            }
+            if !inserted.is_empty() {
+                self.execute(UNSTAGE, &[&inserted]).await?;
+            }
+        }
         let at = now();
         let sql = upsert_sql(policy);
         let written = self.query(&sql, &[&tenant, &at]).await?;
-        let mut by_email: HashMap<String, UpsertOutcome> = HashMap::with_capacity(round.len());
         for row in &written {
             let id: Uuid = row.try_get(0).map_err(|e| self.failed(e))?;
             let email: String = row.try_get(1).map_err(|e| self.failed(e))?;
@@ -341,6 +383,8 @@ impl PgTransaction {
                     &keys.company,
                     company,
                     &r.owner.as_ref().map(|v| v.as_str()),
+                    &r.original.map(|t| t.created_at()),
+                    &r.original.map(|t| t.updated_at()),
                 ])
                 .await?;
         }
@@ -396,6 +440,8 @@ fn lock_key(tenant: Uuid) -> (i32, i32) {
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     STAGE,
     COPY,
+    INSERT_ORIGINAL,
+    UNSTAGE,
     IDS_BY_EMAIL,
     SHARE_COMPANIES,
     MOVE_DEALS,
@@ -417,6 +463,7 @@ impl BulkTx for PgTransaction {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        crate::store::shared::check_upsert_rows(rows)?;
         let outcomes: Result<Vec<UpsertOutcome>> = async {
             let links = self.begin_batch_links(rows).await?;
             let mut out: Vec<Option<UpsertOutcome>> = vec![None; rows.len()];

@@ -378,6 +378,7 @@ impl<'a> InsertRow<'a> {
 #[async_trait]
 impl ContactsTx for PgTransaction {
     async fn create_contact(&mut self, new: NewContact) -> Result<Contact> {
+        let new = new.checked()?;
         if let Some(company) = new.company_id {
             self.share_company(company).await?;
         }
