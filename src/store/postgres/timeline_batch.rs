@@ -80,11 +80,17 @@ const SHARE_DEALS: &str = "SELECT id, contact_id FROM deals \
      WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR KEY SHARE";
 
 /// The activities of a batch, one array per column after the tenant.
+///
+/// `RETURNING` is for a distributed PostgreSQL (Citus): it copies the rows
+/// of an `INSERT … SELECT` without one straight into the shards with
+/// `COPY`, which row-level security refuses; with one, it inserts them with
+/// `INSERT` statements.
 const INSERT_ACTIVITIES: &str = concat!(
     "INSERT INTO activities (",
     activity_select!(),
     ") SELECT $1::uuid, u.* FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], \
-     $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[]) AS u"
+     $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[]) AS u \
+     RETURNING id"
 );
 
 /// The signals of a batch, one array per column after the tenant.
@@ -92,7 +98,7 @@ const INSERT_SIGNALS: &str = concat!(
     "INSERT INTO signals (",
     signal_select!(),
     ") SELECT $1::uuid, u.* FROM unnest($2::uuid[], $3::uuid[], $4::text[], \
-     $5::timestamptz[]) AS u"
+     $5::timestamptz[]) AS u RETURNING id"
 );
 
 /// Each contact's new live state (NULL: unchanged) and engagement and
