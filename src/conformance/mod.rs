@@ -208,6 +208,10 @@ macro_rules! __conformance_suite {
             timeline_and_signals_of_a_missing_contact_are_empty,
             signals_are_listed_oldest_first,
             recording_a_signal_for_a_missing_contact_is_not_found,
+            a_batch_leaves_what_the_single_calls_in_order_leave,
+            a_batch_with_a_refused_row_writes_nothing_and_names_the_row,
+            an_empty_batch_writes_nothing,
+            a_batch_over_many_contacts_leaves_each_as_the_single_calls_do,
             write_scores_counts_real_changes_and_ignores_unknown_and_foreign_ids,
             write_scores_keeps_version_and_updated_at_and_feeds_the_score_sort,
             write_scores_gives_a_repeated_id_its_last_score_and_counts_it_once,
@@ -512,7 +516,9 @@ pub use deal_stages::*;
 mod pipeline_summary;
 pub use pipeline_summary::*;
 mod activities;
+mod timeline_batch;
 pub use activities::*;
+pub use timeline_batch::*;
 mod score_writes;
 pub use score_writes::*;
 mod history;

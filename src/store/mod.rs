@@ -57,7 +57,7 @@ pub use scope::Scope;
 pub use scoring::ScoringTx;
 pub use tags::{MAX_FILTER_TAGS, TagFilter, TagsTx};
 pub use tasks::TasksTx;
-pub use timeline::TimelineTx;
+pub use timeline::{TimelineTx, batch_row};
 pub use traced::trace_transaction;
 
 /// The checks and the survivor of a contact merge, for its preview.

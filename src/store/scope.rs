@@ -268,10 +268,14 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
 
         /// See [`TimelineTx::log_activity`].
         write log_activity(new: NewActivity) -> Activity;
+        /// See [`TimelineTx::log_activities`].
+        write log_activities(new: &[NewActivity]) -> Vec<Activity>;
         /// See [`TimelineTx::timeline`].
         read timeline(contact: ContactId, page: &PageRequest) -> Page<Activity>;
         /// See [`TimelineTx::record_signal`].
         write record_signal(new: NewSignal) -> Signal;
+        /// See [`TimelineTx::record_signals`].
+        write record_signals(new: &[NewSignal]) -> Vec<Signal>;
         /// See [`TimelineTx::list_signals`].
         read list_signals(contact: ContactId) -> Vec<Signal>;
 

@@ -326,8 +326,10 @@ traced_area!(DealsTx {
 
 traced_area!(TimelineTx {
     fn log_activity(&mut self, new: NewActivity) -> Activity;
+    fn log_activities(&mut self, new: &[NewActivity]) -> Vec<Activity>;
     fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Page<Activity>;
     fn record_signal(&mut self, new: NewSignal) -> Signal;
+    fn record_signals(&mut self, new: &[NewSignal]) -> Vec<Signal>;
     fn list_signals(&mut self, contact: ContactId) -> Vec<Signal>;
 });
 

@@ -12,7 +12,11 @@ use crate::{
         deal_of_another_contact,
     },
     error::Result,
-    store::{CursorList, Page, PageRequest, TimeIdKey, TimelineTx, shared::now},
+    store::{
+        CursorList, Page, PageRequest, TimeIdKey, TimelineTx,
+        shared::now,
+        timeline::row_error,
+    },
 };
 
 #[async_trait]
@@ -33,6 +37,34 @@ impl TimelineTx for MemoryTransaction {
             tx.live_add_activity(&activity)
         })?;
         Ok(activity)
+    }
+
+    async fn log_activities(&mut self, new: &[NewActivity]) -> Result<Vec<Activity>> {
+        // Every row checked as one call checks it, in order, before
+        // anything is written.
+        let mut activities = Vec::with_capacity(new.len());
+        for (i, new) in new.iter().enumerate() {
+            let new = new
+                .clone()
+                .checked()
+                .map_err(|e| row_error("activities", i, e.into()))?;
+            self.contact(new.contact_id)?;
+            if let Some(deal_id) = new.deal_id
+                && self.deal(deal_id)?.contact_id != new.contact_id
+            {
+                return Err(row_error("activities", i, deal_of_another_contact().into()));
+            }
+            activities.push(Activity::create(self.tenant, new, now()));
+        }
+        self.atomic(|tx| {
+            for activity in &activities {
+                tx.set_activity(activity.id, Some(activity.clone()))?;
+                tx.fresh_engaged(activity.contact_id, None, activity.occurred_at)?;
+                tx.live_add_activity(activity)?;
+            }
+            Ok(())
+        })?;
+        Ok(activities)
     }
 
     async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>> {
@@ -72,6 +104,34 @@ impl TimelineTx for MemoryTransaction {
             tx.live_add_signal(&signal)
         })?;
         Ok(signal)
+    }
+
+    async fn record_signals(&mut self, new: &[NewSignal]) -> Result<Vec<Signal>> {
+        let mut signals = Vec::with_capacity(new.len());
+        for (i, new) in new.iter().enumerate() {
+            let new = new
+                .clone()
+                .checked()
+                .map_err(|e| row_error("signals", i, e.into()))?;
+            self.contact(new.contact_id)?;
+            signals.push(Signal::create(self.tenant, new, now()));
+        }
+        self.atomic(|tx| {
+            for signal in &signals {
+                tx.set_signal(
+                    (
+                        signal.contact_id,
+                        signal.occurred_at.timestamp_micros(),
+                        signal.id,
+                    ),
+                    Some(signal.clone()),
+                )?;
+                tx.fresh_engaged(signal.contact_id, Some(&signal.kind), signal.occurred_at)?;
+                tx.live_add_signal(signal)?;
+            }
+            Ok(())
+        })?;
+        Ok(signals)
     }
 
     async fn list_signals(&mut self, contact: ContactId) -> Result<Vec<Signal>> {

@@ -56,6 +56,8 @@ macro_rules! fresh_select {
     };
 }
 
+pub(super) use fresh_select;
+
 pub(super) const FRESHNESS_OF: &str = concat!(
     "SELECT ",
     fresh_select!(""),

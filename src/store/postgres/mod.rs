@@ -169,6 +169,7 @@ pub mod statements;
 mod tags;
 mod tasks;
 mod timeline;
+mod timeline_batch;
 mod tls;
 mod transaction;
 

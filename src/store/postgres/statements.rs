@@ -18,7 +18,7 @@ use super::{
         ACTIVITY_COLUMNS, Activities, COMPANY_INSERT_COLUMNS, CONTACT_INSERT_COLUMNS, Companies,
         Contacts, DEAL_COLUMNS, Deals, SIGNAL_COLUMNS, Signals, TASK_COLUMNS, Tasks,
     },
-    scoring, tags, tasks, timeline, transaction,
+    scoring, tags, tasks, timeline, timeline_batch, transaction,
 };
 use crate::bulk::ConflictPolicy;
 
@@ -41,13 +41,14 @@ pub struct Statement {
 }
 
 /// The constants of each file that defines statements.
-fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 18] {
+fn files() -> [(&'static str, &'static [(&'static str, &'static str)]); 19] {
     [
         ("transaction", transaction::STATEMENTS),
         ("locks", locks::STATEMENTS),
         ("contacts", contacts::STATEMENTS),
         ("deals", deals::STATEMENTS),
         ("timeline", timeline::STATEMENTS),
+        ("timeline_batch", timeline_batch::STATEMENTS),
         ("history", history::STATEMENTS),
         ("feed", feed::STATEMENTS),
         ("freshness", freshness::STATEMENTS),

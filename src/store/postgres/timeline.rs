@@ -96,6 +96,10 @@ impl TimelineTx for PgTransaction {
         Ok(a)
     }
 
+    async fn log_activities(&mut self, new: &[NewActivity]) -> Result<Vec<Activity>> {
+        self.log_activity_batch(new).await
+    }
+
     async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>> {
         let limit = page.checked_limit()?;
         let list = CursorList::timeline(contact);
@@ -131,6 +135,10 @@ impl TimelineTx for PgTransaction {
         self.insert_signal_live(INSERT_SIGNAL, &params, live, &s)
             .await?;
         Ok(s)
+    }
+
+    async fn record_signals(&mut self, new: &[NewSignal]) -> Result<Vec<Signal>> {
+        self.record_signal_batch(new).await
     }
 
     async fn list_signals(&mut self, contact: ContactId) -> Result<Vec<Signal>> {

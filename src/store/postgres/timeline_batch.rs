@@ -1,0 +1,430 @@
+//! Activities and signals in batches on PostgreSQL
+//! ([`TimelineTx::log_activities`](crate::store::TimelineTx::log_activities),
+//! [`TimelineTx::record_signals`](crate::store::TimelineTx::record_signals)):
+//! a handful of statements per batch, never one per row.
+//!
+//! Under the operation's savepoint, one round trip locks what the rows
+//! name: the distinct contacts (`FOR KEY SHARE`, in id order, as one
+//! call's lock on its contact), then their `contact_scores` rows (`FOR
+//! UPDATE`, in id order, as one call's [`live_lock`]; created when
+//! missing while live scores are kept), returning each contact's live
+//! state and freshness, then the deals named (`FOR KEY SHARE`) with their
+//! contacts. Every row is then checked in Rust, in order, as one call
+//! checks it; each contact's new live state is folded in row order with
+//! [`ScoringModel::log_add`] and its freshness with
+//! [`Freshness::engaged`] (what [`FRESH_TOUCH`] does in SQL, from values
+//! read under the row lock). A second round trip inserts the rows (one
+//! `INSERT … SELECT FROM unnest(…)`) and writes every contact's state with
+//! one `UPDATE … FROM unnest(…)`.
+//!
+//! Why not `COPY` into `activities`: the tables force row-level security,
+//! and PostgreSQL refuses `COPY FROM` into such a table for every role
+//! that does not bypass it ("COPY FROM not supported with row-level
+//! security"). The insert from arrays is one statement with binary
+//! parameters, planned once per connection, with no staging table to
+//! create in every transaction.
+//!
+//! [`live_lock`]: PgTransaction::live_lock
+//! [`FRESH_TOUCH`]: super::freshness::FRESH_TOUCH
+
+use std::collections::HashMap;
+
+use tokio_postgres::{Row, types::ToSql};
+use uuid::Uuid;
+
+use super::{
+    error,
+    freshness::{fresh_row, fresh_select},
+    schema::{activity_select, signal_select},
+    transaction::{PgTransaction, now},
+};
+use crate::{
+    domain::{
+        Activity, DealId, Freshness, NewActivity, NewSignal, Signal, SignalKind,
+        Timestamp, deal_of_another_contact,
+    },
+    error::{Entity, Error, Result},
+    scoring::ScoringModel,
+    store::timeline::{checked_rows, row_error},
+};
+
+/// Key-share locks the contacts `$2` that exist, in id order.
+const SHARE_CONTACTS: &str = "SELECT id FROM contacts \
+     WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR KEY SHARE";
+
+/// Creates the state rows of the contacts `$2` that lack one and locks
+/// them, in id order, returning each one's live state and freshness (what
+/// `scoring.rs`'s `LIVE_LOCK` does for one contact).
+const LOCK_STATES: &str = concat!(
+    "INSERT INTO contact_scores (tenant_id, contact_id, created_at) \
+     SELECT $1, c.id, c.created_at FROM contacts c \
+     WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[]) ORDER BY c.id \
+     ON CONFLICT (tenant_id, contact_id) DO UPDATE SET score_log = contact_scores.score_log \
+     RETURNING score_log, ",
+    fresh_select!("")
+);
+
+/// Locks the state rows of the contacts `$2`, in id order, returning each
+/// one's live state and freshness (when no live score is kept: one call
+/// then only updates the row, and creates none).
+const READ_STATES: &str = concat!(
+    "SELECT score_log, ",
+    fresh_select!(""),
+    " FROM contact_scores WHERE tenant_id = $1 AND contact_id = ANY($2::uuid[]) \
+     ORDER BY contact_id FOR UPDATE"
+);
+
+/// Key-share locks the deals `$2` that exist (none can be deleted before
+/// the transaction ends), in id order, returning their contacts.
+const SHARE_DEALS: &str = "SELECT id, contact_id FROM deals \
+     WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR KEY SHARE";
+
+/// The activities of a batch, one array per column after the tenant.
+///
+/// `RETURNING` is for a distributed PostgreSQL (Citus): it copies the rows
+/// of an `INSERT … SELECT` without one straight into the shards with
+/// `COPY`, which row-level security refuses; with one, it inserts them with
+/// `INSERT` statements.
+const INSERT_ACTIVITIES: &str = concat!(
+    "INSERT INTO activities (",
+    activity_select!(),
+    ") SELECT $1::uuid, u.* FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[]) AS u \
+     RETURNING id"
+);
+
+/// The signals of a batch, one array per column after the tenant.
+const INSERT_SIGNALS: &str = concat!(
+    "INSERT INTO signals (",
+    signal_select!(),
+    ") SELECT $1::uuid, u.* FROM unnest($2::uuid[], $3::uuid[], $4::text[], \
+     $5::timestamptz[]) AS u RETURNING id"
+);
+
+/// Each contact's new live state (NULL: unchanged) and engagement and
+/// marks, computed under the row locks.
+const TOUCH_STATES: &str = "UPDATE contact_scores AS s SET \
+     score_log = COALESCE(u.score_log, s.score_log), \
+     last_engaged_at = u.last_engaged_at, email_invalid_at = u.email_invalid_at, \
+     reverify_since = u.reverify_since, unsubscribed_at = u.unsubscribed_at \
+     FROM unnest($2::uuid[], $3::float8[], $4::timestamptz[], $5::timestamptz[], \
+     $6::timestamptz[], $7::timestamptz[]) \
+     AS u(contact_id, score_log, last_engaged_at, email_invalid_at, reverify_since, unsubscribed_at) \
+     WHERE s.tenant_id = $1 AND s.contact_id = u.contact_id";
+
+/// The fixed statements of this file, for [`super::statements`].
+pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    SHARE_CONTACTS,
+    LOCK_STATES,
+    READ_STATES,
+    SHARE_DEALS,
+    INSERT_ACTIVITIES,
+    INSERT_SIGNALS,
+    TOUCH_STATES,
+];
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
+    row.try_get(idx).map_err(error::db)
+}
+
+/// A contact's state as a batch changes it: read under its row lock, then
+/// moved row by row.
+struct State {
+    /// The live state (`None`: none yet).
+    log: Option<f64>,
+    /// Whether a row added a live term.
+    added: bool,
+    freshness: Freshness,
+}
+
+impl State {
+    /// Adds a row's term (live scores kept) and moves the freshness, as
+    /// one call does.
+    fn add(
+        &mut self,
+        model: Option<&ScoringModel>,
+        term_kind: Option<&SignalKind>,
+        signal: Option<&SignalKind>,
+        at: Timestamp,
+    ) {
+        if let Some(term) = model
+            .zip(term_kind)
+            .and_then(|(m, kind)| m.log_term(kind, at))
+        {
+            self.log = Some(ScoringModel::log_add(self.log, term));
+            self.added = true;
+        }
+        self.freshness = self.freshness.engaged(signal, at);
+    }
+}
+
+/// What the lock round trip found.
+struct Locked {
+    /// The contacts that exist.
+    contacts: std::collections::HashSet<Uuid>,
+    /// Their states (those with a state row).
+    states: HashMap<Uuid, State>,
+    /// The deals that exist, to their contacts.
+    deals: HashMap<Uuid, Uuid>,
+}
+
+/// The distinct values of `ids`, in order.
+fn distinct_sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+impl PgTransaction {
+    /// Begins the operation (its savepoint) and, in the same round trip,
+    /// locks `contacts`, their state rows and `deals`, in that order and
+    /// each in id order.
+    async fn begin_batch_locks(&mut self, contacts: &[Uuid], deals: &[Uuid]) -> Result<Locked> {
+        let tenant = self.tenant_uuid();
+        let params: [&(dyn ToSql + Sync); 2] = [&tenant, &contacts];
+        let deal_params: [&(dyn ToSql + Sync); 2] = [&tenant, &deals];
+        let states_sql = if self.live_scoring.is_some() {
+            LOCK_STATES
+        } else {
+            READ_STATES
+        };
+        let mut statements: Vec<(&str, &[&(dyn ToSql + Sync)])> =
+            vec![(SHARE_CONTACTS, &params), (states_sql, &params)];
+        if !deals.is_empty() {
+            statements.push((SHARE_DEALS, &deal_params));
+        }
+        let answers = self.begin_atomic_with(&statements).await?;
+        let mut locked = Locked {
+            contacts: Default::default(),
+            states: HashMap::with_capacity(contacts.len()),
+            deals: HashMap::with_capacity(deals.len()),
+        };
+        let mut answers = answers.into_iter();
+        for row in answers.next().unwrap_or_default() {
+            locked.contacts.insert(get(&row, 0)?);
+        }
+        for row in answers.next().unwrap_or_default() {
+            let freshness = fresh_row(&row, 1)?;
+            locked.states.insert(
+                freshness.contact_id.as_uuid(),
+                State {
+                    log: get(&row, 0)?,
+                    added: false,
+                    freshness,
+                },
+            );
+        }
+        for row in answers.next().unwrap_or_default() {
+            locked.deals.insert(get(&row, 0)?, get(&row, 1)?);
+        }
+        Ok(locked)
+    }
+
+    /// Runs `insert` (with `params`) and writes the states of `locked`,
+    /// pipelined in one round trip.
+    async fn insert_and_touch(
+        &mut self,
+        insert: &str,
+        params: &[&(dyn ToSql + Sync)],
+        states: HashMap<Uuid, State>,
+    ) -> Result<()> {
+        let n = states.len();
+        let (mut ids, mut logs, mut engaged, mut invalid, mut reverify, mut unsubscribed) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (id, s) in states {
+            ids.push(id);
+            logs.push(if s.added { s.log } else { None });
+            engaged.push(s.freshness.last_engaged_at);
+            invalid.push(s.freshness.email_invalid_at);
+            reverify.push(s.freshness.reverify_since);
+            unsubscribed.push(s.freshness.unsubscribed_at);
+        }
+        let tenant = self.tenant_uuid();
+        let touch: [&(dyn ToSql + Sync); 7] = [
+            &tenant,
+            &ids,
+            &logs,
+            &engaged,
+            &invalid,
+            &reverify,
+            &unsubscribed,
+        ];
+        self.check_open()?;
+        let begin = self.pending_begin.take().is_some();
+        let result = self
+            .raw_query_all(&[(insert, params), (TOUCH_STATES, &touch)], begin)
+            .await;
+        self.settle(result)?;
+        Ok(())
+    }
+
+    /// [`TimelineTx::log_activities`](crate::store::TimelineTx::log_activities).
+    pub(super) async fn log_activity_batch(&mut self, new: &[NewActivity]) -> Result<Vec<Activity>> {
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (rows, refused) = checked_rows("activities", new, NewActivity::checked);
+        if rows.is_empty() {
+            return Err(refused.unwrap_or_else(|| Error::backend("an empty batch was refused")));
+        }
+        let contacts = distinct_sorted(rows.iter().map(|r| r.contact_id.as_uuid()).collect());
+        let deals = distinct_sorted(
+            rows.iter()
+                .filter_map(|r| r.deal_id.map(|d| d.as_uuid()))
+                .collect(),
+        );
+        let result = async {
+            let mut locked = self.begin_batch_locks(&contacts, &deals).await?;
+            // Each row as one call checks it, in order.
+            for (i, r) in rows.iter().enumerate() {
+                if !locked.contacts.contains(&r.contact_id.as_uuid()) {
+                    return Err(Error::not_found(Entity::Contact, r.contact_id));
+                }
+                if let Some(deal) = r.deal_id {
+                    match locked.deals.get(&deal.as_uuid()) {
+                        None => return Err(Error::not_found(Entity::Deal, deal)),
+                        Some(owner) if *owner != r.contact_id.as_uuid() => {
+                            return Err(row_error(
+                                "activities",
+                                i,
+                                deal_of_another_contact().into(),
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            let model = self.live_scoring.clone();
+            let tenant = self.tenant;
+            let activities: Vec<Activity> = rows
+                .into_iter()
+                .map(|r| Activity::create(tenant, r, now()))
+                .collect();
+            for a in &activities {
+                if let Some(state) = locked.states.get_mut(&a.contact_id.as_uuid()) {
+                    let kind = model.as_deref().map(|m| m.activity_signal(a.kind));
+                    state.add(model.as_deref(), kind, None, a.occurred_at);
+                }
+            }
+            let n = activities.len();
+            let mut cols = ActivityColumns::with_capacity(n);
+            for a in &activities {
+                cols.push(a);
+            }
+            let tenant = self.tenant_uuid();
+            let params: [&(dyn ToSql + Sync); 10] = [
+                &tenant,
+                &cols.ids,
+                &cols.contacts,
+                &cols.deals,
+                &cols.kinds,
+                &cols.directions,
+                &cols.subjects,
+                &cols.bodies,
+                &cols.occurred,
+                &cols.created,
+            ];
+            self.insert_and_touch(INSERT_ACTIVITIES, &params, locked.states)
+                .await?;
+            Ok(activities)
+        }
+        .await;
+        self.end_atomic(result).await
+    }
+
+    /// [`TimelineTx::record_signals`](crate::store::TimelineTx::record_signals).
+    pub(super) async fn record_signal_batch(&mut self, new: &[NewSignal]) -> Result<Vec<Signal>> {
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (rows, refused) = checked_rows("signals", new, NewSignal::checked);
+        if rows.is_empty() {
+            return Err(refused.unwrap_or_else(|| Error::backend("an empty batch was refused")));
+        }
+        let contacts = distinct_sorted(rows.iter().map(|r| r.contact_id.as_uuid()).collect());
+        let result = async {
+            let mut locked = self.begin_batch_locks(&contacts, &[]).await?;
+            for r in &rows {
+                if !locked.contacts.contains(&r.contact_id.as_uuid()) {
+                    return Err(Error::not_found(Entity::Contact, r.contact_id));
+                }
+            }
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            let model = self.live_scoring.clone();
+            let tenant = self.tenant;
+            let signals: Vec<Signal> = rows
+                .into_iter()
+                .map(|r| Signal::create(tenant, r, now()))
+                .collect();
+            for s in &signals {
+                if let Some(state) = locked.states.get_mut(&s.contact_id.as_uuid()) {
+                    state.add(model.as_deref(), Some(&s.kind), Some(&s.kind), s.occurred_at);
+                }
+            }
+            let ids: Vec<Uuid> = signals.iter().map(|s| s.id.as_uuid()).collect();
+            let contacts: Vec<Uuid> = signals.iter().map(|s| s.contact_id.as_uuid()).collect();
+            let kinds: Vec<&str> = signals.iter().map(|s| s.kind.as_str()).collect();
+            let occurred: Vec<Timestamp> = signals.iter().map(|s| s.occurred_at).collect();
+            let tenant = self.tenant_uuid();
+            let params: [&(dyn ToSql + Sync); 5] = [&tenant, &ids, &contacts, &kinds, &occurred];
+            self.insert_and_touch(INSERT_SIGNALS, &params, locked.states)
+                .await?;
+            Ok(signals)
+        }
+        .await;
+        self.end_atomic(result).await
+    }
+}
+
+/// A batch of activities, column by column (the arrays of
+/// [`INSERT_ACTIVITIES`]).
+struct ActivityColumns<'a> {
+    ids: Vec<Uuid>,
+    contacts: Vec<Uuid>,
+    deals: Vec<Option<Uuid>>,
+    kinds: Vec<&'a str>,
+    directions: Vec<Option<&'a str>>,
+    subjects: Vec<Option<&'a str>>,
+    bodies: Vec<Option<&'a str>>,
+    occurred: Vec<Timestamp>,
+    created: Vec<Timestamp>,
+}
+
+impl<'a> ActivityColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        ActivityColumns {
+            ids: Vec::with_capacity(n),
+            contacts: Vec::with_capacity(n),
+            deals: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            directions: Vec::with_capacity(n),
+            subjects: Vec::with_capacity(n),
+            bodies: Vec::with_capacity(n),
+            occurred: Vec::with_capacity(n),
+            created: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, a: &'a Activity) {
+        self.ids.push(a.id.as_uuid());
+        self.contacts.push(a.contact_id.as_uuid());
+        self.deals.push(a.deal_id.map(|d: DealId| d.as_uuid()));
+        self.kinds.push(a.kind.as_str());
+        self.directions.push(a.direction.map(|d| d.as_str()));
+        self.subjects.push(a.subject.as_ref().map(|s| s.as_str()));
+        self.bodies.push(a.body.as_deref());
+        self.occurred.push(a.occurred_at);
+        self.created.push(a.created_at);
+    }
+}
