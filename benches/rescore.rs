@@ -20,6 +20,22 @@
 //! covers them all); `CRM_BENCH_CHUNK` sets the chunk size;
 //! `CRM_BENCH_DRY_RUN=1` writes nothing. It does not migrate the database.
 //!
+//! `CRM_BENCH_SCRAMBLE=1` makes the first run rewrite every score, the
+//! same way each time: before it, every stored score `s` of the tenant
+//! becomes `(s + 50) % 101`, which differs from `s` (so from the score the
+//! first run computes, when the scores were up to date), and
+//! `VACUUM ANALYZE crm.contacts` clears the dead rows that left. Untimed;
+//! by hand, for a build without the option:
+//!
+//! ```text
+//! UPDATE crm.contacts SET score = (score + 50) % 101 WHERE tenant_id = '<tenant>';
+//! VACUUM ANALYZE crm.contacts;
+//! ```
+//!
+//! `CRM_BENCH_PHASES=1` also prints, per run, the time spent in each store
+//! operation (`scoring_inputs`, `write_scores`, `commit`, …: summed from
+//! the store's `crm.op` spans, so overlapping operations count twice).
+//!
 //! `incremental` logs `CRM_BENCH_OPS` (default 2,000) activities on random
 //! contacts of the tenant, alternating a store that keeps live scores and
 //! one that does not, and prints the latency percentiles of
@@ -35,7 +51,11 @@
 //!
 //! All end with the process's peak resident set size (VmHWM).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use crm_core::{
     Context, PostgresStore, Store, TenantId,
@@ -59,6 +79,91 @@ fn peak_rss() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Per store operation: how many calls and how long they took in all.
+static PHASES: Mutex<BTreeMap<String, (u64, Duration)>> = Mutex::new(BTreeMap::new());
+
+/// Sums the wall time of the store's `crm.op` spans per operation.
+struct PhaseLayer;
+
+struct OpStart(String, Instant);
+
+struct OperationField(Option<String>);
+
+impl tracing::field::Visit for OperationField {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "operation" {
+            self.0 = Some(value.to_string());
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "operation" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for PhaseLayer
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != "crm.op" {
+            return;
+        }
+        let mut op = OperationField(None);
+        attrs.record(&mut op);
+        if let (Some(span), Some(name)) = (ctx.span(id), op.0) {
+            span.extensions_mut().insert(OpStart(name, Instant::now()));
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        if let Some(OpStart(name, started)) = span.extensions_mut().remove::<OpStart>() {
+            let mut phases = PHASES.lock().unwrap();
+            let entry = phases.entry(name).or_default();
+            entry.0 += 1;
+            entry.1 += started.elapsed();
+        }
+    }
+}
+
+fn print_phases() {
+    let mut phases = PHASES.lock().unwrap();
+    for (name, (calls, took)) in phases.iter() {
+        println!("  {name}: {calls} calls, {:.3} s", took.as_secs_f64());
+    }
+    phases.clear();
+}
+
+/// Shifts every stored score of `tenant` to `(s + 50) % 101` (see the
+/// module's documentation), then vacuums and analyzes the contacts.
+async fn scramble(url: &str, tenant: TenantId) {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    let started = Instant::now();
+    let n = client
+        .execute(
+            "UPDATE crm.contacts SET score = (score + 50) % 101 WHERE tenant_id = $1",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .expect("scramble");
+    client
+        .batch_execute("VACUUM ANALYZE crm.contacts")
+        .await
+        .expect("vacuum");
+    println!(
+        "scrambled {n} scores and vacuumed in {:.1} s (untimed)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 async fn biggest_tenant(url: &str) -> TenantId {
     if let Some(t) = env("CRM_BENCH_TENANT") {
         return TenantId::from_uuid(t.parse().expect("CRM_BENCH_TENANT is a UUID"));
@@ -76,6 +181,12 @@ async fn biggest_tenant(url: &str) -> TenantId {
 }
 
 async fn run_rescore(url: &str) {
+    let phases = env("CRM_BENCH_PHASES").is_some_and(|v| v == "1");
+    if phases {
+        use tracing_subscriber::prelude::*;
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(PhaseLayer))
+            .expect("a subscriber");
+    }
     let store = PostgresStore::connect(url).await.expect("connect");
     let tenant = biggest_tenant(url).await;
     let mut options = RescoreOptions::new();
@@ -87,6 +198,9 @@ async fn run_rescore(url: &str) {
     }
     options.dry_run = env("CRM_BENCH_DRY_RUN").is_some_and(|v| v == "1");
     let model = ScoringModel::default();
+    if env("CRM_BENCH_SCRAMBLE").is_some_and(|v| v == "1") {
+        scramble(url, tenant).await;
+    }
     println!("tenant {tenant}, chunk size {}", options.chunk_size);
     // The same `now` for both runs, so that the second finds nothing to change.
     let options = options.with_now(chrono::Utc::now());
@@ -106,6 +220,9 @@ async fn run_rescore(url: &str) {
             report.chunks
         );
         println!("  distribution {:?}", report.distribution);
+        if phases {
+            print_phases();
+        }
         if let Some(best) = report.top.first() {
             println!(
                 "  best: {} score {} from {} signals",

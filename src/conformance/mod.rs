@@ -263,6 +263,7 @@ macro_rules! __conformance_suite {
             a_dry_run_writes_nothing_and_previews_the_top,
             rescoring_scans_only_active_contacts_within_the_lookback,
             rescoring_at_a_fixed_now_is_deterministic_across_chunk_sizes,
+            rescoring_writes_exactly_the_models_scores_in_any_chunk_size,
             logging_a_meeting_raises_the_live_rank_at_once_and_a_rollback_undoes_it,
             the_displayed_live_score_is_what_explain_says,
             a_rebuild_stores_the_recomputed_live_state,

@@ -5,7 +5,7 @@
 use chrono::{Duration, Utc};
 
 use super::prelude::*;
-use super::support::{begin, create, ctx, new_contact, ok};
+use super::support::{begin, create, ctx, deal, new_contact, new_deal, ok};
 
 async fn signal(store: &DynStore, t: TenantId, id: ContactId, kind: SignalKind, at: Timestamp) {
     let mut tx = begin(store, t).await;
@@ -360,4 +360,130 @@ pub async fn a_rebuild_stores_the_recomputed_live_state(store: &DynStore) {
         rescore_in_transaction(&mut *tx, &model, &RescoreOptions::new().with_chunk_size(0)).await;
     assert!(matches!(zero, Err(crate::Error::Validation(_))), "{zero:?}");
     ok(tx.commit().await, "commit");
+}
+
+/// Sets every one of `scores` (contact, score) with one `write_scores`.
+async fn set_scores(store: &DynStore, t: TenantId, scores: &[(ContactId, Score)]) {
+    let writes: Vec<ContactScore> = scores
+        .iter()
+        .map(|(id, s)| ContactScore::new(*id, *s))
+        .collect();
+    let mut tx = begin(store, t).await;
+    ok(tx.write_scores(&writes).await, "write scores");
+    ok(tx.commit().await, "commit");
+}
+
+/// A rescoring writes exactly the score the model gives each eligible
+/// contact's inputs (activities as their signals, recorded signals, open
+/// deals; the old ones past the age cutoff left out), in every chunk size,
+/// in a transaction of its own or of the caller's; an inactive contact
+/// keeps the score it had. Each run starts from scores that all differ
+/// from the model's, so every eligible score is rewritten.
+pub async fn rescoring_writes_exactly_the_models_scores_in_any_chunk_size(store: &DynStore) {
+    use crate::scoring::ScoringInput;
+    let t = TenantId::new();
+    let model = ScoringModel::default();
+    let base = truncate_to_micros(Utc::now());
+    let kinds = [
+        ActivityKind::Email,
+        ActivityKind::Call,
+        ActivityKind::Meeting,
+        ActivityKind::Note,
+        ActivityKind::Task,
+    ];
+    let signal_kinds = [
+        SignalKind::EMAIL_OPEN,
+        SignalKind::PRICING_PAGE_VIEW,
+        SignalKind::DEMO_REQUEST,
+        SignalKind::parse("trial_started").expect("a kind"),
+    ];
+    // (contact, its inputs, active)
+    let mut contacts: Vec<(ContactId, Vec<ScoringInput>, bool)> = Vec::new();
+    for i in 0..23usize {
+        let c = create(
+            store,
+            t,
+            new_contact(&format!("model{i}@example.com"), "Model", "Lead"),
+        )
+        .await;
+        let mut inputs = Vec::new();
+        let mut tx = begin(store, t).await;
+        for j in 0..i % 6 {
+            let kind = kinds[(i + j) % kinds.len()];
+            // Up to 83 days old: some past the 60-day age cutoff.
+            let at = base - Duration::hours(((i * 37 + j * 401) % 2000) as i64);
+            ok(
+                tx.log_activity(NewActivity::new(c.id, kind).occurred_at(at))
+                    .await,
+                "log an activity",
+            );
+            inputs.push(ScoringInput::new(model.activity_signal(kind).clone(), at));
+        }
+        for j in 0..i % 4 {
+            let kind = signal_kinds[(i * 3 + j) % signal_kinds.len()].clone();
+            let at = base - Duration::hours(((i * 53 + j * 211) % 1700) as i64);
+            ok(
+                tx.record_signal(NewSignal::new(c.id, kind.clone()).occurred_at(at))
+                    .await,
+                "record a signal",
+            );
+            inputs.push(ScoringInput::new(kind, at));
+        }
+        ok(tx.commit().await, "commit");
+        if i % 4 == 1 {
+            let d = deal(store, t, new_deal(c.id, "Open deal", "100", "EUR")).await;
+            inputs.push(ScoringInput::deal_exists(d.created_at));
+        }
+        let active = i % 9 != 5;
+        if !active {
+            let mut tx = begin(store, t).await;
+            ok(tx.deactivate_contact(c.id).await, "deactivate");
+            ok(tx.commit().await, "commit");
+        }
+        contacts.push((c.id, inputs, active));
+    }
+    let now = base + Duration::hours(2);
+    let expected: Vec<Score> = contacts
+        .iter()
+        .map(|(_, inputs, _)| model.score(now, inputs.iter().cloned()).score)
+        .collect();
+    let eligible = contacts.iter().filter(|c| c.2).count() as u64;
+    for (round, chunk) in [1u32, 4, 7, 1000].into_iter().enumerate() {
+        // Every score moved off the model's: (s + 50 + round) mod 101 ≠ s.
+        let scrambled: Vec<(ContactId, Score)> = contacts
+            .iter()
+            .zip(&expected)
+            .map(|((id, _, _), s)| {
+                let v = (i64::from(s.get()) + 50 + round as i64) % 101;
+                (*id, Score::new(v).expect("a score"))
+            })
+            .collect();
+        set_scores(store, t, &scrambled).await;
+        let options = RescoreOptions::new().with_now(now).with_chunk_size(chunk);
+        let report = if round % 2 == 0 {
+            run(store, t, &options).await
+        } else {
+            let mut tx = begin(store, t).await;
+            let report = ok(
+                rescore_in_transaction(tx.as_mut(), &model, &options).await,
+                "rescore in a transaction",
+            );
+            ok(tx.commit().await, "commit");
+            report
+        };
+        assert_eq!(
+            (report.scanned, report.changed, report.written),
+            (eligible, eligible, eligible),
+            "chunks of {chunk}: every eligible contact rescored and written"
+        );
+        for (((id, _, active), want), (_, before)) in contacts.iter().zip(&expected).zip(&scrambled)
+        {
+            let want = if *active { *want } else { *before };
+            assert_eq!(
+                stored_score(store, t, *id).await,
+                want,
+                "chunks of {chunk}: the stored score of {id} (active: {active})"
+            );
+        }
+    }
 }

@@ -9,7 +9,8 @@
 //! chunk's changed scores are written with one [`Transaction::write_scores`]
 //! before the next chunk is read. Memory is bounded by `chunk_size` ×
 //! (inputs per contact) plus the `top` best contacts kept for the report,
-//! whatever the size of the tenant. Inputs past the model's age cutoff are
+//! whatever the size of the tenant (twice that when reads and writes
+//! overlap, below). Inputs past the model's age cutoff are
 //! not even read (unless the live state is rebuilt, which needs them all).
 //!
 //! # All or nothing
@@ -22,6 +23,24 @@
 //! rescored tenant. A caller that prefers shorter transactions can call
 //! [`rescore_in_transaction`] on transactions of its own, but must then
 //! accept a tenant that is partly rescored while it runs.
+//!
+//! # Reads beside the writes
+//!
+//! When the store can hold two transactions at once
+//! ([`Store::concurrent_transactions`]: PostgreSQL with a pool of two
+//! connections or more), [`rescore`] reads the chunks on a second
+//! transaction, which writes nothing and is rolled back at the end: the
+//! next chunk is read while the previous chunk's scores are written, so
+//! that the database works on both at once. The writes are still one
+//! transaction, all or nothing as above. The reads see what others have
+//! committed, as before (each statement of a transaction at PostgreSQL's
+//! default isolation does); a chunk never holds a contact whose score the
+//! run has written already (chunks go in id order), so nothing the
+//! writing transaction holds uncommitted is missed. Both transactions are
+//! opened before anything is locked. A dry run, and
+//! [`rescore_in_transaction`], read and write on the one transaction.
+//!
+//! [`Store::concurrent_transactions`]: crate::Store::concurrent_transactions
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
@@ -232,6 +251,47 @@ pub async fn rescore_in_transaction(
     model: &ScoringModel,
     options: &RescoreOptions,
 ) -> Result<RescoreReport> {
+    run(Io::One(tx), model, options).await
+}
+
+/// Where a run reads its chunks and writes its scores: one transaction,
+/// or a transaction to read and another to write, used at once.
+enum Io<'a> {
+    One(&'a mut dyn Transaction),
+    Two {
+        reader: &'a mut dyn Transaction,
+        writer: &'a mut dyn Transaction,
+    },
+}
+
+/// What a chunk leaves to write.
+#[derive(Default)]
+struct ChunkWrites {
+    scores: Vec<ContactScore>,
+    live: Vec<LiveState>,
+}
+
+/// Writes a chunk's changed scores and live states; the scores written.
+async fn write_chunk(tx: &mut dyn Transaction, writes: &ChunkWrites) -> Result<(u64, u64)> {
+    let mut written = (0, 0);
+    if !writes.scores.is_empty() {
+        written.0 = tx.write_scores(&writes.scores).await?;
+    }
+    if !writes.live.is_empty() {
+        written.1 = tx.write_live_score_logs(&writes.live).await?;
+    }
+    Ok(written)
+}
+
+/// The rescoring loop: reads chunk after chunk, scores each and writes
+/// what changed. With [`Io::Two`], the next chunk is read while the
+/// previous one's scores are written, each on its own transaction (so on
+/// its own connection, and the database works on both at once).
+async fn run(
+    mut io: Io<'_>,
+    model: &ScoringModel,
+    options: &RescoreOptions,
+) -> Result<RescoreReport> {
     let mut errors = ValidationErrors::new();
     if options.chunk_size == 0 {
         errors.push(FieldError::new(
@@ -282,22 +342,21 @@ pub async fn rescore_in_transaction(
         top: Vec::new(),
     };
     let mut top: BinaryHeap<Ranked> = BinaryHeap::with_capacity(options.top + 1);
-    let mut after = None;
+    let request = |after| InputsRequest {
+        created_from,
+        after,
+        limit: options.chunk_size,
+        inputs_from,
+    };
+    let mut chunk = match &mut io {
+        Io::One(tx) => tx.scoring_inputs(&request(None)).await?,
+        Io::Two { reader, .. } => reader.scoring_inputs(&request(None)).await?,
+    };
     loop {
-        let chunk = tx
-            .scoring_inputs(&InputsRequest {
-                created_from,
-                after,
-                limit: options.chunk_size,
-                inputs_from,
-            })
-            .await?;
         let Some(last) = chunk.last() else { break };
-        after = Some(last.id);
+        let next = (chunk.len() == options.chunk_size as usize).then(|| request(Some(last.id)));
         report.chunks += 1;
-        let full = chunk.len() == options.chunk_size as usize;
-        let mut writes: Vec<ContactScore> = Vec::new();
-        let mut live: Vec<LiveState> = Vec::new();
+        let mut writes = ChunkWrites::default();
         for c in &chunk {
             if !model.is_eligible(now, c.created_at, true) {
                 continue;
@@ -310,10 +369,12 @@ pub async fn rescore_in_transaction(
                 report.unchanged += 1;
             } else {
                 report.changed += 1;
-                writes.push(ContactScore::new(c.id, scored.score));
+                writes.scores.push(ContactScore::new(c.id, scored.score));
             }
             if options.rebuild_live {
-                live.push(LiveState::new(c.id, c.live_log_sum(model)));
+                writes
+                    .live
+                    .push(LiveState::new(c.id, c.live_log_sum(model)));
             }
             if options.top > 0 {
                 let lead = Ranked(TopLead {
@@ -330,16 +391,36 @@ pub async fn rescore_in_transaction(
             }
         }
         drop(chunk);
-        if !options.dry_run {
-            if !writes.is_empty() {
-                report.written += tx.write_scores(&writes).await?;
-            }
-            if !live.is_empty() {
-                report.live_rebuilt += tx.write_live_score_logs(&live).await?;
-            }
+        if options.dry_run {
+            writes = ChunkWrites::default();
         }
-        if !full {
-            break;
+        let (written, read) = match &mut io {
+            Io::One(tx) => {
+                let written = write_chunk(&mut **tx, &writes).await?;
+                let read = match &next {
+                    Some(r) => Some(tx.scoring_inputs(r).await?),
+                    None => None,
+                };
+                (written, read)
+            }
+            Io::Two { reader, writer } => {
+                // Both run to the end, whatever the other gives: neither
+                // is dropped halfway through a statement.
+                let (written, read) =
+                    futures_util::join!(write_chunk(&mut **writer, &writes), async {
+                        match &next {
+                            Some(r) => reader.scoring_inputs(r).await.map(Some),
+                            None => Ok(None),
+                        }
+                    });
+                (written?, read?)
+            }
+        };
+        report.written += written.0;
+        report.live_rebuilt += written.1;
+        match read {
+            Some(c) => chunk = c,
+            None => break,
         }
     }
     report.top = top.into_sorted_vec().into_iter().map(|r| r.0).collect();
@@ -351,8 +432,13 @@ pub async fn rescore_in_transaction(
 /// run or an error (leaving every score as it was). To rescore inside a
 /// transaction of the caller's: [`rescore_in_transaction`].
 ///
+/// On a store that can hold two transactions at once it reads on a second
+/// one, read-only, while it writes (see the module's documentation, *Reads
+/// beside the writes*): it then takes two of the pool's connections for the
+/// whole run.
+///
 /// Errors: those of [`rescore_in_transaction`], and whatever opening or
-/// committing the transaction returns.
+/// committing the transactions returns.
 pub async fn rescore(
     store: &DynStore,
     tenant: TenantId,
@@ -360,8 +446,27 @@ pub async fn rescore(
     model: &ScoringModel,
     options: &RescoreOptions,
 ) -> Result<RescoreReport> {
+    // The reader first: both connections are taken before anything is
+    // locked, so that the run never holds locks while it waits for one.
+    let mut reader = if store.concurrent_transactions() && !options.dry_run {
+        Some(store.begin(tenant, context.clone()).await?)
+    } else {
+        None
+    };
     let mut tx = store.begin(tenant, context).await?;
-    match rescore_in_transaction(tx.as_mut(), model, options).await {
+    let io = match reader.as_mut() {
+        Some(reader) => Io::Two {
+            reader: reader.as_mut(),
+            writer: tx.as_mut(),
+        },
+        None => Io::One(tx.as_mut()),
+    };
+    let result = run(io, model, options).await;
+    if let Some(reader) = reader {
+        // It only read: ending it cannot change what the run did.
+        let _ = reader.rollback().await;
+    }
+    match result {
         Ok(report) => {
             if options.dry_run {
                 tx.rollback().await?;

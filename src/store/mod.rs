@@ -173,6 +173,17 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// The pipelines deals may use.
     fn pipelines(&self) -> &Pipelines;
+
+    /// Whether one task may hold two transactions of this store open at
+    /// once, the second `begin` not waiting for the first transaction to
+    /// end (a pool of two connections or more, say). Batch jobs use it to
+    /// read on one transaction while they write on another
+    /// ([`crate::scoring::rescore`]). The default is `false`, which is
+    /// always safe: the in-memory store, which runs one transaction at a
+    /// time, says so.
+    fn concurrent_transactions(&self) -> bool {
+        false
+    }
 }
 
 /// A shared store is a store: a host that holds an `Arc` passes it as it is.
@@ -185,6 +196,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn pipelines(&self) -> &Pipelines {
         (**self).pipelines()
     }
+
+    fn concurrent_transactions(&self) -> bool {
+        (**self).concurrent_transactions()
+    }
 }
 
 /// A boxed store is a store.
@@ -196,6 +211,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn pipelines(&self) -> &Pipelines {
         (**self).pipelines()
+    }
+
+    fn concurrent_transactions(&self) -> bool {
+        (**self).concurrent_transactions()
     }
 }
 

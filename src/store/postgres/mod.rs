@@ -719,4 +719,9 @@ impl Store for PostgresStore {
     fn pipelines(&self) -> &Pipelines {
         &self.pipelines
     }
+
+    /// True when the pool may hold two connections or more.
+    fn concurrent_transactions(&self) -> bool {
+        self.pool.status().max_size >= 2
+    }
 }

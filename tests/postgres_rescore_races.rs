@@ -1,0 +1,226 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! Batch rescoring racing other writers on PostgreSQL. A rescore reads its
+//! chunks on a transaction of its own while it writes the scores on
+//! another; these races check that a contact renamed, deleted or merged
+//! while the rescore runs keeps that write, that the rescore neither fails
+//! nor writes a score a contact should not get, and that activities logged
+//! meanwhile do not wait for it. Each race is set up step by step: a
+//! transaction holds the contacts' locks, the rescore is seen waiting, then
+//! the first commits.
+
+mod support;
+
+use chrono::{Duration, Utc};
+use crm_core::{
+    Actor, Context, Store, StoreExt, TenantId,
+    bulk::ConflictPolicy,
+    domain::{
+        ActivityKind, ContactId, ContactPatch, ContactScore, Email, NewActivity, NewContact,
+        PersonName, Score, truncate_to_micros,
+    },
+    scoring::{RescoreOptions, ScoringModel, rescore, rescore_in_transaction},
+    store::PageRequest,
+};
+use support::{Target, TestStore, until_backends_wait_for_locks};
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:rescore-race").unwrap())
+}
+
+fn new_contact(i: usize) -> NewContact {
+    NewContact::new(
+        Email::parse(&format!("lead{i}@x.example")).unwrap(),
+        PersonName::parse("Ada").unwrap(),
+        PersonName::parse("Lovelace").unwrap(),
+    )
+}
+
+async fn scores(store: &dyn Store, tenant: TenantId, ids: &[ContactId]) -> Vec<Option<Score>> {
+    let crm = store.scope(tenant, &ctx());
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(crm.get_contact(*id).await.unwrap().map(|c| c.score));
+    }
+    out
+}
+
+/// A contact renamed, one deleted and two merged by a transaction that
+/// holds their locks while a rescore wants to write their scores: the
+/// rescore waits, then writes the scores of those that are left; every
+/// write of the other transaction stays, an activity logged meanwhile
+/// (on another contact) does not wait for the rescore, and a second
+/// rescore at the same time finds nothing more to change but what the
+/// merge and the activity changed. `own` runs the rescore on a transaction
+/// of its own ([`rescore`], reading beside the writes); else in a
+/// transaction of the test's ([`rescore_in_transaction`]).
+async fn writers_during_a_rescore_keep_their_writes(target: Target, own: bool) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let base = truncate_to_micros(Utc::now()) - Duration::days(1);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let c = crm.create_contact(new_contact(i)).await.unwrap();
+        crm.log_activity(NewActivity::new(c.id, ActivityKind::Meeting).occurred_at(base))
+            .await
+            .unwrap();
+        ids.push(c.id);
+    }
+    // Every score far from the model's (a meeting a day old scores about 10).
+    let mut tx = owner.begin(tenant, ctx()).await.unwrap();
+    let all_high: Vec<ContactScore> = ids
+        .iter()
+        .map(|id| ContactScore::new(*id, Score::new(77).unwrap()))
+        .collect();
+    tx.write_scores(&all_high).await.unwrap();
+    tx.commit().await.unwrap();
+    let (renamed, deleted, survivor, loser, logged) = (ids[3], ids[5], ids[7], ids[8], ids[10]);
+
+    // The other writer: holds the locks of four contacts.
+    let mut t0 = owner.begin(tenant, ctx()).await.unwrap();
+    let c = t0.get_contact(renamed).await.unwrap().unwrap();
+    t0.update_contact(
+        renamed,
+        c.version,
+        ContactPatch {
+            last_name: Some(PersonName::parse("Byron").unwrap()),
+            ..ContactPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(t0.delete_contact(deleted).await.unwrap());
+    t0.merge_contacts(survivor, loser, ConflictPolicy::NonEmptyIncoming)
+        .await
+        .unwrap();
+
+    let now = truncate_to_micros(Utc::now());
+    let options = RescoreOptions::new().with_now(now).with_chunk_size(2);
+    let store = owner.db().store();
+    let running = tokio::spawn(async move {
+        let model = ScoringModel::default();
+        if own {
+            rescore(&store, tenant, ctx(), &model, &options).await
+        } else {
+            let mut tx = store.begin(tenant, ctx()).await?;
+            let report = rescore_in_transaction(tx.as_mut(), &model, &options).await?;
+            tx.commit().await?;
+            Ok(report)
+        }
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    // Logging an activity takes a key-share lock on its contact, which a
+    // score write does not block: it does not wait for the rescore.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        crm.log_activity(NewActivity::new(logged, ActivityKind::Meeting).occurred_at(base)),
+    )
+    .await
+    .expect("logging an activity does not wait for the rescore")
+    .unwrap();
+    assert!(!running.is_finished(), "the rescore waits for the locks");
+    t0.commit().await.unwrap();
+    let report = running.await.unwrap().expect("the rescore succeeds");
+    assert!(report.written <= report.changed);
+    assert!(
+        report.written >= report.changed.saturating_sub(2),
+        "only the deleted contact and the loser may be left unwritten: {report:?}"
+    );
+
+    // The other writer's writes are all there.
+    let c = crm.get_contact(renamed).await.unwrap().unwrap();
+    assert_eq!(c.last_name.as_str(), "Byron", "the rename stays");
+    assert!(crm.get_contact(deleted).await.unwrap().is_none());
+    assert!(crm.get_contact(loser).await.unwrap().is_none());
+    let moved = crm
+        .timeline(survivor, &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        moved.items.len(),
+        2,
+        "the survivor has the loser's activity"
+    );
+    let logged_page = crm.timeline(logged, &PageRequest::first(10)).await.unwrap();
+    assert_eq!(logged_page.items.len(), 2, "the activity logged meanwhile");
+
+    // The rescore wrote every score left but those whose inputs the
+    // writers changed (it may have read them before): a second rescore
+    // at the same time changes nothing else.
+    let untouched: Vec<ContactId> = ids
+        .iter()
+        .copied()
+        .filter(|id| ![deleted, loser, survivor, logged].contains(id))
+        .collect();
+    let before = scores(&*owner, tenant, &untouched).await;
+    assert!(
+        before.iter().all(|s| s.is_some_and(|s| s.get() != 77)),
+        "every score left was rewritten: {before:?}"
+    );
+    let again = rescore(
+        &*owner,
+        tenant,
+        ctx(),
+        &ScoringModel::default(),
+        &RescoreOptions::new().with_now(now),
+    )
+    .await
+    .unwrap();
+    assert!(
+        again.changed <= 2,
+        "at most the survivor and {logged}: {again:?}"
+    );
+    assert_eq!(scores(&*owner, tenant, &untouched).await, before);
+}
+
+async fn writers_during_a_rescore_of_its_own_keep_their_writes(target: Target) {
+    writers_during_a_rescore_keep_their_writes(target, true).await;
+}
+
+async fn writers_during_a_rescore_in_a_callers_transaction_keep_their_writes(target: Target) {
+    writers_during_a_rescore_keep_their_writes(target, false).await;
+}
+
+/// A store whose pool holds one connection cannot read beside its writes:
+/// the rescore then reads and writes on its one transaction, and does not
+/// wait for a second connection.
+async fn a_pool_of_one_rescores_on_one_connection(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let store = owner
+        .db()
+        .store_with(1, crm_core::conformance::test_pipelines());
+    assert!(!store.concurrent_transactions());
+    assert!(owner.concurrent_transactions());
+    let tenant = TenantId::new();
+    let crm = store.scope(tenant, &ctx());
+    for i in 0..5 {
+        let c = crm.create_contact(new_contact(i)).await.unwrap();
+        crm.log_activity(NewActivity::new(c.id, ActivityKind::Call))
+            .await
+            .unwrap();
+    }
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        rescore(
+            &store,
+            tenant,
+            ctx(),
+            &ScoringModel::default(),
+            &RescoreOptions::new().with_chunk_size(2),
+        ),
+    )
+    .await
+    .expect("no wait for a second connection")
+    .unwrap();
+    assert_eq!((report.scanned, report.written), (5, 5));
+}
+
+crate::on_every_target!(
+    writers_during_a_rescore_of_its_own_keep_their_writes(worker_threads = 4),
+    writers_during_a_rescore_in_a_callers_transaction_keep_their_writes(worker_threads = 4),
+    a_pool_of_one_rescores_on_one_connection,
+);
