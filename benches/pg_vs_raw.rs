@@ -64,9 +64,12 @@ const TASK_COLUMNS: &str = "tenant_id, id, title, body, due_at, done_at, assigne
 const ROUNDS: usize = 3;
 const ROUND_SECS: u64 = 5;
 
+/// The statement `search_contacts` sends for `ContactQuery::top_leads`:
+/// the same seventeen columns the library reads (its company and owner
+/// since schema version 5), so that both sides move the same bytes.
 fn top_leads_sql() -> String {
     format!(
-        r#"SELECT {CONTACT_COLUMNS} FROM crm."contacts" WHERE "tenant_id" = :tenant AND "active" = :active ORDER BY "score" DESC, "id" DESC LIMIT :limit;"#
+        r#"SELECT {CONTACT_COLUMNS}, "company_id", "owner_id" FROM crm."contacts" WHERE "tenant_id" = :tenant AND "active" = :active ORDER BY "score" DESC, "id" DESC LIMIT :limit;"#
     )
 }
 
