@@ -184,30 +184,9 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
 
     // The exports write them back.
     let mut exported: HashMap<(String, String), Option<Timestamp>> = HashMap::new();
-    let mut out = Vec::new();
-    ok(
-        export_companies_csv(store, t, &ctx, &mut out).await,
-        "export companies",
-    );
-    let company_rows = csv_rows(&out);
-    out.clear();
-    ok(
-        export_contacts_csv(store, t, &ctx, &mut out).await,
-        "export contacts",
-    );
-    let contact_rows = csv_rows(&out);
-    out.clear();
-    ok(
-        export_deals_csv(store, t, &ctx, &mut out).await,
-        "export deals",
-    );
-    let deal_rows = csv_rows(&out);
-    out.clear();
-    ok(
-        export_activities_csv(store, t, &ctx, &mut out).await,
-        "export activities",
-    );
-    let activity_rows = csv_rows(&out);
+    let exports = export_all(store, t, &ctx).await;
+    let [company_rows, contact_rows, deal_rows, activity_rows] =
+        exports.each_ref().map(|bytes| csv_rows(bytes));
     for (rows, key) in [
         (&company_rows, "domain"),
         (&contact_rows, "email"),
@@ -324,6 +303,91 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
         lost.lost_reason.as_ref().map(|r| r.as_str()),
         Some("went with a rival")
     );
+
+    // The exports, imported into another tenant, export the same times.
+    let copy = TenantId::new();
+    let [companies_csv, contacts_csv, deals_csv, activities_csv] = &exports;
+    let r = ok(
+        import_companies_csv(
+            store,
+            copy,
+            &ctx,
+            &companies_csv[..],
+            ImportOptions::default(),
+        )
+        .await,
+        "re-import companies",
+    );
+    assert_no_rejects("re-imported companies", &r.rejected);
+    let r = ok(
+        import_contacts_csv(
+            store,
+            copy,
+            &ctx,
+            &contacts_csv[..],
+            ImportOptions::default(),
+        )
+        .await,
+        "re-import contacts",
+    );
+    assert_no_rejects("re-imported contacts", &r.rejected);
+    let deals = ok(
+        import_deals_csv(store, copy, &ctx, &deals_csv[..], 100).await,
+        "re-import deals",
+    );
+    assert_no_rejects("re-imported deals", &deals.rejected);
+    let r = ok(
+        import_activities_csv(store, copy, &ctx, &activities_csv[..], &deals.ids, 100).await,
+        "re-import activities",
+    );
+    assert_no_rejects("re-imported activities", &r.rejected);
+    let again = export_all(store, copy, &ctx).await;
+    for ((first, second), what) in
+        exports
+            .iter()
+            .zip(&again)
+            .zip(["companies", "contacts", "deals", "activities"])
+    {
+        let (first, second) = (csv_rows(first), csv_rows(second));
+        assert_eq!(first.len(), second.len(), "{what}");
+        for (a, b) in first.iter().zip(&second) {
+            for column in [
+                "created_at",
+                "updated_at",
+                "won_at",
+                "lost_at",
+                "occurred_at",
+            ] {
+                assert_eq!(
+                    a.get(column),
+                    b.get(column),
+                    "{what}: export -> import -> export keeps {column}"
+                );
+            }
+        }
+    }
+}
+
+/// The CSV exports of companies, contacts, deals and activities.
+async fn export_all(store: &DynStore, t: TenantId, ctx: &Context) -> [Vec<u8>; 4] {
+    let mut out: [Vec<u8>; 4] = Default::default();
+    ok(
+        export_companies_csv(store, t, ctx, &mut out[0]).await,
+        "export companies",
+    );
+    ok(
+        export_contacts_csv(store, t, ctx, &mut out[1]).await,
+        "export contacts",
+    );
+    ok(
+        export_deals_csv(store, t, ctx, &mut out[2]).await,
+        "export deals",
+    );
+    ok(
+        export_activities_csv(store, t, ctx, &mut out[3]).await,
+        "export activities",
+    );
+    out
 }
 
 /// Contract: the scoring of an imported tenant runs from its original
