@@ -12,9 +12,11 @@ use super::prelude::*;
 use super::support::{begin, create, expect_validation, new_contact, new_deal, ok};
 use crate::{
     bulk::{
-        ImportOptions, RelatedReport, export_activities_csv, export_companies_csv,
-        export_contacts_csv, export_deals_csv, import_activities_csv, import_companies_csv,
-        import_contacts_csv, import_deals_csv,
+        ImportOptions, RelatedReport, export_activities_csv, export_activities_jsonl,
+        export_companies_csv, export_companies_jsonl, export_contacts_csv, export_contacts_jsonl,
+        export_deals_csv, export_deals_jsonl, import_activities_csv, import_activities_jsonl,
+        import_companies_csv, import_companies_jsonl, import_contacts_csv, import_contacts_jsonl,
+        import_deals_csv, import_deals_jsonl,
     },
     domain::OriginalTimes,
     store::{CompanyQuery, CompanySort},
@@ -341,12 +343,57 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
         "re-import activities",
     );
     assert_no_rejects("re-imported activities", &r.rejected);
+    // And through JSON Lines, into a third tenant.
+    let third = TenantId::new();
+    let mut jsonl: [Vec<u8>; 4] = Default::default();
+    ok(
+        export_companies_jsonl(store, t, &ctx, &mut jsonl[0]).await,
+        "export companies",
+    );
+    ok(
+        export_contacts_jsonl(store, t, &ctx, &mut jsonl[1]).await,
+        "export contacts",
+    );
+    ok(
+        export_deals_jsonl(store, t, &ctx, &mut jsonl[2]).await,
+        "export deals",
+    );
+    ok(
+        export_activities_jsonl(store, t, &ctx, &mut jsonl[3]).await,
+        "export activities",
+    );
+    let r = ok(
+        import_companies_jsonl(store, third, &ctx, &jsonl[0][..], ImportOptions::default()).await,
+        "import companies as JSON Lines",
+    );
+    assert_no_rejects("companies as JSON Lines", &r.rejected);
+    let r = ok(
+        import_contacts_jsonl(store, third, &ctx, &jsonl[1][..], ImportOptions::default()).await,
+        "import contacts as JSON Lines",
+    );
+    assert_no_rejects("contacts as JSON Lines", &r.rejected);
+    let deals = ok(
+        import_deals_jsonl(store, third, &ctx, &jsonl[2][..], 100).await,
+        "import deals as JSON Lines",
+    );
+    assert_no_rejects("deals as JSON Lines", &deals.rejected);
+    let r = ok(
+        import_activities_jsonl(store, third, &ctx, &jsonl[3][..], &deals.ids, 100).await,
+        "import activities as JSON Lines",
+    );
+    assert_no_rejects("activities as JSON Lines", &r.rejected);
+
     let again = export_all(store, copy, &ctx).await;
-    for ((first, second), what) in
-        exports
-            .iter()
-            .zip(&again)
-            .zip(["companies", "contacts", "deals", "activities"])
+    let through_jsonl = export_all(store, third, &ctx).await;
+    for ((first, second), what) in exports
+        .iter()
+        .cycle()
+        .zip(again.iter().chain(&through_jsonl))
+        .zip(
+            ["companies", "contacts", "deals", "activities"]
+                .into_iter()
+                .cycle(),
+        )
     {
         let (first, second) = (csv_rows(first), csv_rows(second));
         assert_eq!(first.len(), second.len(), "{what}");
