@@ -12,9 +12,11 @@ use super::prelude::*;
 use super::support::{begin, create, expect_validation, new_contact, new_deal, ok};
 use crate::{
     bulk::{
-        ImportOptions, RelatedReport, export_activities_csv, export_companies_csv,
-        export_contacts_csv, export_deals_csv, import_activities_csv, import_companies_csv,
-        import_contacts_csv, import_deals_csv,
+        ImportOptions, RelatedReport, export_activities_csv, export_activities_jsonl,
+        export_companies_csv, export_companies_jsonl, export_contacts_csv, export_contacts_jsonl,
+        export_deals_csv, export_deals_jsonl, import_activities_csv, import_activities_jsonl,
+        import_companies_csv, import_companies_jsonl, import_contacts_csv, import_contacts_jsonl,
+        import_deals_csv, import_deals_jsonl,
     },
     domain::OriginalTimes,
     store::{CompanyQuery, CompanySort},
@@ -184,30 +186,9 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
 
     // The exports write them back.
     let mut exported: HashMap<(String, String), Option<Timestamp>> = HashMap::new();
-    let mut out = Vec::new();
-    ok(
-        export_companies_csv(store, t, &ctx, &mut out).await,
-        "export companies",
-    );
-    let company_rows = csv_rows(&out);
-    out.clear();
-    ok(
-        export_contacts_csv(store, t, &ctx, &mut out).await,
-        "export contacts",
-    );
-    let contact_rows = csv_rows(&out);
-    out.clear();
-    ok(
-        export_deals_csv(store, t, &ctx, &mut out).await,
-        "export deals",
-    );
-    let deal_rows = csv_rows(&out);
-    out.clear();
-    ok(
-        export_activities_csv(store, t, &ctx, &mut out).await,
-        "export activities",
-    );
-    let activity_rows = csv_rows(&out);
+    let exports = export_all(store, t, &ctx).await;
+    let [company_rows, contact_rows, deal_rows, activity_rows] =
+        exports.each_ref().map(|bytes| csv_rows(bytes));
     for (rows, key) in [
         (&company_rows, "domain"),
         (&contact_rows, "email"),
@@ -324,6 +305,136 @@ pub async fn a_migrated_tenant_keeps_its_original_times_through_import_and_expor
         lost.lost_reason.as_ref().map(|r| r.as_str()),
         Some("went with a rival")
     );
+
+    // The exports, imported into another tenant, export the same times.
+    let copy = TenantId::new();
+    let [companies_csv, contacts_csv, deals_csv, activities_csv] = &exports;
+    let r = ok(
+        import_companies_csv(
+            store,
+            copy,
+            &ctx,
+            &companies_csv[..],
+            ImportOptions::default(),
+        )
+        .await,
+        "re-import companies",
+    );
+    assert_no_rejects("re-imported companies", &r.rejected);
+    let r = ok(
+        import_contacts_csv(
+            store,
+            copy,
+            &ctx,
+            &contacts_csv[..],
+            ImportOptions::default(),
+        )
+        .await,
+        "re-import contacts",
+    );
+    assert_no_rejects("re-imported contacts", &r.rejected);
+    let deals = ok(
+        import_deals_csv(store, copy, &ctx, &deals_csv[..], 100).await,
+        "re-import deals",
+    );
+    assert_no_rejects("re-imported deals", &deals.rejected);
+    let r = ok(
+        import_activities_csv(store, copy, &ctx, &activities_csv[..], &deals.ids, 100).await,
+        "re-import activities",
+    );
+    assert_no_rejects("re-imported activities", &r.rejected);
+    // And through JSON Lines, into a third tenant.
+    let third = TenantId::new();
+    let mut jsonl: [Vec<u8>; 4] = Default::default();
+    ok(
+        export_companies_jsonl(store, t, &ctx, &mut jsonl[0]).await,
+        "export companies",
+    );
+    ok(
+        export_contacts_jsonl(store, t, &ctx, &mut jsonl[1]).await,
+        "export contacts",
+    );
+    ok(
+        export_deals_jsonl(store, t, &ctx, &mut jsonl[2]).await,
+        "export deals",
+    );
+    ok(
+        export_activities_jsonl(store, t, &ctx, &mut jsonl[3]).await,
+        "export activities",
+    );
+    let r = ok(
+        import_companies_jsonl(store, third, &ctx, &jsonl[0][..], ImportOptions::default()).await,
+        "import companies as JSON Lines",
+    );
+    assert_no_rejects("companies as JSON Lines", &r.rejected);
+    let r = ok(
+        import_contacts_jsonl(store, third, &ctx, &jsonl[1][..], ImportOptions::default()).await,
+        "import contacts as JSON Lines",
+    );
+    assert_no_rejects("contacts as JSON Lines", &r.rejected);
+    let deals = ok(
+        import_deals_jsonl(store, third, &ctx, &jsonl[2][..], 100).await,
+        "import deals as JSON Lines",
+    );
+    assert_no_rejects("deals as JSON Lines", &deals.rejected);
+    let r = ok(
+        import_activities_jsonl(store, third, &ctx, &jsonl[3][..], &deals.ids, 100).await,
+        "import activities as JSON Lines",
+    );
+    assert_no_rejects("activities as JSON Lines", &r.rejected);
+
+    let again = export_all(store, copy, &ctx).await;
+    let through_jsonl = export_all(store, third, &ctx).await;
+    for ((first, second), what) in exports
+        .iter()
+        .cycle()
+        .zip(again.iter().chain(&through_jsonl))
+        .zip(
+            ["companies", "contacts", "deals", "activities"]
+                .into_iter()
+                .cycle(),
+        )
+    {
+        let (first, second) = (csv_rows(first), csv_rows(second));
+        assert_eq!(first.len(), second.len(), "{what}");
+        for (a, b) in first.iter().zip(&second) {
+            for column in [
+                "created_at",
+                "updated_at",
+                "won_at",
+                "lost_at",
+                "occurred_at",
+            ] {
+                assert_eq!(
+                    a.get(column),
+                    b.get(column),
+                    "{what}: export -> import -> export keeps {column}"
+                );
+            }
+        }
+    }
+}
+
+/// The CSV exports of companies, contacts, deals and activities.
+async fn export_all(store: &DynStore, t: TenantId, ctx: &Context) -> [Vec<u8>; 4] {
+    let mut out: [Vec<u8>; 4] = Default::default();
+    ok(
+        export_companies_csv(store, t, ctx, &mut out[0]).await,
+        "export companies",
+    );
+    ok(
+        export_contacts_csv(store, t, ctx, &mut out[1]).await,
+        "export contacts",
+    );
+    ok(
+        export_deals_csv(store, t, ctx, &mut out[2]).await,
+        "export deals",
+    );
+    ok(
+        export_activities_csv(store, t, ctx, &mut out[3]).await,
+        "export activities",
+    );
+    out
 }
 
 /// Contract: the scoring of an imported tenant runs from its original

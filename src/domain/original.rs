@@ -63,18 +63,18 @@ impl OriginalTimes {
         let mut errors = ValidationErrors::new();
         let created = errors.check(check_past(created_field, created_at, now));
         let updated = errors.check(check_past(updated_field, updated_at, now));
-        if let (Some(c), Some(u)) = (created, updated) {
-            if u < c {
-                errors.push(FieldError::new(
-                    updated_field,
-                    "out_of_order",
-                    format!(
-                        "must not be before {created_field} ({}), got {}",
-                        rfc3339(c),
-                        rfc3339(u)
-                    ),
-                ));
-            }
+        if let (Some(c), Some(u)) = (created, updated)
+            && u < c
+        {
+            errors.push(FieldError::new(
+                updated_field,
+                "out_of_order",
+                format!(
+                    "must not be before {created_field} ({}), got {}",
+                    rfc3339(c),
+                    rfc3339(u)
+                ),
+            ));
         }
         match (created, updated) {
             (Some(created_at), Some(updated_at)) => errors.finish(|| OriginalTimes {

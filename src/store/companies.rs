@@ -32,9 +32,13 @@ use crate::{
 ///   recorded change of that record) and never deletes them.
 #[async_trait]
 pub trait CompaniesTx: Send {
-    /// Creates a company (version 1).
+    /// Creates a company (version 1). With [`NewCompany::original`], its
+    /// `created_at` and `updated_at` are those original times; its history
+    /// version is still written now.
     ///
-    /// Errors: [`Error::Duplicate`] when another company has the domain.
+    /// Errors: [`Error::Duplicate`] when another company has the domain;
+    /// [`Error::Validation`] on `created_at` / `updated_at` for original
+    /// times after the store's clock.
     async fn create_company(&mut self, new: NewCompany) -> Result<Company>;
 
     /// A company by id.

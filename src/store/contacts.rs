@@ -24,9 +24,13 @@ use crate::{
 /// - **Deleting a contact** deletes its deals, activities and signals.
 #[async_trait]
 pub trait ContactsTx: Send {
-    /// Creates a contact (version 1, score 0, active).
+    /// Creates a contact (version 1, score 0, active). With
+    /// [`NewContact::original`], its `created_at` and `updated_at` are
+    /// those original times; its history version is still written now.
     ///
-    /// Errors: [`Error::DuplicateEmail`] when the tenant has the email in any casing.
+    /// Errors: [`Error::DuplicateEmail`] when the tenant has the email in any casing;
+    /// [`Error::Validation`] on `created_at` / `updated_at` for original
+    /// times after the store's clock ([`NewContact::checked`]).
     async fn create_contact(&mut self, new: NewContact) -> Result<Contact>;
 
     /// A contact by id.

@@ -25,11 +25,18 @@ use crate::{
 #[async_trait]
 pub trait DealsTx: Send {
     /// Creates a deal for an existing contact, in the pipeline's first open
-    /// stage unless the input names an open stage.
+    /// stage unless the input names an open stage — or a won or lost stage
+    /// with [`NewDeal::original_closed_at`] (a deal imported closed: its
+    /// `won_at` / `lost_at`). With [`NewDeal::original`], its `created_at`
+    /// and `updated_at` are those original times; its history version is
+    /// still written now.
     ///
     /// Errors: [`Error::NotFound`] for the contact; [`Error::Validation`]
     /// on `pipeline` for an unknown pipeline, on `stage` for a stage not in
-    /// the pipeline or a closed starting stage.
+    /// the pipeline or a closed starting stage without a close time, on
+    /// `original_closed_at` and `lost_reason` as [`NewDeal::checked`] and
+    /// [`Deal::create`] say, on `created_at` / `updated_at` for original
+    /// times after the store's clock.
     async fn create_deal(&mut self, new: NewDeal) -> Result<Deal>;
 
     /// A deal by id.

@@ -196,6 +196,25 @@ pub(crate) fn merged(
     merged_survivor(kept, gone, policy, at).map_err(|e| Error::from(ValidationErrors::single(e)))
 }
 
+/// Checks the original times of upserted rows against the store's clock
+/// ([`NewContact::checked`](crate::domain::NewContact::checked)): every
+/// error, named `rows[i].<field>`.
+pub(crate) fn check_upsert_rows(rows: &[crate::domain::NewContact]) -> Result<()> {
+    let mut errors = crate::error::ValidationErrors::new();
+    for (i, row) in rows.iter().enumerate() {
+        if row.original.is_none() {
+            continue;
+        }
+        if let Err(e) = row.clone().checked() {
+            for mut e in e {
+                e.field = format!("rows[{i}].{}", e.field);
+                errors.push(e);
+            }
+        }
+    }
+    Ok(errors.finish(|| ())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,23 +247,4 @@ mod tests {
         );
         Ok(())
     }
-}
-
-/// Checks the original times of upserted rows against the store's clock
-/// ([`NewContact::checked`](crate::domain::NewContact::checked)): every
-/// error, named `rows[i].<field>`.
-pub(crate) fn check_upsert_rows(rows: &[crate::domain::NewContact]) -> Result<()> {
-    let mut errors = crate::error::ValidationErrors::new();
-    for (i, row) in rows.iter().enumerate() {
-        if row.original.is_none() {
-            continue;
-        }
-        if let Err(e) = row.clone().checked() {
-            for mut e in e {
-                e.field = format!("rows[{i}].{}", e.field);
-                errors.push(e);
-            }
-        }
-    }
-    Ok(errors.finish(|| ())?)
 }

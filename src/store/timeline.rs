@@ -12,7 +12,9 @@ use crate::{
 pub trait TimelineTx: Send {
     /// Logs an activity on a contact's timeline (and, optionally, one of
     /// its deals). Without `occurred_at`, it happened when it was logged:
-    /// `occurred_at == created_at`.
+    /// `occurred_at == created_at`. With
+    /// [`NewActivity::original_created_at`] (when it was logged in the
+    /// system it is imported from), that is its `created_at`.
     ///
     /// Errors: [`Error::NotFound`] for the contact or the deal;
     /// [`Error::Validation`] on `deal_id` when the deal belongs to another
