@@ -25,8 +25,8 @@ use crm_core::{
     Context, PostgresStore, Store, TenantId,
     bulk::ConflictPolicy,
     domain::{
-        ActivityKind, ContactId, Email, NewActivity, NewContact, NewSignal, PersonName,
-        SignalKind, Timestamp, UpsertOutcome, truncate_to_micros,
+        ActivityKind, ContactId, Email, NewActivity, NewContact, NewSignal, PersonName, SignalKind,
+        Timestamp, UpsertOutcome, truncate_to_micros,
     },
     scoring::ScoringModel,
 };
@@ -114,7 +114,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (client, conn) = tokio_postgres::connect(&url, NoTls).await?;
     tokio::spawn(conn);
     println!("load average at start: {}", load());
-    println!("rows: {rows} activities and {rows} signals on {n_contacts} contacts, batches of {BATCH}; live scores on");
+    println!(
+        "rows: {rows} activities and {rows} signals on {n_contacts} contacts, batches of {BATCH}; live scores on"
+    );
 
     let tenant = TenantId::new();
     let ctx = Context::system("bench");
@@ -266,15 +268,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("| path | rows | time | rows/s | vs log_activities |");
     println!("|---|---:|---:|---:|---:|");
-    println!("| log_activities (batches of {BATCH}, live+freshness+feed) | {rows} | {batched:.2?} | {b:.0} | 1.00 |");
+    println!(
+        "| log_activities (batches of {BATCH}, live+freshness+feed) | {rows} | {batched:.2?} | {b:.0} | 1.00 |"
+    );
     println!(
         "| log_activity row by row (sample, extrapolated) | {} | {single:.2?} | {s:.0} | {:.2} |",
         sample.len(),
         s / b
     );
-    println!("| raw binary COPY, user triggers off | {rows} | {raw:.2?} | {r:.0} | {:.2} |", r / b);
-    println!("| log_activities, feed trigger off | {rows} | {no_feed:.2?} | {q:.0} | {:.2} |", q / b);
-    println!("| record_signals (batches of {BATCH}) | {rows} | {signals_batched:.2?} | {sb:.0} | |");
+    println!(
+        "| raw binary COPY, user triggers off | {rows} | {raw:.2?} | {r:.0} | {:.2} |",
+        r / b
+    );
+    println!(
+        "| log_activities, feed trigger off | {rows} | {no_feed:.2?} | {q:.0} | {:.2} |",
+        q / b
+    );
+    println!(
+        "| record_signals (batches of {BATCH}) | {rows} | {signals_batched:.2?} | {sb:.0} | |"
+    );
     println!(
         "| record_signal row by row (sample, extrapolated) | {} | {signals_single:.2?} | {ss:.0} | |",
         signal_sample.len()

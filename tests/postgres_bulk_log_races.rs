@@ -74,7 +74,11 @@ async fn batches_single_loggers_and_a_merge_keep_every_acknowledged_activity_onc
                         Ok(l) => l,
                         Err(Error::NotFound { id, .. }) => {
                             // The loser was merged away: its rows go.
-                            gone.extend(rows.iter().map(|r| r.contact_id).filter(|c| c.to_string() == id));
+                            gone.extend(
+                                rows.iter()
+                                    .map(|r| r.contact_id)
+                                    .filter(|c| c.to_string() == id),
+                            );
                             let _ = tx.rollback().await;
                             continue;
                         }
@@ -154,12 +158,22 @@ async fn batches_single_loggers_and_a_merge_keep_every_acknowledged_activity_onc
             }
         }
     }
-    assert!(crm.get_contact(loser).await.unwrap().is_none(), "the loser is gone");
+    assert!(
+        crm.get_contact(loser).await.unwrap().is_none(),
+        "the loser is gone"
+    );
     assert!(!acked.is_empty());
     let logged_on_loser = acked.iter().filter(|(_, c)| *c == loser).count();
-    assert!(logged_on_loser > 0, "some acknowledged activities were on the loser");
+    assert!(
+        logged_on_loser > 0,
+        "some acknowledged activities were on the loser"
+    );
     for (id, logged_on) in &acked {
-        let expected = if *logged_on == loser { survivor } else { *logged_on };
+        let expected = if *logged_on == loser {
+            survivor
+        } else {
+            *logged_on
+        };
         assert_eq!(
             held.get(id),
             Some(&(expected, 1)),

@@ -323,7 +323,11 @@ async fn import_activities(
 /// deal not found. `None` for an error of the store.
 fn refused_row(e: &Error, rows: &[NewActivity]) -> Option<usize> {
     match e {
-        Error::Validation(v) => v.as_slice().iter().find_map(|f| batch_row(&f.field)).map(|(i, _)| i),
+        Error::Validation(v) => v
+            .as_slice()
+            .iter()
+            .find_map(|f| batch_row(&f.field))
+            .map(|(i, _)| i),
         Error::NotFound {
             entity: Entity::Contact,
             id,

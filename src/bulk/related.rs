@@ -301,7 +301,11 @@ pub(super) async fn contacts_of(
             Some(a) => Email::parse_field("contact_email", a),
         })
         .collect();
-    let emails: Vec<Email> = parsed.iter().filter_map(|e| e.as_ref().ok()).cloned().collect();
+    let emails: Vec<Email> = parsed
+        .iter()
+        .filter_map(|e| e.as_ref().ok())
+        .cloned()
+        .collect();
     let mut found: HashMap<String, ContactId> = HashMap::with_capacity(emails.len());
     for chunk in emails.chunks(crate::store::MAX_GET_MANY) {
         for c in tx.get_contacts_by_email(chunk).await? {

@@ -40,8 +40,8 @@ use super::{
 };
 use crate::{
     domain::{
-        Activity, DealId, Freshness, NewActivity, NewSignal, Signal, SignalKind,
-        Timestamp, deal_of_another_contact,
+        Activity, DealId, Freshness, NewActivity, NewSignal, Signal, SignalKind, Timestamp,
+        deal_of_another_contact,
     },
     error::{Entity, Error, Result},
     scoring::ScoringModel,
@@ -263,7 +263,10 @@ impl PgTransaction {
     }
 
     /// [`TimelineTx::log_activities`](crate::store::TimelineTx::log_activities).
-    pub(super) async fn log_activity_batch(&mut self, new: &[NewActivity]) -> Result<Vec<Activity>> {
+    pub(super) async fn log_activity_batch(
+        &mut self,
+        new: &[NewActivity],
+    ) -> Result<Vec<Activity>> {
         if new.is_empty() {
             return Ok(Vec::new());
         }
@@ -367,7 +370,12 @@ impl PgTransaction {
                 .collect();
             for s in &signals {
                 if let Some(state) = locked.states.get_mut(&s.contact_id.as_uuid()) {
-                    state.add(model.as_deref(), Some(&s.kind), Some(&s.kind), s.occurred_at);
+                    state.add(
+                        model.as_deref(),
+                        Some(&s.kind),
+                        Some(&s.kind),
+                        s.occurred_at,
+                    );
                 }
             }
             let ids: Vec<Uuid> = signals.iter().map(|s| s.id.as_uuid()).collect();
