@@ -777,6 +777,76 @@ async fn companies_contacts_and_deals_round_trip_with_links_owners_and_tags(stor
     );
 }
 
+/// An activities batch holding rows the store refuses (a deal of another
+/// contact, after rows the reader refuses) reports each with its row
+/// number and field and logs every other row of the batch.
+async fn activity_rows_the_store_refuses_are_reported_and_the_rest_of_the_batch_is_logged(
+    store: &DynStore,
+) {
+    use crm_core::domain::{Currency, DealTitle, Email, Money, NewContact, NewDeal, PersonName};
+    let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
+    let mut ids = Vec::new();
+    for name in ["ann", "bob"] {
+        let c = crm
+            .create_contact(NewContact::new(
+                Email::parse(&format!("{name}@example.com")).unwrap(),
+                PersonName::parse("A").unwrap(),
+                PersonName::parse("B").unwrap(),
+            ))
+            .await
+            .unwrap();
+        ids.push(c.id);
+    }
+    let eur = Currency::parse("EUR").unwrap();
+    let bobs = crm
+        .create_deal(NewDeal::new(
+            ids[1],
+            DealTitle::parse("Bob's").unwrap(),
+            Money::parse("1", eur).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let deal_ids: std::collections::HashMap<String, String> =
+        [("d1".to_string(), bobs.id.to_string())].into();
+    let lines = [
+        json!({"id": "a1", "contact_email": "ann@example.com", "kind": "call"}),
+        json!({"id": "a2", "contact_email": "ANN@example.com", "kind": "email", "deal_id": "d1"}),
+        json!({"id": "a3", "contact_email": "nobody@example.com", "kind": "call"}),
+        json!({"id": "a4", "contact_email": "bob@example.com", "kind": "meeting", "deal_id": "d1"}),
+        json!({"id": "a5", "contact_email": "bob@example.com", "kind": "wave"}),
+        json!({"id": "a6", "contact_email": "ann@example.com", "kind": "note", "deal_id": "d1"}),
+        json!({"id": "a7", "contact_email": "bob@example.com", "kind": "task"}),
+    ];
+    let file: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let report = bulk::import_activities_jsonl(store, t, &ctx(), file.as_bytes(), &deal_ids, 100)
+        .await
+        .unwrap();
+    assert_eq!(report.rows, 7);
+    assert_eq!(report.created, 3, "{report:?}");
+    let rejected: Vec<(u64, &str)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.row, r.errors[0].field.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            (2, "deal_id"),
+            (3, "contact_email"),
+            (5, "kind"),
+            (6, "deal_id")
+        ],
+        "{report:?}"
+    );
+    let mut kept: Vec<&str> = report.ids.keys().map(String::as_str).collect();
+    kept.sort();
+    assert_eq!(kept, ["a1", "a4", "a7"]);
+    let page = PageRequest::first(10);
+    assert_eq!(crm.timeline(ids[0], &page).await.unwrap().items.len(), 1);
+    assert_eq!(crm.timeline(ids[1], &page).await.unwrap().items.len(), 2);
+}
+
 /// Runs each `async fn name(store: &DynStore)` as `memory::name`,
 /// `postgres::name` and `citus::name` (which passes at once when no Citus
 /// coordinator is named).
@@ -830,6 +900,7 @@ on_every_backend!(
     deals_and_activities_round_trip_through_csv_linked_to_contacts_by_email,
     malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good_rows_are_kept,
     companies_contacts_and_deals_round_trip_with_links_owners_and_tags,
+    activity_rows_the_store_refuses_are_reported_and_the_rest_of_the_batch_is_logged,
 );
 
 /// Two imports of overlapping files at once, on PostgreSQL and on Citus:

@@ -21,15 +21,15 @@ use super::{
     export::{export_csv, export_jsonl},
     read::{Line, read_csv_rows, read_lines},
     related::{
-        ImportRow, Owned, PageFuture, RelatedReport, RowResult, Text, contact_of, fields_of,
-        import_rows, row_errors,
+        ImportBatch, Owned, PageFuture, RelatedReport, RowResult, Text, contacts_of, fields_of,
+        import_batches, row_errors,
     },
 };
 use crate::{
-    Context, Store, TenantId, Transaction,
+    Context, Entity, Error, FieldError, Store, TenantId, Transaction,
     domain::{Activity, Contact, ContactId, NewActivity, NewActivityDto},
     error::Result,
-    store::PageRequest,
+    store::{PageRequest, batch_row},
 };
 
 /// The columns of an activities CSV, in order: the fields of an activities
@@ -150,8 +150,11 @@ struct ActivityLine {
 /// created_at`: when it was logged in the system it comes from, RFC 3339,
 /// not in the future).
 /// A `deal_id` is looked up in `deal_ids` (the [`RelatedReport::ids`] of
-/// the deal import) and dropped when it is not there. A row is one write,
-/// which a rejected row never makes.
+/// the deal import) and dropped when it is not there. Each batch of rows
+/// is checked, then logged with one
+/// [`log_activities`](crate::store::TimelineTx::log_activities) call (the
+/// rows the store refuses reported and left out); a rejected row writes
+/// nothing.
 ///
 /// Errors: as [`import_deals_jsonl`](super::import_deals_jsonl).
 pub async fn import_activities_jsonl<S, R>(
@@ -168,7 +171,7 @@ where
 {
     let batch_size = check_batch_size(batch_size)?;
     let rows = ActivityRows(deal_ids);
-    import_rows(store, tenant, ctx, read_lines(reader), batch_size, &rows).await
+    import_batches(store, tenant, ctx, read_lines(reader), batch_size, &rows).await
 }
 
 /// Imports activities from CSV with a header row: the rows
@@ -223,54 +226,134 @@ where
     let batch_size = check_batch_size(batch_size)?;
     let rows = ActivityRows(deal_ids);
     let lines = read_csv_rows(reader, formulas);
-    import_rows(store, tenant, ctx, lines, batch_size, &rows).await
+    import_batches(store, tenant, ctx, lines, batch_size, &rows).await
 }
 
 /// Activities rows, linked to the deals of a deal import: the
 /// [`RelatedReport::ids`] it gave.
 struct ActivityRows<'d>(&'d HashMap<String, String>);
 
-impl ImportRow for ActivityRows<'_> {
-    fn import_row<'a>(
+impl ImportBatch for ActivityRows<'_> {
+    fn import_batch<'a>(
         &'a self,
         tx: &'a mut dyn Transaction,
-        line: &'a Line,
-    ) -> impl Future<Output = Result<RowResult<(Option<String>, String)>>> + Send + 'a {
-        import_activity(tx, line, self.0)
+        lines: &'a [Line],
+    ) -> impl Future<Output = Result<Vec<RowResult<(Option<String>, String)>>>> + Send + 'a {
+        import_activities(tx, lines, self.0)
     }
 }
 
-/// Logs one activities row: every check first, then its one write (which,
-/// failing, writes nothing).
-async fn import_activity(
+/// Logs a batch of activities rows: every row read and checked first (its
+/// contact looked up by email with the others', in one read), then the
+/// rows that pass logged with one [`log_activities`] call. A row the store
+/// refuses (its contact or deal deleted meanwhile, a deal of another
+/// contact) is reported, and the batch is logged again without it: the
+/// refused call wrote nothing.
+///
+/// [`log_activities`]: crate::store::TimelineTx::log_activities
+async fn import_activities(
     tx: &mut dyn Transaction,
-    line: &Line,
+    lines: &[Line],
     deal_ids: &HashMap<String, String>,
-) -> Result<RowResult<(Option<String>, String)>> {
-    let fields: ActivityLine = match fields_of(line) {
-        Ok(f) => f,
-        Err(errors) => return Ok(Err(errors)),
-    };
-    let contact = match contact_of(tx, fields.contact_email.get()).await? {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(vec![e])),
-    };
-    let dto = NewActivityDto {
-        contact_id: Some(contact.to_string()),
-        deal_id: fields.deal_id.get().and_then(|d| deal_ids.get(&d).cloned()),
-        kind: fields.kind.get(),
-        direction: fields.direction.get(),
-        subject: fields.subject.get(),
-        body: fields.body.get(),
-        occurred_at: fields.occurred_at.get(),
-        created_at: fields.created_at.get(),
-    };
-    let new = match NewActivity::try_from(dto) {
-        Ok(new) => new,
-        Err(v) => return Ok(Err(v.as_slice().to_vec())),
-    };
-    Ok(match tx.log_activity(new).await {
-        Ok(a) => Ok((fields.id.get(), a.id.to_string())),
-        Err(e) => Err(row_errors(e)?),
-    })
+) -> Result<Vec<RowResult<(Option<String>, String)>>> {
+    let mut out: Vec<RowResult<(Option<String>, String)>> = Vec::with_capacity(lines.len());
+    let mut read = Vec::with_capacity(lines.len());
+    for line in lines {
+        let fields: ActivityLine = match fields_of(line) {
+            Ok(f) => f,
+            Err(errors) => {
+                out.push(Err(errors));
+                read.push(None);
+                continue;
+            }
+        };
+        out.push(Ok((None, String::new())));
+        read.push(Some(fields));
+    }
+    let emails: Vec<Option<String>> = read
+        .iter()
+        .map(|f| f.as_ref().and_then(|f| f.contact_email.get()))
+        .collect();
+    let contacts = contacts_of(tx, &emails).await?;
+    // The rows to log, with their index in `lines`.
+    let mut pending: Vec<(usize, Option<String>, NewActivity)> = Vec::new();
+    for (i, (fields, contact)) in read.into_iter().zip(contacts).enumerate() {
+        let Some(fields) = fields else { continue };
+        let contact = match contact {
+            Ok(c) => c,
+            Err(e) => {
+                out[i] = Err(vec![e]);
+                continue;
+            }
+        };
+        let dto = NewActivityDto {
+            contact_id: Some(contact.to_string()),
+            deal_id: fields.deal_id.get().and_then(|d| deal_ids.get(&d).cloned()),
+            kind: fields.kind.get(),
+            direction: fields.direction.get(),
+            subject: fields.subject.get(),
+            body: fields.body.get(),
+            occurred_at: fields.occurred_at.get(),
+            created_at: fields.created_at.get(),
+        };
+        match NewActivity::try_from(dto).and_then(NewActivity::checked) {
+            Ok(new) => pending.push((i, fields.id.get(), new)),
+            Err(v) => out[i] = Err(v.as_slice().to_vec()),
+        }
+    }
+    loop {
+        let rows: Vec<NewActivity> = pending.iter().map(|(_, _, a)| a.clone()).collect();
+        match tx.log_activities(&rows).await {
+            Ok(logged) => {
+                for ((i, old, _), a) in pending.into_iter().zip(logged) {
+                    out[i] = Ok((old, a.id.to_string()));
+                }
+                return Ok(out);
+            }
+            Err(e) => {
+                let Some(at) = refused_row(&e, &rows) else {
+                    return Err(e);
+                };
+                let (i, _, _) = pending.remove(at);
+                out[i] = Err(batch_row_errors(e)?);
+            }
+        }
+    }
+}
+
+/// The row of `rows` that `e` (an error of
+/// [`log_activities`](crate::store::TimelineTx::log_activities)) refuses:
+/// the one a validation error names, or the first naming the contact or
+/// deal not found. `None` for an error of the store.
+fn refused_row(e: &Error, rows: &[NewActivity]) -> Option<usize> {
+    match e {
+        Error::Validation(v) => v
+            .as_slice()
+            .iter()
+            .find_map(|f| batch_row(&f.field))
+            .map(|(i, _)| i),
+        Error::NotFound {
+            entity: Entity::Contact,
+            id,
+        } => rows.iter().position(|r| r.contact_id.to_string() == *id),
+        Error::NotFound {
+            entity: Entity::Deal,
+            id,
+        } => rows
+            .iter()
+            .position(|r| r.deal_id.is_some_and(|d| d.to_string() == *id)),
+        _ => None,
+    }
+}
+
+/// The field errors of a row a batch refused, named as in the row
+/// (`deal_id`, not `activities[3].deal_id`).
+fn batch_row_errors(e: Error) -> Result<Vec<FieldError>> {
+    Ok(row_errors(e)?
+        .into_iter()
+        .map(|f| match batch_row(&f.field) {
+            Some((_, field)) => FieldError::new(field, f.code, f.reason),
+            None => f,
+        })
+        .collect())
 }

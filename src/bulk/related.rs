@@ -282,3 +282,112 @@ where
     }
     Ok(report)
 }
+
+/// Finds the contacts rows name by `contact_email`, in one read per
+/// [`MAX_GET_MANY`](crate::store::MAX_GET_MANY) emails: for each row, its
+/// contact or the error [`contact_of`] gives.
+pub(super) async fn contacts_of(
+    tx: &mut dyn Transaction,
+    addresses: &[Option<String>],
+) -> Result<Vec<std::result::Result<ContactId, FieldError>>> {
+    let parsed: Vec<std::result::Result<Email, FieldError>> = addresses
+        .iter()
+        .map(|a| match a {
+            None => Err(FieldError::new(
+                "contact_email",
+                "required",
+                "must name the contact's email",
+            )),
+            Some(a) => Email::parse_field("contact_email", a),
+        })
+        .collect();
+    let emails: Vec<Email> = parsed
+        .iter()
+        .filter_map(|e| e.as_ref().ok())
+        .cloned()
+        .collect();
+    let mut found: HashMap<String, ContactId> = HashMap::with_capacity(emails.len());
+    for chunk in emails.chunks(crate::store::MAX_GET_MANY) {
+        for c in tx.get_contacts_by_email(chunk).await? {
+            found.insert(c.email.normalized().to_string(), c.id);
+        }
+    }
+    Ok(parsed
+        .into_iter()
+        .zip(addresses)
+        .map(|(email, address)| {
+            let email = email?;
+            found.get(email.normalized()).copied().ok_or_else(|| {
+                FieldError::new(
+                    "contact_email",
+                    "not_found",
+                    format!(
+                        "no contact of the tenant has the email {}",
+                        address.as_deref().unwrap_or_default()
+                    ),
+                )
+            })
+        })
+        .collect())
+}
+
+/// How a batch of rows of a file is imported at once.
+pub(super) trait ImportBatch: Sync {
+    /// Imports `lines` in `tx`: for each, in order, the row's own `id` (if
+    /// it has one) and the id of the record created, or the errors that
+    /// reject it (having written nothing). `Err` is a failure of the
+    /// store, which ends the import.
+    fn import_batch<'a>(
+        &'a self,
+        tx: &'a mut dyn Transaction,
+        lines: &'a [Line],
+    ) -> impl Future<Output = Result<Vec<RowResult<(Option<String>, String)>>>> + Send + 'a;
+}
+
+/// Imports `lines` with `rows`, `batch_size` rows per transaction and per
+/// call of [`ImportBatch::import_batch`], each batch committed on its own.
+pub(super) async fn import_batches<S, I>(
+    store: &S,
+    tenant: TenantId,
+    ctx: &Context,
+    mut lines: impl Iterator<Item = Result<Line>> + Send,
+    batch_size: usize,
+    rows: &I,
+) -> Result<RelatedReport>
+where
+    S: Store + ?Sized,
+    I: ImportBatch,
+{
+    let mut report = RelatedReport::default();
+    loop {
+        let mut batch = Vec::new();
+        for _ in 0..batch_size {
+            match lines.next().transpose()? {
+                Some(line) => batch.push(line),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            return Ok(report);
+        }
+        report.rows += batch.len() as u64;
+        let mut tx = store.begin(tenant, ctx.clone()).await?;
+        let results = rows.import_batch(&mut *tx, &batch).await?;
+        tx.commit().await?;
+        for (line, result) in batch.into_iter().zip(results) {
+            match result {
+                Ok((old, id)) => {
+                    report.created += 1;
+                    if let Some(old) = old {
+                        report.ids.insert(old, id);
+                    }
+                }
+                Err(errors) => report.rejected.push(RejectedRow {
+                    row: line.row,
+                    line: line.line,
+                    errors,
+                }),
+            }
+        }
+    }
+}

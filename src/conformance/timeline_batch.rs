@@ -176,7 +176,11 @@ fn writes(s: &Side, now: Timestamp) -> (Vec<NewActivity>, Vec<NewSignal>) {
         activities.push(a);
     }
     // One without a time: it happens when it is logged.
-    activities.push(NewActivity::new(c[2], ActivityKind::Note).body("now").expect("body"));
+    activities.push(
+        NewActivity::new(c[2], ActivityKind::Note)
+            .body("now")
+            .expect("body"),
+    );
     let mut signals = Vec::new();
     for (i, kind) in [
         SignalKind::EMAIL_BOUNCED,
@@ -263,7 +267,10 @@ pub async fn a_batch_leaves_what_the_single_calls_in_order_leave(store: &DynStor
                 h.freshness = h.freshness.map(|[_, b, c, d]| [None, b, c, d]);
             }
         }
-        assert_eq!(many, one, "contact {i}: the batch leaves what the calls leave");
+        assert_eq!(
+            many, one,
+            "contact {i}: the batch leaves what the calls leave"
+        );
         assert!(!one.activities.is_empty() && !one.signals.is_empty());
     }
     let one = event_counts(&events_after(store, single.t, single_head).await);
@@ -302,20 +309,26 @@ pub async fn a_batch_with_a_refused_row_writes_nothing_and_names_the_row(store: 
     ancient.occurred_at = Some(Utc.with_ymd_and_hms(0, 6, 1, 0, 0, 0).unwrap());
     let mut tx = begin(store, t).await;
     expect_not_found(
-        tx.log_activities(&[good(1), good(2), NewActivity::new(ghost, ActivityKind::Call)])
-            .await,
+        tx.log_activities(&[
+            good(1),
+            good(2),
+            NewActivity::new(ghost, ActivityKind::Call),
+        ])
+        .await,
         Entity::Contact,
         ghost,
         "a row on a missing contact",
     );
     expect_not_found(
-        tx.log_activities(&[good(1), good(2).deal(ghost_deal)]).await,
+        tx.log_activities(&[good(1), good(2).deal(ghost_deal)])
+            .await,
         Entity::Deal,
         ghost_deal,
         "a row on a missing deal",
     );
     expect_row_field(
-        tx.log_activities(&[good(1), good(2), good(3).deal(bd.id)]).await,
+        tx.log_activities(&[good(1), good(2), good(3).deal(bd.id)])
+            .await,
         "activities[2].deal_id",
         "a row on another contact's deal",
     );
@@ -338,8 +351,12 @@ pub async fn a_batch_with_a_refused_row_writes_nothing_and_names_the_row(store: 
         "a missing contact before a body too long",
     );
     expect_row_field(
-        tx.log_activities(&[good(1), good(2).deal(bd.id), NewActivity::new(ghost, ActivityKind::Call)])
-            .await,
+        tx.log_activities(&[
+            good(1),
+            good(2).deal(bd.id),
+            NewActivity::new(ghost, ActivityKind::Call),
+        ])
+        .await,
         "activities[1].deal_id",
         "another contact's deal before a missing contact",
     );
@@ -376,8 +393,13 @@ pub async fn a_batch_with_a_refused_row_writes_nothing_and_names_the_row(store: 
     );
     // The transaction goes on after a refused batch: a good one commits.
     let mut tx = begin(store, t).await;
-    let _ = tx.log_activities(&[good(1), NewActivity::new(ghost, ActivityKind::Call)]).await;
-    ok(tx.log_activities(&[good(4)]).await, "a good batch after a refused one");
+    let _ = tx
+        .log_activities(&[good(1), NewActivity::new(ghost, ActivityKind::Call)])
+        .await;
+    ok(
+        tx.log_activities(&[good(4)]).await,
+        "a good batch after a refused one",
+    );
     ok(tx.commit().await, "commit");
     assert_eq!(
         held(store, t, a.id, &[]).await.activities.len(),
@@ -422,8 +444,18 @@ pub async fn a_batch_over_many_contacts_leaves_each_as_the_single_calls_do(store
     let t = TenantId::new();
     let mut pairs = Vec::new();
     for i in 0..CONTACTS {
-        let one = create(store, t, new_contact(&format!("one{i}@example.com"), "O", "Ne")).await;
-        let many = create(store, t, new_contact(&format!("many{i}@example.com"), "M", "Any")).await;
+        let one = create(
+            store,
+            t,
+            new_contact(&format!("one{i}@example.com"), "O", "Ne"),
+        )
+        .await;
+        let many = create(
+            store,
+            t,
+            new_contact(&format!("many{i}@example.com"), "M", "Any"),
+        )
+        .await;
         pairs.push((one.id, many.id));
     }
     let now = truncate_to_micros(Utc::now());

@@ -116,7 +116,10 @@ mod tests {
     #[test]
     fn a_batch_field_names_its_row_and_field() {
         assert_eq!(batch_row("activities[3].deal_id"), Some((3, "deal_id")));
-        assert_eq!(batch_row("signals[0].occurred_at"), Some((0, "occurred_at")));
+        assert_eq!(
+            batch_row("signals[0].occurred_at"),
+            Some((0, "occurred_at"))
+        );
         assert_eq!(batch_row("deal_id"), None);
         assert_eq!(batch_row("activities[x].deal_id"), None);
     }

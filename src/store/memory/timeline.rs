@@ -13,9 +13,7 @@ use crate::{
     },
     error::Result,
     store::{
-        CursorList, Page, PageRequest, TimeIdKey, TimelineTx,
-        shared::now,
-        timeline::row_error,
+        CursorList, Page, PageRequest, TimeIdKey, TimelineTx, shared::now, timeline::row_error,
     },
 };
 

@@ -6,7 +6,7 @@
 //! Under the operation's savepoint, one round trip locks what the rows
 //! name: the distinct contacts (`FOR KEY SHARE`, in id order, as one
 //! call's lock on its contact), then their `contact_scores` rows (`FOR
-//! UPDATE`, in id order, as one call's [`live_lock`]; created when
+//! UPDATE`, in id order, as one call's [`live_lock`]; created first when
 //! missing while live scores are kept), returning each contact's live
 //! state and freshness, then the deals named (`FOR KEY SHARE`) with their
 //! contacts. Every row is then checked in Rust, in order, as one call
@@ -40,8 +40,8 @@ use super::{
 };
 use crate::{
     domain::{
-        Activity, DealId, Freshness, NewActivity, NewSignal, Signal, SignalKind,
-        Timestamp, deal_of_another_contact,
+        Activity, DealId, Freshness, NewActivity, NewSignal, Signal, SignalKind, Timestamp,
+        deal_of_another_contact,
     },
     error::{Entity, Error, Result},
     scoring::ScoringModel,
@@ -52,21 +52,18 @@ use crate::{
 const SHARE_CONTACTS: &str = "SELECT id FROM contacts \
      WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR KEY SHARE";
 
-/// Creates the state rows of the contacts `$2` that lack one and locks
-/// them, in id order, returning each one's live state and freshness (what
-/// `scoring.rs`'s `LIVE_LOCK` does for one contact).
-const LOCK_STATES: &str = concat!(
-    "INSERT INTO contact_scores (tenant_id, contact_id, created_at) \
+/// Creates the state rows of the contacts `$2` that lack one (while live
+/// scores are kept, as `scoring.rs`'s `LIVE_LOCK` does for one contact);
+/// rows that exist are left alone (no new row version), and
+/// [`READ_STATES`] locks them.
+const CREATE_STATES: &str = "INSERT INTO contact_scores (tenant_id, contact_id, created_at) \
      SELECT $1, c.id, c.created_at FROM contacts c \
      WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[]) ORDER BY c.id \
-     ON CONFLICT (tenant_id, contact_id) DO UPDATE SET score_log = contact_scores.score_log \
-     RETURNING score_log, ",
-    fresh_select!("")
-);
+     ON CONFLICT (tenant_id, contact_id) DO NOTHING";
 
 /// Locks the state rows of the contacts `$2`, in id order, returning each
-/// one's live state and freshness (when no live score is kept: one call
-/// then only updates the row, and creates none).
+/// one's live state and freshness: a row another transaction holds is
+/// waited for and then read as it committed it.
 const READ_STATES: &str = concat!(
     "SELECT score_log, ",
     fresh_select!(""),
@@ -115,7 +112,7 @@ const TOUCH_STATES: &str = "UPDATE contact_scores AS s SET \
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     SHARE_CONTACTS,
-    LOCK_STATES,
+    CREATE_STATES,
     READ_STATES,
     SHARE_DEALS,
     INSERT_ACTIVITIES,
@@ -183,13 +180,11 @@ impl PgTransaction {
         let tenant = self.tenant_uuid();
         let params: [&(dyn ToSql + Sync); 2] = [&tenant, &contacts];
         let deal_params: [&(dyn ToSql + Sync); 2] = [&tenant, &deals];
-        let states_sql = if self.live_scoring.is_some() {
-            LOCK_STATES
-        } else {
-            READ_STATES
-        };
-        let mut statements: Vec<(&str, &[&(dyn ToSql + Sync)])> =
-            vec![(SHARE_CONTACTS, &params), (states_sql, &params)];
+        let mut statements: Vec<(&str, &[&(dyn ToSql + Sync)])> = vec![(SHARE_CONTACTS, &params)];
+        if self.live_scoring.is_some() {
+            statements.push((CREATE_STATES, &params));
+        }
+        statements.push((READ_STATES, &params));
         if !deals.is_empty() {
             statements.push((SHARE_DEALS, &deal_params));
         }
@@ -202,6 +197,9 @@ impl PgTransaction {
         let mut answers = answers.into_iter();
         for row in answers.next().unwrap_or_default() {
             locked.contacts.insert(get(&row, 0)?);
+        }
+        if self.live_scoring.is_some() {
+            answers.next();
         }
         for row in answers.next().unwrap_or_default() {
             let freshness = fresh_row(&row, 1)?;
@@ -265,7 +263,10 @@ impl PgTransaction {
     }
 
     /// [`TimelineTx::log_activities`](crate::store::TimelineTx::log_activities).
-    pub(super) async fn log_activity_batch(&mut self, new: &[NewActivity]) -> Result<Vec<Activity>> {
+    pub(super) async fn log_activity_batch(
+        &mut self,
+        new: &[NewActivity],
+    ) -> Result<Vec<Activity>> {
         if new.is_empty() {
             return Ok(Vec::new());
         }
@@ -369,7 +370,12 @@ impl PgTransaction {
                 .collect();
             for s in &signals {
                 if let Some(state) = locked.states.get_mut(&s.contact_id.as_uuid()) {
-                    state.add(model.as_deref(), Some(&s.kind), Some(&s.kind), s.occurred_at);
+                    state.add(
+                        model.as_deref(),
+                        Some(&s.kind),
+                        Some(&s.kind),
+                        s.occurred_at,
+                    );
                 }
             }
             let ids: Vec<Uuid> = signals.iter().map(|s| s.id.as_uuid()).collect();
