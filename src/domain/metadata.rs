@@ -56,9 +56,7 @@ impl Metadata {
                 "must be a JSON object",
             ));
         };
-        let size = serde_json::to_vec(&map)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = serialized_len(&map);
         if size > Self::MAX_BYTES {
             return Err(FieldError::new(
                 field,
@@ -101,6 +99,27 @@ impl Metadata {
             &Value::Object(self.0.clone()),
             &Value::Object(other.0.clone()),
         )
+    }
+}
+
+/// The length of `map` serialized as compact JSON, counted as it is
+/// written rather than written into a buffer (every contact read from a
+/// store is measured, and most hold a few bytes).
+fn serialized_len(map: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, map) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
     }
 }
 
@@ -239,5 +258,37 @@ impl TryFrom<Value> for Metadata {
 impl From<Metadata> for Value {
     fn from(m: Metadata) -> Value {
         Value::Object(m.0)
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn the_counted_length_is_the_serialized_length() {
+        for text in [
+            r#"{}"#,
+            r#"{"plan":"pro","seats":12}"#,
+            r#"{"quote":"a \"b\" \\ c\n","ünï":"✓ 🎉","nested":{"a":[1,2.5,null,true]}}"#,
+        ] {
+            let Value::Object(map) = serde_json::from_str::<Value>(text).unwrap() else {
+                panic!("not an object: {text}");
+            };
+            assert_eq!(
+                serialized_len(&map),
+                serde_json::to_vec(&map).unwrap().len()
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_one_byte_over_the_limit_is_refused() {
+        let fill = "x".repeat(Metadata::MAX_BYTES - r#"{"k":""}"#.len());
+        let at_limit = serde_json::json!({ "k": fill });
+        assert!(Metadata::parse(at_limit).is_ok());
+        let over = serde_json::json!({ "k": format!("{fill}x") });
+        let err = Metadata::parse(over).unwrap_err();
+        assert_eq!(err.code, "too_large");
     }
 }
