@@ -21,7 +21,7 @@ use super::{
     export::{export_csv, export_jsonl},
     read::{Line, read_csv_rows, read_lines},
     related::{
-        ImportBatch, Owned, PageFuture, RelatedReport, RowResult, Text, contacts_of, fields_of,
+        BatchResults, ImportBatch, Owned, PageFuture, RelatedReport, Text, contacts_of, fields_of,
         import_batches, row_errors,
     },
 };
@@ -238,7 +238,7 @@ impl ImportBatch for ActivityRows<'_> {
         &'a self,
         tx: &'a mut dyn Transaction,
         lines: &'a [Line],
-    ) -> impl Future<Output = Result<Vec<RowResult<(Option<String>, String)>>>> + Send + 'a {
+    ) -> impl Future<Output = Result<BatchResults>> + Send + 'a {
         import_activities(tx, lines, self.0)
     }
 }
@@ -255,8 +255,8 @@ async fn import_activities(
     tx: &mut dyn Transaction,
     lines: &[Line],
     deal_ids: &HashMap<String, String>,
-) -> Result<Vec<RowResult<(Option<String>, String)>>> {
-    let mut out: Vec<RowResult<(Option<String>, String)>> = Vec::with_capacity(lines.len());
+) -> Result<BatchResults> {
+    let mut out: BatchResults = Vec::with_capacity(lines.len());
     let mut read = Vec::with_capacity(lines.len());
     for line in lines {
         let fields: ActivityLine = match fields_of(line) {
@@ -311,7 +311,7 @@ async fn import_activities(
                 return Ok(out);
             }
             Err(e) => {
-                let Some(at) = refused_row(&e, &rows) else {
+                let Some(at) = refused_row(&e, &rows).filter(|at| *at < pending.len()) else {
                     return Err(e);
                 };
                 let (i, _, _) = pending.remove(at);

@@ -331,6 +331,10 @@ pub(super) async fn contacts_of(
         .collect())
 }
 
+/// What each row of a batch gives: the row's own `id` (if it has one) and
+/// the id of the record created, or the errors that reject it.
+pub(super) type BatchResults = Vec<RowResult<(Option<String>, String)>>;
+
 /// How a batch of rows of a file is imported at once.
 pub(super) trait ImportBatch: Sync {
     /// Imports `lines` in `tx`: for each, in order, the row's own `id` (if
@@ -341,7 +345,7 @@ pub(super) trait ImportBatch: Sync {
         &'a self,
         tx: &'a mut dyn Transaction,
         lines: &'a [Line],
-    ) -> impl Future<Output = Result<Vec<RowResult<(Option<String>, String)>>>> + Send + 'a;
+    ) -> impl Future<Output = Result<BatchResults>> + Send + 'a;
 }
 
 /// Imports `lines` with `rows`, `batch_size` rows per transaction and per

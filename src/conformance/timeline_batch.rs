@@ -46,19 +46,23 @@ fn event_counts(events: &[FeedEvent]) -> BTreeMap<String, usize> {
     counts
 }
 
+/// An activity as [`Held`] keeps it: kind, direction, subject, body,
+/// occurred_at and the deal's index.
+type HeldActivity = (
+    ActivityKind,
+    Option<Direction>,
+    Option<String>,
+    Option<String>,
+    Timestamp,
+    Option<usize>,
+);
+
 /// What a contact holds, with nothing that differs between two contacts
 /// given the same writes: its activities (newest first; the deal as its
 /// index in `deals`), signals, live state and freshness marks.
 #[derive(Debug, PartialEq)]
 struct Held {
-    activities: Vec<(
-        ActivityKind,
-        Option<Direction>,
-        Option<String>,
-        Option<String>,
-        Timestamp,
-        Option<usize>,
-    )>,
+    activities: Vec<HeldActivity>,
     signals: Vec<(String, Timestamp)>,
     live: Option<u64>,
     freshness: Option<[Option<Timestamp>; 4]>,

@@ -1,0 +1,191 @@
+//! Random batches of activities and signals against the same rows logged
+//! one call at a time, on the in-memory store: the batch succeeds exactly
+//! when every call does, then leaves every contact with the same
+//! timeline, signals, live state and freshness; when a call fails, the
+//! batch fails with the same kind of error and writes nothing.
+
+use chrono::{Duration, Utc};
+use crm_core::{
+    Context, Error, InMemoryStore, PageRequest, Store, StoreExt, TenantId,
+    domain::{
+        ActivityKind, ContactId, DealId, Email, Money, NewActivity, NewContact, NewDeal, NewSignal,
+        PersonName, SignalKind, Timestamp, truncate_to_micros,
+    },
+};
+use proptest::prelude::*;
+
+/// A row: contact slot (3 = a contact that does not exist), activity kind
+/// (or a signal kind, for a signal), minutes ago, deal slot (0 none, 1 the
+/// contact's own, 2 another contact's, 3 missing).
+type Row = (usize, usize, i64, usize, bool);
+
+fn row() -> impl Strategy<Value = Row> {
+    (
+        prop_oneof![9 => 0..3usize, 1 => Just(3usize)],
+        0..5usize,
+        0..10_000i64,
+        prop_oneof![6 => Just(0usize), 2 => Just(1usize), 1 => Just(2usize), 1 => Just(3usize)],
+        any::<bool>(),
+    )
+}
+
+struct Tenant {
+    t: TenantId,
+    contacts: Vec<ContactId>,
+    deals: Vec<DealId>,
+}
+
+async fn tenant(store: &InMemoryStore) -> Tenant {
+    let t = TenantId::new();
+    let crm = store.scope(t, &Context::system("props"));
+    let mut contacts = Vec::new();
+    let mut deals = Vec::new();
+    for i in 0..3 {
+        let c = crm
+            .create_contact(NewContact::new(
+                Email::parse(&format!("p{i}@example.com")).unwrap(),
+                PersonName::parse("P").unwrap(),
+                PersonName::parse("Rop").unwrap(),
+            ))
+            .await
+            .unwrap();
+        let d = crm
+            .create_deal(NewDeal::new(
+                c.id,
+                crm_core::domain::DealTitle::parse("D").unwrap(),
+                Money::parse("1", crm_core::domain::Currency::parse("EUR").unwrap()).unwrap(),
+            ))
+            .await
+            .unwrap();
+        contacts.push(c.id);
+        deals.push(d.id);
+    }
+    contacts.push(ContactId::new());
+    Tenant { t, contacts, deals }
+}
+
+fn split(rows: &[Row], t: &Tenant, now: Timestamp) -> (Vec<NewActivity>, Vec<NewSignal>) {
+    let signals = [
+        SignalKind::EMAIL_BOUNCED,
+        SignalKind::JOB_CHANGED,
+        SignalKind::UNSUBSCRIBED,
+        SignalKind::PAGE_VIEW,
+        SignalKind::FORM_SUBMIT,
+    ];
+    let mut a = Vec::new();
+    let mut s = Vec::new();
+    for &(c, k, ago, d, is_signal) in rows {
+        let at = now - Duration::minutes(ago);
+        if is_signal {
+            s.push(NewSignal::new(t.contacts[c], signals[k].clone()).occurred_at(at));
+        } else {
+            let mut new = NewActivity::new(t.contacts[c], ActivityKind::ALL[k]).occurred_at(at);
+            new.deal_id = match d {
+                1 => Some(t.deals[c.min(2)]),
+                2 => Some(t.deals[(c + 1) % 3]),
+                3 => Some(DealId::new()),
+                _ => None,
+            };
+            a.push(new);
+        }
+    }
+    (a, s)
+}
+
+/// Everything the contacts of `t` hold that does not depend on ids.
+async fn held(store: &InMemoryStore, t: &Tenant) -> String {
+    let crm = store.scope(t.t, &Context::system("props"));
+    let mut out = String::new();
+    for c in &t.contacts[..3] {
+        let page = crm.timeline(*c, &PageRequest::first(1000)).await.unwrap();
+        for a in page.items {
+            let deal = a.deal_id.and_then(|d| t.deals.iter().position(|x| *x == d));
+            out += &format!("a {:?} {} {:?};", a.kind, a.occurred_at, deal);
+        }
+        for s in crm.list_signals(*c).await.unwrap() {
+            out += &format!("s {} {};", s.kind.as_str(), s.occurred_at);
+        }
+        let mut tx = store.begin(t.t, Context::system("props")).await.unwrap();
+        let live = tx.live_score_log(*c).await.unwrap().and_then(|s| s.log);
+        tx.rollback().await.unwrap();
+        let f = crm.freshness(*c).await.unwrap().unwrap();
+        out += &format!(
+            "live {:?} fresh {:?} {:?} {:?} {:?}\n",
+            live.map(f64::to_bits),
+            f.last_engaged_at,
+            f.email_invalid_at,
+            f.reverify_since,
+            f.unsubscribed_at
+        );
+    }
+    out
+}
+
+fn kind(e: &Error) -> String {
+    match e {
+        Error::Validation(v) => format!(
+            "validation {:?}",
+            v.as_slice()
+                .iter()
+                .map(|f| crm_core::store::batch_row(&f.field).map_or(f.field.as_str(), |(_, f)| f))
+                .collect::<Vec<_>>()
+        ),
+        other => format!("{:?}", other.kind()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_random_batch_does_what_the_single_calls_do(rows in proptest::collection::vec(row(), 0..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = InMemoryStore::new();
+            let one = tenant(&store).await;
+            let many = tenant(&store).await;
+            let now = truncate_to_micros(Utc::now());
+            // One call at a time, stopping at the first failure (as the
+            // batch does), in one transaction committed only if all pass.
+            let (a, s) = split(&rows, &one, now);
+            let mut tx = store.begin(one.t, Context::system("props")).await.unwrap();
+            let mut single_err = None;
+            for new in a {
+                if let Err(e) = tx.log_activity(new).await {
+                    single_err = Some(kind(&e));
+                    break;
+                }
+            }
+            let mut signal_err = None;
+            for new in s {
+                if let Err(e) = tx.record_signal(new).await {
+                    signal_err = Some(kind(&e));
+                    break;
+                }
+            }
+            if single_err.is_none() && signal_err.is_none() {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+            let (a, s) = split(&rows, &many, now);
+            let before = held(&store, &many).await;
+            let mut tx = store.begin(many.t, Context::system("props")).await.unwrap();
+            let batch_err = tx.log_activities(&a).await.err().map(|e| kind(&e));
+            let batch_signal_err = tx.record_signals(&s).await.err().map(|e| kind(&e));
+            assert_eq!(batch_err, single_err, "activities: the same outcome");
+            assert_eq!(batch_signal_err, signal_err, "signals: the same outcome");
+            if batch_err.is_none() && batch_signal_err.is_none() {
+                tx.commit().await.unwrap();
+                assert_eq!(held(&store, &many).await, held(&store, &one).await);
+            } else {
+                // Commit what did not fail: a refused batch wrote nothing.
+                tx.commit().await.unwrap();
+                let after = held(&store, &many).await;
+                if batch_err.is_some() && batch_signal_err.is_some() {
+                    assert_eq!(after, before, "refused batches leave nothing");
+                }
+            }
+        });
+    }
+}
