@@ -352,8 +352,7 @@ async fn run(
         Io::One(tx) => tx.scoring_inputs(&request(None)).await?,
         Io::Two { reader, .. } => reader.scoring_inputs(&request(None)).await?,
     };
-    loop {
-        let Some(last) = chunk.last() else { break };
+    while let Some(last) = chunk.last() {
         let next = (chunk.len() == options.chunk_size as usize).then(|| request(Some(last.id)));
         report.chunks += 1;
         let mut writes = ChunkWrites::default();
