@@ -183,44 +183,62 @@ async fn writers_during_a_rescore_in_a_callers_transaction_keep_their_writes(tar
     writers_during_a_rescore_keep_their_writes(target, false).await;
 }
 
-/// A store whose pool holds one connection cannot read beside its writes:
-/// the rescore then reads and writes on its one transaction, and does not
-/// wait for a second connection.
-async fn a_pool_of_one_rescores_on_one_connection(target: Target) {
+/// A store whose pool holds one connection cannot read beside its writes,
+/// nor can one whose other connection the caller holds: the rescore then
+/// reads and writes on its one transaction, and does not wait for a
+/// second connection.
+async fn a_rescore_without_a_spare_connection_runs_on_one(target: Target) {
     let Some(owner) = TestStore::on(target).await else {
         return;
     };
-    let store = owner
-        .db()
-        .store_with(1, crm_core::conformance::test_pipelines());
-    assert!(!store.concurrent_transactions());
-    assert!(owner.concurrent_transactions());
-    let tenant = TenantId::new();
-    let crm = store.scope(tenant, &ctx());
-    for i in 0..5 {
-        let c = crm.create_contact(new_contact(i)).await.unwrap();
-        crm.log_activity(NewActivity::new(c.id, ActivityKind::Call))
-            .await
-            .unwrap();
+    for pool in [1, 2] {
+        let store = owner
+            .db()
+            .store_with(pool, crm_core::conformance::test_pipelines());
+        let tenant = TenantId::new();
+        let crm = store.scope(tenant, &ctx());
+        for i in 0..5 {
+            let c = crm.create_contact(new_contact(i)).await.unwrap();
+            crm.log_activity(NewActivity::new(c.id, ActivityKind::Call))
+                .await
+                .unwrap();
+        }
+        // With a pool of two, the caller holds one (begun: it holds the
+        // connection).
+        let mut held = None;
+        if pool == 2 {
+            let mut tx = store.begin(TenantId::new(), ctx()).await.unwrap();
+            tx.get_contact(ContactId::new()).await.unwrap();
+            held = Some(tx);
+        }
+        let report = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            rescore(
+                &store,
+                tenant,
+                ctx(),
+                &ScoringModel::default(),
+                &RescoreOptions::new().with_chunk_size(2),
+            ),
+        )
+        .await
+        .expect("no wait for a second connection")
+        .unwrap();
+        assert_eq!((report.scanned, report.written), (5, 5), "pool of {pool}");
+        // Every connection in use: no spare one.
+        let tx = store.begin(tenant, ctx()).await.unwrap();
+        if pool == 1 {
+            assert!(!store.concurrent_transactions());
+        }
+        drop(tx);
+        if let Some(tx) = held {
+            tx.rollback().await.unwrap();
+        }
     }
-    let report = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        rescore(
-            &store,
-            tenant,
-            ctx(),
-            &ScoringModel::default(),
-            &RescoreOptions::new().with_chunk_size(2),
-        ),
-    )
-    .await
-    .expect("no wait for a second connection")
-    .unwrap();
-    assert_eq!((report.scanned, report.written), (5, 5));
 }
 
 crate::on_every_target!(
     writers_during_a_rescore_of_its_own_keep_their_writes(worker_threads = 4),
     writers_during_a_rescore_in_a_callers_transaction_keep_their_writes(worker_threads = 4),
-    a_pool_of_one_rescores_on_one_connection,
+    a_rescore_without_a_spare_connection_runs_on_one,
 );

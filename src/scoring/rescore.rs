@@ -26,9 +26,9 @@
 //!
 //! # Reads beside the writes
 //!
-//! When the store can hold two transactions at once
-//! ([`Store::concurrent_transactions`]: PostgreSQL with a pool of two
-//! connections or more), [`rescore`] reads the chunks on a second
+//! When the store can open a second transaction at once
+//! ([`Store::concurrent_transactions`]: PostgreSQL when its pool has a
+//! connection to spare), [`rescore`] reads the chunks on a second
 //! transaction, which writes nothing and is rolled back at the end: the
 //! next chunk is read while the previous chunk's scores are written, so
 //! that the database works on both at once. The writes are still one
@@ -36,8 +36,11 @@
 //! committed, as before (each statement of a transaction at PostgreSQL's
 //! default isolation does); a chunk never holds a contact whose score the
 //! run has written already (chunks go in id order), so nothing the
-//! writing transaction holds uncommitted is missed. Both transactions are
-//! opened before anything is locked. A dry run, and
+//! writing transaction holds uncommitted is missed. The reader is opened
+//! right after the writer, before anything is locked, and only when the
+//! store says it can open one without waiting (with a pool of one, or
+//! when the caller holds the pool's other connections, the run reads and
+//! writes on its one transaction). A dry run, and
 //! [`rescore_in_transaction`], read and write on the one transaction.
 //!
 //! [`Store::concurrent_transactions`]: crate::Store::concurrent_transactions
@@ -352,8 +355,7 @@ async fn run(
         Io::One(tx) => tx.scoring_inputs(&request(None)).await?,
         Io::Two { reader, .. } => reader.scoring_inputs(&request(None)).await?,
     };
-    loop {
-        let Some(last) = chunk.last() else { break };
+    while let Some(last) = chunk.last() {
         let next = (chunk.len() == options.chunk_size as usize).then(|| request(Some(last.id)));
         report.chunks += 1;
         let mut writes = ChunkWrites::default();
@@ -432,8 +434,8 @@ async fn run(
 /// run or an error (leaving every score as it was). To rescore inside a
 /// transaction of the caller's: [`rescore_in_transaction`].
 ///
-/// On a store that can hold two transactions at once it reads on a second
-/// one, read-only, while it writes (see the module's documentation, *Reads
+/// When the store can open a second transaction at once it reads on it,
+/// read-only, while it writes (see the module's documentation, *Reads
 /// beside the writes*): it then takes two of the pool's connections for the
 /// whole run.
 ///
@@ -446,14 +448,17 @@ pub async fn rescore(
     model: &ScoringModel,
     options: &RescoreOptions,
 ) -> Result<RescoreReport> {
-    // The reader first: both connections are taken before anything is
-    // locked, so that the run never holds locks while it waits for one.
-    let mut reader = if store.concurrent_transactions() && !options.dry_run {
-        Some(store.begin(tenant, context.clone()).await?)
+    let mut tx = store.begin(tenant, context.clone()).await?;
+    // A reader only when the store can open one now: a caller that holds
+    // the pool's other connections (or a pool of one) gets the run on one
+    // transaction rather than a wait. Nothing is locked yet (the writing
+    // transaction has sent nothing), so the run never holds locks while it
+    // waits for a connection.
+    let mut reader = if !options.dry_run && store.concurrent_transactions() {
+        Some(store.begin(tenant, context).await?)
     } else {
         None
     };
-    let mut tx = store.begin(tenant, context).await?;
     let io = match reader.as_mut() {
         Some(reader) => Io::Two {
             reader: reader.as_mut(),

@@ -174,13 +174,16 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// The pipelines deals may use.
     fn pipelines(&self) -> &Pipelines;
 
-    /// Whether one task may hold two transactions of this store open at
-    /// once, the second `begin` not waiting for the first transaction to
-    /// end (a pool of two connections or more, say). Batch jobs use it to
-    /// read on one transaction while they write on another
-    /// ([`crate::scoring::rescore`]). The default is `false`, which is
-    /// always safe: the in-memory store, which runs one transaction at a
-    /// time, says so.
+    /// Whether one more transaction can be opened right now beside those
+    /// open, `begin` not waiting for one of them to end (a pool with an
+    /// idle connection or room for one, say). Batch jobs ask it after
+    /// opening their main transaction, to read on a second one while they
+    /// write on the first ([`crate::scoring::rescore`]), and do without
+    /// the second when the answer is `false`. The answer can be out of
+    /// date by the time `begin` runs; it must never be `true` when a
+    /// `begin` could only be served by a transaction the caller holds.
+    /// The default is `false`, which is always safe: the in-memory store,
+    /// which runs one transaction at a time, says so.
     fn concurrent_transactions(&self) -> bool {
         false
     }

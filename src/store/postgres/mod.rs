@@ -720,8 +720,9 @@ impl Store for PostgresStore {
         &self.pipelines
     }
 
-    /// True when the pool may hold two connections or more.
+    /// True when the pool has an idle connection or room for a new one.
     fn concurrent_transactions(&self) -> bool {
-        self.pool.status().max_size >= 2
+        let status = self.pool.status();
+        status.available > 0 || status.size < status.max_size
     }
 }
