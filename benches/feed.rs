@@ -64,10 +64,16 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 const ROUND: Duration = Duration::from_secs(4);
-const FEED_TRIGGERS: [(&str, &str); 3] = [
+/// The feed's triggers (schema 12: one statement trigger per event on
+/// activities and signals).
+const FEED_TRIGGERS: [(&str, &str); 7] = [
     ("history", "history_feed"),
-    ("activities", "activities_feed"),
-    ("signals", "signals_feed"),
+    ("activities", "activities_feed_insert"),
+    ("activities", "activities_feed_update"),
+    ("activities", "activities_feed_delete"),
+    ("signals", "signals_feed_insert"),
+    ("signals", "signals_feed_update"),
+    ("signals", "signals_feed_delete"),
 ];
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -9,7 +9,10 @@
 //! at the start (set `CRM_BENCH_SERVER_URL` for another server; the user
 //! must be able to create databases). `CRM_IMPORT_ROWS` sets the row count;
 //! `CRM_IMPORT_NO_HISTORY=1` disables the audit-history trigger on
-//! contacts in that database, to measure the load paths alone.
+//! contacts in that database, to measure the load paths alone;
+//! `CRM_IMPORT_RAW_NO_TRIGGERS=1` disables them for the raw `COPY` only,
+//! so that the library's import (with history) is compared with a raw load
+//! without it.
 //!
 //! ```text
 //! cargo bench --features postgres --bench import
@@ -111,6 +114,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 1. Raw COPY of the file into contacts (no validation, no dedup).
+    // `CRM_IMPORT_RAW_NO_TRIGGERS=1` runs this step alone with the
+    // triggers of contacts disabled, so that one run compares the raw load
+    // without history against the library's import with history.
+    let raw_no_triggers = std::env::var("CRM_IMPORT_RAW_NO_TRIGGERS").is_ok_and(|v| v == "1");
+    if raw_no_triggers && !no_history {
+        client
+            .batch_execute("ALTER TABLE crm.contacts DISABLE TRIGGER USER")
+            .await?;
+    }
+    println!(
+        "raw COPY: triggers on contacts {}",
+        if raw_no_triggers || no_history {
+            "disabled"
+        } else {
+            "enabled"
+        }
+    );
     let raw_tenant = TenantId::new();
     client
         .batch_execute(&format!(
@@ -155,6 +175,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
              CHECK ((company IS NULL) = (company_key IS NULL))",
         )
         .await?;
+    if raw_no_triggers && !no_history {
+        client
+            .batch_execute("ALTER TABLE crm.contacts ENABLE TRIGGER USER")
+            .await?;
+    }
     client.batch_execute("VACUUM ANALYZE crm.contacts").await?;
 
     // 2. The library's import.

@@ -1,0 +1,626 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! The history, feed and freshness triggers handle a statement's rows
+//! together (schema 12: statement-level triggers with transition tables).
+//! What a bulk statement records must be what the same changes made one
+//! by one record: the same versions, diffs and events in the same order,
+//! nothing for an unchanged row, the previous version closed, valid_from
+//! increasing per record, nothing left by a rolled-back savepoint. On
+//! PostgreSQL and on a Citus cluster, where the triggers run on the
+//! shards.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use crm_core::{
+    Actor, Context, Store, TenantId,
+    bulk::ConflictPolicy,
+    domain::{ContactPatch, Email, JobTitle, NewContact, PersonName, UpsertOutcome},
+};
+use serde_json::Value;
+use support::{Target, TestStore};
+use uuid::Uuid;
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:bulk").unwrap())
+}
+
+fn new_contact(email: &str, title: Option<&str>) -> NewContact {
+    let mut c = NewContact::new(
+        Email::parse(email).unwrap(),
+        PersonName::parse("Ada").unwrap(),
+        PersonName::parse("Lovelace").unwrap(),
+    );
+    c.title = title.map(|t| JobTitle::parse(t).unwrap());
+    c
+}
+
+/// One history version as stored.
+#[derive(Debug, Clone)]
+struct Version {
+    kind: String,
+    entity: Uuid,
+    operation: String,
+    data: Value,
+    diff: Value,
+    actor: String,
+    reason: Option<String>,
+    valid_from: chrono::DateTime<chrono::Utc>,
+    valid_to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One feed event as stored, with its transaction's position.
+#[derive(Debug, Clone)]
+struct Event {
+    position: i64,
+    seq: i32,
+    kind: String,
+    entity: Uuid,
+    operation: String,
+    version: Option<i64>,
+    valid_from: Option<chrono::DateTime<chrono::Utc>>,
+    actor: String,
+}
+
+/// The tenant's versions, oldest first (valid_from, then entity id).
+async fn versions(store: &TestStore, tenant: TenantId) -> Vec<Version> {
+    let raw = store.db().client().await;
+    raw.query(
+        &store.db().sql(
+            "SELECT entity_kind, entity_id, operation, data, diff, actor, reason, valid_from, \
+             valid_to FROM crm.history WHERE tenant_id = $1 ORDER BY valid_from, entity_id",
+        ),
+        &[&tenant.as_uuid()],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| Version {
+        kind: r.get(0),
+        entity: r.get(1),
+        operation: r.get(2),
+        data: r.get(3),
+        diff: r.get(4),
+        actor: r.get(5),
+        reason: r.get(6),
+        valid_from: r.get(7),
+        valid_to: r.get(8),
+    })
+    .collect()
+}
+
+/// The tenant's committed events in feed order (position, then seq).
+async fn events(store: &TestStore, tenant: TenantId) -> Vec<Event> {
+    let raw = store.db().client().await;
+    raw.query(
+        &store.db().sql(
+            "SELECT c.position, e.seq, e.entity_kind, e.entity_id, e.operation, e.version, \
+             e.valid_from, e.actor \
+             FROM crm.feed_events e JOIN crm.feed_commits c \
+               ON c.tenant_id = e.tenant_id AND c.txn = e.txn \
+             WHERE e.tenant_id = $1 AND c.tenant_id = $1 ORDER BY c.position, e.seq",
+        ),
+        &[&tenant.as_uuid()],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| Event {
+        position: r.get(0),
+        seq: r.get(1),
+        kind: r.get(2),
+        entity: r.get(3),
+        operation: r.get(4),
+        version: r.get(5),
+        valid_from: r.get(6),
+        actor: r.get(7),
+    })
+    .collect()
+}
+
+/// How many events and commit markers the tenant has, committed or not
+/// given a position.
+async fn feed_counts(store: &TestStore, tenant: TenantId) -> (i64, i64) {
+    let raw = store.db().client().await;
+    let events: i64 = raw
+        .query_one(
+            &store
+                .db()
+                .sql("SELECT count(*) FROM crm.feed_events WHERE tenant_id = $1"),
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let commits: i64 = raw
+        .query_one(
+            &store
+                .db()
+                .sql("SELECT count(*) FROM crm.feed_commits WHERE tenant_id = $1"),
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (events, commits)
+}
+
+/// Runs `sql` (naming the store's tables `crm.…`) in one transaction of
+/// `tenant` on a raw connection, as someone in psql would.
+async fn by_hand(store: &TestStore, tenant: TenantId, sql: &str) {
+    let raw = store.db().client().await;
+    raw.batch_execute(&format!(
+        "BEGIN; SELECT set_config('crm.tenant_id', '{tenant}', true); {} COMMIT;",
+        store.db().sql(sql)
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
+/// A JSON object without the keys that differ between two otherwise equal
+/// runs (ids, times), with the entity replaced by its email.
+fn normalised(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        for k in ["id", "created_at", "updated_at"] {
+            o.remove(k);
+        }
+    }
+    v
+}
+
+/// Every version and event of a tenant, comparable across tenants: ids
+/// replaced by emails, times dropped. Also checks what must hold within
+/// one tenant: every event announces the version written with it, and the
+/// events of a transaction are numbered 1, 2, … without a gap.
+async fn recorded(store: &TestStore, tenant: TenantId) -> (Vec<Value>, Vec<Value>) {
+    let versions = versions(store, tenant).await;
+    let events = events(store, tenant).await;
+    let emails: BTreeMap<Uuid, String> = versions
+        .iter()
+        .filter_map(|v| Some((v.entity, v.data.get("email")?.as_str()?.to_string())))
+        .collect();
+    let mut expected_seq = BTreeMap::new();
+    for e in &events {
+        let seq = expected_seq.entry(e.position).or_insert(0);
+        *seq += 1;
+        assert_eq!(e.seq, *seq, "events numbered without a gap: {events:?}");
+        let v = versions
+            .iter()
+            .find(|v| v.entity == e.entity && Some(v.valid_from) == e.valid_from)
+            .unwrap_or_else(|| panic!("the version of event {e:?}"));
+        assert_eq!(v.operation, e.operation);
+        assert_eq!(v.kind, e.kind);
+        assert_eq!(v.actor, e.actor);
+        assert_eq!(v.data.get("version").and_then(Value::as_i64), e.version);
+    }
+    assert_eq!(events.len(), versions.len(), "one event per version");
+    let mut by_entity: BTreeMap<Uuid, Vec<&Version>> = BTreeMap::new();
+    for v in &versions {
+        by_entity.entry(v.entity).or_default().push(v);
+    }
+    for (entity, vs) in &by_entity {
+        for pair in vs.windows(2) {
+            assert!(pair[0].valid_from < pair[1].valid_from, "{entity}: {vs:?}");
+            assert_eq!(pair[0].valid_to, Some(pair[1].valid_from), "{entity}: {vs:?}");
+        }
+        assert_eq!(vs.last().unwrap().valid_to, None, "{entity}: {vs:?}");
+    }
+    // Versions by record (email), then time: a bulk statement's versions
+    // share their valid_from, so the global order between records is not
+    // comparable; the events' order is.
+    let mut sorted: Vec<&Version> = versions.iter().collect();
+    sorted.sort_by_key(|v| (emails.get(&v.entity).cloned(), v.valid_from));
+    let vs = sorted
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "email": emails.get(&v.entity),
+                "kind": v.kind,
+                "operation": v.operation,
+                "data": normalised(&v.data),
+                "diff": normalised(&v.diff),
+                "actor": v.actor,
+                "reason": v.reason,
+            })
+        })
+        .collect();
+    let es = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "email": emails.get(&e.entity),
+                "seq": e.seq,
+                "kind": e.kind,
+                "operation": e.operation,
+                "version": e.version,
+                "actor": e.actor,
+            })
+        })
+        .collect();
+    (vs, es)
+}
+
+/// (a) One bulk upsert of N rows records what N single writes record, in
+/// the same order; a bulk upsert that changes some rows and leaves the
+/// others as they were records the changed ones only.
+async fn a_bulk_upsert_records_what_single_writes_record(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    const N: usize = 40;
+    // The bulk path merges rows in caseless email order: so do the singles.
+    let emails: Vec<String> = (0..N).map(|i| format!("p{i:03}@bulk.example")).collect();
+    let rows: Vec<NewContact> = emails
+        .iter()
+        .enumerate()
+        .map(|(i, e)| new_contact(e, (i % 2 == 0).then_some("Engineer")))
+        .collect();
+
+    let bulk = TenantId::new();
+    let mut tx = store.begin(bulk, ctx()).await.unwrap();
+    let outcomes = tx
+        .upsert_contacts(&rows, ConflictPolicy::Incoming)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, UpsertOutcome::Inserted(_)))
+    );
+
+    let single = TenantId::new();
+    let mut tx = store.begin(single, ctx()).await.unwrap();
+    let mut created = Vec::new();
+    for row in &rows {
+        created.push(tx.create_contact(row.clone()).await.unwrap());
+    }
+    tx.commit().await.unwrap();
+
+    let (bulk_versions, bulk_events) = recorded(&store, bulk).await;
+    let (single_versions, single_events) = recorded(&store, single).await;
+    assert_eq!(bulk_versions.len(), N);
+    assert_eq!(bulk_versions, single_versions);
+    assert_eq!(bulk_events, single_events);
+
+    // Every third row changes its title; the others come back as they are.
+    let changed: Vec<bool> = (0..N).map(|i| i % 3 == 0).collect();
+    let again: Vec<NewContact> = emails
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let title = if changed[i] {
+                Some("Director")
+            } else {
+                (i % 2 == 0).then_some("Engineer")
+            };
+            new_contact(e, title)
+        })
+        .collect();
+    let mut tx = store.begin(bulk, ctx()).await.unwrap();
+    let outcomes = tx
+        .upsert_contacts(&again, ConflictPolicy::Incoming)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for (i, o) in outcomes.iter().enumerate() {
+        if changed[i] {
+            assert!(matches!(o, UpsertOutcome::Updated(_)), "{i}: {o:?}");
+        } else {
+            assert!(matches!(o, UpsertOutcome::Unchanged(_)), "{i}: {o:?}");
+        }
+    }
+    let mut tx = store.begin(single, ctx()).await.unwrap();
+    for (i, c) in created.iter().enumerate() {
+        if changed[i] {
+            let patch = ContactPatch {
+                title: Some(Some(JobTitle::parse("Director").unwrap())),
+                ..Default::default()
+            };
+            tx.update_contact(c.id, c.version, patch).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+
+    let (bulk_versions, bulk_events) = recorded(&store, bulk).await;
+    let (single_versions, single_events) = recorded(&store, single).await;
+    let updates = changed.iter().filter(|c| **c).count();
+    assert_eq!(bulk_versions.len(), N + updates, "no version for an unchanged row");
+    assert_eq!(bulk_versions, single_versions);
+    assert_eq!(bulk_events, single_events);
+    for v in bulk_versions.iter().filter(|v| v["operation"] == "updated") {
+        let diff = v["diff"].as_object().unwrap();
+        assert_eq!(
+            diff.keys().collect::<Vec<_>>(),
+            ["title", "version"],
+            "{v}"
+        );
+    }
+}
+
+/// (b) Multi-row INSERT, UPDATE and DELETE by hand: one version per
+/// changed row with its own diff, nothing for a row whose recorded fields
+/// did not change, and the events in the statement's order.
+async fn hand_written_multi_row_statements_record_one_version_per_changed_row(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let t = TenantId::new();
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let values: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "('{t}', '{id}', 'h{i}@hand.example', 'H{i}', 'Hand', now(), now(), \
+                 'h{i}@hand.example', 'h{i}', 'hand')"
+            )
+        })
+        .collect();
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, created_at, \
+             updated_at, email_key, first_name_key, last_name_key) VALUES {};",
+            values.join(", ")
+        ),
+    )
+    .await;
+    let vs = versions(&store, t).await;
+    assert_eq!(vs.len(), 4);
+    assert!(vs.iter().all(|v| v.operation == "created" && v.actor.starts_with("db:")));
+    let es = events(&store, t).await;
+    assert_eq!(
+        es.iter().map(|e| (e.seq, e.entity)).collect::<Vec<_>>(),
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (i as i32 + 1, *id))
+            .collect::<Vec<_>>(),
+        "the events follow the statement's rows"
+    );
+    // Every new contact got its freshness row.
+    let raw = store.db().client().await;
+    let fresh: i64 = raw
+        .query_one(
+            &store
+                .db()
+                .sql("SELECT count(*) FROM crm.contact_scores WHERE tenant_id = $1"),
+            &[&t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fresh, 4);
+
+    // Touches all four rows; changes the recorded fields of two (the
+    // score of all four, which the history does not keep).
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "UPDATE crm.contacts SET score = 7, \
+             title = CASE WHEN id IN ('{}', '{}') THEN 'Boss' ELSE title END \
+             WHERE tenant_id = '{t}';",
+            ids[1], ids[3]
+        ),
+    )
+    .await;
+    let vs = versions(&store, t).await;
+    let updated: Vec<&Version> = vs.iter().filter(|v| v.operation == "updated").collect();
+    let mut entities: Vec<Uuid> = updated.iter().map(|v| v.entity).collect();
+    entities.sort();
+    let mut want = vec![ids[1], ids[3]];
+    want.sort();
+    assert_eq!(entities, want, "{vs:?}");
+    for v in &updated {
+        assert_eq!(
+            v.diff,
+            serde_json::json!({"title": {"old": null, "new": "Boss"}}),
+            "{v:?}"
+        );
+    }
+    let es = events(&store, t).await;
+    assert_eq!(es.len(), 6);
+    assert_eq!(es[4].seq, 1);
+    assert_eq!(es[5].seq, 2);
+    assert_eq!(es[4].position, es[5].position);
+
+    // A multi-row DELETE: a tombstone each, the previous version closed.
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "DELETE FROM crm.contacts WHERE tenant_id = '{t}' AND id IN ('{}', '{}');",
+            ids[0], ids[1]
+        ),
+    )
+    .await;
+    let vs = versions(&store, t).await;
+    let deleted: Vec<&Version> = vs.iter().filter(|v| v.operation == "deleted").collect();
+    assert_eq!(deleted.len(), 2);
+    for d in &deleted {
+        let before: Vec<&Version> = vs
+            .iter()
+            .filter(|v| v.entity == d.entity && v.valid_from < d.valid_from)
+            .collect();
+        assert_eq!(before.last().unwrap().valid_to, Some(d.valid_from));
+        assert_eq!(d.data["id"], Value::String(d.entity.to_string()));
+        assert_eq!(d.diff["email"]["new"], Value::Null);
+    }
+    let (versions_now, events_now) = recorded(&store, t).await;
+    assert_eq!(versions_now.len(), 8);
+    assert_eq!(events_now.len(), 8);
+
+    // Statements that touch no row record nothing.
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "UPDATE crm.contacts SET title = 'Nobody' WHERE tenant_id = '{t}' AND false; \
+             DELETE FROM crm.contacts WHERE tenant_id = '{t}' AND false; \
+             INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, created_at, \
+             updated_at, email_key, first_name_key, last_name_key) \
+             VALUES ('{t}', '{}', 'h2@hand.example', 'X', 'Y', now(), now(), \
+             'h2@hand.example', 'x', 'y') ON CONFLICT DO NOTHING;",
+            Uuid::now_v7()
+        ),
+    )
+    .await;
+    assert_eq!(versions(&store, t).await.len(), 8);
+    assert_eq!(feed_counts(&store, t).await, (8, 3));
+}
+
+/// (c) Two changes of one record in one transaction: valid_from strictly
+/// increasing, the first version closed by the second, both events in one
+/// transaction of the feed.
+async fn two_changes_of_a_record_in_one_transaction_keep_its_versions_in_order(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let t = TenantId::new();
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let rows: Vec<NewContact> = (0..3)
+        .map(|i| new_contact(&format!("twice{i}@example.com"), None))
+        .collect();
+    let ids: Vec<Uuid> = tx
+        .upsert_contacts(&rows, ConflictPolicy::Incoming)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id().as_uuid())
+        .collect();
+    tx.commit().await.unwrap();
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "UPDATE crm.contacts SET title = 'One' WHERE tenant_id = '{t}'; \
+             UPDATE crm.contacts SET title = 'Two' WHERE tenant_id = '{t}'; \
+             UPDATE crm.contacts SET title = 'Three' WHERE tenant_id = '{t}' AND id = '{}';",
+            ids[0]
+        ),
+    )
+    .await;
+    let vs = versions(&store, t).await;
+    let of_first: Vec<&Version> = vs.iter().filter(|v| v.entity == ids[0]).collect();
+    assert_eq!(of_first.len(), 4);
+    let titles: Vec<&Value> = of_first.iter().map(|v| &v.data["title"]).collect();
+    assert_eq!(titles, [&Value::Null, &"One".into(), &"Two".into(), &"Three".into()]);
+    // `recorded` checks order, closing and the events.
+    let (versions_now, events_now) = recorded(&store, t).await;
+    assert_eq!(versions_now.len(), 3 + 3 + 3 + 1);
+    let es = events(&store, t).await;
+    let last = es.last().unwrap().position;
+    let of_last: Vec<i32> = es
+        .iter()
+        .filter(|e| e.position == last)
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(of_last, (1..=7).collect::<Vec<_>>(), "{events_now:?}");
+}
+
+/// (d) A rolled-back savepoint takes its versions, its events and the
+/// feed counter with it; a transaction whose only events were rolled back
+/// commits no marker.
+async fn a_rolled_back_savepoint_leaves_no_history_and_no_events(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let t = TenantId::new();
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let rows: Vec<NewContact> = (0..3)
+        .map(|i| new_contact(&format!("sp{i}@example.com"), None))
+        .collect();
+    let ids: Vec<Uuid> = tx
+        .upsert_contacts(&rows, ConflictPolicy::Incoming)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id().as_uuid())
+        .collect();
+    tx.commit().await.unwrap();
+    assert_eq!(feed_counts(&store, t).await, (3, 1));
+
+    // Only rolled-back work: no version, no event, no marker.
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "SAVEPOINT s; UPDATE crm.contacts SET title = 'Gone' WHERE tenant_id = '{t}'; \
+             DELETE FROM crm.contacts WHERE tenant_id = '{t}' AND id = '{}'; \
+             ROLLBACK TO SAVEPOINT s;",
+            ids[2]
+        ),
+    )
+    .await;
+    assert_eq!(versions(&store, t).await.len(), 3);
+    assert_eq!(feed_counts(&store, t).await, (3, 1));
+
+    // Before and after a rolled-back savepoint: numbered on as if it had
+    // never run.
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "UPDATE crm.contacts SET title = 'Kept' WHERE tenant_id = '{t}' AND id = '{}'; \
+             SAVEPOINT s; UPDATE crm.contacts SET title = 'Gone' WHERE tenant_id = '{t}'; \
+             ROLLBACK TO SAVEPOINT s; \
+             UPDATE crm.contacts SET title = 'Also kept' WHERE tenant_id = '{t}' AND id = '{}';",
+            ids[0], ids[1]
+        ),
+    )
+    .await;
+    let vs = versions(&store, t).await;
+    assert_eq!(vs.len(), 5);
+    assert!(vs.iter().all(|v| v.data["title"] != "Gone"), "{vs:?}");
+    let (_, es) = recorded(&store, t).await;
+    assert_eq!(feed_counts(&store, t).await, (5, 2));
+    assert_eq!(es[3]["seq"], 1);
+    assert_eq!(es[4]["seq"], 2);
+}
+
+/// A hand-written UPDATE that changes a record's id is recorded as the
+/// deletion of the old id and the creation of the new one.
+async fn an_update_that_changes_an_id_records_a_deletion_and_a_creation(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let t = TenantId::new();
+    let (old, new) = (Uuid::now_v7(), Uuid::now_v7());
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "INSERT INTO crm.tags (tenant_id, id, name, created_at, updated_at, name_key) \
+             VALUES ('{t}', '{old}', 'VIP', now(), now(), 'vip'); \
+             UPDATE crm.tags SET id = '{new}' WHERE tenant_id = '{t}' AND id = '{old}';"
+        ),
+    )
+    .await;
+    let vs = versions(&store, t).await;
+    let ops: Vec<(Uuid, &str)> = vs.iter().map(|v| (v.entity, v.operation.as_str())).collect();
+    assert_eq!(ops.len(), 3, "{vs:?}");
+    assert_eq!(ops[0], (old, "created"));
+    assert!(ops[1..].contains(&(old, "deleted")), "{vs:?}");
+    assert!(ops[1..].contains(&(new, "created")), "{vs:?}");
+    assert_eq!(vs[0].valid_to, Some(vs[1].valid_from));
+    let es = events(&store, t).await;
+    let seq: Vec<(i32, Uuid, &str)> = es
+        .iter()
+        .map(|e| (e.seq, e.entity, e.operation.as_str()))
+        .collect();
+    assert_eq!(
+        seq,
+        [(1, old, "created"), (2, old, "deleted"), (3, new, "created")]
+    );
+}
+
+crate::on_every_target!(
+    a_bulk_upsert_records_what_single_writes_record,
+    hand_written_multi_row_statements_record_one_version_per_changed_row,
+    two_changes_of_a_record_in_one_transaction_keep_its_versions_in_order,
+    a_rolled_back_savepoint_leaves_no_history_and_no_events,
+    an_update_that_changes_an_id_records_a_deletion_and_a_creation,
+);
