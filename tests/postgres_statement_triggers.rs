@@ -202,7 +202,11 @@ async fn recorded(store: &TestStore, tenant: TenantId) -> (Vec<Value>, Vec<Value
     for (entity, vs) in &by_entity {
         for pair in vs.windows(2) {
             assert!(pair[0].valid_from < pair[1].valid_from, "{entity}: {vs:?}");
-            assert_eq!(pair[0].valid_to, Some(pair[1].valid_from), "{entity}: {vs:?}");
+            assert_eq!(
+                pair[0].valid_to,
+                Some(pair[1].valid_from),
+                "{entity}: {vs:?}"
+            );
         }
         assert_eq!(vs.last().unwrap().valid_to, None, "{entity}: {vs:?}");
     }
@@ -326,16 +330,16 @@ async fn a_bulk_upsert_records_what_single_writes_record(target: Target) {
     let (bulk_versions, bulk_events) = recorded(&store, bulk).await;
     let (single_versions, single_events) = recorded(&store, single).await;
     let updates = changed.iter().filter(|c| **c).count();
-    assert_eq!(bulk_versions.len(), N + updates, "no version for an unchanged row");
+    assert_eq!(
+        bulk_versions.len(),
+        N + updates,
+        "no version for an unchanged row"
+    );
     assert_eq!(bulk_versions, single_versions);
     assert_eq!(bulk_events, single_events);
     for v in bulk_versions.iter().filter(|v| v["operation"] == "updated") {
         let diff = v["diff"].as_object().unwrap();
-        assert_eq!(
-            diff.keys().collect::<Vec<_>>(),
-            ["title", "version"],
-            "{v}"
-        );
+        assert_eq!(diff.keys().collect::<Vec<_>>(), ["title", "version"], "{v}");
     }
 }
 
@@ -370,7 +374,10 @@ async fn hand_written_multi_row_statements_record_one_version_per_changed_row(ta
     .await;
     let vs = versions(&store, t).await;
     assert_eq!(vs.len(), 4);
-    assert!(vs.iter().all(|v| v.operation == "created" && v.actor.starts_with("db:")));
+    assert!(
+        vs.iter()
+            .all(|v| v.operation == "created" && v.actor.starts_with("db:"))
+    );
     let es = events(&store, t).await;
     assert_eq!(
         es.iter().map(|e| (e.seq, e.entity)).collect::<Vec<_>>(),
@@ -507,7 +514,10 @@ async fn two_changes_of_a_record_in_one_transaction_keep_its_versions_in_order(t
     let of_first: Vec<&Version> = vs.iter().filter(|v| v.entity == ids[0]).collect();
     assert_eq!(of_first.len(), 4);
     let titles: Vec<&Value> = of_first.iter().map(|v| &v.data["title"]).collect();
-    assert_eq!(titles, [&Value::Null, &"One".into(), &"Two".into(), &"Three".into()]);
+    assert_eq!(
+        titles,
+        [&Value::Null, &"One".into(), &"Two".into(), &"Three".into()]
+    );
     // `recorded` checks order, closing and the events.
     let (versions_now, events_now) = recorded(&store, t).await;
     assert_eq!(versions_now.len(), 3 + 3 + 3 + 1);
@@ -600,7 +610,10 @@ async fn an_update_that_changes_an_id_records_a_deletion_and_a_creation(target: 
     )
     .await;
     let vs = versions(&store, t).await;
-    let ops: Vec<(Uuid, &str)> = vs.iter().map(|v| (v.entity, v.operation.as_str())).collect();
+    let ops: Vec<(Uuid, &str)> = vs
+        .iter()
+        .map(|v| (v.entity, v.operation.as_str()))
+        .collect();
     assert_eq!(ops.len(), 3, "{vs:?}");
     assert_eq!(ops[0], (old, "created"));
     assert!(ops[1..].contains(&(old, "deleted")), "{vs:?}");
@@ -613,7 +626,11 @@ async fn an_update_that_changes_an_id_records_a_deletion_and_a_creation(target: 
         .collect();
     assert_eq!(
         seq,
-        [(1, old, "created"), (2, old, "deleted"), (3, new, "created")]
+        [
+            (1, old, "created"),
+            (2, old, "deleted"),
+            (3, new, "created")
+        ]
     );
 }
 
