@@ -21,15 +21,15 @@ use super::{
     export::{export_csv, export_jsonl},
     read::{Line, read_csv_rows, read_lines},
     related::{
-        BatchResults, ImportBatch, Owned, PageFuture, RelatedReport, Text, contacts_of, fields_of,
-        import_batches, row_errors,
+        BatchResults, BatchRow, ImportBatch, Owned, PageFuture, RelatedReport, Text,
+        import_batches, read_batch, refused_by_row, write_batch,
     },
 };
 use crate::{
-    Context, Entity, Error, FieldError, Store, TenantId, Transaction,
+    Context, Entity, Error, Store, TenantId, Transaction,
     domain::{Activity, Contact, ContactId, NewActivity, NewActivityDto},
     error::Result,
-    store::{PageRequest, batch_row},
+    store::PageRequest,
 };
 
 /// The columns of an activities CSV, in order: the fields of an activities
@@ -257,35 +257,11 @@ async fn import_activities(
     deal_ids: &HashMap<String, String>,
 ) -> Result<BatchResults> {
     let mut out: BatchResults = Vec::with_capacity(lines.len());
-    let mut read = Vec::with_capacity(lines.len());
-    for line in lines {
-        let fields: ActivityLine = match fields_of(line) {
-            Ok(f) => f,
-            Err(errors) => {
-                out.push(Err(errors));
-                read.push(None);
-                continue;
-            }
-        };
-        out.push(Ok((None, String::new())));
-        read.push(Some(fields));
-    }
-    let emails: Vec<Option<String>> = read
-        .iter()
-        .map(|f| f.as_ref().and_then(|f| f.contact_email.get()))
-        .collect();
-    let contacts = contacts_of(tx, &emails).await?;
+    let read = read_batch(tx, lines, |f: &ActivityLine| f.contact_email.get(), &mut out).await?;
     // The rows to log, with their index in `lines`.
     let mut pending: Vec<(usize, Option<String>, NewActivity)> = Vec::new();
-    for (i, (fields, contact)) in read.into_iter().zip(contacts).enumerate() {
-        let Some(fields) = fields else { continue };
-        let contact = match contact {
-            Ok(c) => c,
-            Err(e) => {
-                out[i] = Err(vec![e]);
-                continue;
-            }
-        };
+    for (i, row) in read.into_iter().enumerate() {
+        let Some((fields, contact)) = row else { continue };
         let dto = NewActivityDto {
             contact_id: Some(contact.to_string()),
             deal_id: fields.deal_id.get().and_then(|d| deal_ids.get(&d).cloned()),
@@ -301,59 +277,34 @@ async fn import_activities(
             Err(v) => out[i] = Err(v.as_slice().to_vec()),
         }
     }
-    loop {
-        let rows: Vec<NewActivity> = pending.iter().map(|(_, _, a)| a.clone()).collect();
-        match tx.log_activities(&rows).await {
-            Ok(logged) => {
-                for ((i, old, _), a) in pending.into_iter().zip(logged) {
-                    out[i] = Ok((old, a.id.to_string()));
-                }
-                return Ok(out);
-            }
-            Err(e) => {
-                let Some(at) = refused_row(&e, &rows).filter(|at| *at < pending.len()) else {
-                    return Err(e);
-                };
-                let (i, _, _) = pending.remove(at);
-                out[i] = Err(batch_row_errors(e)?);
-            }
+    write_batch(tx, pending, &mut out).await?;
+    Ok(out)
+}
+
+/// A batch of activities is logged with one
+/// [`log_activities`](crate::store::TimelineTx::log_activities) call.
+impl BatchRow for NewActivity {
+    fn write<'a>(
+        tx: &'a mut dyn Transaction,
+        rows: &'a [Self],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send + 'a {
+        async move {
+            let logged = tx.log_activities(rows).await?;
+            Ok(logged.into_iter().map(|a| a.id.to_string()).collect())
         }
     }
-}
 
-/// The row of `rows` that `e` (an error of
-/// [`log_activities`](crate::store::TimelineTx::log_activities)) refuses:
-/// the one a validation error names, or the first naming the contact or
-/// deal not found. `None` for an error of the store.
-fn refused_row(e: &Error, rows: &[NewActivity]) -> Option<usize> {
-    match e {
-        Error::Validation(v) => v
-            .as_slice()
-            .iter()
-            .find_map(|f| batch_row(&f.field))
-            .map(|(i, _)| i),
-        Error::NotFound {
-            entity: Entity::Contact,
-            id,
-        } => rows.iter().position(|r| r.contact_id.to_string() == *id),
-        Error::NotFound {
-            entity: Entity::Deal,
-            id,
-        } => rows
-            .iter()
-            .position(|r| r.deal_id.is_some_and(|d| d.to_string() == *id)),
-        _ => None,
+    /// The one a validation error names, or the first naming the contact
+    /// or deal not found.
+    fn refused(e: &Error, rows: &[Self]) -> Option<usize> {
+        match e {
+            Error::NotFound {
+                entity: Entity::Deal,
+                id,
+            } => rows
+                .iter()
+                .position(|r| r.deal_id.is_some_and(|d| d.to_string() == *id)),
+            _ => refused_by_row(e, rows, |r| r.contact_id),
+        }
     }
-}
-
-/// The field errors of a row a batch refused, named as in the row
-/// (`deal_id`, not `activities[3].deal_id`).
-fn batch_row_errors(e: Error) -> Result<Vec<FieldError>> {
-    Ok(row_errors(e)?
-        .into_iter()
-        .map(|f| match batch_row(&f.field) {
-            Some((_, field)) => FieldError::new(field, f.code, f.reason),
-            None => f,
-        })
-        .collect())
 }

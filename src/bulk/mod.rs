@@ -22,6 +22,10 @@
 //!   as JSON Lines, linked to the deals of a deal import.
 //! - [`export_activities_csv`], [`import_activities_csv`]: activities as
 //!   CSV, one column per JSON field, linked to deals the same way.
+//! - [`export_signals_jsonl`], [`import_signals_jsonl`],
+//!   [`export_signals_csv`], [`import_signals_csv`]: behavioural signals
+//!   (contact email, kind, when), each batch recorded with one
+//!   [`record_signals`](crate::store::TimelineTx::record_signals) call.
 //! - [`export_companies_csv`], [`import_companies_csv`],
 //!   [`export_companies_jsonl`], [`import_companies_jsonl`]: companies,
 //!   matched by domain, with their tags.
@@ -121,6 +125,7 @@ mod import;
 mod read;
 mod related;
 mod row;
+mod signals;
 
 pub use activities::{
     export_activities_csv, export_activities_csv_with, export_activities_jsonl,
@@ -143,6 +148,10 @@ pub use import::{
     import_contacts_jsonl,
 };
 pub use related::RelatedReport;
+pub use signals::{
+    export_signals_csv, export_signals_csv_with, export_signals_jsonl, import_signals_csv,
+    import_signals_csv_with, import_signals_jsonl,
+};
 
 /// The largest batch an import takes ([`ImportOptions::batch_size`] and the
 /// `batch_size` of the deal and activity imports): 10,000 rows. A batch is

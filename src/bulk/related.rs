@@ -32,7 +32,7 @@ use crate::{
     store::PageRequest,
 };
 
-/// What an import of deals or activities did.
+/// What an import of deals, activities or signals did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RelatedReport {
     /// Data rows read.
@@ -394,4 +394,127 @@ where
             }
         }
     }
+}
+
+/// A row a batch import writes with one store call for the whole batch
+/// (an activity, a signal).
+pub(super) trait BatchRow: Clone + Send + Sync + 'static {
+    /// Writes `rows` at once, all or nothing, returning the id each got, in
+    /// order.
+    fn write<'a>(
+        tx: &'a mut dyn Transaction,
+        rows: &'a [Self],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send + 'a;
+
+    /// The row of `rows` that `e` (an error of [`write`](Self::write))
+    /// refuses, `None` for an error of the store.
+    fn refused(e: &Error, rows: &[Self]) -> Option<usize>;
+}
+
+/// The row a batch call refused with `e`: the one a validation error names
+/// (see [`batch_row`](crate::store::batch_row)), or the first whose contact
+/// is the one not found (by `contact`). `None` for any other error.
+pub(super) fn refused_by_row<T>(
+    e: &Error,
+    rows: &[T],
+    contact: impl Fn(&T) -> ContactId,
+) -> Option<usize> {
+    match e {
+        Error::Validation(v) => v
+            .as_slice()
+            .iter()
+            .find_map(|f| crate::store::batch_row(&f.field))
+            .map(|(i, _)| i),
+        Error::NotFound {
+            entity: Entity::Contact,
+            id,
+        } => rows.iter().position(|r| contact(r).to_string() == *id),
+        _ => None,
+    }
+}
+
+/// Reads each line of a batch into its fields `L` and finds the contact its
+/// `contact_email` (as `email` gives it) names, all contacts in one read:
+/// for each line, its fields and contact, or `None` with the errors that
+/// reject it put in `out` (which gets one entry per line, `Ok` for those
+/// read).
+pub(super) async fn read_batch<L: serde::de::DeserializeOwned>(
+    tx: &mut dyn Transaction,
+    lines: &[Line],
+    email: impl Fn(&L) -> Option<String>,
+    out: &mut BatchResults,
+) -> Result<Vec<Option<(L, ContactId)>>> {
+    let mut read = Vec::with_capacity(lines.len());
+    for line in lines {
+        match fields_of::<L>(line) {
+            Ok(f) => {
+                out.push(Ok((None, String::new())));
+                read.push(Some(f));
+            }
+            Err(errors) => {
+                out.push(Err(errors));
+                read.push(None);
+            }
+        }
+    }
+    let emails: Vec<Option<String>> = read.iter().map(|f| f.as_ref().and_then(&email)).collect();
+    let contacts = contacts_of(tx, &emails).await?;
+    let base = out.len() - lines.len();
+    Ok(read
+        .into_iter()
+        .zip(contacts)
+        .enumerate()
+        .map(|(i, (fields, contact))| {
+            let fields = fields?;
+            match contact {
+                Ok(c) => Some((fields, c)),
+                Err(e) => {
+                    out[base + i] = Err(vec![e]);
+                    None
+                }
+            }
+        })
+        .collect())
+}
+
+/// Writes `pending` (each row with its index in `out` and its file's `id`)
+/// with one [`BatchRow::write`]; a row the store refuses is reported in
+/// `out` with its fields named as in the row (`deal_id`, not
+/// `activities[3].deal_id`), and the batch written again without it: the
+/// refused call wrote nothing.
+pub(super) async fn write_batch<T: BatchRow>(
+    tx: &mut dyn Transaction,
+    mut pending: Vec<(usize, Option<String>, T)>,
+    out: &mut BatchResults,
+) -> Result<()> {
+    loop {
+        let rows: Vec<T> = pending.iter().map(|(_, _, r)| r.clone()).collect();
+        match T::write(&mut *tx, &rows).await {
+            Ok(ids) => {
+                for ((i, old, _), id) in pending.into_iter().zip(ids) {
+                    out[i] = Ok((old, id));
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                let Some(at) = T::refused(&e, &rows).filter(|at| *at < pending.len()) else {
+                    return Err(e);
+                };
+                let (i, _, _) = pending.remove(at);
+                out[i] = Err(batch_row_errors(e)?);
+            }
+        }
+    }
+}
+
+/// The field errors of a row a batch refused, named as in the row
+/// (`deal_id`, not `activities[3].deal_id`).
+fn batch_row_errors(e: Error) -> Result<Vec<FieldError>> {
+    Ok(row_errors(e)?
+        .into_iter()
+        .map(|f| match crate::store::batch_row(&f.field) {
+            Some((_, field)) => FieldError::new(field, f.code, f.reason),
+            None => f,
+        })
+        .collect())
 }
