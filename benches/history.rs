@@ -186,7 +186,7 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
                 'bench:generator'
          FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, {DEALS})) AS d,
               generate_series(0, {last}) AS v;
-         ANALYZE history;",
+         ANALYZE crm.history;",
         last = VERSIONS_PER_DEAL - 1
     ))
     .await?;
