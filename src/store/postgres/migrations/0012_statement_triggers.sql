@@ -89,12 +89,10 @@ DROP TRIGGER activities_feed ON activities;
 DROP TRIGGER signals_feed ON signals;
 DROP TRIGGER contacts_freshness_insert ON contacts;
 
-DROP FUNCTION crm_contacts_history();
-DROP FUNCTION crm_deals_history();
-DROP FUNCTION crm_companies_history();
-DROP FUNCTION crm_tags_history();
-DROP FUNCTION crm_taggings_history();
-DROP FUNCTION crm_tasks_history();
+-- The row trigger functions of the history stay, unused by any trigger:
+-- the objects of an earlier version stay as it created them (version 5
+-- replaces crm_contacts_history and crm_deals_history, and a schema that
+-- re-applies it expects them).
 DROP FUNCTION crm_history_feed();
 DROP FUNCTION crm_log_feed();
 
