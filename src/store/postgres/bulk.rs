@@ -464,6 +464,7 @@ impl BulkTx for PgTransaction {
             return Ok(Vec::new());
         }
         crate::store::shared::check_upsert_rows(rows)?;
+        self.custom_plans().await?;
         let outcomes: Result<Vec<UpsertOutcome>> = async {
             let links = self.begin_batch_links(rows).await?;
             let mut out: Vec<Option<UpsertOutcome>> = vec![None; rows.len()];

@@ -422,6 +422,7 @@ impl ContactsTx for PgTransaction {
         }
         let tenant = self.tenant_uuid();
         let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        self.custom_plans().await?;
         let rows = self.query(GET_CONTACTS, &[&tenant, &uuids]).await?;
         let mut found = std::collections::HashMap::with_capacity(rows.len());
         for row in &rows {
@@ -438,6 +439,7 @@ impl ContactsTx for PgTransaction {
         }
         let tenant = self.tenant_uuid();
         let keys: Vec<&str> = emails.iter().map(|e| e.normalized()).collect();
+        self.custom_plans().await?;
         let rows = self.query(GET_CONTACTS_BY_EMAIL, &[&tenant, &keys]).await?;
         let mut found = std::collections::HashMap::with_capacity(rows.len());
         for row in &rows {

@@ -285,6 +285,7 @@ impl DealsTx for PgTransaction {
         }
         let tenant = self.tenant_uuid();
         let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        self.custom_plans().await?;
         let rows = self.query(GET_DEALS, &[&tenant, &uuids]).await?;
         let mut found = std::collections::HashMap::with_capacity(rows.len());
         for row in &rows {

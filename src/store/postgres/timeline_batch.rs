@@ -280,6 +280,7 @@ impl PgTransaction {
                 .filter_map(|r| r.deal_id.map(|d| d.as_uuid()))
                 .collect(),
         );
+        self.custom_plans().await?;
         let result = async {
             let mut locked = self.begin_batch_locks(&contacts, &deals).await?;
             // Each row as one call checks it, in order.
@@ -352,6 +353,7 @@ impl PgTransaction {
             return Err(refused.unwrap_or_else(|| Error::backend("an empty batch was refused")));
         }
         let contacts = distinct_sorted(rows.iter().map(|r| r.contact_id.as_uuid()).collect());
+        self.custom_plans().await?;
         let result = async {
             let mut locked = self.begin_batch_locks(&contacts, &[]).await?;
             for r in &rows {

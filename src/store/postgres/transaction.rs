@@ -73,6 +73,10 @@ const SETTINGS_PREFIX: &str = "SET LOCAL citus.propagate_set_commands TO 'local'
 /// trigger `contacts_score_feed` reads it; see `0008_…scores.sql`).
 const SCORE_EVENTS: &str = "SET LOCAL crm.score_events TO 'on'";
 
+/// Statements of this transaction are planned for their parameters at
+/// every execution (see [`PgTransaction::custom_plans`]).
+const CUSTOM_PLANS: &str = "SET LOCAL plan_cache_mode TO force_custom_plan";
+
 /// The change feed's wake-up, sent right after every `COMMIT` (pipelined:
 /// no round trip of its own): when the committed transaction wrote feed
 /// events, the feed's commit trigger left the tenant in the session-level
@@ -160,6 +164,8 @@ pub(super) struct PgTransaction {
     pub(super) company_linking: bool,
     /// Score write-backs are feed events (`crm.score_events`).
     pub(super) score_events: bool,
+    /// [`CUSTOM_PLANS`] was sent in this transaction.
+    custom_plans: bool,
     /// An idempotency claim deferred to the first statement, and its
     /// answer (behind a lock only because statements are sent through
     /// `&self`; it is never contended).
@@ -255,6 +261,7 @@ impl PgTransaction {
             live_scoring: None,
             company_linking: true,
             score_events: false,
+            custom_plans: false,
             claim: std::sync::Mutex::default(),
             claim_lost: None,
             held_claims: Vec::new(),
@@ -607,6 +614,31 @@ impl PgTransaction {
         r.map_err(|e| self.failed(e))
     }
 
+    /// Makes the rest of this transaction plan each statement for the
+    /// parameters it is run with ([`CUSTOM_PLANS`]), once per transaction;
+    /// called by the batch operations before their savepoint (a rollback
+    /// to it would undo the setting).
+    ///
+    /// Why: they look keys up with `= ANY($n)` over arrays of up to
+    /// thousands of values, and PostgreSQL, after five executions of a
+    /// prepared statement, may switch to a generic plan costed for the
+    /// table's size at that moment and keep it until the table is next
+    /// analysed. A generic plan chosen while a tenant's tables were empty
+    /// (a new schema, the first batches of an import) is a sequential
+    /// scan comparing every row with every value of the array: an import
+    /// of 100,000 contacts went from linear to quadratic (about 1,000 rows
+    /// a second) on a server whose autovacuum had not yet analysed the
+    /// table. Planning each batch's statements costs a fraction of a
+    /// millisecond.
+    pub(super) async fn custom_plans(&mut self) -> Result<()> {
+        if self.custom_plans {
+            return Ok(());
+        }
+        self.simple(CUSTOM_PLANS).await?;
+        self.custom_plans = true;
+        Ok(())
+    }
+
     /// Starts an operation of several statements that must leave nothing
     /// when it fails: a savepoint, ended by [`end_atomic`](Self::end_atomic).
     pub(super) async fn begin_atomic(&mut self) -> Result<()> {
@@ -808,6 +840,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     OPERATION_ROLLBACK_TO,
     SETTINGS_PREFIX,
     SCORE_EVENTS,
+    CUSTOM_PLANS,
     WAKE,
 ];
 
