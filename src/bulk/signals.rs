@@ -211,7 +211,15 @@ where
     R: BufRead + Send,
 {
     let batch_size = check_batch_size(batch_size)?;
-    import_batches(store, tenant, ctx, read_lines(reader), batch_size, &SignalRows).await
+    import_batches(
+        store,
+        tenant,
+        ctx,
+        read_lines(reader),
+        batch_size,
+        &SignalRows,
+    )
+    .await
 }
 
 /// Imports signals from CSV with a header row: the rows
@@ -306,7 +314,9 @@ async fn import_signals(tx: &mut dyn Transaction, lines: &[Line]) -> Result<Batc
     // The rows to record, with their index in `lines`.
     let mut pending: Vec<(usize, Option<String>, NewSignal)> = Vec::new();
     for (i, row) in read.into_iter().enumerate() {
-        let Some((fields, contact)) = row else { continue };
+        let Some((fields, contact)) = row else {
+            continue;
+        };
         let dto = NewSignalDto {
             contact_id: Some(contact.to_string()),
             kind: fields.kind.get(),
