@@ -292,14 +292,9 @@ async fn import_activities(
 /// A batch of activities is logged with one
 /// [`log_activities`](crate::store::TimelineTx::log_activities) call.
 impl BatchRow for NewActivity {
-    fn write<'a>(
-        tx: &'a mut dyn Transaction,
-        rows: &'a [Self],
-    ) -> impl Future<Output = Result<Vec<String>>> + Send + 'a {
-        async move {
-            let logged = tx.log_activities(rows).await?;
-            Ok(logged.into_iter().map(|a| a.id.to_string()).collect())
-        }
+    async fn write(tx: &mut dyn Transaction, rows: &[Self]) -> Result<Vec<String>> {
+        let logged = tx.log_activities(rows).await?;
+        Ok(logged.into_iter().map(|a| a.id.to_string()).collect())
     }
 
     /// The one a validation error names, or the first naming the contact

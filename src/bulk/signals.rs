@@ -334,14 +334,9 @@ async fn import_signals(tx: &mut dyn Transaction, lines: &[Line]) -> Result<Batc
 /// A batch of signals is recorded with one
 /// [`record_signals`](crate::store::TimelineTx::record_signals) call.
 impl BatchRow for NewSignal {
-    fn write<'a>(
-        tx: &'a mut dyn Transaction,
-        rows: &'a [Self],
-    ) -> impl Future<Output = Result<Vec<String>>> + Send + 'a {
-        async move {
-            let recorded = tx.record_signals(rows).await?;
-            Ok(recorded.into_iter().map(|s| s.id.to_string()).collect())
-        }
+    async fn write(tx: &mut dyn Transaction, rows: &[Self]) -> Result<Vec<String>> {
+        let recorded = tx.record_signals(rows).await?;
+        Ok(recorded.into_iter().map(|s| s.id.to_string()).collect())
     }
 
     /// The one a validation error names, or the first naming the contact
