@@ -15,7 +15,7 @@ use std::sync::{
 use crm_core::{
     ContactQuery, Context, DynStore, InMemoryStore, PageRequest, Store, StoreExt, TenantId,
     bulk::{self, ConflictPolicy, ImportMode, ImportOptions, ImportReport},
-    domain::Contact,
+    domain::{Contact, ContactId, Timestamp},
 };
 use serde_json::json;
 
@@ -847,6 +847,281 @@ async fn activity_rows_the_store_refuses_are_reported_and_the_rest_of_the_batch_
     assert_eq!(crm.timeline(ids[1], &page).await.unwrap().items.len(), 2);
 }
 
+/// Creates `emails` as contacts of `t`; their ids in order.
+async fn signal_contacts(store: &DynStore, t: TenantId, emails: &[&str]) -> Vec<ContactId> {
+    use crm_core::domain::{Email, NewContact, PersonName};
+    let crm = store.scope(t, &ctx());
+    let mut ids = Vec::new();
+    for e in emails {
+        let c = crm
+            .create_contact(NewContact::new(
+                Email::parse(e).unwrap(),
+                PersonName::parse("A").unwrap(),
+                PersonName::parse("B").unwrap(),
+            ))
+            .await
+            .unwrap();
+        ids.push(c.id);
+    }
+    ids
+}
+
+/// What a contact's signals leave behind: its signals (kind, when), its
+/// freshness (all but the contact's id and creation time) and its live
+/// score state.
+#[derive(Debug)]
+struct SignalView {
+    signals: Vec<(String, Timestamp)>,
+    freshness: Option<[Option<Timestamp>; 8]>,
+    live: Option<f64>,
+}
+
+impl PartialEq for SignalView {
+    fn eq(&self, other: &Self) -> bool {
+        let close = match (self.live, other.live) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+            (a, b) => a == b,
+        };
+        self.signals == other.signals && self.freshness == other.freshness && close
+    }
+}
+
+async fn signal_view(store: &DynStore, t: TenantId, ids: &[ContactId]) -> Vec<SignalView> {
+    let crm = store.scope(t, &ctx());
+    let mut out = Vec::new();
+    for id in ids {
+        let signals = crm
+            .list_signals(*id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.kind.to_string(), s.occurred_at))
+            .collect();
+        let freshness = crm.freshness(*id).await.unwrap().map(|f| {
+            [
+                f.last_engaged_at,
+                f.email_verified_at,
+                f.phone_verified_at,
+                f.title_verified_at,
+                f.company_verified_at,
+                f.email_invalid_at,
+                f.reverify_since,
+                f.unsubscribed_at,
+            ]
+        });
+        let mut tx = store.begin(t, ctx()).await.unwrap();
+        let live = tx.live_score_log(*id).await.unwrap().and_then(|l| l.log);
+        tx.commit().await.unwrap();
+        out.push(SignalView {
+            signals,
+            freshness,
+            live,
+        });
+    }
+    out
+}
+
+/// Signals recorded one by one, exported as JSON Lines and as CSV and
+/// imported (in small batches) into tenants holding the same contacts,
+/// give the same signals, freshness (an `email_bounced` marking the
+/// email invalid) and live scores; formula-like emails survive the CSV.
+async fn signals_round_trip_with_the_same_freshness_and_live_scores(store: &DynStore) {
+    use crm_core::domain::{NewSignal, SignalKind};
+    let emails = ["ann@example.com", "=bob@example.com", "cy@example.com"];
+    let source = TenantId::new();
+    let ids = signal_contacts(store, source, &emails).await;
+    let crm = store.scope(source, &ctx());
+    let now = chrono::Utc::now();
+    let at = |days: i64, micros: i64| {
+        now - chrono::Duration::days(days) + chrono::Duration::microseconds(micros)
+    };
+    let recorded = [
+        (0, SignalKind::PAGE_VIEW, Some(at(30, 123_457))),
+        (0, SignalKind::DEMO_REQUEST, Some(at(3, 1))),
+        (0, SignalKind::EMAIL_BOUNCED, Some(at(2, 999_999))),
+        (1, SignalKind::EMAIL_CLICK, Some(at(10, 0))),
+        (
+            1,
+            SignalKind::parse("webinar_attended").unwrap(),
+            Some(at(5, 42)),
+        ),
+        (1, SignalKind::UNSUBSCRIBED, Some(at(1, 7))),
+        (1, SignalKind::JOB_CHANGED, None),
+        (0, SignalKind::PRICING_PAGE_VIEW, Some(at(3, 1))),
+    ];
+    for (who, kind, when) in recorded.iter().cloned() {
+        let mut new = NewSignal::new(ids[who], kind);
+        if let Some(when) = when {
+            new = new.occurred_at(when);
+        }
+        crm.record_signal(new).await.unwrap();
+    }
+    let original = signal_view(store, source, &ids).await;
+    assert!(
+        original[0].freshness.unwrap()[5].is_some(),
+        "the bounce marks ann's email invalid: {original:?}"
+    );
+    assert!(
+        original[0].live.is_some() && original[1].live.is_some(),
+        "signals count in the live score: {original:?}"
+    );
+
+    let mut jsonl = Vec::new();
+    let n = bulk::export_signals_jsonl(store, source, &ctx(), &mut jsonl)
+        .await
+        .unwrap();
+    assert_eq!(n, recorded.len() as u64);
+    let mut csv = Vec::new();
+    bulk::export_signals_csv(store, source, &ctx(), &mut csv)
+        .await
+        .unwrap();
+    let csv_text = String::from_utf8(csv.clone()).unwrap();
+    assert!(
+        csv_text.starts_with("id,contact_email,kind,occurred_at\n"),
+        "{csv_text}"
+    );
+    assert!(csv_text.contains(",'=bob@example.com,"), "{csv_text}");
+
+    for format in ["jsonl", "csv"] {
+        let copy = TenantId::new();
+        // The same contacts, named in another casing.
+        let upper: Vec<String> = emails.iter().map(|e| e.to_uppercase()).collect();
+        let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+        let copy_ids = signal_contacts(store, copy, &upper).await;
+        let report = match format {
+            "jsonl" => bulk::import_signals_jsonl(store, copy, &ctx(), &jsonl[..], 3).await,
+            _ => bulk::import_signals_csv(store, copy, &ctx(), &csv[..], 3).await,
+        }
+        .unwrap();
+        assert_eq!(report.rows, recorded.len() as u64, "{format}: {report:?}");
+        assert_eq!(
+            report.created,
+            recorded.len() as u64,
+            "{format}: {report:?}"
+        );
+        assert!(report.rejected.is_empty(), "{format}: {report:?}");
+        assert_eq!(report.ids.len(), recorded.len(), "{format}: {report:?}");
+        assert_eq!(
+            signal_view(store, copy, &copy_ids).await,
+            original,
+            "{format}: same signals, freshness and live scores"
+        );
+        let mut again = Vec::new();
+        bulk::export_signals_jsonl(store, copy, &ctx(), &mut again)
+            .await
+            .unwrap();
+        assert_eq!(
+            again.iter().filter(|b| **b == b'\n').count(),
+            recorded.len()
+        );
+    }
+}
+
+/// Signal rows naming no contact of the tenant, an invalid kind or a
+/// malformed time are reported with their row number and column; every
+/// other row, in the same batches, is recorded.
+async fn malformed_signal_rows_are_reported_with_their_row_and_column(store: &DynStore) {
+    let t = TenantId::new();
+    let ids = signal_contacts(store, t, &["ann@example.com", "bob@example.com"]).await;
+    let long = "k".repeat(65);
+    let csv = format!(
+        "Contact_Email,KIND, occurred_at ,extra\n\
+         ann@example.com,page_view,2026-01-02T03:04:05.123456Z,x\n\
+         nobody@example.com,page_view,,\n\
+         ann@example.com,Page View,,\n\
+         ann@example.com,page_view,yesterday,\n\
+         ann@example.com,page_view,10000-01-01T00:00:00Z,\n\
+         bob@example.com,,,\n\
+         not-an-email,page_view,,\n\
+         bob@example.com,email_bounced,2026-01-03T00:00:00+02:00,\n\
+         ann@example.com,{long},,\n\
+         ,page_view,,\n\
+         BOB@example.com,form_submit,,\n"
+    );
+    let expected = [
+        (2, "contact_email"),
+        (3, "kind"),
+        (4, "occurred_at"),
+        (5, "occurred_at"),
+        (6, "kind"),
+        (7, "contact_email"),
+        (9, "kind"),
+        (10, "contact_email"),
+    ];
+    for batch in [100, 3] {
+        let t = TenantId::new();
+        let ids = signal_contacts(store, t, &["ann@example.com", "bob@example.com"]).await;
+        let report = bulk::import_signals_csv(store, t, &ctx(), csv.as_bytes(), batch)
+            .await
+            .unwrap();
+        assert_eq!(report.rows, 11, "{report:?}");
+        assert_eq!(report.created, 3, "{report:?}");
+        let rejected: Vec<(u64, &str)> = report
+            .rejected
+            .iter()
+            .map(|r| (r.row, r.errors[0].field.as_str()))
+            .collect();
+        assert_eq!(rejected, expected, "batch {batch}: {report:?}");
+        assert!(
+            report.rejected.iter().all(|r| r.errors.len() == 1),
+            "{report:?}"
+        );
+        let crm = store.scope(t, &ctx());
+        let ann = crm.list_signals(ids[0]).await.unwrap();
+        assert_eq!(ann.len(), 1);
+        assert_eq!(
+            ann[0].occurred_at.to_rfc3339(),
+            "2026-01-02T03:04:05.123456+00:00"
+        );
+        let bob: Vec<String> = crm
+            .list_signals(ids[1])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.kind.to_string())
+            .collect();
+        assert_eq!(bob, ["email_bounced", "form_submit"]);
+        let bounced = crm.freshness(ids[1]).await.unwrap().unwrap();
+        assert_eq!(
+            bounced.email_invalid_at.map(|a| a.to_rfc3339()),
+            Some("2026-01-02T22:00:00+00:00".to_string())
+        );
+    }
+    // JSON Lines: wrongly typed fields and a broken line are named too.
+    let lines = [
+        json!({"contact_email": "ann@example.com", "kind": true}).to_string(),
+        json!({"contact_email": "ann@example.com", "kind": "page_view", "occurred_at": [1]})
+            .to_string(),
+        "{not json".to_string(),
+        json!({"contact_email": "bob@example.com", "kind": "page_view"}).to_string(),
+        json!({"contact_email": 7, "kind": "page_view"}).to_string(),
+    ];
+    let file: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let report = bulk::import_signals_jsonl(store, t, &ctx(), file.as_bytes(), 2)
+        .await
+        .unwrap();
+    assert_eq!(report.rows, 5, "{report:?}");
+    assert_eq!(report.created, 1, "{report:?}");
+    let rejected: Vec<(u64, &str)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.row, r.errors[0].field.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            (1, "kind"),
+            (2, "occurred_at"),
+            (3, "row"),
+            (5, "contact_email")
+        ],
+        "{report:?}"
+    );
+    let crm = store.scope(t, &ctx());
+    assert_eq!(crm.list_signals(ids[1]).await.unwrap().len(), 1);
+    assert!(crm.list_signals(ids[0]).await.unwrap().is_empty());
+}
+
 /// Runs each `async fn name(store: &DynStore)` as `memory::name`,
 /// `postgres::name` and `citus::name` (which passes at once when no Citus
 /// coordinator is named).
@@ -901,6 +1176,8 @@ on_every_backend!(
     malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good_rows_are_kept,
     companies_contacts_and_deals_round_trip_with_links_owners_and_tags,
     activity_rows_the_store_refuses_are_reported_and_the_rest_of_the_batch_is_logged,
+    signals_round_trip_with_the_same_freshness_and_live_scores,
+    malformed_signal_rows_are_reported_with_their_row_and_column,
 );
 
 /// Two imports of overlapping files at once, on PostgreSQL and on Citus:

@@ -63,6 +63,15 @@ fn bulk_futures<S: Store + ?Sized>(store: &S, t: TenantId, ctx: &Context) {
         Vec::new(),
         CsvFormulas::Verbatim,
     ));
+    assert_send(&bulk::export_signals_jsonl(store, t, ctx, Vec::new()));
+    assert_send(&bulk::export_signals_csv(store, t, ctx, Vec::new()));
+    assert_send(&bulk::export_signals_csv_with(
+        store,
+        t,
+        ctx,
+        Vec::new(),
+        CsvFormulas::Verbatim,
+    ));
     assert_send(&bulk::export_activities_jsonl(store, t, ctx, Vec::new()));
     assert_send(&bulk::export_activities_csv(store, t, ctx, Vec::new()));
     assert_send(&bulk::export_activities_csv_with(
@@ -90,6 +99,16 @@ fn bulk_futures<S: Store + ?Sized>(store: &S, t: TenantId, ctx: &Context) {
         ctx,
         csv,
         &ids,
+        10,
+        CsvFormulas::Verbatim,
+    ));
+    assert_send(&bulk::import_signals_jsonl(store, t, ctx, csv, 10));
+    assert_send(&bulk::import_signals_csv(store, t, ctx, csv, 10));
+    assert_send(&bulk::import_signals_csv_with(
+        store,
+        t,
+        ctx,
+        csv,
         10,
         CsvFormulas::Verbatim,
     ));

@@ -257,11 +257,19 @@ async fn import_activities(
     deal_ids: &HashMap<String, String>,
 ) -> Result<BatchResults> {
     let mut out: BatchResults = Vec::with_capacity(lines.len());
-    let read = read_batch(tx, lines, |f: &ActivityLine| f.contact_email.get(), &mut out).await?;
+    let read = read_batch(
+        tx,
+        lines,
+        |f: &ActivityLine| f.contact_email.get(),
+        &mut out,
+    )
+    .await?;
     // The rows to log, with their index in `lines`.
     let mut pending: Vec<(usize, Option<String>, NewActivity)> = Vec::new();
     for (i, row) in read.into_iter().enumerate() {
-        let Some((fields, contact)) = row else { continue };
+        let Some((fields, contact)) = row else {
+            continue;
+        };
         let dto = NewActivityDto {
             contact_id: Some(contact.to_string()),
             deal_id: fields.deal_id.get().and_then(|d| deal_ids.get(&d).cloned()),
@@ -284,14 +292,9 @@ async fn import_activities(
 /// A batch of activities is logged with one
 /// [`log_activities`](crate::store::TimelineTx::log_activities) call.
 impl BatchRow for NewActivity {
-    fn write<'a>(
-        tx: &'a mut dyn Transaction,
-        rows: &'a [Self],
-    ) -> impl Future<Output = Result<Vec<String>>> + Send + 'a {
-        async move {
-            let logged = tx.log_activities(rows).await?;
-            Ok(logged.into_iter().map(|a| a.id.to_string()).collect())
-        }
+    async fn write(tx: &mut dyn Transaction, rows: &[Self]) -> Result<Vec<String>> {
+        let logged = tx.log_activities(rows).await?;
+        Ok(logged.into_iter().map(|a| a.id.to_string()).collect())
     }
 
     /// The one a validation error names, or the first naming the contact

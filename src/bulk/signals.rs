@@ -211,7 +211,15 @@ where
     R: BufRead + Send,
 {
     let batch_size = check_batch_size(batch_size)?;
-    import_batches(store, tenant, ctx, read_lines(reader), batch_size, &SignalRows).await
+    import_batches(
+        store,
+        tenant,
+        ctx,
+        read_lines(reader),
+        batch_size,
+        &SignalRows,
+    )
+    .await
 }
 
 /// Imports signals from CSV with a header row: the rows
@@ -306,7 +314,9 @@ async fn import_signals(tx: &mut dyn Transaction, lines: &[Line]) -> Result<Batc
     // The rows to record, with their index in `lines`.
     let mut pending: Vec<(usize, Option<String>, NewSignal)> = Vec::new();
     for (i, row) in read.into_iter().enumerate() {
-        let Some((fields, contact)) = row else { continue };
+        let Some((fields, contact)) = row else {
+            continue;
+        };
         let dto = NewSignalDto {
             contact_id: Some(contact.to_string()),
             kind: fields.kind.get(),
@@ -324,14 +334,9 @@ async fn import_signals(tx: &mut dyn Transaction, lines: &[Line]) -> Result<Batc
 /// A batch of signals is recorded with one
 /// [`record_signals`](crate::store::TimelineTx::record_signals) call.
 impl BatchRow for NewSignal {
-    fn write<'a>(
-        tx: &'a mut dyn Transaction,
-        rows: &'a [Self],
-    ) -> impl Future<Output = Result<Vec<String>>> + Send + 'a {
-        async move {
-            let recorded = tx.record_signals(rows).await?;
-            Ok(recorded.into_iter().map(|s| s.id.to_string()).collect())
-        }
+    async fn write(tx: &mut dyn Transaction, rows: &[Self]) -> Result<Vec<String>> {
+        let recorded = tx.record_signals(rows).await?;
+        Ok(recorded.into_iter().map(|s| s.id.to_string()).collect())
     }
 
     /// The one a validation error names, or the first naming the contact
