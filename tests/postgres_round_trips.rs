@@ -230,8 +230,9 @@ async fn a_transaction_sends_begin_and_its_context_with_its_first_statement() {
 /// same before the acting context became bound parameters and the search
 /// path joined `BEGIN`, as are the others below.
 const MERGE_ROUND_TRIPS: u64 = 13;
-/// A bulk upsert's: staging, the copy, the merge of the rows, COMMIT.
-const UPSERT_ROUND_TRIPS: u64 = 8;
+/// A bulk upsert's: custom plans for the rest of the transaction (with
+/// BEGIN), staging, the copy, the merge of the rows, COMMIT.
+const UPSERT_ROUND_TRIPS: u64 = 9;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_sends_its_claim_with_begin_and_its_record_with_commit() {
