@@ -189,6 +189,7 @@ mod tests {
             ("contacts", include_str!("contacts.rs")),
             ("deals", include_str!("deals.rs")),
             ("timeline", include_str!("timeline.rs")),
+            ("timeline_batch", include_str!("timeline_batch.rs")),
             ("history", include_str!("history.rs")),
             ("feed", include_str!("feed.rs")),
             ("freshness", include_str!("freshness.rs")),
