@@ -94,6 +94,7 @@ pub(crate) fn row_error(list: &str, index: usize, e: Error) -> Error {
 /// The rows of a batch checked with `check`, in order, up to the first
 /// refused one: the rows before it, checked, and its error (named by
 /// [`row_error`] in the batch `list`).
+#[cfg(feature = "postgres")]
 pub(crate) fn checked_rows<T: Clone>(
     list: &str,
     new: &[T],
