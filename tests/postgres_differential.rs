@@ -91,7 +91,9 @@ use crm_core::{
 };
 use proptest::{
     prelude::*,
-    test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner},
+    test_runner::{
+        Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner,
+    },
 };
 use rust_decimal::Decimal;
 use support::TestStore;
@@ -3429,14 +3431,28 @@ fn random_operation_sequences_give_the_same_results_in_memory_and_on_postgres() 
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        source_file: Some(file!()),
-        ..Config::default()
-    });
+    // A fixed seed unless one is given: the coverage check below asks a
+    // random run to reach rare outcomes (an activity on another contact's
+    // deal), which an unlucky seed can miss, so CI runs one known
+    // sequence; `CRM_DIFFERENTIAL_SEED=<u64>` explores others.
+    let seed: u64 = std::env::var("CRM_DIFFERENTIAL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_261_205);
+    eprintln!("operation sequences from seed {seed} (CRM_DIFFERENTIAL_SEED)");
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases,
+            failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+                "proptest-regressions",
+            ))),
+            source_file: Some(file!()),
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
     let stats = Stats::default();
     let result = runner.run(&steps(), |steps| {
         rt.block_on(run_case(&store, &stats, steps))
