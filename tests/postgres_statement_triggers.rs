@@ -185,6 +185,13 @@ async fn recorded(store: &TestStore, tenant: TenantId) -> (Vec<Value>, Vec<Value
         let seq = expected_seq.entry(e.position).or_insert(0);
         *seq += 1;
         assert_eq!(e.seq, *seq, "events numbered without a gap: {events:?}");
+    }
+    // The events of recorded versions (activities and signals have none).
+    let events: Vec<&Event> = events
+        .iter()
+        .filter(|e| !matches!(e.kind.as_str(), "activity" | "signal"))
+        .collect();
+    for e in &events {
         let v = versions
             .iter()
             .find(|v| v.entity == e.entity && Some(v.valid_from) == e.valid_from)
@@ -634,10 +641,255 @@ async fn an_update_that_changes_an_id_records_a_deletion_and_a_creation(target: 
     );
 }
 
+/// The activity events of a tenant in feed order: (seq, entity, operation).
+async fn activity_events(store: &TestStore, tenant: TenantId) -> Vec<(i64, i32, Uuid, String)> {
+    events(store, tenant)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "activity")
+        .map(|e| (e.position, e.seq, e.entity, e.operation))
+        .collect()
+}
+
+/// The same hand-written statements in `tenant`: multi-row INSERT, UPDATE
+/// of every row, UPDATE of some, DELETE of some, of contacts and of their
+/// activities; with `slice`, under that `crm.statement_slice`. Returns the
+/// contact ids in insertion order.
+async fn statements_over_many_rows(
+    store: &TestStore,
+    tenant: TenantId,
+    slice: Option<u32>,
+) -> Vec<Uuid> {
+    const N: usize = 23;
+    let setting = slice.map_or(String::new(), |s| {
+        format!(
+            "SET LOCAL citus.propagate_set_commands TO 'local'; \
+             SET LOCAL crm.statement_slice TO '{s}';"
+        )
+    });
+    let ids: Vec<Uuid> = (0..N).map(|_| Uuid::now_v7()).collect();
+    let values: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "('{tenant}', '{id}', 's{i:02}@slice.example', 'S{i}', 'Slice', now(), now(), \
+                 's{i:02}@slice.example', 's{i}', 'slice')"
+            )
+        })
+        .collect();
+    let t = tenant;
+    let statements = [
+        format!(
+            "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, created_at, \
+             updated_at, email_key, first_name_key, last_name_key) VALUES {};",
+            values.join(", ")
+        ),
+        format!(
+            "INSERT INTO crm.activities (tenant_id, id, contact_id, kind, occurred_at, \
+             created_at) SELECT tenant_id, gen_random_uuid(), id, 'note', now(), now() \
+             FROM crm.contacts WHERE tenant_id = '{t}' ORDER BY email_key;"
+        ),
+        format!("UPDATE crm.contacts SET title = 'Lead' WHERE tenant_id = '{t}';"),
+        format!(
+            "UPDATE crm.contacts SET title = 'Head', score = 3 \
+             WHERE tenant_id = '{t}' AND email_key > 's10@slice.example';"
+        ),
+        format!("UPDATE crm.activities SET subject = 'Seen' WHERE tenant_id = '{t}';"),
+        format!(
+            "DELETE FROM crm.contacts WHERE tenant_id = '{t}' AND email_key < 's11@slice.example';"
+        ),
+    ];
+    for sql in &statements {
+        by_hand(store, tenant, &format!("{setting} {sql}")).await;
+    }
+    ids
+}
+
+/// (f) A statement's rows go to the history, the feed and the freshness
+/// rows in slices (`crm.statement_slice`, 10,000 rows unless set), so that
+/// no statement is too large to record: sliced, the same statements
+/// record exactly what they record in one slice — the same versions and
+/// diffs, the same events in the same order, numbered without a gap.
+async fn statements_in_slices_record_what_one_slice_records(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let (sliced, whole) = (TenantId::new(), TenantId::new());
+    let sliced_ids = statements_over_many_rows(&store, sliced, Some(4)).await;
+    let whole_ids = statements_over_many_rows(&store, whole, None).await;
+    assert_eq!(
+        recorded(&store, sliced).await,
+        recorded(&store, whole).await
+    );
+    // The first INSERT's versions: one valid_from per slice of 4 when
+    // sliced (the clock is taken per slice), one for the whole statement
+    // otherwise — so the setting was in force.
+    let created_times = |vs: Vec<Version>| {
+        let mut at: Vec<_> = vs
+            .iter()
+            .filter(|v| v.operation == "created")
+            .map(|v| v.valid_from)
+            .collect();
+        at.dedup();
+        at.len()
+    };
+    assert_eq!(
+        created_times(versions(&store, sliced).await),
+        23usize.div_ceil(4)
+    );
+    assert_eq!(created_times(versions(&store, whole).await), 1);
+    // The activities' events: the same operations in the same order, on
+    // the activities of the same contacts.
+    let shape = |es: Vec<(i64, i32, Uuid, String)>| {
+        let mut seq_per_position: BTreeMap<i64, i32> = BTreeMap::new();
+        for (position, seq, _, _) in &es {
+            let last = seq_per_position.entry(*position).or_insert(0);
+            assert!(*seq > *last, "events in order within a transaction: {es:?}");
+            *last = *seq;
+        }
+        es.into_iter()
+            .map(|(_, seq, _, op)| (seq, op))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (
+        activity_events(&store, sliced).await,
+        activity_events(&store, whole).await,
+    );
+    assert_eq!(
+        a.len(),
+        23 + 23 + 11,
+        "created, updated, deleted with the contacts"
+    );
+    assert_eq!(shape(a), shape(b));
+    // Every contact got its freshness row, sliced or not; the deleted
+    // ones lost it.
+    let raw = store.db().client().await;
+    for (t, ids) in [(sliced, &sliced_ids), (whole, &whole_ids)] {
+        let fresh: Vec<Uuid> = raw
+            .query(
+                &store.db().sql(
+                    "SELECT contact_id FROM crm.contact_scores WHERE tenant_id = $1 \
+                     ORDER BY contact_id",
+                ),
+                &[&t.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut kept: Vec<Uuid> = ids[11..].to_vec();
+        kept.sort();
+        assert_eq!(fresh, kept);
+    }
+}
+
+/// (g) One statement over more rows than a slice (the default, 10,000):
+/// 25,000 contacts inserted, updated and deleted by three statements, and
+/// 25,000 activities, each recorded once — a version and an event per row,
+/// numbered without a gap, a freshness row per contact. (Before slices, a
+/// statement's rows were all held in arrays at once, and a statement over
+/// a million contacts failed: "tuple is too big".)
+async fn a_statement_over_several_slices_records_every_row(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    const N: i64 = 25_000;
+    let t = TenantId::new();
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, created_at, \
+             updated_at, email_key, first_name_key, last_name_key) \
+             SELECT '{t}', gen_random_uuid(), 'big' || i || '@slice.example', 'Big', 'Slice', \
+                    now(), now(), 'big' || i || '@slice.example', 'big', 'slice' \
+               FROM generate_series(1, {N}) AS i;"
+        ),
+    )
+    .await;
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "INSERT INTO crm.activities (tenant_id, id, contact_id, kind, occurred_at, \
+             created_at) SELECT tenant_id, gen_random_uuid(), id, 'note', now(), now() \
+             FROM crm.contacts WHERE tenant_id = '{t}';"
+        ),
+    )
+    .await;
+    let raw = store.db().client().await;
+    let count = |sql: &'static str| {
+        let (raw, store) = (&raw, &store);
+        async move {
+            raw.query_one(&store.db().sql(sql), &[&t.as_uuid()])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM crm.contact_scores WHERE tenant_id = $1").await,
+        N
+    );
+    by_hand(
+        &store,
+        t,
+        &format!("UPDATE crm.contacts SET title = 'Big' WHERE tenant_id = '{t}';"),
+    )
+    .await;
+    by_hand(
+        &store,
+        t,
+        &format!("DELETE FROM crm.contacts WHERE tenant_id = '{t}';"),
+    )
+    .await;
+    assert_eq!(
+        count("SELECT count(*) FROM crm.history WHERE tenant_id = $1").await,
+        3 * N
+    );
+    assert_eq!(
+        count("SELECT count(DISTINCT entity_id) FROM crm.history WHERE tenant_id = $1").await,
+        N
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM crm.history WHERE tenant_id = $1 AND valid_to IS NULL \
+             AND operation = 'deleted'"
+        )
+        .await,
+        N,
+        "every record's last version is its deletion, the others closed"
+    );
+    // An event per version and per activity (created, then deleted with
+    // its contact), each transaction's numbered 1..n.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM crm.feed_events e JOIN crm.feed_commits c \
+               ON c.tenant_id = e.tenant_id AND c.txn = e.txn WHERE e.tenant_id = $1"
+        )
+        .await,
+        3 * N + 2 * N
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM (SELECT txn FROM crm.feed_events WHERE tenant_id = $1 \
+              GROUP BY txn HAVING min(seq) <> 1 OR max(seq) <> count(*) \
+                  OR count(DISTINCT seq) <> count(*)) AS gaps"
+        )
+        .await,
+        0,
+        "each transaction's events numbered without a gap"
+    );
+}
+
 crate::on_every_target!(
     a_bulk_upsert_records_what_single_writes_record,
     hand_written_multi_row_statements_record_one_version_per_changed_row,
     two_changes_of_a_record_in_one_transaction_keep_its_versions_in_order,
     a_rolled_back_savepoint_leaves_no_history_and_no_events,
     an_update_that_changes_an_id_records_a_deletion_and_a_creation,
+    statements_in_slices_record_what_one_slice_records,
+    a_statement_over_several_slices_records_every_row,
 );

@@ -71,6 +71,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "statement_triggers",
         sql: include_str!("migrations/0012_statement_triggers.sql"),
     },
+    Migration {
+        version: 13,
+        name: "statement_slices",
+        sql: include_str!("migrations/0013_statement_slices.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.
