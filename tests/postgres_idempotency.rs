@@ -368,6 +368,108 @@ fn claim_of(key: &str, wait: WaitPolicy) -> IdempotencyClaim {
     }
 }
 
+/// A key whose result is stored (and has not expired) is answered without
+/// its lock: replays never wait for one another, and a duplicate that may
+/// not wait gets the replay even while another transaction that read the
+/// record is still open. A key not yet settled still takes the lock. (The
+/// claim of a settled key used to take the lock too: the fifty duplicates
+/// of a burst replayed one at a time, and under load the last ran out of
+/// their wait with `KeyInUse`.)
+async fn a_settled_key_is_replayed_without_waiting_for_other_replays(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
+    let store = (*db).clone();
+    let t = TenantId::new();
+    let mut first = store.begin(t, ctx()).await.unwrap();
+    let claim = claim_of("settled", WaitPolicy::NoWait);
+    assert_eq!(
+        first.claim_idempotency_key(&claim).await.unwrap(),
+        Claim::Claimed
+    );
+    let stored = StoredResult::Succeeded(json!({"contact": 7}));
+    first
+        .complete_idempotency_key_and_commit(&claim.source, &claim.key, &stored, claim.now)
+        .await
+        .unwrap();
+
+    // Several transactions read the record and stay open; one more, that
+    // may not wait, still gets it.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut tx = store.begin(t, ctx()).await.unwrap();
+        let answer = tx
+            .claim_idempotency_key(&claim_of("settled", WaitPolicy::NoWait))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&answer, Claim::Existing(r) if r.result == Some(stored.clone())),
+            "{answer:?}"
+        );
+        open.push(tx);
+    }
+    let mut last = store.begin(t, ctx()).await.unwrap();
+    let answer = last
+        .claim_idempotency_key(&claim_of("settled", WaitPolicy::NoWait))
+        .await;
+    assert!(
+        matches!(&answer, Ok(Claim::Existing(r)) if r.result == Some(stored.clone())),
+        "a replay does not wait for the open ones: {answer:?}"
+    );
+    last.rollback().await.unwrap();
+    for tx in open {
+        tx.rollback().await.unwrap();
+    }
+
+    // A key without a record is claimed under its lock: a second claim
+    // meets it.
+    let mut holder = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(
+        holder
+            .claim_idempotency_key(&claim_of("unsettled", WaitPolicy::NoWait))
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    let mut other = store.begin(t, ctx()).await.unwrap();
+    let r = other
+        .claim_idempotency_key(&claim_of("unsettled", WaitPolicy::NoWait))
+        .await;
+    assert!(matches!(r, Err(Error::KeyInUse { .. })), "{r:?}");
+    other.rollback().await.unwrap();
+    holder.rollback().await.unwrap();
+
+    // An expired record is not settled: its claim takes the lock, and a
+    // second claim of it meets the first.
+    let mut expired = claim_of("expiring", WaitPolicy::NoWait);
+    expired.now -= chrono::Duration::hours(2);
+    expired.expires_at = expired.now + chrono::Duration::hours(1);
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(
+        tx.claim_idempotency_key(&expired).await.unwrap(),
+        Claim::Claimed
+    );
+    tx.complete_idempotency_key_and_commit(&expired.source, &expired.key, &stored, expired.now)
+        .await
+        .unwrap();
+    let mut taker = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(
+        taker
+            .claim_idempotency_key(&claim_of("expiring", WaitPolicy::NoWait))
+            .await
+            .unwrap(),
+        Claim::Claimed,
+        "an expired record is taken over"
+    );
+    let mut other = store.begin(t, ctx()).await.unwrap();
+    let r = other
+        .claim_idempotency_key(&claim_of("expiring", WaitPolicy::NoWait))
+        .await;
+    assert!(matches!(r, Err(Error::KeyInUse { .. })), "{r:?}");
+    other.rollback().await.unwrap();
+    taker.rollback().await.unwrap();
+}
+
 /// A claim made while another is deferred is made inside the transaction
 /// (the deferred one goes out first, with BEGIN): both keys are held until
 /// the transaction ends.
@@ -947,6 +1049,7 @@ crate::on_every_target!(
     ),
     the_claims_lock_timeout_does_not_bound_the_handlers_own_statements,
     a_second_claim_while_one_is_deferred_holds_its_key_inside_the_transaction,
+    a_settled_key_is_replayed_without_waiting_for_other_replays,
     after_a_deferred_claim_finds_its_key_taken_nothing_of_the_transaction_commits,
     duplicates_replay_under_a_repeatable_read_default(worker_threads = 4),
     a_record_expiring_at_the_end_of_the_year_9999_is_written_and_read_back_exactly,

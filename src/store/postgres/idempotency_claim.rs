@@ -21,26 +21,49 @@ use crate::{
     },
 };
 
-/// The claim: take the key's advisory lock, waiting at most `$1` for a
-/// transaction holding it (`lock_timeout`, set transaction-locally and
-/// restored right after), then read the key's record with
-/// `crm_idempotency_record`, whose query takes a snapshot after the lock is
-/// granted and so sees a holder that committed while the claim waited. The
-/// target list is evaluated in order. The record, as JSON or null, is
+/// The claim: read the key's record with `crm_idempotency_record`; when it
+/// is settled (a stored result, succeeded or failed, that has not expired
+/// at the claim's time `$7`, microseconds since the Unix epoch, judged as
+/// [`IdempotencyRecord::is_expired`] judges it), that is the answer, and
+/// no lock is taken. Otherwise take the key's advisory lock, waiting at
+/// most `$1` for a transaction holding it (`lock_timeout`, set
+/// transaction-locally and restored right after), then read the record
+/// again: `crm_idempotency_record`'s query takes a snapshot after the lock
+/// is granted and so sees a holder that committed while the claim waited.
+/// The target list is evaluated in order, after the first read (a
+/// subquery kept apart by `OFFSET 0`). The record, as JSON or null, is
 /// column [`CLAIM_RECORD`].
 ///
+/// Why a settled record needs no lock: nothing changes it but a new
+/// delivery once it has expired, which claims the key under the lock
+/// (the record it read was expired: not settled). Without this, the
+/// duplicates of a burst (a sender retrying, fifty deliveries of one
+/// event) replayed one at a time, each holding the key's lock for its
+/// transaction's round trips, and on a loaded machine the last ones ran
+/// out of their wait (`KeyInUse`) although the result had long been
+/// stored.
+///
 /// The lock is an advisory lock of the server the client is connected to:
-/// on a distributed PostgreSQL (Citus), of the coordinator. `lock_timeout`
-/// is set with `set_config` because only that server's lock wait reads it.
+/// on a distributed PostgreSQL (Citus), of the coordinator (the statement
+/// names no table: it is planned there, and the function reads the record
+/// from the workers). `lock_timeout` is set with `set_config` because only
+/// that server's lock wait reads it.
 ///
 /// A deferred claim goes right after `BEGIN` and the settings, in the same
 /// round trip as the transaction's first statement.
+///
+/// [`IdempotencyRecord::is_expired`]: crate::idempotency::IdempotencyRecord::is_expired
 pub(super) const CLAIM: &str = "SELECT \
      set_config('crm.saved_lock_timeout', current_setting('lock_timeout'), true), \
      set_config('lock_timeout', $1::text, true), \
-     pg_advisory_xact_lock($2::int4, $3::int4)::text, \
+     CASE WHEN p.settled THEN NULL ELSE pg_advisory_xact_lock($2::int4, $3::int4)::text END, \
      set_config('lock_timeout', current_setting('crm.saved_lock_timeout'), true), \
-     crm_idempotency_record($4::uuid, $5::text, $6::text)";
+     CASE WHEN p.settled THEN p.record \
+          ELSE crm_idempotency_record($4::uuid, $5::text, $6::text) END \
+     FROM (SELECT r.record, coalesce((r.record::json ->> 'status') <> 'pending' \
+                  AND (r.record::json ->> 'expires_at')::bigint > $7::int8, false) AS settled \
+             FROM (SELECT crm_idempotency_record($4::uuid, $5::text, $6::text) AS record \
+                   OFFSET 0) AS r) AS p";
 
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![CLAIM];
@@ -270,6 +293,8 @@ pub(super) struct ClaimValues<'a> {
     tenant: Uuid,
     source: &'a str,
     key: &'a str,
+    /// The claim's time, microseconds since the Unix epoch.
+    now: i64,
 }
 
 impl<'a> ClaimValues<'a> {
@@ -281,10 +306,11 @@ impl<'a> ClaimValues<'a> {
             tenant,
             source: claim.source.as_str(),
             key: claim.key.as_str(),
+            now: claim.now.timestamp_micros(),
         }
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 7] {
         [
             &self.timeout,
             &self.lock.0,
@@ -292,6 +318,7 @@ impl<'a> ClaimValues<'a> {
             &self.tenant,
             &self.source,
             &self.key,
+            &self.now,
         ]
     }
 }
