@@ -29,8 +29,8 @@ pub struct SubscribeOptions {
     /// Events read per transaction (1 to [`MAX_FEED_BATCH`](crate::domain::MAX_FEED_BATCH)).
     pub batch: usize,
     /// How long it waits for a wake-up before it reads anyway: the latency
-    /// where no wake-up comes (on Citus, after a write by SQL outside the
-    /// store, while the listening connection reconnects).
+    /// where no wake-up comes (after a write by SQL outside the store,
+    /// while the listening connection reconnects).
     pub poll_interval: Duration,
     /// The longest pause between retries after a retryable error.
     pub max_backoff: Duration,

@@ -173,7 +173,15 @@ mod timeline_batch;
 mod tls;
 mod transaction;
 
-use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -187,6 +195,7 @@ use crate::{
 use schema::SchemaName;
 pub use schema::{DEFAULT_SCHEMA, MIGRATIONS};
 pub use tls::{SslMode, TlsError};
+use transaction::wake_mode;
 
 /// One embedded schema migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +228,9 @@ pub struct PostgresStore {
     /// How the change feed's wake-ups connect (`None`: they do not, and
     /// subscriptions poll).
     listener: Option<listen::Listener>,
+    /// How commits wake the feed's subscribers (`transaction::wake_mode`),
+    /// found out on the first transaction once the schema exists.
+    wake_mode: Arc<AtomicU8>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -306,6 +318,7 @@ impl PostgresStore {
             begin_batch: begin_batch(&schema),
             schema: Arc::new(schema),
             listener: None,
+            wake_mode: Arc::new(AtomicU8::new(wake_mode::UNKNOWN)),
         }
     }
 
@@ -320,6 +333,7 @@ impl PostgresStore {
         let schema = SchemaName::parse(name)?;
         self.begin_batch = begin_batch(&schema);
         self.schema = Arc::new(schema);
+        self.wake_mode = Arc::new(AtomicU8::new(wake_mode::UNKNOWN));
         Ok(self)
     }
 
@@ -437,7 +451,57 @@ impl PostgresStore {
     /// See the README, "Running on Citus", for what changes on a cluster.
     pub async fn distribute(&self) -> Result<Vec<String>> {
         let (_, tables) = self.migrate_and(distribute::Scope::All).await?;
+        self.wake_mode.store(wake_mode::TENANT, Ordering::Relaxed);
         Ok(tables)
+    }
+
+    /// Finds out, once the schema exists, how commits wake the feed's
+    /// subscribers: on a distributed schema (Citus) the feed's commit
+    /// trigger runs on a worker, and the session setting the plain wake-up
+    /// reads is never set in the committing session, so commits notify
+    /// their tenant's channel instead (see `transaction::WAKE_TENANT`).
+    /// Two short queries on the store's first transaction (one without
+    /// Citus); a failure leaves the plain wake-up, and subscriptions poll.
+    async fn find_wake_mode(&self, conn: &deadpool_postgres::Object) {
+        if self.wake_mode.load(Ordering::Relaxed) != wake_mode::UNKNOWN {
+            return;
+        }
+        let mode = async {
+            let citus = conn
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus'",
+                    &[],
+                )
+                .await?
+                .is_some();
+            if !citus {
+                return Ok(Some(wake_mode::SESSION));
+            }
+            let table = format!("{}.feed_commits", self.schema.quoted());
+            let row = conn
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT 1 FROM \
+                     pg_catalog.pg_dist_partition WHERE logicalrelid = to_regclass($1))",
+                    &[&table],
+                )
+                .await?;
+            let (exists, distributed): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
+            Ok::<_, tokio_postgres::Error>(match (exists, distributed) {
+                // Not migrated yet: ask again on the next transaction.
+                (false, _) => None,
+                (true, true) => Some(wake_mode::TENANT),
+                (true, false) => Some(wake_mode::SESSION),
+            })
+        }
+        .await;
+        match mode {
+            Ok(Some(mode)) => self.wake_mode.store(mode, Ordering::Relaxed),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "could not tell whether the feed is distributed");
+                self.wake_mode.store(wake_mode::SESSION, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Applies the migrations, then distributes as `scope` says, in one
@@ -685,6 +749,7 @@ impl PostgresStoreBuilder {
             .with_score_events(self.score_events);
         store.begin_batch = begin_batch(&schema);
         store.schema = Arc::new(schema);
+        store.wake_mode = Arc::new(AtomicU8::new(wake_mode::UNKNOWN));
         store.listener = Some(listener);
         Ok(store)
     }
@@ -701,6 +766,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| traced::begin_failed(&span, tls::pool_error(e)))?;
         traced::record_wait(&span, started);
+        self.find_wake_mode(&conn).await;
         let mut tx = transaction::PgTransaction::begin(
             conn,
             tenant,
@@ -713,6 +779,7 @@ impl Store for PostgresStore {
         tx.set_live_scoring(self.live_scoring.clone());
         tx.company_linking = self.company_linking;
         tx.score_events = self.score_events;
+        tx.wake_mode = Arc::clone(&self.wake_mode);
         Ok(traced::Traced::wrap(Box::new(tx), span))
     }
 

@@ -112,6 +112,39 @@ pub(super) const WAKE: &str = "SELECT \
              FROM (SELECT current_setting('crm.feed_wake', true) AS w) AS setting \
             WHERE w <> '' OFFSET 0) AS pending";
 
+/// The wake-up on a distributed schema (Citus), where the feed's commit
+/// trigger runs on the worker that holds the tenant's rows and the
+/// session setting [`WAKE`] reads is set in the worker's session, never
+/// in this one: after every `COMMIT` of a transaction that sent a
+/// statement, notify the tenant's channel when someone listens (the same
+/// advisory-lock test as [`WAKE`]). A transaction that wrote no event
+/// (a read committed by hand, an `ack`) wakes its subscribers for a read
+/// that finds nothing. `{channel}` is `crm_feed_` and the tenant's id in
+/// hexadecimal ([`wake_tenant`]): no value from input.
+pub(super) const WAKE_TENANT: &str = "SELECT \
+     CASE WHEN pg_try_advisory_xact_lock(hashtextextended(c, 0)) THEN NULL \
+          ELSE set_config('synchronous_commit', 'off', true) || pg_notify(c, '')::text END \
+     FROM (SELECT '{channel}'::text AS c) AS pending";
+
+/// [`WAKE_TENANT`] for `tenant`.
+pub(super) fn wake_tenant(tenant: TenantId) -> String {
+    WAKE_TENANT.replace(
+        "{channel}",
+        &format!("crm_feed_{}", tenant.as_uuid().simple()),
+    )
+}
+
+/// How this store's commits wake the change feed's subscribers, found out
+/// once per store (see [`PgTransaction::wake`]).
+pub(super) mod wake_mode {
+    /// Not known yet.
+    pub(in crate::store::postgres) const UNKNOWN: u8 = 0;
+    /// The feed's triggers run in the committing session: [`super::WAKE`].
+    pub(in crate::store::postgres) const SESSION: u8 = 1;
+    /// The feed's tables are distributed (Citus): [`super::WAKE_TENANT`].
+    pub(in crate::store::postgres) const TENANT: u8 = 2;
+}
+
 /// The current time, at the microsecond precision the store keeps.
 pub(super) fn now() -> Timestamp {
     truncate_to_micros(Utc::now())
@@ -166,6 +199,9 @@ pub(super) struct PgTransaction {
     pub(super) score_events: bool,
     /// [`CUSTOM_PLANS`] was sent in this transaction.
     custom_plans: bool,
+    /// How a commit wakes the feed's subscribers ([`wake_mode`]), shared
+    /// by the store's transactions.
+    pub(super) wake_mode: Arc<std::sync::atomic::AtomicU8>,
     /// An idempotency claim deferred to the first statement, and its
     /// answer (behind a lock only because statements are sent through
     /// `&self`; it is never contended).
@@ -262,6 +298,7 @@ impl PgTransaction {
             company_linking: true,
             score_events: false,
             custom_plans: false,
+            wake_mode: Arc::new(std::sync::atomic::AtomicU8::new(wake_mode::SESSION)),
             claim: std::sync::Mutex::default(),
             claim_lost: None,
             held_claims: Vec::new(),
@@ -285,6 +322,16 @@ impl PgTransaction {
         self.tenant.as_uuid()
     }
 
+    /// The wake-up sent right after this transaction's `COMMIT`:
+    /// [`WAKE`], or [`WAKE_TENANT`] on a distributed schema.
+    fn wake(&self) -> std::borrow::Cow<'static, str> {
+        if self.wake_mode.load(Ordering::Relaxed) == wake_mode::TENANT {
+            std::borrow::Cow::Owned(wake_tenant(self.tenant))
+        } else {
+            std::borrow::Cow::Borrowed(WAKE)
+        }
+    }
+
     /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`), and
     /// returns once the server has answered: by then it has ended the
     /// transaction and released its locks.
@@ -303,8 +350,9 @@ impl PgTransaction {
         }
         let result = match guard.conn() {
             Some(c) if sql == "COMMIT" => {
+                let wake = self.wake();
                 let (committed, _woken) =
-                    futures_util::join!(c.batch_execute(sql), c.batch_execute(WAKE));
+                    futures_util::join!(c.batch_execute(sql), c.batch_execute(&wake));
                 committed
             }
             Some(c) => c.batch_execute(sql).await,
@@ -790,6 +838,7 @@ impl Transaction for PgTransaction {
             }
         };
         let c = &held.claim;
+        let wake = self.wake();
         let params: [&(dyn ToSql + Sync); 9] = [
             &tenant,
             &c.source.as_str(),
@@ -807,7 +856,7 @@ impl Transaction for PgTransaction {
         let (stored, committed, _woken) = futures_util::join!(
             conn.execute(&statement, &params),
             conn.batch_execute("COMMIT"),
-            conn.batch_execute(WAKE)
+            conn.batch_execute(&wake)
         );
         let lost = [stored.as_ref().err(), committed.as_ref().err()]
             .into_iter()
@@ -842,6 +891,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     SCORE_EVENTS,
     CUSTOM_PLANS,
     WAKE,
+    WAKE_TENANT,
 ];
 
 /// The batch of [`PgTransaction::settings_batch`].
