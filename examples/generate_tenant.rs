@@ -374,15 +374,18 @@ async fn main() -> Result<(), BoxError> {
     done("taggings", taggings.0, g.as_secs_f64());
     println!("           {:>10} contacts tagged VIP", taggings.1);
 
+    // Vacuumed as autovacuum would leave a tenant that has settled: the
+    // visibility map set, so that reads the indexes cover (a rescore's
+    // activities and signals) are index-only, as in production.
     let t = Instant::now();
     client
         .batch_execute(
-            "ANALYZE crm.companies, crm.contacts, crm.activities, crm.deals, crm.tags, \
-             crm.taggings, crm.tasks",
+            "VACUUM ANALYZE crm.companies, crm.contacts, crm.activities, crm.deals, crm.tags, \
+             crm.taggings, crm.tasks, crm.signals",
         )
         .await?;
     println!(
-        "analyze                    in {:>7.1} s",
+        "vacuum analyze             in {:>7.1} s",
         t.elapsed().as_secs_f64()
     );
     println!(

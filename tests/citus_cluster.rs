@@ -280,3 +280,76 @@ async fn a_migration_adding_triggers_and_a_table_to_a_distributed_schema_applies
     assert_eq!(history.items.len(), 1, "{history:?}");
     assert_eq!(history.items[0].actor, "user:citus-test");
 }
+
+/// Schemas 13 (statement triggers that read their transition tables in
+/// slices) and 14 (the timeline indexes carrying the kind) apply to a
+/// schema distributed before them: functions replaced, indexes built and
+/// dropped on every shard; afterwards a statement of many rows records
+/// its history, and a batch of activities is logged and read back on a
+/// contact's timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_13_and_14_apply_to_a_schema_distributed_before_them() {
+    let Some(store) = TestStore::on(Target::Citus).await else {
+        return;
+    };
+    let db = store.db();
+    db.ddl(&[
+        "CREATE INDEX activities_timeline_idx \
+         ON crm.activities (tenant_id, contact_id, occurred_at DESC, id DESC)",
+        "DROP INDEX crm.activities_timeline_kind_idx",
+        "CREATE INDEX signals_contact_idx ON crm.signals (tenant_id, contact_id, occurred_at, id)",
+        "DROP INDEX crm.signals_contact_kind_idx",
+        "DROP FUNCTION crm.crm_statement_slice()",
+        "DROP FUNCTION crm.crm_log_feed_write(text, text, uuid[], uuid[])",
+        "DELETE FROM crm.schema_migrations WHERE version IN (13, 14)",
+    ])
+    .await;
+    assert_eq!(owner(db).migrate().await.unwrap(), vec![13, 14]);
+    assert_all_distributed(&placement(db).await);
+    let client = db.client().await;
+    let indexes: Vec<String> = client
+        .query(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = $1 \
+             AND tablename IN ('activities', 'signals') ORDER BY indexname",
+            &[&db.schema()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        indexes.contains(&"activities_timeline_kind_idx".to_string())
+            && indexes.contains(&"signals_contact_kind_idx".to_string())
+            && !indexes.contains(&"activities_timeline_idx".to_string())
+            && !indexes.contains(&"signals_contact_idx".to_string()),
+        "{indexes:?}"
+    );
+
+    let tenant = TenantId::new();
+    let crm = store.scope(tenant, &ctx());
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let c = crm
+            .create_contact(NewContact::new(
+                Email::parse(&format!("slice{i}@example.com")).unwrap(),
+                PersonName::parse("Ada").unwrap(),
+                PersonName::parse("Lovelace").unwrap(),
+            ))
+            .await
+            .unwrap();
+        ids.push(c.id);
+    }
+    let activities: Vec<NewActivity> = ids
+        .iter()
+        .flat_map(|id| (0..4).map(|_| NewActivity::new(*id, ActivityKind::Call)))
+        .collect();
+    crm.log_activities(&activities).await.unwrap();
+    let page = crm.timeline(ids[0], &Default::default()).await.unwrap();
+    assert_eq!(page.items.len(), 4);
+    let history = crm
+        .entity_history(ids[2], &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(history.items.len(), 1, "{history:?}");
+}

@@ -76,6 +76,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "statement_slices",
         sql: include_str!("migrations/0013_statement_slices.sql"),
     },
+    Migration {
+        version: 14,
+        name: "timeline_kind",
+        sql: include_str!("migrations/0014_timeline_kind.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.
