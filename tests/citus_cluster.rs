@@ -282,13 +282,14 @@ async fn a_migration_adding_triggers_and_a_table_to_a_distributed_schema_applies
 }
 
 /// Schemas 13 (statement triggers that read their transition tables in
-/// slices) and 14 (the timeline indexes carrying the kind) apply to a
-/// schema distributed before them: functions replaced, indexes built and
+/// slices), 14 (the timeline indexes carrying the kind) and 15 (the
+/// idempotency claim's first read) apply to a schema distributed before
+/// them: functions replaced, indexes built and
 /// dropped on every shard; afterwards a statement of many rows records
 /// its history, and a batch of activities is logged and read back on a
 /// contact's timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemas_13_and_14_apply_to_a_schema_distributed_before_them() {
+async fn schemas_13_to_15_apply_to_a_schema_distributed_before_them() {
     let Some(store) = TestStore::on(Target::Citus).await else {
         return;
     };
@@ -301,10 +302,11 @@ async fn schemas_13_and_14_apply_to_a_schema_distributed_before_them() {
         "DROP INDEX crm.signals_contact_kind_idx",
         "DROP FUNCTION crm.crm_statement_slice()",
         "DROP FUNCTION crm.crm_log_feed_write(text, text, uuid[], uuid[])",
-        "DELETE FROM crm.schema_migrations WHERE version IN (13, 14)",
+        "DROP FUNCTION crm.crm_idempotency_settled_record(uuid, text, text, bigint)",
+        "DELETE FROM crm.schema_migrations WHERE version IN (13, 14, 15)",
     ])
     .await;
-    assert_eq!(owner(db).migrate().await.unwrap(), vec![13, 14]);
+    assert_eq!(owner(db).migrate().await.unwrap(), vec![13, 14, 15]);
     assert_all_distributed(&placement(db).await);
     let client = db.client().await;
     let indexes: Vec<String> = client

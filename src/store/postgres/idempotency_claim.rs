@@ -21,17 +21,18 @@ use crate::{
     },
 };
 
-/// The claim: read the key's record with `crm_idempotency_record`; when it
-/// is settled (a stored result, succeeded or failed, that has not expired
-/// at the claim's time `$7`, microseconds since the Unix epoch, judged as
+/// The claim: read the key's record with `crm_idempotency_settled_record`
+/// (`0015_idempotency_settled.sql`); when it is settled (a stored result,
+/// succeeded or failed, that has not expired at the claim's time `$7`,
+/// microseconds since the Unix epoch, judged as
 /// [`IdempotencyRecord::is_expired`] judges it), that is the answer, and
 /// no lock is taken. Otherwise take the key's advisory lock, waiting at
 /// most `$1` for a transaction holding it (`lock_timeout`, set
 /// transaction-locally and restored right after), then read the record
 /// again: `crm_idempotency_record`'s query takes a snapshot after the lock
 /// is granted and so sees a holder that committed while the claim waited.
-/// The target list is evaluated in order, after the first read (a
-/// subquery kept apart by `OFFSET 0`). The record, as JSON or null, is
+/// The target list is evaluated in order, after the first read (the
+/// function in `FROM`, called once). The record, as JSON or null, is
 /// column [`CLAIM_RECORD`].
 ///
 /// Why a settled record needs no lock: nothing changes it but a new
@@ -60,10 +61,7 @@ pub(super) const CLAIM: &str = "SELECT \
      set_config('lock_timeout', current_setting('crm.saved_lock_timeout'), true), \
      CASE WHEN p.settled THEN p.record \
           ELSE crm_idempotency_record($4::uuid, $5::text, $6::text) END \
-     FROM (SELECT r.record, coalesce((r.record::json ->> 'status') <> 'pending' \
-                  AND (r.record::json ->> 'expires_at')::bigint > $7::int8, false) AS settled \
-             FROM (SELECT crm_idempotency_record($4::uuid, $5::text, $6::text) AS record \
-                   OFFSET 0) AS r) AS p";
+     FROM crm_idempotency_settled_record($4::uuid, $5::text, $6::text, $7::int8) AS p";
 
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![CLAIM];

@@ -81,6 +81,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "timeline_kind",
         sql: include_str!("migrations/0014_timeline_kind.sql"),
     },
+    Migration {
+        version: 15,
+        name: "idempotency_settled",
+        sql: include_str!("migrations/0015_idempotency_settled.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.
