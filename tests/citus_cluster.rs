@@ -284,10 +284,10 @@ async fn a_migration_adding_triggers_and_a_table_to_a_distributed_schema_applies
 /// Schemas 13 (statement triggers that read their transition tables in
 /// slices), 14 (the timeline indexes carrying the kind) and 15 (the
 /// idempotency claim's first read) apply to a schema distributed before
-/// them: functions replaced, indexes built and
-/// dropped on every shard; afterwards a statement of many rows records
-/// its history, and a batch of activities is logged and read back on a
-/// contact's timeline.
+/// them: functions replaced, indexes built and dropped on every shard;
+/// afterwards contacts record their history, and a batch of activities
+/// (one statement of many rows, through the sliced feed trigger) is
+/// logged and read back on a contact's timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemas_13_to_15_apply_to_a_schema_distributed_before_them() {
     let Some(store) = TestStore::on(Target::Citus).await else {

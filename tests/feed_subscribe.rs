@@ -89,12 +89,36 @@ mod postgres {
     use super::*;
     use support::TestStore;
 
+    /// A store that counts the transactions begun through it.
+    #[derive(Debug)]
+    struct Counting {
+        inner: crm_core::PostgresStore,
+        begun: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl crm_core::Store for Counting {
+        async fn begin(
+            &self,
+            tenant: TenantId,
+            context: Context,
+        ) -> crm_core::Result<Box<dyn crm_core::Transaction>> {
+            self.begun.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.begin(tenant, context).await
+        }
+
+        fn pipelines(&self) -> &crm_core::domain::Pipelines {
+            self.inner.pipelines()
+        }
+    }
+
     /// A subscription that only a wake-up can make read (it would poll
     /// after an hour) gets every commit: on plain PostgreSQL, and on a
     /// Citus cluster, where the feed's triggers run on the workers and the
     /// committing session notifies its tenant's channel. The subscriber
-    /// has received the first event before the other commits come, so
-    /// each of those needs a wake-up.
+    /// has read everything before each commit comes, so each needs a
+    /// wake-up. Afterwards, idle, it reads no more (were its own reads to
+    /// wake it, it would read at round-trip speed).
     async fn a_postgres_subscription_is_woken_by_notify(target: support::Target) {
         let Some(ts) = TestStore::on(target).await else {
             return;
@@ -104,9 +128,13 @@ mod postgres {
                 .store_with(4, crm_core::conformance::test_pipelines())
                 .with_feed_listener(ts.db().config()),
         );
+        let counting = Arc::new(Counting {
+            inner: (*store).clone(),
+            begun: Default::default(),
+        });
         let tenant = TenantId::new();
         let events = subscribe(
-            Arc::clone(&store),
+            Arc::clone(&counting),
             tenant,
             ctx(),
             ConsumerName::parse("live").unwrap(),
@@ -137,6 +165,11 @@ mod postgres {
             // Give the subscription time to find nothing more and wait.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = counting.begun.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = counting.begun.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert!(idle <= 2, "an idle subscription read {idle} times in 2 s");
         reader.abort();
     }
 

@@ -126,13 +126,23 @@ pub fn subscribe<S: Store + ?Sized>(
 impl<S: Store + ?Sized> State<S> {
     /// Acks what was handed out and reads the next batch, in one
     /// transaction; true when it read events.
+    ///
+    /// A read with nothing to ack writes nothing and ends with a rollback:
+    /// on a distributed schema every commit wakes the tenant's
+    /// subscribers, and a subscription that committed its empty reads
+    /// would wake itself, again and again.
     async fn read(&mut self) -> Result<bool> {
         let mut tx = self.store.begin(self.tenant, self.context.clone()).await?;
-        if let Some(p) = self.delivered {
+        let acking = self.delivered;
+        if let Some(p) = acking {
             tx.ack(&self.consumer, p).await?;
         }
         let batch = tx.next_batch(&self.consumer, self.options.batch).await?;
-        tx.commit().await?;
+        if acking.is_some() {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
         self.delivered = None;
         self.failures = 0;
         let read = !batch.is_empty();

@@ -2,7 +2,10 @@
 //! (`migrations/0003_idempotency.sql`), primary key
 //! `(tenant_id, source, key)`.
 //!
-//! **Claiming** a key takes a transaction-level advisory lock derived from
+//! **Claiming** a key first reads its record: a stored result that has not
+//! expired is replayed at once, with no lock (schema 15,
+//! `crm_idempotency_settled_record`). Otherwise the claim takes a
+//! transaction-level advisory lock derived from
 //! (tenant, source, key), waiting for a transaction that holds it at most
 //! as long as the claim may wait (`lock_timeout`, set transaction-locally
 //! for the wait; a timeout, 55P03, is [`Error::KeyInUse`]), and then reads

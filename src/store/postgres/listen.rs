@@ -2,7 +2,8 @@
 //! (pooled connections do not pass notifications on) that `LISTEN`s to a
 //! tenant's channel, `crm_feed_<tenant id without hyphens>`, on which the
 //! store sends a payload-free `NOTIFY` right after a commit that wrote
-//! events (`WAKE` in `transaction.rs`), when a listening connection holds
+//! events (`WAKE` in `transaction.rs`; on a distributed schema, after
+//! every commit, `WAKE_TENANT`), when a listening connection holds
 //! the channel's shared advisory lock (so that writers of a tenant nobody
 //! listens to send none). The connection is
 //! opened again when it is lost, and every (re)connection is a wake-up
@@ -118,7 +119,8 @@ where
     });
     // The channel's name is made of a UUID's hexadecimal digits: nothing
     // from input. The shared lock on the channel's key tells writers that
-    // someone listens (`WAKE` in `transaction.rs` notifies only then); it
+    // someone listens (`WAKE` and `WAKE_TENANT` in `transaction.rs` notify
+    // only then); it
     // is held until this connection closes, and taken before `LISTEN` and
     // before the read below, so that a commit either finds it held and
     // notifies, or came before and is read.

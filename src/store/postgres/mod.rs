@@ -494,12 +494,25 @@ impl PostgresStore {
             })
         }
         .await;
+        // Only over "not known yet": `distribute` may have said already.
+        let known = |mode| {
+            let _ = self.wake_mode.compare_exchange(
+                wake_mode::UNKNOWN,
+                mode,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        };
         match mode {
-            Ok(Some(mode)) => self.wake_mode.store(mode, Ordering::Relaxed),
+            Ok(Some(mode)) => known(mode),
             Ok(None) => {}
             Err(e) => {
-                tracing::debug!(error = %e, "could not tell whether the feed is distributed");
-                self.wake_mode.store(wake_mode::SESSION, Ordering::Relaxed);
+                tracing::warn!(
+                    error = %e,
+                    "could not tell whether the feed's tables are distributed: feed \
+                     subscribers are woken as on plain PostgreSQL (on Citus they poll)"
+                );
+                known(wake_mode::SESSION);
             }
         }
     }

@@ -227,13 +227,16 @@ mod tests {
         for m in super::super::MIGRATIONS {
             let parts = statements(m.sql);
             // Split wherever a migration has several statements (a small
-            // one may hold a single statement).
+            // one may hold a single statement; the semicolons that count
+            // are those outside dollar-quoted function bodies).
             assert!(!parts.is_empty(), "{}", m.name);
-            assert!(
-                parts.len() > 3 || m.sql.matches(';').count() <= 3,
-                "{}: {parts:?}",
-                m.name
-            );
+            let outside: usize = m
+                .sql
+                .split("$$")
+                .step_by(2)
+                .map(|s| s.matches(';').count())
+                .sum();
+            assert!(parts.len() > 3 || outside <= 3, "{}: {parts:?}", m.name);
             // Nothing is lost but separators, whitespace and the comments
             // between statements.
             let kept: usize = parts.iter().map(|p| p.len()).sum();

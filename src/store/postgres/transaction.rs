@@ -119,7 +119,8 @@ pub(super) const WAKE: &str = "SELECT \
 /// statement, notify the tenant's channel when someone listens (the same
 /// advisory-lock test as [`WAKE`]). A transaction that wrote no event
 /// (a read committed by hand, an `ack`) wakes its subscribers for a read
-/// that finds nothing. `{channel}` is `crm_feed_` and the tenant's id in
+/// that finds nothing; `feed::subscribe` ends such a read with a rollback,
+/// so that it does not wake itself in turn. `{channel}` is `crm_feed_` and the tenant's id in
 /// hexadecimal ([`wake_tenant`]): no value from input.
 pub(super) const WAKE_TENANT: &str = "SELECT \
      CASE WHEN pg_try_advisory_xact_lock(hashtextextended(c, 0)) THEN NULL \

@@ -13,16 +13,22 @@
 -- 12 handed the whole statement: the same versions, events and freshness
 -- rows, in the same order. The query groups the numbered rows by slice
 -- and aggregates each slice's arrays in row order (aggregates with ORDER
--- BY, which PostgreSQL computes group by group over sorted input, never
--- holding more than one slice's arrays); a PL/pgSQL FOR loop fetches the
--- slices one at a time.
+-- BY, which PostgreSQL computes group by group over input sorted by the
+-- slice, and returns in that order: no sort above the aggregation); a
+-- PL/pgSQL FOR loop fetches the slices (ten at a time, as it fetches
+-- rows), so a few slices' arrays are in memory, never the statement's.
 --
 -- What a slice changes: crm_history_write_set takes its clock once per
 -- call, so the versions of a statement of several slices share their
 -- valid_from per slice rather than per statement (later slices later;
--- still strictly increasing per record). A slice of one row takes the
--- single-row functions (crm_write_history, crm_feed_write), which write
--- the same as the set-based path. Events are numbered on from the
+-- still strictly increasing per record). A statement whose rows belong to
+-- several tenants (only possible by hand, without row-level security)
+-- numbers each slice's runs of one tenant as version 12 numbered the
+-- statement's: past one slice, a tenant's events may form more feed
+-- transactions than they did. A slice of one row (a statement of
+-- one row, or the last row of a larger one) takes the single-row functions
+-- (crm_write_history, crm_feed_write), which write the same as the
+-- set-based path. Events are numbered on from the
 -- transaction's counter slice after slice, with no gap.
 
 -- The rows a statement trigger hands on at once: the setting
@@ -52,7 +58,7 @@ BEGIN
                        n.lead_source, n.metadata, n.active, n.created_at, n.updated_at, n.version,
                        n.company_id, n.owner_id) ORDER BY n.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-             GROUP BY (n.ord - 1) / v_slice ORDER BY min(n.ord)
+             GROUP BY (n.ord - 1) / v_slice ORDER BY (n.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('contact', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, NULL, v_news);
@@ -65,7 +71,7 @@ BEGIN
                        o.lead_source, o.metadata, o.active, o.created_at, o.updated_at, o.version,
                        o.company_id, o.owner_id) ORDER BY o.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
-             GROUP BY (o.ord - 1) / v_slice ORDER BY min(o.ord)
+             GROUP BY (o.ord - 1) / v_slice ORDER BY (o.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('contact', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, v_olds, NULL);
@@ -99,7 +105,7 @@ BEGIN
                            (n.id, n.email, n.first_name, n.last_name, n.company, n.title, n.phone,
                             n.lead_source, n.metadata, n.active, n.created_at, n.company_id,
                             n.owner_id)) AS s
-             GROUP BY (s.k - 1) / v_slice ORDER BY min(s.k)
+             GROUP BY (s.k - 1) / v_slice ORDER BY (s.k - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('contact', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, v_ops, v_olds, v_news);
@@ -127,7 +133,7 @@ BEGIN
                        n.expected_close_date, n.won_at, n.lost_at, n.lost_reason, n.created_at,
                        n.updated_at, n.version, n.company_id, n.owner_id) ORDER BY n.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-             GROUP BY (n.ord - 1) / v_slice ORDER BY min(n.ord)
+             GROUP BY (n.ord - 1) / v_slice ORDER BY (n.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('deal', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, NULL, v_news);
@@ -140,7 +146,7 @@ BEGIN
                        o.expected_close_date, o.won_at, o.lost_at, o.lost_reason, o.created_at,
                        o.updated_at, o.version, o.company_id, o.owner_id) ORDER BY o.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
-             GROUP BY (o.ord - 1) / v_slice ORDER BY min(o.ord)
+             GROUP BY (o.ord - 1) / v_slice ORDER BY (o.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('deal', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, v_olds, NULL);
@@ -176,7 +182,7 @@ BEGIN
                            (n.id, n.contact_id, n.title, n.amount::text, n.currency, n.pipeline,
                             n.stage, n.expected_close_date, n.won_at, n.lost_at, n.lost_reason,
                             n.created_at, n.company_id, n.owner_id)) AS s
-             GROUP BY (s.k - 1) / v_slice ORDER BY min(s.k)
+             GROUP BY (s.k - 1) / v_slice ORDER BY (s.k - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('deal', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, v_ops, v_olds, v_news);
@@ -205,7 +211,7 @@ BEGIN
                        n.metadata, n.owner_id, n.created_at, n.updated_at, n.version)
                        ORDER BY n.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-             GROUP BY (n.ord - 1) / v_slice ORDER BY min(n.ord)
+             GROUP BY (n.ord - 1) / v_slice ORDER BY (n.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('company', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, NULL, v_news);
@@ -219,7 +225,7 @@ BEGIN
                        o.metadata, o.owner_id, o.created_at, o.updated_at, o.version)
                        ORDER BY o.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
-             GROUP BY (o.ord - 1) / v_slice ORDER BY min(o.ord)
+             GROUP BY (o.ord - 1) / v_slice ORDER BY (o.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('company', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, v_olds, NULL);
@@ -247,7 +253,7 @@ BEGIN
                       FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
                       FULL JOIN (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
                         ON o.tenant_id = n.tenant_id AND o.id = n.id) AS s
-             GROUP BY (s.k - 1) / v_slice ORDER BY min(s.k)
+             GROUP BY (s.k - 1) / v_slice ORDER BY (s.k - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('company', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, v_ops, v_olds, v_news);
@@ -273,7 +279,7 @@ BEGIN
                    array_agg(crm_tag_data(n.id, n.name, n.colour, n.created_at, n.updated_at,
                                           n.version) ORDER BY n.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-             GROUP BY (n.ord - 1) / v_slice ORDER BY min(n.ord)
+             GROUP BY (n.ord - 1) / v_slice ORDER BY (n.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('tag', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, NULL, v_news);
@@ -284,7 +290,7 @@ BEGIN
                    array_agg(crm_tag_data(o.id, o.name, o.colour, o.created_at, o.updated_at,
                                           o.version) ORDER BY o.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
-             GROUP BY (o.ord - 1) / v_slice ORDER BY min(o.ord)
+             GROUP BY (o.ord - 1) / v_slice ORDER BY (o.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('tag', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, v_olds, NULL);
@@ -308,7 +314,7 @@ BEGIN
                       FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
                       FULL JOIN (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
                         ON o.tenant_id = n.tenant_id AND o.id = n.id) AS s
-             GROUP BY (s.k - 1) / v_slice ORDER BY min(s.k)
+             GROUP BY (s.k - 1) / v_slice ORDER BY (s.k - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('tag', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, v_ops, v_olds, v_news);
@@ -332,7 +338,7 @@ BEGIN
                    array_agg(crm_tagging_data(n.id, n.tag_id, n.contact_id, n.company_id,
                                               n.deal_id, n.created_at) ORDER BY n.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-             GROUP BY (n.ord - 1) / v_slice ORDER BY min(n.ord)
+             GROUP BY (n.ord - 1) / v_slice ORDER BY (n.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('tagging', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, NULL, v_values);
@@ -343,7 +349,7 @@ BEGIN
                    array_agg(crm_tagging_data(o.id, o.tag_id, o.contact_id, o.company_id,
                                               o.deal_id, o.created_at) ORDER BY o.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
-             GROUP BY (o.ord - 1) / v_slice ORDER BY min(o.ord)
+             GROUP BY (o.ord - 1) / v_slice ORDER BY (o.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('tagging', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, v_values, NULL);
@@ -371,7 +377,7 @@ BEGIN
                        n.contact_id, n.company_id, n.deal_id, n.created_at, n.updated_at,
                        n.version) ORDER BY n.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-             GROUP BY (n.ord - 1) / v_slice ORDER BY min(n.ord)
+             GROUP BY (n.ord - 1) / v_slice ORDER BY (n.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('task', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, NULL, v_news);
@@ -384,7 +390,7 @@ BEGIN
                        o.contact_id, o.company_id, o.deal_id, o.created_at, o.updated_at,
                        o.version) ORDER BY o.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
-             GROUP BY (o.ord - 1) / v_slice ORDER BY min(o.ord)
+             GROUP BY (o.ord - 1) / v_slice ORDER BY (o.ord - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('task', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, NULL, v_olds, NULL);
@@ -410,7 +416,7 @@ BEGIN
                       FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
                       FULL JOIN (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
                         ON o.tenant_id = n.tenant_id AND o.id = n.id) AS s
-             GROUP BY (s.k - 1) / v_slice ORDER BY min(s.k)
+             GROUP BY (s.k - 1) / v_slice ORDER BY (s.k - 1) / v_slice
         LOOP
             PERFORM crm_history_write_set('task', crm_history_operation(TG_OP), v_tenants,
                                           v_ids, v_ops, v_olds, v_news);
@@ -444,7 +450,7 @@ BEGIN
                array_agg(h.reason ORDER BY h.ord), array_agg(h.request_id ORDER BY h.ord),
                array_agg(h.idempotency_key ORDER BY h.ord)
           FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS h
-         GROUP BY (h.ord - 1) / v_slice ORDER BY min(h.ord)
+         GROUP BY (h.ord - 1) / v_slice ORDER BY (h.ord - 1) / v_slice
     LOOP
         PERFORM crm_feed_write_set(v_tenants, v_kinds, v_ids, v_ops, v_versions, v_valid_froms,
                                    v_actors, v_reasons, v_request_ids, v_keys);
@@ -486,7 +492,7 @@ BEGIN
         FOR v_tenants, v_ids IN
             SELECT array_agg(o.tenant_id ORDER BY o.ord), array_agg(o.id ORDER BY o.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM old_rows) AS o
-             GROUP BY (o.ord - 1) / v_slice ORDER BY min(o.ord)
+             GROUP BY (o.ord - 1) / v_slice ORDER BY (o.ord - 1) / v_slice
         LOOP
             PERFORM crm_log_feed_write(TG_ARGV[0], v_op, v_tenants, v_ids);
         END LOOP;
@@ -494,7 +500,7 @@ BEGIN
         FOR v_tenants, v_ids IN
             SELECT array_agg(n.tenant_id ORDER BY n.ord), array_agg(n.id ORDER BY n.ord)
               FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-             GROUP BY (n.ord - 1) / v_slice ORDER BY min(n.ord)
+             GROUP BY (n.ord - 1) / v_slice ORDER BY (n.ord - 1) / v_slice
         LOOP
             PERFORM crm_log_feed_write(TG_ARGV[0], v_op, v_tenants, v_ids);
         END LOOP;
@@ -515,7 +521,7 @@ BEGIN
         SELECT array_agg(n.tenant_id ORDER BY n.ord), array_agg(n.id ORDER BY n.ord),
                array_agg(n.created_at ORDER BY n.ord)
           FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-         GROUP BY (n.ord - 1) / v_slice ORDER BY min(n.ord)
+         GROUP BY (n.ord - 1) / v_slice ORDER BY (n.ord - 1) / v_slice
     LOOP
         INSERT INTO contact_scores (tenant_id, contact_id, created_at)
         SELECT x.t, x.e, x.c FROM unnest(v_tenants, v_ids, v_created) AS x(t, e, c)

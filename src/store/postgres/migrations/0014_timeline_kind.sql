@@ -12,12 +12,14 @@
 -- maintains as many indexes as before.
 --
 -- On a large table this builds the index (about 11 s for 10M activities
--- here) and holds writes to the table meanwhile, like any CREATE INDEX.
+-- here) and holds writes to the table meanwhile, like any CREATE INDEX;
+-- reads wait only for the drops at the end.
 
 CREATE INDEX activities_timeline_kind_idx
     ON activities (tenant_id, contact_id, occurred_at DESC, id DESC) INCLUDE (kind);
-DROP INDEX activities_timeline_idx;
-
 CREATE INDEX signals_contact_kind_idx
     ON signals (tenant_id, contact_id, occurred_at, id) INCLUDE (kind);
+-- Dropped last: DROP INDEX locks its table against reads too, until the
+-- migration commits.
+DROP INDEX activities_timeline_idx;
 DROP INDEX signals_contact_idx;

@@ -42,3 +42,13 @@ BEGIN
     settled := coalesce(settled, false);
 END
 $$;
+
+-- One definition of a record's JSON: the read after the lock takes it
+-- from the function above (version 3 built it itself).
+CREATE OR REPLACE FUNCTION crm_idempotency_record(p_tenant uuid, p_source text, p_key text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN (SELECT r.record FROM crm_idempotency_settled_record(p_tenant, p_source, p_key, 0) AS r);
+END
+$$;
