@@ -169,7 +169,10 @@ mod postgres {
         let before = counting.begun.load(std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle = counting.begun.load(std::sync::atomic::Ordering::SeqCst) - before;
-        assert!(idle <= 2, "an idle subscription read {idle} times in 2 s");
+        // At most the read that acks the last event and the one its own
+        // commit wakes, late under load; a subscription that woke itself
+        // read hundreds of times.
+        assert!(idle <= 5, "an idle subscription read {idle} times in 2 s");
         reader.abort();
     }
 

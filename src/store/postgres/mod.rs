@@ -762,7 +762,6 @@ impl PostgresStoreBuilder {
             .with_score_events(self.score_events);
         store.begin_batch = begin_batch(&schema);
         store.schema = Arc::new(schema);
-        store.wake_mode = Arc::new(AtomicU8::new(wake_mode::UNKNOWN));
         store.listener = Some(listener);
         Ok(store)
     }
@@ -786,13 +785,13 @@ impl Store for PostgresStore {
             context,
             Arc::clone(&self.pipelines),
             Arc::clone(&self.begin_batch),
+            Arc::clone(&self.wake_mode),
         )
         .await
         .map_err(|e| traced::begin_failed(&span, e))?;
         tx.set_live_scoring(self.live_scoring.clone());
         tx.company_linking = self.company_linking;
         tx.score_events = self.score_events;
-        tx.wake_mode = Arc::clone(&self.wake_mode);
         Ok(traced::Traced::wrap(Box::new(tx), span))
     }
 

@@ -286,6 +286,7 @@ impl PgTransaction {
         context: Context,
         pipelines: Arc<Pipelines>,
         begin_batch: Arc<str>,
+        wake_mode: Arc<std::sync::atomic::AtomicU8>,
     ) -> Result<Self> {
         Ok(PgTransaction {
             conn: Some(conn),
@@ -299,7 +300,7 @@ impl PgTransaction {
             company_linking: true,
             score_events: false,
             custom_plans: false,
-            wake_mode: Arc::new(std::sync::atomic::AtomicU8::new(wake_mode::SESSION)),
+            wake_mode,
             claim: std::sync::Mutex::default(),
             claim_lost: None,
             held_claims: Vec::new(),
