@@ -10,7 +10,7 @@ mod support;
 
 use crm_core::{
     Actor, Context, StoreExt, TenantId,
-    domain::{Email, NewContact, PersonName},
+    domain::{Email, FeedPosition, NewContact, PersonName},
     history::HistoryEntity,
 };
 use proptest::{
@@ -123,4 +123,83 @@ async fn hostile_context_text_arrives_unchanged_in_the_history(target: Target) {
     );
 }
 
-crate::on_every_target!(hostile_context_text_arrives_unchanged_in_the_history);
+/// A read transaction (`Store::begin_read`, which the one-call reads use)
+/// sets the tenant and nothing of the acting context, and begins `READ
+/// ONLY`: its reads see the tenant's records, a write in it fails and
+/// writes nothing (no contact, no history version, no feed event), and the
+/// connection serves the next transaction as before.
+async fn a_read_transaction_reads_the_tenant_and_refuses_writes(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let ctx = Context::new(Actor::parse("user:writer").unwrap());
+    let crm = store.scope(tenant, &ctx);
+    let email = |s: &str| Email::parse(s).unwrap();
+    let new = |s: &str| {
+        NewContact::new(
+            email(s),
+            PersonName::parse("Ada").unwrap(),
+            PersonName::parse("Lovelace").unwrap(),
+        )
+    };
+    let ada = crm.create_contact(new("ada@example.com")).await.unwrap();
+
+    let mut tx = crm.begin_read().await.unwrap();
+    assert_eq!(
+        tx.get_contact(ada.id).await.unwrap().map(|c| c.id),
+        Some(ada.id),
+        "a read transaction sees its tenant's records"
+    );
+    let message = tx
+        .create_contact(new("bob@example.com"))
+        .await
+        .expect_err("a write in a read transaction fails")
+        .to_string();
+    assert!(
+        message.contains("read-only transaction"),
+        "a write in a read transaction fails, naming why: {message}"
+    );
+    drop(tx);
+    let other = store.scope(TenantId::new(), &ctx);
+    assert!(
+        other.get_contact(ada.id).await.unwrap().is_none(),
+        "a read transaction of another tenant does not see the record"
+    );
+    assert!(
+        crm.get_contact_by_email(&email("bob@example.com"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the refused write left no contact"
+    );
+    let history = crm
+        .entity_history(HistoryEntity::Contact(ada.id), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(history.items.len(), 1, "one version: the creation");
+    let events = crm
+        .begin()
+        .await
+        .unwrap()
+        .events_after(FeedPosition::START, 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "one event: the creation");
+    // The pool's connections still work for writes, with the context.
+    let bob = crm.create_contact(new("bob@example.com")).await.unwrap();
+    let entry = crm
+        .entity_history(HistoryEntity::Contact(bob.id), &Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the creation's version");
+    assert_eq!(entry.actor, "user:writer");
+}
+
+crate::on_every_target!(
+    hostile_context_text_arrives_unchanged_in_the_history,
+    a_read_transaction_reads_the_tenant_and_refuses_writes,
+);

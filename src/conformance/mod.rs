@@ -281,6 +281,7 @@ macro_rules! __conformance_suite {
             a_rescoring_top_beyond_the_limit_is_refused_naming_top,
             a_scoped_handle_wins_and_loses_deals_in_every_pipeline,
             a_scope_keeps_to_its_tenant_and_context_and_a_failed_call_ends_its_transaction,
+            one_call_reads_answer_as_reads_in_a_writing_transaction,
             a_created_tag_reads_back_by_id_and_by_name_in_any_casing,
             a_tag_name_held_in_another_casing_is_refused_naming_its_holder,
             concurrent_creates_of_one_tag_name_in_twenty_casings_let_exactly_one_win,

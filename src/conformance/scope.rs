@@ -1,11 +1,22 @@
 //! The scoped handle ([`Scope`]): each call one transaction of its own in
 //! the scope's tenant and context, winning and losing deals in every
-//! pipeline, and a failed call that has ended its transaction.
+//! pipeline, a failed call that has ended its transaction, and one-call
+//! reads (opened with [`Store::begin_read`](crate::Store::begin_read),
+//! which a store may open more cheaply: on PostgreSQL `READ ONLY`, with
+//! the tenant set and nothing else) that answer exactly as the same reads
+//! in a transaction that may write.
 
 use std::time::Duration;
 
 use super::prelude::*;
-use super::support::{ctx, expect_not_found, lost_reason, new_contact, new_deal, ok};
+use super::support::{
+    begin, create, ctx, deal, expect_not_found, lost_reason, new_contact, new_deal, ok,
+};
+use crate::domain::{
+    CompanyDomain, CompanyId, EntityKind, FieldQuery, HistoryEntity, NewCompany, NewTag, NewTask,
+    OwnerId, RecordRef, StaleQuery, TagName, TaskTitle,
+};
+use crate::store::{CompanyQuery, DealQuery};
 
 /// Winning a deal moves it to its pipeline's won stage and losing one, for
 /// a reason, to its lost stage, in every pipeline the store knows; a stale
@@ -146,4 +157,245 @@ pub async fn a_scope_keeps_to_its_tenant_and_context_and_a_failed_call_ends_its_
     .expect("the failed call's transaction has ended: the next one does not wait for it");
     let next = ok(next, "update after a failed create");
     assert_eq!(next.version, c.version.next());
+}
+
+/// Each one-call read of a tenant holding one record of every kind
+/// (a company, a contact linked to it, a deal, a tag on the contact, an
+/// overdue task, an activity, a signal, an updated field in the history)
+/// gives what the same read gives in a writing transaction; several reads
+/// in one [`Scope::begin_read`](crate::store::Scope::begin_read)
+/// transaction do too.
+pub async fn one_call_reads_answer_as_reads_in_a_writing_transaction(store: &DynStore) {
+    let t = TenantId::new();
+    let before = chrono::Utc::now();
+    let owner = OwnerId::parse("user:reads").expect("an owner id");
+    let domain = CompanyDomain::parse("reads.example").expect("a domain");
+    let company = with_tx!(store, t, async |tx| {
+        let new = NewCompany {
+            domain: Some(domain.clone()),
+            owner: Some(owner.clone()),
+            ..NewCompany::new(CompanyName::parse("Reads Ltd").expect("a company name"))
+        };
+        ok(tx.create_company(new).await, "create the company")
+    })
+    .await;
+    let contact = create(store, t, new_contact("ann@reads.example", "Ann", "Reader")).await;
+    let d = deal(
+        store,
+        t,
+        new_deal(contact.id, "Reads deal", "100.00", "EUR"),
+    )
+    .await;
+    let (tag, task) = with_tx!(store, t, async |tx| {
+        let tag = ok(
+            tx.create_tag(NewTag::new(TagName::parse("Readers").expect("a tag name")))
+                .await,
+            "create the tag",
+        );
+        ok(
+            tx.attach_tag(tag.id, RecordRef::Contact(contact.id)).await,
+            "tag the contact",
+        );
+        let task = ok(
+            tx.create_task(NewTask {
+                assignee: Some(owner.clone()),
+                due_at: Some(before - chrono::Duration::days(1)),
+                contact_id: Some(contact.id),
+                ..NewTask::new(TaskTitle::parse("Call Ann").expect("a task title"))
+            })
+            .await,
+            "create the task",
+        );
+        ok(
+            tx.log_activity(NewActivity::new(contact.id, ActivityKind::Call))
+                .await,
+            "log an activity",
+        );
+        ok(
+            tx.record_signal(NewSignal::new(contact.id, SignalKind::PAGE_VIEW))
+                .await,
+            "record a signal",
+        );
+        let patch = ContactPatch {
+            title: Some(Some(JobTitle::parse("Head of Reading").expect("a title"))),
+            ..ContactPatch::default()
+        };
+        ok(
+            tx.update_contact(contact.id, contact.version, patch).await,
+            "update the contact",
+        );
+        (tag, task)
+    })
+    .await;
+    let now = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let company_id: CompanyId = company.id;
+    let pipeline = d.pipeline.clone();
+    let stage = d.stage.clone();
+    let page = PageRequest::first(10);
+    let fields = FieldQuery {
+        kind: EntityKind::Contact,
+        field: "title".to_string(),
+        entity: Some(contact.id.as_uuid()),
+        page: page.clone(),
+    };
+    let stale = StaleQuery {
+        inactive_days: Some(1),
+        ..StaleQuery::default()
+    };
+    let tag_name = tag.name.clone();
+    let email = contact.email.clone();
+
+    // Every read, as text: the same calls on a Scope (one read-only
+    // transaction each) and in one writing transaction.
+    macro_rules! reads {
+        ($on:expr) => {{
+            let on = $on;
+            vec![
+                ("freshness", format!("{:?}", on.freshness(contact.id).await)),
+                (
+                    "stale_contacts",
+                    format!("{:?}", on.stale_contacts(&stale).await),
+                ),
+                (
+                    "get_contact",
+                    format!("{:?}", on.get_contact(contact.id).await),
+                ),
+                (
+                    "get_contact_by_email",
+                    format!("{:?}", on.get_contact_by_email(&email).await),
+                ),
+                (
+                    "search_contacts",
+                    format!(
+                        "{:?}",
+                        on.search_contacts(&ContactQuery::top_leads(10)).await
+                    ),
+                ),
+                (
+                    "get_company",
+                    format!("{:?}", on.get_company(company_id).await),
+                ),
+                (
+                    "get_company_by_domain",
+                    format!("{:?}", on.get_company_by_domain(&domain).await),
+                ),
+                (
+                    "search_companies",
+                    format!("{:?}", on.search_companies(&CompanyQuery::new()).await),
+                ),
+                (
+                    "company_timeline",
+                    format!("{:?}", on.company_timeline(company_id, &page).await),
+                ),
+                (
+                    "list_deals_for_company",
+                    format!("{:?}", on.list_deals_for_company(company_id, &page).await),
+                ),
+                (
+                    "pipeline_summary_for_company",
+                    format!(
+                        "{:?}",
+                        on.pipeline_summary_for_company(&pipeline, company_id).await
+                    ),
+                ),
+                ("get_tag", format!("{:?}", on.get_tag(tag.id).await)),
+                (
+                    "get_tag_by_name",
+                    format!("{:?}", on.get_tag_by_name(&tag_name).await),
+                ),
+                ("list_tags", format!("{:?}", on.list_tags(&page).await)),
+                (
+                    "tags_of",
+                    format!("{:?}", on.tags_of(RecordRef::Contact(contact.id)).await),
+                ),
+                ("get_task", format!("{:?}", on.get_task(task.id).await)),
+                (
+                    "open_tasks",
+                    format!("{:?}", on.open_tasks(&owner, &page).await),
+                ),
+                (
+                    "overdue_tasks",
+                    format!("{:?}", on.overdue_tasks(now, Some(&owner), &page).await),
+                ),
+                (
+                    "tasks_of",
+                    format!(
+                        "{:?}",
+                        on.tasks_of(RecordRef::Contact(contact.id), &page).await
+                    ),
+                ),
+                ("get_deal", format!("{:?}", on.get_deal(d.id).await)),
+                (
+                    "list_deals_for_contact",
+                    format!("{:?}", on.list_deals_for_contact(contact.id, &page).await),
+                ),
+                (
+                    "list_deals_in_stage",
+                    format!(
+                        "{:?}",
+                        on.list_deals_in_stage(&pipeline, &stage, &page).await
+                    ),
+                ),
+                (
+                    "search_deals",
+                    format!("{:?}", on.search_deals(&DealQuery::new()).await),
+                ),
+                (
+                    "pipeline_summary",
+                    format!("{:?}", on.pipeline_summary(&pipeline).await),
+                ),
+                (
+                    "timeline",
+                    format!("{:?}", on.timeline(contact.id, &page).await),
+                ),
+                (
+                    "list_signals",
+                    format!("{:?}", on.list_signals(contact.id).await),
+                ),
+                (
+                    "entity_as_of",
+                    format!(
+                        "{:?}",
+                        on.entity_as_of(HistoryEntity::Contact(contact.id), now)
+                            .await
+                    ),
+                ),
+                (
+                    "field_changes",
+                    format!("{:?}", on.field_changes(&fields).await),
+                ),
+                (
+                    "changes_between",
+                    format!("{:?}", on.changes_between(before, now, &page).await),
+                ),
+                (
+                    "contact_merges",
+                    format!("{:?}", on.contact_merges(contact.id).await),
+                ),
+            ]
+        }};
+    }
+
+    let scope = store.scope(t, &ctx());
+    let one_call = reads!(&scope);
+    let mut tx = ok(store.begin(t, ctx()).await, "begin a writing transaction");
+    let writing = reads!(&mut *tx);
+    ok(tx.rollback().await, "end the writing transaction");
+    let mut tx = ok(scope.begin_read().await, "begin a read transaction");
+    let reading = reads!(&mut *tx);
+    ok(tx.commit().await, "commit the read transaction");
+    for ((name, a), ((_, b), (_, c))) in one_call.iter().zip(writing.iter().zip(reading.iter())) {
+        assert!(
+            b.starts_with("Ok(") && !b.starts_with("Ok(None)"),
+            "{name}: the setup left something to read, got {b}"
+        );
+        assert_eq!(
+            a, b,
+            "{name}: a one-call read answers as in a writing transaction"
+        );
+        assert_eq!(
+            c, b,
+            "{name}: a read in begin_read answers as in a writing transaction"
+        );
+    }
 }

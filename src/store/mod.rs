@@ -171,6 +171,16 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Opens a transaction for `tenant`, acting as `context`.
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>>;
 
+    /// Opens a transaction for `tenant` that will only read: the one-call
+    /// reads of [`Scope`] use it. A store may open it more cheaply than
+    /// [`begin`](Self::begin) and refuse writes in it (PostgreSQL opens it
+    /// `READ ONLY`, without the acting context that only writes record:
+    /// a write in it fails with a backend error, and nothing is written).
+    /// The default is [`begin`](Self::begin), which is always correct.
+    async fn begin_read(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        self.begin(tenant, context).await
+    }
+
     /// The pipelines deals may use.
     fn pipelines(&self) -> &Pipelines;
 
@@ -196,6 +206,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         (**self).begin(tenant, context).await
     }
 
+    async fn begin_read(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        (**self).begin_read(tenant, context).await
+    }
+
     fn pipelines(&self) -> &Pipelines {
         (**self).pipelines()
     }
@@ -210,6 +224,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 impl<S: Store + ?Sized> Store for Box<S> {
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
         (**self).begin(tenant, context).await
+    }
+
+    async fn begin_read(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        (**self).begin_read(tenant, context).await
     }
 
     fn pipelines(&self) -> &Pipelines {

@@ -114,11 +114,13 @@ macro_rules! one_call {
     )*) => {$(
         $(#[$doc])*
         pub async fn $name(&self, $($arg: $ty),*) -> Result<$out> {
-            let mut tx = self.begin().await?;
+            let mut tx = one_call!(@begin $kind self);
             let out = tx.$name($($arg),*).await;
             one_call!(@end $kind tx, out)
         }
     )*};
+    (@begin write $scope:ident) => { $scope.begin().await? };
+    (@begin read $scope:ident) => { $scope.begin_read().await? };
     (@end write $tx:ident, $out:ident) => { write($tx, $out).await };
     (@end read $tx:ident, $out:ident) => { read($tx, $out) };
 }
@@ -161,6 +163,15 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
     /// operations that commit together.
     pub async fn begin(&self) -> Result<Box<dyn Transaction>> {
         self.store.begin(self.tenant, self.context.clone()).await
+    }
+
+    /// Opens a transaction for this tenant that will only read
+    /// ([`Store::begin_read`]): several reads that see one another's
+    /// state. On PostgreSQL it is `READ ONLY`: a write in it fails.
+    pub async fn begin_read(&self) -> Result<Box<dyn Transaction>> {
+        self.store
+            .begin_read(self.tenant, self.context.clone())
+            .await
     }
 
     one_call! {

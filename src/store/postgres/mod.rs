@@ -249,7 +249,8 @@ impl fmt::Debug for PostgresStore {
 /// `default_transaction_isolation`.
 fn begin_batch(schema: &SchemaName) -> Arc<str> {
     Arc::from(format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL search_path TO {}",
+        "BEGIN {}; SET LOCAL search_path TO {}",
+        transaction::READ_COMMITTED,
         schema.search_path()
     ))
 }
@@ -475,7 +476,7 @@ impl PostgresStore {
                 .await?
                 .is_some();
             if !citus {
-                return Ok(Some(wake_mode::SESSION));
+                return Ok(Some(wake_mode::PLAIN));
             }
             let table = format!("{}.feed_commits", self.schema.quoted());
             let row = conn
@@ -770,6 +771,33 @@ impl PostgresStoreBuilder {
 #[async_trait]
 impl Store for PostgresStore {
     async fn begin(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        self.open(tenant, context, false).await
+    }
+
+    async fn begin_read(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
+        self.open(tenant, context, true).await
+    }
+
+    fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
+    }
+
+    /// True when the pool has an idle connection or room for a new one.
+    fn concurrent_transactions(&self) -> bool {
+        let status = self.pool.status();
+        status.available > 0 || status.size < status.max_size
+    }
+}
+
+impl PostgresStore {
+    /// Opens a transaction ([`Store::begin`], or [`Store::begin_read`]
+    /// when `read_only`).
+    async fn open(
+        &self,
+        tenant: TenantId,
+        context: Context,
+        read_only: bool,
+    ) -> Result<Box<dyn Transaction>> {
         let span = traced::transaction_span(tenant, "postgres");
         let started = traced::start_wait(&span);
         let conn = self
@@ -792,16 +820,7 @@ impl Store for PostgresStore {
         tx.set_live_scoring(self.live_scoring.clone());
         tx.company_linking = self.company_linking;
         tx.score_events = self.score_events;
+        tx.read_only = read_only;
         Ok(traced::Traced::wrap(Box::new(tx), span))
-    }
-
-    fn pipelines(&self) -> &Pipelines {
-        &self.pipelines
-    }
-
-    /// True when the pool has an idle connection or room for a new one.
-    fn concurrent_transactions(&self) -> bool {
-        let status = self.pool.status();
-        status.available > 0 || status.size < status.max_size
     }
 }

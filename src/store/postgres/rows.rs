@@ -47,12 +47,12 @@ impl Check {
 
     fn opt<T>(
         &mut self,
-        v: Option<String>,
+        v: Option<&str>,
         parse: impl FnOnce(&str) -> Result<T, FieldError>,
     ) -> Option<Option<T>> {
         match v {
             None => Some(None),
-            Some(s) => self.ok(parse(&s)).map(Some),
+            Some(s) => self.ok(parse(s)).map(Some),
         }
     }
 
@@ -73,13 +73,13 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> R
 pub(super) fn contact(row: &Row) -> Result<Contact> {
     let mut c = Check::new("contacts", row)?;
     let tenant_id: Uuid = get(row, 0)?;
-    let email: String = get(row, 2)?;
-    let first_name: String = get(row, 3)?;
-    let last_name: String = get(row, 4)?;
-    let company: Option<String> = get(row, 5)?;
-    let title: Option<String> = get(row, 6)?;
-    let phone: Option<String> = get(row, 7)?;
-    let lead_source: String = get(row, 8)?;
+    let email: &str = get(row, 2)?;
+    let first_name: &str = get(row, 3)?;
+    let last_name: &str = get(row, 4)?;
+    let company: Option<&str> = get(row, 5)?;
+    let title: Option<&str> = get(row, 6)?;
+    let phone: Option<&str> = get(row, 7)?;
+    let lead_source: &str = get(row, 8)?;
     let metadata: serde_json::Value = get(row, 9)?;
     let score: i16 = get(row, 10)?;
     let active: bool = get(row, 11)?;
@@ -87,18 +87,18 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
     let updated_at: Timestamp = get(row, 13)?;
     let version: i64 = get(row, 14)?;
     let company_id: Option<Uuid> = get(row, 15)?;
-    let owner: Option<String> = get(row, 16)?;
+    let owner: Option<&str> = get(row, 16)?;
 
-    let email = c.ok(Email::parse_stored("email", &email));
+    let email = c.ok(Email::parse_stored("email", email));
     // Text and custom fields are rebuilt under the rules they were stored
     // with (`parse_stored`): a rule added for input since must not make a
     // stored record unreadable.
-    let first_name = c.ok(PersonName::parse_stored("first_name", &first_name));
-    let last_name = c.ok(PersonName::parse_stored("last_name", &last_name));
+    let first_name = c.ok(PersonName::parse_stored("first_name", first_name));
+    let last_name = c.ok(PersonName::parse_stored("last_name", last_name));
     let company = c.opt(company, |v| CompanyName::parse_stored("company", v));
     let title = c.opt(title, |v| JobTitle::parse_stored("title", v));
     let phone = c.opt(phone, Phone::parse);
-    let lead_source = c.ok(LeadSource::parse_field("lead_source", &lead_source));
+    let lead_source = c.ok(LeadSource::parse_field("lead_source", lead_source));
     let metadata = c.ok(Metadata::parse_stored(metadata));
     let score = c.ok(Score::new(i64::from(score)));
     let version = c.ok(check_version(version));
@@ -168,26 +168,26 @@ pub(super) fn deal(row: &Row) -> Result<Deal> {
     let mut c = Check::new("deals", row)?;
     let tenant_id: Uuid = get(row, 0)?;
     let contact_id: Uuid = get(row, 2)?;
-    let title: String = get(row, 3)?;
+    let title: &str = get(row, 3)?;
     let amount: Decimal = get(row, 4)?;
-    let currency: String = get(row, 5)?;
-    let pipeline: String = get(row, 6)?;
-    let stage: String = get(row, 7)?;
+    let currency: &str = get(row, 5)?;
+    let pipeline: &str = get(row, 6)?;
+    let stage: &str = get(row, 7)?;
     let expected_close_date: Option<NaiveDate> = get(row, 8)?;
     let won_at: Option<Timestamp> = get(row, 9)?;
     let lost_at: Option<Timestamp> = get(row, 10)?;
-    let lost_reason: Option<String> = get(row, 11)?;
+    let lost_reason: Option<&str> = get(row, 11)?;
     let created_at: Timestamp = get(row, 12)?;
     let updated_at: Timestamp = get(row, 13)?;
     let version: i64 = get(row, 14)?;
     let company_id: Option<Uuid> = get(row, 15)?;
-    let owner: Option<String> = get(row, 16)?;
+    let owner: Option<&str> = get(row, 16)?;
 
-    let title = c.ok(DealTitle::parse_stored("title", &title));
-    let currency = c.ok(Currency::parse(&currency));
+    let title = c.ok(DealTitle::parse_stored("title", title));
+    let currency = c.ok(Currency::parse(currency));
     let amount = currency.and_then(|cur| c.ok(Money::new(amount, cur)));
-    let pipeline = c.ok(PipelineKey::parse(&pipeline));
-    let stage = c.ok(StageKey::parse(&stage));
+    let pipeline = c.ok(PipelineKey::parse(pipeline));
+    let stage = c.ok(StageKey::parse(stage));
     let lost_reason = c.opt(lost_reason, |v| LostReason::parse_stored("lost_reason", v));
     let version = c.ok(check_version(version));
     let owner = c.opt(owner, OwnerId::parse);
@@ -235,14 +235,14 @@ pub(super) fn activity(row: &Row) -> Result<Activity> {
     let tenant_id: Uuid = get(row, 0)?;
     let contact_id: Uuid = get(row, 2)?;
     let deal_id: Option<Uuid> = get(row, 3)?;
-    let kind: String = get(row, 4)?;
-    let direction: Option<String> = get(row, 5)?;
-    let subject: Option<String> = get(row, 6)?;
-    let body: Option<String> = get(row, 7)?;
+    let kind: &str = get(row, 4)?;
+    let direction: Option<&str> = get(row, 5)?;
+    let subject: Option<&str> = get(row, 6)?;
+    let body: Option<&str> = get(row, 7)?;
     let occurred_at: Timestamp = get(row, 8)?;
     let created_at: Timestamp = get(row, 9)?;
 
-    let kind = c.ok(ActivityKind::parse_field("kind", &kind));
+    let kind = c.ok(ActivityKind::parse_field("kind", kind));
     let direction = c.opt(direction, |d| Direction::parse_field("direction", d));
     let subject = c.opt(subject, |v| Subject::parse_stored("subject", v));
     if let Some(b) = &body {
@@ -267,7 +267,7 @@ pub(super) fn activity(row: &Row) -> Result<Activity> {
             kind,
             direction,
             subject,
-            body,
+            body: body.map(str::to_string),
             occurred_at,
             created_at,
         }),
@@ -280,9 +280,9 @@ pub(super) fn signal(row: &Row) -> Result<Signal> {
     let mut c = Check::new("signals", row)?;
     let tenant_id: Uuid = get(row, 0)?;
     let contact_id: Uuid = get(row, 2)?;
-    let kind: String = get(row, 3)?;
+    let kind: &str = get(row, 3)?;
     let occurred_at: Timestamp = get(row, 4)?;
-    match c.ok(SignalKind::parse(&kind)) {
+    match c.ok(SignalKind::parse(kind)) {
         Some(kind) => Ok(Signal {
             id: SignalId::from_uuid(c.id),
             tenant_id: TenantId::from_uuid(tenant_id),
@@ -298,12 +298,12 @@ pub(super) fn signal(row: &Row) -> Result<Signal> {
 pub(super) fn task(row: &Row) -> Result<Task> {
     let mut c = Check::new("tasks", row)?;
     let tenant_id: Uuid = get(row, 0)?;
-    let title: String = get(row, 2)?;
-    let body: Option<String> = get(row, 3)?;
+    let title: &str = get(row, 2)?;
+    let body: Option<&str> = get(row, 3)?;
     let due_at: Option<Timestamp> = get(row, 4)?;
     let done_at: Option<Timestamp> = get(row, 5)?;
-    let assignee: Option<String> = get(row, 6)?;
-    let priority: String = get(row, 7)?;
+    let assignee: Option<&str> = get(row, 6)?;
+    let priority: &str = get(row, 7)?;
     let contact_id: Option<Uuid> = get(row, 8)?;
     let company_id: Option<Uuid> = get(row, 9)?;
     let deal_id: Option<Uuid> = get(row, 10)?;
@@ -311,10 +311,10 @@ pub(super) fn task(row: &Row) -> Result<Task> {
     let updated_at: Timestamp = get(row, 12)?;
     let version: i64 = get(row, 13)?;
 
-    let title = c.ok(TaskTitle::parse_stored("title", &title));
+    let title = c.ok(TaskTitle::parse_stored("title", title));
     let body = c.opt(body, |v| TaskBody::parse_stored("body", v));
     let assignee = c.opt(assignee, |v| OwnerId::parse_field("assignee", v));
-    let priority = c.ok(TaskPriority::parse_field("priority", &priority));
+    let priority = c.ok(TaskPriority::parse_field("priority", priority));
     let version = c.ok(check_version(version));
     match (title, body, assignee, priority, version) {
         (Some(title), Some(body), Some(assignee), Some(priority), Some(version)) => Ok(Task {
@@ -346,24 +346,24 @@ pub(super) fn all<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T>) -> Result<Vec<
 pub(super) fn company(row: &Row) -> Result<Company> {
     let mut c = Check::new("companies", row)?;
     let tenant_id: Uuid = get(row, 0)?;
-    let name: String = get(row, 2)?;
-    let domain: Option<String> = get(row, 3)?;
-    let industry: Option<String> = get(row, 4)?;
+    let name: &str = get(row, 2)?;
+    let domain: Option<&str> = get(row, 3)?;
+    let industry: Option<&str> = get(row, 4)?;
     let employee_count: Option<i32> = get(row, 5)?;
     let revenue_amount: Option<Decimal> = get(row, 6)?;
-    let revenue_currency: Option<String> = get(row, 7)?;
-    let street: Option<String> = get(row, 8)?;
-    let city: Option<String> = get(row, 9)?;
-    let region: Option<String> = get(row, 10)?;
-    let postal_code: Option<String> = get(row, 11)?;
-    let country: Option<String> = get(row, 12)?;
+    let revenue_currency: Option<&str> = get(row, 7)?;
+    let street: Option<&str> = get(row, 8)?;
+    let city: Option<&str> = get(row, 9)?;
+    let region: Option<&str> = get(row, 10)?;
+    let postal_code: Option<&str> = get(row, 11)?;
+    let country: Option<&str> = get(row, 12)?;
     let metadata: serde_json::Value = get(row, 13)?;
-    let owner: Option<String> = get(row, 14)?;
+    let owner: Option<&str> = get(row, 14)?;
     let created_at: Timestamp = get(row, 15)?;
     let updated_at: Timestamp = get(row, 16)?;
     let version: i64 = get(row, 17)?;
 
-    let name = c.ok(CompanyName::parse_stored("name", &name));
+    let name = c.ok(CompanyName::parse_stored("name", name));
     let domain = c.opt(domain, |v| CompanyDomain::parse_field("domain", v));
     let industry = c.opt(industry, |v| Industry::parse_stored("industry", v));
     let employee_count = c.ok(match employee_count {
@@ -383,7 +383,7 @@ pub(super) fn company(row: &Row) -> Result<Company> {
     let annual_revenue = match (revenue_amount, revenue_currency) {
         (None, None) => Some(None),
         (Some(amount), Some(currency)) => c
-            .ok(Currency::parse_field("revenue_currency", &currency))
+            .ok(Currency::parse_field("revenue_currency", currency))
             .and_then(|cur| c.ok(Money::new_field("revenue_amount", amount, cur)))
             .map(Some),
         _ => {

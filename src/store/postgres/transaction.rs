@@ -69,6 +69,11 @@ const OPERATION_ROLLBACK_TO: &str =
 /// text without NUL characters.
 const SETTINGS_PREFIX: &str = "SET LOCAL citus.propagate_set_commands TO 'local'";
 
+/// The isolation level in the `BEGIN` of every transaction (see
+/// `begin_batch` in `mod.rs`), and what a read-only one begins with instead.
+pub(super) const READ_COMMITTED: &str = "ISOLATION LEVEL READ COMMITTED";
+const READ_COMMITTED_READ_ONLY: &str = "ISOLATION LEVEL READ COMMITTED READ ONLY";
+
 /// Score write-backs are change-feed events in this transaction (the
 /// trigger `contacts_score_feed` reads it; see `0008_…scores.sql`).
 const SCORE_EVENTS: &str = "SET LOCAL crm.score_events TO 'on'";
@@ -144,6 +149,10 @@ pub(super) mod wake_mode {
     pub(in crate::store::postgres) const SESSION: u8 = 1;
     /// The feed's tables are distributed (Citus): [`super::WAKE_TENANT`].
     pub(in crate::store::postgres) const TENANT: u8 = 2;
+    /// The database has no Citus extension: [`super::WAKE`], and a
+    /// transaction's beginning and settings go in one request without
+    /// Citus' setting (see `PgTransaction::send_begin`).
+    pub(in crate::store::postgres) const PLAIN: u8 = 3;
 }
 
 /// The current time, at the microsecond precision the store keeps.
@@ -198,6 +207,11 @@ pub(super) struct PgTransaction {
     pub(super) company_linking: bool,
     /// Score write-backs are feed events (`crm.score_events`).
     pub(super) score_events: bool,
+    /// The transaction only reads ([`Store::begin_read`]): it begins
+    /// `READ ONLY` and sets the tenant alone, not the acting context.
+    ///
+    /// [`Store::begin_read`]: crate::Store::begin_read
+    pub(super) read_only: bool,
     /// [`CUSTOM_PLANS`] was sent in this transaction.
     custom_plans: bool,
     /// How a commit wakes the feed's subscribers ([`wake_mode`]), shared
@@ -299,6 +313,7 @@ impl PgTransaction {
             live_scoring: None,
             company_linking: true,
             score_events: false,
+            read_only: false,
             custom_plans: false,
             wake_mode,
             claim: std::sync::Mutex::default(),
@@ -351,7 +366,8 @@ impl PgTransaction {
             return Err(Error::retryable(ConnectionLost));
         }
         let result = match guard.conn() {
-            Some(c) if sql == "COMMIT" => {
+            // A read-only transaction wrote no event: nobody to wake.
+            Some(c) if sql == "COMMIT" && !self.read_only => {
                 let wake = self.wake();
                 let (committed, _woken) =
                     futures_util::join!(c.batch_execute(sql), c.batch_execute(&wake));
@@ -549,27 +565,50 @@ impl PgTransaction {
         out
     }
 
-    /// `BEGIN` and the search path, then the settings: two simple-query
-    /// requests, queued on the connection in that order at the first poll.
+    /// `BEGIN` and the search path, then the settings, queued on the
+    /// connection in that order at the first poll. On PostgreSQL without
+    /// Citus ([`wake_mode::PLAIN`]) they are one simple-query request, and
+    /// the settings do without [`SETTINGS_PREFIX`]; elsewhere two, as
+    /// Citus replays the text of the settings' request on its workers (see
+    /// [`SETTINGS_PREFIX`]). A read-only transaction begins `READ ONLY`.
     fn send_begin<'a>(
         &'a self,
         conn: &'a Object,
     ) -> impl Future<Output = std::result::Result<(), tokio_postgres::Error>> + 'a {
-        let settings = self.settings_batch();
+        let plain = self.wake_mode.load(Ordering::Relaxed) == wake_mode::PLAIN;
+        let settings = self.settings_batch(!plain);
+        let begin: std::borrow::Cow<'_, str> = if self.read_only {
+            self.begin_batch
+                .replacen(READ_COMMITTED, READ_COMMITTED_READ_ONLY, 1)
+                .into()
+        } else {
+            (*self.begin_batch).into()
+        };
         async move {
-            futures_util::try_join!(
-                conn.batch_execute(&self.begin_batch),
-                conn.batch_execute(&settings)
-            )
-            .map(drop)
+            if plain {
+                conn.batch_execute(&format!("{begin}; {settings}")).await
+            } else {
+                futures_util::try_join!(conn.batch_execute(&begin), conn.batch_execute(&settings))
+                    .map(drop)
+            }
         }
     }
 
-    /// The transaction-local settings (see [`SETTINGS_PREFIX`]):
-    /// `crm.tenant_id`, `crm.actor`, `crm.reason`, `crm.request_id` and
-    /// `crm.idempotency_key`, the absent ones empty.
-    pub(super) fn settings_batch(&self) -> String {
-        let mut batch = settings_batch(self.tenant, &self.context);
+    /// The transaction-local settings (see [`SETTINGS_PREFIX`], which goes
+    /// first when `citus` says so): `crm.tenant_id`, then, unless the
+    /// transaction only reads, `crm.actor`, `crm.reason`, `crm.request_id`
+    /// and `crm.idempotency_key` (the absent ones empty) and
+    /// [`SCORE_EVENTS`] when asked for.
+    pub(super) fn settings_batch(&self, citus: bool) -> String {
+        if self.read_only {
+            let tenant = set_local("crm.tenant_id", &tenant_text(self.tenant));
+            return if citus {
+                format!("{SETTINGS_PREFIX}; {tenant}")
+            } else {
+                tenant
+            };
+        }
+        let mut batch = settings_batch(self.tenant, &self.context, citus);
         if self.score_events {
             batch.push_str("; ");
             batch.push_str(SCORE_EVENTS);
@@ -896,12 +935,11 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     WAKE_TENANT,
 ];
 
-/// The batch of [`PgTransaction::settings_batch`].
-pub(super) fn settings_batch(tenant: TenantId, context: &Context) -> String {
-    let tenant = tenant.as_uuid().hyphenated().to_string();
-    [
-        SETTINGS_PREFIX.to_string(),
-        set_local("crm.tenant_id", &tenant),
+/// The batch of [`PgTransaction::settings_batch`] for a transaction that
+/// writes; [`SETTINGS_PREFIX`] first when `citus`.
+pub(super) fn settings_batch(tenant: TenantId, context: &Context, citus: bool) -> String {
+    let settings = [
+        set_local("crm.tenant_id", &tenant_text(tenant)),
         set_local("crm.actor", context.actor().as_str()),
         set_local("crm.reason", context.reason().unwrap_or("")),
         set_local("crm.request_id", context.request_id().unwrap_or("")),
@@ -910,7 +948,17 @@ pub(super) fn settings_batch(tenant: TenantId, context: &Context) -> String {
             context.idempotency_key().unwrap_or(""),
         ),
     ]
-    .join("; ")
+    .join("; ");
+    if citus {
+        format!("{SETTINGS_PREFIX}; {settings}")
+    } else {
+        settings
+    }
+}
+
+/// The tenant's id as `crm.tenant_id` holds it.
+fn tenant_text(tenant: TenantId) -> String {
+    tenant.as_uuid().hyphenated().to_string()
 }
 
 /// `SET LOCAL <name> TO <value>`, the value an escaped literal (see
