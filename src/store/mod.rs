@@ -174,9 +174,10 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Opens a transaction for `tenant` that will only read: the one-call
     /// reads of [`Scope`] use it. A store may open it more cheaply than
     /// [`begin`](Self::begin) and refuse writes in it (PostgreSQL opens it
-    /// `READ ONLY`, without the acting context that only writes record:
-    /// a write in it fails with a backend error, and nothing is written).
-    /// The default is [`begin`](Self::begin), which is always correct.
+    /// `READ ONLY`, without the acting context that only writes record: a
+    /// statement that writes fails with a backend error, and writes
+    /// nothing). The default is [`begin`](Self::begin), which is always
+    /// correct; a store that delegates to another should forward it.
     async fn begin_read(&self, tenant: TenantId, context: Context) -> Result<Box<dyn Transaction>> {
         self.begin(tenant, context).await
     }

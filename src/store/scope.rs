@@ -166,8 +166,8 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
     }
 
     /// Opens a transaction for this tenant that will only read
-    /// ([`Store::begin_read`]): several reads that see one another's
-    /// state. On PostgreSQL it is `READ ONLY`: a write in it fails.
+    /// ([`Store::begin_read`]), for several reads on one connection. On
+    /// PostgreSQL it is `READ ONLY`: a write in it fails.
     pub async fn begin_read(&self) -> Result<Box<dyn Transaction>> {
         self.store
             .begin_read(self.tenant, self.context.clone())
@@ -322,7 +322,7 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         page: &PageRequest,
     ) -> Result<Page<HistoryEntry>> {
         let entity = entity.into();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_read().await?;
         let out = tx.entity_history(entity, page).await;
         read(tx, out)
     }

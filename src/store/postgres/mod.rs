@@ -225,6 +225,8 @@ pub struct PostgresStore {
     /// `BEGIN` and the search path of every transaction, as one
     /// simple-query batch (no value from input in it).
     begin_batch: Arc<str>,
+    /// The same for a read-only transaction ([`Store::begin_read`]).
+    begin_read_batch: Arc<str>,
     /// How the change feed's wake-ups connect (`None`: they do not, and
     /// subscriptions poll).
     listener: Option<listen::Listener>,
@@ -249,8 +251,15 @@ impl fmt::Debug for PostgresStore {
 /// `default_transaction_isolation`.
 fn begin_batch(schema: &SchemaName) -> Arc<str> {
     Arc::from(format!(
-        "BEGIN {}; SET LOCAL search_path TO {}",
-        transaction::READ_COMMITTED,
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL search_path TO {}",
+        schema.search_path()
+    ))
+}
+
+/// [`begin_batch`] for a transaction that only reads: `READ ONLY`.
+fn begin_read_batch(schema: &SchemaName) -> Arc<str> {
+    Arc::from(format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY; SET LOCAL search_path TO {}",
         schema.search_path()
     ))
 }
@@ -317,6 +326,7 @@ impl PostgresStore {
             company_linking: true,
             score_events: false,
             begin_batch: begin_batch(&schema),
+            begin_read_batch: begin_read_batch(&schema),
             schema: Arc::new(schema),
             listener: None,
             wake_mode: Arc::new(AtomicU8::new(wake_mode::UNKNOWN)),
@@ -333,6 +343,7 @@ impl PostgresStore {
     pub fn with_schema(mut self, name: &str) -> Result<Self> {
         let schema = SchemaName::parse(name)?;
         self.begin_batch = begin_batch(&schema);
+        self.begin_read_batch = begin_read_batch(&schema);
         self.schema = Arc::new(schema);
         self.wake_mode = Arc::new(AtomicU8::new(wake_mode::UNKNOWN));
         Ok(self)
@@ -762,6 +773,7 @@ impl PostgresStoreBuilder {
             .with_company_linking(self.company_linking)
             .with_score_events(self.score_events);
         store.begin_batch = begin_batch(&schema);
+        store.begin_read_batch = begin_read_batch(&schema);
         store.schema = Arc::new(schema);
         store.listener = Some(listener);
         Ok(store)
@@ -812,7 +824,11 @@ impl PostgresStore {
             tenant,
             context,
             Arc::clone(&self.pipelines),
-            Arc::clone(&self.begin_batch),
+            Arc::clone(if read_only {
+                &self.begin_read_batch
+            } else {
+                &self.begin_batch
+            }),
             Arc::clone(&self.wake_mode),
         )
         .await

@@ -69,11 +69,6 @@ const OPERATION_ROLLBACK_TO: &str =
 /// text without NUL characters.
 const SETTINGS_PREFIX: &str = "SET LOCAL citus.propagate_set_commands TO 'local'";
 
-/// The isolation level in the `BEGIN` of every transaction (see
-/// `begin_batch` in `mod.rs`), and what a read-only one begins with instead.
-pub(super) const READ_COMMITTED: &str = "ISOLATION LEVEL READ COMMITTED";
-const READ_COMMITTED_READ_ONLY: &str = "ISOLATION LEVEL READ COMMITTED READ ONLY";
-
 /// Score write-backs are change-feed events in this transaction (the
 /// trigger `contacts_score_feed` reads it; see `0008_…scores.sql`).
 const SCORE_EVENTS: &str = "SET LOCAL crm.score_events TO 'on'";
@@ -150,8 +145,8 @@ pub(super) mod wake_mode {
     /// The feed's tables are distributed (Citus): [`super::WAKE_TENANT`].
     pub(in crate::store::postgres) const TENANT: u8 = 2;
     /// The database has no Citus extension: [`super::WAKE`], and a
-    /// transaction's beginning and settings go in one request without
-    /// Citus' setting (see `PgTransaction::send_begin`).
+    /// transaction's beginning and settings go in one request (see
+    /// `PgTransaction::send_begin`).
     pub(in crate::store::postgres) const PLAIN: u8 = 3;
 }
 
@@ -190,8 +185,9 @@ pub(super) struct PgTransaction {
     pub(super) tenant: TenantId,
     pub(super) context: Context,
     pub(super) pipelines: Arc<Pipelines>,
-    /// `BEGIN` and the search path, as one simple-query batch naming the
-    /// store's schema (see [`PgTransaction::send_begin`]).
+    /// `BEGIN` (`READ ONLY` for a read-only transaction) and the search
+    /// path, as one simple-query batch naming the store's schema (see
+    /// [`PgTransaction::send_begin`]).
     pub(super) begin_batch: Arc<str>,
     /// `BEGIN`, the search path and the transaction-local settings, not
     /// sent yet: they go out with the first statement, pipelined in the
@@ -565,50 +561,51 @@ impl PgTransaction {
         out
     }
 
-    /// `BEGIN` and the search path, then the settings, queued on the
-    /// connection in that order at the first poll. On PostgreSQL without
-    /// Citus ([`wake_mode::PLAIN`]) they are one simple-query request, and
-    /// the settings do without [`SETTINGS_PREFIX`]; elsewhere two, as
-    /// Citus replays the text of the settings' request on its workers (see
-    /// [`SETTINGS_PREFIX`]). A read-only transaction begins `READ ONLY`.
+    /// `BEGIN` and the search path ([`begin_batch`](Self::begin_batch):
+    /// `READ ONLY` for a read-only transaction), then the settings, queued
+    /// on the connection in that order at the first poll. On PostgreSQL
+    /// without Citus ([`wake_mode::PLAIN`]) they are one simple-query
+    /// request; elsewhere two, as Citus replays the text of the request
+    /// that sets them on its workers (see [`SETTINGS_PREFIX`]). The
+    /// settings start with [`SETTINGS_PREFIX`] either way: a store that
+    /// found no Citus and meets a distributed schema later (another process
+    /// installed Citus and distributed it) still sets the tenant on the
+    /// workers, which then replay `BEGIN` too and only warn that a
+    /// transaction is in progress; without it they would see no tenant,
+    /// and every read would come back empty.
     fn send_begin<'a>(
         &'a self,
         conn: &'a Object,
     ) -> impl Future<Output = std::result::Result<(), tokio_postgres::Error>> + 'a {
         let plain = self.wake_mode.load(Ordering::Relaxed) == wake_mode::PLAIN;
-        let settings = self.settings_batch(!plain);
-        let begin: std::borrow::Cow<'_, str> = if self.read_only {
-            self.begin_batch
-                .replacen(READ_COMMITTED, READ_COMMITTED_READ_ONLY, 1)
-                .into()
-        } else {
-            (*self.begin_batch).into()
-        };
+        let settings = self.settings_batch();
         async move {
             if plain {
-                conn.batch_execute(&format!("{begin}; {settings}")).await
+                conn.batch_execute(&format!("{}; {settings}", self.begin_batch))
+                    .await
             } else {
-                futures_util::try_join!(conn.batch_execute(&begin), conn.batch_execute(&settings))
-                    .map(drop)
+                futures_util::try_join!(
+                    conn.batch_execute(&self.begin_batch),
+                    conn.batch_execute(&settings)
+                )
+                .map(drop)
             }
         }
     }
 
     /// The transaction-local settings (see [`SETTINGS_PREFIX`], which goes
-    /// first when `citus` says so): `crm.tenant_id`, then, unless the
-    /// transaction only reads, `crm.actor`, `crm.reason`, `crm.request_id`
-    /// and `crm.idempotency_key` (the absent ones empty) and
-    /// [`SCORE_EVENTS`] when asked for.
-    pub(super) fn settings_batch(&self, citus: bool) -> String {
+    /// first): `crm.tenant_id`, then, unless the transaction only reads,
+    /// `crm.actor`, `crm.reason`, `crm.request_id` and
+    /// `crm.idempotency_key` (the absent ones empty) and [`SCORE_EVENTS`]
+    /// when asked for.
+    pub(super) fn settings_batch(&self) -> String {
         if self.read_only {
-            let tenant = set_local("crm.tenant_id", &tenant_text(self.tenant));
-            return if citus {
-                format!("{SETTINGS_PREFIX}; {tenant}")
-            } else {
-                tenant
-            };
+            return format!(
+                "{SETTINGS_PREFIX}; {}",
+                set_local("crm.tenant_id", &tenant_text(self.tenant))
+            );
         }
-        let mut batch = settings_batch(self.tenant, &self.context, citus);
+        let mut batch = settings_batch(self.tenant, &self.context);
         if self.score_events {
             batch.push_str("; ");
             batch.push_str(SCORE_EVENTS);
@@ -936,9 +933,10 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
 ];
 
 /// The batch of [`PgTransaction::settings_batch`] for a transaction that
-/// writes; [`SETTINGS_PREFIX`] first when `citus`.
-pub(super) fn settings_batch(tenant: TenantId, context: &Context, citus: bool) -> String {
-    let settings = [
+/// may write.
+pub(super) fn settings_batch(tenant: TenantId, context: &Context) -> String {
+    [
+        SETTINGS_PREFIX.to_string(),
         set_local("crm.tenant_id", &tenant_text(tenant)),
         set_local("crm.actor", context.actor().as_str()),
         set_local("crm.reason", context.reason().unwrap_or("")),
@@ -948,12 +946,7 @@ pub(super) fn settings_batch(tenant: TenantId, context: &Context, citus: bool) -
             context.idempotency_key().unwrap_or(""),
         ),
     ]
-    .join("; ");
-    if citus {
-        format!("{SETTINGS_PREFIX}; {settings}")
-    } else {
-        settings
-    }
+    .join("; ")
 }
 
 /// The tenant's id as `crm.tenant_id` holds it.
