@@ -566,7 +566,7 @@ async fn for_each_company<S: Store + ?Sized>(
     ctx: &Context,
     emit: &mut (dyn FnMut(&Map<String, Value>) -> Result<()> + Send),
 ) -> Result<u64> {
-    let mut tx = store.begin(tenant, ctx.clone()).await?;
+    let mut tx = store.begin_read(tenant, ctx.clone()).await?;
     let mut query = CompanyQuery::new()
         .with_sort(CompanySort::NameAsc)
         .with_page(PageRequest::first(1000));

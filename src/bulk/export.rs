@@ -120,7 +120,7 @@ where
     E: Exporter,
     S: Store + ?Sized,
 {
-    let mut tx = store.begin(tenant, ctx.clone()).await?;
+    let mut tx = store.begin_read(tenant, ctx.clone()).await?;
     let mut query = ContactQuery::new()
         .with_sort(ContactSort::CreatedAsc)
         .with_page(PageRequest::first(1000));

@@ -247,7 +247,7 @@ pub async fn duplicate_companies<S: Store + ?Sized>(
 ) -> Result<CompanyDuplicateScan> {
     options.checked()?;
     let mut tx = store
-        .begin(tenant, Context::system("duplicate-candidates"))
+        .begin_read(tenant, Context::system("duplicate-candidates"))
         .await?;
     let mut query = CompanyQuery::new()
         .with_sort(CompanySort::CreatedAsc)

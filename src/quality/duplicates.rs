@@ -370,7 +370,7 @@ pub async fn duplicate_candidates<S: Store + ?Sized>(
 ) -> Result<DuplicateScan> {
     let region = options.checked()?;
     let mut tx = store
-        .begin(tenant, Context::system("duplicate-candidates"))
+        .begin_read(tenant, Context::system("duplicate-candidates"))
         .await?;
     // By name: the order both backends walk an index in, page after page
     // (the order of the profiles changes nothing in the pairs).

@@ -29,7 +29,8 @@
 //! When the store can open a second transaction at once
 //! ([`Store::concurrent_transactions`]: PostgreSQL when its pool has a
 //! connection to spare), [`rescore`] reads the chunks on a second
-//! transaction, which writes nothing and is rolled back at the end: the
+//! transaction, opened with [`Store::begin_read`] (on PostgreSQL `READ
+//! ONLY`), which writes nothing and is rolled back at the end: the
 //! next chunk is read while the previous chunk's scores are written, so
 //! that the database works on both at once. The writes are still one
 //! transaction, all or nothing as above. The reads see what others have
@@ -44,6 +45,7 @@
 //! [`rescore_in_transaction`], read and write on the one transaction.
 //!
 //! [`Store::concurrent_transactions`]: crate::Store::concurrent_transactions
+//! [`Store::begin_read`]: crate::Store::begin_read
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
@@ -457,7 +459,7 @@ pub async fn rescore(
     // runs (another task took the idle connection): a reader that cannot
     // be had within the store's own wait is done without, not an error.
     let mut reader = if !options.dry_run && store.concurrent_transactions() {
-        store.begin(tenant, context).await.ok()
+        store.begin_read(tenant, context).await.ok()
     } else {
         None
     };
