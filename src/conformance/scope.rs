@@ -402,7 +402,7 @@ pub async fn one_call_reads_answer_as_reads_in_a_writing_transaction(store: &Dyn
         let empty = b.starts_with("Ok(None)")
             || b.contains("items: []")
             || b == "Ok([])"
-            || b.contains("count: 0");
+            || (name.starts_with("pipeline_summary") && !b.contains("CurrencyTotal"));
         assert!(
             b.starts_with("Ok(") && (!empty || ["contact_merges", "stale_contacts"].contains(name)),
             "{name}: the setup left something to read, got {b}"
