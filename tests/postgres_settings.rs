@@ -124,10 +124,13 @@ async fn hostile_context_text_arrives_unchanged_in_the_history(target: Target) {
 }
 
 /// A read transaction (`Store::begin_read`, which the one-call reads use)
-/// sets the tenant and nothing of the acting context, and begins `READ
-/// ONLY`: its reads see the tenant's records, a write in it fails and
-/// writes nothing (no contact, no history version, no feed event), and the
-/// connection serves the next transaction as before.
+/// begins `READ ONLY`: its reads see the tenant's records, a write in it
+/// fails naming the read-only transaction and writes nothing (no contact,
+/// no history version, no feed event), and the pool's next writing
+/// transaction records its actor as before. (Which settings a read
+/// transaction sends is not observable through the store; the
+/// conformance point on one-call reads checks that they still see the
+/// tenant, on Citus too.)
 async fn a_read_transaction_reads_the_tenant_and_refuses_writes(target: Target) {
     let Some(store) = TestStore::on(target).await else {
         return;
