@@ -264,6 +264,7 @@ macro_rules! __conformance_suite {
             rescoring_scans_only_active_contacts_within_the_lookback,
             rescoring_at_a_fixed_now_is_deterministic_across_chunk_sizes,
             rescoring_writes_exactly_the_models_scores_in_any_chunk_size,
+            each_chunk_of_scoring_inputs_holds_its_contacts_inputs_and_nobody_elses,
             logging_a_meeting_raises_the_live_rank_at_once_and_a_rollback_undoes_it,
             the_displayed_live_score_is_what_explain_says,
             a_rebuild_stores_the_recomputed_live_state,

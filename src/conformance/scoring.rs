@@ -487,3 +487,123 @@ pub async fn rescoring_writes_exactly_the_models_scores_in_any_chunk_size(store:
         }
     }
 }
+
+/// Each chunk of [`ScoringTx::scoring_inputs`] holds the eligible contacts
+/// after the cursor, in id order, each with its own activities, signals
+/// and open deals and nobody else's — whatever lies between them. The
+/// inactive contacts here sit among the active ones in runs of one to
+/// three and carry inputs of their own, so that in every chunk size some
+/// chunks span few of them (a store may read such a chunk's inputs by id
+/// range, and must drop what the left-out contacts bring) and some many.
+///
+/// [`ScoringTx::scoring_inputs`]: crate::store::ScoringTx::scoring_inputs
+pub async fn each_chunk_of_scoring_inputs_holds_its_contacts_inputs_and_nobody_elses(
+    store: &DynStore,
+) {
+    let t = TenantId::new();
+    let base = truncate_to_micros(Utc::now());
+    let kinds = [
+        ActivityKind::Email,
+        ActivityKind::Call,
+        ActivityKind::Meeting,
+    ];
+    // A = active, I = inactive, in creation (and so id) order.
+    let pattern = "AIAAIIIAAAAIAIIAA";
+    // (contact, activities, signals, open deals), for the active ones.
+    type Expected = (
+        ContactId,
+        Vec<(ActivityKind, Timestamp)>,
+        Vec<(SignalKind, Timestamp)>,
+        Vec<Timestamp>,
+    );
+    let mut expected: Vec<Expected> = Vec::new();
+    for (i, flag) in pattern.chars().enumerate() {
+        let c = create(
+            store,
+            t,
+            new_contact(&format!("chunk{i}@example.com"), "Chunk", "Lead"),
+        )
+        .await;
+        let (mut activities, mut signals, mut deals) = (Vec::new(), Vec::new(), Vec::new());
+        let mut tx = begin(store, t).await;
+        for j in 0..=(i % 4) {
+            let kind = kinds[(i + j) % kinds.len()];
+            let at = base - Duration::minutes((i * 10 + j) as i64);
+            ok(
+                tx.log_activity(NewActivity::new(c.id, kind).occurred_at(at))
+                    .await,
+                "log an activity",
+            );
+            activities.push((kind, at));
+        }
+        if i % 3 == 0 {
+            let at = base - Duration::minutes(i as i64);
+            ok(
+                tx.record_signal(NewSignal::new(c.id, SignalKind::EMAIL_OPEN).occurred_at(at))
+                    .await,
+                "record a signal",
+            );
+            signals.push((SignalKind::EMAIL_OPEN, at));
+        }
+        ok(tx.commit().await, "commit");
+        if i % 2 == 0 {
+            let d = deal(store, t, new_deal(c.id, "Open deal", "100", "EUR")).await;
+            deals.push(d.created_at);
+        }
+        if flag == 'I' {
+            let mut tx = begin(store, t).await;
+            ok(tx.deactivate_contact(c.id).await, "deactivate");
+            ok(tx.commit().await, "commit");
+        } else {
+            activities.sort();
+            signals.sort();
+            expected.push((c.id, activities, signals, deals));
+        }
+    }
+    let created_from = base - Duration::days(1);
+    for limit in [1u32, 2, 3, 4, 5, 6, 100] {
+        let mut tx = begin(store, t).await;
+        let mut got: Vec<Expected> = Vec::new();
+        let mut after = None;
+        loop {
+            let chunk = ok(
+                tx.scoring_inputs(&InputsRequest {
+                    created_from,
+                    after,
+                    limit,
+                    inputs_from: None,
+                })
+                .await,
+                "scoring inputs",
+            );
+            assert!(
+                chunk.len() <= limit as usize,
+                "chunks of {limit}: a chunk of {} contacts",
+                chunk.len()
+            );
+            let Some(last) = chunk.last() else {
+                break;
+            };
+            after = Some(last.id);
+            let full = chunk.len() == limit as usize;
+            for mut c in chunk {
+                c.activities.sort();
+                c.signals.sort();
+                c.open_deals.sort();
+                got.push((c.id, c.activities, c.signals, c.open_deals));
+            }
+            if !full {
+                break;
+            }
+        }
+        ok(tx.commit().await, "commit");
+        let ids: Vec<ContactId> = got.iter().map(|g| g.0).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_by_key(|id| id.as_uuid());
+        assert_eq!(ids, sorted, "chunks of {limit}: contacts in id order");
+        assert_eq!(
+            got, expected,
+            "chunks of {limit}: each active contact once, with its own inputs"
+        );
+    }
+}

@@ -94,8 +94,17 @@ const LIVE_WRITE: &str = "INSERT INTO contact_scores (tenant_id, contact_id, sco
      JOIN contacts c ON c.tenant_id = $1 AND c.id = u.id \
      ON CONFLICT (tenant_id, contact_id) DO UPDATE SET score_log = EXCLUDED.score_log";
 
-const CHUNK_FIRST: &str = "SELECT id, created_at, score FROM contacts \
-     WHERE tenant_id = $1 AND active AND created_at >= $2 ORDER BY id LIMIT $3";
+/// The tenant's contacts after the cursor (`$4`, none for the first chunk),
+/// eligible or not, in id order, at most `$3`: each with whether the chunk
+/// takes it (active, created at or after `$2`). A chunk is read this way
+/// first (see [`ChunkRead`]).
+const PROBE_FIRST: &str = "SELECT id, created_at, score, active AND created_at >= $2 \
+     FROM contacts WHERE tenant_id = $1 ORDER BY id LIMIT $3";
+/// [`PROBE_FIRST`] after a contact id.
+const PROBE_AFTER: &str = "SELECT id, created_at, score, active AND created_at >= $2 \
+     FROM contacts WHERE tenant_id = $1 AND id > $4 ORDER BY id LIMIT $3";
+/// The eligible contacts after a contact id, at most `$3`: the rest of a
+/// chunk whose probe found too few.
 const CHUNK_AFTER: &str = "SELECT id, created_at, score FROM contacts \
      WHERE tenant_id = $1 AND active AND created_at >= $2 AND id > $4 ORDER BY id LIMIT $3";
 const CHUNK_ACTIVITIES: &str = "SELECT contact_id, kind, occurred_at FROM activities \
@@ -107,6 +116,59 @@ const CHUNK_SIGNALS: &str = "SELECT contact_id, kind, occurred_at FROM signals \
 const CHUNK_DEALS: &str = "SELECT contact_id, created_at FROM deals \
      WHERE tenant_id = $1 AND contact_id = ANY($2) AND won_at IS NULL AND lost_at IS NULL \
      AND created_at >= COALESCE($3, '-infinity'::timestamptz)";
+/// [`CHUNK_ACTIVITIES`] over the contact ids from `$2` to `$3`: one index
+/// range instead of one descent per contact. It also returns the rows of
+/// contacts in the range that the chunk left out, which the reader drops.
+const RANGE_ACTIVITIES: &str = "SELECT contact_id, kind, occurred_at FROM activities \
+     WHERE tenant_id = $1 AND contact_id >= $2 AND contact_id <= $3 \
+     AND occurred_at >= COALESCE($4, '-infinity'::timestamptz)";
+/// [`CHUNK_SIGNALS`] over a range of contact ids.
+const RANGE_SIGNALS: &str = "SELECT contact_id, kind, occurred_at FROM signals \
+     WHERE tenant_id = $1 AND contact_id >= $2 AND contact_id <= $3 \
+     AND occurred_at >= COALESCE($4, '-infinity'::timestamptz)";
+/// [`CHUNK_DEALS`] over a range of contact ids.
+const RANGE_DEALS: &str = "SELECT contact_id, created_at FROM deals \
+     WHERE tenant_id = $1 AND contact_id >= $2 AND contact_id <= $3 \
+     AND won_at IS NULL AND lost_at IS NULL \
+     AND created_at >= COALESCE($4, '-infinity'::timestamptz)";
+
+/// How a chunk's inputs are read. A chunk is first read as a probe: the
+/// next contacts of the tenant, eligible or not, a quarter more than the
+/// chunk's size ([`PROBE_FIRST`]). When the probe holds a full chunk of
+/// eligible ones, or reaches the last contact, the chunk's inputs are read
+/// by id range, from its first contact to its last: the contacts in that
+/// range that the chunk leaves out are at most a quarter of it, and their
+/// rows are dropped. Otherwise (most contacts of the range are not
+/// eligible: a tenant most of whose contacts are older than the lookback,
+/// say) the chunk is completed by [`CHUNK_AFTER`] and its inputs are read
+/// by the list of its ids, which reads nothing of the contacts it skips.
+///
+/// Both give the same inputs. The range reads each index once from end to
+/// end, where the list descends it once per contact: on 1M contacts and
+/// 10M activities, 10–18 against 16–24 ms per chunk of 5,000 in the
+/// server.
+enum ChunkRead {
+    Range(Uuid, Uuid),
+    List,
+}
+
+impl ChunkRead {
+    /// How many contacts a probe for a chunk of `limit` reads.
+    fn probe_size(limit: u32) -> i64 {
+        i64::from(limit) + i64::from(limit / 4) + 1
+    }
+
+    /// The read for a chunk of `ids` (in id order) that spans `spanned`
+    /// contacts of the tenant.
+    fn choose(ids: &[Uuid], spanned: usize) -> Self {
+        match (ids.first(), ids.last()) {
+            (Some(&first), Some(&last)) if spanned <= ids.len() + ids.len() / 4 + 1 => {
+                ChunkRead::Range(first, last)
+            }
+            _ => ChunkRead::List,
+        }
+    }
+}
 
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
@@ -117,11 +179,15 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     LIVE_TOP,
     LIVE_TOP_ACCOUNTS,
     LIVE_WRITE,
-    CHUNK_FIRST,
+    PROBE_FIRST,
+    PROBE_AFTER,
     CHUNK_AFTER,
     CHUNK_ACTIVITIES,
     CHUNK_SIGNALS,
     CHUNK_DEALS,
+    RANGE_ACTIVITIES,
+    RANGE_SIGNALS,
+    RANGE_DEALS,
 ];
 
 /// What a write that may add a live term learned under the row lock.
@@ -342,28 +408,32 @@ impl ScoringTx for PgTransaction {
         let request = &request.checked()?;
         let tenant = self.tenant_uuid();
         let limit = i64::from(request.limit);
-        let contacts = match request.after {
+        let probe_size = ChunkRead::probe_size(request.limit);
+        let probe = match request.after {
             None => {
-                self.query(CHUNK_FIRST, &[&tenant, &request.created_from, &limit])
+                self.query(PROBE_FIRST, &[&tenant, &request.created_from, &probe_size])
                     .await?
             }
             Some(after) => {
                 self.query(
-                    CHUNK_AFTER,
-                    &[&tenant, &request.created_from, &limit, &after.as_uuid()],
+                    PROBE_AFTER,
+                    &[
+                        &tenant,
+                        &request.created_from,
+                        &probe_size,
+                        &after.as_uuid(),
+                    ],
                 )
                 .await?
             }
         };
-        let mut out: Vec<ContactInputs> = Vec::with_capacity(contacts.len());
-        let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(contacts.len());
-        let mut ids: Vec<Uuid> = Vec::with_capacity(contacts.len());
-        for row in &contacts {
+        let mut out: Vec<ContactInputs> = Vec::with_capacity(request.limit as usize);
+        let mut ids: Vec<Uuid> = Vec::with_capacity(request.limit as usize);
+        let push = |row: &Row, out: &mut Vec<ContactInputs>, ids: &mut Vec<Uuid>| -> Result<()> {
             let id: Uuid = get(row, 0)?;
             let score: i16 = get(row, 2)?;
             let score = Score::new(i64::from(score))
                 .map_err(|e| Error::backend(format!("stored score out of range: {}", e.reason)))?;
-            index.insert(id, out.len());
             ids.push(id);
             out.push(ContactInputs {
                 id: ContactId::from_uuid(id),
@@ -373,45 +443,112 @@ impl ScoringTx for PgTransaction {
                 signals: Vec::new(),
                 open_deals: Vec::new(),
             });
+            Ok(())
+        };
+        // The probe's eligible contacts, up to a chunk; `spanned`: how many
+        // contacts of the probe lie from the first taken to the last.
+        let (mut first_at, mut spanned) = (None, 0);
+        for (at, row) in probe.iter().enumerate() {
+            if ids.len() == request.limit as usize {
+                break;
+            }
+            let eligible: bool = get(row, 3)?;
+            if eligible {
+                push(row, &mut out, &mut ids)?;
+                let first = *first_at.get_or_insert(at);
+                spanned = at - first + 1;
+            }
         }
-        drop(contacts);
+        let probe_full = i64::try_from(probe.len()).unwrap_or(i64::MAX) >= probe_size;
+        let read = if ids.len() < request.limit as usize && probe_full {
+            // Too few eligible contacts among the probe's: the rest of the
+            // chunk comes after the probe's last contact, and its inputs
+            // are read by list.
+            let last: Uuid = match probe.last() {
+                Some(row) => get(row, 0)?,
+                None => return Ok(out),
+            };
+            let rest = limit - i64::try_from(ids.len()).unwrap_or(limit);
+            for row in &self
+                .query(CHUNK_AFTER, &[&tenant, &request.created_from, &rest, &last])
+                .await?
+            {
+                push(row, &mut out, &mut ids)?;
+            }
+            ChunkRead::List
+        } else {
+            ChunkRead::choose(&ids, spanned)
+        };
+        drop(probe);
         if ids.is_empty() {
             return Ok(out);
         }
+        let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         // The three reads are independent: send them together (the driver
         // pipelines them on the connection), one round trip in all.
         self.check_open()?;
         let from = request.inputs_from;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &ids, &from];
         let begin = self.pending_begin.take().is_some();
-        let result = self
-            .raw_query_all(
-                &[
-                    (CHUNK_ACTIVITIES, &params),
-                    (CHUNK_SIGNALS, &params),
-                    (CHUNK_DEALS, &params),
-                ],
-                begin,
-            )
-            .await;
+        let result = match &read {
+            ChunkRead::Range(first, last) => {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                    [&tenant, first, last, &from];
+                self.raw_query_all(
+                    &[
+                        (RANGE_ACTIVITIES, &params),
+                        (RANGE_SIGNALS, &params),
+                        (RANGE_DEALS, &params),
+                    ],
+                    begin,
+                )
+                .await
+            }
+            ChunkRead::List => {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&tenant, &ids, &from];
+                self.raw_query_all(
+                    &[
+                        (CHUNK_ACTIVITIES, &params),
+                        (CHUNK_SIGNALS, &params),
+                        (CHUNK_DEALS, &params),
+                    ],
+                    begin,
+                )
+                .await
+            }
+        };
         let mut rows = self.settle(result)?.into_iter();
         let (activities, signals, deals) = (
             rows.next().unwrap_or_default(),
             rows.next().unwrap_or_default(),
             rows.next().unwrap_or_default(),
         );
+        // A range also holds contacts the chunk left out: their rows are
+        // dropped. A list holds only the chunk's.
+        let slot = |id: Uuid| -> Result<Option<usize>> {
+            match read {
+                ChunkRead::Range(..) => Ok(index.get(&id).copied()),
+                ChunkRead::List => slot(&index, id).map(Some),
+            }
+        };
         for row in &activities {
-            let i = slot(&index, get(row, 0)?)?;
+            let Some(i) = slot(get(row, 0)?)? else {
+                continue;
+            };
             let kind = ActivityKind::parse_field("kind", get(row, 1)?).map_err(bad_value)?;
             out[i].activities.push((kind, get(row, 2)?));
         }
         for row in &signals {
-            let i = slot(&index, get(row, 0)?)?;
+            let Some(i) = slot(get(row, 0)?)? else {
+                continue;
+            };
             let kind = SignalKind::parse(get(row, 1)?).map_err(bad_value)?;
             out[i].signals.push((kind, get(row, 2)?));
         }
         for row in &deals {
-            let i = slot(&index, get(row, 0)?)?;
+            let Some(i) = slot(get(row, 0)?)? else {
+                continue;
+            };
             out[i].open_deals.push(get(row, 1)?);
         }
         Ok(out)
