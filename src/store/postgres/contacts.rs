@@ -46,11 +46,14 @@ const GET_CONTACT_BY_EMAIL: &str = concat!(
     contact_select!(),
     " FROM contacts WHERE tenant_id = $1 AND email_key = $2"
 );
-/// The contacts holding the caseless keys `$2`.
+/// The contacts holding the caseless keys `$2`, one lookup of the email
+/// index per key (why not `email_key = ANY($2)`: see
+/// [`IDS_BY_EMAIL`](super::bulk::IDS_BY_EMAIL)).
 const GET_CONTACTS_BY_EMAIL: &str = concat!(
-    "SELECT ",
+    "SELECT c.* FROM (SELECT DISTINCT key FROM unnest($2::text[]) AS u(key)) AS k \
+     CROSS JOIN LATERAL (SELECT ",
     contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND email_key = ANY($2)"
+    " FROM contacts WHERE tenant_id = $1 AND email_key = k.key LIMIT 1) AS c"
 );
 const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";
 /// Deletes a contact (its deals, activities and signals go with it, by
