@@ -573,8 +573,13 @@ async fn for_each_company<S: Store + ?Sized>(
     let mut count = 0;
     loop {
         let page = tx.search_companies(&query).await?;
-        for c in &page.items {
-            let tags = tx.tags_of(RecordRef::Company(c.id)).await?;
+        let records: Vec<RecordRef> = page
+            .items
+            .iter()
+            .map(|c| RecordRef::Company(c.id))
+            .collect();
+        let tags = tx.tags_of_many(&records).await?;
+        for (c, tags) in page.items.iter().zip(tags) {
             let names = tags.iter().map(|t| t.name.as_str().to_string()).collect();
             emit(&company_line(c, names))?;
             count += 1;

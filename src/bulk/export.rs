@@ -3,14 +3,14 @@
 //! any kind of record an [`Exporter`] describes; contacts are one such kind
 //! (the deals and activities are in their own modules).
 
-use std::{borrow::Cow, io::Write};
+use std::{borrow::Cow, collections::HashMap, io::Write};
 
 use serde::Serialize;
 
 use super::CsvFormulas;
 use crate::{
     Context, Store, TenantId, Transaction,
-    domain::{CompanyId, Contact, RecordRef},
+    domain::{CompanyId, Contact, ContactId, RecordRef},
     error::{Error, Result},
     store::{ContactQuery, ContactSort, PageRequest},
 };
@@ -94,11 +94,25 @@ pub(super) trait Exporter {
     /// One record; its JSON line is it serialized.
     type Record: Serialize;
 
+    /// What the records of a page of contacts need, read for the whole
+    /// page at once ([`page_data`](Self::page_data)).
+    type PageData: Send + Sync;
+
+    /// Reads what [`records_of`](Self::records_of) needs for each of
+    /// `contacts` (a page), in a few statements rather than one per
+    /// contact.
+    fn page_data<'a>(
+        tx: &'a mut dyn Transaction,
+        contacts: &'a [Contact],
+    ) -> impl Future<Output = Result<Self::PageData>> + Send + 'a;
+
     /// Calls `emit` with each of `contact`'s records, in export order;
-    /// returns how many.
+    /// returns how many. `page` is the [`page_data`](Self::page_data) of
+    /// the contact's page.
     fn records_of<'a>(
         tx: &'a mut dyn Transaction,
         contact: &'a Contact,
+        page: &'a Self::PageData,
         domains: &'a mut Domains,
         emit: &'a mut (dyn FnMut(&Self::Record) -> Result<()> + Send),
     ) -> impl Future<Output = Result<u64>> + Send + 'a;
@@ -128,8 +142,9 @@ where
     let mut domains = Domains::default();
     loop {
         let page = tx.search_contacts(&query).await?;
+        let data = E::page_data(&mut *tx, &page.items).await?;
         for c in &page.items {
-            count += E::records_of(&mut *tx, c, &mut domains, &mut *emit).await?;
+            count += E::records_of(&mut *tx, c, &data, &mut domains, &mut *emit).await?;
         }
         match page.next_cursor {
             Some(cursor) => query = query.after(cursor),
@@ -199,18 +214,37 @@ impl Exporter for Contact {
 
     type Record = ContactRecord;
 
+    /// The names of each contact's tags, by name.
+    type PageData = HashMap<ContactId, Vec<String>>;
+
+    async fn page_data<'a>(
+        tx: &'a mut dyn Transaction,
+        contacts: &'a [Contact],
+    ) -> Result<Self::PageData> {
+        let records: Vec<RecordRef> = contacts.iter().map(|c| RecordRef::Contact(c.id)).collect();
+        let tags = tx.tags_of_many(&records).await?;
+        Ok(contacts
+            .iter()
+            .zip(tags)
+            .map(|(c, tags)| {
+                let names = tags.iter().map(|t| t.name.as_str().to_string()).collect();
+                (c.id, names)
+            })
+            .collect())
+    }
+
     async fn records_of<'a>(
         tx: &'a mut dyn Transaction,
         contact: &'a Contact,
+        page: &'a Self::PageData,
         domains: &'a mut Domains,
         emit: &'a mut (dyn FnMut(&ContactRecord) -> Result<()> + Send),
     ) -> Result<u64> {
         let company_domain = domains.of(&mut *tx, contact.company_id).await?;
-        let tags = tx.tags_of(RecordRef::Contact(contact.id)).await?;
         let record = ContactRecord {
             contact: contact.clone(),
             company_domain,
-            tags: tags.iter().map(|t| t.name.as_str().to_string()).collect(),
+            tags: page.get(&contact.id).cloned().unwrap_or_default(),
         };
         emit(&record).map(|()| 1)
     }

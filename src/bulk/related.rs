@@ -82,9 +82,16 @@ impl<T: Owned> Exporter for T {
 
     type Record = Value;
 
+    type PageData = ();
+
+    async fn page_data<'a>(_: &'a mut dyn Transaction, _: &'a [Contact]) -> Result<()> {
+        Ok(())
+    }
+
     async fn records_of<'a>(
         tx: &'a mut dyn Transaction,
         contact: &'a Contact,
+        _: &'a (),
         domains: &'a mut Domains,
         emit: &'a mut (dyn FnMut(&Value) -> Result<()> + Send),
     ) -> Result<u64> {

@@ -293,6 +293,7 @@ macro_rules! __conformance_suite {
             attaching_and_detaching_a_tag_is_idempotent,
             attaching_to_a_missing_record_or_with_a_missing_tag_is_not_found,
             tags_of_lists_a_records_tags_by_name,
+            tags_of_many_gives_each_record_listed_its_tags_in_order,
             deleting_a_tag_detaches_it_everywhere,
             deleting_a_contact_or_a_deal_removes_their_taggings,
             attaching_and_detaching_are_recorded_in_history,

@@ -605,6 +605,86 @@ pub async fn tags_of_lists_a_records_tags_by_name(store: &DynStore) {
     assert_eq!(got, made, "a record's tags by name, as stored");
 }
 
+/// `tags_of_many` gives each record listed, in the order listed, the list
+/// `tags_of` gives it: contacts, a deal and a company in one call, a
+/// record listed twice, a record without tags and one that does not exist;
+/// past the limit it is refused naming `records`.
+pub async fn tags_of_many_gives_each_record_listed_its_tags_in_order(store: &DynStore) {
+    use crate::domain::{CompanyName, NewCompany};
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("many1@example.com", "Ma", "Ny")).await;
+    let bare = create(store, t, new_contact("many2@example.com", "Ma", "Ny")).await;
+    let d = deal(store, t, new_deal(c.id, "Many", "1", "EUR")).await;
+    let company = with_tx!(store, t, async |tx| ok(
+        tx.create_company(NewCompany::new(
+            CompanyName::parse("Many Inc").expect("a name")
+        ))
+        .await,
+        "create a company"
+    ))
+    .await;
+    let (zeta, beta, alpha) = (
+        tag(store, t, "zeta").await,
+        tag(store, t, "Beta").await,
+        tag(store, t, "alpha").await,
+    );
+    for (tg, record) in [
+        (&zeta, RecordRef::Contact(c.id)),
+        (&beta, RecordRef::Contact(c.id)),
+        (&alpha, RecordRef::Deal(d.id)),
+        (&zeta, RecordRef::Deal(d.id)),
+        (&beta, RecordRef::Company(company.id)),
+    ] {
+        assert!(attach(store, t, tg.id, record).await);
+    }
+    let missing = RecordRef::Contact(ContactId::new());
+    let records = [
+        RecordRef::Contact(c.id),
+        RecordRef::Deal(d.id),
+        missing,
+        RecordRef::Contact(bare.id),
+        RecordRef::Company(company.id),
+        RecordRef::Contact(c.id),
+    ];
+    let (many, each) = with_tx!(store, t, async |tx| {
+        let many = ok(tx.tags_of_many(&records).await, "tags of many");
+        let mut each = Vec::new();
+        for r in records {
+            each.push(ok(tx.tags_of(r).await, "tags of"));
+        }
+        (many, each)
+    })
+    .await;
+    let ids = |lists: &[Vec<Tag>]| -> Vec<Vec<TagId>> {
+        lists
+            .iter()
+            .map(|l| l.iter().map(|t| t.id).collect())
+            .collect()
+    };
+    assert_eq!(
+        ids(&many),
+        vec![
+            vec![beta.id, zeta.id],
+            vec![alpha.id, zeta.id],
+            vec![],
+            vec![],
+            vec![beta.id],
+            vec![beta.id, zeta.id],
+        ],
+        "each record's tags, by name, in the order listed"
+    );
+    assert_eq!(many, each, "what tags_of gives each record");
+    let empty = with_tx!(store, t, async |tx| ok(
+        tx.tags_of_many(&[]).await,
+        "tags of none"
+    ))
+    .await;
+    assert!(empty.is_empty());
+    let too_many = vec![RecordRef::Contact(c.id); crate::store::MAX_GET_MANY + 1];
+    let refused = with_tx!(store, t, async |tx| tx.tags_of_many(&too_many).await).await;
+    expect_validation(refused, "records", "more records than a call takes");
+}
+
 /// Deleting a tag detaches it from everything that carries it (each
 /// detachment recorded); a second delete finds nothing.
 pub async fn deleting_a_tag_detaches_it_everywhere(store: &DynStore) {

@@ -60,6 +60,25 @@ pub trait TagsTx: Send {
 
     /// The tags `record` carries, by name (empty for a record that does not exist).
     async fn tags_of(&mut self, record: RecordRef) -> Result<Vec<Tag>>;
+
+    /// The tags of each of `records`, in the order given: the list
+    /// [`tags_of`](Self::tags_of) gives for it (empty for a record that does
+    /// not exist; a record listed twice gets its list twice). At most
+    /// [`MAX_GET_MANY`](crate::store::MAX_GET_MANY) records. For pages of
+    /// records (the exports): on PostgreSQL one statement per kind of record
+    /// listed, where a `tags_of` per record takes one each. The default
+    /// calls `tags_of` for each record.
+    ///
+    /// Errors: [`Error::Validation`](crate::Error::Validation) on `records`
+    /// when it lists more.
+    async fn tags_of_many(&mut self, records: &[RecordRef]) -> Result<Vec<Vec<Tag>>> {
+        crate::store::check_get_many("records", records.len())?;
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            out.push(self.tags_of(*record).await?);
+        }
+        Ok(out)
+    }
 }
 
 /// The most tags one side of a [`TagFilter`] may name.

@@ -280,6 +280,7 @@ traced_area!(TagsTx {
     fn attach_tag(&mut self, tag: TagId, record: RecordRef) -> bool;
     fn detach_tag(&mut self, tag: TagId, record: RecordRef) -> bool;
     fn tags_of(&mut self, record: RecordRef) -> Vec<Tag>;
+    fn tags_of_many(&mut self, records: &[RecordRef]) -> Vec<Vec<Tag>>;
 });
 
 traced_area!(TasksTx {

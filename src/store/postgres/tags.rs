@@ -153,6 +153,28 @@ const TAGS_OF_DEAL: &str = concat!(
      WHERE g.tenant_id = $1 AND g.deal_id = $2 ORDER BY t.name_key, t.id"
 );
 
+/// The tags of the contacts `$2` (each row's last column: which), by name.
+const TAGS_OF_CONTACTS: &str = concat!(
+    "SELECT ",
+    tag_select_t!(),
+    ", g.contact_id FROM taggings g JOIN tags t ON t.tenant_id = g.tenant_id AND t.id = g.tag_id \
+     WHERE g.tenant_id = $1 AND g.contact_id = ANY($2) ORDER BY t.name_key, t.id"
+);
+/// [`TAGS_OF_CONTACTS`] for companies.
+const TAGS_OF_COMPANIES: &str = concat!(
+    "SELECT ",
+    tag_select_t!(),
+    ", g.company_id FROM taggings g JOIN tags t ON t.tenant_id = g.tenant_id AND t.id = g.tag_id \
+     WHERE g.tenant_id = $1 AND g.company_id = ANY($2) ORDER BY t.name_key, t.id"
+);
+/// [`TAGS_OF_CONTACTS`] for deals.
+const TAGS_OF_DEALS: &str = concat!(
+    "SELECT ",
+    tag_select_t!(),
+    ", g.deal_id FROM taggings g JOIN tags t ON t.tenant_id = g.tenant_id AND t.id = g.tag_id \
+     WHERE g.tenant_id = $1 AND g.deal_id = ANY($2) ORDER BY t.name_key, t.id"
+);
+
 const NAME_SAVEPOINT: &str = "SAVEPOINT crm_tag_rename";
 const NAME_RELEASE: &str = "RELEASE SAVEPOINT crm_tag_rename";
 const NAME_ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT crm_tag_rename";
@@ -184,6 +206,9 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     TAGS_OF_CONTACT,
     TAGS_OF_COMPANY,
     TAGS_OF_DEAL,
+    TAGS_OF_CONTACTS,
+    TAGS_OF_COMPANIES,
+    TAGS_OF_DEALS,
     NAME_SAVEPOINT,
     NAME_RELEASE,
     NAME_ROLLBACK_TO,
@@ -564,4 +589,39 @@ impl TagsTx for PgTransaction {
         let rows = self.query(sql, &[&tenant, &record_id]).await?;
         tags(&rows)
     }
+
+    async fn tags_of_many(&mut self, records: &[RecordRef]) -> Result<Vec<Vec<Tag>>> {
+        crate::store::check_get_many("records", records.len())?;
+        let tenant = self.tenant_uuid();
+        let mut of: std::collections::HashMap<RecordRef, Vec<Tag>> =
+            std::collections::HashMap::new();
+        for (kind, sql) in [
+            (RecordKind::Contact, TAGS_OF_CONTACTS),
+            (RecordKind::Company, TAGS_OF_COMPANIES),
+            (RecordKind::Deal, TAGS_OF_DEALS),
+        ] {
+            let ids: Vec<Uuid> = records
+                .iter()
+                .filter(|r| r.kind() == kind)
+                .map(RecordRef::id_uuid)
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            for row in &self.query(sql, &[&tenant, &ids]).await? {
+                let tag = tag_row(row)?;
+                let id: Uuid = row.try_get(TAG_COLUMN_COUNT).map_err(error::db)?;
+                of.entry(RecordRef::from_parts(kind, id))
+                    .or_default()
+                    .push(tag);
+            }
+        }
+        Ok(records
+            .iter()
+            .map(|r| of.get(r).cloned().unwrap_or_default())
+            .collect())
+    }
 }
+
+/// How many columns [`tag_select_t!`] reads.
+const TAG_COLUMN_COUNT: usize = 7;
