@@ -12,6 +12,18 @@ use std::collections::HashMap;
 use crm_core::store::postgres::statements;
 use support::TestStore;
 
+/// A client of the store's database whose search path is the store's
+/// schema: the statements name tables without their schema, as the
+/// store's transactions find them through the search path.
+async fn client_in_schema(store: &TestStore) -> tokio_postgres::Client {
+    let client = store.db().client().await;
+    client
+        .batch_execute(&format!("SET search_path TO \"{}\"", store.schema()))
+        .await
+        .unwrap();
+    client
+}
+
 /// The database's message for a failed statement.
 fn message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -23,13 +35,7 @@ fn message(e: &tokio_postgres::Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixed_statement_prepares_against_the_migrated_schema() {
     let store = TestStore::new().await;
-    let client = store.db().client().await;
-    // The statements name tables without their schema, as the store's
-    // transactions find them through the search path.
-    client
-        .batch_execute(&format!("SET search_path TO \"{}\"", store.schema()))
-        .await
-        .unwrap();
+    let client = client_in_schema(&store).await;
     let all = statements::all();
     assert!(all.len() > 60, "only {} statements listed", all.len());
     // In one transaction, where the bulk staging table (dropped at
@@ -76,13 +82,7 @@ async fn every_fixed_statement_prepares_against_the_migrated_schema() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_row_insert_binds_every_column_with_the_column_type() {
     let store = TestStore::new().await;
-    let client = store.db().client().await;
-    // The statements name tables without their schema, as the store's
-    // transactions find them through the search path.
-    client
-        .batch_execute(&format!("SET search_path TO \"{}\"", store.schema()))
-        .await
-        .unwrap();
+    let client = client_in_schema(&store).await;
     for insert in statements::inserts() {
         let types: HashMap<String, String> = client
             .query(
@@ -162,11 +162,7 @@ async fn plan_of(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
     let store = TestStore::new().await;
-    let client = store.db().client().await;
-    client
-        .batch_execute(&format!("SET search_path TO \"{}\"", store.schema()))
-        .await
-        .unwrap();
+    let client = client_in_schema(&store).await;
     let tenant = uuid::Uuid::now_v7();
     client
         .batch_execute(&format!(
