@@ -494,7 +494,9 @@ pub async fn rescoring_writes_exactly_the_models_scores_in_any_chunk_size(store:
 /// inactive contacts here sit among the active ones in runs of one to
 /// three and carry inputs of their own, so that in every chunk size some
 /// chunks span few of them (a store may read such a chunk's inputs by id
-/// range, and must drop what the left-out contacts bring) and some many.
+/// range, and must drop what the left-out contacts bring) and some many;
+/// with and without a cutoff for the inputs, and with the largest limit
+/// there is.
 ///
 /// [`ScoringTx::scoring_inputs`]: crate::store::ScoringTx::scoring_inputs
 pub async fn each_chunk_of_scoring_inputs_holds_its_contacts_inputs_and_nobody_elses(
@@ -561,7 +563,30 @@ pub async fn each_chunk_of_scoring_inputs_holds_its_contacts_inputs_and_nobody_e
         }
     }
     let created_from = base - Duration::days(1);
-    for limit in [1u32, 2, 3, 4, 5, 6, 100] {
+    // Without a cutoff, and with one that leaves out the older half of
+    // the activities and signals (every deal was created after it).
+    let cut = base - Duration::minutes(85);
+    let cut_expected: Vec<Expected> = expected
+        .iter()
+        .map(|(id, activities, signals, deals)| {
+            (
+                *id,
+                activities.iter().filter(|a| a.1 >= cut).cloned().collect(),
+                signals.iter().filter(|s| s.1 >= cut).cloned().collect(),
+                deals.clone(),
+            )
+        })
+        .collect();
+    assert_ne!(cut_expected, expected, "the cutoff leaves something out");
+    let runs = [1u32, 2, 3, 4, 5, 6, 100, u32::MAX]
+        .into_iter()
+        .flat_map(|limit| [(limit, None), (limit, Some(cut))]);
+    for (limit, inputs_from) in runs {
+        let expected = if inputs_from.is_some() {
+            &cut_expected
+        } else {
+            &expected
+        };
         let mut tx = begin(store, t).await;
         let mut got: Vec<Expected> = Vec::new();
         let mut after = None;
@@ -571,7 +596,7 @@ pub async fn each_chunk_of_scoring_inputs_holds_its_contacts_inputs_and_nobody_e
                     created_from,
                     after,
                     limit,
-                    inputs_from: None,
+                    inputs_from,
                 })
                 .await,
                 "scoring inputs",
@@ -602,8 +627,9 @@ pub async fn each_chunk_of_scoring_inputs_holds_its_contacts_inputs_and_nobody_e
         sorted.sort_by_key(|id| id.as_uuid());
         assert_eq!(ids, sorted, "chunks of {limit}: contacts in id order");
         assert_eq!(
-            got, expected,
-            "chunks of {limit}: each active contact once, with its own inputs"
+            &got, expected,
+            "chunks of {limit}, inputs from {inputs_from:?}: each active contact once, \
+             with its own inputs"
         );
     }
 }

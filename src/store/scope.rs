@@ -240,6 +240,8 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         write detach_tag(tag: TagId, record: RecordRef) -> bool;
         /// See [`TagsTx::tags_of`].
         read tags_of(record: RecordRef) -> Vec<Tag>;
+        /// See [`TagsTx::tags_of_many`].
+        read tags_of_many(records: &[RecordRef]) -> Vec<Vec<Tag>>;
 
         /// See [`TasksTx::create_task`].
         write create_task(new: NewTask) -> Task;

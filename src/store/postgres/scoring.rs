@@ -134,11 +134,13 @@ const RANGE_DEALS: &str = "SELECT contact_id, created_at FROM deals \
 
 /// How a chunk's inputs are read. A chunk is first read as a probe: the
 /// next contacts of the tenant, eligible or not, a quarter more than the
-/// chunk's size ([`PROBE_FIRST`]). When the probe holds a full chunk of
-/// eligible ones, or reaches the last contact, the chunk's inputs are read
-/// by id range, from its first contact to its last: the contacts in that
-/// range that the chunk leaves out are at most a quarter of it, and their
-/// rows are dropped. Otherwise (most contacts of the range are not
+/// chunk's size plus one ([`ChunkRead::probe_size`], [`PROBE_FIRST`]).
+/// When the probe holds a full chunk of eligible ones, or reaches the
+/// tenant's last contact with the chunk spanning at most a quarter more
+/// contacts than it holds (plus one), the chunk's inputs are read by id
+/// range, from its first contact to its last, and the rows of the
+/// contacts in that range that the chunk leaves out are dropped.
+/// Otherwise (most contacts of the range are not
 /// eligible: a tenant most of whose contacts are older than the lookback,
 /// say) the chunk is completed by [`CHUNK_AFTER`] and its inputs are read
 /// by the list of its ids, which reads nothing of the contacts it skips.
@@ -427,8 +429,11 @@ impl ScoringTx for PgTransaction {
                 .await?
             }
         };
-        let mut out: Vec<ContactInputs> = Vec::with_capacity(request.limit as usize);
-        let mut ids: Vec<Uuid> = Vec::with_capacity(request.limit as usize);
+        // Sized by what was read, not by the limit asked for (which may be
+        // far beyond the tenant, up to `u32::MAX`).
+        let capacity = probe.len().min(request.limit as usize);
+        let mut out: Vec<ContactInputs> = Vec::with_capacity(capacity);
+        let mut ids: Vec<Uuid> = Vec::with_capacity(capacity);
         let push = |row: &Row, out: &mut Vec<ContactInputs>, ids: &mut Vec<Uuid>| -> Result<()> {
             let id: Uuid = get(row, 0)?;
             let score: i16 = get(row, 2)?;
