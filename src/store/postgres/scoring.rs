@@ -140,10 +140,11 @@ const RANGE_DEALS: &str = "SELECT contact_id, created_at FROM deals \
 /// contacts than it holds (plus one), the chunk's inputs are read by id
 /// range, from its first contact to its last, and the rows of the
 /// contacts in that range that the chunk leaves out are dropped.
-/// Otherwise (most contacts of the range are not
-/// eligible: a tenant most of whose contacts are older than the lookback,
-/// say) the chunk is completed by [`CHUNK_AFTER`] and its inputs are read
-/// by the list of its ids, which reads nothing of the contacts it skips.
+/// Otherwise (most contacts of the range are not eligible: a tenant most
+/// of whose contacts are older than the lookback, say) the inputs are read
+/// by the list of the chunk's ids, which reads nothing of the contacts it
+/// skips; a probe that fell short of a chunk before the tenant's last
+/// contact is first completed by [`CHUNK_AFTER`].
 ///
 /// Both give the same inputs. The range reads each index once from end to
 /// end, where the list descends it once per contact: on 1M contacts and
