@@ -326,7 +326,7 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
                         row_number() OVER (ORDER BY valid_from) AS n
                    FROM crm.history WHERE tenant_id = '{reader}') AS h;
          ALTER TABLE crm.feed_events ENABLE TRIGGER feed_events_commit;
-         INSERT INTO crm.feed_heads (tenant_id, position) VALUES ('{reader}', 100000);
+         INSERT INTO crm.feed_heads (tenant_id) VALUES ('{reader}');
          ANALYZE crm.history; ANALYZE crm.feed_commits; ANALYZE crm.feed_events;"
     ))
     .await?;

@@ -77,3 +77,44 @@ async fn interleaved_tenants_in_one_transaction_lose_no_event() {
     assert_eq!(events(&ts, a).await, vec![a1, a2]);
     assert_eq!(events(&ts, b).await, vec![b1]);
 }
+
+/// A commit only inserts: its position comes from the tenant's last
+/// marker, so the tenant's `feed_heads` row is written once, at its first
+/// commit, and never again. (A row every commit updated grew a chain of
+/// versions that no vacuum could remove while any transaction of the
+/// database kept an older snapshot: each commit walked it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_take_their_positions_without_rewriting_a_row() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    let client = ts.db().client().await;
+    let head_row = ts.db().sql(&format!(
+        "SELECT xmin::text FROM crm.feed_heads WHERE tenant_id = '{}'",
+        tenant.as_uuid()
+    ));
+    client
+        .batch_execute(&format!("BEGIN; {}; COMMIT", write(&ts, tenant, Uuid::now_v7())))
+        .await
+        .unwrap();
+    let first: String = client.query_one(&head_row, &[]).await.unwrap().get(0);
+    for _ in 0..3 {
+        client
+            .batch_execute(&format!("BEGIN; {}; COMMIT", write(&ts, tenant, Uuid::now_v7())))
+            .await
+            .unwrap();
+    }
+    let rows = client.query(&head_row, &[]).await.unwrap();
+    assert_eq!(rows.len(), 1, "one head row per tenant");
+    assert_eq!(
+        rows[0].get::<_, String>(0),
+        first,
+        "later commits leave the tenant's head row as the first one wrote it"
+    );
+    assert_eq!(events(&ts, tenant).await.len(), 4);
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    assert_eq!(
+        tx.feed_head().await.unwrap(),
+        crm_core::domain::FeedPosition::new(4, 1)
+    );
+    tx.commit().await.unwrap();
+}

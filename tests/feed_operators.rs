@@ -57,17 +57,29 @@ async fn the_in_memory_heads_list_every_tenant_with_events() {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn only_a_member_of_the_operator_role_sees_every_tenants_head() {
+    use crm_core::Store;
     use support::{TestRole, TestStore};
     let ts = TestStore::new().await;
-    let (a, b) = (TenantId::new(), TenantId::new());
+    let (a, b, purged) = (TenantId::new(), TenantId::new(), TenantId::new());
     ts.scope(a, &ctx())
         .create_contact(contact(1))
         .await
         .unwrap();
-    ts.scope(b, &ctx())
-        .create_contact(contact(2))
+    for i in 2..4 {
+        ts.scope(b, &ctx())
+            .create_contact(contact(i))
+            .await
+            .unwrap();
+    }
+    // A tenant whose every event was purged: its head is the purged one.
+    ts.scope(purged, &ctx())
+        .create_contact(contact(4))
         .await
         .unwrap();
+    let mut tx = ts.begin(purged, ctx()).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(tx.purge_feed(later).await.unwrap(), 1);
+    tx.commit().await.unwrap();
     let role = TestRole::create(ts.db()).await;
     let mut config = role.config();
     config.dbname(ts.db().name());
@@ -90,7 +102,11 @@ async fn only_a_member_of_the_operator_role_sees_every_tenants_head() {
         .await
         .unwrap();
     let heads = as_role.feed_heads().await.unwrap();
-    let mut expected = vec![(a, FeedPosition::new(1, 1)), (b, FeedPosition::new(1, 1))];
+    let mut expected = vec![
+        (a, FeedPosition::new(1, 1)),
+        (b, FeedPosition::new(2, 1)),
+        (purged, FeedPosition::new(1, 1)),
+    ];
     expected.sort_by_key(|(t, _)| t.as_uuid());
     assert_eq!(
         heads, expected,

@@ -439,3 +439,104 @@ fn store_config(db: &TestDb, user: &str) -> tokio_postgres::Config {
     config.user(user);
     config
 }
+
+/// Schema 16 takes a commit's position from the tenant's last marker
+/// instead of a counter row. A feed written under schema 15 goes on across
+/// the upgrade from its last position, with no gap and no repeat; a tenant
+/// whose events were all purged goes on after the purged position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_goes_on_from_its_last_position_across_the_upgrade_to_schema_16() {
+    use crm_core::domain::{ConsumerName, FeedPosition};
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    // Schema 15, as a store of that version left it.
+    client
+        .batch_execute(
+            "CREATE SCHEMA upgrade; CREATE TABLE upgrade.schema_migrations ( \
+             version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    for m in MIGRATIONS.iter().filter(|m| m.version <= 15) {
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL search_path TO upgrade, pg_temp; {}\n; COMMIT",
+                m.sql
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
+        client
+            .execute(
+                "INSERT INTO upgrade.schema_migrations (version, name, checksum) \
+                 VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &m.checksum()],
+            )
+            .await
+            .unwrap();
+    }
+    let store = PostgresStore::builder(&db.url())
+        .pool_size(2)
+        .pipelines(conformance::test_pipelines())
+        .schema("upgrade")
+        .build()
+        .await
+        .unwrap();
+    let (kept, purged) = (TenantId::new(), TenantId::new());
+    for i in 0..3 {
+        store
+            .scope(kept, &ctx())
+            .create_contact(new_contact(&format!("kept{i}@example.com"), "Ada"))
+            .await
+            .unwrap();
+    }
+    for i in 0..2 {
+        store
+            .scope(purged, &ctx())
+            .create_contact(new_contact(&format!("gone{i}@example.com"), "Ada"))
+            .await
+            .unwrap();
+    }
+    let mut tx = store.begin(purged, ctx()).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(tx.purge_feed(later).await.unwrap(), 2);
+    tx.commit().await.unwrap();
+
+    assert_eq!(store.migrate().await.unwrap(), vec![16]);
+    store
+        .scope(kept, &ctx())
+        .create_contact(new_contact("kept3@example.com", "Ada"))
+        .await
+        .unwrap();
+    store
+        .scope(purged, &ctx())
+        .create_contact(new_contact("gone2@example.com", "Ada"))
+        .await
+        .unwrap();
+
+    let reader = ConsumerName::parse("upgrade").unwrap();
+    let mut tx = store.begin(kept, ctx()).await.unwrap();
+    let positions: Vec<FeedPosition> = tx
+        .next_batch(&reader, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(
+        positions,
+        (1..=4).map(|c| FeedPosition::new(c, 1)).collect::<Vec<_>>(),
+        "the commit after the upgrade takes the next position"
+    );
+    assert_eq!(tx.feed_head().await.unwrap(), FeedPosition::new(4, 1));
+    tx.commit().await.unwrap();
+    let mut tx = store.begin(purged, ctx()).await.unwrap();
+    let batch = tx.next_batch(&reader, 100).await.unwrap();
+    assert_eq!(
+        batch.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![FeedPosition::new(3, 1)],
+        "after a purge of every event, the next commit goes on after the purged position"
+    );
+    tx.commit().await.unwrap();
+    drop(store);
+}

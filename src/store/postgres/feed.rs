@@ -30,16 +30,23 @@ use crate::{
 /// A consumer's cursor.
 const CONSUMER: &str =
     "SELECT position, seq FROM feed_consumers WHERE tenant_id = $1 AND name = $2";
-/// The tenant's last position, the last purged event, and the index of
-/// the last event of the last position (NULL when it was purged).
+/// The tenant's last position (its last commit marker, none when a purge
+/// took them all), the last purged event, and the index of the last event
+/// of the last position.
 ///
 /// Written so that the only plan is a walk of the keys (each lookup an
-/// equality on a key): a plan cached while the tables were small and
-/// without statistics must not scan a tenant's events to join them.
-const HEAD: &str = "SELECT h.position, h.purged_position, h.purged_seq, \
-     (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = \
-         (SELECT c.txn FROM feed_commits c WHERE c.tenant_id = $1 AND c.position = h.position)) \
-     FROM feed_heads h WHERE h.tenant_id = $1";
+/// equality on a key, the last marker one descent from the right of
+/// `feed_commits_position_key`): a plan cached while the tables were small
+/// and without statistics must not scan a tenant's events to join them.
+/// One statement, so one snapshot: a purge committed meanwhile is seen
+/// whole or not at all.
+const HEAD: &str = "SELECT l.position, h.purged_position, h.purged_seq, \
+     (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = l.txn) \
+     FROM feed_heads h \
+     LEFT JOIN LATERAL (SELECT c.position, c.txn FROM feed_commits c \
+            WHERE c.tenant_id = $1 AND c.position IS NOT NULL \
+            ORDER BY c.position DESC LIMIT 1) AS l ON true \
+     WHERE h.tenant_id = $1";
 /// The events after `($2, $3)`, up to `$4`, with their diffs from the
 /// history (a primary-key lookup; none for activities, signals and purged
 /// versions) or, for score events, from the event itself. Only committed transactions have a position, and the
@@ -81,12 +88,17 @@ const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq
 
 /// The operators' view: every tenant's head (row-level security lets a
 /// member of `crm_feed_operator` that set `crm.feed_operator` see them).
-const ALL_HEADS: &str = "SELECT h.tenant_id, h.position, max(e.seq), h.purged_position, \
+/// Every tenant with a commit has its `feed_heads` row; its last marker is
+/// the largest position of its commits, found per tenant on the position
+/// key (grouped by the tenant, so that Citus can run it on each shard).
+const ALL_HEADS: &str = "SELECT h.tenant_id, l.position, max(e.seq), h.purged_position, \
      h.purged_seq \
      FROM feed_heads h \
-     LEFT JOIN feed_commits c ON c.tenant_id = h.tenant_id AND c.position = h.position \
+     LEFT JOIN LATERAL (SELECT c2.tenant_id, max(c2.position) AS position FROM feed_commits c2 \
+            WHERE c2.tenant_id = h.tenant_id GROUP BY c2.tenant_id) AS l ON true \
+     LEFT JOIN feed_commits c ON c.tenant_id = h.tenant_id AND c.position = l.position \
      LEFT JOIN feed_events e ON e.tenant_id = c.tenant_id AND e.txn = c.txn \
-     GROUP BY h.tenant_id, h.position, h.purged_position, h.purged_seq \
+     GROUP BY h.tenant_id, l.position, h.purged_position, h.purged_seq \
      ORDER BY h.tenant_id";
 /// The operator's settings: a request of their own (see `transaction.rs`
 /// on Citus and `SET LOCAL`).
@@ -155,17 +167,25 @@ fn head(rows: &[Row]) -> Result<Head> {
             purged: FeedPosition::START,
         });
     };
-    let position: i64 = row.try_get(0).map_err(error::db)?;
+    let position: Option<i64> = row.try_get(0).map_err(error::db)?;
     let purged = FeedPosition::new(
         row.try_get(1).map_err(error::db)?,
         row.try_get(2).map_err(error::db)?,
     );
     let last_seq: Option<i32> = row.try_get(3).map_err(error::db)?;
-    let last = match last_seq {
-        Some(seq) => FeedPosition::new(position, seq),
-        None => purged,
-    };
-    Ok(Head { last, purged })
+    Ok(Head {
+        last: last_of(position, last_seq, purged),
+        purged,
+    })
+}
+
+/// The last event: the last event of the last commit marker, or the last
+/// purged one when there is no marker (or its events are gone).
+fn last_of(position: Option<i64>, last_seq: Option<i32>, purged: FeedPosition) -> FeedPosition {
+    match (position, last_seq) {
+        (Some(position), Some(seq)) => FeedPosition::new(position, seq),
+        _ => purged,
+    }
 }
 
 fn cursor(rows: &[Row]) -> Result<Option<FeedPosition>> {
@@ -358,14 +378,13 @@ impl FeedHeads for PostgresStore {
         rows.iter()
             .map(|row| {
                 let tenant: Uuid = row.try_get(0).map_err(error::db)?;
-                let position: i64 = row.try_get(1).map_err(error::db)?;
+                let position: Option<i64> = row.try_get(1).map_err(error::db)?;
                 let last: Option<i32> = row.try_get(2).map_err(error::db)?;
                 let purged = FeedPosition::new(
                     row.try_get(3).map_err(error::db)?,
                     row.try_get(4).map_err(error::db)?,
                 );
-                let head = last.map_or(purged, |seq| FeedPosition::new(position, seq));
-                Ok((TenantId::from_uuid(tenant), head))
+                Ok((TenantId::from_uuid(tenant), last_of(position, last, purged)))
             })
             .collect()
     }

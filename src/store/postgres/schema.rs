@@ -86,6 +86,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "idempotency_settled",
         sql: include_str!("migrations/0015_idempotency_settled.sql"),
     },
+    Migration {
+        version: 16,
+        name: "feed_head_from_markers",
+        sql: include_str!("migrations/0016_feed_head_from_markers.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.
