@@ -93,13 +93,19 @@ async fn commits_take_their_positions_without_rewriting_a_row() {
         tenant.as_uuid()
     ));
     client
-        .batch_execute(&format!("BEGIN; {}; COMMIT", write(&ts, tenant, Uuid::now_v7())))
+        .batch_execute(&format!(
+            "BEGIN; {}; COMMIT",
+            write(&ts, tenant, Uuid::now_v7())
+        ))
         .await
         .unwrap();
     let first: String = client.query_one(&head_row, &[]).await.unwrap().get(0);
     for _ in 0..3 {
         client
-            .batch_execute(&format!("BEGIN; {}; COMMIT", write(&ts, tenant, Uuid::now_v7())))
+            .batch_execute(&format!(
+                "BEGIN; {}; COMMIT",
+                write(&ts, tenant, Uuid::now_v7())
+            ))
             .await
             .unwrap();
     }

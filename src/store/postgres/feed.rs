@@ -89,15 +89,16 @@ const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq
 /// The operators' view: every tenant's head (row-level security lets a
 /// member of `crm_feed_operator` that set `crm.feed_operator` see them).
 /// Every tenant with a commit has its `feed_heads` row; its last marker is
-/// the largest position of its commits, found per tenant on the position
-/// key (grouped by the tenant, so that Citus can run it on each shard).
+/// found per tenant in one descent from the right of the position key
+/// (`ORDER BY … LIMIT 1`: an aggregate grouped by the tenant read every
+/// marker), then the largest event index of that commit.
 const ALL_HEADS: &str = "SELECT h.tenant_id, l.position, max(e.seq), h.purged_position, \
      h.purged_seq \
      FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c2.tenant_id, max(c2.position) AS position FROM feed_commits c2 \
-            WHERE c2.tenant_id = h.tenant_id GROUP BY c2.tenant_id) AS l ON true \
-     LEFT JOIN feed_commits c ON c.tenant_id = h.tenant_id AND c.position = l.position \
-     LEFT JOIN feed_events e ON e.tenant_id = c.tenant_id AND e.txn = c.txn \
+     LEFT JOIN LATERAL (SELECT c.position, c.txn FROM feed_commits c \
+            WHERE c.tenant_id = h.tenant_id AND c.position IS NOT NULL \
+            ORDER BY c.position DESC LIMIT 1) AS l ON true \
+     LEFT JOIN feed_events e ON e.tenant_id = h.tenant_id AND e.txn = l.txn \
      GROUP BY h.tenant_id, l.position, h.purged_position, h.purged_seq \
      ORDER BY h.tenant_id";
 /// The operator's settings: a request of their own (see `transaction.rs`

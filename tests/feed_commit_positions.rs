@@ -1,0 +1,299 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! How a commit takes its feed position (schema 16: the tenant's last
+//! marker, under a lock of the tenant's `feed_heads` row that updates
+//! nothing), met from outside the store: transactions written by hand at
+//! `REPEATABLE READ`, a transaction over thousands of tenants, the upgrade
+//! from schema 15 beside an open write, the operators' view on a long
+//! feed, and an event no reader could read.
+
+mod support;
+
+use crm_core::{
+    Actor, Context, PostgresStore, Store, StoreExt, TenantId, conformance,
+    domain::{ConsumerName, Email, NewContact, PersonName},
+    store::postgres::{MIGRATIONS, statements},
+};
+use support::{TestDb, TestStore};
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:positions").unwrap())
+}
+
+fn new_contact(email: &str) -> NewContact {
+    NewContact::new(
+        Email::parse(email).unwrap(),
+        PersonName::parse("Ada").unwrap(),
+        PersonName::parse("Lovelace").unwrap(),
+    )
+}
+
+fn write(db: &TestDb, tenant: TenantId, entity: Uuid) -> String {
+    db.sql(&format!(
+        "SELECT crm.crm_feed_write('{}', 'contact', '{entity}', 'created', 1, now(), \
+         'user:probe', NULL, NULL, NULL)",
+        tenant.as_uuid()
+    ))
+}
+
+/// A transaction written by hand at REPEATABLE READ (the feed's triggers
+/// run for every writer, not only the store's): its commit trigger reads
+/// with the transaction's snapshot. When another commit and a purge of
+/// both came after that snapshot, it must not take the purged position
+/// again (a reader positioned at the purged event would never see it):
+/// either it commits and a reader after the purge sees its event, or it
+/// fails as a serialization failure, to be retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeatable_read_commit_after_a_purge_is_not_lost() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    ts.scope(tenant, &ctx())
+        .create_contact(new_contact("one@example.com"))
+        .await
+        .unwrap();
+    let late = Uuid::now_v7();
+    let by_hand = ts.db().client().await;
+    by_hand
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1; {}",
+            write(ts.db(), tenant, late)
+        ))
+        .await
+        .unwrap();
+    ts.scope(tenant, &ctx())
+        .create_contact(new_contact("two@example.com"))
+        .await
+        .unwrap();
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(tx.purge_feed(later).await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    let committed = by_hand.batch_execute("COMMIT").await;
+
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    let reader = ConsumerName::parse("after-purge").unwrap();
+    let seen: Vec<Uuid> = tx
+        .next_batch(&reader, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let head = tx.feed_head().await.unwrap();
+    tx.commit().await.unwrap();
+    match committed {
+        Ok(()) => assert_eq!(
+            seen,
+            vec![late],
+            "the commit succeeded, so a reader at the purged position must see its event \
+             (head {head:?})"
+        ),
+        Err(e) => assert_eq!(
+            e.code(),
+            Some(&SqlState::T_R_SERIALIZATION_FAILURE),
+            "{e:?}"
+        ),
+    }
+}
+
+/// Two transactions of a tenant, the later-committing one at REPEATABLE
+/// READ, whose snapshot misses the other's marker: its commit is refused
+/// as a serialization failure (40001, which callers retry), not as the
+/// unique violation of `feed_commits_position_key` it meets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeatable_read_commit_that_lost_the_race_fails_as_a_serialization_failure() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    ts.scope(tenant, &ctx())
+        .create_contact(new_contact("first@example.com"))
+        .await
+        .unwrap();
+    let by_hand = ts.db().client().await;
+    by_hand
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1; {}",
+            write(ts.db(), tenant, Uuid::now_v7())
+        ))
+        .await
+        .unwrap();
+    ts.scope(tenant, &ctx())
+        .create_contact(new_contact("one@example.com"))
+        .await
+        .unwrap();
+    let e = by_hand.batch_execute("COMMIT").await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::T_R_SERIALIZATION_FAILURE),
+        "{e:?}"
+    );
+}
+
+/// A transaction written by hand (without row-level security) that writes
+/// events of many tenants commits: the lock each tenant's commit takes is
+/// kept in the tenant's row, not in the server's shared lock table (an
+/// advisory lock per tenant ran out of it: "out of shared memory").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_writing_events_of_many_tenants_commits() {
+    let ts = TestStore::new().await;
+    let client = ts.db().client().await;
+    let r = client
+        .batch_execute(&ts.db().sql(
+            "BEGIN; SELECT count(crm.crm_feed_write(gen_random_uuid(), 'contact', \
+             gen_random_uuid(), 'created', 1, now(), 'user:probe', NULL, NULL, NULL)) \
+             FROM generate_series(1, 20000); COMMIT",
+        ))
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+}
+
+/// A store at schema 15, migrated to 16 while a write transaction is open
+/// (it wrote its events, and commits after the migration began): the
+/// migration waits for it, and both succeed. (Locking `feed_heads` before
+/// `feed_events`, the migration met the writer, which holds `feed_events`
+/// and needs `feed_heads` at commit, in a deadlock.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_to_16_completes_beside_an_open_write() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA upgrade; CREATE TABLE upgrade.schema_migrations ( \
+             version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    for m in MIGRATIONS.iter().filter(|m| m.version <= 15) {
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL search_path TO upgrade, pg_temp; {}\n; COMMIT",
+                m.sql
+            ))
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO upgrade.schema_migrations (version, name, checksum) \
+                 VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &m.checksum()],
+            )
+            .await
+            .unwrap();
+    }
+    let store = PostgresStore::builder(&db.url())
+        .pool_size(3)
+        .pipelines(conformance::test_pipelines())
+        .schema("upgrade")
+        .build()
+        .await
+        .unwrap();
+    let tenant = TenantId::new();
+    store
+        .scope(tenant, &ctx())
+        .create_contact(new_contact("before@example.com"))
+        .await
+        .unwrap();
+    let mut open = store.begin(tenant, ctx()).await.unwrap();
+    open.create_contact(new_contact("open@example.com"))
+        .await
+        .unwrap();
+    let mut migrating = {
+        let store = store.clone();
+        tokio::spawn(async move { store.migrate().await })
+    };
+    // The migration waits for the open write's lock (or, were it to take
+    // none, ends at once).
+    let early = tokio::select! {
+        r = &mut migrating => Some(r.unwrap()),
+        () = support::until_a_backend_waits_for_a_lock(&db) => None,
+    };
+    let committed = open.commit().await;
+    let migrated = match early {
+        Some(r) => r,
+        None => migrating.await.unwrap(),
+    };
+    assert!(
+        migrated.is_ok() && committed.is_ok(),
+        "migration: {migrated:?}; the open write's commit: {committed:?}"
+    );
+}
+
+/// The operators' view reads one marker per tenant, however long their
+/// feeds (`max(…) GROUP BY` per tenant could not use the min/max rewrite
+/// and read every marker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_view_reads_one_marker_per_tenant() {
+    let ts = TestStore::new().await;
+    let client = ts.db().client().await;
+    for tenant in [TenantId::new(), TenantId::new()] {
+        // 5,000 commits' markers of one tenant (a marker per run of events).
+        client
+            .batch_execute(&format!(
+                "BEGIN; DO $$ BEGIN FOR i IN 1..5000 LOOP \
+                 PERFORM crm.crm_feed_write('{}', 'contact', gen_random_uuid(), 'created', 1, \
+                 now(), 'user:probe', NULL, NULL, NULL); \
+                 PERFORM set_config('crm.feed_txn', '', true); END LOOP; END $$; COMMIT",
+                tenant.as_uuid()
+            ))
+            .await
+            .unwrap();
+    }
+    client
+        .batch_execute("ANALYZE crm.feed_heads, crm.feed_commits, crm.feed_events")
+        .await
+        .unwrap();
+    let all_heads = statements::all()
+        .into_iter()
+        .find(|s| s.name == "feed::ALL_HEADS")
+        .expect("the operators' statement")
+        .sql;
+    client
+        .batch_execute("SET search_path TO crm, pg_temp")
+        .await
+        .unwrap();
+    let plan: serde_json::Value = client
+        .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {all_heads}"), &[])
+        .await
+        .unwrap()
+        .get::<_, serde_json::Value>(0);
+    fn markers_read(node: &serde_json::Value) -> f64 {
+        let own = if node["Relation Name"] == "feed_commits" {
+            node["Actual Rows"].as_f64().unwrap_or(0.0)
+                * node["Actual Loops"].as_f64().unwrap_or(1.0)
+        } else {
+            0.0
+        };
+        own + node["Plans"]
+            .as_array()
+            .map_or(0.0, |ps| ps.iter().map(markers_read).sum())
+    }
+    let read = markers_read(&plan[0]["Plan"]);
+    assert!(
+        read <= 10.0,
+        "the operators' view read {read} markers for 2 tenants: {plan}"
+    );
+}
+
+/// An event of an unknown kind written by hand is refused when written
+/// (the table's check): stored, it would make every later read of the
+/// tenant's feed fail on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_of_an_unknown_kind_is_refused_when_written() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    let client = ts.db().client().await;
+    let written = client
+        .batch_execute(&ts.db().sql(&format!(
+            "BEGIN; SELECT crm.crm_feed_write('{}', 'bogus', gen_random_uuid(), 'created', 1, \
+             now(), 'user:probe', NULL, NULL, NULL); COMMIT",
+            tenant.as_uuid()
+        )))
+        .await;
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    let read = tx.next_batch(&ConsumerName::parse("r").unwrap(), 10).await;
+    assert!(
+        written.is_err(),
+        "the write was accepted; the tenant's feed now reads as {read:?}"
+    );
+}
