@@ -11,7 +11,7 @@ mod support;
 use crm_core::{
     Actor, Context, PostgresStore, Store, StoreExt, TenantId, conformance,
     domain::{ConsumerName, Email, NewContact, PersonName},
-    store::postgres::{MIGRATIONS, statements},
+    store::postgres::statements,
 };
 use support::{TestDb, TestStore};
 use tokio_postgres::error::SqlState;
@@ -155,32 +155,7 @@ async fn a_transaction_writing_events_of_many_tenants_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upgrade_to_16_completes_beside_an_open_write() {
     let db = TestDb::create().await;
-    let client = db.client().await;
-    client
-        .batch_execute(
-            "CREATE SCHEMA upgrade; CREATE TABLE upgrade.schema_migrations ( \
-             version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL, \
-             applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
-    for m in MIGRATIONS.iter().filter(|m| m.version <= 15) {
-        client
-            .batch_execute(&format!(
-                "BEGIN; SET LOCAL search_path TO upgrade, pg_temp; {}\n; COMMIT",
-                m.sql
-            ))
-            .await
-            .unwrap();
-        client
-            .execute(
-                "INSERT INTO upgrade.schema_migrations (version, name, checksum) \
-                 VALUES ($1, $2, $3)",
-                &[&m.version, &m.name, &m.checksum()],
-            )
-            .await
-            .unwrap();
-    }
+    db.schema_at_version("upgrade", 15).await;
     let store = PostgresStore::builder(&db.url())
         .pool_size(3)
         .pipelines(conformance::test_pipelines())

@@ -448,33 +448,7 @@ fn store_config(db: &TestDb, user: &str) -> tokio_postgres::Config {
 async fn the_feed_goes_on_from_its_last_position_across_the_upgrade_to_schema_16() {
     use crm_core::domain::{ConsumerName, FeedPosition};
     let db = TestDb::create().await;
-    let client = db.client().await;
-    // Schema 15, as a store of that version left it.
-    client
-        .batch_execute(
-            "CREATE SCHEMA upgrade; CREATE TABLE upgrade.schema_migrations ( \
-             version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL, \
-             applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .unwrap();
-    for m in MIGRATIONS.iter().filter(|m| m.version <= 15) {
-        client
-            .batch_execute(&format!(
-                "BEGIN; SET LOCAL search_path TO upgrade, pg_temp; {}\n; COMMIT",
-                m.sql
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
-        client
-            .execute(
-                "INSERT INTO upgrade.schema_migrations (version, name, checksum) \
-                 VALUES ($1, $2, $3)",
-                &[&m.version, &m.name, &m.checksum()],
-            )
-            .await
-            .unwrap();
-    }
+    db.schema_at_version("upgrade", 15).await;
     let store = PostgresStore::builder(&db.url())
         .pool_size(2)
         .pipelines(conformance::test_pipelines())

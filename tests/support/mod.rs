@@ -90,6 +90,44 @@ impl TestDb {
         Self::create_with("").await
     }
 
+    /// Creates schema `schema` and applies the store's migrations up to
+    /// `version`, recording them as `PostgresStore::migrate` does: the
+    /// schema a store of that version left, for an upgrade to be tested.
+    #[allow(dead_code)]
+    pub async fn schema_at_version(&self, schema: &str, version: i64) {
+        let client = self.client().await;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; CREATE TABLE {schema}.schema_migrations ( \
+                 version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now())"
+            ))
+            .await
+            .unwrap();
+        for m in crm_core::store::postgres::MIGRATIONS
+            .iter()
+            .filter(|m| m.version <= version)
+        {
+            client
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL search_path TO {schema}, pg_temp; {}\n; COMMIT",
+                    m.sql
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {schema}.schema_migrations (version, name, checksum) \
+                         VALUES ($1, $2, $3)"
+                    ),
+                    &[&m.version, &m.name, &m.checksum()],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
     /// The schema of the store's tables: `crm`, or the test's own schema
     /// on Citus.
     pub fn schema(&self) -> &str {
