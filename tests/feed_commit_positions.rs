@@ -272,3 +272,80 @@ async fn an_event_of_an_unknown_kind_is_refused_when_written() {
         "the write was accepted; the tenant's feed now reads as {read:?}"
     );
 }
+
+/// A tenant whose every event was purged (an idle tenant past the
+/// retention) while some transaction of the database keeps an older
+/// snapshot: the head read of every poll of its consumers (and the first
+/// commit after the purge) looks for the last marker above the purged
+/// position, and so never walks the purged markers' index entries, none of
+/// which can be pruned meanwhile (unbounded, the read touched 388 pages
+/// for 20,000 purged markers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_of_a_fully_purged_tenant_is_read_in_a_few_pages_beside_an_old_snapshot() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    let client = ts.db().client().await;
+    // 20,000 commits' markers of one tenant (a marker per run of events).
+    client
+        .batch_execute(&ts.db().sql(&format!(
+            "BEGIN; DO $$ BEGIN FOR i IN 1..20000 LOOP \
+             PERFORM crm.crm_feed_write('{}', 'contact', gen_random_uuid(), 'created', 1, \
+             now(), 'user:probe', NULL, NULL, NULL); \
+             PERFORM set_config('crm.feed_txn', '', true); END LOOP; END $$; COMMIT",
+            tenant.as_uuid()
+        )))
+        .await
+        .unwrap();
+    // Some session holds an old snapshot (a report, a dump).
+    let old = ts.db().client().await;
+    old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .await
+        .unwrap();
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(tx.purge_feed(later).await.unwrap(), 20000);
+    tx.commit().await.unwrap();
+
+    let head = statements::all()
+        .into_iter()
+        .find(|s| s.name == "feed::HEAD")
+        .expect("the head's statement")
+        .sql
+        .replace("$1", &format!("'{}'::uuid", tenant.as_uuid()));
+    client
+        .batch_execute(&format!("SET search_path TO {}, pg_temp", ts.db().schema()))
+        .await
+        .unwrap();
+    let mut pages = Vec::new();
+    for _ in 0..3 {
+        let plan: serde_json::Value = client
+            .query_one(
+                &format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {head}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, serde_json::Value>(0);
+        let p = &plan[0]["Plan"];
+        pages.push(
+            p["Shared Hit Blocks"].as_i64().unwrap_or(0)
+                + p["Shared Read Blocks"].as_i64().unwrap_or(0),
+        );
+    }
+    ts.scope(tenant, &ctx())
+        .create_contact(new_contact("after@example.com"))
+        .await
+        .unwrap();
+    old.batch_execute("COMMIT").await.unwrap();
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    assert_eq!(
+        tx.feed_head().await.unwrap(),
+        crm_core::domain::FeedPosition::new(20001, 1),
+        "the commit after the purge goes on after the purged position"
+    );
+    tx.commit().await.unwrap();
+    assert!(
+        pages.iter().all(|&p| p <= 20),
+        "each head read of a purged tenant read {pages:?} pages"
+    );
+}

@@ -36,7 +36,9 @@ const CONSUMER: &str =
 ///
 /// Written so that the only plan is a walk of the keys (each lookup an
 /// equality on a key, the last marker one descent from the right of
-/// `feed_commits_position_key`): a plan cached while the tables were small
+/// `feed_commits_position_key`, bounded below by the purged position so
+/// that the dead entries of purged markers are never walked): a plan
+/// cached while the tables were small
 /// and without statistics must not scan a tenant's events to join them.
 /// One statement, so one snapshot: a purge committed meanwhile is seen
 /// whole or not at all.
@@ -44,7 +46,7 @@ const HEAD: &str = "SELECT l.position, h.purged_position, h.purged_seq, \
      (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = l.txn) \
      FROM feed_heads h \
      LEFT JOIN LATERAL (SELECT c.position, c.txn FROM feed_commits c \
-            WHERE c.tenant_id = $1 AND c.position IS NOT NULL \
+            WHERE c.tenant_id = $1 AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      WHERE h.tenant_id = $1";
 /// The events after `($2, $3)`, up to `$4`, with their diffs from the
@@ -96,7 +98,7 @@ const ALL_HEADS: &str = "SELECT h.tenant_id, l.position, max(e.seq), h.purged_po
      h.purged_seq \
      FROM feed_heads h \
      LEFT JOIN LATERAL (SELECT c.position, c.txn FROM feed_commits c \
-            WHERE c.tenant_id = h.tenant_id AND c.position IS NOT NULL \
+            WHERE c.tenant_id = h.tenant_id AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      LEFT JOIN feed_events e ON e.tenant_id = h.tenant_id AND e.txn = l.txn \
      GROUP BY h.tenant_id, l.position, h.purged_position, h.purged_seq \

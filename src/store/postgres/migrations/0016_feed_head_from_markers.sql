@@ -79,8 +79,11 @@ BEGIN
     END IF;
     -- A statement after the lock, so a snapshot taken once the previous
     -- committer is visible.
+    -- Above the purged position: when a purge took every marker, their
+    -- index entries (dead, and kept while an old snapshot lives) are not
+    -- walked.
     SELECT c.position INTO last_given FROM feed_commits c
-     WHERE c.tenant_id = NEW.tenant_id AND c.position IS NOT NULL
+     WHERE c.tenant_id = NEW.tenant_id AND c.position > coalesce(purged, 0)
      ORDER BY c.position DESC LIMIT 1;
     given := greatest(coalesce(last_given, 0), coalesce(purged, 0)) + 1;
     at := clock_timestamp();
