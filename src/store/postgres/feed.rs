@@ -38,10 +38,9 @@ const CONSUMER: &str =
 /// equality on a key, the last marker one descent from the right of
 /// `feed_commits_position_key`, bounded below by the purged position so
 /// that the dead entries of purged markers are never walked): a plan
-/// cached while the tables were small
-/// and without statistics must not scan a tenant's events to join them.
-/// One statement, so one snapshot: a purge committed meanwhile is seen
-/// whole or not at all.
+/// cached while the tables were small and without statistics must not
+/// scan a tenant's events to join them. One statement, so one snapshot: a
+/// purge committed meanwhile is seen whole or not at all.
 const HEAD: &str = "SELECT l.position, h.purged_position, h.purged_seq, \
      (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = l.txn) \
      FROM feed_heads h \
