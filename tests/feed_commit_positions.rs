@@ -37,6 +37,29 @@ fn write(db: &TestDb, tenant: TenantId, entity: Uuid) -> String {
     ))
 }
 
+/// A tenant with one contact, and a transaction of it written by hand at
+/// REPEATABLE READ that took its snapshot and wrote the event of `entity`,
+/// left open.
+async fn a_tenant_and_an_open_repeatable_read_write(
+    ts: &TestStore,
+    entity: Uuid,
+) -> (TenantId, tokio_postgres::Client) {
+    let tenant = TenantId::new();
+    ts.scope(tenant, &ctx())
+        .create_contact(new_contact("first@example.com"))
+        .await
+        .unwrap();
+    let by_hand = ts.db().client().await;
+    by_hand
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1; {}",
+            write(ts.db(), tenant, entity)
+        ))
+        .await
+        .unwrap();
+    (tenant, by_hand)
+}
+
 /// A transaction written by hand at REPEATABLE READ (the feed's triggers
 /// run for every writer, not only the store's): its commit trigger reads
 /// with the transaction's snapshot. When another commit and a purge of
@@ -47,20 +70,8 @@ fn write(db: &TestDb, tenant: TenantId, entity: Uuid) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeatable_read_commit_after_a_purge_is_not_lost() {
     let ts = TestStore::new().await;
-    let tenant = TenantId::new();
-    ts.scope(tenant, &ctx())
-        .create_contact(new_contact("one@example.com"))
-        .await
-        .unwrap();
     let late = Uuid::now_v7();
-    let by_hand = ts.db().client().await;
-    by_hand
-        .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1; {}",
-            write(ts.db(), tenant, late)
-        ))
-        .await
-        .unwrap();
+    let (tenant, by_hand) = a_tenant_and_an_open_repeatable_read_write(&ts, late).await;
     ts.scope(tenant, &ctx())
         .create_contact(new_contact("two@example.com"))
         .await
@@ -104,19 +115,7 @@ async fn a_repeatable_read_commit_after_a_purge_is_not_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeatable_read_commit_that_lost_the_race_fails_as_a_serialization_failure() {
     let ts = TestStore::new().await;
-    let tenant = TenantId::new();
-    ts.scope(tenant, &ctx())
-        .create_contact(new_contact("first@example.com"))
-        .await
-        .unwrap();
-    let by_hand = ts.db().client().await;
-    by_hand
-        .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1; {}",
-            write(ts.db(), tenant, Uuid::now_v7())
-        ))
-        .await
-        .unwrap();
+    let (tenant, by_hand) = a_tenant_and_an_open_repeatable_read_write(&ts, Uuid::now_v7()).await;
     ts.scope(tenant, &ctx())
         .create_contact(new_contact("one@example.com"))
         .await
