@@ -21,7 +21,7 @@ use super::{
     export::{export_csv, export_jsonl},
     read::{Line, read_csv_rows, read_lines},
     related::{
-        BatchResults, BatchRow, ImportBatch, Owned, PageFuture, RelatedReport, Text,
+        BatchResults, BatchRow, ImportBatch, Owned, PageFuture, PagesFuture, RelatedReport, Text,
         import_batches, read_batch, refused_by_row, write_batch,
     },
 };
@@ -56,6 +56,14 @@ impl Owned for Activity {
         page: &'a PageRequest,
     ) -> PageFuture<'a, Self> {
         tx.timeline(contact, page)
+    }
+
+    fn first_pages<'a>(
+        tx: &'a mut dyn Transaction,
+        contacts: &'a [ContactId],
+        limit: u32,
+    ) -> PagesFuture<'a, Self> {
+        tx.first_timeline_pages(contacts, limit)
     }
 
     fn line(&self, c: &Contact, _company_domain: Option<&str>) -> Value {

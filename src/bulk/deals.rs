@@ -22,8 +22,8 @@ use super::{
     export::{export_csv, export_jsonl},
     read::{Line, read_csv_rows, read_lines},
     related::{
-        ImportRow, Owned, PageFuture, RelatedReport, RowResult, Text, company_of, contact_of,
-        fields_of, import_rows, row_errors,
+        ImportRow, Owned, PageFuture, PagesFuture, RelatedReport, RowResult, Text, company_of,
+        contact_of, fields_of, import_rows, row_errors,
     },
 };
 use crate::{
@@ -66,6 +66,14 @@ impl Owned for Deal {
         page: &'a PageRequest,
     ) -> PageFuture<'a, Self> {
         tx.list_deals_for_contact(contact, page)
+    }
+
+    fn first_pages<'a>(
+        tx: &'a mut dyn Transaction,
+        contacts: &'a [ContactId],
+        limit: u32,
+    ) -> PagesFuture<'a, Self> {
+        tx.first_deal_pages(contacts, limit)
     }
 
     fn company(&self) -> Option<CompanyId> {

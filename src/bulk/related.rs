@@ -51,6 +51,16 @@ pub(super) type RowResult<T> = std::result::Result<T, Vec<FieldError>>;
 /// A page of a contact's [`Owned`] records, as the store reads it.
 pub(super) type PageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<Page<T>>> + Send + 'a>>;
 
+/// The first pages of the [`Owned`] records of a page of contacts.
+pub(super) type PagesFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<Vec<Page<T>>>> + Send + 'a>>;
+
+/// How many of each contact's records the first read of a page of
+/// contacts takes ([`Owned::first_pages`]); a contact with more goes on
+/// with pages of its own. Small, so that the records of a page of 1,000
+/// contacts held at once stay few.
+const FIRST_PAGE: u32 = 20;
+
 /// A record a contact owns, a deal or an activity: exported as a flat
 /// JSON object ([`line`](Self::line)) that names its contact by email, and
 /// as a CSV row of that object's fields.
@@ -64,6 +74,24 @@ pub(super) trait Owned: Send + Sync + Sized + 'static {
         contact: ContactId,
         page: &'a PageRequest,
     ) -> PageFuture<'a, Self>;
+
+    /// The first page of each of `contacts`' records, in the order given
+    /// ([`page`](Self::page) for each, `limit` records at most). The
+    /// default reads them contact by contact.
+    fn first_pages<'a>(
+        tx: &'a mut dyn Transaction,
+        contacts: &'a [ContactId],
+        limit: u32,
+    ) -> PagesFuture<'a, Self> {
+        Box::pin(async move {
+            let request = PageRequest::first(limit);
+            let mut pages = Vec::with_capacity(contacts.len());
+            for contact in contacts {
+                pages.push(Self::page(&mut *tx, *contact, &request).await?);
+            }
+            Ok(pages)
+        })
+    }
 
     /// The company the record is linked to, if any.
     fn company(&self) -> Option<CompanyId> {
@@ -82,32 +110,47 @@ impl<T: Owned> Exporter for T {
 
     type Record = Value;
 
-    type PageData = ();
+    /// Each contact's first page of records.
+    type PageData = HashMap<ContactId, Page<T>>;
 
-    async fn page_data<'a>(_: &'a mut dyn Transaction, _: &'a [Contact]) -> Result<()> {
-        Ok(())
+    async fn page_data<'a>(
+        tx: &'a mut dyn Transaction,
+        contacts: &'a [Contact],
+    ) -> Result<Self::PageData> {
+        let ids: Vec<ContactId> = contacts.iter().map(|c| c.id).collect();
+        let pages = T::first_pages(tx, &ids, FIRST_PAGE).await?;
+        Ok(ids.into_iter().zip(pages).collect())
     }
 
     async fn records_of<'a>(
         tx: &'a mut dyn Transaction,
         contact: &'a Contact,
-        _: &'a (),
+        first: &'a Self::PageData,
         domains: &'a mut Domains,
         emit: &'a mut (dyn FnMut(&Value) -> Result<()> + Send),
     ) -> Result<u64> {
         let mut count = 0;
         let mut request = PageRequest::first(1000);
+        let mut read;
+        let mut page = match first.get(&contact.id) {
+            Some(page) => page,
+            None => {
+                read = T::page(&mut *tx, contact.id, &request).await?;
+                &read
+            }
+        };
         loop {
-            let page = T::page(&mut *tx, contact.id, &request).await?;
             for item in &page.items {
                 let domain = domains.of(&mut *tx, item.company()).await?;
                 emit(&item.line(contact, domain.as_deref()))?;
                 count += 1;
             }
-            match page.next_cursor {
-                Some(cursor) => request.cursor = Some(cursor),
+            match &page.next_cursor {
+                Some(cursor) => request.cursor = Some(cursor.clone()),
                 None => break,
             }
+            read = T::page(&mut *tx, contact.id, &request).await?;
+            page = &read;
         }
         Ok(count)
     }

@@ -305,3 +305,119 @@ pub async fn recording_a_signal_for_a_missing_contact_is_not_found(store: &DynSt
     })
     .await;
 }
+
+/// `first_timeline_pages` and `first_deal_pages` give each contact listed,
+/// in the order listed, the first page its own list gives (items and next
+/// cursor, which the contact's own list then takes back): a contact with
+/// more records than the page, one with fewer, one without any, one that
+/// does not exist, one listed twice. No contacts is no page; past the
+/// limit of contacts, or with a page size out of range, they are refused
+/// naming the field.
+pub async fn first_pages_of_many_contacts_are_their_own_lists_first_pages(store: &DynStore) {
+    let t = TenantId::new();
+    let busy = create(store, t, new_contact("first.busy@example.com", "Bu", "Sy")).await;
+    let few = create(store, t, new_contact("first.few@example.com", "Fe", "W")).await;
+    let none = create(store, t, new_contact("first.none@example.com", "No", "Ne")).await;
+    let base = truncate_to_micros(Utc::now() - Duration::days(5));
+    with_tx!(store, t, async |tx| {
+        for n in 0..7i64 {
+            // Pairs share a time, so that ties are broken by id.
+            let at = base + Duration::minutes(n / 2);
+            ok(
+                tx.log_activity(NewActivity::new(busy.id, ActivityKind::Note).occurred_at(at))
+                    .await,
+                "busy's activity",
+            );
+        }
+        ok(
+            tx.log_activity(NewActivity::new(few.id, ActivityKind::Call))
+                .await,
+            "few's activity",
+        );
+    })
+    .await;
+    for n in 0..4 {
+        deal(
+            store,
+            t,
+            new_deal(busy.id, &format!("Busy {n}"), "1", "EUR"),
+        )
+        .await;
+    }
+    deal(store, t, new_deal(few.id, "Few", "1", "EUR")).await;
+    let listed = [busy.id, few.id, ContactId::new(), none.id, busy.id];
+    let crm = store.scope(t, &ctx());
+    for limit in [3, 1, 50] {
+        let first = PageRequest::first(limit);
+        let activities = ok(
+            crm.first_timeline_pages(&listed, limit).await,
+            "first timeline pages",
+        );
+        let deals = ok(
+            crm.first_deal_pages(&listed, limit).await,
+            "first deal pages",
+        );
+        assert_eq!(activities.len(), listed.len(), "a page per contact listed");
+        assert_eq!(deals.len(), listed.len(), "a page per contact listed");
+        for (i, contact) in listed.iter().enumerate() {
+            let own = ok(crm.timeline(*contact, &first).await, "timeline");
+            assert_eq!(
+                activities[i], own,
+                "contact {i}'s first timeline page, limit {limit}"
+            );
+            let own = ok(
+                crm.list_deals_for_contact(*contact, &first).await,
+                "deals of contact",
+            );
+            assert_eq!(
+                deals[i], own,
+                "contact {i}'s first page of deals, limit {limit}"
+            );
+        }
+        if limit == 3 {
+            assert_eq!(activities[0].items.len(), 3);
+            let cursor = activities[0]
+                .next_cursor
+                .clone()
+                .expect("more activities follow");
+            let rest = ok(
+                crm.timeline(busy.id, &PageRequest::after(limit, cursor))
+                    .await,
+                "the timeline after the first page",
+            );
+            assert_eq!(rest.items.len(), 3, "the busy contact's second page");
+            let cursor = deals[0].next_cursor.clone().expect("more deals follow");
+            let rest = ok(
+                crm.list_deals_for_contact(busy.id, &PageRequest::after(limit, cursor))
+                    .await,
+                "deals after the first page",
+            );
+            assert_eq!(rest.items.len(), 1, "the busy contact's last deal");
+        }
+    }
+    assert!(ok(crm.first_timeline_pages(&[], 10).await, "no contacts").is_empty());
+    assert!(ok(crm.first_deal_pages(&[], 10).await, "no contacts").is_empty());
+    let too_many = vec![busy.id; crate::store::MAX_GET_MANY + 1];
+    expect_validation(
+        crm.first_timeline_pages(&too_many, 10).await,
+        "contacts",
+        "more contacts than a call takes",
+    );
+    expect_validation(
+        crm.first_deal_pages(&too_many, 10).await,
+        "contacts",
+        "more contacts than a call takes",
+    );
+    for limit in [0, crate::domain::MAX_PAGE_SIZE + 1] {
+        expect_validation(
+            crm.first_timeline_pages(&listed, limit).await,
+            "limit",
+            "a page size out of range",
+        );
+        expect_validation(
+            crm.first_deal_pages(&listed, limit).await,
+            "limit",
+            "a page size out of range",
+        );
+    }
+}

@@ -104,6 +104,33 @@ pub trait DealsTx: Send {
         page: &PageRequest,
     ) -> Result<Page<Deal>>;
 
+    /// The first page of each of `contacts`' deals, in the order given:
+    /// what [`list_deals_for_contact`](Self::list_deals_for_contact) gives
+    /// it for `PageRequest::first(limit)`, its next cursor included (a
+    /// contact listed twice gets its page twice; a contact that does not
+    /// exist, an empty page). At most
+    /// [`MAX_GET_MANY`](crate::store::MAX_GET_MANY) contacts. For pages of
+    /// contacts (the exports): on PostgreSQL one statement, where a list per
+    /// contact takes one each. The default lists each contact's deals in
+    /// turn.
+    ///
+    /// Errors: [`Error::Validation`] on `contacts` when it lists more, on
+    /// `limit` out of range.
+    async fn first_deal_pages(
+        &mut self,
+        contacts: &[ContactId],
+        limit: u32,
+    ) -> Result<Vec<Page<Deal>>> {
+        let page = PageRequest::first(limit);
+        page.checked_limit()?;
+        crate::store::check_get_many("contacts", contacts.len())?;
+        let mut out = Vec::with_capacity(contacts.len());
+        for contact in contacts {
+            out.push(self.list_deals_for_contact(*contact, &page).await?);
+        }
+        Ok(out)
+    }
+
     /// The deals in one stage of a pipeline, newest first.
     async fn list_deals_in_stage(
         &mut self,

@@ -272,6 +272,8 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         write delete_deal(id: DealId) -> bool;
         /// See [`DealsTx::list_deals_for_contact`].
         read list_deals_for_contact(contact: ContactId, page: &PageRequest) -> Page<Deal>;
+        /// See [`DealsTx::first_deal_pages`].
+        read first_deal_pages(contacts: &[ContactId], limit: u32) -> Vec<Page<Deal>>;
         /// See [`DealsTx::list_deals_in_stage`].
         read list_deals_in_stage(pipeline: &PipelineKey, stage: &StageKey, page: &PageRequest) -> Page<Deal>;
         /// See [`DealsTx::search_deals`].
@@ -285,6 +287,8 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         write log_activities(new: &[NewActivity]) -> Vec<Activity>;
         /// See [`TimelineTx::timeline`].
         read timeline(contact: ContactId, page: &PageRequest) -> Page<Activity>;
+        /// See [`TimelineTx::first_timeline_pages`].
+        read first_timeline_pages(contacts: &[ContactId], limit: u32) -> Vec<Page<Activity>>;
         /// See [`TimelineTx::record_signal`].
         write record_signal(new: NewSignal) -> Signal;
         /// See [`TimelineTx::record_signals`].

@@ -40,6 +40,32 @@ pub trait TimelineTx: Send {
     /// descending). Empty for a contact that does not exist.
     async fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Result<Page<Activity>>;
 
+    /// The first page of each of `contacts`' timelines, in the order given:
+    /// what [`timeline`](Self::timeline) gives it for
+    /// `PageRequest::first(limit)`, its next cursor included (a contact
+    /// listed twice gets its page twice; a contact that does not exist, an
+    /// empty page). At most [`MAX_GET_MANY`](crate::store::MAX_GET_MANY)
+    /// contacts. For pages of contacts (the exports): on PostgreSQL one
+    /// statement, where a timeline per contact takes one each. The default
+    /// reads each contact's timeline in turn.
+    ///
+    /// Errors: [`Error::Validation`] on `contacts` when it lists more, on
+    /// `limit` out of range.
+    async fn first_timeline_pages(
+        &mut self,
+        contacts: &[ContactId],
+        limit: u32,
+    ) -> Result<Vec<Page<Activity>>> {
+        let page = PageRequest::first(limit);
+        page.checked_limit()?;
+        crate::store::check_get_many("contacts", contacts.len())?;
+        let mut out = Vec::with_capacity(contacts.len());
+        for contact in contacts {
+            out.push(self.timeline(*contact, &page).await?);
+        }
+        Ok(out)
+    }
+
     /// Records a behavioural signal for a contact.
     ///
     /// Errors: [`Error::NotFound`] for the contact.

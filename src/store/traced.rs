@@ -315,6 +315,7 @@ traced_area!(DealsTx {
     fn reopen_deal(&mut self, id: DealId, expected: Version, to: &StageKey) -> Deal;
     fn delete_deal(&mut self, id: DealId) -> bool;
     fn list_deals_for_contact(&mut self, contact: ContactId, page: &PageRequest) -> Page<Deal>;
+    fn first_deal_pages(&mut self, contacts: &[ContactId], limit: u32) -> Vec<Page<Deal>>;
     fn list_deals_in_stage(
         &mut self,
         pipeline: &PipelineKey,
@@ -329,6 +330,7 @@ traced_area!(TimelineTx {
     fn log_activity(&mut self, new: NewActivity) -> Activity;
     fn log_activities(&mut self, new: &[NewActivity]) -> Vec<Activity>;
     fn timeline(&mut self, contact: ContactId, page: &PageRequest) -> Page<Activity>;
+    fn first_timeline_pages(&mut self, contacts: &[ContactId], limit: u32) -> Vec<Page<Activity>>;
     fn record_signal(&mut self, new: NewSignal) -> Signal;
     fn record_signals(&mut self, new: &[NewSignal]) -> Vec<Signal>;
     fn list_signals(&mut self, contact: ContactId) -> Vec<Signal>;

@@ -74,6 +74,17 @@ const DEALS_FOR_CONTACT: &str = concat!(
     " FROM deals WHERE tenant_id = $1 AND contact_id = $2",
     " ORDER BY created_at DESC, id DESC LIMIT $3"
 );
+/// The first page of each of the contacts `$2` ([`DEALS_FOR_CONTACT`]
+/// per contact, `$3` rows at most each), then the contact's position in
+/// `$2`: one index range per contact.
+const DEALS_FIRST_PAGES: &str = concat!(
+    "SELECT x.*, u.n FROM unnest($2::uuid[]) WITH ORDINALITY AS u(c, n) \
+     CROSS JOIN LATERAL (SELECT ",
+    deal_select!(),
+    " FROM deals WHERE tenant_id = $1 AND contact_id = u.c",
+    " ORDER BY created_at DESC, id DESC LIMIT $3) AS x",
+    " ORDER BY u.n, x.created_at DESC, x.id DESC"
+);
 const DEALS_FOR_CONTACT_AFTER: &str = concat!(
     "SELECT ",
     deal_select!(),
@@ -118,6 +129,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     UNLINK_TASKS,
     DEALS_FOR_CONTACT,
     DEALS_FOR_CONTACT_AFTER,
+    DEALS_FIRST_PAGES,
     DEALS_IN_STAGE,
     DEALS_IN_STAGE_AFTER,
     PIPELINE_TOTALS,
@@ -378,6 +390,33 @@ impl DealsTx for PgTransaction {
             page,
         )
         .await
+    }
+
+    async fn first_deal_pages(
+        &mut self,
+        contacts: &[ContactId],
+        limit: u32,
+    ) -> Result<Vec<Page<Deal>>> {
+        let limit = PageRequest::first(limit).checked_limit()?;
+        crate::store::check_get_many("contacts", contacts.len())?;
+        if contacts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = self.tenant_uuid();
+        let ids: Vec<Uuid> = contacts.iter().map(|c| c.as_uuid()).collect();
+        let fetch = limit as i64 + 1;
+        let rows = self
+            .query(DEALS_FIRST_PAGES, &[&tenant, &ids, &fetch])
+            .await?;
+        rows::first_pages(
+            &rows,
+            contacts,
+            limit,
+            DEAL_COLUMNS.len(),
+            rows::deal,
+            CursorList::deals_of_contact,
+            |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid()),
+        )
     }
 
     async fn list_deals_in_stage(

@@ -17,6 +17,7 @@ use crate::{
         Task, TaskBody, TaskId, TaskPriority, TaskTitle, TenantId, Timestamp, Version,
     },
     error::{Error, FieldError, Result},
+    store::{ListScope, Page},
 };
 
 /// Collects field errors while a row is rebuilt.
@@ -340,6 +341,41 @@ pub(super) fn task(row: &Row) -> Result<Task> {
 /// Rebuilds every row with `f`.
 pub(super) fn all<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(f).collect()
+}
+
+/// The pages of a statement reading the first page of each of
+/// `contacts`' records: each row a record's columns, then (at `ordinal`)
+/// the position of its contact in `contacts`, from 1; at most `limit + 1`
+/// rows per contact, in the list's order. Each contact's page is what
+/// its own list gives ([`Page::from_overfetch`] with `list` and `key`).
+pub(super) fn first_pages<T, K: serde::Serialize>(
+    rows: &[Row],
+    contacts: &[ContactId],
+    limit: usize,
+    ordinal: usize,
+    f: impl Fn(&Row) -> Result<T>,
+    list: impl Fn(ContactId) -> ListScope,
+    key: impl Fn(&T) -> K,
+) -> Result<Vec<Page<T>>> {
+    let mut items: Vec<Vec<T>> = contacts.iter().map(|_| Vec::new()).collect();
+    for row in rows {
+        let n: i64 = get(row, ordinal)?;
+        let slot = usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| items.get_mut(i))
+            .ok_or_else(|| {
+                Error::backend(format!(
+                    "a page's row names contact {n} of {}",
+                    contacts.len()
+                ))
+            })?;
+        slot.push(f(row)?);
+    }
+    Ok(contacts
+        .iter()
+        .zip(items)
+        .map(|(c, items)| Page::from_overfetch(items, limit, list(*c), &key))
+        .collect())
 }
 
 /// A company from a row of `company_select!()`.

@@ -28,6 +28,17 @@ const TIMELINE: &str = concat!(
     " FROM activities WHERE tenant_id = $1 AND contact_id = $2",
     " ORDER BY occurred_at DESC, id DESC LIMIT $3"
 );
+/// The first page of each of the contacts `$2` ([`TIMELINE`] per
+/// contact, `$3` rows at most each), then the contact's position in `$2`:
+/// one index range per contact.
+const TIMELINE_FIRST_PAGES: &str = concat!(
+    "SELECT x.*, u.n FROM unnest($2::uuid[]) WITH ORDINALITY AS u(c, n) \
+     CROSS JOIN LATERAL (SELECT ",
+    activity_select!(),
+    " FROM activities WHERE tenant_id = $1 AND contact_id = u.c",
+    " ORDER BY occurred_at DESC, id DESC LIMIT $3) AS x",
+    " ORDER BY u.n, x.occurred_at DESC, x.id DESC"
+);
 const TIMELINE_AFTER: &str = concat!(
     "SELECT ",
     activity_select!(),
@@ -57,6 +68,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     SHARE_DEAL,
     TIMELINE,
     TIMELINE_AFTER,
+    TIMELINE_FIRST_PAGES,
     SIGNALS,
     INSERT_ACTIVITY,
     INSERT_SIGNAL,
@@ -119,6 +131,33 @@ impl TimelineTx for PgTransaction {
         Ok(Page::from_overfetch(items, limit, list, |a: &Activity| {
             (a.occurred_at.timestamp_micros(), a.id.as_uuid())
         }))
+    }
+
+    async fn first_timeline_pages(
+        &mut self,
+        contacts: &[ContactId],
+        limit: u32,
+    ) -> Result<Vec<Page<Activity>>> {
+        let limit = PageRequest::first(limit).checked_limit()?;
+        crate::store::check_get_many("contacts", contacts.len())?;
+        if contacts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = self.tenant_uuid();
+        let ids: Vec<Uuid> = contacts.iter().map(|c| c.as_uuid()).collect();
+        let fetch = limit as i64 + 1;
+        let rows = self
+            .query(TIMELINE_FIRST_PAGES, &[&tenant, &ids, &fetch])
+            .await?;
+        rows::first_pages(
+            &rows,
+            contacts,
+            limit,
+            ACTIVITY_COLUMNS.len(),
+            rows::activity,
+            CursorList::timeline,
+            |a: &Activity| (a.occurred_at.timestamp_micros(), a.id.as_uuid()),
+        )
     }
 
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
