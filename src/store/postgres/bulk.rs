@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use futures_util::pin_mut;
-use sha2::{Digest, Sha256};
+
 use tokio_postgres::{
     binary_copy::BinaryCopyInWriter,
     types::{ToSql, Type},
@@ -29,6 +29,7 @@ use super::{
     contacts::DELETE_CONTACT,
     freshness::{FRESH_MERGE, FRESHNESS_OF},
     keys::ContactKeys,
+    locks::{ADVISORY_XACT_LOCK, advisory_key},
     tags::MergedRecord,
     transaction::{PgTransaction, now, set_local},
 };
@@ -434,18 +435,11 @@ const MOVE_SIGNALS: &str =
 // (the one-key form). Two tenants sharing a key would only queue their
 // imports behind each other.
 
-const IMPORT_LOCK_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock($1::int4, $2::int4)";
 const IMPORT_LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4)";
 
 /// The advisory lock key of a tenant's imports.
 fn lock_key(tenant: Uuid) -> (i32, i32) {
-    let mut hash = Sha256::new();
-    hash.update(b"crm-core import\0");
-    hash.update(tenant.as_bytes());
-    let digest = hash.finalize();
-    let word =
-        |i: usize| i32::from_be_bytes([digest[i], digest[i + 1], digest[i + 2], digest[i + 3]]);
-    (word(0), word(4))
+    advisory_key("crm-core import", tenant, &[])
 }
 
 /// The fixed statements of this file, for [`super::statements`] (the
@@ -462,7 +456,6 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     MOVE_ACTIVITIES,
     MOVE_SIGNALS,
     MOVE_TASKS,
-    IMPORT_LOCK_EXCLUSIVE,
     IMPORT_LOCK_SHARED,
 ];
 
@@ -513,7 +506,7 @@ impl BulkTx for PgTransaction {
         // long as `lock_timeout` allows).
         let (a, b) = lock_key(self.tenant_uuid());
         let sql = match lock {
-            ImportLock::Exclusive => IMPORT_LOCK_EXCLUSIVE,
+            ImportLock::Exclusive => ADVISORY_XACT_LOCK,
             ImportLock::Shared => IMPORT_LOCK_SHARED,
         };
         self.query(sql, &[&a, &b]).await.map(drop)

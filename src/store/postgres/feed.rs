@@ -14,8 +14,10 @@ use tokio_postgres::{
 use uuid::Uuid;
 
 use super::{
-    PostgresStore, error, tls,
-    transaction::{PgTransaction, now},
+    PostgresStore, error,
+    locks::{ADVISORY_XACT_LOCK, advisory_key},
+    tls,
+    transaction::{Params, PgTransaction, now},
 };
 use crate::{
     domain::{
@@ -201,22 +203,54 @@ fn cursor(rows: &[Row]) -> Result<Option<FeedPosition>> {
         .transpose()
 }
 
+/// The advisory lock of a tenant's named consumer (see
+/// [`ConsumerLock`]).
+fn consumer_lock_key(tenant: Uuid, consumer: &ConsumerName) -> (i32, i32) {
+    advisory_key("crm-core feed consumer", tenant, &[consumer.as_str()])
+}
+
+/// Whether a read of a consumer's cursor takes the consumer's lock.
+///
+/// `next_batch` takes it (a transaction-level advisory lock on the tenant
+/// and the consumer's name) before it reads the cursor, in a statement of
+/// its own: a second transaction reading the same consumer's next batch
+/// waits until the first has ended, then reads the cursor the first left
+/// (at `READ COMMITTED`, each statement sees what committed before it
+/// began). Without it, two processes running one consumer both read the
+/// same cursor, both apply the same batch and both ack it: the
+/// exactly-once of an ack made in the same transaction as the consumer's
+/// own writes would not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConsumerLock {
+    Take,
+    None,
+}
+
 impl PgTransaction {
-    /// The consumer's cursor (if it acked) and the head, in one round trip.
+    /// The consumer's cursor (if it acked) and the head, in one round trip
+    /// (after the consumer's lock, when `lock` says so).
     async fn consumer_and_head(
         &mut self,
         consumer: &ConsumerName,
+        lock: ConsumerLock,
     ) -> Result<(Option<FeedPosition>, Head)> {
         self.check_open()?;
         let tenant = self.tenant_uuid();
+        let (a, b) = consumer_lock_key(tenant, consumer);
+        let lock_key: [&(dyn ToSql + Sync); 2] = [&a, &b];
         let key: [&(dyn ToSql + Sync); 2] = [&tenant, &consumer.as_str()];
         let just_tenant: [&(dyn ToSql + Sync); 1] = [&tenant];
         let begin = self.pending_begin.take().is_some();
-        let r = self
-            .raw_query_all(&[(CONSUMER, &key), (HEAD, &just_tenant)], begin)
-            .await;
+        let mut statements: Vec<(&str, &Params<'_>)> = Vec::with_capacity(3);
+        if lock == ConsumerLock::Take {
+            statements.push((ADVISORY_XACT_LOCK, &lock_key));
+        }
+        statements.push((CONSUMER, &key));
+        statements.push((HEAD, &just_tenant));
+        let r = self.raw_query_all(&statements, begin).await;
         let rows = self.settle(r)?;
-        let (Some(c), Some(h)) = (rows.first(), rows.get(1)) else {
+        let skip = usize::from(lock == ConsumerLock::Take);
+        let (Some(c), Some(h)) = (rows.get(skip), rows.get(skip + 1)) else {
             return Err(Error::backend("the feed's state was not returned"));
         };
         Ok((cursor(c)?, head(h)?))
@@ -228,7 +262,24 @@ impl PgTransaction {
         head(&rows)
     }
 
-    async fn read_after(&mut self, after: FeedPosition, max: usize) -> Result<Vec<FeedEvent>> {
+    /// The events after `after` (which the head, read in an earlier
+    /// statement, had above its purged position and below its last), up
+    /// to `max`.
+    ///
+    /// The read is a statement of its own, with its own snapshot: a purge
+    /// committed between the head's statement and this one would have
+    /// taken the events right after `after`, and the read would start
+    /// further on, a silent jump. Positions have no gaps, so the first
+    /// event read must be the next of `after`, the next index of its
+    /// commit or the first of the next commit; when it is not (or nothing
+    /// is read), the head is read again, and `after` below its purged
+    /// position is [`Error::FeedExpired`] for `consumer`.
+    async fn read_after(
+        &mut self,
+        after: FeedPosition,
+        max: usize,
+        consumer: Option<&ConsumerName>,
+    ) -> Result<Vec<FeedEvent>> {
         let tenant = self.tenant_uuid();
         let limit = max as i64;
         let rows = self
@@ -237,7 +288,29 @@ impl PgTransaction {
                 &[&tenant, &after.commit, &after.index, &limit],
             )
             .await?;
-        rows.iter().map(event).collect()
+        let events: Vec<FeedEvent> = rows.iter().map(event).collect::<Result<_>>()?;
+        let follows = events.first().is_some_and(|e| {
+            let p = e.position;
+            (p.commit == after.commit && p.index == after.index + 1)
+                || (p.commit == after.commit + 1 && p.index == 1)
+        });
+        if !follows {
+            let head = self.head().await?;
+            if after < head.purged {
+                return Err(Error::FeedExpired {
+                    consumer: consumer.cloned(),
+                    position: after,
+                    purged: head.purged,
+                });
+            }
+            if !events.is_empty() {
+                return Err(Error::backend(format!(
+                    "the feed's events after {after:?} start at {:?}",
+                    events[0].position
+                )));
+            }
+        }
+        Ok(events)
     }
 }
 
@@ -245,7 +318,7 @@ impl PgTransaction {
 impl FeedTx for PgTransaction {
     async fn next_batch(&mut self, consumer: &ConsumerName, max: usize) -> Result<Vec<FeedEvent>> {
         let max = check_feed_batch(max)?;
-        let (cursor, head) = self.consumer_and_head(consumer).await?;
+        let (cursor, head) = self.consumer_and_head(consumer, ConsumerLock::Take).await?;
         let after = cursor.unwrap_or(head.purged);
         if after < head.purged {
             return Err(Error::FeedExpired {
@@ -257,7 +330,7 @@ impl FeedTx for PgTransaction {
         if after >= head.last {
             return Ok(Vec::new());
         }
-        self.read_after(after, max).await
+        self.read_after(after, max, Some(consumer)).await
     }
 
     async fn ack(&mut self, consumer: &ConsumerName, position: FeedPosition) -> Result<()> {
@@ -290,7 +363,7 @@ impl FeedTx for PgTransaction {
     }
 
     async fn consumer_position(&mut self, consumer: &ConsumerName) -> Result<FeedPosition> {
-        let (cursor, head) = self.consumer_and_head(consumer).await?;
+        let (cursor, head) = self.consumer_and_head(consumer, ConsumerLock::None).await?;
         Ok(cursor.unwrap_or(head.purged))
     }
 
@@ -308,7 +381,7 @@ impl FeedTx for PgTransaction {
         if after >= head.last {
             return Ok(Vec::new());
         }
-        self.read_after(after, max).await
+        self.read_after(after, max, None).await
     }
 
     async fn feed_head(&mut self) -> Result<FeedPosition> {

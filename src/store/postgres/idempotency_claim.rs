@@ -7,11 +7,11 @@
 //! `crm_idempotency_record`.
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
 use tokio_postgres::{Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
-use super::{error, idempotency::Held, transaction::PgTransaction};
+use super::{error, idempotency::Held, locks::advisory_key, transaction::PgTransaction};
 use crate::{
     domain::{TenantId, Timestamp},
     error::{Error, FieldError, Result},
@@ -272,16 +272,11 @@ pub(super) struct NoDeferredClaim;
 /// The advisory lock of a key: the first 64 bits of a SHA-256 of the
 /// tenant, source and key, as PostgreSQL's two 32-bit lock keys.
 fn lock_key(tenant: Uuid, claim: &IdempotencyClaim) -> (i32, i32) {
-    let mut hash = Sha256::new();
-    hash.update(b"crm-core idempotency\0");
-    hash.update(tenant.as_bytes());
-    hash.update(claim.source.as_str().as_bytes());
-    hash.update([0]);
-    hash.update(claim.key.as_str().as_bytes());
-    let digest = hash.finalize();
-    let word =
-        |i: usize| i32::from_be_bytes([digest[i], digest[i + 1], digest[i + 2], digest[i + 3]]);
-    (word(0), word(4))
+    advisory_key(
+        "crm-core idempotency",
+        tenant,
+        &[claim.source.as_str(), claim.key.as_str()],
+    )
 }
 
 /// The parameters of [`CLAIM`] for a claim by a transaction.

@@ -2,6 +2,9 @@
 //! merge it away, and the key-share lock that keeps it from being deleted
 //! while a deal, activity or signal is attached to it.
 
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
 use super::{rows, schema::contact_select, transaction::PgTransaction};
 use crate::{
     domain::{Contact, ContactId},
@@ -31,9 +34,44 @@ pub(super) const LOCK_CONTACT_FOR_DELETE: &str = concat!(
 pub(super) const SHARE_CONTACT: &str =
     "SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
 
+/// Takes a transaction-level advisory lock on the key `($1, $2)` (see
+/// [`advisory_key`]), waiting for the transaction holding it to end.
+pub(super) const ADVISORY_XACT_LOCK: &str = "SELECT pg_advisory_xact_lock($1::int4, $2::int4)";
+
 /// The fixed statements of this file, for [`super::statements`].
-pub(super) const STATEMENTS: &[(&str, &str)] =
-    super::statements::listed![LOCK_CONTACT, LOCK_CONTACT_FOR_DELETE, SHARE_CONTACT];
+pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    LOCK_CONTACT,
+    LOCK_CONTACT_FOR_DELETE,
+    SHARE_CONTACT,
+    ADVISORY_XACT_LOCK
+];
+
+/// The key of one of the store's advisory locks, as PostgreSQL's two
+/// 32-bit keys (the two-key form, which the migration lock's one-key form
+/// never meets): the first 64 bits of a SHA-256 of `label`, a NUL, the
+/// tenant id and `parts`, each part after the first preceded by a NUL.
+/// Each kind of lock has its own label, so kinds never share a key; two
+/// things of one kind sharing a key would only wait for each other.
+///
+/// The bytes hashed are part of the store's behaviour across versions: two
+/// processes of different versions must compute the same key for the same
+/// thing, or they stop excluding each other.
+pub(super) fn advisory_key(label: &str, tenant: Uuid, parts: &[&str]) -> (i32, i32) {
+    let mut hash = Sha256::new();
+    hash.update(label.as_bytes());
+    hash.update([0]);
+    hash.update(tenant.as_bytes());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hash.update([0]);
+        }
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    let word =
+        |i: usize| i32::from_be_bytes([digest[i], digest[i + 1], digest[i + 2], digest[i + 3]]);
+    (word(0), word(4))
+}
 
 impl PgTransaction {
     /// Locks a contact to change it (`FOR NO KEY UPDATE`).
@@ -67,5 +105,46 @@ impl PgTransaction {
             Some(_) => Ok(()),
             None => Err(Error::not_found(Entity::Contact, id)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys of the locks taken before this function existed (an
+    /// import's, an idempotency claim's) are what they were: the bytes
+    /// hashed, spelt out.
+    #[test]
+    fn advisory_keys_hash_the_label_the_tenant_and_the_parts() {
+        let tenant = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let expected = |bytes: &[u8]| {
+            let d = Sha256::digest(bytes);
+            (
+                i32::from_be_bytes([d[0], d[1], d[2], d[3]]),
+                i32::from_be_bytes([d[4], d[5], d[6], d[7]]),
+            )
+        };
+        let mut import = b"crm-core import\0".to_vec();
+        import.extend_from_slice(tenant.as_bytes());
+        assert_eq!(
+            advisory_key("crm-core import", tenant, &[]),
+            expected(&import)
+        );
+        let mut claim = b"crm-core idempotency\0".to_vec();
+        claim.extend_from_slice(tenant.as_bytes());
+        claim.extend_from_slice(b"stripe\0evt_1");
+        assert_eq!(
+            advisory_key("crm-core idempotency", tenant, &["stripe", "evt_1"]),
+            expected(&claim)
+        );
+        assert_ne!(
+            advisory_key("crm-core idempotency", tenant, &["ab", "c"]),
+            advisory_key("crm-core idempotency", tenant, &["a", "bc"])
+        );
+        assert_ne!(
+            advisory_key("crm-core feed consumer", tenant, &["a"]),
+            advisory_key("crm-core feed consumer", Uuid::nil(), &["a"])
+        );
     }
 }

@@ -1,0 +1,203 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! A consumer's reads racing other processes on PostgreSQL: the same named
+//! consumer run by two processes, and a purge committed between a read's
+//! two statements.
+
+mod support;
+
+use crm_core::{
+    Actor, Context, Error, Store, StoreExt, TenantId,
+    domain::{
+        ActivityKind, ConsumerName, Email, FeedPosition, NewActivity, NewContact, PersonName,
+    },
+};
+use support::{TestStore, until_backends_wait_for_locks};
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:consumer").unwrap())
+}
+
+fn new_contact(email: &str) -> NewContact {
+    NewContact::new(
+        Email::parse(email).unwrap(),
+        PersonName::parse("Ada").unwrap(),
+        PersonName::parse("Lovelace").unwrap(),
+    )
+}
+
+/// Two processes (two stores) run one named consumer, each applying its
+/// batch and acking in the same transaction, the exactly-once recipe. The
+/// second's `next_batch` waits for the first's transaction, then reads
+/// after the first's ack: every event is applied once. Without the
+/// consumer's lock both read the same batch and both commit its effects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_consumer_in_two_processes_applies_each_event_once() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let sink = crm
+        .create_contact(new_contact("sink@x.example"))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        crm.create_contact(new_contact(&format!("e{i}@x.example")))
+            .await
+            .unwrap();
+    }
+    let name = ConsumerName::parse("indexer").unwrap();
+    // The consumer starts after the sink's own event.
+    let mut tx = owner.begin(tenant, ctx()).await.unwrap();
+    let first = tx.next_batch(&name, 1).await.unwrap();
+    tx.ack(&name, first[0].position).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Applies a batch (one activity on the sink per event, itself an event
+    // of the feed) and acks it, in one transaction; returns the positions
+    // it applied.
+    async fn apply(
+        store: crm_core::PostgresStore,
+        tenant: TenantId,
+        name: ConsumerName,
+        sink: crm_core::domain::ContactId,
+    ) -> crm_core::Result<Vec<FeedPosition>> {
+        let mut tx = store.begin(tenant, ctx()).await?;
+        let batch = tx.next_batch(&name, 100).await?;
+        for _ in &batch {
+            tx.log_activity(NewActivity::new(sink, ActivityKind::Note))
+                .await?;
+        }
+        if let Some(last) = batch.last() {
+            tx.ack(&name, last.position).await?;
+        }
+        tx.commit().await?;
+        Ok(batch.iter().map(|e| e.position).collect())
+    }
+
+    let p1 = owner.db().store();
+    let mut t1 = p1.begin(tenant, ctx()).await.unwrap();
+    let b1 = t1.next_batch(&name, 100).await.unwrap();
+    assert_eq!(b1.len(), 3);
+    // The second process reads while the first holds its batch.
+    let second = tokio::spawn(apply(owner.db().store(), tenant, name.clone(), sink.id));
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    for _ in &b1 {
+        t1.log_activity(NewActivity::new(sink.id, ActivityKind::Note))
+            .await
+            .unwrap();
+    }
+    t1.ack(&name, b1.last().unwrap().position).await.unwrap();
+    t1.commit().await.unwrap();
+    let by_second = second.await.unwrap().unwrap();
+    let last = b1.last().unwrap().position;
+    assert!(
+        by_second.iter().all(|p| *p > last),
+        "the second process reads after the first one's ack: {by_second:?} after {last:?}"
+    );
+    // What the second read are the first's own effects (three activities).
+    assert_eq!(by_second.len(), 3);
+
+    // Two more events; both processes race for them from the start.
+    for i in 3..5 {
+        crm.create_contact(new_contact(&format!("e{i}@x.example")))
+            .await
+            .unwrap();
+    }
+    let (a, b) = tokio::join!(
+        apply(owner.db().store(), tenant, name.clone(), sink.id),
+        apply(owner.db().store(), tenant, name.clone(), sink.id)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "each read a batch: {a:?}, {b:?}"
+    );
+    assert!(
+        a.iter().all(|p| !b.contains(p)),
+        "no event applied by both processes: {a:?}, {b:?}"
+    );
+    let (earlier, later) = if a[0] < b[0] { (&a, &b) } else { (&b, &a) };
+    assert!(
+        later[0] > *earlier.last().unwrap(),
+        "the later batch starts after the earlier one's ack"
+    );
+}
+
+/// A consumer behind the retention: a purge commits after `next_batch` has
+/// read the head (which had the consumer's cursor above the purged
+/// position) and before it reads the events. The read starts past the
+/// purged events; `next_batch` must not return it as the next batch (a
+/// silent jump over the purged commits) but `FeedExpired`, and so must
+/// `events_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_between_the_head_and_the_read_is_feed_expired() {
+    let owner = TestStore::new().await;
+    for by_consumer in [true, false] {
+        let tenant = TenantId::new();
+        let crm = owner.scope(tenant, &ctx());
+        for i in 0..5 {
+            crm.create_contact(new_contact(&format!("c{i}@x.example")))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let cut = chrono::Utc::now();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        for i in 5..10 {
+            crm.create_contact(new_contact(&format!("c{i}@x.example")))
+                .await
+                .unwrap();
+        }
+        let name = ConsumerName::parse("late").unwrap();
+        let mut tx = owner.begin(tenant, ctx()).await.unwrap();
+        let first = tx.next_batch(&name, 1).await.unwrap();
+        let acked = first[0].position;
+        tx.ack(&name, acked).await.unwrap();
+        tx.commit().await.unwrap();
+
+        // `history` is read by the events' statement, not by the head's: a
+        // lock on it stops the reader between the two.
+        let side = owner.db().client().await;
+        side.batch_execute("BEGIN; LOCK TABLE crm.history IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let reader = owner.db().store();
+        let consumer = name.clone();
+        let read = tokio::spawn(async move {
+            let mut tx = reader.begin(tenant, ctx()).await.unwrap();
+            let r = if by_consumer {
+                tx.next_batch(&consumer, 100).await
+            } else {
+                tx.events_after(acked, 100).await
+            };
+            let _ = tx.rollback().await;
+            r
+        });
+        until_backends_wait_for_locks(owner.db(), 1).await;
+        let mut purge = owner.begin(tenant, ctx()).await.unwrap();
+        let purged = purge.purge_feed(cut).await.unwrap();
+        purge.commit().await.unwrap();
+        assert_eq!(purged, 5, "the first five commits' events");
+        side.batch_execute("ROLLBACK").await.unwrap();
+        match read.await.unwrap() {
+            Err(Error::FeedExpired {
+                consumer,
+                position,
+                purged,
+            }) => {
+                assert_eq!(position, acked);
+                assert!(purged > acked);
+                assert_eq!(consumer.is_some(), by_consumer);
+            }
+            other => panic!(
+                "the purge took the events after the cursor; expected FeedExpired, got {other:?}"
+            ),
+        }
+        // And so does the next call.
+        let mut tx = owner.begin(tenant, ctx()).await.unwrap();
+        assert!(matches!(
+            tx.next_batch(&name, 100).await,
+            Err(Error::FeedExpired { .. })
+        ));
+        tx.rollback().await.unwrap();
+    }
+}
