@@ -237,7 +237,80 @@ async fn a_rescore_without_a_spare_connection_runs_on_one(target: Target) {
     }
 }
 
+/// A contact's live state after `store` reads it.
+async fn live_log(store: &dyn Store, tenant: TenantId, id: ContactId) -> Option<f64> {
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let log = tx
+        .live_score_log(id)
+        .await
+        .unwrap()
+        .expect("the contact")
+        .log;
+    tx.rollback().await.unwrap();
+    log
+}
+
+/// A rebuild of the live states while another process logs an activity:
+/// the activity, acknowledged while the rebuild waits for its contact's
+/// state, counts in the state the rebuild leaves, as a rebuild run
+/// afterwards finds it. The rebuild locks each chunk's states before it
+/// reads the chunk: computed from a read made before the activity
+/// committed and written after, the state would drop it.
+async fn an_activity_logged_during_a_rebuild_of_the_live_states_counts(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let base = truncate_to_micros(Utc::now()) - Duration::hours(1);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let c = crm.create_contact(new_contact(i)).await.unwrap();
+        crm.log_activity(NewActivity::new(c.id, ActivityKind::Meeting).occurred_at(base))
+            .await
+            .unwrap();
+        ids.push(c.id);
+    }
+    let one = live_log(&*owner, tenant, ids[1]).await;
+    // Another process logs a second activity on the middle contact and has
+    // not committed: it holds the contact's state.
+    let mut logger = owner.begin(tenant, ctx()).await.unwrap();
+    logger
+        .log_activity(NewActivity::new(ids[1], ActivityKind::Meeting).occurred_at(base))
+        .await
+        .unwrap();
+    let store = owner.db().store();
+    let running = tokio::spawn(async move {
+        let options = RescoreOptions::new()
+            .with_rebuild_live(true)
+            .with_chunk_size(2);
+        rescore(&store, tenant, ctx(), &ScoringModel::default(), &options).await
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    logger
+        .commit()
+        .await
+        .expect("the second activity is acknowledged");
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.live_rebuilt, 3);
+    let after = live_log(&*owner, tenant, ids[1]).await;
+    assert_ne!(after, one, "the second activity counts");
+    let again = owner.db().store();
+    rescore(
+        &again,
+        tenant,
+        ctx(),
+        &ScoringModel::default(),
+        &RescoreOptions::new().with_rebuild_live(true),
+    )
+    .await
+    .unwrap();
+    let rebuilt = live_log(&*owner, tenant, ids[1]).await;
+    assert_eq!(after, rebuilt, "the state the race left is the rebuilt one");
+}
+
 crate::on_every_target!(
+    an_activity_logged_during_a_rebuild_of_the_live_states_counts,
     writers_during_a_rescore_of_its_own_keep_their_writes(worker_threads = 4),
     writers_during_a_rescore_in_a_callers_transaction_keep_their_writes(worker_threads = 4),
     a_rescore_without_a_spare_connection_runs_on_one,

@@ -47,7 +47,10 @@
 //! [`Store::concurrent_transactions`]: crate::Store::concurrent_transactions
 //! [`Store::begin_read`]: crate::Store::begin_read
 
-use std::{cmp::Ordering, collections::BinaryHeap};
+use std::{
+    cmp::Ordering,
+    collections::{BinaryHeap, HashSet},
+};
 
 use chrono::{Duration, Utc};
 use serde::Serialize;
@@ -60,7 +63,7 @@ use crate::{
     store::{DynStore, Transaction},
 };
 
-use super::{InputsRequest, Scored, ScoringModel};
+use super::{ContactInputs, InputsRequest, Scored, ScoringModel};
 
 /// The default number of contacts read per chunk.
 pub const DEFAULT_CHUNK_SIZE: u32 = 2_000;
@@ -288,6 +291,21 @@ async fn write_chunk(tx: &mut dyn Transaction, writes: &ChunkWrites) -> Result<(
     Ok(written)
 }
 
+/// Reads a chunk's inputs on `tx`; for a rebuild of the live states
+/// (`rebuild`), after locking the chunk's states, whose contacts `locked`
+/// then holds.
+async fn read_chunk(
+    tx: &mut dyn Transaction,
+    request: &InputsRequest,
+    rebuild: bool,
+    locked: &mut HashSet<ContactId>,
+) -> Result<Vec<ContactInputs>> {
+    if rebuild {
+        *locked = tx.lock_live_states(request).await?.into_iter().collect();
+    }
+    tx.scoring_inputs(request).await
+}
+
 /// The rescoring loop: reads chunk after chunk, scores each and writes
 /// what changed. With [`Io::Two`], the next chunk is read while the
 /// previous one's scores are written, each on its own transaction (so on
@@ -347,14 +365,21 @@ async fn run(
         top: Vec::new(),
     };
     let mut top: BinaryHeap<Ranked> = BinaryHeap::with_capacity(options.top + 1);
+    // Live states are rebuilt on one transaction only (`rescore` opens no
+    // reader for a rebuild): with a reader, nothing is locked or rebuilt.
+    let rebuild = options.rebuild_live && !options.dry_run && matches!(io, Io::One(_));
     let request = |after| InputsRequest {
         created_from,
         after,
         limit: options.chunk_size,
         inputs_from,
     };
+    // A rebuild of the live states reads each chunk on the one transaction
+    // after locking the chunk's states (see `ScoringTx::lock_live_states`),
+    // and rebuilds only the states it locked.
+    let mut locked: HashSet<ContactId> = HashSet::new();
     let mut chunk = match &mut io {
-        Io::One(tx) => tx.scoring_inputs(&request(None)).await?,
+        Io::One(tx) => read_chunk(&mut **tx, &request(None), rebuild, &mut locked).await?,
         Io::Two { reader, .. } => reader.scoring_inputs(&request(None)).await?,
     };
     while let Some(last) = chunk.last() {
@@ -375,7 +400,7 @@ async fn run(
                 report.changed += 1;
                 writes.scores.push(ContactScore::new(c.id, scored.score));
             }
-            if options.rebuild_live {
+            if rebuild && locked.contains(&c.id) {
                 writes
                     .live
                     .push(LiveState::new(c.id, c.live_log_sum(model)));
@@ -402,7 +427,7 @@ async fn run(
             Io::One(tx) => {
                 let written = write_chunk(&mut **tx, &writes).await?;
                 let read = match &next {
-                    Some(r) => Some(tx.scoring_inputs(r).await?),
+                    Some(r) => Some(read_chunk(&mut **tx, r, rebuild, &mut locked).await?),
                     None => None,
                 };
                 (written, read)
@@ -458,7 +483,10 @@ pub async fn rescore(
     // waits for a connection. The answer can be out of date when `begin`
     // runs (another task took the idle connection): a reader that cannot
     // be had within the store's own wait is done without, not an error.
-    let mut reader = if !options.dry_run && store.concurrent_transactions() {
+    // A rebuild of the live states reads each chunk after locking its
+    // states, on the writing transaction: no reader then.
+    let mut reader = if !options.dry_run && !options.rebuild_live && store.concurrent_transactions()
+    {
         store.begin_read(tenant, context).await.ok()
     } else {
         None

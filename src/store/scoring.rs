@@ -29,6 +29,31 @@ pub trait ScoringTx: Send {
     /// Errors: [`Error::Validation`] on `limit` when it is 0.
     async fn scoring_inputs(&mut self, request: &InputsRequest) -> Result<Vec<ContactInputs>>;
 
+    /// Locks the live score states of the contacts
+    /// [`scoring_inputs`](Self::scoring_inputs) would read for `request`
+    /// (the same predicate, order and limit), in id order, until the
+    /// transaction ends, and returns those contacts. For a rebuild of the
+    /// live states ([`RescoreOptions::rebuild_live`](crate::scoring::RescoreOptions::rebuild_live)):
+    /// the inputs read after it count every activity and signal committed
+    /// before, and one logged after waits for the rebuilt state and adds
+    /// its term to it. Without the lock, a state computed from a read and
+    /// written later would drop the terms committed between the two. A
+    /// contact the inputs then hold that was not locked (created
+    /// meanwhile) is left out of the rebuild.
+    ///
+    /// The default returns the contacts without locking anything: right
+    /// for a store whose transactions run one at a time.
+    ///
+    /// Errors: those of [`scoring_inputs`](Self::scoring_inputs).
+    async fn lock_live_states(&mut self, request: &InputsRequest) -> Result<Vec<ContactId>> {
+        Ok(self
+            .scoring_inputs(request)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
+    }
+
     /// A contact's live score state: `ln Σ weight·2^(t/half_life)` over its
     /// activities and signals (see [`crate::scoring::live`]). `Ok(None)`
     /// when there is no such contact; a state whose `log` is `None` when it

@@ -429,6 +429,7 @@ traced_area!(BulkTx {
 traced_area!(ScoringTx {
     fn write_scores(&mut self, scores: &[ContactScore]) -> u64;
     fn scoring_inputs(&mut self, request: &InputsRequest) -> Vec<ContactInputs>;
+    fn lock_live_states(&mut self, request: &InputsRequest) -> Vec<ContactId>;
     fn live_score_log(&mut self, id: ContactId) -> Option<LiveState>;
     fn live_top_leads(&mut self, limit: u32) -> Vec<LiveRanked>;
     fn live_top_accounts(&mut self, limit: u32) -> Vec<LiveRankedAccount>;

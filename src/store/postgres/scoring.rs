@@ -107,6 +107,14 @@ const PROBE_AFTER: &str = "SELECT id, created_at, score, active AND created_at >
 /// chunk whose probe found too few.
 const CHUNK_AFTER: &str = "SELECT id, created_at, score FROM contacts \
      WHERE tenant_id = $1 AND active AND created_at >= $2 AND id > $4 ORDER BY id LIMIT $3";
+/// Locks the live states of the contacts a chunk reads ([`PROBE_FIRST`]
+/// and [`CHUNK_AFTER`]'s eligible contacts after `$4`, none for the first
+/// chunk), at most `$3`, in id order.
+const LOCK_CHUNK_STATES: &str = "SELECT s.contact_id FROM contact_scores s \
+     JOIN contacts c ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
+     WHERE s.tenant_id = $1 AND c.tenant_id = $1 AND c.active AND c.created_at >= $2 \
+     AND ($4::uuid IS NULL OR c.id > $4::uuid) \
+     ORDER BY s.contact_id LIMIT $3 FOR NO KEY UPDATE OF s";
 const CHUNK_ACTIVITIES: &str = "SELECT contact_id, kind, occurred_at FROM activities \
      WHERE tenant_id = $1 AND contact_id = ANY($2) \
      AND occurred_at >= COALESCE($3, '-infinity'::timestamptz)";
@@ -185,6 +193,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     PROBE_FIRST,
     PROBE_AFTER,
     CHUNK_AFTER,
+    LOCK_CHUNK_STATES,
     CHUNK_ACTIVITIES,
     CHUNK_SIGNALS,
     CHUNK_DEALS,
@@ -405,6 +414,22 @@ impl ScoringTx for PgTransaction {
         let values: Vec<i16> = scores.iter().map(|s| i16::from(s.score.get())).collect();
         let tenant = self.tenant_uuid();
         self.execute(WRITE_SCORES, &[&tenant, &ids, &values]).await
+    }
+
+    async fn lock_live_states(&mut self, request: &InputsRequest) -> Result<Vec<ContactId>> {
+        let request = &request.checked()?;
+        let tenant = self.tenant_uuid();
+        let limit = i64::from(request.limit);
+        let after = request.after.map(|a| a.as_uuid());
+        let rows = self
+            .query(
+                LOCK_CHUNK_STATES,
+                &[&tenant, &request.created_from, &limit, &after],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok(ContactId::from_uuid(get(row, 0)?)))
+            .collect()
     }
 
     async fn scoring_inputs(&mut self, request: &InputsRequest) -> Result<Vec<ContactInputs>> {
