@@ -101,7 +101,7 @@ impl TagCell {
     pub(super) fn names(&self) -> std::result::Result<Vec<TagName>, Vec<FieldError>> {
         let parts: Vec<String> = match &self.0 {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => s.split(';').map(str::to_string).collect(),
+            Some(Value::String(s)) => super::row::split_tags_cell(s),
             Some(Value::Array(items)) => {
                 let mut parts = Vec::new();
                 for item in items {
@@ -629,12 +629,9 @@ where
             let cell: Cow<'_, str> = match line.get(column) {
                 None | Some(Value::Null) => "".into(),
                 Some(Value::String(s)) => s.as_str().into(),
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(";")
-                    .into(),
+                Some(Value::Array(items)) => {
+                    super::row::tags_cell(items.iter().filter_map(Value::as_str)).into()
+                }
                 Some(other) => other.to_string().into(),
             };
             csv.write_field(formulas.write(&cell).as_bytes())

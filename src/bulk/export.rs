@@ -267,7 +267,7 @@ impl Exporter for Contact {
             metadata.into(),
             r.company_domain.as_deref().unwrap_or("").into(),
             c.owner.as_ref().map_or("", |o| o.as_str()).into(),
-            r.tags.join(";").into(),
+            super::row::tags_cell(r.tags.iter().map(String::as_str)).into(),
             c.score.to_string().into(),
             c.active.to_string().into(),
             time(&c.created_at),

@@ -182,7 +182,7 @@ pub(super) fn csv_error(e: csv::Error) -> Error {
 
 /// The non-blank lines of a JSON Lines file of deals or activities.
 pub(super) fn read_lines<R: BufRead>(reader: R) -> impl Iterator<Item = Result<Line>> {
-    let mut lines = JsonLines::new(reader, false, "file");
+    let mut lines = JsonLines::new(reader, true, "file");
     std::iter::from_fn(move || lines.next_line().transpose())
 }
 
@@ -207,6 +207,19 @@ pub(super) fn read_csv_rows<R: Read>(
         }
         Err(e) => (None, Vec::new(), Some(e)),
     };
+    // A field the header names twice (`Title` and `title`): which cell to
+    // take is not for the import to guess, so every row is refused.
+    let twice = columns
+        .iter()
+        .enumerate()
+        .find(|(i, c)| !c.is_empty() && columns[..*i].contains(c))
+        .map(|(_, c)| {
+            FieldError::new(
+                c.as_str(),
+                "duplicate",
+                "is named by two columns of the header: keep one",
+            )
+        });
     std::iter::from_fn(move || {
         if let Some(e) = failed.take() {
             return Some(Err(e));
@@ -218,9 +231,12 @@ pub(super) fn read_csv_rows<R: Read>(
         Some(Ok(Line {
             row: record.row,
             line: record.line,
-            object: record
-                .cells
-                .and_then(|cells| csv_object(&columns, cells, formulas)),
+            object: match &twice {
+                Some(e) => Err(e.clone()),
+                None => record
+                    .cells
+                    .and_then(|cells| csv_object(&columns, cells, formulas)),
+            },
         }))
     })
 }

@@ -9,6 +9,46 @@ use crate::{
     error::FieldError,
 };
 
+/// Tag names as one CSV cell: joined by `;`, with a `;` or a `\` inside a
+/// name written `\;` or `\\` (a tag name may hold either), so that
+/// [`split_tags_cell`] gives the names back.
+pub(crate) fn tags_cell<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut cell = String::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if i > 0 {
+            cell.push(';');
+        }
+        for ch in name.chars() {
+            if matches!(ch, ';' | '\\') {
+                cell.push('\\');
+            }
+            cell.push(ch);
+        }
+    }
+    cell
+}
+
+/// The tag names of a CSV cell ([`tags_cell`]): split at each `;` not
+/// written `\;`; `\;` and `\\` stand for `;` and `\`, and any other
+/// `\` for itself (so a cell written before names were escaped reads as
+/// it did, unless a name held `\;` or `\\`).
+pub(crate) fn split_tags_cell(cell: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut name = String::new();
+    let mut chars = cell.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' if matches!(chars.peek(), Some(';' | '\\')) => {
+                name.extend(chars.next());
+            }
+            ';' => names.push(std::mem::take(&mut name)),
+            _ => name.push(ch),
+        }
+    }
+    names.push(name);
+    names
+}
+
 /// What a column of an imported file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Column {
@@ -89,6 +129,29 @@ impl Column {
     }
 }
 
+/// The pairs of names (headers of a CSV file, keys of a JSON line) that
+/// name one field twice, as `(field, first name, second name)`: `email`
+/// and `E-mail`, or one header written twice. Which one to take is not
+/// for the import to guess: each row naming a field twice is refused
+/// ([`RawContact::named_twice`]). Ignored columns may repeat.
+pub(crate) fn named_twice<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(Column, String, String)> {
+    let mut seen: Vec<(Column, &str)> = Vec::new();
+    let mut twice = Vec::new();
+    for name in names {
+        let column = Column::from_header(name);
+        if column == Column::Ignored {
+            continue;
+        }
+        match seen.iter().find(|(c, _)| *c == column) {
+            Some((_, first)) => twice.push((column, first.to_string(), name.to_string())),
+            None => seen.push((column, name)),
+        }
+    }
+    twice
+}
+
 /// The cells of one row, gathered before validation.
 #[derive(Debug, Default)]
 pub(crate) struct RawContact {
@@ -117,6 +180,16 @@ impl RawContact {
         self.errors.push(error);
     }
 
+    /// Refuses the row for naming `column`'s field twice, by `first` and
+    /// `second` (see [`named_twice`]).
+    pub(crate) fn named_twice(&mut self, column: &Column, first: &str, second: &str) {
+        self.error(FieldError::new(
+            column.field(),
+            "duplicate",
+            format!("is named twice in the row, by `{first}` and `{second}`: keep one"),
+        ));
+    }
+
     /// Sets a text cell; blank cells are absent.
     pub(crate) fn text(&mut self, column: &Column, value: &str) {
         if value.trim().is_empty() {
@@ -135,7 +208,7 @@ impl RawContact {
             Column::UpdatedAt => &mut self.dto.updated_at,
             Column::CompanyDomain => &mut self.company_domain,
             Column::Tags => {
-                self.tags.extend(value.split(';').map(str::to_string));
+                self.tags.extend(split_tags_cell(value));
                 return;
             }
             Column::Metadata => {

@@ -12,9 +12,52 @@ use crate::domain::error::FieldError;
 /// exactly: integers of 64 bits, and other numbers below 2^53 in magnitude
 /// other than a negative zero (see [`json::inexact_number`](super::json::inexact_number);
 /// send larger numbers as strings).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+///
+/// Two values are equal when they hold the same fields with the same
+/// values, numbers compared by value: `1`, `1.0` and `1e0` are one number,
+/// as PostgreSQL's `jsonb` compares them, so that whether a write changes
+/// a contact does not depend on the backend (each keeps the text it was
+/// given).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "Value", into = "Value")]
 pub struct Metadata(Map<String, Value>);
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        same_fields(&self.0, &other.0)
+    }
+}
+
+/// The same keys, each with the same value ([`same_value`]).
+fn same_fields(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, v)| b.get(k).is_some_and(|w| same_value(v, w)))
+}
+
+/// JSON equality with numbers compared by value. The numbers a
+/// [`Metadata`] holds are 64-bit integers, compared exactly, or doubles
+/// below 2^53 in magnitude, which hold integers exactly.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let int = |n: &serde_json::Number| {
+                n.as_i64()
+                    .map(i128::from)
+                    .or_else(|| n.as_u64().map(i128::from))
+            };
+            match (int(x), int(y)) {
+                (Some(x), Some(y)) => x == y,
+                _ => x.as_f64().zip(y.as_f64()).is_some_and(|(x, y)| x == y),
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => same_fields(x, y),
+        _ => a == b,
+    }
+}
 
 impl Metadata {
     /// The most bytes the serialized object may take.
@@ -290,5 +333,45 @@ mod size_tests {
         let over = serde_json::json!({ "k": format!("{fill}x") });
         let err = Metadata::parse(over).unwrap_err();
         assert_eq!(err.code, "too_large");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(json: &str) -> Metadata {
+        Metadata::try_from(serde_json::from_str::<Value>(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn numbers_are_equal_by_value_wherever_they_are() {
+        assert_eq!(m(r#"{"n":1}"#), m(r#"{"n":1.0}"#));
+        assert_eq!(m(r#"{"n":100}"#), m(r#"{"n":1e2}"#));
+        assert_eq!(m(r#"{"n":-3}"#), m(r#"{"n":-3.0}"#));
+        assert_eq!(
+            m(r#"{"a":[1,{"b":2.50}],"c":{"d":[0.0]}}"#),
+            m(r#"{"c":{"d":[0]},"a":[1.0,{"b":2.5}]}"#)
+        );
+        assert_eq!(
+            m(r#"{"n":18446744073709551615}"#),
+            m(r#"{"n":18446744073709551615}"#)
+        );
+    }
+
+    #[test]
+    fn different_values_keys_or_types_are_not_equal() {
+        assert_ne!(m(r#"{"n":1}"#), m(r#"{"n":2}"#));
+        assert_ne!(m(r#"{"n":1}"#), m(r#"{"n":1.5}"#));
+        assert_ne!(m(r#"{"n":1}"#), m(r#"{"n":"1"}"#));
+        assert_ne!(m(r#"{"n":1}"#), m(r#"{"m":1}"#));
+        assert_ne!(m(r#"{"n":1}"#), m(r#"{"n":1,"m":1}"#));
+        assert_ne!(m(r#"{"n":[1,2]}"#), m(r#"{"n":[2,1]}"#));
+        assert_ne!(m(r#"{"n":[1]}"#), m(r#"{"n":[1,1]}"#));
+        assert_ne!(
+            m(r#"{"n":9223372036854775807}"#),
+            m(r#"{"n":9223372036854775806}"#)
+        );
+        assert_ne!(m(r#"{"n":-1}"#), m(r#"{"n":18446744073709551615}"#));
     }
 }
