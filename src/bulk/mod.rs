@@ -67,9 +67,13 @@
 //! `lead_source` (`Source`; `import` when absent), `metadata` (a JSON
 //! object), `company_domain` (the contact is linked to the company holding
 //! that domain; a domain no company holds rejects the row, naming
-//! `company_domain`), `owner`, `tags` (`;`-separated names, in JSON Lines
-//! also an array; a missing tag is created, and each is attached after the
-//! upsert; names repeated in another casing count once). The columns an
+//! `company_domain`), `owner`, `tags` (`;`-separated names, a `;` or `\`
+//! within a name written `\;` or `\\`, as the exports write them; in JSON
+//! Lines also an array; a missing tag is created, and each is attached
+//! after the upsert; names repeated in another casing count once). A field
+//! named twice in a file (`email` and `E-mail`, two `tags` columns, two
+//! keys of one JSON line) refuses each row, naming the field (code
+//! `duplicate`): which to take is not the import's to guess. The columns an
 //! export adds (`id`, `company_id`, `score`, `active`, `created_at`,
 //! `updated_at`, `version`) are ignored; any other column
 //! becomes a custom field named by its header, holding the cell's text

@@ -29,10 +29,10 @@ pub trait ScoringTx: Send {
     /// Errors: [`Error::Validation`] on `limit` when it is 0.
     async fn scoring_inputs(&mut self, request: &InputsRequest) -> Result<Vec<ContactInputs>>;
 
-    /// Locks the live score states of the contacts
-    /// [`scoring_inputs`](Self::scoring_inputs) would read for `request`
-    /// (the same predicate, order and limit), in id order, until the
-    /// transaction ends, and returns those contacts. For a rebuild of the
+    /// Locks the contacts [`scoring_inputs`](Self::scoring_inputs) would
+    /// read for `request` (the same predicate, order and limit) and their
+    /// live score states, each contact before its state, in id order, until
+    /// the transaction ends, and returns those contacts. For a rebuild of the
     /// live states ([`RescoreOptions::rebuild_live`](crate::scoring::RescoreOptions::rebuild_live)):
     /// the inputs read after it count every activity and signal committed
     /// before, and one logged after waits for the rebuilt state and adds

@@ -107,14 +107,19 @@ const PROBE_AFTER: &str = "SELECT id, created_at, score, active AND created_at >
 /// chunk whose probe found too few.
 const CHUNK_AFTER: &str = "SELECT id, created_at, score FROM contacts \
      WHERE tenant_id = $1 AND active AND created_at >= $2 AND id > $4 ORDER BY id LIMIT $3";
-/// Locks the live states of the contacts a chunk reads ([`PROBE_FIRST`]
-/// and [`CHUNK_AFTER`]'s eligible contacts after `$4`, none for the first
-/// chunk), at most `$3`, in id order.
-const LOCK_CHUNK_STATES: &str = "SELECT s.contact_id FROM contact_scores s \
-     JOIN contacts c ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
-     WHERE s.tenant_id = $1 AND c.tenant_id = $1 AND c.active AND c.created_at >= $2 \
+/// Locks the contacts a chunk reads ([`PROBE_FIRST`] and
+/// [`CHUNK_AFTER`]'s eligible contacts after `$4`, none for the first
+/// chunk), at most `$3`, and their live states, each contact before its
+/// state and in id order: the order every writer takes them in (an update
+/// of a contact and its freshness trigger, a merge, a logger that key-shares
+/// the contact), so a rebuild holding states while it writes the chunk's
+/// scores never waits for a contact a writer holds while that writer waits
+/// for one of its states.
+const LOCK_CHUNK_STATES: &str = "SELECT c.id FROM contacts c \
+     JOIN contact_scores s ON s.tenant_id = c.tenant_id AND s.contact_id = c.id \
+     WHERE c.tenant_id = $1 AND s.tenant_id = $1 AND c.active AND c.created_at >= $2 \
      AND ($4::uuid IS NULL OR c.id > $4::uuid) \
-     ORDER BY s.contact_id LIMIT $3 FOR NO KEY UPDATE OF s";
+     ORDER BY c.id LIMIT $3 FOR NO KEY UPDATE OF c, s";
 const CHUNK_ACTIVITIES: &str = "SELECT contact_id, kind, occurred_at FROM activities \
      WHERE tenant_id = $1 AND contact_id = ANY($2) \
      AND occurred_at >= COALESCE($3, '-infinity'::timestamptz)";
