@@ -122,6 +122,58 @@ async fn one_consumer_in_two_processes_applies_each_event_once() {
     );
 }
 
+/// The two ways of running a consumer take its lock and its cursor row in
+/// one order: `subscribe` acks what it delivered and then reads on, in one
+/// transaction; the exactly-once recipe reads, then acks. A process of
+/// each on one consumer: the subscriber waits for the recipe's
+/// transaction, then reads after its ack; no deadlock. With the lock taken
+/// by the read alone, the two took the lock and the row in opposite orders
+/// and deadlocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ack_then_read_and_a_read_then_ack_do_not_deadlock() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    for i in 0..3 {
+        crm.create_contact(new_contact(&format!("f{i}@x.example")))
+            .await
+            .unwrap();
+    }
+    let name = ConsumerName::parse("mixed").unwrap();
+    // The recipe: next_batch (takes the consumer's lock), apply…
+    let mut recipe = owner.begin(tenant, ctx()).await.unwrap();
+    let batch = recipe.next_batch(&name, 100).await.unwrap();
+    assert_eq!(batch.len(), 3);
+    // …meanwhile a subscription acks what it delivered and reads on.
+    let store = owner.db().store();
+    let (n, first) = (name.clone(), batch[0].position);
+    let subscriber = tokio::spawn(async move {
+        let mut tx = store.begin(tenant, ctx()).await?;
+        tx.ack(&n, first).await?;
+        let got = tx.next_batch(&n, 100).await?;
+        tx.commit().await?;
+        Ok::<_, crm_core::Error>(got)
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    // The recipe acks its batch.
+    let acked = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        recipe.ack(&name, batch.last().unwrap().position).await?;
+        recipe.commit().await
+    })
+    .await
+    .expect("the recipe's ack ends");
+    let sub = tokio::time::timeout(std::time::Duration::from_secs(30), subscriber)
+        .await
+        .expect("the subscriber ends")
+        .unwrap();
+    assert!(
+        acked.is_ok() && sub.is_ok(),
+        "recipe: {:?}\nsubscriber: {:?}",
+        acked.as_ref().err(),
+        sub.as_ref().err()
+    );
+}
+
 /// A consumer behind the retention: a purge commits after `next_batch` has
 /// read the head (which had the consumer's cursor above the purged
 /// position) and before it reads the events. The read starts past the

@@ -411,6 +411,67 @@ async fn rebuilds_beside_updates_merges_and_loggers_never_deadlock(target: Targe
     }
 }
 
+/// A rebuild of the live states and a merge of two contacts of its chunk:
+/// the rebuild locks the chunk's contacts, then their states, then writes
+/// their scores; the merge locks both contacts, then the survivor's state.
+/// A session holding `signals` stops each after its first locks (the
+/// chunk's read and the merge's move of signals both need it); released,
+/// both end without a deadlock. With the states locked before the
+/// contacts, they deadlocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_and_a_merge_do_not_deadlock() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let s = crm.create_contact(new_contact(100)).await.unwrap();
+    let l = crm.create_contact(new_contact(101)).await.unwrap();
+    for id in [s.id, l.id] {
+        crm.log_activity(NewActivity::new(id, ActivityKind::Meeting))
+            .await
+            .unwrap();
+    }
+    let side = owner.db().client().await;
+    side.batch_execute("BEGIN; LOCK TABLE crm.signals IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let store = owner.db().store();
+    let rescoring = tokio::spawn(async move {
+        rescore(
+            &store,
+            tenant,
+            ctx(),
+            &ScoringModel::default(),
+            &RescoreOptions::new().with_rebuild_live(true),
+        )
+        .await
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    let store = owner.db().store();
+    let (sid, lid) = (s.id, l.id);
+    let merging = tokio::spawn(async move {
+        let mut tx = store.begin(tenant, ctx()).await?;
+        tx.merge_contacts(sid, lid, ConflictPolicy::NonEmptyIncoming)
+            .await?;
+        tx.commit().await
+    });
+    until_backends_wait_for_locks(owner.db(), 2).await;
+    side.batch_execute("ROLLBACK").await.unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), rescoring)
+        .await
+        .expect("the rescore ends")
+        .unwrap();
+    let m = tokio::time::timeout(std::time::Duration::from_secs(60), merging)
+        .await
+        .expect("the merge ends")
+        .unwrap();
+    assert!(
+        r.is_ok() && m.is_ok(),
+        "rescore: {:?}\nmerge: {:?}",
+        r.as_ref().err(),
+        m.as_ref().err()
+    );
+}
+
 crate::on_every_target!(
     rebuilds_beside_updates_merges_and_loggers_never_deadlock(worker_threads = 4),
     an_activity_logged_during_a_rebuild_of_the_live_states_counts,

@@ -91,6 +91,10 @@ pub(super) trait Exporter {
     /// The CSV header row.
     const COLUMNS: &'static [&'static str];
 
+    /// How many contacts a page holds: what [`page_data`](Self::page_data)
+    /// reads for at once.
+    const CONTACTS_PER_PAGE: u32;
+
     /// One record; its JSON line is it serialized.
     type Record: Serialize;
 
@@ -137,7 +141,7 @@ where
     let mut tx = store.begin_read(tenant, ctx.clone()).await?;
     let mut query = ContactQuery::new()
         .with_sort(ContactSort::CreatedAsc)
-        .with_page(PageRequest::first(1000));
+        .with_page(PageRequest::first(E::CONTACTS_PER_PAGE));
     let mut count = 0;
     let mut domains = Domains::default();
     loop {
@@ -211,6 +215,8 @@ where
 /// columns of [`CONTACT_CSV_HEADER`].
 impl Exporter for Contact {
     const COLUMNS: &'static [&'static str] = &CONTACT_CSV_HEADER;
+
+    const CONTACTS_PER_PAGE: u32 = 1000;
 
     type Record = ContactRecord;
 

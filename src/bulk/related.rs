@@ -57,9 +57,14 @@ pub(super) type PagesFuture<'a, T> =
 
 /// How many of each contact's records the first read of a page of
 /// contacts takes ([`Owned::first_pages`]); a contact with more goes on
-/// with pages of its own. Small, so that the records of a page of 1,000
-/// contacts held at once stay few.
+/// with pages of its own.
 const FIRST_PAGE: u32 = 20;
+
+/// How many contacts a page of an export of their records holds: with
+/// [`FIRST_PAGE`], at most 1,050 records read at once (each contact's
+/// first page and the one extra that says more follow), about what a
+/// page of 1,000 of one contact's records held before.
+const CONTACTS_PER_PAGE: u32 = 50;
 
 /// A record a contact owns, a deal or an activity: exported as a flat
 /// JSON object ([`line`](Self::line)) that names its contact by email, and
@@ -107,6 +112,8 @@ pub(super) trait Owned: Send + Sync + Sized + 'static {
 /// lines.
 impl<T: Owned> Exporter for T {
     const COLUMNS: &'static [&'static str] = T::FIELDS;
+
+    const CONTACTS_PER_PAGE: u32 = CONTACTS_PER_PAGE;
 
     type Record = Value;
 

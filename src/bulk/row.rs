@@ -31,7 +31,8 @@ pub(crate) fn tags_cell<'a>(names: impl IntoIterator<Item = &'a str>) -> String 
 /// The tag names of a CSV cell ([`tags_cell`]): split at each `;` not
 /// written `\;`; `\;` and `\\` stand for `;` and `\`, and any other
 /// `\` for itself (so a cell written before names were escaped reads as
-/// it did, unless a name held `\;` or `\\`).
+/// it did, unless a `\` in it stood before a `;` or a `\`: a name ending
+/// in `\` and followed by another, or holding `\;` or `\\`).
 pub(crate) fn split_tags_cell(cell: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut name = String::new();

@@ -16,8 +16,7 @@ use crate::domain::error::FieldError;
 /// Two values are equal when they hold the same fields with the same
 /// values, numbers compared by value: `1`, `1.0` and `1e0` are one number,
 /// as PostgreSQL's `jsonb` compares them, so that whether a write changes
-/// a contact does not depend on the backend (each keeps the text it was
-/// given).
+/// a contact does not depend on the backend.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "Value", into = "Value")]
 pub struct Metadata(Map<String, Value>);

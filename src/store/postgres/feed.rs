@@ -219,7 +219,10 @@ fn consumer_lock_key(tenant: Uuid, consumer: &ConsumerName) -> (i32, i32) {
 /// began). Without it, two processes running one consumer both read the
 /// same cursor, both apply the same batch and both ack it: the
 /// exactly-once of an ack made in the same transaction as the consumer's
-/// own writes would not hold.
+/// own writes would not hold. `ack` takes it too, before it writes the
+/// cursor's row, so that every transaction takes the two in one order
+/// (`subscribe` acks, then reads; the exactly-once recipe reads, then
+/// acks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConsumerLock {
     Take,
@@ -335,7 +338,10 @@ impl FeedTx for PgTransaction {
 
     async fn ack(&mut self, consumer: &ConsumerName, position: FeedPosition) -> Result<()> {
         let position = position.checked("position")?;
-        let head = self.head().await?;
+        // The consumer's lock before its cursor row's, as `next_batch`
+        // takes them: a process that acks and then reads must not hold the
+        // row while one that read waits for it to ack.
+        let (_, head) = self.consumer_and_head(consumer, ConsumerLock::Take).await?;
         if position.commit > head.last.commit {
             return Err(after_head(position));
         }
