@@ -488,8 +488,6 @@ struct CsvSource<R: Read> {
     records: CsvRecords<R>,
     formulas: CsvFormulas,
     columns: Vec<Column>,
-    /// Fields the header names twice: every row is refused for each.
-    named_twice: Vec<(Column, String, String)>,
 }
 
 impl<R: Read> CsvSource<R> {
@@ -499,7 +497,6 @@ impl<R: Read> CsvSource<R> {
             records,
             formulas,
             columns: header.iter().map(|h| Column::from_header(h)).collect(),
-            named_twice: super::row::named_twice(header.iter().map(String::as_str)),
         })
     }
 }
@@ -512,9 +509,6 @@ impl<R: Read> RowSource for CsvSource<R> {
         let contact = match record.cells {
             Ok(cells) => {
                 let mut raw = RawContact::default();
-                for (column, first, second) in &self.named_twice {
-                    raw.named_twice(column, first, second);
-                }
                 for (column, cell) in self.columns.iter().zip(cells.iter()) {
                     match std::str::from_utf8(cell) {
                         Ok(text) => raw.text(column, self.formulas.read(text)),
@@ -547,11 +541,6 @@ impl<R: BufRead> RowSource for JsonlSource<R> {
         let contact = match line.object {
             Ok(object) => {
                 let mut raw = RawContact::default();
-                for (column, first, second) in
-                    super::row::named_twice(object.keys().map(String::as_str))
-                {
-                    raw.named_twice(&column, &first, &second);
-                }
                 for (key, value) in object {
                     raw.json(&Column::from_header(&key), value);
                 }

@@ -70,10 +70,12 @@
 //! `company_domain`), `owner`, `tags` (`;`-separated names, a `;` or `\`
 //! within a name written `\;` or `\\`, as the exports write them; in JSON
 //! Lines also an array; a missing tag is created, and each is attached
-//! after the upsert; names repeated in another casing count once). A field
-//! named twice in a file (`email` and `E-mail`, two `tags` columns, two
-//! keys of one JSON line) refuses each row, naming the field (code
-//! `duplicate`): which to take is not the import's to guess. The columns an
+//! after the upsert; names repeated in another casing count once). A row
+//! that gives one field two different values, by two columns or keys
+//! naming it (`email` and `E-mail`, `Phone` and `Mobile`), is refused,
+//! naming the field (code `duplicate`): which to take is not the import's
+//! to guess (a blank cell, or the same value twice, is no conflict; tags
+//! columns add up). The columns an
 //! export adds (`id`, `company_id`, `score`, `active`, `created_at`,
 //! `updated_at`, `version`) are ignored; any other column
 //! becomes a custom field named by its header, holding the cell's text

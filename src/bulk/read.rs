@@ -207,19 +207,6 @@ pub(super) fn read_csv_rows<R: Read>(
         }
         Err(e) => (None, Vec::new(), Some(e)),
     };
-    // A field the header names twice (`Title` and `title`): which cell to
-    // take is not for the import to guess, so every row is refused.
-    let twice = columns
-        .iter()
-        .enumerate()
-        .find(|(i, c)| !c.is_empty() && columns[..*i].contains(c))
-        .map(|(_, c)| {
-            FieldError::new(
-                c.as_str(),
-                "duplicate",
-                "is named by two columns of the header: keep one",
-            )
-        });
     std::iter::from_fn(move || {
         if let Some(e) = failed.take() {
             return Some(Err(e));
@@ -231,12 +218,9 @@ pub(super) fn read_csv_rows<R: Read>(
         Some(Ok(Line {
             row: record.row,
             line: record.line,
-            object: match &twice {
-                Some(e) => Err(e.clone()),
-                None => record
-                    .cells
-                    .and_then(|cells| csv_object(&columns, cells, formulas)),
-            },
+            object: record
+                .cells
+                .and_then(|cells| csv_object(&columns, cells, formulas)),
         }))
     })
 }
@@ -258,8 +242,17 @@ fn csv_object(
             )
         })?;
         if !cell.trim().is_empty() {
-            let value = formulas.read(cell);
-            object.insert(column.clone(), Value::String(value.to_string()));
+            let value = Value::String(formulas.read(cell).to_string());
+            // Two columns naming one field (`Title` and `title`) with two
+            // values: which to take is not for the import to guess.
+            if object.get(column).is_some_and(|given| *given != value) {
+                return Err(FieldError::new(
+                    column.as_str(),
+                    "duplicate",
+                    "is given two different values in the row (two columns name it): keep one",
+                ));
+            }
+            object.insert(column.clone(), value);
         }
     }
     Ok(object)

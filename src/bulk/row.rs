@@ -130,29 +130,6 @@ impl Column {
     }
 }
 
-/// The pairs of names (headers of a CSV file, keys of a JSON line) that
-/// name one field twice, as `(field, first name, second name)`: `email`
-/// and `E-mail`, or one header written twice. Which one to take is not
-/// for the import to guess: each row naming a field twice is refused
-/// ([`RawContact::named_twice`]). Ignored columns may repeat.
-pub(crate) fn named_twice<'a>(
-    names: impl IntoIterator<Item = &'a str>,
-) -> Vec<(Column, String, String)> {
-    let mut seen: Vec<(Column, &str)> = Vec::new();
-    let mut twice = Vec::new();
-    for name in names {
-        let column = Column::from_header(name);
-        if column == Column::Ignored {
-            continue;
-        }
-        match seen.iter().find(|(c, _)| *c == column) {
-            Some((_, first)) => twice.push((column, first.to_string(), name.to_string())),
-            None => seen.push((column, name)),
-        }
-    }
-    twice
-}
-
 /// The cells of one row, gathered before validation.
 #[derive(Debug, Default)]
 pub(crate) struct RawContact {
@@ -181,13 +158,24 @@ impl RawContact {
         self.errors.push(error);
     }
 
-    /// Refuses the row for naming `column`'s field twice, by `first` and
-    /// `second` (see [`named_twice`]).
-    pub(crate) fn named_twice(&mut self, column: &Column, first: &str, second: &str) {
+    /// Refuses the row for giving `column`'s field two different values
+    /// (two columns or keys that name it: `email` and `E-mail`, `Phone`
+    /// and `Mobile`, one header written twice). Which to take is not for
+    /// the import to guess; a blank cell, or the same value twice, is no
+    /// conflict.
+    fn named_twice(&mut self, column: &Column) {
+        let field = column.field().to_string();
+        if self
+            .errors
+            .iter()
+            .any(|e| e.field == field && e.code == "duplicate")
+        {
+            return;
+        }
         self.error(FieldError::new(
-            column.field(),
+            field,
             "duplicate",
-            format!("is named twice in the row, by `{first}` and `{second}`: keep one"),
+            "is given two different values in the row (two columns or keys name it): keep one",
         ));
     }
 
@@ -224,13 +212,15 @@ impl RawContact {
                 return;
             }
             Column::Ignored => return,
-            Column::Custom(name) => {
-                self.custom
-                    .insert(name.clone(), Value::String(value.to_string()));
+            Column::Custom(_) => {
+                self.json(column, Value::String(value.to_string()));
                 return;
             }
         };
-        *slot = Some(value.to_string());
+        match slot {
+            Some(given) if given != value => self.named_twice(column),
+            _ => *slot = Some(value.to_string()),
+        }
     }
 
     /// Sets a field from a JSON value: text fields take strings (null is
@@ -238,10 +228,16 @@ impl RawContact {
     pub(crate) fn json(&mut self, column: &Column, value: Value) {
         match (column, value) {
             (Column::Ignored, _) | (_, Value::Null) => {}
-            (Column::Custom(name), v) => {
-                self.custom.insert(name.clone(), v);
-            }
-            (Column::Metadata, Value::Object(map)) => self.metadata = Some(map),
+            (Column::Custom(name), v) => match self.custom.get(name) {
+                Some(given) if *given != v => self.named_twice(column),
+                _ => {
+                    self.custom.insert(name.clone(), v);
+                }
+            },
+            (Column::Metadata, Value::Object(map)) => match &self.metadata {
+                Some(given) if *given != map => self.named_twice(column),
+                _ => self.metadata = Some(map),
+            },
             (Column::Tags, Value::Array(items)) => {
                 for item in items {
                     match item {
