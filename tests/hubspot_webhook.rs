@@ -6,7 +6,9 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use crm_core::{
     Actor, Context, InMemoryStore, TenantId,
-    hubspot::webhook::{WebhookError, parse_events, run_guarded, sign_v3, verify_signature_v3},
+    hubspot::webhook::{
+        MIN_SECRET_BYTES, WebhookError, parse_events, run_guarded, sign_v3, verify_signature_v3,
+    },
     idempotency::{Execution, HandlerFuture, IdempotencyGuard, handler},
 };
 use proptest::prelude::*;
@@ -80,7 +82,7 @@ fn a_changed_body_uri_method_or_timestamp_is_refused() {
 fn the_wrong_secret_is_refused() {
     assert_eq!(
         verify(
-            b"another-secret",
+            b"another-client-secret",
             "https://example.com/webhook?a=b,c",
             BODY,
             TS,
@@ -124,10 +126,27 @@ fn malformed_headers_are_refused_with_their_reason() {
     );
 }
 
+#[test]
+fn an_empty_or_short_secret_is_refused_before_anything_is_checked() {
+    let uri = "https://hooks.example.com/hubspot";
+    let ts = now().timestamp_millis().to_string();
+    for secret in [&b""[..], b"x", &[b'k'; MIN_SECRET_BYTES - 1]] {
+        // Signed with that very secret: still refused.
+        let sig = sign_v3(secret, "POST", uri, BODY, &ts);
+        assert_eq!(
+            verify(secret, uri, BODY, &ts, &sig),
+            Err(WebhookError::WeakSecret { len: secret.len() })
+        );
+    }
+    let secret = [b'k'; MIN_SECRET_BYTES];
+    let sig = sign_v3(&secret, "POST", uri, BODY, &ts);
+    assert_eq!(verify(&secret, uri, BODY, &ts, &sig), Ok(()));
+}
+
 proptest! {
     #[test]
     fn any_signed_request_verifies_and_any_changed_byte_does_not(
-        secret in proptest::collection::vec(any::<u8>(), 1..64),
+        secret in proptest::collection::vec(any::<u8>(), MIN_SECRET_BYTES..64),
         path in "/[a-z0-9/]{0,30}",
         body in proptest::collection::vec(any::<u8>(), 1..256),
         age_ms in 0i64..299_000,

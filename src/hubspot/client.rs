@@ -153,8 +153,13 @@ impl HubSpotClient {
         attempt
             .retry(backoff)
             .sleep(tokio::time::sleep)
+            // A wait longer than `longest_wait` is not waited out here:
+            // the error goes back with HubSpot's `retry_after`, for the
+            // caller to schedule.
             .when(|e: &AttemptError| {
-                e.error.is_retryable() && !matches!(e.error, HubSpotError::CircuitOpen { .. })
+                e.error.is_retryable()
+                    && !matches!(e.error, HubSpotError::CircuitOpen { .. })
+                    && e.wait.is_none_or(|w| w <= longest_wait(config))
             })
             // HubSpot's wait (Retry-After, or the policy's window) replaces
             // the backoff's; the number of retries stays bounded.
@@ -263,8 +268,11 @@ impl HubSpotClient {
                 // the window out.
                 (None, _) => Some(inner.config.rolling_window),
             };
-            if let Some(w) = wait {
-                // Every request of this client waits, not only this one.
+            if let Some(w) = wait.filter(|w| *w <= longest_wait(&inner.config)) {
+                // Every request of this client waits, not only this one. A
+                // longer wait (an hour, a date next year) is not held: it
+                // would stop every clone of the client for that long; the
+                // call fails with it instead (see `send`).
                 inner.limiter.hold_for(w);
             }
             tracing::warn!(
@@ -310,6 +318,18 @@ fn transport_error(e: reqwest::Error) -> HubSpotError {
     }
 }
 
+/// The longest wait HubSpot may ask for that a call waits out (holding
+/// the client): the longest retry delay configured, or what a rate limit
+/// other than the daily one asks for if longer (its rolling window, a
+/// second). A longer one (an hour, a date next year) fails the call with
+/// it instead.
+fn longest_wait(config: &HubSpotConfig) -> Duration {
+    config
+        .retry_max_delay
+        .max(config.rolling_window)
+        .max(Duration::from_secs(1))
+}
+
 /// `Retry-After` in seconds (fractions allowed) or as an HTTP date.
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
@@ -319,7 +339,11 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
+    Some(
+        wait.to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(86_400)),
+    )
 }
 
 /// rustls on ring with the platform's roots; HTTP/1.1.

@@ -59,7 +59,11 @@ pub struct HubSpotRecord {
     /// HubSpot's id of the record (`hs_object_id`).
     pub id: String,
     /// The properties asked for (a property without a value is `None`).
-    #[serde(default)]
+    /// HubSpot sends every value as a string; a number or a boolean sent
+    /// instead is read as its JSON text, so that one odd record does not
+    /// stop the decoding of its whole page (its value is then checked with
+    /// the rest of the record). An object or an array is refused.
+    #[serde(default, deserialize_with = "lenient_properties")]
     pub properties: BTreeMap<String, Option<String>>,
     /// When the record was created.
     #[serde(default)]
@@ -70,6 +74,32 @@ pub struct HubSpotRecord {
     /// True for a record in the recycle bin.
     #[serde(default)]
     pub archived: bool,
+}
+
+/// A record's properties: strings, or numbers and booleans as their JSON
+/// text (see [`HubSpotRecord::properties`]).
+fn lenient_properties<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Option<String>>, D::Error> {
+    use serde::de::Error as _;
+    let raw = BTreeMap::<String, Option<serde_json::Value>>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(name, value)| {
+            let text = match value {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) => Some(s),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                    Some(v.to_string())
+                }
+                Some(_) => {
+                    return Err(D::Error::custom(format!(
+                        "property {name:?} holds an object or an array, not a value"
+                    )));
+                }
+            };
+            Ok((name, text))
+        })
+        .collect()
 }
 
 impl HubSpotRecord {

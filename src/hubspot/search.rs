@@ -429,10 +429,16 @@ impl ModifiedSincePull {
                         }
                     }
                 }
-                if let Some(t) = chrono::DateTime::from_timestamp_millis(ms)
-                    && t > self.window
-                {
-                    self.window = t;
+                // The window never passes the clock: a record stamped in
+                // the future (a year 9999, a clock far ahead) would move
+                // the next pull's start past every change made meanwhile,
+                // or past the years a store keeps. Capped, the record is
+                // only read again by the next pull.
+                if let Some(t) = chrono::DateTime::from_timestamp_millis(ms) {
+                    let t = t.min(chrono::Utc::now());
+                    if t > self.window {
+                        self.window = t;
+                    }
                 }
                 out.push(record);
             }
@@ -461,10 +467,18 @@ impl ModifiedSincePull {
                     None => self.done = true,
                 },
                 (Some(_), Phase::Ties { at, after_id }) if near_ceiling => {
-                    self.restart(Phase::Ties {
-                        at,
-                        after_id: last_id.unwrap_or(after_id),
-                    })
+                    // Ids past `after_id` only, as the query asked: else the
+                    // next query is this one again.
+                    match last_id.filter(|id| *id > after_id) {
+                        Some(last) => self.restart(Phase::Ties { at, after_id: last }),
+                        None => return Err(stuck(format!("ids after {after_id}"))),
+                    }
+                }
+                // A cursor that does not advance (a proxy serving one page
+                // again, an API fault) would have the pull ask for the same
+                // page for good.
+                (Some(after), _) if self.after.as_deref() == Some(after.as_str()) => {
+                    return Err(stuck(format!("the page after cursor {after:?}")));
                 }
                 (Some(after), _) => self.after = Some(after),
             }
@@ -489,4 +503,12 @@ impl ModifiedSincePull {
         }
         Ok((all, self.window))
     }
+}
+
+/// A search answer that would have the pull ask for what it just asked
+/// for, again and again.
+fn stuck(what: String) -> HubSpotError {
+    HubSpotError::Decode(format!(
+        "HubSpot's search answered {what} with the same page again: the pull does not advance"
+    ))
 }

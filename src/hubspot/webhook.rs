@@ -57,7 +57,21 @@ pub enum WebhookError {
     /// The body is not HubSpot's array of events.
     #[error("the body is not an array of HubSpot events: {0}")]
     InvalidBody(String),
+    /// The client secret given to check a signature is shorter than
+    /// [`MIN_SECRET_BYTES`]: with an empty one (a setting left unset)
+    /// anyone could sign a request. Nothing was checked.
+    #[error(
+        "the client secret is {len} bytes long, fewer than {MIN_SECRET_BYTES}: set the app's client secret"
+    )]
+    WeakSecret {
+        /// Its length in bytes.
+        len: usize,
+    },
 }
+
+/// The shortest client secret [`verify_signature_v3`] checks with (a
+/// HubSpot app's is 36 characters).
+pub const MIN_SECRET_BYTES: usize = 16;
 
 /// Checks a webhook request's v3 signature: base64 of HMAC-SHA256 with the
 /// app's client secret over `method + uri + body + timestamp`, compared in
@@ -67,6 +81,9 @@ pub enum WebhookError {
 /// configured for the subscription; the escapes HubSpot decodes before
 /// signing (`%3A %2F %3F %40 %21 %24 %27 %28 %29 %2A %2C %3B`) are decoded
 /// here the same way.
+///
+/// A `secret` shorter than [`MIN_SECRET_BYTES`] is refused
+/// ([`WebhookError::WeakSecret`]) before anything else is looked at.
 pub fn verify_signature_v3(
     secret: &[u8],
     method: &str,
@@ -76,6 +93,9 @@ pub fn verify_signature_v3(
     signature_header: &str,
     now: Timestamp,
 ) -> std::result::Result<(), WebhookError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(WebhookError::WeakSecret { len: secret.len() });
+    }
     let ts: i64 = timestamp_header
         .trim()
         .parse()
