@@ -91,9 +91,9 @@ pub(super) trait Exporter {
     /// The CSV header row.
     const COLUMNS: &'static [&'static str];
 
-    /// How many contacts a page holds: what [`page_data`](Self::page_data)
-    /// reads for at once.
-    const CONTACTS_PER_PAGE: u32;
+    /// How many contacts [`page_data`](Self::page_data) reads for at once
+    /// (a page of 1,000 contacts is read in slices of this many).
+    const CONTACTS_PER_READ: usize;
 
     /// One record; its JSON line is it serialized.
     type Record: Serialize;
@@ -141,14 +141,16 @@ where
     let mut tx = store.begin_read(tenant, ctx.clone()).await?;
     let mut query = ContactQuery::new()
         .with_sort(ContactSort::CreatedAsc)
-        .with_page(PageRequest::first(E::CONTACTS_PER_PAGE));
+        .with_page(PageRequest::first(1000));
     let mut count = 0;
     let mut domains = Domains::default();
     loop {
         let page = tx.search_contacts(&query).await?;
-        let data = E::page_data(&mut *tx, &page.items).await?;
-        for c in &page.items {
-            count += E::records_of(&mut *tx, c, &data, &mut domains, &mut *emit).await?;
+        for slice in page.items.chunks(E::CONTACTS_PER_READ) {
+            let data = E::page_data(&mut *tx, slice).await?;
+            for c in slice {
+                count += E::records_of(&mut *tx, c, &data, &mut domains, &mut *emit).await?;
+            }
         }
         match page.next_cursor {
             Some(cursor) => query = query.after(cursor),
@@ -216,7 +218,7 @@ where
 impl Exporter for Contact {
     const COLUMNS: &'static [&'static str] = &CONTACT_CSV_HEADER;
 
-    const CONTACTS_PER_PAGE: u32 = 1000;
+    const CONTACTS_PER_READ: usize = 1000;
 
     type Record = ContactRecord;
 

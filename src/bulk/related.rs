@@ -60,11 +60,11 @@ pub(super) type PagesFuture<'a, T> =
 /// with pages of its own.
 const FIRST_PAGE: u32 = 20;
 
-/// How many contacts a page of an export of their records holds: with
-/// [`FIRST_PAGE`], at most 1,050 records read at once (each contact's
-/// first page and the one extra that says more follow), about what a
-/// page of 1,000 of one contact's records held before.
-const CONTACTS_PER_PAGE: u32 = 50;
+/// How many contacts' first pages are read at once: with [`FIRST_PAGE`],
+/// at most 1,050 records held (each contact's first page and the one
+/// extra that says more follow), about what a page of 1,000 of one
+/// contact's records holds.
+const CONTACTS_PER_READ: usize = 50;
 
 /// A record a contact owns, a deal or an activity: exported as a flat
 /// JSON object ([`line`](Self::line)) that names its contact by email, and
@@ -113,7 +113,7 @@ pub(super) trait Owned: Send + Sync + Sized + 'static {
 impl<T: Owned> Exporter for T {
     const COLUMNS: &'static [&'static str] = T::FIELDS;
 
-    const CONTACTS_PER_PAGE: u32 = CONTACTS_PER_PAGE;
+    const CONTACTS_PER_READ: usize = CONTACTS_PER_READ;
 
     type Record = Value;
 
