@@ -238,6 +238,39 @@ async fn a_number_written_another_way_is_no_change(store: &DynStore) {
     assert_eq!(c.version.get(), 2);
 }
 
+/// Two columns giving one field the same value written two ways (an
+/// address in another casing, a phone with a trailing space) is one value;
+/// a blank custom value in JSON Lines is what a blank CSV cell is, absent.
+async fn the_same_value_written_two_ways_or_a_blank_is_no_conflict(store: &DynStore) {
+    let t = TenantId::new();
+    let csv = "email,first_name,last_name,E-mail,Phone,Mobile\n\
+               Ada@Example.com,Ada,Lovelace,ada@example.com,,\n\
+               bob@example.com,Bob,Builder,,+1 555 0100,+1 555 0100 \n";
+    let r = bulk::import_contacts_csv(store, t, &ctx(), csv.as_bytes(), ImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (2, 0), "{r:?}");
+    let csv = "email,first_name,last_name,Notes, Notes \nnia@example.com,Nia,N,x,\n";
+    let r = bulk::import_contacts_csv(store, t, &ctx(), csv.as_bytes(), ImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (1, 0), "CSV: {r:?}");
+    let line = "{\"email\":\"cy@example.com\",\"first_name\":\"Cy\",\"last_name\":\"B\",\
+                \"Notes\":\"x\",\" Notes \":\"\"}\n\
+                {\"email\":\"di@example.com\",\"first_name\":\"Di\",\"last_name\":\"B\",\
+                \"Notes\":\"\",\" Notes \":\"y\"}\n";
+    let r =
+        bulk::import_contacts_jsonl(store, t, &ctx(), line.as_bytes(), ImportOptions::default())
+            .await
+            .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (2, 0), "JSON Lines: {r:?}");
+    let di = contact(store, t, "di@example.com").await.unwrap();
+    assert_eq!(
+        di.metadata.as_map().get("Notes"),
+        Some(&serde_json::json!("y"))
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -270,4 +303,5 @@ on_both_backends!(
     a_field_named_by_two_json_keys_refuses_the_line,
     every_json_lines_import_skips_a_byte_order_mark,
     a_number_written_another_way_is_no_change,
+    the_same_value_written_two_ways_or_a_blank_is_no_conflict,
 );

@@ -122,15 +122,15 @@ async fn one_consumer_in_two_processes_applies_each_event_once() {
     );
 }
 
-/// The two ways of running a consumer take its lock and its cursor row in
-/// one order: `subscribe` acks what it delivered and then reads on, in one
-/// transaction; the exactly-once recipe reads, then acks. A process of
-/// each on one consumer: the subscriber waits for the recipe's
-/// transaction, then reads after its ack; no deadlock. With the lock taken
-/// by the read alone, the two took the lock and the row in opposite orders
-/// and deadlocked.
+/// The two ways of running a consumer: `subscribe` acks what it delivered
+/// in a transaction of its own, then reads on; the exactly-once recipe
+/// reads, applies, then acks in one transaction. A process of each on one
+/// consumer: no deadlock, and the subscriber reads after the recipe's ack.
+/// (A transaction that acked and then read, while the recipe held its
+/// batch, would hold the cursor's row while waiting for the consumer's
+/// lock, and deadlock with the recipe's ack.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_ack_then_read_and_a_read_then_ack_do_not_deadlock() {
+async fn an_ack_then_a_read_beside_a_read_then_an_ack_do_not_deadlock() {
     let owner = TestStore::new().await;
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
@@ -140,38 +140,57 @@ async fn an_ack_then_read_and_a_read_then_ack_do_not_deadlock() {
             .unwrap();
     }
     let name = ConsumerName::parse("mixed").unwrap();
-    // The recipe: next_batch (takes the consumer's lock), apply…
     let mut recipe = owner.begin(tenant, ctx()).await.unwrap();
     let batch = recipe.next_batch(&name, 100).await.unwrap();
     assert_eq!(batch.len(), 3);
-    // …meanwhile a subscription acks what it delivered and reads on.
     let store = owner.db().store();
     let (n, first) = (name.clone(), batch[0].position);
     let subscriber = tokio::spawn(async move {
         let mut tx = store.begin(tenant, ctx()).await?;
         tx.ack(&n, first).await?;
-        let got = tx.next_batch(&n, 100).await?;
         tx.commit().await?;
+        let mut tx = store.begin(tenant, ctx()).await?;
+        let got = tx.next_batch(&n, 100).await?;
+        tx.rollback().await?;
         Ok::<_, crm_core::Error>(got)
     });
     until_backends_wait_for_locks(owner.db(), 1).await;
-    // The recipe acks its batch.
-    let acked = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        recipe.ack(&name, batch.last().unwrap().position).await?;
-        recipe.commit().await
-    })
-    .await
-    .expect("the recipe's ack ends");
-    let sub = tokio::time::timeout(std::time::Duration::from_secs(30), subscriber)
+    recipe
+        .ack(&name, batch.last().unwrap().position)
+        .await
+        .unwrap();
+    recipe.commit().await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(30), subscriber)
         .await
         .expect("the subscriber ends")
+        .unwrap()
         .unwrap();
-    assert!(
-        acked.is_ok() && sub.is_ok(),
-        "recipe: {:?}\nsubscriber: {:?}",
-        acked.as_ref().err(),
-        sub.as_ref().err()
-    );
+    assert!(got.is_empty(), "read after the recipe's ack: {got:?}");
+}
+
+/// A task that reads a batch in one transaction and acks it in another
+/// before ending the first: the ack takes no consumer lock, so it does not
+/// wait for the task's own reading transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_in_a_second_transaction_of_the_reader_does_not_wait_for_it() {
+    let owner = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    crm.create_contact(new_contact("one@x.example"))
+        .await
+        .unwrap();
+    let name = ConsumerName::parse("split").unwrap();
+    let mut reading = owner.begin(tenant, ctx()).await.unwrap();
+    let batch = reading.next_batch(&name, 10).await.unwrap();
+    let acked = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut tx = owner.begin(tenant, ctx()).await?;
+        tx.ack(&name, batch[0].position).await?;
+        tx.commit().await
+    })
+    .await
+    .expect("the ack does not wait for the reading transaction");
+    acked.unwrap();
+    reading.rollback().await.unwrap();
 }
 
 /// A consumer behind the retention: a purge commits after `next_batch` has

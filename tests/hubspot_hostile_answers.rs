@@ -380,3 +380,98 @@ async fn a_429_with_a_far_off_retry_after_fails_at_once() {
         assert!(r.is_ok(), "{r:?}");
     }
 }
+
+/// A 503 asking for a long wait (`Retry-After: 120`) is still retried,
+/// after the longest wait the client holds rather than two minutes.
+#[tokio::test]
+async fn a_503_with_a_long_retry_after_is_still_retried() {
+    let script: Script = Arc::new(|_req, n| {
+        if n == 1 {
+            (
+                503,
+                vec![("retry-after", "120".to_string())],
+                json!({"status": "error", "message": "maintenance"}),
+            )
+        } else {
+            (200, vec![], json!({"total": 0, "results": []}))
+        }
+    });
+    let (base, n) = serve(script).await;
+    let c = client(&base, 3);
+    let req = crm_core::hubspot::SearchRequest::default();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.search(&ObjectType::Contacts, &req),
+    )
+    .await
+    .expect("no 120 s wait");
+    assert!(
+        r.is_ok(),
+        "a 503 is retryable; after {} request(s) the call failed with {r:?} (no retry_after exposed)",
+        n.load(Ordering::SeqCst)
+    );
+}
+
+/// A cursor going back and forth ("200", "400", "200", …) with empty
+/// pages: the query gives a cursor it gave before, a typed error.
+#[tokio::test]
+async fn a_cursor_cycling_between_two_values_does_not_hang_the_pull() {
+    let script: Script = Arc::new(|req, _n| {
+        let next = match req["after"].as_str() {
+            Some("200") => "400",
+            _ => "200",
+        };
+        (
+            200,
+            vec![],
+            json!({"total": 1000, "results": [], "paging": {"next": {"after": next}}}),
+        )
+    });
+    let (base, n) = serve(script).await;
+    let c = client(&base, 0);
+    let start = chrono::DateTime::from_timestamp_millis(T0 - 1000).unwrap();
+    let mut pull = c.pull_modified_since(ObjectType::Contacts, start, &["email"]);
+    let r = tokio::time::timeout(Duration::from_secs(10), pull.next_page()).await;
+    assert!(
+        matches!(r, Ok(Err(HubSpotError::Decode(_)))),
+        "after {} searches in 10 s: {:?}",
+        n.load(Ordering::SeqCst),
+        r.as_ref()
+            .map(|x| x.as_ref().map(|p| p.as_ref().map(Vec::len)))
+    );
+}
+
+/// A window stored past the clock (by a version that let a record stamped
+/// in the future move it) is taken as the clock: the pull brings a change
+/// made a minute ago and stores a window not past the clock.
+#[tokio::test]
+async fn a_stored_window_past_the_clock_does_not_blind_the_pull() {
+    let now = chrono::Utc::now().timestamp_millis();
+    let records = Arc::new(Mutex::new(vec![(
+        now - 60_000,
+        "1".to_string(),
+        rec(1, "a@example.com", &ms_iso(now - 60_000)),
+    )]));
+    let (base, _n) = serve(honest(records.clone())).await;
+    let store = InMemoryStore::new();
+    let tenant = TenantId::new();
+    let far = chrono::DateTime::from_timestamp_millis(253_402_300_799_000).unwrap();
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    tx.set_sync_window(
+        &ExternalSystem::parse("hubspot").unwrap(),
+        EntityKind::Contact,
+        far,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let sync = HubSpotSync::new(client(&base, 0), Arc::new(store.clone()), tenant);
+    sync.pull().await.unwrap();
+    assert!(
+        has_email(&store, tenant, "a@example.com").await,
+        "a@example.com (changed a minute ago) not pulled; window {:?}",
+        window(&store, tenant).await
+    );
+    let stored = window(&store, tenant).await.expect("a window");
+    assert!(stored <= chrono::Utc::now(), "{stored}");
+}

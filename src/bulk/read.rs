@@ -245,7 +245,11 @@ fn csv_object(
             let value = Value::String(formulas.read(cell).to_string());
             // Two columns naming one field (`Title` and `title`) with two
             // values: which to take is not for the import to guess.
-            if object.get(column).is_some_and(|given| *given != value) {
+            let differs = |given: &Value| match (given, &value) {
+                (Value::String(a), Value::String(b)) => !super::row::same_text(a, b),
+                _ => true,
+            };
+            if object.get(column).is_some_and(differs) {
                 return Err(FieldError::new(
                     column.as_str(),
                     "duplicate",

@@ -58,13 +58,14 @@ pub(super) type PagesFuture<'a, T> =
 /// How many of each contact's records the first read of a page of
 /// contacts takes ([`Owned::first_pages`]); a contact with more goes on
 /// with pages of its own.
-const FIRST_PAGE: u32 = 20;
+const FIRST_PAGE: u32 = 10;
 
 /// How many contacts' first pages are read at once: with [`FIRST_PAGE`],
-/// at most 1,050 records held (each contact's first page and the one
+/// at most 1,100 records held (each contact's first page and the one
 /// extra that says more follow), about what a page of 1,000 of one
-/// contact's records holds.
-const CONTACTS_PER_READ: usize = 50;
+/// contact's records holds. In the server a statement for 100 contacts
+/// costs about 15 µs a contact, for 50 about 24, for 1,000 about 12.
+const CONTACTS_PER_READ: usize = 100;
 
 /// A record a contact owns, a deal or an activity: exported as a flat
 /// JSON object ([`line`](Self::line)) that names its contact by email, and

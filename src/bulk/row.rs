@@ -130,6 +130,27 @@ impl Column {
     }
 }
 
+/// Two texts for one field that are one value: equal once trimmed and
+/// compared without case (`Ada@Example.com` and `ada@example.com`, a
+/// phone with a trailing space).
+pub(crate) fn same_text(a: &str, b: &str) -> bool {
+    crate::domain::caseless_key(a.trim()) == crate::domain::caseless_key(b.trim())
+}
+
+/// A JSON string of nothing but white space.
+fn is_blank(v: &Value) -> bool {
+    matches!(v, Value::String(s) if s.trim().is_empty())
+}
+
+/// Two JSON values for one field that are one value: texts as
+/// [`same_text`] has them, anything else equal.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(a), Value::String(b)) => same_text(a, b),
+        _ => a == b,
+    }
+}
+
 /// The cells of one row, gathered before validation.
 #[derive(Debug, Default)]
 pub(crate) struct RawContact {
@@ -218,8 +239,9 @@ impl RawContact {
             }
         };
         match slot {
-            Some(given) if given != value => self.named_twice(column),
-            _ => *slot = Some(value.to_string()),
+            Some(given) if !same_text(given, value) => self.named_twice(column),
+            Some(_) => {}
+            None => *slot = Some(value.to_string()),
         }
     }
 
@@ -229,8 +251,18 @@ impl RawContact {
         match (column, value) {
             (Column::Ignored, _) | (_, Value::Null) => {}
             (Column::Custom(name), v) => match self.custom.get(name) {
-                Some(given) if *given != v => self.named_twice(column),
-                _ => {
+                // A blank string is what a blank cell would be: absent.
+                _ if is_blank(&v) => {
+                    if !self.custom.contains_key(name) {
+                        self.custom.insert(name.clone(), v);
+                    }
+                }
+                Some(given) if is_blank(given) => {
+                    self.custom.insert(name.clone(), v);
+                }
+                Some(given) if !same_value(given, &v) => self.named_twice(column),
+                Some(_) => {}
+                None => {
                     self.custom.insert(name.clone(), v);
                 }
             },

@@ -124,26 +124,27 @@ pub fn subscribe<S: Store + ?Sized>(
 }
 
 impl<S: Store + ?Sized> State<S> {
-    /// Acks what was handed out and reads the next batch, in one
-    /// transaction; true when it read events.
+    /// Acks what was handed out (a transaction of its own) and reads the
+    /// next batch; true when it read events.
     ///
     /// A read with nothing to ack writes nothing and ends with a rollback:
     /// on a distributed schema every commit wakes the tenant's
     /// subscribers, and a subscription that committed its empty reads
     /// would wake itself, again and again.
     async fn read(&mut self) -> Result<bool> {
-        let mut tx = self.store.begin(self.tenant, self.context.clone()).await?;
-        let acking = self.delivered;
-        if let Some(p) = acking {
+        // The ack in a transaction of its own, then the read: a transaction
+        // holding the cursor's row (an ack) while it waits for the
+        // consumer's lock (a read) would meet another process's
+        // read-then-ack in a deadlock.
+        if let Some(p) = self.delivered {
+            let mut tx = self.store.begin(self.tenant, self.context.clone()).await?;
             tx.ack(&self.consumer, p).await?;
-        }
-        let batch = tx.next_batch(&self.consumer, self.options.batch).await?;
-        if acking.is_some() {
             tx.commit().await?;
-        } else {
-            tx.rollback().await?;
+            self.delivered = None;
         }
-        self.delivered = None;
+        let mut tx = self.store.begin(self.tenant, self.context.clone()).await?;
+        let batch = tx.next_batch(&self.consumer, self.options.batch).await?;
+        tx.rollback().await?;
         self.failures = 0;
         let read = !batch.is_empty();
         self.buffer.extend(batch);

@@ -153,17 +153,27 @@ impl HubSpotClient {
         attempt
             .retry(backoff)
             .sleep(tokio::time::sleep)
-            // A wait longer than `longest_wait` is not waited out here:
-            // the error goes back with HubSpot's `retry_after`, for the
-            // caller to schedule.
+            // A rate limit asking for a wait longer than `longest_wait` is
+            // not waited out here: the error goes back with HubSpot's
+            // `retry_after`, for the caller to schedule.
             .when(|e: &AttemptError| {
                 e.error.is_retryable()
                     && !matches!(e.error, HubSpotError::CircuitOpen { .. })
-                    && e.wait.is_none_or(|w| w <= longest_wait(config))
+                    && !(matches!(e.error, HubSpotError::RateLimited { .. })
+                        && e.wait.is_some_and(|w| w > longest_wait(config)))
             })
             // HubSpot's wait (Retry-After, or the policy's window) replaces
-            // the backoff's; the number of retries stays bounded.
-            .adjust(|e: &AttemptError, planned| planned.map(|d| e.wait.unwrap_or(d)))
+            // the backoff's: a rate limit's up to `longest_wait`, another
+            // answer's (a 503 asking for minutes) up to the longest retry
+            // delay; the number of retries stays bounded.
+            .adjust(|e: &AttemptError, planned| {
+                let cap = if matches!(e.error, HubSpotError::RateLimited { .. }) {
+                    longest_wait(config)
+                } else {
+                    config.retry_max_delay
+                };
+                planned.map(|d| e.wait.map_or(d, |w| w.min(cap)))
+            })
             .notify(|e: &AttemptError, wait| {
                 tracing::debug!(
                     method = %method,

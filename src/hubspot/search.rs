@@ -307,6 +307,7 @@ impl HubSpotClient {
                 inclusive: true,
             },
             after: None,
+            cursors: HashSet::new(),
             in_query: 0,
             window: window_start,
             max_ms: None,
@@ -335,6 +336,9 @@ pub struct ModifiedSincePull {
     properties: Vec<String>,
     phase: Phase,
     after: Option<String>,
+    /// The cursors the current query has given: one given again means the
+    /// query goes round in a circle.
+    cursors: HashSet<String>,
     /// Results received by the current query.
     in_query: usize,
     window: Timestamp,
@@ -410,6 +414,17 @@ impl ModifiedSincePull {
                     .last_modified(&self.object_type)
                     .map(|t| t.timestamp_millis())
                     .ok_or_else(|| HubSpotError::Decode(format!("record {id} has no {lm}")))?;
+                // A record the query's filter excludes: the answer is not
+                // to this query, and going on could ask it again for good.
+                let excluded = match self.phase {
+                    Phase::Main { from, inclusive } => ms < from || (!inclusive && ms == from),
+                    Phase::Ties { at, after_id } => ms != at || id <= after_id,
+                };
+                if excluded {
+                    return Err(stuck(format!(
+                        "a query with record {id} (modified at {ms} ms), which its filter excludes"
+                    )));
+                }
                 last_id = Some(id);
                 page_times = Some(page_times.map_or((ms, ms), |(lo, hi)| (lo.min(ms), hi.max(ms))));
                 match self.phase {
@@ -471,14 +486,20 @@ impl ModifiedSincePull {
                     // next query is this one again.
                     match last_id.filter(|id| *id > after_id) {
                         Some(last) => self.restart(Phase::Ties { at, after_id: last }),
-                        None => return Err(stuck(format!("ids after {after_id}"))),
+                        None => {
+                            return Err(stuck(format!(
+                                "a query for ids after {after_id} with none past it"
+                            )));
+                        }
                     }
                 }
-                // A cursor that does not advance (a proxy serving one page
-                // again, an API fault) would have the pull ask for the same
-                // page for good.
-                (Some(after), _) if self.after.as_deref() == Some(after.as_str()) => {
-                    return Err(stuck(format!("the page after cursor {after:?}")));
+                // A cursor the query gave before (a proxy serving one page
+                // again, cursors cycling, an API fault) would have the pull
+                // ask for the same pages for good.
+                (Some(after), _) if !self.cursors.insert(after.clone()) => {
+                    return Err(stuck(format!(
+                        "a query with cursor {after:?} a second time"
+                    )));
                 }
                 (Some(after), _) => self.after = Some(after),
             }
@@ -492,6 +513,7 @@ impl ModifiedSincePull {
     fn restart(&mut self, phase: Phase) {
         self.phase = phase;
         self.after = None;
+        self.cursors.clear();
         self.in_query = 0;
     }
 
@@ -509,6 +531,6 @@ impl ModifiedSincePull {
 /// for, again and again.
 fn stuck(what: String) -> HubSpotError {
     HubSpotError::Decode(format!(
-        "HubSpot's search answered {what} with the same page again: the pull does not advance"
+        "HubSpot's search answered {what}: the pull does not advance"
     ))
 }

@@ -683,7 +683,15 @@ impl HubSpotSync {
         let mut tx = self.begin().await?;
         let stored = tx.sync_window(&self.system, EntityKind::Contact).await?;
         tx.commit().await?;
-        let start = stored.unwrap_or(chrono::DateTime::UNIX_EPOCH);
+        // A window stored past the clock (by a version that let a record
+        // stamped in the future move it) would have every pull ask for
+        // changes from then. When the last real pull was is not known, so
+        // this one starts from the beginning (every record read again,
+        // the unchanged reported so) and stores what it leaves.
+        let start = match stored {
+            Some(at) if at <= chrono::Utc::now() => at,
+            _ => chrono::DateTime::UNIX_EPOCH,
+        };
         let mut pull =
             self.client
                 .pull_modified_since(ObjectType::Contacts, start, &CONTACT_PROPERTIES);
@@ -718,7 +726,7 @@ impl HubSpotSync {
             self.pull_page(&page, &mut report).await?;
         }
         let window = pull.window();
-        if stored != Some(window) && window > start {
+        if stored != Some(window) && (window > start || stored.is_some_and(|s| s > start)) {
             let mut tx = self.begin().await?;
             tx.set_sync_window(&self.system, EntityKind::Contact, window)
                 .await?;

@@ -219,10 +219,12 @@ fn consumer_lock_key(tenant: Uuid, consumer: &ConsumerName) -> (i32, i32) {
 /// began). Without it, two processes running one consumer both read the
 /// same cursor, both apply the same batch and both ack it: the
 /// exactly-once of an ack made in the same transaction as the consumer's
-/// own writes would not hold. `ack` takes it too, before it writes the
-/// cursor's row, so that every transaction takes the two in one order
-/// (`subscribe` acks, then reads; the exactly-once recipe reads, then
-/// acks).
+/// own writes would not hold. `ack` does not take it: a task may read in
+/// one transaction and ack in another before ending the first, and would
+/// then wait for itself. A transaction that acks and then reads the same
+/// consumer holds the cursor's row while it waits for the lock, and meets
+/// one that read and now acks in a deadlock: ack in a transaction of its
+/// own, or read first (`subscribe` acks, commits, then reads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConsumerLock {
     Take,
@@ -338,10 +340,7 @@ impl FeedTx for PgTransaction {
 
     async fn ack(&mut self, consumer: &ConsumerName, position: FeedPosition) -> Result<()> {
         let position = position.checked("position")?;
-        // The consumer's lock before its cursor row's, as `next_batch`
-        // takes them: a process that acks and then reads must not hold the
-        // row while one that read waits for it to ack.
-        let (_, head) = self.consumer_and_head(consumer, ConsumerLock::Take).await?;
+        let head = self.head().await?;
         if position.commit > head.last.commit {
             return Err(after_head(position));
         }
