@@ -397,19 +397,8 @@ impl DealsTx for PgTransaction {
         contacts: &[ContactId],
         limit: u32,
     ) -> Result<Vec<Page<Deal>>> {
-        let limit = PageRequest::first(limit).checked_limit()?;
-        crate::store::check_get_many("contacts", contacts.len())?;
-        if contacts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tenant = self.tenant_uuid();
-        let ids: Vec<Uuid> = contacts.iter().map(|c| c.as_uuid()).collect();
-        let fetch = limit as i64 + 1;
-        let rows = self
-            .query(DEALS_FIRST_PAGES, &[&tenant, &ids, &fetch])
-            .await?;
-        rows::first_pages(
-            &rows,
+        self.first_pages(
+            DEALS_FIRST_PAGES,
             contacts,
             limit,
             DEAL_COLUMNS.len(),
@@ -417,6 +406,7 @@ impl DealsTx for PgTransaction {
             CursorList::deals_of_contact,
             |d: &Deal| (d.created_at.timestamp_micros(), d.id.as_uuid()),
         )
+        .await
     }
 
     async fn list_deals_in_stage(

@@ -7,7 +7,10 @@ use rust_decimal::Decimal;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::error::{self, InvalidRow};
+use super::{
+    error::{self, InvalidRow},
+    transaction::PgTransaction,
+};
 use crate::{
     domain::{
         Activity, ActivityId, ActivityKind, Address, AddressPart, Company, CompanyDomain,
@@ -17,7 +20,7 @@ use crate::{
         Task, TaskBody, TaskId, TaskPriority, TaskTitle, TenantId, Timestamp, Version,
     },
     error::{Error, FieldError, Result},
-    store::{ListScope, Page},
+    store::{ListScope, Page, PageRequest},
 };
 
 /// Collects field errors while a row is rebuilt.
@@ -343,39 +346,53 @@ pub(super) fn all<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T>) -> Result<Vec<
     rows.iter().map(f).collect()
 }
 
-/// The pages of a statement reading the first page of each of
-/// `contacts`' records: each row a record's columns, then (at `ordinal`)
-/// the position of its contact in `contacts`, from 1; at most `limit + 1`
-/// rows per contact, in the list's order. Each contact's page is what
-/// its own list gives ([`Page::from_overfetch`] with `list` and `key`).
-pub(super) fn first_pages<T, K: serde::Serialize>(
-    rows: &[Row],
-    contacts: &[ContactId],
-    limit: usize,
-    ordinal: usize,
-    f: impl Fn(&Row) -> Result<T>,
-    list: impl Fn(ContactId) -> ListScope,
-    key: impl Fn(&T) -> K,
-) -> Result<Vec<Page<T>>> {
-    let mut items: Vec<Vec<T>> = contacts.iter().map(|_| Vec::new()).collect();
-    for row in rows {
-        let n: i64 = get(row, ordinal)?;
-        let slot = usize::try_from(n - 1)
-            .ok()
-            .and_then(|i| items.get_mut(i))
-            .ok_or_else(|| {
-                Error::backend(format!(
-                    "a page's row names contact {n} of {}",
-                    contacts.len()
-                ))
-            })?;
-        slot.push(f(row)?);
+impl PgTransaction {
+    /// The first page of each of `contacts`' records, `limit` at most each,
+    /// read with `sql` (`$1` tenant, `$2` the contacts, `$3` rows per
+    /// contact; each row a record's columns, then at `ordinal` the position
+    /// of its contact in `$2`, from 1, in the list's order): for each
+    /// contact the page its own list gives ([`Page::from_overfetch`] with
+    /// `list` and `key`). Checks `limit` and the number of contacts.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn first_pages<T, K: serde::Serialize>(
+        &mut self,
+        sql: &str,
+        contacts: &[ContactId],
+        limit: u32,
+        ordinal: usize,
+        f: impl Fn(&Row) -> Result<T>,
+        list: impl Fn(ContactId) -> ListScope,
+        key: impl Fn(&T) -> K,
+    ) -> Result<Vec<Page<T>>> {
+        let limit = PageRequest::first(limit).checked_limit()?;
+        crate::store::check_get_many("contacts", contacts.len())?;
+        if contacts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = self.tenant_uuid();
+        let ids: Vec<Uuid> = contacts.iter().map(|c| c.as_uuid()).collect();
+        let fetch = limit as i64 + 1;
+        let rows = self.query(sql, &[&tenant, &ids, &fetch]).await?;
+        let mut items: Vec<Vec<T>> = contacts.iter().map(|_| Vec::new()).collect();
+        for row in &rows {
+            let n: i64 = get(row, ordinal)?;
+            let slot = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| items.get_mut(i))
+                .ok_or_else(|| {
+                    Error::backend(format!(
+                        "a page's row names contact {n} of {}",
+                        contacts.len()
+                    ))
+                })?;
+            slot.push(f(row)?);
+        }
+        Ok(contacts
+            .iter()
+            .zip(items)
+            .map(|(c, items)| Page::from_overfetch(items, limit, list(*c), &key))
+            .collect())
     }
-    Ok(contacts
-        .iter()
-        .zip(items)
-        .map(|(c, items)| Page::from_overfetch(items, limit, list(*c), &key))
-        .collect())
 }
 
 /// A company from a row of `company_select!()`.

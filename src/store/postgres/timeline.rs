@@ -138,19 +138,8 @@ impl TimelineTx for PgTransaction {
         contacts: &[ContactId],
         limit: u32,
     ) -> Result<Vec<Page<Activity>>> {
-        let limit = PageRequest::first(limit).checked_limit()?;
-        crate::store::check_get_many("contacts", contacts.len())?;
-        if contacts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tenant = self.tenant_uuid();
-        let ids: Vec<Uuid> = contacts.iter().map(|c| c.as_uuid()).collect();
-        let fetch = limit as i64 + 1;
-        let rows = self
-            .query(TIMELINE_FIRST_PAGES, &[&tenant, &ids, &fetch])
-            .await?;
-        rows::first_pages(
-            &rows,
+        self.first_pages(
+            TIMELINE_FIRST_PAGES,
             contacts,
             limit,
             ACTIVITY_COLUMNS.len(),
@@ -158,6 +147,7 @@ impl TimelineTx for PgTransaction {
             CursorList::timeline,
             |a: &Activity| (a.occurred_at.timestamp_micros(), a.id.as_uuid()),
         )
+        .await
     }
 
     async fn record_signal(&mut self, new: NewSignal) -> Result<Signal> {
