@@ -270,10 +270,9 @@ impl HubSpotConfigBuilder {
     /// (default 500 ms and 30 s). HubSpot's wait (`Retry-After`, or a rate
     /// limit's window) replaces them when it is at most the longest, the
     /// rolling window or a second, whichever is longer; a longer one is not
-    /// waited out:
-    /// the call fails with it
-    /// ([`HubSpotError::RateLimited`](super::HubSpotError::RateLimited)'s
-    /// `retry_after`), for the caller to schedule.
+    /// waited out: the call fails with it
+    /// ([`HubSpotError::RateLimited`]'s `retry_after`), for the caller to
+    /// schedule.
     pub fn retry_delays(mut self, min: Duration, max: Duration) -> Self {
         self.retry_min_delay = min;
         self.retry_max_delay = max;
