@@ -1,17 +1,19 @@
 //! Files an import could misread, on the in-memory store and on
 //! PostgreSQL: tag names holding the CSV tag separator, a field named
 //! twice (two columns, two aliases, two keys), a byte-order mark before a
-//! JSON Lines file, and a custom field's number written another way. Each
-//! is read back exactly or refused naming the field, and both backends
-//! agree.
+//! JSON Lines file, a custom field's number written another way, a key
+//! written twice in one JSON object, and rows longer than
+//! `bulk::MAX_ROW_BYTES`. Each is read back exactly or refused naming the
+//! field, and both backends agree.
 
 #[cfg(feature = "postgres")]
 mod support;
 
+use std::io::Read;
 use std::sync::Arc;
 
 use crm_core::{
-    Context, DynStore, InMemoryStore, Store, StoreExt, TenantId,
+    Context, DynStore, Error, InMemoryStore, Store, StoreExt, TenantId,
     bulk::{self, ImportOptions},
     domain::{Email, NewTag, RecordRef, TagName},
 };
@@ -205,6 +207,160 @@ async fn every_json_lines_import_skips_a_byte_order_mark(store: &DynStore) {
     assert!(r.rejected.is_empty(), "companies {r:?}");
 }
 
+/// A key written twice in one JSON object with two values
+/// (`{"email":"a…","email":"b…"}`, which a JSON parser reads as the last)
+/// refuses the line, naming the key, in every JSON Lines import; written
+/// twice with one value, or once blank, it is no conflict.
+async fn a_key_written_twice_in_one_json_object_refuses_the_line(store: &DynStore) {
+    let t = TenantId::new();
+    let lines = "{\"email\":\"ada@example.com\",\"first_name\":\"Ada\",\"last_name\":\"L\",\
+                 \"email\":\"grace@example.com\"}\n\
+                 {\"email\":\"bob@example.com\",\"first_name\":\"Bob\",\"last_name\":\"B\",\
+                 \"email\":\" Bob@Example.com\"}\n\
+                 {\"email\":\"cy@example.com\",\"first_name\":\"Cy\",\"last_name\":\"C\",\
+                 \"email\":null,\"last_name\":\"\"}\n";
+    let r =
+        bulk::import_contacts_jsonl(store, t, &ctx(), lines.as_bytes(), ImportOptions::default())
+            .await
+            .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (2, 1), "{r:?}");
+    assert_eq!((r.rejected[0].row, r.rejected[0].errors.len()), (1, 1));
+    assert_eq!(r.rejected[0].errors[0].field, "email");
+    assert_eq!(r.rejected[0].errors[0].code, "duplicate");
+    assert!(contact(store, t, "ada@example.com").await.is_none());
+    assert!(contact(store, t, "grace@example.com").await.is_none());
+    let cy = contact(store, t, "cy@example.com").await.expect("cy");
+    assert_eq!(cy.last_name.as_str(), "C");
+
+    let deals = "{\"contact_email\":\"bob@example.com\",\"title\":\"T\",\"amount\":\"1\",\
+                 \"currency\":\"EUR\",\"amount\":\"1000000\"}\n";
+    let r = bulk::import_deals_jsonl(store, t, &ctx(), deals.as_bytes(), 100)
+        .await
+        .unwrap();
+    assert_eq!((r.created, r.rejected.len()), (0, 1), "deals {r:?}");
+    assert_eq!(r.rejected[0].errors[0].field, "amount");
+    assert_eq!(r.rejected[0].errors[0].code, "duplicate");
+}
+
+/// A reader of `len` bytes of `byte`, then `rest`: a file as long as
+/// wanted, never held in memory by the test.
+fn long_line(byte: u8, len: u64, rest: &'static [u8]) -> impl Read + Send {
+    std::io::repeat(byte).take(len).chain(rest)
+}
+
+/// A JSON line longer than `MAX_ROW_BYTES` (here 64 MiB of spaces and
+/// text between two good lines) is one rejected row, code `too_long`,
+/// read past without being held; the lines around it are imported. A line
+/// of exactly `MAX_ROW_BYTES`, its line break included, is read.
+async fn a_json_line_longer_than_the_limit_is_a_rejected_row(store: &DynStore) {
+    let t = TenantId::new();
+    let first = "{\"email\":\"ada@example.com\",\"first_name\":\"Ada\",\"last_name\":\"L\"}\n";
+    let last: &'static [u8] =
+        b"\n{\"email\":\"bob@example.com\",\"first_name\":\"Bob\",\"last_name\":\"B\"}\n";
+    let file = first.as_bytes().chain(long_line(b'x', 64 << 20, last));
+    let r = bulk::import_contacts_jsonl(
+        store,
+        t,
+        &ctx(),
+        std::io::BufReader::new(file),
+        ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.rows, r.inserted, r.rejected.len()), (3, 2, 1), "{r:?}");
+    assert_eq!((r.rejected[0].row, r.rejected[0].line), (2, 2));
+    assert_eq!(r.rejected[0].errors[0].field, "row");
+    assert_eq!(r.rejected[0].errors[0].code, "too_long");
+    assert!(contact(store, t, "bob@example.com").await.is_some());
+
+    // At the limit, and one byte past it.
+    let line = |len: usize| {
+        let text = "{\"email\":\"cy@example.com\",\"first_name\":\"Cy\",\"last_name\":\"C\"}";
+        format!("{text}{}\n", " ".repeat(len - text.len() - 1))
+    };
+    let at = line(bulk::MAX_ROW_BYTES);
+    assert_eq!(at.len(), bulk::MAX_ROW_BYTES);
+    let r = bulk::import_contacts_jsonl(store, t, &ctx(), at.as_bytes(), ImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (1, 0), "at the limit");
+    let past = line(bulk::MAX_ROW_BYTES + 1);
+    let r = bulk::import_activities_jsonl(
+        store,
+        TenantId::new(),
+        &ctx(),
+        past.as_bytes(),
+        &Default::default(),
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.rejected.len(), 1, "{r:?}");
+    assert_eq!(r.rejected[0].errors[0].code, "too_long");
+}
+
+/// A CSV record longer than `MAX_ROW_BYTES` (a quoted cell of 64 MiB)
+/// ends the import with a validation error on `file` naming the row and
+/// its line, without holding the record; the batches before it stay
+/// written. A header that long is refused alike, and a record of exactly
+/// `MAX_ROW_BYTES` is read.
+async fn a_csv_record_longer_than_the_limit_ends_the_import(store: &DynStore) {
+    let t = TenantId::new();
+    let head = "email,first_name,last_name,id\nada@example.com,Ada,L,1\nbob@example.com,Bob,B,\"";
+    let file = head
+        .as_bytes()
+        .chain(long_line(b'x', 64 << 20, b"\"\ncy@example.com,Cy,C,3\n"));
+    let options = || {
+        let mut options = ImportOptions::default();
+        options.batch_size = 1;
+        options
+    };
+    let e = bulk::import_contacts_csv(store, t, &ctx(), file, options())
+        .await
+        .unwrap_err();
+    let Error::Validation(errors) = &e else {
+        panic!("not a validation error: {e:?}");
+    };
+    let error = &errors.as_slice()[0];
+    assert_eq!(
+        (error.field.as_str(), error.code),
+        ("file", "too_long"),
+        "{e}"
+    );
+    assert!(error.reason.contains("row 2 (from line 3)"), "{e}");
+    assert!(contact(store, t, "ada@example.com").await.is_some());
+    assert!(contact(store, t, "cy@example.com").await.is_none());
+
+    let header = long_line(b'h', 64 << 20, b"\nada@example.com\n");
+    let e = bulk::import_deals_csv(store, t, &ctx(), header, 100)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("the header row"), "{e}");
+
+    // A record of exactly the limit (its line break included), then one
+    // byte longer; `id` is a column the import ignores.
+    let record = |len: usize| {
+        let text = "dee@example.com,Dee,D,";
+        format!("{text}{}\n", "7".repeat(len - text.len() - 1))
+    };
+    let at = format!(
+        "email,first_name,last_name,id\n{}",
+        record(bulk::MAX_ROW_BYTES)
+    );
+    let r = bulk::import_contacts_csv(store, t, &ctx(), at.as_bytes(), options())
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (1, 0), "at the limit {r:?}");
+    let past = format!(
+        "email,first_name,last_name,id\n{}",
+        record(bulk::MAX_ROW_BYTES + 1)
+    );
+    let e = bulk::import_contacts_csv(store, TenantId::new(), &ctx(), past.as_bytes(), options())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("row 1 (from line 2)"), "{e}");
+}
+
 /// A custom field's number re-imported written another way (`1.0` over
 /// `1`, `1e2` over `100`) is the same number: the row is unchanged on both
 /// backends, the stored text and version kept. A different number is a
@@ -304,4 +460,7 @@ on_both_backends!(
     every_json_lines_import_skips_a_byte_order_mark,
     a_number_written_another_way_is_no_change,
     the_same_value_written_two_ways_or_a_blank_is_no_conflict,
+    a_key_written_twice_in_one_json_object_refuses_the_line,
+    a_json_line_longer_than_the_limit_is_a_rejected_row,
+    a_csv_record_longer_than_the_limit_ends_the_import,
 );

@@ -3,12 +3,14 @@
 //! record per row). Shared by the contact import and the deal and activity
 //! imports, which turn each row into what they import.
 
-use std::io::{BufRead, Read};
+use std::fmt;
+use std::io::{self, BufRead, Read};
 
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::CsvFormulas;
-use crate::error::{Error, FieldError, Result};
+use super::{CsvFormulas, MAX_ROW_BYTES};
+use crate::error::{Error, FieldError, Result, ValidationErrors};
 
 /// One row of a file: its number among the data rows (from 1), the line
 /// it starts on (from 1), and its object, or why it is not one.
@@ -44,18 +46,32 @@ impl<R: BufRead> JsonLines<R> {
     }
 
     /// The next non-blank line, `Ok(None)` at the end; `Err` when the file
-    /// cannot be read any further.
+    /// cannot be read any further. A line longer than [`MAX_ROW_BYTES`] is
+    /// a row of its own refused with code `too_long`, and skipped without
+    /// being held: memory stays bounded whatever the file holds.
     pub(super) fn next_line(&mut self) -> Result<Option<Line>> {
         loop {
             self.buf.clear();
-            let n = self
-                .reader
+            let limit = MAX_ROW_BYTES as u64 + 1;
+            let n = (&mut self.reader)
+                .take(limit)
                 .read_until(b'\n', &mut self.buf)
-                .map_err(|e| Error::backend(format!("cannot read the {}: {e}", self.file)))?;
+                .map_err(|e| self.read_error(e))?;
             if n == 0 {
                 return Ok(None);
             }
             self.line += 1;
+            if self.buf.len() > MAX_ROW_BYTES {
+                if self.buf.last() != Some(&b'\n') {
+                    self.skip_rest_of_line()?;
+                }
+                self.row += 1;
+                return Ok(Some(Line {
+                    row: self.row,
+                    line: self.line,
+                    object: Err(row_too_long()),
+                }));
+            }
             let mut text = self.buf.trim_ascii();
             if self.skip_bom {
                 text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(text);
@@ -67,15 +83,119 @@ impl<R: BufRead> JsonLines<R> {
             return Ok(Some(Line {
                 row: self.row,
                 line: self.line,
-                object: serde_json::from_slice(text).map_err(|e| {
-                    FieldError::new(
-                        "row",
-                        "invalid_format",
-                        format!("is not a JSON object ({e})"),
-                    )
-                }),
+                object: json_object(text),
             }));
         }
+    }
+
+    /// Reads past the end of the current line without keeping it.
+    fn skip_rest_of_line(&mut self) -> Result<()> {
+        loop {
+            let file = self.file;
+            let available = self.reader.fill_buf().map_err(|e| read_error(file, e))?;
+            if available.is_empty() {
+                return Ok(());
+            }
+            match available.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.reader.consume(end + 1);
+                    return Ok(());
+                }
+                None => {
+                    let all = available.len();
+                    self.reader.consume(all);
+                }
+            }
+        }
+    }
+
+    fn read_error(&self, e: io::Error) -> Error {
+        read_error(self.file, e)
+    }
+}
+
+/// The error of a file that cannot be read any further.
+fn read_error(file: &str, e: io::Error) -> Error {
+    Error::backend(format!("cannot read the {file}: {e}"))
+}
+
+/// The error of a row longer than [`MAX_ROW_BYTES`].
+fn row_too_long() -> FieldError {
+    FieldError::new(
+        "row",
+        "too_long",
+        format!("is longer than {MAX_ROW_BYTES} bytes: not read"),
+    )
+}
+
+/// One line of JSON as an object. A key written twice with two different
+/// values (`{"email":"a@x.org","email":"b@x.org"}`) is refused, naming the
+/// key, as two columns naming one field are: a JSON parser would keep the
+/// last one silently.
+fn json_object(text: &[u8]) -> std::result::Result<Map<String, Value>, FieldError> {
+    match serde_json::from_slice::<Object>(text) {
+        Ok(Object {
+            object,
+            twice: None,
+        }) => Ok(object),
+        Ok(Object {
+            twice: Some(key), ..
+        }) => Err(FieldError::new(
+            key,
+            "duplicate",
+            "is given two different values in the object (the key is written twice): keep one",
+        )),
+        Err(e) => Err(FieldError::new(
+            "row",
+            "invalid_format",
+            format!("is not a JSON object ({e})"),
+        )),
+    }
+}
+
+/// A JSON object read key by key: the first key written twice with
+/// another value is kept aside.
+struct Object {
+    object: Map<String, Value>,
+    twice: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Object;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Object, A::Error> {
+                let mut object = Map::new();
+                let mut twice = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: Value = map.next_value()?;
+                    // Null and blank text are no value, as a blank cell is.
+                    let absent = |v: &Value| match v {
+                        Value::Null => true,
+                        Value::String(s) => s.trim().is_empty(),
+                        _ => false,
+                    };
+                    match object.get(&key) {
+                        Some(given) if absent(&value) || super::row::same_value(given, &value) => {}
+                        Some(given) if !absent(given) => {
+                            twice.get_or_insert(key);
+                        }
+                        _ => {
+                            object.insert(key, value);
+                        }
+                    }
+                }
+                Ok(Object { object, twice })
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
     }
 }
 
@@ -90,7 +210,7 @@ pub(super) struct CsvRecord<'a> {
 
 /// The records of a CSV file after its header row.
 pub(super) struct CsvRecords<R: Read> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<Bounded<R>>,
     record: csv::ByteRecord,
     width: usize,
     row: u64,
@@ -105,9 +225,19 @@ impl<R: Read> CsvRecords<R> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .from_reader(reader);
+            .buffer_capacity(CSV_BUFFER)
+            .from_reader(Bounded::new(reader));
         let mut header = csv::ByteRecord::new();
-        let has_header = reader.read_byte_record(&mut header).map_err(csv_error)?;
+        let has_header = match reader.read_byte_record(&mut header) {
+            Ok(has_header) => has_header,
+            Err(e) => return Err(record_error(&reader, e, 0)),
+        };
+        if reader.position().byte() > MAX_ROW_BYTES as u64 {
+            reader.get_mut().overflowed = true;
+            return Err(record_error(&reader, too_long_record(), 0));
+        }
+        let next = reader.position().clone();
+        reader.get_mut().record_starts_at(&next);
         let header: Vec<String> = if has_header {
             header
                 .iter()
@@ -136,7 +266,7 @@ impl<R: Read> CsvRecords<R> {
             Ok(more) => more,
             Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
                 self.ended = true;
-                return Err(csv_error(e));
+                return Err(record_error(&self.reader, e, self.row + 1));
             }
             Err(e) => {
                 // Not reachable with a flexible reader; kept as a row error.
@@ -153,6 +283,14 @@ impl<R: Read> CsvRecords<R> {
             return Ok(None);
         }
         self.row += 1;
+        let next = self.reader.position().clone();
+        if next.byte() - self.reader.get_ref().start.byte() > MAX_ROW_BYTES as u64 {
+            // Read whole, within the parser's buffer of slack: still refused.
+            self.ended = true;
+            self.reader.get_mut().overflowed = true;
+            return Err(record_error(&self.reader, too_long_record(), self.row));
+        }
+        self.reader.get_mut().record_starts_at(&next);
         let line = self.record.position().map_or(0, |p| p.line());
         let cells = if self.record.len() == self.width {
             Ok(&self.record)
@@ -178,6 +316,94 @@ impl<R: Read> CsvRecords<R> {
 /// The error of a CSV file that cannot be read.
 pub(super) fn csv_error(e: csv::Error) -> Error {
     Error::backend(format!("cannot read the CSV file: {e}"))
+}
+
+/// The error of a CSV file that cannot be read past data row `row` (0:
+/// the header): a record longer than
+/// [`MAX_ROW_BYTES`] (a validation error on `file`: where such a record
+/// ends cannot be told without reading it, so the file is read no
+/// further), or an I/O error.
+fn record_error<R: Read>(reader: &csv::Reader<Bounded<R>>, e: csv::Error, row: u64) -> Error {
+    let bounded = reader.get_ref();
+    if !bounded.overflowed {
+        return csv_error(e);
+    }
+    let line = bounded.start.line();
+    let record = if row == 0 {
+        "the header row".to_string()
+    } else {
+        format!("row {row}")
+    };
+    ValidationErrors::single(FieldError::new(
+        "file",
+        "too_long",
+        format!(
+            "{record} (from line {line}) is longer than {MAX_ROW_BYTES} bytes: the file is not read past it"
+        ),
+    ))
+    .into()
+}
+
+/// The parser's error for a record found too long once read whole.
+fn too_long_record() -> csv::Error {
+    csv::Error::from(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("a record is longer than {MAX_ROW_BYTES} bytes"),
+    ))
+}
+
+/// The buffer the CSV reader reads through (the slack of [`Bounded`]).
+const CSV_BUFFER: usize = 64 * 1024;
+
+/// A reader that hands the CSV parser no more than [`MAX_ROW_BYTES`] (and
+/// the parser's buffer) past the start of the record being read, so that
+/// one endless record cannot fill memory: asked for more, it fails and
+/// says so (`overflowed`).
+struct Bounded<R> {
+    inner: R,
+    start: csv::Position,
+    handed: u64,
+    until: u64,
+    overflowed: bool,
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R) -> Self {
+        let mut start = csv::Position::new();
+        start.set_line(1);
+        Bounded {
+            inner,
+            start,
+            handed: 0,
+            until: (MAX_ROW_BYTES + CSV_BUFFER) as u64,
+            overflowed: false,
+        }
+    }
+
+    /// The next record starts at `start` in the file.
+    fn record_starts_at(&mut self, start: &csv::Position) {
+        self.start = start.clone();
+        self.until = start
+            .byte()
+            .saturating_add((MAX_ROW_BYTES + CSV_BUFFER) as u64);
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = self.until.saturating_sub(self.handed);
+        if room == 0 && !buf.is_empty() {
+            self.overflowed = true;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a record is longer than {MAX_ROW_BYTES} bytes"),
+            ));
+        }
+        let n = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..n])?;
+        self.handed += read as u64;
+        Ok(read)
+    }
 }
 
 /// The non-blank lines of a JSON Lines file of deals or activities.

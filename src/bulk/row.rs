@@ -144,7 +144,7 @@ fn is_blank(v: &Value) -> bool {
 
 /// Two JSON values for one field that are one value: texts as
 /// [`same_text`] has them, anything else equal.
-fn same_value(a: &Value, b: &Value) -> bool {
+pub(super) fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::String(a), Value::String(b)) => same_text(a, b),
         _ => a == b,
