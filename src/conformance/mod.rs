@@ -202,6 +202,7 @@ macro_rules! __conformance_suite {
             deleting_a_deal_unlinks_its_activities,
             pipeline_summary_sums_per_stage_and_currency_exactly,
             pipeline_summary_of_an_unknown_pipeline_is_a_validation_error,
+            listing_an_unknown_pipeline_or_stage_is_a_validation_error,
             log_activity_keeps_occurred_at_or_uses_the_time_of_logging,
             log_activity_refuses_a_deal_of_another_contact_and_missing_records,
             timeline_is_newest_first_and_pages_through_every_activity,

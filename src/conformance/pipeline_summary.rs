@@ -1,5 +1,5 @@
 //! The conformance suite's pipeline summary points: exact sums per stage
-//! and currency, and an unknown pipeline refused.
+//! and currency, and an unknown pipeline (or stage) refused.
 
 use std::collections::BTreeMap;
 
@@ -160,4 +160,52 @@ pub async fn pipeline_summary_of_an_unknown_pipeline_is_a_validation_error(store
         "pipeline",
         "summary of an unknown pipeline",
     );
+}
+
+/// Listing the deals of a pipeline the store does not know, or of a stage
+/// its pipeline does not have (a misspelt `qualifed`, another pipeline's
+/// stage), is a validation error naming `pipeline` or `stage`, as a search
+/// with the same keys is; not an empty page.
+pub async fn listing_an_unknown_pipeline_or_stage_is_a_validation_error(store: &DynStore) {
+    let t = TenantId::new();
+    let known = default_stages(store);
+    let pipeline = PipelineKey::default_pipeline();
+    let default = store.pipelines().get(&pipeline).expect("default").clone();
+    let other = store
+        .pipelines()
+        .iter()
+        .find(|p| p.key() != &pipeline)
+        .map(|p| (p.key().clone(), p.stages()[0].key.clone()));
+    let unknown_pipeline = PipelineKey::parse("no_such_pipeline").expect("key");
+    let unknown_stage = StageKey::parse("qualifed").expect("key");
+    let first = PageRequest::first(10);
+    with_tx!(store, t, async |tx| {
+        expect_validation(
+            tx.list_deals_in_stage(&unknown_pipeline, &known.open[0], &first)
+                .await,
+            "pipeline",
+            "deals of an unknown pipeline",
+        );
+        expect_validation(
+            tx.list_deals_in_stage(&pipeline, &unknown_stage, &first)
+                .await,
+            "stage",
+            "deals of an unknown stage",
+        );
+        if let Some((other, foreign)) = &other
+            && default.stage(foreign).is_none()
+        {
+            expect_validation(
+                tx.list_deals_in_stage(&pipeline, foreign, &first).await,
+                "stage",
+                &format!("deals of {other}'s stage {foreign} in {pipeline}"),
+            );
+        }
+        ok(
+            tx.list_deals_in_stage(&pipeline, &known.open[0], &first)
+                .await,
+            "deals of a known stage",
+        );
+    })
+    .await;
 }

@@ -131,7 +131,9 @@ pub trait DealsTx: Send {
         Ok(out)
     }
 
-    /// The deals in one stage of a pipeline, newest first.
+    /// The deals in one stage of a pipeline, newest first. A pipeline the
+    /// store does not know, or a stage it does not have, is a validation
+    /// error on `pipeline` or `stage` (not an empty page).
     async fn list_deals_in_stage(
         &mut self,
         pipeline: &PipelineKey,
@@ -339,12 +341,15 @@ impl DealQuery {
     pub fn checked(&self, pipelines: &Pipelines) -> std::result::Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::new();
         match (&self.pipeline, &self.stage) {
-            (Some(key), stage) => {
-                if let Some(p) = errors.check(pipelines.require("pipeline", key))
-                    && let Some(stage) = stage
-                {
-                    errors.check(p.require_stage("stage", stage));
+            (Some(key), Some(stage)) => {
+                if let Err(e) = check_stage_of(pipelines, key, stage) {
+                    for e in e {
+                        errors.push(e);
+                    }
                 }
+            }
+            (Some(key), None) => {
+                errors.check(pipelines.require("pipeline", key));
             }
             (None, Some(stage)) if !pipelines.iter().any(|p| p.stage(stage).is_some()) => {
                 errors.push(crate::error::FieldError::new(
@@ -358,6 +363,22 @@ impl DealQuery {
         self.tags.check_into(&mut errors);
         errors.finish(|| ())
     }
+}
+
+/// Checks that `pipeline` is one the store knows and `stage` one of its
+/// stages: a validation error on `pipeline`, or on `stage`, otherwise
+/// (what [`DealsTx::list_deals_in_stage`] and a [`DealQuery`] with both
+/// check before reading).
+pub(crate) fn check_stage_of(
+    pipelines: &Pipelines,
+    pipeline: &PipelineKey,
+    stage: &StageKey,
+) -> std::result::Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    if let Some(p) = errors.check(pipelines.require("pipeline", pipeline)) {
+        errors.check(p.require_stage("stage", stage));
+    }
+    errors.finish(|| ())
 }
 
 impl CursorList {

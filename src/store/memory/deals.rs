@@ -142,6 +142,7 @@ impl DealsTx for MemoryTransaction {
         stage: &StageKey,
         page: &PageRequest,
     ) -> Result<Page<Deal>> {
+        crate::store::deals::check_stage_of(&self.pipelines, pipeline, stage)?;
         let limit = page.checked_limit()?;
         let after: Option<TimeIdKey> =
             page.position(CursorList::deals_in_stage(pipeline, stage))?;

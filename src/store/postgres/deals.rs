@@ -415,6 +415,7 @@ impl DealsTx for PgTransaction {
         stage: &StageKey,
         page: &PageRequest,
     ) -> Result<Page<Deal>> {
+        crate::store::deals::check_stage_of(&self.pipelines, pipeline, stage)?;
         let tenant = self.tenant_uuid();
         self.deal_page(
             CursorList::deals_in_stage(pipeline, stage),
