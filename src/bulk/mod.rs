@@ -81,6 +81,15 @@
 //! becomes a custom field named by its header, holding the cell's text
 //! (blank cells are left out).
 //!
+//! # Hostile files
+//!
+//! A row longer than [`MAX_ROW_BYTES`] is never held: a JSON line is
+//! rejected (code `too_long`) and read past, a CSV record ends the import
+//! with a validation error on `file`. A JSON object writing one key twice
+//! with two values is refused naming the key (code `duplicate`), where a
+//! JSON parser would keep the last. Memory stays bounded by the batch
+//! size and that limit whatever the file holds.
+//!
 //! # Spreadsheets
 //!
 //! CSV exports neutralise every cell a spreadsheet would run as a formula
