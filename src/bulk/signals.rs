@@ -19,7 +19,7 @@ use super::{
     export::{export_csv, export_jsonl},
     read::{Line, read_csv_rows, read_lines},
     related::{
-        BatchResults, BatchRow, ImportBatch, Owned, PageFuture, RelatedReport, Text,
+        BatchResults, BatchRow, ImportBatch, Owned, PageFuture, PagesFuture, RelatedReport, Text,
         import_batches, read_batch, refused_by_row, write_batch,
     },
 };
@@ -49,6 +49,26 @@ impl Owned for Signal {
                 items: tx.list_signals(contact).await?,
                 next_cursor: None,
             })
+        })
+    }
+
+    /// Every signal of each contact, with one
+    /// [`signals_of_many`](crate::store::TimelineTx::signals_of_many).
+    fn first_pages<'a>(
+        tx: &'a mut dyn Transaction,
+        contacts: &'a [ContactId],
+        _limit: u32,
+    ) -> PagesFuture<'a, Self> {
+        Box::pin(async move {
+            Ok(tx
+                .signals_of_many(contacts)
+                .await?
+                .into_iter()
+                .map(|items| Page {
+                    items,
+                    next_cursor: None,
+                })
+                .collect())
         })
     }
 

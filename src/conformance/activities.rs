@@ -421,3 +421,62 @@ pub async fn first_pages_of_many_contacts_are_their_own_lists_first_pages(store:
         );
     }
 }
+
+/// The signals of many contacts at once are each contact's own list, in
+/// the order the contacts are given (a contact listed twice gets its list
+/// twice, a missing one an empty list); no contacts, no lists; more than
+/// `MAX_GET_MANY` contacts is a validation error.
+pub async fn signals_of_many_contacts_are_their_own_lists(store: &DynStore) {
+    let t = TenantId::new();
+    let busy = create(store, t, new_contact("many.busy@example.com", "Bu", "Sy")).await;
+    let few = create(store, t, new_contact("many.few@example.com", "Fe", "W")).await;
+    let none = create(store, t, new_contact("many.none@example.com", "No", "Ne")).await;
+    let elsewhere = create(
+        store,
+        TenantId::new(),
+        new_contact("many.busy@example.com", "Bu", "Sy"),
+    )
+    .await;
+    let base = truncate_to_micros(Utc::now() - Duration::days(5));
+    with_tx!(store, t, async |tx| {
+        for n in 0..7i64 {
+            // Pairs share a time, so that ties are broken by id.
+            let at = base + Duration::minutes(3 - n / 2);
+            ok(
+                tx.record_signal(NewSignal::new(busy.id, SignalKind::PAGE_VIEW).occurred_at(at))
+                    .await,
+                "busy's signal",
+            );
+        }
+        ok(
+            tx.record_signal(NewSignal::new(few.id, SignalKind::EMAIL_OPEN))
+                .await,
+            "few's signal",
+        );
+    })
+    .await;
+    let listed = [
+        busy.id,
+        few.id,
+        ContactId::new(),
+        none.id,
+        elsewhere.id,
+        busy.id,
+    ];
+    let crm = store.scope(t, &ctx());
+    let many = ok(crm.signals_of_many(&listed).await, "signals of many");
+    assert_eq!(many.len(), listed.len(), "a list per contact listed");
+    for (i, contact) in listed.iter().enumerate() {
+        let own = ok(crm.list_signals(*contact).await, "signals");
+        assert_eq!(many[i], own, "contact {i}'s signals");
+    }
+    assert_eq!(many[0].len(), 7);
+    assert!(many[4].is_empty(), "another tenant's contact has none here");
+    assert!(ok(crm.signals_of_many(&[]).await, "no contacts").is_empty());
+    let too_many = vec![busy.id; crate::store::MAX_GET_MANY + 1];
+    expect_validation(
+        crm.signals_of_many(&too_many).await,
+        "contacts",
+        "more contacts than a call takes",
+    );
+}

@@ -208,6 +208,7 @@ macro_rules! __conformance_suite {
             timeline_is_newest_first_and_pages_through_every_activity,
             timeline_and_signals_of_a_missing_contact_are_empty,
             first_pages_of_many_contacts_are_their_own_lists_first_pages,
+            signals_of_many_contacts_are_their_own_lists,
             signals_are_listed_oldest_first,
             recording_a_signal_for_a_missing_contact_is_not_found,
             a_batch_leaves_what_the_single_calls_in_order_leave,

@@ -295,6 +295,8 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         write record_signals(new: &[NewSignal]) -> Vec<Signal>;
         /// See [`TimelineTx::list_signals`].
         read list_signals(contact: ContactId) -> Vec<Signal>;
+        /// See [`TimelineTx::signals_of_many`].
+        read signals_of_many(contacts: &[ContactId]) -> Vec<Vec<Signal>>;
 
         /// See [`HistoryTx::entity_as_of`].
         read entity_as_of(entity: HistoryEntity, at: Timestamp) -> Option<HistoryEntry>;

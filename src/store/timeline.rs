@@ -86,6 +86,25 @@ pub trait TimelineTx: Send {
     /// A contact's signals, oldest first (`occurred_at`, then id). Empty
     /// for a contact that does not exist.
     async fn list_signals(&mut self, contact: ContactId) -> Result<Vec<Signal>>;
+
+    /// The signals of each of `contacts`, in the order given: what
+    /// [`list_signals`](Self::list_signals) gives each (a contact listed
+    /// twice gets its list twice; a contact that does not exist, an empty
+    /// one). At most [`MAX_GET_MANY`](crate::store::MAX_GET_MANY)
+    /// contacts; every signal of each is held, so list fewer contacts when
+    /// some have many. For pages of contacts (the exports): on PostgreSQL
+    /// one statement, where a list per contact takes one each. The default
+    /// reads each contact's signals in turn.
+    ///
+    /// Errors: [`Error::Validation`] on `contacts` when it lists more.
+    async fn signals_of_many(&mut self, contacts: &[ContactId]) -> Result<Vec<Vec<Signal>>> {
+        crate::store::check_get_many("contacts", contacts.len())?;
+        let mut out = Vec::with_capacity(contacts.len());
+        for contact in contacts {
+            out.push(self.list_signals(*contact).await?);
+        }
+        Ok(out)
+    }
 }
 
 /// The row of a batch (of [`TimelineTx::log_activities`] or

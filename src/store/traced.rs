@@ -334,6 +334,7 @@ traced_area!(TimelineTx {
     fn record_signal(&mut self, new: NewSignal) -> Signal;
     fn record_signals(&mut self, new: &[NewSignal]) -> Vec<Signal>;
     fn list_signals(&mut self, contact: ContactId) -> Vec<Signal>;
+    fn signals_of_many(&mut self, contacts: &[ContactId]) -> Vec<Vec<Signal>>;
 });
 
 traced_area!(HistoryTx {

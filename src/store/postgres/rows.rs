@@ -373,26 +373,34 @@ impl PgTransaction {
         let ids: Vec<Uuid> = contacts.iter().map(|c| c.as_uuid()).collect();
         let fetch = limit as i64 + 1;
         let rows = self.query(sql, &[&tenant, &ids, &fetch]).await?;
-        let mut items: Vec<Vec<T>> = contacts.iter().map(|_| Vec::new()).collect();
-        for row in &rows {
-            let n: i64 = get(row, ordinal)?;
-            let slot = usize::try_from(n - 1)
-                .ok()
-                .and_then(|i| items.get_mut(i))
-                .ok_or_else(|| {
-                    Error::backend(format!(
-                        "a page's row names contact {n} of {}",
-                        contacts.len()
-                    ))
-                })?;
-            slot.push(f(row)?);
-        }
+        let items = per_contact(&rows, contacts.len(), ordinal, f)?;
         Ok(contacts
             .iter()
             .zip(items)
             .map(|(c, items)| Page::from_overfetch(items, limit, list(*c), &key))
             .collect())
     }
+}
+
+/// The records of `rows` rebuilt with `f`, each in the list of its
+/// contact (at `ordinal` of each row: the contact's position in the list
+/// asked for, from 1, of `contacts` contacts), in the rows' order.
+pub(super) fn per_contact<T>(
+    rows: &[Row],
+    contacts: usize,
+    ordinal: usize,
+    f: impl Fn(&Row) -> Result<T>,
+) -> Result<Vec<Vec<T>>> {
+    let mut items: Vec<Vec<T>> = (0..contacts).map(|_| Vec::new()).collect();
+    for row in rows {
+        let n: i64 = get(row, ordinal)?;
+        let slot = usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| items.get_mut(i))
+            .ok_or_else(|| Error::backend(format!("a row names contact {n} of {contacts}")))?;
+        slot.push(f(row)?);
+    }
+    Ok(items)
 }
 
 /// A company from a row of `company_select!()`.

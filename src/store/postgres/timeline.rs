@@ -50,6 +50,15 @@ const SIGNALS: &str = concat!(
     signal_select!(),
     " FROM signals WHERE tenant_id = $1 AND contact_id = $2 ORDER BY occurred_at, id"
 );
+/// The signals of each of the contacts `$2` ([`SIGNALS`] per contact),
+/// then the contact's position in `$2`: one index range per contact.
+const SIGNALS_OF_MANY: &str = concat!(
+    "SELECT x.*, u.n FROM unnest($2::uuid[]) WITH ORDINALITY AS u(c, n) \
+     CROSS JOIN LATERAL (SELECT ",
+    signal_select!(),
+    " FROM signals WHERE tenant_id = $1 AND contact_id = u.c) AS x",
+    " ORDER BY u.n, x.occurred_at, x.id"
+);
 /// A new activity: the columns of [`ACTIVITY_COLUMNS`], the row reader's.
 pub(super) const INSERT_ACTIVITY: &str = concat!(
     "INSERT INTO activities (",
@@ -70,6 +79,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     TIMELINE_AFTER,
     TIMELINE_FIRST_PAGES,
     SIGNALS,
+    SIGNALS_OF_MANY,
     INSERT_ACTIVITY,
     INSERT_SIGNAL,
 ];
@@ -174,5 +184,16 @@ impl TimelineTx for PgTransaction {
         let tenant = self.tenant_uuid();
         let rows = self.query(SIGNALS, &[&tenant, &contact.as_uuid()]).await?;
         rows::all(&rows, rows::signal)
+    }
+
+    async fn signals_of_many(&mut self, contacts: &[ContactId]) -> Result<Vec<Vec<Signal>>> {
+        crate::store::check_get_many("contacts", contacts.len())?;
+        if contacts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant = self.tenant_uuid();
+        let ids: Vec<Uuid> = contacts.iter().map(|c| c.as_uuid()).collect();
+        let rows = self.query(SIGNALS_OF_MANY, &[&tenant, &ids]).await?;
+        rows::per_contact(&rows, contacts.len(), SIGNAL_COLUMNS.len(), rows::signal)
     }
 }
