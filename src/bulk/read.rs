@@ -141,7 +141,7 @@ fn json_object(text: &[u8]) -> std::result::Result<Map<String, Value>, FieldErro
         Ok(Object {
             twice: Some(key), ..
         }) => Err(FieldError::new(
-            key,
+            shortened(key),
             "duplicate",
             "is given two different values in the object (the key is written twice): keep one",
         )),
@@ -150,6 +150,15 @@ fn json_object(text: &[u8]) -> std::result::Result<Map<String, Value>, FieldErro
             "invalid_format",
             format!("is not a JSON object ({e})"),
         )),
+    }
+}
+
+/// A key as an error names it: whole up to 64 characters (the longest a
+/// custom field's name can be), else its first 64 and `…`.
+fn shortened(key: String) -> String {
+    match key.char_indices().nth(64) {
+        None => key,
+        Some((end, _)) => format!("{}…", &key[..end]),
     }
 }
 
@@ -486,4 +495,31 @@ fn csv_object(
         }
     }
     Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_key_is_named_by_its_first_64_characters() {
+        assert_eq!(shortened("email".into()), "email");
+        let exact = "é".repeat(64);
+        assert_eq!(shortened(exact.clone()), exact);
+        let long = format!("{exact}ßßß");
+        assert_eq!(shortened(long), format!("{exact}…"));
+    }
+
+    #[test]
+    fn a_key_twice_with_one_value_or_a_blank_is_one_key() {
+        let read = |text: &str| json_object(text.as_bytes());
+        let ok = read(r#"{"a":"X ","a":"x","b":null,"b":1,"c":2,"c":""}"#).unwrap();
+        assert_eq!(ok["a"], "X ");
+        assert_eq!(ok["b"], 1);
+        assert_eq!(ok["c"], 2);
+        let e = read(r#"{"a":1,"a":2,"b":3,"b":4}"#).unwrap_err();
+        assert_eq!((e.field.as_str(), e.code), ("a", "duplicate"));
+        let e = read("[1]").unwrap_err();
+        assert_eq!((e.field.as_str(), e.code), ("row", "invalid_format"));
+    }
 }
