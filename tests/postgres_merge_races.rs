@@ -2,8 +2,10 @@
 //! Merges racing single writes on PostgreSQL, each race set up step by
 //! step (a transaction holds a lock, the merge is seen waiting, then the
 //! first commits): tag detaches and deletes during a merge, records moved
-//! to the survivor during a company merge, and activities logged on both
-//! contacts of a merge. None loses an acknowledged write or deadlocks.
+//! to the survivor during a company merge, activities logged on both
+//! contacts of a merge, and contacts created on the domain a company merge
+//! moves to its survivor. None loses an acknowledged write or deadlocks,
+//! and every record ends where some serial order of the two would put it.
 
 mod support;
 
@@ -13,8 +15,8 @@ use crm_core::{
     Actor, Context, Store, StoreExt, TenantId,
     bulk::ConflictPolicy,
     domain::{
-        ActivityKind, CompanyId, CompanyName, ContactPatch, Email, NewActivity, NewCompany,
-        NewContact, NewTag, PersonName, RecordRef, TagName,
+        ActivityKind, CompanyDomain, CompanyId, CompanyName, ContactPatch, Email, NewActivity,
+        NewCompany, NewContact, NewTag, PersonName, RecordRef, TagName,
     },
 };
 use support::{Target, TestStore, lock_waiters, until_backends_wait_for_locks};
@@ -344,6 +346,77 @@ async fn moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock(t
     );
 }
 
+/// A contact created on a domain while a company merge moves that domain
+/// from the loser to the survivor (which had none) is linked to the
+/// survivor, as in either serial order (created first: linked to the
+/// loser, then moved; merged first: linked by the domain). It waited for
+/// the loser's row lock, found the loser deleted, and linked no company.
+/// The same for a contact imported in a batch.
+async fn a_contact_created_on_the_domain_a_company_merge_moves_links_to_the_survivor(
+    target: Target,
+) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let survivor = crm
+        .create_company(NewCompany::new(
+            CompanyName::parse("Acme Holdings").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let loser = crm
+        .create_company(NewCompany {
+            domain: Some(CompanyDomain::parse("acme.example").unwrap()),
+            ..NewCompany::new(CompanyName::parse("Acme").unwrap())
+        })
+        .await
+        .unwrap();
+    let mut merge = owner.begin(tenant, ctx()).await.unwrap();
+    let merged = merge.merge_companies(survivor.id, loser.id).await.unwrap();
+    assert_eq!(
+        merged.domain.map(|d| d.as_str().to_string()).as_deref(),
+        Some("acme.example")
+    );
+    let (single, batch) = (owner.db().store(), owner.db().store());
+    let creating = tokio::spawn(async move {
+        single
+            .scope(tenant, &ctx())
+            .create_contact(new_contact("new.person@acme.example", None))
+            .await
+    });
+    let importing = tokio::spawn(async move {
+        let csv = "email,first_name,last_name\nbatch.person@acme.example,Bat,Ch\n";
+        crm_core::bulk::import_contacts_csv(
+            &batch,
+            tenant,
+            &ctx(),
+            csv.as_bytes(),
+            crm_core::bulk::ImportOptions::default(),
+        )
+        .await
+    });
+    until_backends_wait_for_locks(owner.db(), 2).await;
+    merge.commit().await.unwrap();
+    let created = creating.await.unwrap().unwrap();
+    assert_eq!(created.company_id, Some(survivor.id), "the single create");
+    let report = importing.await.unwrap().unwrap();
+    assert_eq!(
+        (report.inserted, report.rejected.len()),
+        (1, 0),
+        "{report:?}"
+    );
+    for email in ["new.person@acme.example", "batch.person@acme.example"] {
+        let stored = crm
+            .get_contact_by_email(&Email::parse(email).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.company_id, Some(survivor.id), "{email}");
+    }
+}
+
 crate::on_every_target!(
     a_tag_detached_from_the_loser_while_contacts_merge_stays_detached(worker_threads = 4),
     a_tag_detached_from_the_loser_while_companies_merge_stays_detached(worker_threads = 4),
@@ -351,4 +424,5 @@ crate::on_every_target!(
     moving_a_contact_to_the_survivor_while_companies_merge_does_not_deadlock(worker_threads = 4),
     activities_on_the_survivor_then_the_loser_do_not_deadlock_with_a_merge(worker_threads = 4),
     moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock(worker_threads = 4),
+    a_contact_created_on_the_domain_a_company_merge_moves_links_to_the_survivor(worker_threads = 4),
 );

@@ -240,13 +240,21 @@ impl PgTransaction {
             .map(|(r, _)| r.email.normalized())
             .collect();
         let tenant = self.tenant_uuid();
+        // Twice: a statement that waits for a company's row lock and finds
+        // it deleted (merged away) reads no other row, not even the merge's
+        // survivor that took its domain (`READ COMMITTED` reads again only
+        // the row waited for). The first absorbs such waits and keeps what
+        // it finds locked; the second, with a snapshot taken after, reads
+        // each domain where the merges left it.
+        let share: [&(dyn ToSql + Sync); 3] = [&tenant, &named, &wanted];
         let answers = self
             .begin_atomic_with(&[
-                (SHARE_COMPANIES, &[&tenant, &named, &wanted]),
+                (SHARE_COMPANIES, &share),
+                (SHARE_COMPANIES, &share),
                 (IDS_BY_EMAIL, &[&tenant, &emails]),
             ])
             .await?;
-        let (Some(companies), Some(held)) = (answers.first(), answers.get(1)) else {
+        let (Some(companies), Some(held)) = (answers.get(1), answers.get(2)) else {
             return Ok(BatchLinks { by_domain });
         };
         let mut found: HashSet<Uuid> = HashSet::new();

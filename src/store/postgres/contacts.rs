@@ -79,6 +79,17 @@ pub(super) const INSERT_CONTACT: &str = concat!(
      AND co.domain = $22::text FOR KEY SHARE)), $17::text, $18::text, $19::text, $20::text, \
      $21::text ON CONFLICT (tenant_id, email_key) DO NOTHING RETURNING company_id"
 );
+/// Key-share locks the company holding a domain (`$2`), sent just before
+/// [`INSERT_CONTACT`] in the same round trip when the new contact is
+/// linked by its email's domain. A statement that waits for a company's
+/// row lock and finds it deleted (merged away) reads no other row: under
+/// `READ COMMITTED` only the row waited for is read again, not the domain's
+/// new holder (the merge's survivor, which took the domain). This
+/// statement absorbs that wait, so that the insert, which takes its
+/// snapshot after it, sees the domain where the merge left it; a company
+/// it finds stays locked, so the insert links that one.
+const SHARE_DOMAIN_COMPANY: &str =
+    "SELECT id FROM companies WHERE tenant_id = $1 AND domain = $2 FOR KEY SHARE";
 /// Key-share locks a company that a contact or deal is to link to, so
 /// that it is not deleted before this transaction ends.
 pub(super) const SHARE_COMPANY: &str =
@@ -126,6 +137,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     UNLINK_DEALS_TASKS,
     UNLINK_CONTACT_TASKS,
     INSERT_CONTACT,
+    SHARE_DOMAIN_COMPANY,
     SHARE_COMPANY,
     UPDATE_CONTACT,
     EMAIL_SAVEPOINT,
@@ -390,11 +402,28 @@ impl ContactsTx for PgTransaction {
         let mut c = Contact::create(self.tenant, new, now());
         let row = InsertRow::of(&c, domain);
         let params = row.params();
+        let tenant = self.tenant_uuid();
         for _ in 0..EMAIL_RACE_RETRIES {
             // In READ COMMITTED, a conflicting insert that is not committed
             // yet makes this wait; once it commits, nothing is inserted and
             // the lookup below sees the winner.
-            if let Some(row) = self.query_opt(INSERT_CONTACT, &params).await? {
+            let inserted = match domain {
+                None => self.query_opt(INSERT_CONTACT, &params).await?,
+                Some(domain) => {
+                    self.check_open()?;
+                    let share: [&(dyn ToSql + Sync); 2] = [&tenant, &domain];
+                    let begin = self.pending_begin.take().is_some();
+                    let r = self
+                        .raw_query_all(
+                            &[(SHARE_DOMAIN_COMPANY, &share), (INSERT_CONTACT, &params)],
+                            begin,
+                        )
+                        .await;
+                    let mut rows = self.settle(r)?;
+                    rows.pop().and_then(|rows| rows.into_iter().next())
+                }
+            };
+            if let Some(row) = inserted {
                 let linked: Option<Uuid> = row.try_get(0).map_err(error::db)?;
                 c.company_id = linked.map(CompanyId::from_uuid);
                 return Ok(c);
