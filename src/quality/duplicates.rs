@@ -2,7 +2,7 @@
 //! ([`duplicate_candidates`]), the candidate pairs it found in a stable
 //! order, read in keyset pages or written as CSV for review.
 
-use std::{fmt, io::Write};
+use std::{collections::HashSet, fmt, io::Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -358,8 +358,9 @@ fn position(p: &DuplicatePair) -> PairPosition {
 
 /// Finds the candidate duplicate pairs among every contact of `tenant`
 /// (active or not; erased contacts are left out), as `options` say. Reads
-/// the contacts in pages of 1,000 through one transaction, then compares
-/// them in memory (a few hundred bytes a contact).
+/// the contacts in pages of 1,000, oldest first, through one transaction,
+/// each contact once, then compares them in memory (a few hundred bytes a
+/// contact).
 ///
 /// Errors: [`Error::Validation`] on `threshold`, `default_region` or
 /// `max_block_size`; what reading the contacts fails with.
@@ -372,17 +373,22 @@ pub async fn duplicate_candidates<S: Store + ?Sized>(
     let mut tx = store
         .begin_read(tenant, Context::system("duplicate-candidates"))
         .await?;
-    // By name: the order both backends walk an index in, page after page
-    // (the order of the profiles changes nothing in the pairs).
+    // Oldest first: a key no write changes, walked in an index page after
+    // page (the order of the profiles changes nothing in the pairs). Each
+    // page is read on a snapshot of its own (on PostgreSQL), so a key a
+    // write could move — a name — would let a contact renamed between two
+    // pages be read twice (and paired with itself) or not at all.
     let mut query = ContactQuery::new()
-        .with_sort(ContactSort::NameAsc)
+        .with_sort(ContactSort::CreatedAsc)
         .with_page(PageRequest::first(1000));
     let mut profiles = Vec::new();
+    let mut read = HashSet::new();
     loop {
         let page = tx.search_contacts(&query).await?;
         profiles.extend(
             page.items
                 .iter()
+                .filter(|c| read.insert(c.id))
                 .filter_map(|c| ContactProfile::of(c, region)),
         );
         match page.next_cursor {

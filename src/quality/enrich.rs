@@ -37,7 +37,12 @@
 //! }
 //! ```
 
-use std::{collections::HashMap, fmt, panic::AssertUnwindSafe, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    panic::AssertUnwindSafe,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt, stream};
@@ -324,10 +329,18 @@ where
 {
     options.check(enricher.provider())?;
     let reason = provider_reason(enricher.provider()).map_err(ValidationErrors::single)?;
-    let context = context
-        .clone()
-        .with_reason(&reason)
-        .map_err(ValidationErrors::single)?;
+    // The reason is made of the provider's name: what the history refuses
+    // in it (bidirectional controls, invisible text) is the provider's.
+    let context = context.clone().with_reason(&reason).map_err(|e| {
+        ValidationErrors::single(FieldError::new(
+            "provider",
+            "invalid_value",
+            format!(
+                "cannot name the history's reason `{reason}`: it {}",
+                e.reason
+            ),
+        ))
+    })?;
     let stale = read_stale(store, tenant, &context, options).await?;
     let mut report = EnrichReport {
         selected: stale.len(),
@@ -369,6 +382,11 @@ async fn read_stale<S: Store + ?Sized>(
     let page_size = query.page.limit;
     query.page = PageRequest::first(page_size);
     let mut out = Vec::new();
+    // Each page is read on a snapshot of its own, and the rank it pages
+    // by moves with every verification, activity or signal: a contact
+    // that moved past the cursor between two pages comes again, and is
+    // asked about once.
+    let mut taken = HashSet::new();
     loop {
         let left = options.limit - out.len();
         query.page.limit = page_size.min(u32::try_from(left).unwrap_or(u32::MAX));
@@ -376,7 +394,12 @@ async fn read_stale<S: Store + ?Sized>(
         let page = tx.stale_contacts(&query).await;
         drop(tx);
         let page = page?;
-        out.extend(page.items.into_iter().map(|s| s.contact));
+        out.extend(
+            page.items
+                .into_iter()
+                .map(|s| s.contact)
+                .filter(|c| taken.insert(c.id)),
+        );
         match page.next_cursor {
             Some(cursor) if out.len() < options.limit => query.page.cursor = Some(cursor),
             _ => return Ok(out),
@@ -489,11 +512,15 @@ async fn apply_one<S: Store + ?Sized>(
     let result: Result<Applied> = async {
         let mut tx = store.begin(tenant, context.clone()).await?;
         let updated = if patch.is_empty() {
-            // Only verification: the contact must still be the one read.
-            match tx.get_contact(read.id).await? {
-                Some(c) if c.version == read.version => false,
-                _ => return Err(changed(read)),
-            }
+            // Only verification: the contact must still be the one read,
+            // and stay so until this commits. An update that changes
+            // nothing checks the version and locks the contact (on
+            // PostgreSQL), so that a change of its email committed in
+            // between cannot be verified in place of the one the provider
+            // confirmed.
+            tx.update_contact(read.id, read.version, ContactPatch::default())
+                .await?;
+            false
         } else {
             tx.update_contact(read.id, read.version, patch).await?;
             true
@@ -517,11 +544,6 @@ async fn apply_one<S: Store + ?Sized>(
         Error::Conflict { .. } | Error::NotFound { .. } => EnrichFailureReason::Changed,
         e => rejected(e),
     })
-}
-
-/// The error that says the contact is not as it was read.
-fn changed(read: &Contact) -> Error {
-    Error::not_found(crate::Entity::Contact, read.id)
 }
 
 /// A refusal of the store, as a failure reason.

@@ -367,7 +367,8 @@ pub(crate) fn candidate_pairs(
         }
         for (n, &i) in members.iter().enumerate() {
             for &j in &members[n + 1..] {
-                if i == j {
+                // A contact is never its own duplicate, whatever lists it twice.
+                if i == j || profiles[i].id == profiles[j].id {
                     continue;
                 }
                 let (a, b) = if profiles[i].id < profiles[j].id {
