@@ -143,17 +143,40 @@ pub(crate) fn name_key(name: &str) -> String {
     words.concat()
 }
 
-/// The organisation part of a domain: the last two labels, three under a
-/// two-letter country domain whose second label is short (`acme.co.uk`).
+/// The organisation part of a domain: its registrable domain by the
+/// Public Suffix List (`acme.co.uk` of `www.acme.co.uk`; `initech.myshopify.com`
+/// and `acme.github.io` whole, since `myshopify.com` and `github.io` are
+/// suffixes under which unrelated organisations register). Under a
+/// suffix the list does not know (`.example`, an intranet's `.corp`): the
+/// last two labels, three under a two-letter label whose second label is
+/// short (`acme.co.xx`).
 pub(crate) fn organisation_domain(domain: &CompanyDomain) -> String {
-    let labels: Vec<&str> = domain.as_str().split('.').collect();
-    let n = labels.len();
-    let keep = if n >= 3 && labels[n - 1].len() == 2 && labels[n - 2].len() <= 3 {
-        3
-    } else {
-        2
-    };
-    labels[n.saturating_sub(keep)..].join(".")
+    match psl::domain(domain.as_str().as_bytes()) {
+        Some(d) if d.suffix().is_known() => String::from_utf8_lossy(d.as_bytes()).into_owned(),
+        _ => {
+            let labels: Vec<&str> = domain.as_str().split('.').collect();
+            let n = labels.len();
+            let keep = if n >= 3 && labels[n - 1].len() == 2 && labels[n - 2].len() <= 3 {
+                3
+            } else {
+                2
+            };
+            labels[n.saturating_sub(keep)..].join(".")
+        }
+    }
+}
+
+/// A company name that is a domain under a known public suffix
+/// (`Amazon.com`), as a company without a domain may be named; not an
+/// initialism (`I.B.M`, `U.S.A`), whose last letter is no suffix.
+fn named_domain(name: &str) -> Option<CompanyDomain> {
+    if !name.contains('.') {
+        return None;
+    }
+    let domain = CompanyDomain::parse(name).ok()?;
+    psl::suffix(domain.as_str().as_bytes())
+        .is_some_and(|s| s.is_known())
+        .then_some(domain)
 }
 
 /// What is compared of one company.
@@ -171,11 +194,7 @@ impl Profile {
         let domain = c
             .domain
             .clone()
-            .or_else(|| {
-                CompanyDomain::parse(c.name.as_str())
-                    .ok()
-                    .filter(|_| c.name.as_str().contains('.'))
-            })
+            .or_else(|| named_domain(c.name.as_str()))
             .map(|d| organisation_domain(&d));
         Profile {
             id: c.id,
@@ -326,5 +345,29 @@ mod tests {
         assert_eq!(d("eu.acme.com"), "acme.com");
         assert_eq!(d("acme.com"), "acme.com");
         assert_eq!(d("shop.acme.co.uk"), "acme.co.uk");
+        assert_eq!(d("www.acme.com.au"), "acme.com.au");
+    }
+
+    #[test]
+    fn organisations_under_a_shared_suffix_keep_their_own_label() {
+        let d = |s: &str| organisation_domain(&CompanyDomain::parse(s).unwrap());
+        assert_eq!(d("acme.github.io"), "acme.github.io");
+        assert_eq!(d("initech.myshopify.com"), "initech.myshopify.com");
+        assert_eq!(d("acme.blogspot.com"), "acme.blogspot.com");
+        assert_eq!(d("lincoln.k12.ca.us"), "lincoln.k12.ca.us");
+        assert_eq!(d("intranet.corp"), "intranet.corp", "an unknown suffix");
+        assert_eq!(d("eu.acme.example"), "acme.example", "an unknown suffix");
+        assert_eq!(d("github.io"), "github.io", "a suffix itself");
+    }
+
+    #[test]
+    fn initialisms_are_not_domains() {
+        for name in ["I.B.M", "U.S.A", "N.A.S.A", "C.B.M"] {
+            assert!(named_domain(name).is_none(), "{name}");
+        }
+        assert_eq!(
+            named_domain("Amazon.com").map(|d| d.as_str().to_string()),
+            Some("amazon.com".to_string())
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The comparison keys of duplicate detection: names folded to their
-//! letters (case by [`caseless_key`], accents dropped), nicknames mapped to
+//! letters (case by [`caseless_key`], compatibility forms and accents
+//! dropped), nicknames mapped to
 //! the name they shorten, email local parts as name tokens, and phone
 //! numbers in E.164.
 
@@ -7,13 +8,16 @@ use unicode_normalization::{UnicodeNormalization, char::is_combining_mark};
 
 use crate::domain::{Email, Phone, caseless_key};
 
-/// `text` folded for comparing names: its [`caseless_key`], accents
-/// (combining marks) dropped, only letters and digits kept. `"Zoë
-/// O'Brien-Smith"` and `"zoe obriensmith"` fold alike.
+/// `text` folded for comparing names: its [`caseless_key`], in its
+/// compatibility form (fullwidth `Ｊｏｈｎ` is `john`, the ligature `ﬁ` is
+/// `fi`) and lower case again, accents (combining marks) dropped, only
+/// letters and digits kept. `"Zoë O'Brien-Smith"` and `"zoe obriensmith"`
+/// fold alike.
 pub fn fold(text: &str) -> String {
     caseless_key(text)
-        .nfd()
+        .nfkd()
         .filter(|c| !is_combining_mark(*c) && c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
         .collect()
 }
 
@@ -186,6 +190,13 @@ mod tests {
         assert_eq!(fold("Zoë O'Brien-Smith"), "zoeobriensmith");
         assert_eq!(fold("ÉMILE"), fold("emile"));
         assert_eq!(fold("Strauß"), fold("STRAUSS"));
+    }
+
+    #[test]
+    fn compatibility_forms_fold_to_their_letters() {
+        assert_eq!(fold("Ｊｏｈｎ Ｓｍｉｔｈ"), "johnsmith");
+        assert_eq!(fold("Stéﬁ"), "stefi");
+        assert_eq!(fold("ℌarry"), "harry");
     }
 
     #[test]
