@@ -402,13 +402,30 @@ fn negative_or_non_finite_weights_are_rejected_under_the_weight_field() {
 
 #[test]
 fn a_half_life_that_is_not_positive_and_finite_is_rejected() {
-    for bad in [0.0, -30.0, f64::NAN, f64::INFINITY] {
+    // Under an hour, the live score's terms lose their precision (at 86 ns
+    // the live and batch scores of one contact differed; shorter, the live
+    // state overflowed and a rebuild of the live states failed).
+    let under_an_hour = crm_core::scoring::MIN_HALF_LIFE_DAYS * 0.999;
+    for bad in [
+        0.0,
+        -30.0,
+        f64::NAN,
+        f64::INFINITY,
+        1e-12,
+        1e-306,
+        under_an_hour,
+    ] {
         let err = ScoringModel::builder()
             .half_life_days(bad)
             .build()
             .unwrap_err();
         assert_eq!(fields(&err), ["half_life_days"], "{bad}");
     }
+    let hour = ScoringModel::builder()
+        .half_life_days(crm_core::scoring::MIN_HALF_LIFE_DAYS)
+        .build()
+        .expect("an hour is the shortest half-life");
+    assert_eq!(hour.half_life_days(), 1.0 / 24.0);
 }
 
 #[test]

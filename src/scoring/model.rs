@@ -53,6 +53,14 @@ pub const REFERENCE_CAP_WEIGHT_MULTIPLE: f64 = 2.0;
 /// The reference number of signals kept to explain a score.
 pub const REFERENCE_TOP_SIGNALS: usize = 3;
 
+/// The shortest half-life a model takes: an hour (1/24 of a day). The
+/// live score keeps each signal as `ln(weight) + t / half-life · ln 2`,
+/// with `t` the time since 2020: with a half-life of an hour that term is
+/// at most about 7·10⁷ up to the year 9999, kept to 10⁻⁸ by a 64-bit
+/// float; with a half-life of nanoseconds the live and batch scores of
+/// one contact drifted apart, and then the live state overflowed.
+pub const MIN_HALF_LIFE_DAYS: f64 = 1.0 / 24.0;
+
 /// The settings of a [`ScoringModel`], as plain data.
 ///
 /// This is the (de)serialisable form: every field may be left out of JSON and
@@ -86,7 +94,8 @@ pub struct ScoringConfig {
     /// Weight per signal kind: finite and ≥ 0. A kind that is absent (or
     /// weighs 0) counts nothing.
     pub weights: BTreeMap<SignalKind, f64>,
-    /// Half-life of a signal's contribution, in days: finite and > 0.
+    /// Half-life of a signal's contribution, in days: finite and at least
+    /// [`MIN_HALF_LIFE_DAYS`] (an hour).
     pub half_life_days: f64,
     /// Signals older than this many half-lives are ignored (finite, > 0);
     /// `None` (JSON `null`) keeps signals of any age.
@@ -307,11 +316,11 @@ impl ScoringModel {
             }
         }
         let h = config.half_life_days;
-        if !(h.is_finite() && h > 0.0) {
+        if !(h.is_finite() && h >= MIN_HALF_LIFE_DAYS) {
             errors.push(FieldError::new(
                 "half_life_days",
                 "out_of_range",
-                format!("must be a finite number of days > 0, got {h}"),
+                format!("must be a finite number of days ≥ 1/24 (an hour), got {h}"),
             ));
         }
         if let Some(n) = config.ignore_after_half_lives
