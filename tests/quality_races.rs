@@ -88,7 +88,11 @@ async fn a_duplicate_scan_beside_renames_reads_each_contact_once() {
             let mut version = target.version;
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let last = if n % 2 == 0 { "Äaron" } else { "Aaron" };
+                let last = if n.is_multiple_of(2) {
+                    "Äaron"
+                } else {
+                    "Aaron"
+                };
                 let patch = ContactPatch {
                     last_name: Some(PersonName::parse(last).unwrap()),
                     ..ContactPatch::default()
@@ -324,8 +328,7 @@ async fn a_provider_name_the_history_refuses_is_refused_as_the_provider() {
     for name in ["acme\u{202E}evil", "\u{2066}x"] {
         let e = enrich_stale(&store, TenantId::new(), &ctx(), &Named(name), &options)
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         let fields: Vec<(&str, &str)> = e
             .field_errors()
             .iter()

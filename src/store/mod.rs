@@ -297,6 +297,13 @@ pub trait Transaction:
 
     /// Makes every write of this transaction durable and visible; once it
     /// returns `Ok`, what the transaction held is released.
+    ///
+    /// A commit whose answer is lost (the connection to PostgreSQL went
+    /// away after the commit was sent) is an [`Error::Backend`] that is
+    /// *not* retryable, whose message says the outcome is unknown: the
+    /// transaction may have committed, and running it again could write
+    /// its records twice. Look for its writes (or make it idempotent, as
+    /// the idempotency guard does) before running it again.
     async fn commit(self: Box<Self>) -> Result<()>;
 
     /// Discards every write of this transaction; once it returns `Ok`, what

@@ -17,6 +17,23 @@ pub(super) fn db(e: tokio_postgres::Error) -> Error {
     }
 }
 
+/// The error of a `COMMIT` whose answer never came: the connection went
+/// away after it was sent, so the server may have committed the
+/// transaction or not. Not retryable: running the transaction again could
+/// write its records twice (an activity, a signal, a deal); the caller
+/// looks for its writes first.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the connection was lost before the answer to COMMIT ({0}): the transaction may have \
+     committed; look for its writes before running it again"
+)]
+pub(super) struct CommitOutcomeUnknown(#[source] DbFailure);
+
+/// [`CommitOutcomeUnknown`] of the driver's error.
+pub(super) fn commit_unknown(e: tokio_postgres::Error) -> Error {
+    Error::backend(CommitOutcomeUnknown(DbFailure(e)))
+}
+
 /// A driver error that a retry may cure whatever its kind, shown as
 /// [`DbFailure`] shows it.
 pub(super) fn db_retryable(e: tokio_postgres::Error) -> Error {
@@ -69,9 +86,17 @@ fn is_retryable(e: &tokio_postgres::Error) -> bool {
                 || *code == SqlState::CANNOT_CONNECT_NOW
                 || code.code().starts_with("08")
         }
-        // No SQLSTATE: retryable when the connection failed with an I/O error.
+        // No SQLSTATE: retryable when the connection failed with an I/O
+        // error; not when the driver could not encode what it was given (a
+        // NUL byte in the connection string), which no retry changes.
         None => std::error::Error::source(e)
-            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                !matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                )
+            }),
     }
 }
 
@@ -132,6 +157,44 @@ pub(super) struct Finished;
 #[derive(Debug, thiserror::Error)]
 #[error("the email was taken and released concurrently; try again")]
 pub(super) struct EmailRace;
+
+/// A pool that can hold no connection (`max_size` 0).
+#[derive(Debug, thiserror::Error)]
+#[error("the connection pool holds no connection (its max_size is 0): build it with 1 or more")]
+pub(super) struct EmptyPool;
+
+/// A statement of a migration failed: which migration, and the server's
+/// error. A schema that holds a migration's objects without its record
+/// (restored in part, edited by hand) fails so.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "migration {version} ({name}) failed, so none of this run's migrations is applied: {source}"
+)]
+pub(super) struct MigrationFailed {
+    version: i64,
+    name: &'static str,
+    #[source]
+    source: DbFailure,
+}
+
+/// [`MigrationFailed`], retryable as the driver's error is.
+pub(super) fn migration_failed(
+    version: i64,
+    name: &'static str,
+    e: tokio_postgres::Error,
+) -> Error {
+    let retryable = is_retryable(&e);
+    let failed = MigrationFailed {
+        version,
+        name,
+        source: DbFailure(e),
+    };
+    if retryable {
+        Error::retryable(failed)
+    } else {
+        Error::backend(failed)
+    }
+}
 
 /// An applied migration's SQL differs from the one embedded in this build.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,6 @@ use uuid::Uuid;
 use super::{
     PostgresStore, error,
     locks::{ADVISORY_XACT_LOCK, advisory_key},
-    tls,
     transaction::{Params, PgTransaction, now},
 };
 use crate::{
@@ -435,7 +434,7 @@ impl FeedTx for PgTransaction {
 #[async_trait]
 impl FeedHeads for PostgresStore {
     async fn feed_heads(&self) -> Result<Vec<(TenantId, FeedPosition)>> {
-        let conn = self.pool.get().await.map_err(tls::pool_error)?;
+        let conn = self.connection().await?;
         let r = async {
             let (_, _, rows) = futures_util::try_join!(
                 conn.batch_execute(&self.begin_batch),

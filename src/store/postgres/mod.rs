@@ -189,7 +189,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use super::{Store, Transaction, traced};
 use crate::{
     domain::{Context, Pipelines, TenantId},
-    error::{Error, Result},
+    error::{Error, FieldError, Result, ValidationErrors},
 };
 
 use schema::SchemaName;
@@ -210,6 +210,13 @@ pub struct Migration {
 
 /// The default number of pooled connections.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// The largest pool a [`PostgresStoreBuilder`] builds: 10,000 connections,
+/// more than a PostgreSQL server is usually set to accept
+/// (`max_connections`). The pool sets aside room for every connection it
+/// may hold, so a size from a configuration file gone wrong
+/// (`usize::MAX`) would abort the process instead.
+pub const MAX_POOL_SIZE: usize = 10_000;
 
 /// A [`Store`] on PostgreSQL. Cheap to clone: clones share the pool.
 #[derive(Clone)]
@@ -529,11 +536,21 @@ impl PostgresStore {
         }
     }
 
+    /// A connection of the pool. A pool that can hold none (a `max_size`
+    /// of 0, which [`from_pool`](Self::from_pool) takes as it is) is an
+    /// error at once: waiting for it would wait for good.
+    async fn connection(&self) -> Result<deadpool_postgres::Object> {
+        if self.pool.status().max_size == 0 {
+            return Err(Error::backend(error::EmptyPool));
+        }
+        self.pool.get().await.map_err(tls::pool_error)
+    }
+
     /// Applies the migrations, then distributes as `scope` says, in one
     /// transaction.
     async fn migrate_and(&self, scope: distribute::Scope) -> Result<(Vec<i64>, Vec<String>)> {
         let started = std::time::Instant::now();
-        let mut conn = self.pool.get().await.map_err(tls::pool_error)?;
+        let mut conn = self.connection().await?;
         let tx = conn.transaction().await.map_err(error::db)?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1)",
@@ -606,7 +623,9 @@ impl PostgresStore {
                     // adds to or from it (Citus keys only join tables
                     // distributed alike).
                     for statement in split::statements(m.sql) {
-                        tx.batch_execute(statement).await.map_err(error::db)?;
+                        tx.batch_execute(statement)
+                            .await
+                            .map_err(|e| error::migration_failed(m.version, m.name, e))?;
                         if split::creates_table(statement) {
                             distribute::run(&tx, &self.schema, distribute::Scope::IfDistributed)
                                 .await?;
@@ -661,8 +680,9 @@ impl Migration {
 
 /// Builds a [`PostgresStore`]: pool size, pipelines, schema, the CA
 /// certificates TLS trusts and whether contacts are linked to companies by
-/// their email's domain.
-#[derive(Debug, Clone)]
+/// their email's domain. Its `Debug` output shows the connection string as
+/// the driver's configuration shows it: without the password.
+#[derive(Clone)]
 pub struct PostgresStoreBuilder {
     url: String,
     pool_size: usize,
@@ -674,9 +694,31 @@ pub struct PostgresStoreBuilder {
     score_events: bool,
 }
 
+impl std::fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The driver's configuration shows everything but the password.
+        let url: &dyn std::fmt::Debug = match self.url.parse::<tokio_postgres::Config>() {
+            Ok(ref config) => &format!("{config:?}"),
+            Err(_) => &"(not a connection string)",
+        };
+        f.debug_struct("PostgresStoreBuilder")
+            .field("url", url)
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("pipelines", &self.pipelines)
+            .field("schema", &self.schema)
+            .field("ca", &self.ca)
+            .field("company_linking", &self.company_linking)
+            .field("score_events", &self.score_events)
+            .finish()
+    }
+}
+
 impl PostgresStoreBuilder {
-    /// The most connections the pool opens (at least 1; default
-    /// [`DEFAULT_POOL_SIZE`]). Each open transaction holds one.
+    /// The most connections the pool opens (at least 1, at most
+    /// [`MAX_POOL_SIZE`]; default [`DEFAULT_POOL_SIZE`]). Each open
+    /// transaction holds one. A size of 0 is taken as 1; one over the
+    /// largest is refused by [`build`](Self::build), naming `pool_size`.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
         self
@@ -684,6 +726,8 @@ impl PostgresStoreBuilder {
 
     /// How long `begin` waits for a free connection (or for a new one to
     /// connect) before failing with a retryable error. Default: no limit.
+    /// Zero is refused by [`build`](Self::build), naming `acquire_timeout`:
+    /// no connection could ever be opened in no time.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = Some(timeout);
         self
@@ -747,6 +791,22 @@ impl PostgresStoreBuilder {
     /// schema's name is not one PostgreSQL keeps as it is, before
     /// connecting.
     pub async fn build(self) -> Result<PostgresStore> {
+        let mut errors = ValidationErrors::new();
+        if self.pool_size > MAX_POOL_SIZE {
+            errors.push(FieldError::new(
+                "pool_size",
+                "out_of_range",
+                format!("must be 1 to {MAX_POOL_SIZE}, got {}", self.pool_size),
+            ));
+        }
+        if self.acquire_timeout == Some(Duration::ZERO) {
+            errors.push(FieldError::new(
+                "acquire_timeout",
+                "out_of_range",
+                "must be longer than zero (no connection opens in no time)",
+            ));
+        }
+        errors.finish(|| ())?;
         let schema = SchemaName::parse(&self.schema)?;
         let tls::Connector { config, tls } = tls::connector(&self.url, &self.ca)?;
         let listener = listen::Listener {
@@ -813,10 +873,9 @@ impl PostgresStore {
         let span = traced::transaction_span(tenant, "postgres");
         let started = traced::start_wait(&span);
         let conn = self
-            .pool
-            .get()
+            .connection()
             .await
-            .map_err(|e| traced::begin_failed(&span, tls::pool_error(e)))?;
+            .map_err(|e| traced::begin_failed(&span, e))?;
         traced::record_wait(&span, started);
         self.find_wake_mode(&conn).await;
         let mut tx = transaction::PgTransaction::begin(

@@ -384,6 +384,10 @@ impl PgTransaction {
                 if !error::spoils_connection(&e) {
                     guard.release();
                 }
+                if sql == "COMMIT" && e.as_db_error().is_none() {
+                    // No answer: whether it committed is unknown.
+                    return Err(error::commit_unknown(e));
+                }
                 Err(error::db(e))
             }
         }
