@@ -2,8 +2,10 @@
 //! organisation domain, or similar names once legal forms are set aside.
 //!
 //! Domains are unique per tenant, so two companies meet on a domain only
-//! through its organisation part (`eu.acme.com` and `acme.com`), or when a
-//! company without a domain is named by one (`Acme.com`). Names compare
+//! through its organisation part, its registrable domain by the Public
+//! Suffix List (`eu.acme.com` and `acme.com`; never `acme.github.io` and
+//! `globex.github.io`), or when a company without a domain is named by one
+//! under a known suffix (`Acme.com`, not `I.B.M`). Names compare
 //! folded ([`fold`](super::fold)) without a trailing legal form (`Inc`,
 //! `GmbH`, …), by Jaro–Winkler similarity.
 
