@@ -607,6 +607,37 @@ mod postgres {
         assert_eq!(again, 1);
     }
 
+    /// A schema holding migrations this build does not know (applied by a
+    /// newer build) is migrated around them, as documented, with a warning
+    /// naming them: the build runs against changes it does not know.
+    #[tokio::test]
+    async fn migrations_of_a_newer_build_are_a_warning_naming_them() {
+        let db = TestDb::create().await;
+        let store = PostgresStore::from_pool(db.pool(2), conformance::test_pipelines());
+        store.migrate().await.unwrap();
+        let client = db.client().await;
+        client
+            .batch_execute(
+                "INSERT INTO crm.schema_migrations (version, name, checksum) \
+                 VALUES (9999, 'from_a_newer_build', 0)",
+            )
+            .await
+            .unwrap();
+        let capture = Capture::default();
+        let _guard = capture.install();
+        assert!(store.migrate().await.unwrap().is_empty());
+        let warned: Vec<_> = capture
+            .events()
+            .into_iter()
+            .filter(|e| e.message().contains("this build does not know"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{:#?}", capture.events());
+        assert_eq!(
+            warned[0].fields.get("versions").map(String::as_str),
+            Some("[9999]")
+        );
+    }
+
     /// A claim that may not wait for the transaction holding its key fails
     /// with `key_in_use`, which is retryable.
     #[tokio::test]

@@ -430,8 +430,10 @@ impl PostgresStore {
     ///
     /// Returns the versions it applied. Fails, applying nothing, when an
     /// applied migration's SQL differs from the embedded one (it was edited
-    /// after release). Versions the schema has but this build does not
-    /// know (applied by a newer build) are left alone.
+    /// after release), or when a migration fails (the error names it).
+    /// Versions the schema has but this build does not know (applied by a
+    /// newer build) are left alone, with a WARN event naming them: this
+    /// build then runs against changes it does not know.
     ///
     /// Emits an INFO event (target `crm_core::store::postgres`) naming the
     /// schema and the versions it applied, once they are committed.
@@ -603,6 +605,27 @@ impl PostgresStore {
             let version: i64 = row.try_get(0).map_err(error::db)?;
             let checksum: i64 = row.try_get(1).map_err(error::db)?;
             applied.insert(version, checksum);
+        }
+        let newer: Vec<i64> = {
+            let known: std::collections::HashSet<i64> =
+                MIGRATIONS.iter().map(|m| m.version).collect();
+            let mut newer: Vec<i64> = applied
+                .keys()
+                .filter(|v| !known.contains(v))
+                .copied()
+                .collect();
+            newer.sort_unstable();
+            newer
+        };
+        if !newer.is_empty() {
+            // Left alone, as documented; but this build does not know what
+            // they changed (a trigger, a constraint it would have to keep).
+            tracing::warn!(
+                schema = %self.schema.search_path(),
+                versions = ?newer,
+                "the schema holds migrations this build does not know (applied by a newer \
+                 build): it runs against them without knowing what they changed"
+            );
         }
         let mut done = Vec::new();
         for m in MIGRATIONS {
