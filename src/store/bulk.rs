@@ -88,7 +88,9 @@ pub trait BulkTx: Send {
     async fn contact_merges(&mut self, contact: ContactId) -> Result<Vec<MergeRecord>>;
 
     /// Undoes merge `merge`: the loser comes back with its id and its
-    /// values from before the merge (a version after its last one) and its
+    /// values from before the merge (a version after its last one; linked
+    /// to no company when its company was deleted, or merged into another,
+    /// since: no journal records where a merged company went) and its
     /// tags (those not deleted since); the deals, activities, signals and
     /// tasks that came from it and are still on the survivor move back
     /// (deals and tasks gaining a version; a deal deleted or linked
