@@ -82,6 +82,7 @@ fn the_builders_debug_output_leaves_the_password_out() {
     for url in [
         "postgres://crm:hunter2-secret@db.example.com/crm",
         "host=db.example.com user=crm password=hunter2-secret dbname=crm",
+        "postgres://crm:hunter2-secret@db.example.com/crm?sslmode=verify-full&sslrootcert=/ca.pem",
     ] {
         let shown = format!("{:?}", PostgresStore::builder(url));
         assert!(!shown.contains("hunter2-secret"), "{shown}");

@@ -417,6 +417,90 @@ async fn a_contact_created_on_the_domain_a_company_merge_moves_links_to_the_surv
     }
 }
 
+/// Two merges in a row move one domain: `L` into `S1` (which takes the
+/// domain), then `S1` into `S2`, the second queued behind the first. A
+/// contact created, and one imported, on the domain while the first holds
+/// its locks end linked to `S2`, as in any serial order. Each lookup of
+/// the domain's company that waits finds the company it waited for gone;
+/// one extra lookup absorbed the first wait only, and the insert's own
+/// lookup then met `S1` locked by the second merge and linked nothing.
+async fn contacts_created_during_two_chained_merges_link_the_last_survivor(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let company = |name: &str, domain: Option<&str>| NewCompany {
+        domain: domain.map(|d| CompanyDomain::parse(d).unwrap()),
+        ..NewCompany::new(CompanyName::parse(name).unwrap())
+    };
+    let l = crm
+        .create_company(company("Acme", Some("acme.example")))
+        .await
+        .unwrap();
+    let s1 = crm
+        .create_company(company("Acme Holdings", None))
+        .await
+        .unwrap();
+    let s2 = crm
+        .create_company(company("Acme Group", None))
+        .await
+        .unwrap();
+    let mut m1 = owner.begin(tenant, ctx()).await.unwrap();
+    m1.merge_companies(s1.id, l.id).await.unwrap();
+    let (single, batch) = (owner.db().store(), owner.db().store());
+    let creating = tokio::spawn(async move {
+        single
+            .scope(tenant, &ctx())
+            .create_contact(new_contact("chain.person@acme.example", None))
+            .await
+    });
+    let importing = tokio::spawn(async move {
+        let csv = "email,first_name,last_name\nchain.batch@acme.example,Bat,Ch\n";
+        crm_core::bulk::import_contacts_csv(
+            &batch,
+            tenant,
+            &ctx(),
+            csv.as_bytes(),
+            crm_core::bulk::ImportOptions::default(),
+        )
+        .await
+    });
+    until_backends_wait_for_locks(owner.db(), 2).await;
+    let second = owner.db().store();
+    let merging = tokio::spawn(async move {
+        let mut m2 = second.begin(tenant, ctx()).await.unwrap();
+        m2.merge_companies(s2.id, s1.id).await.unwrap();
+        m2
+    });
+    until_backends_wait_for_locks(owner.db(), 3).await;
+    m1.commit().await.unwrap();
+    let m2 = merging.await.unwrap();
+    m2.commit().await.unwrap();
+    // Created between the two merges (linked to `S1`, then moved by the
+    // second) or after both: either way it ends on `S2`.
+    let created = creating.await.unwrap().unwrap();
+    assert!(
+        [Some(s1.id), Some(s2.id)].contains(&created.company_id),
+        "the single create linked {:?}",
+        created.company_id
+    );
+    let report = importing.await.unwrap().unwrap();
+    assert_eq!(
+        (report.inserted, report.rejected.len()),
+        (1, 0),
+        "{report:?}"
+    );
+    for email in ["chain.person@acme.example", "chain.batch@acme.example"] {
+        let stored = crm
+            .get_contact_by_email(&Email::parse(email).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.company_id, Some(s2.id), "{email}");
+    }
+}
+
 crate::on_every_target!(
     a_tag_detached_from_the_loser_while_contacts_merge_stays_detached(worker_threads = 4),
     a_tag_detached_from_the_loser_while_companies_merge_stays_detached(worker_threads = 4),
@@ -425,4 +509,5 @@ crate::on_every_target!(
     activities_on_the_survivor_then_the_loser_do_not_deadlock_with_a_merge(worker_threads = 4),
     moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock(worker_threads = 4),
     a_contact_created_on_the_domain_a_company_merge_moves_links_to_the_survivor(worker_threads = 4),
+    contacts_created_during_two_chained_merges_link_the_last_survivor(worker_threads = 4),
 );

@@ -168,16 +168,19 @@ pub use signals::{
     import_signals_csv_with, import_signals_jsonl,
 };
 
-/// The longest row an import reads: 4 MiB (4,194,304 bytes), a JSON line
-/// or a CSV record, its line breaks included. Any row the domain accepts
-/// fits (an activity's body of 100,000 characters, escaped, is at most
-/// 1.2 MB); memory stays bounded by it whatever a file holds. A longer
-/// JSON line is a rejected row (field `row`, code `too_long`), skipped
-/// without being held, and the import goes on; a longer CSV record ends
-/// the import with a validation error on `file` (code `too_long`, naming
-/// the row and its line), since where a quoted record ends cannot be told
-/// without reading it: the batches before it stay written.
-pub const MAX_ROW_BYTES: usize = 4 * 1024 * 1024;
+/// The longest row an import reads: 16 MiB (16,777,216 bytes), a JSON
+/// line or a CSV record, its line break included (for a CSV record, the
+/// blank lines before it too). Every row the domain accepts fits (an
+/// activity's body of 100,000 characters, escaped, is at most 1.2 MB),
+/// and a row that fits but holds a field over the domain's limits is a
+/// rejected row, as before; memory stays bounded by it whatever a file
+/// holds, where one endless line was held whole. A longer JSON line is a
+/// rejected row (field `row`, code `too_long`), skipped without being
+/// held, and the import goes on; a longer CSV record ends the import with
+/// a validation error on `file` (code `too_long`, naming the row and its
+/// line), since where a quoted record ends cannot be told without reading
+/// it: the batches before it stay written.
+pub const MAX_ROW_BYTES: usize = 16 * 1024 * 1024;
 
 /// The largest batch an import takes ([`ImportOptions::batch_size`] and the
 /// `batch_size` of the deal and activity imports): 10,000 rows. A batch is

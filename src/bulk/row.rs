@@ -143,10 +143,14 @@ fn is_blank(v: &Value) -> bool {
 }
 
 /// Two JSON values for one field that are one value: texts as
-/// [`same_text`] has them, anything else equal.
+/// [`same_text`] has them, numbers by value, anything else equal.
 pub(super) fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::String(a), Value::String(b)) => same_text(a, b),
+        // `1` and `1.0` are one number, as custom fields compare them.
+        (Value::Number(x), Value::Number(y)) => {
+            x == y || x.as_f64().is_some_and(|x| Some(x) == y.as_f64())
+        }
         _ => a == b,
     }
 }

@@ -205,6 +205,15 @@ pub(super) const IDS_BY_EMAIL: &str = "SELECT c.id, c.email_key \
 const SHARE_COMPANIES: &str = "SELECT id, domain FROM companies \
      WHERE tenant_id = $1 AND (id = ANY($2) OR domain = ANY($3)) FOR KEY SHARE";
 
+/// The companies holding the domains `$2`, read without a lock: what
+/// [`SHARE_COMPANIES`] should have found by domain, on a later snapshot.
+const DOMAIN_HOLDERS: &str =
+    "SELECT id, domain FROM companies WHERE tenant_id = $1 AND domain = ANY($2)";
+
+/// How often a batch reads its domains' companies again when they changed
+/// while it waited for them (a merge moving a domain to its survivor).
+const DOMAIN_RACE_RETRIES: usize = 5;
+
 /// The company each row of a batch is linked to by its email's domain
 /// (see [`PgTransaction::link_domain`]), when it names none and makes a
 /// new contact.
@@ -240,26 +249,49 @@ impl PgTransaction {
             .map(|(r, _)| r.email.normalized())
             .collect();
         let tenant = self.tenant_uuid();
-        // Twice: a statement that waits for a company's row lock and finds
-        // it deleted (merged away) reads no other row, not even the merge's
-        // survivor that took its domain (`READ COMMITTED` reads again only
-        // the row waited for). The first absorbs such waits and keeps what
-        // it finds locked; the second, with a snapshot taken after, reads
-        // each domain where the merges left it.
+        // A statement that waits for a company's row lock and finds it
+        // deleted (merged away) reads no other row, not even the merge's
+        // survivor that took its domain (`READ COMMITTED` checks again only
+        // the row waited for). So the domains are read again without a
+        // lock, on a later snapshot: when that read finds other holders,
+        // both run again, until they agree. Then every company found is
+        // locked, and no other held its domain after the locks were taken.
         let share: [&(dyn ToSql + Sync); 3] = [&tenant, &named, &wanted];
-        let answers = self
+        let holders: [&(dyn ToSql + Sync); 2] = [&tenant, &wanted];
+        let mut answers = self
             .begin_atomic_with(&[
                 (SHARE_COMPANIES, &share),
-                (SHARE_COMPANIES, &share),
+                (DOMAIN_HOLDERS, &holders),
                 (IDS_BY_EMAIL, &[&tenant, &emails]),
             ])
             .await?;
-        let (Some(companies), Some(held)) = (answers.get(1), answers.get(2)) else {
+        let (Some(held), Some(mut seen), Some(mut companies)) =
+            (answers.pop(), answers.pop(), answers.pop())
+        else {
             return Ok(BatchLinks { by_domain });
         };
+        let mut attempts = 0;
+        while !same_holders(&companies, &seen, &wanted)? {
+            attempts += 1;
+            if attempts > DOMAIN_RACE_RETRIES {
+                return Err(Error::retryable(super::error::EmailRace));
+            }
+            self.check_open()?;
+            let r = self
+                .raw_query_all(
+                    &[(SHARE_COMPANIES, &share), (DOMAIN_HOLDERS, &holders)],
+                    false,
+                )
+                .await;
+            let mut again = self.settle(r)?;
+            match (again.pop(), again.pop()) {
+                (Some(s), Some(c)) => (seen, companies) = (s, c),
+                _ => return Err(Error::backend("a lookup of companies answered nothing")),
+            }
+        }
         let mut found: HashSet<Uuid> = HashSet::new();
         let mut of_domain: HashMap<String, Uuid> = HashMap::new();
-        for row in companies {
+        for row in &companies {
             let id: Uuid = row.try_get(0).map_err(super::error::db)?;
             let domain: Option<String> = row.try_get(1).map_err(super::error::db)?;
             found.insert(id);
@@ -274,7 +306,7 @@ impl PgTransaction {
             ));
         }
         let mut existing: HashSet<String> = HashSet::new();
-        for row in held {
+        for row in &held {
             existing.insert(row.try_get(1).map_err(super::error::db)?);
         }
         for ((slot, domain), r) in by_domain.iter_mut().zip(&domains).zip(rows) {
@@ -286,6 +318,31 @@ impl PgTransaction {
         }
         Ok(BatchLinks { by_domain })
     }
+}
+
+/// Whether the companies locked by [`SHARE_COMPANIES`] hold, of the
+/// domains `wanted`, those that [`DOMAIN_HOLDERS`] found held, and no
+/// others.
+fn same_holders(
+    locked: &[tokio_postgres::Row],
+    seen: &[tokio_postgres::Row],
+    wanted: &[&str],
+) -> Result<bool> {
+    let by_domain = |rows: &[tokio_postgres::Row]| -> Result<HashMap<String, Uuid>> {
+        let mut map = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let domain: Option<String> = row.try_get(1).map_err(super::error::db)?;
+            if let Some(domain) = domain {
+                map.insert(domain, row.try_get(0).map_err(super::error::db)?);
+            }
+        }
+        Ok(map)
+    };
+    let seen = by_domain(seen)?;
+    let mut locked = by_domain(locked)?;
+    // A company named by id may hold a domain no row links by.
+    locked.retain(|domain, _| wanted.contains(&domain.as_str()));
+    Ok(locked == seen)
 }
 
 impl PgTransaction {

@@ -66,8 +66,15 @@ pub(super) const DELETE_CONTACT: &str = "DELETE FROM contacts WHERE tenant_id = 
 ///
 /// Without a company (`$16`), the contact takes the company holding the
 /// domain, key-share locked so that it cannot be deleted before this
-/// transaction ends (a delete that comes first makes this wait, then link
-/// nothing). An `INSERT … SELECT`, with its parameters cast: a distributed
+/// transaction ends. That lock may wait for a transaction holding the
+/// company (a merge, a delete), and a row found deleted (or no longer
+/// holding the domain) after the wait reads as none: under `READ
+/// COMMITTED` PostgreSQL checks again only the row it waited for, not the
+/// domain's new holder (a merge's survivor, which took the domain). So the
+/// statement also looks the domain up without a lock, on the same
+/// snapshot, and inserts nothing when the two differ: the caller finds no
+/// contact holding the email and runs it again, on a snapshot taken after
+/// the wait. An `INSERT … SELECT`, with its parameters cast: a distributed
 /// PostgreSQL (Citus) takes no subquery in `VALUES`.
 pub(super) const INSERT_CONTACT: &str = concat!(
     "INSERT INTO contacts (",
@@ -75,21 +82,13 @@ pub(super) const INSERT_CONTACT: &str = concat!(
     ", email_key, first_name_key, last_name_key, company_key) SELECT $1::uuid, $2::uuid, \
      $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::jsonb, \
      $11::int2, $12::bool, $13::timestamptz, $14::timestamptz, $15::int8, \
-     coalesce($16::uuid, (SELECT co.id FROM companies co WHERE co.tenant_id = $1::uuid \
-     AND co.domain = $22::text FOR KEY SHARE)), $17::text, $18::text, $19::text, $20::text, \
-     $21::text ON CONFLICT (tenant_id, email_key) DO NOTHING RETURNING company_id"
+     coalesce($16::uuid, l.locked), $17::text, $18::text, $19::text, $20::text, $21::text \
+     FROM (SELECT (SELECT co.id FROM companies co WHERE co.tenant_id = $1::uuid \
+     AND co.domain = $22::text FOR KEY SHARE) AS locked, (SELECT co.id FROM companies co \
+     WHERE co.tenant_id = $1::uuid AND co.domain = $22::text) AS seen) AS l \
+     WHERE $16::uuid IS NOT NULL OR l.locked IS NOT DISTINCT FROM l.seen \
+     ON CONFLICT (tenant_id, email_key) DO NOTHING RETURNING company_id"
 );
-/// Key-share locks the company holding a domain (`$2`), sent just before
-/// [`INSERT_CONTACT`] in the same round trip when the new contact is
-/// linked by its email's domain. A statement that waits for a company's
-/// row lock and finds it deleted (merged away) reads no other row: under
-/// `READ COMMITTED` only the row waited for is read again, not the domain's
-/// new holder (the merge's survivor, which took the domain). This
-/// statement absorbs that wait, so that the insert, which takes its
-/// snapshot after it, sees the domain where the merge left it; a company
-/// it finds stays locked, so the insert links that one.
-const SHARE_DOMAIN_COMPANY: &str =
-    "SELECT id FROM companies WHERE tenant_id = $1 AND domain = $2 FOR KEY SHARE";
 /// Key-share locks a company that a contact or deal is to link to, so
 /// that it is not deleted before this transaction ends.
 pub(super) const SHARE_COMPANY: &str =
@@ -137,7 +136,6 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     UNLINK_DEALS_TASKS,
     UNLINK_CONTACT_TASKS,
     INSERT_CONTACT,
-    SHARE_DOMAIN_COMPANY,
     SHARE_COMPANY,
     UPDATE_CONTACT,
     EMAIL_SAVEPOINT,
@@ -146,8 +144,9 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
 ];
 
 /// How often a create retries when the contact holding its email vanishes
-/// between the conflict and the lookup.
-const EMAIL_RACE_RETRIES: usize = 3;
+/// between the conflict and the lookup, or the company holding its domain
+/// changes while the insert waits for it (a merge moving the domain).
+const EMAIL_RACE_RETRIES: usize = 5;
 
 /// A changed contact as [`UPDATE_CONTACT`] binds it.
 pub(super) struct ContactUpdate<'a> {
@@ -402,28 +401,13 @@ impl ContactsTx for PgTransaction {
         let mut c = Contact::create(self.tenant, new, now());
         let row = InsertRow::of(&c, domain);
         let params = row.params();
-        let tenant = self.tenant_uuid();
         for _ in 0..EMAIL_RACE_RETRIES {
             // In READ COMMITTED, a conflicting insert that is not committed
             // yet makes this wait; once it commits, nothing is inserted and
-            // the lookup below sees the winner.
-            let inserted = match domain {
-                None => self.query_opt(INSERT_CONTACT, &params).await?,
-                Some(domain) => {
-                    self.check_open()?;
-                    let share: [&(dyn ToSql + Sync); 2] = [&tenant, &domain];
-                    let begin = self.pending_begin.take().is_some();
-                    let r = self
-                        .raw_query_all(
-                            &[(SHARE_DOMAIN_COMPANY, &share), (INSERT_CONTACT, &params)],
-                            begin,
-                        )
-                        .await;
-                    let mut rows = self.settle(r)?;
-                    rows.pop().and_then(|rows| rows.into_iter().next())
-                }
-            };
-            if let Some(row) = inserted {
+            // the lookup below sees the winner. (Nothing is inserted either
+            // when the domain's company changed during the statement: then
+            // no contact holds the email, and the insert runs again.)
+            if let Some(row) = self.query_opt(INSERT_CONTACT, &params).await? {
                 let linked: Option<Uuid> = row.try_get(0).map_err(error::db)?;
                 c.company_id = linked.map(CompanyId::from_uuid);
                 return Ok(c);
@@ -434,7 +418,10 @@ impl ContactsTx for PgTransaction {
                     existing_id,
                 });
             }
-            tracing::debug!("retry: the contact holding the email went away before it was read");
+            tracing::debug!(
+                "retry: the contact holding the email, or the company holding its domain, \
+                 changed during the insert"
+            );
         }
         Err(Error::retryable(error::EmailRace))
     }

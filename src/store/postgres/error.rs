@@ -155,7 +155,10 @@ pub(super) struct Finished;
 /// The contact holding an email kept vanishing between a create's conflict
 /// and the lookup of its id (concurrent creates and deletes of that email).
 #[derive(Debug, thiserror::Error)]
-#[error("the email was taken and released concurrently; try again")]
+#[error(
+    "the email was taken and released, or its domain's company changed, while the contact was \
+     created; try again"
+)]
 pub(super) struct EmailRace;
 
 /// A pool that can hold no connection (`max_size` 0).

@@ -719,13 +719,8 @@ pub struct PostgresStoreBuilder {
 
 impl std::fmt::Debug for PostgresStoreBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The driver's configuration shows everything but the password.
-        let url: &dyn std::fmt::Debug = match self.url.parse::<tokio_postgres::Config>() {
-            Ok(ref config) => &format!("{config:?}"),
-            Err(_) => &"(not a connection string)",
-        };
         f.debug_struct("PostgresStoreBuilder")
-            .field("url", url)
+            .field("url", &tls::shown(&self.url))
             .field("pool_size", &self.pool_size)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("pipelines", &self.pipelines)
@@ -750,7 +745,8 @@ impl PostgresStoreBuilder {
     /// How long `begin` waits for a free connection (or for a new one to
     /// connect) before failing with a retryable error. Default: no limit.
     /// Zero is refused by [`build`](Self::build), naming `acquire_timeout`:
-    /// no connection could ever be opened in no time.
+    /// no connection could ever be opened in no time (and one shorter than
+    /// opening a connection takes, a few milliseconds, fails every build).
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = Some(timeout);
         self

@@ -302,6 +302,17 @@ pub(super) struct Connector {
     pub(super) tls: MakeRustlsConnect,
 }
 
+/// `url` as a `Debug` output may show it: the driver's configuration
+/// (which leaves the password out) and the TLS settings read beside it;
+/// never the text itself, which may hold the password.
+pub(super) fn shown(url: &str) -> String {
+    let (rest, params) = conninfo::split_tls_params(url);
+    match tokio_postgres::Config::from_str(&rest) {
+        Ok(config) => format!("{config:?} {params:?}"),
+        Err(_) => "(not a connection string)".to_string(),
+    }
+}
+
 /// The connection configuration of `url` and the connector that enforces
 /// its `sslmode` with the CA certificates of `cas` and of its `sslrootcert`.
 /// The CA certificates are read and checked whatever the mode.

@@ -384,8 +384,10 @@ impl PgTransaction {
                 if !error::spoils_connection(&e) {
                     guard.release();
                 }
-                if sql == "COMMIT" && e.as_db_error().is_none() {
-                    // No answer: whether it committed is unknown.
+                if sql == "COMMIT" && (e.as_db_error().is_none() || error::spoils_connection(&e)) {
+                    // No answer, or one that ends the session (the process
+                    // terminated, the server shutting down): whether it
+                    // committed is unknown.
                     return Err(error::commit_unknown(e));
                 }
                 Err(error::db(e))
