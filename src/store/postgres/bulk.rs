@@ -516,6 +516,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     UNSTAGE,
     IDS_BY_EMAIL,
     SHARE_COMPANIES,
+    DOMAIN_HOLDERS,
     MOVE_DEALS,
     MERGED_COMPANIES,
     MOVE_ACTIVITIES,
