@@ -101,7 +101,9 @@ pub mod conformance;
 pub mod hubspot;
 
 use domain::error;
-pub use domain::error::{BoxError, Entity, Error, ErrorKind, FieldError, Result, ValidationErrors};
+pub use domain::error::{
+    BoxError, CommitOutcomeUnknown, Entity, Error, ErrorKind, FieldError, Result, ValidationErrors,
+};
 pub use domain::{Actor, Context, TenantId, Version};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -246,6 +246,7 @@ async fn a_commit_whose_answer_is_lost_is_not_retryable() {
     cut.store(true, Ordering::SeqCst);
     let e = tx.commit().await.expect_err("the answer was cut");
     assert!(!e.is_retryable(), "{e:?}");
+    assert!(e.is_commit_outcome_unknown(), "{e:?}");
     assert!(e.to_string().contains("may have committed"), "{e}");
     let client = owner.db().client().await;
     let mut stored: i64 = 0;

@@ -184,6 +184,14 @@ impl Error {
         )
     }
 
+    /// True when a commit's answer was lost (the connection went away
+    /// after the commit was sent): the transaction may have committed or
+    /// not. Not retryable as such; a caller whose transaction is safe to run
+    /// twice (an ack, an idempotent write) may run it again.
+    pub fn is_commit_outcome_unknown(&self) -> bool {
+        matches!(self, Error::Backend { source, .. } if source.is::<CommitOutcomeUnknown>())
+    }
+
     /// A backend error that is not retryable.
     pub fn backend(source: impl Into<BoxError>) -> Self {
         Error::Backend {
@@ -221,6 +229,17 @@ impl From<ValidationErrors> for Error {
         Error::Validation(errors)
     }
 }
+
+/// The source of an [`Error::Backend`] whose commit's answer never came
+/// (see [`Error::is_commit_outcome_unknown`]): the connection went away
+/// after the commit was sent, so the transaction may have committed or
+/// not.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the connection was lost before the answer to COMMIT ({0}): the transaction may have \
+     committed; look for its writes before running it again"
+)]
+pub struct CommitOutcomeUnknown(#[source] pub(crate) BoxError);
 
 /// The kinds of [`Error`], without their data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

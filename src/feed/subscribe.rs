@@ -139,7 +139,15 @@ impl<S: Store + ?Sized> State<S> {
         if let Some(p) = self.delivered {
             let mut tx = self.store.begin(self.tenant, self.context.clone()).await?;
             tx.ack(&self.consumer, p).await?;
-            tx.commit().await?;
+            // An ack is safe to make twice: one whose commit's answer was
+            // lost is made again, as after any lost connection.
+            tx.commit().await.map_err(|e| {
+                if e.is_commit_outcome_unknown() {
+                    crate::Error::retryable(e)
+                } else {
+                    e
+                }
+            })?;
             self.delivered = None;
         }
         let mut tx = self.store.begin(self.tenant, self.context.clone()).await?;

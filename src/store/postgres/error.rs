@@ -22,16 +22,8 @@ pub(super) fn db(e: tokio_postgres::Error) -> Error {
 /// transaction or not. Not retryable: running the transaction again could
 /// write its records twice (an activity, a signal, a deal); the caller
 /// looks for its writes first.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the connection was lost before the answer to COMMIT ({0}): the transaction may have \
-     committed; look for its writes before running it again"
-)]
-pub(super) struct CommitOutcomeUnknown(#[source] DbFailure);
-
-/// [`CommitOutcomeUnknown`] of the driver's error.
 pub(super) fn commit_unknown(e: tokio_postgres::Error) -> Error {
-    Error::backend(CommitOutcomeUnknown(DbFailure(e)))
+    Error::backend(crate::error::CommitOutcomeUnknown(Box::new(DbFailure(e))))
 }
 
 /// A driver error that a retry may cure whatever its kind, shown as
