@@ -346,6 +346,75 @@ async fn moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock(t
     );
 }
 
+/// A contact created alone and one imported in a batch, on `acme.example`,
+/// each through a store of its own (standing for two processes), started
+/// at once.
+struct DomainWriters {
+    emails: [String; 2],
+    creating: tokio::task::JoinHandle<crm_core::Result<crm_core::domain::Contact>>,
+    importing: tokio::task::JoinHandle<crm_core::Result<crm_core::bulk::ImportReport>>,
+}
+
+impl DomainWriters {
+    fn start(owner: &TestStore, tenant: TenantId, single: &str, batch: &str) -> Self {
+        let emails = [
+            format!("{single}@acme.example"),
+            format!("{batch}@acme.example"),
+        ];
+        let (store, email) = (owner.db().store(), emails[0].clone());
+        let creating = tokio::spawn(async move {
+            store
+                .scope(tenant, &ctx())
+                .create_contact(new_contact(&email, None))
+                .await
+        });
+        let (store, csv) = (
+            owner.db().store(),
+            format!("email,first_name,last_name\n{},Bat,Ch\n", emails[1]),
+        );
+        let importing = tokio::spawn(async move {
+            crm_core::bulk::import_contacts_csv(
+                &store,
+                tenant,
+                &ctx(),
+                csv.as_bytes(),
+                crm_core::bulk::ImportOptions::default(),
+            )
+            .await
+        });
+        DomainWriters {
+            emails,
+            creating,
+            importing,
+        }
+    }
+
+    /// Waits for both, checks that both contacts are stored linked to
+    /// `company`, and returns the company the single create answered.
+    async fn end_on<S: Store + ?Sized>(
+        self,
+        crm: &crm_core::Scope<'_, S>,
+        company: CompanyId,
+    ) -> Option<CompanyId> {
+        let created = self.creating.await.unwrap().unwrap();
+        let report = self.importing.await.unwrap().unwrap();
+        assert_eq!(
+            (report.inserted, report.rejected.len()),
+            (1, 0),
+            "{report:?}"
+        );
+        for email in &self.emails {
+            let stored = crm
+                .get_contact_by_email(&Email::parse(email).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(stored.company_id, Some(company), "{email}");
+        }
+        created.company_id
+    }
+}
+
 /// A contact created on a domain while a company merge moves that domain
 /// from the loser to the survivor (which had none) is linked to the
 /// survivor, as in either serial order (created first: linked to the
@@ -379,42 +448,11 @@ async fn a_contact_created_on_the_domain_a_company_merge_moves_links_to_the_surv
         merged.domain.map(|d| d.as_str().to_string()).as_deref(),
         Some("acme.example")
     );
-    let (single, batch) = (owner.db().store(), owner.db().store());
-    let creating = tokio::spawn(async move {
-        single
-            .scope(tenant, &ctx())
-            .create_contact(new_contact("new.person@acme.example", None))
-            .await
-    });
-    let importing = tokio::spawn(async move {
-        let csv = "email,first_name,last_name\nbatch.person@acme.example,Bat,Ch\n";
-        crm_core::bulk::import_contacts_csv(
-            &batch,
-            tenant,
-            &ctx(),
-            csv.as_bytes(),
-            crm_core::bulk::ImportOptions::default(),
-        )
-        .await
-    });
+    let writers = DomainWriters::start(&owner, tenant, "new.person", "batch.person");
     until_backends_wait_for_locks(owner.db(), 2).await;
     merge.commit().await.unwrap();
-    let created = creating.await.unwrap().unwrap();
-    assert_eq!(created.company_id, Some(survivor.id), "the single create");
-    let report = importing.await.unwrap().unwrap();
-    assert_eq!(
-        (report.inserted, report.rejected.len()),
-        (1, 0),
-        "{report:?}"
-    );
-    for email in ["new.person@acme.example", "batch.person@acme.example"] {
-        let stored = crm
-            .get_contact_by_email(&Email::parse(email).unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stored.company_id, Some(survivor.id), "{email}");
-    }
+    let created = writers.end_on(&crm, survivor.id).await;
+    assert_eq!(created, Some(survivor.id), "the single create");
 }
 
 /// Two merges in a row move one domain: `L` into `S1` (which takes the
@@ -448,24 +486,7 @@ async fn contacts_created_during_two_chained_merges_link_the_last_survivor(targe
         .unwrap();
     let mut m1 = owner.begin(tenant, ctx()).await.unwrap();
     m1.merge_companies(s1.id, l.id).await.unwrap();
-    let (single, batch) = (owner.db().store(), owner.db().store());
-    let creating = tokio::spawn(async move {
-        single
-            .scope(tenant, &ctx())
-            .create_contact(new_contact("chain.person@acme.example", None))
-            .await
-    });
-    let importing = tokio::spawn(async move {
-        let csv = "email,first_name,last_name\nchain.batch@acme.example,Bat,Ch\n";
-        crm_core::bulk::import_contacts_csv(
-            &batch,
-            tenant,
-            &ctx(),
-            csv.as_bytes(),
-            crm_core::bulk::ImportOptions::default(),
-        )
-        .await
-    });
+    let writers = DomainWriters::start(&owner, tenant, "chain.person", "chain.batch");
     until_backends_wait_for_locks(owner.db(), 2).await;
     let second = owner.db().store();
     let merging = tokio::spawn(async move {
@@ -479,26 +500,11 @@ async fn contacts_created_during_two_chained_merges_link_the_last_survivor(targe
     m2.commit().await.unwrap();
     // Created between the two merges (linked to `S1`, then moved by the
     // second) or after both: either way it ends on `S2`.
-    let created = creating.await.unwrap().unwrap();
+    let created = writers.end_on(&crm, s2.id).await;
     assert!(
-        [Some(s1.id), Some(s2.id)].contains(&created.company_id),
-        "the single create linked {:?}",
-        created.company_id
+        [Some(s1.id), Some(s2.id)].contains(&created),
+        "the single create linked {created:?}"
     );
-    let report = importing.await.unwrap().unwrap();
-    assert_eq!(
-        (report.inserted, report.rejected.len()),
-        (1, 0),
-        "{report:?}"
-    );
-    for email in ["chain.person@acme.example", "chain.batch@acme.example"] {
-        let stored = crm
-            .get_contact_by_email(&Email::parse(email).unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stored.company_id, Some(s2.id), "{email}");
-    }
 }
 
 crate::on_every_target!(
