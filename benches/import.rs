@@ -221,9 +221,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let insert = client
         .prepare(
             "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, company, title, \
-             phone, lead_source, metadata, score, active, created_at, updated_at, version, \
+             phone, lead_source, metadata, active, created_at, updated_at, version, \
              email_key, first_name_key, last_name_key, company_key) \
-             VALUES ($1, gen_random_uuid(), $2, $3, $4, $5, NULLIF($6, ''), $7, $8, '{}', 0, true, \
+             VALUES ($1, gen_random_uuid(), $2, $3, $4, $5, NULLIF($6, ''), $7, $8, '{}', true, \
              now(), now(), 1, $9, $10, $11, $12) ON CONFLICT (tenant_id, email_key) DO NOTHING",
         )
         .await?;

@@ -54,22 +54,29 @@ use crm_core::{
 };
 use uuid::Uuid;
 
-const CONTACT_COLUMNS: &str = r#""tenant_id", "id", "email", "first_name", "last_name", "company", "title", "phone", "lead_source", "metadata", "score", "active", "created_at", "updated_at", "version""#;
+/// A contact's own columns (its score is on its rank row since schema 17).
+const CONTACT_COLUMNS: &str = r#""tenant_id", "id", "email", "first_name", "last_name", "company", "title", "phone", "lead_source", "metadata", "active", "created_at", "updated_at", "version""#;
 const ACTIVITY_COLUMNS: &str =
     "tenant_id, id, contact_id, deal_id, kind, direction, subject, body, occurred_at, created_at";
-/// A contact with its company and owner (schema version 5).
-const LINKED_CONTACT_COLUMNS: &str = "c.tenant_id, c.id, c.email, c.first_name, c.last_name, c.company, c.title, c.phone, c.lead_source, c.metadata, c.score, c.active, c.created_at, c.updated_at, c.version, c.company_id, c.owner_id";
+/// A contact with its company and owner (schema version 5) and its score
+/// from its rank row `r` (schema version 17).
+const LINKED_CONTACT_COLUMNS: &str = "c.tenant_id, c.id, c.email, c.first_name, c.last_name, c.company, c.title, c.phone, c.lead_source, c.metadata, r.score, c.active, c.created_at, c.updated_at, c.version, c.company_id, c.owner_id";
+/// A contact joined to its rank row.
+const RANKED_CONTACTS: &str =
+    "crm.contacts c JOIN crm.contact_ranks r ON r.tenant_id = c.tenant_id AND r.contact_id = c.id";
 const TASK_COLUMNS: &str = "tenant_id, id, title, body, due_at, done_at, assignee, priority, contact_id, company_id, deal_id, created_at, updated_at, version";
 
 const ROUNDS: usize = 3;
 const ROUND_SECS: u64 = 5;
 
-/// The statement `search_contacts` sends for `ContactQuery::top_leads`:
-/// the same seventeen columns the library reads (its company and owner
-/// since schema version 5), so that both sides move the same bytes.
+/// The statement `search_contacts` sends for `ContactQuery::top_leads`,
+/// as SQL written by hand would ask it: the same seventeen columns the
+/// library reads (its company and owner since schema version 5, its score
+/// from its rank row since version 17), so that both sides move the same
+/// bytes, in the order of the rank rows' top-leads index.
 fn top_leads_sql() -> String {
     format!(
-        r#"SELECT {CONTACT_COLUMNS}, "company_id", "owner_id" FROM crm."contacts" WHERE "tenant_id" = :tenant AND "active" = :active ORDER BY "score" DESC, "id" DESC LIMIT :limit;"#
+        "SELECT {LINKED_CONTACT_COLUMNS} FROM {RANKED_CONTACTS} WHERE r.tenant_id = :tenant AND r.active = :active ORDER BY r.score DESC, r.contact_id DESC LIMIT :limit;"
     )
 }
 
@@ -92,7 +99,7 @@ fn company_timeline_sql() -> String {
 
 fn tagged_contacts_sql() -> String {
     format!(
-        "SELECT {LINKED_CONTACT_COLUMNS} FROM crm.contacts c WHERE c.tenant_id = :tenant AND EXISTS (SELECT 1 FROM crm.taggings g WHERE g.tenant_id = c.tenant_id AND g.contact_id = c.id AND g.tag_id = ANY(:tags)) ORDER BY c.created_at DESC, c.id DESC LIMIT :limit;"
+        "SELECT {LINKED_CONTACT_COLUMNS} FROM {RANKED_CONTACTS} WHERE c.tenant_id = :tenant AND EXISTS (SELECT 1 FROM crm.taggings g WHERE g.tenant_id = c.tenant_id AND g.contact_id = c.id AND g.tag_id = ANY(:tags)) ORDER BY c.created_at DESC, c.id DESC LIMIT :limit;"
     )
 }
 
@@ -115,7 +122,7 @@ fn bound(sql: &str, names: &[&str]) -> String {
 fn insert_sql() -> String {
     format!(
         "\\set n random(1, 1000000000000)\n\
-         INSERT INTO crm.\"contacts\" ({CONTACT_COLUMNS}, email_key, first_name_key, last_name_key) VALUES (:tenant, gen_random_uuid(), 'raw' || :n || '@bench.example', 'Raw', 'Insert', NULL, NULL, NULL, 'organic', '{{}}', 0, true, now(), now(), 1, 'raw' || :n || '@bench.example', 'raw', 'insert') ON CONFLICT (\"tenant_id\", \"email_key\") DO NOTHING;"
+         INSERT INTO crm.\"contacts\" ({CONTACT_COLUMNS}, email_key, first_name_key, last_name_key) VALUES (:tenant, gen_random_uuid(), 'raw' || :n || '@bench.example', 'Raw', 'Insert', NULL, NULL, NULL, 'organic', '{{}}', true, now(), now(), 1, 'raw' || :n || '@bench.example', 'raw', 'insert') ON CONFLICT (\"tenant_id\", \"email_key\") DO NOTHING;"
     )
 }
 

@@ -24,13 +24,15 @@
 //! same way each time: before it, every stored score `s` of the tenant
 //! becomes `(s + 50) % 101`, which differs from `s` (so from the score the
 //! first run computes, when the scores were up to date), and
-//! `VACUUM ANALYZE crm.contacts` clears the dead rows that left. Untimed;
-//! by hand, for a build without the option:
+//! `VACUUM ANALYZE crm.contact_ranks` clears the dead rows that left.
+//! Untimed; by hand, for a build without the option:
 //!
 //! ```text
-//! UPDATE crm.contacts SET score = (score + 50) % 101 WHERE tenant_id = '<tenant>';
-//! VACUUM ANALYZE crm.contacts;
+//! UPDATE crm.contact_ranks SET score = (score + 50) % 101 WHERE tenant_id = '<tenant>';
+//! VACUUM ANALYZE crm.contact_ranks;
 //! ```
+//!
+//! (Before schema 17 the score was a column of `crm.contacts`.)
 //!
 //! `CRM_BENCH_PHASES=1` also prints, per run, the time spent in each store
 //! operation (`scoring_inputs`, `write_scores`, `commit`, …: summed from
@@ -142,20 +144,20 @@ fn print_phases() {
 }
 
 /// Shifts every stored score of `tenant` to `(s + 50) % 101` (see the
-/// module's documentation), then vacuums and analyzes the contacts.
+/// module's documentation), then vacuums and analyzes their rank rows.
 async fn scramble(url: &str, tenant: TenantId) {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
     tokio::spawn(conn);
     let started = Instant::now();
     let n = client
         .execute(
-            "UPDATE crm.contacts SET score = (score + 50) % 101 WHERE tenant_id = $1",
+            "UPDATE crm.contact_ranks SET score = (score + 50) % 101 WHERE tenant_id = $1",
             &[&tenant.as_uuid()],
         )
         .await
         .expect("scramble");
     client
-        .batch_execute("VACUUM ANALYZE crm.contacts")
+        .batch_execute("VACUUM ANALYZE crm.contact_ranks")
         .await
         .expect("vacuum");
     println!(

@@ -76,9 +76,9 @@ async fn load(
     let t = tenant.as_uuid();
     db.execute(
         "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, lead_source, \
-         metadata, score, active, created_at, updated_at, version, email_key, first_name_key, \
+         metadata, active, created_at, updated_at, version, email_key, first_name_key, \
          last_name_key) \
-         SELECT $1, gen_random_uuid(), e, 'Bench', 'Mark', 'import', '{}', 0, true, c, c, 1, e, \
+         SELECT $1, gen_random_uuid(), e, 'Bench', 'Mark', 'import', '{}', true, c, c, 1, e, \
          'bench', 'mark' FROM (SELECT 'c' || i || '-' || $2::text || '@example.com' AS e, \
          now() - random() * interval '1095 days' AS c FROM generate_series(1, $3::int8) i) g",
         &[&t, &t.simple().to_string(), &(n as i64)],

@@ -380,8 +380,8 @@ async fn main() -> Result<(), BoxError> {
     let t = Instant::now();
     client
         .batch_execute(
-            "VACUUM ANALYZE crm.companies, crm.contacts, crm.activities, crm.deals, crm.tags, \
-             crm.taggings, crm.tasks, crm.signals",
+            "VACUUM ANALYZE crm.companies, crm.contacts, crm.contact_ranks, crm.activities, \
+             crm.deals, crm.tags, crm.taggings, crm.tasks, crm.signals",
         )
         .await?;
     println!(
@@ -518,7 +518,7 @@ async fn copy_contacts(client: &Client, tenant: &Tenant) -> Result<(), tokio_pos
     let sink = client
         .copy_in(
             "COPY crm.contacts (tenant_id, id, email, first_name, last_name, company, title, \
-             lead_source, metadata, score, active, created_at, updated_at, version, \
+             lead_source, metadata, active, created_at, updated_at, version, \
              email_key, first_name_key, last_name_key, company_key, company_id, owner_id) \
              FROM STDIN BINARY",
         )
@@ -533,7 +533,6 @@ async fn copy_contacts(client: &Client, tenant: &Tenant) -> Result<(), tokio_pos
         Type::TEXT,
         Type::TEXT,
         Type::JSONB,
-        Type::INT2,
         Type::BOOL,
         Type::TIMESTAMPTZ,
         Type::TIMESTAMPTZ,
@@ -550,6 +549,7 @@ async fn copy_contacts(client: &Client, tenant: &Tenant) -> Result<(), tokio_pos
     let mut rng = Rng(2);
     let mut owners = Rng(8);
     let version = 1_i64;
+    let mut scores = Vec::with_capacity(tenant.contacts.len());
     for (i, (id, at)) in tenant.contacts.iter().zip(&tenant.created).enumerate() {
         let first = *rng.pick(FIRST);
         let last = *rng.pick(LAST);
@@ -577,13 +577,13 @@ async fn copy_contacts(client: &Client, tenant: &Tenant) -> Result<(), tokio_pos
             serde_json::json!({})
         };
         // Skewed scores: most leads are cold, a few are hot.
-        let score = (rng.below(101) * rng.below(101) / 100) as i16;
+        scores.push((rng.below(101) * rng.below(101) / 100) as i16);
         let active = rng.below(10) != 0;
         let company_id = linked.map(|k| tenant.companies[k]);
         let owner = owner(&mut owners);
         // Rows written around the store carry the caseless keys it would.
         let keys = [email.as_str(), first, last, company.as_str()].map(caseless_key);
-        let row: [&(dyn ToSql + Sync); 20] = [
+        let row: [&(dyn ToSql + Sync); 19] = [
             &tenant.id,
             id,
             &email,
@@ -593,7 +593,6 @@ async fn copy_contacts(client: &Client, tenant: &Tenant) -> Result<(), tokio_pos
             &title,
             &source,
             &metadata,
-            &score,
             &active,
             at,
             at,
@@ -608,6 +607,25 @@ async fn copy_contacts(client: &Client, tenant: &Tenant) -> Result<(), tokio_pos
         writer.as_mut().write(&row).await?;
     }
     writer.finish().await?;
+    // The scores, on the rank rows the contacts' insert made (score 0).
+    client
+        .batch_execute("CREATE TEMP TABLE bench_scores (id uuid, score int2)")
+        .await?;
+    let sink = client
+        .copy_in("COPY bench_scores (id, score) FROM STDIN BINARY")
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &[Type::UUID, Type::INT2]);
+    pin_mut!(writer);
+    for (id, score) in tenant.contacts.iter().zip(&scores) {
+        writer.as_mut().write(&[id, score]).await?;
+    }
+    writer.finish().await?;
+    client
+        .batch_execute(
+            "UPDATE crm.contact_ranks r SET score = s.score FROM bench_scores s \
+             WHERE r.contact_id = s.id AND s.score <> 0; DROP TABLE bench_scores",
+        )
+        .await?;
     Ok(())
 }
 

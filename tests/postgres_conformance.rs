@@ -354,13 +354,13 @@ async fn a_row_that_breaks_the_domain_rules_is_a_backend_error_not_a_panic() {
     // The CHECK constraints refuse what the domain refuses...
     let refused = admin
         .execute(
-            "UPDATE crm.contacts SET score = 101 WHERE id = $1",
+            "UPDATE crm.contact_ranks SET score = 101 WHERE contact_id = $1",
             &[&c.id.as_uuid()],
         )
         .await;
     assert!(
         refused.is_err(),
-        "score above 100 violates contacts_score_check"
+        "score above 100 violates contact_ranks_score_check"
     );
     // ... but not every rule: an address without a dot in its domain passes them.
     admin

@@ -86,10 +86,10 @@ async fn an_out_of_band_sql_update_is_recorded_with_the_database_role_as_actor(t
     assert_eq!(change.diff["amount"].new, json!("30000"));
     assert_eq!(changes.items[1].actor, "user:test");
 
-    // A score-only SQL update, and one that sets a column to its own value,
-    // record nothing.
+    // A score written by SQL (on the contact's rank row), and an update
+    // that sets a column to its own value, record nothing.
     raw.batch_execute(&store.db().sql(&format!(
-        "UPDATE crm.contacts SET score = 42 WHERE id = '{0}';
+        "UPDATE crm.contact_ranks SET score = 42 WHERE contact_id = '{0}';
          UPDATE crm.deals SET title = title WHERE id = '{1}';",
         c.id, d.id
     )))

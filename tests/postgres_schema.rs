@@ -7,7 +7,8 @@
 mod support;
 
 use crm_core::{
-    Actor, Context, Error, PageRequest, PostgresStore, Store, StoreExt, TenantId, conformance,
+    Actor, ContactQuery, Context, Error, PageRequest, PostgresStore, Store, StoreExt, TenantId,
+    conformance,
     domain::{ContactPatch, Email, NewContact, PersonName},
     history::{HistoryEntity, Operation},
     idempotency::{Execution, HandlerError, HandlerFuture, IdempotencyGuard, InboundEvent},
@@ -512,5 +513,103 @@ async fn the_feed_goes_on_from_its_last_position_across_the_upgrade_to_schema_16
         "after a purge of every event, the next commit goes on after the purged position"
     );
     tx.commit().await.unwrap();
+    drop(store);
+}
+
+/// Schema 17 moves the score out of `contacts` into `contact_ranks`. A
+/// tenant written under schema 16 keeps every contact's score, active
+/// flag and creation time across the upgrade, ranks its top leads in the
+/// same order, and a score written afterwards touches no contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_keep_their_contacts_across_the_upgrade_to_schema_17() {
+    let db = TestDb::create().await;
+    db.schema_at_version("upgrade", 16).await;
+    let tenant = TenantId::new();
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT set_config('crm.tenant_id', '{tenant}', true); \
+             INSERT INTO upgrade.contacts (tenant_id, id, email, first_name, last_name, \
+             lead_source, score, active, created_at, updated_at, email_key, first_name_key, \
+             last_name_key) \
+             SELECT '{tenant}', gen_random_uuid(), 'c' || i || '@example.com', 'Ada', 'Byron', \
+             'organic', (i * 37) % 101, i % 4 <> 0, now() - i * interval '1 hour', now(), \
+             'c' || i || '@example.com', 'ada', 'byron' FROM generate_series(1, 300) i; COMMIT"
+        ))
+        .await
+        .unwrap();
+    let rows = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let mut out: Vec<(uuid::Uuid, i16, bool, chrono::DateTime<chrono::Utc>)> = client
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+            out.sort();
+            out
+        }
+    };
+    let before = rows("SELECT id, score, active, created_at FROM upgrade.contacts").await;
+    assert_eq!(before.len(), 300);
+    let mut leads: Vec<(i16, uuid::Uuid)> =
+        before.iter().filter(|c| c.2).map(|c| (c.1, c.0)).collect();
+    leads.sort_by(|a, b| b.cmp(a));
+
+    let store = PostgresStore::builder(&db.url())
+        .pool_size(2)
+        .schema("upgrade")
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), vec![17]);
+    let after = rows(
+        "SELECT contact_id, score, active, created_at FROM upgrade.contact_ranks \
+         WHERE tenant_id IS NOT NULL",
+    )
+    .await;
+    assert_eq!(after, before, "every contact's rank row, as it was");
+    let column: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = 'upgrade' AND table_name = 'contacts' AND column_name = 'score'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(column, 0, "the column is gone from contacts");
+
+    let crm = store.scope(tenant, &ctx());
+    let page = crm
+        .search_contacts(&ContactQuery::top_leads(50))
+        .await
+        .unwrap();
+    let got: Vec<(i16, uuid::Uuid)> = page
+        .items
+        .iter()
+        .map(|c| (i16::from(c.score.get()), c.id.as_uuid()))
+        .collect();
+    assert_eq!(got, leads[..50].to_vec(), "the same top leads, in order");
+
+    // A score written now changes the rank row only: no new version of
+    // the contact.
+    let top = page.items[0].clone();
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let written = tx
+        .write_scores(&[crm_core::domain::ContactScore::new(
+            top.id,
+            crm_core::domain::Score::new(3).unwrap(),
+        )])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(written, 1);
+    let again = crm.get_contact(top.id).await.unwrap().unwrap();
+    assert_eq!(again.score.get(), 3);
+    assert_eq!(again.version, top.version);
+    assert_eq!(again.updated_at, top.updated_at);
     drop(store);
 }

@@ -409,12 +409,12 @@ async fn hand_written_multi_row_statements_record_one_version_per_changed_row(ta
     assert_eq!(fresh, 4);
 
     // Touches all four rows; changes the recorded fields of two (the
-    // score of all four, which the history does not keep).
+    // others' titles are set to themselves).
     by_hand(
         &store,
         t,
         &format!(
-            "UPDATE crm.contacts SET score = 7, \
+            "UPDATE crm.contacts SET \
              title = CASE WHEN id IN ('{}', '{}') THEN 'Boss' ELSE title END \
              WHERE tenant_id = '{t}';",
             ids[1], ids[3]
@@ -692,7 +692,7 @@ async fn statements_over_many_rows(
         ),
         format!("UPDATE crm.contacts SET title = 'Lead' WHERE tenant_id = '{t}';"),
         format!(
-            "UPDATE crm.contacts SET title = 'Head', score = 3 \
+            "UPDATE crm.contacts SET title = 'Head', updated_at = updated_at \
              WHERE tenant_id = '{t}' AND email_key > 's10@slice.example';"
         ),
         format!("UPDATE crm.activities SET subject = 'Seen' WHERE tenant_id = '{t}';"),

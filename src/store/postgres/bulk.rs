@@ -143,10 +143,10 @@ pub(super) fn upsert_sql(policy: ConflictPolicy) -> String {
     let merged: Vec<&str> = cols.iter().map(|(_, e)| *e).collect();
     format!(
         "INSERT INTO contacts AS c (tenant_id, id, email, first_name, last_name, company, title, \
-         phone, lead_source, metadata, score, active, created_at, updated_at, version, \
+         phone, lead_source, metadata, active, created_at, updated_at, version, \
          email_key, first_name_key, last_name_key, company_key, company_id, owner_id) \
          SELECT $1::uuid, s.id, s.email, s.first_name, s.last_name, s.company, s.title, s.phone, \
-         s.lead_source, s.metadata, 0, true, $2::timestamptz, $2::timestamptz, 1, \
+         s.lead_source, s.metadata, true, $2::timestamptz, $2::timestamptz, 1, \
          s.email_key, s.first_name_key, s.last_name_key, s.company_key, s.company_id, s.owner_id \
          FROM crm_bulk_contacts s ORDER BY s.email_key \
          ON CONFLICT (tenant_id, email_key) DO UPDATE SET {}, updated_at = excluded.updated_at, \
@@ -169,11 +169,11 @@ pub(super) fn upsert_sql(policy: ConflictPolicy) -> String {
 /// `updated_at` to now, and takes it from `excluded` (see
 /// [`upsert_sql`]), which would hold the original time.
 const INSERT_ORIGINAL: &str = "INSERT INTO contacts AS c (tenant_id, id, email, first_name, \
-     last_name, company, title, phone, lead_source, metadata, score, active, created_at, \
+     last_name, company, title, phone, lead_source, metadata, active, created_at, \
      updated_at, version, email_key, first_name_key, last_name_key, company_key, company_id, \
      owner_id) \
      SELECT $1::uuid, s.id, s.email, s.first_name, s.last_name, s.company, s.title, s.phone, \
-     s.lead_source, s.metadata, 0, true, s.created_at, s.updated_at, 1, \
+     s.lead_source, s.metadata, true, s.created_at, s.updated_at, 1, \
      s.email_key, s.first_name_key, s.last_name_key, s.company_key, s.company_id, s.owner_id \
      FROM crm_bulk_contacts s WHERE s.created_at IS NOT NULL ORDER BY s.email_key \
      ON CONFLICT (tenant_id, email_key) DO NOTHING \

@@ -14,7 +14,9 @@ use super::{
     keys::ContactKeys,
     locks::LOCK_CONTACT_FOR_DELETE,
     rows,
-    schema::{CONTACT_COLUMNS, CONTACT_INSERT_COLUMNS, contact_select},
+    schema::{
+        CONTACT_COLUMNS, CONTACT_INSERT_COLUMNS, contact_insert, contact_select, contacts_ranked,
+    },
     search,
     transaction::{PgTransaction, now},
 };
@@ -30,21 +32,27 @@ use crate::{
 const GET_CONTACT: &str = concat!(
     "SELECT ",
     contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND id = $2"
+    " FROM ",
+    contacts_ranked!(),
+    " WHERE tenant_id = $1 AND id = $2"
 );
 /// The contacts among `$2` (one index lookup each; put in the order asked
 /// for in Rust).
 const GET_CONTACTS: &str = concat!(
     "SELECT ",
     contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND id = ANY($2)"
+    " FROM ",
+    contacts_ranked!(),
+    " WHERE tenant_id = $1 AND id = ANY($2)"
 );
 // Emails are looked up by their caseless key, computed in Rust
 // (`Email::normalized`), never through the database's `lower()`.
 const GET_CONTACT_BY_EMAIL: &str = concat!(
     "SELECT ",
     contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND email_key = $2"
+    " FROM ",
+    contacts_ranked!(),
+    " WHERE tenant_id = $1 AND email_key = $2"
 );
 /// The contacts holding the caseless keys `$2`, one lookup of the email
 /// index per key (why not `email_key = ANY($2)`: see
@@ -53,18 +61,20 @@ const GET_CONTACTS_BY_EMAIL: &str = concat!(
     "SELECT c.* FROM (SELECT DISTINCT key FROM unnest($2::text[]) AS u(key)) AS k \
      CROSS JOIN LATERAL (SELECT ",
     contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND email_key = k.key LIMIT 1) AS c"
+    " FROM ",
+    contacts_ranked!(),
+    " WHERE tenant_id = $1 AND email_key = k.key LIMIT 1) AS c"
 );
 const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";
 /// Deletes a contact (its deals, activities and signals go with it, by
 /// the foreign keys' `ON DELETE CASCADE`).
 pub(super) const DELETE_CONTACT: &str = "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2";
 /// A new contact: the columns of [`CONTACT_INSERT_COLUMNS`] (the row
-/// readers' columns, then the caseless keys), then `$22`, the normalised
+/// readers' columns but the score, then the caseless keys), then `$21`, the normalised
 /// domain to link the contact by (NULL: none). An email already held in
 /// the tenant inserts nothing; else the stored company comes back.
 ///
-/// Without a company (`$16`), the contact takes the company holding the
+/// Without a company (`$15`), the contact takes the company holding the
 /// domain, key-share locked so that it cannot be deleted before this
 /// transaction ends. That lock may wait for a transaction holding the
 /// company (a merge, a delete), and a row found deleted (or no longer
@@ -78,15 +88,15 @@ pub(super) const DELETE_CONTACT: &str = "DELETE FROM contacts WHERE tenant_id = 
 /// PostgreSQL (Citus) takes no subquery in `VALUES`.
 pub(super) const INSERT_CONTACT: &str = concat!(
     "INSERT INTO contacts (",
-    contact_select!(),
-    ", email_key, first_name_key, last_name_key, company_key) SELECT $1::uuid, $2::uuid, \
+    contact_insert!(),
+    ") SELECT $1::uuid, $2::uuid, \
      $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::jsonb, \
-     $11::int2, $12::bool, $13::timestamptz, $14::timestamptz, $15::int8, \
-     coalesce($16::uuid, l.locked), $17::text, $18::text, $19::text, $20::text, $21::text \
+     $11::bool, $12::timestamptz, $13::timestamptz, $14::int8, \
+     coalesce($15::uuid, l.locked), $16::text, $17::text, $18::text, $19::text, $20::text \
      FROM (SELECT (SELECT co.id FROM companies co WHERE co.tenant_id = $1::uuid \
-     AND co.domain = $22::text FOR KEY SHARE) AS locked, (SELECT co.id FROM companies co \
-     WHERE co.tenant_id = $1::uuid AND co.domain = $22::text) AS seen) AS l \
-     WHERE $16::uuid IS NOT NULL OR l.locked IS NOT DISTINCT FROM l.seen \
+     AND co.domain = $21::text FOR KEY SHARE) AS locked, (SELECT co.id FROM companies co \
+     WHERE co.tenant_id = $1::uuid AND co.domain = $21::text) AS seen) AS l \
+     WHERE $15::uuid IS NOT NULL OR l.locked IS NOT DISTINCT FROM l.seen \
      ON CONFLICT (tenant_id, email_key) DO NOTHING RETURNING company_id"
 );
 /// Key-share locks a company that a contact or deal is to link to, so
@@ -327,7 +337,6 @@ pub(super) struct InsertRow<'a> {
     title: Option<&'a str>,
     phone: Option<&'a str>,
     metadata: serde_json::Value,
-    score: i16,
     version: i64,
     company_id: Option<Uuid>,
     owner: Option<&'a str>,
@@ -350,7 +359,6 @@ impl<'a> InsertRow<'a> {
             title: c.title.as_ref().map(|v| v.as_str()),
             phone: c.phone.as_ref().map(|v| v.as_str()),
             metadata: serde_json::Value::from(c.metadata.clone()),
-            score: i16::from(c.score.get()),
             version: c.version.get(),
             company_id: c.company_id.map(|v| v.as_uuid()),
             owner: c.owner.as_ref().map(|v| v.as_str()),
@@ -373,7 +381,6 @@ impl<'a> InsertRow<'a> {
             &self.phone,
             &self.lead_source,
             &self.metadata,
-            &self.score,
             &c.active,
             &c.created_at,
             &c.updated_at,

@@ -137,12 +137,13 @@ const VERIFY: &str = concat!(
 macro_rules! stale_sql {
     ($after:literal) => {
         concat!(
-            "SELECT c.tenant_id, c.id, c.email, c.first_name, c.last_name, c.company, c.title, \
-             c.phone, c.lead_source, c.metadata, c.score, c.active, c.created_at, c.updated_at, \
-             c.version, c.company_id, c.owner_id, ",
+            "SELECT ",
+            $crate::store::postgres::schema::contact_select_joined!(),
+            ", ",
             fresh_select!("s."),
-            " FROM contact_scores s JOIN contacts c \
-             ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
+            " FROM contact_scores s JOIN ",
+            $crate::store::postgres::schema::contacts_join!(),
+            " ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
              WHERE s.tenant_id = $1 AND c.email_key IS NOT NULL AND ( \
              COALESCE(s.last_engaged_at, s.created_at) < $2 \
              OR LEAST(COALESCE(s.email_verified_at, s.created_at), \

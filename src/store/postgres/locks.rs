@@ -5,7 +5,11 @@
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{rows, schema::contact_select, transaction::PgTransaction};
+use super::{
+    rows,
+    schema::{contact_select_joined, contacts_join},
+    transaction::PgTransaction,
+};
 use crate::{
     domain::{Contact, ContactId},
     error::{Entity, Error, Result},
@@ -13,11 +17,15 @@ use crate::{
 
 // Updates lock with FOR NO KEY UPDATE: they never change a key, so they
 // need not wait for (nor block) the FOR KEY SHARE lock that logging an
-// activity or creating a deal takes on its contact.
+// activity or creating a deal takes on its contact. Only the contact's
+// row is locked, not its rank row, which a rescore writes without waiting
+// for the contact's writers.
 pub(super) const LOCK_CONTACT: &str = concat!(
     "SELECT ",
-    contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
+    contact_select_joined!(),
+    " FROM ",
+    contacts_join!(),
+    " WHERE c.tenant_id = $1 AND c.id = $2 FOR NO KEY UPDATE OF c"
 );
 // What deletes or merges a contact locks it with FOR UPDATE, which (unlike
 // FOR NO KEY UPDATE) conflicts with the FOR KEY SHARE that logging an
@@ -27,8 +35,10 @@ pub(super) const LOCK_CONTACT: &str = concat!(
 // acknowledged work.
 pub(super) const LOCK_CONTACT_FOR_DELETE: &str = concat!(
     "SELECT ",
-    contact_select!(),
-    " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+    contact_select_joined!(),
+    " FROM ",
+    contacts_join!(),
+    " WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF c"
 );
 /// Fails unless the contact exists; holds a key-share lock on it.
 pub(super) const SHARE_CONTACT: &str =

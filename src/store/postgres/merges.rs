@@ -79,9 +79,14 @@ const RESTORE_TAGGINGS: &str = "INSERT INTO taggings (tenant_id, id, tag_id, con
      ON CONFLICT DO NOTHING";
 const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";
 
+/// A restored loser's score, on the rank row its insert made.
+const RESTORE_SCORE: &str =
+    "UPDATE contact_ranks SET score = $3 WHERE tenant_id = $1 AND contact_id = $2";
+
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     INSERT_MERGE,
+    RESTORE_SCORE,
     GET_MERGE,
     LOCK_MERGE,
     MERGES_OF,
@@ -424,6 +429,15 @@ impl PgTransaction {
         let row = InsertRow::of(back, None);
         let params = row.params();
         if self.query_opt(INSERT_CONTACT, &params).await?.is_some() {
+            // Its rank row, made by the insert, holds score 0.
+            if back.score != crate::domain::Score::MIN {
+                let score = i16::from(back.score.get());
+                self.execute(
+                    RESTORE_SCORE,
+                    &[&self.tenant_uuid(), &back.id.as_uuid(), &score],
+                )
+                .await?;
+            }
             return Ok(());
         }
         let tenant = self.tenant_uuid();

@@ -91,6 +91,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "feed_head_from_markers",
         sql: include_str!("migrations/0016_feed_head_from_markers.sql"),
     },
+    Migration {
+        version: 17,
+        name: "contact_ranks",
+        sql: include_str!("migrations/0017_contact_ranks.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.
@@ -278,29 +283,37 @@ pub(super) const CONTACT_COLUMNS: [Contacts; 17] = [
     Contacts::OwnerId,
 ];
 
-/// The columns a contact is inserted with: [`CONTACT_COLUMNS`], then its
-/// caseless keys (see [`super::keys::ContactKeys`]).
-pub(super) const CONTACT_INSERT_COLUMNS: [Contacts; 21] = {
+/// The columns a contact is inserted with: [`CONTACT_COLUMNS`] but the
+/// score (a column of `contact_ranks`, whose row a trigger creates with
+/// the contact), then its caseless keys (see
+/// [`super::keys::ContactKeys`]).
+pub(super) const CONTACT_INSERT_COLUMNS: [Contacts; 20] = {
     let keys = [
         Contacts::EmailKey,
         Contacts::FirstNameKey,
         Contacts::LastNameKey,
         Contacts::CompanyKey,
     ];
-    let mut out = [Contacts::TenantId; 21];
-    let mut i = 0;
+    let mut out = [Contacts::TenantId; 20];
+    let (mut i, mut from) = (0, 0);
     while i < out.len() {
-        out[i] = if i < CONTACT_COLUMNS.len() {
-            CONTACT_COLUMNS[i]
+        if from < CONTACT_COLUMNS.len() && matches!(CONTACT_COLUMNS[from], Contacts::Score) {
+            from += 1;
+            continue;
+        }
+        out[i] = if from < CONTACT_COLUMNS.len() {
+            CONTACT_COLUMNS[from]
         } else {
-            keys[i - CONTACT_COLUMNS.len()]
+            keys[from - CONTACT_COLUMNS.len()]
         };
         i += 1;
+        from += 1;
     }
     out
 };
 
-/// [`CONTACT_COLUMNS`] as SQL, for `concat!`.
+/// [`CONTACT_COLUMNS`] as SQL, for `concat!`: the names the reader reads
+/// from [`contacts_ranked!`].
 macro_rules! contact_select {
     () => {
         "tenant_id, id, email, first_name, last_name, company, title, phone, lead_source, \
@@ -308,6 +321,58 @@ macro_rules! contact_select {
     };
 }
 pub(super) use contact_select;
+
+/// [`CONTACT_COLUMNS`] from [`contacts_join!`]: the contact `c`, its score
+/// from its rank row `r`.
+macro_rules! contact_select_joined {
+    () => {
+        "c.tenant_id, c.id, c.email, c.first_name, c.last_name, c.company, c.title, c.phone, \
+         c.lead_source, c.metadata, r.score, c.active, c.created_at, c.updated_at, c.version, \
+         c.company_id, c.owner_id"
+    };
+}
+pub(super) use contact_select_joined;
+
+/// Contacts `c` joined to their rank rows `r` (`contact_ranks`, one per
+/// contact: the score, and copies of the active flag and creation time
+/// that the top-leads index and the rescore read).
+macro_rules! contacts_join {
+    () => {
+        "contacts c JOIN contact_ranks r ON r.tenant_id = c.tenant_id AND r.contact_id = c.id"
+    };
+}
+pub(super) use contacts_join;
+
+/// A table named `contacts` holding every column of a contact, the score
+/// included, its caseless keys, `rank_active` (the rank row's copy of
+/// `active`, which a condition on `active` repeats so that the partial
+/// top-leads index applies) and `rank_id` (the rank row's `contact_id`,
+/// equal to `id`, which a score order and its keyset name so that they
+/// follow that index): what a statement reads with unqualified names,
+/// such as the search. PostgreSQL plans it as the join itself.
+macro_rules! contacts_ranked {
+    () => {
+        concat!(
+            "(SELECT ",
+            $crate::store::postgres::schema::contact_select_joined!(),
+            ", c.email_key, c.first_name_key, c.last_name_key, c.company_key, \
+             r.active AS rank_active, r.contact_id AS rank_id FROM ",
+            $crate::store::postgres::schema::contacts_join!(),
+            ") AS contacts"
+        )
+    };
+}
+pub(super) use contacts_ranked;
+
+/// The columns of [`CONTACT_INSERT_COLUMNS`] as SQL, for `concat!`.
+macro_rules! contact_insert {
+    () => {
+        "tenant_id, id, email, first_name, last_name, company, title, phone, lead_source, \
+         metadata, active, created_at, updated_at, version, company_id, owner_id, email_key, \
+         first_name_key, last_name_key, company_key"
+    };
+}
+pub(super) use contact_insert;
 
 /// [`CONTACT_COLUMNS`] as SQL.
 #[cfg(test)]
@@ -535,6 +600,16 @@ mod tests {
         };
         let c: Vec<&dyn Iden> = CONTACT_COLUMNS.iter().map(|c| c as &dyn Iden).collect();
         assert_eq!(names(&c), split(CONTACT_SELECT));
+        let joined: Vec<String> = split(contact_select_joined!())
+            .iter()
+            .map(|c| c[2..].to_string())
+            .collect();
+        assert_eq!(names(&c), joined);
+        let i: Vec<&dyn Iden> = CONTACT_INSERT_COLUMNS
+            .iter()
+            .map(|c| c as &dyn Iden)
+            .collect();
+        assert_eq!(names(&i), split(contact_insert!()));
         let d: Vec<&dyn Iden> = DEAL_COLUMNS.iter().map(|c| c as &dyn Iden).collect();
         assert_eq!(names(&d), split(DEAL_SELECT));
         let a: Vec<&dyn Iden> = ACTIVITY_COLUMNS.iter().map(|c| c as &dyn Iden).collect();

@@ -22,7 +22,7 @@ use super::{
     freshness::FRESH_TOUCH,
     locks::SHARE_CONTACT,
     rows,
-    schema::{COMPANY_COLUMNS, company_select},
+    schema::{COMPANY_COLUMNS, company_select, contact_select_joined, contacts_join},
     transaction::{Params, PgTransaction},
 };
 use crate::{
@@ -37,10 +37,11 @@ use crate::{
 };
 
 /// Writes scores of the rescoring pipeline: one row per contact, skipping
-/// those whose score does not change.
-const WRITE_SCORES: &str = "UPDATE contacts AS c SET score = u.score \
+/// those whose score does not change. Only the rank rows change (a narrow
+/// table, two indexes), never the contacts themselves.
+const WRITE_SCORES: &str = "UPDATE contact_ranks AS r SET score = u.score \
      FROM unnest($2::uuid[], $3::smallint[]) AS u(id, score) \
-     WHERE c.tenant_id = $1 AND c.id = u.id AND c.score <> u.score";
+     WHERE r.tenant_id = $1 AND r.contact_id = u.id AND r.score <> u.score";
 
 /// Creates the contact's state row if missing and locks it, returning the
 /// current state: `ON CONFLICT DO UPDATE` waits for a transaction holding
@@ -57,12 +58,15 @@ const LIVE_SET: &str =
     "UPDATE contact_scores SET score_log = $3 WHERE tenant_id = $1 AND contact_id = $2";
 const LIVE_OF: &str = "SELECT s.score_log FROM contacts c LEFT JOIN contact_scores s \
      ON s.tenant_id = c.tenant_id AND s.contact_id = c.id WHERE c.tenant_id = $1 AND c.id = $2";
-const LIVE_TOP: &str = "SELECT c.tenant_id, c.id, c.email, c.first_name, c.last_name, \
-     c.company, c.title, c.phone, c.lead_source, c.metadata, c.score, c.active, c.created_at, \
-     c.updated_at, c.version, c.company_id, c.owner_id, s.score_log FROM contact_scores s JOIN contacts c \
-     ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
+const LIVE_TOP: &str = concat!(
+    "SELECT ",
+    contact_select_joined!(),
+    ", s.score_log FROM contact_scores s JOIN ",
+    contacts_join!(),
+    " ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
      WHERE s.tenant_id = $1 AND s.score_log IS NOT NULL AND c.active \
-     ORDER BY s.score_log DESC NULLS LAST, s.contact_id DESC LIMIT $2";
+     ORDER BY s.score_log DESC NULLS LAST, s.contact_id DESC LIMIT $2"
+);
 /// The live top accounts: per company, its active contacts with a live
 /// state in [`LiveRankedAccount::contact_order`] (the first
 /// [`ACCOUNT_TOP_CONTACTS`] kept), the companies ordered as
@@ -97,16 +101,18 @@ const LIVE_WRITE: &str = "INSERT INTO contact_scores (tenant_id, contact_id, sco
 /// The tenant's contacts after the cursor (`$4`, none for the first chunk),
 /// eligible or not, in id order, at most `$3`: each with whether the chunk
 /// takes it (active, created at or after `$2`). A chunk is read this way
-/// first (see [`ChunkRead`]).
-const PROBE_FIRST: &str = "SELECT id, created_at, score, active AND created_at >= $2 \
-     FROM contacts WHERE tenant_id = $1 ORDER BY id LIMIT $3";
+/// first (see [`ChunkRead`]). Read from the contacts' rank rows alone,
+/// which hold the score and copies of the flag and time (a narrow row).
+const PROBE_FIRST: &str = "SELECT contact_id, created_at, score, active AND created_at >= $2 \
+     FROM contact_ranks WHERE tenant_id = $1 ORDER BY contact_id LIMIT $3";
 /// [`PROBE_FIRST`] after a contact id.
-const PROBE_AFTER: &str = "SELECT id, created_at, score, active AND created_at >= $2 \
-     FROM contacts WHERE tenant_id = $1 AND id > $4 ORDER BY id LIMIT $3";
+const PROBE_AFTER: &str = "SELECT contact_id, created_at, score, active AND created_at >= $2 \
+     FROM contact_ranks WHERE tenant_id = $1 AND contact_id > $4 ORDER BY contact_id LIMIT $3";
 /// The eligible contacts after a contact id, at most `$3`: the rest of a
 /// chunk whose probe found too few.
-const CHUNK_AFTER: &str = "SELECT id, created_at, score FROM contacts \
-     WHERE tenant_id = $1 AND active AND created_at >= $2 AND id > $4 ORDER BY id LIMIT $3";
+const CHUNK_AFTER: &str = "SELECT contact_id, created_at, score FROM contact_ranks \
+     WHERE tenant_id = $1 AND active AND created_at >= $2 AND contact_id > $4 \
+     ORDER BY contact_id LIMIT $3";
 /// Locks the contacts a chunk reads ([`PROBE_FIRST`] and
 /// [`CHUNK_AFTER`]'s eligible contacts after `$4`, none for the first
 /// chunk), at most `$3`, and their live states, each contact before its

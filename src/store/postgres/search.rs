@@ -4,12 +4,14 @@
 //! whose statements are written as text.
 
 use chrono::DateTime;
-use sea_query::{Expr, ExprTrait, Order, PostgresQueryBuilder, Query, SelectStatement, Value};
+use sea_query::{
+    Alias, Expr, ExprTrait, Order, PostgresQueryBuilder, Query, SelectStatement, Value,
+};
 use sea_query_postgres::{PostgresBinder, PostgresValues};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::schema::{CONTACT_COLUMNS, Contacts};
+use super::schema::{CONTACT_COLUMNS, Contacts, contacts_ranked};
 use crate::{
     domain::{TagId, TenantId, caseless_key},
     error::{Error, FieldError, Result, ValidationErrors},
@@ -60,6 +62,9 @@ pub(super) fn build(
         s.and_where(keyset(q.sort, key, desc)?);
     }
     let order = if desc { Order::Desc } else { Order::Asc };
+    // The id a sort ends with: the rank row's under the score sort (see
+    // `contacts_ranked!`), the contact's otherwise.
+    let by_rank = matches!(q.sort, ContactSort::ScoreAsc | ContactSort::ScoreDesc);
     match q.sort {
         ContactSort::ScoreAsc | ContactSort::ScoreDesc => {
             s.order_by(Contacts::Score, order.clone());
@@ -75,8 +80,26 @@ pub(super) fn build(
                 .order_by(Contacts::FirstNameKey, order.clone());
         }
     }
-    s.order_by(Contacts::Id, order).limit(limit as u64 + 1);
-    Ok(s.build_postgres(PostgresQueryBuilder))
+    if by_rank {
+        s.order_by(Alias::new(RANK_ID), order);
+    } else {
+        s.order_by(Contacts::Id, order);
+    }
+    s.limit(limit as u64 + 1);
+    let (sql, values) = s.build_postgres(PostgresQueryBuilder);
+    Ok((ranked(sql), values))
+}
+
+/// The rank row's contact id in [`contacts_ranked!`].
+const RANK_ID: &str = "rank_id";
+
+/// `sql` reading `contacts` as [`contacts_ranked!`], the contacts joined to
+/// their rank rows (the score's table). The statement was built reading
+/// `"contacts"`, which it names once, in its `FROM`.
+fn ranked(sql: String) -> String {
+    const TABLE: &str = r#"FROM "contacts""#;
+    debug_assert_eq!(sql.matches(TABLE).count(), 1, "{sql}");
+    sql.replacen(TABLE, concat!("FROM ", contacts_ranked!()), 1)
 }
 
 fn filters(s: &mut SelectStatement, q: &ContactQuery) {
@@ -123,7 +146,7 @@ fn filters(s: &mut SelectStatement, q: &ContactQuery) {
     // partial index of active contacts.
     match q.active {
         Some(true) => {
-            s.and_where(Expr::cust("active"));
+            s.and_where(Expr::cust("active AND rank_active"));
         }
         Some(false) => {
             s.and_where(Expr::cust("NOT active"));
@@ -215,7 +238,7 @@ fn keyset(sort: ContactSort, key: &ContactSortKey, desc: bool) -> Result<Expr> {
         (ContactSort::ScoreAsc | ContactSort::ScoreDesc, ContactSortKey::Score(score, id)) => {
             let score = i16::try_from(*score).map_err(|_| invalid())?;
             Expr::cust_with_values(
-                format!("(score, id) {op} ($1, $2)"),
+                format!("(score, {RANK_ID}) {op} ($1, $2)"),
                 [Value::from(score), Value::from(*id)],
             )
         }
@@ -330,12 +353,16 @@ mod tests {
         let q = ContactQuery::top_leads(10);
         let (sql, values) = build(TenantId::new(), &q, 10, None).unwrap();
         assert!(
-            sql.contains(r#"WHERE "tenant_id" = $1 AND (active)"#),
+            sql.contains(r#"WHERE "tenant_id" = $1 AND (active AND rank_active)"#),
             "{sql}"
         );
         assert!(
-            sql.ends_with(r#"ORDER BY "score" DESC, "id" DESC LIMIT $2"#),
+            sql.ends_with(r#"ORDER BY "score" DESC, "rank_id" DESC LIMIT $2"#),
             "{sql}"
+        );
+        assert!(
+            sql.contains("FROM (SELECT c.tenant_id, c.id,") && sql.contains(") AS contacts WHERE"),
+            "reads the contacts joined to their rank rows: {sql}"
         );
         assert_eq!(values.0.len(), 2);
     }

@@ -70,7 +70,7 @@ const OPERATION_ROLLBACK_TO: &str =
 const SETTINGS_PREFIX: &str = "SET LOCAL citus.propagate_set_commands TO 'local'";
 
 /// Score write-backs are change-feed events in this transaction (the
-/// trigger `contacts_score_feed` reads it; see `0008_…scores.sql`).
+/// trigger `contact_ranks_score_feed` reads it; see `0017_contact_ranks.sql`).
 const SCORE_EVENTS: &str = "SET LOCAL crm.score_events TO 'on'";
 
 /// Statements of this transaction are planned for their parameters at

@@ -1,0 +1,231 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! Scores live in `contact_ranks`, one row per contact beside it, with
+//! copies of the contact's active flag and creation time (schema 17).
+//! These races write scores from one process while others change,
+//! create, delete and merge the same contacts, then check that every
+//! acknowledged write is there, that each contact has exactly its rank
+//! row and that the row's copies follow the contact, and that the top
+//! leads are the active contacts by score.
+
+mod support;
+
+use std::collections::HashMap;
+
+use crm_core::{
+    Actor, ContactQuery, Context, PostgresStore, Store, StoreExt, TenantId,
+    bulk::ConflictPolicy,
+    domain::{ContactId, ContactPatch, ContactScore, Email, NewContact, PersonName, Score},
+};
+use support::{Target, TestDb, TestStore};
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:rank-race").unwrap())
+}
+
+fn new_contact(tag: &str, i: usize) -> NewContact {
+    NewContact::new(
+        Email::parse(&format!("{tag}{i}@rank.example")).unwrap(),
+        PersonName::parse("Ada").unwrap(),
+        PersonName::parse("Lovelace").unwrap(),
+    )
+}
+
+/// Runs `op` until it succeeds or fails with an error that is not
+/// retryable.
+async fn retried<T, F, Fut>(mut op: F) -> crm_core::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crm_core::Result<T>>,
+{
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() => tokio::task::yield_now().await,
+            other => return other,
+        }
+    }
+}
+
+/// The contacts of the schema without a rank row, rank rows without a
+/// contact, and rank rows whose copies differ from their contact.
+async fn ranks_out_of_step(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            &db.sql(
+                "SELECT count(*) FROM crm.contacts c FULL JOIN crm.contact_ranks r \
+                 ON r.tenant_id = c.tenant_id AND r.contact_id = c.id \
+                 WHERE c.id IS NULL OR r.contact_id IS NULL OR c.active <> r.active \
+                 OR c.created_at <> r.created_at",
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Flips the active flag of `ids` `rounds` times each, in turn (first to
+/// inactive), and returns the flag each was last acknowledged with.
+async fn flipper(
+    store: PostgresStore,
+    tenant: TenantId,
+    ids: Vec<ContactId>,
+    rounds: usize,
+) -> HashMap<ContactId, bool> {
+    let crm = store.scope(tenant, &ctx());
+    let mut last = HashMap::new();
+    for round in 0..rounds {
+        for id in &ids {
+            let active = round % 2 == 1;
+            let written = retried(|| async {
+                let c = crm
+                    .get_contact(*id)
+                    .await?
+                    .expect("a flipper's contact stays");
+                crm.update_contact(
+                    *id,
+                    c.version,
+                    ContactPatch {
+                        active: Some(active),
+                        ..ContactPatch::default()
+                    },
+                )
+                .await
+            })
+            .await
+            .unwrap();
+            assert_eq!(written.active, active);
+            last.insert(*id, active);
+        }
+    }
+    last
+}
+
+/// Writes a score to every contact of `ids` per round, all in one
+/// transaction per round, and returns the scores last acknowledged.
+async fn scorer(
+    store: PostgresStore,
+    tenant: TenantId,
+    ids: Vec<ContactId>,
+    rounds: usize,
+) -> HashMap<ContactId, Score> {
+    let mut last = HashMap::new();
+    for round in 0..rounds {
+        let scores: Vec<ContactScore> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                ContactScore::new(
+                    *id,
+                    Score::new(((i * 7 + round * 13) % 101) as i64).unwrap(),
+                )
+            })
+            .collect();
+        retried(|| async {
+            let mut tx = store.begin(tenant, ctx()).await?;
+            tx.write_scores(&scores).await?;
+            tx.commit().await
+        })
+        .await
+        .unwrap();
+        for s in &scores {
+            last.insert(s.contact, s.score);
+        }
+    }
+    last
+}
+
+/// Three processes: one writes scores to every contact, one flips the
+/// active flag of a third of them, one creates contacts, deletes some of
+/// them and merges pairs of the scored ones. Afterwards: every contact has
+/// its rank row and no row is left without one, the rows' copies follow
+/// the contacts, each flipped contact has its last acknowledged flag and
+/// each scored contact that is left its last acknowledged score, and the
+/// top leads are the active contacts by score then id.
+async fn score_writes_beside_contact_writers_keep_every_write(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(crm.create_contact(new_contact("s", i)).await.unwrap().id);
+    }
+    let flipped: Vec<ContactId> = ids[..20].to_vec();
+    let merged: Vec<(ContactId, ContactId)> = (0..5).map(|i| (ids[40 + i], ids[50 + i])).collect();
+
+    let scores = tokio::spawn(scorer(owner.db().store(), tenant, ids.clone(), 25));
+    let flags = tokio::spawn(flipper(owner.db().store(), tenant, flipped.clone(), 5));
+    let lifecycle = {
+        let store = owner.db().store();
+        let merged = merged.clone();
+        tokio::spawn(async move {
+            let crm = store.scope(tenant, &ctx());
+            let mut created = Vec::new();
+            for i in 0..30 {
+                created.push(crm.create_contact(new_contact("n", i)).await.unwrap().id);
+            }
+            for id in created.iter().step_by(3) {
+                assert!(
+                    retried(|| crm.delete_contact(*id)).await.unwrap(),
+                    "deleted once"
+                );
+            }
+            for (survivor, loser) in &merged {
+                retried(|| async {
+                    let mut tx = store.begin(tenant, ctx()).await?;
+                    tx.merge_contacts(*survivor, *loser, ConflictPolicy::NonEmptyIncoming)
+                        .await?;
+                    tx.commit().await
+                })
+                .await
+                .unwrap();
+            }
+            created
+        })
+    };
+    let scores = scores.await.unwrap();
+    let flags = flags.await.unwrap();
+    let created = lifecycle.await.unwrap();
+
+    assert_eq!(ranks_out_of_step(owner.db()).await, 0, "rank rows follow");
+    let losers: Vec<ContactId> = merged.iter().map(|(_, l)| *l).collect();
+    let mut everyone = Vec::new();
+    for id in ids.iter().chain(&created) {
+        if let Some(c) = crm.get_contact(*id).await.unwrap() {
+            everyone.push(c);
+        }
+    }
+    assert_eq!(
+        everyone.len(),
+        60 - 5 + 30 - 10,
+        "the losers and the deleted are gone"
+    );
+    for c in &everyone {
+        assert!(!losers.contains(&c.id));
+        if let Some(active) = flags.get(&c.id) {
+            assert_eq!(c.active, *active, "the last flag acknowledged");
+        }
+        match scores.get(&c.id) {
+            Some(score) => assert_eq!(c.score, *score, "the last score acknowledged"),
+            None => assert_eq!(c.score, Score::MIN, "a new contact's score"),
+        }
+    }
+    let mut leads: Vec<(Score, ContactId)> = everyone
+        .iter()
+        .filter(|c| c.active)
+        .map(|c| (c.score, c.id))
+        .collect();
+    leads.sort_by(|a, b| b.cmp(a));
+    let top = crm
+        .search_contacts(&ContactQuery::top_leads(100))
+        .await
+        .unwrap();
+    let got: Vec<(Score, ContactId)> = top.items.iter().map(|c| (c.score, c.id)).collect();
+    assert_eq!(got, leads, "the top leads, from the rank rows");
+}
+
+on_every_target!(score_writes_beside_contact_writers_keep_every_write(
+    worker_threads = 4
+));
