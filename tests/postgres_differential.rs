@@ -3400,16 +3400,17 @@ fn search_query(which: usize, text: usize, casing: u32, limit: u32) -> ContactQu
     }
 }
 
-async fn run_case(
-    pg: &PostgresStore,
-    stats: &Stats,
-    steps: Vec<Step>,
-) -> Result<(), TestCaseError> {
+async fn run_case(pg: &TestStore, stats: &Stats, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut case = Case::new(pg, stats);
     for s in &steps {
         case.run_step(s).await?;
     }
-    case.compare_state("at the end").await
+    case.compare_state("at the end").await?;
+    // Every contact has its rank row (the score's table), whose copies of
+    // the active flag and creation time follow it, and no row outlives
+    // its contact.
+    prop_assert_eq!(support::ranks_out_of_step(pg.db()).await, 0);
+    Ok(())
 }
 
 #[test]

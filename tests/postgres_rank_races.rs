@@ -16,7 +16,7 @@ use crm_core::{
     bulk::ConflictPolicy,
     domain::{ContactId, ContactPatch, ContactScore, Email, NewContact, PersonName, Score},
 };
-use support::{Target, TestDb, TestStore};
+use support::{Target, TestStore, ranks_out_of_step};
 
 fn ctx() -> Context {
     Context::new(Actor::parse("user:rank-race").unwrap())
@@ -43,25 +43,6 @@ where
             other => return other,
         }
     }
-}
-
-/// The contacts of the schema without a rank row, rank rows without a
-/// contact, and rank rows whose copies differ from their contact.
-async fn ranks_out_of_step(db: &TestDb) -> i64 {
-    db.client()
-        .await
-        .query_one(
-            &db.sql(
-                "SELECT count(*) FROM crm.contacts c FULL JOIN crm.contact_ranks r \
-                 ON r.tenant_id = c.tenant_id AND r.contact_id = c.id \
-                 WHERE c.id IS NULL OR r.contact_id IS NULL OR c.active <> r.active \
-                 OR c.created_at <> r.created_at",
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// Flips the active flag of `ids` `rounds` times each, in turn (first to

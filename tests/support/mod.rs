@@ -577,6 +577,25 @@ pub async fn insert_contact_row(
     client.batch_execute("COMMIT").await.unwrap();
 }
 
+/// The contacts of the schema without a rank row, rank rows without a
+/// contact, and rank rows whose copies differ from their contact.
+pub async fn ranks_out_of_step(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            &db.sql(
+                "SELECT count(*) FROM crm.contacts c FULL JOIN crm.contact_ranks r \
+                 ON r.tenant_id = c.tenant_id AND r.contact_id = c.id \
+                 WHERE c.id IS NULL OR r.contact_id IS NULL OR c.active <> r.active \
+                 OR c.created_at <> r.created_at",
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Runs each `async fn name(target: Target)` of the calling file as two
 /// tests: `on_plain::name` on the plain PostgreSQL server and
 /// `on_citus::name` on the Citus cluster (which passes at once when no
