@@ -84,6 +84,13 @@ async fn load(
         &[&t, &t.simple().to_string(), &(n as i64)],
     )
     .await?;
+    // The rank rows the insert trigger (off here) makes.
+    db.execute(
+        "INSERT INTO crm.contact_ranks (tenant_id, contact_id, active, created_at) \
+         SELECT tenant_id, id, active, created_at FROM crm.contacts WHERE tenant_id = $1",
+        &[&t],
+    )
+    .await?;
     db.execute(
         "INSERT INTO crm.contact_scores (tenant_id, contact_id, created_at, last_engaged_at, \
          email_verified_at, phone_verified_at, title_verified_at, company_verified_at, \

@@ -609,21 +609,11 @@ async fn copy_contacts(client: &Client, tenant: &Tenant) -> Result<(), tokio_pos
     writer.finish().await?;
     // The scores, on the rank rows the contacts' insert made (score 0).
     client
-        .batch_execute("CREATE TEMP TABLE bench_scores (id uuid, score int2)")
-        .await?;
-    let sink = client
-        .copy_in("COPY bench_scores (id, score) FROM STDIN BINARY")
-        .await?;
-    let writer = BinaryCopyInWriter::new(sink, &[Type::UUID, Type::INT2]);
-    pin_mut!(writer);
-    for (id, score) in tenant.contacts.iter().zip(&scores) {
-        writer.as_mut().write(&[id, score]).await?;
-    }
-    writer.finish().await?;
-    client
-        .batch_execute(
-            "UPDATE crm.contact_ranks r SET score = s.score FROM bench_scores s \
-             WHERE r.contact_id = s.id AND s.score <> 0; DROP TABLE bench_scores",
+        .execute(
+            "UPDATE crm.contact_ranks r SET score = u.score \
+             FROM unnest($2::uuid[], $3::int2[]) AS u(id, score) \
+             WHERE r.tenant_id = $1 AND r.contact_id = u.id AND u.score <> 0",
+            &[&tenant.id, &tenant.contacts, &scores],
         )
         .await?;
     Ok(())

@@ -9,8 +9,10 @@
 mod support;
 
 use crm_core::{
-    Actor, Context, PostgresStore, StoreExt, TenantId,
-    domain::{ActivityKind, Email, NewActivity, NewContact, PersonName},
+    Actor, ContactQuery, Context, PostgresStore, Store, StoreExt, TenantId,
+    domain::{
+        ActivityKind, ContactId, ContactScore, Email, NewActivity, NewContact, PersonName, Score,
+    },
     store::postgres::statements,
 };
 use support::{Target, TestDb, TestStore, citus};
@@ -354,4 +356,88 @@ async fn schemas_13_to_15_apply_to_a_schema_distributed_before_them() {
         .await
         .unwrap();
     assert_eq!(history.items.len(), 1, "{history:?}");
+}
+
+/// Schema 17 (the batch score out of `contacts`, into `contact_ranks`)
+/// applies to a schema distributed before it: the new table is
+/// distributed and colocated, every contact's score is copied on its
+/// worker, and afterwards the top leads, a score write and a new contact's
+/// rank row (made by the trigger on the worker's shard) all work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_17_applies_to_a_schema_distributed_before_it() {
+    let Some(store) = TestStore::on(Target::Citus).await else {
+        return;
+    };
+    let db = store.db();
+    let tenant = TenantId::new();
+    let crm = store.scope(tenant, &ctx());
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let c = crm
+            .create_contact(NewContact::new(
+                Email::parse(&format!("rank{i}@example.com")).unwrap(),
+                PersonName::parse("Ada").unwrap(),
+                PersonName::parse("Lovelace").unwrap(),
+            ))
+            .await
+            .unwrap();
+        ids.push(c.id);
+    }
+    let scores: Vec<ContactScore> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| ContactScore::new(*id, Score::new(10 * i as i64 + 5).unwrap()))
+        .collect();
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    tx.write_scores(&scores).await.unwrap();
+    tx.commit().await.unwrap();
+    // Back to schema 16's layout, the scores in their column.
+    db.ddl(&[
+        "ALTER TABLE crm.contacts ADD COLUMN score smallint NOT NULL DEFAULT 0",
+        "UPDATE crm.contacts c SET score = r.score FROM crm.contact_ranks r \
+         WHERE r.tenant_id = c.tenant_id AND r.contact_id = c.id",
+        "CREATE INDEX contacts_top_leads_idx ON crm.contacts (tenant_id, score DESC, id DESC) \
+         WHERE active",
+        "DROP TABLE crm.contact_ranks",
+        "DROP TRIGGER contacts_ranks_insert ON crm.contacts",
+        "DROP TRIGGER contacts_ranks_follow ON crm.contacts",
+        "DROP FUNCTION crm.crm_contact_ranks_insert(), crm.crm_contact_ranks_follow()",
+        "CREATE TRIGGER contacts_score_feed AFTER UPDATE OF score ON crm.contacts \
+         FOR EACH ROW EXECUTE FUNCTION crm.crm_score_feed()",
+        "DELETE FROM crm.schema_migrations WHERE version = 17",
+    ])
+    .await;
+    assert_eq!(owner(db).migrate().await.unwrap(), vec![17]);
+    assert_all_distributed(&placement(db).await);
+
+    let top = crm
+        .search_contacts(&ContactQuery::top_leads(10))
+        .await
+        .unwrap();
+    let got: Vec<(ContactId, Score)> = top.items.iter().map(|c| (c.id, c.score)).collect();
+    let mut want: Vec<(ContactId, Score)> = scores.iter().map(|s| (s.contact, s.score)).collect();
+    want.reverse();
+    assert_eq!(got, want, "the scores, copied, rank the top leads");
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let written = tx
+        .write_scores(&[ContactScore::new(ids[0], Score::new(99).unwrap())])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(written, 1);
+    let new = crm
+        .create_contact(NewContact::new(
+            Email::parse("rank-new@example.com").unwrap(),
+            PersonName::parse("Ada").unwrap(),
+            PersonName::parse("Lovelace").unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(crm.get_contact(new.id).await.unwrap(), Some(new));
+    let top = crm
+        .search_contacts(&ContactQuery::top_leads(1))
+        .await
+        .unwrap();
+    assert_eq!(top.items[0].id, ids[0]);
+    assert_eq!(top.items[0].score.get(), 99);
 }

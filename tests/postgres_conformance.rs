@@ -9,12 +9,12 @@ mod support;
 use std::sync::Arc;
 
 use crm_core::{
-    Actor, Context, Error, PostgresStore, Store, StoreExt, TenantId,
+    Actor, ContactQuery, Context, Error, PostgresStore, Store, StoreExt, TenantId,
     bulk::ConflictPolicy,
     conformance,
     domain::{
-        ContactId, Currency, DealTitle, Email, Money, NewContact, NewDeal, PersonName, Pipelines,
-        Score,
+        ContactId, ContactPatch, Currency, DealTitle, Email, Money, NewContact, NewDeal,
+        PersonName, Pipelines, Score,
     },
     store::postgres::MIGRATIONS,
 };
@@ -373,6 +373,57 @@ async fn a_row_that_breaks_the_domain_rules_is_a_backend_error_not_a_panic() {
     let err = crm.get_contact(c.id).await.unwrap_err();
     assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     assert!(err.to_string().contains("email"), "{err}");
+}
+
+/// A contact whose rank row (its score's row, schema 17) was removed by
+/// hand is an error naming the score when read or updated — not a contact
+/// that is not there — and deleting it deletes it and says so. The top
+/// leads cannot list it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_without_its_rank_row_is_an_error_not_a_missing_contact() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = store.scope(tenant, &ctx());
+    let c = crm
+        .create_contact(new_contact("unranked@example.com"))
+        .await
+        .unwrap();
+    store
+        .db()
+        .client()
+        .await
+        .execute(
+            &store
+                .db()
+                .sql("DELETE FROM crm.contact_ranks WHERE contact_id = $1"),
+            &[&c.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let named = |e: Error| {
+        assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+        assert!(e.to_string().contains("score"), "{e}");
+    };
+    named(crm.get_contact(c.id).await.unwrap_err());
+    named(
+        crm.update_contact(
+            c.id,
+            c.version,
+            ContactPatch {
+                active: Some(false),
+                ..ContactPatch::default()
+            },
+        )
+        .await
+        .unwrap_err(),
+    );
+    let top = crm
+        .search_contacts(&ContactQuery::top_leads(10))
+        .await
+        .unwrap();
+    assert!(top.items.is_empty(), "{top:?}");
+    assert!(crm.delete_contact(c.id).await.unwrap(), "deleted");
+    assert!(crm.get_contact(c.id).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

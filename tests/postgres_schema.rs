@@ -477,7 +477,7 @@ async fn the_feed_goes_on_from_its_last_position_across_the_upgrade_to_schema_16
     assert_eq!(tx.purge_feed(later).await.unwrap(), 2);
     tx.commit().await.unwrap();
 
-    assert_eq!(store.migrate().await.unwrap(), vec![16]);
+    assert_eq!(store.migrate().await.unwrap(), vec![16, 17]);
     store
         .scope(kept, &ctx())
         .create_contact(new_contact("kept3@example.com", "Ada"))
@@ -518,14 +518,38 @@ async fn the_feed_goes_on_from_its_last_position_across_the_upgrade_to_schema_16
 
 /// Schema 17 moves the score out of `contacts` into `contact_ranks`. A
 /// tenant written under schema 16 keeps every contact's score, active
-/// flag and creation time across the upgrade, ranks its top leads in the
-/// same order, and a score written afterwards touches no contact.
+/// flag and creation time across the upgrade — migrated by the schema's
+/// owner, no superuser, under the forced row-level security — ranks its
+/// top leads in the same order, and a score written afterwards touches no
+/// contact. A role granted rights on the tables before has the same on
+/// the new one, and reads and writes contacts as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_keep_their_contacts_across_the_upgrade_to_schema_17() {
     let db = TestDb::create().await;
-    db.schema_at_version("upgrade", 16).await;
+    let suffix = uuid::Uuid::now_v7().simple();
+    let (owner, app) = (
+        format!("crm_test_role_owner_{suffix}"),
+        format!("crm_test_role_app_{suffix}"),
+    );
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} LOGIN NOSUPERUSER NOBYPASSRLS; \
+             CREATE ROLE {app} LOGIN NOSUPERUSER NOBYPASSRLS; \
+             CREATE SCHEMA upgrade AUTHORIZATION {owner};"
+        ))
+        .await
+        .unwrap();
+    let client = support::client(&store_config(&db, &owner)).await;
+    TestDb::migrate_schema_to(&client, "upgrade", 16).await;
+    client
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA upgrade TO {app}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA upgrade TO {app};"
+        ))
+        .await
+        .unwrap();
     let tenant = TenantId::new();
-    let client = db.client().await;
     client
         .batch_execute(&format!(
             "BEGIN; SELECT set_config('crm.tenant_id', '{tenant}', true); \
@@ -538,8 +562,10 @@ async fn scores_keep_their_contacts_across_the_upgrade_to_schema_17() {
         ))
         .await
         .unwrap();
+    // Read as the administrator, whom row-level security lets see every
+    // tenant.
     let rows = |sql: &'static str| {
-        let client = &client;
+        let client = &admin;
         async move {
             let mut out: Vec<(uuid::Uuid, i16, bool, chrono::DateTime<chrono::Utc>)> = client
                 .query(sql, &[])
@@ -558,13 +584,14 @@ async fn scores_keep_their_contacts_across_the_upgrade_to_schema_17() {
         before.iter().filter(|c| c.2).map(|c| (c.1, c.0)).collect();
     leads.sort_by(|a, b| b.cmp(a));
 
-    let store = PostgresStore::builder(&db.url())
-        .pool_size(2)
-        .schema("upgrade")
-        .build()
-        .await
-        .unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![17]);
+    let migrator = PostgresStore::from_pool(
+        support::pool_for(store_config(&db, &owner), 1),
+        conformance::test_pipelines(),
+    )
+    .with_schema("upgrade")
+    .unwrap();
+    assert_eq!(migrator.migrate().await.unwrap(), vec![17]);
+    drop(migrator);
     let after = rows(
         "SELECT contact_id, score, active, created_at FROM upgrade.contact_ranks \
          WHERE tenant_id IS NOT NULL",
@@ -581,7 +608,27 @@ async fn scores_keep_their_contacts_across_the_upgrade_to_schema_17() {
         .unwrap()
         .get(0);
     assert_eq!(column, 0, "the column is gone from contacts");
+    let granted: bool = admin
+        .query_one(
+            &format!(
+                "SELECT has_table_privilege('{app}', 'upgrade.contact_ranks', \
+                 'SELECT, INSERT, UPDATE, DELETE') \
+                 AND NOT has_table_privilege('{app}', 'upgrade.contact_ranks', 'TRUNCATE')"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(granted, "the rights the role has on contacts");
 
+    // The application's role, no superuser.
+    let store = PostgresStore::from_pool(
+        support::pool_for(store_config(&db, &app), 2),
+        conformance::test_pipelines(),
+    )
+    .with_schema("upgrade")
+    .unwrap();
     let crm = store.scope(tenant, &ctx());
     let page = crm
         .search_contacts(&ContactQuery::top_leads(50))
@@ -611,5 +658,19 @@ async fn scores_keep_their_contacts_across_the_upgrade_to_schema_17() {
     assert_eq!(again.score.get(), 3);
     assert_eq!(again.version, top.version);
     assert_eq!(again.updated_at, top.updated_at);
-    drop(store);
+    // A new contact gets its rank row through the trigger, as the role.
+    let new = crm
+        .create_contact(new_contact("new@example.com", "Ada"))
+        .await
+        .unwrap();
+    assert_eq!(crm.get_contact(new.id).await.unwrap(), Some(new));
+    drop(crm);
+    drop((store, client));
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA upgrade CASCADE; DROP OWNED BY {app}; DROP ROLE {app}; \
+             DROP OWNED BY {owner}; DROP ROLE {owner};"
+        ))
+        .await
+        .unwrap();
 }

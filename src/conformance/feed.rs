@@ -337,6 +337,37 @@ pub async fn score_write_backs_are_events_when_announced(store: &DynStore) {
         head_now,
         "no event for an unchanged score or a rolled-back write-back"
     );
+
+    // A merge taken back: the loser returns with the score it had, which
+    // is no write-back and no score event.
+    let before_merge = head(store, t).await;
+    let merge = with_tx!(store, t, async |tx| {
+        ok(
+            tx.merge_contacts(a.id, c.id, ConflictPolicy::NonEmptyIncoming)
+                .await,
+            "merge",
+        );
+        ok(tx.contact_merges(a.id).await, "contact merges")
+            .first()
+            .map(|m| m.id)
+            .expect("the merge is in the journal")
+    })
+    .await;
+    with_tx!(store, t, async |tx| ok(
+        tx.unmerge_contacts(merge, crate::bulk::UnmergeConflicts::Refuse)
+            .await,
+        "unmerge"
+    ))
+    .await;
+    let back = with_tx!(store, t, async |tx| ok(tx.get_contact(c.id).await, "get"))
+        .await
+        .expect("the loser is back");
+    assert_eq!(back.score, score(7), "with its score");
+    let events = events_since(store, t, before_merge).await;
+    assert!(
+        events.iter().all(|e| e.kind != FeedKind::Score),
+        "an unmerge announces no score: {events:?}"
+    );
 }
 
 /// A consumer reads after its cursor, an ack moves it (forward or back),

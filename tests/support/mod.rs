@@ -97,8 +97,19 @@ impl TestDb {
     pub async fn schema_at_version(&self, schema: &str, version: i64) {
         let client = self.client().await;
         client
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        Self::migrate_schema_to(&client, schema, version).await;
+    }
+
+    /// Applies the store's migrations up to `version` in the existing
+    /// `schema`, as the user of `client` (the schema's owner), recording
+    /// them as the store does.
+    pub async fn migrate_schema_to(client: &Client, schema: &str, version: i64) {
+        client
             .batch_execute(&format!(
-                "CREATE SCHEMA {schema}; CREATE TABLE {schema}.schema_migrations ( \
+                "CREATE TABLE {schema}.schema_migrations ( \
                  version bigint PRIMARY KEY, name text NOT NULL, checksum bigint NOT NULL, \
                  applied_at timestamptz NOT NULL DEFAULT now())"
             ))

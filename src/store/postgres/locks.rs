@@ -18,8 +18,9 @@ use crate::{
 // Updates lock with FOR NO KEY UPDATE: they never change a key, so they
 // need not wait for (nor block) the FOR KEY SHARE lock that logging an
 // activity or creating a deal takes on its contact. Only the contact's
-// row is locked, not its rank row, which a rescore writes without waiting
-// for the contact's writers.
+// row is locked, not its rank row, which a rescore writes: an update that
+// changes neither the active flag nor the creation time (whose copies the
+// rank row keeps) never waits for a rescore, nor a rescore for it.
 pub(super) const LOCK_CONTACT: &str = concat!(
     "SELECT ",
     contact_select_joined!(),

@@ -429,14 +429,24 @@ impl PgTransaction {
         let row = InsertRow::of(back, None);
         let params = row.params();
         if self.query_opt(INSERT_CONTACT, &params).await?.is_some() {
-            // Its rank row, made by the insert, holds score 0.
+            // Its rank row, made by the insert, holds score 0. Putting
+            // the stored score back is no score write-back: the change
+            // feed announces none (as an insert with the score announced
+            // none until schema 17), whether or not this store announces
+            // score write-backs.
             if back.score != crate::domain::Score::MIN {
                 let score = i16::from(back.score.get());
+                if self.score_events {
+                    self.simple(&set_local("crm.score_events", "off")).await?;
+                }
                 self.execute(
                     RESTORE_SCORE,
                     &[&self.tenant_uuid(), &back.id.as_uuid(), &score],
                 )
                 .await?;
+                if self.score_events {
+                    self.simple(&set_local("crm.score_events", "on")).await?;
+                }
             }
             return Ok(());
         }

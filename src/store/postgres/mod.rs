@@ -89,6 +89,9 @@
 //! ```
 //!
 //! (`EXECUTE` on the schema's functions is granted to everyone by default.)
+//! A migration that adds a table gives it the privileges of the table it
+//! belongs with (schema 17's `contact_ranks` those of `contacts`), so the
+//! grant above need not be run again after an upgrade.
 //!
 //! The host may read and write the tables through its own connections.
 //! Either qualify the names (`crm.contacts`) or set the search path for the
@@ -136,7 +139,13 @@
 //! refuses `COPY … FROM` into tables under row-level security, so such
 //! loads run as a role that bypasses it. Such changes are recorded in the
 //! history ([`crate::history`]), but not in the live scores until a
-//! rescoring rebuilds them ([`crate::scoring::live`]).
+//! rescoring rebuilds them ([`crate::scoring::live`]). Every contact has
+//! a row in `contact_ranks` (its score, schema 17), made by a trigger on
+//! the insert: a load with the triggers of `contacts` off must write those
+//! rows itself (`INSERT INTO crm.contact_ranks (tenant_id, contact_id,
+//! active, created_at) SELECT tenant_id, id, active, created_at FROM
+//! crm.contacts c WHERE NOT EXISTS (…)`), or reading such a contact fails
+//! with a backend error naming the score.
 //!
 //! The tables, keys and indexes, how transactions and round trips work,
 //! and why: `ARCHITECTURE.md` in the repository, sections "PostgreSQL

@@ -85,7 +85,9 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
     let phone: Option<&str> = get(row, 7)?;
     let lead_source: &str = get(row, 8)?;
     let metadata: serde_json::Value = get(row, 9)?;
-    let score: i16 = get(row, 10)?;
+    // From the contact's rank row: NULL when it has none (see
+    // `contacts_join!`), which is reported, not read as a score.
+    let score: Option<i16> = get(row, 10)?;
     let active: bool = get(row, 11)?;
     let created_at: Timestamp = get(row, 12)?;
     let updated_at: Timestamp = get(row, 13)?;
@@ -104,7 +106,14 @@ pub(super) fn contact(row: &Row) -> Result<Contact> {
     let phone = c.opt(phone, Phone::parse);
     let lead_source = c.ok(LeadSource::parse_field("lead_source", lead_source));
     let metadata = c.ok(Metadata::parse_stored(metadata));
-    let score = c.ok(Score::new(i64::from(score)));
+    let score = c.ok(match score {
+        Some(s) => Score::new(i64::from(s)),
+        None => Err(FieldError::new(
+            "score",
+            "missing",
+            "has no rank row (contact_ranks)",
+        )),
+    });
     let version = c.ok(check_version(version));
     let owner = c.opt(owner, OwnerId::parse);
     match (

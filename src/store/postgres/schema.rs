@@ -335,10 +335,16 @@ pub(super) use contact_select_joined;
 
 /// Contacts `c` joined to their rank rows `r` (`contact_ranks`, one per
 /// contact: the score, and copies of the active flag and creation time
-/// that the top-leads index and the rescore read).
+/// that the top-leads index and the rescore read). An outer join, so that
+/// a contact whose rank row is missing (written around the store with its
+/// triggers off) is read as a row with no score, which the row reader
+/// reports as an error, rather than not at all; a condition on the rank
+/// row (the top leads' `rank_active`, a score bound) makes PostgreSQL plan
+/// it as the inner join it then is.
 macro_rules! contacts_join {
     () => {
-        "contacts c JOIN contact_ranks r ON r.tenant_id = c.tenant_id AND r.contact_id = c.id"
+        "contacts c LEFT JOIN contact_ranks r \
+         ON r.tenant_id = c.tenant_id AND r.contact_id = c.id"
     };
 }
 pub(super) use contacts_join;

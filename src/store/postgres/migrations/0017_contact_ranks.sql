@@ -18,8 +18,10 @@
 -- and a rescore picks its contacts from this table alone. The contact's
 -- own columns remain the truth; readers join the row by primary key.
 --
--- The migration holds contacts (and the new table) exclusively from its
--- start, so that no score is written between the copy and the drop.
+-- The migration holds contacts exclusively from its start, so that no
+-- score is written between the copy and the drop. The new table gets the
+-- privileges contacts has (a role that reads or writes contacts reads and
+-- writes their rank rows with them).
 
 LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE;
 
@@ -33,11 +35,29 @@ CREATE TABLE contact_ranks (
     CONSTRAINT contact_ranks_score_check CHECK (score BETWEEN 0 AND 100)
 );
 
-ALTER TABLE contact_ranks ADD CONSTRAINT contact_ranks_contact_fkey
-    FOREIGN KEY (tenant_id, contact_id) REFERENCES contacts (tenant_id, id) ON DELETE CASCADE;
+-- The copy reads every tenant's contacts: row-level security, forced on
+-- the owner, would show this transaction none (it has no tenant). Lifted
+-- for the owner inside this transaction only, and forced again below
+-- (after the foreign key's check of the rows, which it would also hide
+-- them from); the drop of the column waits for a copy of every row.
+ALTER TABLE contacts NO FORCE ROW LEVEL SECURITY;
 
 INSERT INTO contact_ranks (tenant_id, contact_id, score, active, created_at)
 SELECT tenant_id, id, score, active, created_at FROM contacts;
+
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM contact_ranks) <> (SELECT count(*) FROM contacts) THEN
+        RAISE EXCEPTION 'contact_ranks: the copy of the scores missed contacts';
+    END IF;
+END
+$$;
+
+-- Checked in one pass once the rows are in (not row by row as they go).
+ALTER TABLE contact_ranks ADD CONSTRAINT contact_ranks_contact_fkey
+    FOREIGN KEY (tenant_id, contact_id) REFERENCES contacts (tenant_id, id) ON DELETE CASCADE;
+
+ALTER TABLE contacts FORCE ROW LEVEL SECURITY;
 
 -- Top active leads by score (contacts_top_leads_idx goes with the column).
 CREATE INDEX contact_ranks_top_leads_idx
@@ -49,10 +69,31 @@ CREATE POLICY contact_ranks_tenant_isolation ON contact_ranks
     USING (tenant_id = NULLIF(current_setting('crm.tenant_id', true), '')::uuid)
     WITH CHECK (tenant_id = NULLIF(current_setting('crm.tenant_id', true), '')::uuid);
 
+-- The privileges of contacts, grantee by grantee.
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT a.grantee, a.privilege_type, a.is_grantable
+          FROM pg_catalog.pg_class c
+         CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+         WHERE c.oid = 'contacts'::regclass AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT %s ON contact_ranks TO %s%s', g.privilege_type,
+            CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END
+$$;
+
 -- A new contact's row, score 0, for every statement that inserts
 -- contacts, read from the transition table in slices as the other
 -- statement triggers read theirs (a row per contact through arrays: a
--- distributed PostgreSQL inserts them from a worker's trigger).
+-- distributed PostgreSQL inserts them from a worker's trigger; with ON
+-- CONFLICT, as the freshness rows, so that it does not take the insert
+-- for a COPY into the shard, which row-level security refuses). No row
+-- can conflict while every contact has exactly one.
 CREATE FUNCTION crm_contact_ranks_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
@@ -70,7 +111,8 @@ BEGIN
     LOOP
         INSERT INTO contact_ranks (tenant_id, contact_id, active, created_at)
         SELECT x.t, x.c, x.a, x.at FROM unnest(v_tenants, v_ids, v_active, v_created)
-            AS x(t, c, a, at);
+            AS x(t, c, a, at)
+            ON CONFLICT (tenant_id, contact_id) DO NOTHING;
     END LOOP;
     RETURN NULL;
 END
