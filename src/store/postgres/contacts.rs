@@ -15,7 +15,7 @@ use super::{
     locks::LOCK_CONTACT_FOR_DELETE,
     rows,
     schema::{
-        CONTACT_COLUMNS, CONTACT_INSERT_COLUMNS, contact_insert, contact_select, contacts_ranked,
+        CONTACT_COLUMNS, CONTACT_INSERT_COLUMNS, contact_insert, contact_select, contacts_scored,
     },
     search,
     transaction::{PgTransaction, now},
@@ -33,7 +33,7 @@ const GET_CONTACT: &str = concat!(
     "SELECT ",
     contact_select!(),
     " FROM ",
-    contacts_ranked!(),
+    contacts_scored!(),
     " WHERE tenant_id = $1 AND id = $2"
 );
 /// The contacts among `$2` (one index lookup each; put in the order asked
@@ -42,7 +42,7 @@ const GET_CONTACTS: &str = concat!(
     "SELECT ",
     contact_select!(),
     " FROM ",
-    contacts_ranked!(),
+    contacts_scored!(),
     " WHERE tenant_id = $1 AND id = ANY($2)"
 );
 // Emails are looked up by their caseless key, computed in Rust
@@ -51,7 +51,7 @@ const GET_CONTACT_BY_EMAIL: &str = concat!(
     "SELECT ",
     contact_select!(),
     " FROM ",
-    contacts_ranked!(),
+    contacts_scored!(),
     " WHERE tenant_id = $1 AND email_key = $2"
 );
 /// The contacts holding the caseless keys `$2`, one lookup of the email
@@ -62,7 +62,7 @@ const GET_CONTACTS_BY_EMAIL: &str = concat!(
      CROSS JOIN LATERAL (SELECT ",
     contact_select!(),
     " FROM ",
-    contacts_ranked!(),
+    contacts_scored!(),
     " WHERE tenant_id = $1 AND email_key = k.key LIMIT 1) AS c"
 );
 const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";

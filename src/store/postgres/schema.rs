@@ -370,6 +370,26 @@ macro_rules! contacts_ranked {
 }
 pub(super) use contacts_ranked;
 
+/// A table named `contacts` holding every column of a contact and its
+/// caseless keys, like [`contacts_ranked!`], but reading the score with a
+/// subquery of the rank row's primary key instead of a join: for the
+/// statements whose rows neither the score's order nor a condition on it
+/// chooses. PostgreSQL evaluates such a subquery only for the rows it
+/// returns, after any sort and limit, whatever it believes of the tables'
+/// sizes: with the join, a page read before the tables were analysed
+/// (the first export after a tenant's import) joined every contact of the
+/// tenant before sorting them.
+macro_rules! contacts_scored {
+    () => {
+        "(SELECT c.tenant_id, c.id, c.email, c.first_name, c.last_name, c.company, c.title, \
+         c.phone, c.lead_source, c.metadata, (SELECT r.score FROM contact_ranks r \
+         WHERE r.tenant_id = c.tenant_id AND r.contact_id = c.id) AS score, c.active, \
+         c.created_at, c.updated_at, c.version, c.company_id, c.owner_id, c.email_key, \
+         c.first_name_key, c.last_name_key, c.company_key FROM contacts c) AS contacts"
+    };
+}
+pub(super) use contacts_scored;
+
 /// The columns of [`CONTACT_INSERT_COLUMNS`] as SQL, for `concat!`.
 macro_rules! contact_insert {
     () => {

@@ -11,7 +11,7 @@ use sea_query_postgres::{PostgresBinder, PostgresValues};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::schema::{CONTACT_COLUMNS, Contacts, contacts_ranked};
+use super::schema::{CONTACT_COLUMNS, Contacts, contacts_ranked, contacts_scored};
 use crate::{
     domain::{TagId, TenantId, caseless_key},
     error::{Error, FieldError, Result, ValidationErrors},
@@ -55,16 +55,17 @@ pub(super) fn build(
     }
     s.from(Contacts::Table)
         .and_where(Expr::col(Contacts::TenantId).eq(tenant.as_uuid()));
-    filters(&mut s, q);
+    // Under the score sort the rows come from the rank rows' index, the
+    // contacts joined to them (`contacts_ranked!`); otherwise the score is
+    // read for the rows returned (`contacts_scored!`).
+    let by_rank = matches!(q.sort, ContactSort::ScoreAsc | ContactSort::ScoreDesc);
+    filters(&mut s, q, by_rank);
     tag_filter(&mut s, tenant, &q.tags);
     let desc = q.sort.is_descending();
     if let Some(key) = after {
         s.and_where(keyset(q.sort, key, desc)?);
     }
     let order = if desc { Order::Desc } else { Order::Asc };
-    // The id a sort ends with: the rank row's under the score sort (see
-    // `contacts_ranked!`), the contact's otherwise.
-    let by_rank = matches!(q.sort, ContactSort::ScoreAsc | ContactSort::ScoreDesc);
     match q.sort {
         ContactSort::ScoreAsc | ContactSort::ScoreDesc => {
             s.order_by(Contacts::Score, order.clone());
@@ -80,6 +81,8 @@ pub(super) fn build(
                 .order_by(Contacts::FirstNameKey, order.clone());
         }
     }
+    // The id a sort ends with: the rank row's under the score sort (see
+    // `contacts_ranked!`), the contact's otherwise.
     if by_rank {
         s.order_by(Alias::new(RANK_ID), order);
     } else {
@@ -87,22 +90,28 @@ pub(super) fn build(
     }
     s.limit(limit as u64 + 1);
     let (sql, values) = s.build_postgres(PostgresQueryBuilder);
-    Ok((ranked(sql), values))
+    Ok((reading_scores(sql, by_rank), values))
 }
 
 /// The rank row's contact id in [`contacts_ranked!`].
 const RANK_ID: &str = "rank_id";
 
-/// `sql` reading `contacts` as [`contacts_ranked!`], the contacts joined to
-/// their rank rows (the score's table). The statement was built reading
-/// `"contacts"`, which it names once, in its `FROM`.
-fn ranked(sql: String) -> String {
+/// `sql` reading `contacts` with their scores: as [`contacts_ranked!`], the
+/// contacts joined to their rank rows, when `by_rank`, else as
+/// [`contacts_scored!`]. The statement was built reading `"contacts"`,
+/// which it names once, in its `FROM`.
+fn reading_scores(sql: String, by_rank: bool) -> String {
     const TABLE: &str = r#"FROM "contacts""#;
     debug_assert_eq!(sql.matches(TABLE).count(), 1, "{sql}");
-    sql.replacen(TABLE, concat!("FROM ", contacts_ranked!()), 1)
+    let table = if by_rank {
+        concat!("FROM ", contacts_ranked!())
+    } else {
+        concat!("FROM ", contacts_scored!())
+    };
+    sql.replacen(TABLE, table, 1)
 }
 
-fn filters(s: &mut SelectStatement, q: &ContactQuery) {
+fn filters(s: &mut SelectStatement, q: &ContactQuery, by_rank: bool) {
     if let Some(p) = &q.email_prefix {
         // An erased contact has no email key; its placeholder email, all
         // lower-case ASCII, is its own key.
@@ -145,8 +154,11 @@ fn filters(s: &mut SelectStatement, q: &ContactQuery) {
     // Inlined rather than bound, so that a generic plan can still use the
     // partial index of active contacts.
     match q.active {
-        Some(true) => {
+        Some(true) if by_rank => {
             s.and_where(Expr::cust("active AND rank_active"));
+        }
+        Some(true) => {
+            s.and_where(Expr::cust("active"));
         }
         Some(false) => {
             s.and_where(Expr::cust("NOT active"));
@@ -361,10 +373,25 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("FROM (SELECT c.tenant_id, c.id,") && sql.contains(") AS contacts WHERE"),
+            sql.contains("LEFT JOIN contact_ranks r") && sql.contains(") AS contacts WHERE"),
             "reads the contacts joined to their rank rows: {sql}"
         );
         assert_eq!(values.0.len(), 2);
+        // Another order reads each returned row's score by a subquery.
+        let q = ContactQuery::new()
+            .with_active(true)
+            .with_sort(ContactSort::CreatedAsc);
+        let (sql, _) = build(TenantId::new(), &q, 10, None).unwrap();
+        assert!(
+            sql.contains(
+                r#"WHERE "tenant_id" = $1 AND (active) ORDER BY "created_at" ASC, "id" ASC"#
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("(SELECT r.score FROM contact_ranks r") && !sql.contains("JOIN"),
+            "{sql}"
+        );
     }
 
     #[test]
