@@ -70,8 +70,9 @@ const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 
 /// the foreign keys' `ON DELETE CASCADE`).
 pub(super) const DELETE_CONTACT: &str = "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2";
 /// A new contact: the columns of [`CONTACT_INSERT_COLUMNS`] (the row
-/// readers' columns but the score, then the caseless keys), then `$21`, the normalised
-/// domain to link the contact by (NULL: none). An email already held in
+/// readers' columns but the score, then the caseless keys), then `$21`,
+/// the normalised domain to link the contact by (NULL: none). Its rank
+/// row (score 0) comes from the insert's trigger. An email already held in
 /// the tenant inserts nothing; else the stored company comes back.
 ///
 /// Without a company (`$15`), the contact takes the company holding the

@@ -313,7 +313,7 @@ pub(super) const CONTACT_INSERT_COLUMNS: [Contacts; 20] = {
 };
 
 /// [`CONTACT_COLUMNS`] as SQL, for `concat!`: the names the reader reads
-/// from [`contacts_ranked!`].
+/// from [`contacts_scored!`] or [`contacts_ranked!`].
 macro_rules! contact_select {
     () => {
         "tenant_id, id, email, first_name, last_name, company, title, phone, lead_source, \
