@@ -11,12 +11,17 @@ mod support;
 
 use std::collections::HashMap;
 
+use chrono::{Duration, Utc};
 use crm_core::{
     Actor, ContactQuery, Context, PostgresStore, Store, StoreExt, TenantId,
-    bulk::ConflictPolicy,
-    domain::{ContactId, ContactPatch, ContactScore, Email, NewContact, PersonName, Score},
+    bulk::{ConflictPolicy, UnmergeConflicts},
+    domain::{
+        ActivityKind, ContactId, ContactPatch, ContactScore, Email, NewActivity, NewContact,
+        PersonName, Score, truncate_to_micros,
+    },
+    scoring::{RescoreOptions, ScoringModel, rescore_in_transaction},
 };
-use support::{Target, TestStore, ranks_out_of_step};
+use support::{Target, TestStore, ranks_out_of_step, until_backends_wait_for_locks};
 
 fn ctx() -> Context {
     Context::new(Actor::parse("user:rank-race").unwrap())
@@ -207,6 +212,155 @@ async fn score_writes_beside_contact_writers_keep_every_write(target: Target) {
     assert_eq!(got, leads, "the top leads, from the rank rows");
 }
 
-on_every_target!(score_writes_beside_contact_writers_keep_every_write(
-    worker_threads = 4
-));
+/// A score written to a merge's loser by a transaction still open when
+/// the merge reads the loser, and committed before the merge: the merge
+/// waits for it and keeps it, so the unmerge brings the loser back with
+/// the acknowledged score (not the one from before the write).
+async fn a_score_acknowledged_before_a_merge_commits_survives_its_unmerge(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let s = crm.create_contact(new_contact("m", 0)).await.unwrap();
+    let l = crm.create_contact(new_contact("m", 1)).await.unwrap();
+    let ten = Score::new(10).unwrap();
+    let eighty = Score::new(80).unwrap();
+    let mut tx = owner.begin(tenant, ctx()).await.unwrap();
+    tx.write_scores(&[ContactScore::new(l.id, ten)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let writer = owner.db().store();
+    let mut w = writer.begin(tenant, ctx()).await.unwrap();
+    let written = w
+        .write_scores(&[ContactScore::new(l.id, eighty)])
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+    let merger = owner.db().store();
+    let (sid, lid) = (s.id, l.id);
+    let merging = tokio::spawn(async move {
+        let mut tx = merger.begin(tenant, ctx()).await?;
+        tx.merge_contacts(sid, lid, ConflictPolicy::NonEmptyIncoming)
+            .await?;
+        tx.commit().await
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    w.commit().await.unwrap();
+    merging.await.unwrap().expect("the merge");
+
+    let merge = crm.contact_merges(s.id).await.unwrap()[0].id;
+    crm.unmerge_contacts(merge, UnmergeConflicts::KeepCurrent)
+        .await
+        .unwrap();
+    let back = crm
+        .get_contact(l.id)
+        .await
+        .unwrap()
+        .expect("the loser is back");
+    assert_eq!(
+        back.score, eighty,
+        "the score acknowledged before the merge"
+    );
+}
+
+/// The same through a rescore, one long transaction: a merge begun while
+/// it runs waits for it, and the unmerged loser has the rescored score,
+/// as its twin (the same activity, never merged) has.
+async fn a_rescore_committed_during_a_merge_is_not_undone_by_the_unmerge(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let base = truncate_to_micros(Utc::now()) - Duration::days(1);
+    let s = crm.create_contact(new_contact("r", 0)).await.unwrap();
+    let l = crm.create_contact(new_contact("r", 1)).await.unwrap();
+    let twin = crm.create_contact(new_contact("r", 2)).await.unwrap();
+    for id in [l.id, twin.id] {
+        crm.log_activity(NewActivity::new(id, ActivityKind::Meeting).occurred_at(base))
+            .await
+            .unwrap();
+    }
+    let high = Score::new(77).unwrap();
+    let mut tx = owner.begin(tenant, ctx()).await.unwrap();
+    tx.write_scores(&[
+        ContactScore::new(s.id, high),
+        ContactScore::new(l.id, high),
+        ContactScore::new(twin.id, high),
+    ])
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let rescorer = owner.db().store();
+    let mut r = rescorer.begin(tenant, ctx()).await.unwrap();
+    let options = RescoreOptions::new().with_now(truncate_to_micros(Utc::now()));
+    let report = rescore_in_transaction(r.as_mut(), &ScoringModel::default(), &options)
+        .await
+        .unwrap();
+    assert!(report.written >= 2, "{report:?}");
+    let merger = owner.db().store();
+    let (sid, lid) = (s.id, l.id);
+    let merging = tokio::spawn(async move {
+        let mut tx = merger.begin(tenant, ctx()).await?;
+        tx.merge_contacts(sid, lid, ConflictPolicy::NonEmptyIncoming)
+            .await?;
+        tx.commit().await
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    r.commit().await.unwrap();
+    merging.await.unwrap().expect("the merge");
+
+    let merge = crm.contact_merges(s.id).await.unwrap()[0].id;
+    crm.unmerge_contacts(merge, UnmergeConflicts::KeepCurrent)
+        .await
+        .unwrap();
+    let back = crm.get_contact(l.id).await.unwrap().unwrap();
+    let twin = crm.get_contact(twin.id).await.unwrap().unwrap();
+    assert_ne!(twin.score, high, "the rescore changed the twin");
+    assert_eq!(back.score, twin.score, "the loser's rescored score");
+}
+
+/// An erasure begun while a score write to its contact is open waits for
+/// it and returns the contact with that score.
+async fn an_erasure_returns_the_score_written_before_it(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let c = crm.create_contact(new_contact("e", 0)).await.unwrap();
+    let score = Score::new(55).unwrap();
+    let writer = owner.db().store();
+    let mut w = writer.begin(tenant, ctx()).await.unwrap();
+    assert_eq!(
+        w.write_scores(&[ContactScore::new(c.id, score)])
+            .await
+            .unwrap(),
+        1
+    );
+    let eraser = owner.db().store();
+    let id = c.id;
+    let erasing = tokio::spawn(async move {
+        let mut tx = eraser.begin(tenant, ctx()).await?;
+        let out = tx.erase_contact(id).await?;
+        tx.commit().await?;
+        Ok::<_, crm_core::Error>(out)
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    w.commit().await.unwrap();
+    let erased = erasing.await.unwrap().unwrap();
+    assert_eq!(erased.score, score, "the score written before the erasure");
+    let stored = crm.get_contact(c.id).await.unwrap().unwrap();
+    assert_eq!(stored.score, score);
+}
+
+on_every_target!(
+    score_writes_beside_contact_writers_keep_every_write(worker_threads = 4),
+    a_score_acknowledged_before_a_merge_commits_survives_its_unmerge(worker_threads = 4),
+    a_rescore_committed_during_a_merge_is_not_undone_by_the_unmerge(worker_threads = 4),
+    an_erasure_returns_the_score_written_before_it(worker_threads = 4),
+);

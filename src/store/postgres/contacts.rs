@@ -12,7 +12,6 @@ use uuid::Uuid;
 use super::{
     error,
     keys::ContactKeys,
-    locks::LOCK_CONTACT_FOR_DELETE,
     rows,
     schema::{
         CONTACT_COLUMNS, CONTACT_INSERT_COLUMNS, contact_insert, contact_select, contacts_scored,
@@ -113,6 +112,12 @@ pub(super) const UPDATE_CONTACT: &str = "UPDATE contacts SET email = $3, first_n
      last_name_key = $16, company_key = $17, company_id = $18, owner_id = $19 \
      WHERE tenant_id = $1 AND id = $2";
 
+/// Locks a contact that is to be deleted, as
+/// [`LOCK_CONTACT_FOR_DELETE`](super::locks::LOCK_CONTACT_FOR_DELETE) does
+/// but reading nothing, so not its rank row: the delete removes that row
+/// with the contact, and a contact that lost it (written around the store)
+/// is deleted and said to be.
+const LOCK_FOR_DELETE: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE";
 /// Locks the deals of a contact that is to be deleted (with it, by the
 /// cascade): waits for every transaction that holds one of them for a
 /// task (`FOR KEY SHARE`), so that the unlinking below sees its task.
@@ -143,6 +148,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     GET_CONTACTS_BY_EMAIL,
     CONTACT_ID_BY_EMAIL,
     DELETE_CONTACT,
+    LOCK_FOR_DELETE,
     LOCK_DEALS_FOR_DELETE,
     UNLINK_DEALS_TASKS,
     UNLINK_CONTACT_TASKS,
@@ -545,7 +551,7 @@ impl ContactsTx for PgTransaction {
         let result = self
             .raw_query_all(
                 &[
-                    (LOCK_CONTACT_FOR_DELETE, &key),
+                    (LOCK_FOR_DELETE, &key),
                     (LOCK_DEALS_FOR_DELETE, &key),
                     (UNLINK_DEALS_TASKS, &timed),
                     (UNLINK_CONTACT_TASKS, &timed),

@@ -5,11 +5,7 @@
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{
-    rows,
-    schema::{contact_select_joined, contacts_join},
-    transaction::PgTransaction,
-};
+use super::{rows, schema::contact_select_joined, transaction::PgTransaction};
 use crate::{
     domain::{Contact, ContactId},
     error::{Entity, Error, Result},
@@ -17,16 +13,21 @@ use crate::{
 
 // Updates lock with FOR NO KEY UPDATE: they never change a key, so they
 // need not wait for (nor block) the FOR KEY SHARE lock that logging an
-// activity or creating a deal takes on its contact. Only the contact's
-// row is locked, not its rank row, which a rescore writes: an update that
-// changes neither the active flag nor the creation time (whose copies the
-// rank row keeps) never waits for a rescore, nor a rescore for it.
+// activity or creating a deal takes on its contact.
+//
+// The contact's rank row (its score, schema 17) is locked with it, after
+// it: a score written by another transaction that is not committed yet
+// is waited for and then read, as when the score was a column of the
+// contact. Without that lock a merge read the loser's score from before
+// a write that committed ahead of the merge, and its unmerge put the old
+// score back over an acknowledged one. (An inner join: a locking clause
+// cannot name the nullable side of an outer one; a contact without its
+// rank row is told apart afterwards.)
 pub(super) const LOCK_CONTACT: &str = concat!(
     "SELECT ",
     contact_select_joined!(),
-    " FROM ",
-    contacts_join!(),
-    " WHERE c.tenant_id = $1 AND c.id = $2 FOR NO KEY UPDATE OF c"
+    " FROM contacts c JOIN contact_ranks r ON r.tenant_id = c.tenant_id AND r.contact_id = c.id \
+     WHERE c.tenant_id = $1 AND c.id = $2 FOR NO KEY UPDATE OF c, r"
 );
 // What deletes or merges a contact locks it with FOR UPDATE, which (unlike
 // FOR NO KEY UPDATE) conflicts with the FOR KEY SHARE that logging an
@@ -37,13 +38,14 @@ pub(super) const LOCK_CONTACT: &str = concat!(
 pub(super) const LOCK_CONTACT_FOR_DELETE: &str = concat!(
     "SELECT ",
     contact_select_joined!(),
-    " FROM ",
-    contacts_join!(),
-    " WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF c"
+    " FROM contacts c JOIN contact_ranks r ON r.tenant_id = c.tenant_id AND r.contact_id = c.id \
+     WHERE c.tenant_id = $1 AND c.id = $2 FOR UPDATE OF c, r"
 );
 /// Fails unless the contact exists; holds a key-share lock on it.
 pub(super) const SHARE_CONTACT: &str =
     "SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2 FOR KEY SHARE";
+/// Whether the contact exists, its rank row aside.
+const CONTACT_EXISTS: &str = "SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2";
 
 /// Takes a transaction-level advisory lock on the key `($1, $2)` (see
 /// [`advisory_key`]), waiting for the transaction holding it to end.
@@ -54,6 +56,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     LOCK_CONTACT,
     LOCK_CONTACT_FOR_DELETE,
     SHARE_CONTACT,
+    CONTACT_EXISTS,
     ADVISORY_XACT_LOCK
 ];
 
@@ -101,7 +104,17 @@ impl PgTransaction {
         let tenant = self.tenant_uuid();
         match self.query_opt(sql, &[&tenant, &id.as_uuid()]).await? {
             Some(row) => rows::contact(&row),
-            None => Err(Error::not_found(Entity::Contact, id)),
+            None => match self
+                .query_opt(CONTACT_EXISTS, &[&tenant, &id.as_uuid()])
+                .await?
+            {
+                // Written around the store with its triggers off, or its
+                // row deleted by hand: reported as the reads report it.
+                Some(_) => Err(Error::backend(format!(
+                    "contact {id} has no rank row (contact_ranks): its score is missing"
+                ))),
+                None => Err(Error::not_found(Entity::Contact, id)),
+            },
         }
     }
 
