@@ -56,14 +56,19 @@ const GET_CONTACT_BY_EMAIL: &str = concat!(
 /// The contacts holding the caseless keys `$2`, one lookup of the email
 /// index per key (why not `email_key = ANY($2)`: see
 /// [`IDS_BY_EMAIL`](super::bulk::IDS_BY_EMAIL)).
-const GET_CONTACTS_BY_EMAIL: &str = concat!(
-    "SELECT c.* FROM (SELECT DISTINCT key FROM unnest($2::text[]) AS u(key)) AS k \
-     CROSS JOIN LATERAL (SELECT ",
-    contact_select!(),
-    " FROM ",
-    contacts_scored!(),
-    " WHERE tenant_id = $1 AND email_key = k.key LIMIT 1) AS c"
-);
+///
+/// The lookup reads `contacts` alone and each found contact's score is a
+/// subquery naming the tenant: a distributed PostgreSQL (Citus) plans such
+/// a per-key `LIMIT` only on the tenant's shard, when every table is held
+/// to the tenant by a constant.
+const GET_CONTACTS_BY_EMAIL: &str = "SELECT c.tenant_id, c.id, c.email, c.first_name, \
+     c.last_name, c.company, c.title, c.phone, c.lead_source, c.metadata, \
+     (SELECT r.score FROM contact_ranks r WHERE r.tenant_id = $1 AND r.contact_id = c.id), \
+     c.active, c.created_at, c.updated_at, c.version, c.company_id, c.owner_id \
+     FROM (SELECT DISTINCT key FROM unnest($2::text[]) AS u(key)) AS k \
+     CROSS JOIN LATERAL (SELECT tenant_id, id, email, first_name, last_name, company, title, \
+     phone, lead_source, metadata, active, created_at, updated_at, version, company_id, \
+     owner_id FROM contacts WHERE tenant_id = $1 AND email_key = k.key LIMIT 1) AS c";
 const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";
 /// Deletes a contact (its deals, activities and signals go with it, by
 /// the foreign keys' `ON DELETE CASCADE`).

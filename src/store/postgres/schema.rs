@@ -378,12 +378,16 @@ pub(super) use contacts_ranked;
 /// returns, after any sort and limit, whatever it believes of the tables'
 /// sizes: with the join, a page read before the tables were analysed
 /// (the first export after a tenant's import) joined every contact of the
-/// tenant before sorting them.
+/// tenant before sorting them. The statement's `$1` must be the tenant:
+/// the subquery names it, so that a distributed PostgreSQL (Citus) sees
+/// every table held to the tenant's shard by a constant (with the outer
+/// row's tenant instead, a search with a tag filter was refused as a join
+/// it cannot push down).
 macro_rules! contacts_scored {
     () => {
         "(SELECT c.tenant_id, c.id, c.email, c.first_name, c.last_name, c.company, c.title, \
          c.phone, c.lead_source, c.metadata, (SELECT r.score FROM contact_ranks r \
-         WHERE r.tenant_id = c.tenant_id AND r.contact_id = c.id) AS score, c.active, \
+         WHERE r.tenant_id = $1 AND r.contact_id = c.id) AS score, c.active, \
          c.created_at, c.updated_at, c.version, c.company_id, c.owner_id, c.email_key, \
          c.first_name_key, c.last_name_key, c.company_key FROM contacts c) AS contacts"
     };
