@@ -13,11 +13,11 @@ use std::collections::HashMap;
 
 use chrono::{Duration, Utc};
 use crm_core::{
-    Actor, ContactQuery, Context, PostgresStore, Store, StoreExt, TenantId,
+    Actor, ContactQuery, Context, PostgresStore, Store, StoreExt, TenantId, Transaction,
     bulk::{ConflictPolicy, UnmergeConflicts},
     domain::{
-        ActivityKind, ContactId, ContactPatch, ContactScore, Email, NewActivity, NewContact,
-        PersonName, Score, truncate_to_micros,
+        ActivityKind, Contact, ContactId, ContactPatch, ContactScore, Email, NewActivity,
+        NewContact, PersonName, Score, truncate_to_micros,
     },
     scoring::{RescoreOptions, ScoringModel, rescore_in_transaction},
 };
@@ -212,6 +212,38 @@ async fn score_writes_beside_contact_writers_keep_every_write(target: Target) {
     assert_eq!(got, leads, "the top leads, from the rank rows");
 }
 
+/// Merges `loser` into `survivor` from another store while `open` (a
+/// transaction that wrote the loser's score) is still open: waits until
+/// the merge waits for a lock, commits `open`, lets the merge finish, then
+/// takes the merge back and returns the loser as it comes back.
+async fn merged_and_unmerged_beside(
+    owner: &TestStore,
+    tenant: TenantId,
+    survivor: ContactId,
+    loser: ContactId,
+    open: Box<dyn Transaction>,
+) -> Contact {
+    let merger = owner.db().store();
+    let merging = tokio::spawn(async move {
+        let mut tx = merger.begin(tenant, ctx()).await?;
+        tx.merge_contacts(survivor, loser, ConflictPolicy::NonEmptyIncoming)
+            .await?;
+        tx.commit().await
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    open.commit().await.unwrap();
+    merging.await.unwrap().expect("the merge");
+    let crm = owner.scope(tenant, &ctx());
+    let merge = crm.contact_merges(survivor).await.unwrap()[0].id;
+    crm.unmerge_contacts(merge, UnmergeConflicts::KeepCurrent)
+        .await
+        .unwrap();
+    crm.get_contact(loser)
+        .await
+        .unwrap()
+        .expect("the loser is back")
+}
+
 /// A score written to a merge's loser by a transaction still open when
 /// the merge reads the loser, and committed before the merge: the merge
 /// waits for it and keeps it, so the unmerge brings the loser back with
@@ -239,27 +271,7 @@ async fn a_score_acknowledged_before_a_merge_commits_survives_its_unmerge(target
         .await
         .unwrap();
     assert_eq!(written, 1);
-    let merger = owner.db().store();
-    let (sid, lid) = (s.id, l.id);
-    let merging = tokio::spawn(async move {
-        let mut tx = merger.begin(tenant, ctx()).await?;
-        tx.merge_contacts(sid, lid, ConflictPolicy::NonEmptyIncoming)
-            .await?;
-        tx.commit().await
-    });
-    until_backends_wait_for_locks(owner.db(), 1).await;
-    w.commit().await.unwrap();
-    merging.await.unwrap().expect("the merge");
-
-    let merge = crm.contact_merges(s.id).await.unwrap()[0].id;
-    crm.unmerge_contacts(merge, UnmergeConflicts::KeepCurrent)
-        .await
-        .unwrap();
-    let back = crm
-        .get_contact(l.id)
-        .await
-        .unwrap()
-        .expect("the loser is back");
+    let back = merged_and_unmerged_beside(&owner, tenant, s.id, l.id, w).await;
     assert_eq!(
         back.score, eighty,
         "the score acknowledged before the merge"
@@ -302,23 +314,7 @@ async fn a_rescore_committed_during_a_merge_is_not_undone_by_the_unmerge(target:
         .await
         .unwrap();
     assert!(report.written >= 2, "{report:?}");
-    let merger = owner.db().store();
-    let (sid, lid) = (s.id, l.id);
-    let merging = tokio::spawn(async move {
-        let mut tx = merger.begin(tenant, ctx()).await?;
-        tx.merge_contacts(sid, lid, ConflictPolicy::NonEmptyIncoming)
-            .await?;
-        tx.commit().await
-    });
-    until_backends_wait_for_locks(owner.db(), 1).await;
-    r.commit().await.unwrap();
-    merging.await.unwrap().expect("the merge");
-
-    let merge = crm.contact_merges(s.id).await.unwrap()[0].id;
-    crm.unmerge_contacts(merge, UnmergeConflicts::KeepCurrent)
-        .await
-        .unwrap();
-    let back = crm.get_contact(l.id).await.unwrap().unwrap();
+    let back = merged_and_unmerged_beside(&owner, tenant, s.id, l.id, r).await;
     let twin = crm.get_contact(twin.id).await.unwrap().unwrap();
     assert_ne!(twin.score, high, "the rescore changed the twin");
     assert_eq!(back.score, twin.score, "the loser's rescored score");
