@@ -441,3 +441,127 @@ async fn schema_17_applies_to_a_schema_distributed_before_it() {
     assert_eq!(top.items[0].id, ids[0]);
     assert_eq!(top.items[0].score.get(), 99);
 }
+
+/// The text of `function` as migration `version` created it, to be
+/// created again (`CREATE OR REPLACE`).
+fn function_of(version: i64, function: &str) -> String {
+    let sql = crm_core::store::postgres::MIGRATIONS
+        .iter()
+        .find(|m| m.version == version)
+        .expect("a migration")
+        .sql;
+    let start = [
+        format!("CREATE OR REPLACE FUNCTION {function}("),
+        format!("CREATE FUNCTION {function}("),
+    ]
+    .iter()
+    .find_map(|head| sql.find(head.as_str()))
+    .unwrap_or_else(|| panic!("{function} in migration {version}"));
+    let end = start + sql[start..].find("\n$$;").expect("the end of the body") + "\n$$;".len();
+    let text = &sql[start..end];
+    text.replacen("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+}
+
+/// Schema 18 (each history version its own feed event, the marker with
+/// its number of events) applies to a schema distributed before it: the
+/// new columns, index, check and commit trigger reach every shard, the
+/// events written under schema 17 read on, with their diffs, and the
+/// events written afterwards (numbered and committed by the triggers on
+/// the workers) follow with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_18_applies_to_a_schema_distributed_before_it() {
+    use crm_core::domain::{ContactPatch, FeedPosition};
+    let Some(store) = TestStore::on(Target::Citus).await else {
+        return;
+    };
+    let db = store.db();
+    // Back to schema 17's layout and functions.
+    db.ddl(&[
+        "DROP TRIGGER history_feed_commit ON crm.history",
+        "ALTER TABLE crm.history DROP CONSTRAINT history_feed_check, DROP COLUMN txn, \
+         DROP COLUMN seq",
+        "ALTER TABLE crm.feed_commits DROP CONSTRAINT feed_commits_check, DROP COLUMN events",
+        "ALTER TABLE crm.feed_commits ADD CONSTRAINT feed_commits_position_check \
+         CHECK (position IS NULL OR position >= 1)",
+    ])
+    .await;
+    let functions = [
+        function_of(2, "crm_write_history"),
+        function_of(12, "crm_history_write_set"),
+        function_of(8, "crm_feed_write"),
+        function_of(12, "crm_feed_write_set"),
+        function_of(13, "crm_history_feed_set"),
+        function_of(16, "crm_feed_commit"),
+    ];
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "SET citus.enable_unsafe_triggers TO on; SET search_path TO \"{}\", pg_temp; {}",
+            db.schema(),
+            functions.join("\n")
+        ))
+        .await
+        .unwrap();
+    db.ddl(&[
+        "DROP FUNCTION crm.crm_feed_claim(uuid, integer)",
+        "CREATE TRIGGER history_feed AFTER INSERT ON crm.history \
+         REFERENCING NEW TABLE AS new_rows \
+         FOR EACH STATEMENT EXECUTE FUNCTION crm.crm_history_feed_set()",
+        "DELETE FROM crm.schema_migrations WHERE version = 18",
+    ])
+    .await;
+
+    let tenant = TenantId::new();
+    let crm = store.scope(tenant, &ctx());
+    let rename = |first: &'static str| ContactPatch {
+        first_name: Some(PersonName::parse(first).unwrap()),
+        ..ContactPatch::default()
+    };
+    let c = crm
+        .create_contact(NewContact::new(
+            Email::parse("feed18@example.com").unwrap(),
+            PersonName::parse("Ada").unwrap(),
+            PersonName::parse("Lovelace").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let c = crm
+        .update_contact(c.id, c.version, rename("Augusta"))
+        .await
+        .unwrap();
+
+    assert_eq!(owner(db).migrate().await.unwrap(), vec![18]);
+    assert_all_distributed(&placement(db).await);
+    crm.log_activity(NewActivity::new(c.id, ActivityKind::Call))
+        .await
+        .unwrap();
+    crm.update_contact(c.id, c.version, rename("Grace"))
+        .await
+        .unwrap();
+
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let events = tx.events_after(FeedPosition::START, 100).await.unwrap();
+    let head = tx.feed_head().await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.position, e.version))
+            .collect::<Vec<_>>(),
+        vec![
+            (FeedPosition::new(1, 1), Some(1)),
+            (FeedPosition::new(2, 1), Some(2)),
+            (FeedPosition::new(3, 1), None),
+            (FeedPosition::new(4, 1), Some(3)),
+        ]
+    );
+    assert_eq!(head, FeedPosition::new(4, 1));
+    let renamed = |i: usize| {
+        events[i]
+            .diff
+            .as_ref()
+            .map(|d| d["first_name"].new.to_string())
+    };
+    assert_eq!(renamed(1).as_deref(), Some("\"Augusta\""));
+    assert_eq!(renamed(3).as_deref(), Some("\"Grace\""));
+}

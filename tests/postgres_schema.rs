@@ -472,12 +472,23 @@ async fn the_feed_goes_on_from_its_last_position_across_the_upgrade_to_schema_16
             .await
             .unwrap();
     }
-    let mut tx = store.begin(purged, ctx()).await.unwrap();
-    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
-    assert_eq!(tx.purge_feed(later).await.unwrap(), 2);
-    tx.commit().await.unwrap();
+    // Both commits purged, as schema 15's store purged them (this build's
+    // purge reads schema 18).
+    let purged_rows = db
+        .client()
+        .await
+        .execute(
+            "WITH e AS (DELETE FROM upgrade.feed_events WHERE tenant_id = $1 RETURNING 1), \
+             c AS (DELETE FROM upgrade.feed_commits WHERE tenant_id = $1 RETURNING 1) \
+             UPDATE upgrade.feed_heads SET purged_position = 2, purged_seq = 1 \
+             WHERE tenant_id = $1 AND (SELECT count(*) FROM e) = 2 AND (SELECT count(*) FROM c) = 2",
+            &[&purged.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(purged_rows, 1);
 
-    assert_eq!(store.migrate().await.unwrap(), vec![16, 17]);
+    assert_eq!(store.migrate().await.unwrap(), vec![16, 17, 18]);
     store
         .scope(kept, &ctx())
         .create_contact(new_contact("kept3@example.com", "Ada"))
@@ -590,7 +601,7 @@ async fn scores_keep_their_contacts_across_the_upgrade_to_schema_17() {
     )
     .with_schema("upgrade")
     .unwrap();
-    assert_eq!(migrator.migrate().await.unwrap(), vec![17]);
+    assert_eq!(migrator.migrate().await.unwrap(), vec![17, 18]);
     drop(migrator);
     let after = rows(
         "SELECT contact_id, score, active, created_at FROM upgrade.contact_ranks \
@@ -673,4 +684,154 @@ async fn scores_keep_their_contacts_across_the_upgrade_to_schema_17() {
         ))
         .await
         .unwrap();
+}
+
+/// Schema 18 makes each history version its own feed event. A feed
+/// written under schema 17 (every event a row of `feed_events`) reads on
+/// across the upgrade: the old events with their diffs, the new ones after
+/// them with no gap, a consumer's cursor where it was. A history purge
+/// afterwards takes the diffs of the purged versions, old and new, and no
+/// event; a feed purge then counts every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_reads_on_across_the_upgrade_to_schema_18() {
+    use crm_core::domain::{ActivityKind, ConsumerName, FeedEvent, FeedPosition, NewActivity};
+    let db = TestDb::create().await;
+    db.schema_at_version("upgrade", 17).await;
+    let store = PostgresStore::builder(&db.url())
+        .pool_size(2)
+        .pipelines(conformance::test_pipelines())
+        .schema("upgrade")
+        .build()
+        .await
+        .unwrap();
+    let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
+    let rename = |first: &'static str| ContactPatch {
+        first_name: Some(PersonName::parse(first).unwrap()),
+        ..ContactPatch::default()
+    };
+    let c = crm
+        .create_contact(new_contact("upgraded@example.com", "Ada"))
+        .await
+        .unwrap();
+    let c = crm
+        .update_contact(c.id, c.version, rename("Augusta"))
+        .await
+        .unwrap();
+    crm.log_activity(NewActivity::new(c.id, ActivityKind::Call))
+        .await
+        .unwrap();
+    // A consumer's cursor, as schema 17's store kept it.
+    let reader = ConsumerName::parse("across").unwrap();
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO upgrade.feed_consumers (tenant_id, name, position, seq, updated_at) \
+             VALUES ($1, 'across', 1, 1, now())",
+            &[&t.as_uuid()],
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(store.migrate().await.unwrap(), vec![18]);
+    let c = crm
+        .update_contact(c.id, c.version, rename("Grace"))
+        .await
+        .unwrap();
+    crm.log_activity(NewActivity::new(c.id, ActivityKind::Email))
+        .await
+        .unwrap();
+    let c = crm
+        .update_contact(c.id, c.version, rename("Hopper"))
+        .await
+        .unwrap();
+
+    let read_all = || async {
+        let mut tx = store.begin(t, ctx()).await.unwrap();
+        let all = tx.events_after(FeedPosition::START, 100).await.unwrap();
+        tx.commit().await.unwrap();
+        all
+    };
+    let names = |events: &[FeedEvent]| -> Vec<Option<(String, String)>> {
+        events
+            .iter()
+            .map(|e| {
+                e.diff.as_ref().map(|d| {
+                    let f = &d["first_name"];
+                    (f.old.to_string(), f.new.to_string())
+                })
+            })
+            .collect()
+    };
+    let all = read_all().await;
+    assert_eq!(
+        all.iter()
+            .map(|e| (e.position, e.version))
+            .collect::<Vec<_>>(),
+        vec![
+            (FeedPosition::new(1, 1), Some(1)),
+            (FeedPosition::new(2, 1), Some(2)),
+            (FeedPosition::new(3, 1), None),
+            (FeedPosition::new(4, 1), Some(3)),
+            (FeedPosition::new(5, 1), None),
+            (FeedPosition::new(6, 1), Some(4)),
+        ],
+        "the events before and after the upgrade, one commit each, no gap"
+    );
+    let named = names(&all);
+    assert_eq!(named[1], Some(("\"Ada\"".into(), "\"Augusta\"".into())));
+    assert_eq!(named[3], Some(("\"Augusta\"".into(), "\"Grace\"".into())));
+    assert_eq!(named[5], Some(("\"Grace\"".into(), "\"Hopper\"".into())));
+    assert!(
+        named[2].is_none() && named[4].is_none(),
+        "activities have no diff"
+    );
+
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let batch = tx.next_batch(&reader, 100).await.unwrap();
+    assert_eq!(
+        batch.first().map(|e| e.position),
+        Some(FeedPosition::new(2, 1)),
+        "the cursor acked before the upgrade"
+    );
+    assert_eq!(batch.len(), 5);
+    assert_eq!(tx.feed_head().await.unwrap(), FeedPosition::new(6, 1));
+    tx.commit().await.unwrap();
+
+    // Versions 1 to 3 have ended: 1 and 2 announced by rows of
+    // feed_events, 3 its own event.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(tx.purge_history(later).await.unwrap(), 3);
+    tx.commit().await.unwrap();
+    let after = read_all().await;
+    assert_eq!(
+        after
+            .iter()
+            .map(|e| (e.position, e.kind, e.id, e.version))
+            .collect::<Vec<_>>(),
+        all.iter()
+            .map(|e| (e.position, e.kind, e.id, e.version))
+            .collect::<Vec<_>>(),
+        "the history purge takes no event"
+    );
+    let named = names(&after);
+    assert!(
+        named[0].is_none() && named[1].is_none() && named[3].is_none(),
+        "the purged versions' diffs are gone: {named:?}"
+    );
+    assert_eq!(named[5], Some(("\"Grace\"".into(), "\"Hopper\"".into())));
+
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    assert_eq!(tx.purge_feed(later).await.unwrap(), 6);
+    assert!(
+        tx.events_after(FeedPosition::new(6, 1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(c.version.get(), 4);
+    drop(store);
 }

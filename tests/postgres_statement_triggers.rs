@@ -89,17 +89,24 @@ async fn versions(store: &TestStore, tenant: TenantId) -> Vec<Version> {
     .collect()
 }
 
+/// Every event of the feed's tables: rows of `feed_events` (activities,
+/// signals) and history versions, which are their own events (schema 18).
+const ALL_EVENTS: &str = "(SELECT tenant_id, txn, seq, entity_kind, entity_id, operation, \
+     version, valid_from, actor FROM crm.feed_events \
+     UNION ALL SELECT tenant_id, txn, seq, entity_kind, entity_id, operation, \
+     (data ->> 'version')::bigint, valid_from, actor FROM crm.history WHERE txn IS NOT NULL)";
+
 /// The tenant's committed events in feed order (position, then seq).
 async fn events(store: &TestStore, tenant: TenantId) -> Vec<Event> {
     let raw = store.db().client().await;
     raw.query(
-        &store.db().sql(
+        &store.db().sql(&format!(
             "SELECT c.position, e.seq, e.entity_kind, e.entity_id, e.operation, e.version, \
              e.valid_from, e.actor \
-             FROM crm.feed_events e JOIN crm.feed_commits c \
+             FROM {ALL_EVENTS} e JOIN crm.feed_commits c \
                ON c.tenant_id = e.tenant_id AND c.txn = e.txn \
-             WHERE e.tenant_id = $1 AND c.tenant_id = $1 ORDER BY c.position, e.seq",
-        ),
+             WHERE e.tenant_id = $1 AND c.tenant_id = $1 ORDER BY c.position, e.seq"
+        )),
         &[&tenant.as_uuid()],
     )
     .await
@@ -124,9 +131,9 @@ async fn feed_counts(store: &TestStore, tenant: TenantId) -> (i64, i64) {
     let raw = store.db().client().await;
     let events: i64 = raw
         .query_one(
-            &store
-                .db()
-                .sql("SELECT count(*) FROM crm.feed_events WHERE tenant_id = $1"),
+            &store.db().sql(&format!(
+                "SELECT count(*) FROM {ALL_EVENTS} e WHERE tenant_id = $1"
+            )),
             &[&tenant.as_uuid()],
         )
         .await
@@ -825,10 +832,11 @@ async fn a_statement_over_several_slices_records_every_row(target: Target) {
     )
     .await;
     let raw = store.db().client().await;
-    let count = |sql: &'static str| {
+    let count = |sql: &str| {
         let (raw, store) = (&raw, &store);
+        let sql = sql.replace("crm.feed_events", ALL_EVENTS);
         async move {
-            raw.query_one(&store.db().sql(sql), &[&t.as_uuid()])
+            raw.query_one(&store.db().sql(&sql), &[&t.as_uuid()])
                 .await
                 .unwrap()
                 .get::<_, i64>(0)
@@ -879,7 +887,7 @@ async fn a_statement_over_several_slices_records_every_row(target: Target) {
     );
     assert_eq!(
         count(
-            "SELECT count(*) FROM (SELECT txn FROM crm.feed_events WHERE tenant_id = $1 \
+            "SELECT count(*) FROM (SELECT txn FROM crm.feed_events f WHERE tenant_id = $1 \
               GROUP BY txn HAVING min(seq) <> 1 OR max(seq) <> count(*) \
                   OR count(DISTINCT seq) <> count(*)) AS gaps"
         )

@@ -591,3 +591,74 @@ pub async fn an_erasure_scrubs_earlier_events(store: &DynStore) {
         "the erased email is not in the feed"
     );
 }
+
+/// Purging the history takes the diffs of the purged versions from their
+/// events, never the events: a consumer that reads the feed afterwards
+/// still receives every change, at the same positions, with the same
+/// record, operation, version and acting context.
+pub async fn purging_the_history_keeps_the_events_without_their_diffs(store: &DynStore) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("kept@example.com", "Ada", "Kept")).await;
+    let renamed = with_tx!(store, t, async |tx| {
+        let patch = ContactPatch {
+            first_name: Some(PersonName::parse("Augusta").expect("a name")),
+            ..ContactPatch::default()
+        };
+        ok(tx.update_contact(c.id, c.version, patch).await, "update")
+    })
+    .await;
+    with_tx!(store, t, async |tx| ok(
+        tx.log_activity(NewActivity::new(c.id, ActivityKind::Call))
+            .await,
+        "log an activity",
+    ))
+    .await;
+    super::support::tick().await;
+    let cutoff = crate::domain::truncate_to_micros(chrono::Utc::now());
+    super::support::tick().await;
+    let before = all_events(store, t).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(
+        before[0].diff.is_some(),
+        "the creation's event has its diff"
+    );
+    let purged = with_tx!(store, t, async |tx| ok(
+        tx.purge_history(cutoff).await,
+        "purge the history"
+    ))
+    .await;
+    assert_eq!(purged, 1, "the creation's version ended before the cutoff");
+    let after = all_events(store, t).await;
+    let summary = |events: &[FeedEvent]| -> Vec<_> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.position,
+                    e.kind,
+                    e.id,
+                    e.operation,
+                    e.version,
+                    e.actor.clone(),
+                    e.committed_at,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&after),
+        summary(&before),
+        "the purge takes no event from the feed"
+    );
+    assert!(
+        after[0].diff.is_none(),
+        "the purged version's diff is gone: {:?}",
+        after[0]
+    );
+    assert_eq!(
+        after[1].diff, before[1].diff,
+        "the live version's diff stays"
+    );
+    assert_eq!(after[1].version, Some(renamed.version.get()));
+    assert_eq!(head(store, t).await, before[2].position);
+}

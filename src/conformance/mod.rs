@@ -372,6 +372,7 @@ macro_rules! __conformance_suite {
             feed_input_is_checked,
             the_feed_is_invisible_to_another_tenant,
             an_erasure_scrubs_earlier_events,
+            purging_the_history_keeps_the_events_without_their_diffs,
             // Ids in external systems.
             external_ids_are_linked_read_both_ways_replaced_and_unlinked,
             an_external_id_held_by_another_record_is_refused_and_nothing_is_written,

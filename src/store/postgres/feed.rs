@@ -1,5 +1,6 @@
 //! The change feed on PostgreSQL: [`FeedTx`] for [`PgTransaction`].
-//! Triggers (`migrations/0006_feed.sql`) write the events and give each
+//! Triggers (`migrations/0006_feed.sql`, `0018_feed_events_in_history.sql`)
+//! write the events (history versions carry their own) and give each
 //! committed transaction its position at commit; this module reads them
 //! by position, keeps the consumers' cursors and purges.
 
@@ -33,7 +34,9 @@ const CONSUMER: &str =
     "SELECT position, seq FROM feed_consumers WHERE tenant_id = $1 AND name = $2";
 /// The tenant's last position (its last commit marker, none when a purge
 /// took them all), the last purged event, and the index of the last event
-/// of the last position.
+/// of the last position (the number of events its marker records; for a
+/// marker written before schema 18, the largest index among its events,
+/// which are then all rows of `feed_events`).
 ///
 /// Written so that the only plan is a walk of the keys (each lookup an
 /// equality on a key, the last marker one descent from the right of
@@ -43,49 +46,76 @@ const CONSUMER: &str =
 /// scan a tenant's events to join them. One statement, so one snapshot: a
 /// purge committed meanwhile is seen whole or not at all.
 const HEAD: &str = "SELECT l.position, h.purged_position, h.purged_seq, \
-     (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = l.txn) \
+     coalesce(l.events, \
+         (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = l.txn)) \
      FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.txn FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.txn, c.events FROM feed_commits c \
             WHERE c.tenant_id = $1 AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      WHERE h.tenant_id = $1";
-/// The events after `($2, $3)`, up to `$4`, with their diffs from the
-/// history (a primary-key lookup; none for activities, signals and purged
-/// versions) or, for score events, from the event itself. Only committed transactions have a position, and the
-/// positions a snapshot sees are always a prefix: nothing can be skipped.
-/// At most `$4` commits are needed (each has an event), walked in order on
-/// `feed_commits_position_key`; each commit's events and each version are
-/// equality lookups on their primary keys, whatever the statistics.
+/// The events after `($2, $3)`, up to `$4`. A commit's events are rows of
+/// `feed_events` (activities, signals, scores, and every event written
+/// before schema 18) and history versions (`history_feed_idx`), merged by
+/// their index. A version's event carries its own diff; an event of
+/// `feed_events` takes its diff from the version it announces (a
+/// primary-key lookup; none for activities, signals and purged versions)
+/// or, for a score, from the event itself. Only committed transactions
+/// have a position, and the positions a snapshot sees are always a
+/// prefix: nothing can be skipped. At most `$4` commits are needed (each
+/// has an event), walked in order on `feed_commits_position_key`; each
+/// commit's events and each version are equality lookups on keys,
+/// whatever the statistics.
 ///
 /// Each row also carries the tenant's purged position as the same snapshot
 /// sees it (columns 12 and 13): see `read_after`.
 const EVENTS_AFTER: &str = "SELECT c.position, e.seq, c.committed_at, e.entity_kind, \
-     e.entity_id, e.operation, e.version, \
-     coalesce((SELECT h.diff FROM history h WHERE h.tenant_id = $1 \
-          AND h.entity_id = e.entity_id AND h.valid_from = e.valid_from), e.detail), \
+     e.entity_id, e.operation, e.version, e.diff, \
      e.actor, e.reason, e.request_id, e.idempotency_key, \
      (SELECT p.purged_position FROM feed_heads p WHERE p.tenant_id = $1), \
      (SELECT p.purged_seq FROM feed_heads p WHERE p.tenant_id = $1) \
      FROM (SELECT txn, position, committed_at FROM feed_commits \
             WHERE tenant_id = $1 AND position >= $2 ORDER BY position LIMIT $4) AS c \
-     CROSS JOIN LATERAL (SELECT * FROM feed_events e \
-            WHERE e.tenant_id = $1 AND e.txn = c.txn AND (c.position > $2 OR e.seq > $3) \
-            ORDER BY e.seq LIMIT $4) AS e \
+     CROSS JOIN LATERAL ( \
+         (SELECT e.seq, e.entity_kind, e.entity_id, e.operation, e.version, \
+                 coalesce((SELECT h.diff FROM history h WHERE h.tenant_id = $1 \
+                     AND h.entity_id = e.entity_id AND h.valid_from = e.valid_from), \
+                     e.detail) AS diff, \
+                 e.actor, e.reason, e.request_id, e.idempotency_key \
+            FROM feed_events e \
+           WHERE e.tenant_id = $1 AND e.txn = c.txn AND (c.position > $2 OR e.seq > $3) \
+           ORDER BY e.seq LIMIT $4) \
+         UNION ALL \
+         (SELECT v.seq, v.entity_kind, v.entity_id, v.operation, \
+                 (v.data ->> 'version')::bigint, v.diff, \
+                 v.actor, v.reason, v.request_id, v.idempotency_key \
+            FROM history v \
+           WHERE v.tenant_id = $1 AND v.txn = c.txn AND (c.position > $2 OR v.seq > $3) \
+           ORDER BY v.seq LIMIT $4)) AS e \
      ORDER BY c.position, e.seq \
      LIMIT $4";
 const ACK: &str = "INSERT INTO feed_consumers (tenant_id, name, position, seq, updated_at) \
      VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (tenant_id, name) DO UPDATE \
      SET position = excluded.position, seq = excluded.seq, updated_at = excluded.updated_at";
-/// The last commit to purge: the latest committed before `$2`.
-const PURGE_UPTO: &str = "SELECT c.position, max(e.seq) FROM feed_commits c \
-     JOIN feed_events e ON e.tenant_id = c.tenant_id AND e.txn = c.txn \
-     WHERE c.tenant_id = $1 AND e.tenant_id = $1 AND c.position = \
-         (SELECT max(position) FROM feed_commits WHERE tenant_id = $1 AND committed_at < $2) \
-     GROUP BY c.position";
-const PURGE_COUNT: &str = "SELECT count(*) FROM feed_events e JOIN feed_commits c \
-     ON e.tenant_id = c.tenant_id AND e.txn = c.txn \
-     WHERE c.tenant_id = $1 AND e.tenant_id = $1 AND c.position <= $2";
+/// The last commit to purge (the latest committed before `$2`) and the
+/// index of its last event (as in [`HEAD`]).
+const PURGE_UPTO: &str = "SELECT c.position, coalesce(c.events, \
+         (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = c.txn)) \
+     FROM feed_commits c \
+     WHERE c.tenant_id = $1 AND c.position = \
+         (SELECT max(position) FROM feed_commits WHERE tenant_id = $1 AND committed_at < $2)";
+/// The events of the commits up to `$2` (the history versions among them
+/// stay in the history, out of the feed with their markers).
+const PURGE_COUNT: &str = "SELECT coalesce(sum(coalesce(c.events::bigint, \
+         (SELECT count(*) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = c.txn))), 0)::bigint \
+     FROM feed_commits c WHERE c.tenant_id = $1 AND c.position <= $2";
+/// The tenant's feed head, locked until the end of the transaction, as
+/// each commit that wrote events locks it: a feed purge and a history
+/// purge of one tenant (which copies events of transactions whose markers
+/// it reads) take it first, so that neither interleaves with the other or
+/// with a commit.
+pub(super) const LOCK_HEAD: &str =
+    "SELECT 1 FROM feed_heads WHERE tenant_id = $1 FOR NO KEY UPDATE";
 const PURGE_EVENTS: &str = "DELETE FROM feed_events e USING feed_commits c \
      WHERE c.tenant_id = $1 AND e.tenant_id = $1 AND e.txn = c.txn \
      AND c.position <= $2";
@@ -98,15 +128,18 @@ const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq
 /// Every tenant with a commit has its `feed_heads` row; its last marker is
 /// found per tenant in one descent from the right of the position key
 /// (`ORDER BY … LIMIT 1`: an aggregate grouped by the tenant read every
-/// marker), then the largest event index of that commit.
-const ALL_HEADS: &str = "SELECT h.tenant_id, l.position, max(e.seq), h.purged_position, \
-     h.purged_seq \
+/// marker), then the number of events its marker records (before schema
+/// 18, the largest index among its rows of `feed_events`: the operator
+/// reads no history).
+const ALL_HEADS: &str = "SELECT h.tenant_id, l.position, coalesce(l.events, max(e.seq)), \
+     h.purged_position, h.purged_seq \
      FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.txn FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.txn, c.events FROM feed_commits c \
             WHERE c.tenant_id = h.tenant_id AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      LEFT JOIN feed_events e ON e.tenant_id = h.tenant_id AND e.txn = l.txn \
-     GROUP BY h.tenant_id, l.position, h.purged_position, h.purged_seq \
+         AND l.events IS NULL \
+     GROUP BY h.tenant_id, l.position, l.events, h.purged_position, h.purged_seq \
      ORDER BY h.tenant_id";
 /// The operator's settings: a request of their own (see `transaction.rs`
 /// on Citus and `SET LOCAL`).
@@ -121,6 +154,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     ACK,
     PURGE_UPTO,
     PURGE_COUNT,
+    LOCK_HEAD,
     PURGE_EVENTS,
     PURGE_COMMITS,
     PURGE_MARK,
@@ -399,12 +433,14 @@ impl FeedTx for PgTransaction {
         };
         let last: i64 = row.try_get(0).map_err(error::db)?;
         let last_seq: i32 = row.try_get(1).map_err(error::db)?;
+        let just_tenant: [&(dyn ToSql + Sync); 1] = [&tenant];
         let upto: [&(dyn ToSql + Sync); 2] = [&tenant, &last];
         let mark: [&(dyn ToSql + Sync); 3] = [&tenant, &last, &last_seq];
-        // Three statements: under the operation's savepoint, so that a
-        // failure leaves none of them behind.
+        // Under the operation's savepoint, so that a failure leaves none
+        // of them behind.
         let result = self
             .begin_atomic_with(&[
+                (LOCK_HEAD, &just_tenant),
                 (PURGE_COUNT, &upto),
                 (PURGE_EVENTS, &upto),
                 (PURGE_COMMITS, &upto),
@@ -413,7 +449,7 @@ impl FeedTx for PgTransaction {
             .await
             .and_then(|rows| {
                 let count: i64 = rows
-                    .first()
+                    .get(1)
                     .and_then(|r| r.first())
                     .ok_or_else(|| Error::backend("the purge's count was not returned"))?
                     .try_get(0)

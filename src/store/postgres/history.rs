@@ -70,8 +70,31 @@ const BETWEEN_AFTER: &str = concat!(
     " AND (valid_from, entity_id) > ($5, $6)",
     " ORDER BY valid_from, entity_id LIMIT $4"
 );
-const PURGE: &str = "DELETE FROM history WHERE tenant_id = $1 \
-     AND (valid_to < $2 OR (operation = 'deleted' AND valid_from < $2))";
+/// The versions a purge before `$2` removes: closed before it, or
+/// tombstones written before it.
+macro_rules! purged_versions {
+    () => {
+        " WHERE tenant_id = $1 AND (valid_to < $2 OR (operation = 'deleted' AND valid_from < $2))"
+    };
+}
+const PURGE: &str = concat!("DELETE FROM history", purged_versions!());
+/// The feed's announcements of the versions [`PURGE`] removes, for the
+/// transactions still in the feed (a version is its own event since schema
+/// 18): kept as rows of `feed_events`, without the diff, as the feed
+/// delivers the event of a purged version (their transaction has its
+/// position: the commit trigger writes no marker for them). Run under the
+/// lock of the tenant's feed head ([`super::feed::LOCK_HEAD`]), which
+/// `purge_feed` takes too: no marker can be purged between the copy and
+/// its commit.
+const KEEP_PURGED_EVENTS: &str = concat!(
+    "INSERT INTO feed_events (tenant_id, txn, seq, entity_kind, entity_id, operation, version, \
+     valid_from, actor, reason, request_id, idempotency_key) \
+     SELECT tenant_id, txn, seq, entity_kind, entity_id, operation, (data ->> 'version')::bigint, \
+     valid_from, actor, reason, request_id, idempotency_key FROM history",
+    purged_versions!(),
+    " AND txn IS NOT NULL AND EXISTS (SELECT 1 FROM feed_commits c \
+     WHERE c.tenant_id = $1 AND c.txn = history.txn)"
+);
 /// Marks the next writes as an erasure for the history trigger, and ends
 /// the mark: `SET LOCAL`, which a distributed PostgreSQL passes on to its
 /// workers, where the trigger runs.
@@ -95,6 +118,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     BETWEEN,
     BETWEEN_AFTER,
     PURGE,
+    KEEP_PURGED_EVENTS,
     MARK_ERASURE,
     UNMARK_ERASURE,
     SCRUB,
@@ -238,6 +262,9 @@ impl HistoryTx for PgTransaction {
         let tenant = self.tenant_uuid();
         self.begin_atomic().await?;
         let purged: Result<u64> = async {
+            self.execute(super::feed::LOCK_HEAD, &[&tenant]).await?;
+            self.execute(KEEP_PURGED_EVENTS, &[&tenant, &before])
+                .await?;
             let n = self.execute(PURGE, &[&tenant, &before]).await?;
             // The merges of that time lose their snapshots with the
             // losers' tombstones.

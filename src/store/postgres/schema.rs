@@ -96,6 +96,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "contact_ranks",
         sql: include_str!("migrations/0017_contact_ranks.sql"),
     },
+    Migration {
+        version: 18,
+        name: "feed_events_in_history",
+        sql: include_str!("migrations/0018_feed_events_in_history.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.
