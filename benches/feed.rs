@@ -14,14 +14,15 @@
 //!   commit) with a durable commit (`synchronous_commit = on`, as in
 //!   `pg_vs_raw`), for 1 and 8 concurrent clients, all in one tenant and in
 //!   8 tenants (the feed serializes the commits of one tenant), alternating
-//!   rounds with the feed's triggers enabled and disabled
-//!   (`CRM_BENCH_FEED_ROUNDS`, default 5): the medians of the rates and of
+//!   rounds with the feed on and off (its triggers disabled and its
+//!   counter answering nothing, so that history versions carry no feed
+//!   position; `CRM_BENCH_FEED_ROUNDS`, default 5): the medians of the rates and of
 //!   the per-round ratios, and each round's ratio.
 //! - **Commit to subscriber**: a subscription woken by LISTEN/NOTIFY
 //!   receives each of 500 contacts created 10 ms apart; the time from the
 //!   return of the writer's commit to the event's arrival, p50 and p99.
-//! - **Catch-up**: 1,000,000 events (100,000 commits of 10, each event the
-//!   announcement of a history version) are generated with SQL, then a
+//! - **Catch-up**: 1,000,000 events (100,000 commits of 10, each event a
+//!   history version with a one-field diff) are generated with SQL, then a
 //!   consumer reads them all with `next_batch` and `ack` (batches of 5,000,
 //!   one transaction each): events per second.
 //!
@@ -64,10 +65,12 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 const ROUND: Duration = Duration::from_secs(4);
-/// The feed's triggers (schema 12: one statement trigger per event on
-/// activities and signals).
-const FEED_TRIGGERS: [(&str, &str); 7] = [
-    ("history", "history_feed"),
+/// The feed's triggers: the commit triggers (schema 18: on the first event
+/// of a transaction, a history version or a row of `feed_events`) and the
+/// statement triggers that write the events of activities and signals.
+const FEED_TRIGGERS: [(&str, &str); 8] = [
+    ("history", "history_feed_commit"),
+    ("feed_events", "feed_events_commit"),
     ("activities", "activities_feed_insert"),
     ("activities", "activities_feed_update"),
     ("activities", "activities_feed_delete"),
@@ -75,6 +78,13 @@ const FEED_TRIGGERS: [(&str, &str); 7] = [
     ("signals", "signals_feed_update"),
     ("signals", "signals_feed_delete"),
 ];
+
+/// Without the feed, the history writers number no event either: the
+/// feed's counter answers nothing, so a version is written without its
+/// feed position (and out of `history_feed_idx`), as before there was a
+/// feed.
+const NO_FEED_CLAIM: &str = "CREATE OR REPLACE FUNCTION crm.crm_feed_claim(p_tenant uuid, \
+     p_count integer) RETURNS integer LANGUAGE sql AS 'SELECT NULL::integer'";
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -110,13 +120,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     result
 }
 
-async fn feed_triggers(db: &tokio_postgres::Client, on: bool) -> Result<(), tokio_postgres::Error> {
+/// Turns the feed on (the counter as migrated, `claim`, and the triggers)
+/// or off.
+async fn feed_triggers(
+    db: &tokio_postgres::Client,
+    claim: &str,
+    on: bool,
+) -> Result<(), tokio_postgres::Error> {
     for (table, trigger) in FEED_TRIGGERS {
         let verb = if on { "ENABLE" } else { "DISABLE" };
         db.batch_execute(&format!("ALTER TABLE crm.{table} {verb} TRIGGER {trigger}"))
             .await?;
     }
-    Ok(())
+    db.batch_execute(if on { claim } else { NO_FEED_CLAIM })
+        .await
 }
 
 /// Contacts created per second by `clients` tasks over `tenants` tenants.
@@ -209,6 +226,13 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
 
     // ---- create contact, with and without the feed ----
     if parts.contains("create") {
+        let claim: String = db
+            .query_one(
+                "SELECT pg_get_functiondef('crm.crm_feed_claim'::regproc)",
+                &[],
+            )
+            .await?
+            .get(0);
         let one = [TenantId::new()];
         let eight: Vec<TenantId> = (0..8).map(|_| TenantId::new()).collect();
         for (label, tenants, clients) in [
@@ -218,15 +242,15 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
         ] {
             let (mut with, mut without, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds() {
-                feed_triggers(&db, true).await?;
+                feed_triggers(&db, &claim, true).await?;
                 let w = create_rate(&store, tenants, clients, &counter).await;
-                feed_triggers(&db, false).await?;
+                feed_triggers(&db, &claim, false).await?;
                 let wo = create_rate(&store, tenants, clients, &counter).await;
                 with.push(w);
                 without.push(wo);
                 ratios.push(w / wo);
             }
-            feed_triggers(&db, true).await?;
+            feed_triggers(&db, &claim, true).await?;
             println!(
                 "| create contact, {label} | {:.0} /s | {:.0} /s | {:.2}× (rounds {}) |",
                 median(with),
@@ -304,28 +328,20 @@ async fn run(server: &str, name: &str) -> Result<(), Box<dyn std::error::Error>>
     let start = Instant::now();
     db.batch_execute(&format!(
         "SET crm.tenant_id TO '{reader}';
-         ALTER TABLE crm.history DISABLE TRIGGER history_feed;
+         INSERT INTO crm.feed_commits (tenant_id, txn, position, committed_at, events)
+         SELECT '{reader}'::uuid, md5(c::text)::uuid, c, timestamptz '2024-01-01' + c * interval '10 ms',
+                10
+           FROM generate_series(1, 100000) AS c;
+         ALTER TABLE crm.history DISABLE TRIGGER history_feed_commit;
          INSERT INTO crm.history (tenant_id, entity_id, valid_from, valid_to, entity_kind,
-                                  operation, data, diff, actor)
+                                  operation, data, diff, actor, txn, seq)
          SELECT '{reader}'::uuid, gen_random_uuid(), timestamptz '2024-01-01' + i * interval '1 ms',
                 NULL, 'contact', 'updated',
                 jsonb_build_object('title', 'Generated ' || i, 'version', 2),
                 jsonb_build_object('title', jsonb_build_object('old', 'Before', 'new', 'Generated ' || i)),
-                'bench:generator'
+                'bench:generator', md5(((i - 1) / 10 + 1)::text)::uuid, (i - 1) % 10 + 1
            FROM generate_series(1, 1000000) AS i;
-         ALTER TABLE crm.history ENABLE TRIGGER history_feed;
-         INSERT INTO crm.feed_commits (tenant_id, txn, position, committed_at)
-         SELECT '{reader}'::uuid, md5(c::text)::uuid, c, timestamptz '2024-01-01' + c * interval '10 ms'
-           FROM generate_series(1, 100000) AS c;
-         ALTER TABLE crm.feed_events DISABLE TRIGGER feed_events_commit;
-         INSERT INTO crm.feed_events (tenant_id, txn, seq, entity_kind, entity_id, operation,
-                                      version, valid_from, actor)
-         SELECT h.tenant_id, md5(((h.n - 1) / 10 + 1)::text)::uuid, (h.n - 1) % 10 + 1,
-                'contact', h.entity_id, 'updated', 2, h.valid_from, 'bench:generator'
-           FROM (SELECT tenant_id, entity_id, valid_from,
-                        row_number() OVER (ORDER BY valid_from) AS n
-                   FROM crm.history WHERE tenant_id = '{reader}') AS h;
-         ALTER TABLE crm.feed_events ENABLE TRIGGER feed_events_commit;
+         ALTER TABLE crm.history ENABLE TRIGGER history_feed_commit;
          INSERT INTO crm.feed_heads (tenant_id) VALUES ('{reader}');
          ANALYZE crm.history; ANALYZE crm.feed_commits; ANALYZE crm.feed_events;"
     ))
