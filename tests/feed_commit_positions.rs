@@ -4,13 +4,16 @@
 //! nothing), met from outside the store: transactions written by hand at
 //! `REPEATABLE READ`, a transaction over thousands of tenants, the upgrade
 //! from schema 15 beside an open write, the operators' view on a long
-//! feed, and an event no reader could read.
+//! feed, an event no reader could read, and the purges (schema 18: a
+//! history purge keeps the events of the versions it removes) beside
+//! erasures, commits and each other.
 
 mod support;
 
+use chrono::{DateTime, Utc};
 use crm_core::{
     Actor, Context, PostgresStore, Store, StoreExt, TenantId, conformance,
-    domain::{ConsumerName, Email, NewContact, PersonName},
+    domain::{ConsumerName, ContactId, ContactPatch, Email, FeedPosition, NewContact, PersonName},
     store::postgres::statements,
 };
 use support::{TestDb, TestStore};
@@ -347,4 +350,119 @@ async fn the_head_of_a_fully_purged_tenant_is_read_in_a_few_pages_beside_an_old_
         pages.iter().all(|&p| p <= 20),
         "each head read of a purged tenant read {pages:?} pages"
     );
+}
+
+/// A contact renamed once (its first version ended), and a time after
+/// that.
+async fn a_renamed_contact(ts: &TestStore, tenant: TenantId) -> (ContactId, DateTime<Utc>) {
+    let crm = ts.scope(tenant, &ctx());
+    let c = crm
+        .create_contact(new_contact("renamed@example.com"))
+        .await
+        .unwrap();
+    let patch = ContactPatch {
+        first_name: Some(PersonName::parse("Augusta").unwrap()),
+        ..ContactPatch::default()
+    };
+    crm.update_contact(c.id, c.version, patch).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    (c.id, Utc::now())
+}
+
+/// The rows of `feed_events` whose transaction has no marker: events no
+/// reader can reach and no purge removes.
+async fn stranded_events(ts: &TestStore, tenant: TenantId) -> i64 {
+    ts.db()
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM crm.feed_events e WHERE e.tenant_id = $1 AND NOT EXISTS \
+             (SELECT 1 FROM crm.feed_commits c WHERE c.tenant_id = $1 AND c.txn = e.txn)",
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A history purge and an erasure of the same contact, the erasure's scrub
+/// holding the versions the purge deletes: the purge waits for the
+/// erasure, and both commit. (A purge that locked the tenant's feed head
+/// first met the erasure's commit, which locks it too, in a deadlock.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_purge_beside_an_erasure_waits_for_it_and_both_commit() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    let (id, cutoff) = a_renamed_contact(&ts, tenant).await;
+    let mut eraser = ts.begin(tenant, ctx()).await.unwrap();
+    eraser.erase_contact(id).await.unwrap();
+    let purger = ts.db().store();
+    let purging = tokio::spawn(async move {
+        let mut tx = purger.begin(tenant, ctx()).await?;
+        let n = tx.purge_history(cutoff).await?;
+        tx.commit().await?;
+        Ok::<_, crm_core::Error>(n)
+    });
+    support::until_a_backend_waits_for_a_lock(ts.db()).await;
+    eraser.commit().await.expect("the erasure commits");
+    assert_eq!(purging.await.unwrap().expect("the purge commits"), 1);
+    assert_eq!(stranded_events(&ts, tenant).await, 0);
+}
+
+/// A write of a tenant commits while a history purge of that tenant is
+/// open: nothing a commit takes is held by a purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_does_not_wait_for_an_open_history_purge() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    let (_, cutoff) = a_renamed_contact(&ts, tenant).await;
+    let mut purge = ts.begin(tenant, ctx()).await.unwrap();
+    assert_eq!(purge.purge_history(cutoff).await.unwrap(), 1);
+    let other = ts.db().store();
+    let created = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        other
+            .scope(tenant, &ctx())
+            .create_contact(new_contact("during@example.com")),
+    )
+    .await;
+    assert!(
+        matches!(created, Ok(Ok(_))),
+        "the create waited for the purge: {created:?}"
+    );
+    purge.commit().await.unwrap();
+}
+
+/// A feed purge that starts while a history purge of the same tenant is
+/// open (it copied the events of the versions it removes, not committed
+/// yet) waits for it, and removes those copies with the rest: no event is
+/// left in `feed_events` without its marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_purge_beside_a_history_purge_leaves_no_event_behind() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    let (_, cutoff) = a_renamed_contact(&ts, tenant).await;
+    let mut history = ts.begin(tenant, ctx()).await.unwrap();
+    assert_eq!(history.purge_history(cutoff).await.unwrap(), 1);
+    let purger = ts.db().store();
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    let purging = tokio::spawn(async move {
+        let mut tx = purger.begin(tenant, ctx()).await?;
+        let n = tx.purge_feed(later).await?;
+        tx.commit().await?;
+        Ok::<_, crm_core::Error>(n)
+    });
+    support::until_a_backend_waits_for_a_lock(ts.db()).await;
+    history.commit().await.unwrap();
+    assert_eq!(purging.await.unwrap().expect("the feed purge"), 2);
+    assert_eq!(stranded_events(&ts, tenant).await, 0);
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    assert_eq!(tx.feed_head().await.unwrap(), FeedPosition::new(2, 1));
+    assert!(
+        tx.events_after(FeedPosition::new(2, 1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit().await.unwrap();
 }

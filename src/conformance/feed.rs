@@ -662,3 +662,132 @@ pub async fn purging_the_history_keeps_the_events_without_their_diffs(store: &Dy
     assert_eq!(after[1].version, Some(renamed.version.get()));
     assert_eq!(head(store, t).await, before[2].position);
 }
+
+/// A history purge and a feed purge in one transaction: the feed purge
+/// takes the events the history purge kept with the rest, and nothing of
+/// the purged commits comes back — no event, no new position.
+pub async fn both_purges_in_one_transaction_leave_nothing_of_the_purged_commits(store: &DynStore) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("purged@example.com", "Ada", "Gone")).await;
+    with_tx!(store, t, async |tx| {
+        let patch = ContactPatch {
+            first_name: Some(PersonName::parse("Augusta").expect("a name")),
+            ..ContactPatch::default()
+        };
+        ok(tx.update_contact(c.id, c.version, patch).await, "update")
+    })
+    .await;
+    super::support::tick().await;
+    let later =
+        crate::domain::truncate_to_micros(chrono::Utc::now()) + chrono::Duration::seconds(1);
+    let head_before = head(store, t).await;
+    let (history, feed) = with_tx!(store, t, async |tx| {
+        let history = ok(tx.purge_history(later).await, "purge the history");
+        let feed = ok(tx.purge_feed(later).await, "purge the feed");
+        (history, feed)
+    })
+    .await;
+    assert_eq!(history, 1, "the first version ended");
+    assert_eq!(feed, 2, "both commits' events");
+    assert_eq!(head(store, t).await, head_before, "no new position");
+    assert!(
+        events_since(store, t, head_before).await.is_empty(),
+        "nothing after the purged head"
+    );
+    let later_change = create(store, t, new_contact("after@example.com", "Ada", "Next")).await;
+    let events = events_since(store, t, head_before).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.position, e.id))
+            .collect::<Vec<_>>(),
+        vec![(
+            FeedPosition::new(head_before.commit + 1, 1),
+            later_change.id.as_uuid()
+        )],
+        "the next commit follows the purged ones"
+    );
+}
+
+/// "Delete this contact and drop its history", in one transaction: the
+/// purge removes versions this transaction wrote, before it has a
+/// position; every change it committed is still an event (without the
+/// purged diffs), numbered with no gap, and the head is its last one.
+pub async fn a_history_purge_keeps_the_events_of_its_own_transaction(store: &DynStore) {
+    let t = TenantId::new();
+    let c = create(store, t, new_contact("forget@example.com", "Ada", "Gone")).await;
+    let purged = with_tx!(store, t, async |tx| {
+        let patch = ContactPatch {
+            first_name: Some(PersonName::parse("Augusta").expect("a name")),
+            ..ContactPatch::default()
+        };
+        ok(tx.update_contact(c.id, c.version, patch).await, "update");
+        assert!(ok(tx.delete_contact(c.id).await, "delete"));
+        super::support::tick().await;
+        let later = crate::domain::truncate_to_micros(chrono::Utc::now());
+        ok(tx.purge_history(later).await, "purge the history")
+    })
+    .await;
+    assert_eq!(purged, 3, "every version and the tombstone");
+    let events = all_events(store, t).await;
+    assert_numbered(&events, 1);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.position, e.operation, e.version))
+            .collect::<Vec<_>>(),
+        vec![
+            (FeedPosition::new(1, 1), Operation::Created, Some(1)),
+            (FeedPosition::new(2, 1), Operation::Updated, Some(2)),
+            (FeedPosition::new(2, 2), Operation::Deleted, Some(2)),
+        ],
+        "the deletion is still announced"
+    );
+    assert!(events.iter().all(|e| e.diff.is_none()), "{events:?}");
+    assert_eq!(head(store, t).await, FeedPosition::new(2, 2));
+}
+
+/// A consumer reading one event at a time goes from the last event of a
+/// commit to the next commit (a read that took only the commit of its
+/// cursor found nothing after it, and the consumer stopped for good).
+pub async fn events_read_one_at_a_time_cross_commits(store: &DynStore) {
+    let t = TenantId::new();
+    for i in 0..3 {
+        create(
+            store,
+            t,
+            new_contact(&format!("one{i}@example.com"), "Ada", "One"),
+        )
+        .await;
+    }
+    let reader = consumer("one-by-one");
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let batch = with_tx!(store, t, async |tx| {
+            let batch = ok(tx.next_batch(&reader, 1).await, "next batch");
+            if let Some(e) = batch.first() {
+                ok(tx.ack(&reader, e.position).await, "ack");
+            }
+            batch
+        })
+        .await;
+        got.extend(batch.iter().map(|e| e.position));
+    }
+    assert_eq!(
+        got,
+        (1..=3).map(|c| FeedPosition::new(c, 1)).collect::<Vec<_>>()
+    );
+    let mut at = FeedPosition::START;
+    let mut one_by_one = Vec::new();
+    while let Some(e) = with_tx!(store, t, async |tx| ok(
+        tx.events_after(at, 1).await,
+        "read one"
+    ))
+    .await
+    .pop()
+    {
+        at = e.position;
+        one_by_one.push(e.position);
+    }
+    assert_eq!(one_by_one, got);
+}

@@ -373,6 +373,9 @@ macro_rules! __conformance_suite {
             the_feed_is_invisible_to_another_tenant,
             an_erasure_scrubs_earlier_events,
             purging_the_history_keeps_the_events_without_their_diffs,
+            both_purges_in_one_transaction_leave_nothing_of_the_purged_commits,
+            a_history_purge_keeps_the_events_of_its_own_transaction,
+            events_read_one_at_a_time_cross_commits,
             // Ids in external systems.
             external_ids_are_linked_read_both_ways_replaced_and_unlinked,
             an_external_id_held_by_another_record_is_refused_and_nothing_is_written,

@@ -34,9 +34,7 @@ const CONSUMER: &str =
     "SELECT position, seq FROM feed_consumers WHERE tenant_id = $1 AND name = $2";
 /// The tenant's last position (its last commit marker, none when a purge
 /// took them all), the last purged event, and the index of the last event
-/// of the last position (the number of events its marker records; for a
-/// marker written before schema 18, the largest index among its events,
-/// which are then all rows of `feed_events`).
+/// of the last position (the number of events its marker records).
 ///
 /// Written so that the only plan is a walk of the keys (each lookup an
 /// equality on a key, the last marker one descent from the right of
@@ -45,11 +43,9 @@ const CONSUMER: &str =
 /// cached while the tables were small and without statistics must not
 /// scan a tenant's events to join them. One statement, so one snapshot: a
 /// purge committed meanwhile is seen whole or not at all.
-const HEAD: &str = "SELECT l.position, h.purged_position, h.purged_seq, \
-     coalesce(l.events, \
-         (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = l.txn)) \
+const HEAD: &str = "SELECT l.position, h.purged_position, h.purged_seq, l.events \
      FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.txn, c.events FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.events FROM feed_commits c \
             WHERE c.tenant_id = $1 AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      WHERE h.tenant_id = $1";
@@ -61,8 +57,9 @@ const HEAD: &str = "SELECT l.position, h.purged_position, h.purged_seq, \
 /// primary-key lookup; none for activities, signals and purged versions)
 /// or, for a score, from the event itself. Only committed transactions
 /// have a position, and the positions a snapshot sees are always a
-/// prefix: nothing can be skipped. At most `$4` commits are needed (each
-/// has an event), walked in order on `feed_commits_position_key`; each
+/// prefix: nothing can be skipped. At most `$4 + 1` commits are needed
+/// (each has an event, but the commit of `$2` may have none after `$3`),
+/// walked in order on `feed_commits_position_key`; each
 /// commit's events and each version are equality lookups on keys,
 /// whatever the statistics.
 ///
@@ -74,7 +71,7 @@ const EVENTS_AFTER: &str = "SELECT c.position, e.seq, c.committed_at, e.entity_k
      (SELECT p.purged_position FROM feed_heads p WHERE p.tenant_id = $1), \
      (SELECT p.purged_seq FROM feed_heads p WHERE p.tenant_id = $1) \
      FROM (SELECT txn, position, committed_at FROM feed_commits \
-            WHERE tenant_id = $1 AND position >= $2 ORDER BY position LIMIT $4) AS c \
+            WHERE tenant_id = $1 AND position >= $2 ORDER BY position LIMIT $4::bigint + 1) AS c \
      CROSS JOIN LATERAL ( \
          (SELECT e.seq, e.entity_kind, e.entity_id, e.operation, e.version, \
                  coalesce((SELECT h.diff FROM history h WHERE h.tenant_id = $1 \
@@ -99,23 +96,13 @@ const ACK: &str = "INSERT INTO feed_consumers (tenant_id, name, position, seq, u
      SET position = excluded.position, seq = excluded.seq, updated_at = excluded.updated_at";
 /// The last commit to purge (the latest committed before `$2`) and the
 /// index of its last event (as in [`HEAD`]).
-const PURGE_UPTO: &str = "SELECT c.position, coalesce(c.events, \
-         (SELECT max(e.seq) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = c.txn)) \
-     FROM feed_commits c \
+const PURGE_UPTO: &str = "SELECT c.position, coalesce(c.events, 0) FROM feed_commits c \
      WHERE c.tenant_id = $1 AND c.position = \
          (SELECT max(position) FROM feed_commits WHERE tenant_id = $1 AND committed_at < $2)";
 /// The events of the commits up to `$2` (the history versions among them
 /// stay in the history, out of the feed with their markers).
-const PURGE_COUNT: &str = "SELECT coalesce(sum(coalesce(c.events::bigint, \
-         (SELECT count(*) FROM feed_events e WHERE e.tenant_id = $1 AND e.txn = c.txn))), 0)::bigint \
-     FROM feed_commits c WHERE c.tenant_id = $1 AND c.position <= $2";
-/// The tenant's feed head, locked until the end of the transaction, as
-/// each commit that wrote events locks it: a feed purge and a history
-/// purge of one tenant (which copies events of transactions whose markers
-/// it reads) take it first, so that neither interleaves with the other or
-/// with a commit.
-pub(super) const LOCK_HEAD: &str =
-    "SELECT 1 FROM feed_heads WHERE tenant_id = $1 FOR NO KEY UPDATE";
+const PURGE_COUNT: &str = "SELECT coalesce(sum(events), 0)::bigint FROM feed_commits \
+     WHERE tenant_id = $1 AND position <= $2";
 const PURGE_EVENTS: &str = "DELETE FROM feed_events e USING feed_commits c \
      WHERE c.tenant_id = $1 AND e.tenant_id = $1 AND e.txn = c.txn \
      AND c.position <= $2";
@@ -128,18 +115,14 @@ const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq
 /// Every tenant with a commit has its `feed_heads` row; its last marker is
 /// found per tenant in one descent from the right of the position key
 /// (`ORDER BY … LIMIT 1`: an aggregate grouped by the tenant read every
-/// marker), then the number of events its marker records (before schema
-/// 18, the largest index among its rows of `feed_events`: the operator
+/// marker), then the number of events its marker records (the operator
 /// reads no history).
-const ALL_HEADS: &str = "SELECT h.tenant_id, l.position, coalesce(l.events, max(e.seq)), \
-     h.purged_position, h.purged_seq \
+const ALL_HEADS: &str = "SELECT h.tenant_id, l.position, l.events, h.purged_position, \
+     h.purged_seq \
      FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.txn, c.events FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.events FROM feed_commits c \
             WHERE c.tenant_id = h.tenant_id AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
-     LEFT JOIN feed_events e ON e.tenant_id = h.tenant_id AND e.txn = l.txn \
-         AND l.events IS NULL \
-     GROUP BY h.tenant_id, l.position, l.events, h.purged_position, h.purged_seq \
      ORDER BY h.tenant_id";
 /// The operator's settings: a request of their own (see `transaction.rs`
 /// on Citus and `SET LOCAL`).
@@ -154,7 +137,6 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     ACK,
     PURGE_UPTO,
     PURGE_COUNT,
-    LOCK_HEAD,
     PURGE_EVENTS,
     PURGE_COMMITS,
     PURGE_MARK,
@@ -245,6 +227,16 @@ fn cursor(rows: &[Row]) -> Result<Option<FeedPosition>> {
 /// [`ConsumerLock`]).
 fn consumer_lock_key(tenant: Uuid, consumer: &ConsumerName) -> (i32, i32) {
     advisory_key("crm-core feed consumer", tenant, &[consumer.as_str()])
+}
+
+/// The key of the tenant's purge lock ([`ADVISORY_XACT_LOCK`]), which a
+/// feed purge and a history purge take first: the history purge copies
+/// the events of the versions it removes, for the transactions whose
+/// markers it sees, and a feed purge running beside it would miss those
+/// copies and leave them behind, out of the feed. Nothing else takes it:
+/// no commit, erasure or read waits for a purge.
+pub(super) fn purge_lock_key(tenant: Uuid) -> (i32, i32) {
+    advisory_key("crm-core feed purge", tenant, &[])
 }
 
 /// Whether a read of a consumer's cursor takes the consumer's lock.
@@ -433,14 +425,15 @@ impl FeedTx for PgTransaction {
         };
         let last: i64 = row.try_get(0).map_err(error::db)?;
         let last_seq: i32 = row.try_get(1).map_err(error::db)?;
-        let just_tenant: [&(dyn ToSql + Sync); 1] = [&tenant];
+        let (a, b) = purge_lock_key(tenant);
+        let lock_key: [&(dyn ToSql + Sync); 2] = [&a, &b];
         let upto: [&(dyn ToSql + Sync); 2] = [&tenant, &last];
         let mark: [&(dyn ToSql + Sync); 3] = [&tenant, &last, &last_seq];
         // Under the operation's savepoint, so that a failure leaves none
         // of them behind.
         let result = self
             .begin_atomic_with(&[
-                (LOCK_HEAD, &just_tenant),
+                (ADVISORY_XACT_LOCK, &lock_key),
                 (PURGE_COUNT, &upto),
                 (PURGE_EVENTS, &upto),
                 (PURGE_COMMITS, &upto),

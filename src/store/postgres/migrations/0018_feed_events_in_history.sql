@@ -6,9 +6,8 @@
 -- whose diff the readers took back from the version. That is a statement
 -- trigger, its transition table and an insert (with the table's checks
 -- and key) per statement that writes history, for a row that repeats the
--- version. Measured in the server, the event's part was about a fifth of
--- what the feed adds to a single contact's creation (BENCHMARKS.md,
--- "Change feed").
+-- version (BENCHMARKS.md, "Change feed": what it cost a single contact's
+-- creation, before and after).
 --
 -- Now:
 --
@@ -22,40 +21,47 @@
 --   feed_events, as before).
 -- * The commit trigger fires on the first event of the transaction,
 --   whichever table holds it (history_feed_commit on history,
---   feed_events_commit on feed_events, each WHEN seq = 1).
--- * It takes the position as version 16 does (the tenant's feed_heads
---   row locked, the last marker read after it), and inserts its marker ON
---   CONFLICT DO NOTHING: the copies of purged events below are first
---   events of transactions that have their marker.
+--   feed_events_commit on feed_events), and only on an event the
+--   transaction numbered itself (WHEN seq = 1 and its txn is the
+--   transaction's current one): a row copied or restored with an old txn
+--   gets no new position.
+-- * It takes the position as version 16 does (the tenant's feed_heads row
+--   locked, the last marker read after it).
 -- * The marker records the number of the transaction's events
 --   (feed_commits.events: the counter, when the transaction's current run
 --   of events is this one, else read), so that the head of a tenant, a
 --   purge and the operators' view count events from the markers alone.
---   Markers written before this version have none, and their events are
---   all rows of feed_events.
+--   The markers written before this version are given theirs below.
 --
 -- The readers read a commit's events from feed_events and history
 -- (history_feed_idx), in seq order. Purging the history would take
 -- events from the feed with their versions: purge_history first copies
 -- the announcements of those versions, without the diffs, into
 -- feed_events, as the feed delivered them before: the event stays, its
--- diff goes. Such a copy is the first event of a transaction that has its
--- marker already; the commit trigger then writes none. Both purges lock
--- the tenant's feed_heads row first, so that a marker cannot be purged
--- between the copy and its commit.
+-- diff goes — also for the versions the purging transaction wrote itself,
+-- whose marker comes at its commit (the copy of its first event then
+-- fires the commit trigger too, which finds the marker made and writes
+-- no other). (A history purge and a feed purge of one tenant take a lock
+-- of their own, so that a feed purge never leaves such copies behind.)
+-- A row inserted into history by hand, not by the history's functions,
+-- has no feed position and is no event.
 --
--- The migration locks the tables in the order a writer takes them
--- (history, then feed_events; feed_heads and feed_commits at commit), so
--- that a transaction that wrote before the migration began commits first,
--- in the functions of version 17.
+-- The migration locks the tables it changes, history first: a
+-- transaction that wrote history before it began commits first, in the
+-- functions of version 17; one that wrote feed_events (an activity)
+-- before it began and history after may meet it in a deadlock, which
+-- PostgreSQL ends by failing one of the two (retryable).
 
 LOCK TABLE history, feed_events, feed_heads, feed_commits IN ACCESS EXCLUSIVE MODE;
 
 -- (One subcommand per ALTER TABLE where a constraint is added: a
 -- distributed PostgreSQL, Citus, refuses ADD CONSTRAINT beside others.)
 ALTER TABLE history ADD COLUMN txn uuid, ADD COLUMN seq integer;
+-- Every existing version has neither: not validated against them (which
+-- would read the whole table once more under these locks); new rows are
+-- checked.
 ALTER TABLE history ADD CONSTRAINT history_feed_check
-    CHECK ((txn IS NULL AND seq IS NULL) OR (txn IS NOT NULL AND seq >= 1));
+    CHECK ((txn IS NULL AND seq IS NULL) OR (txn IS NOT NULL AND seq >= 1)) NOT VALID;
 
 -- A transaction's events among the versions (only those written from this
 -- version on).
@@ -67,6 +73,18 @@ ALTER TABLE feed_commits ADD COLUMN events integer;
 ALTER TABLE feed_commits DROP CONSTRAINT feed_commits_position_check;
 ALTER TABLE feed_commits ADD CONSTRAINT feed_commits_check
     CHECK ((position IS NULL OR position >= 1) AND (events IS NULL OR events >= 1));
+
+-- The markers written before: their events are rows of feed_events (a
+-- marker without any keeps none, read as before). Row-level security,
+-- forced on the owner, would show this transaction no row (it has no
+-- tenant): lifted for the copy inside this transaction only.
+ALTER TABLE feed_commits NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE feed_events NO FORCE ROW LEVEL SECURITY;
+UPDATE feed_commits AS c SET events = e.n
+  FROM (SELECT tenant_id, txn, max(seq) AS n FROM feed_events GROUP BY tenant_id, txn) AS e
+ WHERE e.tenant_id = c.tenant_id AND e.txn = c.txn;
+ALTER TABLE feed_commits FORCE ROW LEVEL SECURITY;
+ALTER TABLE feed_events FORCE ROW LEVEL SECURITY;
 
 -- The transaction's feed counter for p_tenant: claims p_count events and
 -- returns the index of the first; the transaction id of the feed is then
@@ -347,18 +365,16 @@ BEGIN
             clock_timestamp(), v_events)
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
-        -- The transaction has its position already: these are the
-        -- announcements of purged versions that purge_history copied into
-        -- feed_events, long after their transaction committed (under this
-        -- lock, which purge_feed takes too: the marker cannot go
-        -- meanwhile). No new event.
+        -- This transaction has its position already: its first event was
+        -- copied into feed_events by a history purge of this transaction
+        -- (the copy and the deleted version each fired this trigger).
         IF EXISTS (SELECT 1 FROM feed_commits c
                     WHERE c.tenant_id = NEW.tenant_id AND c.txn = NEW.txn) THEN
             RETURN NULL;
         END IF;
         -- The position was taken: a transaction written by hand at
         -- REPEATABLE READ, whose snapshot missed the last commits of its
-        -- tenant (see version 16).
+        -- tenant (see version 16; no subtransaction needed to catch it).
         RAISE EXCEPTION 'could not serialize access due to a concurrent commit of tenant %',
             NEW.tenant_id
             USING ERRCODE = 'serialization_failure',
@@ -374,6 +390,15 @@ BEGIN
 END
 $$;
 
+-- On the transaction's own first event only (see above); the condition
+-- is evaluated as the row is inserted.
 CREATE CONSTRAINT TRIGGER history_feed_commit AFTER INSERT ON history
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.seq = 1) EXECUTE FUNCTION crm_feed_commit();
+    FOR EACH ROW WHEN (NEW.seq = 1 AND NEW.txn::text = current_setting('crm.feed_txn', true))
+    EXECUTE FUNCTION crm_feed_commit();
+
+DROP TRIGGER feed_events_commit ON feed_events;
+CREATE CONSTRAINT TRIGGER feed_events_commit AFTER INSERT ON feed_events
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (NEW.seq = 1 AND NEW.txn::text = current_setting('crm.feed_txn', true))
+    EXECUTE FUNCTION crm_feed_commit();
