@@ -478,6 +478,8 @@ async fn schema_18_applies_to_a_schema_distributed_before_it() {
     // Back to schema 17's layout and functions.
     db.ddl(&[
         "DROP TRIGGER history_feed_commit ON crm.history",
+        "DROP TRIGGER history_keep_events ON crm.history",
+        "DROP FUNCTION crm.crm_history_keep_events()",
         "ALTER TABLE crm.history DROP CONSTRAINT history_feed_check, DROP COLUMN txn, \
          DROP COLUMN seq",
         "ALTER TABLE crm.feed_commits DROP CONSTRAINT feed_commits_check, DROP COLUMN events",

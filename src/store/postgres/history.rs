@@ -72,33 +72,8 @@ const BETWEEN_AFTER: &str = concat!(
 );
 /// The versions a purge before `$2` removes: closed before it, or
 /// tombstones written before it.
-macro_rules! purged_versions {
-    () => {
-        " WHERE tenant_id = $1 AND (valid_to < $2 OR (operation = 'deleted' AND valid_from < $2))"
-    };
-}
-const PURGE: &str = concat!("DELETE FROM history", purged_versions!());
-/// The feed's announcements of the versions [`PURGE`] removes, for the
-/// transactions still in the feed — those with a marker, and this
-/// transaction itself, whose marker comes at its commit (a version is its
-/// own event since schema 18; a store transaction writes one tenant's
-/// events, under one feed transaction id, `crm.feed_txn`): kept as rows of
-/// `feed_events`, without the diff, as the feed delivers the event of a
-/// purged version. The commit trigger fires for none of an earlier
-/// transaction's (only on a transaction's own first event), and gives this
-/// transaction one position whichever of its first events fires it. Run
-/// under the tenant's purge lock ([`super::feed::purge_lock_key`]), which
-/// `purge_feed` takes too: no marker is purged between the copy and its
-/// commit.
-const KEEP_PURGED_EVENTS: &str = concat!(
-    "INSERT INTO feed_events (tenant_id, txn, seq, entity_kind, entity_id, operation, version, \
-     valid_from, actor, reason, request_id, idempotency_key) \
-     SELECT tenant_id, txn, seq, entity_kind, entity_id, operation, (data ->> 'version')::bigint, \
-     valid_from, actor, reason, request_id, idempotency_key FROM history",
-    purged_versions!(),
-    " AND txn IS NOT NULL AND (txn::text = current_setting('crm.feed_txn', true) \
-     OR EXISTS (SELECT 1 FROM feed_commits c WHERE c.tenant_id = $1 AND c.txn = history.txn))"
-);
+const PURGE: &str = "DELETE FROM history WHERE tenant_id = $1 \
+     AND (valid_to < $2 OR (operation = 'deleted' AND valid_from < $2))";
 /// Marks the next writes as an erasure for the history trigger, and ends
 /// the mark: `SET LOCAL`, which a distributed PostgreSQL passes on to its
 /// workers, where the trigger runs.
@@ -122,7 +97,6 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     BETWEEN,
     BETWEEN_AFTER,
     PURGE,
-    KEEP_PURGED_EVENTS,
     MARK_ERASURE,
     UNMARK_ERASURE,
     SCRUB,
@@ -266,10 +240,12 @@ impl HistoryTx for PgTransaction {
         let tenant = self.tenant_uuid();
         self.begin_atomic().await?;
         let purged: Result<u64> = async {
+            // The versions' events stay in the feed (the trigger
+            // `history_keep_events` copies them, for the transactions
+            // whose markers it sees): no feed purge of the tenant runs
+            // meanwhile, which would miss the copies and leave them behind.
             let (a, b) = super::feed::purge_lock_key(tenant);
             self.execute(super::locks::ADVISORY_XACT_LOCK, &[&a, &b])
-                .await?;
-            self.execute(KEEP_PURGED_EVENTS, &[&tenant, &before])
                 .await?;
             let n = self.execute(PURGE, &[&tenant, &before]).await?;
             // The merges of that time lose their snapshots with the

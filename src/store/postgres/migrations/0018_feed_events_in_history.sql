@@ -35,13 +35,13 @@
 --
 -- The readers read a commit's events from feed_events and history
 -- (history_feed_idx), in seq order. Purging the history would take
--- events from the feed with their versions: purge_history first copies
--- the announcements of those versions, without the diffs, into
--- feed_events, as the feed delivered them before: the event stays, its
--- diff goes — also for the versions the purging transaction wrote itself,
--- whose marker comes at its commit (the copy of its first event then
--- fires the commit trigger too, which finds the marker made and writes
--- no other). (A history purge and a feed purge of one tenant take a lock
+-- events from the feed with their versions: a trigger on the deletion of
+-- versions (history_keep_events) copies their announcements, without the
+-- diffs, into feed_events, as the feed delivered them before: the event
+-- stays, its diff goes — also for the versions the deleting transaction
+-- wrote itself, whose marker comes at its commit (the copy of its first
+-- event then fires the commit trigger too, which finds the marker made
+-- and writes no other). (A history purge and a feed purge of one tenant take a lock
 -- of their own, so that a feed purge never leaves such copies behind.)
 -- A row inserted into history by hand, not by the history's functions,
 -- has no feed position and is no event.
@@ -322,6 +322,75 @@ $$;
 -- The events now come with the versions.
 DROP TRIGGER history_feed ON history;
 DROP FUNCTION crm_history_feed_set();
+
+-- A version deleted (purge_history, or by hand) takes its event out of the
+-- feed: the event is kept, as a row of feed_events without the diff, when
+-- its transaction is still in the feed — it has a marker, or it is this
+-- transaction's own (its current feed transaction, whose marker comes at
+-- commit; a store transaction writes one tenant's events under one). A
+-- statement trigger, so that it runs where the versions live (a
+-- distributed PostgreSQL's worker, where this transaction's feed settings
+-- are), reading its transition table in slices as the others do; the
+-- markers looked up first, by tenant (a lookup the worker routes), then
+-- one insert per tenant (ON CONFLICT: see version 17).
+CREATE FUNCTION crm_history_keep_events() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    v_slice integer := crm_statement_slice();
+    v_tenants uuid[];
+    v_txns uuid[];
+    v_seqs integer[];
+    v_kinds text[];
+    v_ids uuid[];
+    v_ops text[];
+    v_versions bigint[];
+    v_valid_froms timestamptz[];
+    v_actors text[];
+    v_reasons text[];
+    v_request_ids text[];
+    v_keys text[];
+    v_tenant uuid;
+    v_kept uuid[];
+BEGIN
+    FOR v_tenants, v_txns, v_seqs, v_kinds, v_ids, v_ops, v_versions, v_valid_froms, v_actors,
+        v_reasons, v_request_ids, v_keys IN
+        SELECT array_agg(o.tenant_id ORDER BY o.ord), array_agg(o.txn ORDER BY o.ord),
+               array_agg(o.seq ORDER BY o.ord), array_agg(o.entity_kind ORDER BY o.ord),
+               array_agg(o.entity_id ORDER BY o.ord), array_agg(o.operation ORDER BY o.ord),
+               array_agg((o.data ->> 'version')::bigint ORDER BY o.ord),
+               array_agg(o.valid_from ORDER BY o.ord), array_agg(o.actor ORDER BY o.ord),
+               array_agg(o.reason ORDER BY o.ord), array_agg(o.request_id ORDER BY o.ord),
+               array_agg(o.idempotency_key ORDER BY o.ord)
+          FROM (SELECT row_number() OVER () AS ord, * FROM old_rows WHERE txn IS NOT NULL) AS o
+         GROUP BY (o.ord - 1) / v_slice ORDER BY (o.ord - 1) / v_slice
+    LOOP
+        FOREACH v_tenant IN ARRAY ARRAY(SELECT DISTINCT u.t FROM unnest(v_tenants) AS u(t)) LOOP
+            SELECT array_agg(c.txn) INTO v_kept FROM feed_commits c
+             WHERE c.tenant_id = v_tenant
+               AND c.txn = ANY (ARRAY(SELECT DISTINCT x.txn
+                                        FROM unnest(v_tenants, v_txns) AS x(t, txn)
+                                       WHERE x.t = v_tenant));
+            INSERT INTO feed_events (tenant_id, txn, seq, entity_kind, entity_id, operation,
+                                     version, valid_from, actor, reason, request_id,
+                                     idempotency_key)
+            SELECT x.t, x.txn, x.seq, x.kind, x.e, x.op, x.v, x.vf, x.actor, x.reason,
+                   x.request_id, x.key
+              FROM unnest(v_tenants, v_txns, v_seqs, v_kinds, v_ids, v_ops, v_versions,
+                          v_valid_froms, v_actors, v_reasons, v_request_ids, v_keys)
+                   AS x(t, txn, seq, kind, e, op, v, vf, actor, reason, request_id, key)
+             WHERE x.t = v_tenant
+               AND (x.txn = ANY (coalesce(v_kept, '{}'))
+                    OR x.txn::text = current_setting('crm.feed_txn', true))
+            ON CONFLICT (tenant_id, txn, seq) DO NOTHING;
+        END LOOP;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER history_keep_events AFTER DELETE ON history
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION crm_history_keep_events();
 
 -- A commit's position, as version 16 gives it (the tenant's feed_heads row
 -- locked, then the last marker read in a statement of its own), with the
