@@ -234,7 +234,8 @@ fn consumer_lock_key(tenant: Uuid, consumer: &ConsumerName) -> (i32, i32) {
 /// the events of the versions it removes, for the transactions whose
 /// markers it sees, and a feed purge running beside it would miss those
 /// copies and leave them behind, out of the feed. Nothing else takes it:
-/// no commit, erasure or read waits for a purge.
+/// no commit, erasure or read waits for it (a commit waits for a feed
+/// purge only from its last statement, `PURGE_MARK`, to its end).
 pub(super) fn purge_lock_key(tenant: Uuid) -> (i32, i32) {
     advisory_key("crm-core feed purge", tenant, &[])
 }
