@@ -2,7 +2,8 @@
 //! PostgreSQL: tag names holding the CSV tag separator, a field named
 //! twice (two columns, two aliases, two keys), a byte-order mark before a
 //! JSON Lines file, a custom field's number written another way, a key
-//! written twice in one JSON object, and rows longer than
+//! written twice in one JSON object, a CSV header that is not UTF-8, and
+//! rows longer than
 //! `bulk::MAX_ROW_BYTES`. Each is read back exactly or refused naming the
 //! field, and both backends agree.
 
@@ -427,6 +428,60 @@ async fn the_same_value_written_two_ways_or_a_blank_is_no_conflict(store: &DynSt
     );
 }
 
+/// A header cell that is not UTF-8 (a Windows-1252 `Straße`, then `ÿ`
+/// and `þ`, which read lossily would be one field) refuses the file on
+/// `file`, naming its column, before any row is written; the same bytes
+/// in a data cell refuse their row alone.
+async fn a_csv_header_that_is_not_utf8_refuses_the_file(store: &DynStore) {
+    let t = TenantId::new();
+    for (file, column) in [
+        (
+            &b"email,first_name,last_name,Stra\xdfe\nada@example.com,Ada,L,Main\n"[..],
+            4,
+        ),
+        (
+            &b"email,first_name,last_name,\xff,\xfe\nada@example.com,Ada,L,x,x\n"[..],
+            4,
+        ),
+        (&b"\xefemail,first_name\nada@example.com,Ada\n"[..], 1),
+    ] {
+        let e = bulk::import_contacts_csv(store, t, &ctx(), file, ImportOptions::default())
+            .await
+            .unwrap_err();
+        let Error::Validation(errors) = &e else {
+            panic!("not a validation error: {e:?}");
+        };
+        let error = &errors.as_slice()[0];
+        assert_eq!(
+            (error.field.as_str(), error.code),
+            ("file", "invalid_format"),
+            "{e}"
+        );
+        assert!(
+            error.reason.contains(&format!(
+                "the header row's column {column} is not valid UTF-8"
+            )),
+            "{e}"
+        );
+        assert!(contact(store, t, "ada@example.com").await.is_none());
+    }
+    let e = bulk::import_deals_csv(store, t, &ctx(), &b"title,\x80\nx,y\n"[..], 100)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("column 2 is not valid UTF-8"), "{e}");
+    // In UTF-8 the column is a custom field of that name.
+    let file = "email,first_name,last_name,Straße\nada@example.com,Ada,L,Main\n";
+    let r = bulk::import_contacts_csv(store, t, &ctx(), file.as_bytes(), ImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.rejected.len()), (1, 0), "{r:?}");
+    let ada = contact(store, t, "ada@example.com").await.unwrap();
+    assert_eq!(
+        ada.metadata.as_map().get("Straße"),
+        Some(&serde_json::json!("Main"))
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -463,4 +518,5 @@ on_both_backends!(
     a_key_written_twice_in_one_json_object_refuses_the_line,
     a_json_line_longer_than_the_limit_is_a_rejected_row,
     a_csv_record_longer_than_the_limit_ends_the_import,
+    a_csv_header_that_is_not_utf8_refuses_the_file,
 );

@@ -228,8 +228,9 @@ pub(super) struct CsvRecords<R: Read> {
 
 impl<R: Read> CsvRecords<R> {
     /// Reads the header row of `reader`: the records that follow and the
-    /// header's cells (as UTF-8, lossily). A file without any record has an
-    /// empty header and no records.
+    /// header's cells. A file without any record has an empty header and no
+    /// records; a header cell that is not UTF-8 is a validation error on
+    /// `file`.
     pub(super) fn open(reader: R) -> Result<(Self, Vec<String>)> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
@@ -247,11 +248,19 @@ impl<R: Read> CsvRecords<R> {
         }
         let next = reader.position().clone();
         reader.get_mut().record_starts_at(&next);
+        // A header cell that is not UTF-8 refuses the file, as such a cell
+        // refuses its row: read lossily, its column would name another
+        // field (`Stra\u{FFFD}e` for a Windows-1252 `Straße`), and two such
+        // columns one field.
         let header: Vec<String> = if has_header {
             header
                 .iter()
-                .map(|h| String::from_utf8_lossy(h).into_owned())
-                .collect()
+                .enumerate()
+                .map(|(i, h)| match std::str::from_utf8(h) {
+                    Ok(h) => Ok(h.to_owned()),
+                    Err(e) => Err(not_utf8_header(i, e)),
+                })
+                .collect::<Result<_>>()?
         } else {
             Vec::new()
         };
@@ -348,6 +357,20 @@ fn record_error<R: Read>(reader: &csv::Reader<Bounded<R>>, e: csv::Error, row: u
         "too_long",
         format!(
             "{record} (from line {line}) is longer than {MAX_ROW_BYTES} bytes: the file is not read past it"
+        ),
+    ))
+    .into()
+}
+
+/// The error of a header whose column `index` (from 0) is not UTF-8.
+fn not_utf8_header(index: usize, e: std::str::Utf8Error) -> Error {
+    ValidationErrors::single(FieldError::new(
+        "file",
+        "invalid_format",
+        format!(
+            "the header row's column {} is not valid UTF-8 (bad byte at {}): save the file as UTF-8",
+            index + 1,
+            e.valid_up_to()
         ),
     ))
     .into()
