@@ -482,6 +482,87 @@ async fn an_answer_that_only_corrects_names_is_applied<S: Store + ?Sized>(store:
     }
 }
 
+/// Answers twice for each contact: for the first two, two different
+/// titles; for the others the same answer twice. Also twice, with two
+/// answers, for a contact it was not asked about.
+struct Twice;
+
+#[async_trait]
+impl Enricher for Twice {
+    fn provider(&self) -> &str {
+        "twice"
+    }
+
+    fn batch_size(&self) -> usize {
+        10
+    }
+
+    async fn enrich(&self, contacts: &[Contact]) -> Result<Vec<Enrichment>, EnrichError> {
+        let answer = |id: ContactId, title: &str| {
+            let mut e = Enrichment::new(id);
+            e.title = Some(JobTitle::parse(title).unwrap());
+            e
+        };
+        let stranger = ContactId::new();
+        let mut out = vec![answer(stranger, "CTO")];
+        for c in contacts {
+            out.push(answer(c.id, "CTO"));
+        }
+        out.push(answer(stranger, "CEO"));
+        for (i, c) in contacts.iter().enumerate() {
+            out.push(answer(c.id, if i < 2 { "CEO" } else { "CTO" }));
+        }
+        Ok(out)
+    }
+}
+
+/// Two different answers for one contact: neither is applied and the
+/// contact is reported once, as answered twice; the same answer twice is
+/// one answer; a contact not asked about is reported once.
+async fn two_answers_for_one_contact_apply_neither<S: Store + ?Sized>(store: &S) {
+    let tenant = TenantId::new();
+    let contacts = bounced(store, tenant, 4).await;
+    let report = enrich_stale(store, tenant, &ctx(), &Twice, &options(10))
+        .await
+        .unwrap();
+    assert_eq!(report.selected, 4);
+    assert_eq!(report.updated, 2, "{report:?}");
+    let scope = store.scope(tenant, &ctx());
+    let mut twice = Vec::new();
+    for c in &contacts {
+        let now = scope.get_contact(c.id).await.unwrap().unwrap();
+        let reasons: Vec<_> = report
+            .failed
+            .iter()
+            .filter(|f| f.contact == c.id)
+            .map(|f| f.reason.clone())
+            .collect();
+        match now.title.as_ref().map(|t| t.as_str()) {
+            None => {
+                assert_eq!(reasons, vec![EnrichFailureReason::AnsweredTwice]);
+                assert_eq!(now.version, c.version);
+                twice.push(c.id);
+            }
+            Some(title) => {
+                assert_eq!(title, "CTO");
+                assert!(reasons.is_empty(), "{reasons:?}");
+            }
+        }
+    }
+    assert_eq!(twice.len(), 2, "{report:?}");
+    let strangers: Vec<_> = report
+        .failed
+        .iter()
+        .filter(|f| f.reason == EnrichFailureReason::Unexpected)
+        .collect();
+    assert_eq!(strangers.len(), 1, "{report:?}");
+    assert_eq!(report.failed.len(), 3, "{report:?}");
+    assert_eq!(
+        EnrichFailureReason::AnsweredTwice.to_string(),
+        "the provider gave two different answers for the contact: neither is applied"
+    );
+}
+
 async fn bad_options_are_refused_by_name<S: Store + ?Sized>(store: &S) {
     let tenant = TenantId::new();
     let mut opts = options(0);
@@ -525,6 +606,11 @@ async fn memory_an_answer_that_only_corrects_names_is_applied() {
 }
 
 #[tokio::test]
+async fn memory_two_answers_for_one_contact_apply_neither() {
+    two_answers_for_one_contact_apply_neither(&InMemoryStore::new()).await;
+}
+
+#[tokio::test]
 async fn memory_bad_options_are_refused_by_name() {
     bad_options_are_refused_by_name(&InMemoryStore::new()).await;
 }
@@ -557,6 +643,12 @@ mod postgres {
         let db = TestStore::new().await;
         let store: crm_core::PostgresStore = (*db).clone();
         super::failures_are_reported_and_the_rest_applied(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn two_answers_for_one_contact_apply_neither() {
+        let db = TestStore::new().await;
+        super::two_answers_for_one_contact_apply_neither(&*db).await;
     }
 
     #[tokio::test]

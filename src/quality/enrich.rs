@@ -241,9 +241,12 @@ pub enum EnrichFailureReason {
     /// The provider had no answer for it (or an answer that changes and
     /// confirms nothing).
     NoMatch,
-    /// The answer named a contact that was not in the batch it was given,
-    /// or was the second answer for one.
+    /// The answer named a contact that was not in the batch it was given.
     Unexpected,
+    /// The provider answered more than once for the contact, not alike:
+    /// which answer holds is not for the run to guess, so none is applied.
+    /// The next run asks again.
+    AnsweredTwice,
     /// The contact changed (or was deleted or merged away) after it was
     /// read for the provider: the answer was about an older record, so it
     /// is not applied. The next run asks again.
@@ -267,6 +270,9 @@ impl fmt::Display for EnrichFailureReason {
             EnrichFailureReason::Unexpected => {
                 f.write_str("the provider answered for a contact it was not asked about")
             }
+            EnrichFailureReason::AnsweredTwice => f.write_str(
+                "the provider gave two different answers for the contact: neither is applied",
+            ),
             EnrichFailureReason::Changed => {
                 f.write_str("the contact changed while the provider was asked")
             }
@@ -440,15 +446,36 @@ async fn apply_batch<S: Store + ?Sized>(
         Ok(Ok(answers)) => answers,
     };
     let mut asked: HashMap<ContactId, &Contact> = batch.iter().map(|c| (c.id, c)).collect();
-    for enrichment in answers {
-        let Some(read) = asked.remove(&enrichment.contact) else {
+    // The answers by contact, in the order given; an answer repeated as it
+    // was is one answer.
+    let mut answers_of: Vec<(ContactId, Vec<&Enrichment>)> = Vec::new();
+    let mut at: HashMap<ContactId, usize> = HashMap::new();
+    for enrichment in &answers {
+        let i = *at.entry(enrichment.contact).or_insert_with(|| {
+            answers_of.push((enrichment.contact, Vec::new()));
+            answers_of.len() - 1
+        });
+        if !answers_of[i].1.contains(&enrichment) {
+            answers_of[i].1.push(enrichment);
+        }
+    }
+    for (contact, given) in answers_of {
+        let Some(read) = asked.remove(&contact) else {
             report.failed.push(EnrichFailure {
-                contact: enrichment.contact,
+                contact,
                 reason: EnrichFailureReason::Unexpected,
             });
             continue;
         };
-        match apply_one(store, tenant, context, read, &enrichment).await {
+        // Two answers not alike: neither is applied.
+        let [enrichment] = given[..] else {
+            report.failed.push(EnrichFailure {
+                contact,
+                reason: EnrichFailureReason::AnsweredTwice,
+            });
+            continue;
+        };
+        match apply_one(store, tenant, context, read, enrichment).await {
             Ok(Applied::Nothing) => report.failed.push(EnrichFailure {
                 contact: read.id,
                 reason: EnrichFailureReason::NoMatch,
