@@ -131,6 +131,12 @@ pub trait OwnersTx: Send {
     /// to owner `to`: one statement per kind of record, each record a
     /// recorded change (version and `updated_at` move on). Reassigning an
     /// owner to itself changes nothing.
+    ///
+    /// On PostgreSQL it first locks what it moves, and the companies and
+    /// contacts those records belong to, in the order of every other write
+    /// (companies, contacts, deals, each by id): a company delete or
+    /// merge, or a contact delete or merge, racing it waits for it, or it
+    /// for them, rather than meeting it in a deadlock.
     async fn reassign_owner(
         &mut self,
         from: &OwnerId,

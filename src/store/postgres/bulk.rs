@@ -584,10 +584,62 @@ impl BulkTx for PgTransaction {
         loser: ContactId,
         policy: ConflictPolicy,
     ) -> Result<Contact> {
+        // The company the survivor takes, when its links changed between
+        // their read and the locks (see below): key-shared first on the
+        // next attempt.
+        let mut takes: Option<CompanyId> = None;
+        for attempt in 0..3 {
+            // Several statements: under the operation's savepoint, so that a
+            // failure leaves none of them behind.
+            self.begin_atomic().await?;
+            let merged = self
+                .merge_contacts_once(survivor, loser, policy, takes, attempt < 2)
+                .await;
+            match merged {
+                Ok(Err(company)) => {
+                    // Undone, locks included; again with it key-shared.
+                    let undone = Err(Error::not_found(Entity::Company, company));
+                    let _ = self.end_atomic::<()>(undone).await;
+                    takes = Some(company);
+                }
+                Ok(Ok(contact)) => return self.end_atomic(Ok(contact)).await,
+                Err(e) => return self.end_atomic(Err(e)).await,
+            }
+        }
+        unreachable!("the last attempt does not start another")
+    }
+
+    async fn contact_merges(&mut self, contact: ContactId) -> Result<Vec<MergeRecord>> {
+        self.merges_of(contact).await
+    }
+
+    async fn unmerge_contacts(
+        &mut self,
+        merge: MergeId,
+        conflicts: UnmergeConflicts,
+    ) -> Result<Unmerged> {
         // Several statements: under the operation's savepoint, so that a
-        // failure leaves none of them behind.
+        // refusal or failure leaves none of them behind.
         self.begin_atomic().await?;
-        let merged: Result<Contact> = async {
+        let out = self.unmerge(merge, conflicts).await;
+        self.end_atomic(out).await
+    }
+}
+
+impl PgTransaction {
+    /// One attempt of [`BulkTx::merge_contacts`], under its savepoint:
+    /// `Ok(Err(company))` when the survivor takes a company that was not
+    /// key-shared before the contacts were locked and `restart` allows
+    /// another attempt (with `company` as `takes`).
+    async fn merge_contacts_once(
+        &mut self,
+        survivor: ContactId,
+        loser: ContactId,
+        policy: ConflictPolicy,
+        takes: Option<CompanyId>,
+        restart: bool,
+    ) -> Result<std::result::Result<Contact, CompanyId>> {
+        {
             crate::store::shared::check_merge_pair(survivor, loser)?;
             // A survivor without a company takes the loser's: key-share it
             // before locking the contacts, as every other link does before
@@ -595,10 +647,13 @@ impl BulkTx for PgTransaction {
             // that company that itself waits for the loser's row to unlink
             // it: a deadlock. A company deleted meanwhile is no error here;
             // the loser, locked below, is then unlinked from it. (Read
-            // before the locks, the links may change before them; the
-            // survivor's write then key-shares the company it takes, after
-            // the contacts, and a deadlock with a company delete is
-            // possible, and retryable.)
+            // before the locks, the links may change before them: when the
+            // survivor then takes a company not key-shared here, the
+            // attempt is undone, its locks with it, and made again with
+            // that company key-shared first — its write would otherwise
+            // key-share it after the contacts, and could meet a delete or
+            // merge of that company in a deadlock. Two attempts; a third
+            // goes on as the links then are.)
             let tenant = self.tenant_uuid();
             let links = self
                 .query(
@@ -615,10 +670,16 @@ impl BulkTx for PgTransaction {
             let survivor_has_none = company_of
                 .get(&survivor.as_uuid())
                 .is_none_or(Option::is_none);
-            if survivor_has_none
-                && let Some(Some(company)) = company_of.get(&loser.as_uuid()).copied()
-            {
-                let company = CompanyId::from_uuid(company);
+            let shared = match takes {
+                Some(company) => Some(company),
+                None if survivor_has_none => company_of
+                    .get(&loser.as_uuid())
+                    .copied()
+                    .flatten()
+                    .map(CompanyId::from_uuid),
+                None => None,
+            };
+            if let Some(company) = shared {
                 match self.share_company(company).await {
                     Err(Error::NotFound { .. }) => {}
                     other => other?,
@@ -651,6 +712,14 @@ impl BulkTx for PgTransaction {
             };
             let at = now();
             let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;
+            if let Some(company) = merged
+                .as_ref()
+                .and_then(|m| m.company_id)
+                .filter(|c| Some(*c) != kept.company_id && Some(*c) != shared)
+                && restart
+            {
+                return Ok(Err(company));
+            }
             // Every version this merge writes carries its reason; the
             // caller's reason comes back afterwards.
             let reason = merge_context(&self.context, survivor, loser)
@@ -697,26 +766,8 @@ impl BulkTx for PgTransaction {
             self.simple(&set_local("crm.reason", &own)).await?;
             let snapshot = super::merges::snapshot(kept, gone, &out, &moved, taggings)?;
             self.journal_merge(snapshot, policy, at).await?;
-            Ok(out)
+            Ok(Ok(out))
         }
-        .await;
-        self.end_atomic(merged).await
-    }
-
-    async fn contact_merges(&mut self, contact: ContactId) -> Result<Vec<MergeRecord>> {
-        self.merges_of(contact).await
-    }
-
-    async fn unmerge_contacts(
-        &mut self,
-        merge: MergeId,
-        conflicts: UnmergeConflicts,
-    ) -> Result<Unmerged> {
-        // Several statements: under the operation's savepoint, so that a
-        // refusal or failure leaves none of them behind.
-        self.begin_atomic().await?;
-        let out = self.unmerge(merge, conflicts).await;
-        self.end_atomic(out).await
     }
 }
 

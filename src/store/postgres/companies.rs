@@ -610,9 +610,41 @@ const REASSIGN_COMPANIES: &str = "UPDATE companies SET owner_id = $3, version = 
 const REASSIGN_DEALS: &str = "UPDATE deals SET owner_id = $3, version = version + 1, \
      updated_at = $4 WHERE tenant_id = $1 AND owner_id = $2";
 
+/// Before a reassignment writes anything, the companies it moves (`$3`:
+/// companies are reassigned) and those of the contacts and deals it
+/// moves (`$4`, `$5`), in id order: companies are locked before any
+/// contact or deal, as a company delete or merge locks them. `FOR NO KEY
+/// UPDATE`, which a link to the company (a key share) does not wait for.
+const LOCK_REASSIGNED_COMPANIES: &str = "SELECT count(*) FROM (SELECT 1 FROM companies c \
+     WHERE c.tenant_id = $1 AND c.id IN (\
+       SELECT x.id FROM companies x WHERE $3 AND x.tenant_id = $1 AND x.owner_id = $2 \
+       UNION ALL SELECT p.company_id FROM contacts p \
+         WHERE $4 AND p.tenant_id = $1 AND p.owner_id = $2 \
+       UNION ALL SELECT d.company_id FROM deals d \
+         WHERE $5 AND d.tenant_id = $1 AND d.owner_id = $2) \
+     ORDER BY c.id FOR NO KEY UPDATE OF c) AS locked";
+/// Then the contacts it moves (`$3`) and those of the deals it moves
+/// (`$4`), in id order — the order of a contact merge — before any deal
+/// (a contact delete or merge locks the contact, then its deals).
+const LOCK_REASSIGNED_CONTACTS: &str = "SELECT count(*) FROM (SELECT 1 FROM contacts c \
+     WHERE c.tenant_id = $1 AND c.id IN (\
+       SELECT p.id FROM contacts p WHERE $3 AND p.tenant_id = $1 AND p.owner_id = $2 \
+       UNION ALL SELECT d.contact_id FROM deals d \
+         WHERE $4 AND d.tenant_id = $1 AND d.owner_id = $2) \
+     ORDER BY c.id FOR NO KEY UPDATE OF c) AS locked";
+/// Then the deals it moves, in id order.
+const LOCK_REASSIGNED_DEALS: &str = "SELECT count(*) FROM (SELECT 1 FROM deals \
+     WHERE tenant_id = $1 AND owner_id = $2 ORDER BY id FOR NO KEY UPDATE) AS locked";
+
 /// The fixed statements of reassigning owners, for [`super::statements`].
-pub(super) const OWNER_STATEMENTS: &[(&str, &str)] =
-    super::statements::listed![REASSIGN_CONTACTS, REASSIGN_COMPANIES, REASSIGN_DEALS];
+pub(super) const OWNER_STATEMENTS: &[(&str, &str)] = super::statements::listed![
+    REASSIGN_CONTACTS,
+    REASSIGN_COMPANIES,
+    REASSIGN_DEALS,
+    LOCK_REASSIGNED_COMPANIES,
+    LOCK_REASSIGNED_CONTACTS,
+    LOCK_REASSIGNED_DEALS,
+];
 /// The SQL and parameters of `q` for `tenant`, fetching `limit + 1` rows
 /// (the extra one says whether another page follows). Each row holds the
 /// columns of `company_select!()`, then the stored `name_key`. Every value
@@ -692,13 +724,38 @@ impl OwnersTx for PgTransaction {
         let result: Result<Reassigned> = async {
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
                 [&tenant, &from.as_str(), &to.as_str(), &at];
-            if wanted(RecordKind::Contact) {
-                moved.contacts = self.execute(REASSIGN_CONTACTS, &params).await?;
+            // Locked in the order of every other write (companies, then
+            // contacts, then deals, each in id order) before anything is
+            // written, so that a company delete or merge, or a contact
+            // delete or merge, racing it waits rather than deadlocks.
+            let (companies, contacts, deals) = (
+                wanted(RecordKind::Company),
+                wanted(RecordKind::Contact),
+                wanted(RecordKind::Deal),
+            );
+            let from = from.as_str();
+            self.query(
+                LOCK_REASSIGNED_COMPANIES,
+                &[&tenant, &from, &companies, &contacts, &deals],
+            )
+            .await?;
+            if contacts || deals {
+                self.query(
+                    LOCK_REASSIGNED_CONTACTS,
+                    &[&tenant, &from, &contacts, &deals],
+                )
+                .await?;
             }
-            if wanted(RecordKind::Company) {
+            if deals {
+                self.query(LOCK_REASSIGNED_DEALS, &[&tenant, &from]).await?;
+            }
+            if companies {
                 moved.companies = self.execute(REASSIGN_COMPANIES, &params).await?;
             }
-            if wanted(RecordKind::Deal) {
+            if contacts {
+                moved.contacts = self.execute(REASSIGN_CONTACTS, &params).await?;
+            }
+            if deals {
                 moved.deals = self.execute(REASSIGN_DEALS, &params).await?;
             }
             Ok(moved)

@@ -1,0 +1,469 @@
+#![cfg(all(feature = "postgres", feature = "conformance"))]
+//! `reassign_owner` racing the writes that lock a company before its
+//! contacts, or a contact before its deals, on PostgreSQL and on a Citus
+//! cluster: a company delete, a company merge, a contact merge, a contact
+//! delete. Each race is set up step by step (a third transaction holds one
+//! record of the owner, so that the reassignment stops half-way), and both
+//! sides must succeed: the reassignment locks what it moves in the order
+//! of every other write (companies, contacts, deals, each by id) before it
+//! writes, so the other side waits for it, or it waits for the other side,
+//! and neither meets a deadlock.
+
+mod support;
+
+use crm_core::{
+    Actor, Context, Store, StoreExt, TenantId,
+    bulk::ConflictPolicy,
+    domain::{
+        CompanyId, CompanyName, ContactId, ContactPatch, Currency, DealPatch, DealTitle, Email,
+        JobTitle, Money, NewCompany, NewContact, NewDeal, OwnerId, PersonName, RecordKind,
+    },
+    store::Reassigned,
+};
+use support::{Target, TestStore, until_backends_wait_for_locks};
+
+fn ctx() -> Context {
+    Context::new(Actor::parse("user:reassign-race").unwrap())
+}
+
+fn from() -> OwnerId {
+    OwnerId::parse("user:from").unwrap()
+}
+
+fn to() -> OwnerId {
+    OwnerId::parse("user:to").unwrap()
+}
+
+fn contact(email: &str, owner: Option<OwnerId>, company: Option<CompanyId>) -> NewContact {
+    NewContact {
+        owner,
+        company_id: company,
+        ..NewContact::new(
+            Email::parse(email).unwrap(),
+            PersonName::parse("Ada").unwrap(),
+            PersonName::parse("Lovelace").unwrap(),
+        )
+    }
+}
+
+/// Holds `id` (an open update of its title) until the returned
+/// transaction ends.
+async fn hold_contact(
+    store: &crm_core::PostgresStore,
+    tenant: TenantId,
+    id: ContactId,
+) -> Box<dyn crm_core::Transaction> {
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let c = tx.get_contact(id).await.unwrap().unwrap();
+    tx.update_contact(
+        id,
+        c.version,
+        ContactPatch {
+            title: Some(Some(JobTitle::parse("Held").unwrap())),
+            ..ContactPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    tx
+}
+
+/// A company of `from` with a contact of `from` linked to it, and an older
+/// contact of `from` not linked, which a third transaction holds: the
+/// reassignment (of everything) stops at it. Then a delete of the company
+/// (`merge`: a merge of it into another) starts; the holder commits.
+async fn reassign_racing_a_company_delete_or_merge(target: Target, merge: bool) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
+    let (holder, reassigner, other) = (db.db().store(), db.db().store(), db.db().store());
+    let t = TenantId::new();
+    let crm = db.scope(t, &ctx());
+    let co = crm
+        .create_company(NewCompany {
+            owner: Some(from()),
+            ..NewCompany::new(CompanyName::parse("Doomed").unwrap())
+        })
+        .await
+        .unwrap();
+    let survivor = crm
+        .create_company(NewCompany::new(CompanyName::parse("Survivor").unwrap()))
+        .await
+        .unwrap();
+    // Ids grow with time: `held` comes first in id order.
+    let held = crm
+        .create_contact(contact("held@x.example", Some(from()), None))
+        .await
+        .unwrap();
+    let linked = crm
+        .create_contact(contact("linked@x.example", Some(from()), Some(co.id)))
+        .await
+        .unwrap();
+
+    let hold = hold_contact(&holder, t, held.id).await;
+    let reassign = tokio::spawn(async move {
+        reassigner
+            .scope(t, &ctx())
+            .reassign_owner(&from(), &to(), None)
+            .await
+    });
+    until_backends_wait_for_locks(db.db(), 1).await;
+    let destroy = tokio::spawn(async move {
+        let crm = other.scope(t, &ctx());
+        if merge {
+            crm.merge_companies(survivor.id, co.id).await.map(drop)
+        } else {
+            crm.delete_company(co.id).await.map(drop)
+        }
+    });
+    until_backends_wait_for_locks(db.db(), 2).await;
+    hold.commit().await.unwrap();
+    let reassigned = reassign.await.unwrap();
+    let destroyed = destroy.await.unwrap();
+    assert_eq!(
+        reassigned.as_ref().ok(),
+        Some(&Reassigned {
+            contacts: 2,
+            companies: 1,
+            deals: 0
+        }),
+        "merge {merge}: {reassigned:?}; the other side: {destroyed:?}"
+    );
+    assert!(destroyed.is_ok(), "merge {merge}: {destroyed:?}");
+    assert!(crm.get_company(co.id).await.unwrap().is_none());
+    let linked = crm.get_contact(linked.id).await.unwrap().unwrap();
+    assert_eq!(linked.owner, Some(to()));
+    assert_eq!(linked.company_id, merge.then_some(survivor.id));
+    let held = crm.get_contact(held.id).await.unwrap().unwrap();
+    assert_eq!(held.owner, Some(to()));
+    assert_eq!(held.title.unwrap().as_str(), "Held");
+}
+
+async fn reassign_owner_racing_a_company_delete_waits(target: Target) {
+    reassign_racing_a_company_delete_or_merge(target, false).await;
+}
+
+async fn reassign_owner_racing_a_company_merge_waits(target: Target) {
+    reassign_racing_a_company_delete_or_merge(target, true).await;
+}
+
+/// Three contacts of `from`, the middle one held: a reassignment of
+/// contacts locks the oldest and stops at the middle one; a merge of the
+/// newest into the oldest starts (it locks the two in id order); the
+/// holder commits.
+async fn reassign_owner_racing_a_contact_merge_waits(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
+    let (holder, reassigner, merger) = (db.db().store(), db.db().store(), db.db().store());
+    let t = TenantId::new();
+    let crm = db.scope(t, &ctx());
+    let mut cs = Vec::new();
+    for i in 0..3 {
+        cs.push(
+            crm.create_contact(contact(&format!("m{i}@x.example"), Some(from()), None))
+                .await
+                .unwrap(),
+        );
+    }
+    let (oldest, middle, newest) = (cs[0].id, cs[1].id, cs[2].id);
+    let hold = hold_contact(&holder, t, middle).await;
+    let reassign = tokio::spawn(async move {
+        reassigner
+            .scope(t, &ctx())
+            .reassign_owner(&from(), &to(), Some(RecordKind::Contact))
+            .await
+    });
+    until_backends_wait_for_locks(db.db(), 1).await;
+    let merge = tokio::spawn(async move {
+        merger
+            .scope(t, &ctx())
+            .merge_contacts(oldest, newest, ConflictPolicy::NonEmptyIncoming)
+            .await
+    });
+    until_backends_wait_for_locks(db.db(), 2).await;
+    hold.commit().await.unwrap();
+    let reassigned = reassign.await.unwrap();
+    let merged = merge.await.unwrap();
+    assert_eq!(
+        reassigned.as_ref().map(|r| r.contacts).ok(),
+        Some(3),
+        "{reassigned:?}; the merge: {merged:?}"
+    );
+    assert!(merged.is_ok(), "{merged:?}");
+    assert!(crm.get_contact(newest).await.unwrap().is_none());
+    for id in [oldest, middle] {
+        let c = crm.get_contact(id).await.unwrap().unwrap();
+        assert_eq!(c.owner, Some(to()));
+    }
+}
+
+/// A contact of no one with two deals of `from`, the first held: a
+/// reassignment of everything locks the contact, then stops at the held
+/// deal; a delete of the contact starts (it locks the contact, then its
+/// deals); the holder commits.
+async fn reassign_owner_racing_a_contact_delete_waits(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
+    let (holder, reassigner, deleter) = (db.db().store(), db.db().store(), db.db().store());
+    let t = TenantId::new();
+    let crm = db.scope(t, &ctx());
+    let c = crm
+        .create_contact(contact("deals@x.example", None, None))
+        .await
+        .unwrap();
+    let deal = |title: &str| NewDeal {
+        owner: Some(from()),
+        ..NewDeal::new(
+            c.id,
+            DealTitle::parse(title).unwrap(),
+            Money::parse("100", Currency::parse("EUR").unwrap()).unwrap(),
+        )
+    };
+    let first = crm.create_deal(deal("First")).await.unwrap();
+    let second = crm.create_deal(deal("Second")).await.unwrap();
+
+    let mut hold = holder.begin(t, ctx()).await.unwrap();
+    hold.update_deal(
+        first.id,
+        first.version,
+        DealPatch {
+            title: Some(DealTitle::parse("First, held").unwrap()),
+            ..DealPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    let reassign = tokio::spawn(async move {
+        reassigner
+            .scope(t, &ctx())
+            .reassign_owner(&from(), &to(), None)
+            .await
+    });
+    until_backends_wait_for_locks(db.db(), 1).await;
+    let delete = tokio::spawn(async move { deleter.scope(t, &ctx()).delete_contact(c.id).await });
+    until_backends_wait_for_locks(db.db(), 2).await;
+    hold.commit().await.unwrap();
+    let reassigned = reassign.await.unwrap();
+    let deleted = delete.await.unwrap();
+    assert_eq!(
+        reassigned.as_ref().map(|r| r.deals).ok(),
+        Some(2),
+        "{reassigned:?}; the delete: {deleted:?}"
+    );
+    assert!(matches!(deleted, Ok(true)), "{deleted:?}");
+    for id in [first.id, second.id] {
+        assert!(crm.get_deal(id).await.unwrap().is_none());
+    }
+}
+
+/// Only what is reassigned is locked: a reassignment of companies alone
+/// does not wait for a held contact of the owner.
+async fn a_reassignment_of_companies_does_not_wait_for_contacts(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
+    let holder = db.db().store();
+    let t = TenantId::new();
+    let crm = db.scope(t, &ctx());
+    let co = crm
+        .create_company(NewCompany {
+            owner: Some(from()),
+            ..NewCompany::new(CompanyName::parse("Kept").unwrap())
+        })
+        .await
+        .unwrap();
+    let c = crm
+        .create_contact(contact("kept@x.example", Some(from()), Some(co.id)))
+        .await
+        .unwrap();
+    let hold = hold_contact(&holder, t, c.id).await;
+    let moved = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        crm.reassign_owner(&from(), &to(), Some(RecordKind::Company)),
+    )
+    .await
+    .expect("the reassignment of companies waited for a contact")
+    .unwrap();
+    assert_eq!(
+        moved,
+        Reassigned {
+            contacts: 0,
+            companies: 1,
+            deals: 0
+        }
+    );
+    hold.rollback().await.unwrap();
+    let c = crm.get_contact(c.id).await.unwrap().unwrap();
+    assert_eq!(c.owner, Some(from()));
+}
+
+/// Rounds of a reassignment of everything racing, each from a store of
+/// its own after a random pause: two contact merges and a contact delete
+/// among the owner's contacts, a company delete and a company merge among
+/// its companies, and a versioned update of one of its contacts. Every
+/// call succeeds (the update may meet the reassignment's new version:
+/// `Conflict`), never a deadlock; afterwards the owner has nothing left
+/// and every acknowledged update is there.
+async fn reassign_owner_racing_deletes_merges_and_updates(target: Target) {
+    let Some(db) = TestStore::on(target).await else {
+        return;
+    };
+    let stores: Vec<_> = (0..7).map(|_| db.db().store()).collect();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut pause = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::time::Duration::from_micros(seed % 4_000)
+    };
+    let rounds = if target == Target::Citus { 4 } else { 12 };
+    for round in 0..rounds {
+        let t = TenantId::new();
+        let crm = db.scope(t, &ctx());
+        let company = |name: &str| NewCompany {
+            owner: Some(from()),
+            ..NewCompany::new(CompanyName::parse(name).unwrap())
+        };
+        let doomed = crm.create_company(company("Doomed")).await.unwrap();
+        let loser = crm.create_company(company("Loser")).await.unwrap();
+        let survivor = crm.create_company(company("Survivor")).await.unwrap();
+        let mut cs = Vec::new();
+        for i in 0..7 {
+            let linked = match i % 3 {
+                0 => Some(doomed.id),
+                1 => Some(loser.id),
+                _ => None,
+            };
+            cs.push(
+                crm.create_contact(contact(&format!("r{i}@x.example"), Some(from()), linked))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for c in [&cs[0], &cs[5], &cs[6]] {
+            crm.create_deal(NewDeal {
+                owner: Some(from()),
+                ..NewDeal::new(
+                    c.id,
+                    DealTitle::parse("Deal").unwrap(),
+                    Money::parse("10", Currency::parse("EUR").unwrap()).unwrap(),
+                )
+            })
+            .await
+            .unwrap();
+        }
+        let mut calls = Vec::new();
+        let ids: Vec<ContactId> = cs.iter().map(|c| c.id).collect();
+        let updated = cs[2].clone();
+        for (i, store) in stores.iter().cloned().enumerate() {
+            let (wait, ids, updated) = (pause(), ids.clone(), updated.clone());
+            calls.push(tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let crm = store.scope(t, &ctx());
+                let out: (&str, Result<(), crm_core::Error>) = match i {
+                    0 => (
+                        "reassign",
+                        crm.reassign_owner(&from(), &to(), None).await.map(drop),
+                    ),
+                    1 => (
+                        "merge contact 5 into 0",
+                        crm.merge_contacts(ids[0], ids[5], ConflictPolicy::NonEmptyIncoming)
+                            .await
+                            .map(drop),
+                    ),
+                    2 => (
+                        "merge contact 1 into 3",
+                        crm.merge_contacts(ids[3], ids[1], ConflictPolicy::NonEmptyIncoming)
+                            .await
+                            .map(drop),
+                    ),
+                    3 => (
+                        "delete contact 6",
+                        crm.delete_contact(ids[6]).await.map(drop),
+                    ),
+                    4 => (
+                        "delete company",
+                        crm.delete_company(doomed.id).await.map(drop),
+                    ),
+                    5 => (
+                        "merge company",
+                        crm.merge_companies(survivor.id, loser.id).await.map(drop),
+                    ),
+                    _ => (
+                        "update contact 2",
+                        crm.update_contact(
+                            updated.id,
+                            updated.version,
+                            ContactPatch {
+                                title: Some(Some(JobTitle::parse("Updated").unwrap())),
+                                ..ContactPatch::default()
+                            },
+                        )
+                        .await
+                        .map(drop),
+                    ),
+                };
+                out
+            }));
+        }
+        let mut update_acknowledged = false;
+        for call in calls {
+            let (what, out) = call.await.unwrap();
+            match out {
+                Ok(()) => update_acknowledged |= what == "update contact 2",
+                Err(e)
+                    if what == "update contact 2" && e.kind() == crm_core::ErrorKind::Conflict => {}
+                Err(e) => panic!("round {round}: {what}: {e:?}"),
+            }
+        }
+        // The owner has nothing left; what the reassignment found is the
+        // new owner's, whatever ran first.
+        let contacts = crm
+            .search_contacts(&crm_core::ContactQuery::new().with_owner(from()))
+            .await
+            .unwrap();
+        let companies = crm
+            .search_companies(&crm_core::CompanyQuery::new().with_owner(from()))
+            .await
+            .unwrap();
+        let deals = crm
+            .search_deals(&crm_core::DealQuery::new().with_owner(from()))
+            .await
+            .unwrap();
+        assert!(
+            contacts.items.is_empty() && companies.items.is_empty() && deals.items.is_empty(),
+            "round {round}: left to the owner: {contacts:?} {companies:?} {deals:?}"
+        );
+        for id in [ids[0], ids[2], ids[3], ids[4]] {
+            let c = crm.get_contact(id).await.unwrap().expect("a survivor");
+            assert_eq!(c.owner, Some(to()), "round {round}");
+        }
+        for id in [ids[1], ids[5], ids[6]] {
+            assert!(
+                crm.get_contact(id).await.unwrap().is_none(),
+                "round {round}"
+            );
+        }
+        let two = crm.get_contact(ids[2]).await.unwrap().unwrap();
+        assert_eq!(
+            two.title.map(|t| t.as_str().to_string()),
+            update_acknowledged.then(|| "Updated".to_string()),
+            "round {round}"
+        );
+        let survivor = crm.get_company(survivor.id).await.unwrap().unwrap();
+        assert_eq!(survivor.owner, Some(to()), "round {round}");
+        assert!(crm.get_company(loser.id).await.unwrap().is_none());
+        assert!(crm.get_company(doomed.id).await.unwrap().is_none());
+    }
+}
+
+crate::on_every_target!(
+    reassign_owner_racing_a_company_delete_waits,
+    reassign_owner_racing_a_company_merge_waits,
+    reassign_owner_racing_a_contact_merge_waits,
+    reassign_owner_racing_a_contact_delete_waits,
+    a_reassignment_of_companies_does_not_wait_for_contacts,
+    reassign_owner_racing_deletes_merges_and_updates,
+);
