@@ -113,6 +113,12 @@ impl<T> Page<T> {
 /// takes back only its own cursors, and checks the position they hold
 /// ([`CursorPosition`]) before it is used. Its text is lower-case hex, at
 /// most [`Cursor::MAX_CHARS`] characters.
+///
+/// Opaque is not secret: the text is the position encoded, not encrypted,
+/// so a cursor of a list sorted by name holds the last row's name keys
+/// (lower-cased names), one sorted by score its score. Keep cursors where
+/// you would keep the rows they page through (not in a log, nor in a URL
+/// that others see).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Cursor(String);
