@@ -34,6 +34,14 @@ fn to() -> OwnerId {
     OwnerId::parse("user:to").unwrap()
 }
 
+/// A new company of `from`.
+fn owned_company(name: &str) -> NewCompany {
+    NewCompany {
+        owner: Some(from()),
+        ..NewCompany::new(CompanyName::parse(name).unwrap())
+    }
+}
+
 fn contact(email: &str, owner: Option<OwnerId>, company: Option<CompanyId>) -> NewContact {
     NewContact {
         owner,
@@ -79,13 +87,7 @@ async fn reassign_racing_a_company_delete_or_merge(target: Target, merge: bool) 
     let (holder, reassigner, other) = (db.db().store(), db.db().store(), db.db().store());
     let t = TenantId::new();
     let crm = db.scope(t, &ctx());
-    let co = crm
-        .create_company(NewCompany {
-            owner: Some(from()),
-            ..NewCompany::new(CompanyName::parse("Doomed").unwrap())
-        })
-        .await
-        .unwrap();
+    let co = crm.create_company(owned_company("Doomed")).await.unwrap();
     let survivor = crm
         .create_company(NewCompany::new(CompanyName::parse("Survivor").unwrap()))
         .await
@@ -267,13 +269,7 @@ async fn a_reassignment_of_companies_does_not_wait_for_contacts(target: Target) 
     let holder = db.db().store();
     let t = TenantId::new();
     let crm = db.scope(t, &ctx());
-    let co = crm
-        .create_company(NewCompany {
-            owner: Some(from()),
-            ..NewCompany::new(CompanyName::parse("Kept").unwrap())
-        })
-        .await
-        .unwrap();
+    let co = crm.create_company(owned_company("Kept")).await.unwrap();
     let c = crm
         .create_contact(contact("kept@x.example", Some(from()), Some(co.id)))
         .await
@@ -322,13 +318,9 @@ async fn reassign_owner_racing_deletes_merges_and_updates(target: Target) {
     for round in 0..rounds {
         let t = TenantId::new();
         let crm = db.scope(t, &ctx());
-        let company = |name: &str| NewCompany {
-            owner: Some(from()),
-            ..NewCompany::new(CompanyName::parse(name).unwrap())
-        };
-        let doomed = crm.create_company(company("Doomed")).await.unwrap();
-        let loser = crm.create_company(company("Loser")).await.unwrap();
-        let survivor = crm.create_company(company("Survivor")).await.unwrap();
+        let doomed = crm.create_company(owned_company("Doomed")).await.unwrap();
+        let loser = crm.create_company(owned_company("Loser")).await.unwrap();
+        let survivor = crm.create_company(owned_company("Survivor")).await.unwrap();
         let mut cs = Vec::new();
         for i in 0..7 {
             let linked = match i % 3 {
