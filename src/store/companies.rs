@@ -132,11 +132,15 @@ pub trait OwnersTx: Send {
     /// recorded change (version and `updated_at` move on). Reassigning an
     /// owner to itself changes nothing.
     ///
-    /// On PostgreSQL it first locks what it moves, and the companies and
-    /// contacts those records belong to, in the order of every other write
-    /// (companies, contacts, deals, each by id): a company delete or
-    /// merge, or a contact delete or merge, racing it waits for it, or it
-    /// for them, rather than meeting it in a deadlock.
+    /// On PostgreSQL it first locks what it moves, and key-shares the
+    /// companies and contacts those records belong to, in the order of the
+    /// deletes and merges (companies, contacts, deals, each by id): a
+    /// company delete or merge, or a contact delete or merge, racing it
+    /// waits for it, or it for them, rather than meeting it in a deadlock.
+    /// It moves the records that were the owner's when it locked them; one
+    /// given to the owner while it runs stays the owner's. A bulk import
+    /// writing the same contacts in its own order may still meet it in a
+    /// deadlock (a retryable error).
     async fn reassign_owner(
         &mut self,
         from: &OwnerId,

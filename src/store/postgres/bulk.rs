@@ -670,17 +670,18 @@ impl PgTransaction {
             let survivor_has_none = company_of
                 .get(&survivor.as_uuid())
                 .is_none_or(Option::is_none);
-            let shared = match takes {
-                Some(company) => Some(company),
-                None if survivor_has_none => company_of
-                    .get(&loser.as_uuid())
-                    .copied()
-                    .flatten()
-                    .map(CompanyId::from_uuid),
-                None => None,
-            };
-            if let Some(company) = shared {
-                match self.share_company(company).await {
+            // The loser's company as read now, and the one a previous
+            // attempt found the survivor taking; in id order.
+            let mut shared: Vec<CompanyId> = takes.into_iter().collect();
+            if survivor_has_none
+                && let Some(Some(company)) = company_of.get(&loser.as_uuid()).copied()
+            {
+                shared.push(CompanyId::from_uuid(company));
+            }
+            shared.sort_by_key(|c| c.as_uuid());
+            shared.dedup();
+            for company in &shared {
+                match self.share_company(*company).await {
                     Err(Error::NotFound { .. }) => {}
                     other => other?,
                 }
@@ -715,7 +716,7 @@ impl PgTransaction {
             if let Some(company) = merged
                 .as_ref()
                 .and_then(|m| m.company_id)
-                .filter(|c| Some(*c) != kept.company_id && Some(*c) != shared)
+                .filter(|c| Some(*c) != kept.company_id && !shared.contains(c))
                 && restart
             {
                 return Ok(Err(company));

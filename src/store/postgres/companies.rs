@@ -600,41 +600,73 @@ impl CompaniesTx for PgTransaction {
 
 // ---- owners ----
 
-/// Gives the contacts of owner `$2` to owner `$3` (`$4`: now); the
-/// history triggers record each change. `REASSIGN_COMPANIES` and
-/// `REASSIGN_DEALS` do the same for companies and deals.
+/// Gives the contacts `$5` still of owner `$2` (those the lock statements
+/// returned) to owner `$3` (`$4`: now); the history triggers record each
+/// change. `REASSIGN_COMPANIES` and `REASSIGN_DEALS` do the same for
+/// companies and deals.
 const REASSIGN_CONTACTS: &str = "UPDATE contacts SET owner_id = $3, version = version + 1, \
-     updated_at = $4 WHERE tenant_id = $1 AND owner_id = $2";
+     updated_at = $4 WHERE tenant_id = $1 AND id = ANY($5) AND owner_id = $2";
 const REASSIGN_COMPANIES: &str = "UPDATE companies SET owner_id = $3, version = version + 1, \
-     updated_at = $4 WHERE tenant_id = $1 AND owner_id = $2";
+     updated_at = $4 WHERE tenant_id = $1 AND id = ANY($5) AND owner_id = $2";
 const REASSIGN_DEALS: &str = "UPDATE deals SET owner_id = $3, version = version + 1, \
-     updated_at = $4 WHERE tenant_id = $1 AND owner_id = $2";
+     updated_at = $4 WHERE tenant_id = $1 AND id = ANY($5) AND owner_id = $2";
 
-/// Before a reassignment writes anything, the companies it moves (`$3`:
-/// companies are reassigned) and those of the contacts and deals it
-/// moves (`$4`, `$5`), in id order: companies are locked before any
-/// contact or deal, as a company delete or merge locks them. `FOR NO KEY
-/// UPDATE`, which a link to the company (a key share) does not wait for.
-const LOCK_REASSIGNED_COMPANIES: &str = "SELECT count(*) FROM (SELECT 1 FROM companies c \
-     WHERE c.tenant_id = $1 AND c.id IN (\
-       SELECT x.id FROM companies x WHERE $3 AND x.tenant_id = $1 AND x.owner_id = $2 \
-       UNION ALL SELECT p.company_id FROM contacts p \
-         WHERE $4 AND p.tenant_id = $1 AND p.owner_id = $2 \
-       UNION ALL SELECT d.company_id FROM deals d \
-         WHERE $5 AND d.tenant_id = $1 AND d.owner_id = $2) \
-     ORDER BY c.id FOR NO KEY UPDATE OF c) AS locked";
+/// The companies a reassignment moves (`$3`: companies are reassigned)
+/// and those of the contacts and deals it moves (`$4`, `$5`), locked in id
+/// order before it writes anything (companies before any contact or deal,
+/// as a company delete or merge locks them): the ids of those still the
+/// owner's, which the update moves (a company given to the owner after
+/// this statement stays the owner's). `FOR NO KEY UPDATE`, which a link
+/// to the company (a key share) does not wait for.
+macro_rules! reassigned_companies {
+    ($mode:literal) => {
+        concat!(
+            "SELECT coalesce(array_agg(l.id) FILTER (WHERE l.owner_id = $2), '{}') FROM (\
+             SELECT c.id, c.owner_id FROM companies c WHERE c.tenant_id = $1 AND c.id IN (\
+               SELECT x.id FROM companies x WHERE $3 AND x.tenant_id = $1 AND x.owner_id = $2 \
+               UNION ALL SELECT p.company_id FROM contacts p \
+                 WHERE $4 AND p.tenant_id = $1 AND p.owner_id = $2 \
+               UNION ALL SELECT d.company_id FROM deals d \
+                 WHERE $5 AND d.tenant_id = $1 AND d.owner_id = $2) \
+             ORDER BY c.id ",
+            $mode,
+            " OF c) AS l"
+        )
+    };
+}
+const LOCK_REASSIGNED_COMPANIES: &str = reassigned_companies!("FOR NO KEY UPDATE");
+/// The same when no company is reassigned: key-shared only, so that an
+/// update of those companies (a company import) neither waits for the
+/// reassignment nor meets it in a deadlock, while a delete or merge of
+/// them (`FOR UPDATE`) still does. (One mode per reassignment: a row
+/// key-shared, then locked for update, could meet a waiting delete in a
+/// deadlock.)
+const SHARE_REASSIGNED_COMPANIES: &str = reassigned_companies!("FOR KEY SHARE");
 /// Then the contacts it moves (`$3`) and those of the deals it moves
-/// (`$4`), in id order — the order of a contact merge — before any deal
-/// (a contact delete or merge locks the contact, then its deals).
-const LOCK_REASSIGNED_CONTACTS: &str = "SELECT count(*) FROM (SELECT 1 FROM contacts c \
-     WHERE c.tenant_id = $1 AND c.id IN (\
-       SELECT p.id FROM contacts p WHERE $3 AND p.tenant_id = $1 AND p.owner_id = $2 \
-       UNION ALL SELECT d.contact_id FROM deals d \
-         WHERE $4 AND d.tenant_id = $1 AND d.owner_id = $2) \
-     ORDER BY c.id FOR NO KEY UPDATE OF c) AS locked";
-/// Then the deals it moves, in id order.
-const LOCK_REASSIGNED_DEALS: &str = "SELECT count(*) FROM (SELECT 1 FROM deals \
-     WHERE tenant_id = $1 AND owner_id = $2 ORDER BY id FOR NO KEY UPDATE) AS locked";
+/// (`$4`), in id order, before any deal (a contact delete or merge locks
+/// the contact, then its deals; a merge its two contacts in id order):
+/// the ids of those still the owner's.
+macro_rules! reassigned_contacts {
+    ($mode:literal) => {
+        concat!(
+            "SELECT coalesce(array_agg(l.id) FILTER (WHERE l.owner_id = $2), '{}') FROM (\
+             SELECT c.id, c.owner_id FROM contacts c WHERE c.tenant_id = $1 AND c.id IN (\
+               SELECT p.id FROM contacts p WHERE $3 AND p.tenant_id = $1 AND p.owner_id = $2 \
+               UNION ALL SELECT d.contact_id FROM deals d \
+                 WHERE $4 AND d.tenant_id = $1 AND d.owner_id = $2) \
+             ORDER BY c.id ",
+            $mode,
+            " OF c) AS l"
+        )
+    };
+}
+const LOCK_REASSIGNED_CONTACTS: &str = reassigned_contacts!("FOR NO KEY UPDATE");
+/// The same when deals alone are reassigned: the deals' contacts
+/// key-shared only (see [`SHARE_REASSIGNED_COMPANIES`]).
+const SHARE_REASSIGNED_CONTACTS: &str = reassigned_contacts!("FOR KEY SHARE");
+/// Then the deals it moves, in id order: their ids.
+const LOCK_REASSIGNED_DEALS: &str = "SELECT coalesce(array_agg(l.id), '{}') FROM (SELECT id \
+     FROM deals WHERE tenant_id = $1 AND owner_id = $2 ORDER BY id FOR NO KEY UPDATE) AS l";
 
 /// The fixed statements of reassigning owners, for [`super::statements`].
 pub(super) const OWNER_STATEMENTS: &[(&str, &str)] = super::statements::listed![
@@ -642,7 +674,9 @@ pub(super) const OWNER_STATEMENTS: &[(&str, &str)] = super::statements::listed![
     REASSIGN_COMPANIES,
     REASSIGN_DEALS,
     LOCK_REASSIGNED_COMPANIES,
+    SHARE_REASSIGNED_COMPANIES,
     LOCK_REASSIGNED_CONTACTS,
+    SHARE_REASSIGNED_CONTACTS,
     LOCK_REASSIGNED_DEALS,
 ];
 /// The SQL and parameters of `q` for `tenant`, fetching `limit + 1` rows
@@ -703,6 +737,21 @@ fn search_sql(
     Ok((sql, b))
 }
 
+impl PgTransaction {
+    /// The ids a reassignment's lock statement returned (one row, one
+    /// array).
+    async fn owned_ids(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Uuid>> {
+        match self.query_opt(sql, params).await? {
+            Some(row) => row.try_get(0).map_err(super::error::db),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
 #[async_trait]
 impl OwnersTx for PgTransaction {
     async fn reassign_owner(
@@ -722,41 +771,64 @@ impl OwnersTx for PgTransaction {
         // failure leaves none of them behind.
         self.begin_atomic().await?;
         let result: Result<Reassigned> = async {
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&tenant, &from.as_str(), &to.as_str(), &at];
-            // Locked in the order of every other write (companies, then
-            // contacts, then deals, each in id order) before anything is
+            // Locked in the order of the deletes and merges (companies,
+            // then contacts, then deals, each by id) before anything is
             // written, so that a company delete or merge, or a contact
-            // delete or merge, racing it waits rather than deadlocks.
+            // delete or merge, racing it waits rather than deadlocks; each
+            // update moves what its lock statement returned.
             let (companies, contacts, deals) = (
                 wanted(RecordKind::Company),
                 wanted(RecordKind::Contact),
                 wanted(RecordKind::Deal),
             );
             let from = from.as_str();
-            self.query(
-                LOCK_REASSIGNED_COMPANIES,
-                &[&tenant, &from, &companies, &contacts, &deals],
-            )
-            .await?;
-            if contacts || deals {
-                self.query(
-                    LOCK_REASSIGNED_CONTACTS,
-                    &[&tenant, &from, &contacts, &deals],
+            let lock_companies = if companies {
+                LOCK_REASSIGNED_COMPANIES
+            } else {
+                SHARE_REASSIGNED_COMPANIES
+            };
+            let owned_companies = self
+                .owned_ids(
+                    lock_companies,
+                    &[&tenant, &from, &companies, &contacts, &deals],
                 )
                 .await?;
-            }
-            if deals {
-                self.query(LOCK_REASSIGNED_DEALS, &[&tenant, &from]).await?;
-            }
-            if companies {
-                moved.companies = self.execute(REASSIGN_COMPANIES, &params).await?;
-            }
-            if contacts {
-                moved.contacts = self.execute(REASSIGN_CONTACTS, &params).await?;
-            }
-            if deals {
-                moved.deals = self.execute(REASSIGN_DEALS, &params).await?;
+            let owned_contacts = if contacts || deals {
+                let lock = if contacts {
+                    LOCK_REASSIGNED_CONTACTS
+                } else {
+                    SHARE_REASSIGNED_CONTACTS
+                };
+                self.owned_ids(lock, &[&tenant, &from, &contacts, &deals])
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let owned_deals = if deals {
+                self.owned_ids(LOCK_REASSIGNED_DEALS, &[&tenant, &from])
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let to = to.as_str();
+            for (count, update, ids) in [
+                (
+                    &mut moved.companies,
+                    REASSIGN_COMPANIES,
+                    companies.then_some(owned_companies),
+                ),
+                (
+                    &mut moved.contacts,
+                    REASSIGN_CONTACTS,
+                    contacts.then_some(owned_contacts),
+                ),
+                (&mut moved.deals, REASSIGN_DEALS, Some(owned_deals)),
+            ] {
+                if let Some(ids) = ids.filter(|ids| !ids.is_empty()) {
+                    *count = self
+                        .execute(update, &[&tenant, &from, &to, &at, &ids])
+                        .await?;
+                }
             }
             Ok(moved)
         }

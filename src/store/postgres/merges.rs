@@ -371,13 +371,36 @@ impl PgTransaction {
         let Some(row) = self.query_opt(GET_MERGE, &[&tenant, &id]).await? else {
             return Err(Error::not_found(Entity::Merge, merge));
         };
-        let (record, _) = journal_row(&row)?;
+        let (record, snapshot) = journal_row(&row)?;
         let refused = |refusal| Error::UnmergeRefused { merge, refusal };
         // Nothing to lock for a merge that can no longer be undone.
         if let Some(r) = unmerge_refusal(&record, true, None, &[])
             .filter(|r| !matches!(r, crate::domain::UnmergeRefusal::SurvivorDeleted(_)))
         {
             return Err(refused(r));
+        }
+        // The companies the loser and the survivor come back linked to
+        // (a journal's snapshot never changes), key-shared in id order
+        // before the survivor is locked, as every other link does: taken
+        // after it, the loser's would wait for a delete or merge of that
+        // company that itself waits for the survivor's row — a deadlock.
+        // One deleted meanwhile is no error here (its delete unlinked).
+        if let Some(snapshot) = &snapshot {
+            let mut companies: Vec<crate::domain::CompanyId> = [
+                snapshot.loser.company_id,
+                snapshot.survivor_before.company_id,
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            companies.sort_by_key(|c| c.as_uuid());
+            companies.dedup();
+            for company in companies {
+                match self.share_company(company).await {
+                    Err(Error::NotFound { .. }) => {}
+                    other => other?,
+                }
+            }
         }
         let survivor = match self.lock_contact(record.survivor).await {
             Ok(c) => Some(c),
