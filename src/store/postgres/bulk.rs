@@ -639,136 +639,133 @@ impl PgTransaction {
         takes: Option<CompanyId>,
         restart: bool,
     ) -> Result<std::result::Result<Contact, CompanyId>> {
-        {
-            crate::store::shared::check_merge_pair(survivor, loser)?;
-            // A survivor without a company takes the loser's: key-share it
-            // before locking the contacts, as every other link does before
-            // it writes. Taken after them, it would wait for a deletion of
-            // that company that itself waits for the loser's row to unlink
-            // it: a deadlock. A company deleted meanwhile is no error here;
-            // the loser, locked below, is then unlinked from it. (Read
-            // before the locks, the links may change before them: when the
-            // survivor then takes a company not key-shared here, the
-            // attempt is undone, its locks with it, and made again with
-            // that company key-shared first — its write would otherwise
-            // key-share it after the contacts, and could meet a delete or
-            // merge of that company in a deadlock. Two attempts; a third
-            // goes on as the links then are.)
-            let tenant = self.tenant_uuid();
-            let links = self
-                .query(
-                    MERGED_COMPANIES,
-                    &[&tenant, &survivor.as_uuid(), &loser.as_uuid()],
-                )
-                .await?;
-            let mut company_of = HashMap::new();
-            for r in &links {
-                let id: Uuid = r.try_get(0).map_err(super::error::db)?;
-                let company: Option<Uuid> = r.try_get(1).map_err(super::error::db)?;
-                company_of.insert(id, company);
-            }
-            let survivor_has_none = company_of
-                .get(&survivor.as_uuid())
-                .is_none_or(Option::is_none);
-            // The loser's company as read now, and the one a previous
-            // attempt found the survivor taking; in id order.
-            let mut shared: Vec<CompanyId> = takes.into_iter().collect();
-            if survivor_has_none
-                && let Some(Some(company)) = company_of.get(&loser.as_uuid()).copied()
-            {
-                shared.push(CompanyId::from_uuid(company));
-            }
-            shared.sort_by_key(|c| c.as_uuid());
-            shared.dedup();
-            for company in &shared {
-                match self.share_company(*company).await {
-                    Err(Error::NotFound { .. }) => {}
-                    other => other?,
-                }
-            }
-            // Lock both in id order, so that two merges of the same pair (or
-            // crossing pairs) cannot deadlock. The loser is locked FOR
-            // UPDATE: a transaction attaching a deal, activity or signal to
-            // it holds a key-share lock, so the merge waits for it to commit
-            // (and then moves what it wrote: each statement below sees every
-            // commit made before it starts), and one that comes later waits
-            // for the merge and finds the loser gone. Nothing is left behind
-            // for the delete to cascade to.
-            let (kept, gone) = if survivor.as_uuid() < loser.as_uuid() {
-                let kept = self.lock_contact(survivor).await?;
-                (kept, self.lock_contact_for_delete(loser).await?)
-            } else {
-                let gone = match self.lock_contact_for_delete(loser).await {
-                    // Both missing: the survivor is the one named, as the
-                    // contract says, whatever the lock order.
-                    Err(e @ Error::NotFound { .. }) => {
-                        return Err(match self.get_contact(survivor).await? {
-                            None => Error::not_found(Entity::Contact, survivor),
-                            Some(_) => e,
-                        });
-                    }
-                    other => other?,
-                };
-                (self.lock_contact(survivor).await?, gone)
-            };
-            let at = now();
-            let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;
-            if let Some(company) = merged
-                .as_ref()
-                .and_then(|m| m.company_id)
-                .filter(|c| Some(*c) != kept.company_id && !shared.contains(c))
-                && restart
-            {
-                return Ok(Err(company));
-            }
-            // Every version this merge writes carries its reason; the
-            // caller's reason comes back afterwards.
-            let reason = merge_context(&self.context, survivor, loser)
-                .reason()
-                .unwrap_or_default()
-                .to_string();
-            let own = self.context.reason().unwrap_or_default().to_string();
-            // `SET LOCAL`, which a distributed PostgreSQL passes on to its
-            // workers, like the transaction's settings.
-            self.simple(&set_local("crm.reason", &reason)).await?;
-            let tenant = self.tenant_uuid();
-            let (s, l) = (survivor.as_uuid(), loser.as_uuid());
-            // The moves, in order, in one round trip.
-            let moved: [&(dyn ToSql + Sync); 3] = [&tenant, &l, &s];
-            let timed: [&(dyn ToSql + Sync); 4] = [&tenant, &l, &s, &at];
-            self.check_open()?;
-            let begin = self.pending_begin.take().is_some();
-            let result = self
-                .raw_query_all(
-                    &[
-                        (MOVE_DEALS, &timed),
-                        (MOVE_ACTIVITIES, &moved),
-                        (MOVE_SIGNALS, &moved),
-                        (MOVE_TASKS, &timed),
-                        (FRESH_MERGE, &moved),
-                        (FRESHNESS_OF, &moved[..2]),
-                    ],
-                    begin,
-                )
-                .await;
-            let moved = self.settle(result)?;
-            self.live_merge(survivor, loser).await?;
-            let taggings = self
-                .copy_taggings(MergedRecord::Contact {
-                    from: loser,
-                    to: survivor,
-                })
-                .await?;
-            self.execute(DELETE_CONTACT, &[&tenant, &l]).await?;
-            let out = match merged {
-                Some(next) => self.write_contact(&kept, next.clone()).await?,
-                None => kept.clone(),
-            };
-            self.simple(&set_local("crm.reason", &own)).await?;
-            let snapshot = super::merges::snapshot(kept, gone, &out, &moved, taggings)?;
-            self.journal_merge(snapshot, policy, at).await?;
-            Ok(Ok(out))
+        crate::store::shared::check_merge_pair(survivor, loser)?;
+        // A survivor without a company takes the loser's: key-share it
+        // before locking the contacts, as every other link does before
+        // it writes. Taken after them, it would wait for a deletion of
+        // that company that itself waits for the loser's row to unlink
+        // it: a deadlock. A company deleted meanwhile is no error here;
+        // the loser, locked below, is then unlinked from it. (Read
+        // before the locks, the links may change before them: when the
+        // survivor then takes a company not key-shared here, the
+        // attempt is undone, its locks with it, and made again with
+        // that company key-shared first — its write would otherwise
+        // key-share it after the contacts, and could meet a delete or
+        // merge of that company in a deadlock. Two attempts; a third
+        // goes on as the links then are.)
+        let tenant = self.tenant_uuid();
+        let links = self
+            .query(
+                MERGED_COMPANIES,
+                &[&tenant, &survivor.as_uuid(), &loser.as_uuid()],
+            )
+            .await?;
+        let mut company_of = HashMap::new();
+        for r in &links {
+            let id: Uuid = r.try_get(0).map_err(super::error::db)?;
+            let company: Option<Uuid> = r.try_get(1).map_err(super::error::db)?;
+            company_of.insert(id, company);
         }
+        let survivor_has_none = company_of
+            .get(&survivor.as_uuid())
+            .is_none_or(Option::is_none);
+        // The loser's company as read now, and the one a previous
+        // attempt found the survivor taking; in id order.
+        let mut shared: Vec<CompanyId> = takes.into_iter().collect();
+        if survivor_has_none && let Some(Some(company)) = company_of.get(&loser.as_uuid()).copied()
+        {
+            shared.push(CompanyId::from_uuid(company));
+        }
+        shared.sort_by_key(|c| c.as_uuid());
+        shared.dedup();
+        for company in &shared {
+            match self.share_company(*company).await {
+                Err(Error::NotFound { .. }) => {}
+                other => other?,
+            }
+        }
+        // Lock both in id order, so that two merges of the same pair (or
+        // crossing pairs) cannot deadlock. The loser is locked FOR
+        // UPDATE: a transaction attaching a deal, activity or signal to
+        // it holds a key-share lock, so the merge waits for it to commit
+        // (and then moves what it wrote: each statement below sees every
+        // commit made before it starts), and one that comes later waits
+        // for the merge and finds the loser gone. Nothing is left behind
+        // for the delete to cascade to.
+        let (kept, gone) = if survivor.as_uuid() < loser.as_uuid() {
+            let kept = self.lock_contact(survivor).await?;
+            (kept, self.lock_contact_for_delete(loser).await?)
+        } else {
+            let gone = match self.lock_contact_for_delete(loser).await {
+                // Both missing: the survivor is the one named, as the
+                // contract says, whatever the lock order.
+                Err(e @ Error::NotFound { .. }) => {
+                    return Err(match self.get_contact(survivor).await? {
+                        None => Error::not_found(Entity::Contact, survivor),
+                        Some(_) => e,
+                    });
+                }
+                other => other?,
+            };
+            (self.lock_contact(survivor).await?, gone)
+        };
+        let at = now();
+        let merged = crate::store::shared::merged(&kept, &gone, policy, at)?;
+        if let Some(company) = merged
+            .as_ref()
+            .and_then(|m| m.company_id)
+            .filter(|c| Some(*c) != kept.company_id && !shared.contains(c))
+            && restart
+        {
+            return Ok(Err(company));
+        }
+        // Every version this merge writes carries its reason; the
+        // caller's reason comes back afterwards.
+        let reason = merge_context(&self.context, survivor, loser)
+            .reason()
+            .unwrap_or_default()
+            .to_string();
+        let own = self.context.reason().unwrap_or_default().to_string();
+        // `SET LOCAL`, which a distributed PostgreSQL passes on to its
+        // workers, like the transaction's settings.
+        self.simple(&set_local("crm.reason", &reason)).await?;
+        let tenant = self.tenant_uuid();
+        let (s, l) = (survivor.as_uuid(), loser.as_uuid());
+        // The moves, in order, in one round trip.
+        let moved: [&(dyn ToSql + Sync); 3] = [&tenant, &l, &s];
+        let timed: [&(dyn ToSql + Sync); 4] = [&tenant, &l, &s, &at];
+        self.check_open()?;
+        let begin = self.pending_begin.take().is_some();
+        let result = self
+            .raw_query_all(
+                &[
+                    (MOVE_DEALS, &timed),
+                    (MOVE_ACTIVITIES, &moved),
+                    (MOVE_SIGNALS, &moved),
+                    (MOVE_TASKS, &timed),
+                    (FRESH_MERGE, &moved),
+                    (FRESHNESS_OF, &moved[..2]),
+                ],
+                begin,
+            )
+            .await;
+        let moved = self.settle(result)?;
+        self.live_merge(survivor, loser).await?;
+        let taggings = self
+            .copy_taggings(MergedRecord::Contact {
+                from: loser,
+                to: survivor,
+            })
+            .await?;
+        self.execute(DELETE_CONTACT, &[&tenant, &l]).await?;
+        let out = match merged {
+            Some(next) => self.write_contact(&kept, next.clone()).await?,
+            None => kept.clone(),
+        };
+        self.simple(&set_local("crm.reason", &own)).await?;
+        let snapshot = super::merges::snapshot(kept, gone, &out, &moved, taggings)?;
+        self.journal_merge(snapshot, policy, at).await?;
+        Ok(Ok(out))
     }
 }
 
