@@ -287,3 +287,53 @@ async fn a_purge_between_the_head_and_the_read_is_feed_expired() {
         tx.rollback().await.unwrap();
     }
 }
+
+/// Reads dropped at any point (a caller's timeout, a stream dropped in the
+/// middle of a read), some in a transaction that had begun, each after a
+/// commit that a read has to number first (schema 19): none leaves a lock
+/// or a transaction behind. A read dropped inside the numbering's own
+/// transaction used to hand its connection back to the pool with the
+/// tenant's numbering lock held, and every later read of the tenant
+/// waited for it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_dropped_at_any_point_leave_nothing_held() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = ts.scope(tenant, &ctx());
+    let name = ConsumerName::parse("impatient").unwrap();
+    // Each dropped read in a process of its own, kept to the end: a
+    // connection it handed back inside a transaction is never used again
+    // (and so never ended by the next user's statements).
+    let mut processes = Vec::new();
+    let mut written = 0;
+    for i in 0..60u64 {
+        crm.create_contact(new_contact(&format!("d{i}@x.example")))
+            .await
+            .unwrap();
+        written += 1;
+        let impatient = ts.db().store();
+        let mut tx = impatient.begin(tenant, ctx()).await.unwrap();
+        let cut = std::time::Duration::from_micros(fastrand::u64(0..3_000));
+        let begun_first = i % 2 == 1;
+        let _ = tokio::time::timeout(cut, async {
+            if begun_first {
+                // The numbering then runs on a second connection.
+                tx.consumer_position(&name).await?;
+            }
+            tx.next_batch(&name, 100).await
+        })
+        .await;
+        drop(tx);
+        processes.push(impatient);
+    }
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+        let events = tx.next_batch(&name, 1000).await.unwrap();
+        tx.commit().await.unwrap();
+        events
+    })
+    .await
+    .expect("a read after the dropped ones waits for nothing they left");
+    assert_eq!(read.len(), written);
+    drop(processes);
+}

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{
     PostgresStore, error,
     locks::{ADVISORY_XACT_LOCK, advisory_key},
-    transaction::{Params, PgTransaction, now},
+    transaction::{Detach, Params, PgTransaction, now, tenant_settings, wake_mode},
 };
 use crate::{
     domain::{
@@ -32,9 +32,46 @@ use crate::{
 /// A consumer's cursor.
 const CONSUMER: &str =
     "SELECT position, seq FROM feed_consumers WHERE tenant_id = $1 AND name = $2";
+/// The bounds of the log's part a numbering looks at (schema 19): the
+/// highest WAL position the last numbering saw and the transactions it saw
+/// running, as its last marker `l` records them, else as the head row `h`
+/// kept them from the last purged marker.
+macro_rules! seen {
+    () => {
+        "coalesce(l.seen_lsn, h.purged_lsn, '0/0'::pg_lsn)"
+    };
+}
+macro_rules! running {
+    () => {
+        "coalesce(l.running, h.purged_running, '{}'::xid8[])"
+    };
+}
+
+/// The rows of tenant `$t`'s log (`feed_pending`, aliased `q`) that have
+/// no position, among those above the last WAL position a numbering saw
+/// ([`seen!`]) and those it saw running ([`running!`]): two index
+/// lookups, whatever the log's length, and none of the rows a purge
+/// deleted (which an old snapshot keeps).
+macro_rules! unnumbered {
+    ($t:literal, $what:literal, $union:literal) => {
+        concat!(
+            "(SELECT ", $what, " FROM feed_pending q WHERE q.tenant_id = ", $t,
+            " AND q.lsn > ", seen!(),
+            " AND NOT EXISTS (SELECT 1 FROM feed_commits k WHERE k.tenant_id = ", $t,
+            " AND k.txn = q.txn)) ", $union,
+            " (SELECT ", $what, " FROM feed_pending q WHERE q.tenant_id = ", $t,
+            " AND q.xid = ANY (", running!(), ")",
+            " AND NOT EXISTS (SELECT 1 FROM feed_commits k WHERE k.tenant_id = ", $t,
+            " AND k.txn = q.txn))"
+        )
+    };
+}
+
 /// The tenant's last position (its last commit marker, none when a purge
-/// took them all), the last purged event, and the index of the last event
-/// of the last position (the number of events its marker records).
+/// took them all), the last purged event, the index of the last event
+/// of the last position (the number of events its marker records), and
+/// whether committed transactions wait for a read to number them (schema
+/// 19: [`unnumbered!`]).
 ///
 /// Written so that the only plan is a walk of the keys (each lookup an
 /// equality on a key, the last marker one descent from the right of
@@ -43,12 +80,16 @@ const CONSUMER: &str =
 /// cached while the tables were small and without statistics must not
 /// scan a tenant's events to join them. One statement, so one snapshot: a
 /// purge committed meanwhile is seen whole or not at all.
-const HEAD: &str = "SELECT l.position, h.purged_position, h.purged_seq, l.events \
-     FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.events FROM feed_commits c \
+const HEAD: &str = concat!(
+    "SELECT l.position, h.purged_position, h.purged_seq, l.events, \
+     EXISTS (",
+    unnumbered!("$1", "1", "UNION ALL"),
+    ") FROM feed_heads h \
+     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_lsn, c.running FROM feed_commits c \
             WHERE c.tenant_id = $1 AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
-     WHERE h.tenant_id = $1";
+     WHERE h.tenant_id = $1"
+);
 /// The events after `($2, $3)`, up to `$4`. A commit's events are rows of
 /// `feed_events` (activities, signals, scores, and every event written
 /// before schema 18) and history versions (`history_feed_idx`), merged by
@@ -94,9 +135,11 @@ const ACK: &str = "INSERT INTO feed_consumers (tenant_id, name, position, seq, u
      VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (tenant_id, name) DO UPDATE \
      SET position = excluded.position, seq = excluded.seq, updated_at = excluded.updated_at";
-/// The last commit to purge (the latest committed before `$2`) and the
-/// index of its last event (as in [`HEAD`]).
-const PURGE_UPTO: &str = "SELECT c.position, coalesce(c.events, 0) FROM feed_commits c \
+/// The last commit to purge (the latest committed before `$2`), the
+/// index of its last event (as in [`HEAD`]), and what the numbering that
+/// gave it its position saw (on the last marker of each numbering).
+const PURGE_UPTO: &str = "SELECT c.position, coalesce(c.events, 0), c.seen_lsn::text, \
+     c.running::text[] FROM feed_commits c \
      WHERE c.tenant_id = $1 AND c.position = \
          (SELECT max(position) FROM feed_commits WHERE tenant_id = $1 AND committed_at < $2)";
 /// The events of the commits up to `$2` (the history versions among them
@@ -106,24 +149,77 @@ const PURGE_COUNT: &str = "SELECT coalesce(sum(events), 0)::bigint FROM feed_com
 const PURGE_EVENTS: &str = "DELETE FROM feed_events e USING feed_commits c \
      WHERE c.tenant_id = $1 AND e.tenant_id = $1 AND e.txn = c.txn \
      AND c.position <= $2";
+/// The log's rows of the purged commits (before their markers go).
+const PURGE_LOG: &str = "DELETE FROM feed_pending p USING feed_commits c \
+     WHERE c.tenant_id = $1 AND p.tenant_id = $1 AND p.txn = c.txn \
+     AND c.position <= $2";
 const PURGE_COMMITS: &str = "DELETE FROM feed_commits WHERE tenant_id = $1 AND position <= $2";
-const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq = $3 \
+/// The purged position, and what the last purged marker's numbering saw
+/// (kept when it recorded nothing: then later markers do).
+const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq = $3, \
+     purged_lsn = coalesce($4::text::pg_lsn, purged_lsn), \
+     purged_running = coalesce($5::text[]::xid8[], purged_running) \
      WHERE tenant_id = $1 AND purged_position < $2";
+
+/// The tenant's committed transactions without a position (schema 19;
+/// [`unnumbered!`]), in the order they take their positions — their WAL
+/// position at commit, ties (commits that overlapped) by transaction id —
+/// each with the tenant's last position (or its purged one), the highest
+/// WAL position seen once these are numbered, and the transactions
+/// running at this statement's snapshot. Run under the tenant's numbering
+/// lock ([`number_lock_key`]), after it, so in a snapshot in which every
+/// numbering before has committed. A SELECT (run where the tenant's rows
+/// are, on a distributed PostgreSQL, snapshot included); [`NUMBER`] then
+/// writes the positions.
+const TO_NUMBER: &str = concat!(
+    "SELECT p.txn, p.committed_at, p.events, \
+     greatest(h.purged_position, coalesce(l.position, 0)), \
+     greatest(max(p.lsn) OVER (), ",
+    seen!(),
+    ")::text, \
+     ARRAY(SELECT pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()))::text[] \
+     FROM feed_heads h \
+     LEFT JOIN LATERAL (SELECT c.position, c.seen_lsn, c.running FROM feed_commits c \
+            WHERE c.tenant_id = $1 AND c.position > h.purged_position \
+            ORDER BY c.position DESC LIMIT 1) AS l ON true \
+     CROSS JOIN LATERAL (",
+    unnumbered!("$1", "q.txn, q.lsn, q.committed_at, q.events", "UNION"),
+    ") AS p \
+     WHERE h.tenant_id = $1 \
+     ORDER BY p.lsn, p.txn"
+);
+/// The markers of [`TO_NUMBER`]'s transactions: positions `$2 + 1`, `$2 +
+/// 2`, … in that order; the last one records what the numbering saw (`$6`,
+/// `$7`). `ON CONFLICT` on the transaction, which cannot have a marker yet
+/// under the lock (a distributed PostgreSQL then takes the insert for an
+/// insert: see schema 17); a position given twice still fails.
+const NUMBER: &str = "INSERT INTO feed_commits \
+     (tenant_id, txn, position, committed_at, events, seen_lsn, running) \
+     SELECT $1, x.txn, $2 + x.n, x.committed_at, x.events, \
+            CASE WHEN x.n = cardinality($3::uuid[]) THEN $6::text::pg_lsn END, \
+            CASE WHEN x.n = cardinality($3::uuid[]) THEN $7::text[]::xid8[] END \
+       FROM unnest($3::uuid[], $4::timestamptz[], $5::integer[]) \
+            WITH ORDINALITY AS x(txn, committed_at, events, n) \
+     ON CONFLICT (tenant_id, txn) DO NOTHING";
 
 /// The operators' view: every tenant's head (row-level security lets a
 /// member of `crm_feed_operator` that set `crm.feed_operator` see them).
-/// Every tenant with a commit has its `feed_heads` row; its last marker is
+/// Every tenant with a commit has its `feed_heads` row, and whether it has
+/// commits to number ([`unnumbered!`]); its last marker is
 /// found per tenant in one descent from the right of the position key
 /// (`ORDER BY … LIMIT 1`: an aggregate grouped by the tenant read every
 /// marker), then the number of events its marker records (the operator
 /// reads no history).
-const ALL_HEADS: &str = "SELECT h.tenant_id, l.position, l.events, h.purged_position, \
-     h.purged_seq \
-     FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.events FROM feed_commits c \
+const ALL_HEADS: &str = concat!(
+    "SELECT h.tenant_id, l.position, l.events, h.purged_position, h.purged_seq, \
+     EXISTS (",
+    unnumbered!("h.tenant_id", "1", "UNION ALL"),
+    ") FROM feed_heads h \
+     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_lsn, c.running FROM feed_commits c \
             WHERE c.tenant_id = h.tenant_id AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
-     ORDER BY h.tenant_id";
+     ORDER BY h.tenant_id"
+);
 /// The operator's settings: a request of their own (see `transaction.rs`
 /// on Citus and `SET LOCAL`).
 const OPERATOR_SETTINGS: &str = "SET LOCAL citus.propagate_set_commands TO 'local'; \
@@ -138,8 +234,11 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     PURGE_UPTO,
     PURGE_COUNT,
     PURGE_EVENTS,
+    PURGE_LOG,
     PURGE_COMMITS,
     PURGE_MARK,
+    TO_NUMBER,
+    NUMBER,
     ALL_HEADS,
     OPERATOR_SETTINGS,
 ];
@@ -182,6 +281,8 @@ struct Head {
     last: FeedPosition,
     /// The last purged event.
     purged: FeedPosition,
+    /// Committed transactions wait for a read to number them.
+    pending: bool,
 }
 
 fn head(rows: &[Row]) -> Result<Head> {
@@ -189,6 +290,7 @@ fn head(rows: &[Row]) -> Result<Head> {
         return Ok(Head {
             last: FeedPosition::START,
             purged: FeedPosition::START,
+            pending: false,
         });
     };
     let position: Option<i64> = row.try_get(0).map_err(error::db)?;
@@ -200,6 +302,7 @@ fn head(rows: &[Row]) -> Result<Head> {
     Ok(Head {
         last: last_of(position, last_seq, purged),
         purged,
+        pending: row.try_get(4).map_err(error::db)?,
     })
 }
 
@@ -240,6 +343,100 @@ pub(super) fn purge_lock_key(tenant: Uuid) -> (i32, i32) {
     advisory_key("crm-core feed purge", tenant, &[])
 }
 
+/// The key of the tenant's numbering lock ([`ADVISORY_XACT_LOCK`]), taken
+/// by the numbering of its pending commits ([`number_on`]) and by nothing
+/// else: two numberings of a tenant run one after the other, the second
+/// reading the positions the first gave. A commit never waits for it.
+fn number_lock_key(tenant: Uuid) -> (i32, i32) {
+    advisory_key("crm-core feed numbering", tenant, &[])
+}
+
+/// How long a read inside a transaction that has begun waits for a second
+/// connection of the pool to number the pending commits on; without one
+/// it reads what is numbered (see [`PgTransaction::number_pending`]).
+const NUMBER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Numbers `tenant`'s committed transactions that have no position yet
+/// (schema 19) on `conn`, outside any transaction, in a transaction of its
+/// own that commits before this returns: `begin` (`BEGIN` and the search
+/// path), the tenant's settings, the numbering lock and [`TO_NUMBER`] in
+/// one round trip, then [`NUMBER`] (when there is something to number)
+/// and `COMMIT` in a second. `plain` sends the settings with `BEGIN` in
+/// one request (PostgreSQL without Citus, see `PgTransaction::send_begin`).
+/// A numbering that finds nothing wrote nothing, and its commit waits for
+/// no flush.
+///
+/// Why a transaction of its own: the positions a read returns must stay
+/// theirs. Given inside the reader's transaction, they would be undone
+/// with it, and the next reader could give them to other transactions
+/// (those that became visible meanwhile, earlier in the WAL), after a
+/// consumer had seen them.
+pub(super) async fn number_on(
+    conn: &deadpool_postgres::Object,
+    begin: &str,
+    plain: bool,
+    tenant: TenantId,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let id = tenant.as_uuid();
+    let (a, b) = number_lock_key(id);
+    let settings = tenant_settings(tenant);
+    let key: [&(dyn ToSql + Sync); 2] = [&a, &b];
+    let just_tenant: [&(dyn ToSql + Sync); 1] = [&id];
+    let begun = async {
+        if plain {
+            conn.batch_execute(&format!("{begin}; {settings}")).await
+        } else {
+            futures_util::try_join!(conn.batch_execute(begin), conn.batch_execute(&settings))
+                .map(drop)
+        }
+    };
+    // Each request is queued at its first poll, in order: the statements
+    // are prepared (once per connection) after the search path is set,
+    // and run after it.
+    let found = async {
+        let (lock, to_number, number) = futures_util::try_join!(
+            conn.prepare_cached(ADVISORY_XACT_LOCK),
+            conn.prepare_cached(TO_NUMBER),
+            conn.prepare_cached(NUMBER),
+        )?;
+        let (_, rows) =
+            futures_util::try_join!(conn.query(&lock, &key), conn.query(&to_number, &just_tenant))?;
+        Ok::<_, tokio_postgres::Error>((number, rows))
+    };
+    let (begun, found) = futures_util::join!(begun, found);
+    let r = async {
+        begun?;
+        let (number, rows) = found?;
+        if let Some(first) = rows.first() {
+            let last: i64 = first.try_get(3)?;
+            let seen: String = first.try_get(4)?;
+            let running: Vec<String> = first.try_get(5)?;
+            let mut txns = Vec::with_capacity(rows.len());
+            let mut times = Vec::with_capacity(rows.len());
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                txns.push(row.try_get::<_, Uuid>(0)?);
+                times.push(row.try_get::<_, DateTime<Utc>>(1)?);
+                events.push(row.try_get::<_, i32>(2)?);
+            }
+            let params: [&(dyn ToSql + Sync); 7] =
+                [&id, &last, &txns, &times, &events, &seen, &running];
+            let (_, ()) =
+                futures_util::try_join!(conn.execute(&number, &params), conn.batch_execute("COMMIT"))?;
+        } else {
+            conn.batch_execute("COMMIT").await?;
+        }
+        Ok(())
+    }
+    .await;
+    if r.is_err() {
+        // Whatever was left open (a failure before `COMMIT` was sent); a
+        // failed statement made `COMMIT` a rollback already.
+        let _ = conn.batch_execute("ROLLBACK").await;
+    }
+    r
+}
+
 /// Whether a read of a consumer's cursor takes the consumer's lock.
 ///
 /// `next_batch` takes it (a transaction-level advisory lock on the tenant
@@ -263,6 +460,56 @@ enum ConsumerLock {
 }
 
 impl PgTransaction {
+    /// Numbers the tenant's pending commits before a read (schema 19: a
+    /// commit takes no position; the first read after it gives it one), in
+    /// a transaction of its own ([`number_on`]). Before this transaction
+    /// has sent anything, on its own connection, ahead of its `BEGIN`;
+    /// once it has begun, on a second connection of the pool, waited for
+    /// at most [`NUMBER_WAIT`] (not at all when the pool holds one
+    /// connection). Without one the read returns what is numbered: fewer
+    /// events, never a skip (a position is only given after every one
+    /// given before).
+    async fn number_pending(&mut self) -> Result<()> {
+        self.check_open()?;
+        let plain = self.wake_mode.load(std::sync::atomic::Ordering::Relaxed) == wake_mode::PLAIN;
+        let Some(conn) = self.conn.as_ref() else {
+            return Ok(());
+        };
+        if self.pending_begin.is_some() {
+            // Until it has ended, the connection is inside the numbering's
+            // transaction: dropped meanwhile (a caller's timeout, a stream
+            // dropped mid-read), this transaction must close it rather
+            // than hand it back to the pool with the numbering lock held.
+            let spoiled = self.is_spoiled();
+            self.spoil();
+            let r = number_on(conn, &self.number_begin, plain, self.tenant).await;
+            if !spoiled {
+                self.unspoil();
+            }
+            return self.note(r).map_err(error::db);
+        }
+        let Some(pool) = deadpool_postgres::Object::pool(conn) else {
+            return Ok(());
+        };
+        if pool.status().max_size <= 1 {
+            return Ok(());
+        }
+        let Ok(Ok(other)) = tokio::time::timeout(NUMBER_WAIT, pool.get()).await else {
+            return Ok(());
+        };
+        // Closed, not handed back, unless the numbering ends (see above).
+        let other = Detach::new(other);
+        let Some(conn) = other.conn() else {
+            return Ok(());
+        };
+        let r = number_on(conn, &self.number_begin, plain, self.tenant).await;
+        match &r {
+            Err(e) if error::spoils_connection(e) => drop(other),
+            _ => other.release(),
+        }
+        r.map_err(error::db)
+    }
+
     /// The consumer's cursor (if it acked) and the head, in one round trip
     /// (after the consumer's lock, when `lock` says so).
     async fn consumer_and_head(
@@ -296,6 +543,18 @@ impl PgTransaction {
         let tenant = self.tenant_uuid();
         let rows = self.query(HEAD, &[&tenant]).await?;
         head(&rows)
+    }
+
+    /// `head`, read again after a numbering when it shows commits that no
+    /// read numbered yet: those committed after the numbering that went
+    /// before this transaction's first statement (or while a consumer's
+    /// lock was waited for).
+    async fn numbered(&mut self, head: Head) -> Result<Head> {
+        if !head.pending {
+            return Ok(head);
+        }
+        self.number_pending().await?;
+        self.head().await
     }
 
     /// The events after `after` (which the head, read in an earlier
@@ -348,7 +607,9 @@ impl PgTransaction {
 impl FeedTx for PgTransaction {
     async fn next_batch(&mut self, consumer: &ConsumerName, max: usize) -> Result<Vec<FeedEvent>> {
         let max = check_feed_batch(max)?;
+        self.number_pending().await?;
         let (cursor, head) = self.consumer_and_head(consumer, ConsumerLock::Take).await?;
+        let head = self.numbered(head).await?;
         let after = cursor.unwrap_or(head.purged);
         if after < head.purged {
             return Err(Error::FeedExpired {
@@ -365,7 +626,11 @@ impl FeedTx for PgTransaction {
 
     async fn ack(&mut self, consumer: &ConsumerName, position: FeedPosition) -> Result<()> {
         let position = position.checked("position")?;
-        let head = self.head().await?;
+        let mut head = self.head().await?;
+        if position.commit > head.last.commit {
+            // A commit no read numbered yet may have it.
+            head = self.numbered(head).await?;
+        }
         if position.commit > head.last.commit {
             return Err(after_head(position));
         }
@@ -400,7 +665,9 @@ impl FeedTx for PgTransaction {
     async fn events_after(&mut self, after: FeedPosition, max: usize) -> Result<Vec<FeedEvent>> {
         let max = check_feed_batch(max)?;
         let after = after.checked("position")?;
+        self.number_pending().await?;
         let head = self.head().await?;
+        let head = self.numbered(head).await?;
         if after < head.purged {
             return Err(Error::FeedExpired {
                 consumer: None,
@@ -415,21 +682,28 @@ impl FeedTx for PgTransaction {
     }
 
     async fn feed_head(&mut self) -> Result<FeedPosition> {
-        Ok(self.head().await?.last)
+        self.number_pending().await?;
+        let head = self.head().await?;
+        Ok(self.numbered(head).await?.last)
     }
 
     async fn purge_feed(&mut self, before: Timestamp) -> Result<u64> {
         let before = check_timestamp("before", before)?;
+        // The commits made before `before` that no read numbered yet are
+        // purged with the others.
+        self.number_pending().await?;
         let tenant = self.tenant_uuid();
         let Some(row) = self.query_opt(PURGE_UPTO, &[&tenant, &before]).await? else {
             return Ok(0);
         };
         let last: i64 = row.try_get(0).map_err(error::db)?;
         let last_seq: i32 = row.try_get(1).map_err(error::db)?;
+        let seen: Option<String> = row.try_get(2).map_err(error::db)?;
+        let running: Option<Vec<String>> = row.try_get(3).map_err(error::db)?;
         let (a, b) = purge_lock_key(tenant);
         let lock_key: [&(dyn ToSql + Sync); 2] = [&a, &b];
         let upto: [&(dyn ToSql + Sync); 2] = [&tenant, &last];
-        let mark: [&(dyn ToSql + Sync); 3] = [&tenant, &last, &last_seq];
+        let mark: [&(dyn ToSql + Sync); 5] = [&tenant, &last, &last_seq, &seen, &running];
         // Under the operation's savepoint, so that a failure leaves none
         // of them behind.
         let result = self
@@ -437,6 +711,7 @@ impl FeedTx for PgTransaction {
                 (ADVISORY_XACT_LOCK, &lock_key),
                 (PURGE_COUNT, &upto),
                 (PURGE_EVENTS, &upto),
+                (PURGE_LOG, &upto),
                 (PURGE_COMMITS, &upto),
                 (PURGE_MARK, &mark),
             ])
@@ -463,8 +738,44 @@ impl FeedTx for PgTransaction {
 /// for every other read.
 #[async_trait]
 impl FeedHeads for PostgresStore {
+    /// Tenants with commits no read has numbered yet (schema 19) have them
+    /// numbered first, each in a transaction of that tenant
+    /// ([`number_on`]), and the heads are read again.
     async fn feed_heads(&self) -> Result<Vec<(TenantId, FeedPosition)>> {
-        let conn = self.connection().await?;
+        // Closed, not handed back, if this is dropped inside a
+        // transaction (a caller's timeout).
+        let guard = Detach::new(self.connection().await?);
+        let Some(conn) = guard.conn() else {
+            return Ok(Vec::new());
+        };
+        let mut heads = self.read_heads(conn).await?;
+        let pending: Vec<TenantId> = heads
+            .iter()
+            .filter(|h| h.2)
+            .map(|h| h.0)
+            .collect();
+        if !pending.is_empty() {
+            let plain = self.wake_mode.load(std::sync::atomic::Ordering::Relaxed)
+                == wake_mode::PLAIN;
+            for tenant in pending {
+                number_on(conn, &self.begin_batch, plain, tenant)
+                    .await
+                    .map_err(error::db)?;
+            }
+            heads = self.read_heads(conn).await?;
+        }
+        guard.release();
+        Ok(heads.into_iter().map(|(t, p, _)| (t, p)).collect())
+    }
+}
+
+impl PostgresStore {
+    /// [`ALL_HEADS`] in a read-only transaction of the operator: each
+    /// tenant, its head, and whether it has commits to number.
+    async fn read_heads(
+        &self,
+        conn: &deadpool_postgres::Object,
+    ) -> Result<Vec<(TenantId, FeedPosition, bool)>> {
         let r = async {
             let (_, _, rows) = futures_util::try_join!(
                 conn.batch_execute(&self.begin_batch),
@@ -492,8 +803,14 @@ impl FeedHeads for PostgresStore {
                     row.try_get(3).map_err(error::db)?,
                     row.try_get(4).map_err(error::db)?,
                 );
-                Ok((TenantId::from_uuid(tenant), last_of(position, last, purged)))
+                let pending: bool = row.try_get(5).map_err(error::db)?;
+                Ok((
+                    TenantId::from_uuid(tenant),
+                    last_of(position, last, purged),
+                    pending,
+                ))
             })
             .collect()
     }
 }
+

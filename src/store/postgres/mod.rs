@@ -924,6 +924,7 @@ impl PostgresStore {
         tx.company_linking = self.company_linking;
         tx.score_events = self.score_events;
         tx.read_only = read_only;
+        tx.number_begin = Arc::clone(&self.begin_batch);
         Ok(traced::Traced::wrap(Box::new(tx), span))
     }
 }

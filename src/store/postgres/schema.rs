@@ -101,6 +101,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "feed_events_in_history",
         sql: include_str!("migrations/0018_feed_events_in_history.sql"),
     },
+    Migration {
+        version: 19,
+        name: "feed_positions_by_readers",
+        sql: include_str!("migrations/0019_feed_positions_by_readers.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.

@@ -158,15 +158,20 @@ pub(super) fn now() -> Timestamp {
 /// A pooled connection that must not go back to the pool as it is: unless
 /// [`release`](Self::release)d, dropping it detaches the connection from
 /// the pool so that it closes (and the server rolls back what it had open).
-struct Detach(Option<Object>);
+pub(super) struct Detach(Option<Object>);
 
 impl Detach {
-    fn conn(&self) -> Option<&Object> {
+    /// Guards `conn`.
+    pub(super) fn new(conn: Object) -> Self {
+        Detach(Some(conn))
+    }
+
+    pub(super) fn conn(&self) -> Option<&Object> {
         self.0.as_ref()
     }
 
     /// Returns the connection to the pool.
-    fn release(mut self) {
+    pub(super) fn release(mut self) {
         drop(self.0.take());
     }
 }
@@ -213,6 +218,11 @@ pub(super) struct PgTransaction {
     /// How a commit wakes the feed's subscribers ([`wake_mode`]), shared
     /// by the store's transactions.
     pub(super) wake_mode: Arc<std::sync::atomic::AtomicU8>,
+    /// `BEGIN` and the search path of a transaction that may write (the
+    /// store's, also for a read-only transaction): the numbering of the
+    /// feed's pending commits runs in a transaction of its own
+    /// (`feed::number_on`).
+    pub(super) number_begin: Arc<str>,
     /// An idempotency claim deferred to the first statement, and its
     /// answer (behind a lock only because statements are sent through
     /// `&self`; it is never contended).
@@ -246,15 +256,17 @@ impl Drop for PgTransaction {
         let Some(conn) = self.conn.take() else {
             return;
         };
+        if self.is_spoiled() || conn.is_closed() {
+            // Lost, unfit to send on, or inside a transaction of the
+            // store's own that did not end (the feed's numbering, ahead of
+            // this transaction's `BEGIN`): closing it ends the transaction
+            // on the server, and the pool opens a new one when needed.
+            drop(Detach(Some(conn)));
+            return;
+        }
         if self.pending_begin.is_some() {
             // Nothing was sent: the connection is idle, outside any transaction.
             drop(conn);
-            return;
-        }
-        if self.is_spoiled() || conn.is_closed() {
-            // Lost, or unfit to send on: closing it ends the transaction
-            // on the server, and the pool opens a new one when needed.
-            drop(Detach(Some(conn)));
             return;
         }
         // Queue ROLLBACK on the connection without waiting for its answer,
@@ -304,6 +316,7 @@ impl PgTransaction {
             context,
             pipelines,
             pending_begin: Some(Arc::clone(&begin_batch)),
+            number_begin: Arc::clone(&begin_batch),
             begin_batch,
             aborted: false,
             live_scoring: None,
@@ -395,6 +408,20 @@ impl PgTransaction {
         }
     }
 
+    /// Marks the connection unfit to go back to the pool as it is, until
+    /// [`unspoil`](Self::unspoil): for work that opens a transaction of its
+    /// own on it (see `feed::number_on`), which a drop could interrupt.
+    pub(super) fn spoil(&self) {
+        self.spoiled.store(true, Ordering::Relaxed);
+    }
+
+    /// Ends [`spoil`](Self::spoil): the work ended, and its transaction
+    /// with it (an error that leaves the connection unusable is noted
+    /// again by [`note`](Self::note)).
+    pub(super) fn unspoil(&self) {
+        self.spoiled.store(false, Ordering::Relaxed);
+    }
+
     /// True when the connection saw an error that leaves it unusable.
     pub(super) fn is_spoiled(&self) -> bool {
         self.spoiled.load(Ordering::Relaxed)
@@ -405,7 +432,7 @@ impl PgTransaction {
     /// statements pass their outcome through here; errors of the other
     /// requests are noted by [`failed`](Self::failed) or handled where
     /// they are sent (`finish`, the idempotency commit).
-    fn note<T>(
+    pub(super) fn note<T>(
         &self,
         r: std::result::Result<T, tokio_postgres::Error>,
     ) -> std::result::Result<T, tokio_postgres::Error> {
@@ -606,10 +633,7 @@ impl PgTransaction {
     /// when asked for.
     pub(super) fn settings_batch(&self) -> String {
         if self.read_only {
-            return format!(
-                "{SETTINGS_PREFIX}; {}",
-                set_local("crm.tenant_id", &tenant_text(self.tenant))
-            );
+            return tenant_settings(self.tenant);
         }
         let mut batch = settings_batch(self.tenant, &self.context);
         if self.score_events {
@@ -953,6 +977,15 @@ pub(super) fn settings_batch(tenant: TenantId, context: &Context) -> String {
         ),
     ]
     .join("; ")
+}
+
+/// The settings of a transaction that only names its tenant (see
+/// [`SETTINGS_PREFIX`], which goes first).
+pub(super) fn tenant_settings(tenant: TenantId) -> String {
+    format!(
+        "{SETTINGS_PREFIX}; {}",
+        set_local("crm.tenant_id", &tenant_text(tenant))
+    )
 }
 
 /// The tenant's id as `crm.tenant_id` holds it.
