@@ -467,7 +467,9 @@ fn function_of(version: i64, function: &str) -> String {
 /// new columns, index, check and commit trigger reach every shard, the
 /// events written under schema 17 read on, with their diffs, and the
 /// events written afterwards (numbered and committed by the triggers on
-/// the workers) follow with no gap.
+/// the workers) follow with no gap. Schema 19 follows it: its log table is
+/// made and distributed with the others, and the transactions the workers'
+/// commit triggers append to it are numbered by the reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_18_applies_to_a_schema_distributed_before_it() {
     use crm_core::domain::{ContactPatch, FeedPosition};
@@ -475,8 +477,12 @@ async fn schema_18_applies_to_a_schema_distributed_before_it() {
         return;
     };
     let db = store.db();
-    // Back to schema 17's layout and functions.
+    // Back to schema 17's layout and functions (schema 19's log and
+    // bounds first).
     db.ddl(&[
+        "DROP TABLE crm.feed_pending",
+        "ALTER TABLE crm.feed_commits DROP COLUMN seen_xmax, DROP COLUMN running",
+        "ALTER TABLE crm.feed_heads DROP COLUMN purged_xmax, DROP COLUMN purged_running",
         "DROP TRIGGER history_feed_commit ON crm.history",
         "DROP TRIGGER history_keep_events ON crm.history",
         "DROP FUNCTION crm.crm_history_keep_events()",
@@ -509,7 +515,7 @@ async fn schema_18_applies_to_a_schema_distributed_before_it() {
         "CREATE TRIGGER history_feed AFTER INSERT ON crm.history \
          REFERENCING NEW TABLE AS new_rows \
          FOR EACH STATEMENT EXECUTE FUNCTION crm.crm_history_feed_set()",
-        "DELETE FROM crm.schema_migrations WHERE version = 18",
+        "DELETE FROM crm.schema_migrations WHERE version IN (18, 19)",
     ])
     .await;
 
@@ -532,7 +538,7 @@ async fn schema_18_applies_to_a_schema_distributed_before_it() {
         .await
         .unwrap();
 
-    assert_eq!(owner(db).migrate().await.unwrap(), vec![18]);
+    assert_eq!(owner(db).migrate().await.unwrap(), vec![18, 19]);
     assert_all_distributed(&placement(db).await);
     crm.log_activity(NewActivity::new(c.id, ActivityKind::Call))
         .await

@@ -475,3 +475,61 @@ async fn a_feed_purge_beside_a_history_purge_leaves_no_event_behind() {
     );
     tx.commit().await.unwrap();
 }
+
+/// Schema 19's numbering finds every committed transaction it has not
+/// numbered, through the bounds the last numbering recorded. The case a
+/// bound on the highest WAL position seen would miss: X reaches its
+/// commit trigger before M (a lower WAL position) but took its
+/// transaction id after M's, and is still open when a read numbers M.
+/// A snapshot then does not list X as running (its id is above every
+/// completed one); it is at or above the snapshot's `xmax`, and the next
+/// read after X commits must deliver it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_open_across_a_numbering_after_its_trigger_is_delivered() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    ts.scope(tenant, &ctx())
+        .create_contact(new_contact("first@example.com"))
+        .await
+        .unwrap();
+    let (m_id, x_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let m = ts.db().client().await;
+    let x = ts.db().client().await;
+    // M takes its transaction id first, X second.
+    m.batch_execute(&format!("BEGIN; {}", write(ts.db(), tenant, m_id)))
+        .await
+        .unwrap();
+    // X's commit trigger runs now (the deferred trigger made immediate),
+    // and X stays open.
+    x.batch_execute(&format!(
+        "BEGIN; {}; SET CONSTRAINTS ALL IMMEDIATE",
+        write(ts.db(), tenant, x_id)
+    ))
+    .await
+    .unwrap();
+    m.batch_execute("SET CONSTRAINTS ALL IMMEDIATE; COMMIT")
+        .await
+        .unwrap();
+    let reader = ConsumerName::parse("bounds").unwrap();
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    let first = tx.next_batch(&reader, 100).await.unwrap();
+    tx.ack(&reader, first.last().unwrap().position)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let first: Vec<Uuid> = first.iter().map(|e| e.id).collect();
+    assert_eq!(first.last(), Some(&m_id), "{first:?}");
+    assert!(!first.contains(&x_id), "X is not committed yet: {first:?}");
+
+    x.batch_execute("COMMIT").await.unwrap();
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    let second: Vec<Uuid> = tx
+        .next_batch(&reader, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    tx.commit().await.unwrap();
+    assert_eq!(second, vec![x_id], "X is delivered after its commit");
+}

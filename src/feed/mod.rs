@@ -13,8 +13,10 @@
 //! transaction leaves no event; score write-backs write none.
 //!
 //! Each tenant's events are ordered by [`FeedPosition`]: the transactions
-//! are numbered in the order they **committed**, 1, 2, 3, … with no gap,
-//! and the events of one transaction in the order they were written. A
+//! are numbered in the order they **committed**, 1, 2, 3, … with no gap
+//! (on PostgreSQL by the first read after the commit, so that a tenant's
+//! commits never wait for each other), and the events of one transaction
+//! in the order they were written. A
 //! reader never sees a position while an earlier one can still appear,
 //! and a transaction that stays open never makes a reader skip an event:
 //! it has no position until it commits, and then takes the next one (so

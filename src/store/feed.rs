@@ -23,13 +23,19 @@ use crate::{
 /// - **Commit order, never a skip.** Each tenant's committed transactions
 ///   that wrote events are numbered 1, 2, 3, … in the order they
 ///   committed, with no gap, and their events are numbered 1, 2, 3, … in
-///   the order they were written ([`FeedPosition`]). A read returns the
-///   events after a position, in position order, and never returns an
-///   event while one before it can still appear: a transaction still open
-///   may delay the events committed after it (a backend that numbers at
-///   commit, as the built-in ones do, does not even delay them: the open
-///   transaction takes the number after theirs), and never hides them.
-///   Two changes of one record appear in the order they were committed.
+///   the order they were written ([`FeedPosition`]). (Two transactions
+///   whose commits overlapped in time — neither had returned when the
+///   other began — may be numbered in either order; two changes of one
+///   record never overlap so.) A read returns the events after a
+///   position, in position order, and never returns an event while one
+///   before it can still appear: a transaction still open may delay the
+///   events committed after it (the built-in backends do not even delay
+///   them: the open transaction is numbered after them when it commits),
+///   and never hides them. Two changes of one record appear in the order
+///   they were committed. A backend may give the numbers at commit (the
+///   in-memory store) or at the first read after it (PostgreSQL, so that
+///   one tenant's commits do not wait for each other): a commit's number
+///   is final once a read has returned it.
 /// - **Consumers.** A named consumer's cursor is kept in the store, per
 ///   tenant. [`next_batch`](FeedTx::next_batch) returns the events after
 ///   it; [`ack`](FeedTx::ack) moves it, forward or back, as a write of the

@@ -33,12 +33,12 @@ use crate::{
 const CONSUMER: &str =
     "SELECT position, seq FROM feed_consumers WHERE tenant_id = $1 AND name = $2";
 /// The bounds of the log's part a numbering looks at (schema 19): the
-/// highest WAL position the last numbering saw and the transactions it saw
-/// running, as its last marker `l` records them, else as the head row `h`
-/// kept them from the last purged marker.
+/// `xmax` of the last numbering's snapshot and the transactions running at
+/// it, as its last marker `l` records them, else as the head row `h` kept
+/// them from the last purged marker.
 macro_rules! seen {
     () => {
-        "coalesce(l.seen_lsn, h.purged_lsn, '0/0'::pg_lsn)"
+        "coalesce(l.seen_xmax, h.purged_xmax, '0'::xid8)"
     };
 }
 macro_rules! running {
@@ -48,15 +48,16 @@ macro_rules! running {
 }
 
 /// The rows of tenant `$t`'s log (`feed_pending`, aliased `q`) that have
-/// no position, among those above the last WAL position a numbering saw
-/// ([`seen!`]) and those it saw running ([`running!`]): two index
-/// lookups, whatever the log's length, and none of the rows a purge
-/// deleted (which an old snapshot keeps).
+/// no position: a transaction the last numbering did not see committed
+/// was running at its snapshot ([`running!`]) or had no transaction id
+/// yet ([`seen!`] and after) — the two cases of a snapshot's
+/// invisibility. Two index lookups, whatever the log's length, and none
+/// of the rows a purge deleted (which an old snapshot keeps).
 macro_rules! unnumbered {
     ($t:literal, $what:literal, $union:literal) => {
         concat!(
             "(SELECT ", $what, " FROM feed_pending q WHERE q.tenant_id = ", $t,
-            " AND q.lsn > ", seen!(),
+            " AND q.xid >= ", seen!(),
             " AND NOT EXISTS (SELECT 1 FROM feed_commits k WHERE k.tenant_id = ", $t,
             " AND k.txn = q.txn)) ", $union,
             " (SELECT ", $what, " FROM feed_pending q WHERE q.tenant_id = ", $t,
@@ -85,7 +86,7 @@ const HEAD: &str = concat!(
      EXISTS (",
     unnumbered!("$1", "1", "UNION ALL"),
     ") FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_lsn, c.running FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_xmax, c.running FROM feed_commits c \
             WHERE c.tenant_id = $1 AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      WHERE h.tenant_id = $1"
@@ -138,7 +139,7 @@ const ACK: &str = "INSERT INTO feed_consumers (tenant_id, name, position, seq, u
 /// The last commit to purge (the latest committed before `$2`), the
 /// index of its last event (as in [`HEAD`]), and what the numbering that
 /// gave it its position saw (on the last marker of each numbering).
-const PURGE_UPTO: &str = "SELECT c.position, coalesce(c.events, 0), c.seen_lsn::text, \
+const PURGE_UPTO: &str = "SELECT c.position, coalesce(c.events, 0), c.seen_xmax::text, \
      c.running::text[] FROM feed_commits c \
      WHERE c.tenant_id = $1 AND c.position = \
          (SELECT max(position) FROM feed_commits WHERE tenant_id = $1 AND committed_at < $2)";
@@ -157,16 +158,16 @@ const PURGE_COMMITS: &str = "DELETE FROM feed_commits WHERE tenant_id = $1 AND p
 /// The purged position, and what the last purged marker's numbering saw
 /// (kept when it recorded nothing: then later markers do).
 const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq = $3, \
-     purged_lsn = coalesce($4::text::pg_lsn, purged_lsn), \
+     purged_xmax = coalesce($4::text::xid8, purged_xmax), \
      purged_running = coalesce($5::text[]::xid8[], purged_running) \
      WHERE tenant_id = $1 AND purged_position < $2";
 
 /// The tenant's committed transactions without a position (schema 19;
 /// [`unnumbered!`]), in the order they take their positions — their WAL
 /// position at commit, ties (commits that overlapped) by transaction id —
-/// each with the tenant's last position (or its purged one), the highest
-/// WAL position seen once these are numbered, and the transactions
-/// running at this statement's snapshot. Run under the tenant's numbering
+/// each with the tenant's last position (or its purged one) and the
+/// bounds of this statement's snapshot (its `xmax` and the transactions
+/// running at it: [`unnumbered!`]). Run under the tenant's numbering
 /// lock ([`number_lock_key`]), after it, so in a snapshot in which every
 /// numbering before has committed. A SELECT (run where the tenant's rows
 /// are, on a distributed PostgreSQL, snapshot included); [`NUMBER`] then
@@ -174,12 +175,10 @@ const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq
 const TO_NUMBER: &str = concat!(
     "SELECT p.txn, p.committed_at, p.events, \
      greatest(h.purged_position, coalesce(l.position, 0)), \
-     greatest(max(p.lsn) OVER (), ",
-    seen!(),
-    ")::text, \
+     pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text, \
      ARRAY(SELECT pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()))::text[] \
      FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.seen_lsn, c.running FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.seen_xmax, c.running FROM feed_commits c \
             WHERE c.tenant_id = $1 AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      CROSS JOIN LATERAL (",
@@ -194,9 +193,9 @@ const TO_NUMBER: &str = concat!(
 /// under the lock (a distributed PostgreSQL then takes the insert for an
 /// insert: see schema 17); a position given twice still fails.
 const NUMBER: &str = "INSERT INTO feed_commits \
-     (tenant_id, txn, position, committed_at, events, seen_lsn, running) \
+     (tenant_id, txn, position, committed_at, events, seen_xmax, running) \
      SELECT $1, x.txn, $2 + x.n, x.committed_at, x.events, \
-            CASE WHEN x.n = cardinality($3::uuid[]) THEN $6::text::pg_lsn END, \
+            CASE WHEN x.n = cardinality($3::uuid[]) THEN $6::text::xid8 END, \
             CASE WHEN x.n = cardinality($3::uuid[]) THEN $7::text[]::xid8[] END \
        FROM unnest($3::uuid[], $4::timestamptz[], $5::integer[]) \
             WITH ORDINALITY AS x(txn, committed_at, events, n) \
@@ -215,7 +214,7 @@ const ALL_HEADS: &str = concat!(
      EXISTS (",
     unnumbered!("h.tenant_id", "1", "UNION ALL"),
     ") FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_lsn, c.running FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_xmax, c.running FROM feed_commits c \
             WHERE c.tenant_id = h.tenant_id AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      ORDER BY h.tenant_id"

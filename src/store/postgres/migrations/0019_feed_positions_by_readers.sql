@@ -38,16 +38,16 @@
 -- * Finding the transactions to number reads no more than them, also
 --   beside an old snapshot (a dump), which keeps every deleted row: the
 --   log is only appended to (a feed purge deletes its purged part), and
---   each numbering records on its last marker, for the next one, the
---   highest WAL position it has seen (seen_lsn) and the transactions
---   running at its snapshot (running, pg_snapshot_xip). A committed
---   transaction without a position has a WAL position above seen_lsn, or
---   was running then: it took its WAL position after every transaction
---   the numbering saw had committed (its transaction id was given after
---   the snapshot), or it is in the list. So the next numbering looks at
---   the log above seen_lsn and at the listed transactions, by index.
---   feed_heads keeps the same two for a tenant whose markers were all
---   purged (purged_lsn, purged_running).
+--   each numbering records on its last marker the bounds of its snapshot:
+--   its xmax (seen_xmax) and the transactions running at it (running,
+--   pg_snapshot_xip). A committed transaction that numbering did not see
+--   was, by the rules of snapshots, either running at it (listed) or
+--   given its transaction id after it (at or above xmax: a transaction
+--   still running at the snapshot but with an id above every completed
+--   one is not listed). So the next numbering looks at the log at or
+--   above seen_xmax and at the listed transactions, by index. feed_heads
+--   keeps the same two for a tenant whose markers were all purged
+--   (purged_xmax, purged_running).
 -- * A transaction written by hand at REPEATABLE READ no longer fails at
 --   commit for a position its snapshot missed: it takes none.
 -- * A history purge keeps the events of a transaction still in the log
@@ -71,9 +71,8 @@ CREATE TABLE feed_pending (
     CONSTRAINT feed_pending_pkey PRIMARY KEY (tenant_id, txn),
     CONSTRAINT feed_pending_events_check CHECK (events >= 1)
 );
--- The numbering's two lookups: above the last WAL position it saw, and
--- the transactions it saw running.
-CREATE INDEX feed_pending_lsn_idx ON feed_pending (tenant_id, lsn);
+-- The numbering's lookups: the transactions at or above the last
+-- numbering's xmax, and those it saw running.
 CREATE INDEX feed_pending_xid_idx ON feed_pending (tenant_id, xid);
 
 ALTER TABLE feed_pending ENABLE ROW LEVEL SECURITY;
@@ -104,8 +103,8 @@ $$;
 
 -- What a numbering saw, on its last marker; what the last purged marker
 -- had seen, on the head row.
-ALTER TABLE feed_commits ADD COLUMN seen_lsn pg_lsn, ADD COLUMN running xid8[];
-ALTER TABLE feed_heads ADD COLUMN purged_lsn pg_lsn, ADD COLUMN purged_running xid8[];
+ALTER TABLE feed_commits ADD COLUMN seen_xmax xid8, ADD COLUMN running xid8[];
+ALTER TABLE feed_heads ADD COLUMN purged_xmax xid8, ADD COLUMN purged_running xid8[];
 
 -- At commit: the transaction appended to the log. The values are computed
 -- first (a distributed PostgreSQL refuses volatile calls in a distributed
