@@ -533,3 +533,56 @@ async fn a_transaction_open_across_a_numbering_after_its_trigger_is_delivered() 
     tx.commit().await.unwrap();
     assert_eq!(second, vec![x_id], "X is delivered after its commit");
 }
+
+/// The numbering's bounds are one server's transaction ids: a tenant whose
+/// rows came from another server (its shards moved to another worker, a
+/// dump restored elsewhere) carries bounds that mean nothing here — on a
+/// server whose ids are far behind, every new commit would be below them
+/// and never numbered. Bounds recorded under another system identifier
+/// are not used: the commit is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounds_recorded_on_another_server_are_not_used() {
+    let ts = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = ts.scope(tenant, &ctx());
+    crm.create_contact(new_contact("before@example.com"))
+        .await
+        .unwrap();
+    let reader = ConsumerName::parse("moved").unwrap();
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    let first = tx.next_batch(&reader, 100).await.unwrap();
+    tx.ack(&reader, first.last().unwrap().position)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // As if the last numbering had run on a server far ahead in ids.
+    let moved = ts
+        .db()
+        .client()
+        .await
+        .execute(
+            &ts.db().sql(
+                "UPDATE crm.feed_commits SET seen_node = seen_node + 1, \
+                 seen_xmax = '900000000000'::xid8, running = '{}' \
+                 WHERE tenant_id = $1 AND seen_node IS NOT NULL",
+            ),
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 1, "the last marker records its numbering's bounds");
+    let after = crm
+        .create_contact(new_contact("after@example.com"))
+        .await
+        .unwrap();
+    let mut tx = ts.begin(tenant, ctx()).await.unwrap();
+    let second: Vec<Uuid> = tx
+        .next_batch(&reader, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    tx.commit().await.unwrap();
+    assert_eq!(second, vec![after.id.as_uuid()]);
+}

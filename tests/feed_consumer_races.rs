@@ -290,8 +290,9 @@ async fn a_purge_between_the_head_and_the_read_is_feed_expired() {
 
 /// Reads dropped at any point (a caller's timeout, a stream dropped in the
 /// middle of a read), some in a transaction that had begun, each after a
-/// commit that a read has to number first (schema 19): none leaves a lock
-/// or a transaction behind. A read dropped inside the numbering's own
+/// commit that a read has to number first (schema 19), the transaction
+/// then dropped, rolled back or used again: none leaves a lock or a
+/// transaction behind. A read dropped inside the numbering's own
 /// transaction used to hand its connection back to the pool with the
 /// tenant's numbering lock held, and every later read of the tenant
 /// waited for it for good.
@@ -306,7 +307,7 @@ async fn reads_dropped_at_any_point_leave_nothing_held() {
     // (and so never ended by the next user's statements).
     let mut processes = Vec::new();
     let mut written = 0;
-    for i in 0..60u64 {
+    for i in 0..150u64 {
         crm.create_contact(new_contact(&format!("d{i}@x.example")))
             .await
             .unwrap();
@@ -323,10 +324,22 @@ async fn reads_dropped_at_any_point_leave_nothing_held() {
             tx.next_batch(&name, 100).await
         })
         .await;
-        drop(tx);
+        // Then the transaction is dropped, rolled back, or used again.
+        match i % 3 {
+            0 => drop(tx),
+            1 => {
+                let _ = tx.rollback().await;
+            }
+            _ => {
+                let _ = tx.consumer_position(&name).await;
+                let _ = tx.commit().await;
+            }
+        }
         processes.push(impatient);
     }
-    let read = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+    // Shorter than the numbering's idle timeout (10 s), which would end a
+    // session left behind and hide it.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         let mut tx = ts.begin(tenant, ctx()).await.unwrap();
         let events = tx.next_batch(&name, 1000).await.unwrap();
         tx.commit().await.unwrap();

@@ -145,10 +145,10 @@ async fn feed_counts(store: &TestStore, tenant: TenantId) -> (i64, i64) {
         .get(0);
     let commits: i64 = raw
         .query_one(
-            &store
-                .db()
-                .sql("SELECT count(*) FROM (SELECT txn FROM crm.feed_commits WHERE tenant_id = $1 \
-                      UNION SELECT txn FROM crm.feed_pending WHERE tenant_id = $1) AS m"),
+            &store.db().sql(
+                "SELECT count(*) FROM (SELECT txn FROM crm.feed_commits WHERE tenant_id = $1 \
+                      UNION SELECT txn FROM crm.feed_pending WHERE tenant_id = $1) AS m",
+            ),
             &[&tenant.as_uuid()],
         )
         .await

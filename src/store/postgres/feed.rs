@@ -36,14 +36,35 @@ const CONSUMER: &str =
 /// `xmax` of the last numbering's snapshot and the transactions running at
 /// it, as its last marker `l` records them, else as the head row `h` kept
 /// them from the last purged marker.
+///
+/// Transaction ids are one server's: bounds recorded on another (the
+/// tenant's shards moved to another worker, a dump restored elsewhere)
+/// are not used ([`this_node!`]); the numbering then looks at the whole
+/// log of the tenant once, and records this server's.
 macro_rules! seen {
     () => {
-        "coalesce(l.seen_xmax, h.purged_xmax, '0'::xid8)"
+        concat!(
+            "CASE WHEN coalesce(l.seen_node, h.purged_node) = ",
+            this_node!(),
+            " THEN coalesce(l.seen_xmax, h.purged_xmax, '0'::xid8) ELSE '0'::xid8 END"
+        )
     };
 }
 macro_rules! running {
     () => {
-        "coalesce(l.running, h.purged_running, '{}'::xid8[])"
+        concat!(
+            "CASE WHEN coalesce(l.seen_node, h.purged_node) = ",
+            this_node!(),
+            " THEN coalesce(l.running, h.purged_running, '{}'::xid8[]) ELSE '{}'::xid8[] END"
+        )
+    };
+}
+/// The server's identity (its system identifier: the same on a physical
+/// standby, whose transaction ids are the primary's), evaluated once per
+/// statement.
+macro_rules! this_node {
+    () => {
+        "(SELECT s.system_identifier FROM pg_catalog.pg_control_system() AS s)"
     };
 }
 
@@ -56,13 +77,25 @@ macro_rules! running {
 macro_rules! unnumbered {
     ($t:literal, $what:literal, $union:literal) => {
         concat!(
-            "(SELECT ", $what, " FROM feed_pending q WHERE q.tenant_id = ", $t,
-            " AND q.xid >= ", seen!(),
-            " AND NOT EXISTS (SELECT 1 FROM feed_commits k WHERE k.tenant_id = ", $t,
-            " AND k.txn = q.txn)) ", $union,
-            " (SELECT ", $what, " FROM feed_pending q WHERE q.tenant_id = ", $t,
-            " AND q.xid = ANY (", running!(), ")",
-            " AND NOT EXISTS (SELECT 1 FROM feed_commits k WHERE k.tenant_id = ", $t,
+            "(SELECT ",
+            $what,
+            " FROM feed_pending q WHERE q.tenant_id = ",
+            $t,
+            " AND q.xid >= ",
+            seen!(),
+            " AND NOT EXISTS (SELECT 1 FROM feed_commits k WHERE k.tenant_id = ",
+            $t,
+            " AND k.txn = q.txn)) ",
+            $union,
+            " (SELECT ",
+            $what,
+            " FROM feed_pending q WHERE q.tenant_id = ",
+            $t,
+            " AND q.xid = ANY (",
+            running!(),
+            ")",
+            " AND NOT EXISTS (SELECT 1 FROM feed_commits k WHERE k.tenant_id = ",
+            $t,
             " AND k.txn = q.txn))"
         )
     };
@@ -86,7 +119,7 @@ const HEAD: &str = concat!(
      EXISTS (",
     unnumbered!("$1", "1", "UNION ALL"),
     ") FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_xmax, c.running FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_node, c.seen_xmax, c.running FROM feed_commits c \
             WHERE c.tenant_id = $1 AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      WHERE h.tenant_id = $1"
@@ -140,7 +173,7 @@ const ACK: &str = "INSERT INTO feed_consumers (tenant_id, name, position, seq, u
 /// index of its last event (as in [`HEAD`]), and what the numbering that
 /// gave it its position saw (on the last marker of each numbering).
 const PURGE_UPTO: &str = "SELECT c.position, coalesce(c.events, 0), c.seen_xmax::text, \
-     c.running::text[] FROM feed_commits c \
+     c.running::text[], c.seen_node FROM feed_commits c \
      WHERE c.tenant_id = $1 AND c.position = \
          (SELECT max(position) FROM feed_commits WHERE tenant_id = $1 AND committed_at < $2)";
 /// The events of the commits up to `$2` (the history versions among them
@@ -158,8 +191,10 @@ const PURGE_COMMITS: &str = "DELETE FROM feed_commits WHERE tenant_id = $1 AND p
 /// The purged position, and what the last purged marker's numbering saw
 /// (kept when it recorded nothing: then later markers do).
 const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq = $3, \
-     purged_xmax = coalesce($4::text::xid8, purged_xmax), \
-     purged_running = coalesce($5::text[]::xid8[], purged_running) \
+     purged_node = CASE WHEN $6::bigint IS NULL THEN purged_node ELSE $6 END, \
+     purged_xmax = CASE WHEN $6::bigint IS NULL THEN purged_xmax ELSE $4::text::xid8 END, \
+     purged_running = CASE WHEN $6::bigint IS NULL THEN purged_running \
+                           ELSE $5::text[]::xid8[] END \
      WHERE tenant_id = $1 AND purged_position < $2";
 
 /// The tenant's committed transactions without a position (schema 19;
@@ -172,29 +207,51 @@ const PURGE_MARK: &str = "UPDATE feed_heads SET purged_position = $2, purged_seq
 /// numbering before has committed. A SELECT (run where the tenant's rows
 /// are, on a distributed PostgreSQL, snapshot included); [`NUMBER`] then
 /// writes the positions.
+///
+/// At most `$2` of them ([`NUMBER_BATCH`], one more to tell that more
+/// wait): the first ones in that order, so that those left come after
+/// them. A numbering that leaves some records the bounds it started from
+/// (the last two columns), not its snapshot's, which would no longer
+/// cover those left.
 const TO_NUMBER: &str = concat!(
     "SELECT p.txn, p.committed_at, p.events, \
      greatest(h.purged_position, coalesce(l.position, 0)), \
      pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text, \
-     ARRAY(SELECT pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()))::text[] \
+     ARRAY(SELECT pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()))::text[], \
+     (",
+    seen!(),
+    ")::text, (",
+    running!(),
+    ")::text[], ",
+    this_node!(),
+    " \
      FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.seen_xmax, c.running FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.seen_node, c.seen_xmax, c.running FROM feed_commits c \
             WHERE c.tenant_id = $1 AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      CROSS JOIN LATERAL (",
     unnumbered!("$1", "q.txn, q.lsn, q.committed_at, q.events", "UNION"),
     ") AS p \
      WHERE h.tenant_id = $1 \
-     ORDER BY p.lsn, p.txn"
+     ORDER BY p.lsn, p.txn \
+     LIMIT $2::bigint + 1"
 );
+/// How long a numbering's transaction may sit idle between its round
+/// trips before the server ends its session (and releases its lock).
+const NUMBER_IDLE: &str = "SET LOCAL idle_in_transaction_session_timeout TO '10s'";
+/// The most transactions one numbering gives positions to: a tenant with
+/// many waiting (a bulk load no one read) is numbered in several, each
+/// holding its part in memory.
+const NUMBER_BATCH: i64 = 10_000;
 /// The markers of [`TO_NUMBER`]'s transactions: positions `$2 + 1`, `$2 +
 /// 2`, … in that order; the last one records what the numbering saw (`$6`,
-/// `$7`). `ON CONFLICT` on the transaction, which cannot have a marker yet
+/// `$7`, on server `$8`). `ON CONFLICT` on the transaction, which cannot have a marker yet
 /// under the lock (a distributed PostgreSQL then takes the insert for an
 /// insert: see schema 17); a position given twice still fails.
 const NUMBER: &str = "INSERT INTO feed_commits \
-     (tenant_id, txn, position, committed_at, events, seen_xmax, running) \
+     (tenant_id, txn, position, committed_at, events, seen_node, seen_xmax, running) \
      SELECT $1, x.txn, $2 + x.n, x.committed_at, x.events, \
+            CASE WHEN x.n = cardinality($3::uuid[]) THEN $8::bigint END, \
             CASE WHEN x.n = cardinality($3::uuid[]) THEN $6::text::xid8 END, \
             CASE WHEN x.n = cardinality($3::uuid[]) THEN $7::text[]::xid8[] END \
        FROM unnest($3::uuid[], $4::timestamptz[], $5::integer[]) \
@@ -214,7 +271,7 @@ const ALL_HEADS: &str = concat!(
      EXISTS (",
     unnumbered!("h.tenant_id", "1", "UNION ALL"),
     ") FROM feed_heads h \
-     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_xmax, c.running FROM feed_commits c \
+     LEFT JOIN LATERAL (SELECT c.position, c.events, c.seen_node, c.seen_xmax, c.running FROM feed_commits c \
             WHERE c.tenant_id = h.tenant_id AND c.position > h.purged_position \
             ORDER BY c.position DESC LIMIT 1) AS l ON true \
      ORDER BY h.tenant_id"
@@ -238,6 +295,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     PURGE_MARK,
     TO_NUMBER,
     NUMBER,
+    NUMBER_IDLE,
     ALL_HEADS,
     OPERATOR_SETTINGS,
 ];
@@ -355,6 +413,26 @@ fn number_lock_key(tenant: Uuid) -> (i32, i32) {
 /// it reads what is numbered (see [`PgTransaction::number_pending`]).
 const NUMBER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What a numbering left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Numbered {
+    /// Every committed transaction its snapshot saw has a position.
+    All,
+    /// It gave [`NUMBER_BATCH`] positions, and more transactions wait.
+    Some,
+}
+
+/// How far a read numbers before it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// One numbering: a read of events returns the first of a long
+    /// backlog at once (the next reads number the rest).
+    Batch,
+    /// Until nothing waits: the head, and a purge, which would otherwise
+    /// keep commits made before its time.
+    Done,
+}
+
 /// Numbers `tenant`'s committed transactions that have no position yet
 /// (schema 19) on `conn`, outside any transaction, in a transaction of its
 /// own that commits before this returns: `begin` (`BEGIN` and the search
@@ -375,12 +453,13 @@ pub(super) async fn number_on(
     begin: &str,
     plain: bool,
     tenant: TenantId,
-) -> std::result::Result<(), tokio_postgres::Error> {
+) -> std::result::Result<Numbered, tokio_postgres::Error> {
     let id = tenant.as_uuid();
     let (a, b) = number_lock_key(id);
-    let settings = tenant_settings(tenant);
+    // A client that stops between the two round trips (a process paused)
+    // would hold every reader of the tenant: the server ends the session.
+    let settings = format!("{}; {NUMBER_IDLE}", tenant_settings(tenant));
     let key: [&(dyn ToSql + Sync); 2] = [&a, &b];
-    let just_tenant: [&(dyn ToSql + Sync); 1] = [&id];
     let begun = async {
         if plain {
             conn.batch_execute(&format!("{begin}; {settings}")).await
@@ -398,8 +477,9 @@ pub(super) async fn number_on(
             conn.prepare_cached(TO_NUMBER),
             conn.prepare_cached(NUMBER),
         )?;
+        let batch: [&(dyn ToSql + Sync); 2] = [&id, &NUMBER_BATCH];
         let (_, rows) =
-            futures_util::try_join!(conn.query(&lock, &key), conn.query(&to_number, &just_tenant))?;
+            futures_util::try_join!(conn.query(&lock, &key), conn.query(&to_number, &batch))?;
         Ok::<_, tokio_postgres::Error>((number, rows))
     };
     let (begun, found) = futures_util::join!(begun, found);
@@ -408,24 +488,35 @@ pub(super) async fn number_on(
         let (number, rows) = found?;
         if let Some(first) = rows.first() {
             let last: i64 = first.try_get(3)?;
-            let seen: String = first.try_get(4)?;
-            let running: Vec<String> = first.try_get(5)?;
-            let mut txns = Vec::with_capacity(rows.len());
-            let mut times = Vec::with_capacity(rows.len());
-            let mut events = Vec::with_capacity(rows.len());
-            for row in &rows {
+            // All of them: the snapshot's bounds; else those it started
+            // from (see `TO_NUMBER`).
+            let all = rows.len() as i64 <= NUMBER_BATCH;
+            let (seen, running): (String, Vec<String>) = if all {
+                (first.try_get(4)?, first.try_get(5)?)
+            } else {
+                (first.try_get(6)?, first.try_get(7)?)
+            };
+            let taken = rows.len().min(NUMBER_BATCH as usize);
+            let mut txns = Vec::with_capacity(taken);
+            let mut times = Vec::with_capacity(taken);
+            let mut events = Vec::with_capacity(taken);
+            for row in &rows[..taken] {
                 txns.push(row.try_get::<_, Uuid>(0)?);
                 times.push(row.try_get::<_, DateTime<Utc>>(1)?);
                 events.push(row.try_get::<_, i32>(2)?);
             }
-            let params: [&(dyn ToSql + Sync); 7] =
-                [&id, &last, &txns, &times, &events, &seen, &running];
-            let (_, ()) =
-                futures_util::try_join!(conn.execute(&number, &params), conn.batch_execute("COMMIT"))?;
+            let node: i64 = first.try_get(8)?;
+            let params: [&(dyn ToSql + Sync); 8] =
+                [&id, &last, &txns, &times, &events, &seen, &running, &node];
+            let (_, ()) = futures_util::try_join!(
+                conn.execute(&number, &params),
+                conn.batch_execute("COMMIT")
+            )?;
+            Ok(if all { Numbered::All } else { Numbered::Some })
         } else {
             conn.batch_execute("COMMIT").await?;
+            Ok(Numbered::All)
         }
-        Ok(())
     }
     .await;
     if r.is_err() {
@@ -468,11 +559,17 @@ impl PgTransaction {
     /// connection). Without one the read returns what is numbered: fewer
     /// events, never a skip (a position is only given after every one
     /// given before).
-    async fn number_pending(&mut self) -> Result<()> {
+    async fn number_pending(&mut self, until: Until) -> Result<()> {
+        while self.number_once().await? == Numbered::Some && until == Until::Done {}
+        Ok(())
+    }
+
+    /// One numbering, as [`number_pending`](Self::number_pending) says.
+    async fn number_once(&mut self) -> Result<Numbered> {
         self.check_open()?;
         let plain = self.wake_mode.load(std::sync::atomic::Ordering::Relaxed) == wake_mode::PLAIN;
         let Some(conn) = self.conn.as_ref() else {
-            return Ok(());
+            return Ok(Numbered::All);
         };
         if self.pending_begin.is_some() {
             // Until it has ended, the connection is inside the numbering's
@@ -488,18 +585,18 @@ impl PgTransaction {
             return self.note(r).map_err(error::db);
         }
         let Some(pool) = deadpool_postgres::Object::pool(conn) else {
-            return Ok(());
+            return Ok(Numbered::All);
         };
         if pool.status().max_size <= 1 {
-            return Ok(());
+            return Ok(Numbered::All);
         }
         let Ok(Ok(other)) = tokio::time::timeout(NUMBER_WAIT, pool.get()).await else {
-            return Ok(());
+            return Ok(Numbered::All);
         };
         // Closed, not handed back, unless the numbering ends (see above).
         let other = Detach::new(other);
         let Some(conn) = other.conn() else {
-            return Ok(());
+            return Ok(Numbered::All);
         };
         let r = number_on(conn, &self.number_begin, plain, self.tenant).await;
         match &r {
@@ -548,11 +645,11 @@ impl PgTransaction {
     /// read numbered yet: those committed after the numbering that went
     /// before this transaction's first statement (or while a consumer's
     /// lock was waited for).
-    async fn numbered(&mut self, head: Head) -> Result<Head> {
+    async fn numbered(&mut self, head: Head, until: Until) -> Result<Head> {
         if !head.pending {
             return Ok(head);
         }
-        self.number_pending().await?;
+        self.number_pending(until).await?;
         self.head().await
     }
 
@@ -606,10 +703,18 @@ impl PgTransaction {
 impl FeedTx for PgTransaction {
     async fn next_batch(&mut self, consumer: &ConsumerName, max: usize) -> Result<Vec<FeedEvent>> {
         let max = check_feed_batch(max)?;
-        self.number_pending().await?;
+        self.number_pending(Until::Batch).await?;
         let (cursor, head) = self.consumer_and_head(consumer, ConsumerLock::Take).await?;
-        let head = self.numbered(head).await?;
         let after = cursor.unwrap_or(head.purged);
+        // Commits made since the numbering above (or while the consumer's
+        // lock was waited for) are numbered now only when there is
+        // nothing numbered left to read: the next read numbers them
+        // otherwise, without a second connection.
+        let head = if after >= head.last {
+            self.numbered(head, Until::Batch).await?
+        } else {
+            head
+        };
         if after < head.purged {
             return Err(Error::FeedExpired {
                 consumer: Some(consumer.clone()),
@@ -628,7 +733,7 @@ impl FeedTx for PgTransaction {
         let mut head = self.head().await?;
         if position.commit > head.last.commit {
             // A commit no read numbered yet may have it.
-            head = self.numbered(head).await?;
+            head = self.numbered(head, Until::Done).await?;
         }
         if position.commit > head.last.commit {
             return Err(after_head(position));
@@ -664,9 +769,13 @@ impl FeedTx for PgTransaction {
     async fn events_after(&mut self, after: FeedPosition, max: usize) -> Result<Vec<FeedEvent>> {
         let max = check_feed_batch(max)?;
         let after = after.checked("position")?;
-        self.number_pending().await?;
+        self.number_pending(Until::Batch).await?;
         let head = self.head().await?;
-        let head = self.numbered(head).await?;
+        let head = if after >= head.last {
+            self.numbered(head, Until::Batch).await?
+        } else {
+            head
+        };
         if after < head.purged {
             return Err(Error::FeedExpired {
                 consumer: None,
@@ -681,16 +790,16 @@ impl FeedTx for PgTransaction {
     }
 
     async fn feed_head(&mut self) -> Result<FeedPosition> {
-        self.number_pending().await?;
+        self.number_pending(Until::Done).await?;
         let head = self.head().await?;
-        Ok(self.numbered(head).await?.last)
+        Ok(self.numbered(head, Until::Done).await?.last)
     }
 
     async fn purge_feed(&mut self, before: Timestamp) -> Result<u64> {
         let before = check_timestamp("before", before)?;
         // The commits made before `before` that no read numbered yet are
         // purged with the others.
-        self.number_pending().await?;
+        self.number_pending(Until::Done).await?;
         let tenant = self.tenant_uuid();
         let Some(row) = self.query_opt(PURGE_UPTO, &[&tenant, &before]).await? else {
             return Ok(0);
@@ -699,10 +808,11 @@ impl FeedTx for PgTransaction {
         let last_seq: i32 = row.try_get(1).map_err(error::db)?;
         let seen: Option<String> = row.try_get(2).map_err(error::db)?;
         let running: Option<Vec<String>> = row.try_get(3).map_err(error::db)?;
+        let node: Option<i64> = row.try_get(4).map_err(error::db)?;
         let (a, b) = purge_lock_key(tenant);
         let lock_key: [&(dyn ToSql + Sync); 2] = [&a, &b];
         let upto: [&(dyn ToSql + Sync); 2] = [&tenant, &last];
-        let mark: [&(dyn ToSql + Sync); 5] = [&tenant, &last, &last_seq, &seen, &running];
+        let mark: [&(dyn ToSql + Sync); 6] = [&tenant, &last, &last_seq, &seen, &running, &node];
         // Under the operation's savepoint, so that a failure leaves none
         // of them behind.
         let result = self
@@ -748,15 +858,13 @@ impl FeedHeads for PostgresStore {
             return Ok(Vec::new());
         };
         let mut heads = self.read_heads(conn).await?;
-        let pending: Vec<TenantId> = heads
-            .iter()
-            .filter(|h| h.2)
-            .map(|h| h.0)
-            .collect();
+        let pending: Vec<TenantId> = heads.iter().filter(|h| h.2).map(|h| h.0).collect();
         if !pending.is_empty() {
-            let plain = self.wake_mode.load(std::sync::atomic::Ordering::Relaxed)
-                == wake_mode::PLAIN;
+            let plain =
+                self.wake_mode.load(std::sync::atomic::Ordering::Relaxed) == wake_mode::PLAIN;
             for tenant in pending {
+                // One numbering per tenant (a long backlog is numbered
+                // on by the tenant's reads).
                 number_on(conn, &self.begin_batch, plain, tenant)
                     .await
                     .map_err(error::db)?;
@@ -812,4 +920,3 @@ impl PostgresStore {
             .collect()
     }
 }
-

@@ -364,8 +364,14 @@ impl PgTransaction {
     async fn finish(&mut self, sql: &str) -> Result<()> {
         let conn = self.conn.take().ok_or_else(|| Error::backend(Finished))?;
         if self.pending_begin.take().is_some() {
-            // Nothing was sent, so there is nothing to commit or roll back.
-            drop(conn);
+            // Nothing of this transaction was sent, so there is nothing to
+            // commit or roll back. A connection marked unfit may be inside
+            // the feed's numbering, interrupted: closed, not handed back.
+            if self.is_spoiled() {
+                drop(Detach(Some(conn)));
+            } else {
+                drop(conn);
+            }
             return Ok(());
         }
         let guard = Detach(Some(conn));
@@ -650,6 +656,10 @@ impl PgTransaction {
     pub(super) fn check_open(&self) -> Result<()> {
         if self.conn.is_none() {
             Err(Error::backend(Finished))
+        } else if self.is_spoiled() {
+            // Lost, or left inside the feed's numbering by a read that was
+            // interrupted: nothing more can go over it.
+            Err(Error::retryable(ConnectionLost))
         } else if let Some(key) = &self.claim_lost {
             Err(Error::backend(KeyTaken(key.clone())))
         } else if self.aborted {

@@ -47,7 +47,13 @@
 --   one is not listed). So the next numbering looks at the log at or
 --   above seen_xmax and at the listed transactions, by index. feed_heads
 --   keeps the same two for a tenant whose markers were all purged
---   (purged_xmax, purged_running).
+--   (purged_xmax, purged_running). Transaction ids are one server's:
+--   the bounds name it (seen_node, purged_node: pg_control_system()'s
+--   system identifier), and bounds from another server (the tenant's
+--   shards moved to another worker, a dump restored elsewhere) are not
+--   used: that numbering looks at every row of the log without a marker.
+--   A marker deleted by hand must take its log row with it (a feed purge
+--   deletes both), or its transaction is numbered again.
 -- * A transaction written by hand at REPEATABLE READ no longer fails at
 --   commit for a position its snapshot missed: it takes none.
 -- * A history purge keeps the events of a transaction still in the log
@@ -103,8 +109,10 @@ $$;
 
 -- What a numbering saw, on its last marker; what the last purged marker
 -- had seen, on the head row.
-ALTER TABLE feed_commits ADD COLUMN seen_xmax xid8, ADD COLUMN running xid8[];
-ALTER TABLE feed_heads ADD COLUMN purged_xmax xid8, ADD COLUMN purged_running xid8[];
+ALTER TABLE feed_commits ADD COLUMN seen_node bigint, ADD COLUMN seen_xmax xid8,
+    ADD COLUMN running xid8[];
+ALTER TABLE feed_heads ADD COLUMN purged_node bigint, ADD COLUMN purged_xmax xid8,
+    ADD COLUMN purged_running xid8[];
 
 -- At commit: the transaction appended to the log. The values are computed
 -- first (a distributed PostgreSQL refuses volatile calls in a distributed
