@@ -481,8 +481,10 @@ async fn schema_18_applies_to_a_schema_distributed_before_it() {
     // bounds first).
     db.ddl(&[
         "DROP TABLE crm.feed_pending",
-        "ALTER TABLE crm.feed_commits DROP COLUMN seen_xmax, DROP COLUMN running",
-        "ALTER TABLE crm.feed_heads DROP COLUMN purged_xmax, DROP COLUMN purged_running",
+        "ALTER TABLE crm.feed_commits DROP COLUMN seen_node, DROP COLUMN seen_xmax, \
+         DROP COLUMN running",
+        "ALTER TABLE crm.feed_heads DROP COLUMN purged_node, DROP COLUMN purged_xmax, \
+         DROP COLUMN purged_running",
         "DROP TRIGGER history_feed_commit ON crm.history",
         "DROP TRIGGER history_keep_events ON crm.history",
         "DROP FUNCTION crm.crm_history_keep_events()",
