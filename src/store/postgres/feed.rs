@@ -849,7 +849,7 @@ impl FeedTx for PgTransaction {
 impl FeedHeads for PostgresStore {
     /// Tenants with commits no read has numbered yet (schema 19) have them
     /// numbered first, each in a transaction of that tenant
-    /// ([`number_on`]), and the heads are read again.
+    /// (`number_on`), and the heads are read again.
     async fn feed_heads(&self) -> Result<Vec<(TenantId, FeedPosition)>> {
         // Closed, not handed back, if this is dropped inside a
         // transaction (a caller's timeout).
