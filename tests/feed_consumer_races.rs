@@ -292,26 +292,26 @@ async fn a_purge_between_the_head_and_the_read_is_feed_expired() {
 /// middle of a read), some in a transaction that had begun, each after a
 /// commit that a read has to number first (schema 19), the transaction
 /// then dropped, rolled back or used again: none leaves a lock or a
-/// transaction behind. A read dropped inside the numbering's own
-/// transaction used to hand its connection back to the pool with the
-/// tenant's numbering lock held, and every later read of the tenant
-/// waited for it for good.
+/// transaction behind (checked after each, on the server). A read dropped
+/// inside the numbering's own transaction used to hand its connection
+/// back to the pool with the tenant's numbering lock held, and every later
+/// read of the tenant waited for it for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_dropped_at_any_point_leave_nothing_held() {
     let ts = TestStore::new().await;
     let tenant = TenantId::new();
     let crm = ts.scope(tenant, &ctx());
     let name = ConsumerName::parse("impatient").unwrap();
-    // Each dropped read in a process of its own, kept to the end: a
-    // connection it handed back inside a transaction is never used again
-    // (and so never ended by the next user's statements).
-    let mut processes = Vec::new();
+    let admin = ts.db().client().await;
     let mut written = 0;
-    for i in 0..150u64 {
+    for i in 0..100u64 {
         crm.create_contact(new_contact(&format!("d{i}@x.example")))
             .await
             .unwrap();
         written += 1;
+        // Each dropped read in a process of its own: a connection it
+        // handed back inside a transaction would stay there (no next user
+        // ends it with its own statements).
         let impatient = ts.db().store();
         let mut tx = impatient.begin(tenant, ctx()).await.unwrap();
         let cut = std::time::Duration::from_micros(fastrand::u64(0..3_000));
@@ -335,7 +335,26 @@ async fn reads_dropped_at_any_point_leave_nothing_held() {
                 let _ = tx.commit().await;
             }
         }
-        processes.push(impatient);
+        // A dropped transaction's rollback is queued, not awaited: a
+        // moment for it, then no session of the database may be left
+        // inside a transaction (the numbering's idle timeout, 10 s, is
+        // far off).
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let stuck: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND state LIKE 'idle in transaction%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            stuck, 0,
+            "read {i} (cut after {cut:?}) left a connection inside a transaction"
+        );
+        drop(impatient);
     }
     // Shorter than the numbering's idle timeout (10 s), which would end a
     // session left behind and hide it.
@@ -348,5 +367,4 @@ async fn reads_dropped_at_any_point_leave_nothing_held() {
     .await
     .expect("a read after the dropped ones waits for nothing they left");
     assert_eq!(read.len(), written);
-    drop(processes);
 }
