@@ -73,10 +73,14 @@ const ROUND_SECS: u64 = 5;
 /// as SQL written by hand would ask it: the same seventeen columns the
 /// library reads (its company and owner since schema version 5, its score
 /// from its rank row since version 17), so that both sides move the same
-/// bytes, in the order of the rank rows' top-leads index.
+/// bytes, in the order of the rank rows' top-leads index. The state and
+/// the limit are written in, as the library writes them for a page of 50,
+/// so that both sides keep one generic plan (see `literal_limit` in the
+/// store; with either a parameter, PostgreSQL plans the statement at every
+/// execution).
 fn top_leads_sql() -> String {
     format!(
-        "SELECT {LINKED_CONTACT_COLUMNS} FROM {RANKED_CONTACTS} WHERE r.tenant_id = :tenant AND r.active = :active ORDER BY r.score DESC, r.contact_id DESC LIMIT :limit;"
+        "SELECT {LINKED_CONTACT_COLUMNS} FROM {RANKED_CONTACTS} WHERE r.tenant_id = :tenant AND r.active AND c.active ORDER BY r.score DESC, r.contact_id DESC LIMIT 51;"
     )
 }
 

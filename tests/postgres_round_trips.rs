@@ -22,10 +22,10 @@ use std::{
 };
 
 use crm_core::{
-    Context, PostgresStore, Store, StoreExt, TenantId,
+    ContactQuery, Context, PostgresStore, Store, StoreExt, TenantId,
     bulk::ConflictPolicy,
     conformance,
-    domain::{ContactId, Email, NewContact, PersonName},
+    domain::{ContactId, Email, NewContact, OwnerId, PageRequest, PersonName},
     idempotency::{HandlerError, HandlerFuture, IdempotencyGuard, InboundEvent},
 };
 use support::TestDb;
@@ -268,3 +268,140 @@ async fn a_webhook_sends_its_claim_with_begin_and_its_record_with_commit() {
 /// A replay's: the claim with BEGIN, which finds the record; then the end
 /// of the transaction.
 const REPLAY_ROUND_TRIPS: u64 = 2;
+
+/// The round trips of the second run of `op`, counting what the store
+/// sends up to 100 ms after `op` returned (a request sent when a
+/// transaction is dropped leaves after the call).
+async fn round_trips_with_late_sends<F, Fut>(proxy: &Proxy, op: F) -> u64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    op().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = proxy.round_trips();
+    op().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.round_trips() - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_call_read_ends_its_transaction_in_its_one_request() {
+    let db = TestDb::create().await;
+    let (store, proxy) = store_through_proxy(&db).await;
+    let crm = store.scope(TenantId::new(), &ctx());
+    let ada = crm
+        .create_contact(new_contact("ada@example.com"))
+        .await
+        .unwrap();
+    let owner = OwnerId::parse("user:1").unwrap();
+    let page = PageRequest::first(50);
+    let reads = [
+        (
+            "get_contact",
+            round_trips_with_late_sends(&proxy, || async {
+                assert!(crm.get_contact(ada.id).await.unwrap().is_some());
+            })
+            .await,
+        ),
+        (
+            "search_contacts",
+            round_trips_with_late_sends(&proxy, || async {
+                let top = crm.search_contacts(&ContactQuery::top_leads(50)).await;
+                assert_eq!(top.unwrap().items.len(), 1);
+            })
+            .await,
+        ),
+        (
+            "timeline",
+            round_trips_with_late_sends(&proxy, || async {
+                assert!(crm.timeline(ada.id, &page).await.unwrap().items.is_empty());
+            })
+            .await,
+        ),
+        (
+            "open_tasks",
+            round_trips_with_late_sends(&proxy, || async {
+                let tasks = crm.open_tasks(&owner, &page).await.unwrap();
+                assert!(tasks.items.is_empty());
+            })
+            .await,
+        ),
+    ];
+    for (read, round_trips) in reads {
+        assert_eq!(
+            round_trips, 1,
+            "{read}: BEGIN, the statement and ROLLBACK in one request"
+        );
+    }
+    // The pool's one connection is outside any transaction (not in a
+    // read-only one left open): a write on it commits.
+    let grace = crm
+        .create_contact(new_contact("grace@example.com"))
+        .await
+        .unwrap();
+    assert!(crm.get_contact(grace.id).await.unwrap().is_some());
+    // A read in a transaction of the caller's own is ended by the caller.
+    let mut tx = store.begin_read(crm.tenant(), ctx()).await.unwrap();
+    assert!(tx.get_contact(ada.id).await.unwrap().is_some());
+    assert!(tx.get_contact(grace.id).await.unwrap().is_some());
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_call_read_that_fails_in_the_server_leaves_its_connection_idle() {
+    let db = TestDb::create().await;
+    let (store, _proxy) = store_through_proxy(&db).await;
+    let crm = store.scope(TenantId::new(), &ctx());
+    let ada = crm
+        .create_contact(new_contact("ada@example.com"))
+        .await
+        .unwrap();
+    // Prepared on the connection, so that the failed run is the
+    // statement's, after BEGIN, with the ROLLBACK queued behind it.
+    crm.timeline(ada.id, &PageRequest::first(50)).await.unwrap();
+    let locker = db.client().await;
+    // The lock waits for no session of the store's: the earlier read's
+    // transaction is over (it would hold the table's share lock).
+    locker
+        .batch_execute("BEGIN; SET LOCAL lock_timeout = '10s'")
+        .await
+        .unwrap();
+    locker
+        .batch_execute(&db.sql("LOCK TABLE crm.activities IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .expect("a session of the store's holds a lock on activities");
+    let canceller = db.client().await;
+    let cancel = async {
+        support::until_a_backend_waits_for_a_lock(&db).await;
+        canceller
+            .execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+    };
+    let page = PageRequest::first(50);
+    let (failed, ()) = tokio::join!(crm.timeline(ada.id, &page), cancel);
+    assert!(failed.is_err(), "the cancelled read fails: {failed:?}");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    // No session of the store's is left inside a transaction …
+    let open: i64 = canceller
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0, "a session was left inside a transaction");
+    // … and the pool's one connection takes a write.
+    let grace = crm
+        .create_contact(new_contact("grace@example.com"))
+        .await
+        .unwrap();
+    assert!(crm.get_contact(grace.id).await.unwrap().is_some());
+}

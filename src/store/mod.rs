@@ -310,6 +310,16 @@ pub trait Transaction:
     /// the transaction held is released (which a drop does not promise).
     async fn rollback(self: Box<Self>) -> Result<()>;
 
+    /// Says that this transaction only reads and that its next operation
+    /// is the last: a backend may end the transaction with that
+    /// operation's first statement, in the same request (PostgreSQL sends
+    /// the `ROLLBACK` with it), instead of when the transaction is dropped.
+    /// A statement after that one then runs in a transaction of its own.
+    /// For the one-call reads of [`Scope`] that send one statement; the
+    /// default does nothing.
+    #[doc(hidden)]
+    fn end_with_next_statement(&mut self) {}
+
     /// [`complete_idempotency_key`](IdempotencyTx::complete_idempotency_key),
     /// then [`commit`](Self::commit): what the default does. A backend may send
     /// both at once; either way the outcome is stored if and only if the

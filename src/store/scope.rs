@@ -121,8 +121,14 @@ macro_rules! one_call {
     )*};
     (@begin write $scope:ident) => { $scope.begin().await? };
     (@begin read $scope:ident) => { $scope.begin_read().await? };
+    (@begin read_one $scope:ident) => {{
+        let mut tx = $scope.begin_read().await?;
+        tx.end_with_next_statement();
+        tx
+    }};
     (@end write $tx:ident, $out:ident) => { write($tx, $out).await };
     (@end read $tx:ident, $out:ident) => { read($tx, $out) };
+    (@end read_one $tx:ident, $out:ident) => { read($tx, $out) };
 }
 
 impl<'s, S: Store + ?Sized> Scope<'s, S> {
@@ -187,7 +193,7 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         /// See [`ContactsTx::create_contact`].
         write create_contact(new: NewContact) -> Contact;
         /// See [`ContactsTx::get_contact`].
-        read get_contact(id: ContactId) -> Option<Contact>;
+        read_one get_contact(id: ContactId) -> Option<Contact>;
         /// See [`ContactsTx::get_contact_by_email`].
         read get_contact_by_email(email: &Email) -> Option<Contact>;
         /// See [`ContactsTx::update_contact`].
@@ -197,7 +203,7 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         /// See [`ContactsTx::delete_contact`].
         write delete_contact(id: ContactId) -> bool;
         /// See [`ContactsTx::search_contacts`].
-        read search_contacts(query: &ContactQuery) -> Page<Contact>;
+        read_one search_contacts(query: &ContactQuery) -> Page<Contact>;
 
         /// See [`CompaniesTx::create_company`].
         write create_company(new: NewCompany) -> Company;
@@ -256,7 +262,7 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         /// See [`TasksTx::delete_task`].
         write delete_task(id: TaskId) -> bool;
         /// See [`TasksTx::open_tasks`].
-        read open_tasks(assignee: &OwnerId, page: &PageRequest) -> Page<Task>;
+        read_one open_tasks(assignee: &OwnerId, page: &PageRequest) -> Page<Task>;
         /// See [`TasksTx::overdue_tasks`].
         read overdue_tasks(now: Timestamp, assignee: Option<&OwnerId>, page: &PageRequest) -> Page<Task>;
         /// See [`TasksTx::tasks_of`].
@@ -286,7 +292,7 @@ impl<'s, S: Store + ?Sized> Scope<'s, S> {
         /// See [`TimelineTx::log_activities`].
         write log_activities(new: &[NewActivity]) -> Vec<Activity>;
         /// See [`TimelineTx::timeline`].
-        read timeline(contact: ContactId, page: &PageRequest) -> Page<Activity>;
+        read_one timeline(contact: ContactId, page: &PageRequest) -> Page<Activity>;
         /// See [`TimelineTx::first_timeline_pages`].
         read first_timeline_pages(contacts: &[ContactId], limit: u32) -> Vec<Page<Activity>>;
         /// See [`TimelineTx::record_signal`].

@@ -461,6 +461,10 @@ impl Transaction for Traced {
         out
     }
 
+    fn end_with_next_statement(&mut self) {
+        self.inner.end_with_next_statement();
+    }
+
     async fn complete_idempotency_key_and_commit(
         self: Box<Self>,
         source: &IdempotencySource,

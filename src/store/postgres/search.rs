@@ -11,7 +11,10 @@ use sea_query_postgres::{PostgresBinder, PostgresValues};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::schema::{CONTACT_COLUMNS, Contacts, contacts_ranked, contacts_scored};
+use super::{
+    schema::{CONTACT_COLUMNS, Contacts, contacts_ranked, contacts_scored},
+    transaction::literal_limit,
+};
 use crate::{
     domain::{TagId, TenantId, caseless_key},
     error::{Error, FieldError, Result, ValidationErrors},
@@ -88,9 +91,77 @@ pub(super) fn build(
     } else {
         s.order_by(Contacts::Id, order);
     }
-    s.limit(limit as u64 + 1);
-    let (sql, values) = s.build_postgres(PostgresQueryBuilder);
+    // A search with no filter, in the order of one index that holds every
+    // contact it may return, reads that index: its plan cannot depend on
+    // a value.
+    let literal = literal_limit(limit).filter(|_| unfiltered(q) && index_ordered(q));
+    if literal.is_none() {
+        s.limit(limit as u64 + 1);
+    }
+    let (mut sql, values) = s.build_postgres(PostgresQueryBuilder);
+    if let Some(fetch) = literal {
+        sql.push_str(&format!(" LIMIT {fetch}"));
+    }
     Ok((reading_scores(sql, by_rank), values))
+}
+
+/// True when one index gives `q`'s order and holds every contact it
+/// selects by their state: the rank rows' top-leads index (active
+/// contacts only) for the score sorts of active contacts, the creation
+/// and name indexes for all contacts or the active ones (most are). Not
+/// the updates sort (no index: the tenant is read and sorted), nor the
+/// score sorts of all or inactive contacts, nor the inactive ones under
+/// another sort (a few rows of a large tenant, whose best plan depends on
+/// how few).
+fn index_ordered(q: &ContactQuery) -> bool {
+    match q.sort {
+        ContactSort::ScoreAsc | ContactSort::ScoreDesc => q.active == Some(true),
+        ContactSort::CreatedAsc
+        | ContactSort::CreatedDesc
+        | ContactSort::NameAsc
+        | ContactSort::NameDesc => q.active != Some(false),
+        ContactSort::UpdatedAsc | ContactSort::UpdatedDesc => false,
+    }
+}
+
+/// True when `q` filters on nothing but whether contacts are active, so
+/// that its statement may name its limit as a literal (see
+/// [`literal_limit`]) when [`index_ordered`]. Every field is named: a new
+/// filter must say here whether it keeps the plan fixed.
+fn unfiltered(q: &ContactQuery) -> bool {
+    let ContactQuery {
+        email_prefix,
+        name_prefix,
+        company_prefix,
+        lead_sources,
+        min_score,
+        max_score,
+        active: _,
+        created_from,
+        created_until,
+        updated_from,
+        updated_until,
+        metadata_contains,
+        owner,
+        company_id,
+        tags,
+        sort: _,
+        page: _,
+    } = q;
+    email_prefix.is_none()
+        && name_prefix.is_none()
+        && company_prefix.is_none()
+        && lead_sources.is_empty()
+        && min_score.is_none()
+        && max_score.is_none()
+        && created_from.is_none()
+        && created_until.is_none()
+        && updated_from.is_none()
+        && updated_until.is_none()
+        && metadata_contains.is_none()
+        && owner.is_none()
+        && company_id.is_none()
+        && tags.is_empty()
 }
 
 /// The rank row's contact id in [`contacts_ranked!`].
@@ -352,6 +423,7 @@ pub(super) fn tag_filter_sql(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{OwnerId, Score};
 
     #[test]
     fn like_prefixes_escape_wildcards_and_match_case_insensitively() {
@@ -368,13 +440,21 @@ mod tests {
             sql.contains(r#"WHERE "tenant_id" = $1 AND (active AND rank_active)"#),
             "{sql}"
         );
+        // A common page size is written in (see `literal_limit`).
         assert!(
-            sql.ends_with(r#"ORDER BY "score" DESC, "rank_id" DESC LIMIT $2"#),
+            sql.ends_with(r#"ORDER BY "score" DESC, "rank_id" DESC LIMIT 11"#),
             "{sql}"
         );
         assert!(
             sql.contains("LEFT JOIN contact_ranks r") && sql.contains(") AS contacts WHERE"),
             "reads the contacts joined to their rank rows: {sql}"
+        );
+        assert_eq!(values.0.len(), 1);
+        // Another size is a parameter.
+        let (sql, values) = build(TenantId::new(), &q, 12, None).unwrap();
+        assert!(
+            sql.ends_with(r#"ORDER BY "score" DESC, "rank_id" DESC LIMIT $2"#),
+            "{sql}"
         );
         assert_eq!(values.0.len(), 2);
         // Another order reads each returned row's score by a subquery.
@@ -423,6 +503,41 @@ mod tests {
         );
         // The tenant; per side the tenant and its tags; the count; the limit.
         assert_eq!(values.0.len(), 11);
+    }
+
+    #[test]
+    fn only_a_search_without_filters_writes_its_limit_in() {
+        let tenant = TenantId::new();
+        let key = ContactSortKey::Time(0, uuid::Uuid::nil());
+        let (sql, _) = build(
+            tenant,
+            &ContactQuery::new().with_sort(ContactSort::CreatedDesc),
+            50,
+            Some(&key),
+        )
+        .unwrap();
+        assert!(sql.ends_with(r#""id" DESC LIMIT 51"#), "{sql}");
+        let filtered = [
+            ContactQuery::top_leads(50).with_owner(OwnerId::parse("user:1").unwrap()),
+            ContactQuery::top_leads(50).with_email_prefix("ada"),
+            ContactQuery::top_leads(50).with_tags(TagFilter::new().any_of([TagId::new()])),
+            ContactQuery::top_leads(50).with_min_score(Score::new(10).unwrap()),
+        ];
+        let unindexed = [
+            ContactQuery::new().with_sort(ContactSort::UpdatedDesc),
+            ContactQuery::new().with_sort(ContactSort::ScoreDesc),
+            ContactQuery::top_leads(50).with_active(false),
+            ContactQuery::new()
+                .with_active(false)
+                .with_sort(ContactSort::NameAsc),
+        ];
+        for q in filtered.iter().chain(&unindexed) {
+            let (sql, values) = build(tenant, q, 50, None).unwrap();
+            assert!(
+                sql.ends_with(&format!("LIMIT ${}", values.0.len())),
+                "{sql}"
+            );
+        }
     }
 
     #[test]

@@ -77,6 +77,32 @@ const SCORE_EVENTS: &str = "SET LOCAL crm.score_events TO 'on'";
 /// every execution (see [`PgTransaction::custom_plans`]).
 const CUSTOM_PLANS: &str = "SET LOCAL plan_cache_mode TO force_custom_plan";
 
+/// The page sizes whose page reads name the number of rows they fetch as
+/// a literal (`LIMIT 51`) instead of a parameter ([`literal_limit`]).
+const LITERAL_PAGE_SIZES: [usize; 9] = [10, 20, 25, 50, 100, 200, 250, 500, 1000];
+
+/// The number of rows a page read of `limit` items fetches (`limit + 1`:
+/// the extra row says whether another page follows), when the statement
+/// should name it as a literal: when `limit` is one of a few common page
+/// sizes ([`LITERAL_PAGE_SIZES`]).
+///
+/// Why: PostgreSQL costs the generic plan of a prepared statement whose
+/// `LIMIT` is a parameter as if it fetched a tenth of the rows it may
+/// read, so the plan made for the parameters of each execution always
+/// looks cheaper, and the statement is planned again at every execution
+/// (on a tenant of a million contacts, planning the top-leads read takes
+/// 0.13–0.2 ms, as long as running it). With the limit written in, the
+/// connection keeps one generic plan after five executions and binds it
+/// directly. Only for reads whose plan cannot depend on a parameter's
+/// value: their conditions are the tenant and the page's position on one
+/// index that gives their order and holds every row they may return
+/// (`search::index_ordered`; a generic plan elsewhere could suit the
+/// average tenant and not a large one). Other sizes keep the parameter: a few sizes bound the
+/// number of statements each connection prepares.
+pub(super) fn literal_limit(limit: usize) -> Option<usize> {
+    LITERAL_PAGE_SIZES.contains(&limit).then_some(limit + 1)
+}
+
 /// The change feed's wake-up, sent right after every `COMMIT` (pipelined:
 /// no round trip of its own): when the committed transaction wrote feed
 /// events, the feed's commit trigger left the tenant in the session-level
@@ -215,6 +241,10 @@ pub(super) struct PgTransaction {
     pub(super) read_only: bool,
     /// [`CUSTOM_PLANS`] was sent in this transaction.
     custom_plans: bool,
+    /// The transaction only reads and ends with its first statement, when
+    /// that is a [`query`](Self::query): the `ROLLBACK` goes with it (see
+    /// [`Transaction::end_with_next_statement`]).
+    end_with_next: bool,
     /// How a commit wakes the feed's subscribers ([`wake_mode`]), shared
     /// by the store's transactions.
     pub(super) wake_mode: Arc<std::sync::atomic::AtomicU8>,
@@ -324,6 +354,7 @@ impl PgTransaction {
             score_events: false,
             read_only: false,
             custom_plans: false,
+            end_with_next: false,
             wake_mode,
             claim: std::sync::Mutex::default(),
             claim_lost: None,
@@ -698,8 +729,59 @@ impl PgTransaction {
     pub(super) async fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
         self.check_open()?;
         let begin = self.pending_begin.take().is_some();
+        let end = std::mem::take(&mut self.end_with_next);
+        if begin && end && self.read_only && !matches!(self.claim_state(), ClaimState::Deferred(_))
+        {
+            let (r, ended) = self.raw_query_ending(sql, params).await;
+            if ended {
+                // The server ended the transaction with the statement: a
+                // statement after it begins anew, and a drop has nothing
+                // to roll back. Otherwise (the `ROLLBACK` failed, or was
+                // never sent because the statement's preparation failed)
+                // the transaction ends as any other, the drop sending a
+                // `ROLLBACK` of its own (at worst one too many, which the
+                // server only warns about).
+                self.pending_begin = Some(Arc::clone(&self.begin_batch));
+            }
+            return self.settle(r);
+        }
         let r = self.raw_query(sql, params, begin).await;
         self.settle(r)
+    }
+
+    /// [`raw_query`](Self::raw_query) with the pending `BEGIN`, then the
+    /// statement, then `ROLLBACK`, pipelined in one round trip: a
+    /// read-only transaction of one statement, which the server ends
+    /// whatever the statement gives (after a failed statement it skips to
+    /// the `ROLLBACK`, a request of its own). The `ROLLBACK` is queued
+    /// after the statement (each request is queued at its future's first
+    /// poll, in the order joined, and `join!` polls both even when the
+    /// first fails at once), so it never overtakes it, even when the
+    /// statement is prepared first. Returns the statement's rows and
+    /// whether the `ROLLBACK` succeeded.
+    async fn raw_query_ending(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> (std::result::Result<Vec<Row>, tokio_postgres::Error>, bool) {
+        let Some(conn) = self.conn.as_ref() else {
+            return (Ok(Vec::new()), false);
+        };
+        let r = self
+            .run_prepared(conn, &[sql], true, |prepared| async move {
+                Ok(futures_util::join!(
+                    conn.query(&prepared[0], params),
+                    conn.batch_execute("ROLLBACK")
+                ))
+            })
+            .await;
+        match r {
+            Ok((rows, rolled_back)) => {
+                let ended = self.note(rolled_back).is_ok();
+                (self.note(rows), ended)
+            }
+            Err(e) => (self.note(Err(e)), false),
+        }
     }
 
     /// The first row of [`query`](Self::query), if any.
@@ -859,6 +941,10 @@ impl Transaction for PgTransaction {
 
     async fn rollback(mut self: Box<Self>) -> Result<()> {
         self.finish("ROLLBACK").await
+    }
+
+    fn end_with_next_statement(&mut self) {
+        self.end_with_next = self.read_only;
     }
 
     async fn complete_idempotency_key_and_commit(
