@@ -219,7 +219,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vars = [
         format!("tenant={}", tenant.as_uuid()),
         format!("contact={}", contact.as_uuid()),
-        "active=true".to_string(),
         "limit=51".to_string(),
     ];
 

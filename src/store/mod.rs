@@ -312,8 +312,9 @@ pub trait Transaction:
 
     /// Says that this transaction only reads and that its next operation
     /// is the last: a backend may end the transaction with that
-    /// operation's first statement, in the same request (PostgreSQL sends
-    /// the `ROLLBACK` with it), instead of when the transaction is dropped.
+    /// operation's first statement, in the same round trip (PostgreSQL
+    /// pipelines the `ROLLBACK` after it), instead of when the transaction
+    /// is dropped.
     /// A statement after that one then runs in a transaction of its own.
     /// For the one-call reads of [`Scope`] that send one statement; the
     /// default does nothing.

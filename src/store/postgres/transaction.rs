@@ -77,32 +77,6 @@ const SCORE_EVENTS: &str = "SET LOCAL crm.score_events TO 'on'";
 /// every execution (see [`PgTransaction::custom_plans`]).
 const CUSTOM_PLANS: &str = "SET LOCAL plan_cache_mode TO force_custom_plan";
 
-/// The page sizes whose page reads name the number of rows they fetch as
-/// a literal (`LIMIT 51`) instead of a parameter ([`literal_limit`]).
-const LITERAL_PAGE_SIZES: [usize; 9] = [10, 20, 25, 50, 100, 200, 250, 500, 1000];
-
-/// The number of rows a page read of `limit` items fetches (`limit + 1`:
-/// the extra row says whether another page follows), when the statement
-/// should name it as a literal: when `limit` is one of a few common page
-/// sizes ([`LITERAL_PAGE_SIZES`]).
-///
-/// Why: PostgreSQL costs the generic plan of a prepared statement whose
-/// `LIMIT` is a parameter as if it fetched a tenth of the rows it may
-/// read, so the plan made for the parameters of each execution always
-/// looks cheaper, and the statement is planned again at every execution
-/// (on a tenant of a million contacts, planning the top-leads read takes
-/// 0.13–0.2 ms, as long as running it). With the limit written in, the
-/// connection keeps one generic plan after five executions and binds it
-/// directly. Only for reads whose plan cannot depend on a parameter's
-/// value: their conditions are the tenant and the page's position on one
-/// index that gives their order and holds every row they may return
-/// (`search::index_ordered`; a generic plan elsewhere could suit the
-/// average tenant and not a large one). Other sizes keep the parameter: a few sizes bound the
-/// number of statements each connection prepares.
-pub(super) fn literal_limit(limit: usize) -> Option<usize> {
-    LITERAL_PAGE_SIZES.contains(&limit).then_some(limit + 1)
-}
-
 /// The change feed's wake-up, sent right after every `COMMIT` (pipelined:
 /// no round trip of its own): when the committed transaction wrote feed
 /// events, the feed's commit trigger left the tenant in the session-level
