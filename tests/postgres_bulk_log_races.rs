@@ -3,7 +3,8 @@
 //! they log on, on PostgreSQL with several stores (one pool each): none
 //! deadlocks for good, every acknowledged activity is kept exactly once on
 //! the contact that holds it in the end (the survivor for the loser's),
-//! and every live score equals its recomputation.
+//! and every live score equals its recomputation. Also: a batch on
+//! contacts whose live-state row is missing gives them one.
 
 mod support;
 
@@ -194,4 +195,74 @@ async fn batches_single_loggers_and_a_merge_keep_every_acknowledged_activity_onc
         );
     }
     tx.rollback().await.unwrap();
+}
+
+/// A contact whose live-state row is missing (loaded with the triggers
+/// off, or the row deleted by hand) gets one from a batch, as from a
+/// single call, and its live score follows its activities like the others':
+/// the batch leaves out only the contacts whose row exists.
+#[tokio::test]
+async fn a_batch_gives_a_contact_without_a_live_state_its_row() {
+    let store = TestStore::new().await;
+    let tenant = TenantId::new();
+    let crm = store.scope(tenant, &ctx());
+    let mut contacts = Vec::new();
+    for i in 0..4 {
+        contacts.push(crm.create_contact(new_contact(100 + i)).await.unwrap().id);
+    }
+    let client = store.db().client().await;
+    let lacking = [contacts[1], contacts[3]];
+    for c in lacking {
+        let gone = client
+            .execute(
+                &store
+                    .db()
+                    .sql("DELETE FROM crm.contact_scores WHERE tenant_id = $1 AND contact_id = $2"),
+                &[&tenant.as_uuid(), &c.as_uuid()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(gone, 1, "contact {c} had no live-state row to delete");
+    }
+    // Twice: the first batch creates the rows, the second finds them.
+    for _ in 0..2 {
+        let rows: Vec<NewActivity> = contacts
+            .iter()
+            .flat_map(|c| {
+                [ActivityKind::Email, ActivityKind::Meeting].map(|k| NewActivity::new(*c, k))
+            })
+            .collect();
+        let mut tx = store.begin(tenant, ctx()).await.unwrap();
+        assert_eq!(tx.log_activities(&rows).await.unwrap().len(), rows.len());
+        tx.commit().await.unwrap();
+    }
+    let rows: i64 = client
+        .query_one(
+            &store.db().sql(
+                "SELECT count(*) FROM crm.contact_scores s JOIN crm.contacts c \
+                 ON c.tenant_id = s.tenant_id AND c.id = s.contact_id \
+                 WHERE s.tenant_id = $1 AND s.created_at = c.created_at",
+            ),
+            &[&tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 4, "every contact has its row, with its creation time");
+    let model = ScoringModel::default();
+    let mut tx = store.begin(tenant, ctx()).await.unwrap();
+    let mut live = Vec::new();
+    for c in &contacts {
+        let e = explain(&mut *tx, &model, *c, None).await.unwrap().unwrap();
+        assert!(e.live_consistent(), "contact {c}: {e:?}");
+        live.push(e.live_log.expect("a live state"));
+    }
+    // The same activities, logged at nearly the same time: the same score.
+    for (c, l) in contacts.iter().zip(&live) {
+        assert!(
+            (l - live[0]).abs() < 1e-3,
+            "contact {c}: {l} against {}",
+            live[0]
+        );
+    }
 }

@@ -158,7 +158,9 @@ async fn plan_of(
 /// planned the email lookup as a scan of the whole tenant through the
 /// primary key, filtered by the array — one such scan per batch made an
 /// import slow down as the table grew; the tags of a page of records, as
-/// `contact_id = ANY($2)`, as a read of every tagging of the tenant. (The
+/// `contact_id = ANY($2)`, as a read of every tagging of the tenant; a
+/// batch of activities' locks of its contacts and of their live states,
+/// as `id = ANY($2)`, as reads of the tenant's contacts and states. (The
 /// external-id lookups, `= ANY` and a join, take their index as they are;
 /// they are checked so that they keep doing so.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,8 +222,16 @@ async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
     let externals: Vec<String> = (1..=1000).map(|i| format!("h{}", i * 17)).collect();
     let kinds = vec!["contact".to_string(); externals.len()];
     type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
+    // What reading the tenant's rows filtered by the array looks like.
+    const WHOLE_TENANT: &[&str] = &[
+        "Bitmap Heap Scan",
+        "Seq Scan",
+        "Hash Join",
+        "Hash Anti",
+        "Hash Semi",
+    ];
     // (statement, the index it must use, indexes it must not, rows)
-    let lookups: [(&str, &str, &[&str], Params<'_>, usize); 5] = [
+    let lookups: [(&str, &str, &[&str], Params<'_>, usize); 8] = [
         (
             "bulk::IDS_BY_EMAIL",
             "contacts_email_key",
@@ -260,6 +270,31 @@ async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
             &["external_ids_pkey"],
             vec![&tenant, &"hubspot", &kinds, &externals],
             1000,
+        ),
+        // A batch of activities or signals: each contact and its live
+        // state by its key, not the tenant's rows filtered by the array
+        // (a bitmap scan of the key's first column, or a hash join).
+        (
+            "timeline_batch::SHARE_CONTACTS",
+            "Scan using contacts_pkey",
+            WHOLE_TENANT,
+            vec![&tenant, &contacts],
+            1000,
+        ),
+        (
+            "timeline_batch::READ_STATES",
+            "Scan using contact_scores_pkey",
+            WHOLE_TENANT,
+            vec![&tenant, &contacts],
+            1000,
+        ),
+        // Every contact has its state row: none is inserted.
+        (
+            "timeline_batch::CREATE_STATES",
+            "Scan using contact_scores_pkey",
+            WHOLE_TENANT,
+            vec![&tenant, &contacts],
+            0,
         ),
     ];
     for (name, index, not, params, rows) in &lookups {

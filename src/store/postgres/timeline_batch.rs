@@ -48,33 +48,77 @@ use crate::{
     store::timeline::{checked_rows, row_error},
 };
 
+/// The distinct ids of `$2`, in order, each looked up on its own by the
+/// statements below (`CROSS JOIN LATERAL (… WHERE … = k.id LIMIT 1)`), so
+/// that each is one descent of the table's primary key, and row locks are
+/// taken in id order.
+///
+/// Not `id = ANY($2)`: while a tenant's first load outruns the tables'
+/// statistics (this server, like any, analyses a new table only some time
+/// after it is filled), the planner takes a tenant of a hundred thousand
+/// contacts for a few hundred rows and reads every one of them, filtered
+/// by the array, rather than descending the index once per id. Each batch
+/// of a migrated tenant's activities then read the whole tenant three
+/// times over (29, 18 and 73 ms a batch at 100,000 contacts, growing with
+/// the tenant; BENCHMARKS.md). A lookup by the whole key with `LIMIT 1` is
+/// planned per id, and for one id the primary key is the only sensible
+/// plan (as `bulk.rs`'s `IDS_BY_EMAIL`).
+macro_rules! ids_in_order {
+    () => {
+        "(SELECT DISTINCT id FROM unnest($2::uuid[]) AS u(id) ORDER BY id) AS k"
+    };
+}
+
 /// Key-share locks the contacts `$2` that exist, in id order.
-const SHARE_CONTACTS: &str = "SELECT id FROM contacts \
-     WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR KEY SHARE";
+const SHARE_CONTACTS: &str = concat!(
+    "SELECT c.id FROM ",
+    ids_in_order!(),
+    " CROSS JOIN LATERAL (SELECT id FROM contacts \
+     WHERE tenant_id = $1 AND id = k.id LIMIT 1 FOR KEY SHARE) AS c"
+);
 
 /// Creates the state rows of the contacts `$2` that lack one (while live
 /// scores are kept, as `scoring.rs`'s `LIVE_LOCK` does for one contact);
 /// rows that exist are left alone (no new row version), and
 /// [`READ_STATES`] locks them.
-const CREATE_STATES: &str = "INSERT INTO contact_scores (tenant_id, contact_id, created_at) \
-     SELECT $1, c.id, c.created_at FROM contacts c \
-     WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[]) ORDER BY c.id \
-     ON CONFLICT (tenant_id, contact_id) DO NOTHING";
+///
+/// Every contact has its row from its creation on (a contact loaded with
+/// the triggers off, or a row deleted by hand, has none), so each id is
+/// first looked for in `contact_scores`, and only those without a row are
+/// looked up in `contacts` (the lookup's condition on the first makes it
+/// come second) and inserted. `ON CONFLICT` still settles a row created
+/// meanwhile.
+const CREATE_STATES: &str = concat!(
+    "INSERT INTO contact_scores (tenant_id, contact_id, created_at) \
+     SELECT $1, c.id, c.created_at FROM ",
+    ids_in_order!(),
+    " LEFT JOIN LATERAL (SELECT true AS found FROM contact_scores \
+     WHERE tenant_id = $1 AND contact_id = k.id LIMIT 1) AS s ON true \
+     CROSS JOIN LATERAL (SELECT id, created_at FROM contacts \
+     WHERE tenant_id = $1 AND id = k.id AND s.found IS NULL LIMIT 1) AS c \
+     ORDER BY c.id ON CONFLICT (tenant_id, contact_id) DO NOTHING"
+);
 
 /// Locks the state rows of the contacts `$2`, in id order, returning each
 /// one's live state and freshness: a row another transaction holds is
 /// waited for and then read as it committed it.
 const READ_STATES: &str = concat!(
-    "SELECT score_log, ",
+    "SELECT s.* FROM ",
+    ids_in_order!(),
+    " CROSS JOIN LATERAL (SELECT score_log, ",
     fresh_select!(""),
-    " FROM contact_scores WHERE tenant_id = $1 AND contact_id = ANY($2::uuid[]) \
-     ORDER BY contact_id FOR UPDATE"
+    " FROM contact_scores WHERE tenant_id = $1 AND contact_id = k.id \
+     LIMIT 1 FOR UPDATE) AS s"
 );
 
 /// Key-share locks the deals `$2` that exist (none can be deleted before
 /// the transaction ends), in id order, returning their contacts.
-const SHARE_DEALS: &str = "SELECT id, contact_id FROM deals \
-     WHERE tenant_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR KEY SHARE";
+const SHARE_DEALS: &str = concat!(
+    "SELECT d.id, d.contact_id FROM ",
+    ids_in_order!(),
+    " CROSS JOIN LATERAL (SELECT id, contact_id FROM deals \
+     WHERE tenant_id = $1 AND id = k.id LIMIT 1 FOR KEY SHARE) AS d"
+);
 
 /// The activities of a batch, one array per column after the tenant.
 ///
