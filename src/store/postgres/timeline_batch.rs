@@ -51,18 +51,21 @@ use crate::{
 /// The distinct ids of `$2`, in order, each looked up on its own by the
 /// statements below (`CROSS JOIN LATERAL (… WHERE … = k.id LIMIT 1)`), so
 /// that each is one descent of the table's primary key, and row locks are
-/// taken in id order.
+/// taken in id order: a subquery that refers to `k` can only be the inner
+/// side of a nested loop over `k`, which is sorted, and a statement that
+/// locks rows never runs in parallel (`tests/postgres_statements.rs`
+/// checks the plans).
 ///
-/// Not `id = ANY($2)`: while a tenant's first load outruns the tables'
-/// statistics (this server, like any, analyses a new table only some time
-/// after it is filled), the planner takes a tenant of a hundred thousand
-/// contacts for a few hundred rows and reads every one of them, filtered
-/// by the array, rather than descending the index once per id. Each batch
-/// of a migrated tenant's activities then read the whole tenant three
-/// times over (29, 18 and 73 ms a batch at 100,000 contacts, growing with
-/// the tenant; BENCHMARKS.md). A lookup by the whole key with `LIMIT 1` is
-/// planned per id, and for one id the primary key is the only sensible
-/// plan (as `bulk.rs`'s `IDS_BY_EMAIL`).
+/// Not `id = ANY($2)`: while a tenant's first load is ahead of the
+/// tables' statistics (until they are analysed again), the planner takes
+/// the tenant for a few hundred rows, and reads every one of them,
+/// filtered by the array, rather than descending the index once per id.
+/// Each batch of a migrated tenant's activities then read the tenant's
+/// contacts and live states three times over (29 and 18 ms a batch for
+/// the contacts' and the states' locks at 100,000 contacts, growing with
+/// the tenant; BENCHMARKS.md). A lookup by the whole key with `LIMIT 1`
+/// is executed per id, and for one id the primary key is the only
+/// sensible plan (as `bulk.rs`'s `IDS_BY_EMAIL`).
 macro_rules! ids_in_order {
     () => {
         "(SELECT DISTINCT id FROM unnest($2::uuid[]) AS u(id) ORDER BY id) AS k"
