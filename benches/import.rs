@@ -12,7 +12,11 @@
 //! contacts in that database, to measure the load paths alone;
 //! `CRM_IMPORT_RAW_NO_TRIGGERS=1` disables them for the raw `COPY` only,
 //! so that the library's import (with history) is compared with a raw load
-//! without it.
+//! without it. `CRM_IMPORT_COMPANIES=N` first loads N companies into the
+//! import's tenant, `bench0.example` to `bench{N-1}.example` (the file's
+//! emails are on the first 97 of those domains, so each new contact is
+//! linked to one), as a migration loads a tenant's companies before its
+//! contacts; nothing analyses them before the import.
 //!
 //! ```text
 //! cargo bench --features postgres --bench import
@@ -188,6 +192,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. The library's import.
     let tenant = TenantId::new();
+    let companies: usize = std::env::var("CRM_IMPORT_COMPANIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if companies > 0 {
+        let t = Instant::now();
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE crm.companies SET (autovacuum_enabled = off); \
+                 ALTER TABLE crm.companies DISABLE TRIGGER USER; \
+                 INSERT INTO crm.companies (tenant_id, id, name, domain, created_at, updated_at, \
+                 name_key) SELECT '{}', gen_random_uuid(), 'Bench ' || g, \
+                 'bench' || g || '.example', now(), now(), 'bench ' || g \
+                 FROM generate_series(0, {}) AS g; \
+                 ALTER TABLE crm.companies ENABLE TRIGGER USER",
+                tenant.as_uuid(),
+                companies - 1
+            ))
+            .await?;
+        println!(
+            "loaded {companies} companies into the import's tenant in {:.1?}",
+            t.elapsed()
+        );
+    }
     let ctx = Context::system("bench-import");
     let t = Instant::now();
     let report = bulk::import_contacts_csv(
@@ -206,6 +234,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.rejected.first()
     );
     let rss = peak_rss_mib();
+    if companies >= 97 {
+        let linked: i64 = client
+            .query_one(
+                "SELECT count(*) FROM crm.contacts WHERE tenant_id = $1 AND company_id IS NOT NULL",
+                &[&tenant.as_uuid()],
+            )
+            .await?
+            .get(0);
+        assert_eq!(
+            linked as usize, rows,
+            "every new contact linked by its domain"
+        );
+    }
 
     // 3. The same file again: every row found and unchanged.
     let t = Instant::now();

@@ -15,8 +15,8 @@ use crm_core::{
     Actor, Context, Store, StoreExt, TenantId,
     bulk::ConflictPolicy,
     domain::{
-        ActivityKind, CompanyDomain, CompanyId, CompanyName, ContactPatch, Email, NewActivity,
-        NewCompany, NewContact, NewTag, PersonName, RecordRef, TagName,
+        ActivityKind, CompanyDomain, CompanyId, CompanyName, CompanyPatch, ContactPatch, Email,
+        NewActivity, NewCompany, NewContact, NewTag, PersonName, RecordRef, TagName,
     },
 };
 use support::{Target, TestStore, lock_waiters, until_backends_wait_for_locks};
@@ -507,6 +507,99 @@ async fn contacts_created_during_two_chained_merges_link_the_last_survivor(targe
     );
 }
 
+/// An import batch linking contacts by the domains of two companies
+/// while they merge waits for the merge and never deadlocks with it. The
+/// batch key-share locks its companies in id order, as a merge locks its
+/// pair (`FOR UPDATE`). Locked in the order the table held them (the
+/// survivor's row, renamed, after the loser's), the batch held the loser
+/// while it waited for the survivor, which the merge held while it waited
+/// for the loser: one of the two was aborted as a deadlock.
+async fn an_import_batch_linking_by_the_domains_of_merging_companies_does_not_deadlock(
+    target: Target,
+) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let company = |name: &str, domain: &str| NewCompany {
+        domain: Some(CompanyDomain::parse(domain).unwrap()),
+        ..NewCompany::new(CompanyName::parse(name).unwrap())
+    };
+    let survivor = crm
+        .create_company(company("Acme", "acme.example"))
+        .await
+        .unwrap();
+    let loser = crm
+        .create_company(company("Acme Labs", "labs.example"))
+        .await
+        .unwrap();
+    let third = crm
+        .create_company(company("Other", "other.example"))
+        .await
+        .unwrap();
+    assert!(survivor.id.as_uuid() < loser.id.as_uuid() && loser.id.as_uuid() < third.id.as_uuid());
+    // The survivor's row, updated, now lies after the loser's.
+    crm.update_company(
+        survivor.id,
+        survivor.version,
+        CompanyPatch {
+            name: Some(CompanyName::parse("Acme Inc").unwrap()),
+            ..CompanyPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    // T0 holds the survivor (another merge into it, rolled back later).
+    let mut t0 = owner.begin(tenant, ctx()).await.unwrap();
+    t0.merge_companies(survivor.id, third.id).await.unwrap();
+    // T1, the merge, waits for the survivor.
+    let merger = owner.db().store();
+    let (sid, lid) = (survivor.id, loser.id);
+    let merging = tokio::spawn(async move {
+        let mut tx = merger.begin(tenant, ctx()).await?;
+        tx.merge_companies(sid, lid).await?;
+        tx.commit().await
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    // The batch: one new contact on each company's domain.
+    let importer = owner.db().store();
+    let importing = tokio::spawn(async move {
+        let mut tx = importer.begin(tenant, ctx()).await?;
+        let outcomes = tx
+            .upsert_contacts(
+                &[
+                    new_contact("ann@acme.example", None),
+                    new_contact("bob@labs.example", None),
+                ],
+                ConflictPolicy::NonEmptyIncoming,
+            )
+            .await?;
+        tx.commit().await?;
+        Ok::<_, crm_core::Error>(outcomes)
+    });
+    until_backends_wait_for_locks(owner.db(), 2).await;
+    t0.rollback().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), merging)
+        .await
+        .expect("the merge ended")
+        .unwrap()
+        .expect("the merge committed, not aborted as a deadlock");
+    let outcomes = tokio::time::timeout(Duration::from_secs(30), importing)
+        .await
+        .expect("the batch ended")
+        .unwrap()
+        .expect("the batch committed, not aborted as a deadlock");
+    assert_eq!(outcomes.len(), 2);
+    let ann = crm
+        .get_contact_by_email(&Email::parse("ann@acme.example").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ann.company_id, Some(survivor.id));
+    assert!(crm.get_company(loser.id).await.unwrap().is_none());
+}
+
 crate::on_every_target!(
     a_tag_detached_from_the_loser_while_contacts_merge_stays_detached(worker_threads = 4),
     a_tag_detached_from_the_loser_while_companies_merge_stays_detached(worker_threads = 4),
@@ -516,4 +609,7 @@ crate::on_every_target!(
     moving_a_deal_to_the_survivor_while_companies_merge_does_not_deadlock(worker_threads = 4),
     a_contact_created_on_the_domain_a_company_merge_moves_links_to_the_survivor(worker_threads = 4),
     contacts_created_during_two_chained_merges_link_the_last_survivor(worker_threads = 4),
+    an_import_batch_linking_by_the_domains_of_merging_companies_does_not_deadlock(
+        worker_threads = 4
+    ),
 );

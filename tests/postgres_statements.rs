@@ -151,18 +151,21 @@ async fn plan_of(
 }
 
 /// Lookups by key take the key's index whatever the planner believes of
-/// the table: here 20,000 contacts, 60,000 taggings and 20,000 external
-/// links loaded into tables nothing has analysed (what a tenant's first
-/// import or sync meets; autovacuum is off for them, so that it cannot
-/// analyse them meanwhile). Written as `email_key = ANY($2)`, PostgreSQL
-/// planned the email lookup as a scan of the whole tenant through the
-/// primary key, filtered by the array — one such scan per batch made an
-/// import slow down as the table grew; the tags of a page of records, as
-/// `contact_id = ANY($2)`, as a read of every tagging of the tenant; a
-/// batch of activities' locks of its contacts and of their live states,
-/// as `id = ANY($2)`, as reads of the tenant's contacts and states. (The
-/// external-id lookups, `= ANY` and a join, take their index as they are;
-/// they are checked so that they keep doing so.)
+/// the table: here 20,000 contacts, 60,000 taggings, 20,000 external
+/// links and 20,000 companies loaded into tables nothing has analysed
+/// (what a tenant's first import or sync meets; autovacuum is off for
+/// them, so that it cannot analyse them meanwhile). Written as
+/// `email_key = ANY($2)`, PostgreSQL planned the email lookup as a scan of
+/// the whole tenant through the primary key, filtered by the array — one
+/// such scan per batch made an import slow down as the table grew; the
+/// tags of a page of records, as `contact_id = ANY($2)`, as a read of
+/// every tagging of the tenant; a batch of activities' locks of its
+/// contacts and of their live states, as `id = ANY($2)`, as reads of the
+/// tenant's contacts and states; an import batch's lock of the companies
+/// it names and of those holding its emails' domains, as
+/// `id = ANY($2) OR domain = ANY($3)`, as a read of every company of the
+/// tenant. (The external-id lookups, `= ANY` and a join, take their index
+/// as they are; they are checked so that they keep doing so.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
     let store = TestStore::new().await;
@@ -175,6 +178,10 @@ async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
              ALTER TABLE taggings SET (autovacuum_enabled = off); \
              ALTER TABLE external_ids SET (autovacuum_enabled = off); \
              ALTER TABLE contact_scores SET (autovacuum_enabled = off); \
+             ALTER TABLE companies SET (autovacuum_enabled = off); \
+             INSERT INTO companies (tenant_id, id, name, domain, created_at, updated_at, name_key) \
+             SELECT '{tenant}', gen_random_uuid(), 'C' || g, 'c' || g || '.plan.example', now(), \
+             now(), 'c' || g FROM generate_series(1, 20000) AS g; \
              INSERT INTO contacts (tenant_id, id, email, first_name, last_name, lead_source, \
              created_at, updated_at, email_key, first_name_key, last_name_key) \
              SELECT '{tenant}', gen_random_uuid(), 'p' || g || '@plan.example', 'P', 'Q', \
@@ -198,7 +205,8 @@ async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
         .query_one(
             "SELECT coalesce(sum(analyze_count + autoanalyze_count), 0)::int8 \
              FROM pg_stat_user_tables WHERE relid IN ('contacts'::regclass, \
-             'taggings'::regclass, 'external_ids'::regclass, 'contact_scores'::regclass)",
+             'taggings'::regclass, 'external_ids'::regclass, 'contact_scores'::regclass, \
+             'companies'::regclass)",
             &[],
         )
         .await
@@ -232,6 +240,44 @@ async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
         .unwrap();
     assert_eq!(deleted, 100);
     let externals: Vec<String> = (1..=1000).map(|i| format!("h{}", i * 17)).collect();
+    // An import batch's companies: 100 named by id, and the domains of
+    // 1,000 emails, 500 of them distinct, 490 held (one by a named
+    // company), ten by none.
+    let mut named: Vec<uuid::Uuid> = client
+        .query(
+            "SELECT id FROM companies WHERE domain <> 'c7.plan.example' ORDER BY id LIMIT 99",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    named.push(
+        client
+            .query_one(
+                "SELECT id FROM companies WHERE domain = 'c7.plan.example'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0),
+    );
+    let domains: Vec<String> = (0..1000)
+        .map(|i| match (i % 500) * 7 {
+            d if d > 3430 => format!("nobody{d}.plan.example"),
+            d => format!("c{d}.plan.example"),
+        })
+        .collect();
+    let held_domains: usize = 490;
+    let overlap = client
+        .query_one(
+            "SELECT count(*) FROM companies WHERE id = ANY($1) AND domain = ANY($2)",
+            &[&named, &domains],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0) as usize;
     let kinds = vec!["contact".to_string(); externals.len()];
     type Params<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
     // What reading the tenant's rows filtered by the array looks like.
@@ -244,7 +290,7 @@ async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
         "Hash Semi",
     ];
     // (statement, the index it must use, indexes it must not, rows)
-    let lookups: [(&str, &str, &[&str], Params<'_>, usize); 8] = [
+    let lookups: [(&str, &str, &[&str], Params<'_>, usize); 10] = [
         (
             "bulk::IDS_BY_EMAIL",
             "contacts_email_key",
@@ -283,6 +329,22 @@ async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
             &["external_ids_pkey"],
             vec![&tenant, &"hubspot", &kinds, &externals],
             1000,
+        ),
+        // An import batch's companies, by id and by domain: each key by
+        // its index, the locks by the primary key, in id order.
+        (
+            "bulk::SHARE_COMPANIES",
+            "Scan using companies_domain_key",
+            WHOLE_TENANT,
+            vec![&tenant, &named, &domains],
+            named.len() + held_domains - overlap,
+        ),
+        (
+            "bulk::DOMAIN_HOLDERS",
+            "Scan using companies_domain_key",
+            WHOLE_TENANT,
+            vec![&tenant, &domains],
+            held_domains,
         ),
         // A batch of activities or signals: each contact and its live
         // state by its key, not the tenant's rows filtered by the array

@@ -199,16 +199,52 @@ pub(super) const IDS_BY_EMAIL: &str = "SELECT c.id, c.email_key \
      CROSS JOIN LATERAL (SELECT id, email_key FROM contacts \
      WHERE tenant_id = $1 AND email_key = k.key LIMIT 1) AS c";
 
+/// The distinct domains of `$3` (`$2` for [`DOMAIN_HOLDERS`]), each
+/// looked up on its own in the domain index, as [`IDS_BY_EMAIL`] looks up
+/// emails: not `domain = ANY(…)`, which a tenant's first load, ahead of
+/// the statistics, plans as a read of every company of the tenant
+/// filtered by the array (`tests/postgres_statements.rs`), so that each
+/// import batch of a tenant whose companies were loaded first read them
+/// all, and slowed down as they grew.
+macro_rules! domain_holders {
+    ($domains:literal, $columns:literal) => {
+        concat!(
+            "(SELECT DISTINCT d FROM unnest(",
+            $domains,
+            "::text[]) AS u(d)) AS w CROSS JOIN LATERAL (SELECT ",
+            $columns,
+            " FROM companies WHERE tenant_id = $1 AND domain = w.d LIMIT 1) AS h"
+        )
+    };
+}
+
 /// The companies a batch links to: those it names (`$2`) and those of the
 /// domains its rows may be linked by (`$3`), key-share locked so that none
 /// is deleted before the transaction ends.
-const SHARE_COMPANIES: &str = "SELECT id, domain FROM companies \
-     WHERE tenant_id = $1 AND (id = ANY($2) OR domain = ANY($3)) FOR KEY SHARE";
+///
+/// Each company is looked up by its key (the domains' holders found first,
+/// without a lock) and locked by its id, in id order, as a batch of
+/// activities locks its contacts (`timeline_batch.rs`): two batches, or a
+/// batch and a merge locking its companies in id order, wait for each
+/// other rather than deadlock. A company locked after waiting is returned
+/// as it then is: one whose domain changed meanwhile comes back with its
+/// new domain, and [`DOMAIN_HOLDERS`], on a later snapshot, finds who
+/// holds the old one now.
+const SHARE_COMPANIES: &str = concat!(
+    "SELECT c.id, c.domain FROM (SELECT DISTINCT a.id FROM \
+     (SELECT u.id FROM unnest($2::uuid[]) AS u(id) UNION ALL SELECT h.id FROM ",
+    domain_holders!("$3", "id"),
+    ") AS a ORDER BY a.id) AS k \
+     CROSS JOIN LATERAL (SELECT id, domain FROM companies \
+     WHERE tenant_id = $1 AND id = k.id LIMIT 1 FOR KEY SHARE) AS c"
+);
 
 /// The companies holding the domains `$2`, read without a lock: what
 /// [`SHARE_COMPANIES`] should have found by domain, on a later snapshot.
-const DOMAIN_HOLDERS: &str =
-    "SELECT id, domain FROM companies WHERE tenant_id = $1 AND domain = ANY($2)";
+const DOMAIN_HOLDERS: &str = concat!(
+    "SELECT h.id, h.domain FROM ",
+    domain_holders!("$2", "id, domain")
+);
 
 /// How often a batch reads its domains' companies again when they changed
 /// while it waited for them (a merge moving a domain to its survivor).
