@@ -91,7 +91,12 @@ pub mod postgres;
 ///   [`Transaction::commit`] returns `Ok`. [`Transaction::rollback`], an error
 ///   from `commit`, and dropping the transaction without committing all leave
 ///   no trace of it. An operation that returns an error writes nothing, and
-///   the transaction stays usable.
+///   the transaction stays usable. An operation cut off before it returned
+///   (its future dropped: a timeout, a cancelled task) may have run in
+///   part; a backend whose operations take several round trips then
+///   refuses the next such operation and the commit (which rolls the
+///   transaction back and returns a retryable error), so that half an
+///   operation is never committed.
 /// - **Ending.** When [`Transaction::commit`] or [`Transaction::rollback`]
 ///   returns `Ok`, the transaction has ended and everything it held — row
 ///   locks, the idempotency keys it claimed — is released: no other

@@ -139,6 +139,18 @@ fn joined(errors: &[FieldError]) -> String {
 #[error("the transaction was aborted by an earlier error and has been rolled back instead")]
 pub(super) struct Aborted;
 
+/// An operation of the transaction was cut off before it ended: its future
+/// was dropped (a timeout, a cancelled task) between two of its round
+/// trips, so some of its statements may have run and others not. Such a
+/// transaction is never committed: everything but a rollback is refused,
+/// and `commit` rolls it back. Retrying the whole transaction is safe.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "an operation of this transaction was cut off before it ended (its future was dropped), \
+     so part of it may have run: the transaction can only be rolled back; retry it whole"
+)]
+pub(super) struct OperationCut;
+
 /// The transaction has already been committed or rolled back.
 #[derive(Debug, thiserror::Error)]
 #[error("the transaction has already ended")]

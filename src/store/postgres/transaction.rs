@@ -31,7 +31,7 @@ use tokio_postgres::{Row, Statement, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
 use super::{
-    error::{self, Aborted, ConnectionLost, Finished},
+    error::{self, Aborted, ConnectionLost, Finished, OperationCut},
     idempotency,
     idempotency_claim::{self, ClaimState, ClaimValues, KeyTaken},
 };
@@ -240,6 +240,15 @@ pub(super) struct PgTransaction {
     /// [`error::spoils_connection`]): it never goes back to the pool.
     /// Set through `&self`, as statements are sent through `&self`.
     spoiled: AtomicBool,
+    /// An operation of several round trips began
+    /// ([`begin_atomic`](Self::begin_atomic)) and has not ended
+    /// ([`end_atomic`](Self::end_atomic)). Still set when the next one
+    /// begins, or at the commit, it was cut off: its future was dropped
+    /// between two round trips.
+    operation_open: bool,
+    /// An operation was cut off (see `operation_open`): part of it may
+    /// have run, so nothing but a rollback is accepted.
+    cut: bool,
 }
 
 impl fmt::Debug for PgTransaction {
@@ -251,6 +260,7 @@ impl fmt::Debug for PgTransaction {
             .field("aborted", &self.aborted)
             .field("claim_lost", &self.claim_lost)
             .field("spoiled", &self.is_spoiled())
+            .field("cut", &(self.cut || self.operation_open))
             .finish()
     }
 }
@@ -334,6 +344,8 @@ impl PgTransaction {
             claim_lost: None,
             held_claims: Vec::new(),
             spoiled: AtomicBool::new(false),
+            operation_open: false,
+            cut: false,
         })
     }
 
@@ -665,6 +677,8 @@ impl PgTransaction {
             // Lost, or left inside the feed's numbering by a read that was
             // interrupted: nothing more can go over it.
             Err(Error::retryable(ConnectionLost))
+        } else if self.cut {
+            Err(Error::retryable(OperationCut))
         } else if let Some(key) = &self.claim_lost {
             Err(Error::backend(KeyTaken(key.clone())))
         } else if self.aborted {
@@ -672,6 +686,24 @@ impl PgTransaction {
         } else {
             Ok(())
         }
+    }
+
+    /// Notes that an operation of several round trips begins: fails when
+    /// the previous one never ended (its future was dropped), which makes
+    /// the transaction refuse everything but a rollback.
+    fn enter_operation(&mut self) -> Result<()> {
+        if self.operation_open {
+            self.cut = true;
+        }
+        self.check_open()?;
+        self.operation_open = true;
+        Ok(())
+    }
+
+    /// True when an operation was cut off: the transaction may hold part of
+    /// it, and must not be committed.
+    fn was_cut(&self) -> bool {
+        self.cut || self.operation_open
     }
 
     /// After a round trip: reads the answer to a deferred claim that went
@@ -823,8 +855,19 @@ impl PgTransaction {
 
     /// Starts an operation of several statements that must leave nothing
     /// when it fails: a savepoint, ended by [`end_atomic`](Self::end_atomic).
+    ///
+    /// Until `end_atomic` has its answer, the operation is open: when its
+    /// future is dropped in between (a caller's timeout), the transaction
+    /// refuses everything but a rollback from then on, and `commit` rolls
+    /// it back, so that it never commits half an operation.
     pub(super) async fn begin_atomic(&mut self) -> Result<()> {
-        self.simple(OPERATION_SAVEPOINT).await
+        self.enter_operation()?;
+        let begun = self.simple(OPERATION_SAVEPOINT).await;
+        if begun.is_err() {
+            // Nothing of the operation ran; its callers return at once.
+            self.operation_open = false;
+        }
+        begun
     }
 
     /// Like [`begin_atomic`](Self::begin_atomic), with `statements` sent
@@ -834,7 +877,7 @@ impl PgTransaction {
         &mut self,
         statements: &[(&str, &Params<'_>)],
     ) -> Result<Vec<Vec<Row>>> {
-        self.check_open()?;
+        self.enter_operation()?;
         let none: [&(dyn ToSql + Sync); 0] = [];
         let mut all: Vec<(&str, &Params<'_>)> = Vec::with_capacity(statements.len() + 1);
         all.push((OPERATION_SAVEPOINT, &none));
@@ -856,17 +899,21 @@ impl PgTransaction {
     /// to release.
     pub(super) async fn end_atomic<T>(&mut self, result: Result<T>) -> Result<T> {
         if result.is_ok() {
-            return match self.simple(OPERATION_RELEASE).await {
-                Ok(()) => result,
-                Err(e) => Err(e),
-            };
+            let released = self.simple(OPERATION_RELEASE).await;
+            // Answered (either way): the operation is over.
+            self.operation_open = false;
+            return released.and(result);
         }
         // (A deferred claim was settled before the savepoint: `simple`
         // sends it first, and refuses everything once it is lost.)
         let undone = match self.conn.as_ref() {
             Some(c) => c.batch_execute(OPERATION_ROLLBACK_TO).await,
-            None => return result,
+            None => {
+                self.operation_open = false;
+                return result;
+            }
         };
+        self.operation_open = false;
         match undone {
             // Whatever failed inside is undone: the transaction is as it
             // was before the operation.
@@ -902,6 +949,10 @@ impl Transaction for PgTransaction {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
+        if self.was_cut() {
+            self.finish("ROLLBACK").await?;
+            return Err(Error::retryable(OperationCut));
+        }
         if let Some(key) = self.claim_lost.take() {
             self.finish("ROLLBACK").await?;
             return Err(Error::backend(KeyTaken(key)));
@@ -936,11 +987,12 @@ impl Transaction for PgTransaction {
         // trip: the `INSERT` and the `COMMIT` are pipelined. When the insert
         // fails, PostgreSQL turns the `COMMIT` into a rollback, and the
         // insert's error is returned.
-        if self.aborted || self.claim_lost.is_some() || self.is_spoiled() {
+        if self.aborted || self.claim_lost.is_some() || self.is_spoiled() || self.was_cut() {
             // (A lost connection makes `finish` fail, with why.)
             self.finish("ROLLBACK").await?;
             return Err(match self.claim_lost.take() {
                 Some(key) => Error::backend(KeyTaken(key)),
+                None if self.was_cut() => Error::retryable(OperationCut),
                 None => Error::backend(Aborted),
             });
         }
