@@ -298,6 +298,43 @@ pub(super) trait ImportRow: Sync {
     ) -> impl Future<Output = Result<RowResult<(Option<String>, String)>>> + Send + 'a;
 }
 
+/// The rows of a file that gave an `id`, by that id: the first row with
+/// an id claims it, and a later row with the same id is refused before it
+/// writes anything (whether or not the first was imported). Two records
+/// under one id of the source would leave [`RelatedReport::ids`] mapping
+/// it to one of them, and the rows of the next file naming that id linked
+/// to the wrong record.
+#[derive(Default)]
+struct SourceIds(HashMap<String, u64>);
+
+impl SourceIds {
+    /// Claims `line`'s `id` (read as the rows read it), or the error
+    /// refusing the line as a duplicate.
+    fn claim(&mut self, line: &Line) -> std::result::Result<(), Vec<FieldError>> {
+        let Some(id) = line
+            .object
+            .as_ref()
+            .ok()
+            .and_then(|o| o.get("id"))
+            .and_then(|v| Text::deserialize(v).ok())
+            .and_then(|t| t.get())
+        else {
+            return Ok(());
+        };
+        match self.0.get(&id) {
+            Some(first) => Err(vec![FieldError::new(
+                "id",
+                "duplicate",
+                format!("row {first} of the file has the same id: each row's id must be unique"),
+            )]),
+            None => {
+                self.0.insert(id, line.row);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Imports `lines` with `rows`, `batch_size` rows per transaction, each
 /// batch committed on its own.
 pub(super) async fn import_rows<S, I>(
@@ -313,6 +350,7 @@ where
     I: ImportRow,
 {
     let mut report = RelatedReport::default();
+    let mut ids = SourceIds::default();
     let mut done = false;
     while !done {
         let mut tx = store.begin(tenant, ctx.clone()).await?;
@@ -322,7 +360,11 @@ where
                 break;
             };
             report.rows += 1;
-            match rows.import_row(&mut *tx, &line).await? {
+            let result = match ids.claim(&line) {
+                Ok(()) => rows.import_row(&mut *tx, &line).await?,
+                Err(errors) => Err(errors),
+            };
+            match result {
                 Ok((old, id)) => {
                     report.created += 1;
                     if let Some(old) = old {
@@ -421,22 +463,46 @@ where
     I: ImportBatch,
 {
     let mut report = RelatedReport::default();
+    let mut ids = SourceIds::default();
     loop {
-        let mut batch = Vec::new();
+        let mut lines_read = Vec::new();
         for _ in 0..batch_size {
             match lines.next().transpose()? {
-                Some(line) => batch.push(line),
+                Some(line) => lines_read.push(line),
                 None => break,
             }
         }
-        if batch.is_empty() {
+        if lines_read.is_empty() {
             return Ok(report);
         }
-        report.rows += batch.len() as u64;
+        report.rows += lines_read.len() as u64;
+        // The duplicates of an id are refused here; the others go to the
+        // store, and their results come back in order.
+        let claims: Vec<_> = lines_read.iter().map(|l| ids.claim(l)).collect();
+        let (mut batch, mut refused) = (Vec::new(), Vec::new());
+        for (line, claim) in lines_read.into_iter().zip(&claims) {
+            if claim.is_ok() {
+                batch.push(line);
+            } else {
+                refused.push(line);
+            }
+        }
         let mut tx = store.begin(tenant, ctx.clone()).await?;
         let results = rows.import_batch(&mut *tx, &batch).await?;
         tx.commit().await?;
-        for (line, result) in batch.into_iter().zip(results) {
+        let mut imported = batch.into_iter().zip(results);
+        let mut refused = refused.into_iter();
+        for claim in claims {
+            let (line, result) = match claim {
+                Ok(()) => match imported.next() {
+                    Some(next) => next,
+                    None => break,
+                },
+                Err(errors) => match refused.next() {
+                    Some(line) => (line, Err(errors)),
+                    None => break,
+                },
+            };
             match result {
                 Ok((old, id)) => {
                     report.created += 1;

@@ -402,6 +402,8 @@ macro_rules! __conformance_suite {
             // Original timestamps on import.
             a_migrated_tenant_keeps_its_original_times_through_import_and_export,
             scores_of_imported_records_run_from_their_original_times,
+            an_activity_imported_without_its_time_happened_when_it_was_logged,
+            a_later_row_with_an_id_already_given_is_refused,
             bad_original_times_reject_their_rows_naming_the_column,
             the_stores_refuse_bad_original_times_built_directly,
         }

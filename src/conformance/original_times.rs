@@ -525,6 +525,140 @@ pub async fn scores_of_imported_records_run_from_their_original_times(store: &Dy
     );
 }
 
+/// Contract: an activity logged with its original `created_at` and no
+/// `occurred_at` happened when it was logged there, not at the import:
+/// `occurred_at == created_at`, through one call, a batch and the CSV and
+/// JSON Lines imports alike; its contact's engagement runs from that time.
+pub async fn an_activity_imported_without_its_time_happened_when_it_was_logged(store: &DynStore) {
+    let t = TenantId::new();
+    let ctx = Context::system("migration");
+    let old = at("2021-03-04T05:06:07.123456Z");
+    let c = create(store, t, new_contact("logged@example.com", "Log", "Ged")).await;
+    let mut tx = begin(store, t).await;
+    let single = ok(
+        tx.log_activity(NewActivity::new(c.id, ActivityKind::Meeting).original_created_at(old))
+            .await,
+        "one activity",
+    );
+    let batch = ok(
+        tx.log_activities(&[NewActivity::new(c.id, ActivityKind::Call).original_created_at(old)])
+            .await,
+        "a batch",
+    );
+    ok(tx.commit().await, "commit");
+    for (what, a) in [("one call", &single), ("a batch", &batch[0])] {
+        assert_eq!(a.created_at, old, "{what}: created_at is the original");
+        assert_eq!(a.occurred_at, old, "{what}: it happened when it was logged");
+    }
+    let stamp = old.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let csv = format!("contact_email,kind,created_at\nlogged@example.com,email,{stamp}\n");
+    let report = ok(
+        import_activities_csv(store, t, &ctx, csv.as_bytes(), &HashMap::new(), 10).await,
+        "import activities",
+    );
+    assert_no_rejects("activities", &report.rejected);
+    let jsonl = format!(
+        "{{\"contact_email\":\"logged@example.com\",\"kind\":\"note\",\"created_at\":\"{stamp}\"}}\n"
+    );
+    let report = ok(
+        import_activities_jsonl(store, t, &ctx, jsonl.as_bytes(), &HashMap::new(), 10).await,
+        "import activities",
+    );
+    assert_no_rejects("activities", &report.rejected);
+    let mut tx = begin(store, t).await;
+    let timeline = ok(tx.timeline(c.id, &PageRequest::first(10)).await, "timeline");
+    let freshness = ok(tx.freshness(c.id).await, "freshness");
+    ok(tx.commit().await, "commit");
+    assert_eq!(timeline.items.len(), 4);
+    for a in &timeline.items {
+        assert_eq!(
+            (a.created_at, a.occurred_at),
+            (old, old),
+            "{:?} happened when it was logged",
+            a.kind
+        );
+    }
+    if let Some(f) = freshness {
+        assert!(
+            f.last_engaged_at.is_none_or(|e| e <= old),
+            "engaged at the original time, not at the import: {f:?}"
+        );
+    }
+}
+
+/// Contract: a file's ids are unique. The first row with an `id` claims
+/// it; a later row with the same id is refused (`id`, `duplicate`, naming
+/// the first row) and writes nothing, so that the report's id map, which
+/// the next file's rows are linked by, names the record of the first row.
+/// The same for deals (one row at a time) and activities (in batches).
+pub async fn a_later_row_with_an_id_already_given_is_refused(store: &DynStore) {
+    let t = TenantId::new();
+    let ctx = Context::system("migration");
+    create(store, t, new_contact("ids@example.com", "Id", "S")).await;
+    let deals = "id,contact_email,title,amount,currency\n\
+                 d1,ids@example.com,First,10,EUR\n\
+                 d2,ids@example.com,Other,10,EUR\n\
+                 d1,ids@example.com,Second,20,EUR\n";
+    let report = ok(
+        import_deals_csv(store, t, &ctx, deals.as_bytes(), 2).await,
+        "import deals",
+    );
+    let refused = |report: &RelatedReport| -> Vec<(u64, String, &'static str)> {
+        report
+            .rejected
+            .iter()
+            .flat_map(|r| {
+                r.errors
+                    .iter()
+                    .map(move |e| (r.row, e.field.clone(), e.code))
+            })
+            .collect()
+    };
+    assert_eq!((report.rows, report.created), (3, 2));
+    assert_eq!(refused(&report), [(3, "id".to_string(), "duplicate")]);
+    assert!(
+        report.rejected[0].errors[0].reason.contains("row 1"),
+        "{:?}",
+        report.rejected[0]
+    );
+    let first: DealId = report.ids["d1"].parse().expect("a deal id");
+    let mut tx = begin(store, t).await;
+    let d1 = ok(tx.get_deal(first).await, "read").expect("the first row's deal");
+    ok(tx.commit().await, "commit");
+    assert_eq!(d1.title.as_str(), "First");
+    let deal_ids = report.ids.clone();
+    let activities = "{\"id\":\"a1\",\"contact_email\":\"ids@example.com\",\"kind\":\"note\",\"deal_id\":\"d1\"}\n\
+                      {\"id\":\"a1\",\"contact_email\":\"ids@example.com\",\"kind\":\"call\"}\n\
+                      {\"id\":\"a2\",\"contact_email\":\"ids@example.com\",\"kind\":\"email\"}\n\
+                      {\"id\":\"a2\",\"contact_email\":\"ids@example.com\",\"kind\":\"meeting\"}\n";
+    let report = ok(
+        import_activities_jsonl(store, t, &ctx, activities.as_bytes(), &deal_ids, 10).await,
+        "import activities",
+    );
+    assert_eq!((report.rows, report.created), (4, 2));
+    assert_eq!(
+        refused(&report),
+        [
+            (2, "id".to_string(), "duplicate"),
+            (4, "id".to_string(), "duplicate")
+        ]
+    );
+    let mut tx = begin(store, t).await;
+    let a1: crate::domain::ActivityId = report.ids["a1"].parse().expect("an activity id");
+    let c = ok(
+        tx.get_contact_by_email(&super::support::email("ids@example.com"))
+            .await,
+        "read",
+    )
+    .expect("the contact");
+    let timeline = ok(tx.timeline(c.id, &PageRequest::first(10)).await, "timeline");
+    ok(tx.commit().await, "commit");
+    let kinds: Vec<ActivityKind> = timeline.items.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    let noted = timeline.items.iter().find(|a| a.id == a1).expect("a1");
+    assert_eq!(noted.deal_id, Some(first), "a1 is on the first row's deal");
+}
+
 /// Contract: bad original times reject their rows with typed errors
 /// naming the column (future times, `updated_at` before `created_at`,
 /// out of range, malformed, a close time on an open deal or of the

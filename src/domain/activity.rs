@@ -156,8 +156,13 @@ impl Activity {
     /// A new activity from validated input, logged at `now` (or at
     /// `new.original_created_at`, when it was logged in the system it is
     /// imported from); it happened at `new.occurred_at` (truncated to
-    /// microseconds), or at `now` if that is not given.
+    /// microseconds), or, if that is not given, when it was logged (its
+    /// `created_at`: an imported activity did not happen at the import).
     pub fn create(tenant_id: TenantId, new: NewActivity, now: Timestamp) -> Activity {
+        let created_at = new
+            .original_created_at
+            .map(truncate_to_micros)
+            .unwrap_or(now);
         Activity {
             id: ActivityId::new(),
             tenant_id,
@@ -167,11 +172,11 @@ impl Activity {
             direction: new.direction,
             subject: new.subject,
             body: new.body,
-            occurred_at: new.occurred_at.map(truncate_to_micros).unwrap_or(now),
-            created_at: new
-                .original_created_at
+            occurred_at: new
+                .occurred_at
                 .map(truncate_to_micros)
-                .unwrap_or(now),
+                .unwrap_or(created_at),
+            created_at,
         }
     }
 }

@@ -333,7 +333,8 @@ pub struct FieldError {
     /// `out_of_range`, `unknown_value`, `unknown_field`, `too_deep`, `too_large`,
     /// `in_future` (a time after now), `out_of_order` (a time before
     /// another it must follow, as an original `updated_at` before its
-    /// `created_at`).
+    /// `created_at`), `duplicate` (a value another row of the input, or
+    /// another record, already holds).
     pub code: &'static str,
     /// What is wrong, in words.
     pub reason: String,
