@@ -357,6 +357,7 @@ macro_rules! __conformance_suite {
             an_erasure_clears_the_merges_of_everyone_merged_into_the_contact,
             the_merge_of_an_erased_loser_is_undone,
             an_unmerge_restores_both_contacts_freshness,
+            an_unmerged_contact_and_its_taggings_keep_one_history_chain,
             top_accounts_rank_companies_by_their_best_contacts_and_follow_every_change,
             top_accounts_of_many_contacts_are_the_ones_every_state_gives,
             top_accounts_with_extreme_and_near_tied_states_cut_where_they_rank,

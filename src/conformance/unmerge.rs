@@ -387,6 +387,84 @@ pub async fn an_unmerge_records_its_reason_in_every_version_it_writes(store: &Dy
     assert!(h[0].valid_from > h[1].valid_from);
 }
 
+/// Asserts that `versions` (newest first, as `entity_history` gives
+/// them) follow each other without gap or overlap: each version ends
+/// where the next begins, and only the newest can be open.
+#[track_caller]
+fn one_chain(what: &str, versions: &[HistoryEntry]) {
+    for pair in versions.windows(2) {
+        let (newer, older) = (&pair[0], &pair[1]);
+        assert_eq!(
+            older.valid_to,
+            Some(newer.valid_from),
+            "{what}: the {:?} version from {} must end where the {:?} one from {} begins: \
+             {versions:#?}",
+            older.operation,
+            older.valid_from,
+            newer.operation,
+            newer.valid_from
+        );
+    }
+}
+
+/// Contract: a record an unmerge brings back under its old id (the loser,
+/// and each tagging it gives back) keeps one history chain: its
+/// tombstone ends where the version the unmerge writes begins, so that no
+/// two of its versions are in force at once.
+pub async fn an_unmerged_contact_and_its_taggings_keep_one_history_chain(store: &DynStore) {
+    let t = TenantId::new();
+    let (survivor, loser) = pair(store, t).await;
+    tag(store, t, "Kept", RecordRef::Contact(loser.id)).await;
+    let m = merge(store, t, survivor.id, loser.id).await;
+    ok(
+        unmerge(store, t, m, UnmergeConflicts::Refuse).await,
+        "unmerge",
+    );
+    let first = PageRequest::first(MAX_PAGE_SIZE);
+    let (contact, taggings) = with_tx!(store, t, async |tx| {
+        let contact = ok(
+            tx.entity_history(HistoryEntity::Contact(loser.id), &first)
+                .await,
+            "history",
+        )
+        .items;
+        let created = ok(
+            tx.field_changes(
+                &FieldQuery::new(crate::history::EntityKind::Tagging, "tag_id").page(first.clone()),
+            )
+            .await,
+            "taggings",
+        )
+        .items;
+        let mut taggings = Vec::new();
+        for entity in created.iter().map(|v| v.entity) {
+            let h = ok(tx.entity_history(entity, &first).await, "history").items;
+            if !taggings.contains(&(entity, h.clone())) {
+                taggings.push((entity, h));
+            }
+        }
+        (contact, taggings)
+    })
+    .await;
+    let operations: Vec<Operation> = contact.iter().map(|v| v.operation).collect();
+    assert_eq!(
+        operations,
+        [Operation::Created, Operation::Deleted, Operation::Created],
+        "the loser: created again by the unmerge, deleted by the merge, created"
+    );
+    one_chain("the loser", &contact);
+    assert!(contact[0].valid_to.is_none(), "the loser is in force again");
+    let restored: Vec<_> = taggings.iter().filter(|(_, h)| h.len() == 3).collect();
+    assert_eq!(
+        restored.len(),
+        1,
+        "the loser's tagging, given back: {taggings:#?}"
+    );
+    for (entity, h) in &taggings {
+        one_chain(&format!("{entity:?}"), h);
+    }
+}
+
 /// Contract: an unknown merge is `NotFound`; a merge undone already, or
 /// whose survivor was deleted or erased, is refused (typed) and nothing
 /// is written.

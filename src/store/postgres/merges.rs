@@ -79,6 +79,18 @@ const RESTORE_TAGGINGS: &str = "INSERT INTO taggings (tenant_id, id, tag_id, con
      ON CONFLICT DO NOTHING";
 const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 AND email_key = $2";
 
+/// Closes the tombstones of the records an unmerge inserted again under
+/// their old ids (`$2`: the loser and the taggings given back): each one's
+/// open versions older than its newest (the `created` version the insert
+/// wrote) end where that one begins. The history's writer looks for no
+/// previous version on a create (ARCHITECTURE.md, *Audit history*), so
+/// the merge's tombstone stayed open beside the new version.
+const CLOSE_RESTORED: &str = "UPDATE history AS h SET valid_to = l.newest \
+     FROM (SELECT x.entity_id, max(x.valid_from) AS newest FROM history AS x \
+     WHERE x.tenant_id = $1 AND x.entity_id = ANY($2) GROUP BY x.entity_id) AS l \
+     WHERE h.tenant_id = $1 AND h.entity_id = l.entity_id AND h.valid_to IS NULL \
+     AND h.valid_from < l.newest";
+
 /// A restored loser's score, on the rank row its insert made.
 const RESTORE_SCORE: &str =
     "UPDATE contact_ranks SET score = $3 WHERE tenant_id = $1 AND contact_id = $2";
@@ -101,6 +113,7 @@ pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     DROP_GAINED,
     SHARE_TAGS,
     RESTORE_TAGGINGS,
+    CLOSE_RESTORED,
     CONTACT_ID_BY_EMAIL,
 ];
 
@@ -522,6 +535,8 @@ impl PgTransaction {
             .query(BACK_TASKS, &[&tenant, &s, &l, &tasks, &at])
             .await?;
         let dropped = self.query(DROP_GAINED, &[&tenant, &s, &gained]).await?;
+        // The records inserted again under their old ids.
+        let mut restored: Vec<Uuid> = vec![l];
         let wanted: Vec<Uuid> = snapshot
             .loser_taggings
             .iter()
@@ -544,7 +559,9 @@ impl PgTransaction {
             let times: Vec<Timestamp> = kept.iter().map(|(_, _, at)| *at).collect();
             self.execute(RESTORE_TAGGINGS, &[&tenant, &ids, &tags, &times, &l])
                 .await?;
+            restored.extend(ids);
         }
+        self.execute(CLOSE_RESTORED, &[&tenant, &restored]).await?;
         let survivor_now = match next {
             Some(next) => self.write_contact(&current, next).await?,
             None => current,
