@@ -84,6 +84,62 @@ async fn an_in_memory_subscription_is_woken_by_each_commit() {
     assert_eq!(got.len(), 20);
 }
 
+/// What comes again after a stop: the events of the batch in hand, and
+/// none from before it. Ten events read in batches of 4; the subscriber
+/// stops holding the seventh (the second batch's third). The next one
+/// starts at the fifth, the second batch's first (the first batch was
+/// acked when the second was read); with batches of 1 it starts at the
+/// event in hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_subscription_repeats_at_most_the_batch_in_hand() {
+    for (batch, resumed_at) in [(4, 4), (1, 6)] {
+        let store = Arc::new(InMemoryStore::new());
+        let tenant = TenantId::new();
+        for i in 0..10 {
+            store
+                .scope(tenant, &ctx())
+                .create_contact(contact(i))
+                .await
+                .unwrap();
+        }
+        let options = SubscribeOptions {
+            batch,
+            ..woken_only()
+        };
+        let name = ConsumerName::parse("resumes").unwrap();
+        let first = subscribe(
+            Arc::clone(&store),
+            tenant,
+            ctx(),
+            name.clone(),
+            crm_core::feed::no_wake_ups(),
+            options,
+        );
+        let mut first = Box::pin(first);
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            seen.push(first.next().await.unwrap().unwrap());
+        }
+        drop(first);
+        let again = subscribe(
+            Arc::clone(&store),
+            tenant,
+            ctx(),
+            name,
+            crm_core::feed::no_wake_ups(),
+            options,
+        );
+        let rest = take(again, 10 - resumed_at).await;
+        assert_eq!(
+            rest[0].position,
+            seen[resumed_at].position,
+            "batch {batch}: resumed at event {}",
+            resumed_at + 1
+        );
+        assert_eq!(rest.last().unwrap().position.commit, 10);
+    }
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;

@@ -26,7 +26,9 @@ pub fn no_wake_ups() -> WakeUps {
 /// How a subscription reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscribeOptions {
-    /// Events read per transaction (1 to [`MAX_FEED_BATCH`](crate::domain::MAX_FEED_BATCH)).
+    /// Events read per transaction (1 to [`MAX_FEED_BATCH`](crate::domain::MAX_FEED_BATCH)),
+    /// and acked together: also how many can come again after the
+    /// process stops (see [`subscribe`]).
     pub batch: usize,
     /// How long it waits for a wake-up before it reads anyway: the latency
     /// where no wake-up comes (after a write by SQL outside the store,
@@ -63,10 +65,14 @@ struct State<S: ?Sized> {
 /// `consumer`'s events of `tenant`, from its cursor on, as a stream that
 /// waits for new ones when it has read them all.
 ///
-/// Delivery is at least once: the stream acks an event (moves the
-/// consumer's cursor past it) when the next one is asked for, so an event
-/// being handled when the process stops comes again to the next
-/// subscriber. A consumer that needs exactly-once effects in crm-core
+/// Delivery is at least once: the stream acks the events it handed out
+/// (moves the consumer's cursor past them) when it reads the next batch,
+/// that is when the next event is asked for after the last of a batch. So
+/// when the process stops, the events of the batch being handled (up to
+/// [`SubscribeOptions::batch`] of them: those handed out and the one in
+/// hand) come again to the next subscriber; with a batch of 1 only the
+/// event in hand does, at the price of a transaction per event. A
+/// consumer that needs exactly-once effects in crm-core
 /// reads with [`FeedTx::next_batch`](crate::store::FeedTx::next_batch) and
 /// acks in the transaction of its own writes instead.
 ///
