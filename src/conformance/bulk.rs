@@ -160,7 +160,8 @@ pub async fn each_conflict_policy_picks_its_values(store: &DynStore) {
 }
 
 /// Contract: rows are applied in order, so a batch holding one email twice
-/// inserts it once and then updates it.
+/// inserts it once and then updates it, both at the call's one time: the
+/// contact's `updated_at` is its `created_at`.
 pub async fn a_batch_holding_one_email_twice_inserts_then_updates(store: &DynStore) {
     let t = TenantId::new();
     let rows = [
@@ -176,6 +177,7 @@ pub async fn a_batch_holding_one_email_twice_inserts_then_updates(store: &DynSto
     let c = get(store, t, id).await.unwrap();
     assert_eq!(c.first_name.as_str(), "Second", "the later row wins");
     assert_eq!(c.version.get(), 2);
+    assert_eq!(c.updated_at, c.created_at, "one time for the whole call");
     assert_eq!(all_contacts(store, t).await.len(), 2);
 }
 

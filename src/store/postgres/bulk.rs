@@ -36,7 +36,7 @@ use super::{
 use crate::{
     bulk::{ConflictPolicy, ImportLock, UpsertOutcome, merge_context},
     domain::{
-        CompanyDomain, CompanyId, Contact, ContactId, MergeId, MergeRecord, NewContact,
+        CompanyDomain, CompanyId, Contact, ContactId, MergeId, MergeRecord, NewContact, Timestamp,
         UnmergeConflicts, Unmerged,
     },
     error::{Entity, Error, Result},
@@ -390,6 +390,7 @@ impl PgTransaction {
         round: &[usize],
         policy: ConflictPolicy,
         links: Option<&BatchLinks>,
+        at: Timestamp,
     ) -> Result<Vec<UpsertOutcome>> {
         if round.is_empty() {
             return Ok(Vec::new());
@@ -422,7 +423,6 @@ impl PgTransaction {
                 self.execute(UNSTAGE, &[&inserted]).await?;
             }
         }
-        let at = now();
         let sql = upsert_sql(policy);
         let written = self.query(&sql, &[&tenant, &at]).await?;
         for row in &written {
@@ -573,6 +573,10 @@ impl BulkTx for PgTransaction {
         }
         crate::store::shared::check_upsert_rows(rows)?;
         self.custom_plans().await?;
+        // One time for the whole call, as one call writes it: a row that
+        // updates the contact an earlier row of the call made leaves its
+        // `updated_at` at its `created_at`.
+        let at = now();
         let outcomes: Result<Vec<UpsertOutcome>> = async {
             let links = self.begin_batch_links(rows).await?;
             let mut out: Vec<Option<UpsertOutcome>> = vec![None; rows.len()];
@@ -590,7 +594,9 @@ impl BulkTx for PgTransaction {
                 // the later ones meet the contact an earlier row made.
                 let round_links = first_round.then_some(&links);
                 first_round = false;
-                let outcomes = self.upsert_round(rows, &round, policy, round_links).await?;
+                let outcomes = self
+                    .upsert_round(rows, &round, policy, round_links, at)
+                    .await?;
                 for (i, o) in round.into_iter().zip(outcomes) {
                     out[i] = Some(o);
                 }
