@@ -847,6 +847,70 @@ async fn activity_rows_the_store_refuses_are_reported_and_the_rest_of_the_batch_
     assert_eq!(crm.timeline(ids[1], &page).await.unwrap().items.len(), 2);
 }
 
+/// Rows naming a deal deleted since the deals were imported (a stale id
+/// map) are each refused (`deal_id`, not found), all at once, wherever
+/// they stand in the batch; the rows between them are logged.
+async fn every_row_naming_a_deleted_deal_is_refused_and_the_others_logged(store: &DynStore) {
+    use crm_core::domain::{Currency, DealTitle, Email, Money, NewContact, NewDeal, PersonName};
+    let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
+    let ann = crm
+        .create_contact(NewContact::new(
+            Email::parse("ann@example.com").unwrap(),
+            PersonName::parse("A").unwrap(),
+            PersonName::parse("B").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let eur = Currency::parse("EUR").unwrap();
+    let mut deals = Vec::new();
+    for title in ["Kept", "Gone"] {
+        deals.push(
+            crm.create_deal(NewDeal::new(
+                ann.id,
+                DealTitle::parse(title).unwrap(),
+                Money::parse("1", eur.clone()).unwrap(),
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+    assert!(crm.delete_deal(deals[1].id).await.unwrap());
+    let deal_ids: std::collections::HashMap<String, String> = [
+        ("kept".to_string(), deals[0].id.to_string()),
+        ("gone".to_string(), deals[1].id.to_string()),
+    ]
+    .into();
+    let file: String = (1..=40)
+        .map(|i| {
+            let deal = if i % 3 == 0 { "gone" } else { "kept" };
+            format!(
+                "{}\n",
+                json!({"id": format!("a{i}"), "contact_email": "ann@example.com",
+                       "kind": "call", "deal_id": deal})
+            )
+        })
+        .collect();
+    let report = bulk::import_activities_jsonl(store, t, &ctx(), file.as_bytes(), &deal_ids, 100)
+        .await
+        .unwrap();
+    let refused: Vec<(u64, &str, &str)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.row, r.errors[0].field.as_str(), r.errors[0].code))
+        .collect();
+    let want: Vec<(u64, &str, &str)> = (1..=40)
+        .filter(|i| i % 3 == 0)
+        .map(|i| (i, "deal_id", "not_found"))
+        .collect();
+    assert_eq!(refused, want, "{report:?}");
+    assert_eq!(report.created, 40 - want.len() as u64);
+    let page = PageRequest::first(100);
+    let logged = crm.timeline(ann.id, &page).await.unwrap().items;
+    assert_eq!(logged.len(), 40 - want.len());
+    assert!(logged.iter().all(|a| a.deal_id == Some(deals[0].id)));
+}
+
 /// Creates `emails` as contacts of `t`; their ids in order.
 async fn signal_contacts(store: &DynStore, t: TenantId, emails: &[&str]) -> Vec<ContactId> {
     use crm_core::domain::{Email, NewContact, PersonName};
@@ -1176,6 +1240,7 @@ on_every_backend!(
     malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good_rows_are_kept,
     companies_contacts_and_deals_round_trip_with_links_owners_and_tags,
     activity_rows_the_store_refuses_are_reported_and_the_rest_of_the_batch_is_logged,
+    every_row_naming_a_deleted_deal_is_refused_and_the_others_logged,
     signals_round_trip_with_the_same_freshness_and_live_scores,
     malformed_signal_rows_are_reported_with_their_row_and_column,
 );

@@ -22,7 +22,7 @@ use super::{
     read::{Line, read_csv_rows, read_lines},
     related::{
         BatchResults, BatchRow, ImportBatch, Owned, PageFuture, PagesFuture, RelatedReport, Text,
-        import_batches, read_batch, refused_by_row, write_batch,
+        import_batches, read_batch, refused_by_row, rows_naming, write_batch,
     },
 };
 use crate::{
@@ -305,16 +305,14 @@ impl BatchRow for NewActivity {
         Ok(logged.into_iter().map(|a| a.id.to_string()).collect())
     }
 
-    /// The one a validation error names, or the first naming the contact
-    /// or deal not found.
-    fn refused(e: &Error, rows: &[Self]) -> Option<usize> {
+    /// The one a validation error names, or those naming the contact or
+    /// deal not found.
+    fn refused(e: &Error, rows: &[Self]) -> Vec<usize> {
         match e {
             Error::NotFound {
                 entity: Entity::Deal,
                 id,
-            } => rows
-                .iter()
-                .position(|r| r.deal_id.is_some_and(|d| d.to_string() == *id)),
+            } => rows_naming(rows, id, |r| r.deal_id.map(|d| d.to_string())),
             _ => refused_by_row(e, rows, |r| r.contact_id),
         }
     }

@@ -530,31 +530,50 @@ pub(super) trait BatchRow: Clone + Send + Sync + 'static {
         rows: &'a [Self],
     ) -> impl Future<Output = Result<Vec<String>>> + Send + 'a;
 
-    /// The row of `rows` that `e` (an error of [`write`](Self::write))
-    /// refuses, `None` for an error of the store.
-    fn refused(e: &Error, rows: &[Self]) -> Option<usize>;
+    /// The rows of `rows` that `e` (an error of [`write`](Self::write))
+    /// refuses, in order; empty for an error of the store. A record not
+    /// found refuses every row naming it at once: each is refused the same
+    /// way, and writing the batch again once per such row made a batch of
+    /// rows naming a deleted record quadratic.
+    fn refused(e: &Error, rows: &[Self]) -> Vec<usize>;
 }
 
-/// The row a batch call refused with `e`: the one a validation error names
-/// (see [`batch_row`](crate::store::batch_row)), or the first whose contact
-/// is the one not found (by `contact`). `None` for any other error.
+/// The rows a batch call refused with `e`: the one a validation error
+/// names (see [`batch_row`](crate::store::batch_row)), or every one whose
+/// contact is the one not found (by `contact`). None for any other error.
 pub(super) fn refused_by_row<T>(
     e: &Error,
     rows: &[T],
     contact: impl Fn(&T) -> ContactId,
-) -> Option<usize> {
+) -> Vec<usize> {
     match e {
         Error::Validation(v) => v
             .as_slice()
             .iter()
             .find_map(|f| crate::store::batch_row(&f.field))
-            .map(|(i, _)| i),
+            .map(|(i, _)| i)
+            .into_iter()
+            .collect(),
         Error::NotFound {
             entity: Entity::Contact,
             id,
-        } => rows.iter().position(|r| contact(r).to_string() == *id),
-        _ => None,
+        } => rows_naming(rows, id, |r| Some(contact(r).to_string())),
+        _ => Vec::new(),
     }
+}
+
+/// The indices of the rows of `rows` naming the record `id` (as `named`
+/// gives each row's, as text).
+pub(super) fn rows_naming<T>(
+    rows: &[T],
+    id: &str,
+    named: impl Fn(&T) -> Option<String>,
+) -> Vec<usize> {
+    rows.iter()
+        .enumerate()
+        .filter(|(_, r)| named(r).is_some_and(|n| n == id))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Reads each line of a batch into its fields `L` and finds the contact its
@@ -602,10 +621,10 @@ pub(super) async fn read_batch<L: serde::de::DeserializeOwned>(
 }
 
 /// Writes `pending` (each row with its index in `out` and its file's `id`)
-/// with one [`BatchRow::write`]; a row the store refuses is reported in
-/// `out` with its fields named as in the row (`deal_id`, not
-/// `activities[3].deal_id`), and the batch written again without it: the
-/// refused call wrote nothing.
+/// with one [`BatchRow::write`]; the rows the store refuses are reported
+/// in `out` with their fields named as in the row (`deal_id`, not
+/// `activities[3].deal_id`), and the batch written again without them:
+/// the refused call wrote nothing.
 pub(super) async fn write_batch<T: BatchRow>(
     tx: &mut dyn Transaction,
     mut pending: Vec<(usize, Option<String>, T)>,
@@ -621,11 +640,16 @@ pub(super) async fn write_batch<T: BatchRow>(
                 return Ok(());
             }
             Err(e) => {
-                let Some(at) = T::refused(&e, &rows).filter(|at| *at < pending.len()) else {
+                let refused = T::refused(&e, &rows);
+                if refused.is_empty() || refused.iter().any(|at| *at >= pending.len()) {
                     return Err(e);
-                };
-                let (i, _, _) = pending.remove(at);
-                out[i] = Err(batch_row_errors(e)?);
+                }
+                let errors = batch_row_errors(e)?;
+                // Highest first, so that each index still names its row.
+                for at in refused.into_iter().rev() {
+                    let (i, _, _) = pending.remove(at);
+                    out[i] = Err(errors.clone());
+                }
             }
         }
     }

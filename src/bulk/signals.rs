@@ -359,9 +359,9 @@ impl BatchRow for NewSignal {
         Ok(recorded.into_iter().map(|s| s.id.to_string()).collect())
     }
 
-    /// The one a validation error names, or the first naming the contact
-    /// not found.
-    fn refused(e: &Error, rows: &[Self]) -> Option<usize> {
+    /// The one a validation error names, or those naming the contact not
+    /// found.
+    fn refused(e: &Error, rows: &[Self]) -> Vec<usize> {
         refused_by_row(e, rows, |r| r.contact_id)
     }
 }
