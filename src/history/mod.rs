@@ -79,8 +79,15 @@
 //!   newest first, for one record or a whole tenant.
 //!
 //! [`Transaction::changes_between`](crate::store::HistoryTx::changes_between)
-//! lists every change of a tenant in a time range, oldest first, for sync
-//! and export.
+//! lists every change of a tenant in a time range, oldest first, for
+//! export and for reading the past. A version's `valid_from` is the time
+//! of its write, and it becomes visible at its transaction's commit,
+//! which can come later: a window read while that transaction was open
+//! misses it, and so does the next window. A sync that must see every
+//! change follows the change feed ([`crate::feed`]), which hands out
+//! changes in commit order and never skips one; one that reads windows
+//! must reread the tail of the last one, by at least the longest
+//! transaction's duration.
 //!
 //! # Retention and privacy
 //!

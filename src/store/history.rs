@@ -47,7 +47,11 @@ pub trait HistoryTx: Send {
 
     /// Every version of every contact and deal of the tenant with
     /// `from <= valid_from < until`, oldest first (`valid_from`, then entity
-    /// id, ascending): for sync and export.
+    /// id, ascending): for export and for reading the past. A version
+    /// written in a transaction still open when the window is read shows
+    /// in none of the windows read so far once it commits (its
+    /// `valid_from` is the time of the write): a sync that must see every
+    /// change follows the change feed instead (see [`crate::history`]).
     ///
     /// Errors: [`Error::Validation`] on `limit` or `cursor`.
     async fn changes_between(
