@@ -869,7 +869,7 @@ async fn every_row_naming_a_deleted_deal_is_refused_and_the_others_logged(store:
             crm.create_deal(NewDeal::new(
                 ann.id,
                 DealTitle::parse(title).unwrap(),
-                Money::parse("1", eur.clone()).unwrap(),
+                Money::parse("1", eur).unwrap(),
             ))
             .await
             .unwrap(),

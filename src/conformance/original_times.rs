@@ -79,6 +79,18 @@ async fn only_version(store: &DynStore, t: TenantId, entity: HistoryEntity) -> H
     version
 }
 
+/// Each field error of `rejected`: its row, field and code.
+fn refusals(rejected: &[crate::bulk::RejectedRow]) -> Vec<(u64, String, &'static str)> {
+    rejected
+        .iter()
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .map(move |e| (r.row, e.field.clone(), e.code))
+        })
+        .collect()
+}
+
 fn assert_no_rejects(what: &str, rejected: &[crate::bulk::RejectedRow]) {
     assert!(rejected.is_empty(), "{what}: rows rejected: {rejected:?}");
 }
@@ -603,19 +615,11 @@ pub async fn a_later_row_with_an_id_already_given_is_refused(store: &DynStore) {
         import_deals_csv(store, t, &ctx, deals.as_bytes(), 2).await,
         "import deals",
     );
-    let refused = |report: &RelatedReport| -> Vec<(u64, String, &'static str)> {
-        report
-            .rejected
-            .iter()
-            .flat_map(|r| {
-                r.errors
-                    .iter()
-                    .map(move |e| (r.row, e.field.clone(), e.code))
-            })
-            .collect()
-    };
     assert_eq!((report.rows, report.created), (3, 2));
-    assert_eq!(refused(&report), [(3, "id".to_string(), "duplicate")]);
+    assert_eq!(
+        refusals(&report.rejected),
+        [(3, "id".to_string(), "duplicate")]
+    );
     assert!(
         report.rejected[0].errors[0].reason.contains("row 1"),
         "{:?}",
@@ -637,7 +641,7 @@ pub async fn a_later_row_with_an_id_already_given_is_refused(store: &DynStore) {
     );
     assert_eq!((report.rows, report.created), (4, 2));
     assert_eq!(
-        refused(&report),
+        refusals(&report.rejected),
         [
             (2, "id".to_string(), "duplicate"),
             (4, "id".to_string(), "duplicate")
@@ -688,15 +692,7 @@ pub async fn bad_original_times_reject_their_rows_naming_the_column(store: &DynS
         .await,
         "import contacts",
     );
-    let rejected: Vec<(u64, String, &str)> = report
-        .rejected
-        .iter()
-        .flat_map(|r| {
-            r.errors
-                .iter()
-                .map(move |e| (r.row, e.field.clone(), e.code))
-        })
-        .collect();
+    let rejected = refusals(&report.rejected);
     assert_eq!(
         rejected,
         [
@@ -749,15 +745,7 @@ pub async fn bad_original_times_reject_their_rows_naming_the_column(store: &DynS
         import_deals_csv(store, t, &ctx, deals.as_bytes(), 10).await,
         "import deals",
     );
-    let rejected: Vec<(u64, String, &str)> = report
-        .rejected
-        .iter()
-        .flat_map(|r| {
-            r.errors
-                .iter()
-                .map(move |e| (r.row, e.field.clone(), e.code))
-        })
-        .collect();
+    let rejected = refusals(&report.rejected);
     assert_eq!(
         rejected,
         [
@@ -782,15 +770,7 @@ pub async fn bad_original_times_reject_their_rows_naming_the_column(store: &DynS
         import_activities_csv(store, t, &ctx, activities.as_bytes(), &HashMap::new(), 10).await,
         "import activities",
     );
-    let rejected: Vec<(u64, String, &str)> = report
-        .rejected
-        .iter()
-        .flat_map(|r| {
-            r.errors
-                .iter()
-                .map(move |e| (r.row, e.field.clone(), e.code))
-        })
-        .collect();
+    let rejected = refusals(&report.rejected);
     assert_eq!(
         rejected,
         [
