@@ -180,7 +180,74 @@ async fn the_history_table_is_under_row_level_security_for_an_ordinary_role(targ
     assert_eq!(page.items.len(), 1);
 }
 
+/// An unmerge after the clock went back (the merge's tombstone dated by a
+/// clock ahead of the one dating the unmerge's version: a clock set back,
+/// a shard moved to another node) leaves the version it writes in force,
+/// and no version ends before it begins. Told apart by their times, the
+/// unmerge closed the new version and left the tombstone in force.
+async fn an_unmerge_after_the_clock_went_back_leaves_the_restored_version_in_force(target: Target) {
+    use crm_core::{bulk::ConflictPolicy, domain::UnmergeConflicts};
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let t = TenantId::new();
+    let crm = store.scope(t, &ctx());
+    let s = crm
+        .create_contact(new_contact("s@clock.example"))
+        .await
+        .unwrap();
+    let l = crm
+        .create_contact(new_contact("l@clock.example"))
+        .await
+        .unwrap();
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    tx.merge_contacts(s.id, l.id, ConflictPolicy::NonEmptyIncoming)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // The tombstone as a clock an hour ahead would have dated it (the
+    // time computed here: Citus refuses the arithmetic in an UPDATE).
+    let h = crm
+        .entity_history(HistoryEntity::Contact(l.id), &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    let ahead = h[0].valid_from + chrono::Duration::hours(1);
+    let raw = store.db().client().await;
+    let moved = raw
+        .execute(
+            &store.db().sql(
+                "UPDATE crm.history SET valid_from = $2 \
+                 WHERE tenant_id = $3 AND entity_id = $1 AND operation = 'deleted'",
+            ),
+            &[&l.id.as_uuid(), &ahead, &t.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let merge = tx.contact_merges(s.id).await.unwrap()[0].id;
+    tx.unmerge_contacts(merge, UnmergeConflicts::KeepCurrent)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let h = crm
+        .entity_history(HistoryEntity::Contact(l.id), &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    let restored = h
+        .iter()
+        .find(|v| v.operation == Operation::Created && v.valid_from > h[2].valid_from)
+        .expect("the unmerge's version");
+    assert!(restored.valid_to.is_none(), "in force: {h:#?}");
+    for v in &h {
+        assert!(v.valid_to.is_none_or(|to| to >= v.valid_from), "{v:?}");
+    }
+}
+
 crate::on_every_target!(
     an_out_of_band_sql_update_is_recorded_with_the_database_role_as_actor,
     the_history_table_is_under_row_level_security_for_an_ordinary_role,
+    an_unmerge_after_the_clock_went_back_leaves_the_restored_version_in_force,
 );

@@ -600,6 +600,71 @@ async fn an_import_batch_linking_by_the_domains_of_merging_companies_does_not_de
     assert!(crm.get_company(loser.id).await.unwrap().is_none());
 }
 
+/// A batch upsert that waits for a company merge (which holds the company
+/// the batch's row names by its email's domain, and then changes the
+/// contact itself) writes the contact after the merge's change: its
+/// `updated_at` moves forward. With the call's time taken before the wait,
+/// the batch's version carried an earlier `updated_at` than the one it
+/// followed.
+async fn a_batch_upsert_that_waits_for_a_company_merge_moves_updated_at_forward(target: Target) {
+    let Some(owner) = TestStore::on(target).await else {
+        return;
+    };
+    let tenant = TenantId::new();
+    let crm = owner.scope(tenant, &ctx());
+    let company = |name: &str, domain: &str| NewCompany {
+        domain: Some(CompanyDomain::parse(domain).unwrap()),
+        ..NewCompany::new(CompanyName::parse(name).unwrap())
+    };
+    let s = crm.create_company(company("S", "s.example")).await.unwrap();
+    let l = crm.create_company(company("L", "l.example")).await.unwrap();
+    let y = crm
+        .create_contact(new_contact("y@l.example", Some(l.id)))
+        .await
+        .unwrap();
+    // The merge holds both companies, and moves `y` to the survivor.
+    let mut merge = owner.begin(tenant, ctx()).await.unwrap();
+    merge.merge_companies(s.id, l.id).await.unwrap();
+    let importer = owner.db().store();
+    let batch = tokio::spawn(async move {
+        let mut tx = importer.begin(tenant, ctx()).await?;
+        let mut row = new_contact("y@l.example", None);
+        row.last_name = PersonName::parse("New").unwrap();
+        let out = tx.upsert_contacts(&[row], ConflictPolicy::Incoming).await?;
+        tx.commit().await?;
+        Ok::<_, crm_core::Error>(out)
+    });
+    until_backends_wait_for_locks(owner.db(), 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The merge's transaction changes `y` after the batch began waiting.
+    let current = merge.get_contact(y.id).await.unwrap().unwrap();
+    let changed = merge
+        .update_contact(
+            y.id,
+            current.version,
+            ContactPatch {
+                title: Some(Some(crm_core::domain::JobTitle::parse("CTO").unwrap())),
+                ..ContactPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    merge.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), batch)
+        .await
+        .expect("the batch ended")
+        .unwrap()
+        .unwrap();
+    let after = crm.get_contact(y.id).await.unwrap().unwrap();
+    assert_eq!(after.last_name.as_str(), "New");
+    assert!(
+        after.updated_at > changed.updated_at,
+        "updated_at went back: {} by the merge's transaction, then {} by the batch",
+        changed.updated_at,
+        after.updated_at
+    );
+}
+
 crate::on_every_target!(
     a_tag_detached_from_the_loser_while_contacts_merge_stays_detached(worker_threads = 4),
     a_tag_detached_from_the_loser_while_companies_merge_stays_detached(worker_threads = 4),
@@ -612,4 +677,5 @@ crate::on_every_target!(
     an_import_batch_linking_by_the_domains_of_merging_companies_does_not_deadlock(
         worker_threads = 4
     ),
+    a_batch_upsert_that_waits_for_a_company_merge_moves_updated_at_forward(worker_threads = 4),
 );

@@ -253,10 +253,10 @@ impl ImportBatch for ActivityRows<'_> {
 
 /// Logs a batch of activities rows: every row read and checked first (its
 /// contact looked up by email with the others', in one read), then the
-/// rows that pass logged with one [`log_activities`] call. A row the store
-/// refuses (its contact or deal deleted meanwhile, a deal of another
-/// contact) is reported, and the batch is logged again without it: the
-/// refused call wrote nothing.
+/// rows that pass logged with one [`log_activities`] call. The rows the
+/// store refuses (every row naming a contact or deal deleted meanwhile,
+/// or one row naming a deal of another contact) are reported, and the
+/// batch is logged again without them: the refused call wrote nothing.
 ///
 /// [`log_activities`]: crate::store::TimelineTx::log_activities
 async fn import_activities(

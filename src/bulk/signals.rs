@@ -323,9 +323,10 @@ impl ImportBatch for SignalRows {
 
 /// Records a batch of signals rows: every row read and checked first (its
 /// contact looked up by email with the others', in one read), then the
-/// rows that pass recorded with one [`record_signals`] call. A row the
-/// store refuses (its contact deleted meanwhile) is reported, and the
-/// batch is recorded again without it: the refused call wrote nothing.
+/// rows that pass recorded with one [`record_signals`] call. The rows the
+/// store refuses (every row naming a contact deleted meanwhile) are
+/// reported, and the batch is recorded again without them: the refused
+/// call wrote nothing.
 ///
 /// [`record_signals`]: crate::store::TimelineTx::record_signals
 async fn import_signals(tx: &mut dyn Transaction, lines: &[Line]) -> Result<BatchResults> {

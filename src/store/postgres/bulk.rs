@@ -226,7 +226,10 @@ macro_rules! domain_holders {
 /// without a lock) and locked by its id, in id order, as a batch of
 /// activities locks its contacts (`timeline_batch.rs`): two batches, or a
 /// batch and a merge locking its companies in id order, wait for each
-/// other rather than deadlock. A company locked after waiting is returned
+/// other rather than deadlock. (A batch that reads its companies again,
+/// when one changed while it waited, keeps the locks it has and may then
+/// lock a lower id after a higher one: a deadlock is possible there, and
+/// reported, retryable.) A company locked after waiting is returned
 /// as it then is: one whose domain changed meanwhile comes back with its
 /// new domain, and [`DOMAIN_HOLDERS`], on a later snapshot, finds who
 /// holds the old one now.
@@ -573,12 +576,15 @@ impl BulkTx for PgTransaction {
         }
         crate::store::shared::check_upsert_rows(rows)?;
         self.custom_plans().await?;
-        // One time for the whole call, as one call writes it: a row that
-        // updates the contact an earlier row of the call made leaves its
-        // `updated_at` at its `created_at`.
-        let at = now();
         let outcomes: Result<Vec<UpsertOutcome>> = async {
             let links = self.begin_batch_links(rows).await?;
+            // One time for the whole call, as one call writes it (a row
+            // that updates the contact an earlier row of the call made
+            // leaves its `updated_at` at its `created_at`), taken once the
+            // companies are locked: a time taken before that wait could
+            // be earlier than a change another transaction committed
+            // meanwhile, and a contact's `updated_at` would go back.
+            let at = now();
             let mut out: Vec<Option<UpsertOutcome>> = vec![None; rows.len()];
             // Rounds of rows with distinct emails, each row in the round
             // after the previous row of its email.

@@ -142,8 +142,10 @@ pub(super) struct Aborted;
 /// An operation of the transaction was cut off before it ended: its future
 /// was dropped (a timeout, a cancelled task) between two of its round
 /// trips, so some of its statements may have run and others not. Such a
-/// transaction is never committed: everything but a rollback is refused,
-/// and `commit` rolls it back. Retrying the whole transaction is safe.
+/// transaction is never committed: the next operation of several round
+/// trips is refused, and `commit` rolls the transaction back (operations
+/// of one round trip are still served; the commit refuses them with the
+/// rest). Retrying the whole transaction is safe.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "an operation of this transaction was cut off before it ended (its future was dropped), \

@@ -81,15 +81,20 @@ const CONTACT_ID_BY_EMAIL: &str = "SELECT id FROM contacts WHERE tenant_id = $1 
 
 /// Closes the tombstones of the records an unmerge inserted again under
 /// their old ids (`$2`: the loser and the taggings given back): each one's
-/// open versions older than its newest (the `created` version the insert
-/// wrote) end where that one begins. The history's writer looks for no
-/// previous version on a create (ARCHITECTURE.md, *Audit history*), so
-/// the merge's tombstone stayed open beside the new version.
-const CLOSE_RESTORED: &str = "UPDATE history AS h SET valid_to = l.newest \
-     FROM (SELECT x.entity_id, max(x.valid_from) AS newest FROM history AS x \
-     WHERE x.tenant_id = $1 AND x.entity_id = ANY($2) GROUP BY x.entity_id) AS l \
-     WHERE h.tenant_id = $1 AND h.entity_id = l.entity_id AND h.valid_to IS NULL \
-     AND h.valid_from < l.newest";
+/// open `deleted` version ends where its open `created` version (the one
+/// the insert wrote) begins. The history's writer looks for no previous
+/// version on a create (ARCHITECTURE.md, *Audit history*), so the merge's
+/// tombstone stayed open beside the new version. The versions are told
+/// apart by their operation, not by their times: a create takes the
+/// clock as it is, and a clock set back since the merge (or a shard
+/// moved to a node whose clock is behind) dates the new version before
+/// the tombstone; that tombstone stays open (a version cannot end before
+/// it begins), and the new version stays in force either way.
+const CLOSE_RESTORED: &str = "UPDATE history AS h SET valid_to = n.valid_from \
+     FROM history AS n \
+     WHERE h.tenant_id = $1 AND h.entity_id = ANY($2) AND h.valid_to IS NULL \
+     AND h.operation = 'deleted' AND n.tenant_id = $1 AND n.entity_id = h.entity_id \
+     AND n.valid_to IS NULL AND n.operation = 'created' AND n.valid_from > h.valid_from";
 
 /// A restored loser's score, on the rank row its insert made.
 const RESTORE_SCORE: &str =
