@@ -36,6 +36,14 @@ fn new_contact(email: &str, company: Option<CompanyId>) -> NewContact {
     }
 }
 
+/// A new company named `name`, holding `domain` if given.
+fn company(name: &str, domain: Option<&str>) -> NewCompany {
+    NewCompany {
+        domain: domain.map(|d| CompanyDomain::parse(d).unwrap()),
+        ..NewCompany::new(CompanyName::parse(name).unwrap())
+    }
+}
+
 /// A detach of the loser's tag that is in progress when a contact merge
 /// reads the loser's tags is waited for: once acknowledged, the survivor
 /// does not get the tag.
@@ -468,10 +476,6 @@ async fn contacts_created_during_two_chained_merges_link_the_last_survivor(targe
     };
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
-    let company = |name: &str, domain: Option<&str>| NewCompany {
-        domain: domain.map(|d| CompanyDomain::parse(d).unwrap()),
-        ..NewCompany::new(CompanyName::parse(name).unwrap())
-    };
     let l = crm
         .create_company(company("Acme", Some("acme.example")))
         .await
@@ -522,20 +526,16 @@ async fn an_import_batch_linking_by_the_domains_of_merging_companies_does_not_de
     };
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
-    let company = |name: &str, domain: &str| NewCompany {
-        domain: Some(CompanyDomain::parse(domain).unwrap()),
-        ..NewCompany::new(CompanyName::parse(name).unwrap())
-    };
     let survivor = crm
-        .create_company(company("Acme", "acme.example"))
+        .create_company(company("Acme", Some("acme.example")))
         .await
         .unwrap();
     let loser = crm
-        .create_company(company("Acme Labs", "labs.example"))
+        .create_company(company("Acme Labs", Some("labs.example")))
         .await
         .unwrap();
     let third = crm
-        .create_company(company("Other", "other.example"))
+        .create_company(company("Other", Some("other.example")))
         .await
         .unwrap();
     assert!(survivor.id.as_uuid() < loser.id.as_uuid() && loser.id.as_uuid() < third.id.as_uuid());
@@ -612,12 +612,14 @@ async fn a_batch_upsert_that_waits_for_a_company_merge_moves_updated_at_forward(
     };
     let tenant = TenantId::new();
     let crm = owner.scope(tenant, &ctx());
-    let company = |name: &str, domain: &str| NewCompany {
-        domain: Some(CompanyDomain::parse(domain).unwrap()),
-        ..NewCompany::new(CompanyName::parse(name).unwrap())
-    };
-    let s = crm.create_company(company("S", "s.example")).await.unwrap();
-    let l = crm.create_company(company("L", "l.example")).await.unwrap();
+    let s = crm
+        .create_company(company("S", Some("s.example")))
+        .await
+        .unwrap();
+    let l = crm
+        .create_company(company("L", Some("l.example")))
+        .await
+        .unwrap();
     let y = crm
         .create_contact(new_contact("y@l.example", Some(l.id)))
         .await
