@@ -477,8 +477,32 @@ async fn schema_18_applies_to_a_schema_distributed_before_it() {
         return;
     };
     let db = store.db();
-    // Back to schema 17's layout and functions (schema 19's log and
-    // bounds first).
+    // Back to schema 17's layout and functions (schema 20's insert
+    // triggers, then schema 19's log and bounds first).
+    let mut undo_20 = Vec::new();
+    for (table, kind) in [
+        ("contacts", "contact"),
+        ("companies", "company"),
+        ("deals", "deal"),
+    ] {
+        undo_20.extend([
+            format!("DROP TRIGGER {table}_history_insert ON crm.{table}"),
+            format!(
+                "CREATE TRIGGER {table}_history_insert AFTER INSERT ON crm.{table} \
+                 REFERENCING NEW TABLE AS new_rows \
+                 FOR EACH STATEMENT EXECUTE FUNCTION crm.crm_{table}_history_set()"
+            ),
+            format!("DROP FUNCTION crm.crm_{table}_history_created()"),
+            format!("DROP FUNCTION crm.crm_created_diff_{kind}(jsonb)"),
+        ]);
+    }
+    undo_20.extend([
+        "DROP FUNCTION crm.crm_history_created(uuid, integer)".to_string(),
+        "DROP FUNCTION crm.crm_created_field(jsonb, text)".to_string(),
+        "DROP FUNCTION crm.crm_created_diff(jsonb)".to_string(),
+    ]);
+    db.ddl(&undo_20.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
     db.ddl(&[
         "DROP TABLE crm.feed_pending",
         "ALTER TABLE crm.feed_commits DROP COLUMN seen_node, DROP COLUMN seen_xmax, \
@@ -517,7 +541,7 @@ async fn schema_18_applies_to_a_schema_distributed_before_it() {
         "CREATE TRIGGER history_feed AFTER INSERT ON crm.history \
          REFERENCING NEW TABLE AS new_rows \
          FOR EACH STATEMENT EXECUTE FUNCTION crm.crm_history_feed_set()",
-        "DELETE FROM crm.schema_migrations WHERE version IN (18, 19)",
+        "DELETE FROM crm.schema_migrations WHERE version IN (18, 19, 20)",
     ])
     .await;
 
@@ -540,7 +564,7 @@ async fn schema_18_applies_to_a_schema_distributed_before_it() {
         .await
         .unwrap();
 
-    assert_eq!(owner(db).migrate().await.unwrap(), vec![18, 19]);
+    assert_eq!(owner(db).migrate().await.unwrap(), vec![18, 19, 20]);
     assert_all_distributed(&placement(db).await);
     crm.log_activity(NewActivity::new(c.id, ActivityKind::Call))
         .await

@@ -1040,7 +1040,7 @@ async fn every_kind_of_change_is_the_feed_schema_17_wrote() {
     let (db, old) = store_at_17().await;
     let t = everything_written(&old).await;
     let u = imports_written(&old).await;
-    assert_eq!(old.migrate().await.unwrap(), vec![18, 19]);
+    assert_eq!(old.migrate().await.unwrap(), vec![18, 19, 20]);
     let expected = shape(&read_all(&old, t).await);
     let expected_imports = shape(&read_all(&old, u).await);
     drop(old);

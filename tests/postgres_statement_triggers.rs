@@ -17,6 +17,10 @@ use crm_core::{
     bulk::ConflictPolicy,
     domain::{ContactPatch, Email, JobTitle, NewContact, PersonName, UpsertOutcome},
 };
+use proptest::{
+    prelude::*,
+    test_runner::{Config as ProptestConfig, TestRunner},
+};
 use serde_json::Value;
 use support::{Target, TestStore};
 use uuid::Uuid;
@@ -741,21 +745,24 @@ async fn statements_in_slices_record_what_one_slice_records(target: Target) {
         recorded(&store, sliced).await,
         recorded(&store, whole).await
     );
-    // The first INSERT's versions: one valid_from per slice when sliced
-    // (the clock is taken per slice), one for the whole statement
-    // otherwise — so the setting was in force.
-    let created_times = |vs: Vec<Version>| {
+    // The versions of the INSERT and of the first UPDATE: one valid_from
+    // per slice when sliced (the clock is taken per slice), one for the
+    // whole statement otherwise — so the setting was in force.
+    let times = |vs: Vec<Version>, operation: &str| {
         let mut at: Vec<_> = vs
             .iter()
-            .filter(|v| v.operation == "created")
+            .filter(|v| v.operation == operation)
+            .filter(|v| operation != "updated" || v.data["title"] == "Lead")
             .map(|v| v.valid_from)
             .collect();
         at.dedup();
         at.len()
     };
     let slices = if slice.is_some() { 6 } else { 1 };
-    assert_eq!(created_times(versions(&store, sliced).await), slices);
-    assert_eq!(created_times(versions(&store, whole).await), 1);
+    for operation in ["created", "updated"] {
+        assert_eq!(times(versions(&store, sliced).await, operation), slices);
+        assert_eq!(times(versions(&store, whole).await, operation), 1);
+    }
     // The activities' events: the same operations in the same order, on
     // the activities of the same contacts.
     let shape = |es: Vec<(i64, i32, Uuid, String)>| {
@@ -906,6 +913,328 @@ async fn a_statement_over_several_slices_records_every_row(target: Target) {
     );
 }
 
+/// The changed fields of a created record, by their definition: every
+/// recorded value that is not null, as `{"old": null, "new": value}`.
+fn created_changes(data: &Value) -> Value {
+    let fields = data.as_object().expect("a version's data is an object");
+    Value::Object(
+        fields
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), serde_json::json!({"old": null, "new": v})))
+            .collect(),
+    )
+}
+
+/// Text a client may store by SQL, with what JSON must escape: quotes,
+/// backslashes, control characters, a line separator, characters beyond
+/// the Basic Multilingual Plane, and what looks like JSON itself.
+const HOSTILE: [&str; 6] = [
+    r#"E'"quoted" \\back\\slash'"#,
+    r"E'tab\tnew\nline\r' || chr(1) || chr(31) || chr(127)",
+    r"E'\u2028sep\u2029' || chr(119070) || 'é'",
+    r#"'{"old":null,"new":1}'"#,
+    r"'null'",
+    r"repeat('x', 99)",
+];
+
+/// (f) A statement inserting contacts, companies and deals (by hand, with
+/// hostile text, every optional field null or set, metadata with nested
+/// nulls and exact numbers) records for each record a created version
+/// whose changed fields are its every value not null, as the definition
+/// gives them and as the general form of the database computes them
+/// (`crm_created_diff`); the events follow the statement's rows.
+async fn a_created_version_holds_every_value_not_null_as_a_change(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let t = TenantId::new();
+    let company = Uuid::now_v7();
+    let bare_company = Uuid::now_v7();
+    let contacts: Vec<Uuid> = HOSTILE.iter().map(|_| Uuid::now_v7()).collect();
+    let contact_rows: Vec<String> = HOSTILE
+        .iter()
+        .zip(&contacts)
+        .enumerate()
+        .map(|(i, (text, id))| {
+            // Odd rows leave every optional field null.
+            let (company_name, title, phone, metadata, owner, company_id) = if i % 2 == 0 {
+                (
+                    text.to_string(),
+                    text.to_string(),
+                    "'+1 555 0100'".to_string(),
+                    format!(
+                        r#"jsonb_build_object('note', {text}, 'n', 1.50, 'big', 1e30, 'none', NULL, 'list', '[1, null, "x"]'::jsonb)"#
+                    ),
+                    text.to_string(),
+                    format!("'{company}'"),
+                )
+            } else {
+                let null = "NULL".to_string();
+                (null.clone(), null.clone(), null.clone(), "'{}'".into(), null.clone(), null)
+            };
+            format!(
+                "('{t}', '{id}', 'c{i}@hostile.example', {text}, {text}, {company_name}, \
+                 CASE WHEN {company_name} IS NULL THEN NULL ELSE 'k{i}' END, {title}, {phone}, \
+                 {metadata}, {owner}, {company_id}, now(), now(), 'c{i}@hostile.example', \
+                 'f{i}', 'l{i}')"
+            )
+        })
+        .collect();
+    let deals: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    by_hand(
+        &store,
+        t,
+        &format!(
+            "INSERT INTO crm.companies (tenant_id, id, name, domain, industry, employee_count, \
+             revenue_amount, revenue_currency, street, city, region, postal_code, country, \
+             metadata, owner_id, created_at, updated_at, name_key) VALUES \
+             ('{t}', '{company}', {h0}, 'hostile.example', {h1}, 12, 12345.6700, 'EUR', {h2}, \
+              {h3}, {h4}, {h5}, 'DE', '{{\"a\": {{\"b\": null}}}}', {h0}, now(), now(), 'k'), \
+             ('{t}', '{bare_company}', 'Bare', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+              NULL, NULL, '{{}}', NULL, now(), now(), 'bare'); \
+             INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, company, \
+             company_key, title, phone, metadata, owner_id, company_id, created_at, updated_at, \
+             email_key, first_name_key, last_name_key) VALUES {contact_rows}; \
+             INSERT INTO crm.deals (tenant_id, id, contact_id, title, amount, currency, \
+             pipeline, stage, expected_close_date, won_at, lost_at, lost_reason, company_id, \
+             owner_id, created_at, updated_at) VALUES \
+             ('{t}', '{d0}', '{c0}', {h0}, 0.0001, 'USD', 'sales', 'won', '2026-02-28', now(), \
+              NULL, NULL, '{company}', {h1}, now(), now()), \
+             ('{t}', '{d1}', '{c1}', {h2}, 999999999999999.9999, 'JPY', 'sales', 'lost', NULL, \
+              NULL, now(), {h3}, NULL, NULL, now(), now()), \
+             ('{t}', '{d2}', '{c0}', 'Plain', 0, 'EUR', 'sales', 'lead', NULL, NULL, NULL, \
+              NULL, NULL, NULL, now(), now());",
+            h0 = HOSTILE[0],
+            h1 = HOSTILE[1],
+            h2 = HOSTILE[2],
+            h3 = HOSTILE[3],
+            h4 = HOSTILE[4],
+            h5 = HOSTILE[5],
+            contact_rows = contact_rows.join(", "),
+            d0 = deals[0],
+            d1 = deals[1],
+            d2 = deals[2],
+            c0 = contacts[0],
+            c1 = contacts[1],
+        ),
+    )
+    .await;
+    let vs = versions(&store, t).await;
+    assert_eq!(vs.len(), 2 + HOSTILE.len() + deals.len());
+    for v in &vs {
+        assert_eq!(v.operation, "created", "{v:?}");
+        assert_eq!(v.diff, created_changes(&v.data), "{v:?}");
+    }
+    // Every value came through: the stored text, exactly.
+    let raw = store.db().client().await;
+    for (i, id) in contacts.iter().enumerate() {
+        let first: String = raw
+            .query_one(
+                &store
+                    .db()
+                    .sql("SELECT first_name FROM crm.contacts WHERE tenant_id = $1 AND id = $2"),
+                &[&t.as_uuid(), id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let v = vs.iter().find(|v| v.entity == *id).unwrap();
+        assert_eq!(v.data["first_name"], Value::String(first), "contact {i}");
+    }
+    let amounts: Vec<Value> = deals
+        .iter()
+        .map(|d| vs.iter().find(|v| v.entity == *d).unwrap().diff["amount"]["new"].clone())
+        .collect();
+    assert_eq!(
+        amounts,
+        ["0.0001", "999999999999999.9999", "0"].map(|a| Value::String(a.into()))
+    );
+    // The database's general form agrees, to the byte.
+    let disagreeing: i64 = raw
+        .query_one(
+            &store.db().sql(
+                "SELECT count(*) FROM crm.history WHERE tenant_id = $1 \
+                  AND diff::text IS DISTINCT FROM crm.crm_created_diff(data)::text",
+            ),
+            &[&t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(disagreeing, 0);
+    // A field a later schema would add to a kind's data is not dropped.
+    for kind in ["contact", "company", "deal"] {
+        let same: bool = raw
+            .query_one(
+                &store.db().sql(&format!(
+                    "SELECT bool_and(crm.crm_created_diff_{kind}(data || '{{\"later\": [1]}}') \
+                     = crm.crm_created_diff(data || '{{\"later\": [1]}}')) \
+                     FROM crm.history WHERE tenant_id = $1 AND entity_kind = '{kind}'"
+                )),
+                &[&t.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(same, "{kind}");
+    }
+    // One event per version, in the statements' row order.
+    let es = events(&store, t).await;
+    let expected: Vec<Uuid> = [company, bare_company]
+        .into_iter()
+        .chain(contacts.iter().copied())
+        .chain(deals.iter().copied())
+        .collect();
+    assert_eq!(es.iter().map(|e| e.entity).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        es.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=expected.len() as i32).collect::<Vec<_>>()
+    );
+}
+
+/// (g) A statement by hand inserting the contacts of two tenants, their
+/// rows interleaved (possible only past row-level security): each tenant
+/// gets its own versions and its own feed transaction, its events
+/// numbered 1, 2, … in its rows' order.
+async fn a_statement_inserting_for_two_tenants_records_each_tenants_versions(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let (t, u) = (TenantId::new(), TenantId::new());
+    let rows: Vec<(TenantId, Uuid)> = (0..6)
+        .map(|i| (if i % 3 == 1 { u } else { t }, Uuid::now_v7()))
+        .collect();
+    let values: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (tenant, id))| {
+            format!(
+                "('{tenant}', '{id}', 'm{i}@two.example', 'M{i}', 'Two', now(), now(), \
+                 'm{i}@two.example', 'm{i}', 'two')"
+            )
+        })
+        .collect();
+    let raw = store.db().client().await;
+    raw.batch_execute(&store.db().sql(&format!(
+        "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, created_at, \
+         updated_at, email_key, first_name_key, last_name_key) VALUES {};",
+        values.join(", ")
+    )))
+    .await
+    .unwrap();
+    for tenant in [t, u] {
+        let mine: Vec<Uuid> = rows
+            .iter()
+            .filter(|(owner, _)| *owner == tenant)
+            .map(|(_, id)| *id)
+            .collect();
+        let vs = versions(&store, tenant).await;
+        assert_eq!(vs.len(), mine.len());
+        for v in &vs {
+            assert_eq!(v.diff, created_changes(&v.data), "{v:?}");
+        }
+        let es = events(&store, tenant).await;
+        assert_eq!(
+            es.iter().map(|e| (e.seq, e.entity)).collect::<Vec<_>>(),
+            mine.iter()
+                .enumerate()
+                .map(|(i, id)| (i as i32 + 1, *id))
+                .collect::<Vec<_>>(),
+            "one transaction per tenant, in its rows' order"
+        );
+    }
+}
+
+/// One contact of a generated statement: its first name (any text but
+/// NUL, after an `x` so that it is never blank), title and metadata.
+type GeneratedRow = (String, Option<String>, serde_json::Map<String, Value>);
+
+fn generated_rows() -> impl Strategy<Value = Vec<GeneratedRow>> {
+    let text = || proptest::string::string_regex("[^\u{0}]{0,40}").expect("a regex");
+    let value = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-1e300f64..1e300).prop_map(Value::from),
+        text().prop_map(Value::String),
+        proptest::collection::vec(text().prop_map(Value::String), 0..3).prop_map(Value::Array),
+    ];
+    proptest::collection::vec(
+        (
+            text().prop_map(|t| format!("x{t}")),
+            proptest::option::of(text().prop_map(|t| format!("t{t}"))),
+            proptest::collection::btree_map(text(), value, 0..4)
+                .prop_map(|m| m.into_iter().collect()),
+        ),
+        1..8,
+    )
+}
+
+/// (h) Generated text and metadata inserted by one statement: every
+/// created version's changed fields are its values that are not null, and
+/// its data holds the text as stored.
+async fn generated_values_are_recorded_as_created_changes(target: Target) {
+    let Some(store) = TestStore::on(target).await else {
+        return;
+    };
+    let handle = tokio::runtime::Handle::current();
+    let raw = store.db().client().await;
+    let insert = store.db().sql(
+        "INSERT INTO crm.contacts (tenant_id, id, email, first_name, last_name, title, \
+         metadata, created_at, updated_at, email_key, first_name_key, last_name_key) \
+         SELECT $1, u.id, u.email, u.first_name, 'Generated', u.title, u.metadata, now(), now(), \
+                u.email, 'x', 'generated' \
+           FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[]) \
+                WITH ORDINALITY AS u(id, email, first_name, title, metadata, n) ORDER BY u.n",
+    );
+    let read = store
+        .db()
+        .sql("SELECT entity_id, data, diff FROM crm.history WHERE tenant_id = $1 ORDER BY seq");
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&generated_rows(), |rows| {
+        let tenant = TenantId::new();
+        let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::now_v7()).collect();
+        let emails: Vec<String> = (0..rows.len())
+            .map(|i| format!("g{i}@gen.example"))
+            .collect();
+        let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let titles: Vec<Option<&str>> = rows.iter().map(|r| r.1.as_deref()).collect();
+        let metadata: Vec<Value> = rows.iter().map(|r| Value::Object(r.2.clone())).collect();
+        let versions = tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                raw.execute(
+                    &insert,
+                    &[&tenant.as_uuid(), &ids, &emails, &names, &titles, &metadata],
+                )
+                .await
+                .unwrap();
+                raw.query(&read, &[&tenant.as_uuid()]).await.unwrap()
+            })
+        });
+        prop_assert_eq!(versions.len(), rows.len());
+        for (i, version) in versions.iter().enumerate() {
+            let (entity, data, diff): (Uuid, Value, Value) =
+                (version.get(0), version.get(1), version.get(2));
+            prop_assert_eq!(entity, ids[i]);
+            prop_assert_eq!(&diff, &created_changes(&data));
+            prop_assert_eq!(&data["first_name"], &Value::String(rows[i].0.clone()));
+            prop_assert_eq!(
+                &data["title"],
+                &rows[i].1.clone().map_or(Value::Null, Value::String)
+            );
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
 crate::on_every_target!(
     a_bulk_upsert_records_what_single_writes_record,
     hand_written_multi_row_statements_record_one_version_per_changed_row,
@@ -914,4 +1243,7 @@ crate::on_every_target!(
     an_update_that_changes_an_id_records_a_deletion_and_a_creation,
     statements_in_slices_record_what_one_slice_records,
     a_statement_over_several_slices_records_every_row,
+    a_created_version_holds_every_value_not_null_as_a_change,
+    a_statement_inserting_for_two_tenants_records_each_tenants_versions,
+    generated_values_are_recorded_as_created_changes,
 );

@@ -106,6 +106,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "feed_positions_by_readers",
         sql: include_str!("migrations/0019_feed_positions_by_readers.sql"),
     },
+    Migration {
+        version: 20,
+        name: "created_changes_from_data",
+        sql: include_str!("migrations/0020_created_changes_from_data.sql"),
+    },
 ];
 
 /// The schema a store keeps its objects in when none is set.
