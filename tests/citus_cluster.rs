@@ -598,4 +598,29 @@ async fn schema_18_applies_to_a_schema_distributed_before_it() {
     };
     assert_eq!(renamed(1).as_deref(), Some("\"Augusta\""));
     assert_eq!(renamed(3).as_deref(), Some("\"Grace\""));
+
+    // Schema 20's insert trigger runs on the upgraded shards: a contact
+    // created now is recorded with every value not null as a change.
+    let created = crm
+        .create_contact(NewContact::new(
+            Email::parse("feed20@example.com").unwrap(),
+            PersonName::parse("Grace").unwrap(),
+            PersonName::parse("Hopper").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let diff: serde_json::Value = db
+        .client()
+        .await
+        .query_one(
+            &db.sql("SELECT diff FROM crm.history WHERE tenant_id = $1 AND entity_id = $2"),
+            &[&tenant.as_uuid(), &created.id.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(diff["email"]["new"], "feed20@example.com");
+    assert_eq!(diff["last_name"]["new"], "Hopper");
+    assert!(diff["email"]["old"].is_null());
+    assert!(diff.get("title").is_none(), "{diff}");
 }

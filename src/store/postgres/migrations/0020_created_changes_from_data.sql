@@ -26,7 +26,8 @@
 -- the general definition (crm_created_diff, below) over hostile values.
 -- A field that a later version adds to a kind's data but not to its list
 -- here is not dropped: that record's changed fields are then computed by
--- the general definition.
+-- the general definition (as are those of a record of more than a
+-- megabyte).
 --
 -- Updates and deletes, and the inserts of tags, taggings and tasks
 -- (created one at a time or a few per statement), keep their triggers.
@@ -51,10 +52,14 @@ CREATE FUNCTION crm_created_field(p jsonb, p_name text) RETURNS text
                 THEN '"' || p_name || '":{"old":null,"new":' || (p -> p_name)::text || '}' END;
 
 -- A created contact's changed fields, as crm_created_diff gives them.
+-- A record of more than a megabyte (only SQL by hand can store one: the
+-- library caps every field) takes the general definition too: as text,
+-- each escaped character of its values takes up to six bytes, and a value
+-- of text is capped at 1 GB.
 CREATE FUNCTION crm_created_diff_contact(p jsonb) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN CASE
-        WHEN p - ARRAY['id', 'email', 'first_name', 'last_name', 'company', 'title', 'phone',
+        WHEN pg_column_size(p) <= 1000000 AND p - ARRAY['id', 'email', 'first_name', 'last_name', 'company', 'title', 'phone',
                        'lead_source', 'metadata', 'active', 'created_at', 'updated_at',
                        'version', 'company_id', 'owner_id'] = '{}'::jsonb
         THEN ('{' || concat_ws(',',
@@ -73,7 +78,7 @@ CREATE FUNCTION crm_created_diff_contact(p jsonb) RETURNS jsonb
 CREATE FUNCTION crm_created_diff_company(p jsonb) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN CASE
-        WHEN p - ARRAY['id', 'name', 'domain', 'industry', 'employee_count', 'revenue_amount',
+        WHEN pg_column_size(p) <= 1000000 AND p - ARRAY['id', 'name', 'domain', 'industry', 'employee_count', 'revenue_amount',
                        'revenue_currency', 'street', 'city', 'region', 'postal_code',
                        'country', 'metadata', 'owner_id', 'created_at', 'updated_at',
                        'version'] = '{}'::jsonb
@@ -95,7 +100,7 @@ CREATE FUNCTION crm_created_diff_company(p jsonb) RETURNS jsonb
 CREATE FUNCTION crm_created_diff_deal(p jsonb) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
     RETURN CASE
-        WHEN p - ARRAY['id', 'contact_id', 'title', 'amount', 'currency', 'pipeline', 'stage',
+        WHEN pg_column_size(p) <= 1000000 AND p - ARRAY['id', 'contact_id', 'title', 'amount', 'currency', 'pipeline', 'stage',
                        'expected_close_date', 'won_at', 'lost_at', 'lost_reason',
                        'created_at', 'updated_at', 'version', 'company_id',
                        'owner_id'] = '{}'::jsonb
@@ -112,17 +117,17 @@ CREATE FUNCTION crm_created_diff_deal(p jsonb) RETURNS jsonb
         ELSE crm_created_diff(p)
     END;
 
--- What p_count created versions of one tenant share: their valid_from
--- (the clock, once), the acting context, and the feed positions claimed
--- for them (base + 1 to base + p_count, in the transaction base's
--- feed transaction txn), as crm_history_write_set takes them.
+-- What p_count created versions of one tenant share besides their
+-- valid_from (the clock, taken once per slice by the caller, as
+-- crm_history_write_set took it once per call): the acting context, and
+-- the feed positions claimed for them (base + 1 to base + p_count, in
+-- the feed transaction txn), as crm_history_write_set takes them.
 CREATE FUNCTION crm_history_created(
     p_tenant uuid, p_count integer,
-    OUT valid_from timestamptz, OUT actor text, OUT reason text, OUT request_id text,
-    OUT idempotency_key text, OUT base integer, OUT txn uuid
+    OUT actor text, OUT reason text, OUT request_id text, OUT idempotency_key text,
+    OUT base integer, OUT txn uuid
 ) LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
-    valid_from := clock_timestamp();
     actor := coalesce(NULLIF(current_setting('crm.actor', true), ''), 'db:' || current_user);
     reason := NULLIF(current_setting('crm.reason', true), '');
     request_id := NULLIF(current_setting('crm.request_id', true), '');
@@ -136,26 +141,40 @@ CREATE FUNCTION crm_contacts_history_created() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     v_slice integer := crm_statement_slice();
+    v_part bigint;
+    v_last bigint;
+    v_at timestamptz;
     v_tenant uuid;
     v_ids uuid[];
     v_data jsonb[];
     v record;
 BEGIN
     -- Each slice's rows of one tenant (one, but for SQL by hand without
-    -- row-level security), in the order of their first row.
-    FOR v_tenant, v_ids, v_data IN
-        SELECT n.tenant_id, array_agg(n.id ORDER BY n.ord),
+    -- row-level security), in the order of their first row: the rows
+    -- sorted so before they are aggregated, so that the groups come out
+    -- of the aggregation in order, a few slices' arrays in memory at a
+    -- time, never the statement's.
+    FOR v_part, v_tenant, v_ids, v_data IN
+        SELECT (n.ord - 1) / v_slice, n.tenant_id, array_agg(n.id ORDER BY n.ord),
                array_agg(crm_contact_data(
                    n.id, n.email, n.first_name, n.last_name, n.company, n.title, n.phone,
                    n.lead_source, n.metadata, n.active, n.created_at, n.updated_at, n.version,
                    n.company_id, n.owner_id) ORDER BY n.ord)
-          FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-         GROUP BY (n.ord - 1) / v_slice, n.tenant_id ORDER BY (n.ord - 1) / v_slice, min(n.ord)
+          FROM (SELECT n.*, min(n.ord) OVER (PARTITION BY (n.ord - 1) / v_slice, n.tenant_id)
+                           AS first
+                  FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n) AS n
+         GROUP BY (n.ord - 1) / v_slice, n.first, n.tenant_id
+         ORDER BY (n.ord - 1) / v_slice, n.first
     LOOP
+        -- The clock once per slice, whatever its tenants.
+        IF v_part IS DISTINCT FROM v_last THEN
+            v_at := clock_timestamp();
+            v_last := v_part;
+        END IF;
         SELECT * INTO v FROM crm_history_created(v_tenant, cardinality(v_ids));
         INSERT INTO history (tenant_id, entity_id, valid_from, valid_to, entity_kind, operation,
                              data, diff, actor, reason, request_id, idempotency_key, txn, seq)
-        SELECT v_tenant, x.id, v.valid_from, NULL, 'contact', 'created', x.data,
+        SELECT v_tenant, x.id, v_at, NULL, 'contact', 'created', x.data,
                crm_created_diff_contact(x.data), v.actor, v.reason, v.request_id,
                v.idempotency_key, v.txn, v.base + x.ord::integer
           FROM unnest(v_ids, v_data) WITH ORDINALITY AS x(id, data, ord)
@@ -169,26 +188,40 @@ CREATE FUNCTION crm_companies_history_created() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     v_slice integer := crm_statement_slice();
+    v_part bigint;
+    v_last bigint;
+    v_at timestamptz;
     v_tenant uuid;
     v_ids uuid[];
     v_data jsonb[];
     v record;
 BEGIN
     -- Each slice's rows of one tenant (one, but for SQL by hand without
-    -- row-level security), in the order of their first row.
-    FOR v_tenant, v_ids, v_data IN
-        SELECT n.tenant_id, array_agg(n.id ORDER BY n.ord),
+    -- row-level security), in the order of their first row: the rows
+    -- sorted so before they are aggregated, so that the groups come out
+    -- of the aggregation in order, a few slices' arrays in memory at a
+    -- time, never the statement's.
+    FOR v_part, v_tenant, v_ids, v_data IN
+        SELECT (n.ord - 1) / v_slice, n.tenant_id, array_agg(n.id ORDER BY n.ord),
                array_agg(crm_company_data(
                    n.id, n.name, n.domain, n.industry, n.employee_count, n.revenue_amount,
                    n.revenue_currency, n.street, n.city, n.region, n.postal_code, n.country,
                    n.metadata, n.owner_id, n.created_at, n.updated_at, n.version) ORDER BY n.ord)
-          FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-         GROUP BY (n.ord - 1) / v_slice, n.tenant_id ORDER BY (n.ord - 1) / v_slice, min(n.ord)
+          FROM (SELECT n.*, min(n.ord) OVER (PARTITION BY (n.ord - 1) / v_slice, n.tenant_id)
+                           AS first
+                  FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n) AS n
+         GROUP BY (n.ord - 1) / v_slice, n.first, n.tenant_id
+         ORDER BY (n.ord - 1) / v_slice, n.first
     LOOP
+        -- The clock once per slice, whatever its tenants.
+        IF v_part IS DISTINCT FROM v_last THEN
+            v_at := clock_timestamp();
+            v_last := v_part;
+        END IF;
         SELECT * INTO v FROM crm_history_created(v_tenant, cardinality(v_ids));
         INSERT INTO history (tenant_id, entity_id, valid_from, valid_to, entity_kind, operation,
                              data, diff, actor, reason, request_id, idempotency_key, txn, seq)
-        SELECT v_tenant, x.id, v.valid_from, NULL, 'company', 'created', x.data,
+        SELECT v_tenant, x.id, v_at, NULL, 'company', 'created', x.data,
                crm_created_diff_company(x.data), v.actor, v.reason, v.request_id,
                v.idempotency_key, v.txn, v.base + x.ord::integer
           FROM unnest(v_ids, v_data) WITH ORDINALITY AS x(id, data, ord)
@@ -202,26 +235,40 @@ CREATE FUNCTION crm_deals_history_created() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     v_slice integer := crm_statement_slice();
+    v_part bigint;
+    v_last bigint;
+    v_at timestamptz;
     v_tenant uuid;
     v_ids uuid[];
     v_data jsonb[];
     v record;
 BEGIN
     -- Each slice's rows of one tenant (one, but for SQL by hand without
-    -- row-level security), in the order of their first row.
-    FOR v_tenant, v_ids, v_data IN
-        SELECT n.tenant_id, array_agg(n.id ORDER BY n.ord),
+    -- row-level security), in the order of their first row: the rows
+    -- sorted so before they are aggregated, so that the groups come out
+    -- of the aggregation in order, a few slices' arrays in memory at a
+    -- time, never the statement's.
+    FOR v_part, v_tenant, v_ids, v_data IN
+        SELECT (n.ord - 1) / v_slice, n.tenant_id, array_agg(n.id ORDER BY n.ord),
                array_agg(crm_deal_data(
                    n.id, n.contact_id, n.title, n.amount, n.currency, n.pipeline, n.stage,
                    n.expected_close_date, n.won_at, n.lost_at, n.lost_reason, n.created_at,
                    n.updated_at, n.version, n.company_id, n.owner_id) ORDER BY n.ord)
-          FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n
-         GROUP BY (n.ord - 1) / v_slice, n.tenant_id ORDER BY (n.ord - 1) / v_slice, min(n.ord)
+          FROM (SELECT n.*, min(n.ord) OVER (PARTITION BY (n.ord - 1) / v_slice, n.tenant_id)
+                           AS first
+                  FROM (SELECT row_number() OVER () AS ord, * FROM new_rows) AS n) AS n
+         GROUP BY (n.ord - 1) / v_slice, n.first, n.tenant_id
+         ORDER BY (n.ord - 1) / v_slice, n.first
     LOOP
+        -- The clock once per slice, whatever its tenants.
+        IF v_part IS DISTINCT FROM v_last THEN
+            v_at := clock_timestamp();
+            v_last := v_part;
+        END IF;
         SELECT * INTO v FROM crm_history_created(v_tenant, cardinality(v_ids));
         INSERT INTO history (tenant_id, entity_id, valid_from, valid_to, entity_kind, operation,
                              data, diff, actor, reason, request_id, idempotency_key, txn, seq)
-        SELECT v_tenant, x.id, v.valid_from, NULL, 'deal', 'created', x.data,
+        SELECT v_tenant, x.id, v_at, NULL, 'deal', 'created', x.data,
                crm_created_diff_deal(x.data), v.actor, v.reason, v.request_id,
                v.idempotency_key, v.txn, v.base + x.ord::integer
           FROM unnest(v_ids, v_data) WITH ORDINALITY AS x(id, data, ord)
