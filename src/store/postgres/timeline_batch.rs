@@ -14,8 +14,13 @@
 //! [`ScoringModel::log_add`] and its freshness with
 //! [`Freshness::engaged`] (what [`FRESH_TOUCH`] does in SQL, from values
 //! read under the row lock). A second round trip inserts the rows (one
-//! `INSERT … SELECT FROM unnest(…)`) and writes every contact's state with
-//! one `UPDATE … FROM unnest(…)`.
+//! `INSERT … SELECT FROM unnest(…)` per [`STATEMENT_BYTES`] of parameters,
+//! in row order) and writes every contact's state with one
+//! `UPDATE … FROM unnest(…)`; a third releases the savepoint.
+//!
+//! A batch holding a row the domain refuses writes nothing: it reads which
+//! contacts and deals exist without locks, to report the first refused row
+//! as one call would, and waits for no other transaction.
 //!
 //! Why not `COPY` into `activities`: the tables force row-level security,
 //! and PostgreSQL refuses `COPY FROM` into such a table for every role
@@ -27,7 +32,10 @@
 //! [`live_lock`]: PgTransaction::live_lock
 //! [`FRESH_TOUCH`]: super::freshness::FRESH_TOUCH
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    ops::Range,
+};
 
 use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
@@ -36,12 +44,12 @@ use super::{
     error,
     freshness::{fresh_row, fresh_select},
     schema::{activity_select, signal_select},
-    transaction::{PgTransaction, now},
+    transaction::{Params, PgTransaction, now},
 };
 use crate::{
     domain::{
-        Activity, DealId, Freshness, NewActivity, NewSignal, Signal, SignalKind, Timestamp,
-        deal_of_another_contact,
+        Activity, ContactId, DealId, Freshness, NewActivity, NewSignal, Signal, SignalKind,
+        Timestamp, deal_of_another_contact,
     },
     error::{Entity, Error, Result},
     scoring::ScoringModel,
@@ -72,13 +80,43 @@ macro_rules! ids_in_order {
     };
 }
 
+/// The contacts `$2` that exist, in id order, followed by `$lock`.
+macro_rules! contacts_of {
+    ($lock:literal) => {
+        concat!(
+            "SELECT c.id FROM ",
+            ids_in_order!(),
+            " CROSS JOIN LATERAL (SELECT id FROM contacts \
+             WHERE tenant_id = $1 AND id = k.id LIMIT 1",
+            $lock,
+            ") AS c"
+        )
+    };
+}
+
+/// The deals `$2` that exist, in id order, with their contacts, followed
+/// by `$lock`.
+macro_rules! deals_of {
+    ($lock:literal) => {
+        concat!(
+            "SELECT d.id, d.contact_id FROM ",
+            ids_in_order!(),
+            " CROSS JOIN LATERAL (SELECT id, contact_id FROM deals \
+             WHERE tenant_id = $1 AND id = k.id LIMIT 1",
+            $lock,
+            ") AS d"
+        )
+    };
+}
+
 /// Key-share locks the contacts `$2` that exist, in id order.
-const SHARE_CONTACTS: &str = concat!(
-    "SELECT c.id FROM ",
-    ids_in_order!(),
-    " CROSS JOIN LATERAL (SELECT id FROM contacts \
-     WHERE tenant_id = $1 AND id = k.id LIMIT 1 FOR KEY SHARE) AS c"
-);
+const SHARE_CONTACTS: &str = contacts_of!(" FOR KEY SHARE");
+
+/// The contacts `$2` that exist, without a lock: for a batch already
+/// refused (a row the domain refuses), which writes nothing and so has
+/// nothing to wait for, but reports the first refused row as the locked
+/// path would.
+const FIND_CONTACTS: &str = contacts_of!("");
 
 /// Creates the state rows of the contacts `$2` that lack one (while live
 /// scores are kept, as `scoring.rs`'s `LIVE_LOCK` does for one contact);
@@ -116,12 +154,11 @@ const READ_STATES: &str = concat!(
 
 /// Key-share locks the deals `$2` that exist (none can be deleted before
 /// the transaction ends), in id order, returning their contacts.
-const SHARE_DEALS: &str = concat!(
-    "SELECT d.id, d.contact_id FROM ",
-    ids_in_order!(),
-    " CROSS JOIN LATERAL (SELECT id, contact_id FROM deals \
-     WHERE tenant_id = $1 AND id = k.id LIMIT 1 FOR KEY SHARE) AS d"
-);
+const SHARE_DEALS: &str = deals_of!(" FOR KEY SHARE");
+
+/// The deals `$2` that exist, with their contacts, without a lock (as
+/// [`FIND_CONTACTS`]).
+const FIND_DEALS: &str = deals_of!("");
 
 /// The activities of a batch, one array per column after the tenant.
 ///
@@ -159,9 +196,11 @@ const TOUCH_STATES: &str = "UPDATE contact_scores AS s SET \
 /// The fixed statements of this file, for [`super::statements`].
 pub(super) const STATEMENTS: &[(&str, &str)] = super::statements::listed![
     SHARE_CONTACTS,
+    FIND_CONTACTS,
     CREATE_STATES,
     READ_STATES,
     SHARE_DEALS,
+    FIND_DEALS,
     INSERT_ACTIVITIES,
     INSERT_SIGNALS,
     TOUCH_STATES,
@@ -205,7 +244,7 @@ impl State {
 /// What the lock round trip found.
 struct Locked {
     /// The contacts that exist.
-    contacts: std::collections::HashSet<Uuid>,
+    contacts: HashSet<Uuid>,
     /// Their states (those with a state row).
     states: HashMap<Uuid, State>,
     /// The deals that exist, to their contacts.
@@ -219,21 +258,101 @@ fn distinct_sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
     ids
 }
 
+/// The most bytes of parameters one insert statement of a batch carries:
+/// a batch past it is inserted by several statements, in row order, in
+/// the same operation. PostgreSQL refuses a protocol message (and a value)
+/// of a gibibyte or more and ends the session; a batch of a few thousand
+/// activities with long bodies passes that.
+const STATEMENT_BYTES: usize = 16 << 20;
+
+/// What a row adds to an insert's parameters besides its text: its ids
+/// and times, and each array element's length word.
+const ROW_BYTES: usize = 128;
+
+/// Consecutive ranges of rows whose sizes (`sizes`, in row order) add up
+/// to at most `limit` bytes each, a row too large for one alone; in order,
+/// covering every row.
+fn statement_chunks(sizes: impl IntoIterator<Item = usize>, limit: usize) -> Vec<Range<usize>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes, mut end) = (0, 0usize, 0);
+    for size in sizes {
+        if end > start && bytes.saturating_add(size) > limit {
+            chunks.push(start..end);
+            (start, bytes) = (end, 0);
+        }
+        bytes = bytes.saturating_add(size);
+        end += 1;
+    }
+    if end > start {
+        chunks.push(start..end);
+    }
+    chunks
+}
+
+/// The bytes an activity adds to [`INSERT_ACTIVITIES`]'s parameters.
+fn activity_bytes(a: &Activity) -> usize {
+    ROW_BYTES
+        + a.kind.as_str().len()
+        + a.direction.map_or(0, |d| d.as_str().len())
+        + a.subject.as_ref().map_or(0, |s| s.as_str().len())
+        + a.body.as_deref().map_or(0, str::len)
+}
+
+/// Whether each of `rows` names a contact of `found` (and, for an activity,
+/// a deal of `deals` that is its contact's), in row order, as one call
+/// checks it: the first row that does not, refused.
+fn check_in_order(
+    rows: impl IntoIterator<Item = (ContactId, Option<DealId>)>,
+    found: &HashSet<Uuid>,
+    deals: &HashMap<Uuid, Uuid>,
+    collection: &str,
+) -> Result<()> {
+    for (i, (contact, deal)) in rows.into_iter().enumerate() {
+        if !found.contains(&contact.as_uuid()) {
+            return Err(Error::not_found(Entity::Contact, contact));
+        }
+        if let Some(deal) = deal {
+            match deals.get(&deal.as_uuid()) {
+                None => return Err(Error::not_found(Entity::Deal, deal)),
+                Some(owner) if *owner != contact.as_uuid() => {
+                    return Err(row_error(collection, i, deal_of_another_contact().into()));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 impl PgTransaction {
     /// Begins the operation (its savepoint) and, in the same round trip,
     /// locks `contacts`, their state rows and `deals`, in that order and
     /// each in id order.
-    async fn begin_batch_locks(&mut self, contacts: &[Uuid], deals: &[Uuid]) -> Result<Locked> {
+    ///
+    /// Unless `lock` is false: a batch the domain already refused writes
+    /// nothing, so it reads which contacts and deals exist without a lock
+    /// (and no state), and waits for no other transaction to report its
+    /// first refused row.
+    async fn begin_batch_locks(
+        &mut self,
+        contacts: &[Uuid],
+        deals: &[Uuid],
+        lock: bool,
+    ) -> Result<Locked> {
         let tenant = self.tenant_uuid();
         let params: [&(dyn ToSql + Sync); 2] = [&tenant, &contacts];
         let deal_params: [&(dyn ToSql + Sync); 2] = [&tenant, &deals];
-        let mut statements: Vec<(&str, &[&(dyn ToSql + Sync)])> = vec![(SHARE_CONTACTS, &params)];
-        if self.live_scoring.is_some() {
+        let live = lock && self.live_scoring.is_some();
+        let mut statements: Vec<(&str, &[&(dyn ToSql + Sync)])> =
+            vec![(if lock { SHARE_CONTACTS } else { FIND_CONTACTS }, &params)];
+        if live {
             statements.push((CREATE_STATES, &params));
         }
-        statements.push((READ_STATES, &params));
+        if lock {
+            statements.push((READ_STATES, &params));
+        }
         if !deals.is_empty() {
-            statements.push((SHARE_DEALS, &deal_params));
+            statements.push((if lock { SHARE_DEALS } else { FIND_DEALS }, &deal_params));
         }
         let answers = self.begin_atomic_with(&statements).await?;
         let mut locked = Locked {
@@ -245,19 +364,21 @@ impl PgTransaction {
         for row in answers.next().unwrap_or_default() {
             locked.contacts.insert(get(&row, 0)?);
         }
-        if self.live_scoring.is_some() {
+        if live {
             answers.next();
         }
-        for row in answers.next().unwrap_or_default() {
-            let freshness = fresh_row(&row, 1)?;
-            locked.states.insert(
-                freshness.contact_id.as_uuid(),
-                State {
-                    log: get(&row, 0)?,
-                    added: false,
-                    freshness,
-                },
-            );
+        if lock {
+            for row in answers.next().unwrap_or_default() {
+                let freshness = fresh_row(&row, 1)?;
+                locked.states.insert(
+                    freshness.contact_id.as_uuid(),
+                    State {
+                        log: get(&row, 0)?,
+                        added: false,
+                        freshness,
+                    },
+                );
+            }
         }
         for row in answers.next().unwrap_or_default() {
             locked.deals.insert(get(&row, 0)?, get(&row, 1)?);
@@ -265,12 +386,11 @@ impl PgTransaction {
         Ok(locked)
     }
 
-    /// Runs `insert` (with `params`) and writes the states of `locked`,
-    /// pipelined in one round trip.
+    /// Runs `inserts` (each an insert and its parameters, in order) and
+    /// writes the states of `locked`, pipelined in one round trip.
     async fn insert_and_touch(
         &mut self,
-        insert: &str,
-        params: &[&(dyn ToSql + Sync)],
+        inserts: &[(&str, &Params<'_>)],
         states: HashMap<Uuid, State>,
     ) -> Result<()> {
         let n = states.len();
@@ -300,11 +420,11 @@ impl PgTransaction {
             &reverify,
             &unsubscribed,
         ];
+        let mut statements: Vec<(&str, &Params<'_>)> = inserts.to_vec();
+        statements.push((TOUCH_STATES, &touch));
         self.check_open()?;
         let begin = self.pending_begin.take().is_some();
-        let result = self
-            .raw_query_all(&[(insert, params), (TOUCH_STATES, &touch)], begin)
-            .await;
+        let result = self.raw_query_all(&statements, begin).await;
         self.settle(result)?;
         Ok(())
     }
@@ -329,26 +449,15 @@ impl PgTransaction {
         );
         self.custom_plans().await?;
         let result = async {
-            let mut locked = self.begin_batch_locks(&contacts, &deals).await?;
-            // Each row as one call checks it, in order.
-            for (i, r) in rows.iter().enumerate() {
-                if !locked.contacts.contains(&r.contact_id.as_uuid()) {
-                    return Err(Error::not_found(Entity::Contact, r.contact_id));
-                }
-                if let Some(deal) = r.deal_id {
-                    match locked.deals.get(&deal.as_uuid()) {
-                        None => return Err(Error::not_found(Entity::Deal, deal)),
-                        Some(owner) if *owner != r.contact_id.as_uuid() => {
-                            return Err(row_error(
-                                "activities",
-                                i,
-                                deal_of_another_contact().into(),
-                            ));
-                        }
-                        Some(_) => {}
-                    }
-                }
-            }
+            let mut locked = self
+                .begin_batch_locks(&contacts, &deals, refused.is_none())
+                .await?;
+            check_in_order(
+                rows.iter().map(|r| (r.contact_id, r.deal_id)),
+                &locked.contacts,
+                &locked.deals,
+                "activities",
+            )?;
             if let Some(e) = refused {
                 return Err(e);
             }
@@ -364,26 +473,32 @@ impl PgTransaction {
                     state.add(model.as_deref(), kind, None, a.occurred_at);
                 }
             }
-            let n = activities.len();
-            let mut cols = ActivityColumns::with_capacity(n);
-            for a in &activities {
-                cols.push(a);
-            }
+            let chunks = statement_chunks(activities.iter().map(activity_bytes), STATEMENT_BYTES);
+            let cols: Vec<ActivityColumns> = chunks
+                .into_iter()
+                .map(|range| ActivityColumns::of(&activities[range]))
+                .collect();
             let tenant = self.tenant_uuid();
-            let params: [&(dyn ToSql + Sync); 10] = [
-                &tenant,
-                &cols.ids,
-                &cols.contacts,
-                &cols.deals,
-                &cols.kinds,
-                &cols.directions,
-                &cols.subjects,
-                &cols.bodies,
-                &cols.occurred,
-                &cols.created,
-            ];
-            self.insert_and_touch(INSERT_ACTIVITIES, &params, locked.states)
-                .await?;
+            let params: Vec<[&(dyn ToSql + Sync); 10]> = cols
+                .iter()
+                .map(|c| {
+                    [
+                        &tenant as &(dyn ToSql + Sync),
+                        &c.ids,
+                        &c.contacts,
+                        &c.deals,
+                        &c.kinds,
+                        &c.directions,
+                        &c.subjects,
+                        &c.bodies,
+                        &c.occurred,
+                        &c.created,
+                    ]
+                })
+                .collect();
+            let inserts: Vec<(&str, &Params<'_>)> =
+                params.iter().map(|p| (INSERT_ACTIVITIES, &p[..])).collect();
+            self.insert_and_touch(&inserts, locked.states).await?;
             Ok(activities)
         }
         .await;
@@ -402,12 +517,15 @@ impl PgTransaction {
         let contacts = distinct_sorted(rows.iter().map(|r| r.contact_id.as_uuid()).collect());
         self.custom_plans().await?;
         let result = async {
-            let mut locked = self.begin_batch_locks(&contacts, &[]).await?;
-            for r in &rows {
-                if !locked.contacts.contains(&r.contact_id.as_uuid()) {
-                    return Err(Error::not_found(Entity::Contact, r.contact_id));
-                }
-            }
+            let mut locked = self
+                .begin_batch_locks(&contacts, &[], refused.is_none())
+                .await?;
+            check_in_order(
+                rows.iter().map(|r| (r.contact_id, None)),
+                &locked.contacts,
+                &locked.deals,
+                "signals",
+            )?;
             if let Some(e) = refused {
                 return Err(e);
             }
@@ -427,18 +545,53 @@ impl PgTransaction {
                     );
                 }
             }
-            let ids: Vec<Uuid> = signals.iter().map(|s| s.id.as_uuid()).collect();
-            let contacts: Vec<Uuid> = signals.iter().map(|s| s.contact_id.as_uuid()).collect();
-            let kinds: Vec<&str> = signals.iter().map(|s| s.kind.as_str()).collect();
-            let occurred: Vec<Timestamp> = signals.iter().map(|s| s.occurred_at).collect();
+            let chunks = statement_chunks(
+                signals.iter().map(|s| ROW_BYTES + s.kind.as_str().len()),
+                STATEMENT_BYTES,
+            );
+            let cols: Vec<SignalColumns> = chunks
+                .into_iter()
+                .map(|range| SignalColumns::of(&signals[range]))
+                .collect();
             let tenant = self.tenant_uuid();
-            let params: [&(dyn ToSql + Sync); 5] = [&tenant, &ids, &contacts, &kinds, &occurred];
-            self.insert_and_touch(INSERT_SIGNALS, &params, locked.states)
-                .await?;
+            let params: Vec<[&(dyn ToSql + Sync); 5]> = cols
+                .iter()
+                .map(|c| {
+                    [
+                        &tenant as &(dyn ToSql + Sync),
+                        &c.ids,
+                        &c.contacts,
+                        &c.kinds,
+                        &c.occurred,
+                    ]
+                })
+                .collect();
+            let inserts: Vec<(&str, &Params<'_>)> =
+                params.iter().map(|p| (INSERT_SIGNALS, &p[..])).collect();
+            self.insert_and_touch(&inserts, locked.states).await?;
             Ok(signals)
         }
         .await;
         self.end_atomic(result).await
+    }
+}
+
+/// A batch of signals, column by column (the arrays of [`INSERT_SIGNALS`]).
+struct SignalColumns<'a> {
+    ids: Vec<Uuid>,
+    contacts: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    occurred: Vec<Timestamp>,
+}
+
+impl<'a> SignalColumns<'a> {
+    fn of(signals: &'a [Signal]) -> Self {
+        SignalColumns {
+            ids: signals.iter().map(|s| s.id.as_uuid()).collect(),
+            contacts: signals.iter().map(|s| s.contact_id.as_uuid()).collect(),
+            kinds: signals.iter().map(|s| s.kind.as_str()).collect(),
+            occurred: signals.iter().map(|s| s.occurred_at).collect(),
+        }
     }
 }
 
@@ -457,6 +610,14 @@ struct ActivityColumns<'a> {
 }
 
 impl<'a> ActivityColumns<'a> {
+    fn of(activities: &'a [Activity]) -> Self {
+        let mut cols = ActivityColumns::with_capacity(activities.len());
+        for a in activities {
+            cols.push(a);
+        }
+        cols
+    }
+
     fn with_capacity(n: usize) -> Self {
         ActivityColumns {
             ids: Vec::with_capacity(n),
@@ -481,5 +642,30 @@ impl<'a> ActivityColumns<'a> {
         self.bodies.push(a.body.as_deref());
         self.occurred.push(a.occurred_at);
         self.created.push(a.created_at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_chunks;
+
+    #[test]
+    fn chunks_cover_every_row_in_order_within_the_limit() {
+        let sizes = [40, 30, 30, 1, 100, 5, 250, 50, 50];
+        let chunks = statement_chunks(sizes, 100);
+        assert_eq!(chunks, vec![0..3, 3..4, 4..5, 5..6, 6..7, 7..9]);
+        // Each chunk within the limit, unless it is one row too large.
+        for c in &chunks {
+            let bytes: usize = sizes[c.clone()].iter().sum();
+            assert!(bytes <= 100 || c.len() == 1, "{c:?} holds {bytes}");
+        }
+    }
+
+    #[test]
+    fn chunks_of_nothing_or_of_rows_within_the_limit() {
+        assert!(statement_chunks([], 10).is_empty());
+        assert_eq!(statement_chunks([3, 3, 4], 10), vec![0..3]);
+        assert_eq!(statement_chunks([0, 0], 0), vec![0..2]);
+        assert_eq!(statement_chunks([usize::MAX, 1], 10), vec![0..1, 1..2]);
     }
 }
