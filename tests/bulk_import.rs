@@ -1084,23 +1084,147 @@ async fn signals_round_trip_with_the_same_freshness_and_live_scores(store: &DynS
 /// Signal rows naming no contact of the tenant, an invalid kind or a
 /// malformed time are reported with their row number and column; every
 /// other row, in the same batches, is recorded.
+/// A misspelt column or key is refused, naming it, rather than dropped
+/// from every record: a CSV header ends the import before any row, a JSON
+/// line is rejected. What an export writes (a deal's `version` too) is
+/// still read back.
+async fn unknown_columns_of_related_imports_are_refused_naming_them(store: &DynStore) {
+    use crm_core::Error;
+    let t = TenantId::new();
+    import_csv(
+        store,
+        t,
+        b"email,first_name,last_name\nada@example.com,Ada,Lovelace\n",
+        options(10),
+    )
+    .await;
+    let unknown = |r: Result<_, Error>, field: &str, what: &str| match r {
+        Err(Error::Validation(errors)) => assert!(
+            errors.as_slice().len() == 1
+                && errors.as_slice()[0].field == field
+                && errors.as_slice()[0].code == "unknown_field",
+            "{what}: {errors:?}"
+        ),
+        other => panic!("{what}: expected a validation error on {field}, got {other:?}"),
+    };
+    let none = std::collections::HashMap::new();
+    let activities = "contact_email,kind,Occured_At\nada@example.com,call,2020-01-01T00:00:00Z\n";
+    unknown(
+        bulk::import_activities_csv(store, t, &ctx(), activities.as_bytes(), &none, 10)
+            .await
+            .map(|r| r.created),
+        "occured_at",
+        "activities",
+    );
+    let signals = "contact_email,kind,date\nada@example.com,page_view,2020-01-01T00:00:00Z\n";
+    unknown(
+        bulk::import_signals_csv(store, t, &ctx(), signals.as_bytes(), 10)
+            .await
+            .map(|r| r.created),
+        "date",
+        "signals",
+    );
+    let deals =
+        "contact_email,title,amount,currency,close_date\nada@example.com,Engine,1,EUR,2030-01-01\n";
+    unknown(
+        bulk::import_deals_csv(store, t, &ctx(), deals.as_bytes(), 10)
+            .await
+            .map(|r| r.created),
+        "close_date",
+        "deals",
+    );
+    let companies = "name,domain,website\nAcme,acme.example,https://acme.example\n";
+    unknown(
+        bulk::import_companies_csv(store, t, &ctx(), companies.as_bytes(), options(10))
+            .await
+            .map(|r| r.inserted),
+        "website",
+        "companies",
+    );
+
+    // A JSON line with another key is rejected, naming it; the others go in.
+    let lines = "{\"contact_email\": \"ada@example.com\", \"kind\": \"call\", \"occurredAt\": \"2020-01-01T00:00:00Z\"}\n\
+                 {\"contact_email\": \"ada@example.com\", \"kind\": \"email\"}\n";
+    let report = bulk::import_activities_jsonl(store, t, &ctx(), lines.as_bytes(), &none, 10)
+        .await
+        .unwrap();
+    assert_eq!((report.rows, report.created), (2, 1), "{report:?}");
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert_eq!(report.rejected[0].row, 1);
+    let e = &report.rejected[0].errors[0];
+    assert_eq!(
+        (e.field.as_str(), e.code),
+        ("occurredAt", "unknown_field"),
+        "{e:?}"
+    );
+    let lines =
+        "{\"contact_email\": \"ada@example.com\", \"kind\": \"page_view\", \"when\": \"x\"}\n";
+    let report = bulk::import_signals_jsonl(store, t, &ctx(), lines.as_bytes(), 10)
+        .await
+        .unwrap();
+    assert_eq!(report.created, 0, "{report:?}");
+    assert_eq!(report.rejected[0].errors[0].field, "when", "{report:?}");
+
+    // Nothing of the refused files was written: one activity, no signal,
+    // no deal, no company.
+    let ada = contacts(store, t).await[0].id;
+    let mut tx = store.begin(t, ctx()).await.unwrap();
+    let timeline = tx.timeline(ada, &PageRequest::first(10)).await.unwrap();
+    assert_eq!(timeline.items.len(), 1, "{timeline:?}");
+    assert!(tx.list_signals(ada).await.unwrap().is_empty());
+    tx.rollback().await.unwrap();
+
+    // An export's deals, `version` column included, import back.
+    let deals = "contact_email,title,amount,currency\nada@example.com,Engine,100,EUR\n";
+    bulk::import_deals_csv(store, t, &ctx(), deals.as_bytes(), 10)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    bulk::export_deals_csv(store, t, &ctx(), &mut out)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .unwrap()
+            .contains("version")
+    );
+    let copy = TenantId::new();
+    import_csv(
+        store,
+        copy,
+        b"email,first_name,last_name\nada@example.com,Ada,Lovelace\n",
+        options(10),
+    )
+    .await;
+    let report = bulk::import_deals_csv(store, copy, &ctx(), &out[..], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.created, report.rejected.len()),
+        (1, 0),
+        "{report:?}"
+    );
+}
+
 async fn malformed_signal_rows_are_reported_with_their_row_and_column(store: &DynStore) {
     let t = TenantId::new();
     let ids = signal_contacts(store, t, &["ann@example.com", "bob@example.com"]).await;
     let long = "k".repeat(65);
     let csv = format!(
-        "Contact_Email,KIND, occurred_at ,extra\n\
-         ann@example.com,page_view,2026-01-02T03:04:05.123456Z,x\n\
-         nobody@example.com,page_view,,\n\
-         ann@example.com,Page View,,\n\
-         ann@example.com,page_view,yesterday,\n\
-         ann@example.com,page_view,10000-01-01T00:00:00Z,\n\
-         bob@example.com,,,\n\
-         not-an-email,page_view,,\n\
-         bob@example.com,email_bounced,2026-01-03T00:00:00+02:00,\n\
-         ann@example.com,{long},,\n\
-         ,page_view,,\n\
-         BOB@example.com,form_submit,,\n"
+        "Contact_Email,KIND, occurred_at \n\
+         ann@example.com,page_view,2026-01-02T03:04:05.123456Z\n\
+         nobody@example.com,page_view,\n\
+         ann@example.com,Page View,\n\
+         ann@example.com,page_view,yesterday\n\
+         ann@example.com,page_view,10000-01-01T00:00:00Z\n\
+         bob@example.com,,\n\
+         not-an-email,page_view,\n\
+         bob@example.com,email_bounced,2026-01-03T00:00:00+02:00\n\
+         ann@example.com,{long},\n\
+         ,page_view,\n\
+         BOB@example.com,form_submit,\n"
     );
     let expected = [
         (2, "contact_email"),
@@ -1243,6 +1367,7 @@ on_every_backend!(
     every_row_naming_a_deleted_deal_is_refused_and_the_others_logged,
     signals_round_trip_with_the_same_freshness_and_live_scores,
     malformed_signal_rows_are_reported_with_their_row_and_column,
+    unknown_columns_of_related_imports_are_refused_naming_them,
 );
 
 /// Two imports of overlapping files at once, on PostgreSQL and on Citus:

@@ -136,10 +136,10 @@ where
     export_csv::<Activity, S, W>(store, tenant, ctx, writer, formulas).await
 }
 
-/// The fields of an activities line (or CSV row) the import reads; the
-/// others are ignored.
+/// The fields of an activities line (or CSV row): the columns of an
+/// export; another key refuses the line, naming it (`unknown_field`).
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct ActivityLine {
     id: Text,
     contact_email: Text,
@@ -162,7 +162,8 @@ struct ActivityLine {
 /// is checked, then logged with one
 /// [`log_activities`](crate::store::TimelineTx::log_activities) call (the
 /// rows the store refuses reported and left out); a rejected row writes
-/// nothing.
+/// nothing. A line with another key is refused, naming it (code
+/// `unknown_field`).
 ///
 /// Errors: as [`import_deals_jsonl`](super::import_deals_jsonl).
 pub async fn import_activities_jsonl<S, R>(
@@ -184,7 +185,8 @@ where
 
 /// Imports activities from CSV with a header row: the rows
 /// [`export_activities_csv`] writes, or any CSV whose columns are named as
-/// the fields [`import_activities_jsonl`] reads (blank cells left out).
+/// the fields [`import_activities_jsonl`] reads (blank cells left out; a column of
+/// another name ends the import before any row, naming it).
 /// Each row goes through the same steps as a JSON line, a `deal_id` kept
 /// only when `deal_ids` (the [`RelatedReport::ids`] of the deal import)
 /// holds it. A cell that [`export_activities_csv`] neutralised (`'=…`)
@@ -233,7 +235,7 @@ where
 {
     let batch_size = check_batch_size(batch_size)?;
     let rows = ActivityRows(deal_ids);
-    let lines = read_csv_rows(reader, formulas);
+    let lines = read_csv_rows(reader, formulas, &ACTIVITY_COLUMNS);
     import_batches(store, tenant, ctx, lines, batch_size, &rows).await
 }
 

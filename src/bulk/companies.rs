@@ -184,9 +184,11 @@ pub(super) async fn attach_tags(
     Ok(changed)
 }
 
-/// The fields of a companies line (or CSV row) the import reads.
+/// The fields of a companies line (or CSV row): the columns of
+/// [`COMPANY_CSV_HEADER`]; another key refuses the line, naming it
+/// (`unknown_field`).
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct CompanyLine {
     name: Text,
     domain: Text,
@@ -473,8 +475,9 @@ where
 }
 
 /// Imports companies from CSV with a header row naming the columns of
-/// [`COMPANY_CSV_HEADER`] (trimmed, any casing; others are ignored, blank
-/// cells are absent). A row whose `domain` an existing company holds
+/// [`COMPANY_CSV_HEADER`] (trimmed, any casing; a column of another name
+/// ends the import before any row with a validation error naming it, code
+/// `unknown_field`; blank cells are absent). A row whose `domain` an existing company holds
 /// updates it as [`ImportOptions::policy`] says; one without a domain
 /// creates a company. `tags` are `;`-separated names, created when missing
 /// and attached; `metadata` is a JSON object; `created_at` and
@@ -504,14 +507,15 @@ where
     R: Read + Send,
 {
     check_batch_size(options.batch_size)?;
-    let lines = read_csv_rows(reader, options.csv_formulas);
+    let lines = read_csv_rows(reader, options.csv_formulas, &COMPANY_CSV_HEADER);
     import_companies(store, tenant, ctx, lines, options).await
 }
 
 /// Imports companies from JSON Lines: one object per line with the keys of
 /// [`COMPANY_CSV_HEADER`] (`tags` a `;`-separated string or an array of
-/// names, `metadata` an object). Blank lines are skipped; unknown keys are
-/// ignored. Otherwise as [`import_companies_csv`].
+/// names, `metadata` an object). Blank lines are skipped; a line with
+/// another key is refused, naming it (code `unknown_field`). Otherwise as
+/// [`import_companies_csv`].
 pub async fn import_companies_jsonl<S, R>(
     store: &S,
     tenant: TenantId,

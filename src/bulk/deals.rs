@@ -160,10 +160,11 @@ where
     export_csv::<Deal, S, W>(store, tenant, ctx, writer, formulas).await
 }
 
-/// The fields of a deals line (or CSV row) the import reads; the others
-/// (the version an export writes, unknown keys) are ignored.
+/// The fields of a deals line (or CSV row): the columns of an export (its
+/// `version` read and ignored: the store numbers the versions); another
+/// key refuses the line, naming it (`unknown_field`).
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct DealLine {
     id: Text,
     contact_email: Text,
@@ -180,6 +181,8 @@ struct DealLine {
     updated_at: Text,
     won_at: Text,
     lost_at: Text,
+    #[serde(rename = "version")]
+    _version: serde::de::IgnoredAny,
 }
 
 /// Imports deals from JSON Lines (the lines [`export_deals_jsonl`] writes,
@@ -196,10 +199,16 @@ struct DealLine {
 /// the row, naming `company_domain`. Rows that fail are rejected with their errors and
 /// leave nothing behind (no deal, no history); the others are kept.
 ///
+/// A key that is not one of these (nor the `version` an export writes)
+/// refuses its line, naming the key (code `unknown_field`): a misspelt
+/// column is not dropped from the record unnoticed.
+///
 /// Errors: [`Error::Validation`] on `batch_size` unless it is 1 to
-/// [`MAX_BATCH_SIZE`](super::MAX_BATCH_SIZE), before anything is read; an
-/// I/O error reading the source, or a storage error (after the batches
-/// before it were committed).
+/// [`MAX_BATCH_SIZE`](super::MAX_BATCH_SIZE), before anything is read
+/// (and, for a CSV file, on a header naming a column the import does not
+/// read, code `unknown_field`, before any row); an I/O error reading the
+/// source, or a storage error (after the batches before it were
+/// committed).
 pub async fn import_deals_jsonl<S, R>(
     store: &S,
     tenant: TenantId,
@@ -218,7 +227,8 @@ where
 
 /// Imports deals from CSV with a header row: the rows
 /// [`export_deals_csv`] writes, or any CSV whose columns are named as the
-/// fields [`import_deals_jsonl`] reads (blank cells left out). Each row
+/// fields [`import_deals_jsonl`] reads (blank cells left out; a column of another
+/// name ends the import before any row, naming it). Each row
 /// goes through the same steps as a JSON line; rows that fail are rejected
 /// with their row number and errors, the others are kept. A cell that
 /// [`export_deals_csv`] neutralised (`'=…`) reads as its value (`=…`).
@@ -263,7 +273,7 @@ where
 {
     let batch_size = check_batch_size(batch_size)?;
     let rows = DealRows(store.pipelines());
-    let lines = read_csv_rows(reader, formulas);
+    let lines = read_csv_rows(reader, formulas, &DEAL_COLUMNS);
     import_rows(store, tenant, ctx, lines, batch_size, &rows).await
 }
 

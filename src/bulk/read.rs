@@ -30,6 +30,13 @@ pub(super) struct JsonLines<R: BufRead> {
     file: &'static str,
 }
 
+/// The length of a line read with its end: the row, without its `\n` or
+/// `\r\n`.
+fn row_bytes(line: &[u8]) -> usize {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line).len()
+}
+
 impl<R: BufRead> JsonLines<R> {
     /// Reads `reader`; a line reads as blank when it holds only spaces
     /// (and, with `skip_bom`, a byte-order mark, which is left out of any
@@ -52,7 +59,9 @@ impl<R: BufRead> JsonLines<R> {
     pub(super) fn next_line(&mut self) -> Result<Option<Line>> {
         loop {
             self.buf.clear();
-            let limit = MAX_ROW_BYTES as u64 + 1;
+            // The row, its line's end (`\r\n` at most), and one byte more:
+            // enough to tell a row of the limit from a longer one.
+            let limit = MAX_ROW_BYTES as u64 + 3;
             let n = (&mut self.reader)
                 .take(limit)
                 .read_until(b'\n', &mut self.buf)
@@ -61,7 +70,7 @@ impl<R: BufRead> JsonLines<R> {
                 return Ok(None);
             }
             self.line += 1;
-            if self.buf.len() > MAX_ROW_BYTES {
+            if row_bytes(&self.buf) > MAX_ROW_BYTES {
                 if self.buf.last() != Some(&b'\n') {
                     self.skip_rest_of_line()?;
                 }
@@ -376,6 +385,19 @@ fn not_utf8_header(index: usize, e: std::str::Utf8Error) -> Error {
     .into()
 }
 
+/// The error of a header naming a column the import does not read.
+fn unknown_column(column: &str, known: &[&str]) -> Error {
+    ValidationErrors::single(FieldError::new(
+        column,
+        "unknown_field",
+        format!(
+            "is not a column of this import (its columns: {})",
+            known.join(", ")
+        ),
+    ))
+    .into()
+}
+
 /// The parser's error for a record found too long once read whole.
 fn too_long_record() -> csv::Error {
     csv::Error::from(io::Error::new(
@@ -450,10 +472,14 @@ pub(super) fn read_lines<R: BufRead>(reader: R) -> impl Iterator<Item = Result<L
 /// blank cell leaves it out. Rows and lines are numbered as
 /// [`import_contacts_csv`](super::import_contacts_csv) numbers them: data
 /// rows from 1, the line a row starts on from 1. A header that cannot be
-/// read is the first item.
+/// read, or that names a column not in `known` (a misspelt column would
+/// otherwise be dropped from every row), is the first item and the last.
+/// A column without a name is let through: its non-blank cells are
+/// refused by the row's reader.
 pub(super) fn read_csv_rows<R: Read>(
     reader: R,
     formulas: CsvFormulas,
+    known: &'static [&'static str],
 ) -> impl Iterator<Item = Result<Line>> {
     let (mut records, columns, mut failed) = match CsvRecords::open(reader) {
         Ok((records, header)) => {
@@ -461,7 +487,13 @@ pub(super) fn read_csv_rows<R: Read>(
                 .iter()
                 .map(|h| h.trim_start_matches('\u{feff}').trim().to_ascii_lowercase())
                 .collect();
-            (Some(records), columns, None)
+            match columns
+                .iter()
+                .find(|c| !c.is_empty() && !known.contains(&c.as_str()))
+            {
+                Some(unknown) => (None, Vec::new(), Some(unknown_column(unknown, known))),
+                None => (Some(records), columns, None),
+            }
         }
         Err(e) => (None, Vec::new(), Some(e)),
     };
@@ -523,6 +555,45 @@ fn csv_object(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_too_long_past_the_limit_whatever_its_end() {
+        let pad = |n: usize| format!("{{\"a\":\"{}\"}}", "x".repeat(n - 8));
+        for (text, long) in [
+            (format!("{}\n", pad(MAX_ROW_BYTES)), false),
+            (format!("{}\r\n", pad(MAX_ROW_BYTES)), false),
+            (pad(MAX_ROW_BYTES), false),
+            (format!("{}\n", pad(MAX_ROW_BYTES + 1)), true),
+            (format!("{}\r\n", pad(MAX_ROW_BYTES + 1)), true),
+            (pad(MAX_ROW_BYTES + 1), true),
+            (format!("{}\n", pad(MAX_ROW_BYTES + 5)), true),
+        ] {
+            let ended = text.ends_with('\n');
+            let what = (text.len(), ended);
+            // A line after one that ends: read from its start.
+            let file = if ended {
+                format!("{text}{{}}\n")
+            } else {
+                text.clone()
+            };
+            let mut lines = JsonLines::new(file.as_bytes(), true, "file");
+            let first = lines.next_line().unwrap().unwrap();
+            match (&first.object, long) {
+                (Ok(o), false) => {
+                    let a = o["a"].as_str().map(str::len);
+                    assert_eq!(a, Some(text.trim_end().len() - 8), "{what:?}");
+                }
+                (Err(e), true) => assert_eq!(e.code, "too_long", "{what:?}"),
+                (other, _) => panic!("{what:?}: {other:?}"),
+            }
+            if ended {
+                let next = lines.next_line().unwrap().unwrap();
+                assert_eq!((next.row, next.line), (2, 2), "{what:?}");
+                assert!(next.object.is_ok(), "{what:?}: {:?}", next.object);
+            }
+            assert!(lines.next_line().unwrap().is_none(), "{what:?}");
+        }
+    }
 
     #[test]
     fn a_long_key_is_named_by_its_first_64_characters() {

@@ -165,10 +165,10 @@ where
     export_csv::<Signal, S, W>(store, tenant, ctx, writer, formulas).await
 }
 
-/// The fields of a signals line (or CSV row) the import reads; the others
-/// are ignored.
+/// The fields of a signals line (or CSV row): the columns of an export;
+/// another key refuses the line, naming it (`unknown_field`).
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct SignalLine {
     id: Text,
     contact_email: Text,
@@ -186,8 +186,9 @@ struct SignalLine {
 /// [`record_signals`](crate::store::TimelineTx::record_signals) call (the
 /// rows the store refuses, such as a contact deleted meanwhile, reported
 /// and left out); a rejected row writes nothing, and is reported with its
-/// row number and the field at fault. The report's `ids` maps each
-/// line's `id` to the id of the signal recorded.
+/// row number and the field at fault (a key that is not one of these
+/// too: code `unknown_field`). The report's `ids` maps each line's `id` to
+/// the id of the signal recorded.
 ///
 /// Errors: as [`import_deals_jsonl`](super::import_deals_jsonl).
 ///
@@ -244,7 +245,8 @@ where
 
 /// Imports signals from CSV with a header row: the rows
 /// [`export_signals_csv`] writes, or any CSV whose columns are named as
-/// the fields [`import_signals_jsonl`] reads (blank cells left out). Each
+/// the fields [`import_signals_jsonl`] reads (blank cells left out; a column of
+/// another name ends the import before any row, naming it). Each
 /// row goes through the same steps as a JSON line. A cell that
 /// [`export_signals_csv`] neutralised (`'=…`) reads as its value (`=…`).
 ///
@@ -304,7 +306,7 @@ where
     R: Read + Send,
 {
     let batch_size = check_batch_size(batch_size)?;
-    let lines = read_csv_rows(reader, formulas);
+    let lines = read_csv_rows(reader, formulas, &SIGNAL_COLUMNS);
     import_batches(store, tenant, ctx, lines, batch_size, &SignalRows).await
 }
 
