@@ -909,6 +909,38 @@ async fn every_row_naming_a_deleted_deal_is_refused_and_the_others_logged(store:
     let logged = crm.timeline(ann.id, &page).await.unwrap().items;
     assert_eq!(logged.len(), 40 - want.len());
     assert!(logged.iter().all(|a| a.deal_id == Some(deals[0].id)));
+
+    // Rows linking another contact's activities to Ann's deal: each is
+    // refused on its `deal_id`, the rows between them logged.
+    let bob = crm
+        .create_contact(NewContact::new(
+            Email::parse("bob@example.com").unwrap(),
+            PersonName::parse("B").unwrap(),
+            PersonName::parse("C").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let file: String = (1..=300)
+        .map(|i| {
+            let line = if i % 50 == 0 {
+                json!({"contact_email": "bob@example.com", "kind": "note"})
+            } else {
+                json!({"contact_email": "bob@example.com", "kind": "call", "deal_id": "kept"})
+            };
+            format!("{line}\n")
+        })
+        .collect();
+    let report = bulk::import_activities_jsonl(store, t, &ctx(), file.as_bytes(), &deal_ids, 300)
+        .await
+        .unwrap();
+    assert_eq!((report.rows, report.created), (300, 6), "{report:?}");
+    assert_eq!(report.rejected.len(), 294);
+    assert!(report.rejected.iter().all(|r| r.row % 50 != 0
+        && r.errors.len() == 1
+        && (r.errors[0].field.as_str(), r.errors[0].code) == ("deal_id", "invalid_value")));
+    let logged = crm.timeline(bob.id, &page).await.unwrap().items;
+    assert_eq!(logged.len(), 6);
+    assert!(logged.iter().all(|a| a.deal_id.is_none()));
 }
 
 /// Creates `emails` as contacts of `t`; their ids in order.
@@ -1208,6 +1240,54 @@ async fn unknown_columns_of_related_imports_are_refused_naming_them(store: &DynS
     );
 }
 
+/// Ids in a file are read trimmed: an activity's `deal_id` with the spaces
+/// a spreadsheet left still links to the deal of that id, and two rows
+/// whose ids differ by spaces are one id twice.
+async fn ids_of_a_file_are_read_trimmed(store: &DynStore) {
+    let t = TenantId::new();
+    import_csv(
+        store,
+        t,
+        b"email,first_name,last_name\nada@example.com,Ada,Lovelace\n",
+        options(10),
+    )
+    .await;
+    let deals = "id,contact_email,title,amount,currency\nD-1,ada@example.com,Engine,100,EUR\n";
+    let deals = bulk::import_deals_csv(store, t, &ctx(), deals.as_bytes(), 10)
+        .await
+        .unwrap();
+    assert_eq!(deals.created, 1, "{deals:?}");
+    let activities = "id,contact_email,kind,deal_id\n\
+                      a1,ada@example.com,call,\"D-1 \"\n\
+                      \" a1\",ada@example.com,note,\n";
+    let report =
+        bulk::import_activities_csv(store, t, &ctx(), activities.as_bytes(), &deals.ids, 10)
+            .await
+            .unwrap();
+    assert_eq!((report.rows, report.created), (2, 1), "{report:?}");
+    assert_eq!(report.rejected[0].row, 2, "{report:?}");
+    assert_eq!(
+        (
+            report.rejected[0].errors[0].field.as_str(),
+            report.rejected[0].errors[0].code
+        ),
+        ("id", "duplicate")
+    );
+    let ada = contacts(store, t).await[0].id;
+    let logged = store
+        .scope(t, &ctx())
+        .timeline(ada, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(logged.len(), 1);
+    assert_eq!(
+        logged[0].deal_id.map(|d| d.to_string()),
+        deals.ids.get("D-1").cloned()
+    );
+    assert!(report.ids.contains_key("a1"), "{report:?}");
+}
+
 async fn malformed_signal_rows_are_reported_with_their_row_and_column(store: &DynStore) {
     let t = TenantId::new();
     let ids = signal_contacts(store, t, &["ann@example.com", "bob@example.com"]).await;
@@ -1368,6 +1448,7 @@ on_every_backend!(
     signals_round_trip_with_the_same_freshness_and_live_scores,
     malformed_signal_rows_are_reported_with_their_row_and_column,
     unknown_columns_of_related_imports_are_refused_naming_them,
+    ids_of_a_file_are_read_trimmed,
 );
 
 /// Two imports of overlapping files at once, on PostgreSQL and on Citus:

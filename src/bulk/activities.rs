@@ -282,7 +282,7 @@ async fn import_activities(
         };
         let dto = NewActivityDto {
             contact_id: Some(contact.to_string()),
-            deal_id: fields.deal_id.get().and_then(|d| deal_ids.get(&d).cloned()),
+            deal_id: fields.deal_id.id().and_then(|d| deal_ids.get(&d).cloned()),
             kind: fields.kind.get(),
             direction: fields.direction.get(),
             subject: fields.subject.get(),
@@ -291,7 +291,7 @@ async fn import_activities(
             created_at: fields.created_at.get(),
         };
         match NewActivity::try_from(dto).and_then(NewActivity::checked) {
-            Ok(new) => pending.push((i, fields.id.get(), new)),
+            Ok(new) => pending.push((i, fields.id.id(), new)),
             Err(v) => out[i] = Err(v.as_slice().to_vec()),
         }
     }
@@ -308,13 +308,33 @@ impl BatchRow for NewActivity {
     }
 
     /// The one a validation error names, or those naming the contact or
-    /// deal not found.
+    /// deal not found. A row refused on its `deal_id` (a deal of another
+    /// contact) refuses with it every row naming the same deal on the same
+    /// contact, as the store refuses each the same way: a file of rows
+    /// linking one contact's activities to another's deal took one call
+    /// per row.
     fn refused(e: &Error, rows: &[Self]) -> Vec<usize> {
         match e {
             Error::NotFound {
                 entity: Entity::Deal,
                 id,
             } => rows_naming(rows, id, |r| r.deal_id.map(|d| d.to_string())),
+            Error::Validation(v) => {
+                let on_deal = v
+                    .as_slice()
+                    .iter()
+                    .filter_map(|f| crate::store::batch_row(&f.field))
+                    .find(|(i, field)| *field == "deal_id" && *i < rows.len());
+                match on_deal {
+                    Some((i, _)) => {
+                        let named = (rows[i].contact_id, rows[i].deal_id);
+                        (0..rows.len())
+                            .filter(|j| (rows[*j].contact_id, rows[*j].deal_id) == named)
+                            .collect()
+                    }
+                    None => refused_by_row(e, rows, |r| r.contact_id),
+                }
+            }
             _ => refused_by_row(e, rows, |r| r.contact_id),
         }
     }

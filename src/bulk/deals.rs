@@ -498,5 +498,5 @@ async fn import_deal(
             .await?
             .id;
     }
-    Ok(Ok((fields.id.get(), id.to_string())))
+    Ok(Ok((fields.id.id(), id.to_string())))
 }

@@ -203,6 +203,17 @@ impl Text {
     pub(super) fn get(&self) -> Option<String> {
         self.0.clone().filter(|s| !s.trim().is_empty())
     }
+
+    /// The text as an id of the file (a record's `id`, a `deal_id` naming
+    /// one): trimmed, as a spreadsheet may leave spaces around a cell that
+    /// the other file's id lacks; `None` when absent or blank.
+    pub(super) fn id(&self) -> Option<String> {
+        self.0
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    }
 }
 
 /// A line's fields, or the error of its first wrongly typed field (named
@@ -317,7 +328,7 @@ impl SourceIds {
             .ok()
             .and_then(|o| o.get("id"))
             .and_then(|v| Text::deserialize(v).ok())
-            .and_then(|t| t.get())
+            .and_then(|t| t.id())
         else {
             return Ok(());
         };

@@ -346,7 +346,7 @@ async fn import_signals(tx: &mut dyn Transaction, lines: &[Line]) -> Result<Batc
             occurred_at: fields.occurred_at.get(),
         };
         match NewSignal::try_from(dto).and_then(NewSignal::checked) {
-            Ok(new) => pending.push((i, fields.id.get(), new)),
+            Ok(new) => pending.push((i, fields.id.id(), new)),
             Err(v) => out[i] = Err(v.as_slice().to_vec()),
         }
     }
