@@ -1113,15 +1113,8 @@ async fn signals_round_trip_with_the_same_freshness_and_live_scores(store: &DynS
     }
 }
 
-/// Signal rows naming no contact of the tenant, an invalid kind or a
-/// malformed time are reported with their row number and column; every
-/// other row, in the same batches, is recorded.
-/// A misspelt column or key is refused, naming it, rather than dropped
-/// from every record: a CSV header ends the import before any row, a JSON
-/// line is rejected. What an export writes (a deal's `version` too) is
-/// still read back.
-async fn unknown_columns_of_related_imports_are_refused_naming_them(store: &DynStore) {
-    use crm_core::Error;
+/// A new tenant holding one contact, ada@example.com.
+async fn tenant_with_ada(store: &DynStore) -> TenantId {
     let t = TenantId::new();
     import_csv(
         store,
@@ -1130,6 +1123,16 @@ async fn unknown_columns_of_related_imports_are_refused_naming_them(store: &DynS
         options(10),
     )
     .await;
+    t
+}
+
+/// A misspelt column or key is refused, naming it, rather than dropped
+/// from every record: a CSV header ends the import before any row, a JSON
+/// line is rejected. What an export writes (a deal's `version` too) is
+/// still read back.
+async fn unknown_columns_of_related_imports_are_refused_naming_them(store: &DynStore) {
+    use crm_core::Error;
+    let t = tenant_with_ada(store).await;
     let unknown = |r: Result<_, Error>, field: &str, what: &str| match r {
         Err(Error::Validation(errors)) => assert!(
             errors.as_slice().len() == 1
@@ -1222,14 +1225,7 @@ async fn unknown_columns_of_related_imports_are_refused_naming_them(store: &DynS
             .unwrap()
             .contains("version")
     );
-    let copy = TenantId::new();
-    import_csv(
-        store,
-        copy,
-        b"email,first_name,last_name\nada@example.com,Ada,Lovelace\n",
-        options(10),
-    )
-    .await;
+    let copy = tenant_with_ada(store).await;
     let report = bulk::import_deals_csv(store, copy, &ctx(), &out[..], 10)
         .await
         .unwrap();
@@ -1244,14 +1240,7 @@ async fn unknown_columns_of_related_imports_are_refused_naming_them(store: &DynS
 /// a spreadsheet left still links to the deal of that id, and two rows
 /// whose ids differ by spaces are one id twice.
 async fn ids_of_a_file_are_read_trimmed(store: &DynStore) {
-    let t = TenantId::new();
-    import_csv(
-        store,
-        t,
-        b"email,first_name,last_name\nada@example.com,Ada,Lovelace\n",
-        options(10),
-    )
-    .await;
+    let t = tenant_with_ada(store).await;
     let deals = "id,contact_email,title,amount,currency\nD-1,ada@example.com,Engine,100,EUR\n";
     let deals = bulk::import_deals_csv(store, t, &ctx(), deals.as_bytes(), 10)
         .await
@@ -1288,6 +1277,9 @@ async fn ids_of_a_file_are_read_trimmed(store: &DynStore) {
     assert!(report.ids.contains_key("a1"), "{report:?}");
 }
 
+/// Signal rows naming no contact of the tenant, an invalid kind or a
+/// malformed time are reported with their row number and column; every
+/// other row, in the same batches, is recorded.
 async fn malformed_signal_rows_are_reported_with_their_row_and_column(store: &DynStore) {
     let t = TenantId::new();
     let ids = signal_contacts(store, t, &["ann@example.com", "bob@example.com"]).await;
