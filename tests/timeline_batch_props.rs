@@ -1,23 +1,30 @@
 //! Random batches of activities and signals against the same rows logged
-//! one call at a time, on the in-memory store: the batch succeeds exactly
-//! when every call does, then leaves every contact with the same
-//! timeline, signals, live state and freshness; when a call fails, the
-//! batch fails with the same kind of error and writes nothing.
+//! one call at a time, on the in-memory store and on PostgreSQL: the
+//! batch succeeds exactly when every call does, then leaves every contact
+//! with the same timeline, signals, live state and freshness; when a call
+//! fails, the batch fails with the same kind of error (on the same field)
+//! and writes nothing. Some rows are refused by the domain (a body too
+//! long, a time past year 9999), after or before rows naming a contact or
+//! deal that does not exist: the first refused row in order is reported.
 
-use chrono::{Duration, Utc};
+#[cfg(all(feature = "postgres", feature = "conformance"))]
+mod support;
+
+use chrono::{Duration, TimeZone, Utc};
 use crm_core::{
-    Context, Error, InMemoryStore, PageRequest, Store, StoreExt, TenantId,
+    Context, DynStore, Error, InMemoryStore, PageRequest, StoreExt, TenantId,
     domain::{
-        ActivityKind, ContactId, DealId, Email, Money, NewActivity, NewContact, NewDeal, NewSignal,
-        PersonName, SignalKind, Timestamp, truncate_to_micros,
+        ActivityKind, ContactId, DealId, Email, MAX_BODY_CHARS, Money, NewActivity, NewContact,
+        NewDeal, NewSignal, PersonName, SignalKind, Timestamp, truncate_to_micros,
     },
 };
 use proptest::prelude::*;
 
 /// A row: contact slot (3 = a contact that does not exist), activity kind
 /// (or a signal kind, for a signal), minutes ago, deal slot (0 none, 1 the
-/// contact's own, 2 another contact's, 3 missing).
-type Row = (usize, usize, i64, usize, bool);
+/// contact's own, 2 another contact's, 3 missing), whether a signal, and
+/// whether the domain refuses it.
+type Row = (usize, usize, i64, usize, bool, bool);
 
 fn row() -> impl Strategy<Value = Row> {
     (
@@ -26,6 +33,7 @@ fn row() -> impl Strategy<Value = Row> {
         0..10_000i64,
         prop_oneof![6 => Just(0usize), 2 => Just(1usize), 1 => Just(2usize), 1 => Just(3usize)],
         any::<bool>(),
+        prop_oneof![19 => Just(false), 1 => Just(true)],
     )
 }
 
@@ -35,7 +43,7 @@ struct Tenant {
     deals: Vec<DealId>,
 }
 
-async fn tenant(store: &InMemoryStore) -> Tenant {
+async fn tenant(store: &DynStore) -> Tenant {
     let t = TenantId::new();
     let crm = store.scope(t, &Context::system("props"));
     let mut contacts = Vec::new();
@@ -74,9 +82,14 @@ fn split(rows: &[Row], t: &Tenant, now: Timestamp) -> (Vec<NewActivity>, Vec<New
     ];
     let mut a = Vec::new();
     let mut s = Vec::new();
-    for &(c, k, ago, d, is_signal) in rows {
+    for &(c, k, ago, d, is_signal, refused) in rows {
         let at = now - Duration::minutes(ago);
         if is_signal {
+            let at = if refused {
+                Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap()
+            } else {
+                at
+            };
             s.push(NewSignal::new(t.contacts[c], signals[k].clone()).occurred_at(at));
         } else {
             let mut new = NewActivity::new(t.contacts[c], ActivityKind::ALL[k]).occurred_at(at);
@@ -86,6 +99,9 @@ fn split(rows: &[Row], t: &Tenant, now: Timestamp) -> (Vec<NewActivity>, Vec<New
                 3 => Some(DealId::new()),
                 _ => None,
             };
+            if refused {
+                new.body = Some("x".repeat(MAX_BODY_CHARS + 1));
+            }
             a.push(new);
         }
     }
@@ -93,7 +109,7 @@ fn split(rows: &[Row], t: &Tenant, now: Timestamp) -> (Vec<NewActivity>, Vec<New
 }
 
 /// Everything the contacts of `t` hold that does not depend on ids.
-async fn held(store: &InMemoryStore, t: &Tenant) -> String {
+async fn held(store: &DynStore, t: &Tenant) -> String {
     let crm = store.scope(t.t, &Context::system("props"));
     let mut out = String::new();
     for c in &t.contacts[..3] {
@@ -134,58 +150,87 @@ fn kind(e: &Error) -> String {
     }
 }
 
+/// Logs `rows` one call at a time for one tenant and in batches for
+/// another, and compares what each holds.
+async fn check(store: &DynStore, rows: &[Row]) {
+    let one = tenant(store).await;
+    let many = tenant(store).await;
+    let now = truncate_to_micros(Utc::now());
+    // One call at a time, stopping at the first failure (as the
+    // batch does), in one transaction committed only if all pass.
+    let (a, s) = split(rows, &one, now);
+    let mut tx = store.begin(one.t, Context::system("props")).await.unwrap();
+    let mut single_err = None;
+    for new in a {
+        if let Err(e) = tx.log_activity(new).await {
+            single_err = Some(kind(&e));
+            break;
+        }
+    }
+    let mut signal_err = None;
+    for new in s {
+        if let Err(e) = tx.record_signal(new).await {
+            signal_err = Some(kind(&e));
+            break;
+        }
+    }
+    if single_err.is_none() && signal_err.is_none() {
+        tx.commit().await.unwrap();
+    } else {
+        tx.rollback().await.unwrap();
+    }
+    let (a, s) = split(rows, &many, now);
+    let before = held(store, &many).await;
+    let mut tx = store.begin(many.t, Context::system("props")).await.unwrap();
+    let batch_err = tx.log_activities(&a).await.err().map(|e| kind(&e));
+    let batch_signal_err = tx.record_signals(&s).await.err().map(|e| kind(&e));
+    assert_eq!(batch_err, single_err, "activities: the same outcome");
+    assert_eq!(batch_signal_err, signal_err, "signals: the same outcome");
+    if batch_err.is_none() && batch_signal_err.is_none() {
+        tx.commit().await.unwrap();
+        assert_eq!(held(store, &many).await, held(store, &one).await);
+    } else {
+        // Commit what did not fail: a refused batch wrote nothing.
+        tx.commit().await.unwrap();
+        let after = held(store, &many).await;
+        if batch_err.is_some() && batch_signal_err.is_some() {
+            assert_eq!(after, before, "refused batches leave nothing");
+        }
+    }
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn a_random_batch_does_what_the_single_calls_do(rows in proptest::collection::vec(row(), 0..40)) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+        run(async {
             let store = InMemoryStore::new();
-            let one = tenant(&store).await;
-            let many = tenant(&store).await;
-            let now = truncate_to_micros(Utc::now());
-            // One call at a time, stopping at the first failure (as the
-            // batch does), in one transaction committed only if all pass.
-            let (a, s) = split(&rows, &one, now);
-            let mut tx = store.begin(one.t, Context::system("props")).await.unwrap();
-            let mut single_err = None;
-            for new in a {
-                if let Err(e) = tx.log_activity(new).await {
-                    single_err = Some(kind(&e));
-                    break;
-                }
-            }
-            let mut signal_err = None;
-            for new in s {
-                if let Err(e) = tx.record_signal(new).await {
-                    signal_err = Some(kind(&e));
-                    break;
-                }
-            }
-            if single_err.is_none() && signal_err.is_none() {
-                tx.commit().await.unwrap();
-            } else {
-                tx.rollback().await.unwrap();
-            }
-            let (a, s) = split(&rows, &many, now);
-            let before = held(&store, &many).await;
-            let mut tx = store.begin(many.t, Context::system("props")).await.unwrap();
-            let batch_err = tx.log_activities(&a).await.err().map(|e| kind(&e));
-            let batch_signal_err = tx.record_signals(&s).await.err().map(|e| kind(&e));
-            assert_eq!(batch_err, single_err, "activities: the same outcome");
-            assert_eq!(batch_signal_err, signal_err, "signals: the same outcome");
-            if batch_err.is_none() && batch_signal_err.is_none() {
-                tx.commit().await.unwrap();
-                assert_eq!(held(&store, &many).await, held(&store, &one).await);
-            } else {
-                // Commit what did not fail: a refused batch wrote nothing.
-                tx.commit().await.unwrap();
-                let after = held(&store, &many).await;
-                if batch_err.is_some() && batch_signal_err.is_some() {
-                    assert_eq!(after, before, "refused batches leave nothing");
-                }
-            }
+            check(&store, &rows).await;
+        });
+    }
+}
+
+#[cfg(all(feature = "postgres", feature = "conformance"))]
+proptest! {
+    // A database per case.
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn on_postgres_a_random_batch_does_what_the_single_calls_do(
+        rows in proptest::collection::vec(row(), 0..40)
+    ) {
+        run(async {
+            let store = support::TestStore::new().await;
+            check(&*store, &rows).await;
         });
     }
 }
