@@ -1200,6 +1200,27 @@ async fn unknown_columns_of_related_imports_are_refused_naming_them(store: &DynS
     assert_eq!(report.created, 0, "{report:?}");
     assert_eq!(report.rejected[0].errors[0].field, "when", "{report:?}");
 
+    // A key of 100,000 characters is named by its first 64, in a line or
+    // in a header: the report does not hold it.
+    let key = "k".repeat(100_000);
+    let lines =
+        format!("{{\"contact_email\": \"ada@example.com\", \"kind\": \"call\", \"{key}\": 1}}\n");
+    let report = bulk::import_activities_jsonl(store, t, &ctx(), lines.as_bytes(), &none, 10)
+        .await
+        .unwrap();
+    let e = &report.rejected[0].errors[0];
+    assert_eq!(e.code, "unknown_field");
+    assert_eq!(e.field, format!("{}…", &key[..64]));
+    assert!(e.reason.len() < 200, "{}", e.reason.len());
+    let header = format!("contact_email,kind,{key}\nada@example.com,call,x\n");
+    match bulk::import_activities_csv(store, t, &ctx(), header.as_bytes(), &none, 10).await {
+        Err(Error::Validation(errors)) => {
+            assert_eq!(errors.as_slice()[0].field, format!("{}…", &key[..64]));
+            assert!(errors.as_slice()[0].reason.len() < 300);
+        }
+        other => panic!("a long header: {other:?}"),
+    }
+
     // Nothing of the refused files was written: one activity, no signal,
     // no deal, no company.
     let ada = contacts(store, t).await[0].id;

@@ -290,7 +290,7 @@ async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
         "Hash Semi",
     ];
     // (statement, the index it must use, indexes it must not, rows)
-    let lookups: [(&str, &str, &[&str], Params<'_>, usize); 10] = [
+    let lookups: [(&str, &str, &[&str], Params<'_>, usize); 11] = [
         (
             "bulk::IDS_BY_EMAIL",
             "contacts_email_key",
@@ -351,6 +351,14 @@ async fn key_lookups_use_the_key_index_on_tables_never_analysed() {
         // (a bitmap scan of the key's first column, or a hash join).
         (
             "timeline_batch::SHARE_CONTACTS",
+            "Scan using contacts_pkey",
+            WHOLE_TENANT,
+            vec![&tenant, &contacts],
+            1000,
+        ),
+        // The same without a lock, for a batch the domain refused.
+        (
+            "timeline_batch::FIND_CONTACTS",
             "Scan using contacts_pkey",
             WHOLE_TENANT,
             vec![&tenant, &contacts],

@@ -137,15 +137,22 @@ async fn held(store: &DynStore, t: &Tenant) -> String {
     out
 }
 
-fn kind(e: &Error) -> String {
+/// What `e` says, without ids (the two tenants' differ): the entity not
+/// found, or the fields refused with their row's index (`row`, for a
+/// single call, the index of the call that failed).
+fn kind(e: &Error, row: Option<usize>) -> String {
     match e {
         Error::Validation(v) => format!(
             "validation {:?}",
             v.as_slice()
                 .iter()
-                .map(|f| crm_core::store::batch_row(&f.field).map_or(f.field.as_str(), |(_, f)| f))
+                .map(|f| match crm_core::store::batch_row(&f.field) {
+                    Some((i, field)) => (Some(i), field.to_string(), f.code),
+                    None => (row, f.field.clone(), f.code),
+                })
                 .collect::<Vec<_>>()
         ),
+        Error::NotFound { entity, .. } => format!("not found {entity:?}"),
         other => format!("{:?}", other.kind()),
     }
 }
@@ -161,16 +168,16 @@ async fn check(store: &DynStore, rows: &[Row]) {
     let (a, s) = split(rows, &one, now);
     let mut tx = store.begin(one.t, Context::system("props")).await.unwrap();
     let mut single_err = None;
-    for new in a {
+    for (i, new) in a.into_iter().enumerate() {
         if let Err(e) = tx.log_activity(new).await {
-            single_err = Some(kind(&e));
+            single_err = Some(kind(&e, Some(i)));
             break;
         }
     }
     let mut signal_err = None;
-    for new in s {
+    for (i, new) in s.into_iter().enumerate() {
         if let Err(e) = tx.record_signal(new).await {
-            signal_err = Some(kind(&e));
+            signal_err = Some(kind(&e, Some(i)));
             break;
         }
     }
@@ -182,8 +189,8 @@ async fn check(store: &DynStore, rows: &[Row]) {
     let (a, s) = split(rows, &many, now);
     let before = held(store, &many).await;
     let mut tx = store.begin(many.t, Context::system("props")).await.unwrap();
-    let batch_err = tx.log_activities(&a).await.err().map(|e| kind(&e));
-    let batch_signal_err = tx.record_signals(&s).await.err().map(|e| kind(&e));
+    let batch_err = tx.log_activities(&a).await.err().map(|e| kind(&e, None));
+    let batch_signal_err = tx.record_signals(&s).await.err().map(|e| kind(&e, None));
     assert_eq!(batch_err, single_err, "activities: the same outcome");
     assert_eq!(batch_signal_err, signal_err, "signals: the same outcome");
     if batch_err.is_none() && batch_signal_err.is_none() {

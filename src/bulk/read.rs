@@ -30,13 +30,6 @@ pub(super) struct JsonLines<R: BufRead> {
     file: &'static str,
 }
 
-/// The length of a line read with its end: the row, without its `\n` or
-/// `\r\n`.
-fn row_bytes(line: &[u8]) -> usize {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line).len()
-}
-
 impl<R: BufRead> JsonLines<R> {
     /// Reads `reader`; a line reads as blank when it holds only spaces
     /// (and, with `skip_bom`, a byte-order mark, which is left out of any
@@ -59,9 +52,7 @@ impl<R: BufRead> JsonLines<R> {
     pub(super) fn next_line(&mut self) -> Result<Option<Line>> {
         loop {
             self.buf.clear();
-            // The row, its line's end (`\r\n` at most), and one byte more:
-            // enough to tell a row of the limit from a longer one.
-            let limit = MAX_ROW_BYTES as u64 + 3;
+            let limit = MAX_ROW_BYTES as u64 + 1;
             let n = (&mut self.reader)
                 .take(limit)
                 .read_until(b'\n', &mut self.buf)
@@ -70,7 +61,7 @@ impl<R: BufRead> JsonLines<R> {
                 return Ok(None);
             }
             self.line += 1;
-            if row_bytes(&self.buf) > MAX_ROW_BYTES {
+            if self.buf.len() > MAX_ROW_BYTES {
                 if self.buf.last() != Some(&b'\n') {
                     self.skip_rest_of_line()?;
                 }
@@ -164,7 +155,7 @@ fn json_object(text: &[u8]) -> std::result::Result<Map<String, Value>, FieldErro
 
 /// A key as an error names it: whole up to 64 characters (the longest a
 /// custom field's name can be), else its first 64 and `…`.
-fn shortened(key: String) -> String {
+pub(super) fn shortened(key: String) -> String {
     match key.char_indices().nth(64) {
         None => key,
         Some((end, _)) => format!("{}…", &key[..end]),
@@ -388,7 +379,7 @@ fn not_utf8_header(index: usize, e: std::str::Utf8Error) -> Error {
 /// The error of a header naming a column the import does not read.
 fn unknown_column(column: &str, known: &[&str]) -> Error {
     ValidationErrors::single(FieldError::new(
-        column,
+        shortened(column.to_string()),
         "unknown_field",
         format!(
             "is not a column of this import (its columns: {})",
@@ -557,16 +548,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_line_is_too_long_past_the_limit_whatever_its_end() {
-        let pad = |n: usize| format!("{{\"a\":\"{}\"}}", "x".repeat(n - 8));
+    fn a_json_line_is_too_long_past_the_limit_its_line_break_included() {
+        // A line of `n` bytes in all: an object whose text and end take them.
+        let line =
+            |n: usize, end: &str| format!("{{\"a\":\"{}\"}}{end}", "x".repeat(n - 8 - end.len()));
         for (text, long) in [
-            (format!("{}\n", pad(MAX_ROW_BYTES)), false),
-            (format!("{}\r\n", pad(MAX_ROW_BYTES)), false),
-            (pad(MAX_ROW_BYTES), false),
-            (format!("{}\n", pad(MAX_ROW_BYTES + 1)), true),
-            (format!("{}\r\n", pad(MAX_ROW_BYTES + 1)), true),
-            (pad(MAX_ROW_BYTES + 1), true),
-            (format!("{}\n", pad(MAX_ROW_BYTES + 5)), true),
+            (line(MAX_ROW_BYTES, "\n"), false),
+            (line(MAX_ROW_BYTES, "\r\n"), false),
+            (line(MAX_ROW_BYTES, ""), false),
+            (line(MAX_ROW_BYTES + 1, "\n"), true),
+            (line(MAX_ROW_BYTES + 1, "\r\n"), true),
+            (line(MAX_ROW_BYTES + 1, ""), true),
+            (line(MAX_ROW_BYTES + 5, "\n"), true),
         ] {
             let ended = text.ends_with('\n');
             let what = (text.len(), ended);

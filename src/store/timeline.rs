@@ -27,9 +27,9 @@ pub trait TimelineTx: Send {
     /// call checks and builds it, and each adds its term to its contact's
     /// live score and moves its freshness. All or nothing: when a row is
     /// refused, nothing of the batch is written (the transaction goes on).
-    /// An empty batch is no write. A batch may be of any size the caller
-    /// can hold: on PostgreSQL its rows go in as many statements as keep
-    /// each within the server's limits, in one operation.
+    /// An empty batch is no write. The rows' text does not bound a
+    /// batch: on PostgreSQL its rows go in as many statements as keep each
+    /// within the server's limits, in one operation.
     ///
     /// Errors: those of [`log_activity`](Self::log_activity) for the first
     /// row (in order) that fails them: [`Error::NotFound`] names the
