@@ -533,14 +533,7 @@ async fn deals_and_activities_round_trip_through_csv_linked_to_contacts_by_email
 async fn malformed_deal_csv_rows_are_rejected_with_their_row_number_and_the_good_rows_are_kept(
     store: &DynStore,
 ) {
-    let t = TenantId::new();
-    import_csv(
-        store,
-        t,
-        b"email,first_name,last_name\nada@example.com,Ada,Lovelace\n",
-        options(10),
-    )
-    .await;
+    let t = tenant_with_ada(store).await;
     let csv = "Contact_Email,title,amount,currency\n\
                ada@example.com,Engine,100,EUR\n\
                ada@example.com,Boiler,lots,EUR\n\

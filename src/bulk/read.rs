@@ -10,7 +10,10 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::{CsvFormulas, MAX_ROW_BYTES};
-use crate::error::{Error, FieldError, Result, ValidationErrors};
+use crate::{
+    domain::shortened,
+    error::{Error, FieldError, Result, ValidationErrors},
+};
 
 /// One row of a file: its number among the data rows (from 1), the line
 /// it starts on (from 1), and its object, or why it is not one.
@@ -150,15 +153,6 @@ fn json_object(text: &[u8]) -> std::result::Result<Map<String, Value>, FieldErro
             "invalid_format",
             format!("is not a JSON object ({e})"),
         )),
-    }
-}
-
-/// A key as an error names it: whole up to 64 characters (the longest a
-/// custom field's name can be), else its first 64 and `…`.
-pub(super) fn shortened(key: String) -> String {
-    match key.char_indices().nth(64) {
-        None => key,
-        Some((end, _)) => format!("{}…", &key[..end]),
     }
 }
 

@@ -220,22 +220,7 @@ impl Text {
 /// by its path), or of the line as a whole (`row`).
 pub(super) fn fields_of<T: serde::de::DeserializeOwned>(line: &Line) -> RowResult<T> {
     let object = line.object.as_ref().map_err(|e| vec![e.clone()])?;
-    read_value(Value::Object(object.clone()), "row").map_err(|e| vec![named_shortly(e)])
-}
-
-/// `e`, a key the line's reader does not know named by its first 64
-/// characters (a line may hold a key of megabytes, which the report would
-/// otherwise hold twice).
-fn named_shortly(e: FieldError) -> FieldError {
-    if e.code != "unknown_field" {
-        return e;
-    }
-    let field = super::read::shortened(e.field.clone());
-    if field == e.field {
-        return e;
-    }
-    let reason = format!("`{field}` is not a field of this import");
-    FieldError::new(field, e.code, reason)
+    read_value(Value::Object(object.clone()), "row").map_err(|e| vec![e])
 }
 
 /// Finds the contact a row names by `contact_email`.

@@ -132,6 +132,15 @@ fn kind_of(value: &Value) -> &'static str {
     }
 }
 
+/// A key as an error names it: whole up to 64 characters (the longest a
+/// custom field's name can be), else its first 64 and `…`.
+pub(crate) fn shortened(key: String) -> String {
+    match key.char_indices().nth(64) {
+        None => key,
+        Some((end, _)) => format!("{}…", &key[..end]),
+    }
+}
+
 /// The field error of a deserialization error at a path.
 fn field_error(e: serde_path_to_error::Error<serde_json::Error>, root: &str) -> FieldError {
     let path = path_of(e.path(), root);
@@ -140,12 +149,20 @@ fn field_error(e: serde_path_to_error::Error<serde_json::Error>, root: &str) -> 
     if let Some(rest) = message.strip_prefix("unknown field `") {
         // The path stops at the object holding the unknown field: add it.
         let name = rest.split('`').next().unwrap_or_default();
+        // A key of megabytes is named by its start, in the field and in
+        // the message (which would otherwise hold it once more).
+        let short = shortened(name.to_string());
         let field = if path == root || path.is_empty() {
-            name.to_string()
-        } else if path.ends_with(name) {
-            path
+            short.clone()
+        } else if let Some(parent) = path.strip_suffix(name) {
+            format!("{parent}{short}")
         } else {
-            format!("{path}.{name}")
+            format!("{path}.{short}")
+        };
+        let message = if short == name {
+            message.to_string()
+        } else {
+            format!("`{short}` is not a known field")
         };
         return FieldError::new(field, "unknown_field", message);
     }

@@ -63,8 +63,8 @@ pub use freshness::{
     INVALID_EMAIL_OFFSET, MAX_STALE_DAYS, StaleBounds, StaleContact, StalePosition, StaleQuery,
     StaleReason,
 };
-pub(crate) use from_json::read_value;
 pub use from_json::{FromJson, ROOT_FIELD};
+pub(crate) use from_json::{read_value, shortened};
 pub use history::{
     EntityKind, FieldChange, FieldQuery, HistoryEntity, HistoryEntry, HistoryKey, Operation,
 };
